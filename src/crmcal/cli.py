@@ -1,0 +1,146 @@
+"""The ``crmcal`` command line: serve, users, db (sync, worker, demo and emulators join later)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from sqlalchemy.exc import DBAPIError
+
+from crmcal import migrations
+from crmcal.config import ConfigError, Settings
+from crmcal.crm import users
+from crmcal.crm.errors import CrmError
+from crmcal.crm.schemas import UserCreate
+from crmcal.db import Database, is_sqlite
+
+app = typer.Typer(
+    help="crmcal: two-way calendar sync for a CRM.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the database.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+
+class CliError(Exception):
+    """Stops the command with one line on stderr and exit status 1."""
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _run(make: Callable[[Database], Awaitable[T]], settings: Settings) -> T:
+    async def main() -> T:
+        db = Database(settings.database_url)
+        try:
+            return await make(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+def _require_current_schema(settings: Settings) -> None:
+    current = migrations.current_revision(settings.database_url)
+    if current != migrations.head_revision():
+        raise CliError(
+            f"the database schema is at {current or 'nothing'}, this crmcal needs "
+            f"{migrations.head_revision()}: run 'crmcal db upgrade'"
+        )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration to CRMCAL_DATABASE_URL."""
+    settings = _settings()
+    migrations.upgrade(settings.database_url)
+    out.print(f"database at revision {migrations.current_revision(settings.database_url)}")
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Option(help="E-mail address (unique).")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    admin: Annotated[bool, typer.Option("--admin", help="Make the user an admin.")] = False,
+) -> None:
+    """Create a user and print its API token (shown only this once)."""
+    settings = _settings()
+    _require_current_schema(settings)
+    try:
+        data = UserCreate(email=email, name=name, is_admin=admin)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        raise CliError(f"--{problem['loc'][0]}: {message}") from None
+
+    async def create(db: Database) -> str:
+        async with db.write() as session:
+            _, token = await users.create_user(session, data)
+            return token
+
+    token = _run(create, settings)
+    err.print(f"created user {data.email}; API token:")
+    print(token)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+) -> None:
+    """Run the app: REST API and the in-process worker."""
+    import uvicorn
+
+    from crmcal.web.app import create_app
+
+    settings = _settings()
+    if is_sqlite(settings.database_url):
+        migrations.upgrade(settings.database_url)  # the embedded database looks after itself
+    else:
+        _require_current_schema(settings)
+
+    async def first_admin(db: Database) -> str | None:
+        async with db.write() as session:
+            created = await users.create_first_admin(session)
+            return created[1] if created else None
+
+    token = _run(first_admin, settings)
+    url = f"http://{host}:{port}"
+    if token:
+        out.print(f"First admin: {users.FIRST_ADMIN_EMAIL}")
+        out.print(f"API token:   {token}")
+        out.print(f"Try:         curl -H 'Authorization: Bearer {token}' {url}/api/v1/me")
+    out.print(f"crmcal on {url} (API docs at {url}/docs)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except (CliError, CrmError, ConfigError) as exc:
+        _fail(str(exc))
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        _fail(f"database: {reason}")

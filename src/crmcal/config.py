@@ -1,0 +1,46 @@
+"""Settings read from the environment (``CRMCAL_*``), in one typed object."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_DATABASE_URL = "sqlite:///./crmcal.db"
+DEFAULT_POLL_SECONDS = 180
+
+
+class ConfigError(ValueError):
+    """A setting has a value crmcal cannot use."""
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    secret_key: str | None = None
+    base_url: str = "http://127.0.0.1:8000"
+    poll_seconds: int = DEFAULT_POLL_SECONDS
+    allow_private_networks: bool = False
+    trash_retention_days: int = 30
+    max_body_bytes: int = 1024 * 1024
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        poll = env.get("CRMCAL_POLL_SECONDS", str(DEFAULT_POLL_SECONDS))
+        try:
+            poll_seconds = int(poll)
+        except ValueError:
+            raise ConfigError(f"CRMCAL_POLL_SECONDS must be a whole number, got {poll!r}") from None
+        if poll_seconds < 1:
+            raise ConfigError("CRMCAL_POLL_SECONDS must be at least 1")
+        return cls(
+            database_url=env.get("CRMCAL_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            secret_key=env.get("CRMCAL_SECRET_KEY") or None,
+            base_url=(env.get("CRMCAL_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
+            poll_seconds=poll_seconds,
+            allow_private_networks=_flag(env.get("CRMCAL_ALLOW_PRIVATE_NETWORKS")),
+        )

@@ -1,0 +1,350 @@
+"""Activities: create, change, trash and restore them, list them as a viewer may see them.
+
+Every change appends to the change feed in the same transaction (see changefeed).
+Permission and visibility rules (F6, F9) are enforced here so that the REST API,
+the CLI and the sync engine all obey the same ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmcal.crm import activity_types, changefeed, contacts, permissions, times
+from crmcal.crm.errors import Conflict, Invalid, NotFound
+from crmcal.crm.pagination import decode_cursor, encode_cursor
+from crmcal.crm.schemas import (
+    ActivityCreate,
+    ActivityOut,
+    ActivityUpdate,
+    ParticipantIn,
+    ParticipantOut,
+)
+from crmcal.crm.tables import Activity, Participant, User, utcnow
+
+BUSY_PLACEHOLDER = "Busy"
+REQUIRED_FIELDS = ("type", "subject", "start", "all_day", "timezone", "done", "busy", "visibility")
+_TIME_FIELDS = ("start", "end", "all_day", "timezone")
+_PLAIN_FIELDS = (
+    "subject", "location", "note", "done", "busy", "visibility", "deal_id", "person_id",
+    "organization_id", "reminder_minutes",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ActivityFilter:
+    start_from: str | None = None
+    start_to: str | None = None
+    type: str | None = None
+    owner_id: int | None = None
+    deleted: bool = False
+
+
+# --- reading ---------------------------------------------------------------
+
+
+def to_out(activity: Activity, viewer: User) -> ActivityOut:
+    """The activity as ``viewer`` may see it: someone else's private one is a busy block."""
+    tz = times.zone(activity.timezone)
+    if activity.all_day:
+        start = activity.start_date.isoformat() if activity.start_date else ""
+        end = activity.end_date.isoformat() if activity.end_date else None
+    else:
+        start = times.format_instant(activity.start_at, tz)
+        end = times.format_instant(activity.end_at, tz) if activity.end_at else None
+    details = permissions.can_see_details(viewer, activity)
+    return ActivityOut(
+        id=activity.id,
+        type=activity.type,
+        subject=activity.subject if details else BUSY_PLACEHOLDER,
+        start=start,
+        end=end,
+        all_day=activity.all_day,
+        timezone=activity.timezone,
+        location=activity.location if details else None,
+        note=activity.note if details else None,
+        done=activity.done,
+        busy=activity.busy,
+        visibility=activity.visibility,
+        owner_id=activity.owner_id,
+        participants=[
+            ParticipantOut(email=p.email, name=p.name, person_id=p.person_id)
+            for p in activity.participants
+        ]
+        if details
+        else [],
+        deal_id=activity.deal_id if details else None,
+        person_id=activity.person_id if details else None,
+        organization_id=activity.organization_id if details else None,
+        reminder_minutes=activity.reminder_minutes,
+        recurrence=activity.recurrence,
+        series_id=activity.series_id,
+        created_at=activity.created_at,
+        updated_at=activity.updated_at,
+        deleted_at=activity.deleted_at,
+    )
+
+
+async def load(session: AsyncSession, activity_id: int) -> Activity:
+    found = await session.get(Activity, activity_id)
+    if found is None:
+        raise NotFound(f"activity {activity_id} not found")
+    return found
+
+
+async def get_activity(session: AsyncSession, viewer: User, activity_id: int) -> Activity:
+    permissions.require(viewer, permissions.ACTIVITIES_VIEW)
+    found = await load(session, activity_id)
+    if found.deleted_at is not None and found.owner_id != viewer.id and not viewer.is_admin:
+        raise NotFound(f"activity {activity_id} not found")
+    return found
+
+
+async def list_activities(
+    session: AsyncSession, viewer: User, flt: ActivityFilter, *, limit: int, cursor: str | None
+) -> tuple[list[Activity], str | None]:
+    """A page of activities ordered by start, then id."""
+    permissions.require(viewer, permissions.ACTIVITIES_VIEW)
+    tz = times.zone(viewer.timezone)
+    query = select(Activity)
+    if flt.deleted:
+        query = query.where(Activity.deleted_at.is_not(None))
+        if not viewer.is_admin:  # the trash of others is theirs to manage
+            query = query.where(Activity.owner_id == viewer.id)
+    else:
+        query = query.where(Activity.deleted_at.is_(None))
+    if flt.start_from:
+        query = query.where(
+            Activity.start_at >= times.parse_instant("start_from", flt.start_from, tz)
+        )
+    if flt.start_to:
+        if times.is_date(flt.start_to):  # a date includes its whole day
+            day = times.parse_date("start_to", flt.start_to)
+            query = query.where(Activity.start_at < times.midnight_utc(day + dt.timedelta(1), tz))
+        else:
+            query = query.where(
+                Activity.start_at <= times.parse_datetime("start_to", flt.start_to, tz)
+            )
+    if flt.type:
+        query = query.where(Activity.type == flt.type)
+    if flt.owner_id:
+        query = query.where(Activity.owner_id == flt.owner_id)
+    if cursor:
+        start_text, after_id = decode_cursor(cursor, 2)
+        try:
+            after_start = dt.datetime.fromisoformat(start_text)
+            after_id = int(after_id)
+        except (TypeError, ValueError):
+            raise Invalid("cursor is not one this API handed out") from None
+        query = query.where(
+            or_(
+                Activity.start_at > after_start,
+                and_(Activity.start_at == after_start, Activity.id > after_id),
+            )
+        )
+    rows = list(
+        await session.scalars(query.order_by(Activity.start_at, Activity.id).limit(limit + 1))
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor([rows[-1].start_at.isoformat(), rows[-1].id]) if more else None
+    return rows, next_cursor
+
+
+# --- writing ---------------------------------------------------------------
+
+
+def _resolve_times(values: dict[str, Any]) -> dict[str, Any]:
+    """Columns for start/end from the textual fields, with the checks a person expects."""
+    tz = times.zone(values["timezone"])
+    start, end = values["start"], values.get("end")
+    if values["all_day"]:
+        start_date = times.parse_date("start", start)
+        end_date = times.parse_date("end", end) if end else start_date + dt.timedelta(days=1)
+        if end_date <= start_date:
+            raise Invalid("end: must be after start (an all-day end date is exclusive)")
+        return {
+            "start_at": times.midnight_utc(start_date, tz),
+            "end_at": times.midnight_utc(end_date, tz),
+            "start_date": start_date,
+            "end_date": end_date,
+        }
+    start_at = times.parse_datetime("start", start, tz)
+    end_at = times.parse_datetime("end", end, tz) if end else None
+    if end_at is not None and end_at < start_at:
+        raise Invalid("end: must not be before start")
+    return {"start_at": start_at, "end_at": end_at, "start_date": None, "end_date": None}
+
+
+def _recurrence(values: dict[str, Any], resolved: dict[str, Any]) -> str | None:
+    rule = values.get("recurrence")
+    if not rule:
+        return None
+    if values["all_day"]:
+        dtstart = dt.datetime.combine(resolved["start_date"], dt.time())
+    else:
+        dtstart = resolved["start_at"]
+    return times.normalise_rrule(rule, dtstart)
+
+
+async def _participants(session: AsyncSession, given: list[ParticipantIn]) -> list[Participant]:
+    """Participants linked to persons: by id, or by e-mail (creating the person if new)."""
+    result = []
+    for position, item in enumerate(given):
+        email, name, person_id = item.email, item.name, item.person_id
+        if person_id is not None:
+            person = await contacts.get(session, contacts.Person, person_id)
+            email = email or person.email
+            name = name or person.name
+        elif email is not None:
+            person = await contacts.person_for_email(session, email, name)
+            person_id = person.id
+            name = name or person.name
+        result.append(Participant(position=position, email=email, name=name, person_id=person_id))
+    return result
+
+
+def _as_input(activity: Activity) -> dict[str, Any]:
+    """The activity's current fields in the shape the API accepts."""
+    tz = times.zone(activity.timezone)
+    if activity.all_day:
+        start = activity.start_date.isoformat() if activity.start_date else None
+        end = activity.end_date.isoformat() if activity.end_date else None
+    else:
+        start = times.format_instant(activity.start_at, tz)
+        end = times.format_instant(activity.end_at, tz) if activity.end_at else None
+    values = {name: getattr(activity, name) for name in _PLAIN_FIELDS}
+    values.update(
+        type=activity.type, start=start, end=end, all_day=activity.all_day,
+        timezone=activity.timezone, recurrence=activity.recurrence,
+    )  # fmt: skip
+    return values
+
+
+def _switch_all_day(current: Activity, values: dict[str, Any], changes: dict[str, Any]) -> None:
+    """Turning all-day on or off without new times keeps the day and time the activity had."""
+    if "all_day" not in changes or changes["all_day"] == current.all_day:
+        return
+    tz = times.zone(values["timezone"])
+    if "start" not in changes:
+        local = current.start_at.astimezone(tz)
+        values["start"] = local.date().isoformat() if values["all_day"] else local.isoformat()
+    if "end" not in changes:
+        values["end"] = None
+
+
+async def _apply(
+    session: AsyncSession, actor: User, activity: Activity, values: dict[str, Any]
+) -> None:
+    resolved = _resolve_times(values)
+    resolved["recurrence"] = _recurrence(values, resolved)
+    if values["type"] != activity.type:  # an existing activity may keep a deactivated type
+        await activity_types.require_usable(session, values["type"])
+    await contacts.check_links(
+        session, {k: values.get(k) for k in ("deal_id", "person_id", "organization_id")}
+    )
+    for name in _PLAIN_FIELDS:
+        setattr(activity, name, values[name])
+    activity.type = values["type"]
+    activity.all_day = values["all_day"]
+    activity.timezone = values["timezone"]
+    for name, value in resolved.items():
+        setattr(activity, name, value)
+
+
+async def _other_owner(session: AsyncSession, actor: User, owner_id: int) -> User:
+    """The user an admin gives an activity to; only admins act for others."""
+    permissions.require_admin(actor)
+    owner = await session.get(User, owner_id)
+    if owner is None or not owner.active:
+        raise Invalid(f"owner_id: no active user with id {owner_id}")
+    return owner
+
+
+async def create_activity(
+    session: AsyncSession, actor: User, data: ActivityCreate, *, origin: str = "api"
+) -> Activity:
+    permissions.require(actor, permissions.ACTIVITIES_CREATE)
+    owner = actor
+    if data.owner_id is not None and data.owner_id != actor.id:
+        owner = await _other_owner(session, actor, data.owner_id)
+    values = data.model_dump()
+    # The owner's own zone is the natural default for times written without one.
+    defaults = {"all_day": False, "done": False, "busy": True, "visibility": "everyone",
+                "timezone": owner.timezone}  # fmt: skip
+    for name, default in defaults.items():
+        if values[name] is None:
+            values[name] = default
+    activity = Activity(uid=uuid.uuid4().hex, owner_id=owner.id, type="")
+    await _apply(session, actor, activity, values)
+    activity.participants = await _participants(session, data.participants or [])
+    session.add(activity)
+    await session.flush()
+    await changefeed.record_change(session, activity, changefeed.CREATED, origin)
+    return activity
+
+
+async def update_activity(
+    session: AsyncSession,
+    actor: User,
+    activity_id: int,
+    data: ActivityUpdate,
+    *,
+    origin: str = "api",
+) -> Activity:
+    permissions.require(actor, permissions.ACTIVITIES_EDIT)
+    activity = await load(session, activity_id)
+    permissions.require_owner_or_admin(actor, activity, "edit")
+    if activity.deleted_at is not None:
+        raise Conflict(f"activity {activity_id} is in the trash: restore it first")
+    changes = data.model_dump(exclude_unset=True)
+    for name in REQUIRED_FIELDS:
+        if name in changes and changes[name] is None:
+            raise Invalid(f"{name} cannot be null")
+    if "owner_id" in changes:
+        new_owner = changes.pop("owner_id")
+        if new_owner is not None and new_owner != activity.owner_id:
+            activity.owner_id = (await _other_owner(session, actor, new_owner)).id
+    values = {**_as_input(activity), **changes}
+    _switch_all_day(activity, values, changes)
+    await _apply(session, actor, activity, values)
+    if "participants" in changes:
+        activity.participants = await _participants(session, data.participants or [])
+    activity.updated_at = utcnow()
+    await session.flush()
+    await changefeed.record_change(session, activity, changefeed.UPDATED, origin)
+    return activity
+
+
+async def delete_activity(
+    session: AsyncSession, actor: User, activity_id: int, *, origin: str = "api"
+) -> Activity:
+    """Move the activity to the trash (idempotent)."""
+    permissions.require(actor, permissions.ACTIVITIES_DELETE)
+    activity = await load(session, activity_id)
+    permissions.require_owner_or_admin(actor, activity, "delete")
+    if activity.deleted_at is None:
+        activity.deleted_at = utcnow()
+        await session.flush()
+        await changefeed.record_change(session, activity, changefeed.DELETED, origin)
+    return activity
+
+
+async def restore_activity(
+    session: AsyncSession, actor: User, activity_id: int, *, origin: str = "api"
+) -> Activity:
+    permissions.require(actor, permissions.ACTIVITIES_DELETE)
+    activity = await load(session, activity_id)
+    permissions.require_owner_or_admin(actor, activity, "restore")
+    if activity.deleted_at is None:
+        raise Conflict(f"activity {activity_id} is not in the trash")
+    activity.deleted_at = None
+    activity.updated_at = utcnow()
+    await session.flush()
+    await changefeed.record_change(session, activity, changefeed.RESTORED, origin)
+    return activity

@@ -1,0 +1,54 @@
+"""The activity change feed: an append-only log with a monotonic sequence number.
+
+Each create/update/delete/restore appends one row in the same transaction as the
+change itself. A reader keeps the last ``seq`` it has processed and asks for the
+rows after it.
+
+On PostgreSQL a sequence number is drawn when a row is inserted, but
+transactions commit in any order, so a reader could see seq 11 before seq 10 has
+committed and skip 10 for good. Taking one transaction-scoped advisory lock just
+before the insert makes feed rows become visible in sequence order: whoever drew
+the lower number commits (and releases the lock) before the next number is drawn.
+SQLite already runs one writer at a time.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmcal.crm.tables import Activity, ActivityChange
+
+CREATED = "created"
+UPDATED = "updated"
+DELETED = "deleted"
+RESTORED = "restored"
+
+# An arbitrary constant naming the feed's lock among the database's advisory locks.
+_FEED_LOCK_KEY = 0x6372_6D63_616C  # "crmcal"
+
+
+async def record_change(session: AsyncSession, activity: Activity, kind: str, origin: str) -> int:
+    """Append a feed row for ``activity``; returns its sequence number."""
+    if (await session.connection()).dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _FEED_LOCK_KEY})
+    change = ActivityChange(
+        activity_id=activity.id, owner_id=activity.owner_id, kind=kind, origin=origin
+    )
+    session.add(change)
+    await session.flush()
+    return change.seq
+
+
+async def read_changes(
+    session: AsyncSession, after_seq: int = 0, limit: int = 1000, owner_id: int | None = None
+) -> list[ActivityChange]:
+    """Feed rows after ``after_seq`` in sequence order, optionally of one owner only."""
+    query = select(ActivityChange).where(ActivityChange.seq > after_seq)
+    if owner_id is not None:
+        query = query.where(ActivityChange.owner_id == owner_id)
+    return list(await session.scalars(query.order_by(ActivityChange.seq).limit(limit)))
+
+
+async def latest_seq(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.max(ActivityChange.seq))) or 0)

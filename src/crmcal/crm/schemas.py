@@ -1,0 +1,314 @@
+"""The CRM's input and output shapes (pydantic), shared by the REST API and the CLI.
+
+Every input model forbids unknown fields and bounds every string, so a bad request
+is refused with a message instead of reaching the database. The limits are
+documented in docs/api.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from crmcal.crm import permissions
+
+MAX_ID = 2**31 - 1
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+_EMAIL_RE = re.compile(
+    r"^[^@\s<>\"]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
+_KEY_RE = r"^[a-z0-9][a-z0-9_-]*$"
+
+
+def _plain_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+def normalise_email(value: str) -> str:
+    """Trimmed and lower-cased; raises ValueError when it is not an address."""
+    email = value.strip().lower()
+    if len(email) > 320 or not _EMAIL_RE.match(email):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return email
+
+
+def Text(max_length: int, min_length: int = 0) -> Any:
+    return Annotated[
+        str,
+        StringConstraints(max_length=max_length, min_length=min_length),
+        AfterValidator(_plain_text),
+    ]
+
+
+Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalise_email)]
+TypeKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_KEY_RE)]
+Permission = Literal[
+    "calendar_sync", "activities.view", "activities.create", "activities.edit", "activities.delete"
+]
+Visibility = Literal["everyone", "owner"]
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+# --- users -----------------------------------------------------------------
+
+
+class UserCreate(Input):
+    email: Email
+    name: Text(200, 1)
+    is_admin: bool = False
+    permissions: list[Permission] | None = Field(
+        default=None, description="Defaults to every permission."
+    )
+    timezone: Text(64, 1) = "UTC"
+
+
+class UserUpdate(Input):
+    name: Text(200, 1) | None = None
+    is_admin: bool | None = None
+    permissions: list[Permission] | None = None
+    timezone: Text(64, 1) | None = None
+    active: bool | None = None
+
+
+class UserOut(BaseModel):
+    id: int
+    email: str
+    name: str
+    is_admin: bool
+    permissions: list[str]
+    timezone: str
+    active: bool
+    created_at: dt.datetime
+
+
+class UserCreated(UserOut):
+    token: str = Field(description="The API token; shown only once.")
+
+
+def default_permissions() -> list[str]:
+    return list(permissions.DEFAULT)
+
+
+# --- activity types --------------------------------------------------------
+
+
+class ActivityTypeCreate(Input):
+    key: TypeKey
+    name: Text(100, 1)
+
+
+class ActivityTypeUpdate(Input):
+    name: Text(100, 1) | None = None
+    active: bool | None = None
+
+
+class ActivityTypeOut(BaseModel):
+    key: str
+    name: str
+    builtin: bool
+    active: bool
+
+
+# --- persons, organizations, deals -------------------------------------------
+
+
+class OrganizationCreate(Input):
+    name: Text(200, 1)
+    address: Text(500) | None = None
+
+
+class OrganizationUpdate(Input):
+    name: Text(200, 1) | None = None
+    address: Text(500) | None = None
+
+
+class OrganizationOut(BaseModel):
+    id: int
+    name: str
+    address: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class PersonCreate(Input):
+    name: Text(200, 1)
+    email: Email | None = None
+    phone: Text(50) | None = None
+    organization_id: Id | None = None
+
+
+class PersonUpdate(Input):
+    name: Text(200, 1) | None = None
+    email: Email | None = None
+    phone: Text(50) | None = None
+    organization_id: Id | None = None
+
+
+class PersonOut(BaseModel):
+    id: int
+    name: str
+    email: str | None
+    phone: str | None
+    organization_id: int | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+DealStatus = Literal["open", "won", "lost"]
+Money = Annotated[Decimal, Field(ge=0, le=Decimal("9999999999999999.99"), decimal_places=2)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+class DealCreate(Input):
+    title: Text(200, 1)
+    value: Money | None = None
+    currency: Currency | None = None
+    status: DealStatus = "open"
+    owner_id: Id | None = None
+    person_id: Id | None = None
+    organization_id: Id | None = None
+
+
+class DealUpdate(Input):
+    title: Text(200, 1) | None = None
+    value: Money | None = None
+    currency: Currency | None = None
+    status: DealStatus | None = None
+    owner_id: Id | None = None
+    person_id: Id | None = None
+    organization_id: Id | None = None
+
+
+class DealOut(BaseModel):
+    id: int
+    title: str
+    value: Decimal | None
+    currency: str | None
+    status: str
+    owner_id: int | None
+    person_id: int | None
+    organization_id: int | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+# --- activities ------------------------------------------------------------
+
+
+class ParticipantIn(Input):
+    email: Email | None = None
+    name: Text(200) | None = None
+    person_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _needs_someone(self) -> ParticipantIn:
+        if self.email is None and self.person_id is None:
+            raise ValueError("a participant needs an email or a person_id")
+        return self
+
+
+class ParticipantOut(BaseModel):
+    email: str | None
+    name: str | None
+    person_id: int | None
+
+
+class ActivityFields(Input):
+    """Fields an activity accepts; times stay text here and are parsed by the repository."""
+
+    type: TypeKey | None = None
+    subject: Text(255, 1) | None = None
+    start: Text(40, 1) | None = Field(
+        default=None,
+        description="RFC 3339 date-time, or a date (YYYY-MM-DD) when all_day is true.",
+    )
+    end: Text(40, 1) | None = Field(default=None, description="All-day: exclusive end date.")
+    all_day: bool | None = None
+    timezone: Text(64, 1) | None = Field(default=None, description="IANA name; default UTC.")
+    location: Text(500) | None = None
+    note: Text(65536) | None = None
+    done: bool | None = None
+    busy: bool | None = None
+    visibility: Visibility | None = None
+    owner_id: Id | None = None
+    participants: list[ParticipantIn] | None = Field(default=None, max_length=200)
+    deal_id: Id | None = None
+    person_id: Id | None = None
+    organization_id: Id | None = None
+    reminder_minutes: int | None = Field(default=None, ge=0, le=40320)
+    recurrence: Text(1000, 1) | None = Field(
+        default=None, description="RFC 5545 RRULE value, e.g. FREQ=WEEKLY;COUNT=10"
+    )
+
+
+class ActivityCreate(ActivityFields):
+    type: TypeKey
+    subject: Text(255, 1)
+    start: Text(40, 1)
+
+
+class ActivityUpdate(ActivityFields):
+    """Only the fields present change; ``null`` clears an optional field."""
+
+
+class SyncInfo(BaseModel):
+    connection_id: int
+    event_id: str | None
+    state: str
+    last_synced_at: dt.datetime | None
+
+
+class ActivityOut(BaseModel):
+    id: int
+    type: str
+    subject: str
+    start: str
+    end: str | None
+    all_day: bool
+    timezone: str
+    location: str | None
+    note: str | None
+    done: bool
+    busy: bool
+    visibility: str
+    owner_id: int
+    participants: list[ParticipantOut]
+    deal_id: int | None
+    person_id: int | None
+    organization_id: int | None
+    reminder_minutes: int | None
+    recurrence: str | None
+    series_id: int | None
+    sync: SyncInfo | None = None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    deleted_at: dt.datetime | None
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None

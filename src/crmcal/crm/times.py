@@ -1,0 +1,124 @@
+"""Parsing and normalising the times of an activity: zones, all-day dates, RRULEs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dateutil.rrule import rrulestr
+
+from crmcal.crm.errors import Invalid
+
+# Keep arithmetic away from the edges of datetime's range, where converting
+# between zones overflows.
+MIN_YEAR = 1900
+MAX_YEAR = 2199
+
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone called ``name``, or ``Invalid``."""
+    if not name or len(name) > 64 or name.startswith("/") or ".." in name:
+        raise Invalid(f"unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin'")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise Invalid(
+            f"unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin'"
+        ) from None
+
+
+def _check_year(field: str, year: int) -> None:
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        raise Invalid(f"{field}: year must be between {MIN_YEAR} and {MAX_YEAR}")
+
+
+def is_date(value: str) -> bool:
+    return bool(_DATE_RE.match(value))
+
+
+def parse_date(field: str, value: str) -> dt.date:
+    """A calendar date written ``YYYY-MM-DD``."""
+    if not _DATE_RE.match(value):
+        raise Invalid(f"{field}: {value!r} is not a date (YYYY-MM-DD)")
+    try:
+        parsed = dt.date.fromisoformat(value)
+    except ValueError:
+        raise Invalid(f"{field}: {value!r} is not a valid date") from None
+    _check_year(field, parsed.year)
+    return parsed
+
+
+def parse_datetime(field: str, value: str, tz: ZoneInfo) -> dt.datetime:
+    """An ISO 8601 date-time; one without an offset is read in ``tz``. Returns UTC."""
+    if _DATE_RE.match(value):
+        raise Invalid(f"{field}: {value!r} is a date; give a date-time, or set all_day to true")
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise Invalid(
+            f"{field}: {value!r} is not an ISO 8601 date-time such as 2026-12-01T10:00:00+01:00"
+        ) from None
+    _check_year(field, parsed.year)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed.astimezone(dt.UTC)
+
+
+def parse_instant(field: str, value: str, tz: ZoneInfo) -> dt.datetime:
+    """A date or date-time as a UTC instant (a date is its midnight in ``tz``)."""
+    if _DATE_RE.match(value):
+        day = parse_date(field, value)
+        return dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.UTC)
+    return parse_datetime(field, value, tz)
+
+
+def midnight_utc(day: dt.date, tz: ZoneInfo) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.UTC)
+
+
+def format_instant(instant: dt.datetime, tz: ZoneInfo) -> str:
+    """RFC 3339 in the activity's own zone, e.g. ``2026-12-01T10:00:00+01:00``."""
+    return instant.astimezone(tz).isoformat()
+
+
+_RRULE_PARTS = {
+    "FREQ", "UNTIL", "COUNT", "INTERVAL", "BYSECOND", "BYMINUTE", "BYHOUR", "BYDAY",
+    "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH", "BYSETPOS", "WKST",
+}  # fmt: skip
+_FREQS = {"SECONDLY", "MINUTELY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY"}
+
+
+def normalise_rrule(value: str, dtstart: dt.datetime) -> str:
+    """Validate an RFC 5545 RRULE value and return it without an ``RRULE:`` prefix."""
+    text = value.strip()
+    if text.upper().startswith("RRULE:"):
+        text = text[6:]
+    if not text or "\n" in text or "\r" in text:
+        raise Invalid("recurrence: give a single RRULE value such as 'FREQ=WEEKLY;COUNT=10'")
+    parts: dict[str, str] = {}
+    for item in text.split(";"):
+        name, sep, part_value = item.partition("=")
+        name = name.strip().upper()
+        if not sep or not part_value.strip():
+            raise Invalid(f"recurrence: {item!r} is not NAME=VALUE")
+        if name not in _RRULE_PARTS:
+            raise Invalid(f"recurrence: unknown RRULE part {name!r}")
+        if name in parts:
+            raise Invalid(f"recurrence: {name} given twice")
+        parts[name] = part_value.strip().upper()
+    if parts.get("FREQ") not in _FREQS:
+        raise Invalid("recurrence: FREQ is required (DAILY, WEEKLY, MONTHLY, YEARLY ...)")
+    if "UNTIL" in parts and "COUNT" in parts:
+        raise Invalid("recurrence: UNTIL and COUNT cannot both be given")
+    canonical = ";".join(f"{name}={part_value}" for name, part_value in parts.items())
+    try:
+        rule = rrulestr(canonical, dtstart=dtstart)
+        # Make sure the rule can actually produce its first occurrence.
+        rule.after(dtstart - dt.timedelta(seconds=1), inc=True)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise Invalid(f"recurrence: {exc}") from None
+    return canonical

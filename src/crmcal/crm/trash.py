@@ -1,0 +1,25 @@
+"""Emptying the trash: activities deleted more than the retention period ago go for good."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmcal.crm.tables import Activity, utcnow
+
+RETENTION = dt.timedelta(days=30)
+
+
+async def purge_trash(
+    session: AsyncSession, *, now: dt.datetime | None = None, retention: dt.timedelta = RETENTION
+) -> int:
+    """Delete activities trashed before ``now - retention``; returns how many."""
+    cutoff = (now or utcnow()) - retention
+    result = await session.execute(
+        delete(Activity)
+        .where(Activity.deleted_at.is_not(None), Activity.deleted_at < cutoff)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -1,0 +1,108 @@
+"""Users and their API tokens. Only a SHA-256 hash of each token is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmcal.crm import times
+from crmcal.crm.errors import Conflict, Invalid, NotFound
+from crmcal.crm.pagination import page_by_id
+from crmcal.crm.schemas import UserCreate, UserUpdate, default_permissions
+from crmcal.crm.tables import ApiToken, User
+
+TOKEN_PREFIX = "crmcal_"  # noqa: S105 - a prefix, not a secret
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _check_timezone(name: str) -> str:
+    times.zone(name)
+    return name
+
+
+async def create_user(session: AsyncSession, data: UserCreate) -> tuple[User, str]:
+    """Create a user and a first API token; returns both (the token only this once)."""
+    if await session.scalar(select(User.id).where(User.email == data.email)):
+        raise Conflict(f"a user with e-mail {data.email} already exists")
+    user = User(
+        email=data.email,
+        name=data.name,
+        is_admin=data.is_admin,
+        permissions=sorted(set(data.permissions))
+        if data.permissions is not None
+        else default_permissions(),
+        timezone=_check_timezone(data.timezone),
+        active=True,
+    )
+    session.add(user)
+    await session.flush()
+    return user, await issue_token(session, user)
+
+
+async def issue_token(session: AsyncSession, user: User) -> str:
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(user_id=user.id, token_hash=hash_token(token)))
+    await session.flush()
+    return token
+
+
+async def user_for_token(session: AsyncSession, token: str) -> User | None:
+    """The active user the token belongs to, or None."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    user = await session.scalar(
+        select(User)
+        .join(ApiToken, ApiToken.user_id == User.id)
+        .where(ApiToken.token_hash == hash_token(token))
+    )
+    return user if user is not None and user.active else None
+
+
+async def get_user(session: AsyncSession, user_id: int) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} not found")
+    return user
+
+
+async def update_user(session: AsyncSession, user: User, data: UserUpdate) -> User:
+    changes = data.model_dump(exclude_unset=True)
+    for field in ("name", "is_admin", "active", "timezone"):
+        if field in changes and changes[field] is None:
+            raise Invalid(f"{field} cannot be null")
+    if "timezone" in changes:
+        _check_timezone(changes["timezone"])
+    if "permissions" in changes:
+        changes["permissions"] = sorted(set(changes["permissions"] or []))
+    for field, value in changes.items():
+        setattr(user, field, value)
+    await session.flush()
+    return user
+
+
+async def list_users(
+    session: AsyncSession, *, limit: int, cursor: str | None
+) -> tuple[list[User], str | None]:
+    return await page_by_id(session, select(User), User.id, limit=limit, cursor=cursor)
+
+
+async def count_users(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count(User.id))) or 0)
+
+
+FIRST_ADMIN_EMAIL = "admin@crmcal.localhost"
+
+
+async def create_first_admin(session: AsyncSession) -> tuple[User, str] | None:
+    """An admin user and token when the database has no user yet; otherwise None."""
+    if await count_users(session):
+        return None
+    return await create_user(
+        session, UserCreate(email=FIRST_ADMIN_EMAIL, name="Admin", is_admin=True)
+    )

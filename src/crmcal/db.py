@@ -1,0 +1,122 @@
+"""Database engines and sessions: SQLite (embedded, WAL) or PostgreSQL (psycopg 3).
+
+Writers on SQLite start with ``BEGIN IMMEDIATE`` so two concurrent write
+transactions queue on the busy timeout instead of failing when the second one
+tries to upgrade its read lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from crmcal.config import ConfigError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _parse(url: str) -> Any:
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"CRMCAL_DATABASE_URL is not a database URL: {url!r}") from None
+
+
+def _backend(url: str) -> str:
+    scheme = _parse(url).drivername.split("+", 1)[0]
+    if scheme == "sqlite":
+        return "sqlite"
+    if scheme in {"postgresql", "postgres"}:
+        return "postgresql"
+    raise ConfigError(
+        f"unsupported database {scheme!r} in CRMCAL_DATABASE_URL: use sqlite:///path "
+        "or postgresql+psycopg://user@host/db"
+    )
+
+
+def async_url(url: str) -> str:
+    """The URL with the async driver crmcal uses for its backend."""
+    parsed = _parse(url)
+    driver = "sqlite+aiosqlite" if _backend(url) == "sqlite" else "postgresql+psycopg"
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def sync_url(url: str) -> str:
+    """The URL with a synchronous driver, for migrations."""
+    parsed = _parse(url)
+    driver = "sqlite" if _backend(url) == "sqlite" else "postgresql+psycopg"
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def is_sqlite(url: str) -> bool:
+    return _backend(url) == "sqlite"
+
+
+def install_sqlite_pragmas(sync_engine: Any) -> None:
+    """WAL, foreign keys and explicit BEGIN on every SQLite connection of an engine."""
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself (see _on_begin) instead of the driver.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """One engine plus the two ways to open a session: read or write."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.sqlite = is_sqlite(url)
+        options: dict[str, Any] = {"echo": echo}
+        if not self.sqlite:
+            options.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        self.engine: AsyncEngine = create_async_engine(async_url(url), **options)
+        if self.sqlite:
+            install_sqlite_pragmas(self.engine.sync_engine)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction, committed when the block ends without error."""
+        async with self._sessions() as session:
+            await session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads; nothing it does is committed."""
+        async with self._sessions() as session:
+            try:
+                yield session
+            finally:
+                await session.rollback()
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

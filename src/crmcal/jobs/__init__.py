@@ -1,0 +1,2 @@
+"""When work runs: periodic maintenance now; sync scheduling, push intake and the
+distributed queue join here."""

@@ -1,0 +1,12 @@
+"""The REST API under ``/api/v1``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from crmcal.web.api import activities, activity_types, contacts, users
+from crmcal.web.deps import bearer
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer)])
+for module in (users, activity_types, activities, contacts):
+    router.include_router(module.router)

@@ -1,0 +1,82 @@
+"""Activities, their filters and the trash."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from crmcal.crm import activities
+from crmcal.crm.activities import ActivityFilter
+from crmcal.crm.schemas import MAX_ID, ActivityCreate, ActivityOut, ActivityUpdate, Page
+from crmcal.web.api.paging import DEFAULT, Cursor, Limit
+from crmcal.web.deps import reading, writing
+
+router = APIRouter(prefix="/activities", tags=["activities"])
+ActivityId = Annotated[int, Path(ge=1, le=MAX_ID)]
+TimeFilter = Annotated[
+    str | None,
+    Query(max_length=40, description="Date (YYYY-MM-DD) or RFC 3339 date-time."),
+]
+
+
+@router.get("", response_model=Page[ActivityOut])
+async def list_activities(
+    request: Request,
+    start_from: TimeFilter = None,
+    start_to: TimeFilter = None,
+    type: Annotated[str | None, Query(max_length=64)] = None,
+    owner_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    deleted: Annotated[bool, Query(description="true lists the trash")] = False,
+    limit: Limit = DEFAULT,
+    cursor: Cursor = None,
+) -> Page[ActivityOut]:
+    """Activities ordered by start. ``start_from`` is inclusive; ``start_to`` is inclusive,
+    and a date there includes its whole day. Times without an offset are read in
+    the caller's time zone."""
+    flt = ActivityFilter(start_from, start_to, type, owner_id, deleted)
+    async with reading(request) as (session, user):
+        found, next_cursor = await activities.list_activities(
+            session, user, flt, limit=limit, cursor=cursor
+        )
+        return Page[ActivityOut](
+            items=[activities.to_out(a, user) for a in found], next_cursor=next_cursor
+        )
+
+
+@router.post("", response_model=ActivityOut, status_code=201)
+async def create_activity(request: Request, body: ActivityCreate) -> ActivityOut:
+    async with writing(request) as (session, user):
+        created = await activities.create_activity(session, user, body)
+        return activities.to_out(created, user)
+
+
+@router.get("/{activity_id}", response_model=ActivityOut)
+async def get_activity(request: Request, activity_id: ActivityId) -> ActivityOut:
+    async with reading(request) as (session, user):
+        return activities.to_out(await activities.get_activity(session, user, activity_id), user)
+
+
+@router.patch("/{activity_id}", response_model=ActivityOut)
+async def update_activity(
+    request: Request, activity_id: ActivityId, body: ActivityUpdate
+) -> ActivityOut:
+    """Change the fields given; ``null`` clears an optional one."""
+    async with writing(request) as (session, user):
+        changed = await activities.update_activity(session, user, activity_id, body)
+        return activities.to_out(changed, user)
+
+
+@router.delete("/{activity_id}", response_model=ActivityOut)
+async def delete_activity(request: Request, activity_id: ActivityId) -> ActivityOut:
+    """Move the activity to the trash (kept 30 days); answers the trashed activity."""
+    async with writing(request) as (session, user):
+        trashed = await activities.delete_activity(session, user, activity_id)
+        return activities.to_out(trashed, user)
+
+
+@router.post("/{activity_id}/restore", response_model=ActivityOut)
+async def restore_activity(request: Request, activity_id: ActivityId) -> ActivityOut:
+    async with writing(request) as (session, user):
+        restored = await activities.restore_activity(session, user, activity_id)
+        return activities.to_out(restored, user)

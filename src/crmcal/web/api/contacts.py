@@ -1,0 +1,130 @@
+"""Persons, organizations and deals: list, create, read, change."""
+
+# No "from __future__ import annotations": the route factory annotates with
+# schema classes held in variables, which FastAPI must see as real types.
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel
+
+from crmcal.crm import contacts
+from crmcal.crm.errors import Invalid
+from crmcal.crm.schemas import (
+    MAX_ID,
+    DealCreate,
+    DealOut,
+    DealUpdate,
+    Input,
+    OrganizationCreate,
+    OrganizationOut,
+    OrganizationUpdate,
+    Page,
+    PersonCreate,
+    PersonOut,
+    PersonUpdate,
+    normalise_email,
+)
+from crmcal.crm.tables import Base, Deal, Organization, Person
+from crmcal.web.api.paging import DEFAULT, Cursor, Limit
+from crmcal.web.deps import reading, writing
+
+router = APIRouter()
+RecordId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def _add_crud(
+    path: str,
+    model: type[Base],
+    create_schema: type[Input],
+    update_schema: type[Input],
+    out_schema: type[BaseModel],
+    tag: str,
+) -> None:
+    """GET list, POST, GET one and PATCH for one kind of record."""
+
+    def out(record: Any) -> Any:
+        return out_schema.model_validate(record, from_attributes=True)
+
+    async def create(request: Request, body: create_schema) -> Any:  # type: ignore[valid-type]
+        async with writing(request) as (session, _):
+            return out(await contacts.create(session, model, body))
+
+    async def read(request: Request, record_id: RecordId) -> Any:
+        async with reading(request) as (session, _):
+            return out(await contacts.get(session, model, record_id))
+
+    async def update(
+        request: Request,
+        record_id: RecordId,
+        body: update_schema,  # type: ignore[valid-type]
+    ) -> Any:
+        async with writing(request) as (session, _):
+            record = await contacts.get(session, model, record_id)
+            return out(await contacts.update(session, record, body))
+
+    one = f"{path}/{{record_id}}"
+    noun = tag[:-1]
+    router.add_api_route(path, create, methods=["POST"], response_model=out_schema,
+                         status_code=201, tags=[tag], summary=f"Create {noun}")  # fmt: skip
+    router.add_api_route(one, read, methods=["GET"], response_model=out_schema,
+                         tags=[tag], summary=f"Get {noun}")  # fmt: skip
+    router.add_api_route(one, update, methods=["PATCH"], response_model=out_schema,
+                         tags=[tag], summary=f"Update {noun}")  # fmt: skip
+
+
+@router.get("/persons", response_model=Page[PersonOut], tags=["persons"])
+async def list_persons(
+    request: Request,
+    email: Annotated[str | None, Query(max_length=320, description="Exact, any case.")] = None,
+    organization_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    limit: Limit = DEFAULT,
+    cursor: Cursor = None,
+) -> Page[PersonOut]:
+    try:
+        email = normalise_email(email) if email is not None else None
+    except ValueError as exc:
+        raise Invalid(f"email: {exc}") from None
+    return await _list(request, Person, PersonOut, limit, cursor,
+                       email=email, organization_id=organization_id)  # fmt: skip
+
+
+@router.get("/organizations", response_model=Page[OrganizationOut], tags=["organizations"])
+async def list_organizations(
+    request: Request, limit: Limit = DEFAULT, cursor: Cursor = None
+) -> Page[OrganizationOut]:
+    return await _list(request, Organization, OrganizationOut, limit, cursor)
+
+
+@router.get("/deals", response_model=Page[DealOut], tags=["deals"])
+async def list_deals(
+    request: Request,
+    person_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    organization_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    limit: Limit = DEFAULT,
+    cursor: Cursor = None,
+) -> Page[DealOut]:
+    return await _list(request, Deal, DealOut, limit, cursor,
+                       person_id=person_id, organization_id=organization_id)  # fmt: skip
+
+
+async def _list(
+    request: Request,
+    model: type[Base],
+    out_schema: type[BaseModel],
+    limit: int,
+    cursor: str | None,
+    **filters: Any,
+) -> Any:
+    async with reading(request) as (session, _):
+        found, next_cursor = await contacts.list_page(
+            session, model, limit=limit, cursor=cursor, **filters
+        )
+        items = [out_schema.model_validate(r, from_attributes=True) for r in found]
+        return {"items": items, "next_cursor": next_cursor}
+
+
+_add_crud("/persons", Person, PersonCreate, PersonUpdate, PersonOut, "persons")
+_add_crud("/organizations", Organization, OrganizationCreate, OrganizationUpdate,
+          OrganizationOut, "organizations")  # fmt: skip
+_add_crud("/deals", Deal, DealCreate, DealUpdate, DealOut, "deals")

@@ -1,0 +1,61 @@
+"""Users (admins manage them) and ``/me``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+
+from crmcal.crm import permissions, users
+from crmcal.crm.schemas import MAX_ID, Page, UserCreate, UserCreated, UserOut, UserUpdate
+from crmcal.crm.tables import User
+from crmcal.web.api.paging import DEFAULT, Cursor, Limit
+from crmcal.web.deps import reading, writing
+
+router = APIRouter(tags=["users"])
+UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def out(user: User) -> UserOut:
+    return UserOut.model_validate(user, from_attributes=True)
+
+
+@router.get("/me", response_model=UserOut)
+async def me(request: Request) -> UserOut:
+    async with reading(request) as (_, user):
+        return out(user)
+
+
+@router.get("/users", response_model=Page[UserOut])
+async def list_users(
+    request: Request, limit: Limit = DEFAULT, cursor: Cursor = None
+) -> Page[UserOut]:
+    async with reading(request) as (session, user):
+        permissions.require_admin(user)
+        found, next_cursor = await users.list_users(session, limit=limit, cursor=cursor)
+        return Page[UserOut](items=[out(u) for u in found], next_cursor=next_cursor)
+
+
+@router.post("/users", response_model=UserCreated, status_code=201)
+async def create_user(request: Request, body: UserCreate) -> UserCreated:
+    """Create a user; the response carries its API token, shown only this once."""
+    async with writing(request) as (session, user):
+        permissions.require_admin(user)
+        created, token = await users.create_user(session, body)
+        return UserCreated(**out(created).model_dump(), token=token)
+
+
+@router.get("/users/{user_id}", response_model=UserOut)
+async def get_user(request: Request, user_id: UserId) -> UserOut:
+    async with reading(request) as (session, user):
+        if user.id != user_id:
+            permissions.require_admin(user)
+        return out(await users.get_user(session, user_id))
+
+
+@router.patch("/users/{user_id}", response_model=UserOut)
+async def update_user(request: Request, user_id: UserId, body: UserUpdate) -> UserOut:
+    """Change a user: an admin grants or revokes permissions here."""
+    async with writing(request) as (session, user):
+        permissions.require_admin(user)
+        return out(await users.update_user(session, await users.get_user(session, user_id), body))

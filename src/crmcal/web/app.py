@@ -1,0 +1,61 @@
+"""The FastAPI application: REST API, health check, and background jobs of the embedded server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from crmcal import __version__
+from crmcal.config import Settings
+from crmcal.db import Database
+from crmcal.jobs import maintenance
+from crmcal.web import errors
+from crmcal.web.api import router as api_router
+from crmcal.web.limits import BodySizeLimit
+
+DESCRIPTION = """Two-way calendar sync for a CRM. Every endpoint under `/api/v1` needs
+`Authorization: Bearer <token>`; errors answer `{"detail": "..."}`."""
+
+
+def create_app(settings: Settings | None = None, *, background_jobs: bool = True) -> FastAPI:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database_url)
+        app.state.db = db
+        tasks = []
+        if background_jobs:
+            tasks.append(asyncio.create_task(maintenance.run_forever(db)))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await db.dispose()
+
+    app = FastAPI(title="crmcal", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(api_router)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz(request: Request) -> JSONResponse:
+        """200 when the database answers, 503 otherwise."""
+        try:
+            async with request.app.state.db.read() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception as exc:
+            return JSONResponse({"status": "error", "detail": str(exc)[:200]}, status_code=503)
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    return app

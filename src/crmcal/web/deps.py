@@ -1,0 +1,60 @@
+"""What every API endpoint needs: a database session and the user behind the token."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import NamedTuple
+
+from fastapi import HTTPException, Request
+from fastapi.security import HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmcal.crm import users
+from crmcal.crm.tables import User
+from crmcal.db import Database
+
+# Declared for the OpenAPI document; the check itself is in _authenticate so
+# that its messages are ours.
+bearer = HTTPBearer(auto_error=False, description="An API token from `crmcal users create`.")
+
+
+class Ctx(NamedTuple):
+    session: AsyncSession
+    user: User
+
+
+def database(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _authenticate(session: AsyncSession, request: Request) -> User:
+    header = request.headers.get("authorization")
+    if not header:
+        raise _unauthorized("missing Authorization header: send 'Authorization: Bearer <token>'")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("the Authorization header must read 'Bearer <token>'")
+    user = await users.user_for_token(session, token.strip())
+    if user is None:
+        raise _unauthorized("invalid API token, or its user is deactivated")
+    return user
+
+
+@asynccontextmanager
+async def reading(request: Request) -> AsyncIterator[Ctx]:
+    """A read-only session and the authenticated user."""
+    async with database(request).read() as session:
+        yield Ctx(session, await _authenticate(session, request))
+
+
+@asynccontextmanager
+async def writing(request: Request) -> AsyncIterator[Ctx]:
+    """One transaction, committed before the response is sent, and the authenticated user."""
+    async with database(request).write() as session:
+        yield Ctx(session, await _authenticate(session, request))

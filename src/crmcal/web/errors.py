@@ -1,0 +1,72 @@
+"""Turning every refusal into a 4xx with a ``detail`` that says what is wrong."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+
+from crmcal.crm.errors import Conflict, CrmError, Forbidden, Invalid, NotFound
+
+log = logging.getLogger(__name__)
+
+STATUS = {NotFound: 404, Invalid: 422, Conflict: 409, Forbidden: 403}
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "field required"
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
+        reason = next(e for e in errors if e.get("type") == "json_invalid")
+        context = reason.get("ctx", {}).get("error", "")
+        return JSONResponse(
+            {"detail": f"request body is not valid JSON: {context}".rstrip(": ")}, status_code=400
+        )
+    # Inputs are not echoed back: they may be huge or hold secrets.
+    listed = [{"loc": list(e.get("loc", ())), "msg": _message(e)} for e in errors]
+    detail = "; ".join(f"{_where(tuple(e['loc']))}: {e['msg']}" for e in listed)
+    return JSONResponse({"detail": detail, "errors": listed}, status_code=422)
+
+
+async def _crm_error(_request: Request, exc: Exception) -> JSONResponse:
+    status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 400)
+    return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+async def _integrity_error(_request: Request, exc: Exception) -> JSONResponse:
+    # Two requests raced for the same unique value; the loser learns why.
+    log.info("integrity error: %s", exc)
+    return JSONResponse(
+        {"detail": "conflicts with a record saved at the same time; retry the request"},
+        status_code=409,
+    )
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(CrmError, _crm_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(Exception, _unexpected)
