@@ -100,6 +100,21 @@ def users_create(
     print(token)
 
 
+@users_app.command("token")
+def users_token(email: Annotated[str, typer.Option(help="E-mail of an existing user.")]) -> None:
+    """Issue a new API token for an existing user (earlier tokens keep working)."""
+    settings = _settings()
+    _require_current_schema(settings)
+
+    async def issue(db: Database) -> str:
+        async with db.write() as session:
+            return await users.issue_token(session, await users.user_by_email(session, email))
+
+    token = _run(issue, settings)
+    err.print(f"new API token for {email.strip().lower()}:")
+    print(token)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",

@@ -111,12 +111,12 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        """A session for reads; nothing it does is committed."""
+        """A session for reads; nothing it does is committed.
+
+        Closing (not rolling back) ends it, so loaded objects stay readable afterwards.
+        """
         async with self._sessions() as session:
-            try:
-                yield session
-            finally:
-                await session.rollback()
+            yield session
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -176,7 +176,20 @@ class PersonOut(BaseModel):
 
 
 DealStatus = Literal["open", "won", "lost"]
-Money = Annotated[Decimal, Field(ge=0, le=Decimal("9999999999999999.99"), decimal_places=2)]
+# At most 15 significant digits: SQLite keeps NUMERIC values as doubles, exact only that far.
+MAX_MONEY = Decimal("9999999999999.99")
+
+
+def _cents(value: Decimal) -> Decimal:
+    """Always two decimals, so an amount reads the same before and after it is stored."""
+    return value.quantize(Decimal("0.01"))
+
+
+Money = Annotated[
+    Decimal,
+    Field(ge=0, le=MAX_MONEY, decimal_places=2, allow_inf_nan=False),
+    AfterValidator(_cents),
+]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
 

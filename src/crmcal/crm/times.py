@@ -24,7 +24,8 @@ def zone(name: str) -> ZoneInfo:
         raise Invalid(f"unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin'")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a name that is a directory of the zone database, such as "Europe".
         raise Invalid(
             f"unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin'"
         ) from None

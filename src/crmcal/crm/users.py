@@ -71,6 +71,14 @@ async def get_user(session: AsyncSession, user_id: int) -> User:
     return user
 
 
+async def user_by_email(session: AsyncSession, email: str) -> User:
+    normalised = email.strip().lower()
+    user = await session.scalar(select(User).where(User.email == normalised))
+    if user is None:
+        raise NotFound(f"no user with e-mail {normalised}")
+    return user
+
+
 async def update_user(session: AsyncSession, user: User, data: UserUpdate) -> User:
     changes = data.model_dump(exclude_unset=True)
     for field in ("name", "is_admin", "active", "timezone"):

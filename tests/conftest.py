@@ -1,0 +1,175 @@
+"""Fixtures: a fresh database per test on SQLite and on PostgreSQL, an API client, users.
+
+PostgreSQL tests run in a schema of their own inside the ``test`` database at
+127.0.0.1:5432, created for this run and dropped at its end, so runs on one
+machine never see each other's data. Without a reachable server they are
+skipped, except under ``CI=true`` where that is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from crmcal import migrations
+from crmcal.config import Settings
+from crmcal.crm import users
+from crmcal.crm.schemas import UserCreate
+from crmcal.db import Database
+from crmcal.web.app import create_app
+
+PG_SERVER = os.environ.get("CRMCAL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def pg_url(schema: str) -> str:
+    base = PG_SERVER.replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}?options={quote(f'-csearch_path={schema}')}"
+
+
+def _pg_unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"PostgreSQL is required under CI=true: {reason}")
+    pytest.skip(f"PostgreSQL not reachable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def pg_schema() -> Iterator[str]:
+    """A schema of this run's own, migrated to head, dropped at the end."""
+    schema = f"crmcal_test_{uuid.uuid4().hex[:12]}"
+    try:
+        conn = psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        _pg_unavailable(str(exc).strip())
+    with conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            migrations.upgrade(pg_url(schema))
+            yield schema
+        finally:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "crmcal.db"
+    migrations.upgrade(f"sqlite:///{path}")
+    return path
+
+
+def _reset_postgres(schema: str) -> None:
+    """Empty every table but keep the migration's seed rows (the built-in types)."""
+    with psycopg.connect(PG_SERVER, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s "
+                "AND tablename NOT IN ('alembic_version', 'activity_types')",
+                (schema,),
+            )
+        ]
+        conn.execute(
+            "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+        )
+        conn.execute("DELETE FROM activity_types WHERE NOT builtin")
+        conn.execute("UPDATE activity_types SET active = true, name = initcap(key)")
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty, migrated database on each backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "crmcal.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    schema = request.getfixturevalue("pg_schema")
+    _reset_postgres(schema)
+    return pg_url(schema)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def create_user_in(db_url: str, **fields: Any) -> tuple[int, str]:
+    """Create a user directly in the database; returns (id, token)."""
+    db = Database(db_url)
+    try:
+        async with db.write() as session:
+            user, token = await users.create_user(session, UserCreate(**fields))
+            return user.id, token
+    finally:
+        await db.dispose()
+
+
+def make_user(db_url: str, **fields: Any) -> tuple[int, str]:
+    """``create_user_in`` for synchronous tests."""
+    return run(create_user_in(db_url, **fields))
+
+
+class Api:
+    """A TestClient speaking as one user."""
+
+    def __init__(self, client: TestClient, token: str, user_id: int) -> None:
+        self.client = client
+        self.token = token
+        self.id = user_id
+
+    def _headers(self, extra: dict[str, str] | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", **(extra or {})}
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.client.get(path, headers=self._headers(kw.pop("headers", None)), **kw)
+
+    def post(self, path: str, **kw: Any) -> Any:
+        return self.client.post(path, headers=self._headers(kw.pop("headers", None)), **kw)
+
+    def patch(self, path: str, **kw: Any) -> Any:
+        return self.client.patch(path, headers=self._headers(kw.pop("headers", None)), **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.client.delete(path, headers=self._headers(kw.pop("headers", None)), **kw)
+
+
+@pytest.fixture
+def client(db_url: str) -> Iterator[TestClient]:
+    app = create_app(Settings(database_url=db_url), background_jobs=False)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def admin(client: TestClient, db_url: str) -> Api:
+    user_id, token = make_user(db_url, email="admin@crm.test", name="Admin", is_admin=True)
+    return Api(client, token, user_id)
+
+
+def new_user(admin: Api, email: str, **fields: Any) -> Api:
+    """A user created through the API by ``admin``."""
+    response = admin.post("/api/v1/users", json={"email": email, "name": email.split("@")[0],
+                                                 **fields})  # fmt: skip
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return Api(admin.client, body["token"], body["id"])
+
+
+@pytest.fixture
+def alice(admin: Api) -> Api:
+    return new_user(admin, "alice@crm.test", timezone="Europe/Berlin")
+
+
+@pytest.fixture
+def bob(admin: Api) -> Api:
+    return new_user(admin, "bob@crm.test")

@@ -1,0 +1,191 @@
+"""The ``crmcal`` command line, run as a real process."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from crmcal import migrations
+
+CRMCAL = [sys.executable, "-m", "crmcal"]
+
+
+def crmcal(*args: str, db_url: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CRMCAL_DATABASE_URL": db_url}
+    return subprocess.run(
+        [*CRMCAL, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["serve"], ["users"], ["users", "create"], ["users", "token"], ["db"], ["db", "upgrade"]],
+)
+def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
+    result = crmcal(*command, "--help", db_url=f"sqlite:///{tmp_path / 'x.db'}")
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+
+
+def test_db_upgrade_then_users_create_prints_a_working_token(db_url: str) -> None:
+    assert crmcal("db", "upgrade", db_url=db_url).returncode == 0
+    result = crmcal("users", "create", "--email", "Eve@CRM.test", "--name", "Eve", db_url=db_url)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert token.startswith("crmcal_")
+
+    from fastapi.testclient import TestClient
+
+    from crmcal.config import Settings
+    from crmcal.web.app import create_app
+
+    with TestClient(create_app(Settings(database_url=db_url), background_jobs=False)) as client:
+        me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200
+    assert me.json()["email"] == "eve@crm.test"
+    assert me.json()["is_admin"] is False
+
+
+def test_users_create_admin_then_a_new_token(db_url: str) -> None:
+    created = crmcal("users", "create", "--email", "root@crm.test", "--name", "R", "--admin",
+                     db_url=db_url)  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    again = crmcal("users", "token", "--email", "ROOT@crm.test", db_url=db_url)
+    assert again.returncode == 0, again.stderr
+    first, second = created.stdout.strip(), again.stdout.strip()
+    assert second.startswith("crmcal_")
+    assert second != first
+
+    from fastapi.testclient import TestClient
+
+    from crmcal.config import Settings
+    from crmcal.web.app import create_app
+
+    with TestClient(create_app(Settings(database_url=db_url), background_jobs=False)) as client:
+        for token in (first, second):
+            me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+            assert me.json()["is_admin"] is True
+    unknown = crmcal("users", "token", "--email", "nobody@crm.test", db_url=db_url)
+    assert unknown.returncode == 1
+    assert unknown.stderr == "error: no user with e-mail nobody@crm.test\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--email", "not-an-address", "--name", "X"], "--email: 'not-an-address' is not"),
+        (["--email", "a@crm.test", "--name", ""], "--name:"),
+    ],
+)
+def test_users_create_refuses_bad_input_in_one_line(
+    db_url: str, args: list[str], message: str
+) -> None:
+    result = crmcal("users", "create", *args, db_url=db_url)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {message}")
+    assert result.stderr.count("\n") == 1
+
+
+def test_duplicate_user_is_one_clear_line(db_url: str) -> None:
+    crmcal("users", "create", "--email", "dup@crm.test", "--name", "D", db_url=db_url)
+    result = crmcal("users", "create", "--email", "DUP@crm.test", "--name", "D", db_url=db_url)
+    assert result.returncode == 1
+    assert result.stderr == "error: a user with e-mail dup@crm.test already exists\n"
+
+
+def test_commands_refuse_an_unmigrated_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    result = crmcal("users", "create", "--email", "a@crm.test", "--name", "A", db_url=url)
+    assert result.returncode == 1
+    assert "run 'crmcal db upgrade'" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u@h/db", "error: unsupported database 'mysql'"),
+        ("postgresql+psycopg://postgres@127.0.0.1:1/none", "error: database: connection"),
+    ],
+)
+def test_unusable_database_url_is_one_clear_line(url: str, message: str) -> None:
+    result = crmcal("db", "upgrade", db_url=url)
+    assert result.returncode == 1
+    assert result.stderr.startswith(message), result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def start_serve(port: int, db_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """``crmcal serve`` on an embedded database, its output going to ``log_path``."""
+    env = {**os.environ, "CRMCAL_DATABASE_URL": f"sqlite:///{db_path}"}
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [*CRMCAL, "serve", "--port", str(port)], env=env, stdout=log, stderr=log
+        )
+
+
+def printed_token(log_path: Path) -> str:
+    match = re.search(r"API token:\s+(crmcal_\S+)", log_path.read_text())
+    assert match, log_path.read_text()
+    return match.group(1)
+
+
+def wait_healthy(base: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    pytest.fail("crmcal serve did not come up")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """``crmcal serve`` on a new embedded database, stopped and started again:
+    (base URL, the first run's output, database path)."""
+    db_path, log_path = tmp_path / "served.db", tmp_path / "serve.log"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_serve(port, db_path, log_path)
+    try:
+        wait_healthy(base)
+        proc.terminate()
+        proc.wait(timeout=15)
+        output = log_path.read_text()
+        proc = start_serve(port, db_path, log_path)
+        wait_healthy(base)
+        yield base, output, db_path
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_serve_migrates_creates_first_admin_once_and_prints_its_token(
+    served: tuple[str, str, Path],
+) -> None:
+    base, output, db_path = served
+    token = re.findall(r"API token:\s+(crmcal_\S+)", output)[0]
+    me = httpx.get(f"{base}/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200
+    assert me.json()["is_admin"] is True
+    assert migrations.current_revision(f"sqlite:///{db_path}") == migrations.head_revision()
+    users = httpx.get(f"{base}/api/v1/users", headers={"Authorization": f"Bearer {token}"})
+    assert len(users.json()["items"]) == 1  # the restart did not add a second admin
+    assert output.count("API token:") == 1
