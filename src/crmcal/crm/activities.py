@@ -19,13 +19,14 @@ from crmcal.crm import activity_types, changefeed, contacts, permissions, times
 from crmcal.crm.errors import Conflict, Invalid, NotFound
 from crmcal.crm.pagination import decode_cursor, encode_cursor
 from crmcal.crm.schemas import (
+    MAX_ID,
     ActivityCreate,
     ActivityOut,
     ActivityUpdate,
     ParticipantIn,
     ParticipantOut,
 )
-from crmcal.crm.tables import Activity, Participant, User, utcnow
+from crmcal.crm.tables import Activity, Participant, Person, User, utcnow
 
 BUSY_PLACEHOLDER = "Busy"
 REQUIRED_FIELDS = ("type", "subject", "start", "all_day", "timezone", "done", "busy", "visibility")
@@ -97,12 +98,32 @@ async def load(session: AsyncSession, activity_id: int) -> Activity:
     return found
 
 
+async def find_by_uids(session: AsyncSession, owner_id: int, uids: list[str]) -> list[Activity]:
+    """The owner's activities (trashed ones too) with these uids."""
+    if not uids:
+        return []
+    query = select(Activity).where(Activity.owner_id == owner_id, Activity.uid.in_(uids))
+    return list(await session.scalars(query))
+
+
 async def get_activity(session: AsyncSession, viewer: User, activity_id: int) -> Activity:
     permissions.require(viewer, permissions.ACTIVITIES_VIEW)
     found = await load(session, activity_id)
     if found.deleted_at is not None and found.owner_id != viewer.id and not viewer.is_admin:
         raise NotFound(f"activity {activity_id} not found")
     return found
+
+
+def _decode_start_cursor(cursor: str) -> tuple[dt.datetime, int]:
+    """The (start, id) a cursor of ``list_activities`` carries; a forged one is ``Invalid``."""
+    start_text, after_id = decode_cursor(cursor, 2)
+    try:
+        after_start = dt.datetime.fromisoformat(start_text)
+        if after_start.tzinfo is None or type(after_id) is not int or not 0 <= after_id <= MAX_ID:
+            raise ValueError(cursor)
+        return after_start.astimezone(dt.UTC), after_id
+    except (TypeError, ValueError, OverflowError):
+        raise Invalid("cursor is not one this API handed out") from None
 
 
 async def list_activities(
@@ -135,12 +156,7 @@ async def list_activities(
     if flt.owner_id:
         query = query.where(Activity.owner_id == flt.owner_id)
     if cursor:
-        start_text, after_id = decode_cursor(cursor, 2)
-        try:
-            after_start = dt.datetime.fromisoformat(start_text)
-            after_id = int(after_id)
-        except (TypeError, ValueError):
-            raise Invalid("cursor is not one this API handed out") from None
+        after_start, after_id = _decode_start_cursor(cursor)
         query = query.where(
             or_(
                 Activity.start_at > after_start,
@@ -198,7 +214,9 @@ async def _participants(session: AsyncSession, given: list[ParticipantIn]) -> li
     for position, item in enumerate(given):
         email, name, person_id = item.email, item.name, item.person_id
         if person_id is not None:
-            person = await contacts.get(session, contacts.Person, person_id)
+            person = await session.get(Person, person_id)
+            if person is None:  # a missing record the body names is bad input, not a 404
+                raise Invalid(f"participants.{position}.person_id: no person with id {person_id}")
             email = email or person.email
             name = name or person.name
         elif email is not None:
@@ -267,8 +285,14 @@ async def _other_owner(session: AsyncSession, actor: User, owner_id: int) -> Use
 
 
 async def create_activity(
-    session: AsyncSession, actor: User, data: ActivityCreate, *, origin: str = "api"
+    session: AsyncSession,
+    actor: User,
+    data: ActivityCreate,
+    *,
+    origin: str = "api",
+    uid: str | None = None,
 ) -> Activity:
+    """Create an activity. ``uid`` lets an importer choose a stable identity."""
     permissions.require(actor, permissions.ACTIVITIES_CREATE)
     owner = actor
     if data.owner_id is not None and data.owner_id != actor.id:
@@ -280,7 +304,7 @@ async def create_activity(
     for name, default in defaults.items():
         if values[name] is None:
             values[name] = default
-    activity = Activity(uid=uuid.uuid4().hex, owner_id=owner.id, type="")
+    activity = Activity(uid=uid or uuid.uuid4().hex, owner_id=owner.id, type="")
     await _apply(session, actor, activity, values)
     activity.participants = await _participants(session, data.participants or [])
     session.add(activity)

@@ -11,6 +11,7 @@ from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm.errors import Invalid
+from crmcal.crm.schemas import MAX_ID
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -34,7 +35,8 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
 
 def decode_id_cursor(cursor: str) -> int:
     (after,) = decode_cursor(cursor, 1)
-    if not isinstance(after, int) or isinstance(after, bool):
+    # Bounded like every id: a bigger number overflows SQLite's INTEGER.
+    if type(after) is not int or not 0 <= after <= MAX_ID:
         raise Invalid("cursor is not one this API handed out")
     return after
 

@@ -26,8 +26,10 @@ from crmcal.crm import permissions
 MAX_ID = 2**31 - 1
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
+# The local part excludes control characters (NUL included) and surrogates, which no
+# database column can hold.
 _EMAIL_RE = re.compile(
-    r"^[^@\s<>\"]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+    r"^[^@\s<>\"\x00-\x1f\x7f\ud800-\udfff]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$"
 )
 _KEY_RE = r"^[a-z0-9][a-z0-9_-]*$"
 

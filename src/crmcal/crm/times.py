@@ -91,6 +91,46 @@ _RRULE_PARTS = {
     "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH", "BYSETPOS", "WKST",
 }  # fmt: skip
 _FREQS = {"SECONDLY", "MINUTELY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY"}
+# RFC 5545 3.3.10 bounds that dateutil does not check itself: (lowest, highest or None,
+# sign allowed). An INTERVAL of 0 would make expanding the rule spin forever.
+_RRULE_NUMBERS = {
+    "COUNT": (1, None, False), "INTERVAL": (1, None, False), "BYMONTH": (1, 12, False),
+    "BYMONTHDAY": (1, 31, True), "BYYEARDAY": (1, 366, True), "BYWEEKNO": (1, 53, True),
+    "BYSETPOS": (1, 366, True), "BYHOUR": (0, 23, False), "BYMINUTE": (0, 59, False),
+    "BYSECOND": (0, 60, False),
+}  # fmt: skip
+_UNSIGNED_RE = re.compile(r"^\d{1,10}$")
+_SIGNED_RE = re.compile(r"^[+-]?\d{1,10}$")
+
+
+def _check_numbers(name: str, value: str) -> None:
+    """Refuse a numeric RRULE part outside the range RFC 5545 gives it."""
+    if name not in _RRULE_NUMBERS:
+        return
+    low, high, signed = _RRULE_NUMBERS[name]
+    for item in value.split(","):
+        item = item.strip()
+        if not (_SIGNED_RE if signed else _UNSIGNED_RE).match(item):
+            raise Invalid(f"recurrence: {name} takes whole numbers of up to 10 digits")
+        size = abs(int(item))
+        if size < low or (high is not None and size > high):
+            limit = f"{low}..{high}" if high is not None else f"at least {low}"
+            limit += f" or -{high}..-{low}" if signed else ""
+            raise Invalid(f"recurrence: {name} must be {limit}")
+
+
+_WEEKDAY_RE = re.compile(r"^([+-]?)(\d{1,2})?(MO|TU|WE|TH|FR|SA|SU)$")
+
+
+def _check_weekdays(value: str, freq: str) -> None:
+    """BYDAY items: a weekday, optionally with an ordinal (RFC 5545: 1..53, 1..5 in a month)."""
+    highest = 5 if freq == "MONTHLY" else 53
+    for item in value.split(","):
+        match = _WEEKDAY_RE.match(item.strip())
+        if match is None:
+            raise Invalid(f"recurrence: BYDAY takes weekdays such as MO or -1FR, not {item!r}")
+        if match.group(2) is not None and not 1 <= int(match.group(2)) <= highest:
+            raise Invalid(f"recurrence: a BYDAY ordinal must be 1..{highest} with FREQ={freq}")
 
 
 def normalise_rrule(value: str, dtstart: dt.datetime) -> str:
@@ -111,15 +151,21 @@ def normalise_rrule(value: str, dtstart: dt.datetime) -> str:
         if name in parts:
             raise Invalid(f"recurrence: {name} given twice")
         parts[name] = part_value.strip().upper()
+        _check_numbers(name, parts[name])
     if parts.get("FREQ") not in _FREQS:
         raise Invalid("recurrence: FREQ is required (DAILY, WEEKLY, MONTHLY, YEARLY ...)")
     if "UNTIL" in parts and "COUNT" in parts:
         raise Invalid("recurrence: UNTIL and COUNT cannot both be given")
     canonical = ";".join(f"{name}={part_value}" for name, part_value in parts.items())
+    if "BYDAY" in parts:
+        _check_weekdays(parts["BYDAY"], parts["FREQ"])
     try:
-        rule = rrulestr(canonical, dtstart=dtstart)
-        # Make sure the rule can actually produce its first occurrence.
-        rule.after(dtstart - dt.timedelta(seconds=1), inc=True)
+        # Parsing checks the rule. Expanding it is left to whoever needs the
+        # occurrences: a rule that can never match would make a search for its
+        # first occurrence run for minutes.
+        rrulestr(canonical, dtstart=dtstart)
     except (ValueError, TypeError, OverflowError) as exc:
         raise Invalid(f"recurrence: {exc}") from None
+    except IndexError:  # dateutil's tables end short of e.g. BYDAY=+99MO in a month
+        raise Invalid("recurrence: a number in the rule is out of range") from None
     return canonical

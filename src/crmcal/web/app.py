@@ -17,7 +17,7 @@ from crmcal.db import Database
 from crmcal.jobs import maintenance
 from crmcal.web import errors
 from crmcal.web.api import router as api_router
-from crmcal.web.limits import BodySizeLimit
+from crmcal.web.limits import BodySizeLimit, NulInUrl
 
 DESCRIPTION = """Two-way calendar sync for a CRM. Every endpoint under `/api/v1` needs
 `Authorization: Bearer <token>`; errors answer `{"detail": "..."}`."""
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = True
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(NulInUrl)
     app.include_router(api_router)
 
     @app.get("/healthz", tags=["operations"])

@@ -46,15 +46,32 @@ async def _authenticate(session: AsyncSession, request: Request) -> User:
     return user
 
 
+async def authenticate(request: Request) -> None:
+    """Router dependency: the token is checked before the request body is validated,
+    so a caller without a valid token learns that first (401), whatever it sent."""
+    async with database(request).read() as session:
+        request.state.user_id = (await _authenticate(session, request)).id
+
+
+async def _user(session: AsyncSession, request: Request) -> User:
+    user_id = getattr(request.state, "user_id", None)
+    if user_id is None:
+        return await _authenticate(session, request)
+    user = await session.get(User, user_id)
+    if user is None or not user.active:
+        raise _unauthorized("invalid API token, or its user is deactivated")
+    return user
+
+
 @asynccontextmanager
 async def reading(request: Request) -> AsyncIterator[Ctx]:
     """A read-only session and the authenticated user."""
     async with database(request).read() as session:
-        yield Ctx(session, await _authenticate(session, request))
+        yield Ctx(session, await _user(session, request))
 
 
 @asynccontextmanager
 async def writing(request: Request) -> AsyncIterator[Ctx]:
     """One transaction, committed before the response is sent, and the authenticated user."""
     async with database(request).write() as session:
-        yield Ctx(session, await _authenticate(session, request))
+        yield Ctx(session, await _user(session, request))

@@ -1,4 +1,5 @@
-"""ASGI middleware refusing request bodies over a size limit with 413, before parsing them."""
+"""ASGI middleware refusing, before any parsing, bodies over a size limit (413) and URLs holding
+NUL characters (400), which no database text column can store."""
 
 from __future__ import annotations
 
@@ -38,10 +39,37 @@ class BodySizeLimit:
         await self.app(scope, counting_receive, send)
 
     async def _refuse(self, send: Send) -> None:
-        payload = json.dumps({"detail": self.detail}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(payload)),
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await _answer(send, 413, self.detail)
+
+
+class NulInUrl:
+    """Answers 400 to a request whose path or query string carries a NUL character (``%00``).
+
+    Path and query values reach repositories as text; PostgreSQL refuses a NUL in any text
+    parameter, so without this check a lookup such as ``?type=call%00`` would fail with a 500.
+    """
+
+    detail = "the URL must not contain NUL characters (%00)"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            b"%00" in scope.get("query_string", b"")
+            or b"%00" in (scope.get("raw_path") or b"")
+            or "\x00" in scope.get("path", "")
+        ):
+            await _answer(send, 400, self.detail)
+            return
+        await self.app(scope, receive, send)
+
+
+async def _answer(send: Send, status: int, detail: str) -> None:
+    payload = json.dumps({"detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(payload)),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

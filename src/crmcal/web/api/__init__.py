@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from crmcal.web.api import activities, activity_types, contacts, users
-from crmcal.web.deps import bearer
+from crmcal.web.deps import authenticate, bearer
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer)])
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer), Depends(authenticate)])
 for module in (users, activity_types, activities, contacts):
     router.include_router(module.router)

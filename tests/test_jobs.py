@@ -1,0 +1,52 @@
+"""Background jobs of the embedded server: the trash is emptied without anyone asking."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from crmcal.config import Settings
+from crmcal.crm.tables import Activity
+from crmcal.db import Database
+from crmcal.web.app import create_app
+from tests.conftest import Api, run
+
+
+def _age_trash(db_url: str, activity_id: int, days: int) -> None:
+    async def age() -> None:
+        db = Database(db_url)
+        try:
+            async with db.write() as session:
+                when = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+                await session.execute(
+                    update(Activity).where(Activity.id == activity_id).values(deleted_at=when)
+                )
+        finally:
+            await db.dispose()
+
+    run(age())
+
+
+def test_server_purges_trash_older_than_30_days_on_its_own(alice: Api, db_url: str) -> None:
+    ids = []
+    for subject in ("old", "recent"):
+        created = alice.post("/api/v1/activities", json={
+            "type": "call", "subject": subject, "start": "2026-12-01T10:00:00Z"})  # fmt: skip
+        ids.append(created.json()["id"])
+        assert alice.delete(f"/api/v1/activities/{ids[-1]}").status_code == 200
+    _age_trash(db_url, ids[0], days=31)
+    _age_trash(db_url, ids[1], days=29)
+
+    with TestClient(create_app(Settings(database_url=db_url))) as client:
+        headers = {"Authorization": f"Bearer {alice.token}"}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            trash = client.get("/api/v1/activities?deleted=true", headers=headers).json()
+            if [a["id"] for a in trash["items"]] == [ids[1]]:
+                break
+            time.sleep(0.05)
+        assert [a["subject"] for a in trash["items"]] == ["recent"]
+        assert client.get(f"/api/v1/activities/{ids[0]}", headers=headers).status_code == 404
