@@ -28,6 +28,8 @@ from crmcal.crm.schemas import UserCreate
 from crmcal.db import Database
 from crmcal.web.app import create_app
 
+pytest_plugins = ["tests.caldav_servers"]
+
 PG_SERVER = os.environ.get("CRMCAL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -1,0 +1,174 @@
+"""Provider-neutral calendar types: what the sync engine and every provider agree on.
+
+No I/O and nothing about the CRM's tables or any wire format lives here. A
+provider turns its own format into these types; ``sync/`` maps them to and from
+CRM activities.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+ResponseStatus = Literal["needs_action", "accepted", "declined", "tentative"]
+
+
+@dataclass(frozen=True)
+class Attendee:
+    email: str
+    name: str | None = None
+    status: ResponseStatus = "needs_action"
+    # Rooms and other resources are attendees in calendars, never CRM contacts.
+    resource: bool = False
+
+
+@dataclass(frozen=True)
+class Recurrence:
+    """A series rule, for the recurring-series support that builds on this shape."""
+
+    rrule: str
+    exdates: tuple[dt.datetime | dt.date, ...] = ()
+    rdates: tuple[dt.datetime | dt.date, ...] = ()
+
+
+@dataclass(frozen=True)
+class CalendarEvent:
+    """One calendar event (a single occurrence or, later, a series master).
+
+    Timed events have aware ``start``/``end`` datetimes and the IANA ``timezone``
+    they were written in; all-day events have dates and an exclusive ``end``.
+    """
+
+    summary: str | None
+    start: dt.datetime | dt.date
+    end: dt.datetime | dt.date | None
+    all_day: bool = False
+    timezone: str | None = None
+    location: str | None = None
+    description: str | None = None
+    private: bool = False
+    busy: bool = True
+    reminder_minutes: int | None = None
+    attendees: tuple[Attendee, ...] = ()
+    organizer: str | None = None
+    # The CRM's id of the activity this event mirrors, carried inside the event
+    # (iCalendar X- property, Google/Graph extended property) so any crmcal
+    # connection to this calendar can recognise it.
+    crm_id: str | None = None
+    crm_type: str | None = None
+    cancelled: bool = False
+    recurrence: Recurrence | None = None
+    # Set on a changed or cancelled occurrence of a series.
+    recurrence_id: dt.datetime | dt.date | None = None
+    last_modified: dt.datetime | None = None
+    # The event's own identity in its calendar (iCalendar UID, Google iCalUID).
+    uid: str | None = None
+
+    @property
+    def recurring(self) -> bool:
+        return self.recurrence is not None or self.recurrence_id is not None
+
+    def content_hash(self) -> str:
+        """A digest of the fields that sync both ways; equal digests mean nothing to do."""
+        return content_hash(self)
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    return value
+
+
+# Fields that describe what the event says, as opposed to bookkeeping
+# (who last touched it, which CRM record it belongs to).
+_SYNCED_FIELDS = (
+    "summary", "start", "end", "all_day", "location", "description", "private", "busy",
+    "reminder_minutes", "attendees", "cancelled", "recurrence", "recurrence_id",
+)  # fmt: skip
+
+
+# The parts of an RRULE in the order RFC 5545 (3.3.10) lists them.
+_RRULE_ORDER = (
+    "FREQ", "UNTIL", "COUNT", "INTERVAL", "BYSECOND", "BYMINUTE", "BYHOUR", "BYDAY",
+    "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH", "BYSETPOS", "WKST",
+)  # fmt: skip
+
+
+def canonical_rrule(rule: str) -> str:
+    """One spelling per recurrence rule: upper case, parts in RFC order, defaults dropped.
+
+    Servers store rules in their own spelling (Xandikos turns
+    ``FREQ=WEEKLY;BYDAY=TU;COUNT=10`` into ``FREQ=WEEKLY;COUNT=10;BYDAY=TU``); that
+    is no edit.
+    """
+    text = rule.strip().upper().removeprefix("RRULE:")
+    parts = {p.split("=", 1)[0].strip(): p.strip() for p in text.split(";") if p.strip()}
+    if parts.get("INTERVAL") == "INTERVAL=1":
+        del parts["INTERVAL"]
+    if parts.get("WKST") == "WKST=MO":
+        del parts["WKST"]
+    rank = {name: i for i, name in enumerate(_RRULE_ORDER)}
+    names = sorted(parts, key=lambda name: (rank.get(name, len(rank)), name))
+    return ";".join(parts[name] for name in names)
+
+
+def content_hash(event: CalendarEvent) -> str:
+    data = asdict(event)
+    subset = {name: _canonical(data[name]) for name in _SYNCED_FIELDS}
+    # An event's time zone matters only through its instants, except for
+    # all-day events whose dates are zone-free anyway.
+    subset["attendees"] = sorted(
+        (a["email"].lower(), a["name"] or "", a["status"]) for a in data["attendees"]
+    )
+    recurrence = subset["recurrence"]
+    if isinstance(recurrence, dict):
+        # The spelling of a rule and the order of its dates say nothing.
+        recurrence["rrule"] = canonical_rrule(recurrence["rrule"])
+        recurrence["exdates"] = sorted(recurrence["exdates"])
+        recurrence["rdates"] = sorted(recurrence["rdates"])
+    raw = json.dumps(subset, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class CalendarInfo:
+    id: str
+    name: str
+    writable: bool
+    primary: bool = False
+    timezone: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoteRef:
+    """An event as a change listing names it: its id, its version, maybe its content."""
+
+    id: str
+    etag: str
+    event: CalendarEvent | None = None
+    # Why the content could not be read, when it could not (the item is then
+    # skipped and reported, never treated as deleted).
+    error: str | None = None
+
+
+@dataclass
+class ChangeListing:
+    """What changed in a calendar since a cursor.
+
+    ``full`` listings name every event there is, so an id missing from one is
+    gone; incremental listings name changed items and deleted ids only.
+    """
+
+    full: bool
+    changed: list[RemoteRef] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    cursor: str | None = None

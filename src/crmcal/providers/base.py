@@ -1,0 +1,88 @@
+"""The interface every calendar provider implements, and the errors it may raise.
+
+Providers speak in ``crmcal.model`` types. Writes carry preconditions so that a
+retry after a crash can never duplicate or overwrite blindly: ``create`` is
+idempotent for a given ``key`` (the provider derives the event's id or UID from
+it), ``update`` and ``delete`` name the version they expect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
+
+
+class ProviderError(Exception):
+    """Base class; ``str(error)`` is fit to show to the user."""
+
+
+class AuthenticationFailed(ProviderError):
+    """The credentials are wrong, expired or revoked: the user must act."""
+
+
+class Unreachable(ProviderError):
+    """The server could not be reached or answered with a server error; retry later."""
+
+
+class NotACalendarServer(ProviderError):
+    """The server answered, but not as a calendar server of this protocol."""
+
+
+class CalendarNotFound(ProviderError):
+    pass
+
+
+class PreconditionFailed(ProviderError):
+    """The event changed (or exists) since the version the write named."""
+
+
+class EventNotFound(ProviderError):
+    pass
+
+
+class Provider(Protocol):
+    """One account at one calendar service, bound to credentials."""
+
+    async def list_calendars(self) -> list[CalendarInfo]:
+        """Every calendar of the account, with whether the account may write it."""
+        ...
+
+    async def list_changes(self, calendar_id: str, cursor: str | None) -> ChangeListing:
+        """Events changed since ``cursor``; a full listing when it is None or expired.
+
+        Items may come without content (``RemoteRef.event`` None): fetch those
+        whose version differs from the one already known.
+        """
+        ...
+
+    async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
+        """The current content of events, batched; ids that no longer exist are left out."""
+        ...
+
+    async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:
+        """The event ``create`` made for ``key``, if it exists."""
+        ...
+
+    async def create(self, calendar_id: str, key: str, event: CalendarEvent) -> RemoteRef:
+        """Create the event whose identity derives from ``key``.
+
+        Raises PreconditionFailed when that event exists already.
+        """
+        ...
+
+    async def update(
+        self, calendar_id: str, event_id: str, etag: str, event: CalendarEvent
+    ) -> RemoteRef:
+        """Replace the event if it is still at ``etag``; returns its new version."""
+        ...
+
+    async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
+        """Delete the event if it is still at ``etag`` (any version when None).
+
+        An event that is already gone is not an error.
+        """
+        ...
+
+    async def close(self) -> None: ...

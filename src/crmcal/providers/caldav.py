@@ -1,0 +1,761 @@
+"""CalDAV calendars (RFC 4791) behind ``providers.base.Provider``.
+
+Protocol use:
+
+- discovery (RFC 6764/5397/4791 6.2.1): the given URL, else ``/.well-known/caldav``
+  -> ``current-user-principal`` -> ``calendar-home-set`` -> the home's calendars;
+- listings: ``sync-collection`` (RFC 6578) with the cursor as sync-token, hrefs
+  and etags only; a refused token (Radicale 403, Xandikos 412 or 500, any
+  ``DAV:valid-sync-token`` error) or a server without the report falls back to a
+  full listing. ``DAV:limit`` is never sent: Xandikos truncates at it silently;
+- contents: ``calendar-multiget`` in chunks, fetched while the previous chunk is
+  parsed, each resource parsed on its own so one bad event never fails a batch;
+- writes: ``PUT`` with ``If-None-Match: *`` (create, at ``crmcal-{key}.ics`` with
+  UID ``crmcal-{key}``) or ``If-Match`` (update), ``DELETE`` with ``If-Match``.
+
+Event ids are the resources' hrefs as URL paths, percent-encoded one canonical way
+(``normalize_href``): Radicale writes ``%40`` where Xandikos writes ``@``, and a
+server may echo an href differently encoded than it was requested.
+
+Transport: the ``caldav`` library's synchronous ``DAVClient`` (its niquests
+session, pre-emptive Basic credentials, 429/503 detection), run in worker threads
+with ``asyncio.to_thread``. Its async client is newer and less exercised than the
+sync one, and this module needs few of either's high-level objects: those hide
+exactly what it must act on (which precondition failed, a refused sync token,
+silent fallbacks to full listings) and build a wrapper object per event, which an
+import of thousands of events pays for. So requests go through
+``DAVClient.request`` with bodies written here, and multistatus answers are read
+from the parsed XML directly. One lock keeps one request in flight per provider:
+the session is shared, and one connection should not hammer one server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urljoin, urlsplit
+from xml.sax.saxutils import escape
+
+from caldav.davclient import DAVClient
+from caldav.lib import error as dav_error
+from lxml import etree
+
+from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
+from crmcal.providers import ical
+from crmcal.providers.base import (
+    AuthenticationFailed,
+    CalendarNotFound,
+    EventNotFound,
+    NotACalendarServer,
+    PreconditionFailed,
+    ProviderError,
+    Unreachable,
+)
+
+__all__ = ["CalDAVProvider", "normalize_href"]
+
+MULTIGET_CHUNK = 200
+# Raw texts kept for updates (so foreign properties survive without a GET);
+# bounded so that a large import does not hold every event twice.
+TEXT_CACHE_SIZE = 2000
+EVENT_PREFIX = "crmcal-"
+
+DAV = "{DAV:}"
+CALDAV = "{urn:ietf:params:xml:ns:caldav}"
+_NAMESPACES = 'xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"'
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_DEFAULT_NAMES = ("default", "calendar", "home", "personal", "primary", "main")
+_WRITE_PRIVILEGES = frozenset({f"{DAV}all", f"{DAV}write", f"{DAV}write-content"})
+
+
+def normalize_href(href: str) -> str:
+    """The canonical id of a resource: its URL path, percent-encoded one way."""
+    path = urlsplit(href).path if "://" in href else href.split("?", 1)[0].split("#", 1)[0]
+    return quote(unquote(path), safe=_PATH_SAFE) or "/"
+
+
+def _collection_url(url: str) -> str:
+    parts = urlsplit(url)
+    path = normalize_href(parts.path or "/")
+    if not path.endswith("/"):
+        path += "/"
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _if_match(etag: str) -> str:
+    etag = etag.strip()
+    return etag if etag.startswith(('"', 'W/"')) else f'"{etag}"'
+
+
+class _MalformedReply(ProviderError):
+    """An answer that claims to be XML and is not."""
+
+
+@dataclass
+class _Reply:
+    """What a request came back with, whatever its status."""
+
+    status: int
+    headers: Mapping[str, str]
+    tree: Any  # the parsed XML body, if it was XML
+    text: str  # the body, if it was not
+    preconditions: list[str]  # Clark tags of a DAV:error body (RFC 4918 16)
+
+    def header(self, name: str) -> str | None:
+        value = self.headers.get(name)
+        return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+@dataclass
+class _Member:
+    href: str  # normalised
+    status: int
+    props: dict[str, Any]  # Clark tag -> element, from propstats with status 200
+
+
+def _members(tree: Any) -> Iterator[_Member]:
+    """The ``DAV:response`` elements of a multistatus body."""
+    if tree is None:
+        return
+    for response in tree.iter(f"{DAV}response"):
+        href = response.findtext(f"{DAV}href")
+        if not href:
+            continue
+        status = _status_code(response.findtext(f"{DAV}status"))
+        props: dict[str, Any] = {}
+        for propstat in response.findall(f"{DAV}propstat"):
+            if _status_code(propstat.findtext(f"{DAV}status")) != 200:
+                continue
+            prop = propstat.find(f"{DAV}prop")
+            if prop is not None:
+                for child in prop:
+                    props[child.tag] = child
+        yield _Member(normalize_href(href.strip()), status or 200, props)
+
+
+def _status_code(line: str | None) -> int | None:
+    parts = (line or "").split()
+    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+
+
+def _href_in(element: Any) -> str | None:
+    if element is None:
+        return None
+    href = element.findtext(f"{DAV}href")
+    return href.strip() if href and href.strip() else None
+
+
+def _text_of(element: Any) -> str | None:
+    if element is None or element.text is None:
+        return None
+    return element.text.strip() or None
+
+
+def _vtimezone_zone(text: str | None) -> str | None:
+    """The IANA zone of a ``calendar-timezone`` property (a VCALENDAR with a VTIMEZONE)."""
+    if not text:
+        return None
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if line.upper().startswith("TZID"):
+            return ical.iana_zone(line.split(":", 1)[-1])
+    return None
+
+
+class CalDAVProvider:
+    """One CalDAV account: a server or account URL with a user name and password."""
+
+    def __init__(self, url: str, username: str, password: str, *, timeout: float = 30) -> None:
+        given = url.strip()
+        url = given if "://" in given else f"https://{given}"
+        self.url = url
+        # A bad URL is reported by the first call, like every other account problem.
+        self._problem = _url_problem(url, given)
+        self._client = DAVClient(
+            url=url if self._problem is None else "https://invalid.invalid/",
+            username=username,
+            password=password,
+            # Credentials go with the first request: waiting for a 401 challenge
+            # costs a round trip per session, and Radicale delays every 401.
+            auth_type="basic",
+            timeout=timeout,  # type: ignore[arg-type]  # passed to niquests as is
+            # DNS discovery would run in this constructor; discover() does the
+            # well-known lookup instead.
+            enable_rfc6764=False,
+        )
+        self._lock = threading.Lock()
+        self._home: str | None = None
+        self._single_calendar: str | None = None
+        self._zones: dict[str, str | None] = {}
+        # href -> (etag, text): the last version seen of each resource, for updates.
+        self._texts: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._texts_lock = threading.Lock()  # fetch parses in one thread, requests in another
+
+    # --- the interface ----------------------------------------------------------
+
+    async def discover(self) -> None:
+        """Find the account's calendars now; raises the ``base`` error that explains why not."""
+        await asyncio.to_thread(self._discover)
+
+    async def list_calendars(self) -> list[CalendarInfo]:
+        return await asyncio.to_thread(self._list_calendars)
+
+    async def list_changes(self, calendar_id: str, cursor: str | None) -> ChangeListing:
+        return await asyncio.to_thread(self._list_changes, _collection_url(calendar_id), cursor)
+
+    async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
+        calendar = _collection_url(calendar_id)
+        hrefs = list(dict.fromkeys(normalize_href(i) for i in ids))
+        if not hrefs:
+            return []
+        zone = await asyncio.to_thread(self._calendar_zone, calendar)
+        chunks = [hrefs[i : i + MULTIGET_CHUNK] for i in range(0, len(hrefs), MULTIGET_CHUNK)]
+        refs: list[RemoteRef] = []
+        # Fetch chunk n+1 while chunk n is parsed: the server works while we parse.
+        pending = asyncio.ensure_future(asyncio.to_thread(self._multiget, calendar, chunks[0]))
+        try:
+            for number in range(len(chunks)):
+                members = await pending
+                if number + 1 < len(chunks):
+                    pending = asyncio.ensure_future(
+                        asyncio.to_thread(self._multiget, calendar, chunks[number + 1])
+                    )
+                refs += await asyncio.to_thread(self._read_members, members, zone)
+        finally:
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
+        return refs
+
+    async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:
+        return await asyncio.to_thread(self._get_by_key, _collection_url(calendar_id), key)
+
+    async def create(self, calendar_id: str, key: str, event: CalendarEvent) -> RemoteRef:
+        return await asyncio.to_thread(self._create, _collection_url(calendar_id), key, event)
+
+    async def update(
+        self, calendar_id: str, event_id: str, etag: str, event: CalendarEvent
+    ) -> RemoteRef:
+        calendar = _collection_url(calendar_id)
+        return await asyncio.to_thread(
+            self._update, calendar, normalize_href(event_id), etag, event
+        )
+
+    async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
+        calendar = _collection_url(calendar_id)
+        await asyncio.to_thread(self._delete, calendar, normalize_href(event_id), etag)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._client.close)
+
+    # --- requests ------------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        body: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> _Reply:
+        """One request; connection trouble and 401 become provider errors, the rest a reply."""
+        if self._problem is not None:
+            raise ProviderError(self._problem)
+        try:
+            with self._lock:
+                response = self._client.request(url, method, body, dict(headers or {}))
+        except dav_error.AuthorizationError as failure:
+            if failure.status == 401 or failure.status is None:
+                raise AuthenticationFailed(
+                    "the CalDAV server refused the user name or password"
+                ) from None
+            body = failure.body
+            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body or ""
+            return _Reply(failure.status, {}, None, text, failure.preconditions)
+        except dav_error.RateLimitError:
+            raise Unreachable("the CalDAV server is busy (429/503); retry later") from None
+        except OSError as failure:
+            # niquests' errors are OSErrors: refused, DNS, TLS, timeouts.
+            raise Unreachable(f"cannot reach the CalDAV server: {_reason(failure)}") from None
+        except etree.XMLSyntaxError:
+            raise _MalformedReply(f"the server at {url} sent malformed XML") from None
+        status = int(response.status)
+        text = response.raw if response.tree is None else ""  # XML is read from the tree
+        preconditions = dav_error.parse_preconditions(text) if status >= 400 else []
+        return _Reply(status, response.headers, response.tree, text, preconditions)
+
+    def _expect(self, reply: _Reply, what: str, *ok: int) -> _Reply:
+        """``reply`` if its status is one of ``ok``, else the matching provider error."""
+        if reply.status in ok:
+            return reply
+        if reply.status >= 500 and reply.status != 501:
+            raise Unreachable(f"the CalDAV server failed ({reply.status}) on {what}; retry later")
+        if reply.status == 403:
+            raise ProviderError(f"the CalDAV server does not allow {what} (403)")
+        if reply.status == 404:
+            raise CalendarNotFound(f"{what}: not found on the CalDAV server (404)")
+        raise ProviderError(f"the CalDAV server answered {reply.status} to {what}")
+
+    def _propfind(self, url: str, props: Sequence[str], depth: int) -> _Reply:
+        body = (
+            f'<?xml version="1.0" encoding="utf-8"?><D:propfind {_NAMESPACES}>'
+            f"<D:prop>{''.join(props)}</D:prop></D:propfind>"
+        )
+        return self._send("PROPFIND", url, body, {"Depth": str(depth)})
+
+    def _report(self, url: str, body: str, depth: int | None) -> _Reply:
+        headers = {"Depth": str(depth)} if depth is not None else {}
+        return self._send("REPORT", url, '<?xml version="1.0" encoding="utf-8"?>' + body, headers)
+
+    def _url(self, calendar: str, href: str) -> str:
+        return _origin(calendar) + href
+
+    # --- discovery ----------------------------------------------------------------
+
+    def _discover(self) -> str | None:
+        """The calendar home's URL (None when the URL is a lone calendar)."""
+        if self._home is not None or self._single_calendar is not None:
+            return self._home
+        found = self._probe(self.url)
+        if found is None:
+            well_known = self._well_known()
+            found = self._probe(well_known) if well_known else None
+        if found is None:
+            raise NotACalendarServer(
+                f"{self.url} does not answer as a CalDAV server (no WebDAV principal found)"
+            )
+        principal, home, calendar = found
+        if principal and not home:
+            reply = self._propfind(principal, ["<C:calendar-home-set/>"], 0)
+            if reply.status == 207:
+                for member in _members(reply.tree):
+                    found_home = _href_in(member.props.get(f"{CALDAV}calendar-home-set"))
+                    home = urljoin(principal, found_home) if found_home else None
+                    break
+            elif reply.status >= 500 and reply.status != 501:
+                self._expect(reply, "reading the principal")
+        if home:
+            self._home = _collection_url(home)
+            return self._home
+        if calendar:
+            self._single_calendar = _collection_url(calendar)
+            return None
+        raise NotACalendarServer(
+            f"{self.url} answers WebDAV but names no calendar home (not a CalDAV account?)"
+        )
+
+    def _probe(self, url: str) -> tuple[str | None, str | None, str | None] | None:
+        """(principal URL, home URL, this URL if a calendar), or None when no DAV answers."""
+        try:
+            reply = self._propfind(
+                url,
+                ["<D:current-user-principal/>", "<C:calendar-home-set/>", "<D:resourcetype/>"],
+                0,
+            )
+        except _MalformedReply:
+            return None
+        if reply.status != 207 or reply.tree is None:
+            if reply.status >= 500 and reply.status != 501:
+                self._expect(reply, "discovery")  # server trouble, not "no DAV here"
+            return None  # 404, 405, 501, a web page ...
+        for member in _members(reply.tree):
+            principal = _href_in(member.props.get(f"{DAV}current-user-principal"))
+            home = _href_in(member.props.get(f"{CALDAV}calendar-home-set"))
+            kind = member.props.get(f"{DAV}resourcetype")
+            is_calendar = kind is not None and kind.find(f"{CALDAV}calendar") is not None
+            if principal or home or is_calendar:
+                return (
+                    urljoin(url, principal) if principal else None,
+                    urljoin(url, home) if home else None,
+                    url if is_calendar else None,
+                )
+            return None
+        return None
+
+    def _well_known(self) -> str | None:
+        """Where ``/.well-known/caldav`` redirects to (RFC 6764 section 5)."""
+        if self._problem is not None:
+            raise ProviderError(self._problem)
+        url = _origin(self.url) + "/.well-known/caldav"
+        for _ in range(5):
+            # Redirects are followed by hand: HTTP libraries turn a redirected
+            # PROPFIND into a GET on 302, which no DAV server answers usefully.
+            try:
+                with self._lock:
+                    response = self._client.session.request(
+                        "PROPFIND",
+                        url,
+                        headers={"Depth": "0"},
+                        auth=self._client.auth,
+                        timeout=self._client.timeout,
+                        allow_redirects=False,
+                    )
+            except OSError as failure:
+                raise Unreachable(f"cannot reach the CalDAV server: {_reason(failure)}") from None
+            status = response.status_code
+            if status == 401:
+                raise AuthenticationFailed("the CalDAV server refused the user name or password")
+            location = response.headers.get("Location")
+            if 300 <= status < 400 and location:
+                url = urljoin(url, location)
+                continue
+            return url if status == 207 else None
+        return None
+
+    # --- calendars ----------------------------------------------------------------
+
+    def _list_calendars(self) -> list[CalendarInfo]:
+        home = self._discover()
+        props = [
+            "<D:resourcetype/>",
+            "<D:displayname/>",
+            "<D:current-user-privilege-set/>",
+            "<C:supported-calendar-component-set/>",
+            "<C:calendar-timezone/>",
+        ]
+        url = home or self._single_calendar
+        assert url is not None
+        reply = self._expect(self._propfind(url, props, 1 if home else 0), "listing calendars", 207)
+        calendars: list[CalendarInfo] = []
+        for member in _members(reply.tree):
+            if member.status != 200:
+                continue
+            kind = member.props.get(f"{DAV}resourcetype")
+            if kind is None or kind.find(f"{CALDAV}calendar") is None:
+                continue
+            components = member.props.get(f"{CALDAV}supported-calendar-component-set")
+            if components is not None and len(components):
+                names = {str(c.get("name", "")).upper() for c in components}
+                if "VEVENT" not in names:
+                    continue  # a task list
+            calendar_url = _collection_url(_origin(url) + member.href)
+            zone = _vtimezone_zone(_text_of(member.props.get(f"{CALDAV}calendar-timezone")))
+            self._zones[calendar_url] = zone
+            privileges = member.props.get(f"{DAV}current-user-privilege-set")
+            if privileges is None:
+                writable = True  # the server does not say: assume so, writes will tell
+            else:
+                granted = {p.tag for privilege in privileges for p in privilege}
+                writable = bool(granted & _WRITE_PRIVILEGES)
+            segment = unquote(member.href.rstrip("/").rsplit("/", 1)[-1])
+            name = _text_of(member.props.get(f"{DAV}displayname")) or segment
+            calendars.append(CalendarInfo(id=calendar_url, name=name, writable=writable,
+                                          timezone=zone))  # fmt: skip
+        if calendars:
+            primary = next(
+                (
+                    i
+                    for i, c in enumerate(calendars)
+                    if c.name.lower() in _DEFAULT_NAMES
+                    or c.id.rstrip("/").rsplit("/", 1)[-1].lower() in _DEFAULT_NAMES
+                ),
+                0,
+            )
+            calendars[primary] = dataclasses.replace(calendars[primary], primary=True)
+        return calendars
+
+    def _calendar_zone(self, calendar: str) -> str:
+        """The zone floating times of this calendar are read in."""
+        if calendar not in self._zones:
+            zone = None
+            with contextlib.suppress(ProviderError):
+                reply = self._propfind(calendar, ["<C:calendar-timezone/>"], 0)
+                for member in _members(reply.tree if reply.status == 207 else None):
+                    prop = member.props.get(f"{CALDAV}calendar-timezone")
+                    zone = _vtimezone_zone(_text_of(prop))
+            self._zones[calendar] = zone
+        return self._zones[calendar] or "UTC"
+
+    # --- listings -----------------------------------------------------------------
+
+    def _list_changes(self, calendar: str, cursor: str | None) -> ChangeListing:
+        if cursor:
+            listing = self._sync_collection(calendar, cursor)
+            if listing is not None:
+                return listing
+        listing = self._sync_collection(calendar, "")
+        if listing is not None:
+            return listing
+        return self._propfind_listing(calendar)
+
+    def _sync_collection(self, calendar: str, token: str) -> ChangeListing | None:
+        """Changes since ``token`` ("" = everything); None if the server refuses it."""
+        listing = ChangeListing(full=not token)
+        collection_path = normalize_href(urlsplit(calendar).path)
+        seen_tokens: set[str] = set()
+        while True:
+            token_xml = f"<D:sync-token>{escape(token)}</D:sync-token>" if token else (
+                "<D:sync-token/>"
+            )  # fmt: skip
+            body = (
+                f"<D:sync-collection {_NAMESPACES}>{token_xml}<D:sync-level>1</D:sync-level>"
+                "<D:prop><D:getetag/></D:prop></D:sync-collection>"
+            )
+            reply = self._report(calendar, body, 0)
+            if reply.status == 404:
+                raise CalendarNotFound(f"the calendar {calendar} does not exist (404)")
+            if reply.status != 207 or reply.tree is None:
+                # With a token, any refusal means "start over" (Radicale 403, Xandikos
+                # 412, or 500 for a token it cannot even read); a server in real
+                # trouble fails the full listing that follows. Without one, only a
+                # server error is an error: the rest says the report is unsupported.
+                if not token and reply.status >= 500 and reply.status != 501:
+                    self._expect(reply, "listing changes")
+                return None
+            truncated = False
+            for member in _members(reply.tree):
+                if member.href == collection_path or member.href.endswith("/"):
+                    # The collection itself: the truncation marker (RFC 6578 3.6),
+                    # or a server listing the collection as its own member (iCloud).
+                    truncated = truncated or member.status == 507
+                    continue
+                if member.status == 404:
+                    listing.deleted.append(member.href)
+                elif member.status in (200, 201):
+                    etag = _text_of(member.props.get(f"{DAV}getetag")) or ""
+                    listing.changed.append(RemoteRef(id=member.href, etag=etag))
+            new_token = _text_of(reply.tree.find(f"{DAV}sync-token"))
+            listing.cursor = new_token
+            if not truncated or not new_token or new_token in seen_tokens:
+                break
+            seen_tokens.add(new_token)
+            token = new_token  # the rest of a truncated answer
+        self._dedupe(listing)
+        return listing
+
+    def _propfind_listing(self, calendar: str) -> ChangeListing:
+        reply = self._expect(
+            self._propfind(calendar, ["<D:getetag/>", "<D:resourcetype/>"], 1),
+            "listing events",
+            207,
+        )
+        listing = ChangeListing(full=True, cursor=None)
+        for member in _members(reply.tree):
+            kind = member.props.get(f"{DAV}resourcetype")
+            if member.href.endswith("/") or (kind is not None and len(kind)):
+                continue  # the collection itself, or a sub-collection
+            if member.status == 200:
+                etag = _text_of(member.props.get(f"{DAV}getetag")) or ""
+                listing.changed.append(RemoteRef(id=member.href, etag=etag))
+        return listing
+
+    @staticmethod
+    def _dedupe(listing: ChangeListing) -> None:
+        # A truncated answer continued may name an item twice: the last word counts.
+        changed = {ref.id: ref for ref in listing.changed}
+        deleted = [href for href in dict.fromkeys(listing.deleted) if href not in changed]
+        listing.changed = list(changed.values())
+        listing.deleted = deleted
+
+    # --- contents -----------------------------------------------------------------
+
+    def _multiget(self, calendar: str, hrefs: Sequence[str]) -> list[_Member]:
+        body = (
+            f"<C:calendar-multiget {_NAMESPACES}><D:prop><D:getetag/><C:calendar-data/>"
+            f"</D:prop>{''.join(f'<D:href>{escape(h)}</D:href>' for h in hrefs)}"
+            "</C:calendar-multiget>"
+        )
+        reply = self._report(calendar, body, None)
+        if reply.status == 404:
+            raise CalendarNotFound(f"the calendar {calendar} does not exist (404)")
+        return list(_members(self._expect(reply, "reading events", 207).tree))
+
+    def _read_members(self, members: list[_Member], zone: str) -> list[RemoteRef]:
+        refs = []
+        for member in members:
+            if member.status != 200:
+                continue  # 404: gone since it was listed
+            etag = _text_of(member.props.get(f"{DAV}getetag")) or ""
+            element = member.props.get(f"{CALDAV}calendar-data")
+            text = element.text if element is not None else None
+            if not text:
+                refs.append(RemoteRef(member.href, etag, error="the server sent no calendar data"))
+                continue
+            ref = self._read(member.href, etag, text, zone)
+            if ref is not None:
+                refs.append(ref)
+        return refs
+
+    def _read(self, href: str, etag: str, text: str, zone: str) -> RemoteRef | None:
+        try:
+            event = ical.parse_event(text, default_tz=zone)
+        except ValueError as failure:
+            return RemoteRef(href, etag, error=f"unreadable event: {failure}")
+        except Exception as failure:  # a codec bug must not cost the whole batch
+            return RemoteRef(href, etag, error=f"unreadable event ({type(failure).__name__})")
+        if event is None:
+            return None  # a task or journal entry
+        if etag:
+            self._remember(href, etag, text)
+        return RemoteRef(href, etag, event)
+
+    def _remember(self, href: str, etag: str, text: str) -> None:
+        with self._texts_lock:
+            self._texts[href] = (etag, text)
+            self._texts.move_to_end(href)
+            while len(self._texts) > TEXT_CACHE_SIZE:
+                self._texts.popitem(last=False)
+
+    def _recall(self, href: str) -> tuple[str, str] | None:
+        with self._texts_lock:
+            return self._texts.get(href)
+
+    def _forget(self, href: str) -> None:
+        with self._texts_lock:
+            self._texts.pop(href, None)
+
+    def _get(self, calendar: str, href: str) -> tuple[str, str] | None:
+        """(etag, text) of a resource, or None when it does not exist."""
+        reply = self._send("GET", self._url(calendar, href), "", {"Accept": "text/calendar"})
+        if reply.status == 404:
+            self._forget(href)
+            return None
+        self._expect(reply, "reading an event", 200)
+        etag = reply.header("ETag") or ""
+        text = reply.text
+        if etag:
+            self._remember(href, etag, text)
+        return etag, text
+
+    def _get_by_key(self, calendar: str, key: str) -> RemoteRef | None:
+        href = self._event_href(calendar, key)
+        refs = self._read_members(self._multiget(calendar, [href]), self._calendar_zone(calendar))
+        if refs:
+            return refs[0]
+        # Stored under another name (moved by another client, or renamed by the
+        # server): look the UID up.
+        uid = EVENT_PREFIX + key
+        body = (
+            f"<C:calendar-query {_NAMESPACES}><D:prop><D:getetag/><C:calendar-data/></D:prop>"
+            '<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">'
+            f'<C:prop-filter name="UID"><C:text-match>{escape(uid)}</C:text-match>'
+            "</C:prop-filter></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"
+        )
+        reply = self._report(calendar, body, 1)
+        if reply.status != 207:
+            if reply.status >= 500 and reply.status != 501:
+                self._expect(reply, "searching for an event")
+            return None  # the server cannot search; the deterministic href was the best bet
+        zone = self._calendar_zone(calendar)
+        for ref in self._read_members(list(_members(reply.tree)), zone):
+            if ref.event is not None and ref.event.uid == uid:
+                return ref
+        return None
+
+    # --- writes -------------------------------------------------------------------
+
+    @staticmethod
+    def _event_href(calendar: str, key: str) -> str:
+        path = normalize_href(urlsplit(calendar).path)
+        return f"{path}{quote(EVENT_PREFIX + key, safe='')}.ics"
+
+    def _put(self, calendar: str, href: str, text: str, condition: dict[str, str]) -> _Reply:
+        headers = {"Content-Type": "text/calendar; charset=utf-8", **condition}
+        return self._send("PUT", self._url(calendar, href), text, headers)
+
+    def _written(self, calendar: str, href: str, reply: _Reply, text: str) -> str:
+        """The new etag after a successful PUT; GETs it when the server gave none."""
+        etag = reply.header("ETag")
+        if etag and not etag.startswith("W/"):
+            # An ETag on a PUT means the server stored what was sent (RFC 4791 5.3.4;
+            # Radicale reorders properties, which changes nothing crmcal reads).
+            self._remember(href, etag, text)
+            return etag
+        current = self._get(calendar, href)
+        if current is None:
+            raise EventNotFound(f"the event {href} vanished right after it was written")
+        return current[0]
+
+    def _create(self, calendar: str, key: str, event: CalendarEvent) -> RemoteRef:
+        href = self._event_href(calendar, key)
+        uid = EVENT_PREFIX + key
+        text = ical.serialize_event(event, uid)
+        reply = self._put(calendar, href, text, {"If-None-Match": "*"})
+        uid_taken = f"{CALDAV}no-uid-conflict" in reply.preconditions
+        if reply.status == 404 or (reply.status == 409 and not uid_taken and self._gone(calendar)):
+            # 409 also means "no such parent collection" (RFC 4918 9.7.1; Radicale).
+            raise CalendarNotFound(f"the calendar {calendar} does not exist ({reply.status})")
+        if reply.status in (412, 409) or (reply.status == 403 and uid_taken):
+            raise PreconditionFailed(f"an event for {key!r} exists already ({reply.status})")
+        self._expect(reply, "creating an event", 200, 201, 204)
+        etag = self._written(calendar, href, reply, text)
+        return RemoteRef(href, etag, dataclasses.replace(event, uid=uid))
+
+    def _gone(self, calendar: str) -> bool:
+        """Whether the calendar collection no longer exists."""
+        reply = self._propfind(calendar, ["<D:resourcetype/>"], 0)
+        if reply.status == 207:
+            # Xandikos answers for a missing resource with a 404 inside a 207.
+            return all(member.status == 404 for member in _members(reply.tree))
+        return reply.status == 404
+
+    def _update(self, calendar: str, href: str, etag: str, event: CalendarEvent) -> RemoteRef:
+        cached = self._recall(href)
+        if cached is not None and cached[0] == etag:
+            previous = cached[1]
+        else:
+            current = self._get(calendar, href)
+            if current is None:
+                raise EventNotFound(f"the event {href} does not exist")
+            if current[0] and current[0] != etag:
+                raise PreconditionFailed(f"the event {href} changed since {etag}")
+            previous = current[1]
+        uid = ical.resource_uid(previous) or event.uid or unquote(href.rsplit("/", 1)[-1])
+        text = ical.serialize_event(event, uid, previous=previous)
+        # No etag at all only when the server gives none (checked above): nothing to match.
+        condition = {"If-Match": _if_match(etag)} if etag else {}
+        reply = self._put(calendar, href, text, condition)
+        if reply.status == 412:
+            # Radicale also answers 412 when the resource is gone.
+            if self._get(calendar, href) is None:
+                raise EventNotFound(f"the event {href} does not exist")
+            raise PreconditionFailed(f"the event {href} changed since {etag}")
+        if reply.status == 404:
+            self._forget(href)
+            raise EventNotFound(f"the event {href} does not exist")
+        if reply.status == 409 or (reply.status == 403 and reply.preconditions):
+            raise ProviderError(f"the CalDAV server refused the event ({reply.status})")
+        self._expect(reply, "updating an event", 200, 201, 204)
+        new_etag = self._written(calendar, href, reply, text)
+        return RemoteRef(href, new_etag, dataclasses.replace(event, uid=uid))
+
+    def _delete(self, calendar: str, href: str, etag: str | None) -> None:
+        headers = {"If-Match": _if_match(etag)} if etag else {}
+        reply = self._send("DELETE", self._url(calendar, href), "", headers)
+        self._forget(href)
+        if reply.status in (200, 202, 204, 404, 410):
+            return
+        if reply.status == 412:
+            if self._get(calendar, href) is None:
+                return  # already gone: what the caller wanted
+            raise PreconditionFailed(f"the event {href} changed since {etag}")
+        self._expect(reply, "deleting an event")
+
+
+def _url_problem(url: str, given: str) -> str | None:
+    """Why ``url`` (as ``given`` by the user) cannot be a CalDAV server's URL, if it cannot."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises on a port that is no number
+    except ValueError:
+        return f"{given!r} is not a valid URL"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return f"{given!r} is not an http:// or https:// address of a CalDAV server"
+    if any(c.isspace() for c in url):
+        return f"{given!r} is not a valid URL (it contains spaces)"
+    return None
+
+
+def _reason(failure: BaseException) -> str:
+    text = str(failure).strip() or type(failure).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,854 @@
+"""iCalendar codec: one CalDAV resource (a VCALENDAR) <-> one ``CalendarEvent``.
+
+Reading (``parse_event``) is the hot path: an initial import parses every event
+of a calendar, and a full ``icalendar.Calendar.from_ical`` costs about 2 ms per
+typical event (most of it building property objects crmcal never looks at and
+interpreting VTIMEZONE blocks that merely restate an IANA zone). So reading uses
+a small scanner of its own: it unfolds the text, splits content lines, keeps the
+raw lines of VEVENTs and their VALARMs, decodes only the properties crmcal maps,
+and resolves each TZID once per process (IANA names via ``zoneinfo``, Windows
+names via icalendar's CLDR table). ``icalendar`` is still what interprets a
+VTIMEZONE that names no known zone, and it does all the writing.
+
+Writing (``serialize_event``) builds the resource with ``icalendar``. Given the
+resource's current text it keeps everything crmcal does not own (categories,
+URLs, foreign X- properties, further alarms, overridden occurrences) so that an
+update never strips what another client stored.
+
+Round trip: ``parse_event(serialize_event(e, uid))`` has the same
+``content_hash()`` as ``e`` with ``uid`` set, for events that iCalendar can carry
+(second precision, text without carriage returns or other control characters,
+all-day events with an end).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from urllib.parse import unquote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import icalendar
+from icalendar.prop import vCalAddress, vInline, vText
+from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
+
+from crmcal.model import Attendee, CalendarEvent, Recurrence, ResponseStatus
+
+PRODID = "-//crmcal//crmcal//EN"
+CRM_ID_PROPERTY = "X-CRMCAL-ACTIVITY-ID"
+CRM_TYPE_PROPERTY = "X-CRMCAL-TYPE"
+
+__all__ = ["CRM_ID_PROPERTY", "CRM_TYPE_PROPERTY", "PRODID", "iana_zone", "parse_event",
+           "resource_uid", "serialize_event"]  # fmt: skip
+
+_ONE_DAY = dt.timedelta(days=1)
+_UTC_NAMES = frozenset(
+    {"UTC", "Z", "GMT", "UT", "ZULU", "UNIVERSAL", "GREENWICH", "GMT0", "GMT+0", "GMT-0",
+     "ETC/UTC", "ETC/GMT", "ETC/UCT", "UCT", "ETC/ZULU", "ETC/UNIVERSAL", "ETC/GREENWICH",
+     "ETC/GMT0", "ETC/GMT+0", "ETC/GMT-0"}
+)  # fmt: skip
+_PARTSTAT_IN: dict[str, ResponseStatus] = {
+    "NEEDS-ACTION": "needs_action",
+    "ACCEPTED": "accepted",
+    "DECLINED": "declined",
+    "TENTATIVE": "tentative",
+}
+_PARTSTAT_OUT = {v: k for k, v in _PARTSTAT_IN.items()}
+
+# --- reading: content lines ---------------------------------------------------
+
+_NAME = re.compile(r"[A-Za-z0-9-]+")
+# A whole content line, used only when a parameter value is quoted (a quoted
+# value may contain ':' and ';', so the first ':' is not necessarily the end).
+_QUOTED_LINE = re.compile(
+    r'([A-Za-z0-9-]+)((?:;[A-Za-z0-9-]+=(?:"[^"]*"|[^";:,]*)(?:,(?:"[^"]*"|[^";:,]*))*)*):(.*)',
+    re.DOTALL,
+)
+_PARAM = re.compile(r';([A-Za-z0-9-]+)=((?:"[^"]*"|[^";:,]*)(?:,(?:"[^"]*"|[^";:,]*))*)')
+_TEXT_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_CARET = re.compile(r"\^([n^'])")
+_DATE_TIME = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(Z?)")
+_DURATION = re.compile(r"([+-]?)P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?")
+
+# (raw parameters, e.g. ";TZID=Europe/Berlin" or "", raw value)
+_Prop = tuple[str, str]
+
+
+@dataclass(slots=True)
+class _Component:
+    props: dict[str, list[_Prop]] = field(default_factory=dict)
+    alarms: list[_Component] = field(default_factory=list)
+
+    def first(self, name: str) -> _Prop | None:
+        found = self.props.get(name)
+        return found[0] if found else None
+
+    def value(self, name: str) -> str | None:
+        found = self.props.get(name)
+        return found[0][1] if found else None
+
+
+@dataclass(slots=True)
+class _Document:
+    events: list[_Component]
+    # TZID -> the VTIMEZONE's unfolded lines, read only for zones no name resolves.
+    timezones: dict[str, list[str]]
+    calendar_zone: str | None  # X-WR-TIMEZONE, the zone of floating times when given
+
+
+def _split(line: str, number: int) -> tuple[str, str, str]:
+    """``NAME;PARAMS:VALUE`` -> (upper-case name, raw params, value)."""
+    colon = line.find(":")
+    if colon > 0 and line.find('"', 0, colon) < 0:
+        head, value = line[:colon], line[colon + 1 :]
+        semi = head.find(";")
+        name, params = (head, "") if semi < 0 else (head[:semi], head[semi:])
+        if _NAME.fullmatch(name):
+            return name.upper(), params, value
+    else:
+        match = _QUOTED_LINE.match(line)
+        if match:
+            return match.group(1).upper(), match.group(2), match.group(3)
+    raise ValueError(f"line {number} is not an iCalendar content line")
+
+
+def _scan(text: str) -> _Document:
+    """Split a VCALENDAR into its VEVENTs (with their VALARMs) and VTIMEZONEs."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # Unfolding (RFC 5545 3.1): a line break followed by one space or tab vanishes.
+    text = text.replace("\n ", "").replace("\n\t", "").lstrip("\ufeff \n\t")
+    if not text[:15].upper().startswith("BEGIN:VCALENDAR"):
+        raise ValueError("not iCalendar data (no BEGIN:VCALENDAR)")
+    stack: list[str] = []
+    events: list[_Component] = []
+    timezones: dict[str, list[str]] = {}
+    calendar_zone: str | None = None
+    event: _Component | None = None
+    alarm: _Component | None = None
+    tz_lines: list[str] | None = None
+    tzid = ""
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line or line.isspace():
+            continue
+        name, params, value = _split(line, number)
+        if name == "BEGIN":
+            kind = value.strip().upper()
+            stack.append(kind)
+            depth = len(stack)
+            if depth == 1 and kind != "VCALENDAR":
+                raise ValueError(f"line {number}: {kind} outside VCALENDAR")
+            if tz_lines is not None:
+                tz_lines.append(line)
+            elif depth == 2 and kind == "VEVENT":
+                event = _Component()
+            elif depth == 2 and kind == "VTIMEZONE":
+                tz_lines, tzid = [line], ""
+            elif depth == 3 and kind == "VALARM" and event is not None:
+                alarm = _Component()
+            continue
+        if name == "END":
+            kind = value.strip().upper()
+            if not stack or stack[-1] != kind:
+                raise ValueError(f"line {number}: END:{kind} closes nothing open")
+            depth = len(stack)
+            stack.pop()
+            if tz_lines is not None:
+                tz_lines.append(line)
+                if depth == 2:
+                    timezones[tzid] = tz_lines
+                    tz_lines = None
+            elif depth == 2 and event is not None:
+                events.append(event)
+                event = None
+            elif depth == 3 and alarm is not None and event is not None:
+                event.alarms.append(alarm)
+                alarm = None
+            continue
+        depth = len(stack)
+        if depth == 0:
+            raise ValueError(f"line {number} is outside VCALENDAR")
+        if tz_lines is not None:
+            tz_lines.append(line)
+            if depth == 2 and name == "TZID":
+                tzid = value.strip()
+        elif depth == 2 and event is not None:
+            event.props.setdefault(name, []).append((params, value))
+        elif depth == 3 and alarm is not None:
+            alarm.props.setdefault(name, []).append((params, value))
+        elif depth == 1 and name == "X-WR-TIMEZONE":
+            calendar_zone = value.strip()
+    if stack:
+        raise ValueError(f"BEGIN:{stack[-1]} is never closed")
+    return _Document(events, timezones, calendar_zone)
+
+
+def _params(raw: str) -> dict[str, str]:
+    if not raw:
+        return {}
+    return {m.group(1).upper(): _param_value(m.group(2)) for m in _PARAM.finditer(raw)}
+
+
+def _param_value(value: str) -> str:
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        value = value[1:-1]
+    if "^" in value:  # RFC 6868 escapes
+        value = _CARET.sub(lambda m: {"n": "\n", "^": "^", "'": '"'}[m.group(1)], value)
+    return value
+
+
+def _text(value: str) -> str:
+    if "\\" not in value:
+        return value
+    return _TEXT_ESCAPE.sub(lambda m: "\n" if m.group(1) in "nN" else m.group(1), value)
+
+
+def _token(value: str | None) -> str | None:
+    """An identifier-like TEXT value (UID, CRM id); blank counts as absent."""
+    if value is None:
+        return None
+    return _text(value).strip() or None
+
+
+def _address(value: str, params: dict[str, str]) -> str | None:
+    """The e-mail address of a CAL-ADDRESS (``mailto:``), or its EMAIL parameter."""
+    value = value.strip()
+    if value[:7].lower() == "mailto:":
+        address = value[7:].strip()
+        return unquote(address) if "%" in address else address or None
+    return params.get("EMAIL") or None
+
+
+# --- reading: dates, times and zones -------------------------------------------
+
+
+def _date(value: str) -> dt.date:
+    if len(value) != 8 or not value.isdigit():
+        raise ValueError(f"bad DATE value {value[:40]!r}")
+    try:
+        return dt.date(int(value[:4]), int(value[4:6]), int(value[6:]))
+    except ValueError:
+        raise ValueError(f"bad DATE value {value!r}") from None
+
+
+def _naive_datetime(value: str) -> tuple[dt.datetime, bool]:
+    """A DATE-TIME value and whether it is in UTC (``Z``)."""
+    match = _DATE_TIME.fullmatch(value)
+    if match is None:
+        raise ValueError(f"bad DATE-TIME value {value[:40]!r}")
+    y, mo, d, h, mi, s, utc = match.groups()
+    try:
+        # A leap second (60) is kept as the last second of its minute.
+        moment = dt.datetime(int(y), int(mo), int(d), int(h), int(mi), min(int(s), 59))
+    except ValueError:
+        raise ValueError(f"bad DATE-TIME value {value!r}") from None
+    return moment, bool(utc)
+
+
+def _zone_key(key: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(key)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+@lru_cache(maxsize=1024)
+def _named_zone(tzid: str) -> tuple[dt.tzinfo, str] | None:
+    """The zone a TZID names, and its IANA key ("UTC" for UTC); None when unknown.
+
+    Tries the TZID itself, a Windows zone name, and the trailing IANA name of a
+    vendor-prefixed TZID such as ``/mozilla.org/20050126_1/Europe/Berlin``.
+    """
+    cleaned = tzid.strip().strip("/")
+    candidates = [cleaned]
+    if cleaned in WINDOWS_TO_OLSON:
+        candidates.append(WINDOWS_TO_OLSON[cleaned])
+    parts = cleaned.split("/")
+    candidates += ["/".join(parts[i:]) for i in range(1, len(parts))]
+    for candidate in candidates:
+        if candidate.upper() in _UTC_NAMES:
+            return dt.UTC, "UTC"
+        zone = _zone_key(candidate) if candidate else None
+        if zone is not None:
+            return zone, zone.key
+    return None
+
+
+def iana_zone(tzid: str) -> str | None:
+    """The IANA key a TZID stands for ("UTC" for UTC), if it names a known zone."""
+    named = _named_zone(tzid)
+    return named[1] if named else None
+
+
+@lru_cache(maxsize=64)
+def _defined_zone(vtimezone: str) -> dt.tzinfo:
+    """A zone defined only by its VTIMEZONE (e.g. Outlook's "Customized Time Zone")."""
+    try:
+        component = icalendar.Timezone.from_ical(vtimezone)
+        return component.to_tz(lookup_tzid=False)
+    except Exception as error:  # icalendar/dateutil raise many kinds on bad rules
+        raise ValueError(f"unusable VTIMEZONE ({error.__class__.__name__})") from None
+
+
+class _Zones:
+    """Resolves the TZIDs of one resource."""
+
+    def __init__(self, doc: _Document, default_tz: str) -> None:
+        self.doc = doc
+        name = doc.calendar_zone if doc.calendar_zone and _named_zone(doc.calendar_zone) else None
+        floating = _named_zone(name or default_tz)
+        if floating is None:
+            raise ValueError(f"unknown default time zone {default_tz!r}")
+        self.floating = floating
+
+    def get(self, tzid: str) -> tuple[dt.tzinfo, str | None]:
+        named = _named_zone(tzid)
+        if named is not None:
+            return named
+        lines = self.doc.timezones.get(tzid.strip())
+        if lines is None:
+            raise ValueError(f"unknown time zone {tzid[:60]!r}")
+        return _defined_zone("\r\n".join(lines) + "\r\n"), None
+
+
+def _moment(
+    prop: _Prop, zones: _Zones, value: str | None = None
+) -> tuple[dt.datetime | dt.date, str | None]:
+    """A DATE or DATE-TIME property value, made aware, with the IANA key of its zone."""
+    raw_params, raw_value = prop
+    value = (raw_value if value is None else value).strip()
+    if len(value) == 8:
+        return _date(value), None
+    moment, utc = _naive_datetime(value)
+    if utc:
+        return moment.replace(tzinfo=dt.UTC), "UTC"
+    tzid = _params(raw_params).get("TZID") if raw_params else None
+    zone, name = zones.get(tzid) if tzid else zones.floating
+    return moment.replace(tzinfo=zone), name
+
+
+def _moments(props: Iterable[_Prop], zones: _Zones) -> list[dt.datetime | dt.date]:
+    """The values of RDATE/EXDATE lines (comma-separated lists; periods give their start)."""
+    found: list[dt.datetime | dt.date] = []
+    for prop in props:
+        for item in prop[1].split(","):
+            if item.strip():
+                found.append(_moment(prop, zones, item.split("/", 1)[0])[0])
+    return found
+
+
+def _duration(value: str) -> tuple[int, int]:
+    """An RFC 5545 duration as (nominal days, exact seconds), both signed."""
+    match = _DURATION.fullmatch(value.strip())
+    if match is None or not any(match.groups()[1:]) or value.strip().endswith("T"):
+        raise ValueError(f"bad DURATION value {value[:40]!r}")
+    sign, weeks, days, hours, minutes, seconds = match.groups()
+    factor = -1 if sign == "-" else 1
+    total_days = int(weeks or 0) * 7 + int(days or 0)
+    total_seconds = int(hours or 0) * 3600 + int(minutes or 0) * 60 + int(seconds or 0)
+    return factor * total_days, factor * total_seconds
+
+
+def _add_duration(start: dt.datetime, days: int, seconds: int) -> dt.datetime:
+    # Days are nominal (same wall-clock time across a DST change), the rest exact.
+    end = start + dt.timedelta(days=days) if days else start
+    if seconds:
+        end = (end.astimezone(dt.UTC) + dt.timedelta(seconds=seconds)).astimezone(start.tzinfo)
+    return end
+
+
+def _last_modified(event: _Component) -> dt.datetime | None:
+    for name in ("LAST-MODIFIED", "DTSTAMP"):
+        value = event.value(name)
+        if value is None:
+            continue
+        try:
+            moment, _ = _naive_datetime(value.strip())
+        except ValueError:
+            continue  # bookkeeping only: a bad stamp must not hide the event
+        return moment.replace(tzinfo=dt.UTC)
+    return None
+
+
+def _key(moment: dt.datetime | dt.date) -> str:
+    if isinstance(moment, dt.datetime):
+        return moment.astimezone(dt.UTC).isoformat()
+    return moment.isoformat()
+
+
+# --- reading: the event -----------------------------------------------------------
+
+
+def _times(
+    event: _Component, zones: _Zones
+) -> tuple[dt.datetime | dt.date, dt.datetime | dt.date | None, bool, str | None]:
+    start_prop = event.first("DTSTART")
+    if start_prop is None:
+        raise ValueError("event has no DTSTART")
+    start, zone_name = _moment(start_prop, zones)
+    all_day = not isinstance(start, dt.datetime)
+    end: dt.datetime | dt.date | None = None
+    end_prop, duration = event.first("DTEND"), event.value("DURATION")
+    if end_prop is not None:
+        end = _moment(end_prop, zones)[0]
+    elif duration is not None:
+        days, seconds = _duration(duration)
+        if all_day:
+            # A date plus a duration ends on a date: round partial days up.
+            end = start + dt.timedelta(days=days + -(-seconds // 86400))
+        else:
+            assert isinstance(start, dt.datetime)
+            end = _add_duration(start, days, seconds)
+    if all_day:
+        assert not isinstance(start, dt.datetime)
+        if isinstance(end, dt.datetime):
+            end = end.date()
+        if end is None or end <= start:
+            end = start + _ONE_DAY
+        return start, end, True, None
+    assert isinstance(start, dt.datetime)
+    if end is not None and not isinstance(end, dt.datetime):
+        end = dt.datetime.combine(end, dt.time(), tzinfo=start.tzinfo)
+    return start, end, False, zone_name
+
+
+def _reminder(event: _Component) -> int | None:
+    """Minutes before the start of the first display alarm, if it has such a trigger."""
+    for alarm in event.alarms:
+        action = alarm.value("ACTION")
+        trigger = alarm.first("TRIGGER")
+        if action is None or action.strip().upper() != "DISPLAY" or trigger is None:
+            continue
+        params = _params(trigger[0])
+        if params.get("VALUE", "DURATION").upper() != "DURATION":
+            continue  # an absolute time, not relative to the event
+        if params.get("RELATED", "START").upper() != "START":
+            continue
+        try:
+            days, seconds = _duration(trigger[1])
+        except ValueError:
+            continue  # a broken alarm is not worth losing the event over
+        offset = days * 86400 + seconds
+        if offset <= 0:
+            return -offset // 60
+    return None
+
+
+def _attendees(event: _Component) -> tuple[Attendee, ...]:
+    found = []
+    for raw_params, value in event.props.get("ATTENDEE", ()):
+        params = _params(raw_params)
+        email = _address(value, params)
+        if not email:
+            continue  # urn:/tel: addresses are not people crmcal can name
+        found.append(
+            Attendee(
+                email=email,
+                name=params.get("CN") or None,
+                status=_PARTSTAT_IN.get(params.get("PARTSTAT", "").upper(), "needs_action"),
+                resource=params.get("CUTYPE", "").upper() in ("ROOM", "RESOURCE"),
+            )
+        )
+    return tuple(found)
+
+
+def _recurrence(event: _Component, overrides: list[_Component], zones: _Zones) -> Recurrence | None:
+    rrules = event.props.get("RRULE")
+    rdates = _moments(event.props.get("RDATE", ()), zones)
+    if not rrules and not rdates:
+        return None
+    exdates = _moments(event.props.get("EXDATE", ()), zones)
+    # A cancelled occurrence may be an overriding VEVENT instead of an EXDATE.
+    for override in overrides:
+        status = override.value("STATUS")
+        recurrence_id = override.first("RECURRENCE-ID")
+        if status and status.strip().upper() == "CANCELLED" and recurrence_id is not None:
+            exdates.append(_moment(recurrence_id, zones)[0])
+    return Recurrence(
+        rrule=rrules[0][1].strip() if rrules else "",
+        exdates=_unique(exdates),
+        rdates=_unique(rdates),
+    )
+
+
+def _unique(moments: list[dt.datetime | dt.date]) -> tuple[dt.datetime | dt.date, ...]:
+    seen: set[str] = set()
+    unique = []
+    for moment in moments:
+        key = _key(moment)
+        if key not in seen:
+            seen.add(key)
+            unique.append(moment)
+    return tuple(unique)
+
+
+def _choose(events: list[_Component]) -> tuple[_Component, list[_Component]]:
+    """The series master (or the lone occurrence) and the overridden occurrences."""
+    masters = [e for e in events if "RECURRENCE-ID" not in e.props]
+    if len(masters) > 1:
+        raise ValueError("more than one event in one resource")
+    if masters:
+        master = masters[0]
+        return master, [e for e in events if e is not master]
+    return events[0], events[1:]
+
+
+def parse_event(text: str, *, default_tz: str = "UTC") -> CalendarEvent | None:
+    """The event in one CalDAV resource; None when it holds no VEVENT (a VTODO, say).
+
+    ``default_tz`` is the zone of floating times (unless the calendar names one in
+    X-WR-TIMEZONE). A series with overridden occurrences comes back as its master
+    with ``recurrence`` set; cancelled occurrences count as exceptions (EXDATE).
+    Raises ValueError with a short reason for data that is malformed or lacks what
+    an event needs.
+    """
+    doc = _scan(text)
+    if not doc.events:
+        return None
+    master, overrides = _choose(doc.events)
+    zones = _Zones(doc, default_tz)
+    start, end, all_day, zone_name = _times(master, zones)
+    get = master.value
+    summary, location, description = get("SUMMARY"), get("LOCATION"), get("DESCRIPTION")
+    crm_id, crm_type = get(CRM_ID_PROPERTY), get(CRM_TYPE_PROPERTY)
+    klass, transp, status = get("CLASS"), get("TRANSP"), get("STATUS")
+    organizer = master.first("ORGANIZER")
+    recurrence_id = master.first("RECURRENCE-ID")
+    uid = get("UID")
+    return CalendarEvent(
+        summary=_text(summary) if summary is not None else None,
+        start=start,
+        end=end,
+        all_day=all_day,
+        timezone=zone_name,
+        location=_text(location) if location is not None else None,
+        description=_text(description) if description is not None else None,
+        private=klass is not None and klass.strip().upper() in ("PRIVATE", "CONFIDENTIAL"),
+        busy=transp is None or transp.strip().upper() != "TRANSPARENT",
+        reminder_minutes=_reminder(master),
+        attendees=_attendees(master),
+        organizer=_address(organizer[1], _params(organizer[0])) if organizer else None,
+        crm_id=_token(crm_id),
+        crm_type=_token(crm_type),
+        cancelled=status is not None and status.strip().upper() == "CANCELLED",
+        recurrence=_recurrence(master, overrides, zones),
+        recurrence_id=_moment(recurrence_id, zones)[0] if recurrence_id else None,
+        last_modified=_last_modified(master),
+        uid=_token(uid),
+    )
+
+
+def resource_uid(text: str) -> str | None:
+    """The UID of a resource's first VEVENT, even when the rest of it is unreadable."""
+    try:
+        events = _scan(text).events
+    except ValueError:
+        match = re.search(r"^UID(?:;[^:\r\n]*)?:([^\r\n]+)", text, re.MULTILINE)
+        return match.group(1).strip() if match else None
+    for event in events:
+        uid = event.value("UID")
+        if uid:
+            return _text(uid).strip()
+    return None
+
+
+# --- writing ---------------------------------------------------------------------
+
+# Properties of a VEVENT that crmcal writes; everything else on an existing event
+# belongs to someone else and is kept. CLASS and STATUS are partly kept (see below).
+_OWNED = frozenset(
+    {"UID", "DTSTAMP", "LAST-MODIFIED", "SEQUENCE", "SUMMARY", "DTSTART", "DTEND", "DURATION",
+     "LOCATION", "DESCRIPTION", "CLASS", "TRANSP", "STATUS", "ATTENDEE", "ORGANIZER", "RRULE",
+     "RDATE", "EXDATE", "RECURRENCE-ID", CRM_ID_PROPERTY, CRM_TYPE_PROPERTY}
+)  # fmt: skip
+# Calendar-level properties never copied from an existing resource (CalDAV
+# forbids METHOD in stored resources; PRODID and VERSION are ours).
+_CALENDAR_OWNED = frozenset({"PRODID", "VERSION", "METHOD"})
+
+
+@lru_cache(maxsize=256)
+def _vtimezone(tzid: str, first_year: int, last_year: int) -> icalendar.Timezone | None:
+    # Shared between calls: icalendar components are only read when serialising.
+    try:
+        return icalendar.Timezone.from_tzid(
+            tzid, first_date=dt.date(first_year, 1, 1), last_date=dt.date(last_year, 1, 1)
+        )
+    except ValueError:
+        return None
+
+
+def _writing_zone(event: CalendarEvent) -> dt.tzinfo:
+    """The zone DTSTART is written in: the event's IANA zone, else its start's, else UTC."""
+    if event.timezone:
+        named = _named_zone(event.timezone)
+        if named is not None:
+            return named[0]
+    tzinfo = event.start.tzinfo if isinstance(event.start, dt.datetime) else None
+    if isinstance(tzinfo, ZoneInfo):
+        return tzinfo
+    return dt.UTC
+
+
+def _local(moment: dt.datetime | dt.date, zone: dt.tzinfo) -> dt.datetime:
+    if not isinstance(moment, dt.datetime):
+        return dt.datetime.combine(moment, dt.time(), tzinfo=zone)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    local = moment.astimezone(zone).replace(microsecond=0)
+    if local.fold and local.replace(fold=0).utcoffset() != local.utcoffset():
+        # The second of two equal wall-clock times (DST ends): a TZID-local time
+        # always means the first one (RFC 5545 3.3.5), so write this one in UTC.
+        return local.astimezone(dt.UTC)
+    return local
+
+
+def _day(moment: dt.datetime | dt.date) -> dt.date:
+    return moment.date() if isinstance(moment, dt.datetime) else moment
+
+
+def _mapped_alarm(component: icalendar.cal.Component) -> bool:
+    """Whether an existing VALARM is the one ``reminder_minutes`` stands for."""
+    if str(component.get("ACTION", "")).upper() != "DISPLAY":
+        return False
+    trigger = component.get("TRIGGER")
+    if trigger is None:
+        return False
+    params = trigger.params
+    if str(params.get("VALUE", "DURATION")).upper() != "DURATION":
+        return False
+    if str(params.get("RELATED", "START")).upper() != "START":
+        return False
+    offset = getattr(trigger, "dt", None)
+    return isinstance(offset, dt.timedelta) and offset <= dt.timedelta(0)
+
+
+@dataclass
+class _Previous:
+    calendar: icalendar.Calendar
+    master: icalendar.Event
+    overrides: list[icalendar.Event]
+
+    @classmethod
+    def load(cls, text: str) -> _Previous | None:
+        try:
+            calendar = icalendar.Calendar.from_ical(text)
+        except Exception:  # unreadable: write afresh rather than fail the update
+            return None
+        events = [c for c in calendar.subcomponents if c.name == "VEVENT"]
+        if not events:
+            return None
+        masters = [e for e in events if "RECURRENCE-ID" not in e]
+        master = masters[0] if masters else events[0]
+        return cls(calendar, master, [e for e in events if e is not master])
+
+    def sequence(self) -> int:
+        try:
+            return int(str(self.master.get("SEQUENCE", 0)))
+        except ValueError:
+            return 0
+
+
+def _attendee_line(attendee: Attendee, previous: dict[str, vCalAddress]) -> vCalAddress:
+    address = vCalAddress(f"mailto:{attendee.email}")
+    # Keep what another client said about this attendee (ROLE, RSVP, X- params).
+    before = previous.get(attendee.email.lower())
+    if before is not None:
+        for key, value in before.params.items():
+            if key.upper() not in ("CN", "PARTSTAT", "CUTYPE", "SCHEDULE-AGENT",
+                                   "SCHEDULE-STATUS", "SCHEDULE-FORCE-SEND", "EMAIL"):  # fmt: skip
+                address.params[key] = value
+    if attendee.name:
+        address.params["CN"] = attendee.name
+    address.params["PARTSTAT"] = _PARTSTAT_OUT.get(attendee.status, "NEEDS-ACTION")
+    if attendee.resource:
+        address.params["CUTYPE"] = "RESOURCE"
+    # Scheduling servers (RFC 6638) must not send invitations on crmcal's behalf.
+    address.params["SCHEDULE-AGENT"] = "CLIENT"
+    return address
+
+
+def _organizer_line(email: str | None, old: icalendar.Event | None) -> vCalAddress | None:
+    before = old.get("ORGANIZER") if old is not None else None
+    if isinstance(before, list):
+        before = before[0] if before else None
+    before_email = str(before).split(":", 1)[-1].strip().lower() if before is not None else None
+    if email is None and before is None:
+        return None
+    address = vCalAddress(f"mailto:{email}" if email else str(before))
+    if before is not None and (email is None or email.lower() == before_email):
+        for key, value in before.params.items():  # keep its CN, SENT-BY ...
+            address.params[key] = value
+    address.params["SCHEDULE-AGENT"] = "CLIENT"
+    return address
+
+
+def _as_list(value: object) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _write_times(vevent: icalendar.Event, event: CalendarEvent, zone: dt.tzinfo) -> None:
+    if event.all_day:
+        start = _day(event.start)
+        end = _day(event.end) if event.end is not None else start + _ONE_DAY
+        vevent.add("DTSTART", start)
+        # Written even though a date alone means one day: some servers (iCloud)
+        # refuse events without an end.
+        vevent.add("DTEND", end if end > start else start + _ONE_DAY)
+        return
+    vevent.add("DTSTART", _local(event.start, zone))
+    if event.end is not None:
+        vevent.add("DTEND", _local(event.end, zone))
+
+
+def _write_moment(moment: dt.datetime | dt.date, event: CalendarEvent, zone: dt.tzinfo):
+    return _day(moment) if event.all_day else _local(moment, zone)
+
+
+def _write_recurrence(vevent: icalendar.Event, event: CalendarEvent, zone: dt.tzinfo) -> None:
+    recurrence = event.recurrence
+    if recurrence is not None:
+        if recurrence.rrule:
+            # Verbatim: re-encoding would reorder the rule's parts.
+            vevent.add("RRULE", vInline(recurrence.rrule.strip()))
+        if recurrence.rdates:
+            vevent.add("RDATE", [_write_moment(m, event, zone) for m in recurrence.rdates])
+        if recurrence.exdates:
+            vevent.add("EXDATE", [_write_moment(m, event, zone) for m in recurrence.exdates])
+    if event.recurrence_id is not None:
+        vevent.add("RECURRENCE-ID", _write_moment(event.recurrence_id, event, zone))
+
+
+def _kept_overrides(previous: _Previous, event: CalendarEvent) -> list[icalendar.Event]:
+    """Overridden occurrences of the old series that still belong to the new one."""
+    if event.recurrence is None or event.recurrence_id is not None:
+        return []
+    exdates = {_key(m) for m in event.recurrence.exdates}
+    kept = []
+    for override in previous.overrides:
+        cancelled = str(override.get("STATUS", "")).upper() == "CANCELLED"
+        recurrence_id = getattr(override.get("RECURRENCE-ID"), "dt", None)
+        if cancelled and (recurrence_id is None or _key(recurrence_id) not in exdates):
+            continue  # the occurrence is back: drop its cancellation
+        kept.append(override)
+    return kept
+
+
+def serialize_event(
+    event: CalendarEvent,
+    uid: str,
+    *,
+    previous: str | None = None,
+    sequence: int | None = None,
+) -> str:
+    """A complete VCALENDAR holding ``event`` with UID ``uid``.
+
+    ``previous`` is the resource's current text: properties, alarms and
+    occurrences crmcal does not own are kept, and SEQUENCE goes up by one (unless
+    ``sequence`` is given).
+    """
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    before = _Previous.load(previous) if previous else None
+    zone = _writing_zone(event)
+    vevent = icalendar.Event()
+    vevent.add("UID", uid)
+    vevent.add("DTSTAMP", now)
+    vevent.add("LAST-MODIFIED", now)
+    if sequence is None:
+        sequence = before.sequence() + 1 if before else 0
+    vevent.add("SEQUENCE", sequence)
+    if before is None:
+        vevent.add("CREATED", now)
+    if event.summary is not None:
+        vevent.add("SUMMARY", event.summary)
+    _write_times(vevent, event, zone)
+    _write_recurrence(vevent, event, zone)
+    if event.location is not None:
+        vevent.add("LOCATION", event.location)
+    if event.description is not None:
+        vevent.add("DESCRIPTION", event.description)
+    old = before.master if before else None
+    old_class = str(old.get("CLASS", "")).upper() if old is not None else ""
+    if event.private:
+        # CONFIDENTIAL reads as private; keep the stricter word if it was used.
+        vevent.add("CLASS", "CONFIDENTIAL" if old_class == "CONFIDENTIAL" else "PRIVATE")
+    vevent.add("TRANSP", "OPAQUE" if event.busy else "TRANSPARENT")
+    old_status = str(old.get("STATUS", "")).upper() if old is not None else ""
+    if event.cancelled:
+        vevent.add("STATUS", "CANCELLED")
+    elif old_status and old_status != "CANCELLED":
+        vevent.add("STATUS", old_status)  # TENTATIVE/CONFIRMED are someone else's word
+    if event.crm_id:
+        vevent.add(CRM_ID_PROPERTY, vText(event.crm_id))
+    if event.crm_type:
+        vevent.add(CRM_TYPE_PROPERTY, vText(event.crm_type))
+    old_attendees = {}
+    if old is not None:
+        for line in _as_list(old.get("ATTENDEE", [])):
+            email = str(line).split(":", 1)[-1].strip().lower()
+            old_attendees[email] = line
+    for attendee in event.attendees:
+        vevent.add("ATTENDEE", _attendee_line(attendee, old_attendees), encode=False)
+    if event.attendees:
+        organizer = _organizer_line(event.organizer, old)
+        if organizer is not None:
+            vevent.add("ORGANIZER", organizer, encode=False)
+    alarms: list[icalendar.cal.Component] = []
+    if event.reminder_minutes is not None:
+        alarm = icalendar.Alarm()
+        alarm.add("ACTION", "DISPLAY")
+        alarm.add("DESCRIPTION", event.summary or "Reminder")
+        alarm.add("TRIGGER", vInline(f"-PT{max(event.reminder_minutes, 0)}M"))
+        alarms.append(alarm)
+    if old is not None:
+        for key, value in old.items():
+            if key.upper() not in _OWNED and key.upper() not in vevent:
+                vevent[key] = value
+        replaced = False
+        for component in old.subcomponents:
+            if not replaced and component.name == "VALARM" and _mapped_alarm(component):
+                replaced = True  # stands for reminder_minutes, written above
+                continue
+            alarms.append(component)
+    vevent.subcomponents.extend(alarms)
+    return _calendar(event, vevent, before, zone).to_ical().decode("utf-8")
+
+
+def _calendar(
+    event: CalendarEvent,
+    vevent: icalendar.Event,
+    before: _Previous | None,
+    zone: dt.tzinfo,
+) -> icalendar.Calendar:
+    calendar = icalendar.Calendar()
+    calendar.add("PRODID", PRODID)
+    calendar.add("VERSION", "2.0")
+    events = [vevent]
+    if before is not None:
+        for key, value in before.calendar.items():
+            if key.upper() not in _CALENDAR_OWNED:
+                calendar[key] = value
+        events += _kept_overrides(before, event)
+    holder = icalendar.Calendar()  # only to ask which TZIDs the events use
+    holder.subcomponents.extend(events)
+    used = holder.get_used_tzids() - {"UTC"}
+    timezones: list[icalendar.cal.Component] = []
+    if before is not None:
+        # A zone of a kept occurrence: its own definition travels with it.
+        ours = getattr(zone, "key", None)
+        for component in before.calendar.subcomponents:
+            tzid = str(component.get("TZID", ""))
+            if component.name == "VTIMEZONE" and tzid in used and tzid != ours:
+                timezones.append(component)
+                used.discard(tzid)
+    year = _day(event.start).year
+    last_year = year + (20 if event.recurrence is not None else 2)
+    for tzid in sorted(used):
+        definition = _vtimezone(tzid, year - 1, last_year)
+        if definition is not None:
+            timezones.append(definition)
+    calendar.subcomponents.extend(timezones)
+    calendar.subcomponents.extend(events)
+    return calendar

@@ -1,0 +1,1 @@
+"""Provider tests: the iCalendar codec and one contract suite run against every provider."""

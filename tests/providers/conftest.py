@@ -1,0 +1,46 @@
+"""The provider contract suite's fixtures: each test gets a fresh calendar through
+``harness``, parametrised over the provider kinds (``HARNESSES``), or through
+``caldav_harness`` for CalDAV-only tests. The servers are in tests/caldav_servers.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from tests.caldav_servers import CALDAV_KINDS
+from tests.providers.harness import CalDAVHarness, CalDAVServer, Harness
+
+
+async def _caldav_harness(request: pytest.FixtureRequest, kind: str) -> CalDAVHarness:
+    server: CalDAVServer = request.getfixturevalue(kind)
+    return await asyncio.to_thread(CalDAVHarness, server)
+
+
+# Every provider kind the contract suite runs against: parametrised id -> factory.
+# The Google and Microsoft emulator harnesses join here.
+HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Awaitable[Harness]]] = {
+    "radicale": lambda request: _caldav_harness(request, "radicale"),
+    "xandikos": lambda request: _caldav_harness(request, "xandikos"),
+}
+
+
+@pytest.fixture(params=list(HARNESSES))
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    """The provider under test on a fresh calendar, with out-of-band helpers."""
+    made = await HARNESSES[request.param](request)
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+@pytest.fixture(params=CALDAV_KINDS)
+async def caldav_harness(request: pytest.FixtureRequest) -> AsyncIterator[CalDAVHarness]:
+    """Like ``harness``, for the tests particular to CalDAV."""
+    made = await _caldav_harness(request, request.param)
+    try:
+        yield made
+    finally:
+        await made.close()

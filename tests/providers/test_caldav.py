@@ -1,0 +1,258 @@
+"""What is particular to the CalDAV provider: discovery, ids, batching, odd servers."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from crmcal.providers import caldav as caldav_provider
+from crmcal.providers.base import (
+    AuthenticationFailed,
+    CalendarNotFound,
+    NotACalendarServer,
+    ProviderError,
+    Unreachable,
+)
+from crmcal.providers.caldav import CalDAVProvider, normalize_href
+from tests.providers.harness import CalDAVHarness
+from tests.providers.test_contract import fetch_one, key, meeting, raw_event
+
+
+@pytest.fixture
+def caldav(caldav_harness: CalDAVHarness) -> CalDAVHarness:
+    return caldav_harness
+
+
+@pytest.mark.parametrize(
+    ("href", "expected"),
+    [
+        ("/cal/a b@c.ics", "/cal/a%20b@c.ics"),
+        ("/cal/a%20b%40c.ics", "/cal/a%20b@c.ics"),
+        ("http://host:1/cal/a%20b@c.ics", "/cal/a%20b@c.ics"),
+        ("/cal/%C3%A4+x.ics", "/cal/%C3%A4+x.ics"),
+        ("/cal/ä+x.ics", "/cal/%C3%A4+x.ics"),
+        ("/cal/x.ics?query#frag", "/cal/x.ics"),
+    ],
+)
+def test_hrefs_have_one_spelling(href: str, expected: str) -> None:
+    assert normalize_href(href) == expected
+
+
+# --- discovery ----------------------------------------------------------------------
+
+
+async def test_discovery_from_the_server_url(caldav: CalDAVHarness) -> None:
+    provider = caldav.provider_for(caldav.server.url)
+    await provider.discover()
+    assert caldav.calendar_id in {c.id for c in await provider.list_calendars()}
+
+
+async def test_discovery_from_an_account_or_calendar_url(caldav: CalDAVHarness) -> None:
+    principal = caldav.principal_url
+    for url in (principal, caldav.calendar_id, caldav.calendar_id.rstrip("/")):
+        provider = caldav.provider_for(url)
+        await provider.discover()
+        assert caldav.calendar_id in {c.id for c in await provider.list_calendars()}
+
+
+async def test_discovery_through_the_well_known_url(caldav: CalDAVHarness) -> None:
+    # A path that is no DAV resource: only /.well-known/caldav leads on.
+    provider = caldav.provider_for(caldav.server.url + "no/dav/here/")
+    await provider.discover()
+    assert caldav.calendar_id in {c.id for c in await provider.list_calendars()}
+
+
+async def test_discovery_errors(caldav: CalDAVHarness, closed_port_url: str, plain_http: str):
+    with pytest.raises(Unreachable):
+        await caldav.provider_for(closed_port_url).discover()
+    with pytest.raises(NotACalendarServer):
+        await caldav.provider_for(plain_http).discover()
+    with pytest.raises(Unreachable):
+        await caldav.provider_for("http://no-such-host.invalid/").discover()
+    wrong = caldav.with_wrong_password()
+    if wrong is not None:
+        with pytest.raises(AuthenticationFailed):
+            await wrong.discover()
+
+
+@pytest.mark.parametrize("url", ["", "not a url", "http://", "ftp://example.test/", "http://[::1"])
+async def test_unusable_urls_are_refused_on_first_use(url: str) -> None:
+    provider = CalDAVProvider(url, "u", "p")
+    with pytest.raises(ProviderError, match=r"URL|address"):
+        await provider.discover()
+    with pytest.raises(ProviderError):
+        await provider.list_changes("http://example.test/cal/", None)
+    await provider.close()
+
+
+async def test_a_silent_server_times_out() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()  # connections complete, but nobody ever answers
+        port = listener.getsockname()[1]
+        provider = CalDAVProvider(f"http://127.0.0.1:{port}/", "u", "p", timeout=0.3)
+        try:
+            with pytest.raises(Unreachable):
+                await provider.discover()
+        finally:
+            await provider.close()
+
+
+# --- reading ------------------------------------------------------------------------
+
+
+async def test_fetch_works_in_chunks(caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(caldav_provider, "MULTIGET_CHUNK", 2)
+    refs = [await caldav.provider.create(caldav.calendar_id, key(), meeting()) for _ in range(5)]
+    ids = [r.id for r in refs]
+    missing = ids[0].rsplit("/", 1)[0] + "/missing.ics"
+    fetched = await caldav.provider.fetch(caldav.calendar_id, [*ids, missing, ids[0]])
+    assert sorted(r.id for r in fetched) == sorted(ids)
+    assert all(r.event is not None for r in fetched)
+
+
+async def test_ids_do_not_depend_on_how_they_are_spelled(caldav: CalDAVHarness) -> None:
+    event_id = await caldav.put_raw(
+        raw_event(str(uuid.uuid4()), "DTSTART:20261201T100000Z"), name="x y@z.ics"
+    )
+    base = event_id.rsplit("/", 1)[0]
+    spellings = [f"{base}/x y@z.ics", f"{base}/x%20y%40z.ics", caldav.calendar_id + "x y@z.ics"]
+    for spelling in spellings:
+        (ref,) = await caldav.provider.fetch(caldav.calendar_id, [spelling])
+        assert ref.id == event_id
+
+
+async def test_full_listing_without_sync_collection(
+    caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = await caldav.provider.create(caldav.calendar_id, key(), meeting())
+    monkeypatch.setattr(CalDAVProvider, "_sync_collection", lambda *args: None)
+    listing = await caldav.provider.list_changes(caldav.calendar_id, "some-token")
+    assert listing.full
+    assert listing.cursor is None
+    assert [(r.id, r.etag) for r in listing.changed] == [(ref.id, ref.etag)]
+
+
+async def test_floating_times_use_the_calendars_zone(caldav: CalDAVHarness) -> None:
+    event_id = await caldav.put_raw(raw_event("floating", "DTSTART:20261201T100000"))
+    event = (await fetch_one(caldav, event_id)).event
+    assert event is not None
+    assert event.timezone == "UTC"  # neither server sets a calendar-timezone here
+
+
+async def test_a_removed_calendar_is_not_found(caldav: CalDAVHarness) -> None:
+    second = await caldav.make_second_calendar()
+    await caldav.provider.create(second, key(), meeting())
+    caldav.request("DELETE", second)
+    with pytest.raises(CalendarNotFound):
+        await caldav.provider.list_changes(second, None)
+    with pytest.raises(CalendarNotFound):
+        await caldav.provider.create(second, key(), meeting())
+
+
+# --- writing ------------------------------------------------------------------------
+
+
+async def test_update_without_the_text_at_hand_keeps_foreign_properties(
+    caldav: CalDAVHarness,
+) -> None:
+    event_id = await caldav.put_raw(
+        raw_event(
+            "foreign-2@example.test",
+            "SUMMARY:Review",
+            "DTSTART:20261203T140000Z",
+            "X-OTHER-CLIENT:keep-me",
+        )
+    )
+    listing = await caldav.provider.list_changes(caldav.calendar_id, None)
+    fresh = caldav.provider_for(caldav.server.url)  # has fetched nothing
+    updated = await fresh.update(caldav.calendar_id, event_id, listing.changed[0].etag, meeting())
+    raw = await caldav.read_raw(event_id)
+    assert "X-OTHER-CLIENT:keep-me" in raw
+    assert "UID:foreign-2@example.test" in raw
+    assert "SEQUENCE:1" in raw
+    assert "SCHEDULE-AGENT" not in raw  # no attendees
+    assert (await fetch_one(caldav, event_id)).etag == updated.etag
+
+
+async def test_created_resources_have_deterministic_names(caldav: CalDAVHarness) -> None:
+    the_key = key()
+    ref = await caldav.provider.create(caldav.calendar_id, the_key, meeting())
+    assert ref.id.endswith(f"/crmcal-{the_key}.ics")
+    raw = await caldav.read_raw(ref.id)
+    assert f"UID:crmcal-{the_key}" in raw
+    assert "X-CRMCAL-ACTIVITY-ID:activity-1" in raw
+
+
+async def test_get_by_key_finds_a_moved_resource(caldav: CalDAVHarness) -> None:
+    the_key = key()
+    ref = await caldav.provider.create(caldav.calendar_id, the_key, meeting())
+    raw = await caldav.read_raw(ref.id)
+    await caldav.remove(ref.id)
+    moved = await caldav.put_raw(raw, name="renamed-by-someone.ics")
+    found = await caldav.provider.get_by_key(caldav.calendar_id, the_key)
+    assert found is not None
+    assert found.id == moved
+
+
+# --- servers that misbehave ---------------------------------------------------------
+
+
+class _Fixed(http.server.BaseHTTPRequestHandler):
+    status = 500
+
+    def _answer(self) -> None:
+        self.send_response(self.status)
+        if self.status == 401:
+            self.send_header("WWW-Authenticate", 'Basic realm="x"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_PUT = do_DELETE = do_OPTIONS = _answer
+    do_PROPFIND = do_REPORT = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # quiet
+
+
+@contextlib.contextmanager
+def answering(status: int) -> Iterator[str]:
+    handler = type("Handler", (_Fixed,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(500, Unreachable), (502, Unreachable), (503, Unreachable), (401, AuthenticationFailed),
+     (405, NotACalendarServer), (404, NotACalendarServer)],
+)  # fmt: skip
+async def test_error_statuses(status: int, error: type[Exception]) -> None:
+    with answering(status) as url:
+        provider = CalDAVProvider(url, "u", "p", timeout=5)
+        try:
+            with pytest.raises(error):
+                await provider.discover()
+            if error is not NotACalendarServer:
+                with pytest.raises(error):
+                    await provider.list_changes(url + "cal/", None)
+                with pytest.raises(error):
+                    await provider.fetch(url + "cal/", ["/cal/x.ics"])
+                with pytest.raises(error):
+                    await provider.create(url + "cal/", key(), meeting())
+                with pytest.raises(error):
+                    await provider.delete(url + "cal/", "/cal/x.ics", '"1"')
+        finally:
+            await provider.close()

@@ -1,0 +1,505 @@
+"""The provider contract: the same tests for every provider, through ``harness``.
+
+What the sync engine relies on: listings (full and incremental) that name every
+change, fetches that return what was written (by content hash), idempotent
+creates, version preconditions on updates and deletes, one unreadable event never
+spoiling a batch, and errors of the right kind for bad credentials, dead servers
+and servers of the wrong kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from crmcal.model import Attendee, CalendarEvent, ChangeListing, Recurrence, RemoteRef
+from crmcal.providers.base import (
+    AuthenticationFailed,
+    EventNotFound,
+    NotACalendarServer,
+    PreconditionFailed,
+    Unreachable,
+)
+from tests.providers.harness import Harness
+
+BERLIN = ZoneInfo("Europe/Berlin")
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def meeting(**fields: object) -> CalendarEvent:
+    base: dict[str, object] = {
+        "summary": "Demo with ACME",
+        "start": dt.datetime(2026, 12, 1, 10, tzinfo=BERLIN),
+        "end": dt.datetime(2026, 12, 1, 11, tzinfo=BERLIN),
+        "timezone": "Europe/Berlin",
+        "location": "Room 4",
+        "description": "Agenda:\n- pricing, next steps; owners",
+        "crm_id": "activity-1",
+        "crm_type": "meeting",
+    }
+    return CalendarEvent(**(base | fields))  # type: ignore[arg-type]
+
+
+def key() -> str:
+    return uuid.uuid4().hex
+
+
+def raw_event(uid: str, *props: str) -> str:
+    return "\r\n".join(
+        [
+            "BEGIN:VCALENDAR",
+            "VERSION:2.0",
+            "PRODID:-//another client//EN",
+            "BEGIN:VEVENT",
+            f"UID:{uid}",
+            "DTSTAMP:20260101T000000Z",
+            *props,
+            "END:VEVENT",
+            "END:VCALENDAR",
+            "",
+        ]
+    )
+
+
+def simple_raw(summary: str = "Made elsewhere") -> str:
+    return raw_event(
+        str(uuid.uuid4()),
+        "DTSTART;TZID=Europe/Berlin:20261202T090000",
+        "DTEND;TZID=Europe/Berlin:20261202T100000",
+        f"SUMMARY:{summary}",
+    )
+
+
+async def fetch_one(harness: Harness, event_id: str) -> RemoteRef:
+    refs = await harness.provider.fetch(harness.calendar_id, [event_id])
+    assert len(refs) == 1, refs
+    return refs[0]
+
+
+async def listed(harness: Harness, cursor: str | None = None) -> ChangeListing:
+    return await harness.provider.list_changes(harness.calendar_id, cursor)
+
+
+def same_content(ref: RemoteRef, event: CalendarEvent) -> bool:
+    assert ref.event is not None, ref.error
+    return ref.event.content_hash() == event.content_hash()
+
+
+# --- calendars ------------------------------------------------------------------------
+
+
+async def test_lists_its_calendars(harness: Harness) -> None:
+    discover = getattr(harness.provider, "discover", None)
+    if discover is not None:  # providers with an account check of their own
+        await discover()
+    second = await harness.make_second_calendar()
+    calendars = await harness.provider.list_calendars()
+    by_id = {c.id: c for c in calendars}
+    assert harness.calendar_id in by_id
+    assert second in by_id
+    assert by_id[harness.calendar_id].name == "crmcal tests"
+    assert by_id[second].name == "second calendar"
+    assert all(c.writable for c in (by_id[harness.calendar_id], by_id[second]))
+    assert sum(c.primary for c in calendars) == 1
+
+
+async def test_calendars_are_separate(harness: Harness) -> None:
+    second = await harness.make_second_calendar()
+    ref = await harness.provider.create(second, key(), meeting())
+    assert ref.id not in {r.id for r in (await listed(harness)).changed}
+    other = await harness.provider.list_changes(second, None)
+    assert [r.id for r in other.changed] == [ref.id]
+
+
+# --- create, list, fetch ----------------------------------------------------------------
+
+
+async def test_created_event_is_listed_and_fetched_unchanged(harness: Harness) -> None:
+    event = meeting()
+    ref = await harness.provider.create(harness.calendar_id, key(), event)
+    assert ref.etag
+    listing = await listed(harness)
+    assert listing.full
+    assert [(r.id, r.etag) for r in listing.changed] == [(ref.id, ref.etag)]
+    assert listing.changed[0].event is None  # listings name versions, fetch gives content
+    fetched = await fetch_one(harness, ref.id)
+    assert (fetched.id, fetched.etag, fetched.error) == (ref.id, ref.etag, None)
+    assert same_content(fetched, event)
+    assert fetched.event is not None
+    assert (fetched.event.crm_id, fetched.event.crm_type) == ("activity-1", "meeting")
+    assert fetched.event.timezone == "Europe/Berlin"
+    assert fetched.event.uid
+    assert fetched.event.last_modified is not None
+
+
+async def test_create_is_idempotent_per_key(harness: Harness) -> None:
+    the_key = key()
+    ref = await harness.provider.create(harness.calendar_id, the_key, meeting())
+    with pytest.raises(PreconditionFailed):
+        await harness.provider.create(harness.calendar_id, the_key, meeting(summary="again"))
+    found = await harness.provider.get_by_key(harness.calendar_id, the_key)
+    assert found is not None
+    assert (found.id, found.etag) == (ref.id, ref.etag)
+    assert same_content(found, meeting())
+    assert await harness.provider.get_by_key(harness.calendar_id, key()) is None
+    assert len((await listed(harness)).changed) == 1
+
+
+async def test_fetch_leaves_out_what_does_not_exist(harness: Harness) -> None:
+    ref = await harness.provider.create(harness.calendar_id, key(), meeting())
+    missing = ref.id.rsplit("/", 1)[0] + "/no-such-event.ics"
+    refs = await harness.provider.fetch(harness.calendar_id, [missing, ref.id])
+    assert [r.id for r in refs] == [ref.id]
+    assert await harness.provider.fetch(harness.calendar_id, []) == []
+
+
+# --- update and delete ------------------------------------------------------------------
+
+
+async def test_update_needs_the_current_version(harness: Harness) -> None:
+    ref = await harness.provider.create(harness.calendar_id, key(), meeting())
+    changed = meeting(summary="Demo moved", start=meeting().start + dt.timedelta(hours=2))
+    updated = await harness.provider.update(harness.calendar_id, ref.id, ref.etag, changed)
+    assert updated.id == ref.id
+    assert updated.etag not in ("", ref.etag)
+    assert same_content(await fetch_one(harness, ref.id), changed)
+    with pytest.raises(PreconditionFailed):
+        await harness.provider.update(harness.calendar_id, ref.id, ref.etag, meeting())
+    assert same_content(await fetch_one(harness, ref.id), changed)
+
+
+async def test_update_after_an_edit_elsewhere_fails(harness: Harness) -> None:
+    ref = await harness.provider.create(harness.calendar_id, key(), meeting())
+    await harness.edit(ref.id, lambda text: text.replace("Demo with ACME", "Edited elsewhere"))
+    with pytest.raises(PreconditionFailed):
+        await harness.provider.update(harness.calendar_id, ref.id, ref.etag, meeting())
+    current = await fetch_one(harness, ref.id)
+    assert current.event is not None
+    assert current.event.summary == "Edited elsewhere"
+    # With the current version it goes through.
+    await harness.provider.update(harness.calendar_id, ref.id, current.etag, meeting())
+
+
+async def test_update_of_a_deleted_event(harness: Harness) -> None:
+    ref = await harness.provider.create(harness.calendar_id, key(), meeting())
+    await harness.remove(ref.id)
+    with pytest.raises(EventNotFound):
+        await harness.provider.update(harness.calendar_id, ref.id, ref.etag, meeting())
+
+
+async def test_delete_needs_the_current_version_and_is_idempotent(harness: Harness) -> None:
+    ref = await harness.provider.create(harness.calendar_id, key(), meeting())
+    updated = await harness.provider.update(
+        harness.calendar_id, ref.id, ref.etag, meeting(summary="v2")
+    )
+    with pytest.raises(PreconditionFailed):
+        await harness.provider.delete(harness.calendar_id, ref.id, ref.etag)
+    await harness.provider.delete(harness.calendar_id, ref.id, updated.etag)
+    assert (await listed(harness)).changed == []
+    assert await harness.provider.fetch(harness.calendar_id, [ref.id]) == []
+    await harness.provider.delete(harness.calendar_id, ref.id, updated.etag)
+    await harness.provider.delete(harness.calendar_id, ref.id, None)
+
+
+async def test_delete_without_a_version(harness: Harness) -> None:
+    ref = await harness.provider.create(harness.calendar_id, key(), meeting())
+    await harness.edit(ref.id, lambda text: text.replace("Demo with ACME", "Edited"))
+    await harness.provider.delete(harness.calendar_id, ref.id, None)
+    assert (await listed(harness)).changed == []
+
+
+# --- listings ---------------------------------------------------------------------------
+
+
+async def test_incremental_listing_names_exactly_what_changed(harness: Harness) -> None:
+    provider, calendar = harness.provider, harness.calendar_id
+    ours = await provider.create(calendar, key(), meeting(summary="ours"))
+    kept = await provider.create(calendar, key(), meeting(summary="untouched"))
+    edited = await provider.create(calendar, key(), meeting(summary="edited elsewhere"))
+    removed = await provider.create(calendar, key(), meeting(summary="removed elsewhere"))
+    deleted = await provider.create(calendar, key(), meeting(summary="deleted by us"))
+    first = await listed(harness)
+    assert first.full
+    assert first.cursor is not None
+    assert {r.id for r in first.changed} == {
+        ours.id, kept.id, edited.id, removed.id, deleted.id
+    }  # fmt: skip
+
+    updated = await provider.update(calendar, ours.id, ours.etag, meeting(summary="ours v2"))
+    await harness.edit(edited.id, lambda text: text.replace("edited elsewhere", "edited!"))
+    await harness.remove(removed.id)
+    await provider.delete(calendar, deleted.id, deleted.etag)
+    new_id = await harness.put_raw(simple_raw())
+
+    changes = await listed(harness, first.cursor)
+    assert not changes.full
+    by_id = {r.id: r for r in changes.changed}
+    assert set(by_id) == {ours.id, edited.id, new_id}
+    assert by_id[ours.id].etag == updated.etag
+    assert set(changes.deleted) == {removed.id, deleted.id}
+    assert changes.cursor not in (None, first.cursor)
+
+    quiet = await listed(harness, changes.cursor)
+    assert (quiet.full, quiet.changed, quiet.deleted) == (False, [], [])
+
+
+@pytest.mark.parametrize("cursor", ["http://example.test/ns/sync/expired", "not-a-token-$%"])
+async def test_an_unusable_cursor_gives_a_full_listing(harness: Harness, cursor: str) -> None:
+    ref = await harness.provider.create(harness.calendar_id, key(), meeting())
+    listing = await listed(harness, cursor)
+    assert listing.full
+    assert [r.id for r in listing.changed] == [ref.id]
+    assert listing.cursor != cursor
+
+
+async def test_one_unreadable_event_does_not_spoil_the_batch(harness: Harness) -> None:
+    unreadable = harness.unreadable_ics()
+    if unreadable is None:
+        pytest.skip(f"{harness.kind} stores nothing the provider cannot read")
+    good = await harness.provider.create(harness.calendar_id, key(), meeting())
+    bad_id = await harness.put_raw(unreadable)
+    other_id = await harness.put_raw(simple_raw())
+    ids = [r.id for r in (await listed(harness)).changed]
+    assert sorted(ids) == sorted([good.id, bad_id, other_id])
+    refs = {r.id: r for r in await harness.provider.fetch(harness.calendar_id, ids)}
+    assert set(refs) == set(ids)
+    assert refs[bad_id].event is None
+    assert refs[bad_id].error
+    assert refs[bad_id].etag
+    assert same_content(refs[good.id], meeting())
+    assert refs[other_id].event is not None
+    assert refs[other_id].event.summary == "Made elsewhere"
+
+
+async def test_non_events_are_left_out(harness: Harness) -> None:
+    todo = "\r\n".join(
+        ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//x//EN", "BEGIN:VTODO",
+         f"UID:{uuid.uuid4()}", "DTSTAMP:20260101T000000Z", "SUMMARY:a task", "END:VTODO",
+         "END:VCALENDAR", ""]
+    )  # fmt: skip
+    todo_id = await harness.put_raw(todo)
+    event_id = await harness.put_raw(simple_raw())
+    refs = await harness.provider.fetch(harness.calendar_id, [todo_id, event_id])
+    assert [r.id for r in refs] == [event_id]
+
+
+async def test_ids_survive_unusual_resource_names(harness: Harness) -> None:
+    event_id = await harness.put_raw(simple_raw(), name="a b@c+d (1).ics")
+    listing = await listed(harness)
+    assert [r.id for r in listing.changed] == [event_id]
+    ref = await fetch_one(harness, event_id)
+    assert ref.id == event_id
+    updated = await harness.provider.update(
+        harness.calendar_id, event_id, ref.etag, meeting(summary="renamed")
+    )
+    changes = await listed(harness, listing.cursor)
+    assert [r.id for r in changes.changed] == [event_id]
+    await harness.provider.delete(harness.calendar_id, event_id, updated.etag)
+    assert (await listed(harness, changes.cursor)).deleted == [event_id]
+
+
+# --- field mapping ----------------------------------------------------------------------
+
+EVENTS = {
+    "all-day": meeting(
+        start=dt.date(2026, 12, 24), end=dt.date(2026, 12, 27), all_day=True, timezone=None
+    ),
+    "berlin-across-dst": meeting(
+        start=dt.datetime(2026, 3, 28, 22, tzinfo=BERLIN),
+        end=dt.datetime(2026, 3, 29, 9, tzinfo=BERLIN),
+    ),
+    "new-york-across-dst": meeting(
+        start=dt.datetime(2026, 10, 31, 23, 30, tzinfo=NEW_YORK),
+        end=dt.datetime(2026, 11, 1, 3, 15, tzinfo=NEW_YORK),
+        timezone="America/New_York",
+    ),
+    "new-york-summer": meeting(
+        start=dt.datetime(2026, 7, 4, 9, tzinfo=NEW_YORK),
+        end=dt.datetime(2026, 7, 4, 9, 30, tzinfo=NEW_YORK),
+        timezone="America/New_York",
+    ),
+    "utc": meeting(
+        start=dt.datetime(2026, 1, 5, 8, tzinfo=dt.UTC),
+        end=dt.datetime(2026, 1, 5, 9, tzinfo=dt.UTC),
+        timezone="UTC",
+    ),
+    "no-end": meeting(end=None, summary="Deadline: contract"),
+    "reminder": meeting(reminder_minutes=15),
+    "reminder-at-start": meeting(reminder_minutes=0),
+    "private": meeting(private=True),
+    "free": meeting(busy=False),
+    "attendees": meeting(
+        attendees=(
+            Attendee("ann@acme.test", "Ann Lee", "accepted"),
+            Attendee("bob@acme.test", 'Bob "the builder", Jr.', "declined"),
+            Attendee("carl@acme.test", None, "tentative"),
+            Attendee("dora@acme.test", "Dora", "needs_action"),
+            Attendee("room4@acme.test", "Room 4", resource=True),
+        ),
+        organizer="owner@crm.test",
+    ),
+    "untitled": meeting(summary=None, location=None, description=None),
+    "unicode-text": meeting(
+        summary="Café ☕ mit Jürgen — 会议",
+        location="Straße 1; 2. OG, links",
+        description="Zeile 1\nZeile 2\\ mit Backslash\n\n\tund Tab",
+    ),
+    "long-text": meeting(description="lorem ipsum " * 400),
+    "cancelled": meeting(cancelled=True),
+    "weekly-series": meeting(
+        recurrence=Recurrence(
+            rrule="FREQ=WEEKLY;BYDAY=TU;COUNT=10",
+            exdates=(dt.datetime(2026, 12, 8, 10, tzinfo=BERLIN),),
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(EVENTS))
+async def test_fields_survive_the_server(harness: Harness, name: str) -> None:
+    event = EVENTS[name]
+    ref = await harness.provider.create(harness.calendar_id, key(), event)
+    fetched = await fetch_one(harness, ref.id)
+    assert same_content(fetched, event)
+    assert fetched.event is not None
+    if not event.all_day:
+        assert fetched.event.timezone == event.timezone
+    # And again after an update to something else and back.
+    other = await harness.provider.update(
+        harness.calendar_id, ref.id, ref.etag, meeting(summary="interim")
+    )
+    await harness.provider.update(harness.calendar_id, ref.id, other.etag, event)
+    assert same_content(await fetch_one(harness, ref.id), event)
+
+
+async def test_events_made_elsewhere_are_read(harness: Harness) -> None:
+    event_id = await harness.put_raw(
+        raw_event(
+            "made-elsewhere@example.test",
+            "SUMMARY:Lunch",
+            "DTSTART;VALUE=DATE:20261224",
+            "CLASS:CONFIDENTIAL",
+            "TRANSP:TRANSPARENT",
+            'ORGANIZER;CN="Ann":mailto:ann@acme.test',
+            "ATTENDEE;PARTSTAT=ACCEPTED;CN=Bob:mailto:bob@acme.test",
+            "BEGIN:VALARM",
+            "ACTION:DISPLAY",
+            "DESCRIPTION:Lunch",
+            "TRIGGER:-PT1H",
+            "END:VALARM",
+        )
+    )
+    event = (await fetch_one(harness, event_id)).event
+    assert event is not None
+    assert (event.summary, event.all_day, event.start, event.end) == (
+        "Lunch", True, dt.date(2026, 12, 24), dt.date(2026, 12, 25)
+    )  # fmt: skip
+    assert (event.private, event.busy, event.reminder_minutes) == (True, False, 60)
+    assert event.organizer == "ann@acme.test"
+    assert event.attendees == (Attendee("bob@acme.test", "Bob", "accepted"),)
+    assert event.uid == "made-elsewhere@example.test"
+    assert event.crm_id is None
+
+
+async def test_update_keeps_what_other_clients_stored(harness: Harness) -> None:
+    event_id = await harness.put_raw(
+        raw_event(
+            "foreign@example.test",
+            "SUMMARY:Review",
+            "DTSTART;TZID=Europe/Berlin:20261203T140000",
+            "DTEND;TZID=Europe/Berlin:20261203T150000",
+            "CATEGORIES:Sales,VIP",
+            "URL:https://example.test/review",
+            "X-OTHER-CLIENT-COLOR:keep-me-please",
+            "BEGIN:VALARM",
+            "ACTION:DISPLAY",
+            "DESCRIPTION:first",
+            "TRIGGER:-PT10M",
+            "END:VALARM",
+            "BEGIN:VALARM",
+            "ACTION:DISPLAY",
+            "DESCRIPTION:second-alarm-stays",
+            "TRIGGER:-P1D",
+            "END:VALARM",
+        )
+    )
+    fetched = await fetch_one(harness, event_id)
+    assert fetched.event is not None
+    assert fetched.event.reminder_minutes == 10
+    changed = dataclasses.replace(fetched.event, summary="Review (moved)", reminder_minutes=20)
+    updated = await harness.provider.update(harness.calendar_id, event_id, fetched.etag, changed)
+    raw = await harness.read_raw(event_id)
+    for kept in ("Sales", "VIP", "https://example.test/review", "keep-me-please",
+                 "second-alarm-stays", "foreign@example.test"):  # fmt: skip
+        assert kept in raw
+    assert "Review (moved)" in raw
+    again = await fetch_one(harness, event_id)
+    assert again.etag == updated.etag
+    assert same_content(again, changed)
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+async def test_wrong_password_is_an_authentication_failure(harness: Harness) -> None:
+    provider = harness.with_wrong_password()
+    if provider is None:
+        pytest.skip(f"{harness.kind} checks no credentials here")
+    with pytest.raises(AuthenticationFailed):
+        await provider.list_calendars()
+    with pytest.raises(AuthenticationFailed):
+        await provider.list_changes(harness.calendar_id, None)
+
+
+async def test_a_dead_server_is_unreachable(harness: Harness, closed_port_url: str) -> None:
+    provider = harness.provider_for(closed_port_url)
+    with pytest.raises(Unreachable):
+        await provider.list_calendars()
+    calendar = closed_port_url + "calendar/"
+    with pytest.raises(Unreachable):
+        await provider.list_changes(calendar, None)
+    with pytest.raises(Unreachable):
+        await provider.create(calendar, key(), meeting())
+
+
+async def test_a_plain_web_server_is_not_a_calendar_server(
+    harness: Harness, plain_http: str
+) -> None:
+    provider = harness.provider_for(plain_http)
+    with pytest.raises(NotACalendarServer):
+        await provider.list_calendars()
+
+
+async def test_a_series_with_changed_occurrences_stays_whole(harness: Harness) -> None:
+    master = raw_event(
+        "series@example.test",
+        "SUMMARY:Weekly",
+        "DTSTART;TZID=Europe/Berlin:20261201T090000",
+        "DTEND;TZID=Europe/Berlin:20261201T093000",
+        "RRULE:FREQ=WEEKLY;COUNT=6",
+    )
+    moved = "\r\n".join(
+        ["BEGIN:VEVENT", "UID:series@example.test", "DTSTAMP:20260101T000000Z",
+         "RECURRENCE-ID;TZID=Europe/Berlin:20261208T090000", "SUMMARY:Weekly (moved)",
+         "DTSTART;TZID=Europe/Berlin:20261208T110000", "DTEND;TZID=Europe/Berlin:20261208T113000",
+         "END:VEVENT", "BEGIN:VEVENT", "UID:series@example.test", "DTSTAMP:20260101T000000Z",
+         "RECURRENCE-ID;TZID=Europe/Berlin:20261215T090000", "STATUS:CANCELLED",
+         "DTSTART;TZID=Europe/Berlin:20261215T090000", "END:VEVENT", "END:VCALENDAR", ""]
+    )  # fmt: skip
+    event_id = await harness.put_raw(master.replace("END:VCALENDAR\r\n", moved))
+    fetched = await fetch_one(harness, event_id)
+    event = fetched.event
+    assert event is not None
+    assert event.summary == "Weekly"
+    assert event.recurrence == Recurrence(
+        rrule="FREQ=WEEKLY;COUNT=6", exdates=(dt.datetime(2026, 12, 15, 9, tzinfo=BERLIN),)
+    )
+    changed = dataclasses.replace(event, summary="Weekly sync")
+    await harness.provider.update(harness.calendar_id, event_id, fetched.etag, changed)
+    raw = await harness.read_raw(event_id)
+    assert "Weekly (moved)" in raw
+    assert same_content(await fetch_one(harness, event_id), changed)

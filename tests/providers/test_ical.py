@@ -1,0 +1,612 @@
+"""The iCalendar codec (``crmcal.providers.ical``): reading, writing, and the round trip."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import icalendar
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from crmcal.model import Attendee, CalendarEvent, Recurrence
+from crmcal.providers.ical import parse_event, resource_uid, serialize_event
+
+BERLIN = ZoneInfo("Europe/Berlin")
+NEW_YORK = ZoneInfo("America/New_York")
+ZONES = ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "UTC"]
+
+
+def vcalendar(*body: str, extra: str = "") -> str:
+    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//test//test//EN", *extra.splitlines()]
+    return "\r\n".join([*lines, *body, "END:VCALENDAR", ""])
+
+
+def vevent(*props: str, uid: str = "e1", stamp: bool = True) -> str:
+    lines = ["BEGIN:VEVENT", f"UID:{uid}"]
+    if stamp:
+        lines.append("DTSTAMP:20260101T000000Z")
+    return "\r\n".join([*lines, *props, "END:VEVENT"])
+
+
+def parse(*props: str, **kw: str) -> CalendarEvent:
+    event = parse_event(vcalendar(vevent(*props)), **kw)
+    assert event is not None
+    return event
+
+
+# --- reading ----------------------------------------------------------------------
+
+
+def test_timed_event_in_an_iana_zone() -> None:
+    event = parse(
+        "SUMMARY:Demo\\, with ACME",
+        "DTSTART;TZID=Europe/Berlin:20261201T100000",
+        "DTEND;TZID=Europe/Berlin:20261201T113000",
+        "LOCATION:Room 4",
+        "DESCRIPTION:line one\\nline two\\; three\\\\",
+        "LAST-MODIFIED:20261120T080000Z",
+    )
+    assert event.summary == "Demo, with ACME"
+    assert event.start == dt.datetime(2026, 12, 1, 10, tzinfo=BERLIN)
+    assert event.end == dt.datetime(2026, 12, 1, 11, 30, tzinfo=BERLIN)
+    assert event.timezone == "Europe/Berlin"
+    assert not event.all_day
+    assert event.location == "Room 4"
+    assert event.description == "line one\nline two; three\\"
+    assert event.last_modified == dt.datetime(2026, 11, 20, 8, tzinfo=dt.UTC)
+    assert event.uid == "e1"
+    assert (event.private, event.busy, event.cancelled) == (False, True, False)
+
+
+def test_utc_and_floating_times() -> None:
+    utc = parse("DTSTART:20260101T100000Z")
+    assert utc.start == dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)
+    assert utc.timezone == "UTC"
+    assert utc.end is None  # timed without DTEND or DURATION: no end
+    floating = parse("DTSTART:20260101T100000", default_tz="America/New_York")
+    assert floating.start == dt.datetime(2026, 1, 1, 10, tzinfo=NEW_YORK)
+    assert floating.timezone == "America/New_York"
+    # A calendar-wide zone (Google exports) beats the default.
+    text = vcalendar(vevent("DTSTART:20260101T100000"), extra="X-WR-TIMEZONE:Europe/Berlin")
+    assert parse_event(text, default_tz="America/New_York").timezone == "Europe/Berlin"  # type: ignore[union-attr]
+
+
+def test_last_modified_falls_back_to_dtstamp() -> None:
+    assert parse("DTSTART:20260101T100000Z").last_modified == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("tzid", "key"),
+    [
+        ("W. Europe Standard Time", "Europe/Berlin"),
+        ("/mozilla.org/20050126_1/America/New_York", "America/New_York"),
+        ("/Europe/Berlin", "Europe/Berlin"),
+        ("Etc/UTC", "UTC"),
+    ],
+)
+def test_tzid_spellings_resolve_to_iana(tzid: str, key: str) -> None:
+    event = parse(f"DTSTART;TZID={tzid}:20260701T100000")
+    assert event.timezone == key
+    assert event.start.utcoffset() == dt.datetime(2026, 7, 1, 10, tzinfo=ZoneInfo(key)).utcoffset()
+
+
+def test_a_zone_known_only_from_its_vtimezone() -> None:
+    vtimezone = "\r\n".join(
+        [
+            "BEGIN:VTIMEZONE",
+            "TZID:Customized Time Zone",
+            "BEGIN:STANDARD",
+            "DTSTART:16010101T030000",
+            "TZOFFSETFROM:+0200",
+            "TZOFFSETTO:+0100",
+            "RRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=10",
+            "END:STANDARD",
+            "BEGIN:DAYLIGHT",
+            "DTSTART:16010101T020000",
+            "TZOFFSETFROM:+0100",
+            "TZOFFSETTO:+0200",
+            "RRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=3",
+            "END:DAYLIGHT",
+            "END:VTIMEZONE",
+        ]
+    )
+    event = parse_event(
+        vcalendar(vtimezone, vevent("DTSTART;TZID=Customized Time Zone:20260701T100000"))
+    )
+    assert event is not None
+    assert event.start.astimezone(dt.UTC) == dt.datetime(2026, 7, 1, 8, tzinfo=dt.UTC)
+    assert event.timezone is None  # no IANA name to give
+
+
+def test_all_day_events() -> None:
+    event = parse("DTSTART;VALUE=DATE:20261224", "DTEND;VALUE=DATE:20261227")
+    assert event.all_day
+    assert (event.start, event.end) == (dt.date(2026, 12, 24), dt.date(2026, 12, 27))
+    assert event.timezone is None
+    # No DTEND: one day.
+    assert parse("DTSTART;VALUE=DATE:20261224").end == dt.date(2026, 12, 25)
+    assert parse("DTSTART;VALUE=DATE:20261224", "DURATION:P2D").end == dt.date(2026, 12, 26)
+
+
+def test_duration_is_nominal_in_days_and_exact_in_hours() -> None:
+    # 2026-03-29 is the spring DST change in Berlin.
+    day = parse("DTSTART;TZID=Europe/Berlin:20260328T100000", "DURATION:P1D")
+    assert day.end == dt.datetime(2026, 3, 29, 10, tzinfo=BERLIN)
+    hours = parse("DTSTART;TZID=Europe/Berlin:20260328T100000", "DURATION:PT24H")
+    assert hours.end == dt.datetime(2026, 3, 29, 11, tzinfo=BERLIN)
+
+
+def test_privacy_busy_status_and_crm_properties() -> None:
+    event = parse(
+        "DTSTART:20260101T100000Z",
+        "CLASS:CONFIDENTIAL",
+        "TRANSP:TRANSPARENT",
+        "STATUS:CANCELLED",
+        "X-CRMCAL-ACTIVITY-ID:abc123",
+        "X-CRMCAL-TYPE:meeting",
+    )
+    assert (event.private, event.busy, event.cancelled) == (True, False, True)
+    assert (event.crm_id, event.crm_type) == ("abc123", "meeting")
+    assert parse("DTSTART:20260101T100000Z", "CLASS:PUBLIC").private is False
+
+
+def test_first_display_alarm_before_the_start_is_the_reminder() -> None:
+    alarms = [
+        "BEGIN:VALARM\r\nACTION:AUDIO\r\nTRIGGER:-PT5M\r\nEND:VALARM",
+        "BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER;VALUE=DATE-TIME:20260101T090000Z\r\nEND:VALARM",
+        "BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER;RELATED=END:-PT1M\r\nEND:VALARM",
+        "BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:PT10M\r\nEND:VALARM",
+        "BEGIN:VALARM\r\nACTION:DISPLAY\r\nDESCRIPTION:x\r\nTRIGGER:-P1DT2H\r\nEND:VALARM",
+        "BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT15M\r\nEND:VALARM",
+    ]
+    assert parse("DTSTART:20260101T100000Z", *alarms).reminder_minutes == 26 * 60
+    assert parse("DTSTART:20260101T100000Z", *alarms[:4]).reminder_minutes is None
+
+
+def test_attendees_and_organizer() -> None:
+    event = parse(
+        "DTSTART:20260101T100000Z",
+        'ORGANIZER;CN="Boss":mailto:boss@acme.test',
+        "ATTENDEE;CN=\"Ann ^'A^' Lee\";PARTSTAT=ACCEPTED:mailto:ann@acme.test",
+        "ATTENDEE;PARTSTAT=DECLINED;CN=Bob:MAILTO:bob@acme.test",
+        "ATTENDEE;PARTSTAT=TENTATIVE:mailto:carl@acme.test",
+        "ATTENDEE;PARTSTAT=DELEGATED:mailto:dora@acme.test",
+        "ATTENDEE;CUTYPE=ROOM;CN=Room 4:mailto:room4@acme.test",
+        "ATTENDEE;CN=Phone:tel:+123",
+        'ATTENDEE;EMAIL="eve@acme.test":urn:uuid:1234',
+    )
+    assert event.organizer == "boss@acme.test"
+    assert event.attendees == (
+        Attendee("ann@acme.test", 'Ann "A" Lee', "accepted"),
+        Attendee("bob@acme.test", "Bob", "declined"),
+        Attendee("carl@acme.test", None, "tentative"),
+        Attendee("dora@acme.test", None, "needs_action"),
+        Attendee("room4@acme.test", "Room 4", "needs_action", resource=True),
+        Attendee("eve@acme.test", None, "needs_action"),
+    )
+
+
+def test_folded_lines_and_quoted_parameters() -> None:
+    text = (
+        "BEGIN:VCALENDAR\nVERSION:2.0\nBEGIN:VEVENT\nUID:x\nDTSTART:20260101T100000Z\n"
+        "SUMMARY:a long\n  title\n\t that folds\n"
+        'ATTENDEE;CN="Lee; Ann: Sales, EU";PARTSTAT=ACCEPTED:mailto:a@b.test\n'
+        "END:VEVENT\nEND:VCALENDAR\n"
+    )
+    event = parse_event(text)
+    assert event is not None
+    assert event.summary == "a long title that folds"
+    assert event.attendees[0].name == "Lee; Ann: Sales, EU"
+
+
+def test_recurring_series_with_overrides_is_its_master() -> None:
+    text = vcalendar(
+        vevent(
+            "SUMMARY:Moved occurrence",
+            "RECURRENCE-ID;TZID=Europe/Berlin:20260112T090000",
+            "DTSTART;TZID=Europe/Berlin:20260112T110000",
+        ),
+        vevent(
+            "SUMMARY:Weekly",
+            "DTSTART;TZID=Europe/Berlin:20260105T090000",
+            "DTEND;TZID=Europe/Berlin:20260105T093000",
+            "RRULE:FREQ=WEEKLY;COUNT=10",
+            "EXDATE;TZID=Europe/Berlin:20260119T090000,20260126T090000",
+            "RDATE;VALUE=DATE-TIME:20260301T090000Z",
+        ),
+        vevent(
+            "STATUS:CANCELLED",
+            "RECURRENCE-ID;TZID=Europe/Berlin:20260202T090000",
+            "DTSTART;TZID=Europe/Berlin:20260202T090000",
+        ),
+    )
+    event = parse_event(text)
+    assert event is not None
+    assert event.summary == "Weekly"
+    assert event.recurring
+    assert event.recurrence_id is None
+    assert event.recurrence == Recurrence(
+        rrule="FREQ=WEEKLY;COUNT=10",
+        exdates=(
+            dt.datetime(2026, 1, 19, 9, tzinfo=BERLIN),
+            dt.datetime(2026, 1, 26, 9, tzinfo=BERLIN),
+            dt.datetime(2026, 2, 2, 9, tzinfo=BERLIN),  # the cancelled override
+        ),
+        rdates=(dt.datetime(2026, 3, 1, 9, tzinfo=dt.UTC),),
+    )
+
+
+def test_a_lone_occurrence_keeps_its_recurrence_id() -> None:
+    event = parse("RECURRENCE-ID:20260112T090000Z", "DTSTART:20260112T110000Z")
+    assert event.recurrence_id == dt.datetime(2026, 1, 12, 9, tzinfo=dt.UTC)
+    assert event.recurring
+
+
+def test_no_vevent_is_none() -> None:
+    todo = "BEGIN:VTODO\r\nUID:t\r\nDTSTAMP:20260101T000000Z\r\nSUMMARY:todo\r\nEND:VTODO"
+    assert parse_event(vcalendar(todo)) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "not iCalendar"),
+        ("<html><body>Hello</body></html>", "not iCalendar"),
+        (vcalendar(vevent("SUMMARY:no start")), "no DTSTART"),
+        (vcalendar(vevent("DTSTART:2026x0101")), "bad DATE"),
+        (vcalendar(vevent("DTSTART:20261301T100000Z")), "bad DATE-TIME"),
+        (vcalendar(vevent("DTSTART;TZID=Mars/Olympus:20260101T100000")), "unknown time zone"),
+        (vcalendar(vevent("DTSTART:20260101T100000Z", "DURATION:soon")), "bad DURATION"),
+        (vcalendar(vevent("DTSTART:20260101T100000Z", "this is not a property")), "line"),
+        ("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nDTSTART:20260101T100000Z\r\n", "never closed"),
+        (vcalendar(vevent("DTSTART:20260101T100000Z"), "END:VTODO"), "closes nothing"),
+        (
+            vcalendar(vevent("DTSTART:20260101T100000Z"), vevent("DTSTART:20260101T100000Z")),
+            "more than one event",
+        ),
+    ],
+)
+def test_malformed_data_raises_value_error(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_event(text)
+
+
+def test_resource_uid_even_from_unreadable_data() -> None:
+    assert resource_uid(vcalendar(vevent("DTSTART:x", uid="urn:uuid:1"))) == "urn:uuid:1"
+    assert resource_uid("BEGIN:VCALENDAR\nUID:broken:1\nnonsense") == "broken:1"
+    assert resource_uid("nothing here") is None
+
+
+# --- writing ----------------------------------------------------------------------
+
+
+def _event(**fields: object) -> CalendarEvent:
+    base: dict[str, object] = {
+        "summary": "Demo",
+        "start": dt.datetime(2026, 12, 1, 10, tzinfo=BERLIN),
+        "end": dt.datetime(2026, 12, 1, 11, tzinfo=BERLIN),
+        "timezone": "Europe/Berlin",
+    }
+    return CalendarEvent(**(base | fields))  # type: ignore[arg-type]
+
+
+def _vevent_of(text: str) -> icalendar.Event:
+    calendar = icalendar.Calendar.from_ical(text)
+    (event,) = [c for c in calendar.subcomponents if c.name == "VEVENT"]
+    return event
+
+
+def test_serialized_resource_shape() -> None:
+    event = _event(
+        private=True,
+        busy=False,
+        reminder_minutes=15,
+        attendees=(Attendee("ann@acme.test", "Ann", "accepted"),),
+        organizer="me@crm.test",
+        crm_id="act-1",
+        crm_type="meeting",
+    )
+    text = serialize_event(event, "crmcal-act-1")
+    assert "\r\n" in text
+    calendar = icalendar.Calendar.from_ical(text)
+    assert str(calendar["PRODID"]) == "-//crmcal//crmcal//EN"
+    assert [tz.tz_name for tz in calendar.timezones] == ["Europe/Berlin"]
+    written = _vevent_of(text)
+    assert str(written["UID"]) == "crmcal-act-1"
+    assert "DTSTAMP" in written
+    assert "LAST-MODIFIED" in written
+    assert int(written["SEQUENCE"]) == 0
+    assert written["DTSTART"].params["TZID"] == "Europe/Berlin"
+    assert str(written["CLASS"]) == "PRIVATE"
+    assert str(written["TRANSP"]) == "TRANSPARENT"
+    assert str(written["X-CRMCAL-ACTIVITY-ID"]) == "act-1"
+    assert str(written["X-CRMCAL-TYPE"]) == "meeting"
+    attendee = written["ATTENDEE"]
+    assert str(attendee) == "mailto:ann@acme.test"
+    assert dict(attendee.params) == {
+        "CN": "Ann",
+        "PARTSTAT": "ACCEPTED",
+        "SCHEDULE-AGENT": "CLIENT",
+    }
+    assert str(written["ORGANIZER"]) == "mailto:me@crm.test"
+    assert written["ORGANIZER"].params["SCHEDULE-AGENT"] == "CLIENT"
+    (alarm,) = written.subcomponents
+    assert str(alarm["ACTION"]) == "DISPLAY"
+    assert "TRIGGER:-PT15M" in text
+
+
+def test_timed_event_without_end_has_no_dtend() -> None:
+    written = _vevent_of(serialize_event(_event(end=None), "u"))
+    assert "DTEND" not in written
+    assert "DURATION" not in written
+    assert "ORGANIZER" not in written  # no attendees, no organizer
+
+
+def test_no_crm_properties_when_unset() -> None:
+    text = serialize_event(_event(), "u")
+    assert "X-CRMCAL" not in text
+    assert "CLASS" not in text
+    assert "VALARM" not in text
+
+
+def test_update_keeps_what_crmcal_does_not_own() -> None:
+    previous = vcalendar(
+        vevent(
+            "SUMMARY:Old title",
+            "DTSTART;TZID=Europe/Berlin:20261201T100000",
+            "DTEND;TZID=Europe/Berlin:20261201T110000",
+            "SEQUENCE:4",
+            "STATUS:TENTATIVE",
+            "CATEGORIES:Sales,VIP",
+            "URL:https://example.test/meeting/1",
+            "X-OTHER-CLIENT;X-P=1:kept\\, exactly",
+            "CREATED:20250101T000000Z",
+            'ORGANIZER;CN="The Boss":mailto:boss@acme.test',
+            "ATTENDEE;CN=Ann;ROLE=OPT-PARTICIPANT;RSVP=TRUE:mailto:ann@acme.test",
+            "ATTENDEE;CN=Bob:mailto:bob@acme.test",
+            "BEGIN:VALARM\r\nACTION:DISPLAY\r\nDESCRIPTION:first\r\nTRIGGER:-PT5M\r\nEND:VALARM",
+            "BEGIN:VALARM\r\nACTION:EMAIL\r\nDESCRIPTION:mail\r\nSUMMARY:s\r\n"
+            "ATTENDEE:mailto:me@acme.test\r\nTRIGGER:-P1D\r\nEND:VALARM",
+            "BEGIN:VALARM\r\nACTION:DISPLAY\r\nDESCRIPTION:second\r\nTRIGGER:-PT1H\r\nEND:VALARM",
+        ),
+        extra="X-WR-CALNAME:Work\r\nMETHOD:PUBLISH",
+    )
+    old = parse_event(previous)
+    assert old is not None
+    assert old.reminder_minutes == 5
+    new = dataclasses.replace(
+        old,
+        summary="New title",
+        reminder_minutes=30,
+        attendees=(Attendee("ann@acme.test", "Ann", "accepted"),),
+    )
+    text = serialize_event(new, "e1", previous=previous)
+    written = _vevent_of(text)
+    assert str(written["SUMMARY"]) == "New title"
+    assert int(written["SEQUENCE"]) == 5
+    assert str(written["STATUS"]) == "TENTATIVE"
+    assert written["CATEGORIES"].cats == ["Sales", "VIP"]
+    assert str(written["URL"]) == "https://example.test/meeting/1"
+    assert "X-OTHER-CLIENT;X-P=1:kept\\, exactly" in text
+    assert written["CREATED"].dt == dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    assert written["ORGANIZER"].params["CN"] == "The Boss"
+    ann = written["ATTENDEE"]  # Bob is gone; Ann keeps her role
+    assert ann.params["ROLE"] == "OPT-PARTICIPANT"
+    assert ann.params["PARTSTAT"] == "ACCEPTED"
+    alarms = [(str(a["ACTION"]), str(a.get("DESCRIPTION"))) for a in written.subcomponents]
+    assert alarms == [("DISPLAY", "New title"), ("EMAIL", "mail"), ("DISPLAY", "second")]
+    calendar = icalendar.Calendar.from_ical(text)
+    assert str(calendar["X-WR-CALNAME"]) == "Work"
+    assert "METHOD" not in calendar
+    again = parse_event(text)
+    assert again is not None
+    assert again.content_hash() == new.content_hash()
+    assert again.reminder_minutes == 30
+    # No reminder any more: the mapped alarm goes, the others stay.
+    text = serialize_event(dataclasses.replace(new, reminder_minutes=None), "e1", previous=text)
+    assert [str(a["DESCRIPTION"]) for a in _vevent_of(text).subcomponents] == ["mail", "second"]
+
+
+def test_update_of_a_series_keeps_its_overrides() -> None:
+    previous = vcalendar(
+        vevent(
+            "SUMMARY:Weekly",
+            "DTSTART;TZID=Europe/Berlin:20260105T090000",
+            "RRULE:FREQ=WEEKLY;COUNT=10",
+        ),
+        vevent(
+            "SUMMARY:Moved",
+            "RECURRENCE-ID;TZID=Europe/Berlin:20260112T090000",
+            "DTSTART;TZID=Europe/Berlin:20260112T110000",
+        ),
+        vevent(
+            "STATUS:CANCELLED",
+            "RECURRENCE-ID;TZID=Europe/Berlin:20260119T090000",
+            "DTSTART;TZID=Europe/Berlin:20260119T090000",
+        ),
+    )
+    old = parse_event(previous)
+    assert old is not None
+    assert old.recurrence is not None
+    text = serialize_event(dataclasses.replace(old, summary="Weekly sync"), "e1", previous=previous)
+    calendar = icalendar.Calendar.from_ical(text)
+    summaries = sorted(str(e.get("SUMMARY")) for e in calendar.walk("VEVENT"))
+    assert summaries == ["Moved", "None", "Weekly sync"]
+    # The cancelled occurrence is restored (its exception removed): its override goes.
+    restored = dataclasses.replace(old, recurrence=Recurrence(rrule="FREQ=WEEKLY;COUNT=10"))
+    text = serialize_event(restored, "e1", previous=previous)
+    assert [str(e.get("SUMMARY")) for e in icalendar.Calendar.from_ical(text).walk("VEVENT")] == [
+        "Weekly",
+        "Moved",
+    ]
+    # No longer a series: no occurrences either.
+    single = dataclasses.replace(old, recurrence=None)
+    text = serialize_event(single, "e1", previous=previous)
+    assert len(icalendar.Calendar.from_ical(text).walk("VEVENT")) == 1
+
+
+def test_explicit_sequence_wins() -> None:
+    text = serialize_event(_event(), "u", previous=serialize_event(_event(), "u"), sequence=9)
+    assert int(_vevent_of(text)["SEQUENCE"]) == 9
+
+
+def test_second_of_two_equal_wall_clock_times_survives() -> None:
+    # 2026-11-01 01:30 happens twice in New York; fold=1 is the later one.
+    start = dt.datetime(2026, 11, 1, 1, 30, fold=1, tzinfo=NEW_YORK)
+    event = _event(start=start, end=start + dt.timedelta(hours=1), timezone="America/New_York")
+    again = parse_event(serialize_event(event, "u"))
+    assert again is not None
+    # (Compared as instants: Python never calls a fold=1 time equal across zones.)
+    assert again.start.astimezone(dt.UTC) == start.astimezone(dt.UTC)
+    assert again.content_hash() == dataclasses.replace(event, uid="u").content_hash()
+
+
+def test_content_hash_ignores_how_a_rule_is_spelled() -> None:
+    first, second = dt.date(2026, 12, 8), dt.date(2026, 12, 15)
+    a = _event(recurrence=Recurrence("FREQ=WEEKLY;BYDAY=TU;COUNT=10", exdates=(first, second)))
+    b = _event(
+        recurrence=Recurrence("freq=weekly;count=10;interval=1;byday=TU", exdates=(second, first))
+    )
+    assert a.content_hash() == b.content_hash()
+    c = _event(recurrence=Recurrence("FREQ=WEEKLY;BYDAY=TU;COUNT=11", exdates=(first, second)))
+    assert a.content_hash() != c.content_hash()
+
+
+# --- round trip -------------------------------------------------------------------
+
+# Text iCalendar can carry: no control characters except tab and newline (carriage
+# returns become newlines), no lone surrogates (not UTF-8).
+TEXT = st.text(
+    alphabet=st.one_of(
+        st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), st.sampled_from("\n\t")
+    ),
+    max_size=40,
+)
+EMAIL = st.from_regex(r"[a-z0-9][a-z0-9._+-]{0,15}@[a-z0-9-]{1,12}\.[a-z]{2,6}", fullmatch=True)
+ATTENDEE = st.builds(
+    Attendee,
+    email=EMAIL,
+    name=st.none() | TEXT.filter(lambda s: s.strip() != ""),
+    status=st.sampled_from(["needs_action", "accepted", "declined", "tentative"]),
+    resource=st.booleans(),
+)
+
+
+@st.composite
+def events(draw: st.DrawFn) -> CalendarEvent:
+    all_day = draw(st.booleans())
+    if all_day:
+        start_day = draw(st.dates(dt.date(1950, 1, 1), dt.date(2150, 12, 31)))
+        start: dt.datetime | dt.date = start_day
+        end: dt.datetime | dt.date | None = start_day + dt.timedelta(days=draw(st.integers(1, 60)))
+        zone = None
+        exdate = st.integers(1, 400).map(lambda n: start_day + dt.timedelta(days=n))
+    else:
+        zone = draw(st.sampled_from(ZONES))
+        local = draw(st.datetimes(dt.datetime(1971, 1, 1), dt.datetime(2099, 12, 31)))
+        start = local.replace(microsecond=0, tzinfo=ZoneInfo(zone))
+        minutes = st.integers(0, 3 * 24 * 60)
+        end = draw(st.none() | minutes.map(lambda m: start + dt.timedelta(minutes=m)))
+        exdate = st.integers(1, 400).map(lambda n: start + dt.timedelta(days=n))
+    recurrence = draw(
+        st.none()
+        | st.builds(
+            Recurrence,
+            rrule=st.sampled_from(
+                ["FREQ=DAILY;COUNT=5", "FREQ=WEEKLY;BYDAY=MO,WE;UNTIL=21001231T000000Z"]
+            ),
+            exdates=st.lists(exdate, max_size=3, unique=True).map(tuple),
+        )
+    )
+    attendees = tuple(draw(st.lists(ATTENDEE, max_size=4)))
+    return CalendarEvent(
+        summary=draw(st.none() | TEXT),
+        start=start,
+        end=end,
+        all_day=all_day,
+        timezone=zone,
+        location=draw(st.none() | TEXT),
+        description=draw(st.none() | TEXT),
+        private=draw(st.booleans()),
+        busy=draw(st.booleans()),
+        reminder_minutes=draw(st.none() | st.integers(0, 40320)),
+        attendees=attendees,
+        organizer=draw(EMAIL) if attendees else None,
+        crm_id=draw(st.none() | st.from_regex(r"[a-z0-9-]{1,32}", fullmatch=True)),
+        crm_type=draw(st.none() | st.sampled_from(["call", "meeting", "lunch, late; long"])),
+        cancelled=draw(st.booleans()),
+        recurrence=recurrence,
+    )
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event=events(), uid=st.from_regex(r"[A-Za-z0-9@._:-]{1,40}", fullmatch=True))
+def test_round_trip_keeps_the_content_hash(event: CalendarEvent, uid: str) -> None:
+    again = parse_event(serialize_event(event, uid), default_tz="Asia/Tokyo")
+    assert again is not None
+    assert again.content_hash() == dataclasses.replace(event, uid=uid).content_hash()
+    assert (again.uid, again.crm_id, again.crm_type) == (uid, event.crm_id, event.crm_type)
+    assert again.all_day == event.all_day
+    if not event.all_day:
+        assert again.timezone == event.timezone
+    assert again.organizer == event.organizer
+
+
+@settings(max_examples=30, deadline=None)
+@given(event=events(), other=events())
+def test_round_trip_through_an_update(event: CalendarEvent, other: CalendarEvent) -> None:
+    previous = serialize_event(other, "u1")
+    again = parse_event(serialize_event(event, "u1", previous=previous))
+    assert again is not None
+    assert again.content_hash() == dataclasses.replace(event, uid="u1").content_hash()
+
+
+@settings(max_examples=100, deadline=None)
+@given(summary=TEXT, name=TEXT.filter(lambda s: s.strip() != ""), x_value=TEXT)
+def test_reads_what_icalendar_writes(summary: str, name: str, x_value: str) -> None:
+    """An independent writer: the scanner must agree with icalendar's own encoder."""
+    calendar = icalendar.Calendar()
+    calendar.add("PRODID", "-//other//EN")
+    calendar.add("VERSION", "2.0")
+    event = icalendar.Event()
+    event.add("UID", "other-1")
+    event.add("DTSTAMP", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    event.add("DTSTART", dt.datetime(2026, 6, 1, 9, tzinfo=BERLIN))
+    event.add("SUMMARY", summary)
+    event.add("DESCRIPTION", summary * 5)
+    address = icalendar.vCalAddress("mailto:ann@acme.test")
+    address.params["CN"] = name
+    event.add("ATTENDEE", address)
+    event.add("X-CRMCAL-TYPE", icalendar.vText(x_value))
+    calendar.add_component(event)
+    parsed = parse_event(calendar.to_ical().decode())
+    assert parsed is not None
+    assert parsed.summary == summary
+    assert parsed.description == summary * 5
+    assert parsed.attendees[0].name == name
+    assert parsed.crm_type == (x_value.strip() or None)
+    assert parsed.start == dt.datetime(2026, 6, 1, 9, tzinfo=BERLIN)
+
+
+SAMPLE_LINES = [
+    "BEGIN:VEVENT", "END:VEVENT", "BEGIN:VALARM", "END:VALARM", "BEGIN:VTIMEZONE",
+    "END:VTIMEZONE", "DTSTART:20260101T100000Z", "DTSTART;VALUE=DATE:20260101",
+    "DTSTART;TZID=Europe/Berlin:20260101T100000", "DTEND:20260101", "DURATION:PT1H",
+    "TRIGGER:-PT5M", "ACTION:DISPLAY", "RRULE:FREQ=DAILY", "EXDATE:20260102T100000Z",
+    "RECURRENCE-ID:20260101T100000Z", 'ATTENDEE;CN="a:b";X="c":mailto:x@y', "TZID:Custom",
+    "SUMMARY:x", " folded", "UID:u", "STATUS:CANCELLED",
+]  # fmt: skip
+LINE = st.one_of(st.sampled_from(SAMPLE_LINES), st.text(max_size=30))
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(LINE, max_size=20))
+def test_any_input_parses_or_raises_value_error(lines: list[str]) -> None:
+    text = "\r\n".join(["BEGIN:VCALENDAR", *lines, "END:VCALENDAR"])
+    for candidate in (text, "\r\n".join(lines)):
+        with contextlib.suppress(ValueError):
+            parse_event(candidate)
