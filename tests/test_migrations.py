@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
+import crmcal.sync.tables  # noqa: F401 - the sync tables belong to the schema too
 from crmcal import migrations
 from crmcal.crm.tables import Base
 from crmcal.db import sync_url

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+import crmcal.sync.tables  # noqa: F401 - registers the sync tables on Base
 from crmcal.crm.tables import Base
 
 config = context.config

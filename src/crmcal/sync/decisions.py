@@ -1,0 +1,73 @@
+"""What to do with one item, given what each side did since the last sync.
+
+Pure: no I/O, so the rules can be read (and tested) on their own. The rules,
+in vdirsyncer's spirit:
+
+* a side changed iff its content digest moved since the last sync;
+* only one side changed -> copy it to the other (a deletion too);
+* both changed -> the connection's conflict policy picks the winner;
+* an edit beats a deletion (nothing is lost by keeping an item);
+* a one-way connection never writes to the side it only reads.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from crmcal.sync.options import writes_calendar, writes_crm
+
+
+class Act(enum.Enum):
+    NOTHING = "nothing"  # remember both sides as they are now
+    PUSH_CREATE = "push_create"  # create the event from the activity
+    PUSH_UPDATE = "push_update"  # overwrite the event with the activity
+    PUSH_DELETE = "push_delete"  # delete the event
+    PULL_CREATE = "pull_create"  # create an activity from the event
+    PULL_UPDATE = "pull_update"  # overwrite the activity with the event (restoring it)
+    PULL_TRASH = "pull_trash"  # move the activity to the trash
+    UNLINK = "unlink"  # both sides are gone: forget the pair
+
+
+class State(enum.Enum):
+    UNCHANGED = "unchanged"
+    CHANGED = "changed"
+    GONE = "gone"  # deleted (CRM: in the trash; calendar: deleted or cancelled)
+
+
+@dataclass(frozen=True)
+class Decision:
+    act: Act
+    conflict: bool = False
+    winner: str | None = None  # "crm" | "calendar" when conflict
+
+
+def decide(crm: State, calendar: State, sync_type: str, crm_wins: bool) -> Decision:
+    """The action for a linked pair. ``crm_wins`` is the policy's verdict if both changed."""
+    push, pull = writes_calendar(sync_type), writes_crm(sync_type)
+    if crm is State.UNCHANGED and calendar is State.UNCHANGED:
+        return Decision(Act.NOTHING)
+    if crm is State.GONE and calendar is State.GONE:
+        return Decision(Act.UNLINK)
+    if calendar is State.UNCHANGED:
+        if not push:
+            return Decision(Act.NOTHING)
+        return Decision(Act.PUSH_DELETE if crm is State.GONE else Act.PUSH_UPDATE)
+    if crm is State.UNCHANGED:
+        if not pull:
+            # The calendar is only written to: a calendar edit is overwritten by
+            # the next CRM change; a deleted event is made again by it.
+            return Decision(Act.UNLINK if calendar is State.GONE else Act.NOTHING)
+        return Decision(Act.PULL_TRASH if calendar is State.GONE else Act.PULL_UPDATE)
+    # Both sides moved.
+    if crm is State.GONE:  # trashed in the CRM, edited in the calendar: the edit wins
+        return Decision(Act.PULL_UPDATE) if pull else Decision(Act.PUSH_DELETE)
+    if calendar is State.GONE:  # edited in the CRM, deleted in the calendar: the edit wins
+        return Decision(Act.PUSH_CREATE) if push else Decision(Act.PULL_TRASH)
+    if not pull:
+        return Decision(Act.PUSH_UPDATE)
+    if not push:
+        return Decision(Act.PULL_UPDATE)
+    if crm_wins:
+        return Decision(Act.PUSH_UPDATE, conflict=True, winner="crm")
+    return Decision(Act.PULL_UPDATE, conflict=True, winner="calendar")

@@ -1,0 +1,699 @@
+"""One sync run of one connection: read both sides' changes, decide, write.
+
+The run, in order:
+
+1. the calendar's change listing since the saved cursor (a full listing when
+   there is none or it expired), fetching only events whose version moved;
+2. the CRM's changes since the saved change-feed position (every activity in
+   range when the options changed or on the first run);
+3. pair both through the link table, re-linking events that carry (or derive
+   from) a CRM id instead of importing them twice;
+4. decide each pair (``decisions.decide``) and apply it, each item in its own
+   transaction, so a crash loses at most the item in flight;
+5. save both cursors only now, after everything they cover is applied.
+
+Every write is idempotent (deterministic event ids, preconditions, content
+digests in the link table), so a run cut off anywhere converges on the next.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmcal.crm import activities, changefeed, permissions
+from crmcal.crm.errors import CrmError, Forbidden
+from crmcal.crm.schemas import ActivityCreate, ActivityUpdate
+from crmcal.crm.tables import Activity, User, utcnow
+from crmcal.db import Database
+from crmcal.model import CalendarEvent, ChangeListing, RemoteRef
+from crmcal.providers.base import EventNotFound, PreconditionFailed, Provider
+from crmcal.sync import mapping
+from crmcal.sync.decisions import Act, Decision, State, decide
+from crmcal.sync.options import SyncOptions, writes_calendar, writes_crm
+from crmcal.sync.tables import Conflict, Connection, Link
+
+log = logging.getLogger(__name__)
+
+# What a link remembers of a side that is in the trash.
+TRASHED = "trashed"
+
+
+class SyncRefused(Exception):
+    """The run stopped before changing anything, for the reason given."""
+
+
+class SyncFailed(Exception):
+    """The connection cannot sync until the user acts (permissions, credentials ...)."""
+
+
+@dataclass
+class SyncReport:
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    conflicts: int = 0
+    skipped: int = 0
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "conflicts": self.conflicts,
+            "skipped": self.skipped,
+        }
+
+    def problem(self, item: str, reason: str) -> None:
+        self.problems.append({"item": item, "reason": reason})
+
+
+@dataclass
+class Pair:
+    """One item as both sides currently show it."""
+
+    link: Link | None = None
+    activity: Activity | None = None
+    remote: RemoteRef | None = None  # content, when the calendar side moved or is new
+    remote_gone: bool = False
+    activity_id: int | None = None
+    retried: bool = False  # decided again after a precondition failed
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+class Engine:
+    def __init__(
+        self,
+        db: Database,
+        provider: Provider,
+        connection_id: int,
+        *,
+        force: bool = False,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        self.db = db
+        self.provider = provider
+        self.connection_id = connection_id
+        self.force = force
+        self.progress = progress
+        self.report = SyncReport()
+        self.origin = f"sync:{connection_id}"
+
+    # --- the run ---------------------------------------------------------
+
+    async def run(self) -> SyncReport:
+        await self._load()
+        # New options (a wider backfill, other types ...) can make items that
+        # were out of scope relevant: look at everything on both sides once.
+        self.options_changed = self.conn.applied_options != self.options.digest()
+        cursor = None if self.options_changed else self.conn.remote_cursor
+        listing = await self.provider.list_changes(self.calendar_id, cursor)
+        remote_refs, gone_ids = await self._remote_side(listing)
+        crm_ids = await self._crm_side()
+        pairs = await self._pair(remote_refs, gone_ids, crm_ids)
+        total = len(pairs)
+        for done, pair in enumerate(pairs, 1):
+            await self._settle(pair)
+            if self.progress:
+                self.progress(done, total)
+        await self._finish(listing)
+        return self.report
+
+    async def _load(self) -> None:
+        async with self.db.read() as session:
+            conn = await session.get(Connection, self.connection_id)
+            if conn is None:
+                raise SyncRefused(f"connection {self.connection_id} not found")
+            owner = await session.get(User, conn.user_id)
+            assert owner is not None
+            links = list(await session.scalars(select(Link).where(Link.connection_id == conn.id)))
+            self.feed_head = await changefeed.latest_seq(session)
+        self.conn, self.owner = conn, owner
+        self.calendar_id = conn.calendar_id
+        self.options = SyncOptions.model_validate(conn.options or {})
+        self.push, self.pull = writes_calendar(conn.sync_type), writes_crm(conn.sync_type)
+        self._check_permissions()
+        self.by_remote = {link.remote_id: link for link in links}
+        self.by_activity = {link.activity_id: link for link in links}
+        self.sync_from = conn.connected_at - dt.timedelta(days=self.options.backfill_days)
+
+    def _check_permissions(self) -> None:
+        owner = self.owner
+        if not owner.active:
+            raise SyncFailed("the user of this connection is deactivated")
+        needed = [permissions.CALENDAR_SYNC, permissions.ACTIVITIES_VIEW]
+        if self.pull:
+            needed += [
+                permissions.ACTIVITIES_CREATE,
+                permissions.ACTIVITIES_EDIT,
+                permissions.ACTIVITIES_DELETE,
+            ]
+        missing = [p for p in needed if not permissions.has(owner, p)]
+        if missing:
+            raise SyncFailed(
+                "the user lacks the permission "
+                + ", ".join(repr(p) for p in missing)
+                + "; an admin can grant it"
+            )
+
+    # --- reading both sides --------------------------------------------
+
+    async def _remote_side(self, listing: ChangeListing) -> tuple[list[RemoteRef], set[str]]:
+        """Calendar items whose content moved (fetched), and ids that are gone."""
+        listed = {ref.id for ref in listing.changed}
+        self.seen = listed | set(listing.deleted)
+        if listing.full and not listing.changed and self.by_remote and not self.force:
+            raise SyncRefused(
+                f"the calendar looks empty but {len(self.by_remote)} events were synced "
+                "before; nothing was deleted. If the calendar really was emptied, "
+                "run the sync again with force."
+            )
+        moved: list[RemoteRef] = []
+        to_fetch: list[str] = []
+        for ref in listing.changed:
+            if ref.error:
+                self.report.problem(ref.id, ref.error)
+                continue
+            link = self.by_remote.get(ref.id)
+            if link is not None and link.remote_etag == ref.etag:
+                continue  # our own write coming back, or nothing new
+            if ref.event is None:
+                to_fetch.append(ref.id)
+            else:
+                moved.append(ref)
+        if to_fetch:
+            for ref in await self.provider.fetch(self.calendar_id, to_fetch):
+                if ref.error:
+                    self.report.problem(ref.id, ref.error)
+                else:
+                    moved.append(ref)
+        gone = {rid for rid in listing.deleted if rid in self.by_remote}
+        if listing.full:
+            gone |= {rid for rid in self.by_remote if rid not in listed}
+        return moved, gone
+
+    async def _crm_side(self) -> set[int]:
+        """Ids of activities to look at: changed since the cursor, or all in range."""
+        full = self.conn.crm_cursor is None or self.conn.applied_options != self.options.digest()
+        async with self.db.read() as session:
+            if full:
+                linked = select(Link.activity_id).where(Link.connection_id == self.conn.id)
+                query = select(Activity.id).where(
+                    Activity.owner_id == self.owner.id,
+                    or_(Activity.start_at >= self.sync_from, Activity.id.in_(linked)),
+                )
+                return set(await session.scalars(query))
+            ids: set[int] = set()
+            cursor = self.conn.crm_cursor or 0
+            while True:
+                rows = await changefeed.read_changes(
+                    session, after_seq=cursor, owner_id=self.owner.id
+                )
+                rows = [row for row in rows if row.seq <= self.feed_head]
+                if not rows:
+                    return ids
+                ids.update(row.activity_id for row in rows if row.origin != self.origin)
+                cursor = rows[-1].seq
+
+    async def _pair(self, moved: list[RemoteRef], gone: set[str], crm_ids: set[int]) -> list[Pair]:
+        by_activity: dict[int, Pair] = {}
+        new_events: list[Pair] = []
+        candidates: dict[str, RemoteRef] = {}
+        for ref in moved:
+            link = self.by_remote.get(ref.id)
+            if link is not None:
+                by_activity[link.activity_id] = Pair(link=link, remote=ref)
+            else:
+                claimed = self._claimed_uid(ref)
+                if claimed in candidates:  # two events claim one activity: a copy
+                    new_events.append(Pair(remote=ref))
+                else:
+                    candidates[claimed] = ref
+        for rid in gone:
+            link = self.by_remote[rid]
+            by_activity[link.activity_id] = Pair(link=link, remote_gone=True)
+        async with self.db.read() as session:
+            claimed = await activities.find_by_uids(session, self.owner.id, list(candidates))
+            for activity in claimed:
+                ref = candidates.pop(activity.uid)
+                if activity.id in self.by_activity:
+                    # Linked to another event already: this one is a copy.
+                    new_events.append(Pair(remote=ref))
+                else:
+                    by_activity[activity.id] = Pair(remote=ref)
+            new_events.extend(Pair(remote=ref) for ref in candidates.values())
+            for activity_id in crm_ids:
+                by_activity.setdefault(activity_id, Pair(link=self.by_activity.get(activity_id)))
+            loaded = await session.scalars(
+                select(Activity).where(Activity.id.in_(list(by_activity)))
+            )
+            for activity in loaded:
+                by_activity[activity.id].activity = activity
+        for activity_id, pair in by_activity.items():
+            pair.activity_id = activity_id
+            self.seen.add(f"activity {activity_id}")
+        return [*new_events, *by_activity.values()]
+
+    def _claimed_uid(self, ref: RemoteRef) -> str:
+        """The CRM uid an unlinked event belongs to: carried in it, or derived from its UID."""
+        event = ref.event
+        assert event is not None
+        return event.crm_id or mapping.derived_uid(self.owner.id, event.uid or ref.id)
+
+    # --- deciding and applying -------------------------------------------
+
+    def _event_of(self, activity: Activity) -> CalendarEvent:
+        return mapping.activity_to_event(activity, self.owner)
+
+    def _crm_hash(self, activity: Activity | None) -> str:
+        if activity is None or activity.deleted_at is not None:
+            return TRASHED
+        return self._event_of(activity).content_hash()
+
+    def _remote_absent(self, pair: Pair) -> bool:
+        """True when the calendar side counts as deleted (gone, cancelled or skipped as private)."""
+        if pair.remote_gone:
+            return True
+        event = pair.remote.event if pair.remote else None
+        if event is None:
+            return False
+        return event.cancelled or (event.private and self.options.private_events == "skip")
+
+    def _outgoing(self, activity: Activity) -> bool:
+        return activity.type in self.options.outgoing_activity_types
+
+    async def _settle(self, pair: Pair) -> None:
+        try:
+            if pair.link is not None:
+                await self._settle_linked(pair, pair.link)
+            elif pair.activity is not None and pair.remote is not None:
+                await self._relink(pair, pair.activity, pair.remote)
+            elif pair.remote is not None:
+                await self._new_event(pair.remote)
+            elif pair.activity is not None:
+                await self._new_activity(pair.activity)
+        except CrmError as exc:
+            if isinstance(exc, Forbidden):
+                raise SyncFailed(str(exc)) from exc
+            item = pair.remote.id if pair.remote else f"activity {pair.activity_id}"
+            self.report.problem(item, str(exc))
+            self.report.skipped += 1
+
+    def _skip_recurring(self, pair: Pair) -> bool:
+        event = pair.remote.event if pair.remote else None
+        recurring = (event is not None and event.recurring) or (
+            pair.activity is not None and pair.activity.recurrence is not None
+        )
+        if recurring:
+            item = pair.remote.id if pair.remote else f"activity {pair.activity_id}"
+            self.report.skipped += 1
+            self.report.problem(item, "recurring series are not synced yet")
+        return recurring
+
+    async def _new_event(self, ref: RemoteRef) -> None:
+        event = ref.event
+        assert event is not None
+        if not self.pull or event.cancelled or not self._in_range(event):
+            return
+        if event.private and self.options.private_events == "skip":
+            return
+        if self._skip_recurring(Pair(remote=ref)):
+            return
+        await self._pull_create(ref)
+        self.report.created += 1
+
+    async def _new_activity(self, activity: Activity, *, recreate: bool = False) -> None:
+        """Send an unlinked activity to the calendar; ``recreate`` for one whose event
+        was deleted while the activity was edited (the filters applied when it was
+        first sent)."""
+        if not self.push or activity.deleted_at is not None:
+            return
+        if not recreate and (not self._outgoing(activity) or activity.start_at < self.sync_from):
+            return
+        if self._skip_recurring(Pair(activity=activity)):
+            return
+        event = self._event_of(activity)
+        try:
+            ref = await self.provider.create(self.calendar_id, activity.uid, event)
+        except PreconditionFailed:
+            # Created by a run that stopped before saving the link, or by an
+            # earlier connection to this calendar: adopt it.
+            existing = await self.provider.get_by_key(self.calendar_id, activity.uid)
+            if existing is None:
+                raise
+            if existing.event is None:
+                self.report.problem(existing.id, existing.error or "unreadable event")
+                self.report.skipped += 1
+                return
+            await self._relink(Pair(activity=activity, remote=existing), activity, existing)
+            return
+        await self._save_link(None, activity, ref, event, origin="crm")
+        self.report.created += 1
+
+    async def _relink(self, pair: Pair, activity: Activity, ref: RemoteRef) -> None:
+        """An unlinked event that belongs to an activity: link them, then reconcile."""
+        event = ref.event
+        assert event is not None
+        if self._skip_recurring(pair):
+            return
+        crm_hash, remote_hash = self._crm_hash(activity), event.content_hash()
+        origin = "crm" if event.crm_id == activity.uid else "calendar"
+        link = Link(
+            connection_id=self.conn.id,
+            activity_id=activity.id,
+            remote_id=ref.id,
+            remote_uid=event.uid,
+            remote_etag=ref.etag,
+            origin=origin,
+            # Unknown common ancestor: both sides count as changed unless equal.
+            crm_hash=None,
+            remote_hash=None,
+        )
+        if crm_hash == remote_hash:
+            link.crm_hash, link.remote_hash = crm_hash, remote_hash
+            await self._store_link(link)
+            return
+        if activity.deleted_at is not None and not self._remote_absent(pair):
+            # The event is still (or again) in the calendar: keep the activity.
+            link.crm_hash = TRASHED
+        await self._store_link(link)
+        pair.link = link
+        await self._settle_linked(pair, link)
+
+    async def _settle_linked(self, pair: Pair, link: Link) -> None:
+        activity = pair.activity
+        if self._skip_recurring(pair):
+            return
+        if activity is None:  # purged from the trash: the event, if any, starts afresh
+            await self._drop_link(link)
+            if pair.remote is not None and not self._remote_absent(pair):
+                await self._new_event(pair.remote)
+            return
+        # F8: an event crmcal made for a type the user no longer sends is removed.
+        if (
+            activity is not None
+            and activity.deleted_at is None
+            and link.origin == "crm"
+            and not self._outgoing(activity)
+            and self.push
+        ):
+            await self._push_delete(pair, link)
+            return
+        crm_hash = self._crm_hash(activity)
+        if crm_hash == link.crm_hash:
+            crm = State.UNCHANGED
+        else:
+            crm = State.GONE if crm_hash == TRASHED else State.CHANGED
+        if self._remote_absent(pair):
+            calendar = State.GONE
+        elif pair.remote is not None and pair.remote.event is not None:
+            moved = pair.remote.event.content_hash() != link.remote_hash
+            calendar = State.CHANGED if moved else State.UNCHANGED
+        else:
+            calendar = State.UNCHANGED
+        if (
+            crm is State.CHANGED
+            and calendar is State.CHANGED
+            and pair.remote is not None
+            and pair.remote.event is not None
+            and crm_hash == pair.remote.event.content_hash()
+        ):
+            crm = calendar = State.UNCHANGED  # both made the same edit
+        decision = decide(crm, calendar, self.conn.sync_type, self._crm_wins(pair))
+        await self._execute(decision, pair, link)
+
+    def _crm_wins(self, pair: Pair) -> bool:
+        policy = self.options.conflict_policy
+        if policy != "latest":
+            return policy == "crm"
+        activity = pair.activity
+        crm_time = (activity.deleted_at or activity.updated_at) if activity else None
+        event = pair.remote.event if pair.remote else None
+        # An event without a modification time changed after the last sync, as
+        # far as anyone can tell: count it as changed when it was seen.
+        calendar_time = (event.last_modified if event else None) or utcnow()
+        return crm_time is not None and crm_time >= calendar_time
+
+    async def _execute(self, decision: Decision, pair: Pair, link: Link) -> None:
+        act = decision.act
+        if decision.conflict:
+            await self._record_conflict(pair, decision)
+        if act is Act.NOTHING:
+            await self._refresh_link(pair, link)
+        elif act is Act.UNLINK:
+            await self._drop_link(link)
+        elif act is Act.PUSH_UPDATE:
+            await self._push_update(pair, link)
+        elif act is Act.PUSH_CREATE:
+            await self._drop_link(link)
+            assert pair.activity is not None
+            await self._new_activity(pair.activity, recreate=True)
+        elif act is Act.PUSH_DELETE:
+            await self._push_delete(pair, link)
+        elif act is Act.PULL_UPDATE:
+            await self._pull_update(pair, link)
+        elif act is Act.PULL_TRASH:
+            await self._pull_trash(pair, link)
+
+    # --- writes to the calendar ------------------------------------------
+
+    def _seen_etag(self, pair: Pair, link: Link) -> str | None:
+        """The calendar version decisions were made against: as listed now, else as linked."""
+        return pair.remote.etag if pair.remote is not None else link.remote_etag
+
+    async def _current(self, pair: Pair, link: Link) -> Pair | None:
+        """The pair again with the event as it is now, after a precondition failed.
+
+        None when it changed yet again, so that a busy event cannot keep a run
+        going round in circles: the next run picks it up.
+        """
+        if pair.retried:
+            self.report.problem(link.remote_id, "changed while syncing; will retry")
+            return None
+        current = await self.provider.fetch(self.calendar_id, [link.remote_id])
+        remote = current[0] if current and current[0].event is not None else None
+        return Pair(link, pair.activity, remote, remote is None, pair.activity_id, True)
+
+    async def _push_update(self, pair: Pair, link: Link) -> None:
+        activity = pair.activity
+        assert activity is not None
+        event = self._event_of(activity)
+        try:
+            ref = await self.provider.update(
+                self.calendar_id, link.remote_id, self._seen_etag(pair, link) or "", event
+            )
+        except EventNotFound:
+            await self._drop_link(link)
+            await self._new_activity(activity, recreate=True)
+            return
+        except PreconditionFailed:
+            # Changed in the calendar since we listed it: decide again with its
+            # current content.
+            again = await self._current(pair, link)
+            if again is not None:
+                await self._settle_linked(again, link)
+            return
+        await self._save_link(link, activity, ref, event, origin=link.origin)
+        self.report.updated += 1
+
+    async def _push_delete(self, pair: Pair, link: Link) -> None:
+        try:
+            await self.provider.delete(
+                self.calendar_id, link.remote_id, self._seen_etag(pair, link)
+            )
+        except PreconditionFailed:
+            again = await self._current(pair, link)
+            if again is None:
+                return
+            if again.remote is not None and self.pull:
+                # Edited in the calendar meanwhile: the edit beats the deletion.
+                await self._pull_update(again, link)
+                return
+            await self.provider.delete(self.calendar_id, link.remote_id, None)
+        await self._drop_link(link)
+        self.report.deleted += 1
+
+    # --- writes to the CRM -----------------------------------------------
+
+    def _in_range(self, event: CalendarEvent) -> bool:
+        if isinstance(event.start, dt.datetime):
+            return event.start >= self.sync_from
+        zone = mapping.zone_of(self.owner)
+        return dt.datetime.combine(event.start, dt.time(), tzinfo=zone) >= self.sync_from
+
+    def _fields(self, event: CalendarEvent) -> dict[str, Any]:
+        return mapping.event_fields(event, self.owner, self.options)
+
+    async def _pull_create(self, ref: RemoteRef) -> None:
+        event = ref.event
+        assert event is not None
+        fields = self._fields(event)
+        data = ActivityCreate(type=self.options.incoming_activity_type, **fields)
+        async with self.db.write() as session:
+            owner = await self._owner(session)
+            uid: str | None = mapping.derived_uid(owner.id, event.uid or ref.id)
+            if await activities.find_by_uids(session, owner.id, [uid]):
+                uid = None  # a second event with the same UID: a copy gets its own id
+            activity = await activities.create_activity(
+                session, owner, data, origin=self.origin, uid=uid
+            )
+            session.add(
+                Link(
+                    connection_id=self.conn.id,
+                    activity_id=activity.id,
+                    remote_id=ref.id,
+                    remote_uid=event.uid,
+                    remote_etag=ref.etag,
+                    remote_hash=event.content_hash(),
+                    crm_hash=self._crm_hash(activity),
+                    origin="calendar",
+                    last_synced_at=utcnow(),
+                )
+            )
+
+    async def _pull_update(self, pair: Pair, link: Link) -> None:
+        ref = pair.remote
+        assert ref is not None
+        assert ref.event is not None
+        fields = self._fields(ref.event)
+        async with self.db.write() as session:
+            owner = await self._owner(session)
+            activity = await activities.load(session, link.activity_id)
+            if activity.deleted_at is not None:
+                await activities.restore_activity(session, owner, activity.id, origin=self.origin)
+            activity = await activities.update_activity(
+                session, owner, activity.id, ActivityUpdate(**fields), origin=self.origin
+            )
+            stored = await session.merge(link)
+            stored.remote_etag = ref.etag
+            stored.remote_hash = ref.event.content_hash()
+            stored.crm_hash = self._crm_hash(activity)
+            stored.last_synced_at = utcnow()
+        self.report.updated += 1
+
+    async def _pull_trash(self, pair: Pair, link: Link) -> None:
+        async with self.db.write() as session:
+            owner = await self._owner(session)
+            activity = await session.get(Activity, link.activity_id)
+            if activity is not None and activity.deleted_at is None:
+                await activities.delete_activity(session, owner, activity.id, origin=self.origin)
+                self.report.deleted += 1
+            await session.execute(delete(Link).where(Link.id == link.id))
+
+    async def _owner(self, session: AsyncSession) -> User:
+        owner = await session.get(User, self.owner.id)
+        assert owner is not None
+        return owner
+
+    # --- the link table ----------------------------------------------------
+
+    async def _save_link(
+        self,
+        link: Link | None,
+        activity: Activity,
+        ref: RemoteRef,
+        written: CalendarEvent,
+        *,
+        origin: str,
+    ) -> None:
+        """Remember the pair as just written: the event's new version and both digests."""
+        remote_event = ref.event or written
+        async with self.db.write() as session:
+            if link is None:
+                link = Link(connection_id=self.conn.id, activity_id=activity.id, origin=origin)
+                session.add(link)
+            else:
+                link = await session.merge(link)
+            link.remote_id = ref.id
+            link.remote_uid = remote_event.uid
+            link.remote_etag = ref.etag
+            link.remote_hash = remote_event.content_hash()
+            link.crm_hash = self._crm_hash(activity)
+            link.last_synced_at = utcnow()
+        self.by_activity[activity.id] = link
+        self.by_remote[ref.id] = link
+
+    async def _store_link(self, link: Link) -> None:
+        async with self.db.write() as session:
+            merged = await session.merge(link)
+            await session.flush()
+            link.id = merged.id
+        self.by_activity[link.activity_id] = link
+        self.by_remote[link.remote_id] = link
+
+    async def _refresh_link(self, pair: Pair, link: Link) -> None:
+        crm_hash = self._crm_hash(pair.activity)
+        ref = pair.remote
+        remote_hash = ref.event.content_hash() if ref and ref.event else link.remote_hash
+        etag = ref.etag if ref else link.remote_etag
+        if (crm_hash, remote_hash, etag) == (link.crm_hash, link.remote_hash, link.remote_etag):
+            return
+        async with self.db.write() as session:
+            stored = await session.merge(link)
+            stored.crm_hash, stored.remote_hash, stored.remote_etag = crm_hash, remote_hash, etag
+
+    async def _drop_link(self, link: Link) -> None:
+        async with self.db.write() as session:
+            await session.execute(delete(Link).where(Link.id == link.id))
+        self.by_activity.pop(link.activity_id, None)
+        self.by_remote.pop(link.remote_id, None)
+
+    async def _record_conflict(self, pair: Pair, decision: Decision) -> None:
+        activity = pair.activity
+        event = pair.remote.event if pair.remote else None
+        crm_version = None
+        if activity is not None:
+            crm_version = {
+                "subject": activity.subject,
+                "updated_at": activity.updated_at.isoformat(),
+                "deleted": activity.deleted_at is not None,
+            }
+        calendar_version = None
+        if event is not None:
+            calendar_version = {
+                "summary": event.summary,
+                "last_modified": event.last_modified.isoformat() if event.last_modified else None,
+            }
+        async with self.db.write() as session:
+            session.add(
+                Conflict(
+                    connection_id=self.conn.id,
+                    activity_id=activity.id if activity else None,
+                    remote_id=pair.remote.id if pair.remote else None,
+                    policy=self.options.conflict_policy,
+                    winner=decision.winner or "",
+                    crm_version=crm_version,
+                    calendar_version=calendar_version,
+                )
+            )
+        self.report.conflicts += 1
+
+    # --- the end of the run ------------------------------------------------
+
+    def _problems(self, before: list[dict[str, str]], full: bool) -> list[dict[str, str]]:
+        """This run's problems, plus earlier ones about items this run did not look at."""
+        kept = [] if full else [p for p in before if p.get("item") not in self.seen]
+        return (kept + self.report.problems)[-200:]
+
+    async def _finish(self, listing: ChangeListing) -> None:
+        async with self.db.write() as session:
+            conn = await session.get(Connection, self.conn.id)
+            assert conn is not None
+            conn.remote_cursor = listing.cursor
+            conn.crm_cursor = self.feed_head
+            conn.applied_options = self.options.digest()
+            conn.last_sync_at = utcnow()
+            conn.problems = self._problems(conn.problems or [], listing.full)
+            totals = dict(conn.counts or {})
+            for name, value in self.report.counts().items():
+                totals[name] = totals.get(name, 0) + value
+            conn.counts = totals

@@ -1,0 +1,125 @@
+"""Activity <-> calendar event, both ways (F14).
+
+Outgoing, an activity becomes a ``CalendarEvent`` carrying its CRM id. Incoming,
+an event becomes the activity fields it owns (subject, times, place, note,
+privacy, busy, reminder, participants); CRM-only fields — type, done, deal,
+person, organization — are never touched by a calendar edit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from crmcal.crm import times
+from crmcal.crm.schemas import normalise_email
+from crmcal.crm.tables import Activity, User
+from crmcal.model import Attendee, CalendarEvent
+from crmcal.sync.options import SyncOptions
+
+UNTITLED = "(no title)"
+# Limits of the CRM's fields (docs/api.md); longer calendar text is cut, not refused.
+SUBJECT_MAX, LOCATION_MAX, NOTE_MAX, NAME_MAX = 255, 500, 65536, 200
+REMINDER_MAX = 40320
+
+
+def derived_uid(owner_id: int, event_uid: str) -> str:
+    """The CRM uid of the activity imported from the event with this iCalendar UID.
+
+    Deterministic, so that a connection created again for the same calendar finds
+    the activities it imported before instead of importing copies.
+    """
+    return hashlib.sha256(f"{owner_id}\0{event_uid}".encode()).hexdigest()[:32]
+
+
+def _clean(text: str | None, limit: int) -> str | None:
+    if text is None:
+        return None
+    # NUL and lone surrogates cannot be stored; calendars do send them.
+    cleaned = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return cleaned[:limit]
+
+
+def activity_to_event(activity: Activity, owner: User) -> CalendarEvent:
+    if activity.all_day:
+        assert activity.start_date is not None
+        start: dt.datetime | dt.date = activity.start_date
+        end: dt.datetime | dt.date | None = activity.end_date
+    else:
+        start, end = activity.start_at, activity.end_at
+    attendees = tuple(
+        Attendee(email=p.email, name=p.name) for p in activity.participants if p.email
+    )
+    return CalendarEvent(
+        summary=activity.subject,
+        start=start,
+        end=end,
+        all_day=activity.all_day,
+        timezone=activity.timezone,
+        location=activity.location,
+        description=activity.note,
+        private=activity.visibility == "owner",
+        busy=activity.busy,
+        reminder_minutes=activity.reminder_minutes,
+        attendees=attendees,
+        organizer=owner.email if attendees else None,
+        crm_id=activity.uid,
+        crm_type=activity.type,
+    )
+
+
+def zone_of(owner: User) -> ZoneInfo:
+    return times.zone(owner.timezone)
+
+
+def event_fields(
+    event: CalendarEvent,
+    owner: User,
+    options: SyncOptions,
+    own_addresses: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """The activity fields an event sets, in the shape the CRM's API accepts."""
+    if event.all_day:
+        assert isinstance(event.start, dt.date)
+        start = event.start.isoformat()
+        end = event.end.isoformat() if isinstance(event.end, dt.date) else None
+        timezone = owner.timezone
+    else:
+        assert isinstance(event.start, dt.datetime)
+        timezone = event.timezone or owner.timezone
+        start = event.start.isoformat()
+        end = event.end.isoformat() if isinstance(event.end, dt.datetime) else None
+        if end is not None and event.end < event.start:  # type: ignore[operator]
+            end = None
+    ours = {owner.email.lower(), *own_addresses}
+    participants = []
+    for attendee in event.attendees:
+        try:
+            email = normalise_email(attendee.email)
+        except ValueError:
+            continue  # an address the CRM cannot store is not a contact
+        if attendee.resource or email in ours:
+            continue
+        participants.append({"email": email, "name": _clean(attendee.name, NAME_MAX)})
+    if event.private:
+        visibility = "everyone" if options.private_events == "everyone" else "owner"
+    else:
+        visibility = options.default_visibility
+    reminder = event.reminder_minutes
+    if reminder is not None and not 0 <= reminder <= REMINDER_MAX:
+        reminder = None
+    return {
+        "subject": _clean((event.summary or "").strip(), SUBJECT_MAX) or UNTITLED,
+        "start": start,
+        "end": end,
+        "all_day": event.all_day,
+        "timezone": timezone,
+        "location": _clean(event.location, LOCATION_MAX) or None,
+        "note": _clean(event.description, NOTE_MAX) or None,
+        "busy": event.busy,
+        "visibility": visibility,
+        "reminder_minutes": reminder,
+        "participants": participants,
+    }

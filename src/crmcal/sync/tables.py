@@ -1,0 +1,93 @@
+"""Tables of the sync engine: connections, the link table, recorded conflicts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from crmcal.crm.tables import Base, BigId, Timestamped, UTCDateTime, utcnow
+
+
+class Connection(Timestamped, Base):
+    """One user's link to one calendar of one account."""
+
+    __tablename__ = "connections"
+    __table_args__ = (Index("ix_connections_user_state", "user_id", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(16))
+    # What identifies the account to the user: a CalDAV URL and user name, an e-mail.
+    account: Mapped[str] = mapped_column(String(500))
+    username: Mapped[str | None] = mapped_column(String(320))
+    # Password or refresh token, encrypted with CRMCAL_SECRET_KEY.
+    credentials: Mapped[bytes] = mapped_column(LargeBinary)
+    calendar_id: Mapped[str] = mapped_column(String(1000))
+    calendar_name: Mapped[str] = mapped_column(String(500))
+    sync_type: Mapped[str] = mapped_column(String(20), default="two_way")
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # active | syncing | stopped | error
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    connected_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_sync_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    # Items the last sync had to leave alone (unreadable events, skipped series).
+    problems: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Where each side's next incremental read starts; saved only after the
+    # changes up to it are applied.
+    crm_cursor: Mapped[int | None] = mapped_column(BigId)
+    remote_cursor: Mapped[str | None] = mapped_column(Text)
+    # Digest of the options the last sync ran with; a different one makes the
+    # next sync look at every activity again.
+    applied_options: Mapped[str | None] = mapped_column(String(64))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_sync_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # A lease, so that one sync of a connection runs at a time across processes.
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Link(Base):
+    """An activity and the event that mirrors it, with what both looked like when last synced."""
+
+    __tablename__ = "sync_links"
+    __table_args__ = (
+        Index("ix_sync_links_connection_activity", "connection_id", "activity_id", unique=True),
+        Index("ix_sync_links_connection_remote", "connection_id", "remote_id", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    activity_id: Mapped[int] = mapped_column(ForeignKey("activities.id", ondelete="CASCADE"))
+    remote_id: Mapped[str] = mapped_column(String(1000))
+    remote_uid: Mapped[str | None] = mapped_column(String(1000))
+    remote_etag: Mapped[str | None] = mapped_column(String(500))
+    # content_hash() of the event as last seen or written, and of the event the
+    # activity maps to at that moment: each side changed iff its hash moved.
+    remote_hash: Mapped[str | None] = mapped_column(String(64))
+    crm_hash: Mapped[str | None] = mapped_column(String(64))
+    # Where the pair began: "crm" (crmcal created the event) or "calendar".
+    origin: Mapped[str] = mapped_column(String(16))
+    last_synced_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Conflict(Base):
+    """Both sides changed the same item between two syncs; how the policy decided."""
+
+    __tablename__ = "sync_conflicts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), index=True
+    )
+    activity_id: Mapped[int | None] = mapped_column(Integer)
+    remote_id: Mapped[str | None] = mapped_column(String(1000))
+    policy: Mapped[str] = mapped_column(String(16))
+    winner: Mapped[str] = mapped_column(String(16))
+    crm_version: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    calendar_version: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    detected_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved: Mapped[bool] = mapped_column(Boolean, default=True)

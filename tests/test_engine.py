@@ -1,0 +1,353 @@
+"""The sync engine's decisions, end to end against an in-memory calendar, on both databases."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import select
+
+from crmcal.crm.tables import User
+from crmcal.db import Database
+from crmcal.model import Attendee, Recurrence
+from crmcal.sync.engine import SyncFailed, SyncRefused
+from crmcal.sync.tables import Conflict, Connection
+from tests.engine_world import World, at, event
+from tests.memory_provider import MemoryCalendar
+
+
+@pytest.fixture
+async def world(db_url: str) -> AsyncIterator[World]:
+    db = Database(db_url)
+    try:
+        yield await World(db, MemoryCalendar()).setup()
+    finally:
+        await db.dispose()
+
+
+async def test_activity_goes_to_the_calendar_with_its_crm_id(world: World) -> None:
+    activity_id = await world.add_activity("Demo", location="Room 4", reminder_minutes=15)
+    report = await world.sync()
+    assert report.created == 1
+    _, sent = world.only_event()
+    activity = await world.activity(activity_id)
+    assert sent.crm_id == activity.uid
+    assert (sent.summary, sent.location, sent.reminder_minutes) == ("Demo", "Room 4", 15)
+    assert sent.start == at(0)
+    assert (await world.sync()).counts() == dict.fromkeys(
+        ("created", "updated", "deleted", "conflicts", "skipped"), 0
+    )
+
+
+async def test_crm_edits_and_trash_reach_the_calendar(world: World) -> None:
+    activity_id = await world.add_activity("Demo")
+    await world.sync()
+    await world.edit_activity(activity_id, subject="Demo v2", busy=False)
+    assert (await world.sync()).updated == 1
+    _, sent = world.only_event()
+    assert (sent.summary, sent.busy) == ("Demo v2", False)
+    await world.trash_activity(activity_id)
+    assert (await world.sync()).deleted == 1
+    assert world.events() == {}
+    assert await world.links() == 0
+
+
+async def test_calendar_events_come_in_and_keep_crm_only_fields(world: World) -> None:
+    world.calendar.put("e1", event("Lunch with Bob", location="Cafe"))
+    world.calendar.put("e2", event(None, start=3))
+    report = await world.sync()
+    assert report.created == 2
+    lunch, untitled = await world.live_activities()
+    assert (lunch.subject, lunch.type, lunch.location) == ("Lunch with Bob", "meeting", "Cafe")
+    assert untitled.subject == "(no title)"
+    await world.edit_activity(lunch.id, done=True)
+    await world.sync()
+    world.calendar.put("e1", event("Lunch with Bob and Ann", location="Cafe"))
+    assert (await world.sync()).updated == 1
+    changed = await world.activity(lunch.id)
+    assert changed.subject == "Lunch with Bob and Ann"
+    assert changed.done is True  # CRM-only field kept
+    world.calendar.remove("e1")
+    assert (await world.sync()).deleted == 1
+    assert (await world.activity(lunch.id)).deleted_at is not None
+
+
+async def test_cancelled_event_sends_its_activity_to_the_trash(world: World) -> None:
+    world.calendar.put("e1", event("Call"))
+    await world.sync()
+    world.calendar.put("e1", event("Call", cancelled=True))
+    await world.sync()
+    (activity,) = await world.all_activities()
+    assert activity.deleted_at is not None
+
+
+async def test_calendar_edit_brings_back_an_activity_deleted_only_in_the_crm(
+    world: World,
+) -> None:
+    world.calendar.put("e1", event("Call"))
+    await world.sync()
+    (activity,) = await world.live_activities()
+    await world.trash_activity(activity.id)
+    world.calendar.put("e1", event("Call, moved to 3pm", start=2))
+    await world.sync()
+    restored = await world.activity(activity.id)
+    assert restored.deleted_at is None
+    assert restored.subject == "Call, moved to 3pm"
+    assert len(world.events()) == 1
+
+
+async def test_crm_edit_recreates_an_event_deleted_in_the_calendar(world: World) -> None:
+    activity_id = await world.add_activity("Demo")
+    await world.sync()
+    event_id, _ = world.only_event()
+    world.calendar.remove(event_id)
+    await world.edit_activity(activity_id, subject="Demo, new agenda")
+    await world.sync()
+    _, sent = world.only_event()
+    assert sent.summary == "Demo, new agenda"
+    assert (await world.activity(activity_id)).deleted_at is None
+
+
+@pytest.mark.parametrize(
+    ("policy", "crm_later", "winner"),
+    [
+        ("crm", False, "Edited in CRM"),
+        ("calendar", True, "Edited in calendar"),
+        ("latest", True, "Edited in CRM"),
+        ("latest", False, "Edited in calendar"),
+    ],
+)
+async def test_conflicts_follow_the_policy_and_are_recorded(
+    world: World, policy: str, crm_later: bool, winner: str
+) -> None:
+    await world.set_options(conflict_policy=policy)
+    activity_id = await world.add_activity("Original")
+    await world.sync()
+    event_id, sent = world.only_event()
+    now = dt.datetime.now(dt.UTC)
+    calendar_time = now - dt.timedelta(hours=1) if crm_later else now + dt.timedelta(hours=1)
+    world.calendar.put(
+        event_id,
+        dataclasses.replace(sent, summary="Edited in calendar", last_modified=calendar_time),
+    )
+    await world.edit_activity(activity_id, subject="Edited in CRM")
+    report = await world.sync()
+    assert report.conflicts == 1
+    assert (await world.activity(activity_id)).subject == winner
+    assert world.only_event()[1].summary == winner
+    async with world.db.read() as session:
+        (conflict,) = await session.scalars(select(Conflict))
+    assert conflict.policy == policy
+    assert conflict.winner == ("crm" if winner == "Edited in CRM" else "calendar")
+    assert conflict.crm_version["subject"] == "Edited in CRM"
+    assert conflict.calendar_version["summary"] == "Edited in calendar"
+    assert (await world.sync()).conflicts == 0
+
+
+async def test_same_edit_on_both_sides_is_no_conflict(world: World) -> None:
+    activity_id = await world.add_activity("Original")
+    await world.sync()
+    event_id, sent = world.only_event()
+    world.calendar.put(event_id, dataclasses.replace(sent, summary="Same"))
+    await world.edit_activity(activity_id, subject="Same")
+    assert (await world.sync()).conflicts == 0
+
+
+async def test_crm_to_calendar_never_writes_the_crm(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        world = await World(db, MemoryCalendar()).setup(sync_type="crm_to_calendar")
+        activity_id = await world.add_activity("Demo")
+        world.calendar.put("foreign", event("Private dentist"))
+        await world.sync()
+        assert [a.subject for a in await world.all_activities()] == ["Demo"]
+        crm_event_id = next(i for i, e in world.events().items() if e.crm_id)
+        world.calendar.put(crm_event_id, dataclasses.replace(
+            world.events()[crm_event_id], summary="Changed in calendar"))  # fmt: skip
+        world.calendar.remove("foreign")
+        await world.sync()
+        assert (await world.activity(activity_id)).subject == "Demo"
+        world.calendar.remove(crm_event_id)
+        await world.sync()
+        assert (await world.activity(activity_id)).deleted_at is None
+    finally:
+        await db.dispose()
+
+
+async def test_calendar_to_crm_never_writes_the_calendar(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        world = await World(db, MemoryCalendar()).setup(sync_type="calendar_to_crm")
+        world.calendar.put("e1", event("Imported"))
+        activity_id = await world.add_activity("CRM only")
+        await world.sync()
+        assert list(world.events()) == ["e1"]
+        imported = next(a for a in await world.live_activities() if a.subject == "Imported")
+        await world.edit_activity(imported.id, subject="Renamed in CRM")
+        await world.trash_activity(activity_id)
+        await world.sync()
+        assert world.events()["e1"].summary == "Imported"
+        world.calendar.put("e1", event("Renamed in calendar"))
+        await world.sync()
+        assert (await world.activity(imported.id)).subject == "Renamed in calendar"
+    finally:
+        await db.dispose()
+
+
+async def test_type_filter_and_incoming_type(world: World) -> None:
+    await world.set_options(outgoing_activity_types=["call"], incoming_activity_type="lunch")
+    call = await world.add_activity("Call", type="call")
+    await world.add_activity("Task", type="task")
+    world.calendar.put("e1", event("From calendar", start=5))
+    await world.sync()
+    summaries = sorted(e.summary or "" for e in world.events().values())
+    assert summaries == ["Call", "From calendar"]
+    imported = next(a for a in await world.live_activities() if a.subject == "From calendar")
+    assert imported.type == "lunch"
+    # Unchecking a type removes the events crmcal made for it, not calendar-made ones.
+    await world.set_options(outgoing_activity_types=["task"])
+    await world.sync()
+    assert sorted(e.summary or "" for e in world.events().values()) == [
+        "From calendar",
+        "Task",
+    ]
+    assert (await world.activity(call)).deleted_at is None
+
+
+async def test_only_future_items_on_first_connect_unless_backfill(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        calendar = MemoryCalendar()
+        past = dataclasses.replace(event("Past"), start=at(-24 * 5), end=at(-24 * 5 + 1))
+        calendar.put("past", past)
+        calendar.put("future", event("Future"))
+        world = await World(db, calendar).setup(connected_at=dt.datetime.now(dt.UTC))
+        await world.add_activity("Old activity", start=-24 * 4)
+        await world.sync()
+        assert [a.subject for a in await world.live_activities()] == ["Old activity", "Future"]
+        assert sorted(e.summary or "" for e in world.events().values()) == ["Future", "Past"]
+        await world.set_options(backfill_days=7)
+        await world.sync()
+        subjects = sorted(a.subject for a in await world.live_activities())
+        assert subjects == ["Future", "Old activity", "Past"]
+        assert len(world.events()) == 3
+    finally:
+        await db.dispose()
+
+
+async def test_stop_and_reconnect_resume_and_reconcile_both_sides(world: World) -> None:
+    crm_made = await world.add_activity("CRM made")
+    world.calendar.put("e1", event("Calendar made", start=2))
+    await world.sync()
+    async with world.db.write() as session:
+        conn = await session.get(Connection, world.connection_id)
+        assert conn is not None
+        conn.state = "stopped"
+    # During the pause: edits on both sides.
+    await world.edit_activity(crm_made, subject="CRM made, edited in pause")
+    world.calendar.put("e1", event("Calendar made, edited in pause", start=2))
+    world.calendar.put("e2", event("New in pause", start=4))
+    async with world.db.write() as session:
+        conn = await session.get(Connection, world.connection_id)
+        assert conn is not None
+        conn.state = "active"
+    await world.sync()
+    subjects = sorted(a.subject for a in await world.live_activities())
+    assert subjects == ["CRM made, edited in pause", "Calendar made, edited in pause",
+                        "New in pause"]  # fmt: skip
+    assert sorted(e.summary or "" for e in world.events().values()) == subjects
+    assert await world.links() == 3
+
+
+async def test_deleting_and_recreating_the_connection_relinks_without_copies(
+    world: World,
+) -> None:
+    await world.add_activity("CRM made")
+    world.calendar.put("e1", event("Calendar made", start=2))
+    await world.sync()
+    async with world.db.write() as session:
+        conn = await session.get(Connection, world.connection_id)
+        await session.delete(conn)
+    await world.connect()
+    world.provider.calls = 0
+    await world.sync()
+    assert len(await world.all_activities()) == 2
+    assert len(world.events()) == 2
+    assert await world.links() == 2
+
+
+async def test_moved_out_and_back_restores_the_same_activity(world: World) -> None:
+    world.calendar.put("e1", event("Meeting"))
+    await world.sync()
+    (activity,) = await world.live_activities()
+    moved = world.calendar.events["e1"][1]
+    world.calendar.remove("e1")  # moved to another calendar
+    await world.sync()
+    assert (await world.activity(activity.id)).deleted_at is not None
+    world.calendar.put("e1-back", moved)  # moved back: a new href, the same UID
+    await world.sync()
+    assert (await world.activity(activity.id)).deleted_at is None
+    assert len(await world.all_activities()) == 1
+
+
+async def test_expired_cursor_full_resync_makes_no_copies(world: World) -> None:
+    await world.add_activity("A")
+    world.calendar.put("e1", event("B", start=2))
+    await world.sync()
+    world.calendar.expire_cursors()
+    report = await world.sync()
+    assert report.counts()["created"] == 0
+    assert len(await world.all_activities()) == 2
+    assert len(world.events()) == 2
+
+
+async def test_an_empty_calendar_stops_the_sync_instead_of_deleting(world: World) -> None:
+    for n in range(5):
+        world.calendar.put(f"e{n}", event(f"Event {n}", start=n))
+    await world.sync()
+    world.calendar.events.clear()
+    world.calendar.expire_cursors()
+    with pytest.raises(SyncRefused, match="looks empty"):
+        await world.sync()
+    assert len(await world.live_activities()) == 5
+    await world.sync(force=True)
+    assert await world.live_activities() == []
+
+
+async def test_recurring_events_are_skipped_and_counted(world: World) -> None:
+    world.calendar.put("series", event("Weekly", recurrence=Recurrence("FREQ=WEEKLY")))
+    report = await world.sync()
+    assert report.skipped == 1
+    assert await world.all_activities() == []
+    assert report.problems == [{"item": "series", "reason": "recurring series are not synced yet"}]
+
+
+async def test_attendees_become_participants_without_the_owner(world: World) -> None:
+    world.calendar.put(
+        "e1",
+        event(
+            "Review",
+            attendees=(
+                Attendee("Ann@Acme.test", "Ann"),
+                Attendee("owner@crm.test", "Me"),
+                Attendee("room1@acme.test", "Room 1", resource=True),
+            ),
+        ),
+    )
+    await world.sync()
+    (activity,) = await world.live_activities()
+    assert [(p.email, p.name) for p in activity.participants] == [("ann@acme.test", "Ann")]
+
+
+async def test_revoked_permission_puts_the_connection_in_error(world: World) -> None:
+    async with world.db.write() as session:
+        user = await session.get(User, world.user_id)
+        assert user is not None
+        user.permissions = ["calendar_sync", "activities.view"]
+    with pytest.raises(SyncFailed, match=r"activities\.create"):
+        await world.sync_via_runner()
+    conn = await world.connection()
+    assert conn.state == "error"
+    assert "activities.create" in (conn.last_error or "")

@@ -1,0 +1,238 @@
+"""Random edits on both sides, syncs and crashes: afterwards both sides agree, nothing is
+duplicated, and no edit is lost that the conflict policy did not decide to drop.
+
+Every write uses a fresh subject, so an item can be followed by its values and a
+copy shows up as a value seen twice. The model keeps, per item, what each side
+did since the last quiet sync; after the next one the item must show a value
+the rules allow: a one-sided edit wins, a two-sided edit is the policy's pick of
+either, an edit beats a deletion, two deletions delete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmcal.db import Database
+from tests.engine_world import World, event
+from tests.memory_provider import Crash, MemoryCalendar
+
+DELETED = object()
+
+
+class ChaosDatabase(Database):
+    """A database whose n-th write transaction 'crashes' before it commits."""
+
+    crash_at: int | None = None
+    writes = 0
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        self.writes += 1
+        async with super().write() as session:
+            yield session
+            if self.crash_at is not None and self.writes == self.crash_at:
+                raise Crash(f"crash before write {self.writes} committed")
+
+
+@dataclasses.dataclass
+class Item:
+    crm_value: str | None = None  # the subject on the CRM side, None if not there
+    cal_value: str | None = None  # the summary on the calendar side
+    crm_pending: Any = None  # a new value or DELETED since the last quiet sync
+    cal_pending: Any = None
+    gone: bool = False
+
+    def allowed(self) -> set[Any]:
+        crm, cal = self.crm_pending, self.cal_pending
+        current = self.crm_value if self.crm_value is not None else self.cal_value
+        if crm is None and cal is None:
+            return {current}
+        if cal is None:
+            return {crm}
+        if crm is None:
+            return {cal}
+        if crm is DELETED and cal is DELETED:
+            return {DELETED}
+        if crm is DELETED:
+            return {cal}
+        if cal is DELETED:
+            return {crm}
+        return {crm, cal}
+
+
+class SyncMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.tmp = Path(tempfile.mkdtemp())
+        shutil.copy(TEMPLATE["path"], self.tmp / "db.sqlite")
+        self.db = ChaosDatabase(f"sqlite:///{self.tmp / 'db.sqlite'}")
+        self.world = self.run(World(self.db, MemoryCalendar()).setup())
+        self.items: list[Item] = []
+        self.counter = 0
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def teardown(self) -> None:
+        self.run(self.db.dispose())
+        self.loop.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def fresh(self) -> str:
+        self.counter += 1
+        return f"v{self.counter}"
+
+    def live(self, side: str) -> list[Item]:
+        attr = "crm_value" if side == "crm" else "cal_value"
+        pending = "crm_pending" if side == "crm" else "cal_pending"
+        return [
+            i
+            for i in self.items
+            if not i.gone and getattr(i, attr) is not None and getattr(i, pending) is not DELETED
+        ]
+
+    # --- edits in the CRM ------------------------------------------------
+
+    @rule(start=st.integers(0, 48))
+    def crm_create(self, start: int) -> None:
+        value = self.fresh()
+        self.run(self.world.add_activity(value, start=start))
+        self.items.append(Item(crm_value=value, crm_pending=value))
+
+    @precondition(lambda self: self.live("crm"))
+    @rule(data=st.data())
+    def crm_edit(self, data: st.DataObject) -> None:
+        item = data.draw(st.sampled_from(self.live("crm")))
+        value = self.fresh()
+        self.run(self.world.edit_activity(self._activity_id(item), subject=value))
+        item.crm_value, item.crm_pending = value, value
+
+    @precondition(lambda self: self.live("crm"))
+    @rule(data=st.data())
+    def crm_trash(self, data: st.DataObject) -> None:
+        item = data.draw(st.sampled_from(self.live("crm")))
+        self.run(self.world.trash_activity(self._activity_id(item)))
+        item.crm_pending = DELETED
+
+    # --- edits in the calendar -------------------------------------------
+
+    @rule(start=st.integers(0, 48))
+    def cal_create(self, start: int) -> None:
+        value = self.fresh()
+        self.world.calendar.put(f"ev-{value}", event(value, start=start))
+        self.items.append(Item(cal_value=value, cal_pending=value))
+
+    @precondition(lambda self: self.live("cal"))
+    @rule(data=st.data())
+    def cal_edit(self, data: st.DataObject) -> None:
+        item = data.draw(st.sampled_from(self.live("cal")))
+        event_id, current = self._event(item)
+        value = self.fresh()
+        self.world.calendar.put(event_id, dataclasses.replace(current, summary=value))
+        item.cal_value, item.cal_pending = value, value
+
+    @precondition(lambda self: self.live("cal"))
+    @rule(data=st.data())
+    def cal_delete(self, data: st.DataObject) -> None:
+        item = data.draw(st.sampled_from(self.live("cal")))
+        event_id, _ = self._event(item)
+        self.world.calendar.remove(event_id)
+        item.cal_pending = DELETED
+
+    # --- syncing ---------------------------------------------------------
+
+    @rule(
+        crash=st.one_of(
+            st.none(),
+            st.tuples(st.sampled_from(["provider", "database"]), st.integers(1, 12)),
+        )
+    )
+    def sync(self, crash: tuple[str, int] | None) -> None:
+        if crash is not None:
+            where, n = crash
+            if where == "provider":
+                self.world.provider.calls, self.world.provider.crash_at = 0, n
+            else:
+                self.db.writes, self.db.crash_at = 0, n
+            with contextlib.suppress(Crash):
+                self.run(self.world.sync())
+            self.world.provider.crash_at = self.db.crash_at = None
+        self.run(self.world.sync())
+        quiet = self.run(self.world.sync())
+        assert quiet.created == quiet.updated == quiet.deleted == 0, quiet.counts()
+        self._check_and_settle()
+
+    # --- checks ----------------------------------------------------------
+
+    def _check_and_settle(self) -> None:
+        activities = self.run(self.world.live_activities())
+        subjects = [a.subject for a in activities]
+        summaries = [e.summary for e in self.world.events().values()]
+        assert sorted(subjects) == sorted(s or "" for s in summaries), "sides disagree"
+        assert len(set(subjects)) == len(subjects), f"duplicates: {subjects}"
+        present = set(subjects)
+        for item in self.items:
+            if item.gone:
+                continue
+            allowed = item.allowed()
+            values = {v for v in (item.crm_value, item.cal_value) if v is not None}
+            values |= {v for v in allowed if isinstance(v, str)}
+            shown = values & present
+            if DELETED in allowed and not (allowed - {DELETED}):
+                assert not shown, f"deleted item still there: {shown}"
+                item.gone = True
+                continue
+            assert len(shown) == 1, f"item {values} shows {shown}, allowed {allowed}"
+            (value,) = shown
+            assert value in allowed, f"{value} is not one of {allowed}: an edit was lost"
+            item.crm_value = item.cal_value = value
+            item.crm_pending = item.cal_pending = None
+
+    @invariant()
+    def calendar_ids_unique(self) -> None:
+        ids = [e.crm_id for e in self.world.events().values() if e.crm_id]
+        assert len(ids) == len(set(ids))
+
+    def _activity_id(self, item: Item) -> int:
+        for activity in self.run(self.world.live_activities()):
+            if activity.subject == item.crm_value:
+                return activity.id
+        raise AssertionError(f"no activity {item.crm_value}")
+
+    def _event(self, item: Item) -> tuple[str, Any]:
+        for event_id, found in self.world.events().items():
+            if found.summary == item.cal_value:
+                return event_id, found
+        raise AssertionError(f"no event {item.cal_value}")
+
+
+TEMPLATE: dict[str, Path] = {}
+
+
+@pytest.fixture(autouse=True)
+def _template(sqlite_template: Path) -> None:
+    TEMPLATE["path"] = sqlite_template
+
+
+TestSyncMachine = SyncMachine.TestCase
+TestSyncMachine.settings = settings(
+    max_examples=40,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
