@@ -18,11 +18,11 @@ demo: $(STAMP)
 
 ## Lint, then the whole test suite (SQLite and PostgreSQL at 127.0.0.1:5432).
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

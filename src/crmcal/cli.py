@@ -116,6 +116,73 @@ def users_token(email: Annotated[str, typer.Option(help="E-mail of an existing u
 
 
 @app.command()
+def sync(
+    connection_id: Annotated[int | None, typer.Argument(help="The connection to sync.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Sync every active connection.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Apply deletions even if a calendar suddenly looks empty.")
+    ] = False,
+) -> None:
+    """Run one sync now, with a progress bar and a summary."""
+    from rich.progress import Progress
+    from rich.table import Table
+    from sqlalchemy import select
+
+    from crmcal.sync.engine import SyncFailed
+    from crmcal.sync.runner import Busy, run_sync
+    from crmcal.sync.tables import Connection
+    from crmcal.vault import vault_for
+
+    if (connection_id is None) == (not all_):
+        raise CliError("give a CONNECTION_ID or --all (not both)")
+    settings = _settings()
+    _require_current_schema(settings)
+    vault = vault_for(settings)
+    if vault is None:
+        raise CliError("set CRMCAL_SECRET_KEY: stored credentials cannot be read without it")
+
+    async def run_all(db: Database) -> list[tuple[int, dict[str, int] | str]]:
+        async with db.read() as session:
+            if all_:
+                query = select(Connection.id).where(Connection.state.in_(("active", "error")))
+                ids = list(await session.scalars(query.order_by(Connection.id)))
+            else:
+                if await session.get(Connection, connection_id) is None:
+                    raise CliError(f"connection {connection_id} not found")
+                ids = [connection_id]  # type: ignore[list-item]
+        results: list[tuple[int, dict[str, int] | str]] = []
+        with Progress(console=err, transient=True) as bar:
+            for cid in ids:
+                task = bar.add_task(f"connection {cid}", total=None)
+
+                def advance(done: int, total: int, task: int = task) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                try:
+                    report = await run_sync(
+                        db, vault, settings, cid, force=force, progress=advance, wait=30
+                    )
+                    results.append((cid, report.counts()))
+                except (Busy, SyncFailed) as exc:
+                    results.append((cid, str(exc)))
+        return results
+
+    results = _run(run_all, settings)
+    columns = ("created", "updated", "deleted", "conflicts", "skipped")
+    table = Table("connection", *columns, "result")
+    failed = 0
+    for cid, outcome in results:
+        if isinstance(outcome, str):
+            failed += 1
+            table.add_row(str(cid), "", "", "", "", "", f"error: {outcome}")
+        else:
+            table.add_row(str(cid), *(str(outcome[k]) for k in columns), "ok")
+    out.print(table if results else "no connection to sync")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,

@@ -8,9 +8,12 @@ across processes and every outcome lands in the connection's state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+import os
 import random
+import socket
 
 from sqlalchemy import or_, update
 
@@ -24,7 +27,11 @@ from crmcal.vault import Vault, VaultError
 
 log = logging.getLogger(__name__)
 
-LEASE = dt.timedelta(minutes=10)
+# Short, and renewed while a sync runs: a holder that vanishes frees the
+# connection within a lease.
+LEASE = dt.timedelta(seconds=90)
+RENEW_EVERY = 30.0
+HOLDER = f"{socket.gethostname()}:{os.getpid()}"
 MAX_BACKOFF_SECONDS = 3600
 
 
@@ -48,20 +55,50 @@ def backoff(failures: int) -> dt.timedelta:
     return dt.timedelta(seconds=base * random.uniform(0.8, 1.2))
 
 
+def _holder_is_dead(holder: str | None) -> bool:
+    """True for a lease held by a process of this host that no longer runs."""
+    if not holder:
+        return True
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or holder == HOLDER:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 async def _acquire(db: Database, connection_id: int) -> bool:
     now = utcnow()
     async with db.write() as session:
+        current = await session.get(Connection, connection_id)
+        if current is None or current.state == "stopped":
+            return False
+        free = or_(Connection.locked_until.is_(None), Connection.locked_until < now)
+        if current.locked_until is not None and _holder_is_dead(current.locked_by):
+            free = or_(free, Connection.locked_by == current.locked_by)
         result = await session.execute(
             update(Connection)
-            .where(
-                Connection.id == connection_id,
-                Connection.state != "stopped",
-                or_(Connection.locked_until.is_(None), Connection.locked_until < now),
-            )
-            .values(locked_until=now + LEASE, state="syncing")
+            .where(Connection.id == connection_id, Connection.state != "stopped", free)
+            .values(locked_until=now + LEASE, locked_by=HOLDER, state="syncing")
             .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def _keep_lease(db: Database, connection_id: int) -> None:
+    while True:
+        await asyncio.sleep(RENEW_EVERY)
+        async with db.write() as session:
+            await session.execute(
+                update(Connection)
+                .where(Connection.id == connection_id, Connection.locked_by == HOLDER)
+                .values(locked_until=utcnow() + LEASE)
+                .execution_options(synchronize_session=False)
+            )
 
 
 async def run_sync(
@@ -89,6 +126,7 @@ async def run_sync(
         await asyncio.sleep(0.1)
     error: str | None = None
     report: SyncReport | None = None
+    renewal = asyncio.create_task(_keep_lease(db, connection_id))
     try:
         async with db.read() as session:
             conn = await session.get(Connection, connection_id)
@@ -108,6 +146,9 @@ async def run_sync(
         error = f"unexpected error: {exc.__class__.__name__}: {exc}"
         raise
     finally:
+        renewal.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewal
         await _release(db, settings, connection_id, error)
     if error is not None:
         raise SyncFailed(error)
@@ -120,7 +161,7 @@ async def _release(db: Database, settings: Settings, connection_id: int, error: 
         conn = await session.get(Connection, connection_id)
         if conn is None:
             return
-        conn.locked_until = None
+        conn.locked_until, conn.locked_by = None, None
         now = utcnow()
         if conn.state == "syncing":  # not stopped or deleted meanwhile
             if error is None:

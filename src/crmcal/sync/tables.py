@@ -48,6 +48,9 @@ class Connection(Timestamped, Base):
     next_sync_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # A lease, so that one sync of a connection runs at a time across processes.
     locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # "host:pid" of the holder, so a lease left by a process that died on this
+    # host can be taken over at once instead of when it expires.
+    locked_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class Link(Base):

@@ -15,6 +15,8 @@ from crmcal import __version__
 from crmcal.config import Settings
 from crmcal.db import Database
 from crmcal.jobs import maintenance
+from crmcal.jobs.scheduler import Scheduler
+from crmcal.vault import vault_for
 from crmcal.web import errors
 from crmcal.web.api import router as api_router
 from crmcal.web.limits import BodySizeLimit, NulInUrl
@@ -30,12 +32,19 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = True
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.database_url)
         app.state.db = db
+        app.state.vault = vault = vault_for(settings)
+        app.state.scheduler = None
         tasks = []
         if background_jobs:
             tasks.append(asyncio.create_task(maintenance.run_forever(db)))
+            if vault is not None:
+                app.state.scheduler = Scheduler(db, vault, settings)
+                await app.state.scheduler.start()
         try:
             yield
         finally:
+            if app.state.scheduler is not None:
+                await app.state.scheduler.stop()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

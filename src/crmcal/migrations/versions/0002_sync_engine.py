@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("failures", sa.Integer(), nullable=False),
         sa.Column("next_sync_at", sa.DateTime(), nullable=True),
         sa.Column("locked_until", sa.DateTime(), nullable=True),
+        sa.Column("locked_by", sa.String(length=200), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(

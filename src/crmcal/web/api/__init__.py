@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from crmcal.web.api import activities, activity_types, contacts, users
+from crmcal.web.api import activities, activity_types, connections, contacts, users
 from crmcal.web.deps import authenticate, bearer
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer), Depends(authenticate)])
-for module in (users, activity_types, activities, contacts):
+for module in (users, activity_types, activities, contacts, connections):
     router.include_router(module.router)

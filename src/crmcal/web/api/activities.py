@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 from crmcal.crm import activities
 from crmcal.crm.activities import ActivityFilter
 from crmcal.crm.schemas import MAX_ID, ActivityCreate, ActivityOut, ActivityUpdate, Page
+from crmcal.sync.status import with_sync_info
 from crmcal.web.api.paging import DEFAULT, Cursor, Limit
 from crmcal.web.deps import reading, writing
 
@@ -39,9 +40,8 @@ async def list_activities(
         found, next_cursor = await activities.list_activities(
             session, user, flt, limit=limit, cursor=cursor
         )
-        return Page[ActivityOut](
-            items=[activities.to_out(a, user) for a in found], next_cursor=next_cursor
-        )
+        items = await with_sync_info(session, [activities.to_out(a, user) for a in found])
+        return Page[ActivityOut](items=items, next_cursor=next_cursor)
 
 
 @router.post("", response_model=ActivityOut, status_code=201)
@@ -54,7 +54,8 @@ async def create_activity(request: Request, body: ActivityCreate) -> ActivityOut
 @router.get("/{activity_id}", response_model=ActivityOut)
 async def get_activity(request: Request, activity_id: ActivityId) -> ActivityOut:
     async with reading(request) as (session, user):
-        return activities.to_out(await activities.get_activity(session, user, activity_id), user)
+        found = activities.to_out(await activities.get_activity(session, user, activity_id), user)
+        return (await with_sync_info(session, [found]))[0]
 
 
 @router.patch("/{activity_id}", response_model=ActivityOut)

@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""crmcal against vdirsyncer on the same Radicale collection: import, no-change and 1% re-sync.
+
+    .venv/bin/pip install -e '.[test,bench]'
+    .venv/bin/python bench/caldav_import.py 500 5000 [--runs 3]
+
+For each size N it starts Radicale on a free 127.0.0.1 port, seeds a collection
+with N events by writing the files into Radicale's storage (one PUT per event
+grows superlinearly slow on both test servers), reads the collection once so
+Radicale builds its cache, then times, each as a whole process (interpreter
+start-up included, as a user would run them):
+
+* ``crmcal sync`` into a new SQLite CRM: the initial import, a re-sync with no
+  change, a re-sync after 1% of the events changed on the server;
+* ``vdirsyncer sync`` into a filesystem storage: the same three.
+
+It prints medians, events per second and the ratio crmcal / vdirsyncer (below 1
+means crmcal is faster). Nothing here runs in the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+USER = "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def event_text(n: int, start: dt.datetime, version: int = 0) -> str:
+    begin = (start + dt.timedelta(hours=n)).strftime("%Y%m%dT%H%M%S")
+    end = (start + dt.timedelta(hours=n, minutes=45)).strftime("%Y%m%dT%H%M%S")
+    return (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//bench//bench//EN\r\nBEGIN:VEVENT\r\n"
+        f"UID:bench-{n:06d}\r\nDTSTAMP:20260101T000000Z\r\nSEQUENCE:{version}\r\n"
+        f"DTSTART;TZID=Europe/Berlin:{begin}\r\nDTEND;TZID=Europe/Berlin:{end}\r\n"
+        f"SUMMARY:Customer call {n} v{version}\r\nLOCATION:Room {n % 9}\r\n"
+        f"DESCRIPTION:Agenda for call {n}\r\n"
+        f"ATTENDEE;CN=Contact {n % 40};PARTSTAT=ACCEPTED:mailto:contact{n % 40}@acme.example\r\n"
+        "END:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+
+
+class Radicale:
+    def __init__(self, root: Path, events: int) -> None:
+        self.root = root
+        self.port = free_port()
+        self.collection = root / "collections" / "collection-root" / USER / "calendar"
+        self.collection.mkdir(parents=True)
+        (self.collection / ".Radicale.props").write_text(json.dumps({"tag": "VCALENDAR"}))
+        self.start = dt.datetime.now(dt.UTC).replace(minute=0, second=0) + dt.timedelta(days=1)
+        for n in range(events):
+            (self.collection / f"bench-{n:06d}.ics").write_text(event_text(n, self.start))
+        config = root / "radicale.conf"
+        config.write_text(
+            f"[server]\nhosts = 127.0.0.1:{self.port}\n[auth]\ntype = none\n"
+            f"[storage]\nfilesystem_folder = {root / 'collections'}\n[logging]\nlevel = error\n"
+        )
+        self.proc = subprocess.Popen(
+            [str(BIN / "python"), "-m", "radicale", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{self.port}/{USER}/calendar/"
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        deadline = time.monotonic() + 600
+        body = (
+            b'<?xml version="1.0"?><C:calendar-query xmlns:D="DAV:" '
+            b'xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/></D:prop>'
+            b'<C:filter><C:comp-filter name="VCALENDAR"/></C:filter></C:calendar-query>'
+        )
+        while True:
+            try:
+                request = urllib.request.Request(
+                    self.url, data=body, method="REPORT", headers={"Depth": "1"}
+                )
+                urllib.request.urlopen(request, timeout=600).read()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def change(self, fraction: float, version: int) -> int:
+        files = sorted(self.collection.glob("bench-*.ics"))
+        step = max(1, round(1 / fraction))
+        changed = files[::step]
+        for path in changed:
+            n = int(path.stem.split("-")[1])
+            path.write_text(event_text(n, self.start, version))
+        self._warm_up()
+        return len(changed)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}")
+    return elapsed
+
+
+class Crmcal:
+    def __init__(self, root: Path, server: Radicale) -> None:
+        self.env = {
+            **os.environ,
+            "CRMCAL_DATABASE_URL": f"sqlite:///{root / 'crm.db'}",
+            "CRMCAL_SECRET_KEY": "bench",
+            "CRMCAL_ALLOW_PRIVATE_NETWORKS": "1",
+        }
+        subprocess.run([str(BIN / "crmcal"), "db", "upgrade"], env=self.env, check=True,
+                       capture_output=True)  # fmt: skip
+        code = (
+            "import asyncio\n"
+            "from crmcal.config import Settings\n"
+            "from crmcal.db import Database\n"
+            "from crmcal.crm.schemas import UserCreate\n"
+            "from crmcal.crm.users import create_user\n"
+            "from crmcal.sync.connections import ConnectionCreate, create\n"
+            "from crmcal.model import CalendarInfo\n"
+            "from crmcal.vault import vault_for\n"
+            "async def main():\n"
+            "    settings = Settings.from_env()\n"
+            "    db = Database(settings.database_url)\n"
+            "    async with db.write() as s:\n"
+            "        user, _ = await create_user(s, UserCreate(email='b@bench.test', name='B'))\n"
+            f"        data = ConnectionCreate(provider='caldav', url={server.url!r},\n"
+            "                                username='bench', password='x')\n"
+            f"        cal = CalendarInfo(id={server.url!r}, name='calendar', writable=True)\n"
+            "        conn = await create(s, user, data, cal, vault_for(settings))\n"
+            "        conn.connected_at = conn.connected_at.replace(year=2000)\n"
+            "    await db.dispose()\n"
+            "asyncio.run(main())\n"
+        )
+        subprocess.run([str(BIN / "python"), "-c", code], env=self.env, check=True)
+
+    def sync(self) -> float:
+        return timed([str(BIN / "crmcal"), "sync", "1"], self.env)
+
+
+class Vdirsyncer:
+    def __init__(self, root: Path, server: Radicale) -> None:
+        (root / "vdir").mkdir()
+        (root / "status").mkdir()
+        config = root / "vdirsyncer.conf"
+        config.write_text(
+            f'[general]\nstatus_path = "{root / "status"}"\n\n'
+            '[pair bench]\na = "server"\nb = "local"\ncollections = null\n'
+            'conflict_resolution = "a wins"\n\n'
+            f'[storage server]\ntype = "caldav"\nurl = "{server.url}"\n'
+            'username = "bench"\npassword = "x"\n\n'
+            f'[storage local]\ntype = "filesystem"\npath = "{root / "vdir"}"\n'
+            'fileext = ".ics"\n'
+        )
+        self.env = {**os.environ, "VDIRSYNCER_CONFIG": str(config)}
+
+    def sync(self, *, first: bool = False) -> float:
+        elapsed = 0.0
+        if first:
+            elapsed += timed([str(BIN / "vdirsyncer"), "discover"], self.env)
+        return elapsed + timed([str(BIN / "vdirsyncer"), "sync"], self.env)
+
+
+def measure(events: int, runs: int) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, list[float]]] = {
+        tool: {"initial": [], "nochange": [], "1pct": []} for tool in ("crmcal", "vdirsyncer")
+    }
+    for run in range(runs):
+        root = Path(tempfile.mkdtemp(prefix="crmcal-bench-"))
+        server = Radicale(root, events)
+        try:
+            crm, vdir = Crmcal(root, server), Vdirsyncer(root, server)
+            results["crmcal"]["initial"].append(crm.sync())
+            results["vdirsyncer"]["initial"].append(vdir.sync(first=True))
+            results["crmcal"]["nochange"].append(crm.sync())
+            results["vdirsyncer"]["nochange"].append(vdir.sync())
+            server.change(0.01, version=run + 1)
+            results["crmcal"]["1pct"].append(crm.sync())
+            results["vdirsyncer"]["1pct"].append(vdir.sync())
+        finally:
+            server.stop()
+            shutil.rmtree(root, ignore_errors=True)
+    return {tool: {op: statistics.median(times) for op, times in ops.items()}
+            for tool, ops in results.items()}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sizes", nargs="+", type=int)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    print(
+        "| events | operation | crmcal s | vdirsyncer s | crmcal / vdirsyncer | crmcal events/s |"
+    )
+    print("|---:|---|---:|---:|---:|---:|")
+    for size in args.sizes:
+        medians = measure(size, args.runs)
+        for op in ("initial", "nochange", "1pct"):
+            ours, theirs = medians["crmcal"][op], medians["vdirsyncer"][op]
+            print(f"| {size} | {op} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f} "
+                  f"| {size / ours:.0f} |", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The embedded worker: when each connection syncs (F13).
+
+* A CRM change to an activity whose owner has an active connection starts that
+  connection's sync at once: the change feed is watched a few times a second
+  (cheap: one indexed max() query), so changes made by any process count.
+* Every connection is also polled: its ``next_sync_at`` comes round every
+  CRMCAL_POLL_SECONDS, sooner after an error (with back-off).
+* One sync per connection at a time (the runner's lease); a request arriving
+  while one runs makes it run once more afterwards. Different connections sync
+  concurrently, up to ``concurrency``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from sqlalchemy import select
+
+from crmcal.config import Settings
+from crmcal.crm import changefeed
+from crmcal.crm.tables import utcnow
+from crmcal.db import Database
+from crmcal.sync.engine import SyncFailed
+from crmcal.sync.runner import Busy, run_sync
+from crmcal.sync.tables import Connection
+from crmcal.vault import Vault
+
+log = logging.getLogger(__name__)
+
+FEED_INTERVAL = 0.2
+DUE_INTERVAL = 1.0
+
+
+class Scheduler:
+    def __init__(
+        self, db: Database, vault: Vault, settings: Settings, *, concurrency: int = 4
+    ) -> None:
+        self.db, self.vault, self.settings = db, vault, settings
+        self.concurrency = concurrency
+        self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self._queued: set[int] = set()
+        self._running: set[int] = set()
+        self._again: set[int] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def request(self, connection_id: int) -> None:
+        """Sync this connection soon (once, however often it is asked)."""
+        if connection_id in self._running:
+            self._again.add(connection_id)
+        elif connection_id not in self._queued:
+            self._queued.add(connection_id)
+            self._queue.put_nowait(connection_id)
+
+    async def start(self) -> None:
+        async with self.db.read() as session:
+            head = await changefeed.latest_seq(session)
+        self._tasks = [
+            asyncio.create_task(self._watch_feed(head)),
+            asyncio.create_task(self._watch_due()),
+            *(asyncio.create_task(self._work()) for _ in range(self.concurrency)),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def _watch_feed(self, seen: int) -> None:
+        while True:
+            try:
+                seen = await self._feed_once(seen)
+            except Exception:
+                log.exception("reading the change feed failed; retrying")
+            await asyncio.sleep(FEED_INTERVAL)
+
+    async def _feed_once(self, seen: int) -> int:
+        async with self.db.read() as session:
+            head = await changefeed.latest_seq(session)
+            if head <= seen:
+                return seen
+            owners: set[int] = set()
+            cursor = seen
+            while cursor < head:
+                rows = await changefeed.read_changes(session, after_seq=cursor)
+                if not rows:
+                    break
+                owners.update(r.owner_id for r in rows if not r.origin.startswith("sync:"))
+                cursor = rows[-1].seq
+            if owners:
+                ids = await session.scalars(
+                    select(Connection.id).where(
+                        Connection.user_id.in_(owners), Connection.state == "active"
+                    )
+                )
+                for connection_id in ids:
+                    self.request(connection_id)
+            return cursor
+
+    async def _watch_due(self) -> None:
+        while True:
+            try:
+                async with self.db.read() as session:
+                    ids = await session.scalars(
+                        select(Connection.id).where(
+                            Connection.state.in_(("active", "error")),
+                            Connection.next_sync_at <= utcnow(),
+                        )
+                    )
+                    for connection_id in list(ids):
+                        self.request(connection_id)
+            except Exception:
+                log.exception("looking for due connections failed; retrying")
+            await asyncio.sleep(DUE_INTERVAL)
+
+    async def _work(self) -> None:
+        while True:
+            connection_id = await self._queue.get()
+            self._queued.discard(connection_id)
+            self._running.add(connection_id)
+            try:
+                await run_sync(self.db, self.vault, self.settings, connection_id, wait=5)
+            except (Busy, SyncFailed) as exc:
+                log.info("sync of connection %s: %s", connection_id, exc)
+            except Exception:
+                log.exception("sync of connection %s failed", connection_id)
+            finally:
+                self._running.discard(connection_id)
+                if connection_id in self._again:
+                    self._again.discard(connection_id)
+                    self.request(connection_id)

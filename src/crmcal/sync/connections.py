@@ -1,0 +1,293 @@
+"""Connections: creating (with the account checked at once), options, stop, reconnect, delete.
+
+A user has at most one active connection (F5); stopped ones stay, with their
+links and cursors, as "previously synced" accounts that can be reconnected and
+then resume where they stopped (F18).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmcal.config import Settings
+from crmcal.crm import activity_types, permissions
+from crmcal.crm.errors import Conflict, CrmError, Invalid, NotFound
+from crmcal.crm.schemas import Text
+from crmcal.crm.tables import User, utcnow
+from crmcal.model import CalendarInfo
+from crmcal.providers.base import (
+    AuthenticationFailed,
+    NotACalendarServer,
+    ProviderError,
+    Unreachable,
+)
+from crmcal.sync import netguard
+from crmcal.sync.options import SyncOptions, SyncOptionsPatch, SyncType, writes_calendar, writes_crm
+from crmcal.sync.tables import Connection
+from crmcal.vault import Vault
+
+MAIL_PROTOCOLS = {"imap", "pop", "pop3"}
+SUPPORTED = {"caldav"}
+LATER = {"google", "microsoft"}
+
+
+class ConnectionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Text(16, 1)
+    url: Text(2000, 1) | None = None
+    username: Text(320) | None = None
+    password: Text(1000) | None = Field(default=None, description="Never returned or logged.")
+    refresh_token: Text(4000) | None = None
+    calendar_id: Text(1000, 1) | None = None
+    sync_type: SyncType = "two_way"
+    options: SyncOptions = Field(default_factory=SyncOptions)
+
+
+class ConnectionUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sync_type: SyncType | None = None
+    options: SyncOptionsPatch | None = None
+
+
+class Reconnect(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: Text(1000) | None = Field(default=None, description="A new password, if changed.")
+
+
+class ConnectionOut(BaseModel):
+    id: int
+    user_id: int
+    provider: str
+    account: str
+    username: str | None
+    calendar_id: str
+    calendar_name: str
+    sync_type: str
+    options: SyncOptions
+    state: Literal["active", "syncing", "stopped", "error"]
+    previously_synced: bool
+    connected_at: Any
+    last_sync_at: Any
+    last_error: str | None
+
+
+class StatusOut(BaseModel):
+    state: str
+    connected_at: Any
+    last_sync_at: Any
+    last_error: str | None
+    counts: dict[str, int]
+    problems: list[dict[str, str]]
+    next_sync_at: Any
+
+
+def to_out(conn: Connection) -> ConnectionOut:
+    return ConnectionOut(
+        id=conn.id,
+        user_id=conn.user_id,
+        provider=conn.provider,
+        account=conn.account,
+        username=conn.username,
+        calendar_id=conn.calendar_id,
+        calendar_name=conn.calendar_name,
+        sync_type=conn.sync_type,
+        options=SyncOptions.model_validate(conn.options or {}),
+        state=conn.state,  # type: ignore[arg-type]
+        previously_synced=conn.state == "stopped",
+        connected_at=conn.connected_at,
+        last_sync_at=conn.last_sync_at,
+        last_error=conn.last_error,
+    )
+
+
+def status_of(conn: Connection) -> StatusOut:
+    counts = {"created": 0, "updated": 0, "deleted": 0, "conflicts": 0, "skipped": 0}
+    counts.update(conn.counts or {})
+    return StatusOut(
+        state=conn.state,
+        connected_at=conn.connected_at,
+        last_sync_at=conn.last_sync_at,
+        last_error=conn.last_error,
+        counts=counts,
+        problems=list(conn.problems or []),
+        next_sync_at=conn.next_sync_at,
+    )
+
+
+def require_may_sync(user: User, sync_type: str) -> None:
+    """F6: connecting needs calendar_sync; importing needs the activity permissions."""
+    permissions.require(user, permissions.CALENDAR_SYNC)
+    permissions.require(user, permissions.ACTIVITIES_VIEW)
+    if writes_crm(sync_type):
+        for needed in (
+            permissions.ACTIVITIES_CREATE,
+            permissions.ACTIVITIES_EDIT,
+            permissions.ACTIVITIES_DELETE,
+        ):
+            permissions.require(user, needed)
+
+
+def provider_error(exc: ProviderError) -> CrmError:
+    """A provider's refusal at connect time, as the user's error."""
+    if isinstance(exc, AuthenticationFailed):
+        return Invalid(f"the calendar server refused the user name or password: {exc}")
+    if isinstance(exc, Unreachable):
+        return Invalid(f"the calendar server cannot be reached: {exc}")
+    if isinstance(exc, NotACalendarServer):
+        return Invalid(f"that address is not a CalDAV server: {exc}")
+    return Invalid(str(exc))
+
+
+async def check_request(data: ConnectionCreate, settings: Settings) -> None:
+    """Everything about a new connection that can be refused without the network."""
+    provider = data.provider.lower()
+    if provider in MAIL_PROTOCOLS:
+        raise Invalid(
+            f"{provider.upper()} is a mail protocol and holds no calendar: connect the "
+            "account's CalDAV, Google or Microsoft calendar instead"
+        )
+    if provider in LATER:
+        raise Invalid(f"provider {provider!r} is not available in this version of crmcal")
+    if provider not in SUPPORTED:
+        raise Invalid(f"unknown provider {data.provider!r}: use caldav, google or microsoft")
+    if not data.url or data.username is None or data.password is None:
+        raise Invalid("a CalDAV connection needs url, username and password")
+    try:
+        if settings.allow_private_networks:
+            netguard.check_scheme(data.url)
+        else:
+            await netguard.check_public(data.url)
+    except netguard.UrlRefused as exc:
+        raise Invalid(str(exc)) from None
+
+
+def pick_calendar(
+    calendars: list[CalendarInfo], wanted: str | None, sync_type: str
+) -> CalendarInfo:
+    """F3: the calendar asked for, or the primary one; writable unless only read."""
+    writable_needed = writes_calendar(sync_type)
+    if wanted is not None:
+        found = next((c for c in calendars if c.id == wanted), None)
+        if found is None:
+            raise Invalid(f"calendar_id: the account has no calendar {wanted!r}")
+        if writable_needed and not found.writable:
+            raise Invalid(
+                f"calendar {found.name!r} is read-only: it can only be synced calendar_to_crm"
+            )
+        return found
+    usable = [c for c in calendars if c.writable or not writable_needed]
+    if not usable:
+        raise Invalid("the account has no calendar this sync type can write to")
+    return next((c for c in usable if c.primary), usable[0])
+
+
+async def check_options(session: AsyncSession, options: SyncOptions) -> None:
+    await activity_types.require_usable(session, options.incoming_activity_type)
+    known = {t.key for t in await activity_types.list_types(session)}
+    unknown = sorted(set(options.outgoing_activity_types) - known)
+    if unknown:
+        raise Invalid(f"options.outgoing_activity_types: unknown types {', '.join(unknown)}")
+
+
+async def active_connection(session: AsyncSession, user_id: int) -> Connection | None:
+    return await session.scalar(
+        select(Connection).where(
+            Connection.user_id == user_id, Connection.state.in_(("active", "syncing", "error"))
+        )
+    )
+
+
+async def create(
+    session: AsyncSession,
+    user: User,
+    data: ConnectionCreate,
+    calendar: CalendarInfo,
+    vault: Vault,
+) -> Connection:
+    require_may_sync(user, data.sync_type)
+    await check_options(session, data.options)
+    if await active_connection(session, user.id) is not None:
+        raise Conflict("you already have an active calendar connection: stop it first")
+    now = utcnow()
+    conn = Connection(
+        user_id=user.id,
+        provider=data.provider.lower(),
+        account=data.url or "",
+        username=data.username,
+        credentials=vault.seal(data.password or data.refresh_token or ""),
+        calendar_id=calendar.id,
+        calendar_name=calendar.name,
+        sync_type=data.sync_type,
+        options=data.options.model_dump(mode="json"),
+        state="active",
+        connected_at=now,
+        counts={},
+        problems=[],
+        next_sync_at=now,
+        failures=0,
+    )
+    session.add(conn)
+    await session.flush()
+    return conn
+
+
+async def get_own(session: AsyncSession, user: User, connection_id: int) -> Connection:
+    conn = await session.get(Connection, connection_id)
+    if conn is None or (conn.user_id != user.id and not user.is_admin):
+        raise NotFound(f"connection {connection_id} not found")
+    return conn
+
+
+async def list_own(session: AsyncSession, user: User) -> list[Connection]:
+    query = select(Connection).where(Connection.user_id == user.id).order_by(Connection.id)
+    return list(await session.scalars(query))
+
+
+async def update(session: AsyncSession, conn: Connection, data: ConnectionUpdate) -> Connection:
+    """Options save at once and apply from the next sync."""
+    sync_type = data.sync_type or conn.sync_type
+    options = SyncOptions.model_validate(conn.options or {})
+    if data.options is not None:
+        merged = {**options.model_dump(), **data.options.model_dump(exclude_none=True)}
+        options = SyncOptions.model_validate(merged)
+    await check_options(session, options)
+    owner = await session.get(User, conn.user_id)
+    assert owner is not None
+    require_may_sync(owner, sync_type)
+    conn.sync_type = sync_type
+    conn.options = options.model_dump(mode="json")
+    conn.next_sync_at = utcnow()
+    return conn
+
+
+async def stop(conn: Connection) -> Connection:
+    conn.state = "stopped"
+    conn.next_sync_at = None
+    return conn
+
+
+async def reconnect(
+    session: AsyncSession, user: User, conn: Connection, data: Reconnect, vault: Vault
+) -> Connection:
+    if conn.state not in ("stopped", "error"):
+        raise Conflict(f"connection {conn.id} is {conn.state}; only a stopped one is reconnected")
+    other = await active_connection(session, conn.user_id)
+    if other is not None and other.id != conn.id:
+        raise Conflict(f"connection {other.id} is active: stop it first")
+    owner = await session.get(User, conn.user_id)
+    assert owner is not None
+    require_may_sync(owner, conn.sync_type)
+    if data.password is not None:
+        conn.credentials = vault.seal(data.password)
+    conn.state = "active"
+    conn.last_error = None
+    conn.failures = 0
+    conn.next_sync_at = utcnow()
+    return conn

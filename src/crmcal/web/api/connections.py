@@ -1,0 +1,231 @@
+"""Calendar connections: connect, pick a calendar, options, sync now, stop, reconnect, status."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from crmcal.config import Settings
+from crmcal.crm.errors import Conflict as ConflictError
+from crmcal.crm.pagination import page_by_id
+from crmcal.crm.schemas import MAX_ID, Page
+from crmcal.model import CalendarInfo
+from crmcal.providers.base import ProviderError
+from crmcal.sync import connections
+from crmcal.sync.connections import (
+    ConnectionCreate,
+    ConnectionOut,
+    ConnectionUpdate,
+    Reconnect,
+    StatusOut,
+)
+from crmcal.sync.engine import SyncFailed
+from crmcal.sync.runner import Busy, open_provider, run_sync
+from crmcal.sync.tables import Conflict
+from crmcal.vault import Vault
+from crmcal.web.api.paging import DEFAULT, Cursor, Limit
+from crmcal.web.deps import reading, writing
+
+router = APIRouter(prefix="/connections", tags=["connections"])
+ConnectionId = Annotated[int, Path(ge=1, le=MAX_ID)]
+FORCE_HELP = "Apply the deletions even when the calendar suddenly looks empty."
+
+
+class CalendarOut(BaseModel):
+    id: str
+    name: str
+    writable: bool
+    primary: bool
+
+
+class SyncCounts(BaseModel):
+    created: int
+    updated: int
+    deleted: int
+    conflicts: int
+    skipped: int
+    problems: list[dict[str, str]]
+
+
+class ConflictOut(BaseModel):
+    id: int
+    activity_id: int | None
+    remote_id: str | None
+    policy: str
+    winner: str
+    crm_version: dict[str, Any] | None
+    calendar_version: dict[str, Any] | None
+    detected_at: Any
+
+
+def _vault(request: Request) -> Vault:
+    vault: Vault | None = request.app.state.vault
+    if vault is None:
+        raise HTTPException(
+            503, "this server cannot store credentials: set CRMCAL_SECRET_KEY and restart it"
+        )
+    return vault
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _notify(request: Request, connection_id: int) -> None:
+    scheduler = getattr(request.app.state, "scheduler", None)
+    if scheduler is not None:
+        scheduler.request(connection_id)
+
+
+async def _discover(data: ConnectionCreate) -> list[CalendarInfo]:
+    from crmcal.providers.caldav import CalDAVProvider
+
+    provider = CalDAVProvider(data.url or "", data.username or "", data.password or "")
+    try:
+        await provider.discover()
+        return await provider.list_calendars()
+    except ProviderError as exc:
+        raise connections.provider_error(exc) from None
+    finally:
+        await provider.close()
+
+
+@router.get("", response_model=Page[ConnectionOut])
+async def list_connections(request: Request) -> Page[ConnectionOut]:
+    """Your connections: the active one and previously synced (stopped) ones."""
+    async with reading(request) as (session, user):
+        found = await connections.list_own(session, user)
+        return Page[ConnectionOut](items=[connections.to_out(c) for c in found], next_cursor=None)
+
+
+@router.post("", response_model=ConnectionOut, status_code=201)
+async def create_connection(request: Request, body: ConnectionCreate) -> ConnectionOut:
+    """Connect a calendar. The account is checked at once: a wrong password, an address
+    that cannot be reached or is not a CalDAV server each get a 422 saying so."""
+    vault = _vault(request)
+    async with reading(request) as (session, user):
+        connections.require_may_sync(user, body.sync_type)
+        if await connections.active_connection(session, user.id) is not None:
+            raise ConflictError("you already have an active calendar connection: stop it first")
+    await connections.check_request(body, _settings(request))
+    calendars = await _discover(body)
+    calendar = connections.pick_calendar(calendars, body.calendar_id, body.sync_type)
+    async with writing(request) as (session, user):
+        conn = await connections.create(session, user, body, calendar, vault)
+        out = connections.to_out(conn)
+    _notify(request, out.id)
+    return out
+
+
+@router.get("/{connection_id}", response_model=ConnectionOut)
+async def get_connection(request: Request, connection_id: ConnectionId) -> ConnectionOut:
+    async with reading(request) as (session, user):
+        return connections.to_out(await connections.get_own(session, user, connection_id))
+
+
+@router.patch("/{connection_id}", response_model=ConnectionOut)
+async def update_connection(
+    request: Request, connection_id: ConnectionId, body: ConnectionUpdate
+) -> ConnectionOut:
+    """Change the sync type or options: saved at once, applied from the next sync."""
+    async with writing(request) as (session, user):
+        conn = await connections.get_own(session, user, connection_id)
+        out = connections.to_out(await connections.update(session, conn, body))
+    _notify(request, connection_id)
+    return out
+
+
+@router.delete("/{connection_id}", status_code=204)
+async def delete_connection(request: Request, connection_id: ConnectionId) -> Response:
+    """Forget the connection and its links; events and activities stay where they are."""
+    async with writing(request) as (session, user):
+        conn = await connections.get_own(session, user, connection_id)
+        await session.delete(conn)
+    return Response(status_code=204)
+
+
+@router.get("/{connection_id}/calendars", response_model=Page[CalendarOut])
+async def list_calendars(request: Request, connection_id: ConnectionId) -> Page[CalendarOut]:
+    """The account's calendars; read-only ones can only be synced calendar_to_crm."""
+    vault = _vault(request)
+    async with reading(request) as (session, user):
+        conn = await connections.get_own(session, user, connection_id)
+    provider = open_provider(conn, vault)
+    try:
+        found = await provider.list_calendars()
+    except ProviderError as exc:
+        raise connections.provider_error(exc) from None
+    finally:
+        await provider.close()
+    items = [CalendarOut(id=c.id, name=c.name, writable=c.writable, primary=c.primary)
+             for c in found]  # fmt: skip
+    return Page[CalendarOut](items=items, next_cursor=None)
+
+
+@router.post("/{connection_id}/sync", response_model=SyncCounts)
+async def sync_now(
+    request: Request,
+    connection_id: ConnectionId,
+    force: Annotated[bool, Query(description=FORCE_HELP)] = False,
+) -> SyncCounts:
+    """Run a sync now and answer its counts."""
+    vault = _vault(request)
+    async with reading(request) as (session, user):
+        await connections.get_own(session, user, connection_id)
+    try:
+        report = await run_sync(
+            request.app.state.db, vault, _settings(request), connection_id, force=force, wait=30
+        )
+    except Busy as exc:
+        raise ConflictError(str(exc)) from None
+    except SyncFailed as exc:
+        raise HTTPException(409, f"the sync failed: {exc}") from None
+    return SyncCounts(**report.counts(), problems=report.problems)
+
+
+@router.post("/{connection_id}/stop", response_model=ConnectionOut)
+async def stop(request: Request, connection_id: ConnectionId) -> ConnectionOut:
+    """Stop all updates; the connection stays, as previously synced, to be reconnected."""
+    async with writing(request) as (session, user):
+        conn = await connections.get_own(session, user, connection_id)
+        return connections.to_out(await connections.stop(conn))
+
+
+@router.post("/{connection_id}/reconnect", response_model=ConnectionOut)
+async def reconnect(
+    request: Request, connection_id: ConnectionId, body: Reconnect | None = None
+) -> ConnectionOut:
+    """Resume a stopped connection with the same links, reconciling both sides."""
+    vault = _vault(request)
+    async with writing(request) as (session, user):
+        conn = await connections.get_own(session, user, connection_id)
+        conn = await connections.reconnect(session, user, conn, body or Reconnect(), vault)
+        out = connections.to_out(conn)
+    _notify(request, connection_id)
+    return out
+
+
+@router.get("/{connection_id}/status", response_model=StatusOut)
+async def status(request: Request, connection_id: ConnectionId) -> StatusOut:
+    async with reading(request) as (session, user):
+        return connections.status_of(await connections.get_own(session, user, connection_id))
+
+
+@router.get("/{connection_id}/conflicts", response_model=Page[ConflictOut])
+async def list_conflicts(
+    request: Request, connection_id: ConnectionId, limit: Limit = DEFAULT, cursor: Cursor = None
+) -> Page[ConflictOut]:
+    """Items both sides changed between two syncs, and which side the policy kept (F20),
+    oldest first."""
+    async with reading(request) as (session, user):
+        await connections.get_own(session, user, connection_id)
+        query = select(Conflict).where(Conflict.connection_id == connection_id)
+        rows, next_cursor = await page_by_id(
+            session, query, Conflict.id, limit=limit, cursor=cursor
+        )
+        items = [ConflictOut.model_validate(r, from_attributes=True) for r in rows]
+        return Page[ConflictOut](items=items, next_cursor=next_cursor)

@@ -1,0 +1,493 @@
+"""Two-way sync with real CalDAV servers, driven through the REST API as a CRM would."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from crmcal.config import Settings
+from crmcal.db import Database
+from crmcal.sync.tables import Connection
+from crmcal.web.app import create_app
+from tests.caldav_servers import CALDAV_KINDS
+from tests.conftest import Api, make_user, run
+from tests.providers.harness import CalDAVHarness, CalDAVServer
+
+V1 = "/api/v1"
+SOON = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(minute=0, second=0, microsecond=0)
+
+
+def ics(uid: str, summary: str, start: dt.datetime, *, extra: str = "") -> str:
+    """A minimal event as another calendar client would write it (summary left unescaped)."""
+    stamp = "%Y%m%dT%H%M%SZ"
+    return (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//test//EN\r\nBEGIN:VEVENT\r\n"
+        f"UID:{uid}\r\nDTSTAMP:{start.strftime(stamp)}\r\n"
+        f"DTSTART:{start.strftime(stamp)}\r\n"
+        f"DTEND:{(start + dt.timedelta(hours=1)).strftime(stamp)}\r\n"
+        f"SUMMARY:{summary}\r\n{extra}END:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+
+
+def settings(db_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"database_url": db_url, "secret_key": "test-key",
+                              "allow_private_networks": True}  # fmt: skip
+    return Settings(**{**values, **overrides})
+
+
+@pytest.fixture(params=CALDAV_KINDS)
+def server(request: pytest.FixtureRequest) -> CalDAVServer:
+    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def calendar(server: CalDAVServer) -> Iterator[CalDAVHarness]:
+    harness = CalDAVHarness(server)
+    yield harness
+    run(harness.close())
+
+
+@pytest.fixture
+def app_client(db_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app(settings(db_url), background_jobs=False)) as client:
+        yield client
+
+
+@pytest.fixture
+def user(app_client: TestClient, db_url: str) -> Api:
+    user_id, token = make_user(db_url, email="sam@crm.test", name="Sam", timezone="Europe/Berlin")
+    return Api(app_client, token, user_id)
+
+
+def connect(user: Api, server: CalDAVServer, calendar: CalDAVHarness, **body: Any) -> Any:
+    payload = {
+        "provider": "caldav",
+        "url": server.url,
+        "username": server.username,
+        "password": server.password,
+        "calendar_id": calendar.calendar_id,
+        **body,
+    }
+    response = user.post(f"{V1}/connections", json=payload)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def sync(user: Api, connection_id: int, **params: Any) -> dict[str, Any]:
+    response = user.post(f"{V1}/connections/{connection_id}/sync", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def activity(user: Api, subject: str, hours: float = 0, **fields: Any) -> dict[str, Any]:
+    start = SOON + dt.timedelta(hours=hours)
+    body = {"type": "meeting", "subject": subject, "start": start.isoformat(),
+            "end": (start + dt.timedelta(hours=1)).isoformat(), **fields}  # fmt: skip
+    response = user.post(f"{V1}/activities", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def calendar_events(calendar: CalDAVHarness) -> dict[str, Any]:
+    async def listing() -> dict[str, Any]:
+        changes = await calendar.provider.list_changes(calendar.calendar_id, None)
+        fetched = await calendar.provider.fetch(
+            calendar.calendar_id, [ref.id for ref in changes.changed]
+        )
+        return {ref.id: ref.event for ref in fetched}
+
+    return run(listing())  # type: ignore[no-any-return]
+
+
+def subjects(user: Api, **params: Any) -> list[str]:
+    items = user.get(f"{V1}/activities", params=params).json()["items"]
+    return sorted(a["subject"] for a in items)
+
+
+def test_two_way_sync_through_the_api(
+    user: Api, server: CalDAVServer, calendar: CalDAVHarness
+) -> None:
+    conn = connect(user, server, calendar)
+    assert conn["state"] == "active"
+    assert "password" not in conn
+    made = activity(user, "Demo with ACME", location="Room 4", reminder_minutes=15)
+    run(calendar.put_raw(ics("from-calendar-1", "Lunch with Bob", SOON + dt.timedelta(hours=5))))
+    counts = sync(user, conn["id"])
+    assert (counts["created"], counts["conflicts"]) == (2, 0)
+    events = {e.summary: e for e in calendar_events(calendar).values()}
+    assert sorted(events) == ["Demo with ACME", "Lunch with Bob"]
+    demo = events["Demo with ACME"]
+    assert (demo.location, demo.reminder_minutes) == ("Room 4", 15)
+    assert demo.start == SOON
+    assert subjects(user) == ["Demo with ACME", "Lunch with Bob"]
+    synced = user.get(f"{V1}/activities/{made['id']}").json()
+    assert synced["sync"]["connection_id"] == conn["id"]
+    assert synced["sync"]["state"] == "synced"
+    assert synced["sync"]["event_id"] in calendar_events(calendar)
+    listed = user.get(f"{V1}/activities").json()["items"]
+    assert [a["sync"]["state"] for a in listed] == ["synced", "synced"]
+
+    # Edits both ways, then deletions both ways.
+    user.patch(f"{V1}/activities/{made['id']}", json={"subject": "Demo, v2"})
+    assert user.get(f"{V1}/activities/{made['id']}").json()["sync"]["state"] == "pending"
+    lunch_id = next(
+        i for i, e in calendar_events(calendar).items() if e.summary == "Lunch with Bob"
+    )
+    run(calendar.edit(lunch_id, lambda text: text.replace("Lunch with Bob", "Lunch with Bob+Ann")))
+    counts = sync(user, conn["id"])
+    assert counts["updated"] == 2
+    assert subjects(user) == ["Demo, v2", "Lunch with Bob+Ann"]
+    assert sorted(e.summary for e in calendar_events(calendar).values()) == [
+        "Demo, v2", "Lunch with Bob+Ann"]  # fmt: skip
+    user.delete(f"{V1}/activities/{made['id']}")
+    run(calendar.remove(lunch_id))
+    assert sync(user, conn["id"])["deleted"] == 2
+    assert calendar_events(calendar) == {}
+    assert subjects(user) == []
+    assert len(user.get(f"{V1}/activities", params={"deleted": "true"}).json()["items"]) == 2
+    status = user.get(f"{V1}/connections/{conn['id']}/status").json()
+    assert status["state"] == "active"
+    assert status["last_sync_at"] is not None
+    assert status["counts"]["created"] == 2
+
+
+def test_connect_refuses_bad_accounts_with_clear_errors(
+    user: Api, server: CalDAVServer, plain_http: str, closed_port_url: str
+) -> None:
+    base = {"provider": "caldav", "username": server.username, "password": server.password}
+    cases = [
+        ({**base, "url": closed_port_url}, "cannot be reached"),
+        ({**base, "url": plain_http}, "not a CalDAV server"),
+        ({**base, "provider": "imap", "url": "imap://mail.example.com"}, "mail protocol"),
+        ({**base, "url": "imap://mail.example.com"}, "mail protocol"),
+        ({**base, "url": "ftp://example.com/"}, "http:// or https://"),
+        ({**base, "url": server.url, "calendar_id": server.url + "nope/"}, "no calendar"),
+    ]
+    if server.checks_auth:
+        cases.append(({**base, "url": server.url, "password": "wrong"}, "password"))
+    for body, message in cases:
+        response = user.post(f"{V1}/connections", json=body)
+        assert response.status_code == 422, (body, response.text)
+        assert message in response.json()["detail"], (body, response.json())
+    assert user.get(f"{V1}/connections").json()["items"] == []
+
+
+def test_private_network_urls_are_refused_unless_allowed(db_url: str, server: CalDAVServer) -> None:
+    _, token = make_user(db_url, email="eve@crm.test", name="Eve")
+    app = create_app(settings(db_url, allow_private_networks=False), background_jobs=False)
+    with TestClient(app) as client:
+        response = client.post(
+            f"{V1}/connections",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"provider": "caldav", "url": server.url, "username": "u", "password": "p"},
+        )
+    assert response.status_code == 422
+    assert "private or loopback" in response.json()["detail"]
+
+
+def test_password_is_encrypted_at_rest_and_never_returned(
+    user: Api, server: CalDAVServer, calendar: CalDAVHarness, db_url: str
+) -> None:
+    conn = connect(user, server, calendar)
+    for path in ("", f"/{conn['id']}", f"/{conn['id']}/status"):
+        assert server.password not in user.get(f"{V1}/connections{path}").text
+
+    async def stored() -> bytes:
+        db = Database(db_url)
+        try:
+            async with db.read() as session:
+                return (await session.scalars(select(Connection.credentials))).one()
+        finally:
+            await db.dispose()
+
+    blob = run(stored())
+    assert server.password.encode() not in blob
+
+
+def test_one_active_connection_stopped_ones_are_previously_synced(
+    user: Api, server: CalDAVServer, calendar: CalDAVHarness
+) -> None:
+    first = connect(user, server, calendar)
+    again = user.post(f"{V1}/connections", json={
+        "provider": "caldav", "url": server.url, "username": server.username,
+        "password": server.password})  # fmt: skip
+    assert again.status_code == 409
+    stopped = user.post(f"{V1}/connections/{first['id']}/stop").json()
+    assert (stopped["state"], stopped["previously_synced"]) == ("stopped", True)
+    assert user.post(f"{V1}/connections/{first['id']}/sync").status_code == 409
+    second = connect(user, server, calendar)
+    listed = user.get(f"{V1}/connections").json()["items"]
+    assert [(c["id"], c["state"]) for c in listed] == [
+        (first["id"], "stopped"), (second["id"], "active")]  # fmt: skip
+    reconnect = user.post(f"{V1}/connections/{first['id']}/reconnect")
+    assert reconnect.status_code == 409  # the second one is active
+    calendars = user.get(f"{V1}/connections/{second['id']}/calendars").json()["items"]
+    assert calendar.calendar_id in [c["id"] for c in calendars]
+    assert all(c["writable"] for c in calendars)
+
+
+def test_stop_and_reconnect_reconcile_the_pause(
+    user: Api, server: CalDAVServer, calendar: CalDAVHarness
+) -> None:
+    conn = connect(user, server, calendar)
+    kept = activity(user, "Before the pause")
+    sync(user, conn["id"])
+    user.post(f"{V1}/connections/{conn['id']}/stop")
+    user.patch(f"{V1}/activities/{kept['id']}", json={"subject": "Edited in the pause"})
+    activity(user, "Made in the pause", hours=2)
+    run(calendar.put_raw(ics("pause-1", "Calendar in the pause", SOON + dt.timedelta(hours=4))))
+    assert subjects(user) == ["Edited in the pause", "Made in the pause"]
+    assert user.post(f"{V1}/connections/{conn['id']}/reconnect").json()["state"] == "active"
+    sync(user, conn["id"])
+    expected = ["Calendar in the pause", "Edited in the pause", "Made in the pause"]
+    assert subjects(user) == expected
+    assert sorted(e.summary for e in calendar_events(calendar).values()) == expected
+
+
+def test_delete_and_recreate_the_connection_makes_no_copies(
+    user: Api, server: CalDAVServer, calendar: CalDAVHarness
+) -> None:
+    conn = connect(user, server, calendar)
+    activity(user, "From the CRM")
+    run(calendar.put_raw(ics("cal-1", "From the calendar", SOON + dt.timedelta(hours=2))))
+    sync(user, conn["id"])
+    assert user.delete(f"{V1}/connections/{conn['id']}").status_code == 204
+    again = connect(user, server, calendar)
+    counts = sync(user, again["id"])
+    assert counts["created"] == 0
+    assert subjects(user) == ["From the CRM", "From the calendar"]
+    assert len(calendar_events(calendar)) == 2
+
+
+@pytest.mark.parametrize("policy", ["latest", "crm", "calendar"])
+def test_conflicts_follow_the_policy_and_are_listed(
+    user: Api, server: CalDAVServer, calendar: CalDAVHarness, policy: str
+) -> None:
+    conn = connect(user, server, calendar, options={"conflict_policy": policy})
+    made = activity(user, "Original")
+    sync(user, conn["id"])
+    (event_id,) = calendar_events(calendar)
+    # The calendar edit is stamped an hour ago, so under "latest" the CRM edit wins.
+    earlier = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).strftime("%Y%m%dT%H%M%SZ")
+
+    def edit(text: str) -> str:
+        text = text.replace("SUMMARY:Original", "SUMMARY:Calendar edit")
+        return text.replace("LAST-MODIFIED:", f"LAST-MODIFIED:{earlier}\r\nX-OLD-LM:")
+
+    run(calendar.edit(event_id, edit))
+    user.patch(f"{V1}/activities/{made['id']}", json={"subject": "CRM edit"})
+    assert sync(user, conn["id"])["conflicts"] == 1
+    winner = "Calendar edit" if policy == "calendar" else "CRM edit"
+    assert subjects(user) == [winner]
+    assert [e.summary for e in calendar_events(calendar).values()] == [winner]
+    conflicts = user.get(f"{V1}/connections/{conn['id']}/conflicts").json()["items"]
+    assert [(c["policy"], c["winner"]) for c in conflicts] == [
+        (policy, "calendar" if policy == "calendar" else "crm")]  # fmt: skip
+
+
+def test_moving_an_event_out_and_back_restores_the_same_activity(
+    user: Api, server: CalDAVServer, calendar: CalDAVHarness
+) -> None:
+    conn = connect(user, server, calendar)
+    run(calendar.put_raw(ics("movable", "Board meeting", SOON)))
+    sync(user, conn["id"])
+    (original,) = user.get(f"{V1}/activities").json()["items"]
+    (event_id,) = calendar_events(calendar)
+    text = run(calendar.read_raw(event_id))
+    run(calendar.remove(event_id))  # moved to another calendar of the account
+    sync(user, conn["id"])
+    assert subjects(user) == []
+    run(calendar.put_raw(text, name="moved-back.ics"))  # and back again
+    sync(user, conn["id"])
+    (restored,) = user.get(f"{V1}/activities").json()["items"]
+    assert restored["id"] == original["id"]
+
+
+def test_options_are_saved_at_once_and_apply_from_the_next_sync(
+    user: Api, server: CalDAVServer, calendar: CalDAVHarness
+) -> None:
+    conn = connect(user, server, calendar, options={"outgoing_activity_types": ["call"]})
+    activity(user, "A meeting")
+    sync(user, conn["id"])
+    assert calendar_events(calendar) == {}
+    patched = user.patch(
+        f"{V1}/connections/{conn['id']}",
+        json={"options": {"outgoing_activity_types": ["call", "meeting"]}},
+    )
+    assert patched.status_code == 200
+    assert patched.json()["options"]["outgoing_activity_types"] == ["call", "meeting"]
+    assert patched.json()["options"]["conflict_policy"] == "latest"  # others kept
+    sync(user, conn["id"])
+    assert [e.summary for e in calendar_events(calendar).values()] == ["A meeting"]
+    bad = user.patch(f"{V1}/connections/{conn['id']}",
+                     json={"options": {"incoming_activity_type": "nope"}})  # fmt: skip
+    assert bad.status_code == 422
+
+
+def test_unreadable_events_are_reported_and_delete_nothing(
+    user: Api, server: CalDAVServer, calendar: CalDAVHarness
+) -> None:
+    conn = connect(user, server, calendar)
+    run(calendar.put_raw(ics("good", "Readable", SOON)))
+    bad_id = run(calendar.put_raw(calendar.unreadable_ics(), name="broken.ics"))
+    counts = sync(user, conn["id"])
+    assert counts["created"] == 1
+    assert [p["item"] for p in counts["problems"]] == [bad_id]
+    status = user.get(f"{V1}/connections/{conn['id']}/status").json()
+    assert [p["item"] for p in status["problems"]] == [bad_id]
+    assert subjects(user) == ["Readable"]
+
+
+def test_an_emptied_calendar_stops_the_sync_and_deletes_nothing(
+    user: Api, server: CalDAVServer, calendar: CalDAVHarness, db_url: str
+) -> None:
+    conn = connect(user, server, calendar)
+    for n in range(12):
+        run(calendar.put_raw(ics(f"many-{n}", f"Event {n:02}", SOON + dt.timedelta(hours=n))))
+    assert sync(user, conn["id"])["created"] == 12
+    for event_id in calendar_events(calendar):
+        run(calendar.remove(event_id))
+
+    async def forget_cursor() -> None:  # as after an expired sync token: a full listing
+        db = Database(db_url)
+        try:
+            async with db.write() as session:
+                stored = await session.get(Connection, conn["id"])
+                assert stored is not None
+                stored.remote_cursor = None
+        finally:
+            await db.dispose()
+
+    run(forget_cursor())
+    refused = user.post(f"{V1}/connections/{conn['id']}/sync")
+    assert refused.status_code == 409
+    assert "looks empty" in refused.json()["detail"]
+    status = user.get(f"{V1}/connections/{conn['id']}/status").json()
+    assert status["state"] == "error"
+    assert "looks empty" in status["last_error"]
+    assert len(subjects(user)) == 12
+    assert sync(user, conn["id"], force="true")["deleted"] == 12
+
+
+def test_a_crm_change_reaches_the_calendar_without_a_manual_sync(
+    db_url: str, server: CalDAVServer, calendar: CalDAVHarness
+) -> None:
+    user_id, token = make_user(db_url, email="ivy@crm.test", name="Ivy")
+    app = create_app(settings(db_url), background_jobs=True)
+    with TestClient(app) as client:
+        ivy = Api(client, token, user_id)
+        conn = connect(ivy, server, calendar)
+        deadline = time.monotonic() + 20
+        while ivy.get(f"{V1}/connections/{conn['id']}/status").json()["last_sync_at"] is None:
+            assert time.monotonic() < deadline, "the first sync never ran"
+            time.sleep(0.05)
+        started = time.monotonic()
+        activity(ivy, "Pushed at once")
+        while not calendar_events(calendar):
+            assert time.monotonic() - started < 5, "the change did not reach the calendar"
+            time.sleep(0.05)
+    assert [e.summary for e in calendar_events(calendar).values()] == ["Pushed at once"]
+
+
+def test_a_failing_server_puts_only_its_connection_in_error(
+    db_url: str, server: CalDAVServer, calendar: CalDAVHarness, closed_port_url: str
+) -> None:
+    good_id, good_token = make_user(db_url, email="good@crm.test", name="Good")
+    bad_id, bad_token = make_user(db_url, email="bad@crm.test", name="Bad")
+    with TestClient(create_app(settings(db_url), background_jobs=False)) as client:
+        good, bad = Api(client, good_token, good_id), Api(client, bad_token, bad_id)
+        good_conn = connect(good, server, calendar)
+        bad_conn = connect(bad, server, calendar)
+
+        async def break_server() -> None:
+            db = Database(db_url)
+            try:
+                async with db.write() as session:
+                    stored = await session.get(Connection, bad_conn["id"])
+                    assert stored is not None
+                    stored.account = closed_port_url
+                    stored.calendar_id = stored.calendar_id.replace(server.url, closed_port_url)
+            finally:
+                await db.dispose()
+
+        run(break_server())
+        failed = bad.post(f"{V1}/connections/{bad_conn['id']}/sync")
+        assert failed.status_code == 409
+        status = bad.get(f"{V1}/connections/{bad_conn['id']}/status").json()
+        assert status["state"] == "error"
+        assert "reach" in status["last_error"] or "refused" in status["last_error"]
+        assert status["next_sync_at"] is not None  # retried later, with back-off
+        activity(good, "Still syncing")
+        assert sync(good, good_conn["id"])["created"] == 1
+
+
+def test_crmcal_sync_command_shows_a_summary(
+    user: Api, server: CalDAVServer, calendar: CalDAVHarness, db_url: str
+) -> None:
+    conn = connect(user, server, calendar)
+    activity(user, "Via the CLI")
+    env = {**os.environ, "CRMCAL_DATABASE_URL": db_url, "CRMCAL_SECRET_KEY": "test-key"}
+    result = subprocess.run([sys.executable, "-m", "crmcal", "sync", str(conn["id"])], env=env,
+                            capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "created" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if f" {conn['id']} " in line)
+    cells = [cell.strip() for cell in row.strip("│┃ ").split("│")]
+    assert cells == [str(conn["id"]), "1", "0", "0", "0", "0", "ok"]
+    assert [e.summary for e in calendar_events(calendar).values()] == ["Via the CLI"]
+    bad = subprocess.run([sys.executable, "-m", "crmcal", "sync"], env=env,
+                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("error: give a CONNECTION_ID or --all")
+
+
+def test_killing_the_sync_at_random_points_converges_without_copies(
+    radicale: CalDAVServer, sqlite_template: Path, tmp_path: Path
+) -> None:
+    """SIGKILL ``crmcal sync`` mid-run, again and again; the next run makes it whole."""
+    db_path = tmp_path / "killed.db"
+    shutil.copy(sqlite_template, db_path)
+    db_url = f"sqlite:///{db_path}"
+    calendar = CalDAVHarness(radicale)
+    try:
+        with TestClient(create_app(settings(db_url), background_jobs=False)) as client:
+            user_id, token = make_user(db_url, email="kim@crm.test", name="Kim")
+            kim = Api(client, token, user_id)
+            conn = connect(kim, radicale, calendar)
+            for n in range(30):
+                activity(kim, f"CRM {n:02}", hours=n)
+                run(calendar.put_raw(ics(f"kill-{n}", f"Cal {n:02}", SOON + dt.timedelta(hours=n))))
+        env = {**os.environ, "CRMCAL_DATABASE_URL": db_url, "CRMCAL_SECRET_KEY": "test-key"}
+        argv = [sys.executable, "-m", "crmcal", "sync", str(conn["id"])]
+        rng = random.Random(7)
+        for _ in range(5):
+            proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)  # fmt: skip
+            time.sleep(rng.uniform(0.8, 2.5))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        for _ in range(2):
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300,
+                                  check=False)  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+        with TestClient(create_app(settings(db_url), background_jobs=False)) as client:
+            kim = Api(client, token, user_id)
+            names = subjects(kim, limit=1000)
+        expected = sorted([f"CRM {n:02}" for n in range(30)] + [f"Cal {n:02}" for n in range(30)])
+        assert names == expected
+        assert sorted(e.summary for e in calendar_events(calendar).values()) == expected
+    finally:
+        run(calendar.close())
