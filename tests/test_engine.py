@@ -351,3 +351,17 @@ async def test_revoked_permission_puts_the_connection_in_error(world: World) -> 
     conn = await world.connection()
     assert conn.state == "error"
     assert "activities.create" in (conn.last_error or "")
+
+
+async def test_an_event_the_crm_cannot_store_is_reported_and_the_rest_imported(
+    world: World,
+) -> None:
+    far = dt.datetime(2250, 1, 1, 9, tzinfo=dt.UTC)
+    world.calendar.put("fine", event("Fine"))
+    world.calendar.put("far", dataclasses.replace(event("Far"), start=far, end=far))
+    world.calendar.put("also-fine", event("Also fine", start=2))
+    report = await world.sync()
+    assert report.created == 2
+    assert [p["item"] for p in report.problems] == ["far"]
+    assert "year" in report.problems[0]["reason"]
+    assert sorted(a.subject for a in await world.live_activities()) == ["Also fine", "Fine"]

@@ -208,22 +208,34 @@ def _recurrence(values: dict[str, Any], resolved: dict[str, Any]) -> str | None:
     return times.normalise_rrule(rule, dtstart)
 
 
-async def _participants(session: AsyncSession, given: list[ParticipantIn]) -> list[Participant]:
-    """Participants linked to persons: by id, or by e-mail (creating the person if new)."""
+async def _participants(
+    session: AsyncSession, lists: list[list[ParticipantIn]]
+) -> list[list[Participant]]:
+    """Participants linked to persons: by id, or by e-mail (creating the persons that are new).
+
+    For many activities at once, so that an import looks persons up in one query.
+    """
+    wanted = {p.email: p.name for given in lists for p in given if p.person_id is None and p.email}
+    by_email = await contacts.persons_for_emails(session, wanted)
     result = []
-    for position, item in enumerate(given):
-        email, name, person_id = item.email, item.name, item.person_id
-        if person_id is not None:
-            person = await session.get(Person, person_id)
-            if person is None:  # a missing record the body names is bad input, not a 404
-                raise Invalid(f"participants.{position}.person_id: no person with id {person_id}")
-            email = email or person.email
-            name = name or person.name
-        elif email is not None:
-            person = await contacts.person_for_email(session, email, name)
-            person_id = person.id
-            name = name or person.name
-        result.append(Participant(position=position, email=email, name=name, person_id=person_id))
+    for given in lists:
+        made = []
+        for position, item in enumerate(given):
+            email, name, person_id = item.email, item.name, item.person_id
+            if person_id is not None:
+                person = await session.get(Person, person_id)
+                if person is None:  # a missing record the body names is bad input, not a 404
+                    raise Invalid(
+                        f"participants.{position}.person_id: no person with id {person_id}"
+                    )
+                email = email or person.email
+                name = name or person.name
+            elif email is not None:
+                person = by_email[email]
+                person_id = person.id
+                name = name or person.name
+            made.append(Participant(position=position, email=email, name=name, person_id=person_id))
+        result.append(made)
     return result
 
 
@@ -257,15 +269,23 @@ def _switch_all_day(current: Activity, values: dict[str, Any], changes: dict[str
 
 
 async def _apply(
-    session: AsyncSession, actor: User, activity: Activity, values: dict[str, Any]
+    session: AsyncSession,
+    actor: User,
+    activity: Activity,
+    values: dict[str, Any],
+    usable_types: set[str] | None = None,
 ) -> None:
     resolved = _resolve_times(values)
     resolved["recurrence"] = _recurrence(values, resolved)
-    if values["type"] != activity.type:  # an existing activity may keep a deactivated type
+    # An existing activity may keep a deactivated type; ``usable_types`` caches
+    # the check for a batch.
+    if values["type"] != activity.type and values["type"] not in (usable_types or ()):
         await activity_types.require_usable(session, values["type"])
-    await contacts.check_links(
-        session, {k: values.get(k) for k in ("deal_id", "person_id", "organization_id")}
-    )
+        if usable_types is not None:
+            usable_types.add(values["type"])
+    links = {k: values.get(k) for k in ("deal_id", "person_id", "organization_id")}
+    if any(v is not None for v in links.values()):
+        await contacts.check_links(session, links)
     for name in _PLAIN_FIELDS:
         setattr(activity, name, values[name])
     activity.type = values["type"]
@@ -293,24 +313,45 @@ async def create_activity(
     uid: str | None = None,
 ) -> Activity:
     """Create an activity. ``uid`` lets an importer choose a stable identity."""
+    (created,) = await create_activities(session, actor, [(data, uid)], origin=origin)
+    return created
+
+
+async def create_activities(
+    session: AsyncSession,
+    actor: User,
+    items: list[tuple[ActivityCreate, str | None]],
+    *,
+    origin: str = "api",
+) -> list[Activity]:
+    """Create several activities in one go (an import): the same checks as one by one,
+    with persons, rows and change-feed entries written in batches."""
     permissions.require(actor, permissions.ACTIVITIES_CREATE)
-    owner = actor
-    if data.owner_id is not None and data.owner_id != actor.id:
-        owner = await _other_owner(session, actor, data.owner_id)
-    values = data.model_dump()
-    # The owner's own zone is the natural default for times written without one.
-    defaults = {"all_day": False, "done": False, "busy": True, "visibility": "everyone",
-                "timezone": owner.timezone}  # fmt: skip
-    for name, default in defaults.items():
-        if values[name] is None:
-            values[name] = default
-    activity = Activity(uid=uid or uuid.uuid4().hex, owner_id=owner.id, type="")
-    await _apply(session, actor, activity, values)
-    activity.participants = await _participants(session, data.participants or [])
-    session.add(activity)
+    owners: dict[int, User] = {actor.id: actor}
+    usable_types: set[str] = set()
+    created = []
+    for data, uid in items:
+        owner_id = data.owner_id or actor.id
+        if owner_id not in owners:
+            owners[owner_id] = await _other_owner(session, actor, owner_id)
+        owner = owners[owner_id]
+        values = data.model_dump()
+        # The owner's own zone is the natural default for times written without one.
+        defaults = {"all_day": False, "done": False, "busy": True, "visibility": "everyone",
+                    "timezone": owner.timezone}  # fmt: skip
+        for name, default in defaults.items():
+            if values[name] is None:
+                values[name] = default
+        activity = Activity(uid=uid or uuid.uuid4().hex, owner_id=owner.id, type="")
+        await _apply(session, actor, activity, values, usable_types)
+        created.append(activity)
+    participants = await _participants(session, [data.participants or [] for data, _ in items])
+    for activity, people in zip(created, participants, strict=True):
+        activity.participants = people
+    session.add_all(created)
     await session.flush()
-    await changefeed.record_change(session, activity, changefeed.CREATED, origin)
-    return activity
+    await changefeed.record_changes(session, created, changefeed.CREATED, origin)
+    return created
 
 
 async def update_activity(
@@ -338,7 +379,7 @@ async def update_activity(
     _switch_all_day(activity, values, changes)
     await _apply(session, actor, activity, values)
     if "participants" in changes:
-        activity.participants = await _participants(session, data.participants or [])
+        (activity.participants,) = await _participants(session, [data.participants or []])
     activity.updated_at = utcnow()
     await session.flush()
     await changefeed.record_change(session, activity, changefeed.UPDATED, origin)

@@ -30,14 +30,23 @@ _FEED_LOCK_KEY = 0x6372_6D63_616C  # "crmcal"
 
 async def record_change(session: AsyncSession, activity: Activity, kind: str, origin: str) -> int:
     """Append a feed row for ``activity``; returns its sequence number."""
+    (seq,) = await record_changes(session, [activity], kind, origin)
+    return seq
+
+
+async def record_changes(
+    session: AsyncSession, changed: list[Activity], kind: str, origin: str
+) -> list[int]:
+    """Append one feed row per activity, in order; returns their sequence numbers."""
     if (await session.connection()).dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _FEED_LOCK_KEY})
-    change = ActivityChange(
-        activity_id=activity.id, owner_id=activity.owner_id, kind=kind, origin=origin
-    )
-    session.add(change)
+    rows = [
+        ActivityChange(activity_id=a.id, owner_id=a.owner_id, kind=kind, origin=origin)
+        for a in changed
+    ]
+    session.add_all(rows)
     await session.flush()
-    return change.seq
+    return [row.seq for row in rows]
 
 
 async def read_changes(

@@ -83,12 +83,27 @@ async def list_page(
     return await page_by_id(session, query, model.id, limit=limit, cursor=cursor)  # type: ignore[attr-defined]
 
 
-async def person_for_email(session: AsyncSession, email: str, name: str | None = None) -> Person:
-    """The person with this (normalised) e-mail, created when there is none."""
-    found = await session.scalar(select(Person).where(Person.email == email))
-    if found is not None:
-        return found
-    person = Person(name=(name or "").strip() or email.split("@", 1)[0], email=email)
-    session.add(person)
-    await session.flush()
-    return person
+async def persons_for_emails(
+    session: AsyncSession, wanted: dict[str, str | None]
+) -> dict[str, Person]:
+    """The persons with these (normalised) e-mails, creating the missing ones.
+
+    ``wanted`` maps each e-mail to the name a new person gets (else the part
+    before the @).
+    """
+    if not wanted:
+        return {}
+    found = {
+        p.email: p
+        for p in await session.scalars(select(Person).where(Person.email.in_(list(wanted))))
+    }
+    new = [
+        Person(name=(name or "").strip()[:200] or email.split("@", 1)[0], email=email)
+        for email, name in wanted.items()
+        if email not in found
+    ]
+    if new:
+        session.add_all(new)
+        await session.flush()
+        found.update((p.email, p) for p in new)
+    return found  # type: ignore[return-value]

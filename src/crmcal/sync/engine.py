@@ -24,11 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm import activities, changefeed, permissions
-from crmcal.crm.errors import CrmError, Forbidden
+from crmcal.crm.errors import CrmError, Forbidden, Invalid
 from crmcal.crm.schemas import ActivityCreate, ActivityUpdate
 from crmcal.crm.tables import Activity, User, utcnow
 from crmcal.db import Database
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 
 # What a link remembers of a side that is in the trash.
 TRASHED = "trashed"
+# New events imported per transaction.
+IMPORT_BATCH = 500
 
 
 class SyncRefused(Exception):
@@ -121,10 +124,14 @@ class Engine:
         crm_ids = await self._crm_side()
         pairs = await self._pair(remote_refs, gone_ids, crm_ids)
         total = len(pairs)
+        self.imports: list[RemoteRef] = []
         for done, pair in enumerate(pairs, 1):
             await self._settle(pair)
+            if len(self.imports) >= IMPORT_BATCH:
+                await self._import_batch()
             if self.progress:
                 self.progress(done, total)
+        await self._import_batch()
         await self._finish(listing)
         return self.report
 
@@ -328,8 +335,7 @@ class Engine:
             return
         if self._skip_recurring(Pair(remote=ref)):
             return
-        await self._pull_create(ref)
-        self.report.created += 1
+        self.imports.append(ref)  # written in batches: see _import_batch
 
     async def _new_activity(self, activity: Activity, *, recreate: bool = False) -> None:
         """Send an unlinked activity to the calendar; ``recreate`` for one whose event
@@ -533,20 +539,51 @@ class Engine:
     def _fields(self, event: CalendarEvent) -> dict[str, Any]:
         return mapping.event_fields(event, self.owner, self.options)
 
-    async def _pull_create(self, ref: RemoteRef) -> None:
-        event = ref.event
-        assert event is not None
-        fields = self._fields(event)
-        data = ActivityCreate(type=self.options.incoming_activity_type, **fields)
+    async def _import_batch(self) -> None:
+        """Create the activities for the new events gathered so far, with their links, in
+        one transaction; if one of them is refused, each on its own, to find which."""
+        batch, self.imports = self.imports, []
+        if not batch:
+            return
+        try:
+            await self._pull_create(batch)
+        except Forbidden as exc:
+            raise SyncFailed(str(exc)) from exc
+        except CrmError:
+            for ref in batch:
+                try:
+                    await self._pull_create([ref])
+                except CrmError as exc:
+                    self.report.problem(ref.id, str(exc))
+                    self.report.skipped += 1
+            return
+
+    async def _pull_create(self, refs: list[RemoteRef]) -> None:
+        prepared = []
+        for ref in refs:
+            event = ref.event
+            assert event is not None
+            try:
+                data = ActivityCreate(
+                    type=self.options.incoming_activity_type, **self._fields(event)
+                )
+            except ValidationError as exc:
+                raise Invalid(f"the event cannot be stored: {exc.errors()[0]['msg']}") from None
+            prepared.append(
+                (ref, event, data, mapping.derived_uid(self.owner.id, event.uid or ref.id))
+            )
         async with self.db.write() as session:
             owner = await self._owner(session)
-            uid: str | None = mapping.derived_uid(owner.id, event.uid or ref.id)
-            if await activities.find_by_uids(session, owner.id, [uid]):
-                uid = None  # a second event with the same UID: a copy gets its own id
-            activity = await activities.create_activity(
-                session, owner, data, origin=self.origin, uid=uid
-            )
-            session.add(
+            taken = {a.uid for a in await activities.find_by_uids(
+                session, owner.id, [uid for *_, uid in prepared])}  # fmt: skip
+            items: list[tuple[ActivityCreate, str | None]] = []
+            for _, _, data, uid in prepared:
+                # A second event with the same UID is a copy and gets its own id.
+                items.append((data, None if uid in taken else uid))
+                taken.add(uid)
+            created = await activities.create_activities(session, owner, items, origin=self.origin)
+            now = utcnow()
+            session.add_all(
                 Link(
                     connection_id=self.conn.id,
                     activity_id=activity.id,
@@ -556,9 +593,11 @@ class Engine:
                     remote_hash=event.content_hash(),
                     crm_hash=self._crm_hash(activity),
                     origin="calendar",
-                    last_synced_at=utcnow(),
+                    last_synced_at=now,
                 )
+                for activity, (ref, event, _, _) in zip(created, prepared, strict=True)
             )
+        self.report.created += len(created)
 
     async def _pull_update(self, pair: Pair, link: Link) -> None:
         ref = pair.remote
