@@ -14,8 +14,10 @@ start-up included, as a user would run them):
   change, a re-sync after 1% of the events changed on the server;
 * ``vdirsyncer sync`` into a filesystem storage: the same three.
 
-It prints medians, events per second and the ratio crmcal / vdirsyncer (below 1
-means crmcal is faster). Nothing here runs in the test suite.
+crmcal is also timed "in server": the same sync measured inside the process,
+as the long-running server (which does every sync) spends it. It prints medians,
+events per second and the ratios crmcal / vdirsyncer (below 1 means crmcal is
+faster). Nothing here runs in the test suite.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
 
 class Crmcal:
     def __init__(self, root: Path, server: Radicale) -> None:
+        root.mkdir(exist_ok=True)
         self.env = {
             **os.environ,
             "CRMCAL_DATABASE_URL": f"sqlite:///{root / 'crm.db'}",
@@ -161,6 +164,28 @@ class Crmcal:
     def sync(self) -> float:
         return timed([str(BIN / "crmcal"), "sync", "1"], self.env)
 
+    def sync_in_server(self) -> float:
+        """The sync alone, as the long-running server does it (no process start-up)."""
+        code = (
+            "import asyncio, time\n"
+            "from crmcal.config import Settings\n"
+            "from crmcal.db import Database\n"
+            "from crmcal.sync.runner import run_sync\n"
+            "from crmcal.vault import vault_for\n"
+            "import crmcal.providers.caldav, crmcal.sync.engine\n"
+            "async def main():\n"
+            "    settings = Settings.from_env()\n"
+            "    db = Database(settings.database_url)\n"
+            "    started = time.perf_counter()\n"
+            "    await run_sync(db, vault_for(settings), settings, 1)\n"
+            "    print(time.perf_counter() - started)\n"
+            "    await db.dispose()\n"
+            "asyncio.run(main())\n"
+        )
+        done = subprocess.run([str(BIN / "python"), "-c", code], env=self.env, check=True,
+                              capture_output=True, text=True)  # fmt: skip
+        return float(done.stdout.strip().splitlines()[-1])
+
 
 class Vdirsyncer:
     def __init__(self, root: Path, server: Radicale) -> None:
@@ -186,20 +211,27 @@ class Vdirsyncer:
 
 
 def measure(events: int, runs: int) -> dict[str, dict[str, float]]:
+    tools = ("crmcal", "crmcal in server", "vdirsyncer")
     results: dict[str, dict[str, list[float]]] = {
-        tool: {"initial": [], "nochange": [], "1pct": []} for tool in ("crmcal", "vdirsyncer")
+        tool: {"initial": [], "nochange": [], "1pct": []} for tool in tools
     }
     for run in range(runs):
         root = Path(tempfile.mkdtemp(prefix="crmcal-bench-"))
         server = Radicale(root, events)
         try:
+            # Two CRMs on the same collection: one synced by the command line,
+            # one as the server does it.
             crm, vdir = Crmcal(root, server), Vdirsyncer(root, server)
+            served = Crmcal(root / "served", server)
             results["crmcal"]["initial"].append(crm.sync())
+            results["crmcal in server"]["initial"].append(served.sync_in_server())
             results["vdirsyncer"]["initial"].append(vdir.sync(first=True))
             results["crmcal"]["nochange"].append(crm.sync())
+            results["crmcal in server"]["nochange"].append(served.sync_in_server())
             results["vdirsyncer"]["nochange"].append(vdir.sync())
             server.change(0.01, version=run + 1)
             results["crmcal"]["1pct"].append(crm.sync())
+            results["crmcal in server"]["1pct"].append(served.sync_in_server())
             results["vdirsyncer"]["1pct"].append(vdir.sync())
         finally:
             server.stop()

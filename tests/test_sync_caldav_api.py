@@ -112,6 +112,23 @@ def calendar_events(calendar: CalDAVHarness) -> dict[str, Any]:
     return run(listing())  # type: ignore[no-any-return]
 
 
+def edit_connection(db_url: str, connection_id: int, **fields: Any) -> None:
+    """Change a stored connection behind the API's back."""
+
+    async def edit() -> None:
+        db = Database(db_url)
+        try:
+            async with db.write() as session:
+                stored = await session.get(Connection, connection_id)
+                assert stored is not None
+                for name, value in fields.items():
+                    setattr(stored, name, value)
+        finally:
+            await db.dispose()
+
+    run(edit())
+
+
 def subjects(user: Api, **params: Any) -> list[str]:
     items = user.get(f"{V1}/activities", params=params).json()["items"]
     return sorted(a["subject"] for a in items)
@@ -360,18 +377,8 @@ def test_an_emptied_calendar_stops_the_sync_and_deletes_nothing(
     assert sync(user, conn["id"])["created"] == 12
     for event_id in calendar_events(calendar):
         run(calendar.remove(event_id))
-
-    async def forget_cursor() -> None:  # as after an expired sync token: a full listing
-        db = Database(db_url)
-        try:
-            async with db.write() as session:
-                stored = await session.get(Connection, conn["id"])
-                assert stored is not None
-                stored.remote_cursor = None
-        finally:
-            await db.dispose()
-
-    run(forget_cursor())
+    # As after an expired sync token: the next sync lists the whole calendar.
+    edit_connection(db_url, conn["id"], remote_cursor=None)
     refused = user.post(f"{V1}/connections/{conn['id']}/sync")
     assert refused.status_code == 409
     assert "looks empty" in refused.json()["detail"]
@@ -411,19 +418,8 @@ def test_a_failing_server_puts_only_its_connection_in_error(
         good, bad = Api(client, good_token, good_id), Api(client, bad_token, bad_id)
         good_conn = connect(good, server, calendar)
         bad_conn = connect(bad, server, calendar)
-
-        async def break_server() -> None:
-            db = Database(db_url)
-            try:
-                async with db.write() as session:
-                    stored = await session.get(Connection, bad_conn["id"])
-                    assert stored is not None
-                    stored.account = closed_port_url
-                    stored.calendar_id = stored.calendar_id.replace(server.url, closed_port_url)
-            finally:
-                await db.dispose()
-
-        run(break_server())
+        calendar_id = bad_conn["calendar_id"].replace(server.url, closed_port_url)
+        edit_connection(db_url, bad_conn["id"], account=closed_port_url, calendar_id=calendar_id)
         failed = bad.post(f"{V1}/connections/{bad_conn['id']}/sync")
         assert failed.status_code == 409
         status = bad.get(f"{V1}/connections/{bad_conn['id']}/status").json()

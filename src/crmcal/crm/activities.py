@@ -12,8 +12,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from crmcal.crm import activity_types, changefeed, contacts, permissions, times
 from crmcal.crm.errors import Conflict, Invalid, NotFound
@@ -346,12 +347,41 @@ async def create_activities(
         await _apply(session, actor, activity, values, usable_types)
         created.append(activity)
     participants = await _participants(session, [data.participants or [] for data, _ in items])
-    for activity, people in zip(created, participants, strict=True):
-        activity.participants = people
-    session.add_all(created)
-    await session.flush()
-    await changefeed.record_changes(session, created, changefeed.CREATED, origin)
-    return created
+    stored = await _insert_all(session, created, participants)
+    await changefeed.record_changes(session, stored, changefeed.CREATED, origin)
+    return stored
+
+
+_ACTIVITY_COLUMNS = [c.key for c in Activity.__table__.columns if c.key != "id"]
+_PARTICIPANT_COLUMNS = [c.key for c in Participant.__table__.columns if c.key != "id"]
+
+
+async def _insert_all(
+    session: AsyncSession, drafts: list[Activity], participants: list[list[Participant]]
+) -> list[Activity]:
+    """Insert the drafted activities and their participants with a few multi-row INSERTs
+    (the unit of work would send them row by row), answering the stored activities."""
+    now = utcnow()
+    rows = []
+    for draft in drafts:
+        row = {key: getattr(draft, key) for key in _ACTIVITY_COLUMNS}
+        row.update(created_at=now, updated_at=now)
+        rows.append(row)
+    stored = list(
+        await session.scalars(
+            insert(Activity).returning(Activity, sort_by_parameter_order=True), rows
+        )
+    )
+    people_rows = []
+    for activity, people in zip(stored, participants, strict=True):
+        for person in people:
+            person.activity_id = activity.id
+        people_rows.extend({key: getattr(p, key) for key in _PARTICIPANT_COLUMNS} for p in people)
+        # They are these; loading them again would be a query per activity.
+        set_committed_value(activity, "participants", people)
+    if people_rows:
+        await session.execute(insert(Participant), people_rows)
+    return stored
 
 
 async def update_activity(

@@ -14,10 +14,10 @@ SQLite already runs one writer at a time.
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crmcal.crm.tables import Activity, ActivityChange
+from crmcal.crm.tables import Activity, ActivityChange, utcnow
 
 CREATED = "created"
 UPDATED = "updated"
@@ -40,13 +40,17 @@ async def record_changes(
     """Append one feed row per activity, in order; returns their sequence numbers."""
     if (await session.connection()).dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _FEED_LOCK_KEY})
+    now = utcnow()
     rows = [
-        ActivityChange(activity_id=a.id, owner_id=a.owner_id, kind=kind, origin=origin)
+        {"activity_id": a.id, "owner_id": a.owner_id, "kind": kind, "origin": origin,
+         "changed_at": now}
         for a in changed
-    ]
-    session.add_all(rows)
-    await session.flush()
-    return [row.seq for row in rows]
+    ]  # fmt: skip
+    # One multi-row INSERT; sequence numbers come back in the order of the rows.
+    inserted = await session.execute(
+        insert(ActivityChange).returning(ActivityChange.seq, sort_by_parameter_order=True), rows
+    )
+    return list(inserted.scalars())
 
 
 async def read_changes(

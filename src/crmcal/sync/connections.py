@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.config import Settings
 from crmcal.crm import activity_types, permissions
-from crmcal.crm.errors import Conflict, CrmError, Invalid, NotFound
+from crmcal.crm.errors import Conflict as Clash
+from crmcal.crm.errors import CrmError, Invalid, NotFound
+from crmcal.crm.pagination import page_by_id
 from crmcal.crm.schemas import Text
 from crmcal.crm.tables import User, utcnow
 from crmcal.model import CalendarInfo
@@ -27,7 +29,7 @@ from crmcal.providers.base import (
 )
 from crmcal.sync import netguard
 from crmcal.sync.options import SyncOptions, SyncOptionsPatch, SyncType, writes_calendar, writes_crm
-from crmcal.sync.tables import Connection
+from crmcal.sync.tables import Conflict, Connection
 from crmcal.vault import Vault
 
 MAIL_PROTOCOLS = {"imap", "pop", "pop3"}
@@ -196,6 +198,39 @@ async def check_options(session: AsyncSession, options: SyncOptions) -> None:
         raise Invalid(f"options.outgoing_activity_types: unknown types {', '.join(unknown)}")
 
 
+async def discover_calendars(data: ConnectionCreate) -> list[CalendarInfo]:
+    """Check the account at once and list its calendars; refusals as the user's errors."""
+    from crmcal.providers.caldav import CalDAVProvider
+
+    provider = CalDAVProvider(data.url or "", data.username or "", data.password or "")
+    try:
+        await provider.discover()
+        return await provider.list_calendars()
+    except ProviderError as exc:
+        raise provider_error(exc) from None
+    finally:
+        await provider.close()
+
+
+async def calendars_of(conn: Connection, vault: Vault) -> list[CalendarInfo]:
+    from crmcal.sync.runner import open_provider
+
+    provider = open_provider(conn, vault)
+    try:
+        return await provider.list_calendars()
+    except ProviderError as exc:
+        raise provider_error(exc) from None
+    finally:
+        await provider.close()
+
+
+async def list_conflicts(
+    session: AsyncSession, conn: Connection, *, limit: int, cursor: str | None
+) -> tuple[list[Conflict], str | None]:
+    query = select(Conflict).where(Conflict.connection_id == conn.id)
+    return await page_by_id(session, query, Conflict.id, limit=limit, cursor=cursor)
+
+
 async def active_connection(session: AsyncSession, user_id: int) -> Connection | None:
     return await session.scalar(
         select(Connection).where(
@@ -214,7 +249,7 @@ async def create(
     require_may_sync(user, data.sync_type)
     await check_options(session, data.options)
     if await active_connection(session, user.id) is not None:
-        raise Conflict("you already have an active calendar connection: stop it first")
+        raise Clash("you already have an active calendar connection: stop it first")
     now = utcnow()
     conn = Connection(
         user_id=user.id,
@@ -277,10 +312,10 @@ async def reconnect(
     session: AsyncSession, user: User, conn: Connection, data: Reconnect, vault: Vault
 ) -> Connection:
     if conn.state not in ("stopped", "error"):
-        raise Conflict(f"connection {conn.id} is {conn.state}; only a stopped one is reconnected")
+        raise Clash(f"connection {conn.id} is {conn.state}; only a stopped one is reconnected")
     other = await active_connection(session, conn.user_id)
     if other is not None and other.id != conn.id:
-        raise Conflict(f"connection {other.id} is active: stop it first")
+        raise Clash(f"connection {other.id} is active: stop it first")
     owner = await session.get(User, conn.user_id)
     assert owner is not None
     require_may_sync(owner, conn.sync_type)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm import activities, changefeed, permissions
@@ -142,15 +142,22 @@ class Engine:
                 raise SyncRefused(f"connection {self.connection_id} not found")
             owner = await session.get(User, conn.user_id)
             assert owner is not None
-            links = list(await session.scalars(select(Link).where(Link.connection_id == conn.id)))
+            self.linked = int(
+                await session.scalar(
+                    select(func.count(Link.id)).where(Link.connection_id == conn.id)
+                )
+                or 0
+            )
             self.feed_head = await changefeed.latest_seq(session)
         self.conn, self.owner = conn, owner
         self.calendar_id = conn.calendar_id
         self.options = SyncOptions.model_validate(conn.options or {})
         self.push, self.pull = writes_calendar(conn.sync_type), writes_crm(conn.sync_type)
         self._check_permissions()
-        self.by_remote = {link.remote_id: link for link in links}
-        self.by_activity = {link.activity_id: link for link in links}
+        # The links a run needs, loaded as it learns which: a run costs what
+        # changed, not what is linked (only full listings read them all).
+        self.by_remote: dict[str, Link] = {}
+        self.by_activity: dict[int, Link] = {}
         self.sync_from = conn.connected_at - dt.timedelta(days=self.options.backfill_days)
 
     def _check_permissions(self) -> None:
@@ -178,9 +185,13 @@ class Engine:
         """Calendar items whose content moved (fetched), and ids that are gone."""
         listed = {ref.id for ref in listing.changed}
         self.seen = listed | set(listing.deleted)
-        if listing.full and not listing.changed and self.by_remote and not self.force:
+        if listing.full:
+            await self._load_links(Link.connection_id == self.conn.id)
+        else:
+            await self._load_links_of(Link.remote_id, list(self.seen))
+        if listing.full and not listing.changed and self.linked and not self.force:
             raise SyncRefused(
-                f"the calendar looks empty but {len(self.by_remote)} events were synced "
+                f"the calendar looks empty but {self.linked} events were synced "
                 "before; nothing was deleted. If the calendar really was emptied, "
                 "run the sync again with force."
             )
@@ -250,6 +261,7 @@ class Engine:
             by_activity[link.activity_id] = Pair(link=link, remote_gone=True)
         async with self.db.read() as session:
             claimed = await activities.find_by_uids(session, self.owner.id, list(candidates))
+            await self._load_links_of(Link.activity_id, [a.id for a in claimed])
             for activity in claimed:
                 ref = candidates.pop(activity.uid)
                 if activity.id in self.by_activity:
@@ -258,6 +270,9 @@ class Engine:
                 else:
                     by_activity[activity.id] = Pair(remote=ref)
             new_events.extend(Pair(remote=ref) for ref in candidates.values())
+            await self._load_links_of(
+                Link.activity_id, [i for i in {*crm_ids, *by_activity} if i not in self.by_activity]
+            )
             for activity_id in crm_ids:
                 by_activity.setdefault(activity_id, Pair(link=self.by_activity.get(activity_id)))
             loaded = await session.scalars(
@@ -269,6 +284,17 @@ class Engine:
             pair.activity_id = activity_id
             self.seen.add(f"activity {activity_id}")
         return [*new_events, *by_activity.values()]
+
+    async def _load_links(self, *where: Any) -> None:
+        async with self.db.read() as session:
+            query = select(Link).where(Link.connection_id == self.conn.id, *where)
+            for link in await session.scalars(query):
+                self.by_remote[link.remote_id] = link
+                self.by_activity[link.activity_id] = link
+
+    async def _load_links_of(self, column: Any, values: list[Any]) -> None:
+        for start in range(0, len(values), 500):
+            await self._load_links(column.in_(values[start : start + 500]))
 
     def _claimed_uid(self, ref: RemoteRef) -> str:
         """The CRM uid an unlinked event belongs to: carried in it, or derived from its UID."""
@@ -583,20 +609,21 @@ class Engine:
                 taken.add(uid)
             created = await activities.create_activities(session, owner, items, origin=self.origin)
             now = utcnow()
-            session.add_all(
-                Link(
-                    connection_id=self.conn.id,
-                    activity_id=activity.id,
-                    remote_id=ref.id,
-                    remote_uid=event.uid,
-                    remote_etag=ref.etag,
-                    remote_hash=event.content_hash(),
-                    crm_hash=self._crm_hash(activity),
-                    origin="calendar",
-                    last_synced_at=now,
-                )
+            rows = [
+                {
+                    "connection_id": self.conn.id,
+                    "activity_id": activity.id,
+                    "remote_id": ref.id,
+                    "remote_uid": event.uid,
+                    "remote_etag": ref.etag,
+                    "remote_hash": event.content_hash(),
+                    "crm_hash": self._crm_hash(activity),
+                    "origin": "calendar",
+                    "last_synced_at": now,
+                }
                 for activity, (ref, event, _, _) in zip(created, prepared, strict=True)
-            )
+            ]
+            await session.execute(insert(Link), rows)
         self.report.created += len(created)
 
     async def _pull_update(self, pair: Pair, link: Link) -> None:

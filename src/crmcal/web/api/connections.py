@@ -6,14 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from crmcal.config import Settings
 from crmcal.crm.errors import Conflict as ConflictError
-from crmcal.crm.pagination import page_by_id
 from crmcal.crm.schemas import MAX_ID, Page
-from crmcal.model import CalendarInfo
-from crmcal.providers.base import ProviderError
 from crmcal.sync import connections
 from crmcal.sync.connections import (
     ConnectionCreate,
@@ -23,8 +19,7 @@ from crmcal.sync.connections import (
     StatusOut,
 )
 from crmcal.sync.engine import SyncFailed
-from crmcal.sync.runner import Busy, open_provider, run_sync
-from crmcal.sync.tables import Conflict
+from crmcal.sync.runner import Busy, run_sync
 from crmcal.vault import Vault
 from crmcal.web.api.paging import DEFAULT, Cursor, Limit
 from crmcal.web.deps import reading, writing
@@ -81,19 +76,6 @@ def _notify(request: Request, connection_id: int) -> None:
         scheduler.request(connection_id)
 
 
-async def _discover(data: ConnectionCreate) -> list[CalendarInfo]:
-    from crmcal.providers.caldav import CalDAVProvider
-
-    provider = CalDAVProvider(data.url or "", data.username or "", data.password or "")
-    try:
-        await provider.discover()
-        return await provider.list_calendars()
-    except ProviderError as exc:
-        raise connections.provider_error(exc) from None
-    finally:
-        await provider.close()
-
-
 @router.get("", response_model=Page[ConnectionOut])
 async def list_connections(request: Request) -> Page[ConnectionOut]:
     """Your connections: the active one and previously synced (stopped) ones."""
@@ -112,7 +94,7 @@ async def create_connection(request: Request, body: ConnectionCreate) -> Connect
         if await connections.active_connection(session, user.id) is not None:
             raise ConflictError("you already have an active calendar connection: stop it first")
     await connections.check_request(body, _settings(request))
-    calendars = await _discover(body)
+    calendars = await connections.discover_calendars(body)
     calendar = connections.pick_calendar(calendars, body.calendar_id, body.sync_type)
     async with writing(request) as (session, user):
         conn = await connections.create(session, user, body, calendar, vault)
@@ -154,13 +136,7 @@ async def list_calendars(request: Request, connection_id: ConnectionId) -> Page[
     vault = _vault(request)
     async with reading(request) as (session, user):
         conn = await connections.get_own(session, user, connection_id)
-    provider = open_provider(conn, vault)
-    try:
-        found = await provider.list_calendars()
-    except ProviderError as exc:
-        raise connections.provider_error(exc) from None
-    finally:
-        await provider.close()
+    found = await connections.calendars_of(conn, vault)
     items = [CalendarOut(id=c.id, name=c.name, writable=c.writable, primary=c.primary)
              for c in found]  # fmt: skip
     return Page[CalendarOut](items=items, next_cursor=None)
@@ -222,10 +198,9 @@ async def list_conflicts(
     """Items both sides changed between two syncs, and which side the policy kept (F20),
     oldest first."""
     async with reading(request) as (session, user):
-        await connections.get_own(session, user, connection_id)
-        query = select(Conflict).where(Conflict.connection_id == connection_id)
-        rows, next_cursor = await page_by_id(
-            session, query, Conflict.id, limit=limit, cursor=cursor
+        conn = await connections.get_own(session, user, connection_id)
+        rows, next_cursor = await connections.list_conflicts(
+            session, conn, limit=limit, cursor=cursor
         )
         items = [ConflictOut.model_validate(r, from_attributes=True) for r in rows]
         return Page[ConflictOut](items=items, next_cursor=next_cursor)
