@@ -24,7 +24,6 @@ class Settings:
     base_url: str = "http://127.0.0.1:8000"
     poll_seconds: int = DEFAULT_POLL_SECONDS
     allow_private_networks: bool = False
-    trash_retention_days: int = 30
     max_body_bytes: int = 1024 * 1024
 
     @classmethod
