@@ -257,5 +257,6 @@ def main() -> None:
                   f"| {cli / theirs:.2f} | {served / theirs:.2f} | {size / served:.0f} |",
                   flush=True)  # fmt: skip
 
+
 if __name__ == "__main__":
     main()
