@@ -37,7 +37,7 @@ async def record_change(session: AsyncSession, activity: Activity, kind: str, or
 async def record_changes(
     session: AsyncSession, changed: list[Activity], kind: str, origin: str
 ) -> list[int]:
-    """Append one feed row per activity, in order; returns their sequence numbers."""
+    """Append one feed row per activity; returns their sequence numbers, ascending."""
     if (await session.connection()).dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _FEED_LOCK_KEY})
     now = utcnow()
@@ -46,11 +46,11 @@ async def record_changes(
          "changed_at": now}
         for a in changed
     ]  # fmt: skip
-    # One multi-row INSERT; sequence numbers come back in the order of the rows.
-    inserted = await session.execute(
-        insert(ActivityChange).returning(ActivityChange.seq, sort_by_parameter_order=True), rows
-    )
-    return list(inserted.scalars())
+    # One multi-row INSERT. Asking for the numbers in row order would make
+    # SQLAlchemy send it row by row on SQLite; the rows of one call differ only in
+    # their activity, so the numbers are answered in ascending order instead.
+    inserted = await session.execute(insert(ActivityChange).returning(ActivityChange.seq), rows)
+    return sorted(inserted.scalars())
 
 
 async def read_changes(

@@ -143,7 +143,9 @@ class Activity(Timestamped, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # Globally unique identity; calendar events carry it so a re-created
     # connection (or another crmcal) can recognise its own events.
-    uid: Mapped[str] = mapped_column(String(32), unique=True)
+    # The sentinel lets a multi-row INSERT ... RETURNING hand rows back in order
+    # on SQLite too (otherwise SQLAlchemy sends such an insert row by row).
+    uid: Mapped[str] = mapped_column(String(32), unique=True, insert_sentinel=True)
     type: Mapped[str] = mapped_column(ForeignKey("activity_types.key"), index=True)
     subject: Mapped[str] = mapped_column(String(255))
     all_day: Mapped[bool] = mapped_column(Boolean, default=False)
