@@ -64,12 +64,18 @@ class MemoryProvider:
         self._call()
         return [CalendarInfo(id="cal", name="Calendar", writable=True, primary=True)]
 
-    async def list_changes(self, calendar_id: str, cursor: str | None) -> ChangeListing:
+    async def list_changes(
+        self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
+    ) -> ChangeListing:
         self._call()
         position = int(cursor) if cursor and cursor.isdigit() else None
         head = str(self.cal._position)
         if position is None or position < self.cal.expired_before:
-            refs = [RemoteRef(id=i, etag=e) for i, (e, _) in self.cal.events.items()]
+            # Like a server that can list contents cheaply, when asked to.
+            refs = [
+                RemoteRef(id=i, etag=e, event=event if with_contents else None)
+                for i, (e, event) in self.cal.events.items()
+            ]
             return ChangeListing(full=True, changed=refs, cursor=head)
         touched = dict.fromkeys(i for p, i in self.cal.log if p > position)
         changed = [

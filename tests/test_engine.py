@@ -303,6 +303,35 @@ async def test_expired_cursor_full_resync_makes_no_copies(world: World) -> None:
     assert len(world.events()) == 2
 
 
+async def test_a_first_import_asks_for_contents_and_later_listings_do_not(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[bool] = []
+    listing = world.provider.list_changes
+
+    async def spy(calendar_id: str, cursor: str | None, *, with_contents: bool = False):
+        asked.append(with_contents)
+        return await listing(calendar_id, cursor, with_contents=with_contents)
+
+    monkeypatch.setattr(world.provider, "list_changes", spy)
+    fetched: list[str] = []
+    fetch = world.provider.fetch
+
+    async def fetch_spy(calendar_id: str, ids: list[str]):
+        fetched.extend(ids)
+        return await fetch(calendar_id, ids)
+
+    monkeypatch.setattr(world.provider, "fetch", fetch_spy)
+    for number in range(5):
+        world.calendar.put(f"e{number}", event(f"Call {number}", start=number))
+    assert (await world.sync()).created == 5
+    assert (asked, fetched) == ([True], [])  # the listing brought every event
+    world.calendar.put("e1", event("Call 1 moved", start=9))
+    world.calendar.expire_cursors()
+    assert (await world.sync()).updated == 1
+    assert (asked, fetched) == ([True, False], ["e1"])  # linked: versions, then one fetch
+
+
 async def test_an_empty_calendar_stops_the_sync_instead_of_deleting(world: World) -> None:
     for n in range(5):
         world.calendar.put(f"e{n}", event(f"Event {n}", start=n))

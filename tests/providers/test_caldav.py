@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.server
 import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from lxml import etree
 
 from crmcal.providers import caldav as caldav_provider
 from crmcal.providers.base import (
@@ -137,6 +141,40 @@ async def test_full_listing_without_sync_collection(
     assert listing.full
     assert listing.cursor is None
     assert [(r.id, r.etag) for r in listing.changed] == [(ref.id, ref.etag)]
+
+
+@pytest.mark.parametrize("answer", ["refused", "truncated", "no sync-token"])
+async def test_listing_with_contents_falls_back_to_listing_and_fetching(
+    caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    ref = await caldav.provider.create(caldav.calendar_id, key(), meeting())
+    report, propfind = CalDAVProvider._report, CalDAVProvider._propfind
+
+    def spoiled_report(self: CalDAVProvider, url: str, body: str, depth: int | None) -> Any:
+        reply = report(self, url, body, depth)
+        if "calendar-query" not in body:
+            return reply
+        if answer == "refused":
+            return dataclasses.replace(reply, status=501, tree=None)
+        path = urlsplit(url).path
+        marker = etree.fromstring(
+            f'<D:response xmlns:D="DAV:"><D:href>{path}</D:href>'
+            "<D:status>HTTP/1.1 507 Insufficient Storage</D:status></D:response>"
+        )
+        reply.tree.append(marker)
+        return reply
+
+    def tokenless_propfind(self: CalDAVProvider, url: str, props: Any, depth: int) -> Any:
+        return propfind(self, url, [p for p in props if "sync-token" not in p], depth)
+
+    if answer == "no sync-token":
+        monkeypatch.setattr(CalDAVProvider, "_propfind", tokenless_propfind)
+    else:
+        monkeypatch.setattr(CalDAVProvider, "_report", spoiled_report)
+    listing = await caldav.provider.list_changes(caldav.calendar_id, None, with_contents=True)
+    assert listing.full
+    assert listing.cursor
+    assert [(r.id, r.etag, r.event) for r in listing.changed] == [(ref.id, ref.etag, None)]
 
 
 async def test_floating_times_use_the_calendars_zone(caldav: CalDAVHarness) -> None:

@@ -275,6 +275,37 @@ async def test_one_unreadable_event_does_not_spoil_the_batch(harness: Harness) -
     assert refs[other_id].event.summary == "Made elsewhere"
 
 
+async def test_a_listing_with_contents_is_a_full_listing_and_a_fetch(harness: Harness) -> None:
+    provider, calendar = harness.provider, harness.calendar_id
+    ours = await provider.create(calendar, key(), meeting())
+    theirs = await harness.put_raw(simple_raw())
+    unreadable = harness.unreadable_ics()
+    bad_id = await harness.put_raw(unreadable) if unreadable else None
+    todo = raw_event(str(uuid.uuid4()), "SUMMARY:a task").replace("VEVENT", "VTODO")
+    await harness.put_raw(todo)
+
+    listing = await provider.list_changes(calendar, None, with_contents=True)
+    assert listing.full
+    assert listing.cursor
+    refs = {r.id: r for r in listing.changed}
+    assert set(refs) == {ours.id, theirs} | ({bad_id} if bad_id else set())
+    fetched = {r.id: r for r in await provider.fetch(calendar, list(refs))}
+    for ref_id, ref in refs.items():
+        assert ref.etag == fetched[ref_id].etag
+        if ref_id == bad_id:
+            assert ref.event is None
+            assert ref.error
+        else:
+            assert ref.event is not None
+            assert ref.event.content_hash() == fetched[ref_id].event.content_hash()
+
+    # Its cursor picks up from there.
+    await provider.update(calendar, ours.id, ours.etag, meeting(summary="ours v2"))
+    changes = await provider.list_changes(calendar, listing.cursor, with_contents=True)
+    assert not changes.full
+    assert [r.id for r in changes.changed] == [ours.id]
+
+
 async def test_non_events_are_left_out(harness: Harness) -> None:
     todo = "\r\n".join(
         ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//x//EN", "BEGIN:VTODO",

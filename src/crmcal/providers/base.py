@@ -49,11 +49,15 @@ class Provider(Protocol):
         """Every calendar of the account, with whether the account may write it."""
         ...
 
-    async def list_changes(self, calendar_id: str, cursor: str | None) -> ChangeListing:
+    async def list_changes(
+        self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
+    ) -> ChangeListing:
         """Events changed since ``cursor``; a full listing when it is None or expired.
 
         Items may come without content (``RemoteRef.event`` None): fetch those
-        whose version differs from the one already known.
+        whose version differs from the one already known. ``with_contents`` says
+        the caller will need nearly every item (a first import): a provider that
+        can list contents as cheaply as versions should then include them.
         """
         ...
 

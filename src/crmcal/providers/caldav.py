@@ -7,7 +7,10 @@ Protocol use:
 - listings: ``sync-collection`` (RFC 6578) with the cursor as sync-token, hrefs
   and etags only; a refused token (Radicale 403, Xandikos 412 or 500, any
   ``DAV:valid-sync-token`` error) or a server without the report falls back to a
-  full listing. ``DAV:limit`` is never sent: Xandikos truncates at it silently;
+  full listing. ``DAV:limit`` is never sent: Xandikos truncates at it silently.
+  When the caller will need every event (a first import), the full listing is
+  one ``calendar-query`` with contents, its cursor the ``DAV:sync-token``
+  property read just before;
 - contents: ``calendar-multiget`` in chunks, fetched while the previous chunk is
   parsed, each resource parsed on its own so one bad event never fails a batch;
 - writes: ``PUT`` with ``If-None-Match: *`` (create, at ``crmcal-{key}.ics`` with
@@ -210,8 +213,11 @@ class CalDAVProvider:
     async def list_calendars(self) -> list[CalendarInfo]:
         return await asyncio.to_thread(self._list_calendars)
 
-    async def list_changes(self, calendar_id: str, cursor: str | None) -> ChangeListing:
-        return await asyncio.to_thread(self._list_changes, _collection_url(calendar_id), cursor)
+    async def list_changes(
+        self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
+    ) -> ChangeListing:
+        calendar = _collection_url(calendar_id)
+        return await asyncio.to_thread(self._list_changes, calendar, cursor, with_contents)
 
     async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
         calendar = _collection_url(calendar_id)
@@ -478,9 +484,15 @@ class CalDAVProvider:
 
     # --- listings -----------------------------------------------------------------
 
-    def _list_changes(self, calendar: str, cursor: str | None) -> ChangeListing:
+    def _list_changes(
+        self, calendar: str, cursor: str | None, with_contents: bool
+    ) -> ChangeListing:
         if cursor:
             listing = self._sync_collection(calendar, cursor)
+            if listing is not None:
+                return listing
+        if with_contents:
+            listing = self._query_listing(calendar)
             if listing is not None:
                 return listing
         listing = self._sync_collection(calendar, "")
@@ -532,6 +544,47 @@ class CalDAVProvider:
             token = new_token  # the rest of a truncated answer
         self._dedupe(listing)
         return listing
+
+    def _query_listing(self, calendar: str) -> ChangeListing | None:
+        """Every event with its contents, in one ``calendar-query``; None if the server cannot.
+
+        For a first import this is one request where a listing and then multigets
+        are many, and servers answer it from the same stored texts. The cursor is
+        the collection's ``DAV:sync-token`` (RFC 6578 4), read first: what changes
+        while the query runs is listed again next time, never missed.
+        """
+        token = self._collection_token(calendar)
+        if token is None:
+            return None  # no incremental sync after it: let the listing find out why
+        body = (
+            f"<C:calendar-query {_NAMESPACES}><D:prop><D:getetag/><C:calendar-data/></D:prop>"
+            '<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"/>'
+            "</C:comp-filter></C:filter></C:calendar-query>"
+        )
+        reply = self._report(calendar, body, 1)
+        if reply.status != 207 or reply.tree is None:
+            return None  # cannot search: a server in real trouble fails the listing next
+        members = list(_members(reply.tree))
+        collection_path = normalize_href(urlsplit(calendar).path)
+        if any(m.href == collection_path or m.status == 507 for m in members):
+            return None  # a truncated answer (RFC 4791 7.8 allows 507): list instead
+        listing = ChangeListing(full=True, cursor=token)
+        listing.changed = self._read_members(
+            [m for m in members if not m.href.endswith("/")], self._calendar_zone(calendar)
+        )
+        return listing
+
+    def _collection_token(self, calendar: str) -> str | None:
+        """The collection's current sync-token (and its zone, read on the way), if it has one."""
+        reply = self._propfind(calendar, ["<D:sync-token/>", "<C:calendar-timezone/>"], 0)
+        if reply.status == 404:
+            raise CalendarNotFound(f"the calendar {calendar} does not exist (404)")
+        token = None
+        for member in _members(reply.tree if reply.status == 207 else None):
+            token = _text_of(member.props.get(f"{DAV}sync-token"))
+            zone = _vtimezone_zone(_text_of(member.props.get(f"{CALDAV}calendar-timezone")))
+            self._zones.setdefault(calendar, zone)
+        return token
 
     def _propfind_listing(self, calendar: str) -> ChangeListing:
         reply = self._expect(

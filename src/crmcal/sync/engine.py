@@ -119,7 +119,10 @@ class Engine:
         # were out of scope relevant: look at everything on both sides once.
         self.options_changed = self.conn.applied_options != self.options.digest()
         cursor = None if self.options_changed else self.conn.remote_cursor
-        listing = await self.provider.list_changes(self.calendar_id, cursor)
+        # A first import needs every event's contents: say so, a provider may
+        # then list them in one go instead of listing and fetching.
+        first = cursor is None and not self.linked
+        listing = await self.provider.list_changes(self.calendar_id, cursor, with_contents=first)
         remote_refs, gone_ids = await self._remote_side(listing)
         crm_ids = await self._crm_side()
         pairs = await self._pair(remote_refs, gone_ids, crm_ids)
