@@ -68,6 +68,10 @@ _QUOTED_LINE = re.compile(
     re.DOTALL,
 )
 _PARAM = re.compile(r';([A-Za-z0-9-]+)=((?:"[^"]*"|[^";:,]*)(?:,(?:"[^"]*"|[^";:,]*))*)')
+_VTIMEZONE = re.compile(
+    r"^BEGIN:VTIMEZONE[ \t]*\n.*?^END:VTIMEZONE[ \t]*(?:\n|\Z)", re.MULTILINE | re.DOTALL | re.I
+)
+_TZID = re.compile(r"TZID[;:]", re.I)
 _TEXT_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 _CARET = re.compile(r"\^([n^'])")
 _DATE_TIME = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(Z?)")
@@ -123,9 +127,11 @@ def _scan(text: str) -> _Document:
     text = text.replace("\n ", "").replace("\n\t", "").lstrip("\ufeff \n\t")
     if not text[:15].upper().startswith("BEGIN:VCALENDAR"):
         raise ValueError("not iCalendar data (no BEGIN:VCALENDAR)")
+    timezones: dict[str, list[str]] = {}
+    if "VTIMEZONE" in text.upper():
+        text = _cut_timezones(text, timezones)
     stack: list[str] = []
     events: list[_Component] = []
-    timezones: dict[str, list[str]] = {}
     calendar_zone: str | None = None
     event: _Component | None = None
     alarm: _Component | None = None
@@ -184,6 +190,25 @@ def _scan(text: str) -> _Document:
     if stack:
         raise ValueError(f"BEGIN:{stack[-1]} is never closed")
     return _Document(events, timezones, calendar_zone)
+
+
+def _cut_timezones(text: str, timezones: dict[str, list[str]]) -> str:
+    """The text without its VTIMEZONE blocks, which go to ``timezones`` by TZID.
+
+    Servers repeat a VTIMEZONE in every event (Radicale adds one), and it is read
+    only for a zone no name resolves: so it is cut out whole, not parsed line by
+    line. A block this cannot cut cleanly is left for the line parser.
+    """
+    kept: list[str] = []
+    position = 0
+    for match in _VTIMEZONE.finditer(text):
+        lines = match.group(0).rstrip("\n").split("\n")
+        tzid = next((line.split(":", 1)[-1] for line in lines if _TZID.match(line)), "")
+        timezones[tzid.strip()] = lines
+        kept.append(text[position : match.start()])
+        position = match.end()
+    kept.append(text[position:])
+    return "".join(kept)
 
 
 def _params(raw: str) -> dict[str, str]:
