@@ -62,3 +62,15 @@ def test_upgrade_is_repeatable_and_downgrade_empties(empty_url: str) -> None:
         engine.dispose()
     migrations.upgrade(empty_url)
     assert migrations.current_revision(empty_url) == migrations.head_revision()
+
+
+def test_head_revision_read_from_the_files_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    assert migrations.head_revision() == ScriptDirectory(str(migrations.HERE)).get_current_head()
+
+
+def test_current_revision_after_a_partial_upgrade(empty_url: str) -> None:
+    migrations.upgrade(empty_url, "0001")
+    assert migrations.current_revision(empty_url) == "0001"
+    assert migrations.current_revision(empty_url) != migrations.head_revision()
