@@ -49,7 +49,8 @@ async def record_changes(
     # One multi-row INSERT. Asking for the numbers in row order would make
     # SQLAlchemy send it row by row on SQLite; the rows of one call differ only in
     # their activity, so the numbers are answered in ascending order instead.
-    inserted = await session.execute(insert(ActivityChange).returning(ActivityChange.seq), rows)
+    table = ActivityChange.__table__
+    inserted = await session.execute(insert(table).returning(table.c.seq), rows)
     return sorted(inserted.scalars())
 
 

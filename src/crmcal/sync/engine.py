@@ -626,7 +626,7 @@ class Engine:
                 }
                 for activity, (ref, event, _, _) in zip(created, prepared, strict=True)
             ]
-            await session.execute(insert(Link), rows)
+            await session.execute(insert(Link.__table__), rows)
         self.report.created += len(created)
 
     async def _pull_update(self, pair: Pair, link: Link) -> None:
