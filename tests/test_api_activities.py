@@ -19,8 +19,8 @@ URL = "/api/v1/activities"
 OUT_FIELDS = {
     "id", "type", "subject", "start", "end", "all_day", "timezone", "location", "note", "done",
     "busy", "visibility", "owner_id", "participants", "deal_id", "person_id", "organization_id",
-    "reminder_minutes", "recurrence", "series_id", "sync", "created_at", "updated_at",
-    "deleted_at",
+    "reminder_minutes", "notify_participants", "recurrence", "series_id", "sync",
+    "created_at", "updated_at", "deleted_at",
 }  # fmt: skip
 
 
@@ -130,13 +130,14 @@ def test_create_with_every_field(alice: Api) -> None:
         "visibility": "owner",
         "owner_id": alice.id,
         "participants": [
-            {"email": "ann@acme.test", "name": "Ann"},
+            {"email": "ann@acme.test", "name": "Ann", "status": "accepted"},
             {"email": "zed@other.test", "name": "Zed"},
         ],
         "deal_id": deal,
         "person_id": ann,
         "organization_id": org,
         "reminder_minutes": 15,
+        "notify_participants": True,
         "recurrence": "FREQ=WEEKLY;COUNT=10",
     }
     before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
@@ -151,8 +152,13 @@ def test_create_with_every_field(alice: Api) -> None:
         **body,
         "id": out["id"],
         "participants": [
-            {"email": "ann@acme.test", "name": "Ann", "person_id": ann},
-            {"email": "zed@other.test", "name": "Zed", "person_id": zed["id"]},
+            {"email": "ann@acme.test", "name": "Ann", "person_id": ann, "status": "accepted"},
+            {
+                "email": "zed@other.test",
+                "name": "Zed",
+                "person_id": zed["id"],
+                "status": "needs_action",
+            },
         ],
         "series_id": None,
         "sync": None,
@@ -469,7 +475,12 @@ def test_participant_email_links_an_existing_person_in_any_case(alice: Api) -> N
     ann = record(alice, "persons", name="Ann Example", email="ann@acme.test")
     out = create(alice, participants=[{"email": "ANN@Acme.Test"}])
     assert out["participants"] == [
-        {"email": "ann@acme.test", "name": "Ann Example", "person_id": ann}
+        {
+            "email": "ann@acme.test",
+            "name": "Ann Example",
+            "person_id": ann,
+            "status": "needs_action",
+        }
     ]
     assert [p["id"] for p in persons_with_email(alice, "ann@acme.test")] == [ann]
 
@@ -484,8 +495,13 @@ def test_participant_new_email_creates_a_person(alice: Api) -> None:
     (zed,) = persons_with_email(alice, "zed@acme.test")
     assert (nina["name"], zed["name"]) == ("Nina New", "zed")
     assert out["participants"] == [
-        {"email": "new@acme.test", "name": "Nina New", "person_id": nina["id"]},
-        {"email": "zed@acme.test", "name": "zed", "person_id": zed["id"]},
+        {
+            "email": "new@acme.test",
+            "name": "Nina New",
+            "person_id": nina["id"],
+            "status": "needs_action",
+        },
+        {"email": "zed@acme.test", "name": "zed", "person_id": zed["id"], "status": "needs_action"},
     ]
     # A second activity with the same address reuses the person.
     again = create(alice, participants=[{"email": "new@acme.test"}])
@@ -496,7 +512,9 @@ def test_participant_new_email_creates_a_person(alice: Api) -> None:
 def test_participant_by_person_id_takes_email_and_name(alice: Api) -> None:
     ann = record(alice, "persons", name="Ann", email="ann@acme.test")
     out = create(alice, participants=[{"person_id": ann}])
-    assert out["participants"] == [{"email": "ann@acme.test", "name": "Ann", "person_id": ann}]
+    assert out["participants"] == [
+        {"email": "ann@acme.test", "name": "Ann", "person_id": ann, "status": "needs_action"}
+    ]
 
 
 def test_participant_needs_email_or_person_id(alice: Api) -> None:

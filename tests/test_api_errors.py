@@ -1125,6 +1125,7 @@ GOOD_OPTIONAL: dict[str, st.SearchStrategy[Any]] = {
     "person_id": st.just(1) | st.none(),
     "organization_id": st.just(1) | st.none(),
     "reminder_minutes": st.integers(min_value=0, max_value=40320) | st.none(),
+    "notify_participants": st.booleans(),
     "recurrence": st.sampled_from(
         [
             "FREQ=WEEKLY;COUNT=10",
@@ -1187,7 +1188,12 @@ ODD: dict[str, st.SearchStrategy[Any]] = {
     "participants": st.lists(
         st.fixed_dictionaries(
             {},
-            optional={"email": texts | st.just("\x00@x.test"), "name": texts, "person_id": ids_st},
+            optional={
+                "email": texts | st.just("\x00@x.test"),
+                "name": texts,
+                "person_id": ids_st,
+                "status": st.sampled_from(["maybe", "ACCEPTED", ""]),
+            },
         ),
         max_size=3,
     ),
@@ -1195,6 +1201,7 @@ ODD: dict[str, st.SearchStrategy[Any]] = {
     "person_id": ids_st,
     "organization_id": ids_st,
     "reminder_minutes": st.integers(min_value=-10, max_value=50000) | st.just(HUGE),
+    "notify_participants": st.sampled_from(["maybe", 2, None]),
     "recurrence": st.sampled_from(
         ["FREQ=DAILY;UNTIL=20270101", "FREQ=MONTHLY;BYDAY=+99MO", "FREQ=DAILY;COUNT=0", "x", ""]
     )

@@ -34,7 +34,7 @@ REQUIRED_FIELDS = ("type", "subject", "start", "all_day", "timezone", "done", "b
 _TIME_FIELDS = ("start", "end", "all_day", "timezone")
 _PLAIN_FIELDS = (
     "subject", "location", "note", "done", "busy", "visibility", "deal_id", "person_id",
-    "organization_id", "reminder_minutes",
+    "organization_id", "reminder_minutes", "notify_participants",
 )  # fmt: skip
 
 
@@ -75,7 +75,7 @@ def to_out(activity: Activity, viewer: User) -> ActivityOut:
         visibility=activity.visibility,
         owner_id=activity.owner_id,
         participants=[
-            ParticipantOut(email=p.email, name=p.name, person_id=p.person_id)
+            ParticipantOut(email=p.email, name=p.name, person_id=p.person_id, status=p.status)
             for p in activity.participants
         ]
         if details
@@ -84,6 +84,7 @@ def to_out(activity: Activity, viewer: User) -> ActivityOut:
         person_id=activity.person_id if details else None,
         organization_id=activity.organization_id if details else None,
         reminder_minutes=activity.reminder_minutes,
+        notify_participants=activity.notify_participants,
         recurrence=activity.recurrence,
         series_id=activity.series_id,
         created_at=activity.created_at,
@@ -210,13 +211,19 @@ def _recurrence(values: dict[str, Any], resolved: dict[str, Any]) -> str | None:
 
 
 async def _participants(
-    session: AsyncSession, lists: list[list[ParticipantIn]]
+    session: AsyncSession, lists: list[list[ParticipantIn]], *, as_contacts: bool = True
 ) -> list[list[Participant]]:
-    """Participants linked to persons: by id, or by e-mail (creating the persons that are new).
+    """Participants linked to persons: by id, or by e-mail (creating the persons that are
+    new) unless ``as_contacts`` is off, which keeps e-mail-only participants plain.
 
     For many activities at once, so that an import looks persons up in one query.
     """
-    wanted = {p.email: p.name for given in lists for p in given if p.person_id is None and p.email}
+    wanted = {
+        p.email: p.name
+        for given in lists
+        for p in given
+        if p.person_id is None and p.email and as_contacts
+    }
     by_email = await contacts.persons_for_emails(session, wanted)
     result = []
     for given in lists:
@@ -231,11 +238,19 @@ async def _participants(
                     )
                 email = email or person.email
                 name = name or person.name
-            elif email is not None:
+            elif email is not None and as_contacts:
                 person = by_email[email]
                 person_id = person.id
                 name = name or person.name
-            made.append(Participant(position=position, email=email, name=name, person_id=person_id))
+            made.append(
+                Participant(
+                    position=position,
+                    email=email,
+                    name=name,
+                    person_id=person_id,
+                    status=item.status or "needs_action",
+                )
+            )
         result.append(made)
     return result
 
@@ -312,9 +327,12 @@ async def create_activity(
     *,
     origin: str = "api",
     uid: str | None = None,
+    as_contacts: bool = True,
 ) -> Activity:
     """Create an activity. ``uid`` lets an importer choose a stable identity."""
-    (created,) = await create_activities(session, actor, [(data, uid)], origin=origin)
+    (created,) = await create_activities(
+        session, actor, [(data, uid)], origin=origin, as_contacts=as_contacts
+    )
     return created
 
 
@@ -324,9 +342,11 @@ async def create_activities(
     items: list[tuple[ActivityCreate, str | None]],
     *,
     origin: str = "api",
+    as_contacts: bool = True,
 ) -> list[Activity]:
     """Create several activities in one go (an import): the same checks as one by one,
-    with persons, rows and change-feed entries written in batches."""
+    with persons, rows and change-feed entries written in batches. ``as_contacts``
+    off keeps participants given by e-mail as plain addresses (no persons made)."""
     permissions.require(actor, permissions.ACTIVITIES_CREATE)
     owners: dict[int, User] = {actor.id: actor}
     usable_types: set[str] = set()
@@ -339,14 +359,16 @@ async def create_activities(
         values = data.model_dump()
         # The owner's own zone is the natural default for times written without one.
         defaults = {"all_day": False, "done": False, "busy": True, "visibility": "everyone",
-                    "timezone": owner.timezone}  # fmt: skip
+                    "timezone": owner.timezone, "notify_participants": False}  # fmt: skip
         for name, default in defaults.items():
             if values[name] is None:
                 values[name] = default
         activity = Activity(uid=uid or uuid.uuid4().hex, owner_id=owner.id, type="")
         await _apply(session, actor, activity, values, usable_types)
         created.append(activity)
-    participants = await _participants(session, [data.participants or [] for data, _ in items])
+    participants = await _participants(
+        session, [data.participants or [] for data, _ in items], as_contacts=as_contacts
+    )
     stored = await _insert_all(session, created, participants)
     await changefeed.record_changes(session, stored, changefeed.CREATED, origin)
     return stored
@@ -394,6 +416,7 @@ async def update_activity(
     data: ActivityUpdate,
     *,
     origin: str = "api",
+    as_contacts: bool = True,
 ) -> Activity:
     permissions.require(actor, permissions.ACTIVITIES_EDIT)
     activity = await load(session, activity_id)
@@ -401,9 +424,10 @@ async def update_activity(
     if activity.deleted_at is not None:
         raise Conflict(f"activity {activity_id} is in the trash: restore it first")
     changes = data.model_dump(exclude_unset=True)
-    for name in REQUIRED_FIELDS:
+    for name in (*REQUIRED_FIELDS, "notify_participants"):
         if name in changes and changes[name] is None:
             raise Invalid(f"{name} cannot be null")
+    previous_owner = activity.owner_id
     if "owner_id" in changes:
         new_owner = changes.pop("owner_id")
         if new_owner is not None and new_owner != activity.owner_id:
@@ -412,9 +436,16 @@ async def update_activity(
     _switch_all_day(activity, values, changes)
     await _apply(session, actor, activity, values)
     if "participants" in changes:
-        (activity.participants,) = await _participants(session, [data.participants or []])
+        (activity.participants,) = await _participants(
+            session, [data.participants or []], as_contacts=as_contacts
+        )
     activity.updated_at = utcnow()
     await session.flush()
+    if previous_owner != activity.owner_id:
+        # The previous owner's calendar holds the event: its sync must hear of this.
+        await changefeed.record_changes(
+            session, [activity], changefeed.UPDATED, origin, owner_id=previous_owner
+        )
     await changefeed.record_change(session, activity, changefeed.UPDATED, origin)
     return activity
 

@@ -35,15 +35,24 @@ async def record_change(session: AsyncSession, activity: Activity, kind: str, or
 
 
 async def record_changes(
-    session: AsyncSession, changed: list[Activity], kind: str, origin: str
+    session: AsyncSession,
+    changed: list[Activity],
+    kind: str,
+    origin: str,
+    *,
+    owner_id: int | None = None,
 ) -> list[int]:
-    """Append one feed row per activity; returns their sequence numbers, ascending."""
+    """Append one feed row per activity; returns their sequence numbers, ascending.
+
+    Rows name the activity's owner (readers follow their own user's activities),
+    or ``owner_id``: another user who must hear of the change, like a previous owner.
+    """
     if (await session.connection()).dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _FEED_LOCK_KEY})
     now = utcnow()
     rows = [
-        {"activity_id": a.id, "owner_id": a.owner_id, "kind": kind, "origin": origin,
-         "changed_at": now}
+        {"activity_id": a.id, "owner_id": owner_id or a.owner_id, "kind": kind,
+         "origin": origin, "changed_at": now}
         for a in changed
     ]  # fmt: skip
     # One multi-row INSERT. Asking for the numbers in row order would make

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crmcal.crm import changefeed
 from crmcal.crm.errors import Conflict, Invalid, NotFound
 from crmcal.crm.pagination import page_by_id
 from crmcal.crm.schemas import Input
-from crmcal.crm.tables import Base, Deal, Organization, Person, User
+from crmcal.crm.tables import Activity, Base, Deal, Organization, Person, User
 
 M = TypeVar("M", bound=Base)
 
@@ -67,10 +69,72 @@ async def update(session: AsyncSession, record: Any, data: Input) -> Any:
     await check_links(session, changes)
     if isinstance(record, Person) and "email" in changes:
         await _check_email_free(session, changes["email"], record.id)
+    shown = any(
+        getattr(record, f) != v for f, v in changes.items() if f in _SHOWN.get(type(record), ())
+    )
     for field, value in changes.items():
         setattr(record, field, value)
     await session.flush()
+    if shown:
+        await _announce_to_activities(session, record)
     return record
+
+
+# What calendar events show of a linked record (F11), by the activity column linking it.
+_SHOWN: dict[type[Base], tuple[str, ...]] = {
+    Deal: ("title",),
+    Person: ("name", "email", "phone"),
+    Organization: ("name",),
+}
+_LINKED_BY = {
+    Deal: Activity.deal_id,
+    Person: Activity.person_id,
+    Organization: Activity.organization_id,
+}
+
+
+async def _announce_to_activities(session: AsyncSession, record: Any) -> None:
+    """A change feed entry for each live activity linked to ``record``: their events
+    may show it, and the feed is how calendar syncs learn of changes."""
+    column = _LINKED_BY[type(record)]
+    linked = list(
+        await session.scalars(
+            select(Activity).where(column == record.id, Activity.deleted_at.is_(None))
+        )
+    )
+    if linked:
+        await changefeed.record_changes(session, linked, changefeed.UPDATED, "api")
+
+
+@dataclass(frozen=True)
+class Linked:
+    """The records an activity links to."""
+
+    deal: Deal | None
+    person: Person | None
+    organization: Organization | None
+
+
+async def linked_records(session: AsyncSession, found: list[Activity]) -> dict[int, Linked]:
+    """The deal, person and organization of each activity, in three queries."""
+    result: dict[int, Linked] = {}
+    loaded: dict[type[Base], dict[int, Any]] = {}
+    for model, column in (
+        (Deal, "deal_id"),
+        (Person, "person_id"),
+        (Organization, "organization_id"),
+    ):
+        ids = {getattr(a, column) for a in found if getattr(a, column) is not None}
+        rows = await session.scalars(select(model).where(model.id.in_(ids))) if ids else []  # type: ignore[attr-defined]
+        loaded[model] = {row.id: row for row in rows}
+    for activity in found:
+        if activity.deal_id or activity.person_id or activity.organization_id:
+            result[activity.id] = Linked(
+                deal=loaded[Deal].get(activity.deal_id or 0),
+                person=loaded[Person].get(activity.person_id or 0),
+                organization=loaded[Organization].get(activity.organization_id or 0),
+            )
+    return result
 
 
 async def list_page(

@@ -231,10 +231,16 @@ class DealOut(BaseModel):
 # --- activities ------------------------------------------------------------
 
 
+ParticipantStatus = Literal["needs_action", "accepted", "declined", "tentative"]
+
+
 class ParticipantIn(Input):
     email: Email | None = None
     name: Text(200) | None = None
     person_id: Id | None = None
+    status: ParticipantStatus | None = Field(
+        default=None, description="The answer to the invitation; default needs_action."
+    )
 
     @model_validator(mode="after")
     def _needs_someone(self) -> ParticipantIn:
@@ -247,6 +253,7 @@ class ParticipantOut(BaseModel):
     email: str | None
     name: str | None
     person_id: int | None
+    status: str
 
 
 class ActivityFields(Input):
@@ -272,6 +279,10 @@ class ActivityFields(Input):
     person_id: Id | None = None
     organization_id: Id | None = None
     reminder_minutes: int | None = Field(default=None, ge=0, le=40320)
+    notify_participants: bool | None = Field(
+        default=None,
+        description="Let the calendar e-mail invitations to the participants; default false.",
+    )
     recurrence: Text(1000, 1) | None = Field(
         default=None, description="RFC 5545 RRULE value, e.g. FREQ=WEEKLY;COUNT=10"
     )
@@ -313,6 +324,7 @@ class ActivityOut(BaseModel):
     person_id: int | None
     organization_id: int | None
     reminder_minutes: int | None
+    notify_participants: bool
     recurrence: str | None
     series_id: int | None
     sync: SyncInfo | None = None

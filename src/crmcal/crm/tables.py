@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -169,6 +170,11 @@ class Activity(Timestamped, Base):
         ForeignKey("organizations.id", ondelete="SET NULL")
     )
     reminder_minutes: Mapped[int | None] = mapped_column(Integer)
+    # Whether the calendar should e-mail invitations to the participants (F10):
+    # never unless asked, so that logging a meeting does not spam its guests.
+    notify_participants: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=sa_false()
+    )
     recurrence: Mapped[str | None] = mapped_column(String(1000))
     series_id: Mapped[int | None] = mapped_column(Integer)
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -192,6 +198,10 @@ class Participant(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     person_id: Mapped[int | None] = mapped_column(
         ForeignKey("persons.id", ondelete="SET NULL"), index=True
+    )
+    # The participant's answer to the invitation, as the calendar reports it.
+    status: Mapped[str] = mapped_column(
+        String(16), default="needs_action", server_default="needs_action"
     )
 
 
