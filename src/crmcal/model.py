@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 ResponseStatus = Literal["needs_action", "accepted", "declined", "tentative"]
+RESPONSE_STATUSES = frozenset(("needs_action", "accepted", "declined", "tentative"))
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class CalendarEvent:
     last_modified: dt.datetime | None = None
     # The event's own identity in its calendar (iCalendar UID, Google iCalUID).
     uid: str | None = None
+    # A write-time wish, not content: let the provider e-mail invitations to the
+    # attendees (F10). Off, a provider that can write attendees silently does so.
+    notify_attendees: bool = False
 
     @property
     def recurring(self) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import caldav
@@ -56,6 +56,14 @@ class Harness(Protocol):
 
     def provider_for(self, url: str) -> Provider:
         """A provider of this kind with the same credentials, aimed at another URL."""
+        ...
+
+    def connection_body(self) -> dict[str, Any]:
+        """The ``POST /connections`` fields that connect crmcal to this calendar."""
+        ...
+
+    async def sends_invitations(self, event_id: str) -> bool:
+        """Whether the service would e-mail the event's attendees as it is stored."""
         ...
 
     def with_wrong_password(self) -> Provider | None:
@@ -161,6 +169,23 @@ class CalDAVHarness:
 
     def provider_for(self, url: str) -> CalDAVProvider:
         return self._provider(url, self.server.password)
+
+    def connection_body(self) -> dict[str, Any]:
+        return {
+            "provider": "caldav",
+            "url": self.server.url,
+            "username": self.server.username,
+            "password": self.server.password,
+            "calendar_id": self.calendar_id,
+        }
+
+    async def sends_invitations(self, event_id: str) -> bool:
+        # RFC 6638: a scheduling server mails every attendee not marked as
+        # scheduled by the client.
+        text = (await self.read_raw(event_id)).replace("\r\n ", "").replace("\n ", "")
+        attendees = [line for line in text.splitlines() if line.upper().startswith("ATTENDEE")]
+        assert attendees, "the event has no attendees"
+        return any("SCHEDULE-AGENT=CLIENT" not in line.upper() for line in attendees)
 
     def with_wrong_password(self) -> CalDAVProvider | None:
         if not self.server.checks_auth:

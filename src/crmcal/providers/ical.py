@@ -676,7 +676,9 @@ class _Previous:
             return 0
 
 
-def _attendee_line(attendee: Attendee, previous: dict[str, vCalAddress]) -> vCalAddress:
+def _attendee_line(
+    attendee: Attendee, previous: dict[str, vCalAddress], notify: bool
+) -> vCalAddress:
     address = vCalAddress(f"mailto:{attendee.email}")
     # Keep what another client said about this attendee (ROLE, RSVP, X- params).
     before = previous.get(attendee.email.lower())
@@ -690,12 +692,15 @@ def _attendee_line(attendee: Attendee, previous: dict[str, vCalAddress]) -> vCal
     address.params["PARTSTAT"] = _PARTSTAT_OUT.get(attendee.status, "NEEDS-ACTION")
     if attendee.resource:
         address.params["CUTYPE"] = "RESOURCE"
-    # Scheduling servers (RFC 6638) must not send invitations on crmcal's behalf.
-    address.params["SCHEDULE-AGENT"] = "CLIENT"
+    if not notify:
+        # Scheduling servers (RFC 6638) send no invitation for a client-scheduled attendee.
+        address.params["SCHEDULE-AGENT"] = "CLIENT"
     return address
 
 
-def _organizer_line(email: str | None, old: icalendar.Event | None) -> vCalAddress | None:
+def _organizer_line(
+    email: str | None, old: icalendar.Event | None, notify: bool
+) -> vCalAddress | None:
     before = old.get("ORGANIZER") if old is not None else None
     if isinstance(before, list):
         before = before[0] if before else None
@@ -705,8 +710,10 @@ def _organizer_line(email: str | None, old: icalendar.Event | None) -> vCalAddre
     address = vCalAddress(f"mailto:{email}" if email else str(before))
     if before is not None and (email is None or email.lower() == before_email):
         for key, value in before.params.items():  # keep its CN, SENT-BY ...
-            address.params[key] = value
-    address.params["SCHEDULE-AGENT"] = "CLIENT"
+            if key.upper() != "SCHEDULE-AGENT":
+                address.params[key] = value
+    if not notify:
+        address.params["SCHEDULE-AGENT"] = "CLIENT"
     return address
 
 
@@ -815,9 +822,13 @@ def serialize_event(
             email = str(line).split(":", 1)[-1].strip().lower()
             old_attendees[email] = line
     for attendee in event.attendees:
-        vevent.add("ATTENDEE", _attendee_line(attendee, old_attendees), encode=False)
+        vevent.add(
+            "ATTENDEE",
+            _attendee_line(attendee, old_attendees, event.notify_attendees),
+            encode=False,
+        )
     if event.attendees:
-        organizer = _organizer_line(event.organizer, old)
+        organizer = _organizer_line(event.organizer, old, event.notify_attendees)
         if organizer is not None:
             vevent.add("ORGANIZER", organizer, encode=False)
     alarms: list[icalendar.cal.Component] = []

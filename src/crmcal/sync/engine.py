@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crmcal.crm import activities, changefeed, permissions
+from crmcal.crm import activities, changefeed, contacts, permissions
 from crmcal.crm.errors import CrmError, Forbidden, Invalid
 from crmcal.crm.schemas import ActivityCreate, ActivityUpdate
 from crmcal.crm.tables import Activity, User, utcnow
@@ -37,6 +37,7 @@ from crmcal.model import CalendarEvent, ChangeListing, RemoteRef
 from crmcal.providers.base import EventNotFound, PreconditionFailed, Provider
 from crmcal.sync import mapping
 from crmcal.sync.decisions import Act, Decision, State, decide
+from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.options import SyncOptions, writes_calendar, writes_crm
 from crmcal.sync.tables import Conflict, Connection, Link
 
@@ -102,12 +103,17 @@ class Engine:
         *,
         force: bool = False,
         progress: ProgressFn | None = None,
+        base_url: str = "http://127.0.0.1:8000",
     ) -> None:
         self.db = db
         self.provider = provider
         self.connection_id = connection_id
         self.force = force
         self.progress = progress
+        self.base_url = base_url.rstrip("/")
+        # Deals, persons and organizations of the activities at hand, for event
+        # descriptions (F11); loaded only when that option is on.
+        self.linked_info: dict[int, LinkedRecords] = {}
         self.report = SyncReport()
         self.origin = f"sync:{connection_id}"
 
@@ -162,6 +168,9 @@ class Engine:
         self.by_remote: dict[str, Link] = {}
         self.by_activity: dict[int, Link] = {}
         self.sync_from = conn.connected_at - dt.timedelta(days=self.options.backfill_days)
+        # The account's own addresses are the user, never a contact (F10).
+        account = (conn.username or "").strip().lower()
+        self.own_addresses = frozenset([account] if "@" in account else [])
 
     def _check_permissions(self) -> None:
         owner = self.owner
@@ -283,6 +292,13 @@ class Engine:
             )
             for activity in loaded:
                 by_activity[activity.id].activity = activity
+            if self.options.include_deal_and_contact_info:
+                present = [p.activity for p in by_activity.values() if p.activity is not None]
+                linked = await contacts.linked_records(session, present)
+                self.linked_info.update(
+                    (activity_id, mapping.linked_records(records))
+                    for activity_id, records in linked.items()
+                )
         for activity_id, pair in by_activity.items():
             pair.activity_id = activity_id
             self.seen.add(f"activity {activity_id}")
@@ -308,7 +324,17 @@ class Engine:
     # --- deciding and applying -------------------------------------------
 
     def _event_of(self, activity: Activity) -> CalendarEvent:
-        return mapping.activity_to_event(activity, self.owner)
+        return mapping.activity_to_event(
+            activity,
+            self.owner,
+            self.options,
+            self.linked_info.get(activity.id),
+            f"{self.base_url}/activities/{activity.id}",
+        )
+
+    def _mine(self, activity: Activity) -> bool:
+        """Whether the activity (still) belongs to this connection's user (F5)."""
+        return activity.owner_id == self.owner.id
 
     def _crm_hash(self, activity: Activity | None) -> str:
         if activity is None or activity.deleted_at is not None:
@@ -322,7 +348,12 @@ class Engine:
         event = pair.remote.event if pair.remote else None
         if event is None:
             return False
-        return event.cancelled or (event.private and self.options.private_events == "skip")
+        if event.cancelled:
+            return True
+        # F9 "skip" leaves out the calendar's private events, not the events the
+        # CRM wrote (private ones among them, for activities only their owner sees).
+        origin = pair.link.origin if pair.link else ("crm" if event.crm_id else "calendar")
+        return event.private and self.options.private_events == "skip" and origin == "calendar"
 
     def _outgoing(self, activity: Activity) -> bool:
         return activity.type in self.options.outgoing_activity_types
@@ -370,7 +401,7 @@ class Engine:
         """Send an unlinked activity to the calendar; ``recreate`` for one whose event
         was deleted while the activity was edited (the filters applied when it was
         first sent)."""
-        if not self.push or activity.deleted_at is not None:
+        if not self.push or activity.deleted_at is not None or not self._mine(activity):
             return
         if not recreate and (not self._outgoing(activity) or activity.start_at < self.sync_from):
             return
@@ -432,6 +463,14 @@ class Engine:
             await self._drop_link(link)
             if pair.remote is not None and not self._remote_absent(pair):
                 await self._new_event(pair.remote)
+            return
+        if not self._mine(activity):
+            # Given to another user: an event crmcal made goes (the new owner's
+            # calendar gets one); the user's own calendar event stays theirs.
+            if link.origin == "crm" and self.push:
+                await self._push_delete(pair, link)
+            else:
+                await self._drop_link(link)
             return
         # F8: an event crmcal made for a type the user no longer sends is removed.
         if (
@@ -565,8 +604,8 @@ class Engine:
         zone = mapping.zone_of(self.owner)
         return dt.datetime.combine(event.start, dt.time(), tzinfo=zone) >= self.sync_from
 
-    def _fields(self, event: CalendarEvent) -> dict[str, Any]:
-        return mapping.event_fields(event, self.owner, self.options)
+    def _fields(self, event: CalendarEvent, current: Activity | None = None) -> dict[str, Any]:
+        return mapping.event_fields(event, self.owner, self.options, self.own_addresses, current)
 
     async def _import_batch(self) -> None:
         """Create the activities for the new events gathered so far, with their links, in
@@ -610,7 +649,13 @@ class Engine:
                 # A second event with the same UID is a copy and gets its own id.
                 items.append((data, None if uid in taken else uid))
                 taken.add(uid)
-            created = await activities.create_activities(session, owner, items, origin=self.origin)
+            created = await activities.create_activities(
+                session,
+                owner,
+                items,
+                origin=self.origin,
+                as_contacts=self.options.attendees_to_contacts,
+            )
             now = utcnow()
             rows = [
                 {
@@ -633,14 +678,19 @@ class Engine:
         ref = pair.remote
         assert ref is not None
         assert ref.event is not None
-        fields = self._fields(ref.event)
         async with self.db.write() as session:
             owner = await self._owner(session)
             activity = await activities.load(session, link.activity_id)
+            fields = self._fields(ref.event, activity)
             if activity.deleted_at is not None:
                 await activities.restore_activity(session, owner, activity.id, origin=self.origin)
             activity = await activities.update_activity(
-                session, owner, activity.id, ActivityUpdate(**fields), origin=self.origin
+                session,
+                owner,
+                activity.id,
+                ActivityUpdate(**fields),
+                origin=self.origin,
+                as_contacts=self.options.attendees_to_contacts,
             )
             stored = await session.merge(link)
             stored.remote_etag = ref.etag

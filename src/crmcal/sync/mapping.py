@@ -13,10 +13,12 @@ import hashlib
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from crmcal.crm import times
+from crmcal.crm import contacts, times
 from crmcal.crm.schemas import normalise_email
 from crmcal.crm.tables import Activity, User
-from crmcal.model import Attendee, CalendarEvent
+from crmcal.model import RESPONSE_STATUSES, Attendee, CalendarEvent, ResponseStatus
+from crmcal.sync import info_block
+from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.options import SyncOptions
 
 UNTITLED = "(no title)"
@@ -42,7 +44,15 @@ def _clean(text: str | None, limit: int) -> str | None:
     return cleaned[:limit]
 
 
-def activity_to_event(activity: Activity, owner: User) -> CalendarEvent:
+def activity_to_event(
+    activity: Activity,
+    owner: User,
+    options: SyncOptions | None = None,
+    linked: LinkedRecords | None = None,
+    activity_url: str | None = None,
+) -> CalendarEvent:
+    """The event an activity is written as; with ``include_deal_and_contact_info`` its
+    description carries the block ``linked`` and ``activity_url`` make (F11)."""
     if activity.all_day:
         assert activity.start_date is not None
         start: dt.datetime | dt.date = activity.start_date
@@ -50,8 +60,13 @@ def activity_to_event(activity: Activity, owner: User) -> CalendarEvent:
     else:
         start, end = activity.start_at, activity.end_at
     attendees = tuple(
-        Attendee(email=p.email, name=p.name) for p in activity.participants if p.email
+        Attendee(email=p.email, name=p.name, status=_status(p.status))
+        for p in activity.participants
+        if p.email
     )
+    description = activity.note
+    if options is not None and options.include_deal_and_contact_info and activity_url:
+        description = info_block.with_block(description, linked or LinkedRecords(), activity_url)
     return CalendarEvent(
         summary=activity.subject,
         start=start,
@@ -59,7 +74,7 @@ def activity_to_event(activity: Activity, owner: User) -> CalendarEvent:
         all_day=activity.all_day,
         timezone=activity.timezone,
         location=activity.location,
-        description=activity.note,
+        description=description,
         private=activity.visibility == "owner",
         busy=activity.busy,
         reminder_minutes=activity.reminder_minutes,
@@ -67,6 +82,23 @@ def activity_to_event(activity: Activity, owner: User) -> CalendarEvent:
         organizer=owner.email if attendees else None,
         crm_id=activity.uid,
         crm_type=activity.type,
+        notify_attendees=activity.notify_participants,
+    )
+
+
+def _status(value: str | None) -> ResponseStatus:
+    return value if value in RESPONSE_STATUSES else "needs_action"  # type: ignore[return-value]
+
+
+def linked_records(records: contacts.Linked) -> LinkedRecords:
+    """What the description block shows of an activity's deal, person and organization."""
+    deal, person, organization = records.deal, records.person, records.organization
+    return LinkedRecords(
+        deal=deal.title if deal else None,
+        person=person.name if person else None,
+        person_email=person.email if person else None,
+        person_phone=person.phone if person else None,
+        organization=organization.name if organization else None,
     )
 
 
@@ -79,8 +111,13 @@ def event_fields(
     owner: User,
     options: SyncOptions,
     own_addresses: frozenset[str] = frozenset(),
+    current: Activity | None = None,
 ) -> dict[str, Any]:
-    """The activity fields an event sets, in the shape the CRM's API accepts."""
+    """The activity fields an event sets, in the shape the CRM's API accepts.
+
+    ``current`` is the activity the event updates, if any: its privacy is kept
+    where the calendar's flag alone cannot tell (a private event the CRM made).
+    """
     if event.all_day:
         assert isinstance(event.start, dt.date)
         start = event.start.isoformat()
@@ -102,11 +139,19 @@ def event_fields(
             continue  # an address the CRM cannot store is not a contact
         if attendee.resource or email in ours:
             continue
-        participants.append({"email": email, "name": _clean(attendee.name, NAME_MAX)})
+        participants.append(
+            {"email": email, "name": _clean(attendee.name, NAME_MAX), "status": attendee.status}
+        )
+    was_private = current is not None and current.visibility == "owner"
     if event.private:
-        visibility = "everyone" if options.private_events == "everyone" else "owner"
+        # F9: how a private calendar event shows in the CRM; one the CRM itself made
+        # private stays so whatever that option says.
+        private = options.private_events != "everyone" or was_private
+        visibility = "owner" if private else "everyone"
+    elif current is None or was_private:
+        visibility = options.default_visibility  # new, or made public in the calendar
     else:
-        visibility = options.default_visibility
+        visibility = current.visibility
     reminder = event.reminder_minutes
     if reminder is not None and not 0 <= reminder <= REMINDER_MAX:
         reminder = None
@@ -117,7 +162,7 @@ def event_fields(
         "all_day": event.all_day,
         "timezone": timezone,
         "location": _clean(event.location, LOCATION_MAX) or None,
-        "note": _clean(event.description, NOTE_MAX) or None,
+        "note": _clean(info_block.without_block(event.description), NOTE_MAX) or None,
         "busy": event.busy,
         "visibility": visibility,
         "reminder_minutes": reminder,

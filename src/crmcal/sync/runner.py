@@ -133,7 +133,10 @@ async def run_sync(
             assert conn is not None
         prov = provider or open_provider(conn, vault)
         try:
-            report = await Engine(db, prov, connection_id, force=force, progress=progress).run()
+            engine = Engine(
+                db, prov, connection_id, force=force, progress=progress, base_url=settings.base_url
+            )
+            report = await engine.run()
         finally:
             if provider is None:
                 await prov.close()
