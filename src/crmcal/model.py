@@ -93,11 +93,13 @@ def _canonical(value: object) -> object:
 
 
 # Fields that describe what the event says, as opposed to bookkeeping
-# (who last touched it, which CRM record it belongs to).
-_SYNCED_FIELDS = (
-    "summary", "start", "end", "all_day", "location", "description", "private", "busy",
-    "reminder_minutes", "attendees", "cancelled", "recurrence", "recurrence_id",
+# (who last touched it, which CRM record it belongs to): plain values, moments,
+# and the attendees and recurrence, which have canonical forms of their own.
+_PLAIN_FIELDS = (
+    "summary", "all_day", "location", "description", "private", "busy", "reminder_minutes",
+    "cancelled",
 )  # fmt: skip
+_MOMENT_FIELDS = ("start", "end", "recurrence_id")
 
 
 # The parts of an RRULE in the order RFC 5545 (3.3.10) lists them.
@@ -127,11 +129,13 @@ def canonical_rrule(rule: str) -> str:
 
 def content_hash(event: CalendarEvent) -> str:
     # Read field by field: dataclasses.asdict deep-copies, which dominated
-    # the cost of digesting thousands of events.
-    subset = {name: _canonical(getattr(event, name)) for name in _SYNCED_FIELDS}
-    # An event's time zone matters only through its instants, except for
-    # all-day events whose dates are zone-free anyway.
+    # the cost of digesting thousands of events. An event's time zone matters
+    # only through its instants (all-day dates are zone-free anyway).
+    subset: dict[str, object] = {name: getattr(event, name) for name in _PLAIN_FIELDS}
+    for name in _MOMENT_FIELDS:
+        subset[name] = _canonical(getattr(event, name))
     subset["attendees"] = sorted((a.email.lower(), a.name or "", a.status) for a in event.attendees)
+    subset["recurrence"] = None
     if event.recurrence is not None:
         # The spelling of a rule and the order of its dates say nothing.
         subset["recurrence"] = {
