@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from crmcal.crm import activity_types, changefeed, contacts, permissions, times
 from crmcal.crm.errors import Conflict, Invalid, NotFound
@@ -212,9 +211,9 @@ def _recurrence(values: dict[str, Any], resolved: dict[str, Any]) -> str | None:
 
 async def _participants(
     session: AsyncSession, lists: list[list[ParticipantIn]], *, as_contacts: bool = True
-) -> list[list[Participant]]:
-    """Participants linked to persons: by id, or by e-mail (creating the persons that are
-    new) unless ``as_contacts`` is off, which keeps e-mail-only participants plain.
+) -> list[list[dict[str, Any]]]:
+    """Participant rows linked to persons: by id, or by e-mail (creating the persons that
+    are new) unless ``as_contacts`` is off, which keeps e-mail-only participants plain.
 
     For many activities at once, so that an import looks persons up in one query.
     """
@@ -243,14 +242,9 @@ async def _participants(
                 person_id = person.id
                 name = name or person.name
             made.append(
-                Participant(
-                    position=position,
-                    email=email,
-                    name=name,
-                    person_id=person_id,
-                    status=item.status or "needs_action",
-                )
-            )
+                {"position": position, "email": email, "name": name, "person_id": person_id,
+                 "status": item.status or "needs_action"}
+            )  # fmt: skip
         result.append(made)
     return result
 
@@ -284,30 +278,30 @@ def _switch_all_day(current: Activity, values: dict[str, Any], changes: dict[str
         values["end"] = None
 
 
-async def _apply(
-    session: AsyncSession,
-    actor: User,
-    activity: Activity,
-    values: dict[str, Any],
-    usable_types: set[str] | None = None,
-) -> None:
+async def _columns(
+    session: AsyncSession, values: dict[str, Any], current_type: str | None, usable_types: set[str]
+) -> dict[str, Any]:
+    """The columns ``values`` (in the API's shape) set, checked as a person expects.
+
+    An existing activity may keep a deactivated type (``current_type``);
+    ``usable_types`` caches that check across a batch.
+    """
     resolved = _resolve_times(values)
     resolved["recurrence"] = _recurrence(values, resolved)
-    # An existing activity may keep a deactivated type; ``usable_types`` caches
-    # the check for a batch.
-    if values["type"] != activity.type and values["type"] not in (usable_types or ()):
+    if values["type"] != current_type and values["type"] not in usable_types:
         await activity_types.require_usable(session, values["type"])
-        if usable_types is not None:
-            usable_types.add(values["type"])
+        usable_types.add(values["type"])
     links = {k: values.get(k) for k in ("deal_id", "person_id", "organization_id")}
     if any(v is not None for v in links.values()):
         await contacts.check_links(session, links)
-    for name in _PLAIN_FIELDS:
-        setattr(activity, name, values[name])
-    activity.type = values["type"]
-    activity.all_day = values["all_day"]
-    activity.timezone = values["timezone"]
-    for name, value in resolved.items():
+    columns = {name: values[name] for name in _PLAIN_FIELDS}
+    columns.update(type=values["type"], all_day=values["all_day"], timezone=values["timezone"])
+    columns.update(resolved)
+    return columns
+
+
+async def _apply(session: AsyncSession, activity: Activity, values: dict[str, Any]) -> None:
+    for name, value in (await _columns(session, values, activity.type, set())).items():
         setattr(activity, name, value)
 
 
@@ -350,7 +344,8 @@ async def create_activities(
     permissions.require(actor, permissions.ACTIVITIES_CREATE)
     owners: dict[int, User] = {actor.id: actor}
     usable_types: set[str] = set()
-    created = []
+    now = utcnow()
+    rows = []
     for data, uid in items:
         owner_id = data.owner_id or actor.id
         if owner_id not in owners:
@@ -363,50 +358,43 @@ async def create_activities(
         for name, default in defaults.items():
             if values[name] is None:
                 values[name] = default
-        activity = Activity(uid=uid or uuid.uuid4().hex, owner_id=owner.id, type="")
-        await _apply(session, actor, activity, values, usable_types)
-        created.append(activity)
+        row = await _columns(session, values, None, usable_types)
+        row.update(uid=uid or uuid.uuid4().hex, owner_id=owner.id, series_id=None,
+                   created_at=now, updated_at=now, deleted_at=None)  # fmt: skip
+        rows.append(row)
     participants = await _participants(
         session, [data.participants or [] for data, _ in items], as_contacts=as_contacts
     )
-    stored = await _insert_all(session, created, participants)
+    stored = await _insert_all(session, rows, participants)
     await changefeed.record_changes(session, stored, changefeed.CREATED, origin)
     return stored
 
 
-_ACTIVITY_COLUMNS = [c.key for c in Activity.__table__.columns if c.key != "id"]
-_PARTICIPANT_COLUMNS = [c.key for c in Participant.__table__.columns if c.key != "id"]
-
-
 async def _insert_all(
-    session: AsyncSession, drafts: list[Activity], participants: list[list[Participant]]
+    session: AsyncSession, rows: list[dict[str, Any]], participants: list[list[dict[str, Any]]]
 ) -> list[Activity]:
-    """Insert the drafted activities and their participants with a few multi-row INSERTs
-    (the unit of work would send them row by row), answering the drafts as stored.
+    """Insert activity rows and their participants with a few multi-row INSERTs, and
+    load what was stored.
 
-    Plain table inserts: an import is thousands of rows, and the ORM's bulk path
-    costs more per row than the database does. The drafts hold every column's
-    value, so they are what was stored once they have their ids.
+    Plain table inserts: an import is thousands of rows, and building ORM objects
+    (or the ORM's bulk path) costs more per row than the database does; loading
+    the stored rows back is cheaper than both.
     """
-    now = utcnow()
-    rows = []
-    for draft in drafts:
-        draft.created_at = draft.updated_at = now
-        rows.append({key: getattr(draft, key) for key in _ACTIVITY_COLUMNS})
     table = Activity.__table__
-    ids = await session.scalars(
-        insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
+    ids = list(
+        await session.scalars(
+            insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
+        )
     )
-    people_rows = []
-    for draft, activity_id, people in zip(drafts, ids, participants, strict=True):
-        draft.id = activity_id
-        for person in people:
-            person.activity_id = activity_id
-        people_rows.extend({key: getattr(p, key) for key in _PARTICIPANT_COLUMNS} for p in people)
-        set_committed_value(draft, "participants", people)
+    people_rows = [
+        {**person, "activity_id": activity_id}
+        for activity_id, people in zip(ids, participants, strict=True)
+        for person in people
+    ]
     if people_rows:
         await session.execute(insert(Participant.__table__), people_rows)
-    return drafts
+    loaded = {a.id: a for a in await session.scalars(select(Activity).where(Activity.id.in_(ids)))}
+    return [loaded[i] for i in ids]
 
 
 async def update_activity(
@@ -434,11 +422,10 @@ async def update_activity(
             activity.owner_id = (await _other_owner(session, actor, new_owner)).id
     values = {**_as_input(activity), **changes}
     _switch_all_day(activity, values, changes)
-    await _apply(session, actor, activity, values)
+    await _apply(session, activity, values)
     if "participants" in changes:
-        (activity.participants,) = await _participants(
-            session, [data.participants or []], as_contacts=as_contacts
-        )
+        (rows,) = await _participants(session, [data.participants or []], as_contacts=as_contacts)
+        activity.participants = [Participant(**row) for row in rows]
     activity.updated_at = utcnow()
     await session.flush()
     if previous_owner != activity.owner_id:
