@@ -34,8 +34,9 @@ def free_port() -> int:
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["serve"], ["users"], ["users", "create"], ["users", "token"], ["db"], ["db", "upgrade"]],
-)
+    [[], ["serve"], ["users"], ["users", "create"], ["users", "token"], ["db"], ["db", "upgrade"],
+     ["emulator"]],
+)  # fmt: skip
 def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
     result = crmcal(*command, "--help", db_url=f"sqlite:///{tmp_path / 'x.db'}")
     assert result.returncode == 0, result.stderr
@@ -189,3 +190,31 @@ def test_serve_migrates_creates_first_admin_once_and_prints_its_token(
     users = httpx.get(f"{base}/api/v1/users", headers={"Authorization": f"Bearer {token}"})
     assert len(users.json()["items"]) == 1  # the restart did not add a second admin
     assert output.count("API token:") == 1
+
+
+def test_emulator_google_serves_the_api(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([*CRMCAL, "emulator", "google", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                tokens = httpx.post(f"{base}/_emulator/accounts", json={"email": "a@b.test"})
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the emulator did not come up"
+                time.sleep(0.1)
+        auth = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+        listing = httpx.get(f"{base}/calendar/v3/users/me/calendarList", headers=auth)
+        assert [c["id"] for c in listing.json()["items"]] == ["a@b.test"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_an_unknown_emulator_is_one_clear_line(tmp_path: Path) -> None:
+    result = crmcal("emulator", "outlook", db_url=f"sqlite:///{tmp_path / 'x.db'}")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: no emulator named 'outlook': choose from google"

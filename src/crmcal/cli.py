@@ -1,4 +1,4 @@
-"""The ``crmcal`` command line: serve, users, db (sync, worker, demo and emulators join later)."""
+"""The ``crmcal`` command line: serve, sync, users, db, emulator (worker and demo join later)."""
 
 from __future__ import annotations
 
@@ -211,6 +211,26 @@ def serve(
         out.print(f"Try:         curl -H 'Authorization: Bearer {token}' {url}/api/v1/me")
     out.print(f"crmcal on {url} (API docs at {url}/docs)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+EMULATORS = ("google",)
+
+
+@app.command()
+def emulator(
+    name: Annotated[str, typer.Argument(help="Which service: google.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8100,
+) -> None:
+    """Run a local emulator of a calendar service (see docs/emulators.md)."""
+    import uvicorn
+
+    if name not in EMULATORS:
+        raise CliError(f"no emulator named {name!r}: choose from {', '.join(EMULATORS)}")
+    from crmcal.emulators.google import create_app
+
+    out.print(f"Google Calendar emulator on http://{host}:{port} (admin API at /_emulator/)")
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
 
 
 def _fail(message: str) -> None:

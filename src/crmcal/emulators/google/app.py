@@ -1,0 +1,186 @@
+"""The Google Calendar v3 emulator's HTTP face: Google's paths, parameters and errors.
+
+``/calendar/v3/...`` serves calendarList, calendars and events with bearer
+tokens checked on every call; ``/_emulator/...`` is the admin API that tests and
+the demo script (accounts, calendars, sync-token expiry, request counts). The
+state lives in ``store.GoogleState``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from crmcal.emulators.google.errors import GoogleError, invalid, unauthorized
+from crmcal.emulators.google.store import Account, GoogleState
+
+V3 = "/calendar/v3"
+_BOOLEANS = {"true": True, "false": False}
+_INTEGERS = ("maxResults", "maxAttendees")
+_REPEATED = ("privateExtendedProperty", "sharedExtendedProperty", "eventTypes")
+MAX_BODY = 1_000_000
+
+
+def create_app(state: GoogleState | None = None) -> FastAPI:
+    app = FastAPI(title="crmcal Google Calendar emulator", docs_url=None, redoc_url=None)
+    app.state.google = state or GoogleState()
+
+    @app.exception_handler(GoogleError)
+    async def google_error(request: Request, exc: GoogleError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    def store(request: Request) -> GoogleState:
+        return request.app.state.google  # type: ignore[no-any-return]
+
+    def account(request: Request, kind: str) -> Account:
+        state = store(request)
+        state.count(kind)
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else None
+        token = token or request.query_params.get("access_token")
+        found = state.account_for(token) if token else None
+        if found is None:
+            raise unauthorized()
+        return found
+
+    async def body_of(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            raise GoogleError(413, "requestTooLarge", "Request too large.")
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError:
+            raise GoogleError(400, "parseError", "Parse Error") from None
+        if not isinstance(data, dict):
+            raise GoogleError(400, "parseError", "Parse Error")
+        return data
+
+    def params_of(request: Request) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for key in request.query_params:
+            if key in _REPEATED:
+                params[key] = request.query_params.getlist(key)
+                continue
+            value = request.query_params[key]
+            if value.lower() in _BOOLEANS:
+                params[key] = _BOOLEANS[value.lower()]
+            elif key in _INTEGERS:
+                try:
+                    params[key] = int(value)
+                except ValueError:
+                    raise invalid(f"Invalid value for: {key}", location=key) from None
+            else:
+                params[key] = value
+        return params
+
+    # --- calendarList and calendars -------------------------------------------------
+
+    @app.get(V3 + "/users/me/calendarList")
+    async def calendar_list(request: Request) -> Any:
+        user = account(request, "calendarList.list")
+        params = params_of(request)
+        return store(request).calendar_list(
+            user, max_results=params.get("maxResults"), page_token=params.get("pageToken")
+        )
+
+    @app.get(V3 + "/users/me/calendarList/{calendar_id}")
+    async def calendar_list_entry(request: Request, calendar_id: str) -> Any:
+        user = account(request, "calendarList.get")
+        state = store(request)
+        return state.calendar_entry(user, state.calendar(user, calendar_id))
+
+    @app.get(V3 + "/calendars/{calendar_id}")
+    async def calendar_get(request: Request, calendar_id: str) -> Any:
+        user = account(request, "calendars.get")
+        calendar = store(request).calendar(user, calendar_id)
+        return {"kind": "calendar#calendar", "etag": f'"{calendar.position}"', "id": calendar.id,
+                "summary": calendar.summary, "timeZone": calendar.time_zone}  # fmt: skip
+
+    # --- events -----------------------------------------------------------------------
+
+    @app.get(V3 + "/calendars/{calendar_id}/events")
+    async def events_list(request: Request, calendar_id: str) -> Any:
+        user = account(request, "events.list")
+        state = store(request)
+        return state.list_events(state.calendar(user, calendar_id), params_of(request))
+
+    @app.post(V3 + "/calendars/{calendar_id}/events")
+    async def events_insert(request: Request, calendar_id: str) -> Any:
+        user = account(request, "events.insert")
+        state = store(request)
+        calendar = state.calendar(user, calendar_id, write=True)
+        return state.insert(calendar, await body_of(request))
+
+    @app.get(V3 + "/calendars/{calendar_id}/events/{event_id}")
+    async def events_get(request: Request, calendar_id: str, event_id: str) -> Any:
+        user = account(request, "events.get")
+        state = store(request)
+        return state.get(state.calendar(user, calendar_id), event_id)
+
+    @app.put(V3 + "/calendars/{calendar_id}/events/{event_id}")
+    async def events_update(request: Request, calendar_id: str, event_id: str) -> Any:
+        user = account(request, "events.update")
+        state = store(request)
+        calendar = state.calendar(user, calendar_id, write=True)
+        body = await body_of(request)
+        return state.update(calendar, event_id, body, request.headers.get("if-match"))
+
+    @app.patch(V3 + "/calendars/{calendar_id}/events/{event_id}")
+    async def events_patch(request: Request, calendar_id: str, event_id: str) -> Any:
+        user = account(request, "events.patch")
+        state = store(request)
+        calendar = state.calendar(user, calendar_id, write=True)
+        body = await body_of(request)
+        return state.patch(calendar, event_id, body, request.headers.get("if-match"))
+
+    @app.delete(V3 + "/calendars/{calendar_id}/events/{event_id}")
+    async def events_delete(request: Request, calendar_id: str, event_id: str) -> Response:
+        user = account(request, "events.delete")
+        state = store(request)
+        calendar = state.calendar(user, calendar_id, write=True)
+        state.delete(calendar, event_id, request.headers.get("if-match"))
+        return Response(status_code=204)
+
+    # --- the admin API ----------------------------------------------------------------
+
+    @app.post("/_emulator/accounts")
+    async def make_account(request: Request) -> Any:
+        body = await body_of(request)
+        email = body.get("email")
+        if not isinstance(email, str) or "@" not in email:
+            raise invalid("email: an e-mail address is required", location="email")
+        client_id = body.get("client_id")
+        return store(request).create_account(
+            email, client_id if isinstance(client_id, str) else None
+        )
+
+    @app.post("/_emulator/calendars")
+    async def make_calendar(request: Request) -> Any:
+        body = await body_of(request)
+        state = store(request)
+        email = str(body.get("email", "")).strip().lower()
+        if email not in state.accounts:
+            raise invalid("email: no such account", location="email")
+        calendar_id = str(body.get("id") or f"{len(state.calendars)}@group.calendar.google.com")
+        role = str(body.get("access_role") or "owner")
+        summary = str(body.get("summary") or calendar_id)
+        calendar = state.add_calendar(email, calendar_id, summary, role=role)
+        return {"id": calendar.id, "summary": calendar.summary, "access_role": role}
+
+    @app.post("/_emulator/calendars/{calendar_id}/expire-sync-tokens")
+    async def expire(request: Request, calendar_id: str) -> Response:
+        state = store(request)
+        calendar = state.calendars.get(calendar_id)
+        if calendar is None:
+            raise GoogleError(404, "notFound", "Not Found")
+        state.expire_sync_tokens(calendar)
+        return Response(status_code=204)
+
+    @app.get("/_emulator/requests")
+    async def requests(request: Request) -> Any:
+        return dict(sorted(store(request).requests.items()))
+
+    return app

@@ -1,0 +1,363 @@
+"""The Google Calendar emulator's state: accounts, calendars, events and their change log.
+
+No HTTP here (``app.py`` maps requests onto these operations). Every write stamps
+the event with the calendar's next log position; a sync token names a position,
+so an incremental list answers what changed after it, cancelled tombstones
+included. Tokens expire after ``token_max_age`` or on demand (410
+``fullSyncRequired``). Pages are keyset pages over a snapshot: an event changed
+after the first page is left to the next incremental sync, never lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import itertools
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from crmcal.emulators.google import events
+from crmcal.emulators.google.errors import GoogleError, invalid, not_found
+
+# events.list parameters that Google refuses together with a syncToken.
+NOT_WITH_SYNC_TOKEN = (
+    "iCalUID", "orderBy", "privateExtendedProperty", "q", "sharedExtendedProperty", "timeMin",
+    "timeMax", "updatedMin",
+)  # fmt: skip
+MAX_RESULTS, DEFAULT_RESULTS = 2500, 250
+
+
+def _encode(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
+
+
+def _decode(token: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass
+class Stored:
+    body: dict[str, Any]
+    serial: int  # creation order: the key pages are cut by
+    position: int  # the calendar's log position of the last change
+
+
+@dataclass
+class Calendar:
+    id: str
+    summary: str
+    owner: str
+    time_zone: str = "UTC"
+    events: dict[str, Stored] = field(default_factory=dict)
+    position: int = 0
+    # Sync tokens with a lower serial answer 410 (``expire_sync_tokens``).
+    expired_before: int = 0
+
+
+@dataclass
+class Account:
+    email: str
+    client_id: str | None
+    # calendar id -> accessRole
+    calendars: dict[str, str] = field(default_factory=dict)
+
+
+class GoogleState:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        token_max_age: dt.timedelta | None = dt.timedelta(days=7),
+    ) -> None:
+        self.clock = clock
+        self.token_max_age = token_max_age
+        self.accounts: dict[str, Account] = {}
+        self.calendars: dict[str, Calendar] = {}
+        self.access_tokens: dict[str, str] = {}  # token -> account email
+        self.refresh_tokens: dict[str, str] = {}
+        self._serials = itertools.count(1)
+        self._token_serials = itertools.count(1)
+        self._etags = itertools.count(int(self.clock().timestamp() * 1000))
+        self.requests: dict[str, int] = {}
+
+    # --- accounts ------------------------------------------------------------------
+
+    def create_account(self, email: str, client_id: str | None = None) -> dict[str, str]:
+        """An account with its primary calendar (id = the address); answers its tokens."""
+        email = email.strip().lower()
+        if email not in self.accounts:
+            self.accounts[email] = Account(email, client_id)
+            self.add_calendar(email, email, email, role="owner")
+        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+        self.access_tokens[access] = email
+        self.refresh_tokens[refresh] = email
+        return {"access_token": access, "refresh_token": refresh}
+
+    def add_calendar(
+        self, email: str, calendar_id: str, summary: str, *, role: str = "owner"
+    ) -> Calendar:
+        calendar = self.calendars.get(calendar_id)
+        if calendar is None:
+            calendar = Calendar(calendar_id, summary, email)
+            self.calendars[calendar_id] = calendar
+        self.accounts[email].calendars[calendar_id] = role
+        return calendar
+
+    def account_for(self, access_token: str) -> Account | None:
+        email = self.access_tokens.get(access_token)
+        return self.accounts.get(email) if email else None
+
+    def count(self, kind: str) -> None:
+        self.requests[kind] = self.requests.get(kind, 0) + 1
+
+    # --- calendars -----------------------------------------------------------------
+
+    def calendar(self, account: Account, calendar_id: str, *, write: bool = False) -> Calendar:
+        if calendar_id == "primary":
+            calendar_id = account.email
+        role = account.calendars.get(calendar_id)
+        if role is None or calendar_id not in self.calendars:
+            raise not_found()
+        if write and role not in ("owner", "writer"):
+            raise GoogleError(403, "requiredAccessLevel",
+                              "You need to have writer access to this calendar.")  # fmt: skip
+        return self.calendars[calendar_id]
+
+    def calendar_entry(self, account: Account, calendar: Calendar) -> dict[str, Any]:
+        role = account.calendars[calendar.id]
+        entry: dict[str, Any] = {
+            "kind": "calendar#calendarListEntry",
+            "etag": f'"{calendar.position}"',
+            "id": calendar.id,
+            "summary": calendar.summary,
+            "timeZone": calendar.time_zone,
+            "accessRole": role,
+            "defaultReminders": [{"method": "popup", "minutes": 30}] if role == "owner" else [],
+        }
+        if calendar.id == account.email:
+            entry["primary"] = True
+        return entry
+
+    def calendar_list(
+        self, account: Account, *, max_results: int | None, page_token: str | None
+    ) -> dict[str, Any]:
+        ids = sorted(account.calendars, key=lambda c: (c != account.email, c))
+        start = 0
+        if page_token:
+            data = _decode(page_token)
+            if data is None or not isinstance(data.get("o"), int):
+                raise invalid("Invalid page token.", location="pageToken")
+            start = data["o"]
+        size = min(max_results or 100, 250)
+        page = ids[start : start + size]
+        body: dict[str, Any] = {
+            "kind": "calendar#calendarList",
+            "etag": f'"{sum(self.calendars[c].position for c in ids)}"',
+            "items": [self.calendar_entry(account, self.calendars[c]) for c in page],
+        }
+        if start + size < len(ids):
+            body["nextPageToken"] = _encode({"o": start + size})
+        else:
+            body["nextSyncToken"] = _encode({"calendars": len(ids)})
+        return body
+
+    # --- writes --------------------------------------------------------------------
+
+    def _etag(self) -> str:
+        return f'"{next(self._etags)}"'
+
+    def _stamp(self, calendar: Calendar, event_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        calendar.position += 1
+        current = calendar.events.get(event_id)
+        serial = current.serial if current else next(self._serials)
+        calendar.events[event_id] = Stored(body, serial, calendar.position)
+        return body
+
+    def _stored(
+        self, written: dict[str, Any], calendar: Calendar, previous: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        return events.stored(
+            written,
+            previous=previous,
+            owner=calendar.owner,
+            calendar_id=calendar.id,
+            etag=self._etag(),
+            now=self.clock(),
+        )
+
+    def insert(self, calendar: Calendar, written: dict[str, Any]) -> dict[str, Any]:
+        event_id = written.get("id")
+        if event_id is None:
+            event_id = secrets.token_hex(13).translate(str.maketrans("wxyz", "0123"))
+        elif not isinstance(event_id, str) or not events.valid_id(event_id):
+            raise invalid("Invalid resource id value.")
+        if event_id in calendar.events:
+            # Deleted events keep their ids too: Google never reuses one.
+            raise GoogleError(409, "duplicate", "The requested identifier already exists.")
+        body = self._stored({**written, "id": event_id}, calendar, None)
+        return self._stamp(calendar, event_id, body)
+
+    def get(self, calendar: Calendar, event_id: str) -> dict[str, Any]:
+        found = calendar.events.get(event_id)
+        if found is None:
+            raise not_found()
+        return found.body
+
+    def _live(self, calendar: Calendar, event_id: str, if_match: str | None) -> dict[str, Any]:
+        current = self.get(calendar, event_id)
+        if if_match is not None and if_match not in ("*", current["etag"]):
+            raise GoogleError(412, "conditionNotMet", "Precondition Failed",
+                              location="If-Match", location_type="header")  # fmt: skip
+        return current
+
+    def update(
+        self, calendar: Calendar, event_id: str, written: dict[str, Any], if_match: str | None
+    ) -> dict[str, Any]:
+        current = self._live(calendar, event_id, if_match)
+        written = {**written, "id": event_id}
+        if current["status"] == "cancelled" and "status" not in written:
+            written["status"] = "confirmed"  # an update brings a deleted event back
+        body = self._stored(written, calendar, current)
+        return self._stamp(calendar, event_id, body)
+
+    def patch(
+        self, calendar: Calendar, event_id: str, patch: dict[str, Any], if_match: str | None
+    ) -> dict[str, Any]:
+        current = self._live(calendar, event_id, if_match)
+        return self.update(calendar, event_id, events.merge_patch(current, patch), None)
+
+    def delete(self, calendar: Calendar, event_id: str, if_match: str | None) -> None:
+        current = self._live(calendar, event_id, if_match)
+        if current["status"] == "cancelled":
+            raise GoogleError(410, "deleted", "Resource has been deleted")
+        self._stamp(calendar, event_id, events.cancelled(current, self._etag(), self.clock()))
+
+    # --- listing -------------------------------------------------------------------
+
+    def expire_sync_tokens(self, calendar: Calendar) -> None:
+        """Every sync token issued so far for ``calendar`` answers 410 from now on."""
+        calendar.expired_before = next(self._token_serials)
+
+    def sync_token(self, calendar: Calendar, position: int) -> str:
+        issued = self.clock().timestamp()
+        serial = next(self._token_serials)
+        return _encode({"c": calendar.id, "p": position, "t": issued, "n": serial})
+
+    def _since(self, calendar: Calendar, token: str) -> int:
+        data = _decode(token)
+        if (
+            data is None
+            or data.get("c") != calendar.id
+            or not isinstance(data.get("p"), int)
+            or not isinstance(data.get("n"), int)
+        ):
+            raise invalid("Invalid sync token value.", location="syncToken")
+        too_old = self.token_max_age is not None and (
+            self.clock().timestamp() - float(data.get("t", 0)) > self.token_max_age.total_seconds()
+        )
+        if data["n"] < calendar.expired_before or too_old:
+            raise GoogleError(
+                410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required."
+            )
+        return int(data["p"])
+
+    def list_events(self, calendar: Calendar, params: dict[str, Any]) -> dict[str, Any]:
+        """``events.list``: full (filtered) or incremental (``syncToken``), in pages."""
+        sync_token = params.get("syncToken")
+        if sync_token:
+            clashing = [p for p in NOT_WITH_SYNC_TOKEN if params.get(p) not in (None, [], "")]
+            if clashing or params.get("showDeleted") is False:
+                raise invalid(
+                    f"Sync token cannot be used with {clashing[0] if clashing else 'showDeleted'}."
+                )
+        page_token = params.get("pageToken")
+        signature = self._signature(params)
+        if page_token:
+            page = _decode(page_token)
+            if page is None or page.get("q") != signature or not {"a", "s"} <= set(page):
+                raise invalid("Invalid page token.", location="pageToken")
+            after, snapshot, since = int(page["a"]), int(page["s"]), page.get("since")
+        else:
+            after, snapshot = 0, calendar.position
+            since = self._since(calendar, sync_token) if sync_token else None
+        max_results = int(params.get("maxResults") or DEFAULT_RESULTS)
+        if max_results < 1:
+            raise invalid("Invalid value for: maxResults", location="maxResults")
+        max_results = min(max_results, MAX_RESULTS)
+        matching = sorted(
+            (s for s in calendar.events.values()
+             if s.serial > after and s.position <= snapshot and self._matches(s, params, since)),
+            key=lambda s: s.serial,
+        )  # fmt: skip
+        page_items = matching[:max_results]
+        body: dict[str, Any] = {
+            "kind": "calendar#events",
+            "etag": f'"{snapshot}"',
+            "summary": calendar.summary,
+            "description": "",
+            "updated": events.rfc3339(self.clock()),
+            "timeZone": calendar.time_zone,
+            "accessRole": "owner",
+            "defaultReminders": [{"method": "popup", "minutes": 30}],
+            "items": [s.body for s in page_items],
+        }
+        if len(matching) > max_results:
+            body["nextPageToken"] = _encode(
+                {"a": page_items[-1].serial, "s": snapshot, "since": since, "q": signature}
+            )
+        else:
+            body["nextSyncToken"] = self.sync_token(calendar, snapshot)
+        return body
+
+    @staticmethod
+    def _signature(params: dict[str, Any]) -> str:
+        """What a page token is bound to: the query, less the paging itself."""
+        query = {k: v for k, v in params.items() if k not in ("pageToken", "maxResults")}
+        return hashlib.sha256(json.dumps(query, sort_keys=True, default=str).encode()).hexdigest()[
+            :16
+        ]
+
+    @staticmethod
+    def _matches(stored: Stored, params: dict[str, Any], since: int | None) -> bool:
+        event = stored.body
+        if since is not None:
+            return stored.position > since  # tombstones included: that is the point
+        if event["status"] == "cancelled" and not params.get("showDeleted"):
+            return False
+        if params.get("iCalUID") and event.get("iCalUID") != params["iCalUID"]:
+            return False
+        for wanted in params.get("privateExtendedProperty") or []:
+            key, _, value = str(wanted).partition("=")
+            private = (event.get("extendedProperties") or {}).get("private") or {}
+            if private.get(key) != value:
+                return False
+        time_min, time_max = params.get("timeMin"), params.get("timeMax")
+        if time_min or time_max:
+            found = events.span(event)
+            if found is None:
+                return False
+            start, end = found
+            if time_min and end <= _instant(time_min, "timeMin"):
+                return False
+            if time_max and start >= _instant(time_max, "timeMax"):
+                return False
+        return True
+
+
+def _instant(text: str, name: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid(f"Invalid value for: {name}", location=name) from None
+    if parsed.tzinfo is None:
+        raise invalid(f"Invalid value for: {name}", location=name)
+    return parsed

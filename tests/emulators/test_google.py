@@ -1,0 +1,360 @@
+"""The Google Calendar emulator against Google's own discovery document and client.
+
+Every body the emulator answers (and every body these tests send) is checked
+against a JSON Schema made from ``calendar.v3.json``; one test drives the
+emulator with ``googleapiclient`` itself, so parameters are Google's too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from crmcal.emulators.google import GoogleState, create_app
+from tests.emulators.google_schema import check, discovery
+
+V3 = "/calendar/v3"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = dt.datetime(2026, 11, 21, 9, 0, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+class Google:
+    """A TestClient on the emulator, speaking as one account."""
+
+    def __init__(self, client: TestClient, email: str) -> None:
+        self.client = client
+        tokens = client.post("/_emulator/accounts", json={"email": email}).json()
+        self.token = tokens["access_token"]
+        self.email = email
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}
+        return self.client.request(method, V3 + path, headers=headers, **kw)
+
+    def ok(self, method: str, path: str, schema: str | None, **kw: Any) -> Any:
+        response = self.call(method, path, **kw)
+        assert response.status_code == 200, response.text
+        return check(schema, response.json()) if schema else response.json()
+
+    def insert(self, **fields: Any) -> dict[str, Any]:
+        body = check("Event", event_body(**fields))
+        return self.ok("POST", "/calendars/primary/events", "Event", json=body)  # type: ignore[no-any-return]
+
+    def list(self, **params: Any) -> dict[str, Any]:
+        return self.ok("GET", "/calendars/primary/events", "Events", params=params)  # type: ignore[no-any-return]
+
+
+def event_body(summary: str = "Demo", hour: int = 10, **fields: Any) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "start": {"dateTime": f"2026-12-01T{hour:02d}:00:00+01:00", "timeZone": "Europe/Berlin"},
+        "end": {"dateTime": f"2026-12-01T{hour + 1:02d}:00:00+01:00", "timeZone": "Europe/Berlin"},
+        **fields,
+    }
+
+
+def reason(response: Any) -> tuple[int, str]:
+    body = response.json()["error"]
+    assert body["code"] == response.status_code
+    return response.status_code, body["errors"][0]["reason"]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def state(clock: Clock) -> GoogleState:
+    return GoogleState(clock=clock, token_max_age=dt.timedelta(days=7))
+
+
+@pytest.fixture
+def google(state: GoogleState) -> Iterator[Google]:
+    with TestClient(create_app(state)) as client:
+        yield Google(client, "sam@example.test")
+
+
+# --- accounts and calendars ---------------------------------------------------------
+
+
+def test_accounts_have_a_primary_calendar_and_tokens_are_checked(google: Google) -> None:
+    listing = google.ok("GET", "/users/me/calendarList", "CalendarList")
+    (entry,) = listing["items"]
+    assert (entry["id"], entry["primary"], entry["accessRole"]) == (google.email, True, "owner")
+    assert "nextSyncToken" in listing
+    assert google.ok("GET", "/calendars/primary", "Calendar")["id"] == google.email
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        response = google.client.get(V3 + "/users/me/calendarList", headers=headers)
+        assert reason(response) == (401, "authError")
+
+
+def test_calendar_list_pages_and_read_only_calendars(google: Google) -> None:
+    for number in range(3):
+        google.client.post("/_emulator/calendars", json={
+            "email": google.email, "id": f"team{number}@group.calendar.google.com",
+            "summary": f"Team {number}", "access_role": "reader",
+        })  # fmt: skip
+    first = google.ok("GET", "/users/me/calendarList", "CalendarList", params={"maxResults": 2})
+    second = google.ok("GET", "/users/me/calendarList", "CalendarList",
+                       params={"maxResults": 2, "pageToken": first["nextPageToken"]})  # fmt: skip
+    entries = first["items"] + second["items"]
+    assert entries[0]["id"] == google.email
+    assert len(entries) == 4
+    assert "nextSyncToken" in second
+    assert {e["accessRole"] for e in entries[1:]} == {"reader"}
+    refused = google.call("POST", "/calendars/team0@group.calendar.google.com/events",
+                          json=event_body())  # fmt: skip
+    assert reason(refused) == (403, "requiredAccessLevel")
+
+
+# --- events -------------------------------------------------------------------------
+
+
+def test_insert_with_a_client_id_is_idempotent(google: Google) -> None:
+    created = google.insert(id="crmcal0a1b2c3d4e5f", extendedProperties={"private": {"crm": "7"}})
+    assert (created["id"], created["status"], created["sequence"]) == (
+        "crmcal0a1b2c3d4e5f",
+        "confirmed",
+        0,
+    )
+    assert created["iCalUID"] == "crmcal0a1b2c3d4e5f@google.com"
+    assert created["organizer"] == {"email": google.email, "self": True}
+    again = google.call("POST", "/calendars/primary/events",
+                        json=event_body(id="crmcal0a1b2c3d4e5f"))  # fmt: skip
+    assert reason(again) == (409, "duplicate")
+    for bad in ("UPPER1", "abc", "has-dash1", "wxyz0123"):
+        response = google.call("POST", "/calendars/primary/events", json=event_body(id=bad))
+        assert reason(response) == (400, "invalid"), bad
+
+
+def test_updates_need_the_current_etag_and_bump_the_sequence(google: Google, clock: Clock) -> None:
+    created = google.insert()
+    path = f"/calendars/primary/events/{created['id']}"
+    clock.now += dt.timedelta(minutes=5)
+    moved = google.ok("PUT", path, "Event", json=event_body(hour=14),
+                      headers={"If-Match": created["etag"]})  # fmt: skip
+    assert moved["sequence"] == 1
+    assert moved["etag"] != created["etag"]
+    assert moved["updated"] > created["updated"]
+    assert moved["created"] == created["created"]
+    stale = google.call(
+        "PUT", path, json=event_body(hour=15), headers={"If-Match": created["etag"]}
+    )
+    assert reason(stale) == (412, "conditionNotMet")
+    patched = google.ok("PATCH", path, "Event", json={"summary": "Renamed",
+                        "extendedProperties": {"private": {"a": "1"}}})  # fmt: skip
+    assert (patched["summary"], patched["start"], patched["sequence"]) == (
+        "Renamed",
+        moved["start"],
+        1,
+    )
+    patched = google.ok(
+        "PATCH", path, "Event", json={"extendedProperties": {"private": {"b": "2"}}}
+    )
+    assert patched["extendedProperties"]["private"] == {"a": "1", "b": "2"}
+
+
+def test_deleting_leaves_a_cancelled_tombstone(google: Google) -> None:
+    created = google.insert()
+    path = f"/calendars/primary/events/{created['id']}"
+    google.ok("PATCH", path, "Event", json={"summary": "edited elsewhere"})
+    stale = google.call("DELETE", path, headers={"If-Match": created["etag"]})
+    assert reason(stale) == (412, "conditionNotMet")
+    response = google.call("DELETE", path)
+    assert response.status_code == 204
+    assert google.ok("GET", path, "Event")["status"] == "cancelled"
+    assert reason(google.call("DELETE", path)) == (410, "deleted")
+    assert google.list()["items"] == []
+    assert [e["id"] for e in google.list(showDeleted="true")["items"]] == [created["id"]]
+    assert reason(google.call("GET", "/calendars/primary/events/nosuchevent1")) == (404, "notFound")
+
+
+def test_bad_events_are_refused_with_googles_reasons(google: Google) -> None:
+    cases = [
+        ({"summary": "x", "start": {"dateTime": "2026-12-01T10:00:00Z"}}, (400, "required")),
+        (event_body() | {"end": {"dateTime": "2026-12-01T08:00:00+01:00"}},
+         (400, "timeRangeEmpty")),
+        (event_body() | {"end": {"date": "2026-12-02"}}, (400, "invalid")),
+        (event_body() | {"start": {"dateTime": "2026-12-01T10:00:00"}}, (400, "invalid")),
+        (event_body() | {"visibility": "secret"}, (400, "invalid")),
+        (event_body() | {"reminders": {"useDefault": False, "overrides": [
+            {"method": "popup", "minutes": 5}] * 6}}, (400, "cannotUseMoreThanFiveReminders")),
+        (event_body() | {"unknownField": 1}, (400, "invalid")),
+    ]  # fmt: skip
+    for body, expected in cases:
+        response = google.call("POST", "/calendars/primary/events", json=body)
+        assert reason(response) == expected, body
+    broken = google.call("POST", "/calendars/primary/events", content=b"{not json",
+                         headers={"Content-Type": "application/json"})  # fmt: skip
+    assert reason(broken) == (400, "parseError")
+
+
+def test_extended_properties_have_googles_silent_limits(google: Google) -> None:
+    created = google.insert(
+        extendedProperties={"private": {"k" * 45: "dropped", "crm": "v" * 1100}}
+    )
+    assert created["extendedProperties"]["private"] == {"crm": "v" * 1024}
+
+
+# --- listing and sync tokens ----------------------------------------------------------
+
+
+def test_full_sync_in_pages_then_incremental(google: Google) -> None:
+    made = [google.insert(summary=f"Event {n}", hour=8 + n) for n in range(5)]
+    pages, token = [], None
+    while True:
+        page = google.list(maxResults=2, **({"pageToken": token} if token else {}))
+        pages.append(page)
+        token = page.get("nextPageToken")
+        if token is None:
+            break
+        assert "nextSyncToken" not in page  # only the last page has one
+    assert [len(p["items"]) for p in pages] == [2, 2, 1]
+    assert [e["id"] for p in pages for e in p["items"]] == [e["id"] for e in made]
+    sync_token = pages[-1]["nextSyncToken"]
+
+    quiet = google.list(syncToken=sync_token)
+    assert (quiet["items"], "nextSyncToken" in quiet) == ([], True)
+
+    google.ok("PATCH", f"/calendars/primary/events/{made[1]['id']}", "Event",
+              json={"summary": "changed"})  # fmt: skip
+    assert google.call("DELETE", f"/calendars/primary/events/{made[3]['id']}").status_code == 204
+    added = google.insert(summary="new")
+    changes = google.list(syncToken=sync_token)
+    by_id = {e["id"]: e for e in changes["items"]}
+    assert set(by_id) == {made[1]["id"], made[3]["id"], added["id"]}
+    assert by_id[made[3]["id"]]["status"] == "cancelled"
+    assert by_id[made[1]["id"]]["summary"] == "changed"
+    assert google.list(syncToken=changes["nextSyncToken"])["items"] == []
+
+
+def test_a_change_between_pages_waits_for_the_next_sync(google: Google) -> None:
+    made = [google.insert(summary=f"Event {n}") for n in range(4)]
+    first = google.list(maxResults=2)
+    google.ok("PATCH", f"/calendars/primary/events/{made[3]['id']}", "Event",
+              json={"summary": "changed meanwhile"})  # fmt: skip
+    rest = google.list(maxResults=2, pageToken=first["nextPageToken"])
+    assert [e["id"] for e in rest["items"]] == [made[2]["id"]]
+    later = google.list(syncToken=rest["nextSyncToken"])
+    assert [e["summary"] for e in later["items"]] == ["changed meanwhile"]
+
+
+@pytest.mark.parametrize(
+    "param",
+    [{"timeMin": "2026-01-01T00:00:00Z"}, {"q": "x"}, {"orderBy": "updated"},
+     {"iCalUID": "x@google.com"}, {"privateExtendedProperty": "a=b"}, {"showDeleted": "false"},
+     {"updatedMin": "2026-01-01T00:00:00Z"}, {"timeMax": "2026-01-01T00:00:00Z"}],
+)  # fmt: skip
+def test_sync_tokens_refuse_the_parameters_google_refuses(
+    google: Google, param: dict[str, str]
+) -> None:
+    token = google.list()["nextSyncToken"]
+    response = google.call("GET", "/calendars/primary/events", params={"syncToken": token, **param})
+    assert reason(response) == (400, "invalid")
+
+
+def test_sync_tokens_expire_on_demand_and_with_age(
+    google: Google, state: GoogleState, clock: Clock
+) -> None:
+    google.insert()
+    token = google.list()["nextSyncToken"]
+    response = google.client.post(f"/_emulator/calendars/{google.email}/expire-sync-tokens")
+    assert response.status_code == 204
+    expired = google.call("GET", "/calendars/primary/events", params={"syncToken": token})
+    assert reason(expired) == (410, "fullSyncRequired")
+    fresh = google.list()["nextSyncToken"]
+    assert google.list(syncToken=fresh)["items"] == []
+    clock.now += dt.timedelta(days=8)
+    aged = google.call("GET", "/calendars/primary/events", params={"syncToken": fresh})
+    assert reason(aged) == (410, "fullSyncRequired")
+    forged = google.call("GET", "/calendars/primary/events", params={"syncToken": "forged"})
+    assert reason(forged) == (400, "invalid")
+
+
+def test_time_window_and_extended_property_filters(google: Google) -> None:
+    early, late = google.insert(hour=8), google.insert(hour=18)
+    tagged = google.insert(hour=12, extendedProperties={"private": {"crm": "42"}})
+    window = google.list(timeMin="2026-12-01T10:00:00Z", timeMax="2026-12-01T16:00:00Z")
+    assert [e["id"] for e in window["items"]] == [tagged["id"]]
+    found = google.list(privateExtendedProperty="crm=42")
+    assert [e["id"] for e in found["items"]] == [tagged["id"]]
+    assert {e["id"] for e in google.list()["items"]} == {early["id"], late["id"], tagged["id"]}
+
+
+def test_requests_are_counted_by_kind(google: Google) -> None:
+    google.insert()
+    google.list()
+    google.list()
+    counts = google.client.get("/_emulator/requests").json()
+    assert (counts["events.insert"], counts["events.list"]) == (1, 2)
+
+
+# --- Google's own client --------------------------------------------------------------
+
+
+@pytest.fixture
+def served(state: GoogleState) -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port,
+                                           log_level="warning"))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the emulator did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_googles_client_drives_the_emulator(served: str, state: GoogleState) -> None:
+    from google.oauth2.credentials import Credentials
+    from googleapiclient.discovery import build_from_document
+    from googleapiclient.errors import HttpError
+
+    tokens = state.create_account("ann@example.test")
+    service = build_from_document(
+        discovery(),
+        credentials=Credentials(token=tokens["access_token"]),
+        client_options={"api_endpoint": served + "calendar/v3/"},
+    )
+    calendars = check("CalendarList", service.calendarList().list().execute())
+    assert calendars["items"][0]["id"] == "ann@example.test"
+    created = check("Event", service.events().insert(
+        calendarId="primary", body=event_body(id="fromgoogleclient1"), sendUpdates="none"
+    ).execute())  # fmt: skip
+    listing = check("Events", service.events().list(calendarId="primary", maxResults=10).execute())
+    assert [e["id"] for e in listing["items"]] == [created["id"]]
+    service.events().patch(
+        calendarId="primary", eventId=created["id"], body={"summary": "patched"}
+    ).execute()
+    changes = check("Events", service.events().list(
+        calendarId="primary", syncToken=listing["nextSyncToken"]).execute())  # fmt: skip
+    assert [e["summary"] for e in changes["items"]] == ["patched"]
+    service.events().delete(calendarId="primary", eventId=created["id"]).execute()
+    with pytest.raises(HttpError) as refused:
+        service.events().insert(
+            calendarId="primary", body=event_body(id="fromgoogleclient1")
+        ).execute()
+    assert refused.value.resp.status == 409
+    assert refused.value.error_details[0]["reason"] == "duplicate"
