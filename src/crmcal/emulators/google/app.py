@@ -44,6 +44,9 @@ def create_app(state: GoogleState | None = None) -> FastAPI:
         found = state.account_for(token) if token else None
         if found is None:
             raise unauthorized()
+        fault = state.fault()
+        if fault is not None:
+            raise fault
         return found
 
     async def body_of(request: Request) -> dict[str, Any]:
@@ -112,7 +115,9 @@ def create_app(state: GoogleState | None = None) -> FastAPI:
         user = account(request, "events.insert")
         state = store(request)
         calendar = state.calendar(user, calendar_id, write=True)
-        return state.insert(calendar, await body_of(request))
+        created = state.insert(calendar, await body_of(request))
+        state.mail_guests(created, request.query_params.get("sendUpdates"))
+        return created
 
     @app.get(V3 + "/calendars/{calendar_id}/events/{event_id}")
     async def events_get(request: Request, calendar_id: str, event_id: str) -> Any:
@@ -126,7 +131,9 @@ def create_app(state: GoogleState | None = None) -> FastAPI:
         state = store(request)
         calendar = state.calendar(user, calendar_id, write=True)
         body = await body_of(request)
-        return state.update(calendar, event_id, body, request.headers.get("if-match"))
+        updated = state.update(calendar, event_id, body, request.headers.get("if-match"))
+        state.mail_guests(updated, request.query_params.get("sendUpdates"))
+        return updated
 
     @app.patch(V3 + "/calendars/{calendar_id}/events/{event_id}")
     async def events_patch(request: Request, calendar_id: str, event_id: str) -> Any:
@@ -134,7 +141,9 @@ def create_app(state: GoogleState | None = None) -> FastAPI:
         state = store(request)
         calendar = state.calendar(user, calendar_id, write=True)
         body = await body_of(request)
-        return state.patch(calendar, event_id, body, request.headers.get("if-match"))
+        patched = state.patch(calendar, event_id, body, request.headers.get("if-match"))
+        state.mail_guests(patched, request.query_params.get("sendUpdates"))
+        return patched
 
     @app.delete(V3 + "/calendars/{calendar_id}/events/{event_id}")
     async def events_delete(request: Request, calendar_id: str, event_id: str) -> Response:
@@ -178,6 +187,26 @@ def create_app(state: GoogleState | None = None) -> FastAPI:
             raise GoogleError(404, "notFound", "Not Found")
         state.expire_sync_tokens(calendar)
         return Response(status_code=204)
+
+    @app.post("/_emulator/faults")
+    async def faults(request: Request) -> Any:
+        """``{"status": 403|429|500|503, "count": n}``: the next n API calls fail so;
+        ``{"clear": true}`` removes every pending fault."""
+        body = await body_of(request)
+        state = store(request)
+        if body.get("clear"):
+            state.faults.clear()
+        else:
+            status, count = body.get("status"), body.get("count", 1)
+            if not isinstance(status, int) or not isinstance(count, int):
+                raise invalid("status and count must be integers", location="status")
+            state.add_fault(status, count)
+        return {"pending": [{"status": f.status, "count": f.count} for f in state.faults]}
+
+    @app.get("/_emulator/mail")
+    async def mail(request: Request) -> Any:
+        """The invitation mails sent so far (writes with ``sendUpdates=all``)."""
+        return store(request).mails
 
     @app.get("/_emulator/requests")
     async def requests(request: Request) -> Any:

@@ -143,10 +143,13 @@ def _limit_properties(event: dict[str, Any]) -> None:
 
 
 def merge_patch(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """``events.patch``: objects merge field by field, anything else is replaced."""
+    """``events.patch``: objects merge field by field, ``null`` clears a field, anything
+    else is replaced."""
     merged = dict(current)
     for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(current.get(key), dict):
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(current.get(key), dict):
             merged[key] = merge_patch(current[key], value)
         else:
             merged[key] = value

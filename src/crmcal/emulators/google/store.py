@@ -44,6 +44,22 @@ def _decode(token: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+# Failures the admin API can inject: status -> (reason, message), as Google sends them.
+FAULTS = {
+    403: ("rateLimitExceeded", "Rate Limit Exceeded"),
+    429: ("rateLimitExceeded", "Rate Limit Exceeded"),
+    500: ("backendError", "Backend Error"),
+    503: ("backendError", "The service is currently unavailable."),
+}
+_DOMAINS = {"rateLimitExceeded": "usageLimits"}
+
+
+@dataclass
+class Fault:
+    status: int
+    count: int
+
+
 @dataclass
 class Stored:
     body: dict[str, Any]
@@ -88,6 +104,10 @@ class GoogleState:
         self._token_serials = itertools.count(1)
         self._etags = itertools.count(int(self.clock().timestamp() * 1000))
         self.requests: dict[str, int] = {}
+        # The invitation mails Google would have sent: {"event_id", "to": [...]}.
+        self.mails: list[dict[str, Any]] = []
+        # Injected failures, oldest first: each answers the next ``count`` API calls.
+        self.faults: list[Fault] = []
 
     # --- accounts ------------------------------------------------------------------
 
@@ -118,6 +138,24 @@ class GoogleState:
 
     def count(self, kind: str) -> None:
         self.requests[kind] = self.requests.get(kind, 0) + 1
+
+    def add_fault(self, status: int, count: int) -> None:
+        if status not in FAULTS:
+            raise invalid(f"status: one of {sorted(FAULTS)}", location="status")
+        if not 1 <= count <= 10_000:
+            raise invalid("count: between 1 and 10000", location="count")
+        self.faults.append(Fault(status, count))
+
+    def fault(self) -> GoogleError | None:
+        """The injected failure this call gets, if any (Google's real error bodies)."""
+        if not self.faults:
+            return None
+        fault = self.faults[0]
+        fault.count -= 1
+        if fault.count <= 0:
+            self.faults.pop(0)
+        reason, message = FAULTS[fault.status]
+        return GoogleError(fault.status, reason, message, domain=_DOMAINS.get(reason, "global"))
 
     # --- calendars -----------------------------------------------------------------
 
@@ -174,6 +212,15 @@ class GoogleState:
 
     def _etag(self) -> str:
         return f'"{next(self._etags)}"'
+
+    def mail_guests(self, body: dict[str, Any], send_updates: str | None) -> None:
+        """Record the invitations a write with ``sendUpdates`` would send (none by default,
+        as for API writes; ``externalOnly`` mails everyone here: all guests are external)."""
+        if send_updates not in ("all", "externalOnly"):
+            return
+        guests = [a["email"] for a in body.get("attendees") or [] if not a.get("self")]
+        if guests:
+            self.mails.append({"event_id": body["id"], "to": guests})
 
     def _stamp(self, calendar: Calendar, event_id: str, body: dict[str, Any]) -> dict[str, Any]:
         calendar.position += 1

@@ -1,0 +1,301 @@
+"""Google Calendar (API v3) behind ``providers.base.Provider``, over async httpx.
+
+Protocol use:
+
+- calendars: ``calendarList.list``; writable iff ``accessRole`` is owner or writer;
+- listings: ``events.list`` with ``singleEvents=false`` in pages of 2,500, the last
+  page's ``nextSyncToken`` as the cursor; with a cursor, the changes since it
+  (cancelled items are deletions); 410 ``fullSyncRequired`` starts over with a
+  full listing. Listings carry the events' contents;
+- writes: ``events.insert`` with an id derived from the activity (a replay
+  answers 409, so a retried create never makes a copy), ``events.patch`` and
+  ``events.delete`` with ``If-Match``. Attendees are written with
+  ``sendUpdates=none`` unless the event asks for invitations;
+- errors: 401 means the grant no longer works; rate limits (403
+  ``rateLimitExceeded``/``userRateLimitExceeded``, 429) and 5xx are retried with
+  truncated exponential backoff and jitter, then reported as ``Unreachable``.
+
+Access tokens come from a ``TokenSource``, so OAuth (refreshing, revocation)
+stays outside this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
+from crmcal.providers import google_events
+from crmcal.providers.base import (
+    AuthenticationFailed,
+    CalendarNotFound,
+    EventNotFound,
+    PreconditionFailed,
+    ProviderError,
+    Unreachable,
+)
+
+__all__ = ["GOOGLE_API", "GoogleProvider", "TokenSource"]
+
+GOOGLE_API = "https://www.googleapis.com"
+PAGE_SIZE = 2500
+FETCH_CONCURRENCY = 8
+_RATE_LIMITS = {"rateLimitExceeded", "userRateLimitExceeded"}
+_WRITE_ROLES = {"owner", "writer"}
+
+# Answers a current access token; ``refresh=True`` after the API refused the last one.
+TokenSource = Callable[..., Awaitable[str]]
+
+
+class GoogleProvider:
+    """One Google account, through a source of access tokens."""
+
+    def __init__(
+        self,
+        tokens: TokenSource,
+        *,
+        api_url: str = GOOGLE_API,
+        timeout: float = 30,
+        retries: int = 5,
+        backoff: float = 0.5,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._tokens = tokens
+        self._base = api_url.rstrip("/") + "/calendar/v3"
+        self._client = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._retries = retries
+        self._backoff = backoff
+        self._zones: dict[str, str] = {}
+
+    # --- requests ------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One API call: fresh token on 401 (once), backoff on rate limits and 5xx."""
+        refreshed = False
+        for attempt in range(self._retries + 1):
+            token = await self._tokens(refresh=refreshed)
+            try:
+                response = await self._client.request(
+                    method,
+                    self._base + path,
+                    params=params,
+                    json=json,
+                    headers={"Authorization": f"Bearer {token}", **(headers or {})},
+                )
+            except httpx.TransportError as failure:
+                if attempt == self._retries:
+                    raise Unreachable(f"cannot reach Google Calendar: {failure}") from None
+                await self._sleep(attempt)
+                continue
+            if response.status_code == 401 and not refreshed:
+                refreshed = True
+                continue
+            if response.status_code == 401:
+                raise AuthenticationFailed(
+                    "Google refused the access: reconnect required"
+                ) from None
+            if self._retryable(response):
+                if attempt == self._retries:
+                    raise Unreachable(
+                        f"Google Calendar is busy or failing ({response.status_code}); retry later"
+                    )
+                await self._sleep(attempt, response.headers.get("Retry-After"))
+                continue
+            return response
+        raise Unreachable("Google Calendar did not answer")  # pragma: no cover
+
+    @staticmethod
+    def _retryable(response: httpx.Response) -> bool:
+        if response.status_code in (429, 500, 502, 503, 504):
+            return True
+        return response.status_code == 403 and _reason(response) in _RATE_LIMITS
+
+    async def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
+        # Truncated exponential backoff with jitter; a Retry-After header wins.
+        delay = min(self._backoff * (2**attempt), 32.0) * random.uniform(0.5, 1.0)
+        if retry_after and retry_after.isdigit():
+            delay = max(delay, float(retry_after))
+        await asyncio.sleep(delay)
+
+    def _events(self, calendar_id: str, event_id: str | None = None) -> str:
+        path = f"/calendars/{quote(calendar_id, safe='@.')}/events"
+        return path + (f"/{quote(event_id, safe='')}" if event_id is not None else "")
+
+    def _fail(self, response: httpx.Response, what: str) -> ProviderError:
+        reason = _reason(response)
+        if response.status_code == 404:
+            return CalendarNotFound(f"{what}: not found in Google Calendar (404)")
+        if response.status_code == 403:
+            return ProviderError(f"Google Calendar does not allow {what} (403 {reason})")
+        return ProviderError(f"Google Calendar answered {response.status_code} {reason} to {what}")
+
+    # --- the interface ---------------------------------------------------------------
+
+    async def list_calendars(self) -> list[CalendarInfo]:
+        calendars: list[CalendarInfo] = []
+        page: str | None = None
+        while True:
+            params = {"maxResults": 250, **({"pageToken": page} if page else {})}
+            response = await self._request("GET", "/users/me/calendarList", params=params)
+            if response.status_code != 200:
+                raise self._fail(response, "listing calendars")
+            data = response.json()
+            for entry in data.get("items", []):
+                if entry.get("deleted"):
+                    continue
+                zone = entry.get("timeZone")
+                if zone:
+                    self._zones[entry["id"]] = zone
+                calendars.append(
+                    CalendarInfo(
+                        id=entry["id"],
+                        name=entry.get("summaryOverride") or entry.get("summary") or entry["id"],
+                        writable=entry.get("accessRole") in _WRITE_ROLES,
+                        primary=bool(entry.get("primary")),
+                        timezone=zone,
+                    )
+                )
+            page = data.get("nextPageToken")
+            if not page:
+                return calendars
+
+    async def list_changes(
+        self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
+    ) -> ChangeListing:
+        if cursor:
+            listing = await self._listing(calendar_id, cursor)
+            if listing is not None:
+                return listing
+        listing = await self._listing(calendar_id, None)
+        assert listing is not None
+        return listing
+
+    async def _listing(self, calendar_id: str, sync_token: str | None) -> ChangeListing | None:
+        """Every page of one listing; None when the sync token has expired (410)."""
+        listing = ChangeListing(full=sync_token is None)
+        zone = self._zones.get(calendar_id, "UTC")
+        page: str | None = None
+        while True:
+            params: dict[str, Any] = {"maxResults": PAGE_SIZE, "singleEvents": "false"}
+            if sync_token:
+                params["syncToken"] = sync_token
+            if page:
+                params["pageToken"] = page
+            response = await self._request("GET", self._events(calendar_id), params=params)
+            if response.status_code == 410 and sync_token:
+                return None
+            if response.status_code != 200:
+                raise self._fail(response, "listing events")
+            data = response.json()
+            zone = data.get("timeZone") or zone
+            self._zones[calendar_id] = zone
+            for item in data.get("items", []):
+                if item.get("status") == "cancelled" and not item.get("recurringEventId"):
+                    listing.deleted.append(item["id"])
+                else:
+                    listing.changed.append(_ref(item, zone))
+            page = data.get("nextPageToken")
+            if not page:
+                listing.cursor = data.get("nextSyncToken")
+                return listing
+
+    async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
+        limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+        async def one(event_id: str) -> RemoteRef | None:
+            async with limit:
+                response = await self._request("GET", self._events(calendar_id, event_id))
+            if response.status_code in (404, 410):
+                return None
+            if response.status_code != 200:
+                raise self._fail(response, "reading an event")
+            item = response.json()
+            if item.get("status") == "cancelled":
+                return None
+            return _ref(item, self._zones.get(calendar_id, "UTC"))
+
+        found = await asyncio.gather(*(one(i) for i in dict.fromkeys(ids)))
+        return [ref for ref in found if ref is not None]
+
+    async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:
+        (found,) = await self.fetch(calendar_id, [google_events.event_id_for(key)]) or (None,)
+        return found
+
+    async def create(self, calendar_id: str, key: str, event: CalendarEvent) -> RemoteRef:
+        event_id = google_events.event_id_for(key)
+        written = google_events.without_nulls({**google_events.body(event), "id": event_id})
+        response = await self._request(
+            "POST", self._events(calendar_id), params=_send_updates(event), json=written
+        )
+        if response.status_code == 409:
+            raise PreconditionFailed(f"an event for {key!r} exists already (409)")
+        if response.status_code != 200:
+            raise self._fail(response, "creating an event")
+        return _ref(response.json(), self._zones.get(calendar_id, "UTC"))
+
+    async def update(
+        self, calendar_id: str, event_id: str, etag: str, event: CalendarEvent
+    ) -> RemoteRef:
+        response = await self._request(
+            "PATCH",
+            self._events(calendar_id, event_id),
+            params=_send_updates(event),
+            json=google_events.body(event),
+            headers={"If-Match": etag} if etag else None,
+        )
+        if response.status_code == 412:
+            raise PreconditionFailed(f"the event {event_id} changed since {etag}")
+        if response.status_code in (404, 410):
+            raise EventNotFound(f"the event {event_id} does not exist")
+        if response.status_code != 200:
+            raise self._fail(response, "updating an event")
+        return _ref(response.json(), self._zones.get(calendar_id, "UTC"))
+
+    async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
+        response = await self._request(
+            "DELETE",
+            self._events(calendar_id, event_id),
+            params={"sendUpdates": "none"},
+            headers={"If-Match": etag} if etag else None,
+        )
+        if response.status_code in (200, 204, 404, 410):
+            return
+        if response.status_code == 412:
+            raise PreconditionFailed(f"the event {event_id} changed since {etag}")
+        raise self._fail(response, "deleting an event")
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _send_updates(event: CalendarEvent) -> dict[str, str]:
+    return {"sendUpdates": "all" if event.notify_attendees else "none"}
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        errors = response.json()["error"]["errors"]
+        return str(errors[0]["reason"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
+
+
+def _ref(item: dict[str, Any], zone: str) -> RemoteRef:
+    etag = str(item.get("etag") or "")
+    try:
+        return RemoteRef(item["id"], etag, google_events.parse(item, default_zone=zone))
+    except (ValueError, TypeError, KeyError) as failure:
+        return RemoteRef(str(item.get("id")), etag, error=f"unreadable event: {failure}")
