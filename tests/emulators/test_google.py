@@ -280,6 +280,9 @@ def test_sync_tokens_expire_on_demand_and_with_age(
     fresh = google.list()["nextSyncToken"]
     assert google.list(syncToken=fresh)["items"] == []
     clock.now += dt.timedelta(days=8)
+    google.token = google.client.post("/_emulator/accounts", json={"email": google.email}).json()[
+        "access_token"
+    ]  # the old access token has long expired
     aged = google.call("GET", "/calendars/primary/events", params={"syncToken": fresh})
     assert reason(aged) == (410, "fullSyncRequired")
     forged = google.call("GET", "/calendars/primary/events", params={"syncToken": "forged"})

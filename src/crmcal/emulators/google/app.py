@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from crmcal.emulators.google import oauth
 from crmcal.emulators.google.errors import GoogleError, invalid, unauthorized
 from crmcal.emulators.google.store import Account, GoogleState
 
@@ -27,6 +28,7 @@ MAX_BODY = 1_000_000
 def create_app(state: GoogleState | None = None) -> FastAPI:
     app = FastAPI(title="crmcal Google Calendar emulator", docs_url=None, redoc_url=None)
     app.state.google = state or GoogleState()
+    oauth.install(app)
 
     @app.exception_handler(GoogleError)
     async def google_error(request: Request, exc: GoogleError) -> JSONResponse:
@@ -202,6 +204,12 @@ def create_app(state: GoogleState | None = None) -> FastAPI:
                 raise invalid("status and count must be integers", location="status")
             state.add_fault(status, count)
         return {"pending": [{"status": f.status, "count": f.count} for f in state.faults]}
+
+    @app.post("/_emulator/expire-access-tokens")
+    async def expire_access(request: Request) -> Response:
+        """Every access token issued so far stops working (refresh tokens still do)."""
+        store(request).expire_access_tokens()
+        return Response(status_code=204)
 
     @app.get("/_emulator/mail")
     async def mail(request: Request) -> Any:

@@ -55,6 +55,13 @@ _DOMAINS = {"rateLimitExceeded": "usageLimits"}
 
 
 @dataclass
+class AccessToken:
+    email: str
+    refresh_token: str | None  # the grant it came from, revoked with it
+    expires: dt.datetime
+
+
+@dataclass
 class Fault:
     status: int
     count: int
@@ -98,8 +105,9 @@ class GoogleState:
         self.token_max_age = token_max_age
         self.accounts: dict[str, Account] = {}
         self.calendars: dict[str, Calendar] = {}
-        self.access_tokens: dict[str, str] = {}  # token -> account email
-        self.refresh_tokens: dict[str, str] = {}
+        self.access_tokens: dict[str, AccessToken] = {}
+        self.refresh_tokens: dict[str, str] = {}  # refresh token -> account email
+        self.access_token_lifetime = dt.timedelta(hours=1)
         self._serials = itertools.count(1)
         self._token_serials = itertools.count(1)
         self._etags = itertools.count(int(self.clock().timestamp() * 1000))
@@ -117,10 +125,28 @@ class GoogleState:
         if email not in self.accounts:
             self.accounts[email] = Account(email, client_id)
             self.add_calendar(email, email, email, role="owner")
-        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
-        self.access_tokens[access] = email
+        refresh = secrets.token_urlsafe(32)
         self.refresh_tokens[refresh] = email
-        return {"access_token": access, "refresh_token": refresh}
+        return {"access_token": self.issue_access_token(email, refresh), "refresh_token": refresh}
+
+    def issue_access_token(self, email: str, refresh_token: str | None) -> str:
+        token = "ya29." + secrets.token_urlsafe(24)
+        expires = self.clock() + self.access_token_lifetime
+        self.access_tokens[token] = AccessToken(email, refresh_token, expires)
+        return token
+
+    def revoke(self, token: str) -> bool:
+        """Revoke a refresh token (and the access tokens it issued) or an access token."""
+        if token in self.refresh_tokens:
+            del self.refresh_tokens[token]
+            for access in [a for a, t in self.access_tokens.items() if t.refresh_token == token]:
+                del self.access_tokens[access]
+            return True
+        return self.access_tokens.pop(token, None) is not None
+
+    def expire_access_tokens(self) -> None:
+        for token in self.access_tokens.values():
+            token.expires = self.clock()
 
     def add_calendar(
         self, email: str, calendar_id: str, summary: str, *, role: str = "owner"
@@ -133,8 +159,10 @@ class GoogleState:
         return calendar
 
     def account_for(self, access_token: str) -> Account | None:
-        email = self.access_tokens.get(access_token)
-        return self.accounts.get(email) if email else None
+        found = self.access_tokens.get(access_token)
+        if found is None or found.expires <= self.clock():
+            return None
+        return self.accounts.get(found.email)
 
     def count(self, kind: str) -> None:
         self.requests[kind] = self.requests.get(kind, 0) + 1
