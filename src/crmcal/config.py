@@ -25,6 +25,11 @@ class Settings:
     poll_seconds: int = DEFAULT_POLL_SECONDS
     allow_private_networks: bool = False
     max_body_bytes: int = 1024 * 1024
+    # Google: the API and OAuth roots (None: Google's own), and crmcal's OAuth client.
+    google_api_url: str | None = None
+    google_oauth_url: str | None = None
+    google_client_id: str = ""
+    google_client_secret: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -42,4 +47,8 @@ class Settings:
             base_url=(env.get("CRMCAL_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
             poll_seconds=poll_seconds,
             allow_private_networks=_flag(env.get("CRMCAL_ALLOW_PRIVATE_NETWORKS")),
+            google_api_url=(env.get("CRMCAL_GOOGLE_API_URL") or "").rstrip("/") or None,
+            google_oauth_url=(env.get("CRMCAL_GOOGLE_OAUTH_URL") or "").rstrip("/") or None,
+            google_client_id=env.get("CRMCAL_GOOGLE_CLIENT_ID") or "",
+            google_client_secret=env.get("CRMCAL_GOOGLE_CLIENT_SECRET") or "",
         )

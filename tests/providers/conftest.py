@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from tests.caldav_servers import CALDAV_KINDS
+from tests.google_emulator import GoogleHarness
 from tests.providers.harness import CalDAVHarness, CalDAVServer, Harness
 
 
@@ -30,6 +31,29 @@ HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Awaitable[Harness]]] = {
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     """The provider under test on a fresh calendar, with out-of-band helpers."""
     made = await HARNESSES[request.param](request)
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+async def _google_harness(request: pytest.FixtureRequest) -> Harness:
+    return GoogleHarness(request.getfixturevalue("google_emulator"))  # type: ignore[return-value]
+
+
+# Providers whose connections the REST API can make, for the end-to-end option
+# tests. Google joins the contract suite above once that suite writes foreign
+# events without iCalendar text.
+API_HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Awaitable[Harness]]] = {
+    **HARNESSES,
+    "google": _google_harness,
+}
+
+
+@pytest.fixture(params=list(API_HARNESSES))
+async def api_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    """A calendar of each provider crmcal can connect to through its REST API."""
+    made = await API_HARNESSES[request.param](request)
     try:
         yield made
     finally:

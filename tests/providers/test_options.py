@@ -1,8 +1,9 @@
 """The sync options (F6, F9 to F11, F14), each value both ways, through the REST API.
 
-Every test runs against each provider of the contract suite (``harness``): the
-CRM side is driven through the API as a CRM would, the calendar side through the
-provider as another calendar client would.
+Every test runs against each provider crmcal connects to (``api_harness``:
+Radicale, Xandikos, the Google emulator): the CRM side is driven through the API
+as a CRM would, the calendar side through the provider as another calendar
+client would.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from crmcal.model import Attendee, CalendarEvent
 from crmcal.sync import info_block
 from crmcal.web.app import create_app
 from tests.conftest import Api, make_user, new_user
+from tests.google_emulator import GoogleEmulator
 from tests.providers.harness import Harness
 
 V1 = "/api/v1"
@@ -127,9 +129,10 @@ class Synced:
 
 
 @pytest.fixture
-def client(db_url: str) -> Iterator[TestClient]:
+def client(db_url: str, google_emulator: GoogleEmulator) -> Iterator[TestClient]:
     settings = Settings(database_url=db_url, secret_key="test-key", base_url=BASE_URL,
-                        allow_private_networks=True)  # fmt: skip
+                        allow_private_networks=True, google_api_url=google_emulator.url,
+                        google_oauth_url=google_emulator.url)  # fmt: skip
     with TestClient(create_app(settings, background_jobs=False)) as test_client:
         yield test_client
 
@@ -151,8 +154,8 @@ def bob(admin: Api) -> Api:
 
 
 @pytest.fixture
-def synced(harness: Harness, sam: Api, admin: Api) -> Synced:
-    return Synced(harness, sam, admin)
+def synced(api_harness: Harness, sam: Api, admin: Api) -> Synced:
+    return Synced(api_harness, sam, admin)
 
 
 # --- F9 private events ------------------------------------------------------------------
@@ -378,19 +381,19 @@ async def test_without_the_option_descriptions_are_the_note(synced: Synced) -> N
     ],
 )  # fmt: skip
 def test_connecting_needs_the_permissions(
-    harness: Harness, admin: Api, permissions: list[str], sync_type: str, missing: str
+    api_harness: Harness, admin: Api, permissions: list[str], sync_type: str, missing: str
 ) -> None:
     user = new_user(admin, "limited@crm.test", permissions=permissions)
-    body = {**harness.connection_body(), "sync_type": sync_type}
+    body = {**api_harness.connection_body(), "sync_type": sync_type}
     response = user.post(f"{V1}/connections", json=body)
     assert response.status_code == 403, response.text
     assert missing in response.json()["detail"]
     assert user.get(f"{V1}/connections").json()["items"] == []
 
 
-def test_a_one_way_push_needs_no_import_permissions(harness: Harness, admin: Api) -> None:
+def test_a_one_way_push_needs_no_import_permissions(api_harness: Harness, admin: Api) -> None:
     user = new_user(admin, "pusher@crm.test", permissions=["calendar_sync", "activities.view"])
-    body = {**harness.connection_body(), "sync_type": "crm_to_calendar"}
+    body = {**api_harness.connection_body(), "sync_type": "crm_to_calendar"}
     assert user.post(f"{V1}/connections", json=body).status_code == 201
 
 

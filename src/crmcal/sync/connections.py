@@ -33,8 +33,8 @@ from crmcal.sync.tables import Conflict, Connection
 from crmcal.vault import Vault
 
 MAIL_PROTOCOLS = {"imap", "pop", "pop3"}
-SUPPORTED = {"caldav"}
-LATER = {"google", "microsoft"}
+SUPPORTED = {"caldav", "google"}
+LATER = {"microsoft"}
 
 
 class ConnectionCreate(BaseModel):
@@ -136,8 +136,10 @@ def require_may_sync(user: User, sync_type: str) -> None:
             permissions.require(user, needed)
 
 
-def provider_error(exc: ProviderError) -> CrmError:
+def provider_error(exc: ProviderError, provider: str = "caldav") -> CrmError:
     """A provider's refusal at connect time, as the user's error."""
+    if provider != "caldav":
+        return Invalid(f"{provider.capitalize()} refused the connection: {exc}")
     if isinstance(exc, AuthenticationFailed):
         return Invalid(f"the calendar server refused the user name or password: {exc}")
     if isinstance(exc, Unreachable):
@@ -159,6 +161,12 @@ async def check_request(data: ConnectionCreate, settings: Settings) -> None:
         raise Invalid(f"provider {provider!r} is not available in this version of crmcal")
     if provider not in SUPPORTED:
         raise Invalid(f"unknown provider {data.provider!r}: use caldav, google or microsoft")
+    if provider == "google":
+        if not data.refresh_token:
+            raise Invalid(
+                "a Google connection needs a refresh_token (or connect through /oauth/google/start)"
+            )
+        return
     if not data.url or data.username is None or data.password is None:
         raise Invalid("a CalDAV connection needs url, username and password")
     try:
@@ -198,28 +206,32 @@ async def check_options(session: AsyncSession, options: SyncOptions) -> None:
         raise Invalid(f"options.outgoing_activity_types: unknown types {', '.join(unknown)}")
 
 
-async def discover_calendars(data: ConnectionCreate) -> list[CalendarInfo]:
+async def discover_calendars(data: ConnectionCreate, settings: Settings) -> list[CalendarInfo]:
     """Check the account at once and list its calendars; refusals as the user's errors."""
-    from crmcal.providers.caldav import CalDAVProvider
+    from crmcal.sync.runner import provider_for
 
-    provider = CalDAVProvider(data.url or "", data.username or "", data.password or "")
+    kind = data.provider.lower()
+    secret = data.refresh_token if kind == "google" else data.password
+    provider = provider_for(kind, data.url or "", data.username, secret or "", settings)
     try:
-        await provider.discover()
+        discover = getattr(provider, "discover", None)
+        if discover is not None:
+            await discover()
         return await provider.list_calendars()
     except ProviderError as exc:
-        raise provider_error(exc) from None
+        raise provider_error(exc, kind) from None
     finally:
         await provider.close()
 
 
-async def calendars_of(conn: Connection, vault: Vault) -> list[CalendarInfo]:
+async def calendars_of(conn: Connection, vault: Vault, settings: Settings) -> list[CalendarInfo]:
     from crmcal.sync.runner import open_provider
 
-    provider = open_provider(conn, vault)
+    provider = open_provider(conn, vault, settings)
     try:
         return await provider.list_calendars()
     except ProviderError as exc:
-        raise provider_error(exc) from None
+        raise provider_error(exc, conn.provider) from None
     finally:
         await provider.close()
 
@@ -245,7 +257,11 @@ async def create(
     data: ConnectionCreate,
     calendar: CalendarInfo,
     vault: Vault,
+    *,
+    account: str | None = None,
 ) -> Connection:
+    """Store a checked connection; ``account`` names the account when it has no URL
+    (a Google account is its primary calendar's address)."""
     require_may_sync(user, data.sync_type)
     await check_options(session, data.options)
     if await active_connection(session, user.id) is not None:
@@ -254,7 +270,7 @@ async def create(
     conn = Connection(
         user_id=user.id,
         provider=data.provider.lower(),
-        account=data.url or "",
+        account=account or data.url or "",
         username=data.username,
         credentials=vault.seal(data.password or data.refresh_token or ""),
         calendar_id=calendar.id,

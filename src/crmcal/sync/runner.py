@@ -39,14 +39,32 @@ class Busy(Exception):
     """Another sync of the connection holds the lease."""
 
 
-def open_provider(conn: Connection, vault: Vault) -> Provider:
+def open_provider(conn: Connection, vault: Vault, settings: Settings) -> Provider:
     """The provider a connection talks to, with its decrypted credentials."""
     secret = vault.open(conn.credentials)
-    if conn.provider == "caldav":
+    return provider_for(conn.provider, conn.account, conn.username, secret, settings)
+
+
+def provider_for(
+    kind: str, account: str, username: str | None, secret: str, settings: Settings
+) -> Provider:
+    """A provider of ``kind``: CalDAV with a password, Google with a refresh token."""
+    if kind == "caldav":
         from crmcal.providers.caldav import CalDAVProvider
 
-        return CalDAVProvider(conn.account, conn.username or "", secret)
-    raise SyncFailed(f"provider {conn.provider!r} is not available in this version")
+        return CalDAVProvider(account, username or "", secret)
+    if kind == "google":
+        from crmcal.providers.google import GOOGLE_API, GoogleProvider
+        from crmcal.providers.google_oauth import RefreshingTokens
+
+        tokens = RefreshingTokens(
+            secret,
+            oauth_url=settings.google_oauth_url,
+            client_id=settings.google_client_id,
+            client_secret=settings.google_client_secret,
+        )
+        return GoogleProvider(tokens, api_url=settings.google_api_url or GOOGLE_API)
+    raise SyncFailed(f"provider {kind!r} is not available in this version")
 
 
 def backoff(failures: int) -> dt.timedelta:
@@ -131,7 +149,7 @@ async def run_sync(
         async with db.read() as session:
             conn = await session.get(Connection, connection_id)
             assert conn is not None
-        prov = provider or open_provider(conn, vault)
+        prov = provider or open_provider(conn, vault, settings)
         try:
             engine = Engine(
                 db, prov, connection_id, force=force, progress=progress, base_url=settings.base_url

@@ -94,10 +94,12 @@ async def create_connection(request: Request, body: ConnectionCreate) -> Connect
         if await connections.active_connection(session, user.id) is not None:
             raise ConflictError("you already have an active calendar connection: stop it first")
     await connections.check_request(body, _settings(request))
-    calendars = await connections.discover_calendars(body)
+    calendars = await connections.discover_calendars(body, _settings(request))
     calendar = connections.pick_calendar(calendars, body.calendar_id, body.sync_type)
+    primary = next((c.id for c in calendars if c.primary), None)
+    account = primary if body.provider.lower() == "google" else None
     async with writing(request) as (session, user):
-        conn = await connections.create(session, user, body, calendar, vault)
+        conn = await connections.create(session, user, body, calendar, vault, account=account)
         out = connections.to_out(conn)
     _notify(request, out.id)
     return out
@@ -136,7 +138,7 @@ async def list_calendars(request: Request, connection_id: ConnectionId) -> Page[
     vault = _vault(request)
     async with reading(request) as (session, user):
         conn = await connections.get_own(session, user, connection_id)
-    found = await connections.calendars_of(conn, vault)
+    found = await connections.calendars_of(conn, vault, _settings(request))
     items = [CalendarOut(id=c.id, name=c.name, writable=c.writable, primary=c.primary)
              for c in found]  # fmt: skip
     return Page[CalendarOut](items=items, next_cursor=None)
