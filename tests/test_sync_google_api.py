@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -15,13 +16,14 @@ from tests.conftest import Api, make_user
 from tests.google_emulator import GoogleEmulator
 
 V1 = "/api/v1"
+CRM = "https://crm.example"
 
 
 @pytest.fixture
 def sam(db_url: str, google_emulator: GoogleEmulator) -> Iterator[Api]:
-    settings = Settings(database_url=db_url, secret_key="test-key",
-                        google_api_url=google_emulator.url,
-                        google_oauth_url=google_emulator.url)  # fmt: skip
+    settings = Settings(database_url=db_url, secret_key="test-key", base_url=CRM,
+                        google_api_url=google_emulator.url, google_oauth_url=google_emulator.url,
+                        google_client_id="crmcal-test-client")  # fmt: skip
     with TestClient(create_app(settings, background_jobs=False)) as client:
         user_id, token = make_user(db_url, email="sam@crm.test", name="Sam")
         yield Api(client, token, user_id)
@@ -81,3 +83,65 @@ def test_a_revoked_grant_puts_the_connection_in_error(
     status = sam.get(f"{V1}/connections/{conn.json()['id']}/status").json()
     assert status["state"] == "error"
     assert "reconnect required" in status["last_error"]
+
+
+# --- connecting by OAuth -----------------------------------------------------------------
+
+
+def grant_in_browser(authorize_url: str, email: str) -> str:
+    """What a person does on Google's consent screen; answers where Google sends them."""
+    page = httpx.get(authorize_url)
+    assert page.status_code == 200, page.text
+    query = {k: v[0] for k, v in parse_qs(urlsplit(authorize_url).query).items()}
+    answer = httpx.post(authorize_url.split("?")[0], data={**query, "email": email})
+    assert answer.status_code == 302, answer.text
+    return answer.headers["location"]
+
+
+def test_connecting_through_googles_consent_screen(
+    sam: Api, google_emulator: GoogleEmulator
+) -> None:
+    started = sam.get("/oauth/google/start", headers={"Accept": "application/json"})
+    assert started.status_code == 200, started.text
+    url = started.json()["authorize_url"]
+    query = parse_qs(urlsplit(url).query)
+    assert url.startswith(f"{google_emulator.url}/o/oauth2/v2/auth?")
+    assert query["redirect_uri"] == [f"{CRM}/oauth/google/callback"]
+    assert (query["code_challenge_method"], query["access_type"]) == (["S256"], ["offline"])
+    assert query["client_id"] == ["crmcal-test-client"]
+    redirect = sam.get("/oauth/google/start", follow_redirects=False)
+    assert (redirect.status_code, redirect.headers["location"].split("?")[0]) == (
+        302, f"{google_emulator.url}/o/oauth2/v2/auth"
+    )  # fmt: skip
+
+    back = grant_in_browser(url, "consented@example.test")
+    assert back.startswith(f"{CRM}/oauth/google/callback?")
+    answer = sam.client.get(back.removeprefix(CRM), headers={"Accept": "application/json"})
+    assert answer.status_code == 201, answer.text
+    conn = answer.json()
+    assert (conn["provider"], conn["account"], conn["user_id"]) == (
+        "google", "consented@example.test", sam.id
+    )  # fmt: skip
+    # The grant works: a sync reaches the account's calendar.
+    assert sam.post(f"{V1}/connections/{conn['id']}/sync").status_code == 200
+    # The same answer cannot be replayed; a second connection is refused while one is active.
+    assert sam.client.get(back.removeprefix(CRM)).status_code == 400
+    assert sam.get("/oauth/google/start").status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [("error=access_denied", "did not complete"), ("code=x", "code and state"),
+     ("code=x&state=forged", "not one crmcal made")],
+)  # fmt: skip
+def test_a_bad_callback_connects_nothing(sam: Api, query: str, expected: str) -> None:
+    response = sam.client.get(f"/oauth/google/callback?{query}")
+    assert response.status_code == 400
+    assert expected in response.json()["detail"]
+    assert sam.get(f"{V1}/connections").json()["items"] == []
+
+
+def test_starting_needs_a_token_and_the_permission(
+    sam: Api, google_emulator: GoogleEmulator
+) -> None:
+    assert sam.client.get("/oauth/google/start").status_code == 401

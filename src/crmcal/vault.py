@@ -33,6 +33,17 @@ class Vault:
     def seal(self, plaintext: str) -> bytes:
         return self._fernet.encrypt(plaintext.encode())
 
+    def seal_for_a_while(self, plaintext: str) -> str:
+        """A URL-safe token that ``open_recent`` reads back until it is too old."""
+        return self._fernet.encrypt(plaintext.encode()).decode()
+
+    def open_recent(self, token: str, max_age: int) -> str:
+        """What ``seal_for_a_while`` sealed, if that was at most ``max_age`` seconds ago."""
+        try:
+            return self._fernet.decrypt(token.encode(), ttl=max_age).decode()
+        except (InvalidToken, ValueError):
+            raise VaultError("the token is expired, damaged or not ours") from None
+
     def open(self, sealed: bytes) -> str:
         try:
             return self._fernet.decrypt(sealed).decode()

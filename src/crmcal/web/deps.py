@@ -10,9 +10,11 @@ from fastapi import HTTPException, Request
 from fastapi.security import HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crmcal.config import Settings
 from crmcal.crm import users
 from crmcal.crm.tables import User
 from crmcal.db import Database
+from crmcal.vault import Vault
 
 # Declared for the OpenAPI document; the check itself is in _authenticate so
 # that its messages are ours.
@@ -75,3 +77,25 @@ async def writing(request: Request) -> AsyncIterator[Ctx]:
     """One transaction, committed before the response is sent, and the authenticated user."""
     async with database(request).write() as session:
         yield Ctx(session, await _user(session, request))
+
+
+def vault_of(request: Request) -> Vault:
+    """The installation's vault; a 503 when it cannot store credentials."""
+    vault: Vault | None = request.app.state.vault
+    if vault is None:
+        raise HTTPException(
+            503, "this server cannot store credentials: set CRMCAL_SECRET_KEY and restart it"
+        )
+    return vault
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def request_sync(request: Request, connection_id: int) -> None:
+    """Ask the embedded scheduler (if this server runs one) to sync the connection soon."""
+    scheduler = getattr(request.app.state, "scheduler", None)
+    if scheduler is not None:
+        scheduler.request(connection_id)

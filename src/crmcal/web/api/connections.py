@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel
 
-from crmcal.config import Settings
 from crmcal.crm.errors import Conflict as ConflictError
 from crmcal.crm.schemas import MAX_ID, Page
 from crmcal.sync import connections
@@ -20,9 +19,8 @@ from crmcal.sync.connections import (
 )
 from crmcal.sync.engine import SyncFailed
 from crmcal.sync.runner import Busy, run_sync
-from crmcal.vault import Vault
 from crmcal.web.api.paging import DEFAULT, Cursor, Limit
-from crmcal.web.deps import reading, writing
+from crmcal.web.deps import reading, request_sync, settings_of, vault_of, writing
 
 router = APIRouter(prefix="/connections", tags=["connections"])
 ConnectionId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -56,26 +54,6 @@ class ConflictOut(BaseModel):
     detected_at: Any
 
 
-def _vault(request: Request) -> Vault:
-    vault: Vault | None = request.app.state.vault
-    if vault is None:
-        raise HTTPException(
-            503, "this server cannot store credentials: set CRMCAL_SECRET_KEY and restart it"
-        )
-    return vault
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def _notify(request: Request, connection_id: int) -> None:
-    scheduler = getattr(request.app.state, "scheduler", None)
-    if scheduler is not None:
-        scheduler.request(connection_id)
-
-
 @router.get("", response_model=Page[ConnectionOut])
 async def list_connections(request: Request) -> Page[ConnectionOut]:
     """Your connections: the active one and previously synced (stopped) ones."""
@@ -88,20 +66,20 @@ async def list_connections(request: Request) -> Page[ConnectionOut]:
 async def create_connection(request: Request, body: ConnectionCreate) -> ConnectionOut:
     """Connect a calendar. The account is checked at once: a wrong password, an address
     that cannot be reached or is not a CalDAV server each get a 422 saying so."""
-    vault = _vault(request)
+    vault = vault_of(request)
     async with reading(request) as (session, user):
         connections.require_may_sync(user, body.sync_type)
         if await connections.active_connection(session, user.id) is not None:
             raise ConflictError("you already have an active calendar connection: stop it first")
-    await connections.check_request(body, _settings(request))
-    calendars = await connections.discover_calendars(body, _settings(request))
+    await connections.check_request(body, settings_of(request))
+    calendars = await connections.discover_calendars(body, settings_of(request))
     calendar = connections.pick_calendar(calendars, body.calendar_id, body.sync_type)
     primary = next((c.id for c in calendars if c.primary), None)
     account = primary if body.provider.lower() == "google" else None
     async with writing(request) as (session, user):
         conn = await connections.create(session, user, body, calendar, vault, account=account)
         out = connections.to_out(conn)
-    _notify(request, out.id)
+    request_sync(request, out.id)
     return out
 
 
@@ -119,7 +97,7 @@ async def update_connection(
     async with writing(request) as (session, user):
         conn = await connections.get_own(session, user, connection_id)
         out = connections.to_out(await connections.update(session, conn, body))
-    _notify(request, connection_id)
+    request_sync(request, connection_id)
     return out
 
 
@@ -135,10 +113,10 @@ async def delete_connection(request: Request, connection_id: ConnectionId) -> Re
 @router.get("/{connection_id}/calendars", response_model=Page[CalendarOut])
 async def list_calendars(request: Request, connection_id: ConnectionId) -> Page[CalendarOut]:
     """The account's calendars; read-only ones can only be synced calendar_to_crm."""
-    vault = _vault(request)
+    vault = vault_of(request)
     async with reading(request) as (session, user):
         conn = await connections.get_own(session, user, connection_id)
-    found = await connections.calendars_of(conn, vault, _settings(request))
+    found = await connections.calendars_of(conn, vault, settings_of(request))
     items = [CalendarOut(id=c.id, name=c.name, writable=c.writable, primary=c.primary)
              for c in found]  # fmt: skip
     return Page[CalendarOut](items=items, next_cursor=None)
@@ -151,12 +129,12 @@ async def sync_now(
     force: Annotated[bool, Query(description=FORCE_HELP)] = False,
 ) -> SyncCounts:
     """Run a sync now and answer its counts."""
-    vault = _vault(request)
+    vault = vault_of(request)
     async with reading(request) as (session, user):
         await connections.get_own(session, user, connection_id)
     try:
         report = await run_sync(
-            request.app.state.db, vault, _settings(request), connection_id, force=force, wait=30
+            request.app.state.db, vault, settings_of(request), connection_id, force=force, wait=30
         )
     except Busy as exc:
         raise ConflictError(str(exc)) from None
@@ -178,12 +156,12 @@ async def reconnect(
     request: Request, connection_id: ConnectionId, body: Reconnect | None = None
 ) -> ConnectionOut:
     """Resume a stopped connection with the same links, reconciling both sides."""
-    vault = _vault(request)
+    vault = vault_of(request)
     async with writing(request) as (session, user):
         conn = await connections.get_own(session, user, connection_id)
         conn = await connections.reconnect(session, user, conn, body or Reconnect(), vault)
         out = connections.to_out(conn)
-    _notify(request, connection_id)
+    request_sync(request, connection_id)
     return out
 
 
