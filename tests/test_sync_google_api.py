@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
@@ -145,3 +150,84 @@ def test_starting_needs_a_token_and_the_permission(
     sam: Api, google_emulator: GoogleEmulator
 ) -> None:
     assert sam.client.get("/oauth/google/start").status_code == 401
+
+
+# --- push notifications -------------------------------------------------------------------
+
+
+@pytest.fixture
+def served_crmcal(db_url: str, google_emulator: GoogleEmulator) -> Iterator[tuple[str, str]]:
+    """crmcal with its scheduler on a free port, polling only hourly: (URL, API token)."""
+    _, token = make_user(db_url, email="push@crm.test", name="Push")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    settings = Settings(database_url=db_url, secret_key="test-key", base_url=url,
+                        poll_seconds=3600, google_api_url=google_emulator.url,
+                        google_oauth_url=google_emulator.url)  # fmt: skip
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                           log_level="warning"))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert time.monotonic() < deadline, "crmcal did not start"
+        time.sleep(0.02)
+    try:
+        yield url, token
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def wait_for(check: Callable[[], Any], seconds: float) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"not within {seconds} s"
+        time.sleep(0.05)
+
+
+def test_an_event_made_in_google_arrives_by_push(
+    served_crmcal: tuple[str, str], google_emulator: GoogleEmulator
+) -> None:
+    url, token = served_crmcal
+    api = httpx.Client(base_url=f"{url}{V1}", headers={"Authorization": f"Bearer {token}"})
+    tokens = google_emulator.state.create_account("pushed@example.test")
+    body = {"provider": "google", "refresh_token": tokens["refresh_token"]}
+    created = api.post("/connections", json=body)
+    assert created.status_code == 201, created.text
+
+    def channel() -> Any:
+        listed = httpx.get(f"{google_emulator.url}/_emulator/channels").json()["channels"]
+        return [c for c in listed if c["calendar_id"] == "pushed@example.test"]
+
+    (opened,) = wait_for(channel, 10)  # the first sync opened it
+    assert opened["address"] == f"{url}/webhooks/google"
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=0)
+    event = {"summary": "Booked in Google", "start": {"dateTime": start.isoformat()},
+             "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat()}}  # fmt: skip
+    made = httpx.post(f"{google_emulator.url}/calendar/v3/calendars/primary/events", json=event,
+                      headers={"Authorization": f"Bearer {tokens['access_token']}"})  # fmt: skip
+    assert made.status_code == 200, made.text
+    began = time.monotonic()
+
+    def arrived() -> Any:
+        items = api.get("/activities").json()["items"]
+        return [a for a in items if a["subject"] == "Booked in Google"]
+
+    wait_for(arrived, 2)
+    assert time.monotonic() - began < 2
+
+    # A notification for a channel that is not ours changes nothing.
+    forged = httpx.post(f"{url}/webhooks/google", headers={
+        "X-Goog-Channel-ID": opened["id"], "X-Goog-Channel-Token": "guess",
+        "X-Goog-Resource-State": "exists"})  # fmt: skip
+    assert forged.status_code == 404
+    # Stopping the connection closes the channel.
+    connection_id = created.json()["id"]
+    assert api.post(f"/connections/{connection_id}/stop").status_code == 200
+    assert channel() == []

@@ -22,6 +22,7 @@ stays outside this module.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -276,6 +277,25 @@ class GoogleProvider:
         if response.status_code == 412:
             raise PreconditionFailed(f"the event {event_id} changed since {etag}")
         raise self._fail(response, "deleting an event")
+
+    async def watch(
+        self, calendar_id: str, channel_id: str, address: str, token: str
+    ) -> tuple[str, dt.datetime]:
+        """Open a push channel for the calendar's events: (resource id, expiration)."""
+        body = {"id": channel_id, "type": "web_hook", "address": address, "token": token}
+        response = await self._request("POST", self._events(calendar_id) + "/watch", json=body)
+        if response.status_code != 200:
+            raise self._fail(response, "opening a push channel")
+        data = response.json()
+        expiration = dt.datetime.fromtimestamp(int(data["expiration"]) / 1000, dt.UTC)
+        return str(data["resourceId"]), expiration
+
+    async def stop_watching(self, channel_id: str, resource_id: str) -> None:
+        """Close a push channel; one that is gone already is no error."""
+        body = {"id": channel_id, "resourceId": resource_id}
+        response = await self._request("POST", "/channels/stop", json=body)
+        if response.status_code not in (200, 204, 404):
+            raise self._fail(response, "closing a push channel")
 
     async def close(self) -> None:
         await self._client.aclose()

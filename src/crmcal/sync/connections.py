@@ -30,7 +30,7 @@ from crmcal.providers.base import (
 from crmcal.sync import netguard
 from crmcal.sync.options import SyncOptions, SyncOptionsPatch, SyncType, writes_calendar, writes_crm
 from crmcal.sync.tables import Conflict, Connection
-from crmcal.vault import Vault
+from crmcal.vault import Vault, VaultError
 
 MAIL_PROTOCOLS = {"imap", "pop", "pop3"}
 SUPPORTED = {"caldav", "google"}
@@ -322,6 +322,25 @@ async def stop(conn: Connection) -> Connection:
     conn.state = "stopped"
     conn.next_sync_at = None
     return conn
+
+
+async def close_push_channel(conn: Connection, vault: Vault, settings: Settings) -> None:
+    """Ask the provider to stop pushing to crmcal for this connection (best effort: a
+    channel left open expires by itself, and its notifications are then refused)."""
+    from crmcal.sync import push
+    from crmcal.sync.runner import open_provider
+
+    if not conn.push_channel_id:
+        return
+    try:
+        provider = open_provider(conn, vault, settings)
+    except VaultError:  # credentials lost: the channel just expires
+        push.forget_channel(conn)
+        return
+    try:
+        await push.stop_channel(conn, provider)
+    finally:
+        await provider.close()
 
 
 async def reconnect(

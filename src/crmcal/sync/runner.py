@@ -21,6 +21,7 @@ from crmcal.config import Settings
 from crmcal.crm.tables import utcnow
 from crmcal.db import Database
 from crmcal.providers.base import AuthenticationFailed, Provider, ProviderError
+from crmcal.sync import push
 from crmcal.sync.engine import Engine, ProgressFn, SyncFailed, SyncRefused, SyncReport
 from crmcal.sync.tables import Connection
 from crmcal.vault import Vault, VaultError
@@ -155,6 +156,7 @@ async def run_sync(
                 db, prov, connection_id, force=force, progress=progress, base_url=settings.base_url
             )
             report = await engine.run()
+            await push.keep_channel(db, connection_id, prov, settings.base_url)
         finally:
             if provider is None:
                 await prov.close()

@@ -51,6 +51,12 @@ class Connection(Timestamped, Base):
     # "host:pid" of the holder, so a lease left by a process that died on this
     # host can be taken over at once instead of when it expires.
     locked_by: Mapped[str | None] = mapped_column(String(200))
+    # The provider's push channel to crmcal's webhook (Google watch channel),
+    # with the secret token its notifications carry, renewed before it expires.
+    push_channel_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    push_resource_id: Mapped[str | None] = mapped_column(String(500))
+    push_token: Mapped[str | None] = mapped_column(String(200))
+    push_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class Link(Base):

@@ -17,7 +17,7 @@ from crmcal.db import Database
 from crmcal.jobs import maintenance
 from crmcal.jobs.scheduler import Scheduler
 from crmcal.vault import vault_for
-from crmcal.web import errors, oauth
+from crmcal.web import errors, oauth, webhooks
 from crmcal.web.api import router as api_router
 from crmcal.web.limits import BodySizeLimit, NulInUrl
 
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = True
     app.add_middleware(NulInUrl)
     app.include_router(api_router)
     app.include_router(oauth.router)
+    app.include_router(webhooks.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz(request: Request) -> JSONResponse:

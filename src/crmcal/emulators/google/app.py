@@ -121,6 +121,25 @@ def create_app(state: GoogleState | None = None) -> FastAPI:
         state.mail_guests(created, request.query_params.get("sendUpdates"))
         return created
 
+    @app.post(V3 + "/calendars/{calendar_id}/events/watch")
+    async def events_watch(request: Request, calendar_id: str) -> Any:
+        user = account(request, "events.watch")
+        state = store(request)
+        calendar = state.calendar(user, calendar_id)
+        return state.channels.watch(
+            await body_of(request),
+            calendar_id=calendar.id,
+            account=user.email,
+            now=state.clock(),
+            resource_uri=f"https://www.googleapis.com/calendar/v3/calendars/{calendar.id}/events",
+        )
+
+    @app.post(V3 + "/channels/stop")
+    async def channels_stop(request: Request) -> Response:
+        user = account(request, "channels.stop")
+        store(request).channels.stop(await body_of(request), user.email)
+        return Response(status_code=204)
+
     @app.get(V3 + "/calendars/{calendar_id}/events/{event_id}")
     async def events_get(request: Request, calendar_id: str, event_id: str) -> Any:
         user = account(request, "events.get")
@@ -215,6 +234,16 @@ def create_app(state: GoogleState | None = None) -> FastAPI:
     async def mail(request: Request) -> Any:
         """The invitation mails sent so far (writes with ``sendUpdates=all``)."""
         return store(request).mails
+
+    @app.get("/_emulator/channels")
+    async def channels(request: Request) -> Any:
+        """Open watch channels, and the notifications delivered so far."""
+        found = store(request).channels
+        return {
+            "channels": [{"id": c.id, "calendar_id": c.calendar_id, "address": c.address,
+                          "expiration": c.expiration.isoformat()} for c in found.by_id.values()],
+            "delivered": found.delivered,
+        }  # fmt: skip
 
     @app.get("/_emulator/requests")
     async def requests(request: Request) -> Any:

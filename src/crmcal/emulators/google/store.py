@@ -23,6 +23,7 @@ from typing import Any
 
 from crmcal.emulators.google import events
 from crmcal.emulators.google.errors import GoogleError, invalid, not_found
+from crmcal.emulators.google.push import Channels
 
 # events.list parameters that Google refuses together with a syncToken.
 NOT_WITH_SYNC_TOKEN = (
@@ -112,6 +113,7 @@ class GoogleState:
         self._token_serials = itertools.count(1)
         self._etags = itertools.count(int(self.clock().timestamp() * 1000))
         self.requests: dict[str, int] = {}
+        self.channels = Channels()
         # The invitation mails Google would have sent: {"event_id", "to": [...]}.
         self.mails: list[dict[str, Any]] = []
         # Injected failures, oldest first: each answers the next ``count`` API calls.
@@ -255,6 +257,7 @@ class GoogleState:
         current = calendar.events.get(event_id)
         serial = current.serial if current else next(self._serials)
         calendar.events[event_id] = Stored(body, serial, calendar.position)
+        self.channels.changed(calendar.id, self.clock())
         return body
 
     def _stored(

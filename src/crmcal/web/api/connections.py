@@ -106,6 +106,8 @@ async def delete_connection(request: Request, connection_id: ConnectionId) -> Re
     """Forget the connection and its links; events and activities stay where they are."""
     async with writing(request) as (session, user):
         conn = await connections.get_own(session, user, connection_id)
+        if conn.push_channel_id and request.app.state.vault is not None:
+            await connections.close_push_channel(conn, vault_of(request), settings_of(request))
         await session.delete(conn)
     return Response(status_code=204)
 
@@ -148,6 +150,8 @@ async def stop(request: Request, connection_id: ConnectionId) -> ConnectionOut:
     """Stop all updates; the connection stays, as previously synced, to be reconnected."""
     async with writing(request) as (session, user):
         conn = await connections.get_own(session, user, connection_id)
+        if conn.push_channel_id and request.app.state.vault is not None:
+            await connections.close_push_channel(conn, vault_of(request), settings_of(request))
         return connections.to_out(await connections.stop(conn))
 
 

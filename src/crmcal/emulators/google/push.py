@@ -1,0 +1,155 @@
+"""Push notifications as Google sends them: ``events.watch`` channels and their messages.
+
+A channel watches one calendar and POSTs an empty body to its address: first a
+``sync`` message (number 1), then ``exists`` on every change, with the
+``X-Goog-*`` headers Google sends (channel id and token, resource id, state,
+message number, expiration). Channels expire (at most a week, as Google caps
+them) and ``channels.stop`` ends one. Delivery runs in the background and never
+holds up the API call that caused it; a failing address is retried a few times.
+Unlike Google, plain ``http://`` addresses on loopback are accepted, for the
+demo and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import email.utils
+import itertools
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from crmcal.emulators.google.errors import GoogleError, invalid, not_found
+
+MAX_LIFETIME = dt.timedelta(days=7)
+DELIVERY_ATTEMPTS = 3
+
+
+@dataclass
+class Channel:
+    id: str
+    resource_id: str
+    calendar_id: str
+    account: str
+    address: str
+    token: str | None
+    expiration: dt.datetime
+    numbers: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+
+class Channels:
+    def __init__(self) -> None:
+        self.by_id: dict[str, Channel] = {}
+        self.delivered: list[dict[str, Any]] = []  # what was POSTed, for tests
+        self._queue: asyncio.Queue[tuple[Channel, str]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    def watch(
+        self, body: dict[str, Any], *, calendar_id: str, account: str, now: dt.datetime,
+        resource_uri: str,
+    ) -> dict[str, Any]:  # fmt: skip
+        channel_id = body.get("id")
+        if not isinstance(channel_id, str) or not 1 <= len(channel_id) <= 64:
+            raise invalid("Channel id must be 1 to 64 characters.", location="id")
+        if channel_id in self.by_id:
+            raise GoogleError(400, "channelIdNotUnique", "Channel id not unique.")
+        if body.get("type") not in ("web_hook", "webhook"):
+            raise invalid("Unsupported channel type.", location="type")
+        address = body.get("address")
+        if not isinstance(address, str) or not address.startswith(("https://", "http://")):
+            raise invalid("WebHook callback must be HTTPS.", location="address")
+        expiration = now + MAX_LIFETIME
+        if body.get("expiration"):
+            try:
+                wanted = dt.datetime.fromtimestamp(int(body["expiration"]) / 1000, dt.UTC)
+            except (TypeError, ValueError, OverflowError):
+                raise invalid("Invalid expiration.", location="expiration") from None
+            expiration = min(expiration, wanted)
+        channel = Channel(
+            id=channel_id,
+            resource_id=secrets.token_urlsafe(18),
+            calendar_id=calendar_id,
+            account=account,
+            address=address,
+            token=body.get("token") if isinstance(body.get("token"), str) else None,
+            expiration=expiration,
+        )
+        self.by_id[channel_id] = channel
+        self._send(channel, "sync")
+        answer = {
+            "kind": "api#channel",
+            "id": channel.id,
+            "resourceId": channel.resource_id,
+            "resourceUri": resource_uri,
+            "expiration": str(int(channel.expiration.timestamp() * 1000)),
+        }
+        if channel.token is not None:
+            answer["token"] = channel.token
+        return answer
+
+    def stop(self, body: dict[str, Any], account: str) -> None:
+        channel = self.by_id.get(str(body.get("id")))
+        if channel is None or channel.resource_id != body.get("resourceId"):
+            raise not_found()
+        if channel.account != account:
+            raise GoogleError(403, "forbidden", "Channel belongs to another user.")
+        del self.by_id[channel.id]
+
+    def changed(self, calendar_id: str, now: dt.datetime) -> None:
+        """A change in ``calendar_id``: an ``exists`` message on each live channel watching it."""
+        for channel in list(self.by_id.values()):
+            if channel.calendar_id != calendar_id:
+                continue
+            if channel.expiration <= now:
+                del self.by_id[channel.id]  # expired: Google just stops sending
+                continue
+            self._send(channel, "exists")
+
+    def _send(self, channel: Channel, state: str) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop (state driven directly): nothing to deliver with
+        if self._queue is None or self._worker is None or self._worker.done():
+            self._queue = asyncio.Queue()
+            self._worker = loop.create_task(self._deliver_forever(self._queue))
+        self._queue.put_nowait((channel, state))
+
+    async def _deliver_forever(self, queue: asyncio.Queue[tuple[Channel, str]]) -> None:
+        async with httpx.AsyncClient(timeout=5) as http:
+            while True:
+                channel, state = await queue.get()
+                await self._deliver(http, channel, state)
+
+    async def _deliver(self, http: httpx.AsyncClient, channel: Channel, state: str) -> None:
+        headers = {
+            "X-Goog-Channel-ID": channel.id,
+            "X-Goog-Message-Number": str(next(channel.numbers)),
+            "X-Goog-Resource-ID": channel.resource_id,
+            "X-Goog-Resource-State": state,
+            "X-Goog-Resource-URI": f"https://www.googleapis.com/calendar/v3/calendars/"
+            f"{channel.calendar_id}/events?alt=json",
+            "X-Goog-Channel-Expiration": email.utils.format_datetime(
+                channel.expiration, usegmt=True
+            ),
+        }
+        if channel.token is not None:
+            headers["X-Goog-Channel-Token"] = channel.token
+        for attempt in range(DELIVERY_ATTEMPTS):
+            with contextlib.suppress(httpx.HTTPError):
+                response = await http.post(channel.address, headers=headers, content=b"")
+                self.delivered.append({"channel": channel.id, "state": state,
+                                       "status": response.status_code})  # fmt: skip
+                if response.status_code < 500:
+                    return
+            await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker

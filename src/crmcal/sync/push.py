@@ -1,0 +1,109 @@
+"""Push channels: providers tell crmcal's webhook when a calendar changes (F13).
+
+After each successful sync of a connection whose provider can push (Google watch
+channels), ``keep_channel`` makes sure a channel is open and not about to
+expire: it opens a new one a day before the old one ends (Google never renews
+a channel, and overlap is harmless) and closes the old one. Notifications carry
+the channel's secret token; ``connection_for`` checks it. Polling stays on as the
+fallback, since push is not guaranteed to arrive.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+import secrets
+import uuid
+from typing import Any, Protocol, runtime_checkable
+
+from sqlalchemy import select
+
+from crmcal.crm.tables import utcnow
+from crmcal.db import Database
+from crmcal.providers.base import Provider, ProviderError
+from crmcal.sync.tables import Connection
+
+log = logging.getLogger(__name__)
+RENEW_BEFORE = dt.timedelta(days=1)
+
+
+@runtime_checkable
+class Pushing(Protocol):
+    async def watch(
+        self, calendar_id: str, channel_id: str, address: str, token: str
+    ) -> tuple[str, dt.datetime]: ...
+
+    async def stop_watching(self, channel_id: str, resource_id: str) -> None: ...
+
+
+def webhook_address(base_url: str, provider: str) -> str:
+    return f"{base_url.rstrip('/')}/webhooks/{provider}"
+
+
+async def keep_channel(db: Database, connection_id: int, provider: Provider, base_url: str) -> None:
+    """Open (or renew) the connection's push channel when its provider has one."""
+    if not isinstance(provider, Pushing):
+        return
+    async with db.read() as session:
+        conn = await session.get(Connection, connection_id)
+        if conn is None or conn.state == "stopped":
+            return
+        expires = conn.push_expires_at
+        if conn.push_channel_id and expires and expires - RENEW_BEFORE > utcnow():
+            return
+        old = (conn.push_channel_id, conn.push_resource_id)
+        calendar_id, kind = conn.calendar_id, conn.provider
+    channel_id, token = uuid.uuid4().hex, secrets.token_urlsafe(32)
+    try:
+        resource_id, expiration = await provider.watch(
+            calendar_id, channel_id, webhook_address(base_url, kind), token
+        )
+    except ProviderError as exc:
+        # Polling still runs; the next sync tries again.
+        log.warning("connection %s: no push channel: %s", connection_id, exc)
+        return
+    async with db.write() as session:
+        conn = await session.get(Connection, connection_id)
+        if conn is None:
+            return
+        conn.push_channel_id, conn.push_resource_id = channel_id, resource_id
+        conn.push_token, conn.push_expires_at = token, expiration
+    if old[0] and old[1]:
+        await _stop_quietly(provider, old[0], old[1])
+
+
+async def stop_channel(conn: Connection, provider: Provider) -> None:
+    """Close the connection's push channel (on stop and delete), forgetting it."""
+    if conn.push_channel_id and conn.push_resource_id and isinstance(provider, Pushing):
+        await _stop_quietly(provider, conn.push_channel_id, conn.push_resource_id)
+    forget_channel(conn)
+
+
+def forget_channel(conn: Connection) -> None:
+    conn.push_channel_id = conn.push_resource_id = conn.push_token = None
+    conn.push_expires_at = None
+
+
+async def _stop_quietly(provider: Any, channel_id: str, resource_id: str) -> None:
+    try:
+        await provider.stop_watching(channel_id, resource_id)
+    except ProviderError as exc:  # it expires on its own anyway
+        log.info("push channel %s not stopped: %s", channel_id, exc)
+
+
+async def connection_for(
+    db: Database, provider: str, channel_id: str, token: str | None
+) -> int | None:
+    """The active connection a notification is for, if its channel and token are ours."""
+    async with db.read() as session:
+        conn = await session.scalar(
+            select(Connection).where(
+                Connection.push_channel_id == channel_id, Connection.provider == provider
+            )
+        )
+        if conn is None or conn.push_token is None or conn.state == "stopped":
+            return None
+        if not hmac.compare_digest(conn.push_token.encode(), (token or "").encode()):
+            return None
+        return conn.id
