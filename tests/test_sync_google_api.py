@@ -6,6 +6,7 @@ import datetime as dt
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,29 +35,35 @@ def sam(db_url: str, google_emulator: GoogleEmulator) -> Iterator[Api]:
         yield Api(client, token, user_id)
 
 
+@pytest.fixture
+def email() -> str:
+    """An address no other test uses: the emulator lives as long as the test session."""
+    return f"user-{uuid.uuid4().hex[:10]}@example.test"
+
+
 def account(emulator: GoogleEmulator, email: str) -> str:
     return emulator.state.create_account(email)["refresh_token"]
 
 
 def test_connecting_lists_the_calendars_and_picks_the_primary(
-    sam: Api, google_emulator: GoogleEmulator
+    sam: Api, google_emulator: GoogleEmulator, email: str
 ) -> None:
-    refresh = account(google_emulator, "sam.g@example.test")
+    refresh = account(google_emulator, email)
     state = google_emulator.state
-    state.add_calendar("sam.g@example.test", "holidays@group.test", "Holidays", role="reader")
+    state.add_calendar(email, "holidays@group.test", "Holidays", role="reader")
     response = sam.post(f"{V1}/connections", json={"provider": "google", "refresh_token": refresh})
     assert response.status_code == 201, response.text
     conn = response.json()
     assert (conn["provider"], conn["account"], conn["calendar_id"]) == (
         "google",
-        "sam.g@example.test",
-        "sam.g@example.test",
+        email,
+        email,
     )
     assert "refresh_token" not in response.text
     assert refresh not in response.text
     calendars = sam.get(f"{V1}/connections/{conn['id']}/calendars").json()["items"]
     assert {(c["id"], c["writable"], c["primary"]) for c in calendars} == {
-        ("sam.g@example.test", True, True), ("holidays@group.test", False, False)
+        (email, True, True), ("holidays@group.test", False, False)
     }  # fmt: skip
 
 
@@ -72,9 +79,9 @@ def test_bad_grants_are_refused_at_once(sam: Api, body: dict[str, str], expected
 
 
 def test_a_revoked_grant_puts_the_connection_in_error(
-    sam: Api, google_emulator: GoogleEmulator
+    sam: Api, google_emulator: GoogleEmulator, email: str
 ) -> None:
-    refresh = account(google_emulator, "revoked@example.test")
+    refresh = account(google_emulator, email)
     conn = sam.post(f"{V1}/connections", json={"provider": "google", "refresh_token": refresh})
     assert conn.status_code == 201, conn.text
     start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).isoformat()
@@ -104,7 +111,7 @@ def grant_in_browser(authorize_url: str, email: str) -> str:
 
 
 def test_connecting_through_googles_consent_screen(
-    sam: Api, google_emulator: GoogleEmulator
+    sam: Api, google_emulator: GoogleEmulator, email: str
 ) -> None:
     started = sam.get("/oauth/google/start", headers={"Accept": "application/json"})
     assert started.status_code == 200, started.text
@@ -119,13 +126,13 @@ def test_connecting_through_googles_consent_screen(
         302, f"{google_emulator.url}/o/oauth2/v2/auth"
     )  # fmt: skip
 
-    back = grant_in_browser(url, "consented@example.test")
+    back = grant_in_browser(url, email)
     assert back.startswith(f"{CRM}/oauth/google/callback?")
     answer = sam.client.get(back.removeprefix(CRM), headers={"Accept": "application/json"})
     assert answer.status_code == 201, answer.text
     conn = answer.json()
     assert (conn["provider"], conn["account"], conn["user_id"]) == (
-        "google", "consented@example.test", sam.id
+        "google", email, sam.id
     )  # fmt: skip
     # The grant works: a sync reaches the account's calendar.
     assert sam.post(f"{V1}/connections/{conn['id']}/sync").status_code == 200
@@ -192,18 +199,18 @@ def wait_for(check: Callable[[], Any], seconds: float) -> Any:
 
 
 def test_an_event_made_in_google_arrives_by_push(
-    served_crmcal: tuple[str, str], google_emulator: GoogleEmulator
+    served_crmcal: tuple[str, str], google_emulator: GoogleEmulator, email: str
 ) -> None:
     url, token = served_crmcal
     api = httpx.Client(base_url=f"{url}{V1}", headers={"Authorization": f"Bearer {token}"})
-    tokens = google_emulator.state.create_account("pushed@example.test")
+    tokens = google_emulator.state.create_account(email)
     body = {"provider": "google", "refresh_token": tokens["refresh_token"]}
     created = api.post("/connections", json=body)
     assert created.status_code == 201, created.text
 
     def channel() -> Any:
         listed = httpx.get(f"{google_emulator.url}/_emulator/channels").json()["channels"]
-        return [c for c in listed if c["calendar_id"] == "pushed@example.test"]
+        return [c for c in listed if c["calendar_id"] == email]
 
     (opened,) = wait_for(channel, 10)  # the first sync opened it
     assert opened["address"] == f"{url}/webhooks/google"
