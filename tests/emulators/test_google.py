@@ -8,6 +8,7 @@ emulator with ``googleapiclient`` itself, so parameters are Google's too.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import socket
 import threading
 import time
@@ -361,3 +362,55 @@ def test_googles_client_drives_the_emulator(served: str, state: GoogleState) -> 
         ).execute()
     assert refused.value.resp.status == 409
     assert refused.value.error_details[0]["reason"] == "duplicate"
+
+
+# --- batch ----------------------------------------------------------------------------------
+
+
+def test_batch_serves_each_part_on_its_own(google: Google) -> None:
+    existing = google.insert(summary="to rename")
+
+    def part(content_id: str, request_line: str, body: dict[str, Any] | None = None) -> str:
+        inner = request_line + "\r\n"
+        if body is not None:
+            inner += "Content-Type: application/json\r\n\r\n" + json.dumps(body)
+        else:
+            inner += "\r\n"
+        return (f"--xyz\r\nContent-Type: application/http\r\nContent-ID: <{content_id}>\r\n\r\n"
+                f"{inner}\r\n")  # fmt: skip
+
+    events = "/calendar/v3/calendars/primary/events"
+    payload = (
+        part("a", f"POST {events} HTTP/1.1", event_body(id="batch00001"))
+        + part("b", "GET /calendar/v3/calendars/primary/events/missing001 HTTP/1.1")
+        + part("c", f"PATCH /calendar/v3/calendars/primary/events/{existing['id']} HTTP/1.1",
+               {"summary": "renamed in a batch"})
+        + "--xyz--\r\n"
+    )  # fmt: skip
+    response = google.client.post(
+        "/batch/calendar/v3", content=payload.encode(),
+        headers={"Authorization": f"Bearer {google.token}",
+                 "Content-Type": "multipart/mixed; boundary=xyz"},
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    boundary = response.headers["content-type"].split("boundary=")[1]
+    answers = {}
+    for chunk in response.text.split(f"--{boundary}")[1:-1]:
+        head, _, inner = chunk.strip().partition("\r\n\r\n")
+        content_id = head.split("Content-ID: <")[1].split(">")[0]
+        status_line, _, rest = inner.partition("\r\n")
+        answers[content_id] = (int(status_line.split()[1]), rest.partition("\r\n\r\n")[2])
+    assert answers["response-a"][0] == 200
+    assert check("Event", json.loads(answers["response-a"][1]))["id"] == "batch00001"
+    assert answers["response-b"][0] == 404
+    assert answers["response-c"][0] == 200
+    assert google.ok("GET", f"/calendars/primary/events/{existing['id']}", "Event")["summary"] == (
+        "renamed in a batch"
+    )
+    unauthorised = google.client.post(
+        "/batch/calendar/v3",
+        content=payload.encode(),
+        headers={"Content-Type": "multipart/mixed; boundary=xyz"},
+    )
+    assert unauthorised.status_code == 200  # the batch answers; each part says 401
+    assert unauthorised.text.count("HTTP/1.1 401") == 3

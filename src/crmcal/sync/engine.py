@@ -114,6 +114,7 @@ class Engine:
         # Deals, persons and organizations of the activities at hand, for event
         # descriptions (F11); loaded only when that option is on.
         self.linked_info: dict[int, LinkedRecords] = {}
+        self._linked: int | None = None
         self.report = SyncReport()
         self.origin = f"sync:{connection_id}"
 
@@ -127,7 +128,7 @@ class Engine:
         cursor = None if self.options_changed else self.conn.remote_cursor
         # A first import needs every event's contents: say so, a provider may
         # then list them in one go instead of listing and fetching.
-        first = cursor is None and not self.linked
+        first = cursor is None and not await self._links_count()
         listing = await self.provider.list_changes(self.calendar_id, cursor, with_contents=first)
         remote_refs, gone_ids = await self._remote_side(listing)
         crm_ids = await self._crm_side()
@@ -151,12 +152,6 @@ class Engine:
                 raise SyncRefused(f"connection {self.connection_id} not found")
             owner = await session.get(User, conn.user_id)
             assert owner is not None
-            self.linked = int(
-                await session.scalar(
-                    select(func.count(Link.id)).where(Link.connection_id == conn.id)
-                )
-                or 0
-            )
             self.feed_head = await changefeed.latest_seq(session)
         self.conn, self.owner = conn, owner
         self.calendar_id = conn.calendar_id
@@ -171,6 +166,15 @@ class Engine:
         # The account's own addresses are the user, never a contact (F10).
         account = (conn.username or "").strip().lower()
         self.own_addresses = frozenset([account] if "@" in account else [])
+
+    async def _links_count(self) -> int:
+        """How many events this connection has linked (counted only when a full listing
+        needs it: a no-change sync must not cost in proportion to the calendar)."""
+        if self._linked is None:
+            async with self.db.read() as session:
+                query = select(func.count(Link.id)).where(Link.connection_id == self.conn.id)
+                self._linked = int(await session.scalar(query) or 0)
+        return self._linked
 
     def _check_permissions(self) -> None:
         owner = self.owner
@@ -201,9 +205,9 @@ class Engine:
             await self._load_links(Link.connection_id == self.conn.id)
         else:
             await self._load_links_of(Link.remote_id, list(self.seen))
-        if listing.full and not listing.changed and self.linked and not self.force:
+        if listing.full and not listing.changed and not self.force and await self._links_count():
             raise SyncRefused(
-                f"the calendar looks empty but {self.linked} events were synced "
+                f"the calendar looks empty but {await self._links_count()} events were synced "
                 "before; nothing was deleted. If the calendar really was emptied, "
                 "run the sync again with force."
             )

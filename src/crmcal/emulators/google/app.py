@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from crmcal.emulators.google import oauth
+from crmcal.emulators.google import batch, oauth
 from crmcal.emulators.google.errors import GoogleError, invalid, unauthorized
 from crmcal.emulators.google.store import Account, GoogleState
 
@@ -29,6 +29,7 @@ def create_app(state: GoogleState | None = None) -> FastAPI:
     app = FastAPI(title="crmcal Google Calendar emulator", docs_url=None, redoc_url=None)
     app.state.google = state or GoogleState()
     oauth.install(app)
+    batch.install(app)
 
     @app.exception_handler(GoogleError)
     async def google_error(request: Request, exc: GoogleError) -> JSONResponse:
