@@ -238,3 +238,36 @@ def test_an_event_made_in_google_arrives_by_push(
     connection_id = created.json()["id"]
     assert api.post(f"/connections/{connection_id}/stop").status_code == 200
     assert channel() == []
+
+
+def test_a_failed_google_connection_resumes_through_consent(
+    sam: Api, google_emulator: GoogleEmulator, email: str
+) -> None:
+    refresh = account(google_emulator, email)
+    conn = sam.post(f"{V1}/connections", json={"provider": "google", "refresh_token": refresh})
+    connection_id = conn.json()["id"]
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).isoformat()
+    sam.post(f"{V1}/activities", json={"type": "call", "subject": "Call Ann", "start": start})
+    assert sam.post(f"{V1}/connections/{connection_id}/sync").json()["created"] == 1
+    httpx.post(f"{google_emulator.url}/revoke", params={"token": refresh})
+    google_emulator.state.expire_access_tokens()
+    assert sam.post(f"{V1}/connections/{connection_id}/sync").status_code == 409
+
+    def resume_as(who: str) -> Any:
+        url = sam.get("/oauth/google/start", params={"connection_id": connection_id},
+                      headers={"Accept": "application/json"}).json()["authorize_url"]  # fmt: skip
+        back = grant_in_browser(url, who)
+        return sam.client.get(back.removeprefix(CRM), headers={"Accept": "application/json"})
+
+    wrong = resume_as(f"other-{email}")
+    assert wrong.status_code == 400
+    assert "sign in with that account" in wrong.json()["detail"]
+    resumed = resume_as(email)
+    assert resumed.status_code == 201, resumed.text
+    assert (resumed.json()["id"], resumed.json()["state"]) == (connection_id, "active")
+    counts = sam.post(f"{V1}/connections/{connection_id}/sync").json()
+    assert (counts["created"], counts["deleted"]) == (0, 0)  # the same links: no copies
+    listed = httpx.get(f"{google_emulator.url}/calendar/v3/calendars/{email}/events",
+                       headers={"Authorization": "Bearer " + google_emulator.state.create_account(
+                           email)["access_token"]}).json()["items"]  # fmt: skip
+    assert [e["summary"] for e in listed] == ["Call Ann"]

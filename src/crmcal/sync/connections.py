@@ -61,6 +61,9 @@ class Reconnect(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     password: Text(1000) | None = Field(default=None, description="A new password, if changed.")
+    refresh_token: Text(4000) | None = Field(
+        default=None, description="A new OAuth refresh token, if the old grant was revoked."
+    )
 
 
 class ConnectionOut(BaseModel):
@@ -356,6 +359,8 @@ async def reconnect(
     require_may_sync(owner, conn.sync_type)
     if data.password is not None:
         conn.credentials = vault.seal(data.password)
+    if data.refresh_token is not None:
+        conn.credentials = vault.seal(data.refresh_token)
     conn.state = "active"
     conn.last_error = None
     conn.failures = 0

@@ -24,7 +24,7 @@ from crmcal.crm.tables import User
 from crmcal.providers import google_oauth
 from crmcal.providers.base import ProviderError
 from crmcal.sync import connections
-from crmcal.sync.connections import ConnectionCreate
+from crmcal.sync.connections import ConnectionCreate, Reconnect
 from crmcal.sync.options import SyncType
 from crmcal.vault import VaultError
 from crmcal.web.deps import database, reading, request_sync, settings_of, vault_of
@@ -46,16 +46,28 @@ async def google_start(
     request: Request,
     calendar_id: Annotated[str | None, Query(max_length=1000)] = None,
     sync_type: SyncType = "two_way",
+    connection_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
-    """Send the user to Google to let crmcal sync their calendar."""
+    """Send the user to Google to let crmcal sync their calendar; with ``connection_id``,
+    to grant a stopped or failed Google connection access again (it resumes with
+    the same links, F18)."""
     vault = vault_of(request)
     async with reading(request) as (session, user):
         connections.require_may_sync(user, sync_type)
-        if await connections.active_connection(session, user.id) is not None:
+        active = await connections.active_connection(session, user.id)
+        if connection_id is not None:
+            conn = await connections.get_own(session, user, connection_id)
+            if conn.provider != "google" or conn.state not in ("stopped", "error"):
+                raise ConflictError(
+                    f"connection {connection_id} is not a stopped or failed Google connection"
+                )
+            if active is not None and active.id != conn.id:
+                raise ConflictError(f"connection {active.id} is active: stop it first")
+        elif active is not None:
             raise ConflictError("you already have an active calendar connection: stop it first")
         user_id = user.id
     verifier = secrets.token_urlsafe(48)
-    sealed = {"u": user_id, "v": verifier, "c": calendar_id, "t": sync_type}
+    sealed = {"u": user_id, "v": verifier, "c": calendar_id, "t": sync_type, "r": connection_id}
     state = vault.seal_for_a_while(json.dumps(sealed))
     settings = settings_of(request)
     url = google_oauth.authorize_url(
@@ -115,7 +127,17 @@ async def google_callback(
         user = await session.get(User, int(sealed["u"]))
         if user is None or not user.active:
             raise HTTPException(400, "the user who started this sign-in no longer exists")
-        conn = await connections.create(session, user, body, calendar, vault, account=account)
+        if sealed.get("r"):
+            conn = await connections.get_own(session, user, int(sealed["r"]))
+            if conn.account != account:
+                raise HTTPException(
+                    400, f"you signed in as {account}, but connection {conn.id} is for "
+                    f"{conn.account}: sign in with that account"
+                )  # fmt: skip
+            grant = Reconnect(refresh_token=refresh_token)
+            conn = await connections.reconnect(session, user, conn, grant, vault)
+        else:
+            conn = await connections.create(session, user, body, calendar, vault, account=account)
         out = connections.to_out(conn)
     request_sync(request, out.id)
     if _wants_json(request):
