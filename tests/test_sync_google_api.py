@@ -271,3 +271,35 @@ def test_a_failed_google_connection_resumes_through_consent(
                        headers={"Authorization": "Bearer " + google_emulator.state.create_account(
                            email)["access_token"]}).json()["items"]  # fmt: skip
     assert [e["summary"] for e in listed] == ["Call Ann"]
+
+
+def test_an_event_moved_out_and_back_trashes_and_restores_its_activity(
+    sam: Api, google_emulator: GoogleEmulator, email: str
+) -> None:
+    tokens = google_emulator.state.create_account(email)
+    other = f"team-{uuid.uuid4().hex[:8]}@group.calendar.google.com"
+    google_emulator.state.add_calendar(email, other, "Team")
+    body = {"provider": "google", "refresh_token": tokens["refresh_token"]}
+    connection_id = sam.post(f"{V1}/connections", json=body).json()["id"]
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    google = httpx.Client(base_url=f"{google_emulator.url}/calendar/v3", headers=auth)
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=0)
+    event = google.post("/calendars/primary/events", json={
+        "summary": "Quarterly review", "start": {"dateTime": start.isoformat()},
+        "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat()}}).json()  # fmt: skip
+    sam.post(f"{V1}/connections/{connection_id}/sync")
+    (activity,) = sam.get(f"{V1}/activities").json()["items"]
+
+    moved = google.post(f"/calendars/primary/events/{event['id']}/move",
+                        params={"destination": other})  # fmt: skip
+    assert moved.status_code == 200, moved.text
+    assert sam.post(f"{V1}/connections/{connection_id}/sync").json()["deleted"] == 1
+    assert sam.get(f"{V1}/activities").json()["items"] == []
+
+    back = google.post(f"/calendars/{other}/events/{event['id']}/move",
+                       params={"destination": email})  # fmt: skip
+    assert back.status_code == 200, back.text
+    sam.post(f"{V1}/connections/{connection_id}/sync")
+    (restored,) = sam.get(f"{V1}/activities").json()["items"]
+    assert (restored["id"], restored["subject"]) == (activity["id"], "Quarterly review")
+    assert sam.get(f"{V1}/activities", params={"deleted": "true"}).json()["items"] == []

@@ -414,3 +414,24 @@ def test_batch_serves_each_part_on_its_own(google: Google) -> None:
     )
     assert unauthorised.status_code == 200  # the batch answers; each part says 401
     assert unauthorised.text.count("HTTP/1.1 401") == 3
+
+
+def test_move_leaves_a_cancelled_stub_behind(google: Google) -> None:
+    google.client.post(
+        "/_emulator/calendars", json={"email": google.email, "id": "team@group.calendar.google.com"}
+    )
+    created = google.insert()
+    token = google.list()["nextSyncToken"]
+    moved = google.ok("POST", f"/calendars/primary/events/{created['id']}/move", "Event",
+                      params={"destination": "team@group.calendar.google.com"})  # fmt: skip
+    assert moved["organizer"]["email"] == "team@group.calendar.google.com"
+    (stub,) = google.list(syncToken=token)["items"]
+    assert stub == {"kind": "calendar#event", "etag": stub["etag"], "id": created["id"],
+                    "status": "cancelled"}  # fmt: skip
+    team = google.ok("GET", "/calendars/team@group.calendar.google.com/events", "Events")
+    assert [e["id"] for e in team["items"]] == [created["id"]]
+    again = google.call("POST", f"/calendars/primary/events/{created['id']}/move",
+                        params={"destination": "team@group.calendar.google.com"})  # fmt: skip
+    assert reason(again) == (404, "notFound")
+    missing = google.call("POST", f"/calendars/primary/events/{created['id']}/move")
+    assert reason(missing) == (400, "required")

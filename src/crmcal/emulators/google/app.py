@@ -141,6 +141,17 @@ def create_app(state: GoogleState | None = None) -> FastAPI:
         store(request).channels.stop(await body_of(request), user.email)
         return Response(status_code=204)
 
+    @app.post(V3 + "/calendars/{calendar_id}/events/{event_id}/move")
+    async def events_move(request: Request, calendar_id: str, event_id: str) -> Any:
+        user = account(request, "events.move")
+        state = store(request)
+        destination_id = request.query_params.get("destination")
+        if not destination_id:
+            raise GoogleError(400, "required", "Required", location="destination")
+        source = state.calendar(user, calendar_id, write=True)
+        destination = state.calendar(user, destination_id, write=True)
+        return state.move(source, event_id, destination)
+
     @app.get(V3 + "/calendars/{calendar_id}/events/{event_id}")
     async def events_get(request: Request, calendar_id: str, event_id: str) -> Any:
         user = account(request, "events.get")

@@ -175,14 +175,12 @@ def stored(
     event["etag"] = etag
     event.setdefault("status", "confirmed")
     event["htmlLink"] = f"https://www.google.com/calendar/event?eid={event_id}"
-    event["created"] = previous["created"] if previous else rfc3339(now)
+    before = previous or {}  # a cancelled stub has no more than an id
+    event["created"] = before.get("created") or rfc3339(now)
     event["updated"] = rfc3339(now)
-    event["creator"] = previous["creator"] if previous else {"email": owner, "self": True}
-    event["organizer"] = (
-        previous["organizer"]
-        if previous
-        else {"email": calendar_id, "self": True}
-        | ({"displayName": owner} if calendar_id != owner else {})
+    event["creator"] = before.get("creator") or {"email": owner, "self": True}
+    event["organizer"] = before.get("organizer") or {"email": calendar_id, "self": True} | (
+        {"displayName": owner} if calendar_id != owner else {}
     )
     event["iCalUID"] = (previous or {}).get("iCalUID") or event.get("iCalUID") or (
         f"{event_id}@google.com"

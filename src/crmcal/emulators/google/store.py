@@ -319,6 +319,26 @@ class GoogleState:
             raise GoogleError(410, "deleted", "Resource has been deleted")
         self._stamp(calendar, event_id, events.cancelled(current, self._etag(), self.clock()))
 
+    def move(self, source: Calendar, event_id: str, destination: Calendar) -> dict[str, Any]:
+        """``events.move``: the event changes calendar (and organizer); the source keeps a
+        cancelled stub with only its id, as Google leaves when the old organizer is no
+        attendee."""
+        current = self.get(source, event_id)
+        if current["status"] == "cancelled":
+            raise not_found()
+        if current.get("eventType", "default") != "default":
+            raise GoogleError(400, "eventTypeRestriction", "This event type cannot be moved.")
+        there = destination.events.get(event_id)
+        if there is not None and there.body["status"] != "cancelled":
+            raise GoogleError(409, "duplicate", "The requested identifier already exists.")
+        organizer = {"email": destination.id, "self": True}
+        moved = current | {"etag": self._etag(), "updated": events.rfc3339(self.clock()),
+                           "organizer": organizer}  # fmt: skip
+        stub = {"kind": "calendar#event", "etag": self._etag(), "id": event_id,
+                "status": "cancelled"}  # fmt: skip
+        self._stamp(source, event_id, stub)
+        return self._stamp(destination, event_id, moved)
+
     # --- listing -------------------------------------------------------------------
 
     def expire_sync_tokens(self, calendar: Calendar) -> None:
