@@ -17,8 +17,10 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
+from crmcal.db import Database
+from crmcal.sync.tables import Connection
 from crmcal.web.app import create_app
-from tests.conftest import Api, make_user
+from tests.conftest import Api, make_user, run
 from tests.google_emulator import GoogleEmulator
 
 V1 = "/api/v1"
@@ -303,3 +305,35 @@ def test_an_event_moved_out_and_back_trashes_and_restores_its_activity(
     (restored,) = sam.get(f"{V1}/activities").json()["items"]
     assert (restored["id"], restored["subject"]) == (activity["id"], "Quarterly review")
     assert sam.get(f"{V1}/activities", params={"deleted": "true"}).json()["items"] == []
+
+
+def test_push_channels_are_renewed_before_they_expire(
+    sam: Api, google_emulator: GoogleEmulator, email: str, db_url: str
+) -> None:
+    refresh = account(google_emulator, email)
+    body = {"provider": "google", "refresh_token": refresh}
+    connection_id = sam.post(f"{V1}/connections", json=body).json()["id"]
+
+    def channels() -> list[str]:
+        return [c.id for c in google_emulator.state.channels.by_id.values()
+                if c.calendar_id == email]  # fmt: skip
+
+    sam.post(f"{V1}/connections/{connection_id}/sync")
+    (first,) = channels()
+    sam.post(f"{V1}/connections/{connection_id}/sync")
+    assert channels() == [first]  # a week left: kept
+
+    async def expiring_soon() -> None:
+        db = Database(db_url)
+        try:
+            async with db.write() as session:
+                conn = await session.get(Connection, connection_id)
+                assert conn is not None
+                conn.push_expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+        finally:
+            await db.dispose()
+
+    run(expiring_soon())
+    sam.post(f"{V1}/connections/{connection_id}/sync")
+    (second,) = channels()  # a new one, and the old one closed
+    assert second != first
