@@ -547,6 +547,30 @@ def test_patch_participants_replaces_or_keeps_them(alice: Api) -> None:
     assert emptied["participants"] == []
 
 
+def test_resending_the_same_participants_leaves_their_rows_alone(alice: Api, db_url: str) -> None:
+    given = [{"email": "a@acme.test", "status": "accepted"}, {"email": "b@acme.test"}]
+    out = create(alice, participants=given)
+
+    async def rows() -> list[tuple[int, str, str]]:
+        db = Database(db_url)
+        try:
+            async with db.read() as session:
+                query = select(Participant.id, Participant.email, Participant.status).where(
+                    Participant.activity_id == out["id"]
+                )
+                return [tuple(row) for row in await session.execute(query)]  # type: ignore[misc]
+        finally:
+            await db.dispose()
+
+    before = run(rows())
+    alice.patch(f"{URL}/{out['id']}", json={"participants": given, "subject": "again"})
+    assert run(rows()) == before  # same rows, same ids
+    answered = [given[0], {"email": "b@acme.test", "status": "declined"}]
+    changed = alice.patch(f"{URL}/{out['id']}", json={"participants": answered}).json()
+    assert [p["status"] for p in changed["participants"]] == ["accepted", "declined"]
+    assert run(rows()) != before
+
+
 # --- links ----------------------------------------------------------------------
 
 

@@ -425,7 +425,12 @@ async def update_activity(
     await _apply(session, activity, values)
     if "participants" in changes:
         (rows,) = await _participants(session, [data.participants or []], as_contacts=as_contacts)
-        activity.participants = [Participant(**row) for row in rows]
+        current = [(p.position, p.email, p.name, p.person_id, p.status)
+                   for p in activity.participants]  # fmt: skip
+        wanted = [(r["position"], r["email"], r["name"], r["person_id"], r["status"])
+                  for r in rows]  # fmt: skip
+        if wanted != current:  # a calendar edit resends them all; most often unchanged
+            activity.participants = [Participant(**row) for row in rows]
     activity.updated_at = utcnow()
     await session.flush()
     if previous_owner != activity.owner_id:
