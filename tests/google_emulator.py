@@ -4,20 +4,17 @@ real socket (crmcal's server calls it over HTTP), and a harness on a fresh accou
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from crmcal.emulators.google import GoogleState, create_app
 from crmcal.providers.google import GoogleProvider
 from crmcal.providers.google_oauth import RefreshingTokens
+from tests.served import served_app
 
 
 class GoogleEmulator:
@@ -114,26 +111,11 @@ class SchemaChecked:
 @pytest.fixture(scope="session")
 def google_emulator() -> Iterator[GoogleEmulator]:
     state = GoogleState()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     problems: list[str] = []
-    app = SchemaChecked(create_app(state), problems)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "the Google emulator did not start"
-        time.sleep(0.02)
-    emulator = GoogleEmulator(f"http://127.0.0.1:{port}", state)
-    emulator.schema_problems = problems
-    try:
+    with served_app(SchemaChecked(create_app(state), problems)) as url:
+        emulator = GoogleEmulator(url, state)
+        emulator.schema_problems = problems
         yield emulator
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(autouse=True)

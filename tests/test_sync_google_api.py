@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,15 +11,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.db import Database
 from crmcal.sync.tables import Connection
 from crmcal.web.app import create_app
+from tests.caldav_servers import free_port
 from tests.conftest import Api, make_user, run
 from tests.google_emulator import GoogleEmulator
+from tests.served import served_app
 
 V1 = "/api/v1"
 CRM = "https://crm.example"
@@ -168,26 +167,13 @@ def test_starting_needs_a_token_and_the_permission(
 def served_crmcal(db_url: str, google_emulator: GoogleEmulator) -> Iterator[tuple[str, str]]:
     """crmcal with its scheduler on a free port, polling only hourly: (URL, API token)."""
     _, token = make_user(db_url, email="push@crm.test", name="Push")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = Settings(database_url=db_url, secret_key="test-key", base_url=url,
                         poll_seconds=3600, google_api_url=google_emulator.url,
                         google_oauth_url=google_emulator.url)  # fmt: skip
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "crmcal did not start"
-        time.sleep(0.02)
-    try:
+    with served_app(create_app(settings), port):
         yield url, token
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 def wait_for(check: Callable[[], Any], seconds: float) -> Any:

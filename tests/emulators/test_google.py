@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from crmcal.emulators.google import GoogleState, create_app
 from tests.emulators.google_schema import check, discovery
+from tests.served import served_app
 
 V3 = "/calendar/v3"
 
@@ -313,22 +310,8 @@ def test_requests_are_counted_by_kind(google: Google) -> None:
 
 @pytest.fixture
 def served(state: GoogleState) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port,
-                                           log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the emulator did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with served_app(create_app(state)) as url:
+        yield url + "/"
 
 
 def test_googles_client_drives_the_emulator(served: str, state: GoogleState) -> None:
