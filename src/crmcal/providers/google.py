@@ -232,8 +232,8 @@ class GoogleProvider:
         return [ref for ref in found if ref is not None]
 
     async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:
-        (found,) = await self.fetch(calendar_id, [google_events.event_id_for(key)]) or (None,)
-        return found
+        found = await self.fetch(calendar_id, [google_events.event_id_for(key)])
+        return found[0] if found else None
 
     async def create(self, calendar_id: str, key: str, event: CalendarEvent) -> RemoteRef:
         event_id = google_events.event_id_for(key)

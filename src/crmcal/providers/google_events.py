@@ -88,7 +88,7 @@ def _attendees(event: dict[str, Any]) -> tuple[Attendee, ...]:
     return tuple(found)
 
 
-def _recurrence(lines: list[str] | None, zone: str | None) -> Recurrence | None:
+def _recurrence(lines: list[str] | None) -> Recurrence | None:
     if not lines:
         return None
     rules = [line.split(":", 1)[1] for line in lines if line.upper().startswith("RRULE:")]
@@ -131,7 +131,7 @@ def parse(event: dict[str, Any], *, default_zone: str = "UTC") -> CalendarEvent:
         crm_id=private.get(CRM_ID_KEY) or None,
         crm_type=private.get(CRM_TYPE_KEY) or None,
         cancelled=event.get("status") == "cancelled",
-        recurrence=_recurrence(event.get("recurrence"), zone),
+        recurrence=_recurrence(event.get("recurrence")),
         recurrence_id=recurrence_id,
         last_modified=_updated(event.get("updated")),
         uid=event.get("iCalUID") or event.get("id"),

@@ -158,25 +158,24 @@ def create_app(state: GoogleState | None = None) -> FastAPI:
         state = store(request)
         return state.get(state.calendar(user, calendar_id), event_id)
 
-    @app.put(V3 + "/calendars/{calendar_id}/events/{event_id}")
-    async def events_update(request: Request, calendar_id: str, event_id: str) -> Any:
-        user = account(request, "events.update")
+    async def rewrite(request: Request, calendar_id: str, event_id: str, kind: str) -> Any:
+        """``events.update`` (PUT, the whole event) or ``events.patch`` (the fields sent)."""
+        user = account(request, f"events.{kind}")
         state = store(request)
         calendar = state.calendar(user, calendar_id, write=True)
+        write = state.update if kind == "update" else state.patch
         body = await body_of(request)
-        updated = state.update(calendar, event_id, body, request.headers.get("if-match"))
-        state.mail_guests(updated, request.query_params.get("sendUpdates"))
-        return updated
+        written = write(calendar, event_id, body, request.headers.get("if-match"))
+        state.mail_guests(written, request.query_params.get("sendUpdates"))
+        return written
+
+    @app.put(V3 + "/calendars/{calendar_id}/events/{event_id}")
+    async def events_update(request: Request, calendar_id: str, event_id: str) -> Any:
+        return await rewrite(request, calendar_id, event_id, "update")
 
     @app.patch(V3 + "/calendars/{calendar_id}/events/{event_id}")
     async def events_patch(request: Request, calendar_id: str, event_id: str) -> Any:
-        user = account(request, "events.patch")
-        state = store(request)
-        calendar = state.calendar(user, calendar_id, write=True)
-        body = await body_of(request)
-        patched = state.patch(calendar, event_id, body, request.headers.get("if-match"))
-        state.mail_guests(patched, request.query_params.get("sendUpdates"))
-        return patched
+        return await rewrite(request, calendar_id, event_id, "patch")
 
     @app.delete(V3 + "/calendars/{calendar_id}/events/{event_id}")
     async def events_delete(request: Request, calendar_id: str, event_id: str) -> Response:

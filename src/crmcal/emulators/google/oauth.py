@@ -129,7 +129,7 @@ def install(app: FastAPI) -> None:
                 if not verifier or expected != grant.challenge:
                     return _oauth_error("invalid_grant", "Invalid code verifier.")
             tokens = state.create_account(grant.email, grant.client_id or None)
-            return JSONResponse(_token_body(state, tokens["access_token"], grant.scope)
+            return JSONResponse(_token_body(tokens["access_token"], grant.scope)
                                 | {"refresh_token": tokens["refresh_token"]})  # fmt: skip
         if grant_type == "refresh_token":
             refresh = str(form.get("refresh_token") or "")
@@ -137,7 +137,7 @@ def install(app: FastAPI) -> None:
             if email is None:
                 return _oauth_error("invalid_grant", "Token has been expired or revoked.")
             access = state.issue_access_token(email, refresh)
-            return JSONResponse(_token_body(state, access, SCOPES))
+            return JSONResponse(_token_body(access, SCOPES))
         return _oauth_error("unsupported_grant_type", f"Invalid grant_type: {grant_type}")
 
     @app.post("/revoke")
@@ -149,7 +149,7 @@ def install(app: FastAPI) -> None:
         return JSONResponse({})
 
 
-def _token_body(state: GoogleState, access_token: str, scope: str) -> dict[str, Any]:
+def _token_body(access_token: str, scope: str) -> dict[str, Any]:
     return {
         "access_token": access_token,
         "expires_in": ACCESS_TOKEN_SECONDS - 1,
