@@ -1,0 +1,121 @@
+"""Connecting a Google account by OAuth: the sign-in a user starts and Google completes.
+
+``begin`` checks that the user may connect (or resume a stopped or failed Google
+connection) and answers Google's consent URL. Its ``state`` is sealed with the
+installation's key — who asked, the PKCE verifier, the calendar and sync type
+wanted — and expires after ten minutes, so ``finish`` (reached by the browser,
+without the user's token) knows whom to connect and that the answer belongs to
+a request crmcal made. ``finish`` trades the code for a refresh token, checks
+the account, and creates the connection or resumes the one named (same links,
+F18; the same Google account enforced).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmcal.config import Settings
+from crmcal.crm.errors import Conflict
+from crmcal.crm.tables import User
+from crmcal.db import Database
+from crmcal.providers import google_oauth
+from crmcal.providers.base import ProviderError
+from crmcal.sync import connections
+from crmcal.sync.connections import ConnectionCreate, ConnectionOut, Reconnect
+from crmcal.vault import Vault, VaultError
+
+STATE_MAX_AGE = 600
+
+
+class SignInFailed(Exception):
+    """The sign-in cannot complete; ``str()`` says why, and nothing was connected."""
+
+
+def callback_url(settings: Settings) -> str:
+    return f"{settings.base_url}/oauth/google/callback"
+
+
+async def begin(
+    session: AsyncSession,
+    user: User,
+    vault: Vault,
+    settings: Settings,
+    *,
+    calendar_id: str | None,
+    sync_type: str,
+    connection_id: int | None,
+) -> str:
+    """Google's consent URL for this user, after checking they may connect."""
+    connections.require_may_sync(user, sync_type)
+    active = await connections.active_connection(session, user.id)
+    if connection_id is not None:
+        conn = await connections.get_own(session, user, connection_id)
+        if conn.provider != "google" or conn.state not in ("stopped", "error"):
+            raise Conflict(
+                f"connection {connection_id} is not a stopped or failed Google connection"
+            )
+        if active is not None and active.id != conn.id:
+            raise Conflict(f"connection {active.id} is active: stop it first")
+    elif active is not None:
+        raise Conflict("you already have an active calendar connection: stop it first")
+    verifier = secrets.token_urlsafe(48)
+    sealed = {"u": user.id, "v": verifier, "c": calendar_id, "t": sync_type, "r": connection_id}
+    return google_oauth.authorize_url(
+        settings.google_oauth_url,
+        client_id=settings.google_client_id,
+        redirect_uri=callback_url(settings),
+        state=vault.seal_for_a_while(json.dumps(sealed)),
+        verifier=verifier,
+    )
+
+
+async def finish(
+    db: Database, vault: Vault, settings: Settings, *, code: str, state: str
+) -> ConnectionOut:
+    """The connection Google's answer makes (or resumes)."""
+    try:
+        sealed: dict[str, Any] = json.loads(vault.open_recent(state, STATE_MAX_AGE))
+    except (VaultError, ValueError):
+        raise SignInFailed(
+            "this sign-in link has expired or is not one crmcal made: start again"
+        ) from None
+    try:
+        refresh_token = await google_oauth.exchange_code(
+            settings.google_oauth_url,
+            code=code,
+            verifier=sealed["v"],
+            redirect_uri=callback_url(settings),
+            client_id=settings.google_client_id,
+            client_secret=settings.google_client_secret,
+        )
+    except ProviderError as exc:
+        raise SignInFailed(f"Google did not grant access: {exc}") from None
+    try:
+        body = ConnectionCreate(provider="google", refresh_token=refresh_token,
+                                calendar_id=sealed.get("c"), sync_type=sealed.get("t"))  # fmt: skip
+    except ValidationError:
+        raise SignInFailed("the sign-in request was damaged: start again") from None
+    calendars = await connections.discover_calendars(body, settings)
+    calendar = connections.pick_calendar(calendars, body.calendar_id, body.sync_type)
+    account = next((c.id for c in calendars if c.primary), calendar.id)
+    async with db.write() as session:
+        user = await session.get(User, int(sealed["u"]))
+        if user is None or not user.active:
+            raise SignInFailed("the user who started this sign-in no longer exists")
+        if sealed.get("r"):
+            conn = await connections.get_own(session, user, int(sealed["r"]))
+            if conn.account != account:
+                raise SignInFailed(
+                    f"you signed in as {account}, but connection {conn.id} is for "
+                    f"{conn.account}: sign in with that account"
+                )
+            grant = Reconnect(refresh_token=refresh_token)
+            conn = await connections.reconnect(session, user, conn, grant, vault)
+        else:
+            conn = await connections.create(session, user, body, calendar, vault, account=account)
+        return connections.to_out(conn)
