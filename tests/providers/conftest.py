@@ -5,13 +5,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, TypeVar
 
 import pytest
 
 from tests.caldav_servers import CALDAV_KINDS
 from tests.google_emulator import GoogleHarness
 from tests.providers.harness import CalDAVHarness, CalDAVServer, Harness
+
+
+class _Closing(Protocol):
+    async def close(self) -> None: ...
+
+
+H = TypeVar("H", bound=_Closing)
 
 
 async def _caldav_harness(request: pytest.FixtureRequest, kind: str) -> CalDAVHarness:
@@ -27,14 +36,21 @@ HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Awaitable[Harness]]] = {
 }
 
 
-@pytest.fixture(params=list(HARNESSES))
-async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    """The provider under test on a fresh calendar, with out-of-band helpers."""
-    made = await HARNESSES[request.param](request)
+@contextlib.asynccontextmanager
+async def _opened(making: Awaitable[H]) -> AsyncIterator[H]:
+    """A harness for the length of a test, closed after it."""
+    made = await making
     try:
         yield made
     finally:
         await made.close()
+
+
+@pytest.fixture(params=list(HARNESSES))
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    """The provider under test on a fresh calendar, with out-of-band helpers."""
+    async with _opened(HARNESSES[request.param](request)) as made:
+        yield made
 
 
 async def _google_harness(request: pytest.FixtureRequest) -> Harness:
@@ -53,18 +69,12 @@ API_HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Awaitable[Harness]]] 
 @pytest.fixture(params=list(API_HARNESSES))
 async def api_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     """A calendar of each provider crmcal can connect to through its REST API."""
-    made = await API_HARNESSES[request.param](request)
-    try:
+    async with _opened(API_HARNESSES[request.param](request)) as made:
         yield made
-    finally:
-        await made.close()
 
 
 @pytest.fixture(params=CALDAV_KINDS)
 async def caldav_harness(request: pytest.FixtureRequest) -> AsyncIterator[CalDAVHarness]:
     """Like ``harness``, for the tests particular to CalDAV."""
-    made = await _caldav_harness(request, request.param)
-    try:
+    async with _opened(_caldav_harness(request, request.param)) as made:
         yield made
-    finally:
-        await made.close()
