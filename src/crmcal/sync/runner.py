@@ -161,7 +161,8 @@ async def run_sync(
             if provider is None:
                 await prov.close()
     except AuthenticationFailed as exc:
-        error = f"the calendar refused the credentials: {exc}; reconnect with a new password"
+        # Provider-neutral: a new password (CalDAV) or a new grant (OAuth) resumes it.
+        error = f"the calendar refused the credentials ({exc}): reconnect to resume"
     except (SyncFailed, SyncRefused, ProviderError, VaultError) as exc:
         error = str(exc)
     except Exception as exc:
