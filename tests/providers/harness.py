@@ -11,47 +11,86 @@ parametrised suite.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import caldav
 
+from crmcal.model import ResponseStatus
 from crmcal.providers.base import Provider
 from crmcal.providers.caldav import CalDAVProvider, normalize_href
+
+BERLIN = ZoneInfo("Europe/Berlin")
+Moment = dt.datetime | dt.date
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """An event as a person makes it in another client, in words every provider can spell.
+
+    Each harness writes it in its own wire format, by hand, so the provider under
+    test reads something it did not write itself.
+    """
+
+    summary: str = "Made elsewhere"
+    start: Moment = dt.datetime(2026, 12, 2, 9, tzinfo=BERLIN)
+    end: Moment | None = dt.datetime(2026, 12, 2, 10, tzinfo=BERLIN)
+    uid: str | None = None
+    confidential: bool = False
+    free: bool = False
+    organizer: tuple[str, str] | None = None  # (address, name)
+    attendees: tuple[tuple[str, str, ResponseStatus], ...] = ()  # (address, name, answer)
+    reminders: tuple[int, ...] = ()  # minutes before the start, in the client's order
+    # What only other clients use (categories, a link, a colour, a second reminder):
+    # crmcal's writes must leave it; ``Harness.extra_markers`` is how it reads back.
+    extras: bool = False
+    rrule: str | None = None
+    # Changed occurrences of a series: (original start, new start, new summary).
+    moved: tuple[tuple[dt.datetime, dt.datetime, str], ...] = ()
+    cancelled: tuple[dt.datetime, ...] = ()  # cancelled occurrences of a series
+    name: str | None = None  # a resource name, where the server has such a thing
 
 
 class Harness(Protocol):
     kind: str  # the parametrised id: "radicale", "xandikos", ...
     provider: Provider
     calendar_id: str
+    # Strings found in ``read_raw`` of a ``Foreign(extras=True)`` event.
+    extra_markers: tuple[str, ...]
+    # Contract cases (``test_contract.EVENTS``) the service cannot hold, with why.
+    unsupported: dict[str, str]
 
-    async def put_raw(self, ics_text: str, *, name: str | None = None) -> str:
-        """Store an iCalendar object as another client would; returns the provider's id.
-
-        ``name`` is a hint for the resource name where the server has such a thing.
-        """
+    async def put_foreign(self, event: Foreign) -> str:
+        """Store an event as another client would; returns the provider's id."""
         ...
 
     async def read_raw(self, event_id: str) -> str:
-        """The stored representation of an event (iCalendar text for CalDAV)."""
+        """The stored representation of an event (iCalendar text, Google's JSON ...)."""
         ...
 
-    async def edit(self, event_id: str, mutate: Callable[[str], str]) -> None:
-        """Change an event out of band: ``mutate`` maps its iCalendar text to the new one."""
+    async def retitle(self, event_id: str, summary: str) -> None:
+        """Change an event's title out of band."""
         ...
 
     async def remove(self, event_id: str) -> None:
         """Delete an event out of band."""
         ...
 
-    async def make_second_calendar(self) -> str:
-        """Another calendar of the same account; returns its id."""
+    async def put_unreadable(self) -> str | None:
+        """Store an event the provider cannot read (None: the service stores no such thing)."""
         ...
 
-    def unreadable_ics(self) -> str | None:
-        """An event the server stores but the provider cannot read (None: no such thing)."""
+    async def put_non_event(self) -> str | None:
+        """Store an item that is no event for crmcal (a task, a working location ...)."""
+        ...
+
+    async def make_second_calendar(self) -> str:
+        """Another calendar of the same account, named "second calendar"; returns its id."""
         ...
 
     def provider_for(self, url: str) -> Provider:
@@ -96,8 +135,74 @@ class CalDAVServer:
         )
 
 
+def _ics_moment(name: str, value: Moment) -> str:
+    if isinstance(value, dt.datetime):
+        zone = getattr(value.tzinfo, "key", None)
+        if zone is None:
+            return f"{name}:{value.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}"
+        return f"{name};TZID={zone}:{value:%Y%m%dT%H%M%S}"
+    return f"{name};VALUE=DATE:{value:%Y%m%d}"
+
+
+def _vevent(uid: str, *props: str) -> list[str]:
+    return ["BEGIN:VEVENT", f"UID:{uid}", "DTSTAMP:20260101T000000Z", *props, "END:VEVENT"]
+
+
+def _vcalendar(*components: list[str]) -> str:
+    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//another client//EN"]
+    for component in components:
+        lines += component
+    return "\r\n".join([*lines, "END:VCALENDAR", ""])
+
+
+def raw_event(uid: str, *props: str) -> str:
+    """A calendar object of one event with ``props``, as another client writes it."""
+    return _vcalendar(_vevent(uid, *props))
+
+
+def foreign_ics(event: Foreign) -> str:
+    """``event`` in iCalendar, as another CalDAV client writes it."""
+    uid = event.uid or str(uuid.uuid4())
+    props = [f"SUMMARY:{event.summary}", _ics_moment("DTSTART", event.start)]
+    if event.end is not None:
+        props.append(_ics_moment("DTEND", event.end))
+    if event.confidential:
+        props.append("CLASS:CONFIDENTIAL")
+    if event.free:
+        props.append("TRANSP:TRANSPARENT")
+    if event.organizer:
+        props.append(f'ORGANIZER;CN="{event.organizer[1]}":mailto:{event.organizer[0]}')
+    for address, name, answer in event.attendees:
+        partstat = answer.upper().replace("_", "-")
+        props.append(f"ATTENDEE;PARTSTAT={partstat};CN={name}:mailto:{address}")
+    if event.rrule:
+        props.append(f"RRULE:{event.rrule}")
+    if event.extras:
+        props += ["CATEGORIES:Sales,VIP", "URL:https://example.test/review",
+                  "X-OTHER-CLIENT-COLOR:keep-me-please"]  # fmt: skip
+    reminders = [*event.reminders, *((1440,) if event.extras else ())]
+    for n, minutes in enumerate(reminders):
+        label = "second-alarm-stays" if n else event.summary
+        props += ["BEGIN:VALARM", "ACTION:DISPLAY", f"DESCRIPTION:{label}",
+                  f"TRIGGER:-PT{minutes}M", "END:VALARM"]  # fmt: skip
+    overrides = []
+    duration = (event.end - event.start) if event.end is not None else dt.timedelta()  # type: ignore[operator]
+    for original, start, summary in event.moved:
+        overrides.append(_vevent(uid, _ics_moment("RECURRENCE-ID", original),
+                                 f"SUMMARY:{summary}", _ics_moment("DTSTART", start),
+                                 _ics_moment("DTEND", start + duration)))  # fmt: skip
+    for original in event.cancelled:
+        overrides.append(_vevent(uid, _ics_moment("RECURRENCE-ID", original),
+                                 "STATUS:CANCELLED", _ics_moment("DTSTART", original)))  # fmt: skip
+    return _vcalendar(_vevent(uid, *props), *overrides)
+
+
 class CalDAVHarness:
     """Radicale or Xandikos, driven out of band through the ``caldav`` library."""
+
+    extra_markers = ("Sales", "VIP", "https://example.test/review", "keep-me-please",
+                     "second-alarm-stays")  # fmt: skip
+    unsupported: dict[str, str] = {}
 
     def __init__(self, server: CalDAVServer) -> None:
         self.kind = server.kind
@@ -134,13 +239,29 @@ class CalDAVHarness:
         await asyncio.to_thread(self.request, "PUT", url, ics_text)
         return normalize_href(url)
 
+    async def put_foreign(self, event: Foreign) -> str:
+        return await self.put_raw(foreign_ics(event), name=event.name)
+
     async def read_raw(self, event_id: str) -> str:
         response = await asyncio.to_thread(self.request, "GET", self._url(event_id))
         return response.raw
 
     async def edit(self, event_id: str, mutate: Callable[[str], str]) -> None:
+        """Change an event out of band: ``mutate`` maps its iCalendar text to the new one."""
         text = await self.read_raw(event_id)
         await asyncio.to_thread(self.request, "PUT", self._url(event_id), mutate(text))
+
+    async def retitle(self, event_id: str, summary: str) -> None:
+        def retitled(text: str) -> str:
+            lines = text.replace("\r\n ", "").splitlines()
+            return (
+                "\r\n".join(
+                    f"SUMMARY:{summary}" if line.startswith("SUMMARY") else line for line in lines
+                )
+                + "\r\n"
+            )
+
+        await self.edit(event_id, retitled)
 
     async def remove(self, event_id: str) -> None:
         await asyncio.to_thread(self.request, "DELETE", self._url(event_id))
@@ -148,7 +269,14 @@ class CalDAVHarness:
     async def make_second_calendar(self) -> str:
         return await asyncio.to_thread(self._new_calendar, "second calendar")
 
-    def unreadable_ics(self) -> str | None:
+    async def put_unreadable(self) -> str | None:
+        return await self.put_raw(self.unreadable_ics())
+
+    async def put_non_event(self) -> str | None:
+        todo = _vcalendar(_vevent(str(uuid.uuid4()), "SUMMARY:a task"))
+        return await self.put_raw(todo.replace("VEVENT", "VTODO"))
+
+    def unreadable_ics(self) -> str:
         # Both servers store a TZID that no VTIMEZONE defines (Radicale refuses
         # most other broken data); crmcal will not guess what time that is.
         return "\r\n".join(

@@ -24,8 +24,8 @@ from crmcal.providers.base import (
     Unreachable,
 )
 from crmcal.providers.caldav import CalDAVProvider, normalize_href
-from tests.providers.harness import CalDAVHarness
-from tests.providers.test_contract import fetch_one, key, meeting, raw_event
+from tests.providers.harness import CalDAVHarness, raw_event
+from tests.providers.test_contract import fetch_one, key, meeting
 
 
 @pytest.fixture
