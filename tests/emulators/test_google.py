@@ -346,6 +346,26 @@ def test_googles_client_drives_the_emulator(served: str, state: GoogleState) -> 
     assert refused.value.resp.status == 409
     assert refused.value.error_details[0]["reason"] == "duplicate"
 
+    # Series, imports and calendars, through the same client.
+    made = check("Calendar", service.calendars().insert(body={"summary": "Team"}).execute())
+    service.calendars().patch(calendarId=made["id"], body={"summary": "Sales team"}).execute()
+    assert service.calendars().get(calendarId=made["id"]).execute()["summary"] == "Sales team"
+    series = (
+        service.events()
+        .insert(calendarId=made["id"], body=event_body(recurrence=["RRULE:FREQ=DAILY;COUNT=3"]))
+        .execute()
+    )
+    instances = check("Events", service.events().instances(
+        calendarId=made["id"], eventId=series["id"], maxResults=2).execute())  # fmt: skip
+    assert len(instances["items"]) == 2
+    assert instances["nextPageToken"]
+    imported = (
+        service.events()
+        .import_(calendarId=made["id"], body=event_body(iCalUID="from-elsewhere@example.test"))
+        .execute()
+    )
+    assert check("Event", imported)["iCalUID"] == "from-elsewhere@example.test"
+
 
 # --- batch ----------------------------------------------------------------------------------
 
@@ -418,3 +438,68 @@ def test_move_leaves_a_cancelled_stub_behind(google: Google) -> None:
     assert reason(again) == (404, "notFound")
     missing = google.call("POST", f"/calendars/primary/events/{created['id']}/move")
     assert reason(missing) == (400, "required")
+
+
+# --- recurring events and imports -------------------------------------------------------
+
+
+def test_a_series_has_instances_and_exceptions(google: Google) -> None:
+    series = google.insert(recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"])
+    sid = series["id"]
+    path = f"/calendars/primary/events/{sid}/instances"
+    instances = google.ok("GET", path, "Events")["items"]
+    ids = [f"{sid}_{day}T090000Z" for day in ("20261201", "20261208", "20261215", "20261222")]
+    assert [i["id"] for i in instances] == ids
+    assert {i["recurringEventId"] for i in instances} == {sid}
+    assert instances[1]["originalStartTime"] == {
+        "dateTime": "2026-12-08T10:00:00+01:00", "timeZone": "Europe/Berlin"
+    }  # fmt: skip
+    assert "recurrence" not in instances[0]
+    token = google.list()["nextSyncToken"]
+
+    # An occurrence changed by id becomes an exception; one deleted, a cancelled stub.
+    moved = google.ok("PATCH", f"/calendars/primary/events/{ids[1]}", "Event",
+                      json={"summary": "Moved"})  # fmt: skip
+    assert (moved["id"], moved["recurringEventId"]) == (ids[1], sid)
+    assert google.call("DELETE", f"/calendars/primary/events/{ids[2]}").status_code == 204
+    assert google.ok("GET", f"/calendars/primary/events/{ids[2]}", "Event")["status"] == (
+        "cancelled"
+    )
+    changes = google.list(syncToken=token)["items"]
+    assert {c["id"] for c in changes} == {ids[1], ids[2]}
+    stub = next(c for c in changes if c["id"] == ids[2])
+    assert set(stub) == {"kind", "etag", "id", "status", "recurringEventId", "originalStartTime"}
+
+    listed = google.list()["items"]  # the series, its exception and its cancelled occurrence
+    assert [e["id"] for e in listed] == [sid, ids[1], ids[2]]
+    single = google.list(singleEvents="true", orderBy="startTime")["items"]
+    assert [(e["id"], e["summary"]) for e in single] == [
+        (ids[0], "Demo"), (ids[1], "Moved"), (ids[3], "Demo")
+    ]  # fmt: skip
+    assert len(google.ok("GET", path, "Events", params={"showDeleted": "true"})["items"]) == 4
+    refused = google.call("GET", "/calendars/primary/events", params={"orderBy": "startTime"})
+    assert reason(refused) == (400, "invalid")
+    window = google.list(singleEvents="true", timeMin="2026-12-14T00:00:00Z")["items"]
+    assert [e["id"] for e in window] == [ids[3]]
+
+    # Deleting the series cancels its exceptions with it.
+    token = google.list()["nextSyncToken"]
+    assert google.call("DELETE", f"/calendars/primary/events/{sid}").status_code == 204
+    gone = google.list(syncToken=token)["items"]
+    assert {(e["id"], e["status"]) for e in gone} == {(sid, "cancelled"), (ids[1], "cancelled")}
+    assert google.call("GET", f"/calendars/primary/events/{sid}_20261201T100000Z").status_code == (
+        404
+    )
+
+
+def test_import_keeps_the_organizer_and_updates_by_ical_uid(google: Google) -> None:
+    body = event_body(iCalUID="ext-1@example.test",
+                      organizer={"email": "ann@acme.test", "displayName": "Ann"})  # fmt: skip
+    first = google.ok("POST", "/calendars/primary/events/import", "Event", json=body)
+    assert first["organizer"] == {"email": "ann@acme.test", "displayName": "Ann"}
+    again = google.ok("POST", "/calendars/primary/events/import", "Event",
+                      json=body | {"summary": "Changed"})  # fmt: skip
+    assert (again["id"], again["summary"]) == (first["id"], "Changed")
+    assert [e["id"] for e in google.list()["items"]] == [first["id"]]
+    refused = google.call("POST", "/calendars/primary/events/import", json=event_body())
+    assert reason(refused) == (400, "required")

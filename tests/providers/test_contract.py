@@ -137,7 +137,9 @@ async def test_fetch_leaves_out_what_does_not_exist(harness: Harness) -> None:
 
 async def test_update_needs_the_current_version(harness: Harness) -> None:
     ref = await harness.provider.create(harness.calendar_id, key(), meeting())
-    changed = meeting(summary="Demo moved", start=meeting().start + dt.timedelta(hours=2))
+    later = dt.timedelta(hours=2)
+    changed = meeting(summary="Demo moved", start=meeting().start + later,
+                      end=meeting().end + later)  # type: ignore[operator]  # fmt: skip
     updated = await harness.provider.update(harness.calendar_id, ref.id, ref.etag, changed)
     assert updated.id == ref.id
     assert updated.etag not in ("", ref.etag)

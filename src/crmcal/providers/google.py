@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -36,6 +37,7 @@ from crmcal.providers.base import (
     AuthenticationFailed,
     CalendarNotFound,
     EventNotFound,
+    NotACalendarServer,
     PreconditionFailed,
     ProviderError,
     Unreachable,
@@ -135,7 +137,21 @@ class GoogleProvider:
         path = f"/calendars/{quote(calendar_id, safe='@.')}/events"
         return path + (f"/{quote(event_id, safe='')}" if event_id is not None else "")
 
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise self._not_google(response) from None
+
+    def _not_google(self, response: httpx.Response) -> ProviderError:
+        return NotACalendarServer(
+            f"{self._base} does not answer as the Google Calendar API "
+            f"({response.status_code} {response.headers.get('content-type', 'no content type')})"
+        )
+
     def _fail(self, response: httpx.Response, what: str) -> ProviderError:
+        if "json" not in response.headers.get("content-type", ""):
+            return self._not_google(response)
         reason = _reason(response)
         if response.status_code == 404:
             return CalendarNotFound(f"{what}: not found in Google Calendar (404)")
@@ -153,7 +169,7 @@ class GoogleProvider:
             response = await self._request("GET", "/users/me/calendarList", params=params)
             if response.status_code != 200:
                 raise self._fail(response, "listing calendars")
-            data = response.json()
+            data = self._json(response)
             for entry in data.get("items", []):
                 if entry.get("deleted"):
                     continue
@@ -185,9 +201,10 @@ class GoogleProvider:
         return listing
 
     async def _listing(self, calendar_id: str, sync_token: str | None) -> ChangeListing | None:
-        """Every page of one listing; None when the sync token has expired (410)."""
-        listing = ChangeListing(full=sync_token is None)
+        """Every page of one listing; None when the sync token no longer works (410, or
+        400 for a token Google cannot read)."""
         zone = self._zones.get(calendar_id, "UTC")
+        items: list[dict[str, Any]] = []
         page: str | None = None
         while True:
             params: dict[str, Any] = {"maxResults": PAGE_SIZE, "singleEvents": "false"}
@@ -196,37 +213,57 @@ class GoogleProvider:
             if page:
                 params["pageToken"] = page
             response = await self._request("GET", self._events(calendar_id), params=params)
-            if response.status_code == 410 and sync_token:
+            if response.status_code in (400, 410) and sync_token:
                 return None
             if response.status_code != 200:
                 raise self._fail(response, "listing events")
-            data = response.json()
+            data = self._json(response)
             zone = data.get("timeZone") or zone
             self._zones[calendar_id] = zone
-            for item in data.get("items", []):
-                if item.get("status") == "cancelled" and not item.get("recurringEventId"):
-                    listing.deleted.append(item["id"])
-                else:
-                    listing.changed.append(_ref(item, zone))
+            items += data.get("items", [])
             page = data.get("nextPageToken")
             if not page:
+                listing = _fold(items, zone, full=sync_token is None)
                 listing.cursor = data.get("nextSyncToken")
                 return listing
+
+    async def _get(self, calendar_id: str, event_id: str) -> dict[str, Any] | None:
+        """An event as Google has it; None when it does not exist (any more)."""
+        response = await self._request("GET", self._events(calendar_id, event_id))
+        if response.status_code in (404, 410):
+            return None
+        if response.status_code != 200:
+            raise self._fail(response, "reading an event")
+        item: dict[str, Any] = self._json(response)
+        return None if item.get("status") == "cancelled" else item
+
+    async def _exceptions(self, calendar_id: str, series: dict[str, Any]) -> list[dict[str, Any]]:
+        """The changed and cancelled occurrences Google keeps beside a series."""
+        params = {"iCalUID": series.get("iCalUID") or series["id"], "singleEvents": "false",
+                  "maxResults": PAGE_SIZE}  # fmt: skip
+        found: list[dict[str, Any]] = []
+        while True:
+            response = await self._request("GET", self._events(calendar_id), params=params)
+            if response.status_code != 200:
+                raise self._fail(response, "reading a series")
+            data = self._json(response)
+            found += [i for i in data.get("items", []) if i.get("recurringEventId") == series["id"]]
+            if not data.get("nextPageToken"):
+                return found
+            params["pageToken"] = data["nextPageToken"]
 
     async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
         limit = asyncio.Semaphore(FETCH_CONCURRENCY)
 
         async def one(event_id: str) -> RemoteRef | None:
             async with limit:
-                response = await self._request("GET", self._events(calendar_id, event_id))
-            if response.status_code in (404, 410):
-                return None
-            if response.status_code != 200:
-                raise self._fail(response, "reading an event")
-            item = response.json()
-            if item.get("status") == "cancelled":
-                return None
-            return _ref(item, self._zones.get(calendar_id, "UTC"))
+                item = await self._get(calendar_id, event_id)
+                if item is None or not google_events.is_event(item):
+                    return None
+                exceptions = []
+                if item.get("recurrence"):
+                    exceptions = await self._exceptions(calendar_id, item)
+            return _ref(item, self._zones.get(calendar_id, "UTC"), exceptions)
 
         found = await asyncio.gather(*(one(i) for i in dict.fromkeys(ids)))
         return [ref for ref in found if ref is not None]
@@ -245,17 +282,24 @@ class GoogleProvider:
             raise PreconditionFailed(f"an event for {key!r} exists already (409)")
         if response.status_code != 200:
             raise self._fail(response, "creating an event")
-        return _ref(response.json(), self._zones.get(calendar_id, "UTC"))
+        return _ref(self._json(response), self._zones.get(calendar_id, "UTC"))
 
     async def update(
         self, calendar_id: str, event_id: str, etag: str, event: CalendarEvent
     ) -> RemoteRef:
+        # Read first: a patch replaces lists whole, and other clients' reminders and
+        # attendee details must stay (the read also answers a stale version at once).
+        current = await self._get(calendar_id, event_id)
+        if current is None:
+            raise EventNotFound(f"the event {event_id} does not exist")
+        if etag and _version(etag) != current.get("etag"):
+            raise PreconditionFailed(f"the event {event_id} changed since {etag}")
         response = await self._request(
             "PATCH",
             self._events(calendar_id, event_id),
             params=_send_updates(event),
-            json=google_events.body(event),
-            headers={"If-Match": etag} if etag else None,
+            json=google_events.body(event, current),
+            headers={"If-Match": str(current.get("etag"))},
         )
         if response.status_code == 412:
             raise PreconditionFailed(f"the event {event_id} changed since {etag}")
@@ -263,14 +307,14 @@ class GoogleProvider:
             raise EventNotFound(f"the event {event_id} does not exist")
         if response.status_code != 200:
             raise self._fail(response, "updating an event")
-        return _ref(response.json(), self._zones.get(calendar_id, "UTC"))
+        return _ref(self._json(response), self._zones.get(calendar_id, "UTC"))
 
     async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
         response = await self._request(
             "DELETE",
             self._events(calendar_id, event_id),
             params={"sendUpdates": "none"},
-            headers={"If-Match": etag} if etag else None,
+            headers={"If-Match": _version(etag)} if etag else None,
         )
         if response.status_code in (200, 204, 404, 410):
             return
@@ -286,7 +330,7 @@ class GoogleProvider:
         response = await self._request("POST", self._events(calendar_id) + "/watch", json=body)
         if response.status_code != 200:
             raise self._fail(response, "opening a push channel")
-        data = response.json()
+        data = self._json(response)
         expiration = dt.datetime.fromtimestamp(int(data["expiration"]) / 1000, dt.UTC)
         return str(data["resourceId"]), expiration
 
@@ -313,9 +357,55 @@ def _reason(response: httpx.Response) -> str:
         return ""
 
 
-def _ref(item: dict[str, Any], zone: str) -> RemoteRef:
+def _version(etag: str) -> str:
+    """The event's own etag inside a series' composite version (see ``_ref``)."""
+    return etag.split("~", 1)[0]
+
+
+def _ref(item: dict[str, Any], zone: str, exceptions: Sequence[dict[str, Any]] = ()) -> RemoteRef:
+    """A readable event (a series with its exceptions folded in) or the reason it is not.
+
+    A series' version covers its exceptions too: a cancelled occurrence changes the
+    series crmcal sees, not the etag Google gives the series.
+    """
     etag = str(item.get("etag") or "")
+    if exceptions:
+        versions = sorted(str(e.get("etag")) + str(e.get("id")) for e in exceptions)
+        etag += "~" + hashlib.sha256("|".join(versions).encode()).hexdigest()[:16]
     try:
-        return RemoteRef(item["id"], etag, google_events.parse(item, default_zone=zone))
+        event = google_events.parse(item, default_zone=zone)
+        return RemoteRef(item["id"], etag, google_events.with_exceptions(event, list(exceptions)))
     except (ValueError, TypeError, KeyError) as failure:
         return RemoteRef(str(item.get("id")), etag, error=f"unreadable event: {failure}")
+
+
+def _fold(items: list[dict[str, Any]], zone: str, *, full: bool) -> ChangeListing:
+    """A listing's items as crmcal's changes: cancelled events are deletions, other
+    items than events are left out, and a series' exceptions fold into the series.
+
+    An incremental listing names a series without all its exceptions (or names only
+    a changed exception): such a series is listed without content, to be fetched whole.
+    """
+    listing = ChangeListing(full=full)
+    exceptions: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        if item.get("recurringEventId"):
+            exceptions.setdefault(str(item["recurringEventId"]), []).append(item)
+    named: set[str] = set()
+    for item in items:
+        if item.get("recurringEventId"):
+            continue
+        named.add(item["id"])
+        if item.get("status") == "cancelled":
+            listing.deleted.append(item["id"])
+        elif not google_events.is_event(item):
+            continue
+        elif item.get("recurrence") and not full:
+            listing.changed.append(RemoteRef(item["id"], "", None))
+        else:
+            listing.changed.append(_ref(item, zone, exceptions.get(item["id"], ())))
+    if not full:
+        listing.changed += [
+            RemoteRef(series, "", None) for series in exceptions if series not in named
+        ]
+    return listing

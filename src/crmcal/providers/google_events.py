@@ -11,6 +11,7 @@ Google, and the CRM id rides in ``extendedProperties.private``.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -88,13 +89,79 @@ def _attendees(event: dict[str, Any]) -> tuple[Attendee, ...]:
     return tuple(found)
 
 
-def _recurrence(lines: list[str] | None) -> Recurrence | None:
+def _dates(line: str, default_zone: str) -> list[dt.datetime | dt.date]:
+    """The moments of an ``EXDATE``/``RDATE`` line (``TZID``, ``VALUE=DATE`` or UTC)."""
+    head, _, values = line.partition(":")
+    params = dict(p.split("=", 1) for p in head.split(";")[1:] if "=" in p)
+    zone = _zone(params.get("TZID")) or _zone(default_zone) or dt.UTC
+    found: list[dt.datetime | dt.date] = []
+    for value in filter(None, (v.strip() for v in values.split(","))):
+        if params.get("VALUE") == "DATE" or len(value) == 8:
+            found.append(dt.datetime.strptime(value, "%Y%m%d").date())
+        elif value.endswith("Z"):
+            found.append(dt.datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC))
+        else:
+            found.append(dt.datetime.strptime(value, "%Y%m%dT%H%M%S").replace(tzinfo=zone))
+    return found
+
+
+def _recurrence(lines: list[str] | None, default_zone: str) -> Recurrence | None:
     if not lines:
         return None
     rules = [line.split(":", 1)[1] for line in lines if line.upper().startswith("RRULE:")]
     if not rules:
         return None
-    return Recurrence(rrule=rules[0])
+    exdates: list[dt.datetime | dt.date] = []
+    rdates: list[dt.datetime | dt.date] = []
+    for line in lines:
+        name = line.split(":", 1)[0].split(";", 1)[0].upper()
+        if name in ("EXDATE", "RDATE"):
+            (exdates if name == "EXDATE" else rdates).extend(_dates(line, default_zone))
+    return Recurrence(rrule=rules[0], exdates=tuple(exdates), rdates=tuple(rdates))
+
+
+def _date_line(name: str, moments: tuple[dt.datetime | dt.date, ...], zone: str | None) -> str:
+    if all(not isinstance(m, dt.datetime) for m in moments):
+        return f"{name};VALUE=DATE:" + ",".join(f"{m:%Y%m%d}" for m in moments)
+    tz = _zone(zone)
+    if tz is None:
+        utc = [m.astimezone(dt.UTC) for m in moments if isinstance(m, dt.datetime)]
+        return f"{name}:" + ",".join(f"{m:%Y%m%dT%H%M%SZ}" for m in utc)
+    local = [m.astimezone(tz) for m in moments if isinstance(m, dt.datetime)]
+    return f"{name};TZID={tz.key}:" + ",".join(f"{m:%Y%m%dT%H%M%S}" for m in local)
+
+
+def recurrence_lines(recurrence: Recurrence, zone: str | None) -> list[str]:
+    """``recurrence[]`` for Google: the rule, then the dates left out and added."""
+    lines = [f"RRULE:{recurrence.rrule.removeprefix('RRULE:')}"]
+    if recurrence.exdates:
+        lines.append(_date_line("EXDATE", recurrence.exdates, zone))
+    if recurrence.rdates:
+        lines.append(_date_line("RDATE", recurrence.rdates, zone))
+    return lines
+
+
+def is_event(item: dict[str, Any]) -> bool:
+    """Whether crmcal treats the item as an event (working locations, focus time,
+    out-of-office blocks and birthdays are statuses of the calendar's owner)."""
+    return item.get("eventType", "default") in ("default", "fromGmail")
+
+
+def with_exceptions(event: CalendarEvent, exceptions: list[dict[str, Any]]) -> CalendarEvent:
+    """A series with its cancelled occurrences (Google keeps each as an event of its
+    own) among the dates it leaves out."""
+    if event.recurrence is None:
+        return event
+    zone = event.timezone or "UTC"
+    cancelled = [
+        _moment(item["originalStartTime"], zone)[0]
+        for item in exceptions
+        if item.get("status") == "cancelled" and item.get("originalStartTime")
+    ]
+    if not cancelled:
+        return event
+    exdates = tuple(dict.fromkeys([*event.recurrence.exdates, *cancelled]))
+    return replace(event, recurrence=replace(event.recurrence, exdates=exdates))
 
 
 def _updated(text: Any) -> dt.datetime | None:
@@ -111,12 +178,14 @@ def parse(event: dict[str, Any], *, default_zone: str = "UTC") -> CalendarEvent:
     start, zone = _moment(event.get("start"), default_zone)
     end, _ = _moment(event.get("end"), default_zone) if event.get("end") else (None, None)
     all_day = not isinstance(start, dt.datetime)
+    if not all_day and end == start:
+        end = None  # crmcal writes an event without an end so (Google needs one)
     private = (event.get("extendedProperties") or {}).get("private") or {}
     original = event.get("originalStartTime")
     recurrence_id = _moment(original, default_zone)[0] if original else None
     organizer = (event.get("organizer") or {}).get("email")
     return CalendarEvent(
-        summary=event.get("summary"),
+        summary=event.get("summary") or None,
         start=start,
         end=end,
         all_day=all_day,
@@ -131,7 +200,7 @@ def parse(event: dict[str, Any], *, default_zone: str = "UTC") -> CalendarEvent:
         crm_id=private.get(CRM_ID_KEY) or None,
         crm_type=private.get(CRM_TYPE_KEY) or None,
         cancelled=event.get("status") == "cancelled",
-        recurrence=_recurrence(event.get("recurrence")),
+        recurrence=_recurrence(event.get("recurrence"), zone or default_zone),
         recurrence_id=recurrence_id,
         last_modified=_updated(event.get("updated")),
         uid=event.get("iCalUID") or event.get("id"),
@@ -156,9 +225,39 @@ def without_nulls(value: Any) -> Any:
     return value
 
 
-def body(event: CalendarEvent) -> dict[str, Any]:
-    """The fields crmcal writes, for a patch (``None`` clears a field; see
-    ``without_nulls`` for an insert)."""
+def _reminders(event: CalendarEvent, current: dict[str, Any] | None) -> dict[str, Any]:
+    """crmcal owns the first popup reminder; other clients' reminders stay."""
+    overrides = list(((current or {}).get("reminders") or {}).get("overrides") or [])
+    first_popup = next((n for n, o in enumerate(overrides) if o.get("method") == "popup"), None)
+    if first_popup is not None:
+        del overrides[first_popup]
+    if event.reminder_minutes is not None:
+        overrides.insert(first_popup or 0, {"method": "popup", "minutes": event.reminder_minutes})
+    return {"useDefault": False, "overrides": overrides[:5]}
+
+
+def _attendees_out(event: CalendarEvent, current: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The attendees; what other clients stored about one (optional, comment ...) stays."""
+    known = {str(a.get("email", "")).lower(): a for a in (current or {}).get("attendees") or []}
+    written = []
+    for attendee in event.attendees:
+        entry = dict(known.get(attendee.email.lower(), {}))
+        entry.pop("self", None)
+        entry.pop("organizer", None)
+        entry.pop("displayName", None)
+        entry["email"] = attendee.email
+        if attendee.name:
+            entry["displayName"] = attendee.name
+        entry["responseStatus"] = _STATUS_OUT.get(attendee.status, "needsAction")
+        if attendee.resource:
+            entry["resource"] = True
+        written.append(entry)
+    return written
+
+
+def body(event: CalendarEvent, current: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fields crmcal writes, for a patch of ``current`` (``None`` clears a field;
+    see ``without_nulls`` for an insert)."""
     end = event.end
     if end is None:
         # Google needs an end: an all-day event lasts its day, a timed one is a moment.
@@ -171,18 +270,14 @@ def body(event: CalendarEvent) -> dict[str, Any]:
         "description": event.description,
         "visibility": "private" if event.private else "default",
         "transparency": "opaque" if event.busy else "transparent",
-        "reminders": {"useDefault": False, "overrides": []}
-        if event.reminder_minutes is None
-        else {"useDefault": False,
-              "overrides": [{"method": "popup", "minutes": event.reminder_minutes}]},
-        "attendees": [
-            {"email": a.email, **({"displayName": a.name} if a.name else {}),
-             "responseStatus": _STATUS_OUT.get(a.status, "needsAction"),
-             **({"resource": True} if a.resource else {})}
-            for a in event.attendees
-        ],
-    }  # fmt: skip
+        "reminders": _reminders(event, current),
+        "attendees": _attendees_out(event, current),
+        "recurrence": recurrence_lines(event.recurrence, event.timezone)
+        if event.recurrence is not None
+        else None,
+    }
     private = {CRM_ID_KEY: event.crm_id, CRM_TYPE_KEY: event.crm_type}
+    # A patch merges these keys into what is there: only ours change.
     written["extendedProperties"] = {"private": {k: v for k, v in private.items() if v}}
     if event.cancelled:
         written["status"] = "cancelled"

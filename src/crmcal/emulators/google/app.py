@@ -2,32 +2,120 @@
 
 ``/calendar/v3/...`` serves calendarList, calendars and events with bearer
 tokens checked on every call; ``/_emulator/...`` is the admin API that tests and
-the demo script (accounts, calendars, sync-token expiry, request counts). The
-state lives in ``store.GoogleState``.
+the demo script (accounts, calendars, sync-token expiry, faults, request counts).
+The state lives in ``store.GoogleState``, and with a data file also on disk
+(``persistence``), saved after every request that may have changed it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crmcal.emulators.google import batch, oauth
+from crmcal.emulators.google import batch, oauth, persistence
 from crmcal.emulators.google.errors import GoogleError, invalid, unauthorized
-from crmcal.emulators.google.store import Account, GoogleState
+from crmcal.emulators.google.store import Account, Calendar, GoogleState
 
 V3 = "/calendar/v3"
 _BOOLEANS = {"true": True, "false": False}
 _INTEGERS = ("maxResults", "maxAttendees")
 _REPEATED = ("privateExtendedProperty", "sharedExtendedProperty", "eventTypes")
 MAX_BODY = 1_000_000
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+# True while a write is served: the calls a batch makes inside it leave the saving to
+# the batch, so a batch is saved once rather than once per part.
+_in_write: ContextVar[bool] = ContextVar("_in_write", default=False)
 
 
-def create_app(state: GoogleState | None = None) -> FastAPI:
-    app = FastAPI(title="crmcal Google Calendar emulator", docs_url=None, redoc_url=None)
-    app.state.google = state or GoogleState()
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else None
+    return token or request.query_params.get("access_token")
+
+
+async def _injected_delay(request: Request) -> None:
+    """Wait out a pending delay fault before an API call is served: the calls status
+    faults apply to (authenticated ``/calendar/v3`` calls), never the admin API."""
+    if not request.url.path.startswith(V3 + "/"):
+        return
+    state: GoogleState = request.app.state.google
+    token = _bearer(request)
+    if token and state.account_for(token) is not None:
+        seconds = state.delay()
+        if seconds:
+            await asyncio.sleep(seconds)
+
+
+class _SaveAfterWrites:
+    """Save the state before answering any request that is not a read, unless the
+    answer is a 5xx (which changed nothing worth keeping)."""
+
+    def __init__(self, app: ASGIApp, state: GoogleState, path: Path) -> None:
+        self.app = app
+        self.state = state
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in _READS or _in_write.get():
+            await self.app(scope, receive, send)
+            return
+        failed = False
+
+        async def save_then_send(message: Message) -> None:
+            nonlocal failed
+            if failed:
+                return
+            if message["type"] == "http.response.start" and message["status"] < 500:
+                try:
+                    persistence.save(self.state, self.path)
+                except OSError as exc:
+                    # The client must not believe a change is kept when it is not.
+                    failed = True
+                    error = GoogleError(500, "backendError", f"Saving the data file failed: {exc}")
+                    await JSONResponse(error.body(), status_code=500)(scope, receive, send)
+                    return
+            await send(message)
+
+        reset = _in_write.set(True)
+        try:
+            await self.app(scope, receive, save_then_send)
+        finally:
+            _in_write.reset(reset)
+
+
+def create_app(state: GoogleState | None = None, *, data_file: Path | None = None) -> FastAPI:
+    """The emulator; with ``data_file`` its state is loaded from that file (when it
+    exists) and kept there (``persistence.DataFileError`` if it cannot be)."""
+    state = state or GoogleState()
+    if data_file is not None:
+        persistence.open_data_file(state, data_file)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if data_file is not None:
+            # Reads change a little too (request counts, sync-token serials).
+            persistence.save(state, data_file)
+
+    app = FastAPI(
+        title="crmcal Google Calendar emulator",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        dependencies=[Depends(_injected_delay)],
+    )
+    app.state.google = state
+    if data_file is not None:
+        app.add_middleware(_SaveAfterWrites, state=state, path=data_file)
     oauth.install(app)
     batch.install(app)
 
@@ -35,15 +123,17 @@ def create_app(state: GoogleState | None = None) -> FastAPI:
     async def google_error(request: Request, exc: GoogleError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
 
+    def calendar_body(calendar: Calendar) -> dict[str, Any]:
+        return {"kind": "calendar#calendar", "etag": f'"{calendar.position}"', "id": calendar.id,
+                "summary": calendar.summary, "timeZone": calendar.time_zone}  # fmt: skip
+
     def store(request: Request) -> GoogleState:
         return request.app.state.google  # type: ignore[no-any-return]
 
     def account(request: Request, kind: str) -> Account:
         state = store(request)
         state.count(kind)
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else None
-        token = token or request.query_params.get("access_token")
+        token = _bearer(request)
         found = state.account_for(token) if token else None
         if found is None:
             raise unauthorized()
@@ -101,9 +191,44 @@ def create_app(state: GoogleState | None = None) -> FastAPI:
     @app.get(V3 + "/calendars/{calendar_id}")
     async def calendar_get(request: Request, calendar_id: str) -> Any:
         user = account(request, "calendars.get")
-        calendar = store(request).calendar(user, calendar_id)
-        return {"kind": "calendar#calendar", "etag": f'"{calendar.position}"', "id": calendar.id,
-                "summary": calendar.summary, "timeZone": calendar.time_zone}  # fmt: skip
+        return calendar_body(store(request).calendar(user, calendar_id))
+
+    @app.post(V3 + "/calendars")
+    async def calendar_insert(request: Request) -> Any:
+        user = account(request, "calendars.insert")
+        body = await body_of(request)
+        summary = body.get("summary")
+        if not isinstance(summary, str) or not summary:
+            raise GoogleError(400, "required", "Missing title.", location="summary")
+        state = store(request)
+        calendar_id = f"{state.new_id()}@group.calendar.google.com"
+        calendar = state.add_calendar(user.email, calendar_id, summary)
+        calendar.time_zone = str(body.get("timeZone") or "UTC")
+        return calendar_body(calendar)
+
+    async def calendar_rewrite(request: Request, calendar_id: str, kind: str) -> Any:
+        user = account(request, f"calendars.{kind}")
+        state = store(request)
+        calendar = state.calendar(user, calendar_id)
+        if user.calendars[calendar.id] != "owner":
+            raise GoogleError(403, "forbidden", "Forbidden")
+        body = await body_of(request)
+        summary = body.get("summary", None if kind == "patch" else "")
+        if summary is not None:
+            if not isinstance(summary, str) or not summary:
+                raise GoogleError(400, "required", "Missing title.", location="summary")
+            calendar.summary = summary
+        if body.get("timeZone"):
+            calendar.time_zone = str(body["timeZone"])
+        return calendar_body(calendar)
+
+    @app.patch(V3 + "/calendars/{calendar_id}")
+    async def calendar_patch(request: Request, calendar_id: str) -> Any:
+        return await calendar_rewrite(request, calendar_id, "patch")
+
+    @app.put(V3 + "/calendars/{calendar_id}")
+    async def calendar_update(request: Request, calendar_id: str) -> Any:
+        return await calendar_rewrite(request, calendar_id, "update")
 
     # --- events -----------------------------------------------------------------------
 
@@ -121,6 +246,19 @@ def create_app(state: GoogleState | None = None) -> FastAPI:
         created = state.insert(calendar, await body_of(request))
         state.mail_guests(created, request.query_params.get("sendUpdates"))
         return created
+
+    @app.post(V3 + "/calendars/{calendar_id}/events/import")
+    async def events_import(request: Request, calendar_id: str) -> Any:
+        user = account(request, "events.import")
+        state = store(request)
+        calendar = state.calendar(user, calendar_id, write=True)
+        return state.import_event(calendar, await body_of(request))
+
+    @app.get(V3 + "/calendars/{calendar_id}/events/{event_id}/instances")
+    async def events_instances(request: Request, calendar_id: str, event_id: str) -> Any:
+        user = account(request, "events.instances")
+        state = store(request)
+        return state.instances(state.calendar(user, calendar_id), event_id, params_of(request))
 
     @app.post(V3 + "/calendars/{calendar_id}/events/watch")
     async def events_watch(request: Request, calendar_id: str) -> Any:
@@ -223,17 +361,31 @@ def create_app(state: GoogleState | None = None) -> FastAPI:
     @app.post("/_emulator/faults")
     async def faults(request: Request) -> Any:
         """``{"status": 403|429|500|503, "count": n}``: the next n API calls fail so;
-        ``{"clear": true}`` removes every pending fault."""
+        ``{"delay": seconds, "count": n}``: the next n API calls wait that long first
+        (a call can be both delayed and failed); ``{"clear": true}`` removes every
+        pending fault."""
         body = await body_of(request)
         state = store(request)
         if body.get("clear"):
             state.faults.clear()
+            state.delays.clear()
+        elif "delay" in body:
+            if "status" in body:
+                raise invalid("give either status or delay", location="delay")
+            count = body.get("count", 1)
+            if not isinstance(count, int):
+                raise invalid("count must be an integer", location="count")
+            state.add_delay(body["delay"], count)
         else:
             status, count = body.get("status"), body.get("count", 1)
             if not isinstance(status, int) or not isinstance(count, int):
                 raise invalid("status and count must be integers", location="status")
             state.add_fault(status, count)
-        return {"pending": [{"status": f.status, "count": f.count} for f in state.faults]}
+        pending: list[dict[str, Any]] = [
+            {"status": f.status, "count": f.count} for f in state.faults
+        ]
+        pending += [{"delay": d.seconds, "count": d.count} for d in state.delays]
+        return {"pending": pending}
 
     @app.post("/_emulator/expire-access-tokens")
     async def expire_access(request: Request) -> Response:

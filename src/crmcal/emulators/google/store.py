@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from crmcal.emulators.google import events
-from crmcal.emulators.google.errors import GoogleError, invalid, not_found
+from crmcal.emulators.google import events, recurrence
+from crmcal.emulators.google.errors import GoogleError, invalid, not_found, required
 from crmcal.emulators.google.push import Channels
 
 # events.list parameters that Google refuses together with a syncToken.
@@ -66,6 +66,15 @@ class AccessToken:
 class Fault:
     status: int
     count: int
+
+
+@dataclass
+class Delay:
+    seconds: float
+    count: int
+
+
+MAX_DELAY = 60.0
 
 
 @dataclass
@@ -118,6 +127,8 @@ class GoogleState:
         self.mails: list[dict[str, Any]] = []
         # Injected failures, oldest first: each answers the next ``count`` API calls.
         self.faults: list[Fault] = []
+        # Injected slow responses, oldest first; they run alongside ``faults``.
+        self.delays: list[Delay] = []
 
     # --- accounts ------------------------------------------------------------------
 
@@ -186,6 +197,26 @@ class GoogleState:
             self.faults.pop(0)
         reason, message = FAULTS[fault.status]
         return GoogleError(fault.status, reason, message, domain=_DOMAINS.get(reason, "global"))
+
+    def add_delay(self, seconds: float, count: int) -> None:
+        # bool is an int to Python, never a number of seconds to a caller.
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise invalid("delay: a number of seconds", location="delay")
+        if not 0 < seconds <= MAX_DELAY:  # also refuses NaN, which json accepts
+            raise invalid(f"delay: above 0 and at most {MAX_DELAY:g} seconds", location="delay")
+        if not 1 <= count <= 10_000:
+            raise invalid("count: between 1 and 10000", location="count")
+        self.delays.append(Delay(float(seconds), count))
+
+    def delay(self) -> float:
+        """The seconds this call waits before it is served (0 when no delay is pending)."""
+        if not self.delays:
+            return 0.0
+        delay = self.delays[0]
+        delay.count -= 1
+        if delay.count <= 0:
+            self.delays.pop(0)
+        return delay.seconds
 
     # --- calendars -----------------------------------------------------------------
 
@@ -272,10 +303,14 @@ class GoogleState:
             now=self.clock(),
         )
 
+    @staticmethod
+    def new_id() -> str:
+        return secrets.token_hex(13).translate(str.maketrans("wxyz", "0123"))
+
     def insert(self, calendar: Calendar, written: dict[str, Any]) -> dict[str, Any]:
         event_id = written.get("id")
         if event_id is None:
-            event_id = secrets.token_hex(13).translate(str.maketrans("wxyz", "0123"))
+            event_id = self.new_id()
         elif not isinstance(event_id, str) or not events.valid_id(event_id):
             raise invalid("Invalid resource id value.")
         if event_id in calendar.events:
@@ -284,11 +319,39 @@ class GoogleState:
         body = self._stored({**written, "id": event_id}, calendar, None)
         return self._stamp(calendar, event_id, body)
 
+    def import_event(self, calendar: Calendar, written: dict[str, Any]) -> dict[str, Any]:
+        """``events.import``: a private copy of an event known by its ``iCalUID`` (added,
+        or the copy already there updated); the organizer is the one given."""
+        uid = written.get("iCalUID")
+        if not isinstance(uid, str) or not uid:
+            raise required("iCalUID")
+        if written.get("eventType", "default") != "default":
+            raise GoogleError(400, "eventTypeRestriction", "This event type cannot be imported.")
+        existing = next(
+            (s.body for s in calendar.events.values()
+             if s.body.get("iCalUID") == uid and not s.body.get("recurringEventId")),
+            None,
+        )  # fmt: skip
+        event_id = existing["id"] if existing else self.new_id()
+        body = self._stored({**written, "id": event_id}, calendar, existing)
+        organizer = written.get("organizer")
+        if isinstance(organizer, dict) and organizer.get("email"):
+            own = str(organizer["email"]).lower() == calendar.id.lower()
+            body["organizer"] = {**organizer, **({"self": True} if own else {})}
+        return self._stamp(calendar, event_id, body)
+
     def get(self, calendar: Calendar, event_id: str) -> dict[str, Any]:
+        """An event, or an occurrence of a series by its instance id."""
         found = calendar.events.get(event_id)
-        if found is None:
-            raise not_found()
-        return found.body
+        if found is not None:
+            return found.body
+        parts = recurrence.split_id(event_id)
+        master = calendar.events.get(parts[0]) if parts else None
+        if master is not None and recurrence.is_series(master.body):
+            occurrence = recurrence.find_instance(master.body, event_id)
+            if occurrence is not None:
+                return occurrence
+        raise not_found()
 
     def _live(self, calendar: Calendar, event_id: str, if_match: str | None) -> dict[str, Any]:
         current = self.get(calendar, event_id)
@@ -296,6 +359,48 @@ class GoogleState:
             raise GoogleError(412, "conditionNotMet", "Precondition Failed",
                               location="If-Match", location_type="header")  # fmt: skip
         return current
+
+    def instances(
+        self, calendar: Calendar, event_id: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``events.instances``: the occurrences of a series, its exceptions in place."""
+        master = self.get(calendar, event_id)
+        if not recurrence.is_series(master):
+            raise not_found()
+        offset = 0
+        if params.get("pageToken"):
+            page = _decode(str(params["pageToken"]))
+            if page is None or not isinstance(page.get("o"), int):
+                raise invalid("Invalid page token.", location="pageToken")
+            offset = page["o"]
+        found = [
+            occurrence for occurrence in self._occurrences(calendar, master)
+            if (occurrence["status"] != "cancelled" or params.get("showDeleted"))
+            and _in_window(occurrence, params)
+        ]  # fmt: skip
+        size = min(int(params.get("maxResults") or DEFAULT_RESULTS), MAX_RESULTS)
+        body: dict[str, Any] = {
+            "kind": "calendar#events",
+            "etag": master["etag"],
+            "summary": calendar.summary,
+            "updated": master["updated"],
+            "timeZone": calendar.time_zone,
+            "accessRole": "owner",
+            "defaultReminders": [{"method": "popup", "minutes": 30}],
+            "items": found[offset : offset + size],
+        }
+        if offset + size < len(found):
+            body["nextPageToken"] = _encode({"o": offset + size})
+        return body
+
+    def _occurrences(self, calendar: Calendar, master: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every occurrence of a series: the generated instance or its exception."""
+        found = []
+        for original in recurrence.occurrences(master):
+            instance_id = recurrence.instance_id(master["id"], original)
+            exception = calendar.events.get(instance_id)
+            found.append(exception.body if exception else recurrence.instance(master, original))
+        return found
 
     def update(
         self, calendar: Calendar, event_id: str, written: dict[str, Any], if_match: str | None
@@ -305,6 +410,10 @@ class GoogleState:
         if current["status"] == "cancelled" and "status" not in written:
             written["status"] = "confirmed"  # an update brings a deleted event back
         body = self._stored(written, calendar, current)
+        # An occurrence stays one: changed, it becomes an exception of its series.
+        for key in ("recurringEventId", "originalStartTime"):
+            if key in current:
+                body[key] = current[key]
         return self._stamp(calendar, event_id, body)
 
     def patch(
@@ -314,10 +423,25 @@ class GoogleState:
         return self.update(calendar, event_id, events.merge_patch(current, patch), None)
 
     def delete(self, calendar: Calendar, event_id: str, if_match: str | None) -> None:
-        current = self._live(calendar, event_id, if_match)
-        if current["status"] == "cancelled":
+        if self.get(calendar, event_id)["status"] == "cancelled":
             raise GoogleError(410, "deleted", "Resource has been deleted")
+        current = self._live(calendar, event_id, if_match)
+        if current.get("recurringEventId"):
+            # A cancelled occurrence keeps no more than Google keeps of it.
+            stub = {"kind": "calendar#event", "etag": self._etag(), "id": event_id,
+                    "status": "cancelled", "recurringEventId": current["recurringEventId"],
+                    "originalStartTime": current["originalStartTime"]}  # fmt: skip
+            self._stamp(calendar, event_id, stub)
+            return
         self._stamp(calendar, event_id, events.cancelled(current, self._etag(), self.clock()))
+        if recurrence.is_series(current):
+            for stored in list(calendar.events.values()):
+                exception = stored.body
+                if exception.get("recurringEventId") == event_id and (
+                    exception["status"] != "cancelled"
+                ):
+                    gone = events.cancelled(exception, self._etag(), self.clock())
+                    self._stamp(calendar, exception["id"], gone)
 
     def move(self, source: Calendar, event_id: str, destination: Calendar) -> dict[str, Any]:
         """``events.move``: the event changes calendar (and organizer); the source keeps a
@@ -383,19 +507,20 @@ class GoogleState:
             page = _decode(page_token)
             if page is None or page.get("q") != signature or not {"a", "s"} <= set(page):
                 raise invalid("Invalid page token.", location="pageToken")
-            after, snapshot, since = int(page["a"]), int(page["s"]), page.get("since")
+            after, snapshot, since = page["a"], int(page["s"]), page.get("since")
         else:
-            after, snapshot = 0, calendar.position
+            after, snapshot = None, calendar.position
             since = self._since(calendar, sync_token) if sync_token else None
+        if params.get("orderBy") == "startTime" and not params.get("singleEvents"):
+            raise invalid("The requested ordering is not available for the particular query.",
+                          location="orderBy")  # fmt: skip
         max_results = int(params.get("maxResults") or DEFAULT_RESULTS)
         if max_results < 1:
             raise invalid("Invalid value for: maxResults", location="maxResults")
         max_results = min(max_results, MAX_RESULTS)
-        matching = sorted(
-            (s for s in calendar.events.values()
-             if s.serial > after and s.position <= snapshot and self._matches(s, params, since)),
-            key=lambda s: s.serial,
-        )  # fmt: skip
+        matching = self._entries(calendar, params, snapshot, since)
+        if after is not None:
+            matching = [entry for entry in matching if entry[0] > after]
         page_items = matching[:max_results]
         body: dict[str, Any] = {
             "kind": "calendar#events",
@@ -406,11 +531,11 @@ class GoogleState:
             "timeZone": calendar.time_zone,
             "accessRole": "owner",
             "defaultReminders": [{"method": "popup", "minutes": 30}],
-            "items": [s.body for s in page_items],
+            "items": [item for _, item in page_items],
         }
         if len(matching) > max_results:
             body["nextPageToken"] = _encode(
-                {"a": page_items[-1].serial, "s": snapshot, "since": since, "q": signature}
+                {"a": page_items[-1][0], "s": snapshot, "since": since, "q": signature}
             )
         else:
             body["nextSyncToken"] = self.sync_token(calendar, snapshot)
@@ -424,31 +549,95 @@ class GoogleState:
             :16
         ]
 
-    @staticmethod
-    def _matches(stored: Stored, params: dict[str, Any], since: int | None) -> bool:
-        event = stored.body
-        if since is not None:
-            return stored.position > since  # tombstones included: that is the point
-        if event["status"] == "cancelled" and not params.get("showDeleted"):
+    def _entries(
+        self, calendar: Calendar, params: dict[str, Any], snapshot: int, since: int | None
+    ) -> list[tuple[list[Any], dict[str, Any]]]:
+        """What a listing answers, each item with the key pages are cut by (keyset
+        paging: an item changed after the first page never shifts another one out)."""
+        single = bool(params.get("singleEvents"))
+        found: list[tuple[list[Any], dict[str, Any]]] = []
+        for stored in calendar.events.values():
+            body = stored.body
+            if stored.position > snapshot:
+                continue
+            changed = since is None or stored.position > since
+            if single and body.get("recurringEventId"):
+                # Listed with its series, or alone when only the exception changed.
+                master = calendar.events.get(body["recurringEventId"])
+                alone = since is not None and (master is None or master.position <= since)
+                if alone and changed:
+                    found.append(([stored.serial, 0], body))
+            elif single and recurrence.is_series(body):
+                if changed:
+                    for n, item in enumerate(self._occurrences(calendar, body), 1):
+                        if since is not None or self._visible(calendar, item, params):
+                            found.append(([stored.serial, n], item))
+            elif since is not None:
+                if changed:  # tombstones included: that is the point
+                    found.append(([stored.serial, 0], body))
+            elif self._visible(calendar, body, params):
+                found.append(([stored.serial, 0], body))
+        order = params.get("orderBy")
+        if order == "startTime":
+            found = [([_start_key(item), *key], item) for key, item in found]
+        elif order == "updated":
+            found = [([item.get("updated", ""), *key], item) for key, item in found]
+        found.sort(key=lambda entry: entry[0])
+        return found
+
+    def _visible(self, calendar: Calendar, event: dict[str, Any], params: dict[str, Any]) -> bool:
+        """Whether a full listing with these filters shows the event."""
+        # Cancelled occurrences of a live series stay listed unless expanded.
+        hidden_occurrence = not event.get("recurringEventId") or params.get("singleEvents")
+        if event["status"] == "cancelled" and not params.get("showDeleted") and hidden_occurrence:
             return False
-        if params.get("iCalUID") and event.get("iCalUID") != params["iCalUID"]:
+        if params.get("iCalUID") and _uid(calendar, event) != params["iCalUID"]:
             return False
         for wanted in params.get("privateExtendedProperty") or []:
             key, _, value = str(wanted).partition("=")
             private = (event.get("extendedProperties") or {}).get("private") or {}
             if private.get(key) != value:
                 return False
-        time_min, time_max = params.get("timeMin"), params.get("timeMax")
-        if time_min or time_max:
-            found = events.span(event)
-            if found is None:
-                return False
-            start, end = found
-            if time_min and end <= _instant(time_min, "timeMin"):
-                return False
-            if time_max and start >= _instant(time_max, "timeMax"):
-                return False
+        if not (params.get("timeMin") or params.get("timeMax")):
+            return True
+        if recurrence.is_series(event) and not params.get("singleEvents"):
+            occurrences = self._occurrences(calendar, event)
+            return any(_in_window(item, params) for item in occurrences)
+        return _in_window(event, params)
+
+
+def _uid(calendar: Calendar, event: dict[str, Any]) -> str | None:
+    """An event's iCalUID; a cancelled occurrence, which shows none, has its series'."""
+    if "iCalUID" not in event and event.get("recurringEventId") in calendar.events:
+        return calendar.events[event["recurringEventId"]].body.get("iCalUID")
+    return event.get("iCalUID")
+
+
+def _start_key(event: dict[str, Any]) -> str:
+    found = _span(event)
+    return found[0].astimezone(dt.UTC).isoformat() if found else ""
+
+
+def _span(event: dict[str, Any]) -> tuple[dt.datetime, dt.datetime] | None:
+    found = events.span(event)
+    if found is None and event.get("originalStartTime"):  # a cancelled occurrence
+        start = events.span({"start": event["originalStartTime"],
+                             "end": event["originalStartTime"]})  # fmt: skip
+        return start
+    return found
+
+
+def _in_window(event: dict[str, Any], params: dict[str, Any]) -> bool:
+    time_min, time_max = params.get("timeMin"), params.get("timeMax")
+    if not (time_min or time_max):
         return True
+    found = _span(event)
+    if found is None:
+        return False
+    start, end = found
+    if time_min and end <= _instant(time_min, "timeMin"):
+        return False
+    return not (time_max and start >= _instant(time_max, "timeMax"))
 
 
 def _instant(text: str, name: str) -> dt.datetime:
