@@ -218,3 +218,16 @@ def test_an_unknown_emulator_is_one_clear_line(tmp_path: Path) -> None:
     result = crmcal("emulator", "outlook", db_url=f"sqlite:///{tmp_path / 'x.db'}")
     assert result.returncode == 1
     assert result.stderr.strip() == "error: no emulator named 'outlook': choose from google"
+
+
+def test_an_unreadable_emulator_data_file_stops_it_with_one_clear_line(tmp_path: Path) -> None:
+    data_file = tmp_path / "google.json"
+    data_file.write_text("{half a file")
+    result = crmcal("emulator", "google", "--data-file", str(data_file),
+                    db_url=f"sqlite:///{tmp_path / 'x.db'}")  # fmt: skip
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(
+        f"error: the emulator's data file {data_file} is not valid JSON"
+    )
+    assert data_file.read_text() == "{half a file"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -221,6 +222,13 @@ def emulator(
     name: Annotated[str, typer.Argument(help="Which service: google.")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8100,
+    data_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep the state in this JSON file across restarts (created if missing).",
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a local emulator of a calendar service (see docs/emulators.md)."""
     import uvicorn
@@ -228,9 +236,16 @@ def emulator(
     if name not in EMULATORS:
         raise CliError(f"no emulator named {name!r}: choose from {', '.join(EMULATORS)}")
     from crmcal.emulators.google import create_app
+    from crmcal.emulators.google.persistence import DataFileError
 
+    try:
+        google = create_app(data_file=data_file)
+    except DataFileError as exc:
+        raise CliError(str(exc)) from None
     out.print(f"Google Calendar emulator on http://{host}:{port} (admin API at /_emulator/)")
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    if data_file is not None:
+        out.print(f"State kept in {data_file}")
+    uvicorn.run(google, host=host, port=port, log_level="warning")
 
 
 def _fail(message: str) -> None:
