@@ -323,3 +323,57 @@ def test_push_channels_are_renewed_before_they_expire(
     sam.post(f"{V1}/connections/{connection_id}/sync")
     (second,) = channels()  # a new one, and the old one closed
     assert second != first
+
+
+def test_new_activities_go_to_google_in_batches(
+    sam: Api, google_emulator: GoogleEmulator, email: str
+) -> None:
+    tokens = google_emulator.state.create_account(email)
+    body = {"provider": "google", "refresh_token": tokens["refresh_token"]}
+    connection_id = sam.post(f"{V1}/connections", json=body).json()["id"]
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=0)
+    for n in range(120):
+        moment = (start + dt.timedelta(hours=n)).isoformat()
+        sam.post(f"{V1}/activities", json={"type": "call", "subject": f"Call {n}", "start": moment})
+    state = google_emulator.state
+    before = dict(state.requests)
+    assert sam.post(f"{V1}/connections/{connection_id}/sync").json()["created"] == 120
+
+    def sent(kind: str) -> int:
+        return state.requests.get(kind, 0) - before.get(kind, 0)
+
+    assert (sent("batch"), sent("events.insert")) == (3, 120)
+    calendar = state.calendars[email]
+    assert sorted(e.body["summary"] for e in calendar.events.values()) == sorted(
+        f"Call {n}" for n in range(120)
+    )
+    # Nothing left to send: the next sync writes nothing.
+    again = sam.post(f"{V1}/connections/{connection_id}/sync").json()
+    assert (again["created"], again["updated"]) == (0, 0)
+    assert sent("batch") == 3
+
+
+def test_an_event_deleted_in_google_while_its_activity_changed_comes_back(
+    sam: Api, google_emulator: GoogleEmulator, email: str
+) -> None:
+    tokens = google_emulator.state.create_account(email)
+    body = {"provider": "google", "refresh_token": tokens["refresh_token"]}
+    connection_id = sam.post(f"{V1}/connections", json=body).json()["id"]
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=0)
+    activity = sam.post(f"{V1}/activities", json={
+        "type": "call", "subject": "Call Ann", "start": start.isoformat()}).json()  # fmt: skip
+    sam.post(f"{V1}/connections/{connection_id}/sync")
+    (event_id,) = google_emulator.state.calendars[email].events
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    deleted = httpx.delete(
+        f"{google_emulator.url}/calendar/v3/calendars/primary/events/{event_id}", headers=auth
+    )
+    assert deleted.status_code == 204
+    sam.patch(f"{V1}/activities/{activity['id']}", json={"subject": "Call Ann (moved)"})
+    report = sam.post(f"{V1}/connections/{connection_id}/sync").json()
+    assert report["problems"] == [], report
+    # Google keeps a deleted event's id: the event comes back under it, not as a copy.
+    events = google_emulator.state.calendars[email].events
+    assert [(e.body["id"], e.body["status"], e.body["summary"]) for e in events.values()] == [
+        (event_id, "confirmed", "Call Ann (moved)")
+    ]

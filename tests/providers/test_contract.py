@@ -23,6 +23,7 @@ from crmcal.providers.base import (
     NotACalendarServer,
     PreconditionFailed,
     Unreachable,
+    create_many,
 )
 from tests.providers.harness import Foreign, Harness
 
@@ -122,6 +123,30 @@ async def test_create_is_idempotent_per_key(harness: Harness) -> None:
     assert same_content(found, meeting())
     assert await harness.provider.get_by_key(harness.calendar_id, key()) is None
     assert len((await listed(harness)).changed) == 1
+
+
+async def test_a_key_can_be_created_again_after_its_event_was_deleted(harness: Harness) -> None:
+    # Sync recreates an event deleted in the calendar while its activity was edited;
+    # Google, for one, never frees a deleted event's id.
+    the_key = key()
+    ref = await harness.provider.create(harness.calendar_id, the_key, meeting())
+    await harness.remove(ref.id)
+    again = await harness.provider.create(harness.calendar_id, the_key, meeting(summary="back"))
+    fetched = await fetch_one(harness, again.id)
+    assert same_content(fetched, meeting(summary="back"))
+    assert [r.id for r in (await listed(harness)).changed] == [again.id]
+
+
+async def test_many_creates_answer_each_item(harness: Harness) -> None:
+    taken = key()
+    first = await harness.provider.create(harness.calendar_id, taken, meeting())
+    items = [(key(), meeting(summary="one")), (taken, meeting()), (key(), meeting(summary="two"))]
+    results = await create_many(harness.provider, harness.calendar_id, items)
+    assert isinstance(results[1], PreconditionFailed)
+    made = [r for r in results if isinstance(r, RemoteRef)]
+    assert [same_content(r, e) for r, (_, e) in zip(made, items[::2], strict=True)] == [True] * 2
+    listing = await listed(harness)
+    assert sorted(r.id for r in listing.changed) == sorted([first.id, *(r.id for r in made)])
 
 
 async def test_fetch_leaves_out_what_does_not_exist(harness: Harness) -> None:

@@ -1,8 +1,7 @@
 """The Google provider against the Google Calendar emulator.
 
-The generic contract suite (``test_contract.py``) still speaks iCalendar in
-places; these tests cover what the engine relies on from this provider until
-its harness joins that suite.
+The contract suite (``test_contract.py``) runs on the emulator too; these tests
+cover what is particular to Google: request counts, batches, retries, tokens.
 """
 
 from __future__ import annotations
@@ -239,3 +238,49 @@ async def test_errors_name_what_failed(world: World) -> None:
 
 async def _token() -> str:
     return "token"
+
+
+async def test_many_creates_go_in_batches_and_answer_one_by_one(world: World) -> None:
+    taken = key()
+    await world.provider.create(world.calendar_id, taken, meeting(summary="there already"))
+    deleted = await world.provider.create(world.calendar_id, key(), meeting(summary="deleted"))
+    await world.as_another_client("DELETE", f"/calendars/{world.calendar_id}/events/{deleted.id}")
+    deleted_key = deleted.id.removeprefix("crmcal")
+    before = dict(world.state.requests)
+    items = [(key(), meeting(summary=f"new {n}")) for n in range(120)]
+    items[7] = (taken, meeting(summary="again"))
+    items[9] = (deleted_key, meeting(summary="back again"))
+    results = await world.provider.create_many(world.calendar_id, items)
+
+    def made(kind: str) -> int:
+        return world.state.requests.get(kind, 0) - before.get(kind, 0)
+
+    assert made("batch") == 3  # 50 calls a batch
+    assert made("events.insert") == 120
+    assert isinstance(results[7], PreconditionFailed)
+    for (_, event), result in zip(items, results, strict=True):
+        if result is not results[7]:
+            assert same(result, event)
+    listed = await world.provider.list_changes(world.calendar_id, None)
+    assert sorted(r.event.summary for r in listed.changed if r.event) == sorted(
+        ["there already"] + [e.summary for n, (_, e) in enumerate(items) if n != 7]
+    )
+
+
+async def test_rate_limited_calls_in_a_batch_are_sent_again(world: World) -> None:
+    await world.admin.post("/_emulator/faults", json={"status": 429, "count": 3})
+    await world.admin.post("/_emulator/faults", json={"status": 403, "count": 2})
+    items = [(key(), meeting(summary=f"new {n}")) for n in range(10)]
+    results = await world.provider.create_many(world.calendar_id, items)
+    assert all(not isinstance(r, Exception) for r in results), results
+    # 5 refused calls, sent once more in a second batch; no copies.
+    assert world.state.requests["events.insert"] == 15
+    assert world.state.requests["batch"] == 2
+    assert len((await world.provider.list_changes(world.calendar_id, None)).changed) == 10
+
+    await world.admin.post("/_emulator/faults", json={"status": 503, "count": 100})
+    impatient = world.provider_with(world.token, retries=2)
+    failed = await impatient.create_many(world.calendar_id, items[:2])
+    assert all(isinstance(r, Unreachable) for r in failed)
+    await impatient.close()
+    await world.admin.post("/_emulator/faults", json={"clear": True})

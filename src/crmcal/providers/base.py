@@ -90,3 +90,30 @@ class Provider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# Errors that say the whole account or server is unusable right now, not one event.
+FATAL = (AuthenticationFailed, Unreachable, NotACalendarServer, CalendarNotFound)
+
+
+async def create_many(
+    provider: Provider, calendar_id: str, items: Sequence[tuple[str, CalendarEvent]]
+) -> list[RemoteRef | ProviderError]:
+    """Create many events: in batch requests where the provider has them (a
+    ``create_many`` method of the same shape), one by one otherwise.
+
+    Each item answers on its own with its event or its error; after an error of the
+    ``FATAL`` kinds the remaining items are not tried and answer that error.
+    """
+    batched = getattr(provider, "create_many", None)
+    if batched is not None:
+        return list(await batched(calendar_id, items))
+    results: list[RemoteRef | ProviderError] = []
+    for key, event in items:
+        try:
+            results.append(await provider.create(calendar_id, key, event))
+        except FATAL as failure:
+            return results + [failure] * (len(items) - len(results))
+        except ProviderError as failure:
+            results.append(failure)
+    return results

@@ -32,7 +32,7 @@ from urllib.parse import quote
 import httpx
 
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
-from crmcal.providers import google_events
+from crmcal.providers import google_batch, google_events
 from crmcal.providers.base import (
     AuthenticationFailed,
     CalendarNotFound,
@@ -48,6 +48,9 @@ __all__ = ["GOOGLE_API", "GoogleProvider", "TokenSource"]
 GOOGLE_API = "https://www.googleapis.com"
 PAGE_SIZE = 2500
 FETCH_CONCURRENCY = 8
+# Calls per batch request: Google takes up to 1,000 but advises against large
+# batches (each call still counts against the quota, and big ones get 429s).
+BATCH_SIZE = 50
 _RATE_LIMITS = {"rateLimitExceeded", "userRateLimitExceeded"}
 _WRITE_ROLES = {"owner", "writer"}
 
@@ -69,7 +72,8 @@ class GoogleProvider:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._tokens = tokens
-        self._base = api_url.rstrip("/") + "/calendar/v3"
+        self._root = api_url.rstrip("/")
+        self._base = self._root + "/calendar/v3"
         self._client = httpx.AsyncClient(timeout=timeout, transport=transport)
         self._retries = retries
         self._backoff = backoff
@@ -85,6 +89,8 @@ class GoogleProvider:
         params: dict[str, Any] | None = None,
         json: Any = None,
         headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        url: str | None = None,
     ) -> httpx.Response:
         """One API call: fresh token on 401 (once), backoff on rate limits and 5xx."""
         refreshed = False
@@ -93,9 +99,10 @@ class GoogleProvider:
             try:
                 response = await self._client.request(
                     method,
-                    self._base + path,
+                    url or self._base + path,
                     params=params,
                     json=json,
+                    content=content,
                     headers={"Authorization": f"Bearer {token}", **(headers or {})},
                 )
             except httpx.TransportError as failure:
@@ -279,10 +286,98 @@ class GoogleProvider:
             "POST", self._events(calendar_id), params=_send_updates(event), json=written
         )
         if response.status_code == 409:
-            raise PreconditionFailed(f"an event for {key!r} exists already (409)")
+            return await self._revive(calendar_id, key, event)
         if response.status_code != 200:
             raise self._fail(response, "creating an event")
         return _ref(self._json(response), self._zones.get(calendar_id, "UTC"))
+
+    async def create_many(
+        self, calendar_id: str, items: Sequence[tuple[str, CalendarEvent]]
+    ) -> list[RemoteRef | ProviderError]:
+        """``create`` for many events, in batch requests of ``BATCH_SIZE`` calls.
+
+        Each item answers on its own: its event, ``PreconditionFailed`` when it exists
+        already, or the error it got. Calls refused for rate limits or server errors
+        are sent again, in a later batch after the backoff, alone with the others
+        that need it.
+        """
+        results: list[RemoteRef | ProviderError | None] = [None] * len(items)
+        revive: list[int] = []
+        zone = self._zones.get(calendar_id, "UTC")
+        calls = []
+        for key, event in items:
+            written = {**google_events.body(event), "id": google_events.event_id_for(key)}
+            path = "/calendar/v3" + self._events(calendar_id)
+            calls.append(google_batch.Call("POST", path, _send_updates(event),
+                                           google_events.without_nulls(written)))  # fmt: skip
+        for first in range(0, len(items), BATCH_SIZE):
+            pending = list(range(first, min(first + BATCH_SIZE, len(items))))
+            for attempt in range(self._retries + 1):
+                answers = await self._batch([calls[n] for n in pending])
+                retry: list[int] = []
+                for n, answer in zip(pending, answers, strict=True):
+                    if answer is None or self._retryable(answer):
+                        retry.append(n)
+                    elif answer.status_code == 200:
+                        results[n] = _ref(self._json(answer), zone)
+                    elif answer.status_code == 409:
+                        revive.append(n)
+                    elif answer.status_code == 401:
+                        raise AuthenticationFailed("Google refused the access: reconnect required")
+                    else:
+                        results[n] = self._fail(answer, "creating an event")
+                if not retry:
+                    break
+                if attempt == self._retries:
+                    for n in retry:
+                        results[n] = Unreachable("Google Calendar is busy or failing; retry later")
+                    break
+                await self._sleep(attempt)
+                pending = retry
+        for n in revive:  # rare: one by one
+            try:
+                results[n] = await self._revive(calendar_id, *items[n])
+            except PreconditionFailed as exists:
+                results[n] = exists
+        return [r if r is not None else Unreachable("no answer") for r in results]
+
+    async def _revive(self, calendar_id: str, key: str, event: CalendarEvent) -> RemoteRef:
+        """``create`` for a key whose id is taken: Google never frees the id of a deleted
+        event, so an event crmcal made and someone deleted is brought back (an
+        update may restore a cancelled event); a live one is ``PreconditionFailed``."""
+        event_id = google_events.event_id_for(key)
+        response = await self._request("GET", self._events(calendar_id, event_id))
+        if response.status_code != 200:
+            raise PreconditionFailed(f"an event for {key!r} exists already (409)")
+        current = self._json(response)
+        if current.get("status") != "cancelled":
+            raise PreconditionFailed(f"an event for {key!r} exists already (409)")
+        written = google_events.without_nulls({**google_events.body(event), "id": event_id})
+        response = await self._request(
+            "PUT",
+            self._events(calendar_id, event_id),
+            params=_send_updates(event),
+            json={**written, "status": "confirmed"},
+            headers={"If-Match": str(current.get("etag"))},
+        )
+        if response.status_code == 412:
+            raise PreconditionFailed(f"the event for {key!r} changed while it was restored")
+        if response.status_code != 200:
+            raise self._fail(response, "restoring a deleted event")
+        return _ref(self._json(response), self._zones.get(calendar_id, "UTC"))
+
+    async def _batch(self, calls: list[google_batch.Call]) -> list[httpx.Response | None]:
+        content_type, body = google_batch.encode(calls)
+        response = await self._request(
+            "POST",
+            "",
+            url=self._root + "/batch/calendar/v3",
+            content=body,
+            headers={"Content-Type": content_type},
+        )
+        if response.status_code != 200:
+            raise self._fail(response, "sending a batch")
+        return google_batch.decode(response, len(calls))
 
     async def update(
         self, calendar_id: str, event_id: str, etag: str, event: CalendarEvent

@@ -34,7 +34,13 @@ from crmcal.crm.schemas import ActivityCreate, ActivityUpdate
 from crmcal.crm.tables import Activity, User, utcnow
 from crmcal.db import Database
 from crmcal.model import CalendarEvent, ChangeListing, RemoteRef
-from crmcal.providers.base import EventNotFound, PreconditionFailed, Provider
+from crmcal.providers.base import (
+    FATAL,
+    EventNotFound,
+    PreconditionFailed,
+    Provider,
+    create_many,
+)
 from crmcal.sync import mapping
 from crmcal.sync.decisions import Act, Decision, State, decide
 from crmcal.sync.info_block import LinkedRecords
@@ -47,6 +53,9 @@ log = logging.getLogger(__name__)
 TRASHED = "trashed"
 # New events imported per transaction.
 IMPORT_BATCH = 500
+# Activities sent to the calendar together: one batch of provider calls (where the
+# provider has batches) and one transaction for their links.
+OUTGOING_BATCH = 200
 
 
 class SyncRefused(Exception):
@@ -135,13 +144,17 @@ class Engine:
         pairs = await self._pair(remote_refs, gone_ids, crm_ids)
         total = len(pairs)
         self.imports: list[RemoteRef] = []
+        self.outgoing: list[tuple[Activity, CalendarEvent]] = []
         for done, pair in enumerate(pairs, 1):
             await self._settle(pair)
             if len(self.imports) >= IMPORT_BATCH:
                 await self._import_batch()
+            if len(self.outgoing) >= OUTGOING_BATCH:
+                await self._push_batch()
             if self.progress:
                 self.progress(done, total)
         await self._import_batch()
+        await self._push_batch()
         await self._finish(listing)
         return self.report
 
@@ -411,23 +424,75 @@ class Engine:
             return
         if self._skip_recurring(Pair(activity=activity)):
             return
-        event = self._event_of(activity)
-        try:
-            ref = await self.provider.create(self.calendar_id, activity.uid, event)
-        except PreconditionFailed:
-            # Created by a run that stopped before saving the link, or by an
-            # earlier connection to this calendar: adopt it.
-            existing = await self.provider.get_by_key(self.calendar_id, activity.uid)
-            if existing is None:
-                raise
-            if existing.event is None:
-                self.report.problem(existing.id, existing.error or "unreadable event")
+        self.outgoing.append((activity, self._event_of(activity)))  # see _push_batch
+
+    async def _push_batch(self) -> None:
+        """Create the events of the activities waiting for one: in as few requests as
+        the provider allows, their links in one transaction."""
+        while self.outgoing:  # adopting an event can ask for another one
+            await self._push_pending()
+
+    async def _push_pending(self) -> None:
+        pending, self.outgoing = self.outgoing, []
+        items = [(activity.uid, event) for activity, event in pending]
+        results = await create_many(self.provider, self.calendar_id, items)
+        made: list[tuple[Activity, RemoteRef, CalendarEvent]] = []
+        existing: list[Activity] = []
+        fatal: Exception | None = None
+        for (activity, event), result in zip(pending, results, strict=True):
+            if isinstance(result, RemoteRef):
+                made.append((activity, result, event))
+            elif isinstance(result, PreconditionFailed):
+                existing.append(activity)
+            elif isinstance(result, FATAL):
+                fatal = fatal or result
+            else:
+                self.report.problem(f"activity {activity.id}", str(result))
                 self.report.skipped += 1
-                return
-            await self._relink(Pair(activity=activity, remote=existing), activity, existing)
+        await self._save_new_links(made)
+        if fatal is not None:
+            raise fatal  # what was made is linked: a later run goes on from there
+        for activity in existing:
+            await self._adopt(activity)
+
+    async def _adopt(self, activity: Activity) -> None:
+        """Link the event that exists already for the activity: made by a run that
+        stopped before saving the link, or by an earlier connection to this calendar."""
+        existing = await self.provider.get_by_key(self.calendar_id, activity.uid)
+        if existing is None or existing.event is None:
+            reason = existing.error if existing else None
+            self.report.problem(
+                existing.id if existing else f"activity {activity.id}",
+                reason or "its event exists but cannot be read; will retry",
+            )
+            self.report.skipped += 1
             return
-        await self._save_link(None, activity, ref, event, origin="crm")
-        self.report.created += 1
+        await self._relink(Pair(activity=activity, remote=existing), activity, existing)
+
+    async def _save_new_links(self, made: list[tuple[Activity, RemoteRef, CalendarEvent]]) -> None:
+        if not made:
+            return
+        now = utcnow()
+        links = [
+            Link(
+                connection_id=self.conn.id,
+                activity_id=activity.id,
+                origin="crm",
+                remote_id=ref.id,
+                remote_uid=(ref.event or written).uid,
+                remote_etag=ref.etag,
+                remote_hash=(ref.event or written).content_hash(),
+                crm_hash=self._crm_hash(activity),
+                last_synced_at=now,
+            )
+            for activity, ref, written in made
+        ]
+        async with self.db.write() as session:
+            session.add_all(links)
+        for link in links:
+            self.by_activity[link.activity_id] = link
+            self.by_remote[link.remote_id] = link
+        self.report.created += len(links)
 
     async def _relink(self, pair: Pair, activity: Activity, ref: RemoteRef) -> None:
         """An unlinked event that belongs to an activity: link them, then reconcile."""

@@ -69,6 +69,7 @@ def _inner_request(content: bytes) -> tuple[str, str, dict[str, str], bytes]:
 def install(app: FastAPI) -> None:
     @app.post("/batch/calendar/v3")
     async def batch(request: Request) -> Response:
+        request.app.state.google.count("batch")  # the HTTP request; its calls count too
         boundary = _boundary(request.headers.get("content-type", ""))
         parts = _parts(await request.body(), boundary)
         if not parts:
