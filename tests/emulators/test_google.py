@@ -503,3 +503,55 @@ def test_import_keeps_the_organizer_and_updates_by_ical_uid(google: Google) -> N
     assert [e["id"] for e in google.list()["items"]] == [first["id"]]
     refused = google.call("POST", "/calendars/primary/events/import", json=event_body())
     assert reason(refused) == (400, "required")
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+def test_short_pages_still_list_everything_once(google: Google) -> None:
+    made = {google.insert(summary=f"e{n}", hour=n % 12)["id"] for n in range(30)}
+    settings = google.client.post("/_emulator/settings", json={"short_pages": True})
+    assert settings.json()["short_pages"] is True
+    seen: list[str] = []
+    sizes = []
+    page = google.list(maxResults=5)
+    while True:
+        sizes.append(len(page["items"]))
+        seen += [e["id"] for e in page["items"]]
+        if "nextPageToken" not in page:
+            break
+        page = google.list(maxResults=5, pageToken=page["nextPageToken"])
+    assert sorted(seen) == sorted(made)
+    assert min(sizes) < 5  # some pages were short (the generator is seeded)
+    assert "nextSyncToken" in page
+
+
+def test_extended_property_filters_match_all_or_any(google: Google) -> None:
+    both = google.insert(extendedProperties={"private": {"a": "1", "b": "2"}})
+    only_a = google.insert(extendedProperties={"private": {"a": "1"}})
+    query = {"privateExtendedProperty": ["a=1", "b=2"]}
+    assert [e["id"] for e in google.list(**query)["items"]] == [both["id"]]
+    google.client.post("/_emulator/settings", json={"extended_property_match": "any"})
+    assert [e["id"] for e in google.list(**query)["items"]] == [both["id"], only_a["id"]]
+
+
+def test_sync_token_age_is_a_setting(google: Google, clock: Clock) -> None:
+    answer = google.client.post("/_emulator/settings", json={"sync_token_max_age": 60})
+    assert answer.json()["sync_token_max_age"] == 60
+    token = google.list()["nextSyncToken"]
+    clock.now += dt.timedelta(seconds=61)
+    aged = google.call("GET", "/calendars/primary/events", params={"syncToken": token})
+    assert reason(aged) == (410, "fullSyncRequired")
+    google.client.post("/_emulator/settings", json={"sync_token_max_age": None})
+    assert google.client.get("/_emulator/settings").json()["sync_token_max_age"] is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"short_pages": "yes"}, {"extended_property_match": "some"}, {"sync_token_max_age": 0},
+     {"sync_token_max_age": True}, {"unknown": 1}],
+)  # fmt: skip
+def test_bad_settings_are_refused(google: Google, body: dict[str, Any]) -> None:
+    before = google.client.get("/_emulator/settings").json()
+    assert reason(google.client.post("/_emulator/settings", json=body)) == (400, "invalid")
+    assert google.client.get("/_emulator/settings").json() == before

@@ -284,3 +284,17 @@ async def test_rate_limited_calls_in_a_batch_are_sent_again(world: World) -> Non
     assert all(isinstance(r, Unreachable) for r in failed)
     await impatient.close()
     await world.admin.post("/_emulator/faults", json={"clear": True})
+
+
+async def test_short_and_empty_pages_lose_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("crmcal.providers.google.PAGE_SIZE", 4)
+    made = {
+        (await world.provider.create(world.calendar_id, key(), meeting())).id for _ in range(25)
+    }
+    world.state.configure({"short_pages": True})
+    listing = await world.provider.list_changes(world.calendar_id, None)
+    assert sorted(r.id for r in listing.changed) == sorted(made)
+    assert world.state.requests["events.list"] > 25 // 4  # it did page, shortly
+    assert (await world.provider.list_changes(world.calendar_id, listing.cursor)).changed == []

@@ -387,6 +387,15 @@ def create_app(state: GoogleState | None = None, *, data_file: Path | None = Non
         pending += [{"delay": d.seconds, "count": d.count} for d in state.delays]
         return {"pending": pending}
 
+    @app.get("/_emulator/settings")
+    async def settings(request: Request) -> Any:
+        return store(request).settings()
+
+    @app.post("/_emulator/settings")
+    async def configure(request: Request) -> Any:
+        """``{"short_pages"?, "extended_property_match"?, "sync_token_max_age"?}``."""
+        return store(request).configure(await body_of(request))
+
     @app.post("/_emulator/expire-access-tokens")
     async def expire_access(request: Request) -> Response:
         """Every access token issued so far stops working (refresh tokens still do)."""

@@ -34,7 +34,17 @@ SAVED = frozenset(
      *_COUNTERS.values()}
 )  # fmt: skip
 NOT_SAVED = frozenset(
-    {"clock", "token_max_age", "access_token_lifetime", "channels", "faults", "delays"}
+    {
+        "clock",
+        "token_max_age",
+        "access_token_lifetime",
+        "channels",
+        "faults",
+        "delays",
+        "short_pages",
+        "property_match",
+        "_pages",
+    }
 )
 
 

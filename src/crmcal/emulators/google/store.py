@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -129,6 +130,13 @@ class GoogleState:
         self.faults: list[Fault] = []
         # Injected slow responses, oldest first; they run alongside ``faults``.
         self.delays: list[Delay] = []
+        # Behaviours clients must cope with, off by default (``/_emulator/settings``):
+        # pages shorter than asked, even empty ones with a nextPageToken, as Google
+        # sends; and whether repeated privateExtendedProperty filters must all match
+        # (as the reference says) or any one (as the extended-properties guide says).
+        self.short_pages = False
+        self.property_match = "all"
+        self._pages = random.Random(0)
 
     # --- accounts ------------------------------------------------------------------
 
@@ -176,6 +184,32 @@ class GoogleState:
         if found is None or found.expires <= self.clock():
             return None
         return self.accounts.get(found.email)
+
+    def settings(self) -> dict[str, Any]:
+        age = self.token_max_age
+        return {"short_pages": self.short_pages, "extended_property_match": self.property_match,
+                "sync_token_max_age": age.total_seconds() if age is not None else None}  # fmt: skip
+
+    def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change the settings ``changes`` names (all checked before any is applied)."""
+        unknown = set(changes) - set(self.settings())
+        if unknown:
+            raise invalid(f"unknown setting: {sorted(unknown)[0]}", location=sorted(unknown)[0])
+        short = changes.get("short_pages", self.short_pages)
+        match = changes.get("extended_property_match", self.property_match)
+        age = changes.get("sync_token_max_age", self.settings()["sync_token_max_age"])
+        if not isinstance(short, bool):
+            raise invalid("short_pages: true or false", location="short_pages")
+        if match not in ("all", "any"):
+            raise invalid("extended_property_match: all or any", location="extended_property_match")
+        if age is not None and (isinstance(age, bool) or not isinstance(age, (int, float))
+                                or age <= 0):  # fmt: skip
+            raise invalid(
+                "sync_token_max_age: seconds above 0, or null", location="sync_token_max_age"
+            )
+        self.short_pages, self.property_match = short, match
+        self.token_max_age = dt.timedelta(seconds=age) if age is not None else None
+        return self.settings()
 
     def count(self, kind: str) -> None:
         self.requests[kind] = self.requests.get(kind, 0) + 1
@@ -521,7 +555,8 @@ class GoogleState:
         matching = self._entries(calendar, params, snapshot, since)
         if after is not None:
             matching = [entry for entry in matching if entry[0] > after]
-        page_items = matching[:max_results]
+        size = self._pages.randint(0, max_results) if self.short_pages else max_results
+        page_items = matching[:size]
         body: dict[str, Any] = {
             "kind": "calendar#events",
             "etag": f'"{snapshot}"',
@@ -533,9 +568,10 @@ class GoogleState:
             "defaultReminders": [{"method": "popup", "minutes": 30}],
             "items": [item for _, item in page_items],
         }
-        if len(matching) > max_results:
+        if len(matching) > size:
+            last = page_items[-1][0] if page_items else after
             body["nextPageToken"] = _encode(
-                {"a": page_items[-1][0], "s": snapshot, "since": since, "q": signature}
+                {"a": last, "s": snapshot, "since": since, "q": signature}
             )
         else:
             body["nextSyncToken"] = self.sync_token(calendar, snapshot)
@@ -593,10 +629,11 @@ class GoogleState:
             return False
         if params.get("iCalUID") and _uid(calendar, event) != params["iCalUID"]:
             return False
-        for wanted in params.get("privateExtendedProperty") or []:
-            key, _, value = str(wanted).partition("=")
+        wanted = [str(w).partition("=")[::2] for w in params.get("privateExtendedProperty") or []]
+        if wanted:
             private = (event.get("extendedProperties") or {}).get("private") or {}
-            if private.get(key) != value:
+            found = [private.get(key) == value for key, value in wanted]
+            if not (all(found) if self.property_match == "all" else any(found)):
                 return False
         if not (params.get("timeMin") or params.get("timeMax")):
             return True
