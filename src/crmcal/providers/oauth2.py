@@ -1,0 +1,145 @@
+"""The OAuth 2.0 client both cloud providers use: PKCE, trading codes, refreshing tokens.
+
+``RefreshingTokens`` is a provider's token source: it keeps an access token until
+a minute before it expires, refreshes it with the refresh token, hands a rotated
+refresh token (Microsoft sends a new one with every refresh) to ``on_rotate`` to
+be stored, and reports a revoked or expired grant (``invalid_grant``) as
+``AuthenticationFailed`` saying that the user must reconnect. The service's own
+modules (``google_oauth``, ``microsoft_oauth``) know the endpoints and scopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from crmcal.providers.base import AuthenticationFailed, ProviderError, Unreachable
+
+EARLY = 60.0  # refresh this many seconds before the access token expires
+_GRANT_ERRORS = ("invalid_grant", "invalid_client", "unauthorized_client")
+
+
+def code_challenge(verifier: str) -> str:
+    """The S256 PKCE challenge of a verifier (RFC 7636)."""
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+async def token_call(
+    service: str,
+    url: str,
+    form: dict[str, str],
+    transport: httpx.AsyncBaseTransport | None = None,
+    seconds: float = 30,
+) -> dict[str, object]:
+    """One call of a token endpoint; its answer, or the provider error it means."""
+    try:
+        async with httpx.AsyncClient(transport=transport, timeout=seconds) as http:
+            response = await http.post(url, data=form)
+    except httpx.TransportError as failure:
+        raise Unreachable(f"cannot reach {service}'s sign-in service: {failure}") from None
+    if response.status_code >= 500:
+        raise Unreachable(f"{service}'s sign-in service failed ({response.status_code})")
+    try:
+        body = response.json()
+    except ValueError:
+        raise ProviderError(f"{service}'s sign-in service answered something else") from None
+    if not isinstance(body, dict):
+        raise ProviderError(f"{service}'s sign-in service answered something else")
+    if response.status_code != 200 or "access_token" not in body:
+        error = body.get("error")
+        if error in _GRANT_ERRORS:
+            raise AuthenticationFailed(
+                f"{service} no longer accepts this grant ({error}): reconnect required"
+            )
+        raise ProviderError(f"{service}'s sign-in service refused ({error})")
+    return body
+
+
+async def exchange_code(
+    service: str,
+    token_url: str,
+    *,
+    code: str,
+    verifier: str,
+    redirect_uri: str,
+    client_id: str,
+    client_secret: str,
+    scope: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> str:
+    """Trade an authorization code for the refresh token it grants."""
+    form = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+            "redirect_uri": redirect_uri, "client_id": client_id}  # fmt: skip
+    if client_secret:
+        form["client_secret"] = client_secret
+    if scope:
+        form["scope"] = scope
+    body = await token_call(service, token_url, form, transport)
+    refresh = body.get("refresh_token")
+    if not refresh:
+        raise ProviderError(f"{service} granted no offline access (no refresh token): try again")
+    return str(refresh)
+
+
+class RefreshingTokens:
+    """Access tokens from a refresh token, refreshed before they expire."""
+
+    def __init__(
+        self,
+        service: str,
+        token_url: str,
+        refresh_token: str,
+        *,
+        client_id: str = "",
+        client_secret: str = "",
+        scope: str | None = None,
+        on_rotate: Callable[[str], Awaitable[None]] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 30,
+    ) -> None:
+        self._service = service
+        self._token_url = token_url
+        self._refresh_token = refresh_token
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._scope = scope
+        self._on_rotate = on_rotate
+        self._transport = transport
+        self._timeout = timeout
+        self._access: str | None = None
+        self._expires = 0.0
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, refresh: bool = False) -> str:
+        async with self._lock:
+            if refresh or self._access is None or time.monotonic() >= self._expires - EARLY:
+                await self._refresh()
+            assert self._access is not None
+            return self._access
+
+    async def _refresh(self) -> None:
+        form = {"grant_type": "refresh_token", "refresh_token": self._refresh_token}
+        if self._client_id:
+            form["client_id"] = self._client_id
+        if self._client_secret:
+            form["client_secret"] = self._client_secret
+        if self._scope:
+            form["scope"] = self._scope
+        body = await token_call(
+            self._service, self._token_url, form, self._transport, self._timeout
+        )
+        self._access = str(body["access_token"])
+        expires_in = body.get("expires_in")
+        seconds = float(expires_in) if isinstance(expires_in, int | float | str) else 3600.0
+        self._expires = time.monotonic() + seconds
+        rotated = body.get("refresh_token")
+        if isinstance(rotated, str) and rotated and rotated != self._refresh_token:
+            self._refresh_token = rotated
+            if self._on_rotate is not None:
+                await self._on_rotate(rotated)
