@@ -173,10 +173,13 @@ class ChangeListing:
     """What changed in a calendar since a cursor.
 
     ``full`` listings name every event there is, so an id missing from one is
-    gone; incremental listings name changed items and deleted ids only.
+    gone — unless the listing is not ``complete`` (a service that lists only a
+    window of time): then only an event that can no longer be read is gone.
+    Incremental listings name changed items and deleted ids only.
     """
 
     full: bool
     changed: list[RemoteRef] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     cursor: str | None = None
+    complete: bool = True

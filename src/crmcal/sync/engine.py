@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -125,6 +125,7 @@ class Engine:
         self.linked_info: dict[int, LinkedRecords] = {}
         self._linked: int | None = None
         self.report = SyncReport()
+        self._mails_attendees = bool(getattr(provider, "mails_attendees", False))
         self.origin = f"sync:{connection_id}"
 
     # --- the run ---------------------------------------------------------
@@ -245,7 +246,13 @@ class Engine:
                     moved.append(ref)
         gone = {rid for rid in listing.deleted if rid in self.by_remote}
         if listing.full:
-            gone |= {rid for rid in self.by_remote if rid not in listed}
+            missing = {rid for rid in self.by_remote if rid not in listed}
+            if missing and not listing.complete:
+                # A windowed listing leaves out what lies outside its window: what
+                # can still be read is not gone.
+                found = await self.provider.fetch(self.calendar_id, sorted(missing))
+                missing -= {ref.id for ref in found}
+            gone |= missing
         return moved, gone
 
     async def _crm_side(self) -> set[int]:
@@ -341,13 +348,18 @@ class Engine:
     # --- deciding and applying -------------------------------------------
 
     def _event_of(self, activity: Activity) -> CalendarEvent:
-        return mapping.activity_to_event(
+        event = mapping.activity_to_event(
             activity,
             self.owner,
             self.options,
             self.linked_info.get(activity.id),
             f"{self.base_url}/activities/{activity.id}",
         )
+        if self._mails_attendees and not event.notify_attendees:
+            # This calendar e-mails every attendee it is told about (F10): unless the
+            # activity asks for invitations, its participants stay in the CRM.
+            event = replace(event, attendees=(), organizer=None)
+        return event
 
     def _mine(self, activity: Activity) -> bool:
         """Whether the activity (still) belongs to this connection's user (F5)."""
@@ -674,7 +686,10 @@ class Engine:
         return dt.datetime.combine(event.start, dt.time(), tzinfo=zone) >= self.sync_from
 
     def _fields(self, event: CalendarEvent, current: Activity | None = None) -> dict[str, Any]:
-        return mapping.event_fields(event, self.owner, self.options, self.own_addresses, current)
+        fields = mapping.event_fields(event, self.owner, self.options, self.own_addresses, current)
+        if self._mails_attendees and not event.attendees and current is not None:
+            del fields["participants"]  # never written to the calendar: they stay
+        return fields
 
     async def _import_batch(self) -> None:
         """Create the activities for the new events gathered so far, with their links, in
