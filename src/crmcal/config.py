@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 DEFAULT_DATABASE_URL = "sqlite:///./crmcal.db"
 DEFAULT_POLL_SECONDS = 180
+DEFAULT_GOOGLE_BACKOFF = 0.5
 
 
 class ConfigError(ValueError):
@@ -30,6 +31,8 @@ class Settings:
     google_oauth_url: str | None = None
     google_client_id: str = ""
     google_client_secret: str = ""
+    # Seconds before the first retry of a rate-limited or failed Google call (doubling).
+    google_backoff: float = DEFAULT_GOOGLE_BACKOFF
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -41,6 +44,13 @@ class Settings:
             raise ConfigError(f"CRMCAL_POLL_SECONDS must be a whole number, got {poll!r}") from None
         if poll_seconds < 1:
             raise ConfigError("CRMCAL_POLL_SECONDS must be at least 1")
+        backoff = env.get("CRMCAL_GOOGLE_BACKOFF") or str(DEFAULT_GOOGLE_BACKOFF)
+        try:
+            google_backoff = float(backoff)
+        except ValueError:
+            raise ConfigError(f"CRMCAL_GOOGLE_BACKOFF must be a number, got {backoff!r}") from None
+        if not 0 <= google_backoff <= 60:  # also refuses NaN
+            raise ConfigError("CRMCAL_GOOGLE_BACKOFF must be between 0 and 60 seconds")
         return cls(
             database_url=env.get("CRMCAL_DATABASE_URL") or DEFAULT_DATABASE_URL,
             secret_key=env.get("CRMCAL_SECRET_KEY") or None,
@@ -51,4 +61,5 @@ class Settings:
             google_oauth_url=(env.get("CRMCAL_GOOGLE_OAUTH_URL") or "").rstrip("/") or None,
             google_client_id=env.get("CRMCAL_GOOGLE_CLIENT_ID") or "",
             google_client_secret=env.get("CRMCAL_GOOGLE_CLIENT_SECRET") or "",
+            google_backoff=google_backoff,
         )

@@ -64,7 +64,9 @@ def provider_for(
             client_id=settings.google_client_id,
             client_secret=settings.google_client_secret,
         )
-        return GoogleProvider(tokens, api_url=settings.google_api_url or GOOGLE_API)
+        return GoogleProvider(
+            tokens, api_url=settings.google_api_url or GOOGLE_API, backoff=settings.google_backoff
+        )
     raise SyncFailed(f"provider {kind!r} is not available in this version")
 
 

@@ -45,8 +45,11 @@ class Channels:
     def __init__(self) -> None:
         self.by_id: dict[str, Channel] = {}
         self.delivered: list[dict[str, Any]] = []  # what was POSTed, for tests
-        self._queue: asyncio.Queue[tuple[Channel, str]] | None = None
-        self._worker: asyncio.Task[None] | None = None
+        # Messages waiting, by channel, each channel with a worker of its own while it
+        # has some: a channel's messages go out in order (their numbers say so), and
+        # an address that does not answer holds up no other channel, as at Google.
+        self._pending: dict[str, list[str]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
 
     def watch(
         self, body: dict[str, Any], *, calendar_id: str, account: str, now: dt.datetime,
@@ -114,16 +117,22 @@ class Channels:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no event loop (state driven directly): nothing to deliver with
-        if self._queue is None or self._worker is None or self._worker.done():
-            self._queue = asyncio.Queue()
-            self._worker = loop.create_task(self._deliver_forever(self._queue))
-        self._queue.put_nowait((channel, state))
+        self._pending.setdefault(channel.id, []).append(state)
+        worker = self._workers.get(channel.id)
+        if worker is None or worker.done():
+            self._workers[channel.id] = loop.create_task(self._deliver_pending(channel))
 
-    async def _deliver_forever(self, queue: asyncio.Queue[tuple[Channel, str]]) -> None:
+    async def _deliver_pending(self, channel: Channel) -> None:
         async with httpx.AsyncClient(timeout=5) as http:
             while True:
-                channel, state = await queue.get()
-                await self._deliver(http, channel, state)
+                waiting = self._pending.get(channel.id)
+                if not waiting:
+                    # No await between this look and leaving: a later message finds
+                    # no worker and starts one.
+                    self._pending.pop(channel.id, None)
+                    self._workers.pop(channel.id, None)
+                    return
+                await self._deliver(http, channel, waiting.pop(0))
 
     async def _deliver(self, http: httpx.AsyncClient, channel: Channel, state: str) -> None:
         headers = {
@@ -149,7 +158,9 @@ class Channels:
             await asyncio.sleep(0.2 * (attempt + 1))
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        workers = list(self._workers.values())
+        for worker in workers:
+            worker.cancel()
+        for worker in workers:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+                await worker
