@@ -217,7 +217,9 @@ def test_emulator_google_serves_the_api(tmp_path: Path) -> None:
 def test_an_unknown_emulator_is_one_clear_line(tmp_path: Path) -> None:
     result = crmcal("emulator", "outlook", db_url=f"sqlite:///{tmp_path / 'x.db'}")
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: no emulator named 'outlook': choose from google"
+    assert (
+        result.stderr.strip() == "error: no emulator named 'outlook': choose from google, microsoft"
+    )
 
 
 def test_an_unreadable_emulator_data_file_stops_it_with_one_clear_line(tmp_path: Path) -> None:

@@ -214,12 +214,12 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
-EMULATORS = ("google",)
+EMULATORS = ("google", "microsoft")
 
 
 @app.command()
 def emulator(
-    name: Annotated[str, typer.Argument(help="Which service: google.")],
+    name: Annotated[str, typer.Argument(help="Which service: google or microsoft.")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8100,
     data_file: Annotated[
@@ -235,6 +235,14 @@ def emulator(
 
     if name not in EMULATORS:
         raise CliError(f"no emulator named {name!r}: choose from {', '.join(EMULATORS)}")
+    if name == "microsoft":
+        if data_file is not None:
+            raise CliError("--data-file: only the Google emulator keeps its state in a file")
+        from crmcal.emulators.microsoft import create_app as create_graph
+
+        out.print(f"Microsoft Graph emulator on http://{host}:{port} (admin API at /_emulator/)")
+        uvicorn.run(create_graph(), host=host, port=port, log_level="warning")
+        return
     from crmcal.emulators.google import create_app
     from crmcal.emulators.google.persistence import DataFileError
 

@@ -1,0 +1,304 @@
+"""OAuth 2.0 as Microsoft Entra ID runs it (v2.0 endpoints), for the emulator.
+
+``GET /{tenant}/oauth2/v2.0/authorize`` shows a consent page a person can click
+(the demo): pick an account or type an address; it redirects to the client's
+``redirect_uri`` with a ``code`` and the ``state``. ``POST
+/{tenant}/oauth2/v2.0/token`` trades the code (checking the PKCE verifier and the
+redirect URI) or a refresh token for tokens. Refresh tokens are handed out only
+when ``offline_access`` is asked for, and rotate: each use answers a new one,
+and the old one keeps working (as Entra's do) until the user's sign-in sessions
+are revoked or it lies unused for 90 days. Errors have Entra's shape, with
+``AADSTS`` codes. The tenant segment may be ``common``, ``organizations``,
+``consumers``, a GUID or a domain.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import html
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from crmcal.emulators.microsoft.store import MicrosoftState
+
+ACCESS_TOKEN_SECONDS = 3599
+CODE_SECONDS = 600
+GRAPH_RESOURCE = "https://graph.microsoft.com/"
+_TENANT = re.compile(
+    r"common|organizations|consumers|[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
+    r"|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+"
+)
+
+
+@dataclass
+class Grant:
+    """What a code stands for until it is traded in."""
+
+    email: str
+    client_id: str
+    redirect_uri: str
+    challenge: str | None
+    method: str
+    scope: str
+    issued: dt.datetime
+    redeemed: bool = False
+
+
+def _s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+
+
+def scopes(text: str) -> str:
+    """The scopes a token answer names: Graph's without the resource prefix."""
+    found = [s.removeprefix(GRAPH_RESOURCE) for s in text.split() if s]
+    return " ".join(dict.fromkeys(found))
+
+
+def _error(
+    state: MicrosoftState, error: str, code: int, description: str, status: int = 400
+) -> JSONResponse:
+    trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
+    now = state.clock().astimezone(dt.UTC)
+    stamp = now.strftime("%Y-%m-%d %H:%M:%SZ")
+    return JSONResponse(
+        {
+            "error": error,
+            "error_description": f"AADSTS{code}: {description} Trace ID: {trace} "
+            f"Correlation ID: {correlation} Timestamp: {stamp}",
+            "error_codes": [code],
+            "timestamp": stamp,
+            "trace_id": trace,
+            "correlation_id": correlation,
+            "error_uri": f"https://login.microsoftonline.com/error?code={code}",
+        },
+        status_code=status,
+    )
+
+
+def _error_page(code: int, description: str) -> HTMLResponse:
+    return HTMLResponse(
+        "<!doctype html><title>Sign in to your account (emulator)</title>"
+        f"<h1>Sorry, but we're having trouble signing you in.</h1>"
+        f"<p>AADSTS{code}: {html.escape(description)}</p>",
+        status_code=400,
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Add the Entra ID endpoints to the emulator's app (state in ``app.state.microsoft``)."""
+    codes: dict[str, Grant] = {}
+
+    def state_of(request: Request) -> MicrosoftState:
+        return request.app.state.microsoft  # type: ignore[no-any-return]
+
+    @app.get("/{tenant}/oauth2/v2.0/authorize", response_class=HTMLResponse)
+    async def authorize(request: Request, tenant: str) -> Response:
+        query = request.query_params
+        if not _TENANT.fullmatch(tenant):
+            return _error_page(90002, f"Tenant '{tenant}' not found.")
+        for name in ("client_id", "redirect_uri", "response_type", "scope"):
+            if not query.get(name):
+                return _error_page(
+                    900144, f"The request body must contain the following parameter: '{name}'."
+                )
+        if query["response_type"] != "code":
+            return _error_page(
+                700054,
+                "response_type 'id_token' is not enabled for the "
+                "application; the emulator answers only 'code'.",
+            )
+        method = query.get("code_challenge_method", "plain")
+        if query.get("code_challenge") and method not in ("S256", "plain"):
+            return _error_page(501491, "Invalid size of Code_Challenge parameter.")
+        accounts = sorted(state_of(request).mailboxes)
+        hidden = "".join(
+            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+            for k, v in query.items()
+        )
+        choices = "".join(
+            f'<p><button name="email" value="{html.escape(a)}">{html.escape(a)}</button></p>'
+            for a in accounts
+        )
+        action = f"/{html.escape(tenant)}/oauth2/v2.0/authorize"
+        page = (
+            "<!doctype html><title>Sign in to your account (Microsoft emulator)</title>"
+            "<h1>Pick an account</h1>"
+            f"<p>The app <code>{html.escape(query['client_id'])}</code> would like to: "
+            f"{html.escape(query['scope'])}</p>"
+            f'<form method="post" action="{action}">{hidden}{choices}'
+            '<p><label>Use another account: <input name="email" type="email"></label> '
+            "<button>Accept</button></p></form>"
+        )
+        return HTMLResponse(page)
+
+    @app.post("/{tenant}/oauth2/v2.0/authorize")
+    async def consent(request: Request, tenant: str) -> Response:
+        form = await request.form()
+        email = str(form.get("email") or "").strip().lower()
+        redirect_uri = str(form.get("redirect_uri") or "")
+        if "@" not in email or not redirect_uri or not _TENANT.fullmatch(tenant):
+            return _error_page(900144, "An account and a redirect_uri are required.")
+        state = state_of(request)
+        client_id = str(form.get("client_id") or "")
+        if email not in state.mailboxes:
+            state.mailbox(email, client_id or None)
+        code = "0.A" + secrets.token_urlsafe(48)
+        codes[code] = Grant(
+            email=email,
+            client_id=client_id,
+            redirect_uri=redirect_uri,
+            challenge=str(form.get("code_challenge") or "") or None,
+            method=str(form.get("code_challenge_method") or "plain"),
+            scope=str(form.get("scope") or ""),
+            issued=state.clock(),
+        )
+        params = {"code": code}
+        if form.get("state"):
+            params["state"] = str(form.get("state"))
+        params["session_state"] = str(uuid.uuid4())
+        separator = "&" if "?" in redirect_uri else "?"
+        return RedirectResponse(f"{redirect_uri}{separator}{urlencode(params)}", status_code=302)
+
+    @app.post("/{tenant}/oauth2/v2.0/token")
+    async def token(request: Request, tenant: str) -> Response:
+        form = await request.form()
+        state = state_of(request)
+        state.count("oauth.token")
+        grant_type = str(form.get("grant_type") or "")
+        client_id = str(form.get("client_id") or "")
+        if not _TENANT.fullmatch(tenant):
+            return _error(state, "invalid_request", 90002, f"Tenant '{tenant}' not found.")
+        if not grant_type:
+            return _error(
+                state,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'grant_type'.",
+            )
+        if grant_type == "authorization_code":
+            code = str(form.get("code") or "")
+            grant = codes.get(code)
+            if grant is None:
+                return _error(
+                    state,
+                    "invalid_grant",
+                    70000,
+                    "The provided value for the 'code' parameter is not valid.",
+                )
+            if grant.redeemed:
+                return _error(
+                    state,
+                    "invalid_grant",
+                    54005,
+                    "OAuth2 Authorization code was already redeemed, please retry "
+                    "with a new valid code or use an existing refresh token.",
+                )
+            if (state.clock() - grant.issued).total_seconds() > CODE_SECONDS:
+                return _error(
+                    state,
+                    "invalid_grant",
+                    70008,
+                    "The provided authorization code or refresh token has expired "
+                    "due to inactivity.",
+                )
+            if client_id and grant.client_id and client_id != grant.client_id:
+                return _error(
+                    state,
+                    "invalid_grant",
+                    70000,
+                    "The provided value for the 'code' parameter is not valid: it "
+                    "was issued to another client.",
+                )
+            if str(form.get("redirect_uri") or "") != grant.redirect_uri:
+                return _error(
+                    state,
+                    "invalid_grant",
+                    50148,
+                    "The redirect URI specified in the request does not match the "
+                    "redirect URI used to obtain the authorization code.",
+                )
+            if grant.challenge is not None:
+                verifier = str(form.get("code_verifier") or "")
+                expected = _s256(verifier) if grant.method == "S256" else verifier
+                if not verifier or expected != grant.challenge:
+                    return _error(
+                        state,
+                        "invalid_grant",
+                        501481,
+                        "The Code_Verifier does not match the code_challenge "
+                        "supplied in the authorization request.",
+                    )
+            grant.redeemed = True
+            return _tokens(state, grant.email, grant.client_id or None, grant.scope)
+        if grant_type == "refresh_token":
+            presented = str(form.get("refresh_token") or "")
+            found = state.refresh_tokens.get(presented)
+            if found is None:
+                return _error(
+                    state,
+                    "invalid_grant",
+                    9002313,
+                    "Invalid request. Request is malformed or invalid.",
+                )
+            mailbox = state.mailboxes[found.email]
+            now = state.clock()
+            if found.serial < mailbox.revoked_before and mailbox.tokens_valid_from is not None:
+                valid_from = mailbox.tokens_valid_from.strftime("%m/%d/%Y %H:%M:%S")
+                issued = found.issued.strftime("%m/%d/%Y %H:%M:%S")
+                return _error(
+                    state,
+                    "invalid_grant",
+                    50173,
+                    "The provided grant has expired due to it being revoked, a fresh "
+                    "auth token is needed. The user might have changed or reset their "
+                    f"password. The grant was issued on '{issued}' and the "
+                    f"TokensValidFrom date (before which tokens are not valid) for "
+                    f"this user is '{valid_from}'.",
+                )
+            if now - found.last_used > state.refresh_token_max_age:
+                return _error(
+                    state,
+                    "invalid_grant",
+                    700082,
+                    "The refresh token has expired due to inactivity. The token was "
+                    "issued on "
+                    f"{found.issued.isoformat()} and was inactive for 90.00:00:00.",
+                )
+            if client_id and found.client_id and client_id != found.client_id:
+                return _error(
+                    state,
+                    "invalid_grant",
+                    700005,
+                    "Provided Authorization Code is intended to use against other client.",
+                )
+            found.last_used = now
+            scope = str(form.get("scope") or found.scope)
+            return _tokens(state, found.email, found.client_id, scope)
+        return _error(
+            state,
+            "unsupported_grant_type",
+            70003,
+            f"The app requested an unsupported grant type '{grant_type}'.",
+        )
+
+
+def _tokens(state: MicrosoftState, email: str, client_id: str | None, scope: str) -> Response:
+    named = scopes(scope) or "Calendars.ReadWrite User.Read"
+    offline = "offline_access" in named.split()
+    tokens = state.issue_tokens(email, client_id, named, refresh=offline)
+    body = {
+        "token_type": "Bearer",
+        "scope": named,
+        "expires_in": ACCESS_TOKEN_SECONDS,
+        "ext_expires_in": ACCESS_TOKEN_SECONDS,
+        **tokens,
+    }
+    return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
