@@ -28,7 +28,7 @@ from crmcal.crm.schemas import UserCreate
 from crmcal.db import Database
 from crmcal.web.app import create_app
 
-pytest_plugins = ["tests.caldav_servers", "tests.google_emulator"]
+pytest_plugins = ["tests.caldav_servers", "tests.google_emulator", "tests.microsoft_emulator"]
 
 PG_SERVER = os.environ.get("CRMCAL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"

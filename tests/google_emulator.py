@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from crmcal.emulators.google import GoogleState, create_app
+from crmcal.model import ResponseStatus
 from crmcal.providers.google import GoogleProvider
 from crmcal.providers.google_oauth import RefreshingTokens
 from tests.providers.harness import Foreign, Moment
@@ -155,12 +156,13 @@ def foreign_json(event: Foreign) -> dict[str, Any]:
         body["visibility"] = "confidential"
     if event.free:
         body["transparency"] = "transparent"
-    if event.attendees:
+    if event.attendees or event.rooms:
         answers = {"needs_action": "needsAction"}
         body["attendees"] = [
             {"email": address, "displayName": name, "responseStatus": answers.get(answer, answer)}
             for address, name, answer in event.attendees
-        ]
+        ] + [{"email": address, "displayName": name, "resource": True}
+             for address, name in event.rooms]  # fmt: skip
     overrides = [{"method": "popup", "minutes": minutes} for minutes in event.reminders]
     if event.extras:
         overrides.append({"method": "email", "minutes": 1440})
@@ -185,6 +187,7 @@ class GoogleHarness:
     extra_markers = ("keep-me-please", "https://example.test/review", '"colorId": "7"',
                      '"minutes": 1440')  # fmt: skip
     unsupported = {"cancelled": "a cancelled Google event is a deleted one"}
+    attendee_answers_written = True
 
     def __init__(self, emulator: GoogleEmulator) -> None:
         self.emulator = emulator
@@ -253,6 +256,15 @@ class GoogleHarness:
 
     async def remove(self, event_id: str) -> None:
         await self.api("DELETE", self._events(event_id))
+
+    async def answer(self, event_id: str, address: str, status: ResponseStatus) -> None:
+        event = await self.api("GET", self._events(event_id))
+        answer = {"needs_action": "needsAction"}.get(status, status)
+        attendees = [
+            a | {"responseStatus": answer} if a["email"].lower() == address.lower() else a
+            for a in event.get("attendees", [])
+        ]
+        await self.api("PATCH", self._events(event_id), json={"attendees": attendees})
 
     async def put_unreadable(self) -> str | None:
         return None  # Google checks what it stores

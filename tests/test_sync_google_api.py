@@ -377,3 +377,16 @@ def test_an_event_deleted_in_google_while_its_activity_changed_comes_back(
     assert [(e.body["id"], e.body["status"], e.body["summary"]) for e in events.values()] == [
         (event_id, "confirmed", "Call Ann (moved)")
     ]
+
+
+def test_an_access_token_serves_many_syncs(
+    sam: Api, google_emulator: GoogleEmulator, email: str
+) -> None:
+    tokens = google_emulator.state.create_account(email)
+    body = {"provider": "google", "refresh_token": tokens["refresh_token"]}
+    before = google_emulator.state.requests.get("oauth.token", 0)
+    connection_id = sam.post(f"{V1}/connections", json=body).json()["id"]
+    for _ in range(3):
+        assert sam.post(f"{V1}/connections/{connection_id}/sync").status_code == 200
+    # One refresh for the connect and every sync after it: the access token lives an hour.
+    assert google_emulator.state.requests.get("oauth.token", 0) - before == 1

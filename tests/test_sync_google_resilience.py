@@ -41,7 +41,7 @@ ENVELOPES = ("batch",)
 def crm(db_url: str, google_emulator: GoogleEmulator) -> Iterator[TestClient]:
     settings = Settings(database_url=db_url, secret_key="test-key", base_url=CRM,
                         google_api_url=google_emulator.url, google_oauth_url=google_emulator.url,
-                        google_client_id="crmcal-test-client", google_backoff=BACKOFF)  # fmt: skip
+                        google_client_id="crmcal-test-client", retry_backoff=BACKOFF)  # fmt: skip
     with TestClient(create_app(settings, background_jobs=False)) as client:
         yield client
 

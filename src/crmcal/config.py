@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 DEFAULT_DATABASE_URL = "sqlite:///./crmcal.db"
 DEFAULT_POLL_SECONDS = 180
-DEFAULT_GOOGLE_BACKOFF = 0.5
+DEFAULT_RETRY_BACKOFF = 0.5
 
 
 class ConfigError(ValueError):
@@ -31,8 +31,13 @@ class Settings:
     google_oauth_url: str | None = None
     google_client_id: str = ""
     google_client_secret: str = ""
-    # Seconds before the first retry of a rate-limited or failed Google call (doubling).
-    google_backoff: float = DEFAULT_GOOGLE_BACKOFF
+    microsoft_api_url: str | None = None
+    microsoft_oauth_url: str | None = None
+    microsoft_client_id: str = ""
+    microsoft_client_secret: str = ""
+    # Seconds before the first retry of a rate-limited or failed Google or Microsoft call
+    # (doubling).
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -44,13 +49,13 @@ class Settings:
             raise ConfigError(f"CRMCAL_POLL_SECONDS must be a whole number, got {poll!r}") from None
         if poll_seconds < 1:
             raise ConfigError("CRMCAL_POLL_SECONDS must be at least 1")
-        backoff = env.get("CRMCAL_GOOGLE_BACKOFF") or str(DEFAULT_GOOGLE_BACKOFF)
+        backoff = env.get("CRMCAL_RETRY_BACKOFF") or str(DEFAULT_RETRY_BACKOFF)
         try:
-            google_backoff = float(backoff)
+            retry_backoff = float(backoff)
         except ValueError:
-            raise ConfigError(f"CRMCAL_GOOGLE_BACKOFF must be a number, got {backoff!r}") from None
-        if not 0 <= google_backoff <= 60:  # also refuses NaN
-            raise ConfigError("CRMCAL_GOOGLE_BACKOFF must be between 0 and 60 seconds")
+            raise ConfigError(f"CRMCAL_RETRY_BACKOFF must be a number, got {backoff!r}") from None
+        if not 0 <= retry_backoff <= 60:  # also refuses NaN
+            raise ConfigError("CRMCAL_RETRY_BACKOFF must be between 0 and 60 seconds")
         return cls(
             database_url=env.get("CRMCAL_DATABASE_URL") or DEFAULT_DATABASE_URL,
             secret_key=env.get("CRMCAL_SECRET_KEY") or None,
@@ -61,5 +66,9 @@ class Settings:
             google_oauth_url=(env.get("CRMCAL_GOOGLE_OAUTH_URL") or "").rstrip("/") or None,
             google_client_id=env.get("CRMCAL_GOOGLE_CLIENT_ID") or "",
             google_client_secret=env.get("CRMCAL_GOOGLE_CLIENT_SECRET") or "",
-            google_backoff=google_backoff,
+            retry_backoff=retry_backoff,
+            microsoft_api_url=(env.get("CRMCAL_MICROSOFT_API_URL") or "").rstrip("/") or None,
+            microsoft_oauth_url=(env.get("CRMCAL_MICROSOFT_OAUTH_URL") or "").rstrip("/") or None,
+            microsoft_client_id=env.get("CRMCAL_MICROSOFT_CLIENT_ID") or "",
+            microsoft_client_secret=env.get("CRMCAL_MICROSOFT_CLIENT_SECRET") or "",
         )

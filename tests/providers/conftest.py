@@ -13,6 +13,7 @@ import pytest
 
 from tests.caldav_servers import CALDAV_KINDS
 from tests.google_emulator import GoogleHarness
+from tests.microsoft_emulator import MicrosoftHarness
 from tests.providers.harness import CalDAVHarness, CalDAVServer, Harness
 
 
@@ -32,11 +33,16 @@ async def _google_harness(request: pytest.FixtureRequest) -> Harness:
     return await GoogleHarness.open(request.getfixturevalue("google_emulator"))
 
 
+async def _microsoft_harness(request: pytest.FixtureRequest) -> Harness:
+    return await MicrosoftHarness.open(request.getfixturevalue("microsoft_emulator"))
+
+
 # Every provider kind the contract suite runs against: parametrised id -> factory.
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Awaitable[Harness]]] = {
     "radicale": lambda request: _caldav_harness(request, "radicale"),
     "xandikos": lambda request: _caldav_harness(request, "xandikos"),
     "google": _google_harness,
+    "microsoft": _microsoft_harness,
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class Foreign:
     free: bool = False
     organizer: tuple[str, str] | None = None  # (address, name)
     attendees: tuple[tuple[str, str, ResponseStatus], ...] = ()  # (address, name, answer)
+    rooms: tuple[tuple[str, str], ...] = ()  # (address, name) of booked resources
     reminders: tuple[int, ...] = ()  # minutes before the start, in the client's order
     # What only other clients use (categories, a link, a colour, a second reminder):
     # crmcal's writes must leave it; ``Harness.extra_markers`` is how it reads back.
@@ -64,6 +66,8 @@ class Harness(Protocol):
     extra_markers: tuple[str, ...]
     # Contract cases (``test_contract.EVENTS``) the service cannot hold, with why.
     unsupported: dict[str, str]
+    # Whether a client may write attendees' answers (else only attendees answer).
+    attendee_answers_written: bool
 
     async def put_foreign(self, event: Foreign) -> str:
         """Store an event as another client would; returns the provider's id."""
@@ -79,6 +83,10 @@ class Harness(Protocol):
 
     async def remove(self, event_id: str) -> None:
         """Delete an event out of band."""
+        ...
+
+    async def answer(self, event_id: str, address: str, status: ResponseStatus) -> None:
+        """An attendee's answer to an event arrives (as the service records it)."""
         ...
 
     async def put_unreadable(self) -> str | None:
@@ -175,6 +183,8 @@ def foreign_ics(event: Foreign) -> str:
     for address, name, answer in event.attendees:
         partstat = answer.upper().replace("_", "-")
         props.append(f"ATTENDEE;PARTSTAT={partstat};CN={name}:mailto:{address}")
+    for address, name in event.rooms:
+        props.append(f"ATTENDEE;CUTYPE=ROOM;CN={name}:mailto:{address}")
     if event.rrule:
         props.append(f"RRULE:{event.rrule}")
     if event.extras:
@@ -203,6 +213,7 @@ class CalDAVHarness:
     extra_markers = ("Sales", "VIP", "https://example.test/review", "keep-me-please",
                      "second-alarm-stays")  # fmt: skip
     unsupported: dict[str, str] = {}
+    attendee_answers_written = True
 
     def __init__(self, server: CalDAVServer) -> None:
         self.kind = server.kind
@@ -250,6 +261,24 @@ class CalDAVHarness:
         """Change an event out of band: ``mutate`` maps its iCalendar text to the new one."""
         text = await self.read_raw(event_id)
         await asyncio.to_thread(self.request, "PUT", self._url(event_id), mutate(text))
+
+    async def answer(self, event_id: str, address: str, status: ResponseStatus) -> None:
+        partstat = status.upper().replace("_", "-")
+
+        def answered(text: str) -> str:
+            lines = text.replace("\r\n ", "").splitlines()
+            return (
+                "\r\n".join(
+                    re.sub(r"PARTSTAT=[^;:]+", f"PARTSTAT={partstat}", line)
+                    if line.upper().startswith("ATTENDEE")
+                    and line.lower().endswith(address.lower())
+                    else line
+                    for line in lines
+                )
+                + "\r\n"
+            )
+
+        await self.edit(event_id, answered)
 
     async def retitle(self, event_id: str, summary: str) -> None:
         def retitled(text: str) -> str:

@@ -140,7 +140,9 @@ async def test_a_key_can_be_created_again_after_its_event_was_deleted(harness: H
 async def test_many_creates_answer_each_item(harness: Harness) -> None:
     taken = key()
     first = await harness.provider.create(harness.calendar_id, taken, meeting())
-    items = [(key(), meeting(summary="one")), (taken, meeting()), (key(), meeting(summary="two"))]
+    # A key taken by another event (a replay with the same content may answer that event).
+    items = [(key(), meeting(summary="one")), (taken, meeting(summary="other")),
+             (key(), meeting(summary="two"))]  # fmt: skip
     results = await create_many(harness.provider, harness.calendar_id, items)
     assert isinstance(results[1], PreconditionFailed)
     made = [r for r in results if isinstance(r, RemoteRef)]
@@ -393,6 +395,13 @@ async def test_fields_survive_the_server(harness: Harness, name: str) -> None:
     if name in harness.unsupported:
         pytest.skip(f"{harness.kind}: {harness.unsupported[name]}")
     event = EVENTS[name]
+    if event.attendees and getattr(harness.provider, "mails_attendees", False):
+        # Such a service gets attendees only when invitations are wanted (F10) ...
+        event = dataclasses.replace(event, notify_attendees=True)
+    if event.attendees and not harness.attendee_answers_written:
+        # ... and where only attendees answer for themselves, they have not yet.
+        unanswered = tuple(dataclasses.replace(a, status="needs_action") for a in event.attendees)
+        event = dataclasses.replace(event, attendees=unanswered)
     ref = await harness.provider.create(harness.calendar_id, key(), event)
     fetched = await fetch_one(harness, ref.id)
     assert same_content(fetched, event)

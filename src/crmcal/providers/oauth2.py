@@ -109,7 +109,7 @@ class RefreshingTokens:
         self._client_id = client_id
         self._client_secret = client_secret
         self._scope = scope
-        self._on_rotate = on_rotate
+        self.on_rotate = on_rotate
         self._transport = transport
         self._timeout = timeout
         self._access: str | None = None
@@ -141,5 +141,5 @@ class RefreshingTokens:
         rotated = body.get("refresh_token")
         if isinstance(rotated, str) and rotated and rotated != self._refresh_token:
             self._refresh_token = rotated
-            if self._on_rotate is not None:
-                await self._on_rotate(rotated)
+            if self.on_rotate is not None:
+                await self.on_rotate(rotated)

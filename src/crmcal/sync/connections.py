@@ -7,6 +7,7 @@ then resume where they stopped (F18).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,8 +34,9 @@ from crmcal.sync.tables import Conflict, Connection
 from crmcal.vault import Vault, VaultError
 
 MAIL_PROTOCOLS = {"imap", "pop", "pop3"}
-SUPPORTED = {"caldav", "google"}
-LATER = {"microsoft"}
+SUPPORTED = {"caldav", "google", "microsoft"}
+# Providers connected by OAuth: they take a refresh token instead of a password.
+OAUTH_PROVIDERS = {"google": "Google", "microsoft": "Microsoft"}
 
 
 class ConnectionCreate(BaseModel):
@@ -160,14 +162,13 @@ async def check_request(data: ConnectionCreate, settings: Settings) -> None:
             f"{provider.upper()} is a mail protocol and holds no calendar: connect the "
             "account's CalDAV, Google or Microsoft calendar instead"
         )
-    if provider in LATER:
-        raise Invalid(f"provider {provider!r} is not available in this version of crmcal")
     if provider not in SUPPORTED:
         raise Invalid(f"unknown provider {data.provider!r}: use caldav, google or microsoft")
-    if provider == "google":
+    if provider in OAUTH_PROVIDERS:
         if not data.refresh_token:
             raise Invalid(
-                "a Google connection needs a refresh_token (or connect through /oauth/google/start)"
+                f"a {OAUTH_PROVIDERS[provider]} connection needs a refresh_token "
+                f"(or connect through /oauth/{provider}/start)"
             )
         return
     if not data.url or data.username is None or data.password is None:
@@ -209,22 +210,32 @@ async def check_options(session: AsyncSession, options: SyncOptions) -> None:
         raise Invalid(f"options.outgoing_activity_types: unknown types {', '.join(unknown)}")
 
 
-async def discover_calendars(data: ConnectionCreate, settings: Settings) -> list[CalendarInfo]:
+@dataclass(frozen=True)
+class Discovered:
+    calendars: list[CalendarInfo]
+    # The account's name where it has no URL: the mailbox address (Microsoft), the
+    # primary calendar's address (Google).
+    account: str | None
+
+
+async def discover(data: ConnectionCreate, settings: Settings) -> Discovered:
     """Check the account at once and list its calendars; refusals as the user's errors."""
     from crmcal.sync.runner import provider_for
 
     kind = data.provider.lower()
-    secret = data.refresh_token if kind == "google" else data.password
+    secret = data.refresh_token if kind in OAUTH_PROVIDERS else data.password
     provider = provider_for(kind, data.url or "", data.username, secret or "", settings)
     try:
-        discover = getattr(provider, "discover", None)
-        if discover is not None:
-            await discover()
-        return await provider.list_calendars()
+        named = getattr(provider, "discover", None)
+        account = await named() if named is not None else None
+        calendars = await provider.list_calendars()
     except ProviderError as exc:
         raise provider_error(exc, kind) from None
     finally:
         await provider.close()
+    if kind == "google":
+        account = next((c.id for c in calendars if c.primary), None)
+    return Discovered(calendars, account if isinstance(account, str) else None)
 
 
 async def calendars_of(conn: Connection, vault: Vault, settings: Settings) -> list[CalendarInfo]:

@@ -1,11 +1,13 @@
 """Push channels: providers tell crmcal's webhook when a calendar changes (F13).
 
 After each successful sync of a connection whose provider can push (Google watch
-channels), ``keep_channel`` makes sure a channel is open and not about to
-expire: it opens a new one a day before the old one ends (Google never renews
-a channel, and overlap is harmless) and closes the old one. Notifications carry
-the channel's secret token; ``connection_for`` checks it. Polling stays on as the
-fallback, since push is not guaranteed to arrive.
+channels, Microsoft Graph subscriptions), ``keep_channel`` makes sure a channel
+is open and not about to expire: a day before it ends, a provider that can
+renew a channel (Graph) renews it; otherwise (Google never renews a channel, and
+overlap is harmless) a new one is opened and the old one closed. Notifications
+carry the channel's secret (Google's channel token, Graph's ``clientState``);
+``connection_for`` and ``connection_by_resource`` check it. Polling stays on as
+the fallback, since push is not guaranteed to arrive.
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ class Pushing(Protocol):
     async def stop_watching(self, channel_id: str, resource_id: str) -> None: ...
 
 
+@runtime_checkable
+class Renewing(Protocol):
+    async def renew_watch(self, resource_id: str) -> dt.datetime:
+        """The channel's new expiry; ``EventNotFound`` when it is gone."""
+        ...
+
+
 def webhook_address(base_url: str, provider: str) -> str:
     return f"{base_url.rstrip('/')}/webhooks/{provider}"
 
@@ -50,10 +59,23 @@ async def keep_channel(db: Database, connection_id: int, provider: Provider, bas
         if conn is None or conn.state == "stopped":
             return
         expires = conn.push_expires_at
+        if expires is not None and expires.tzinfo is None:
+            expires = expires.replace(tzinfo=dt.UTC)
         if conn.push_channel_id and expires and expires - RENEW_BEFORE > utcnow():
             return
         old = (conn.push_channel_id, conn.push_resource_id)
         calendar_id, kind = conn.calendar_id, conn.provider
+    if old[0] and old[1] and isinstance(provider, Renewing):
+        try:
+            renewed = await provider.renew_watch(old[1])
+        except ProviderError as exc:
+            log.info("connection %s: push channel not renewed (%s): a new one", connection_id, exc)
+        else:
+            async with db.write() as session:
+                conn = await session.get(Connection, connection_id)
+                if conn is not None:
+                    conn.push_expires_at = renewed
+            return
     channel_id, token = uuid.uuid4().hex, secrets.token_urlsafe(32)
     try:
         resource_id, expiration = await provider.watch(
@@ -107,3 +129,33 @@ async def connection_for(
         if not hmac.compare_digest(conn.push_token.encode(), (token or "").encode()):
             return None
         return conn.id
+
+
+async def connection_by_resource(
+    db: Database, provider: str, resource_id: str, secret: str | None
+) -> int | None:
+    """The connection a notification naming the provider's channel id (a Graph
+    subscription id) is for, if the secret it carries is ours."""
+    async with db.read() as session:
+        conn = await session.scalar(
+            select(Connection).where(
+                Connection.push_resource_id == resource_id, Connection.provider == provider
+            )
+        )
+        if conn is None or conn.push_token is None or conn.state == "stopped":
+            return None
+        if not hmac.compare_digest(conn.push_token.encode(), (secret or "").encode()):
+            return None
+        return conn.id
+
+
+async def renew_soon(db: Database, connection_id: int, *, gone: bool = False) -> None:
+    """Have the next sync renew the connection's channel (or, ``gone``, open a new one)."""
+    async with db.write() as session:
+        conn = await session.get(Connection, connection_id)
+        if conn is None:
+            return
+        if gone:
+            forget_channel(conn)
+        else:
+            conn.push_expires_at = utcnow()

@@ -14,6 +14,8 @@ import logging
 import os
 import random
 import socket
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import or_, update
 
@@ -21,8 +23,10 @@ from crmcal.config import Settings
 from crmcal.crm.tables import utcnow
 from crmcal.db import Database
 from crmcal.providers.base import AuthenticationFailed, Provider, ProviderError
+from crmcal.providers.oauth2 import RefreshingTokens
 from crmcal.sync import push
 from crmcal.sync.engine import Engine, ProgressFn, SyncFailed, SyncRefused, SyncReport
+from crmcal.sync.options import SyncOptions
 from crmcal.sync.tables import Connection
 from crmcal.vault import Vault, VaultError
 
@@ -40,16 +44,46 @@ class Busy(Exception):
     """Another sync of the connection holds the lease."""
 
 
-def open_provider(conn: Connection, vault: Vault, settings: Settings) -> Provider:
-    """The provider a connection talks to, with its decrypted credentials."""
+def open_provider(
+    conn: Connection, vault: Vault, settings: Settings, db: Database | None = None
+) -> Provider:
+    """The provider a connection talks to, with its decrypted credentials; with ``db``, a
+    refresh token the service rotates is stored (sealed) at once."""
     secret = vault.open(conn.credentials)
-    return provider_for(conn.provider, conn.account, conn.username, secret, settings)
+    connection_id = conn.id
+
+    async def keep(rotated: str) -> None:
+        if db is None:
+            return  # the old token stays valid for a while: the next sync stores one
+        async with db.write() as session:
+            await session.execute(
+                update(Connection)
+                .where(Connection.id == connection_id)
+                .values(credentials=vault.seal(rotated))
+            )
+
+    options = SyncOptions.model_validate(conn.options or {})
+    connected = conn.connected_at
+    if connected.tzinfo is None:
+        connected = connected.replace(tzinfo=dt.UTC)
+    window_start = connected - dt.timedelta(days=options.backfill_days)
+    return provider_for(conn.provider, conn.account, conn.username, secret, settings,
+                        window_start=window_start, on_rotate=keep)  # fmt: skip
 
 
 def provider_for(
-    kind: str, account: str, username: str | None, secret: str, settings: Settings
+    kind: str,
+    account: str,
+    username: str | None,
+    secret: str,
+    settings: Settings,
+    *,
+    window_start: dt.datetime | None = None,
+    on_rotate: Callable[[str], Awaitable[None]] | None = None,
 ) -> Provider:
-    """A provider of ``kind``: CalDAV with a password, Google with a refresh token."""
+    """A provider of ``kind``: CalDAV with a password, Google and Microsoft with a refresh
+    token (``on_rotate`` keeps the new one a refresh hands out; ``window_start`` is the
+    first day a provider that lists a window of time must cover)."""
     if kind == "caldav":
         from crmcal.providers.caldav import CalDAVProvider
 
@@ -58,16 +92,63 @@ def provider_for(
         from crmcal.providers.google import GOOGLE_API, GoogleProvider
         from crmcal.providers.google_oauth import RefreshingTokens
 
-        tokens = RefreshingTokens(
-            secret,
-            oauth_url=settings.google_oauth_url,
-            client_id=settings.google_client_id,
-            client_secret=settings.google_client_secret,
+        tokens = _grant(
+            (kind, secret, settings.google_oauth_url, settings.google_client_id),
+            lambda: RefreshingTokens(
+                secret,
+                oauth_url=settings.google_oauth_url,
+                client_id=settings.google_client_id,
+                client_secret=settings.google_client_secret,
+            ),
+            on_rotate,
         )
         return GoogleProvider(
-            tokens, api_url=settings.google_api_url or GOOGLE_API, backoff=settings.google_backoff
+            tokens, api_url=settings.google_api_url or GOOGLE_API, backoff=settings.retry_backoff
+        )
+    if kind == "microsoft":
+        from crmcal.providers.microsoft import GRAPH_API, MicrosoftProvider
+        from crmcal.providers.microsoft_oauth import RefreshingTokens as MicrosoftTokens
+
+        grant = _grant(
+            (kind, secret, settings.microsoft_oauth_url, settings.microsoft_client_id),
+            lambda: MicrosoftTokens(
+                secret,
+                oauth_url=settings.microsoft_oauth_url,
+                client_id=settings.microsoft_client_id,
+                client_secret=settings.microsoft_client_secret,
+            ),
+            on_rotate,
+        )
+        return MicrosoftProvider(
+            grant,
+            api_url=settings.microsoft_api_url or GRAPH_API,
+            window_start=window_start,
+            backoff=settings.retry_backoff,
         )
     raise SyncFailed(f"provider {kind!r} is not available in this version")
+
+
+# Token sources by grant, kept between syncs: an access token lives an hour, and
+# refreshing it for every sync would double a small sync's requests.
+_GRANTS: OrderedDict[tuple[str | None, ...], RefreshingTokens] = OrderedDict()
+GRANTS_KEPT = 4096
+
+
+def _grant(
+    key: tuple[str | None, ...],
+    make: Callable[[], RefreshingTokens],
+    on_rotate: Callable[[str], Awaitable[None]] | None,
+) -> RefreshingTokens:
+    try:  # a source's lock belongs to one event loop
+        key = (*key, str(id(asyncio.get_running_loop())))
+    except RuntimeError:
+        return make()
+    found = _GRANTS.pop(key, None) or make()
+    found.on_rotate = on_rotate  # who stores a rotated token: this sync's connection
+    _GRANTS[key] = found
+    while len(_GRANTS) > GRANTS_KEPT:
+        _GRANTS.popitem(last=False)
+    return found
 
 
 def backoff(failures: int) -> dt.timedelta:
@@ -152,7 +233,7 @@ async def run_sync(
         async with db.read() as session:
             conn = await session.get(Connection, connection_id)
             assert conn is not None
-        prov = provider or open_provider(conn, vault, settings)
+        prov = provider or open_provider(conn, vault, settings, db)
         try:
             engine = Engine(
                 db, prov, connection_id, force=force, progress=progress, base_url=settings.base_url

@@ -1,10 +1,11 @@
-"""Connecting a Google account by OAuth, over HTTP: ``/oauth/google/start`` and its callback.
+"""Connecting a Google or Microsoft account by OAuth, over HTTP:
+``/oauth/{google|microsoft}/start`` and its callback.
 
 ``start`` needs the user's API token (the CRM calls it, or sends the user's
-browser there with the header set) and answers Google's consent URL: a redirect,
-or ``{"authorize_url"}`` for ``Accept: application/json``. The callback is where
-the browser comes back from Google, without the token. The flow itself, and
-what the sealed ``state`` carries, is in ``sync/google_signin.py``.
+browser there with the header set) and answers the service's consent URL: a
+redirect, or ``{"authorize_url"}`` for ``Accept: application/json``. The
+callback is where the browser comes back from the service, without the token.
+The flow itself, and what the sealed ``state`` carries, is in ``sync/signin.py``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from crmcal.sync import google_signin
+from crmcal.sync import signin
 from crmcal.sync.options import SyncType
+from crmcal.sync.signin import SERVICES, ServiceName
 from crmcal.web.deps import database, reading, request_sync, settings_of, vault_of
 
 router = APIRouter(prefix="/oauth", tags=["oauth"])
@@ -26,20 +28,21 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
 
-@router.get("/google/start", response_model=None)
-async def google_start(
+@router.get("/{service}/start", response_model=None)
+async def start(
     request: Request,
+    service: ServiceName,
     calendar_id: Annotated[str | None, Query(max_length=1000)] = None,
     sync_type: SyncType = "two_way",
     connection_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
-    """Send the user to Google to let crmcal sync their calendar; with ``connection_id``,
-    to grant a stopped or failed Google connection access again (it resumes with
-    the same links, F18)."""
+    """Send the user to Google or Microsoft to let crmcal sync their calendar; with
+    ``connection_id``, to grant a stopped or failed connection to that service access
+    again (it resumes with the same links, F18)."""
     vault = vault_of(request)
     async with reading(request) as (session, user):
-        url = await google_signin.begin(
-            session, user, vault, settings_of(request),
+        url = await signin.begin(
+            session, user, vault, settings_of(request), service=service,
             calendar_id=calendar_id, sync_type=sync_type, connection_id=connection_id,
         )  # fmt: skip
     if _wants_json(request):
@@ -47,31 +50,34 @@ async def google_start(
     return RedirectResponse(url, status_code=302)
 
 
-@router.get("/google/callback", response_model=None)
-async def google_callback(
+@router.get("/{service}/callback", response_model=None)
+async def callback(
     request: Request,
+    service: ServiceName,
     code: Annotated[str | None, Query(max_length=4000)] = None,
     state: Annotated[str | None, Query(max_length=4000)] = None,
     error: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    """Where Google sends the user back: trade the code, check the account, connect."""
+    """Where the service sends the user back: trade the code, check the account, connect."""
+    title = SERVICES[service].title
     if error:
         raise HTTPException(
-            400, f"Google sign-in did not complete ({error}): nothing was connected"
+            400, f"{title} sign-in did not complete ({error}): nothing was connected"
         )
     if not code or not state:
-        raise HTTPException(400, "this address is for Google to call back with a code and state")
+        raise HTTPException(400, f"this address is for {title} to call back with a code and state")
     try:
-        out = await google_signin.finish(
-            database(request), vault_of(request), settings_of(request), code=code, state=state
-        )
-    except google_signin.SignInFailed as exc:
+        out = await signin.finish(
+            database(request), vault_of(request), settings_of(request),
+            code=code, state=state, service=service,
+        )  # fmt: skip
+    except signin.SignInFailed as exc:
         raise HTTPException(400, str(exc)) from None
     request_sync(request, out.id)
     if _wants_json(request):
         return JSONResponse(out.model_dump(mode="json"), status_code=201)
     return HTMLResponse(
-        f"<!doctype html><title>crmcal</title><h1>Google Calendar connected</h1>"
+        f"<!doctype html><title>crmcal</title><h1>{title} calendar connected</h1>"
         f"<p>crmcal now syncs <b>{html.escape(out.calendar_name)}</b> of "
         f"{html.escape(out.account)}. You can close this page.</p>",
         status_code=201,

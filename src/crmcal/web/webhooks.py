@@ -1,14 +1,18 @@
-"""Where calendar providers push: ``POST /webhooks/google``.
+"""Where calendar providers push: ``POST /webhooks/google`` and ``/webhooks/microsoft``.
 
 A notification only says "something changed": it is checked (our channel, its
-secret token), answered at once, and turned into a sync request for that
-connection, which the scheduler runs soon and coalesces with others. Duplicate
-or out-of-order notifications cost at most one extra incremental sync.
+secret), answered at once, and turned into a sync request for that connection,
+which the scheduler runs soon and coalesces with others. Duplicate or
+out-of-order notifications cost at most one extra incremental sync.
 """
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
 
 from crmcal.sync import push
 from crmcal.web.deps import database, request_sync
@@ -29,3 +33,48 @@ async def google(request: Request) -> Response:
     if state != "sync":  # the first message only confirms the channel
         request_sync(request, connection_id)
     return Response(status_code=200)
+
+
+MAX_NOTIFICATION_BYTES = 1_000_000
+
+
+@router.post("/microsoft", status_code=202)
+async def microsoft(request: Request) -> Response:
+    """Microsoft Graph change and lifecycle notifications (subscriptions).
+
+    Graph first checks the address with ``?validationToken=``, which is answered
+    with the token as plain text. A notification counts only when its
+    ``clientState`` is the subscription's secret. ``missed`` asks for a sync (the
+    delta finds what was missed); ``reauthorizationRequired`` has the next sync
+    renew the subscription; ``subscriptionRemoved`` has it subscribe again.
+    """
+    token = request.query_params.get("validationToken")
+    if token is not None:
+        return PlainTextResponse(token[:1000], status_code=200)
+    raw = await request.body()
+    if len(raw) > MAX_NOTIFICATION_BYTES:
+        return Response(status_code=413)
+    try:
+        items: Any = json.loads(raw).get("value")
+    except (ValueError, AttributeError):
+        return Response(status_code=400)
+    if not isinstance(items, list):
+        return Response(status_code=400)
+    db = database(request)
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        subscription = str(item.get("subscriptionId") or "")
+        secret = item.get("clientState")
+        connection_id = await push.connection_by_resource(
+            db, "microsoft", subscription, secret if isinstance(secret, str) else None
+        )
+        if connection_id is None:
+            continue  # not ours (any more), or a forgery: nothing to do
+        event = item.get("lifecycleEvent")
+        if event == "reauthorizationRequired":
+            await push.renew_soon(db, connection_id)
+        elif event == "subscriptionRemoved":
+            await push.renew_soon(db, connection_id, gone=True)
+        request_sync(request, connection_id)
+    return Response(status_code=202)

@@ -72,10 +72,9 @@ async def create_connection(request: Request, body: ConnectionCreate) -> Connect
         if await connections.active_connection(session, user.id) is not None:
             raise ConflictError("you already have an active calendar connection: stop it first")
     await connections.check_request(body, settings_of(request))
-    calendars = await connections.discover_calendars(body, settings_of(request))
-    calendar = connections.pick_calendar(calendars, body.calendar_id, body.sync_type)
-    primary = next((c.id for c in calendars if c.primary), None)
-    account = primary if body.provider.lower() == "google" else None
+    found = await connections.discover(body, settings_of(request))
+    calendar = connections.pick_calendar(found.calendars, body.calendar_id, body.sync_type)
+    account = found.account if body.provider.lower() in connections.OAUTH_PROVIDERS else None
     async with writing(request) as (session, user):
         conn = await connections.create(session, user, body, calendar, vault, account=account)
         out = connections.to_out(conn)

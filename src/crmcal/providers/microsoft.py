@@ -1,0 +1,606 @@
+"""Microsoft 365 / Outlook (Graph v1.0) behind ``providers.base.Provider``, over async httpx.
+
+Protocol use:
+
+- every request says ``Prefer: IdType="ImmutableId"`` (an event keeps its id when
+  it moves between calendars, F16), ``outlook.timezone="UTC"`` and
+  ``outlook.body-content-type="text"``; at most ``CONCURRENCY`` requests run at
+  once per mailbox, as Outlook allows;
+- calendars: ``/me/calendars``, writable iff ``canEdit`` (F3);
+- listings: ``calendarView/delta`` over a window (``WINDOW_DAYS`` from the
+  connection's first day, moved on when it gets near its end), the
+  ``@odata.deltaLink`` as the cursor (with the window); an expired one (410,
+  ``SyncStateNotFound``) starts over. Delta answers no extended properties, so a
+  full listing also reads crmcal's ids of the calendar's events in one paged
+  query, and marks itself incomplete (events outside the window are not in it).
+  ``@removed`` means deleted *or* out of the window: each is checked;
+- writes: creates carry a ``transactionId`` (Graph creates nothing on a replay)
+  and crmcal's ids as single-value extended properties, and go in ``$batch``
+  requests of 20; updates and deletes send ``If-Match``. Attendees are written
+  only when the event asks for invitations: Graph mails everyone it is told about;
+- errors: 401 means the grant no longer works; 429 and 5xx are retried,
+  honouring ``Retry-After``, then reported as ``Unreachable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef, canonical_rrule
+from crmcal.providers import microsoft_events as codec
+from crmcal.providers.base import (
+    AuthenticationFailed,
+    CalendarNotFound,
+    EventNotFound,
+    NotACalendarServer,
+    PreconditionFailed,
+    ProviderError,
+    Unreachable,
+)
+
+__all__ = ["GRAPH_API", "MicrosoftProvider", "TokenSource"]
+
+GRAPH_API = "https://graph.microsoft.com"
+CONCURRENCY = 4
+BATCH_SIZE = 20
+PAGE_SIZE = 200
+WINDOW_DAYS = 1825  # the longest calendarView Graph answers
+RENEW_BEFORE = dt.timedelta(days=180)  # move the window on this long before its end
+# Below Graph's limit for event subscriptions (10,080 minutes); renewed a day ahead.
+SUBSCRIPTION_LIFETIME = dt.timedelta(days=6)
+_PREFER = 'IdType="ImmutableId", outlook.timezone="UTC", outlook.body-content-type="text"'
+_RETRY = (429, 500, 502, 503, 504)
+_EXPIRED = ("SyncStateNotFound", "resyncRequired", "SyncStateInvalid")
+
+TokenSource = Callable[..., Awaitable[str]]
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class MicrosoftProvider:
+    """One Microsoft 365 mailbox, through a source of access tokens."""
+
+    # Graph e-mails every attendee written to an event; the engine writes them only
+    # when the activity asks for invitations.
+    mails_attendees = True
+
+    def __init__(
+        self,
+        tokens: TokenSource,
+        *,
+        api_url: str = GRAPH_API,
+        window_start: dt.datetime | None = None,
+        timeout: float = 30,
+        retries: int = 5,
+        backoff: float = 0.5,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._tokens = tokens
+        self._base = api_url.rstrip("/") + "/v1.0"
+        self._client = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._retries = retries
+        self._backoff = backoff
+        self._limit = asyncio.Semaphore(CONCURRENCY)
+        self._window_start = window_start
+        self.account: str | None = None
+
+    # --- requests ------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One API call: a fresh token on 401 (once), backoff on 429 and 5xx."""
+        url = path if path.startswith("http") else self._base + path
+        refreshed = False
+        for attempt in range(self._retries + 1):
+            token = await self._tokens(refresh=refreshed)
+            sent = {"Authorization": f"Bearer {token}", "Prefer": _PREFER, **(headers or {})}
+            try:
+                async with self._limit:
+                    response = await self._client.request(
+                        method, url, params=params, json=json, headers=sent
+                    )
+            except httpx.TransportError as failure:
+                if attempt == self._retries:
+                    raise Unreachable(f"cannot reach Microsoft Graph: {failure}") from None
+                await self._sleep(attempt)
+                continue
+            if response.status_code == 401 and not refreshed:
+                refreshed = True
+                continue
+            if response.status_code == 401:
+                raise AuthenticationFailed("Microsoft refused the access: reconnect required")
+            if response.status_code in _RETRY:
+                if attempt == self._retries:
+                    raise Unreachable(
+                        f"Microsoft Graph is busy or failing ({response.status_code}); retry later"
+                    )
+                await self._sleep(attempt, response.headers.get("Retry-After"))
+                continue
+            return response
+        raise Unreachable("Microsoft Graph did not answer")  # pragma: no cover
+
+    async def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
+        # Exponential backoff with jitter; Graph's Retry-After, when given, is the floor.
+        delay = min(self._backoff * (2**attempt), 32.0) * random.uniform(0.5, 1.0)
+        if retry_after and retry_after.strip().isdigit():
+            delay = max(delay, float(retry_after))
+        await asyncio.sleep(delay)
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise self._not_graph(response) from None
+
+    def _not_graph(self, response: httpx.Response) -> ProviderError:
+        return NotACalendarServer(
+            f"{self._base} does not answer as Microsoft Graph "
+            f"({response.status_code} {response.headers.get('content-type', 'no content type')})"
+        )
+
+    def _fail(self, response: httpx.Response, what: str) -> ProviderError:
+        if "json" not in response.headers.get("content-type", ""):
+            return self._not_graph(response)
+        code = _code(response)
+        if response.status_code == 404:
+            return CalendarNotFound(f"{what}: not found in Microsoft 365 (404 {code})")
+        if response.status_code == 403:
+            return ProviderError(f"Microsoft 365 does not allow {what} (403 {code})")
+        return ProviderError(f"Microsoft Graph answered {response.status_code} {code} to {what}")
+
+    def _events(self, calendar_id: str) -> str:
+        return f"/me/calendars/{quote(calendar_id, safe='')}/events"
+
+    @staticmethod
+    def _event(event_id: str) -> str:
+        return f"/me/events/{quote(event_id, safe='')}"
+
+    async def _pages(self, path: str, params: dict[str, Any] | None, what: str) -> list[Any]:
+        """Every item of a collection, following ``@odata.nextLink``."""
+        items: list[Any] = []
+        url, query = path, params
+        while True:
+            response = await self._request("GET", url, params=query)
+            if response.status_code != 200:
+                raise self._fail(response, what)
+            data = self._json(response)
+            items += data.get("value", [])
+            url, query = data.get("@odata.nextLink"), None
+            if not url:
+                return items
+
+    # --- the interface ---------------------------------------------------------------
+
+    async def discover(self) -> str:
+        """The mailbox's address (it names the connection's account)."""
+        response = await self._request("GET", "/me")
+        if response.status_code != 200:
+            raise self._fail(response, "reading the account")
+        me = self._json(response)
+        self.account = str(me.get("mail") or me.get("userPrincipalName") or me.get("id"))
+        return self.account
+
+    async def list_calendars(self) -> list[CalendarInfo]:
+        calendars = await self._pages("/me/calendars", {"$top": 100}, "listing calendars")
+        return [
+            CalendarInfo(
+                id=entry["id"],
+                name=entry.get("name") or entry["id"],
+                writable=bool(entry.get("canEdit")),
+                primary=bool(entry.get("isDefaultCalendar")),
+            )
+            for entry in calendars
+        ]
+
+    def _window(self, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+        start = self._window_start or now - dt.timedelta(days=365)
+        # Keep at least RENEW_BEFORE ahead inside the longest window Graph answers.
+        start = max(start, now + RENEW_BEFORE - dt.timedelta(days=WINDOW_DAYS - 1))
+        return start, start + dt.timedelta(days=WINDOW_DAYS - 1)
+
+    async def list_changes(
+        self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
+    ) -> ChangeListing:
+        now = dt.datetime.now(dt.UTC)
+        state = _decode(cursor)
+        if state is not None and dt.datetime.fromisoformat(state["end"]) - RENEW_BEFORE > now:
+            listing = await self._delta(calendar_id, state["link"], None, state)
+            if listing is not None:
+                return listing
+        start, end = self._window(now)
+        window = {"start": _iso(start), "end": _iso(end)}
+        path = f"/me/calendars/{quote(calendar_id, safe='')}/calendarView/delta"
+        params = {"startDateTime": window["start"], "endDateTime": window["end"]}
+        listing = await self._delta(calendar_id, path, params, window)
+        assert listing is not None
+        return listing
+
+    async def _delta(
+        self,
+        calendar_id: str,
+        url: str,
+        params: dict[str, Any] | None,
+        window: dict[str, str],
+    ) -> ChangeListing | None:
+        """One delta round to its deltaLink; None when the link has expired."""
+        full = params is not None
+        items: list[dict[str, Any]] = []
+        query = params
+        while True:
+            paged = {"Prefer": f"{_PREFER}, odata.maxpagesize={PAGE_SIZE}"}
+            response = await self._request("GET", url, params=query, headers=paged)
+            if not full and (response.status_code == 410 or _code(response) in _EXPIRED):
+                return None
+            if response.status_code != 200:
+                raise self._fail(response, "listing events")
+            data = self._json(response)
+            items += data.get("value", [])
+            query = None
+            if data.get("@odata.nextLink"):
+                url = data["@odata.nextLink"]
+                continue
+            link = data.get("@odata.deltaLink")
+            break
+        # Windowed: a full listing does not show what lies outside the window.
+        listing = ChangeListing(full=full, complete=not full)
+        removed = [str(i["id"]) for i in items if "@removed" in i]
+        series: set[str] = set()
+        for item in items:
+            if "@removed" in item:
+                continue
+            if item.get("seriesMasterId") or item.get("type") == "seriesMaster":
+                series.add(str(item.get("seriesMasterId") or item["id"]))
+                continue
+            listing.changed.append(_ref(item))
+        listing.changed += [RemoteRef(master, "", None) for master in sorted(series)]
+        if removed:
+            await self._check_removed(calendar_id, removed, listing)
+        if full:
+            await self._add_crm_ids(calendar_id, listing)
+        listing.cursor = json.dumps({**window, "link": link}) if link else None
+        return listing
+
+    async def _check_removed(
+        self, calendar_id: str, removed: list[str], listing: ChangeListing
+    ) -> None:
+        """Delta says ``@removed`` for deleted events and for events that left the
+        window: only a read tells them apart."""
+
+        async def one(event_id: str) -> None:
+            path = f"{self._events(calendar_id)}/{quote(event_id, safe='')}"
+            response = await self._request("GET", path)
+            if response.status_code == 200 and not self._json(response).get("isCancelled"):
+                listing.changed.append(RemoteRef(event_id, "", None))  # fetched as changed
+            elif response.status_code in (200, 404):
+                listing.deleted.append(event_id)
+            else:
+                raise self._fail(response, "reading an event")
+
+        await asyncio.gather(*(one(i) for i in dict.fromkeys(removed)))
+
+    async def _add_crm_ids(self, calendar_id: str, listing: ChangeListing) -> None:
+        """crmcal's ids of the calendar's events, which delta cannot show: one paged
+        query of ids and properties, so a reconnected calendar re-links its events."""
+        params = {"$select": "id", "$expand": codec.expand_properties(), "$top": 500}
+        found = await self._pages(self._events(calendar_id), params, "reading crmcal's ids")
+        ids = {str(item["id"]): codec.properties(item) for item in found}
+        for n, ref in enumerate(listing.changed):
+            props = ids.get(ref.id)
+            if ref.event is not None and props:
+                event = ref.event
+                listing.changed[n] = RemoteRef(ref.id, ref.etag, _with_ids(event, props))
+
+    async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
+        async def one(event_id: str) -> RemoteRef | None:
+            response = await self._request(
+                "GET", self._event(event_id), params={"$expand": codec.expand_properties()}
+            )
+            if response.status_code in (400, 404, 410):
+                return None  # 400: an id Graph cannot even read names no event
+            if response.status_code != 200:
+                raise self._fail(response, "reading an event")
+            item = self._json(response)
+            if item.get("isCancelled") and item.get("type") != "seriesMaster":
+                return None
+            ref = _ref(item)
+            if item.get("type") == "seriesMaster" and ref.event is not None:
+                # Graph lists a series' cancelled occurrences only when asked by name.
+                asked = {"$select": "cancelledOccurrences"}
+                extra = await self._request("GET", self._event(event_id), params=asked)
+                if extra.status_code == 200:
+                    cancelled = self._json(extra).get("cancelledOccurrences") or []
+                    event = codec.with_cancelled(ref.event, [str(c) for c in cancelled])
+                    ref = RemoteRef(ref.id, ref.etag, event)
+            return ref
+
+        found = await asyncio.gather(*(one(i) for i in dict.fromkeys(ids)))
+        return [ref for ref in found if ref is not None]
+
+    async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:
+        wanted = (
+            f"singleValueExtendedProperties/Any(ep: ep/id eq '{codec.CREATE_KEY}' "
+            f"and ep/value eq '{_quoted(key)}')"
+        )
+        params = {"$filter": wanted, "$expand": codec.expand_properties()}
+        found = await self._pages(self._events(calendar_id), params, "finding an event")
+        return _ref(found[0]) if found else None
+
+    def _create_body(self, key: str, event: CalendarEvent) -> dict[str, Any]:
+        return {
+            **codec.body(event, with_attendees=event.notify_attendees, key=key),
+            "transactionId": key,
+        }
+
+    def _created(self, key: str, event: CalendarEvent, item: dict[str, Any]) -> RemoteRef:
+        """The answer to a create: a replayed ``transactionId`` answers the event made
+        before, which counts as existing when it says something else now."""
+        ref = _ref(item)
+        if ref.event is None or not _same(ref.event, event):
+            raise PreconditionFailed(f"an event for {key!r} exists already")
+        return ref
+
+    async def create(self, calendar_id: str, key: str, event: CalendarEvent) -> RemoteRef:
+        response = await self._request(
+            "POST",
+            self._events(calendar_id),
+            params={"$expand": codec.expand_properties()},
+            json=self._create_body(key, event),
+        )
+        if response.status_code not in (200, 201):
+            raise self._fail(response, "creating an event")
+        return self._created(key, event, self._json(response))
+
+    async def create_many(
+        self, calendar_id: str, items: Sequence[tuple[str, CalendarEvent]]
+    ) -> list[RemoteRef | ProviderError]:
+        """Creates in ``$batch`` requests of 20; each item answers on its own.
+
+        A replayed ``transactionId`` answers the event made before; when that event
+        differs from what is written now, the item is ``PreconditionFailed``.
+        """
+        if len(items) == 1:  # a batch of one is one more envelope for nothing
+            try:
+                return [await self.create(calendar_id, *items[0])]
+            except PreconditionFailed as exists:
+                return [exists]
+        results: list[RemoteRef | ProviderError | None] = [None] * len(items)
+        requests = [
+            {
+                "id": str(n),
+                "method": "POST",
+                "url": f"{self._events(calendar_id)}?$expand={codec.expand_properties()}",
+                "headers": {"Content-Type": "application/json", "Prefer": _PREFER},
+                "body": self._create_body(key, event),
+            }
+            for n, (key, event) in enumerate(items)
+        ]
+        for first in range(0, len(items), BATCH_SIZE):
+            pending = list(range(first, min(first + BATCH_SIZE, len(items))))
+            for attempt in range(self._retries + 1):
+                answers = await self._batch([requests[n] for n in pending])
+                retry: list[int] = []
+                wait: str | None = None
+                for n in pending:
+                    answer = answers.get(str(n))
+                    status = int(answer.get("status", 0)) if answer else 0
+                    if status in _RETRY or answer is None:
+                        retry.append(n)
+                        wait = (answer or {}).get("headers", {}).get("Retry-After") or wait
+                    elif status in (200, 201):
+                        try:
+                            results[n] = self._created(*items[n], answer.get("body") or {})
+                        except PreconditionFailed as exists:
+                            results[n] = exists
+                    elif status == 401:
+                        raise AuthenticationFailed(
+                            "Microsoft refused the access: reconnect required"
+                        )
+                    else:
+                        results[n] = _inner_error(status, answer or {}, "creating an event")
+                if not retry:
+                    break
+                if attempt == self._retries:
+                    for n in retry:
+                        results[n] = Unreachable("Microsoft Graph is busy; retry later")
+                    break
+                await self._sleep(attempt, wait)
+                pending = retry
+        return [r if r is not None else Unreachable("no answer") for r in results]
+
+    async def _batch(self, requests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        response = await self._request("POST", "/$batch", json={"requests": requests})
+        if response.status_code != 200:
+            raise self._fail(response, "sending a batch")
+        answers = self._json(response).get("responses", [])
+        return {str(a.get("id")): a for a in answers if isinstance(a, dict)}
+
+    async def update(
+        self, calendar_id: str, event_id: str, etag: str, event: CalendarEvent
+    ) -> RemoteRef:
+        written = codec.body(event, with_attendees=event.notify_attendees)
+        if event.recurrence is not None:
+            await self._keep_series_shape(event_id, event, written)
+        response = await self._request(
+            "PATCH",
+            self._event(event_id),
+            json=written,
+            headers={"If-Match": etag} if etag else None,
+        )
+        if response.status_code == 412:
+            raise PreconditionFailed(f"the event {event_id} changed since {etag}")
+        if response.status_code in (404, 410):
+            raise EventNotFound(f"the event {event_id} does not exist")
+        if response.status_code != 200:
+            raise self._fail(response, "updating an event")
+        return _ref(self._json(response))
+
+    async def _keep_series_shape(
+        self, event_id: str, event: CalendarEvent, written: dict[str, Any]
+    ) -> None:
+        """Leave a series' times and pattern out of a patch when they do not change:
+        Outlook drops a series' changed and cancelled occurrences when they are written,
+        and would take crmcal's spelling of the pattern (its first day of the week ...)."""
+        response = await self._request("GET", self._event(event_id))
+        if response.status_code != 200:
+            return  # the patch itself says what is wrong
+        current = _ref(self._json(response)).event
+        if current is None or current.recurrence is None or event.recurrence is None:
+            return
+        same_rule = canonical_rrule(current.recurrence.rrule) == canonical_rrule(
+            event.recurrence.rrule
+        )
+        same_times = (current.start, current.end, current.all_day) == (
+            event.start, event.end, event.all_day
+        )  # fmt: skip
+        if same_rule and same_times:
+            for field in ("start", "end", "isAllDay", "recurrence"):
+                written.pop(field, None)
+
+    async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
+        response = await self._request(
+            "DELETE", self._event(event_id), headers={"If-Match": etag} if etag else None
+        )
+        if response.status_code in (200, 204, 404, 410):
+            return
+        if response.status_code == 412:
+            raise PreconditionFailed(f"the event {event_id} changed since {etag}")
+        raise self._fail(response, "deleting an event")
+
+    # --- change notifications ------------------------------------------------------------
+
+    async def subscribe(
+        self, calendar_id: str, address: str, client_state: str, expires: dt.datetime
+    ) -> tuple[str, dt.datetime]:
+        """A subscription to the calendar's event changes: (its id, its expiry)."""
+        body = {
+            "changeType": "created,updated,deleted",
+            "notificationUrl": address,
+            "lifecycleNotificationUrl": address,
+            "resource": f"/me/calendars/{calendar_id}/events",
+            "expirationDateTime": _iso(expires),
+            "clientState": client_state,
+        }
+        response = await self._request("POST", "/subscriptions", json=body)
+        if response.status_code not in (200, 201):
+            raise self._fail(response, "subscribing to changes")
+        data = self._json(response)
+        return str(data["id"]), _parse_time(data["expirationDateTime"])
+
+    async def renew(self, subscription_id: str, expires: dt.datetime) -> dt.datetime:
+        path = f"/subscriptions/{quote(subscription_id, safe='')}"
+        response = await self._request("PATCH", path, json={"expirationDateTime": _iso(expires)})
+        if response.status_code == 404:
+            raise EventNotFound(f"the subscription {subscription_id} is gone")
+        if response.status_code != 200:
+            raise self._fail(response, "renewing a subscription")
+        return _parse_time(self._json(response)["expirationDateTime"])
+
+    async def unsubscribe(self, subscription_id: str) -> None:
+        path = f"/subscriptions/{quote(subscription_id, safe='')}"
+        response = await self._request("DELETE", path)
+        if response.status_code not in (200, 204, 404):
+            raise self._fail(response, "removing a subscription")
+
+    # The push-channel interface crmcal's push module speaks (Google's names): the
+    # "resource id" of a channel is the Graph subscription's id.
+
+    async def watch(
+        self, calendar_id: str, channel_id: str, address: str, token: str
+    ) -> tuple[str, dt.datetime]:
+        expires = dt.datetime.now(dt.UTC) + SUBSCRIPTION_LIFETIME
+        return await self.subscribe(calendar_id, address, token, expires)
+
+    async def renew_watch(self, resource_id: str) -> dt.datetime:
+        return await self.renew(resource_id, dt.datetime.now(dt.UTC) + SUBSCRIPTION_LIFETIME)
+
+    async def stop_watching(self, channel_id: str, resource_id: str) -> None:
+        await self.unsubscribe(resource_id)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _code(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+def _inner_error(status: int, answer: dict[str, Any], what: str) -> ProviderError:
+    error = (answer.get("body") or {}).get("error") or {}
+    code = error.get("code", "") if isinstance(error, dict) else ""
+    if status == 403:
+        return ProviderError(f"Microsoft 365 does not allow {what} (403 {code})")
+    if status == 404:
+        return CalendarNotFound(f"{what}: not found in Microsoft 365 (404 {code})")
+    return ProviderError(f"Microsoft Graph answered {status} {code} to {what}")
+
+
+def _quoted(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def _parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+
+
+def _decode(cursor: str | None) -> dict[str, str] | None:
+    if not cursor:
+        return None
+    try:
+        state = json.loads(cursor)
+        dt.datetime.fromisoformat(state["end"].replace("Z", "+00:00"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not isinstance(state.get("link"), str):
+        return None
+    state["end"] = state["end"].replace("Z", "+00:00")
+    return state  # type: ignore[no-any-return]
+
+
+def _same(read: CalendarEvent, written: CalendarEvent) -> bool:
+    return read.content_hash() == written.content_hash() or (
+        # Attendees Graph was not told about are no difference.
+        not written.notify_attendees
+        and read.content_hash() == _without_attendees(written).content_hash()
+    )
+
+
+def _without_attendees(event: CalendarEvent) -> CalendarEvent:
+    return replace(event, attendees=(), organizer=None)
+
+
+def _with_ids(event: CalendarEvent, props: dict[str, str]) -> CalendarEvent:
+    return replace(
+        event, crm_id=props.get(codec.CRM_ID) or event.crm_id,
+        crm_type=props.get(codec.CRM_TYPE) or event.crm_type,
+    )  # fmt: skip
+
+
+def _ref(item: dict[str, Any]) -> RemoteRef:
+    etag = str(item.get("@odata.etag") or "")
+    if not etag and item.get("changeKey"):
+        etag = f'W/"{item["changeKey"]}"'
+    try:
+        return RemoteRef(str(item["id"]), etag, codec.parse(item))
+    except (ValueError, TypeError, KeyError) as failure:
+        return RemoteRef(str(item.get("id")), etag, error=f"unreadable event: {failure}")

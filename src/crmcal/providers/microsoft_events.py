@@ -1,0 +1,337 @@
+"""Microsoft Graph event resources <-> ``CalendarEvent``: the Microsoft provider's codec.
+
+Graph answers times without an offset, in the zone the request asks for (crmcal
+asks for UTC) and keeps the zone the event was written in as
+``originalStartTimeZone`` (a Windows or an IANA name); the codec reads the
+instant in UTC and shows it in that zone. Bodies are read as plain text (crmcal
+asks for text; HTML, if it comes, is turned into text the same way each time,
+so a round trip never grows a note). The CRM id rides in single-value extended
+properties, which Graph returns only when asked (``$expand``) and never in
+delta listings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import re
+from dataclasses import replace
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
+
+from crmcal.model import Attendee, CalendarEvent, Recurrence, ResponseStatus
+
+# Named properties in PS_PUBLIC_STRINGS: the set Outlook add-ins use for their own.
+_PROPERTY_SET = "{00020329-0000-0000-C000-000000000046}"
+CRM_ID = f"String {_PROPERTY_SET} Name crmcalActivityId"
+CRM_TYPE = f"String {_PROPERTY_SET} Name crmcalType"
+CREATE_KEY = f"String {_PROPERTY_SET} Name crmcalKey"
+PROPERTIES = (CRM_ID, CRM_TYPE, CREATE_KEY)
+
+_STATUS_IN: dict[str, ResponseStatus] = {
+    "accepted": "accepted",
+    "declined": "declined",
+    "tentativelyAccepted": "tentative",
+}
+_STATUS_OUT = {"accepted": "accepted", "declined": "declined", "tentative": "tentativelyAccepted",
+               "needs_action": "none"}  # fmt: skip
+_FREE = ("free", "workingElsewhere")
+_PRIVATE = ("private", "confidential")
+
+
+def expand_properties() -> str:
+    """The ``$expand`` value that brings crmcal's extended properties along."""
+    wanted = " or ".join(f"id eq '{p}'" for p in PROPERTIES)
+    return f"singleValueExtendedProperties($filter={wanted})"
+
+
+def zone(name: str | None) -> ZoneInfo | None:
+    """An IANA zone for a Windows or IANA zone name; None when neither."""
+    if not name:
+        return None
+    for key in (name, WINDOWS_TO_OLSON.get(name)):
+        if key:
+            try:
+                return ZoneInfo(key)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return None
+
+
+def _instant(value: Any) -> dt.datetime:
+    if not isinstance(value, dict) or not value.get("dateTime"):
+        raise ValueError("the event has no start or end")
+    text = str(value["dateTime"])
+    head, dot, fraction = text.partition(".")
+    moment = dt.datetime.fromisoformat(head + (f".{fraction[:6]}" if dot else ""))
+    if moment.tzinfo is None:
+        found = zone(value.get("timeZone") or "UTC")
+        if found is None:
+            raise ValueError(f"unknown time zone {value.get('timeZone')!r}")
+        moment = moment.replace(tzinfo=found)
+    return moment
+
+
+def _text(body: Any) -> str | None:
+    if not isinstance(body, dict) or not body.get("content"):
+        return None
+    content = str(body["content"])
+    if str(body.get("contentType", "text")).lower() == "html":
+        content = html_to_text(content)
+    content = content.replace("\r\n", "\n")
+    return content or None
+
+
+_BREAKS = re.compile(r"<\s*(br|/p|/div|/li|/tr|/h[1-6])\b[^>]*>", re.IGNORECASE)
+_DROPPED = re.compile(r"<(head|style|script)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def html_to_text(markup: str) -> str:
+    """The text of an HTML body: one line per break or block, entities decoded."""
+    text = _DROPPED.sub("", markup)
+    text = _BREAKS.sub("\n", text)
+    text = html.unescape(_TAGS.sub("", text))
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    return "\n".join(lines).strip("\n")
+
+
+def _attendees(item: dict[str, Any]) -> tuple[Attendee, ...]:
+    found = []
+    for attendee in item.get("attendees") or []:
+        address = (attendee.get("emailAddress") or {}).get("address")
+        if not address:
+            continue
+        response = str((attendee.get("status") or {}).get("response") or "none")
+        name = (attendee.get("emailAddress") or {}).get("name") or None
+        if name and name.strip().lower() == str(address).strip().lower():
+            name = None  # Exchange shows the address where a guest has no name
+        found.append(
+            Attendee(
+                email=str(address).strip(),
+                name=name,
+                status=_STATUS_IN.get(response, "needs_action"),
+                resource=attendee.get("type") == "resource",
+            )
+        )
+    return tuple(found)
+
+
+def properties(item: dict[str, Any]) -> dict[str, str]:
+    """crmcal's extended properties on an event (when they were asked for)."""
+    found = {}
+    for prop in item.get("singleValueExtendedProperties") or []:
+        if isinstance(prop, dict) and prop.get("value") is not None:
+            found[str(prop.get("id", "")).lower()] = str(prop["value"])
+    return {p: found[p.lower()] for p in PROPERTIES if p.lower() in found}
+
+
+_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_BYDAY = dict(zip(_DAYS, ("MO", "TU", "WE", "TH", "FR", "SA", "SU"), strict=True))
+_INDEX = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": -1}
+
+
+def _rrule(recurrence: Any, start: dt.datetime | dt.date) -> Recurrence | None:
+    """A ``patternedRecurrence`` as an RRULE (Graph's patterns are a subset of RFC 5545)."""
+    if not isinstance(recurrence, dict):
+        return None
+    pattern, span = recurrence.get("pattern") or {}, recurrence.get("range") or {}
+    kind = pattern.get("type")
+    parts: list[str] = []
+    days = ",".join(_BYDAY[d] for d in pattern.get("daysOfWeek") or [] if d in _BYDAY)
+    if kind == "daily":
+        parts.append("FREQ=DAILY")
+    elif kind == "weekly":
+        # The start's own weekday alone is what an RRULE without BYDAY says.
+        own = _BYDAY[_DAYS[start.weekday()]]
+        parts += ["FREQ=WEEKLY", f"BYDAY={days}" if days and days != own else ""]
+    elif kind == "absoluteMonthly":
+        parts += ["FREQ=MONTHLY", f"BYMONTHDAY={pattern.get('dayOfMonth')}"]
+    elif kind == "relativeMonthly":
+        parts += [
+            "FREQ=MONTHLY",
+            f"BYDAY={days}",
+            f"BYSETPOS={_INDEX.get(pattern.get('index'), 1)}",
+        ]
+    elif kind == "absoluteYearly":
+        parts += ["FREQ=YEARLY", f"BYMONTH={pattern.get('month')}",
+                  f"BYMONTHDAY={pattern.get('dayOfMonth')}"]  # fmt: skip
+    elif kind == "relativeYearly":
+        parts += ["FREQ=YEARLY", f"BYMONTH={pattern.get('month')}", f"BYDAY={days}",
+                  f"BYSETPOS={_INDEX.get(pattern.get('index'), 1)}"]  # fmt: skip
+    else:
+        raise ValueError(f"unknown recurrence pattern {kind!r}")
+    interval = int(pattern.get("interval") or 1)
+    if interval != 1:
+        parts.append(f"INTERVAL={interval}")
+    if span.get("type") == "numbered":
+        parts.append(f"COUNT={int(span.get('numberOfOccurrences') or 1)}")
+    elif span.get("type") == "endDate" and span.get("endDate"):
+        end = dt.date.fromisoformat(str(span["endDate"]))
+        if isinstance(start, dt.datetime):
+            last = dt.datetime.combine(end, start.timetz()).astimezone(dt.UTC)
+            parts.append(f"UNTIL={last:%Y%m%dT%H%M%SZ}")
+        else:
+            parts.append(f"UNTIL={end:%Y%m%d}")
+    # The week's first day changes which days a rule means only every other week or so.
+    first_day = pattern.get("firstDayOfWeek")
+    if kind == "weekly" and interval > 1 and first_day and first_day != "monday":
+        parts.append(f"WKST={_BYDAY.get(first_day, 'MO')}")
+    return Recurrence(rrule=";".join(p for p in parts if p))
+
+
+def recurrence_of(event: CalendarEvent) -> dict[str, Any]:
+    """An RRULE as Graph's ``patternedRecurrence``; ValueError for what Graph cannot say."""
+    assert event.recurrence is not None
+    parts = dict(
+        p.split("=", 1) for p in event.recurrence.rrule.upper().removeprefix("RRULE:").split(";")
+    )
+    names = {v: k for k, v in _BYDAY.items()}
+    start = event.start
+    first = start.date() if isinstance(start, dt.datetime) else start
+    days = [names[d[-2:]] for d in parts.get("BYDAY", "").split(",") if d[-2:] in names]
+    pattern: dict[str, Any] = {"interval": int(parts.get("INTERVAL", 1))}
+    freq = parts.get("FREQ")
+    if freq == "DAILY" and not {"BYDAY", "BYMONTHDAY", "BYMONTH"} & set(parts):
+        pattern["type"] = "daily"
+    elif freq == "WEEKLY":
+        pattern |= {"type": "weekly", "daysOfWeek": days or [_DAYS[first.weekday()]],
+                    "firstDayOfWeek": "monday"}  # fmt: skip
+    elif freq == "MONTHLY" and "BYDAY" not in parts:
+        pattern |= {"type": "absoluteMonthly",
+                    "dayOfMonth": int(parts.get("BYMONTHDAY", first.day))}  # fmt: skip
+    elif freq == "YEARLY" and "BYDAY" not in parts:
+        pattern |= {"type": "absoluteYearly", "month": int(parts.get("BYMONTH", first.month)),
+                    "dayOfMonth": int(parts.get("BYMONTHDAY", first.day))}  # fmt: skip
+    else:
+        raise ValueError(f"Microsoft 365 cannot hold the rule {event.recurrence.rrule}")
+    span: dict[str, Any] = {"type": "noEnd", "startDate": first.isoformat()}
+    if "COUNT" in parts:
+        span |= {"type": "numbered", "numberOfOccurrences": int(parts["COUNT"])}
+    elif "UNTIL" in parts:
+        until = parts["UNTIL"]
+        span |= {"type": "endDate", "endDate": f"{until[:4]}-{until[4:6]}-{until[6:8]}"}
+    if event.timezone:
+        span["recurrenceTimeZone"] = event.timezone
+    return {"pattern": pattern, "range": span}
+
+
+def with_cancelled(event: CalendarEvent, cancelled: list[str]) -> CalendarEvent:
+    """A series with its cancelled occurrences (Graph's ``OID.<id>.<date>``) among the
+    dates it leaves out, at the series' own time of day."""
+    if event.recurrence is None or not cancelled:
+        return event
+    found: list[dt.datetime | dt.date] = []
+    for entry in cancelled:
+        try:
+            day = dt.date.fromisoformat(entry.rsplit(".", 1)[-1][:10])
+        except ValueError:
+            continue
+        start = event.start
+        if isinstance(start, dt.datetime):
+            found.append(dt.datetime.combine(day, start.timetz()))
+        else:
+            found.append(day)
+    exdates = tuple(dict.fromkeys([*event.recurrence.exdates, *found]))
+    return replace(event, recurrence=replace(event.recurrence, exdates=exdates))
+
+
+def _updated(text: Any) -> dt.datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def parse(item: dict[str, Any]) -> CalendarEvent:
+    """The event a Graph event resource describes."""
+    start, end = _instant(item.get("start")), _instant(item.get("end"))
+    own = zone(item.get("originalStartTimeZone")) or zone((item.get("start") or {}).get("timeZone"))
+    all_day = bool(item.get("isAllDay"))
+    first: dt.datetime | dt.date
+    last: dt.datetime | dt.date | None
+    if all_day:
+        # All-day bounds are midnights of the event's own days, whatever zone they came in.
+        first, last, key = start.date(), end.date(), None
+    else:
+        local = own or dt.UTC
+        first, last = start.astimezone(local), end.astimezone(local)
+        key = own.key if own is not None else "UTC"
+        if last == first:
+            last = None  # crmcal writes an event without an end so (Graph needs one)
+    props = properties(item)
+    organizer = ((item.get("organizer") or {}).get("emailAddress") or {}).get("address")
+    original = item.get("originalStart")
+    return CalendarEvent(
+        summary=item.get("subject") or None,
+        start=first,
+        end=last,
+        all_day=all_day,
+        timezone=key,
+        location=((item.get("location") or {}).get("displayName")) or None,
+        description=_text(item.get("body")),
+        private=item.get("sensitivity") in _PRIVATE,
+        busy=item.get("showAs", "busy") not in _FREE,
+        reminder_minutes=int(item["reminderMinutesBeforeStart"])
+        if item.get("isReminderOn") and item.get("reminderMinutesBeforeStart") is not None
+        else None,
+        attendees=_attendees(item),
+        organizer=str(organizer) if organizer else None,
+        crm_id=props.get(CRM_ID),
+        crm_type=props.get(CRM_TYPE),
+        cancelled=bool(item.get("isCancelled")),
+        recurrence=_rrule(item.get("recurrence"), first),
+        recurrence_id=_updated(original) if original else None,
+        last_modified=_updated(item.get("lastModifiedDateTime")),
+        uid=item.get("iCalUId") or item.get("id"),
+    )
+
+
+def _time(moment: dt.datetime | dt.date, name: str | None) -> dict[str, str]:
+    if not isinstance(moment, dt.datetime):
+        return {"dateTime": f"{moment.isoformat()}T00:00:00", "timeZone": name or "UTC"}
+    found = zone(name)
+    local = moment.astimezone(found) if found is not None else moment.astimezone(dt.UTC)
+    return {"dateTime": local.replace(tzinfo=None).isoformat(),
+            "timeZone": found.key if found is not None else "UTC"}  # fmt: skip
+
+
+def body(event: CalendarEvent, *, with_attendees: bool, key: str | None = None) -> dict[str, Any]:
+    """The fields crmcal writes, for a create (with the create ``key``) or a patch.
+
+    Attendees are written only ``with_attendees``: Graph mails everyone it is told
+    about, so by default participants stay in the CRM.
+    """
+    end = event.end
+    if end is None:
+        end = event.start + dt.timedelta(days=1) if event.all_day else event.start
+    written: dict[str, Any] = {
+        "subject": event.summary or "",
+        "start": _time(event.start, event.timezone),
+        "end": _time(end, event.timezone),
+        "isAllDay": event.all_day,
+        "location": {"displayName": event.location or ""},
+        "body": {"contentType": "text", "content": event.description or ""},
+        "sensitivity": "private" if event.private else "normal",
+        "showAs": "busy" if event.busy else "free",
+        "isReminderOn": event.reminder_minutes is not None,
+    }
+    if event.reminder_minutes is not None:
+        written["reminderMinutesBeforeStart"] = event.reminder_minutes
+    if with_attendees:
+        written["attendees"] = [
+            {"emailAddress": {"address": a.email, **({"name": a.name} if a.name else {})},
+             "type": "resource" if a.resource else "required"}
+            for a in event.attendees
+        ]  # fmt: skip
+    if event.recurrence is not None:
+        written["recurrence"] = recurrence_of(event)
+    props = {CRM_ID: event.crm_id, CRM_TYPE: event.crm_type, CREATE_KEY: key}
+    extended = [{"id": p, "value": v} for p, v in props.items() if v]
+    if extended:
+        written["singleValueExtendedProperties"] = extended
+    return written

@@ -1,0 +1,164 @@
+"""Connecting a Google or Microsoft account by OAuth: the sign-in a user starts and the
+service completes.
+
+``begin`` checks that the user may connect (or resume a stopped or failed
+connection to that service) and answers the service's consent URL. Its
+``state`` is sealed with the installation's key — who asked, the service, the
+PKCE verifier, the calendar and sync type wanted — and expires after ten
+minutes, so ``finish`` (reached by the browser, without the user's token) knows
+whom to connect and that the answer belongs to a request crmcal made. ``finish``
+trades the code for a refresh token, checks the account, and creates the
+connection or resumes the one named (same links, F18; the same account
+enforced).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmcal.config import Settings
+from crmcal.crm.errors import Conflict
+from crmcal.crm.tables import User
+from crmcal.db import Database
+from crmcal.providers import google_oauth, microsoft_oauth
+from crmcal.providers.base import ProviderError
+from crmcal.sync import connections
+from crmcal.sync.connections import ConnectionCreate, ConnectionOut, Reconnect
+from crmcal.vault import Vault, VaultError
+
+STATE_MAX_AGE = 600
+ServiceName = Literal["google", "microsoft"]
+
+
+@dataclass(frozen=True)
+class Service:
+    """What differs between the services crmcal signs in to."""
+
+    kind: ServiceName
+    title: str
+    authorize_url: Callable[..., str]
+    exchange_code: Callable[..., Awaitable[str]]
+    oauth_url: Callable[[Settings], str | None]
+    client: Callable[[Settings], tuple[str, str]]  # (id, secret)
+
+
+SERVICES: dict[str, Service] = {
+    "google": Service(
+        "google", "Google", google_oauth.authorize_url, google_oauth.exchange_code,
+        lambda s: s.google_oauth_url, lambda s: (s.google_client_id, s.google_client_secret),
+    ),
+    "microsoft": Service(
+        "microsoft", "Microsoft", microsoft_oauth.authorize_url, microsoft_oauth.exchange_code,
+        lambda s: s.microsoft_oauth_url,
+        lambda s: (s.microsoft_client_id, s.microsoft_client_secret),
+    ),
+}  # fmt: skip
+
+
+class SignInFailed(Exception):
+    """The sign-in cannot complete; ``str()`` says why, and nothing was connected."""
+
+
+def callback_url(settings: Settings, service: ServiceName = "google") -> str:
+    return f"{settings.base_url}/oauth/{service}/callback"
+
+
+async def begin(
+    session: AsyncSession,
+    user: User,
+    vault: Vault,
+    settings: Settings,
+    *,
+    service: ServiceName = "google",
+    calendar_id: str | None,
+    sync_type: str,
+    connection_id: int | None,
+) -> str:
+    """The service's consent URL for this user, after checking they may connect."""
+    spec = SERVICES[service]
+    connections.require_may_sync(user, sync_type)
+    active = await connections.active_connection(session, user.id)
+    if connection_id is not None:
+        conn = await connections.get_own(session, user, connection_id)
+        if conn.provider != service or conn.state not in ("stopped", "error"):
+            raise Conflict(
+                f"connection {connection_id} is not a stopped or failed {spec.title} connection"
+            )
+        if active is not None and active.id != conn.id:
+            raise Conflict(f"connection {active.id} is active: stop it first")
+    elif active is not None:
+        raise Conflict("you already have an active calendar connection: stop it first")
+    verifier = secrets.token_urlsafe(48)
+    sealed = {"u": user.id, "v": verifier, "c": calendar_id, "t": sync_type, "r": connection_id,
+              "s": service}  # fmt: skip
+    return spec.authorize_url(
+        spec.oauth_url(settings),
+        client_id=spec.client(settings)[0],
+        redirect_uri=callback_url(settings, service),
+        state=vault.seal_for_a_while(json.dumps(sealed)),
+        verifier=verifier,
+    )
+
+
+async def finish(
+    db: Database,
+    vault: Vault,
+    settings: Settings,
+    *,
+    code: str,
+    state: str,
+    service: ServiceName = "google",
+) -> ConnectionOut:
+    """The connection the service's answer makes (or resumes)."""
+    try:
+        sealed: dict[str, Any] = json.loads(vault.open_recent(state, STATE_MAX_AGE))
+    except (VaultError, ValueError):
+        raise SignInFailed(
+            "this sign-in link has expired or is not one crmcal made: start again"
+        ) from None
+    if sealed.get("s", "google") != service:
+        raise SignInFailed("this sign-in was started for another service: start again")
+    spec = SERVICES[service]
+    client_id, client_secret = spec.client(settings)
+    try:
+        refresh_token = await spec.exchange_code(
+            spec.oauth_url(settings),
+            code=code,
+            verifier=sealed["v"],
+            redirect_uri=callback_url(settings, service),
+            client_id=client_id,
+            client_secret=client_secret,
+        )
+    except ProviderError as exc:
+        raise SignInFailed(f"{spec.title} did not grant access: {exc}") from None
+    try:
+        body = ConnectionCreate(provider=service, refresh_token=refresh_token,
+                                calendar_id=sealed.get("c"), sync_type=sealed.get("t"))  # fmt: skip
+    except ValidationError:
+        raise SignInFailed("the sign-in request was damaged: start again") from None
+    found = await connections.discover(body, settings)
+    calendar = connections.pick_calendar(found.calendars, body.calendar_id, body.sync_type)
+    account = found.account or calendar.id
+    async with db.write() as session:
+        user = await session.get(User, int(sealed["u"]))
+        if user is None or not user.active:
+            raise SignInFailed("the user who started this sign-in no longer exists")
+        if sealed.get("r"):
+            conn = await connections.get_own(session, user, int(sealed["r"]))
+            if conn.account != account:
+                raise SignInFailed(
+                    f"you signed in as {account}, but connection {conn.id} is for "
+                    f"{conn.account}: sign in with that account"
+                )
+            grant = Reconnect(refresh_token=refresh_token)
+            conn = await connections.reconnect(session, user, conn, grant, vault)
+        else:
+            conn = await connections.create(session, user, body, calendar, vault, account=account)
+        return connections.to_out(conn)

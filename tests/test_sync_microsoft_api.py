@@ -1,0 +1,386 @@
+"""Microsoft 365 connections through the REST API, against the Graph emulator."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from crmcal.config import Settings
+from crmcal.web.app import create_app
+from tests.caldav_servers import free_port
+from tests.conftest import Api, make_user
+from tests.microsoft_emulator import MicrosoftEmulator
+from tests.served import served_app
+
+V1 = "/api/v1"
+CRM = "https://crm.example"
+
+
+def settings_for(db_url: str, emulator: MicrosoftEmulator, **more: Any) -> Settings:
+    return Settings(database_url=db_url, secret_key="test-key", base_url=more.pop("base_url", CRM),
+                    microsoft_api_url=emulator.url, microsoft_oauth_url=emulator.url,
+                    microsoft_client_id="crmcal-test-client", retry_backoff=0.01,
+                    **more)  # fmt: skip
+
+
+@pytest.fixture
+def sam(db_url: str, microsoft_emulator: MicrosoftEmulator) -> Iterator[Api]:
+    settings = settings_for(db_url, microsoft_emulator)
+    with TestClient(create_app(settings, background_jobs=False)) as client:
+        user_id, token = make_user(db_url, email="sam@crm.test", name="Sam")
+        yield Api(client, token, user_id)
+
+
+@pytest.fixture
+def email() -> str:
+    """An address no other test uses: the emulator lives as long as the test session."""
+    return f"user-{uuid.uuid4().hex[:10]}@example.test"
+
+
+class Outlook:
+    """The mailbox as its owner's Outlook sees it: Graph calls with their own token."""
+
+    def __init__(self, emulator: MicrosoftEmulator, email: str) -> None:
+        self.emulator = emulator
+        self.email = email
+        self.tokens = emulator.state.create_account(email)
+        self.http = httpx.Client(
+            base_url=f"{emulator.url}/v1.0",
+            headers={"Authorization": f"Bearer {self.tokens['access_token']}",
+                     "Prefer": 'IdType="ImmutableId"'},
+        )  # fmt: skip
+
+    def connect(self, sam: Api, **body: Any) -> int:
+        grant = {"provider": "microsoft", "refresh_token": self.tokens["refresh_token"]}
+        made = sam.post(f"{V1}/connections", json=grant | body)
+        assert made.status_code == 201, made.text
+        return int(made.json()["id"])
+
+    def create(self, subject: str, hours: float = 24) -> dict[str, Any]:
+        start = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours)).replace(microsecond=0)
+        end = start + dt.timedelta(hours=1)
+        made = self.http.post("/me/events", json={
+            "subject": subject,
+            "start": {"dateTime": start.replace(tzinfo=None).isoformat(), "timeZone": "UTC"},
+            "end": {"dateTime": end.replace(tzinfo=None).isoformat(), "timeZone": "UTC"},
+        })  # fmt: skip
+        assert made.status_code == 201, made.text
+        return made.json()  # type: ignore[no-any-return]
+
+    def subjects(self, calendar_id: str | None = None) -> list[str]:
+        path = f"/me/calendars/{calendar_id}/events" if calendar_id else "/me/calendar/events"
+        found = self.http.get(path, params={"$top": 1000}).json()["value"]
+        return sorted(e["subject"] for e in found)
+
+
+def sync(sam: Api, connection_id: int) -> dict[str, Any]:
+    answer = sam.post(f"{V1}/connections/{connection_id}/sync")
+    assert answer.status_code == 200, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def subjects(sam: Api, **params: Any) -> list[str]:
+    return sorted(a["subject"] for a in sam.get(f"{V1}/activities", params=params).json()["items"])
+
+
+def test_connecting_names_the_mailbox_and_picks_the_default_calendar(
+    sam: Api, microsoft_emulator: MicrosoftEmulator, email: str
+) -> None:
+    outlook = Outlook(microsoft_emulator, email)
+    microsoft_emulator.state.add_calendar(email, "Holidays", can_edit=False)
+    connection_id = outlook.connect(sam)
+    conn = sam.get(f"{V1}/connections/{connection_id}").json()
+    default = outlook.http.get("/me/calendar").json()
+    assert (conn["provider"], conn["account"], conn["calendar_id"]) == (
+        "microsoft", email, default["id"]
+    )  # fmt: skip
+    assert outlook.tokens["refresh_token"] not in str(conn)
+    calendars = sam.get(f"{V1}/connections/{connection_id}/calendars").json()["items"]
+    assert {(c["name"], c["writable"], c["primary"]) for c in calendars} == {
+        ("Calendar", True, True), ("Holidays", False, False)
+    }  # fmt: skip
+
+
+def test_two_way_sync_with_outlook(
+    sam: Api, microsoft_emulator: MicrosoftEmulator, email: str
+) -> None:
+    outlook = Outlook(microsoft_emulator, email)
+    lunch = outlook.create("Lunch with Bob", hours=5)
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=0).isoformat()
+    call = sam.post(f"{V1}/activities", json={"type": "call", "subject": "Call Ann",
+                                               "start": start}).json()  # fmt: skip
+    connection_id = outlook.connect(sam)
+    report = sync(sam, connection_id)
+    assert (report["created"], report["problems"]) == (2, [])
+    assert subjects(sam) == ["Call Ann", "Lunch with Bob"]
+    assert outlook.subjects() == ["Call Ann", "Lunch with Bob"]
+
+    # Both sides change; each change arrives once.
+    changed = outlook.http.patch(
+        f"/me/events/{lunch['id']}", json={"subject": "Lunch with Bob+Ann"}
+    )
+    assert changed.status_code == 200, changed.text
+    sam.patch(f"{V1}/activities/{call['id']}", json={"subject": "Call Ann back"})
+    report = sync(sam, connection_id)
+    assert report["updated"] == 2
+    assert subjects(sam) == ["Call Ann back", "Lunch with Bob+Ann"]
+    assert outlook.subjects() == ["Call Ann back", "Lunch with Bob+Ann"]
+
+    # A deletion in Outlook trashes the activity; nothing else moves.
+    assert outlook.http.delete(f"/me/events/{lunch['id']}").status_code == 204
+    assert sync(sam, connection_id)["deleted"] == 1
+    assert subjects(sam) == ["Call Ann back"]
+    quiet = sync(sam, connection_id)
+    assert (quiet["created"], quiet["updated"], quiet["deleted"]) == (0, 0, 0)
+
+
+def test_an_expired_delta_link_resyncs_without_copies(
+    sam: Api, microsoft_emulator: MicrosoftEmulator, email: str
+) -> None:
+    outlook = Outlook(microsoft_emulator, email)
+    made = [outlook.create(f"Meeting {n}", hours=10 + n) for n in range(3)]
+    connection_id = outlook.connect(sam)
+    sync(sam, connection_id)
+    ids_before = {a["subject"]: a["id"] for a in sam.get(f"{V1}/activities").json()["items"]}
+    answer = httpx.post(f"{microsoft_emulator.url}/_emulator/expire-delta-tokens",
+                        json={"email": email})  # fmt: skip
+    assert answer.status_code < 300, answer.text
+    outlook.http.patch(f"/me/events/{made[0]['id']}", json={"subject": "Meeting 0 (moved)"})
+    outlook.create("Meeting new")
+    report = sync(sam, connection_id)
+    assert (report["created"], report["updated"], report["deleted"]) == (1, 1, 0)
+    activities = {a["subject"]: a["id"] for a in sam.get(f"{V1}/activities").json()["items"]}
+    assert sorted(activities) == ["Meeting 0 (moved)", "Meeting 1", "Meeting 2", "Meeting new"]
+    assert activities["Meeting 1"] == ids_before["Meeting 1"]
+    assert activities["Meeting 0 (moved)"] == ids_before["Meeting 0"]
+    assert outlook.subjects() == sorted(activities)
+
+
+def test_reconnecting_a_calendar_relinks_instead_of_copying(
+    sam: Api, microsoft_emulator: MicrosoftEmulator, email: str
+) -> None:
+    outlook = Outlook(microsoft_emulator, email)
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=0).isoformat()
+    sam.post(f"{V1}/activities", json={"type": "call", "subject": "Call Ann", "start": start})
+    first = outlook.connect(sam)
+    sync(sam, first)
+    assert sam.delete(f"{V1}/connections/{first}").status_code in (200, 204)
+    # A new connection has no links: delta shows no extended properties, so crmcal's
+    # ids come from the one query a full listing makes.
+    second = outlook.connect(sam)
+    report = sync(sam, second)
+    assert (report["created"], report["problems"]) == (0, [])
+    assert outlook.subjects() == ["Call Ann"]
+    assert subjects(sam) == ["Call Ann"]
+
+
+def test_participants_are_not_mailed_unless_asked(
+    sam: Api, microsoft_emulator: MicrosoftEmulator, email: str
+) -> None:
+    outlook = Outlook(microsoft_emulator, email)
+    connection_id = outlook.connect(sam)
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=0).isoformat()
+    guest = [{"email": "ann@acme.test", "name": "Ann"}]
+    meeting = {"type": "meeting", "start": start, "participants": guest}
+    quiet = sam.post(f"{V1}/activities", json=meeting | {"subject": "Quiet"}).json()
+    invited = meeting | {"subject": "Invited", "notify_participants": True}
+    sam.post(f"{V1}/activities", json=invited)
+    sync(sam, connection_id)
+    mails = httpx.get(f"{microsoft_emulator.url}/_emulator/mail").json()
+    assert [m["subject"] for m in mails if m["mailbox"] == email] == ["Invited"]
+    # Editing the quiet one in Outlook keeps its participant in the CRM.
+    events = outlook.http.get("/me/calendar/events").json()["value"]
+    quiet_event = next(e for e in events if e["subject"] == "Quiet")
+    assert quiet_event["attendees"] == []
+    outlook.http.patch(f"/me/events/{quiet_event['id']}", json={"subject": "Quiet (moved)"})
+    sync(sam, connection_id)
+    again = sam.get(f"{V1}/activities/{quiet['id']}").json()
+    assert (again["subject"], [p["email"] for p in again["participants"]]) == (
+        "Quiet (moved)", ["ann@acme.test"]
+    )  # fmt: skip
+
+
+def test_an_event_moved_to_another_calendar_and_back(
+    sam: Api, microsoft_emulator: MicrosoftEmulator, email: str
+) -> None:
+    outlook = Outlook(microsoft_emulator, email)
+    other = outlook.http.post("/me/calendars", json={"name": "Team"}).json()
+    event = outlook.create("Quarterly review")
+    connection_id = outlook.connect(sam)
+    sync(sam, connection_id)
+    (activity,) = sam.get(f"{V1}/activities").json()["items"]
+    home = outlook.http.get("/me/calendar").json()["id"]
+    move = f"{microsoft_emulator.url}/_emulator/events/{event['id']}/move"
+    assert httpx.post(move, json={"calendar_id": other["id"]}).status_code == 200
+    assert sync(sam, connection_id)["deleted"] == 1
+    assert sam.get(f"{V1}/activities").json()["items"] == []
+    assert httpx.post(move, json={"calendar_id": home}).status_code == 200
+    sync(sam, connection_id)
+    (restored,) = sam.get(f"{V1}/activities").json()["items"]
+    assert (restored["id"], restored["subject"]) == (activity["id"], "Quarterly review")
+
+
+def test_a_revoked_grant_puts_the_connection_in_error(
+    sam: Api, microsoft_emulator: MicrosoftEmulator, email: str
+) -> None:
+    outlook = Outlook(microsoft_emulator, email)
+    connection_id = outlook.connect(sam)
+    sync(sam, connection_id)
+    assert outlook.http.post("/me/revokeSignInSessions").status_code == 200
+    failed = sam.post(f"{V1}/connections/{connection_id}/sync")
+    assert failed.status_code == 409
+    status = sam.get(f"{V1}/connections/{connection_id}/status").json()
+    assert status["state"] == "error"
+    assert "reconnect required" in status["last_error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [({"provider": "microsoft"}, "needs a refresh_token"),
+     ({"provider": "microsoft", "refresh_token": "never-issued"}, "reconnect required")],
+)  # fmt: skip
+def test_bad_grants_are_refused_at_once(sam: Api, body: dict[str, str], expected: str) -> None:
+    response = sam.post(f"{V1}/connections", json=body)
+    assert response.status_code == 422
+    assert expected in response.json()["detail"]
+
+
+def test_a_throttling_storm_is_waited_out(
+    sam: Api, microsoft_emulator: MicrosoftEmulator, email: str
+) -> None:
+    outlook = Outlook(microsoft_emulator, email)
+    for n in range(3):
+        outlook.create(f"Meeting {n}", hours=10 + n)
+    connection_id = outlook.connect(sam)
+    state = microsoft_emulator.state
+    before = sum(state.requests.values())
+    faults = f"{microsoft_emulator.url}/_emulator/faults"
+    try:
+        for status in (429, 503, 429):
+            httpx.post(faults, json={"status": status, "count": 1, "retry_after": 0})
+        report = sync(sam, connection_id)
+    finally:
+        httpx.post(faults, json={"clear": True})
+    assert (report["created"], report["problems"]) == (3, [])
+    assert subjects(sam) == ["Meeting 0", "Meeting 1", "Meeting 2"]
+    stormy = sum(state.requests.values()) - before
+    # The same sync again, without faults, on a fresh connection of a twin mailbox.
+    twin = Outlook(microsoft_emulator, "twin-" + email)
+    for n in range(3):
+        twin.create(f"Meeting {n}", hours=10 + n)
+    sam.delete(f"{V1}/connections/{connection_id}")
+    for activity in sam.get(f"{V1}/activities").json()["items"]:
+        sam.delete(f"{V1}/activities/{activity['id']}")
+    before = sum(state.requests.values())
+    sync(sam, twin.connect(sam))
+    clean = sum(state.requests.values()) - before
+    assert stormy <= clean + 3  # one more call per failure, no hammering
+
+
+# --- connecting by OAuth -----------------------------------------------------------------
+
+
+def grant_in_browser(authorize_url: str, email: str) -> str:
+    """What a person does on Microsoft's consent screen; answers where they are sent."""
+    page = httpx.get(authorize_url)
+    assert page.status_code == 200, page.text
+    query = {k: v[0] for k, v in parse_qs(urlsplit(authorize_url).query).items()}
+    answer = httpx.post(authorize_url.split("?")[0], data={**query, "email": email})
+    assert answer.status_code == 302, answer.text
+    return answer.headers["location"]
+
+
+def test_connecting_through_microsofts_consent_screen(
+    sam: Api, microsoft_emulator: MicrosoftEmulator, email: str
+) -> None:
+    started = sam.get("/oauth/microsoft/start", headers={"Accept": "application/json"})
+    assert started.status_code == 200, started.text
+    url = started.json()["authorize_url"]
+    query = parse_qs(urlsplit(url).query)
+    assert url.startswith(f"{microsoft_emulator.url}/common/oauth2/v2.0/authorize?")
+    assert query["redirect_uri"] == [f"{CRM}/oauth/microsoft/callback"]
+    assert query["code_challenge_method"] == ["S256"]
+    assert "offline_access" in query["scope"][0].split()
+    back = grant_in_browser(url, email)
+    assert back.startswith(f"{CRM}/oauth/microsoft/callback?")
+    answer = sam.client.get(back.removeprefix(CRM), headers={"Accept": "application/json"})
+    assert answer.status_code == 201, answer.text
+    conn = answer.json()
+    assert (conn["provider"], conn["account"]) == ("microsoft", email)
+    assert sam.post(f"{V1}/connections/{conn['id']}/sync").status_code == 200
+    # Microsoft rotates refresh tokens: the newest one is kept, and it works.
+    assert sam.post(f"{V1}/connections/{conn['id']}/sync").status_code == 200
+    # An answer meant for Google is not taken here, nor replayed.
+    assert sam.client.get(back.removeprefix(CRM).replace("microsoft", "google")).status_code == 400
+    assert sam.client.get(back.removeprefix(CRM)).status_code == 400
+
+
+# --- change notifications -----------------------------------------------------------------
+
+
+@pytest.fixture
+def served_crmcal(db_url: str, microsoft_emulator: MicrosoftEmulator) -> Iterator[tuple[str, str]]:
+    """crmcal with its scheduler on a free port, polling only hourly: (URL, API token)."""
+    _, token = make_user(db_url, email="push@crm.test", name="Push")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = settings_for(db_url, microsoft_emulator, base_url=url, poll_seconds=3600)
+    with served_app(create_app(settings), port):
+        yield url, token
+
+
+def wait_for(check: Callable[[], Any], seconds: float) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"not within {seconds} s"
+        time.sleep(0.05)
+
+
+def test_an_event_made_in_outlook_arrives_by_notification(
+    served_crmcal: tuple[str, str], microsoft_emulator: MicrosoftEmulator, email: str
+) -> None:
+    url, token = served_crmcal
+    api = httpx.Client(base_url=f"{url}{V1}", headers={"Authorization": f"Bearer {token}"})
+    outlook = Outlook(microsoft_emulator, email)
+    body = {"provider": "microsoft", "refresh_token": outlook.tokens["refresh_token"]}
+    created = api.post("/connections", json=body)
+    assert created.status_code == 201, created.text
+    admin = f"{microsoft_emulator.url}/_emulator/subscriptions"
+
+    def subscription() -> Any:
+        listed = httpx.get(admin).json()["subscriptions"]
+        return [s for s in listed if s["mailbox"] == email]
+
+    (opened,) = wait_for(subscription, 10)  # the first sync subscribed
+    assert opened["notificationUrl"] == f"{url}/webhooks/microsoft"
+    outlook.create("Booked in Outlook")
+    began = time.monotonic()
+
+    def arrived() -> Any:
+        items = api.get("/activities").json()["items"]
+        return [a for a in items if a["subject"] == "Booked in Outlook"]
+
+    wait_for(arrived, 2)
+    assert time.monotonic() - began < 2
+
+    # A notification that is not ours changes nothing; the handshake is answered.
+    guess = {"subscriptionId": opened["id"], "clientState": "guess", "changeType": "created"}
+    forged = httpx.post(f"{url}/webhooks/microsoft", json={"value": [guess]})
+    assert forged.status_code == 202
+    echo = httpx.post(f"{url}/webhooks/microsoft", params={"validationToken": "a b&c"})
+    assert (echo.status_code, echo.text) == (200, "a b&c")
+    # Stopping the connection removes the subscription.
+    connection_id = created.json()["id"]
+    assert api.post(f"/connections/{connection_id}/stop").status_code == 200
+    assert subscription() == []
