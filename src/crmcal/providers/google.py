@@ -312,7 +312,8 @@ class GoogleProvider:
                                            google_events.without_nulls(written)))  # fmt: skip
         for first in range(0, len(items), BATCH_SIZE):
             pending = list(range(first, min(first + BATCH_SIZE, len(items))))
-            for attempt in range(self._retries + 1):
+            stalled = 0  # rounds in which nothing got through: what the retries limit
+            while True:
                 answers = await self._batch([calls[n] for n in pending])
                 retry: list[int] = []
                 for n, answer in zip(pending, answers, strict=True):
@@ -328,11 +329,15 @@ class GoogleProvider:
                         results[n] = self._fail(answer, "creating an event")
                 if not retry:
                     break
-                if attempt == self._retries:
-                    for n in retry:
-                        results[n] = Unreachable("Google Calendar is busy or failing; retry later")
-                    break
-                await self._sleep(attempt)
+                if len(retry) == len(pending):
+                    if stalled == self._retries:
+                        for n in retry:
+                            results[n] = Unreachable(
+                                "Google Calendar is busy or failing; retry later"
+                            )
+                        break
+                    stalled += 1
+                await self._sleep(stalled)
                 pending = retry
         for n in revive:  # rare: one by one
             try:

@@ -394,7 +394,8 @@ class MicrosoftProvider:
         ]
         for first in range(0, len(items), BATCH_SIZE):
             pending = list(range(first, min(first + BATCH_SIZE, len(items))))
-            for attempt in range(self._retries + 1):
+            stalled = 0  # rounds in which nothing got through: what the retries limit
+            while True:
                 answers = await self._batch([requests[n] for n in pending])
                 retry: list[int] = []
                 wait: str | None = None
@@ -417,11 +418,13 @@ class MicrosoftProvider:
                         results[n] = _inner_error(status, answer or {}, "creating an event")
                 if not retry:
                     break
-                if attempt == self._retries:
-                    for n in retry:
-                        results[n] = Unreachable("Microsoft Graph is busy; retry later")
-                    break
-                await self._sleep(attempt, wait)
+                if len(retry) == len(pending):
+                    if stalled == self._retries:
+                        for n in retry:
+                            results[n] = Unreachable("Microsoft Graph is busy; retry later")
+                        break
+                    stalled += 1
+                await self._sleep(stalled, wait)
                 pending = retry
         return [r if r is not None else Unreachable("no answer") for r in results]
 

@@ -84,16 +84,20 @@ def _text(body: Any) -> str | None:
     return content or None
 
 
-_BREAKS = re.compile(r"<\s*(br|/p|/div|/li|/tr|/h[1-6])\b[^>]*>", re.IGNORECASE)
+_BREAK = re.compile(r"<\s*br\b[^>]*>", re.IGNORECASE)
+_BLOCK = re.compile(r"<\s*/?\s*(p|div|li|tr|h[1-6]|ul|ol|table|blockquote)\b[^>]*>", re.IGNORECASE)
 _DROPPED = re.compile(r"<(head|style|script)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
+_EDGES = re.compile(r"\x00(\s*\x00)*")
 
 
 def html_to_text(markup: str) -> str:
-    """The text of an HTML body: one line per break or block, entities decoded."""
+    """The text of an HTML body: a line per break, one per run of block edges (so nested
+    blocks make no blank lines), entities decoded."""
     text = _DROPPED.sub("", markup)
-    text = _BREAKS.sub("\n", text)
-    text = html.unescape(_TAGS.sub("", text))
+    text = _BREAK.sub("\n", text)
+    text = _TAGS.sub("", _BLOCK.sub("\x00", text))
+    text = html.unescape(_EDGES.sub("\n", text))
     lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
     return "\n".join(lines).strip("\n")
 

@@ -116,6 +116,7 @@ _LOCATION_KEYS = frozenset(
     )
 )
 _TAG = re.compile(r"<[^>]*>")
+_ANY = re.IGNORECASE | re.DOTALL
 
 
 def _no_such(name: str, type_name: str) -> GraphError:
@@ -288,9 +289,14 @@ def text_of(body: dict[str, Any]) -> str:
     """An item body's text (HTML tags dropped, entities decoded)."""
     text = str(body.get("content", ""))
     if body.get("contentType") == "html":
-        text = re.sub(r"<br\s*/?>|</p>|</div>", "\n", text, flags=re.IGNORECASE)
+        # What a reader sees: no head, style or script; a line per break or block.
+        text = re.sub(r"<(head|style|script)\b.*?</\1\s*>", "", text, flags=_ANY)
+        text = re.sub(r"<br\s*/?>|<(/?)(p|div|li|tr|h[1-6])\b[^>]*>", "\n", text, flags=_ANY)
         text = html.unescape(_TAG.sub("", text))
-    return "\n".join(line.strip() for line in text.splitlines()).strip()
+    lines = [line.strip() for line in text.splitlines()]
+    if body.get("contentType") == "html":
+        lines = [line for line in lines if line]
+    return "\n".join(lines).strip()
 
 
 def preview(body: dict[str, Any]) -> str:
