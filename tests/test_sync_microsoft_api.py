@@ -384,3 +384,42 @@ def test_an_event_made_in_outlook_arrives_by_notification(
     connection_id = created.json()["id"]
     assert api.post(f"/connections/{connection_id}/stop").status_code == 200
     assert subscription() == []
+
+
+def test_lifecycle_notifications_renew_resubscribe_and_resync(
+    served_crmcal: tuple[str, str], microsoft_emulator: MicrosoftEmulator, email: str
+) -> None:
+    url, token = served_crmcal
+    api = httpx.Client(base_url=f"{url}{V1}", headers={"Authorization": f"Bearer {token}"})
+    outlook = Outlook(microsoft_emulator, email)
+    body = {"provider": "microsoft", "refresh_token": outlook.tokens["refresh_token"]}
+    assert api.post("/connections", json=body).status_code == 201
+    admin = f"{microsoft_emulator.url}/_emulator/subscriptions"
+    requests = microsoft_emulator.state.requests
+
+    def subscriptions() -> Any:
+        return [s for s in httpx.get(admin).json()["subscriptions"] if s["mailbox"] == email]
+
+    (first,) = wait_for(subscriptions, 10)
+    expires = first["expirationDateTime"]
+
+    def lifecycle(subscription: dict[str, Any], event: str) -> None:
+        sent = httpx.post(f"{admin}/{subscription['id']}/lifecycle", json={"event": event})
+        assert sent.status_code < 300, sent.text
+
+    # reauthorizationRequired: the subscription is renewed (PATCH), not replaced.
+    renewals = requests.get("subscriptions.update", 0)
+    lifecycle(first, "reauthorizationRequired")
+    wait_for(lambda: requests.get("subscriptions.update", 0) > renewals, 5)
+    (renewed,) = subscriptions()
+    assert renewed["id"] == first["id"]
+    assert renewed["expirationDateTime"] >= expires
+    # missed: a delta round finds what the notifications did not say.
+    rounds = requests.get("calendarView.delta", 0)
+    lifecycle(renewed, "missed")
+    wait_for(lambda: requests.get("calendarView.delta", 0) > rounds, 5)
+    # subscriptionRemoved: crmcal subscribes again.
+    lifecycle(renewed, "subscriptionRemoved")
+    (again,) = wait_for(lambda: [s for s in subscriptions() if s["id"] != first["id"]], 5)
+    assert again["notificationUrl"] == f"{url}/webhooks/microsoft"
+    assert len(subscriptions()) == 1
