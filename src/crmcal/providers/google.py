@@ -24,8 +24,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -33,6 +32,7 @@ import httpx
 
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
 from crmcal.providers import google_batch, google_events
+from crmcal.providers.api_client import ApiClient, TokenSource
 from crmcal.providers.base import (
     AuthenticationFailed,
     CalendarNotFound,
@@ -54,9 +54,6 @@ BATCH_SIZE = 50
 _RATE_LIMITS = {"rateLimitExceeded", "userRateLimitExceeded"}
 _WRITE_ROLES = {"owner", "writer"}
 
-# Answers a current access token; ``refresh=True`` after the API refused the last one.
-TokenSource = Callable[..., Awaitable[str]]
-
 
 class GoogleProvider:
     """One Google account, through a source of access tokens."""
@@ -71,12 +68,12 @@ class GoogleProvider:
         backoff: float = 0.5,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._tokens = tokens
         self._root = api_url.rstrip("/")
         self._base = self._root + "/calendar/v3"
-        self._client = httpx.AsyncClient(timeout=timeout, transport=transport)
-        self._retries = retries
-        self._backoff = backoff
+        self._api = ApiClient(
+            tokens, owner="Google", service="Google Calendar", retryable=self._retryable,
+            timeout=timeout, retries=retries, backoff=backoff, transport=transport,
+        )  # fmt: skip
         self._zones: dict[str, str] = {}
 
     # --- requests ------------------------------------------------------------------
@@ -92,53 +89,16 @@ class GoogleProvider:
         content: bytes | None = None,
         url: str | None = None,
     ) -> httpx.Response:
-        """One API call: fresh token on 401 (once), backoff on rate limits and 5xx."""
-        refreshed = False
-        for attempt in range(self._retries + 1):
-            token = await self._tokens(refresh=refreshed)
-            try:
-                response = await self._client.request(
-                    method,
-                    url or self._base + path,
-                    params=params,
-                    json=json,
-                    content=content,
-                    headers={"Authorization": f"Bearer {token}", **(headers or {})},
-                )
-            except httpx.TransportError as failure:
-                if attempt == self._retries:
-                    raise Unreachable(f"cannot reach Google Calendar: {failure}") from None
-                await self._sleep(attempt)
-                continue
-            if response.status_code == 401 and not refreshed:
-                refreshed = True
-                continue
-            if response.status_code == 401:
-                raise AuthenticationFailed(
-                    "Google refused the access: reconnect required"
-                ) from None
-            if self._retryable(response):
-                if attempt == self._retries:
-                    raise Unreachable(
-                        f"Google Calendar is busy or failing ({response.status_code}); retry later"
-                    )
-                await self._sleep(attempt, response.headers.get("Retry-After"))
-                continue
-            return response
-        raise Unreachable("Google Calendar did not answer")  # pragma: no cover
+        return await self._api.send(
+            method, url or self._base + path, params=params, json=json, content=content,
+            headers=headers,
+        )  # fmt: skip
 
     @staticmethod
     def _retryable(response: httpx.Response) -> bool:
         if response.status_code in (429, 500, 502, 503, 504):
             return True
         return response.status_code == 403 and _reason(response) in _RATE_LIMITS
-
-    async def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
-        # Truncated exponential backoff with jitter; a Retry-After header wins.
-        delay = min(self._backoff * (2**attempt), 32.0) * random.uniform(0.5, 1.0)
-        if retry_after and retry_after.isdigit():
-            delay = max(delay, float(retry_after))
-        await asyncio.sleep(delay)
 
     def _events(self, calendar_id: str, event_id: str | None = None) -> str:
         path = f"/calendars/{quote(calendar_id, safe='@.')}/events"
@@ -330,14 +290,14 @@ class GoogleProvider:
                 if not retry:
                     break
                 if len(retry) == len(pending):
-                    if stalled == self._retries:
+                    if stalled == self._api.retries:
                         for n in retry:
                             results[n] = Unreachable(
                                 "Google Calendar is busy or failing; retry later"
                             )
                         break
                     stalled += 1
-                await self._sleep(stalled)
+                await self._api.sleep(stalled)
                 pending = retry
         for n in revive:  # rare: one by one
             try:
@@ -442,7 +402,7 @@ class GoogleProvider:
             raise self._fail(response, "closing a push channel")
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._api.close()
 
 
 def _send_updates(event: CalendarEvent) -> dict[str, str]:

@@ -27,8 +27,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
@@ -37,6 +36,7 @@ import httpx
 
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef, canonical_rrule
 from crmcal.providers import microsoft_events as codec
+from crmcal.providers.api_client import ApiClient, TokenSource
 from crmcal.providers.base import (
     AuthenticationFailed,
     CalendarNotFound,
@@ -61,8 +61,6 @@ _PREFER = 'IdType="ImmutableId", outlook.timezone="UTC", outlook.body-content-ty
 _RETRY = (429, 500, 502, 503, 504)
 _EXPIRED = ("SyncStateNotFound", "resyncRequired", "SyncStateInvalid")
 
-TokenSource = Callable[..., Awaitable[str]]
-
 
 def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -86,12 +84,13 @@ class MicrosoftProvider:
         backoff: float = 0.5,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._tokens = tokens
         self._base = api_url.rstrip("/") + "/v1.0"
-        self._client = httpx.AsyncClient(timeout=timeout, transport=transport)
-        self._retries = retries
-        self._backoff = backoff
-        self._limit = asyncio.Semaphore(CONCURRENCY)
+        self._api = ApiClient(
+            tokens, owner="Microsoft", service="Microsoft Graph",
+            retryable=lambda response: response.status_code in _RETRY, timeout=timeout,
+            retries=retries, backoff=backoff, concurrency=CONCURRENCY,
+            headers={"Prefer": _PREFER}, transport=transport,
+        )  # fmt: skip
         self._window_start = window_start
         self.account: str | None = None
 
@@ -106,43 +105,8 @@ class MicrosoftProvider:
         json: Any = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        """One API call: a fresh token on 401 (once), backoff on 429 and 5xx."""
         url = path if path.startswith("http") else self._base + path
-        refreshed = False
-        for attempt in range(self._retries + 1):
-            token = await self._tokens(refresh=refreshed)
-            sent = {"Authorization": f"Bearer {token}", "Prefer": _PREFER, **(headers or {})}
-            try:
-                async with self._limit:
-                    response = await self._client.request(
-                        method, url, params=params, json=json, headers=sent
-                    )
-            except httpx.TransportError as failure:
-                if attempt == self._retries:
-                    raise Unreachable(f"cannot reach Microsoft Graph: {failure}") from None
-                await self._sleep(attempt)
-                continue
-            if response.status_code == 401 and not refreshed:
-                refreshed = True
-                continue
-            if response.status_code == 401:
-                raise AuthenticationFailed("Microsoft refused the access: reconnect required")
-            if response.status_code in _RETRY:
-                if attempt == self._retries:
-                    raise Unreachable(
-                        f"Microsoft Graph is busy or failing ({response.status_code}); retry later"
-                    )
-                await self._sleep(attempt, response.headers.get("Retry-After"))
-                continue
-            return response
-        raise Unreachable("Microsoft Graph did not answer")  # pragma: no cover
-
-    async def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
-        # Exponential backoff with jitter; Graph's Retry-After, when given, is the floor.
-        delay = min(self._backoff * (2**attempt), 32.0) * random.uniform(0.5, 1.0)
-        if retry_after and retry_after.strip().isdigit():
-            delay = max(delay, float(retry_after))
-        await asyncio.sleep(delay)
+        return await self._api.send(method, url, params=params, json=json, headers=headers)
 
     def _json(self, response: httpx.Response) -> Any:
         try:
@@ -419,12 +383,12 @@ class MicrosoftProvider:
                 if not retry:
                     break
                 if len(retry) == len(pending):
-                    if stalled == self._retries:
+                    if stalled == self._api.retries:
                         for n in retry:
                             results[n] = Unreachable("Microsoft Graph is busy; retry later")
                         break
                     stalled += 1
-                await self._sleep(stalled, wait)
+                await self._api.sleep(stalled, wait)
                 pending = retry
         return [r if r is not None else Unreachable("no answer") for r in results]
 
@@ -538,7 +502,7 @@ class MicrosoftProvider:
         await self.unsubscribe(resource_id)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._api.close()
 
 
 def _code(response: httpx.Response) -> str:

@@ -1,0 +1,113 @@
+"""Calling a cloud calendar API over httpx: what Google's and Microsoft's providers share.
+
+Each call carries a bearer token from the provider's token source; a 401 gets
+one fresh token, a second 401 means the grant is gone (``AuthenticationFailed``:
+reconnect). Answers the provider calls retryable (rate limits, overload, server
+errors) and transport failures are tried again with truncated exponential
+backoff and jitter — never sooner than a ``Retry-After`` the service sends —
+then reported as ``Unreachable``. An optional limit keeps the calls in flight
+at once under what the service allows per account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from crmcal.providers.base import AuthenticationFailed, Unreachable
+
+# Answers a current access token; ``refresh=True`` after the API refused the last one.
+TokenSource = Callable[..., Awaitable[str]]
+MAX_DELAY = 32.0
+
+
+class ApiClient:
+    """Calls to one service for one account: ``owner`` names who grants access
+    (Google, Microsoft), ``service`` the API in messages (Google Calendar ...)."""
+
+    def __init__(
+        self,
+        tokens: TokenSource,
+        *,
+        owner: str,
+        service: str,
+        retryable: Callable[[httpx.Response], bool],
+        timeout: float = 30,
+        retries: int = 5,
+        backoff: float = 0.5,
+        concurrency: int | None = None,
+        headers: dict[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._tokens = tokens
+        self._owner = owner
+        self._service = service
+        self._retryable = retryable
+        self._client = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self.retries = retries
+        self._backoff = backoff
+        self._limit = asyncio.Semaphore(concurrency) if concurrency else None
+        self._headers = headers or {}
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        if self._limit is None:
+            yield
+            return
+        async with self._limit:
+            yield
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One API call, retried as the module says; any other answer is returned."""
+        refreshed = False
+        for attempt in range(self.retries + 1):
+            token = await self._tokens(refresh=refreshed)
+            sent = {"Authorization": f"Bearer {token}", **self._headers, **(headers or {})}
+            try:
+                async with self._slot():
+                    response = await self._client.request(
+                        method, url, params=params, json=json, content=content, headers=sent
+                    )
+            except httpx.TransportError as failure:
+                if attempt == self.retries:
+                    raise Unreachable(f"cannot reach {self._service}: {failure}") from None
+                await self.sleep(attempt)
+                continue
+            if response.status_code == 401 and not refreshed:
+                refreshed = True
+                continue
+            if response.status_code == 401:
+                raise AuthenticationFailed(f"{self._owner} refused the access: reconnect required")
+            if self._retryable(response):
+                if attempt == self.retries:
+                    raise Unreachable(
+                        f"{self._service} is busy or failing ({response.status_code}); retry later"
+                    )
+                await self.sleep(attempt, response.headers.get("Retry-After"))
+                continue
+            return response
+        raise Unreachable(f"{self._service} did not answer")  # pragma: no cover
+
+    async def sleep(self, attempt: int, retry_after: str | None = None) -> None:
+        """Wait before try ``attempt + 1``: doubling, with jitter, at least ``Retry-After``."""
+        delay = min(self._backoff * (2**attempt), MAX_DELAY) * random.uniform(0.5, 1.0)
+        if retry_after and retry_after.strip().isdigit():
+            delay = max(delay, float(retry_after))
+        await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        await self._client.aclose()
