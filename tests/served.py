@@ -1,14 +1,17 @@
 """An ASGI app served by uvicorn in a thread on 127.0.0.1, for tests that need a real
-socket (a server calling another over HTTP, Google's own client)."""
+socket (a server calling another over HTTP, Google's own client), and what such
+tests do with it: wait for something to happen, click through a consent screen."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import uvicorn
 
 from tests.caldav_servers import HOST, free_port
@@ -31,3 +34,25 @@ def served_app(app: Any, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+def wait_for(check: Callable[[], Any], seconds: float) -> Any:
+    """``check()``'s first true answer, asked every 50 ms for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"not within {seconds} s"
+        time.sleep(0.05)
+
+
+def grant_in_browser(authorize_url: str, email: str) -> str:
+    """What a person does on an emulator's consent screen (pick the account, agree);
+    answers where the browser is sent back to."""
+    page = httpx.get(authorize_url)
+    assert page.status_code == 200, page.text
+    query = {k: v[0] for k, v in parse_qs(urlsplit(authorize_url).query).items()}
+    answer = httpx.post(authorize_url.split("?")[0], data={**query, "email": email})
+    assert answer.status_code == 302, answer.text
+    return answer.headers["location"]

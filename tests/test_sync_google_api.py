@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,7 +20,7 @@ from crmcal.web.app import create_app
 from tests.caldav_servers import free_port
 from tests.conftest import Api, make_user, run
 from tests.google_emulator import GoogleEmulator
-from tests.served import served_app
+from tests.served import grant_in_browser, served_app, wait_for
 
 V1 = "/api/v1"
 CRM = "https://crm.example"
@@ -101,16 +101,6 @@ def test_a_revoked_grant_puts_the_connection_in_error(
 # --- connecting by OAuth -----------------------------------------------------------------
 
 
-def grant_in_browser(authorize_url: str, email: str) -> str:
-    """What a person does on Google's consent screen; answers where Google sends them."""
-    page = httpx.get(authorize_url)
-    assert page.status_code == 200, page.text
-    query = {k: v[0] for k, v in parse_qs(urlsplit(authorize_url).query).items()}
-    answer = httpx.post(authorize_url.split("?")[0], data={**query, "email": email})
-    assert answer.status_code == 302, answer.text
-    return answer.headers["location"]
-
-
 def test_connecting_through_googles_consent_screen(
     sam: Api, google_emulator: GoogleEmulator, email: str
 ) -> None:
@@ -174,16 +164,6 @@ def served_crmcal(db_url: str, google_emulator: GoogleEmulator) -> Iterator[tupl
                         google_oauth_url=google_emulator.url)  # fmt: skip
     with served_app(create_app(settings), port):
         yield url, token
-
-
-def wait_for(check: Callable[[], Any], seconds: float) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"not within {seconds} s"
-        time.sleep(0.05)
 
 
 def test_an_event_made_in_google_arrives_by_push(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,7 +18,7 @@ from crmcal.web.app import create_app
 from tests.caldav_servers import free_port
 from tests.conftest import Api, make_user
 from tests.microsoft_emulator import MicrosoftEmulator
-from tests.served import served_app
+from tests.served import grant_in_browser, served_app, wait_for
 
 V1 = "/api/v1"
 CRM = "https://crm.example"
@@ -288,16 +288,6 @@ def test_a_throttling_storm_is_waited_out(
 # --- connecting by OAuth -----------------------------------------------------------------
 
 
-def grant_in_browser(authorize_url: str, email: str) -> str:
-    """What a person does on Microsoft's consent screen; answers where they are sent."""
-    page = httpx.get(authorize_url)
-    assert page.status_code == 200, page.text
-    query = {k: v[0] for k, v in parse_qs(urlsplit(authorize_url).query).items()}
-    answer = httpx.post(authorize_url.split("?")[0], data={**query, "email": email})
-    assert answer.status_code == 302, answer.text
-    return answer.headers["location"]
-
-
 def test_connecting_through_microsofts_consent_screen(
     sam: Api, microsoft_emulator: MicrosoftEmulator, email: str
 ) -> None:
@@ -335,16 +325,6 @@ def served_crmcal(db_url: str, microsoft_emulator: MicrosoftEmulator) -> Iterato
     settings = settings_for(db_url, microsoft_emulator, base_url=url, poll_seconds=3600)
     with served_app(create_app(settings), port):
         yield url, token
-
-
-def wait_for(check: Callable[[], Any], seconds: float) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"not within {seconds} s"
-        time.sleep(0.05)
 
 
 def test_an_event_made_in_outlook_arrives_by_notification(
