@@ -60,6 +60,9 @@ SUBSCRIPTION_LIFETIME = dt.timedelta(days=6)
 _PREFER = 'IdType="ImmutableId", outlook.timezone="UTC", outlook.body-content-type="text"'
 _RETRY = (429, 500, 502, 503, 504)
 _EXPIRED = ("SyncStateNotFound", "resyncRequired", "SyncStateInvalid")
+# A 400 for an id that is not one ("Resource not found for the segment ..." when
+# it holds a slash).
+_MALFORMED_ID = ("ErrorInvalidIdMalformed", "BadRequest")
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -277,8 +280,10 @@ class MicrosoftProvider:
             response = await self._request(
                 "GET", self._event(event_id), params={"$expand": codec.expand_properties()}
             )
-            if response.status_code in (400, 404, 410):
-                return None  # 400: an id Graph cannot even read names no event
+            if response.status_code in (404, 410) or (
+                response.status_code == 400 and _code(response) in _MALFORMED_ID
+            ):
+                return None  # an id Graph cannot even read names no event
             if response.status_code != 200:
                 raise self._fail(response, "reading an event")
             item = self._json(response)
