@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from crmcal.config import Settings
 from crmcal.web.app import create_app
 from tests.caldav_servers import free_port
-from tests.conftest import Api, make_user
+from tests.conftest import Api, make_user, run
 from tests.microsoft_emulator import MicrosoftEmulator
 from tests.served import grant_in_browser, served_app, wait_for
 
@@ -403,3 +403,34 @@ def test_lifecycle_notifications_renew_resubscribe_and_resync(
     (again,) = wait_for(lambda: [s for s in subscriptions() if s["id"] != first["id"]], 5)
     assert again["notificationUrl"] == f"{url}/webhooks/microsoft"
     assert len(subscriptions()) == 1
+
+
+def test_a_rotated_refresh_token_is_stored_and_its_access_token_reused(
+    sam: Api, microsoft_emulator: MicrosoftEmulator, email: str, db_url: str
+) -> None:
+    outlook = Outlook(microsoft_emulator, email)
+    state = microsoft_emulator.state
+    before = state.requests.get("oauth.token", 0)
+    connection_id = outlook.connect(sam)
+    for _ in range(3):
+        sync(sam, connection_id)
+    # Microsoft hands out a new refresh token with the access token; the access token
+    # lives an hour, so the connect and the syncs refresh once.
+    assert state.requests.get("oauth.token", 0) - before == 1
+    stored = run(_credentials(db_url, connection_id))
+    assert stored != outlook.tokens["refresh_token"]  # the rotated one, sealed
+
+
+async def _credentials(db_url: str, connection_id: int) -> str:
+    from crmcal.db import Database
+    from crmcal.sync.tables import Connection
+    from crmcal.vault import Vault
+
+    db = Database(db_url)
+    try:
+        async with db.read() as session:
+            conn = await session.get(Connection, connection_id)
+            assert conn is not None
+            return Vault("test-key").open(conn.credentials)
+    finally:
+        await db.dispose()

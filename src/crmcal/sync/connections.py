@@ -216,6 +216,9 @@ class Discovered:
     # The account's name where it has no URL: the mailbox address (Microsoft), the
     # primary calendar's address (Google).
     account: str | None
+    # What the connection should store: the request, with the refresh token the
+    # service rotated to while it was checked (Microsoft sends a new one each time).
+    request: ConnectionCreate
 
 
 async def discover(data: ConnectionCreate, settings: Settings) -> Discovered:
@@ -224,7 +227,14 @@ async def discover(data: ConnectionCreate, settings: Settings) -> Discovered:
 
     kind = data.provider.lower()
     secret = data.refresh_token if kind in OAUTH_PROVIDERS else data.password
-    provider = provider_for(kind, data.url or "", data.username, secret or "", settings)
+    latest: list[str] = []
+
+    async def rotated(refresh_token: str) -> None:
+        latest.append(refresh_token)
+
+    provider = provider_for(
+        kind, data.url or "", data.username, secret or "", settings, on_rotate=rotated
+    )
     try:
         named = getattr(provider, "discover", None)
         account = await named() if named is not None else None
@@ -235,7 +245,9 @@ async def discover(data: ConnectionCreate, settings: Settings) -> Discovered:
         await provider.close()
     if kind == "google":
         account = next((c.id for c in calendars if c.primary), None)
-    return Discovered(calendars, account if isinstance(account, str) else None)
+    if latest:
+        data = data.model_copy(update={"refresh_token": latest[-1]})
+    return Discovered(calendars, account if isinstance(account, str) else None, data)
 
 
 async def calendars_of(conn: Connection, vault: Vault, settings: Settings) -> list[CalendarInfo]:

@@ -139,12 +139,22 @@ def _grant(
     make: Callable[[], RefreshingTokens],
     on_rotate: Callable[[str], Awaitable[None]] | None,
 ) -> RefreshingTokens:
+    """The token source for a grant (``key`` = (kind, refresh token, ...)), kept between
+    syncs; when the service rotates the refresh token, the source is kept under the new
+    one too, which is what the next sync opens."""
     try:  # a source's lock belongs to one event loop
         key = (*key, str(id(asyncio.get_running_loop())))
     except RuntimeError:
         return make()
     found = _GRANTS.pop(key, None) or make()
-    found.on_rotate = on_rotate  # who stores a rotated token: this sync's connection
+
+    async def rotated(refresh_token: str) -> None:
+        _GRANTS.pop(key, None)
+        _GRANTS[(key[0], refresh_token, *key[2:])] = found
+        if on_rotate is not None:
+            await on_rotate(refresh_token)  # stored for this sync's connection
+
+    found.on_rotate = rotated
     _GRANTS[key] = found
     while len(_GRANTS) > GRANTS_KEPT:
         _GRANTS.popitem(last=False)

@@ -157,8 +157,10 @@ async def finish(
                     f"you signed in as {account}, but connection {conn.id} is for "
                     f"{conn.account}: sign in with that account"
                 )
-            grant = Reconnect(refresh_token=refresh_token)
+            grant = Reconnect(refresh_token=found.request.refresh_token)
             conn = await connections.reconnect(session, user, conn, grant, vault)
         else:
-            conn = await connections.create(session, user, body, calendar, vault, account=account)
+            conn = await connections.create(
+                session, user, found.request, calendar, vault, account=account
+            )
         return connections.to_out(conn)

@@ -76,7 +76,9 @@ async def create_connection(request: Request, body: ConnectionCreate) -> Connect
     calendar = connections.pick_calendar(found.calendars, body.calendar_id, body.sync_type)
     account = found.account if body.provider.lower() in connections.OAUTH_PROVIDERS else None
     async with writing(request) as (session, user):
-        conn = await connections.create(session, user, body, calendar, vault, account=account)
+        conn = await connections.create(
+            session, user, found.request, calendar, vault, account=account
+        )
         out = connections.to_out(conn)
     request_sync(request, out.id)
     return out
