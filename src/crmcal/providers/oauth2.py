@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
+from crmcal.providers.api_client import tls
 from crmcal.providers.base import AuthenticationFailed, ProviderError, Unreachable
 
 EARLY = 60.0  # refresh this many seconds before the access token expires
@@ -39,7 +40,7 @@ async def token_call(
 ) -> dict[str, object]:
     """One call of a token endpoint; its answer, or the provider error it means."""
     try:
-        async with httpx.AsyncClient(transport=transport, timeout=seconds) as http:
+        async with httpx.AsyncClient(transport=transport, timeout=seconds, verify=tls()) as http:
             response = await http.post(url, data=form)
     except httpx.TransportError as failure:
         raise Unreachable(f"cannot reach {service}'s sign-in service: {failure}") from None
