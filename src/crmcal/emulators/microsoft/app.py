@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -152,12 +153,18 @@ def _params(request: Request) -> dict[str, str]:
 
 
 def _page(
-    request: Request, found: Call, items: list[Any], query: odata.Query, context: str
+    request: Request,
+    found: Call,
+    items: list[Any],
+    query: odata.Query,
+    context: str,
+    render: Callable[[Any], Any] = lambda item: item,
 ) -> dict[str, Any]:
-    """A list answer: ``$top``/``odata.maxpagesize`` items from ``$skip``, and a nextLink."""
+    """A list answer: ``$top``/``odata.maxpagesize`` items from ``$skip`` (only those
+    rendered: a page of a large calendar costs a page), and a nextLink."""
     state = state_of(request)
     size = query.top or found.prefs.max_page_size or state.page_size
-    page = items[query.skip : query.skip + size]
+    page = [render(item) for item in items[query.skip : query.skip + size]]
     body: dict[str, Any] = {"@odata.context": context}
     if query.skip + size < len(items):
         params = {k: v for k, v in request.query_params.items() if k.lower() != "$skip"}
@@ -323,9 +330,9 @@ def create_app(state: MicrosoftState | None = None) -> FastAPI:
             ]
         if query.order is not None:
             entries = _ordered(entries, query.order)
-        items = [rendered(found, e, query) for e in entries]
         context = found.context(f"users('{found.mailbox.user_id}')/{what}")
-        return answer(found, _page(request, found, items, query, context))
+        page = _page(request, found, entries, query, context, lambda e: rendered(found, e, query))
+        return answer(found, page)
 
     async def list_events(request: Request, calendar_id: str | None) -> Response:
         found = call(request, "events.list")
