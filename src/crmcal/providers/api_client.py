@@ -6,7 +6,9 @@ reconnect). Answers the provider calls retryable (rate limits, overload, server
 errors) and transport failures are tried again with truncated exponential
 backoff and jitter — never sooner than a ``Retry-After`` the service sends —
 then reported as ``Unreachable``. An optional limit keeps the calls in flight
-at once under what the service allows per account.
+at once under what the service allows per account. Answers are read the same
+way too: JSON or ``NotACalendarServer``, and failures as errors that name what
+was being done.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from typing import Any
 
 import httpx
 
-from crmcal.providers.base import AuthenticationFailed, Unreachable
+from crmcal.providers.base import (
+    AuthenticationFailed,
+    CalendarNotFound,
+    NotACalendarServer,
+    ProviderError,
+    Unreachable,
+)
 
 # Answers a current access token; ``refresh=True`` after the API refused the last one.
 TokenSource = Callable[..., Awaitable[str]]
@@ -37,14 +45,19 @@ def tls() -> ssl.SSLContext:
 
 class ApiClient:
     """Calls to one service for one account: ``owner`` names who grants access
-    (Google, Microsoft), ``service`` the API in messages (Google Calendar ...)."""
+    (Google, Microsoft), ``service`` the API in messages (Google Calendar ...),
+    ``product`` what users call it (Microsoft 365); ``reason`` reads the service's
+    error code from an answer."""
 
     def __init__(
         self,
         tokens: TokenSource,
         *,
+        base_url: str,
         owner: str,
         service: str,
+        product: str | None = None,
+        reason: Callable[[httpx.Response], str],
         retryable: Callable[[httpx.Response], bool],
         timeout: float = 30,
         retries: int = 5,
@@ -54,8 +67,11 @@ class ApiClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._tokens = tokens
+        self.base_url = base_url.rstrip("/")
         self._owner = owner
         self._service = service
+        self._product = product or service
+        self._reason = reason
         self._retryable = retryable
         self._client = httpx.AsyncClient(timeout=timeout, transport=transport, verify=tls())
         self.retries = retries
@@ -117,6 +133,31 @@ class ApiClient:
         if retry_after and retry_after.strip().isdigit():
             delay = max(delay, float(retry_after))
         await asyncio.sleep(delay)
+
+    def json(self, response: httpx.Response) -> Any:
+        """An answer's JSON; one that is no JSON comes from some other server."""
+        try:
+            return response.json()
+        except ValueError:
+            raise self.not_the_service(response) from None
+
+    def not_the_service(self, response: httpx.Response) -> ProviderError:
+        kind = response.headers.get("content-type", "no content type")
+        return NotACalendarServer(
+            f"{self.base_url} does not answer as {self._service} ({response.status_code} {kind})"
+        )
+
+    def failure(self, response: httpx.Response, what: str) -> ProviderError:
+        """The error an unexpected answer means, naming ``what`` was being done."""
+        if "json" not in response.headers.get("content-type", ""):
+            return self.not_the_service(response)
+        reason = self._reason(response)
+        status = f"{response.status_code} {reason}".rstrip()
+        if response.status_code == 404:
+            return CalendarNotFound(f"{what}: not found in {self._product} ({status})")
+        if response.status_code == 403:
+            return ProviderError(f"{self._product} does not allow {what} ({status})")
+        return ProviderError(f"{self._service} answered {status} to {what}")
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -35,9 +35,7 @@ from crmcal.providers import google_batch, google_events
 from crmcal.providers.api_client import ApiClient, TokenSource
 from crmcal.providers.base import (
     AuthenticationFailed,
-    CalendarNotFound,
     EventNotFound,
-    NotACalendarServer,
     PreconditionFailed,
     ProviderError,
     Unreachable,
@@ -71,7 +69,8 @@ class GoogleProvider:
         self._root = api_url.rstrip("/")
         self._base = self._root + "/calendar/v3"
         self._api = ApiClient(
-            tokens, owner="Google", service="Google Calendar", retryable=self._retryable,
+            tokens, base_url=self._base, owner="Google", service="Google Calendar",
+            reason=_reason, retryable=self._retryable,
             timeout=timeout, retries=retries, backoff=backoff, transport=transport,
         )  # fmt: skip
         self._zones: dict[str, str] = {}
@@ -104,28 +103,6 @@ class GoogleProvider:
         path = f"/calendars/{quote(calendar_id, safe='@.')}/events"
         return path + (f"/{quote(event_id, safe='')}" if event_id is not None else "")
 
-    def _json(self, response: httpx.Response) -> Any:
-        try:
-            return response.json()
-        except ValueError:
-            raise self._not_google(response) from None
-
-    def _not_google(self, response: httpx.Response) -> ProviderError:
-        return NotACalendarServer(
-            f"{self._base} does not answer as the Google Calendar API "
-            f"({response.status_code} {response.headers.get('content-type', 'no content type')})"
-        )
-
-    def _fail(self, response: httpx.Response, what: str) -> ProviderError:
-        if "json" not in response.headers.get("content-type", ""):
-            return self._not_google(response)
-        reason = _reason(response)
-        if response.status_code == 404:
-            return CalendarNotFound(f"{what}: not found in Google Calendar (404)")
-        if response.status_code == 403:
-            return ProviderError(f"Google Calendar does not allow {what} (403 {reason})")
-        return ProviderError(f"Google Calendar answered {response.status_code} {reason} to {what}")
-
     # --- the interface ---------------------------------------------------------------
 
     async def list_calendars(self) -> list[CalendarInfo]:
@@ -135,8 +112,8 @@ class GoogleProvider:
             params = {"maxResults": 250, **({"pageToken": page} if page else {})}
             response = await self._request("GET", "/users/me/calendarList", params=params)
             if response.status_code != 200:
-                raise self._fail(response, "listing calendars")
-            data = self._json(response)
+                raise self._api.failure(response, "listing calendars")
+            data = self._api.json(response)
             for entry in data.get("items", []):
                 if entry.get("deleted"):
                     continue
@@ -183,8 +160,8 @@ class GoogleProvider:
             if response.status_code in (400, 410) and sync_token:
                 return None
             if response.status_code != 200:
-                raise self._fail(response, "listing events")
-            data = self._json(response)
+                raise self._api.failure(response, "listing events")
+            data = self._api.json(response)
             zone = data.get("timeZone") or zone
             self._zones[calendar_id] = zone
             items += data.get("items", [])
@@ -200,8 +177,8 @@ class GoogleProvider:
         if response.status_code in (404, 410):
             return None
         if response.status_code != 200:
-            raise self._fail(response, "reading an event")
-        item: dict[str, Any] = self._json(response)
+            raise self._api.failure(response, "reading an event")
+        item: dict[str, Any] = self._api.json(response)
         return None if item.get("status") == "cancelled" else item
 
     async def _exceptions(self, calendar_id: str, series: dict[str, Any]) -> list[dict[str, Any]]:
@@ -212,8 +189,8 @@ class GoogleProvider:
         while True:
             response = await self._request("GET", self._events(calendar_id), params=params)
             if response.status_code != 200:
-                raise self._fail(response, "reading a series")
-            data = self._json(response)
+                raise self._api.failure(response, "reading a series")
+            data = self._api.json(response)
             found += [i for i in data.get("items", []) if i.get("recurringEventId") == series["id"]]
             if not data.get("nextPageToken"):
                 return found
@@ -248,8 +225,8 @@ class GoogleProvider:
         if response.status_code == 409:
             return await self._revive(calendar_id, key, event)
         if response.status_code != 200:
-            raise self._fail(response, "creating an event")
-        return _ref(self._json(response), self._zones.get(calendar_id, "UTC"))
+            raise self._api.failure(response, "creating an event")
+        return _ref(self._api.json(response), self._zones.get(calendar_id, "UTC"))
 
     async def create_many(
         self, calendar_id: str, items: Sequence[tuple[str, CalendarEvent]]
@@ -280,13 +257,13 @@ class GoogleProvider:
                     if answer is None or self._retryable(answer):
                         retry.append(n)
                     elif answer.status_code == 200:
-                        results[n] = _ref(self._json(answer), zone)
+                        results[n] = _ref(self._api.json(answer), zone)
                     elif answer.status_code == 409:
                         revive.append(n)
                     elif answer.status_code == 401:
                         raise AuthenticationFailed("Google refused the access: reconnect required")
                     else:
-                        results[n] = self._fail(answer, "creating an event")
+                        results[n] = self._api.failure(answer, "creating an event")
                 if not retry:
                     break
                 if len(retry) == len(pending):
@@ -314,7 +291,7 @@ class GoogleProvider:
         response = await self._request("GET", self._events(calendar_id, event_id))
         if response.status_code != 200:
             raise PreconditionFailed(f"an event for {key!r} exists already (409)")
-        current = self._json(response)
+        current = self._api.json(response)
         if current.get("status") != "cancelled":
             raise PreconditionFailed(f"an event for {key!r} exists already (409)")
         written = google_events.without_nulls({**google_events.body(event), "id": event_id})
@@ -328,8 +305,8 @@ class GoogleProvider:
         if response.status_code == 412:
             raise PreconditionFailed(f"the event for {key!r} changed while it was restored")
         if response.status_code != 200:
-            raise self._fail(response, "restoring a deleted event")
-        return _ref(self._json(response), self._zones.get(calendar_id, "UTC"))
+            raise self._api.failure(response, "restoring a deleted event")
+        return _ref(self._api.json(response), self._zones.get(calendar_id, "UTC"))
 
     async def _batch(self, calls: list[google_batch.Call]) -> list[httpx.Response | None]:
         content_type, body = google_batch.encode(calls)
@@ -341,7 +318,7 @@ class GoogleProvider:
             headers={"Content-Type": content_type},
         )
         if response.status_code != 200:
-            raise self._fail(response, "sending a batch")
+            raise self._api.failure(response, "sending a batch")
         return google_batch.decode(response, len(calls))
 
     async def update(
@@ -366,8 +343,8 @@ class GoogleProvider:
         if response.status_code in (404, 410):
             raise EventNotFound(f"the event {event_id} does not exist")
         if response.status_code != 200:
-            raise self._fail(response, "updating an event")
-        return _ref(self._json(response), self._zones.get(calendar_id, "UTC"))
+            raise self._api.failure(response, "updating an event")
+        return _ref(self._api.json(response), self._zones.get(calendar_id, "UTC"))
 
     async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
         response = await self._request(
@@ -380,7 +357,7 @@ class GoogleProvider:
             return
         if response.status_code == 412:
             raise PreconditionFailed(f"the event {event_id} changed since {etag}")
-        raise self._fail(response, "deleting an event")
+        raise self._api.failure(response, "deleting an event")
 
     async def watch(
         self, calendar_id: str, channel_id: str, address: str, token: str
@@ -389,8 +366,8 @@ class GoogleProvider:
         body = {"id": channel_id, "type": "web_hook", "address": address, "token": token}
         response = await self._request("POST", self._events(calendar_id) + "/watch", json=body)
         if response.status_code != 200:
-            raise self._fail(response, "opening a push channel")
-        data = self._json(response)
+            raise self._api.failure(response, "opening a push channel")
+        data = self._api.json(response)
         expiration = dt.datetime.fromtimestamp(int(data["expiration"]) / 1000, dt.UTC)
         return str(data["resourceId"]), expiration
 
@@ -399,7 +376,7 @@ class GoogleProvider:
         body = {"id": channel_id, "resourceId": resource_id}
         response = await self._request("POST", "/channels/stop", json=body)
         if response.status_code not in (200, 204, 404):
-            raise self._fail(response, "closing a push channel")
+            raise self._api.failure(response, "closing a push channel")
 
     async def close(self) -> None:
         await self._api.close()

@@ -39,9 +39,7 @@ from crmcal.providers import microsoft_events as codec
 from crmcal.providers.api_client import ApiClient, TokenSource
 from crmcal.providers.base import (
     AuthenticationFailed,
-    CalendarNotFound,
     EventNotFound,
-    NotACalendarServer,
     PreconditionFailed,
     ProviderError,
     Unreachable,
@@ -89,7 +87,8 @@ class MicrosoftProvider:
     ) -> None:
         self._base = api_url.rstrip("/") + "/v1.0"
         self._api = ApiClient(
-            tokens, owner="Microsoft", service="Microsoft Graph",
+            tokens, base_url=self._base, owner="Microsoft", service="Microsoft Graph",
+            product="Microsoft 365", reason=_code,
             retryable=lambda response: response.status_code in _RETRY, timeout=timeout,
             retries=retries, backoff=backoff, concurrency=CONCURRENCY,
             headers={"Prefer": _PREFER}, transport=transport,
@@ -111,28 +110,6 @@ class MicrosoftProvider:
         url = path if path.startswith("http") else self._base + path
         return await self._api.send(method, url, params=params, json=json, headers=headers)
 
-    def _json(self, response: httpx.Response) -> Any:
-        try:
-            return response.json()
-        except ValueError:
-            raise self._not_graph(response) from None
-
-    def _not_graph(self, response: httpx.Response) -> ProviderError:
-        return NotACalendarServer(
-            f"{self._base} does not answer as Microsoft Graph "
-            f"({response.status_code} {response.headers.get('content-type', 'no content type')})"
-        )
-
-    def _fail(self, response: httpx.Response, what: str) -> ProviderError:
-        if "json" not in response.headers.get("content-type", ""):
-            return self._not_graph(response)
-        code = _code(response)
-        if response.status_code == 404:
-            return CalendarNotFound(f"{what}: not found in Microsoft 365 (404 {code})")
-        if response.status_code == 403:
-            return ProviderError(f"Microsoft 365 does not allow {what} (403 {code})")
-        return ProviderError(f"Microsoft Graph answered {response.status_code} {code} to {what}")
-
     def _events(self, calendar_id: str) -> str:
         return f"/me/calendars/{quote(calendar_id, safe='')}/events"
 
@@ -147,8 +124,8 @@ class MicrosoftProvider:
         while True:
             response = await self._request("GET", url, params=query)
             if response.status_code != 200:
-                raise self._fail(response, what)
-            data = self._json(response)
+                raise self._api.failure(response, what)
+            data = self._api.json(response)
             items += data.get("value", [])
             url, query = data.get("@odata.nextLink"), None
             if not url:
@@ -160,8 +137,8 @@ class MicrosoftProvider:
         """The mailbox's address (it names the connection's account)."""
         response = await self._request("GET", "/me")
         if response.status_code != 200:
-            raise self._fail(response, "reading the account")
-        me = self._json(response)
+            raise self._api.failure(response, "reading the account")
+        me = self._api.json(response)
         self.account = str(me.get("mail") or me.get("userPrincipalName") or me.get("id"))
         return self.account
 
@@ -217,8 +194,8 @@ class MicrosoftProvider:
             if not full and (response.status_code == 410 or _code(response) in _EXPIRED):
                 return None
             if response.status_code != 200:
-                raise self._fail(response, "listing events")
-            data = self._json(response)
+                raise self._api.failure(response, "listing events")
+            data = self._api.json(response)
             items += data.get("value", [])
             query = None
             if data.get("@odata.nextLink"):
@@ -254,12 +231,12 @@ class MicrosoftProvider:
         async def one(event_id: str) -> None:
             path = f"{self._events(calendar_id)}/{quote(event_id, safe='')}"
             response = await self._request("GET", path)
-            if response.status_code == 200 and not self._json(response).get("isCancelled"):
+            if response.status_code == 200 and not self._api.json(response).get("isCancelled"):
                 listing.changed.append(RemoteRef(event_id, "", None))  # fetched as changed
             elif response.status_code in (200, 404):
                 listing.deleted.append(event_id)
             else:
-                raise self._fail(response, "reading an event")
+                raise self._api.failure(response, "reading an event")
 
         await asyncio.gather(*(one(i) for i in dict.fromkeys(removed)))
 
@@ -285,8 +262,8 @@ class MicrosoftProvider:
             ):
                 return None  # an id Graph cannot even read names no event
             if response.status_code != 200:
-                raise self._fail(response, "reading an event")
-            item = self._json(response)
+                raise self._api.failure(response, "reading an event")
+            item = self._api.json(response)
             if item.get("isCancelled") and item.get("type") != "seriesMaster":
                 return None
             ref = _ref(item)
@@ -295,7 +272,7 @@ class MicrosoftProvider:
                 asked = {"$select": "cancelledOccurrences"}
                 extra = await self._request("GET", self._event(event_id), params=asked)
                 if extra.status_code == 200:
-                    cancelled = self._json(extra).get("cancelledOccurrences") or []
+                    cancelled = self._api.json(extra).get("cancelledOccurrences") or []
                     event = codec.with_cancelled(ref.event, [str(c) for c in cancelled])
                     ref = RemoteRef(ref.id, ref.etag, event)
             return ref
@@ -334,8 +311,8 @@ class MicrosoftProvider:
             json=self._create_body(key, event),
         )
         if response.status_code not in (200, 201):
-            raise self._fail(response, "creating an event")
-        return self._created(key, event, self._json(response))
+            raise self._api.failure(response, "creating an event")
+        return self._created(key, event, self._api.json(response))
 
     async def create_many(
         self, calendar_id: str, items: Sequence[tuple[str, CalendarEvent]]
@@ -384,7 +361,8 @@ class MicrosoftProvider:
                             "Microsoft refused the access: reconnect required"
                         )
                     else:
-                        results[n] = _inner_error(status, answer or {}, "creating an event")
+                        inner = httpx.Response(status, json=(answer or {}).get("body") or {})
+                        results[n] = self._api.failure(inner, "creating an event")
                 if not retry:
                     break
                 if len(retry) == len(pending):
@@ -400,8 +378,8 @@ class MicrosoftProvider:
     async def _batch(self, requests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         response = await self._request("POST", "/$batch", json={"requests": requests})
         if response.status_code != 200:
-            raise self._fail(response, "sending a batch")
-        answers = self._json(response).get("responses", [])
+            raise self._api.failure(response, "sending a batch")
+        answers = self._api.json(response).get("responses", [])
         return {str(a.get("id")): a for a in answers if isinstance(a, dict)}
 
     async def update(
@@ -421,8 +399,8 @@ class MicrosoftProvider:
         if response.status_code in (404, 410):
             raise EventNotFound(f"the event {event_id} does not exist")
         if response.status_code != 200:
-            raise self._fail(response, "updating an event")
-        return _ref(self._json(response))
+            raise self._api.failure(response, "updating an event")
+        return _ref(self._api.json(response))
 
     async def _keep_series_shape(
         self, event_id: str, event: CalendarEvent, written: dict[str, Any]
@@ -433,7 +411,7 @@ class MicrosoftProvider:
         response = await self._request("GET", self._event(event_id))
         if response.status_code != 200:
             return  # the patch itself says what is wrong
-        current = _ref(self._json(response)).event
+        current = _ref(self._api.json(response)).event
         if current is None or current.recurrence is None or event.recurrence is None:
             return
         same_rule = canonical_rrule(current.recurrence.rrule) == canonical_rrule(
@@ -454,7 +432,7 @@ class MicrosoftProvider:
             return
         if response.status_code == 412:
             raise PreconditionFailed(f"the event {event_id} changed since {etag}")
-        raise self._fail(response, "deleting an event")
+        raise self._api.failure(response, "deleting an event")
 
     # --- change notifications ------------------------------------------------------------
 
@@ -472,8 +450,8 @@ class MicrosoftProvider:
         }
         response = await self._request("POST", "/subscriptions", json=body)
         if response.status_code not in (200, 201):
-            raise self._fail(response, "subscribing to changes")
-        data = self._json(response)
+            raise self._api.failure(response, "subscribing to changes")
+        data = self._api.json(response)
         return str(data["id"]), _parse_time(data["expirationDateTime"])
 
     async def renew(self, subscription_id: str, expires: dt.datetime) -> dt.datetime:
@@ -482,14 +460,14 @@ class MicrosoftProvider:
         if response.status_code == 404:
             raise EventNotFound(f"the subscription {subscription_id} is gone")
         if response.status_code != 200:
-            raise self._fail(response, "renewing a subscription")
-        return _parse_time(self._json(response)["expirationDateTime"])
+            raise self._api.failure(response, "renewing a subscription")
+        return _parse_time(self._api.json(response)["expirationDateTime"])
 
     async def unsubscribe(self, subscription_id: str) -> None:
         path = f"/subscriptions/{quote(subscription_id, safe='')}"
         response = await self._request("DELETE", path)
         if response.status_code not in (200, 204, 404):
-            raise self._fail(response, "removing a subscription")
+            raise self._api.failure(response, "removing a subscription")
 
     # The push-channel interface crmcal's push module speaks (Google's names): the
     # "resource id" of a channel is the Graph subscription's id.
@@ -515,16 +493,6 @@ def _code(response: httpx.Response) -> str:
         return str(response.json()["error"]["code"])
     except (ValueError, KeyError, TypeError):
         return ""
-
-
-def _inner_error(status: int, answer: dict[str, Any], what: str) -> ProviderError:
-    error = (answer.get("body") or {}).get("error") or {}
-    code = error.get("code", "") if isinstance(error, dict) else ""
-    if status == 403:
-        return ProviderError(f"Microsoft 365 does not allow {what} (403 {code})")
-    if status == 404:
-        return CalendarNotFound(f"{what}: not found in Microsoft 365 (404 {code})")
-    return ProviderError(f"Microsoft Graph answered {status} {code} to {what}")
 
 
 def _quoted(value: str) -> str:
