@@ -14,8 +14,8 @@ import pytest
 
 from crmcal.emulators.google import GoogleState, create_app
 from crmcal.model import ResponseStatus
+from crmcal.providers import google_oauth
 from crmcal.providers.google import GoogleProvider
-from crmcal.providers.google_oauth import RefreshingTokens
 from tests.providers.harness import Foreign, Moment
 from tests.served import served_app
 
@@ -208,7 +208,7 @@ class GoogleHarness:
         return harness
 
     def _provider(self, refresh_token: str, api_url: str | None = None) -> GoogleProvider:
-        tokens = RefreshingTokens(refresh_token, oauth_url=self.emulator.url)
+        tokens = google_oauth.service(self.emulator.url).tokens(refresh_token)
         provider = GoogleProvider(tokens, api_url=api_url or self.emulator.url, backoff=0.01)
         self._providers.append(provider)
         return provider

@@ -14,8 +14,8 @@ import pytest
 
 from crmcal.emulators.microsoft import MicrosoftState, create_app
 from crmcal.model import ResponseStatus
+from crmcal.providers import microsoft_oauth
 from crmcal.providers.microsoft import MicrosoftProvider
-from crmcal.providers.microsoft_oauth import RefreshingTokens
 from tests.emulators.graph_models import GraphChecked
 from tests.providers.harness import Foreign, Moment
 from tests.served import served_app
@@ -140,7 +140,7 @@ class MicrosoftHarness:
         return harness
 
     def _provider(self, refresh_token: str, api_url: str | None = None) -> MicrosoftProvider:
-        tokens = RefreshingTokens(refresh_token, oauth_url=self.emulator.url)
+        tokens = microsoft_oauth.service(self.emulator.url).tokens(refresh_token)
         provider = MicrosoftProvider(tokens, api_url=api_url or self.emulator.url, backoff=0.01)
         self._providers.append(provider)
         return provider

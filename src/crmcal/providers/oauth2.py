@@ -4,8 +4,9 @@
 a minute before it expires, refreshes it with the refresh token, hands a rotated
 refresh token (Microsoft sends a new one with every refresh) to ``on_rotate`` to
 be stored, and reports a revoked or expired grant (``invalid_grant``) as
-``AuthenticationFailed`` saying that the user must reconnect. The service's own
-modules (``google_oauth``, ``microsoft_oauth``) know the endpoints and scopes.
+``AuthenticationFailed`` saying that the user must reconnect. ``OAuthService``
+is the flow at one service; its own module (``google_oauth``,
+``microsoft_oauth``) says where the endpoints are and what it asks for.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import asyncio
 import base64
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import httpx
 
@@ -144,3 +147,75 @@ class RefreshingTokens:
             self._refresh_token = rotated
             if self.on_rotate is not None:
                 await self.on_rotate(rotated)
+
+
+@dataclass(frozen=True)
+class OAuthService:
+    """The authorization-code flow with PKCE (S256) at one service."""
+
+    name: str  # in messages: "Google", "Microsoft"
+    authorize_endpoint: str
+    token_endpoint: str
+    scopes: str
+    # What else the consent URL says (offline access, which prompt ...).
+    authorize_params: Mapping[str, str] = field(default_factory=dict)
+    # Whether token calls repeat the scopes (Microsoft's v2.0 endpoint wants them).
+    scopes_on_token_calls: bool = False
+
+    def authorize_url(self, *, client_id: str, redirect_uri: str, state: str, verifier: str) -> str:
+        """Where to send the user to grant crmcal offline access to their calendars."""
+        params = {
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "response_type": "code",
+            "scope": self.scopes,
+            "state": state,
+            "code_challenge": code_challenge(verifier),
+            "code_challenge_method": "S256",
+            **self.authorize_params,
+        }
+        return f"{self.authorize_endpoint}?{urlencode(params)}"
+
+    async def exchange_code(
+        self,
+        *,
+        code: str,
+        verifier: str,
+        redirect_uri: str,
+        client_id: str,
+        client_secret: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> str:
+        """Trade an authorization code for the refresh token it grants."""
+        return await exchange_code(
+            self.name,
+            self.token_endpoint,
+            code=code,
+            verifier=verifier,
+            redirect_uri=redirect_uri,
+            client_id=client_id,
+            client_secret=client_secret,
+            scope=self.scopes if self.scopes_on_token_calls else None,
+            transport=transport,
+        )
+
+    def tokens(
+        self,
+        refresh_token: str,
+        *,
+        client_id: str = "",
+        client_secret: str = "",
+        on_rotate: Callable[[str], Awaitable[None]] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> RefreshingTokens:
+        """A provider's token source for a grant at this service."""
+        return RefreshingTokens(
+            self.name,
+            self.token_endpoint,
+            refresh_token,
+            client_id=client_id,
+            client_secret=client_secret,
+            scope=self.scopes if self.scopes_on_token_calls else None,
+            on_rotate=on_rotate,
+            transport=transport,
+        )

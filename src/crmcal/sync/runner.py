@@ -89,14 +89,13 @@ def provider_for(
 
         return CalDAVProvider(account, username or "", secret)
     if kind == "google":
+        from crmcal.providers import google_oauth
         from crmcal.providers.google import GOOGLE_API, GoogleProvider
-        from crmcal.providers.google_oauth import RefreshingTokens
 
         tokens = _grant(
             (kind, secret, settings.google_oauth_url, settings.google_client_id),
-            lambda: RefreshingTokens(
+            lambda: google_oauth.service(settings.google_oauth_url).tokens(
                 secret,
-                oauth_url=settings.google_oauth_url,
                 client_id=settings.google_client_id,
                 client_secret=settings.google_client_secret,
             ),
@@ -106,14 +105,13 @@ def provider_for(
             tokens, api_url=settings.google_api_url or GOOGLE_API, backoff=settings.retry_backoff
         )
     if kind == "microsoft":
+        from crmcal.providers import microsoft_oauth
         from crmcal.providers.microsoft import GRAPH_API, MicrosoftProvider
-        from crmcal.providers.microsoft_oauth import RefreshingTokens as MicrosoftTokens
 
         grant = _grant(
             (kind, secret, settings.microsoft_oauth_url, settings.microsoft_client_id),
-            lambda: MicrosoftTokens(
+            lambda: microsoft_oauth.service(settings.microsoft_oauth_url).tokens(
                 secret,
-                oauth_url=settings.microsoft_oauth_url,
                 client_id=settings.microsoft_client_id,
                 client_secret=settings.microsoft_client_secret,
             ),

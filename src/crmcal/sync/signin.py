@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ from crmcal.crm.tables import User
 from crmcal.db import Database
 from crmcal.providers import google_oauth, microsoft_oauth
 from crmcal.providers.base import ProviderError
+from crmcal.providers.oauth2 import OAuthService
 from crmcal.sync import connections
 from crmcal.sync.connections import ConnectionCreate, ConnectionOut, Reconnect
 from crmcal.vault import Vault, VaultError
@@ -39,24 +40,20 @@ ServiceName = Literal["google", "microsoft"]
 
 @dataclass(frozen=True)
 class Service:
-    """What differs between the services crmcal signs in to."""
+    """A service crmcal signs in to, as this installation is configured for it."""
 
-    kind: ServiceName
     title: str
-    authorize_url: Callable[..., str]
-    exchange_code: Callable[..., Awaitable[str]]
-    oauth_url: Callable[[Settings], str | None]
+    oauth: Callable[[Settings], OAuthService]
     client: Callable[[Settings], tuple[str, str]]  # (id, secret)
 
 
 SERVICES: dict[str, Service] = {
     "google": Service(
-        "google", "Google", google_oauth.authorize_url, google_oauth.exchange_code,
-        lambda s: s.google_oauth_url, lambda s: (s.google_client_id, s.google_client_secret),
+        "Google", lambda s: google_oauth.service(s.google_oauth_url),
+        lambda s: (s.google_client_id, s.google_client_secret),
     ),
     "microsoft": Service(
-        "microsoft", "Microsoft", microsoft_oauth.authorize_url, microsoft_oauth.exchange_code,
-        lambda s: s.microsoft_oauth_url,
+        "Microsoft", lambda s: microsoft_oauth.service(s.microsoft_oauth_url),
         lambda s: (s.microsoft_client_id, s.microsoft_client_secret),
     ),
 }  # fmt: skip
@@ -98,8 +95,7 @@ async def begin(
     verifier = secrets.token_urlsafe(48)
     sealed = {"u": user.id, "v": verifier, "c": calendar_id, "t": sync_type, "r": connection_id,
               "s": service}  # fmt: skip
-    return spec.authorize_url(
-        spec.oauth_url(settings),
+    return spec.oauth(settings).authorize_url(
         client_id=spec.client(settings)[0],
         redirect_uri=callback_url(settings, service),
         state=vault.seal_for_a_while(json.dumps(sealed)),
@@ -128,8 +124,7 @@ async def finish(
     spec = SERVICES[service]
     client_id, client_secret = spec.client(settings)
     try:
-        refresh_token = await spec.exchange_code(
-            spec.oauth_url(settings),
+        refresh_token = await spec.oauth(settings).exchange_code(
             code=code,
             verifier=sealed["v"],
             redirect_uri=callback_url(settings, service),
