@@ -35,26 +35,25 @@ import argparse
 import asyncio
 import datetime as dt
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from benchkit import BenchError, Counted, OneByOne, Sample, activity, free_port, ratio
 
 from crmcal import migrations
 from crmcal.config import Settings
 from crmcal.crm import activities
-from crmcal.crm.schemas import ActivityCreate, ParticipantIn, UserCreate
+from crmcal.crm.schemas import UserCreate
 from crmcal.crm.users import create_user
 from crmcal.db import Database
-from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
 from crmcal.providers.base import Provider
 from crmcal.sync.engine import SyncFailed, SyncReport
 from crmcal.sync.runner import open_provider, run_sync
@@ -67,16 +66,6 @@ PAGE = 2500  # the largest page Google serves, what both sides ask for
 # Fields a client writes; the rest of a listed event is the server's.
 WRITTEN = ("id", "summary", "description", "location", "start", "end", "transparency",
            "visibility", "reminders", "attendees", "extendedProperties")  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class BenchError(Exception):
-    """A step failed; the message says which and why."""
 
 
 # --- the emulator --------------------------------------------------------------------
@@ -163,93 +152,7 @@ class Emulator:
                 self.proc.wait()
 
 
-@dataclass
-class Counted:
-    """What one step cost the emulator: calls by kind, and the HTTP requests they took."""
-
-    kinds: dict[str, int]
-    http: int
-    calls: int
-
-    @classmethod
-    def between(
-        cls, before: dict[str, int], after: dict[str, int], *, batched: str | None = None
-    ) -> Counted:
-        """``batched``: the kind of call that travelled inside batch requests in this step
-        (the emulator counts a batch once as "batch" and each call in it by its own kind)."""
-        kinds = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-        kinds = {k: v for k, v in kinds.items() if v}
-        calls = sum(v for k, v in kinds.items() if k != "batch")
-        inside = kinds.get(batched, 0) if batched and kinds.get("batch") else 0
-        return cls(kinds, kinds.get("batch", 0) + calls - inside, calls)
-
-
-@dataclass
-class Sample:
-    wall: list[float] = field(default_factory=list)
-    cpu: list[float] = field(default_factory=list)
-    http: list[int] = field(default_factory=list)
-    calls: list[int] = field(default_factory=list)
-    kinds: dict[str, int] = field(default_factory=dict)  # of the last run, for the notes
-
-    def add(self, wall: float, cpu: float, counted: Counted) -> None:
-        self.wall.append(wall)
-        self.cpu.append(cpu)
-        self.http.append(counted.http)
-        self.calls.append(counted.calls)
-        self.kinds = counted.kinds
-
-    def median(self, name: str) -> float:
-        return float(statistics.median(getattr(self, name)))
-
-
 # --- crmcal, in this process ---------------------------------------------------------
-
-
-class OneByOne:
-    """A provider without ``create_many``: the engine then creates events one by one."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    async def list_calendars(self) -> list[CalendarInfo]:
-        return await self.inner.list_calendars()  # type: ignore[no-any-return]
-
-    async def list_changes(
-        self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
-    ) -> ChangeListing:
-        return await self.inner.list_changes(  # type: ignore[no-any-return]
-            calendar_id, cursor, with_contents=with_contents
-        )
-
-    async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
-        return await self.inner.fetch(calendar_id, ids)  # type: ignore[no-any-return]
-
-    async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:
-        return await self.inner.get_by_key(calendar_id, key)  # type: ignore[no-any-return]
-
-    async def create(self, calendar_id: str, key: str, event: CalendarEvent) -> RemoteRef:
-        return await self.inner.create(calendar_id, key, event)  # type: ignore[no-any-return]
-
-    async def update(
-        self, calendar_id: str, event_id: str, etag: str, event: CalendarEvent
-    ) -> RemoteRef:
-        return await self.inner.update(calendar_id, event_id, etag, event)  # type: ignore[no-any-return]
-
-    async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
-        await self.inner.delete(calendar_id, event_id, etag)
-
-    # Kept so that the run opens its push channel as the plain provider does.
-    async def watch(
-        self, calendar_id: str, channel_id: str, address: str, token: str
-    ) -> tuple[str, dt.datetime]:
-        return await self.inner.watch(calendar_id, channel_id, address, token)  # type: ignore[no-any-return]
-
-    async def stop_watching(self, channel_id: str, resource_id: str) -> None:
-        await self.inner.stop_watching(channel_id, resource_id)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 class Crm:
@@ -323,22 +226,6 @@ class Crm:
 
     async def close(self) -> None:
         await self.db.dispose()
-
-
-def activity(n: int, start: dt.datetime) -> ActivityCreate:
-    begin = start + dt.timedelta(hours=n)
-    return ActivityCreate(
-        type="call",
-        subject=f"Customer call {n}",
-        start=begin.isoformat(),
-        end=(begin + dt.timedelta(minutes=45)).isoformat(),
-        timezone="Europe/Berlin",
-        location=f"Room {n % 9}",
-        note=f"Agenda for call {n}",
-        participants=[
-            ParticipantIn(email=f"contact{n % 40}@acme.example", name=f"Contact {n % 40}")
-        ],
-    )
 
 
 def event_body(n: int, start: dt.datetime) -> dict[str, Any]:
@@ -622,10 +509,6 @@ async def incremental_runs(
 
 
 # --- the report ----------------------------------------------------------------------
-
-
-def ratio(mine: float, theirs: float) -> str:
-    return f"{mine / theirs:.2f}" if theirs else "-"
 
 
 def print_push(events: int, samples: dict[str, Sample]) -> None:

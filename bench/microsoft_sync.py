@@ -38,29 +38,28 @@ import asyncio
 import datetime as dt
 import json
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from benchkit import BenchError, Counted, OneByOne, Sample, activity, free_port, ratio
 
 from crmcal import migrations
 from crmcal.config import Settings
 from crmcal.crm import activities
-from crmcal.crm.schemas import ActivityCreate, ParticipantIn, UserCreate
+from crmcal.crm.schemas import UserCreate
 from crmcal.crm.users import create_user
 from crmcal.db import Database
-from crmcal.model import CalendarEvent, RemoteRef
+from crmcal.model import CalendarEvent
 from crmcal.providers import microsoft_events as codec
 from crmcal.sync.engine import SyncFailed, SyncReport
 from crmcal.sync.runner import open_provider, run_sync
@@ -72,16 +71,6 @@ CLIENT_BATCH = 20  # Graph's most requests in one $batch, what crmcal sends too
 PAGE = 1000  # the largest page Graph (and the emulator) serves, what the peer asks for
 SEEDED = "seeded@bench.test"
 WINDOW_DAYS = 1800  # the peer's calendar view: under Graph's 1,825 days, every event inside
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class BenchError(Exception):
-    """A step failed; the message says which and why."""
 
 
 # --- the emulator --------------------------------------------------------------------
@@ -237,66 +226,7 @@ class Webhook:
         self.server.server_close()
 
 
-@dataclass
-class Counted:
-    """What one step cost the emulator: calls by kind, and the HTTP requests they took."""
-
-    kinds: dict[str, int]
-    http: int
-    calls: int
-
-    @classmethod
-    def between(
-        cls, before: dict[str, int], after: dict[str, int], *, batched: str | None = None
-    ) -> Counted:
-        """``batched``: the kind of call that travelled inside ``$batch`` requests in this
-        step (the emulator counts an envelope once as "batch" and each call in it by its
-        own kind)."""
-        kinds = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-        kinds = {k: v for k, v in kinds.items() if v}
-        calls = sum(v for k, v in kinds.items() if k != "batch")
-        inside = kinds.get(batched, 0) if batched and kinds.get("batch") else 0
-        return cls(kinds, kinds.get("batch", 0) + calls - inside, calls)
-
-
-@dataclass
-class Sample:
-    wall: list[float] = field(default_factory=list)
-    cpu: list[float] = field(default_factory=list)
-    http: list[int] = field(default_factory=list)
-    calls: list[int] = field(default_factory=list)
-    kinds: dict[str, int] = field(default_factory=dict)  # of the last run, for the notes
-
-    def add(self, wall: float, cpu: float, counted: Counted) -> None:
-        self.wall.append(wall)
-        self.cpu.append(cpu)
-        self.http.append(counted.http)
-        self.calls.append(counted.calls)
-        self.kinds = counted.kinds
-
-    def median(self, name: str) -> float:
-        return float(statistics.median(getattr(self, name)))
-
-
 # --- crmcal, in this process ---------------------------------------------------------
-
-
-class OneByOne:
-    """The provider without ``create_many``: the engine then creates events one by one.
-    It keeps what it was asked to create, for the peer to write the same events."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.created: list[tuple[str, CalendarEvent]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "create_many":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    async def create(self, calendar_id: str, key: str, event: CalendarEvent) -> RemoteRef:
-        self.created.append((key, event))
-        return await self.inner.create(calendar_id, key, event)  # type: ignore[no-any-return]
 
 
 class Crm:
@@ -371,22 +301,6 @@ class Crm:
 
     async def close(self) -> None:
         await self.db.dispose()
-
-
-def activity(n: int, start: dt.datetime) -> ActivityCreate:
-    begin = start + dt.timedelta(hours=n)
-    return ActivityCreate(
-        type="call",
-        subject=f"Customer call {n}",
-        start=begin.isoformat(),
-        end=(begin + dt.timedelta(minutes=45)).isoformat(),
-        timezone="Europe/Berlin",
-        location=f"Room {n % 9}",
-        note=f"Agenda for call {n}",
-        participants=[
-            ParticipantIn(email=f"contact{n % 40}@acme.example", name=f"Contact {n % 40}")
-        ],
-    )
 
 
 def seed_body(n: int, start: dt.datetime) -> dict[str, Any]:
@@ -721,10 +635,6 @@ async def incremental_runs(
 
 
 # --- the report ----------------------------------------------------------------------
-
-
-def ratio(mine: float, theirs: float) -> str:
-    return f"{mine / theirs:.2f}" if theirs else "-"
 
 
 def print_push(events: int, push: Push) -> None:
