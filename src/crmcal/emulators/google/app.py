@@ -384,7 +384,7 @@ def create_app(state: GoogleState | None = None, *, data_file: Path | None = Non
         pending: list[dict[str, Any]] = [
             {"status": f.status, "count": f.count} for f in state.faults
         ]
-        pending += [{"delay": d.seconds, "count": d.count} for d in state.delays]
+        pending += state.delays.described()
         return {"pending": pending}
 
     @app.get("/_emulator/settings")

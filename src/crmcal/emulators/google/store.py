@@ -25,6 +25,7 @@ from typing import Any
 from crmcal.emulators.google import events, recurrence
 from crmcal.emulators.google.errors import GoogleError, invalid, not_found, required
 from crmcal.emulators.google.push import Channels
+from crmcal.emulators.slow import BadDelay, Delays
 
 # events.list parameters that Google refuses together with a syncToken.
 NOT_WITH_SYNC_TOKEN = (
@@ -67,15 +68,6 @@ class AccessToken:
 class Fault:
     status: int
     count: int
-
-
-@dataclass
-class Delay:
-    seconds: float
-    count: int
-
-
-MAX_DELAY = 60.0
 
 
 @dataclass
@@ -129,7 +121,7 @@ class GoogleState:
         # Injected failures, oldest first: each answers the next ``count`` API calls.
         self.faults: list[Fault] = []
         # Injected slow responses, oldest first; they run alongside ``faults``.
-        self.delays: list[Delay] = []
+        self.delays = Delays()
         # Behaviours clients must cope with, off by default (``/_emulator/settings``):
         # pages shorter than asked, even empty ones with a nextPageToken, as Google
         # sends; and whether repeated privateExtendedProperty filters must all match
@@ -232,25 +224,15 @@ class GoogleState:
         reason, message = FAULTS[fault.status]
         return GoogleError(fault.status, reason, message, domain=_DOMAINS.get(reason, "global"))
 
-    def add_delay(self, seconds: float, count: int) -> None:
-        # bool is an int to Python, never a number of seconds to a caller.
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-            raise invalid("delay: a number of seconds", location="delay")
-        if not 0 < seconds <= MAX_DELAY:  # also refuses NaN, which json accepts
-            raise invalid(f"delay: above 0 and at most {MAX_DELAY:g} seconds", location="delay")
-        if not 1 <= count <= 10_000:
-            raise invalid("count: between 1 and 10000", location="count")
-        self.delays.append(Delay(float(seconds), count))
+    def add_delay(self, seconds: Any, count: Any) -> None:
+        try:
+            self.delays.add(seconds, count)
+        except BadDelay as bad:
+            raise invalid(str(bad), location=bad.field) from None
 
     def delay(self) -> float:
         """The seconds this call waits before it is served (0 when no delay is pending)."""
-        if not self.delays:
-            return 0.0
-        delay = self.delays[0]
-        delay.count -= 1
-        if delay.count <= 0:
-            self.delays.pop(0)
-        return delay.seconds
+        return self.delays.take()
 
     # --- calendars -----------------------------------------------------------------
 

@@ -25,12 +25,11 @@ from crmcal.emulators.microsoft.delta import DeltaStates
 from crmcal.emulators.microsoft.errors import GraphError, bad_request, unauthorized
 from crmcal.emulators.microsoft.mailbox import Events
 from crmcal.emulators.microsoft.model import Calendar, ChangeListener, Mailbox
+from crmcal.emulators.slow import MAX_COUNT, BadDelay, Delays
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 DEFAULT_SCOPE = "Calendars.ReadWrite User.Read offline_access"
 TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
-MAX_COUNT = 10_000
-MAX_DELAY = 60.0
 THROTTLING = {
     "ApplicationThrottled": "Application is over its MailboxConcurrency limit.",
     "TooManyRequests": "Too many requests, retry after some time.",
@@ -68,12 +67,6 @@ class Fault:
     count: int
     code: str
     retry_after: int | None
-
-
-@dataclass
-class Delay:
-    seconds: float
-    count: int
 
 
 class Extension(Protocol):
@@ -116,7 +109,7 @@ class MicrosoftState:
         self.page_size = 10  # what lists answer without $top or odata.maxpagesize
         self.requests: dict[str, int] = {}
         self.faults: list[Fault] = []
-        self.delays: list[Delay] = []
+        self.delays = Delays()
         # Features installed on an app keep their state here, by name, so that every app
         # serving this state shares it (one set of subscriptions, one in-flight count).
         self.extensions: dict[str, Extension] = {}
@@ -274,29 +267,20 @@ class MicrosoftState:
         return GraphError(fault.status, fault.code, message, headers=headers)
 
     def add_delay(self, seconds: Any, count: Any) -> None:
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-            raise _problem("delay: a number of seconds")
-        if not 0 < seconds <= MAX_DELAY:
-            raise _problem(f"delay: above 0 and at most {MAX_DELAY:g} seconds")
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
-            raise _problem(f"count: an integer between 1 and {MAX_COUNT}")
-        self.delays.append(Delay(float(seconds), count))
+        try:
+            self.delays.add(seconds, count)
+        except BadDelay as bad:
+            raise _problem(str(bad)) from None
 
     def delay(self) -> float:
-        if not self.delays:
-            return 0.0
-        delay = self.delays[0]
-        delay.count -= 1
-        if delay.count <= 0:
-            self.delays.pop(0)
-        return delay.seconds
+        return self.delays.take()
 
     def pending(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = [
             {"status": f.status, "count": f.count, "code": f.code, "retry_after": f.retry_after}
             for f in self.faults
         ]
-        return found + [{"delay": d.seconds, "count": d.count} for d in self.delays]
+        return found + self.delays.described()
 
     # --- settings --------------------------------------------------------------------
 
