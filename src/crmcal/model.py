@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 ResponseStatus = Literal["needs_action", "accepted", "declined", "tentative"]
@@ -74,6 +75,13 @@ class CalendarEvent:
     @property
     def recurring(self) -> bool:
         return self.recurrence is not None or self.recurrence_id is not None
+
+    def leaving_out(self, moments: Sequence[dt.datetime | dt.date]) -> CalendarEvent:
+        """The series without the occurrences at ``moments`` (among its EXDATEs)."""
+        if self.recurrence is None or not moments:
+            return self
+        exdates = tuple(dict.fromkeys([*self.recurrence.exdates, *moments]))
+        return replace(self, recurrence=replace(self.recurrence, exdates=exdates))
 
     def content_hash(self) -> str:
         """A digest of the fields that sync both ways; equal digests mean nothing to do."""

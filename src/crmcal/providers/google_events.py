@@ -11,11 +11,11 @@ Google, and the CRM id rides in ``extendedProperties.private``.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from crmcal.model import Attendee, CalendarEvent, Recurrence, ResponseStatus
+from crmcal.providers.timestamps import parse_timestamp
 
 # Keys in extendedProperties.private (Google drops keys over 44 characters).
 CRM_ID_KEY = "crmcalActivityId"
@@ -158,19 +158,7 @@ def with_exceptions(event: CalendarEvent, exceptions: list[dict[str, Any]]) -> C
         for item in exceptions
         if item.get("status") == "cancelled" and item.get("originalStartTime")
     ]
-    if not cancelled:
-        return event
-    exdates = tuple(dict.fromkeys([*event.recurrence.exdates, *cancelled]))
-    return replace(event, recurrence=replace(event.recurrence, exdates=exdates))
-
-
-def _updated(text: Any) -> dt.datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+    return event.leaving_out(cancelled)
 
 
 def parse(event: dict[str, Any], *, default_zone: str = "UTC") -> CalendarEvent:
@@ -202,7 +190,7 @@ def parse(event: dict[str, Any], *, default_zone: str = "UTC") -> CalendarEvent:
         cancelled=event.get("status") == "cancelled",
         recurrence=_recurrence(event.get("recurrence"), zone or default_zone),
         recurrence_id=recurrence_id,
-        last_modified=_updated(event.get("updated")),
+        last_modified=parse_timestamp(event.get("updated")),
         uid=event.get("iCalUID") or event.get("id"),
     )
 

@@ -44,6 +44,7 @@ from crmcal.providers.base import (
     ProviderError,
     Unreachable,
 )
+from crmcal.providers.timestamps import parse_timestamp
 
 __all__ = ["GRAPH_API", "MicrosoftProvider", "TokenSource"]
 
@@ -499,8 +500,11 @@ def _quoted(value: str) -> str:
     return value.replace("'", "''")
 
 
-def _parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+def _parse_time(text: Any) -> dt.datetime:
+    found = parse_timestamp(text)
+    if found is None:
+        raise ProviderError(f"Microsoft Graph answered an unreadable time {text!r}")
+    return found
 
 
 def _decode(cursor: str | None) -> dict[str, str] | None:

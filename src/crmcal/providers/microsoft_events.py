@@ -15,13 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import html
 import re
-from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from crmcal.model import Attendee, CalendarEvent, Recurrence, ResponseStatus
+from crmcal.providers.timestamps import parse_timestamp
 
 # Named properties in PS_PUBLIC_STRINGS: the set Outlook add-ins use for their own.
 _PROPERTY_SET = "{00020329-0000-0000-C000-000000000046}"
@@ -238,17 +238,7 @@ def with_cancelled(event: CalendarEvent, cancelled: list[str]) -> CalendarEvent:
             found.append(dt.datetime.combine(day, start.timetz()))
         else:
             found.append(day)
-    exdates = tuple(dict.fromkeys([*event.recurrence.exdates, *found]))
-    return replace(event, recurrence=replace(event.recurrence, exdates=exdates))
-
-
-def _updated(text: Any) -> dt.datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+    return event.leaving_out(found)
 
 
 def parse(item: dict[str, Any]) -> CalendarEvent:
@@ -289,8 +279,8 @@ def parse(item: dict[str, Any]) -> CalendarEvent:
         crm_type=props.get(CRM_TYPE),
         cancelled=bool(item.get("isCancelled")),
         recurrence=_rrule(item.get("recurrence"), first),
-        recurrence_id=_updated(original) if original else None,
-        last_modified=_updated(item.get("lastModifiedDateTime")),
+        recurrence_id=parse_timestamp(original),
+        last_modified=parse_timestamp(item.get("lastModifiedDateTime")),
         uid=item.get("iCalUId") or item.get("id"),
     )
 
