@@ -95,7 +95,6 @@ class MicrosoftProvider:
             headers={"Prefer": _PREFER}, transport=transport,
         )  # fmt: skip
         self._window_start = window_start
-        self.account: str | None = None
 
     # --- requests ------------------------------------------------------------------
 
@@ -140,8 +139,7 @@ class MicrosoftProvider:
         if response.status_code != 200:
             raise self._api.failure(response, "reading the account")
         me = self._api.json(response)
-        self.account = str(me.get("mail") or me.get("userPrincipalName") or me.get("id"))
-        return self.account
+        return str(me.get("mail") or me.get("userPrincipalName") or me.get("id"))
 
     async def list_calendars(self) -> list[CalendarInfo]:
         calendars = await self._pages("/me/calendars", {"$top": 100}, "listing calendars")
@@ -205,7 +203,7 @@ class MicrosoftProvider:
             link = data.get("@odata.deltaLink")
             break
         # Windowed: a full listing does not show what lies outside the window.
-        listing = ChangeListing(full=full, complete=not full)
+        listing = ChangeListing(full=full, complete=False)
         removed = [str(i["id"]) for i in items if "@removed" in i]
         series: set[str] = set()
         for item in items:
