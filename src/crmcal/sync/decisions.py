@@ -23,7 +23,6 @@ class Act(enum.Enum):
     PUSH_CREATE = "push_create"  # create the event from the activity
     PUSH_UPDATE = "push_update"  # overwrite the event with the activity
     PUSH_DELETE = "push_delete"  # delete the event
-    PULL_CREATE = "pull_create"  # create an activity from the event
     PULL_UPDATE = "pull_update"  # overwrite the activity with the event (restoring it)
     PULL_TRASH = "pull_trash"  # move the activity to the trash
     UNLINK = "unlink"  # both sides are gone: forget the pair

@@ -22,13 +22,13 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, assert_never
 
 from pydantic import ValidationError
-from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crmcal.crm import activities, changefeed, contacts, permissions
+from crmcal.crm import activities, changefeed, contacts
 from crmcal.crm.errors import CrmError, Forbidden, Invalid
 from crmcal.crm.schemas import ActivityCreate, ActivityUpdate
 from crmcal.crm.tables import Activity, User, utcnow
@@ -42,10 +42,13 @@ from crmcal.providers.base import (
     create_many,
 )
 from crmcal.sync import mapping
+from crmcal.sync.context import RunContext, SyncFailed, SyncRefused
 from crmcal.sync.decisions import Act, Decision, State, decide
 from crmcal.sync.info_block import LinkedRecords
-from crmcal.sync.options import SyncOptions, writes_calendar, writes_crm
+from crmcal.sync.links import Links
 from crmcal.sync.tables import Conflict, Connection, Link
+
+__all__ = ["Engine", "ProgressFn", "SyncFailed", "SyncRefused", "SyncReport"]
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +59,6 @@ IMPORT_BATCH = 500
 # Activities sent to the calendar together: one batch of provider calls (where the
 # provider has batches) and one transaction for their links.
 OUTGOING_BATCH = 200
-
-
-class SyncRefused(Exception):
-    """The run stopped before changing anything, for the reason given."""
-
-
-class SyncFailed(Exception):
-    """The connection cannot sync until the user acts (permissions, credentials ...)."""
 
 
 @dataclass
@@ -104,6 +99,10 @@ ProgressFn = Callable[[int, int], None]
 
 
 class Engine:
+    """One run: ``ctx`` is fixed when it starts, ``links`` and ``report`` fill as it goes."""
+
+    ctx: RunContext
+
     def __init__(
         self,
         db: Database,
@@ -119,33 +118,35 @@ class Engine:
         self.connection_id = connection_id
         self.force = force
         self.progress = progress
-        self.base_url = base_url.rstrip("/")
+        self.base_url = base_url
+        self.links = Links(db, connection_id)
         # Deals, persons and organizations of the activities at hand, for event
         # descriptions (F11); loaded only when that option is on.
         self.linked_info: dict[int, LinkedRecords] = {}
-        self._linked: int | None = None
         self.report = SyncReport()
-        self._mails_attendees = bool(getattr(provider, "mails_attendees", False))
-        self.origin = f"sync:{connection_id}"
+        self.seen: set[str] = set()
+        self.imports: list[RemoteRef] = []
+        self.outgoing: list[tuple[Activity, CalendarEvent]] = []
 
     # --- the run ---------------------------------------------------------
 
     async def run(self) -> SyncReport:
-        await self._load()
-        # New options (a wider backfill, other types ...) can make items that
-        # were out of scope relevant: look at everything on both sides once.
-        self.options_changed = self.conn.applied_options != self.options.digest()
-        cursor = None if self.options_changed else self.conn.remote_cursor
+        self.ctx = ctx = await RunContext.build(
+            self.db,
+            self.connection_id,
+            force=self.force,
+            base_url=self.base_url,
+            mails_attendees=bool(getattr(self.provider, "mails_attendees", False)),
+        )
+        cursor = None if ctx.options_changed else ctx.remote_cursor
         # A first import needs every event's contents: say so, a provider may
         # then list them in one go instead of listing and fetching.
-        first = cursor is None and not await self._links_count()
-        listing = await self.provider.list_changes(self.calendar_id, cursor, with_contents=first)
+        first = cursor is None and not await self.links.count()
+        listing = await self.provider.list_changes(ctx.calendar_id, cursor, with_contents=first)
         remote_refs, gone_ids = await self._remote_side(listing)
         crm_ids = await self._crm_side()
         pairs = await self._pair(remote_refs, gone_ids, crm_ids)
         total = len(pairs)
-        self.imports: list[RemoteRef] = []
-        self.outgoing: list[tuple[Activity, CalendarEvent]] = []
         for done, pair in enumerate(pairs, 1):
             await self._settle(pair)
             if len(self.imports) >= IMPORT_BATCH:
@@ -159,56 +160,6 @@ class Engine:
         await self._finish(listing)
         return self.report
 
-    async def _load(self) -> None:
-        async with self.db.read() as session:
-            conn = await session.get(Connection, self.connection_id)
-            if conn is None:
-                raise SyncRefused(f"connection {self.connection_id} not found")
-            owner = await session.get(User, conn.user_id)
-            assert owner is not None
-            self.feed_head = await changefeed.latest_seq(session)
-        self.conn, self.owner = conn, owner
-        self.calendar_id = conn.calendar_id
-        self.options = SyncOptions.model_validate(conn.options or {})
-        self.push, self.pull = writes_calendar(conn.sync_type), writes_crm(conn.sync_type)
-        self._check_permissions()
-        # The links a run needs, loaded as it learns which: a run costs what
-        # changed, not what is linked (only full listings read them all).
-        self.by_remote: dict[str, Link] = {}
-        self.by_activity: dict[int, Link] = {}
-        self.sync_from = conn.connected_at - dt.timedelta(days=self.options.backfill_days)
-        # The account's own addresses are the user, never a contact (F10).
-        account = (conn.username or "").strip().lower()
-        self.own_addresses = frozenset([account] if "@" in account else [])
-
-    async def _links_count(self) -> int:
-        """How many events this connection has linked (counted only when a full listing
-        needs it: a no-change sync must not cost in proportion to the calendar)."""
-        if self._linked is None:
-            async with self.db.read() as session:
-                query = select(func.count(Link.id)).where(Link.connection_id == self.conn.id)
-                self._linked = int(await session.scalar(query) or 0)
-        return self._linked
-
-    def _check_permissions(self) -> None:
-        owner = self.owner
-        if not owner.active:
-            raise SyncFailed("the user of this connection is deactivated")
-        needed = [permissions.CALENDAR_SYNC, permissions.ACTIVITIES_VIEW]
-        if self.pull:
-            needed += [
-                permissions.ACTIVITIES_CREATE,
-                permissions.ACTIVITIES_EDIT,
-                permissions.ACTIVITIES_DELETE,
-            ]
-        missing = [p for p in needed if not permissions.has(owner, p)]
-        if missing:
-            raise SyncFailed(
-                "the user lacks the permission "
-                + ", ".join(repr(p) for p in missing)
-                + "; an admin can grant it"
-            )
-
     # --- reading both sides --------------------------------------------
 
     async def _remote_side(self, listing: ChangeListing) -> tuple[list[RemoteRef], set[str]]:
@@ -216,12 +167,12 @@ class Engine:
         listed = {ref.id for ref in listing.changed}
         self.seen = listed | set(listing.deleted)
         if listing.full:
-            await self._load_links(Link.connection_id == self.conn.id)
+            await self.links.load()
         else:
-            await self._load_links_of(Link.remote_id, list(self.seen))
-        if listing.full and not listing.changed and not self.force and await self._links_count():
+            await self.links.load_of(Link.remote_id, list(self.seen))
+        if listing.full and not listing.changed and not self.ctx.force and await self.links.count():
             raise SyncRefused(
-                f"the calendar looks empty but {await self._links_count()} events were synced "
+                f"the calendar looks empty but {await self.links.count()} events were synced "
                 "before; nothing was deleted. If the calendar really was emptied, "
                 "run the sync again with force."
             )
@@ -231,7 +182,7 @@ class Engine:
             if ref.error:
                 self.report.problem(ref.id, ref.error)
                 continue
-            link = self.by_remote.get(ref.id)
+            link = self.links.by_remote.get(ref.id)
             if link is not None and link.remote_etag == ref.etag:
                 continue  # our own write coming back, or nothing new
             if ref.event is None:
@@ -239,43 +190,45 @@ class Engine:
             else:
                 moved.append(ref)
         if to_fetch:
-            for ref in await self.provider.fetch(self.calendar_id, to_fetch):
+            for ref in await self.provider.fetch(self.ctx.calendar_id, to_fetch):
                 if ref.error:
                     self.report.problem(ref.id, ref.error)
                 else:
                     moved.append(ref)
-        gone = {rid for rid in listing.deleted if rid in self.by_remote}
+        gone = {rid for rid in listing.deleted if rid in self.links.by_remote}
         if listing.full:
-            missing = {rid for rid in self.by_remote if rid not in listed}
+            missing = {rid for rid in self.links.by_remote if rid not in listed}
             if missing and not listing.complete:
                 # A windowed listing leaves out what lies outside its window: what
                 # can still be read is not gone.
-                found = await self.provider.fetch(self.calendar_id, sorted(missing))
+                found = await self.provider.fetch(self.ctx.calendar_id, sorted(missing))
                 missing -= {ref.id for ref in found}
             gone |= missing
         return moved, gone
 
     async def _crm_side(self) -> set[int]:
         """Ids of activities to look at: changed since the cursor, or all in range."""
-        full = self.conn.crm_cursor is None or self.conn.applied_options != self.options.digest()
+        full = self.ctx.crm_cursor is None or self.ctx.options_changed
         async with self.db.read() as session:
             if full:
-                linked = select(Link.activity_id).where(Link.connection_id == self.conn.id)
+                linked = select(Link.activity_id).where(
+                    Link.connection_id == self.ctx.connection_id
+                )
                 query = select(Activity.id).where(
-                    Activity.owner_id == self.owner.id,
-                    or_(Activity.start_at >= self.sync_from, Activity.id.in_(linked)),
+                    Activity.owner_id == self.ctx.owner.id,
+                    or_(Activity.start_at >= self.ctx.sync_from, Activity.id.in_(linked)),
                 )
                 return set(await session.scalars(query))
             ids: set[int] = set()
-            cursor = self.conn.crm_cursor or 0
+            cursor = self.ctx.crm_cursor or 0
             while True:
                 rows = await changefeed.read_changes(
-                    session, after_seq=cursor, owner_id=self.owner.id
+                    session, after_seq=cursor, owner_id=self.ctx.owner.id
                 )
-                rows = [row for row in rows if row.seq <= self.feed_head]
+                rows = [row for row in rows if row.seq <= self.ctx.feed_head]
                 if not rows:
                     return ids
-                ids.update(row.activity_id for row in rows if row.origin != self.origin)
+                ids.update(row.activity_id for row in rows if row.origin != self.ctx.origin)
                 cursor = rows[-1].seq
 
     async def _pair(self, moved: list[RemoteRef], gone: set[str], crm_ids: set[int]) -> list[Pair]:
@@ -283,7 +236,7 @@ class Engine:
         new_events: list[Pair] = []
         candidates: dict[str, RemoteRef] = {}
         for ref in moved:
-            link = self.by_remote.get(ref.id)
+            link = self.links.by_remote.get(ref.id)
             if link is not None:
                 by_activity[link.activity_id] = Pair(link=link, remote=ref)
             else:
@@ -293,30 +246,29 @@ class Engine:
                 else:
                     candidates[claimed] = ref
         for rid in gone:
-            link = self.by_remote[rid]
+            link = self.links.by_remote[rid]
             by_activity[link.activity_id] = Pair(link=link, remote_gone=True)
         async with self.db.read() as session:
-            claimed = await activities.find_by_uids(session, self.owner.id, list(candidates))
-            await self._load_links_of(Link.activity_id, [a.id for a in claimed])
+            claimed = await activities.find_by_uids(session, self.ctx.owner.id, list(candidates))
+            await self.links.load_of(Link.activity_id, [a.id for a in claimed])
             for activity in claimed:
                 ref = candidates.pop(activity.uid)
-                if activity.id in self.by_activity:
+                if activity.id in self.links.by_activity:
                     # Linked to another event already: this one is a copy.
                     new_events.append(Pair(remote=ref))
                 else:
                     by_activity[activity.id] = Pair(remote=ref)
             new_events.extend(Pair(remote=ref) for ref in candidates.values())
-            await self._load_links_of(
-                Link.activity_id, [i for i in {*crm_ids, *by_activity} if i not in self.by_activity]
-            )
+            unknown = [i for i in {*crm_ids, *by_activity} if self.links.of_activity(i) is None]
+            await self.links.load_of(Link.activity_id, unknown)
             for activity_id in crm_ids:
-                by_activity.setdefault(activity_id, Pair(link=self.by_activity.get(activity_id)))
+                by_activity.setdefault(activity_id, Pair(link=self.links.of_activity(activity_id)))
             loaded = await session.scalars(
                 select(Activity).where(Activity.id.in_(list(by_activity)))
             )
             for activity in loaded:
                 by_activity[activity.id].activity = activity
-            if self.options.include_deal_and_contact_info:
+            if self.ctx.options.include_deal_and_contact_info:
                 present = [p.activity for p in by_activity.values() if p.activity is not None]
                 linked = await contacts.linked_records(session, present)
                 self.linked_info.update(
@@ -328,34 +280,23 @@ class Engine:
             self.seen.add(f"activity {activity_id}")
         return [*new_events, *by_activity.values()]
 
-    async def _load_links(self, *where: Any) -> None:
-        async with self.db.read() as session:
-            query = select(Link).where(Link.connection_id == self.conn.id, *where)
-            for link in await session.scalars(query):
-                self.by_remote[link.remote_id] = link
-                self.by_activity[link.activity_id] = link
-
-    async def _load_links_of(self, column: Any, values: list[Any]) -> None:
-        for start in range(0, len(values), 500):
-            await self._load_links(column.in_(values[start : start + 500]))
-
     def _claimed_uid(self, ref: RemoteRef) -> str:
         """The CRM uid an unlinked event belongs to: carried in it, or derived from its UID."""
         event = ref.event
         assert event is not None
-        return event.crm_id or mapping.derived_uid(self.owner.id, event.uid or ref.id)
+        return event.crm_id or mapping.derived_uid(self.ctx.owner.id, event.uid or ref.id)
 
     # --- deciding and applying -------------------------------------------
 
     def _event_of(self, activity: Activity) -> CalendarEvent:
         event = mapping.activity_to_event(
             activity,
-            self.owner,
-            self.options,
+            self.ctx.owner,
+            self.ctx.options,
             self.linked_info.get(activity.id),
-            f"{self.base_url}/activities/{activity.id}",
+            f"{self.ctx.base_url}/activities/{activity.id}",
         )
-        if self._mails_attendees and not event.notify_attendees:
+        if self.ctx.mails_attendees and not event.notify_attendees:
             # This calendar e-mails every attendee it is told about (F10): unless the
             # activity asks for invitations, its participants stay in the CRM.
             event = replace(event, attendees=(), organizer=None)
@@ -363,7 +304,7 @@ class Engine:
 
     def _mine(self, activity: Activity) -> bool:
         """Whether the activity (still) belongs to this connection's user (F5)."""
-        return activity.owner_id == self.owner.id
+        return activity.owner_id == self.ctx.owner.id
 
     def _crm_hash(self, activity: Activity | None) -> str:
         if activity is None or activity.deleted_at is not None:
@@ -382,10 +323,10 @@ class Engine:
         # F9 "skip" leaves out the calendar's private events, not the events the
         # CRM wrote (private ones among them, for activities only their owner sees).
         origin = pair.link.origin if pair.link else ("crm" if event.crm_id else "calendar")
-        return event.private and self.options.private_events == "skip" and origin == "calendar"
+        return event.private and self.ctx.options.private_events == "skip" and origin == "calendar"
 
     def _outgoing(self, activity: Activity) -> bool:
-        return activity.type in self.options.outgoing_activity_types
+        return activity.type in self.ctx.options.outgoing_activity_types
 
     async def _settle(self, pair: Pair) -> None:
         try:
@@ -418,9 +359,9 @@ class Engine:
     async def _new_event(self, ref: RemoteRef) -> None:
         event = ref.event
         assert event is not None
-        if not self.pull or event.cancelled or not self._in_range(event):
+        if not self.ctx.pull or event.cancelled or not self._in_range(event):
             return
-        if event.private and self.options.private_events == "skip":
+        if event.private and self.ctx.options.private_events == "skip":
             return
         if self._skip_recurring(Pair(remote=ref)):
             return
@@ -430,9 +371,10 @@ class Engine:
         """Send an unlinked activity to the calendar; ``recreate`` for one whose event
         was deleted while the activity was edited (the filters applied when it was
         first sent)."""
-        if not self.push or activity.deleted_at is not None or not self._mine(activity):
+        if not self.ctx.push or activity.deleted_at is not None or not self._mine(activity):
             return
-        if not recreate and (not self._outgoing(activity) or activity.start_at < self.sync_from):
+        early = activity.start_at < self.ctx.sync_from
+        if not recreate and (not self._outgoing(activity) or early):
             return
         if self._skip_recurring(Pair(activity=activity)):
             return
@@ -447,7 +389,7 @@ class Engine:
     async def _push_pending(self) -> None:
         pending, self.outgoing = self.outgoing, []
         items = [(activity.uid, event) for activity, event in pending]
-        results = await create_many(self.provider, self.calendar_id, items)
+        results = await create_many(self.provider, self.ctx.calendar_id, items)
         made: list[tuple[Activity, RemoteRef, CalendarEvent]] = []
         existing: list[Activity] = []
         fatal: Exception | None = None
@@ -470,7 +412,7 @@ class Engine:
     async def _adopt(self, activity: Activity) -> None:
         """Link the event that exists already for the activity: made by a run that
         stopped before saving the link, or by an earlier connection to this calendar."""
-        existing = await self.provider.get_by_key(self.calendar_id, activity.uid)
+        existing = await self.provider.get_by_key(self.ctx.calendar_id, activity.uid)
         if existing is None or existing.event is None:
             reason = existing.error if existing else None
             self.report.problem(
@@ -487,7 +429,7 @@ class Engine:
         now = utcnow()
         links = [
             Link(
-                connection_id=self.conn.id,
+                connection_id=self.ctx.connection_id,
                 activity_id=activity.id,
                 origin="crm",
                 remote_id=ref.id,
@@ -499,11 +441,7 @@ class Engine:
             )
             for activity, ref, written in made
         ]
-        async with self.db.write() as session:
-            session.add_all(links)
-        for link in links:
-            self.by_activity[link.activity_id] = link
-            self.by_remote[link.remote_id] = link
+        await self.links.store_many(links)
         self.report.created += len(links)
 
     async def _relink(self, pair: Pair, activity: Activity, ref: RemoteRef) -> None:
@@ -515,7 +453,7 @@ class Engine:
         crm_hash, remote_hash = self._crm_hash(activity), event.content_hash()
         origin = "crm" if event.crm_id == activity.uid else "calendar"
         link = Link(
-            connection_id=self.conn.id,
+            connection_id=self.ctx.connection_id,
             activity_id=activity.id,
             remote_id=ref.id,
             remote_uid=event.uid,
@@ -526,13 +464,12 @@ class Engine:
             remote_hash=None,
         )
         if crm_hash == remote_hash:
-            link.crm_hash, link.remote_hash = crm_hash, remote_hash
-            await self._store_link(link)
+            await self.links.store(link, crm_hash=crm_hash, remote_hash=remote_hash)
             return
         if activity.deleted_at is not None and not self._remote_absent(pair):
             # The event is still (or again) in the calendar: keep the activity.
             link.crm_hash = TRASHED
-        await self._store_link(link)
+        link = await self.links.store(link)
         pair.link = link
         await self._settle_linked(pair, link)
 
@@ -541,17 +478,17 @@ class Engine:
         if self._skip_recurring(pair):
             return
         if activity is None:  # purged from the trash: the event, if any, starts afresh
-            await self._drop_link(link)
+            await self.links.drop(link)
             if pair.remote is not None and not self._remote_absent(pair):
                 await self._new_event(pair.remote)
             return
         if not self._mine(activity):
             # Given to another user: an event crmcal made goes (the new owner's
             # calendar gets one); the user's own calendar event stays theirs.
-            if link.origin == "crm" and self.push:
+            if link.origin == "crm" and self.ctx.push:
                 await self._push_delete(pair, link)
             else:
-                await self._drop_link(link)
+                await self.links.drop(link)
             return
         # F8: an event crmcal made for a type the user no longer sends is removed.
         if (
@@ -559,7 +496,7 @@ class Engine:
             and activity.deleted_at is None
             and link.origin == "crm"
             and not self._outgoing(activity)
-            and self.push
+            and self.ctx.push
         ):
             await self._push_delete(pair, link)
             return
@@ -583,11 +520,11 @@ class Engine:
             and crm_hash == pair.remote.event.content_hash()
         ):
             crm = calendar = State.UNCHANGED  # both made the same edit
-        decision = decide(crm, calendar, self.conn.sync_type, self._crm_wins(pair))
+        decision = decide(crm, calendar, self.ctx.sync_type, self._crm_wins(pair))
         await self._execute(decision, pair, link)
 
     def _crm_wins(self, pair: Pair) -> bool:
-        policy = self.options.conflict_policy
+        policy = self.ctx.options.conflict_policy
         if policy != "latest":
             return policy == "crm"
         activity = pair.activity
@@ -599,25 +536,27 @@ class Engine:
         return crm_time is not None and crm_time >= calendar_time
 
     async def _execute(self, decision: Decision, pair: Pair, link: Link) -> None:
-        act = decision.act
         if decision.conflict:
             await self._record_conflict(pair, decision)
-        if act is Act.NOTHING:
-            await self._refresh_link(pair, link)
-        elif act is Act.UNLINK:
-            await self._drop_link(link)
-        elif act is Act.PUSH_UPDATE:
-            await self._push_update(pair, link)
-        elif act is Act.PUSH_CREATE:
-            await self._drop_link(link)
-            assert pair.activity is not None
-            await self._new_activity(pair.activity, recreate=True)
-        elif act is Act.PUSH_DELETE:
-            await self._push_delete(pair, link)
-        elif act is Act.PULL_UPDATE:
-            await self._pull_update(pair, link)
-        elif act is Act.PULL_TRASH:
-            await self._pull_trash(pair, link)
+        match decision.act:
+            case Act.NOTHING:
+                await self._refresh_link(pair, link)
+            case Act.UNLINK:
+                await self.links.drop(link)
+            case Act.PUSH_UPDATE:
+                await self._push_update(pair, link)
+            case Act.PUSH_CREATE:
+                await self.links.drop(link)
+                assert pair.activity is not None
+                await self._new_activity(pair.activity, recreate=True)
+            case Act.PUSH_DELETE:
+                await self._push_delete(pair, link)
+            case Act.PULL_UPDATE:
+                await self._pull_update(pair, link)
+            case Act.PULL_TRASH:
+                await self._pull_trash(pair, link)
+            case _:
+                assert_never(decision.act)
 
     # --- writes to the calendar ------------------------------------------
 
@@ -634,7 +573,7 @@ class Engine:
         if pair.retried:
             self.report.problem(link.remote_id, "changed while syncing; will retry")
             return None
-        current = await self.provider.fetch(self.calendar_id, [link.remote_id])
+        current = await self.provider.fetch(self.ctx.calendar_id, [link.remote_id])
         remote = current[0] if current and current[0].event is not None else None
         return Pair(link, pair.activity, remote, remote is None, pair.activity_id, True)
 
@@ -644,10 +583,10 @@ class Engine:
         event = self._event_of(activity)
         try:
             ref = await self.provider.update(
-                self.calendar_id, link.remote_id, self._seen_etag(pair, link) or "", event
+                self.ctx.calendar_id, link.remote_id, self._seen_etag(pair, link) or "", event
             )
         except EventNotFound:
-            await self._drop_link(link)
+            await self.links.drop(link)
             await self._new_activity(activity, recreate=True)
             return
         except PreconditionFailed:
@@ -663,31 +602,32 @@ class Engine:
     async def _push_delete(self, pair: Pair, link: Link) -> None:
         try:
             await self.provider.delete(
-                self.calendar_id, link.remote_id, self._seen_etag(pair, link)
+                self.ctx.calendar_id, link.remote_id, self._seen_etag(pair, link)
             )
         except PreconditionFailed:
             again = await self._current(pair, link)
             if again is None:
                 return
-            if again.remote is not None and self.pull:
+            if again.remote is not None and self.ctx.pull:
                 # Edited in the calendar meanwhile: the edit beats the deletion.
                 await self._pull_update(again, link)
                 return
-            await self.provider.delete(self.calendar_id, link.remote_id, None)
-        await self._drop_link(link)
+            await self.provider.delete(self.ctx.calendar_id, link.remote_id, None)
+        await self.links.drop(link)
         self.report.deleted += 1
 
     # --- writes to the CRM -----------------------------------------------
 
     def _in_range(self, event: CalendarEvent) -> bool:
         if isinstance(event.start, dt.datetime):
-            return event.start >= self.sync_from
-        zone = mapping.zone_of(self.owner)
-        return dt.datetime.combine(event.start, dt.time(), tzinfo=zone) >= self.sync_from
+            return event.start >= self.ctx.sync_from
+        zone = mapping.zone_of(self.ctx.owner)
+        return dt.datetime.combine(event.start, dt.time(), tzinfo=zone) >= self.ctx.sync_from
 
     def _fields(self, event: CalendarEvent, current: Activity | None = None) -> dict[str, Any]:
-        fields = mapping.event_fields(event, self.owner, self.options, self.own_addresses, current)
-        if self._mails_attendees and not event.attendees and current is not None:
+        ctx = self.ctx
+        fields = mapping.event_fields(event, ctx.owner, ctx.options, ctx.own_addresses, current)
+        if self.ctx.mails_attendees and not event.attendees and current is not None:
             del fields["participants"]  # never written to the calendar: they stay
         return fields
 
@@ -717,12 +657,12 @@ class Engine:
             assert event is not None
             try:
                 data = ActivityCreate(
-                    type=self.options.incoming_activity_type, **self._fields(event)
+                    type=self.ctx.options.incoming_activity_type, **self._fields(event)
                 )
             except ValidationError as exc:
                 raise Invalid(f"the event cannot be stored: {exc.errors()[0]['msg']}") from None
             prepared.append(
-                (ref, event, data, mapping.derived_uid(self.owner.id, event.uid or ref.id))
+                (ref, event, data, mapping.derived_uid(self.ctx.owner.id, event.uid or ref.id))
             )
         async with self.db.write() as session:
             owner = await self._owner(session)
@@ -737,13 +677,13 @@ class Engine:
                 session,
                 owner,
                 items,
-                origin=self.origin,
-                as_contacts=self.options.attendees_to_contacts,
+                origin=self.ctx.origin,
+                as_contacts=self.ctx.options.attendees_to_contacts,
             )
             now = utcnow()
             rows = [
                 {
-                    "connection_id": self.conn.id,
+                    "connection_id": self.ctx.connection_id,
                     "activity_id": activity.id,
                     "remote_id": ref.id,
                     "remote_uid": event.uid,
@@ -767,20 +707,25 @@ class Engine:
             activity = await activities.load(session, link.activity_id)
             fields = self._fields(ref.event, activity)
             if activity.deleted_at is not None:
-                await activities.restore_activity(session, owner, activity.id, origin=self.origin)
+                await activities.restore_activity(
+                    session, owner, activity.id, origin=self.ctx.origin
+                )
             activity = await activities.update_activity(
                 session,
                 owner,
                 activity.id,
                 ActivityUpdate(**fields),
-                origin=self.origin,
-                as_contacts=self.options.attendees_to_contacts,
+                origin=self.ctx.origin,
+                as_contacts=self.ctx.options.attendees_to_contacts,
             )
-            stored = await session.merge(link)
-            stored.remote_etag = ref.etag
-            stored.remote_hash = ref.event.content_hash()
-            stored.crm_hash = self._crm_hash(activity)
-            stored.last_synced_at = utcnow()
+            await self.links.store(
+                link,
+                session=session,
+                remote_etag=ref.etag,
+                remote_hash=ref.event.content_hash(),
+                crm_hash=self._crm_hash(activity),
+                last_synced_at=utcnow(),
+            )
         self.report.updated += 1
 
     async def _pull_trash(self, pair: Pair, link: Link) -> None:
@@ -788,12 +733,14 @@ class Engine:
             owner = await self._owner(session)
             activity = await session.get(Activity, link.activity_id)
             if activity is not None and activity.deleted_at is None:
-                await activities.delete_activity(session, owner, activity.id, origin=self.origin)
+                await activities.delete_activity(
+                    session, owner, activity.id, origin=self.ctx.origin
+                )
                 self.report.deleted += 1
-            await session.execute(delete(Link).where(Link.id == link.id))
+            await self.links.drop(link, session=session)
 
     async def _owner(self, session: AsyncSession) -> User:
-        owner = await session.get(User, self.owner.id)
+        owner = await session.get(User, self.ctx.owner.id)
         assert owner is not None
         return owner
 
@@ -810,45 +757,28 @@ class Engine:
     ) -> None:
         """Remember the pair as just written: the event's new version and both digests."""
         remote_event = ref.event or written
-        async with self.db.write() as session:
-            if link is None:
-                link = Link(connection_id=self.conn.id, activity_id=activity.id, origin=origin)
-                session.add(link)
-            else:
-                link = await session.merge(link)
-            link.remote_id = ref.id
-            link.remote_uid = remote_event.uid
-            link.remote_etag = ref.etag
-            link.remote_hash = remote_event.content_hash()
-            link.crm_hash = self._crm_hash(activity)
-            link.last_synced_at = utcnow()
-        self.by_activity[activity.id] = link
-        self.by_remote[ref.id] = link
-
-    async def _store_link(self, link: Link) -> None:
-        async with self.db.write() as session:
-            merged = await session.merge(link)
-            await session.flush()
-            link.id = merged.id
-        self.by_activity[link.activity_id] = link
-        self.by_remote[link.remote_id] = link
+        if link is None:
+            link = Link(
+                connection_id=self.ctx.connection_id, activity_id=activity.id, origin=origin
+            )
+        await self.links.store(
+            link,
+            remote_id=ref.id,
+            remote_uid=remote_event.uid,
+            remote_etag=ref.etag,
+            remote_hash=remote_event.content_hash(),
+            crm_hash=self._crm_hash(activity),
+            last_synced_at=utcnow(),
+        )
 
     async def _refresh_link(self, pair: Pair, link: Link) -> None:
-        crm_hash = self._crm_hash(pair.activity)
         ref = pair.remote
-        remote_hash = ref.event.content_hash() if ref and ref.event else link.remote_hash
-        etag = ref.etag if ref else link.remote_etag
-        if (crm_hash, remote_hash, etag) == (link.crm_hash, link.remote_hash, link.remote_etag):
-            return
-        async with self.db.write() as session:
-            stored = await session.merge(link)
-            stored.crm_hash, stored.remote_hash, stored.remote_etag = crm_hash, remote_hash, etag
-
-    async def _drop_link(self, link: Link) -> None:
-        async with self.db.write() as session:
-            await session.execute(delete(Link).where(Link.id == link.id))
-        self.by_activity.pop(link.activity_id, None)
-        self.by_remote.pop(link.remote_id, None)
+        await self.links.refresh(
+            link,
+            crm_hash=self._crm_hash(pair.activity),
+            remote_hash=ref.event.content_hash() if ref and ref.event else link.remote_hash,
+            remote_etag=ref.etag if ref else link.remote_etag,
+        )
 
     async def _record_conflict(self, pair: Pair, decision: Decision) -> None:
         activity = pair.activity
@@ -869,10 +799,10 @@ class Engine:
         async with self.db.write() as session:
             session.add(
                 Conflict(
-                    connection_id=self.conn.id,
+                    connection_id=self.ctx.connection_id,
                     activity_id=activity.id if activity else None,
                     remote_id=pair.remote.id if pair.remote else None,
-                    policy=self.options.conflict_policy,
+                    policy=self.ctx.options.conflict_policy,
                     winner=decision.winner or "",
                     crm_version=crm_version,
                     calendar_version=calendar_version,
@@ -889,11 +819,11 @@ class Engine:
 
     async def _finish(self, listing: ChangeListing) -> None:
         async with self.db.write() as session:
-            conn = await session.get(Connection, self.conn.id)
+            conn = await session.get(Connection, self.ctx.connection_id)
             assert conn is not None
             conn.remote_cursor = listing.cursor
-            conn.crm_cursor = self.feed_head
-            conn.applied_options = self.options.digest()
+            conn.crm_cursor = self.ctx.feed_head
+            conn.applied_options = self.ctx.options.digest()
             conn.last_sync_at = utcnow()
             conn.problems = self._problems(conn.problems or [], listing.full)
             totals = dict(conn.counts or {})

@@ -1,0 +1,120 @@
+"""What one sync run knows before it starts, fixed for the whole run.
+
+Built once from the connection and its owner when the run begins; nothing in
+it changes while the run goes on, so every step reads the same options, the
+same owner and the same positions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from crmcal.crm import changefeed, permissions
+from crmcal.crm.tables import User
+from crmcal.db import Database
+from crmcal.sync.options import SyncOptions, writes_calendar, writes_crm
+from crmcal.sync.tables import Connection
+
+
+class SyncRefused(Exception):
+    """The run stopped before changing anything, for the reason given."""
+
+
+class SyncFailed(Exception):
+    """The connection cannot sync until the user acts (permissions, credentials ...)."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    connection_id: int
+    calendar_id: str
+    sync_type: str
+    owner: User
+    options: SyncOptions
+    push: bool  # the run may write to the calendar
+    pull: bool  # the run may write to the CRM
+    # The start point (F12): items starting earlier are not sent or imported.
+    sync_from: dt.datetime
+    # The account's own addresses: the user, never a contact (F10).
+    own_addresses: frozenset[str]
+    # The change feed's last position when the run began: the CRM side reads up to it.
+    feed_head: int
+    crm_cursor: int | None
+    remote_cursor: str | None
+    # New options (a wider backfill, other types ...) can make items that were
+    # out of scope relevant: such a run looks at everything on both sides once.
+    options_changed: bool
+    force: bool
+    base_url: str
+    # The provider e-mails every attendee it is told about (Microsoft 365).
+    mails_attendees: bool
+
+    @property
+    def origin(self) -> str:
+        """What the run's CRM writes are tagged with in the change feed."""
+        return f"sync:{self.connection_id}"
+
+    @property
+    def activity_base(self) -> str:
+        return f"{self.base_url}/activities"
+
+    @classmethod
+    async def build(
+        cls,
+        db: Database,
+        connection_id: int,
+        *,
+        force: bool,
+        base_url: str,
+        mails_attendees: bool,
+    ) -> RunContext:
+        async with db.read() as session:
+            conn = await session.get(Connection, connection_id)
+            if conn is None:
+                raise SyncRefused(f"connection {connection_id} not found")
+            owner = await session.get(User, conn.user_id)
+            assert owner is not None
+            feed_head = await changefeed.latest_seq(session)
+        options = SyncOptions.model_validate(conn.options or {})
+        push, pull = writes_calendar(conn.sync_type), writes_crm(conn.sync_type)
+        check_permissions(owner, pull)
+        account = (conn.username or "").strip().lower()
+        return cls(
+            connection_id=conn.id,
+            calendar_id=conn.calendar_id,
+            sync_type=conn.sync_type,
+            owner=owner,
+            options=options,
+            push=push,
+            pull=pull,
+            sync_from=conn.connected_at - dt.timedelta(days=options.backfill_days),
+            own_addresses=frozenset([account] if "@" in account else []),
+            feed_head=feed_head,
+            crm_cursor=conn.crm_cursor,
+            remote_cursor=conn.remote_cursor,
+            options_changed=conn.applied_options != options.digest(),
+            force=force,
+            base_url=base_url.rstrip("/"),
+            mails_attendees=mails_attendees,
+        )
+
+
+def check_permissions(owner: User, pull: bool) -> None:
+    """Refuse the run, naming what is missing, when the owner may not sync."""
+    if not owner.active:
+        raise SyncFailed("the user of this connection is deactivated")
+    needed = [permissions.CALENDAR_SYNC, permissions.ACTIVITIES_VIEW]
+    if pull:
+        needed += [
+            permissions.ACTIVITIES_CREATE,
+            permissions.ACTIVITIES_EDIT,
+            permissions.ACTIVITIES_DELETE,
+        ]
+    missing = [p for p in needed if not permissions.has(owner, p)]
+    if missing:
+        raise SyncFailed(
+            "the user lacks the permission "
+            + ", ".join(repr(p) for p in missing)
+            + "; an admin can grant it"
+        )

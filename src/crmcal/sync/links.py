@@ -1,0 +1,120 @@
+"""The link table of one connection, as one sync run sees it.
+
+A run loads only the links it needs (all of them for a full listing, else
+those of the items at hand), keeps them by event id and by activity id, and
+writes each change through here so the two indexes never disagree with the
+table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmcal.db import Database
+from crmcal.sync.tables import Link
+
+# Ids per IN (...) clause when loading links of many items.
+CHUNK = 500
+
+
+class Links:
+    def __init__(self, db: Database, connection_id: int) -> None:
+        self.db = db
+        self.connection_id = connection_id
+        self.by_remote: dict[str, Link] = {}
+        self.by_activity: dict[int, Link] = {}
+        self._count: int | None = None
+
+    # --- reading -------------------------------------------------------------
+
+    async def count(self) -> int:
+        """How many events this connection has linked (counted once, and only when asked:
+        a no-change sync must not cost in proportion to the calendar)."""
+        if self._count is None:
+            async with self.db.read() as session:
+                query = select(func.count(Link.id)).where(Link.connection_id == self.connection_id)
+                self._count = int(await session.scalar(query) or 0)
+        return self._count
+
+    async def load(self, *where: Any) -> None:
+        """Load the links matching ``where`` (every link of the connection without it)."""
+        async with self.db.read() as session:
+            query = select(Link).where(Link.connection_id == self.connection_id, *where)
+            for link in await session.scalars(query):
+                self._remember(link)
+
+    async def load_of(self, column: Any, values: Iterable[Any]) -> None:
+        """Load the links whose ``column`` (``Link.remote_id``, ``Link.activity_id``) is
+        among ``values``."""
+        values = list(values)
+        for start in range(0, len(values), CHUNK):
+            await self.load(column.in_(values[start : start + CHUNK]))
+
+    def of_remote(self, remote_id: str) -> Link | None:
+        return self.by_remote.get(remote_id)
+
+    def of_activity(self, activity_id: int) -> Link | None:
+        return self.by_activity.get(activity_id)
+
+    # --- writing -------------------------------------------------------------
+
+    async def store(
+        self, link: Link, *, session: AsyncSession | None = None, **values: Any
+    ) -> Link:
+        """Insert or update the link with ``values`` set; returns the stored link.
+
+        With ``session``, in that transaction (so that the link moves together with
+        the activity it describes), else in one of its own.
+        """
+        if session is None:
+            async with self.db.write() as own:
+                return await self.store(link, session=own, **values)
+        stored = await session.merge(link)
+        for name, value in values.items():
+            setattr(stored, name, value)
+        await session.flush()
+        self._forget(link)
+        self._remember(stored)
+        return stored
+
+    async def store_many(self, links: list[Link]) -> None:
+        """Insert new links in one transaction."""
+        if not links:
+            return
+        async with self.db.write() as session:
+            session.add_all(links)
+        for link in links:
+            self._remember(link)
+
+    async def refresh(self, link: Link, **values: Any) -> None:
+        """Update the link only when ``values`` differ from what it holds."""
+        if all(getattr(link, name) == value for name, value in values.items()):
+            return
+        await self.store(link, **values)
+
+    async def drop(self, link: Link, *, session: AsyncSession | None = None) -> None:
+        if session is None:
+            async with self.db.write() as own:
+                return await self.drop(link, session=own)
+        await session.execute(delete(Link).where(Link.id == link.id))
+        self._forget(link)
+
+    def _remember(self, link: Link) -> None:
+        self.by_remote[link.remote_id] = link
+        self.by_activity[link.activity_id] = link
+
+    def _forget(self, link: Link) -> None:
+        if self._same(self.by_remote.get(link.remote_id), link):
+            del self.by_remote[link.remote_id]
+        if self._same(self.by_activity.get(link.activity_id), link):
+            del self.by_activity[link.activity_id]
+
+    @staticmethod
+    def _same(found: Link | None, link: Link) -> bool:
+        if found is None:
+            return False
+        return found is link or (link.id is not None and found.id == link.id)
