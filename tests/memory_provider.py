@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Sequence
 
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
-from crmcal.providers.base import EventNotFound, PreconditionFailed, Unreachable
+from crmcal.providers.base import Capabilities, EventNotFound, PreconditionFailed, Unreachable
 
 
 class Crash(Exception):
@@ -47,6 +47,8 @@ class MemoryCalendar:
 
 
 class MemoryProvider:
+    capabilities = Capabilities()
+
     def __init__(self, calendar: MemoryCalendar | None = None) -> None:
         self.cal = calendar or MemoryCalendar()
         self.calls = 0
@@ -59,6 +61,9 @@ class MemoryProvider:
         self.calls += 1
         if self.crash_at is not None and self.calls == self.crash_at:
             raise Crash(f"crash at provider call {self.calls}")
+
+    async def discover(self) -> None:
+        self._call()
 
     async def list_calendars(self) -> list[CalendarInfo]:
         self._call()

@@ -68,9 +68,7 @@ def same_content(ref: RemoteRef, event: CalendarEvent) -> bool:
 
 
 async def test_lists_its_calendars(harness: Harness) -> None:
-    discover = getattr(harness.provider, "discover", None)
-    if discover is not None:  # providers with an account check of their own
-        await discover()
+    await harness.provider.discover()
     second = await harness.make_second_calendar()
     calendars = await harness.provider.list_calendars()
     by_id = {c.id: c for c in calendars}
@@ -395,7 +393,7 @@ async def test_fields_survive_the_server(harness: Harness, name: str) -> None:
     if name in harness.unsupported:
         pytest.skip(f"{harness.kind}: {harness.unsupported[name]}")
     event = EVENTS[name]
-    if event.attendees and getattr(harness.provider, "mails_attendees", False):
+    if event.attendees and harness.provider.capabilities.mails_attendees:
         # Such a service gets attendees only when invitations are wanted (F10) ...
         event = dataclasses.replace(event, notify_attendees=True)
     if event.attendees and not harness.attendee_answers_written:

@@ -311,7 +311,7 @@ async def test_participants_become_attendees_without_mail_unless_asked(
     event_id, event = await synced.only_event()
     answer = "accepted" if synced.harness.attendee_answers_written else "needs_action"
     expected = [("ann@acme.test", "Ann", answer)]
-    if getattr(synced.harness.provider, "mails_attendees", False) and not notify:
+    if synced.harness.provider.capabilities.mails_attendees and not notify:
         expected = []  # such a calendar would mail them: they stay in the CRM
     assert [(a.email, a.name, a.status) for a in event.attendees] == expected
     assert await synced.harness.sends_invitations(event_id) is notify

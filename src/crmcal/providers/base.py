@@ -9,7 +9,8 @@ it), ``update`` and ``delete`` name the version they expect.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Protocol
 
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
 
@@ -42,8 +43,53 @@ class EventNotFound(ProviderError):
     pass
 
 
+# Every part an RFC 5545 RRULE may have, and its frequencies.
+RULE_PARTS = frozenset((
+    "FREQ", "UNTIL", "COUNT", "INTERVAL", "BYSECOND", "BYMINUTE", "BYHOUR", "BYDAY",
+    "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH", "BYSETPOS", "WKST",
+))  # fmt: skip
+FREQUENCIES = frozenset(("SECONDLY", "MINUTELY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY"))
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a kind of calendar service can do: callers read this instead of probing
+    a provider for methods or branching on its name."""
+
+    # A series is one series there (a master with its rule, plus exceptions).
+    series: bool = True
+    # The RRULE parts and frequencies it can hold, and the other series lines.
+    rule_parts: frozenset[str] = RULE_PARTS
+    frequencies: frozenset[str] = FREQUENCIES
+    rdates: bool = True
+    exrules: bool = True
+    several_rrules: bool = True
+    # One value per BYMONTHDAY / BYMONTH / BYSETPOS (Graph's patterns have one).
+    single_day_of_month: bool = False
+    # The most occurrences a numbered series may have.
+    max_count: int | None = None
+    # It e-mails every attendee written to an event (no way to write them silently).
+    mails_attendees: bool = False
+    # Creates go out in batch requests (``create_many``).
+    batch_creates: bool = False
+    # It pushes change notifications (``watch`` / ``stop_watching``), and can renew a
+    # channel in place (``renew_watch``) instead of opening another.
+    push: bool = False
+    renews_push: bool = False
+    # What names a connection's account: the server's URL (CalDAV), the mailbox
+    # address ``discover()`` answers (Microsoft), the primary calendar's id (Google).
+    account_name: Literal["url", "mailbox", "primary_calendar"] = "url"
+
+
 class Provider(Protocol):
     """One account at one calendar service, bound to credentials."""
+
+    capabilities: ClassVar[Capabilities]
+
+    async def discover(self) -> str | None:
+        """Check that the account answers; its mailbox address where
+        ``capabilities.account_name`` is ``"mailbox"``, else None."""
+        ...
 
     async def list_calendars(self) -> list[CalendarInfo]:
         """Every calendar of the account, with whether the account may write it."""
@@ -99,15 +145,15 @@ FATAL = (AuthenticationFailed, Unreachable, NotACalendarServer, CalendarNotFound
 async def create_many(
     provider: Provider, calendar_id: str, items: Sequence[tuple[str, CalendarEvent]]
 ) -> list[RemoteRef | ProviderError]:
-    """Create many events: in batch requests where the provider has them (a
-    ``create_many`` method of the same shape), one by one otherwise.
+    """Create many events: in batch requests where the provider has them (its
+    capabilities say ``batch_creates``: a ``create_many`` method of the same shape),
+    one by one otherwise.
 
     Each item answers on its own with its event or its error; after an error of the
     ``FATAL`` kinds the remaining items are not tried and answer that error.
     """
-    batched = getattr(provider, "create_many", None)
-    if batched is not None:
-        return list(await batched(calendar_id, items))
+    if provider.capabilities.batch_creates:
+        return list(await provider.create_many(calendar_id, items))  # type: ignore[attr-defined]
     results: list[RemoteRef | ProviderError] = []
     for key, event in items:
         try:

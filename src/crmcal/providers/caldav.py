@@ -50,7 +50,7 @@ from caldav.lib import error as dav_error
 from lxml import etree
 
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
-from crmcal.providers import ical
+from crmcal.providers import ical, kinds
 from crmcal.providers.base import (
     AuthenticationFailed,
     CalendarNotFound,
@@ -177,6 +177,8 @@ def _vtimezone_zone(text: str | None) -> str | None:
 
 class CalDAVProvider:
     """One CalDAV account: a server or account URL with a user name and password."""
+
+    capabilities = kinds.CALDAV.capabilities
 
     def __init__(self, url: str, username: str, password: str, *, timeout: float = 30) -> None:
         given = url.strip()

@@ -31,7 +31,7 @@ from urllib.parse import quote
 import httpx
 
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
-from crmcal.providers import google_batch, google_events
+from crmcal.providers import google_batch, google_events, kinds
 from crmcal.providers.api_client import ApiClient, TokenSource
 from crmcal.providers.base import (
     AuthenticationFailed,
@@ -55,6 +55,8 @@ _WRITE_ROLES = {"owner", "writer"}
 
 class GoogleProvider:
     """One Google account, through a source of access tokens."""
+
+    capabilities = kinds.GOOGLE.capabilities
 
     def __init__(
         self,
@@ -104,6 +106,10 @@ class GoogleProvider:
         return path + (f"/{quote(event_id, safe='')}" if event_id is not None else "")
 
     # --- the interface ---------------------------------------------------------------
+
+    async def discover(self) -> None:
+        """Nothing to check beforehand: listing the calendars checks the account."""
+        return None
 
     async def list_calendars(self) -> list[CalendarInfo]:
         calendars: list[CalendarInfo] = []

@@ -35,6 +35,7 @@ from urllib.parse import quote
 import httpx
 
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef, canonical_rrule
+from crmcal.providers import kinds
 from crmcal.providers import microsoft_events as codec
 from crmcal.providers.api_client import ApiClient, TokenSource
 from crmcal.providers.base import (
@@ -71,9 +72,9 @@ def _iso(moment: dt.datetime) -> str:
 class MicrosoftProvider:
     """One Microsoft 365 mailbox, through a source of access tokens."""
 
-    # Graph e-mails every attendee written to an event; the engine writes them only
-    # when the activity asks for invitations.
-    mails_attendees = True
+    # Graph e-mails every attendee written to an event (``mails_attendees``); the
+    # engine writes them only when the activity asks for invitations.
+    capabilities = kinds.MICROSOFT.capabilities
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ from crmcal.crm.pagination import page_by_id
 from crmcal.crm.schemas import Text
 from crmcal.crm.tables import User, utcnow
 from crmcal.model import CalendarInfo
+from crmcal.providers import kinds
 from crmcal.providers.base import (
     AuthenticationFailed,
     NotACalendarServer,
@@ -34,9 +35,6 @@ from crmcal.sync.tables import Conflict, Connection
 from crmcal.vault import Vault, VaultError
 
 MAIL_PROTOCOLS = {"imap", "pop", "pop3"}
-SUPPORTED = {"caldav", "google", "microsoft"}
-# Providers connected by OAuth: they take a refresh token instead of a password.
-OAUTH_PROVIDERS = {"google": "Google", "microsoft": "Microsoft"}
 
 
 class ConnectionCreate(BaseModel):
@@ -143,8 +141,9 @@ def require_may_sync(user: User, sync_type: str) -> None:
 
 def provider_error(exc: ProviderError, provider: str = "caldav") -> CrmError:
     """A provider's refusal at connect time, as the user's error."""
-    if provider != "caldav":
-        return Invalid(f"{provider.capitalize()} refused the connection: {exc}")
+    kind = kinds.kind_of(provider)
+    if kind is not None and kind.oauth:
+        return Invalid(f"{kind.owner} refused the connection: {exc}")
     if isinstance(exc, AuthenticationFailed):
         return Invalid(f"the calendar server refused the user name or password: {exc}")
     if isinstance(exc, Unreachable):
@@ -162,12 +161,14 @@ async def check_request(data: ConnectionCreate, settings: Settings) -> None:
             f"{provider.upper()} is a mail protocol and holds no calendar: connect the "
             "account's CalDAV, Google or Microsoft calendar instead"
         )
-    if provider not in SUPPORTED:
-        raise Invalid(f"unknown provider {data.provider!r}: use caldav, google or microsoft")
-    if provider in OAUTH_PROVIDERS:
+    kind = kinds.kind_of(provider)
+    if kind is None:
+        known = ", ".join(kinds.KINDS)
+        raise Invalid(f"unknown provider {data.provider!r}: use {known}")
+    if kind.oauth:
         if not data.refresh_token:
             raise Invalid(
-                f"a {OAUTH_PROVIDERS[provider]} connection needs a refresh_token "
+                f"a {kind.owner} connection needs a refresh_token "
                 f"(or connect through /oauth/{provider}/start)"
             )
         return
@@ -226,7 +227,9 @@ async def discover(data: ConnectionCreate, settings: Settings) -> Discovered:
     from crmcal.sync.runner import provider_for
 
     kind = data.provider.lower()
-    secret = data.refresh_token if kind in OAUTH_PROVIDERS else data.password
+    found = kinds.kind_of(kind)
+    oauth = found is not None and found.oauth
+    secret = data.refresh_token if oauth else data.password
     latest: list[str] = []
 
     async def rotated(refresh_token: str) -> None:
@@ -236,15 +239,17 @@ async def discover(data: ConnectionCreate, settings: Settings) -> Discovered:
         kind, data.url or "", data.username, secret or "", settings, on_rotate=rotated
     )
     try:
-        named = getattr(provider, "discover", None)
-        account = await named() if named is not None else None
+        account = await provider.discover()
         calendars = await provider.list_calendars()
     except ProviderError as exc:
         raise provider_error(exc, kind) from None
     finally:
         await provider.close()
-    if kind == "google":
+    naming = provider.capabilities.account_name
+    if naming == "primary_calendar":
         account = next((c.id for c in calendars if c.primary), None)
+    elif naming == "url":
+        account = None  # the connection is named by its URL
     if latest:
         data = data.model_copy(update={"refresh_token": latest[-1]})
     return Discovered(calendars, account if isinstance(account, str) else None, data)

@@ -136,7 +136,7 @@ class Engine:
             self.connection_id,
             force=self.force,
             base_url=self.base_url,
-            mails_attendees=bool(getattr(self.provider, "mails_attendees", False)),
+            mails_attendees=self.provider.capabilities.mails_attendees,
         )
         cursor = None if ctx.options_changed else ctx.remote_cursor
         # A first import needs every event's contents: say so, a provider may

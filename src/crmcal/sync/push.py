@@ -17,7 +17,7 @@ import hmac
 import logging
 import secrets
 import uuid
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast
 
 from sqlalchemy import select
 
@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 RENEW_BEFORE = dt.timedelta(days=1)
 
 
-@runtime_checkable
 class Pushing(Protocol):
+    """The methods of a provider whose capabilities say ``push``."""
+
     async def watch(
         self, calendar_id: str, channel_id: str, address: str, token: str
     ) -> tuple[str, dt.datetime]: ...
@@ -39,8 +40,9 @@ class Pushing(Protocol):
     async def stop_watching(self, channel_id: str, resource_id: str) -> None: ...
 
 
-@runtime_checkable
 class Renewing(Protocol):
+    """The method of a provider whose capabilities say ``renews_push``."""
+
     async def renew_watch(self, resource_id: str) -> dt.datetime:
         """The channel's new expiry; ``EventNotFound`` when it is gone."""
         ...
@@ -52,8 +54,9 @@ def webhook_address(base_url: str, provider: str) -> str:
 
 async def keep_channel(db: Database, connection_id: int, provider: Provider, base_url: str) -> None:
     """Open (or renew) the connection's push channel when its provider has one."""
-    if not isinstance(provider, Pushing):
+    if not provider.capabilities.push:
         return
+    pushing = cast(Pushing, provider)
     async with db.read() as session:
         conn = await session.get(Connection, connection_id)
         if conn is None or conn.state == "stopped":
@@ -65,9 +68,9 @@ async def keep_channel(db: Database, connection_id: int, provider: Provider, bas
             return
         old = (conn.push_channel_id, conn.push_resource_id)
         calendar_id, kind = conn.calendar_id, conn.provider
-    if old[0] and old[1] and isinstance(provider, Renewing):
+    if old[0] and old[1] and provider.capabilities.renews_push:
         try:
-            renewed = await provider.renew_watch(old[1])
+            renewed = await cast(Renewing, provider).renew_watch(old[1])
         except ProviderError as exc:
             log.info("connection %s: push channel not renewed (%s): a new one", connection_id, exc)
         else:
@@ -78,7 +81,7 @@ async def keep_channel(db: Database, connection_id: int, provider: Provider, bas
             return
     channel_id, token = uuid.uuid4().hex, secrets.token_urlsafe(32)
     try:
-        resource_id, expiration = await provider.watch(
+        resource_id, expiration = await pushing.watch(
             calendar_id, channel_id, webhook_address(base_url, kind), token
         )
     except ProviderError as exc:
@@ -97,7 +100,7 @@ async def keep_channel(db: Database, connection_id: int, provider: Provider, bas
 
 async def stop_channel(conn: Connection, provider: Provider) -> None:
     """Close the connection's push channel (on stop and delete), forgetting it."""
-    if conn.push_channel_id and conn.push_resource_id and isinstance(provider, Pushing):
+    if conn.push_channel_id and conn.push_resource_id and provider.capabilities.push:
         await _stop_quietly(provider, conn.push_channel_id, conn.push_resource_id)
     forget_channel(conn)
 

@@ -16,12 +16,14 @@ import random
 import socket
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from sqlalchemy import or_, update
 
 from crmcal.config import Settings
 from crmcal.crm.tables import utcnow
 from crmcal.db import Database
+from crmcal.providers import kinds
 from crmcal.providers.base import AuthenticationFailed, Provider, ProviderError
 from crmcal.providers.oauth2 import RefreshingTokens
 from crmcal.sync import push
@@ -84,46 +86,73 @@ def provider_for(
     """A provider of ``kind``: CalDAV with a password, Google and Microsoft with a refresh
     token (``on_rotate`` keeps the new one a refresh hands out; ``window_start`` is the
     first day a provider that lists a window of time must cover)."""
-    if kind == "caldav":
-        from crmcal.providers.caldav import CalDAVProvider
+    build = _BUILDERS.get(kind)
+    if build is None or kinds.kind_of(kind) is None:
+        raise SyncFailed(f"provider {kind!r} is not available in this version")
+    return build(_Credentials(kind, account, username, secret, window_start, on_rotate), settings)
 
-        return CalDAVProvider(account, username or "", secret)
-    if kind == "google":
-        from crmcal.providers import google_oauth
-        from crmcal.providers.google import GOOGLE_API, GoogleProvider
 
-        tokens = _grant(
-            (kind, secret, settings.google_oauth_url, settings.google_client_id),
-            lambda: google_oauth.service(settings.google_oauth_url).tokens(
-                secret,
-                client_id=settings.google_client_id,
-                client_secret=settings.google_client_secret,
-            ),
-            on_rotate,
-        )
-        return GoogleProvider(
-            tokens, api_url=settings.google_api_url or GOOGLE_API, backoff=settings.retry_backoff
-        )
-    if kind == "microsoft":
-        from crmcal.providers import microsoft_oauth
-        from crmcal.providers.microsoft import GRAPH_API, MicrosoftProvider
+@dataclass(frozen=True)
+class _Credentials:
+    kind: str
+    account: str
+    username: str | None
+    secret: str
+    window_start: dt.datetime | None
+    on_rotate: Callable[[str], Awaitable[None]] | None
 
-        grant = _grant(
-            (kind, secret, settings.microsoft_oauth_url, settings.microsoft_client_id),
-            lambda: microsoft_oauth.service(settings.microsoft_oauth_url).tokens(
-                secret,
-                client_id=settings.microsoft_client_id,
-                client_secret=settings.microsoft_client_secret,
-            ),
-            on_rotate,
-        )
-        return MicrosoftProvider(
-            grant,
-            api_url=settings.microsoft_api_url or GRAPH_API,
-            window_start=window_start,
-            backoff=settings.retry_backoff,
-        )
-    raise SyncFailed(f"provider {kind!r} is not available in this version")
+
+def _caldav(given: _Credentials, settings: Settings) -> Provider:
+    from crmcal.providers.caldav import CalDAVProvider
+
+    return CalDAVProvider(given.account, given.username or "", given.secret)
+
+
+def _google(given: _Credentials, settings: Settings) -> Provider:
+    from crmcal.providers import google_oauth
+    from crmcal.providers.google import GOOGLE_API, GoogleProvider
+
+    tokens = _grant(
+        (given.kind, given.secret, settings.google_oauth_url, settings.google_client_id),
+        lambda: google_oauth.service(settings.google_oauth_url).tokens(
+            given.secret,
+            client_id=settings.google_client_id,
+            client_secret=settings.google_client_secret,
+        ),
+        given.on_rotate,
+    )
+    return GoogleProvider(
+        tokens, api_url=settings.google_api_url or GOOGLE_API, backoff=settings.retry_backoff
+    )
+
+
+def _microsoft(given: _Credentials, settings: Settings) -> Provider:
+    from crmcal.providers import microsoft_oauth
+    from crmcal.providers.microsoft import GRAPH_API, MicrosoftProvider
+
+    grant = _grant(
+        (given.kind, given.secret, settings.microsoft_oauth_url, settings.microsoft_client_id),
+        lambda: microsoft_oauth.service(settings.microsoft_oauth_url).tokens(
+            given.secret,
+            client_id=settings.microsoft_client_id,
+            client_secret=settings.microsoft_client_secret,
+        ),
+        given.on_rotate,
+    )
+    return MicrosoftProvider(
+        grant,
+        api_url=settings.microsoft_api_url or GRAPH_API,
+        window_start=given.window_start,
+        backoff=settings.retry_backoff,
+    )
+
+
+# How each kind of the registry (``providers.kinds``) is built from stored credentials.
+_BUILDERS: dict[str, Callable[[_Credentials, Settings], Provider]] = {
+    kinds.CALDAV.key: _caldav,
+    kinds.GOOGLE.key: _google,
+    kinds.MICROSOFT.key: _microsoft,
+}
 
 
 # Token sources by grant, kept between syncs: an access token lives an hour, and

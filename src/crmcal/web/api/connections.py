@@ -74,10 +74,9 @@ async def create_connection(request: Request, body: ConnectionCreate) -> Connect
     await connections.check_request(body, settings_of(request))
     found = await connections.discover(body, settings_of(request))
     calendar = connections.pick_calendar(found.calendars, body.calendar_id, body.sync_type)
-    account = found.account if body.provider.lower() in connections.OAUTH_PROVIDERS else None
     async with writing(request) as (session, user):
         conn = await connections.create(
-            session, user, found.request, calendar, vault, account=account
+            session, user, found.request, calendar, vault, account=found.account
         )
         out = connections.to_out(conn)
     request_sync(request, out.id)
