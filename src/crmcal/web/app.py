@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from crmcal import __version__
@@ -17,12 +18,19 @@ from crmcal.db import Database
 from crmcal.jobs import maintenance
 from crmcal.jobs.scheduler import Scheduler
 from crmcal.vault import vault_for
-from crmcal.web import errors, oauth, webhooks
+from crmcal.web import errors, oauth, openapi, webhooks
 from crmcal.web.api import router as api_router
 from crmcal.web.limits import BodySizeLimit, NulInUrl
 
 DESCRIPTION = """Two-way calendar sync for a CRM. Every endpoint under `/api/v1` needs
-`Authorization: Bearer <token>`; errors answer `{"detail": "..."}`."""
+`Authorization: Bearer <token>`; every refusal answers an `Error`:
+`{"detail": "...", "errors": [{"loc": [...], "msg": "..."}]}` (`errors` for 422 only)."""
+
+
+class Health(BaseModel):
+    status: str = Field(description="`ok`, or `error` when the database does not answer.")
+    version: str = Field(default="", description="The crmcal version (when `ok`).")
+    detail: str = Field(default="", description="Why not (when `error`).")
 
 
 def create_app(settings: Settings | None = None, *, background_jobs: bool = True) -> FastAPI:
@@ -51,16 +59,25 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = True
                     await task
             await db.dispose()
 
-    app = FastAPI(title="crmcal", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="crmcal",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
+    )
     app.state.settings = settings
     errors.install(app)
+    openapi.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(NulInUrl)
     app.include_router(api_router)
     app.include_router(oauth.router)
     app.include_router(webhooks.router)
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get(
+        "/healthz", tags=["operations"], response_model=Health, responses={503: {"model": Health}}
+    )
     async def healthz(request: Request) -> JSONResponse:
         """200 when the database answers, 503 otherwise."""
         try:

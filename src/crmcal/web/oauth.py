@@ -15,20 +15,38 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
 
 from crmcal.sync import signin
 from crmcal.sync.options import SyncType
 from crmcal.sync.signin import SERVICES, ServiceName
 from crmcal.web.deps import database, reading, request_sync, settings_of, vault_of
+from crmcal.web.openapi import refusals
 
 router = APIRouter(prefix="/oauth", tags=["oauth"])
+
+
+class AuthorizeUrl(BaseModel):
+    authorize_url: str = Field(description="The service's consent screen, to send the user to.")
 
 
 def _wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
 
-@router.get("/{service}/start", response_model=None)
+@router.get(
+    "/{service}/start",
+    response_model=None,
+    name="oauth_start",
+    responses={
+        200: {"model": AuthorizeUrl, "description": "With `Accept: application/json`."},
+        302: {
+            "description": "Otherwise: a redirect to the service's consent screen.",
+            "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
+        },
+        **refusals(401, 403, 404, 409, 503, s404="No such connection (`connection_id`)."),
+    },
+)
 async def start(
     request: Request,
     service: ServiceName,
@@ -50,7 +68,9 @@ async def start(
     return RedirectResponse(url, status_code=302)
 
 
-@router.get("/{service}/callback", response_model=None)
+# The browser's way back from the service, never a client's call: its ``state`` is
+# sealed by crmcal, so no request a client could build from the document succeeds.
+@router.get("/{service}/callback", response_model=None, include_in_schema=False)
 async def callback(
     request: Request,
     service: ServiceName,

@@ -20,7 +20,12 @@ from crmcal.web.deps import database, request_sync
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 
-@router.post("/google", status_code=200)
+@router.post(
+    "/google",
+    status_code=200,
+    name="google_webhook",
+    responses={404: {"description": "Not a channel of crmcal's (any more)."}},
+)
 async def google(request: Request) -> Response:
     """Google Calendar push notifications (watch channels)."""
     channel_id = request.headers.get("x-goog-channel-id", "")
@@ -36,9 +41,28 @@ async def google(request: Request) -> Response:
 
 
 MAX_NOTIFICATION_BYTES = 1_000_000
+NOTIFICATIONS = {
+    "type": "object",
+    "required": ["value"],
+    "properties": {"value": {"type": "array", "items": {"type": "object"}}},
+    "description": "Graph's change notifications; without `validationToken` only.",
+}
 
 
-@router.post("/microsoft", status_code=202)
+@router.post(
+    "/microsoft",
+    status_code=202,
+    name="microsoft_webhook",
+    responses={
+        200: {
+            "description": "With `validationToken`: the token, echoed.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        400: {"description": "The body is not JSON with a `value` list."},
+        413: {"description": "The body is larger than the limit."},
+    },
+    openapi_extra={"requestBody": {"content": {"application/json": {"schema": NOTIFICATIONS}}}},
+)
 async def microsoft(request: Request) -> Response:
     """Microsoft Graph change and lifecycle notifications (subscriptions).
 

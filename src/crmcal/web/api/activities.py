@@ -12,8 +12,10 @@ from crmcal.crm.schemas import MAX_ID, ActivityCreate, ActivityOut, ActivityUpda
 from crmcal.sync.status import with_sync_info
 from crmcal.web.api.paging import DEFAULT, Cursor, Limit
 from crmcal.web.deps import reading, writing
+from crmcal.web.openapi import refusals
 
-router = APIRouter(prefix="/activities", tags=["activities"])
+# Every route needs an activities permission (403).
+router = APIRouter(prefix="/activities", tags=["activities"], responses=refusals(403))
 ActivityId = Annotated[int, Path(ge=1, le=MAX_ID)]
 TimeFilter = Annotated[
     str | None,
@@ -58,7 +60,11 @@ async def get_activity(request: Request, activity_id: ActivityId) -> ActivityOut
         return (await with_sync_info(session, [found]))[0]
 
 
-@router.patch("/{activity_id}", response_model=ActivityOut)
+@router.patch(
+    "/{activity_id}",
+    response_model=ActivityOut,
+    responses=refusals(409, s409="The activity is in the trash: restore it first."),
+)
 async def update_activity(
     request: Request, activity_id: ActivityId, body: ActivityUpdate
 ) -> ActivityOut:
@@ -76,7 +82,11 @@ async def delete_activity(request: Request, activity_id: ActivityId) -> Activity
         return activities.to_out(trashed, user)
 
 
-@router.post("/{activity_id}/restore", response_model=ActivityOut)
+@router.post(
+    "/{activity_id}/restore",
+    response_model=ActivityOut,
+    responses=refusals(409, s409="The activity is not in the trash."),
+)
 async def restore_activity(request: Request, activity_id: ActivityId) -> ActivityOut:
     async with writing(request) as (session, user):
         restored = await activities.restore_activity(session, user, activity_id)

@@ -21,6 +21,7 @@ from crmcal.sync.engine import SyncFailed
 from crmcal.sync.runner import Busy, run_sync
 from crmcal.web.api.paging import DEFAULT, Cursor, Limit
 from crmcal.web.deps import reading, request_sync, settings_of, vault_of, writing
+from crmcal.web.openapi import refusals
 
 router = APIRouter(prefix="/connections", tags=["connections"])
 ConnectionId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -62,7 +63,12 @@ async def list_connections(request: Request) -> Page[ConnectionOut]:
         return Page[ConnectionOut](items=[connections.to_out(c) for c in found], next_cursor=None)
 
 
-@router.post("", response_model=ConnectionOut, status_code=201)
+@router.post(
+    "",
+    response_model=ConnectionOut,
+    status_code=201,
+    responses=refusals(403, 409, 503, s409="You already have an active connection: stop it first."),
+)
 async def create_connection(request: Request, body: ConnectionCreate) -> ConnectionOut:
     """Connect a calendar. The account is checked at once: a wrong password, an address
     that cannot be reached or is not a CalDAV server each get a 422 saying so."""
@@ -89,7 +95,7 @@ async def get_connection(request: Request, connection_id: ConnectionId) -> Conne
         return connections.to_out(await connections.get_own(session, user, connection_id))
 
 
-@router.patch("/{connection_id}", response_model=ConnectionOut)
+@router.patch("/{connection_id}", response_model=ConnectionOut, responses=refusals(403))
 async def update_connection(
     request: Request, connection_id: ConnectionId, body: ConnectionUpdate
 ) -> ConnectionOut:
@@ -101,7 +107,7 @@ async def update_connection(
     return out
 
 
-@router.delete("/{connection_id}", status_code=204)
+@router.delete("/{connection_id}", status_code=204, responses=refusals(503))
 async def delete_connection(request: Request, connection_id: ConnectionId) -> Response:
     """Forget the connection and its links; events and activities stay where they are."""
     async with writing(request) as (session, user):
@@ -112,7 +118,7 @@ async def delete_connection(request: Request, connection_id: ConnectionId) -> Re
     return Response(status_code=204)
 
 
-@router.get("/{connection_id}/calendars", response_model=Page[CalendarOut])
+@router.get("/{connection_id}/calendars", response_model=Page[CalendarOut], responses=refusals(503))
 async def list_calendars(request: Request, connection_id: ConnectionId) -> Page[CalendarOut]:
     """The account's calendars; read-only ones can only be synced calendar_to_crm."""
     vault = vault_of(request)
@@ -124,7 +130,12 @@ async def list_calendars(request: Request, connection_id: ConnectionId) -> Page[
     return Page[CalendarOut](items=items, next_cursor=None)
 
 
-@router.post("/{connection_id}/sync", response_model=SyncCounts)
+@router.post(
+    "/{connection_id}/sync",
+    response_model=SyncCounts,
+    name="sync_connection",
+    responses=refusals(409, 503, s409="The connection is stopped, busy, or the sync failed."),
+)
 async def sync_now(
     request: Request,
     connection_id: ConnectionId,
@@ -145,7 +156,12 @@ async def sync_now(
     return SyncCounts(**report.counts(), problems=report.problems)
 
 
-@router.post("/{connection_id}/stop", response_model=ConnectionOut)
+@router.post(
+    "/{connection_id}/stop",
+    response_model=ConnectionOut,
+    name="stop_connection",
+    responses=refusals(503),
+)
 async def stop(request: Request, connection_id: ConnectionId) -> ConnectionOut:
     """Stop all updates; the connection stays, as previously synced, to be reconnected."""
     async with writing(request) as (session, user):
@@ -155,7 +171,12 @@ async def stop(request: Request, connection_id: ConnectionId) -> ConnectionOut:
         return connections.to_out(await connections.stop(conn))
 
 
-@router.post("/{connection_id}/reconnect", response_model=ConnectionOut)
+@router.post(
+    "/{connection_id}/reconnect",
+    response_model=ConnectionOut,
+    name="reconnect_connection",
+    responses=refusals(403, 409, 503, s409="The connection is not stopped, or another is active."),
+)
 async def reconnect(
     request: Request, connection_id: ConnectionId, body: Reconnect | None = None
 ) -> ConnectionOut:
@@ -169,7 +190,7 @@ async def reconnect(
     return out
 
 
-@router.get("/{connection_id}/status", response_model=StatusOut)
+@router.get("/{connection_id}/status", response_model=StatusOut, name="get_connection_status")
 async def status(request: Request, connection_id: ConnectionId) -> StatusOut:
     async with reading(request) as (session, user):
         return connections.status_of(await connections.get_own(session, user, connection_id))

@@ -28,6 +28,7 @@ from crmcal.crm.schemas import (
 from crmcal.crm.tables import Base, Deal, Organization, Person
 from crmcal.web.api.paging import DEFAULT, Cursor, Limit
 from crmcal.web.deps import reading, writing
+from crmcal.web.openapi import refusals
 
 router = APIRouter()
 RecordId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -65,12 +66,15 @@ def _add_crud(
 
     one = f"{path}/{{record_id}}"
     noun = tag[:-1]
-    router.add_api_route(path, create, methods=["POST"], response_model=out_schema,
-                         status_code=201, tags=[tag], summary=f"Create {noun}")  # fmt: skip
-    router.add_api_route(one, read, methods=["GET"], response_model=out_schema,
-                         tags=[tag], summary=f"Get {noun}")  # fmt: skip
-    router.add_api_route(one, update, methods=["PATCH"], response_model=out_schema,
-                         tags=[tag], summary=f"Update {noun}")  # fmt: skip
+    common: dict[str, Any] = {"response_model": out_schema, "tags": [tag]}
+    if model is Person:
+        common["responses"] = refusals(409, s409="Another person has that e-mail address.")
+    router.add_api_route(path, create, methods=["POST"], status_code=201,
+                         summary=f"Create {noun}", name=f"create_{noun}", **common)  # fmt: skip
+    router.add_api_route(one, read, methods=["GET"], summary=f"Get {noun}",
+                         name=f"get_{noun}", **common)  # fmt: skip
+    router.add_api_route(one, update, methods=["PATCH"], summary=f"Update {noun}",
+                         name=f"update_{noun}", **common)  # fmt: skip
 
 
 @router.get("/persons", response_model=Page[PersonOut], tags=["persons"])

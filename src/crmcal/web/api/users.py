@@ -11,6 +11,7 @@ from crmcal.crm.schemas import MAX_ID, Page, UserCreate, UserCreated, UserOut, U
 from crmcal.crm.tables import User
 from crmcal.web.api.paging import DEFAULT, Cursor, Limit
 from crmcal.web.deps import reading, writing
+from crmcal.web.openapi import refusals
 
 router = APIRouter(tags=["users"])
 UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -20,13 +21,13 @@ def out(user: User) -> UserOut:
     return UserOut.model_validate(user, from_attributes=True)
 
 
-@router.get("/me", response_model=UserOut)
+@router.get("/me", response_model=UserOut, name="get_me")
 async def me(request: Request) -> UserOut:
     async with reading(request) as (_, user):
         return out(user)
 
 
-@router.get("/users", response_model=Page[UserOut])
+@router.get("/users", response_model=Page[UserOut], responses=refusals(403))
 async def list_users(
     request: Request, limit: Limit = DEFAULT, cursor: Cursor = None
 ) -> Page[UserOut]:
@@ -36,7 +37,12 @@ async def list_users(
         return Page[UserOut](items=[out(u) for u in found], next_cursor=next_cursor)
 
 
-@router.post("/users", response_model=UserCreated, status_code=201)
+@router.post(
+    "/users",
+    response_model=UserCreated,
+    status_code=201,
+    responses=refusals(403, 409, s409="A user with that e-mail address exists."),
+)
 async def create_user(request: Request, body: UserCreate) -> UserCreated:
     """Create a user; the response carries its API token, shown only this once."""
     async with writing(request) as (session, user):
@@ -45,7 +51,7 @@ async def create_user(request: Request, body: UserCreate) -> UserCreated:
         return UserCreated(**out(created).model_dump(), token=token)
 
 
-@router.get("/users/{user_id}", response_model=UserOut)
+@router.get("/users/{user_id}", response_model=UserOut, responses=refusals(403))
 async def get_user(request: Request, user_id: UserId) -> UserOut:
     async with reading(request) as (session, user):
         if user.id != user_id:
@@ -53,7 +59,7 @@ async def get_user(request: Request, user_id: UserId) -> UserOut:
         return out(await users.get_user(session, user_id))
 
 
-@router.patch("/users/{user_id}", response_model=UserOut)
+@router.patch("/users/{user_id}", response_model=UserOut, responses=refusals(403))
 async def update_user(request: Request, user_id: UserId, body: UserUpdate) -> UserOut:
     """Change a user: an admin grants or revokes permissions here."""
     async with writing(request) as (session, user):

@@ -1,0 +1,175 @@
+"""The OpenAPI document, made to tell the truth about every answer.
+
+FastAPI documents a route's success answer and, for routes with parameters, a 422 in
+its own ``HTTPValidationError`` shape, which is not what crmcal answers. Here:
+
+- ``Error`` is the one body of every refusal (``detail``, and ``errors`` for
+  validation), and replaces ``HTTPValidationError`` wherever FastAPI put it;
+- ``refusals(403, 409)`` is how a route declares the refusals that depend on what it
+  does; those every route can answer are added to every operation by ``document``:
+  400 (a NUL in the URL, a body that is not JSON), 413 (a body over the limit), 401
+  under ``/api/v1``, 422 when the operation takes parameters or a body, and 404 when
+  its path names a record;
+- a ``POST`` that creates a record (201) links its ``id`` to the operations on that
+  record, so a client (and a fuzzer's stateful phase) can follow from one to the other.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field
+
+API_PREFIX = "/api/v1"
+
+WHY = {
+    400: "The URL holds a NUL character (`%00`), or the body is not valid JSON.",
+    401: "No valid API token: it is missing, malformed, unknown, or its user is deactivated.",
+    403: "The token's user may not do this: a permission is missing, or the record is "
+    "someone else's.",
+    404: "No such record.",
+    409: "The request clashes with what is stored.",
+    413: "The request body is larger than the limit (1 MiB).",
+    422: "A parameter or a field is missing, unknown, of the wrong type or not acceptable.",
+    503: "This server cannot store credentials: it runs without `CRMCAL_SECRET_KEY`.",
+}
+
+
+class ErrorItem(BaseModel):
+    """One refused input: where it is and what is wrong with it."""
+
+    loc: list[str | int] = Field(
+        description="Where: `body`, `query` or `path`, then the field names and list indexes."
+    )
+    msg: str
+
+
+class Error(BaseModel):
+    """The body of every refusal (4xx) and of a server error (5xx)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"detail": "subject: field required"}},
+    )
+
+    detail: str = Field(description="What is wrong, in one sentence.")
+    errors: list[ErrorItem] = Field(
+        default_factory=list,
+        description="Validation errors only (422): each refused input.",
+    )
+
+
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+
+def refusals(*codes: int, **why: str) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route for the refusals ``codes``, answered with ``Error``;
+    ``why`` overrides a description, keyed by ``s<code>`` (``s409="..."``)."""
+    return {
+        code: {"model": Error, "description": why.get(f"s{code}", WHY.get(code, "Refused."))}
+        for code in codes
+    }
+
+
+def _response(code: int) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": WHY[code],
+        "content": {"application/json": {"schema": ERROR_REF}},
+    }
+    if code == 401:
+        answer["headers"] = {
+            "WWW-Authenticate": {
+                "description": "`Bearer`: the scheme to authenticate with.",
+                "schema": {"type": "string"},
+            }
+        }
+    return answer
+
+
+_PARAM_RE = re.compile(r"\{([^}]+)\}")
+
+
+def _all_refusals(path: str, operation: dict[str, Any]) -> None:
+    responses = operation.setdefault("responses", {})
+    for answer in responses.values():
+        schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+        if schema.get("$ref", "").endswith("/HTTPValidationError"):
+            answer["content"]["application/json"]["schema"] = dict(ERROR_REF)
+            answer["description"] = WHY[422]
+    wanted = [400, 413]
+    if path.startswith(API_PREFIX):
+        wanted.append(401)
+        if _PARAM_RE.search(path):
+            wanted.append(404)
+    if operation.get("parameters") or operation.get("requestBody"):
+        wanted.append(422)
+    for code in wanted:
+        responses.setdefault(str(code), _response(code))
+    operation["responses"] = dict(sorted(responses.items()))
+
+
+def _links(paths: dict[str, Any]) -> None:
+    """Link the ``id`` a creating POST answers to the operations on ``<path>/{id}``."""
+    for path, item in paths.items():
+        created = item.get("post", {}).get("responses", {}).get("201")
+        if created is None:
+            continue
+        for one, one_item in paths.items():
+            match = re.fullmatch(re.escape(path) + r"/\{([^}/]+)\}", one)
+            if match is None:
+                continue
+            for operation in one_item.values():
+                if not isinstance(operation, dict) or "operationId" not in operation:
+                    continue
+                created.setdefault("links", {})[_camel(operation["operationId"])] = {
+                    "operationId": operation["operationId"],
+                    "parameters": {match.group(1): "$response.body#/id"},
+                }
+
+
+def _camel(operation_id: str) -> str:
+    return "".join(part.capitalize() for part in operation_id.split("_"))
+
+
+def operation_id(route: APIRoute) -> str:
+    """A route's operationId is its name (``list_activities``): what a generated client
+    calls the method. Names must be unique; ``test_openapi`` checks that they are."""
+    return route.name
+
+
+def document(app: FastAPI) -> dict[str, Any]:
+    """The app's OpenAPI document; built once and kept, as FastAPI does."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    doc = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+    )
+    doc = copy.deepcopy(doc)
+    components = doc.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components.update(_error_schemas())
+    for path, item in doc.get("paths", {}).items():
+        for operation in item.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                _all_refusals(path, operation)
+    _links(doc.get("paths", {}))
+    app.openapi_schema = doc
+    return doc
+
+
+def _error_schemas() -> dict[str, Any]:
+    schema = Error.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    return {**defs, "Error": schema}
+
+
+def install(app: FastAPI) -> None:
+    app.openapi = lambda: document(app)  # type: ignore[method-assign]

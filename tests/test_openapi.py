@@ -1,0 +1,117 @@
+"""The OpenAPI document tells the truth: every refusal is documented, in crmcal's shape.
+
+The outside check is ``test_schemathesis.py``; these are the document's own rules, and
+a few answers checked against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from crmcal.config import Settings
+from crmcal.web.app import create_app
+from tests.conftest import Api
+
+METHODS = {"get", "post", "put", "patch", "delete"}
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, Any]:
+    app = create_app(Settings(database_url="sqlite://"), background_jobs=False)
+    return app.openapi()
+
+
+def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method, path, operation)
+        for path, item in doc["paths"].items()
+        for method, operation in item.items()
+        if method in METHODS
+    ]
+
+
+def test_every_refusal_answers_the_error_schema(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas
+    assert "ValidationError" not in schemas
+    error = schemas["Error"]
+    assert error["required"] == ["detail"]
+    assert error["properties"]["detail"]["type"] == "string"
+    item = schemas["ErrorItem"]
+    assert set(item["required"]) == {"loc", "msg"}
+    for method, path, operation in operations(doc):
+        for code, answer in operation["responses"].items():
+            content = answer.get("content", {}).get("application/json")
+            if code.startswith("4") and content is not None and not path.startswith("/web"):
+                assert content["schema"] == {"$ref": "#/components/schemas/Error"}, (
+                    method,
+                    path,
+                    code,
+                )
+
+
+def test_every_operation_lists_the_refusals_it_can_answer(doc: dict[str, Any]) -> None:
+    for method, path, operation in operations(doc):
+        codes = set(operation["responses"])
+        assert {"400", "413"} <= codes, (method, path)
+        if path.startswith("/api/v1"):
+            assert "401" in codes, (method, path)
+            assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
+        if path.startswith("/api/v1") and "{" in path:
+            assert "404" in codes, (method, path)
+        if operation.get("parameters") or operation.get("requestBody"):
+            assert "422" in codes, (method, path)
+
+
+def test_route_specific_refusals_are_declared(doc: dict[str, Any]) -> None:
+    paths = doc["paths"]
+    assert {"403", "409"} <= set(paths["/api/v1/users"]["post"]["responses"])
+    assert "403" in paths["/api/v1/activities"]["get"]["responses"]
+    assert "409" in paths["/api/v1/activities/{activity_id}/restore"]["post"]["responses"]
+    assert "409" in paths["/api/v1/persons"]["post"]["responses"]
+    assert {"403", "409", "503"} <= set(paths["/api/v1/connections"]["post"]["responses"])
+    assert "409" in paths["/api/v1/activity-types/{key}"]["delete"]["responses"]
+
+
+def test_operation_ids_are_the_route_names(doc: dict[str, Any]) -> None:
+    ids = [operation["operationId"] for _, _, operation in operations(doc)]
+    assert len(ids) == len(set(ids))
+    assert doc["paths"]["/api/v1/activities"]["get"]["operationId"] == "list_activities"
+    assert doc["paths"]["/api/v1/persons"]["post"]["operationId"] == "create_person"
+
+
+def test_created_records_link_to_their_operations(doc: dict[str, Any]) -> None:
+    links = doc["paths"]["/api/v1/activities"]["post"]["responses"]["201"]["links"]
+    assert links["GetActivity"] == {
+        "operationId": "get_activity",
+        "parameters": {"activity_id": "$response.body#/id"},
+    }
+    assert {"UpdateActivity", "DeleteActivity"} <= set(links)
+    assert "GetPerson" in doc["paths"]["/api/v1/persons"]["post"]["responses"]["201"]["links"]
+
+
+def _documented(doc: dict[str, Any], method: str, path: str) -> set[str]:
+    return set(doc["paths"][path][method]["responses"])
+
+
+def test_real_refusals_are_documented(admin: Api, alice: Api, client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    tried = [
+        ("get", "/api/v1/users", client.get("/api/v1/users")),
+        ("get", "/api/v1/users", alice.get("/api/v1/users")),
+        ("get", "/api/v1/activities/{activity_id}", admin.get("/api/v1/activities/42")),
+        ("post", "/api/v1/persons", admin.post("/api/v1/persons", json={"name": 3})),
+        ("get", "/api/v1/me", admin.get("/api/v1/me?x=%00")),
+        (
+            "post",
+            "/api/v1/activity-types",
+            admin.post("/api/v1/activity-types", json={"key": "call", "name": "Call"}),
+        ),
+    ]
+    for method, path, answer in tried:
+        assert answer.status_code >= 400
+        assert str(answer.status_code) in _documented(doc, method, path), (path, answer.text)
+        assert isinstance(answer.json()["detail"], str)
