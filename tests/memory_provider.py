@@ -1,19 +1,29 @@
 """An in-memory calendar behind the Provider interface, for engine tests.
 
 It behaves like a careful server: versions (etags) change on every write,
+every write stamps a last-modified time (to the second, as iCalendar has it),
 preconditions are enforced, a change log gives incremental listings, cursors
-can be expired on demand, and "a person using another client" can edit it
-directly. Faults can be injected to simulate crashes at any provider call.
+can be expired on demand, creates can be batched, and "a person using another
+client" can edit it directly. Faults can be injected: a crash at any provider
+call, and full listings that come back short (``hidden`` ids left out, or only
+the first ``listing_limit`` items), as a server or proxy that drops items does.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import itertools
 from collections.abc import Sequence
 
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
-from crmcal.providers.base import Capabilities, EventNotFound, PreconditionFailed, Unreachable
+from crmcal.providers.base import (
+    Capabilities,
+    EventNotFound,
+    PreconditionFailed,
+    ProviderError,
+    Unreachable,
+)
 
 
 class Crash(Exception):
@@ -33,8 +43,17 @@ class MemoryCalendar:
         self.log.append((self._position, event_id))
 
     def put(self, event_id: str, event: CalendarEvent) -> str:
+        """Store the event, stamped with the time of the write; a last-modified time set
+        on purpose (not the one the event was read with) is kept instead."""
         etag = f'"{next(self._versions)}"'
-        self.events[event_id] = (etag, dataclasses.replace(event, uid=event.uid or event_id))
+        previous = self.events.get(event_id)
+        modified = event.last_modified
+        if modified is None or (previous is not None and previous[1].last_modified == modified):
+            modified = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        self.events[event_id] = (
+            etag,
+            dataclasses.replace(event, uid=event.uid or event_id, last_modified=modified),
+        )
         self._touch(event_id)
         return etag
 
@@ -47,13 +66,15 @@ class MemoryCalendar:
 
 
 class MemoryProvider:
-    capabilities = Capabilities()
+    capabilities = Capabilities(batch_creates=True)
 
     def __init__(self, calendar: MemoryCalendar | None = None) -> None:
         self.cal = calendar or MemoryCalendar()
         self.calls = 0
         self.crash_at: int | None = None  # the call number that "crashes"
         self.unreachable = False
+        self.hidden: set[str] = set()  # left out of full listings
+        self.listing_limit: int | None = None  # full listings cut after so many items
 
     def _call(self) -> None:
         if self.unreachable:
@@ -80,8 +101,9 @@ class MemoryProvider:
             refs = [
                 RemoteRef(id=i, etag=e, event=event if with_contents else None)
                 for i, (e, event) in self.cal.events.items()
+                if i not in self.hidden
             ]
-            return ChangeListing(full=True, changed=refs, cursor=head)
+            return ChangeListing(full=True, changed=refs[: self.listing_limit], cursor=head)
         touched = dict.fromkeys(i for p, i in self.cal.log if p > position)
         changed = [
             RemoteRef(id=i, etag=self.cal.events[i][0]) for i in touched if i in self.cal.events
@@ -114,6 +136,22 @@ class MemoryProvider:
         event = dataclasses.replace(event, uid=event_id)
         etag = self.cal.put(event_id, event)
         return RemoteRef(id=event_id, etag=etag, event=self.cal.events[event_id][1])
+
+    async def create_many(
+        self, calendar_id: str, items: Sequence[tuple[str, CalendarEvent]]
+    ) -> list[RemoteRef | ProviderError]:
+        """Creates in one "batch request": one call, each item answering on its own."""
+        self._call()
+        results: list[RemoteRef | ProviderError] = []
+        for key, event in items:
+            event_id = self.id_for(key)
+            if event_id in self.cal.events:
+                results.append(PreconditionFailed(f"{event_id} exists"))
+                continue
+            self.cal.put(event_id, dataclasses.replace(event, uid=event_id))
+            etag, stored = self.cal.events[event_id]
+            results.append(RemoteRef(id=event_id, etag=etag, event=stored))
+        return results
 
     async def update(
         self, calendar_id: str, event_id: str, etag: str, event: CalendarEvent

@@ -394,3 +394,43 @@ async def test_an_event_the_crm_cannot_store_is_reported_and_the_rest_imported(
     assert [p["item"] for p in report.problems] == ["far"]
     assert "year" in report.problems[0]["reason"]
     assert sorted(a.subject for a in await world.live_activities()) == ["Also fine", "Fine"]
+
+
+async def test_a_short_full_listing_trashes_nothing_that_can_still_be_read(world: World) -> None:
+    for n in range(4):
+        world.calendar.put(f"e{n}", event(f"Event {n}", start=n))
+    await world.sync()
+    world.calendar.expire_cursors()
+    world.provider.hidden = {"e1", "e2"}  # a proxy or server that drops items
+    world.calendar.remove("e3")  # really deleted
+    report = await world.sync()
+    assert report.deleted == 1
+    live = sorted(a.subject for a in await world.live_activities())
+    assert live == ["Event 0", "Event 1", "Event 2"]
+
+
+async def test_a_truncated_listing_with_an_edit_behind_it_still_applies_the_edit(
+    world: World,
+) -> None:
+    for n in range(3):
+        world.calendar.put(f"e{n}", event(f"Event {n}", start=n))
+    await world.sync()
+    world.calendar.put("e2", event("Event 2, moved", start=5))
+    world.calendar.expire_cursors()
+    world.provider.listing_limit = 1  # a truncated page
+    await world.sync()
+    live = sorted(a.subject for a in await world.live_activities())
+    assert live == ["Event 0", "Event 1", "Event 2, moved"]
+
+
+async def test_trashing_an_unusual_share_of_the_activities_needs_force(world: World) -> None:
+    for n in range(20):
+        world.calendar.put(f"e{n}", event(f"Event {n}", start=n))
+    await world.sync()
+    for n in range(11):
+        world.calendar.remove(f"e{n}")
+    with pytest.raises(SyncRefused, match="11 of the 20 synced events look deleted"):
+        await world.sync()
+    assert len(await world.live_activities()) == 20
+    assert (await world.sync(force=True)).deleted == 11
+    assert len(await world.live_activities()) == 9

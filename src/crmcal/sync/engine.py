@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 
 # What a link remembers of a side that is in the trash.
 TRASHED = "trashed"
+# A run that would trash more than this many activities and more than this share of
+# the linked ones stops until forced (see _check_mass_deletion).
+MASS_DELETION_ITEMS = 10
+MASS_DELETION_SHARE = 0.2
 # New events imported per transaction.
 IMPORT_BATCH = 500
 # Activities sent to the calendar together: one batch of provider calls (where the
@@ -198,13 +202,34 @@ class Engine:
         gone = {rid for rid in listing.deleted if rid in self.links.by_remote}
         if listing.full:
             missing = {rid for rid in self.links.by_remote if rid not in listed}
-            if missing and not listing.complete:
-                # A windowed listing leaves out what lies outside its window: what
-                # can still be read is not gone.
-                found = await self.provider.fetch(self.ctx.calendar_id, sorted(missing))
-                missing -= {ref.id for ref in found}
+            if missing:
+                # Absence is not deletion: a listing can come back short (a server or
+                # proxy that drops items, a truncated page, a windowed listing). Only
+                # what a direct read of this calendar no longer finds is gone.
+                for ref in await self.provider.fetch(self.ctx.calendar_id, sorted(missing)):
+                    missing.discard(ref.id)
+                    link = self.links.by_remote.get(ref.id)
+                    if ref.error or ref.event is None or link is None:
+                        continue
+                    if link.remote_etag != ref.etag:
+                        moved.append(ref)
             gone |= missing
+        await self._check_mass_deletion(gone)
         return moved, gone
+
+    async def _check_mass_deletion(self, gone: set[str]) -> None:
+        """Refuse a run that would trash an unusual share of the linked activities: a
+        calendar does not lose most of its events between two syncs by accident of
+        the user, but a broken server or proxy can make it look so."""
+        if not self.ctx.pull or self.ctx.force or len(gone) <= MASS_DELETION_ITEMS:
+            return
+        linked = await self.links.count()
+        if len(gone) > MASS_DELETION_SHARE * linked:
+            raise SyncRefused(
+                f"{len(gone)} of the {linked} synced events look deleted in the calendar; "
+                "nothing was deleted. If they really were deleted, run the sync again "
+                "with force."
+            )
 
     async def _crm_side(self) -> set[int]:
         """Ids of activities to look at: changed since the cursor, or all in range."""
