@@ -1,4 +1,4 @@
-"""The ``crmcal`` command line: serve, sync, users, db, emulator (worker and demo join later)."""
+"""The ``crmcal`` command line: serve, worker, sync, users, db, emulator (demo joins later)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -73,6 +73,10 @@ def db_upgrade() -> None:
     settings = _settings()
     migrations.upgrade(settings.database_url)
     out.print(f"database at revision {migrations.current_revision(settings.database_url)}")
+    if not is_sqlite(settings.database_url):
+        from crmcal.jobs.queue import ensure_schema
+
+        out.print(ensure_schema(settings.database_url))
 
 
 @users_app.command("create")
@@ -187,17 +191,32 @@ def sync(
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+    with_worker: Annotated[
+        bool,
+        typer.Option(
+            "--with-worker",
+            help="On PostgreSQL, also run a queue worker in this process (one-process mode).",
+        ),
+    ] = False,
 ) -> None:
-    """Run the app: REST API and the in-process worker."""
+    """Run the app: REST API and the in-process worker (SQLite); on PostgreSQL it
+    queues syncs for `crmcal worker` processes, or runs one too with --with-worker."""
     import uvicorn
 
     from crmcal.web.app import create_app
 
     settings = _settings()
+    jobs: Literal["embedded", "queue", "queue+worker"] = "embedded"
     if is_sqlite(settings.database_url):
+        if with_worker:
+            raise CliError("--with-worker needs a PostgreSQL database: SQLite syncs in-process")
         migrations.upgrade(settings.database_url)  # the embedded database looks after itself
     else:
         _require_current_schema(settings)
+        from crmcal.jobs.queue import ensure_schema
+
+        ensure_schema(settings.database_url)
+        jobs = "queue+worker" if with_worker else "queue"
 
     async def first_admin(db: Database) -> str | None:
         async with db.write() as session:
@@ -211,7 +230,42 @@ def serve(
         out.print(f"API token:   {token}")
         out.print(f"Try:         curl -H 'Authorization: Bearer {token}' {url}/api/v1/me")
     out.print(f"crmcal on {url} (API docs at {url}/docs)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    if jobs == "queue":
+        out.print("syncs are queued for 'crmcal worker' processes")
+    uvicorn.run(create_app(settings, jobs=jobs), host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int, typer.Option(help="Syncs this process runs at once.", min=1, max=1000)
+    ] = 8,
+) -> None:
+    """Run jobs from the queue (needs a PostgreSQL CRMCAL_DATABASE_URL); stops on
+    SIGTERM or Ctrl-C once its running syncs end."""
+    from crmcal.jobs import queue
+    from crmcal.vault import vault_for
+
+    settings = _settings()
+    if is_sqlite(settings.database_url):
+        raise CliError(
+            "crmcal worker needs a PostgreSQL CRMCAL_DATABASE_URL; "
+            "with SQLite, 'crmcal serve' runs the syncs itself"
+        )
+    _require_current_schema(settings)
+    vault = vault_for(settings)
+    if vault is None:
+        raise CliError("set CRMCAL_SECRET_KEY: stored credentials cannot be read without it")
+    queue.ensure_schema(settings.database_url)
+
+    async def work(db: Database) -> None:
+        app_ = queue.queue_app(settings.database_url, pool_size=concurrency + 4)
+        async with app_.open_async():
+            runtime = queue.Runtime(db, vault, settings, app_)
+            await queue.run_worker(runtime, concurrency=concurrency)
+
+    err.print(f"crmcal worker {queue.worker_name()}: {concurrency} syncs at once")
+    _run(work, settings)
 
 
 EMULATORS = ("google", "microsoft")

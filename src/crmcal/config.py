@@ -8,6 +8,7 @@ from dataclasses import dataclass
 DEFAULT_DATABASE_URL = "sqlite:///./crmcal.db"
 DEFAULT_POLL_SECONDS = 180
 DEFAULT_RETRY_BACKOFF = 0.5
+DEFAULT_WORKER_HEARTBEAT = 10.0
 
 
 class ConfigError(ValueError):
@@ -38,6 +39,9 @@ class Settings:
     # Seconds before the first retry of a rate-limited or failed Google or Microsoft call
     # (doubling).
     retry_backoff: float = DEFAULT_RETRY_BACKOFF
+    # Seconds between a queue worker's heartbeats; a worker silent for three is taken
+    # for dead and its jobs run again elsewhere.
+    worker_heartbeat: float = DEFAULT_WORKER_HEARTBEAT
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -56,7 +60,17 @@ class Settings:
             raise ConfigError(f"CRMCAL_RETRY_BACKOFF must be a number, got {backoff!r}") from None
         if not 0 <= retry_backoff <= 60:  # also refuses NaN
             raise ConfigError("CRMCAL_RETRY_BACKOFF must be between 0 and 60 seconds")
+        heartbeat = env.get("CRMCAL_WORKER_HEARTBEAT_SECONDS") or str(DEFAULT_WORKER_HEARTBEAT)
+        try:
+            worker_heartbeat = float(heartbeat)
+        except ValueError:
+            raise ConfigError(
+                f"CRMCAL_WORKER_HEARTBEAT_SECONDS must be a number, got {heartbeat!r}"
+            ) from None
+        if not 0.2 <= worker_heartbeat <= 600:
+            raise ConfigError("CRMCAL_WORKER_HEARTBEAT_SECONDS must be between 0.2 and 600")
         return cls(
+            worker_heartbeat=worker_heartbeat,
             database_url=env.get("CRMCAL_DATABASE_URL") or DEFAULT_DATABASE_URL,
             secret_key=env.get("CRMCAL_SECRET_KEY") or None,
             base_url=(env.get("CRMCAL_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),

@@ -33,6 +33,32 @@ FEED_INTERVAL = 0.2
 DUE_INTERVAL = 1.0
 
 
+async def changed_connections(db: Database, seen: int) -> tuple[list[int], int]:
+    """The active connections of owners whose activities changed (not by a sync) after
+    change-feed position ``seen``, and the position read up to."""
+    async with db.read() as session:
+        head = await changefeed.latest_seq(session)
+        if head <= seen:
+            return [], seen
+        owners: set[int] = set()
+        cursor = seen
+        while cursor < head:
+            rows = await changefeed.read_changes(session, after_seq=cursor)
+            if not rows:
+                break
+            owners.update(r.owner_id for r in rows if not r.origin.startswith("sync:"))
+            cursor = rows[-1].seq
+        if not owners:
+            return [], cursor
+        # A connection syncing now counts: the change may have come after its read.
+        ids = await session.scalars(
+            select(Connection.id).where(
+                Connection.user_id.in_(owners), Connection.state.in_(("active", "syncing"))
+            )
+        )
+        return list(ids), cursor
+
+
 class Scheduler:
     def __init__(
         self, db: Database, vault: Vault, settings: Settings, *, concurrency: int = 4
@@ -79,27 +105,10 @@ class Scheduler:
             await asyncio.sleep(FEED_INTERVAL)
 
     async def _feed_once(self, seen: int) -> int:
-        async with self.db.read() as session:
-            head = await changefeed.latest_seq(session)
-            if head <= seen:
-                return seen
-            owners: set[int] = set()
-            cursor = seen
-            while cursor < head:
-                rows = await changefeed.read_changes(session, after_seq=cursor)
-                if not rows:
-                    break
-                owners.update(r.owner_id for r in rows if not r.origin.startswith("sync:"))
-                cursor = rows[-1].seq
-            if owners:
-                ids = await session.scalars(
-                    select(Connection.id).where(
-                        Connection.user_id.in_(owners), Connection.state == "active"
-                    )
-                )
-                for connection_id in ids:
-                    self.request(connection_id)
-            return cursor
+        ids, cursor = await changed_connections(self.db, seen)
+        for connection_id in ids:
+            self.request(connection_id)
+        return cursor
 
     async def _watch_due(self) -> None:
         while True:

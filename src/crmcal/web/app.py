@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -33,7 +34,15 @@ class Health(BaseModel):
     detail: str = Field(default="", description="Why not (when `error`).")
 
 
-def create_app(settings: Settings | None = None, *, background_jobs: bool = True) -> FastAPI:
+Jobs = Literal["embedded", "queue", "queue+worker"]
+
+
+def create_app(
+    settings: Settings | None = None, *, background_jobs: bool = True, jobs: Jobs = "embedded"
+) -> FastAPI:
+    """The app. ``jobs`` says where syncs run: ``embedded`` in this process (the
+    scheduler), ``queue`` on the distributed queue's workers (PostgreSQL; this
+    process only enqueues), ``queue+worker`` the same with a worker in this process."""
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
@@ -43,11 +52,25 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = True
         app.state.vault = vault = vault_for(settings)
         app.state.scheduler = None
         tasks = []
-        if background_jobs:
+        queue_app = None
+        if background_jobs and jobs == "embedded":
             tasks.append(asyncio.create_task(maintenance.run_forever(db)))
             if vault is not None:
                 app.state.scheduler = Scheduler(db, vault, settings)
                 await app.state.scheduler.start()
+        elif background_jobs:
+            from crmcal.jobs import queue
+            from crmcal.jobs.enqueue import Enqueuer
+
+            queue_app = queue.queue_app(settings.database_url)
+            await queue_app.open_async()
+            app.state.scheduler = Enqueuer(db, queue_app)
+            await app.state.scheduler.start()
+            if jobs == "queue+worker" and vault is not None:
+                runtime = queue.Runtime(db, vault, settings, queue_app)
+                tasks.append(
+                    asyncio.create_task(queue.run_worker(runtime, install_signal_handlers=False))
+                )
         try:
             yield
         finally:
@@ -57,6 +80,8 @@ def create_app(settings: Settings | None = None, *, background_jobs: bool = True
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if queue_app is not None:
+                await queue_app.close_async()
             await db.dispose()
 
     app = FastAPI(

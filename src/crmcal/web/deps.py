@@ -99,3 +99,14 @@ def request_sync(request: Request, connection_id: int) -> None:
     scheduler = getattr(request.app.state, "scheduler", None)
     if scheduler is not None:
         scheduler.request(connection_id)
+
+
+async def enqueue_sync(request: Request, connection_id: int) -> None:
+    """``request_sync``, but on the distributed queue it returns once the job is stored
+    (a webhook's notification must not be lost with a process that stops)."""
+    scheduler = getattr(request.app.state, "scheduler", None)
+    enqueue = getattr(scheduler, "enqueue", None)
+    if enqueue is not None:
+        await enqueue(connection_id)
+    elif scheduler is not None:
+        scheduler.request(connection_id)

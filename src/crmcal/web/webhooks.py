@@ -1,8 +1,9 @@
 """Where calendar providers push: ``POST /webhooks/google`` and ``/webhooks/microsoft``.
 
 A notification only says "something changed": it is checked (our channel, its
-secret), answered at once, and turned into a sync request for that connection,
-which the scheduler runs soon and coalesces with others. Duplicate or
+secret), turned into a sync request for that connection (on the distributed
+queue: a stored job, one per connection however many notifications come) and
+answered; the sync runs elsewhere. Duplicate or
 out-of-order notifications cost at most one extra incremental sync.
 """
 
@@ -15,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from crmcal.sync import push
-from crmcal.web.deps import database, request_sync
+from crmcal.web.deps import database, enqueue_sync
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
@@ -36,7 +37,7 @@ async def google(request: Request) -> Response:
         # Not a channel of ours (any more): Google stops retrying on a 4xx.
         return Response(status_code=404)
     if state != "sync":  # the first message only confirms the channel
-        request_sync(request, connection_id)
+        await enqueue_sync(request, connection_id)
     return Response(status_code=200)
 
 
@@ -100,5 +101,5 @@ async def microsoft(request: Request) -> Response:
             await push.renew_soon(db, connection_id)
         elif event == "subscriptionRemoved":
             await push.renew_soon(db, connection_id, gone=True)
-        request_sync(request, connection_id)
+        await enqueue_sync(request, connection_id)
     return Response(status_code=202)

@@ -1,0 +1,81 @@
+"""The web side of the distributed queue: sync requests become queued jobs.
+
+With a PostgreSQL database, ``crmcal serve`` runs no syncs of its own (unless
+``--with-worker``): the API, the webhooks and the change-feed watcher ask the
+``Enqueuer`` instead of the embedded scheduler. ``request`` answers at once and
+queues in the background, coalescing repeats of a connection that is still
+waiting to be queued; ``enqueue`` (the webhooks) waits until the job is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import procrastinate
+
+from crmcal.crm import changefeed
+from crmcal.db import Database
+from crmcal.jobs.queue import defer_sync
+from crmcal.jobs.scheduler import FEED_INTERVAL, changed_connections
+
+log = logging.getLogger(__name__)
+
+
+class Enqueuer:
+    def __init__(self, db: Database, app: procrastinate.App) -> None:
+        self.db, self.app = db, app
+        self._pending: set[int] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def request(self, connection_id: int) -> None:
+        """Queue a sync of this connection soon (once, however often it is asked)."""
+        self._pending.add(connection_id)
+        self._wake.set()
+
+    async def enqueue(self, connection_id: int) -> bool:
+        """Queue a sync now; False when one is already waiting."""
+        return await defer_sync(self.app, connection_id)
+
+    async def start(self) -> None:
+        async with self.db.read() as session:
+            head = await changefeed.latest_seq(session)
+        self._tasks = [
+            asyncio.create_task(self._flush_forever()),
+            asyncio.create_task(self._watch_feed(head)),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self._flush()  # what was asked for before the stop still gets queued
+
+    async def _flush(self) -> None:
+        while self._pending:
+            connection_id = self._pending.pop()
+            try:
+                await defer_sync(self.app, connection_id)
+            except Exception:
+                log.exception("queueing a sync of connection %s failed", connection_id)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush()
+
+    async def _watch_feed(self, seen: int) -> None:
+        while True:
+            try:
+                ids, seen = await changed_connections(self.db, seen)
+                for connection_id in ids:
+                    self.request(connection_id)
+            except Exception:
+                log.exception("reading the change feed failed; retrying")
+            await asyncio.sleep(FEED_INTERVAL)

@@ -1,0 +1,311 @@
+"""The distributed queue: procrastinate on PostgreSQL, for crmcal beyond one machine (F26).
+
+``crmcal serve`` on PostgreSQL only enqueues; ``crmcal worker`` processes, on any
+number of machines, run the jobs:
+
+* ``crmcal.sync`` — one sync of one connection. Deferred with a queueing lock
+  and a lock named after the connection: a burst of notifications or CRM edits
+  makes one queued job (the others find it there), and the queue runs one job
+  of a connection at a time. The runner's lease still guards the sync itself,
+  since the API and the CLI sync outside the queue.
+* periodic: ``crmcal.poll`` (every few seconds: connections whose
+  ``next_sync_at`` has come, a bounded share per tick so they spread),
+  ``crmcal.renew`` (push channels about to expire), ``crmcal.purge`` (the
+  trash) and ``crmcal.recover`` (jobs of workers that stopped beating: retried,
+  so a worker killed mid-sync loses nothing). Each tick runs on one worker only.
+
+The schema procrastinate needs is applied by ``crmcal db upgrade`` and when a
+worker or the server starts (``ensure_schema``); the pending migration files of a
+newer procrastinate are applied the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import random
+import socket
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import procrastinate
+import psycopg
+from procrastinate import exceptions as queue_errors
+from procrastinate.schema import SchemaManager
+from psycopg import sql
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import make_url
+
+from crmcal.config import Settings
+from crmcal.crm.tables import utcnow
+from crmcal.db import Database
+from crmcal.jobs import maintenance
+from crmcal.sync.engine import SyncFailed
+from crmcal.sync.runner import Busy, run_sync
+from crmcal.sync.tables import Connection
+from crmcal.vault import Vault
+
+log = logging.getLogger(__name__)
+
+SYNC_TASK = "crmcal.sync"
+SYNC_QUEUE = "sync"
+PERIODIC_QUEUE = "periodic"
+POLL_EVERY = 5  # seconds between looks for due connections
+# When a sync is busy elsewhere (an API call holds the lease), try again this much later.
+BUSY_RETRY_SECONDS = 5
+# A worker's heartbeat; one silent for STALLED_AFTER beats is taken for dead.
+STALLED_AFTER = 3
+
+
+@dataclass
+class Runtime:
+    """What jobs need, made once per worker process."""
+
+    db: Database
+    vault: Vault
+    settings: Settings
+    app: procrastinate.App
+
+
+def conninfo(database_url: str) -> str:
+    """A libpq URL (what procrastinate's psycopg pool takes) for crmcal's database URL."""
+    parsed = make_url(database_url)
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def queue_app(database_url: str, *, pool_size: int = 10) -> procrastinate.App:
+    """The app that defers and runs crmcal's jobs in ``database_url``; open it before use."""
+    connector = procrastinate.PsycopgConnector(
+        conninfo=conninfo(database_url), min_size=1, max_size=pool_size
+    )
+    app = procrastinate.App(connector=connector)
+    # Registered per app: a task defers through the app it was registered on.
+    app.task(name=SYNC_TASK, queue=SYNC_QUEUE, pass_context=True)(sync_connection)
+    for name, cron, job in (
+        ("poll", f"* * * * * */{POLL_EVERY}", poll_due),
+        ("recover", f"* * * * * */{POLL_EVERY}", recover_stalled),
+        ("renew", "*/10 * * * *", renew_channels),
+        ("purge", "17 * * * *", purge_trash),
+    ):
+        task = app.task(name=f"crmcal.{name}", queue=PERIODIC_QUEUE, pass_context=True)(job)
+        app.periodic(cron=cron, periodic_id=name)(task)
+    return app
+
+
+def lock_of(connection_id: int) -> str:
+    return f"connection:{connection_id}"
+
+
+async def defer_sync(
+    app: procrastinate.App, connection_id: int, *, delay: float | None = None
+) -> bool:
+    """Queue a sync of the connection; False when one is already waiting (it covers this)."""
+    lock = lock_of(connection_id)
+    options: dict[str, Any] = {"lock": lock, "queueing_lock": lock}
+    if delay:
+        options["schedule_in"] = {"seconds": delay}
+    try:
+        await app.configure_task(SYNC_TASK, allow_unknown=False, **options).defer_async(
+            connection_id=connection_id
+        )
+    except queue_errors.AlreadyEnqueued:
+        return False
+    return True
+
+
+def _runtime(context: procrastinate.JobContext) -> Runtime:
+    runtime = context.additional_context.get("crmcal")
+    assert isinstance(runtime, Runtime), "a crmcal worker passes its Runtime to its jobs"
+    return runtime
+
+
+async def sync_connection(context: procrastinate.JobContext, connection_id: int) -> None:
+    runtime = _runtime(context)
+    try:
+        await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id, wait=1)
+    except Busy:
+        # An API or CLI sync holds the lease: this one runs after it, not beside it.
+        await defer_sync(runtime.app, connection_id, delay=BUSY_RETRY_SECONDS)
+    except SyncFailed as exc:
+        # Recorded on the connection, which is polled again after its back-off.
+        log.info("sync of connection %s: %s", connection_id, exc)
+
+
+def due_per_tick(active: int, poll_seconds: int) -> int:
+    """How many due connections one poll tick queues: twice the steady rate, so a
+    backlog drains within a poll period while a herd of them is spread out."""
+    return max(50, math.ceil(2 * active * POLL_EVERY / poll_seconds))
+
+
+async def poll_due(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Queue syncs of the connections whose time has come; answers how many."""
+    runtime = _runtime(context)
+    settings = runtime.settings
+    now = utcnow()
+    async with runtime.db.write() as session:
+        active = await session.scalar(
+            select(func.count())
+            .select_from(Connection)
+            .where(Connection.state.in_(("active", "error", "syncing")))
+        )
+        due = list(
+            await session.scalars(
+                select(Connection.id)
+                .where(Connection.state.in_(("active", "error")), Connection.next_sync_at <= now)
+                .order_by(Connection.next_sync_at)
+                .limit(due_per_tick(active or 0, settings.poll_seconds))
+                .with_for_update(skip_locked=True)
+            )
+        )
+        if not due:
+            return 0
+        # Not due again until this sync sets the next time: a job that never runs
+        # (its worker died and it was given up) is polled again one period later.
+        later = now + dt.timedelta(seconds=settings.poll_seconds * random.uniform(0.9, 1.1))
+        await session.execute(
+            update(Connection)
+            .where(Connection.id.in_(due))
+            .values(next_sync_at=later)
+            .execution_options(synchronize_session=False)
+        )
+    for connection_id in due:
+        await defer_sync(runtime.app, connection_id)
+    return len(due)
+
+
+async def renew_channels(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Queue a sync of each connection whose push channel expires within a day: the
+    sync renews (Graph) or replaces (Google) it."""
+    from crmcal.sync.push import RENEW_BEFORE
+
+    runtime = _runtime(context)
+    async with runtime.db.read() as session:
+        ids = list(
+            await session.scalars(
+                select(Connection.id).where(
+                    Connection.state.in_(("active", "error")),
+                    Connection.push_channel_id.is_not(None),
+                    Connection.push_expires_at < utcnow() + RENEW_BEFORE,
+                )
+            )
+        )
+    for connection_id in ids:
+        await defer_sync(runtime.app, connection_id)
+    return len(ids)
+
+
+async def purge_trash(context: procrastinate.JobContext, timestamp: int) -> int:
+    return await maintenance.purge_once(_runtime(context).db)
+
+
+async def recover_stalled(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Retry the jobs of workers whose heartbeat stopped (killed, frozen, cut off)."""
+    runtime = _runtime(context)
+    return await recover(runtime.app, runtime.settings.worker_heartbeat * STALLED_AFTER)
+
+
+async def recover(app: procrastinate.App, stalled_after: float) -> int:
+    manager = app.job_manager
+    retried = 0
+    for job in await manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
+        assert job.id is not None
+        try:
+            await manager.retry_job(job)
+            retried += 1
+            log.warning("job %s (%s) of a stalled worker: queued again", job.id, job.task_name)
+        except queue_errors.UniqueViolation:
+            # Another job of the same connection is already waiting: it does this one's work.
+            await manager.finish_job_by_id_async(
+                job.id, status=procrastinate.jobs.Status.FAILED, delete_job=False
+            )
+        except queue_errors.ConnectorException as exc:
+            log.info("job %s of a stalled worker not retried: %s", job.id, exc)
+    return retried
+
+
+def worker_name() -> str:
+    import os
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def run_worker(
+    runtime: Runtime, *, concurrency: int = 8, install_signal_handlers: bool = True
+) -> None:
+    """Run jobs until stopped (SIGINT/SIGTERM: the jobs running finish first)."""
+    heartbeat = runtime.settings.worker_heartbeat
+    await runtime.app.run_worker_async(
+        name=worker_name(),
+        concurrency=concurrency,
+        additional_context={"crmcal": runtime},
+        install_signal_handlers=install_signal_handlers,
+        update_heartbeat_interval=heartbeat,
+        stalled_worker_timeout=heartbeat * STALLED_AFTER,
+        # Finished jobs are history nobody reads; failed ones stay to be looked at.
+        delete_jobs="successful",
+        fetch_job_polling_interval=2.0,
+    )
+
+
+# --- the schema -----------------------------------------------------------------------
+
+_VERSION_NOTE = "procrastinate "
+_SCHEMA_LOCK = 0x63726D63  # one process at a time applies the schema ("crmc")
+
+
+def _parse_version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
+
+
+def _migrations_after(applied: tuple[int, ...], installed: tuple[int, ...]) -> list[Path]:
+    folder = Path(procrastinate.__file__).parent / "sql" / "migrations"
+    found = []
+    for path in sorted(folder.glob("*.sql")):
+        version = _parse_version(path.name.split("_", 1)[0])
+        if applied < version <= installed:
+            found.append(path)
+    return found
+
+
+def ensure_schema(database_url: str) -> str:
+    """Create procrastinate's tables, or bring them up to the installed procrastinate;
+    answers what was done. Safe to run from several processes at once."""
+    installed_text = metadata.version("procrastinate")
+    installed = _parse_version(installed_text)
+    with psycopg.connect(conninfo(database_url), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
+        try:
+            exists = conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()
+            if exists is None or exists[0] is None:
+                schema = SchemaManager.get_schema()
+                with conn.transaction():
+                    conn.execute(schema)  # type: ignore[arg-type]
+                    _note_version(conn, installed_text)
+                return f"queue schema created (procrastinate {installed_text})"
+            note = conn.execute(
+                "SELECT obj_description('procrastinate_jobs'::regclass, 'pg_class')"
+            ).fetchone()
+            applied_text = (note[0] or "") if note else ""
+            applied = _parse_version(applied_text.removeprefix(_VERSION_NOTE))
+            pending = _migrations_after(applied, installed) if applied else []
+            if not pending and applied >= installed:
+                return f"queue schema current (procrastinate {installed_text})"
+            with conn.transaction():
+                for path in pending:
+                    conn.execute(path.read_text())  # type: ignore[arg-type]
+                _note_version(conn, installed_text)
+            return f"queue schema migrated to procrastinate {installed_text}"
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
+
+
+def _note_version(conn: psycopg.Connection[Any], version: str) -> None:
+    # A comment on the jobs table: procrastinate keeps no version of its own.
+    conn.execute(
+        sql.SQL("COMMENT ON TABLE procrastinate_jobs IS {}").format(
+            sql.Literal(_VERSION_NOTE + version)
+        )
+    )
