@@ -164,6 +164,12 @@ def install(app: FastAPI) -> None:
         """The mails Graph would have sent to attendees (invitations, updates, cancellations)."""
         return state_of(request).events.mails
 
+    @app.get("/_emulator/concurrency")
+    async def concurrency(request: Request) -> Any:
+        from crmcal.emulators.microsoft.throttle import concurrency_of
+
+        return {"peak": dict(sorted(concurrency_of(state_of(request)).peak.items()))}
+
     @app.get("/_emulator/requests")
     async def requests(request: Request) -> Any:
         return dict(sorted(state_of(request).requests.items()))

@@ -9,6 +9,10 @@ delay fault is in flight for all of its delay, as a slow call at Graph is. The
 requests a ``$batch`` makes go through the app again and count one by one; the
 envelope itself does not count (it would take a slot from its own requests).
 
+Whether the limit is on or not, the most requests each mailbox had in flight at
+once is kept (``GET /_emulator/concurrency``), so a test can check that
+crmcal's own limits held across all of its processes.
+
 Off by default, so tests that do not ask for it never meet it; ``POST
 /_emulator/settings {"mailbox_concurrency": 4}`` switches it on (``null`` off).
 """
@@ -40,6 +44,9 @@ class Concurrency:
         self.limit: int | None = None
         # (client id, mailbox address) -> requests being served now.
         self.in_flight: dict[tuple[str | None, str], int] = {}
+        # Mailbox address -> the most requests of one app it had in flight at once,
+        # counting the one the limit refused: what a client's own limiter kept to.
+        self.peak: dict[str, int] = {}
 
     def settings(self) -> dict[str, Any]:
         return {SETTING: self.limit}
@@ -102,6 +109,9 @@ class _Limit:
             await self.app(scope, receive, send)
             return
         limits = concurrency_of(self.state)
+        arriving = limits.in_flight.get(key, 0) + 1
+        if arriving > limits.peak.get(key[1], 0):
+            limits.peak[key[1]] = arriving
         if limits.limit is not None and limits.in_flight.get(key, 0) >= limits.limit:
             self.state.count("throttled")
             await self._answer(scope, throttled())(scope, receive, send)

@@ -1,0 +1,131 @@
+"""What the distributed-queue tests share: a PostgreSQL database of their own, worker
+processes, and a look into procrastinate's job table."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from crmcal import migrations
+from crmcal.jobs.queue import conninfo, ensure_schema
+from tests.conftest import PG_SERVER, _pg_unavailable
+
+SECRET = "queue-test-key"
+
+
+@contextlib.contextmanager
+def fresh_database(*, queue_schema: bool = True) -> Iterator[str]:
+    """A database of its own (the queue's LISTEN/NOTIFY channels are per database, so
+    parallel test runs never wake each other's workers), migrated, dropped at the end."""
+    name = f"crmcal_queue_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        _pg_unavailable(str(exc).strip())
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = make_url(PG_SERVER).set(drivername="postgresql+psycopg", database=name)
+            database_url = url.render_as_string(hide_password=False)
+            migrations.upgrade(database_url)
+            if queue_schema:
+                ensure_schema(database_url)
+            yield database_url
+        finally:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def queue_db() -> Iterator[str]:
+    """One database per test session (making and dropping one costs seconds); tests keep
+    apart by using connections, or schemas, of their own."""
+    with fresh_database() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def fresh_schema(database_url: str) -> Iterator[str]:
+    """The URL of an empty schema of its own in ``database_url``, dropped at the end."""
+    schema = f"s_{uuid.uuid4().hex[:12]}"
+    query(database_url, f'CREATE SCHEMA "{schema}"')
+    try:
+        yield (
+            make_url(database_url)
+            .update_query_dict({"options": f"-csearch_path={schema}"})
+            .render_as_string(hide_password=False)
+        )
+    finally:
+        query(database_url, f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def query(database_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(conninfo(database_url), autocommit=True) as conn:
+        cursor = conn.execute(sql, params)  # type: ignore[arg-type]
+        return cursor.fetchall() if cursor.description else []
+
+
+def sync_jobs(database_url: str, status: str = "todo") -> list[str]:
+    """The queueing locks of the sync jobs in ``status``."""
+    rows = query(
+        database_url,
+        "SELECT queueing_lock FROM procrastinate_jobs WHERE task_name = 'crmcal.sync' "
+        "AND status = %s ORDER BY id",
+        status,
+    )
+    return [row[0] for row in rows]
+
+
+class Worker:
+    """A ``crmcal worker`` process, its output in a file."""
+
+    def __init__(self, env: dict[str, str], log: Path, concurrency: int = 4) -> None:
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "crmcal", "worker", "--concurrency", str(concurrency)],
+                env={**os.environ, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def worker_env(database_url: str, **extra: str) -> dict[str, str]:
+    return {
+        "CRMCAL_DATABASE_URL": database_url,
+        "CRMCAL_SECRET_KEY": SECRET,
+        "CRMCAL_ALLOW_PRIVATE_NETWORKS": "1",
+        "CRMCAL_RETRY_BACKOFF": "0.05",
+        **extra,
+    }

@@ -1,0 +1,145 @@
+"""The distributed queue (procrastinate) against the real PostgreSQL on 127.0.0.1: the
+server only enqueues, a burst makes one job, workers run them, the schema is applied."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from crmcal.config import Settings
+from crmcal.crm import users
+from crmcal.crm.schemas import UserCreate
+from crmcal.db import Database
+from crmcal.sync.tables import Connection
+from crmcal.vault import Vault
+from crmcal.web.app import create_app
+from tests.caldav_servers import CalDAVServer
+from tests.conftest import Api, run
+from tests.providers.harness import CalDAVHarness
+from tests.queue_world import SECRET, fresh_schema, query, queue_db, sync_jobs  # noqa: F401
+from tests.served import wait_for
+
+pytestmark = pytest.mark.postgres
+V1 = "/api/v1"
+
+
+def settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"database_url": database_url, "secret_key": SECRET,
+                              "allow_private_networks": True, "retry_backoff": 0.05}  # fmt: skip
+    return Settings(**{**values, **overrides})
+
+
+async def _user_with_connection(database_url: str, **columns: Any) -> tuple[int, str, int]:
+    """A user and an active connection of theirs, stored as the API would; (user, token, id)."""
+    db = Database(database_url)
+    try:
+        async with db.write() as session:
+            user, token = await users.create_user(
+                session, UserCreate(email=f"u{os.urandom(4).hex()}@crm.test", name="U")
+            )
+            await session.flush()
+            conn = Connection(
+                user_id=user.id, provider="google", account="someone@example.test",
+                username=None, credentials=Vault(SECRET).seal("refresh"),
+                calendar_id="someone@example.test", calendar_name="Someone",
+                sync_type="two_way", options={}, state="active", counts={}, problems=[],
+                failures=0, next_sync_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+                **columns,
+            )  # fmt: skip
+            session.add(conn)
+            await session.flush()
+            return user.id, token, conn.id
+    finally:
+        await db.dispose()
+
+
+def test_db_upgrade_applies_the_queue_schema_once(queue_db: str) -> None:  # noqa: F811
+    with fresh_schema(queue_db) as database_url:
+        _upgrade_twice(database_url)
+
+
+def _upgrade_twice(database_url: str) -> None:
+    env = {**os.environ, "CRMCAL_DATABASE_URL": database_url}
+    command = [sys.executable, "-m", "crmcal", "db", "upgrade"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "queue schema created" in first.stdout
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert "queue schema current" in second.stdout
+    assert query(database_url, "SELECT count(*) FROM procrastinate_jobs") == [(0,)]
+
+
+def test_the_server_only_enqueues_and_a_storm_makes_one_job(queue_db: str) -> None:  # noqa: F811
+    channel = {"push_channel_id": "chan-1", "push_token": "secret-1", "push_resource_id": "res-1"}
+    user_id, token, connection_id = run(_user_with_connection(queue_db, **channel))
+    app = create_app(settings(queue_db), jobs="queue")
+    with TestClient(app) as client:
+        alice = Api(client, token, user_id)
+        start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+        call = {"type": "call", "subject": "Call", "start": start}
+        made = alice.post(f"{V1}/activities", json=call)
+        assert made.status_code == 201, made.text
+        # The CRM change becomes a queued sync (the change feed is watched) ...
+        wait_for(lambda: sync_jobs(queue_db) == [f"connection:{connection_id}"], 30)
+
+        # ... and a storm of notifications finds it waiting: still one job.
+        headers = {"X-Goog-Channel-Id": "chan-1", "X-Goog-Channel-Token": "secret-1",
+                   "X-Goog-Resource-State": "exists"}  # fmt: skip
+        answers = {client.post("/webhooks/google", headers=headers).status_code
+                   for _ in range(100)}  # fmt: skip
+        assert answers == {200}
+        forged = client.post("/webhooks/google", headers={**headers, "X-Goog-Channel-Token": "x"})
+        assert forged.status_code == 404
+        graph = {"value": [{"subscriptionId": "res-1", "clientState": "secret-1"}] * 50}
+        # (the connection is a Google one: the Graph webhook does not know its channel)
+        assert client.post("/webhooks/microsoft", json=graph).status_code == 202
+        assert sync_jobs(queue_db) == [f"connection:{connection_id}"]
+
+    # Nothing synced in the server: the job waits for a worker.
+    state = query(queue_db, "SELECT state, last_sync_at FROM connections WHERE id = %s",
+                  connection_id)  # fmt: skip
+    assert state == [("active", None)]
+
+
+def test_serve_with_worker_runs_the_queued_syncs_itself(
+    queue_db: str,  # noqa: F811
+    radicale: CalDAVServer,
+) -> None:
+    calendar = CalDAVHarness(radicale)
+    db_user = run(_user_with_connection(queue_db))
+    query(queue_db, "DELETE FROM connections")  # this user connects through the API
+    app = create_app(settings(queue_db, worker_heartbeat=0.5), jobs="queue+worker")
+    try:
+        with TestClient(app) as client:
+            sam = Api(client, db_user[1], db_user[0])
+            body = {"provider": "caldav", "url": radicale.url, "username": radicale.username,
+                    "password": radicale.password, "calendar_id": calendar.calendar_id}  # fmt: skip
+            conn = sam.post(f"{V1}/connections", json=body)
+            assert conn.status_code == 201, conn.text
+            start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+            sam.post(f"{V1}/activities", json={"type": "call", "subject": "Queued", "start": start})
+
+            def on_the_calendar() -> bool:
+                listing = run(calendar.provider.list_changes(calendar.calendar_id, None,
+                                                             with_contents=True))  # fmt: skip
+                return [r.event.summary for r in listing.changed if r.event] == ["Queued"]
+
+            wait_for(on_the_calendar, 60)
+            status = sam.get(f"{V1}/connections/{conn.json()['id']}/status").json()
+            assert status["last_error"] is None
+    finally:
+        run(calendar.close())
+
+
+def test_worker_needs_postgresql(tmp_path: Any) -> None:
+    env = {**os.environ, "CRMCAL_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    done = subprocess.run([sys.executable, "-m", "crmcal", "worker"], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1
+    assert "needs a PostgreSQL" in done.stderr
