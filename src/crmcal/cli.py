@@ -131,8 +131,10 @@ def sync(
     """Run one sync now, with a progress bar and a summary."""
     from rich.progress import Progress
     from rich.table import Table
-    from sqlalchemy import select
+    from sqlalchemy import or_, select
 
+    from crmcal.crm.tables import utcnow
+    from crmcal.sync import lease
     from crmcal.sync.engine import SyncFailed
     from crmcal.sync.runner import Busy, run_sync
     from crmcal.sync.tables import Connection
@@ -149,7 +151,9 @@ def sync(
     async def run_all(db: Database) -> list[tuple[int, dict[str, int] | str]]:
         async with db.read() as session:
             if all_:
-                query = select(Connection.id).where(Connection.state.in_(("active", "error")))
+                query = select(Connection.id).where(
+                    or_(Connection.state.in_(("active", "error")), lease.expired(utcnow()))
+                )
                 ids = list(await session.scalars(query.order_by(Connection.id)))
             else:
                 if await session.get(Connection, connection_id) is None:
@@ -164,8 +168,10 @@ def sync(
                     bar.update(task, completed=done, total=total)
 
                 try:
+                    # Long enough for the lease of a run that was killed to expire.
+                    wait = max(30.0, settings.lease_seconds + 5)
                     report = await run_sync(
-                        db, vault, settings, cid, force=force, progress=advance, wait=30
+                        db, vault, settings, cid, force=force, progress=advance, wait=wait
                     )
                     results.append((cid, report.counts()))
                 except (Busy, SyncFailed) as exc:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_DATABASE_URL = "sqlite:///./crmcal.db"
 DEFAULT_POLL_SECONDS = 180
 DEFAULT_RETRY_BACKOFF = 0.5
 DEFAULT_WORKER_HEARTBEAT = 10.0
+# A sync's lease (renewed while it runs): how soon a connection whose sync holder
+# vanished syncs again. Never longer than the poll interval unless set so.
+DEFAULT_LEASE_SECONDS = 60.0
+DEFAULT_SYNC_MAX_SECONDS = 3600.0
 
 
 class ConfigError(ValueError):
@@ -17,6 +22,19 @@ class ConfigError(ValueError):
 
 def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name) or ""
+    if not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not low <= value <= high:  # also refuses NaN
+        raise ConfigError(f"{name} must be between {low:g} and {high:g} seconds")
+    return value
 
 
 @dataclass(frozen=True)
@@ -42,6 +60,9 @@ class Settings:
     # Seconds between a queue worker's heartbeats; a worker silent for three is taken
     # for dead and its jobs run again elsewhere.
     worker_heartbeat: float = DEFAULT_WORKER_HEARTBEAT
+    # Length of a sync's lease on its connection, and the most a sync may take.
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    sync_max_seconds: float = DEFAULT_SYNC_MAX_SECONDS
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -69,8 +90,16 @@ class Settings:
             ) from None
         if not 0.2 <= worker_heartbeat <= 600:
             raise ConfigError("CRMCAL_WORKER_HEARTBEAT_SECONDS must be between 0.2 and 600")
+        lease_seconds = _seconds(
+            env, "CRMCAL_LEASE_SECONDS", min(DEFAULT_LEASE_SECONDS, poll_seconds), 1, 3600
+        )
+        sync_max_seconds = _seconds(
+            env, "CRMCAL_SYNC_MAX_SECONDS", DEFAULT_SYNC_MAX_SECONDS, 1, 7 * 86400
+        )
         return cls(
             worker_heartbeat=worker_heartbeat,
+            lease_seconds=lease_seconds,
+            sync_max_seconds=sync_max_seconds,
             database_url=env.get("CRMCAL_DATABASE_URL") or DEFAULT_DATABASE_URL,
             secret_key=env.get("CRMCAL_SECRET_KEY") or None,
             base_url=(env.get("CRMCAL_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),

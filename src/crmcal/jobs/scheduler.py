@@ -5,6 +5,8 @@
   (cheap: one indexed max() query), so changes made by any process count.
 * Every connection is also polled: its ``next_sync_at`` comes round every
   CRMCAL_POLL_SECONDS, sooner after an error (with back-off).
+* A connection left in ``syncing`` by a holder that vanished (killed, crashed,
+  cut off from the database) is due as soon as its lease expires, whoever held it.
 * One sync per connection at a time (the runner's lease); a request arriving
   while one runs makes it run once more afterwards. Different connections sync
   concurrently, up to ``concurrency``.
@@ -23,7 +25,7 @@ from crmcal.crm import changefeed
 from crmcal.crm.tables import utcnow
 from crmcal.db import Database
 from crmcal.sync.engine import SyncFailed
-from crmcal.sync.runner import Busy, run_sync
+from crmcal.sync.runner import Busy, due, run_sync
 from crmcal.sync.tables import Connection
 from crmcal.vault import Vault
 
@@ -114,12 +116,7 @@ class Scheduler:
         while True:
             try:
                 async with self.db.read() as session:
-                    ids = await session.scalars(
-                        select(Connection.id).where(
-                            Connection.state.in_(("active", "error")),
-                            Connection.next_sync_at <= utcnow(),
-                        )
-                    )
+                    ids = await session.scalars(select(Connection.id).where(due(utcnow())))
                     for connection_id in list(ids):
                         self.request(connection_id)
             except Exception:

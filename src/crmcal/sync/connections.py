@@ -29,7 +29,7 @@ from crmcal.providers.base import (
     ProviderError,
     Unreachable,
 )
-from crmcal.sync import netguard
+from crmcal.sync import lease, netguard
 from crmcal.sync.options import SyncOptions, SyncOptionsPatch, SyncType, writes_calendar, writes_crm
 from crmcal.sync.tables import Conflict, Connection
 from crmcal.vault import Vault, VaultError
@@ -83,6 +83,15 @@ class ConnectionOut(BaseModel):
     last_error: str | None
 
 
+class SyncRunOut(BaseModel):
+    started_at: Any
+    ended_at: Any
+    outcome: Literal["running", "ok", "error", "interrupted", "abandoned"]
+    counts: dict[str, int]
+    error: str | None
+    process: str = Field(description="host:pid of the process that ran it")
+
+
 class StatusOut(BaseModel):
     state: str
     connected_at: Any
@@ -91,9 +100,21 @@ class StatusOut(BaseModel):
     counts: dict[str, int]
     problems: list[dict[str, str]]
     next_sync_at: Any
+    recent_syncs: list[SyncRunOut] = Field(
+        default_factory=list, description="The last few syncs, newest first."
+    )
+
+
+def shown_state(conn: Connection) -> tuple[str, str | None]:
+    """``state`` and ``last_error`` as the connection's status shows them: a sync whose
+    holder vanished (its lease expired) is an error until the next sync runs."""
+    if lease.vanished(conn):
+        return "error", lease.vanished_error(conn)
+    return conn.state, conn.last_error
 
 
 def to_out(conn: Connection) -> ConnectionOut:
+    state, last_error = shown_state(conn)
     return ConnectionOut(
         id=conn.id,
         user_id=conn.user_id,
@@ -104,25 +125,28 @@ def to_out(conn: Connection) -> ConnectionOut:
         calendar_name=conn.calendar_name,
         sync_type=conn.sync_type,
         options=SyncOptions.model_validate(conn.options or {}),
-        state=conn.state,  # type: ignore[arg-type]
+        state=state,  # type: ignore[arg-type]
         previously_synced=conn.state == "stopped",
         connected_at=conn.connected_at,
         last_sync_at=conn.last_sync_at,
-        last_error=conn.last_error,
+        last_error=last_error,
     )
 
 
-def status_of(conn: Connection) -> StatusOut:
+async def status_of(session: AsyncSession, conn: Connection) -> StatusOut:
     counts = {"created": 0, "updated": 0, "deleted": 0, "conflicts": 0, "skipped": 0}
     counts.update(conn.counts or {})
+    state, last_error = shown_state(conn)
+    runs = await lease.recent_runs(session, conn.id)
     return StatusOut(
-        state=conn.state,
+        state=state,
         connected_at=conn.connected_at,
         last_sync_at=conn.last_sync_at,
-        last_error=conn.last_error,
+        last_error=last_error,
         counts=counts,
         problems=list(conn.problems or []),
         next_sync_at=conn.next_sync_at,
+        recent_syncs=[SyncRunOut(**lease.run_out(run)) for run in runs],
     )
 
 

@@ -2,23 +2,21 @@
 
 Whoever starts a sync — the API, the CLI, the embedded scheduler, a worker —
 goes through ``run_sync``, so that one sync per connection runs at a time
-across processes and every outcome lands in the connection's state.
+across processes (under a lease, see ``crmcal.sync.lease``) and every outcome
+lands in the connection's state and its history of runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
-import os
 import random
-import socket
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import or_, update
+from sqlalchemy import ColumnElement, and_, or_, update
 
 from crmcal.config import Settings
 from crmcal.crm.tables import utcnow
@@ -26,7 +24,7 @@ from crmcal.db import Database
 from crmcal.providers import kinds
 from crmcal.providers.base import AuthenticationFailed, Provider, ProviderError
 from crmcal.providers.oauth2 import RefreshingTokens
-from crmcal.sync import push
+from crmcal.sync import lease, push
 from crmcal.sync.engine import Engine, ProgressFn, SyncFailed, SyncRefused, SyncReport
 from crmcal.sync.options import SyncOptions
 from crmcal.sync.tables import Connection
@@ -34,11 +32,6 @@ from crmcal.vault import Vault, VaultError
 
 log = logging.getLogger(__name__)
 
-# Short, and renewed while a sync runs: a holder that vanishes frees the
-# connection within a lease.
-LEASE = dt.timedelta(seconds=90)
-RENEW_EVERY = 30.0
-HOLDER = f"{socket.gethostname()}:{os.getpid()}"
 MAX_BACKOFF_SECONDS = 3600
 
 
@@ -188,56 +181,19 @@ def _grant(
     return found
 
 
+def due(now: dt.datetime) -> ColumnElement[bool]:
+    """Connections to sync now: active or failed ones whose time came, and those a
+    vanished holder left in ``syncing`` (its lease expired)."""
+    return or_(
+        and_(Connection.state.in_(("active", "error")), Connection.next_sync_at <= now),
+        lease.expired(now),
+    )
+
+
 def backoff(failures: int) -> dt.timedelta:
     """Truncated exponential back-off with jitter: 30 s, 1 min, 2 min … at most an hour."""
     base = min(30 * 2 ** max(failures - 1, 0), MAX_BACKOFF_SECONDS)
     return dt.timedelta(seconds=base * random.uniform(0.8, 1.2))
-
-
-def _holder_is_dead(holder: str | None) -> bool:
-    """True for a lease held by a process of this host that no longer runs."""
-    if not holder:
-        return True
-    host, _, pid = holder.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or holder == HOLDER:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-async def _acquire(db: Database, connection_id: int) -> bool:
-    now = utcnow()
-    async with db.write() as session:
-        current = await session.get(Connection, connection_id)
-        if current is None or current.state == "stopped":
-            return False
-        free = or_(Connection.locked_until.is_(None), Connection.locked_until < now)
-        if current.locked_until is not None and _holder_is_dead(current.locked_by):
-            free = or_(free, Connection.locked_by == current.locked_by)
-        result = await session.execute(
-            update(Connection)
-            .where(Connection.id == connection_id, Connection.state != "stopped", free)
-            .values(locked_until=now + LEASE, locked_by=HOLDER, state="syncing")
-            .execution_options(synchronize_session=False)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def _keep_lease(db: Database, connection_id: int) -> None:
-    while True:
-        await asyncio.sleep(RENEW_EVERY)
-        async with db.write() as session:
-            await session.execute(
-                update(Connection)
-                .where(Connection.id == connection_id, Connection.locked_by == HOLDER)
-                .values(locked_until=utcnow() + LEASE)
-                .execution_options(synchronize_session=False)
-            )
 
 
 async def run_sync(
@@ -259,56 +215,82 @@ async def run_sync(
         if found.state == "stopped":
             raise SyncFailed(f"connection {connection_id} is stopped: reconnect it to sync")
     deadline = asyncio.get_running_loop().time() + wait
-    while not await _acquire(db, connection_id):
+    while (held := await lease.take(db, connection_id, settings.lease_seconds)) is None:
         if asyncio.get_running_loop().time() >= deadline:
-            raise Busy(f"a sync of connection {connection_id} is running")
+            raise Busy(await _who_holds(db, connection_id))
         await asyncio.sleep(0.1)
     error: str | None = None
     report: SyncReport | None = None
-    renewal = asyncio.create_task(_keep_lease(db, connection_id))
+    interrupted = False
     try:
-        async with db.read() as session:
-            conn = await session.get(Connection, connection_id)
-            assert conn is not None
-        prov = provider or open_provider(conn, vault, settings, db)
-        try:
-            engine = Engine(
-                db, prov, connection_id, force=force, progress=progress, base_url=settings.base_url
-            )
-            report = await engine.run()
-            await push.keep_channel(db, connection_id, prov, settings.base_url)
-        finally:
-            if provider is None:
-                await prov.close()
+        async with lease.held(db, held, settings.sync_max_seconds):
+            async with db.read() as session:
+                conn = await session.get(Connection, connection_id)
+                assert conn is not None
+            prov = provider or open_provider(conn, vault, settings, db)
+            try:
+                engine = Engine(db, prov, connection_id, force=force, progress=progress,
+                                base_url=settings.base_url)  # fmt: skip
+                report = await engine.run()
+                await push.keep_channel(db, connection_id, prov, settings.base_url)
+            finally:
+                if provider is None:
+                    await prov.close()
     except AuthenticationFailed as exc:
         # Provider-neutral: a new password (CalDAV) or a new grant (OAuth) resumes it.
         error = f"the calendar refused the credentials ({exc}): reconnect to resume"
     except (SyncFailed, SyncRefused, ProviderError, VaultError) as exc:
         error = str(exc)
+    except (lease.LeaseLost, lease.SyncTimedOut) as exc:
+        error = str(exc)
     except Exception as exc:
         log.exception("sync of connection %s failed", connection_id)
         error = f"unexpected error: {exc.__class__.__name__}: {exc}"
         raise
+    except BaseException:  # cancelled: the process stops; the next sync resumes
+        interrupted = True
+        raise
     finally:
-        renewal.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewal
-        await _release(db, settings, connection_id, error)
+        # Shielded: a sync cancelled while it ends still gives its lease back.
+        await asyncio.shield(_release(db, settings, held, error, report, interrupted))
     if error is not None:
         raise SyncFailed(error)
     assert report is not None
     return report
 
 
-async def _release(db: Database, settings: Settings, connection_id: int, error: str | None) -> None:
-    async with db.write() as session:
+async def _who_holds(db: Database, connection_id: int) -> str:
+    async with db.read() as session:
         conn = await session.get(Connection, connection_id)
+    if conn is None or conn.locked_until is None:
+        return f"a sync of connection {connection_id} is running"
+    return (
+        f"a sync of connection {connection_id} is running ({conn.locked_by}, "
+        f"its lease ends at {conn.locked_until.isoformat()} unless renewed)"
+    )
+
+
+async def _release(
+    db: Database,
+    settings: Settings,
+    held: lease.Lease,
+    error: str | None,
+    report: SyncReport | None,
+    interrupted: bool = False,
+) -> None:
+    counts = report.counts() if report is not None else None
+    outcome = lease.OK if error is None else lease.ERROR
+    if interrupted:
+        outcome, error = lease.INTERRUPTED, "stopped with its process before it finished"
+    async with db.write() as session:
+        conn = await lease.give_back(session, held, outcome, error=error, counts=counts)
         if conn is None:
-            return
-        conn.locked_until, conn.locked_by = None, None
+            return  # taken over (or deleted): the connection is no longer ours to set
         now = utcnow()
         if conn.state == "syncing":  # not stopped or deleted meanwhile
-            if error is None:
+            if interrupted:  # not the calendar's fault: due again at once, no back-off
+                conn.state, conn.next_sync_at = "active", now
+            elif error is None:
                 conn.state, conn.last_error, conn.failures = "active", None, 0
                 conn.next_sync_at = now + dt.timedelta(seconds=settings.poll_seconds)
             else:

@@ -1,4 +1,4 @@
-"""Tables of the sync engine: connections, the link table, recorded conflicts."""
+"""Tables of the sync engine: connections, the link table, recorded conflicts, sync runs."""
 
 from __future__ import annotations
 
@@ -48,8 +48,7 @@ class Connection(Timestamped, Base):
     next_sync_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # A lease, so that one sync of a connection runs at a time across processes.
     locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    # "host:pid" of the holder, so a lease left by a process that died on this
-    # host can be taken over at once instead of when it expires.
+    # The holder, "host:pid/tag" (a tag per lease taken); see crmcal.sync.lease.
     locked_by: Mapped[str | None] = mapped_column(String(200))
     # The provider's push channel to crmcal's webhook (Google watch channel),
     # with the secret token its notifications carry, renewed before it expires.
@@ -100,3 +99,22 @@ class Conflict(Base):
     calendar_version: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     detected_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     resolved: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class SyncRun(Base):
+    """One sync of a connection: which process ran it, when, and how it ended."""
+
+    __tablename__ = "sync_runs"
+    __table_args__ = (Index("ix_sync_runs_connection_id_id", "connection_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    # "host:pid" of the process that held the lease.
+    process: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # running | ok | error | interrupted (its process stopped it) | abandoned (its
+    # holder vanished; ended when its lease expired)
+    outcome: Mapped[str] = mapped_column(String(16), default="running")
+    error: Mapped[str | None] = mapped_column(Text)
+    counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)

@@ -193,7 +193,8 @@ async def reconnect(
 @router.get("/{connection_id}/status", response_model=StatusOut, name="get_connection_status")
 async def status(request: Request, connection_id: ConnectionId) -> StatusOut:
     async with reading(request) as (session, user):
-        return connections.status_of(await connections.get_own(session, user, connection_id))
+        conn = await connections.get_own(session, user, connection_id)
+        return await connections.status_of(session, conn)
 
 
 @router.get("/{connection_id}/conflicts", response_model=Page[ConflictOut])

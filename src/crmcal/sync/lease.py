@@ -1,0 +1,297 @@
+"""Leases: one sync of a connection at a time, across processes and hosts, and never stuck.
+
+The rules every process that syncs follows (the embedded server, ``crmcal sync``,
+distributed workers):
+
+* A lease is the connection's ``locked_by`` and ``locked_until``. Taking it is one
+  conditional UPDATE that succeeds only when there is none or it has expired —
+  whoever held it, on whatever host. Nothing asks whether the holder still runs:
+  expiry alone frees a connection, so a SIGKILL, a power loss or a lost machine
+  all end the same way.
+* The holder renews the lease every third of its length while it works. When a
+  renewal finds the lease taken over, or cannot confirm it before the holder's
+  own view of its expiry comes close, the work is cancelled: a holder never goes
+  on writing once someone else may have taken over.
+* A sync has a time limit too, so a provider that answers forever (or trickles
+  bytes) cannot keep a lease renewed for good.
+* Each lease taken opens a run in ``sync_runs`` (who, when); giving it back closes
+  it with the outcome and counts. Taking over an expired lease closes the run of
+  the vanished holder as ``abandoned`` at the moment its lease expired, so runs of
+  one connection never overlap in the history.
+* ``locked_by`` names the process (``host:pid``) and the lease (a random tag):
+  a process restarted with the same pid (pid 1 in a container) is never taken
+  for the holder of a lease its predecessor left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmcal.crm.tables import utcnow
+from crmcal.db import Database
+from crmcal.sync.tables import Connection, SyncRun
+
+log = logging.getLogger(__name__)
+
+# The process that runs syncs, as runs and leases name it.
+PROCESS = f"{socket.gethostname()}:{os.getpid()}"
+# Runs kept per connection; the status shows the newest few.
+RUNS_KEPT = 100
+# Outcomes of a run.
+RUNNING, OK, ERROR = "running", "ok", "error"
+# Stopped by its own process (shut down), or left when its holder vanished.
+INTERRUPTED, ABANDONED = "interrupted", "abandoned"
+
+
+class LeaseLost(Exception):
+    """The lease could not be kept (taken over, or the database did not confirm it in
+    time), so the work under it was stopped."""
+
+
+class SyncTimedOut(Exception):
+    """The work under a lease ran past its time limit and was stopped."""
+
+
+@dataclass
+class Lease:
+    connection_id: int
+    holder: str  # locked_by: "host:pid/tag"
+    run_id: int
+    seconds: float
+    # The holder's own view of the expiry, on the event loop's clock: it counts from
+    # before the UPDATE that set it, so it never runs later than the database's.
+    expires_at: float = 0.0
+    lost: str | None = field(default=None)
+
+    @property
+    def process(self) -> str:
+        return self.holder.rpartition("/")[0]
+
+
+def process_of(holder: str | None) -> str:
+    """The process part of a ``locked_by`` value."""
+    return (holder or "").rpartition("/")[0] or (holder or "unknown")
+
+
+def expired(now: dt.datetime) -> ColumnElement[bool]:
+    """Connections in ``syncing`` whose holder let the lease run out: taken over at once."""
+    return and_(
+        Connection.state == "syncing",
+        or_(Connection.locked_until.is_(None), Connection.locked_until < now),
+    )
+
+
+def vanished(conn: Connection, now: dt.datetime | None = None) -> bool:
+    """True when the connection says it syncs but no holder keeps the lease."""
+    if conn.state != "syncing":
+        return False
+    until = conn.locked_until
+    if until is None:
+        return True
+    if until.tzinfo is None:
+        until = until.replace(tzinfo=dt.UTC)
+    return until < (now or utcnow())
+
+
+def vanished_error(conn: Connection) -> str:
+    """What the status says of a connection whose sync holder vanished."""
+    when = conn.locked_until.isoformat() if conn.locked_until else "an unknown time"
+    return (
+        f"the sync run by {process_of(conn.locked_by)} stopped without finishing "
+        f"(its lease expired at {when}: the process ended or lost the database); "
+        "the next sync resumes from the saved positions"
+    )
+
+
+async def take(db: Database, connection_id: int, seconds: float) -> Lease | None:
+    """The connection's lease, or None while another holder keeps it (or it is stopped)."""
+    loop = asyncio.get_running_loop()
+    holder = f"{PROCESS}/{secrets.token_hex(4)}"
+    started = loop.time()
+    async with db.write() as session:
+        now = utcnow()
+        previous = await session.get(Connection, connection_id)
+        if previous is None or previous.state == "stopped":
+            return None
+        before_holder, before_until = previous.locked_by, previous.locked_until
+        result = await session.execute(
+            update(Connection)
+            .where(
+                Connection.id == connection_id,
+                Connection.state != "stopped",
+                or_(Connection.locked_until.is_(None), Connection.locked_until < now),
+            )
+            .values(
+                locked_until=now + dt.timedelta(seconds=seconds), locked_by=holder, state="syncing"
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return None
+        if before_holder is not None:
+            log.warning(
+                "connection %s: taking over the lease %s left when it expired at %s",
+                connection_id, before_holder, before_until,
+            )  # fmt: skip
+        # Whatever still counts as running was left by a holder that vanished.
+        await session.execute(
+            update(SyncRun)
+            .where(SyncRun.connection_id == connection_id, SyncRun.outcome == RUNNING)
+            .values(
+                outcome=ABANDONED,
+                ended_at=before_until or now,
+                error=f"{process_of(before_holder)} stopped without finishing",
+            )
+            .execution_options(synchronize_session=False)
+        )
+        run = SyncRun(
+            connection_id=connection_id, process=PROCESS, started_at=now, outcome=RUNNING, counts={}
+        )
+        session.add(run)
+        await session.flush()
+        return Lease(connection_id, holder, run.id, seconds, expires_at=started + seconds)
+
+
+async def renew(db: Database, lease: Lease) -> bool:
+    """Push the expiry on; False when the lease is no longer this holder's."""
+    started = asyncio.get_running_loop().time()
+    async with db.write() as session:
+        result = await session.execute(
+            update(Connection)
+            .where(Connection.id == lease.connection_id, Connection.locked_by == lease.holder)
+            .values(locked_until=utcnow() + dt.timedelta(seconds=lease.seconds))
+            .execution_options(synchronize_session=False)
+        )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    lease.expires_at = started + lease.seconds
+    return True
+
+
+async def _keep(db: Database, lease: Lease, stop: asyncio.Timeout) -> None:
+    """Renew every third of the lease; stop the work while the lease is still surely ours
+    when it cannot be renewed."""
+    loop = asyncio.get_running_loop()
+    interval = lease.seconds / 3
+    while True:
+        await asyncio.sleep(max(0.0, min(interval, lease.expires_at - interval - loop.time())))
+        # The last moment the work may go on without a confirmed renewal.
+        cutoff = lease.expires_at - interval
+        try:
+            async with asyncio.timeout_at(cutoff):
+                kept = await renew(db, lease)
+        except Exception as exc:  # the database is away (TimeoutError: not in time)
+            if loop.time() < cutoff:
+                log.warning("connection %s: renewing the lease failed (%r); retrying",
+                            lease.connection_id, exc)  # fmt: skip
+                await asyncio.sleep(min(0.5, interval / 4))
+                continue
+            lease.lost = "the lease could not be renewed in time (the database did not answer)"
+        else:
+            if kept:
+                continue
+            lease.lost = "the lease was taken over by another process"
+        log.warning("connection %s: %s; stopping its sync", lease.connection_id, lease.lost)
+        stop.reschedule(loop.time())  # cancels the work now
+        return
+
+
+@contextlib.asynccontextmanager
+async def held(db: Database, lease: Lease, max_seconds: float) -> AsyncIterator[None]:
+    """Run the block while the lease is kept: renewed in the background; the block is
+    cancelled (LeaseLost) when renewal fails, and (SyncTimedOut) after ``max_seconds``."""
+    loop = asyncio.get_running_loop()
+    keeper: asyncio.Task[None] | None = None
+    stop = asyncio.timeout_at(loop.time() + max_seconds)
+    try:
+        async with stop:
+            keeper = asyncio.create_task(_keep(db, lease, stop))
+            yield
+    except TimeoutError:
+        if not stop.expired():
+            raise  # the work's own time-out, not ours
+        if lease.lost is not None:
+            raise LeaseLost(lease.lost) from None
+        raise SyncTimedOut(
+            f"the sync ran longer than {max_seconds:g} s and was stopped; "
+            "the next one resumes from the saved positions"
+        ) from None
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+
+async def give_back(
+    session: AsyncSession,
+    lease: Lease,
+    outcome: str,
+    *,
+    error: str | None = None,
+    counts: dict[str, int] | None = None,
+) -> Connection | None:
+    """End the lease's run and free the connection, in the caller's transaction. Answers
+    the connection when the lease was still this holder's (to set its state), else None:
+    whoever took over owns the connection and the run was closed by them."""
+    now = utcnow()
+    await session.execute(
+        update(SyncRun)
+        .where(SyncRun.id == lease.run_id, SyncRun.outcome == RUNNING)
+        .values(outcome=outcome, ended_at=now, error=error, counts=counts or {})
+        .execution_options(synchronize_session=False)
+    )
+    await _prune(session, lease.connection_id)
+    conn = await session.get(Connection, lease.connection_id)
+    if conn is None or conn.locked_by != lease.holder:
+        return None
+    conn.locked_until, conn.locked_by = None, None
+    return conn
+
+
+async def _prune(session: AsyncSession, connection_id: int) -> None:
+    oldest_kept = await session.scalar(
+        select(SyncRun.id)
+        .where(SyncRun.connection_id == connection_id)
+        .order_by(SyncRun.id.desc())
+        .offset(RUNS_KEPT - 1)
+        .limit(1)
+    )
+    if oldest_kept is not None:
+        await session.execute(
+            delete(SyncRun).where(SyncRun.connection_id == connection_id, SyncRun.id < oldest_kept)
+        )
+
+
+async def recent_runs(session: AsyncSession, connection_id: int, limit: int = 10) -> list[SyncRun]:
+    """The connection's newest runs, newest first."""
+    rows = await session.scalars(
+        select(SyncRun)
+        .where(SyncRun.connection_id == connection_id)
+        .order_by(SyncRun.id.desc())
+        .limit(limit)
+    )
+    return list(rows)
+
+
+def run_out(run: SyncRun) -> dict[str, Any]:
+    return {
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "outcome": run.outcome,
+        "counts": dict(run.counts or {}),
+        "error": run.error,
+        "process": run.process,
+    }

@@ -1,0 +1,311 @@
+"""The lease rules of a sync: taken over when expired (from any host), renewed while a sync
+works, the work stopped when the lease cannot be kept or the sync runs too long, and every
+run recorded; on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from crmcal.config import ConfigError, Settings
+from crmcal.db import Database
+from crmcal.jobs.scheduler import Scheduler
+from crmcal.model import ChangeListing
+from crmcal.sync import lease
+from crmcal.sync.engine import SyncFailed
+from crmcal.sync.runner import Busy, run_sync
+from crmcal.sync.tables import Connection, SyncRun
+from tests.engine_world import VAULT, World
+from tests.google_emulator import GoogleEmulator
+from tests.memory_provider import MemoryCalendar, MemoryProvider
+from tests.providers.harness import CalDAVHarness, CalDAVServer
+
+ELSEWHERE = "worker-7.other-host:4242"
+
+
+@pytest.fixture
+async def world(db_url: str) -> AsyncIterator[World]:
+    db = Database(db_url)
+    try:
+        yield await World(db, MemoryCalendar()).setup()
+    finally:
+        await db.dispose()
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def left_syncing(db: Database, connection_id: int, *, expires_in: float) -> None:
+    """What a holder ``ELSEWHERE`` leaves when it vanishes mid-sync (or, with a lease in the
+    future, what it looks like while it works)."""
+    async with db.write() as session:
+        await session.execute(
+            update(Connection).where(Connection.id == connection_id).values(
+                state="syncing", locked_by=f"{ELSEWHERE}/0a1b2c3d",
+                locked_until=now() + dt.timedelta(seconds=expires_in),
+                next_sync_at=now() + dt.timedelta(days=1))
+        )  # fmt: skip
+        session.add(SyncRun(connection_id=connection_id, process=ELSEWHERE, outcome="running",
+                            started_at=now() - dt.timedelta(minutes=2), counts={}))  # fmt: skip
+
+
+async def runs(db: Database, connection_id: int) -> list[SyncRun]:
+    async with db.read() as session:
+        query = select(SyncRun).where(SyncRun.connection_id == connection_id)
+        return list(await session.scalars(query.order_by(SyncRun.id)))
+
+
+async def connection(db: Database, connection_id: int) -> Connection:
+    async with db.read() as session:
+        found = await session.get(Connection, connection_id)
+        assert found is not None
+        return found
+
+
+async def test_an_expired_lease_is_taken_over_whoever_held_it(world: World) -> None:
+    await left_syncing(world.db, world.connection_id, expires_in=-1)
+    expired_at = (await connection(world.db, world.connection_id)).locked_until
+    await world.add_activity("After the crash")
+    await world.sync_via_runner()
+    first, second = await runs(world.db, world.connection_id)
+    assert (first.process, first.outcome, first.ended_at) == (ELSEWHERE, "abandoned", expired_at)
+    assert (second.process, second.outcome) == (lease.PROCESS, "ok")
+    assert second.counts["created"] == 1
+    assert first.ended_at is not None
+    assert first.ended_at <= second.started_at
+    conn = await connection(world.db, world.connection_id)
+    assert (conn.state, conn.locked_by, conn.locked_until) == ("active", None, None)
+
+
+async def test_a_live_lease_is_kept_even_when_its_pid_means_nothing_here(world: World) -> None:
+    """Only expiry frees a lease: a pid that runs no process on this host may belong to a
+    live holder on another machine with the same host name (containers)."""
+    await left_syncing(world.db, world.connection_id, expires_in=60)
+    async with world.db.write() as session:
+        await session.execute(
+            update(Connection).where(Connection.id == world.connection_id)
+            .values(locked_by=f"{socket.gethostname()}:999999999/0a1b2c3d")
+        )  # fmt: skip
+    with pytest.raises(Busy, match="999999999"):
+        await world.sync_via_runner()
+    assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["running"]
+
+
+async def test_status_says_when_the_sync_holder_vanished(world: World, db_url: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from crmcal.crm import users
+    from crmcal.web.app import create_app
+
+    async with world.db.write() as session:
+        owner = await users.user_by_email(session, "owner@crm.test")
+        token = await users.issue_token(session, owner)
+    await left_syncing(world.db, world.connection_id, expires_in=60)
+
+    def status() -> dict[str, Any]:
+        with TestClient(create_app(Settings(database_url=db_url), background_jobs=False)) as c:
+            answer = c.get(f"/api/v1/connections/{world.connection_id}/status",
+                           headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            listed = c.get(f"/api/v1/connections/{world.connection_id}",
+                           headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["state"] == listed.json()["state"]
+        return answer.json()  # type: ignore[no-any-return]
+
+    working = await asyncio.to_thread(status)
+    assert (working["state"], working["last_error"]) == ("syncing", None)
+    assert [(r["outcome"], r["process"]) for r in working["recent_syncs"]] == [
+        ("running", ELSEWHERE)
+    ]
+    async with world.db.write() as session:
+        await session.execute(
+            update(Connection).where(Connection.id == world.connection_id)
+            .values(locked_until=now() - dt.timedelta(seconds=1))
+        )  # fmt: skip
+    gone = await asyncio.to_thread(status)
+    assert gone["state"] == "error"
+    assert ELSEWHERE in gone["last_error"]
+    assert "stopped without finishing" in gone["last_error"]
+
+    await world.sync_via_runner()
+    after = await asyncio.to_thread(status)
+    assert (after["state"], after["last_error"]) == ("active", None)
+    assert [(r["outcome"], r["process"]) for r in after["recent_syncs"]] == [
+        ("ok", lease.PROCESS), ("abandoned", ELSEWHERE)
+    ]  # fmt: skip
+    assert after["recent_syncs"][0]["ended_at"] >= after["recent_syncs"][0]["started_at"]
+
+
+class Hanging(MemoryProvider):
+    """A calendar whose listing never answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = asyncio.Event()
+
+    async def list_changes(
+        self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
+    ) -> ChangeListing:
+        self.waiting.set()
+        await asyncio.Event().wait()
+        raise AssertionError("never answers")
+
+
+async def test_a_sync_whose_lease_is_taken_over_stops_and_leaves_the_new_holder_be(
+    world: World,
+) -> None:
+    provider = Hanging()
+    settings = Settings(lease_seconds=3)
+    sync = asyncio.create_task(
+        run_sync(world.db, VAULT, settings, world.connection_id, provider=provider)
+    )
+    await asyncio.wait_for(provider.waiting.wait(), 30)
+    async with world.db.write() as session:  # another process, after a long stall of ours
+        await session.execute(
+            update(Connection).where(Connection.id == world.connection_id)
+            .values(locked_by=f"{ELSEWHERE}/99", locked_until=now() + dt.timedelta(minutes=5))
+        )  # fmt: skip
+    with pytest.raises(SyncFailed, match="taken over"):
+        await asyncio.wait_for(sync, 30)
+    conn = await connection(world.db, world.connection_id)
+    assert (conn.state, conn.locked_by) == ("syncing", f"{ELSEWHERE}/99")
+    assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["error"]
+
+
+async def test_a_sync_that_cannot_confirm_its_lease_stops_before_it_expires(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = Hanging()
+    settings = Settings(lease_seconds=0.9)
+    renewals = 0
+    real_renew = lease.renew
+
+    async def stuck(db: Database, held: lease.Lease) -> bool:
+        nonlocal renewals
+        renewals += 1
+        await asyncio.Event().wait()  # the database does not answer
+        return await real_renew(db, held)
+
+    monkeypatch.setattr(lease, "renew", stuck)
+    sync = asyncio.create_task(
+        run_sync(world.db, VAULT, settings, world.connection_id, provider=provider)
+    )
+    with pytest.raises(SyncFailed, match="could not be renewed in time"):
+        await asyncio.wait_for(sync, 30)
+    assert renewals >= 1
+    conn = await connection(world.db, world.connection_id)
+    assert (conn.state, conn.locked_by) == ("error", None)
+
+
+@pytest.fixture
+async def google_connection(
+    world: World, google_emulator: GoogleEmulator
+) -> AsyncIterator[tuple[World, Settings]]:
+    email = f"lease-{world.connection_id}-{id(world)}@example.test"
+    refresh = google_emulator.state.create_account(email)["refresh_token"]
+    async with world.db.write() as session:
+        await session.execute(
+            update(Connection).where(Connection.id == world.connection_id).values(
+                provider="google", account=email, calendar_id=email,
+                credentials=VAULT.seal(refresh))
+        )  # fmt: skip
+    settings = Settings(google_api_url=google_emulator.url, google_oauth_url=google_emulator.url,
+                        retry_backoff=0.01)  # fmt: skip
+    try:
+        yield world, settings
+    finally:
+        google_emulator.state.delays.clear()
+
+
+async def test_a_slow_sync_keeps_its_lease_and_no_one_else_gets_it(
+    google_connection: tuple[World, Settings], google_emulator: GoogleEmulator
+) -> None:
+    world, settings = google_connection
+    await world.add_activity("Slowly")
+    settings = Settings(**{**settings.__dict__, "lease_seconds": 2})
+    google_emulator.state.add_delay(5, 1)  # two and a half leases long
+    sync = asyncio.create_task(run_sync(world.db, VAULT, settings, world.connection_id))
+    while (await connection(world.db, world.connection_id)).locked_by is None:
+        assert not sync.done()
+        await asyncio.sleep(0.01)
+    # Another process tries all along; it gets the lease only once the sync gave it back.
+    stolen = None
+    while stolen is None and not sync.done():
+        stolen = await lease.take(world.db, world.connection_id, 60)
+        await asyncio.sleep(0.2)
+    assert (await sync).created == 1
+    first, *rest = await runs(world.db, world.connection_id)
+    assert first.outcome == "ok"
+    if rest:
+        assert first.ended_at is not None
+        assert first.ended_at <= rest[0].started_at
+
+
+async def test_a_calendar_that_never_answers_cannot_hold_the_lease_forever(
+    google_connection: tuple[World, Settings], google_emulator: GoogleEmulator
+) -> None:
+    world, settings = google_connection
+    await world.add_activity("Eventually")
+    google_emulator.state.add_delay(8, 3)
+    limited = Settings(**{**settings.__dict__, "lease_seconds": 3, "sync_max_seconds": 2})
+    with pytest.raises(SyncFailed, match="ran longer than 2 s"):
+        await run_sync(world.db, VAULT, limited, world.connection_id)
+    conn = await connection(world.db, world.connection_id)
+    assert (conn.state, conn.locked_by) == ("error", None)
+    assert "ran longer than 2 s" in (conn.last_error or "")
+    google_emulator.state.delays.clear()
+    assert (await run_sync(world.db, VAULT, settings, world.connection_id)).created == 1
+    assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["error", "ok"]
+
+
+async def test_the_scheduler_resumes_a_connection_its_holder_left_syncing(
+    world: World, radicale: CalDAVServer
+) -> None:
+    calendar = await asyncio.to_thread(CalDAVHarness, radicale)
+    try:
+        async with world.db.write() as session:
+            await session.execute(
+                update(Connection).where(Connection.id == world.connection_id).values(
+                    provider="caldav", account=radicale.url, username=radicale.username,
+                    credentials=VAULT.seal(radicale.password), calendar_id=calendar.calendar_id)
+            )  # fmt: skip
+        await world.add_activity("Left behind")
+        await left_syncing(world.db, world.connection_id, expires_in=0.5)
+        scheduler = Scheduler(world.db, VAULT, Settings(lease_seconds=5))
+        await scheduler.start()
+        try:
+
+            async def resumed() -> bool:
+                conn = await connection(world.db, world.connection_id)
+                return conn.state == "active"
+
+            deadline = asyncio.get_running_loop().time() + 60
+            while not await resumed():
+                assert asyncio.get_running_loop().time() < deadline, "never resumed"
+                await asyncio.sleep(0.05)
+        finally:
+            await scheduler.stop()
+        outcomes = [(r.process, r.outcome) for r in await runs(world.db, world.connection_id)]
+        assert outcomes == [(ELSEWHERE, "abandoned"), (lease.PROCESS, "ok")]
+        listed = await calendar.provider.list_changes(calendar.calendar_id, None)
+        assert len(listed.changed) == 1
+    finally:
+        await calendar.close()
+
+
+def test_lease_settings_follow_the_poll_interval_and_refuse_nonsense() -> None:
+    assert Settings.from_env({}).lease_seconds == 60
+    assert Settings.from_env({"CRMCAL_POLL_SECONDS": "20"}).lease_seconds == 20
+    assert Settings.from_env({"CRMCAL_LEASE_SECONDS": "2.5"}).lease_seconds == 2.5
+    assert Settings.from_env({"CRMCAL_SYNC_MAX_SECONDS": "600"}).sync_max_seconds == 600
+    for name, value in [("CRMCAL_LEASE_SECONDS", "0"), ("CRMCAL_LEASE_SECONDS", "soon"),
+                        ("CRMCAL_SYNC_MAX_SECONDS", "nan")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: value})
