@@ -229,8 +229,8 @@ async def test_a_slow_sync_keeps_its_lease_and_no_one_else_gets_it(
 ) -> None:
     world, settings = google_connection
     await world.add_activity("Slowly")
-    settings = Settings(**{**settings.__dict__, "lease_seconds": 2})
-    google_emulator.state.add_delay(5, 1)  # two and a half leases long
+    settings = Settings(**{**settings.__dict__, "lease_seconds": 3})
+    google_emulator.state.add_delay(6.5, 1)  # more than two leases long
     sync = asyncio.create_task(run_sync(world.db, VAULT, settings, world.connection_id))
     while (await connection(world.db, world.connection_id)).locked_by is None:
         assert not sync.done()
