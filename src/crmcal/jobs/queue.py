@@ -43,6 +43,7 @@ from crmcal.config import Settings
 from crmcal.crm.tables import utcnow
 from crmcal.db import Database
 from crmcal.jobs import maintenance
+from crmcal.sync import runner
 from crmcal.sync.engine import SyncFailed
 from crmcal.sync.runner import Busy, run_sync
 from crmcal.sync.tables import Connection
@@ -154,7 +155,7 @@ async def poll_due(context: procrastinate.JobContext, timestamp: int) -> int:
         due = list(
             await session.scalars(
                 select(Connection.id)
-                .where(Connection.state.in_(("active", "error")), Connection.next_sync_at <= now)
+                .where(runner.due(now))  # with those a vanished holder left in syncing
                 .order_by(Connection.next_sync_at)
                 .limit(due_per_tick(active or 0, settings.poll_seconds))
                 .with_for_update(skip_locked=True)
