@@ -84,12 +84,20 @@ def users_create(
     email: Annotated[str, typer.Option(help="E-mail address (unique).")],
     name: Annotated[str, typer.Option(help="Display name.")],
     admin: Annotated[bool, typer.Option("--admin", help="Make the user an admin.")] = False,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            help="A password for signing in to the web pages (at least 8 characters); "
+            "also read from CRMCAL_USER_PASSWORD, so that it stays out of the shell history.",
+            envvar="CRMCAL_USER_PASSWORD",
+        ),
+    ] = None,
 ) -> None:
     """Create a user and print its API token (shown only this once)."""
     settings = _settings()
     _require_current_schema(settings)
     try:
-        data = UserCreate(email=email, name=name, is_admin=admin)
+        data = UserCreate(email=email, name=name, is_admin=admin, password=password)
     except ValidationError as exc:
         problem = exc.errors()[0]
         message = str(problem["msg"]).removeprefix("Value error, ")

@@ -83,6 +83,11 @@ class UserCreate(Input):
         default=None, description="Defaults to every permission."
     )
     timezone: Text(64, 1) = "UTC"
+    password: Text(1000, 8) | None = Field(
+        default=None,
+        description="Lets the user sign in to the web pages (at least 8 characters); "
+        "stored as an argon2 hash, never returned.",
+    )
 
 
 class UserUpdate(Input):
@@ -91,6 +96,9 @@ class UserUpdate(Input):
     permissions: list[Permission] | None = None
     timezone: Text(64, 1) | None = None
     active: bool | None = None
+    password: Text(1000, 8) | None = Field(
+        default=None, description="A new web sign-in password; never returned."
+    )
 
 
 class UserOut(BaseModel):
@@ -101,6 +109,7 @@ class UserOut(BaseModel):
     permissions: list[str]
     timezone: str
     active: bool
+    has_password: bool = Field(default=False, description="Whether the user can sign in.")
     created_at: dt.datetime
 
 

@@ -76,6 +76,12 @@ class User(Timestamped, Base):
     permissions: Mapped[list[str]] = mapped_column(JSON, default=list)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # argon2id hash (crm/passwords.py); None: the user signs in with API tokens only.
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+
+    @property
+    def has_password(self) -> bool:
+        return self.password_hash is not None
 
 
 class ApiToken(Base):
@@ -85,6 +91,21 @@ class ApiToken(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebSession(Base):
+    """A signed-in browser: only a SHA-256 hash of the cookie's value is stored, so that a
+    copy of the database signs nobody in; signing out deletes the row."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # The token every form and state-changing request of this session must carry.
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class ActivityType(Timestamped, Base):

@@ -8,7 +8,7 @@ import secrets
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crmcal.crm import times
+from crmcal.crm import passwords, times
 from crmcal.crm.errors import Conflict, Invalid, NotFound
 from crmcal.crm.pagination import page_by_id
 from crmcal.crm.schemas import UserCreate, UserUpdate, default_permissions
@@ -39,6 +39,7 @@ async def create_user(session: AsyncSession, data: UserCreate) -> tuple[User, st
         else default_permissions(),
         timezone=_check_timezone(data.timezone),
         active=True,
+        password_hash=passwords.hash_password(data.password) if data.password else None,
     )
     session.add(user)
     await session.flush()
@@ -64,6 +65,19 @@ async def user_for_token(session: AsyncSession, token: str) -> User | None:
     return user if user is not None and user.active else None
 
 
+async def user_for_password(session: AsyncSession, email: str, password: str) -> User | None:
+    """The active user with this e-mail and password, or None (which of the two was wrong
+    is not said). A hash made with weaker parameters than today's is renewed."""
+    normalised = email.strip().lower()
+    user = await session.scalar(select(User).where(User.email == normalised))
+    hashed = user.password_hash if user is not None else None
+    if not passwords.verify(hashed, password) or user is None or not user.active:
+        return None
+    if hashed and passwords.needs_rehash(hashed):
+        user.password_hash = passwords.hash_password(password)
+    return user
+
+
 async def get_user(session: AsyncSession, user_id: int) -> User:
     user = await session.get(User, user_id)
     if user is None:
@@ -81,11 +95,13 @@ async def user_by_email(session: AsyncSession, email: str) -> User:
 
 async def update_user(session: AsyncSession, user: User, data: UserUpdate) -> User:
     changes = data.model_dump(exclude_unset=True)
-    for field in ("name", "is_admin", "active", "timezone"):
+    for field in ("name", "is_admin", "active", "timezone", "password"):
         if field in changes and changes[field] is None:
             raise Invalid(f"{field} cannot be null")
     if "timezone" in changes:
         _check_timezone(changes["timezone"])
+    if "password" in changes:
+        user.password_hash = passwords.hash_password(changes.pop("password"))
     if "permissions" in changes:
         changes["permissions"] = sorted(set(changes["permissions"] or []))
     for field, value in changes.items():

@@ -3,6 +3,12 @@
 A user has at most one active connection (F5); stopped ones stay, with their
 links and cursors, as "previously synced" accounts that can be reconnected and
 then resume where they stopped (F18).
+
+A connection created with ``start=False`` (what the settings page does) is
+``pending``: nothing is read from or written to either side, and its calendar,
+sync type and options can be chosen, until ``start``. A stopped connection can be
+moved to another calendar of the same account: it then starts over there on
+reconnect (the links to the old calendar's events are forgotten; those events stay).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,7 +38,7 @@ from crmcal.providers.base import (
 )
 from crmcal.sync import lease, netguard
 from crmcal.sync.options import SyncOptions, SyncOptionsPatch, SyncType, writes_calendar, writes_crm
-from crmcal.sync.tables import Conflict, Connection
+from crmcal.sync.tables import Conflict, Connection, Link
 from crmcal.vault import Vault, VaultError
 
 MAIL_PROTOCOLS = {"imap", "pop", "pop3"}
@@ -48,11 +55,21 @@ class ConnectionCreate(BaseModel):
     calendar_id: Text(1000, 1) | None = None
     sync_type: SyncType = "two_way"
     options: SyncOptions = Field(default_factory=SyncOptions)
+    start: bool = Field(
+        default=True,
+        description="false: create the connection `pending` (nothing synced; calendar, "
+        "sync type and options changeable) until `POST /connections/{id}/start`.",
+    )
 
 
 class ConnectionUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    calendar_id: Text(1000, 1) | None = Field(
+        default=None,
+        description="Another calendar of the account: on a `pending` connection, or on a "
+        "`stopped` one, which then starts over on that calendar when reconnected.",
+    )
     sync_type: SyncType | None = None
     options: SyncOptionsPatch | None = None
 
@@ -76,7 +93,7 @@ class ConnectionOut(BaseModel):
     calendar_name: str
     sync_type: str
     options: SyncOptions
-    state: Literal["active", "syncing", "stopped", "error"]
+    state: Literal["pending", "active", "syncing", "stopped", "error"]
     previously_synced: bool
     connected_at: Any
     last_sync_at: Any
@@ -301,7 +318,8 @@ async def list_conflicts(
 async def active_connection(session: AsyncSession, user_id: int) -> Connection | None:
     return await session.scalar(
         select(Connection).where(
-            Connection.user_id == user_id, Connection.state.in_(("active", "syncing", "error"))
+            Connection.user_id == user_id,
+            Connection.state.in_(("pending", "active", "syncing", "error")),
         )
     )
 
@@ -322,6 +340,7 @@ async def create(
     if await active_connection(session, user.id) is not None:
         raise Clash("you already have an active calendar connection: stop it first")
     now = utcnow()
+    start = data.start
     conn = Connection(
         user_id=user.id,
         provider=data.provider.lower(),
@@ -332,11 +351,11 @@ async def create(
         calendar_name=calendar.name,
         sync_type=data.sync_type,
         options=data.options.model_dump(mode="json"),
-        state="active",
+        state="active" if start else "pending",
         connected_at=now,
         counts={},
         problems=[],
-        next_sync_at=now,
+        next_sync_at=now if start else None,
         failures=0,
     )
     session.add(conn)
@@ -356,9 +375,31 @@ async def list_own(session: AsyncSession, user: User) -> list[Connection]:
     return list(await session.scalars(query))
 
 
-async def update(session: AsyncSession, conn: Connection, data: ConnectionUpdate) -> Connection:
-    """Options save at once and apply from the next sync."""
+async def update(
+    session: AsyncSession,
+    conn: Connection,
+    data: ConnectionUpdate,
+    calendars: list[CalendarInfo] | None = None,
+) -> Connection:
+    """Options save at once and apply from the next sync. A new ``calendar_id`` is
+    checked against ``calendars`` (the account's, listed by the caller)."""
     sync_type = data.sync_type or conn.sync_type
+    if data.calendar_id is not None and data.calendar_id != conn.calendar_id:
+        if conn.state not in ("pending", "stopped"):
+            raise Clash(
+                "the calendar of a running connection cannot change: stop the sync, "
+                "choose the other calendar, then reconnect"
+            )
+        calendar = pick_calendar(calendars or [], data.calendar_id, sync_type)
+        if conn.state == "stopped":
+            await _forget_calendar(session, conn)
+        conn.calendar_id, conn.calendar_name = calendar.id, calendar.name
+    elif data.sync_type is not None and writes_calendar(sync_type) and calendars is not None:
+        current = next((c for c in calendars if c.id == conn.calendar_id), None)
+        if current is not None and not current.writable:
+            raise Invalid(
+                f"calendar {current.name!r} is read-only: it can only be synced calendar_to_crm"
+            )
     options = SyncOptions.model_validate(conn.options or {})
     if data.options is not None:
         merged = {**options.model_dump(), **data.options.model_dump(exclude_none=True)}
@@ -369,7 +410,24 @@ async def update(session: AsyncSession, conn: Connection, data: ConnectionUpdate
     require_may_sync(owner, sync_type)
     conn.sync_type = sync_type
     conn.options = options.model_dump(mode="json")
-    conn.next_sync_at = utcnow()
+    if conn.state not in ("pending", "stopped"):
+        conn.next_sync_at = utcnow()
+    return conn
+
+
+async def _forget_calendar(session: AsyncSession, conn: Connection) -> None:
+    """Moving a stopped connection: it will start over on the new calendar."""
+    await session.execute(sa_delete(Link).where(Link.connection_id == conn.id))
+    conn.crm_cursor = conn.remote_cursor = conn.applied_options = None
+    conn.connected_at = utcnow()
+
+
+async def start(conn: Connection) -> Connection:
+    """A pending connection begins to sync: what counts as new is from now on."""
+    if conn.state != "pending":
+        raise Clash(f"connection {conn.id} is {conn.state}; only a pending one is started")
+    now = utcnow()
+    conn.state, conn.connected_at, conn.next_sync_at = "active", now, now
     return conn
 
 

@@ -116,21 +116,22 @@ def vanished_error(conn: Connection) -> str:
 
 
 async def take(db: Database, connection_id: int, seconds: float) -> Lease | None:
-    """The connection's lease, or None while another holder keeps it (or it is stopped)."""
+    """The connection's lease, or None while another holder keeps it (or it is stopped,
+    or pending: nothing syncs before the user starts it)."""
     loop = asyncio.get_running_loop()
     holder = f"{PROCESS}/{secrets.token_hex(4)}"
     started = loop.time()
     async with db.write() as session:
         now = utcnow()
         previous = await session.get(Connection, connection_id)
-        if previous is None or previous.state == "stopped":
+        if previous is None or previous.state in ("stopped", "pending"):
             return None
         before_holder, before_until = previous.locked_by, previous.locked_until
         result = await session.execute(
             update(Connection)
             .where(
                 Connection.id == connection_id,
-                Connection.state != "stopped",
+                Connection.state.not_in(("stopped", "pending")),
                 or_(Connection.locked_until.is_(None), Connection.locked_until < now),
             )
             .values(

@@ -214,6 +214,10 @@ async def run_sync(
             raise SyncFailed(f"connection {connection_id} not found")
         if found.state == "stopped":
             raise SyncFailed(f"connection {connection_id} is stopped: reconnect it to sync")
+        if found.state == "pending":
+            raise SyncFailed(
+                f"connection {connection_id} is pending: start it (POST .../start) to sync"
+            )
     deadline = asyncio.get_running_loop().time() + wait
     while (held := await lease.take(db, connection_id, settings.lease_seconds)) is None:
         if asyncio.get_running_loop().time() >= deadline:

@@ -29,7 +29,7 @@ class Connection(Timestamped, Base):
     calendar_name: Mapped[str] = mapped_column(String(500))
     sync_type: Mapped[str] = mapped_column(String(20), default="two_way")
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    # active | syncing | stopped | error
+    # pending (chosen, not started) | active | syncing | stopped | error
     state: Mapped[str] = mapped_column(String(16), default="active")
     connected_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_sync_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

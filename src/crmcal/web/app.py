@@ -19,9 +19,10 @@ from crmcal.db import Database
 from crmcal.jobs import maintenance
 from crmcal.jobs.scheduler import Scheduler
 from crmcal.vault import vault_for
-from crmcal.web import errors, oauth, openapi, webhooks
+from crmcal.web import docs, errors, oauth, openapi, ui, webhooks
 from crmcal.web.api import router as api_router
 from crmcal.web.limits import BodySizeLimit, NulInUrl
+from crmcal.web.throttle import FailedSignIns
 
 DESCRIPTION = """Two-way calendar sync for a CRM. Every endpoint under `/api/v1` needs
 `Authorization: Bearer <token>`; every refusal answers an `Error`:
@@ -90,8 +91,11 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=openapi.operation_id,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
+    app.state.failed_signins = FailedSignIns()
     errors.install(app)
     openapi.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -99,6 +103,8 @@ def create_app(
     app.include_router(api_router)
     app.include_router(oauth.router)
     app.include_router(webhooks.router)
+    docs.install(app)
+    ui.install(app)
 
     @app.get(
         "/healthz", tags=["operations"], response_model=Health, responses={503: {"model": Health}}

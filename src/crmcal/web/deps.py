@@ -1,4 +1,8 @@
-"""What every API endpoint needs: a database session and the user behind the token."""
+"""What every API endpoint needs: a database session and the user behind the token.
+
+Scripts send an API token; the web pages' own scripts call the same API with the
+session cookie, and then every state-changing request must carry the session's
+CSRF token in ``X-CSRF-Token`` (see sessions.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from crmcal.crm import users
 from crmcal.crm.tables import User
 from crmcal.db import Database
 from crmcal.vault import Vault
+from crmcal.web import sessions
 
 # Declared for the OpenAPI document; the check itself is in _authenticate so
 # that its messages are ours.
@@ -37,6 +42,18 @@ def _unauthorized(detail: str) -> HTTPException:
 
 async def _authenticate(session: AsyncSession, request: Request) -> User:
     header = request.headers.get("authorization")
+    if not header and sessions.COOKIE in request.cookies:
+        found = await sessions.lookup(session, request.cookies[sessions.COOKIE])
+        if found is None:
+            raise _unauthorized("your session has ended: sign in again")
+        web, user = found
+        if request.method not in sessions.SAFE_METHODS and not sessions.csrf_ok(
+            web, request.headers.get(sessions.CSRF_HEADER)
+        ):
+            raise HTTPException(
+                403, "the request lacks this session's CSRF token (X-CSRF-Token): reload the page"
+            )
+        return user
     if not header:
         raise _unauthorized("missing Authorization header: send 'Authorization: Bearer <token>'")
     scheme, _, token = header.partition(" ")

@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crmcal.emulators import pages
 from crmcal.emulators.google import batch, oauth, persistence
 from crmcal.emulators.google.errors import GoogleError, invalid, unauthorized
 from crmcal.emulators.google.store import Account, Calendar, GoogleState
@@ -117,6 +118,7 @@ def create_app(state: GoogleState | None = None, *, data_file: Path | None = Non
     if data_file is not None:
         app.add_middleware(_SaveAfterWrites, state=state, path=data_file)
     oauth.install(app)
+    pages.install_favicon(app)
     batch.install(app)
 
     @app.exception_handler(GoogleError)

@@ -78,7 +78,7 @@ def install(app: FastAPI) -> None:
             f"<p>Client <code>{html.escape(query['client_id'])}</code> asks for: "
             f"{html.escape(query.get('scope', SCOPES))}</p>"
             f'<form method="post" action="/o/oauth2/v2/auth">{hidden}{choices}'
-            '<p><label>Another account: <input name="email" type="email"></label>'
+            '<p><label>Another account: <input name="other_email" type="email"></label>'
             "<button>Allow</button></p></form>"
         )
         return HTMLResponse(page)
@@ -86,7 +86,8 @@ def install(app: FastAPI) -> None:
     @app.post("/o/oauth2/v2/auth")
     async def consent(request: Request) -> Response:
         form = await request.form()
-        email = str(form.get("email") or "").strip().lower()
+        # An account button posts its address as "email"; "Allow" posts the typed one.
+        email = str(form.get("email") or form.get("other_email") or "").strip().lower()
         redirect_uri = str(form.get("redirect_uri") or "")
         if "@" not in email or not redirect_uri:
             return HTMLResponse("<h1>Error 400: invalid_request</h1>", 400)

@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from crmcal.emulators import pages
 from crmcal.emulators.microsoft import (
     admin,
     batch,
@@ -187,6 +188,7 @@ def create_app(state: MicrosoftState | None = None) -> FastAPI:
     )
     app.state.microsoft = state
     oauth.install(app)
+    pages.install_favicon(app)
     admin.install(app)
     push.install(app)
     batch.install(app)

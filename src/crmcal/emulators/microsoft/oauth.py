@@ -134,7 +134,7 @@ def install(app: FastAPI) -> None:
             f"<p>The app <code>{html.escape(query['client_id'])}</code> would like to: "
             f"{html.escape(query['scope'])}</p>"
             f'<form method="post" action="{action}">{hidden}{choices}'
-            '<p><label>Use another account: <input name="email" type="email"></label> '
+            '<p><label>Use another account: <input name="other_email" type="email"></label> '
             "<button>Accept</button></p></form>"
         )
         return HTMLResponse(page)
@@ -142,7 +142,8 @@ def install(app: FastAPI) -> None:
     @app.post("/{tenant}/oauth2/v2.0/authorize")
     async def consent(request: Request, tenant: str) -> Response:
         form = await request.form()
-        email = str(form.get("email") or "").strip().lower()
+        # An account button posts its address as "email"; "Accept" posts the typed one.
+        email = str(form.get("email") or form.get("other_email") or "").strip().lower()
         redirect_uri = str(form.get("redirect_uri") or "")
         if "@" not in email or not redirect_uri or not _TENANT.fullmatch(tenant):
             return _error_page(900144, "An account and a redirect_uri are required.")

@@ -71,7 +71,8 @@ async def list_connections(request: Request) -> Page[ConnectionOut]:
 )
 async def create_connection(request: Request, body: ConnectionCreate) -> ConnectionOut:
     """Connect a calendar. The account is checked at once: a wrong password, an address
-    that cannot be reached or is not a CalDAV server each get a 422 saying so."""
+    that cannot be reached or is not a CalDAV server each get a 422 saying so. It starts
+    syncing at once, unless `"start": false` makes it `pending` until `.../start`."""
     vault = vault_of(request)
     async with reading(request) as (session, user):
         connections.require_may_sync(user, body.sync_type)
@@ -85,7 +86,8 @@ async def create_connection(request: Request, body: ConnectionCreate) -> Connect
             session, user, found.request, calendar, vault, account=found.account
         )
         out = connections.to_out(conn)
-    request_sync(request, out.id)
+    if out.state == "active":
+        request_sync(request, out.id)
     return out
 
 
@@ -95,14 +97,50 @@ async def get_connection(request: Request, connection_id: ConnectionId) -> Conne
         return connections.to_out(await connections.get_own(session, user, connection_id))
 
 
-@router.patch("/{connection_id}", response_model=ConnectionOut, responses=refusals(403))
+@router.patch(
+    "/{connection_id}",
+    response_model=ConnectionOut,
+    responses=refusals(
+        403, 409, 503, s409="The calendar of a running connection cannot change: stop it first."
+    ),
+)
 async def update_connection(
     request: Request, connection_id: ConnectionId, body: ConnectionUpdate
 ) -> ConnectionOut:
-    """Change the sync type or options: saved at once, applied from the next sync."""
+    """Change the sync type or options: saved at once, applied from the next sync.
+    `calendar_id` chooses another calendar of the account while the connection is
+    `pending`; on a `stopped` one it moves the connection there (it starts over on that
+    calendar when reconnected); a running connection answers 409: stop it first."""
+    calendars = None
+    if body.calendar_id is not None or body.sync_type is not None:
+        async with reading(request) as (session, user):
+            conn = await connections.get_own(session, user, connection_id)
+            must_list = conn.state in ("pending", "stopped") and (
+                body.calendar_id not in (None, conn.calendar_id) or body.sync_type is not None
+            )
+        if must_list:
+            calendars = await connections.calendars_of(
+                conn, vault_of(request), settings_of(request)
+            )
     async with writing(request) as (session, user):
         conn = await connections.get_own(session, user, connection_id)
-        out = connections.to_out(await connections.update(session, conn, body))
+        out = connections.to_out(await connections.update(session, conn, body, calendars))
+    if out.state == "active":
+        request_sync(request, connection_id)
+    return out
+
+
+@router.post(
+    "/{connection_id}/start",
+    response_model=ConnectionOut,
+    responses=refusals(409, s409="The connection is not pending."),
+)
+async def start(request: Request, connection_id: ConnectionId) -> ConnectionOut:
+    """Start a `pending` connection: the first sync runs now, with the calendar, sync type
+    and options chosen. Nothing was read or written before; 409 if it is not pending."""
+    async with writing(request) as (session, user):
+        conn = await connections.get_own(session, user, connection_id)
+        out = connections.to_out(await connections.start(conn))
     request_sync(request, connection_id)
     return out
 

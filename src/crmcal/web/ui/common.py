@@ -1,0 +1,143 @@
+"""What every page needs: the signed-in user, the CSRF check of a form, rendering a
+template, static files and the favicon.
+
+User-facing text lives in the templates inside ``{% trans %}`` / ``_()``, and in
+Python behind ``_`` below, so that it can be translated with gettext; until
+catalogues exist the translations are the identity.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from crmcal.crm.tables import User, WebSession
+from crmcal.web import sessions
+from crmcal.web.deps import database
+
+WEB = Path(str(files("crmcal.web")))
+STATIC = WEB / "static"
+
+
+def _(message: str) -> str:
+    """Marks a user-facing message for translation (identity until catalogues exist)."""
+    return message
+
+
+env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(WEB / "templates"),
+    autoescape=True,
+    extensions=["jinja2.ext.i18n"],
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+
+
+class SignInRequired(Exception):
+    def __init__(self, next_path: str) -> None:
+        self.next_path = next_path
+
+
+class BadCsrf(Exception):
+    pass
+
+
+class Page:
+    """The signed-in user of a page request and their session."""
+
+    def __init__(self, user: User, web: WebSession) -> None:
+        self.user = user
+        self.web = web
+
+    @property
+    def csrf(self) -> str:
+        return self.web.csrf_token
+
+
+async def signed_in(request: Request) -> Page | None:
+    async with database(request).read() as session:
+        found = await sessions.lookup(session, request.cookies.get(sessions.COOKIE))
+    return Page(found[1], found[0]) if found else None
+
+
+async def page(request: Request) -> Page:
+    """The signed-in user, or a redirect to the sign-in page (and back here after it)."""
+    found = await signed_in(request)
+    if found is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise SignInRequired(target)
+    return found
+
+
+async def form_of(request: Request, current: Page) -> dict[str, Any]:
+    """The posted form, after checking it carries the session's CSRF token."""
+    form = await request.form()
+    if not sessions.csrf_ok(current.web, str(form.get(sessions.CSRF_FIELD) or "") or None):
+        raise BadCsrf
+    values: dict[str, Any] = {}
+    for key in form:
+        found = form.getlist(key)
+        values[key] = [str(v) for v in found] if len(found) > 1 else str(found[0])
+    return values
+
+
+def render(
+    request: Request, template: str, current: Page | None = None, status: int = 200, **context: Any
+) -> HTMLResponse:
+    html = env.get_template(template).render(
+        request=request,
+        user=current.user if current else None,
+        csrf=current.csrf if current else "",
+        path=request.url.path,
+        **context,
+    )
+    return HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
+
+
+# Pages run only crmcal's own scripts and styles, and cannot be framed.
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self' http: https:"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def install(app: FastAPI) -> None:
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
+
+    @app.exception_handler(SignInRequired)
+    async def _to_login(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SignInRequired)
+        return redirect(f"/login?next={quote(exc.next_path, safe='/')}")
+
+    @app.exception_handler(BadCsrf)
+    async def _bad_csrf(request: Request, _exc: Exception) -> Response:
+        return render(
+            request,
+            "message.html",
+            status=403,
+            title=_("Form expired"),
+            message=_(
+                "This form did not carry its security token (it may come from another site, "
+                "or from before you signed in again). Go back, reload the page and try again."
+            ),
+        )
