@@ -77,8 +77,10 @@ async def begin(
     calendar_id: str | None,
     sync_type: str,
     connection_id: int | None,
+    start: bool = True,
 ) -> str:
-    """The service's consent URL for this user, after checking they may connect."""
+    """The service's consent URL for this user, after checking they may connect.
+    ``start=False``: the connection it makes waits, pending, for the user's choices."""
     spec = SERVICES[service]
     connections.require_may_sync(user, sync_type)
     active = await connections.active_connection(session, user.id)
@@ -95,6 +97,8 @@ async def begin(
     verifier = secrets.token_urlsafe(48)
     sealed = {"u": user.id, "v": verifier, "c": calendar_id, "t": sync_type, "r": connection_id,
               "s": service}  # fmt: skip
+    if not start:
+        sealed["w"] = 1
     return spec.oauth(settings).authorize_url(
         client_id=spec.client(settings)[0],
         redirect_uri=callback_url(settings, service),
@@ -135,7 +139,8 @@ async def finish(
         raise SignInFailed(f"{spec.title} did not grant access: {exc}") from None
     try:
         body = ConnectionCreate(provider=service, refresh_token=refresh_token,
-                                calendar_id=sealed.get("c"), sync_type=sealed.get("t"))  # fmt: skip
+                                calendar_id=sealed.get("c"), sync_type=sealed.get("t"),
+                                start=not sealed.get("w"))  # fmt: skip
     except ValidationError:
         raise SignInFailed("the sign-in request was damaged: start again") from None
     found = await connections.discover(body, settings)

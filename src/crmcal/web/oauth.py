@@ -17,11 +17,13 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
+from crmcal.crm.errors import CrmError
 from crmcal.sync import signin
 from crmcal.sync.options import SyncType
 from crmcal.sync.signin import SERVICES, ServiceName
 from crmcal.web.deps import database, reading, request_sync, settings_of, vault_of
 from crmcal.web.openapi import refusals
+from crmcal.web.ui.common import sign_in_failed, signed_in
 
 router = APIRouter(prefix="/oauth", tags=["oauth"])
 
@@ -53,6 +55,10 @@ async def start(
     calendar_id: Annotated[str | None, Query(max_length=1000)] = None,
     sync_type: SyncType = "two_way",
     connection_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    start: Annotated[
+        bool,
+        Query(description="false: the new connection stays `pending` until `.../start`."),
+    ] = True,
 ) -> Response:
     """Send the user to Google or Microsoft to let crmcal sync their calendar; with
     ``connection_id``, to grant a stopped or failed connection to that service access
@@ -62,6 +68,7 @@ async def start(
         url = await signin.begin(
             session, user, vault, settings_of(request), service=service,
             calendar_id=calendar_id, sync_type=sync_type, connection_id=connection_id,
+            start=start,
         )  # fmt: skip
     if _wants_json(request):
         return JSONResponse({"authorize_url": url})
@@ -78,24 +85,35 @@ async def callback(
     state: Annotated[str | None, Query(max_length=4000)] = None,
     error: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    """Where the service sends the user back: trade the code, check the account, connect."""
+    """Where the service sends the user back: trade the code, check the account, connect.
+    A browser signed in to crmcal's pages goes back to the calendar sync settings."""
     title = SERVICES[service].title
-    if error:
-        raise HTTPException(
-            400, f"{title} sign-in did not complete ({error}): nothing was connected"
-        )
-    if not code or not state:
-        raise HTTPException(400, f"this address is for {title} to call back with a code and state")
+    browser = not _wants_json(request) and await signed_in(request) is not None
     try:
+        if error:
+            raise signin.SignInFailed(
+                f"{title} sign-in did not complete ({error}): nothing was connected"
+            )
+        if not code or not state:
+            raise signin.SignInFailed(
+                f"this address is for {title} to call back with a code and state"
+            )
         out = await signin.finish(
             database(request), vault_of(request), settings_of(request),
             code=code, state=state, service=service,
         )  # fmt: skip
-    except signin.SignInFailed as exc:
+    except (signin.SignInFailed, CrmError) as exc:
+        if browser:
+            return sign_in_failed(request, title, str(exc))
+        if isinstance(exc, CrmError):
+            raise
         raise HTTPException(400, str(exc)) from None
-    request_sync(request, out.id)
+    if out.state == "active":
+        request_sync(request, out.id)
     if _wants_json(request):
         return JSONResponse(out.model_dump(mode="json"), status_code=201)
+    if browser:
+        return RedirectResponse("/settings/calendar-sync", status_code=303)
     return HTMLResponse(
         f"<!doctype html><title>crmcal</title><h1>{title} calendar connected</h1>"
         f"<p>crmcal now syncs <b>{html.escape(out.calendar_name)}</b> of "

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from crmcal.web.ui import admin, auth, common
+from crmcal.web.ui import admin, auth, calendar_sync, common
 
 
 def install(app: FastAPI) -> None:
     common.install(app)
-    for module in (auth, admin):
+    for module in (auth, admin, calendar_sync):
         app.include_router(module.router)

@@ -113,6 +113,21 @@ _SECURITY_HEADERS = {
 }
 
 
+def sign_in_failed(request: Request, service: str, reason: str) -> HTMLResponse:
+    """The page a browser sees when connecting through Google or Microsoft failed."""
+    return render(
+        request,
+        "message.html",
+        status=400,
+        title=_("{service} account not connected").format(service=service),
+        message=reason[:1:].upper()
+        + reason[1:]
+        + ". "
+        + _("Nothing was synced. Go back to Calendar sync and try again."),
+        back="/settings/calendar-sync",
+    )
+
+
 def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
