@@ -198,7 +198,7 @@ class GoogleHarness:
         self.calendar_id = self.email
         self._providers: list[GoogleProvider] = []
         self.provider = self._provider(self.refresh_token)
-        self._http = httpx.AsyncClient(base_url=emulator.url)
+        self._http = httpx.AsyncClient(base_url=emulator.url, timeout=60)
 
     @classmethod
     async def open(cls, emulator: GoogleEmulator) -> GoogleHarness:

@@ -128,7 +128,7 @@ class MicrosoftHarness:
         self.calendar_id = ""
         self._providers: list[MicrosoftProvider] = []
         self.provider = self._provider(self.refresh_token)
-        self._http = httpx.AsyncClient(base_url=emulator.url)
+        self._http = httpx.AsyncClient(base_url=emulator.url, timeout=60)
 
     @classmethod
     async def open(cls, emulator: MicrosoftEmulator) -> MicrosoftHarness:

@@ -63,6 +63,8 @@ class Settings:
     # Length of a sync's lease on its connection, and the most a sync may take.
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     sync_max_seconds: float = DEFAULT_SYNC_MAX_SECONDS
+    # Syncs of CalDAV connections on one server at once, across all workers.
+    caldav_server_concurrency: int = 8
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -96,7 +98,11 @@ class Settings:
         sync_max_seconds = _seconds(
             env, "CRMCAL_SYNC_MAX_SECONDS", DEFAULT_SYNC_MAX_SECONDS, 1, 7 * 86400
         )
+        per_server = env.get("CRMCAL_CALDAV_SERVER_CONCURRENCY") or "8"
+        if not per_server.strip().isdigit() or not 1 <= int(per_server) <= 1000:
+            raise ConfigError("CRMCAL_CALDAV_SERVER_CONCURRENCY must be a whole number, 1 to 1000")
         return cls(
+            caldav_server_concurrency=int(per_server),
             worker_heartbeat=worker_heartbeat,
             lease_seconds=lease_seconds,
             sync_max_seconds=sync_max_seconds,

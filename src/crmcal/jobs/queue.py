@@ -43,8 +43,9 @@ from crmcal.config import Settings
 from crmcal.crm.tables import utcnow
 from crmcal.db import Database
 from crmcal.jobs import maintenance
-from crmcal.sync import runner
+from crmcal.sync import limits, runner
 from crmcal.sync.engine import SyncFailed
+from crmcal.sync.limits import Limit, SharedLimits
 from crmcal.sync.runner import Busy, run_sync
 from crmcal.sync.tables import Connection
 from crmcal.vault import Vault
@@ -57,6 +58,9 @@ PERIODIC_QUEUE = "periodic"
 POLL_EVERY = 5  # seconds between looks for due connections
 # When a sync is busy elsewhere (an API call holds the lease), try again this much later.
 BUSY_RETRY_SECONDS = 5
+# A CalDAV server at its cap of syncs: the job is queued again this much later.
+SERVER_BUSY_RETRY_SECONDS = 2
+SERVER_SLOT_TTL = dt.timedelta(seconds=60)
 # A worker's heartbeat; one silent for STALLED_AFTER beats is taken for dead.
 STALLED_AFTER = 3
 
@@ -69,6 +73,14 @@ class Runtime:
     vault: Vault
     settings: Settings
     app: procrastinate.App
+    limits: SharedLimits | None = None
+
+    def __post_init__(self) -> None:
+        if self.limits is None:
+            self.limits = SharedLimits(
+                self.db, caldav_servers=self.settings.caldav_server_concurrency
+            )
+        limits.install(self.limits)
 
 
 def conninfo(database_url: str) -> str:
@@ -126,13 +138,36 @@ def _runtime(context: procrastinate.JobContext) -> Runtime:
 async def sync_connection(context: procrastinate.JobContext, connection_id: int) -> None:
     runtime = _runtime(context)
     try:
-        await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id, wait=1)
+        server = await _caldav_server(runtime, connection_id)
+        if server is None:
+            await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id, wait=1)
+            return
+        slot = await server.try_take(SERVER_SLOT_TTL)
+        if slot is None:
+            # The server has all the syncs it may take: this one waits in the queue,
+            # not in a worker, which goes on with other connections meanwhile.
+            await defer_sync(runtime.app, connection_id, delay=SERVER_BUSY_RETRY_SECONDS)
+            return
+        async with server.held(slot, SERVER_SLOT_TTL):
+            await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id, wait=1)
     except Busy:
         # An API or CLI sync holds the lease: this one runs after it, not beside it.
         await defer_sync(runtime.app, connection_id, delay=BUSY_RETRY_SECONDS)
     except SyncFailed as exc:
         # Recorded on the connection, which is polled again after its back-off.
         log.info("sync of connection %s: %s", connection_id, exc)
+
+
+async def _caldav_server(runtime: Runtime, connection_id: int) -> Limit | None:
+    """The shared per-server limit of a CalDAV connection (None for other kinds)."""
+    async with runtime.db.read() as session:
+        found = await session.execute(
+            select(Connection.provider, Connection.account).where(Connection.id == connection_id)
+        )
+        row = found.first()
+    if row is None or row.provider != "caldav" or runtime.limits is None:
+        return None
+    return runtime.limits.for_server(row.account)
 
 
 def due_per_tick(active: int, poll_seconds: int) -> int:

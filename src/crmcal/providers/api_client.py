@@ -6,7 +6,8 @@ reconnect). Answers the provider calls retryable (rate limits, overload, server
 errors) and transport failures are tried again with truncated exponential
 backoff and jitter — never sooner than a ``Retry-After`` the service sends —
 then reported as ``Unreachable``. An optional limit keeps the calls in flight
-at once under what the service allows per account. Answers are read the same
+at once under what the service allows per account; a ``SharedLimit`` does the
+same across processes, and passes a throttling answer on to all of them. Answers are read the same
 way too: JSON or ``NotACalendarServer``, and failures as errors that name what
 was being done.
 """
@@ -19,7 +20,7 @@ import functools
 import random
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -33,6 +34,20 @@ from crmcal.providers.base import (
 
 # Answers a current access token; ``refresh=True`` after the API refused the last one.
 TokenSource = Callable[..., Awaitable[str]]
+
+
+class SharedLimit(Protocol):
+    """The account's limits as every process that calls the service keeps them."""
+
+    def slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while one request is in flight."""
+        ...
+
+    async def throttled(self, seconds: float) -> None:
+        """The service asked the account to wait this long before its next request."""
+        ...
+
+
 MAX_DELAY = 32.0
 
 
@@ -65,8 +80,10 @@ class ApiClient:
         concurrency: int | None = None,
         headers: dict[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        shared: SharedLimit | None = None,
     ) -> None:
         self._tokens = tokens
+        self._shared = shared
         self.base_url = base_url.rstrip("/")
         self._owner = owner
         self._service = service
@@ -81,10 +98,11 @@ class ApiClient:
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
-        if self._limit is None:
-            yield
-            return
-        async with self._limit:
+        async with contextlib.AsyncExitStack() as stack:
+            if self._limit is not None:
+                await stack.enter_async_context(self._limit)
+            if self._shared is not None:
+                await stack.enter_async_context(self._shared.slot())
             yield
 
     async def send(
@@ -118,6 +136,9 @@ class ApiClient:
             if response.status_code == 401:
                 raise AuthenticationFailed(f"{self._owner} refused the access: reconnect required")
             if self._retryable(response):
+                if response.status_code in (403, 429) and self._shared is not None:
+                    # Every process slows down for this account, not only this call.
+                    await self._shared.throttled(_seconds(response.headers.get("Retry-After")))
                 if attempt == self.retries:
                     raise Unreachable(
                         f"{self._service} is busy or failing ({response.status_code}); retry later"
@@ -161,3 +182,9 @@ class ApiClient:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _seconds(retry_after: str | None) -> float:
+    """A ``Retry-After`` in seconds (a date, or none, counts as one second)."""
+    value = (retry_after or "").strip()
+    return float(value) if value.isdigit() else 1.0

@@ -32,7 +32,7 @@ import httpx
 
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
 from crmcal.providers import google_batch, google_events, kinds
-from crmcal.providers.api_client import ApiClient, TokenSource
+from crmcal.providers.api_client import ApiClient, SharedLimit, TokenSource
 from crmcal.providers.base import (
     AuthenticationFailed,
     EventNotFound,
@@ -67,13 +67,14 @@ class GoogleProvider:
         retries: int = 5,
         backoff: float = 0.5,
         transport: httpx.AsyncBaseTransport | None = None,
+        shared: SharedLimit | None = None,
     ) -> None:
         self._root = api_url.rstrip("/")
         self._base = self._root + "/calendar/v3"
         self._api = ApiClient(
             tokens, base_url=self._base, owner="Google", service="Google Calendar",
             reason=_reason, retryable=self._retryable,
-            timeout=timeout, retries=retries, backoff=backoff, transport=transport,
+            timeout=timeout, retries=retries, backoff=backoff, transport=transport, shared=shared,
         )  # fmt: skip
         self._zones: dict[str, str] = {}
 

@@ -37,7 +37,7 @@ import httpx
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef, canonical_rrule
 from crmcal.providers import kinds
 from crmcal.providers import microsoft_events as codec
-from crmcal.providers.api_client import ApiClient, TokenSource
+from crmcal.providers.api_client import ApiClient, SharedLimit, TokenSource
 from crmcal.providers.base import (
     AuthenticationFailed,
     EventNotFound,
@@ -86,6 +86,7 @@ class MicrosoftProvider:
         retries: int = 5,
         backoff: float = 0.5,
         transport: httpx.AsyncBaseTransport | None = None,
+        shared: SharedLimit | None = None,
     ) -> None:
         self._base = api_url.rstrip("/") + "/v1.0"
         self._api = ApiClient(
@@ -93,7 +94,7 @@ class MicrosoftProvider:
             product="Microsoft 365", reason=_code,
             retryable=lambda response: response.status_code in _RETRY, timeout=timeout,
             retries=retries, backoff=backoff, concurrency=CONCURRENCY,
-            headers={"Prefer": _PREFER}, transport=transport,
+            headers={"Prefer": _PREFER}, transport=transport, shared=shared,
         )  # fmt: skip
         self._window_start = window_start
 

@@ -24,7 +24,7 @@ from crmcal.db import Database
 from crmcal.providers import kinds
 from crmcal.providers.base import AuthenticationFailed, Provider, ProviderError
 from crmcal.providers.oauth2 import RefreshingTokens
-from crmcal.sync import lease, push
+from crmcal.sync import lease, limits, push
 from crmcal.sync.engine import Engine, ProgressFn, SyncFailed, SyncRefused, SyncReport
 from crmcal.sync.options import SyncOptions
 from crmcal.sync.tables import Connection
@@ -115,7 +115,10 @@ def _google(given: _Credentials, settings: Settings) -> Provider:
         given.on_rotate,
     )
     return GoogleProvider(
-        tokens, api_url=settings.google_api_url or GOOGLE_API, backoff=settings.retry_backoff
+        tokens,
+        api_url=settings.google_api_url or GOOGLE_API,
+        backoff=settings.retry_backoff,
+        shared=_shared(given),
     )
 
 
@@ -137,7 +140,14 @@ def _microsoft(given: _Credentials, settings: Settings) -> Provider:
         api_url=settings.microsoft_api_url or GRAPH_API,
         window_start=given.window_start,
         backoff=settings.retry_backoff,
+        shared=_shared(given),
     )
+
+
+def _shared(given: _Credentials) -> limits.Limit | None:
+    """The account's limit shared with every other process, when this one keeps them."""
+    shared = limits.installed()
+    return shared.for_account(given.kind, given.account) if shared is not None else None
 
 
 # How each kind of the registry (``providers.kinds``) is built from stored credentials.

@@ -118,3 +118,27 @@ class SyncRun(Base):
     outcome: Mapped[str] = mapped_column(String(16), default="running")
     error: Mapped[str | None] = mapped_column(Text)
     counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+
+
+class ProviderSlot(Base):
+    """One of the requests (or, for CalDAV, syncs) in flight that a calendar service
+    allows an account or server at once, shared by every crmcal process."""
+
+    __tablename__ = "provider_slots"
+
+    # "microsoft:<mailbox>", "google:<account>", "caldav:<host>" ...
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # "host:pid" of the process using it; free when null or expired (its process died).
+    holder: Mapped[str | None] = mapped_column(String(200))
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class ProviderHold(Base):
+    """A service asked to slow down for an account (429, ``Retry-After``): until then
+    every process waits before its next request for that account, and only for it."""
+
+    __tablename__ = "provider_holds"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    until: Mapped[dt.datetime] = mapped_column(UTCDateTime)

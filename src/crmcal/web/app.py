@@ -62,13 +62,17 @@ def create_app(
         elif background_jobs:
             from crmcal.jobs import queue
             from crmcal.jobs.enqueue import Enqueuer
+            from crmcal.sync import limits
 
             queue_app = queue.queue_app(settings.database_url)
             await queue_app.open_async()
+            # The API's own provider calls keep to the limits the workers share.
+            shared = limits.SharedLimits(db, caldav_servers=settings.caldav_server_concurrency)
+            limits.install(shared)
             app.state.scheduler = Enqueuer(db, queue_app)
             await app.state.scheduler.start()
             if jobs == "queue+worker" and vault is not None:
-                runtime = queue.Runtime(db, vault, settings, queue_app)
+                runtime = queue.Runtime(db, vault, settings, queue_app, shared)
                 tasks.append(
                     asyncio.create_task(queue.run_worker(runtime, install_signal_handlers=False))
                 )
@@ -82,6 +86,9 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             if queue_app is not None:
+                from crmcal.sync import limits
+
+                limits.install(None)
                 await queue_app.close_async()
             await db.dispose()
 

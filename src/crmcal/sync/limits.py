@@ -1,0 +1,211 @@
+"""Limits a calendar service sets per account or server, held across every crmcal process.
+
+With one process (SQLite), each provider's own semaphore is enough. With workers
+on several machines, two of them can call the same mailbox at once (two
+connections of one mailbox, a sync next to an API call), so on PostgreSQL the
+limits live in the database, shared by all:
+
+* slots (``provider_slots``): at most N requests in flight per key — Graph's four
+  per mailbox, a cap per Google user, and for CalDAV a cap of syncs per server
+  (its provider sends one request at a time, so syncs are requests). Taking a
+  slot is one UPDATE of a free row (``FOR UPDATE SKIP LOCKED``); a slot whose
+  holder died frees itself when its expiry passes.
+* holds (``provider_holds``): a throttling answer (429 and its ``Retry-After``)
+  for an account makes every process wait before that account's next request —
+  that account only; other accounts' requests go on.
+
+``install`` makes a process use them (the worker and the queue-mode server do);
+``provider_for`` then hands each provider the limit of its account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import random
+import socket
+from collections.abc import AsyncIterator
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from crmcal.crm.tables import utcnow
+from crmcal.db import Database
+from crmcal.sync.tables import ProviderHold, ProviderSlot
+
+log = logging.getLogger(__name__)
+
+PROCESS = f"{socket.gethostname()}:{os.getpid()}"
+# Requests in flight per account that the services allow (Graph documents four per
+# mailbox; Google documents rates, not concurrency: eight keeps well under them).
+ACCOUNT_CONCURRENCY = {"microsoft": 4, "google": 8}
+DEFAULT_CALDAV_SERVER_CONCURRENCY = 8
+# A slot held for one request expires after this (the request's own timeout is 30 s).
+REQUEST_TTL = dt.timedelta(seconds=120)
+LONGEST_HOLD = 300.0  # a Retry-After beyond this is not believed
+
+
+class Limit:
+    """The shared limit of one key (an account, a server)."""
+
+    def __init__(self, db: Database, key: str, concurrency: int) -> None:
+        self.db, self.key, self.concurrency = db, key, concurrency
+        self._slots_made = False
+
+    # --- holds ---------------------------------------------------------------------
+
+    async def throttled(self, seconds: float) -> None:
+        """The service asked this account to wait ``seconds``: every process waits."""
+        until = utcnow() + dt.timedelta(seconds=min(max(seconds, 0.0), LONGEST_HOLD))
+        statement = insert(ProviderHold).values(key=self.key, until=until)
+        statement = statement.on_conflict_do_update(
+            index_elements=[ProviderHold.key],
+            set_={"until": until},
+            where=ProviderHold.until < until,
+        )
+        async with self.db.write() as session:
+            await session.execute(statement)
+
+    async def _held_until(self) -> dt.datetime | None:
+        async with self.db.read() as session:
+            until = await session.scalar(
+                select(ProviderHold.until).where(ProviderHold.key == self.key)
+            )
+        return until if until is not None and until > utcnow() else None
+
+    # --- slots ---------------------------------------------------------------------
+
+    async def _make_slots(self) -> None:
+        rows = [{"key": self.key, "slot": n} for n in range(self.concurrency)]
+        async with self.db.write() as session:
+            await session.execute(insert(ProviderSlot).values(rows).on_conflict_do_nothing())
+        self._slots_made = True
+
+    async def try_take(self, ttl: dt.timedelta = REQUEST_TTL) -> int | None:
+        """A free slot, taken until ``ttl`` from now, or None when all are in use."""
+        now = utcnow()
+        free = (
+            select(ProviderSlot.slot)
+            .where(
+                ProviderSlot.key == self.key,
+                ProviderSlot.slot < self.concurrency,
+                or_(ProviderSlot.holder.is_(None), ProviderSlot.expires_at < now),
+            )
+            .order_by(ProviderSlot.slot)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        async with self.db.write() as session:
+            taken = await session.scalar(
+                update(ProviderSlot)
+                .where(ProviderSlot.key == self.key, ProviderSlot.slot == free)
+                .values(holder=PROCESS, expires_at=now + ttl)
+                .returning(ProviderSlot.slot)
+            )
+        if taken is None and not self._slots_made:
+            await self._make_slots()
+            return await self.try_take(ttl)
+        return taken
+
+    async def give_back(self, slot: int) -> None:
+        async with self.db.write() as session:
+            await session.execute(
+                update(ProviderSlot)
+                .where(
+                    ProviderSlot.key == self.key,
+                    ProviderSlot.slot == slot,
+                    ProviderSlot.holder == PROCESS,
+                )
+                .values(holder=None, expires_at=None)
+            )
+
+    async def _renew(self, slot: int, ttl: dt.timedelta) -> None:
+        while True:
+            await asyncio.sleep(ttl.total_seconds() / 3)
+            async with self.db.write() as session:
+                await session.execute(
+                    update(ProviderSlot)
+                    .where(
+                        ProviderSlot.key == self.key,
+                        ProviderSlot.slot == slot,
+                        ProviderSlot.holder == PROCESS,
+                    )
+                    .values(expires_at=utcnow() + ttl)
+                )
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One request's slot: waits for a hold to pass and a slot to come free."""
+        pause = 0.01
+        while True:
+            until = await self._held_until()
+            if until is not None:
+                await asyncio.sleep((until - utcnow()).total_seconds())
+                continue
+            taken = await self.try_take()
+            if taken is not None:
+                break
+            await asyncio.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 2, 0.25)
+        try:
+            yield
+        finally:
+            await asyncio.shield(self.give_back(taken))
+
+    @contextlib.asynccontextmanager
+    async def held(self, slot: int, ttl: dt.timedelta) -> AsyncIterator[None]:
+        """Keep a slot taken with ``try_take`` (renewed) for the block, then give it back."""
+        renewal = asyncio.create_task(self._renew(slot, ttl))
+        try:
+            yield
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+            await asyncio.shield(self.give_back(slot))
+
+
+class SharedLimits:
+    """Every key's limit, on one database."""
+
+    def __init__(self, db: Database, *, caldav_servers: int = DEFAULT_CALDAV_SERVER_CONCURRENCY):
+        self.db = db
+        self.caldav_servers = caldav_servers
+        self._limits: dict[str, Limit] = {}
+
+    def get(self, key: str, concurrency: int) -> Limit:
+        found = self._limits.get(key)
+        if found is None or found.concurrency != concurrency:
+            found = self._limits[key] = Limit(self.db, key, concurrency)
+        return found
+
+    def for_account(self, kind: str, account: str) -> Limit | None:
+        """The per-request limit of a Google or Microsoft account; None for others."""
+        concurrency = ACCOUNT_CONCURRENCY.get(kind)
+        if concurrency is None or not account:
+            return None
+        return self.get(f"{kind}:{account.strip().lower()}", concurrency)
+
+    def for_server(self, url: str) -> Limit:
+        """The per-server limit of CalDAV syncs (by host and port)."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+        return self.get(f"caldav:{(parts.netloc or url).lower()}", self.caldav_servers)
+
+
+_installed: SharedLimits | None = None
+
+
+def install(limits: SharedLimits | None) -> None:
+    """Make this process's providers keep to ``limits`` (None: local limits only)."""
+    global _installed
+    _installed = limits
+
+
+def installed() -> SharedLimits | None:
+    return _installed
