@@ -44,6 +44,7 @@ class ActivityFilter:
     type: str | None = None
     owner_id: int | None = None
     deleted: bool = False
+    done: bool | None = None
 
 
 # --- reading ---------------------------------------------------------------
@@ -156,6 +157,8 @@ async def list_activities(
         query = query.where(Activity.type == flt.type)
     if flt.owner_id:
         query = query.where(Activity.owner_id == flt.owner_id)
+    if flt.done is not None:
+        query = query.where(Activity.done == flt.done)
     if cursor:
         after_start, after_id = _decode_start_cursor(cursor)
         query = query.where(

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from crmcal.web.ui import admin, auth, calendar_sync, common
+from crmcal.web.ui import activities, admin, auth, calendar_sync, common
 
 
 def install(app: FastAPI) -> None:
     common.install(app)
-    for module in (auth, admin, calendar_sync):
+    for module in (auth, admin, calendar_sync, activities):
         app.include_router(module.router)
