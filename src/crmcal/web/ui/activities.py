@@ -206,8 +206,9 @@ async def calendar_view(
         by_day.setdefault(item.day, []).append(item)
     return render(
         request, "calendar.html", current, view=view, days=days, by_day=by_day, today=today,
-        month=anchor.month, anchor=anchor.isoformat(), title=title, previous=previous_anchor.isoformat(),
-        next=next_anchor.isoformat(), back=f"/calendar?view={view}&date={anchor.isoformat()}",
+        month=anchor.month, anchor=anchor.isoformat(), title=title,
+        previous=previous_anchor.isoformat(), next=next_anchor.isoformat(),
+        back=f"/calendar?view={view}&date={anchor.isoformat()}",
         **_sync_context(conn),
     )  # fmt: skip
 
