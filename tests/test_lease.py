@@ -176,7 +176,7 @@ async def test_a_sync_whose_lease_is_taken_over_stops_and_leaves_the_new_holder_
         await asyncio.wait_for(sync, 30)
     conn = await connection(world.db, world.connection_id)
     assert (conn.state, conn.locked_by) == ("syncing", f"{ELSEWHERE}/99")
-    assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["error"]
+    assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["interrupted"]
 
 
 async def test_a_sync_that_cannot_confirm_its_lease_stops_before_it_expires(
@@ -201,7 +201,11 @@ async def test_a_sync_that_cannot_confirm_its_lease_stops_before_it_expires(
         await asyncio.wait_for(sync, 30)
     assert renewals >= 1
     conn = await connection(world.db, world.connection_id)
-    assert (conn.state, conn.locked_by) == ("error", None)
+    # Not the calendar's fault: due again at once, with no failure counted.
+    assert (conn.state, conn.locked_by, conn.failures) == ("active", None, 0)
+    assert conn.next_sync_at is not None
+    assert conn.next_sync_at <= now()
+    assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["interrupted"]
 
 
 @pytest.fixture

@@ -51,7 +51,8 @@ PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 RUNS_KEPT = 100
 # Outcomes of a run.
 RUNNING, OK, ERROR = "running", "ok", "error"
-# Stopped by its own process (shut down), or left when its holder vanished.
+# Stopped short by its own process (shut down, or its lease could not be kept), or
+# left when its holder vanished.
 INTERRUPTED, ABANDONED = "interrupted", "abandoned"
 
 

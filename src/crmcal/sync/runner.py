@@ -235,7 +235,9 @@ async def run_sync(
         await asyncio.sleep(0.1)
     error: str | None = None
     report: SyncReport | None = None
-    interrupted = False
+    # Why the sync stopped short through no fault of the calendar's (then it is due
+    # again at once, without back-off).
+    interrupted: str | None = None
     try:
         async with lease.held(db, held, settings.sync_max_seconds):
             async with db.read() as session:
@@ -255,20 +257,22 @@ async def run_sync(
         error = f"the calendar refused the credentials ({exc}): reconnect to resume"
     except (SyncFailed, SyncRefused, ProviderError, VaultError) as exc:
         error = str(exc)
-    except (lease.LeaseLost, lease.SyncTimedOut) as exc:
+    except lease.SyncTimedOut as exc:
         error = str(exc)
+    except lease.LeaseLost as exc:
+        interrupted = str(exc)
     except Exception as exc:
         log.exception("sync of connection %s failed", connection_id)
         error = f"unexpected error: {exc.__class__.__name__}: {exc}"
         raise
     except BaseException:  # cancelled: the process stops; the next sync resumes
-        interrupted = True
+        interrupted = "stopped with its process before it finished"
         raise
     finally:
         # Shielded: a sync cancelled while it ends still gives its lease back.
         await asyncio.shield(_release(db, settings, held, error, report, interrupted))
-    if error is not None:
-        raise SyncFailed(error)
+    if error is not None or interrupted is not None:
+        raise SyncFailed(error or interrupted)
     assert report is not None
     return report
 
@@ -290,19 +294,19 @@ async def _release(
     held: lease.Lease,
     error: str | None,
     report: SyncReport | None,
-    interrupted: bool = False,
+    interrupted: str | None = None,
 ) -> None:
     counts = report.counts() if report is not None else None
     outcome = lease.OK if error is None else lease.ERROR
-    if interrupted:
-        outcome, error = lease.INTERRUPTED, "stopped with its process before it finished"
+    if interrupted is not None:
+        outcome, error = lease.INTERRUPTED, interrupted
     async with db.write() as session:
         conn = await lease.give_back(session, held, outcome, error=error, counts=counts)
         if conn is None:
             return  # taken over (or deleted): the connection is no longer ours to set
         now = utcnow()
         if conn.state == "syncing":  # not stopped or deleted meanwhile
-            if interrupted:  # not the calendar's fault: due again at once, no back-off
+            if interrupted is not None:  # due again at once, no back-off
                 conn.state, conn.next_sync_at = "active", now
             elif error is None:
                 conn.state, conn.last_error, conn.failures = "active", None, 0

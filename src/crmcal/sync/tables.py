@@ -113,8 +113,8 @@ class SyncRun(Base):
     process: Mapped[str] = mapped_column(String(200))
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    # running | ok | error | interrupted (its process stopped it) | abandoned (its
-    # holder vanished; ended when its lease expired)
+    # running | ok | error | interrupted (its process stopped it: shutdown, lease not
+    # kept) | abandoned (its holder vanished; ended when its lease expired)
     outcome: Mapped[str] = mapped_column(String(16), default="running")
     error: Mapped[str | None] = mapped_column(Text)
     counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)

@@ -1,0 +1,314 @@
+"""SIGKILL of ``crmcal serve`` (embedded, SQLite) in the middle of syncs, again and again.
+
+Four users sync — two with calendars on Radicale, two with Google accounts on the
+emulator — while both sides change. Each round kills the server while a sync runs and
+its writes are half done, then starts it again. Afterwards every connection has
+converged: both sides show the same items, none twice, every activity synced, and the
+history of runs shows that syncs of one connection never overlapped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import itertools
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from crmcal import migrations
+from crmcal.providers.base import Provider
+from tests.caldav_servers import HOST, free_port
+from tests.conftest import create_user_in
+from tests.google_emulator import GoogleEmulator, GoogleHarness
+from tests.providers.harness import CalDAVHarness, CalDAVServer, Foreign
+
+ROUNDS = 4
+NEW_PER_ROUND = 6  # CRM activities per user and round; plus one calendar event
+LEASE_SECONDS = 10  # renewal gets 3 s: room for a starved event loop
+SOON = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(minute=0, second=0, microsecond=0)
+V1 = "/api/v1"
+PATIENCE = 60.0  # seconds any awaited state may take on a busy machine
+
+
+class Server:
+    """``crmcal serve`` as a process of its own, on one port across restarts."""
+
+    def __init__(self, env: dict[str, str], port: int, logs: Path) -> None:
+        self.env, self.port, self.logs = env, port, logs
+        self.url = f"http://{HOST}:{port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        self.starts += 1
+        argv = [sys.executable, "-m", "crmcal", "serve", "--host", HOST, "--port", str(self.port)]
+        with (self.logs / f"serve-{self.starts}.log").open("wb") as log:
+            return subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)  # fmt: skip
+
+    async def start(self) -> None:
+        self.process = await asyncio.to_thread(self._spawn)
+        async with httpx.AsyncClient(timeout=30) as client:
+            deadline = time.monotonic() + PATIENCE
+            while True:
+                assert self.process.poll() is None, self.output()
+                try:
+                    if (await client.get(f"{self.url}/healthz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "the server did not come up"
+                await asyncio.sleep(0.05)
+
+    async def kill_when(self, moment: Callable[[], Any]) -> int:
+        """SIGKILL the server the first time ``await moment()`` holds while it is frozen
+        (SIGSTOP): what the database shows then is what the kill leaves behind."""
+        assert self.process is not None
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            os.kill(self.process.pid, signal.SIGSTOP)
+            if await moment():
+                return self.kill()
+            os.kill(self.process.pid, signal.SIGCONT)
+            assert self.process.poll() is None, self.output()
+            assert time.monotonic() < deadline, "the moment to kill never came"
+            await asyncio.sleep(0.02)
+
+    def kill(self) -> int:
+        assert self.process is not None
+        pid = self.process.pid
+        os.kill(pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        return pid
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        return (self.logs / f"serve-{self.starts}.log").read_text(errors="replace")[-4000:]
+
+
+class Person:
+    """A CRM user with a connected calendar, and what both sides should end up showing."""
+
+    def __init__(self, name: str, token: str, calendar: Any, provider: Provider) -> None:
+        self.name, self.token, self.calendar, self.provider = name, token, calendar, provider
+        self.connection_id = self.user_id = 0
+        self.expected: Counter[str] = Counter()
+        self.crm_items: list[tuple[int, str]] = []  # (activity id, subject)
+        self.cal_items: list[tuple[str, str]] = []  # (event id, summary)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+async def wait_until(check: Callable[[], Any], what: Callable[[], str]) -> Any:
+    """``await check()``'s first true answer, asked again and again (never a fixed sleep)."""
+    deadline = time.monotonic() + PATIENCE
+    while True:
+        found = await check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"not within {PATIENCE:g} s: {what()}"
+        await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def people(
+    radicale: CalDAVServer, google_emulator: GoogleEmulator
+) -> AsyncIterator[list[Person]]:
+    calendars: list[Any] = []
+    try:
+        for _ in range(2):
+            calendars.append(await asyncio.to_thread(CalDAVHarness, radicale))
+        for _ in range(2):
+            calendars.append(await GoogleHarness.open(google_emulator))
+        yield [Person(f"user{n}", "", calendar, calendar.provider)
+               for n, calendar in enumerate(calendars)]  # fmt: skip
+    finally:
+        for calendar in calendars:
+            await calendar.close()
+
+
+async def calendar_summaries(person: Person) -> Counter[str]:
+    calendar = person.calendar
+    listing = await person.provider.list_changes(calendar.calendar_id, None)
+    fetched = await person.provider.fetch(calendar.calendar_id, [r.id for r in listing.changed])
+    return Counter(ref.event.summary or "" for ref in fetched if ref.event is not None)
+
+
+def when(n: int) -> dt.datetime:
+    return SOON + dt.timedelta(hours=n)
+
+
+async def change_both_sides(api: httpx.AsyncClient, person: Person, round_: int) -> None:
+    """One round of edits: calendar side first (another client), then the CRM."""
+    n = round_ * 100
+    summary = f"{person.name} r{round_} calendar"
+    event_id = await person.calendar.put_foreign(
+        Foreign(summary=summary, start=when(n + 50), end=when(n + 51))
+    )
+    person.cal_items.append((event_id, summary))
+    person.expected[summary] += 1
+    if round_:  # the previous round's event, renamed
+        old_id, old = person.cal_items[round_ - 1]
+        await person.calendar.retitle(old_id, old + " renamed")
+        person.cal_items[round_ - 1] = (old_id, old + " renamed")
+        person.expected[old] -= 1
+        person.expected[old + " renamed"] += 1
+    for i in range(NEW_PER_ROUND):
+        subject = f"{person.name} r{round_} crm {i}"
+        made = await api.post(f"{V1}/activities", headers=person.headers, json={
+            "type": "meeting", "subject": subject, "start": when(n + i).isoformat(),
+            "end": (when(n + i) + dt.timedelta(minutes=30)).isoformat()})  # fmt: skip
+        assert made.status_code == 201, made.text
+        person.crm_items.append((made.json()["id"], subject))
+        person.expected[subject] += 1
+    if round_:  # an activity of an earlier round, edited in the CRM
+        activity_id, old = person.crm_items[round_]
+        edited = await api.patch(f"{V1}/activities/{activity_id}", headers=person.headers,
+                                 json={"subject": old + " edited"})  # fmt: skip
+        assert edited.status_code == 200, edited.text
+        person.crm_items[round_] = (activity_id, old + " edited")
+        person.expected[old] -= 1
+        person.expected[old + " edited"] += 1
+
+
+def rows(db_path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db_path, timeout=30) as db:
+        return list(db.execute(sql, params))
+
+
+async def writes_in_flight(db_path: Path, fresh: list[int]) -> bool:
+    """A sync runs, and some but not all of the round's new activities reached a calendar."""
+    running = rows(db_path, "SELECT count(*) FROM sync_runs WHERE outcome = 'running'")
+    marks = ",".join("?" * len(fresh))
+    linked = rows(db_path, f"SELECT count(*) FROM sync_links WHERE activity_id IN ({marks})",
+                  *fresh)  # fmt: skip
+    return bool(running[0][0]) and 0 < linked[0][0] < len(fresh)
+
+
+async def difference(api: httpx.AsyncClient, person: Person) -> str | None:
+    """What still differs between the person's CRM, calendar and expectations (None: nothing)."""
+    listed = await api.get(f"{V1}/activities", headers=person.headers,
+                           params={"limit": 1000, "owner_id": person.user_id})  # fmt: skip
+    assert listed.status_code == 200, listed.text
+    items = listed.json()["items"]
+    crm = Counter(item["subject"] for item in items)
+    if crm != +person.expected:
+        return f"{person.name} CRM: {crm - person.expected} extra, {person.expected - crm} missing"
+    pending = [item["subject"] for item in items
+               if (item.get("sync") or {}).get("state") != "synced"]  # fmt: skip
+    if pending:
+        return f"{person.name}: not synced yet: {pending}"
+    calendar = await calendar_summaries(person)
+    if calendar != +person.expected:
+        return (f"{person.name} calendar: {calendar - person.expected} extra, "
+                f"{person.expected - calendar} missing")  # fmt: skip
+    return None
+
+
+async def test_killing_the_server_mid_sync_again_and_again_converges_without_copies(
+    radicale: CalDAVServer, google_emulator: GoogleEmulator, tmp_path: Path
+) -> None:
+    db_path = tmp_path / "crmcal.db"
+    db_url = f"sqlite:///{db_path}"
+    await asyncio.to_thread(migrations.upgrade, db_url)
+    _, admin_token = await create_user_in(db_url, email="admin@crm.test", name="Admin",
+                                          is_admin=True)  # fmt: skip
+    port = free_port()
+    env = {**os.environ, "CRMCAL_DATABASE_URL": db_url, "CRMCAL_SECRET_KEY": "crash-test-key",
+           "CRMCAL_BASE_URL": f"http://{HOST}:{port}", "CRMCAL_ALLOW_PRIVATE_NETWORKS": "1",
+           "CRMCAL_GOOGLE_API_URL": google_emulator.url,
+           "CRMCAL_GOOGLE_OAUTH_URL": google_emulator.url,
+           "CRMCAL_POLL_SECONDS": "3", "CRMCAL_LEASE_SECONDS": str(LEASE_SECONDS),
+           "CRMCAL_RETRY_BACKOFF": "0.01"}  # fmt: skip
+    server = Server(env, port, tmp_path)
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    killed: list[int] = []
+    try:
+        async with (
+            people(radicale, google_emulator) as everyone,
+            httpx.AsyncClient(base_url=server.url, timeout=60) as api,
+        ):
+            await server.start()
+            for person in everyone:
+                made = await api.post(f"{V1}/users", headers=admin,
+                                      json={"email": f"{person.name}@crm.test",
+                                            "name": person.name})  # fmt: skip
+                assert made.status_code == 201, made.text
+                person.token, person.user_id = made.json()["token"], made.json()["id"]
+                connected = await api.post(f"{V1}/connections", headers=person.headers,
+                                           json=person.calendar.connection_body())  # fmt: skip
+                assert connected.status_code == 201, connected.text
+                person.connection_id = connected.json()["id"]
+
+            for round_ in range(ROUNDS):
+                # Slow Google down, so that its syncs are caught with writes in flight.
+                google_emulator.state.add_delay(0.2, 200)
+                first_new = len(everyone[0].crm_items)
+                await asyncio.gather(*(change_both_sides(api, p, round_) for p in everyone))
+                fresh = [item for p in everyone for item, _ in p.crm_items[first_new:]]
+                killed.append(
+                    await server.kill_when(functools.partial(writes_in_flight, db_path, fresh))
+                )
+                left = rows(db_path, "SELECT count(*) FROM connections WHERE state = 'syncing'")
+                assert left[0][0] >= 1  # what the issue found stuck for good
+                google_emulator.state.delays.clear()
+                await server.start()
+
+            last = ["not looked at yet"]
+
+            async def all_converged() -> bool:
+                busy = rows(db_path, "SELECT id, state, locked_by, last_error FROM connections "
+                               "WHERE state != 'active' OR locked_by IS NOT NULL")  # fmt: skip
+                if busy:
+                    last[0] = f"connections not at rest: {busy}"
+                    return False
+                for person in everyone:
+                    found = await difference(api, person)
+                    if found is not None:
+                        last[0] = found
+                        return False
+                return True
+
+            await wait_until(all_converged, lambda: f"every connection converged: {last[0]}")
+            for person in everyone:
+                status = (await api.get(f"{V1}/connections/{person.connection_id}/status",
+                                        headers=person.headers)).json()  # fmt: skip
+                assert (status["state"], status["last_error"]) == ("active", None), status
+    finally:
+        server.stop()
+
+    runs = rows(db_path, "SELECT connection_id, process, started_at, ended_at, outcome "
+                         "FROM sync_runs ORDER BY connection_id, id")  # fmt: skip
+    by_connection: dict[int, list[tuple[Any, ...]]] = {}
+    for run_ in runs:
+        by_connection.setdefault(run_[0], []).append(run_)
+    assert len(by_connection) == 4
+    for history in by_connection.values():
+        assert all(r[3] is not None and r[4] != "running" for r in history), history
+        for before, after in itertools.pairwise(history):
+            assert before[3] <= after[2], f"overlapping syncs: {before} and {after}"
+    abandoned = [r for r in runs if r[4] == "abandoned"]
+    # Every kill caught at least one sync mid-way, and each was taken over afterwards.
+    killed_processes = {p.rsplit(":", 1)[1] for p in {r[1] for r in abandoned}}
+    assert killed_processes == {str(pid) for pid in killed}, (killed, abandoned)
