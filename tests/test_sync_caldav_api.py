@@ -435,7 +435,12 @@ def test_crmcal_sync_command_shows_a_summary(
 ) -> None:
     conn = connect(user, server, calendar)
     activity(user, "Via the CLI")
-    env = {**os.environ, "CRMCAL_DATABASE_URL": db_url, "CRMCAL_SECRET_KEY": "test-key"}
+    env = {
+        **os.environ,
+        "CRMCAL_DATABASE_URL": db_url,
+        "CRMCAL_SECRET_KEY": "test-key",
+        "CRMCAL_ALLOW_PRIVATE_NETWORKS": "1",
+    }
     result = subprocess.run([sys.executable, "-m", "crmcal", "sync", str(conn["id"])], env=env,
                             capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -468,7 +473,7 @@ def test_killing_the_sync_at_random_points_converges_without_copies(
                 run(calendar.put_raw(ics(f"kill-{n}", f"Cal {n:02}", SOON + dt.timedelta(hours=n))))
         # A killed run's lease frees the connection when it expires, soon here.
         env = {**os.environ, "CRMCAL_DATABASE_URL": db_url, "CRMCAL_SECRET_KEY": "test-key",
-               "CRMCAL_LEASE_SECONDS": "2"}  # fmt: skip
+               "CRMCAL_LEASE_SECONDS": "2", "CRMCAL_ALLOW_PRIVATE_NETWORKS": "1"}  # fmt: skip
         argv = [sys.executable, "-m", "crmcal", "sync", str(conn["id"])]
         rng = random.Random(7)
         for _ in range(5):

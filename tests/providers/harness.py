@@ -230,7 +230,9 @@ class CalDAVHarness:
         return str(calendar.url)
 
     def _provider(self, url: str, password: str) -> CalDAVProvider:
-        provider = CalDAVProvider(url, self.server.username, password, timeout=5)
+        provider = CalDAVProvider(
+            url, self.server.username, password, timeout=5, allow_private=True
+        )
         self._providers.append(provider)
         return provider
 

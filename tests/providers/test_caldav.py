@@ -87,7 +87,7 @@ async def test_discovery_errors(caldav: CalDAVHarness, closed_port_url: str, pla
 
 @pytest.mark.parametrize("url", ["", "not a url", "http://", "ftp://example.test/", "http://[::1"])
 async def test_unusable_urls_are_refused_on_first_use(url: str) -> None:
-    provider = CalDAVProvider(url, "u", "p")
+    provider = CalDAVProvider(url, "u", "p", allow_private=True)
     with pytest.raises(ProviderError, match=r"URL|address"):
         await provider.discover()
     with pytest.raises(ProviderError):
@@ -100,7 +100,9 @@ async def test_a_silent_server_times_out() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()  # connections complete, but nobody ever answers
         port = listener.getsockname()[1]
-        provider = CalDAVProvider(f"http://127.0.0.1:{port}/", "u", "p", timeout=0.3)
+        provider = CalDAVProvider(
+            f"http://127.0.0.1:{port}/", "u", "p", timeout=0.3, allow_private=True
+        )
         try:
             with pytest.raises(Unreachable):
                 await provider.discover()
@@ -279,7 +281,7 @@ def answering(status: int) -> Iterator[str]:
 )  # fmt: skip
 async def test_error_statuses(status: int, error: type[Exception]) -> None:
     with answering(status) as url:
-        provider = CalDAVProvider(url, "u", "p", timeout=5)
+        provider = CalDAVProvider(url, "u", "p", timeout=5, allow_private=True)
         try:
             with pytest.raises(error):
                 await provider.discover()

@@ -20,16 +20,17 @@ Event ids are the resources' hrefs as URL paths, percent-encoded one canonical w
 (``normalize_href``): Radicale writes ``%40`` where Xandikos writes ``@``, and a
 server may echo an href differently encoded than it was requested.
 
-Transport: the ``caldav`` library's synchronous ``DAVClient`` (its niquests
-session, pre-emptive Basic credentials, 429/503 detection), run in worker threads
-with ``asyncio.to_thread``. Its async client is newer and less exercised than the
-sync one, and this module needs few of either's high-level objects: those hide
-exactly what it must act on (which precondition failed, a refused sync token,
-silent fallbacks to full listings) and build a wrapper object per event, which an
-import of thousands of events pays for. So requests go through
-``DAVClient.request`` with bodies written here, and multistatus answers are read
-from the parsed XML directly. One lock keeps one request in flight per provider:
-the session is shared, and one connection should not hammer one server.
+Transport: ``guarded_http`` (httpx, synchronous, Basic credentials sent with the
+first request), run in a thread pool of CalDAV's own (``POOL``) so that slow
+servers can hold only those threads. It refuses internal addresses, connects to
+the address it checked, caps every answer (20 MiB) and bounds its total time.
+Every request stays on the account's origin (scheme, host and port of the URL the
+user gave): hrefs in answers that leave it are dropped, and credentials never go
+anywhere else. Requests carry bodies written here, and multistatus answers are
+read from the parsed XML directly (the ``caldav`` library's high-level objects
+hide what this module must act on, and cost a wrapper object per event). One
+lock keeps one request in flight per provider: one connection should not hammer
+one server.
 """
 
 from __future__ import annotations
@@ -37,20 +38,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
 from xml.sax.saxutils import escape
 
-from caldav.davclient import DAVClient
+import httpx
 from caldav.lib import error as dav_error
 from lxml import etree
 
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
-from crmcal.providers import ical, kinds
+from crmcal.providers import guarded_http, ical, kinds
+from crmcal.providers.api_client import tls
 from crmcal.providers.base import (
     AuthenticationFailed,
     CalendarNotFound,
@@ -68,6 +72,21 @@ MULTIGET_CHUNK = 200
 # bounded so that a large import does not hold every event twice.
 TEXT_CACHE_SIZE = 2000
 EVENT_PREFIX = "crmcal-"
+MAX_EVENT_BYTES = 1024 * 1024  # one event's calendar data
+# CalDAV's own threads: a server that drips or stalls holds one of these, never
+# the threads the rest of crmcal (database, parsing elsewhere) runs on.
+POOL_SIZE = 8
+POOL = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="caldav")
+_XML = etree.XMLParser(
+    remove_blank_text=True, resolve_entities=False, no_network=True, huge_tree=False
+)
+
+
+async def _in_pool(function: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(
+        POOL, functools.partial(function, *args)
+    )
+
 
 DAV = "{DAV:}"
 CALDAV = "{urn:ietf:params:xml:ns:caldav}"
@@ -94,6 +113,51 @@ def _collection_url(url: str) -> str:
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _origin_key(url: str) -> str:
+    """``scheme://host:port`` of a URL, one way however it was written."""
+    try:
+        scheme, host, port = guarded_http.origin(url)
+    except (httpx.InvalidURL, ValueError):
+        return "(an invalid URL)"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _confine_hrefs(tree: Any, url: str) -> None:
+    """Make every ``DAV:href`` of an answer a path on the origin of ``url``; drop the
+    responses (or properties) whose href leaves it: another host or port, user
+    info, a scheme-relative ``//host`` or a path that does not start with ``/``."""
+    here = _origin_key(url)
+    for element in list(tree.iter(f"{DAV}href")):
+        target = (element.text or "").strip()
+        path = _path_on(target, url, here)
+        if path is not None:
+            element.text = path
+            continue
+        parent = element.getparent()
+        if parent is None:
+            continue
+        doomed = parent if parent.tag == f"{DAV}response" else element
+        holder = doomed.getparent()
+        if holder is not None:
+            holder.remove(doomed)
+
+
+def _path_on(href: str, url: str, here: str) -> str | None:
+    """``href`` as a path on the origin ``here``, or None when it leaves it."""
+    if not href or "\\" in href or any(ord(c) < 0x21 for c in href):
+        return None
+    if "://" in href:
+        parts = urlsplit(href)
+        if "@" in parts.netloc or _origin_key(href) != here:
+            return None
+        return parts.path or "/"
+    if href.startswith("//") or not href.startswith("/"):
+        # Relative paths are legal in theory and unseen in practice; a
+        # scheme-relative "//host" names another server.
+        return None
+    return href
 
 
 def _if_match(etag: str) -> str:
@@ -180,23 +244,31 @@ class CalDAVProvider:
 
     capabilities = kinds.CALDAV.capabilities
 
-    def __init__(self, url: str, username: str, password: str, *, timeout: float = 30) -> None:
+    def __init__(
+        self,
+        url: str,
+        username: str,
+        password: str,
+        *,
+        timeout: float = guarded_http.READ_TIMEOUT,
+        allow_private: bool = False,
+        deadline: float = guarded_http.TOTAL_DEADLINE,
+        max_response_bytes: int = guarded_http.MAX_RESPONSE_BYTES,
+    ) -> None:
         given = url.strip()
         url = given if "://" in given else f"https://{given}"
         self.url = url
         # A bad URL is reported by the first call, like every other account problem.
         self._problem = _url_problem(url, given)
-        self._client = DAVClient(
-            url=url if self._problem is None else "https://invalid.invalid/",
-            username=username,
-            password=password,
-            # Credentials go with the first request: waiting for a 401 challenge
-            # costs a round trip per session, and Radicale delays every 401.
-            auth_type="basic",
-            timeout=timeout,  # type: ignore[arg-type]  # passed to niquests as is
-            # DNS discovery would run in this constructor; discover() does the
-            # well-known lookup instead.
-            enable_rfc6764=False,
+        self._origin = _origin(url) if self._problem is None else ""
+        self._origin_key = _origin_key(url) if self._problem is None else ""
+        self._client = guarded_http.GuardedClient(
+            tls=tls(),
+            allow_private=allow_private,
+            auth=(username, password),
+            read_timeout=timeout,
+            deadline=deadline,
+            max_bytes=max_response_bytes,
         )
         self._lock = threading.Lock()
         self._home: str | None = None
@@ -210,35 +282,35 @@ class CalDAVProvider:
 
     async def discover(self) -> None:
         """Find the account's calendars now; raises the ``base`` error that explains why not."""
-        await asyncio.to_thread(self._discover)
+        await _in_pool(self._discover)
 
     async def list_calendars(self) -> list[CalendarInfo]:
-        return await asyncio.to_thread(self._list_calendars)
+        return await _in_pool(self._list_calendars)
 
     async def list_changes(
         self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
     ) -> ChangeListing:
         calendar = _collection_url(calendar_id)
-        return await asyncio.to_thread(self._list_changes, calendar, cursor, with_contents)
+        return await _in_pool(self._list_changes, calendar, cursor, with_contents)
 
     async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
         calendar = _collection_url(calendar_id)
         hrefs = list(dict.fromkeys(normalize_href(i) for i in ids))
         if not hrefs:
             return []
-        zone = await asyncio.to_thread(self._calendar_zone, calendar)
+        zone = await _in_pool(self._calendar_zone, calendar)
         chunks = [hrefs[i : i + MULTIGET_CHUNK] for i in range(0, len(hrefs), MULTIGET_CHUNK)]
         refs: list[RemoteRef] = []
         # Fetch chunk n+1 while chunk n is parsed: the server works while we parse.
-        pending = asyncio.ensure_future(asyncio.to_thread(self._multiget, calendar, chunks[0]))
+        pending = asyncio.ensure_future(_in_pool(self._multiget, calendar, chunks[0]))
         try:
             for number in range(len(chunks)):
                 members = await pending
                 if number + 1 < len(chunks):
                     pending = asyncio.ensure_future(
-                        asyncio.to_thread(self._multiget, calendar, chunks[number + 1])
+                        _in_pool(self._multiget, calendar, chunks[number + 1])
                     )
-                refs += await asyncio.to_thread(self._read_members, members, zone)
+                refs += await _in_pool(self._read_members, members, zone)
         finally:
             if not pending.done():
                 pending.cancel()
@@ -247,25 +319,23 @@ class CalDAVProvider:
         return refs
 
     async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:
-        return await asyncio.to_thread(self._get_by_key, _collection_url(calendar_id), key)
+        return await _in_pool(self._get_by_key, _collection_url(calendar_id), key)
 
     async def create(self, calendar_id: str, key: str, event: CalendarEvent) -> RemoteRef:
-        return await asyncio.to_thread(self._create, _collection_url(calendar_id), key, event)
+        return await _in_pool(self._create, _collection_url(calendar_id), key, event)
 
     async def update(
         self, calendar_id: str, event_id: str, etag: str, event: CalendarEvent
     ) -> RemoteRef:
         calendar = _collection_url(calendar_id)
-        return await asyncio.to_thread(
-            self._update, calendar, normalize_href(event_id), etag, event
-        )
+        return await _in_pool(self._update, calendar, normalize_href(event_id), etag, event)
 
     async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
         calendar = _collection_url(calendar_id)
-        await asyncio.to_thread(self._delete, calendar, normalize_href(event_id), etag)
+        await _in_pool(self._delete, calendar, normalize_href(event_id), etag)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._client.close)
+        await _in_pool(self._client.close)
 
     # --- requests ------------------------------------------------------------------
 
@@ -277,30 +347,52 @@ class CalDAVProvider:
         headers: Mapping[str, str] | None = None,
     ) -> _Reply:
         """One request; connection trouble and 401 become provider errors, the rest a reply."""
+        answer = self._exchange(method, url, body, headers)
+        status = answer.status
+        if status == 401:
+            raise AuthenticationFailed("the CalDAV server refused the user name or password")
+        if status in (429, 503):
+            raise Unreachable(f"the CalDAV server is busy ({status}); retry later")
+        tree = None
+        content_type = answer.headers.get("content-type", "").lower()
+        if answer.body.strip() and ("xml" in content_type or answer.body.lstrip()[:1] == b"<"):
+            try:
+                tree = etree.fromstring(answer.body, parser=_XML)
+            except etree.XMLSyntaxError:
+                if "xml" in content_type or status == 207:
+                    raise _MalformedReply(f"the server at {url} sent malformed XML") from None
+        if tree is not None:
+            _confine_hrefs(tree, url)
+            text = ""  # XML is read from the tree
+        else:
+            text = answer.body.decode("utf-8", "replace")
+        preconditions = dav_error.parse_preconditions(answer.body) if status >= 400 else []
+        return _Reply(status, answer.headers, tree, text, preconditions)
+
+    def _exchange(
+        self, method: str, url: str, body: str = "", headers: Mapping[str, str] | None = None
+    ) -> guarded_http.Answer:
+        """The raw answer to one request on the account's origin, or the provider error."""
         if self._problem is not None:
             raise ProviderError(self._problem)
+        if _origin_key(url) != self._origin_key:
+            # Credentials and requests stay on the server the user named.
+            raise ProviderError(
+                f"the CalDAV server pointed at {_origin(url)}, which is not {self._origin}: refused"
+            )
+        sent = dict(headers or {})
+        if body and not any(name.lower() == "content-type" for name in sent):
+            sent["Content-Type"] = 'application/xml; charset="utf-8"'
         try:
             with self._lock:
-                response = self._client.request(url, method, body, dict(headers or {}))
-        except dav_error.AuthorizationError as failure:
-            if failure.status == 401 or failure.status is None:
-                raise AuthenticationFailed(
-                    "the CalDAV server refused the user name or password"
-                ) from None
-            body = failure.body
-            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body or ""
-            return _Reply(failure.status, {}, None, text, failure.preconditions)
-        except dav_error.RateLimitError:
-            raise Unreachable("the CalDAV server is busy (429/503); retry later") from None
-        except OSError as failure:
-            # niquests' errors are OSErrors: refused, DNS, TLS, timeouts.
-            raise Unreachable(f"cannot reach the CalDAV server: {_reason(failure)}") from None
-        except etree.XMLSyntaxError:
-            raise _MalformedReply(f"the server at {url} sent malformed XML") from None
-        status = int(response.status)
-        text = response.raw if response.tree is None else ""  # XML is read from the tree
-        preconditions = dav_error.parse_preconditions(text) if status >= 400 else []
-        return _Reply(status, response.headers, response.tree, text, preconditions)
+                return self._client.request(method, url, body, sent)
+        except guarded_http.AddressRefused as refused:
+            raise ProviderError(f"refused to connect: {refused}") from None
+        except (guarded_http.AnswerTooLarge, guarded_http.DeadlineExceeded) as failure:
+            raise Unreachable(f"the CalDAV server failed: {failure}") from None
+        except (httpx.HTTPError, OSError) as failure:
+            reason = guarded_http.reason(failure)
+            raise Unreachable(f"cannot reach the CalDAV server: {reason}") from None
 
     def _expect(self, reply: _Reply, what: str, *ok: int) -> _Reply:
         """``reply`` if its status is one of ``ok``, else the matching provider error."""
@@ -391,33 +483,26 @@ class CalDAVProvider:
         return None
 
     def _well_known(self) -> str | None:
-        """Where ``/.well-known/caldav`` redirects to (RFC 6764 section 5)."""
-        if self._problem is not None:
-            raise ProviderError(self._problem)
-        url = _origin(self.url) + "/.well-known/caldav"
+        """Where ``/.well-known/caldav`` redirects to (RFC 6764 section 5), on this origin."""
+        url = self._origin + "/.well-known/caldav"
         for _ in range(5):
             # Redirects are followed by hand: HTTP libraries turn a redirected
-            # PROPFIND into a GET on 302, which no DAV server answers usefully.
-            try:
-                with self._lock:
-                    response = self._client.session.request(
-                        "PROPFIND",
-                        url,
-                        headers={"Depth": "0"},
-                        auth=self._client.auth,
-                        timeout=self._client.timeout,
-                        allow_redirects=False,
-                    )
-            except OSError as failure:
-                raise Unreachable(f"cannot reach the CalDAV server: {_reason(failure)}") from None
-            status = response.status_code
-            if status == 401:
+            # PROPFIND into a GET on 302, which no DAV server answers usefully;
+            # and only within the origin, where the credentials may go.
+            answer = self._exchange("PROPFIND", url, "", {"Depth": "0"})
+            if answer.status == 401:
                 raise AuthenticationFailed("the CalDAV server refused the user name or password")
-            location = response.headers.get("Location")
-            if 300 <= status < 400 and location:
-                url = urljoin(url, location)
+            location = answer.headers.get("location")
+            if 300 <= answer.status < 400 and location:
+                target = urljoin(url, location.strip())
+                if _origin_key(target) != self._origin_key:
+                    raise NotACalendarServer(
+                        f"{self._origin} sends CalDAV clients to {_origin(target)}: "
+                        "give that address as the server URL"
+                    )
+                url = target
                 continue
-            return url if status == 207 else None
+            return url if answer.status == 207 else None
         return None
 
     # --- calendars ----------------------------------------------------------------
@@ -636,6 +721,9 @@ class CalDAVProvider:
             if not text:
                 refs.append(RemoteRef(member.href, etag, error="the server sent no calendar data"))
                 continue
+            if len(text) > MAX_EVENT_BYTES:
+                refs.append(RemoteRef(member.href, etag, error="the event is larger than 1 MiB"))
+                continue
             ref = self._read(member.href, etag, text, zone)
             if ref is not None:
                 refs.append(ref)
@@ -808,9 +896,8 @@ def _url_problem(url: str, given: str) -> str | None:
         return f"{given!r} is not an http:// or https:// address of a CalDAV server"
     if any(c.isspace() for c in url):
         return f"{given!r} is not a valid URL (it contains spaces)"
+    try:
+        guarded_http.parse_url(url)
+    except guarded_http.AddressRefused as refused:
+        return f"{given!r} is refused: {refused}"
     return None
-
-
-def _reason(failure: BaseException) -> str:
-    text = str(failure).strip() or type(failure).__name__
-    return text if len(text) <= 200 else text[:197] + "..."

@@ -98,7 +98,12 @@ class _Credentials:
 def _caldav(given: _Credentials, settings: Settings) -> Provider:
     from crmcal.providers.caldav import CalDAVProvider
 
-    return CalDAVProvider(given.account, given.username or "", given.secret)
+    return CalDAVProvider(
+        given.account,
+        given.username or "",
+        given.secret,
+        allow_private=settings.allow_private_networks,
+    )
 
 
 def _google(given: _Credentials, settings: Settings) -> Provider:
