@@ -5,17 +5,22 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from crmcal.crm.tables import User
+from crmcal.crm.tables import User, utcnow
 from crmcal.db import Database
 from crmcal.model import Attendee, Recurrence
+from crmcal.providers.base import AuthenticationFailed, ProviderError, Unreachable
+from crmcal.sync import engine as engine_module
+from crmcal.sync import runner
 from crmcal.sync.engine import SyncFailed, SyncRefused
+from crmcal.sync.states import ConnectionState, FailureKind
 from crmcal.sync.tables import Conflict, Connection
 from tests.engine_world import World, at, event
-from tests.memory_provider import MemoryCalendar
+from tests.memory_provider import MemoryCalendar, MemoryProvider
 
 
 @pytest.fixture
@@ -434,3 +439,174 @@ async def test_trashing_an_unusual_share_of_the_activities_needs_force(world: Wo
     assert len(await world.live_activities()) == 20
     assert (await world.sync(force=True)).deleted == 11
     assert len(await world.live_activities()) == 9
+
+
+class EditingDuringUpdate(MemoryProvider):
+    """A calendar whose first update lets a CRM user edit an activity meanwhile."""
+
+    def __init__(self, calendar: MemoryCalendar, meanwhile: Any) -> None:
+        super().__init__(calendar)
+        self.meanwhile = meanwhile
+
+    async def update(self, calendar_id: str, event_id: str, etag: str, event: Any) -> Any:
+        if self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            await meanwhile()
+        return await super().update(calendar_id, event_id, etag, event)
+
+
+async def test_a_crm_edit_made_during_a_sync_is_not_overwritten(world: World) -> None:
+    await world.set_options(conflict_policy="crm")
+    world.calendar.put("ea", event("A", start=1))
+    world.calendar.put("eb", event("B", start=2))
+    await world.sync()
+    a, b = await world.live_activities()
+    world.calendar.put("ea", event("A edited in the calendar", start=1))
+    world.calendar.put("eb", event("B edited in the calendar", start=2))
+    await world.edit_activity(a.id, subject="A edited in the CRM")
+
+    async def edit_b() -> None:  # while the sync writes A, someone edits B in the CRM
+        await world.edit_activity(b.id, subject="B edited in the CRM during the sync")
+
+    world.provider = EditingDuringUpdate(world.calendar, edit_b)
+    await world.sync()
+    assert (await world.activity(b.id)).subject == "B edited in the CRM during the sync"
+    # The next sync sees both edits of B and the policy decides (here: the CRM's).
+    report = await world.sync()
+    assert report.conflicts == 1
+    assert world.events()["eb"].summary == "B edited in the CRM during the sync"
+    assert (await world.activity(b.id)).subject == "B edited in the CRM during the sync"
+
+
+class StoppingDuringUpdate(MemoryProvider):
+    """A calendar whose first update stops (or deletes) the connection meanwhile."""
+
+    def __init__(self, world: World, delete: bool) -> None:
+        super().__init__(world.calendar)
+        self.world, self.delete, self.done = world, delete, False
+
+    async def update(self, calendar_id: str, event_id: str, etag: str, event: Any) -> Any:
+        if not self.done:
+            self.done = True
+            async with self.world.db.write() as session:
+                conn = await session.get(Connection, self.world.connection_id)
+                assert conn is not None
+                if self.delete:
+                    await session.delete(conn)
+                else:
+                    conn.state = "stopped"
+        return await super().update(calendar_id, event_id, etag, event)
+
+
+@pytest.mark.parametrize("delete", [False, True], ids=["stop", "delete"])
+async def test_stopping_or_deleting_the_connection_ends_a_running_sync_cleanly(
+    world: World, monkeypatch: pytest.MonkeyPatch, delete: bool
+) -> None:
+    ids = [await world.add_activity(f"Meeting {n}", start=n) for n in range(3)]
+    await world.sync_via_runner()
+    for activity_id in ids:
+        await world.edit_activity(activity_id, subject=f"Moved {activity_id}")
+    monkeypatch.setattr(engine_module, "STOP_CHECK_SECONDS", 0.0)
+    world.provider = StoppingDuringUpdate(world, delete)
+    report = await world.sync_via_runner()  # no error, no foreign-key failure
+    assert report.updated <= 1
+    moved = [e.summary for e in world.events().values() if (e.summary or "").startswith("Moved")]
+    assert len(moved) <= 1  # nothing written after the stop but the write in flight
+    async with world.db.read() as session:
+        conn = await session.get(Connection, world.connection_id)
+    if delete:
+        assert conn is None
+    else:
+        assert conn is not None
+        assert (conn.state, conn.last_error) == ("stopped", None)
+
+
+class Refusing(MemoryProvider):
+    def __init__(self, calendar: MemoryCalendar, error: Exception) -> None:
+        super().__init__(calendar)
+        self.error = error
+
+    async def list_changes(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "waits"),
+    [(AuthenticationFailed("Google refused the access: reconnect required"), True),
+     (Unreachable("connection refused"), False)],
+)  # fmt: skip
+async def test_credential_failures_wait_for_the_user_others_back_off(
+    world: World, error: Exception, waits: bool
+) -> None:
+    world.provider = Refusing(world.calendar, error)
+    with pytest.raises(SyncFailed) as failed:
+        await world.sync_via_runner()
+    conn = await world.connection()
+    assert conn.state == ConnectionState.ERROR
+    if waits:
+        assert failed.value.kind == FailureKind.CREDENTIALS
+        assert "reconnect required" in (conn.last_error or "")
+        assert conn.next_sync_at is None  # never due again by itself
+    else:
+        assert failed.value.kind == FailureKind.SERVER
+        assert conn.next_sync_at is not None
+    async with world.db.read() as session:
+        later = utcnow() + dt.timedelta(days=1)
+        due = list(await session.scalars(select(Connection.id).where(runner.due(later))))
+    assert due == ([] if waits else [world.connection_id])
+
+
+async def test_a_revoked_permission_waits_for_the_user(world: World) -> None:
+    async with world.db.write() as session:
+        user = await session.get(User, world.user_id)
+        assert user is not None
+        user.permissions = ["calendar_sync", "activities.view"]
+    with pytest.raises(SyncFailed) as failed:
+        await world.sync_via_runner()
+    assert failed.value.kind == FailureKind.PERMISSION
+    assert (await world.connection()).next_sync_at is None
+
+
+REFUSAL = "Google does not allow updating the event (403 forbiddenForNonOrganizer)"
+
+
+class RefusingOne(MemoryProvider):
+    """A calendar that refuses writes to one event, as a server does for a meeting of
+    another organizer."""
+
+    def __init__(self, calendar: MemoryCalendar, refused: str) -> None:
+        super().__init__(calendar)
+        self.refused = refused
+
+    async def update(self, calendar_id: str, event_id: str, etag: str, event: Any) -> Any:
+        if event_id == self.refused:
+            raise ProviderError(
+                "Google does not allow updating the event (403 forbiddenForNonOrganizer)"
+            )
+        return await super().update(calendar_id, event_id, etag, event)
+
+
+async def test_one_refused_write_skips_that_item_only_and_clears_when_it_syncs(
+    world: World,
+) -> None:
+    first = await world.add_activity("First", start=1)
+    second = await world.add_activity("Second", start=2)
+    await world.sync()
+    refused = next(i for i, e in world.events().items() if e.summary == "First")
+    await world.edit_activity(first, subject="First, moved")
+    await world.edit_activity(second, subject="Second, moved")
+    world.provider = RefusingOne(world.calendar, refused)
+    report = await world.sync()
+    assert report.updated == 1
+    assert report.skipped == 1
+    assert report.problems == [{"item": refused, "reason": REFUSAL}]
+    assert (await world.connection()).problems == report.problems
+    assert sorted(e.summary or "" for e in world.events().values()) == ["First", "Second, moved"]
+    world.provider = MemoryProvider(world.calendar)  # the organizer let us
+    await world.edit_activity(first, subject="First, moved again")
+    report = await world.sync()
+    assert report.problems == []
+    assert (await world.connection()).problems == []
+    assert sorted(e.summary or "" for e in world.events().values()) == [
+        "First, moved again", "Second, moved"
+    ]  # fmt: skip

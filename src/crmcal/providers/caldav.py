@@ -401,7 +401,12 @@ class CalDAVProvider:
         if reply.status >= 500 and reply.status != 501:
             raise Unreachable(f"the CalDAV server failed ({reply.status}) on {what}; retry later")
         if reply.status == 403:
-            raise ProviderError(f"the CalDAV server does not allow {what} (403)")
+            # The precondition the server names (RFC 4791 5.3.2, RFC 6638 3.2.4) is
+            # its reason, which the user needs to see.
+            reason = ", ".join(tag.rpartition("}")[2] for tag in reply.preconditions)
+            raise ProviderError(
+                f"the CalDAV server does not allow {what} (403{': ' + reason if reason else ''})"
+            )
         if reply.status == 404:
             raise CalendarNotFound(f"{what}: not found on the CalDAV server (404)")
         raise ProviderError(f"the CalDAV server answered {reply.status} to {what}")

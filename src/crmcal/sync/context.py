@@ -14,6 +14,7 @@ from crmcal.crm import changefeed, permissions
 from crmcal.crm.tables import User
 from crmcal.db import Database
 from crmcal.sync.options import SyncOptions, writes_calendar, writes_crm
+from crmcal.sync.states import RECONNECT_REQUIRED, FailureKind
 from crmcal.sync.tables import Connection
 
 
@@ -22,7 +23,16 @@ class SyncRefused(Exception):
 
 
 class SyncFailed(Exception):
-    """The connection cannot sync until the user acts (permissions, credentials ...)."""
+    """The sync could not run or finish; ``kind`` says whether it is retried by itself."""
+
+    def __init__(self, message: str, kind: FailureKind = FailureKind.SERVER) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class SyncStopped(Exception):
+    """The connection was stopped or deleted while the run went on: it ends here, with
+    what it wrote so far linked, before its next write."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +113,10 @@ class RunContext:
 def check_permissions(owner: User, pull: bool) -> None:
     """Refuse the run, naming what is missing, when the owner may not sync."""
     if not owner.active:
-        raise SyncFailed("the user of this connection is deactivated")
+        raise SyncFailed(
+            f"the user of this connection is deactivated: {RECONNECT_REQUIRED} once active",
+            FailureKind.PERMISSION,
+        )
     needed = [permissions.CALENDAR_SYNC, permissions.ACTIVITIES_VIEW]
     if pull:
         needed += [
@@ -116,5 +129,6 @@ def check_permissions(owner: User, pull: bool) -> None:
         raise SyncFailed(
             "the user lacks the permission "
             + ", ".join(repr(p) for p in missing)
-            + "; an admin can grant it"
+            + f"; an admin can grant it ({RECONNECT_REQUIRED} then)",
+            FailureKind.PERMISSION,
         )

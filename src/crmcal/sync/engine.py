@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, assert_never
 
 from pydantic import ValidationError
 from sqlalchemy import insert, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm import activities, changefeed, contacts
@@ -39,16 +41,18 @@ from crmcal.providers.base import (
     EventNotFound,
     PreconditionFailed,
     Provider,
+    ProviderError,
     create_many,
 )
 from crmcal.sync import mapping
-from crmcal.sync.context import RunContext, SyncFailed, SyncRefused
+from crmcal.sync.context import RunContext, SyncFailed, SyncRefused, SyncStopped
 from crmcal.sync.decisions import Act, Decision, State, decide
 from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.links import Links
+from crmcal.sync.states import ConnectionState, FailureKind
 from crmcal.sync.tables import Conflict, Connection, Link
 
-__all__ = ["Engine", "ProgressFn", "SyncFailed", "SyncRefused", "SyncReport"]
+__all__ = ["Engine", "ProgressFn", "SyncFailed", "SyncRefused", "SyncReport", "SyncStopped"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,8 @@ TRASHED = "trashed"
 # the linked ones stops until forced (see _check_mass_deletion).
 MASS_DELETION_ITEMS = 10
 MASS_DELETION_SHARE = 0.2
+# How often a run asks whether its connection was stopped or deleted meanwhile.
+STOP_CHECK_SECONDS = 0.25
 # New events imported per transaction.
 IMPORT_BATCH = 500
 # Activities sent to the calendar together: one batch of provider calls (where the
@@ -131,6 +137,8 @@ class Engine:
         self.seen: set[str] = set()
         self.imports: list[RemoteRef] = []
         self.outgoing: list[tuple[Activity, CalendarEvent]] = []
+        self._checked_at = time.monotonic()
+        self.deferred = False  # a pull was left for the next run (see _as_read)
 
     # --- the run ---------------------------------------------------------
 
@@ -151,18 +159,48 @@ class Engine:
         crm_ids = await self._crm_side()
         pairs = await self._pair(remote_refs, gone_ids, crm_ids)
         total = len(pairs)
-        for done, pair in enumerate(pairs, 1):
-            await self._settle(pair)
-            if len(self.imports) >= IMPORT_BATCH:
-                await self._import_batch()
-            if len(self.outgoing) >= OUTGOING_BATCH:
-                await self._push_batch()
-            if self.progress:
-                self.progress(done, total)
-        await self._import_batch()
-        await self._push_batch()
-        await self._finish(listing)
+        try:
+            for done, pair in enumerate(pairs, 1):
+                await self._still_wanted()
+                await self._settle(pair)
+                if len(self.imports) >= IMPORT_BATCH:
+                    await self._still_wanted(now=True)
+                    await self._import_batch()
+                if len(self.outgoing) >= OUTGOING_BATCH:
+                    await self._still_wanted(now=True)
+                    await self._push_batch()
+                if self.progress:
+                    self.progress(done, total)
+            await self._still_wanted(now=True)
+            await self._import_batch()
+            await self._push_batch()
+            await self._finish(listing)
+        except IntegrityError:
+            # A link or a run's record refused for want of its connection: the
+            # connection was deleted between two checks.
+            await self._still_wanted(now=True)
+            raise
         return self.report
+
+    async def _still_wanted(self, *, now: bool = False) -> None:
+        """Raise SyncStopped when the connection was stopped or deleted meanwhile.
+
+        Asked before every write, answered from the database at most every
+        STOP_CHECK_SECONDS (``now``: at once), so that a stop takes effect within a
+        second without a query per item.
+        """
+        clock = time.monotonic()
+        if not now and clock - self._checked_at < STOP_CHECK_SECONDS:
+            return
+        self._checked_at = clock
+        async with self.db.read() as session:
+            state = await session.scalar(
+                select(Connection.state).where(Connection.id == self.connection_id)
+            )
+        if state is None:
+            raise SyncStopped(f"connection {self.connection_id} was deleted during the sync")
+        if state == ConnectionState.STOPPED:
+            raise SyncStopped(f"connection {self.connection_id} was stopped during the sync")
 
     # --- reading both sides --------------------------------------------
 
@@ -303,6 +341,8 @@ class Engine:
         for activity_id, pair in by_activity.items():
             pair.activity_id = activity_id
             self.seen.add(f"activity {activity_id}")
+            if pair.link is not None:
+                self.seen.add(pair.link.remote_id)
         return [*new_events, *by_activity.values()]
 
     def _claimed_uid(self, ref: RemoteRef) -> str:
@@ -365,10 +405,27 @@ class Engine:
                 await self._new_activity(pair.activity)
         except CrmError as exc:
             if isinstance(exc, Forbidden):
-                raise SyncFailed(str(exc)) from exc
-            item = pair.remote.id if pair.remote else f"activity {pair.activity_id}"
-            self.report.problem(item, str(exc))
+                raise SyncFailed(str(exc), FailureKind.PERMISSION) from exc
+            self.report.problem(self._item(pair), str(exc))
             self.report.skipped += 1
+        except FATAL:
+            raise  # the whole account or server: nothing else would go through either
+        except ProviderError as exc:
+            # The server refused this one item (403 for a meeting of someone else, a
+            # CalDAV precondition, a 400): skip it, say why, go on. Its link is left as
+            # it was, so the item is tried again when it changes.
+            self.report.problem(self._item(pair), str(exc))
+            self.report.skipped += 1
+
+    @staticmethod
+    def _item(pair: Pair) -> str:
+        """How problems name an item: its event's id, else its activity."""
+        if pair.remote is not None:
+            return pair.remote.id
+        if pair.link is not None:
+            return pair.link.remote_id
+        activity_id = pair.activity.id if pair.activity is not None else pair.activity_id
+        return f"activity {activity_id}"
 
     def _skip_recurring(self, pair: Pair) -> bool:
         event = pair.remote.event if pair.remote else None
@@ -376,9 +433,8 @@ class Engine:
             pair.activity is not None and pair.activity.recurrence is not None
         )
         if recurring:
-            item = pair.remote.id if pair.remote else f"activity {pair.activity_id}"
             self.report.skipped += 1
-            self.report.problem(item, "recurring series are not synced yet")
+            self.report.problem(self._item(pair), "recurring series are not synced yet")
         return recurring
 
     async def _new_event(self, ref: RemoteRef) -> None:
@@ -665,7 +721,7 @@ class Engine:
         try:
             await self._pull_create(batch)
         except Forbidden as exc:
-            raise SyncFailed(str(exc)) from exc
+            raise SyncFailed(str(exc), FailureKind.PERMISSION) from exc
         except CrmError:
             for ref in batch:
                 try:
@@ -728,6 +784,8 @@ class Engine:
         assert ref is not None
         assert ref.event is not None
         async with self.db.write() as session:
+            if not await self._as_read(session, pair):
+                return
             owner = await self._owner(session)
             activity = await activities.load(session, link.activity_id)
             fields = self._fields(ref.event, activity)
@@ -755,6 +813,8 @@ class Engine:
 
     async def _pull_trash(self, pair: Pair, link: Link) -> None:
         async with self.db.write() as session:
+            if not await self._as_read(session, pair):
+                return
             owner = await self._owner(session)
             activity = await session.get(Activity, link.activity_id)
             if activity is not None and activity.deleted_at is None:
@@ -763,6 +823,28 @@ class Engine:
                 )
                 self.report.deleted += 1
             await self.links.drop(link, session=session)
+
+    async def _as_read(self, session: AsyncSession, pair: Pair) -> bool:
+        """Whether the activity is still as this run read it (locking it for the write).
+
+        A CRM edit made while the run goes on is never overwritten: the pull is left
+        for the next run, which sees both edits and lets the rules decide. Until then
+        the calendar's position is not moved on, so that run sees this change again.
+        """
+        read = pair.activity
+        if read is None:
+            return True
+        now = (
+            await session.execute(
+                select(Activity.updated_at, Activity.deleted_at)
+                .where(Activity.id == read.id)
+                .with_for_update()
+            )
+        ).one_or_none()
+        if now is not None and tuple(now) == (read.updated_at, read.deleted_at):
+            return True
+        self.deferred = True
+        return False
 
     async def _owner(self, session: AsyncSession) -> User:
         owner = await session.get(User, self.ctx.owner.id)
@@ -845,8 +927,10 @@ class Engine:
     async def _finish(self, listing: ChangeListing) -> None:
         async with self.db.write() as session:
             conn = await session.get(Connection, self.ctx.connection_id)
-            assert conn is not None
-            conn.remote_cursor = listing.cursor
+            if conn is None:
+                raise SyncStopped(f"connection {self.connection_id} was deleted during the sync")
+            # A pull left for the next run keeps the position: that run lists it again.
+            conn.remote_cursor = self.ctx.remote_cursor if self.deferred else listing.cursor
             conn.crm_cursor = self.ctx.feed_head
             conn.applied_options = self.ctx.options.digest()
             conn.last_sync_at = utcnow()

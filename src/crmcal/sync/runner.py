@@ -25,8 +25,16 @@ from crmcal.providers import kinds
 from crmcal.providers.base import AuthenticationFailed, Provider, ProviderError
 from crmcal.providers.oauth2 import RefreshingTokens
 from crmcal.sync import lease, limits, push
-from crmcal.sync.engine import Engine, ProgressFn, SyncFailed, SyncRefused, SyncReport
+from crmcal.sync.engine import (
+    Engine,
+    ProgressFn,
+    SyncFailed,
+    SyncRefused,
+    SyncReport,
+    SyncStopped,
+)
 from crmcal.sync.options import SyncOptions
+from crmcal.sync.states import RECONNECT_REQUIRED, ConnectionState, FailureKind
 from crmcal.sync.tables import Connection
 from crmcal.vault import Vault, VaultError
 
@@ -239,6 +247,7 @@ async def run_sync(
             raise Busy(await _who_holds(db, connection_id))
         await asyncio.sleep(0.1)
     error: str | None = None
+    failure = FailureKind.SERVER
     report: SyncReport | None = None
     # Why the sync stopped short through no fault of the calendar's (then it is due
     # again at once, without back-off).
@@ -252,15 +261,28 @@ async def run_sync(
             try:
                 engine = Engine(db, prov, connection_id, force=force, progress=progress,
                                 base_url=settings.base_url)  # fmt: skip
-                report = await engine.run()
-                await push.keep_channel(db, connection_id, prov, settings.base_url)
+                try:
+                    report = await engine.run()
+                except SyncStopped as stopped:
+                    # Stopped or deleted by the user: what was written is linked; the
+                    # state is the user's, and the positions stay for a later sync.
+                    log.info("sync of connection %s: %s", connection_id, stopped)
+                    report = engine.report
+                else:
+                    await push.keep_channel(db, connection_id, prov, settings.base_url)
             finally:
                 if provider is None:
                     await prov.close()
     except AuthenticationFailed as exc:
         # Provider-neutral: a new password (CalDAV) or a new grant (OAuth) resumes it.
-        error = f"the calendar refused the credentials ({exc}): reconnect to resume"
-    except (SyncFailed, SyncRefused, ProviderError, VaultError) as exc:
+        error, failure = str(exc), FailureKind.CREDENTIALS
+        if RECONNECT_REQUIRED not in error:
+            error = f"the calendar refused the credentials ({exc}): {RECONNECT_REQUIRED}"
+    except SyncFailed as exc:
+        error, failure = str(exc), exc.kind
+    except SyncRefused as exc:
+        error, failure = str(exc), FailureKind.REFUSED
+    except (ProviderError, VaultError) as exc:
         error = str(exc)
     except lease.SyncTimedOut as exc:
         error = str(exc)
@@ -275,9 +297,9 @@ async def run_sync(
         raise
     finally:
         # Shielded: a sync cancelled while it ends still gives its lease back.
-        await asyncio.shield(_release(db, settings, held, error, report, interrupted))
+        await asyncio.shield(_release(db, settings, held, error, report, interrupted, failure))
     if error is not None or interrupted is not None:
-        raise SyncFailed(error or interrupted)
+        raise SyncFailed(error or interrupted or "", failure)
     assert report is not None
     return report
 
@@ -300,6 +322,7 @@ async def _release(
     error: str | None,
     report: SyncReport | None,
     interrupted: str | None = None,
+    failure: FailureKind = FailureKind.SERVER,
 ) -> None:
     counts = report.counts() if report is not None else None
     outcome = lease.OK if error is None else lease.ERROR
@@ -317,6 +340,9 @@ async def _release(
                 conn.state, conn.last_error, conn.failures = "active", None, 0
                 conn.next_sync_at = now + dt.timedelta(seconds=settings.poll_seconds)
             else:
-                conn.state, conn.last_error = "error", error
+                conn.state, conn.last_error = ConnectionState.ERROR, error
                 conn.failures = (conn.failures or 0) + 1
-                conn.next_sync_at = now + backoff(conn.failures)
+                # Credentials and permissions mend only by the user's hand: no retries
+                # (each would fail again, and some services lock accounts that try).
+                retry = not failure.needs_user
+                conn.next_sync_at = now + backoff(conn.failures) if retry else None

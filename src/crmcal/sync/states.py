@@ -1,0 +1,41 @@
+"""The states a connection is in and the kinds of failure that put it in ``error``.
+
+Both are stored and shown as plain strings; these types name every value there is,
+so code that decides on them can be checked for the cases it misses.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ConnectionState(StrEnum):
+    PENDING = "pending"  # made, calendar not yet chosen and started
+    ACTIVE = "active"
+    SYNCING = "syncing"  # a sync holds its lease
+    STOPPED = "stopped"  # paused by the user: nothing syncs until reconnected
+    ERROR = "error"  # the last sync failed; see FailureKind for what happens next
+
+
+class FailureKind(StrEnum):
+    """Why a sync failed, which decides whether it is tried again by itself."""
+
+    # The calendar refused the credentials, or the grant was revoked: only the user
+    # can mend that (a new password or grant), so nothing retries until they do.
+    CREDENTIALS = "credentials"
+    # The CRM user may not sync (a revoked permission, a deactivated user).
+    PERMISSION = "permission"
+    # A guard stopped the run before it changed anything (an emptied calendar ...).
+    REFUSED = "refused"
+    # The server could not be reached or failed: retried with back-off.
+    SERVER = "server"
+    # Anything else: a bug; retried with back-off.
+    UNEXPECTED = "unexpected"
+
+    @property
+    def needs_user(self) -> bool:
+        """Whether the connection waits for the user instead of being retried."""
+        return self in (FailureKind.CREDENTIALS, FailureKind.PERMISSION)
+
+
+RECONNECT_REQUIRED = "reconnect required"
