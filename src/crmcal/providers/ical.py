@@ -68,9 +68,8 @@ _QUOTED_LINE = re.compile(
     re.DOTALL,
 )
 _PARAM = re.compile(r';([A-Za-z0-9-]+)=((?:"[^"]*"|[^";:,]*)(?:,(?:"[^"]*"|[^";:,]*))*)')
-_VTIMEZONE = re.compile(
-    r"^BEGIN:VTIMEZONE[ \t]*\n.*?^END:VTIMEZONE[ \t]*(?:\n|\Z)", re.MULTILINE | re.DOTALL | re.I
-)
+# The lines that open and close VTIMEZONE blocks, found in one linear pass.
+_VTIMEZONE_EDGE = re.compile(r"^(BEGIN|END):VTIMEZONE[ \t]*$\n?", re.MULTILINE | re.I)
 _TZID = re.compile(r"TZID[;:]", re.I)
 _TEXT_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 _CARET = re.compile(r"\^([n^'])")
@@ -201,12 +200,21 @@ def _cut_timezones(text: str, timezones: dict[str, list[str]]) -> str:
     """
     kept: list[str] = []
     position = 0
-    for match in _VTIMEZONE.finditer(text):
-        lines = match.group(0).rstrip("\n").split("\n")
+    opened: re.Match[str] | None = None
+    # Pairs each BEGIN with the END that follows it (linear: thousands of
+    # unclosed BEGIN lines cost one pass, not one scan each).
+    for edge in _VTIMEZONE_EDGE.finditer(text):
+        if edge.group(1).upper() == "BEGIN":
+            opened = edge
+            continue
+        if opened is None:
+            continue
+        lines = text[opened.start() : edge.end()].rstrip("\n").split("\n")
         tzid = next((line.split(":", 1)[-1] for line in lines if _TZID.match(line)), "")
         timezones[tzid.strip()] = lines
-        kept.append(text[position : match.start()])
-        position = match.end()
+        kept.append(text[position : opened.start()])
+        position = edge.end()
+        opened = None
     kept.append(text[position:])
     return "".join(kept)
 
@@ -308,9 +316,79 @@ def iana_zone(tzid: str) -> str | None:
     return named[1] if named else None
 
 
+# Expanding a VTIMEZONE's rules (up to 2038, or their UNTIL or COUNT) is what a
+# hostile one makes expensive: at most this many transitions are expanded.
+MAX_ZONE_TRANSITIONS = 2000
+MAX_ZONE_STEPS = 20_000  # periods a rule's expansion walks through
+_PERIOD_DAYS = {"YEARLY": 365, "MONTHLY": 28, "WEEKLY": 7, "DAILY": 1}
+_ZONE_END = dt.date(2038, 12, 31)
+
+
+def _check_zone_budget(lines: list[str]) -> None:
+    """Refuse a VTIMEZONE whose rules are more frequent than daily or would expand to
+    more than ``MAX_ZONE_TRANSITIONS`` transitions (ValueError: the event is unreadable)."""
+    total = 0
+    start: dt.date | None = None
+    rules: list[dict[str, str]] = []
+
+    def settle() -> int:
+        count = 0
+        for rule in rules:
+            frequency = rule.get("FREQ", "").upper()
+            if frequency not in _PERIOD_DAYS:
+                raise ValueError(f"a VTIMEZONE rule repeats {frequency or 'without a FREQ'}")
+            interval = int(rule["INTERVAL"]) if rule.get("INTERVAL", "").isdigit() else 1
+            counted = rule.get("COUNT", "")
+            until = rule.get("UNTIL", "")
+            # Without UNTIL the expansion stops at 2038, or with only a COUNT at the
+            # COUNT-th match, which an impossible rule never reaches: year 9999.
+            end = dt.date(9999, 12, 31) if counted else _ZONE_END
+            if until[:4].isdigit():
+                end = dt.date(max(int(until[:4]), 1), 12, 31)
+            first = start or dt.date(1970, 1, 1)
+            steps = max((end - first).days, 0) // (_PERIOD_DAYS[frequency] * max(interval, 1))
+            if steps > MAX_ZONE_STEPS:
+                raise ValueError("a VTIMEZONE rule would expand without end")
+            spread = 1
+            for part in ("BYMONTH", "BYDAY", "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYSETPOS"):
+                if rule.get(part):
+                    spread *= len(rule[part].split(","))
+            expected = (steps + 1) * spread
+            if counted.isdigit():
+                expected = min(expected, int(counted))
+            count += expected
+        return count
+
+    for line in lines:
+        name, _, value = line.partition(":")
+        key = name.split(";", 1)[0].upper()
+        if key in ("BEGIN", "END") and value.strip().upper() in ("STANDARD", "DAYLIGHT"):
+            total += settle()
+            start, rules = None, []
+        elif key == "DTSTART" and value[:8].isdigit():
+            try:
+                start = dt.date(int(value[:4]), int(value[4:6]), int(value[6:8]))
+            except ValueError:
+                raise ValueError("a VTIMEZONE rule starts on no date") from None
+        elif key == "RRULE":
+            rules.append(
+                {k.strip().upper(): v for k, _, v in (p.partition("=") for p in value.split(";"))}
+            )
+        elif key == "RDATE":
+            total += value.count(",") + 1
+        if total > MAX_ZONE_TRANSITIONS:
+            break
+    total += settle()
+    if total > MAX_ZONE_TRANSITIONS:
+        raise ValueError(
+            f"the VTIMEZONE's rules expand to more than {MAX_ZONE_TRANSITIONS} transitions"
+        )
+
+
 @lru_cache(maxsize=64)
 def _defined_zone(vtimezone: str) -> dt.tzinfo:
     """A zone defined only by its VTIMEZONE (e.g. Outlook's "Customized Time Zone")."""
+    _check_zone_budget(vtimezone.split("\r\n"))
     try:
         component = icalendar.Timezone.from_ical(vtimezone)
         return component.to_tz(lookup_tzid=False)

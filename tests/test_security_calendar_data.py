@@ -1,0 +1,163 @@
+"""Hostile calendar data: time-zone bombs are refused cheaply, and the server keeps
+answering while a hostile server is synced."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import httpx
+import pytest
+
+from crmcal.config import Settings
+from crmcal.providers import ical
+from crmcal.web.app import create_app
+from tests.conftest import make_user
+from tests.hostile import MULTISTATUS, HostileServer, Request, reply, response, serving
+from tests.served import served_app, wait_for
+
+EVENT = (
+    "BEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20300101T000000Z\r\n"
+    "DTSTART;TZID=Bomb:20300105T100000\r\nDTEND;TZID=Bomb:20300105T110000\r\n"
+    "SUMMARY:{uid}\r\nEND:VEVENT\r\n"
+)
+
+
+def with_zone(rules: str, uid: str = "bomb") -> str:
+    return (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//hostile//EN\r\n"
+        "BEGIN:VTIMEZONE\r\nTZID:Bomb\r\n" + rules + "END:VTIMEZONE\r\n"
+        + EVENT.format(uid=uid) + "END:VCALENDAR\r\n"
+    )  # fmt: skip
+
+
+def rule(rrule: str, start: str = "19700101T000000") -> str:
+    return (
+        f"BEGIN:STANDARD\r\nDTSTART:{start}\r\nTZOFFSETFROM:+0100\r\nTZOFFSETTO:+0000\r\n"
+        f"RRULE:{rrule}\r\nEND:STANDARD\r\n"
+    )
+
+
+BOMBS = {
+    "secondly": with_zone(rule("FREQ=SECONDLY")),
+    "hourly": with_zone(rule("FREQ=HOURLY;INTERVAL=1")),
+    "daily since year one": with_zone(rule("FREQ=DAILY", "00010101T000000")),
+    "impossible with a count": with_zone(rule("FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30;COUNT=3")),
+    "until year 9999": with_zone(rule("FREQ=WEEKLY;UNTIL=99991231T000000Z")),
+    "a thousand yearly rules": with_zone(rule("FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU") * 1000),
+}
+OUTLOOK = with_zone(
+    rule("FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU", "16010101T030000")
+    + rule("FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU", "16010101T020000").replace("STANDARD", "DAYLIGHT"),
+    uid="fine",
+)
+UNCLOSED = (
+    "BEGIN:VCALENDAR\r\nVERSION:2.0\r\n" + "BEGIN:VTIMEZONE\r\n" * 30_000 + EVENT.format(uid="x")
+)
+
+
+def finishes(work: Callable[[], Any], seconds: float = 120) -> Any:
+    """``work()``'s result or exception, or a failure if it has not ended within a
+    generous deadline (a bomb that explodes takes hours)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except Exception as error:  # the outcome to look at
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, "still working: the data froze the parser"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("name", list(BOMBS))
+def test_time_zone_bombs_are_refused(name: str) -> None:
+    outcome = finishes(lambda: ical.parse_event(BOMBS[name]))
+    assert isinstance(outcome, ValueError), outcome
+    assert "VTIMEZONE" in str(outcome)
+
+
+def test_thousands_of_unclosed_vtimezones_cost_one_pass() -> None:
+    outcome = finishes(lambda: ical.parse_event(UNCLOSED))
+    assert isinstance(outcome, ValueError)
+    assert "never closed" in str(outcome)
+
+
+def test_a_real_custom_zone_still_reads() -> None:
+    event = ical.parse_event(OUTLOOK)
+    assert event is not None
+    assert event.start.utcoffset() is not None
+
+
+def test_healthz_answers_while_a_hostile_server_is_synced(db_url: str) -> None:
+    """The sync waits on the hostile server's answer while /healthz is asked (so the
+    sync certainly runs), then reads the bombs: they are reported, the rest imported."""
+    user_id, token = make_user(db_url, email="hostile@crm.test", name="H")
+    release = threading.Event()
+    contents = [*BOMBS.values(), UNCLOSED, OUTLOOK]
+
+    def root(request: Request, handler: BaseHTTPRequestHandler) -> None:
+        props = (
+            "<D:current-user-principal><D:href>/p/</D:href></D:current-user-principal>"
+            "<C:calendar-home-set><D:href>/home/</D:href></C:calendar-home-set>"
+        )
+        reply(handler, 207, MULTISTATUS.format(response(request.path, props)))
+
+    def home(request: Request, handler: BaseHTTPRequestHandler) -> None:
+        calendar = "<D:resourcetype><D:collection/><C:calendar/></D:resourcetype>"
+        reply(handler, 207, MULTISTATUS.format(response("/home/cal/", calendar)))
+
+    def calendar(request: Request, handler: BaseHTTPRequestHandler) -> None:
+        if request.method == "PROPFIND":
+            token_prop = "<D:sync-token>t1</D:sync-token>"
+            return reply(handler, 207, MULTISTATUS.format(response("/home/cal/", token_prop)))
+        release.wait(120)
+        members = "".join(
+            response(
+                f"/home/cal/{n}.ics",
+                f'<D:getetag>"{n}"</D:getetag><C:calendar-data>{text.replace("&", "&amp;")}'
+                "</C:calendar-data>",
+            )
+            for n, text in enumerate(contents)
+        )
+        reply(handler, 207, MULTISTATUS.format(members + "<D:sync-token>t1</D:sync-token>"))
+
+    routes = {"/": root, "/p/": root, "/home/": home, "/home/cal/": calendar}
+    settings = Settings(database_url=db_url, secret_key="k" * 43, allow_private_networks=True)
+    app = create_app(settings, background_jobs=False)
+    with serving(HostileServer(routes=routes)) as hostile, served_app(app) as base:
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=base, headers=auth, timeout=60) as client:
+            made = client.post("/api/v1/connections", json={
+                "provider": "caldav", "url": hostile.url + "/", "username": "u",
+                "password": "p", "sync_type": "calendar_to_crm",
+            })  # fmt: skip
+            assert made.status_code == 201, made.text
+            outcome: list[httpx.Response] = []
+            syncing = threading.Thread(
+                target=lambda: outcome.append(
+                    client.post(f"/api/v1/connections/{made.json()['id']}/sync", timeout=300)
+                ),
+                daemon=True,
+            )
+            syncing.start()
+            wait_for(lambda: any(r.method == "REPORT" for r in hostile.requests), 60)
+            health = client.get("/healthz")
+            assert health.status_code == 200
+            assert not outcome  # the sync was running all along
+            release.set()
+            syncing.join(300)
+            assert outcome, "the sync froze"
+            summary = outcome[0].json()
+            assert outcome[0].status_code == 200, summary
+            assert summary["created"] == 1
+            unreadable = [p for p in summary["problems"] if "unreadable" in p["reason"]]
+            assert len(unreadable) == len(BOMBS) + 1, summary
+            assert client.get("/healthz").status_code == 200
+    assert user_id
