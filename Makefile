@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: demo test lint clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,13 +14,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## Run crmcal on http://127.0.0.1:8000 with an embedded SQLite database.
+## The offline demo: Radicale, the Google and Microsoft emulators and crmcal on
+## http://127.0.0.1:8000 with demo users and data (DEMO_ARGS="--data-dir demo-data").
 demo: $(STAMP)
-	$(BIN)/crmcal serve
+	$(BIN)/crmcal demo $(DEMO_ARGS)
 
 ## Lint, then the whole test suite (SQLite and PostgreSQL at 127.0.0.1:5432).
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest -q -n auto
+
+## The browser tests drive Debian's Chromium (Playwright cannot download one offline).
+browser:
+	@test -x $(CHROMIUM) || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

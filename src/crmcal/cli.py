@@ -1,4 +1,4 @@
-"""The ``crmcal`` command line: serve, worker, sync, users, db, emulator (demo joins later)."""
+"""The ``crmcal`` command line: serve, worker, sync, users, db, emulator, demo."""
 
 from __future__ import annotations
 
@@ -280,6 +280,33 @@ def worker(
 
     err.print(f"crmcal worker {queue.worker_name()}: {concurrency} syncs at once")
     _run(work, settings)
+
+
+@app.command()
+def demo(
+    port: Annotated[
+        int,
+        typer.Option(
+            help="crmcal's port; the emulators and Radicale take the next three.", min=1, max=65532
+        ),
+    ] = 8000,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep the demo's data here between runs (default: a temporary "
+            "directory, removed on exit).",
+            file_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """The offline demo: Radicale, the Google and Microsoft emulators and crmcal on
+    127.0.0.1 with demo users and data. Ctrl-C stops everything."""
+    from crmcal import demo as demo_module
+
+    try:
+        demo_module.main(port, data_dir)
+    except demo_module.DemoError as exc:
+        raise CliError(str(exc)) from None
 
 
 EMULATORS = ("google", "microsoft")

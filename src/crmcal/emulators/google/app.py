@@ -119,6 +119,7 @@ def create_app(state: GoogleState | None = None, *, data_file: Path | None = Non
         app.add_middleware(_SaveAfterWrites, state=state, path=data_file)
     oauth.install(app)
     pages.install_favicon(app)
+    pages.install_google_home(app)
     batch.install(app)
 
     @app.exception_handler(GoogleError)

@@ -189,6 +189,7 @@ def create_app(state: MicrosoftState | None = None) -> FastAPI:
     app.state.microsoft = state
     oauth.install(app)
     pages.install_favicon(app)
+    pages.install_microsoft_home(app)
     admin.install(app)
     push.install(app)
     batch.install(app)
