@@ -6,6 +6,7 @@ a few answers checked against it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -115,3 +116,38 @@ def test_real_refusals_are_documented(admin: Api, alice: Api, client: TestClient
         assert answer.status_code >= 400
         assert str(answer.status_code) in _documented(doc, method, path), (path, answer.text)
         assert isinstance(answer.json()["detail"], str)
+
+
+def test_a_405_names_every_method_of_the_path(admin: Api) -> None:
+    answer = admin.client.put("/api/v1/users/1", headers={"Authorization": f"Bearer {admin.token}"})
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "GET, PATCH"
+
+
+def test_booleans_are_true_or_false_as_documented(admin: Api) -> None:
+    created = admin.post("/api/v1/activity-types", json={"key": "demo", "name": "Demo"})
+    assert created.status_code == 201
+    answer = admin.patch("/api/v1/activity-types/demo", json={"active": 0})
+    assert answer.status_code == 422, answer.text
+    assert admin.patch("/api/v1/activity-types/demo", json={"active": False}).status_code == 200
+
+
+def test_an_admin_cannot_lock_themselves_out(admin: Api, doc: dict[str, Any]) -> None:
+    answer = admin.patch(f"/api/v1/users/{admin.id}", json={"active": False})
+    assert answer.status_code == 409, answer.text
+    assert "409" in doc["paths"]["/api/v1/users/{user_id}"]["patch"]["responses"]
+    assert admin.get("/api/v1/me").status_code == 200
+
+
+def test_cursors_are_what_the_document_says(admin: Api, doc: dict[str, Any]) -> None:
+    for name in ("alice", "bob", "carol"):
+        assert admin.post("/api/v1/organizations", json={"name": name}).status_code == 201
+    page = admin.get("/api/v1/organizations", params={"limit": 1}).json()
+    params = doc["paths"]["/api/v1/organizations"]["get"]["parameters"]
+    cursor = next(p for p in params if p["name"] == "cursor")["schema"]["anyOf"][0]
+    assert re.fullmatch(cursor["pattern"], page["next_cursor"])
+    # Any cursor of that pattern is a place in the list, the largest one its end.
+    last = admin.get("/api/v1/organizations", params={"cursor": "9999999999"})
+    assert last.status_code == 200
+    assert last.json()["items"] == []
+    assert admin.get("/api/v1/organizations", params={"cursor": "abc"}).status_code == 422

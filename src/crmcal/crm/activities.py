@@ -17,9 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm import activity_types, changefeed, contacts, permissions, times
 from crmcal.crm.errors import Conflict, Invalid, NotFound
-from crmcal.crm.pagination import decode_cursor, encode_cursor
+from crmcal.crm.pagination import decode_start_cursor, encode_start_cursor
 from crmcal.crm.schemas import (
-    MAX_ID,
     ActivityCreate,
     ActivityOut,
     ActivityUpdate,
@@ -116,18 +115,6 @@ async def get_activity(session: AsyncSession, viewer: User, activity_id: int) ->
     return found
 
 
-def _decode_start_cursor(cursor: str) -> tuple[dt.datetime, int]:
-    """The (start, id) a cursor of ``list_activities`` carries; a forged one is ``Invalid``."""
-    start_text, after_id = decode_cursor(cursor, 2)
-    try:
-        after_start = dt.datetime.fromisoformat(start_text)
-        if after_start.tzinfo is None or type(after_id) is not int or not 0 <= after_id <= MAX_ID:
-            raise ValueError(cursor)
-        return after_start.astimezone(dt.UTC), after_id
-    except (TypeError, ValueError, OverflowError):
-        raise Invalid("cursor is not one this API handed out") from None
-
-
 async def list_activities(
     session: AsyncSession, viewer: User, flt: ActivityFilter, *, limit: int, cursor: str | None
 ) -> tuple[list[Activity], str | None]:
@@ -160,7 +147,7 @@ async def list_activities(
     if flt.done is not None:
         query = query.where(Activity.done == flt.done)
     if cursor:
-        after_start, after_id = _decode_start_cursor(cursor)
+        after_start, after_id = decode_start_cursor(cursor)
         query = query.where(
             or_(
                 Activity.start_at > after_start,
@@ -172,7 +159,7 @@ async def list_activities(
     )
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor([rows[-1].start_at.isoformat(), rows[-1].id]) if more else None
+    next_cursor = encode_start_cursor(rows[-1].start_at, rows[-1].id) if more else None
     return rows, next_cursor
 
 

@@ -10,16 +10,20 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from crmcal.crm import permissions
 
@@ -32,6 +36,49 @@ _EMAIL_RE = re.compile(
     r"^[^@\s<>\"\x00-\x1f\x7f\ud800-\udfff]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$"
 )
 _KEY_RE = r"^[a-z0-9][a-z0-9_-]*$"
+# What the OpenAPI document says of text: no NUL character (which no database can store).
+NO_NUL = r"^[^\x00]*$"
+# RFC 3339, in the years crmcal accepts; days up to 28 are valid in every month, which
+# keeps the pattern a promise (a 30 February would match a looser one).
+_YEAR = r"(19[0-9]{2}|2[01][0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+DATE_PATTERN = f"^{_YEAR}$"
+DATE_TIME_PATTERN = (
+    f"^{_YEAR}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]([.][0-9]{{1,6}})?"
+    r"(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$"
+)
+
+
+class Doc:
+    """Schema-only: adds ``extra`` to a type's JSON schema (a format, a pattern the
+    validators already enforce in their own words), validation unchanged."""
+
+    def __init__(self, **extra: Any) -> None:
+        self.extra = extra
+
+    def __get_pydantic_json_schema__(
+        self, core: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core)
+        schema.update(self.extra)
+        return schema
+
+
+class _NotNull:
+    """Schema-only: an optional field of an update that may be left out but not set to
+    null (the repository refuses the null with its own message)."""
+
+    def __get_pydantic_json_schema__(
+        self, core: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core)
+        kept = [s for s in schema.get("anyOf", []) if s.get("type") != "null"]
+        if len(kept) == 1:
+            rest = {k: v for k, v in schema.items() if k != "anyOf"}
+            return {**kept[0], **rest}
+        return schema
+
+
+NOT_NULL = _NotNull()
 
 
 def _plain_text(value: str) -> str:
@@ -42,6 +89,10 @@ def _plain_text(value: str) -> str:
     except UnicodeEncodeError:
         raise ValueError("must be valid Unicode text (no lone surrogates)") from None
     return value
+
+
+def _is_bool(annotation: Any) -> bool:
+    return annotation is bool or bool in get_args(annotation)
 
 
 def normalise_email(value: str) -> str:
@@ -57,19 +108,63 @@ def Text(max_length: int, min_length: int = 0) -> Any:
         str,
         StringConstraints(max_length=max_length, min_length=min_length),
         AfterValidator(_plain_text),
+        Doc(pattern=NO_NUL),
     ]
 
 
-Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalise_email)]
+Email = Annotated[
+    str,
+    StringConstraints(max_length=320),
+    AfterValidator(normalise_email),
+    Doc(format="email"),
+]
+# The document lists the names: web/openapi.py turns the marker into a reference to
+# components/schemas/TimeZone.
+TIME_ZONE_MARK = "x-crmcal-time-zone"
+TimeZoneName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    AfterValidator(_plain_text),
+    WithJsonSchema({"type": "string", TIME_ZONE_MARK: True}),
+]
 TypeKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_KEY_RE)]
 Permission = Literal[
     "calendar_sync", "activities.view", "activities.create", "activities.edit", "activities.delete"
 ]
 Visibility = Literal["everyone", "owner"]
+# An activity's start or end, parsed by the repository (crm/times.py) against all_day.
+# An empty filter filters nothing.
+NO_FILTER = {"type": "string", "maxLength": 0}
+WHEN_SCHEMA = {
+    "anyOf": [
+        # Not "format": "date-time": a time without an offset is accepted (read in the
+        # activity's zone), which RFC 3339 does not allow.
+        {"type": "string", "pattern": DATE_TIME_PATTERN},
+        {"type": "string", "format": "date", "pattern": DATE_PATTERN},
+    ]
+}
+When = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=40),
+    AfterValidator(_plain_text),
+    WithJsonSchema(WHEN_SCHEMA),
+]
 
 
 class Input(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_booleans(cls, data: Any) -> Any:
+        """The document says true or false, so 0, 1 and "yes" are refused."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                value = data.get(name)
+                if value is None or isinstance(value, bool) or not _is_bool(field.annotation):
+                    continue
+                raise ValueError(f"{name}: must be true or false")
+        return data
 
 
 # --- users -----------------------------------------------------------------
@@ -82,7 +177,7 @@ class UserCreate(Input):
     permissions: list[Permission] | None = Field(
         default=None, description="Defaults to every permission."
     )
-    timezone: Text(64, 1) = "UTC"
+    timezone: TimeZoneName = "UTC"
     password: Text(1000, 8) | None = Field(
         default=None,
         description="Lets the user sign in to the web pages (at least 8 characters); "
@@ -91,11 +186,11 @@ class UserCreate(Input):
 
 
 class UserUpdate(Input):
-    name: Text(200, 1) | None = None
-    is_admin: bool | None = None
-    permissions: list[Permission] | None = None
-    timezone: Text(64, 1) | None = None
-    active: bool | None = None
+    name: Annotated[Text(200, 1) | None, NOT_NULL] = None
+    is_admin: Annotated[bool | None, NOT_NULL] = None
+    permissions: list[Permission] | None = Field(default=None, description="null: none.")
+    timezone: Annotated[TimeZoneName | None, NOT_NULL] = None
+    active: Annotated[bool | None, NOT_NULL] = None
     password: Text(1000, 8) | None = Field(
         default=None, description="A new web sign-in password; never returned."
     )
@@ -130,8 +225,8 @@ class ActivityTypeCreate(Input):
 
 
 class ActivityTypeUpdate(Input):
-    name: Text(100, 1) | None = None
-    active: bool | None = None
+    name: Annotated[Text(100, 1) | None, NOT_NULL] = None
+    active: Annotated[bool | None, NOT_NULL] = None
 
 
 class ActivityTypeOut(BaseModel):
@@ -150,7 +245,7 @@ class OrganizationCreate(Input):
 
 
 class OrganizationUpdate(Input):
-    name: Text(200, 1) | None = None
+    name: Annotated[Text(200, 1) | None, NOT_NULL] = None
     address: Text(500) | None = None
 
 
@@ -170,7 +265,7 @@ class PersonCreate(Input):
 
 
 class PersonUpdate(Input):
-    name: Text(200, 1) | None = None
+    name: Annotated[Text(200, 1) | None, NOT_NULL] = None
     email: Email | None = None
     phone: Text(50) | None = None
     organization_id: Id | None = None
@@ -200,6 +295,16 @@ Money = Annotated[
     Decimal,
     Field(ge=0, le=MAX_MONEY, decimal_places=2, allow_inf_nan=False),
     AfterValidator(_cents),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": float(MAX_MONEY), "multipleOf": 0.01},
+                {"type": "string", "pattern": r"^[0-9]{1,13}([.][0-9]{1,2})?$"},
+            ],
+            "description": "An amount with at most two decimals; answered as a string.",
+        },
+        mode="validation",
+    ),
 ]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
@@ -215,10 +320,10 @@ class DealCreate(Input):
 
 
 class DealUpdate(Input):
-    title: Text(200, 1) | None = None
+    title: Annotated[Text(200, 1) | None, NOT_NULL] = None
     value: Money | None = None
     currency: Currency | None = None
-    status: DealStatus | None = None
+    status: Annotated[DealStatus | None, NOT_NULL] = None
     owner_id: Id | None = None
     person_id: Id | None = None
     organization_id: Id | None = None
@@ -244,6 +349,15 @@ ParticipantStatus = Literal["needs_action", "accepted", "declined", "tentative"]
 
 
 class ParticipantIn(Input):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["email"], "properties": {"email": {"type": "string"}}},
+                {"required": ["person_id"], "properties": {"person_id": {"type": "integer"}}},
+            ]
+        }
+    )
+
     email: Email | None = None
     name: Text(200) | None = None
     person_id: Id | None = None
@@ -270,13 +384,15 @@ class ActivityFields(Input):
 
     type: TypeKey | None = None
     subject: Text(255, 1) | None = None
-    start: Text(40, 1) | None = Field(
+    start: When | None = Field(
         default=None,
         description="RFC 3339 date-time, or a date (YYYY-MM-DD) when all_day is true.",
     )
-    end: Text(40, 1) | None = Field(default=None, description="All-day: exclusive end date.")
+    end: When | None = Field(default=None, description="All-day: exclusive end date.")
     all_day: bool | None = None
-    timezone: Text(64, 1) | None = Field(default=None, description="IANA name; default UTC.")
+    timezone: TimeZoneName | None = Field(
+        default=None, description="IANA name; default: the owner's zone."
+    )
     location: Text(500) | None = None
     note: Text(65536) | None = None
     done: bool | None = None
@@ -300,11 +416,21 @@ class ActivityFields(Input):
 class ActivityCreate(ActivityFields):
     type: TypeKey
     subject: Text(255, 1)
-    start: Text(40, 1)
+    start: When
 
 
 class ActivityUpdate(ActivityFields):
     """Only the fields present change; ``null`` clears an optional field."""
+
+    type: Annotated[TypeKey | None, NOT_NULL] = None
+    subject: Annotated[Text(255, 1) | None, NOT_NULL] = None
+    start: Annotated[When | None, NOT_NULL] = None
+    all_day: Annotated[bool | None, NOT_NULL] = None
+    timezone: Annotated[TimeZoneName | None, NOT_NULL] = None
+    done: Annotated[bool | None, NOT_NULL] = None
+    busy: Annotated[bool | None, NOT_NULL] = None
+    visibility: Annotated[Visibility | None, NOT_NULL] = None
+    notify_participants: Annotated[bool | None, NOT_NULL] = None
 
 
 class SyncInfo(BaseModel):

@@ -18,12 +18,17 @@ from __future__ import annotations
 
 import copy
 import re
+import zoneinfo
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
+
+from crmcal.crm import times
+from crmcal.crm.errors import Invalid
+from crmcal.crm.schemas import TIME_ZONE_MARK
 
 API_PREFIX = "/api/v1"
 
@@ -156,6 +161,10 @@ def document(app: FastAPI) -> dict[str, Any]:
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     components.update(_error_schemas())
+    components["TimeZone"] = _time_zones()
+    _refer_to_time_zones(doc)
+    for schema in components.values():
+        _no_null_defaults(schema)
     for path, item in doc.get("paths", {}).items():
         for operation in item.values():
             if isinstance(operation, dict) and "responses" in operation:
@@ -169,6 +178,43 @@ def _error_schemas() -> dict[str, Any]:
     schema = Error.model_json_schema(ref_template="#/components/schemas/{model}")
     defs = schema.pop("$defs", {})
     return {**defs, "Error": schema}
+
+
+def _time_zones() -> dict[str, Any]:
+    names = []
+    for name in sorted(zoneinfo.available_timezones()):
+        try:
+            times.zone(name)
+        except Invalid:
+            continue
+        names.append(name)
+    return {"type": "string", "enum": names, "description": "An IANA time zone name."}
+
+
+def _refer_to_time_zones(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_refer_to_time_zones(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if node.pop(TIME_ZONE_MARK, False):
+        node.pop("type", None)
+        node["$ref"] = "#/components/schemas/TimeZone"
+    for key, value in node.items():
+        node[key] = _refer_to_time_zones(value)
+    return node
+
+
+def _no_null_defaults(schema: dict[str, Any]) -> None:
+    """An optional field that may not be null has no default of null to promise."""
+    for field in schema.get("properties", {}).values():
+        if field.get("default", 0) is None and not _allows_null(field):
+            del field["default"]
+
+
+def _allows_null(schema: dict[str, Any]) -> bool:
+    if schema.get("type") == "null":
+        return True
+    return any(_allows_null(s) for s in schema.get("anyOf", []) + schema.get("oneOf", []))
 
 
 def install(app: FastAPI) -> None:

@@ -25,6 +25,7 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
     "/google",
     status_code=200,
     name="google_webhook",
+    response_class=Response,
     responses={404: {"description": "Not a channel of crmcal's (any more)."}},
 )
 async def google(request: Request) -> Response:
@@ -45,7 +46,7 @@ MAX_NOTIFICATION_BYTES = 1_000_000
 NOTIFICATIONS = {
     "type": "object",
     "required": ["value"],
-    "properties": {"value": {"type": "array", "items": {"type": "object"}}},
+    "properties": {"value": {"type": "array", "items": {}}},
     "description": "Graph's change notifications; without `validationToken` only.",
 }
 
@@ -54,6 +55,7 @@ NOTIFICATIONS = {
     "/microsoft",
     status_code=202,
     name="microsoft_webhook",
+    response_class=Response,
     responses={
         200: {
             "description": "With `validationToken`: the token, echoed.",
@@ -62,7 +64,12 @@ NOTIFICATIONS = {
         400: {"description": "The body is not JSON with a `value` list."},
         413: {"description": "The body is larger than the limit."},
     },
-    openapi_extra={"requestBody": {"content": {"application/json": {"schema": NOTIFICATIONS}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": NOTIFICATIONS}},
+        }
+    },
 )
 async def microsoft(request: Request) -> Response:
     """Microsoft Graph change and lifecycle notifications (subscriptions).

@@ -5,12 +5,23 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
+from pydantic import WithJsonSchema
 
 from crmcal.crm import activities
 from crmcal.crm.activities import ActivityFilter
-from crmcal.crm.schemas import MAX_ID, ActivityCreate, ActivityOut, ActivityUpdate, Page
+from crmcal.crm.schemas import (
+    MAX_ID,
+    NO_FILTER,
+    NO_NUL,
+    WHEN_SCHEMA,
+    ActivityCreate,
+    ActivityOut,
+    ActivityUpdate,
+    Doc,
+    Page,
+)
 from crmcal.sync.status import with_sync_info
-from crmcal.web.api.paging import DEFAULT, Cursor, Limit
+from crmcal.web.api.paging import DEFAULT, Limit, StartCursor
 from crmcal.web.deps import reading, writing
 from crmcal.web.openapi import refusals
 
@@ -18,7 +29,7 @@ from crmcal.web.openapi import refusals
 router = APIRouter(prefix="/activities", tags=["activities"], responses=refusals(403))
 ActivityId = Annotated[int, Path(ge=1, le=MAX_ID)]
 TimeFilter = Annotated[
-    str | None,
+    Annotated[str, WithJsonSchema({"anyOf": [*WHEN_SCHEMA["anyOf"], NO_FILTER]})] | None,
     Query(max_length=40, description="Date (YYYY-MM-DD) or RFC 3339 date-time."),
 ]
 
@@ -28,11 +39,11 @@ async def list_activities(
     request: Request,
     start_from: TimeFilter = None,
     start_to: TimeFilter = None,
-    type: Annotated[str | None, Query(max_length=64)] = None,
+    type: Annotated[Annotated[str, Doc(pattern=NO_NUL)] | None, Query(max_length=64)] = None,
     owner_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     deleted: Annotated[bool, Query(description="true lists the trash")] = False,
     limit: Limit = DEFAULT,
-    cursor: Cursor = None,
+    cursor: StartCursor = None,
 ) -> Page[ActivityOut]:
     """Activities ordered by start. ``start_from`` is inclusive; ``start_to`` is inclusive,
     and a date there includes its whole day. Times without an offset are read in

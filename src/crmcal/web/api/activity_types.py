@@ -7,13 +7,20 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response
 
 from crmcal.crm import activity_types, permissions
-from crmcal.crm.schemas import ActivityTypeCreate, ActivityTypeOut, ActivityTypeUpdate, Page
+from crmcal.crm.schemas import (
+    NO_NUL,
+    ActivityTypeCreate,
+    ActivityTypeOut,
+    ActivityTypeUpdate,
+    Doc,
+    Page,
+)
 from crmcal.crm.tables import ActivityType
 from crmcal.web.deps import reading, writing
 from crmcal.web.openapi import refusals
 
 router = APIRouter(prefix="/activity-types", tags=["activity types"])
-Key = Annotated[str, Path(min_length=1, max_length=64)]
+Key = Annotated[str, Path(min_length=1, max_length=64), Doc(pattern=NO_NUL)]
 
 
 def out(found: ActivityType) -> ActivityTypeOut:

@@ -15,6 +15,7 @@ from crmcal.crm.schemas import (
     DealCreate,
     DealOut,
     DealUpdate,
+    Doc,
     Input,
     OrganizationCreate,
     OrganizationOut,
@@ -80,7 +81,10 @@ def _add_crud(
 @router.get("/persons", response_model=Page[PersonOut], tags=["persons"])
 async def list_persons(
     request: Request,
-    email: Annotated[str | None, Query(max_length=320, description="Exact, any case.")] = None,
+    email: Annotated[
+        Annotated[str, Doc(format="email")] | None,
+        Query(max_length=320, description="Exact, any case."),
+    ] = None,
     organization_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Limit = DEFAULT,
     cursor: Cursor = None,

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 
 from crmcal.crm import permissions, users
+from crmcal.crm.errors import Conflict
 from crmcal.crm.schemas import MAX_ID, Page, UserCreate, UserCreated, UserOut, UserUpdate
 from crmcal.crm.tables import User
 from crmcal.web.api.paging import DEFAULT, Cursor, Limit
@@ -59,9 +60,16 @@ async def get_user(request: Request, user_id: UserId) -> UserOut:
         return out(await users.get_user(session, user_id))
 
 
-@router.patch("/users/{user_id}", response_model=UserOut, responses=refusals(403))
+@router.patch(
+    "/users/{user_id}",
+    response_model=UserOut,
+    responses=refusals(403, 409, s409="An admin cannot deactivate or demote themselves."),
+)
 async def update_user(request: Request, user_id: UserId, body: UserUpdate) -> UserOut:
     """Change a user: an admin grants or revokes permissions here."""
     async with writing(request) as (session, user):
         permissions.require_admin(user)
+        if user_id == user.id and (body.active is False or body.is_admin is False):
+            # An admin who did would lock themselves (and maybe everyone) out.
+            raise Conflict("you cannot deactivate yourself or give up your own admin role")
         return out(await users.update_user(session, await users.get_user(session, user_id), body))
