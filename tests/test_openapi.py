@@ -73,6 +73,7 @@ def test_route_specific_refusals_are_declared(doc: dict[str, Any]) -> None:
     assert "403" in paths["/api/v1/activities"]["get"]["responses"]
     assert "409" in paths["/api/v1/activities/{activity_id}/restore"]["post"]["responses"]
     assert "409" in paths["/api/v1/persons"]["post"]["responses"]
+    assert "409" not in paths["/api/v1/persons/{record_id}"]["get"]["responses"]
     assert {"403", "409", "503"} <= set(paths["/api/v1/connections"]["post"]["responses"])
     assert "409" in paths["/api/v1/activity-types/{key}"]["delete"]["responses"]
 

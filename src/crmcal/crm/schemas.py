@@ -191,7 +191,7 @@ class UserUpdate(Input):
     permissions: list[Permission] | None = Field(default=None, description="null: none.")
     timezone: Annotated[TimeZoneName | None, NOT_NULL] = None
     active: Annotated[bool | None, NOT_NULL] = None
-    password: Text(1000, 8) | None = Field(
+    password: Annotated[Text(1000, 8) | None, NOT_NULL] = Field(
         default=None, description="A new web sign-in password; never returned."
     )
 

@@ -133,6 +133,7 @@ async def update_connection(
 @router.post(
     "/{connection_id}/start",
     response_model=ConnectionOut,
+    name="start_connection",
     responses=refusals(409, s409="The connection is not pending."),
 )
 async def start(request: Request, connection_id: ConnectionId) -> ConnectionOut:

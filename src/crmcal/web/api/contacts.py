@@ -68,14 +68,15 @@ def _add_crud(
     one = f"{path}/{{record_id}}"
     noun = tag[:-1]
     common: dict[str, Any] = {"response_model": out_schema, "tags": [tag]}
+    writes = {**common}
     if model is Person:
-        common["responses"] = refusals(409, s409="Another person has that e-mail address.")
+        writes["responses"] = refusals(409, s409="Another person has that e-mail address.")
     router.add_api_route(path, create, methods=["POST"], status_code=201,
-                         summary=f"Create {noun}", name=f"create_{noun}", **common)  # fmt: skip
+                         summary=f"Create {noun}", name=f"create_{noun}", **writes)  # fmt: skip
     router.add_api_route(one, read, methods=["GET"], summary=f"Get {noun}",
                          name=f"get_{noun}", **common)  # fmt: skip
     router.add_api_route(one, update, methods=["PATCH"], summary=f"Update {noun}",
-                         name=f"update_{noun}", **common)  # fmt: skip
+                         name=f"update_{noun}", **writes)  # fmt: skip
 
 
 @router.get("/persons", response_model=Page[PersonOut], tags=["persons"])
