@@ -16,6 +16,7 @@ from crmcal.config import Settings
 from crmcal.crm import users
 from crmcal.crm.schemas import UserCreate
 from crmcal.db import Database
+from crmcal.sync.push import token_digest
 from crmcal.sync.tables import Connection
 from crmcal.vault import Vault
 from crmcal.web.app import create_app
@@ -76,7 +77,8 @@ def _upgrade_twice(database_url: str) -> None:
 
 
 def test_the_server_only_enqueues_and_a_storm_makes_one_job(queue_db: str) -> None:  # noqa: F811
-    channel = {"push_channel_id": "chan-1", "push_token": "secret-1", "push_resource_id": "res-1"}
+    channel = {"push_channel_id": "chan-1", "push_token": token_digest("secret-1"),
+               "push_resource_id": "res-1"}  # fmt: skip
     user_id, token, connection_id = run(_user_with_connection(queue_db, **channel))
     app = create_app(settings(queue_db), jobs="queue")
     with TestClient(app) as client:

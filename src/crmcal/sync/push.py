@@ -13,6 +13,7 @@ the fallback, since push is not guaranteed to arrive.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import hmac
 import logging
 import secrets
@@ -93,7 +94,7 @@ async def keep_channel(db: Database, connection_id: int, provider: Provider, bas
         if conn is None:
             return
         conn.push_channel_id, conn.push_resource_id = channel_id, resource_id
-        conn.push_token, conn.push_expires_at = token, expiration
+        conn.push_token, conn.push_expires_at = token_digest(token), expiration
     if old[0] and old[1]:
         await _stop_quietly(provider, old[0], old[1])
 
@@ -117,6 +118,18 @@ async def _stop_quietly(provider: Any, channel_id: str, resource_id: str) -> Non
         log.info("push channel %s not stopped: %s", channel_id, exc)
 
 
+def token_digest(token: str) -> str:
+    """What is stored of a channel's secret: its hash (the secret itself goes only to
+    the provider, which sends it back with each notification)."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def _secret_matches(stored: str | None, given: str | None) -> bool:
+    if not stored or given is None:
+        return False
+    return hmac.compare_digest(stored.encode(), token_digest(given).encode())
+
+
 async def connection_for(
     db: Database, provider: str, channel_id: str, token: str | None
 ) -> int | None:
@@ -127,29 +140,34 @@ async def connection_for(
                 Connection.push_channel_id == channel_id, Connection.provider == provider
             )
         )
-        if conn is None or conn.push_token is None or conn.state == "stopped":
+        if conn is None or conn.state == "stopped":
             return None
-        if not hmac.compare_digest(conn.push_token.encode(), (token or "").encode()):
-            return None
-        return conn.id
+        return conn.id if _secret_matches(conn.push_token, token) else None
 
 
-async def connection_by_resource(
-    db: Database, provider: str, resource_id: str, secret: str | None
-) -> int | None:
-    """The connection a notification naming the provider's channel id (a Graph
-    subscription id) is for, if the secret it carries is ours."""
+async def connections_by_resource(
+    db: Database, provider: str, notified: set[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """The connections that notifications naming (channel id, secret) pairs are for
+    (a Graph subscription id and its clientState), in one query; forgeries and
+    channels no longer ours are left out."""
+    if not notified:
+        return {}
     async with db.read() as session:
-        conn = await session.scalar(
-            select(Connection).where(
-                Connection.push_resource_id == resource_id, Connection.provider == provider
+        rows = await session.execute(
+            select(Connection.id, Connection.push_resource_id, Connection.push_token).where(
+                Connection.push_resource_id.in_({resource for resource, _ in notified}),
+                Connection.provider == provider,
+                Connection.state != "stopped",
             )
         )
-        if conn is None or conn.push_token is None or conn.state == "stopped":
-            return None
-        if not hmac.compare_digest(conn.push_token.encode(), (secret or "").encode()):
-            return None
-        return conn.id
+        stored = {resource: (conn_id, token) for conn_id, resource, token in rows}
+    found = {}
+    for resource, secret in notified:
+        conn_id, token = stored.get(resource, (None, None))
+        if conn_id is not None and _secret_matches(token, secret):
+            found[(resource, secret)] = conn_id
+    return found
 
 
 async def renew_soon(db: Database, connection_id: int, *, gone: bool = False) -> None:

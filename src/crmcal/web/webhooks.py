@@ -43,6 +43,8 @@ async def google(request: Request) -> Response:
 
 
 MAX_NOTIFICATION_BYTES = 1_000_000
+# Graph batches at most a few hundred notifications per request.
+MAX_NOTIFICATIONS = 1000
 NOTIFICATIONS = {
     "type": "object",
     "required": ["value"],
@@ -62,7 +64,7 @@ NOTIFICATIONS = {
             "content": {"text/plain": {"schema": {"type": "string"}}},
         },
         400: {"description": "The body is not JSON with a `value` list."},
-        413: {"description": "The body is larger than the limit."},
+        413: {"description": "The body is larger than the limit, or has too many items."},
     },
     openapi_extra={
         "requestBody": {
@@ -88,25 +90,28 @@ async def microsoft(request: Request) -> Response:
         return Response(status_code=413)
     try:
         items: Any = json.loads(raw).get("value")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # deep nesting: RecursionError
         return Response(status_code=400)
     if not isinstance(items, list):
         return Response(status_code=400)
-    db = database(request)
+    if len(items) > MAX_NOTIFICATIONS:
+        return Response(status_code=413)
+    # Duplicates collapse: one lookup for every (subscription, secret), one action each.
+    events: dict[tuple[str, str], set[str]] = {}
     for item in items:
         if not isinstance(item, dict):
             continue
-        subscription = str(item.get("subscriptionId") or "")
         secret = item.get("clientState")
-        connection_id = await push.connection_by_resource(
-            db, "microsoft", subscription, secret if isinstance(secret, str) else None
-        )
-        if connection_id is None:
-            continue  # not ours (any more), or a forgery: nothing to do
+        subscription = str(item.get("subscriptionId") or "")[:500]
+        key = (subscription, secret if isinstance(secret, str) else "")
         event = item.get("lifecycleEvent")
-        if event == "reauthorizationRequired":
-            await push.renew_soon(db, connection_id)
-        elif event == "subscriptionRemoved":
+        events.setdefault(key, set()).add(event if isinstance(event, str) else "")
+    db = database(request)
+    found = await push.connections_by_resource(db, "microsoft", set(events))
+    for key, connection_id in found.items():
+        if "subscriptionRemoved" in events[key]:
             await push.renew_soon(db, connection_id, gone=True)
+        elif "reauthorizationRequired" in events[key]:
+            await push.renew_soon(db, connection_id)
         await enqueue_sync(request, connection_id)
     return Response(status_code=202)

@@ -1,0 +1,117 @@
+"""Webhooks take hostile bodies: bounded work per notification, secrets stored hashed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, select
+
+from crmcal.config import Settings
+from crmcal.crm import users
+from crmcal.crm.schemas import UserCreate
+from crmcal.db import Database
+from crmcal.sync.push import token_digest
+from crmcal.sync.tables import Connection
+from crmcal.vault import Vault
+from crmcal.web.app import create_app
+from tests.conftest import run
+
+SECRET = "s" * 43
+
+
+async def _connection(db_url: str, **columns: Any) -> int:
+    db = Database(db_url)
+    try:
+        async with db.write() as session:
+            user, _ = await users.create_user(
+                session, UserCreate(email=f"u{os.urandom(4).hex()}@crm.test", name="U")
+            )
+            await session.flush()
+            conn = Connection(
+                user_id=user.id, provider="microsoft", account="someone@example.test",
+                username=None, credentials=Vault(SECRET).seal("refresh"),
+                calendar_id="cal", calendar_name="Cal", sync_type="two_way", options={},
+                state="active", counts={}, problems=[], failures=0,
+                next_sync_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), **columns,
+            )  # fmt: skip
+            session.add(conn)
+            await session.flush()
+            return conn.id
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+def client(db_url: str) -> Iterator[TestClient]:
+    app = create_app(Settings(database_url=db_url, secret_key=SECRET), background_jobs=False)
+    with TestClient(app) as client:
+        yield client
+
+
+def test_deeply_nested_json_is_a_400(client: TestClient) -> None:
+    body = '{"value": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    answer = client.post("/webhooks/microsoft", content=body)
+    assert answer.status_code == 400
+
+
+def test_too_many_items_are_refused(client: TestClient) -> None:
+    body = {"value": [{"subscriptionId": f"s{n}", "clientState": "x"} for n in range(1001)]}
+    assert client.post("/webhooks/microsoft", json=body).status_code == 413
+
+
+def test_a_notification_is_looked_up_in_one_query(client: TestClient, db_url: str) -> None:
+    run(_connection(db_url, push_resource_id="res-1", push_token=token_digest("secret-1")))
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "connections" in statement and statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    engine = client.app.state.db.engine.sync_engine  # type: ignore[attr-defined]
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        forged = [{"subscriptionId": f"s{n}", "clientState": "x"} for n in range(300)]
+        same = [{"subscriptionId": "res-1", "clientState": "secret-1"}] * 300
+        answer = client.post("/webhooks/microsoft", json={"value": forged + same})
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert answer.status_code == 202
+    assert len(statements) == 1, statements
+
+
+def test_channel_secrets_are_stored_hashed(client: TestClient, db_url: str) -> None:
+    run(_connection(db_url, push_resource_id="res-2", push_token=token_digest("secret-2")))
+
+    async def stored() -> list[str | None]:
+        db = Database(db_url)
+        try:
+            async with db.read() as session:
+                return list(await session.scalars(select(Connection.push_token)))
+        finally:
+            await db.dispose()
+
+    assert all(token is None or "secret" not in token for token in run(stored()))
+    # The secret itself is what Graph sends back; the stored hash is no secret.
+    hits: list[str] = []
+    engine = client.app.state.db.engine.sync_engine  # type: ignore[attr-defined]
+
+    def writes(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE"):
+            hits.append(statement)
+
+    event.listen(engine, "before_cursor_execute", writes)
+    try:
+        forged = {"subscriptionId": "res-2", "clientState": token_digest("secret-2"),
+                  "lifecycleEvent": "subscriptionRemoved"}  # fmt: skip
+        assert client.post("/webhooks/microsoft", json={"value": [forged]}).status_code == 202
+        assert hits == []
+        genuine = {**forged, "clientState": "secret-2"}
+        assert client.post("/webhooks/microsoft", json={"value": [genuine]}).status_code == 202
+        assert hits
+    finally:
+        event.remove(engine, "before_cursor_execute", writes)
