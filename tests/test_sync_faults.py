@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.db import Database
+from crmcal.sync import engine as engine_module
 from crmcal.sync.tables import Connection
 from crmcal.web.app import create_app
 from tests.conftest import Api, make_user, run
@@ -46,9 +48,28 @@ LISTING = {
 # The request that writes one event's changes, per kind.
 UPDATE = {
     "radicale": ("PUT", r"\.ics$"),
-    "google": ("PATCH|PUT", r"/events/"),
+    "google": ("PATCH", r"/events/"),
     "microsoft": ("PATCH", r"/events/"),
 }
+# How each kind of server refuses to let this user change one event.
+REFUSAL = {
+    "radicale": (
+        '<?xml version="1.0" encoding="utf-8"?><D:error xmlns:D="DAV:" '
+        'xmlns:C="urn:ietf:params:xml:ns:caldav"><C:valid-calendar-data/></D:error>',
+        "application/xml; charset=utf-8",
+    ),
+    "google": (
+        '{"error": {"code": 403, "message": "Forbidden", "errors": [{"domain": "calendar", '
+        '"reason": "forbiddenForNonOrganizer", "message": "Forbidden"}]}}',
+        "application/json",
+    ),
+    "microsoft": (
+        '{"error": {"code": "ErrorAccessDenied", "message": "Access is denied."}}',
+        "application/json",
+    ),
+}
+REASON = {"radicale": "valid-calendar-data", "google": "forbiddenForNonOrganizer",
+          "microsoft": "ErrorAccessDenied"}  # fmt: skip
 
 
 @pytest.fixture
@@ -208,3 +229,75 @@ def _in_thread(target: Any) -> tuple[threading.Thread, dict[str, Any]]:
 
 def _wait_held(proxy: FaultProxy) -> None:
     wait_for(lambda: proxy.waiting, 60)
+
+
+# --- item 16: one refused write skips one item --------------------------------------------
+
+
+def test_a_write_the_server_refuses_skips_that_item_and_the_rest_goes_on(
+    behind: Behind,
+) -> None:
+    behind.connect()
+    first = behind.add_activity("First", hours=1)
+    second = behind.add_activity("Second", hours=2)
+    assert behind.synced()["created"] == 2
+    for made in (first, second):
+        edited = behind.user.patch(f"{V1}/activities/{made['id']}",
+                                   json={"subject": f"{made['subject']}, moved"})  # fmt: skip
+        assert edited.status_code == 200, edited.text
+    body, content_type = REFUSAL[behind.kind]
+    behind.on(UPDATE, "answer", status=403, body=body, content_type=content_type, times=1)
+    report = behind.synced()
+    assert (report["updated"], report["skipped"]) == (1, 1)
+    (problem,) = report["problems"]
+    assert REASON[behind.kind] in problem["reason"]
+    assert "None" not in problem["item"]
+    assert behind.status()["problems"] == [problem]
+    # Changed again, the item is tried again; synced, its problem is gone.
+    again = behind.user.patch(f"{V1}/activities/{first['id']}",
+                              json={"subject": "First, moved again"})  # fmt: skip
+    assert again.status_code == 200
+    second_again = behind.user.patch(f"{V1}/activities/{second['id']}",
+                                     json={"subject": "Second, moved again"})  # fmt: skip
+    assert second_again.status_code == 200
+    report = behind.synced()
+    assert (report["updated"], report["problems"]) == (2, [])
+    assert behind.status()["problems"] == []
+
+
+# --- item 18: stop and DELETE during a sync -------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["stop", "delete"])
+def test_stop_or_delete_during_a_sync_ends_it_before_its_next_write(
+    behind: Behind, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # Asked at every write here, so that the test need not wait a quarter second.
+    monkeypatch.setattr(engine_module, "STOP_CHECK_SECONDS", 0.0)
+    behind.connect()
+    made = [behind.add_activity(f"Meeting {n}", hours=n) for n in range(3)]
+    assert behind.synced()["created"] == 3
+    for activity in made:
+        edited = behind.user.patch(f"{V1}/activities/{activity['id']}",
+                                   json={"subject": f"{activity['subject']}, moved"})  # fmt: skip
+        assert edited.status_code == 200, edited.text
+    before = len(behind.proxy.requests)
+    held = behind.on(UPDATE, "hold", times=1)
+    thread, out = _in_thread(behind.sync)
+    _wait_held(behind.proxy)
+    path = f"{V1}/connections/{behind.connection_id}"
+    answer = behind.user.post(f"{path}/stop") if how == "stop" else behind.user.delete(path)
+    assert answer.status_code in (200, 204), answer.text
+    held.release()
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert out["answer"].status_code == 200, out["answer"].text  # ended cleanly
+    method, pattern = UPDATE[behind.kind]
+    writes = [r for r in behind.proxy.requests[before:]
+              if r[0] == method and re.search(pattern, r[1])]  # fmt: skip
+    assert len(writes) == 1  # the one in flight, none after
+    if how == "stop":
+        status = behind.status()
+        assert (status["state"], status["last_error"]) == ("stopped", None)
+    else:
+        assert behind.user.get(path).status_code == 404

@@ -184,6 +184,13 @@ class _Reply:
         return value.strip() if isinstance(value, str) and value.strip() else None
 
 
+def _reason(reply: _Reply) -> str:
+    """The status with the preconditions the server names (RFC 4791 5.3.2, RFC 6638
+    3.2.4): the server's reason, which the user needs to see."""
+    names = ", ".join(tag.rpartition("}")[2] for tag in reply.preconditions)
+    return f"{reply.status}: {names}" if names else str(reply.status)
+
+
 @dataclass
 class _Member:
     href: str  # normalised
@@ -401,12 +408,7 @@ class CalDAVProvider:
         if reply.status >= 500 and reply.status != 501:
             raise Unreachable(f"the CalDAV server failed ({reply.status}) on {what}; retry later")
         if reply.status == 403:
-            # The precondition the server names (RFC 4791 5.3.2, RFC 6638 3.2.4) is
-            # its reason, which the user needs to see.
-            reason = ", ".join(tag.rpartition("}")[2] for tag in reply.preconditions)
-            raise ProviderError(
-                f"the CalDAV server does not allow {what} (403{': ' + reason if reason else ''})"
-            )
+            raise ProviderError(f"the CalDAV server does not allow {what} ({_reason(reply)})")
         if reply.status == 404:
             raise CalendarNotFound(f"{what}: not found on the CalDAV server (404)")
         raise ProviderError(f"the CalDAV server answered {reply.status} to {what}")
@@ -872,7 +874,7 @@ class CalDAVProvider:
             self._forget(href)
             raise EventNotFound(f"the event {href} does not exist")
         if reply.status == 409 or (reply.status == 403 and reply.preconditions):
-            raise ProviderError(f"the CalDAV server refused the event ({reply.status})")
+            raise ProviderError(f"the CalDAV server refused the event ({_reason(reply)})")
         self._expect(reply, "updating an event", 200, 201, 204)
         new_etag = self._written(calendar, href, reply, text)
         return RemoteRef(href, new_etag, dataclasses.replace(event, uid=uid))
