@@ -1207,6 +1207,10 @@ ODD: dict[str, st.SearchStrategy[Any]] = {
     )
     | texts,
 }
+for _dates in ("exdates", "rdates"):
+    ODD[_dates] = st.lists(
+        st.sampled_from(["x", "", "2026-13-01", "1899-12-31T00:00:00Z", "2026-12-01"]), max_size=2
+    ) | st.sampled_from(["2026-12-01", None])
 assert set(ODD) == set(FIELDS), set(FIELDS) ^ set(ODD)
 odd_pairs = st.one_of(
     st.sampled_from(FIELDS).flatmap(lambda f: st.tuples(st.just(f), ODD[f] | json_values)),

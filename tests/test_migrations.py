@@ -74,3 +74,37 @@ def test_current_revision_after_a_partial_upgrade(empty_url: str) -> None:
     migrations.upgrade(empty_url, "0001")
     assert migrations.current_revision(empty_url) == "0001"
     assert migrations.current_revision(empty_url) != migrations.head_revision()
+
+
+def test_an_activity_that_had_a_rule_becomes_the_first_occurrence_of_a_series(
+    empty_url: str,
+) -> None:
+    migrations.upgrade(empty_url, "0007")
+    engine = create_engine(sync_url(empty_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO users (id, email, name, is_admin, permissions, timezone, active,"
+                " created_at, updated_at) VALUES (1, 'a@b.test', 'A', false, '[]', 'UTC', true,"
+                " '2026-01-01', '2026-01-01')"
+            ))  # fmt: skip
+            conn.execute(text(
+                "INSERT INTO activities (id, uid, type, subject, all_day, start_at, timezone,"
+                " done, busy, visibility, owner_id, notify_participants, recurrence,"
+                " created_at, updated_at) VALUES (1, 'u1', 'call', 'Weekly', false,"
+                " '2027-01-05 08:00:00', 'Europe/Berlin', false, true, 'everyone', 1, false,"
+                " 'FREQ=WEEKLY;COUNT=3', '2026-01-01', '2026-01-01')"
+            ))  # fmt: skip
+        migrations.upgrade(empty_url)
+        with engine.connect() as conn:
+            series = conn.execute(
+                text("SELECT id, rrule, subject, timezone FROM activity_series")
+            ).one()
+            assert tuple(series[1:]) == ("FREQ=WEEKLY;COUNT=3", "Weekly", "Europe/Berlin")
+            row = conn.execute(
+                text("SELECT series_id, original_start_at FROM activities WHERE id = 1")
+            ).one()
+            assert row[0] == series[0]
+            assert str(row[1]).startswith("2027-01-05 08:00:00")
+    finally:
+        engine.dispose()

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crmcal.crm import activity_types, changefeed, contacts, permissions, times
+from crmcal.crm import activity_types, changefeed, contacts, permissions, series, times
 from crmcal.crm.errors import Conflict, Invalid, NotFound
 from crmcal.crm.pagination import decode_start_cursor, encode_start_cursor
 from crmcal.crm.schemas import (
@@ -44,6 +44,7 @@ class ActivityFilter:
     owner_id: int | None = None
     deleted: bool = False
     done: bool | None = None
+    series_id: int | None = None
 
 
 # --- reading ---------------------------------------------------------------
@@ -86,10 +87,20 @@ def to_out(activity: Activity, viewer: User) -> ActivityOut:
         notify_participants=activity.notify_participants,
         recurrence=activity.recurrence,
         series_id=activity.series_id,
+        original_start=_original_start(activity, tz),
         created_at=activity.created_at,
         updated_at=activity.updated_at,
         deleted_at=activity.deleted_at,
     )
+
+
+def _original_start(activity: Activity, tz: Any) -> str | None:
+    """Where its series' rule puts an occurrence, written like its start."""
+    if activity.original_start_at is None:
+        return None
+    if activity.all_day:
+        return activity.original_start_at.astimezone(tz).date().isoformat()
+    return times.format_instant(activity.original_start_at, tz)
 
 
 async def load(session: AsyncSession, activity_id: int) -> Activity:
@@ -146,6 +157,8 @@ async def list_activities(
         query = query.where(Activity.owner_id == flt.owner_id)
     if flt.done is not None:
         query = query.where(Activity.done == flt.done)
+    if flt.series_id:
+        query = query.where(Activity.series_id == flt.series_id)
     if cursor:
         after_start, after_id = decode_start_cursor(cursor)
         query = query.where(
@@ -290,6 +303,20 @@ async def _columns(
     return columns
 
 
+async def check_master_fields(
+    session: AsyncSession, values: dict[str, Any], current_type: str | None
+) -> None:
+    """The checks ``_columns`` makes of a type and of linked records, for a series edit."""
+    for name in ("type", "subject", "busy", "visibility", "notify_participants"):
+        if name in values and values[name] is None:
+            raise Invalid(f"{name} cannot be null")
+    if "type" in values and values["type"] != current_type:
+        await activity_types.require_usable(session, values["type"])
+    links = {k: values.get(k) for k in ("deal_id", "person_id", "organization_id")}
+    if any(v is not None for v in links.values()):
+        await contacts.check_links(session, links)
+
+
 async def _apply(session: AsyncSession, activity: Activity, values: dict[str, Any]) -> None:
     for name, value in (await _columns(session, values, activity.type, set())).items():
         setattr(activity, name, value)
@@ -335,7 +362,7 @@ async def create_activities(
     owners: dict[int, User] = {actor.id: actor}
     usable_types: set[str] = set()
     now = utcnow()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for data, uid in items:
         owner_id = data.owner_id or actor.id
         if owner_id not in owners:
@@ -355,9 +382,28 @@ async def create_activities(
     participants = await _participants(
         session, [data.participants or [] for data, _ in items], as_contacts=as_contacts
     )
-    stored = await _insert_all(session, rows, participants)
-    await changefeed.record_changes(session, stored, changefeed.CREATED, origin)
-    return stored
+    single = [i for i, row in enumerate(rows) if not row["recurrence"]]
+    stored: list[Activity] = []
+    if single:
+        stored = await _insert_all(
+            session, [rows[i] for i in single], [participants[i] for i in single]
+        )
+        await changefeed.record_changes(session, stored, changefeed.CREATED, origin)
+    made = dict(zip(single, stored, strict=True))
+    for i, (data, uid) in enumerate(items):
+        if i not in made:  # a rule: a series, answered by its first occurrence
+            made[i] = await series.create_series(
+                session, owners[rows[i]["owner_id"]], rows[i], participants[i],
+                exdates=data.exdates, rdates=data.rdates, origin=origin, uid=uid,
+            )  # fmt: skip
+    return [made[i] for i in range(len(items))]
+
+
+async def insert_rows(
+    session: AsyncSession, rows: list[dict[str, Any]], participants: list[list[dict[str, Any]]]
+) -> list[Activity]:
+    """Insert ready activity rows (the occurrences of a series) the way an import does."""
+    return await _insert_all(session, rows, participants)
 
 
 async def _insert_all(
@@ -402,9 +448,35 @@ async def update_activity(
     if activity.deleted_at is not None:
         raise Conflict(f"activity {activity_id} is in the trash: restore it first")
     changes = data.model_dump(exclude_unset=True)
+    scope = changes.pop("scope", None) or "this"
     for name in (*REQUIRED_FIELDS, "notify_participants"):
         if name in changes and changes[name] is None:
             raise Invalid(f"{name} cannot be null")
+    if activity.series_id is not None and scope != "this":
+        return await _update_series(session, actor, activity, data, changes, scope, origin,
+                                    as_contacts)  # fmt: skip
+    rule_dates = {k: changes.pop(k) for k in ("exdates", "rdates") if k in changes}
+    if activity.series_id is not None and "recurrence" in changes and not changes["recurrence"]:
+        # No rule for this occurrence: it leaves its series as a single activity.
+        await series.detach(session, activity, origin)
+    if activity.series_id is not None:
+        if "recurrence" in changes or rule_dates:
+            raise Invalid(
+                "recurrence: the rule belongs to the whole series: give scope series or following"
+            )
+        # Answers to the invitation are this occurrence's own anyway: only another
+        # list of people stops the series' list from applying to it.
+        people = [(p.email, p.name, p.person_id) for p in activity.participants]
+        given = [(p.email, p.name, p.person_id) for p in data.participants or []]
+        same_people = "participants" in changes and [e for e, *_ in people] == [
+            e for e, *_ in given
+        ]
+        activity.overrides = sorted(
+            {*(activity.overrides or []),
+             *(k for k in changes if k != "owner_id" and not (k == "participants" and same_people))}
+        )  # fmt: skip
+    elif rule_dates and not changes.get("recurrence"):
+        raise Invalid("exdates: only a recurring activity has dates left out or added")
     previous_owner = activity.owner_id
     if "owner_id" in changes:
         new_owner = changes.pop("owner_id")
@@ -423,6 +495,8 @@ async def update_activity(
             activity.participants = [Participant(**row) for row in rows]
     activity.updated_at = utcnow()
     await session.flush()
+    if activity.series_id is None and activity.recurrence:
+        await series.adopt(session, activity, origin=origin, **rule_dates)
     if previous_owner != activity.owner_id:
         # The previous owner's calendar holds the event: its sync must hear of this.
         await changefeed.record_changes(
@@ -432,13 +506,51 @@ async def update_activity(
     return activity
 
 
-async def delete_activity(
-    session: AsyncSession, actor: User, activity_id: int, *, origin: str = "api"
+async def _update_series(
+    session: AsyncSession,
+    actor: User,
+    activity: Activity,
+    data: ActivityUpdate,
+    changes: dict[str, Any],
+    scope: str,
+    origin: str,
+    as_contacts: bool,
 ) -> Activity:
-    """Move the activity to the trash (idempotent)."""
+    """An edit of a whole series, or of this occurrence and every later one."""
+    if activity.deleted_at is not None:
+        raise Conflict(f"activity {activity.id} is in the trash: restore it first")
+    if changes.get("owner_id") not in (None, activity.owner_id):
+        raise Invalid("owner_id: give a series to someone else one occurrence at a time")
+    changes.pop("owner_id", None)
+    current = await series.series_of(session, activity)
+    if scope == "following":
+        current = await series.split(session, current, activity, origin)
+    people = None
+    if "participants" in changes:
+        (people,) = await _participants(session, [data.participants or []], as_contacts=as_contacts)
+    if "done" in changes:  # done belongs to each occurrence, never to a series
+        activity.done = changes.pop("done")
+    await series.edit_series(session, current, activity, changes, people, origin)
+    await session.refresh(activity)
+    return activity
+
+
+async def delete_activity(
+    session: AsyncSession,
+    actor: User,
+    activity_id: int,
+    *,
+    origin: str = "api",
+    scope: str = "this",
+) -> Activity:
+    """Move the activity to the trash (idempotent); for an occurrence of a series,
+    ``scope`` says whether this one, this and every later one, or the whole series."""
     permissions.require(actor, permissions.ACTIVITIES_DELETE)
     activity = await load(session, activity_id)
     permissions.require_owner_or_admin(actor, activity, "delete")
+    if activity.series_id is not None and (activity.deleted_at is None or scope != "this"):
+        await series.delete_occurrences(session, activity, scope, origin)  # type: ignore[arg-type]
+        return activity
     if activity.deleted_at is None:
         activity.deleted_at = utcnow()
         await session.flush()
@@ -454,6 +566,8 @@ async def restore_activity(
     permissions.require_owner_or_admin(actor, activity, "restore")
     if activity.deleted_at is None:
         raise Conflict(f"activity {activity_id} is not in the trash")
+    if activity.series_id is not None:
+        await series.restore_occurrence(session, activity, origin)
     activity.deleted_at = None
     activity.updated_at = utcnow()
     await session.flush()

@@ -409,7 +409,18 @@ class ActivityFields(Input):
         description="Let the calendar e-mail invitations to the participants; default false.",
     )
     recurrence: Text(1000, 1) | None = Field(
-        default=None, description="RFC 5545 RRULE value, e.g. FREQ=WEEKLY;COUNT=10"
+        default=None,
+        description="RFC 5545 RRULE value, e.g. FREQ=WEEKLY;COUNT=10: makes a series.",
+    )
+    exdates: list[When] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Starts the series leaves out: dates (all-day) or date-times.",
+    )
+    rdates: list[When] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Starts the series adds to its rule: dates (all-day) or date-times.",
     )
 
 
@@ -417,6 +428,9 @@ class ActivityCreate(ActivityFields):
     type: TypeKey
     subject: Text(255, 1)
     start: When
+
+
+Scope = Literal["this", "following", "series"]
 
 
 class ActivityUpdate(ActivityFields):
@@ -431,6 +445,12 @@ class ActivityUpdate(ActivityFields):
     busy: Annotated[bool | None, NOT_NULL] = None
     visibility: Annotated[Visibility | None, NOT_NULL] = None
     notify_participants: Annotated[bool | None, NOT_NULL] = None
+
+    scope: Scope | None = Field(
+        default=None,
+        description="For an occurrence of a series: this one (the default), this and "
+        "every later one, or the whole series.",
+    )
 
 
 class SyncInfo(BaseModel):
@@ -462,7 +482,49 @@ class ActivityOut(BaseModel):
     notify_participants: bool
     recurrence: str | None
     series_id: int | None
+    original_start: str | None = Field(
+        default=None, description="Where its series' rule puts an occurrence."
+    )
     sync: SyncInfo | None = None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    deleted_at: dt.datetime | None
+
+
+class SeriesParticipantOut(BaseModel):
+    email: str | None
+    name: str | None
+    person_id: int | None
+
+
+class SeriesOut(BaseModel):
+    """A recurring activity: its rule and the fields of its master (its first occurrence)."""
+
+    id: int
+    recurrence: str
+    exdates: list[str]
+    rdates: list[str]
+    type: str
+    subject: str
+    start: str
+    end: str | None
+    all_day: bool
+    timezone: str
+    location: str | None
+    note: str | None
+    busy: bool
+    visibility: str
+    owner_id: int
+    participants: list[SeriesParticipantOut]
+    deal_id: int | None
+    person_id: int | None
+    organization_id: int | None
+    reminder_minutes: int | None
+    notify_participants: bool
+    occurrences_until: dt.datetime | None = Field(
+        description="Occurrences starting before this exist as activities; later ones are "
+        "made as the horizon moves on."
+    )
     created_at: dt.datetime
     updated_at: dt.datetime
     deleted_at: dt.datetime | None

@@ -160,6 +160,7 @@ class Activity(Timestamped, Base):
         Index("ix_activities_owner_start", "owner_id", "start_at"),
         Index("ix_activities_start", "start_at", "id"),
         Index("ix_activities_deleted_at", "deleted_at"),
+        Index("ix_activities_series", "series_id", "original_start_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -196,8 +197,15 @@ class Activity(Timestamped, Base):
     notify_participants: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=sa_false()
     )
+    # An occurrence of a series carries its series' rule (kept equal by crm/series),
+    # so any reader sees it belongs to a series without loading the series.
     recurrence: Mapped[str | None] = mapped_column(String(1000))
     series_id: Mapped[int | None] = mapped_column(Integer)
+    # Where the series' rule puts this occurrence (its start may have moved since).
+    original_start_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The fields changed on this occurrence alone: edits of the whole series leave
+    # them as they are.
+    overrides: Mapped[list[str] | None] = mapped_column(JSON)
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     participants: Mapped[list[Participant]] = relationship(
@@ -205,6 +213,46 @@ class Activity(Timestamped, Base):
         cascade="all, delete-orphan",
         lazy="selectin",
     )
+
+
+class ActivitySeries(Timestamped, Base):
+    """A recurring activity: its rule and the fields of its master; its occurrences are
+    activities (``series_id``) made up to a rolling horizon."""
+
+    __tablename__ = "activity_series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(32), unique=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    rrule: Mapped[str] = mapped_column(String(1000))
+    # ISO dates (all-day) or UTC instants: dates added to and left out of the rule.
+    rdates: Mapped[list[str]] = mapped_column(JSON, default=list)
+    exdates: Mapped[list[str]] = mapped_column(JSON, default=list)
+    timezone: Mapped[str] = mapped_column(String(64))
+    all_day: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The first occurrence's times (DTSTART), in the activity columns' conventions.
+    start_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    end_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    start_date: Mapped[dt.date | None] = mapped_column(Date)
+    end_date: Mapped[dt.date | None] = mapped_column(Date)
+    type: Mapped[str] = mapped_column(ForeignKey("activity_types.key"))
+    subject: Mapped[str] = mapped_column(String(255))
+    location: Mapped[str | None] = mapped_column(String(500))
+    note: Mapped[str | None] = mapped_column(Text)
+    busy: Mapped[bool] = mapped_column(Boolean, default=True)
+    visibility: Mapped[str] = mapped_column(String(16), default="everyone")
+    deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id", ondelete="SET NULL"))
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("persons.id", ondelete="SET NULL"))
+    organization_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="SET NULL")
+    )
+    reminder_minutes: Mapped[int | None] = mapped_column(Integer)
+    notify_participants: Mapped[bool] = mapped_column(Boolean, default=False)
+    # [{"email", "name", "person_id"}]: who is invited to every occurrence.
+    participants: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Occurrences starting before this instant exist; None once all of them do.
+    materialised_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class Participant(Base):

@@ -10,3 +10,4 @@ from crmcal.web.deps import authenticate, bearer
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer), Depends(authenticate)])
 for module in (users, activity_types, activities, contacts, connections):
     router.include_router(module.router)
+router.include_router(activities.series_router)

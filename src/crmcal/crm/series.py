@@ -1,0 +1,746 @@
+"""Recurring activities: a series row holds the rule and the master's fields, and its
+occurrences are ordinary activities (``series_id``, ``original_start_at``).
+
+Occurrences are made up to a rolling horizon (``CRMCAL_SERIES_HORIZON_DAYS``,
+365 by default) and the maintenance job moves it on, so a rule without an end
+costs a year of rows, not an infinity. Each occurrence can be done, annotated,
+linked to a deal and answered on its own; the fields changed on one occurrence
+alone (``overrides``) are left as they are when the whole series is edited, and
+an edit of the series' time or rule keeps each occurrence that still has a slot
+(same instant, or same day) with all its own data.
+
+Edits and deletions take a scope: ``this`` occurrence, ``following`` (the rule
+ends before it and a new series starts with it) or the whole ``series``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from dataclasses import replace
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmcal.crm import changefeed, permissions, recurrence, times
+from crmcal.crm.errors import Conflict, Invalid, NotFound
+from crmcal.crm.recurrence import Moment, Rule
+from crmcal.crm.schemas import SeriesOut, SeriesParticipantOut
+from crmcal.crm.tables import Activity, ActivitySeries, Participant, User, utcnow
+
+Scope = Literal["this", "following", "series"]
+HORIZON_DAYS = 365
+# Occurrences made in one step (a sub-daily rule over a year would be thousands):
+# the rest follow in later steps of the maintenance job.
+MAX_PER_STEP = 1000
+# Fields of the master that every occurrence shows unless it changed them itself.
+MASTER_FIELDS = (
+    "type", "subject", "location", "note", "busy", "visibility", "deal_id", "person_id",
+    "organization_id", "reminder_minutes", "notify_participants",
+)  # fmt: skip
+_TIME_FIELDS = ("start", "end", "all_day", "timezone")
+_RULE_FIELDS = ("recurrence", "exdates", "rdates")
+
+
+def horizon() -> dt.timedelta:
+    """How far ahead occurrences exist (``CRMCAL_SERIES_HORIZON_DAYS``)."""
+    text = os.environ.get("CRMCAL_SERIES_HORIZON_DAYS", "") or str(HORIZON_DAYS)
+    try:
+        days = int(text)
+    except ValueError:
+        days = HORIZON_DAYS
+    return dt.timedelta(days=min(max(days, 1), 3650))
+
+
+# --- the rule of a series --------------------------------------------------------
+
+
+def first_moment(series: ActivitySeries) -> Moment:
+    if series.all_day:
+        assert series.start_date is not None
+        return series.start_date
+    return series.start_at
+
+
+def rule_of(series: ActivitySeries) -> Rule:
+    return Rule(
+        rrule=series.rrule,
+        tz=times.zone(series.timezone),
+        all_day=series.all_day,
+        first=first_moment(series),
+        rdates=tuple(recurrence.loaded(v) for v in series.rdates or []),
+        exdates=tuple(recurrence.loaded(v) for v in series.exdates or []),
+    )
+
+
+def _original_moment(series: ActivitySeries, activity: Activity) -> Moment:
+    assert activity.original_start_at is not None
+    if series.all_day:
+        return activity.original_start_at.astimezone(times.zone(series.timezone)).date()
+    return activity.original_start_at
+
+
+def _rule_ending_before(series: ActivitySeries, moment: Moment) -> str:
+    """The series' rule, ended just before ``moment`` (its COUNT becomes an UNTIL)."""
+    parts = [p for p in series.rrule.split(";") if not p.upper().startswith(("COUNT=", "UNTIL="))]
+    if isinstance(moment, dt.datetime):
+        last = moment.astimezone(dt.UTC) - dt.timedelta(seconds=1)
+        parts.append(f"UNTIL={last:%Y%m%dT%H%M%SZ}")
+    else:
+        parts.append(f"UNTIL={moment - dt.timedelta(days=1):%Y%m%d}")
+    return ";".join(parts)
+
+
+def _rule_from(series: ActivitySeries, moment: Moment) -> str:
+    """The series' rule for a series that starts at ``moment`` (a COUNT less the
+    occurrences before it)."""
+    parts = series.rrule.split(";")
+    count = next((p for p in parts if p.upper().startswith("COUNT=")), None)
+    if count is None:
+        return series.rrule
+    rule = rule_of(series)
+    before = rule.starts(rule.instant(rule.first), rule.instant(moment), int(count[6:]) + 1)
+    left = max(int(count[6:]) - len(before), 1)
+    return ";".join(f"COUNT={left}" if p is count else p for p in parts)
+
+
+# --- making occurrences ----------------------------------------------------------
+
+
+def _occurrence_row(series: ActivitySeries, rule: Rule, moment: Moment) -> dict[str, Any]:
+    now = utcnow()
+    row: dict[str, Any] = {name: getattr(series, name) for name in MASTER_FIELDS}
+    row.update(_times_at(series, rule, moment))
+    row.update(
+        uid=uuid.uuid4().hex, all_day=series.all_day, timezone=series.timezone, done=False,
+        owner_id=series.owner_id, recurrence=series.rrule, series_id=series.id,
+        original_start_at=rule.instant(moment), overrides=None, created_at=now,
+        updated_at=now, deleted_at=None,
+    )  # fmt: skip
+    return row
+
+
+def _times_at(series: ActivitySeries, rule: Rule, moment: Moment) -> dict[str, Any]:
+    """An occurrence's time columns when it starts at ``moment``, as long as the master."""
+    if series.all_day:
+        assert isinstance(moment, dt.date)
+        assert series.start_date
+        assert series.end_date
+        end_date = moment + (series.end_date - series.start_date)
+        return {"start_at": rule.instant(moment), "end_at": rule.instant(end_date),
+                "start_date": moment, "end_date": end_date}  # fmt: skip
+    assert isinstance(moment, dt.datetime)
+    start = moment.astimezone(dt.UTC)
+    end = start + (series.end_at - series.start_at) if series.end_at else None
+    return {"start_at": start, "end_at": end, "start_date": None, "end_date": None}
+
+
+def _participant_rows(series: ActivitySeries) -> list[dict[str, Any]]:
+    return [
+        {"position": i, "email": p.get("email"), "name": p.get("name"),
+         "person_id": p.get("person_id"), "status": "needs_action"}
+        for i, p in enumerate(series.participants or [])
+    ]  # fmt: skip
+
+
+async def materialise(
+    session: AsyncSession,
+    series: ActivitySeries,
+    until: dt.datetime,
+    *,
+    origin: str = "api",
+    limit: int = MAX_PER_STEP,
+    first: dict[str, Any] | None = None,
+) -> list[Activity]:
+    """Make the series' occurrences that start before ``until`` and do not exist yet."""
+    from crmcal.crm.activities import insert_rows
+
+    if series.deleted_at is not None or series.materialised_until is None:
+        return []
+    start = series.materialised_until
+    if until <= start:
+        return []
+    rule = rule_of(series)
+    starts = rule.starts(start, until, limit + 1)
+    reached = until
+    if len(starts) > limit:
+        reached, starts = rule.instant(starts[limit]), starts[:limit]
+    existing = set(
+        await session.scalars(
+            select(Activity.original_start_at).where(
+                Activity.series_id == series.id,
+                Activity.original_start_at >= start,
+                Activity.original_start_at < reached,
+            )
+        )
+    )
+    fresh = [m for m in starts if rule.instant(m) not in existing]
+    series.materialised_until = reached
+    if not fresh:
+        return []
+    rows = [_occurrence_row(series, rule, m) for m in fresh]
+    rows[0].update(first or {})
+    people = _participant_rows(series)
+    made = await insert_rows(session, rows, [people for _ in rows])
+    await changefeed.record_changes(session, made, changefeed.CREATED, origin)
+    return made
+
+
+async def extend_all(
+    session: AsyncSession, *, now: dt.datetime | None = None, batch: int = 200
+) -> tuple[int, int]:
+    """Move the horizon on for up to ``batch`` series (the maintenance job, daily per
+    series: only those whose horizon is more than a day short are looked at).
+    Returns how many series were moved on and how many occurrences were made."""
+    now = now or utcnow()
+    target = now + horizon()
+    due = list(
+        await session.scalars(
+            select(ActivitySeries)
+            .where(
+                ActivitySeries.deleted_at.is_(None),
+                ActivitySeries.materialised_until.is_not(None),
+                ActivitySeries.materialised_until < target - dt.timedelta(days=1),
+            )
+            .order_by(ActivitySeries.id)
+            .limit(batch)
+        )
+    )
+    made = 0
+    for series in due:
+        try:
+            made += len(await materialise(session, series, target, origin="maintenance"))
+        except Invalid:  # a rule that cannot be expanded any more: leave it be
+            series.materialised_until = None
+    return len(due), made
+
+
+# --- creating ----------------------------------------------------------------------
+
+
+async def create_series(
+    session: AsyncSession,
+    owner: User,
+    row: dict[str, Any],
+    participants: list[dict[str, Any]],
+    *,
+    exdates: list[str] | None,
+    rdates: list[str] | None,
+    origin: str,
+    uid: str | None = None,
+) -> Activity:
+    """A series from an activity's checked columns (``row``, with its ``recurrence``);
+    answers its first occurrence."""
+    tz = times.zone(row["timezone"])
+    rule_text = row["recurrence"]
+    recurrence.check_can_match(rule_text)
+    series = ActivitySeries(
+        uid=uid or uuid.uuid4().hex,
+        owner_id=owner.id,
+        rrule=rule_text,
+        rdates=_moments("rdates", rdates, row["all_day"], tz),
+        exdates=_moments("exdates", exdates, row["all_day"], tz),
+        participants=[
+            {"email": p["email"], "name": p["name"], "person_id": p["person_id"]}
+            for p in participants
+        ],
+        materialised_until=row["start_at"],
+        **{
+            name: row[name]
+            for name in (
+                *MASTER_FIELDS,
+                "timezone",
+                "all_day",
+                "start_at",
+                "end_at",
+                "start_date",
+                "end_date",
+            )
+        },
+    )
+    session.add(series)
+    await session.flush()
+    # The activity asked for is the first occurrence: done if it was given as done.
+    first = {"done": bool(row.get("done"))}
+    made = await materialise(session, series, _target(series), origin=origin, first=first)
+    if not made:
+        raise Invalid(
+            "recurrence: the series has no occurrence from its start within the next "
+            f"{horizon().days} days"
+        )
+    statuses = {p["email"]: p["status"] for p in participants if p.get("email")}
+    if any(s != "needs_action" for s in statuses.values()):
+        for person in made[0].participants:
+            person.status = statuses.get(person.email, person.status)
+    return made[0]
+
+
+def _target(series: ActivitySeries) -> dt.datetime:
+    return max(utcnow(), series.start_at) + horizon()
+
+
+def _moments(field: str, given: list[str] | None, all_day: bool, tz: Any) -> list[str]:
+    if not given:
+        return []
+    return sorted(
+        {recurrence.stored(m) for m in recurrence.parse_moments(field, given, all_day, tz)}
+    )
+
+
+async def adopt(
+    session: AsyncSession,
+    activity: Activity,
+    *,
+    exdates: list[str] | None = None,
+    rdates: list[str] | None = None,
+    origin: str,
+) -> None:
+    """Make a single activity that was given a rule the first occurrence of a new series."""
+    row = {name: getattr(activity, name) for name in
+           (*MASTER_FIELDS, "timezone", "all_day", "start_at", "end_at", "start_date",
+            "end_date", "recurrence")}  # fmt: skip
+    tz = times.zone(activity.timezone)
+    recurrence.check_can_match(row["recurrence"])
+    series = ActivitySeries(
+        uid=uuid.uuid4().hex,
+        owner_id=activity.owner_id,
+        rrule=row.pop("recurrence"),
+        rdates=_moments("rdates", rdates, activity.all_day, tz),
+        exdates=_moments("exdates", exdates, activity.all_day, tz),
+        participants=[
+            {"email": p.email, "name": p.name, "person_id": p.person_id}
+            for p in activity.participants
+        ],
+        **row,
+    )
+    session.add(series)
+    await session.flush()
+    activity.series_id = series.id
+    activity.original_start_at = activity.start_at
+    series.materialised_until = activity.start_at + dt.timedelta(microseconds=1)
+    await materialise(session, series, _target(series), origin=origin)
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+async def get_series(session: AsyncSession, viewer: User, series_id: int) -> ActivitySeries:
+    permissions.require(viewer, permissions.ACTIVITIES_VIEW)
+    found = await session.get(ActivitySeries, series_id)
+    if found is None or (
+        found.deleted_at is not None and found.owner_id != viewer.id and not viewer.is_admin
+    ):
+        raise NotFound(f"series {series_id} not found")
+    return found
+
+
+async def series_of(session: AsyncSession, activity: Activity) -> ActivitySeries:
+    assert activity.series_id is not None
+    found = await session.get(ActivitySeries, activity.series_id)
+    if found is None:
+        raise NotFound(f"the series of activity {activity.id} is gone")
+    return found
+
+
+async def _live(
+    session: AsyncSession, series: ActivitySeries, since: dt.datetime | None = None
+) -> list[Activity]:
+    query = select(Activity).where(Activity.series_id == series.id, Activity.deleted_at.is_(None))
+    if since is not None:
+        query = query.where(Activity.original_start_at >= since)
+    return list(await session.scalars(query.order_by(Activity.original_start_at)))
+
+
+# --- editing -------------------------------------------------------------------------
+
+
+async def split(
+    session: AsyncSession, series: ActivitySeries, anchor: Activity, origin: str
+) -> ActivitySeries:
+    """End ``series`` before ``anchor`` and start a new series with it and every later
+    occurrence (which keep their ids and their own data). Answers the series that now
+    holds ``anchor``: ``series`` itself when ``anchor`` is its first occurrence."""
+    rule = rule_of(series)
+    moment = _original_moment(series, anchor)
+    instant = rule.instant(moment)
+    if instant <= rule.instant(rule.first):
+        return series
+    later = ActivitySeries(
+        uid=uuid.uuid4().hex,
+        owner_id=series.owner_id,
+        rrule=_rule_from(series, moment),
+        rdates=[v for v in series.rdates or [] if rule.instant(recurrence.loaded(v)) >= instant],
+        exdates=[v for v in series.exdates or [] if rule.instant(recurrence.loaded(v)) >= instant],
+        participants=list(series.participants or []),
+        materialised_until=series.materialised_until,
+        timezone=series.timezone,
+        all_day=series.all_day,
+        **{name: getattr(series, name) for name in MASTER_FIELDS},
+        **_times_at(series, rule, moment),
+    )
+    session.add(later)
+    series.rrule = _rule_ending_before(series, moment)
+    series.rdates = [v for v in series.rdates or [] if rule.instant(recurrence.loaded(v)) < instant]
+    series.exdates = [
+        v for v in series.exdates or [] if rule.instant(recurrence.loaded(v)) < instant
+    ]
+    series.updated_at = utcnow()
+    await session.flush()
+    await session.execute(
+        update(Activity)
+        .where(Activity.series_id == series.id, Activity.original_start_at >= instant)
+        .values(series_id=later.id, recurrence=later.rrule)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(Activity)
+        .where(Activity.series_id == series.id)
+        .values(recurrence=series.rrule)
+        .execution_options(synchronize_session=False)
+    )
+    for activity in session.identity_map.values():
+        if isinstance(activity, Activity) and activity.series_id == series.id:
+            await session.refresh(activity, ["series_id", "recurrence"])
+    changed = await _live(session, series) + await _live(session, later)
+    if changed:
+        await changefeed.record_changes(session, changed, changefeed.UPDATED, origin)
+    return later
+
+
+async def edit_series(
+    session: AsyncSession,
+    series: ActivitySeries,
+    anchor: Activity,
+    changes: dict[str, Any],
+    participants: list[dict[str, Any]] | None,
+    origin: str,
+) -> None:
+    """Apply ``changes`` (the API's fields) to the whole series, seen from ``anchor``:
+    a new start for the anchor moves every occurrence by as much on the local clock."""
+    from crmcal.crm.activities import check_master_fields
+
+    if "all_day" in changes and changes["all_day"] != series.all_day:
+        raise Invalid("all_day: a series cannot switch between all-day and timed")
+    plain = {k: changes[k] for k in MASTER_FIELDS if k in changes}
+    await check_master_fields(session, plain, series.type)
+    for name, value in plain.items():
+        setattr(series, name, value)
+    if participants is not None:
+        series.participants = [
+            {"email": p["email"], "name": p["name"], "person_id": p["person_id"]}
+            for p in participants
+        ]
+    retimed = any(k in changes for k in (*_TIME_FIELDS, *_RULE_FIELDS))
+    day_shift = dt.timedelta(0)
+    old_rule = rule_of(series)
+    if retimed:
+        day_shift = _retime(series, anchor, changes)
+    series.updated_at = utcnow()
+    await session.flush()
+    live = await _live(session, series)
+    if retimed:
+        live = await _rematch(session, series, old_rule, live, day_shift, origin)
+    changed = []
+    for activity in live:
+        touched = False
+        kept = set(activity.overrides or [])
+        for name, value in plain.items():
+            if name not in kept and getattr(activity, name) != value:
+                setattr(activity, name, value)
+                touched = True
+        if participants is not None and "participants" not in kept:
+            touched |= _same_people(activity, series)
+        if activity.recurrence != series.rrule:
+            activity.recurrence, touched = series.rrule, True
+        if touched or retimed:
+            activity.updated_at = utcnow()
+            changed.append(activity)
+    await session.flush()
+    if changed:
+        await changefeed.record_changes(session, changed, changefeed.UPDATED, origin)
+
+
+def _same_people(activity: Activity, series: ActivitySeries) -> bool:
+    """Give the occurrence the series' participants, keeping the answers of those it had."""
+    answers = {p.email: p.status for p in activity.participants if p.email}
+    wanted = [
+        (i, p.get("email"), p.get("name"), p.get("person_id"),
+         answers.get(p.get("email"), "needs_action"))
+        for i, p in enumerate(series.participants or [])
+    ]  # fmt: skip
+    current = [(p.position, p.email, p.name, p.person_id, p.status) for p in activity.participants]
+    if wanted == current:
+        return False
+    activity.participants = [
+        Participant(position=i, email=e, name=n, person_id=pid, status=s)
+        for i, e, n, pid, s in wanted
+    ]
+    return True
+
+
+def _retime(series: ActivitySeries, anchor: Activity, changes: dict[str, Any]) -> dt.timedelta:
+    """Move the master's times and rule as ``changes`` say; returns by how many days the
+    occurrences moved (to find each one's new slot)."""
+    tz_name = changes.get("timezone") or series.timezone
+    tz = times.zone(tz_name)
+    old_tz = times.zone(series.timezone)
+    anchor_original = _original_moment(series, anchor)
+    day_shift = dt.timedelta(0)
+    if series.all_day:
+        assert series.start_date
+        assert series.end_date
+        length = series.end_date - series.start_date
+        first = series.start_date
+        if changes.get("start"):
+            new_start = times.parse_date("start", changes["start"])
+            assert isinstance(anchor_original, dt.date)
+            day_shift = new_start - anchor_original
+            first = first + day_shift
+        if changes.get("end"):
+            base = first + (anchor_original - series.start_date) + day_shift  # type: ignore[operator]
+            length = times.parse_date("end", changes["end"]) - base
+        if length <= dt.timedelta(0):
+            raise Invalid("end: must be after start (an all-day end date is exclusive)")
+        series.start_date, series.end_date = first, first + length
+        series.start_at, series.end_at = (
+            times.midnight_utc(first, tz),
+            times.midnight_utc(first + length, tz),
+        )
+    else:
+        first_local = series.start_at.astimezone(old_tz).replace(tzinfo=None)
+        length = (series.end_at - series.start_at) if series.end_at else None
+        assert isinstance(anchor_original, dt.datetime)
+        if changes.get("start"):
+            new_start = times.parse_datetime("start", changes["start"], tz)
+            shift = new_start.astimezone(tz).replace(tzinfo=None) - anchor_original.astimezone(
+                old_tz
+            ).replace(tzinfo=None)
+            first_local += shift
+            moved = new_start.astimezone(tz).date() - anchor_original.astimezone(old_tz).date()
+            day_shift = dt.timedelta(days=moved.days)
+        first = first_local.replace(tzinfo=tz).astimezone(dt.UTC)
+        if "end" in changes:
+            if changes["end"] is None:
+                length = None
+            else:
+                new_end = times.parse_datetime("end", changes["end"], tz)
+                anchor_start = (
+                    times.parse_datetime("start", changes["start"], tz)
+                    if changes.get("start")
+                    else anchor.start_at
+                )
+                length = new_end - anchor_start
+                if length < dt.timedelta(0):
+                    raise Invalid("end: must not be before start")
+        series.start_at, series.end_at = first, (first + length if length is not None else None)
+    series.timezone = tz_name
+    if "recurrence" in changes:
+        if not changes["recurrence"]:
+            raise Invalid(
+                "recurrence: a series keeps a rule; to end it delete with scope following"
+            )
+        dtstart = (
+            dt.datetime.combine(series.start_date, dt.time())
+            if series.all_day and series.start_date
+            else series.start_at
+        )
+        series.rrule = times.normalise_rrule(changes["recurrence"], dtstart)
+        recurrence.check_can_match(series.rrule)
+    if "exdates" in changes:
+        series.exdates = _moments("exdates", changes["exdates"], series.all_day, tz)
+    if "rdates" in changes:
+        series.rdates = _moments("rdates", changes["rdates"], series.all_day, tz)
+    return day_shift
+
+
+async def _rematch(
+    session: AsyncSession,
+    series: ActivitySeries,
+    old_rule: Rule,
+    live: list[Activity],
+    day_shift: dt.timedelta,
+    origin: str,
+) -> list[Activity]:
+    """Give each live occurrence its slot under the series' new times and rule: the same
+    instant, else the same local day (after the move); those left without one go to the
+    trash, slots left without an occurrence get a new one. Answers the kept ones."""
+    from crmcal.crm.activities import insert_rows
+
+    rule = rule_of(series)
+    until = series.materialised_until or _target(series)
+    lo = min(rule.instant(rule.first), old_rule.instant(old_rule.first))
+    starts = rule.starts(lo, until, 100_000)
+    slots = {rule.instant(m): m for m in starts}
+    tz = rule.tz
+
+    def day(instant: dt.datetime) -> dt.date:
+        return instant.astimezone(tz).date()
+
+    by_day: dict[dt.date, dt.datetime] = {day(i): i for i in slots}
+    kept: list[Activity] = []
+    gone: list[Activity] = []
+    for activity in live:
+        assert activity.original_start_at is not None
+        slot: dt.datetime | None = activity.original_start_at
+        if slot not in slots:
+            old_day = activity.original_start_at.astimezone(old_rule.tz).date() + day_shift
+            slot = by_day.get(old_day)
+        if slot is None or slot not in slots:
+            gone.append(activity)
+            continue
+        moment = slots.pop(slot)
+        by_day.pop(day(slot), None)
+        activity.original_start_at = slot
+        if "start" not in (activity.overrides or []):
+            for name, value in _times_at(series, rule, moment).items():
+                setattr(activity, name, value)
+        activity.timezone = series.timezone
+        kept.append(activity)
+    now = utcnow()
+    for activity in gone:
+        activity.deleted_at = now
+    if gone:
+        await changefeed.record_changes(session, gone, changefeed.DELETED, origin)
+    if slots:
+        rows = [_occurrence_row(series, rule, m) for m in slots.values()]
+        people = _participant_rows(series)
+        made = await insert_rows(session, rows, [people for _ in rows])
+        await changefeed.record_changes(session, made, changefeed.CREATED, origin)
+    return kept
+
+
+async def detach(session: AsyncSession, activity: Activity, origin: str) -> None:
+    """Make an occurrence a single activity of its own: its series leaves its date out."""
+    found = await series_of(session, activity)
+    moment = _original_moment(found, activity)
+    found.exdates = sorted({*(found.exdates or []), recurrence.stored(moment)})
+    found.updated_at = utcnow()
+    activity.series_id = None
+    activity.original_start_at = None
+    activity.overrides = None
+    activity.recurrence = None
+
+
+# --- deleting and restoring ------------------------------------------------------------
+
+
+async def delete_occurrences(
+    session: AsyncSession, activity: Activity, scope: Scope, origin: str
+) -> None:
+    """Trash ``activity`` (an occurrence) and, per ``scope``, the ones after it or its
+    whole series; the series' rule and EXDATEs say the same."""
+    series = await series_of(session, activity)
+    now = utcnow()
+    rule = rule_of(series)
+    moment = _original_moment(series, activity)
+    if scope == "following" and rule.instant(moment) <= rule.instant(rule.first):
+        scope = "series"
+    if scope == "this":
+        series.exdates = sorted({*(series.exdates or []), recurrence.stored(moment)})
+        trashed = [activity] if activity.deleted_at is None else []
+    elif scope == "following":
+        series.rrule = _rule_ending_before(series, moment)
+        trashed = await _live(session, series, since=rule.instant(moment))
+        await session.execute(
+            update(Activity)
+            .where(Activity.series_id == series.id)
+            .values(recurrence=series.rrule)
+            .execution_options(synchronize_session=False)
+        )
+        for kept in await _live(session, series):
+            kept.recurrence = series.rrule
+    else:
+        series.deleted_at = now
+        trashed = await _live(session, series)
+    series.updated_at = now
+    for item in trashed:
+        item.deleted_at = now
+    await session.flush()
+    if trashed:
+        await changefeed.record_changes(session, trashed, changefeed.DELETED, origin)
+
+
+async def restore_occurrence(session: AsyncSession, activity: Activity, origin: str) -> None:
+    """Bring an occurrence back from the trash: into its series' dates again, and with
+    its series (and the occurrences deleted with it) when the series was deleted."""
+    series = await series_of(session, activity)
+    rule = rule_of(series)
+    moment = _original_moment(series, activity)
+    now = utcnow()
+    if series.deleted_at is not None:
+        with_it = list(
+            await session.scalars(
+                select(Activity).where(
+                    Activity.series_id == series.id,
+                    Activity.deleted_at == series.deleted_at,
+                    Activity.id != activity.id,
+                )
+            )
+        )
+        series.deleted_at = None
+        for item in with_it:
+            item.deleted_at, item.updated_at = None, now
+        if with_it:
+            await changefeed.record_changes(session, with_it, changefeed.RESTORED, origin)
+    stored = recurrence.stored(moment)
+    exdates = [v for v in series.exdates or [] if v != stored]
+    instant = rule.instant(moment)
+    if not replace(rule, exdates=()).starts(instant, instant + dt.timedelta(seconds=1), 1):
+        raise Conflict(
+            f"activity {activity.id} is no longer in its series' dates: the rule ends before it"
+        )
+    series.exdates = exdates
+    series.updated_at = now
+
+
+# --- the API's view ----------------------------------------------------------------------
+
+
+def to_out(found: ActivitySeries, viewer: User) -> SeriesOut:
+    """The series as ``viewer`` may see it: someone else's private one is a busy block."""
+    from crmcal.crm.activities import BUSY_PLACEHOLDER
+
+    tz = times.zone(found.timezone)
+
+    def shown(text: str) -> str:
+        moment = recurrence.loaded(text)
+        return times.format_instant(moment, tz) if isinstance(moment, dt.datetime) else text
+
+    if found.all_day:
+        start = found.start_date.isoformat() if found.start_date else ""
+        end = found.end_date.isoformat() if found.end_date else None
+    else:
+        start = times.format_instant(found.start_at, tz)
+        end = times.format_instant(found.end_at, tz) if found.end_at else None
+    details = permissions.can_see_details(viewer, found)  # type: ignore[arg-type]
+    return SeriesOut(
+        id=found.id,
+        recurrence=found.rrule,
+        exdates=[shown(v) for v in found.exdates or []],
+        rdates=[shown(v) for v in found.rdates or []],
+        type=found.type,
+        subject=found.subject if details else BUSY_PLACEHOLDER,
+        start=start,
+        end=end,
+        all_day=found.all_day,
+        timezone=found.timezone,
+        location=found.location if details else None,
+        note=found.note if details else None,
+        busy=found.busy,
+        visibility=found.visibility,
+        owner_id=found.owner_id,
+        participants=[SeriesParticipantOut(**p) for p in found.participants or []]
+        if details
+        else [],
+        deal_id=found.deal_id if details else None,
+        person_id=found.person_id if details else None,
+        organization_id=found.organization_id if details else None,
+        reminder_minutes=found.reminder_minutes,
+        notify_participants=found.notify_participants,
+        occurrences_until=found.materialised_until,
+        created_at=found.created_at,
+        updated_at=found.updated_at,
+        deleted_at=found.deleted_at,
+    )

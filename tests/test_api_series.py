@@ -1,0 +1,313 @@
+"""Recurring activities through the REST API: a series row, its occurrences as
+activities, edits and deletions by scope, and the daylight-saving switches."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from crmcal.crm import series as series_repo
+from crmcal.db import Database
+from crmcal.sync.tables import Connection
+from tests.conftest import Api, run
+
+URL = "/api/v1/activities"
+
+
+def create(api: Api, **fields: Any) -> dict[str, Any]:
+    body = {"type": "meeting", "subject": "Weekly", "start": "2027-01-05T09:00:00",
+            "end": "2027-01-05T10:00:00", "timezone": "Europe/Berlin", **fields}  # fmt: skip
+    response = api.post(URL, json=body)
+    assert response.status_code == 201, response.text
+    out: dict[str, Any] = response.json()
+    return out
+
+
+def occurrences(api: Api, series_id: int, **params: Any) -> list[dict[str, Any]]:
+    response = api.get(URL, params={"series_id": series_id, "limit": 1000, **params})
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+def patch(api: Api, activity_id: int, **body: Any) -> dict[str, Any]:
+    response = api.patch(f"{URL}/{activity_id}", json=body)
+    assert response.status_code == 200, response.text
+    out: dict[str, Any] = response.json()
+    return out
+
+
+def series(api: Api, series_id: int) -> dict[str, Any]:
+    response = api.get(f"/api/v1/series/{series_id}")
+    assert response.status_code == 200, response.text
+    out: dict[str, Any] = response.json()
+    return out
+
+
+def test_a_rule_makes_a_series_answered_by_its_first_occurrence(alice: Api) -> None:
+    first = create(alice, recurrence="FREQ=WEEKLY;BYDAY=TU;COUNT=10", location="Room 4")
+    assert first["series_id"] is not None
+    assert first["start"] == "2027-01-05T09:00:00+01:00"
+    assert first["original_start"] == first["start"]
+    assert first["recurrence"] == "FREQ=WEEKLY;BYDAY=TU;COUNT=10"
+    found = occurrences(alice, first["series_id"])
+    assert len(found) == 10
+    assert [o["start"][:10] for o in found[:3]] == ["2027-01-05", "2027-01-12", "2027-01-19"]
+    assert {o["series_id"] for o in found} == {first["series_id"]}
+    assert all(o["location"] == "Room 4" and o["end"][11:19] == "10:00:00" for o in found)
+    shown = series(alice, first["series_id"])
+    assert shown["recurrence"] == "FREQ=WEEKLY;BYDAY=TU;COUNT=10"
+    assert shown["subject"] == "Weekly"
+    assert shown["start"] == "2027-01-05T09:00:00+01:00"
+    # Occurrences are activities like any other: in range lists too.
+    in_range = alice.get(URL, params={"start_from": "2027-01-10", "start_to": "2027-01-20"})
+    assert [o["id"] for o in in_range.json()["items"]] == [found[1]["id"], found[2]["id"]]
+
+
+def test_weekly_at_nine_berlin_stays_at_nine_across_both_switches(alice: Api) -> None:
+    first = create(alice, start="2027-03-16T09:00:00", end="2027-03-16T09:30:00",
+                   recurrence="FREQ=WEEKLY;UNTIL=20271110T000000Z")  # fmt: skip
+    found = occurrences(alice, first["series_id"])
+    assert {o["start"][11:19] for o in found} == {"09:00:00"}
+    offsets = [o["start"][19:] for o in found]
+    # March 28th and October 31st 2027 are the switches.
+    assert offsets[:2] == ["+01:00", "+01:00"]
+    assert offsets[2] == "+02:00"
+    assert offsets[-1] == "+01:00"
+    assert {o["end"][11:19] for o in found} == {"09:30:00"}
+    # Moving the whole series to 10:00 keeps it on the local clock too.
+    moved = patch(alice, found[5]["id"], scope="series", start=found[5]["start"][:10] + "T10:00:00",
+                  end=found[5]["start"][:10] + "T10:30:00")  # fmt: skip
+    assert moved["start"][11:19] == "10:00:00"
+    again = occurrences(alice, first["series_id"])
+    assert [o["id"] for o in again] == [o["id"] for o in found]
+    assert {o["start"][11:19] for o in again} == {"10:00:00"}
+
+
+def test_an_all_day_yearly_series_stays_on_its_date(alice: Api) -> None:
+    first = create(alice, all_day=True, start="2026-12-24", end=None, timezone="America/New_York",
+                   recurrence="FREQ=YEARLY;COUNT=3")  # fmt: skip
+    found = occurrences(alice, first["series_id"])
+    assert [o["start"] for o in found] == ["2026-12-24"]  # the rest lie beyond the horizon
+    assert [o["end"] for o in found] == ["2026-12-25"]
+    assert first["original_start"] == "2026-12-24"
+
+
+def test_an_unbounded_rule_is_made_up_to_the_horizon_then_extended(
+    alice: Api, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRMCAL_SERIES_HORIZON_DAYS", "30")
+    first = create(alice, start="2027-01-04T08:00:00", end=None, recurrence="FREQ=DAILY")
+    made = occurrences(alice, first["series_id"])
+    assert 29 <= len(made) <= 31
+    assert series(alice, first["series_id"])["occurrences_until"] is not None
+
+    async def extend(days: int) -> tuple[int, int]:
+        db = Database(db_url)
+        try:
+            async with db.write() as session:
+                later = dt.datetime(2027, 1, 4, tzinfo=dt.UTC) + dt.timedelta(days=days)
+                return await series_repo.extend_all(session, now=later)
+        finally:
+            await db.dispose()
+
+    assert run(extend(0)) == (0, 0)  # the horizon is not a day short yet
+    assert run(extend(10)) == (1, 10)
+    assert len(occurrences(alice, first["series_id"])) == len(made) + 10
+
+
+def test_one_occurrence_edited_alone_keeps_its_fields_when_the_series_changes(
+    alice: Api,
+) -> None:
+    first = create(alice, recurrence="FREQ=WEEKLY;COUNT=4",
+                   participants=[{"email": "ann@acme.test", "name": "Ann"}])  # fmt: skip
+    deal = alice.post("/api/v1/deals", json={"title": "Renewal"}).json()["id"]
+    found = occurrences(alice, first["series_id"])
+    second, third = found[1], found[2]
+    patch(alice, second["id"], subject="Moved review", note="bring slides", done=True)
+    patch(alice, third["id"], deal_id=deal, done=True, participants=[
+        {"email": "ann@acme.test", "name": "Ann", "status": "accepted"}])  # fmt: skip
+    assert series(alice, first["series_id"])["subject"] == "Weekly"  # "this" is the default
+
+    patch(alice, first["id"], scope="series", subject="Team call", location="Room 9")
+    after = {o["id"]: o for o in occurrences(alice, first["series_id"])}
+    assert after[second["id"]]["subject"] == "Moved review"
+    assert after[second["id"]]["note"] == "bring slides"
+    assert after[second["id"]]["done"] is True
+    assert after[second["id"]]["location"] == "Room 9"
+    assert after[third["id"]]["subject"] == "Team call"
+    assert after[third["id"]]["deal_id"] == deal
+    assert after[third["id"]]["done"] is True
+    assert after[third["id"]]["participants"][0]["status"] == "accepted"
+    assert after[first["id"]]["subject"] == "Team call"
+    assert series(alice, first["series_id"])["subject"] == "Team call"
+
+    # New participants for the series keep the answers already given.
+    patch(alice, first["id"], scope="series", participants=[
+        {"email": "ann@acme.test", "name": "Ann"}, {"email": "bo@acme.test"}])  # fmt: skip
+    after = {o["id"]: o for o in occurrences(alice, first["series_id"])}
+    assert [p["status"] for p in after[third["id"]]["participants"]] == [
+        "accepted", "needs_action"]  # fmt: skip
+    assert len(after[found[3]["id"]]["participants"]) == 2
+
+
+def test_this_and_following_ends_the_rule_and_starts_a_new_series(alice: Api) -> None:
+    first = create(alice, recurrence="FREQ=WEEKLY;COUNT=10")
+    found = occurrences(alice, first["series_id"])
+    patch(alice, found[5]["id"], done=True)
+    changed = patch(alice, found[3]["id"], scope="following", subject="New format")
+    new_series = changed["series_id"]
+    assert new_series != first["series_id"]
+    old = occurrences(alice, first["series_id"])
+    new = occurrences(alice, new_series)
+    assert [o["id"] for o in old] == [o["id"] for o in found[:3]]
+    assert [o["id"] for o in new] == [o["id"] for o in found[3:]]
+    assert {o["subject"] for o in old} == {"Weekly"}
+    assert {o["subject"] for o in new} == {"New format"}
+    assert next(o for o in new if o["id"] == found[5]["id"])["done"] is True
+    assert "UNTIL=20270126T075959Z" in series(alice, first["series_id"])["recurrence"]
+    assert series(alice, new_series)["recurrence"] == "FREQ=WEEKLY;COUNT=7"
+    assert series(alice, new_series)["start"] == found[3]["start"]
+
+
+def test_deleting_by_scope_and_restoring(alice: Api) -> None:
+    first = create(alice, recurrence="FREQ=WEEKLY;COUNT=6")
+    found = occurrences(alice, first["series_id"])
+    sid = first["series_id"]
+
+    gone = alice.delete(f"{URL}/{found[1]['id']}")
+    assert gone.status_code == 200, gone.text
+    assert gone.json()["deleted_at"] is not None
+    assert series(alice, sid)["exdates"] == [found[1]["start"]]
+    assert len(occurrences(alice, sid)) == 5
+    assert alice.post(f"{URL}/{found[1]['id']}/restore").status_code == 200
+    assert series(alice, sid)["exdates"] == []
+    assert len(occurrences(alice, sid)) == 6
+
+    cut = alice.delete(f"{URL}/{found[4]['id']}", params={"scope": "following"})
+    assert cut.status_code == 200, cut.text
+    assert [o["id"] for o in occurrences(alice, sid)] == [o["id"] for o in found[:4]]
+    assert "UNTIL=" in series(alice, sid)["recurrence"]
+    refused = alice.post(f"{URL}/{found[5]['id']}/restore")
+    assert refused.status_code == 409, refused.text
+
+    everything = alice.client.request(
+        "DELETE", f"{URL}/{found[0]['id']}", json={"scope": "series"},
+        headers={"Authorization": f"Bearer {alice.token}"},
+    )  # fmt: skip
+    assert everything.status_code == 200, everything.text
+    assert occurrences(alice, sid) == []
+    assert series(alice, sid)["deleted_at"] is not None
+    assert alice.post(f"{URL}/{found[2]['id']}/restore").status_code == 200
+    assert [o["id"] for o in occurrences(alice, sid)] == [o["id"] for o in found[:4]]
+    assert series(alice, sid)["deleted_at"] is None
+
+
+def test_exdates_and_rdates(alice: Api) -> None:
+    first = create(alice, recurrence="FREQ=DAILY;COUNT=5", exdates=["2027-01-06T09:00:00"],
+                   rdates=["2027-01-20T09:00:00+01:00"])  # fmt: skip
+    starts = [o["start"][:10] for o in occurrences(alice, first["series_id"])]
+    assert starts == ["2027-01-05", "2027-01-07", "2027-01-08", "2027-01-09", "2027-01-20"]
+
+
+def test_a_single_activity_given_a_rule_becomes_the_first_occurrence(alice: Api) -> None:
+    single = create(alice)
+    assert single["series_id"] is None
+    made = patch(alice, single["id"], recurrence="FREQ=WEEKLY;COUNT=3")
+    assert made["series_id"] is not None
+    assert occurrences(alice, made["series_id"])[0]["id"] == single["id"]
+    assert len(occurrences(alice, made["series_id"])) == 3
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"recurrence": "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"},
+        {"recurrence": "FREQ=WEEKLY", "exdates": ["not a time"]},
+    ],
+)
+def test_bad_series_are_refused(alice: Api, body: dict[str, Any]) -> None:
+    response = alice.post(URL, json={"type": "call", "subject": "x",
+                                     "start": "2027-01-05T09:00:00", **body})  # fmt: skip
+    assert response.status_code == 422, response.text
+    assert ("recurrence" in response.text) or ("exdates" in response.text)
+
+
+def test_an_occurrence_rule_belongs_to_the_series(alice: Api) -> None:
+    first = create(alice, recurrence="FREQ=WEEKLY;COUNT=3")
+    response = alice.patch(f"{URL}/{first['id']}", json={"recurrence": "FREQ=DAILY"})
+    assert response.status_code == 422
+    assert "scope" in response.json()["detail"]
+
+
+def _connect(db_url: str, user_id: int, provider: str) -> None:
+    async def go() -> None:
+        db = Database(db_url)
+        try:
+            async with db.write() as session:
+                session.add(Connection(user_id=user_id, provider=provider, account="a@b.test",
+                                       credentials=b"x", calendar_id="c", calendar_name="C",
+                                       sync_type="two_way", options={}, state="active",
+                                       counts={}, problems=[], failures=0))  # fmt: skip
+        finally:
+            await db.dispose()
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    ("rule", "part"),
+    [("FREQ=HOURLY;COUNT=3", "FREQ=HOURLY"), ("FREQ=MONTHLY;BYMONTHDAY=1,15", "BYMONTHDAY"),
+     ("FREQ=DAILY;COUNT=1000", "COUNT")],
+)  # fmt: skip
+def test_a_rule_outlook_cannot_hold_is_refused_for_a_microsoft_connection(
+    alice: Api, db_url: str, rule: str, part: str
+) -> None:
+    assert alice.post(URL, json={"type": "call", "subject": "x", "start": "2027-01-05T09:00:00",
+                                 "recurrence": rule}).status_code == 201  # fmt: skip
+    _connect(db_url, alice.id, "microsoft")
+    body = {"type": "call", "subject": "x", "start": "2027-01-05T09:00:00", "recurrence": rule}
+    response = alice.post(URL, json=body)
+    assert response.status_code == 422, response.text
+    assert part in response.json()["detail"]
+    assert "Microsoft 365" in response.json()["detail"]
+    rdate = alice.post(URL, json={"type": "call", "subject": "x", "start": "2027-01-05T09:00:00",
+                                  "recurrence": "FREQ=WEEKLY",
+                                  "rdates": ["2027-01-07T09:00:00"]})  # fmt: skip
+    assert rdate.status_code == 422
+    assert "RDATE" in rdate.json()["detail"]
+
+
+def test_the_maintenance_job_moves_the_horizon_on(
+    alice: Api, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crmcal.jobs import maintenance
+
+    monkeypatch.setenv("CRMCAL_SERIES_HORIZON_DAYS", "10")
+    first = create(alice, start="2027-01-04T08:00:00", end=None, recurrence="FREQ=WEEKLY")
+    before = len(occurrences(alice, first["series_id"]))
+    monkeypatch.setenv("CRMCAL_SERIES_HORIZON_DAYS", "400")
+
+    async def once() -> int:
+        db = Database(db_url)
+        try:
+            return await maintenance.extend_series_once(db)
+        finally:
+            await db.dispose()
+
+    made = run(once())
+    assert made > 40
+    assert len(occurrences(alice, first["series_id"])) == before + made
+    assert run(once()) == 0
+
+
+def test_an_occurrence_without_a_rule_leaves_its_series(alice: Api) -> None:
+    first = create(alice, recurrence="FREQ=WEEKLY;COUNT=3")
+    second = occurrences(alice, first["series_id"])[1]
+    alone = patch(alice, second["id"], recurrence=None, subject="One-off")
+    assert (alone["series_id"], alone["recurrence"], alone["original_start"]) == (None, None, None)
+    assert [o["id"] for o in occurrences(alice, first["series_id"])] == [
+        first["id"], occurrences(alice, first["series_id"])[1]["id"]]  # fmt: skip
+    assert series(alice, first["series_id"])["exdates"] == [second["start"]]
