@@ -555,3 +555,25 @@ def test_bad_settings_are_refused(google: Google, body: dict[str, Any]) -> None:
     before = google.client.get("/_emulator/settings").json()
     assert reason(google.client.post("/_emulator/settings", json=body)) == (400, "invalid")
     assert google.client.get("/_emulator/settings").json() == before
+
+
+def test_any_instance_of_a_long_series_can_be_read_changed_and_listed(google: Google) -> None:
+    """A five-year daily series: the instance on day 1,500 is there by id and by window,
+    as in Google (not only the first few hundred)."""
+    series = google.insert(recurrence=["RRULE:FREQ=DAILY;COUNT=1826"])
+    sid = series["id"]
+    late = f"{sid}_20310109T090000Z"  # 2026-12-01 + 1,500 days, 10:00 Berlin
+    found = google.ok("GET", f"/calendars/primary/events/{late}", "Event")
+    assert found["originalStartTime"]["dateTime"] == "2031-01-09T10:00:00+01:00"
+    moved = google.ok("PATCH", f"/calendars/primary/events/{late}", "Event",
+                      json={"summary": "Late review"})  # fmt: skip
+    assert (moved["id"], moved["recurringEventId"]) == (late, sid)
+    window = google.ok("GET", f"/calendars/primary/events/{sid}/instances", "Events",
+                       params={"timeMin": "2031-01-08T12:00:00Z",
+                               "timeMax": "2031-01-11T00:00:00Z"})["items"]  # fmt: skip
+    assert [(e["id"], e["summary"]) for e in window] == [
+        (late, "Late review"), (f"{sid}_20310110T090000Z", "Demo")]  # fmt: skip
+    beyond = google.call("GET", f"/calendars/primary/events/{sid}_20311202T090000Z")
+    assert beyond.status_code == 404  # after the 1,826th day
+    off_grid = google.call("GET", f"/calendars/primary/events/{sid}_20310109T091500Z")
+    assert off_grid.status_code == 404

@@ -37,8 +37,8 @@ def _local_start(master: dict[str, Any]) -> dt.datetime | dt.date:
     return start
 
 
-def occurrences(master: dict[str, Any]) -> Iterator[dt.datetime | dt.date]:
-    """The original starts of a series, in order (at most ``MAX_INSTANCES``)."""
+def _rules(master: dict[str, Any]) -> tuple[rrule.rruleset, bool]:
+    """The series' rule set (anchored at its local start) and whether it is all-day."""
     start = _local_start(master)
     all_day = not isinstance(start, dt.datetime)
     anchor = dt.datetime.combine(start, dt.time()) if all_day else start  # type: ignore[arg-type]
@@ -48,7 +48,21 @@ def occurrences(master: dict[str, Any]) -> Iterator[dt.datetime | dt.date]:
         )
     except (ValueError, TypeError):
         raise invalid("Invalid recurrence rule.", location="recurrence") from None
-    for moment in itertools.islice(rules, MAX_INSTANCES):
+    return rules, all_day
+
+
+def occurrences(
+    master: dict[str, Any], after: dt.datetime | None = None
+) -> Iterator[dt.datetime | dt.date]:
+    """The original starts of a series, in order: from its start, or from the first one
+    at or after ``after`` (a window read by ``timeMin``), at most ``MAX_INSTANCES``."""
+    rules, all_day = _rules(master)
+    found: Iterator[dt.datetime] = iter(rules)
+    if after is not None:
+        # A day earlier: an all-day or long occurrence that started before still overlaps.
+        since = after - dt.timedelta(days=1)
+        found = rules.xafter(since.replace(tzinfo=None) if all_day else since, inc=True)
+    for moment in itertools.islice(found, MAX_INSTANCES):
         yield moment.date() if all_day else moment
 
 
@@ -86,8 +100,21 @@ def instance(master: dict[str, Any], original: dt.datetime | dt.date) -> dict[st
 
 
 def find_instance(master: dict[str, Any], event_id: str) -> dict[str, Any] | None:
-    """The generated instance of ``master`` with ``event_id``, if the series has it."""
-    for original in occurrences(master):
-        if instance_id(master["id"], original) == event_id:
-            return instance(master, original)
-    return None
+    """The generated instance of ``master`` with ``event_id``, if the series has it — any
+    of its instances, however far from its start (Google reads each one by id)."""
+    parts = split_id(event_id)
+    if parts is None or parts[0] != master["id"]:
+        return None
+    suffix = parts[1]
+    rules, all_day = _rules(master)
+    try:
+        if all_day:
+            wanted: dt.datetime = dt.datetime.strptime(suffix, "%Y%m%d")
+        else:
+            wanted = dt.datetime.strptime(suffix, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    found = next(iter(rules.xafter(wanted, inc=True)), None)
+    if found is None or found != wanted:
+        return None
+    return instance(master, found.date() if all_day else found)

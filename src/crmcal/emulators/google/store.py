@@ -389,8 +389,9 @@ class GoogleState:
             if page is None or not isinstance(page.get("o"), int):
                 raise invalid("Invalid page token.", location="pageToken")
             offset = page["o"]
+        after = _instant(params["timeMin"], "timeMin") if params.get("timeMin") else None
         found = [
-            occurrence for occurrence in self._occurrences(calendar, master)
+            occurrence for occurrence in self._occurrences(calendar, master, after)
             if (occurrence["status"] != "cancelled" or params.get("showDeleted"))
             and _in_window(occurrence, params)
         ]  # fmt: skip
@@ -409,10 +410,13 @@ class GoogleState:
             body["nextPageToken"] = _encode({"o": offset + size})
         return body
 
-    def _occurrences(self, calendar: Calendar, master: dict[str, Any]) -> list[dict[str, Any]]:
-        """Every occurrence of a series: the generated instance or its exception."""
+    def _occurrences(
+        self, calendar: Calendar, master: dict[str, Any], after: dt.datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Every occurrence of a series (from ``after``): the generated instance or its
+        exception."""
         found = []
-        for original in recurrence.occurrences(master):
+        for original in recurrence.occurrences(master, after):
             instance_id = recurrence.instance_id(master["id"], original)
             exception = calendar.events.get(instance_id)
             found.append(exception.body if exception else recurrence.instance(master, original))
