@@ -165,7 +165,7 @@ class Crmcal:
         self.env = {
             **os.environ,
             "CRMCAL_DATABASE_URL": f"sqlite:///{root / 'crm.db'}",
-            "CRMCAL_SECRET_KEY": "bench",
+            "CRMCAL_SECRET_KEY": "bench-key-Tq8Wm3Zx6Lp1Rv9Ns4Kb7Yc2Hd5Gf0Ja",
             "CRMCAL_ALLOW_PRIVATE_NETWORKS": "1",
         }
         subprocess.run([str(BIN / "crmcal"), "db", "upgrade"], env=self.env, check=True,

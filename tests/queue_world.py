@@ -21,7 +21,7 @@ from crmcal import migrations
 from crmcal.jobs.queue import conninfo, ensure_schema
 from tests.conftest import PG_SERVER, _pg_unavailable
 
-SECRET = "queue-test-key"
+SECRET = "queue-test-key-6Jq2vT9xWmP4rZ8sN1bL5cK7dF3hG0yE"
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -30,6 +31,8 @@ users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the database.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(help="Manage the secret key.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 out = Console()
 err = Console(stderr=True)
@@ -44,6 +47,21 @@ def _settings() -> Settings:
     try:
         return Settings.from_env()
     except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _require_strong_key(settings: Settings) -> None:
+    """A server refuses a secret key that an attacker could guess."""
+    from crmcal.vault import VaultError, vault_for, weak_key_problem
+
+    if settings.secret_key:
+        problem = weak_key_problem(settings.secret_key)
+        if problem is not None:
+            raise CliError(problem)
+        return
+    try:
+        vault_for(settings)  # a generated key file: refused when empty or short
+    except VaultError as exc:
         raise CliError(str(exc)) from None
 
 
@@ -220,6 +238,7 @@ def serve(
     from crmcal.web.app import create_app
 
     settings = _settings()
+    _require_strong_key(settings)
     jobs: Literal["embedded", "queue", "queue+worker"] = "embedded"
     if is_sqlite(settings.database_url):
         if with_worker:
@@ -267,6 +286,7 @@ def worker(
             "with SQLite, 'crmcal serve' runs the syncs itself"
         )
     _require_current_schema(settings)
+    _require_strong_key(settings)
     vault = vault_for(settings)
     if vault is None:
         raise CliError("set CRMCAL_SECRET_KEY: stored credentials cannot be read without it")
@@ -280,6 +300,70 @@ def worker(
 
     err.print(f"crmcal worker {queue.worker_name()}: {concurrency} syncs at once")
     _run(work, settings)
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every stored credential under the current secret key.
+
+    With CRMCAL_SECRET_KEY: set the new key there and the old one in
+    CRMCAL_OLD_SECRET_KEYS (comma-separated), restart, run this, then drop the old
+    key. With a generated key file (SQLite, no CRMCAL_SECRET_KEY): this makes a new
+    key, re-encrypts, and replaces the file."""
+    import secrets
+
+    from sqlalchemy import select
+
+    from crmcal.sync.tables import Connection
+    from crmcal.vault import (
+        Vault,
+        VaultError,
+        key_file,
+        next_key_file,
+        read_key_file,
+        write_key_file,
+    )
+
+    settings = _settings()
+    _require_current_schema(settings)
+    path = None
+    if settings.secret_key:
+        _require_strong_key(settings)
+        vault = Vault(settings.secret_key, settings.old_secret_keys)
+    else:
+        path = key_file(settings.database_url)
+        if path is None or not path.exists():
+            raise CliError("set CRMCAL_SECRET_KEY (and the old key in CRMCAL_OLD_SECRET_KEYS)")
+        try:
+            old = read_key_file(path)
+            pending = next_key_file(path)
+            if not pending.exists():
+                write_key_file(pending, secrets.token_urlsafe(32), replace=True)
+            vault = Vault(read_key_file(pending), [old])
+        except VaultError as exc:
+            raise CliError(str(exc)) from None
+
+    async def rotate(db: Database) -> tuple[int, list[int]]:
+        done, failed = 0, []
+        async with db.write() as session:
+            for conn in await session.scalars(select(Connection).order_by(Connection.id)):
+                try:
+                    conn.credentials = vault.reseal(conn.credentials)
+                    done += 1
+                except VaultError:
+                    failed.append(conn.id)
+        return done, failed
+
+    done, failed = _run(rotate, settings)
+    if path is not None:
+        os.replace(next_key_file(path), path)
+    out.print(f"re-encrypted the credentials of {done} connection(s) under the current key")
+    if failed:
+        ids = ", ".join(str(i) for i in failed)
+        raise CliError(
+            f"no key decrypts the credentials of connection(s) {ids}: add the key they "
+            "were stored with to CRMCAL_OLD_SECRET_KEYS, or reconnect them"
+        )
 
 
 @app.command()

@@ -41,6 +41,8 @@ def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     secret_key: str | None = None
+    # Keys that still decrypt stored credentials while `crmcal keys rotate` runs.
+    old_secret_keys: tuple[str, ...] = ()
     base_url: str = "http://127.0.0.1:8000"
     poll_seconds: int = DEFAULT_POLL_SECONDS
     allow_private_networks: bool = False
@@ -108,6 +110,9 @@ class Settings:
             sync_max_seconds=sync_max_seconds,
             database_url=env.get("CRMCAL_DATABASE_URL") or DEFAULT_DATABASE_URL,
             secret_key=env.get("CRMCAL_SECRET_KEY") or None,
+            old_secret_keys=tuple(
+                k.strip() for k in (env.get("CRMCAL_OLD_SECRET_KEYS") or "").split(",") if k.strip()
+            ),
             base_url=(env.get("CRMCAL_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
             poll_seconds=poll_seconds,
             allow_private_networks=_flag(env.get("CRMCAL_ALLOW_PRIVATE_NETWORKS")),
