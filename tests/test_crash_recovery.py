@@ -34,6 +34,8 @@ from tests.conftest import create_user_in
 from tests.google_emulator import GoogleEmulator, GoogleHarness
 from tests.providers.harness import CalDAVHarness, CalDAVServer, Foreign
 
+KEY = "crash-test-key-Vb7Qw2Lm9Xz4Rt6Yp1Nc8Ks3Hd5Gf0Ja"
+
 ROUNDS = 4
 NEW_PER_ROUND = 6  # CRM activities per user and round; plus one calendar event
 LEASE_SECONDS = 10  # renewal gets 3 s: room for a starved event loop
@@ -235,7 +237,7 @@ async def test_killing_the_server_mid_sync_again_and_again_converges_without_cop
     _, admin_token = await create_user_in(db_url, email="admin@crm.test", name="Admin",
                                           is_admin=True)  # fmt: skip
     port = free_port()
-    env = {**os.environ, "CRMCAL_DATABASE_URL": db_url, "CRMCAL_SECRET_KEY": "crash-test-key-Vb7Qw2Lm9Xz4Rt6Yp1Nc8Ks3Hd5Gf0Ja",
+    env = {**os.environ, "CRMCAL_DATABASE_URL": db_url, "CRMCAL_SECRET_KEY": KEY,
            "CRMCAL_BASE_URL": f"http://{HOST}:{port}", "CRMCAL_ALLOW_PRIVATE_NETWORKS": "1",
            "CRMCAL_GOOGLE_API_URL": google_emulator.url,
            "CRMCAL_GOOGLE_OAUTH_URL": google_emulator.url,
