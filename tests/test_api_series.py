@@ -311,3 +311,11 @@ def test_an_occurrence_without_a_rule_leaves_its_series(alice: Api) -> None:
     assert [o["id"] for o in occurrences(alice, first["series_id"])] == [
         first["id"], occurrences(alice, first["series_id"])[1]["id"]]  # fmt: skip
     assert series(alice, first["series_id"])["exdates"] == [second["start"]]
+
+
+def test_distributed_workers_move_the_horizon_on_too() -> None:
+    from crmcal.jobs import queue
+
+    app = queue.queue_app("postgresql://127.0.0.1/unused")
+    assert "crmcal.series" in app.tasks
+    assert app.tasks["crmcal.series"].func is queue.extend_series

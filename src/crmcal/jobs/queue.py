@@ -11,7 +11,8 @@ number of machines, run the jobs:
 * periodic: ``crmcal.poll`` (every few seconds: connections whose
   ``next_sync_at`` has come, a bounded share per tick so they spread),
   ``crmcal.renew`` (push channels about to expire), ``crmcal.purge`` (the
-  trash) and ``crmcal.recover`` (jobs of workers that stopped beating: retried,
+  trash), ``crmcal.series`` (the horizon of recurring series moved on) and
+  ``crmcal.recover`` (jobs of workers that stopped beating: retried,
   so a worker killed mid-sync loses nothing). Each tick runs on one worker only.
 
 The schema procrastinate needs is applied by ``crmcal db upgrade`` and when a
@@ -102,6 +103,7 @@ def queue_app(database_url: str, *, pool_size: int = 10) -> procrastinate.App:
         ("recover", f"* * * * * */{POLL_EVERY}", recover_stalled),
         ("renew", "*/10 * * * *", renew_channels),
         ("purge", "17 * * * *", purge_trash),
+        ("series", "43 * * * *", extend_series),
     ):
         task = app.task(name=f"crmcal.{name}", queue=PERIODIC_QUEUE, pass_context=True)(job)
         app.periodic(cron=cron, periodic_id=name)(task)
@@ -235,6 +237,11 @@ async def renew_channels(context: procrastinate.JobContext, timestamp: int) -> i
 
 async def purge_trash(context: procrastinate.JobContext, timestamp: int) -> int:
     return await maintenance.purge_once(_runtime(context).db)
+
+
+async def extend_series(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Make the occurrences of recurring series the horizon has reached since."""
+    return await maintenance.extend_series_once(_runtime(context).db)
 
 
 async def recover_stalled(context: procrastinate.JobContext, timestamp: int) -> int:
