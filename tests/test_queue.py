@@ -102,6 +102,11 @@ def test_the_server_only_enqueues_and_a_storm_makes_one_job(queue_db: str) -> No
         # (the connection is a Google one: the Graph webhook does not know its channel)
         assert client.post("/webhooks/microsoft", json=graph).status_code == 202
         assert sync_jobs(queue_db) == [f"connection:{connection_id}"]
+        # The queue's depth and age are on /metrics.
+        scraped = client.get("/metrics")
+        assert scraped.status_code == 200
+        assert 'crmcal_queue_jobs{queue="sync",status="todo"} 1.0' in scraped.text
+        assert 'crmcal_queue_oldest_waiting_seconds{queue="sync"}' in scraped.text
 
     # Nothing synced in the server: the job waits for a worker.
     state = query(queue_db, "SELECT state, last_sync_at FROM connections WHERE id = %s",

@@ -265,7 +265,14 @@ def serve(
     out.print(f"crmcal on {url} (API docs at {url}/docs)")
     if jobs == "queue":
         out.print("syncs are queued for 'crmcal worker' processes")
-    uvicorn.run(create_app(settings, jobs=jobs), host=host, port=port, log_level="info")
+    from crmcal import logs
+
+    logs.setup()
+    # In JSON, uvicorn's own lines go through the same handler as everything else.
+    plain = (os.environ.get("CRMCAL_LOG_FORMAT") or "text").strip().lower() != "json"
+    log_config = uvicorn.config.LOGGING_CONFIG if plain else None
+    uvicorn.run(create_app(settings, jobs=jobs), host=host, port=port, log_level="info",
+                log_config=log_config)  # fmt: skip
 
 
 @app.command()
@@ -273,6 +280,13 @@ def worker(
     concurrency: Annotated[
         int, typer.Option(help="Syncs this process runs at once.", min=1, max=1000)
     ] = 8,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics on this port.", min=1, max=65535),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address the metrics port listens on.")
+    ] = "127.0.0.1",
 ) -> None:
     """Run jobs from the queue (needs a PostgreSQL CRMCAL_DATABASE_URL); stops on
     SIGTERM or Ctrl-C once its running syncs end."""
@@ -298,6 +312,13 @@ def worker(
             runtime = queue.Runtime(db, vault, settings, app_)
             await queue.run_worker(runtime, concurrency=concurrency)
 
+    from crmcal import logs
+
+    logs.setup()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host)
     err.print(f"crmcal worker {queue.worker_name()}: {concurrency} syncs at once")
     _run(work, settings)
 

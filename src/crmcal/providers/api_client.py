@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from crmcal import metrics
 from crmcal.providers.base import (
     AuthenticationFailed,
     CalendarNotFound,
@@ -120,22 +121,28 @@ class ApiClient:
         for attempt in range(self.retries + 1):
             token = await self._tokens(refresh=refreshed)
             sent = {"Authorization": f"Bearer {token}", **self._headers, **(headers or {})}
+            if attempt:
+                metrics.PROVIDER_RETRIES.labels(self._service).inc()
             try:
                 async with self._slot():
                     response = await self._client.request(
                         method, url, params=params, json=json, content=content, headers=sent
                     )
             except httpx.TransportError as failure:
+                metrics.request_done(self._service, None)
                 if attempt == self.retries:
                     raise Unreachable(f"cannot reach {self._service}: {failure}") from None
                 await self.sleep(attempt)
                 continue
+            metrics.request_done(self._service, response.status_code)
             if response.status_code == 401 and not refreshed:
                 refreshed = True
                 continue
             if response.status_code == 401:
                 raise AuthenticationFailed(f"{self._owner} refused the access: reconnect required")
             if self._retryable(response):
+                if response.status_code in (403, 429):
+                    metrics.PROVIDER_THROTTLED.labels(self._service).inc()
                 if response.status_code in (403, 429) and self._shared is not None:
                     # Every process slows down for this account, not only this call.
                     await self._shared.throttled(_seconds(response.headers.get("Retry-After")))

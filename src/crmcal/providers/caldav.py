@@ -52,6 +52,7 @@ import httpx
 from caldav.lib import error as dav_error
 from lxml import etree
 
+from crmcal import metrics
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
 from crmcal.providers import guarded_http, ical, kinds
 from crmcal.providers.api_client import tls
@@ -354,11 +355,17 @@ class CalDAVProvider:
         headers: Mapping[str, str] | None = None,
     ) -> _Reply:
         """One request; connection trouble and 401 become provider errors, the rest a reply."""
-        answer = self._exchange(method, url, body, headers)
+        try:
+            answer = self._exchange(method, url, body, headers)
+        except Unreachable:
+            metrics.request_done("CalDAV", None)
+            raise
         status = answer.status
+        metrics.request_done("CalDAV", status)
         if status == 401:
             raise AuthenticationFailed("the CalDAV server refused the user name or password")
         if status in (429, 503):
+            metrics.PROVIDER_THROTTLED.labels("CalDAV").inc()
             raise Unreachable(f"the CalDAV server is busy ({status}); retry later")
         tree = None
         content_type = answer.headers.get("content-type", "").lower()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, or_, update
 
+from crmcal import logs, metrics
 from crmcal.config import Settings
 from crmcal.crm.tables import utcnow
 from crmcal.db import Database
@@ -231,6 +232,7 @@ async def run_sync(
     provider: Provider | None = None,
 ) -> SyncReport:
     """One sync of the connection now. Raises Busy if one is running (after ``wait`` s)."""
+    logs.CONNECTION.set(connection_id)  # on every line logged while it runs
     async with db.read() as session:
         found = await session.get(Connection, connection_id)
         if found is None:
@@ -252,6 +254,7 @@ async def run_sync(
     # Why the sync stopped short through no fault of the calendar's (then it is due
     # again at once, without back-off).
     interrupted: str | None = None
+    started = asyncio.get_running_loop().time()
     try:
         async with lease.held(db, held, settings.sync_max_seconds):
             async with db.read() as session:
@@ -298,10 +301,32 @@ async def run_sync(
     finally:
         # Shielded: a sync cancelled while it ends still gives its lease back.
         await asyncio.shield(_release(db, settings, held, error, report, interrupted, failure))
+        _record(found.provider, asyncio.get_running_loop().time() - started, report, error,
+                interrupted, failure)  # fmt: skip
     if error is not None or interrupted is not None:
         raise SyncFailed(error or interrupted or "", failure)
     assert report is not None
     return report
+
+
+def _record(
+    provider: str,
+    seconds: float,
+    report: SyncReport | None,
+    error: str | None,
+    interrupted: str | None,
+    failure: FailureKind,
+) -> None:
+    """One line in the log and the metrics for a sync that ran."""
+    if interrupted is not None:
+        metrics.sync_done(provider, seconds, "interrupted")
+        log.info("sync interrupted after %.2f s: %s", seconds, interrupted)
+    elif error is not None:
+        metrics.sync_done(provider, seconds, failure.value)
+        log.info("sync failed after %.2f s (%s): %s", seconds, failure.value, error)
+    else:
+        metrics.sync_done(provider, seconds, None)
+        log.info("synced in %.2f s: %s", seconds, report.counts() if report else {})
 
 
 async def _who_holds(db: Database, connection_id: int) -> str:

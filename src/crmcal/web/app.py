@@ -9,11 +9,11 @@ from contextlib import asynccontextmanager
 from typing import Literal
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
-from crmcal import __version__
+from crmcal import __version__, metrics
 from crmcal.config import Settings
 from crmcal.db import Database
 from crmcal.jobs import maintenance
@@ -112,6 +112,24 @@ def create_app(
     app.include_router(webhooks.router)
     docs.install(app)
     ui.install(app)
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus metrics"}},
+    )
+    async def metrics_page(request: Request) -> Response:
+        """Prometheus metrics of this process; with the queue, its depth and age too."""
+        db: Database = request.app.state.db
+        if not db.sqlite:
+            try:
+                async with db.engine.connect() as connection:
+                    await metrics.read_queue(connection)
+            except Exception:  # no queue schema yet: the rest still answers
+                metrics.QUEUE_JOBS.clear()
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     @app.get(
         "/healthz", tags=["operations"], response_model=Health, responses={503: {"model": Health}}
