@@ -358,6 +358,22 @@ async def test_recurring_events_are_skipped_and_counted(world: World) -> None:
     assert report.problems == [{"item": "series", "reason": "recurring series are not synced yet"}]
 
 
+async def test_a_crm_series_is_skipped_as_one_item_and_never_flattened(world: World) -> None:
+    first = await world.add_activity("Weekly", recurrence="FREQ=WEEKLY;COUNT=5")
+    series_id = (await world.activity(first)).series_id
+    assert len(await world.live_activities()) == 5
+    report = await world.sync()
+    assert world.events() == {}
+    assert (report.created, report.skipped) == (0, 1)
+    assert report.problems == [
+        {"item": f"series {series_id}", "reason": "recurring series are not synced yet"}
+    ]
+    await world.edit_activity(first, subject="Weekly sync", scope="series")
+    report = await world.sync()
+    assert world.events() == {}
+    assert report.skipped == 1
+
+
 async def test_attendees_become_participants_without_the_owner(world: World) -> None:
     world.calendar.put(
         "e1",

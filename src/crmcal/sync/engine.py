@@ -139,6 +139,9 @@ class Engine:
         self.outgoing: list[tuple[Activity, CalendarEvent]] = []
         self._checked_at = time.monotonic()
         self.deferred = False  # a pull was left for the next run (see _as_read)
+        # CRM series already skipped this run: one series is one item, however many
+        # of its occurrences are at hand.
+        self.skipped_series: set[int] = set()
 
     # --- the run ---------------------------------------------------------
 
@@ -432,10 +435,18 @@ class Engine:
         recurring = (event is not None and event.recurring) or (
             pair.activity is not None and pair.activity.recurrence is not None
         )
-        if recurring:
-            self.report.skipped += 1
-            self.report.problem(self._item(pair), "recurring series are not synced yet")
-        return recurring
+        if not recurring:
+            return False
+        series_id = pair.activity.series_id if pair.activity is not None else None
+        if series_id is not None and series_id in self.skipped_series:
+            return True
+        item = self._item(pair)
+        if series_id is not None:
+            self.skipped_series.add(series_id)
+            item = f"series {series_id}"
+        self.report.skipped += 1
+        self.report.problem(item, "recurring series are not synced yet")
+        return True
 
     async def _new_event(self, ref: RemoteRef) -> None:
         event = ref.event
