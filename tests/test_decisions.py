@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from crmcal.sync import merge
 from crmcal.sync.decisions import Act, Decision, State, decide
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "sync.md"
@@ -43,25 +44,27 @@ OUTCOMES: dict[str, Decision | tuple[Decision, Decision]] = {
     "event re-created": Decision(Act.PUSH_CREATE),
     "forgotten": Decision(Act.UNLINK),
     "nothing": Decision(Act.NOTHING),
-    "**conflict policy**": (
-        Decision(Act.PUSH_UPDATE, conflict=True, winner="crm"),
-        Decision(Act.PULL_UPDATE, conflict=True, winner="calendar"),
-    ),
 }
+# Both sides changed, two-way: merged; a conflict iff a field collided, whose value the
+# policy picks. Without per-field digests (just relinked) the policy picks the item.
+MERGED = "**merged field by field**"
+
+
+def table(after: str, header_word: str) -> list[list[str]]:
+    """The cells of the first table after the line starting with ``after``."""
+    text = DOC.read_text().split("\n" + after, 1)[1]
+    lines = [line for line in text.split("\n|", 1)[1].split("\n\n", 1)[0].splitlines()]
+    header, _rule, *body = ["|" + lines[0], *lines[1:]]
+    assert header_word in header
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in body]
 
 
 def table_rows() -> list[tuple[str, str, str, str]]:
     """(crm side, calendar side, sync type, outcome) for every cell of the table."""
-    text = DOC.read_text()
-    section = text.split("## Decisions", 1)[1].split("\n\n", 2)[1]
-    lines = [line for line in section.splitlines() if line.startswith("|")]
-    header, _rule, *body = lines
-    assert "two-way" in header
     rows = []
-    for line in body:
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
+    for cells in table("## Decisions", "two-way"):
         crm, calendar, *outcomes = cells
-        assert len(outcomes) == len(SYNC_TYPES), line
+        assert len(outcomes) == len(SYNC_TYPES), cells
         for sync_type, outcome in zip(SYNC_TYPES, outcomes, strict=True):
             rows.append((crm, calendar, sync_type, outcome))
     return rows
@@ -78,13 +81,52 @@ def test_the_table_covers_every_pair_of_states_but_the_quiet_one() -> None:
 
 @pytest.mark.parametrize(("crm", "calendar", "sync_type", "outcome"), ROWS)
 def test_each_cell_of_the_table(crm: str, calendar: str, sync_type: str, outcome: str) -> None:
-    expected = OUTCOMES[re.sub(r"\s+", " ", outcome.lower())]
     for crm_wins in (True, False):
-        got = decide(SIDES[crm], SIDES[calendar], sync_type, crm_wins)
-        if isinstance(expected, tuple):
-            assert got == expected[0 if crm_wins else 1]
-        else:
-            assert got == expected
+        for overlap in (None, False, True):
+            got = decide(SIDES[crm], SIDES[calendar], sync_type, crm_wins, overlap)
+            if outcome != MERGED:
+                assert got == OUTCOMES[re.sub(r"\s+", " ", outcome.lower())]
+            elif overlap is None:  # no per-field base: the policy picks the whole item
+                act = Act.PUSH_UPDATE if crm_wins else Act.PULL_UPDATE
+                assert got == Decision(act, conflict=True, winner="crm" if crm_wins else "calendar")
+            else:
+                winner = ("crm" if crm_wins else "calendar") if overlap else None
+                assert got == Decision(Act.MERGE, conflict=overlap, winner=winner)
+
+
+FIELD_ROWS = table("For each field, against", "in the CRM")
+BASE, X, Y = "base", "x", "y"
+
+
+@pytest.mark.parametrize(("crm", "calendar", "becomes", "conflict"), FIELD_ROWS)
+@pytest.mark.parametrize("field", list(merge.FIELDS))
+def test_each_row_of_the_field_merge_table(
+    field: str, crm: str, calendar: str, becomes: str, conflict: str
+) -> None:
+    base = dict.fromkeys(merge.FIELDS, BASE)
+    crm_now = {**base, field: X if crm.startswith("changed") else BASE}
+    calendar_now = dict(base)
+    if calendar == "changed":
+        calendar_now[field] = Y
+    elif calendar == "changed to the same value":
+        calendar_now[field] = X
+    elif calendar == "changed to another value":
+        calendar_now[field] = Y
+    for crm_wins in (True, False):
+        plan = merge.plan(crm_now, calendar_now, base, base, crm_wins)
+        assert plan.conflict is (conflict == "yes")
+        takes_crm = field in plan.from_crm
+        takes_calendar = field in plan.from_calendar
+        if becomes == "the CRM's value":
+            assert (takes_crm, takes_calendar) == (True, False)
+        elif becomes == "the calendar's value":
+            assert (takes_crm, takes_calendar) == (False, True)
+        elif becomes == "the conflict policy's pick":
+            assert (takes_crm, takes_calendar) == (crm_wins, not crm_wins)
+        else:  # the same on both sides already: nothing to copy either way
+            assert becomes in ("that value", "as it was")
+            assert not takes_calendar
+            assert crm_now[field] == calendar_now[field]
 
 
 @pytest.mark.parametrize("sync_type", SYNC_TYPES)
@@ -95,10 +137,11 @@ def test_nothing_moved_means_nothing_to_do(sync_type: str) -> None:
 def test_every_action_is_reachable() -> None:
     """No action the engine has to handle that no decision ever makes."""
     made = {
-        decide(a, b, sync_type, crm_wins).act
+        decide(a, b, sync_type, crm_wins, overlap).act
         for a in State
         for b in State
         for sync_type in SYNC_TYPES
         for crm_wins in (True, False)
+        for overlap in (None, False, True)
     }
     assert made == set(Act)

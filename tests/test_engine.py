@@ -626,3 +626,49 @@ async def test_one_refused_write_skips_that_item_only_and_clears_when_it_syncs(
     assert sorted(e.summary or "" for e in world.events().values()) == [
         "First, moved again", "Second, moved"
     ]  # fmt: skip
+
+
+async def test_changes_to_different_fields_are_both_kept_without_a_conflict(
+    world: World,
+) -> None:
+    activity_id = await world.add_activity("Demo", location="Room 4")
+    await world.sync()
+    event_id, sent = world.only_event()
+    world.calendar.put(event_id, dataclasses.replace(sent, start=at(3), end=at(4)))
+    await world.edit_activity(activity_id, subject="Demo, new agenda")
+    report = await world.sync()
+    assert report.conflicts == 0
+    activity = await world.activity(activity_id)
+    _, now = world.only_event()
+    assert (activity.subject, activity.start_at) == ("Demo, new agenda", at(3))
+    assert (now.summary, now.start, now.location) == ("Demo, new agenda", at(3), "Room 4")
+    assert (await world.sync()).counts()["updated"] == 0
+
+
+async def test_a_field_changed_on_both_sides_goes_to_the_policy_the_others_merge(
+    world: World,
+) -> None:
+    await world.set_options(conflict_policy="calendar")
+    activity_id = await world.add_activity("Demo", location="Room 4")
+    await world.sync()
+    event_id, sent = world.only_event()
+    world.calendar.put(event_id, dataclasses.replace(sent, summary="Calendar title",
+                                                     location="Room 5"))  # fmt: skip
+    await world.edit_activity(activity_id, subject="CRM title", busy=False)
+    report = await world.sync()
+    assert report.conflicts == 1
+    activity = await world.activity(activity_id)
+    _, now = world.only_event()
+    for side in ((activity.subject, activity.location, activity.busy),
+                 (now.summary, now.location, now.busy)):  # fmt: skip
+        assert side == ("Calendar title", "Room 5", False)
+    async with world.db.read() as session:
+        (conflict,) = await session.scalars(select(Conflict))
+    assert conflict.winner == "calendar"
+    assert (conflict.crm_version["summary"], conflict.crm_version["busy"]) == ("CRM title", False)
+    assert conflict.crm_version["location"] == "Room 4"
+    assert conflict.calendar_version["summary"] == "Calendar title"
+    assert conflict.calendar_version["location"] == "Room 5"
+    assert conflict.calendar_version["last_modified"] is not None
+    assert conflict.result["conflicting"] == ["summary"]
+    assert (conflict.result["summary"], conflict.result["busy"]) == ("Calendar title", False)

@@ -5,7 +5,10 @@ in vdirsyncer's spirit:
 
 * a side changed iff its content digest moved since the last sync;
 * only one side changed -> copy it to the other (a deletion too);
-* both changed -> the connection's conflict policy picks the winner;
+* both changed -> merged field by field (``merge``): a field changed on one side
+  takes that side's value, and only a field changed on both sides to different
+  values goes to the connection's conflict policy (without per-field digests of the
+  last sync, as right after relinking, the policy picks the whole item);
 * an edit beats a deletion (nothing is lost by keeping an item);
 * a one-way connection never writes to the side it only reads.
 """
@@ -26,6 +29,7 @@ class Act(enum.Enum):
     PULL_UPDATE = "pull_update"  # overwrite the activity with the event (restoring it)
     PULL_TRASH = "pull_trash"  # move the activity to the trash
     UNLINK = "unlink"  # both sides are gone: forget the pair
+    MERGE = "merge"  # both changed: each side gets the other's changes, field by field
 
 
 class State(enum.Enum):
@@ -41,8 +45,11 @@ class Decision:
     winner: str | None = None  # "crm" | "calendar" when conflict
 
 
-def decide(crm: State, calendar: State, sync_type: str, crm_wins: bool) -> Decision:
-    """The action for a linked pair. ``crm_wins`` is the policy's verdict if both changed."""
+def decide(
+    crm: State, calendar: State, sync_type: str, crm_wins: bool, overlap: bool | None = None
+) -> Decision:
+    """The action for a linked pair. ``crm_wins`` is the policy's verdict if both changed;
+    ``overlap`` whether both changed a field to different values (None: not known)."""
     push, pull = writes_calendar(sync_type), writes_crm(sync_type)
     if crm is State.UNCHANGED and calendar is State.UNCHANGED:
         return Decision(Act.NOTHING)
@@ -67,6 +74,9 @@ def decide(crm: State, calendar: State, sync_type: str, crm_wins: bool) -> Decis
         return Decision(Act.PUSH_UPDATE)
     if not push:
         return Decision(Act.PULL_UPDATE)
+    if overlap is not None:
+        winner = ("crm" if crm_wins else "calendar") if overlap else None
+        return Decision(Act.MERGE, conflict=overlap, winner=winner)
     if crm_wins:
         return Decision(Act.PUSH_UPDATE, conflict=True, winner="crm")
     return Decision(Act.PULL_UPDATE, conflict=True, winner="calendar")

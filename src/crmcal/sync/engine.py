@@ -44,7 +44,7 @@ from crmcal.providers.base import (
     ProviderError,
     create_many,
 )
-from crmcal.sync import mapping
+from crmcal.sync import mapping, merge
 from crmcal.sync.context import RunContext, SyncFailed, SyncRefused, SyncStopped
 from crmcal.sync.decisions import Act, Decision, State, decide
 from crmcal.sync.info_block import LinkedRecords
@@ -103,6 +103,7 @@ class Pair:
     remote_gone: bool = False
     activity_id: int | None = None
     retried: bool = False  # decided again after a precondition failed
+    plan: merge.Plan | None = None  # both sides changed: which fields each gives
 
 
 ProgressFn = Callable[[int, int], None]
@@ -529,6 +530,7 @@ class Engine:
                 remote_etag=ref.etag,
                 remote_hash=(ref.event or written).content_hash(),
                 crm_hash=self._crm_hash(activity),
+                field_hashes=self._field_hashes(written, ref.event or written),
                 last_synced_at=now,
             )
             for activity, ref, written in made
@@ -556,7 +558,12 @@ class Engine:
             remote_hash=None,
         )
         if crm_hash == remote_hash:
-            await self.links.store(link, crm_hash=crm_hash, remote_hash=remote_hash)
+            await self.links.store(
+                link,
+                crm_hash=crm_hash,
+                remote_hash=remote_hash,
+                field_hashes=self._field_hashes(self._event_of(activity), event),
+            )
             return
         if activity.deleted_at is not None and not self._remote_absent(pair):
             # The event is still (or again) in the calendar: keep the activity.
@@ -612,7 +619,24 @@ class Engine:
             and crm_hash == pair.remote.event.content_hash()
         ):
             crm = calendar = State.UNCHANGED  # both made the same edit
-        decision = decide(crm, calendar, self.ctx.sync_type, self._crm_wins(pair))
+        crm_wins = self._crm_wins(pair)
+        pair.plan = None
+        remote_event = pair.remote.event if pair.remote is not None else None
+        if (
+            crm is State.CHANGED
+            and calendar is State.CHANGED
+            and remote_event is not None
+            and link.field_hashes
+        ):
+            pair.plan = merge.plan(
+                merge.digests(self._event_of(activity)),
+                merge.digests(remote_event),
+                link.field_hashes.get("crm", {}),
+                link.field_hashes.get("calendar", {}),
+                crm_wins,
+            )
+        overlap = pair.plan.conflict if pair.plan is not None else None
+        decision = decide(crm, calendar, self.ctx.sync_type, crm_wins, overlap)
         await self._execute(decision, pair, link)
 
     def _crm_wins(self, pair: Pair) -> bool:
@@ -625,7 +649,11 @@ class Engine:
         # An event without a modification time changed after the last sync, as
         # far as anyone can tell: count it as changed when it was seen.
         calendar_time = (event.last_modified if event else None) or utcnow()
-        return crm_time is not None and crm_time >= calendar_time
+        if crm_time is None:
+            return False
+        # Compared at the precision both sides have (iCalendar's LAST-MODIFIED has
+        # whole seconds); a tie goes to the CRM, whose edit is the one crmcal saw made.
+        return crm_time.replace(microsecond=0) >= calendar_time.replace(microsecond=0)
 
     async def _execute(self, decision: Decision, pair: Pair, link: Link) -> None:
         if decision.conflict:
@@ -647,8 +675,33 @@ class Engine:
                 await self._pull_update(pair, link)
             case Act.PULL_TRASH:
                 await self._pull_trash(pair, link)
+            case Act.MERGE:
+                await self._merge(pair, link)
             case _:
                 assert_never(decision.act)
+
+    async def _merge(self, pair: Pair, link: Link) -> None:
+        """Both sides changed: the CRM takes the calendar's fields, then the calendar gets
+        the activity as it now is (with the CRM's fields)."""
+        plan = pair.plan
+        assert plan is not None
+        if plan.from_calendar:
+            if not plan.from_crm:
+                await self._pull_update(pair, link)
+                return
+            assert pair.remote is not None
+            assert pair.remote.event is not None
+            assert pair.activity is not None
+            result = merge.merged(pair.remote.event, self._event_of(pair.activity), plan.from_crm)
+            # The link stays as it was until the calendar has the result too: should
+            # that write fail, the next run merges again from the same base.
+            updated = await self._pull_update(
+                replace(pair, remote=replace(pair.remote, event=result)), link, keep_link=True
+            )
+            if updated is None:
+                return
+            pair = replace(pair, activity=updated)
+        await self._push_update(pair, link)
 
     # --- writes to the calendar ------------------------------------------
 
@@ -773,30 +826,38 @@ class Engine:
                 as_contacts=self.ctx.options.attendees_to_contacts,
             )
             now = utcnow()
-            rows = [
-                {
-                    "connection_id": self.ctx.connection_id,
-                    "activity_id": activity.id,
-                    "remote_id": ref.id,
-                    "remote_uid": event.uid,
-                    "remote_etag": ref.etag,
-                    "remote_hash": event.content_hash(),
-                    "crm_hash": self._crm_hash(activity),
-                    "origin": "calendar",
-                    "last_synced_at": now,
-                }
-                for activity, (ref, event, _, _) in zip(created, prepared, strict=True)
-            ]
+            rows = []
+            for activity, (ref, event, _, _) in zip(created, prepared, strict=True):
+                crm_event = self._event_of(activity)
+                rows.append(
+                    {
+                        "connection_id": self.ctx.connection_id,
+                        "activity_id": activity.id,
+                        "remote_id": ref.id,
+                        "remote_uid": event.uid,
+                        "remote_etag": ref.etag,
+                        "remote_hash": event.content_hash(),
+                        "crm_hash": crm_event.content_hash(),
+                        "field_hashes": self._field_hashes(crm_event, event),
+                        "origin": "calendar",
+                        "last_synced_at": now,
+                    }
+                )
             await session.execute(insert(Link.__table__), rows)
         self.report.created += len(created)
 
-    async def _pull_update(self, pair: Pair, link: Link) -> None:
+    async def _pull_update(
+        self, pair: Pair, link: Link, *, keep_link: bool = False
+    ) -> Activity | None:
+        """Write the event's fields to the activity (restoring it); the activity as now,
+        or None when it was left for the next run. ``keep_link``: leave the link as it
+        was (a merge writes the calendar next, and saves it then)."""
         ref = pair.remote
         assert ref is not None
         assert ref.event is not None
         async with self.db.write() as session:
             if not await self._as_read(session, pair):
-                return
+                return None
             owner = await self._owner(session)
             activity = await activities.load(session, link.activity_id)
             fields = self._fields(ref.event, activity)
@@ -812,15 +873,19 @@ class Engine:
                 origin=self.ctx.origin,
                 as_contacts=self.ctx.options.attendees_to_contacts,
             )
-            await self.links.store(
-                link,
-                session=session,
-                remote_etag=ref.etag,
-                remote_hash=ref.event.content_hash(),
-                crm_hash=self._crm_hash(activity),
-                last_synced_at=utcnow(),
-            )
+            written = self._event_of(activity)
+            if not keep_link:
+                await self.links.store(
+                    link,
+                    session=session,
+                    remote_etag=ref.etag,
+                    remote_hash=ref.event.content_hash(),
+                    crm_hash=written.content_hash(),
+                    field_hashes=self._field_hashes(written, ref.event),
+                    last_synced_at=utcnow(),
+                )
         self.report.updated += 1
+        return activity
 
     async def _pull_trash(self, pair: Pair, link: Link) -> None:
         async with self.db.write() as session:
@@ -886,34 +951,62 @@ class Engine:
             remote_etag=ref.etag,
             remote_hash=remote_event.content_hash(),
             crm_hash=self._crm_hash(activity),
+            field_hashes=self._field_hashes(written, remote_event),
             last_synced_at=utcnow(),
         )
 
     async def _refresh_link(self, pair: Pair, link: Link) -> None:
         ref = pair.remote
+        activity = pair.activity
+        crm_hash = self._crm_hash(activity)
+        remote_event = ref.event if ref is not None else None
+        remote_hash = remote_event.content_hash() if remote_event else link.remote_hash
+        fields = link.field_hashes
+        moved = fields is None or (crm_hash, remote_hash) != (link.crm_hash, link.remote_hash)
+        if moved and activity is not None and activity.deleted_at is None:
+            calendar_part = (
+                merge.digests(remote_event) if remote_event else (fields or {}).get("calendar")
+            )
+            if calendar_part is not None:
+                fields = {"crm": merge.digests(self._event_of(activity)), "calendar": calendar_part}
         await self.links.refresh(
             link,
-            crm_hash=self._crm_hash(pair.activity),
-            remote_hash=ref.event.content_hash() if ref and ref.event else link.remote_hash,
+            crm_hash=crm_hash,
+            remote_hash=remote_hash,
             remote_etag=ref.etag if ref else link.remote_etag,
+            field_hashes=fields,
         )
 
+    @staticmethod
+    def _field_hashes(crm: CalendarEvent, calendar: CalendarEvent) -> dict[str, dict[str, str]]:
+        """The per-field digests a link keeps of both sides (see sync/merge.py)."""
+        return {"crm": merge.digests(crm), "calendar": merge.digests(calendar)}
+
     async def _record_conflict(self, pair: Pair, decision: Decision) -> None:
+        """Record both full versions (every synced field), the winner and the result."""
         activity = pair.activity
         event = pair.remote.event if pair.remote else None
+        crm_event = self._event_of(activity) if activity is not None else None
         crm_version = None
         if activity is not None:
             crm_version = {
                 "subject": activity.subject,
+                **(merge.version(crm_event) or {}),
                 "updated_at": activity.updated_at.isoformat(),
                 "deleted": activity.deleted_at is not None,
             }
-        calendar_version = None
-        if event is not None:
-            calendar_version = {
-                "summary": event.summary,
-                "last_modified": event.last_modified.isoformat() if event.last_modified else None,
+        calendar_version = merge.version(event)
+        result: dict[str, Any] | None = None
+        plan = pair.plan
+        if plan is not None and event is not None and crm_event is not None:
+            result = {
+                **(merge.version(merge.merged(event, crm_event, plan.from_crm)) or {}),
+                "conflicting": sorted(plan.conflicting),
+                "from_crm": sorted(plan.from_crm),
+                "from_calendar": sorted(plan.from_calendar),
             }
+        elif decision.winner is not None:
+            result = merge.version(crm_event if decision.winner == "crm" else event)
         async with self.db.write() as session:
             session.add(
                 Conflict(
@@ -924,6 +1017,7 @@ class Engine:
                     winner=decision.winner or "",
                     crm_version=crm_version,
                     calendar_version=calendar_version,
+                    result=result,
                 )
             )
         self.report.conflicts += 1

@@ -77,6 +77,10 @@ class Link(Base):
     # activity maps to at that moment: each side changed iff its hash moved.
     remote_hash: Mapped[str | None] = mapped_column(String(64))
     crm_hash: Mapped[str | None] = mapped_column(String(64))
+    # The same per field, {"crm": {field: digest}, "calendar": {...}} (sync/merge.py):
+    # what lets two changes to different fields both be kept. None: not known yet
+    # (a link made before, or by relinking): both changed then means the policy.
+    field_hashes: Mapped[dict[str, dict[str, str]] | None] = mapped_column(JSON)
     # Where the pair began: "crm" (crmcal created the event) or "calendar".
     origin: Mapped[str] = mapped_column(String(16))
     last_synced_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -97,6 +101,8 @@ class Conflict(Base):
     winner: Mapped[str] = mapped_column(String(16))
     crm_version: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     calendar_version: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The version both sides got, with the fields that collided (``conflicting``).
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     detected_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     resolved: Mapped[bool] = mapped_column(Boolean, default=True)
 

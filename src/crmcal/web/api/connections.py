@@ -52,6 +52,7 @@ class ConflictOut(BaseModel):
     winner: str
     crm_version: dict[str, Any] | None
     calendar_version: dict[str, Any] | None
+    result: dict[str, Any] | None = None
     detected_at: Any
 
 

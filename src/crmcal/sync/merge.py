@@ -1,0 +1,118 @@
+"""Field-level merge: when both sides changed an item, keep every change that does not
+collide, and let the conflict policy decide only the fields changed on both sides.
+
+Pure, like ``decisions``. The link table keeps, per side, a digest of each synced
+field as it was at the last sync (``digests``); a side changed a field iff its
+digest moved. The fields (and the event attributes each covers):
+
+* ``summary``; ``when`` (start, end, all-day: they move together); ``location``;
+  ``description``; ``private``; ``busy``; ``reminder``; ``attendees``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from crmcal.model import CalendarEvent
+
+# Field -> the CalendarEvent attributes it covers.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "summary": ("summary",),
+    "when": ("start", "end", "all_day"),
+    "location": ("location",),
+    "description": ("description",),
+    "private": ("private",),
+    "busy": ("busy",),
+    "reminder": ("reminder_minutes",),
+    "attendees": ("attendees",),
+}
+
+Digests = dict[str, str]
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        # Attendees: their order and the case of addresses say nothing.
+        return sorted((a.email.lower(), a.name or "", a.status) for a in value)
+    return value
+
+
+def digests(event: CalendarEvent) -> Digests:
+    """A short digest of each field of the event."""
+    out: Digests = {}
+    for name, attributes in FIELDS.items():
+        values = [_canonical(getattr(event, attribute)) for attribute in attributes]
+        raw = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+        out[name] = hashlib.sha256(raw.encode()).hexdigest()[:16]
+    return out
+
+
+def changed(now: Mapping[str, str], base: Mapping[str, str]) -> frozenset[str]:
+    return frozenset(name for name in FIELDS if now.get(name) != base.get(name))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which side's value each changed field takes, and which fields collided."""
+
+    from_crm: frozenset[str]
+    from_calendar: frozenset[str]
+    conflicting: frozenset[str]  # changed on both sides to different values
+
+    @property
+    def conflict(self) -> bool:
+        return bool(self.conflicting)
+
+
+def plan(
+    crm_now: Mapping[str, str],
+    calendar_now: Mapping[str, str],
+    base_crm: Mapping[str, str],
+    base_calendar: Mapping[str, str],
+    crm_wins: bool,
+) -> Plan:
+    """The merge of two changed versions, given each side's digests now and at the last
+    sync. A field changed on one side takes that side's value; changed on both to the
+    same value it is no conflict; changed on both to different values, ``crm_wins``
+    (the policy's verdict) picks."""
+    crm_changed = changed(crm_now, base_crm)
+    calendar_changed = changed(calendar_now, base_calendar)
+    both = crm_changed & calendar_changed
+    conflicting = frozenset(f for f in both if crm_now.get(f) != calendar_now.get(f))
+    from_crm = crm_changed - (frozenset() if crm_wins else conflicting)
+    from_calendar = (
+        calendar_changed - (conflicting if crm_wins else frozenset()) - (both - conflicting)
+    )
+    return Plan(from_crm, from_calendar, conflicting)
+
+
+def merged(calendar: CalendarEvent, crm: CalendarEvent, from_crm: frozenset[str]) -> CalendarEvent:
+    """The calendar's version with the fields ``from_crm`` taken from the CRM's."""
+    values = {a: getattr(crm, a) for name in from_crm for a in FIELDS[name]}
+    return dataclasses.replace(calendar, **values)
+
+
+def version(event: CalendarEvent | None) -> dict[str, object] | None:
+    """Every synced field of a version, as recorded with a conflict."""
+    if event is None:
+        return None
+    out: dict[str, object] = {}
+    for attributes in FIELDS.values():
+        for attribute in attributes:
+            value = getattr(event, attribute)
+            if attribute == "attendees":
+                value = [{"email": a.email, "name": a.name, "status": a.status} for a in value]
+            elif hasattr(value, "isoformat"):
+                value = value.isoformat()
+            out[attribute] = value
+    out["last_modified"] = event.last_modified.isoformat() if event.last_modified else None
+    return out
