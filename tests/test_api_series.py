@@ -319,3 +319,32 @@ def test_distributed_workers_move_the_horizon_on_too() -> None:
     app = queue.queue_app("postgresql://127.0.0.1/unused")
     assert "crmcal.series" in app.tasks
     assert app.tasks["crmcal.series"].func is queue.extend_series
+
+
+def test_someone_elses_series(alice: Api, bob: Api, admin: Api, db_url: str) -> None:
+    first = create(alice, recurrence="FREQ=WEEKLY;COUNT=3", visibility="owner", note="secret")
+    sid = first["series_id"]
+    shown = series(bob, sid)
+    assert (shown["subject"], shown["note"]) == ("Busy", None)
+    assert bob.patch(f"{URL}/{first['id']}", json={"scope": "series", "subject": "x"}
+                     ).status_code == 403  # fmt: skip
+    assert bob.delete(f"{URL}/{first['id']}", params={"scope": "series"}).status_code == 403
+    assert bob.get("/api/v1/series/999999").status_code == 404
+    assert series(alice, sid)["subject"] == "Weekly"
+
+    # A deleted series leaves with its occurrences when the trash is emptied.
+    assert alice.delete(f"{URL}/{first['id']}", params={"scope": "series"}).status_code == 200
+
+    async def purge() -> None:
+        from crmcal.crm import trash
+
+        db = Database(db_url)
+        try:
+            async with db.write() as session:
+                later = dt.datetime.now(dt.UTC) + dt.timedelta(days=31)
+                assert await trash.purge_trash(session, now=later) == 3
+        finally:
+            await db.dispose()
+
+    run(purge())
+    assert alice.get(f"/api/v1/series/{sid}").status_code == 404

@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crmcal.crm.tables import Activity, utcnow
+from crmcal.crm.tables import Activity, ActivitySeries, utcnow
 
 RETENTION = dt.timedelta(days=30)
 
@@ -20,6 +20,12 @@ async def purge_trash(
     result = await session.execute(
         delete(Activity)
         .where(Activity.deleted_at.is_not(None), Activity.deleted_at < cutoff)
+        .execution_options(synchronize_session=False)
+    )
+    # A deleted series goes with its occurrences (they went to the trash with it).
+    await session.execute(
+        delete(ActivitySeries)
+        .where(ActivitySeries.deleted_at.is_not(None), ActivitySeries.deleted_at < cutoff)
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
