@@ -31,7 +31,8 @@ def sam(db_url: str, google_emulator: GoogleEmulator) -> Iterator[Api]:
     settings = Settings(database_url=db_url, secret_key="test-key", base_url=CRM,
                         google_api_url=google_emulator.url, google_oauth_url=google_emulator.url,
                         google_client_id="crmcal-test-client")  # fmt: skip
-    with TestClient(create_app(settings, background_jobs=False)) as client:
+    # The browser talks to crmcal at its base URL (https: the OAuth cookie is Secure).
+    with TestClient(create_app(settings, background_jobs=False), base_url=CRM) as client:
         user_id, token = make_user(db_url, email="sam@crm.test", name="Sam")
         yield Api(client, token, user_id)
 

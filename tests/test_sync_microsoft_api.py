@@ -34,7 +34,8 @@ def settings_for(db_url: str, emulator: MicrosoftEmulator, **more: Any) -> Setti
 @pytest.fixture
 def sam(db_url: str, microsoft_emulator: MicrosoftEmulator) -> Iterator[Api]:
     settings = settings_for(db_url, microsoft_emulator)
-    with TestClient(create_app(settings, background_jobs=False)) as client:
+    # The browser talks to crmcal at its base URL (https: the OAuth cookie is Secure).
+    with TestClient(create_app(settings, background_jobs=False), base_url=CRM) as client:
         user_id, token = make_user(db_url, email="sam@crm.test", name="Sam")
         yield Api(client, token, user_id)
 

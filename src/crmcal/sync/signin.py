@@ -14,24 +14,29 @@ enforced).
 
 from __future__ import annotations
 
+import datetime as dt
+import hmac
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import ValidationError
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.config import Settings
 from crmcal.crm.errors import Conflict
-from crmcal.crm.tables import User
+from crmcal.crm.tables import User, utcnow
 from crmcal.db import Database
 from crmcal.providers import google_oauth, microsoft_oauth
 from crmcal.providers.base import ProviderError
 from crmcal.providers.oauth2 import OAuthService
 from crmcal.sync import connections
 from crmcal.sync.connections import ConnectionCreate, ConnectionOut, Reconnect
+from crmcal.sync.tables import SignInUsed
 from crmcal.vault import Vault, VaultError
 
 STATE_MAX_AGE = 600
@@ -77,10 +82,13 @@ async def begin(
     calendar_id: str | None,
     sync_type: str,
     connection_id: int | None,
+    browser: str,
     start: bool = True,
 ) -> str:
     """The service's consent URL for this user, after checking they may connect.
-    ``start=False``: the connection it makes waits, pending, for the user's choices."""
+    ``browser`` is the nonce the starting browser keeps (a cookie): only a callback
+    that carries it completes. ``start=False``: the connection it makes waits,
+    pending, for the user's choices."""
     spec = SERVICES[service]
     connections.require_may_sync(user, sync_type)
     active = await connections.active_connection(session, user.id)
@@ -96,7 +104,7 @@ async def begin(
         raise Conflict("you already have an active calendar connection: stop it first")
     verifier = secrets.token_urlsafe(48)
     sealed = {"u": user.id, "v": verifier, "c": calendar_id, "t": sync_type, "r": connection_id,
-              "s": service}  # fmt: skip
+              "s": service, "b": browser}  # fmt: skip
     if not start:
         sealed["w"] = 1
     return spec.oauth(settings).authorize_url(
@@ -107,6 +115,17 @@ async def begin(
     )
 
 
+async def _use_once(db: Database, nonce: str) -> None:
+    """Record the sign-in as used; SignInFailed if it was already."""
+    old = utcnow() - dt.timedelta(seconds=2 * STATE_MAX_AGE)
+    try:
+        async with db.write() as session:
+            await session.execute(delete(SignInUsed).where(SignInUsed.used_at < old))
+            session.add(SignInUsed(nonce=nonce[:64]))
+    except IntegrityError:
+        raise SignInFailed("this sign-in was completed already: start again") from None
+
+
 async def finish(
     db: Database,
     vault: Vault,
@@ -114,9 +133,12 @@ async def finish(
     *,
     code: str,
     state: str,
+    browser: Collection[str],
     service: ServiceName = "google",
 ) -> ConnectionOut:
-    """The connection the service's answer makes (or resumes)."""
+    """The connection the service's answer makes (or resumes), if the browser that
+    comes back is the one that started (``browser``: the nonces it keeps) and the
+    sign-in was not completed before."""
     try:
         sealed: dict[str, Any] = json.loads(vault.open_recent(state, STATE_MAX_AGE))
     except (VaultError, ValueError):
@@ -125,6 +147,13 @@ async def finish(
         ) from None
     if sealed.get("s", "google") != service:
         raise SignInFailed("this sign-in was started for another service: start again")
+    nonce = str(sealed.get("b") or "")
+    if not nonce or not any(hmac.compare_digest(nonce, kept) for kept in browser):
+        raise SignInFailed(
+            "this sign-in was started in another browser (or by another user): "
+            "start it again from this browser"
+        )
+    await _use_once(db, nonce)
     spec = SERVICES[service]
     client_id, client_secret = spec.client(settings)
     try:

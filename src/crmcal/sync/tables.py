@@ -58,6 +58,15 @@ class Connection(Timestamped, Base):
     push_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
+class SignInUsed(Base):
+    """An OAuth sign-in that completed (or was tried): its state is never honoured again."""
+
+    __tablename__ = "oauth_sign_ins"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    used_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Link(Base):
     """An activity and the event that mirrors it, with what both looked like when last synced."""
 

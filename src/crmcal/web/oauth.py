@@ -6,11 +6,18 @@ browser there with the header set) and answers the service's consent URL: a
 redirect, or ``{"authorize_url"}`` for ``Accept: application/json``. The
 callback is where the browser comes back from the service, without the token.
 The flow itself, and what the sealed ``state`` carries, is in ``sync/signin.py``.
+
+The sign-in is bound to the browser that started it: ``start`` leaves a nonce
+in an HttpOnly, SameSite=Lax cookie (Lax: the service sends the browser back
+with a top-level GET), the state carries it, and the callback completes only
+with it, once. So a consent URL sent to someone else connects nothing.
 """
 
 from __future__ import annotations
 
 import html
+import json
+import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -18,14 +25,35 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, Field
 
 from crmcal.crm.errors import CrmError
+from crmcal.crm.tables import User
 from crmcal.sync import signin
 from crmcal.sync.options import SyncType
 from crmcal.sync.signin import SERVICES, ServiceName
+from crmcal.vault import VaultError
 from crmcal.web.deps import database, reading, request_sync, settings_of, vault_of
 from crmcal.web.openapi import refusals
 from crmcal.web.ui.common import sign_in_failed, signed_in
 
 router = APIRouter(prefix="/oauth", tags=["oauth"])
+COOKIE = "crmcal_oauth"
+KEPT = 5  # sign-ins one browser may have under way at once
+
+
+def _kept(request: Request) -> list[str]:
+    value = request.cookies.get(COOKIE) or ""
+    return [nonce for nonce in value.split(".") if nonce][-KEPT:]
+
+
+def _keep(request: Request, response: Response, nonces: list[str]) -> None:
+    secure = settings_of(request).base_url.startswith("https://")
+    if nonces:
+        response.set_cookie(
+            COOKIE, ".".join(nonces[-KEPT:]), max_age=signin.STATE_MAX_AGE, path="/oauth",
+            httponly=True, samesite="lax", secure=secure,
+        )  # fmt: skip
+    else:
+        response.delete_cookie(COOKIE, path="/oauth", httponly=True, samesite="lax",
+                               secure=secure)  # fmt: skip
 
 
 class AuthorizeUrl(BaseModel):
@@ -64,15 +92,20 @@ async def start(
     ``connection_id``, to grant a stopped or failed connection to that service access
     again (it resumes with the same links, F18)."""
     vault = vault_of(request)
+    nonce = secrets.token_urlsafe(16)
     async with reading(request) as (session, user):
         url = await signin.begin(
             session, user, vault, settings_of(request), service=service,
             calendar_id=calendar_id, sync_type=sync_type, connection_id=connection_id,
-            start=start,
+            start=start, browser=nonce,
         )  # fmt: skip
+    answer: Response
     if _wants_json(request):
-        return JSONResponse({"authorize_url": url})
-    return RedirectResponse(url, status_code=302)
+        answer = JSONResponse({"authorize_url": url})
+    else:
+        answer = RedirectResponse(url, status_code=302)
+    _keep(request, answer, [*_kept(request), nonce])
+    return answer
 
 
 # The browser's way back from the service, never a client's call: its ``state`` is
@@ -100,7 +133,7 @@ async def callback(
             )
         out = await signin.finish(
             database(request), vault_of(request), settings_of(request),
-            code=code, state=state, service=service,
+            code=code, state=state, service=service, browser=_kept(request),
         )  # fmt: skip
     except (signin.SignInFailed, CrmError) as exc:
         if browser:
@@ -110,13 +143,30 @@ async def callback(
         raise HTTPException(400, str(exc)) from None
     if out.state == "active":
         request_sync(request, out.id)
+    answer: Response
     if _wants_json(request):
-        return JSONResponse(out.model_dump(mode="json"), status_code=201)
-    if browser:
-        return RedirectResponse("/settings/calendar-sync", status_code=303)
-    return HTMLResponse(
-        f"<!doctype html><title>crmcal</title><h1>{title} calendar connected</h1>"
-        f"<p>crmcal now syncs <b>{html.escape(out.calendar_name)}</b> of "
-        f"{html.escape(out.account)}. You can close this page.</p>",
-        status_code=201,
-    )
+        answer = JSONResponse(out.model_dump(mode="json"), status_code=201)
+    elif browser:
+        answer = RedirectResponse("/settings/calendar-sync", status_code=303)
+    else:
+        async with database(request).read() as session:
+            owner = await session.get(User, out.user_id)
+        who = html.escape(owner.email if owner is not None else f"user {out.user_id}")
+        answer = HTMLResponse(
+            f"<!doctype html><title>crmcal</title><h1>{title} calendar connected</h1>"
+            f"<p>crmcal now syncs <b>{html.escape(out.calendar_name)}</b> of "
+            f"{html.escape(out.account)} for the crmcal user <b>{who}</b>. "
+            "You can close this page.</p>",
+            status_code=201,
+        )
+    _keep(request, answer, [n for n in _kept(request) if n not in _used(state, request)])
+    return answer
+
+
+def _used(state: str | None, request: Request) -> set[str]:
+    """The nonce the completed sign-in carried (it is of no further use)."""
+    try:
+        sealed = json.loads(vault_of(request).open_recent(state or "", signin.STATE_MAX_AGE))
+    except (VaultError, ValueError):
+        return set()
+    return {str(sealed.get("b"))} if isinstance(sealed, dict) else set()
