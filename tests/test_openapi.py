@@ -93,6 +93,8 @@ def test_created_records_link_to_their_operations(doc: dict[str, Any]) -> None:
     }
     assert {"UpdateActivity", "DeleteActivity"} <= set(links)
     assert "GetPerson" in doc["paths"]["/api/v1/persons"]["post"]["responses"]["201"]["links"]
+    types = doc["paths"]["/api/v1/activity-types"]["post"]["responses"]["201"]["links"]
+    assert types["UpdateActivityType"]["parameters"] == {"key": "$response.body#/key"}
 
 
 def _documented(doc: dict[str, Any], method: str, path: str) -> set[str]:

@@ -117,23 +117,37 @@ def _all_refusals(path: str, operation: dict[str, Any]) -> None:
     operation["responses"] = dict(sorted(responses.items()))
 
 
-def _links(paths: dict[str, Any]) -> None:
-    """Link the ``id`` a creating POST answers to the operations on ``<path>/{id}``."""
+def _links(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """Link what a creating POST answers (the record's ``id``, or the field the path names,
+    such as an activity type's ``key``) to the operations on ``<path>/{...}``."""
     for path, item in paths.items():
         created = item.get("post", {}).get("responses", {}).get("201")
         if created is None:
             continue
+        answered = _properties(created, schemas)
         for one, one_item in paths.items():
             match = re.fullmatch(re.escape(path) + r"/\{([^}/]+)\}", one)
             if match is None:
+                continue
+            param = match.group(1)
+            field = param if param in answered else "id" if "id" in answered else None
+            if field is None:
                 continue
             for operation in one_item.values():
                 if not isinstance(operation, dict) or "operationId" not in operation:
                     continue
                 created.setdefault("links", {})[_camel(operation["operationId"])] = {
                     "operationId": operation["operationId"],
-                    "parameters": {match.group(1): "$response.body#/id"},
+                    "parameters": {param: f"$response.body#/{field}"},
                 }
+
+
+def _properties(answer: dict[str, Any], schemas: dict[str, Any]) -> set[str]:
+    schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        schema = schemas.get(ref.rsplit("/", 1)[1], {})
+    return set(schema.get("properties", {}))
 
 
 def _camel(operation_id: str) -> str:
@@ -169,7 +183,7 @@ def document(app: FastAPI) -> dict[str, Any]:
         for operation in item.values():
             if isinstance(operation, dict) and "responses" in operation:
                 _all_refusals(path, operation)
-    _links(doc.get("paths", {}))
+    _links(doc.get("paths", {}), components)
     app.openapi_schema = doc
     return doc
 
