@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from crmcal.crm.tables import User, utcnow
+from crmcal.crm import contacts
+from crmcal.crm.schemas import DealUpdate
+from crmcal.crm.tables import Deal, User, utcnow
 from crmcal.db import Database
 from crmcal.model import Attendee, Recurrence
 from crmcal.providers.base import AuthenticationFailed, ProviderError, Unreachable
@@ -672,3 +674,34 @@ async def test_a_field_changed_on_both_sides_goes_to_the_policy_the_others_merge
     assert conflict.calendar_version["last_modified"] is not None
     assert conflict.result["conflicting"] == ["summary"]
     assert (conflict.result["summary"], conflict.result["busy"]) == ("Calendar title", False)
+
+
+async def test_a_renamed_deal_never_brings_a_deleted_event_back(world: World) -> None:
+    await world.set_options(include_deal_and_contact_info=True)
+    async with world.db.write() as session:
+        deal = Deal(title="Renewal 2027")
+        session.add(deal)
+        await session.flush()
+        deal_id = deal.id
+    activity_id = await world.add_activity("Demo", deal_id=deal_id)
+    await world.sync()
+    event_id, sent = world.only_event()
+    assert "Renewal 2027" in (sent.description or "")
+    world.calendar.remove(event_id)  # the person deletes the meeting
+    async with world.db.write() as session:  # and someone renames the deal
+        found = await session.get(Deal, deal_id)
+        await contacts.update(session, found, DealUpdate(title="Renewal 2028"))
+    await world.sync()
+    assert world.events() == {}
+    assert (await world.activity(activity_id)).deleted_at is not None
+
+
+async def test_a_persons_edit_still_beats_a_deletion(world: World) -> None:
+    activity_id = await world.add_activity("Demo")
+    await world.sync()
+    event_id, _ = world.only_event()
+    world.calendar.remove(event_id)
+    await world.edit_activity(activity_id, note="Bring the contract")
+    await world.sync()
+    _, again = world.only_event()
+    assert again.description == "Bring the contract"

@@ -619,6 +619,17 @@ class Engine:
             and crm_hash == pair.remote.event.content_hash()
         ):
             crm = calendar = State.UNCHANGED  # both made the same edit
+        if (
+            crm is State.CHANGED
+            and calendar is State.GONE
+            and link.field_hashes
+            and not merge.edited_by_a_person(
+                merge.digests(self._event_of(activity)), link.field_hashes.get("crm", {})
+            )
+        ):
+            # "An edit beats a deletion" counts a person's edit of what syncs: a new
+            # deal-and-contact block (a deal renamed ...) never brings an event back.
+            crm = State.UNCHANGED
         crm_wins = self._crm_wins(pair)
         pair.plan = None
         remote_event = pair.remote.event if pair.remote is not None else None

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from crmcal.model import CalendarEvent
+from crmcal.sync import info_block
 
 # Field -> the CalendarEvent attributes it covers.
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -33,6 +34,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 Digests = dict[str, str]
+NOTE = "note"
 
 
 def _canonical(value: object) -> object:
@@ -46,14 +48,28 @@ def _canonical(value: object) -> object:
     return value
 
 
+def _digest(values: list[object]) -> str:
+    raw = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
 def digests(event: CalendarEvent) -> Digests:
-    """A short digest of each field of the event."""
+    """A short digest of each field of the event, and of its ``note``: the description
+    without the CRM's deal-and-contact block (which a person does not type)."""
     out: Digests = {}
     for name, attributes in FIELDS.items():
-        values = [_canonical(getattr(event, attribute)) for attribute in attributes]
-        raw = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
-        out[name] = hashlib.sha256(raw.encode()).hexdigest()[:16]
+        out[name] = _digest([_canonical(getattr(event, attribute)) for attribute in attributes])
+    out[NOTE] = _digest([info_block.without_block(event.description)])
     return out
+
+
+def edited_by_a_person(now: Mapping[str, str], base: Mapping[str, str]) -> bool:
+    """Whether a change of the CRM's version is an edit of synced fields, not only a new
+    deal-and-contact block (a deal, person or organization renamed or relinked)."""
+    moved = changed(now, base)
+    if moved - {"description"}:
+        return True
+    return bool(moved) and now.get(NOTE) != base.get(NOTE)
 
 
 def changed(now: Mapping[str, str], base: Mapping[str, str]) -> frozenset[str]:
