@@ -348,3 +348,14 @@ def test_someone_elses_series(alice: Api, bob: Api, admin: Api, db_url: str) -> 
 
     run(purge())
     assert alice.get(f"/api/v1/series/{sid}").status_code == 404
+
+
+def test_fields_sent_back_unchanged_do_not_detach_an_occurrence(alice: Api) -> None:
+    first = create(alice, recurrence="FREQ=WEEKLY;COUNT=3", location="Room 4")
+    second = occurrences(alice, first["series_id"])[1]
+    resent = {k: second[k] for k in ("type", "subject", "start", "end", "all_day", "timezone",
+                                     "location", "busy", "visibility", "recurrence")}  # fmt: skip
+    patch(alice, second["id"], **resent, note="agenda")
+    patch(alice, first["id"], scope="series", subject="Team call", location="Room 9")
+    after = alice.get(f"{URL}/{second['id']}").json()
+    assert (after["subject"], after["location"], after["note"]) == ("Team call", "Room 9", "agenda")

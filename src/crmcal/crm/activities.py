@@ -460,21 +460,12 @@ async def update_activity(
         # No rule for this occurrence: it leaves its series as a single activity.
         await series.detach(session, activity, origin)
     if activity.series_id is not None:
+        if changes.get("recurrence") == activity.recurrence:
+            del changes["recurrence"]  # sent back unchanged (a form sends every field)
         if "recurrence" in changes or rule_dates:
             raise Invalid(
                 "recurrence: the rule belongs to the whole series: give scope series or following"
             )
-        # Answers to the invitation are this occurrence's own anyway: only another
-        # list of people stops the series' list from applying to it.
-        people = [(p.email, p.name, p.person_id) for p in activity.participants]
-        given = [(p.email, p.name, p.person_id) for p in data.participants or []]
-        same_people = "participants" in changes and [e for e, *_ in people] == [
-            e for e, *_ in given
-        ]
-        activity.overrides = sorted(
-            {*(activity.overrides or []),
-             *(k for k in changes if k != "owner_id" and not (k == "participants" and same_people))}
-        )  # fmt: skip
     elif rule_dates and not changes.get("recurrence"):
         raise Invalid("exdates: only a recurring activity has dates left out or added")
     previous_owner = activity.owner_id
@@ -482,6 +473,10 @@ async def update_activity(
         new_owner = changes.pop("owner_id")
         if new_owner is not None and new_owner != activity.owner_id:
             activity.owner_id = (await _other_owner(session, actor, new_owner)).id
+    # What an occurrence looked like, to tell the fields this edit really changes (a form
+    # sends every field): those stay its own when the whole series is edited.
+    before = _as_input(activity) if activity.series_id is not None else None
+    people_before = [p.email for p in activity.participants]
     values = {**_as_input(activity), **changes}
     _switch_all_day(activity, values, changes)
     await _apply(session, activity, values)
@@ -493,6 +488,14 @@ async def update_activity(
                   for r in rows]  # fmt: skip
         if wanted != current:  # a calendar edit resends them all; most often unchanged
             activity.participants = [Participant(**row) for row in rows]
+    if before is not None:
+        after = _as_input(activity)
+        own = {name for name in after if name != "recurrence" and after[name] != before[name]}
+        # Answers to the invitation are the occurrence's own anyway: only other people
+        # stop the series' list from applying to it.
+        if [p.email for p in activity.participants] != people_before:
+            own.add("participants")
+        activity.overrides = sorted({*(activity.overrides or []), *own}) or None
     activity.updated_at = utcnow()
     await session.flush()
     if activity.series_id is None and activity.recurrence:
