@@ -33,6 +33,17 @@ from crmcal.web.ui.common import Page, _, form_of, page, redirect, render
 router = APIRouter(include_in_schema=False)
 ActivityId = Annotated[int, Path(ge=1, le=MAX_ID)]
 PAGE_SIZE = 50
+# The "Repeat" choices of the form, and what an edit or deletion of an occurrence
+# applies to (this / this and following / all).
+REPEATS = [
+    ("", _("Never")), ("FREQ=DAILY", _("Every day")), ("FREQ=WEEKLY", _("Every week")),
+    ("FREQ=MONTHLY", _("Every month")), ("FREQ=YEARLY", _("Every year")),
+]  # fmt: skip
+SCOPES = [
+    ("this", _("This activity")),
+    ("following", _("This and following")),
+    ("series", _("All in the series")),
+]
 BADGES = {
     "synced": _("synced"),
     "pending": _("pending"),
@@ -106,7 +117,8 @@ async def _items(
 
 
 def _sync_context(conn: Connection | None) -> dict[str, Any]:
-    return {"conn": connections.to_out(conn) if conn else None, "badges": BADGES}
+    return {"conn": connections.to_out(conn) if conn else None, "badges": BADGES,
+            "scopes": SCOPES}  # fmt: skip
 
 
 # --- list view -------------------------------------------------------------------
@@ -243,7 +255,8 @@ def _form_values(out: ActivityOut | None, user: User) -> dict[str, str]:
                 "end": (soon + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
                 "all_day": "", "timezone": user.timezone, "location": "", "note": "",
                 "participants": "", "deal_id": "", "person_id": "", "organization_id": "",
-                "reminder_minutes": "", "visibility": "everyone", "done": ""}  # fmt: skip
+                "reminder_minutes": "", "visibility": "everyone", "done": "",
+                "recurrence": "", "series_id": ""}  # fmt: skip
 
     def local(value: str | None) -> str:
         if not value:
@@ -267,6 +280,7 @@ def _form_values(out: ActivityOut | None, user: User) -> dict[str, str]:
         "organization_id": str(out.organization_id or ""),
         "reminder_minutes": "" if out.reminder_minutes is None else str(out.reminder_minutes),
         "visibility": out.visibility, "done": "on" if out.done else "",
+        "recurrence": out.recurrence or "", "series_id": str(out.series_id or ""),
     }  # fmt: skip
 
 
@@ -312,6 +326,7 @@ def _body(form: dict[str, Any]) -> dict[str, Any]:
         "organization_id": number("organization_id"),
         "reminder_minutes": number("reminder_minutes"),
         "visibility": form.get("visibility") or "everyone", "done": form.get("done") == "on",
+        "recurrence": form.get("recurrence") or None,
     }  # fmt: skip
 
 
@@ -329,8 +344,13 @@ async def _form_page(
 ) -> Response:  # fmt: skip
     async with database(request).read() as session:
         choices = await _choices(session)
+    repeats = list(REPEATS)
+    custom = values.get("recurrence") or ""
+    if custom and custom not in dict(repeats):  # a rule made elsewhere, kept as it is
+        repeats.append((custom, custom))
     return render(request, "activity_form.html", current, status=status_code, values=values,
-                  activity_id=activity_id, back=back, error=error, **choices)  # fmt: skip
+                  activity_id=activity_id, back=back, error=error, repeats=repeats,
+                  scopes=SCOPES, **choices)  # fmt: skip
 
 
 @router.get("/activities/new")
@@ -380,7 +400,8 @@ async def update(request: Request, activity_id: ActivityId) -> Response:
     form = await form_of(request, current)
     back = _safe_back(form.get("back"))
     try:
-        data = ActivityUpdate.model_validate(_body(form))
+        scope = form.get("scope") or None
+        data = ActivityUpdate.model_validate({**_body(form), "scope": scope})
         async with database(request).write() as session:
             await activities.update_activity(session, current.user, activity_id, data,
                                              origin="web")  # fmt: skip
@@ -404,6 +425,10 @@ async def mark_done(request: Request, activity_id: ActivityId) -> Response:
 async def delete(request: Request, activity_id: ActivityId) -> Response:
     current = await page(request)
     form = await form_of(request, current)
+    scope = str(form.get("scope") or "this")
+    if scope not in dict(SCOPES):
+        scope = "this"
     async with database(request).write() as session:
-        await activities.delete_activity(session, current.user, activity_id, origin="web")
+        await activities.delete_activity(session, current.user, activity_id, origin="web",
+                                         scope=scope)  # fmt: skip
     return redirect(_safe_back(form.get("back")))
