@@ -705,3 +705,34 @@ async def test_a_persons_edit_still_beats_a_deletion(world: World) -> None:
     await world.sync()
     _, again = world.only_event()
     assert again.description == "Bring the contract"
+
+
+async def test_connecting_again_to_an_unchanged_calendar_records_no_conflicts(
+    world: World,
+) -> None:
+    await world.add_activity("CRM made", location="Room 4", reminder_minutes=10)
+    world.calendar.put(
+        "e1",
+        event(
+            "Review",
+            start=2,
+            attendees=(
+                Attendee("owner@crm.test", "Me", "accepted"),
+                Attendee("Ann@Acme.test", "Ann"),
+                Attendee("room1@acme.test", "Room 1", resource=True),
+            ),
+            organizer="ann@acme.test",
+        ),
+    )
+    world.calendar.put("e2", event("  Padded title  ", start=4, description="Notes"))
+    world.calendar.put("e3", event(None, start=6))
+    await world.sync()
+    async with world.db.write() as session:
+        conn = await session.get(Connection, world.connection_id)
+        await session.delete(conn)
+    await world.connect()
+    report = await world.sync()
+    assert report.conflicts == 0
+    assert (report.created, report.updated) == (0, 0)
+    assert len(await world.all_activities()) == 4
+    assert (await world.sync()).counts()["updated"] == 0

@@ -557,7 +557,9 @@ class Engine:
             crm_hash=None,
             remote_hash=None,
         )
-        if crm_hash == remote_hash:
+        if crm_hash == remote_hash or self._agrees(activity, event):
+            # The same item on both sides (written alike, or the activity already is
+            # what the event says): in sync, nothing to decide, no conflict.
             await self.links.store(
                 link,
                 crm_hash=crm_hash,
@@ -571,6 +573,42 @@ class Engine:
         link = await self.links.store(link)
         pair.link = link
         await self._settle_linked(pair, link)
+
+    def _agrees(self, activity: Activity, event: CalendarEvent) -> bool:
+        """Whether importing the event would leave the live activity as it is.
+
+        The two renderings of one item can differ without anyone having edited
+        either (the owner's own attendee entry, a resource, a trimmed title ...):
+        compared as activity fields, they are the same item.
+        """
+        if activity.deleted_at is not None or self._remote_absent(Pair(remote=RemoteRef(
+            id="", etag="", event=event))):  # fmt: skip
+            return False
+        try:
+            fields = self._fields(event, activity)
+        except (ValueError, TypeError):
+            return False
+        if fields["all_day"] != activity.all_day:
+            return False
+        if activity.all_day:
+            start: Any = activity.start_date.isoformat() if activity.start_date else None
+            end: Any = activity.end_date.isoformat() if activity.end_date else None
+            times = (fields["start"], fields["end"]) == (start, end)
+        else:
+            moments = [dt.datetime.fromisoformat(v) if v else None
+                       for v in (fields["start"], fields["end"])]  # fmt: skip
+            times = moments == [activity.start_at, activity.end_at]
+        if not times:
+            return False
+        plain = ("subject", "location", "note", "busy", "visibility", "reminder_minutes")
+        if any(fields[name] != getattr(activity, name) for name in plain):
+            return False
+        if "participants" in fields:
+            theirs = sorted((p["email"].lower(), p["status"]) for p in fields["participants"])
+            ours = sorted((p.email.lower(), p.status) for p in activity.participants if p.email)
+            if theirs != ours:
+                return False
+        return True
 
     async def _settle_linked(self, pair: Pair, link: Link) -> None:
         activity = pair.activity
