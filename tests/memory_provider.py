@@ -14,10 +14,20 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
+import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
+from crmcal.model import (
+    Attendee,
+    CalendarEvent,
+    CalendarInfo,
+    ChangeListing,
+    Recurrence,
+    RemoteRef,
+)
 from crmcal.providers.base import (
+    CalendarNotFound,
     Capabilities,
     EventNotFound,
     PreconditionFailed,
@@ -31,8 +41,14 @@ class Crash(Exception):
 
 
 class MemoryCalendar:
-    def __init__(self) -> None:
+    def __init__(self, name: str = "Calendar") -> None:
+        self.name = name
         self.events: dict[str, tuple[str, CalendarEvent]] = {}
+        # What other clients store that crmcal does not read, kept across its writes
+        # as a careful server keeps unknown properties.
+        self.extras: dict[str, str] = {}
+        self.unreadable: dict[str, str] = {}  # id -> etag of items no one can parse
+        self.non_events: set[str] = set()  # tasks and the like: never listed
         self.log: list[tuple[int, str]] = []  # (position, event id)
         self._versions = itertools.count(1)
         self._position = 0
@@ -68,8 +84,15 @@ class MemoryCalendar:
 class MemoryProvider:
     capabilities = Capabilities(batch_creates=True)
 
-    def __init__(self, calendar: MemoryCalendar | None = None) -> None:
-        self.cal = calendar or MemoryCalendar()
+    def __init__(
+        self,
+        calendar: MemoryCalendar | None = None,
+        *,
+        account: dict[str, MemoryCalendar] | None = None,
+    ) -> None:
+        # The account's calendars by id; the first is the primary one.
+        self.account = account if account is not None else {"cal": calendar or MemoryCalendar()}
+        self.cal = next(iter(self.account.values()))
         self.calls = 0
         self.crash_at: int | None = None  # the call number that "crashes"
         self.unreachable = False
@@ -86,38 +109,56 @@ class MemoryProvider:
     async def discover(self) -> None:
         self._call()
 
+    def _calendar(self, calendar_id: str) -> MemoryCalendar:
+        found = self.account.get(calendar_id)
+        if found is None:
+            raise CalendarNotFound(f"no calendar {calendar_id!r}")
+        return found
+
     async def list_calendars(self) -> list[CalendarInfo]:
         self._call()
-        return [CalendarInfo(id="cal", name="Calendar", writable=True, primary=True)]
+        return [
+            CalendarInfo(id=i, name=c.name, writable=True, primary=n == 0)
+            for n, (i, c) in enumerate(self.account.items())
+        ]
 
     async def list_changes(
         self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
     ) -> ChangeListing:
         self._call()
+        cal = self._calendar(calendar_id)
         position = int(cursor) if cursor and cursor.isdigit() else None
-        head = str(self.cal._position)
-        if position is None or position < self.cal.expired_before:
+        head = str(cal._position)
+        if position is None or position < cal.expired_before:
             # Like a server that can list contents cheaply, when asked to.
             refs = [
                 RemoteRef(id=i, etag=e, event=event if with_contents else None)
-                for i, (e, event) in self.cal.events.items()
+                for i, (e, event) in cal.events.items()
                 if i not in self.hidden
             ]
+            refs += [self._unreadable(cal, i) if with_contents else RemoteRef(id=i, etag=e)
+                     for i, e in cal.unreadable.items()]  # fmt: skip
             return ChangeListing(full=True, changed=refs[: self.listing_limit], cursor=head)
-        touched = dict.fromkeys(i for p, i in self.cal.log if p > position)
-        changed = [
-            RemoteRef(id=i, etag=self.cal.events[i][0]) for i in touched if i in self.cal.events
-        ]
-        deleted = [i for i in touched if i not in self.cal.events]
+        touched = dict.fromkeys(i for p, i in cal.log if p > position)
+        changed = [RemoteRef(id=i, etag=cal.events[i][0]) for i in touched if i in cal.events]
+        deleted = [i for i in touched if i not in cal.events]
         return ChangeListing(full=False, changed=changed, deleted=deleted, cursor=head)
+
+    @staticmethod
+    def _unreadable(cal: MemoryCalendar, event_id: str) -> RemoteRef:
+        return RemoteRef(id=event_id, etag=cal.unreadable[event_id],
+                         error="the event cannot be read")  # fmt: skip
 
     async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
         self._call()
+        cal = self._calendar(calendar_id)
         found = []
         for event_id in ids:
-            if event_id in self.cal.events:
-                etag, event = self.cal.events[event_id]
+            if event_id in cal.events:
+                etag, event = cal.events[event_id]
                 found.append(RemoteRef(id=event_id, etag=etag, event=event))
+            elif event_id in cal.unreadable:
+                found.append(self._unreadable(cal, event_id))
         return found
 
     @staticmethod
@@ -130,26 +171,28 @@ class MemoryProvider:
 
     async def create(self, calendar_id: str, key: str, event: CalendarEvent) -> RemoteRef:
         self._call()
+        cal = self._calendar(calendar_id)
         event_id = self.id_for(key)
-        if event_id in self.cal.events:
+        if event_id in cal.events:
             raise PreconditionFailed(f"{event_id} exists")
         event = dataclasses.replace(event, uid=event_id)
-        etag = self.cal.put(event_id, event)
-        return RemoteRef(id=event_id, etag=etag, event=self.cal.events[event_id][1])
+        etag = cal.put(event_id, event)
+        return RemoteRef(id=event_id, etag=etag, event=cal.events[event_id][1])
 
     async def create_many(
         self, calendar_id: str, items: Sequence[tuple[str, CalendarEvent]]
     ) -> list[RemoteRef | ProviderError]:
         """Creates in one "batch request": one call, each item answering on its own."""
         self._call()
+        cal = self._calendar(calendar_id)
         results: list[RemoteRef | ProviderError] = []
         for key, event in items:
             event_id = self.id_for(key)
-            if event_id in self.cal.events:
+            if event_id in cal.events:
                 results.append(PreconditionFailed(f"{event_id} exists"))
                 continue
-            self.cal.put(event_id, dataclasses.replace(event, uid=event_id))
-            etag, stored = self.cal.events[event_id]
+            cal.put(event_id, dataclasses.replace(event, uid=event_id))
+            etag, stored = cal.events[event_id]
             results.append(RemoteRef(id=event_id, etag=etag, event=stored))
         return results
 
@@ -157,22 +200,124 @@ class MemoryProvider:
         self, calendar_id: str, event_id: str, etag: str, event: CalendarEvent
     ) -> RemoteRef:
         self._call()
-        if event_id not in self.cal.events:
+        cal = self._calendar(calendar_id)
+        if event_id not in cal.events:
             raise EventNotFound(event_id)
-        current_etag, current = self.cal.events[event_id]
+        current_etag, current = cal.events[event_id]
         if current_etag != etag:
             raise PreconditionFailed(f"{event_id} is at {current_etag}, not {etag}")
-        event = dataclasses.replace(event, uid=current.uid)
-        new_etag = self.cal.put(event_id, event)
-        return RemoteRef(id=event_id, etag=new_etag, event=self.cal.events[event_id][1])
+        event = dataclasses.replace(event, uid=current.uid, last_modified=None)
+        new_etag = cal.put(event_id, event)
+        return RemoteRef(id=event_id, etag=new_etag, event=cal.events[event_id][1])
 
     async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
         self._call()
-        if event_id not in self.cal.events:
+        cal = self._calendar(calendar_id)
+        if event_id not in cal.events:
             return
-        if etag is not None and self.cal.events[event_id][0] != etag:
+        if etag is not None and cal.events[event_id][0] != etag:
             raise PreconditionFailed(f"{event_id} changed")
-        self.cal.remove(event_id)
+        cal.remove(event_id)
+
+    async def close(self) -> None:
+        pass
+
+
+class MemoryHarness:
+    """The in-memory calendar in the provider contract suite (``tests/providers``): the
+    engine's model-based test relies on it behaving as real providers do."""
+
+    kind = "memory"
+    extra_markers = ("X-OTHER-CLIENT:kept",)
+    unsupported: dict[str, str] = {}
+    attendee_answers_written = True
+
+    def __init__(self) -> None:
+        self.primary = MemoryCalendar("crmcal tests")
+        self.account = {"primary": self.primary}
+        self.calendar_id = "primary"
+        self.provider = MemoryProvider(account=self.account)
+
+    async def put_foreign(self, foreign: Any) -> str:
+        """The event as another client writes it (an all-day event without an end
+        lasts its day; moved occurrences are kept as that client's own data)."""
+        event_id = foreign.name or f"foreign-{uuid.uuid4().hex}"
+        start, end = foreign.start, foreign.end
+        all_day = not isinstance(start, dt.datetime)
+        if all_day and end is None:
+            end = start + dt.timedelta(days=1)
+        recurrence = None
+        if foreign.rrule:
+            recurrence = Recurrence(foreign.rrule, exdates=tuple(foreign.cancelled))
+        attendees = tuple(Attendee(a, n or None, s) for a, n, s in foreign.attendees) + tuple(
+            Attendee(a, n or None, resource=True) for a, n in foreign.rooms
+        )
+        event = CalendarEvent(
+            summary=foreign.summary,
+            start=start,
+            end=end,
+            all_day=all_day,
+            timezone=None if all_day else getattr(start.tzinfo, "key", None),
+            private=foreign.confidential,
+            busy=not foreign.free,
+            reminder_minutes=foreign.reminders[0] if foreign.reminders else None,
+            attendees=attendees,
+            organizer=foreign.organizer[0] if foreign.organizer else None,
+            uid=foreign.uid or event_id,
+            recurrence=recurrence,
+        )
+        self.primary.put(event_id, event)
+        extras = [f"RECURRENCE-ID:{old.isoformat()} {summary}" for old, _, summary in foreign.moved]
+        if foreign.extras:
+            extras.append("X-OTHER-CLIENT:kept")
+        if extras:
+            self.primary.extras[event_id] = "\n".join(extras)
+        return str(event_id)
+
+    async def read_raw(self, event_id: str) -> str:
+        _, event = self.primary.events[event_id]
+        return f"{event!r}\n{self.primary.extras.get(event_id, '')}"
+
+    async def retitle(self, event_id: str, summary: str) -> None:
+        _, event = self.primary.events[event_id]
+        self.primary.put(event_id, dataclasses.replace(event, summary=summary))
+
+    async def remove(self, event_id: str) -> None:
+        self.primary.remove(event_id)
+
+    async def answer(self, event_id: str, address: str, status: Any) -> None:
+        _, event = self.primary.events[event_id]
+        attendees = tuple(
+            dataclasses.replace(a, status=status) if a.email.lower() == address.lower() else a
+            for a in event.attendees
+        )
+        self.primary.put(event_id, dataclasses.replace(event, attendees=attendees))
+
+    async def put_unreadable(self) -> str | None:
+        event_id = f"unreadable-{uuid.uuid4().hex}"
+        self.primary.unreadable[event_id] = '"broken"'
+        return event_id
+
+    async def put_non_event(self) -> str | None:
+        event_id = f"task-{uuid.uuid4().hex}"
+        self.primary.non_events.add(event_id)
+        return event_id
+
+    async def make_second_calendar(self) -> str:
+        self.account["second"] = MemoryCalendar("second calendar")
+        return "second"
+
+    def provider_for(self, url: str) -> MemoryProvider:
+        raise NotImplementedError("the memory calendar is reached by no URL")
+
+    def connection_body(self) -> dict[str, Any]:
+        raise NotImplementedError("the REST API connects to real calendars only")
+
+    async def sends_invitations(self, event_id: str) -> bool:
+        return False
+
+    def with_wrong_password(self) -> None:
+        return None
 
     async def close(self) -> None:
         pass
