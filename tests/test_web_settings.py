@@ -98,3 +98,28 @@ def test_settings_page_connects_caldav_and_syncs_only_after_start(
     assert browser.post(f"/api/v1/connections/{conn['id']}/sync",
                         headers={"X-CSRF-Token": token}).status_code == 200  # fmt: skip
     assert len(events_in(calendar, second)) == 1
+
+
+def test_skipped_items_and_a_failed_sync_say_what_to_do(
+    browser: TestClient, radicale: CalDAVServer, calendar: CalDAVHarness, db_url: str
+) -> None:
+    from tests.test_sync_caldav_api import edit_connection
+
+    token = csrf(browser)
+    form = {"csrf_token": token, "url": radicale.url, "username": radicale.username,
+            "password": radicale.password}  # fmt: skip
+    browser.post(f"{PAGE}/caldav", data=form)
+    conn = browser.get("/api/v1/connections").json()["items"][0]
+    browser.post(f"{PAGE}/{conn['id']}/start", data={"csrf_token": token})
+    edit_connection(db_url, conn["id"], state="error",
+                    last_error="the calendar refused the credentials (401): reconnect to resume",
+                    problems=[{"item": "bad.ics", "reason": "not a calendar event"}])  # fmt: skip
+    page = browser.get(PAGE).text
+    assert "reconnect to resume" in page
+    assert "New password (if it changed)" in page
+    assert "bad.ics: not a calendar event" in page
+    assert "the next sync tries it again" in page
+    fixed = browser.post(f"{PAGE}/{conn['id']}/reconnect",
+                         data={"csrf_token": token, "password": radicale.password})  # fmt: skip
+    assert fixed.status_code == 200
+    assert browser.get(f"/api/v1/connections/{conn['id']}").json()["state"] == "active"

@@ -271,7 +271,15 @@ def _server(app: Any, port: int) -> _Server:
                                   lifespan="on"))  # fmt: skip
 
 
-def banner(ports: Ports, caldav_url: str, data_dir: Path, kept: bool) -> str:
+async def api_token(db: Database) -> str:
+    """A new API token for the first demo user (an admin), for trying the REST API."""
+    from crmcal.crm import users
+
+    async with db.write() as session:
+        return await users.issue_token(session, await users.user_by_email(session, USERS[0][0]))
+
+
+def banner(ports: Ports, caldav_url: str, data_dir: Path, kept: bool, token: str) -> str:
     app = ports.url(ports.app)
     lines = [
         "",
@@ -279,6 +287,7 @@ def banner(ports: Ports, caldav_url: str, data_dir: Path, kept: bool) -> str:
         "",
         f"  crmcal              {app}/  (API docs: {app}/docs)",
         "  Sign in as          " + "  or  ".join(f"{e} / {PASSWORD}" for e, _n, _a in USERS),
+        f"  API token ({USERS[0][0]}): {token}",
         "",
         f"  Google emulator     {ports.url(ports.google)}/  account {GOOGLE_ACCOUNT}",
         f"  Microsoft emulator  {ports.url(ports.microsoft)}/  account {MICROSOFT_ACCOUNT}",
@@ -295,7 +304,6 @@ def banner(ports: Ports, caldav_url: str, data_dir: Path, kept: bool) -> str:
 
 async def run(port: int, data_dir: Path | None, printer: Any = print) -> None:
     """Start everything, print where it is, and run until SIGINT or SIGTERM."""
-    from crmcal.crm import users  # noqa: F401 - keeps the import cost before the banner
     from crmcal.emulators.google import GoogleState
     from crmcal.emulators.google import create_app as google_app
     from crmcal.emulators.microsoft import create_app as microsoft_app
@@ -323,6 +331,7 @@ async def run(port: int, data_dir: Path | None, printer: Any = print) -> None:
             db = Database(settings.database_url)
             try:
                 await seed_crm(db, monday)
+                token = await api_token(db)
             finally:
                 await db.dispose()
             tasks = [asyncio.create_task(s.serve()) for s in servers]
@@ -340,7 +349,7 @@ async def run(port: int, data_dir: Path | None, printer: Any = print) -> None:
                 if tasks[-1].done():
                     raise DemoError("crmcal could not start")
                 await asyncio.sleep(0.05)
-            printer(banner(ports, caldav_url, root, kept))
+            printer(banner(ports, caldav_url, root, kept, token))
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
