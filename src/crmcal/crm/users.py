@@ -53,6 +53,20 @@ async def issue_token(session: AsyncSession, user: User) -> str:
     return token
 
 
+async def list_tokens(session: AsyncSession, user: User) -> list[ApiToken]:
+    """The user's API tokens (their hashes stay here: the values were shown once)."""
+    query = select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
+    return list(await session.scalars(query))
+
+
+async def revoke_token(session: AsyncSession, user: User, token_id: int) -> None:
+    """Delete one of the user's API tokens; NotFound when it is not theirs."""
+    found = await session.get(ApiToken, token_id)
+    if found is None or found.user_id != user.id:
+        raise NotFound(f"token {token_id} not found")
+    await session.delete(found)
+
+
 async def user_for_token(session: AsyncSession, token: str) -> User | None:
     """The active user the token belongs to, or None."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel
 
 from crmcal.crm import permissions, users
 from crmcal.crm.errors import Conflict
@@ -26,6 +28,33 @@ def out(user: User) -> UserOut:
 async def me(request: Request) -> UserOut:
     async with reading(request) as (_, user):
         return out(user)
+
+
+class TokenOut(BaseModel):
+    """An API token, without its value (shown only when it was issued)."""
+
+    id: int
+    created_at: dt.datetime
+
+
+@router.get("/me/tokens", response_model=Page[TokenOut], name="list_my_tokens")
+async def list_my_tokens(request: Request) -> Page[TokenOut]:
+    """Your API tokens: when each was issued, to revoke one you no longer use."""
+    async with reading(request) as (session, user):
+        found = await users.list_tokens(session, user)
+        return Page[TokenOut](
+            items=[TokenOut(id=t.id, created_at=t.created_at) for t in found], next_cursor=None
+        )
+
+
+@router.delete("/me/tokens/{token_id}", status_code=204, name="revoke_my_token")
+async def revoke_my_token(
+    request: Request, token_id: Annotated[int, Path(ge=1, le=MAX_ID)]
+) -> Response:
+    """Revoke one of your API tokens at once (the one making this call too, if named)."""
+    async with writing(request) as (session, user):
+        await users.revoke_token(session, user, token_id)
+    return Response(status_code=204)
 
 
 @router.get("/users", response_model=Page[UserOut], responses=refusals(403))
