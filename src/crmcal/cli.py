@@ -306,11 +306,17 @@ def worker(
         raise CliError("set CRMCAL_SECRET_KEY: stored credentials cannot be read without it")
     queue.ensure_schema(settings.database_url)
 
-    async def work(db: Database) -> None:
-        app_ = queue.queue_app(settings.database_url, pool_size=concurrency + 4)
-        async with app_.open_async():
-            runtime = queue.Runtime(db, vault, settings, app_)
-            await queue.run_worker(runtime, concurrency=concurrency)
+    async def work() -> None:
+        # A sync holds one or two database connections at a time (its own, a lease
+        # renewal); the queue needs a few of its own (listening, fetching, finishing).
+        db = Database(settings.database_url, pool_size=concurrency + 2, max_overflow=concurrency)
+        app_ = queue.queue_app(settings.database_url, pool_size=min(concurrency, 4) + 2)
+        try:
+            async with app_.open_async():
+                runtime = queue.Runtime(db, vault, settings, app_)
+                await queue.run_worker(runtime, concurrency=concurrency)
+        finally:
+            await db.dispose()
 
     from crmcal import logs
 
@@ -320,7 +326,7 @@ def worker(
 
         start_http_server(metrics_port, addr=metrics_host)
     err.print(f"crmcal worker {queue.worker_name()}: {concurrency} syncs at once")
-    _run(work, settings)
+    asyncio.run(work())
 
 
 @keys_app.command("rotate")

@@ -86,12 +86,15 @@ def install_sqlite_pragmas(sync_engine: Any) -> None:
 class Database:
     """One engine plus the two ways to open a session: read or write."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, pool_size: int = 10, max_overflow: int = 20
+    ) -> None:
         self.url = url
         self.sqlite = is_sqlite(url)
         options: dict[str, Any] = {"echo": echo}
         if not self.sqlite:
-            options.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+            # Opened as needed, up to pool_size kept and max_overflow more at peaks.
+            options.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
         self.engine: AsyncEngine = create_async_engine(async_url(url), **options)
         if self.sqlite:
             install_sqlite_pragmas(self.engine.sync_engine)
