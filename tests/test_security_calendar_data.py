@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.providers import ical
@@ -160,4 +161,56 @@ def test_healthz_answers_while_a_hostile_server_is_synced(db_url: str) -> None:
             unreadable = [p for p in summary["problems"] if "unreadable" in p["reason"]]
             assert len(unreadable) == len(BOMBS) + 1, summary
             assert client.get("/healthz").status_code == 200
+    assert user_id
+
+
+def test_an_unreadable_item_is_fetched_again_only_when_its_etag_changes(db_url: str) -> None:
+    etag = ['"1"']
+
+    def root(request: Request, handler: BaseHTTPRequestHandler) -> None:
+        props = (
+            "<D:current-user-principal><D:href>/p/</D:href></D:current-user-principal>"
+            "<C:calendar-home-set><D:href>/home/</D:href></C:calendar-home-set>"
+        )
+        reply(handler, 207, MULTISTATUS.format(response(request.path, props)))
+
+    def home(request: Request, handler: BaseHTTPRequestHandler) -> None:
+        calendar = "<D:resourcetype><D:collection/><C:calendar/></D:resourcetype>"
+        reply(handler, 207, MULTISTATUS.format(response("/home/cal/", calendar)))
+
+    def calendar(request: Request, handler: BaseHTTPRequestHandler) -> None:
+        if request.method == "PROPFIND":  # no sync-token: no one-query first import
+            return reply(handler, 207, MULTISTATUS.format(response("/home/cal/", "")))
+        if b"calendar-multiget" in request.body:
+            data = "<C:calendar-data>BEGIN:VCALENDAR\nBROKEN</C:calendar-data>"
+            member = response("/home/cal/x.ics", f"<D:getetag>{etag[0]}</D:getetag>{data}")
+            return reply(handler, 207, MULTISTATUS.format(member))
+        member = response("/home/cal/x.ics", f"<D:getetag>{etag[0]}</D:getetag>")
+        reply(handler, 207, MULTISTATUS.format(member + "<D:sync-token>t1</D:sync-token>"))
+
+    routes = {"/": root, "/p/": root, "/home/": home, "/home/cal/": calendar}
+    settings = Settings(database_url=db_url, secret_key="k" * 43, allow_private_networks=True)
+    user_id, token = make_user(db_url, email="memo@crm.test", name="M")
+    with serving(HostileServer(routes=routes)) as hostile:
+        app = create_app(settings, background_jobs=False)
+        with TestClient(app) as client:
+            auth = {"Authorization": f"Bearer {token}"}
+            made = client.post("/api/v1/connections", headers=auth, json={
+                "provider": "caldav", "url": hostile.url + "/", "username": "u",
+                "password": "p", "sync_type": "calendar_to_crm",
+            })  # fmt: skip
+            assert made.status_code == 201, made.text
+            sync = f"/api/v1/connections/{made.json()['id']}/sync"
+
+            def fetches() -> int:
+                return sum(b"calendar-multiget" in r.body for r in hostile.requests)
+
+            for expected in (1, 1, 1):
+                summary = client.post(sync, headers=auth)
+                assert summary.status_code == 200, summary.text
+                assert [p["item"] for p in summary.json()["problems"]] == ["/home/cal/x.ics"]
+                assert fetches() == expected
+            etag[0] = '"2"'
+            assert client.post(sync, headers=auth).status_code == 200
+            assert fetches() == 2
     assert user_id

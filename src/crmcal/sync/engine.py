@@ -89,8 +89,13 @@ class SyncReport:
             "skipped": self.skipped,
         }
 
-    def problem(self, item: str, reason: str) -> None:
-        self.problems.append({"item": item, "reason": reason})
+    def problem(self, item: str, reason: str, etag: str | None = None) -> None:
+        """``etag``: the version of a calendar item that could not be read, which is
+        not fetched again until it changes."""
+        found = {"item": item, "reason": reason}
+        if etag:
+            found["etag"] = etag
+        self.problems.append(found)
 
 
 @dataclass
@@ -224,21 +229,26 @@ class Engine:
             )
         moved: list[RemoteRef] = []
         to_fetch: list[str] = []
+        unreadable = await self._unreadable()
         for ref in listing.changed:
             if ref.error:
-                self.report.problem(ref.id, ref.error)
+                self.report.problem(ref.id, ref.error, ref.etag)
                 continue
             link = self.links.by_remote.get(ref.id)
             if link is not None and link.remote_etag == ref.etag:
                 continue  # our own write coming back, or nothing new
-            if ref.event is None:
+            known = unreadable.get(ref.id)
+            if ref.event is None and known is not None and ref.etag and known[0] == ref.etag:
+                # Unreadable at this version already: not fetched (and parsed) again.
+                self.report.problem(ref.id, known[1], ref.etag)
+            elif ref.event is None:
                 to_fetch.append(ref.id)
             else:
                 moved.append(ref)
         if to_fetch:
             for ref in await self.provider.fetch(self.ctx.calendar_id, to_fetch):
                 if ref.error:
-                    self.report.problem(ref.id, ref.error)
+                    self.report.problem(ref.id, ref.error, ref.etag)
                 else:
                     moved.append(ref)
         gone = {rid for rid in listing.deleted if rid in self.links.by_remote}
@@ -258,6 +268,18 @@ class Engine:
             gone |= missing
         await self._check_mass_deletion(gone)
         return moved, gone
+
+    async def _unreadable(self) -> dict[str, tuple[str, str]]:
+        """Items earlier runs could not read: id -> (etag, reason)."""
+        async with self.db.read() as session:
+            problems = await session.scalar(
+                select(Connection.problems).where(Connection.id == self.connection_id)
+            )
+        return {
+            str(p["item"]): (str(p["etag"]), str(p.get("reason", "")))
+            for p in problems or []
+            if isinstance(p, dict) and p.get("etag") and p.get("item")
+        }
 
     async def _check_mass_deletion(self, gone: set[str]) -> None:
         """Refuse a run that would trash an unusual share of the linked activities: a
