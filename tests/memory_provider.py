@@ -25,6 +25,7 @@ from crmcal.model import (
     ChangeListing,
     Recurrence,
     RemoteRef,
+    with_fields,
 )
 from crmcal.providers.base import (
     CalendarNotFound,
@@ -32,6 +33,7 @@ from crmcal.providers.base import (
     EventNotFound,
     PreconditionFailed,
     ProviderError,
+    SeriesInCalendar,
     Unreachable,
 )
 
@@ -197,7 +199,13 @@ class MemoryProvider:
         return results
 
     async def update(
-        self, calendar_id: str, event_id: str, etag: str, event: CalendarEvent
+        self,
+        calendar_id: str,
+        event_id: str,
+        etag: str,
+        event: CalendarEvent,
+        *,
+        changed: frozenset[str] | None = None,
     ) -> RemoteRef:
         self._call()
         cal = self._calendar(calendar_id)
@@ -206,6 +214,10 @@ class MemoryProvider:
         current_etag, current = cal.events[event_id]
         if current_etag != etag:
             raise PreconditionFailed(f"{event_id} is at {current_etag}, not {etag}")
+        if current.recurrence is not None and event.recurrence is None:
+            raise SeriesInCalendar(f"{event_id} is a series")
+        if changed is not None:
+            event = with_fields(current, event, changed)
         event = dataclasses.replace(event, uid=current.uid, last_modified=None)
         new_etag = cal.put(event_id, event)
         return RemoteRef(id=event_id, etag=new_etag, event=cal.events[event_id][1])

@@ -20,7 +20,7 @@ OUT_FIELDS = {
     "id", "type", "subject", "start", "end", "all_day", "timezone", "location", "note", "done",
     "busy", "visibility", "owner_id", "participants", "deal_id", "person_id", "organization_id",
     "reminder_minutes", "notify_participants", "recurrence", "series_id", "original_start",
-    "sync", "created_at", "updated_at", "deleted_at",
+    "organizer", "sync", "created_at", "updated_at", "deleted_at",
 }  # fmt: skip
 
 
@@ -163,6 +163,7 @@ def test_create_with_every_field(alice: Api) -> None:
         # A rule makes a series, answered by its first occurrence.
         "series_id": out["series_id"],
         "original_start": body["start"],
+        "organizer": None,
         "sync": None,
         "deleted_at": None,
         "created_at": out["created_at"],

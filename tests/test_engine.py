@@ -466,11 +466,13 @@ class EditingDuringUpdate(MemoryProvider):
         super().__init__(calendar)
         self.meanwhile = meanwhile
 
-    async def update(self, calendar_id: str, event_id: str, etag: str, event: Any) -> Any:
+    async def update(
+        self, calendar_id: str, event_id: str, etag: str, event: Any, **kw: Any
+    ) -> Any:
         if self.meanwhile is not None:
             meanwhile, self.meanwhile = self.meanwhile, None
             await meanwhile()
-        return await super().update(calendar_id, event_id, etag, event)
+        return await super().update(calendar_id, event_id, etag, event, **kw)
 
 
 async def test_a_crm_edit_made_during_a_sync_is_not_overwritten(world: World) -> None:
@@ -503,7 +505,9 @@ class StoppingDuringUpdate(MemoryProvider):
         super().__init__(world.calendar)
         self.world, self.delete, self.done = world, delete, False
 
-    async def update(self, calendar_id: str, event_id: str, etag: str, event: Any) -> Any:
+    async def update(
+        self, calendar_id: str, event_id: str, etag: str, event: Any, **kw: Any
+    ) -> Any:
         if not self.done:
             self.done = True
             async with self.world.db.write() as session:
@@ -513,7 +517,7 @@ class StoppingDuringUpdate(MemoryProvider):
                     await session.delete(conn)
                 else:
                     conn.state = "stopped"
-        return await super().update(calendar_id, event_id, etag, event)
+        return await super().update(calendar_id, event_id, etag, event, **kw)
 
 
 @pytest.mark.parametrize("delete", [False, True], ids=["stop", "delete"])
@@ -596,12 +600,14 @@ class RefusingOne(MemoryProvider):
         super().__init__(calendar)
         self.refused = refused
 
-    async def update(self, calendar_id: str, event_id: str, etag: str, event: Any) -> Any:
+    async def update(
+        self, calendar_id: str, event_id: str, etag: str, event: Any, **kw: Any
+    ) -> Any:
         if event_id == self.refused:
             raise ProviderError(
                 "Google does not allow updating the event (403 forbiddenForNonOrganizer)"
             )
-        return await super().update(calendar_id, event_id, etag, event)
+        return await super().update(calendar_id, event_id, etag, event, **kw)
 
 
 async def test_one_refused_write_skips_that_item_only_and_clears_when_it_syncs(

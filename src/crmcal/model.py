@@ -71,6 +71,14 @@ class CalendarEvent:
     # A write-time wish, not content: let the provider e-mail invitations to the
     # attendees (F10). Off, a provider that can write attendees silently does so.
     notify_attendees: bool = False
+    # Read: the times are wall-clock times of no zone (iCalendar "floating" times,
+    # or a TZID nothing explains); ``timezone`` is None then unless the calendar
+    # names the zone they are read in, and the CRM reads them in its user's zone.
+    floating: bool = False
+    # Read: someone else organises this meeting and the calendar's user was invited
+    # (None: the service does not say, and the reader compares ``organizer`` with
+    # the user's own addresses).
+    invitation: bool | None = None
 
     @property
     def recurring(self) -> bool:
@@ -86,6 +94,58 @@ class CalendarEvent:
     def content_hash(self) -> str:
         """A digest of the fields that sync both ways; equal digests mean nothing to do."""
         return content_hash(self)
+
+
+# What an update may write, field by field: the names a provider's ``update`` takes
+# in ``changed`` (the first eight are sync/merge.py's fields). Times go together (a
+# start means nothing without its end and zone), and so do the attendees and the
+# organizer.
+FIELD_GROUPS: dict[str, tuple[str, ...]] = {
+    "summary": ("summary",),
+    "when": ("start", "end", "all_day"),
+    "location": ("location",),
+    "description": ("description",),
+    "private": ("private",),
+    "busy": ("busy",),
+    "reminder": ("reminder_minutes",),
+    "attendees": ("attendees",),
+    "recurrence": ("recurrence", "recurrence_id"),
+    "cancelled": ("cancelled",),
+}
+ALL_FIELDS = frozenset(FIELD_GROUPS)
+
+
+def field_digests(event: CalendarEvent) -> dict[str, str]:
+    """A digest per field group, in the same canonical forms as ``content_hash``."""
+    subset = _subset(event)
+    found = {}
+    for group, names in FIELD_GROUPS.items():
+        raw = json.dumps([subset[n] for n in names], sort_keys=True, default=str)
+        found[group] = hashlib.sha256(raw.encode()).hexdigest()[:16]
+    return found
+
+
+def changed_fields(before: CalendarEvent | None, after: CalendarEvent) -> frozenset[str]:
+    """The field groups in which ``after`` differs from ``before`` (all without one)."""
+    if before is None:
+        return ALL_FIELDS
+    old, new = field_digests(before), field_digests(after)
+    return frozenset(group for group in FIELD_GROUPS if old[group] != new[group])
+
+
+def with_fields(
+    base: CalendarEvent, source: CalendarEvent, groups: frozenset[str]
+) -> CalendarEvent:
+    """``base`` with the field groups ``groups`` (and the CRM ids) taken from ``source``:
+    what a write of only those fields leaves in a calendar."""
+    names = {name for group in groups for name in FIELD_GROUPS.get(group, ())}
+    if "when" in groups:
+        names |= {"timezone", "floating"}
+    if "attendees" in groups:
+        names.add("organizer")
+    values = {name: getattr(source, name) for name in names}
+    values.update({k: getattr(source, k) for k in ("crm_id", "crm_type") if getattr(source, k)})
+    return replace(base, **values)
 
 
 def _canonical(value: object) -> object:
@@ -136,6 +196,11 @@ def canonical_rrule(rule: str) -> str:
 
 
 def content_hash(event: CalendarEvent) -> str:
+    raw = json.dumps(_subset(event), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def _subset(event: CalendarEvent) -> dict[str, object]:
     # Read field by field: dataclasses.asdict deep-copies, which dominated
     # the cost of digesting thousands of events. An event's time zone matters
     # only through its instants (all-day dates are zone-free anyway).
@@ -151,8 +216,7 @@ def content_hash(event: CalendarEvent) -> str:
             "exdates": sorted(_canonical(list(event.recurrence.exdates))),  # type: ignore[arg-type]
             "rdates": sorted(_canonical(list(event.recurrence.rdates))),  # type: ignore[arg-type]
         }
-    raw = json.dumps(subset, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+    return subset
 
 
 @dataclass(frozen=True)
@@ -174,6 +238,9 @@ class RemoteRef:
     # Why the content could not be read, when it could not (the item is then
     # skipped and reported, never treated as deleted).
     error: str | None = None
+    # What was read by a guess (a time zone nobody names ...): the item syncs, and
+    # this is reported.
+    warning: str | None = None
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import http.server
 import socket
 import threading
@@ -179,11 +180,17 @@ async def test_listing_with_contents_falls_back_to_listing_and_fetching(
     assert [(r.id, r.etag, r.event) for r in listing.changed] == [(ref.id, ref.etag, None)]
 
 
-async def test_floating_times_use_the_calendars_zone(caldav: CalDAVHarness) -> None:
+async def test_floating_times_without_a_calendar_zone_are_marked_floating(
+    caldav: CalDAVHarness,
+) -> None:
     event_id = await caldav.put_raw(raw_event("floating", "DTSTART:20261201T100000"))
     event = (await fetch_one(caldav, event_id)).event
     assert event is not None
-    assert event.timezone == "UTC"  # neither server sets a calendar-timezone here
+    # Neither server sets a calendar-timezone here: the wall-clock time is left to
+    # the CRM, which reads it in its user's zone.
+    assert event.floating
+    assert event.timezone is None
+    assert event.start.replace(tzinfo=None) == dt.datetime(2026, 12, 1, 10)
 
 
 async def test_a_removed_calendar_is_not_found(caldav: CalDAVHarness) -> None:

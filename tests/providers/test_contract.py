@@ -22,6 +22,7 @@ from crmcal.providers.base import (
     EventNotFound,
     NotACalendarServer,
     PreconditionFailed,
+    SeriesInCalendar,
     Unreachable,
     create_many,
 )
@@ -406,10 +407,10 @@ async def test_fields_survive_the_server(harness: Harness, name: str) -> None:
     assert fetched.event is not None
     if not event.all_day:
         assert fetched.event.timezone == event.timezone
-    # And again after an update to something else and back.
-    other = await harness.provider.update(
-        harness.calendar_id, ref.id, ref.etag, meeting(summary="interim")
-    )
+    # And again after an update to something else and back (a series stays one: a
+    # single event is never written over a series).
+    interim = meeting(summary="interim", recurrence=event.recurrence)
+    other = await harness.provider.update(harness.calendar_id, ref.id, ref.etag, interim)
     await harness.provider.update(harness.calendar_id, ref.id, other.etag, event)
     assert same_content(await fetch_one(harness, ref.id), event)
 
@@ -463,6 +464,58 @@ async def test_update_keeps_what_other_clients_stored(harness: Harness) -> None:
     again = await fetch_one(harness, event_id)
     assert again.etag == updated.etag
     assert same_content(again, changed)
+
+
+async def test_an_update_writes_only_the_fields_that_changed(harness: Harness) -> None:
+    """Issue 11 item 7: an unrelated change never cuts a long text to the CRM's limits or
+    drops what other clients stored; only the fields named as changed are written."""
+    long_note = "Agenda\n" + "word " * 2000 + "\nJoin: https://meet.example.test/abc-defg-hij"
+    event_id = await harness.put_foreign(
+        Foreign(uid="long@example.test", summary="Review", extras=True, reminders=(10,))
+    )
+    fetched = await fetch_one(harness, event_id)
+    assert fetched.event is not None
+    full = dataclasses.replace(fetched.event, description=long_note)
+    written = await harness.provider.update(harness.calendar_id, event_id, fetched.etag, full)
+    # What the CRM holds: the note cut short, and a new title.
+    crm_side = dataclasses.replace(full, summary="Review (renamed)", description=long_note[:100])
+    await harness.provider.update(
+        harness.calendar_id, event_id, written.etag, crm_side, changed=frozenset({"summary"})
+    )
+    again = await fetch_one(harness, event_id)
+    assert again.event is not None
+    assert again.event.summary == "Review (renamed)"
+    assert again.event.description == long_note
+    assert again.event.reminder_minutes == 10
+    raw = await harness.read_raw(event_id)
+    for kept in harness.extra_markers:
+        assert kept in raw
+
+
+async def test_a_single_event_is_never_written_over_a_series(harness: Harness) -> None:
+    """Issue 11 item 15: an event that turned into a series in the calendar is never
+    flattened by a write of the single event the CRM knows."""
+    start = dt.datetime(2026, 12, 7, 9, tzinfo=BERLIN)
+    event_id = await harness.put_foreign(
+        Foreign(uid="became-series@example.test", summary="Standup", start=start,
+                end=start + dt.timedelta(minutes=15), rrule="FREQ=WEEKLY;COUNT=5")
+    )  # fmt: skip
+    fetched = await fetch_one(harness, event_id)
+    assert fetched.event is not None
+    assert fetched.event.recurrence is not None
+    single = dataclasses.replace(
+        fetched.event, recurrence=None, start=start + dt.timedelta(hours=1),
+        end=start + dt.timedelta(hours=1, minutes=15),
+    )  # fmt: skip
+    for changed in (None, frozenset({"when", "summary"})):
+        with pytest.raises(SeriesInCalendar):
+            await harness.provider.update(
+                harness.calendar_id, event_id, fetched.etag, single, changed=changed
+            )
+    again = await fetch_one(harness, event_id)
+    assert again.event is not None
+    assert again.event.recurrence == fetched.event.recurrence
+    assert again.event.start == start
 
 
 # --- errors -----------------------------------------------------------------------------

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crmcal.model import Attendee, CalendarEvent, Recurrence
-from crmcal.providers.ical import parse_event, resource_uid, serialize_event
+from crmcal.model import ALL_FIELDS, Attendee, CalendarEvent, Recurrence, changed_fields
+from crmcal.providers.ical import parse_event, patch_event, resource_uid, serialize_event
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -259,7 +259,6 @@ def test_no_vevent_is_none() -> None:
         (vcalendar(vevent("SUMMARY:no start")), "no DTSTART"),
         (vcalendar(vevent("DTSTART:2026x0101")), "bad DATE"),
         (vcalendar(vevent("DTSTART:20261301T100000Z")), "bad DATE-TIME"),
-        (vcalendar(vevent("DTSTART;TZID=Mars/Olympus:20260101T100000")), "unknown time zone"),
         (vcalendar(vevent("DTSTART:20260101T100000Z", "DURATION:soon")), "bad DURATION"),
         (vcalendar(vevent("DTSTART:20260101T100000Z", "this is not a property")), "line"),
         ("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nDTSTART:20260101T100000Z\r\n", "never closed"),
@@ -339,11 +338,22 @@ def test_serialized_resource_shape() -> None:
     assert "TRIGGER:-PT15M" in text
 
 
-def test_timed_event_without_end_has_no_dtend() -> None:
-    written = _vevent_of(serialize_event(_event(end=None), "u"))
-    assert "DTEND" not in written
+@pytest.mark.parametrize("end", ["none", "start"])
+def test_timed_event_without_end_is_written_as_a_second(end: str) -> None:
+    """Issue 11 item 12: strict servers (Cyrus) refuse DTEND = DTSTART, DURATION:PT0S and
+    a timed event without DTEND; crmcal writes a second, which reads back as no end."""
+    event = _event(end=None)
+    if end == "start":
+        event = dataclasses.replace(event, end=event.start)
+    text = serialize_event(event, "u")
+    written = _vevent_of(text)
+    assert written["DTEND"].dt - written["DTSTART"].dt == dt.timedelta(seconds=1)
     assert "DURATION" not in written
     assert "ORGANIZER" not in written  # no attendees, no organizer
+    back = parse_event(text)
+    assert back is not None
+    assert back.start == event.start
+    assert back.end is None
 
 
 def test_no_crm_properties_when_unset() -> None:
@@ -509,7 +519,9 @@ def events(draw: st.DrawFn) -> CalendarEvent:
         zone = draw(st.sampled_from(ZONES))
         local = draw(st.datetimes(dt.datetime(1971, 1, 1), dt.datetime(2099, 12, 31)))
         start = local.replace(microsecond=0, tzinfo=ZoneInfo(zone))
-        minutes = st.integers(0, 3 * 24 * 60)
+        # From a minute: an end at the start reads back as none (see
+        # test_timed_event_without_end_is_written_as_a_second).
+        minutes = st.integers(1, 3 * 24 * 60)
         end = draw(st.none() | minutes.map(lambda m: start + dt.timedelta(minutes=m)))
         exdate = st.integers(1, 400).map(lambda n: start + dt.timedelta(days=n))
     recurrence = draw(
@@ -610,3 +622,122 @@ def test_any_input_parses_or_raises_value_error(lines: list[str]) -> None:
     for candidate in (text, "\r\n".join(lines)):
         with contextlib.suppress(ValueError):
             parse_event(candidate)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event=events(), other=events())
+def test_a_patch_writes_the_changed_fields_and_keeps_the_rest(
+    event: CalendarEvent, other: CalendarEvent
+) -> None:
+    """Issue 11 item 7: an update replaces only the changed properties of the server's
+    resource; a field crmcal did not change keeps the server's own spelling."""
+    # Rooms and the organizer's own entry are kept by design (see the participants
+    # tests), and a series is never written over by a single event (SeriesInCalendar).
+    event = dataclasses.replace(event, attendees=tuple(a for a in event.attendees
+                                                       if not a.resource))  # fmt: skip
+    other = dataclasses.replace(
+        other,
+        attendees=tuple(a for a in other.attendees
+                        if not a.resource and a.email.lower() != (other.organizer or "").lower()),
+        recurrence=other.recurrence if event.recurrence is not None else None,
+    )  # fmt: skip
+    previous = serialize_event(other, "u1").replace(
+        "END:VEVENT", "X-OTHER-CLIENT:kept\r\nEND:VEVENT", 1
+    )
+    changed = changed_fields(parse_event(previous), event)
+    text = patch_event(event, "u1", previous, changed)
+    again = parse_event(text)
+    assert again is not None
+    expected = dataclasses.replace(event, uid="u1")
+    if "attendees" not in changed:
+        expected = dataclasses.replace(expected, attendees=other.attendees)
+    assert again.content_hash() == expected.content_hash()
+    assert "X-OTHER-CLIENT:kept" in text
+    unchanged = ALL_FIELDS - changed
+    before_lines = _property_lines(previous, unchanged)
+    assert _property_lines(text, unchanged) == before_lines
+
+
+_GROUP_PROPERTIES = {"summary": ("SUMMARY",), "location": ("LOCATION",),
+                     "description": ("DESCRIPTION",), "when": ("DTSTART", "DTEND")}  # fmt: skip
+
+
+def _property_lines(text: str, groups: frozenset[str]) -> list[str]:
+    names = tuple(f"{n}" for g in sorted(groups) for n in _GROUP_PROPERTIES.get(g, ()))
+    unfolded = text.replace("\r\n ", "").split("\r\n")
+    in_alarm = False
+    found = []
+    for line in unfolded:
+        if line.startswith("BEGIN:VALARM"):
+            in_alarm = True
+        elif line.startswith("END:VALARM"):
+            in_alarm = False
+        elif not in_alarm and line.split(";", 1)[0].split(":", 1)[0] in names:
+            found.append(line)
+    return sorted(found)
+
+
+def test_a_patch_keeps_floating_times_and_long_texts() -> None:
+    """Issue 11 items 7 and 11: a floating time stays floating, a long description and
+    a property nobody knows stay whole, when only the title changes (and a new time is
+    written floating again)."""
+    long_text = "x" * 70000
+    previous = vcalendar(vevent(
+        "DTSTART:20261201T100000", "DTEND:20261201T110000", f"DESCRIPTION:{long_text}",
+        "X-UNKNOWN;X-PARAM=1:keep me",
+    ))  # fmt: skip
+    read = parse_event(previous, default_tz=None)
+    assert read is not None
+    assert read.floating
+    renamed = dataclasses.replace(read, summary="New title")
+    text = patch_event(renamed, "e1", previous, changed_fields(read, renamed))
+    unfolded = text.replace("\r\n ", "")
+    assert "DTSTART:20261201T100000\r\n" in unfolded
+    assert "X-UNKNOWN;X-PARAM=1:keep me" in unfolded
+    assert (parse_event(text, default_tz=None) or read).description == long_text
+    moved = dataclasses.replace(
+        read, start=read.start + dt.timedelta(hours=1), end=read.end + dt.timedelta(hours=1)
+    )
+    text = patch_event(moved, "e1", previous, changed_fields(read, moved))
+    assert "DTSTART:20261201T110000\r\n" in text.replace("\r\n ", "")
+    assert (parse_event(text, default_tz=None) or read).floating
+
+
+@pytest.mark.parametrize(
+    ("tzid", "offset"),
+    [
+        ('"UTC+01:00"', dt.timedelta(hours=1)),
+        ("GMT+0100", dt.timedelta(hours=1)),
+        ("Etc/GMT-1", dt.timedelta(hours=1)),
+        ('"UTC-05:30"', dt.timedelta(hours=-5, minutes=-30)),
+        ('"(UTC+05:30) Chennai, Kolkata, Mumbai, New Delhi"', dt.timedelta(hours=5, minutes=30)),
+    ],
+)
+def test_a_tzid_that_spells_an_offset_is_read_as_that_offset(
+    tzid: str, offset: dt.timedelta
+) -> None:
+    """Issue 11 item 13: no VTIMEZONE, no known name, but an offset anybody can read."""
+    problems: list[str] = []
+    event = parse_event(
+        vcalendar(vevent(f"DTSTART;TZID={tzid}:20261201T100000")), problems=problems
+    )
+    assert event is not None
+    assert event.start.utcoffset() == offset
+    assert event.start.replace(tzinfo=None) == dt.datetime(2026, 12, 1, 10)
+    assert problems == []
+    assert not event.floating
+
+
+def test_an_unreadable_tzid_is_read_as_floating_and_reported() -> None:
+    """Issue 11 item 13: instead of skipping the event."""
+    problems: list[str] = []
+    event = parse_event(
+        vcalendar(vevent("DTSTART;TZID=Mars/Olympus:20261201T100000")),
+        default_tz=None,
+        problems=problems,
+    )
+    assert event is not None
+    assert event.floating
+    assert event.timezone is None
+    assert event.start.replace(tzinfo=None) == dt.datetime(2026, 12, 1, 10)
+    assert problems == ["unknown time zone 'Mars/Olympus', read as floating time"]

@@ -30,6 +30,11 @@ from crmcal.crm.tables import Activity, Participant, Person, User, utcnow
 BUSY_PLACEHOLDER = "Busy"
 REQUIRED_FIELDS = ("type", "subject", "start", "all_day", "timezone", "done", "busy", "visibility")
 _TIME_FIELDS = ("start", "end", "all_day", "timezone")
+# What the calendar owns of a meeting the owner was invited to: only its organizer
+# changes these. The rest (type, done, deal, person, organization, the note, who in
+# the CRM sees it) is the CRM's own and stays editable.
+CALENDAR_OWNED = ("subject", "start", "end", "all_day", "timezone", "location", "busy",
+                  "reminder_minutes", "participants", "recurrence")  # fmt: skip
 _PLAIN_FIELDS = (
     "subject", "location", "note", "done", "busy", "visibility", "deal_id", "person_id",
     "organization_id", "reminder_minutes", "notify_participants",
@@ -88,6 +93,7 @@ def to_out(activity: Activity, viewer: User) -> ActivityOut:
         recurrence=activity.recurrence,
         series_id=activity.series_id,
         original_start=_original_start(activity, tz),
+        organizer=activity.organizer if details else None,
         created_at=activity.created_at,
         updated_at=activity.updated_at,
         deleted_at=activity.deleted_at,
@@ -441,7 +447,10 @@ async def update_activity(
     *,
     origin: str = "api",
     as_contacts: bool = True,
+    from_calendar: bool = False,
 ) -> Activity:
+    """Change an activity. ``from_calendar`` is the sync bringing a calendar's version:
+    it may change what the calendar owns of someone else's meeting (``organizer``)."""
     permissions.require(actor, permissions.ACTIVITIES_EDIT)
     activity = await load(session, activity_id)
     permissions.require_owner_or_admin(actor, activity, "edit")
@@ -452,6 +461,8 @@ async def update_activity(
     for name in (*REQUIRED_FIELDS, "notify_participants"):
         if name in changes and changes[name] is None:
             raise Invalid(f"{name} cannot be null")
+    if activity.organizer and not from_calendar:
+        _refuse_invitation_edits(activity, data, changes)
     if activity.series_id is not None and scope != "this":
         return await _update_series(session, actor, activity, data, changes, scope, origin,
                                     as_contacts)  # fmt: skip
@@ -507,6 +518,43 @@ async def update_activity(
         )
     await changefeed.record_change(session, activity, changefeed.UPDATED, origin)
     return activity
+
+
+def _refuse_invitation_edits(
+    activity: Activity, data: ActivityUpdate, changes: dict[str, Any]
+) -> None:
+    """Refuse changes of what the organizer of an invitation owns (sending the value
+    it has already is no change)."""
+    current = _as_input(activity)
+    current["participants"] = [
+        {"email": p.email, "name": p.name, "person_id": p.person_id, "status": p.status}
+        for p in activity.participants
+    ]
+    if "participants" in changes:
+        changes = {**changes, "participants": [
+            {"email": p.email.lower() if p.email else None, "name": p.name,
+             "person_id": p.person_id, "status": p.status or "needs_action"}
+            for p in data.participants or []
+        ]}  # fmt: skip
+        current["participants"] = [
+            {**p, "email": p["email"].lower() if p["email"] else None}
+            for p in current["participants"]
+        ]
+    tz = times.zone(activity.timezone)
+
+    def same(name: str, new: Any, old: Any) -> bool:
+        moment = name in ("start", "end") and not activity.all_day
+        if moment and isinstance(new, str) and isinstance(old, str) and not times.is_date(new):
+            return times.parse_datetime(name, new, tz) == times.parse_datetime(name, old, tz)
+        return bool(new == old)
+
+    moved = [n for n in CALENDAR_OWNED if n in changes and not same(n, changes[n], current.get(n))]
+    if moved:
+        raise Conflict(
+            f"activity {activity.id} is a meeting organised by {activity.organizer}, who "
+            f"owns its {', '.join(moved)}; change those in the calendar (the CRM keeps "
+            "its type, done, deal, person, organization, note and visibility)"
+        )
 
 
 async def _update_series(

@@ -485,6 +485,9 @@ class ActivityOut(BaseModel):
     original_start: str | None = Field(
         default=None, description="Where its series' rule puts an occurrence."
     )
+    # Set when this is someone else's meeting the owner was invited to: its
+    # calendar-owned fields (CALENDAR_OWNED) are the organizer's to change.
+    organizer: str | None = None
     sync: SyncInfo | None = None
     created_at: dt.datetime
     updated_at: dt.datetime

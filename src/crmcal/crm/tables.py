@@ -206,6 +206,9 @@ class Activity(Timestamped, Base):
     # The fields changed on this occurrence alone: edits of the whole series leave
     # them as they are.
     overrides: Mapped[list[str] | None] = mapped_column(JSON)
+    # The organizer's address when this is someone else's meeting the owner was
+    # invited to: its calendar-owned fields are the organizer's, not the CRM's.
+    organizer: Mapped[str | None] = mapped_column(String(320))
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     participants: Mapped[list[Participant]] = relationship(

@@ -65,8 +65,33 @@ def parse_datetime(field: str, value: str, tz: ZoneInfo) -> dt.datetime:
         ) from None
     _check_year(field, parsed.year)
     if parsed.tzinfo is None:
+        check_exists(field, parsed, tz)
         parsed = parsed.replace(tzinfo=tz)
     return parsed.astimezone(dt.UTC)
+
+
+def check_exists(field: str, local: dt.datetime, tz: ZoneInfo) -> None:
+    """Refuse a wall-clock time the zone skips (the hour the clocks jump forward):
+    it names no moment, and guessing one could make a zero-length activity."""
+    aware = local.replace(tzinfo=tz)
+    if aware.astimezone(dt.UTC).astimezone(tz).replace(tzinfo=None) == local:
+        return
+    # Where the gap starts: the first instant with the new offset, between the
+    # two readings of the missing time (zones change offsets on whole minutes).
+    early = aware.replace(fold=1).astimezone(dt.UTC)
+    late = aware.replace(fold=0).astimezone(dt.UTC)
+    early, late = min(early, late), max(early, late)
+    offset = early.astimezone(tz).utcoffset()
+    change = early
+    while change < late and change.astimezone(tz).utcoffset() == offset:
+        change += dt.timedelta(minutes=1)
+    gap_start = (change.astimezone(tz) - (late - early)).replace(tzinfo=None)
+    gap_end = change.astimezone(tz).replace(tzinfo=None)
+    raise Invalid(
+        f"{field}: {local.isoformat(timespec='minutes')} does not exist in {tz.key}: "
+        f"the clocks jump from {gap_start:%H:%M} to {gap_end:%H:%M} on {local:%Y-%m-%d} "
+        "(daylight saving time); give a time outside that gap"
+    )
 
 
 def parse_instant(field: str, value: str, tz: ZoneInfo) -> dt.datetime:

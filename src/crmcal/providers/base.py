@@ -43,6 +43,11 @@ class EventNotFound(ProviderError):
     pass
 
 
+class SeriesInCalendar(ProviderError):
+    """The event is a recurring series in the calendar now: a write of a single event
+    would flatten it, so none is made (until series are synced)."""
+
+
 # Every part an RFC 5545 RRULE may have, and its frequencies.
 RULE_PARTS = frozenset((
     "FREQ", "UNTIL", "COUNT", "INTERVAL", "BYSECOND", "BYMINUTE", "BYHOUR", "BYDAY",
@@ -123,9 +128,20 @@ class Provider(Protocol):
         ...
 
     async def update(
-        self, calendar_id: str, event_id: str, etag: str, event: CalendarEvent
+        self,
+        calendar_id: str,
+        event_id: str,
+        etag: str,
+        event: CalendarEvent,
+        *,
+        changed: frozenset[str] | None = None,
     ) -> RemoteRef:
-        """Replace the event if it is still at ``etag``; returns its new version."""
+        """Change the event if it is still at ``etag``; returns its new version.
+
+        Only the field groups named in ``changed`` (``model.FIELD_GROUPS``; all when
+        None) are written: everything else stays as the calendar has it. Raises
+        SeriesInCalendar when the event is a series and ``event`` is not.
+        """
         ...
 
     async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:

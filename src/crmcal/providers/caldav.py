@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -63,6 +64,7 @@ from crmcal.providers.base import (
     NotACalendarServer,
     PreconditionFailed,
     ProviderError,
+    SeriesInCalendar,
     Unreachable,
 )
 
@@ -162,8 +164,15 @@ def _path_on(href: str, url: str, here: str) -> str | None:
 
 
 def _if_match(etag: str) -> str:
-    etag = etag.strip()
-    return etag if etag.startswith(('"', 'W/"')) else f'"{etag}"'
+    etag = strong_etag(etag)
+    return etag if etag.startswith('"') else f'"{etag}"'
+
+
+def strong_etag(etag: str | None) -> str:
+    """An ETag without the weak prefix: Cyrus answers a compressed GET with ``W/"…"``
+    for the version a listing names ``"…"``; both are one version of one resource."""
+    etag = (etag or "").strip()
+    return etag[2:] if etag[:2] in ("W/", "w/") else etag
 
 
 class _MalformedReply(ProviderError):
@@ -185,11 +194,21 @@ class _Reply:
         return value.strip() if isinstance(value, str) and value.strip() else None
 
 
+_TAG = re.compile(r"<[^>]*>")
+
+
 def _reason(reply: _Reply) -> str:
     """The status with the preconditions the server names (RFC 4791 5.3.2, RFC 6638
-    3.2.4): the server's reason, which the user needs to see."""
-    names = ", ".join(tag.rpartition("}")[2] for tag in reply.preconditions)
-    return f"{reply.status}: {names}" if names else str(reply.status)
+    3.2.4) and the words it gave (Cyrus: ``valid-calendar-data`` and why): the
+    server's reason, which the user needs to see."""
+    names = [tag.rpartition("}")[2] for tag in reply.preconditions]
+    words = " ".join(_TAG.sub(" ", reply.text or "").split())
+    if reply.tree is not None:
+        words = " ".join(" ".join(reply.tree.itertext()).split())
+    for name in names:
+        words = words.replace(name, "").strip(" :;,")
+    detail = ", ".join(names + ([words[:200]] if words else []))
+    return f"{reply.status}: {detail}" if detail else str(reply.status)
 
 
 @dataclass
@@ -333,10 +352,18 @@ class CalDAVProvider:
         return await _in_pool(self._create, _collection_url(calendar_id), key, event)
 
     async def update(
-        self, calendar_id: str, event_id: str, etag: str, event: CalendarEvent
+        self,
+        calendar_id: str,
+        event_id: str,
+        etag: str,
+        event: CalendarEvent,
+        *,
+        changed: frozenset[str] | None = None,
     ) -> RemoteRef:
         calendar = _collection_url(calendar_id)
-        return await _in_pool(self._update, calendar, normalize_href(event_id), etag, event)
+        return await _in_pool(
+            self._update, calendar, normalize_href(event_id), strong_etag(etag), event, changed
+        )
 
     async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
         calendar = _collection_url(calendar_id)
@@ -418,7 +445,7 @@ class CalDAVProvider:
             raise ProviderError(f"the CalDAV server does not allow {what} ({_reason(reply)})")
         if reply.status == 404:
             raise CalendarNotFound(f"{what}: not found on the CalDAV server (404)")
-        raise ProviderError(f"the CalDAV server answered {reply.status} to {what}")
+        raise ProviderError(f"the CalDAV server answered {_reason(reply)} to {what}")
 
     def _propfind(self, url: str, props: Sequence[str], depth: int) -> _Reply:
         body = (
@@ -571,8 +598,9 @@ class CalDAVProvider:
             calendars[primary] = dataclasses.replace(calendars[primary], primary=True)
         return calendars
 
-    def _calendar_zone(self, calendar: str) -> str:
-        """The zone floating times of this calendar are read in."""
+    def _calendar_zone(self, calendar: str) -> str | None:
+        """The zone this calendar names for its floating times; None when it names none
+        (they are then wall-clock times the CRM reads in its user's zone)."""
         if calendar not in self._zones:
             zone = None
             with contextlib.suppress(ProviderError):
@@ -581,7 +609,7 @@ class CalDAVProvider:
                     prop = member.props.get(f"{CALDAV}calendar-timezone")
                     zone = _vtimezone_zone(_text_of(prop))
             self._zones[calendar] = zone
-        return self._zones[calendar] or "UTC"
+        return self._zones[calendar]
 
     # --- listings -----------------------------------------------------------------
 
@@ -635,7 +663,7 @@ class CalDAVProvider:
                 if member.status == 404:
                     listing.deleted.append(member.href)
                 elif member.status in (200, 201):
-                    etag = _text_of(member.props.get(f"{DAV}getetag")) or ""
+                    etag = strong_etag(_text_of(member.props.get(f"{DAV}getetag")))
                     listing.changed.append(RemoteRef(id=member.href, etag=etag))
             new_token = _text_of(reply.tree.find(f"{DAV}sync-token"))
             listing.cursor = new_token
@@ -699,7 +727,7 @@ class CalDAVProvider:
             if member.href.endswith("/") or (kind is not None and len(kind)):
                 continue  # the collection itself, or a sub-collection
             if member.status == 200:
-                etag = _text_of(member.props.get(f"{DAV}getetag")) or ""
+                etag = strong_etag(_text_of(member.props.get(f"{DAV}getetag")))
                 listing.changed.append(RemoteRef(id=member.href, etag=etag))
         return listing
 
@@ -724,12 +752,12 @@ class CalDAVProvider:
             raise CalendarNotFound(f"the calendar {calendar} does not exist (404)")
         return list(_members(self._expect(reply, "reading events", 207).tree))
 
-    def _read_members(self, members: list[_Member], zone: str) -> list[RemoteRef]:
+    def _read_members(self, members: list[_Member], zone: str | None) -> list[RemoteRef]:
         refs = []
         for member in members:
             if member.status != 200:
                 continue  # 404: gone since it was listed
-            etag = _text_of(member.props.get(f"{DAV}getetag")) or ""
+            etag = strong_etag(_text_of(member.props.get(f"{DAV}getetag")))
             element = member.props.get(f"{CALDAV}calendar-data")
             text = element.text if element is not None else None
             if not text:
@@ -743,9 +771,10 @@ class CalDAVProvider:
                 refs.append(ref)
         return refs
 
-    def _read(self, href: str, etag: str, text: str, zone: str) -> RemoteRef | None:
+    def _read(self, href: str, etag: str, text: str, zone: str | None) -> RemoteRef | None:
+        guesses: list[str] = []
         try:
-            event = ical.parse_event(text, default_tz=zone)
+            event = ical.parse_event(text, default_tz=zone, problems=guesses)
         except ValueError as failure:
             return RemoteRef(href, etag, error=f"unreadable event: {failure}")
         except Exception as failure:  # a codec bug must not cost the whole batch
@@ -754,7 +783,7 @@ class CalDAVProvider:
             return None  # a task or journal entry
         if etag:
             self._remember(href, etag, text)
-        return RemoteRef(href, etag, event)
+        return RemoteRef(href, etag, event, warning="; ".join(guesses) or None)
 
     def _remember(self, href: str, etag: str, text: str) -> None:
         with self._texts_lock:
@@ -778,7 +807,7 @@ class CalDAVProvider:
             self._forget(href)
             return None
         self._expect(reply, "reading an event", 200)
-        etag = reply.header("ETag") or ""
+        etag = strong_etag(reply.header("ETag"))
         text = reply.text
         if etag:
             self._remember(href, etag, text)
@@ -823,7 +852,7 @@ class CalDAVProvider:
     def _written(self, calendar: str, href: str, reply: _Reply, text: str) -> str:
         """The new etag after a successful PUT; GETs it when the server gave none."""
         etag = reply.header("ETag")
-        if etag and not etag.startswith("W/"):
+        if etag and not etag.startswith(("W/", "w/")):
             # An ETag on a PUT means the server stored what was sent (RFC 4791 5.3.4;
             # Radicale reorders properties, which changes nothing crmcal reads).
             self._remember(href, etag, text)
@@ -856,7 +885,14 @@ class CalDAVProvider:
             return all(member.status == 404 for member in _members(reply.tree))
         return reply.status == 404
 
-    def _update(self, calendar: str, href: str, etag: str, event: CalendarEvent) -> RemoteRef:
+    def _update(
+        self,
+        calendar: str,
+        href: str,
+        etag: str,
+        event: CalendarEvent,
+        changed: frozenset[str] | None = None,
+    ) -> RemoteRef:
         cached = self._recall(href)
         if cached is not None and cached[0] == etag:
             previous = cached[1]
@@ -867,8 +903,16 @@ class CalDAVProvider:
             if current[0] and current[0] != etag:
                 raise PreconditionFailed(f"the event {href} changed since {etag}")
             previous = current[1]
+        if event.recurrence is None and ical.is_series(previous):
+            raise SeriesInCalendar(
+                f"the event {href} is a recurring series in the calendar; "
+                "crmcal does not rewrite series yet"
+            )
         uid = ical.resource_uid(previous) or event.uid or unquote(href.rsplit("/", 1)[-1])
-        text = ical.serialize_event(event, uid, previous=previous)
+        if changed is None:
+            text = ical.serialize_event(event, uid, previous=previous)
+        else:
+            text = ical.patch_event(event, uid, previous, changed)
         # No etag at all only when the server gives none (checked above): nothing to match.
         condition = {"If-Match": _if_match(etag)} if etag else {}
         reply = self._put(calendar, href, text, condition)

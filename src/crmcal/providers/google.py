@@ -38,6 +38,7 @@ from crmcal.providers.base import (
     EventNotFound,
     PreconditionFailed,
     ProviderError,
+    SeriesInCalendar,
     Unreachable,
 )
 
@@ -329,7 +330,13 @@ class GoogleProvider:
         return google_batch.decode(response, len(calls))
 
     async def update(
-        self, calendar_id: str, event_id: str, etag: str, event: CalendarEvent
+        self,
+        calendar_id: str,
+        event_id: str,
+        etag: str,
+        event: CalendarEvent,
+        *,
+        changed: frozenset[str] | None = None,
     ) -> RemoteRef:
         # Read first: a patch replaces lists whole, and other clients' reminders and
         # attendee details must stay (the read also answers a stale version at once).
@@ -338,11 +345,22 @@ class GoogleProvider:
             raise EventNotFound(f"the event {event_id} does not exist")
         if etag and _version(etag) != current.get("etag"):
             raise PreconditionFailed(f"the event {event_id} changed since {etag}")
+        series = current.get("recurrence") or current.get("recurringEventId")
+        if event.recurrence is None and series:
+            raise SeriesInCalendar(
+                f"the event {event_id} is a recurring series in the calendar; "
+                "crmcal does not rewrite series yet"
+            )
+        written = (
+            google_events.body(event, current)
+            if changed is None
+            else google_events.patch_body(event, current, changed)
+        )
         response = await self._request(
             "PATCH",
             self._events(calendar_id, event_id),
             params=_send_updates(event),
-            json=google_events.body(event, current),
+            json=written,
             headers={"If-Match": str(current.get("etag"))},
         )
         if response.status_code == 412:

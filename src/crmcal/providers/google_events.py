@@ -76,8 +76,8 @@ def _attendees(event: dict[str, Any]) -> tuple[Attendee, ...]:
     found = []
     for attendee in event.get("attendees") or []:
         email = str(attendee.get("email") or "").strip()
-        if not email:
-            continue
+        if not email or attendee.get("self"):
+            continue  # the calendar's own user is never a guest (and is written back as is)
         found.append(
             Attendee(
                 email=email,
@@ -171,7 +171,8 @@ def parse(event: dict[str, Any], *, default_zone: str = "UTC") -> CalendarEvent:
     private = (event.get("extendedProperties") or {}).get("private") or {}
     original = event.get("originalStartTime")
     recurrence_id = _moment(original, default_zone)[0] if original else None
-    organizer = (event.get("organizer") or {}).get("email")
+    organizer_entry = event.get("organizer") or {}
+    organizer = organizer_entry.get("email")
     return CalendarEvent(
         summary=event.get("summary") or None,
         start=start,
@@ -192,6 +193,7 @@ def parse(event: dict[str, Any], *, default_zone: str = "UTC") -> CalendarEvent:
         recurrence_id=recurrence_id,
         last_modified=parse_timestamp(event.get("updated")),
         uid=event.get("iCalUID") or event.get("id"),
+        invitation=bool(organizer) and not organizer_entry.get("self"),
     )
 
 
@@ -225,9 +227,18 @@ def _reminders(event: CalendarEvent, current: dict[str, Any] | None) -> dict[str
 
 
 def _attendees_out(event: CalendarEvent, current: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The attendees; what other clients stored about one (optional, comment ...) stays."""
-    known = {str(a.get("email", "")).lower(): a for a in (current or {}).get("attendees") or []}
-    written = []
+    """The attendees; what other clients stored about one (optional, comment ...) stays,
+    and so do the entries the CRM never carries: the calendar's own user, the
+    organizer and booked rooms, exactly as they were."""
+    present = (current or {}).get("attendees") or []
+    known = {str(a.get("email", "")).lower(): a for a in present}
+    wanted = {a.email.lower() for a in event.attendees}
+    written = [
+        dict(a)
+        for a in present
+        if str(a.get("email", "")).lower() not in wanted
+        and (a.get("self") or a.get("organizer") or a.get("resource"))
+    ]
     for attendee in event.attendees:
         entry = dict(known.get(attendee.email.lower(), {}))
         entry.pop("self", None)
@@ -240,6 +251,28 @@ def _attendees_out(event: CalendarEvent, current: dict[str, Any] | None) -> list
         if attendee.resource:
             entry["resource"] = True
         written.append(entry)
+    return written
+
+
+# The keys of an event resource each field group (``model.FIELD_GROUPS``) writes.
+KEYS = {
+    "summary": ("summary",), "when": ("start", "end"), "location": ("location",),
+    "description": ("description",), "private": ("visibility",),
+    "busy": ("transparency",), "reminder": ("reminders",), "attendees": ("attendees",),
+    "recurrence": ("recurrence",), "cancelled": ("status",),
+}  # fmt: skip
+
+
+def patch_body(
+    event: CalendarEvent, current: dict[str, Any], changed: frozenset[str]
+) -> dict[str, Any]:
+    """A patch of ``current`` that writes only the ``changed`` field groups (and
+    crmcal's own ids): what else the event says stays as Google has it."""
+    full = body(event, current)
+    keys = {key for group in changed for key in KEYS.get(group, ())}
+    written = {k: v for k, v in full.items() if k in keys or k == "extendedProperties"}
+    if "cancelled" in changed and not event.cancelled and current.get("status") == "cancelled":
+        written["status"] = "confirmed"
     return written
 
 

@@ -45,6 +45,10 @@ __all__ = ["CRM_ID_PROPERTY", "CRM_TYPE_PROPERTY", "PRODID", "iana_zone", "parse
            "resource_uid", "serialize_event"]  # fmt: skip
 
 _ONE_DAY = dt.timedelta(days=1)
+# A timed event without an end is written lasting this long: strict servers (Cyrus,
+# that is Fastmail) refuse DTEND = DTSTART, DURATION:PT0S and a timed event with
+# neither. Read back, an event this short (or shorter) has no end.
+NO_END = dt.timedelta(seconds=1)
 _UTC_NAMES = frozenset(
     {"UTC", "Z", "GMT", "UT", "ZULU", "UNIVERSAL", "GREENWICH", "GMT0", "GMT+0", "GMT-0",
      "ETC/UTC", "ETC/GMT", "ETC/UCT", "UCT", "ETC/ZULU", "ETC/UNIVERSAL", "ETC/GREENWICH",
@@ -396,25 +400,60 @@ def _defined_zone(vtimezone: str) -> dt.tzinfo:
         raise ValueError(f"unusable VTIMEZONE ({error.__class__.__name__})") from None
 
 
-class _Zones:
-    """Resolves the TZIDs of one resource."""
+# A fixed offset spelled as a TZID: "UTC+01:00" (python's caldav library), "GMT+0100",
+# "UTC-5", "(UTC+05:30) Chennai, Kolkata" (Outlook's display names) ...
+_OFFSET_TZID = re.compile(
+    r"\(?\s*(?:UTC|GMT|UT)\s*([+-])\s*(\d{1,2})(?::?(\d{2}))?\s*(?:\)|$|\s)", re.I
+)
 
-    def __init__(self, doc: _Document, default_tz: str) -> None:
+
+@lru_cache(maxsize=256)
+def _offset_zone(tzid: str) -> dt.tzinfo | None:
+    """The fixed offset a TZID spells, when it spells one that exists (-14h..+14h)."""
+    match = _OFFSET_TZID.match(tzid.strip())
+    if match is None:
+        return None
+    sign, hours, minutes = match.groups()
+    offset = dt.timedelta(hours=int(hours), minutes=int(minutes or 0))
+    if offset > dt.timedelta(hours=14) or int(minutes or 0) >= 60:
+        return None
+    return dt.timezone(-offset if sign == "-" else offset)
+
+
+class _Zones:
+    """Resolves the TZIDs of one resource.
+
+    A TZID no name, offset or VTIMEZONE explains is read in the zone of floating
+    times, and noted in ``problems``: an hour off is better than an event lost.
+    """
+
+    def __init__(self, doc: _Document, default_tz: str | None) -> None:
         self.doc = doc
+        self.problems: list[str] = []
         name = doc.calendar_zone if doc.calendar_zone and _named_zone(doc.calendar_zone) else None
-        floating = _named_zone(name or default_tz)
+        floating = _named_zone(name or default_tz or "UTC")
         if floating is None:
             raise ValueError(f"unknown default time zone {default_tz!r}")
-        self.floating = floating
+        # Floating times read in no zone anybody named have no zone: the CRM reads
+        # their wall-clock time in its user's own zone.
+        self.floating: tuple[dt.tzinfo, str | None] = (
+            floating if name or default_tz else (floating[0], None)
+        )
 
     def get(self, tzid: str) -> tuple[dt.tzinfo, str | None]:
         named = _named_zone(tzid)
         if named is not None:
             return named
         lines = self.doc.timezones.get(tzid.strip())
-        if lines is None:
-            raise ValueError(f"unknown time zone {tzid[:60]!r}")
-        return _defined_zone("\r\n".join(lines) + "\r\n"), None
+        if lines is not None:
+            return _defined_zone("\r\n".join(lines) + "\r\n"), None
+        offset = _offset_zone(tzid)
+        if offset is not None:
+            return offset, None
+        problem = f"unknown time zone {tzid[:60]!r}, read as floating time"
+        if problem not in self.problems:
+            self.problems.append(problem)
+        return self.floating
 
 
 def _moment(
@@ -431,6 +470,24 @@ def _moment(
     tzid = _params(raw_params).get("TZID") if raw_params else None
     zone, name = zones.get(tzid) if tzid else zones.floating
     return moment.replace(tzinfo=zone), name
+
+
+def _is_floating(prop: _Prop, zones: _Zones) -> bool:
+    """Whether a DATE-TIME is a local time of no zone crmcal can name (no TZID, no Z,
+    or a TZID nothing explains): wall-clock time, read in the CRM user's zone."""
+    raw_params, value = prop
+    value = value.strip()
+    if len(value) == 8 or value.upper().endswith("Z"):
+        return False
+    tzid = _params(raw_params).get("TZID") if raw_params else None
+    if not tzid:
+        return zones.floating[1] is None
+    return (
+        _named_zone(tzid) is None
+        and tzid.strip() not in zones.doc.timezones
+        and _offset_zone(tzid) is None
+        and zones.floating[1] is None
+    )
 
 
 def _moments(props: Iterable[_Prop], zones: _Zones) -> list[dt.datetime | dt.date]:
@@ -515,6 +572,8 @@ def _times(
     assert isinstance(start, dt.datetime)
     if end is not None and not isinstance(end, dt.datetime):
         end = dt.datetime.combine(end, dt.time(), tzinfo=start.tzinfo)
+    if end is not None and dt.timedelta(0) <= end - start <= NO_END:
+        end = None  # how crmcal writes a moment without an end (see _write_times)
     return start, end, False, zone_name
 
 
@@ -599,14 +658,18 @@ def _choose(events: list[_Component]) -> tuple[_Component, list[_Component]]:
     return events[0], events[1:]
 
 
-def parse_event(text: str, *, default_tz: str = "UTC") -> CalendarEvent | None:
+def parse_event(
+    text: str, *, default_tz: str | None = "UTC", problems: list[str] | None = None
+) -> CalendarEvent | None:
     """The event in one CalDAV resource; None when it holds no VEVENT (a VTODO, say).
 
     ``default_tz`` is the zone of floating times (unless the calendar names one in
-    X-WR-TIMEZONE). A series with overridden occurrences comes back as its master
-    with ``recurrence`` set; cancelled occurrences count as exceptions (EXDATE).
-    Raises ValueError with a short reason for data that is malformed or lacks what
-    an event needs.
+    X-WR-TIMEZONE); None reads them in UTC and marks the event ``floating`` with no
+    ``timezone``, for the reader to place in its own zone. A series with overridden
+    occurrences comes back as its master with ``recurrence`` set; cancelled
+    occurrences count as exceptions (EXDATE). Raises ValueError with a short reason
+    for data that is malformed or lacks what an event needs; what could be read only
+    by a guess (a TZID nothing explains) is added to ``problems``.
     """
     doc = _scan(text)
     if not doc.events:
@@ -614,6 +677,8 @@ def parse_event(text: str, *, default_tz: str = "UTC") -> CalendarEvent | None:
     master, overrides = _choose(doc.events)
     zones = _Zones(doc, default_tz)
     start, end, all_day, zone_name = _times(master, zones)
+    start_prop = master.first("DTSTART")
+    floating = start_prop is not None and _is_floating(start_prop, zones)
     get = master.value
     summary, location, description = get("SUMMARY"), get("LOCATION"), get("DESCRIPTION")
     crm_id, crm_type = get(CRM_ID_PROPERTY), get(CRM_TYPE_PROPERTY)
@@ -621,7 +686,7 @@ def parse_event(text: str, *, default_tz: str = "UTC") -> CalendarEvent | None:
     organizer = master.first("ORGANIZER")
     recurrence_id = master.first("RECURRENCE-ID")
     uid = get("UID")
-    return CalendarEvent(
+    event = CalendarEvent(
         summary=_text(summary) if summary is not None else None,
         start=start,
         end=end,
@@ -641,7 +706,11 @@ def parse_event(text: str, *, default_tz: str = "UTC") -> CalendarEvent | None:
         recurrence_id=_moment(recurrence_id, zones)[0] if recurrence_id else None,
         last_modified=_last_modified(master),
         uid=_token(uid),
+        floating=floating,
     )
+    if problems is not None:
+        problems.extend(zones.problems)
+    return event
 
 
 def resource_uid(text: str) -> str | None:
@@ -799,7 +868,9 @@ def _as_list(value: object) -> list:
     return value if isinstance(value, list) else [value]
 
 
-def _write_times(vevent: icalendar.Event, event: CalendarEvent, zone: dt.tzinfo) -> None:
+def _write_times(
+    vevent: icalendar.Event, event: CalendarEvent, zone: dt.tzinfo, *, floating: bool = False
+) -> None:
     if event.all_day:
         start = _day(event.start)
         end = _day(event.end) if event.end is not None else start + _ONE_DAY
@@ -808,9 +879,17 @@ def _write_times(vevent: icalendar.Event, event: CalendarEvent, zone: dt.tzinfo)
         # refuse events without an end.
         vevent.add("DTEND", end if end > start else start + _ONE_DAY)
         return
-    vevent.add("DTSTART", _local(event.start, zone))
-    if event.end is not None:
-        vevent.add("DTEND", _local(event.end, zone))
+    start = _local(event.start, zone)
+    end = _local(event.end, zone) if event.end is not None else None
+    if floating:
+        start = start.replace(tzinfo=None)
+        end = end.replace(tzinfo=None) if end is not None else None
+    vevent.add("DTSTART", start)
+    if end is None or end <= start:
+        # No end, or none to speak of: a second, which every server accepts and
+        # reads back as no end (NO_END).
+        end = start + NO_END
+    vevent.add("DTEND", end)
 
 
 def _write_moment(moment: dt.datetime | dt.date, event: CalendarEvent, zone: dt.tzinfo):
@@ -966,3 +1045,158 @@ def _calendar(
     calendar.subcomponents.extend(timezones)
     calendar.subcomponents.extend(events)
     return calendar
+
+
+# --- writing only what changed ------------------------------------------------------
+
+
+def is_series(text: str) -> bool:
+    """Whether a resource holds a recurring series (a rule, added dates or overrides)."""
+    try:
+        events = _scan(text).events
+    except ValueError:
+        return False
+    return any(
+        "RRULE" in e.props or "RDATE" in e.props or "RECURRENCE-ID" in e.props for e in events
+    )
+
+
+def _address_of(line: object) -> str:
+    return str(line).split(":", 1)[-1].strip().lower()
+
+
+def _is_resource(line: object) -> bool:
+    params = getattr(line, "params", {})
+    return str(params.get("CUTYPE", "")).upper() in ("ROOM", "RESOURCE")
+
+
+def _set(vevent: icalendar.Event, name: str, value: object) -> None:
+    vevent.pop(name, None)
+    if value is not None:
+        vevent.add(name, value)
+
+
+def _patch_attendees(vevent: icalendar.Event, event: CalendarEvent) -> None:
+    """The attendees crmcal carries, replaced; the organizer, the organizer's own
+    attendee entry and booked rooms, which the CRM never carries, stay as they were."""
+    old_lines = _as_list(vevent.get("ATTENDEE", []))
+    organizer = vevent.get("ORGANIZER")
+    organizer = organizer[0] if isinstance(organizer, list) and organizer else organizer
+    organizer_address = _address_of(organizer) if organizer is not None else None
+    by_address = {_address_of(line): line for line in old_lines}
+    wanted = {a.email.lower() for a in event.attendees}
+    kept = [
+        line
+        for line in old_lines
+        if _address_of(line) not in wanted
+        and (_address_of(line) == organizer_address or _is_resource(line))
+    ]
+    vevent.pop("ATTENDEE", None)
+    for line in kept:
+        vevent.add("ATTENDEE", line, encode=False)
+    for attendee in event.attendees:
+        line = _attendee_line(attendee, by_address, event.notify_attendees)
+        vevent.add("ATTENDEE", line, encode=False)
+    if organizer is None and event.attendees:
+        written = _organizer_line(event.organizer, None, event.notify_attendees)
+        if written is not None:
+            vevent.add("ORGANIZER", written, encode=False)
+
+
+def _patch_reminder(vevent: icalendar.Event, event: CalendarEvent) -> None:
+    alarms = list(vevent.subcomponents)
+    mapped = next(
+        (n for n, c in enumerate(alarms) if c.name == "VALARM" and _mapped_alarm(c)), None
+    )
+    if mapped is not None:
+        del alarms[mapped]
+    if event.reminder_minutes is not None:
+        alarm = icalendar.Alarm()
+        alarm.add("ACTION", "DISPLAY")
+        alarm.add("DESCRIPTION", event.summary or "Reminder")
+        alarm.add("TRIGGER", vInline(f"-PT{max(event.reminder_minutes, 0)}M"))
+        alarms.insert(mapped if mapped is not None else 0, alarm)
+    vevent.subcomponents[:] = alarms
+
+
+def _was_floating(vevent: icalendar.Event) -> bool:
+    start = vevent.get("DTSTART")
+    moment = getattr(start, "dt", None)
+    params = getattr(start, "params", {})
+    return isinstance(moment, dt.datetime) and moment.tzinfo is None and "TZID" not in params
+
+
+def patch_event(event: CalendarEvent, uid: str, previous: str, changed: frozenset[str]) -> str:
+    """The resource ``previous`` with only the ``changed`` field groups (``model``'s
+    ``FIELD_GROUPS``) rewritten from ``event``: everything else — other properties,
+    their parameters, long descriptions, floating times, alarms, occurrences — stays
+    as the server has it. A resource this cannot read is written afresh."""
+    before = _Previous.load(previous)
+    if before is None:
+        return serialize_event(event, uid, previous=previous)
+    vevent, calendar = before.master, before.calendar
+    zone = _writing_zone(event)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    if "summary" in changed:
+        _set(vevent, "SUMMARY", event.summary)
+    if "when" in changed:
+        floating = _was_floating(vevent) and not event.all_day
+        for name in ("DTSTART", "DTEND", "DURATION"):
+            vevent.pop(name, None)
+        _write_times(vevent, event, zone, floating=floating)
+        _ensure_zone(calendar, vevent, event, zone)
+    if "location" in changed:
+        _set(vevent, "LOCATION", event.location)
+    if "description" in changed:
+        _set(vevent, "DESCRIPTION", event.description)
+    if "private" in changed:
+        old_class = str(vevent.get("CLASS", "")).upper()
+        if event.private:
+            vevent.pop("CLASS", None)
+            vevent.add("CLASS", "CONFIDENTIAL" if old_class == "CONFIDENTIAL" else "PRIVATE")
+        elif old_class in ("PRIVATE", "CONFIDENTIAL"):
+            vevent.pop("CLASS", None)
+    if "busy" in changed:
+        _set(vevent, "TRANSP", "OPAQUE" if event.busy else "TRANSPARENT")
+    if "reminder" in changed:
+        _patch_reminder(vevent, event)
+    if "attendees" in changed:
+        _patch_attendees(vevent, event)
+    if "cancelled" in changed:
+        if event.cancelled:
+            _set(vevent, "STATUS", "CANCELLED")
+        elif str(vevent.get("STATUS", "")).upper() == "CANCELLED":
+            vevent.pop("STATUS", None)
+    if "recurrence" in changed and event.recurrence is not None:
+        for name in ("RRULE", "RDATE", "EXDATE"):
+            vevent.pop(name, None)
+        _write_recurrence(vevent, event, zone)
+        kept = _kept_overrides(before, event)
+        calendar.subcomponents[:] = [
+            c for c in calendar.subcomponents if c.name != "VEVENT" or c is vevent or c in kept
+        ]
+    for name, value in ((CRM_ID_PROPERTY, event.crm_id), (CRM_TYPE_PROPERTY, event.crm_type)):
+        if value and str(vevent.get(name, "")) != value:
+            _set(vevent, name, vText(value))
+    _set(vevent, "DTSTAMP", now)
+    _set(vevent, "LAST-MODIFIED", now)
+    _set(vevent, "SEQUENCE", before.sequence() + 1)
+    calendar.pop("METHOD", None)  # CalDAV forbids it in stored resources
+    return calendar.to_ical().decode("utf-8")
+
+
+def _ensure_zone(
+    calendar: icalendar.Calendar, vevent: icalendar.Event, event: CalendarEvent, zone: dt.tzinfo
+) -> None:
+    """A VTIMEZONE for the zone the new times are written in, if the resource lacks one."""
+    tzid = getattr(zone, "key", None)
+    start = vevent.get("DTSTART")
+    if tzid is None or tzid == "UTC" or "TZID" not in getattr(start, "params", {}):
+        return
+    defined = {str(c.get("TZID", "")) for c in calendar.subcomponents if c.name == "VTIMEZONE"}
+    if tzid in defined:
+        return
+    year = _day(event.start).year
+    definition = _vtimezone(tzid, year - 1, year + 2)
+    if definition is not None:
+        calendar.subcomponents.insert(0, definition)

@@ -43,6 +43,7 @@ from crmcal.providers.base import (
     EventNotFound,
     PreconditionFailed,
     ProviderError,
+    SeriesInCalendar,
     Unreachable,
 )
 from crmcal.providers.timestamps import parse_timestamp
@@ -384,11 +385,24 @@ class MicrosoftProvider:
         return {str(a.get("id")): a for a in answers if isinstance(a, dict)}
 
     async def update(
-        self, calendar_id: str, event_id: str, etag: str, event: CalendarEvent
+        self,
+        calendar_id: str,
+        event_id: str,
+        etag: str,
+        event: CalendarEvent,
+        *,
+        changed: frozenset[str] | None = None,
     ) -> RemoteRef:
-        written = codec.body(event, with_attendees=event.notify_attendees)
+        if changed is None:
+            written = codec.body(event, with_attendees=event.notify_attendees)
+        else:
+            written = codec.patch_body(
+                event, with_attendees=event.notify_attendees, changed=changed
+            )
         if event.recurrence is not None:
             await self._keep_series_shape(event_id, event, written)
+        elif changed is None or "when" in changed:
+            await self._refuse_series(event_id)
         response = await self._request(
             "PATCH",
             self._event(event_id),
@@ -402,6 +416,16 @@ class MicrosoftProvider:
         if response.status_code != 200:
             raise self._api.failure(response, "updating an event")
         return _ref(self._api.json(response))
+
+    async def _refuse_series(self, event_id: str) -> None:
+        """A single event's times are never written over a series (it would move every
+        occurrence): ``SeriesInCalendar`` when the event is one now."""
+        response = await self._request("GET", self._event(event_id), params={"$select": "type"})
+        if response.status_code == 200 and self._api.json(response).get("type") == "seriesMaster":
+            raise SeriesInCalendar(
+                f"the event {event_id} is a recurring series in the calendar; "
+                "crmcal does not rewrite series yet"
+            )
 
     async def _keep_series_shape(
         self, event_id: str, event: CalendarEvent, written: dict[str, Any]

@@ -282,6 +282,7 @@ def parse(item: dict[str, Any]) -> CalendarEvent:
         recurrence_id=parse_timestamp(original),
         last_modified=parse_timestamp(item.get("lastModifiedDateTime")),
         uid=item.get("iCalUId") or item.get("id"),
+        invitation=item.get("isOrganizer") is False if "isOrganizer" in item else None,
     )
 
 
@@ -292,6 +293,26 @@ def _time(moment: dt.datetime | dt.date, name: str | None) -> dict[str, str]:
     local = moment.astimezone(found) if found is not None else moment.astimezone(dt.UTC)
     return {"dateTime": local.replace(tzinfo=None).isoformat(),
             "timeZone": found.key if found is not None else "UTC"}  # fmt: skip
+
+
+# The keys of an event resource each field group (``model.FIELD_GROUPS``) writes.
+KEYS = {
+    "summary": ("subject",), "when": ("start", "end", "isAllDay"),
+    "location": ("location",), "description": ("body",), "private": ("sensitivity",),
+    "busy": ("showAs",), "reminder": ("isReminderOn", "reminderMinutesBeforeStart"),
+    "attendees": ("attendees",), "recurrence": ("recurrence",), "cancelled": (),
+}  # fmt: skip
+
+
+def patch_body(
+    event: CalendarEvent, *, with_attendees: bool, changed: frozenset[str]
+) -> dict[str, Any]:
+    """A patch that writes only the ``changed`` field groups: an HTML body, a Teams
+    link, an attendee list crmcal did not change stay as Outlook has them."""
+    full = body(event, with_attendees=with_attendees)
+    keys = {key for group in changed for key in KEYS.get(group, ())}
+    keys.add("singleValueExtendedProperties")
+    return {k: v for k, v in full.items() if k in keys}
 
 
 def body(event: CalendarEvent, *, with_attendees: bool, key: str | None = None) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from crmcal.crm.errors import CrmError, Forbidden, Invalid
 from crmcal.crm.schemas import ActivityCreate, ActivityUpdate
 from crmcal.crm.tables import Activity, User, utcnow
 from crmcal.db import Database
-from crmcal.model import CalendarEvent, ChangeListing, RemoteRef
+from crmcal.model import CalendarEvent, ChangeListing, RemoteRef, changed_fields
 from crmcal.providers.base import (
     FATAL,
     EventNotFound,
@@ -234,6 +234,8 @@ class Engine:
             if ref.error:
                 self.report.problem(ref.id, ref.error, ref.etag)
                 continue
+            if ref.warning:
+                self.report.problem(ref.id, ref.warning)
             link = self.links.by_remote.get(ref.id)
             if link is not None and link.remote_etag == ref.etag:
                 continue  # our own write coming back, or nothing new
@@ -250,6 +252,8 @@ class Engine:
                 if ref.error:
                     self.report.problem(ref.id, ref.error, ref.etag)
                 else:
+                    if ref.warning:
+                        self.report.problem(ref.id, ref.warning)
                     moved.append(ref)
         gone = {rid for rid in listing.deleted if rid in self.links.by_remote}
         if listing.full:
@@ -401,6 +405,15 @@ class Engine:
         if activity is None or activity.deleted_at is not None:
             return TRASHED
         return self._event_of(activity).content_hash()
+
+    def _changed(self, link: Link, pair: Pair, event: CalendarEvent) -> frozenset[str] | None:
+        """The fields the CRM changed since the last sync (None: all, when the link does
+        not know; then against the calendar's current content where it is at hand)."""
+        before = (link.field_hashes or {}).get("crm")
+        if not before:
+            remote = pair.remote.event if pair.remote is not None else None
+            return changed_fields(remote, event) if remote is not None else None
+        return merge.changed(merge.digests(event), before)
 
     def _remote_absent(self, pair: Pair) -> bool:
         """True when the calendar side counts as deleted (gone, cancelled or skipped as private)."""
@@ -708,7 +721,21 @@ class Engine:
             )
         overlap = pair.plan.conflict if pair.plan is not None else None
         decision = decide(crm, calendar, self.ctx.sync_type, crm_wins, overlap)
+        if activity.organizer:
+            # Someone else's meeting: the calendar's version of what it owns always
+            # wins, and crmcal never writes it (no new organizer, no block of ours, no
+            # mail to its guests). CRM-only changes stay in the CRM.
+            pair.plan = None
+            decision = _for_invitation(decide(crm, calendar, self.ctx.sync_type, False, None))
         await self._execute(decision, pair, link)
+
+    def _organizer(self, event: CalendarEvent) -> str | None:
+        """The organizer's address when the event is someone else's meeting."""
+        organizer = (event.organizer or "").strip().lower() or None
+        if event.invitation is not None:
+            return organizer if event.invitation else None
+        ours = {self.ctx.owner.email.lower(), *self.ctx.own_addresses}
+        return organizer if organizer is not None and organizer not in ours else None
 
     def _crm_wins(self, pair: Pair) -> bool:
         policy = self.ctx.options.conflict_policy
@@ -797,9 +824,18 @@ class Engine:
         activity = pair.activity
         assert activity is not None
         event = self._event_of(activity)
+        changed = self._changed(link, pair, event)
+        if self._mails_for_options_only(activity, link):
+            # Writing it would mail every guest about a setting: it gets the new
+            # description with its next real change (the link keeps the old one).
+            return
         try:
             ref = await self.provider.update(
-                self.ctx.calendar_id, link.remote_id, self._seen_etag(pair, link) or "", event
+                self.ctx.calendar_id,
+                link.remote_id,
+                self._seen_etag(pair, link) or "",
+                event,
+                changed=changed,
             )
         except EventNotFound:
             await self.links.drop(link)
@@ -815,6 +851,15 @@ class Engine:
         await self._save_link(link, activity, ref, event, origin=link.origin)
         self.report.updated += 1
 
+    def _mails_for_options_only(self, activity: Activity, link: Link) -> bool:
+        """Whether an update would mail attendees (Microsoft 365 mails every attendee of
+        an event its organizer changes) only because the connection's options changed."""
+        if not (self.ctx.mails_attendees and self.ctx.options_changed):
+            return False
+        guests = bool((link.field_hashes or {}).get("attendees")) or activity.notify_participants
+        unchanged = link.last_synced_at is not None and activity.updated_at <= link.last_synced_at
+        return guests and unchanged
+
     async def _push_delete(self, pair: Pair, link: Link) -> None:
         try:
             await self.provider.delete(
@@ -822,7 +867,8 @@ class Engine:
             )
         except PreconditionFailed:
             again = await self._current(pair, link)
-            if again is None:
+            if again is None or self._skip_recurring(again):
+                # A series now: neither deleted nor brought back as a single activity.
                 return
             if again.remote is not None and self.ctx.pull:
                 # Edited in the calendar meanwhile: the edit beats the deletion.
@@ -896,6 +942,8 @@ class Engine:
                 origin=self.ctx.origin,
                 as_contacts=self.ctx.options.attendees_to_contacts,
             )
+            for activity, (_, event, _, _) in zip(created, prepared, strict=True):
+                activity.organizer = self._organizer(event)
             now = utcnow()
             rows = []
             for activity, (ref, event, _, _) in zip(created, prepared, strict=True):
@@ -932,6 +980,14 @@ class Engine:
             owner = await self._owner(session)
             activity = await activities.load(session, link.activity_id)
             fields = self._fields(ref.event, activity)
+            if "participants" in fields:
+                before = (link.field_hashes or {}).get("attendees")
+                fields["participants"] = mapping.merged_participants(
+                    activity, fields["participants"], set(before) if before is not None else None
+                )
+            organizer = self._organizer(ref.event)
+            if organizer and activity.organizer:
+                del fields["note"]  # an invitation's note is the CRM's own
             if activity.deleted_at is not None:
                 await activities.restore_activity(
                     session, owner, activity.id, origin=self.ctx.origin
@@ -943,7 +999,9 @@ class Engine:
                 ActivityUpdate(**fields),
                 origin=self.ctx.origin,
                 as_contacts=self.ctx.options.attendees_to_contacts,
+                from_calendar=True,
             )
+            activity.organizer = organizer
             written = self._event_of(activity)
             if not keep_link:
                 await self.links.store(
@@ -1039,7 +1097,11 @@ class Engine:
                 merge.digests(remote_event) if remote_event else (fields or {}).get("calendar")
             )
             if calendar_part is not None:
-                fields = {"crm": merge.digests(self._event_of(activity)), "calendar": calendar_part}
+                attendees = (
+                    _addresses(remote_event) if remote_event else (fields or {}).get("attendees")
+                )
+                fields = {"crm": merge.digests(self._event_of(activity)), "calendar": calendar_part,
+                          "attendees": attendees}  # fmt: skip
         await self.links.refresh(
             link,
             crm_hash=crm_hash,
@@ -1049,9 +1111,11 @@ class Engine:
         )
 
     @staticmethod
-    def _field_hashes(crm: CalendarEvent, calendar: CalendarEvent) -> dict[str, dict[str, str]]:
-        """The per-field digests a link keeps of both sides (see sync/merge.py)."""
-        return {"crm": merge.digests(crm), "calendar": merge.digests(calendar)}
+    def _field_hashes(crm: CalendarEvent, calendar: CalendarEvent) -> dict[str, Any]:
+        """The per-field digests a link keeps of both sides (see sync/merge.py), and the
+        calendar's attendee addresses (what a later calendar edit added or removed)."""
+        return {"crm": merge.digests(crm), "calendar": merge.digests(calendar),
+                "attendees": _addresses(calendar)}  # fmt: skip
 
     async def _record_conflict(self, pair: Pair, decision: Decision) -> None:
         """Record both full versions (every synced field), the winner and the result."""
@@ -1115,3 +1179,19 @@ class Engine:
             for name, value in self.report.counts().items():
                 totals[name] = totals.get(name, 0) + value
             conn.counts = totals
+
+
+def _for_invitation(decision: Decision) -> Decision:
+    """What becomes of a decision about someone else's meeting: nothing is written to
+    the calendar; an invitation gone from the calendar goes to the CRM's trash."""
+    match decision.act:
+        case Act.PUSH_UPDATE | Act.PUSH_DELETE:
+            return Decision(Act.NOTHING)
+        case Act.PUSH_CREATE:
+            return Decision(Act.PULL_TRASH)
+        case _:
+            return decision
+
+
+def _addresses(event: CalendarEvent) -> list[str]:
+    return sorted({a.email.lower() for a in event.attendees})

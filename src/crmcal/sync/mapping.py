@@ -59,6 +59,8 @@ def activity_to_event(
         end: dt.datetime | dt.date | None = activity.end_date
     else:
         start, end = activity.start_at, activity.end_at
+        if end is not None and end == start:
+            end = None  # a moment: every calendar writes and reads it as having no end
     attendees = tuple(
         Attendee(email=p.email, name=p.name, status=_status(p.status))
         for p in activity.participants
@@ -126,9 +128,15 @@ def event_fields(
     else:
         assert isinstance(event.start, dt.datetime)
         timezone = event.timezone or owner.timezone
-        start = event.start.isoformat()
-        end = event.end.isoformat() if isinstance(event.end, dt.datetime) else None
-        if end is not None and event.end < event.start:  # type: ignore[operator]
+        first, last = event.start, event.end
+        if event.floating and event.timezone is None:
+            # Wall-clock times of no zone: the user's own (written back floating).
+            own = zone_of(owner)
+            first = first.replace(tzinfo=own)
+            last = last.replace(tzinfo=own) if isinstance(last, dt.datetime) else None
+        start = first.isoformat()
+        end = last.isoformat() if isinstance(last, dt.datetime) else None
+        if end is not None and last < first:  # type: ignore[operator]
             end = None
     ours = {owner.email.lower(), *own_addresses}
     participants = []
@@ -168,3 +176,27 @@ def event_fields(
         "reminder_minutes": reminder,
         "participants": participants,
     }
+
+
+def merged_participants(
+    current: Activity, incoming: list[dict[str, Any]], before: set[str] | None
+) -> list[dict[str, Any]]:
+    """The participants after a calendar edit: an attendee the calendar added or removed
+    since it was last read (``before``: its addresses then) is added or removed, and a
+    participant the calendar never carried (Microsoft 365 without invitations, or one
+    added in the CRM meanwhile) stays. Addresses compare without regard to case."""
+    if before is None:
+        return incoming
+    now = {p["email"].lower(): p for p in incoming}
+    merged: list[dict[str, Any]] = []
+    for participant in current.participants:
+        email = (participant.email or "").lower()
+        if email in now:
+            # Still there: the calendar's answer and name, the CRM's link to a person.
+            merged.append({**now.pop(email), "person_id": participant.person_id})
+        elif not email or email not in before:
+            merged.append({"email": participant.email, "name": participant.name,
+                           "person_id": participant.person_id,
+                           "status": participant.status})  # fmt: skip
+    merged.extend(now.values())
+    return merged

@@ -89,7 +89,7 @@ class Link(Base):
     # The same per field, {"crm": {field: digest}, "calendar": {...}} (sync/merge.py):
     # what lets two changes to different fields both be kept. None: not known yet
     # (a link made before, or by relinking): both changed then means the policy.
-    field_hashes: Mapped[dict[str, dict[str, str]] | None] = mapped_column(JSON)
+    field_hashes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Where the pair began: "crm" (crmcal created the event) or "calendar".
     origin: Mapped[str] = mapped_column(String(16))
     last_synced_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

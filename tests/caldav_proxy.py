@@ -1,0 +1,112 @@
+"""A CalDAV server that behaves like a stricter one: a proxy in front of Radicale or
+Xandikos that counts requests and can answer the way other servers do.
+
+``weak_etags`` gives every GET answer a weak ETag (``W/"…"``), as Cyrus does for a
+compressed answer; ``strict_times`` refuses what Cyrus (Fastmail) refuses with
+``valid-calendar-data``: a timed event whose DTEND equals its DTSTART, a zero
+DURATION, or neither DTEND nor DURATION; ``refuse`` refuses writes whose body holds
+a given text, with the server's own words. Served on 127.0.0.1 port 0 by uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tests.served import served_app
+
+CYRUS_REFUSAL = (
+    '<?xml version="1.0" encoding="utf-8"?>\n<D:error xmlns:D="DAV:" '
+    'xmlns:C="urn:ietf:params:xml:ns:caldav"><C:valid-calendar-data/>'
+    "<D:responsedescription>{}</D:responsedescription></D:error>"
+)
+_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
+        "host"}  # fmt: skip
+
+
+@dataclass
+class Behaviour:
+    weak_etags: bool = False
+    strict_times: bool = False
+    refuse: dict[str, str] = field(default_factory=dict)  # text in a PUT body -> reason
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (method, path)
+    reports: Counter[str] = field(default_factory=Counter)  # REPORT kind -> how many
+    # Run once before the next request of a method reaches the server (with its path):
+    # another client's change that lands in the middle of a sync.
+    before: dict[str, Callable[[str], None]] = field(default_factory=dict)
+
+    def count(self, method: str, suffix: str = "") -> int:
+        return sum(n for (m, p), n in self.requests.items() if m == method and p.endswith(suffix))
+
+
+def _unfolded(text: str) -> str:
+    return text.replace("\r\n ", "").replace("\n ", "")
+
+
+def _cyrus_refuses(body: str) -> str | None:
+    """Why Cyrus would refuse this event's times, if it would."""
+    text = _unfolded(body)
+    event = text[text.find("BEGIN:VEVENT") :]
+    start = re.search(r"^DTSTART([;:][^\r\n]*)$", event, re.M)
+    if start is None or "VALUE=DATE" in start.group(1).split(":", 1)[0]:
+        return None
+    end = re.search(r"^DTEND([;:][^\r\n]*)$", event, re.M)
+    duration = re.search(r"^DURATION[;:]([^\r\n]*)$", event, re.M)
+    if end is None and duration is None:
+        return "VEVENT with DTSTART of type DATE-TIME must have DTEND or DURATION"
+    if duration is not None and re.fullmatch(r"[+]?P(T0+[HMS]|0+[DW])", duration.group(1).strip()):
+        return "DURATION must be positive"
+    if end is not None and end.group(1).rsplit(":", 1)[-1] == start.group(1).rsplit(":", 1)[-1]:
+        return "DTEND must be later than DTSTART"
+    return None
+
+
+@contextmanager
+def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
+    """Serve a proxy to ``upstream`` (scheme://host:port) acting as ``behaviour`` says."""
+    client = httpx.AsyncClient(base_url=upstream, timeout=60)
+
+    async def forward(request: Request) -> Response:
+        path = request.url.path
+        behaviour.requests[(request.method, path)] += 1
+        hook = behaviour.before.pop(request.method, None)
+        if hook is not None:
+            await asyncio.to_thread(hook, path)
+        body = await request.body()
+        if request.method == "REPORT":
+            kind = re.search(rb"<\w+:(sync-collection|calendar-multiget|calendar-query)", body)
+            behaviour.reports[kind.group(1).decode() if kind else "other"] += 1
+        if request.method == "PUT":
+            text = body.decode("utf-8", "replace")
+            reason = next((r for t, r in behaviour.refuse.items() if t in text), None)
+            if reason is None and behaviour.strict_times:
+                reason = _cyrus_refuses(text)
+            if reason is not None:
+                return Response(CYRUS_REFUSAL.format(reason), 403,
+                                media_type="application/xml; charset=utf-8")  # fmt: skip
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        answer = await client.request(
+            request.method, path + (f"?{request.url.query}" if request.url.query else ""),
+            content=body, headers=headers,
+        )  # fmt: skip
+        out = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
+        etag = answer.headers.get("etag")
+        if behaviour.weak_etags and request.method == "GET" and etag and not etag.startswith("W/"):
+            out["etag"] = "W/" + etag
+        return Response(answer.content, answer.status_code, headers=out)
+
+    methods = ["GET", "PUT", "DELETE", "PROPFIND", "REPORT", "OPTIONS", "MKCALENDAR", "HEAD",
+               "PROPPATCH", "POST", "MOVE"]  # fmt: skip
+    app = Starlette(routes=[Route("/{path:path}", forward, methods=methods)])
+    with served_app(app) as url:
+        yield url

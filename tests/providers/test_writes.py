@@ -1,0 +1,541 @@
+"""Writes change only what changed, through the REST API (issue 11, items 7 to 15, 19).
+
+The CRM side is driven through the API as a CRM would, the calendar side as another
+client would: against each provider (``api_harness``) where the rule holds for all,
+against Radicale and Xandikos (``caldav_harness``) for the iCalendar particulars, and
+through ``tests.caldav_proxy`` where a stricter server (Cyrus) answers differently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from tests.caldav_proxy import Behaviour, caldav_proxy
+from tests.conftest import Api
+from tests.google_emulator import GoogleEmulator, GoogleHarness
+from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
+from tests.providers.harness import CalDAVHarness, Foreign, raw_event
+from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
+    SOON,
+    V1,
+    Synced,
+    admin,
+    client,
+    sam,
+    synced,
+)
+
+BERLIN = ZoneInfo("Europe/Berlin")
+LOCAL = "%Y%m%dT%H%M%S"
+
+
+class Proxied(Synced):
+    """A CalDAV calendar reached by crmcal through a proxy (another client goes direct)."""
+
+    def __init__(self, harness: CalDAVHarness, user: Api, admin_api: Api, proxy: str) -> None:
+        super().__init__(harness, user, admin_api)
+        self.proxy = proxy
+
+    def connect(self, sync_type: str = "two_way", **options: Any) -> dict[str, Any]:
+        body = self.harness.connection_body()
+        path = urlsplit(self.calendar_id).path
+        body |= {"url": self.proxy + "/", "calendar_id": self.proxy + path,
+                 "sync_type": sync_type, "options": options}  # fmt: skip
+        response = self.user.post(f"{V1}/connections", json=body)
+        assert response.status_code == 201, response.text
+        self.connection_id = response.json()["id"]
+        return response.json()  # type: ignore[no-any-return]
+
+    def sync_with_problems(self) -> dict[str, Any]:
+        response = self.user.post(f"{V1}/connections/{self.connection_id}/sync")
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def on_caldav(caldav_harness: CalDAVHarness, sam: Api, admin: Api) -> Synced:  # noqa: F811
+    return Synced(caldav_harness, sam, admin)
+
+
+@pytest.fixture
+def behaviour() -> Behaviour:
+    return Behaviour()
+
+
+@pytest.fixture
+def proxied(
+    caldav_harness: CalDAVHarness,
+    sam: Api,  # noqa: F811
+    admin: Api,  # noqa: F811
+    behaviour: Behaviour,
+) -> Iterator[Proxied]:
+    parts = urlsplit(caldav_harness.calendar_id)
+    with caldav_proxy(f"{parts.scheme}://{parts.netloc}", behaviour) as url:
+        yield Proxied(caldav_harness, sam, admin, url)
+
+
+@pytest.fixture
+async def on_microsoft(
+    microsoft_emulator: MicrosoftEmulator,
+    sam: Api,  # noqa: F811
+    admin: Api,  # noqa: F811
+) -> AsyncIterator[Synced]:
+    harness = await MicrosoftHarness.open(microsoft_emulator)
+    try:
+        yield Synced(harness, sam, admin)
+    finally:
+        await harness.close()
+
+
+def unfolded(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\n ", "")
+
+
+def problems(connected: Synced) -> list[dict[str, str]]:
+    status = connected.user.get(f"{V1}/connections/{connected.connection_id}/status")
+    assert status.status_code == 200, status.text
+    return status.json()["problems"]  # type: ignore[no-any-return]
+
+
+# --- 7: an update writes only the fields that changed ----------------------------------
+
+
+async def test_an_unrelated_crm_edit_cuts_nothing(synced: Synced) -> None:  # noqa: F811
+    """A title and a description longer than the CRM keeps survive a change of place."""
+    synced.connect()
+    long_title = "Quarterly review " + "t" * 300
+    long_note = "Agenda\n" + "point " * 12000 + "\nJoin: https://meet.example.test/abc-defg-hij"
+    event_id = await synced.add_event(long_title, description=long_note)
+    synced.sync()
+    activity = synced.only_activity()
+    assert len(activity["subject"]) == 255
+    assert len(activity["note"]) == 65536
+    synced.edit_activity(activity["id"], location="Room 5")
+    synced.sync()
+    event = await synced.event(event_id)
+    assert event.location == "Room 5"
+    assert event.summary == long_title
+    assert event.description == long_note
+    # And a change of the title writes the title alone.
+    synced.edit_activity(activity["id"], subject="Quarterly review")
+    synced.sync()
+    event = await synced.event(event_id)
+    assert (event.summary, event.description) == ("Quarterly review", long_note)
+
+
+async def test_an_outlook_html_body_and_its_teams_link_survive(on_microsoft: Synced) -> None:
+    harness = on_microsoft.harness
+    assert isinstance(harness, MicrosoftHarness)
+    on_microsoft.connect()
+    start = SOON.replace(tzinfo=None)
+    html = (
+        '<html><body><p>Agenda: <b>pricing</b></p><p><a href="https://teams.microsoft.com/'
+        'l/meetup-join/19%3ameeting_abc">Join the meeting now</a></p></body></html>'
+    )
+    body = {
+        "subject": "Pricing",
+        "body": {"contentType": "html", "content": html},
+        "start": {"dateTime": start.isoformat(), "timeZone": "UTC"},
+        "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat(), "timeZone": "UTC"},
+    }
+    made = await harness.api("POST", harness._events(), json=body)  # fmt: skip
+    on_microsoft.sync()
+    activity = on_microsoft.only_activity()
+    assert "Join the meeting now" in activity["note"]
+    on_microsoft.edit_activity(activity["id"], location="Room 5", done=True)
+    on_microsoft.sync()
+    stored = json.loads(await harness.read_raw(made["id"]))
+    assert stored["location"]["displayName"] == "Room 5"
+    assert stored["body"]["contentType"] == "html"
+    assert "https://teams.microsoft.com/l/meetup-join/19%3ameeting_abc" in stored["body"]["content"]
+
+
+# --- 8: participants merge --------------------------------------------------------------
+
+
+async def test_the_users_entry_the_organizer_and_rooms_are_written_back_as_they_were(
+    on_caldav: Synced,
+) -> None:
+    harness = on_caldav.harness
+    assert isinstance(harness, CalDAVHarness)
+    on_caldav.connect()
+    start = SOON + dt.timedelta(hours=4)
+    event_id = await harness.put_foreign(Foreign(
+        summary="Kick-off", start=start, end=start + dt.timedelta(hours=1),
+        organizer=("sam@crm.test", "Sam Organizer"), rooms=(("room-4@acme.test", "Room 4"),),
+        attendees=(("Sam@CRM.test", "Sam", "accepted"), ("Jane@ACME.example", "Jane", "tentative")),
+    ))  # fmt: skip
+    on_caldav.sync()
+    activity = on_caldav.only_activity()
+    assert [(p["email"], p["status"]) for p in activity["participants"]] == [
+        ("jane@acme.example", "tentative")
+    ]
+    # The same address in another case is the same participant: no change at all.
+    same = on_caldav.edit_activity(activity["id"], participants=[
+        {"email": "JANE@acme.EXAMPLE", "name": "Jane", "status": "tentative"}])  # fmt: skip
+    assert [p["email"] for p in same["participants"]] == ["jane@acme.example"]
+    before = await harness.read_raw(event_id)
+    assert on_caldav.sync()["updated"] == 0
+    assert await harness.read_raw(event_id) == before
+    on_caldav.edit_activity(activity["id"], participants=[
+        {"email": "jane@acme.example", "name": "Jane", "status": "tentative"},
+        {"email": "bob@other.test", "name": "Bob"}])  # fmt: skip
+    on_caldav.sync()
+    lines = [line for line in unfolded(await harness.read_raw(event_id)).split("\n")
+             if line.startswith(("ATTENDEE", "ORGANIZER"))]  # fmt: skip
+    (organizer,) = [line for line in lines if line.startswith("ORGANIZER")]
+    assert organizer.replace('"', "") == "ORGANIZER;CN=Sam Organizer:mailto:sam@crm.test"
+    own = [line for line in lines if line.lower().endswith("mailto:sam@crm.test")
+           and line.startswith("ATTENDEE")]  # fmt: skip
+    assert len(own) == 1
+    assert "PARTSTAT=ACCEPTED" in own[0]
+    assert any("room-4@acme.test" in line and "CUTYPE=ROOM" in line for line in lines)
+    assert any(line.lower().endswith("mailto:jane@acme.example") for line in lines)
+    assert any(line.endswith("mailto:bob@other.test") for line in lines)
+    assert len(lines) == 5
+
+
+async def test_google_keeps_the_users_own_answer_and_the_room(
+    google_emulator: GoogleEmulator,
+    sam: Api,  # noqa: F811
+    admin: Api,  # noqa: F811
+) -> None:
+    harness = await GoogleHarness.open(google_emulator)
+    try:
+        on_google = Synced(harness, sam, admin)
+        on_google.connect()
+        start = SOON + dt.timedelta(hours=4)
+        body = {"summary": "Kick-off", "start": {"dateTime": start.isoformat()},
+                "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat()},
+                "attendees": [
+                    {"email": harness.email, "responseStatus": "accepted"},
+                    {"email": "Jane@ACME.example", "responseStatus": "tentative"},
+                    {"email": "room-4@resource.example", "resource": True,
+                     "responseStatus": "accepted"}]}  # fmt: skip
+        made = await harness.api(
+            "POST", harness._events(), json=body, params={"sendUpdates": "none"}
+        )
+        on_google.sync()
+        activity = on_google.only_activity()
+        assert [p["email"] for p in activity["participants"]] == ["jane@acme.example"]
+        on_google.edit_activity(activity["id"], participants=[
+            {"email": "jane@acme.example", "status": "tentative"},
+            {"email": "bob@other.test"}])  # fmt: skip
+        on_google.sync()
+        stored = json.loads(await harness.read_raw(made["id"]))
+        found = {a["email"].lower(): a for a in stored["attendees"]}
+        assert set(found) == {harness.email, "jane@acme.example", "room-4@resource.example",
+                              "bob@other.test"}  # fmt: skip
+        assert found[harness.email]["responseStatus"] == "accepted"
+        assert found["room-4@resource.example"].get("resource") is True
+        assert stored["organizer"]["email"] == harness.email
+    finally:
+        await harness.close()
+
+
+async def test_outlook_attendees_merge_with_participants_it_does_not_carry(
+    on_microsoft: Synced,
+) -> None:
+    harness = on_microsoft.harness
+    assert isinstance(harness, MicrosoftHarness)
+    on_microsoft.connect()
+    quiet = on_microsoft.add_activity("Pricing", participants=[{"email": "crm.only@acme.test"}])
+    on_microsoft.sync()
+    (event_id,) = await on_microsoft.events()
+
+    async def outlook_attendees(*addresses: str) -> None:
+        await harness.api("PATCH", f"/me/events/{event_id}", json={"attendees": [
+            {"emailAddress": {"address": a, "name": a.split("@")[0]}, "type": "required"}
+            for a in addresses]})  # fmt: skip
+
+    await outlook_attendees("Jane@ACME.example")
+    on_microsoft.sync()
+    emails = [p["email"] for p in on_microsoft.activity(quiet["id"])["participants"]]
+    assert emails == ["crm.only@acme.test", "jane@acme.example"]
+    await outlook_attendees("jane@acme.example", "kim@acme.test")
+    on_microsoft.sync()
+    emails = [p["email"] for p in on_microsoft.activity(quiet["id"])["participants"]]
+    assert emails == ["crm.only@acme.test", "jane@acme.example", "kim@acme.test"]
+    await outlook_attendees("kim@acme.test")
+    on_microsoft.sync()
+    emails = [p["email"] for p in on_microsoft.activity(quiet["id"])["participants"]]
+    assert emails == ["crm.only@acme.test", "kim@acme.test"]
+
+
+# --- 9: someone else's meeting ------------------------------------------------------------
+
+
+async def test_an_invitation_is_never_rewritten_and_its_calendar_fields_are_refused(
+    synced: Synced,  # noqa: F811
+) -> None:
+    synced.connect(include_deal_and_contact_info=True)
+    start = SOON + dt.timedelta(hours=5)
+    event_id = await synced.harness.put_foreign(Foreign(
+        uid=f"invite-{uuid.uuid4().hex}@elsewhere.test", summary="Board meeting", start=start,
+        end=start + dt.timedelta(hours=1), organizer=("boss@elsewhere.test", "The Boss"),
+        attendees=(("sam@crm.test", "Sam", "needs_action"), ("ann@acme.test", "Ann", "accepted")),
+    ))  # fmt: skip
+    synced.sync()
+    activity = synced.only_activity()
+    assert activity["organizer"] == "boss@elsewhere.test"
+    before = await synced.harness.read_raw(event_id)
+    # What the organizer owns is refused, naming them; what the CRM owns is not.
+    for change in (
+        {"subject": "Our board meeting"},
+        {"location": "Room 1"},
+        {"participants": []},
+        {"start": (start + dt.timedelta(hours=1)).isoformat()},
+    ):
+        refused = synced.user.patch(f"{V1}/activities/{activity['id']}", json=change)
+        assert refused.status_code == 409, refused.text
+        assert "boss@elsewhere.test" in refused.json()["detail"]
+    deal = synced.record("deals", title="Big deal")
+    kept = synced.edit_activity(activity["id"], type="call", done=True, deal_id=deal,
+                                note="Prepare the numbers", subject="Board meeting")  # fmt: skip
+    assert (kept["type"], kept["done"], kept["note"]) == ("call", True, "Prepare the numbers")
+    synced.sync()
+    assert await synced.harness.read_raw(event_id) == before  # not one write
+    # The organizer moves it: the CRM follows, and keeps its own note.
+    await synced.harness.retitle(event_id, "Board meeting (moved)")
+    after_retitle = await synced.harness.read_raw(event_id)
+    synced.sync()
+    again = synced.activity(activity["id"])
+    assert (again["subject"], again["note"]) == ("Board meeting (moved)", "Prepare the numbers")
+    assert await synced.harness.read_raw(event_id) == after_retitle
+
+
+# --- 10: an option change mails nobody ----------------------------------------------------
+
+
+async def test_an_option_change_never_mails_the_guests_of_an_outlook_event(
+    on_microsoft: Synced, microsoft_emulator: MicrosoftEmulator
+) -> None:
+    harness = on_microsoft.harness
+    assert isinstance(harness, MicrosoftHarness)
+    on_microsoft.connect()
+    guests = [{"email": "ann@acme.test", "name": "Ann"}]
+    meeting = on_microsoft.add_activity("Pricing", participants=guests, notify_participants=True,
+                                        note="Bring numbers")  # fmt: skip
+    alone = on_microsoft.add_activity("Focus time", hours=3, note="Alone")
+    on_microsoft.sync()
+    ids = {e.summary: i for i, e in (await on_microsoft.events()).items()}
+
+    def mails() -> list[str]:
+        sent = httpx.get(f"{microsoft_emulator.url}/_emulator/mail", timeout=60).json()
+        return [m["event_id"] for m in sent if m["event_id"] == ids["Pricing"]]
+
+    invitations = mails()
+    assert invitations  # asked for: the guests were invited
+    on_microsoft.set_options(include_deal_and_contact_info=True)
+    on_microsoft.sync()
+    assert mails() == invitations
+    assert (await on_microsoft.event(ids["Pricing"])).description == "Bring numbers"
+    # An event without guests mails nobody: it gets the block at once.
+    assert "/activities/" in ((await on_microsoft.event(ids["Focus time"])).description or "")
+    # The next real change brings the block along (and Outlook mails, as asked).
+    on_microsoft.edit_activity(meeting["id"], location="Room 5")
+    on_microsoft.sync()
+    event = await on_microsoft.event(ids["Pricing"])
+    assert event.location == "Room 5"
+    assert "/activities/" in (event.description or "")
+    assert alone["id"]
+
+
+# --- 11: floating times ------------------------------------------------------------------
+
+
+async def test_floating_times_are_the_users_own_and_stay_floating(on_caldav: Synced) -> None:
+    harness = on_caldav.harness
+    assert isinstance(harness, CalDAVHarness)
+    on_caldav.connect()
+    day = (SOON + dt.timedelta(days=1)).date()
+    start = dt.datetime.combine(day, dt.time(10))
+    event_id = await harness.put_raw(raw_event(
+        "floating-1", "SUMMARY:Floating", f"DTSTART:{start:{LOCAL}}",
+        f"DTEND:{start + dt.timedelta(hours=1):{LOCAL}}",
+    ))  # fmt: skip
+    on_caldav.sync()
+    activity = on_caldav.only_activity()
+    # Sam works in Berlin: ten o'clock is ten o'clock there.
+    assert dt.datetime.fromisoformat(activity["start"]) == start.replace(tzinfo=BERLIN)
+    on_caldav.edit_activity(activity["id"], location="Room 5")
+    on_caldav.sync()
+    raw = unfolded(await harness.read_raw(event_id))
+    assert f"DTSTART:{start:{LOCAL}}\n" in raw
+    assert "LOCATION:Room 5" in raw
+    # Moved in the CRM: written back as a floating time again.
+    later = start + dt.timedelta(hours=2)
+    on_caldav.edit_activity(activity["id"], start=later.isoformat(),
+                            end=(later + dt.timedelta(hours=1)).isoformat())  # fmt: skip
+    on_caldav.sync()
+    raw = unfolded(await harness.read_raw(event_id))
+    assert f"DTSTART:{later:{LOCAL}}\n" in raw
+    assert f"DTEND:{later + dt.timedelta(hours=1):{LOCAL}}\n" in raw
+
+
+# --- 12: a moment without an end, on a strict server --------------------------------------
+
+
+async def test_activities_without_an_end_are_written_so_strict_servers_take_them(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    behaviour.strict_times = True
+    proxied.connect()
+    no_end = proxied.add_activity("Call back", type="call", end=None)
+    moment = proxied.add_activity("Deadline", hours=2, type="call")
+    proxied.edit_activity(moment["id"], end=moment["start"])
+    counts = proxied.sync_with_problems()
+    assert counts["problems"] == []
+    assert counts["created"] == 2
+    events = await proxied.events()
+    assert sorted(e.summary or "" for e in events.values()) == ["Call back", "Deadline"]
+    assert all(e.end is None for e in events.values())
+    # They come back as the same activities: nothing to do, nothing changed.
+    for event_id in events:
+        await proxied.harness.retitle(event_id, f"{events[event_id].summary} (seen)")
+    counts = proxied.sync_with_problems()
+    assert counts["problems"] == []
+    for made in (no_end, moment):
+        after = proxied.activity(made["id"])
+        assert after["subject"] == f"{made['subject']} (seen)"
+        assert after["end"] is None
+        assert after["start"] == made["start"]
+
+
+async def test_a_servers_refusal_reaches_the_problems(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    behaviour.refuse["Forbidden words"] = "SUMMARY may not say that here"
+    proxied.connect()
+    bad = proxied.add_activity("Forbidden words")
+    proxied.add_activity("Fine words", hours=2)
+    counts = proxied.sync_with_problems()
+    assert counts["created"] == 1
+    (problem,) = problems(proxied)
+    assert problem["item"] == f"activity {bad['id']}"
+    assert "valid-calendar-data" in problem["reason"]
+    assert "SUMMARY may not say that here" in problem["reason"]
+
+
+# --- 13: time zones nobody defines ---------------------------------------------------------
+
+
+async def test_offset_time_zones_are_read_and_unknown_ones_reported(on_caldav: Synced) -> None:
+    harness = on_caldav.harness
+    assert isinstance(harness, CalDAVHarness)
+    on_caldav.connect()
+    day = (SOON + dt.timedelta(days=1)).date()
+    start = dt.datetime.combine(day, dt.time(10))
+    spellings = {"caldav-lib": '"UTC+01:00"', "gmt": "GMT+0100", "etc": "Etc/GMT-1",
+                 "mars": "Mars/Olympus_Mons"}  # fmt: skip
+    ids = {}
+    for n, (name, tzid) in enumerate(spellings.items()):
+        moment = start + dt.timedelta(hours=n)
+        ids[name] = await harness.put_raw(raw_event(
+            f"tz-{name}", f"SUMMARY:{name}", f"DTSTART;TZID={tzid}:{moment:{LOCAL}}",
+            f"DTEND;TZID={tzid}:{moment + dt.timedelta(hours=1):{LOCAL}}",
+        ))  # fmt: skip
+    counts = on_caldav.sync_with_problems() if isinstance(on_caldav, Proxied) else None
+    response = on_caldav.user.post(f"{V1}/connections/{on_caldav.connection_id}/sync")
+    counts = response.json()
+    assert counts["created"] == 4
+    found = {a["subject"]: dt.datetime.fromisoformat(a["start"]) for a in on_caldav.activities()}
+    plus_one = dt.timezone(dt.timedelta(hours=1))
+    for n, name in enumerate(["caldav-lib", "gmt", "etc"]):
+        assert found[name] == (start + dt.timedelta(hours=n)).replace(tzinfo=plus_one)
+    # Nobody says where Mars is: Sam's own zone, and a word about it.
+    assert found["mars"] == (start + dt.timedelta(hours=3)).replace(tzinfo=BERLIN)
+    assert [(p["item"], "Mars/Olympus_Mons" in p["reason"]) for p in counts["problems"]] == [
+        (ids["mars"], True)
+    ]
+
+
+# --- 14: a time that does not exist ----------------------------------------------------------
+
+
+def test_a_local_time_in_the_dst_gap_is_refused(sam: Api) -> None:  # noqa: F811
+    body = {"type": "meeting", "subject": "Too early", "start": "2027-03-28T02:30:00",
+            "end": "2027-03-28T03:30:00", "timezone": "Europe/Berlin"}  # fmt: skip
+    response = sam.post(f"{V1}/activities", json=body)
+    assert response.status_code == 422, response.text
+    assert "2027-03-28T02:30 does not exist in Europe/Berlin" in response.text
+    assert "from 02:00 to 03:00" in response.text
+    fine = sam.post(f"{V1}/activities", json={**body, "start": "2027-03-28T03:30:00",
+                                              "end": "2027-03-28T04:30:00"})  # fmt: skip
+    assert fine.status_code == 201, fine.text
+    moved = sam.patch(f"{V1}/activities/{fine.json()['id']}", json={"start": "2027-03-28T02:00:00"})
+    assert moved.status_code == 422, moved.text
+    # With an offset it is a moment like any other.
+    offset = sam.post(f"{V1}/activities", json={**body, "start": "2027-03-28T02:30:00+01:00",
+                                                "end": None})  # fmt: skip
+    assert offset.status_code == 201, offset.text
+
+
+# --- 15: series are never flattened ----------------------------------------------------------
+
+
+def _as_series(text: str) -> str:
+    return text.replace("END:VEVENT", "RRULE:FREQ=WEEKLY;COUNT=4\r\nEND:VEVENT", 1)
+
+
+async def test_an_event_that_became_a_series_is_neither_flattened_nor_brought_back(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    harness = proxied.harness
+    assert isinstance(harness, CalDAVHarness)
+    proxied.connect()
+    edited = proxied.add_activity("Weekly one day")
+    trashed = proxied.add_activity("Weekly some day", hours=2)
+    proxied.sync()
+    by_title = {e.summary: i for i, e in (await proxied.events()).items()}
+    # Another client makes both events series while crmcal writes: after its listing,
+    # just before its write.
+    proxied.edit_activity(edited["id"], location="Room 5")
+    assert proxied.user.delete(f"{V1}/activities/{trashed['id']}").status_code == 200
+
+    def make_series(path: str) -> None:
+        for event_id in by_title.values():
+            text = harness.request("GET", harness._url(event_id)).raw
+            harness.request("PUT", harness._url(event_id), _as_series(text))
+
+    behaviour.before["PUT"] = make_series
+    behaviour.before["DELETE"] = make_series
+    counts = proxied.sync_with_problems()
+    assert counts["deleted"] == 0
+    reasons = {p["item"]: p["reason"] for p in counts["problems"]}
+    assert set(reasons) == set(by_title.values())
+    assert all("series" in reason for reason in reasons.values())
+    for event_id in by_title.values():
+        assert "RRULE:FREQ=WEEKLY;COUNT=4" in unfolded(await harness.read_raw(event_id))
+    assert proxied.activity(trashed["id"])["deleted_at"] is not None
+    assert proxied.activity(edited["id"])["location"] == "Room 5"
+
+
+# --- 19: weak ETags ----------------------------------------------------------------------------
+
+
+async def test_one_crm_edit_costs_one_read_and_one_write_with_weak_etags(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    behaviour.weak_etags = True
+    proxied.connect()
+    made = proxied.add_activity("Demo")
+    proxied.sync()
+    (event_id,) = await proxied.events()
+    proxied.edit_activity(made["id"], location="Room 7")
+    behaviour.requests.clear()
+    behaviour.reports.clear()
+    counts = proxied.sync()
+    assert counts["updated"] == 1
+    assert (await proxied.event(event_id)).location == "Room 7"
+    reads = behaviour.count("GET", event_id) + behaviour.reports["calendar-multiget"]
+    assert (reads, behaviour.count("PUT", event_id)) == (1, 1)
