@@ -1190,7 +1190,7 @@ def _for_invitation(decision: Decision) -> Decision:
         case Act.PUSH_CREATE:
             return Decision(Act.PULL_TRASH)
         case _:
-            return decision
+            return Decision(decision.act)  # the calendar's version is no conflict
 
 
 def _addresses(event: CalendarEvent) -> list[str]:
