@@ -23,6 +23,8 @@ ALL_PERMISSIONS = {
     "activities.create",
     "activities.edit",
     "activities.delete",
+    "contacts.view",
+    "contacts.edit",
 }
 
 

@@ -109,3 +109,22 @@ def test_api_tokens_are_listed_without_values_and_revoked_one_by_one(
     assert bob.get(f"{V1}/me").status_code == 200
     assert alice.delete(f"{V1}/me/tokens/{only['id']}").status_code == 204
     assert alice.get(f"{V1}/me").status_code == 401
+
+
+def test_contacts_need_their_permissions(admin: Api) -> None:
+    person = admin.post(f"{V1}/persons", json={"name": "Pat", "email": "pat@acme.test"})
+    assert person.status_code == 201, person.text
+    viewer = new_user(admin, "viewer@crm.test", permissions=["contacts.view"])
+    nobody = new_user(admin, "nobody@crm.test", permissions=[])
+    bodies = {"persons": {"name": "X"}, "organizations": {"name": "X"}, "deals": {"title": "X"}}
+    for kind, body in bodies.items():
+        assert nobody.get(f"{V1}/{kind}").status_code == 403
+        assert viewer.get(f"{V1}/{kind}").status_code == 200
+        assert viewer.post(f"{V1}/{kind}", json=body).status_code == 403
+        assert admin.post(f"{V1}/{kind}", json=body).status_code == 201
+    pid = person.json()["id"]
+    assert nobody.get(f"{V1}/persons/{pid}").status_code == 403
+    assert viewer.get(f"{V1}/persons/{pid}").status_code == 200
+    assert viewer.patch(f"{V1}/persons/{pid}", json={"name": "Y"}).status_code == 403
+    default = new_user(admin, "default@crm.test")
+    assert default.patch(f"{V1}/persons/{pid}", json={"name": "Y"}).status_code == 200

@@ -10,9 +10,21 @@ ACTIVITIES_VIEW = "activities.view"
 ACTIVITIES_CREATE = "activities.create"
 ACTIVITIES_EDIT = "activities.edit"
 ACTIVITIES_DELETE = "activities.delete"
+# Persons, organizations and deals.
+CONTACTS_VIEW = "contacts.view"
+CONTACTS_EDIT = "contacts.edit"
 
-ALL = (CALENDAR_SYNC, ACTIVITIES_VIEW, ACTIVITIES_CREATE, ACTIVITIES_EDIT, ACTIVITIES_DELETE)
-# A new user can work with activities and connect a calendar unless an admin says otherwise.
+ALL = (
+    CALENDAR_SYNC,
+    ACTIVITIES_VIEW,
+    ACTIVITIES_CREATE,
+    ACTIVITIES_EDIT,
+    ACTIVITIES_DELETE,
+    CONTACTS_VIEW,
+    CONTACTS_EDIT,
+)
+# A new user can work with activities and contacts and connect a calendar unless an
+# admin says otherwise.
 DEFAULT = ALL
 
 

@@ -129,8 +129,9 @@ TimeZoneName = Annotated[
 ]
 TypeKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_KEY_RE)]
 Permission = Literal[
-    "calendar_sync", "activities.view", "activities.create", "activities.edit", "activities.delete"
-]
+    "calendar_sync", "activities.view", "activities.create", "activities.edit", "activities.delete",
+    "contacts.view", "contacts.edit",
+]  # fmt: skip
 Visibility = Literal["everyone", "owner"]
 # An activity's start or end, parsed by the repository (crm/times.py) against all_day.
 # An empty filter filters nothing.

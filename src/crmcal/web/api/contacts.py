@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
 
-from crmcal.crm import contacts
+from crmcal.crm import contacts, permissions
 from crmcal.crm.errors import Invalid
 from crmcal.crm.schemas import (
     MAX_ID,
@@ -49,11 +49,13 @@ def _add_crud(
         return out_schema.model_validate(record, from_attributes=True)
 
     async def create(request: Request, body: create_schema) -> Any:  # type: ignore[valid-type]
-        async with writing(request) as (session, _):
+        async with writing(request) as (session, user):
+            permissions.require(user, permissions.CONTACTS_EDIT)
             return out(await contacts.create(session, model, body))
 
     async def read(request: Request, record_id: RecordId) -> Any:
-        async with reading(request) as (session, _):
+        async with reading(request) as (session, user):
+            permissions.require(user, permissions.CONTACTS_VIEW)
             return out(await contacts.get(session, model, record_id))
 
     async def update(
@@ -61,16 +63,18 @@ def _add_crud(
         record_id: RecordId,
         body: update_schema,  # type: ignore[valid-type]
     ) -> Any:
-        async with writing(request) as (session, _):
+        async with writing(request) as (session, user):
+            permissions.require(user, permissions.CONTACTS_EDIT)
             record = await contacts.get(session, model, record_id)
             return out(await contacts.update(session, record, body))
 
     one = f"{path}/{{record_id}}"
     noun = tag[:-1]
-    common: dict[str, Any] = {"response_model": out_schema, "tags": [tag]}
+    common: dict[str, Any] = {"response_model": out_schema, "tags": [tag],
+                              "responses": refusals(403)}  # fmt: skip
     writes = {**common}
     if model is Person:
-        writes["responses"] = refusals(409, s409="Another person has that e-mail address.")
+        writes["responses"] = refusals(403, 409, s409="Another person has that e-mail address.")
     router.add_api_route(path, create, methods=["POST"], status_code=201,
                          summary=f"Create {noun}", name=f"create_{noun}", **writes)  # fmt: skip
     router.add_api_route(one, read, methods=["GET"], summary=f"Get {noun}",
@@ -79,7 +83,7 @@ def _add_crud(
                          name=f"update_{noun}", **writes)  # fmt: skip
 
 
-@router.get("/persons", response_model=Page[PersonOut], tags=["persons"])
+@router.get("/persons", response_model=Page[PersonOut], tags=["persons"], responses=refusals(403))
 async def list_persons(
     request: Request,
     email: Annotated[
@@ -98,14 +102,19 @@ async def list_persons(
                        email=email, organization_id=organization_id)  # fmt: skip
 
 
-@router.get("/organizations", response_model=Page[OrganizationOut], tags=["organizations"])
+@router.get(
+    "/organizations",
+    response_model=Page[OrganizationOut],
+    tags=["organizations"],
+    responses=refusals(403),
+)
 async def list_organizations(
     request: Request, limit: Limit = DEFAULT, cursor: Cursor = None
 ) -> Page[OrganizationOut]:
     return await _list(request, Organization, OrganizationOut, limit, cursor)
 
 
-@router.get("/deals", response_model=Page[DealOut], tags=["deals"])
+@router.get("/deals", response_model=Page[DealOut], tags=["deals"], responses=refusals(403))
 async def list_deals(
     request: Request,
     person_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
@@ -125,7 +134,8 @@ async def _list(
     cursor: str | None,
     **filters: Any,
 ) -> Any:
-    async with reading(request) as (session, _):
+    async with reading(request) as (session, user):
+        permissions.require(user, permissions.CONTACTS_VIEW)
         found, next_cursor = await contacts.list_page(
             session, model, limit=limit, cursor=cursor, **filters
         )
