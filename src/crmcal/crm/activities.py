@@ -16,7 +16,7 @@ from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm import activity_types, changefeed, contacts, permissions, series, times
-from crmcal.crm.errors import Conflict, Invalid, NotFound
+from crmcal.crm.errors import Conflict, Forbidden, Invalid, NotFound
 from crmcal.crm.pagination import decode_start_cursor, encode_start_cursor
 from crmcal.crm.schemas import (
     ActivityCreate,
@@ -53,6 +53,19 @@ class ActivityFilter:
 
 
 # --- reading ---------------------------------------------------------------
+
+
+def _refuse_unveiling(actor: User, activity: Activity, changes: dict[str, Any]) -> None:
+    """Privacy is the owner's: an admin may not make someone's private activity visible
+    to everyone, nor hand it to another user (who would then see it)."""
+    if activity.visibility != "owner" or activity.owner_id == actor.id:
+        return
+    unveiled = changes.get("visibility") not in (None, "owner")
+    handed = changes.get("owner_id") not in (None, activity.owner_id)
+    if unveiled or handed:
+        raise Forbidden(
+            "only its owner may make a private activity visible or give it to someone else"
+        )
 
 
 def to_out(activity: Activity, viewer: User) -> ActivityOut:
@@ -457,6 +470,7 @@ async def update_activity(
     if activity.deleted_at is not None:
         raise Conflict(f"activity {activity_id} is in the trash: restore it first")
     changes = data.model_dump(exclude_unset=True)
+    _refuse_unveiling(actor, activity, changes)
     scope = changes.pop("scope", None) or "this"
     for name in (*REQUIRED_FIELDS, "notify_participants"):
         if name in changes and changes[name] is None:

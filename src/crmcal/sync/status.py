@@ -10,8 +10,12 @@ from crmcal.crm.schemas import ActivityOut, SyncInfo
 from crmcal.sync.tables import Connection, Link
 
 
-async def with_sync_info(session: AsyncSession, items: list[ActivityOut]) -> list[ActivityOut]:
-    """The items with ``sync`` filled in from the link table (one query for the page)."""
+async def with_sync_info(
+    session: AsyncSession, items: list[ActivityOut], viewer_id: int | None = None
+) -> list[ActivityOut]:
+    """The items with ``sync`` filled in from the link table (one query for the page);
+    left out of another user's private activities (busy blocks), whose event id and
+    calendar would say more than "busy"."""
     if not items:
         return items
     rows = await session.execute(
@@ -23,7 +27,7 @@ async def with_sync_info(session: AsyncSession, items: list[ActivityOut]) -> lis
     links = {link.activity_id: (link, state) for link, state in rows}
     for item in items:
         found = links.get(item.id)
-        if found is None:
+        if found is None or (item.visibility == "owner" and item.owner_id != viewer_id):
             continue
         link, connection_state = found
         if connection_state == "stopped":

@@ -68,7 +68,7 @@ async def list_activities(
         found, next_cursor = await activities.list_activities(
             session, user, flt, limit=limit, cursor=cursor
         )
-        items = await with_sync_info(session, [activities.to_out(a, user) for a in found])
+        items = await with_sync_info(session, [activities.to_out(a, user) for a in found], user.id)
         return Page[ActivityOut](items=items, next_cursor=next_cursor)
 
 
@@ -89,7 +89,7 @@ async def create_activity(request: Request, body: ActivityCreate) -> ActivityOut
 async def get_activity(request: Request, activity_id: ActivityId) -> ActivityOut:
     async with reading(request) as (session, user):
         found = activities.to_out(await activities.get_activity(session, user, activity_id), user)
-        return (await with_sync_info(session, [found]))[0]
+        return (await with_sync_info(session, [found], user.id))[0]
 
 
 @router.patch(

@@ -6,9 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm.errors import Conflict as ConflictError
 from crmcal.crm.schemas import MAX_ID, Page
+from crmcal.crm.tables import Activity
 from crmcal.sync import connections
 from crmcal.sync.connections import (
     ConnectionCreate,
@@ -249,4 +252,30 @@ async def list_conflicts(
             session, conn, limit=limit, cursor=cursor
         )
         items = [ConflictOut.model_validate(r, from_attributes=True) for r in rows]
+        if user.id != conn.user_id:
+            await _busy_blocks(session, items)
         return Page[ConflictOut](items=items, next_cursor=next_cursor)
+
+
+_BLOCK_FIELDS = ("start", "end", "all_day", "timezone", "busy")
+
+
+async def _busy_blocks(session: AsyncSession, items: list[ConflictOut]) -> None:
+    """Another user's conflicts about their private activities, as busy blocks (admins
+    included: "owner" visibility is the owner's privacy, not a role)."""
+    ids = [item.activity_id for item in items if item.activity_id is not None]
+    if not ids:
+        return
+    private = set(
+        await session.scalars(
+            select(Activity.id).where(Activity.id.in_(ids), Activity.visibility == "owner")
+        )
+    )
+    for item in items:
+        if item.activity_id in private:
+            item.remote_id = None
+            for name in ("crm_version", "calendar_version", "result"):
+                version = getattr(item, name)
+                if version is not None:
+                    block = {k: v for k, v in version.items() if k in _BLOCK_FIELDS}
+                    setattr(item, name, {**block, "subject": "Busy"})

@@ -94,7 +94,9 @@ async def _items(
     session: AsyncSession, viewer: User, found: list[Any], conn: Connection | None
 ) -> list[Item]:
     tz = times.zone(viewer.timezone)
-    outs = await status.with_sync_info(session, [activities.to_out(a, viewer) for a in found])
+    outs = await status.with_sync_info(
+        session, [activities.to_out(a, viewer) for a in found], viewer.id
+    )
     owners = {u.id: u.name for u in await session.scalars(select(User))}
     problems = {str(p.get("item")) for p in (conn.problems or [])} if conn else set()
     items = []

@@ -1,0 +1,71 @@
+"""Owner-only activities stay private from everyone else, admins included."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from crmcal.db import Database
+from crmcal.sync.tables import Conflict, Connection, Link
+from crmcal.vault import Vault
+from tests.conftest import Api, run
+
+V1 = "/api/v1"
+SOON = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).replace(microsecond=0)
+
+
+async def _synced(db_url: str, owner_id: int, activity_id: int) -> int:
+    """A connection of the owner's that holds the activity's event and a conflict about it."""
+    db = Database(db_url)
+    try:
+        async with db.write() as session:
+            conn = Connection(
+                user_id=owner_id, provider="caldav", account="https://dav.example.test/",
+                username="u", credentials=Vault("k" * 43).seal("p"),
+                calendar_id="https://dav.example.test/secret-calendar/", calendar_name="C",
+                sync_type="two_way", options={}, state="active", counts={}, problems=[],
+                failures=0, next_sync_at=None,
+            )  # fmt: skip
+            session.add(conn)
+            await session.flush()
+            session.add(Link(connection_id=conn.id, activity_id=activity_id, origin="crm",
+                             remote_id="/secret-calendar/therapy.ics"))  # fmt: skip
+            version = {"subject": "Therapy session", "start": SOON.isoformat(), "busy": True}
+            session.add(Conflict(connection_id=conn.id, activity_id=activity_id,
+                                 remote_id="/secret-calendar/therapy.ics", policy="crm",
+                                 winner="crm", crm_version=version, calendar_version=version,
+                                 result=version))  # fmt: skip
+            await session.flush()
+            return conn.id
+    finally:
+        await db.dispose()
+
+
+def test_private_activities_are_busy_blocks_everywhere(admin: Api, alice: Api, db_url: str) -> None:
+    body = {"type": "meeting", "subject": "Therapy session", "start": SOON.isoformat(),
+            "visibility": "owner"}  # fmt: skip
+    made = alice.post(f"{V1}/activities", json=body)
+    assert made.status_code == 201, made.text
+    activity_id = made.json()["id"]
+    connection_id = run(_synced(db_url, alice.id, activity_id))
+
+    own = alice.get(f"{V1}/activities/{activity_id}").json()
+    assert own["sync"]["event_id"] == "/secret-calendar/therapy.ics"
+    seen = admin.get(f"{V1}/activities/{activity_id}")
+    assert seen.json()["subject"] == "Busy"
+    assert seen.json()["sync"] is None
+    listed = admin.get(f"{V1}/activities").text
+    assert "secret-calendar" not in listed
+
+    conflicts = admin.get(f"{V1}/connections/{connection_id}/conflicts")
+    assert conflicts.status_code == 200
+    assert "Therapy" not in conflicts.text
+    assert "secret-calendar" not in conflicts.text
+    assert conflicts.json()["items"][0]["crm_version"]["subject"] == "Busy"
+    assert "Therapy" in alice.get(f"{V1}/connections/{connection_id}/conflicts").text
+
+    for change in ({"visibility": "everyone"}, {"owner_id": admin.id}):
+        refused = admin.patch(f"{V1}/activities/{activity_id}", json=change)
+        assert refused.status_code == 403, refused.text
+    assert admin.get(f"{V1}/activities/{activity_id}").json()["subject"] == "Busy"
+    assert alice.patch(f"{V1}/activities/{activity_id}",
+                       json={"visibility": "everyone"}).status_code == 200  # fmt: skip
