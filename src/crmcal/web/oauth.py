@@ -25,6 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, Field
 
 from crmcal.crm.errors import CrmError
+from crmcal.crm.schemas import NO_NUL, Doc
 from crmcal.crm.tables import User
 from crmcal.sync import signin
 from crmcal.sync.options import SyncType
@@ -80,7 +81,9 @@ def _wants_json(request: Request) -> bool:
 async def start(
     request: Request,
     service: ServiceName,
-    calendar_id: Annotated[str | None, Query(max_length=1000)] = None,
+    calendar_id: Annotated[
+        Annotated[str, Doc(pattern=NO_NUL)] | None, Query(max_length=1000)
+    ] = None,
     sync_type: SyncType = "two_way",
     connection_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     start: Annotated[
