@@ -214,3 +214,36 @@ def test_an_unreadable_item_is_fetched_again_only_when_its_etag_changes(db_url: 
             assert client.post(sync, headers=auth).status_code == 200
             assert fetches() == 2
     assert user_id
+
+
+def test_one_account_check_at_a_time_per_user(db_url: str) -> None:
+    """A server that never answers holds one check of a user's, not a pile of them."""
+    held = threading.Event()
+
+    def stall(request: Request, handler: BaseHTTPRequestHandler) -> None:
+        held.wait(120)
+        reply(handler, 404, "", {"Content-Type": "text/plain"})
+
+    settings = Settings(database_url=db_url, secret_key="k" * 43, allow_private_networks=True)
+    user_id, token = make_user(db_url, email="stack@crm.test", name="S")
+    app = create_app(settings, background_jobs=False)
+    with serving(HostileServer(routes={"*": stall})) as hostile, served_app(app) as base:
+        auth = {"Authorization": f"Bearer {token}"}
+        body = {"provider": "caldav", "url": hostile.url + "/", "username": "u", "password": "p"}
+        with httpx.Client(base_url=base, headers=auth, timeout=300) as client:
+            first: list[httpx.Response] = []
+            checking = threading.Thread(
+                target=lambda: first.append(client.post("/api/v1/connections", json=body)),
+                daemon=True,
+            )
+            checking.start()
+            wait_for(lambda: hostile.active > 0, 60)
+            second = client.post("/api/v1/connections", json=body)
+            assert second.status_code == 409
+            assert "still running" in second.json()["detail"]
+            held.set()
+            checking.join(300)
+            assert first[0].status_code == 422
+            # Once it ended, the user may check again.
+            assert client.post("/api/v1/connections", json=body).status_code == 422
+    assert user_id

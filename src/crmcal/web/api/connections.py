@@ -67,11 +67,21 @@ async def list_connections(request: Request) -> Page[ConnectionOut]:
         return Page[ConnectionOut](items=[connections.to_out(c) for c in found], next_cursor=None)
 
 
+# Users whose account check (a connect) is under way in this process.
+_CHECKING: set[int] = set()
+
+
 @router.post(
     "",
     response_model=ConnectionOut,
     status_code=201,
-    responses=refusals(403, 409, 503, s409="You already have an active connection: stop it first."),
+    responses=refusals(
+        403,
+        409,
+        503,
+        s409="You already have an active connection (stop it first), or a check of "
+        "another account of yours is still running.",
+    ),
 )
 async def create_connection(request: Request, body: ConnectionCreate) -> ConnectionOut:
     """Connect a calendar. The account is checked at once: a wrong password, an address
@@ -83,7 +93,14 @@ async def create_connection(request: Request, body: ConnectionCreate) -> Connect
         if await connections.active_connection(session, user.id) is not None:
             raise ConflictError("you already have an active calendar connection: stop it first")
     await connections.check_request(body, settings_of(request))
-    found = await connections.discover(body, settings_of(request))
+    if user.id in _CHECKING:
+        # A slow or hostile server holds one check; one user cannot stack up more.
+        raise ConflictError("a check of another calendar account of yours is still running")
+    _CHECKING.add(user.id)
+    try:
+        found = await connections.discover(body, settings_of(request))
+    finally:
+        _CHECKING.discard(user.id)
     calendar = connections.pick_calendar(found.calendars, body.calendar_id, body.sync_type)
     async with writing(request) as (session, user):
         conn = await connections.create(
