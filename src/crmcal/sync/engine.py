@@ -1102,13 +1102,17 @@ class Engine:
                 )
                 fields = {"crm": merge.digests(self._event_of(activity)), "calendar": calendar_part,
                           "attendees": attendees}  # fmt: skip
-        await self.links.refresh(
-            link,
-            crm_hash=crm_hash,
-            remote_hash=remote_hash,
-            remote_etag=ref.etag if ref else link.remote_etag,
-            field_hashes=fields,
-        )
+        values: dict[str, Any] = {
+            "crm_hash": crm_hash,
+            "remote_hash": remote_hash,
+            "remote_etag": ref.etag if ref else link.remote_etag,
+            "field_hashes": fields,
+        }
+        if (crm_hash, remote_hash) != (link.crm_hash, link.remote_hash):
+            # Both sides agree on a new version (a run that wrote it was killed before
+            # it linked it): synced now, or the activity would look pending for good.
+            values["last_synced_at"] = utcnow()
+        await self.links.refresh(link, **values)
 
     @staticmethod
     def _field_hashes(crm: CalendarEvent, calendar: CalendarEvent) -> dict[str, Any]:
