@@ -3,9 +3,10 @@
 Four users sync — two with calendars on Radicale, two with Google accounts on the
 emulator — while both sides change. Each round kills the server while a sync runs and
 its writes are half done (the server is frozen while that is checked, so the kill
-lands mid-sync every time, not in half the runs), then starts it again. Afterwards every connection has
-converged: both sides show the same items, none twice, every activity synced, and the
-history of runs shows that syncs of one connection never overlapped.
+lands mid-sync every time, not in half the runs), then starts it again. Afterwards
+every connection has converged: both sides show the same items, none twice, every
+activity synced, and the history of runs shows that syncs of one connection never
+overlapped.
 """
 
 from __future__ import annotations
