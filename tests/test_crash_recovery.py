@@ -359,3 +359,42 @@ async def test_an_update_written_by_a_killed_run_counts_as_synced_afterwards(
         assert link.last_synced_at >= activity.updated_at
     finally:
         await db.dispose()
+
+
+@pytest.mark.parametrize("first_write", ["create", "update"])
+async def test_a_crm_edit_made_while_a_killed_run_wrote_the_event_is_kept(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, first_write: str
+) -> None:
+    """The run read the activity, the user edited it, the run wrote the version it had
+    read and was killed before linking it. The event is crmcal's own write, newer than
+    the edit: it must not count as a calendar edit that wins over the user's."""
+    db = Database(db_url)
+    try:
+        world = await World(db, MemoryCalendar()).setup()
+        activity_id = await world.add_activity("First")
+        if first_write == "update":
+            await world.sync()
+            await world.edit_activity(activity_id, subject="Second")
+        method = "store_many" if first_write == "create" else "store"
+        real = getattr(Links, method)
+
+        async def edited_then_killed(self: Links, *args: Any, **kwargs: Any) -> Any:
+            await world.edit_activity(activity_id, subject="The user's edit")
+            raise Killed
+
+        monkeypatch.setattr(Links, method, edited_then_killed)
+        with pytest.raises(Killed):
+            await world.sync()
+        monkeypatch.setattr(Links, method, real)
+        written = "First" if first_write == "create" else "Second"
+        assert [e.summary for e in world.events().values()] == [written]
+
+        report = await world.sync()
+        assert report.conflicts == 0
+        assert [e.summary for e in world.events().values()] == ["The user's edit"]
+        assert (await world.activity(activity_id)).subject == "The user's edit"
+        assert (await world.sync()).counts() == dict.fromkeys(
+            ("created", "updated", "deleted", "conflicts", "skipped"), 0
+        )
+    finally:
+        await db.dispose()

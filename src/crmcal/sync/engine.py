@@ -51,6 +51,7 @@ from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.links import Links
 from crmcal.sync.states import ConnectionState, FailureKind
 from crmcal.sync.tables import Conflict, Connection, Link
+from crmcal.sync.written import Written
 
 __all__ = ["Engine", "ProgressFn", "SyncFailed", "SyncRefused", "SyncReport", "SyncStopped"]
 
@@ -136,6 +137,7 @@ class Engine:
         self.progress = progress
         self.base_url = base_url
         self.links = Links(db, connection_id)
+        self.written = Written(db, connection_id)
         # Deals, persons and organizations of the activities at hand, for event
         # descriptions (F11); loaded only when that option is on.
         self.linked_info: dict[int, LinkedRecords] = {}
@@ -159,6 +161,7 @@ class Engine:
             base_url=self.base_url,
             mails_attendees=self.provider.capabilities.mails_attendees,
         )
+        await self.written.load()
         cursor = None if ctx.options_changed else ctx.remote_cursor
         # A first import needs every event's contents: say so, a provider may
         # then list them in one go instead of listing and fetching.
@@ -517,6 +520,8 @@ class Engine:
     async def _push_pending(self) -> None:
         pending, self.outgoing = self.outgoing, []
         items = [(activity.uid, event) for activity, event in pending]
+        await self.written.note([(activity.id, self._crm_hash(activity), event.content_hash())
+                                 for activity, event in pending])  # fmt: skip
         results = await create_many(self.provider, self.ctx.calendar_id, items)
         made: list[tuple[Activity, RemoteRef, CalendarEvent]] = []
         existing: list[Activity] = []
@@ -602,6 +607,9 @@ class Engine:
                 field_hashes=self._field_hashes(self._event_of(activity), event),
             )
             return
+        if (known := self.written.explains(activity.id, remote_hash)) is not None:
+            # Written by a run that stopped before linking it: not the calendar's edit.
+            link.crm_hash, link.remote_hash = known
         if activity.deleted_at is not None and not self._remote_absent(pair):
             # The event is still (or again) in the calendar: keep the activity.
             link.crm_hash = TRASHED
@@ -672,6 +680,13 @@ class Engine:
         ):
             await self._push_delete(pair, link)
             return
+        remote_event = pair.remote.event if pair.remote is not None else None
+        if remote_event is not None and remote_event.content_hash() != link.remote_hash:
+            known = self.written.explains(activity.id, remote_event.content_hash())
+            if known is not None:
+                # crmcal wrote this version and stopped before linking it: only what
+                # changed in the CRM since then counts.
+                link.crm_hash, link.remote_hash = known
         crm_hash = self._crm_hash(activity)
         if crm_hash == link.crm_hash:
             crm = State.UNCHANGED
@@ -829,6 +844,7 @@ class Engine:
             # Writing it would mail every guest about a setting: it gets the new
             # description with its next real change (the link keeps the old one).
             return
+        await self.written.note([(activity.id, self._crm_hash(activity), event.content_hash())])
         try:
             ref = await self.provider.update(
                 self.ctx.calendar_id,
@@ -1108,7 +1124,11 @@ class Engine:
             "remote_etag": ref.etag if ref else link.remote_etag,
             "field_hashes": fields,
         }
-        if (crm_hash, remote_hash) != (link.crm_hash, link.remote_hash):
+        if (crm_hash, remote_hash, values["remote_etag"]) != (
+            link.crm_hash,
+            link.remote_hash,
+            link.remote_etag,
+        ):
             # Both sides agree on a new version (a run that wrote it was killed before
             # it linked it): synced now, or the activity would look pending for good.
             values["last_synced_at"] = utcnow()
@@ -1173,6 +1193,7 @@ class Engine:
             conn = await session.get(Connection, self.ctx.connection_id)
             if conn is None:
                 raise SyncStopped(f"connection {self.connection_id} was deleted during the sync")
+            await self.written.forget_all(session)
             # A pull left for the next run keeps the position: that run lists it again.
             conn.remote_cursor = self.ctx.remote_cursor if self.deferred else listing.cursor
             conn.crm_cursor = self.ctx.feed_head

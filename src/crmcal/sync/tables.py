@@ -157,3 +157,20 @@ class ProviderHold(Base):
 
     key: Mapped[str] = mapped_column(String(400), primary_key=True)
     until: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class WrittenNote(Base):
+    """What a run is about to write for an activity, noted before it writes (see
+    crmcal.sync.written)."""
+
+    __tablename__ = "sync_written"
+
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    activity_id: Mapped[int] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), primary_key=True
+    )
+    crm_hash: Mapped[str | None] = mapped_column(String(64))
+    remote_hash: Mapped[str] = mapped_column(String(64))
+    written_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
