@@ -282,7 +282,8 @@ async def test_the_scheduler_resumes_a_connection_its_holder_left_syncing(
             )  # fmt: skip
         await world.add_activity("Left behind")
         await left_syncing(world.db, world.connection_id, expires_in=0.5)
-        scheduler = Scheduler(world.db, VAULT, Settings(lease_seconds=5))
+        settings = Settings(lease_seconds=5, allow_private_networks=True)
+        scheduler = Scheduler(world.db, VAULT, settings)
         await scheduler.start()
         try:
 
