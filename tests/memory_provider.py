@@ -80,7 +80,9 @@ class MemoryCalendar:
         self._touch(event_id)
 
     def expire_cursors(self) -> None:
-        self.expired_before = self._position + 1
+        """Refuse every cursor handed out so far (the next listing gives a fresh one)."""
+        self._position += 1
+        self.expired_before = self._position
 
 
 class MemoryProvider:

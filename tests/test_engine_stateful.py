@@ -1,6 +1,11 @@
 """Random edits on both sides, syncs and crashes: afterwards both sides agree, nothing is
 duplicated, and no edit is lost that the conflict policy did not decide to drop.
 
+Besides plain edits the calendar side has meetings the user was invited to (another
+organizer) and attendees who come and go, full listings may come back short (items
+left out, which must not be taken for deletions), and a CRM edit may land while a
+sync is running (which must not be overwritten).
+
 Every write uses a fresh subject, so an item can be followed by its values and a
 copy shows up as a value seen twice. The model keeps, per item, what each side
 did since the last quiet sync; after the next one the item must show a value
@@ -15,6 +20,7 @@ import contextlib
 import dataclasses
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,8 +33,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.db import Database
+from crmcal.model import Attendee
 from tests.engine_world import World, event
-from tests.memory_provider import Crash, MemoryCalendar
+from tests.memory_provider import Crash, MemoryCalendar, MemoryProvider
 
 DELETED = object()
 
@@ -74,6 +81,19 @@ class Item:
         return {crm, cal}
 
 
+class Meddling(MemoryProvider):
+    """A calendar that runs ``meanwhile`` (a CRM edit) at its ``at``-th call."""
+
+    meanwhile: Any = None
+    at = 0
+
+    def _call(self) -> None:
+        super()._call()
+        if self.meanwhile is not None and self.calls >= self.at:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            meanwhile()
+
+
 class SyncMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -82,6 +102,7 @@ class SyncMachine(RuleBasedStateMachine):
         shutil.copy(TEMPLATE["path"], self.tmp / "db.sqlite")
         self.db = ChaosDatabase(f"sqlite:///{self.tmp / 'db.sqlite'}")
         self.world = self.run(World(self.db, MemoryCalendar()).setup())
+        self.world.provider = Meddling(self.world.calendar)
         self.items: list[Item] = []
         self.counter = 0
 
@@ -131,11 +152,28 @@ class SyncMachine(RuleBasedStateMachine):
 
     # --- edits in the calendar -------------------------------------------
 
-    @rule(start=st.integers(0, 48))
-    def cal_create(self, start: int) -> None:
+    @rule(start=st.integers(0, 48), invited=st.booleans())
+    def cal_create(self, start: int, invited: bool) -> None:
         value = self.fresh()
-        self.world.calendar.put(f"ev-{value}", event(value, start=start))
+        guests: dict[str, Any] = {}
+        if invited:  # a meeting someone else organizes, with the user among its guests
+            guests = {"organizer": "boss@elsewhere.test", "attendees": (
+                Attendee("boss@elsewhere.test", "Boss", "accepted"),
+                Attendee("owner@crm.test", "Owner", "needs_action"))}  # fmt: skip
+        self.world.calendar.put(f"ev-{value}", event(value, start=start, **guests))
         self.items.append(Item(cal_value=value, cal_pending=value))
+
+    @precondition(lambda self: self.live("cal"))
+    @rule(data=st.data(), shout=st.booleans())
+    def cal_attendee_change(self, data: st.DataObject, shout: bool) -> None:
+        """A guest is invited in the calendar (a new one each time, so that it is always a
+        change; some addresses in capitals): no new title."""
+        item = data.draw(st.sampled_from(self.live("cal")))
+        event_id, current = self._event(item)
+        guest = f"guest{self.fresh()}@acme.test"
+        attendees = (*current.attendees, Attendee(guest.upper() if shout else guest, None))
+        self.world.calendar.put(event_id, dataclasses.replace(current, attendees=attendees))
+        item.cal_pending = item.cal_value  # an edit (it beats a deletion), title unchanged
 
     @precondition(lambda self: self.live("cal"))
     @rule(data=st.data())
@@ -163,6 +201,63 @@ class SyncMachine(RuleBasedStateMachine):
         )
     )
     def sync(self, crash: tuple[str, int] | None) -> None:
+        self._sync(crash)
+
+    @precondition(lambda self: self.live("crm") and self.live("cal"))
+    @rule(data=st.data(), hidden=st.integers(1, 3))
+    def sync_with_a_short_listing(self, data: st.DataObject, hidden: int) -> None:
+        """A full listing leaves out a few events that are still there: nothing is lost."""
+        self._sync(None)  # what is left out below was synced before, and is unchanged
+        ids = sorted(self.world.events())
+        if not ids:
+            return
+        left_out = data.draw(st.lists(st.sampled_from(ids), min_size=1, max_size=hidden))
+        self.world.calendar.expire_cursors()
+        self.world.provider.hidden = set(left_out)
+        try:
+            self.run(self.world.sync(force=True))
+        finally:
+            self.world.provider.hidden = set()
+        self._sync(None)
+
+    @precondition(lambda self: self.live("crm"))
+    @rule(data=st.data(), at=st.integers(1, 4))
+    def crm_edit_during_a_sync(self, data: st.DataObject, at: int) -> None:
+        """A CRM edit lands while a sync runs; it must win or meet the conflict rules."""
+        item = data.draw(st.sampled_from(self.live("crm")))
+        activity_id, value = self._activity_id(item), self.fresh()
+        done: list[bool] = []
+
+        def edit() -> None:
+            # From another thread and database connection, as another request would;
+            # an activity the running sync already sent to the trash is not edited.
+            worker = threading.Thread(
+                target=lambda: done.append(asyncio.run(self._edit_elsewhere(activity_id, value)))
+            )
+            worker.start()
+            worker.join()
+
+        provider = self.world.provider
+        provider.calls, provider.at, provider.meanwhile = 0, at, edit
+        self.run(self.world.sync())
+        provider.meanwhile = None
+        if done and done[0]:
+            item.crm_value, item.crm_pending = value, value
+        self._sync(None)
+
+    async def _edit_elsewhere(self, activity_id: int, value: str) -> bool:
+        db = Database(self.db.url)
+        try:
+            other = World(db, self.world.calendar)
+            other.user_id = self.world.user_id
+            if (await other.activity(activity_id)).deleted_at is not None:
+                return False
+            await other.edit_activity(activity_id, subject=value)
+            return True
+        finally:
+            await db.dispose()
+
+    def _sync(self, crash: tuple[str, int] | None) -> None:
         if crash is not None:
             where, n = crash
             if where == "provider":
@@ -231,7 +326,7 @@ def _template(sqlite_template: Path) -> None:
 
 TestSyncMachine = SyncMachine.TestCase
 TestSyncMachine.settings = settings(
-    max_examples=40,
+    max_examples=30,
     stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
