@@ -35,7 +35,7 @@ def free_port() -> int:
 @pytest.mark.parametrize(
     "command",
     [[], ["serve"], ["users"], ["users", "create"], ["users", "token"], ["db"], ["db", "upgrade"],
-     ["emulator"]],
+     ["emulator"], ["demo"]],
 )  # fmt: skip
 def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
     result = crmcal(*command, "--help", db_url=f"sqlite:///{tmp_path / 'x.db'}")
