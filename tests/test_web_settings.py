@@ -111,9 +111,15 @@ def test_skipped_items_and_a_failed_sync_say_what_to_do(
     browser.post(f"{PAGE}/caldav", data=form)
     conn = browser.get("/api/v1/connections").json()["items"][0]
     browser.post(f"{PAGE}/{conn['id']}/start", data={"csrf_token": token})
+    made = browser.post("/api/v1/activities", headers={"X-CSRF-Token": token}, json={
+        "type": "call", "subject": "Odd call", "start": "2031-01-02T10:00:00Z"})  # fmt: skip
+    odd = made.json()["id"]
     edit_connection(db_url, conn["id"], state="error",
                     last_error="the calendar refused the credentials (401): reconnect to resume",
-                    problems=[{"item": "bad.ics", "reason": "not a calendar event"}])  # fmt: skip
+                    problems=[{"item": "bad.ics", "reason": "not a calendar event"},
+                              {"item": f"activity {odd}", "reason": "refused"}])  # fmt: skip
+    listed = browser.get("/activities").text
+    assert re.search(r"Odd call.*?badge problem", listed, re.S)
     page = browser.get(PAGE).text
     assert "reconnect to resume" in page
     assert "New password (if it changed)" in page

@@ -81,7 +81,7 @@ def _badge(item: ActivityOut, conn: Connection | None, problems: set[str]) -> st
     if conn is None or item.owner_id != conn.user_id or conn.state == "pending":
         return None
     options = SyncOptions.model_validate(conn.options or {})
-    if f"activity {item.id}" in problems:
+    if f"activity {item.id}" in problems or (item.sync and item.sync.event_id in problems):
         return "problem"
     if item.sync is not None:
         return item.sync.state
