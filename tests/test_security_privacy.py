@@ -22,7 +22,9 @@ async def _synced(db_url: str, owner_id: int, activity_id: int) -> int:
                 user_id=owner_id, provider="caldav", account="https://dav.example.test/",
                 username="u", credentials=Vault("k" * 43).seal("p"),
                 calendar_id="https://dav.example.test/secret-calendar/", calendar_name="C",
-                sync_type="two_way", options={}, state="active", counts={}, problems=[],
+                sync_type="two_way", options={}, state="active", counts={},
+                problems=[{"item": "/secret-calendar/therapy.ics",
+                           "reason": "Therapy session: the server refused it"}],
                 failures=0, next_sync_at=None,
             )  # fmt: skip
             session.add(conn)
@@ -62,6 +64,12 @@ def test_private_activities_are_busy_blocks_everywhere(admin: Api, alice: Api, d
     assert "secret-calendar" not in conflicts.text
     assert conflicts.json()["items"][0]["crm_version"]["subject"] == "Busy"
     assert "Therapy" in alice.get(f"{V1}/connections/{connection_id}/conflicts").text
+
+    status = admin.get(f"{V1}/connections/{connection_id}/status")
+    assert status.status_code == 200
+    assert "Therapy" not in status.text
+    assert "secret-calendar/therapy" not in status.text
+    assert "Therapy" in alice.get(f"{V1}/connections/{connection_id}/status").text
 
     for change in ({"visibility": "everyone"}, {"owner_id": admin.id}):
         refused = admin.patch(f"{V1}/activities/{activity_id}", json=change)

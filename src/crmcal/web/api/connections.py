@@ -22,6 +22,7 @@ from crmcal.sync.connections import (
 )
 from crmcal.sync.engine import SyncFailed
 from crmcal.sync.runner import Busy, run_sync
+from crmcal.sync.tables import Link
 from crmcal.web.api.paging import DEFAULT, Cursor, Limit
 from crmcal.web.deps import reading, request_sync, settings_of, vault_of, writing
 from crmcal.web.openapi import refusals
@@ -254,7 +255,30 @@ async def reconnect(
 async def status(request: Request, connection_id: ConnectionId) -> StatusOut:
     async with reading(request) as (session, user):
         conn = await connections.get_own(session, user, connection_id)
-        return await connections.status_of(session, conn)
+        out = await connections.status_of(session, conn)
+        if user.id != conn.user_id:
+            out.problems = await _busy_problems(session, conn.id, out.problems)
+        return out
+
+
+async def _busy_problems(
+    session: AsyncSession, connection_id: int, problems: list[dict[str, str]]
+) -> list[dict[str, str]]:
+    """Another user's problems about their private activities, without what they say."""
+    rows = await session.execute(
+        select(Link.remote_id, Activity.id)
+        .join(Activity, Activity.id == Link.activity_id)
+        .where(Link.connection_id == connection_id, Activity.visibility == "owner")
+    )
+    private: set[str] = set()
+    for remote_id, activity_id in rows:
+        private |= {remote_id, f"activity {activity_id}"}
+    return [
+        {"item": "a private activity", "reason": "a private activity could not be synced"}
+        if p.get("item") in private
+        else p
+        for p in problems
+    ]
 
 
 @router.get("/{connection_id}/conflicts", response_model=Page[ConflictOut])
