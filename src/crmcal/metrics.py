@@ -78,6 +78,11 @@ async def read_queue(connection: Any) -> None:
     rows = (await connection.execute(text(_QUEUE_SQL))).all()
     QUEUE_JOBS.clear()
     QUEUE_OLDEST.clear()
+    # An empty queue shows zeros, so alerts on these series never see them vanish.
+    for queue in ("sync", "periodic"):
+        QUEUE_OLDEST.labels(queue).set(0)
+        for status in ("todo", "doing"):
+            QUEUE_JOBS.labels(queue, status).set(0)
     for queue, status, count, oldest in rows:
         QUEUE_JOBS.labels(queue, status).set(count)
         if status == "todo":
