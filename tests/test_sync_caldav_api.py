@@ -475,7 +475,7 @@ def test_killing_the_sync_at_random_points_converges_without_copies(
                 run(calendar.put_raw(ics(f"kill-{n}", f"Cal {n:02}", SOON + dt.timedelta(hours=n))))
         # A killed run's lease frees the connection when it expires, soon here.
         env = {**os.environ, "CRMCAL_DATABASE_URL": db_url, "CRMCAL_SECRET_KEY": "test-key",
-               "CRMCAL_LEASE_SECONDS": "2", "CRMCAL_ALLOW_PRIVATE_NETWORKS": "1"}  # fmt: skip
+               "CRMCAL_LEASE_SECONDS": "6", "CRMCAL_ALLOW_PRIVATE_NETWORKS": "1"}  # fmt: skip
         argv = [sys.executable, "-m", "crmcal", "sync", str(conn["id"])]
         rng = random.Random(7)
         for _ in range(5):
