@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from crmcal.crm import contacts
+from crmcal.crm import activities, contacts
 from crmcal.crm.schemas import DealUpdate
 from crmcal.crm.tables import Deal, User, utcnow
 from crmcal.db import Database
@@ -742,3 +742,21 @@ async def test_connecting_again_to_an_unchanged_calendar_records_no_conflicts(
     assert (report.created, report.updated) == (0, 0)
     assert len(await world.all_activities()) == 4
     assert (await world.sync()).counts()["updated"] == 0
+
+
+async def test_restoring_an_activity_whose_event_still_exists_relinks_it(world: World) -> None:
+    world.calendar.put("e1", event("Board meeting"))
+    await world.sync()
+    (activity,) = await world.live_activities()
+    world.calendar.put("e1", event("Board meeting", cancelled=True))
+    await world.sync()
+    assert (await world.activity(activity.id)).deleted_at is not None
+    async with world.db.write() as session:  # the user takes it back out of the trash
+        await activities.restore_activity(session, await world.user(session), activity.id)
+    await world.sync()
+    assert list(world.events()) == ["e1"]  # that event again, no second one
+    assert world.events()["e1"].cancelled is False
+    world.calendar.expire_cursors()
+    await world.sync()
+    assert [a.id for a in await world.all_activities()] == [activity.id]
+    assert list(world.events()) == ["e1"]

@@ -1043,7 +1043,23 @@ class Engine:
                     session, owner, activity.id, origin=self.ctx.origin
                 )
                 self.report.deleted += 1
-            await self.links.drop(link, session=session)
+            ref = pair.remote
+            if ref is not None and ref.event is not None:
+                # The event is still there (cancelled, or private under "skip"): keep
+                # the pair, so that restoring the activity brings back that event
+                # instead of making a second one beside it.
+                await self.links.store(
+                    link,
+                    session=session,
+                    crm_hash=TRASHED,
+                    remote_hash=ref.event.content_hash(),
+                    remote_etag=ref.etag,
+                    # The sides no longer agree field by field: a restore writes it whole.
+                    field_hashes=None,
+                    last_synced_at=utcnow(),
+                )
+            else:
+                await self.links.drop(link, session=session)
 
     async def _as_read(self, session: AsyncSession, pair: Pair) -> bool:
         """Whether the activity is still as this run read it (locking it for the write).
