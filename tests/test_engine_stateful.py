@@ -62,6 +62,9 @@ class Item:
     crm_pending: Any = None  # a new value or DELETED since the last quiet sync
     cal_pending: Any = None
     gone: bool = False
+    # A meeting someone else organizes: its calendar-owned fields are not edited in
+    # the CRM (the API refuses), and crmcal never writes it back.
+    invited: bool = False
 
     def allowed(self) -> set[Any]:
         crm, cal = self.crm_pending, self.cal_pending
@@ -124,7 +127,10 @@ class SyncMachine(RuleBasedStateMachine):
         return [
             i
             for i in self.items
-            if not i.gone and getattr(i, attr) is not None and getattr(i, pending) is not DELETED
+            if not i.gone
+            and getattr(i, attr) is not None
+            and getattr(i, pending) is not DELETED
+            and not (side == "crm" and i.invited)
         ]
 
     # --- edits in the CRM ------------------------------------------------
@@ -161,7 +167,7 @@ class SyncMachine(RuleBasedStateMachine):
                 Attendee("boss@elsewhere.test", "Boss", "accepted"),
                 Attendee("owner@crm.test", "Owner", "needs_action"))}  # fmt: skip
         self.world.calendar.put(f"ev-{value}", event(value, start=start, **guests))
-        self.items.append(Item(cal_value=value, cal_pending=value))
+        self.items.append(Item(cal_value=value, cal_pending=value, invited=invited))
 
     @precondition(lambda self: self.live("cal"))
     @rule(data=st.data(), shout=st.booleans())
