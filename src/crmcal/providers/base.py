@@ -63,6 +63,9 @@ class Capabilities:
 
     # A series is one series there (a master with its rule, plus exceptions).
     series: bool = True
+    # crmcal sends a CRM series there as one series (its master, with the trashed
+    # occurrences as EXDATEs). Off, series are skipped and counted, never flattened.
+    syncs_series: bool = False
     # The RRULE parts and frequencies it can hold, and the other series lines.
     rule_parts: frozenset[str] = RULE_PARTS
     frequencies: frozenset[str] = FREQUENCIES

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crmcal.crm import activities, changefeed, contacts
 from crmcal.crm.errors import CrmError, Forbidden, Invalid
 from crmcal.crm.schemas import ActivityCreate, ActivityUpdate
-from crmcal.crm.tables import Activity, User, utcnow
+from crmcal.crm.tables import Activity, ActivitySeries, User, utcnow
 from crmcal.db import Database
 from crmcal.model import CalendarEvent, ChangeListing, RemoteRef, changed_fields
 from crmcal.providers.base import (
@@ -44,7 +44,7 @@ from crmcal.providers.base import (
     ProviderError,
     create_many,
 )
-from crmcal.sync import mapping, merge
+from crmcal.sync import mapping, merge, series_mapping
 from crmcal.sync.context import RunContext, SyncFailed, SyncRefused, SyncStopped
 from crmcal.sync.decisions import Act, Decision, State, decide
 from crmcal.sync.info_block import LinkedRecords
@@ -57,6 +57,8 @@ __all__ = ["Engine", "ProgressFn", "SyncFailed", "SyncRefused", "SyncReport", "S
 
 log = logging.getLogger(__name__)
 
+# Why a series is skipped and counted where it is not synced (never flattened).
+NOT_YET = "recurring series are not synced yet"
 # What a link remembers of a side that is in the trash.
 TRASHED = "trashed"
 # A run that would trash more than this many activities and more than this share of
@@ -150,6 +152,9 @@ class Engine:
         # CRM series already skipped this run: one series is one item, however many
         # of its occurrences are at hand.
         self.skipped_series: set[int] = set()
+        # CRM series looked at this run on a calendar that syncs series, with the link
+        # of the one event they are there (None: not there yet).
+        self.series_links: dict[int, Link | None] = {}
 
     # --- the run ---------------------------------------------------------
 
@@ -469,7 +474,7 @@ class Engine:
         activity_id = pair.activity.id if pair.activity is not None else pair.activity_id
         return f"activity {activity_id}"
 
-    def _skip_recurring(self, pair: Pair) -> bool:
+    def _skip_recurring(self, pair: Pair, reason: str = NOT_YET) -> bool:
         event = pair.remote.event if pair.remote else None
         recurring = (event is not None and event.recurring) or (
             pair.activity is not None and pair.activity.recurrence is not None
@@ -479,13 +484,122 @@ class Engine:
         series_id = pair.activity.series_id if pair.activity is not None else None
         if series_id is not None and series_id in self.skipped_series:
             return True
+        if (
+            series_id is not None
+            and pair.link is not None
+            and self.provider.capabilities.syncs_series
+            and not self._series_moved(pair, pair.link)
+        ):
+            return True  # the series crmcal sent, as it left it
         item = self._item(pair)
         if series_id is not None:
             self.skipped_series.add(series_id)
             item = f"series {series_id}"
+            if self.series_links.get(series_id) is not None or pair.link is not None:
+                reason = "changes of a series after it was sent are not synced yet"
         self.report.skipped += 1
-        self.report.problem(item, "recurring series are not synced yet")
+        self.report.problem(item, reason)
         return True
+
+    @staticmethod
+    def _series_moved(pair: Pair, link: Link) -> bool:
+        """Whether either side of a sent series changed since it was sent."""
+        activity = pair.activity
+        crm = activity is None or (
+            link.last_synced_at is not None and activity.updated_at > link.last_synced_at
+        )
+        return crm or (pair.remote is not None and pair.remote.etag != link.remote_etag)
+
+    async def _series_deleted(self, pair: Pair, link: Link) -> bool:
+        """Whether ``pair`` is the sent series' event and the whole series was deleted in
+        the CRM, the event untouched in the calendar since it was sent."""
+        activity = pair.activity
+        if (
+            activity is None
+            or activity.series_id is None
+            or activity.deleted_at is None
+            or link.origin != "crm"
+            or not self.ctx.push
+            or not self.provider.capabilities.syncs_series
+            or (pair.remote is not None and pair.remote.etag != link.remote_etag)
+        ):
+            return False
+        async with self.db.read() as session:
+            series = await session.get(ActivitySeries, activity.series_id)
+        return series is not None and series.deleted_at is not None
+
+    async def _series_link(self, series_id: int) -> Link | None:
+        """The link of the event a CRM series is in this calendar (on one of its
+        occurrences), looked up once per run."""
+        if series_id not in self.series_links:
+            async with self.db.read() as session:
+                occurrences = select(Activity.id).where(Activity.series_id == series_id)
+                found = await session.scalar(
+                    select(Link).where(
+                        Link.connection_id == self.ctx.connection_id,
+                        Link.activity_id.in_(occurrences),
+                    )
+                )
+            self.series_links[series_id] = found
+        return self.series_links[series_id]
+
+    async def _new_series(self, activity: Activity) -> None:
+        """Send the CRM series of ``activity`` as one series (never one event per
+        occurrence): its master, the occurrences in the trash among its EXDATEs."""
+        assert activity.series_id is not None
+        series_id = activity.series_id
+        if series_id in self.skipped_series:
+            return
+        link = await self._series_link(series_id)
+        if link is not None:
+            if activity.id != link.activity_id and activity.updated_at > (
+                link.last_synced_at or activity.updated_at
+            ):
+                self._skip_recurring(
+                    Pair(activity=activity, link=link),
+                    "changes of a series after it was sent are not synced yet",
+                )
+            return
+        async with self.db.read() as session:
+            series = await session.get(ActivitySeries, series_id)
+            occurrences = list(
+                await session.scalars(
+                    select(Activity)
+                    .where(Activity.series_id == series_id)
+                    .order_by(Activity.original_start_at, Activity.id)
+                )
+            )
+        live = [o for o in occurrences if o.deleted_at is None]
+        if series is None or series.deleted_at is not None or not live:
+            return
+        if any(o.overrides for o in live):
+            # Its exceptions cannot be written yet: sending the master alone would
+            # show those occurrences as the rule has them.
+            self._skip_recurring(
+                Pair(activity=activity), "occurrences changed on their own are not synced yet"
+            )
+            return
+        outgoing = series_mapping.series_to_events(
+            series, occurrences, self.ctx.owner, self.ctx.options
+        )
+        master = outgoing.master
+        if self.ctx.mails_attendees and not master.notify_attendees:
+            master = replace(master, attendees=(), organizer=None)
+        anchor = live[0]
+        await self.written.note([(anchor.id, self._crm_hash(anchor), master.content_hash())])
+        try:
+            ref = await self.provider.create(self.ctx.calendar_id, series.uid, master)
+        except PreconditionFailed:
+            # Made by a run that stopped before linking it.
+            found = await self.provider.get_by_key(self.ctx.calendar_id, series.uid)
+            if found is None or found.event is None or not found.event.recurring:
+                self._skip_recurring(
+                    Pair(activity=activity), "its series exists in the calendar but cannot be read"
+                )
+                return
+            ref = found
+        await self._save_new_links([(anchor, ref, master)])
+        self.series_links[series_id] = self.links.of_activity(anchor.id)
 
     async def _new_event(self, ref: RemoteRef) -> None:
         event = ref.event
@@ -506,6 +620,9 @@ class Engine:
             return
         early = activity.start_at < self.ctx.sync_from
         if not recreate and (not self._outgoing(activity) or early):
+            return
+        if activity.series_id is not None and self.provider.capabilities.syncs_series:
+            await self._new_series(activity)
             return
         if self._skip_recurring(Pair(activity=activity)):
             return
@@ -655,6 +772,9 @@ class Engine:
 
     async def _settle_linked(self, pair: Pair, link: Link) -> None:
         activity = pair.activity
+        if await self._series_deleted(pair, link):
+            await self._push_delete(pair, link)
+            return
         if self._skip_recurring(pair):
             return
         if activity is None:  # purged from the trash: the event, if any, starts afresh
