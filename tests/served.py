@@ -4,6 +4,7 @@ tests do with it: wait for something to happen, click through a consent screen."
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,17 +15,32 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import uvicorn
 
-from tests.caldav_servers import HOST, free_port
+from tests.caldav_servers import HOST
+
+
+def bound_socket() -> socket.socket:
+    """A socket bound to a port the system picks on 127.0.0.1, for an app whose own URL
+    must be known before it is served: nobody else can take the port in between."""
+    sock = socket.socket()
+    sock.bind((HOST, 0))
+    return sock
 
 
 @contextmanager
-def served_app(app: Any, port: int | None = None) -> Iterator[str]:
-    """Serve ``app`` (on ``port``, else a free one) until the block ends; yields its URL."""
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+def served_app(
+    app: Any, sock: socket.socket | None = None, shutdown_grace: float | None = None
+) -> Iterator[str]:
+    """Serve ``app`` (on ``sock``, else on a port the system picks) until the block ends;
+    yields its URL. ``shutdown_grace``: seconds requests still in flight get at the end."""
+    sock = sock or bound_socket()
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, host=HOST, port=port, log_level="warning", timeout_graceful_shutdown=shutdown_grace
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while not server.started:
         assert thread.is_alive(), "the app stopped while starting"
         assert time.monotonic() < deadline, "the app did not start"
@@ -33,7 +49,8 @@ def served_app(app: Any, port: int | None = None) -> Iterator[str]:
         yield f"http://{HOST}:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=15)
+        thread.join(timeout=60)
+        sock.close()
 
 
 def wait_for(check: Callable[[], Any], seconds: float) -> Any:
@@ -50,9 +67,9 @@ def wait_for(check: Callable[[], Any], seconds: float) -> Any:
 def grant_in_browser(authorize_url: str, email: str) -> str:
     """What a person does on an emulator's consent screen (pick the account, agree);
     answers where the browser is sent back to."""
-    page = httpx.get(authorize_url)
+    page = httpx.get(authorize_url, timeout=30)
     assert page.status_code == 200, page.text
     query = {k: v[0] for k, v in parse_qs(urlsplit(authorize_url).query).items()}
-    answer = httpx.post(authorize_url.split("?")[0], data={**query, "email": email})
+    answer = httpx.post(authorize_url.split("?")[0], data={**query, "email": email}, timeout=30)
     assert answer.status_code == 302, answer.text
     return answer.headers["location"]

@@ -25,12 +25,11 @@ import pytest
 from crmcal import migrations
 from crmcal.config import Settings
 from crmcal.web.app import create_app
-from tests.caldav_servers import free_port
 from tests.conftest import create_user_in
 from tests.conftest import run as run_here
 from tests.google_emulator import GoogleEmulator
 from tests.providers.harness import CalDAVHarness, CalDAVServer
-from tests.served import served_app, wait_for
+from tests.served import bound_socket, served_app, wait_for
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -78,8 +77,8 @@ def site(
     _bob, bob_token = run_here(create_user_in(db_url, email="bob@crm.test", name="Bob",
                                          password=PASSWORD))  # fmt: skip
     google_emulator.state.create_account(GOOGLE_ACCOUNT)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    sock = bound_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     settings = Settings(
         database_url=db_url, secret_key="browser-test-key", base_url=url, poll_seconds=2,
         allow_private_networks=True, google_api_url=google_emulator.url,
@@ -89,7 +88,7 @@ def site(
     shots = SHOTS if os.environ.get("CRMCAL_SAVE_SCREENSHOTS") == "1" else root / "shots"
     shots.mkdir(parents=True, exist_ok=True)
     caldav = CalDAVHarness(radicale)
-    with served_app(create_app(settings), port), playwright_api.sync_playwright() as pw:
+    with served_app(create_app(settings), sock), playwright_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         context.set_default_timeout(30_000)

@@ -33,13 +33,13 @@ from crmcal.model import CalendarInfo
 from crmcal.sync import connections
 from crmcal.vault import Vault
 from crmcal.web.app import create_app
-from tests.caldav_servers import CalDAVServer, free_port
+from tests.caldav_servers import CalDAVServer
 from tests.conftest import run
 from tests.google_emulator import GoogleEmulator, GoogleHarness
 from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
 from tests.providers.harness import CalDAVHarness, Foreign
 from tests.queue_world import SECRET, Worker, query, queue_db, sync_jobs, worker_env  # noqa: F401
-from tests.served import served_app
+from tests.served import bound_socket, served_app
 
 pytestmark = pytest.mark.postgres
 
@@ -129,20 +129,22 @@ def world(
     microsoft_emulator: MicrosoftEmulator,
     radicale: CalDAVServer,
 ) -> Iterator[dict[str, Any]]:
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
+    sock = bound_socket()
+    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     urls = {"google_api_url": google_emulator.url, "google_oauth_url": google_emulator.url,
             "microsoft_api_url": microsoft_emulator.url,
             "microsoft_oauth_url": microsoft_emulator.url}  # fmt: skip
     settings = Settings(database_url=queue_db, secret_key=SECRET, base_url=base_url,
                         allow_private_networks=True, retry_backoff=0.05, **urls)  # fmt: skip
-    httpx.post(f"{microsoft_emulator.url}/_emulator/settings", json={"mailbox_concurrency": 4})
+    httpx.post(
+        f"{microsoft_emulator.url}/_emulator/settings", json={"mailbox_concurrency": 4}, timeout=30
+    )
     try:
-        with served_app(create_app(settings, jobs="queue"), port):
+        with served_app(create_app(settings, jobs="queue"), sock):
             yield {"base_url": base_url, "urls": urls}
     finally:
         httpx.post(f"{microsoft_emulator.url}/_emulator/settings",
-                   json={"mailbox_concurrency": None})  # fmt: skip
+                   json={"mailbox_concurrency": None}, timeout=30)  # fmt: skip
 
 
 def test_two_hundred_connections_on_workers_converge_through_storms_and_a_kill(
