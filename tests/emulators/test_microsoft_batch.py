@@ -9,7 +9,6 @@ threads, slowed by the delay fault so that they are in flight together.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -18,9 +17,10 @@ import httpx
 import pytest
 
 from crmcal.emulators.microsoft import MicrosoftState, create_app
+from crmcal.emulators.microsoft.throttle import concurrency_of
 from tests.emulators.conftest import Graph, code, event_body
 from tests.emulators.graph_models import GraphChecked, batch_problems
-from tests.served import served_app
+from tests.served import served_app, wait_for
 
 JSON = {"Content-Type": "application/json"}
 IMMUTABLE = 'IdType="ImmutableId"'
@@ -224,47 +224,60 @@ def test_the_envelope_checker_catches_what_graph_would_not_send() -> None:
 # --- the concurrency limit ---------------------------------------------------------------------
 
 
+# Requests are held in flight this long by the delay fault: far longer than the moment a
+# test needs, once it has seen them in flight, to send the next ones, however busy the machine.
+HOLD = 5.0
+
+
 class Served:
     """The emulator on a real port, with two accounts, every answer model-checked."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, state: MicrosoftState) -> None:
         self.url = url
+        self.state = state
         self.tokens = {
             who: httpx.post(
-                f"{url}/_emulator/accounts", json={"email": f"{who}@example.test"}
+                f"{url}/_emulator/accounts", json={"email": f"{who}@example.test"}, timeout=30
             ).json()["access_token"]
             for who in ("sam", "kim")
         }
 
     def admin(self, path: str, body: dict[str, Any]) -> Any:
-        response = httpx.post(f"{self.url}/_emulator{path}", json=body)
+        response = httpx.post(f"{self.url}/_emulator{path}", json=body, timeout=30)
         assert response.status_code == 200, response.text
         return response.json()
 
     def get(self, who: str, path: str = "/me") -> httpx.Response:
         auth = {"Authorization": f"Bearer {self.tokens[who]}"}
-        return httpx.get(f"{self.url}/v1.0{path}", headers=auth, timeout=10)
+        return httpx.get(f"{self.url}/v1.0{path}", headers=auth, timeout=60)
 
     def batch(self, who: str, requests: list[dict[str, Any]]) -> httpx.Response:
         auth = {"Authorization": f"Bearer {self.tokens[who]}"}
         body = {"requests": requests}
-        return httpx.post(f"{self.url}/v1.0/$batch", headers=auth, json=body, timeout=10)
+        return httpx.post(f"{self.url}/v1.0/$batch", headers=auth, json=body, timeout=60)
+
+    def in_flight(self, count: int) -> None:
+        """Wait until sam has ``count`` requests being served."""
+        held = concurrency_of(self.state).in_flight
+        wait_for(lambda: sum(dict(held).values()) == count, 60)  # a copy: it changes
 
 
 @pytest.fixture
 def served() -> Iterator[Served]:
     problems: list[str] = []
-    with served_app(GraphChecked(create_app(MicrosoftState()), problems)) as url:
-        yield Served(url)
+    state = MicrosoftState()
+    with served_app(GraphChecked(create_app(state), problems)) as url:
+        yield Served(url, state)
     assert not problems, "answers Graph would not send:\n" + "\n".join(problems[:15])
 
 
 def test_a_fifth_request_in_flight_for_a_mailbox_is_throttled(served: Served) -> None:
     assert served.admin("/settings", {"mailbox_concurrency": 4})["mailbox_concurrency"] == 4
-    served.admin("/faults", {"delay": 0.5, "count": 5})  # the 4 let in for sam, and kim's
+    served.admin("/faults", {"delay": HOLD, "count": 5})  # the 4 let in for sam, and kim's
     with ThreadPoolExecutor(6) as pool:
         sams = [pool.submit(served.get, "sam") for _ in range(5)]
-        time.sleep(0.15)  # sam's requests are in flight, held by the delay
+        wait_for(lambda: sum(f.done() for f in sams) == 1, 60)  # the fifth is refused
+        served.in_flight(4)  # while four are held by the delay
         kims = pool.submit(served.get, "kim")
         answers = [f.result() for f in sams]
     assert sorted(a.status_code for a in answers) == [200, 200, 200, 200, 429]
@@ -276,7 +289,7 @@ def test_a_fifth_request_in_flight_for_a_mailbox_is_throttled(served: Served) ->
     assert throttled.headers["retry-after"] == "1"
     assert kims.result().status_code == 200  # another mailbox is not held to sam's count
     assert served.get("sam").status_code == 200  # once they are done, sam may go on
-    counts = httpx.get(f"{served.url}/_emulator/requests").json()
+    counts = httpx.get(f"{served.url}/_emulator/requests", timeout=30).json()
     assert (counts["throttled"], counts["me.get"]) == (1, 6)
 
 
@@ -285,10 +298,10 @@ def test_requests_in_a_batch_count_one_by_one(served: Served) -> None:
     me = [{"id": str(n), "method": "GET", "url": "/me"} for n in range(4)]
     # The envelope takes no slot: four requests fit.
     assert [a["status"] for a in served.batch("sam", me).json()["responses"]] == [200] * 4
-    served.admin("/faults", {"delay": 0.6, "count": 4})
+    served.admin("/faults", {"delay": HOLD, "count": 4})
     with ThreadPoolExecutor(2) as pool:
         alone = pool.submit(served.get, "sam")
-        time.sleep(0.15)  # in flight: three slots are left for the batch
+        served.in_flight(1)  # three slots are left for the batch
         answered = served.batch("sam", me)
     assert answered.status_code == 200
     statuses = sorted(a["status"] for a in answered.json()["responses"])
@@ -312,12 +325,14 @@ def test_the_limit_is_per_app_and_mailbox() -> None:
     with served_app(create_app(state)) as url:
         tokens = [
             httpx.post(
-                f"{url}/_emulator/accounts", json={"email": "sam@example.test", "client_id": app}
+                f"{url}/_emulator/accounts",
+                json={"email": "sam@example.test", "client_id": app},
+                timeout=30,
             ).json()["access_token"]
             for app in ("crm", "other")
         ]
-        httpx.post(f"{url}/_emulator/settings", json={"mailbox_concurrency": 1})
-        httpx.post(f"{url}/_emulator/faults", json={"delay": 0.4, "count": 2})
+        httpx.post(f"{url}/_emulator/settings", json={"mailbox_concurrency": 1}, timeout=30)
+        httpx.post(f"{url}/_emulator/faults", json={"delay": 0.4, "count": 2}, timeout=30)
         results: dict[str, int] = {}
 
         def get(n: int) -> None:
