@@ -183,11 +183,13 @@ def test_serve_migrates_creates_first_admin_once_and_prints_its_token(
 ) -> None:
     base, output, db_path = served
     token = re.findall(r"API token:\s+(crmcal_\S+)", output)[0]
-    me = httpx.get(f"{base}/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    me = httpx.get(f"{base}/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert me.status_code == 200
     assert me.json()["is_admin"] is True
     assert migrations.current_revision(f"sqlite:///{db_path}") == migrations.head_revision()
-    users = httpx.get(f"{base}/api/v1/users", headers={"Authorization": f"Bearer {token}"})
+    users = httpx.get(
+        f"{base}/api/v1/users", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
     assert len(users.json()["items"]) == 1  # the restart did not add a second admin
     assert output.count("API token:") == 1
 
@@ -201,13 +203,15 @@ def test_emulator_google_serves_the_api(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
-                tokens = httpx.post(f"{base}/_emulator/accounts", json={"email": "a@b.test"})
+                tokens = httpx.post(
+                    f"{base}/_emulator/accounts", json={"email": "a@b.test"}, timeout=30
+                )
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "the emulator did not come up"
                 time.sleep(0.1)
         auth = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
-        listing = httpx.get(f"{base}/calendar/v3/users/me/calendarList", headers=auth)
+        listing = httpx.get(f"{base}/calendar/v3/users/me/calendarList", headers=auth, timeout=30)
         assert [c["id"] for c in listing.json()["items"]] == ["a@b.test"]
     finally:
         proc.terminate()

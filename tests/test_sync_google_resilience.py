@@ -54,7 +54,7 @@ class Calls:
     """
 
     def __init__(self, emulator: GoogleEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.admin = httpx.Client(base_url=emulator.url)
+        self.admin = httpx.Client(base_url=emulator.url, timeout=30)
         self.state: GoogleState = emulator.state
         self.served: list[tuple[str, float]] = []  # (kind, when), in order of arrival
         self._wires: list[tuple[str, int, list[int]]] = []
@@ -178,7 +178,9 @@ def connect(crm: TestClient, db_url: str, google_emulator: GoogleEmulator) -> It
         answer = user.post(f"{V1}/connections", json=body)
         assert answer.status_code == 201, answer.text
         auth = {"Authorization": f"Bearer {tokens['access_token']}"}
-        google = httpx.Client(base_url=f"{google_emulator.url}/calendar/v3", headers=auth)
+        google = httpx.Client(
+            base_url=f"{google_emulator.url}/calendar/v3", headers=auth, timeout=30
+        )
         made.append(Linked(user, google, email, answer.json()["id"]))
         return made[-1]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,10 +14,9 @@ from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.web.app import create_app
-from tests.caldav_servers import free_port
 from tests.conftest import Api, make_user, run
 from tests.microsoft_emulator import MicrosoftEmulator
-from tests.served import grant_in_browser, served_app, wait_for
+from tests.served import bound_socket, grant_in_browser, served_app, wait_for
 
 V1 = "/api/v1"
 CRM = "https://crm.example"
@@ -57,7 +55,7 @@ class Outlook:
             base_url=f"{emulator.url}/v1.0",
             headers={"Authorization": f"Bearer {self.tokens['access_token']}",
                      "Prefer": 'IdType="ImmutableId"'},
-        )  # fmt: skip
+        timeout=30)  # fmt: skip
 
     def connect(self, sam: Api, **body: Any) -> int:
         grant = {"provider": "microsoft", "refresh_token": self.tokens["refresh_token"]}
@@ -152,7 +150,7 @@ def test_an_expired_delta_link_resyncs_without_copies(
     sync(sam, connection_id)
     ids_before = {a["subject"]: a["id"] for a in sam.get(f"{V1}/activities").json()["items"]}
     answer = httpx.post(f"{microsoft_emulator.url}/_emulator/expire-delta-tokens",
-                        json={"email": email})  # fmt: skip
+                        json={"email": email}, timeout=30)  # fmt: skip
     assert answer.status_code < 300, answer.text
     outlook.http.patch(f"/me/events/{made[0]['id']}", json={"subject": "Meeting 0 (moved)"})
     outlook.create("Meeting new")
@@ -195,7 +193,7 @@ def test_participants_are_not_mailed_unless_asked(
     invited = meeting | {"subject": "Invited", "notify_participants": True}
     sam.post(f"{V1}/activities", json=invited)
     sync(sam, connection_id)
-    mails = httpx.get(f"{microsoft_emulator.url}/_emulator/mail").json()
+    mails = httpx.get(f"{microsoft_emulator.url}/_emulator/mail", timeout=30).json()
     assert [m["subject"] for m in mails if m["mailbox"] == email] == ["Invited"]
     # Editing the quiet one in Outlook keeps its participant in the CRM.
     events = outlook.http.get("/me/calendar/events").json()["value"]
@@ -220,10 +218,10 @@ def test_an_event_moved_to_another_calendar_and_back(
     (activity,) = sam.get(f"{V1}/activities").json()["items"]
     home = outlook.http.get("/me/calendar").json()["id"]
     move = f"{microsoft_emulator.url}/_emulator/events/{event['id']}/move"
-    assert httpx.post(move, json={"calendar_id": other["id"]}).status_code == 200
+    assert httpx.post(move, json={"calendar_id": other["id"]}, timeout=30).status_code == 200
     assert sync(sam, connection_id)["deleted"] == 1
     assert sam.get(f"{V1}/activities").json()["items"] == []
-    assert httpx.post(move, json={"calendar_id": home}).status_code == 200
+    assert httpx.post(move, json={"calendar_id": home}, timeout=30).status_code == 200
     sync(sam, connection_id)
     (restored,) = sam.get(f"{V1}/activities").json()["items"]
     assert (restored["id"], restored["subject"]) == (activity["id"], "Quarterly review")
@@ -266,10 +264,10 @@ def test_a_throttling_storm_is_waited_out(
     faults = f"{microsoft_emulator.url}/_emulator/faults"
     try:
         for status in (429, 503, 429):
-            httpx.post(faults, json={"status": status, "count": 1, "retry_after": 0})
+            httpx.post(faults, json={"status": status, "count": 1, "retry_after": 0}, timeout=30)
         report = sync(sam, connection_id)
     finally:
-        httpx.post(faults, json={"clear": True})
+        httpx.post(faults, json={"clear": True}, timeout=30)
     assert (report["created"], report["problems"]) == (3, [])
     assert subjects(sam) == ["Meeting 0", "Meeting 1", "Meeting 2"]
     stormy = sum(state.requests.values()) - before
@@ -319,12 +317,12 @@ def test_connecting_through_microsofts_consent_screen(
 
 @pytest.fixture
 def served_crmcal(db_url: str, microsoft_emulator: MicrosoftEmulator) -> Iterator[tuple[str, str]]:
-    """crmcal with its scheduler on a free port, polling only hourly: (URL, API token)."""
+    """crmcal with its scheduler on a port of its own, polling only hourly: (URL, API token)."""
     _, token = make_user(db_url, email="push@crm.test", name="Push")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    sock = bound_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     settings = settings_for(db_url, microsoft_emulator, base_url=url, poll_seconds=3600)
-    with served_app(create_app(settings), port):
+    with served_app(create_app(settings), sock):
         yield url, token
 
 
@@ -332,7 +330,9 @@ def test_an_event_made_in_outlook_arrives_by_notification(
     served_crmcal: tuple[str, str], microsoft_emulator: MicrosoftEmulator, email: str
 ) -> None:
     url, token = served_crmcal
-    api = httpx.Client(base_url=f"{url}{V1}", headers={"Authorization": f"Bearer {token}"})
+    api = httpx.Client(
+        base_url=f"{url}{V1}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
     outlook = Outlook(microsoft_emulator, email)
     body = {"provider": "microsoft", "refresh_token": outlook.tokens["refresh_token"]}
     created = api.post("/connections", json=body)
@@ -340,26 +340,25 @@ def test_an_event_made_in_outlook_arrives_by_notification(
     admin = f"{microsoft_emulator.url}/_emulator/subscriptions"
 
     def subscription() -> Any:
-        listed = httpx.get(admin).json()["subscriptions"]
+        listed = httpx.get(admin, timeout=30).json()["subscriptions"]
         return [s for s in listed if s["mailbox"] == email]
 
-    (opened,) = wait_for(subscription, 10)  # the first sync subscribed
+    (opened,) = wait_for(subscription, 60)  # the first sync subscribed
     assert opened["notificationUrl"] == f"{url}/webhooks/microsoft"
     outlook.create("Booked in Outlook")
-    began = time.monotonic()
 
     def arrived() -> Any:
         items = api.get("/activities").json()["items"]
         return [a for a in items if a["subject"] == "Booked in Outlook"]
 
-    wait_for(arrived, 2)
-    assert time.monotonic() - began < 2
+    # Polling is hourly, so an arrival within the minute came by the notification.
+    wait_for(arrived, 60)
 
     # A notification that is not ours changes nothing; the handshake is answered.
     guess = {"subscriptionId": opened["id"], "clientState": "guess", "changeType": "created"}
-    forged = httpx.post(f"{url}/webhooks/microsoft", json={"value": [guess]})
+    forged = httpx.post(f"{url}/webhooks/microsoft", json={"value": [guess]}, timeout=30)
     assert forged.status_code == 202
-    echo = httpx.post(f"{url}/webhooks/microsoft", params={"validationToken": "a b&c"})
+    echo = httpx.post(f"{url}/webhooks/microsoft", params={"validationToken": "a b&c"}, timeout=30)
     assert (echo.status_code, echo.text) == (200, "a b&c")
     # Stopping the connection removes the subscription.
     connection_id = created.json()["id"]
@@ -371,7 +370,9 @@ def test_lifecycle_notifications_renew_resubscribe_and_resync(
     served_crmcal: tuple[str, str], microsoft_emulator: MicrosoftEmulator, email: str
 ) -> None:
     url, token = served_crmcal
-    api = httpx.Client(base_url=f"{url}{V1}", headers={"Authorization": f"Bearer {token}"})
+    api = httpx.Client(
+        base_url=f"{url}{V1}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
     outlook = Outlook(microsoft_emulator, email)
     body = {"provider": "microsoft", "refresh_token": outlook.tokens["refresh_token"]}
     assert api.post("/connections", json=body).status_code == 201
@@ -379,29 +380,33 @@ def test_lifecycle_notifications_renew_resubscribe_and_resync(
     requests = microsoft_emulator.state.requests
 
     def subscriptions() -> Any:
-        return [s for s in httpx.get(admin).json()["subscriptions"] if s["mailbox"] == email]
+        return [
+            s for s in httpx.get(admin, timeout=30).json()["subscriptions"] if s["mailbox"] == email
+        ]
 
-    (first,) = wait_for(subscriptions, 10)
+    (first,) = wait_for(subscriptions, 60)
     expires = first["expirationDateTime"]
 
     def lifecycle(subscription: dict[str, Any], event: str) -> None:
-        sent = httpx.post(f"{admin}/{subscription['id']}/lifecycle", json={"event": event})
+        sent = httpx.post(
+            f"{admin}/{subscription['id']}/lifecycle", json={"event": event}, timeout=30
+        )
         assert sent.status_code < 300, sent.text
 
     # reauthorizationRequired: the subscription is renewed (PATCH), not replaced.
     renewals = requests.get("subscriptions.update", 0)
     lifecycle(first, "reauthorizationRequired")
-    wait_for(lambda: requests.get("subscriptions.update", 0) > renewals, 5)
+    wait_for(lambda: requests.get("subscriptions.update", 0) > renewals, 60)
     (renewed,) = subscriptions()
     assert renewed["id"] == first["id"]
     assert renewed["expirationDateTime"] >= expires
     # missed: a delta round finds what the notifications did not say.
     rounds = requests.get("calendarView.delta", 0)
     lifecycle(renewed, "missed")
-    wait_for(lambda: requests.get("calendarView.delta", 0) > rounds, 5)
+    wait_for(lambda: requests.get("calendarView.delta", 0) > rounds, 60)
     # subscriptionRemoved: crmcal subscribes again.
     lifecycle(renewed, "subscriptionRemoved")
-    (again,) = wait_for(lambda: [s for s in subscriptions() if s["id"] != first["id"]], 5)
+    (again,) = wait_for(lambda: [s for s in subscriptions() if s["id"] != first["id"]], 60)
     assert again["notificationUrl"] == f"{url}/webhooks/microsoft"
     assert len(subscriptions()) == 1
 

@@ -548,13 +548,15 @@ def test_the_cli_serves_the_microsoft_emulator() -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
-                tokens = httpx.post(f"{base}/_emulator/accounts", json={"email": "a@b.test"})
+                tokens = httpx.post(
+                    f"{base}/_emulator/accounts", json={"email": "a@b.test"}, timeout=30
+                )
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "the emulator did not come up"
                 time.sleep(0.1)
         auth = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
-        calendars = httpx.get(f"{base}/v1.0/me/calendars", headers=auth).json()
+        calendars = httpx.get(f"{base}/v1.0/me/calendars", headers=auth, timeout=30).json()
         assert [c["name"] for c in calendars["value"]] == ["Calendar"]
     finally:
         proc.terminate()
