@@ -121,7 +121,7 @@ class Receiver:
 @pytest.fixture(scope="module")
 def served_receiver() -> Iterator[Receiver]:
     receiver = Receiver()
-    with served_app(receiver.app) as url:
+    with served_app(receiver.app, shutdown_grace=1) as url:
         receiver.url = url
         yield receiver
 
@@ -450,16 +450,15 @@ def _values(post: Received) -> list[dict[str, Any]]:
 def test_an_address_that_does_not_answer_holds_up_no_other_subscription(
     graph: Graph, receiver: Receiver, clock: Clock
 ) -> None:
-    graph.admin("POST", "/settings", json={"notification_timeout": 2, "notification_attempts": 1})
+    # /hang is given far longer than any test machine needs to deliver to /hook.
+    graph.admin("POST", "/settings", json={"notification_timeout": 20, "notification_attempts": 1})
     receiver.modes["/hang"] = "hang"
-    receiver.pause = 3.0
+    receiver.pause = 25.0
     stuck = subscribe(graph, receiver.at("/hang"), clock)
     subscribe(graph, receiver.at("/hook"), clock)
     graph.create()
-    started = time.monotonic()
     wait_for(lambda: receiver.values("/hook"))
-    # Well inside the two seconds /hang is given: the other queue did not wait for it.
-    assert time.monotonic() - started < 1.5
+    # While /hang's delivery still waits for its answer: the other queue did not wait for it.
     assert len(receiver.posts("/hang")) == 1
     pending = [
         d
