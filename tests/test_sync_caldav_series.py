@@ -75,3 +75,66 @@ def test_a_crm_series_becomes_one_calendar_series_and_goes_with_it(
     assert counts["deleted"] == 1
     assert calendar_events(calendar) == {}
     assert occurrences(user, series_id) == []
+
+
+def series_ics(uid: str, summary: str, start: dt.datetime, rule: str, extra: str = "") -> str:
+    """A weekly series as another client writes it: wall times in Europe/Berlin."""
+    local = "%Y%m%dT%H%M%S"
+    return (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//test//EN\r\nBEGIN:VEVENT\r\n"
+        f"UID:{uid}\r\nDTSTAMP:20260101T000000Z\r\n"
+        f"DTSTART;TZID=Europe/Berlin:{start.strftime(local)}\r\n"
+        f"DTEND;TZID=Europe/Berlin:{(start + dt.timedelta(hours=1)).strftime(local)}\r\n"
+        f"RRULE:{rule}\r\nSUMMARY:{summary}\r\n{extra}END:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+
+
+def test_a_calendar_series_becomes_one_crm_series_of_the_incoming_type(
+    user: Api, server: CalDAVServer, calendar: CalDAVHarness
+) -> None:
+    conn = connect(user, server, calendar, options={"incoming_activity_type": "call"})
+    start = next_tuesday_nine()
+    skipped = start + dt.timedelta(weeks=2)
+    local = "%Y%m%dT%H%M%S"
+    run(calendar.put_raw(series_ics(
+        "weekly-call", "Weekly call", start, "FREQ=WEEKLY;COUNT=20",
+        f"EXDATE;TZID=Europe/Berlin:{skipped.strftime(local)}\r\n",
+    )))  # fmt: skip
+    # A series with an occurrence moved on its own: its exceptions do not reach the
+    # CRM yet, so it is skipped and counted, never imported with that occurrence wrong.
+    day = start + dt.timedelta(days=1)
+    override = (
+        "BEGIN:VEVENT\r\nUID:moved\r\nDTSTAMP:20260101T000000Z\r\n"
+        f"RECURRENCE-ID;TZID=Europe/Berlin:{day.strftime(local)}\r\n"
+        f"DTSTART;TZID=Europe/Berlin:{(day + dt.timedelta(hours=2)).strftime(local)}\r\n"
+        f"DTEND;TZID=Europe/Berlin:{(day + dt.timedelta(hours=3)).strftime(local)}\r\n"
+        "SUMMARY:Moved one\r\nEND:VEVENT\r\nEND:VCALENDAR"
+    )
+    text = series_ics("moved", "Moved one", start, "FREQ=DAILY;COUNT=3")
+    run(calendar.put_raw(text.replace("END:VCALENDAR", override)))
+
+    counts = sync(user, conn["id"])
+    assert (counts["created"], counts["skipped"]) == (1, 1)
+    assert [p["reason"] for p in counts["problems"]] == [
+        "occurrences changed on their own are not synced yet"
+    ]
+    listed = user.get(f"{V1}/activities", params={"limit": 100}).json()["items"]
+    assert {a["subject"] for a in listed} == {"Weekly call"}
+    series_ids = {a["series_id"] for a in listed}
+    assert len(series_ids) == 1
+    assert None not in series_ids
+    assert len(listed) == 19
+    assert {a["type"] for a in listed} == {"call"}
+    # 09:00 Berlin on every occurrence, before and after the daylight-saving switch.
+    starts = [dt.datetime.fromisoformat(a["start"]).astimezone(BERLIN) for a in listed]
+    assert {s.time() for s in starts} == {dt.time(9)}
+    assert {s.utcoffset() for s in starts} == {dt.timedelta(hours=1), dt.timedelta(hours=2)}
+    assert skipped not in starts
+    shown = user.get(f"{V1}/series/{series_ids.pop()}").json()
+    assert "FREQ=WEEKLY" in str(shown)
+
+    # The next run neither imports it again nor sends it back.
+    again = sync(user, conn["id"])
+    assert (again["created"], again["updated"]) == (0, 0)
+    assert len(user.get(f"{V1}/activities", params={"limit": 100}).json()["items"]) == 19
+    assert len(calendar_events(calendar)) == 2

@@ -79,6 +79,9 @@ class CalendarEvent:
     # (None: the service does not say, and the reader compares ``organizer`` with
     # the user's own addresses).
     invitation: bool | None = None
+    # Read: how many occurrences of this series were changed on their own (moved,
+    # retitled) and are not in this master; not content, never digested.
+    changed_occurrences: int = 0
 
     @property
     def recurring(self) -> bool:

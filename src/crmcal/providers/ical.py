@@ -658,6 +658,11 @@ def _choose(events: list[_Component]) -> tuple[_Component, list[_Component]]:
     return events[0], events[1:]
 
 
+def _cancelled(event: _Component) -> bool:
+    status = event.value("STATUS")
+    return status is not None and status.strip().upper() == "CANCELLED"
+
+
 def parse_event(
     text: str, *, default_tz: str | None = "UTC", problems: list[str] | None = None
 ) -> CalendarEvent | None:
@@ -707,6 +712,7 @@ def parse_event(
         last_modified=_last_modified(master),
         uid=_token(uid),
         floating=floating,
+        changed_occurrences=sum(1 for o in overrides if not _cancelled(o)),
     )
     if problems is not None:
         problems.extend(zones.problems)

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 # Why a series is skipped and counted where it is not synced (never flattened).
 NOT_YET = "recurring series are not synced yet"
+SERIES_CHANGES = "changes of a synced series are not synced yet"
 # What a link remembers of a side that is in the trash.
 TRASHED = "trashed"
 # A run that would trash more than this many activities and more than this share of
@@ -496,7 +497,7 @@ class Engine:
             self.skipped_series.add(series_id)
             item = f"series {series_id}"
             if self.series_links.get(series_id) is not None or pair.link is not None:
-                reason = "changes of a series after it was sent are not synced yet"
+                reason = SERIES_CHANGES
         self.report.skipped += 1
         self.report.problem(item, reason)
         return True
@@ -557,7 +558,7 @@ class Engine:
             ):
                 self._skip_recurring(
                     Pair(activity=activity, link=link),
-                    "changes of a series after it was sent are not synced yet",
+                    SERIES_CHANGES,
                 )
             return
         async with self.db.read() as session:
@@ -607,6 +608,14 @@ class Engine:
         if not self.ctx.pull or event.cancelled or not self._in_range(event):
             return
         if event.private and self.ctx.options.private_events == "skip":
+            return
+        if event.recurring and self.provider.capabilities.syncs_series:
+            if event.recurrence is None or event.changed_occurrences:
+                self._skip_recurring(
+                    Pair(remote=ref), "occurrences changed on their own are not synced yet"
+                )
+            else:
+                await self._pull_series(ref)
             return
         if self._skip_recurring(Pair(remote=ref)):
             return
@@ -1100,6 +1109,47 @@ class Engine:
                 )
             await session.execute(insert(Link.__table__), rows)
         self.report.created += len(created)
+
+    async def _pull_series(self, ref: RemoteRef) -> None:
+        """A calendar series as one CRM series whose occurrences are of the incoming
+        type (F7), linked on its first occurrence."""
+        event = ref.event
+        assert event is not None
+        ctx = self.ctx
+        incoming = series_mapping.events_to_series(
+            event, (), ctx.owner, ctx.options, ctx.own_addresses
+        )
+        try:
+            data = ActivityCreate(**incoming.fields)
+        except ValidationError as exc:
+            raise Invalid(f"the series cannot be stored: {exc.errors()[0]['msg']}") from None
+        uid = mapping.derived_uid(ctx.owner.id, event.uid or ref.id)
+        async with self.db.write() as session:
+            owner = await self._owner(session)
+            taken = await session.scalar(select(ActivitySeries.id).where(ActivitySeries.uid == uid))
+            if taken is not None:
+                uid = None  # a copy of an event already imported gets its own id
+            (first,) = await activities.create_activities(
+                session,
+                owner,
+                [(data, uid)],
+                origin=ctx.origin,
+                as_contacts=ctx.options.attendees_to_contacts,
+            )
+            first.organizer = self._organizer(event)
+            link = Link(
+                connection_id=ctx.connection_id,
+                activity_id=first.id,
+                remote_id=ref.id,
+                remote_uid=event.uid,
+                remote_etag=ref.etag,
+                remote_hash=event.content_hash(),
+                crm_hash=self._crm_hash(first),
+                origin="calendar",
+                last_synced_at=utcnow(),
+            )
+            await self.links.store(link, session=session)
+        self.report.created += 1
 
     async def _pull_update(
         self, pair: Pair, link: Link, *, keep_link: bool = False
