@@ -53,7 +53,9 @@ __all__ = ["GRAPH_API", "MicrosoftProvider", "TokenSource"]
 GRAPH_API = "https://graph.microsoft.com"
 CONCURRENCY = 4
 BATCH_SIZE = 20
-PAGE_SIZE = 200
+# The most events a delta page may hold (``Prefer: odata.maxpagesize``): fewer pages,
+# fewer requests per listing.
+PAGE_SIZE = 1000
 WINDOW_DAYS = 1825  # the longest calendarView Graph answers
 RENEW_BEFORE = dt.timedelta(days=180)  # move the window on this long before its end
 # Below Graph's limit for event subscriptions (10,080 minutes); renewed a day ahead.

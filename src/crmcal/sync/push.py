@@ -7,7 +7,9 @@ renew a channel (Graph) renews it; otherwise (Google never renews a channel, and
 overlap is harmless) a new one is opened and the old one closed. Notifications
 carry the channel's secret (Google's channel token, Graph's ``clientState``);
 ``connection_for`` and ``connection_by_resource`` check it. Polling stays on as
-the fallback, since push is not guaranteed to arrive.
+the fallback, since push is not guaranteed to arrive. A refused channel is asked
+for again only after ``RETRY_REFUSED``, so that a sync with nothing to do stays one
+request.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from crmcal.sync.tables import Connection
 
 log = logging.getLogger(__name__)
 RENEW_BEFORE = dt.timedelta(days=1)
+# After a channel was refused (an address the service cannot reach, say), how long
+# syncs go without asking again: else every sync would cost one more request.
+RETRY_REFUSED = dt.timedelta(hours=1)
 
 
 class Pushing(Protocol):
@@ -67,6 +72,8 @@ async def keep_channel(db: Database, connection_id: int, provider: Provider, bas
             expires = expires.replace(tzinfo=dt.UTC)
         if conn.push_channel_id and expires and expires - RENEW_BEFORE > utcnow():
             return
+        if not conn.push_channel_id and expires and expires > utcnow():
+            return  # refused lately: without a channel, the expiry is when to ask again
         old = (conn.push_channel_id, conn.push_resource_id)
         calendar_id, kind = conn.calendar_id, conn.provider
     if old[0] and old[1] and provider.capabilities.renews_push:
@@ -86,8 +93,12 @@ async def keep_channel(db: Database, connection_id: int, provider: Provider, bas
             calendar_id, channel_id, webhook_address(base_url, kind), token
         )
     except ProviderError as exc:
-        # Polling still runs; the next sync tries again.
+        # Polling still runs; a sync after RETRY_REFUSED tries again.
         log.warning("connection %s: no push channel: %s", connection_id, exc)
+        async with db.write() as session:
+            conn = await session.get(Connection, connection_id)
+            if conn is not None and not conn.push_channel_id:
+                conn.push_expires_at = utcnow() + RETRY_REFUSED
         return
     async with db.write() as session:
         conn = await session.get(Connection, connection_id)

@@ -1,0 +1,173 @@
+"""What a sync costs in requests, counted by the Google and Graph emulators: a sync of a
+connection with nothing new on either side costs one request, and changes go out in
+batches rather than one request each."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from crmcal.config import Settings
+from crmcal.web.app import create_app
+from tests.conftest import Api, make_user
+from tests.google_emulator import GoogleEmulator
+from tests.microsoft_emulator import MicrosoftEmulator
+
+V1 = "/api/v1"
+CRM = "https://crm.example"
+TIMEOUT = 60.0
+
+
+def counts(url: str) -> Counter[str]:
+    answer = httpx.get(f"{url}/_emulator/requests", timeout=TIMEOUT)
+    assert answer.status_code == 200, answer.text
+    return Counter(answer.json())
+
+
+def later(hours: int) -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=1, hours=hours)
+
+
+@pytest.fixture
+def google_crm(db_url: str, google_emulator: GoogleEmulator) -> Iterator[Api]:
+    settings = Settings(database_url=db_url, secret_key="test-key", base_url=CRM,
+                        google_api_url=google_emulator.url, google_oauth_url=google_emulator.url,
+                        google_client_id="crmcal-test-client", retry_backoff=0.01)  # fmt: skip
+    with TestClient(create_app(settings, background_jobs=False), base_url=CRM) as client:
+        name = f"g{uuid.uuid4().hex[:8]}"
+        user_id, token = make_user(db_url, email=f"{name}@crm.test", name=name)
+        yield Api(client, token, user_id)
+
+
+@pytest.fixture
+def graph_crm(db_url: str, microsoft_emulator: MicrosoftEmulator) -> Iterator[Api]:
+    settings = Settings(database_url=db_url, secret_key="test-key", base_url=CRM,
+                        microsoft_api_url=microsoft_emulator.url,
+                        microsoft_oauth_url=microsoft_emulator.url,
+                        microsoft_client_id="crmcal-test-client", retry_backoff=0.01)  # fmt: skip
+    with TestClient(create_app(settings, background_jobs=False), base_url=CRM) as client:
+        name = f"m{uuid.uuid4().hex[:8]}"
+        user_id, token = make_user(db_url, email=f"{name}@crm.test", name=name)
+        yield Api(client, token, user_id)
+
+
+def sync(crm: Api, connection_id: int) -> dict[str, Any]:
+    answer = crm.post(f"{V1}/connections/{connection_id}/sync")
+    assert answer.status_code == 200, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def add_activities(crm: Api, count: int) -> list[int]:
+    made = []
+    for n in range(count):
+        body = {"type": "call", "subject": f"Call {n}", "start": later(n).isoformat()}
+        answer = crm.post(f"{V1}/activities", json=body)
+        assert answer.status_code == 201, answer.text
+        made.append(int(answer.json()["id"]))
+    return made
+
+
+def connect_google(crm: Api, emulator: GoogleEmulator) -> tuple[int, httpx.Client]:
+    email = f"floor-{uuid.uuid4().hex[:10]}@example.test"
+    tokens = emulator.state.create_account(email)
+    body = {"provider": "google", "refresh_token": tokens["refresh_token"]}
+    answer = crm.post(f"{V1}/connections", json=body)
+    assert answer.status_code == 201, answer.text
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    client = httpx.Client(base_url=f"{emulator.url}/calendar/v3", headers=auth, timeout=TIMEOUT)
+    return int(answer.json()["id"]), client
+
+
+def connect_graph(
+    crm: Api, emulator: MicrosoftEmulator, email: str | None = None
+) -> tuple[int, httpx.Client]:
+    email = email or f"floor-{uuid.uuid4().hex[:10]}@example.test"
+    tokens = emulator.state.create_account(email)
+    body = {"provider": "microsoft", "refresh_token": tokens["refresh_token"]}
+    answer = crm.post(f"{V1}/connections", json=body)
+    assert answer.status_code == 201, answer.text
+    headers = {"Authorization": f"Bearer {tokens['access_token']}",
+               "Prefer": 'IdType="ImmutableId"'}  # fmt: skip
+    client = httpx.Client(base_url=f"{emulator.url}/v1.0", headers=headers, timeout=TIMEOUT)
+    return int(answer.json()["id"]), client
+
+
+def test_a_google_sync_with_no_changes_costs_one_request(
+    google_crm: Api, google_emulator: GoogleEmulator
+) -> None:
+    connection_id, google = connect_google(google_crm, google_emulator)
+    with google:
+        for n in range(3):
+            start = later(10 + n)
+            body = {"summary": f"Booked {n}", "start": {"dateTime": start.isoformat()},
+                    "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat()}}  # fmt: skip
+            assert google.post("/calendars/primary/events", json=body).status_code == 200
+    add_activities(google_crm, 3)
+    sync(google_crm, connection_id)
+    sync(google_crm, connection_id)  # settles what the first sync wrote
+
+    before = counts(google_emulator.url)
+    report = sync(google_crm, connection_id)
+    spent = counts(google_emulator.url) - before
+
+    assert (report["created"], report["updated"], report["deleted"]) == (0, 0, 0), report
+    assert spent.total() == 1, spent
+
+
+def test_a_graph_sync_with_no_changes_costs_one_request(
+    graph_crm: Api, microsoft_emulator: MicrosoftEmulator
+) -> None:
+    connection_id, graph = connect_graph(graph_crm, microsoft_emulator)
+    with graph:
+        for n in range(3):
+            start = later(10 + n).replace(tzinfo=None)
+            made = graph.post("/me/events", json={
+                "subject": f"Booked {n}",
+                "start": {"dateTime": start.isoformat(), "timeZone": "UTC"},
+                "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat(),
+                        "timeZone": "UTC"},
+            })  # fmt: skip
+            assert made.status_code == 201, made.text
+    add_activities(graph_crm, 3)
+    sync(graph_crm, connection_id)
+    sync(graph_crm, connection_id)
+
+    before = counts(microsoft_emulator.url)
+    report = sync(graph_crm, connection_id)
+    spent = counts(microsoft_emulator.url) - before
+
+    assert (report["created"], report["updated"], report["deleted"]) == (0, 0, 0), report
+    assert spent.total() == 1, spent
+
+
+def test_graph_delta_reads_the_largest_pages(
+    graph_crm: Api, microsoft_emulator: MicrosoftEmulator
+) -> None:
+    email = f"floor-{uuid.uuid4().hex[:10]}@example.test"
+    connection_id, graph = connect_graph(graph_crm, microsoft_emulator, email)
+    graph.close()
+    state = microsoft_emulator.state
+    mailbox = state.mailbox(email)
+    calendar = mailbox.default_calendar
+    for n in range(450):
+        start = later(n % 200).replace(tzinfo=None)
+        state.events.create(mailbox, calendar, {
+            "subject": f"Booked {n}",
+            "start": {"dateTime": start.isoformat(), "timeZone": "UTC"},
+            "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat(), "timeZone": "UTC"},
+        })  # fmt: skip
+
+    before = counts(microsoft_emulator.url)
+    report = sync(graph_crm, connection_id)
+    spent = counts(microsoft_emulator.url) - before
+
+    assert report["created"] == 450, report
+    # Graph answers up to 1,000 events a delta page when asked: one page, not three.
+    assert spent["calendarView.delta"] == 1, spent
