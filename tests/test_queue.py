@@ -45,14 +45,14 @@ async def _user_with_connection(database_url: str, **columns: Any) -> tuple[int,
                 session, UserCreate(email=f"u{os.urandom(4).hex()}@crm.test", name="U")
             )
             await session.flush()
-            conn = Connection(
+            defaults: dict[str, Any] = dict(
                 user_id=user.id, provider="google", account="someone@example.test",
                 username=None, credentials=Vault(SECRET).seal("refresh"),
                 calendar_id="someone@example.test", calendar_name="Someone",
                 sync_type="two_way", options={}, state="active", counts={}, problems=[],
                 failures=0, next_sync_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
-                **columns,
             )  # fmt: skip
+            conn = Connection(**{**defaults, **columns})
             session.add(conn)
             await session.flush()
             return user.id, token, conn.id
@@ -150,3 +150,45 @@ def test_worker_needs_postgresql(tmp_path: Any) -> None:
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 1
     assert "needs a PostgreSQL" in done.stderr
+
+
+def test_channel_renewal_leaves_a_connection_that_waits_for_its_user(
+    queue_db: str,  # noqa: F811
+) -> None:
+    """A connection whose credentials were refused has no next sync: renewing its expiring
+    push channel must not sync it behind the user's back (nor one that was stopped)."""
+    from types import SimpleNamespace
+
+    from crmcal.jobs.queue import Runtime, queue_app, renew_channels
+
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+    ids = {}
+    for name, columns in {
+        "active": {"state": "active"},
+        "backing_off": {"state": "error", "failures": 2, "next_sync_at": later},
+        "reconnect": {"state": "error", "failures": 1, "next_sync_at": None,
+                      "last_error": "reconnect required: the password was refused"},
+        "stopped": {"state": "stopped"},
+    }.items():  # fmt: skip
+        channel = {"push_channel_id": f"chan-{os.urandom(4).hex()}", "push_expires_at": soon,
+                   "push_token": token_digest("s"), "push_resource_id": "r"}  # fmt: skip
+        ids[name] = run(_user_with_connection(queue_db, **{**channel, **columns}))[2]
+
+    async def renew() -> None:
+        app = queue_app(queue_db, pool_size=2)
+        db = Database(queue_db)
+        try:
+            async with app.open_async():
+                runtime = Runtime(db=db, vault=Vault(SECRET), settings=settings(queue_db), app=app)
+                context = SimpleNamespace(additional_context={"crmcal": runtime})
+                await renew_channels(context, 0)  # type: ignore[arg-type]
+        finally:
+            await db.dispose()
+
+    run(renew())
+    queued = set(sync_jobs(queue_db))
+    assert f"connection:{ids['active']}" in queued
+    assert f"connection:{ids['backing_off']}" in queued
+    assert f"connection:{ids['reconnect']}" not in queued
+    assert f"connection:{ids['stopped']}" not in queued

@@ -224,7 +224,7 @@ async def renew_channels(context: procrastinate.JobContext, timestamp: int) -> i
         ids = list(
             await session.scalars(
                 select(Connection.id).where(
-                    Connection.state.in_(("active", "error")),
+                    runner.retried(),
                     Connection.push_channel_id.is_not(None),
                     Connection.push_expires_at < utcnow() + RENEW_BEFORE,
                 )

@@ -214,6 +214,16 @@ def due(now: dt.datetime) -> ColumnElement[bool]:
     )
 
 
+def retried() -> ColumnElement[bool]:
+    """Connections whose syncs go on by themselves: active ones, and failed ones backing
+    off. A failure that needs the user (credentials, a revoked permission) leaves no next
+    time: such a connection waits for them, and nothing (not a channel renewal) syncs it."""
+    return or_(
+        Connection.state == ConnectionState.ACTIVE,
+        and_(Connection.state == ConnectionState.ERROR, Connection.next_sync_at.is_not(None)),
+    )
+
+
 def backoff(failures: int) -> dt.timedelta:
     """Truncated exponential back-off with jitter: 30 s, 1 min, 2 min … at most an hour."""
     base = min(30 * 2 ** max(failures - 1, 0), MAX_BACKOFF_SECONDS)
