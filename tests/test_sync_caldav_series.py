@@ -138,3 +138,57 @@ def test_a_calendar_series_becomes_one_crm_series_of_the_incoming_type(
     assert (again["created"], again["updated"]) == (0, 0)
     assert len(user.get(f"{V1}/activities", params={"limit": 100}).json()["items"]) == 19
     assert len(calendar_events(calendar)) == 2
+
+
+def test_crm_edits_of_a_series_rewrite_the_one_calendar_series(
+    user: Api, server: CalDAVServer, calendar: CalDAVHarness
+) -> None:
+    conn = connect(user, server, calendar)
+    start = next_tuesday_nine()
+    body = {"type": "meeting", "subject": "Team sync", "timezone": "Europe/Berlin",
+            "start": start.isoformat(), "end": (start + dt.timedelta(hours=1)).isoformat(),
+            "recurrence": "FREQ=WEEKLY;COUNT=20"}  # fmt: skip
+    first = user.post(f"{V1}/activities", json=body).json()
+    series_id = first["series_id"]
+    assert sync(user, conn["id"])["created"] == 1
+    ((event_id, _),) = calendar_events(calendar).items()
+
+    # The whole series: new subject, an hour later, every second week.
+    later = start + dt.timedelta(hours=1)
+    edit = {"subject": "Team sync (new)", "start": later.isoformat(),
+            "end": (later + dt.timedelta(hours=1)).isoformat(),
+            "recurrence": "FREQ=WEEKLY;INTERVAL=2;COUNT=10", "scope": "series"}  # fmt: skip
+    edited = user.patch(f"{V1}/activities/{first['id']}", json=edit)
+    assert edited.status_code == 200, edited.text
+    counts = sync(user, conn["id"])
+    assert (counts["updated"], counts["created"], counts["skipped"]) == (1, 0, 0)
+    ((same_id, event),) = calendar_events(calendar).items()
+    assert same_id == event_id
+    assert event.summary == "Team sync (new)"
+    # A server may reorder the parts of a rule (Xandikos does).
+    assert set(event.recurrence.rrule.split(";")) == {"FREQ=WEEKLY", "INTERVAL=2", "COUNT=10"}
+    raw = run(calendar.read_raw(event_id)).replace("\r\n ", "")
+    assert f"DTSTART;TZID=Europe/Berlin:{start:%Y%m%d}T100000" in raw
+
+    # One occurrence to the trash: an EXDATE of the same series.
+    listed = occurrences(user, series_id)
+    assert len(listed) == 10
+    cancelled = listed[5]
+    assert user.delete(f"{V1}/activities/{cancelled['id']}").status_code == 200
+    counts = sync(user, conn["id"])
+    assert (counts["updated"], counts["deleted"], counts["skipped"]) == (1, 0, 0)
+    ((_, event),) = calendar_events(calendar).items()
+    assert [m.astimezone(dt.UTC) for m in event.recurrence.exdates] == [
+        dt.datetime.fromisoformat(str(cancelled["original_start"]))
+    ]
+
+    # One occurrence changed on its own: not written yet, skipped and counted.
+    moved = listed[2]
+    patched = user.patch(f"{V1}/activities/{moved['id']}", json={"subject": "Special"})
+    assert patched.status_code == 200, patched.text
+    counts = sync(user, conn["id"])
+    assert (counts["updated"], counts["skipped"]) == (0, 1)
+    assert [p["reason"] for p in counts["problems"]] == [
+        "occurrences changed on their own are not synced yet"
+    ]
+    assert [e.summary for e in calendar_events(calendar).values()] == ["Team sync (new)"]

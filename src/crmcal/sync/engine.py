@@ -35,7 +35,7 @@ from crmcal.crm.errors import CrmError, Forbidden, Invalid
 from crmcal.crm.schemas import ActivityCreate, ActivityUpdate
 from crmcal.crm.tables import Activity, ActivitySeries, User, utcnow
 from crmcal.db import Database
-from crmcal.model import CalendarEvent, ChangeListing, RemoteRef, changed_fields
+from crmcal.model import CalendarEvent, ChangeListing, RemoteRef, changed_fields, field_digests
 from crmcal.providers.base import (
     FATAL,
     EventNotFound,
@@ -156,6 +156,7 @@ class Engine:
         # CRM series looked at this run on a calendar that syncs series, with the link
         # of the one event they are there (None: not there yet).
         self.series_links: dict[int, Link | None] = {}
+        self.series_done: set[int] = set()
 
     # --- the run ---------------------------------------------------------
 
@@ -544,6 +545,73 @@ class Engine:
             self.series_links[series_id] = found
         return self.series_links[series_id]
 
+    def _skip_series(self, series_id: int, reason: str) -> None:
+        self.skipped_series.add(series_id)
+        self.report.skipped += 1
+        self.report.problem(f"series {series_id}", reason)
+
+    async def _series_changed(self, series_id: int, link: Link, remote: RemoteRef | None) -> None:
+        """Write a synced series again after edits in the CRM (the whole series, its
+        rule, an occurrence to the trash: an EXDATE), once per run; what cannot be
+        written yet is skipped and counted."""
+        if series_id in self.series_done or series_id in self.skipped_series:
+            return
+        self.series_done.add(series_id)
+        async with self.db.read() as session:
+            series = await session.get(ActivitySeries, series_id)
+            occurrences = list(
+                await session.scalars(
+                    select(Activity)
+                    .where(Activity.series_id == series_id)
+                    .order_by(Activity.original_start_at, Activity.id)
+                )
+            )
+        if series is None or series.deleted_at is not None:
+            return
+        since = link.last_synced_at
+        crm_moved = since is None or any(item.updated_at > since for item in [series, *occurrences])
+        remote_moved = remote is not None and remote.etag != link.remote_etag
+        if not crm_moved and not remote_moved:
+            return
+        anchor = next((o for o in occurrences if o.id == link.activity_id), occurrences[0])
+        if remote_moved or any(o.organizer for o in occurrences):
+            self._skip_series(series_id, SERIES_CHANGES)
+            return
+        if any(o.overrides for o in occurrences if o.deleted_at is None):
+            self._skip_series(series_id, "occurrences changed on their own are not synced yet")
+            return
+        if not self.ctx.push:
+            return
+        master = series_mapping.series_to_events(
+            series, occurrences, self.ctx.owner, self.ctx.options
+        ).master
+        if self.ctx.mails_attendees and not master.notify_attendees:
+            master = replace(master, attendees=(), organizer=None)
+        # Per field group, rule and left-out dates included (merge's fields leave them).
+        before = (link.field_hashes or {}).get("series")
+        now = field_digests(master)
+        changed = frozenset(g for g in now if now[g] != before.get(g)) if before else None
+        if changed is not None and not changed:
+            await self.links.store(link, last_synced_at=utcnow())
+            return
+        try:
+            ref = await self.provider.update(
+                self.ctx.calendar_id, link.remote_id, link.remote_etag, master, changed=changed
+            )
+        except (PreconditionFailed, EventNotFound):
+            self._skip_series(series_id, SERIES_CHANGES)
+            return
+        written = ref.event or master
+        await self.links.store(
+            link,
+            remote_etag=ref.etag,
+            remote_hash=written.content_hash(),
+            crm_hash=self._crm_hash(anchor),
+            field_hashes={**self._field_hashes(master, written), "series": now},
+            last_synced_at=utcnow(),
+        )
+        self.report.updated += 1
+
     async def _new_series(self, activity: Activity) -> None:
         """Send the CRM series of ``activity`` as one series (never one event per
         occurrence): its master, the occurrences in the trash among its EXDATEs."""
@@ -553,13 +621,7 @@ class Engine:
             return
         link = await self._series_link(series_id)
         if link is not None:
-            if activity.id != link.activity_id and activity.updated_at > (
-                link.last_synced_at or activity.updated_at
-            ):
-                self._skip_recurring(
-                    Pair(activity=activity, link=link),
-                    SERIES_CHANGES,
-                )
+            await self._series_changed(series_id, link, None)
             return
         async with self.db.read() as session:
             series = await session.get(ActivitySeries, series_id)
@@ -625,13 +687,17 @@ class Engine:
         """Send an unlinked activity to the calendar; ``recreate`` for one whose event
         was deleted while the activity was edited (the filters applied when it was
         first sent)."""
-        if not self.ctx.push or activity.deleted_at is not None or not self._mine(activity):
+        if not self.ctx.push or not self._mine(activity):
+            return
+        if activity.series_id is not None and self.provider.capabilities.syncs_series:
+            # An occurrence in the trash is an EXDATE of its series: looked at too.
+            if recreate or self._outgoing(activity):
+                await self._new_series(activity)
+            return
+        if activity.deleted_at is not None:
             return
         early = activity.start_at < self.ctx.sync_from
         if not recreate and (not self._outgoing(activity) or early):
-            return
-        if activity.series_id is not None and self.provider.capabilities.syncs_series:
-            await self._new_series(activity)
             return
         if self._skip_recurring(Pair(activity=activity)):
             return
@@ -783,6 +849,13 @@ class Engine:
         activity = pair.activity
         if await self._series_deleted(pair, link):
             await self._push_delete(pair, link)
+            return
+        if (
+            activity is not None
+            and activity.series_id is not None
+            and self.provider.capabilities.syncs_series
+        ):
+            await self._series_changed(activity.series_id, link, pair.remote)
             return
         if self._skip_recurring(pair):
             return

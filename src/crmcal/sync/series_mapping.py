@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from crmcal.crm import recurrence as crm_recurrence
+from crmcal.crm import series as crm_series
 from crmcal.crm import times
 from crmcal.crm.tables import Activity, ActivitySeries, User
 from crmcal.model import Attendee, CalendarEvent, Recurrence
@@ -43,6 +44,19 @@ def _original(series: ActivitySeries, occurrence: Activity) -> Moment:
     return occurrence.original_start_at
 
 
+def left_out(series: ActivitySeries, occurrences: Sequence[Activity]) -> list[Activity]:
+    """``occurrences`` without those in the trash that the series' rule no longer makes
+    (an edit of the rule trashed them): only the others are EXDATEs."""
+    trashed = [o for o in occurrences if o.deleted_at is not None and o.original_start_at]
+    if not trashed:
+        return list(occurrences)
+    rule = crm_series.rule_of(series)
+    lo = min(o.original_start_at for o in trashed if o.original_start_at)
+    hi = max(o.original_start_at for o in trashed if o.original_start_at)
+    slots = {rule.instant(m) for m in rule.starts(lo, hi + dt.timedelta(seconds=1), 100_000)}
+    return [o for o in occurrences if o.deleted_at is None or o.original_start_at in slots]
+
+
 def series_to_events(
     series: ActivitySeries,
     occurrences: Iterable[Activity],
@@ -64,7 +78,7 @@ def series_to_events(
     )  # fmt: skip
     exdates = [crm_recurrence.loaded(v) for v in series.exdates or []]
     exceptions = []
-    for occurrence in occurrences:
+    for occurrence in left_out(series, list(occurrences)):
         original = _original(series, occurrence)
         if occurrence.deleted_at is not None:
             exdates.append(original)
