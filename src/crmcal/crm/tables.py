@@ -75,6 +75,8 @@ class User(Timestamped, Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     permissions: Mapped[list[str]] = mapped_column(JSON, default=list)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # The language of the web pages ("de", ...); None: the browser's Accept-Language.
+    language: Mapped[str | None] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # argon2id hash (crm/passwords.py); None: the user signs in with API tokens only.
     password_hash: Mapped[str | None] = mapped_column(String(200))

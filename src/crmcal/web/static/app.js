@@ -94,7 +94,7 @@
           slot.textContent = slot.getAttribute("data-label-" + value) || value;
           slot.className = "badge " + value;
         } else if (key === "last_sync_at") {
-          slot.textContent = value ? new Date(value).toLocaleString() : (slot.getAttribute("data-never") || "never");
+          slot.textContent = value ? new Date(value).toLocaleString(document.documentElement.lang || undefined) : (slot.getAttribute("data-never") || "never");
         } else if (key === "last_error") {
           slot.textContent = value || "";
           slot.hidden = !value;

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from crmcal.web.ui import activities, admin, auth, calendar_sync, common
+from crmcal.web.ui import activities, admin, auth, calendar_sync, common, profile
 
 
 def install(app: FastAPI) -> None:
     common.install(app)
-    for module in (auth, admin, calendar_sync, activities):
+    for module in (auth, admin, calendar_sync, activities, profile):
         app.include_router(module.router)

@@ -28,6 +28,7 @@ from crmcal.sync import connections, status
 from crmcal.sync.options import SyncOptions, writes_calendar
 from crmcal.sync.tables import Connection
 from crmcal.web.deps import database
+from crmcal.web.ui import i18n
 from crmcal.web.ui.common import Page, _, form_of, page, redirect, render
 
 router = APIRouter(include_in_schema=False)
@@ -112,7 +113,7 @@ async def _items(
                 editable=out.owner_id == viewer.id or viewer.is_admin,
                 badge=_badge(out, conn, problems),
                 day=day,
-                time=_("all day") if activity.all_day else local.strftime("%H:%M"),
+                time=_("all day") if activity.all_day else i18n.format_time(local),
             )
         )
     return items
@@ -187,19 +188,20 @@ async def calendar_view(
     tz = times.zone(current.user.timezone)
     today = dt.datetime.now(tz).date()
     anchor = _parse_day(day, today)
+    week_start = i18n.first_week_day()  # Monday in most of Europe, Sunday in en/id
     if view == "month":
         first = anchor.replace(day=1)
-        start = first - dt.timedelta(days=first.weekday())
+        start = first - dt.timedelta(days=(first.weekday() - week_start) % 7)
         following = (first + dt.timedelta(days=32)).replace(day=1)
-        end = following + dt.timedelta(days=(7 - following.weekday()) % 7)
+        end = following + dt.timedelta(days=(week_start - following.weekday()) % 7)
         previous_anchor = (first - dt.timedelta(days=1)).replace(day=1)
         next_anchor = following
-        title = first.strftime("%B %Y")
+        title = i18n.month_title(first)
     else:
-        start = anchor - dt.timedelta(days=anchor.weekday())
+        start = anchor - dt.timedelta(days=(anchor.weekday() - week_start) % 7)
         end = start + dt.timedelta(days=7)
         previous_anchor, next_anchor = start - dt.timedelta(days=7), end
-        title = _("Week of {day}").format(day=start.isoformat())
+        title = _("Week of {day}").format(day=i18n.format_date(start))
     flt = ActivityFilter(start_from=start.isoformat(),
                          start_to=(end - dt.timedelta(days=1)).isoformat())  # fmt: skip
     async with database(request).read() as session:

@@ -1,13 +1,13 @@
 """What every page needs: the signed-in user, the CSRF check of a form, rendering a
 template, static files and the favicon.
 
-User-facing text lives in the templates inside ``{% trans %}`` / ``_()``, and in
-Python behind ``_`` below, so that it can be translated with gettext; until
-catalogues exist the translations are the identity.
+User-facing text lives in the templates inside ``_()``, and in Python behind ``_``
+(from ``i18n``), so that it is translated with gettext into the request's language.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -18,17 +18,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from crmcal.crm import times
 from crmcal.crm.tables import User, WebSession
 from crmcal.web import sessions
 from crmcal.web.deps import database
+from crmcal.web.ui import i18n
+from crmcal.web.ui.i18n import _
 
 WEB = Path(str(files("crmcal.web")))
 STATIC = WEB / "static"
-
-
-def _(message: str) -> str:
-    """Marks a user-facing message for translation (identity until catalogues exist)."""
-    return message
 
 
 env = jinja2.Environment(
@@ -38,7 +36,16 @@ env = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+# Old-style callables return plain text, so translations are escaped like any other text.
+env.install_gettext_callables(  # type: ignore[attr-defined]
+    gettext=i18n.gettext, ngettext=i18n.ngettext, newstyle=False
+)
+env.globals.update(
+    format_date=i18n.format_date,
+    format_time=i18n.format_time,
+    format_datetime=i18n.format_datetime,
+    format_number=i18n.format_number,
+)
 
 
 class SignInRequired(Exception):
@@ -65,6 +72,8 @@ class Page:
 async def signed_in(request: Request) -> Page | None:
     async with database(request).read() as session:
         found = await sessions.lookup(session, request.cookies.get(sessions.COOKIE))
+    if found:
+        i18n.use(found[1].language)
     return Page(found[1], found[0]) if found else None
 
 
@@ -97,6 +106,8 @@ def render(
         user=current.user if current else None,
         csrf=current.csrf if current else "",
         path=request.url.path,
+        lang=i18n.language(),
+        zone=times.zone(current.user.timezone) if current else dt.UTC,
         **context,
     )
     return HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
@@ -133,6 +144,7 @@ def redirect(url: str) -> RedirectResponse:
 
 
 def install(app: FastAPI) -> None:
+    app.add_middleware(i18n.LanguageMiddleware)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/favicon.ico", include_in_schema=False)
