@@ -25,6 +25,7 @@ import pytest
 from crmcal import migrations
 from crmcal.config import Settings
 from crmcal.web.app import create_app
+from crmcal.web.ui import i18n
 from tests.conftest import create_user_in
 from tests.conftest import run as run_here
 from tests.google_emulator import GoogleEmulator
@@ -398,6 +399,35 @@ def test_phone_width(signed_in: Site) -> None:
                 site.shot(name)
     finally:
         page.set_viewport_size({"width": 1280, "height": 900})
+
+
+@pytest.mark.parametrize("language", ["en", "de", "sv", "cs", "sk", "id"])
+def test_pages_in_every_language(site: Site, language: str) -> None:
+    """A browser asking for the language signs in and opens the calendar sync settings at
+    phone width: the pages speak it, and its long words do not push the page sideways."""
+    say = i18n.translations(language).gettext
+    expect = playwright_api.expect
+    context = site.page.context.browser.new_context(
+        locale=language, viewport={"width": 390, "height": 844})  # fmt: skip
+    context.set_default_timeout(30_000)
+    try:
+        page = context.new_page()
+        page.goto(site.url + "/login")
+        expect(page.locator("html")).to_have_attribute("lang", language)
+        expect(page.get_by_role("heading", level=1)).to_have_text(say("Sign in to crmcal"))
+        page.get_by_label(say("E-mail")).fill("bob@crm.test")
+        page.get_by_label(say("Password")).fill(PASSWORD)
+        page.get_by_role("button", name=say("Sign in"), exact=True).click()
+        expect(page.get_by_role("button", name=say("Sign out"))).to_be_visible()
+        page.get_by_role("link", name=say("Calendar sync"), exact=True).click()
+        expect(page.get_by_role("heading", level=1)).to_have_text(say("Calendar sync"))
+        expect(page.get_by_role("button", name=say("Add new account"))).to_be_visible()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{language}: the page scrolls sideways ({width} px)"
+        page.screenshot(path=str(site.shots / f"language-{language}-calendar-sync.png"),
+                        full_page=True)  # fmt: skip
+    finally:
+        context.close()
 
 
 def test_no_page_logs_a_console_error(signed_in: Site) -> None:
