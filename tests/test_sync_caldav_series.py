@@ -192,3 +192,41 @@ def test_crm_edits_of_a_series_rewrite_the_one_calendar_series(
         "occurrences changed on their own are not synced yet"
     ]
     assert [e.summary for e in calendar_events(calendar).values()] == ["Team sync (new)"]
+
+
+def test_calendar_edits_of_a_synced_series_reach_the_crm_series(
+    user: Api, server: CalDAVServer, calendar: CalDAVHarness
+) -> None:
+    conn = connect(user, server, calendar)
+    start = next_tuesday_nine()
+    text = series_ics("call", "Weekly call", start, "FREQ=WEEKLY;COUNT=8")
+    event_id = run(calendar.put_raw(text))
+    assert sync(user, conn["id"])["created"] == 1
+    (series_id,) = {a["series_id"] for a in user.get(f"{V1}/activities").json()["items"]}
+    assert len(occurrences(user, series_id)) == 8
+
+    # Retitled and one occurrence cancelled in the calendar.
+    cancelled = start + dt.timedelta(weeks=3)
+    exdate = f"EXDATE;TZID=Europe/Berlin:{cancelled:%Y%m%dT%H%M%S}\r\nSUMMARY:"
+
+    def edited(text: str) -> str:
+        return text.replace("SUMMARY:Weekly call", "SUMMARY:Weekly call v2").replace(
+            "SUMMARY:", exdate, 1
+        )
+
+    run(calendar.edit(event_id, edited))
+    counts = sync(user, conn["id"])
+    assert (counts["updated"], counts["skipped"], counts["problems"]) == (1, 0, [])
+    live = occurrences(user, series_id)
+    assert len(live) == 7
+    assert {a["subject"] for a in live} == {"Weekly call v2"}
+    starts = {dt.datetime.fromisoformat(str(a["start"])) for a in live}
+    assert cancelled not in starts
+    trashed = occurrences(user, series_id, deleted="true")
+    assert [dt.datetime.fromisoformat(str(a["start"])) for a in trashed] == [cancelled]
+
+    # Deleted in the calendar: the whole CRM series goes to the trash.
+    run(calendar.remove(event_id))
+    counts = sync(user, conn["id"])
+    assert counts["deleted"] == 1
+    assert occurrences(user, series_id) == []

@@ -545,6 +545,96 @@ class Engine:
             self.series_links[series_id] = found
         return self.series_links[series_id]
 
+    async def _pull_series_delete(self, series_id: int, link: Link) -> None:
+        """The synced series is gone from the calendar: the whole CRM series goes to
+        the trash (where it can be restored), once."""
+        if not self.ctx.pull or series_id in self.series_done:
+            return
+        self.series_done.add(series_id)
+        async with self.db.write() as session:
+            owner = await self._owner(session)
+            live = await session.scalar(
+                select(Activity.id)
+                .where(Activity.series_id == series_id, Activity.deleted_at.is_(None))
+                .limit(1)
+            )
+            if live is not None:
+                await activities.delete_activity(
+                    session, owner, live, origin=self.ctx.origin, scope="series"
+                )
+            await self.links.drop(link, session=session)
+        self.report.deleted += 1
+
+    async def _pull_series_update(
+        self,
+        series: ActivitySeries,
+        occurrences: list[Activity],
+        link: Link,
+        remote: RemoteRef,
+    ) -> None:
+        """A calendar edit of the whole synced series (subject, times, rule, a cancelled
+        occurrence) made in the CRM series; the CRM's own fields stay."""
+        event = remote.event
+        assert event is not None
+        live = [o for o in occurrences if o.deleted_at is None]
+        if (
+            event.recurrence is None
+            or event.changed_occurrences
+            or self._organizer(event)
+            or not live
+            # The master's times are those of the first occurrence: applied to
+            # another one they would shift the series.
+            or live[0].original_start_at != series.start_at
+        ):
+            self._skip_series(series.id, SERIES_CHANGES)
+            return
+        ctx = self.ctx
+        incoming = series_mapping.events_to_series(
+            event, (), ctx.owner, ctx.options, ctx.own_addresses
+        )
+        fields = {k: v for k, v in incoming.fields.items()
+                  if k not in ("type", "exdates", "rdates")}  # fmt: skip
+        try:
+            data = ActivityUpdate(**fields, scope="series")
+        except ValidationError as exc:
+            raise Invalid(f"the series cannot be stored: {exc.errors()[0]['msg']}") from None
+        left_out = {
+            dt.datetime.fromisoformat(v) if "T" in v else v
+            for v in incoming.fields.get("exdates") or []
+        }
+        async with self.db.write() as session:
+            owner = await self._owner(session)
+            await activities.update_activity(
+                session, owner, live[0].id, data, origin=ctx.origin, from_calendar=True
+            )
+            now_live = list(
+                await session.scalars(
+                    select(Activity).where(
+                        Activity.series_id == series.id, Activity.deleted_at.is_(None)
+                    )
+                )
+            )
+            for occurrence in now_live:
+                start = occurrence.original_start_at
+                if series.all_day and occurrence.start_date is not None:
+                    hit = occurrence.start_date.isoformat() in left_out
+                else:
+                    hit = start is not None and any(
+                        isinstance(m, dt.datetime) and m == start for m in left_out
+                    )
+                if hit:
+                    await activities.delete_activity(
+                        session, owner, occurrence.id, origin=ctx.origin
+                    )
+            await self.links.store(
+                link,
+                session=session,
+                remote_etag=remote.etag,
+                remote_hash=event.content_hash(),
+                last_synced_at=utcnow(),
+            )
+        self.report.updated += 1
+
     def _skip_series(self, series_id: int, reason: str) -> None:
         self.skipped_series.add(series_id)
         self.report.skipped += 1
@@ -574,6 +664,9 @@ class Engine:
         if not crm_moved and not remote_moved:
             return
         anchor = next((o for o in occurrences if o.id == link.activity_id), occurrences[0])
+        if remote_moved and not crm_moved and remote is not None and self.ctx.pull:
+            await self._pull_series_update(series, occurrences, link, remote)
+            return
         if remote_moved or any(o.organizer for o in occurrences):
             self._skip_series(series_id, SERIES_CHANGES)
             return
@@ -855,7 +948,10 @@ class Engine:
             and activity.series_id is not None
             and self.provider.capabilities.syncs_series
         ):
-            await self._series_changed(activity.series_id, link, pair.remote)
+            if self._remote_absent(pair) and not self._series_moved(pair, link):
+                await self._pull_series_delete(activity.series_id, link)
+            else:
+                await self._series_changed(activity.series_id, link, pair.remote)
             return
         if self._skip_recurring(pair):
             return
