@@ -77,3 +77,39 @@ def test_private_activities_are_busy_blocks_everywhere(admin: Api, alice: Api, d
     assert admin.get(f"{V1}/activities/{activity_id}").json()["subject"] == "Busy"
     assert alice.patch(f"{V1}/activities/{activity_id}",
                        json={"visibility": "everyone"}).status_code == 200  # fmt: skip
+
+
+def _listed(user: Api, email: str) -> list[str]:
+    everyone = [p["email"] for p in user.get(f"{V1}/persons").json()["items"]]
+    found = [p["email"] for p in user.get(f"{V1}/persons", params={"email": email}).json()["items"]]
+    assert (email in everyone) == bool(found)
+    return found
+
+
+def test_persons_from_a_private_activitys_attendees_stay_its_owners(
+    admin: Api, alice: Api, bob: Api
+) -> None:
+    explicit = alice.post(f"{V1}/persons", json={"name": "Known", "email": "known@ex.test"})
+    assert explicit.status_code == 201, explicit.text
+    guests = [{"email": "therapist@ex.test"}, {"email": "known@ex.test"}]
+    body = {"type": "meeting", "subject": "Therapy session", "start": SOON.isoformat(),
+            "visibility": "owner", "participants": guests}  # fmt: skip
+    made = alice.post(f"{V1}/activities", json=body)
+    assert made.status_code == 201, made.text
+    guest_id = made.json()["participants"][0]["person_id"]
+
+    assert _listed(alice, "therapist@ex.test") == ["therapist@ex.test"]
+    assert alice.get(f"{V1}/persons/{guest_id}").status_code == 200
+    for other in (bob, admin):  # admins see a private activity as a busy block only
+        assert _listed(other, "therapist@ex.test") == []
+        assert other.get(f"{V1}/persons/{guest_id}").status_code == 404
+        assert other.patch(f"{V1}/persons/{guest_id}", json={"name": "x"}).status_code == 404
+        # A person created explicitly stays everyone's, whatever links it.
+        assert _listed(other, "known@ex.test") == ["known@ex.test"]
+
+    # Linked from something others may see, the person is everyone's.
+    visible = {"type": "call", "subject": "Intro", "start": SOON.isoformat(),
+               "participants": [{"person_id": guest_id}]}  # fmt: skip
+    assert alice.post(f"{V1}/activities", json=visible).status_code == 201
+    assert _listed(bob, "therapist@ex.test") == ["therapist@ex.test"]
+    assert admin.get(f"{V1}/persons/{guest_id}").status_code == 200

@@ -497,3 +497,26 @@ def test_killing_the_sync_at_random_points_converges_without_copies(
         assert sorted(e.summary for e in calendar_events(calendar).values()) == expected
     finally:
         run(calendar.close())
+
+
+def test_guests_of_a_private_event_are_not_listed_to_others(
+    app_client: TestClient, db_url: str, user: Api, radicale: CalDAVServer
+) -> None:
+    calendar = CalDAVHarness(radicale)
+    try:
+        conn = connect(user, radicale, calendar)
+        guest = "ATTENDEE;CN=Dr Who:mailto:doctor@clinic.test\r\nCLASS:PRIVATE\r\n"
+        start = SOON + dt.timedelta(hours=2)
+        run(calendar.put_raw(ics("private-1", "Therapy", start, extra=guest)))
+        sync(user, conn["id"])
+    finally:
+        run(calendar.close())
+    other_id, token = make_user(db_url, email="olga@crm.test", name="Olga")
+    other = Api(app_client, token, other_id)
+
+    def listed(api: Api) -> list[str]:
+        items = api.get(f"{V1}/persons", params={"email": "doctor@clinic.test"}).json()["items"]
+        return [p["name"] for p in items]
+
+    assert listed(user) == ["Dr Who"]
+    assert listed(other) == []

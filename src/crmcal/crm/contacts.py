@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm import changefeed
 from crmcal.crm.errors import Conflict, Invalid, NotFound
 from crmcal.crm.pagination import page_by_id
 from crmcal.crm.schemas import Input
-from crmcal.crm.tables import Activity, Base, Deal, Organization, Person, User
+from crmcal.crm.tables import Activity, Base, Deal, Organization, Participant, Person, User
 
 M = TypeVar("M", bound=Base)
 
@@ -43,8 +43,32 @@ async def _check_email_free(
         raise Conflict(f"person {other} already has the e-mail {email}")
 
 
-async def get(session: AsyncSession, model: type[M], record_id: int) -> M:
+def visible_persons(user: User) -> ColumnElement[bool]:
+    """Which persons ``user`` may see, as a condition on ``Person``.
+
+    A person made from an activity's attendees (not ``explicit``) is listed only to
+    those who may see an activity linking to it (as its person or a participant), or
+    to everyone once a deal or an organization links it. So the attendees of a private
+    activity stay its owner's; admins too see them no more than the activity itself.
+    """
+    seen = or_(Activity.visibility == "everyone", Activity.owner_id == user.id)
+    return or_(
+        Person.explicit,
+        Person.organization_id.is_not(None),
+        exists().where(Deal.person_id == Person.id),
+        exists().where(Activity.person_id == Person.id, seen),
+        exists().where(
+            Participant.person_id == Person.id, Participant.activity_id == Activity.id, seen
+        ),
+    )
+
+
+async def get(session: AsyncSession, model: type[M], record_id: int, user: User | None = None) -> M:
+    """The record, or NotFound; a person ``user`` may not see is not found either."""
     found = await session.get(model, record_id)
+    if isinstance(found, Person) and user is not None and not found.explicit:
+        query = select(Person.id).where(Person.id == record_id, visible_persons(user))
+        found = found if await session.scalar(query) is not None else None
     if found is None:
         raise NotFound(f"{model.__tablename__[:-1]} {record_id} not found")
     return found
@@ -138,9 +162,17 @@ async def linked_records(session: AsyncSession, found: list[Activity]) -> dict[i
 
 
 async def list_page(
-    session: AsyncSession, model: type[Base], *, limit: int, cursor: str | None, **filters: Any
+    session: AsyncSession,
+    model: type[Base],
+    *,
+    limit: int,
+    cursor: str | None,
+    user: User | None = None,
+    **filters: Any,
 ) -> tuple[list[Any], str | None]:
     query = select(model)
+    if model is Person and user is not None:
+        query = query.where(visible_persons(user))
     for field, value in filters.items():
         if value is not None:
             query = query.where(getattr(model, field) == value)
@@ -153,7 +185,7 @@ async def persons_for_emails(
     """The persons with these (normalised) e-mails, creating the missing ones.
 
     ``wanted`` maps each e-mail to the name a new person gets (else the part
-    before the @).
+    before the @). New persons are not ``explicit``: see ``visible_persons``.
     """
     if not wanted:
         return {}
@@ -162,7 +194,9 @@ async def persons_for_emails(
         for p in await session.scalars(select(Person).where(Person.email.in_(list(wanted))))
     }
     new = [
-        Person(name=(name or "").strip()[:200] or email.split("@", 1)[0], email=email)
+        Person(
+            name=(name or "").strip()[:200] or email.split("@", 1)[0], email=email, explicit=False
+        )
         for email, name in wanted.items()
         if email not in found
     ]

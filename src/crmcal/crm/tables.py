@@ -22,6 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
 )
 from sqlalchemy import false as sa_false
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -139,6 +140,9 @@ class Person(Timestamped, Base):
     organization_id: Mapped[int | None] = mapped_column(
         ForeignKey("organizations.id", ondelete="SET NULL"), index=True
     )
+    # False for a person made from an activity's attendees: listed only to those who
+    # may see something linking to it (crm.contacts.visible_persons).
+    explicit: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
 
 
 class Deal(Timestamped, Base):

@@ -56,7 +56,7 @@ def _add_crud(
     async def read(request: Request, record_id: RecordId) -> Any:
         async with reading(request) as (session, user):
             permissions.require(user, permissions.CONTACTS_VIEW)
-            return out(await contacts.get(session, model, record_id))
+            return out(await contacts.get(session, model, record_id, user))
 
     async def update(
         request: Request,
@@ -65,7 +65,7 @@ def _add_crud(
     ) -> Any:
         async with writing(request) as (session, user):
             permissions.require(user, permissions.CONTACTS_EDIT)
-            record = await contacts.get(session, model, record_id)
+            record = await contacts.get(session, model, record_id, user)
             return out(await contacts.update(session, record, body))
 
     one = f"{path}/{{record_id}}"
@@ -137,7 +137,7 @@ async def _list(
     async with reading(request) as (session, user):
         permissions.require(user, permissions.CONTACTS_VIEW)
         found, next_cursor = await contacts.list_page(
-            session, model, limit=limit, cursor=cursor, **filters
+            session, model, limit=limit, cursor=cursor, user=user, **filters
         )
         items = [out_schema.model_validate(r, from_attributes=True) for r in found]
         return {"items": items, "next_cursor": next_cursor}

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crmcal.crm import activities, activity_types, permissions, times
+from crmcal.crm import activities, activity_types, contacts, permissions, times
 from crmcal.crm.activities import ActivityFilter
 from crmcal.crm.errors import CrmError
 from crmcal.crm.schemas import MAX_ID, ActivityCreate, ActivityOut, ActivityUpdate
@@ -238,11 +238,18 @@ def _safe_back(target: str | None) -> str:
     return "/activities"
 
 
-async def _choices(session: AsyncSession) -> dict[str, Any]:
+async def _choices(session: AsyncSession, user: User) -> dict[str, Any]:
     return {
         "types": await activity_types.list_types(session, include_inactive=False),
         "deals": list(await session.scalars(select(Deal).order_by(Deal.title).limit(500))),
-        "persons": list(await session.scalars(select(Person).order_by(Person.name).limit(500))),
+        "persons": list(
+            await session.scalars(
+                select(Person)
+                .where(contacts.visible_persons(user))
+                .order_by(Person.name)
+                .limit(500)
+            )
+        ),
         "organizations": list(
             await session.scalars(select(Organization).order_by(Organization.name).limit(500))
         ),
@@ -347,7 +354,7 @@ async def _form_page(
     back: str, error: str = "", status_code: int = 200,
 ) -> Response:  # fmt: skip
     async with database(request).read() as session:
-        choices = await _choices(session)
+        choices = await _choices(session, current.user)
     repeats = list(REPEATS)
     custom = values.get("recurrence") or ""
     if custom and custom not in dict(repeats):  # a rule made elsewhere, kept as it is
