@@ -440,3 +440,53 @@ async def _credentials(db_url: str, connection_id: int) -> str:
             return Vault("test-key").open(conn.credentials)
     finally:
         await db.dispose()
+
+
+def _move(emulator: MicrosoftEmulator, event_id: str, calendar_id: str) -> None:
+    move = f"{emulator.url}/_emulator/events/{event_id}/move"
+    assert httpx.post(move, json={"calendar_id": calendar_id}, timeout=30).status_code == 200
+
+
+def test_a_crm_event_moved_away_and_back_finds_its_activity_again(
+    sam: Api, microsoft_emulator: MicrosoftEmulator, email: str
+) -> None:
+    outlook = Outlook(microsoft_emulator, email)
+    other = outlook.http.post("/me/calendars", json={"name": "Team"}).json()
+    home = outlook.http.get("/me/calendar").json()["id"]
+    connection_id = outlook.connect(sam)
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=0).isoformat()
+    made = sam.post(
+        f"{V1}/activities", json={"type": "call", "subject": "Call Ann", "start": start}
+    )
+    sync(sam, connection_id)
+    sync(sam, connection_id)  # the next delta round has seen the event crmcal made
+    (event,) = outlook.http.get("/me/calendar/events").json()["value"]
+    _move(microsoft_emulator, event["id"], other["id"])
+    gone = sync(sam, connection_id)
+    assert gone["deleted"] == 1, str(gone)  # gone from the connected calendar
+    _move(microsoft_emulator, event["id"], home)
+    report = sync(sam, connection_id)
+    assert (report["created"], report["problems"]) == (0, [])
+    (restored,) = sam.get(f"{V1}/activities").json()["items"]
+    assert (restored["id"], restored["subject"]) == (made.json()["id"], "Call Ann")
+    assert outlook.subjects() == ["Call Ann"]
+
+
+def test_crm_edits_never_land_in_a_calendar_that_was_not_connected(
+    sam: Api, microsoft_emulator: MicrosoftEmulator, email: str
+) -> None:
+    outlook = Outlook(microsoft_emulator, email)
+    other = outlook.http.post("/me/calendars", json={"name": "Private"}).json()
+    connection_id = outlook.connect(sam)
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=0).isoformat()
+    made = sam.post(f"{V1}/activities", json={"type": "call", "subject": "Call Bo", "start": start})
+    sync(sam, connection_id)
+    (event,) = outlook.http.get("/me/calendar/events").json()["value"]
+    _move(microsoft_emulator, event["id"], other["id"])
+    edited = sam.patch(f"{V1}/activities/{made.json()['id']}", json={"subject": "Call Bo (CRM)"})
+    assert edited.status_code == 200, edited.text
+    sync(sam, connection_id)
+    assert outlook.subjects(other["id"]) == ["Call Bo"]
+    sam.delete(f"{V1}/activities/{made.json()['id']}")
+    sync(sam, connection_id)
+    assert outlook.subjects(other["id"]) == ["Call Bo"]

@@ -60,6 +60,8 @@ WINDOW_DAYS = 1825  # the longest calendarView Graph answers
 RENEW_BEFORE = dt.timedelta(days=180)  # move the window on this long before its end
 # Below Graph's limit for event subscriptions (10,080 minutes); renewed a day ahead.
 SUBSCRIPTION_LIFETIME = dt.timedelta(days=6)
+# Reads by id running at once when a delta round's events are matched to crmcal's ids.
+READS_AT_ONCE = 8
 _PREFER = 'IdType="ImmutableId", outlook.timezone="UTC", outlook.body-content-type="text"'
 _RETRY = (429, 500, 502, 503, 504)
 _EXPIRED = ("SyncStateNotFound", "resyncRequired", "SyncStateInvalid")
@@ -118,9 +120,11 @@ class MicrosoftProvider:
     def _events(self, calendar_id: str) -> str:
         return f"/me/calendars/{quote(calendar_id, safe='')}/events"
 
-    @staticmethod
-    def _event(event_id: str) -> str:
-        return f"/me/events/{quote(event_id, safe='')}"
+    def _event(self, calendar_id: str, event_id: str) -> str:
+        # Through the calendar, never ``/me/events/{id}``: that finds an event in any of
+        # the mailbox's calendars, so an event moved elsewhere would still be read (and
+        # written) as this calendar's.
+        return f"{self._events(calendar_id)}/{quote(event_id, safe='')}"
 
     async def _pages(self, path: str, params: dict[str, Any] | None, what: str) -> list[Any]:
         """Every item of a collection, following ``@odata.nextLink``."""
@@ -223,6 +227,8 @@ class MicrosoftProvider:
             await self._check_removed(calendar_id, removed, listing)
         if full:
             await self._add_crm_ids(calendar_id, listing)
+        else:
+            await self._read_crm_ids(calendar_id, listing)
         listing.cursor = json.dumps({**window, "link": link}) if link else None
         return listing
 
@@ -233,8 +239,7 @@ class MicrosoftProvider:
         window: only a read tells them apart."""
 
         async def one(event_id: str) -> None:
-            path = f"{self._events(calendar_id)}/{quote(event_id, safe='')}"
-            response = await self._request("GET", path)
+            response = await self._request("GET", self._event(calendar_id, event_id))
             if response.status_code == 200 and not self._api.json(response).get("isCancelled"):
                 listing.changed.append(RemoteRef(event_id, "", None))  # fetched as changed
             elif response.status_code in (200, 404):
@@ -256,10 +261,34 @@ class MicrosoftProvider:
                 event = ref.event
                 listing.changed[n] = RemoteRef(ref.id, ref.etag, _with_ids(event, props))
 
+    async def _read_crm_ids(self, calendar_id: str, listing: ChangeListing) -> None:
+        """crmcal's ids of the events a delta round changed, read by id (a query of the
+        whole calendar would cost more than the few events of a round): an event moved
+        to another calendar and back then finds its activity again."""
+        gate = asyncio.Semaphore(READS_AT_ONCE)
+        params = {"$select": "id", "$expand": codec.expand_properties()}
+
+        async def one(n: int, ref: RemoteRef) -> None:
+            async with gate:
+                response = await self._request(
+                    "GET", self._event(calendar_id, ref.id), params=params
+                )
+            if response.status_code != 200 or ref.event is None:
+                return  # gone meanwhile, or no longer here: the next round says so
+            props = codec.properties(self._api.json(response))
+            if props:
+                listing.changed[n] = RemoteRef(ref.id, ref.etag, _with_ids(ref.event, props))
+
+        await asyncio.gather(
+            *(one(n, ref) for n, ref in enumerate(listing.changed) if ref.event is not None)
+        )
+
     async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
         async def one(event_id: str) -> RemoteRef | None:
             response = await self._request(
-                "GET", self._event(event_id), params={"$expand": codec.expand_properties()}
+                "GET",
+                self._event(calendar_id, event_id),
+                params={"$expand": codec.expand_properties()},
             )
             if response.status_code in (404, 410) or (
                 response.status_code == 400 and _code(response) in _MALFORMED_ID
@@ -274,7 +303,7 @@ class MicrosoftProvider:
             if item.get("type") == "seriesMaster" and ref.event is not None:
                 # Graph lists a series' cancelled occurrences only when asked by name.
                 asked = {"$select": "cancelledOccurrences"}
-                extra = await self._request("GET", self._event(event_id), params=asked)
+                extra = await self._request("GET", self._event(calendar_id, event_id), params=asked)
                 if extra.status_code == 200:
                     cancelled = self._api.json(extra).get("cancelledOccurrences") or []
                     event = codec.with_cancelled(ref.event, [str(c) for c in cancelled])
@@ -402,12 +431,12 @@ class MicrosoftProvider:
                 event, with_attendees=event.notify_attendees, changed=changed
             )
         if event.recurrence is not None:
-            await self._keep_series_shape(event_id, event, written)
+            await self._keep_series_shape(calendar_id, event_id, event, written)
         elif changed is None or "when" in changed:
-            await self._refuse_series(event_id)
+            await self._refuse_series(calendar_id, event_id)
         response = await self._request(
             "PATCH",
-            self._event(event_id),
+            self._event(calendar_id, event_id),
             json=written,
             headers={"If-Match": etag} if etag else None,
         )
@@ -419,10 +448,12 @@ class MicrosoftProvider:
             raise self._api.failure(response, "updating an event")
         return _ref(self._api.json(response))
 
-    async def _refuse_series(self, event_id: str) -> None:
+    async def _refuse_series(self, calendar_id: str, event_id: str) -> None:
         """A single event's times are never written over a series (it would move every
         occurrence): ``SeriesInCalendar`` when the event is one now."""
-        response = await self._request("GET", self._event(event_id), params={"$select": "type"})
+        response = await self._request(
+            "GET", self._event(calendar_id, event_id), params={"$select": "type"}
+        )
         if response.status_code == 200 and self._api.json(response).get("type") == "seriesMaster":
             raise SeriesInCalendar(
                 f"the event {event_id} is a recurring series in the calendar; "
@@ -430,12 +461,12 @@ class MicrosoftProvider:
             )
 
     async def _keep_series_shape(
-        self, event_id: str, event: CalendarEvent, written: dict[str, Any]
+        self, calendar_id: str, event_id: str, event: CalendarEvent, written: dict[str, Any]
     ) -> None:
         """Leave a series' times and pattern out of a patch when they do not change:
         Outlook drops a series' changed and cancelled occurrences when they are written,
         and would take crmcal's spelling of the pattern (its first day of the week ...)."""
-        response = await self._request("GET", self._event(event_id))
+        response = await self._request("GET", self._event(calendar_id, event_id))
         if response.status_code != 200:
             return  # the patch itself says what is wrong
         current = _ref(self._api.json(response)).event
@@ -453,7 +484,9 @@ class MicrosoftProvider:
 
     async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
         response = await self._request(
-            "DELETE", self._event(event_id), headers={"If-Match": etag} if etag else None
+            "DELETE",
+            self._event(calendar_id, event_id),
+            headers={"If-Match": etag} if etag else None,
         )
         if response.status_code in (200, 204, 404, 410):
             return
