@@ -1,7 +1,7 @@
 """person explicit: persons made from attendees are listed only where a link is seen
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0015
+Revises: 0014
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
-down_revision = "0015"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
