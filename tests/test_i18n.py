@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
+import socket
 from collections.abc import Iterator
 from html.parser import HTMLParser
 
@@ -199,3 +200,24 @@ def test_calendar_writes_dates_for_the_locale(client: TestClient) -> None:
     english = client.get("/calendar", params={"view": "month", "date": monday}).text
     assert "March 2031" in english
     assert 'aria-label="Monday 2031-03-03"' in english
+
+
+def test_a_failed_caldav_connection_is_explained_in_the_users_language(
+    db_url: str, client: TestClient
+) -> None:
+    settings = Settings(database_url=db_url, secret_key="i18n-test-key",
+                        allow_private_networks=True)  # fmt: skip
+    with socket.socket() as closed:  # a port nobody listens on once this is closed
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with TestClient(create_app(settings, background_jobs=False)) as tc:
+        assert sign_in(tc, "ann@crm.test").status_code == 303
+        page = tc.get("/settings/calendar-sync?add=caldav").text
+        token = re.search(r'name="csrf-token" content="([^"]+)"', page)
+        assert token
+        failed = tc.post("/settings/calendar-sync/caldav", headers={"Accept-Language": "de"},
+                         data={"csrf_token": token.group(1), "url": f"http://127.0.0.1:{port}/",
+                               "username": "ann", "password": "secret"})  # fmt: skip
+    assert failed.status_code == 422, failed.text
+    assert "Der Kalenderserver ist nicht erreichbar." in failed.text
+    assert "Prüfen Sie die Server-URL" in failed.text

@@ -137,18 +137,25 @@ async def add_caldav(request: Request) -> Response:
 
 
 def _caldav_advice(reason: str) -> str:
-    """What happened, and what to do next."""
-    reason = reason[:1].upper() + reason[1:]
+    """What happened, in the user's language, and what to do next; the server's own
+    words (English, or the server's) follow in brackets."""
     lowered = reason.lower()
-    if "user name or password" in lowered:
-        return reason + ". " + _("Check the user name; use an app password if you have one.")
-    if "cannot be reached" in lowered:
-        return reason + ". " + _("Check the server URL and that the server is running.")
-    if "not a caldav server" in lowered:
-        return (
-            reason + ". " + _("Use the CalDAV address your provider gives, often ending in /dav/.")
-        )
-    return reason
+    for marker, happened, advice in _CALDAV_FAILURES:
+        if marker in lowered:
+            detail = reason.split(": ", 1)[1] if ": " in reason else ""
+            said = f" ({detail})" if detail and marker != "user name or password" else ""
+            return f"{happened} {advice}{said}"
+    return reason[:1].upper() + reason[1:]
+
+
+_CALDAV_FAILURES = [
+    ("user name or password", _("The calendar server refused the user name or password."),
+     _("Check the user name; use an app password if you have one.")),
+    ("cannot be reached", _("The calendar server cannot be reached."),
+     _("Check the server URL and that the server is running.")),
+    ("not a caldav server", _("That address is not a CalDAV server."),
+     _("Use the CalDAV address your provider gives, often ending in /dav/.")),
+]  # fmt: skip
 
 
 async def _own(request: Request, current: Page, connection_id: int) -> Connection:
