@@ -26,6 +26,7 @@ def test_each_kind_builds_its_provider_with_its_capabilities(key: str) -> None:
 def test_capabilities_match_the_methods(key: str) -> None:
     cls, says = CLASSES[key], kinds.KINDS[key].capabilities
     assert hasattr(cls, "create_many") == says.batch_creates
+    assert hasattr(cls, "update_many") == hasattr(cls, "delete_many") == says.batch_changes
     assert hasattr(cls, "watch") == hasattr(cls, "stop_watching") == says.push
     assert hasattr(cls, "renew_watch") == says.renews_push
 

@@ -80,6 +80,8 @@ class Capabilities:
     mails_attendees: bool = False
     # Creates go out in batch requests (``create_many``).
     batch_creates: bool = False
+    # Updates and deletes go out in batch requests (``update_many``, ``delete_many``).
+    batch_changes: bool = False
     # It pushes change notifications (``watch`` / ``stop_watching``), and can renew a
     # channel in place (``renew_watch``) instead of opening another.
     push: bool = False
@@ -87,6 +89,16 @@ class Capabilities:
     # What names a connection's account: the server's URL (CalDAV), the mailbox
     # address ``discover()`` answers (Microsoft), the primary calendar's id (Google).
     account_name: Literal["url", "mailbox", "primary_calendar"] = "url"
+
+
+@dataclass(frozen=True)
+class Update:
+    """One update of ``update_many``: the arguments of ``Provider.update``."""
+
+    event_id: str
+    etag: str
+    event: CalendarEvent
+    changed: frozenset[str] | None = None
 
 
 class Provider(Protocol):
@@ -177,6 +189,48 @@ async def create_many(
     for key, event in items:
         try:
             results.append(await provider.create(calendar_id, key, event))
+        except FATAL as failure:
+            return results + [failure] * (len(items) - len(results))
+        except ProviderError as failure:
+            results.append(failure)
+    return results
+
+
+async def update_many(
+    provider: Provider, calendar_id: str, items: Sequence[Update]
+) -> list[RemoteRef | ProviderError]:
+    """Update many events: in batch requests where the provider has them (its
+    capabilities say ``batch_changes``), one by one otherwise. Each item answers on
+    its own, as ``create_many``'s do."""
+    if provider.capabilities.batch_changes and len(items) > 1:
+        return list(await provider.update_many(calendar_id, items))  # type: ignore[attr-defined]
+    results: list[RemoteRef | ProviderError] = []
+    for item in items:
+        try:
+            results.append(
+                await provider.update(
+                    calendar_id, item.event_id, item.etag, item.event, changed=item.changed
+                )
+            )
+        except FATAL as failure:
+            return results + [failure] * (len(items) - len(results))
+        except ProviderError as failure:
+            results.append(failure)
+    return results
+
+
+async def delete_many(
+    provider: Provider, calendar_id: str, items: Sequence[tuple[str, str | None]]
+) -> list[ProviderError | None]:
+    """Delete many events (event id, expected version): in batch requests where the
+    provider has them, one by one otherwise. Each item answers None or its error."""
+    if provider.capabilities.batch_changes and len(items) > 1:
+        return list(await provider.delete_many(calendar_id, items))  # type: ignore[attr-defined]
+    results: list[ProviderError | None] = []
+    for event_id, etag in items:
+        try:
+            await provider.delete(calendar_id, event_id, etag)
+            results.append(None)
         except FATAL as failure:
             return results + [failure] * (len(items) - len(results))
         except ProviderError as failure:

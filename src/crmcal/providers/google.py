@@ -40,6 +40,7 @@ from crmcal.providers.base import (
     ProviderError,
     SeriesInCalendar,
     Unreachable,
+    Update,
 )
 
 __all__ = ["GOOGLE_API", "GoogleProvider", "TokenSource"]
@@ -341,35 +342,92 @@ class GoogleProvider:
         # Read first: a patch replaces lists whole, and other clients' reminders and
         # attendee details must stay (the read also answers a stale version at once).
         current = await self._get(calendar_id, event_id)
+        call = self._patch(calendar_id, Update(event_id, etag, event, changed), current)
+        if isinstance(call, ProviderError):
+            raise call
+        response = await self._request(
+            call.method,
+            self._events(calendar_id, event_id),
+            params=call.params,
+            json=call.body,
+            headers=call.headers,
+        )
+        result = self._updated(calendar_id, event_id, etag, response)
+        if isinstance(result, ProviderError):
+            raise result
+        return result
+
+    def _patch(
+        self, calendar_id: str, item: Update, current: dict[str, Any] | None
+    ) -> google_batch.Call | ProviderError:
+        """The PATCH that writes ``item`` over the event as it is now, or why none is."""
+        event_id, etag, event = item.event_id, item.etag, item.event
         if current is None:
-            raise EventNotFound(f"the event {event_id} does not exist")
+            return EventNotFound(f"the event {event_id} does not exist")
         if etag and _version(etag) != current.get("etag"):
-            raise PreconditionFailed(f"the event {event_id} changed since {etag}")
+            return PreconditionFailed(f"the event {event_id} changed since {etag}")
         series = current.get("recurrence") or current.get("recurringEventId")
         if event.recurrence is None and series:
-            raise SeriesInCalendar(
+            return SeriesInCalendar(
                 f"the event {event_id} is a recurring series in the calendar; "
                 "crmcal does not rewrite series yet"
             )
         written = (
             google_events.body(event, current)
-            if changed is None
-            else google_events.patch_body(event, current, changed)
+            if item.changed is None
+            else google_events.patch_body(event, current, item.changed)
         )
-        response = await self._request(
-            "PATCH",
-            self._events(calendar_id, event_id),
-            params=_send_updates(event),
-            json=written,
-            headers={"If-Match": str(current.get("etag"))},
-        )
+        path = "/calendar/v3" + self._events(calendar_id, event_id)
+        return google_batch.Call("PATCH", path, _send_updates(event), written,
+                                 {"If-Match": str(current.get("etag"))})  # fmt: skip
+
+    def _updated(
+        self, calendar_id: str, event_id: str, etag: str, response: httpx.Response
+    ) -> RemoteRef | ProviderError:
         if response.status_code == 412:
-            raise PreconditionFailed(f"the event {event_id} changed since {etag}")
+            return PreconditionFailed(f"the event {event_id} changed since {etag}")
         if response.status_code in (404, 410):
-            raise EventNotFound(f"the event {event_id} does not exist")
+            return EventNotFound(f"the event {event_id} does not exist")
         if response.status_code != 200:
-            raise self._api.failure(response, "updating an event")
+            return self._api.failure(response, "updating an event")
         return _ref(self._api.json(response), self._zones.get(calendar_id, "UTC"))
+
+    async def update_many(
+        self, calendar_id: str, items: Sequence[Update]
+    ) -> list[RemoteRef | ProviderError]:
+        """``update`` for many events: their reads in batch requests, then their
+        patches in batch requests. Each item answers on its own."""
+        reads = [
+            google_batch.Call("GET", "/calendar/v3" + self._events(calendar_id, i.event_id))
+            for i in items
+        ]
+        results: list[RemoteRef | ProviderError | None] = [None] * len(items)
+        patches: list[tuple[int, google_batch.Call]] = []
+        for n, (item, answer) in enumerate(zip(items, await self._send_all(reads), strict=True)):
+            current: dict[str, Any] | None = None
+            if isinstance(answer, ProviderError):
+                results[n] = answer
+                continue
+            if answer.status_code == 200:
+                found = self._api.json(answer)
+                current = None if found.get("status") == "cancelled" else found
+            elif answer.status_code not in (404, 410):
+                results[n] = self._api.failure(answer, "reading an event")
+                continue
+            call = self._patch(calendar_id, item, current)
+            if isinstance(call, ProviderError):
+                results[n] = call
+            else:
+                patches.append((n, call))
+        answers = await self._send_all([call for _, call in patches])
+        for (n, _), answer in zip(patches, answers, strict=True):
+            item = items[n]
+            results[n] = (
+                answer
+                if isinstance(answer, ProviderError)
+                else self._updated(calendar_id, item.event_id, item.etag, answer)
+            )
+        return [r if r is not None else Unreachable("no answer") for r in results]
 
     async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
         response = await self._request(
@@ -378,11 +436,71 @@ class GoogleProvider:
             params={"sendUpdates": "none"},
             headers={"If-Match": _version(etag)} if etag else None,
         )
+        failure = self._deleted(event_id, etag, response)
+        if failure is not None:
+            raise failure
+
+    def _deleted(
+        self, event_id: str, etag: str | None, response: httpx.Response
+    ) -> ProviderError | None:
         if response.status_code in (200, 204, 404, 410):
-            return
+            return None
         if response.status_code == 412:
-            raise PreconditionFailed(f"the event {event_id} changed since {etag}")
-        raise self._api.failure(response, "deleting an event")
+            return PreconditionFailed(f"the event {event_id} changed since {etag}")
+        return self._api.failure(response, "deleting an event")
+
+    async def delete_many(
+        self, calendar_id: str, items: Sequence[tuple[str, str | None]]
+    ) -> list[ProviderError | None]:
+        """``delete`` for many events, in batch requests; each item answers on its own."""
+        calls = [
+            google_batch.Call(
+                "DELETE",
+                "/calendar/v3" + self._events(calendar_id, event_id),
+                {"sendUpdates": "none"},
+                None,
+                {"If-Match": _version(etag)} if etag else {},
+            )
+            for event_id, etag in items
+        ]
+        answers = await self._send_all(calls)
+        return [
+            answer if isinstance(answer, ProviderError) else self._deleted(event_id, etag, answer)
+            for (event_id, etag), answer in zip(items, answers, strict=True)
+        ]
+
+    async def _send_all(
+        self, calls: list[google_batch.Call]
+    ) -> list[httpx.Response | ProviderError]:
+        """Every call's answer, sent in batch requests of ``BATCH_SIZE``: calls refused
+        for rate limits or server errors go again in a later batch after the backoff;
+        a call that never gets through answers ``Unreachable``."""
+        results: list[httpx.Response | ProviderError] = [Unreachable("no answer")] * len(calls)
+        for first in range(0, len(calls), BATCH_SIZE):
+            pending = list(range(first, min(first + BATCH_SIZE, len(calls))))
+            stalled = 0  # rounds in which nothing got through: what the retries limit
+            while pending:
+                answers = await self._batch([calls[n] for n in pending])
+                retry: list[int] = []
+                for n, answer in zip(pending, answers, strict=True):
+                    if answer is None or self._retryable(answer):
+                        retry.append(n)
+                    elif answer.status_code == 401:
+                        raise AuthenticationFailed("Google refused the access: reconnect required")
+                    else:
+                        results[n] = answer
+                if retry and len(retry) == len(pending):
+                    if stalled == self._api.retries:
+                        for n in retry:
+                            results[n] = Unreachable(
+                                "Google Calendar is busy or failing; retry later"
+                            )
+                        break
+                    stalled += 1
+                if retry:
+                    await self._api.sleep(stalled)
+                pending = retry
+        return results
 
     async def watch(
         self, calendar_id: str, channel_id: str, address: str, token: str

@@ -26,6 +26,7 @@ class Call:
     path: str  # from the API root, e.g. /calendar/v3/calendars/x/events
     params: dict[str, str] = field(default_factory=dict)
     body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def encode(calls: Sequence[Call]) -> tuple[str, bytes]:
@@ -35,6 +36,7 @@ def encode(calls: Sequence[Call]) -> tuple[str, bytes]:
     for n, call in enumerate(calls):
         target = call.path + (f"?{urlencode(call.params)}" if call.params else "")
         inner = [f"{call.method} {target} HTTP/1.1"]
+        inner += [f"{name}: {value}" for name, value in call.headers.items()]
         payload = b""
         if call.body is not None:
             payload = json.dumps(call.body, separators=(",", ":")).encode()

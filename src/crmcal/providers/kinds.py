@@ -36,7 +36,9 @@ GOOGLE = ProviderKind(
     label="Google",
     owner="Google",
     oauth=True,
-    capabilities=Capabilities(batch_creates=True, push=True, account_name="primary_calendar"),
+    capabilities=Capabilities(
+        batch_creates=True, batch_changes=True, push=True, account_name="primary_calendar"
+    ),
 )
 # Graph's patternedRecurrence: daily, weekly, (relative/absolute) monthly and yearly
 # patterns, one day of the month, no RDATE or EXRULE, one rule; Outlook refuses
@@ -59,6 +61,7 @@ MICROSOFT = ProviderKind(
         max_count=999,
         mails_attendees=True,
         batch_creates=True,
+        batch_changes=True,
         push=True,
         renews_push=True,
         account_name="mailbox",

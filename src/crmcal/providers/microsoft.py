@@ -45,6 +45,7 @@ from crmcal.providers.base import (
     ProviderError,
     SeriesInCalendar,
     Unreachable,
+    Update,
 )
 from crmcal.providers.timestamps import parse_timestamp
 
@@ -424,12 +425,7 @@ class MicrosoftProvider:
         *,
         changed: frozenset[str] | None = None,
     ) -> RemoteRef:
-        if changed is None:
-            written = codec.body(event, with_attendees=event.notify_attendees)
-        else:
-            written = codec.patch_body(
-                event, with_attendees=event.notify_attendees, changed=changed
-            )
+        written = self._update_body(event, changed)
         if event.recurrence is not None:
             await self._keep_series_shape(calendar_id, event_id, event, written)
         elif changed is None or "when" in changed:
@@ -440,12 +436,26 @@ class MicrosoftProvider:
             json=written,
             headers={"If-Match": etag} if etag else None,
         )
+        result = self._updated(event_id, etag, response)
+        if isinstance(result, ProviderError):
+            raise result
+        return result
+
+    @staticmethod
+    def _update_body(event: CalendarEvent, changed: frozenset[str] | None) -> dict[str, Any]:
+        if changed is None:
+            return codec.body(event, with_attendees=event.notify_attendees)
+        return codec.patch_body(event, with_attendees=event.notify_attendees, changed=changed)
+
+    def _updated(
+        self, event_id: str, etag: str, response: httpx.Response
+    ) -> RemoteRef | ProviderError:
         if response.status_code == 412:
-            raise PreconditionFailed(f"the event {event_id} changed since {etag}")
+            return PreconditionFailed(f"the event {event_id} changed since {etag}")
         if response.status_code in (404, 410):
-            raise EventNotFound(f"the event {event_id} does not exist")
+            return EventNotFound(f"the event {event_id} does not exist")
         if response.status_code != 200:
-            raise self._api.failure(response, "updating an event")
+            return self._api.failure(response, "updating an event")
         return _ref(self._api.json(response))
 
     async def _refuse_series(self, calendar_id: str, event_id: str) -> None:
@@ -488,11 +498,131 @@ class MicrosoftProvider:
             self._event(calendar_id, event_id),
             headers={"If-Match": etag} if etag else None,
         )
+        failure = self._deleted(event_id, etag, response)
+        if failure is not None:
+            raise failure
+
+    def _deleted(
+        self, event_id: str, etag: str | None, response: httpx.Response
+    ) -> ProviderError | None:
         if response.status_code in (200, 204, 404, 410):
-            return
+            return None
         if response.status_code == 412:
-            raise PreconditionFailed(f"the event {event_id} changed since {etag}")
-        raise self._api.failure(response, "deleting an event")
+            return PreconditionFailed(f"the event {event_id} changed since {etag}")
+        return self._api.failure(response, "deleting an event")
+
+    async def update_many(
+        self, calendar_id: str, items: Sequence[Update]
+    ) -> list[RemoteRef | ProviderError]:
+        """``update`` for many events in ``$batch`` requests: the reads that guard a
+        series from a single event's times, then the patches. A series itself is
+        written alone (its shape is compared first). Each item answers on its own."""
+        results: list[RemoteRef | ProviderError | None] = [None] * len(items)
+        batched: list[int] = []
+        for n, item in enumerate(items):
+            if item.event.recurrence is None:
+                batched.append(n)
+                continue
+            try:
+                results[n] = await self.update(
+                    calendar_id, item.event_id, item.etag, item.event, changed=item.changed
+                )
+            except AuthenticationFailed:
+                raise
+            except ProviderError as failure:
+                results[n] = failure
+        guarded = [n for n in batched if items[n].changed is None or "when" in items[n].changed]
+        reads = [
+            {"method": "GET", "url": self._event(calendar_id, items[n].event_id) + "?$select=type"}
+            for n in guarded
+        ]
+        for n, answer in zip(guarded, await self._send_all(reads), strict=True):
+            body = answer.get("body") if isinstance(answer, dict) else None
+            if isinstance(body, dict) and body.get("type") == "seriesMaster":
+                results[n] = SeriesInCalendar(
+                    f"the event {items[n].event_id} is a recurring series in the calendar; "
+                    "crmcal does not rewrite series yet"
+                )
+        patches = [n for n in batched if results[n] is None]
+        requests = []
+        for n in patches:
+            item = items[n]
+            request: dict[str, Any] = {
+                "method": "PATCH",
+                "url": self._event(calendar_id, item.event_id),
+                "headers": {"Content-Type": "application/json", "Prefer": _PREFER},
+                "body": self._update_body(item.event, item.changed),
+            }
+            if item.etag:
+                request["headers"]["If-Match"] = item.etag
+            requests.append(request)
+        for n, answer in zip(patches, await self._send_all(requests), strict=True):
+            if isinstance(answer, ProviderError):
+                results[n] = answer
+                continue
+            response = httpx.Response(int(answer.get("status", 0)), json=answer.get("body") or {})
+            results[n] = self._updated(items[n].event_id, items[n].etag, response)
+        return [r if r is not None else Unreachable("no answer") for r in results]
+
+    async def delete_many(
+        self, calendar_id: str, items: Sequence[tuple[str, str | None]]
+    ) -> list[ProviderError | None]:
+        """``delete`` for many events in ``$batch`` requests; each answers on its own."""
+        requests = [
+            {
+                "method": "DELETE",
+                "url": self._event(calendar_id, event_id),
+                **({"headers": {"If-Match": etag}} if etag else {}),
+            }
+            for event_id, etag in items
+        ]
+        results: list[ProviderError | None] = []
+        answers = await self._send_all(requests)
+        for (event_id, etag), answer in zip(items, answers, strict=True):
+            if isinstance(answer, ProviderError):
+                results.append(answer)
+                continue
+            response = httpx.Response(int(answer.get("status", 0)), json=answer.get("body") or {})
+            results.append(self._deleted(event_id, etag, response))
+        return results
+
+    async def _send_all(
+        self, requests: list[dict[str, Any]]
+    ) -> list[dict[str, Any] | ProviderError]:
+        """Every request's answer (status, headers, body), sent in ``$batch`` requests
+        of ``BATCH_SIZE``: those refused for throttling or server errors go again in a
+        later batch after the backoff; one that never gets through is ``Unreachable``."""
+        results: list[dict[str, Any] | ProviderError] = [Unreachable("no answer")] * len(requests)
+        numbered = [{**r, "id": str(n)} for n, r in enumerate(requests)]
+        for first in range(0, len(requests), BATCH_SIZE):
+            pending = list(range(first, min(first + BATCH_SIZE, len(requests))))
+            stalled = 0  # rounds in which nothing got through: what the retries limit
+            while pending:
+                answers = await self._batch([numbered[n] for n in pending])
+                retry: list[int] = []
+                wait: str | None = None
+                for n in pending:
+                    answer = answers.get(str(n))
+                    status = int(answer.get("status", 0)) if answer else 0
+                    if answer is None or status in _RETRY:
+                        retry.append(n)
+                        wait = (answer or {}).get("headers", {}).get("Retry-After") or wait
+                    elif status == 401:
+                        raise AuthenticationFailed(
+                            "Microsoft refused the access: reconnect required"
+                        )
+                    else:
+                        results[n] = answer
+                if retry and len(retry) == len(pending):
+                    if stalled == self._api.retries:
+                        for n in retry:
+                            results[n] = Unreachable("Microsoft Graph is busy; retry later")
+                        break
+                    stalled += 1
+                if retry:
+                    await self._api.sleep(stalled, wait)
+                pending = retry
+        return results
 
     # --- change notifications ------------------------------------------------------------
 

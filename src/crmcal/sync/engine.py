@@ -9,7 +9,9 @@ The run, in order:
 3. pair both through the link table, re-linking events that carry (or derive
    from) a CRM id instead of importing them twice;
 4. decide each pair (``decisions.decide``) and apply it, each item in its own
-   transaction, so a crash loses at most the item in flight;
+   transaction, so a crash loses at most the item in flight; new events,
+   updates and deletes for a provider that batches them wait and go out
+   together (each item still answers on its own);
 5. save both cursors only now, after everything they cover is applied.
 
 Every write is idempotent (deterministic event ids, preconditions, content
@@ -21,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, assert_never
 
@@ -42,7 +44,10 @@ from crmcal.providers.base import (
     PreconditionFailed,
     Provider,
     ProviderError,
+    Update,
     create_many,
+    delete_many,
+    update_many,
 )
 from crmcal.sync import mapping, merge, series_mapping
 from crmcal.sync.context import RunContext, SyncFailed, SyncRefused, SyncStopped
@@ -148,6 +153,9 @@ class Engine:
         self.seen: set[str] = set()
         self.imports: list[RemoteRef] = []
         self.outgoing: list[tuple[Activity, CalendarEvent]] = []
+        # Updates and deletes of linked events, sent together (see _push_changes).
+        self.updates: list[tuple[Pair, Link, Activity, CalendarEvent, Update]] = []
+        self.deletes: list[tuple[Pair, Link, str | None]] = []
         self._checked_at = time.monotonic()
         self.deferred = False  # a pull was left for the next run (see _as_read)
         # CRM series already skipped this run: one series is one item, however many
@@ -188,10 +196,14 @@ class Engine:
                 if len(self.outgoing) >= OUTGOING_BATCH:
                     await self._still_wanted(now=True)
                     await self._push_batch()
+                if len(self.updates) + len(self.deletes) >= OUTGOING_BATCH:
+                    await self._still_wanted(now=True)
+                    await self._push_changes()
                 if self.progress:
                     self.progress(done, total)
             await self._still_wanted(now=True)
             await self._import_batch()
+            await self._push_changes()
             await self._push_batch()
             await self._finish(listing)
         except IntegrityError:
@@ -443,15 +455,13 @@ class Engine:
         return activity.type in self.ctx.options.outgoing_activity_types
 
     async def _settle(self, pair: Pair) -> None:
+        await self._guarded(pair, self._settle_one(pair))
+
+    async def _guarded(self, pair: Pair, step: Awaitable[None]) -> None:
+        """Run one item's step: an error that concerns the item alone is reported, and
+        the run goes on with the others."""
         try:
-            if pair.link is not None:
-                await self._settle_linked(pair, pair.link)
-            elif pair.activity is not None and pair.remote is not None:
-                await self._relink(pair, pair.activity, pair.remote)
-            elif pair.remote is not None:
-                await self._new_event(pair.remote)
-            elif pair.activity is not None:
-                await self._new_activity(pair.activity)
+            await step
         except CrmError as exc:
             if isinstance(exc, Forbidden):
                 raise SyncFailed(str(exc), FailureKind.PERMISSION) from exc
@@ -465,6 +475,16 @@ class Engine:
             # it was, so the item is tried again when it changes.
             self.report.problem(self._item(pair), str(exc))
             self.report.skipped += 1
+
+    async def _settle_one(self, pair: Pair) -> None:
+        if pair.link is not None:
+            await self._settle_linked(pair, pair.link)
+        elif pair.activity is not None and pair.remote is not None:
+            await self._relink(pair, pair.activity, pair.remote)
+        elif pair.remote is not None:
+            await self._new_event(pair.remote)
+        elif pair.activity is not None:
+            await self._new_activity(pair.activity)
 
     @staticmethod
     def _item(pair: Pair) -> str:
@@ -1143,26 +1163,59 @@ class Engine:
             # description with its next real change (the link keeps the old one).
             return
         await self.written.note([(activity.id, self._crm_hash(activity), event.content_hash())])
-        try:
-            ref = await self.provider.update(
-                self.ctx.calendar_id,
-                link.remote_id,
-                self._seen_etag(pair, link) or "",
-                event,
-                changed=changed,
-            )
-        except EventNotFound:
+        etag = self._seen_etag(pair, link) or ""
+        update = Update(link.remote_id, etag, event, changed)
+        # Written at once: an update is read-modify-write of the event as just listed.
+        self.updates.append((pair, link, activity, event, update))
+        await self._push_changes()
+
+    async def _push_changes(self) -> None:
+        """Send the updates and deletes gathered so far: in as few requests as the
+        provider allows, each item answering on its own."""
+        while self.updates or self.deletes:  # a retried item can ask for another write
+            updates, self.updates = self.updates, []
+            deletes, self.deletes = self.deletes, []
+            if updates:
+                await self._send_updates(updates)
+            if deletes:
+                await self._send_deletes(deletes)
+
+    async def _send_updates(
+        self, updates: list[tuple[Pair, Link, Activity, CalendarEvent, Update]]
+    ) -> None:
+        calendar = self.ctx.calendar_id
+        results = await update_many(self.provider, calendar, [u[-1] for u in updates])
+        fatal: Exception | None = None
+        for (pair, link, activity, event, _), result in zip(updates, results, strict=True):
+            if isinstance(result, FATAL):
+                fatal = fatal or result
+                continue
+            await self._guarded(pair, self._updated(pair, link, activity, event, result))
+        if fatal is not None:
+            raise fatal  # what was written is linked: a later run goes on from there
+
+    async def _updated(
+        self,
+        pair: Pair,
+        link: Link,
+        activity: Activity,
+        event: CalendarEvent,
+        result: RemoteRef | ProviderError,
+    ) -> None:
+        if isinstance(result, EventNotFound):
             await self.links.drop(link)
             await self._new_activity(activity, recreate=True)
             return
-        except PreconditionFailed:
+        if isinstance(result, PreconditionFailed):
             # Changed in the calendar since we listed it: decide again with its
             # current content.
             again = await self._current(pair, link)
             if again is not None:
                 await self._settle_linked(again, link)
             return
-        await self._save_link(link, activity, ref, event, origin=link.origin)
+        if isinstance(result, ProviderError):
+            raise result
+        await self._save_link(link, activity, result, event, origin=link.origin)
         self.report.updated += 1
 
     def _mails_for_options_only(self, activity: Activity, link: Link) -> bool:
@@ -1175,11 +1228,24 @@ class Engine:
         return guests and unchanged
 
     async def _push_delete(self, pair: Pair, link: Link) -> None:
-        try:
-            await self.provider.delete(
-                self.ctx.calendar_id, link.remote_id, self._seen_etag(pair, link)
-            )
-        except PreconditionFailed:
+        self.deletes.append((pair, link, self._seen_etag(pair, link)))  # see _push_changes
+        if not self.provider.capabilities.batch_changes:
+            await self._push_changes()
+
+    async def _send_deletes(self, deletes: list[tuple[Pair, Link, str | None]]) -> None:
+        items = [(link.remote_id, etag) for _, link, etag in deletes]
+        results = await delete_many(self.provider, self.ctx.calendar_id, items)
+        fatal: Exception | None = None
+        for (pair, link, _), result in zip(deletes, results, strict=True):
+            if isinstance(result, FATAL):
+                fatal = fatal or result
+                continue
+            await self._guarded(pair, self._deleted(pair, link, result))
+        if fatal is not None:
+            raise fatal
+
+    async def _deleted(self, pair: Pair, link: Link, result: ProviderError | None) -> None:
+        if isinstance(result, PreconditionFailed):
             again = await self._current(pair, link)
             if again is None or self._skip_recurring(again):
                 # A series now: neither deleted nor brought back as a single activity.
@@ -1189,6 +1255,8 @@ class Engine:
                 await self._pull_update(again, link)
                 return
             await self.provider.delete(self.ctx.calendar_id, link.remote_id, None)
+        elif result is not None:
+            raise result
         await self.links.drop(link)
         self.report.deleted += 1
 
