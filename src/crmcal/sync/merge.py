@@ -18,20 +18,13 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from crmcal.model import CalendarEvent
+from crmcal.model import FIELD_GROUPS, CalendarEvent
 from crmcal.sync import info_block
 
-# Field -> the CalendarEvent attributes it covers.
-FIELDS: dict[str, tuple[str, ...]] = {
-    "summary": ("summary",),
-    "when": ("start", "end", "all_day"),
-    "location": ("location",),
-    "description": ("description",),
-    "private": ("private",),
-    "busy": ("busy",),
-    "reminder": ("reminder_minutes",),
-    "attendees": ("attendees",),
-}
+# Field -> the CalendarEvent attributes it covers: the groups an update writes that
+# a person edits one by one (a series' rule and a cancellation are decided apart).
+MERGED = ("summary", "when", "location", "description", "private", "busy", "reminder", "attendees")
+FIELDS: dict[str, tuple[str, ...]] = {name: FIELD_GROUPS[name] for name in MERGED}
 
 Digests = dict[str, str]
 NOTE = "note"
