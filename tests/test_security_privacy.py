@@ -113,3 +113,43 @@ def test_persons_from_a_private_activitys_attendees_stay_its_owners(
     assert alice.post(f"{V1}/activities", json=visible).status_code == 201
     assert _listed(bob, "therapist@ex.test") == ["therapist@ex.test"]
     assert admin.get(f"{V1}/persons/{guest_id}").status_code == 200
+
+
+def test_a_hidden_person_is_no_oracle_to_create_or_link(alice: Api, bob: Api) -> None:
+    body = {"type": "meeting", "subject": "Therapy session", "start": SOON.isoformat(),
+            "visibility": "owner", "participants": [{"email": "doctor@ex.test"}]}  # fmt: skip
+    made = alice.post(f"{V1}/activities", json=body)
+    assert made.status_code == 201, made.text
+    hidden_id = made.json()["participants"][0]["person_id"]
+    missing_id = hidden_id + 10_000
+
+    # Linking by id: refused exactly as for a person that does not exist.
+    def refusals(person_id: int) -> list[tuple[int, str]]:
+        answers = [
+            bob.post(f"{V1}/deals", json={"title": "D", "person_id": person_id}),
+            bob.post(f"{V1}/activities", json={"type": "call", "subject": "C",
+                                               "start": SOON.isoformat(),
+                                               "person_id": person_id}),
+            bob.post(f"{V1}/activities", json={"type": "call", "subject": "C",
+                                               "start": SOON.isoformat(),
+                                               "participants": [{"person_id": person_id}]}),
+        ]  # fmt: skip
+        return [(a.status_code, a.text.replace(str(person_id), "ID")) for a in answers]
+
+    hidden, missing = refusals(hidden_id), refusals(missing_id)
+    assert hidden == missing
+    assert all(400 <= code < 500 for code, _ in hidden)
+    # Its owner may link it (this would make it everyone's: checked on a twin below).
+    twin = alice.post(f"{V1}/activities", json={**body, "participants": [{"person_id": hidden_id}]})
+    assert twin.status_code == 201, twin.text
+
+    # Creating a person with the hidden e-mail answers as if no one had it.
+    fresh = bob.post(f"{V1}/persons", json={"name": "Fresh", "email": "fresh@ex.test"})
+    taken = bob.post(f"{V1}/persons", json={"name": "Dr Who", "email": "doctor@ex.test"})
+    assert taken.status_code == fresh.status_code == 201, taken.text
+    assert taken.json()["name"] == "Dr Who"
+    assert taken.json()["phone"] is None
+    assert taken.json()["created_at"] >= fresh.json()["created_at"]
+    assert bob.get(f"{V1}/persons/{taken.json()['id']}").status_code == 200
+    again = bob.post(f"{V1}/persons", json={"name": "Twice", "email": "doctor@ex.test"})
+    assert again.status_code == 409  # now bob's to see: the uniqueness rule applies

@@ -25,7 +25,7 @@ from crmcal.crm.schemas import (
     ParticipantIn,
     ParticipantOut,
 )
-from crmcal.crm.tables import Activity, Participant, Person, User, utcnow
+from crmcal.crm.tables import Activity, Participant, User, utcnow
 
 BUSY_PLACEHOLDER = "Busy"
 REQUIRED_FIELDS = ("type", "subject", "start", "all_day", "timezone", "done", "busy", "visibility")
@@ -232,7 +232,11 @@ def _recurrence(values: dict[str, Any], resolved: dict[str, Any]) -> str | None:
 
 
 async def _participants(
-    session: AsyncSession, lists: list[list[ParticipantIn]], *, as_contacts: bool = True
+    session: AsyncSession,
+    lists: list[list[ParticipantIn]],
+    *,
+    as_contacts: bool = True,
+    viewer: User | None = None,
 ) -> list[list[dict[str, Any]]]:
     """Participant rows linked to persons: by id, or by e-mail (creating the persons that
     are new) unless ``as_contacts`` is off, which keeps e-mail-only participants plain.
@@ -252,7 +256,7 @@ async def _participants(
         for position, item in enumerate(given):
             email, name, person_id = item.email, item.name, item.person_id
             if person_id is not None:
-                person = await session.get(Person, person_id)
+                person = await contacts.get_visible(session, person_id, viewer)
                 if person is None:  # a missing record the body names is bad input, not a 404
                     raise Invalid(
                         f"participants.{position}.person_id: no person with id {person_id}"
@@ -301,7 +305,11 @@ def _switch_all_day(current: Activity, values: dict[str, Any], changes: dict[str
 
 
 async def _columns(
-    session: AsyncSession, values: dict[str, Any], current_type: str | None, usable_types: set[str]
+    session: AsyncSession,
+    values: dict[str, Any],
+    current_type: str | None,
+    usable_types: set[str],
+    viewer: User | None = None,
 ) -> dict[str, Any]:
     """The columns ``values`` (in the API's shape) set, checked as a person expects.
 
@@ -315,7 +323,7 @@ async def _columns(
         usable_types.add(values["type"])
     links = {k: values.get(k) for k in ("deal_id", "person_id", "organization_id")}
     if any(v is not None for v in links.values()):
-        await contacts.check_links(session, links)
+        await contacts.check_links(session, links, viewer)
     columns = {name: values[name] for name in _PLAIN_FIELDS}
     columns.update(type=values["type"], all_day=values["all_day"], timezone=values["timezone"])
     columns.update(resolved)
@@ -323,7 +331,10 @@ async def _columns(
 
 
 async def check_master_fields(
-    session: AsyncSession, values: dict[str, Any], current_type: str | None
+    session: AsyncSession,
+    values: dict[str, Any],
+    current_type: str | None,
+    viewer: User | None = None,
 ) -> None:
     """The checks ``_columns`` makes of a type and of linked records, for a series edit."""
     for name in ("type", "subject", "busy", "visibility", "notify_participants"):
@@ -333,11 +344,13 @@ async def check_master_fields(
         await activity_types.require_usable(session, values["type"])
     links = {k: values.get(k) for k in ("deal_id", "person_id", "organization_id")}
     if any(v is not None for v in links.values()):
-        await contacts.check_links(session, links)
+        await contacts.check_links(session, links, viewer)
 
 
-async def _apply(session: AsyncSession, activity: Activity, values: dict[str, Any]) -> None:
-    for name, value in (await _columns(session, values, activity.type, set())).items():
+async def _apply(
+    session: AsyncSession, activity: Activity, values: dict[str, Any], viewer: User | None
+) -> None:
+    for name, value in (await _columns(session, values, activity.type, set(), viewer)).items():
         setattr(activity, name, value)
 
 
@@ -394,12 +407,15 @@ async def create_activities(
         for name, default in defaults.items():
             if values[name] is None:
                 values[name] = default
-        row = await _columns(session, values, None, usable_types)
+        row = await _columns(session, values, None, usable_types, actor)
         row.update(uid=uid or uuid.uuid4().hex, owner_id=owner.id, series_id=None,
                    created_at=now, updated_at=now, deleted_at=None)  # fmt: skip
         rows.append(row)
     participants = await _participants(
-        session, [data.participants or [] for data, _ in items], as_contacts=as_contacts
+        session,
+        [data.participants or [] for data, _ in items],
+        as_contacts=as_contacts,
+        viewer=actor,
     )
     single = [i for i, row in enumerate(rows) if not row["recurrence"]]
     stored: list[Activity] = []
@@ -504,9 +520,11 @@ async def update_activity(
     people_before = [p.email for p in activity.participants]
     values = {**_as_input(activity), **changes}
     _switch_all_day(activity, values, changes)
-    await _apply(session, activity, values)
+    await _apply(session, activity, values, actor)
     if "participants" in changes:
-        (rows,) = await _participants(session, [data.participants or []], as_contacts=as_contacts)
+        (rows,) = await _participants(
+            session, [data.participants or []], as_contacts=as_contacts, viewer=actor
+        )
         current = [(p.position, p.email, p.name, p.person_id, p.status)
                    for p in activity.participants]  # fmt: skip
         wanted = [(r["position"], r["email"], r["name"], r["person_id"], r["status"])
@@ -592,10 +610,12 @@ async def _update_series(
         current = await series.split(session, current, activity, origin)
     people = None
     if "participants" in changes:
-        (people,) = await _participants(session, [data.participants or []], as_contacts=as_contacts)
+        (people,) = await _participants(
+            session, [data.participants or []], as_contacts=as_contacts, viewer=actor
+        )
     if "done" in changes:  # done belongs to each occurrence, never to a series
         activity.done = changes.pop("done")
-    await series.edit_series(session, current, activity, changes, people, origin)
+    await series.edit_series(session, current, activity, changes, people, origin, actor)
     await session.refresh(activity)
     return activity
 

@@ -12,7 +12,16 @@ from crmcal.crm import changefeed
 from crmcal.crm.errors import Conflict, Invalid, NotFound
 from crmcal.crm.pagination import page_by_id
 from crmcal.crm.schemas import Input
-from crmcal.crm.tables import Activity, Base, Deal, Organization, Participant, Person, User
+from crmcal.crm.tables import (
+    Activity,
+    Base,
+    Deal,
+    Organization,
+    Participant,
+    Person,
+    User,
+    utcnow,
+)
 
 M = TypeVar("M", bound=Base)
 
@@ -25,22 +34,47 @@ LINKS: dict[str, type[Base]] = {
 }
 
 
-async def check_links(session: AsyncSession, values: dict[str, Any]) -> None:
-    """Refuse links to records that do not exist."""
+async def check_links(
+    session: AsyncSession, values: dict[str, Any], viewer: User | None = None
+) -> None:
+    """Refuse links to records that do not exist; a person ``viewer`` may not see is
+    refused with the very same words, so that linking is no way to learn of it."""
     for field, model in LINKS.items():
         linked = values.get(field)
-        if linked is not None and await session.get(model, linked) is None:
+        if linked is not None and not await _exists_for(session, model, linked, viewer):
             raise Invalid(f"{field}: no {model.__tablename__[:-1]} with id {linked}")
 
 
+async def _exists_for(
+    session: AsyncSession, model: type[Base], record_id: int, viewer: User | None
+) -> bool:
+    if model is Person:
+        return await get_visible(session, record_id, viewer) is not None
+    return await session.get(model, record_id) is not None
+
+
+async def get_visible(session: AsyncSession, person_id: int, viewer: User | None) -> Person | None:
+    """The person, or None when there is none or ``viewer`` may not see it."""
+    found = await session.get(Person, person_id)
+    if found is not None and viewer is not None and not found.explicit:
+        query = select(Person.id).where(Person.id == person_id, visible_persons(viewer))
+        return found if await session.scalar(query) is not None else None
+    return found
+
+
 async def _check_email_free(
-    session: AsyncSession, email: str | None, person_id: int | None
-) -> None:
+    session: AsyncSession, email: str | None, person_id: int | None, user: User | None
+) -> Person | None:
+    """Refuse an e-mail another person the user sees has; answer the person holding it
+    that ``user`` may not see (made from a private activity's attendees), if any."""
     if email is None:
-        return
-    other = await session.scalar(select(Person.id).where(Person.email == email))
-    if other is not None and other != person_id:
-        raise Conflict(f"person {other} already has the e-mail {email}")
+        return None
+    other = await session.scalar(select(Person).where(Person.email == email))
+    if other is None or other.id == person_id:
+        return None
+    if user is not None and not await _exists_for(session, Person, other.id, user):
+        return other
+    raise Conflict(f"person {other.id} already has the e-mail {email}")
 
 
 def visible_persons(user: User) -> ColumnElement[bool]:
@@ -74,25 +108,40 @@ async def get(session: AsyncSession, model: type[M], record_id: int, user: User 
     return found
 
 
-async def create(session: AsyncSession, model: type[Base], data: Input) -> Any:
+async def create(
+    session: AsyncSession, model: type[Base], data: Input, user: User | None = None
+) -> Any:
+    """A new record. A person with the e-mail of one ``user`` may not see takes that
+    person over (its fields become the ones given, and it is everyone's from then on):
+    the answer is the same as when no one had the e-mail, so it reveals nothing."""
     values = data.model_dump()
-    await check_links(session, values)
+    await check_links(session, values, user)
+    hidden = None
     if model is Person:
-        await _check_email_free(session, values.get("email"), None)
+        hidden = await _check_email_free(session, values.get("email"), None, user)
+    if hidden is not None:
+        for field, value in values.items():
+            setattr(hidden, field, value)
+        hidden.explicit = True
+        hidden.created_at = utcnow()  # as new as a record made now, no older
+        await session.flush()
+        await _announce_to_activities(session, hidden)
+        return hidden
     record = model(**values)
     session.add(record)
     await session.flush()
     return record
 
 
-async def update(session: AsyncSession, record: Any, data: Input) -> Any:
+async def update(session: AsyncSession, record: Any, data: Input, user: User | None = None) -> Any:
     changes = data.model_dump(exclude_unset=True)
     for field in REQUIRED & changes.keys():
         if changes[field] is None:
             raise Invalid(f"{field} cannot be null")
-    await check_links(session, changes)
+    await check_links(session, changes, user)
     if isinstance(record, Person) and "email" in changes:
-        await _check_email_free(session, changes["email"], record.id)
+        # Someone else's hidden person is no oracle here either: refused as if visible.
+        await _check_email_free(session, changes["email"], record.id, None)
     shown = any(
         getattr(record, f) != v for f, v in changes.items() if f in _SHOWN.get(type(record), ())
     )

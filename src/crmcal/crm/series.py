@@ -416,6 +416,7 @@ async def edit_series(
     changes: dict[str, Any],
     participants: list[dict[str, Any]] | None,
     origin: str,
+    viewer: User | None = None,
 ) -> None:
     """Apply ``changes`` (the API's fields) to the whole series, seen from ``anchor``:
     a new start for the anchor moves every occurrence by as much on the local clock."""
@@ -424,7 +425,7 @@ async def edit_series(
     if "all_day" in changes and changes["all_day"] != series.all_day:
         raise Invalid("all_day: a series cannot switch between all-day and timed")
     plain = {k: changes[k] for k in MASTER_FIELDS if k in changes}
-    await check_master_fields(session, plain, series.type)
+    await check_master_fields(session, plain, series.type, viewer)
     for name, value in plain.items():
         setattr(series, name, value)
     if participants is not None:

@@ -51,7 +51,7 @@ def _add_crud(
     async def create(request: Request, body: create_schema) -> Any:  # type: ignore[valid-type]
         async with writing(request) as (session, user):
             permissions.require(user, permissions.CONTACTS_EDIT)
-            return out(await contacts.create(session, model, body))
+            return out(await contacts.create(session, model, body, user))
 
     async def read(request: Request, record_id: RecordId) -> Any:
         async with reading(request) as (session, user):
@@ -66,7 +66,7 @@ def _add_crud(
         async with writing(request) as (session, user):
             permissions.require(user, permissions.CONTACTS_EDIT)
             record = await contacts.get(session, model, record_id, user)
-            return out(await contacts.update(session, record, body))
+            return out(await contacts.update(session, record, body, user))
 
     one = f"{path}/{{record_id}}"
     noun = tag[:-1]
