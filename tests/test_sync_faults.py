@@ -14,6 +14,7 @@ import re
 import shutil
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -161,7 +162,16 @@ def _origin(url: str) -> str:
 
 @pytest.fixture(params=KINDS)
 def behind(request: pytest.FixtureRequest, db_url: str) -> Iterator[Behind]:
-    kind = request.param
+    with _behind(request, db_url, request.param) as made:
+        yield made
+
+
+@contextmanager
+def _behind(
+    request: pytest.FixtureRequest, db_url: str, kind: str, *, scheduled: bool = False, **more: Any
+) -> Iterator[Behind]:
+    """A user connected to ``kind`` through the proxy; with ``scheduled`` the app runs
+    its embedded scheduler, with the settings in ``more``."""
     if kind != "radicale":
         # An emulator's first answer can hold up the next for seconds (the Graph model
         # checks load then): warm it with patient requests before the harness's own
@@ -181,15 +191,14 @@ def behind(request: pytest.FixtureRequest, db_url: str) -> Iterator[Behind]:
         upstream = harness.emulator.url
     try:
         with fault_proxy(upstream) as (proxy, url):
-            more: dict[str, Any] = {}
             if kind == "google":
-                more = {"google_api_url": url, "google_oauth_url": upstream}
+                more |= {"google_api_url": url, "google_oauth_url": upstream}
             elif kind == "microsoft":
-                more = {"microsoft_api_url": url, "microsoft_oauth_url": upstream}
+                more |= {"microsoft_api_url": url, "microsoft_oauth_url": upstream}
             settings = Settings(database_url=db_url, secret_key="test-key",
                                 allow_private_networks=True, retry_backoff=0.01,
                                 **more)  # fmt: skip
-            with TestClient(create_app(settings, background_jobs=False)) as client:
+            with TestClient(create_app(settings, background_jobs=scheduled)) as client:
                 user_id, token = make_user(db_url, email="sam@crm.test", name="Sam")
                 made = Behind(kind, harness, proxy, url, loop)
                 made.user = Api(client, token, user_id)
@@ -301,3 +310,40 @@ def test_stop_or_delete_during_a_sync_ends_it_before_its_next_write(
         assert (status["state"], status["last_error"]) == ("stopped", None)
     else:
         assert behind.user.get(path).status_code == 404
+
+
+# --- item 3: a CRM change during a sync brings another sync right after it --------------
+
+
+@pytest.fixture
+def scheduled(request: pytest.FixtureRequest, db_url: str) -> Iterator[Behind]:
+    """Radicale, with the embedded scheduler on and a poll too far off to count: only
+    the change feed can start a sync within the test."""
+    with _behind(request, db_url, "radicale", scheduled=True, poll_seconds=3600) as made:
+        yield made
+
+
+def test_a_crm_edit_during_a_sync_triggers_another_sync_right_after_it(
+    scheduled: Behind,
+) -> None:
+    behind = scheduled
+    made = behind.add_activity("Planning")
+    held = behind.on(UPDATE, "hold", times=1)  # the first sync's write of the event
+    behind.connect()  # due at once: the scheduler starts its first sync
+    _wait_held(behind.proxy)
+    ((_, href),) = behind.proxy.waiting
+    # Made after that sync read the CRM: only another sync can carry it.
+    edited = behind.user.patch(f"{V1}/activities/{made['id']}",
+                               json={"subject": "Planning moved"})  # fmt: skip
+    assert edited.status_code == 200, edited.text
+    held.release()
+
+    def finished() -> list[dict[str, Any]]:
+        runs = behind.status()["recent_syncs"]
+        return [r for r in runs if r["outcome"] != "running"]
+
+    # The poll is an hour off: only the change feed can bring a second sync this soon.
+    runs = wait_for(lambda: len(finished()) >= 2 and finished(), 120)
+    assert [r["outcome"] for r in runs[:2]] == ["ok", "ok"], runs
+    assert "SUMMARY:Planning moved" in behind.run(behind.harness.read_raw(href))
+    assert behind.subjects() == ["Planning moved"]  # the first sync did not undo it
