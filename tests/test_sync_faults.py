@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import re
 import shutil
 import threading
@@ -26,6 +27,7 @@ from fastapi.testclient import TestClient
 from crmcal.config import Settings
 from crmcal.db import Database
 from crmcal.sync import engine as engine_module
+from crmcal.sync import lease
 from crmcal.sync.tables import Connection
 from crmcal.web.app import create_app
 from tests.conftest import Api, make_user, run
@@ -347,3 +349,52 @@ def test_a_crm_edit_during_a_sync_triggers_another_sync_right_after_it(
     assert [r["outcome"] for r in runs[:2]] == ["ok", "ok"], runs
     assert "SUMMARY:Planning moved" in behind.run(behind.harness.read_raw(href))
     assert behind.subjects() == ["Planning moved"]  # the first sync did not undo it
+
+
+def test_a_crm_edit_waits_out_a_sync_another_process_holds(
+    scheduled: Behind, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scheduler cannot run while another process holds the sync: it asks again
+    once that sync is over, rather than leaving the edit to the next poll."""
+    behind = scheduled
+    caplog.set_level(logging.INFO, logger="crmcal.jobs.scheduler")
+    made = behind.add_activity("Planning")
+    behind.connect()
+
+    def first_sync() -> Any:
+        activity = behind.user.get(f"{V1}/activities/{made['id']}").json()
+        return activity["sync"] and activity["sync"]["state"] == "synced" and activity["sync"]
+
+    event_id = wait_for(first_sync, 120)["event_id"]
+
+    async def take() -> lease.Lease | None:
+        db = Database(db_url)
+        try:
+            return await lease.take(db, behind.connection_id, 600)
+        finally:
+            await db.dispose()
+
+    other = run(take())  # another process syncs the connection
+    assert other is not None
+    edited = behind.user.patch(f"{V1}/activities/{made['id']}", json={"subject": "Planning moved"})
+    assert edited.status_code == 200, edited.text
+
+    def turned_away() -> bool:
+        return any(r.name == "crmcal.jobs.scheduler" and "is running" in r.getMessage()
+                   for r in caplog.records)  # fmt: skip
+
+    wait_for(turned_away, 120)  # the scheduler tried, and found the sync taken
+
+    async def give_back() -> None:
+        db = Database(db_url)
+        try:
+            async with db.write() as session:
+                conn = await lease.give_back(session, other, "ok")
+                assert conn is not None
+                conn.state = "active"
+        finally:
+            await db.dispose()
+
+    run(give_back())
+    # The poll is an hour off: only the scheduler asking again can carry the edit now.
+    wait_for(lambda: "SUMMARY:Planning moved" in behind.run(behind.harness.read_raw(event_id)), 120)

@@ -8,7 +8,8 @@
 * A connection left in ``syncing`` by a holder that vanished (killed, crashed,
   cut off from the database) is due as soon as its lease expires, whoever held it.
 * One sync per connection at a time (the runner's lease); a request arriving
-  while one runs makes it run once more afterwards. Different connections sync
+  while one runs makes it run once more afterwards, also when another process
+  holds that sync (the request is asked again until the lease is free). Different connections sync
   concurrently, up to ``concurrency``.
 """
 
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 FEED_INTERVAL = 0.2
 DUE_INTERVAL = 1.0
+# Pause before asking again for a connection whose sync another process holds.
+BUSY_RETRY = 1.0
 
 
 async def changed_connections(db: Database, seen: int) -> tuple[list[int], int]:
@@ -130,7 +133,13 @@ class Scheduler:
             self._running.add(connection_id)
             try:
                 await run_sync(self.db, self.vault, self.settings, connection_id, wait=5)
-            except (Busy, SyncFailed) as exc:
+            except Busy as exc:
+                # Another process (an API call, a CLI run, a second server) holds the
+                # sync and may have read the CRM before the change that asked for this
+                # one: ask again until that sync is over, not at the next poll.
+                log.info("sync of connection %s: %s; asking again", connection_id, exc)
+                asyncio.get_running_loop().call_later(BUSY_RETRY, self.request, connection_id)
+            except SyncFailed as exc:
                 log.info("sync of connection %s: %s", connection_id, exc)
             except Exception:
                 log.exception("sync of connection %s failed", connection_id)
