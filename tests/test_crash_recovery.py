@@ -83,6 +83,11 @@ class Server:
                 assert time.monotonic() < deadline, "the server did not come up"
                 await asyncio.sleep(0.05)
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     async def kill_when(self, moment: Callable[[], Any]) -> int:
         """SIGKILL the server the first time ``await moment()`` holds while it is frozen
         (SIGSTOP): what the database shows then is what the kill leaves behind."""
@@ -208,9 +213,12 @@ def rows(db_path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return list(db.execute(sql, params))
 
 
-async def writes_in_flight(db_path: Path, fresh: list[int]) -> bool:
-    """A sync runs, and some but not all of the round's new activities reached a calendar."""
-    running = rows(db_path, "SELECT count(*) FROM sync_runs WHERE outcome = 'running'")
+async def writes_in_flight(db_path: Path, fresh: list[int], pid: int) -> bool:
+    """A sync of server ``pid`` runs, and some but not all of the round's new activities
+    reached a calendar. (A run the previous, killed server left behind still reads as
+    running until its lease expires: it does not count.)"""
+    running = rows(db_path, "SELECT count(*) FROM sync_runs WHERE outcome = 'running' "
+                            "AND process LIKE ?", f"%:{pid}")  # fmt: skip
     marks = ",".join("?" * len(fresh))
     linked = rows(db_path, f"SELECT count(*) FROM sync_links WHERE activity_id IN ({marks})",
                   *fresh)  # fmt: skip
@@ -277,7 +285,9 @@ async def test_killing_the_server_mid_sync_again_and_again_converges_without_cop
                 await asyncio.gather(*(change_both_sides(api, p, round_) for p in everyone))
                 fresh = [item for p in everyone for item, _ in p.crm_items[first_new:]]
                 killed.append(
-                    await server.kill_when(functools.partial(writes_in_flight, db_path, fresh))
+                    await server.kill_when(
+                        functools.partial(writes_in_flight, db_path, fresh, server.pid)
+                    )
                 )
                 left = rows(db_path, "SELECT count(*) FROM connections WHERE state = 'syncing'")
                 assert left[0][0] >= 1  # what the issue found stuck for good
