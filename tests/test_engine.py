@@ -20,7 +20,7 @@ from crmcal.sync import engine as engine_module
 from crmcal.sync import runner
 from crmcal.sync.engine import SyncFailed, SyncRefused
 from crmcal.sync.states import ConnectionState, FailureKind
-from crmcal.sync.tables import Conflict, Connection
+from crmcal.sync.tables import Connection, SyncConflict
 from tests.engine_world import World, at, event
 from tests.memory_provider import MemoryCalendar, MemoryProvider
 
@@ -145,7 +145,7 @@ async def test_conflicts_follow_the_policy_and_are_recorded(
     assert (await world.activity(activity_id)).subject == winner
     assert world.only_event()[1].summary == winner
     async with world.db.read() as session:
-        (conflict,) = await session.scalars(select(Conflict))
+        (conflict,) = await session.scalars(select(SyncConflict))
     assert conflict.policy == policy
     assert conflict.winner == ("crm" if winner == "Edited in CRM" else "calendar")
     assert conflict.crm_version["subject"] == "Edited in CRM"
@@ -671,7 +671,7 @@ async def test_a_field_changed_on_both_sides_goes_to_the_policy_the_others_merge
                  (now.summary, now.location, now.busy)):  # fmt: skip
         assert side == ("Calendar title", "Room 5", False)
     async with world.db.read() as session:
-        (conflict,) = await session.scalars(select(Conflict))
+        (conflict,) = await session.scalars(select(SyncConflict))
     assert conflict.winner == "calendar"
     assert (conflict.crm_version["summary"], conflict.crm_version["busy"]) == ("CRM title", False)
     assert conflict.crm_version["location"] == "Room 4"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from crmcal.db import Database
-from crmcal.sync.tables import Conflict, Connection, Link
+from crmcal.sync.tables import Connection, Link, SyncConflict
 from crmcal.vault import Vault
 from tests.conftest import Api, run
 
@@ -32,7 +32,7 @@ async def _synced(db_url: str, owner_id: int, activity_id: int) -> int:
             session.add(Link(connection_id=conn.id, activity_id=activity_id, origin="crm",
                              remote_id="/secret-calendar/therapy.ics"))  # fmt: skip
             version = {"subject": "Therapy session", "start": SOON.isoformat(), "busy": True}
-            session.add(Conflict(connection_id=conn.id, activity_id=activity_id,
+            session.add(SyncConflict(connection_id=conn.id, activity_id=activity_id,
                                  remote_id="/secret-calendar/therapy.ics", policy="crm",
                                  winner="crm", crm_version=version, calendar_version=version,
                                  result=version))  # fmt: skip

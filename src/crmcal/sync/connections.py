@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.config import Settings
 from crmcal.crm import activity_types, permissions
-from crmcal.crm.errors import Conflict as Clash
+from crmcal.crm.errors import Conflict
 from crmcal.crm.errors import CrmError, Invalid, NotFound
 from crmcal.crm.pagination import page_by_id
 from crmcal.crm.schemas import Text
@@ -38,7 +38,7 @@ from crmcal.providers.base import (
 )
 from crmcal.sync import lease, netguard
 from crmcal.sync.options import SyncOptions, SyncOptionsPatch, SyncType, writes_calendar, writes_crm
-from crmcal.sync.tables import Conflict, Connection, Link
+from crmcal.sync.tables import Connection, Link, SyncConflict
 from crmcal.vault import Vault, VaultError
 
 MAIL_PROTOCOLS = {"imap", "pop", "pop3"}
@@ -310,9 +310,9 @@ async def calendars_of(conn: Connection, vault: Vault, settings: Settings) -> li
 
 async def list_conflicts(
     session: AsyncSession, conn: Connection, *, limit: int, cursor: str | None
-) -> tuple[list[Conflict], str | None]:
-    query = select(Conflict).where(Conflict.connection_id == conn.id)
-    return await page_by_id(session, query, Conflict.id, limit=limit, cursor=cursor)
+) -> tuple[list[SyncConflict], str | None]:
+    query = select(SyncConflict).where(SyncConflict.connection_id == conn.id)
+    return await page_by_id(session, query, SyncConflict.id, limit=limit, cursor=cursor)
 
 
 async def active_connection(session: AsyncSession, user_id: int) -> Connection | None:
@@ -338,7 +338,7 @@ async def create(
     require_may_sync(user, data.sync_type)
     await check_options(session, data.options)
     if await active_connection(session, user.id) is not None:
-        raise Clash("you already have an active calendar connection: stop it first")
+        raise Conflict("you already have an active calendar connection: stop it first")
     now = utcnow()
     start = data.start
     conn = Connection(
@@ -386,7 +386,7 @@ async def update(
     sync_type = data.sync_type or conn.sync_type
     if data.calendar_id is not None and data.calendar_id != conn.calendar_id:
         if conn.state not in ("pending", "stopped"):
-            raise Clash(
+            raise Conflict(
                 "the calendar of a running connection cannot change: stop the sync, "
                 "choose the other calendar, then reconnect"
             )
@@ -425,7 +425,7 @@ async def _forget_calendar(session: AsyncSession, conn: Connection) -> None:
 async def start(conn: Connection) -> Connection:
     """A pending connection begins to sync: what counts as new is from now on."""
     if conn.state != "pending":
-        raise Clash(f"connection {conn.id} is {conn.state}; only a pending one is started")
+        raise Conflict(f"connection {conn.id} is {conn.state}; only a pending one is started")
     now = utcnow()
     conn.state, conn.connected_at, conn.next_sync_at = "active", now, now
     return conn
@@ -460,10 +460,10 @@ async def reconnect(
     session: AsyncSession, user: User, conn: Connection, data: Reconnect, vault: Vault
 ) -> Connection:
     if conn.state not in ("stopped", "error"):
-        raise Clash(f"connection {conn.id} is {conn.state}; only a stopped one is reconnected")
+        raise Conflict(f"connection {conn.id} is {conn.state}; only a stopped one is reconnected")
     other = await active_connection(session, conn.user_id)
     if other is not None and other.id != conn.id:
-        raise Clash(f"connection {other.id} is active: stop it first")
+        raise Conflict(f"connection {other.id} is active: stop it first")
     owner = await session.get(User, conn.user_id)
     assert owner is not None
     require_may_sync(owner, conn.sync_type)

@@ -55,7 +55,7 @@ from crmcal.sync.decisions import Act, Decision, State, decide
 from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.links import Links
 from crmcal.sync.states import ConnectionState, FailureKind
-from crmcal.sync.tables import Conflict, Connection, Link
+from crmcal.sync.tables import Connection, Link, SyncConflict
 from crmcal.sync.written import Written
 
 __all__ = ["Engine", "ProgressFn", "SyncFailed", "SyncRefused", "SyncReport", "SyncStopped"]
@@ -1591,7 +1591,7 @@ class Engine:
             result = merge.version(crm_event if decision.winner == "crm" else event)
         async with self.db.write() as session:
             session.add(
-                Conflict(
+                SyncConflict(
                     connection_id=self.ctx.connection_id,
                     activity_id=activity.id if activity else None,
                     remote_id=pair.remote.id if pair.remote else None,

@@ -95,7 +95,7 @@ class Link(Base):
     last_synced_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class Conflict(Base):
+class SyncConflict(Base):
     """Both sides changed the same item between two syncs; how the policy decided."""
 
     __tablename__ = "sync_conflicts"

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crmcal.crm.errors import Conflict as ConflictError
+from crmcal.crm.errors import Conflict
 from crmcal.crm.schemas import MAX_ID, Page
 from crmcal.crm.tables import Activity
 from crmcal.sync import connections
@@ -92,11 +92,11 @@ async def create_connection(request: Request, body: ConnectionCreate) -> Connect
     async with reading(request) as (session, user):
         connections.require_may_sync(user, body.sync_type)
         if await connections.active_connection(session, user.id) is not None:
-            raise ConflictError("you already have an active calendar connection: stop it first")
+            raise Conflict("you already have an active calendar connection: stop it first")
     await connections.check_request(body, settings_of(request))
     if user.id in _CHECKING:
         # A slow or hostile server holds one check; one user cannot stack up more.
-        raise ConflictError("a check of another calendar account of yours is still running")
+        raise Conflict("a check of another calendar account of yours is still running")
     _CHECKING.add(user.id)
     try:
         found = await connections.discover(body, settings_of(request))
@@ -211,7 +211,7 @@ async def sync_now(
             request.app.state.db, vault, settings_of(request), connection_id, force=force, wait=30
         )
     except Busy as exc:
-        raise ConflictError(str(exc)) from None
+        raise Conflict(str(exc)) from None
     except SyncFailed as exc:
         raise HTTPException(409, f"the sync failed: {exc}") from None
     return SyncCounts(**report.counts(), problems=report.problems)
