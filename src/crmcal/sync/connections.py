@@ -23,8 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.config import Settings
 from crmcal.crm import activity_types, permissions
-from crmcal.crm.errors import Conflict
-from crmcal.crm.errors import CrmError, Invalid, NotFound
+from crmcal.crm.errors import Conflict, CrmError, Invalid, NotFound
 from crmcal.crm.pagination import page_by_id
 from crmcal.crm.schemas import Text
 from crmcal.crm.tables import User, utcnow
