@@ -43,6 +43,9 @@ class Crash(Exception):
 
 
 class MemoryCalendar:
+    """One calendar: each event as the provider-neutral shape (a series with its
+    overrides inside its master, as every provider hands them over)."""
+
     def __init__(self, name: str = "Calendar") -> None:
         self.name = name
         self.events: dict[str, tuple[str, CalendarEvent]] = {}
@@ -261,8 +264,15 @@ class MemoryHarness:
         if all_day and end is None:
             end = start + dt.timedelta(days=1)
         recurrence = None
+        overrides: tuple[CalendarEvent, ...] = ()
         if foreign.rrule:
             recurrence = Recurrence(foreign.rrule, exdates=tuple(foreign.cancelled))
+            length = end - start if end is not None else dt.timedelta(0)
+            overrides = tuple(
+                CalendarEvent(summary=summary, start=new, end=new + length,
+                              timezone=getattr(new.tzinfo, "key", None), recurrence_id=old)
+                for old, new, summary in foreign.moved
+            )  # fmt: skip
         attendees = tuple(Attendee(a, n or None, s) for a, n, s in foreign.attendees) + tuple(
             Attendee(a, n or None, resource=True) for a, n in foreign.rooms
         )
@@ -279,9 +289,10 @@ class MemoryHarness:
             organizer=foreign.organizer[0] if foreign.organizer else None,
             uid=foreign.uid or event_id,
             recurrence=recurrence,
+            overrides=overrides,
         )
         self.primary.put(event_id, event)
-        extras = [f"RECURRENCE-ID:{old.isoformat()} {summary}" for old, _, summary in foreign.moved]
+        extras = []
         if foreign.extras:
             extras.append("X-OTHER-CLIENT:kept")
         if extras:

@@ -38,10 +38,20 @@ class Recurrence:
 
 @dataclass(frozen=True)
 class CalendarEvent:
-    """One calendar event (a single occurrence or, later, a series master).
+    """One calendar event: a single event, a series master, or one occurrence of a
+    series that changed on its own (an override).
 
     Timed events have aware ``start``/``end`` datetimes and the IANA ``timezone``
     they were written in; all-day events have dates and an exclusive ``end``.
+
+    A series travels as one unit: its master (``recurrence`` set) carries its
+    ``overrides``, the occurrences that differ from what the rule makes — each a
+    whole event of its own with ``recurrence_id`` = the occurrence's original
+    start (in the master's kind of moment: a date for all-day series), and
+    ``cancelled=True`` for one that was cancelled. A cancelled occurrence may
+    equally be an EXDATE of ``recurrence``: both spellings digest alike. Every
+    provider reads and writes a series' overrides with its master (create,
+    update, fetch and list), and an update writes exactly the overrides given.
     """
 
     summary: str | None
@@ -79,13 +89,34 @@ class CalendarEvent:
     # (None: the service does not say, and the reader compares ``organizer`` with
     # the user's own addresses).
     invitation: bool | None = None
-    # Read: how many occurrences of this series were changed on their own (moved,
-    # retitled) and are not in this master; not content, never digested.
-    changed_occurrences: int = 0
+    # A series master's occurrences that changed on their own or were cancelled
+    # (see the class' docstring); empty for every other event.
+    overrides: tuple[CalendarEvent, ...] = ()
 
     @property
     def recurring(self) -> bool:
         return self.recurrence is not None or self.recurrence_id is not None
+
+    @property
+    def changed_occurrences(self) -> int:
+        """How many occurrences of this series changed on their own (not cancelled)."""
+        return sum(1 for o in self.overrides if not o.cancelled)
+
+    def cancelled_moments(self) -> tuple[dt.datetime | dt.date, ...]:
+        """The original starts of the occurrences left out: EXDATEs and cancelled
+        overrides alike."""
+        found = list(self.recurrence.exdates) if self.recurrence is not None else []
+        found += [o.recurrence_id for o in self.overrides if o.cancelled and o.recurrence_id]
+        return tuple(dict.fromkeys(found))
+
+    def live_overrides(self) -> dict[str, CalendarEvent]:
+        """The occurrences changed on their own (not cancelled), by ``moment_key`` of
+        their original start."""
+        return {
+            moment_key(o.recurrence_id): o
+            for o in self.overrides
+            if not o.cancelled and o.recurrence_id is not None
+        }
 
     def leaving_out(self, moments: Sequence[dt.datetime | dt.date]) -> CalendarEvent:
         """The series without the occurrences at ``moments`` (among its EXDATEs)."""
@@ -114,8 +145,19 @@ FIELD_GROUPS: dict[str, tuple[str, ...]] = {
     "attendees": ("attendees",),
     "recurrence": ("recurrence", "recurrence_id"),
     "cancelled": ("cancelled",),
+    # A series' occurrences changed on their own, as one group: an update that
+    # names it writes exactly the overrides given (cancelled ones count under
+    # "recurrence", with the EXDATEs they are equal to).
+    "overrides": ("overrides",),
 }
 ALL_FIELDS = frozenset(FIELD_GROUPS)
+
+
+def moment_key(moment: dt.datetime | dt.date) -> str:
+    """One spelling of an occurrence's original start, to match overrides by."""
+    if isinstance(moment, dt.datetime):
+        return moment.astimezone(dt.UTC).isoformat()
+    return moment.isoformat()
 
 
 def field_digests(event: CalendarEvent) -> dict[str, str]:
@@ -123,17 +165,29 @@ def field_digests(event: CalendarEvent) -> dict[str, str]:
     subset = _subset(event)
     found = {}
     for group, names in FIELD_GROUPS.items():
-        raw = json.dumps([subset[n] for n in names], sort_keys=True, default=str)
+        raw = json.dumps([subset.get(n) for n in names], sort_keys=True, default=str)
         found[group] = hashlib.sha256(raw.encode()).hexdigest()[:16]
     return found
+
+
+# The "overrides" digest of an event without any: digests stored before the group
+# existed lack it, and mean this.
+NO_OVERRIDES = hashlib.sha256(b"[null]").hexdigest()[:16]
+
+
+def changed_groups(before: dict[str, str], after: dict[str, str]) -> frozenset[str]:
+    """The groups whose digest moved from ``before`` to ``after`` (``field_digests``
+    outputs; a stored one may predate the "overrides" group)."""
+    old = {"overrides": NO_OVERRIDES, **before}
+    new = {"overrides": NO_OVERRIDES, **after}
+    return frozenset(group for group in FIELD_GROUPS if old.get(group) != new.get(group))
 
 
 def changed_fields(before: CalendarEvent | None, after: CalendarEvent) -> frozenset[str]:
     """The field groups in which ``after`` differs from ``before`` (all without one)."""
     if before is None:
         return ALL_FIELDS
-    old, new = field_digests(before), field_digests(after)
-    return frozenset(group for group in FIELD_GROUPS if old[group] != new[group])
+    return changed_groups(field_digests(before), field_digests(after))
 
 
 def with_fields(
@@ -213,12 +267,20 @@ def _subset(event: CalendarEvent) -> dict[str, object]:
     subset["attendees"] = sorted((a.email.lower(), a.name or "", a.status) for a in event.attendees)
     subset["recurrence"] = None
     if event.recurrence is not None:
-        # The spelling of a rule and the order of its dates say nothing.
+        # The spelling of a rule and the order of its dates say nothing, nor whether
+        # an occurrence is left out by EXDATE or by a cancelled override.
+        exdates = event.recurrence.exdates
+        if any(o.cancelled for o in event.overrides):
+            exdates = event.cancelled_moments()
         subset["recurrence"] = {
             "rrule": canonical_rrule(event.recurrence.rrule),
-            "exdates": sorted(_canonical(list(event.recurrence.exdates))),  # type: ignore[arg-type]
+            "exdates": sorted(_canonical(list(exdates))),  # type: ignore[arg-type]
             "rdates": sorted(_canonical(list(event.recurrence.rdates))),  # type: ignore[arg-type]
         }
+    live = [o for o in event.overrides if not o.cancelled]
+    if live:
+        # Only when there are some: the digests of every other event stay as they were.
+        subset["overrides"] = sorted(content_hash(o) for o in live)
     return subset
 
 

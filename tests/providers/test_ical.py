@@ -238,6 +238,79 @@ def test_recurring_series_with_overrides_is_its_master() -> None:
         ),
         rdates=(dt.datetime(2026, 3, 1, 9, tzinfo=dt.UTC),),
     )
+    # The occurrence changed on its own travels with its master.
+    (moved,) = event.overrides
+    assert moved.summary == "Moved occurrence"
+    assert moved.recurrence_id == dt.datetime(2026, 1, 12, 9, tzinfo=BERLIN)
+    assert moved.start == dt.datetime(2026, 1, 12, 11, tzinfo=BERLIN)
+    assert moved.recurrence is None
+    assert event.changed_occurrences == 1
+
+
+def weekly_with_overrides() -> CalendarEvent:
+    def at(day: int, hour: int) -> dt.datetime:
+        return dt.datetime(2026, 10, day, hour, tzinfo=BERLIN)
+
+    master = CalendarEvent(
+        summary="Weekly", start=at(6, 9), end=at(6, 10), timezone="Europe/Berlin",
+        recurrence=Recurrence("FREQ=WEEKLY;COUNT=6"),
+    )  # fmt: skip
+    moved = CalendarEvent(
+        summary="Weekly (moved)", start=at(13, 11), end=at(13, 12), timezone="Europe/Berlin",
+        location="Room 2", recurrence_id=at(13, 9),
+    )  # fmt: skip
+    cancelled = CalendarEvent(summary=None, start=at(20, 9), end=None, cancelled=True,
+                              recurrence_id=at(20, 9))  # fmt: skip
+    return dataclasses.replace(master, overrides=(moved, cancelled))
+
+
+def test_overrides_round_trip_as_recurrence_id_components() -> None:
+    event = weekly_with_overrides()
+    text = serialize_event(event, "series-1")
+    assert text.count("BEGIN:VEVENT") == 2  # the cancelled one is an EXDATE
+    assert "RECURRENCE-ID;TZID=Europe/Berlin:20261013T090000" in text
+    assert "EXDATE;TZID=Europe/Berlin:20261020T090000" in text
+    back = parse_event(text)
+    assert back is not None
+    assert back.content_hash() == dataclasses.replace(event, uid="series-1").content_hash()
+    # A cancelled override and an EXDATE are the same series.
+    assert back.recurrence is not None
+    assert back.recurrence.exdates == (dt.datetime(2026, 10, 20, 9, tzinfo=BERLIN),)
+    # Equal digests: a master without overrides digests as it always did.
+    plain = dataclasses.replace(event, overrides=())
+    assert "overrides" not in changed_fields(plain, dataclasses.replace(plain, summary="x"))
+    assert changed_fields(plain, event) == {"overrides", "recurrence"}
+
+
+def test_patching_overrides_keeps_what_other_clients_wrote() -> None:
+    event = weekly_with_overrides()
+    text = serialize_event(event, "series-1").replace(
+        "SUMMARY:Weekly (moved)", "SUMMARY:Weekly (moved)\r\nX-OTHER:kept-on-override"
+    )
+    (moved, cancelled) = event.overrides
+    later = dataclasses.replace(moved, location="Room 3")
+    added = dataclasses.replace(
+        moved, summary="Weekly (extra)", recurrence_id=dt.datetime(2026, 10, 27, 9, tzinfo=BERLIN),
+        start=dt.datetime(2026, 10, 27, 8, tzinfo=BERLIN),
+        end=dt.datetime(2026, 10, 27, 9, tzinfo=BERLIN),
+    )  # fmt: skip
+    wanted = dataclasses.replace(event, overrides=(later, cancelled, added))
+    patched = patch_event(wanted, "series-1", text, frozenset({"overrides"}))
+    assert "X-OTHER:kept-on-override" in patched
+    back = parse_event(patched)
+    assert back is not None
+    assert back.content_hash() == dataclasses.replace(wanted, uid="series-1").content_hash()
+    # Across the October switch: the new override's RECURRENCE-ID is 09:00 local.
+    assert "RECURRENCE-ID;TZID=Europe/Berlin:20261027T090000" in patched
+    # An override gone from the event is gone from the resource.
+    fewer = patch_event(dataclasses.replace(wanted, overrides=(added,)), "series-1", patched,
+                        frozenset({"overrides", "recurrence"}))  # fmt: skip
+    assert "Room 3" not in fewer
+    again = parse_event(fewer)
+    assert again is not None
+    assert [o.summary for o in again.overrides] == ["Weekly (extra)"]
+    assert again.recurrence is not None
+    assert again.recurrence.exdates == ()
 
 
 def test_a_lone_occurrence_keeps_its_recurrence_id() -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,7 +35,14 @@ import icalendar
 from icalendar.prop import vCalAddress, vInline, vText
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
-from crmcal.model import Attendee, CalendarEvent, Recurrence, ResponseStatus
+from crmcal.model import (
+    Attendee,
+    CalendarEvent,
+    Recurrence,
+    ResponseStatus,
+    changed_fields,
+    moment_key,
+)
 
 PRODID = "-//crmcal//crmcal//EN"
 CRM_ID_PROPERTY = "X-CRMCAL-ACTIVITY-ID"
@@ -670,28 +677,45 @@ def parse_event(
 
     ``default_tz`` is the zone of floating times (unless the calendar names one in
     X-WR-TIMEZONE); None reads them in UTC and marks the event ``floating`` with no
-    ``timezone``, for the reader to place in its own zone. A series with overridden
-    occurrences comes back as its master with ``recurrence`` set; cancelled
-    occurrences count as exceptions (EXDATE). Raises ValueError with a short reason
-    for data that is malformed or lacks what an event needs; what could be read only
-    by a guess (a TZID nothing explains) is added to ``problems``.
+    ``timezone``, for the reader to place in its own zone. A series comes back as
+    its master with ``recurrence`` set and its overridden occurrences (RECURRENCE-ID
+    components) in ``overrides``; cancelled occurrences are among its EXDATEs,
+    whichever way the resource says so. Raises ValueError with a short reason for
+    data that is malformed or lacks what an event needs; what could be read only by
+    a guess (a TZID nothing explains) is added to ``problems``.
     """
     doc = _scan(text)
     if not doc.events:
         return None
     master, overrides = _choose(doc.events)
     zones = _Zones(doc, default_tz)
-    start, end, all_day, zone_name = _times(master, zones)
-    start_prop = master.first("DTSTART")
+    event = _read_component(master, zones)
+    recurrence = _recurrence(master, overrides, zones)
+    if recurrence is not None:
+        changed = tuple(
+            _read_component(o, zones)
+            for o in overrides
+            if not _cancelled(o) and o.first("RECURRENCE-ID") is not None
+        )
+        event = replace(event, recurrence=recurrence, overrides=changed)
+    if problems is not None:
+        problems.extend(zones.problems)
+    return event
+
+
+def _read_component(component: _Component, zones: _Zones) -> CalendarEvent:
+    """One VEVENT's own fields (a master's rule and overrides are added by the caller)."""
+    start, end, all_day, zone_name = _times(component, zones)
+    start_prop = component.first("DTSTART")
     floating = start_prop is not None and _is_floating(start_prop, zones)
-    get = master.value
+    get = component.value
     summary, location, description = get("SUMMARY"), get("LOCATION"), get("DESCRIPTION")
     crm_id, crm_type = get(CRM_ID_PROPERTY), get(CRM_TYPE_PROPERTY)
     klass, transp, status = get("CLASS"), get("TRANSP"), get("STATUS")
-    organizer = master.first("ORGANIZER")
-    recurrence_id = master.first("RECURRENCE-ID")
+    organizer = component.first("ORGANIZER")
+    recurrence_id = component.first("RECURRENCE-ID")
     uid = get("UID")
-    event = CalendarEvent(
+    return CalendarEvent(
         summary=_text(summary) if summary is not None else None,
         start=start,
         end=end,
@@ -701,22 +725,17 @@ def parse_event(
         description=_text(description) if description is not None else None,
         private=klass is not None and klass.strip().upper() in ("PRIVATE", "CONFIDENTIAL"),
         busy=transp is None or transp.strip().upper() != "TRANSPARENT",
-        reminder_minutes=_reminder(master),
-        attendees=_attendees(master),
+        reminder_minutes=_reminder(component),
+        attendees=_attendees(component),
         organizer=_address(organizer[1], _params(organizer[0])) if organizer else None,
         crm_id=_token(crm_id),
         crm_type=_token(crm_type),
         cancelled=status is not None and status.strip().upper() == "CANCELLED",
-        recurrence=_recurrence(master, overrides, zones),
         recurrence_id=_moment(recurrence_id, zones)[0] if recurrence_id else None,
-        last_modified=_last_modified(master),
+        last_modified=_last_modified(component),
         uid=_token(uid),
         floating=floating,
-        changed_occurrences=sum(1 for o in overrides if not _cancelled(o)),
     )
-    if problems is not None:
-        problems.extend(zones.problems)
-    return event
 
 
 def resource_uid(text: str) -> str | None:
@@ -903,6 +922,12 @@ def _write_moment(moment: dt.datetime | dt.date, event: CalendarEvent, zone: dt.
 
 
 def _write_recurrence(vevent: icalendar.Event, event: CalendarEvent, zone: dt.tzinfo) -> None:
+    _write_rule(vevent, event, zone)
+    if event.recurrence_id is not None:
+        vevent.add("RECURRENCE-ID", _write_moment(event.recurrence_id, event, zone))
+
+
+def _write_rule(vevent: icalendar.Event, event: CalendarEvent, zone: dt.tzinfo) -> None:
     recurrence = event.recurrence
     if recurrence is not None:
         if recurrence.rrule:
@@ -910,61 +935,69 @@ def _write_recurrence(vevent: icalendar.Event, event: CalendarEvent, zone: dt.tz
             vevent.add("RRULE", vInline(recurrence.rrule.strip()))
         if recurrence.rdates:
             vevent.add("RDATE", [_write_moment(m, event, zone) for m in recurrence.rdates])
-        if recurrence.exdates:
-            vevent.add("EXDATE", [_write_moment(m, event, zone) for m in recurrence.exdates])
-    if event.recurrence_id is not None:
-        vevent.add("RECURRENCE-ID", _write_moment(event.recurrence_id, event, zone))
+        # A cancelled override is written as the EXDATE it is equal to.
+        exdates = event.cancelled_moments()
+        if exdates:
+            vevent.add("EXDATE", [_write_moment(m, event, zone) for m in exdates])
+
+
+def _component_key(component: icalendar.cal.Component) -> str | None:
+    """``moment_key`` of an overriding component's RECURRENCE-ID."""
+    moment = getattr(component.get("RECURRENCE-ID"), "dt", None)
+    if isinstance(moment, dt.datetime) and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment_key(moment) if isinstance(moment, (dt.date, dt.datetime)) else None
+
+
+def _is_cancelled(component: icalendar.cal.Component) -> bool:
+    return str(component.get("STATUS", "")).upper() == "CANCELLED"
 
 
 def _kept_overrides(previous: _Previous, event: CalendarEvent) -> list[icalendar.Event]:
     """Overridden occurrences of the old series that still belong to the new one."""
     if event.recurrence is None or event.recurrence_id is not None:
         return []
-    exdates = {_key(m) for m in event.recurrence.exdates}
+    exdates = {_key(m) for m in event.cancelled_moments()}
     kept = []
     for override in previous.overrides:
-        cancelled = str(override.get("STATUS", "")).upper() == "CANCELLED"
         recurrence_id = getattr(override.get("RECURRENCE-ID"), "dt", None)
-        if cancelled and (recurrence_id is None or _key(recurrence_id) not in exdates):
+        back = recurrence_id is None or _key(recurrence_id) not in exdates
+        if _is_cancelled(override) and back:
             continue  # the occurrence is back: drop its cancellation
         kept.append(override)
     return kept
 
 
-def serialize_event(
+def _cancellations(previous: _Previous, event: CalendarEvent) -> list[icalendar.Event]:
+    """The old cancelled occurrences (STATUS:CANCELLED components) still left out."""
+    return [o for o in _kept_overrides(previous, event) if _is_cancelled(o)]
+
+
+def _build_vevent(
     event: CalendarEvent,
     uid: str,
-    *,
-    previous: str | None = None,
-    sequence: int | None = None,
-) -> str:
-    """A complete VCALENDAR holding ``event`` with UID ``uid``.
-
-    ``previous`` is the resource's current text: properties, alarms and
-    occurrences crmcal does not own are kept, and SEQUENCE goes up by one (unless
-    ``sequence`` is given).
-    """
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    before = _Previous.load(previous) if previous else None
+    old: icalendar.Event | None,
+    sequence: int,
+    now: dt.datetime,
+) -> icalendar.Event:
+    """A VEVENT of ``event``'s own fields, keeping what ``old`` (the component it
+    replaces) holds that crmcal does not own."""
     zone = _writing_zone(event)
     vevent = icalendar.Event()
     vevent.add("UID", uid)
     vevent.add("DTSTAMP", now)
     vevent.add("LAST-MODIFIED", now)
-    if sequence is None:
-        sequence = before.sequence() + 1 if before else 0
     vevent.add("SEQUENCE", sequence)
-    if before is None:
+    if old is None:
         vevent.add("CREATED", now)
     if event.summary is not None:
         vevent.add("SUMMARY", event.summary)
     _write_times(vevent, event, zone)
-    _write_recurrence(vevent, event, zone)
+    _write_rule(vevent, event, zone)
     if event.location is not None:
         vevent.add("LOCATION", event.location)
     if event.description is not None:
         vevent.add("DESCRIPTION", event.description)
-    old = before.master if before else None
     old_class = str(old.get("CLASS", "")).upper() if old is not None else ""
     if event.private:
         # CONFIDENTIAL reads as private; keep the stricter word if it was used.
@@ -1012,7 +1045,74 @@ def serialize_event(
                 continue
             alarms.append(component)
     vevent.subcomponents.extend(alarms)
-    return _calendar(event, vevent, before, zone).to_ical().decode("utf-8")
+    return vevent
+
+
+def _override_vevent(
+    override: CalendarEvent,
+    master: CalendarEvent,
+    uid: str,
+    old: icalendar.Event | None,
+    sequence: int,
+    now: dt.datetime,
+) -> icalendar.Event:
+    """The component of an occurrence changed on its own: its RECURRENCE-ID spelt as
+    the master's DTSTART is (same zone, same kind of value), as clients match them."""
+    assert override.recurrence_id is not None
+    vevent = _build_vevent(replace(override, recurrence=None, recurrence_id=None), uid, old,
+                           sequence, now)  # fmt: skip
+    recurrence_id = _write_moment(override.recurrence_id, master, _writing_zone(master))
+    vevent.add("RECURRENCE-ID", recurrence_id)
+    return vevent
+
+
+def _written_overrides(
+    event: CalendarEvent,
+    uid: str,
+    before: _Previous | None,
+    sequence: int,
+    now: dt.datetime,
+) -> list[icalendar.Event]:
+    """The components of ``event``'s overrides, each built over the one it replaces."""
+    if event.recurrence is None:
+        return []
+    old = {}
+    if before is not None:
+        old = {_component_key(c): c for c in before.overrides if not _is_cancelled(c)}
+    left_out = {moment_key(m) for m in event.cancelled_moments()}
+    return [
+        _override_vevent(override, event, uid, old.get(key), sequence, now)
+        for key, override in sorted(event.live_overrides().items())
+        if key not in left_out
+    ]
+
+
+def serialize_event(
+    event: CalendarEvent,
+    uid: str,
+    *,
+    previous: str | None = None,
+    sequence: int | None = None,
+) -> str:
+    """A complete VCALENDAR holding ``event`` with UID ``uid``: a series with exactly
+    its ``overrides`` as RECURRENCE-ID components.
+
+    ``previous`` is the resource's current text: properties, alarms and
+    calendar-level properties crmcal does not own are kept (an override's own in
+    the component it replaces), and SEQUENCE goes up by one (unless ``sequence`` is
+    given).
+    """
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    before = _Previous.load(previous) if previous else None
+    zone = _writing_zone(event)
+    if sequence is None:
+        sequence = before.sequence() + 1 if before else 0
+    old = before.master if before else None
+    vevent = _build_vevent(event, uid, old, sequence, now)
+    if event.recurrence_id is not None:
+        vevent.add("RECURRENCE-ID", _write_moment(event.recurrence_id, event, zone))
+    overrides = _written_overrides(event, uid, before, sequence, now)
+    return _calendar(event, vevent, before, zone, overrides).to_ical().decode("utf-8")
 
 
 def _calendar(
@@ -1020,6 +1120,7 @@ def _calendar(
     vevent: icalendar.Event,
     before: _Previous | None,
     zone: dt.tzinfo,
+    overrides: list[icalendar.Event],
 ) -> icalendar.Calendar:
     calendar = icalendar.Calendar()
     calendar.add("PRODID", PRODID)
@@ -1029,7 +1130,8 @@ def _calendar(
         for key, value in before.calendar.items():
             if key.upper() not in _CALENDAR_OWNED:
                 calendar[key] = value
-        events += _kept_overrides(before, event)
+        events += _cancellations(before, event)
+    events += overrides
     holder = icalendar.Calendar()  # only to ask which TZIDs the events use
     holder.subcomponents.extend(events)
     used = holder.get_used_tzids() - {"UTC"}
@@ -1136,13 +1238,46 @@ def patch_event(event: CalendarEvent, uid: str, previous: str, changed: frozense
     """The resource ``previous`` with only the ``changed`` field groups (``model``'s
     ``FIELD_GROUPS``) rewritten from ``event``: everything else — other properties,
     their parameters, long descriptions, floating times, alarms, occurrences — stays
-    as the server has it. A resource this cannot read is written afresh."""
+    as the server has it. With "overrides" the series' overridden occurrences become
+    exactly ``event.overrides``, each patched the same way over the component it
+    replaces. A resource this cannot read is written afresh."""
     before = _Previous.load(previous)
     if before is None:
         return serialize_event(event, uid, previous=previous)
     vevent, calendar = before.master, before.calendar
     zone = _writing_zone(event)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    sequence = before.sequence() + 1
+    _patch_component(calendar, vevent, event, changed, zone)
+    if ("recurrence" in changed or "overrides" in changed) and event.recurrence is not None:
+        if "recurrence" in changed:
+            for name in ("RRULE", "RDATE", "EXDATE"):
+                vevent.pop(name, None)
+            _write_rule(vevent, event, zone)
+        if "overrides" in changed:
+            kept = [*_cancellations(before, event),
+                    *_patched_overrides(before, previous, event, uid, sequence, now)]  # fmt: skip
+        else:
+            kept = _kept_overrides(before, event)
+        calendar.subcomponents[:] = [
+            c for c in calendar.subcomponents if c.name != "VEVENT" or c is vevent
+        ] + kept
+        _ensure_zones(calendar, event)
+    _set(vevent, "DTSTAMP", now)
+    _set(vevent, "LAST-MODIFIED", now)
+    _set(vevent, "SEQUENCE", sequence)
+    calendar.pop("METHOD", None)  # CalDAV forbids it in stored resources
+    return calendar.to_ical().decode("utf-8")
+
+
+def _patch_component(
+    calendar: icalendar.Calendar,
+    vevent: icalendar.Event,
+    event: CalendarEvent,
+    changed: frozenset[str],
+    zone: dt.tzinfo,
+) -> None:
+    """Rewrite the ``changed`` groups of one VEVENT's own fields from ``event``."""
     if "summary" in changed:
         _set(vevent, "SUMMARY", event.summary)
     if "when" in changed:
@@ -1173,22 +1308,57 @@ def patch_event(event: CalendarEvent, uid: str, previous: str, changed: frozense
             _set(vevent, "STATUS", "CANCELLED")
         elif str(vevent.get("STATUS", "")).upper() == "CANCELLED":
             vevent.pop("STATUS", None)
-    if "recurrence" in changed and event.recurrence is not None:
-        for name in ("RRULE", "RDATE", "EXDATE"):
-            vevent.pop(name, None)
-        _write_recurrence(vevent, event, zone)
-        kept = _kept_overrides(before, event)
-        calendar.subcomponents[:] = [
-            c for c in calendar.subcomponents if c.name != "VEVENT" or c is vevent or c in kept
-        ]
     for name, value in ((CRM_ID_PROPERTY, event.crm_id), (CRM_TYPE_PROPERTY, event.crm_type)):
         if value and str(vevent.get(name, "")) != value:
             _set(vevent, name, vText(value))
-    _set(vevent, "DTSTAMP", now)
-    _set(vevent, "LAST-MODIFIED", now)
-    _set(vevent, "SEQUENCE", before.sequence() + 1)
-    calendar.pop("METHOD", None)  # CalDAV forbids it in stored resources
-    return calendar.to_ical().decode("utf-8")
+
+
+def _patched_overrides(
+    before: _Previous,
+    previous: str,
+    event: CalendarEvent,
+    uid: str,
+    sequence: int,
+    now: dt.datetime,
+) -> list[icalendar.Event]:
+    """``event``'s overrides as components: one the resource has already keeps its
+    component with only its changed fields rewritten, a new one is built afresh."""
+    try:
+        read = parse_event(previous)
+    except ValueError:
+        read = None
+    was = read.live_overrides() if read is not None else {}
+    components = {_component_key(c): c for c in before.overrides if not _is_cancelled(c)}
+    left_out = {moment_key(m) for m in event.cancelled_moments()}
+    found = []
+    for key, override in sorted(event.live_overrides().items()):
+        if key in left_out:
+            continue
+        component, old = components.get(key), was.get(key)
+        if component is None or old is None:
+            found.append(_override_vevent(override, event, uid, component, sequence, now))
+            continue
+        changed = changed_fields(old, override) - {"recurrence", "overrides"}
+        if changed:
+            _patch_component(before.calendar, component, override, changed,
+                             _writing_zone(override))  # fmt: skip
+            _set(component, "DTSTAMP", now)
+            _set(component, "LAST-MODIFIED", now)
+            _set(component, "SEQUENCE", sequence)
+        found.append(component)
+    return found
+
+
+def _ensure_zones(calendar: icalendar.Calendar, event: CalendarEvent) -> None:
+    """A VTIMEZONE for every TZID the resource's events use and it does not define."""
+    defined = {str(c.get("TZID", "")) for c in calendar.subcomponents if c.name == "VTIMEZONE"}
+    used = calendar.get_used_tzids() - {"UTC"} - defined
+    year = _day(event.start).year
+    last_year = year + (20 if event.recurrence is not None else 2)
+    for tzid in sorted(used):
+        definition = _vtimezone(tzid, year - 1, last_year)
+        if definition is not None:
+            calendar.subcomponents.insert(0, definition)
 
 
 def _ensure_zone(
