@@ -10,13 +10,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from crmcal import migrations
+from tests.served import bound_socket
 
 CRMCAL = [sys.executable, "-m", "crmcal"]
+PATIENCE = 120  # seconds a start may take on a busy machine; never a bound on a pass
 
 
 def crmcal(*args: str, db_url: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -26,10 +29,15 @@ def crmcal(*args: str, db_url: str, timeout: float = 60) -> subprocess.Completed
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def url_of(sock: socket.socket) -> str:
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def on_socket(argv: list[str], sock: socket.socket, **popen: Any) -> subprocess.Popen[bytes]:
+    """``crmcal <argv>`` serving on ``sock``, bound here to a port the system picked and
+    kept by the test, so no other process can take the port before or between starts."""
+    fd = sock.fileno()
+    return subprocess.Popen([*CRMCAL, *argv, "--fd", str(fd)], pass_fds=[fd], **popen)
 
 
 @pytest.mark.parametrize(
@@ -131,13 +139,12 @@ def test_unusable_database_url_is_one_clear_line(url: str, message: str) -> None
     assert result.stderr.count("\n") == 1
 
 
-def start_serve(port: int, db_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    """``crmcal serve`` on an embedded database, its output going to ``log_path``."""
+def start_serve(sock: socket.socket, db_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """``crmcal serve`` on an embedded database and on ``sock``, its output going to
+    ``log_path``."""
     env = {**os.environ, "CRMCAL_DATABASE_URL": f"sqlite:///{db_path}"}
     with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [*CRMCAL, "serve", "--port", str(port)], env=env, stdout=log, stderr=log
-        )
+        return on_socket(["serve"], sock, env=env, stdout=log, stderr=log)
 
 
 def printed_token(log_path: Path) -> str:
@@ -146,11 +153,12 @@ def printed_token(log_path: Path) -> str:
     return match.group(1)
 
 
-def wait_healthy(base: str) -> None:
-    deadline = time.monotonic() + 30
+def wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + PATIENCE
     while time.monotonic() < deadline:
+        assert process.poll() is None, "crmcal serve exited"
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/healthz", timeout=30).status_code == 200:
                 return
         except httpx.TransportError:
             time.sleep(0.1)
@@ -162,20 +170,20 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     """``crmcal serve`` on a new embedded database, stopped and started again:
     (base URL, the first run's output, database path)."""
     db_path, log_path = tmp_path / "served.db", tmp_path / "serve.log"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = start_serve(port, db_path, log_path)
-    try:
-        wait_healthy(base)
-        proc.terminate()
-        proc.wait(timeout=15)
-        output = log_path.read_text()
-        proc = start_serve(port, db_path, log_path)
-        wait_healthy(base)
-        yield base, output, db_path
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+    with bound_socket() as sock:
+        base = url_of(sock)
+        proc = start_serve(sock, db_path, log_path)
+        try:
+            wait_healthy(base, proc)
+            proc.terminate()
+            proc.wait(timeout=60)
+            output = log_path.read_text()
+            proc = start_serve(sock, db_path, log_path)
+            wait_healthy(base, proc)
+            yield base, output, db_path
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
 
 
 def test_serve_migrates_creates_first_admin_once_and_prints_its_token(
@@ -195,12 +203,14 @@ def test_serve_migrates_creates_first_admin_once_and_prints_its_token(
 
 
 def test_emulator_google_serves_the_api(tmp_path: Path) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([*CRMCAL, "emulator", "google", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    with bound_socket() as sock:
+        base = url_of(sock)
+        proc = on_socket(["emulator", "google"], sock, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
+        assert proc.stdout is not None
+        assert base in proc.stdout.readline().decode()  # the address it announces
+        deadline = time.monotonic() + PATIENCE
         while True:
             try:
                 tokens = httpx.post(

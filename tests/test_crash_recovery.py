@@ -17,6 +17,7 @@ import functools
 import itertools
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -36,12 +37,13 @@ from crmcal.db import Database
 from crmcal.providers.base import Provider
 from crmcal.sync.links import Links
 from crmcal.sync.tables import Link
-from tests.caldav_servers import HOST, free_port
+from tests.caldav_servers import HOST
 from tests.conftest import create_user_in
 from tests.engine_world import World
 from tests.google_emulator import GoogleEmulator, GoogleHarness
 from tests.memory_provider import MemoryCalendar
 from tests.providers.harness import CalDAVHarness, CalDAVServer, Foreign
+from tests.served import bound_socket
 
 KEY = "crash-test-key-Vb7Qw2Lm9Xz4Rt6Yp1Nc8Ks3Hd5Gf0Ja"
 
@@ -54,20 +56,22 @@ PATIENCE = 180.0  # seconds any awaited state may take on a busy machine
 
 
 class Server:
-    """``crmcal serve`` as a process of its own, on one port across restarts."""
+    """``crmcal serve`` as a process of its own, on one socket across restarts: the test
+    keeps it bound, so no other process can take the port while a killed server is down."""
 
-    def __init__(self, env: dict[str, str], port: int, logs: Path) -> None:
-        self.env, self.port, self.logs = env, port, logs
-        self.url = f"http://{HOST}:{port}"
+    def __init__(self, env: dict[str, str], sock: socket.socket, logs: Path) -> None:
+        self.env, self.sock, self.logs = env, sock, logs
+        self.url = f"http://{HOST}:{sock.getsockname()[1]}"
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         self.starts += 1
-        argv = [sys.executable, "-m", "crmcal", "serve", "--host", HOST, "--port", str(self.port)]
+        fd = self.sock.fileno()
+        argv = [sys.executable, "-m", "crmcal", "serve", "--fd", str(fd)]
         with (self.logs / f"serve-{self.starts}.log").open("wb") as log:
             return subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)  # fmt: skip
+                                    stdin=subprocess.DEVNULL, pass_fds=[fd])  # fmt: skip
 
     async def start(self) -> None:
         self.process = await asyncio.to_thread(self._spawn)
@@ -251,14 +255,15 @@ async def test_killing_the_server_mid_sync_again_and_again_converges_without_cop
     await asyncio.to_thread(migrations.upgrade, db_url)
     _, admin_token = await create_user_in(db_url, email="admin@crm.test", name="Admin",
                                           is_admin=True)  # fmt: skip
-    port = free_port()
+    sock = bound_socket()
     env = {**os.environ, "CRMCAL_DATABASE_URL": db_url, "CRMCAL_SECRET_KEY": KEY,
-           "CRMCAL_BASE_URL": f"http://{HOST}:{port}", "CRMCAL_ALLOW_PRIVATE_NETWORKS": "1",
+           "CRMCAL_BASE_URL": f"http://{HOST}:{sock.getsockname()[1]}",
+           "CRMCAL_ALLOW_PRIVATE_NETWORKS": "1",
            "CRMCAL_GOOGLE_API_URL": google_emulator.url,
            "CRMCAL_GOOGLE_OAUTH_URL": google_emulator.url,
            "CRMCAL_POLL_SECONDS": "3", "CRMCAL_LEASE_SECONDS": str(LEASE_SECONDS),
            "CRMCAL_RETRY_BACKOFF": "0.01"}  # fmt: skip
-    server = Server(env, port, tmp_path)
+    server = Server(env, sock, tmp_path)
     admin = {"Authorization": f"Bearer {admin_token}"}
     killed: list[int] = []
     try:
@@ -319,6 +324,7 @@ async def test_killing_the_server_mid_sync_again_and_again_converges_without_cop
                 assert status["recent_syncs"][0]["outcome"] in ("ok", "running"), status
     finally:
         server.stop()
+        sock.close()
 
     runs = rows(db_path, "SELECT connection_id, process, started_at, ended_at, outcome "
                          "FROM sync_runs ORDER BY connection_id, id")  # fmt: skip

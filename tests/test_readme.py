@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.test_cli import free_port, printed_token, start_serve, wait_healthy
+from tests.served import bound_socket
+from tests.test_cli import printed_token, start_serve, url_of, wait_healthy
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -35,12 +36,13 @@ def json_values(text: str) -> list[dict[str, Any]]:
 
 
 def test_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
-    port = free_port()
     log_path = tmp_path / "serve.log"
-    proc = start_serve(port, tmp_path / "readme.db", log_path)
+    with bound_socket() as sock:
+        base = url_of(sock)
+        proc = start_serve(sock, tmp_path / "readme.db", log_path)
     try:
-        wait_healthy(f"http://127.0.0.1:{port}")
-        script = walkthrough().replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+        wait_healthy(base, proc)
+        script = walkthrough().replace("http://127.0.0.1:8000", base)
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script],
             env={**os.environ, "CRMCAL_TOKEN": printed_token(log_path)},
@@ -51,7 +53,7 @@ def test_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
         )
     finally:
         proc.terminate()
-        proc.wait(timeout=15)
+        proc.wait(timeout=60)
     assert result.returncode == 0, result.stderr
     replies = json_values(result.stdout)
     meeting = next(r for r in replies if r.get("subject") == "Demo with ACME")

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.web.app import create_app
-from tests.caldav_servers import free_port
+from tests.caldav_servers import closed_port
 from tests.conftest import Api, make_user, new_user
 
 V1 = "/api/v1"
@@ -44,10 +44,11 @@ def test_refused_addresses_give_no_port_oracle(guarded: Api) -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         open_port = listener.getsockname()[1]
-        answers = {
-            guarded.post(f"{V1}/connections", json=caldav(f"http://127.0.0.1:{port}/")).text
-            for port in (open_port, free_port())
-        }
+        with closed_port() as shut:
+            answers = {
+                guarded.post(f"{V1}/connections", json=caldav(f"http://127.0.0.1:{port}/")).text
+                for port in (open_port, shut)
+            }
     assert len(answers) == 1, answers
     assert "private or loopback" in answers.pop()
 
@@ -56,9 +57,10 @@ def test_connect_failures_are_one_sentence_without_internals(db_url: str) -> Non
     settings = Settings(database_url=db_url, secret_key="k" * 43, allow_private_networks=True)
     with TestClient(create_app(settings, background_jobs=False)) as client:
         user_id, token = make_user(db_url, email="c@crm.test", name="C")
-        answer = Api(client, token, user_id).post(
-            f"{V1}/connections", json=caldav(f"http://127.0.0.1:{free_port()}/")
-        )
+        with closed_port() as shut:
+            answer = Api(client, token, user_id).post(
+                f"{V1}/connections", json=caldav(f"http://127.0.0.1:{shut}/")
+            )
     assert answer.status_code == 422
     detail = answer.json()["detail"]
     assert "cannot be reached" in detail
@@ -66,10 +68,11 @@ def test_connect_failures_are_one_sentence_without_internals(db_url: str) -> Non
 
 
 def test_healthz_says_database_unavailable_without_the_driver_message() -> None:
-    url = f"postgresql://crmcal:hunter2@127.0.0.1:{free_port()}/nothing"
-    app = create_app(Settings(database_url=url, secret_key="k" * 43), background_jobs=False)
-    with TestClient(app) as client:
-        answer = client.get("/healthz")
+    with closed_port() as shut:
+        url = f"postgresql://crmcal:hunter2@127.0.0.1:{shut}/nothing"
+        app = create_app(Settings(database_url=url, secret_key="k" * 43), background_jobs=False)
+        with TestClient(app) as client:
+            answer = client.get("/healthz")
     assert answer.status_code == 503
     assert answer.json() == {"status": "error", "detail": "database unavailable"}
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -41,6 +42,37 @@ T = TypeVar("T")
 
 class CliError(Exception):
     """Stops the command with one line on stderr and exit status 1."""
+
+
+FdOption = Annotated[
+    int | None,
+    typer.Option(
+        "--fd",
+        help="Serve on this inherited socket, already bound (by a supervisor, or a test that "
+        "keeps the port), instead of --host/--port.",
+        min=0,
+    ),
+]
+
+
+def _inherited(fd: int) -> tuple[socket.socket, str]:
+    """The bound socket behind ``fd`` and the URL it serves."""
+    try:
+        sock = socket.socket(fileno=fd)  # family and type come from the descriptor
+    except OSError as exc:
+        raise CliError(f"--fd {fd}: not a socket ({exc.strerror})") from None
+    host, port = sock.getsockname()[:2]
+    return sock, f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _run_uvicorn(asgi: Any, host: str, port: int, sock: socket.socket | None, **kw: Any) -> None:
+    """uvicorn on ``host:port``, or on the inherited ``sock``."""
+    import uvicorn
+
+    if sock is None:
+        uvicorn.run(asgi, host=host, port=port, **kw)
+    else:
+        uvicorn.Server(uvicorn.Config(asgi, **kw)).run(sockets=[sock])
 
 
 def _settings() -> Settings:
@@ -230,12 +262,15 @@ def serve(
             help="On PostgreSQL, also run a queue worker in this process (one-process mode).",
         ),
     ] = False,
+    fd: FdOption = None,
 ) -> None:
     """Run the app: REST API and the in-process worker (SQLite); on PostgreSQL it
     queues syncs for `crmcal worker` processes, or runs one too with --with-worker."""
     import uvicorn
 
     from crmcal.web.app import create_app
+
+    sock, url = _inherited(fd) if fd is not None else (None, f"http://{host}:{port}")
 
     settings = _settings()
     _require_strong_key(settings)
@@ -257,7 +292,6 @@ def serve(
             return created[1] if created else None
 
     token = _run(first_admin, settings)
-    url = f"http://{host}:{port}"
     if token:
         out.print(f"First admin: {users.FIRST_ADMIN_EMAIL}")
         out.print(f"API token:   {token}")
@@ -271,8 +305,8 @@ def serve(
     # In JSON, uvicorn's own lines go through the same handler as everything else.
     plain = (os.environ.get("CRMCAL_LOG_FORMAT") or "text").strip().lower() != "json"
     log_config = uvicorn.config.LOGGING_CONFIG if plain else None
-    uvicorn.run(create_app(settings, jobs=jobs), host=host, port=port, log_level="info",
-                log_config=log_config)  # fmt: skip
+    _run_uvicorn(create_app(settings, jobs=jobs), host, port, sock, log_level="info",
+                 log_config=log_config)  # fmt: skip
 
 
 @app.command()
@@ -435,10 +469,9 @@ def emulator(
             dir_okay=False,
         ),
     ] = None,
+    fd: FdOption = None,
 ) -> None:
     """Run a local emulator of a calendar service (see docs/emulators.md)."""
-    import uvicorn
-
     if name not in EMULATORS:
         raise CliError(f"no emulator named {name!r}: choose from {', '.join(EMULATORS)}")
     if name == "microsoft":
@@ -446,8 +479,9 @@ def emulator(
             raise CliError("--data-file: only the Google emulator keeps its state in a file")
         from crmcal.emulators.microsoft import create_app as create_graph
 
-        out.print(f"Microsoft Graph emulator on http://{host}:{port} (admin API at /_emulator/)")
-        uvicorn.run(create_graph(), host=host, port=port, log_level="warning")
+        sock, url = _inherited(fd) if fd is not None else (None, f"http://{host}:{port}")
+        out.print(f"Microsoft Graph emulator on {url} (admin API at /_emulator/)")
+        _run_uvicorn(create_graph(), host, port, sock, log_level="warning")
         return
     from crmcal.emulators.google import create_app
     from crmcal.emulators.google.persistence import DataFileError
@@ -456,10 +490,11 @@ def emulator(
         google = create_app(data_file=data_file)
     except DataFileError as exc:
         raise CliError(str(exc)) from None
-    out.print(f"Google Calendar emulator on http://{host}:{port} (admin API at /_emulator/)")
+    sock, url = _inherited(fd) if fd is not None else (None, f"http://{host}:{port}")
+    out.print(f"Google Calendar emulator on {url} (admin API at /_emulator/)")
     if data_file is not None:
         out.print(f"State kept in {data_file}")
-    uvicorn.run(google, host=host, port=port, log_level="warning")
+    _run_uvicorn(google, host, port, sock, log_level="warning")
 
 
 def _fail(message: str) -> None:

@@ -22,9 +22,9 @@ from msgraph.generated.models.event_collection_response import EventCollectionRe
 from msgraph.generated.models.sensitivity import Sensitivity
 
 from crmcal.emulators.microsoft import MicrosoftState
-from tests.caldav_servers import free_port
 from tests.emulators.conftest import V1, Clock, Graph, code, event_body
 from tests.emulators.graph_models import check, problems
+from tests.served import bound_socket
 
 CRM_ID = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name crmId"
 
@@ -541,12 +541,15 @@ def test_settings_change_the_default_page_size(graph: Graph, graph_state: Micros
 
 
 def test_the_cli_serves_the_microsoft_emulator() -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "crmcal", "emulator", "microsoft", "--port", str(port)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with bound_socket() as sock:  # kept bound until the emulator has it: no one else can
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        fd = sock.fileno()
+        command = [sys.executable, "-m", "crmcal", "emulator", "microsoft", "--fd", str(fd)]
+        proc = subprocess.Popen(
+            command, pass_fds=[fd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while True:
             try:
                 tokens = httpx.post(

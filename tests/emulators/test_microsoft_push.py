@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from crmcal.emulators.microsoft import MicrosoftState, create_app
 from crmcal.emulators.microsoft.store import TENANT_ID
-from tests.caldav_servers import free_port
+from tests.caldav_servers import closed_port
 from tests.emulators.conftest import Clock, Graph, code, event_body
 from tests.emulators.graph_models import GraphChecked, check
 from tests.served import served_app
@@ -254,10 +254,9 @@ def test_a_failed_handshake_makes_no_subscription(
     fast: Graph, receiver: Receiver, clock: Clock, mode: str, message: str
 ) -> None:
     receiver.modes["/hook"] = mode
-    url = receiver.at("/hook")
-    if mode == "unreachable":
-        url = f"http://127.0.0.1:{free_port()}/hook"
-    response = subscribe(fast, url, clock, 400)
+    with closed_port() as shut:
+        url = f"http://127.0.0.1:{shut}/hook" if mode == "unreachable" else receiver.at("/hook")
+        response = subscribe(fast, url, clock, 400)
     assert code(response) == (400, "ValidationError")
     assert message in response.json()["error"]["message"]
     assert fast.ok("GET", "/subscriptions")["value"] == []
