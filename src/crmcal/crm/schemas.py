@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 
+from annotated_types import GroupedMetadata
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -103,13 +105,28 @@ def normalise_email(value: str) -> str:
     return email
 
 
-def Text(max_length: int, min_length: int = 0) -> Any:
-    return Annotated[
-        str,
-        StringConstraints(max_length=max_length, min_length=min_length),
-        AfterValidator(_plain_text),
-        Doc(pattern=NO_NUL),
-    ]
+class Text(GroupedMetadata):
+    """Bounded text without NUL or lone surrogates: ``Annotated[str, Text(200, 1)]``.
+
+    Metadata rather than a function returning a type, so that a type checker reads the
+    annotation as ``str``; pydantic expands it in place into the same constraints.
+    """
+
+    def __init__(self, max_length: int, min_length: int = 0) -> None:
+        self.max_length = max_length
+        self.min_length = min_length
+
+    def __iter__(self) -> Iterator[object]:
+        yield from StringConstraints(max_length=self.max_length, min_length=self.min_length)
+        yield AfterValidator(_plain_text)
+        yield Doc(pattern=NO_NUL)
+
+
+# The bounded texts that more than one model uses.
+Name = Annotated[str, Text(200, 1)]
+TypeName = Annotated[str, Text(100, 1)]
+Subject = Annotated[str, Text(255, 1)]
+Password = Annotated[str, Text(1000, 8)]
 
 
 Email = Annotated[
@@ -173,13 +190,13 @@ class Input(BaseModel):
 
 class UserCreate(Input):
     email: Email
-    name: Text(200, 1)
+    name: Name
     is_admin: bool = False
     permissions: list[Permission] | None = Field(
         default=None, description="Defaults to every permission."
     )
     timezone: TimeZoneName = "UTC"
-    password: Text(1000, 8) | None = Field(
+    password: Password | None = Field(
         default=None,
         description="Lets the user sign in to the web pages (at least 8 characters); "
         "stored as an argon2 hash, never returned.",
@@ -187,12 +204,12 @@ class UserCreate(Input):
 
 
 class UserUpdate(Input):
-    name: Annotated[Text(200, 1) | None, NOT_NULL] = None
+    name: Annotated[Name | None, NOT_NULL] = None
     is_admin: Annotated[bool | None, NOT_NULL] = None
     permissions: list[Permission] | None = Field(default=None, description="null: none.")
     timezone: Annotated[TimeZoneName | None, NOT_NULL] = None
     active: Annotated[bool | None, NOT_NULL] = None
-    password: Annotated[Text(1000, 8) | None, NOT_NULL] = Field(
+    password: Annotated[Password | None, NOT_NULL] = Field(
         default=None, description="A new web sign-in password; never returned."
     )
 
@@ -222,11 +239,11 @@ def default_permissions() -> list[str]:
 
 class ActivityTypeCreate(Input):
     key: TypeKey
-    name: Text(100, 1)
+    name: TypeName
 
 
 class ActivityTypeUpdate(Input):
-    name: Annotated[Text(100, 1) | None, NOT_NULL] = None
+    name: Annotated[TypeName | None, NOT_NULL] = None
     active: Annotated[bool | None, NOT_NULL] = None
 
 
@@ -241,13 +258,13 @@ class ActivityTypeOut(BaseModel):
 
 
 class OrganizationCreate(Input):
-    name: Text(200, 1)
-    address: Text(500) | None = None
+    name: Name
+    address: Annotated[str, Text(500)] | None = None
 
 
 class OrganizationUpdate(Input):
-    name: Annotated[Text(200, 1) | None, NOT_NULL] = None
-    address: Text(500) | None = None
+    name: Annotated[Name | None, NOT_NULL] = None
+    address: Annotated[str, Text(500)] | None = None
 
 
 class OrganizationOut(BaseModel):
@@ -259,16 +276,16 @@ class OrganizationOut(BaseModel):
 
 
 class PersonCreate(Input):
-    name: Text(200, 1)
+    name: Name
     email: Email | None = None
-    phone: Text(50) | None = None
+    phone: Annotated[str, Text(50)] | None = None
     organization_id: Id | None = None
 
 
 class PersonUpdate(Input):
-    name: Annotated[Text(200, 1) | None, NOT_NULL] = None
+    name: Annotated[Name | None, NOT_NULL] = None
     email: Email | None = None
-    phone: Text(50) | None = None
+    phone: Annotated[str, Text(50)] | None = None
     organization_id: Id | None = None
 
 
@@ -311,7 +328,7 @@ Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
 
 class DealCreate(Input):
-    title: Text(200, 1)
+    title: Name
     value: Money | None = None
     currency: Currency | None = None
     status: DealStatus = "open"
@@ -321,7 +338,7 @@ class DealCreate(Input):
 
 
 class DealUpdate(Input):
-    title: Annotated[Text(200, 1) | None, NOT_NULL] = None
+    title: Annotated[Name | None, NOT_NULL] = None
     value: Money | None = None
     currency: Currency | None = None
     status: Annotated[DealStatus | None, NOT_NULL] = None
@@ -360,7 +377,7 @@ class ParticipantIn(Input):
     )
 
     email: Email | None = None
-    name: Text(200) | None = None
+    name: Annotated[str, Text(200)] | None = None
     person_id: Id | None = None
     status: ParticipantStatus | None = Field(
         default=None, description="The answer to the invitation; default needs_action."
@@ -384,7 +401,7 @@ class ActivityFields(Input):
     """Fields an activity accepts; times stay text here and are parsed by the repository."""
 
     type: TypeKey | None = None
-    subject: Text(255, 1) | None = None
+    subject: Subject | None = None
     start: When | None = Field(
         default=None,
         description="RFC 3339 date-time, or a date (YYYY-MM-DD) when all_day is true.",
@@ -394,8 +411,8 @@ class ActivityFields(Input):
     timezone: TimeZoneName | None = Field(
         default=None, description="IANA name; default: the owner's zone."
     )
-    location: Text(500) | None = None
-    note: Text(65536) | None = None
+    location: Annotated[str, Text(500)] | None = None
+    note: Annotated[str, Text(65536)] | None = None
     done: bool | None = None
     busy: bool | None = None
     visibility: Visibility | None = None
@@ -409,7 +426,7 @@ class ActivityFields(Input):
         default=None,
         description="Let the calendar e-mail invitations to the participants; default false.",
     )
-    recurrence: Text(1000, 1) | None = Field(
+    recurrence: Annotated[str, Text(1000, 1)] | None = Field(
         default=None,
         description="RFC 5545 RRULE value, e.g. FREQ=WEEKLY;COUNT=10: makes a series.",
     )
@@ -427,7 +444,7 @@ class ActivityFields(Input):
 
 class ActivityCreate(ActivityFields):
     type: TypeKey
-    subject: Text(255, 1)
+    subject: Subject
     start: When
 
 
@@ -438,7 +455,7 @@ class ActivityUpdate(ActivityFields):
     """Only the fields present change; ``null`` clears an optional field."""
 
     type: Annotated[TypeKey | None, NOT_NULL] = None
-    subject: Annotated[Text(255, 1) | None, NOT_NULL] = None
+    subject: Annotated[Subject | None, NOT_NULL] = None
     start: Annotated[When | None, NOT_NULL] = None
     all_day: Annotated[bool | None, NOT_NULL] = None
     timezone: Annotated[TimeZoneName | None, NOT_NULL] = None

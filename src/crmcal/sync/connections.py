@@ -14,7 +14,7 @@ reconnect (the links to the old calendar's events are forgotten; those events st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete as sa_delete
@@ -46,12 +46,14 @@ MAIL_PROTOCOLS = {"imap", "pop", "pop3"}
 class ConnectionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    provider: Text(16, 1)
-    url: Text(2000, 1) | None = None
-    username: Text(320) | None = None
-    password: Text(1000) | None = Field(default=None, description="Never returned or logged.")
-    refresh_token: Text(4000) | None = None
-    calendar_id: Text(1000, 1) | None = None
+    provider: Annotated[str, Text(16, 1)]
+    url: Annotated[str, Text(2000, 1)] | None = None
+    username: Annotated[str, Text(320)] | None = None
+    password: Annotated[str, Text(1000)] | None = Field(
+        default=None, description="Never returned or logged."
+    )
+    refresh_token: Annotated[str, Text(4000)] | None = None
+    calendar_id: Annotated[str, Text(1000, 1)] | None = None
     sync_type: SyncType = "two_way"
     options: SyncOptions = Field(default_factory=SyncOptions)
     start: bool = Field(
@@ -64,7 +66,7 @@ class ConnectionCreate(BaseModel):
 class ConnectionUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    calendar_id: Text(1000, 1) | None = Field(
+    calendar_id: Annotated[str, Text(1000, 1)] | None = Field(
         default=None,
         description="Another calendar of the account: on a `pending` connection, or on a "
         "`stopped` one, which then starts over on that calendar when reconnected.",
@@ -76,8 +78,10 @@ class ConnectionUpdate(BaseModel):
 class Reconnect(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    password: Text(1000) | None = Field(default=None, description="A new password, if changed.")
-    refresh_token: Text(4000) | None = Field(
+    password: Annotated[str, Text(1000)] | None = Field(
+        default=None, description="A new password, if changed."
+    )
+    refresh_token: Annotated[str, Text(4000)] | None = Field(
         default=None, description="A new OAuth refresh token, if the old grant was revoked."
     )
 
