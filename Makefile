@@ -32,4 +32,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -205,6 +205,13 @@ def with_fields(
     return replace(base, **values)
 
 
+def _moment_text(value: dt.datetime | dt.date) -> str:
+    """What _canonical makes of a moment: the UTC instant, or the date."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat()
+    return value.isoformat()
+
+
 def _canonical(value: object) -> object:
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC).isoformat()
@@ -274,8 +281,8 @@ def _subset(event: CalendarEvent) -> dict[str, object]:
             exdates = event.cancelled_moments()
         subset["recurrence"] = {
             "rrule": canonical_rrule(event.recurrence.rrule),
-            "exdates": sorted(_canonical(list(exdates))),  # type: ignore[arg-type]
-            "rdates": sorted(_canonical(list(event.recurrence.rdates))),  # type: ignore[arg-type]
+            "exdates": sorted(map(_moment_text, exdates)),
+            "rdates": sorted(map(_moment_text, event.recurrence.rdates)),
         }
     live = [o for o in event.overrides if not o.cancelled]
     if live:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from dateutil.rrule import rrulestr
+from dateutil.rrule import rrule, rrulestr
 
 from crmcal.crm.errors import Invalid
 from crmcal.crm.times import midnight_utc, parse_date, parse_datetime
@@ -58,6 +58,8 @@ class Rule:
             rule = rrulestr(self.rrule, dtstart=dtstart)
         except (ValueError, TypeError, OverflowError, IndexError) as exc:
             raise Invalid(f"recurrence: {exc}") from None
+        # One RRULE value (crm.times.parse_rrule checked it), so never a set.
+        assert isinstance(rule, rrule)
         if self.all_day:
             lo = after.astimezone(self.tz).replace(tzinfo=None) - dt.timedelta(days=1)
             hi = before.astimezone(self.tz).replace(tzinfo=None) + dt.timedelta(days=1)

@@ -500,7 +500,7 @@ def _retime(series: ActivitySeries, anchor: Activity, changes: dict[str, Any]) -
             day_shift = new_start - anchor_original
             first = first + day_shift
         if changes.get("end"):
-            base = first + (anchor_original - series.start_date) + day_shift  # type: ignore[operator]
+            base = first + (anchor_original - series.start_date) + day_shift
             length = times.parse_date("end", changes["end"]) - base
         if length <= dt.timedelta(0):
             raise Invalid("end: must be after start (an all-day end date is exclusive)")

@@ -325,7 +325,7 @@ def ensure_schema(database_url: str) -> str:
             if exists is None or exists[0] is None:
                 schema = SchemaManager.get_schema()
                 with conn.transaction():
-                    conn.execute(schema)  # type: ignore[arg-type]
+                    conn.execute(schema)
                     _note_version(conn, installed_text)
                 return f"queue schema created (procrastinate {installed_text})"
             note = conn.execute(
@@ -338,7 +338,7 @@ def ensure_schema(database_url: str) -> str:
                 return f"queue schema current (procrastinate {installed_text})"
             with conn.transaction():
                 for path in pending:
-                    conn.execute(path.read_text())  # type: ignore[arg-type]
+                    conn.execute(path.read_text())
                 _note_version(conn, installed_text)
             return f"queue schema migrated to procrastinate {installed_text}"
         finally:

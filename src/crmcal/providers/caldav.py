@@ -45,7 +45,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
 from xml.sax.saxutils import escape
 
@@ -60,6 +60,7 @@ from crmcal.providers.api_client import tls
 from crmcal.providers.base import (
     AuthenticationFailed,
     CalendarNotFound,
+    Capabilities,
     EventNotFound,
     NotACalendarServer,
     PreconditionFailed,
@@ -85,7 +86,10 @@ _XML = etree.XMLParser(
 )
 
 
-async def _in_pool(function: Callable[..., Any], *args: Any) -> Any:
+T = TypeVar("T")
+
+
+async def _in_pool(function: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(
         POOL, functools.partial(function, *args)
     )
@@ -269,7 +273,7 @@ def _vtimezone_zone(text: str | None) -> str | None:
 class CalDAVProvider:
     """One CalDAV account: a server or account URL with a user name and password."""
 
-    capabilities = kinds.CALDAV.capabilities
+    capabilities: ClassVar[Capabilities] = kinds.CALDAV.capabilities
 
     def __init__(
         self,

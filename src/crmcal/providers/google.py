@@ -25,7 +25,7 @@ import asyncio
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
@@ -35,6 +35,7 @@ from crmcal.providers import google_batch, google_events, kinds
 from crmcal.providers.api_client import ApiClient, SharedLimit, TokenSource
 from crmcal.providers.base import (
     AuthenticationFailed,
+    Capabilities,
     EventNotFound,
     PreconditionFailed,
     ProviderError,
@@ -58,7 +59,7 @@ _WRITE_ROLES = {"owner", "writer"}
 class GoogleProvider:
     """One Google account, through a source of access tokens."""
 
-    capabilities = kinds.GOOGLE.capabilities
+    capabilities: ClassVar[Capabilities] = kinds.GOOGLE.capabilities
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from typing import Any
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -402,7 +403,9 @@ def _defined_zone(vtimezone: str) -> dt.tzinfo:
     _check_zone_budget(vtimezone.split("\r\n"))
     try:
         component = icalendar.Timezone.from_ical(vtimezone)
-        return component.to_tz(lookup_tzid=False)
+        assert isinstance(component, icalendar.Timezone)
+        zone: dt.tzinfo = component.to_tz(lookup_tzid=False)
+        return zone
     except Exception as error:  # icalendar/dateutil raise many kinds on bad rules
         raise ValueError(f"unusable VTIMEZONE ({error.__class__.__name__})") from None
 
@@ -834,7 +837,7 @@ class _Previous:
             calendar = icalendar.Calendar.from_ical(text)
         except Exception:  # unreadable: write afresh rather than fail the update
             return None
-        events = [c for c in calendar.subcomponents if c.name == "VEVENT"]
+        events = [c for c in calendar.subcomponents if isinstance(c, icalendar.Event)]
         if not events:
             return None
         masters = [e for e in events if "RECURRENCE-ID" not in e]
@@ -889,7 +892,12 @@ def _organizer_line(
     return address
 
 
-def _as_list(value: object) -> list:
+def _ical_text(component: icalendar.Component) -> str:
+    data: bytes = component.to_ical()  # icalendar leaves to_ical unannotated
+    return data.decode("utf-8")
+
+
+def _as_list(value: object) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
@@ -897,12 +905,12 @@ def _write_times(
     vevent: icalendar.Event, event: CalendarEvent, zone: dt.tzinfo, *, floating: bool = False
 ) -> None:
     if event.all_day:
-        start = _day(event.start)
-        end = _day(event.end) if event.end is not None else start + _ONE_DAY
-        vevent.add("DTSTART", start)
+        first = _day(event.start)
+        last = _day(event.end) if event.end is not None else first + _ONE_DAY
+        vevent.add("DTSTART", first)
         # Written even though a date alone means one day: some servers (iCloud)
         # refuse events without an end.
-        vevent.add("DTEND", end if end > start else start + _ONE_DAY)
+        vevent.add("DTEND", last if last > first else first + _ONE_DAY)
         return
     start = _local(event.start, zone)
     end = _local(event.end, zone) if event.end is not None else None
@@ -917,7 +925,7 @@ def _write_times(
     vevent.add("DTEND", end)
 
 
-def _write_moment(moment: dt.datetime | dt.date, event: CalendarEvent, zone: dt.tzinfo):
+def _write_moment(moment: dt.datetime | dt.date, event: CalendarEvent, zone: dt.tzinfo) -> dt.date:
     return _day(moment) if event.all_day else _local(moment, zone)
 
 
@@ -1112,7 +1120,7 @@ def serialize_event(
     if event.recurrence_id is not None:
         vevent.add("RECURRENCE-ID", _write_moment(event.recurrence_id, event, zone))
     overrides = _written_overrides(event, uid, before, sequence, now)
-    return _calendar(event, vevent, before, zone, overrides).to_ical().decode("utf-8")
+    return _ical_text(_calendar(event, vevent, before, zone, overrides))
 
 
 def _calendar(
@@ -1260,14 +1268,15 @@ def patch_event(event: CalendarEvent, uid: str, previous: str, changed: frozense
         else:
             kept = _kept_overrides(before, event)
         calendar.subcomponents[:] = [
-            c for c in calendar.subcomponents if c.name != "VEVENT" or c is vevent
-        ] + kept
+            *(c for c in calendar.subcomponents if c.name != "VEVENT" or c is vevent),
+            *kept,
+        ]
         _ensure_zones(calendar, event)
     _set(vevent, "DTSTAMP", now)
     _set(vevent, "LAST-MODIFIED", now)
     _set(vevent, "SEQUENCE", sequence)
     calendar.pop("METHOD", None)  # CalDAV forbids it in stored resources
-    return calendar.to_ical().decode("utf-8")
+    return _ical_text(calendar)
 
 
 def _patch_component(

@@ -29,7 +29,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
@@ -40,6 +40,7 @@ from crmcal.providers import microsoft_events as codec
 from crmcal.providers.api_client import ApiClient, SharedLimit, TokenSource
 from crmcal.providers.base import (
     AuthenticationFailed,
+    Capabilities,
     EventNotFound,
     PreconditionFailed,
     ProviderError,
@@ -80,7 +81,7 @@ class MicrosoftProvider:
 
     # Graph e-mails every attendee written to an event (``mails_attendees``); the
     # engine writes them only when the activity asks for invitations.
-    capabilities = kinds.MICROSOFT.capabilities
+    capabilities: ClassVar[Capabilities] = kinds.MICROSOFT.capabilities
 
     def __init__(
         self,
@@ -531,7 +532,7 @@ class MicrosoftProvider:
                 raise
             except ProviderError as failure:
                 results[n] = failure
-        guarded = [n for n in batched if items[n].changed is None or "when" in items[n].changed]
+        guarded = [n for n in batched if (changed := items[n].changed) is None or "when" in changed]
         reads = [
             {"method": "GET", "url": self._event(calendar_id, items[n].event_id) + "?$select=type"}
             for n in guarded

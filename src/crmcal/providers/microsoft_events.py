@@ -157,14 +157,14 @@ def _rrule(recurrence: Any, start: dt.datetime | dt.date) -> Recurrence | None:
         parts += [
             "FREQ=MONTHLY",
             f"BYDAY={days}",
-            f"BYSETPOS={_INDEX.get(pattern.get('index'), 1)}",
+            f"BYSETPOS={_INDEX.get(str(pattern.get('index')), 1)}",
         ]
     elif kind == "absoluteYearly":
         parts += ["FREQ=YEARLY", f"BYMONTH={pattern.get('month')}",
                   f"BYMONTHDAY={pattern.get('dayOfMonth')}"]  # fmt: skip
     elif kind == "relativeYearly":
         parts += ["FREQ=YEARLY", f"BYMONTH={pattern.get('month')}", f"BYDAY={days}",
-                  f"BYSETPOS={_INDEX.get(pattern.get('index'), 1)}"]  # fmt: skip
+                  f"BYSETPOS={_INDEX.get(str(pattern.get('index')), 1)}"]  # fmt: skip
     else:
         raise ValueError(f"unknown recurrence pattern {kind!r}")
     interval = int(pattern.get("interval") or 1)

@@ -145,7 +145,7 @@ def to_out(conn: Connection) -> ConnectionOut:
         calendar_name=conn.calendar_name,
         sync_type=conn.sync_type,
         options=SyncOptions.model_validate(conn.options or {}),
-        state=state,  # type: ignore[arg-type]
+        state=state,
         previously_synced=conn.state == "stopped",
         connected_at=conn.connected_at,
         last_sync_at=conn.last_sync_at,

@@ -19,7 +19,7 @@ class FailedSignIns:
         self._seen: dict[str, deque[float]] = {}
 
     def _now(self) -> float:
-        return self._clock()  # type: ignore[operator,no-any-return]
+        return self._clock()
 
     def _recent(self, key: str) -> deque[float]:
         found = self._seen.get(key)

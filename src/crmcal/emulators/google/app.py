@@ -131,7 +131,7 @@ def create_app(state: GoogleState | None = None, *, data_file: Path | None = Non
                 "summary": calendar.summary, "timeZone": calendar.time_zone}  # fmt: skip
 
     def store(request: Request) -> GoogleState:
-        return request.app.state.google  # type: ignore[no-any-return]
+        return request.app.state.google
 
     def account(request: Request, kind: str) -> Account:
         state = store(request)

@@ -92,7 +92,7 @@ def _check_times(event: dict[str, Any]) -> None:
     start, end = moment(event["start"], "start"), moment(event["end"], "end")
     if isinstance(start, dt.datetime) != isinstance(end, dt.datetime):
         raise invalid("Start and end times must either both be date or both be dateTime.")
-    if end < start:  # type: ignore[operator]
+    if end < start:
         raise GoogleError(400, "timeRangeEmpty", "The specified time range is empty.",
                           location="end.dateTime")  # fmt: skip
     recurring_without_zone = isinstance(start, dt.datetime) and not event["start"].get("timeZone")

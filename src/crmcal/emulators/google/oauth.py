@@ -54,7 +54,7 @@ def install(app: FastAPI) -> None:
     codes: dict[str, Grant] = {}
 
     def state_of(request: Request) -> GoogleState:
-        return request.app.state.google  # type: ignore[no-any-return]
+        return request.app.state.google
 
     @app.get("/o/oauth2/v2/auth", response_class=HTMLResponse)
     async def authorize(request: Request) -> Response:

@@ -41,7 +41,7 @@ def _rules(master: dict[str, Any]) -> tuple[rrule.rruleset, bool]:
     """The series' rule set (anchored at its local start) and whether it is all-day."""
     start = _local_start(master)
     all_day = not isinstance(start, dt.datetime)
-    anchor = dt.datetime.combine(start, dt.time()) if all_day else start  # type: ignore[arg-type]
+    anchor = dt.datetime.combine(start, dt.time()) if all_day else start
     try:
         rules = rrule.rrulestr(
             "\n".join(master.get("recurrence") or []), dtstart=anchor, forceset=True
@@ -88,7 +88,7 @@ def instance(master: dict[str, Any], original: dt.datetime | dt.date) -> dict[st
     """The occurrence of ``master`` that starts at ``original``, as Google shows it."""
     start = _local_start(master)
     end = events.moment(master["end"], "end")
-    duration = (end - start) if type(end) is type(start) else dt.timedelta()  # type: ignore[operator]
+    duration = (end - start) if type(end) is type(start) else dt.timedelta()
     zone = master["start"].get("timeZone")
     body = {k: v for k, v in master.items() if k != "recurrence"}
     body["id"] = instance_id(master["id"], original)

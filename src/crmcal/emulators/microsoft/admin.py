@@ -23,7 +23,7 @@ from crmcal.emulators.microsoft.store import MicrosoftState
 
 def install(app: FastAPI) -> None:
     def state_of(request: Request) -> MicrosoftState:
-        return request.app.state.microsoft  # type: ignore[no-any-return]
+        return request.app.state.microsoft
 
     async def body_of(request: Request) -> dict[str, Any]:
         try:

@@ -73,7 +73,7 @@ def _bearer(request: Request) -> str | None:
 
 
 def state_of(request: Request) -> MicrosoftState:
-    return request.app.state.microsoft  # type: ignore[no-any-return]
+    return request.app.state.microsoft
 
 
 async def _injected_delay(request: Request) -> None:
@@ -446,20 +446,20 @@ def _routes(app: FastAPI, prefix: str, scoped: bool, **handlers: Any) -> None:
         return request.path_params.get("calendar_id")
 
     async def list_events(request: Request) -> Response:
-        return await handlers["list_events"](request, calendar_id(request))  # type: ignore[no-any-return]
+        return await handlers["list_events"](request, calendar_id(request))
 
     async def create_event(request: Request) -> Response:
-        return await handlers["create_event"](request, calendar_id(request))  # type: ignore[no-any-return]
+        return await handlers["create_event"](request, calendar_id(request))
 
     async def calendar_view(request: Request) -> Response:
-        return await handlers["calendar_view"](request, calendar_id(request))  # type: ignore[no-any-return]
+        return await handlers["calendar_view"](request, calendar_id(request))
 
     async def calendar_view_delta(request: Request) -> Response:
-        return await handlers["calendar_view_delta"](request, calendar_id(request))  # type: ignore[no-any-return]
+        return await handlers["calendar_view_delta"](request, calendar_id(request))
 
     def on_event(name: str) -> Any:
         async def handler(request: Request, event_id: str) -> Response:
-            return await handlers[name](request, event_id, calendar_id(request), scoped)  # type: ignore[no-any-return]
+            return await handlers[name](request, event_id, calendar_id(request), scoped)
 
         return handler
 

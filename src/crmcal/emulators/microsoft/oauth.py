@@ -97,7 +97,7 @@ def install(app: FastAPI) -> None:
     codes: dict[str, Grant] = {}
 
     def state_of(request: Request) -> MicrosoftState:
-        return request.app.state.microsoft  # type: ignore[no-any-return]
+        return request.app.state.microsoft
 
     @app.get("/{tenant}/oauth2/v2.0/authorize", response_class=HTMLResponse)
     async def authorize(request: Request, tenant: str) -> Response:

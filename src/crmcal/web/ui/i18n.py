@@ -59,7 +59,7 @@ def language() -> str:
 def use(code: str | None) -> None:
     """Makes ``code`` the language of the rest of this request (ignored if unknown)."""
     if code in LANGUAGES:
-        _current.set(code)  # type: ignore[arg-type]
+        _current.set(code)
 
 
 def gettext(message: str) -> str:
