@@ -27,6 +27,7 @@ from tests.memory_provider import MemoryCalendar, MemoryProvider
 from tests.providers.harness import CalDAVHarness, CalDAVServer
 
 ELSEWHERE = "worker-7.other-host:4242"
+PATIENCE = 120  # seconds an awaited state may take on a busy machine; never a bound on a pass
 
 
 @pytest.fixture
@@ -144,52 +145,123 @@ async def test_status_says_when_the_sync_holder_vanished(world: World, db_url: s
 
 
 class Hanging(MemoryProvider):
-    """A calendar whose listing never answers."""
+    """A calendar whose listing answers only once ``answer`` is set (never, unless so)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, calendar: MemoryCalendar | None = None) -> None:
+        super().__init__(calendar)
         self.waiting = asyncio.Event()
+        self.answer = asyncio.Event()
 
     async def list_changes(
         self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
     ) -> ChangeListing:
         self.waiting.set()
-        await asyncio.Event().wait()
-        raise AssertionError("never answers")
+        await self.answer.wait()
+        return await super().list_changes(calendar_id, cursor, with_contents=with_contents)
+
+
+class HandClock(lease.Clock):
+    """The lease keeper's clock, moved on by the test: renewals and cut-offs come when the
+    test says the time has come, however slowly this machine runs today."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+        self._slept = asyncio.Event()
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        woken = asyncio.get_running_loop().create_future()
+        entry = (self.now + seconds, woken)
+        self._sleepers.append(entry)
+        self._slept.set()
+        try:
+            await woken
+        finally:
+            self._sleepers.remove(entry)
+
+    async def asleep(self) -> None:
+        """Until something waits for the clock (the keeper, between renewals)."""
+        while not any(not woken.done() for _, woken in self._sleepers):
+            self._slept.clear()
+            await asyncio.wait_for(self._slept.wait(), PATIENCE)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for when, woken in list(self._sleepers):
+            if when <= self.now and not woken.done():
+                woken.set_result(None)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> HandClock:
+    hand = HandClock()
+    monkeypatch.setattr(lease, "clock", hand)
+    return hand
+
+
+class Renewals:
+    """The lease renewals, counted with what they answered."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.answers: list[bool] = []
+        self._more = asyncio.Event()
+        real = lease.renew
+
+        async def counted(db: Database, held: lease.Lease) -> bool:
+            kept = await real(db, held)
+            self.answers.append(kept)
+            self._more.set()
+            return kept
+
+        monkeypatch.setattr(lease, "renew", counted)
+
+    async def reach(self, count: int) -> None:
+        while len(self.answers) < count:
+            self._more.clear()
+            await asyncio.wait_for(self._more.wait(), PATIENCE)
 
 
 async def test_a_sync_whose_lease_is_taken_over_stops_and_leaves_the_new_holder_be(
-    world: World,
+    world: World, clock: HandClock
 ) -> None:
     provider = Hanging()
-    settings = Settings(lease_seconds=3)
+    settings = Settings(lease_seconds=60)
     sync = asyncio.create_task(
         run_sync(world.db, VAULT, settings, world.connection_id, provider=provider)
     )
-    await asyncio.wait_for(provider.waiting.wait(), 30)
+    await asyncio.wait_for(provider.waiting.wait(), PATIENCE)
     async with world.db.write() as session:  # another process, after a long stall of ours
         await session.execute(
             update(Connection).where(Connection.id == world.connection_id)
             .values(locked_by=f"{ELSEWHERE}/99", locked_until=now() + dt.timedelta(minutes=5))
         )  # fmt: skip
+    await clock.asleep()
+    clock.advance(20)  # the next renewal is due: it finds the lease taken over
     with pytest.raises(SyncFailed, match="taken over"):
-        await asyncio.wait_for(sync, 30)
+        await asyncio.wait_for(sync, PATIENCE)
     conn = await connection(world.db, world.connection_id)
     assert (conn.state, conn.locked_by) == ("syncing", f"{ELSEWHERE}/99")
     assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["interrupted"]
 
 
 async def test_a_sync_that_cannot_confirm_its_lease_stops_before_it_expires(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World, monkeypatch: pytest.MonkeyPatch, clock: HandClock
 ) -> None:
     provider = Hanging()
-    settings = Settings(lease_seconds=0.9)
-    renewals = 0
+    settings = Settings(lease_seconds=60)
+    renewing: list[float] = []
+    began = asyncio.Event()
     real_renew = lease.renew
 
     async def stuck(db: Database, held: lease.Lease) -> bool:
-        nonlocal renewals
-        renewals += 1
+        renewing.append(clock.now)
+        began.set()
         await asyncio.Event().wait()  # the database does not answer
         return await real_renew(db, held)
 
@@ -197,9 +269,20 @@ async def test_a_sync_that_cannot_confirm_its_lease_stops_before_it_expires(
     sync = asyncio.create_task(
         run_sync(world.db, VAULT, settings, world.connection_id, provider=provider)
     )
+    await asyncio.wait_for(provider.waiting.wait(), PATIENCE)
+    taken = clock.now
+    await clock.asleep()
+    clock.advance(20)  # a third of the lease: the renewal starts, and hangs
+    await asyncio.wait_for(began.wait(), PATIENCE)
+    await clock.asleep()
+    clock.advance(19.5)  # still short of two thirds: the work goes on
+    await clock.asleep()
+    assert not sync.done()
+    clock.advance(0.5)  # two thirds: no confirmation, so it stops, a third before expiry
     with pytest.raises(SyncFailed, match="could not be renewed in time"):
-        await asyncio.wait_for(sync, 30)
-    assert renewals >= 1
+        await asyncio.wait_for(sync, PATIENCE)
+    assert renewing == [taken + 20]
+    assert clock.now == taken + 40
     conn = await connection(world.db, world.connection_id)
     # Not the calendar's fault: due again at once, with no failure counted.
     assert (conn.state, conn.locked_by, conn.failures) == ("active", None, 0)
@@ -229,27 +312,37 @@ async def google_connection(
 
 
 async def test_a_slow_sync_keeps_its_lease_and_no_one_else_gets_it(
-    google_connection: tuple[World, Settings], google_emulator: GoogleEmulator
+    world: World, clock: HandClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world, settings = google_connection
     await world.add_activity("Slowly")
-    settings = Settings(**{**settings.__dict__, "lease_seconds": 3})
-    google_emulator.state.add_delay(6.5, 1)  # more than two leases long
-    sync = asyncio.create_task(run_sync(world.db, VAULT, settings, world.connection_id))
-    while (await connection(world.db, world.connection_id)).locked_by is None:
+    provider = Hanging(world.calendar)
+    renewals = Renewals(monkeypatch)
+    settings = Settings(lease_seconds=60)
+    sync = asyncio.create_task(
+        run_sync(world.db, VAULT, settings, world.connection_id, provider=provider)
+    )
+    await asyncio.wait_for(provider.waiting.wait(), PATIENCE)
+    until_before = (await connection(world.db, world.connection_id)).locked_until
+    assert until_before is not None
+    # Seven thirds of the lease, more than two leases long, pass while the calendar is
+    # silent: a renewal every third, each pushing the expiry on.
+    for turn in range(1, 8):
+        await clock.asleep()
+        clock.advance(20)
+        await renewals.reach(turn)
+        assert renewals.answers == [True] * turn
+        held_until = (await connection(world.db, world.connection_id)).locked_until
+        assert held_until is not None
+        assert held_until > until_before
+        until_before = held_until
+        # Another process tries all along and never gets it.
+        assert await lease.take(world.db, world.connection_id, 60) is None
         assert not sync.done()
-        await asyncio.sleep(0.01)
-    # Another process tries all along; it gets the lease only once the sync gave it back.
-    stolen = None
-    while stolen is None and not sync.done():
-        stolen = await lease.take(world.db, world.connection_id, 60)
-        await asyncio.sleep(0.2)
-    assert (await sync).created == 1
-    first, *rest = await runs(world.db, world.connection_id)
-    assert first.outcome == "ok"
-    if rest:
-        assert first.ended_at is not None
-        assert first.ended_at <= rest[0].started_at
+    provider.answer.set()
+    assert (await asyncio.wait_for(sync, PATIENCE)).created == 1
+    (only,) = await runs(world.db, world.connection_id)
+    assert only.outcome == "ok"
+    assert await lease.take(world.db, world.connection_id, 60) is not None  # given back
 
 
 async def test_a_calendar_that_never_answers_cannot_hold_the_lease_forever(
@@ -258,7 +351,8 @@ async def test_a_calendar_that_never_answers_cannot_hold_the_lease_forever(
     world, settings = google_connection
     await world.add_activity("Eventually")
     google_emulator.state.add_delay(8, 3)
-    limited = Settings(**{**settings.__dict__, "lease_seconds": 3, "sync_max_seconds": 2})
+    # The lease is long, so that only the time limit can stop the sync.
+    limited = Settings(**{**settings.__dict__, "sync_max_seconds": 2})
     with pytest.raises(SyncFailed, match="ran longer than 2 s"):
         await run_sync(world.db, VAULT, limited, world.connection_id)
     conn = await connection(world.db, world.connection_id)
@@ -282,7 +376,8 @@ async def test_the_scheduler_resumes_a_connection_its_holder_left_syncing(
             )  # fmt: skip
         await world.add_activity("Left behind")
         await left_syncing(world.db, world.connection_id, expires_in=0.5)
-        settings = Settings(lease_seconds=5, allow_private_networks=True)
+        # A lease as long as by default: the resumed sync keeps it however slow it is.
+        settings = Settings(allow_private_networks=True)
         scheduler = Scheduler(world.db, VAULT, settings)
         await scheduler.start()
         try:

@@ -56,6 +56,22 @@ RUNNING, OK, ERROR = "running", "ok", "error"
 INTERRUPTED, ABANDONED = "interrupted", "abandoned"
 
 
+class Clock:
+    """The time a lease's holder goes by: the event loop's. The keeper reads it through
+    the module's ``clock``, so a test can put a clock there that it moves on by hand,
+    and see renewals and cut-offs happen at the moments they should, however busy the
+    machine (the database's own expiry stays on the wall clock)."""
+
+    def time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+clock = Clock()
+
+
 class LeaseLost(Exception):
     """The lease could not be kept (taken over, or the database did not confirm it in
     time), so the work under it was stopped."""
@@ -71,8 +87,8 @@ class Lease:
     holder: str  # locked_by: "host:pid/tag"
     run_id: int
     seconds: float
-    # The holder's own view of the expiry, on the event loop's clock: it counts from
-    # before the UPDATE that set it, so it never runs later than the database's.
+    # The holder's own view of the expiry, on ``clock``: it counts from before the
+    # UPDATE that set it, so it never runs later than the database's.
     expires_at: float = 0.0
     lost: str | None = field(default=None)
 
@@ -119,9 +135,8 @@ def vanished_error(conn: Connection) -> str:
 async def take(db: Database, connection_id: int, seconds: float) -> Lease | None:
     """The connection's lease, or None while another holder keeps it (or it is stopped,
     or pending: nothing syncs before the user starts it)."""
-    loop = asyncio.get_running_loop()
     holder = f"{PROCESS}/{secrets.token_hex(4)}"
-    started = loop.time()
+    started = clock.time()
     async with db.write() as session:
         now = utcnow()
         previous = await session.get(Connection, connection_id)
@@ -168,7 +183,7 @@ async def take(db: Database, connection_id: int, seconds: float) -> Lease | None
 
 async def renew(db: Database, lease: Lease) -> bool:
     """Push the expiry on; False when the lease is no longer this holder's."""
-    started = asyncio.get_running_loop().time()
+    started = clock.time()
     async with db.write() as session:
         result = await session.execute(
             update(Connection)
@@ -182,23 +197,39 @@ async def renew(db: Database, lease: Lease) -> bool:
     return True
 
 
+async def _renewed_by(db: Database, lease: Lease, cutoff: float) -> bool:
+    """``renew``, or TimeoutError (the renewal cancelled) once ``clock`` reaches ``cutoff``."""
+    renewal = asyncio.ensure_future(renew(db, lease))
+    timer = asyncio.ensure_future(clock.sleep(max(0.0, cutoff - clock.time())))
+    try:
+        await asyncio.wait((renewal, timer), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+        if not renewal.done():
+            renewal.cancel()  # too late, or the keeper itself is stopped
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal  # its transaction ends before anything goes on
+    if renewal.cancelled():
+        raise TimeoutError
+    return renewal.result()
+
+
 async def _keep(db: Database, lease: Lease, stop: asyncio.Timeout) -> None:
     """Renew every third of the lease; stop the work while the lease is still surely ours
     when it cannot be renewed."""
     loop = asyncio.get_running_loop()
     interval = lease.seconds / 3
     while True:
-        await asyncio.sleep(max(0.0, min(interval, lease.expires_at - interval - loop.time())))
+        await clock.sleep(max(0.0, min(interval, lease.expires_at - interval - clock.time())))
         # The last moment the work may go on without a confirmed renewal.
         cutoff = lease.expires_at - interval
         try:
-            async with asyncio.timeout_at(cutoff):
-                kept = await renew(db, lease)
+            kept = await _renewed_by(db, lease, cutoff)
         except Exception as exc:  # the database is away (TimeoutError: not in time)
-            if loop.time() < cutoff:
+            if clock.time() < cutoff:
                 log.warning("connection %s: renewing the lease failed (%r); retrying",
                             lease.connection_id, exc)  # fmt: skip
-                await asyncio.sleep(min(0.5, interval / 4))
+                await clock.sleep(min(0.5, interval / 4))
                 continue
             lease.lost = "the lease could not be renewed in time (the database did not answer)"
         else:
