@@ -89,9 +89,17 @@ def test_changing_or_deleting_an_occurrence(graph: Graph) -> None:
     assert master["cancelledOccurrences"] == [f"OID.{series['id']}.2026-12-15"]
     assert "cancelledOccurrences" not in graph.ok("GET", f"/me/events/{series['id']}")
     changes, _ = follow(graph, link)
+    # A cancelled occurrence changes the master (its cancelledOccurrences), so the
+    # occurrences it makes come again, with its new change key.
     assert {(c["id"], "@removed" in c) for c in changes} == {
+        (found[0]["id"], False),
         (found[1]["id"], False),
         (found[2]["id"], True),
+        (found[3]["id"], False),
+    }
+    master_key = graph.ok("GET", f"/me/events/{series['id']}")["@odata.etag"]
+    assert {c["@odata.etag"] for c in changes if c["id"] in (found[0]["id"], found[3]["id"])} == {
+        master_key
     }
     occurrence = graph.call("PATCH", f"/me/events/{found[0]['id']}", json={"recurrence": weekly()})
     assert code(occurrence) == (400, "ErrorInvalidRequest")
@@ -109,6 +117,28 @@ def test_deleting_a_series_removes_every_occurrence(graph: Graph) -> None:
     assert all("@removed" in c for c in changes)
     assert code(graph.call("GET", f"/me/events/{found[1]['id']}")) == (404, "ErrorItemNotFound")
     assert graph.ok("GET", "/me/calendarView", params=DECEMBER)["value"] == []
+
+
+def test_a_series_master_shows_its_exceptions_when_asked_by_name(graph: Graph) -> None:
+    series = graph.create(recurrence=weekly())
+    found = instances(graph, series["id"])
+    graph.ok("PATCH", f"/me/events/{found[1]['id']}", json={"subject": "Moved"})
+    graph.call("DELETE", f"/me/events/{found[2]['id']}")
+    asked = {"$select": "subject,cancelledOccurrences,exceptionOccurrences",
+             "$expand": "exceptionOccurrences"}  # fmt: skip
+    master = graph.ok("GET", f"/me/events/{series['id']}", params=asked)
+    # Changed occurrences only: cancelled ones are the master's cancelledOccurrences.
+    ((exception,),) = [master["exceptionOccurrences"]]
+    assert (exception["id"], exception["type"], exception["subject"]) == (
+        found[1]["id"], "exception", "Moved"
+    )  # fmt: skip
+    assert exception["originalStart"] == "2026-12-08T09:00:00Z"
+    assert master["cancelledOccurrences"] == [f"OID.{series['id']}.2026-12-15"]
+    # Both $select and $expand are needed.
+    only_select = {"$select": "subject,exceptionOccurrences"}
+    assert "exceptionOccurrences" not in graph.ok(
+        "GET", f"/me/events/{series['id']}", params=only_select
+    )
 
 
 def test_changing_a_series_pattern_drops_its_exceptions(graph: Graph) -> None:

@@ -25,12 +25,20 @@ import asyncio
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 
-from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
+from crmcal.model import (
+    CalendarEvent,
+    CalendarInfo,
+    ChangeListing,
+    RemoteRef,
+    changed_fields,
+    moment_key,
+)
 from crmcal.providers import google_batch, google_events, kinds
 from crmcal.providers.api_client import ApiClient, SharedLimit, TokenSource
 from crmcal.providers.base import (
@@ -228,7 +236,8 @@ class GoogleProvider:
 
     async def create(self, calendar_id: str, key: str, event: CalendarEvent) -> RemoteRef:
         event_id = google_events.event_id_for(key)
-        written = google_events.without_nulls({**google_events.body(event), "id": event_id})
+        master = _master(event)
+        written = google_events.without_nulls({**google_events.body(master), "id": event_id})
         response = await self._request(
             "POST", self._events(calendar_id), params=_send_updates(event), json=written
         )
@@ -236,7 +245,10 @@ class GoogleProvider:
             return await self._revive(calendar_id, key, event)
         if response.status_code != 200:
             raise self._api.failure(response, "creating an event")
-        return _ref(self._api.json(response), self._zones.get(calendar_id, "UTC"))
+        item = self._api.json(response)
+        if _changed_overrides(event):
+            return await self._write_occurrences(calendar_id, item, event, [])
+        return _ref(item, self._zones.get(calendar_id, "UTC"))
 
     async def create_many(
         self, calendar_id: str, items: Sequence[tuple[str, CalendarEvent]]
@@ -250,10 +262,13 @@ class GoogleProvider:
         """
         results: list[RemoteRef | ProviderError | None] = [None] * len(items)
         revive: list[int] = []
+        # Series made with changed occurrences: those are written once the series exists.
+        series: list[tuple[int, dict[str, Any]]] = []
         zone = self._zones.get(calendar_id, "UTC")
         calls = []
         for key, event in items:
-            written = {**google_events.body(event), "id": google_events.event_id_for(key)}
+            written = {**google_events.body(_master(event)),
+                       "id": google_events.event_id_for(key)}  # fmt: skip
             path = "/calendar/v3" + self._events(calendar_id)
             calls.append(google_batch.Call("POST", path, _send_updates(event),
                                            google_events.without_nulls(written)))  # fmt: skip
@@ -268,6 +283,8 @@ class GoogleProvider:
                         retry.append(n)
                     elif answer.status_code == 200:
                         results[n] = _ref(self._api.json(answer), zone)
+                        if _changed_overrides(items[n][1]):
+                            series.append((n, self._api.json(answer)))
                     elif answer.status_code == 409:
                         revive.append(n)
                     elif answer.status_code == 401:
@@ -286,6 +303,13 @@ class GoogleProvider:
                     stalled += 1
                 await self._api.sleep(stalled)
                 pending = retry
+        for n, item in series:
+            try:
+                results[n] = await self._write_occurrences(calendar_id, item, items[n][1], [])
+            except AuthenticationFailed:
+                raise
+            except ProviderError as failure:
+                results[n] = failure
         for n in revive:  # rare: one by one
             try:
                 results[n] = await self._revive(calendar_id, *items[n])
@@ -304,7 +328,9 @@ class GoogleProvider:
         current = self._api.json(response)
         if current.get("status") != "cancelled":
             raise PreconditionFailed(f"an event for {key!r} exists already (409)")
-        written = google_events.without_nulls({**google_events.body(event), "id": event_id})
+        written = google_events.without_nulls(
+            {**google_events.body(_master(event)), "id": event_id}
+        )
         response = await self._request(
             "PUT",
             self._events(calendar_id, event_id),
@@ -343,6 +369,8 @@ class GoogleProvider:
         # Read first: a patch replaces lists whole, and other clients' reminders and
         # attendee details must stay (the read also answers a stale version at once).
         current = await self._get(calendar_id, event_id)
+        if event.recurrence is not None and current is not None and current.get("recurrence"):
+            return await self._update_series(calendar_id, current, etag, event, changed)
         call = self._patch(calendar_id, Update(event_id, etag, event, changed), current)
         if isinstance(call, ProviderError):
             raise call
@@ -357,6 +385,133 @@ class GoogleProvider:
         if isinstance(result, ProviderError):
             raise result
         return result
+
+    async def _update_series(
+        self,
+        calendar_id: str,
+        current: dict[str, Any],
+        etag: str,
+        event: CalendarEvent,
+        changed: frozenset[str] | None,
+    ) -> RemoteRef:
+        """A series written over the series Google has: its master patched where its
+        own fields change, then each occurrence that differs (see ``_write_occurrences``).
+        The version named covers the series' exceptions too: an occurrence changed
+        meanwhile by someone else is ``PreconditionFailed``, never overwritten."""
+        event_id = str(current["id"])
+        zone = self._zones.get(calendar_id, "UTC")
+        exceptions = await self._exceptions(calendar_id, current)
+        if etag and etag != _ref(current, zone, exceptions).etag:
+            raise PreconditionFailed(f"the event {event_id} changed since {etag}")
+        master = current
+        if changed is None or changed & set(google_events.KEYS):
+            call = self._patch(calendar_id, Update(event_id, "", _master(event), changed), current)
+            if isinstance(call, ProviderError):
+                raise call
+            response = await self._request(
+                call.method, self._events(calendar_id, event_id), params=call.params,
+                json=call.body, headers=call.headers,
+            )  # fmt: skip
+            result = self._updated(calendar_id, event_id, etag, response)
+            if isinstance(result, ProviderError):
+                raise result
+            master = self._api.json(response)
+        return await self._write_occurrences(calendar_id, master, event, exceptions, changed)
+
+    async def _write_occurrences(
+        self,
+        calendar_id: str,
+        master: dict[str, Any],
+        event: CalendarEvent,
+        exceptions: list[dict[str, Any]],
+        changed: frozenset[str] | None = None,
+    ) -> RemoteRef:
+        """Make the series' occurrences in Google what ``event.overrides`` says, in one
+        batch: a changed occurrence is a patch of its instance (``{id}_{start}``: Google
+        keeps it as an exception), a cancelled one a delete of it, and an exception the
+        series no longer has is the series' own occurrence again (patched back to the
+        master's fields, or deleted when the series leaves the date out). Occurrences
+        already as wanted are not written. Answers the series as it is then.
+
+        ``changed`` names what the update writes: changed occurrences with
+        "overrides", cancelled ones (EXDATEs alike) with "recurrence"."""
+        live_too = changed is None or "overrides" in changed
+        cancels_too = changed is None or "recurrence" in changed
+        zone = self._zones.get(calendar_id, "UTC")
+        master_id = str(master["id"])
+        written = google_events.parse(master, default_zone=zone)
+        assert written.recurrence is not None
+        left_out = {moment_key(m) for m in written.recurrence.exdates}
+        existing: dict[str, dict[str, Any]] = {}
+        for item in exceptions:
+            if item.get("originalStartTime"):
+                original = google_events.parse_moment(item["originalStartTime"], zone)
+                existing[moment_key(original)] = item
+                if item.get("status") == "cancelled":
+                    left_out.add(moment_key(original))
+        path = "/calendar/v3" + self._events(calendar_id)
+        params = _send_updates(event)
+        calls: list[google_batch.Call] = []
+
+        def delete(original: dt.datetime | dt.date) -> None:
+            target = f"{path}/{quote(google_events.instance_id(master_id, original), safe='')}"
+            calls.append(google_batch.Call("DELETE", target, params))
+
+        def patch(original: dt.datetime | dt.date, body: dict[str, Any]) -> None:
+            target = f"{path}/{quote(google_events.instance_id(master_id, original), safe='')}"
+            body = {k: v for k, v in body.items() if k != "recurrence"}
+            calls.append(google_batch.Call("PATCH", target, params, body))
+
+        wanted = {
+            moment_key(o.recurrence_id): o for o in event.overrides if o.recurrence_id is not None
+        }
+        for key, override in wanted.items():
+            assert override.recurrence_id is not None
+            there = existing.get(key)
+            if override.cancelled:
+                live = there is not None and there.get("status") != "cancelled"
+                if cancels_too and (key not in left_out or live):
+                    delete(override.recurrence_id)
+                continue
+            if not live_too:
+                continue
+            occurrence = _occurrence(event, override)
+            if there is None or there.get("status") == "cancelled":
+                fresh = {**google_events.body(occurrence), "status": "confirmed"}
+                patch(override.recurrence_id, fresh)
+                continue
+            read = google_events.parse(there, default_zone=zone)
+            if read.content_hash() != occurrence.content_hash():
+                groups = changed_fields(read, occurrence) - {"recurrence"}
+                patch(override.recurrence_id, google_events.patch_body(occurrence, there, groups))
+        exdates = {moment_key(m) for m in (event.recurrence.exdates if event.recurrence else ())}
+        for key, there in existing.items():
+            if key in wanted or there.get("status") == "cancelled":
+                continue
+            original = google_events.parse_moment(there["originalStartTime"], zone)
+            if key in exdates and cancels_too:
+                delete(original)
+            elif key not in exdates and live_too:
+                patch(original, google_events.body(_occurrence(event, None, original), there))
+        if not calls:
+            return _ref(master, zone, exceptions)
+        failure: ProviderError | None = None
+        by_id = {str(e["id"]): e for e in exceptions}
+        reread = False
+        for call, answer in zip(calls, await self._send_all(calls), strict=True):
+            if isinstance(answer, ProviderError):
+                failure = failure or answer
+            elif call.method == "PATCH" and answer.status_code == 200:
+                item = self._api.json(answer)
+                by_id[str(item["id"])] = item
+            elif call.method == "DELETE" and answer.status_code in (200, 204, 410):
+                reread = True  # what Google keeps of a cancelled occurrence is read back
+            else:
+                failure = failure or self._api.failure(answer, "writing an occurrence")
+        if failure is not None:
+            raise failure
+        found = await self._exceptions(calendar_id, master) if reread else list(by_id.values())
+        return _ref(master, zone, found)
 
     def _patch(
         self, calendar_id: str, item: Update, current: dict[str, Any] | None
@@ -398,13 +553,28 @@ class GoogleProvider:
     ) -> list[RemoteRef | ProviderError]:
         """``update`` for many events: their reads in batch requests, then their
         patches in batch requests. Each item answers on its own."""
-        reads = [
-            google_batch.Call("GET", "/calendar/v3" + self._events(calendar_id, i.event_id))
-            for i in items
-        ]
         results: list[RemoteRef | ProviderError | None] = [None] * len(items)
+        for n, item in enumerate(items):
+            if item.event.recurrence is None:
+                continue
+            # A series is written alone: its exceptions are read and written too.
+            try:
+                results[n] = await self.update(
+                    calendar_id, item.event_id, item.etag, item.event, changed=item.changed
+                )
+            except AuthenticationFailed:
+                raise
+            except ProviderError as failure:
+                results[n] = failure
+        singles = [n for n, item in enumerate(items) if item.event.recurrence is None]
+        reads = [
+            google_batch.Call("GET", "/calendar/v3" + self._events(calendar_id, items[n].event_id))
+            for n in singles
+        ]
         patches: list[tuple[int, google_batch.Call]] = []
-        for n, (item, answer) in enumerate(zip(items, await self._send_all(reads), strict=True)):
+        answers = await self._send_all(reads)
+        for n, answer in zip(singles, answers, strict=True):
+            item = items[n]
             current: dict[str, Any] | None = None
             if isinstance(answer, ProviderError):
                 results[n] = answer
@@ -590,3 +760,38 @@ def _fold(items: list[dict[str, Any]], zone: str, *, full: bool) -> ChangeListin
             RemoteRef(series, "", None) for series in exceptions if series not in named
         ]
     return listing
+
+
+def _changed_overrides(event: CalendarEvent) -> bool:
+    return event.recurrence is not None and any(not o.cancelled for o in event.overrides)
+
+
+def _master(event: CalendarEvent) -> CalendarEvent:
+    """The master Google stores: the cancelled occurrences among its EXDATEs, the
+    changed ones left to their own events."""
+    if event.recurrence is None:
+        return event
+    cancelled = [o.recurrence_id for o in event.overrides if o.cancelled and o.recurrence_id]
+    return replace(event.leaving_out(cancelled), overrides=())
+
+
+def _occurrence(
+    series: CalendarEvent,
+    override: CalendarEvent | None,
+    original: dt.datetime | dt.date | None = None,
+) -> CalendarEvent:
+    """One occurrence as its own event: ``override``, or the series' own occurrence at
+    ``original``; crmcal's ids are the series'."""
+    if override is None:
+        assert original is not None
+        start = series.start
+        length = (series.end - start) if series.end is not None else None
+        override = replace(
+            series, start=original, end=original + length if length is not None else None,
+            recurrence_id=original,
+        )  # fmt: skip
+    return replace(
+        override, recurrence=None, overrides=(), cancelled=False,
+        crm_id=override.crm_id or series.crm_id, crm_type=override.crm_type or series.crm_type,
+        notify_attendees=series.notify_attendees,
+    )  # fmt: skip

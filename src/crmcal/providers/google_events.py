@@ -11,6 +11,7 @@ Google, and the CRM id rides in ``extendedProperties.private``.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -62,6 +63,11 @@ def _moment(value: Any, default_zone: str) -> tuple[dt.datetime | dt.date, str |
     if zone is not None:
         moment = moment.astimezone(zone)
     return moment, (zone.key if zone is not None else None)
+
+
+def parse_moment(value: Any, default_zone: str) -> dt.datetime | dt.date:
+    """A Google time (``date``, or ``dateTime`` with an offset or a ``timeZone``)."""
+    return _moment(value, default_zone)[0]
 
 
 def _reminder(event: dict[str, Any]) -> int | None:
@@ -148,17 +154,37 @@ def is_event(item: dict[str, Any]) -> bool:
 
 
 def with_exceptions(event: CalendarEvent, exceptions: list[dict[str, Any]]) -> CalendarEvent:
-    """A series with its cancelled occurrences (Google keeps each as an event of its
-    own) among the dates it leaves out."""
+    """A series with the occurrences Google keeps as events of their own: the cancelled
+    ones among the dates it leaves out (as CalDAV's EXDATEs), the changed ones as its
+    ``overrides`` (each with its original start as ``recurrence_id``)."""
     if event.recurrence is None:
         return event
     zone = event.timezone or "UTC"
-    cancelled = [
-        _moment(item["originalStartTime"], zone)[0]
-        for item in exceptions
-        if item.get("status") == "cancelled" and item.get("originalStartTime")
-    ]
-    return event.leaving_out(cancelled)
+    cancelled = []
+    changed = []
+    for item in exceptions:
+        if not item.get("originalStartTime"):
+            continue
+        if item.get("status") == "cancelled":
+            cancelled.append(_moment(item["originalStartTime"], zone)[0])
+        else:
+            changed.append(parse(item, default_zone=zone))
+    changed.sort(key=lambda e: _sort_key(e.recurrence_id))
+    return replace(event.leaving_out(cancelled), overrides=tuple(changed))
+
+
+def _sort_key(moment: dt.datetime | dt.date | None) -> str:
+    if isinstance(moment, dt.datetime):
+        return moment.astimezone(dt.UTC).isoformat()
+    return moment.isoformat() if moment is not None else ""
+
+
+def instance_id(series_id: str, original: dt.datetime | dt.date) -> str:
+    """Google's id of a series' occurrence: the series' id and the original start, in
+    UTC (``{id}_20261201T080000Z``) or as a day for all-day series (``{id}_20261201``)."""
+    if isinstance(original, dt.datetime):
+        return f"{series_id}_{original.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}"
+    return f"{series_id}_{original:%Y%m%d}"
 
 
 def parse(event: dict[str, Any], *, default_zone: str = "UTC") -> CalendarEvent:

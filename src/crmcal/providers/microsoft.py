@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import replace
@@ -301,19 +302,48 @@ class MicrosoftProvider:
             item = self._api.json(response)
             if item.get("isCancelled") and item.get("type") != "seriesMaster":
                 return None
-            ref = _ref(item)
-            if item.get("type") == "seriesMaster" and ref.event is not None:
-                # Graph lists a series' cancelled occurrences only when asked by name.
-                asked = {"$select": "cancelledOccurrences"}
-                extra = await self._request("GET", self._event(calendar_id, event_id), params=asked)
-                if extra.status_code == 200:
-                    cancelled = self._api.json(extra).get("cancelledOccurrences") or []
-                    event = codec.with_cancelled(ref.event, [str(c) for c in cancelled])
-                    ref = RemoteRef(ref.id, ref.etag, event)
-            return ref
+            if item.get("type") == "seriesMaster":
+                return await self._series_ref(calendar_id, item)
+            return _ref(item)
 
         found = await asyncio.gather(*(one(i) for i in dict.fromkeys(ids)))
         return [ref for ref in found if ref is not None]
+
+    async def _occurrences(
+        self, calendar_id: str, master_id: str
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        """A series' cancelled occurrences and its exceptions, in one read of the master
+        (Graph shows them only when asked by name, on a GET of the master by id)."""
+        params = {
+            "$select": "cancelledOccurrences,exceptionOccurrences",
+            "$expand": f"exceptionOccurrences,{codec.expand_properties()}",
+        }
+        response = await self._request("GET", self._event(calendar_id, master_id), params=params)
+        if response.status_code != 200:
+            raise self._api.failure(response, "reading a series")
+        data = self._api.json(response)
+        cancelled = [str(c) for c in data.get("cancelledOccurrences") or []]
+        return cancelled, [e for e in data.get("exceptionOccurrences") or [] if isinstance(e, dict)]
+
+    async def _series_ref(
+        self,
+        calendar_id: str,
+        master: dict[str, Any],
+        occurrences: tuple[list[str], list[dict[str, Any]]] | None = None,
+    ) -> RemoteRef:
+        """A series master with its cancelled occurrences and exceptions folded in; its
+        version covers them (an exception changes the series, not the master's key)."""
+        if occurrences is None:
+            occurrences = await self._occurrences(calendar_id, str(master["id"]))
+        cancelled, exceptions = occurrences
+        ref = _ref(master)
+        if ref.event is None:
+            return ref
+        try:
+            event = codec.with_exceptions(ref.event, cancelled, exceptions)
+        except (ValueError, TypeError, KeyError) as failure:
+            return RemoteRef(ref.id, ref.etag, error=f"unreadable series: {failure}")
+        return RemoteRef(ref.id, _series_version(ref.etag, cancelled, exceptions), event)
 
     async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:
         wanted = (
@@ -322,21 +352,39 @@ class MicrosoftProvider:
         )
         params = {"$filter": wanted, "$expand": codec.expand_properties()}
         found = await self._pages(self._events(calendar_id), params, "finding an event")
+        if found and found[0].get("type") == "seriesMaster":
+            return await self._series_ref(calendar_id, found[0])
         return _ref(found[0]) if found else None
 
     def _create_body(self, key: str, event: CalendarEvent) -> dict[str, Any]:
-        return {
-            **codec.body(event, with_attendees=event.notify_attendees, key=key),
-            "transactionId": key,
-        }
+        try:
+            written = codec.body(_master(event), with_attendees=event.notify_attendees, key=key)
+        except ValueError as failure:
+            raise ProviderError(str(failure)) from None
+        return {**written, "transactionId": key}
 
     def _created(self, key: str, event: CalendarEvent, item: dict[str, Any]) -> RemoteRef:
         """The answer to a create: a replayed ``transactionId`` answers the event made
         before, which counts as existing when it says something else now."""
         ref = _ref(item)
-        if ref.event is None or not _same(ref.event, event):
+        if ref.event is None or not _same(ref.event, _master(event)):
             raise PreconditionFailed(f"an event for {key!r} exists already")
         return ref
+
+    async def _created_series(
+        self, calendar_id: str, key: str, event: CalendarEvent, item: dict[str, Any]
+    ) -> RemoteRef:
+        """A series just made: its left-out dates and changed occurrences written (Graph
+        takes a pattern only), or, for a replayed create, the series as it is."""
+        ref = self._created(key, event, item)
+        if event.recurrence is None or item.get("type") != "seriesMaster":
+            return ref
+        occurrences = await self._occurrences(calendar_id, ref.id)
+        if occurrences != ([], []):
+            return await self._series_ref(calendar_id, item, occurrences)  # made before
+        if not event.recurrence.exdates and not event.overrides:
+            return await self._series_ref(calendar_id, item, occurrences)
+        return await self._write_occurrences(calendar_id, item, event, occurrences)
 
     async def create(self, calendar_id: str, key: str, event: CalendarEvent) -> RemoteRef:
         response = await self._request(
@@ -347,7 +395,7 @@ class MicrosoftProvider:
         )
         if response.status_code not in (200, 201):
             raise self._api.failure(response, "creating an event")
-        return self._created(key, event, self._api.json(response))
+        return await self._created_series(calendar_id, key, event, self._api.json(response))
 
     async def create_many(
         self, calendar_id: str, items: Sequence[tuple[str, CalendarEvent]]
@@ -363,18 +411,28 @@ class MicrosoftProvider:
             except PreconditionFailed as exists:
                 return [exists]
         results: list[RemoteRef | ProviderError | None] = [None] * len(items)
+        for n, (key, event) in enumerate(items):
+            if event.recurrence is not None:
+                # A series is made alone: its occurrences are written once it exists.
+                try:
+                    results[n] = await self.create(calendar_id, key, event)
+                except AuthenticationFailed:
+                    raise
+                except ProviderError as failure:
+                    results[n] = failure
+        singles = [n for n, (_, event) in enumerate(items) if event.recurrence is None]
         requests = [
             {
                 "id": str(n),
                 "method": "POST",
                 "url": f"{self._events(calendar_id)}?$expand={codec.expand_properties()}",
                 "headers": {"Content-Type": "application/json", "Prefer": _PREFER},
-                "body": self._create_body(key, event),
+                "body": self._create_body(key, event) if event.recurrence is None else None,
             }
             for n, (key, event) in enumerate(items)
         ]
-        for first in range(0, len(items), BATCH_SIZE):
-            pending = list(range(first, min(first + BATCH_SIZE, len(items))))
+        for first in range(0, len(singles), BATCH_SIZE):
+            pending = singles[first : first + BATCH_SIZE]
             stalled = 0  # rounds in which nothing got through: what the retries limit
             while True:
                 answers = await self._batch([requests[n] for n in pending])
@@ -426,16 +484,16 @@ class MicrosoftProvider:
         *,
         changed: frozenset[str] | None = None,
     ) -> RemoteRef:
-        written = self._update_body(event, changed)
         if event.recurrence is not None:
-            await self._keep_series_shape(calendar_id, event_id, event, written)
-        elif changed is None or "when" in changed:
+            return await self._update_series(calendar_id, event_id, etag, event, changed)
+        written = self._update_body(event, changed)
+        if changed is None or "when" in changed:
             await self._refuse_series(calendar_id, event_id)
         response = await self._request(
             "PATCH",
             self._event(calendar_id, event_id),
             json=written,
-            headers={"If-Match": etag} if etag else None,
+            headers={"If-Match": _version(etag)} if etag else None,
         )
         result = self._updated(event_id, etag, response)
         if isinstance(result, ProviderError):
@@ -444,9 +502,204 @@ class MicrosoftProvider:
 
     @staticmethod
     def _update_body(event: CalendarEvent, changed: frozenset[str] | None) -> dict[str, Any]:
-        if changed is None:
-            return codec.body(event, with_attendees=event.notify_attendees)
-        return codec.patch_body(event, with_attendees=event.notify_attendees, changed=changed)
+        try:
+            if changed is None:
+                return codec.body(event, with_attendees=event.notify_attendees)
+            return codec.patch_body(event, with_attendees=event.notify_attendees, changed=changed)
+        except ValueError as failure:
+            raise ProviderError(str(failure)) from None
+
+    async def _update_series(
+        self,
+        calendar_id: str,
+        event_id: str,
+        etag: str,
+        event: CalendarEvent,
+        changed: frozenset[str] | None,
+    ) -> RemoteRef:
+        """A series written over the one Outlook has: the master patched where its own
+        fields change, then each occurrence that differs (``_write_occurrences``). The
+        version named covers the exceptions too: an occurrence changed meanwhile by
+        someone else is ``PreconditionFailed``, never overwritten."""
+        response = await self._request(
+            "GET", self._event(calendar_id, event_id),
+            params={"$expand": codec.expand_properties()},
+        )  # fmt: skip
+        if response.status_code in (404, 410):
+            raise EventNotFound(f"the event {event_id} does not exist")
+        if response.status_code != 200:
+            raise self._api.failure(response, "reading an event")
+        master = self._api.json(response)
+        occurrences: tuple[list[str], list[dict[str, Any]]] = ([], [])
+        if master.get("type") == "seriesMaster":
+            occurrences = await self._occurrences(calendar_id, event_id)
+            current = await self._series_ref(calendar_id, master, occurrences)
+        else:
+            current = _ref(master)
+        if etag and etag != current.etag:
+            raise PreconditionFailed(f"the event {event_id} changed since {etag}")
+        written = self._update_body(_master(event), changed)
+        before = current.event
+        if before is not None and before.recurrence is not None:
+            assert event.recurrence is not None
+            same_rule = canonical_rrule(before.recurrence.rrule) == canonical_rrule(
+                event.recurrence.rrule
+            )
+            same_times = (before.start, before.end, before.all_day) == (
+                event.start, event.end, event.all_day
+            )  # fmt: skip
+            if same_rule and same_times:
+                # Outlook drops a series' exceptions and cancellations when its times or
+                # pattern are written, and would take crmcal's spelling of the pattern.
+                for field in ("start", "end", "isAllDay", "recurrence"):
+                    written.pop(field, None)
+            else:
+                occurrences = ([], [])  # what Outlook keeps of them after the patch
+        if set(written) - {"singleValueExtendedProperties"}:
+            response = await self._request(
+                "PATCH", self._event(calendar_id, event_id), json=written,
+                headers={"If-Match": _version(etag or current.etag)},
+            )  # fmt: skip
+            result = self._updated(event_id, etag, response)
+            if isinstance(result, ProviderError):
+                raise result
+            master = self._api.json(response)
+            if "recurrence" in written:
+                occurrences = await self._occurrences(calendar_id, event_id)
+        return await self._write_occurrences(calendar_id, master, event, occurrences, changed)
+
+    async def _write_occurrences(
+        self,
+        calendar_id: str,
+        master: dict[str, Any],
+        event: CalendarEvent,
+        occurrences: tuple[list[str], list[dict[str, Any]]],
+        changed: frozenset[str] | None = None,
+    ) -> RemoteRef:
+        """Make the series' occurrences in Outlook what ``event`` says: a changed one is
+        a PATCH of that occurrence (Outlook keeps it as an exception), a left-out date
+        or cancelled one a DELETE of it (Graph has no EXDATE), an exception the series
+        no longer has is patched back to the master's fields. Occurrences are found by
+        id where they are exceptions already, else by ``instances`` over the moment
+        they start; reads and writes each go in ``$batch`` requests. Answers the series
+        as it is then. ``changed`` names what the update writes: changed occurrences
+        with "overrides", cancelled ones (EXDATEs alike) with "recurrence"."""
+        live_too = changed is None or "overrides" in changed
+        cancels_too = changed is None or "recurrence" in changed
+        master_id = str(master["id"])
+        series = _ref(master).event
+        if series is None or series.recurrence is None:
+            return _ref(master)
+        cancelled, exceptions = occurrences
+        left_out = {_key(m) for m in codec.with_cancelled(series, cancelled).recurrence.exdates}  # type: ignore[union-attr]
+        existing: dict[str, dict[str, Any]] = {}
+        for item in exceptions:
+            original = codec.original_start(item, series)
+            if original is not None:
+                existing[_key(original)] = item
+        drop: dict[str, dt.datetime | dt.date] = {}
+        change: dict[str, tuple[dt.datetime | dt.date, CalendarEvent]] = {}
+        assert event.recurrence is not None
+        for moment in event.recurrence.exdates:
+            drop[_key(moment)] = moment
+        for override in event.overrides:
+            if override.recurrence_id is None:
+                continue
+            if override.cancelled:
+                drop[_key(override.recurrence_id)] = override.recurrence_id
+            else:
+                change[_key(override.recurrence_id)] = (override.recurrence_id, override)
+        for key in list(change):
+            drop.pop(key, None)
+        for key, there in existing.items():
+            if key in change or key in drop:
+                continue
+            original = codec.original_start(there, series)
+            assert original is not None
+            change[key] = (original, _occurrence(event, None, original))
+        wanted: list[tuple[str, str, dt.datetime | dt.date, dict[str, Any] | None]] = []
+        for key, moment in drop.items():
+            if key not in left_out and cancels_too:
+                wanted.append(("DELETE", key, moment, None))
+        for key, (moment, override) in change.items() if live_too else ():
+            occurrence = _occurrence(event, override)
+            current = existing.get(key)
+            if current is not None:
+                read = _ref(current).event
+                if read is not None and _same(
+                    read, replace(occurrence, recurrence_id=read.recurrence_id)
+                ):
+                    continue
+            written = codec.body(occurrence, with_attendees=event.notify_attendees)
+            written.pop("recurrence", None)
+            wanted.append(("PATCH", key, moment, written))
+        if not wanted:
+            return await self._series_ref(calendar_id, master, occurrences)
+        ids = {k: str(e["id"]) for k, e in existing.items()}
+        lookups = [(key, moment) for _, key, moment, _ in wanted if key not in ids]
+        ids |= await self._find_occurrences(calendar_id, master_id, series, lookups)
+        requests = []
+        for method, key, _, body in wanted:
+            if key not in ids:
+                continue  # no such occurrence (any more): nothing to change
+            request: dict[str, Any] = {"method": method, "url": self._event(calendar_id, ids[key])}
+            if body is not None:
+                headers = {"Content-Type": "application/json", "Prefer": _PREFER}
+                request |= {"body": body, "headers": headers}
+            requests.append(request)
+        failure: ProviderError | None = None
+        for answer in await self._send_all(requests):
+            if isinstance(answer, ProviderError):
+                failure = failure or answer
+                continue
+            status = int(answer.get("status", 0))
+            if status not in (200, 201, 204, 404):
+                inner = httpx.Response(status, json=answer.get("body") or {})
+                failure = failure or self._api.failure(inner, "writing an occurrence")
+        if failure is not None:
+            raise failure
+        # Read back: a cancelled occurrence changes the master's version.
+        response = await self._request(
+            "GET", self._event(calendar_id, master_id),
+            params={"$expand": codec.expand_properties()},
+        )  # fmt: skip
+        if response.status_code != 200:
+            raise self._api.failure(response, "reading a series")
+        return await self._series_ref(calendar_id, self._api.json(response))
+
+    async def _find_occurrences(
+        self,
+        calendar_id: str,
+        master_id: str,
+        series: CalendarEvent,
+        wanted: list[tuple[str, dt.datetime | dt.date]],
+    ) -> dict[str, str]:
+        """The ids of a series' occurrences by original start: ``instances`` over a
+        short window around each one (never the whole series), in ``$batch`` requests."""
+        if not wanted:
+            return {}
+        requests = []
+        for _, moment in wanted:
+            if isinstance(moment, dt.datetime):
+                start, end = moment, moment + dt.timedelta(minutes=1)
+            else:  # a day of an all-day series, in whatever zone it is kept
+                first = dt.datetime.combine(moment, dt.time(), dt.UTC)
+                start, end = first - dt.timedelta(days=1), first + dt.timedelta(days=2)
+            query = f"startDateTime={_iso(start)}&endDateTime={_iso(end)}"
+            url = f"{self._event(calendar_id, master_id)}/instances?{query}"
+            requests.append({"method": "GET", "url": url, "headers": {"Prefer": _PREFER}})
+        found: dict[str, str] = {}
+        for (key, _), answer in zip(wanted, await self._send_all(requests), strict=True):
+            if isinstance(answer, ProviderError):
+                raise answer
+            if int(answer.get("status", 0)) != 200:
+                inner = httpx.Response(int(answer.get("status", 0)), json=answer.get("body") or {})
+                raise self._api.failure(inner, "finding an occurrence")
+            for item in (answer.get("body") or {}).get("value") or []:
+                original = codec.original_start(item, series)
+                if original is not None and _key(original) == key:
+                    found[key] = str(item["id"])
+        return found
 
     def _updated(
         self, event_id: str, etag: str, response: httpx.Response
@@ -471,33 +724,11 @@ class MicrosoftProvider:
                 "crmcal does not rewrite series yet"
             )
 
-    async def _keep_series_shape(
-        self, calendar_id: str, event_id: str, event: CalendarEvent, written: dict[str, Any]
-    ) -> None:
-        """Leave a series' times and pattern out of a patch when they do not change:
-        Outlook drops a series' changed and cancelled occurrences when they are written,
-        and would take crmcal's spelling of the pattern (its first day of the week ...)."""
-        response = await self._request("GET", self._event(calendar_id, event_id))
-        if response.status_code != 200:
-            return  # the patch itself says what is wrong
-        current = _ref(self._api.json(response)).event
-        if current is None or current.recurrence is None or event.recurrence is None:
-            return
-        same_rule = canonical_rrule(current.recurrence.rrule) == canonical_rrule(
-            event.recurrence.rrule
-        )
-        same_times = (current.start, current.end, current.all_day) == (
-            event.start, event.end, event.all_day
-        )  # fmt: skip
-        if same_rule and same_times:
-            for field in ("start", "end", "isAllDay", "recurrence"):
-                written.pop(field, None)
-
     async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
         response = await self._request(
             "DELETE",
             self._event(calendar_id, event_id),
-            headers={"If-Match": etag} if etag else None,
+            headers={"If-Match": _version(etag)} if etag else None,
         )
         failure = self._deleted(event_id, etag, response)
         if failure is not None:
@@ -555,7 +786,7 @@ class MicrosoftProvider:
                 "body": self._update_body(item.event, item.changed),
             }
             if item.etag:
-                request["headers"]["If-Match"] = item.etag
+                request["headers"]["If-Match"] = _version(item.etag)
             requests.append(request)
         for n, answer in zip(patches, await self._send_all(requests), strict=True):
             if isinstance(answer, ProviderError):
@@ -573,7 +804,7 @@ class MicrosoftProvider:
             {
                 "method": "DELETE",
                 "url": self._event(calendar_id, event_id),
-                **({"headers": {"If-Match": etag}} if etag else {}),
+                **({"headers": {"If-Match": _version(etag)}} if etag else {}),
             }
             for event_id, etag in items
         ]
@@ -738,3 +969,56 @@ def _ref(item: dict[str, Any]) -> RemoteRef:
         return RemoteRef(str(item["id"]), etag, codec.parse(item))
     except (ValueError, TypeError, KeyError) as failure:
         return RemoteRef(str(item.get("id")), etag, error=f"unreadable event: {failure}")
+
+
+def _version(etag: str) -> str:
+    """The event's own ``@odata.etag`` inside a series' composite version."""
+    return etag.split("~", 1)[0]
+
+
+def _series_version(etag: str, cancelled: list[str], exceptions: list[dict[str, Any]]) -> str:
+    """A series' version: its master's, and its exceptions' and cancellations' (an
+    exception changes the series crmcal sees, not the master's change key)."""
+    if not cancelled and not exceptions:
+        return etag
+    parts = sorted(
+        f"{e.get('id')}:{e.get('@odata.etag') or e.get('changeKey')}" for e in exceptions
+    )
+    raw = "|".join([*parts, *sorted(cancelled)])
+    return etag + "~" + hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _key(moment: dt.datetime | dt.date | None) -> str:
+    """One spelling per original start, whatever zone it was read in."""
+    if isinstance(moment, dt.datetime):
+        return moment.astimezone(dt.UTC).isoformat()
+    return moment.isoformat() if moment is not None else ""
+
+
+def _master(event: CalendarEvent) -> CalendarEvent:
+    """The master Graph stores: a pattern and the master's fields (its left-out dates
+    and changed occurrences are written to the occurrences themselves)."""
+    if event.recurrence is None:
+        return event
+    return replace(event, recurrence=replace(event.recurrence, exdates=()), overrides=())
+
+
+def _occurrence(
+    series: CalendarEvent,
+    override: CalendarEvent | None,
+    original: dt.datetime | dt.date | None = None,
+) -> CalendarEvent:
+    """One occurrence as its own event: ``override``, or the series' own occurrence at
+    ``original``; crmcal's ids are the series'."""
+    if override is None:
+        assert original is not None
+        length = (series.end - series.start) if series.end is not None else None
+        override = replace(
+            series, start=original, end=original + length if length is not None else None,
+            recurrence_id=original,
+        )  # fmt: skip
+    return replace(
+        override, recurrence=None, overrides=(), cancelled=False,
+        crm_id=override.crm_id or series.crm_id, crm_type=override.crm_type or series.crm_type,
+        notify_attendees=series.notify_attendees,
+    )  # fmt: skip

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import re
+from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -152,7 +153,9 @@ def _rrule(recurrence: Any, start: dt.datetime | dt.date) -> Recurrence | None:
         own = _BYDAY[_DAYS[start.weekday()]]
         parts += ["FREQ=WEEKLY", f"BYDAY={days}" if days and days != own else ""]
     elif kind == "absoluteMonthly":
-        parts += ["FREQ=MONTHLY", f"BYMONTHDAY={pattern.get('dayOfMonth')}"]
+        # The start's own day of the month is what an RRULE without BYMONTHDAY says.
+        day = pattern.get("dayOfMonth")
+        parts += ["FREQ=MONTHLY", f"BYMONTHDAY={day}" if day != start.day else ""]
     elif kind == "relativeMonthly":
         parts += [
             "FREQ=MONTHLY",
@@ -160,8 +163,10 @@ def _rrule(recurrence: Any, start: dt.datetime | dt.date) -> Recurrence | None:
             f"BYSETPOS={_INDEX.get(str(pattern.get('index')), 1)}",
         ]
     elif kind == "absoluteYearly":
-        parts += ["FREQ=YEARLY", f"BYMONTH={pattern.get('month')}",
-                  f"BYMONTHDAY={pattern.get('dayOfMonth')}"]  # fmt: skip
+        month, day = pattern.get("month"), pattern.get("dayOfMonth")
+        bare = (month, day) == (start.month, start.day)  # what a bare yearly rule says
+        parts += ["FREQ=YEARLY", "" if bare else f"BYMONTH={month}",
+                  "" if bare else f"BYMONTHDAY={day}"]  # fmt: skip
     elif kind == "relativeYearly":
         parts += ["FREQ=YEARLY", f"BYMONTH={pattern.get('month')}", f"BYDAY={days}",
                   f"BYSETPOS={_INDEX.get(str(pattern.get('index')), 1)}"]  # fmt: skip
@@ -239,6 +244,45 @@ def with_cancelled(event: CalendarEvent, cancelled: list[str]) -> CalendarEvent:
         else:
             found.append(day)
     return event.leaving_out(found)
+
+
+def series_zone(item: dict[str, Any]) -> str | None:
+    """The zone a series' occurrences keep their wall-clock time in."""
+    span = (item.get("recurrence") or {}).get("range") or {}
+    return span.get("recurrenceTimeZone") or item.get("originalStartTimeZone") or None
+
+
+def original_start(item: dict[str, Any], series: CalendarEvent) -> dt.datetime | dt.date | None:
+    """An occurrence's original start: an instant, or a day for an all-day series."""
+    found = parse_timestamp(item.get("originalStart"))
+    if found is None or not series.all_day:
+        return found
+    local = zone(item.get("originalStartTimeZone")) or zone(series.timezone) or dt.UTC
+    return found.astimezone(local).date()
+
+
+def with_exceptions(
+    event: CalendarEvent, cancelled: list[str], exceptions: list[dict[str, Any]]
+) -> CalendarEvent:
+    """A series with its cancelled occurrences among the dates it leaves out and its
+    exceptions (Graph's changed occurrences) as its ``overrides``."""
+    event = with_cancelled(event, cancelled)
+    if event.recurrence is None or not exceptions:
+        return event
+    found = []
+    for item in exceptions:
+        original = original_start(item, event)
+        if original is None:
+            continue
+        found.append(replace(parse(item), recurrence_id=original))
+    found.sort(key=lambda e: _sort_key(e.recurrence_id))
+    return replace(event, overrides=tuple(found))
+
+
+def _sort_key(moment: dt.datetime | dt.date | None) -> str:
+    if isinstance(moment, dt.datetime):
+        return moment.astimezone(dt.UTC).isoformat()
+    return moment.isoformat() if moment is not None else ""
 
 
 def parse(item: dict[str, Any]) -> CalendarEvent:

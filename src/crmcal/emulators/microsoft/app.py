@@ -360,9 +360,16 @@ def create_app(state: MicrosoftState | None = None) -> FastAPI:
     ) -> Response:
         found = call(request, "events.get")
         query = query_of(request, _EVENT_OPTIONS)
-        return answer(
-            found, event_body(found, resolve(found, event_id, calendar_id, scoped), query)
-        )
+        entry = resolve(found, event_id, calendar_id, scoped)
+        body = event_body(found, entry, query)
+        wanted = query.select is not None and "exceptionOccurrences" in query.select
+        if wanted and query.expand_exceptions and entry.kind == "seriesMaster":
+            # Only a GET of the master by id, with both $select and $expand, shows them.
+            exceptions = state.events.exceptions(found.mailbox, entry)
+            body["exceptionOccurrences"] = [
+                render.event(e, found.prefs, expand=query.expand) for e in exceptions
+            ]
+        return answer(found, body)
 
     async def update_event(
         request: Request, event_id: str, calendar_id: str | None, scoped: bool

@@ -221,6 +221,16 @@ class Events:
         found.sort(key=lambda e: (e.start, e.key))
         return found
 
+    def exceptions(self, mailbox: Mailbox, master: Entry) -> list[Entry]:
+        """A series' exceptions (changed occurrences; cancelled ones are not), in order."""
+        calendar = mailbox.calendars[master.calendar_id]
+        found = [
+            self.entry(mailbox, item)
+            for item in calendar.items.values()
+            if item.master == master.key and not item.deleted
+        ]
+        return sorted(found, key=lambda e: (e.original or e.start, e.key))
+
     # --- writes --------------------------------------------------------------------
 
     def create(self, mailbox: Mailbox, calendar: Calendar, raw: Any) -> tuple[Entry, bool]:
@@ -381,6 +391,11 @@ class Events:
         if entry.kind == "seriesMaster":
             self._drop_exceptions(mailbox, calendar, item)
         self._record(mailbox, item, "deleted")
+        if item.master is not None:
+            # The series' list of cancelled occurrences is the master's own property
+            # (``cancelledOccurrences``): the master changes with it, and so do the
+            # occurrences it makes (their change key is the master's).
+            self._record(mailbox, calendar.items[item.master], "updated")
         self._mail(mailbox, item, "cancellation", item.body.get("attendees") or [])
 
     def move(self, mailbox: Mailbox, entry: Entry, destination: Calendar) -> Entry:

@@ -2,6 +2,7 @@
 
 Not a general OData parser: ``$select``, ``$top``, ``$skip``, ``$orderby`` on a
 few properties, ``$expand=singleValueExtendedProperties($filter=id eq '…')`` and
+``$expand=exceptionOccurrences`` (a series master's exceptions, with ``$select``), and
 ``$filter=singleValueExtendedProperties/Any(ep: ep/id eq '…' and ep/value eq '…')``
 (the forms a client uses to find and read its own extended properties). Anything
 else, or any of these malformed, is refused with 400 rather than silently ignored.
@@ -48,6 +49,8 @@ class Query:
     skip: int = 0
     order: tuple[str, bool] | None = None  # (key, descending)
     expand: list[str] | None = None  # canonical extended-property ids to show
+    # $expand=exceptionOccurrences: a series master's exceptions, in full.
+    expand_exceptions: bool = False
     property_filter: tuple[str, str | None] | None = None  # (canonical id, value)
 
 
@@ -76,6 +79,19 @@ def parse_expand(text: str) -> list[str]:
             raise bad_request(f"Invalid filter clause: {found.group(1)}")
         ids.append(canonical_id(_unquote(single.group(1))))
     return ids
+
+
+def _clauses(text: str) -> list[str]:
+    """The comma-separated items of an ``$expand``, commas inside parentheses kept."""
+    found, depth, current = [], 0, ""
+    for char in text:
+        if char == "," and depth == 0:
+            found.append(current)
+            current = ""
+            continue
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        current += char
+    return [c for c in [*found, current] if c.strip()]
 
 
 def _integer(value: str, name: str, minimum: int) -> int:
@@ -121,7 +137,11 @@ def parse_query(
                 raise bad_request(f"The emulator orders only by {', '.join(ORDER_KEYS)}: {value}")
             query.order = (key, direction == "desc")
         elif option == "$expand":
-            query.expand = parse_expand(value)
+            for clause in _clauses(value):
+                if clause.strip().lower() == "exceptionoccurrences":
+                    query.expand_exceptions = True
+                else:
+                    query.expand = parse_expand(clause)
         elif option == "$filter":
             query.property_filter = parse_filter(value)
     return query
