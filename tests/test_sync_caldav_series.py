@@ -100,8 +100,7 @@ def test_a_calendar_series_becomes_one_crm_series_of_the_incoming_type(
         "weekly-call", "Weekly call", start, "FREQ=WEEKLY;COUNT=20",
         f"EXDATE;TZID=Europe/Berlin:{skipped.strftime(local)}\r\n",
     )))  # fmt: skip
-    # A series with an occurrence moved on its own: its exceptions do not reach the
-    # CRM yet, so it is skipped and counted, never imported with that occurrence wrong.
+    # A series with an occurrence moved on its own: that occurrence comes in moved.
     day = start + dt.timedelta(days=1)
     override = (
         "BEGIN:VEVENT\r\nUID:moved\r\nDTSTAMP:20260101T000000Z\r\n"
@@ -114,12 +113,13 @@ def test_a_calendar_series_becomes_one_crm_series_of_the_incoming_type(
     run(calendar.put_raw(text.replace("END:VCALENDAR", override)))
 
     counts = sync(user, conn["id"])
-    assert (counts["created"], counts["skipped"]) == (1, 1)
-    assert [p["reason"] for p in counts["problems"]] == [
-        "occurrences changed on their own are not synced yet"
-    ]
-    listed = user.get(f"{V1}/activities", params={"limit": 100}).json()["items"]
-    assert {a["subject"] for a in listed} == {"Weekly call"}
+    assert (counts["created"], counts["skipped"], counts["problems"]) == (2, 0, [])
+    everything = user.get(f"{V1}/activities", params={"limit": 100}).json()["items"]
+    moved = [a for a in everything if a["subject"] == "Moved one"]
+    assert len(moved) == 3
+    late = [a for a in moved if a["start"] != a["original_start"]]
+    assert [dt.datetime.fromisoformat(a["start"]) for a in late] == [day + dt.timedelta(hours=2)]
+    listed = [a for a in everything if a["subject"] == "Weekly call"]
     series_ids = {a["series_id"] for a in listed}
     assert len(series_ids) == 1
     assert None not in series_ids
@@ -136,7 +136,7 @@ def test_a_calendar_series_becomes_one_crm_series_of_the_incoming_type(
     # The next run neither imports it again nor sends it back.
     again = sync(user, conn["id"])
     assert (again["created"], again["updated"]) == (0, 0)
-    assert len(user.get(f"{V1}/activities", params={"limit": 100}).json()["items"]) == 19
+    assert len(user.get(f"{V1}/activities", params={"limit": 100}).json()["items"]) == 22
     assert len(calendar_events(calendar)) == 2
 
 
@@ -182,16 +182,17 @@ def test_crm_edits_of_a_series_rewrite_the_one_calendar_series(
         dt.datetime.fromisoformat(str(cancelled["original_start"]))
     ]
 
-    # One occurrence changed on its own: not written yet, skipped and counted.
+    # One occurrence changed on its own: an override in the same resource.
     moved = listed[2]
     patched = user.patch(f"{V1}/activities/{moved['id']}", json={"subject": "Special"})
     assert patched.status_code == 200, patched.text
     counts = sync(user, conn["id"])
-    assert (counts["updated"], counts["skipped"]) == (0, 1)
-    assert [p["reason"] for p in counts["problems"]] == [
-        "occurrences changed on their own are not synced yet"
-    ]
-    assert [e.summary for e in calendar_events(calendar).values()] == ["Team sync (new)"]
+    assert (counts["updated"], counts["skipped"], counts["problems"]) == (1, 0, [])
+    ((_, event),) = calendar_events(calendar).items()
+    assert event.summary == "Team sync (new)"
+    assert [o.summary for o in event.overrides] == ["Special"]
+    raw = run(calendar.read_raw(event_id)).replace("\r\n ", "")
+    assert raw.count("RECURRENCE-ID") == 1
 
 
 def test_calendar_edits_of_a_synced_series_reach_the_crm_series(

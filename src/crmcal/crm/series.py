@@ -624,6 +624,50 @@ async def detach(session: AsyncSession, activity: Activity, origin: str) -> None
     activity.recurrence = None
 
 
+# Fields an occurrence shows in a calendar: what it takes back from its series when
+# the calendar says it is an ordinary occurrence again.
+CALENDAR_FIELDS = (
+    "subject", "location", "note", "busy", "visibility", "reminder_minutes", "start", "end",
+    "all_day", "timezone", "participants",
+)  # fmt: skip
+
+
+async def follow_series(session: AsyncSession, activity: Activity, origin: str) -> bool:
+    """Give an occurrence its series' calendar fields and times again (it is no longer
+    changed on its own there); its CRM-only data (done, deal, type ...) stays.
+    Answers whether anything changed."""
+    found = await series_of(session, activity)
+    own = set(activity.overrides or [])
+    if not own & set(CALENDAR_FIELDS):
+        return False
+    rule = rule_of(found)
+    for name in ("subject", "location", "note", "busy", "visibility", "reminder_minutes"):
+        setattr(activity, name, getattr(found, name))
+    for name, value in _times_at(found, rule, _original_moment(found, activity)).items():
+        setattr(activity, name, value)
+    activity.timezone = found.timezone
+    _same_people(activity, found)
+    activity.overrides = sorted(own - set(CALENDAR_FIELDS)) or None
+    activity.updated_at = utcnow()
+    await session.flush()
+    await changefeed.record_change(session, activity, changefeed.UPDATED, origin)
+    return True
+
+
+def leave_out(series: ActivitySeries, moment: Moment) -> None:
+    """Add ``moment`` to the series' left-out dates (one no occurrence stands for yet:
+    beyond the horizon)."""
+    series.exdates = sorted({*(series.exdates or []), recurrence.stored(moment)})
+    series.updated_at = utcnow()
+
+
+def take_back(series: ActivitySeries, moment: Moment) -> None:
+    """Take ``moment`` out of the series' left-out dates."""
+    stored = recurrence.stored(moment)
+    series.exdates = [v for v in series.exdates or [] if v != stored]
+    series.updated_at = utcnow()
+
+
 # --- deleting and restoring ------------------------------------------------------------
 
 

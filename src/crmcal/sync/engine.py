@@ -37,7 +37,7 @@ from crmcal.crm.errors import CrmError, Forbidden, Invalid
 from crmcal.crm.schemas import ActivityCreate, ActivityUpdate
 from crmcal.crm.tables import Activity, ActivitySeries, User, utcnow
 from crmcal.db import Database
-from crmcal.model import CalendarEvent, ChangeListing, RemoteRef, changed_fields, field_digests
+from crmcal.model import CalendarEvent, ChangeListing, RemoteRef, changed_fields
 from crmcal.providers.base import (
     FATAL,
     EventNotFound,
@@ -49,11 +49,12 @@ from crmcal.providers.base import (
     delete_many,
     update_many,
 )
-from crmcal.sync import mapping, merge, series_mapping
+from crmcal.sync import mapping, merge
 from crmcal.sync.context import RunContext, SyncFailed, SyncRefused, SyncStopped
 from crmcal.sync.decisions import Act, Decision, State, decide
 from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.links import Links
+from crmcal.sync.series_sync import SeriesSync
 from crmcal.sync.states import ConnectionState, FailureKind
 from crmcal.sync.tables import Connection, Link, SyncConflict
 from crmcal.sync.written import Written
@@ -165,6 +166,11 @@ class Engine:
         # of the one event they are there (None: not there yet).
         self.series_links: dict[int, Link | None] = {}
         self.series_done: set[int] = set()
+        self.series = SeriesSync(self)
+        # This run's pairs, and the CRM series of the linked calendar series among them
+        # (loaded only when a new calendar series might be a split of one of them).
+        self.pairs: list[Pair] = []
+        self.series_rows: dict[int, tuple[ActivitySeries, list[Activity]]] = {}
 
     # --- the run ---------------------------------------------------------
 
@@ -185,6 +191,9 @@ class Engine:
         remote_refs, gone_ids = await self._remote_side(listing)
         crm_ids = await self._crm_side()
         pairs = await self._pair(remote_refs, gone_ids, crm_ids)
+        self.pairs = pairs
+        if self.provider.capabilities.syncs_series:
+            await self.series.prepare_splits()
         total = len(pairs)
         try:
             for done, pair in enumerate(pairs, 1):
@@ -585,197 +594,21 @@ class Engine:
             await self.links.drop(link, session=session)
         self.report.deleted += 1
 
-    async def _pull_series_update(
-        self,
-        series: ActivitySeries,
-        occurrences: list[Activity],
-        link: Link,
-        remote: RemoteRef,
-    ) -> None:
-        """A calendar edit of the whole synced series (subject, times, rule, a cancelled
-        occurrence) made in the CRM series; the CRM's own fields stay."""
-        event = remote.event
-        assert event is not None
-        live = [o for o in occurrences if o.deleted_at is None]
-        if (
-            event.recurrence is None
-            or event.changed_occurrences
-            or self._organizer(event)
-            or not live
-            # The master's times are those of the first occurrence: applied to
-            # another one they would shift the series.
-            or live[0].original_start_at != series.start_at
-        ):
-            self._skip_series(series.id, SERIES_CHANGES)
-            return
-        ctx = self.ctx
-        incoming = series_mapping.events_to_series(
-            event, (), ctx.owner, ctx.options, ctx.own_addresses
-        )
-        fields = {k: v for k, v in incoming.fields.items()
-                  if k not in ("type", "exdates", "rdates")}  # fmt: skip
-        try:
-            data = ActivityUpdate(**fields, scope="series")
-        except ValidationError as exc:
-            raise Invalid(f"the series cannot be stored: {exc.errors()[0]['msg']}") from None
-        left_out = {
-            dt.datetime.fromisoformat(v) if "T" in v else v
-            for v in incoming.fields.get("exdates") or []
-        }
-        async with self.db.write() as session:
-            owner = await self._owner(session)
-            await activities.update_activity(
-                session, owner, live[0].id, data, origin=ctx.origin, from_calendar=True
-            )
-            now_live = list(
-                await session.scalars(
-                    select(Activity).where(
-                        Activity.series_id == series.id, Activity.deleted_at.is_(None)
-                    )
-                )
-            )
-            for occurrence in now_live:
-                start = occurrence.original_start_at
-                if series.all_day and occurrence.start_date is not None:
-                    hit = occurrence.start_date.isoformat() in left_out
-                else:
-                    hit = start is not None and any(
-                        isinstance(m, dt.datetime) and m == start for m in left_out
-                    )
-                if hit:
-                    await activities.delete_activity(
-                        session, owner, occurrence.id, origin=ctx.origin
-                    )
-            await self.links.store(
-                link,
-                session=session,
-                remote_etag=remote.etag,
-                remote_hash=event.content_hash(),
-                last_synced_at=utcnow(),
-            )
-        self.report.updated += 1
-
     def _skip_series(self, series_id: int, reason: str) -> None:
         self.skipped_series.add(series_id)
         self.report.skipped += 1
         self.report.problem(f"series {series_id}", reason)
 
     async def _series_changed(self, series_id: int, link: Link, remote: RemoteRef | None) -> None:
-        """Write a synced series again after edits in the CRM (the whole series, its
-        rule, an occurrence to the trash: an EXDATE), once per run; what cannot be
-        written yet is skipped and counted."""
-        if series_id in self.series_done or series_id in self.skipped_series:
-            return
-        self.series_done.add(series_id)
-        async with self.db.read() as session:
-            series = await session.get(ActivitySeries, series_id)
-            occurrences = list(
-                await session.scalars(
-                    select(Activity)
-                    .where(Activity.series_id == series_id)
-                    .order_by(Activity.original_start_at, Activity.id)
-                )
-            )
-        if series is None or series.deleted_at is not None:
-            return
-        since = link.last_synced_at
-        crm_moved = since is None or any(item.updated_at > since for item in [series, *occurrences])
-        remote_moved = remote is not None and remote.etag != link.remote_etag
-        if not crm_moved and not remote_moved:
-            return
-        anchor = next((o for o in occurrences if o.id == link.activity_id), occurrences[0])
-        if remote_moved and not crm_moved and remote is not None and self.ctx.pull:
-            await self._pull_series_update(series, occurrences, link, remote)
-            return
-        if remote_moved or any(o.organizer for o in occurrences):
-            self._skip_series(series_id, SERIES_CHANGES)
-            return
-        if any(o.overrides for o in occurrences if o.deleted_at is None):
-            self._skip_series(series_id, "occurrences changed on their own are not synced yet")
-            return
-        if not self.ctx.push:
-            return
-        master = series_mapping.series_to_events(
-            series, occurrences, self.ctx.owner, self.ctx.options
-        ).master
-        if self.ctx.mails_attendees and not master.notify_attendees:
-            master = replace(master, attendees=(), organizer=None)
-        # Per field group, rule and left-out dates included (merge's fields leave them).
-        before = (link.field_hashes or {}).get("series")
-        now = field_digests(master)
-        changed = frozenset(g for g in now if now[g] != before.get(g)) if before else None
-        if changed is not None and not changed:
-            await self.links.store(link, last_synced_at=utcnow())
-            return
-        try:
-            ref = await self.provider.update(
-                self.ctx.calendar_id, link.remote_id, link.remote_etag, master, changed=changed
-            )
-        except (PreconditionFailed, EventNotFound):
-            self._skip_series(series_id, SERIES_CHANGES)
-            return
-        written = ref.event or master
-        await self.links.store(
-            link,
-            remote_etag=ref.etag,
-            remote_hash=written.content_hash(),
-            crm_hash=self._crm_hash(anchor),
-            field_hashes={**self._field_hashes(master, written), "series": now},
-            last_synced_at=utcnow(),
-        )
-        self.report.updated += 1
+        """Bring a synced series and its calendar series together (``sync/series_sync``)."""
+        await self.series.reconcile(series_id, link, remote)
 
     async def _new_series(self, activity: Activity) -> None:
-        """Send the CRM series of ``activity`` as one series (never one event per
-        occurrence): its master, the occurrences in the trash among its EXDATEs."""
-        assert activity.series_id is not None
-        series_id = activity.series_id
-        if series_id in self.skipped_series:
-            return
-        link = await self._series_link(series_id)
-        if link is not None:
-            await self._series_changed(series_id, link, None)
-            return
-        async with self.db.read() as session:
-            series = await session.get(ActivitySeries, series_id)
-            occurrences = list(
-                await session.scalars(
-                    select(Activity)
-                    .where(Activity.series_id == series_id)
-                    .order_by(Activity.original_start_at, Activity.id)
-                )
-            )
-        live = [o for o in occurrences if o.deleted_at is None]
-        if series is None or series.deleted_at is not None or not live:
-            return
-        if any(o.overrides for o in live):
-            # Its exceptions cannot be written yet: sending the master alone would
-            # show those occurrences as the rule has them.
-            self._skip_recurring(
-                Pair(activity=activity), "occurrences changed on their own are not synced yet"
-            )
-            return
-        outgoing = series_mapping.series_to_events(
-            series, occurrences, self.ctx.owner, self.ctx.options
-        )
-        master = outgoing.master
-        if self.ctx.mails_attendees and not master.notify_attendees:
-            master = replace(master, attendees=(), organizer=None)
-        anchor = live[0]
-        await self.written.note([(anchor.id, self._crm_hash(anchor), master.content_hash())])
-        try:
-            ref = await self.provider.create(self.ctx.calendar_id, series.uid, master)
-        except PreconditionFailed:
-            # Made by a run that stopped before linking it.
-            found = await self.provider.get_by_key(self.ctx.calendar_id, series.uid)
-            if found is None or found.event is None or not found.event.recurring:
-                self._skip_recurring(
-                    Pair(activity=activity), "its series exists in the calendar but cannot be read"
-                )
-                return
-            ref = found
-        await self._save_new_links([(anchor, ref, master)])
-        self.series_links[series_id] = self.links.of_activity(anchor.id)
+        """Send the CRM series of ``activity`` as one series (``sync/series_sync``)."""
+        await self.series.send(activity)
+
+    def _pair_of(self, activity: Activity | None, remote: RemoteRef | None) -> Pair:
+        return Pair(activity=activity, remote=remote)
 
     async def _new_event(self, ref: RemoteRef) -> None:
         event = ref.event
@@ -785,12 +618,11 @@ class Engine:
         if event.private and self.ctx.options.private_events == "skip":
             return
         if event.recurring and self.provider.capabilities.syncs_series:
-            if event.recurrence is None or event.changed_occurrences:
-                self._skip_recurring(
-                    Pair(remote=ref), "occurrences changed on their own are not synced yet"
-                )
+            if event.recurrence is None:
+                # An occurrence without its series (a server that stores it alone).
+                self._skip_recurring(Pair(remote=ref), "an occurrence without its series")
             else:
-                await self._pull_series(ref)
+                await self.series.take(ref)
             return
         if self._skip_recurring(Pair(remote=ref)):
             return
@@ -1346,47 +1178,6 @@ class Engine:
                 )
             await session.execute(insert(Link.__table__), rows)
         self.report.created += len(created)
-
-    async def _pull_series(self, ref: RemoteRef) -> None:
-        """A calendar series as one CRM series whose occurrences are of the incoming
-        type (F7), linked on its first occurrence."""
-        event = ref.event
-        assert event is not None
-        ctx = self.ctx
-        incoming = series_mapping.events_to_series(
-            event, (), ctx.owner, ctx.options, ctx.own_addresses
-        )
-        try:
-            data = ActivityCreate(**incoming.fields)
-        except ValidationError as exc:
-            raise Invalid(f"the series cannot be stored: {exc.errors()[0]['msg']}") from None
-        uid = mapping.derived_uid(ctx.owner.id, event.uid or ref.id)
-        async with self.db.write() as session:
-            owner = await self._owner(session)
-            taken = await session.scalar(select(ActivitySeries.id).where(ActivitySeries.uid == uid))
-            if taken is not None:
-                uid = None  # a copy of an event already imported gets its own id
-            (first,) = await activities.create_activities(
-                session,
-                owner,
-                [(data, uid)],
-                origin=ctx.origin,
-                as_contacts=ctx.options.attendees_to_contacts,
-            )
-            first.organizer = self._organizer(event)
-            link = Link(
-                connection_id=ctx.connection_id,
-                activity_id=first.id,
-                remote_id=ref.id,
-                remote_uid=event.uid,
-                remote_etag=ref.etag,
-                remote_hash=event.content_hash(),
-                crm_hash=self._crm_hash(first),
-                origin="calendar",
-                last_synced_at=utcnow(),
-            )
-            await self.links.store(link, session=session)
-        self.report.created += 1
 
     async def _pull_update(
         self, pair: Pair, link: Link, *, keep_link: bool = False

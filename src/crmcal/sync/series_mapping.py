@@ -22,7 +22,7 @@ from crmcal.crm import recurrence as crm_recurrence
 from crmcal.crm import series as crm_series
 from crmcal.crm import times
 from crmcal.crm.tables import Activity, ActivitySeries, User
-from crmcal.model import Attendee, CalendarEvent, Recurrence
+from crmcal.model import Attendee, CalendarEvent, Recurrence, moment_key
 from crmcal.providers.base import Capabilities
 from crmcal.sync import mapping
 from crmcal.sync.options import SyncOptions
@@ -33,6 +33,9 @@ Moment = dt.datetime | dt.date
 
 @dataclass(frozen=True)
 class OutgoingSeries:
+    """``master`` carries the ``exceptions`` as its ``overrides`` (the one unit a
+    provider writes)."""
+
     master: CalendarEvent
     exceptions: tuple[CalendarEvent, ...] = ()
 
@@ -42,6 +45,25 @@ def _original(series: ActivitySeries, occurrence: Activity) -> Moment:
     if series.all_day:
         return occurrence.original_start_at.astimezone(times.zone(series.timezone)).date()
     return occurrence.original_start_at
+
+
+def original_key(series: ActivitySeries, occurrence: Activity) -> str:
+    """The occurrence's original start as ``model.moment_key`` spells it (how the
+    calendar's overrides are matched to occurrences)."""
+    return moment_key(_original(series, occurrence))
+
+
+def within_horizon(series: ActivitySeries, moment: Moment) -> bool:
+    """Whether the CRM has made the occurrence that starts at ``moment`` (its rows reach
+    up to the horizon): beyond it, the calendar's overrides are the calendar's alone."""
+    if series.materialised_until is None:
+        return True
+    return crm_series.rule_of(series).instant(moment) < series.materialised_until
+
+
+def changed_alone(occurrence: Activity) -> bool:
+    """Whether an occurrence differs from its series in what a calendar shows."""
+    return bool(set(occurrence.overrides or []) & set(crm_series.CALENDAR_FIELDS))
 
 
 def left_out(series: ActivitySeries, occurrences: Sequence[Activity]) -> list[Activity]:
@@ -82,9 +104,9 @@ def series_to_events(
         original = _original(series, occurrence)
         if occurrence.deleted_at is not None:
             exdates.append(original)
-        elif occurrence.overrides:
+        elif changed_alone(occurrence):
             event = mapping.activity_to_event(occurrence, owner, options)
-            exceptions.append(replace(event, recurrence_id=original))
+            exceptions.append(replace(event, crm_id=None, crm_type=None, recurrence_id=original))
     rule = Recurrence(
         rrule=series.rrule,
         exdates=tuple(sorted(set(exdates), key=_sort_key)),
@@ -108,9 +130,8 @@ def series_to_events(
         recurrence=rule,
         notify_attendees=series.notify_participants,
     )
-    return OutgoingSeries(
-        master, tuple(sorted(exceptions, key=lambda e: _sort_key(e.recurrence_id)))
-    )
+    ordered = tuple(sorted(exceptions, key=lambda e: _sort_key(e.recurrence_id)))
+    return OutgoingSeries(replace(master, overrides=ordered), ordered)
 
 
 def _sort_key(moment: Moment | None) -> str:

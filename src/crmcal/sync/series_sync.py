@@ -1,0 +1,922 @@
+"""One CRM series <-> one calendar series (a master with its overrides), for the engine.
+
+A linked series is reconciled in units: each field group of the master
+(``model.FIELD_GROUPS`` but "overrides"; the rule and its left-out dates are
+"recurrence") and each occurrence changed on its own on either side, keyed by
+its original start. The series' link (kept on one of its occurrences) remembers
+a digest of every unit as each side had it at the last sync, so:
+
+* a unit changed on one side only goes to the other side;
+* changed on both, to the same value, it is no conflict; else the conflict
+  policy picks (the calendar always wins a meeting someone else organises, which
+  is never written; a one-way connection never writes the side it only reads);
+* writes to the calendar are one update of the series naming only the groups
+  that changed ("overrides" when an occurrence did), and writes to the CRM touch
+  only the series' fields that changed, or the one occurrence that did.
+
+Occurrences beyond the CRM's horizon have no rows yet: the calendar's overrides
+there are its own, never compared and kept as they are on every write; once the
+horizon reaches them they come in like any calendar edit.
+
+A calendar client that ends a series and starts another one from an occurrence
+("this and following") writes the old master with an earlier end and a new
+master: that becomes a split of the CRM series (``crm.series.split``), the later
+occurrences keeping their ids and CRM data, never a new series plus deletions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmcal.crm import activities, times
+from crmcal.crm import series as crm_series
+from crmcal.crm.errors import CrmError, Invalid
+from crmcal.crm.schemas import ActivityCreate, ActivityUpdate
+from crmcal.crm.tables import Activity, ActivitySeries, User, utcnow
+from crmcal.model import (
+    FIELD_GROUPS,
+    CalendarEvent,
+    RemoteRef,
+    canonical_rrule,
+    changed_fields,
+    field_digests,
+    moment_key,
+    with_fields,
+)
+from crmcal.providers.base import EventNotFound, PreconditionFailed
+from crmcal.sync import mapping, series_mapping
+from crmcal.sync.decisions import Act, Decision
+from crmcal.sync.tables import Link
+
+if TYPE_CHECKING:
+    from crmcal.sync.engine import Engine
+
+Moment = dt.datetime | dt.date
+
+# Why a series is skipped and counted (never flattened).
+SERIES_GONE_SINGLE = "the series became a single event in the calendar; not synced"
+# The master's units: every field group but the overrides (decided one by one).
+MASTER_GROUPS = tuple(g for g in FIELD_GROUPS if g != "overrides")
+# The CRM fields (as the API names them) each master group sets.
+GROUP_FIELDS: dict[str, tuple[str, ...]] = {
+    "summary": ("subject",),
+    "location": ("location",),
+    "description": ("note",),
+    "private": ("visibility",),
+    "busy": ("busy",),
+    "reminder": ("reminder_minutes",),
+    "attendees": ("participants",),
+}
+
+
+@dataclass
+class Digests:
+    """One side of a series: a digest per master group, and per occurrence changed on
+    its own (within the CRM's horizon) a digest of that occurrence."""
+
+    master: dict[str, str]
+    occurrences: dict[str, str]
+
+    def get(self, unit: str) -> str | None:
+        if unit.startswith("@"):
+            return self.occurrences.get(unit[1:])
+        return self.master.get(unit)
+
+
+def digests_of(event: CalendarEvent, within: Callable[[Moment], bool]) -> Digests:
+    cancelled = tuple(o for o in event.overrides if o.cancelled)
+    master = field_digests(replace(event, overrides=cancelled))
+    master.pop("overrides", None)
+    occurrences = {
+        key: override.content_hash()
+        for key, override in event.live_overrides().items()
+        if override.recurrence_id is not None and within(override.recurrence_id)
+    }
+    return Digests(master, occurrences)
+
+
+@dataclass
+class Plan:
+    """Which units go which way."""
+
+    push: set[str] = dataclasses.field(default_factory=set)
+    pull: set[str] = dataclasses.field(default_factory=set)
+    conflict: bool = False
+
+    @staticmethod
+    def groups(units: set[str]) -> set[str]:
+        return {u for u in units if not u.startswith("@")}
+
+    @staticmethod
+    def keys(units: set[str]) -> set[str]:
+        return {u[1:] for u in units if u.startswith("@")}
+
+
+class SeriesSync:
+    """The series half of one engine run."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # --- reading the CRM side ------------------------------------------------------
+
+    async def load(self, series_id: int) -> tuple[ActivitySeries | None, list[Activity]]:
+        async with self.engine.db.read() as session:
+            found = await session.get(ActivitySeries, series_id)
+            occurrences = await _occurrences(session, series_id)
+        return found, occurrences
+
+    def crm_event(self, series: ActivitySeries, occurrences: list[Activity]) -> CalendarEvent:
+        """The series as the CRM has it: its master with its overrides."""
+        ctx = self.engine.ctx
+        master = series_mapping.series_to_events(series, occurrences, ctx.owner, ctx.options).master
+        if ctx.mails_attendees and not master.notify_attendees:
+            # This calendar e-mails every attendee it is told about (F10).
+            quiet = tuple(replace(o, attendees=(), organizer=None) for o in master.overrides)
+            master = replace(master, attendees=(), organizer=None, overrides=quiet)
+        return master
+
+    def _invitation(self, calendar: CalendarEvent | None, occurrences: list[Activity]) -> bool:
+        if calendar is not None:
+            return self.engine._organizer(calendar) is not None
+        return any(o.organizer for o in occurrences)
+
+    # --- a linked series -----------------------------------------------------------
+
+    async def reconcile(self, series_id: int, link: Link, remote: RemoteRef | None) -> None:
+        """Bring a linked series and its calendar series together, once per run."""
+        engine = self.engine
+        if series_id in engine.series_done or series_id in engine.skipped_series:
+            return
+        engine.series_done.add(series_id)
+        series, occurrences = await self.load(series_id)
+        if series is None or series.deleted_at is not None:
+            return
+        since = link.last_synced_at
+        crm_moved = since is None or any(i.updated_at > since for i in [series, *occurrences])
+        remote_moved = (
+            remote is not None and remote.event is not None and remote.etag != link.remote_etag
+        )
+        if not crm_moved and not remote_moved:
+            return
+        calendar = remote.event if remote is not None and remote_moved else None
+        if calendar is not None and calendar.recurrence is None:
+            engine._skip_series(series_id, SERIES_GONE_SINGLE)
+            return
+        await self._reconcile(series, occurrences, link, remote if calendar else None, crm_moved)
+
+    async def _reconcile(
+        self,
+        series: ActivitySeries,
+        occurrences: list[Activity],
+        link: Link,
+        remote: RemoteRef | None,
+        crm_moved: bool,
+    ) -> None:
+        engine = self.engine
+        within = _within(series)
+        crm_event = self.crm_event(series, occurrences)
+        crm_now = digests_of(crm_event, within)
+        calendar = remote.event if remote is not None else None
+        stored = link.field_hashes or {}
+        kept = stored.get("occurrences") or {}
+        base_crm = Digests(dict(stored.get("series") or {}), dict(kept.get("crm") or {}))
+        base_cal = Digests(
+            dict(stored.get("series_calendar") or base_crm.master), dict(kept.get("calendar") or {})
+        )
+        if not base_crm.master:
+            # Linked before the link remembered series units: take the calendar as it
+            # is (or as the CRM is, when only the calendar moved) as the last sync.
+            if calendar is None:
+                remote = await self._current(link)
+                if remote is None or remote.event is None:
+                    engine._skip_series(series.id, "the series cannot be read in the calendar")
+                    return
+                base_crm = base_cal = digests_of(remote.event, within)
+                calendar = None
+            elif crm_moved:
+                base_crm = base_cal = digests_of(calendar, within)
+            else:
+                base_crm = base_cal = crm_now
+        cal_now = digests_of(calendar, within) if calendar is not None else base_cal
+        invitation = self._invitation(calendar, occurrences)
+        plan = self._plan(
+            series, occurrences, calendar, crm_now, cal_now, base_crm, base_cal, invitation
+        )
+        if plan.conflict:
+            anchor = _anchor(occurrences, link)
+            winner = "calendar" if plan.pull else "crm"
+            act = Act.PULL_UPDATE if plan.pull else Act.PUSH_UPDATE
+            pair = engine._pair_of(anchor, remote)
+            await engine._record_conflict(pair, Decision(act, True, winner))
+        if plan.pull and calendar is not None and remote is not None:
+            await self._pull(series.id, calendar, plan, invitation, link)
+            series, occurrences = await self.load(series.id)
+            if series is None:
+                return
+            crm_event = self.crm_event(series, occurrences)
+            crm_now = digests_of(crm_event, within)
+        written: CalendarEvent | None = calendar
+        etag = remote.etag if remote is not None else link.remote_etag
+        if plan.push:
+            try:
+                result = await self._push(link, remote, crm_event, plan)
+            except EventNotFound:
+                # Deleted in the calendar while edited in the CRM: the edit beats the
+                # deletion, the series is sent again.
+                await engine.links.drop(link)
+                engine.series_links[series.id] = None
+                engine.series_done.discard(series.id)
+                await self.send(_anchor(occurrences, link))
+                return
+            if result is None:
+                return
+            etag, written = result.etag, result.event
+        cal_after = digests_of(written, within) if written is not None else cal_now
+        await engine.links.store(
+            link,
+            remote_etag=etag,
+            remote_hash=written.content_hash() if written is not None else link.remote_hash,
+            crm_hash=engine._crm_hash(_anchor(occurrences, link)),
+            field_hashes=_remembered(stored, crm_now, cal_after),
+            last_synced_at=utcnow(),
+        )
+        if plan.push or plan.pull:
+            engine.report.updated += 1
+
+    def _plan(
+        self,
+        series: ActivitySeries,
+        occurrences: list[Activity],
+        calendar: CalendarEvent | None,
+        crm_now: Digests,
+        cal_now: Digests,
+        base_crm: Digests,
+        base_cal: Digests,
+        invitation: bool,
+    ) -> Plan:
+        ctx = self.engine.ctx
+        plan = Plan()
+        keys = {
+            *crm_now.occurrences,
+            *cal_now.occurrences,
+            *base_crm.occurrences,
+            *base_cal.occurrences,
+        }
+        crm_wins: bool | None = None
+        for unit in [*MASTER_GROUPS, *(f"@{k}" for k in sorted(keys))]:
+            crm = crm_now.get(unit) != base_crm.get(unit)
+            cal = cal_now.get(unit) != base_cal.get(unit)
+            if not crm and not cal:
+                continue
+            if crm and cal and crm_now.get(unit) == cal_now.get(unit):
+                continue  # the same edit on both sides
+            if unit == "cancelled":
+                continue  # a cancelled master is a deletion, decided before this
+            push_ok = ctx.push and not invitation
+            pull_ok = ctx.pull and calendar is not None
+            if invitation and unit == "description":
+                pull_ok = False  # an invitation's note is the CRM's own
+            if crm and not cal:
+                if push_ok:
+                    plan.push.add(unit)
+                continue
+            if cal and not crm:
+                if pull_ok:
+                    plan.pull.add(unit)
+                continue
+            # Changed on both sides to different values.
+            if invitation or not ctx.push:
+                if pull_ok:
+                    plan.pull.add(unit)
+                continue
+            if not ctx.pull:
+                plan.push.add(unit)
+                continue
+            if crm_wins is None:
+                crm_wins = self._crm_wins(series, occurrences, calendar)
+            plan.conflict = True
+            (plan.push if crm_wins else plan.pull).add(unit)
+        return plan
+
+    def _crm_wins(
+        self, series: ActivitySeries, occurrences: list[Activity], calendar: CalendarEvent | None
+    ) -> bool:
+        policy = self.engine.ctx.options.conflict_policy
+        if policy != "latest":
+            return policy == "crm"
+        crm_time = max(i.updated_at for i in [series, *occurrences])
+        calendar_time = (calendar.last_modified if calendar else None) or utcnow()
+        return crm_time.replace(microsecond=0) >= calendar_time.replace(microsecond=0)
+
+    async def _current(self, link: Link) -> RemoteRef | None:
+        found = await self.engine.provider.fetch(self.engine.ctx.calendar_id, [link.remote_id])
+        return found[0] if found and found[0].event is not None else None
+
+    # --- writing the calendar ------------------------------------------------------
+
+    async def _push(
+        self, link: Link, remote: RemoteRef | None, crm_event: CalendarEvent, plan: Plan
+    ) -> RemoteRef | None:
+        """One update of the calendar series with the units the CRM gives; None when
+        it could not be made (reported; tried again next run)."""
+        engine = self.engine
+        groups, keys = Plan.groups(plan.push), Plan.keys(plan.push)
+        if keys and remote is None:
+            # The overrides are written as one set: those the CRM does not know
+            # (beyond its horizon) are taken from the calendar as it is now.
+            remote = await self._current(link)
+            if remote is None:
+                raise EventNotFound(link.remote_id)
+        base = remote.event if remote is not None and remote.event is not None else crm_event
+        final = with_fields(base, crm_event, frozenset(groups))
+        changed = set(groups)
+        if keys:
+            mine = crm_event.live_overrides()
+            live = dict(base.live_overrides())
+            for key in keys:
+                if key in mine:
+                    live[key] = mine[key]
+                else:
+                    live.pop(key, None)
+            cancelled = (
+                () if "recurrence" in groups else tuple(o for o in base.overrides if o.cancelled)
+            )
+            final = replace(final, overrides=cancelled + tuple(live[k] for k in sorted(live)))
+            changed.add("overrides")
+        etag = remote.etag if remote is not None else link.remote_etag
+        try:
+            ref = await engine.provider.update(
+                engine.ctx.calendar_id, link.remote_id, etag, final, changed=frozenset(changed)
+            )
+        except PreconditionFailed:
+            engine.report.problem(link.remote_id, "changed while syncing; will retry")
+            engine.report.skipped += 1
+            return None
+        return replace(ref, event=ref.event or final)
+
+    # --- writing the CRM -------------------------------------------------------------
+
+    async def _pull(
+        self, series_id: int, calendar: CalendarEvent, plan: Plan, invitation: bool, link: Link
+    ) -> None:
+        engine, ctx = self.engine, self.engine.ctx
+        groups, keys = Plan.groups(plan.pull), Plan.keys(plan.pull)
+        async with engine.db.write() as session:
+            owner = await engine._owner(session)
+            series = await session.get(ActivitySeries, series_id)
+            assert series is not None
+            occurrences = await _occurrences(session, series_id)
+            live = [o for o in occurrences if o.deleted_at is None]
+            fields = self._master_fields(series, live, calendar, groups, owner)
+            if invitation:
+                fields.pop("note", None)
+            if fields and live:
+                try:
+                    data = ActivityUpdate(**fields, scope="series")
+                except ValidationError as exc:
+                    raise Invalid(
+                        f"the series cannot be stored: {exc.errors()[0]['msg']}"
+                    ) from None
+                await activities.update_activity(
+                    session,
+                    owner,
+                    live[0].id,
+                    data,
+                    origin=ctx.origin,
+                    as_contacts=ctx.options.attendees_to_contacts,
+                    from_calendar=True,
+                )
+                occurrences = await _occurrences(session, series_id)
+            if "recurrence" in groups:
+                await self._pull_left_out(session, owner, series, occurrences, calendar)
+            if keys:
+                await self._pull_occurrences(session, owner, series, calendar, keys, invitation)
+
+    def _master_fields(
+        self,
+        series: ActivitySeries,
+        live: list[Activity],
+        calendar: CalendarEvent,
+        groups: set[str],
+        owner: User,
+    ) -> dict[str, Any]:
+        ctx = self.engine.ctx
+        current = live[0] if live else None
+        given = mapping.event_fields(calendar, owner, ctx.options, ctx.own_addresses, current)
+        fields: dict[str, Any] = {}
+        for group in groups:
+            if group in GROUP_FIELDS:
+                fields.update({name: given[name] for name in GROUP_FIELDS[group]})
+        if "attendees" in groups and ctx.mails_attendees and not calendar.attendees:
+            fields.pop("participants", None)  # never written there: they stay
+        if "when" in groups and current is not None:
+            fields.update(_series_times(series, current, calendar, given))
+        rule = calendar.recurrence
+        if "recurrence" in groups and rule is not None:
+            if canonical_rrule(rule.rrule) != canonical_rrule(series.rrule):
+                fields["recurrence"] = rule.rrule
+            theirs = sorted(moment_key(m) for m in rule.rdates)
+            ours = sorted(moment_key(crm_recurrence_loaded(v)) for v in series.rdates or [])
+            if theirs != ours:
+                fields["rdates"] = [m.isoformat() for m in rule.rdates]
+        return fields
+
+    async def _pull_left_out(
+        self,
+        session: AsyncSession,
+        owner: User,
+        series: ActivitySeries,
+        occurrences: list[Activity],
+        calendar: CalendarEvent,
+    ) -> None:
+        """Occurrences cancelled in the calendar go to the trash, and come back when
+        the calendar has them again; dates beyond the horizon are kept as dates."""
+        ctx = self.engine.ctx
+        ours = self.crm_event(series, occurrences).cancelled_moments()
+        crm_out = {moment_key(m): m for m in ours}
+        cal_out = {moment_key(m): m for m in calendar.cancelled_moments()}
+        by_key = {series_mapping.original_key(series, o): o for o in occurrences}
+        for key in cal_out.keys() - crm_out.keys():
+            occurrence = by_key.get(key)
+            if occurrence is not None and occurrence.deleted_at is None:
+                await activities.delete_activity(session, owner, occurrence.id, origin=ctx.origin)
+            elif occurrence is None:
+                crm_series.leave_out(series, _as_series_moment(series, cal_out[key]))
+        for key in crm_out.keys() - cal_out.keys():
+            occurrence = by_key.get(key)
+            if occurrence is not None and occurrence.deleted_at is not None:
+                try:
+                    await activities.restore_activity(
+                        session, owner, occurrence.id, origin=ctx.origin
+                    )
+                except CrmError:
+                    continue  # no longer in the rule's dates: stays in the trash
+            else:
+                crm_series.take_back(series, _as_series_moment(series, crm_out[key]))
+
+    async def _pull_occurrences(
+        self,
+        session: AsyncSession,
+        owner: User,
+        series: ActivitySeries,
+        calendar: CalendarEvent,
+        keys: set[str],
+        invitation: bool,
+    ) -> None:
+        """Occurrences changed on their own in the calendar: their fields in the CRM
+        (``overrides``); one that is an ordinary occurrence there again follows its
+        series."""
+        engine, ctx = self.engine, self.engine.ctx
+        theirs = calendar.live_overrides()
+        occurrences = await _occurrences(session, series.id)
+        by_key = {series_mapping.original_key(series, o): o for o in occurrences}
+        for key in sorted(keys):
+            occurrence = by_key.get(key)
+            if occurrence is None or occurrence.deleted_at is not None:
+                continue  # left out, or not made yet: nothing to change
+            override = theirs.get(key)
+            if override is None:
+                await crm_series.follow_series(session, occurrence, ctx.origin)
+                continue
+            ours = mapping.activity_to_event(occurrence, owner, ctx.options)
+            moved = changed_fields(ours, override) - {"recurrence", "overrides", "cancelled"}
+            given = engine._fields(override, occurrence)
+            fields: dict[str, Any] = {}
+            for group in moved:
+                if group == "when":
+                    fields.update({n: given[n] for n in ("start", "end", "timezone")})
+                elif group in GROUP_FIELDS:
+                    fields.update({n: given[n] for n in GROUP_FIELDS[group] if n in given})
+            if invitation:
+                fields.pop("note", None)
+            if not fields:
+                continue
+            try:
+                data = ActivityUpdate(**fields, scope="this")
+            except ValidationError as exc:
+                raise Invalid(
+                    f"the occurrence cannot be stored: {exc.errors()[0]['msg']}"
+                ) from None
+            await activities.update_activity(
+                session,
+                owner,
+                occurrence.id,
+                data,
+                origin=ctx.origin,
+                as_contacts=ctx.options.attendees_to_contacts,
+                from_calendar=True,
+            )
+
+    # --- new series ----------------------------------------------------------------
+
+    async def send(self, activity: Activity) -> None:
+        """Send the CRM series of ``activity`` as one series (never one event per
+        occurrence): its master with its overrides, the trashed occurrences left out."""
+        engine = self.engine
+        assert activity.series_id is not None
+        series_id = activity.series_id
+        if series_id in engine.skipped_series:
+            return
+        link = await engine._series_link(series_id)
+        if link is not None:
+            await self.reconcile(series_id, link, None)
+            return
+        if series_id in engine.series_done:
+            return
+        engine.series_done.add(series_id)
+        series, occurrences = await self.load(series_id)
+        live = [o for o in occurrences if o.deleted_at is None]
+        if series is None or series.deleted_at is not None or not live:
+            return
+        master = self.crm_event(series, occurrences)
+        anchor = live[0]
+        await engine.written.note([(anchor.id, engine._crm_hash(anchor), master.content_hash())])
+        try:
+            ref = await engine.provider.create(engine.ctx.calendar_id, series.uid, master)
+        except PreconditionFailed:
+            # Made by a run that stopped before linking it.
+            found = await engine.provider.get_by_key(engine.ctx.calendar_id, series.uid)
+            if found is None or found.event is None or not found.event.recurring:
+                engine._skip_series(
+                    series_id, "its series exists in the calendar but cannot be read"
+                )
+                return
+            ref = found
+        written = ref.event or master
+        within = _within(series)
+        await engine._save_new_links([(anchor, ref, master)])
+        link = engine.links.of_activity(anchor.id)
+        engine.series_links[series_id] = link
+        if link is not None:
+            await engine.links.store(
+                link,
+                field_hashes=_remembered(
+                    link.field_hashes or {}, digests_of(master, within), digests_of(written, within)
+                ),
+            )
+
+    async def take(self, ref: RemoteRef) -> None:
+        """A calendar series new to the CRM: one CRM series whose occurrences are of the
+        incoming type (F7), its overrides on their occurrences, linked on its first
+        occurrence — or, when it is the later part of a linked series a client split
+        ("this and following"), that split."""
+        engine, ctx = self.engine, self.engine.ctx
+        event = ref.event
+        assert event is not None
+        source = self._split_source(event)
+        if source is not None:
+            await self._split(source, ref)
+            return
+        if await self._relink(ref):
+            return
+        incoming = series_mapping.events_to_series(
+            event, (), ctx.owner, ctx.options, ctx.own_addresses
+        )
+        try:
+            data = ActivityCreate(**incoming.fields)
+        except ValidationError as exc:
+            raise Invalid(f"the series cannot be stored: {exc.errors()[0]['msg']}") from None
+        uid = mapping.derived_uid(ctx.owner.id, event.uid or ref.id)
+        organizer = engine._organizer(event)
+        async with engine.db.write() as session:
+            owner = await engine._owner(session)
+            taken = await session.scalar(select(ActivitySeries.id).where(ActivitySeries.uid == uid))
+            if taken is not None:
+                uid = None  # a copy of an event already imported gets its own id
+            (first,) = await activities.create_activities(
+                session,
+                owner,
+                [(data, uid)],
+                origin=ctx.origin,
+                as_contacts=ctx.options.attendees_to_contacts,
+            )
+            assert first.series_id is not None
+            series_id = first.series_id
+            if organizer:
+                await session.execute(
+                    update(Activity)
+                    .where(Activity.series_id == series_id)
+                    .values(organizer=organizer)
+                    .execution_options(synchronize_session=False)
+                )
+                first.organizer = organizer
+            series = await session.get(ActivitySeries, series_id)
+            assert series is not None
+            keys = {
+                k
+                for k, o in event.live_overrides().items()
+                if o.recurrence_id is not None and _within(series)(o.recurrence_id)
+            }
+            if keys:
+                await self._pull_occurrences(session, owner, series, event, keys, bool(organizer))
+            occurrences = await _occurrences(session, series_id)
+            within = _within(series)
+            crm_now = digests_of(self.crm_event(series, occurrences), within)
+            link = Link(
+                connection_id=ctx.connection_id,
+                activity_id=first.id,
+                remote_id=ref.id,
+                remote_uid=event.uid,
+                remote_etag=ref.etag,
+                remote_hash=event.content_hash(),
+                crm_hash=engine._crm_hash(first),
+                field_hashes=_remembered({}, crm_now, digests_of(event, within)),
+                origin="calendar",
+                last_synced_at=utcnow(),
+            )
+            await engine.links.store(link, session=session)
+        engine.series_links[series_id] = link
+        engine.report.created += 1
+
+    async def _relink(self, ref: RemoteRef) -> bool:
+        """Link a calendar series to the CRM series it already is (one crmcal sent, or
+        imported through an earlier connection), reconciling the two."""
+        engine, ctx = self.engine, self.engine.ctx
+        event = ref.event
+        assert event is not None
+        uids = [mapping.derived_uid(ctx.owner.id, event.uid or ref.id)]
+        if event.crm_id:
+            uids.append(event.crm_id)
+        async with engine.db.read() as session:
+            found = await session.scalar(
+                select(ActivitySeries).where(
+                    ActivitySeries.uid.in_(uids),
+                    ActivitySeries.owner_id == ctx.owner.id,
+                    ActivitySeries.deleted_at.is_(None),
+                )
+            )
+        if found is None or await engine._series_link(found.id) is not None:
+            return False
+        series, occurrences = await self.load(found.id)
+        live = [o for o in occurrences if o.deleted_at is None]
+        if series is None or not live:
+            return False
+        origin = "crm" if event.crm_id == series.uid else "calendar"
+        link = await engine.links.store(
+            Link(
+                connection_id=ctx.connection_id,
+                activity_id=live[0].id,
+                remote_id=ref.id,
+                remote_uid=event.uid,
+                remote_etag="",
+                origin=origin,
+            )
+        )
+        engine.series_links[series.id] = link
+        engine.series_done.add(series.id)
+        await self._reconcile(series, occurrences, link, ref, True)
+        return True
+
+    # --- a split made in the calendar --------------------------------------------------
+
+    def _split_source(self, event: CalendarEvent) -> tuple[Any, int] | None:
+        """The linked pair of this run whose calendar series now ends where ``event``
+        (a new series) starts: (the pair, its series id)."""
+        start = _instant(event.start, event.timezone)
+        for pair in self.engine.pairs:
+            old = pair.remote.event if pair.remote is not None else None
+            activity = pair.activity
+            if (
+                pair.link is None
+                or old is None
+                or old.recurrence is None
+                or activity is None
+                or activity.series_id is None
+                or activity.series_id in self.engine.series_done
+                or pair.remote is None
+                or pair.remote.etag == pair.link.remote_etag
+            ):
+                continue
+            rule = old.recurrence.rrule.upper()
+            if "UNTIL=" not in rule and "COUNT=" not in rule:
+                continue
+            if _instant(old.start, old.timezone) >= start:
+                continue
+            if self._ends_before(pair, old, event):
+                return pair, activity.series_id
+        return None
+
+    def _ends_before(self, pair: Any, old: CalendarEvent, new: CalendarEvent) -> bool:
+        """Whether the old series' new rule makes none of the occurrences from ``new``'s
+        start on that the CRM series has, and ``new`` starts on the day of the first of
+        them (or has the old title)."""
+        stored = pair.link.field_hashes or {}
+        before = (stored.get("series_calendar") or stored.get("series") or {}).get("recurrence")
+        if before is not None and before == digests_of(old, lambda _m: True).master["recurrence"]:
+            return False  # the rule did not change
+        cut = self._first_cut(pair.activity.series_id, old)
+        if cut is None:
+            return False
+        series, first_cut = cut
+        zone = times.zone(series.timezone)
+        new_day = (
+            new.start
+            if not isinstance(new.start, dt.datetime)
+            else new.start.astimezone(zone).date()
+        )
+        cut_day = first_cut.astimezone(zone).date()
+        return new_day == cut_day or (new.summary or "") == (old.summary or "")
+
+    def _first_cut(
+        self, series_id: int, old: CalendarEvent
+    ) -> tuple[ActivitySeries, dt.datetime] | None:
+        cached = self.engine.series_rows.get(series_id)
+        if cached is None:
+            return None
+        series, occurrences = cached
+        assert old.recurrence is not None
+        rule = crm_series.rule_of(series)
+        rule = dataclasses.replace(rule, rrule=old.recurrence.rrule)
+        until = series.materialised_until or utcnow()
+        try:
+            slots = {rule.instant(m) for m in rule.starts(rule.instant(rule.first), until, 100_000)}
+        except CrmError:
+            return None
+        cut = [
+            o.original_start_at
+            for o in occurrences
+            if o.deleted_at is None
+            and o.original_start_at is not None
+            and o.original_start_at not in slots
+            and o.original_start_at > max(slots, default=o.original_start_at)
+        ]
+        return (series, min(cut)) if cut else None
+
+    async def prepare_splits(self) -> None:
+        """Load the CRM series of the linked calendar series that changed this run, for
+        telling splits made in the calendar (only when a new series came in too)."""
+        engine = self.engine
+        new_series = any(
+            p.link is None
+            and p.remote is not None
+            and p.remote.event is not None
+            and p.remote.event.recurrence is not None
+            for p in engine.pairs
+        )
+        if not new_series:
+            return
+        for pair in engine.pairs:
+            old = pair.remote.event if pair.remote is not None else None
+            activity = pair.activity
+            if pair.link is None or old is None or old.recurrence is None or activity is None:
+                continue
+            if activity.series_id is None or activity.series_id in engine.series_rows:
+                continue
+            series, occurrences = await self.load(activity.series_id)
+            if series is not None:
+                engine.series_rows[activity.series_id] = (series, occurrences)
+
+    async def _split(self, source: tuple[Any, int], ref: RemoteRef) -> None:
+        """The CRM series splits where the calendar's did: its later occurrences (with
+        their ids and CRM data) become a new CRM series, which takes the new calendar
+        series' fields and is linked to it; the old one takes its calendar edits."""
+        engine, ctx = self.engine, self.engine.ctx
+        pair, series_id = source
+        event = ref.event
+        assert event is not None
+        _, first_cut = self._first_cut(series_id, pair.remote.event) or (None, None)
+        assert first_cut is not None
+        async with engine.db.write() as session:
+            series = await session.get(ActivitySeries, series_id)
+            assert series is not None
+            anchor = await session.scalar(
+                select(Activity).where(
+                    Activity.series_id == series_id, Activity.original_start_at == first_cut
+                )
+            )
+            assert anchor is not None
+            later = await crm_series.split(session, series, anchor, ctx.origin)
+            new_id = later.id
+        # The old series: its calendar edits (the rule's new end, and any other). The
+        # CRM's own new end is no edit of the CRM: the calendar's spelling is taken.
+        old_series, old_occurrences = await self.load(series_id)
+        assert old_series is not None
+        engine.series_done.add(series_id)
+        stored = dict(pair.link.field_hashes or {})
+        ours = digests_of(self.crm_event(old_series, old_occurrences), _within(old_series))
+        if stored.get("series"):
+            stored["series"] = {**stored["series"], "recurrence": ours.master["recurrence"]}
+            pair.link.field_hashes = stored
+        await self._reconcile(old_series, old_occurrences, pair.link, pair.remote, False)
+        # The new series: the new master's fields, then linked to it.
+        new_series, new_occurrences = await self.load(new_id)
+        assert new_series is not None
+        live = [o for o in new_occurrences if o.deleted_at is None]
+        if not live:
+            return
+        link = Link(
+            connection_id=ctx.connection_id,
+            activity_id=live[0].id,
+            remote_id=ref.id,
+            remote_uid=event.uid,
+            remote_etag="",  # not yet in sync: reconciled below
+            origin="calendar",
+        )
+        within = _within(new_series)
+        crm_now = digests_of(self.crm_event(new_series, new_occurrences), within)
+        # As if the calendar had been the CRM's at the last sync: its differences pull.
+        link.field_hashes = _remembered({}, crm_now, crm_now)
+        link.last_synced_at = utcnow()
+        link = await engine.links.store(link)
+        engine.series_done.add(new_id)
+        engine.series_links[new_id] = link
+        await self._reconcile(new_series, new_occurrences, link, ref, False)
+        engine.report.created += 1
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+async def _occurrences(session: AsyncSession, series_id: int) -> list[Activity]:
+    return list(
+        await session.scalars(
+            select(Activity)
+            .where(Activity.series_id == series_id)
+            .order_by(Activity.original_start_at, Activity.id)
+        )
+    )
+
+
+def _within(series: ActivitySeries) -> Callable[[Moment], bool]:
+    def within(moment: Moment) -> bool:
+        return series_mapping.within_horizon(series, moment)
+
+    return within
+
+
+def _anchor(occurrences: list[Activity], link: Link) -> Activity:
+    return next((o for o in occurrences if o.id == link.activity_id), occurrences[0])
+
+
+def _remembered(stored: Mapping[str, Any], crm: Digests, calendar: Digests) -> dict[str, Any]:
+    """The link's field hashes with both sides' series units as they are now."""
+    return {
+        **stored,
+        "series": crm.master,
+        "series_calendar": calendar.master,
+        "occurrences": {"crm": crm.occurrences, "calendar": calendar.occurrences},
+    }
+
+
+def crm_recurrence_loaded(text: str) -> Moment:
+    from crmcal.crm import recurrence
+
+    return recurrence.loaded(text)
+
+
+def _as_series_moment(series: ActivitySeries, moment: Moment) -> Moment:
+    if series.all_day and isinstance(moment, dt.datetime):
+        return moment.astimezone(times.zone(series.timezone)).date()
+    return moment
+
+
+def _instant(moment: Moment, zone: str | None) -> dt.datetime:
+    if isinstance(moment, dt.datetime):
+        return moment.astimezone(dt.UTC)
+    return dt.datetime.combine(moment, dt.time(), tzinfo=times.zone(zone or "UTC")).astimezone(
+        dt.UTC
+    )
+
+
+def _series_times(
+    series: ActivitySeries, anchor: Activity, calendar: CalendarEvent, given: dict[str, Any]
+) -> dict[str, Any]:
+    """The calendar master's times as the new times of ``anchor`` (an occurrence): the
+    CRM moves every occurrence by as much on the local clock (``crm.series``)."""
+    assert anchor.original_start_at is not None
+    if series.all_day or calendar.all_day:
+        if not (series.all_day and calendar.all_day):
+            return {"all_day": calendar.all_day}  # refused by the CRM, and said so
+        assert series.start_date is not None
+        assert isinstance(calendar.start, dt.date)
+        shift = calendar.start - series.start_date
+        day = anchor.original_start_at.astimezone(times.zone(series.timezone)).date() + shift
+        length = (calendar.end - calendar.start) if isinstance(calendar.end, dt.date) else None
+        end = day + length if length else day + dt.timedelta(days=1)
+        return {"start": day.isoformat(), "end": end.isoformat(), "all_day": True}
+    assert isinstance(calendar.start, dt.datetime)
+    old_zone = times.zone(series.timezone)
+    new_name = given.get("timezone") or series.timezone
+    new_zone = times.zone(new_name)
+    old_first = series.start_at.astimezone(old_zone).replace(tzinfo=None)
+    new_first = calendar.start.astimezone(new_zone).replace(tzinfo=None)
+    local = anchor.original_start_at.astimezone(old_zone).replace(tzinfo=None)
+    start = (local + (new_first - old_first)).replace(tzinfo=new_zone)
+    end = None
+    if isinstance(calendar.end, dt.datetime):
+        end = (start.astimezone(dt.UTC) + (calendar.end - calendar.start)).astimezone(new_zone)
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat() if end else None,
+        "timezone": new_name,
+        "all_day": False,
+    }

@@ -1,0 +1,434 @@
+"""Recurring series both ways, scenario by scenario, through the REST API (issue 14).
+
+The CRM side is driven through the API as a CRM would, the calendar side through the
+provider as another calendar client would, in the provider-neutral shape: a series is
+one ``CalendarEvent`` master carrying its ``overrides``. Every scenario runs against
+each provider kind in ``SERIES_KINDS``: a kind joins by being named there (its
+harness comes from ``HARNESSES`` in tests/providers/conftest.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from crmcal.model import CalendarEvent, Recurrence, moment_key
+from tests.conftest import Api
+from tests.providers.conftest import HARNESSES, _opened
+from tests.providers.harness import Harness
+from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
+    V1,
+    Synced,
+    admin,
+    client,
+    sam,
+)
+
+# The provider kinds these scenarios run against (the one place to add a kind).
+SERIES_KINDS = ("radicale", "xandikos")
+
+BERLIN = ZoneInfo("Europe/Berlin")
+UTC = dt.UTC
+
+
+@pytest.fixture(params=SERIES_KINDS)
+async def series_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    async with _opened(HARNESSES[request.param](request)) as made:
+        yield made
+
+
+class Series(Synced):
+    """A connected user with series helpers on both sides."""
+
+    # --- the CRM side ---------------------------------------------------------------
+
+    def add_series(self, subject: str, start: dt.datetime | dt.date, rule: str,
+                   **fields: Any) -> dict[str, Any]:  # fmt: skip
+        if isinstance(start, dt.datetime):
+            times = {"start": start.isoformat(),
+                     "end": (start + dt.timedelta(hours=1)).isoformat(),
+                     "timezone": "Europe/Berlin"}  # fmt: skip
+        else:
+            end = start + dt.timedelta(days=1)
+            times = {"start": start.isoformat(), "end": end.isoformat(), "all_day": True}
+        body = {"type": "meeting", "subject": subject, "recurrence": rule, **times, **fields}
+        made = self.user.post(f"{V1}/activities", json=body)
+        assert made.status_code == 201, made.text
+        return made.json()  # type: ignore[no-any-return]
+
+    def occurrences(self, series_id: int, *, deleted: bool = False) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"series_id": series_id, "limit": 500}
+        if deleted:
+            params["deleted"] = "true"
+        listed = self.user.get(f"{V1}/activities", params=params)
+        assert listed.status_code == 200, listed.text
+        return listed.json()["items"]  # type: ignore[no-any-return]
+
+    def series_ids(self) -> set[int]:
+        return {a["series_id"] for a in self.activities()}
+
+    def delete(self, activity_id: int, scope: str = "this") -> None:
+        gone = self.user.delete(f"{V1}/activities/{activity_id}", params={"scope": scope})
+        assert gone.status_code == 200, gone.text
+
+    # --- the calendar side, as another client ----------------------------------------
+
+    async def put_series(self, event: CalendarEvent) -> str:
+        ref = await self.provider.create(self.calendar_id, uuid.uuid4().hex, event)
+        return ref.id
+
+    async def change_series(
+        self, event_id: str, change: Callable[[CalendarEvent], CalendarEvent]
+    ) -> None:
+        (ref,) = await self.provider.fetch(self.calendar_id, [event_id])
+        assert ref.event is not None, ref.error
+        await self.provider.update(self.calendar_id, event_id, ref.etag, change(ref.event))
+
+    async def only_series(self) -> tuple[str, CalendarEvent]:
+        (found,) = (await self.events()).items()
+        assert found[1].recurrence is not None
+        return found
+
+
+@pytest.fixture
+def on(series_harness: Harness, sam: Api, admin: Api) -> Series:  # noqa: F811
+    return Series(series_harness, sam, admin)
+
+
+def next_weekday_nine(weekday: int, weeks: int = 1) -> dt.datetime:
+    """09:00 Berlin time on a ``weekday`` (0 Monday) at least ``weeks`` weeks ahead."""
+    day = dt.datetime.now(BERLIN).date() + dt.timedelta(weeks=weeks)
+    day += dt.timedelta(days=(weekday - day.weekday()) % 7)
+    return dt.datetime.combine(day, dt.time(9), BERLIN)
+
+
+def at(value: object) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(value))
+
+
+def key_of(occurrence: dict[str, Any]) -> str:
+    return moment_key(at(occurrence["original_start"]))
+
+
+def offsets(starts: list[dt.datetime]) -> set[dt.timedelta | None]:
+    return {s.astimezone(BERLIN).utcoffset() for s in starts}
+
+
+def crossing_both_switches() -> tuple[dt.datetime, str]:
+    """A weekly Tuesday 09:00 Berlin series long enough to cross the March and the
+    October daylight-saving switches."""
+    return next_weekday_nine(1), "FREQ=WEEKLY;COUNT=48"
+
+
+# --- one occurrence, from the CRM -----------------------------------------------------------
+
+
+async def test_an_occurrence_edited_in_the_crm_becomes_an_override_that_survives(
+    on: Series,
+) -> None:
+    on.connect()
+    start, rule = crossing_both_switches()
+    first = on.add_series("Pipeline review", start, rule)
+    series_id = first["series_id"]
+    assert on.sync()["created"] == 1
+    listed = on.occurrences(series_id)
+    assert len(listed) == 48
+    # After both switches: its original start is 09:00 local in summer time.
+    summer = next(o for o in listed if at(o["start"]).astimezone(BERLIN).utcoffset()
+                  == dt.timedelta(hours=2))  # fmt: skip
+    moved_start = at(summer["start"]) + dt.timedelta(hours=2)
+    on.edit_activity(summer["id"], subject="Pipeline review (board)",
+                     start=moved_start.isoformat(),
+                     end=(moved_start + dt.timedelta(hours=1)).isoformat())  # fmt: skip
+    kept = listed[-3]
+    on.edit_activity(kept["id"], done=True)  # CRM-only: nothing to write
+    counts = on.sync()
+    assert (counts["updated"], counts["created"], counts["skipped"]) == (1, 0, 0)
+    event_id, event = await on.only_series()
+    (override,) = event.overrides
+    assert moment_key(override.recurrence_id) == key_of(summer)  # type: ignore[arg-type]
+    assert override.recurrence_id.astimezone(BERLIN).time() == dt.time(9)  # type: ignore[union-attr]
+    assert override.summary == "Pipeline review (board)"
+    assert override.start == moved_start
+
+    # An edit of the whole series keeps the override, and the CRM's own data.
+    on.edit_activity(first["id"], subject="Pipeline", location="Room 7", scope="series")
+    counts = on.sync()
+    assert (counts["updated"], counts["skipped"]) == (1, 0)
+    _, event = await on.only_series()
+    assert (event.summary, event.location) == ("Pipeline", "Room 7")
+    (override,) = event.overrides
+    assert (override.summary, override.start) == ("Pipeline review (board)", moved_start)
+    assert override.location == "Room 7"  # the series' place: not its own
+    assert on.activity(kept["id"])["done"] is True
+    again = on.activity(summer["id"])
+    assert (again["subject"], at(again["start"])) == ("Pipeline review (board)", moved_start)
+
+    # One cancelled in the CRM: left out of the one series.
+    cancelled = listed[10]
+    on.delete(cancelled["id"])
+    assert on.sync()["updated"] == 1
+    _, event = await on.only_series()
+    assert event.recurrence is not None
+    assert [moment_key(m) for m in event.cancelled_moments()] == [key_of(cancelled)]
+    assert len(event.overrides) == 1
+    # Nothing more to do.
+    again_counts = on.sync()
+    assert (again_counts["updated"], again_counts["created"]) == (0, 0)
+    assert list(await on.events()) == [event_id]
+
+
+# --- one occurrence, from the calendar -------------------------------------------------------
+
+
+async def test_an_override_made_in_the_calendar_reaches_its_occurrence(on: Series) -> None:
+    on.connect(incoming_activity_type="call")
+    start = next_weekday_nine(3)
+    master = CalendarEvent(
+        summary="Standup", start=start, end=start + dt.timedelta(minutes=30),
+        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=10"),
+    )  # fmt: skip
+    event_id = await on.put_series(master)
+    assert on.sync()["created"] == 1
+    (series_id,) = on.series_ids()
+    listed = on.occurrences(series_id)
+    assert len(listed) == 10
+    noted = listed[6]
+    on.edit_activity(noted["id"], done=True)
+    assert on.sync()["updated"] == 0  # done lives in the CRM alone
+
+    third, fifth = listed[2], listed[4]
+    moved = at(third["original_start"]) + dt.timedelta(hours=3)
+
+    def with_exceptions(event: CalendarEvent) -> CalendarEvent:
+        changed = dataclasses.replace(
+            event, summary="Standup (customer)", start=moved,
+            end=moved + dt.timedelta(minutes=30), overrides=(), recurrence=None,
+            recurrence_id=at(third["original_start"]), uid=None,
+        )  # fmt: skip
+        cancelled = dataclasses.replace(
+            event, cancelled=True, overrides=(), recurrence=None,
+            recurrence_id=at(fifth["original_start"]), uid=None,
+        )  # fmt: skip
+        return dataclasses.replace(event, overrides=(changed, cancelled))
+
+    await on.change_series(event_id, with_exceptions)
+    counts = on.sync()
+    assert (counts["updated"], counts["skipped"], counts["problems"]) == (1, 0, [])
+    occurrence = on.activity(third["id"])
+    assert occurrence["subject"] == "Standup (customer)"
+    assert at(occurrence["start"]) == moved
+    assert occurrence["series_id"] == series_id
+    assert [o["id"] for o in on.occurrences(series_id, deleted=True)] == [fifth["id"]]
+    assert len(on.occurrences(series_id)) == 9
+    assert on.activity(noted["id"])["done"] is True
+
+    # The series renamed there: the occurrence changed on its own keeps its title.
+    await on.change_series(event_id, lambda e: dataclasses.replace(e, summary="Daily"))
+    assert on.sync()["updated"] == 1
+    subjects = {o["id"]: o["subject"] for o in on.occurrences(series_id)}
+    assert subjects.pop(third["id"]) == "Standup (customer)"
+    assert set(subjects.values()) == {"Daily"}
+    assert on.activity(noted["id"])["done"] is True
+
+    # The override removed there: the occurrence follows its series again.
+    await on.change_series(event_id, lambda e: dataclasses.replace(
+        e, overrides=tuple(o for o in e.overrides if o.cancelled)))  # fmt: skip
+    assert on.sync()["updated"] == 1
+    occurrence = on.activity(third["id"])
+    assert occurrence["subject"] == "Daily"
+    assert at(occurrence["start"]) == at(third["original_start"])
+    again = on.sync()
+    assert (again["updated"], again["created"]) == (0, 0)
+
+
+# --- this and following -------------------------------------------------------------------
+
+
+async def test_this_and_following_in_the_crm_ends_the_series_and_starts_another(
+    on: Series,
+) -> None:
+    on.connect()
+    start = next_weekday_nine(0)
+    first = on.add_series("Weekly 1:1", start, "FREQ=WEEKLY;COUNT=12")
+    assert on.sync()["created"] == 1
+    listed = on.occurrences(first["series_id"])
+    on.edit_activity(listed[9]["id"], location="Customer site")  # its own, kept
+    later = start + dt.timedelta(weeks=5, hours=1)
+    on.edit_activity(listed[5]["id"], subject="Weekly 1:1 (new slot)", scope="following",
+                     start=later.isoformat(),
+                     end=(later + dt.timedelta(hours=1)).isoformat())  # fmt: skip
+    counts = on.sync()
+    assert (counts["created"], counts["updated"], counts["skipped"]) == (1, 1, 0)
+    events = sorted((await on.events()).values(), key=lambda e: e.start)
+    assert [e.summary for e in events] == ["Weekly 1:1", "Weekly 1:1 (new slot)"]
+    old, new = events
+    assert old.recurrence is not None
+    assert "UNTIL=" in old.recurrence.rrule
+    assert new.start == later
+    assert new.recurrence is not None
+    assert "COUNT=7" in new.recurrence.rrule
+    assert old.overrides == ()
+    (own,) = new.overrides
+    assert own.location == "Customer site"
+    assert own.start == at(listed[9]["start"]) + dt.timedelta(hours=1)
+
+
+async def test_this_and_following_in_the_calendar_splits_the_crm_series(on: Series) -> None:
+    on.connect()
+    start = next_weekday_nine(2)
+    first = on.add_series("Forecast call", start, "FREQ=WEEKLY;COUNT=12")
+    assert on.sync()["created"] == 1
+    listed = on.occurrences(first["series_id"])
+    on.edit_activity(listed[8]["id"], done=True, note="Prepared the numbers")
+    event_id, _ = await on.only_series()
+    # Another client splits at the sixth occurrence, an hour later from there on.
+    cut = at(listed[5]["original_start"])
+    until = (cut - dt.timedelta(seconds=1)).astimezone(UTC)
+    await on.change_series(event_id, lambda e: dataclasses.replace(
+        e, recurrence=Recurrence(f"FREQ=WEEKLY;UNTIL={until:%Y%m%dT%H%M%SZ}")))  # fmt: skip
+    new_start = cut + dt.timedelta(hours=1)
+    await on.put_series(CalendarEvent(
+        summary="Forecast call", start=new_start, end=new_start + dt.timedelta(hours=1),
+        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=7"),
+    ))  # fmt: skip
+    counts = on.sync()
+    assert counts["problems"] == []
+    assert counts["deleted"] == 0
+    ids = on.series_ids()
+    assert len(ids) == 2
+    assert first["series_id"] in ids
+    (other,) = ids - {first["series_id"]}
+    assert [o["id"] for o in on.occurrences(first["series_id"])] == [o["id"] for o in listed[:5]]
+    # The later occurrences kept their ids and their CRM data, an hour later.
+    moved = on.occurrences(other)
+    assert [o["id"] for o in moved] == [o["id"] for o in listed[5:]]
+    assert [at(o["start"]) for o in moved] == [
+        at(o["start"]) + dt.timedelta(hours=1) for o in listed[5:]
+    ]
+    kept = on.activity(listed[8]["id"])
+    assert (kept["done"], kept["note"]) == (True, "Prepared the numbers")
+    assert on.occurrences(first["series_id"], deleted=True) == []
+    again = on.sync()
+    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+    assert len(await on.events()) == 2
+
+
+# --- invitations ------------------------------------------------------------------------------
+
+
+async def test_an_invited_series_is_never_written(on: Series) -> None:
+    on.connect()
+    start = next_weekday_nine(4)
+    from crmcal.model import Attendee
+
+    event_id = await on.put_series(CalendarEvent(
+        summary="Partner sync", start=start, end=start + dt.timedelta(hours=1),
+        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=6"),
+        organizer="lee@partner.example",
+        attendees=(Attendee("lee@partner.example", "Lee", "accepted"),
+                   Attendee("sam@crm.test", "Sam", "accepted")),
+    ))  # fmt: skip
+    assert on.sync()["created"] == 1
+    (series_id,) = on.series_ids()
+    listed = on.occurrences(series_id)
+    assert {o["organizer"] for o in listed} == {"lee@partner.example"}
+    # The CRM's own fields stay editable; the organizer's are refused.
+    on.edit_activity(listed[2]["id"], done=True, note="Ask about pricing")
+    refused = on.user.patch(f"{V1}/activities/{listed[3]['id']}", json={"subject": "Mine"})
+    assert refused.status_code == 409, refused.text
+    (before,) = await on.provider.fetch(on.calendar_id, [event_id])
+    assert on.sync()["updated"] == 0
+    (after,) = await on.provider.fetch(on.calendar_id, [event_id])
+    assert after.etag == before.etag  # never written
+    # The organizer's changes arrive.
+    await on.change_series(event_id, lambda e: dataclasses.replace(e, location="Their office"))
+    assert on.sync()["updated"] == 1
+    assert {o["location"] for o in on.occurrences(series_id)} == {"Their office"}
+    assert on.activity(listed[2]["id"])["note"] == "Ask about pricing"
+    (last,) = await on.provider.fetch(on.calendar_id, [event_id])
+    assert last.event is not None
+    assert last.event.location == "Their office"
+
+
+# --- daylight saving and all-day ----------------------------------------------------------
+
+
+async def test_a_calendar_series_stays_at_nine_across_both_switches(on: Series) -> None:
+    on.connect()
+    start, rule = crossing_both_switches()
+    await on.put_series(CalendarEvent(
+        summary="Team meeting", start=start, end=start + dt.timedelta(hours=1),
+        timezone="Europe/Berlin", recurrence=Recurrence(rule),
+    ))  # fmt: skip
+    assert on.sync()["created"] == 1
+    (series_id,) = on.series_ids()
+    starts = [at(o["start"]) for o in on.occurrences(series_id)]
+    assert len(starts) == 48
+    assert {s.astimezone(BERLIN).time() for s in starts} == {dt.time(9)}
+    assert offsets(starts) == {dt.timedelta(hours=1), dt.timedelta(hours=2)}
+    assert starts[-1].astimezone(BERLIN).utcoffset() == dt.timedelta(hours=1)
+    # One summer occurrence moved to 10:00 there: that one alone, at 10:00 local.
+    listed = on.occurrences(series_id)
+    summer = next(o for o in listed if offsets([at(o["start"])]) == {dt.timedelta(hours=2)})
+    ten = at(summer["original_start"]) + dt.timedelta(hours=1)
+    (event_id, _) = await on.only_series()
+    await on.change_series(event_id, lambda e: dataclasses.replace(e, overrides=(
+        dataclasses.replace(e, start=ten, end=ten + dt.timedelta(hours=1), recurrence=None,
+                            recurrence_id=at(summer["original_start"]), uid=None),
+    )))  # fmt: skip
+    assert on.sync()["updated"] == 1
+    starts = {o["id"]: at(o["start"]).astimezone(BERLIN) for o in on.occurrences(series_id)}
+    assert starts.pop(summer["id"]).time() == dt.time(10)
+    assert {s.time() for s in starts.values()} == {dt.time(9)}
+
+
+async def test_an_all_day_yearly_series_stays_on_its_date(
+    on: Series, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRMCAL_SERIES_HORIZON_DAYS", "1200")  # every occurrence made
+    on.connect()
+    day = dt.date.today() + dt.timedelta(days=30)
+    if (day.month, day.day) == (2, 29):
+        day += dt.timedelta(days=1)
+    on.add_series("Contract renewal", day, "FREQ=YEARLY;COUNT=3")
+    assert on.sync()["created"] == 1
+    _, event = await on.only_series()
+    assert (event.all_day, event.start) == (True, day)
+    # Both ways: one made in the calendar too.
+    other_day = day + dt.timedelta(days=3)
+    await on.put_series(CalendarEvent(
+        summary="Anniversary", start=other_day, end=other_day + dt.timedelta(days=1),
+        all_day=True, recurrence=Recurrence("FREQ=YEARLY;COUNT=3"),
+    ))  # fmt: skip
+    assert on.sync()["created"] == 1
+    found = {}
+    for series_id in on.series_ids():
+        listed = on.occurrences(series_id)
+        assert all(o["all_day"] for o in listed)
+        found[listed[0]["subject"]] = [dt.date.fromisoformat(o["start"]) for o in listed]
+    assert found == {
+        "Contract renewal": [day.replace(year=day.year + n) for n in range(3)],
+        "Anniversary": [other_day.replace(year=other_day.year + n) for n in range(3)],
+    }
+    # Its second year moved a day in the calendar: that date alone, all day.
+    event_id, event = next(
+        (i, e) for i, e in (await on.events()).items() if e.summary == "Contract renewal"
+    )
+    second = day.replace(year=day.year + 1)
+    await on.change_series(event_id, lambda e: dataclasses.replace(e, overrides=(
+        dataclasses.replace(e, start=second + dt.timedelta(days=1),
+                            end=second + dt.timedelta(days=2), recurrence=None,
+                            recurrence_id=second, uid=None),
+    )))  # fmt: skip
+    assert on.sync()["updated"] == 1
+    series_id = next(a["series_id"] for a in on.activities()
+                     if a["subject"] == "Contract renewal")  # fmt: skip
+    dates = [dt.date.fromisoformat(o["start"]) for o in on.occurrences(series_id)]
+    assert dates == [day, second + dt.timedelta(days=1), day.replace(year=day.year + 2)]
