@@ -187,7 +187,7 @@ def sync(
     ] = False,
 ) -> None:
     """Run one sync now, with a progress bar and a summary."""
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
     from rich.table import Table
     from sqlalchemy import or_, select
 
@@ -222,7 +222,7 @@ def sync(
             for cid in ids:
                 task = bar.add_task(f"connection {cid}", total=None)
 
-                def advance(done: int, total: int, task: int = task) -> None:
+                def advance(done: int, total: int, task: TaskID = task) -> None:
                     bar.update(task, completed=done, total=total)
 
                 try:

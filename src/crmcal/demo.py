@@ -141,9 +141,9 @@ def radicale(data_dir: Path, port: int) -> Iterator[str]:
 
 def seed_caldav(url: str, monday: dt.date) -> None:
     """Ann's CalDAV calendar with two events, unless it exists already."""
-    import caldav
+    from caldav.davclient import DAVClient
 
-    with caldav.DAVClient(url=url, username=CALDAV_USER, password=CALDAV_PASSWORD,
+    with DAVClient(url=url, username=CALDAV_USER, password=CALDAV_PASSWORD,
                           timeout=30) as client:  # fmt: skip
         principal = client.principal()
         if principal.calendars():

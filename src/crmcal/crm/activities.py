@@ -25,7 +25,7 @@ from crmcal.crm.schemas import (
     ParticipantIn,
     ParticipantOut,
 )
-from crmcal.crm.tables import Activity, Participant, User, utcnow
+from crmcal.crm.tables import Activity, Participant, User, table_of, utcnow
 
 BUSY_PLACEHOLDER = "Busy"
 REQUIRED_FIELDS = ("type", "subject", "start", "all_day", "timezone", "done", "busy", "visibility")
@@ -451,7 +451,7 @@ async def _insert_all(
     (or the ORM's bulk path) costs more per row than the database does; loading
     the stored rows back is cheaper than both.
     """
-    table = Activity.__table__
+    table = table_of(Activity)
     ids = list(
         await session.scalars(
             insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
@@ -463,7 +463,7 @@ async def _insert_all(
         for person in people
     ]
     if people_rows:
-        await session.execute(insert(Participant.__table__), people_rows)
+        await session.execute(insert(table_of(Participant)), people_rows)
     loaded = {a.id: a for a in await session.scalars(select(Activity).where(Activity.id.in_(ids)))}
     return [loaded[i] for i in ids]
 

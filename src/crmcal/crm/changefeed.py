@@ -17,7 +17,7 @@ from __future__ import annotations
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crmcal.crm.tables import Activity, ActivityChange, utcnow
+from crmcal.crm.tables import Activity, ActivityChange, table_of, utcnow
 
 CREATED = "created"
 UPDATED = "updated"
@@ -58,7 +58,7 @@ async def record_changes(
     # One multi-row INSERT. Asking for the numbers in row order would make
     # SQLAlchemy send it row by row on SQLite; the rows of one call differ only in
     # their activity, so the numbers are answered in ascending order instead.
-    table = ActivityChange.__table__
+    table = table_of(ActivityChange)
     inserted = await session.execute(insert(table).returning(table.c.seq), rows)
     return sorted(inserted.scalars())
 

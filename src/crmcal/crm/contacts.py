@@ -192,13 +192,17 @@ async def linked_records(session: AsyncSession, found: list[Activity]) -> dict[i
     """The deal, person and organization of each activity, in three queries."""
     result: dict[int, Linked] = {}
     loaded: dict[type[Base], dict[int, Any]] = {}
-    for model, column in (
+    models: tuple[tuple[type[Deal] | type[Person] | type[Organization], str], ...] = (
         (Deal, "deal_id"),
         (Person, "person_id"),
         (Organization, "organization_id"),
-    ):
+    )
+    for model, column in models:
         ids = {getattr(a, column) for a in found if getattr(a, column) is not None}
-        rows = await session.scalars(select(model).where(model.id.in_(ids))) if ids else []  # type: ignore[attr-defined]
+        # Any: selecting from a union of classes is typed as selecting their common base.
+        rows: list[Any] = []
+        if ids:
+            rows = list(await session.scalars(select(model).where(model.id.in_(ids))))
         loaded[model] = {row.id: row for row in rows}
     for activity in found:
         if activity.deal_id or activity.person_id or activity.organization_id:

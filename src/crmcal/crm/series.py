@@ -465,7 +465,7 @@ async def edit_series(
 
 def _same_people(activity: Activity, series: ActivitySeries) -> bool:
     """Give the occurrence the series' participants, keeping the answers of those it had."""
-    answers = {p.email: p.status for p in activity.participants if p.email}
+    answers: dict[str | None, str] = {p.email: p.status for p in activity.participants if p.email}
     wanted = [
         (i, p.get("email"), p.get("name"), p.get("person_id"),
          answers.get(p.get("email"), "needs_action"))
@@ -511,7 +511,7 @@ def _retime(series: ActivitySeries, anchor: Activity, changes: dict[str, Any]) -
         )
     else:
         first_local = series.start_at.astimezone(old_tz).replace(tzinfo=None)
-        length = (series.end_at - series.start_at) if series.end_at else None
+        duration = (series.end_at - series.start_at) if series.end_at else None
         assert isinstance(anchor_original, dt.datetime)
         if changes.get("start"):
             new_start = times.parse_datetime("start", changes["start"], tz)
@@ -524,7 +524,7 @@ def _retime(series: ActivitySeries, anchor: Activity, changes: dict[str, Any]) -
         first = first_local.replace(tzinfo=tz).astimezone(dt.UTC)
         if "end" in changes:
             if changes["end"] is None:
-                length = None
+                duration = None
             else:
                 new_end = times.parse_datetime("end", changes["end"], tz)
                 anchor_start = (
@@ -532,10 +532,10 @@ def _retime(series: ActivitySeries, anchor: Activity, changes: dict[str, Any]) -
                     if changes.get("start")
                     else anchor.start_at
                 )
-                length = new_end - anchor_start
-                if length < dt.timedelta(0):
+                duration = new_end - anchor_start
+                if duration < dt.timedelta(0):
                     raise Invalid("end: must not be before start")
-        series.start_at, series.end_at = first, (first + length if length is not None else None)
+        series.start_at, series.end_at = first, (first + duration if duration is not None else None)
     series.timezone = tz_name
     if "recurrence" in changes:
         if not changes["recurrence"]:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     String,
+    Table,
     Text,
     TypeDecorator,
 )
@@ -60,6 +61,16 @@ def utcnow() -> dt.datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def table_of(model: type[Base]) -> Table:
+    """A mapped class's table, for plain (Core) inserts of many rows at once.
+
+    ``__table__`` is declared as any FromClause; every class here maps one Table.
+    """
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 class Timestamped:

@@ -54,7 +54,7 @@ def head_revision() -> str | None:
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in (HERE / "versions").glob("*.py"):
-        found = dict(m.groups() for m in _REVISION.finditer(path.read_text()))
+        found = {m[1]: m[2] for m in _REVISION.finditer(path.read_text())}
         if "revision" in found:
             revisions.add(found["revision"])
         if found.get("down_revision"):

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crmcal.crm import activities, changefeed, contacts
 from crmcal.crm.errors import CrmError, Forbidden, Invalid
 from crmcal.crm.schemas import ActivityCreate, ActivityUpdate
-from crmcal.crm.tables import Activity, ActivitySeries, User, utcnow
+from crmcal.crm.tables import Activity, ActivitySeries, User, table_of, utcnow
 from crmcal.db import Database
 from crmcal.model import CalendarEvent, ChangeListing, RemoteRef, changed_fields
 from crmcal.providers.base import (
@@ -364,11 +364,11 @@ class Engine:
             if link is not None:
                 by_activity[link.activity_id] = Pair(link=link, remote=ref)
             else:
-                claimed = self._claimed_uid(ref)
-                if claimed in candidates:  # two events claim one activity: a copy
+                uid = self._claimed_uid(ref)
+                if uid in candidates:  # two events claim one activity: a copy
                     new_events.append(Pair(remote=ref))
                 else:
-                    candidates[claimed] = ref
+                    candidates[uid] = ref
         for rid in gone:
             link = self.links.by_remote[rid]
             by_activity[link.activity_id] = Pair(link=link, remote_gone=True)
@@ -1176,7 +1176,7 @@ class Engine:
                         "last_synced_at": now,
                     }
                 )
-            await session.execute(insert(Link.__table__), rows)
+            await session.execute(insert(table_of(Link)), rows)
         self.report.created += len(created)
 
     async def _pull_update(

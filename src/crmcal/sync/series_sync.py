@@ -161,7 +161,11 @@ class SeriesSync:
         if series is None or series.deleted_at is not None:
             return
         since = link.last_synced_at
-        crm_moved = since is None or any(i.updated_at > since for i in [series, *occurrences])
+        crm_moved = (
+            since is None
+            or series.updated_at > since
+            or any(i.updated_at > since for i in occurrences)
+        )
         remote_moved = (
             remote is not None and remote.event is not None and remote.etag != link.remote_etag
         )
@@ -219,9 +223,10 @@ class SeriesSync:
             await engine._record_conflict(pair, Decision(act, True, winner))
         if plan.pull and calendar is not None and remote is not None:
             await self._pull(series.id, calendar, plan, invitation, link)
-            series, occurrences = await self.load(series.id)
-            if series is None:
+            reloaded, occurrences = await self.load(series.id)
+            if reloaded is None:
                 return
+            series = reloaded
             crm_event = self.crm_event(series, occurrences)
             crm_now = digests_of(crm_event, within)
         written: CalendarEvent | None = calendar
@@ -313,7 +318,7 @@ class SeriesSync:
         policy = self.engine.ctx.options.conflict_policy
         if policy != "latest":
             return policy == "crm"
-        crm_time = max(i.updated_at for i in [series, *occurrences])
+        crm_time = max(series.updated_at, *(i.updated_at for i in occurrences))
         calendar_time = (calendar.last_modified if calendar else None) or utcnow()
         return crm_time.replace(microsecond=0) >= calendar_time.replace(microsecond=0)
 
@@ -355,7 +360,11 @@ class SeriesSync:
         etag = remote.etag if remote is not None else link.remote_etag
         try:
             ref = await engine.provider.update(
-                engine.ctx.calendar_id, link.remote_id, etag, final, changed=frozenset(changed)
+                engine.ctx.calendar_id,
+                link.remote_id,
+                etag or "",
+                final,
+                changed=frozenset(changed),
             )
         except PreconditionFailed:
             engine.report.problem(link.remote_id, "changed while syncing; will retry")
@@ -585,7 +594,7 @@ class SeriesSync:
             data = ActivityCreate(**incoming.fields)
         except ValidationError as exc:
             raise Invalid(f"the series cannot be stored: {exc.errors()[0]['msg']}") from None
-        uid = mapping.derived_uid(ctx.owner.id, event.uid or ref.id)
+        uid: str | None = mapping.derived_uid(ctx.owner.id, event.uid or ref.id)
         organizer = engine._organizer(event)
         async with engine.db.write() as session:
             owner = await engine._owner(session)
@@ -901,8 +910,8 @@ def _series_times(
         shift = calendar.start - series.start_date
         day = anchor.original_start_at.astimezone(times.zone(series.timezone)).date() + shift
         length = (calendar.end - calendar.start) if isinstance(calendar.end, dt.date) else None
-        end = day + length if length else day + dt.timedelta(days=1)
-        return {"start": day.isoformat(), "end": end.isoformat(), "all_day": True}
+        last = day + length if length else day + dt.timedelta(days=1)
+        return {"start": day.isoformat(), "end": last.isoformat(), "all_day": True}
     assert isinstance(calendar.start, dt.datetime)
     old_zone = times.zone(series.timezone)
     new_name = given.get("timezone") or series.timezone

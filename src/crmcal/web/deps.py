@@ -59,10 +59,10 @@ async def _authenticate(session: AsyncSession, request: Request) -> User:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("the Authorization header must read 'Bearer <token>'")
-    user = await users.user_for_token(session, token.strip())
-    if user is None:
+    holder = await users.user_for_token(session, token.strip())
+    if holder is None:
         raise _unauthorized("invalid API token, or its user is deactivated")
-    return user
+    return holder
 
 
 async def authenticate(request: Request) -> None:

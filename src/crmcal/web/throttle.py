@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 
 WINDOW = 15 * 60.0
 PER_ACCOUNT = 5
@@ -13,7 +14,7 @@ PER_CLIENT = 20
 
 
 class FailedSignIns:
-    def __init__(self, window: float = WINDOW, clock: object = time.monotonic) -> None:
+    def __init__(self, window: float = WINDOW, clock: Callable[[], float] = time.monotonic) -> None:
         self.window = window
         self._clock = clock
         self._seen: dict[str, deque[float]] = {}

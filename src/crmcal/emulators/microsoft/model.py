@@ -69,8 +69,8 @@ class Mailbox:
     calendars: dict[str, Calendar] = field(default_factory=dict)
     # Every current event id (regular and immutable) -> (calendar id, item key).
     ids: dict[str, tuple[str, str]] = field(default_factory=dict)
-    # transactionId -> (calendar id, item key) of the event it created.
-    transactions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # transactionId -> the immutable id of the event it created.
+    transactions: dict[str, str] = field(default_factory=dict)
     position: int = 0
     changes: list[Change] = field(default_factory=list)
     # Tokens with a lower serial are revoked (revokeSignInSessions), since this moment.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from dateutil import rrule
 
@@ -39,7 +39,7 @@ _WEEKDAYS = {
     "friday": rrule.FR,
     "saturday": rrule.SA,
 }
-_FREQUENCIES = {
+_FREQUENCIES: dict[str, Literal[0, 1, 2, 3]] = {
     "daily": rrule.DAILY,
     "weekly": rrule.WEEKLY,
     "absoluteMonthly": rrule.MONTHLY,
@@ -91,7 +91,7 @@ def checked(value: Any) -> dict[str, Any]:
     days = pattern.get("daysOfWeek") or []
     if not isinstance(days, list):
         raise body_read("pattern.daysOfWeek must be an array.")
-    out_pattern = {
+    out_pattern: dict[str, Any] = {
         "type": kind,
         "interval": _int(pattern.get("interval"), "pattern.interval", 1),
         "month": _int(pattern.get("month"), "pattern.month"),

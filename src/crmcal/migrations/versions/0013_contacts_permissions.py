@@ -7,6 +7,7 @@ Revises: 0012
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -20,7 +21,7 @@ users = sa.table("users", sa.column("id", sa.Integer), sa.column("permissions", 
 ADDED = ["contacts.view", "contacts.edit"]
 
 
-def _granted(value: object) -> list[str]:
+def _granted(value: Any) -> list[str]:  # the stored JSON list, or its text
     if isinstance(value, str):
         value = json.loads(value)
     return [str(p) for p in value or []]

@@ -75,7 +75,8 @@ async def _connection(session: AsyncSession, user: User) -> Connection | None:
     """The user's current connection, or the last stopped one."""
     found = await connections.list_own(session, user)
     current = [c for c in found if c.state != "stopped"]
-    return (current or found or [None])[-1]
+    chosen = current or found
+    return chosen[-1] if chosen else None
 
 
 def _badge(item: ActivityOut, conn: Connection | None, problems: set[str]) -> str | None:
