@@ -19,6 +19,7 @@ import enum
 from dataclasses import dataclass
 
 from crmcal.sync.options import writes_calendar, writes_crm
+from crmcal.sync.states import Winner
 
 
 class Act(enum.Enum):
@@ -42,7 +43,7 @@ class State(enum.Enum):
 class Decision:
     act: Act
     conflict: bool = False
-    winner: str | None = None  # "crm" | "calendar" when conflict
+    winner: Winner | None = None  # when conflict
 
 
 def decide(
@@ -75,8 +76,8 @@ def decide(
     if not push:
         return Decision(Act.PULL_UPDATE)
     if overlap is not None:
-        winner = ("crm" if crm_wins else "calendar") if overlap else None
+        winner = (Winner.CRM if crm_wins else Winner.CALENDAR) if overlap else None
         return Decision(Act.MERGE, conflict=overlap, winner=winner)
     if crm_wins:
-        return Decision(Act.PUSH_UPDATE, conflict=True, winner="crm")
-    return Decision(Act.PULL_UPDATE, conflict=True, winner="calendar")
+        return Decision(Act.PUSH_UPDATE, conflict=True, winner=Winner.CRM)
+    return Decision(Act.PULL_UPDATE, conflict=True, winner=Winner.CALENDAR)

@@ -55,7 +55,7 @@ from crmcal.sync.decisions import Act, Decision, State, decide
 from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.links import Links
 from crmcal.sync.series_sync import SeriesSync
-from crmcal.sync.states import ConnectionState, FailureKind
+from crmcal.sync.states import ConnectionState, FailureKind, LinkOrigin, Winner
 from crmcal.sync.tables import Connection, Link, SyncConflict
 from crmcal.sync.written import Written
 
@@ -457,8 +457,11 @@ class Engine:
             return True
         # F9 "skip" leaves out the calendar's private events, not the events the
         # CRM wrote (private ones among them, for activities only their owner sees).
-        origin = pair.link.origin if pair.link else ("crm" if event.crm_id else "calendar")
-        return event.private and self.ctx.options.private_events == "skip" and origin == "calendar"
+        if pair.link is not None:
+            from_calendar = pair.link.origin == LinkOrigin.CALENDAR
+        else:
+            from_calendar = not event.crm_id
+        return event.private and self.ctx.options.private_events == "skip" and from_calendar
 
     def _outgoing(self, activity: Activity) -> bool:
         return activity.type in self.ctx.options.outgoing_activity_types
@@ -549,7 +552,7 @@ class Engine:
             activity is None
             or activity.series_id is None
             or activity.deleted_at is None
-            or link.origin != "crm"
+            or link.origin != LinkOrigin.CRM
             or not self.ctx.push
             or not self.provider.capabilities.syncs_series
             or (pair.remote is not None and pair.remote.etag != link.remote_etag)
@@ -701,7 +704,7 @@ class Engine:
             Link(
                 connection_id=self.ctx.connection_id,
                 activity_id=activity.id,
-                origin="crm",
+                origin=LinkOrigin.CRM,
                 remote_id=ref.id,
                 remote_uid=(ref.event or written).uid,
                 remote_etag=ref.etag,
@@ -722,7 +725,7 @@ class Engine:
         if self._skip_recurring(pair):
             return
         crm_hash, remote_hash = self._crm_hash(activity), event.content_hash()
-        origin = "crm" if event.crm_id == activity.uid else "calendar"
+        origin = LinkOrigin.CRM if event.crm_id == activity.uid else LinkOrigin.CALENDAR
         link = Link(
             connection_id=self.ctx.connection_id,
             activity_id=activity.id,
@@ -815,7 +818,7 @@ class Engine:
         if not self._mine(activity):
             # Given to another user: an event crmcal made goes (the new owner's
             # calendar gets one); the user's own calendar event stays theirs.
-            if link.origin == "crm" and self.ctx.push:
+            if link.origin == LinkOrigin.CRM and self.ctx.push:
                 await self._push_delete(pair, link)
             else:
                 await self.links.drop(link)
@@ -824,7 +827,7 @@ class Engine:
         if (
             activity is not None
             and activity.deleted_at is None
-            and link.origin == "crm"
+            and link.origin == LinkOrigin.CRM
             and not self._outgoing(activity)
             and self.ctx.push
         ):
@@ -1172,7 +1175,7 @@ class Engine:
                         "remote_hash": event.content_hash(),
                         "crm_hash": crm_event.content_hash(),
                         "field_hashes": self._field_hashes(crm_event, event),
-                        "origin": "calendar",
+                        "origin": LinkOrigin.CALENDAR,
                         "last_synced_at": now,
                     }
                 )
@@ -1379,7 +1382,7 @@ class Engine:
                 "from_calendar": sorted(plan.from_calendar),
             }
         elif decision.winner is not None:
-            result = merge.version(crm_event if decision.winner == "crm" else event)
+            result = merge.version(crm_event if decision.winner == Winner.CRM else event)
         async with self.db.write() as session:
             session.add(
                 SyncConflict(

@@ -54,6 +54,7 @@ from crmcal.model import (
 from crmcal.providers.base import EventNotFound, PreconditionFailed
 from crmcal.sync import mapping, series_mapping
 from crmcal.sync.decisions import Act, Decision
+from crmcal.sync.states import LinkOrigin, Winner
 from crmcal.sync.tables import Link
 
 if TYPE_CHECKING:
@@ -217,7 +218,7 @@ class SeriesSync:
         )
         if plan.conflict:
             anchor = _anchor(occurrences, link)
-            winner = "calendar" if plan.pull else "crm"
+            winner = Winner.CALENDAR if plan.pull else Winner.CRM
             act = Act.PULL_UPDATE if plan.pull else Act.PUSH_UPDATE
             pair = engine._pair_of(anchor, remote)
             await engine._record_conflict(pair, Decision(act, True, winner))
@@ -639,7 +640,7 @@ class SeriesSync:
                 remote_hash=event.content_hash(),
                 crm_hash=engine._crm_hash(first),
                 field_hashes=_remembered({}, crm_now, digests_of(event, within)),
-                origin="calendar",
+                origin=LinkOrigin.CALENDAR,
                 last_synced_at=utcnow(),
             )
             await engine.links.store(link, session=session)
@@ -669,7 +670,7 @@ class SeriesSync:
         live = [o for o in occurrences if o.deleted_at is None]
         if series is None or not live:
             return False
-        origin = "crm" if event.crm_id == series.uid else "calendar"
+        origin = LinkOrigin.CRM if event.crm_id == series.uid else LinkOrigin.CALENDAR
         link = await engine.links.store(
             Link(
                 connection_id=ctx.connection_id,
@@ -828,7 +829,7 @@ class SeriesSync:
             remote_id=ref.id,
             remote_uid=event.uid,
             remote_etag="",  # not yet in sync: reconciled below
-            origin="calendar",
+            origin=LinkOrigin.CALENDAR,
         )
         within = _within(new_series)
         crm_now = digests_of(self.crm_event(new_series, new_occurrences), within)

@@ -1,6 +1,7 @@
-"""The states a connection is in and the kinds of failure that put it in ``error``.
+"""The states a connection is in, the kinds of failure that put it in ``error``, where a
+linked pair began and which side won a conflict.
 
-Both are stored and shown as plain strings; these types name every value there is,
+All are stored and shown as plain strings; these types name every value there is,
 so code that decides on them can be checked for the cases it misses.
 """
 
@@ -36,6 +37,20 @@ class FailureKind(StrEnum):
     def needs_user(self) -> bool:
         """Whether the connection waits for the user instead of being retried."""
         return self in (FailureKind.CREDENTIALS, FailureKind.PERMISSION)
+
+
+class LinkOrigin(StrEnum):
+    """Where a linked pair began (``sync_links.origin``)."""
+
+    CRM = "crm"  # crmcal created the event for an activity
+    CALENDAR = "calendar"  # the event came first; crmcal made the activity
+
+
+class Winner(StrEnum):
+    """Whose version a conflict kept (``sync_conflicts.winner``)."""
+
+    CRM = "crm"
+    CALENDAR = "calendar"
 
 
 RECONNECT_REQUIRED = "reconnect required"

@@ -90,7 +90,7 @@ class Link(Base):
     # what lets two changes to different fields both be kept. None: not known yet
     # (a link made before, or by relinking): both changed then means the policy.
     field_hashes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    # Where the pair began: "crm" (crmcal created the event) or "calendar".
+    # Where the pair began: a LinkOrigin (sync/states.py).
     origin: Mapped[str] = mapped_column(String(16))
     last_synced_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -107,7 +107,7 @@ class SyncConflict(Base):
     activity_id: Mapped[int | None] = mapped_column(Integer)
     remote_id: Mapped[str | None] = mapped_column(String(1000))
     policy: Mapped[str] = mapped_column(String(16))
-    winner: Mapped[str] = mapped_column(String(16))
+    winner: Mapped[str] = mapped_column(String(16))  # a Winner (sync/states.py)
     crm_version: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     calendar_version: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The version both sides got, with the fields that collided (``conflicting``).
