@@ -38,6 +38,11 @@ def microsoft_emulator() -> Iterator[MicrosoftEmulator]:
     state = MicrosoftState()
     problems: list[str] = []
     with served_app(GraphChecked(create_app(state), problems)) as url:
+        # crmcal's webhook answers on a machine busy with other tests: the emulator waits
+        # the longest it allows rather than Graph's 10 s and 3 s, lest a slow answer lose
+        # a notification that a test awaits.
+        patient = {"validation_timeout": 60, "notification_timeout": 60}
+        assert httpx.post(f"{url}/_emulator/settings", json=patient, timeout=30).is_success
         yield MicrosoftEmulator(url.rstrip("/"), state, problems)
 
 

@@ -33,6 +33,9 @@ from tests.providers.harness import CalDAVHarness, CalDAVServer
 from tests.served import bound_socket, served_app, wait_for
 
 playwright_api = pytest.importorskip("playwright.sync_api")
+# Assertions wait as long as actions may (Playwright's default is 5 s): on a busy machine
+# a page is slow to change, not wrong.
+playwright_api.expect.set_options(timeout=30_000)
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
-import socket
 from collections.abc import Iterator
 from html.parser import HTMLParser
 
@@ -18,6 +17,7 @@ from fastapi.testclient import TestClient
 from crmcal.config import Settings
 from crmcal.web.app import create_app
 from crmcal.web.ui import i18n
+from tests.caldav_servers import closed_port
 from tests.conftest import Api, new_user
 from tests.i18n_catalogs import extract, read
 from tests.test_web_auth import PASSWORD, sign_in
@@ -207,10 +207,7 @@ def test_a_failed_caldav_connection_is_explained_in_the_users_language(
 ) -> None:
     settings = Settings(database_url=db_url, secret_key="i18n-test-key",
                         allow_private_networks=True)  # fmt: skip
-    with socket.socket() as closed:  # a port nobody listens on once this is closed
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    with TestClient(create_app(settings, background_jobs=False)) as tc:
+    with closed_port() as port, TestClient(create_app(settings, background_jobs=False)) as tc:
         assert sign_in(tc, "ann@crm.test").status_code == 303
         page = tc.get("/settings/calendar-sync?add=caldav").text
         token = re.search(r'name="csrf-token" content="([^"]+)"', page)

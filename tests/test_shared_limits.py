@@ -101,7 +101,8 @@ async def test_a_throttled_account_slows_down_in_every_process_and_alone(
     try:
         for provider in providers:
             await provider.list_calendars()
-        await admin.post("/_emulator/faults", json={"status": 429, "count": 1, "retry_after": 5})
+        # A long hold: the other account's call must end within it, however slow today.
+        await admin.post("/_emulator/faults", json={"status": 429, "count": 1, "retry_after": 15})
         # Answered 429: this process waits, and so does every other for that account.
         throttling = asyncio.create_task(throttled.list_calendars())
         held = await _hold_recorded(queue_db)

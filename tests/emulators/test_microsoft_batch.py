@@ -337,7 +337,7 @@ def test_the_limit_is_per_app_and_mailbox() -> None:
 
         def get(n: int) -> None:
             auth = {"Authorization": f"Bearer {tokens[n]}"}
-            results[str(n)] = httpx.get(f"{url}/v1.0/me", headers=auth, timeout=10).status_code
+            results[str(n)] = httpx.get(f"{url}/v1.0/me", headers=auth, timeout=30).status_code
 
         threads = [threading.Thread(target=get, args=(n,)) for n in (0, 1)]
         for thread in threads:

@@ -139,7 +139,7 @@ class CalDAVServer:
             password=self.password,
             auth_type="basic",
             enable_rfc6764=False,
-            timeout=10,
+            timeout=30,
         )
 
 
@@ -231,7 +231,7 @@ class CalDAVHarness:
 
     def _provider(self, url: str, password: str) -> CalDAVProvider:
         provider = CalDAVProvider(
-            url, self.server.username, password, timeout=5, allow_private=True
+            url, self.server.username, password, timeout=30, allow_private=True
         )
         self._providers.append(provider)
         return provider

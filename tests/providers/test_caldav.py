@@ -288,7 +288,7 @@ def answering(status: int) -> Iterator[str]:
 )  # fmt: skip
 async def test_error_statuses(status: int, error: type[Exception]) -> None:
     with answering(status) as url:
-        provider = CalDAVProvider(url, "u", "p", timeout=5, allow_private=True)
+        provider = CalDAVProvider(url, "u", "p", timeout=30, allow_private=True)
         try:
             with pytest.raises(error):
                 await provider.discover()
