@@ -51,7 +51,7 @@ def pg_schema() -> Iterator[str]:
     """A schema of this run's own, migrated to head, dropped at the end."""
     schema = f"crmcal_test_{uuid.uuid4().hex[:12]}"
     try:
-        conn = psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5)
+        conn = psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=30)
     except psycopg.OperationalError as exc:
         _pg_unavailable(str(exc).strip())
     with conn:

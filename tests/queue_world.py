@@ -30,7 +30,7 @@ def fresh_database(*, queue_schema: bool = True) -> Iterator[str]:
     parallel test runs never wake each other's workers), migrated, dropped at the end."""
     name = f"crmcal_queue_{uuid.uuid4().hex[:12]}"
     try:
-        admin = psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5)
+        admin = psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=30)
     except psycopg.OperationalError as exc:
         _pg_unavailable(str(exc).strip())
     with admin:

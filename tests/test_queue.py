@@ -88,7 +88,7 @@ def test_the_server_only_enqueues_and_a_storm_makes_one_job(queue_db: str) -> No
         made = alice.post(f"{V1}/activities", json=call)
         assert made.status_code == 201, made.text
         # The CRM change becomes a queued sync (the change feed is watched) ...
-        wait_for(lambda: sync_jobs(queue_db) == [f"connection:{connection_id}"], 30)
+        wait_for(lambda: sync_jobs(queue_db) == [f"connection:{connection_id}"], 120)
 
         # ... and a storm of notifications finds it waiting: still one job.
         headers = {"X-Goog-Channel-Id": "chan-1", "X-Goog-Channel-Token": "secret-1",
