@@ -15,6 +15,15 @@ and middle boxes do in the field:
 
 A rule matches a method and a regular expression searched in the path and
 query; ``times`` limits how often it applies. ``requests`` records what passed.
+
+Batch requests (Google's ``multipart/mixed`` ``/batch/...``, Graph's JSON
+``/$batch``) are looked into: each call in one is matched as a request of its
+own (Graph's relative URLs read from ``/v1.0``). An ``answer`` rule that picks a
+call answers that call alone — the proxy takes it out of the batch, forwards the
+rest, and puts its answer among theirs — so one part of a batch fails (a 412, a
+404, a 429 with ``headers={"Retry-After": "1"}`` ...) while the others go
+through; a ``hold`` rule that picks a call holds the whole batch. ``parts``
+records the calls seen inside batches.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ class Rule:
     status: int = 500  # answer: the status, body and content type answered
     body: str = ""
     content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)  # answer: more headers
     times: int | None = None  # how many requests it applies to; None: every one
     hits: int = 0
     released: threading.Event = field(default_factory=threading.Event)
@@ -70,6 +80,7 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.rules: list[Rule] = []
         self.requests: list[tuple[str, str]] = []
+        self.parts: list[tuple[str, str]] = []  # calls inside batch requests
         self.waiting: list[tuple[str, str]] = []  # held requests, until released
 
     def add(self, action: Action, **fields: Any) -> Rule:
@@ -103,6 +114,26 @@ class FaultProxy:
         rule = next((r for r in self.rules if r.matches(method, target)), None)
         if rule is not None:
             rule.hits += 1
+        batch = _Batch.read(method, target, scope, body)
+        answered: dict[int, Rule] = {}
+        if rule is None and batch is not None:
+            for n, call in enumerate(batch.calls):
+                self.parts.append(call)
+                picked = next((r for r in self.rules if r.action in ("answer", "hold")
+                               and r.matches(*call)), None)  # fmt: skip
+                if picked is None:
+                    continue
+                picked.hits += 1
+                if picked.action == "answer":
+                    answered[n] = picked
+                elif rule is None:
+                    rule = picked  # holds the whole batch
+            if answered:
+                body = batch.without(answered)
+                if body is None:  # every call answered here: nothing to forward
+                    content_type, content = batch.answers(None, b"", answered)
+                    await _answer(send, 200, content, content_type)
+                    return
         if rule is not None and rule.action == "refuse":
             raise Dropped(target)
         if rule is not None and rule.action == "answer":
@@ -124,6 +155,8 @@ class FaultProxy:
         content = reply.content
         if rule is not None and rule.action == "truncate":
             content = _truncated(content, reply.headers.get("content-type", ""), rule.keep)
+        if answered and batch is not None and reply.status_code == 200:
+            _, content = batch.answers(reply.headers.get("content-type"), content, answered)
         out = [
             (k.encode(), v.encode())
             for k, v in reply.headers.items()
@@ -138,6 +171,110 @@ async def _answer(send: Any, status: int, body: bytes, content_type: str) -> Non
     headers = [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+            409: "Conflict", 412: "Precondition Failed", 429: "Too Many Requests",
+            500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
+
+
+@dataclass
+class _Batch:
+    """A batch request's calls: (method, path and query) each, and how to take some out
+    of it and answer them in its reply."""
+
+    kind: Literal["google", "graph"]
+    calls: list[tuple[str, str]]
+    raw: Any  # Google: (boundary, the parts' bytes); Graph: the parsed body
+
+    @classmethod
+    def read(cls, method: str, target: str, scope: dict[str, Any], body: bytes) -> _Batch | None:
+        if method != "POST":
+            return None
+        path = target.split("?", 1)[0]
+        if path.startswith("/batch/"):
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            boundary = _boundary(headers.get("content-type", ""))
+            if boundary is None:
+                return None
+            chunks = body.split(b"--" + boundary.encode())[1:]
+            parts = [c for c in chunks if not c.startswith(b"--")]
+            calls = []
+            for part in parts:
+                inner = part.replace(b"\r\n", b"\n").split(b"\n\n", 1)[-1]
+                request_line = inner.split(b"\n", 1)[0].decode("latin-1").split(" ")
+                calls.append((request_line[0].upper(), request_line[1]))
+            return cls("google", calls, (boundary, parts))
+        if path.endswith("/$batch"):
+            data = json.loads(body)
+            calls = []
+            for request in data.get("requests", []):
+                url = str(request.get("url", ""))
+                url = url if url.startswith("/v1.0") else "/v1.0/" + url.lstrip("/")
+                calls.append((str(request.get("method", "")).upper(), url))
+            return cls("graph", calls, data)
+        return None
+
+    def without(self, answered: dict[int, Rule]) -> bytes | None:
+        """The batch's body without the calls answered here; None when none is left."""
+        if len(answered) == len(self.calls):
+            return None
+        if self.kind == "google":
+            boundary, parts = self.raw
+            kept = [p for n, p in enumerate(parts) if n not in answered]
+            delimiter = b"--" + boundary.encode()
+            return b"".join(delimiter + p for p in kept) + delimiter + b"--\r\n"
+        requests = [r for n, r in enumerate(self.raw["requests"]) if n not in answered]
+        return json.dumps({**self.raw, "requests": requests}).encode()
+
+    def answers(
+        self, content_type: str | None, content: bytes, answered: dict[int, Rule]
+    ) -> tuple[str, bytes]:
+        """The batch's reply (``content``, maybe empty) with the answers given here added."""
+        if self.kind == "graph":
+            data = json.loads(content) if content else {"responses": []}
+            for n, rule in answered.items():
+                body: Any = rule.body
+                if "json" in rule.content_type and rule.body:
+                    body = json.loads(rule.body)
+                data["responses"].append({
+                    "id": self.raw["requests"][n].get("id"), "status": rule.status,
+                    "headers": {"Content-Type": rule.content_type, **rule.headers},
+                    "body": body,
+                })  # fmt: skip
+            return "application/json", json.dumps(data).encode()
+        boundary = _boundary(content_type or "") or "proxy_batch"
+        delimiter = f"--{boundary}".encode()
+        head = content.rsplit(delimiter + b"--", 1)[0] if content else b""
+        _, parts = self.raw
+        added = []
+        for n, rule in answered.items():
+            found = re.search(rb"content-id:\s*<([^>]*)>", parts[n], re.I)
+            content_id = found.group(1).decode() if found else f"item{n}"
+            payload = rule.body.encode()
+            inner = [f"HTTP/1.1 {rule.status} {_REASONS.get(rule.status, '')}".rstrip(),
+                     f"Content-Type: {rule.content_type}",
+                     *(f"{k}: {v}" for k, v in rule.headers.items()),
+                     f"Content-Length: {len(payload)}"]  # fmt: skip
+            added.append(
+                delimiter
+                + b"\r\nContent-Type: application/http\r\n"
+                + f"Content-ID: <response-{content_id}>\r\n\r\n".encode()
+                + "\r\n".join(inner).encode()
+                + b"\r\n\r\n"
+                + payload
+                + b"\r\n"
+            )
+        reply = head + b"".join(added) + delimiter + b"--\r\n"
+        return f"multipart/mixed; boundary={boundary}", reply
+
+
+def _boundary(content_type: str) -> str | None:
+    for piece in content_type.split(";")[1:]:
+        key, _, value = piece.strip().partition("=")
+        if key.lower() == "boundary" and value:
+            return value.strip('"')
+    return None
 
 
 _RESPONSE = re.compile(rb"<(?P<ns>(?:[\w.-]+:)?)response\b.*?</(?P=ns)response>", re.S)

@@ -283,8 +283,10 @@ def test_a_write_the_server_refuses_skips_that_item_and_the_rest_goes_on(
 def test_stop_or_delete_during_a_sync_ends_it_before_its_next_write(
     behind: Behind, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    # Asked at every write here, so that the test need not wait a quarter second.
+    # Asked at every write here, so that the test need not wait a quarter second; and
+    # each update sent on its own, so that there is a next write to stop before.
     monkeypatch.setattr(engine_module, "STOP_CHECK_SECONDS", 0.0)
+    monkeypatch.setattr(engine_module, "OUTGOING_BATCH", 1)
     behind.connect()
     made = [behind.add_activity(f"Meeting {n}", hours=n) for n in range(3)]
     assert behind.synced()["created"] == 3
@@ -398,3 +400,131 @@ def test_a_crm_edit_waits_out_a_sync_another_process_holds(
     run(give_back())
     # The poll is an hour off: only the scheduler asking again can carry the edit now.
     wait_for(lambda: "SUMMARY:Planning moved" in behind.run(behind.harness.read_raw(event_id)), 120)
+
+
+# --- issue 15 item 5: one refused part of a batch of updates is that item's alone -------
+
+BATCHED = ["google", "microsoft"]
+# A call inside a batch that writes one event's changes, per kind.
+PATCH_PART = ("PATCH", r"/events/[^/?]+(\?|$)")
+PART_FAULTS: dict[str, dict[int, tuple[str, dict[str, str]]]] = {
+    "google": {
+        412: ('{"error": {"code": 412, "message": "Precondition Failed", "errors": [{"domain":'
+              ' "global", "reason": "conditionNotMet", "message": "Precondition Failed"}]}}', {}),
+        429: ('{"error": {"code": 429, "message": "Rate Limit Exceeded", "errors": [{"domain":'
+              ' "usageLimits", "reason": "rateLimitExceeded", "message": "Rate Limit Exceeded"}]}}',
+              {"Retry-After": "1"}),
+        400: ('{"error": {"code": 400, "message": "Invalid start time.", "errors": [{"domain":'
+              ' "global", "reason": "invalid", "message": "Invalid start time."}]}}', {}),
+    },
+    "microsoft": {
+        412: ('{"error": {"code": "ErrorIrresolvableConflict", "message": "The change key '
+              'passed in the request does not match the current change key for the item."}}',
+              {}),
+        429: ('{"error": {"code": "ApplicationThrottled", "message": "Application is over its '
+              'MailboxConcurrency limit."}}', {"Retry-After": "1"}),
+        400: ('{"error": {"code": "ErrorInvalidRequest", "message": "Invalid start time."}}', {}),
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(params=BATCHED)
+def batched(request: pytest.FixtureRequest, db_url: str) -> Iterator[Behind]:
+    with _behind(request, db_url, request.param) as made:
+        yield made
+
+
+def _three_edited(behind: Behind) -> list[dict[str, Any]]:
+    """Three synced activities, each edited in the CRM since: one batch of updates waits."""
+    behind.connect()
+    made = [behind.add_activity(f"Call {n}", hours=n) for n in range(3)]
+    assert behind.synced()["created"] == 3
+    for activity in made:
+        edited = behind.user.patch(f"{V1}/activities/{activity['id']}",
+                                   json={"subject": f"{activity['subject']}, moved"})  # fmt: skip
+        assert edited.status_code == 200, edited.text
+    return [behind.user.get(f"{V1}/activities/{a['id']}").json() for a in made]
+
+
+def _calendar_titles(behind: Behind) -> list[str]:
+    harness = behind.harness
+    assert isinstance(harness, GoogleHarness | MicrosoftHarness)
+    listing = behind.run(harness.provider.list_changes(harness.calendar_id, None))
+    return sorted(ref.event.summary for ref in listing.changed if ref.event is not None)
+
+
+def _batches(behind: Behind, since: int) -> list[tuple[str, str]]:
+    return [r for r in behind.proxy.requests[since:] if re.search(r"/(\$)?batch", r[0] + r[1])]
+
+
+@pytest.mark.parametrize("status", [412, 429])
+def test_a_part_of_a_batch_refused_for_its_version_or_throttled_is_tried_again_alone(
+    batched: Behind, status: int
+) -> None:
+    """A 412 for one part: that event is read and decided again, and its edit written;
+    a 429 for one part: that part alone goes again after the backoff. The other parts of
+    the batch go through at once, and no edit is lost."""
+    behind = batched
+    _three_edited(behind)
+    body, headers = PART_FAULTS[behind.kind][status]
+    behind.proxy.add("answer", method=PATCH_PART[0], path=PATCH_PART[1], status=status,
+                     body=body, headers=headers, times=1)  # fmt: skip
+    requests, parts = len(behind.proxy.requests), len(behind.proxy.parts)
+    report = behind.synced()
+    assert (report["updated"], report["skipped"], report["problems"]) == (3, 0, []), report
+    assert _calendar_titles(behind) == ["Call 0, moved", "Call 1, moved", "Call 2, moved"]
+    assert behind.subjects() == ["Call 0, moved", "Call 1, moved", "Call 2, moved"]
+    # The three went in one batch; only the refused one was written again.
+    assert _batches(behind, requests)
+    patches = [p for p in behind.proxy.parts[parts:] if p[0] == "PATCH"]
+    method, pattern = UPDATE[behind.kind]
+    alone = [r for r in behind.proxy.requests[requests:]
+             if r[0] == method and re.search(pattern, r[1])]  # fmt: skip
+    assert len(patches) + len(alone) == 4, (patches, alone)
+
+
+def test_a_part_of_a_batch_the_server_refuses_is_one_problem(batched: Behind) -> None:
+    behind = batched
+    edited = _three_edited(behind)
+    body, headers = PART_FAULTS[behind.kind][400]
+    behind.proxy.add("answer", method=PATCH_PART[0], path=PATCH_PART[1], status=400,
+                     body=body, headers=headers, times=1)  # fmt: skip
+    requests = len(behind.proxy.requests)
+    report = behind.synced()
+    assert len(_batches(behind, requests)) == 1  # the three updates in one batch
+    assert (report["updated"], report["skipped"]) == (2, 1), report
+    (problem,) = report["problems"]
+    assert "Invalid start time" in problem["reason"] or "400" in problem["reason"], problem
+    refused = next(a for a in edited if a["sync"]["event_id"] == problem["item"])
+    titles = _calendar_titles(behind)
+    assert sorted(titles) == sorted(
+        a["subject"] if a is not refused else refused["subject"].removesuffix(", moved")
+        for a in edited
+    )
+    # The CRM keeps the edit, and the next change of it is written.
+    assert behind.subjects() == ["Call 0, moved", "Call 1, moved", "Call 2, moved"]
+    again = behind.user.patch(f"{V1}/activities/{refused['id']}", json={"subject": "Again"})
+    assert again.status_code == 200, again.text
+    report = behind.synced()
+    assert (report["updated"], report["problems"]) == (1, []), report
+    assert "Again" in _calendar_titles(behind)
+
+
+def test_an_event_deleted_while_its_batch_of_updates_waits_is_made_again(batched: Behind) -> None:
+    """A real 404 for one part: the event went between the listing and the write."""
+    behind = batched
+    edited = _three_edited(behind)
+    held = behind.proxy.add("hold", method=PATCH_PART[0], path=PATCH_PART[1], times=1)
+    requests = len(behind.proxy.requests)
+    thread, out = _in_thread(behind.sync)
+    _wait_held(behind.proxy)
+    behind.run(behind.harness.remove(edited[1]["sync"]["event_id"]))
+    held.release()
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert out["answer"].status_code == 200, out["answer"].text
+    report = out["answer"].json()
+    assert (report["updated"], report["created"], report["problems"]) == (2, 1, []), report
+    assert _batches(behind, requests)  # the updates went in a batch
+    assert _calendar_titles(behind) == ["Call 0, moved", "Call 1, moved", "Call 2, moved"]
+    assert behind.subjects() == ["Call 0, moved", "Call 1, moved", "Call 2, moved"]

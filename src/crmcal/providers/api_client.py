@@ -19,8 +19,8 @@ import contextlib
 import functools
 import random
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -50,6 +50,11 @@ class SharedLimit(Protocol):
 
 
 MAX_DELAY = 32.0
+
+Part = TypeVar("Part")
+# Sends some parts in one batch request: one inner answer per part, in their order
+# (None where the service answered nothing for it).
+SendBatch = Callable[[list[Part]], Awaitable[list[httpx.Response | None]]]
 
 
 @functools.cache
@@ -154,6 +159,60 @@ class ApiClient:
                 continue
             return response
         raise Unreachable(f"{self._service} did not answer")  # pragma: no cover
+
+    async def send_parts(
+        self, parts: Sequence[Part], send: SendBatch[Part], *, size: int
+    ) -> list[httpx.Response | ProviderError]:
+        """Every part's inner answer, the parts sent in batch requests of ``size``
+        (``send`` makes one). A part refused as the service's ``retryable`` says
+        (throttled, overloaded) goes again, with the others that were, in a later
+        batch after the backoff (at least the longest ``Retry-After`` among them);
+        while some parts get through the rest keep trying, and after ``retries``
+        rounds in which none did, those left answer ``Unreachable``. Any other
+        answer is the part's own to read: one part's failure fails no other."""
+        results: list[httpx.Response | ProviderError] = [Unreachable("no answer")] * len(parts)
+        for first in range(0, len(parts), size):
+            pending = list(range(first, min(first + size, len(parts))))
+            stalled = 0  # rounds in which nothing got through: what the retries limit
+            while pending:
+                answers = await send([parts[n] for n in pending])
+                retry: list[int] = []
+                wait: float | None = None
+                throttled = False
+                for n, answer in zip(pending, answers, strict=True):
+                    if answer is None or self._retryable(answer):
+                        retry.append(n)
+                        if answer is not None and answer.status_code in (403, 429):
+                            throttled = True
+                            metrics.PROVIDER_THROTTLED.labels(self._service).inc()
+                        later = answer.headers.get("Retry-After") if answer else None
+                        if later and later.strip().isdigit():
+                            wait = max(wait or 0.0, float(later))
+                    elif answer.status_code == 401:
+                        # The envelope's token went through, a part's did not: the
+                        # grant no longer covers the calendar.
+                        raise AuthenticationFailed(
+                            f"{self._owner} refused the access: reconnect required"
+                        )
+                    else:
+                        results[n] = answer
+                if not retry:
+                    break
+                if throttled and self._shared is not None:
+                    # Every process slows down for this account, not only this batch.
+                    await self._shared.throttled(wait if wait is not None else 1.0)
+                if len(retry) == len(pending):
+                    if stalled == self.retries:
+                        for n in retry:
+                            results[n] = Unreachable(
+                                f"{self._service} is busy or failing; retry later"
+                            )
+                        break
+                    stalled += 1
+                metrics.PROVIDER_RETRIES.labels(self._service).inc(len(retry))
+                await self.sleep(stalled, None if wait is None else str(int(wait)))
+                pending = retry
+        return results
 
     async def sleep(self, attempt: int, retry_after: str | None = None) -> None:
         """Wait before try ``attempt + 1``: doubling, with jitter, at least ``Retry-After``."""

@@ -99,6 +99,9 @@ class Update:
     etag: str
     event: CalendarEvent
     changed: frozenset[str] | None = None
+    # The caller saw the event at ``etag`` as a single event (not a series): a write
+    # that names that version cannot land on a series, so no read need guard it.
+    single: bool = False
 
 
 class Provider(Protocol):
@@ -202,7 +205,7 @@ async def update_many(
     """Update many events: in batch requests where the provider has them (its
     capabilities say ``batch_changes``), one by one otherwise. Each item answers on
     its own, as ``create_many``'s do."""
-    if provider.capabilities.batch_changes and len(items) > 1:
+    if provider.capabilities.batch_changes:
         return list(await provider.update_many(calendar_id, items))  # type: ignore[attr-defined]
     results: list[RemoteRef | ProviderError] = []
     for item in items:
@@ -224,7 +227,7 @@ async def delete_many(
 ) -> list[ProviderError | None]:
     """Delete many events (event id, expected version): in batch requests where the
     provider has them, one by one otherwise. Each item answers None or its error."""
-    if provider.capabilities.batch_changes and len(items) > 1:
+    if provider.capabilities.batch_changes:
         return list(await provider.delete_many(calendar_id, items))  # type: ignore[attr-defined]
     results: list[ProviderError | None] = []
     for event_id, etag in items:

@@ -61,6 +61,9 @@ FETCH_CONCURRENCY = 8
 # batches (each call still counts against the quota, and big ones get 429s).
 BATCH_SIZE = 50
 _RATE_LIMITS = {"rateLimitExceeded", "userRateLimitExceeded"}
+# Field groups whose patch merges with what the event holds (other clients' reminders
+# and attendee details, a cancelled event's status): written only after a read.
+_MERGED = frozenset(("reminder", "attendees", "cancelled", "recurrence"))
 _WRITE_ROLES = {"owner", "writer"}
 
 
@@ -215,20 +218,41 @@ class GoogleProvider:
             params["pageToken"] = data["nextPageToken"]
 
     async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
+        """The events by id: several in batch requests (one request for up to
+        ``BATCH_SIZE`` of them, not one each); a series' exceptions are listed after."""
+        wanted = list(dict.fromkeys(ids))
+        items: list[dict[str, Any]] = []
+        if len(wanted) == 1:  # a batch of one is one more envelope for nothing
+            found = await self._get(calendar_id, wanted[0])
+            items = [found] if found is not None else []
+        elif wanted:
+            reads = [
+                google_batch.Call("GET", "/calendar/v3" + self._events(calendar_id, event_id))
+                for event_id in wanted
+            ]
+            for answer in await self._send_all(reads):
+                if isinstance(answer, ProviderError):
+                    raise answer
+                if answer.status_code in (404, 410):
+                    continue
+                if answer.status_code != 200:
+                    raise self._api.failure(answer, "reading an event")
+                item = self._api.json(answer)
+                if item.get("status") != "cancelled":
+                    items.append(item)
         limit = asyncio.Semaphore(FETCH_CONCURRENCY)
 
-        async def one(event_id: str) -> RemoteRef | None:
-            async with limit:
-                item = await self._get(calendar_id, event_id)
-                if item is None or not google_events.is_event(item):
-                    return None
-                exceptions = []
-                if item.get("recurrence"):
+        async def one(item: dict[str, Any]) -> RemoteRef | None:
+            if not google_events.is_event(item):
+                return None
+            exceptions = []
+            if item.get("recurrence"):
+                async with limit:
                     exceptions = await self._exceptions(calendar_id, item)
             return _ref(item, self._zones.get(calendar_id, "UTC"), exceptions)
 
-        found = await asyncio.gather(*(one(i) for i in dict.fromkeys(ids)))
-        return [ref for ref in found if ref is not None]
+        found_refs = await asyncio.gather(*(one(item) for item in items))
+        return [ref for ref in found_refs if ref is not None]
 
     async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:
         found = await self.fetch(calendar_id, [google_events.event_id_for(key)])
@@ -272,37 +296,17 @@ class GoogleProvider:
             path = "/calendar/v3" + self._events(calendar_id)
             calls.append(google_batch.Call("POST", path, _send_updates(event),
                                            google_events.without_nulls(written)))  # fmt: skip
-        for first in range(0, len(items), BATCH_SIZE):
-            pending = list(range(first, min(first + BATCH_SIZE, len(items))))
-            stalled = 0  # rounds in which nothing got through: what the retries limit
-            while True:
-                answers = await self._batch([calls[n] for n in pending])
-                retry: list[int] = []
-                for n, answer in zip(pending, answers, strict=True):
-                    if answer is None or self._retryable(answer):
-                        retry.append(n)
-                    elif answer.status_code == 200:
-                        results[n] = _ref(self._api.json(answer), zone)
-                        if _changed_overrides(items[n][1]):
-                            series.append((n, self._api.json(answer)))
-                    elif answer.status_code == 409:
-                        revive.append(n)
-                    elif answer.status_code == 401:
-                        raise AuthenticationFailed("Google refused the access: reconnect required")
-                    else:
-                        results[n] = self._api.failure(answer, "creating an event")
-                if not retry:
-                    break
-                if len(retry) == len(pending):
-                    if stalled == self._api.retries:
-                        for n in retry:
-                            results[n] = Unreachable(
-                                "Google Calendar is busy or failing; retry later"
-                            )
-                        break
-                    stalled += 1
-                await self._api.sleep(stalled)
-                pending = retry
+        for n, answer in enumerate(await self._send_all(calls)):
+            if isinstance(answer, ProviderError):
+                results[n] = answer
+            elif answer.status_code == 200:
+                results[n] = _ref(self._api.json(answer), zone)
+                if _changed_overrides(items[n][1]):
+                    series.append((n, self._api.json(answer)))
+            elif answer.status_code == 409:
+                revive.append(n)
+            else:
+                results[n] = self._api.failure(answer, "creating an event")
         for n, item in series:
             try:
                 results[n] = await self._write_occurrences(calendar_id, item, items[n][1], [])
@@ -366,12 +370,15 @@ class GoogleProvider:
         *,
         changed: frozenset[str] | None = None,
     ) -> RemoteRef:
-        # Read first: a patch replaces lists whole, and other clients' reminders and
-        # attendee details must stay (the read also answers a stale version at once).
-        current = await self._get(calendar_id, event_id)
-        if event.recurrence is not None and current is not None and current.get("recurrence"):
-            return await self._update_series(calendar_id, current, etag, event, changed)
-        call = self._patch(calendar_id, Update(event_id, etag, event, changed), current)
+        item = Update(event_id, etag, event, changed)
+        call: google_batch.Call | ProviderError | None = self._blind_patch(calendar_id, item)
+        if call is None:
+            # Read first: a patch replaces lists whole, and other clients' reminders and
+            # attendee details must stay (the read also answers a stale version at once).
+            current = await self._get(calendar_id, event_id)
+            if event.recurrence is not None and current is not None and current.get("recurrence"):
+                return await self._update_series(calendar_id, current, etag, event, changed)
+            call = self._patch(calendar_id, item, current)
         if isinstance(call, ProviderError):
             raise call
         response = await self._request(
@@ -513,6 +520,27 @@ class GoogleProvider:
         found = await self._exceptions(calendar_id, master) if reread else list(by_id.values())
         return _ref(master, zone, found)
 
+    def _blind_patch(self, calendar_id: str, item: Update) -> google_batch.Call | None:
+        """The PATCH for ``item`` when it needs no read of the event first: it names
+        the version it expects (Google answers 412 for any other, so a stale event,
+        or one turned into a series since, is never written) and writes only fields
+        that do not merge with what the event holds; the caller knows that version
+        to be a single event's, so no times land on a series. None when a read is
+        needed."""
+        if (
+            not item.single
+            or not item.etag
+            or "~" in item.etag  # a series' composite version: its own etag is not all
+            or item.changed is None
+            or item.changed & _MERGED
+            or item.event.recurrence is not None
+        ):
+            return None
+        written = google_events.patch_body(item.event, {}, item.changed)
+        path = "/calendar/v3" + self._events(calendar_id, item.event_id)
+        return google_batch.Call("PATCH", path, _send_updates(item.event), written,
+                                 {"If-Match": item.etag})  # fmt: skip
+
     def _patch(
         self, calendar_id: str, item: Update, current: dict[str, Any] | None
     ) -> google_batch.Call | ProviderError:
@@ -551,8 +579,8 @@ class GoogleProvider:
     async def update_many(
         self, calendar_id: str, items: Sequence[Update]
     ) -> list[RemoteRef | ProviderError]:
-        """``update`` for many events: their reads in batch requests, then their
-        patches in batch requests. Each item answers on its own."""
+        """``update`` for many events: the reads of those that need one in batch
+        requests, then the patches in batch requests. Each item answers on its own."""
         results: list[RemoteRef | ProviderError | None] = [None] * len(items)
         for n, item in enumerate(items):
             if item.event.recurrence is None:
@@ -566,14 +594,21 @@ class GoogleProvider:
                 raise
             except ProviderError as failure:
                 results[n] = failure
-        singles = [n for n, item in enumerate(items) if item.event.recurrence is None]
+        patches: list[tuple[int, google_batch.Call]] = []
+        unread: list[int] = []
+        for n, item in enumerate(items):
+            if item.event.recurrence is not None:
+                continue
+            blind = self._blind_patch(calendar_id, item)
+            if blind is None:
+                unread.append(n)
+            else:
+                patches.append((n, blind))
         reads = [
             google_batch.Call("GET", "/calendar/v3" + self._events(calendar_id, items[n].event_id))
-            for n in singles
+            for n in unread
         ]
-        patches: list[tuple[int, google_batch.Call]] = []
-        answers = await self._send_all(reads)
-        for n, answer in zip(singles, answers, strict=True):
+        for n, answer in zip(unread, await self._send_all(reads) if reads else [], strict=True):
             item = items[n]
             current: dict[str, Any] | None = None
             if isinstance(answer, ProviderError):
@@ -643,35 +678,15 @@ class GoogleProvider:
     async def _send_all(
         self, calls: list[google_batch.Call]
     ) -> list[httpx.Response | ProviderError]:
-        """Every call's answer, sent in batch requests of ``BATCH_SIZE``: calls refused
-        for rate limits or server errors go again in a later batch after the backoff;
-        a call that never gets through answers ``Unreachable``."""
-        results: list[httpx.Response | ProviderError] = [Unreachable("no answer")] * len(calls)
-        for first in range(0, len(calls), BATCH_SIZE):
-            pending = list(range(first, min(first + BATCH_SIZE, len(calls))))
-            stalled = 0  # rounds in which nothing got through: what the retries limit
-            while pending:
-                answers = await self._batch([calls[n] for n in pending])
-                retry: list[int] = []
-                for n, answer in zip(pending, answers, strict=True):
-                    if answer is None or self._retryable(answer):
-                        retry.append(n)
-                    elif answer.status_code == 401:
-                        raise AuthenticationFailed("Google refused the access: reconnect required")
-                    else:
-                        results[n] = answer
-                if retry and len(retry) == len(pending):
-                    if stalled == self._api.retries:
-                        for n in retry:
-                            results[n] = Unreachable(
-                                "Google Calendar is busy or failing; retry later"
-                            )
-                        break
-                    stalled += 1
-                if retry:
-                    await self._api.sleep(stalled)
-                pending = retry
-        return results
+        """Every call's answer, sent in batch requests of ``BATCH_SIZE`` (see
+        ``ApiClient.send_parts``); a single call goes alone, without an envelope."""
+        if len(calls) == 1:
+            (call,) = calls
+            response = await self._request(call.method, "", url=self._root + call.path,
+                                           params=call.params, json=call.body,
+                                           headers=call.headers)  # fmt: skip
+            return [response]
+        return await self._api.send_parts(calls, self._batch, size=BATCH_SIZE)
 
     async def watch(
         self, calendar_id: str, channel_id: str, address: str, token: str

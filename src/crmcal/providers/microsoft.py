@@ -423,57 +423,52 @@ class MicrosoftProvider:
         singles = [n for n, (_, event) in enumerate(items) if event.recurrence is None]
         requests = [
             {
-                "id": str(n),
                 "method": "POST",
                 "url": f"{self._events(calendar_id)}?$expand={codec.expand_properties()}",
                 "headers": {"Content-Type": "application/json", "Prefer": _PREFER},
                 "body": self._create_body(key, event) if event.recurrence is None else None,
             }
-            for n, (key, event) in enumerate(items)
+            for key, event in items
         ]
-        for first in range(0, len(singles), BATCH_SIZE):
-            pending = singles[first : first + BATCH_SIZE]
-            stalled = 0  # rounds in which nothing got through: what the retries limit
-            while True:
-                answers = await self._batch([requests[n] for n in pending])
-                retry: list[int] = []
-                wait: str | None = None
-                for n in pending:
-                    answer = answers.get(str(n))
-                    status = int(answer.get("status", 0)) if answer else 0
-                    if status in _RETRY or answer is None:
-                        retry.append(n)
-                        wait = (answer or {}).get("headers", {}).get("Retry-After") or wait
-                    elif status in (200, 201):
-                        try:
-                            results[n] = self._created(*items[n], answer.get("body") or {})
-                        except PreconditionFailed as exists:
-                            results[n] = exists
-                    elif status == 401:
-                        raise AuthenticationFailed(
-                            "Microsoft refused the access: reconnect required"
-                        )
-                    else:
-                        inner = httpx.Response(status, json=(answer or {}).get("body") or {})
-                        results[n] = self._api.failure(inner, "creating an event")
-                if not retry:
-                    break
-                if len(retry) == len(pending):
-                    if stalled == self._api.retries:
-                        for n in retry:
-                            results[n] = Unreachable("Microsoft Graph is busy; retry later")
-                        break
-                    stalled += 1
-                await self._api.sleep(stalled, wait)
-                pending = retry
+        answers = await self._send_all([requests[n] for n in singles])
+        for n, answer in zip(singles, answers, strict=True):
+            if isinstance(answer, ProviderError):
+                results[n] = answer
+            elif answer.status_code in (200, 201):
+                try:
+                    results[n] = self._created(*items[n], self._api.json(answer))
+                except PreconditionFailed as exists:
+                    results[n] = exists
+            else:
+                results[n] = self._api.failure(answer, "creating an event")
         return [r if r is not None else Unreachable("no answer") for r in results]
 
-    async def _batch(self, requests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        response = await self._request("POST", "/$batch", json={"requests": requests})
+    async def _batch(self, requests: list[dict[str, Any]]) -> list[httpx.Response | None]:
+        """One ``$batch`` request: each request's answer as a response of its own, in
+        the order of ``requests`` (None where the envelope holds none)."""
+        numbered = [{**r, "id": str(n)} for n, r in enumerate(requests)]
+        response = await self._request("POST", "/$batch", json={"requests": numbered})
         if response.status_code != 200:
             raise self._api.failure(response, "sending a batch")
         answers = self._api.json(response).get("responses", [])
-        return {str(a.get("id")): a for a in answers if isinstance(a, dict)}
+        by_id = {str(a.get("id")): a for a in answers if isinstance(a, dict)}
+        found: list[httpx.Response | None] = []
+        for n in range(len(requests)):
+            answer = by_id.get(str(n))
+            if answer is None:
+                found.append(None)
+                continue
+            headers = answer.get("headers")
+            found.append(
+                httpx.Response(
+                    int(answer.get("status", 0)),
+                    headers={k: str(v) for k, v in headers.items()}
+                    if isinstance(headers, dict)
+                    else None,
+                    json=answer.get("body") or {},
+                )
+            )
+        return found
 
     async def update(
         self,
@@ -487,7 +482,7 @@ class MicrosoftProvider:
         if event.recurrence is not None:
             return await self._update_series(calendar_id, event_id, etag, event, changed)
         written = self._update_body(event, changed)
-        if changed is None or "when" in changed:
+        if self._guarded(Update(event_id, etag, event, changed)):
             await self._refuse_series(calendar_id, event_id)
         response = await self._request(
             "PATCH",
@@ -499,6 +494,15 @@ class MicrosoftProvider:
         if isinstance(result, ProviderError):
             raise result
         return result
+
+    @staticmethod
+    def _guarded(item: Update) -> bool:
+        """Whether an update's times need a read first, lest they go over a series:
+        not when the caller saw its version as a single event's, as an event turned
+        into a series since answers 412 (its change key moved) to the If-Match."""
+        if item.single and item.etag:
+            return False
+        return item.changed is None or "when" in item.changed
 
     @staticmethod
     def _update_body(event: CalendarEvent, changed: frozenset[str] | None) -> dict[str, Any]:
@@ -652,10 +656,8 @@ class MicrosoftProvider:
             if isinstance(answer, ProviderError):
                 failure = failure or answer
                 continue
-            status = int(answer.get("status", 0))
-            if status not in (200, 201, 204, 404):
-                inner = httpx.Response(status, json=answer.get("body") or {})
-                failure = failure or self._api.failure(inner, "writing an occurrence")
+            if answer.status_code not in (200, 201, 204, 404):
+                failure = failure or self._api.failure(answer, "writing an occurrence")
         if failure is not None:
             raise failure
         # Read back: a cancelled occurrence changes the master's version.
@@ -692,10 +694,9 @@ class MicrosoftProvider:
         for (key, _), answer in zip(wanted, await self._send_all(requests), strict=True):
             if isinstance(answer, ProviderError):
                 raise answer
-            if int(answer.get("status", 0)) != 200:
-                inner = httpx.Response(int(answer.get("status", 0)), json=answer.get("body") or {})
-                raise self._api.failure(inner, "finding an occurrence")
-            for item in (answer.get("body") or {}).get("value") or []:
+            if answer.status_code != 200:
+                raise self._api.failure(answer, "finding an occurrence")
+            for item in self._api.json(answer).get("value") or []:
                 original = codec.original_start(item, series)
                 if original is not None and _key(original) == key:
                     found[key] = str(item["id"])
@@ -763,13 +764,15 @@ class MicrosoftProvider:
                 raise
             except ProviderError as failure:
                 results[n] = failure
-        guarded = [n for n in batched if (changed := items[n].changed) is None or "when" in changed]
+        guarded = [n for n in batched if self._guarded(items[n])]
         reads = [
             {"method": "GET", "url": self._event(calendar_id, items[n].event_id) + "?$select=type"}
             for n in guarded
         ]
-        for n, answer in zip(guarded, await self._send_all(reads), strict=True):
-            body = answer.get("body") if isinstance(answer, dict) else None
+        for n, answer in zip(guarded, await self._send_all(reads) if reads else [], strict=True):
+            body = None
+            if not isinstance(answer, ProviderError) and answer.status_code == 200:
+                body = self._api.json(answer)
             if isinstance(body, dict) and body.get("type") == "seriesMaster":
                 results[n] = SeriesInCalendar(
                     f"the event {items[n].event_id} is a recurring series in the calendar; "
@@ -788,12 +791,13 @@ class MicrosoftProvider:
             if item.etag:
                 request["headers"]["If-Match"] = _version(item.etag)
             requests.append(request)
-        for n, answer in zip(patches, await self._send_all(requests), strict=True):
-            if isinstance(answer, ProviderError):
-                results[n] = answer
-                continue
-            response = httpx.Response(int(answer.get("status", 0)), json=answer.get("body") or {})
-            results[n] = self._updated(items[n].event_id, items[n].etag, response)
+        answers = await self._send_all(requests) if requests else []
+        for n, answer in zip(patches, answers, strict=True):
+            results[n] = (
+                answer
+                if isinstance(answer, ProviderError)
+                else self._updated(items[n].event_id, items[n].etag, answer)
+            )
         return [r if r is not None else Unreachable("no answer") for r in results]
 
     async def delete_many(
@@ -808,53 +812,24 @@ class MicrosoftProvider:
             }
             for event_id, etag in items
         ]
-        results: list[ProviderError | None] = []
         answers = await self._send_all(requests)
-        for (event_id, etag), answer in zip(items, answers, strict=True):
-            if isinstance(answer, ProviderError):
-                results.append(answer)
-                continue
-            response = httpx.Response(int(answer.get("status", 0)), json=answer.get("body") or {})
-            results.append(self._deleted(event_id, etag, response))
-        return results
+        return [
+            answer if isinstance(answer, ProviderError) else self._deleted(event_id, etag, answer)
+            for (event_id, etag), answer in zip(items, answers, strict=True)
+        ]
 
     async def _send_all(
         self, requests: list[dict[str, Any]]
-    ) -> list[dict[str, Any] | ProviderError]:
-        """Every request's answer (status, headers, body), sent in ``$batch`` requests
-        of ``BATCH_SIZE``: those refused for throttling or server errors go again in a
-        later batch after the backoff; one that never gets through is ``Unreachable``."""
-        results: list[dict[str, Any] | ProviderError] = [Unreachable("no answer")] * len(requests)
-        numbered = [{**r, "id": str(n)} for n, r in enumerate(requests)]
-        for first in range(0, len(requests), BATCH_SIZE):
-            pending = list(range(first, min(first + BATCH_SIZE, len(requests))))
-            stalled = 0  # rounds in which nothing got through: what the retries limit
-            while pending:
-                answers = await self._batch([numbered[n] for n in pending])
-                retry: list[int] = []
-                wait: str | None = None
-                for n in pending:
-                    answer = answers.get(str(n))
-                    status = int(answer.get("status", 0)) if answer else 0
-                    if answer is None or status in _RETRY:
-                        retry.append(n)
-                        wait = (answer or {}).get("headers", {}).get("Retry-After") or wait
-                    elif status == 401:
-                        raise AuthenticationFailed(
-                            "Microsoft refused the access: reconnect required"
-                        )
-                    else:
-                        results[n] = answer
-                if retry and len(retry) == len(pending):
-                    if stalled == self._api.retries:
-                        for n in retry:
-                            results[n] = Unreachable("Microsoft Graph is busy; retry later")
-                        break
-                    stalled += 1
-                if retry:
-                    await self._api.sleep(stalled, wait)
-                pending = retry
-        return results
+    ) -> list[httpx.Response | ProviderError]:
+        """Every request's answer, sent in ``$batch`` requests of ``BATCH_SIZE`` (see
+        ``ApiClient.send_parts``); a single request goes alone, without an envelope."""
+        if len(requests) == 1:
+            (request,) = requests
+            response = await self._request(request["method"], request["url"],
+                                           json=request.get("body"),
+                                           headers=request.get("headers"))  # fmt: skip
+            return [response]
+        return await self._api.send_parts(requests, self._batch, size=BATCH_SIZE)
 
     # --- change notifications ------------------------------------------------------------
 

@@ -999,10 +999,18 @@ class Engine:
             return
         await self.written.note([(activity.id, self._crm_hash(activity), event.content_hash())])
         etag = self._seen_etag(pair, link) or ""
-        update = Update(link.remote_id, etag, event, changed)
-        # Written at once: an update is read-modify-write of the event as just listed.
-        self.updates.append((pair, link, activity, event, update))
-        await self._push_changes()
+        listed = pair.remote.event if pair.remote is not None else None
+        # As listed now, or as linked: crmcal writes a single activity to a single
+        # event, and any change there (into a series too) moves the version.
+        single = event.recurrence is None and (
+            pair.remote is None or (listed is not None and listed.recurrence is None)
+        )
+        update = Update(link.remote_id, etag, event, changed, single)
+        # Each names the version it was decided against, so it may wait for its batch:
+        # an event changed meanwhile answers 412 and is decided again (_updated).
+        self.updates.append((pair, link, activity, event, update))  # see _push_changes
+        if not self.provider.capabilities.batch_changes:
+            await self._push_changes()
 
     async def _push_changes(self) -> None:
         """Send the updates and deletes gathered so far: in as few requests as the
