@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import hypothesis
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -29,6 +30,14 @@ from crmcal.db import Database
 from crmcal.web.app import create_app
 
 pytest_plugins = ["tests.caldav_servers", "tests.google_emulator", "tests.microsoft_emulator"]
+
+# Hypothesis times each example (200 ms) and how long drawing takes: on a machine whose
+# cores are busy with other work that measures the machine, not crmcal. Tests may still
+# set limits of their own; none has reason to.
+hypothesis.settings.register_profile(
+    "busy-machine", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.load_profile("busy-machine")
 
 PG_SERVER = os.environ.get("CRMCAL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"

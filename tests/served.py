@@ -40,7 +40,7 @@ def served_app(
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # a generous bound on a failure, never on a pass
     while not server.started:
         assert thread.is_alive(), "the app stopped while starting"
         assert time.monotonic() < deadline, "the app did not start"
