@@ -1,28 +1,45 @@
 """Syncs per second and memory of ``crmcal worker`` processes on the queue (PostgreSQL),
 against a Google Calendar emulator in a process of its own.
 
-For each worker count it makes a fresh database with N connections (one Google account
-each), runs one round of first syncs, then times two rounds of syncs of every
-connection queued at once: with no change, and with one new event in each calendar.
-The figures are connections synced per second (all workers together, and per
-worker), and each worker's resident memory at the end. It also times procrastinate's
-own cost: a no-op job through the same queue.
+Every setup is a fresh database. Its users and connections are written with bulk
+inserts and the emulator starts with one account per connection (refresh tokens
+known in advance), so 10,000 connections take seconds to set up, not 10,000 API
+calls. Then:
 
-    python bench/queue_workers.py --connections 1000 --workers 1 2 4
+* ``rounds``: one round of first syncs, then rounds of syncs of every connection
+  queued at once: with no change, and with one new event in each calendar. The
+  figures are connections synced per second (all workers together, and per
+  worker), the workers' CPU seconds per sync, and each worker's resident memory at
+  the end. With one worker it also times procrastinate's own cost: a bare no-op
+  job through the same queue, and a crmcal job that does nothing.
+* ``cpu``: no-change syncs one at a time in this process (``run_sync``, as a
+  worker runs it), their CPU time, optionally under cProfile.
+* ``storm``: ``crmcal serve`` (enqueue only) and workers; every connection is
+  queued at once and meanwhile events are renamed in a sample of calendars: how
+  long from the rename (the emulator notifies crmcal's webhook) until the CRM
+  activity carries the new title.
+
+    python -m bench.queue_workers rounds --connections 1000 10000 --workers 1 2 4
+    python -m bench.queue_workers cpu --connections 200 --profile /tmp/sync.prof
+    python -m bench.queue_workers storm --connections 1000 --workers 2
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import cProfile
 import datetime as dt
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +47,13 @@ import httpx
 import procrastinate
 import psycopg
 from bench.benchkit import free_port
+from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
 
 from crmcal import migrations
-from crmcal.crm import users
-from crmcal.crm.schemas import UserCreate
+from crmcal.config import Settings
+from crmcal.crm.schemas import default_permissions
+from crmcal.crm.tables import User, utcnow
 from crmcal.db import Database
 from crmcal.jobs.queue import conninfo, defer_sync, ensure_schema, queue_app
 from crmcal.sync.tables import Connection
@@ -42,6 +61,22 @@ from crmcal.vault import Vault
 
 SECRET = "bench-7Qm2Zx9Lp4Rt8Vw1Ky6Hn3Jd5Fs0Ga"  # noqa: S105  # a bench database of its own
 SERVER = os.environ.get("CRMCAL_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+CONCURRENCY = 16
+# Where push channels point when no crmcal server runs: nothing listens there, so the
+# emulator's deliveries fail at once instead of queueing extra syncs.
+NOWHERE = "http://127.0.0.1:9"
+
+
+def email_of(n: int) -> str:
+    return f"bench{n}@example.test"
+
+
+def refresh_of(n: int) -> str:
+    return f"bench-refresh-{n}"
+
+
+def event_id_of(n: int) -> str:
+    return f"bench{n:08d}"  # Google's alphabet: base32hex
 
 
 def sql(url: str, text: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -57,56 +92,150 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+# --- the emulator, in a process of its own ------------------------------------------------
+
+
+def serve_emulator(accounts: int, port: int) -> None:
+    """The Google emulator with ``accounts`` accounts made in-process, and a bench route
+    that writes events straight into the state (pushes go out as for API writes)."""
+    import uvicorn
+    from fastapi import Request
+
+    from crmcal.emulators.google import GoogleState, create_app
+
+    state = GoogleState()
+    for n in range(accounts):
+        state.create_account(email_of(n))
+        state.refresh_tokens[refresh_of(n)] = email_of(n)
+    app = create_app(state)
+
+    @app.post("/_bench/events")
+    async def write_events(request: Request) -> dict[str, int]:
+        """One event per calendar ``first`` .. ``first + count - 1``: made, or renamed."""
+        body = await request.json()
+        start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=2)
+        for n in range(body["first"], body["first"] + body["count"]):
+            calendar = state.calendars[email_of(n)]
+            event_id = event_id_of(n)
+            if event_id in calendar.events:
+                state.patch(calendar, event_id, {"summary": body["summary"]}, None)
+            else:
+                state.insert(calendar, {
+                    "id": event_id, "summary": body["summary"],
+                    "start": {"dateTime": start.isoformat()},
+                    "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat()},
+                })  # fmt: skip
+        return {"written": body["count"]}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
 class Emulator:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, accounts: int) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         log = (workdir / "emulator.log").open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "crmcal", "emulator", "google", "--port", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(self.url + "/_emulator/requests", timeout=5)
-                return
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        command = [sys.executable, "-m", "bench.queue_workers", "emulator",
+                   "--accounts", str(accounts), "--port", str(self.port)]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(self.url + "/_emulator/requests", self.process)
+
+    def write_events(self, first: int, count: int, summary: str) -> None:
+        answer = httpx.post(self.url + "/_bench/events", timeout=600,
+                            json={"first": first, "count": count, "summary": summary})  # fmt: skip
+        answer.raise_for_status()
 
     def stop(self) -> None:
-        os.kill(self.process.pid, signal.SIGTERM)
-        self.process.wait(timeout=30)
+        stop(self.process)
 
 
-async def seed(url: str, emulator: Emulator, count: int) -> list[tuple[str, str]]:
-    """``count`` users with a Google connection each; answers (account, access token)."""
-    accounts = []
-    async with httpx.AsyncClient(base_url=emulator.url, timeout=60) as client:
-        for n in range(count):
-            email = f"bench{n}@example.test"
-            tokens = (await client.post("/_emulator/accounts", json={"email": email})).json()
-            accounts.append((email, tokens["refresh_token"], tokens["access_token"]))
+def wait_for(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            httpx.get(url, timeout=30)
+            return
+        except httpx.HTTPError:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args} ended with {process.returncode}") from None
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# --- the database ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    name = f"crmcal_bench_{uuid.uuid4().hex[:10]}"
+    sql(SERVER, f'CREATE DATABASE "{name}"')
+    try:
+        url = make_url(SERVER).set(drivername="postgresql+psycopg", database=name)
+        db_url = url.render_as_string(hide_password=False)
+        migrations.upgrade(db_url)
+        ensure_schema(db_url)
+        yield db_url
+    finally:
+        sql(SERVER, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+async def seed(url: str, count: int) -> None:
+    """``count`` users with a Google connection each, in bulk inserts."""
     db = Database(url)
     vault = Vault(SECRET)
-    now = dt.datetime.now(dt.UTC)
+    now = utcnow()
+    permissions = default_permissions()
     try:
         async with db.write() as session:
-            for email, refresh, _ in accounts:
-                user, _ = await users.create_user(session, UserCreate(email=email, name=email))
-                await session.flush()
-                session.add(Connection(
-                    user_id=user.id, provider="google", account=email, username=None,
-                    credentials=vault.seal(refresh), calendar_id=email, calendar_name=email,
-                    sync_type="two_way", options={}, state="active", connected_at=now,
-                    counts={}, problems=[], failures=0,
-                    next_sync_at=now + dt.timedelta(days=1),
-                ))  # fmt: skip
+            for first in range(0, count, 2000):
+                part = range(first, min(first + 2000, count))
+                await session.execute(insert(User), [
+                    {"email": email_of(n), "name": f"Bench {n}", "is_admin": False,
+                     "permissions": permissions, "timezone": "UTC", "active": True}
+                    for n in part
+                ])  # fmt: skip
+            ids = {email: id_ for email, id_ in await session.execute(select(User.email, User.id))}
+            for first in range(0, count, 2000):
+                part = range(first, min(first + 2000, count))
+                await session.execute(insert(Connection), [
+                    {"user_id": ids[email_of(n)], "provider": "google", "account": email_of(n),
+                     "username": None, "credentials": vault.seal(refresh_of(n)),
+                     "calendar_id": email_of(n), "calendar_name": email_of(n),
+                     "sync_type": "two_way", "options": {}, "state": "active",
+                     "connected_at": now, "counts": {}, "problems": [], "failures": 0,
+                     "next_sync_at": now + dt.timedelta(days=1)}
+                    for n in part
+                ])  # fmt: skip
     finally:
         await db.dispose()
-    return [(email, access) for email, _, access in accounts]
+
+
+def worker_env(db_url: str, emulator: Emulator, base_url: str = NOWHERE) -> dict[str, str]:
+    return {**os.environ, "CRMCAL_DATABASE_URL": db_url, "CRMCAL_SECRET_KEY": SECRET,
+            "CRMCAL_GOOGLE_API_URL": emulator.url, "CRMCAL_GOOGLE_OAUTH_URL": emulator.url,
+            "CRMCAL_BASE_URL": base_url, "CRMCAL_POLL_SECONDS": "86400",
+            "CRMCAL_ALLOW_PRIVATE_NETWORKS": "1"}  # fmt: skip
 
 
 async def queue_all(url: str) -> int:
@@ -118,7 +247,11 @@ async def queue_all(url: str) -> int:
     return len(ids)
 
 
-def wait_done(url: str, count: int, since: int, timeout: float = 3600) -> None:
+def last_run(url: str) -> int:
+    return int(sql(url, "SELECT coalesce(max(id), 0) FROM sync_runs")[0][0])
+
+
+def wait_done(url: str, count: int, since: int, timeout: float = 7200) -> None:
     """Until ``count`` syncs have ended since sync run id ``since``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -131,31 +264,79 @@ def wait_done(url: str, count: int, since: int, timeout: float = 3600) -> None:
         time.sleep(0.2)
 
 
-def last_run(url: str) -> int:
-    return int(sql(url, "SELECT coalesce(max(id), 0) FROM sync_runs")[0][0])
+def failed(url: str, since: int) -> int:
+    return int(sql(url, "SELECT count(*) FROM sync_runs WHERE id > %s AND outcome <> 'ok'",
+                   since)[0][0])  # fmt: skip
 
 
-async def add_events(emulator: Emulator, accounts: list[tuple[str, str]]) -> None:
-    start = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
-    body = {"summary": "one change", "start": {"dateTime": start.isoformat()},
-            "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat()}}  # fmt: skip
-    async with httpx.AsyncClient(base_url=emulator.url, timeout=60) as client:
-        for email, token in accounts:
-            answer = await client.post(f"/calendar/v3/calendars/{email}/events", json=body,
-                                       headers={"Authorization": f"Bearer {token}"})  # fmt: skip
-            answer.raise_for_status()
+class Round:
+    """One round of syncs of every connection: wall time, and the workers' CPU and memory."""
+
+    def __init__(self, url: str, procs: list[subprocess.Popen[bytes]], count: int) -> None:
+        since = last_run(url)
+        cpu = [cpu_seconds(p.pid) for p in procs]
+        self.load = load()
+        started = time.perf_counter()
+        asyncio.run(queue_all(url))
+        wait_done(url, count, since)
+        self.wall = time.perf_counter() - started
+        self.cpu = sum(cpu_seconds(p.pid) - before for p, before in zip(procs, cpu, strict=True))
+        self.rss = max(rss_mb(p.pid) for p in procs)
+        self.failed = failed(url, since)
+        self.count = count
+
+    def cells(self, workers: int) -> str:
+        rate = self.count / self.wall
+        return (f"{rate:.0f} | {rate / workers:.0f} | {1000 * self.cpu / self.count:.1f} | "
+                f"{self.count / self.cpu:.0f}")  # fmt: skip
 
 
-def timed_round(url: str, count: int) -> float:
-    since = last_run(url)
-    started = time.perf_counter()
-    asyncio.run(queue_all(url))
-    wait_done(url, count, since)
-    return time.perf_counter() - started
+def start_workers(
+    env: dict[str, str], workers: int, workdir: Path
+) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for n in range(workers):
+        log = (workdir / f"worker{n}.log").open("wb")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "crmcal", "worker", "--concurrency", str(CONCURRENCY)],
+            env=env, stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
+    return procs
 
 
-async def noop_rate(url: str, jobs: int) -> float:
-    """Jobs per second of a bare procrastinate no-op task, one worker of concurrency 8."""
+def rounds(connections: int, workers: int, workdir: Path) -> dict[str, Any]:
+    with fresh_database() as db_url:
+        emulator = Emulator(workdir, connections)
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            started = time.perf_counter()
+            asyncio.run(seed(db_url, connections))
+            seeded = time.perf_counter() - started
+            procs = start_workers(worker_env(db_url, emulator), workers, workdir)
+            first = Round(db_url, procs, connections)
+            unchanged = Round(db_url, procs, connections)
+            emulator.write_events(0, connections, "one change")
+            changed = Round(db_url, procs, connections)
+            unchanged2 = Round(db_url, procs, connections)
+            noop = None
+            if workers == 1:
+                for proc in procs:
+                    stop(proc)
+                procs = []
+                noop = asyncio.run(queue_overhead(db_url, 2000))
+            return {"seeded": seeded, "first": first, "unchanged": [unchanged, unchanged2],
+                    "changed": changed, "noop": noop}  # fmt: skip
+        finally:
+            for proc in procs:
+                stop(proc)
+            emulator.stop()
+
+
+# --- the queue's own cost -------------------------------------------------------------------
+
+
+async def queue_overhead(url: str, jobs: int) -> dict[str, float]:
+    """Jobs per second and CPU per job of a bare procrastinate no-op task on a worker
+    of concurrency 16 (deferred first, then drained), in this process."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(url)))
 
     @app.task(name="bench.noop", queue="bench")
@@ -165,72 +346,174 @@ async def noop_rate(url: str, jobs: int) -> float:
     async with app.open_async():
         for _ in range(jobs):
             await noop.defer_async()
-        started = time.perf_counter()
-        await app.run_worker_async(queues=["bench"], concurrency=8, wait=False,
-                                   install_signal_handlers=False, delete_jobs="always")  # fmt: skip
-        return jobs / (time.perf_counter() - started)
+        cpu, started = time.process_time(), time.perf_counter()
+        await app.run_worker_async(
+            queues=["bench"],
+            concurrency=CONCURRENCY,
+            wait=False,
+            install_signal_handlers=False,
+            delete_jobs="successful",
+        )
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"rate": jobs / wall, "cpu_ms": 1000 * cpu / jobs, "load": float(load())}
 
 
-def one_setup(connections: int, workers: int, workdir: Path) -> dict[str, Any]:
-    name = f"crmcal_bench_{uuid.uuid4().hex[:10]}"
-    sql(SERVER, f'CREATE DATABASE "{name}"')
-    url = make_url(SERVER).set(drivername="postgresql+psycopg", database=name)
-    db_url = url.render_as_string(hide_password=False)
-    emulator = Emulator(workdir)
-    procs: list[subprocess.Popen[bytes]] = []
+# --- no-change syncs in this process ----------------------------------------------------------
+
+
+async def cpu_per_sync(db_url: str, emulator: Emulator, connections: int, repeat: int,
+                       profile: str | None) -> list[float]:  # fmt: skip
+    from crmcal.jobs.queue import Runtime
+    from crmcal.sync.runner import run_sync
+
+    settings = Settings.from_env(worker_env(db_url, emulator))
+    db = Database(db_url)
+    app = queue_app(db_url)
+    runtime = Runtime(db=db, vault=Vault(SECRET), settings=settings, app=app)
+    ids = [row[0] for row in sql(db_url, "SELECT id FROM connections ORDER BY id")]
     try:
-        migrations.upgrade(db_url)
-        ensure_schema(db_url)
-        accounts = asyncio.run(seed(db_url, emulator, connections))
-        env = {**os.environ, "CRMCAL_DATABASE_URL": db_url, "CRMCAL_SECRET_KEY": SECRET,
-               "CRMCAL_GOOGLE_API_URL": emulator.url, "CRMCAL_GOOGLE_OAUTH_URL": emulator.url,
-               "CRMCAL_BASE_URL": emulator.url, "CRMCAL_POLL_SECONDS": "86400"}  # fmt: skip
-        for n in range(workers):
-            log = (workdir / f"worker{n}.log").open("wb")
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "crmcal", "worker", "--concurrency", "16"],
-                env=env, stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
-        first = timed_round(db_url, connections)
-        unchanged = timed_round(db_url, connections)
-        asyncio.run(add_events(emulator, accounts))
-        changed = timed_round(db_url, connections)
-        memory = [rss_mb(p.pid) for p in procs]
-        noop = asyncio.run(noop_rate(db_url, 2000)) if workers == 1 else None
-        return {"connections": connections, "workers": workers, "first": first,
-                "unchanged": unchanged, "changed": changed, "rss": memory,
-                "noop": noop}  # fmt: skip
+        for connection_id in ids:  # first syncs
+            await run_sync(db, runtime.vault, settings, connection_id)
+        per_round = []
+        profiler = cProfile.Profile(time.process_time) if profile else None
+        for _ in range(repeat):
+            cpu = time.process_time()
+            if profiler:
+                profiler.enable()
+            for connection_id in ids:
+                await run_sync(db, runtime.vault, settings, connection_id)
+            if profiler:
+                profiler.disable()
+            per_round.append(1000 * (time.process_time() - cpu) / len(ids))
+        if profiler and profile:
+            profiler.dump_stats(profile)
+        return per_round
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        emulator.stop()
-        sql(SERVER, f'DROP DATABASE "{name}" WITH (FORCE)')
+        await db.dispose()
+
+
+def cpu_mode(connections: int, repeat: int, profile: str | None, workdir: Path) -> None:
+    with fresh_database() as db_url:
+        emulator = Emulator(workdir, connections)
+        try:
+            asyncio.run(seed(db_url, connections))
+            found = asyncio.run(cpu_per_sync(db_url, emulator, connections, repeat, profile))
+        finally:
+            emulator.stop()
+    print(f"no-change sync, one at a time in one process, {connections} connections: "
+          f"CPU ms per sync by round {', '.join(f'{c:.1f}' for c in found)} "
+          f"(load {load()})")  # fmt: skip
+
+
+# --- push-to-CRM latency under a storm ----------------------------------------------------------
+
+
+def storm(connections: int, workers: int, samples: int, workdir: Path) -> dict[str, Any]:
+    with fresh_database() as db_url:
+        emulator = Emulator(workdir, connections)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = worker_env(db_url, emulator, base_url=base)
+        procs: list[subprocess.Popen[bytes]] = []
+        server = None
+        try:
+            asyncio.run(seed(db_url, connections))
+            emulator.write_events(0, connections, "before")
+            log = (workdir / "server.log").open("wb")
+            server = subprocess.Popen(
+                [sys.executable, "-m", "crmcal", "serve", "--port", str(port)],
+                env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            wait_for(base + "/healthz", server)
+            procs = start_workers(env, workers, workdir)
+            Round(db_url, procs, connections)  # first syncs: activities and push channels
+            # The storm: every connection queued at once; meanwhile, one calendar event
+            # after another renamed, each timed until its activity has the new title.
+            since = last_run(db_url)
+            loader = subprocess.Popen([sys.executable, "-c", (
+                "import asyncio, sys; from bench.queue_workers import queue_all; "
+                "asyncio.run(queue_all(sys.argv[1]))"), db_url])  # fmt: skip
+            step = max(1, connections // samples)
+            latencies = []
+            busy = []
+            for k in range(samples):
+                n = (k * step) % connections
+                title = f"renamed {k}"
+                started = time.perf_counter()
+                emulator.write_events(n, 1, title)
+                while not sql(db_url, "SELECT 1 FROM activities WHERE subject = %s", title):
+                    time.sleep(0.02)
+                latencies.append(time.perf_counter() - started)
+                running = sql(db_url, "SELECT count(*) FROM sync_runs WHERE id > %s", since)
+                busy.append(int(running[0][0]))
+            loader.wait()
+            storm_syncs = last_run(db_url) - since
+            latencies.sort()
+            return {"p50": statistics.median(latencies),
+                    "p95": latencies[max(0, round(0.95 * len(latencies)) - 1)],
+                    "max": latencies[-1], "syncs_during": busy[-1] - busy[0],
+                    "storm_syncs": storm_syncs, "load": load()}  # fmt: skip
+        finally:
+            for proc in procs:
+                stop(proc)
+            if server is not None:
+                stop(server)
+            emulator.stop()
+
+
+# --- the command --------------------------------------------------------------------------------
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--connections", type=int, nargs="+", default=[1000])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    commands = parser.add_subparsers(dest="command", required=True)
+    r = commands.add_parser("rounds")
+    r.add_argument("--connections", type=int, nargs="+", default=[1000])
+    r.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    c = commands.add_parser("cpu")
+    c.add_argument("--connections", type=int, default=200)
+    c.add_argument("--repeat", type=int, default=3)
+    c.add_argument("--profile")
+    s = commands.add_parser("storm")
+    s.add_argument("--connections", type=int, default=1000)
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--samples", type=int, default=40)
+    e = commands.add_parser("emulator")
+    e.add_argument("--accounts", type=int, required=True)
+    e.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    print("| connections | workers | first syncs/s | no change syncs/s | per worker | "
-          "one change syncs/s | per worker | RSS per worker MB |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    if args.command == "emulator":
+        serve_emulator(args.accounts, args.port)
+        return
     with tempfile.TemporaryDirectory(dir=os.environ.get("CRMCAL_BENCH_KEEP")) as tmp:
-        for connections in args.connections:
-            for workers in args.workers:
-                r = one_setup(connections, workers, Path(tmp))
-                n = r["connections"]
-                print(f"| {n} | {workers} | {n / r['first']:.0f} | {n / r['unchanged']:.0f} | "
-                      f"{n / r['unchanged'] / workers:.0f} | {n / r['changed']:.0f} | "
-                      f"{n / r['changed'] / workers:.0f} | "
-                      f"{max(r['rss']):.0f} |", flush=True)  # fmt: skip
-                if r["noop"]:
-                    print(f"  bare procrastinate no-op jobs/s (1 worker, concurrency 8): "
-                          f"{r['noop']:.0f}", flush=True)  # fmt: skip
+        workdir = Path(tmp)
+        if args.command == "cpu":
+            cpu_mode(args.connections, args.repeat, args.profile, workdir)
+        elif args.command == "storm":
+            found = storm(args.connections, args.workers, args.samples, workdir)
+            print(f"push-to-CRM latency, {args.connections} connections syncing, "
+                  f"{args.workers} workers: p50 {found['p50']:.2f} s, p95 {found['p95']:.2f} s, "
+                  f"max {found['max']:.2f} s; {found['storm_syncs']} syncs in the storm "
+                  f"(load {found['load']})")  # fmt: skip
+        else:
+            print("| connections | workers | round | syncs/s | per worker | worker CPU ms "
+                  "per sync | syncs per CPU s | failed | RSS per worker MB | load |")  # fmt: skip
+            print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+            for connections in args.connections:
+                for workers in args.workers:
+                    found = rounds(connections, workers, workdir)
+                    named = [("first", found["first"]), ("no change", found["unchanged"][0]),
+                             ("one change", found["changed"]),
+                             ("no change", found["unchanged"][1])]  # fmt: skip
+                    for name, one in named:
+                        row = f"| {connections} | {workers} | {name} | {one.cells(workers)} | "
+                        print(f"{row}{one.failed} | {one.rss:.0f} | {one.load} |", flush=True)
+                    print(f"  set-up of {connections} users and connections: "
+                          f"{found['seeded']:.1f} s", flush=True)  # fmt: skip
+                    if found["noop"]:
+                        noop = found["noop"]
+                        print(f"  bare procrastinate no-op job (concurrency {CONCURRENCY}): "
+                              f"{noop['rate']:.0f} jobs/s, {noop['cpu_ms']:.2f} ms CPU a job "
+                              f"(load {noop['load']:.1f})", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

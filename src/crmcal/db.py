@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Executable, Result, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import (
@@ -99,6 +99,21 @@ class Database:
         if self.sqlite:
             install_sqlite_pragmas(self.engine.sync_engine)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # The same pool, each statement committed on its own (PostgreSQL): no BEGIN and
+        # COMMIT round trips around a statement that is atomic by itself.
+        self._autocommit = (
+            None if self.sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
+
+    async def execute_one(self, statement: Executable) -> Result[Any]:
+        """Run one statement in a transaction of its own (buffered: its rows stay
+        readable). On PostgreSQL without BEGIN and COMMIT, which a single statement
+        does not need; for the small statements a worker runs on every request."""
+        if self._autocommit is None:
+            async with self.engine.begin() as connection:
+                return await connection.execute(statement)
+        async with self._autocommit.connect() as connection:
+            return await connection.execute(statement)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

@@ -27,7 +27,7 @@ import logging
 import math
 import random
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ SERVER_BUSY_RETRY_SECONDS = 2
 SERVER_SLOT_TTL = dt.timedelta(seconds=60)
 # A worker's heartbeat; one silent for STALLED_AFTER beats is taken for dead.
 STALLED_AFTER = 3
+NOT_CALDAV_KEPT = 100_000  # ids kept (a few MB at most)
 
 
 @dataclass
@@ -75,6 +76,9 @@ class Runtime:
     settings: Settings
     app: procrastinate.App
     limits: SharedLimits | None = None
+    # Connections known not to be CalDAV (a connection's kind never changes): their
+    # jobs skip the look-up of a per-server limit.
+    not_caldav: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.limits is None:
@@ -162,11 +166,15 @@ async def sync_connection(context: procrastinate.JobContext, connection_id: int)
 
 async def _caldav_server(runtime: Runtime, connection_id: int) -> Limit | None:
     """The shared per-server limit of a CalDAV connection (None for other kinds)."""
+    if connection_id in runtime.not_caldav:
+        return None
     async with runtime.db.read() as session:
         found = await session.execute(
             select(Connection.provider, Connection.account).where(Connection.id == connection_id)
         )
         row = found.first()
+    if row is not None and row.provider != "caldav" and len(runtime.not_caldav) < NOT_CALDAV_KEPT:
+        runtime.not_caldav.add(connection_id)
     if row is None or row.provider != "caldav" or runtime.limits is None:
         return None
     return runtime.limits.for_server(row.account)

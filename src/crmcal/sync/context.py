@@ -10,12 +10,15 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from crmcal.crm import changefeed, permissions
 from crmcal.crm.tables import User
 from crmcal.db import Database
 from crmcal.sync.options import SyncOptions, writes_calendar, writes_crm
 from crmcal.sync.states import RECONNECT_REQUIRED, FailureKind
-from crmcal.sync.tables import Connection
+from crmcal.sync.tables import Connection, WrittenNote
 
 
 class SyncRefused(Exception):
@@ -33,6 +36,31 @@ class SyncFailed(Exception):
 class SyncStopped(Exception):
     """The connection was stopped or deleted while the run went on: it ends here, with
     what it wrote so far linked, before its next write."""
+
+
+@dataclass(frozen=True)
+class Start:
+    """What a run starts from, read in one transaction: the connection, its owner, the
+    change feed's head and the notes of writes an earlier run may have left unlinked.
+    The runner reads it in the transaction that takes the lease."""
+
+    conn: Connection
+    owner: User
+    feed_head: int
+    written: dict[int, tuple[str | None, str]]
+
+    @classmethod
+    async def read(cls, session: AsyncSession, conn: Connection) -> Start:
+        owner = await session.get(User, conn.user_id)
+        assert owner is not None
+        feed_head = await changefeed.latest_seq(session)
+        rows = await session.execute(
+            select(WrittenNote.activity_id, WrittenNote.crm_hash, WrittenNote.remote_hash).where(
+                WrittenNote.connection_id == conn.id
+            )
+        )
+        written = {activity_id: (crm, remote) for activity_id, crm, remote in rows}
+        return cls(conn, owner, feed_head, written)
 
 
 @dataclass(frozen=True)
@@ -83,9 +111,12 @@ class RunContext:
             conn = await session.get(Connection, connection_id)
             if conn is None:
                 raise SyncRefused(f"connection {connection_id} not found")
-            owner = await session.get(User, conn.user_id)
-            assert owner is not None
-            feed_head = await changefeed.latest_seq(session)
+            start = await Start.read(session, conn)
+        return cls.of(start, force=force, base_url=base_url, mails_attendees=mails_attendees)
+
+    @classmethod
+    def of(cls, start: Start, *, force: bool, base_url: str, mails_attendees: bool) -> RunContext:
+        conn, owner, feed_head = start.conn, start.owner, start.feed_head
         options = SyncOptions.model_validate(conn.options or {})
         push, pull = writes_calendar(conn.sync_type), writes_crm(conn.sync_type)
         check_permissions(owner, pull)

@@ -50,7 +50,7 @@ from crmcal.providers.base import (
     update_many,
 )
 from crmcal.sync import mapping, merge
-from crmcal.sync.context import RunContext, SyncFailed, SyncRefused, SyncStopped
+from crmcal.sync.context import RunContext, Start, SyncFailed, SyncRefused, SyncStopped
 from crmcal.sync.decisions import Act, Decision, State, decide
 from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.links import Links
@@ -171,18 +171,34 @@ class Engine:
         # (loaded only when a new calendar series might be a split of one of them).
         self.pairs: list[Pair] = []
         self.series_rows: dict[int, tuple[ActivitySeries, list[Activity]]] = {}
+        # The calendar's listing, kept for the closing write (``finish_in``).
+        self.listing: ChangeListing | None = None
+        # The connection's problems as read with the run's start (None: read them).
+        self._problems_before: list[dict[str, Any]] | None = None
 
     # --- the run ---------------------------------------------------------
 
-    async def run(self) -> SyncReport:
-        self.ctx = ctx = await RunContext.build(
-            self.db,
-            self.connection_id,
-            force=self.force,
-            base_url=self.base_url,
-            mails_attendees=self.provider.capabilities.mails_attendees,
-        )
-        await self.written.load()
+    async def run(self, start: Start | None = None, *, finish: bool = True) -> SyncReport:
+        """The run. ``start``: what it starts from, read by the caller under the lease
+        (else read here). ``finish=False``: the closing write (cursors, counts) is left
+        for the caller to make with ``finish_in`` in its own transaction, the one that
+        gives the lease back."""
+        mails = self.provider.capabilities.mails_attendees
+        if start is None:
+            self.ctx = ctx = await RunContext.build(
+                self.db,
+                self.connection_id,
+                force=self.force,
+                base_url=self.base_url,
+                mails_attendees=mails,
+            )
+            await self.written.load()
+        else:
+            self.ctx = ctx = RunContext.of(
+                start, force=self.force, base_url=self.base_url, mails_attendees=mails
+            )
+            self.written.notes = dict(start.written)
+            self._problems_before = start.conn.problems
         cursor = None if ctx.options_changed else ctx.remote_cursor
         # A first import needs every event's contents: say so, a provider may
         # then list them in one go instead of listing and fetching.
@@ -210,11 +226,24 @@ class Engine:
                     await self._push_changes()
                 if self.progress:
                     self.progress(done, total)
-            await self._still_wanted(now=True)
-            await self._import_batch()
-            await self._push_changes()
-            await self._push_batch()
-            await self._finish(listing)
+            if self.imports or self.outgoing or self.updates or self.deletes:
+                await self._still_wanted(now=True)
+                await self._import_batch()
+                await self._push_changes()
+                await self._push_batch()
+            self.listing = listing
+            if finish:
+                async with self.db.write() as session:
+                    conn = await session.get(Connection, self.ctx.connection_id)
+                    if conn is None:
+                        raise SyncStopped(
+                            f"connection {self.connection_id} was deleted during the sync"
+                        )
+                    if conn.state == ConnectionState.STOPPED:
+                        raise SyncStopped(
+                            f"connection {self.connection_id} was stopped during the sync"
+                        )
+                    await self.finish_in(session, conn)
         except IntegrityError:
             # A link or a run's record refused for want of its connection: the
             # connection was deleted between two checks.
@@ -306,10 +335,12 @@ class Engine:
 
     async def _unreadable(self) -> dict[str, tuple[str, str]]:
         """Items earlier runs could not read: id -> (etag, reason)."""
-        async with self.db.read() as session:
-            problems = await session.scalar(
-                select(Connection.problems).where(Connection.id == self.connection_id)
-            )
+        problems = self._problems_before
+        if problems is None:
+            async with self.db.read() as session:
+                problems = await session.scalar(
+                    select(Connection.problems).where(Connection.id == self.connection_id)
+                )
         return {
             str(p["item"]): (str(p["etag"]), str(p.get("reason", "")))
             for p in problems or []
@@ -345,6 +376,8 @@ class Engine:
                 return set(await session.scalars(query))
             ids: set[int] = set()
             cursor = self.ctx.crm_cursor or 0
+            if cursor >= self.ctx.feed_head:
+                return ids  # nothing written to the CRM since the last run
             while True:
                 rows = await changefeed.read_changes(
                     session, after_seq=cursor, owner_id=self.ctx.owner.id
@@ -372,6 +405,8 @@ class Engine:
         for rid in gone:
             link = self.links.by_remote[rid]
             by_activity[link.activity_id] = Pair(link=link, remote_gone=True)
+        if not (by_activity or candidates or crm_ids):
+            return new_events  # nothing moved on either side: nothing to read
         async with self.db.read() as session:
             claimed = await activities.find_by_uids(session, self.ctx.owner.id, list(candidates))
             await self.links.load_of(Link.activity_id, [a.id for a in claimed])
@@ -1413,22 +1448,22 @@ class Engine:
         kept = [] if full else [p for p in before if p.get("item") not in self.seen]
         return (kept + self.report.problems)[-200:]
 
-    async def _finish(self, listing: ChangeListing) -> None:
-        async with self.db.write() as session:
-            conn = await session.get(Connection, self.ctx.connection_id)
-            if conn is None:
-                raise SyncStopped(f"connection {self.connection_id} was deleted during the sync")
-            await self.written.forget_all(session)
-            # A pull left for the next run keeps the position: that run lists it again.
-            conn.remote_cursor = self.ctx.remote_cursor if self.deferred else listing.cursor
-            conn.crm_cursor = self.ctx.feed_head
-            conn.applied_options = self.ctx.options.digest()
-            conn.last_sync_at = utcnow()
-            conn.problems = self._problems(conn.problems or [], listing.full)
-            totals = dict(conn.counts or {})
-            for name, value in self.report.counts().items():
-                totals[name] = totals.get(name, 0) + value
-            conn.counts = totals
+    async def finish_in(self, session: AsyncSession, conn: Connection) -> None:
+        """The run's closing write, in the caller's transaction: both positions (only
+        now, after everything they cover is applied), the counts and the problems."""
+        listing = self.listing
+        assert listing is not None, "finish_in comes after a run that went through"
+        await self.written.forget_all(session)
+        # A pull left for the next run keeps the position: that run lists it again.
+        conn.remote_cursor = self.ctx.remote_cursor if self.deferred else listing.cursor
+        conn.crm_cursor = self.ctx.feed_head
+        conn.applied_options = self.ctx.options.digest()
+        conn.last_sync_at = utcnow()
+        conn.problems = self._problems(conn.problems or [], listing.full)
+        totals = dict(conn.counts or {})
+        for name, value in self.report.counts().items():
+            totals[name] = totals.get(name, 0) + value
+        conn.counts = totals
 
 
 def _for_invitation(decision: Decision) -> Decision:

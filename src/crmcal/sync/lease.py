@@ -32,7 +32,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +91,7 @@ class Lease:
     # UPDATE that set it, so it never runs later than the database's.
     expires_at: float = 0.0
     lost: str | None = field(default=None)
+    found: Any = None  # what ``take``'s ``then`` read under the lease
 
     @property
     def process(self) -> str:
@@ -132,65 +133,73 @@ def vanished_error(conn: Connection) -> str:
     )
 
 
-async def take(db: Database, connection_id: int, seconds: float) -> Lease | None:
+async def take(
+    db: Database,
+    connection_id: int,
+    seconds: float,
+    *,
+    then: Callable[[AsyncSession, Connection], Awaitable[Any]] | None = None,
+) -> Lease | None:
     """The connection's lease, or None while another holder keeps it (or it is stopped,
-    or pending: nothing syncs before the user starts it)."""
+    or pending: nothing syncs before the user starts it).
+
+    ``then`` runs in the same transaction once the lease is taken, with the connection
+    as it stands under the lease; what it answers is the lease's ``found``. A sync reads
+    what it starts from there, in the round trip that takes the lease.
+    """
     holder = f"{PROCESS}/{secrets.token_hex(4)}"
     started = clock.time()
     async with db.write() as session:
         now = utcnow()
-        previous = await session.get(Connection, connection_id)
-        if previous is None or previous.state in ("stopped", "pending"):
+        # Locked for the rest of the transaction (SQLite: the write transaction is), so
+        # the check below and the update are one step.
+        conn = await session.get(Connection, connection_id, with_for_update=True)
+        if conn is None or conn.state in ("stopped", "pending"):
             return None
-        before_holder, before_until = previous.locked_by, previous.locked_until
-        result = await session.execute(
-            update(Connection)
-            .where(
-                Connection.id == connection_id,
-                Connection.state.not_in(("stopped", "pending")),
-                or_(Connection.locked_until.is_(None), Connection.locked_until < now),
-            )
-            .values(
-                locked_until=now + dt.timedelta(seconds=seconds), locked_by=holder, state="syncing"
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if not result.rowcount:  # type: ignore[attr-defined]
-            return None
+        before_holder, before_until = conn.locked_by, conn.locked_until
+        if before_until is not None:
+            until = before_until if before_until.tzinfo else before_until.replace(tzinfo=dt.UTC)
+            if until >= now:
+                return None
+        conn.locked_until = now + dt.timedelta(seconds=seconds)
+        conn.locked_by, conn.state = holder, "syncing"
         if before_holder is not None:
             log.warning(
                 "connection %s: taking over the lease %s left when it expired at %s",
                 connection_id, before_holder, before_until,
             )  # fmt: skip
-        # Whatever still counts as running was left by a holder that vanished.
-        await session.execute(
-            update(SyncRun)
-            .where(SyncRun.connection_id == connection_id, SyncRun.outcome == RUNNING)
-            .values(
-                outcome=ABANDONED,
-                ended_at=before_until or now,
-                error=f"{process_of(before_holder)} stopped without finishing",
+            # Whatever still counts as running was left by a holder that vanished. (A
+            # run is only ever open while its holder's name is on the connection: giving
+            # the lease back closes it in the same transaction.)
+            await session.execute(
+                update(SyncRun)
+                .where(SyncRun.connection_id == connection_id, SyncRun.outcome == RUNNING)
+                .values(
+                    outcome=ABANDONED,
+                    ended_at=before_until or now,
+                    error=f"{process_of(before_holder)} stopped without finishing",
+                )
+                .execution_options(synchronize_session=False)
             )
-            .execution_options(synchronize_session=False)
-        )
         run = SyncRun(
             connection_id=connection_id, process=PROCESS, started_at=now, outcome=RUNNING, counts={}
         )
         session.add(run)
         await session.flush()
-        return Lease(connection_id, holder, run.id, seconds, expires_at=started + seconds)
+        found = await then(session, conn) if then is not None else None
+        return Lease(
+            connection_id, holder, run.id, seconds, expires_at=started + seconds, found=found
+        )
 
 
 async def renew(db: Database, lease: Lease) -> bool:
     """Push the expiry on; False when the lease is no longer this holder's."""
     started = clock.time()
-    async with db.write() as session:
-        result = await session.execute(
-            update(Connection)
-            .where(Connection.id == lease.connection_id, Connection.locked_by == lease.holder)
-            .values(locked_until=utcnow() + dt.timedelta(seconds=lease.seconds))
-            .execution_options(synchronize_session=False)
-        )
+    result = await db.execute_one(
+        update(Connection)
+        .where(Connection.id == lease.connection_id, Connection.locked_by == lease.holder)
+        .values(locked_until=utcnow() + dt.timedelta(seconds=lease.seconds))
+    )
     if not result.rowcount:  # type: ignore[attr-defined]
         return False
     lease.expires_at = started + lease.seconds
@@ -295,17 +304,20 @@ async def give_back(
 
 
 async def _prune(session: AsyncSession, connection_id: int) -> None:
-    oldest_kept = await session.scalar(
+    """Keep the newest RUNS_KEPT runs: one statement, the cut found by the index."""
+    oldest_kept = (
         select(SyncRun.id)
         .where(SyncRun.connection_id == connection_id)
         .order_by(SyncRun.id.desc())
         .offset(RUNS_KEPT - 1)
         .limit(1)
+        .scalar_subquery()
     )
-    if oldest_kept is not None:
-        await session.execute(
-            delete(SyncRun).where(SyncRun.connection_id == connection_id, SyncRun.id < oldest_kept)
-        )
+    await session.execute(
+        delete(SyncRun)
+        .where(SyncRun.connection_id == connection_id, SyncRun.id < oldest_kept)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def recent_runs(session: AsyncSession, connection_id: int, limit: int = 10) -> list[SyncRun]:

@@ -85,43 +85,47 @@ class Limit:
         self._slots_made = True
 
     async def try_take(self, ttl: dt.timedelta = REQUEST_TTL) -> int | None:
-        """A free slot, taken until ``ttl`` from now, or None when all are in use."""
+        """A free slot, taken until ``ttl`` from now, or None when all are in use or the
+        key is held (throttled): one statement either way."""
         now = utcnow()
+        held = select(ProviderHold.key).where(
+            ProviderHold.key == self.key, ProviderHold.until > now
+        )
         free = (
             select(ProviderSlot.slot)
             .where(
                 ProviderSlot.key == self.key,
                 ProviderSlot.slot < self.concurrency,
                 or_(ProviderSlot.holder.is_(None), ProviderSlot.expires_at < now),
+                ~held.exists(),
             )
             .order_by(ProviderSlot.slot)
             .limit(1)
             .with_for_update(skip_locked=True)
             .scalar_subquery()
         )
-        async with self.db.write() as session:
-            taken = await session.scalar(
-                update(ProviderSlot)
-                .where(ProviderSlot.key == self.key, ProviderSlot.slot == free)
-                .values(holder=PROCESS, expires_at=now + ttl)
-                .returning(ProviderSlot.slot)
-            )
+        result = await self.db.execute_one(
+            update(ProviderSlot)
+            .where(ProviderSlot.key == self.key, ProviderSlot.slot == free)
+            .values(holder=PROCESS, expires_at=now + ttl)
+            .returning(ProviderSlot.slot)
+        )
+        taken = result.scalar()
         if taken is None and not self._slots_made:
             await self._make_slots()
             return await self.try_take(ttl)
         return taken
 
     async def give_back(self, slot: int) -> None:
-        async with self.db.write() as session:
-            await session.execute(
-                update(ProviderSlot)
-                .where(
-                    ProviderSlot.key == self.key,
-                    ProviderSlot.slot == slot,
-                    ProviderSlot.holder == PROCESS,
-                )
-                .values(holder=None, expires_at=None)
+        await self.db.execute_one(
+            update(ProviderSlot)
+            .where(
+                ProviderSlot.key == self.key,
+                ProviderSlot.slot == slot,
+                ProviderSlot.holder == PROCESS,
             )
+            .values(holder=None, expires_at=None)
+        )
 
     async def _renew(self, slot: int, ttl: dt.timedelta) -> None:
         while True:
@@ -142,13 +146,13 @@ class Limit:
         """One request's slot: waits for a hold to pass and a slot to come free."""
         pause = 0.01
         while True:
-            until = await self._held_until()
-            if until is not None:
-                await asyncio.sleep((until - utcnow()).total_seconds())
-                continue
             taken = await self.try_take()
             if taken is not None:
                 break
+            until = await self._held_until()  # only asked when no slot was had
+            if until is not None:
+                await asyncio.sleep((until - utcnow()).total_seconds())
+                continue
             await asyncio.sleep(pause * random.uniform(0.5, 1.5))
             pause = min(pause * 2, 0.25)
         try:

@@ -58,9 +58,22 @@ def webhook_address(base_url: str, provider: str) -> str:
     return f"{base_url.rstrip('/')}/webhooks/{provider}"
 
 
-async def keep_channel(db: Database, connection_id: int, provider: Provider, base_url: str) -> None:
-    """Open (or renew) the connection's push channel when its provider has one."""
+async def keep_channel(
+    db: Database,
+    connection_id: int,
+    provider: Provider,
+    base_url: str,
+    *,
+    known: Connection | None = None,
+) -> None:
+    """Open (or renew) the connection's push channel when its provider has one.
+
+    ``known``: the connection as read when the sync began. When it shows a channel far
+    from its expiry, nothing is read or written (the common case, once a sync); else
+    the channel is looked at afresh."""
     if not provider.capabilities.push:
+        return
+    if known is not None and _settled(known.push_channel_id, known.push_expires_at):
         return
     pushing = cast(Pushing, provider)
     async with db.read() as session:
@@ -70,10 +83,8 @@ async def keep_channel(db: Database, connection_id: int, provider: Provider, bas
         expires = conn.push_expires_at
         if expires is not None and expires.tzinfo is None:
             expires = expires.replace(tzinfo=dt.UTC)
-        if conn.push_channel_id and expires and expires - RENEW_BEFORE > utcnow():
+        if _settled(conn.push_channel_id, expires):
             return
-        if not conn.push_channel_id and expires and expires > utcnow():
-            return  # refused lately: without a channel, the expiry is when to ask again
         old = (conn.push_channel_id, conn.push_resource_id)
         calendar_id, kind = conn.calendar_id, conn.provider
     if old[0] and old[1] and provider.capabilities.renews_push:
@@ -108,6 +119,18 @@ async def keep_channel(db: Database, connection_id: int, provider: Provider, bas
         conn.push_token, conn.push_expires_at = token_digest(token), expiration
     if old[0] and old[1]:
         await _stop_quietly(provider, old[0], old[1])
+
+
+def _settled(channel_id: str | None, expires: dt.datetime | None) -> bool:
+    """Nothing to do yet: a channel open and not within RENEW_BEFORE of its end, or
+    none, refused lately (without a channel, the expiry is when to ask again)."""
+    if expires is None:
+        return False
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=dt.UTC)
+    if channel_id:
+        return expires - RENEW_BEFORE > utcnow()
+    return expires > utcnow()
 
 
 async def stop_channel(conn: Connection, provider: Provider) -> None:

@@ -26,6 +26,7 @@ from crmcal.providers import kinds
 from crmcal.providers.base import AuthenticationFailed, Provider, ProviderError
 from crmcal.providers.oauth2 import RefreshingTokens
 from crmcal.sync import lease, limits, push
+from crmcal.sync.context import Start
 from crmcal.sync.engine import (
     Engine,
     ProgressFn,
@@ -243,46 +244,43 @@ async def run_sync(
 ) -> SyncReport:
     """One sync of the connection now. Raises Busy if one is running (after ``wait`` s)."""
     logs.CONNECTION.set(connection_id)  # on every line logged while it runs
-    async with db.read() as session:
-        found = await session.get(Connection, connection_id)
-        if found is None:
-            raise SyncFailed(f"connection {connection_id} not found")
-        if found.state == "stopped":
-            raise SyncFailed(f"connection {connection_id} is stopped: reconnect it to sync")
-        if found.state == "pending":
-            raise SyncFailed(
-                f"connection {connection_id} is pending: start it (POST .../start) to sync"
-            )
-    deadline = asyncio.get_running_loop().time() + wait
-    while (held := await lease.take(db, connection_id, settings.lease_seconds)) is None:
-        if asyncio.get_running_loop().time() >= deadline:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    # The lease, and what the run starts from, in one transaction.
+    while (held := await lease.take(db, connection_id, settings.lease_seconds,
+                                    then=Start.read)) is None:  # fmt: skip
+        await _why_not(db, connection_id)
+        if loop.time() >= deadline:
             raise Busy(await _who_holds(db, connection_id))
         await asyncio.sleep(0.1)
+    start: Start = held.found
+    conn = start.conn
     error: str | None = None
     failure = FailureKind.SERVER
     report: SyncReport | None = None
+    # The run's closing write, made with the lease's release (None: nothing to write).
+    engine: Engine | None = None
     # Why the sync stopped short through no fault of the calendar's (then it is due
     # again at once, without back-off).
     interrupted: str | None = None
-    started = asyncio.get_running_loop().time()
+    started = loop.time()
     try:
         async with lease.held(db, held, settings.sync_max_seconds):
-            async with db.read() as session:
-                conn = await session.get(Connection, connection_id)
-                assert conn is not None
             prov = provider or open_provider(conn, vault, settings, db)
             try:
-                engine = Engine(db, prov, connection_id, force=force, progress=progress,
-                                base_url=settings.base_url)  # fmt: skip
+                run = Engine(db, prov, connection_id, force=force, progress=progress,
+                             base_url=settings.base_url)  # fmt: skip
                 try:
-                    report = await engine.run()
+                    report = await run.run(start, finish=False)
                 except SyncStopped as stopped:
                     # Stopped or deleted by the user: what was written is linked; the
                     # state is the user's, and the positions stay for a later sync.
                     log.info("sync of connection %s: %s", connection_id, stopped)
-                    report = engine.report
+                    report = run.report
                 else:
-                    await push.keep_channel(db, connection_id, prov, settings.base_url)
+                    await push.keep_channel(db, connection_id, prov, settings.base_url,
+                                            known=conn)  # fmt: skip
+                    engine = run
             finally:
                 if provider is None:
                     await prov.close()
@@ -309,10 +307,13 @@ async def run_sync(
         interrupted = "stopped with its process before it finished"
         raise
     finally:
+        if error is not None or interrupted is not None:
+            engine = None  # a run that failed afterwards saves no positions
         # Shielded: a sync cancelled while it ends still gives its lease back.
-        await asyncio.shield(_release(db, settings, held, error, report, interrupted, failure))
-        _record(found.provider, asyncio.get_running_loop().time() - started, report, error,
-                interrupted, failure)  # fmt: skip
+        await asyncio.shield(
+            _release(db, settings, held, error, report, interrupted, failure, engine)
+        )
+        _record(conn.provider, loop.time() - started, report, error, interrupted, failure)
     if error is not None or interrupted is not None:
         raise SyncFailed(error or interrupted or "", failure)
     assert report is not None
@@ -339,6 +340,21 @@ def _record(
         log.info("synced in %.2f s: %s", seconds, report.counts() if report else {})
 
 
+async def _why_not(db: Database, connection_id: int) -> None:
+    """Raise SyncFailed when the lease was refused because the connection cannot sync
+    (gone, stopped, pending); return when another sync holds it."""
+    async with db.read() as session:
+        found = await session.get(Connection, connection_id)
+    if found is None:
+        raise SyncFailed(f"connection {connection_id} not found")
+    if found.state == "stopped":
+        raise SyncFailed(f"connection {connection_id} is stopped: reconnect it to sync")
+    if found.state == "pending":
+        raise SyncFailed(
+            f"connection {connection_id} is pending: start it (POST .../start) to sync"
+        )
+
+
 async def _who_holds(db: Database, connection_id: int) -> str:
     async with db.read() as session:
         conn = await session.get(Connection, connection_id)
@@ -358,7 +374,10 @@ async def _release(
     report: SyncReport | None,
     interrupted: str | None = None,
     failure: FailureKind = FailureKind.SERVER,
+    engine: Engine | None = None,
 ) -> None:
+    """Give the lease back and set the connection's state; ``engine``: a run that went
+    through, whose closing write (positions, counts) goes in the same transaction."""
     counts = report.counts() if report is not None else None
     outcome = lease.OK if error is None else lease.ERROR
     if interrupted is not None:
@@ -368,6 +387,9 @@ async def _release(
         if conn is None:
             return  # taken over (or deleted): the connection is no longer ours to set
         now = utcnow()
+        if engine is not None and conn.state != ConnectionState.STOPPED:
+            # Stopped meanwhile: the positions stay where they were, for a later sync.
+            await engine.finish_in(session, conn)
         if conn.state == "syncing":  # not stopped or deleted meanwhile
             if interrupted is not None:  # due again at once, no back-off
                 conn.state, conn.next_sync_at = "active", now
