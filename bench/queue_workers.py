@@ -109,7 +109,8 @@ def serve_emulator(accounts: int, port: int) -> None:
     """The Google emulator with ``accounts`` accounts made in-process, and a bench route
     that writes events straight into the state (pushes go out as for API writes)."""
     import uvicorn
-    from fastapi import Request
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
 
     from crmcal.emulators.google import GoogleState, create_app
 
@@ -119,8 +120,7 @@ def serve_emulator(accounts: int, port: int) -> None:
         state.refresh_tokens[refresh_of(n)] = email_of(n)
     app = create_app(state)
 
-    @app.post("/_bench/events")
-    async def write_events(request: Request) -> dict[str, int]:
+    async def write_events(request: Request) -> JSONResponse:
         """One event per calendar ``first`` .. ``first + count - 1``: made, or renamed."""
         body = await request.json()
         start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=2)
@@ -135,8 +135,10 @@ def serve_emulator(accounts: int, port: int) -> None:
                     "start": {"dateTime": start.isoformat()},
                     "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat()},
                 })  # fmt: skip
-        return {"written": body["count"]}
+        return JSONResponse({"written": body["count"]})
 
+    # A plain route: the bench's own, not part of the emulated API.
+    app.router.add_route("/_bench/events", write_events, methods=["POST"])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
