@@ -225,7 +225,7 @@ def test_emulator_google_serves_the_api(tmp_path: Path) -> None:
         assert [c["id"] for c in listing.json()["items"]] == ["a@b.test"]
     finally:
         proc.terminate()
-        proc.wait(timeout=15)
+        proc.wait(timeout=60)
 
 
 def test_an_unknown_emulator_is_one_clear_line(tmp_path: Path) -> None:

@@ -564,7 +564,7 @@ def test_the_cli_serves_the_microsoft_emulator() -> None:
         assert [c["name"] for c in calendars["value"]] == ["Calendar"]
     finally:
         proc.terminate()
-        proc.wait(timeout=15)
+        proc.wait(timeout=60)
 
 
 def test_an_invitation_from_someone_else_lands_unanswered(graph: Graph) -> None:
