@@ -195,6 +195,7 @@ def sync(
     from crmcal.sync import lease
     from crmcal.sync.engine import SyncFailed
     from crmcal.sync.runner import Busy, run_sync
+    from crmcal.sync.states import ConnectionState
     from crmcal.sync.tables import Connection
     from crmcal.vault import vault_for
 
@@ -210,7 +211,10 @@ def sync(
         async with db.read() as session:
             if all_:
                 query = select(Connection.id).where(
-                    or_(Connection.state.in_(("active", "error")), lease.expired(utcnow()))
+                    or_(
+                        Connection.state.in_((ConnectionState.ACTIVE, ConnectionState.ERROR)),
+                        lease.expired(utcnow()),
+                    )
                 )
                 ids = list(await session.scalars(query.order_by(Connection.id)))
             else:

@@ -48,6 +48,7 @@ from crmcal.sync import limits, runner
 from crmcal.sync.engine import SyncFailed
 from crmcal.sync.limits import Limit, SharedLimits
 from crmcal.sync.runner import Busy, run_sync
+from crmcal.sync.states import ConnectionState
 from crmcal.sync.tables import Connection
 from crmcal.vault import Vault
 
@@ -195,7 +196,11 @@ async def poll_due(context: procrastinate.JobContext, timestamp: int) -> int:
         active = await session.scalar(
             select(func.count())
             .select_from(Connection)
-            .where(Connection.state.in_(("active", "error", "syncing")))
+            .where(
+                Connection.state.in_(
+                    (ConnectionState.ACTIVE, ConnectionState.ERROR, ConnectionState.SYNCING)
+                )
+            )
         )
         due = list(
             await session.scalars(

@@ -27,6 +27,7 @@ from crmcal.crm.tables import utcnow
 from crmcal.db import Database
 from crmcal.sync.engine import SyncFailed
 from crmcal.sync.runner import Busy, due, run_sync
+from crmcal.sync.states import ConnectionState
 from crmcal.sync.tables import Connection
 from crmcal.vault import Vault
 
@@ -58,7 +59,8 @@ async def changed_connections(db: Database, seen: int) -> tuple[list[int], int]:
         # A connection syncing now counts: the change may have come after its read.
         ids = await session.scalars(
             select(Connection.id).where(
-                Connection.user_id.in_(owners), Connection.state.in_(("active", "syncing"))
+                Connection.user_id.in_(owners),
+                Connection.state.in_((ConnectionState.ACTIVE, ConnectionState.SYNCING)),
             )
         )
         return list(ids), cursor

@@ -37,6 +37,7 @@ from crmcal.providers.base import (
 )
 from crmcal.sync import lease, netguard
 from crmcal.sync.options import SyncOptions, SyncOptionsPatch, SyncType, writes_calendar, writes_crm
+from crmcal.sync.states import ConnectionState
 from crmcal.sync.tables import Connection, Link, SyncConflict
 from crmcal.vault import Vault, VaultError
 
@@ -146,7 +147,7 @@ def to_out(conn: Connection) -> ConnectionOut:
         sync_type=conn.sync_type,
         options=SyncOptions.model_validate(conn.options or {}),
         state=state,
-        previously_synced=conn.state == "stopped",
+        previously_synced=conn.state == ConnectionState.STOPPED,
         connected_at=conn.connected_at,
         last_sync_at=conn.last_sync_at,
         last_error=last_error,
@@ -322,7 +323,14 @@ async def active_connection(session: AsyncSession, user_id: int) -> Connection |
     return await session.scalar(
         select(Connection).where(
             Connection.user_id == user_id,
-            Connection.state.in_(("pending", "active", "syncing", "error")),
+            Connection.state.in_(
+                (
+                    ConnectionState.PENDING,
+                    ConnectionState.ACTIVE,
+                    ConnectionState.SYNCING,
+                    ConnectionState.ERROR,
+                )
+            ),
         )
     )
 
@@ -354,7 +362,7 @@ async def create(
         calendar_name=calendar.name,
         sync_type=data.sync_type,
         options=data.options.model_dump(mode="json"),
-        state="active" if start else "pending",
+        state=ConnectionState.ACTIVE if start else ConnectionState.PENDING,
         connected_at=now,
         counts={},
         problems=[],
@@ -388,13 +396,13 @@ async def update(
     checked against ``calendars`` (the account's, listed by the caller)."""
     sync_type = data.sync_type or conn.sync_type
     if data.calendar_id is not None and data.calendar_id != conn.calendar_id:
-        if conn.state not in ("pending", "stopped"):
+        if conn.state not in (ConnectionState.PENDING, ConnectionState.STOPPED):
             raise Conflict(
                 "the calendar of a running connection cannot change: stop the sync, "
                 "choose the other calendar, then reconnect"
             )
         calendar = pick_calendar(calendars or [], data.calendar_id, sync_type)
-        if conn.state == "stopped":
+        if conn.state == ConnectionState.STOPPED:
             await _forget_calendar(session, conn)
         conn.calendar_id, conn.calendar_name = calendar.id, calendar.name
     elif data.sync_type is not None and writes_calendar(sync_type) and calendars is not None:
@@ -413,7 +421,7 @@ async def update(
     require_may_sync(owner, sync_type)
     conn.sync_type = sync_type
     conn.options = options.model_dump(mode="json")
-    if conn.state not in ("pending", "stopped"):
+    if conn.state not in (ConnectionState.PENDING, ConnectionState.STOPPED):
         conn.next_sync_at = utcnow()
     return conn
 
@@ -427,15 +435,15 @@ async def _forget_calendar(session: AsyncSession, conn: Connection) -> None:
 
 async def start(conn: Connection) -> Connection:
     """A pending connection begins to sync: what counts as new is from now on."""
-    if conn.state != "pending":
+    if conn.state != ConnectionState.PENDING:
         raise Conflict(f"connection {conn.id} is {conn.state}; only a pending one is started")
     now = utcnow()
-    conn.state, conn.connected_at, conn.next_sync_at = "active", now, now
+    conn.state, conn.connected_at, conn.next_sync_at = ConnectionState.ACTIVE, now, now
     return conn
 
 
 async def stop(conn: Connection) -> Connection:
-    conn.state = "stopped"
+    conn.state = ConnectionState.STOPPED
     conn.next_sync_at = None
     return conn
 
@@ -462,7 +470,7 @@ async def close_push_channel(conn: Connection, vault: Vault, settings: Settings)
 async def reconnect(
     session: AsyncSession, user: User, conn: Connection, data: Reconnect, vault: Vault
 ) -> Connection:
-    if conn.state not in ("stopped", "error"):
+    if conn.state not in (ConnectionState.STOPPED, ConnectionState.ERROR):
         raise Conflict(f"connection {conn.id} is {conn.state}; only a stopped one is reconnected")
     other = await active_connection(session, conn.user_id)
     if other is not None and other.id != conn.id:
@@ -474,7 +482,7 @@ async def reconnect(
         conn.credentials = vault.seal(data.password)
     if data.refresh_token is not None:
         conn.credentials = vault.seal(data.refresh_token)
-    conn.state = "active"
+    conn.state = ConnectionState.ACTIVE
     conn.last_error = None
     conn.failures = 0
     conn.next_sync_at = utcnow()

@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm.tables import utcnow
 from crmcal.db import Database
+from crmcal.sync.states import ConnectionState
 from crmcal.sync.tables import Connection, SyncRun
 
 log = logging.getLogger(__name__)
@@ -106,14 +107,14 @@ def process_of(holder: str | None) -> str:
 def expired(now: dt.datetime) -> ColumnElement[bool]:
     """Connections in ``syncing`` whose holder let the lease run out: taken over at once."""
     return and_(
-        Connection.state == "syncing",
+        Connection.state == ConnectionState.SYNCING,
         or_(Connection.locked_until.is_(None), Connection.locked_until < now),
     )
 
 
 def vanished(conn: Connection, now: dt.datetime | None = None) -> bool:
     """True when the connection says it syncs but no holder keeps the lease."""
-    if conn.state != "syncing":
+    if conn.state != ConnectionState.SYNCING:
         return False
     until = conn.locked_until
     if until is None:
@@ -154,7 +155,7 @@ async def take(
         # Locked for the rest of the transaction (SQLite: the write transaction is), so
         # the check below and the update are one step.
         conn = await session.get(Connection, connection_id, with_for_update=True)
-        if conn is None or conn.state in ("stopped", "pending"):
+        if conn is None or conn.state in (ConnectionState.STOPPED, ConnectionState.PENDING):
             return None
         before_holder, before_until = conn.locked_by, conn.locked_until
         if before_until is not None:
@@ -162,7 +163,7 @@ async def take(
             if until >= now:
                 return None
         conn.locked_until = now + dt.timedelta(seconds=seconds)
-        conn.locked_by, conn.state = holder, "syncing"
+        conn.locked_by, conn.state = holder, ConnectionState.SYNCING
         if before_holder is not None:
             log.warning(
                 "connection %s: taking over the lease %s left when it expired at %s",

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from crmcal.crm.tables import utcnow
 from crmcal.db import Database
 from crmcal.providers.base import Provider, ProviderError
+from crmcal.sync.states import ConnectionState
 from crmcal.sync.tables import Connection
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ async def keep_channel(
     pushing = cast(Pushing, provider)
     async with db.read() as session:
         conn = await session.get(Connection, connection_id)
-        if conn is None or conn.state == "stopped":
+        if conn is None or conn.state == ConnectionState.STOPPED:
             return
         expires = conn.push_expires_at
         if expires is not None and expires.tzinfo is None:
@@ -174,7 +175,7 @@ async def connection_for(
                 Connection.push_channel_id == channel_id, Connection.provider == provider
             )
         )
-        if conn is None or conn.state == "stopped":
+        if conn is None or conn.state == ConnectionState.STOPPED:
             return None
         return conn.id if _secret_matches(conn.push_token, token) else None
 
@@ -192,7 +193,7 @@ async def connections_by_resource(
             select(Connection.id, Connection.push_resource_id, Connection.push_token).where(
                 Connection.push_resource_id.in_({resource for resource, _ in notified}),
                 Connection.provider == provider,
-                Connection.state != "stopped",
+                Connection.state != ConnectionState.STOPPED,
             )
         )
         stored = {resource: (conn_id, token) for conn_id, resource, token in rows}

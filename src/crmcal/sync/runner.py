@@ -210,7 +210,10 @@ def due(now: dt.datetime) -> ColumnElement[bool]:
     """Connections to sync now: active or failed ones whose time came, and those a
     vanished holder left in ``syncing`` (its lease expired)."""
     return or_(
-        and_(Connection.state.in_(("active", "error")), Connection.next_sync_at <= now),
+        and_(
+            Connection.state.in_((ConnectionState.ACTIVE, ConnectionState.ERROR)),
+            Connection.next_sync_at <= now,
+        ),
         lease.expired(now),
     )
 
@@ -347,9 +350,9 @@ async def _why_not(db: Database, connection_id: int) -> None:
         found = await session.get(Connection, connection_id)
     if found is None:
         raise SyncFailed(f"connection {connection_id} not found")
-    if found.state == "stopped":
+    if found.state == ConnectionState.STOPPED:
         raise SyncFailed(f"connection {connection_id} is stopped: reconnect it to sync")
-    if found.state == "pending":
+    if found.state == ConnectionState.PENDING:
         raise SyncFailed(
             f"connection {connection_id} is pending: start it (POST .../start) to sync"
         )
@@ -390,11 +393,11 @@ async def _release(
         if engine is not None and conn.state != ConnectionState.STOPPED:
             # Stopped meanwhile: the positions stay where they were, for a later sync.
             await engine.finish_in(session, conn)
-        if conn.state == "syncing":  # not stopped or deleted meanwhile
+        if conn.state == ConnectionState.SYNCING:  # not stopped or deleted meanwhile
             if interrupted is not None:  # due again at once, no back-off
-                conn.state, conn.next_sync_at = "active", now
+                conn.state, conn.next_sync_at = ConnectionState.ACTIVE, now
             elif error is None:
-                conn.state, conn.last_error, conn.failures = "active", None, 0
+                conn.state, conn.last_error, conn.failures = ConnectionState.ACTIVE, None, 0
                 conn.next_sync_at = now + dt.timedelta(seconds=settings.poll_seconds)
             else:
                 conn.state, conn.last_error = ConnectionState.ERROR, error

@@ -36,6 +36,7 @@ from crmcal.providers.base import ProviderError
 from crmcal.providers.oauth2 import OAuthService
 from crmcal.sync import connections
 from crmcal.sync.connections import ConnectionCreate, ConnectionOut, Reconnect
+from crmcal.sync.states import ConnectionState
 from crmcal.sync.tables import SignInUsed
 from crmcal.vault import Vault, VaultError
 
@@ -94,7 +95,10 @@ async def begin(
     active = await connections.active_connection(session, user.id)
     if connection_id is not None:
         conn = await connections.get_own(session, user, connection_id)
-        if conn.provider != service or conn.state not in ("stopped", "error"):
+        if conn.provider != service or conn.state not in (
+            ConnectionState.STOPPED,
+            ConnectionState.ERROR,
+        ):
             raise Conflict(
                 f"connection {connection_id} is not a stopped or failed {spec.title} connection"
             )

@@ -7,6 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm.schemas import ActivityOut, SyncInfo
+from crmcal.sync.states import ConnectionState
 from crmcal.sync.tables import Connection, Link
 
 
@@ -30,7 +31,7 @@ async def with_sync_info(
         if found is None or (item.visibility == "owner" and item.owner_id != viewer_id):
             continue
         link, connection_state = found
-        if connection_state == "stopped":
+        if connection_state == ConnectionState.STOPPED:
             state = "paused"
         elif item.updated_at > link.last_synced_at:
             state = "pending"

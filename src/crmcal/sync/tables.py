@@ -9,6 +9,7 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, S
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crmcal.crm.tables import Base, BigId, Timestamped, UTCDateTime, utcnow
+from crmcal.sync.states import ConnectionState
 
 
 class Connection(Timestamped, Base):
@@ -30,7 +31,7 @@ class Connection(Timestamped, Base):
     sync_type: Mapped[str] = mapped_column(String(20), default="two_way")
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # pending (chosen, not started) | active | syncing | stopped | error
-    state: Mapped[str] = mapped_column(String(16), default="active")
+    state: Mapped[str] = mapped_column(String(16), default=ConnectionState.ACTIVE)
     connected_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_sync_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -30,6 +30,7 @@ from crmcal.crm.tables import User
 from crmcal.sync import signin
 from crmcal.sync.options import SyncType
 from crmcal.sync.signin import SERVICES, ServiceName
+from crmcal.sync.states import ConnectionState
 from crmcal.vault import VaultError
 from crmcal.web.deps import database, reading, request_sync, settings_of, vault_of
 from crmcal.web.openapi import refusals
@@ -144,7 +145,7 @@ async def callback(
         if isinstance(exc, CrmError):
             raise
         raise HTTPException(400, str(exc)) from None
-    if out.state == "active":
+    if out.state == ConnectionState.ACTIVE:
         request_sync(request, out.id)
     answer: Response
     if _wants_json(request):

@@ -22,6 +22,7 @@ from crmcal.sync.connections import (
 )
 from crmcal.sync.engine import SyncFailed
 from crmcal.sync.runner import Busy, run_sync
+from crmcal.sync.states import ConnectionState
 from crmcal.sync.tables import Link
 from crmcal.web.api.paging import DEFAULT, Cursor, Limit
 from crmcal.web.deps import reading, request_sync, settings_of, vault_of, writing
@@ -108,7 +109,7 @@ async def create_connection(request: Request, body: ConnectionCreate) -> Connect
             session, user, found.request, calendar, vault, account=found.account
         )
         out = connections.to_out(conn)
-    if out.state == "active":
+    if out.state == ConnectionState.ACTIVE:
         request_sync(request, out.id)
     return out
 
@@ -137,7 +138,7 @@ async def update_connection(
     if body.calendar_id is not None or body.sync_type is not None:
         async with reading(request) as (session, user):
             conn = await connections.get_own(session, user, connection_id)
-            must_list = conn.state in ("pending", "stopped") and (
+            must_list = conn.state in (ConnectionState.PENDING, ConnectionState.STOPPED) and (
                 body.calendar_id not in (None, conn.calendar_id) or body.sync_type is not None
             )
         if must_list:
@@ -147,7 +148,7 @@ async def update_connection(
     async with writing(request) as (session, user):
         conn = await connections.get_own(session, user, connection_id)
         out = connections.to_out(await connections.update(session, conn, body, calendars))
-    if out.state == "active":
+    if out.state == ConnectionState.ACTIVE:
         request_sync(request, connection_id)
     return out
 

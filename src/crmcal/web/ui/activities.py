@@ -26,6 +26,7 @@ from crmcal.crm.schemas import MAX_ID, ActivityCreate, ActivityOut, ActivityUpda
 from crmcal.crm.tables import Deal, Organization, Person, User
 from crmcal.sync import connections, status
 from crmcal.sync.options import SyncOptions, writes_calendar
+from crmcal.sync.states import ConnectionState
 from crmcal.sync.tables import Connection
 from crmcal.web.deps import database
 from crmcal.web.ui import i18n
@@ -74,13 +75,13 @@ class Item:
 async def _connection(session: AsyncSession, user: User) -> Connection | None:
     """The user's current connection, or the last stopped one."""
     found = await connections.list_own(session, user)
-    current = [c for c in found if c.state != "stopped"]
+    current = [c for c in found if c.state != ConnectionState.STOPPED]
     chosen = current or found
     return chosen[-1] if chosen else None
 
 
 def _badge(item: ActivityOut, conn: Connection | None, problems: set[str]) -> str | None:
-    if conn is None or item.owner_id != conn.user_id or conn.state == "pending":
+    if conn is None or item.owner_id != conn.user_id or conn.state == ConnectionState.PENDING:
         return None
     options = SyncOptions.model_validate(conn.options or {})
     if f"activity {item.id}" in problems or (item.sync and item.sync.event_id in problems):
@@ -89,7 +90,7 @@ def _badge(item: ActivityOut, conn: Connection | None, problems: set[str]) -> st
         return item.sync.state
     if not writes_calendar(conn.sync_type) or item.type not in options.outgoing_activity_types:
         return "not-synced"
-    return "paused" if conn.state == "stopped" else "pending"
+    return "paused" if conn.state == ConnectionState.STOPPED else "pending"
 
 
 async def _items(

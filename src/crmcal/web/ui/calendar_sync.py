@@ -18,13 +18,19 @@ from crmcal.crm.errors import CrmError, Invalid
 from crmcal.model import CalendarInfo
 from crmcal.sync import connections
 from crmcal.sync.connections import ConnectionCreate, ConnectionUpdate, Reconnect
+from crmcal.sync.states import ConnectionState
 from crmcal.sync.tables import Connection
 from crmcal.web.deps import database, request_sync, settings_of
 from crmcal.web.ui.common import Page, _, form_of, page, redirect, render
 
 router = APIRouter(include_in_schema=False)
 PATH = "/settings/calendar-sync"
-CURRENT = ("pending", "active", "syncing", "error")
+CURRENT = (
+    ConnectionState.PENDING,
+    ConnectionState.ACTIVE,
+    ConnectionState.SYNCING,
+    ConnectionState.ERROR,
+)
 
 SYNC_TYPES = [
     ("two_way", _("Two-way"), _("Activities go to the calendar and events come to the CRM.")),
@@ -77,10 +83,10 @@ async def _page(request: Request, current: Page, **extra: Any) -> Response:
         mine = await connections.list_own(session, current.user)
         types = await activity_types.list_types(session, include_inactive=False)
     active = next((c for c in mine if c.state in CURRENT), None)
-    previous = [c for c in mine if c.state == "stopped"]
+    previous = [c for c in mine if c.state == ConnectionState.STOPPED]
     calendars: list[CalendarInfo] = []
     calendars_error = ""
-    if active is not None and active.state == "pending":
+    if active is not None and active.state == ConnectionState.PENDING:
         calendars, calendars_error = await _calendars(request, active)
     move_id = request.query_params.get("move", "")
     moving = next((c for c in previous if str(c.id) == move_id), None)
