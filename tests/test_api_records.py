@@ -290,7 +290,7 @@ def test_admin_creates_renames_deactivates_reactivates_type(admin: Api, alice: A
         f"{V1}/activities",
         json={"type": "site-visit", "subject": "S", "start": "2026-12-01T10:00:00+01:00"},
     )
-    assert r.status_code == 422, r.text
+    assert r.status_code == 409, r.text
     assert "deactivated" in detail(r)
 
     r = admin.patch(f"{V1}/activity-types/site-visit", json={"active": True})
@@ -527,11 +527,11 @@ def test_person_email_is_unique_in_any_case(alice: Api) -> None:
 
 def test_person_links_to_missing_organization_are_refused(alice: Api) -> None:
     r = alice.post(f"{V1}/persons", json={"name": "Ann", "organization_id": 999})
-    assert r.status_code == 422, r.text
+    assert r.status_code == 409, r.text
     assert "organization_id" in detail(r)
     person = make_person(alice)
     r = alice.patch(f"{V1}/persons/{person['id']}", json={"organization_id": 999})
-    assert r.status_code == 422
+    assert r.status_code == 409
     assert "organization_id" in detail(r)
 
 
@@ -698,12 +698,12 @@ def test_deal_validation(alice: Api, fields: dict[str, Any]) -> None:
 @pytest.mark.parametrize("field", ["owner_id", "person_id", "organization_id"])
 def test_deal_links_to_missing_records_are_refused(alice: Api, field: str) -> None:
     r = alice.post(f"{V1}/deals", json={"title": "Deal", field: 9999})
-    assert r.status_code == 422, r.text
+    assert r.status_code == 409, r.text
     assert field in detail(r)
     assert "9999" in detail(r)
     deal = alice.post(f"{V1}/deals", json={"title": "Deal"}).json()
     r = alice.patch(f"{V1}/deals/{deal['id']}", json={field: 9999})
-    assert r.status_code == 422
+    assert r.status_code == 409
     assert field in detail(r)
 
 

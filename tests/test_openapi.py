@@ -91,7 +91,15 @@ def test_created_records_link_to_their_operations(doc: dict[str, Any]) -> None:
         "operationId": "get_activity",
         "parameters": {"activity_id": "$response.body#/id"},
     }
-    assert {"UpdateActivity", "DeleteActivity"} <= set(links)
+    assert {"UpdateActivity", "DeleteActivity", "RestoreActivity"} <= set(links)
+    # A field named like another path's one parameter links there too.
+    assert links["GetSeries"]["parameters"] == {"series_id": "$response.body#/series_id"}
+    made = doc["paths"]["/api/v1/connections"]["post"]["responses"]["201"]["links"]
+    assert {"GetConnection", "UpdateConnection", "DeleteConnection", "StartConnection",
+            "SyncConnection", "GetConnectionStatus"} <= set(made)  # fmt: skip
+    for kind in ("person", "organization", "deal"):
+        made = doc["paths"][f"/api/v1/{kind}s"]["post"]["responses"]["201"]["links"]
+        assert {f"Get{kind.capitalize()}", f"Update{kind.capitalize()}"} <= set(made)
     assert "GetPerson" in doc["paths"]["/api/v1/persons"]["post"]["responses"]["201"]["links"]
     types = doc["paths"]["/api/v1/activity-types"]["post"]["responses"]["201"]["links"]
     assert types["UpdateActivityType"]["parameters"] == {"key": "$response.body#/key"}
@@ -125,6 +133,31 @@ def test_a_405_names_every_method_of_the_path(admin: Api) -> None:
     answer = admin.client.put("/api/v1/users/1", headers={"Authorization": f"Bearer {admin.token}"})
     assert answer.status_code == 405
     assert answer.headers["allow"] == "GET, PATCH"
+
+
+def test_links_to_missing_records_are_documented_clashes(admin: Api, doc: dict[str, Any]) -> None:
+    """Valid by the document, refused by what is stored: a 409 every such write lists."""
+    for path, body in [
+        ("/api/v1/activities", {"type": "call", "subject": "x", "start": "2026-12-01",
+                                "person_id": 4242}),
+        ("/api/v1/activities", {"type": "nosuchtype", "subject": "x", "start": "2026-12-01"}),
+        ("/api/v1/deals", {"title": "x", "organization_id": 4242}),
+        ("/api/v1/persons", {"name": "x", "organization_id": 4242}),
+    ]:  # fmt: skip
+        answer = admin.post(path, json=body)
+        assert answer.status_code == 409, answer.text
+        documented = doc["paths"][path]["post"]["responses"]["409"]["description"]
+        assert "does not exist" in documented, path
+    for path in ("/api/v1/activities/{activity_id}", "/api/v1/deals/{record_id}"):
+        assert "does not exist" in doc["paths"][path]["patch"]["responses"]["409"]["description"]
+
+
+def test_the_token_in_use_is_not_revoked(admin: Api, doc: dict[str, Any]) -> None:
+    (mine,) = admin.get("/api/v1/me/tokens").json()["items"]
+    answer = admin.delete(f"/api/v1/me/tokens/{mine['id']}")
+    assert answer.status_code == 409, answer.text
+    assert "409" in doc["paths"]["/api/v1/me/tokens/{token_id}"]["delete"]["responses"]
+    assert admin.get("/api/v1/me").status_code == 200
 
 
 def test_booleans_are_true_or_false_as_documented(admin: Api) -> None:

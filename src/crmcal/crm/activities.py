@@ -203,8 +203,10 @@ def _resolve_times(values: dict[str, Any]) -> dict[str, Any]:
     tz = times.zone(values["timezone"])
     start, end = values["start"], values.get("end")
     if values["all_day"]:
-        start_date = times.parse_date("start", start)
-        end_date = times.parse_date("end", end) if end else start_date + dt.timedelta(days=1)
+        start_date = times.parse_date("start", start, tz)
+        end_date = (
+            times.parse_date("end", end, tz, end=True) if end else start_date + dt.timedelta(days=1)
+        )
         if end_date <= start_date:
             raise Invalid("end: must be after start (an all-day end date is exclusive)")
         return {
@@ -257,8 +259,8 @@ async def _participants(
             email, name, person_id = item.email, item.name, item.person_id
             if person_id is not None:
                 person = await contacts.get_visible(session, person_id, viewer)
-                if person is None:  # a missing record the body names is bad input, not a 404
-                    raise Invalid(
+                if person is None:  # a record the body names is missing: a clash, not a 404
+                    raise Conflict(
                         f"participants.{position}.person_id: no person with id {person_id}"
                     )
                 email = email or person.email
@@ -359,7 +361,7 @@ async def _other_owner(session: AsyncSession, actor: User, owner_id: int) -> Use
     permissions.require_admin(actor)
     owner = await session.get(User, owner_id)
     if owner is None or not owner.active:
-        raise Invalid(f"owner_id: no active user with id {owner_id}")
+        raise Conflict(f"owner_id: no active user with id {owner_id}")
     return owner
 
 
@@ -402,8 +404,10 @@ async def create_activities(
         owner = owners[owner_id]
         values = data.model_dump()
         # The owner's own zone is the natural default for times written without one.
-        defaults = {"all_day": False, "done": False, "busy": True, "visibility": "everyone",
-                    "timezone": owner.timezone, "notify_participants": False}  # fmt: skip
+        # Left out, all_day follows the start's form: a date makes an all-day activity.
+        defaults = {"all_day": times.is_date(values["start"]), "done": False, "busy": True,
+                    "visibility": "everyone", "timezone": owner.timezone,
+                    "notify_participants": False}  # fmt: skip
         for name, default in defaults.items():
             if values[name] is None:
                 values[name] = default
@@ -504,11 +508,11 @@ async def update_activity(
         if changes.get("recurrence") == activity.recurrence:
             del changes["recurrence"]  # sent back unchanged (a form sends every field)
         if "recurrence" in changes or rule_dates:
-            raise Invalid(
+            raise Conflict(
                 "recurrence: the rule belongs to the whole series: give scope series or following"
             )
     elif rule_dates and not changes.get("recurrence"):
-        raise Invalid("exdates: only a recurring activity has dates left out or added")
+        raise Conflict("exdates: only a recurring activity has dates left out or added")
     previous_owner = activity.owner_id
     if "owner_id" in changes:
         new_owner = changes.pop("owner_id")

@@ -33,9 +33,9 @@ async def require_usable(session: AsyncSession, key: str) -> ActivityType:
     found = await session.scalar(select(ActivityType).where(ActivityType.key == key))
     if found is None:
         known = ", ".join(t.key for t in await list_types(session, include_inactive=False))
-        raise Invalid(f"type: unknown activity type {key!r} (known: {known})")
+        raise Conflict(f"type: unknown activity type {key!r} (known: {known})")
     if not found.active:
-        raise Invalid(f"type: activity type {key!r} is deactivated")
+        raise Conflict(f"type: activity type {key!r} is deactivated")
     return found
 
 

@@ -42,7 +42,7 @@ async def check_links(
     for field, model in LINKS.items():
         linked = values.get(field)
         if linked is not None and not await _exists_for(session, model, linked, viewer):
-            raise Invalid(f"{field}: no {model.__tablename__[:-1]} with id {linked}")
+            raise Conflict(f"{field}: no {model.__tablename__[:-1]} with id {linked}")
 
 
 async def _exists_for(

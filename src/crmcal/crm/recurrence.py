@@ -113,7 +113,7 @@ def parse_moments(field: str, values: Iterable[str], all_day: bool, tz: ZoneInfo
     found: list[Moment] = []
     for position, value in enumerate(values):
         where = f"{field}.{position}"
-        found.append(parse_date(where, value) if all_day else parse_datetime(where, value, tz))
+        found.append(parse_date(where, value, tz) if all_day else parse_datetime(where, value, tz))
     return found
 
 

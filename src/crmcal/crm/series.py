@@ -423,7 +423,7 @@ async def edit_series(
     from crmcal.crm.activities import check_master_fields
 
     if "all_day" in changes and changes["all_day"] != series.all_day:
-        raise Invalid("all_day: a series cannot switch between all-day and timed")
+        raise Conflict("all_day: a series cannot switch between all-day and timed")
     plain = {k: changes[k] for k in MASTER_FIELDS if k in changes}
     await check_master_fields(session, plain, series.type, viewer)
     for name, value in plain.items():
@@ -495,13 +495,13 @@ def _retime(series: ActivitySeries, anchor: Activity, changes: dict[str, Any]) -
         length = series.end_date - series.start_date
         first = series.start_date
         if changes.get("start"):
-            new_start = times.parse_date("start", changes["start"])
+            new_start = times.parse_date("start", changes["start"], tz)
             assert isinstance(anchor_original, dt.date)
             day_shift = new_start - anchor_original
             first = first + day_shift
         if changes.get("end"):
             base = first + (anchor_original - series.start_date) + day_shift
-            length = times.parse_date("end", changes["end"]) - base
+            length = times.parse_date("end", changes["end"], tz, end=True) - base
         if length <= dt.timedelta(0):
             raise Invalid("end: must be after start (an all-day end date is exclusive)")
         series.start_date, series.end_date = first, first + length

@@ -40,8 +40,18 @@ def is_date(value: str) -> bool:
     return bool(_DATE_RE.match(value))
 
 
-def parse_date(field: str, value: str) -> dt.date:
-    """A calendar date written ``YYYY-MM-DD``."""
+def parse_date(field: str, value: str, tz: ZoneInfo | None = None, *, end: bool = False) -> dt.date:
+    """A calendar date written ``YYYY-MM-DD``; with ``tz``, a date-time counts as its day
+    there (an all-day activity given a time), and as an ``end`` the day after unless it
+    is midnight: the exclusive end of the days it covers."""
+    if tz is not None and len(value) > 10 and _DATE_RE.match(value[:10]):
+        local = parse_datetime(field, value, tz).astimezone(tz)
+        day = local.date()
+        if end and local.time() != dt.time():
+            day += dt.timedelta(days=1)
+        if not MIN_YEAR <= day.year <= MAX_YEAR:
+            raise Invalid(f"{field}: year must be between {MIN_YEAR} and {MAX_YEAR}")
+        return day
     if not _DATE_RE.match(value):
         raise Invalid(f"{field}: {value!r} is not a date (YYYY-MM-DD)")
     try:
@@ -53,9 +63,10 @@ def parse_date(field: str, value: str) -> dt.date:
 
 
 def parse_datetime(field: str, value: str, tz: ZoneInfo) -> dt.datetime:
-    """An ISO 8601 date-time; one without an offset is read in ``tz``. Returns UTC."""
+    """An ISO 8601 date-time; one without an offset is read in ``tz``, a date is its
+    midnight there (the instant an all-day end of that date stands for). Returns UTC."""
     if _DATE_RE.match(value):
-        raise Invalid(f"{field}: {value!r} is a date; give a date-time, or set all_day to true")
+        return midnight_utc(parse_date(field, value), tz)
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
     try:
         parsed = dt.datetime.fromisoformat(text)
@@ -96,9 +107,6 @@ def check_exists(field: str, local: dt.datetime, tz: ZoneInfo) -> None:
 
 def parse_instant(field: str, value: str, tz: ZoneInfo) -> dt.datetime:
     """A date or date-time as a UTC instant (a date is its midnight in ``tz``)."""
-    if _DATE_RE.match(value):
-        day = parse_date(field, value)
-        return dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.UTC)
     return parse_datetime(field, value, tz)
 
 

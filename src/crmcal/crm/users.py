@@ -59,11 +59,19 @@ async def list_tokens(session: AsyncSession, user: User) -> list[ApiToken]:
     return list(await session.scalars(query))
 
 
-async def revoke_token(session: AsyncSession, user: User, token_id: int) -> None:
-    """Delete one of the user's API tokens; NotFound when it is not theirs."""
+async def revoke_token(
+    session: AsyncSession, user: User, token_id: int, in_use: str | None = None
+) -> None:
+    """Delete one of the user's API tokens; NotFound when it is not theirs, Conflict when
+    it is ``in_use``, the token the request came with: a script that revoked the token it
+    speaks with would be locked out mid-way (revoke it with another one)."""
     found = await session.get(ApiToken, token_id)
     if found is None or found.user_id != user.id:
         raise NotFound(f"token {token_id} not found")
+    if in_use is not None and found.token_hash == hash_token(in_use):
+        raise Conflict(
+            f"token {token_id} is the one making this request: revoke it with another token"
+        )
     await session.delete(found)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crmcal.crm.errors import Invalid
+from crmcal.crm.errors import Conflict
 from crmcal.providers import kinds
 from crmcal.providers.base import Capabilities
 from crmcal.sync.options import writes_calendar
@@ -88,7 +88,7 @@ def unsupported(
 async def check_for_owner(
     session: AsyncSession, owner_id: int, rrule: str | None, *, rdates: int = 0
 ) -> None:
-    """Refuse (``Invalid``, naming the part) a series made in the CRM that the owner's
+    """Refuse (``Conflict``, naming the part) a series made in the CRM that the owner's
     connected calendar could not hold; without a connection that writes to a
     calendar every rule is fine."""
     if not rrule:
@@ -103,4 +103,5 @@ async def check_for_owner(
         return
     found = unsupported(kind.capabilities, [rrule], rdates=rdates, service=kind.label)
     if found:
-        raise Invalid(f"recurrence: {found[0]} (the calendar this user syncs with)")
+        # A clash with what is stored (the owner's connection), not a malformed rule.
+        raise Conflict(f"recurrence: {found[0]} (the calendar this user syncs with)")

@@ -119,18 +119,24 @@ def _all_refusals(path: str, operation: dict[str, Any]) -> None:
 
 def _links(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
     """Link what a creating POST answers (the record's ``id``, or the field the path names,
-    such as an activity type's ``key``) to the operations on ``<path>/{...}``."""
+    such as an activity type's ``key``) to the operations on ``<path>/{...}`` and below it
+    (``/activities/{activity_id}/restore``), and a field of the answer named like the
+    one parameter of another path (an activity's ``series_id``) to that path's operations."""
     for path, item in paths.items():
         created = item.get("post", {}).get("responses", {}).get("201")
         if created is None:
             continue
         answered = _properties(created, schemas)
         for one, one_item in paths.items():
-            match = re.fullmatch(re.escape(path) + r"/\{([^}/]+)\}", one)
-            if match is None:
+            match = re.fullmatch(re.escape(path) + r"/\{([^}/]+)\}(/[^{}]*)?", one)
+            named = _PARAM_RE.findall(one)
+            if match is not None:
+                param = match.group(1)
+                field = param if param in answered else "id" if "id" in answered else None
+            elif len(named) == 1 and named[0] in answered and named[0] != "id":
+                param = field = named[0]
+            else:
                 continue
-            param = match.group(1)
-            field = param if param in answered else "id" if "id" in answered else None
             if field is None:
                 continue
             for operation in one_item.values():

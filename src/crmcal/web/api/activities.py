@@ -72,7 +72,20 @@ async def list_activities(
         return Page[ActivityOut](items=items, next_cursor=next_cursor)
 
 
-@router.post("", response_model=ActivityOut, status_code=201)
+# What JSON Schema cannot say of an activity, the state it clashes with.
+NAMES_MISSING = (
+    "A record the body names does not exist or is hidden from you (`type`, `owner_id`, "
+    "`deal_id`, `person_id`, `organization_id`, a participant's `person_id`), the type is "
+    "deactivated, or the owner's connected calendar cannot hold the `recurrence`"
+)
+
+
+@router.post(
+    "",
+    response_model=ActivityOut,
+    status_code=201,
+    responses=refusals(409, s409=f"{NAMES_MISSING}."),
+)
 async def create_activity(request: Request, body: ActivityCreate) -> ActivityOut:
     """Create an activity; with a ``recurrence`` (and optionally ``exdates``, ``rdates``)
     a series, answered by its first occurrence. A rule the owner's connected calendar
@@ -95,7 +108,11 @@ async def get_activity(request: Request, activity_id: ActivityId) -> ActivityOut
 @router.patch(
     "/{activity_id}",
     response_model=ActivityOut,
-    responses=refusals(409, s409="The activity is in the trash: restore it first."),
+    responses=refusals(
+        409,
+        s409=f"The activity is in the trash (restore it first); or {NAMES_MISSING[0].lower()}"
+        f"{NAMES_MISSING[1:]}; or the change needs the whole series (`scope`).",
+    ),
 )
 async def update_activity(
     request: Request, activity_id: ActivityId, body: ActivityUpdate

@@ -73,8 +73,13 @@ def _add_crud(
     common: dict[str, Any] = {"response_model": out_schema, "tags": [tag],
                               "responses": refusals(403)}  # fmt: skip
     writes = {**common}
-    if model is Person:
-        writes["responses"] = refusals(403, 409, s409="Another person has that e-mail address.")
+    linked = sorted(field for field in contacts.LINKS if field in create_schema.model_fields)
+    if linked:
+        names = ", ".join(f"`{field}`" for field in linked)
+        clash = f"A record the body names ({names}) does not exist or is hidden from you."
+        if model is Person:
+            clash = f"Another person has that e-mail address, or: {clash[0].lower()}{clash[1:]}"
+        writes["responses"] = refusals(403, 409, s409=clash)
     router.add_api_route(path, create, methods=["POST"], status_code=201,
                          summary=f"Create {noun}", name=f"create_{noun}", **writes)  # fmt: skip
     router.add_api_route(one, read, methods=["GET"], summary=f"Get {noun}",

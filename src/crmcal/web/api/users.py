@@ -47,13 +47,21 @@ async def list_my_tokens(request: Request) -> Page[TokenOut]:
         )
 
 
-@router.delete("/me/tokens/{token_id}", status_code=204, name="revoke_my_token")
+@router.delete(
+    "/me/tokens/{token_id}",
+    status_code=204,
+    name="revoke_my_token",
+    responses=refusals(409, s409="This is the token making the request: revoke it with another."),
+)
 async def revoke_my_token(
     request: Request, token_id: Annotated[int, Path(ge=1, le=MAX_ID)]
 ) -> Response:
-    """Revoke one of your API tokens at once (the one making this call too, if named)."""
+    """Revoke one of your API tokens at once; not the one making this call (409)."""
+    scheme, _, in_use = request.headers.get("authorization", "").partition(" ")
     async with writing(request) as (session, user):
-        await users.revoke_token(session, user, token_id)
+        await users.revoke_token(
+            session, user, token_id, in_use.strip() if scheme.lower() == "bearer" else None
+        )
     return Response(status_code=204)
 
 
