@@ -169,7 +169,13 @@ runpy.run_module("radicale", run_name="__main__", alter_sys=True)
 
 @pytest.fixture(scope="session")
 def radicale(server_root: Path) -> Iterator[CalDAVServer]:
-    workdir = _workdir(server_root, "radicale")
+    with serve_radicale(_workdir(server_root, "radicale")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve_radicale(workdir: Path) -> Iterator[CalDAVServer]:
+    """A Radicale of its own in ``workdir``, for a test whose account nobody else uses."""
     users = workdir / "users"
     users.write_text(f"{USER}:{PASSWORD}\n")
     config = workdir / "config"

@@ -238,7 +238,7 @@ def test_bad_series_are_refused(alice: Api, body: dict[str, Any]) -> None:
 def test_an_occurrence_rule_belongs_to_the_series(alice: Api) -> None:
     first = create(alice, recurrence="FREQ=WEEKLY;COUNT=3")
     response = alice.patch(f"{URL}/{first['id']}", json={"recurrence": "FREQ=DAILY"})
-    assert response.status_code == 422
+    assert response.status_code == 409  # the stored occurrence clashes
     assert "scope" in response.json()["detail"]
 
 
@@ -270,13 +270,14 @@ def test_a_rule_outlook_cannot_hold_is_refused_for_a_microsoft_connection(
     _connect(db_url, alice.id, "microsoft")
     body = {"type": "call", "subject": "x", "start": "2027-01-05T09:00:00", "recurrence": rule}
     response = alice.post(URL, json=body)
-    assert response.status_code == 422, response.text
+    # A clash with what is stored (the owner's connection): a documented 409.
+    assert response.status_code == 409, response.text
     assert part in response.json()["detail"]
     assert "Microsoft 365" in response.json()["detail"]
     rdate = alice.post(URL, json={"type": "call", "subject": "x", "start": "2027-01-05T09:00:00",
                                   "recurrence": "FREQ=WEEKLY",
                                   "rdates": ["2027-01-07T09:00:00"]})  # fmt: skip
-    assert rdate.status_code == 422
+    assert rdate.status_code == 409
     assert "RDATE" in rdate.json()["detail"]
 
 

@@ -191,7 +191,6 @@ def test_connect_refuses_bad_accounts_with_clear_errors(
         ({**base, "provider": "imap", "url": "imap://mail.example.com"}, "mail protocol"),
         ({**base, "url": "imap://mail.example.com"}, "mail protocol"),
         ({**base, "url": "ftp://example.com/"}, "http:// or https://"),
-        ({**base, "url": server.url, "calendar_id": server.url + "nope/"}, "no calendar"),
     ]
     if server.checks_auth:
         cases.append(({**base, "url": server.url, "password": "wrong"}, "password"))
@@ -200,6 +199,11 @@ def test_connect_refuses_bad_accounts_with_clear_errors(
         assert response.status_code == 422, (body, response.text)
         assert message in response.json()["detail"], (body, response.json())
     assert user.get(f"{V1}/connections").json()["items"] == []
+    # An account without the calendar asked for: its state, not the request, is at odds.
+    body = {**base, "url": server.url, "calendar_id": server.url + "nope/"}
+    response = user.post(f"{V1}/connections", json=body)
+    assert response.status_code == 409, response.text
+    assert "no calendar" in response.json()["detail"]
 
 
 def test_private_network_urls_are_refused_unless_allowed(db_url: str, server: CalDAVServer) -> None:

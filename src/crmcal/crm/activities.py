@@ -207,7 +207,10 @@ def _resolve_times(values: dict[str, Any]) -> dict[str, Any]:
         end_date = (
             times.parse_date("end", end, tz, end=True) if end else start_date + dt.timedelta(days=1)
         )
-        if end_date <= start_date:
+        if end_date == start_date:
+            # An end on its start's day reads as that one day, not as no day at all.
+            end_date = start_date + dt.timedelta(days=1)
+        if end_date < start_date:
             raise Invalid("end: must be after start (an all-day end date is exclusive)")
         return {
             "start_at": times.midnight_utc(start_date, tz),

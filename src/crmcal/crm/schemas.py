@@ -40,6 +40,13 @@ _EMAIL_RE = re.compile(
 _KEY_RE = r"^[a-z0-9][a-z0-9_-]*$"
 # What the OpenAPI document says of text: no NUL character (which no database can store).
 NO_NUL = r"^[^\x00]*$"
+# The common form of an RRULE, every value of which makes a series whose start is its first
+# occurrence. The server reads every RFC 5545 rule; this is what the document promises.
+_WEEKDAY = "(MO|TU|WE|TH|FR|SA|SU)"
+RRULE_PATTERN = (
+    r"^(RRULE:)?FREQ=(DAILY|WEEKLY|MONTHLY|YEARLY)(;INTERVAL=[1-9][0-9]?)?"
+    rf"(;COUNT=[1-9][0-9]?)?(;BYDAY={_WEEKDAY}(,{_WEEKDAY}){{0,6}})?$"
+)
 # RFC 3339, in the years crmcal accepts; days up to 28 are valid in every month, which
 # keeps the pattern a promise (a 30 February would match a looser one).
 _YEAR = r"(19[0-9]{2}|2[01][0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
@@ -426,9 +433,12 @@ class ActivityFields(Input):
         default=None,
         description="Let the calendar e-mail invitations to the participants; default false.",
     )
-    recurrence: Annotated[str, Text(1000, 1)] | None = Field(
+    recurrence: Annotated[str, Text(1000, 1), Doc(pattern=RRULE_PATTERN)] | None = Field(
         default=None,
-        description="RFC 5545 RRULE value, e.g. FREQ=WEEKLY;COUNT=10: makes a series.",
+        description="RFC 5545 RRULE value, e.g. FREQ=WEEKLY;COUNT=10: makes a series. The "
+        "pattern is the common form, every value of which is accepted; any RRULE whose "
+        "parts hold together is (parts in any order, UNTIL, BYMONTHDAY, BYSETPOS …), and "
+        "one that does not is refused with a 422 naming the part.",
     )
     exdates: list[When] | None = Field(
         default=None,

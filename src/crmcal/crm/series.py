@@ -502,7 +502,9 @@ def _retime(series: ActivitySeries, anchor: Activity, changes: dict[str, Any]) -
         if changes.get("end"):
             base = first + (anchor_original - series.start_date) + day_shift
             length = times.parse_date("end", changes["end"], tz, end=True) - base
-        if length <= dt.timedelta(0):
+        if length == dt.timedelta(0):
+            length = dt.timedelta(days=1)  # an end on its start's day: that one day
+        if length < dt.timedelta(0):
             raise Invalid("end: must be after start (an all-day end date is exclusive)")
         series.start_date, series.end_date = first, first + length
         series.start_at, series.end_at = (

@@ -25,7 +25,7 @@ from crmcal.config import Settings
 from crmcal.crm import activity_types, permissions
 from crmcal.crm.errors import Conflict, CrmError, Invalid, NotFound
 from crmcal.crm.pagination import page_by_id
-from crmcal.crm.schemas import Text
+from crmcal.crm.schemas import Doc, Input, Text
 from crmcal.crm.tables import User, utcnow
 from crmcal.model import CalendarInfo
 from crmcal.providers import kinds
@@ -44,11 +44,36 @@ from crmcal.vault import Vault, VaultError
 MAIL_PROTOCOLS = {"imap", "pop", "pop3"}
 
 
-class ConnectionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# What the document says a connect needs: a CalDAV account's address and credentials, or
+# a Google or Microsoft grant. The server says the same in its own words (check_request).
+_CONNECT_NEEDS = {
+    "anyOf": [
+        {
+            "properties": {
+                "provider": {"const": "caldav"},
+                "url": {"type": "string"},
+                "username": {"type": "string"},
+                "password": {"type": "string"},
+            },
+            "required": ["provider", "url", "username", "password"],
+        },
+        {
+            "properties": {
+                "provider": {"enum": [k.key for k in kinds.KINDS.values() if k.oauth]},
+                "refresh_token": {"type": "string", "minLength": 1},
+            },
+            "required": ["provider", "refresh_token"],
+        },
+    ]
+}
+_HTTP_URL = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00]+$"
 
-    provider: Annotated[str, Text(16, 1)]
-    url: Annotated[str, Text(2000, 1)] | None = None
+
+class ConnectionCreate(Input):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_CONNECT_NEEDS)
+
+    provider: Annotated[str, Text(16, 1), Doc(enum=list(kinds.KINDS))]
+    url: Annotated[str, Text(2000, 1), Doc(format="uri", pattern=_HTTP_URL)] | None = None
     username: Annotated[str, Text(320)] | None = None
     password: Annotated[str, Text(1000)] | None = Field(
         default=None, description="Never returned or logged."
@@ -64,9 +89,7 @@ class ConnectionCreate(BaseModel):
     )
 
 
-class ConnectionUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ConnectionUpdate(Input):
     calendar_id: Annotated[str, Text(1000, 1)] | None = Field(
         default=None,
         description="Another calendar of the account: on a `pending` connection, or on a "
@@ -76,9 +99,7 @@ class ConnectionUpdate(BaseModel):
     options: SyncOptionsPatch | None = None
 
 
-class Reconnect(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Reconnect(Input):
     password: Annotated[str, Text(1000)] | None = Field(
         default=None, description="A new password, if changed."
     )
@@ -236,9 +257,10 @@ def pick_calendar(
     if wanted is not None:
         found = next((c for c in calendars if c.id == wanted), None)
         if found is None:
-            raise Invalid(f"calendar_id: the account has no calendar {wanted!r}")
+            # The account's state, which the document cannot know: a clash, as a missing record.
+            raise Conflict(f"calendar_id: the account has no calendar {wanted!r}")
         if writable_needed and not found.writable:
-            raise Invalid(
+            raise Conflict(
                 f"calendar {found.name!r} is read-only: it can only be synced calendar_to_crm"
             )
         return found
@@ -253,7 +275,7 @@ async def check_options(session: AsyncSession, options: SyncOptions) -> None:
     known = {t.key for t in await activity_types.list_types(session)}
     unknown = sorted(set(options.outgoing_activity_types) - known)
     if unknown:
-        raise Invalid(f"options.outgoing_activity_types: unknown types {', '.join(unknown)}")
+        raise Conflict(f"options.outgoing_activity_types: unknown types {', '.join(unknown)}")
 
 
 @dataclass(frozen=True)
@@ -478,6 +500,13 @@ async def reconnect(
     owner = await session.get(User, conn.user_id)
     assert owner is not None
     require_may_sync(owner, conn.sync_type)
+    kind = kinds.kind_of(conn.provider)
+    oauth = kind is not None and kind.oauth
+    # The other kind's credential would be stored in place of the right one.
+    if oauth and data.password is not None:
+        raise Conflict(f"connection {conn.id} is signed in with a refresh_token, not a password")
+    if not oauth and data.refresh_token is not None:
+        raise Conflict(f"connection {conn.id} takes a password, not a refresh_token")
     if data.password is not None:
         conn.credentials = vault.seal(data.password)
     if data.refresh_token is not None:

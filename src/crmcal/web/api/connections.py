@@ -82,7 +82,9 @@ _CHECKING: set[int] = set()
         409,
         503,
         s409="You already have an active connection (stop it first), or a check of "
-        "another account of yours is still running.",
+        "another account of yours is still running; or the account has no `calendar_id` "
+        "calendar (or it is read-only for the sync type), or the `options` name an "
+        "activity type that does not exist.",
     ),
 )
 async def create_connection(request: Request, body: ConnectionCreate) -> ConnectionOut:
@@ -124,7 +126,12 @@ async def get_connection(request: Request, connection_id: ConnectionId) -> Conne
     "/{connection_id}",
     response_model=ConnectionOut,
     responses=refusals(
-        403, 409, 503, s409="The calendar of a running connection cannot change: stop it first."
+        403,
+        409,
+        503,
+        s409="The calendar of a running connection cannot change (stop it first); or the "
+        "account has no `calendar_id` calendar (or it is read-only for the sync type), or "
+        "the `options` name an activity type that does not exist.",
     ),
 )
 async def update_connection(
@@ -237,7 +244,14 @@ async def stop(request: Request, connection_id: ConnectionId) -> ConnectionOut:
     "/{connection_id}/reconnect",
     response_model=ConnectionOut,
     name="reconnect_connection",
-    responses=refusals(403, 409, 503, s409="The connection is not stopped, or another is active."),
+    responses=refusals(
+        403,
+        409,
+        503,
+        s409="The connection is not stopped, or another is active; or the body gives the "
+        "other kind's credential (a `password` for a Google or Microsoft connection, a "
+        "`refresh_token` for a CalDAV one).",
+    ),
 )
 async def reconnect(
     request: Request, connection_id: ConnectionId, body: Reconnect | None = None
