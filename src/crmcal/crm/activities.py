@@ -269,9 +269,9 @@ async def _participants(
                 email = email or person.email
                 name = name or person.name
             elif email is not None and as_contacts:
-                person = by_email[email]
-                person_id = person.id
-                name = name or person.name
+                matched = by_email[email]
+                person_id = matched.id
+                name = name or matched.name
             made.append(
                 {"position": position, "email": email, "name": name, "person_id": person_id,
                  "status": item.status or "needs_action"}
@@ -391,16 +391,19 @@ async def create_activities(
     *,
     origin: str = "api",
     as_contacts: bool = True,
+    organizers: list[str | None] | None = None,
 ) -> list[Activity]:
     """Create several activities in one go (an import): the same checks as one by one,
     with persons, rows and change-feed entries written in batches. ``as_contacts``
-    off keeps participants given by e-mail as plain addresses (no persons made)."""
+    off keeps participants given by e-mail as plain addresses (no persons made).
+    ``organizers``: for each item, the organizer of someone else's meeting (the sync's
+    import of an invitation), else None."""
     permissions.require(actor, permissions.ACTIVITIES_CREATE)
     owners: dict[int, User] = {actor.id: actor}
     usable_types: set[str] = set()
     now = utcnow()
     rows: list[dict[str, Any]] = []
-    for data, uid in items:
+    for n, (data, uid) in enumerate(items):
         owner_id = data.owner_id or actor.id
         if owner_id not in owners:
             owners[owner_id] = await _other_owner(session, actor, owner_id)
@@ -416,6 +419,7 @@ async def create_activities(
                 values[name] = default
         row = await _columns(session, values, None, usable_types, actor)
         row.update(uid=uid or uuid.uuid4().hex, owner_id=owner.id, series_id=None,
+                   organizer=organizers[n] if organizers else None,
                    created_at=now, updated_at=now, deleted_at=None)  # fmt: skip
         rows.append(row)
     participants = await _participants(
@@ -432,12 +436,21 @@ async def create_activities(
         )
         await changefeed.record_changes(session, stored, changefeed.CREATED, origin)
     made = dict(zip(single, stored, strict=True))
-    for i, (data, uid) in enumerate(items):
-        if i not in made:  # a rule: a series, answered by its first occurrence
-            made[i] = await series.create_series(
-                session, owners[rows[i]["owner_id"]], rows[i], participants[i],
-                exdates=data.exdates, rdates=data.rdates, origin=origin, uid=uid,
-            )  # fmt: skip
+    # A rule: a series, answered by its first occurrence; all of them together.
+    rules = [i for i in range(len(items)) if i not in made]
+    firsts = await series.create_many(
+        session,
+        [
+            series.NewSeries(
+                owners[rows[i]["owner_id"]], {k: v for k, v in rows[i].items() if k != "organizer"},
+                participants[i], items[i][0].exdates, items[i][0].rdates, items[i][1],
+                rows[i]["organizer"],
+            )
+            for i in rules
+        ],
+        origin=origin,
+    )  # fmt: skip
+    made.update(zip(rules, firsts, strict=True))
     return [made[i] for i in range(len(items))]
 
 

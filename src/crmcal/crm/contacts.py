@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import ColumnElement, exists, or_, select
+from sqlalchemy import ColumnElement, exists, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm import changefeed
@@ -20,6 +20,7 @@ from crmcal.crm.tables import (
     Participant,
     Person,
     User,
+    table_of,
     utcnow,
 )
 
@@ -232,29 +233,49 @@ async def list_page(
     return await page_by_id(session, query, model.id, limit=limit, cursor=cursor)  # type: ignore[attr-defined]
 
 
+class Matched(NamedTuple):
+    """What a participant needs of the person its e-mail names."""
+
+    id: int
+    name: str
+
+
+# E-mails per IN (...) when matching: far below any backend's limit on parameters.
+MATCH_CHUNK = 1000
+
+
 async def persons_for_emails(
     session: AsyncSession, wanted: dict[str, str | None]
-) -> dict[str, Person]:
+) -> dict[str, Matched]:
     """The persons with these (normalised) e-mails, creating the missing ones.
 
     ``wanted`` maps each e-mail to the name a new person gets (else the part
     before the @). New persons are not ``explicit``: see ``visible_persons``.
+    For an import's many attendees at once: one query finds the known ones and one
+    multi-row INSERT makes the rest (the ORM would insert them one by one).
     """
     if not wanted:
         return {}
-    found = {
-        p.email: p
-        for p in await session.scalars(select(Person).where(Person.email.in_(list(wanted))))
-    }
-    new = [
-        Person(
-            name=(name or "").strip()[:200] or email.split("@", 1)[0], email=email, explicit=False
+    emails = list(wanted)
+    found: dict[str, Matched] = {}
+    for start in range(0, len(emails), MATCH_CHUNK):
+        rows = await session.execute(
+            select(Person.email, Person.id, Person.name).where(
+                Person.email.in_(emails[start : start + MATCH_CHUNK])
+            )
         )
+        found.update((str(email), Matched(pid, name)) for email, pid, name in rows)
+    now = utcnow()
+    new = [
+        {"name": (name or "").strip()[:200] or email.split("@", 1)[0], "email": email,
+         "explicit": False, "created_at": now, "updated_at": now}
         for email, name in wanted.items()
         if email not in found
-    ]
+    ]  # fmt: skip
     if new:
-        session.add_all(new)
-        await session.flush()
-        found.update((p.email, p) for p in new)
-    return found  # type: ignore[return-value]
+        table = table_of(Person)
+        made = await session.execute(
+            insert(table).returning(table.c.email, table.c.id, table.c.name), new
+        )
+        found.update((str(email), Matched(pid, name)) for email, pid, name in made)
+    return found

@@ -18,17 +18,17 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm import changefeed, permissions, recurrence, times
 from crmcal.crm.errors import Conflict, Invalid, NotFound
 from crmcal.crm.recurrence import Moment, Rule
 from crmcal.crm.schemas import SeriesOut, SeriesParticipantOut
-from crmcal.crm.tables import Activity, ActivitySeries, Participant, User, utcnow
+from crmcal.crm.tables import Activity, ActivitySeries, Participant, User, table_of, utcnow
 
 Scope = Literal["this", "following", "series"]
 HORIZON_DAYS = 365
@@ -220,6 +220,21 @@ async def extend_all(
 # --- creating ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class NewSeries:
+    """One series to create: an activity's checked columns (``row``, with its
+    ``recurrence``), its participant rows (with the statuses of the first occurrence),
+    its dates left out and added, and a uid an importer chose."""
+
+    owner: User
+    row: dict[str, Any]
+    participants: list[dict[str, Any]]
+    exdates: list[str] | None = None
+    rdates: list[str] | None = None
+    uid: str | None = None
+    organizer: str | None = None  # someone else's meeting (see Activity.organizer)
+
+
 async def create_series(
     session: AsyncSession,
     owner: User,
@@ -233,48 +248,85 @@ async def create_series(
 ) -> Activity:
     """A series from an activity's checked columns (``row``, with its ``recurrence``);
     answers its first occurrence."""
-    tz = times.zone(row["timezone"])
-    rule_text = row["recurrence"]
-    recurrence.check_can_match(rule_text)
-    series = ActivitySeries(
-        uid=uid or uuid.uuid4().hex,
-        owner_id=owner.id,
-        rrule=rule_text,
-        rdates=_moments("rdates", rdates, row["all_day"], tz),
-        exdates=_moments("exdates", exdates, row["all_day"], tz),
-        participants=[
-            {"email": p["email"], "name": p["name"], "person_id": p["person_id"]}
-            for p in participants
-        ],
-        materialised_until=row["start_at"],
-        **{
-            name: row[name]
-            for name in (
-                *MASTER_FIELDS,
-                "timezone",
-                "all_day",
-                "start_at",
-                "end_at",
-                "start_date",
-                "end_date",
-            )
-        },
+    (first,) = await create_many(
+        session, [NewSeries(owner, row, participants, exdates, rdates, uid)], origin=origin
     )
-    session.add(series)
-    await session.flush()
-    # The activity asked for is the first occurrence: done if it was given as done.
-    first = {"done": bool(row.get("done"))}
-    made = await materialise(session, series, _target(series), origin=origin, first=first)
-    if not made:
-        raise Invalid(
-            "recurrence: the series has no occurrence from its start within the next "
-            f"{horizon().days} days"
+    return first
+
+
+async def create_many(
+    session: AsyncSession, items: list[NewSeries], *, origin: str
+) -> list[Activity]:
+    """Several series at once (an import), each answered by its first occurrence.
+
+    Everything a new series needs is known before it is stored (its occurrences up to
+    the horizon follow from the rule alone), so the series, all their occurrences,
+    participants and change-feed rows go in a few multi-row INSERTs, however many
+    series there are.
+    """
+    from crmcal.crm.activities import insert_rows
+
+    if not items:
+        return []
+    now = utcnow()
+    made: list[tuple[ActivitySeries, Rule, list[Moment]]] = []
+    for item in items:
+        row = item.row
+        tz = times.zone(row["timezone"])
+        recurrence.check_can_match(row["recurrence"])
+        series = ActivitySeries(
+            uid=item.uid or uuid.uuid4().hex, owner_id=item.owner.id, rrule=row["recurrence"],
+            rdates=_moments("rdates", item.rdates, row["all_day"], tz),
+            exdates=_moments("exdates", item.exdates, row["all_day"], tz),
+            participants=[{"email": p["email"], "name": p["name"], "person_id": p["person_id"]}
+                          for p in item.participants],
+            created_at=now, updated_at=now, deleted_at=None,
+            **{name: row[name] for name in (*MASTER_FIELDS, "timezone", "all_day", "start_at",
+                                            "end_at", "start_date", "end_date")},
+        )  # fmt: skip
+        rule = rule_of(series)
+        until = _target(series)
+        starts = rule.starts(series.start_at, until, MAX_PER_STEP + 1)
+        if not starts:
+            raise Invalid(
+                "recurrence: the series has no occurrence from its start within the next "
+                f"{horizon().days} days"
+            )
+        if len(starts) > MAX_PER_STEP:
+            until, starts = rule.instant(starts[MAX_PER_STEP]), starts[:MAX_PER_STEP]
+        series.materialised_until = until
+        made.append((series, rule, starts))
+    table = table_of(ActivitySeries)
+    columns = [c.key for c in table.columns if c.key != "id"]
+    ids = list(
+        await session.scalars(
+            insert(table).returning(table.c.id, sort_by_parameter_order=True),
+            [{name: getattr(series, name) for name in columns} for series, _, _ in made],
         )
-    statuses = {p["email"]: p["status"] for p in participants if p.get("email")}
-    if any(s != "needs_action" for s in statuses.values()):
-        for person in made[0].participants:
-            person.status = statuses.get(person.email, person.status)
-    return made[0]
+    )
+    rows: list[dict[str, Any]] = []
+    people: list[list[dict[str, Any]]] = []
+    firsts: list[int] = []
+    for (series, rule, starts), series_id, item in zip(made, ids, items, strict=True):
+        series.id = series_id
+        everyone = _participant_rows(series)
+        firsts.append(len(rows))
+        for n, moment in enumerate(starts):
+            row = _occurrence_row(series, rule, moment)
+            row["organizer"] = item.organizer
+            if n == 0:
+                # The activity asked for is the first occurrence: done if it was given
+                # as done, with the answers its participants gave.
+                row["done"] = bool(item.row.get("done"))
+                statuses = {p["email"]: p["status"] for p in item.participants if p.get("email")}
+                people.append([{**p, "status": statuses.get(p["email"], p["status"])}
+                               for p in everyone])  # fmt: skip
+            else:
+                people.append(everyone)
+            rows.append(row)
+    occurrences = await insert_rows(session, rows, people)
+    await changefeed.record_changes(session, occurrences, changefeed.CREATED, origin)
+    return [occurrences[i] for i in firsts]
 
 
 def _target(series: ActivitySeries) -> dt.datetime:

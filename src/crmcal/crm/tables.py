@@ -242,7 +242,8 @@ class ActivitySeries(Timestamped, Base):
     __tablename__ = "activity_series"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    uid: Mapped[str] = mapped_column(String(32), unique=True)
+    # A sentinel, as Activity.uid: an import inserts many series in one statement.
+    uid: Mapped[str] = mapped_column(String(32), unique=True, insert_sentinel=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     rrule: Mapped[str] = mapped_column(String(1000))
     # ISO dates (all-day) or UTC instants: dates added to and left out of the rule.

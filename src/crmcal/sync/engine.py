@@ -49,7 +49,7 @@ from crmcal.providers.base import (
     delete_many,
     update_many,
 )
-from crmcal.sync import mapping, merge
+from crmcal.sync import mapping, merge, series_mapping
 from crmcal.sync.context import RunContext, Start, SyncFailed, SyncRefused, SyncStopped
 from crmcal.sync.decisions import Act, Decision, State, decide
 from crmcal.sync.info_block import LinkedRecords
@@ -121,6 +121,17 @@ class Pair:
     plan: merge.Plan | None = None  # both sides changed: which fields each gives
 
 
+@dataclass(frozen=True)
+class _Import:
+    """A new calendar event, checked and ready for the CRM (see Engine._import_batch)."""
+
+    ref: RemoteRef
+    event: CalendarEvent
+    data: ActivityCreate
+    uid: str  # the CRM uid derived from its UID
+    organizer: str | None
+
+
 ProgressFn = Callable[[int, int], None]
 
 
@@ -153,6 +164,7 @@ class Engine:
         self.report = SyncReport()
         self.seen: set[str] = set()
         self.imports: list[RemoteRef] = []
+        self.first_import = False  # no link yet and no cursor: everything is new
         self.outgoing: list[tuple[Activity, CalendarEvent]] = []
         # Updates and deletes of linked events, sent together (see _push_changes).
         self.updates: list[tuple[Pair, Link, Activity, CalendarEvent, Update]] = []
@@ -203,6 +215,7 @@ class Engine:
         # A first import needs every event's contents: say so, a provider may
         # then list them in one go instead of listing and fetching.
         first = cursor is None and not await self.links.count()
+        self.first_import = first
         listing = await self.provider.list_changes(ctx.calendar_id, cursor, with_contents=first)
         remote_refs, gone_ids = await self._remote_side(listing)
         crm_ids = await self._crm_side()
@@ -659,6 +672,11 @@ class Engine:
             if event.recurrence is None:
                 # An occurrence without its series (a server that stores it alone).
                 self._skip_recurring(Pair(remote=ref), "an occurrence without its series")
+            elif self.first_import and not event.crm_id and not event.live_overrides():
+                # A plain series new to the CRM: written with the batch (see
+                # _import_batch); one that may be the CRM's own, or one with
+                # occurrences changed on their own, goes through series_sync.
+                self.imports.append(ref)
             else:
                 await self.series.take(ref)
             return
@@ -1154,76 +1172,153 @@ class Engine:
         return fields
 
     async def _import_batch(self) -> None:
-        """Create the activities for the new events gathered so far, with their links, in
-        one transaction; if one of them is refused, each on its own, to find which."""
+        """Create the activities (and series) for the new events gathered so far, with
+        their persons, change-feed rows and links, in one transaction of a few
+        multi-row statements; an item the CRM refuses is found by halving the batch,
+        reported and skipped, and the rest are written."""
         batch, self.imports = self.imports, []
-        if not batch:
-            return
+        prepared = []
+        for ref in batch:
+            try:
+                prepared.append(self._prepare_import(ref))
+            except CrmError as exc:
+                self.report.problem(ref.id, str(exc))
+                self.report.skipped += 1
+        later = await self._write_imports(prepared)
+        for ref in later:
+            await self._guarded(Pair(remote=ref), self.series.take(ref))
+
+    async def _write_imports(self, prepared: list[_Import]) -> list[RemoteRef]:
+        """Write ``prepared`` in one transaction, or halves of it when one is refused;
+        answers the series to import on their own (see _pull_create)."""
+        if not prepared:
+            return []
         try:
-            await self._pull_create(batch)
+            return await self._pull_create(prepared)
         except Forbidden as exc:
             raise SyncFailed(str(exc), FailureKind.PERMISSION) from exc
-        except CrmError:
-            for ref in batch:
-                try:
-                    await self._pull_create([ref])
-                except CrmError as exc:
-                    self.report.problem(ref.id, str(exc))
-                    self.report.skipped += 1
-            return
+        except CrmError as exc:
+            if len(prepared) == 1:
+                self.report.problem(prepared[0].ref.id, str(exc))
+                self.report.skipped += 1
+                return []
+        half = len(prepared) // 2
+        return [
+            *await self._write_imports(prepared[:half]),
+            *await self._write_imports(prepared[half:]),
+        ]
 
-    async def _pull_create(self, refs: list[RemoteRef]) -> None:
-        prepared = []
-        for ref in refs:
-            event = ref.event
-            assert event is not None
-            try:
-                data = ActivityCreate(
-                    type=self.ctx.options.incoming_activity_type, **self._fields(event)
-                )
-            except ValidationError as exc:
-                raise Invalid(f"the event cannot be stored: {exc.errors()[0]['msg']}") from None
-            prepared.append(
-                (ref, event, data, mapping.derived_uid(self.ctx.owner.id, event.uid or ref.id))
-            )
+    def _prepare_import(self, ref: RemoteRef) -> _Import:
+        """What the CRM is given for a new event: checked here, item by item, so that a
+        bad one never costs the others their batch."""
+        event = ref.event
+        assert event is not None
+        ctx = self.ctx
+        uid = mapping.derived_uid(ctx.owner.id, event.uid or ref.id)
+        if event.recurring:
+            fields = series_mapping.events_to_series(
+                event, (), ctx.owner, ctx.options, ctx.own_addresses
+            ).fields
+            what = "series"
+        else:
+            fields = {"type": ctx.options.incoming_activity_type, **self._fields(event)}
+            what = "event"
+        try:
+            data = ActivityCreate(**fields)
+        except ValidationError as exc:
+            raise Invalid(f"the {what} cannot be stored: {exc.errors()[0]['msg']}") from None
+        return _Import(ref, event, data, uid, self._organizer(event))
+
+    async def _pull_create(self, prepared: list[_Import]) -> list[RemoteRef]:
+        """One transaction; answers the series left out of it: those whose uid the CRM
+        already has, which go through series_sync one by one (it may relink them)."""
+        later: list[RemoteRef] = []
         async with self.db.write() as session:
             owner = await self._owner(session)
-            taken = {a.uid for a in await activities.find_by_uids(
-                session, owner.id, [uid for *_, uid in prepared])}  # fmt: skip
+            singles = [item.uid for item in prepared if not item.event.recurring]
+            rules = [item.uid for item in prepared if item.event.recurring]
+            taken = {a.uid for a in await activities.find_by_uids(session, owner.id, singles)}
+            taken_series = set()
+            if rules:
+                taken_series = set(
+                    await session.scalars(
+                        select(ActivitySeries.uid).where(ActivitySeries.uid.in_(rules))
+                    )
+                )
             items: list[tuple[ActivityCreate, str | None]] = []
-            for _, _, data, uid in prepared:
-                # A second event with the same UID is a copy and gets its own id.
-                items.append((data, None if uid in taken else uid))
-                taken.add(uid)
+            writing: list[_Import] = []
+            for item in prepared:
+                if item.event.recurring:
+                    if item.uid in taken_series:
+                        later.append(item.ref)
+                        continue
+                    taken_series.add(item.uid)
+                    items.append((item.data, item.uid))
+                else:
+                    # A second event with the same UID is a copy and gets its own id.
+                    items.append((item.data, None if item.uid in taken else item.uid))
+                    taken.add(item.uid)
+                writing.append(item)
             created = await activities.create_activities(
                 session,
                 owner,
                 items,
                 origin=self.ctx.origin,
                 as_contacts=self.ctx.options.attendees_to_contacts,
+                organizers=[item.organizer for item in writing],
             )
-            for activity, (_, event, _, _) in zip(created, prepared, strict=True):
-                activity.organizer = self._organizer(event)
+            series = await self._series_made(session, created)
             now = utcnow()
             rows = []
-            for activity, (ref, event, _, _) in zip(created, prepared, strict=True):
+            for activity, item in zip(created, writing, strict=True):
                 crm_event = self._event_of(activity)
+                event = item.event
+                if activity.series_id is not None:
+                    made, occurrences = series[activity.series_id]
+                    hashes = self.series.new_link_hashes(made, occurrences, event)
+                else:
+                    hashes = self._field_hashes(crm_event, event)
                 rows.append(
                     {
                         "connection_id": self.ctx.connection_id,
                         "activity_id": activity.id,
-                        "remote_id": ref.id,
+                        "remote_id": item.ref.id,
                         "remote_uid": event.uid,
-                        "remote_etag": ref.etag,
+                        "remote_etag": item.ref.etag,
                         "remote_hash": event.content_hash(),
                         "crm_hash": crm_event.content_hash(),
-                        "field_hashes": self._field_hashes(crm_event, event),
+                        "field_hashes": hashes,
                         "origin": LinkOrigin.CALENDAR,
                         "last_synced_at": now,
                     }
                 )
-            await session.execute(insert(table_of(Link)), rows)
+            if rows:
+                await session.execute(insert(table_of(Link)), rows)
         self.report.created += len(created)
+        return later
+
+    @staticmethod
+    async def _series_made(
+        session: AsyncSession, firsts: list[Activity]
+    ) -> dict[int, tuple[ActivitySeries, list[Activity]]]:
+        """The series among ``firsts`` (first occurrences just made) with all their
+        occurrences, in two queries."""
+        ids = [a.series_id for a in firsts if a.series_id is not None]
+        if not ids:
+            return {}
+        found: dict[int, tuple[ActivitySeries, list[Activity]]] = {
+            s.id: (s, [])
+            for s in await session.scalars(select(ActivitySeries).where(ActivitySeries.id.in_(ids)))
+        }
+        occurrences = await session.scalars(
+            select(Activity)
+            .where(Activity.series_id.in_(ids))
+            .order_by(Activity.series_id, Activity.original_start_at, Activity.id)
+        )
+        for occurrence in occurrences:
+            assert occurrence.series_id is not None
+            found[occurrence.series_id][1].append(occurrence)
+        return found
 
     async def _pull_update(
         self, pair: Pair, link: Link, *, keep_link: bool = False

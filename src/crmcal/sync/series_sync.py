@@ -629,8 +629,6 @@ class SeriesSync:
             if keys:
                 await self._pull_occurrences(session, owner, series, event, keys, bool(organizer))
             occurrences = await _occurrences(session, series_id)
-            within = _within(series)
-            crm_now = digests_of(self.crm_event(series, occurrences), within)
             link = Link(
                 connection_id=ctx.connection_id,
                 activity_id=first.id,
@@ -639,13 +637,22 @@ class SeriesSync:
                 remote_etag=ref.etag,
                 remote_hash=event.content_hash(),
                 crm_hash=engine._crm_hash(first),
-                field_hashes=_remembered({}, crm_now, digests_of(event, within)),
+                field_hashes=self.new_link_hashes(series, occurrences, event),
                 origin=LinkOrigin.CALENDAR,
                 last_synced_at=utcnow(),
             )
             await engine.links.store(link, session=session)
         engine.series_links[series_id] = link
         engine.report.created += 1
+
+    def new_link_hashes(
+        self, series: ActivitySeries, occurrences: list[Activity], event: CalendarEvent
+    ) -> dict[str, Any]:
+        """What the link of a series just imported from ``event`` remembers of both sides
+        (also for the series a first import writes in its batches)."""
+        within = _within(series)
+        crm_now = digests_of(self.crm_event(series, occurrences), within)
+        return _remembered({}, crm_now, digests_of(event, within))
 
     async def _relink(self, ref: RemoteRef) -> bool:
         """Link a calendar series to the CRM series it already is (one crmcal sent, or

@@ -1,0 +1,226 @@
+"""A first import writes the CRM in a few multi-row statements per batch, not per event.
+
+Events as calendars hold them (a VTIMEZONE, someone else as organizer, attendees
+new to the CRM, an alarm, weekly series, all-day events) are imported from Radicale
+by the engine; the database statements are counted with SQLAlchemy's cursor events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+
+from crmcal.config import Settings
+from crmcal.crm.schemas import UserCreate
+from crmcal.crm.tables import Activity, ActivitySeries, Participant, Person
+from crmcal.crm.users import create_user
+from crmcal.db import Database
+from crmcal.model import CalendarInfo
+from crmcal.sync.connections import ConnectionCreate, create
+from crmcal.sync.engine import SyncReport
+from crmcal.sync.runner import run_sync
+from crmcal.sync.tables import Connection, Link
+from crmcal.vault import vault_for
+from tests.conftest import run
+from tests.providers.harness import CalDAVHarness, CalDAVServer
+
+# The tables an import writes: statements naming them are the import's own.
+TABLES = ("activities", "activity_participants", "persons", "activity_series",
+          "activity_changes", "sync_links")  # fmt: skip
+START = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
+BERLIN_TZ = (
+    "BEGIN:VTIMEZONE\r\nTZID:Europe/Berlin\r\n"
+    "BEGIN:DAYLIGHT\r\nTZOFFSETFROM:+0100\r\nTZOFFSETTO:+0200\r\nTZNAME:CEST\r\n"
+    "DTSTART:19700329T020000\r\nRRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU\r\nEND:DAYLIGHT\r\n"
+    "BEGIN:STANDARD\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nTZNAME:CET\r\n"
+    "DTSTART:19701025T030000\r\nRRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU\r\nEND:STANDARD\r\n"
+    "END:VTIMEZONE\r\n"
+)
+
+
+def realistic(tag: str, n: int, *, rule: str | None = None, guests: int = 2) -> str:
+    """Event ``n`` of a calendar: every tenth a weekly series (or ``rule``), every
+    twentieth all-day, each with its organizer and two attendees (``guests``) new to
+    the CRM."""
+    local = START.replace(tzinfo=None) + dt.timedelta(hours=n)
+    lines = [f"UID:{tag}-{n}@test.example", "DTSTAMP:20260101T000000Z",
+             f"SUMMARY:Review {n}", f"DESCRIPTION:Deal #{n}\\nAgenda", f"LOCATION:Room {n}",
+             f"ORGANIZER;CN=Olga {n}:mailto:olga.{tag}.{n}@partner.example"]  # fmt: skip
+    for k in range(guests):
+        lines.append(
+            f"ATTENDEE;CN=Guest {n}-{k};ROLE=REQ-PARTICIPANT;PARTSTAT=ACCEPTED;RSVP=TRUE:"
+            f"mailto:guest.{tag}.{n}.{k}@customer.example"
+        )
+    zone = ""
+    if n % 20 == 19:
+        lines += [f"DTSTART;VALUE=DATE:{local:%Y%m%d}", "TRANSP:TRANSPARENT"]
+    else:
+        zone = BERLIN_TZ
+        end = local + dt.timedelta(minutes=45)
+        lines += [f"DTSTART;TZID=Europe/Berlin:{local:%Y%m%dT%H%M%S}",
+                  f"DTEND;TZID=Europe/Berlin:{end:%Y%m%dT%H%M%S}"]  # fmt: skip
+        if rule or n % 10 == 0:
+            lines.append(f"RRULE:{rule or 'FREQ=WEEKLY;COUNT=5'}")
+    alarm = "BEGIN:VALARM\r\nACTION:DISPLAY\r\nDESCRIPTION:Soon\r\nTRIGGER:-PT15M\r\nEND:VALARM\r\n"
+    body = "\r\n".join(lines)
+    return (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//test//EN\r\n"
+        f"{zone}BEGIN:VEVENT\r\n{body}\r\n{alarm}END:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+
+
+@pytest.fixture
+def calendars(radicale: CalDAVServer) -> Iterator[list[CalDAVHarness]]:
+    made = [CalDAVHarness(radicale), CalDAVHarness(radicale)]
+    yield made
+    for harness in made:
+        run(harness.close())
+
+
+class Counted:
+    """The import's statements on the engine of ``db``, by verb and table."""
+
+    def __init__(self, db: Database) -> None:
+        self.by_kind: Counter[str] = Counter()
+        self.on = False
+        event.listen(db.engine.sync_engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not self.on:
+            return
+        words = statement.split()
+        verb = words[0].upper()
+        named = {w.strip('"(,') for w in words}
+        for table in TABLES:
+            if table in named:
+                self.by_kind[f"{verb} {table}"] += 1
+                return
+
+
+async def import_calendar(
+    db_url: str, server: CalDAVServer, calendar: CalDAVHarness, texts: list[str], email: str
+) -> tuple[SyncReport, Counted, int]:
+    """A new user connects ``calendar`` holding ``texts``; the first sync, counted."""
+    for n, text in enumerate(texts):
+        await calendar.put_raw(text, name=f"event-{n}.ics")
+    settings = Settings(database_url=db_url, secret_key="test-key", allow_private_networks=True)
+    db = Database(db_url)
+    try:
+        async with db.write() as session:
+            user, _ = await create_user(session, UserCreate(email=email, name="Sam"))
+            data = ConnectionCreate(provider="caldav", url=server.url, username=server.username,
+                                    password=server.password)  # fmt: skip
+            info = CalendarInfo(id=calendar.calendar_id, name="Work", writable=True)
+            conn = await create(session, user, data, info, vault_for(settings))
+            connection_id = conn.id
+        counted = Counted(db)
+        counted.on = True
+        report = await run_sync(db, vault_for(settings), settings, connection_id)
+        counted.on = False
+        assert report is not None
+        return report, counted, user.id
+    finally:
+        await db.dispose()
+
+
+async def sync_again(db_url: str, owner_id: int) -> SyncReport:
+    settings = Settings(database_url=db_url, secret_key="test-key", allow_private_networks=True)
+    db = Database(db_url)
+    try:
+        async with db.read() as session:
+            connection_id = await session.scalar(
+                select(Connection.id).where(Connection.user_id == owner_id)
+            )
+        assert connection_id is not None
+        report = await run_sync(db, vault_for(settings), settings, connection_id)
+        assert report is not None
+        return report
+    finally:
+        await db.dispose()
+
+
+async def totals(db_url: str, owner_id: int) -> dict[str, int]:
+    db = Database(db_url)
+    try:
+        async with db.read() as session:
+            mine = select(Activity.id).where(Activity.owner_id == owner_id)
+            return {
+                "activities": await session.scalar(
+                    select(func.count()).select_from(mine.subquery())
+                ),
+                "series": await session.scalar(
+                    select(func.count(ActivitySeries.id)).where(ActivitySeries.owner_id == owner_id)
+                ),
+                "invitations": await session.scalar(
+                    select(func.count(Activity.id)).where(
+                        Activity.owner_id == owner_id, Activity.organizer.is_not(None)
+                    )
+                ),
+                "participants": await session.scalar(
+                    select(func.count(Participant.id)).where(Participant.activity_id.in_(mine))
+                ),
+                "links": await session.scalar(select(func.count(Link.id))),
+                "hidden persons": await session.scalar(
+                    select(func.count(Person.id)).where(Person.explicit.is_(False))
+                ),
+            }  # type: ignore[return-value]
+    finally:
+        await db.dispose()
+
+
+def test_statements_of_a_first_import_do_not_grow_with_the_calendar(
+    db_url: str, radicale: CalDAVServer, calendars: list[CalDAVHarness]
+) -> None:
+    small_calendar, large_calendar = calendars
+    small, small_count, small_owner = run(import_calendar(
+        db_url, radicale, small_calendar, [realistic("s", n) for n in range(20)], "s@crm.test",
+    ))  # fmt: skip
+    large, large_count, large_owner = run(import_calendar(
+        db_url, radicale, large_calendar, [realistic("l", n) for n in range(80)], "l@crm.test",
+    ))  # fmt: skip
+    assert (small.created, small.skipped, small.problems) == (20, 0, [])
+    assert (large.created, large.skipped, large.problems) == (80, 0, [])
+    # Four times the events (and series, and new persons): the very same statements.
+    assert large_count.by_kind == small_count.by_kind
+    assert sum(large_count.by_kind.values()) <= 30, large_count.by_kind
+
+    # Everything an import makes is there: series with their occurrences, invitations
+    # (each occurrence of a series too), participants linked to persons made hidden.
+    found = run(totals(db_url, large_owner))
+    assert found["series"] == 8
+    assert found["activities"] == 72 + 8 * 5
+    assert found["invitations"] == found["activities"]
+    assert found["participants"] == 2 * found["activities"]
+    assert found["hidden persons"] == 2 * 20 + 2 * 80
+    assert run(totals(db_url, small_owner))["activities"] == 18 + 2 * 5
+    # The links remember both sides as they are: the next sync has nothing to do.
+    again = run(sync_again(db_url, large_owner))
+    assert (again.counts(), again.problems) == (dict.fromkeys(again.counts(), 0), [])
+
+
+def test_events_the_crm_refuses_are_skipped_and_the_rest_imported_in_batches(
+    db_url: str, radicale: CalDAVServer, calendars: list[CalDAVHarness]
+) -> None:
+    calendar = calendars[0]
+    texts = [realistic("b", n) for n in range(40)]
+    # More attendees than an activity takes, and a series whose months never have
+    # its day: the CRM refuses both.
+    texts[7] = realistic("b", 7, guests=201)
+    texts[13] = realistic("b", 13, rule="FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30")
+    report, counted, owner = run(import_calendar(db_url, radicale, calendar, texts, "b@crm.test"))
+    assert (report.created, report.skipped) == (38, 2)
+    reasons = {p["item"].rsplit("/", 1)[-1]: p["reason"] for p in report.problems}
+    assert set(reasons) == {"event-7.ics", "event-13.ics"}
+    assert "at most 200" in reasons["event-7.ics"]
+    assert "BYMONTHDAY" in reasons["event-13.ics"]
+    found = run(totals(db_url, owner))
+    assert found["series"] == 4
+    assert found["activities"] == 34 + 4 * 5
+    # The refused series is found by halving the batch: a few more transactions, not
+    # one per event.
+    assert counted.by_kind["INSERT sync_links"] <= 10, counted.by_kind
