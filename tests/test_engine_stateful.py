@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import shutil
 import tempfile
 import threading
@@ -27,13 +28,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dateutil.rrule import rrulestr
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crmcal.crm import activities
+from crmcal.crm.schemas import ActivityCreate
+from crmcal.crm.tables import Activity as ActivityRow
 from crmcal.db import Database
-from crmcal.model import Attendee
+from crmcal.model import Attendee, CalendarEvent, Recurrence
+from crmcal.providers.base import Capabilities
 from tests.engine_world import World, event
 from tests.memory_provider import Crash, MemoryCalendar, MemoryProvider
 
@@ -334,6 +341,269 @@ TestSyncMachine = SyncMachine.TestCase
 TestSyncMachine.settings = settings(
     max_examples=30,
     stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+# --- series ------------------------------------------------------------------------------
+
+SERIES_START = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(days=2)
+
+
+class SeriesMemoryProvider(Meddling):
+    """The in-memory calendar as a kind that syncs series (like CalDAV)."""
+
+    capabilities = Capabilities(batch_creates=True, syncs_series=True)
+
+
+@dataclasses.dataclass
+class Occurrence:
+    """One occurrence of a series, by its original start (unique across series: each
+    series starts at its own minute)."""
+
+    key: dt.datetime
+    value: Any = None  # its subject at the last quiet sync (DELETED: cancelled)
+    crm_pending: Any = None
+    cal_pending: Any = None
+    # Changed on its own (an override) on each side: a series edit on that side leaves
+    # it be; synced, both sides have it.
+    own_crm: bool = False
+    own_cal: bool = False
+    gone: bool = False
+
+    def allowed(self) -> set[Any]:
+        crm, cal = self.crm_pending, self.cal_pending
+        if crm is None and cal is None:
+            return {self.value}
+        if cal is None:
+            return {crm}
+        if crm is None:
+            return {cal}
+        # Both sides: the policy's pick per unit (an occurrence edited on one side and
+        # cancelled on the other may end either way; neither is lost silently).
+        return {crm, cal}
+
+
+class SeriesMachine(RuleBasedStateMachine):
+    """Series operations on both sides of a calendar that syncs series: afterwards every
+    occurrence shows the same subject on both sides (or is cancelled on both), the
+    calendar holds each occurrence in exactly one series, and no edit is lost that the
+    conflict policy did not decide to drop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.tmp = Path(tempfile.mkdtemp())
+        shutil.copy(TEMPLATE["path"], self.tmp / "db.sqlite")
+        self.db = ChaosDatabase(f"sqlite:///{self.tmp / 'db.sqlite'}")
+        self.world = self.run(World(self.db, MemoryCalendar()).setup())
+        self.world.provider = SeriesMemoryProvider(self.world.calendar)
+        self.occurrences: dict[dt.datetime, Occurrence] = {}
+        self.counter = 0
+        self.made = 0
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def teardown(self) -> None:
+        self.run(self.db.dispose())
+        self.loop.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def fresh(self) -> str:
+        self.counter += 1
+        return f"s{self.counter}"
+
+    def settled(self) -> list[Occurrence]:
+        return [o for o in self.occurrences.values()
+                if isinstance(o.value, str) and not o.gone and DELETED not in
+                (o.crm_pending, o.cal_pending)]  # fmt: skip
+
+    def _new_keys(self, count: int) -> list[dt.datetime]:
+        self.made += 1
+        first = SERIES_START + dt.timedelta(minutes=self.made)
+        return [first + dt.timedelta(days=n) for n in range(count)]
+
+    # --- the CRM side ------------------------------------------------------------
+
+    @rule(count=st.integers(2, 5))
+    def crm_create_series(self, count: int) -> None:
+        keys, value = self._new_keys(count), self.fresh()
+        self.run(self._crm_create(keys[0], count, value))
+        for key in keys:
+            self.occurrences[key] = Occurrence(key, crm_pending=value)
+
+    async def _crm_create(self, start: dt.datetime, count: int, value: str) -> None:
+        data = ActivityCreate(type="meeting", subject=value, start=start.isoformat(),
+                              end=(start + dt.timedelta(hours=1)).isoformat(), timezone="UTC",
+                              recurrence=f"FREQ=DAILY;COUNT={count}")  # fmt: skip
+        async with self.db.write() as session:
+            await activities.create_activity(session, await self.world.user(session), data)
+
+    @precondition(lambda self: self.settled())
+    @rule(data=st.data())
+    def crm_edit_occurrence(self, data: st.DataObject) -> None:
+        occurrence = data.draw(st.sampled_from(self.settled()))
+        value = self.fresh()
+        self.run(self.world.edit_activity(self._activity(occurrence.key).id, subject=value))
+        occurrence.crm_pending, occurrence.own_crm = value, True
+
+    @precondition(lambda self: self.settled())
+    @rule(data=st.data())
+    def crm_cancel_occurrence(self, data: st.DataObject) -> None:
+        occurrence = data.draw(st.sampled_from(self.settled()))
+        self.run(self.world.trash_activity(self._activity(occurrence.key).id))
+        occurrence.crm_pending = DELETED
+
+    @precondition(lambda self: self.settled())
+    @rule(data=st.data(), following=st.booleans())
+    def crm_edit_series(self, data: st.DataObject, following: bool) -> None:
+        """The whole series renamed, or this and the following ones (a split)."""
+        occurrence = data.draw(st.sampled_from(self.settled()))
+        activity = self._activity(occurrence.key)
+        value, scope = self.fresh(), "following" if following else "series"
+        members = self.run(self._series_of(activity.series_id))  # before a split
+        self.run(self.world.edit_activity(activity.id, subject=value, scope=scope))
+        for other in members:
+            key = other.original_start_at
+            if following and key < occurrence.key:
+                continue
+            tracked = self.occurrences.get(key)
+            if tracked and not tracked.own_crm and tracked.crm_pending is not DELETED:
+                tracked.crm_pending = value
+
+    async def _series_of(self, series_id: int | None) -> list[Any]:
+        async with self.db.read() as session:
+            query = select(ActivityRow).where(
+                ActivityRow.series_id == series_id, ActivityRow.deleted_at.is_(None)
+            )
+            return list(await session.scalars(query))
+
+    def _activity(self, key: dt.datetime) -> Any:
+        for activity in self.run(self.world.live_activities()):
+            if activity.original_start_at == key:
+                return activity
+        raise AssertionError(f"no occurrence at {key}")
+
+    # --- the calendar side, as another client --------------------------------------
+
+    @rule(count=st.integers(2, 5))
+    def cal_create_series(self, count: int) -> None:
+        keys, value = self._new_keys(count), self.fresh()
+        self.world.calendar.put(f"series-{value}", CalendarEvent(
+            summary=value, start=keys[0], end=keys[0] + dt.timedelta(hours=1), timezone="UTC",
+            recurrence=Recurrence(f"FREQ=DAILY;COUNT={count}"),
+        ))  # fmt: skip
+        for key in keys:
+            self.occurrences[key] = Occurrence(key, cal_pending=value)
+
+    @precondition(lambda self: self.settled())
+    @rule(data=st.data())
+    def cal_edit_occurrence(self, data: st.DataObject) -> None:
+        occurrence = data.draw(st.sampled_from(self.settled()))
+        event_id, master = self._series_event(occurrence.key)
+        value = self.fresh()
+        override = CalendarEvent(summary=value, start=occurrence.key,
+                                 end=occurrence.key + dt.timedelta(hours=1), timezone="UTC",
+                                 recurrence_id=occurrence.key)  # fmt: skip
+        others = tuple(o for o in master.overrides if o.recurrence_id != occurrence.key)
+        self.world.calendar.put(
+            event_id, dataclasses.replace(master, overrides=(*others, override))
+        )
+        occurrence.cal_pending, occurrence.own_cal = value, True
+
+    @precondition(lambda self: self.settled())
+    @rule(data=st.data())
+    def cal_cancel_occurrence(self, data: st.DataObject) -> None:
+        occurrence = data.draw(st.sampled_from(self.settled()))
+        event_id, master = self._series_event(occurrence.key)
+        assert master.recurrence is not None
+        rule_ = dataclasses.replace(
+            master.recurrence, exdates=(*master.recurrence.exdates, occurrence.key)
+        )
+        others = tuple(o for o in master.overrides if o.recurrence_id != occurrence.key)
+        self.world.calendar.put(event_id, dataclasses.replace(master, recurrence=rule_,
+                                                              overrides=others))  # fmt: skip
+        occurrence.cal_pending = DELETED
+
+    @precondition(lambda self: self.settled())
+    @rule(data=st.data())
+    def cal_edit_series(self, data: st.DataObject) -> None:
+        occurrence = data.draw(st.sampled_from(self.settled()))
+        event_id, master = self._series_event(occurrence.key)
+        value = self.fresh()
+        self.world.calendar.put(event_id, dataclasses.replace(master, summary=value))
+        for key in _expansion(master):
+            tracked = self.occurrences.get(key)
+            if tracked and not tracked.own_cal and tracked.cal_pending is not DELETED:
+                tracked.cal_pending = value
+
+    def _series_event(self, key: dt.datetime) -> tuple[str, CalendarEvent]:
+        for event_id, found in self.world.events().items():
+            if key in _expansion(found):
+                return event_id, found
+        raise AssertionError(f"no series holds {key}")
+
+    # --- syncing and checking -------------------------------------------------------
+
+    @rule(
+        crash=st.one_of(
+            st.none(),
+            st.tuples(st.sampled_from(["provider", "database"]), st.integers(1, 10)),
+        )
+    )
+    def sync(self, crash: tuple[str, int] | None) -> None:
+        if crash is not None:
+            where, n = crash
+            if where == "provider":
+                self.world.provider.calls, self.world.provider.crash_at = 0, n
+            else:
+                self.db.writes, self.db.crash_at = 0, n
+            with contextlib.suppress(Crash):
+                self.run(self.world.sync())
+            self.world.provider.crash_at = self.db.crash_at = None
+        report = self.run(self.world.sync())
+        assert report.problems == [], report.problems
+        quiet = self.run(self.world.sync())
+        assert quiet.created == quiet.updated == quiet.deleted == 0, quiet.counts()
+        self._check_and_settle()
+
+    def _check_and_settle(self) -> None:
+        crm = {a.original_start_at: a.subject for a in self.run(self.world.live_activities())}
+        calendar: dict[dt.datetime, str | None] = {}
+        for master in self.world.events().values():
+            shown = _expansion(master)
+            assert not shown.keys() & calendar.keys(), "an occurrence in two series"
+            calendar.update(shown)
+        assert crm == calendar, "sides disagree"
+        for occurrence in self.occurrences.values():
+            if occurrence.gone:
+                continue
+            value = crm.get(occurrence.key, DELETED)
+            allowed = occurrence.allowed()
+            assert value in allowed, f"{occurrence.key}: {value} is not one of {allowed}"
+            occurrence.value = value
+            occurrence.crm_pending = occurrence.cal_pending = None
+            occurrence.own_crm = occurrence.own_cal = occurrence.own_crm or occurrence.own_cal
+            occurrence.gone = value is DELETED
+
+
+def _expansion(master: CalendarEvent) -> dict[dt.datetime, str | None]:
+    """Each occurrence of a calendar series (original start -> its title)."""
+    if master.recurrence is None:
+        return {}
+    assert isinstance(master.start, dt.datetime)
+    rule_ = rrulestr(master.recurrence.rrule, dtstart=master.start)
+    left_out = set(master.cancelled_moments())
+    own = {o.recurrence_id: o.summary for o in master.overrides if not o.cancelled}
+    return {moment: own.get(moment, master.summary) for moment in rule_ if moment not in left_out}
+
+
+TestSeriesMachine = SeriesMachine.TestCase
+TestSeriesMachine.settings = settings(
+    max_examples=25,
+    stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

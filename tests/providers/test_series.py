@@ -17,8 +17,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import func, select
 
+from crmcal.crm.tables import Activity as ActivityRow
+from crmcal.crm.tables import ActivityChange
+from crmcal.db import Database
 from crmcal.model import CalendarEvent, Recurrence, moment_key
+from tests.caldav_proxy import Behaviour
 from tests.conftest import Api
 from tests.providers.conftest import HARNESSES, _opened
 from tests.providers.harness import Harness
@@ -29,6 +34,7 @@ from tests.providers.test_options import (  # noqa: F401  # fixtures used by nam
     client,
     sam,
 )
+from tests.providers.test_writes import Proxied, behaviour, proxied  # noqa: F401
 
 # The provider kinds these scenarios run against (the one place to add a kind).
 SERIES_KINDS = ("radicale", "xandikos")
@@ -432,3 +438,76 @@ async def test_an_all_day_yearly_series_stays_on_its_date(
                      if a["subject"] == "Contract renewal")  # fmt: skip
     dates = [dt.date.fromisoformat(o["start"]) for o in on.occurrences(series_id)]
     assert dates == [day, second + dt.timedelta(days=1), day.replace(year=day.year + 2)]
+
+
+# --- what one change costs ------------------------------------------------------------------
+
+
+async def _rows(db_url: str, since: dt.datetime) -> tuple[int, int]:
+    """(activities changed since ``since``, rows in the CRM's change feed)."""
+    db = Database(db_url)
+    try:
+        async with db.read() as session:
+            changed = await session.scalar(
+                select(func.count(ActivityRow.id)).where(ActivityRow.updated_at > since)
+            )
+            feed = await session.scalar(select(func.count()).select_from(ActivityChange))
+        return int(changed or 0), int(feed or 0)
+    finally:
+        await db.dispose()
+
+
+async def test_one_occurrence_of_a_five_year_daily_series_costs_one_put(
+    proxied: Proxied,  # noqa: F811
+    behaviour: Behaviour,  # noqa: F811
+    db_url: str,
+) -> None:
+    """Editing one occurrence costs a handful of requests and one write of the one
+    resource, whichever side it is made on: never a request or a row per occurrence."""
+    proxied.connect()
+    start = next_weekday_nine(0)
+    first = proxied.user.post(f"{V1}/activities", json={
+        "type": "meeting", "subject": "Daily standup", "timezone": "Europe/Berlin",
+        "start": start.isoformat(), "end": (start + dt.timedelta(minutes=15)).isoformat(),
+        "recurrence": "FREQ=DAILY;COUNT=1826",
+    }).json()  # fmt: skip
+    series_id = first["series_id"]
+    assert proxied.sync()["created"] == 1
+    assert behaviour.count("PUT") == 1
+    occurrences = Series.occurrences(proxied, series_id)  # type: ignore[arg-type]
+    assert len(occurrences) >= 360  # up to the horizon, a year ahead
+
+    # In the CRM: one occurrence retitled.
+    proxied.edit_activity(occurrences[100]["id"], subject="Standup with the board")
+    behaviour.requests.clear()
+    since = dt.datetime.now(UTC)
+    _, feed = await _rows(db_url, since)
+    counts = proxied.sync()
+    assert (counts["updated"], counts["created"], counts["deleted"]) == (1, 0, 0)
+    assert behaviour.count("PUT") == 1
+    assert sum(behaviour.requests.values()) <= 5, behaviour.requests
+    assert await _rows(db_url, since) == (0, feed)  # nothing written to the CRM
+    ((event_id, event),) = (await proxied.events()).items()
+    assert [o.summary for o in event.overrides] == ["Standup with the board"]
+
+    # In the calendar: another occurrence retitled by another client.
+    target = occurrences[200]
+
+    def retitled(master: CalendarEvent) -> CalendarEvent:
+        moment = at(target["original_start"])
+        override = dataclasses.replace(
+            master, summary="Standup (offsite)", start=moment,
+            end=moment + dt.timedelta(minutes=15), recurrence=None, overrides=(),
+            recurrence_id=moment, uid=None,
+        )  # fmt: skip
+        return dataclasses.replace(master, overrides=(*master.overrides, override))
+
+    await Series.change_series(proxied, event_id, retitled)  # type: ignore[arg-type]
+    behaviour.requests.clear()
+    since = dt.datetime.now(UTC)
+    counts = proxied.sync()
+    assert (counts["updated"], counts["created"], counts["deleted"]) == (1, 0, 0)
+    assert behaviour.count("PUT") == 0
+    assert sum(behaviour.requests.values()) <= 4, behaviour.requests
+    assert await _rows(db_url, since) == (1, feed + 1)  # one occurrence, one feed row
+    assert proxied.activity(target["id"])["subject"] == "Standup (offsite)"

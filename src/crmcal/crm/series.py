@@ -100,7 +100,8 @@ def _rule_from(series: ActivitySeries, moment: Moment) -> str:
     count = next((p for p in parts if p.upper().startswith("COUNT=")), None)
     if count is None:
         return series.rrule
-    rule = rule_of(series)
+    # COUNT counts the rule's dates before any is left out (RFC 5545 3.8.5.1).
+    rule = replace(rule_of(series), exdates=())
     before = rule.starts(rule.instant(rule.first), rule.instant(moment), int(count[6:]) + 1)
     left = max(int(count[6:]) - len(before), 1)
     return ";".join(f"COUNT={left}" if p is count else p for p in parts)

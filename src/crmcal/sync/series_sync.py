@@ -92,15 +92,25 @@ class Digests:
         return self.master.get(unit)
 
 
+# The digest of an occurrence left out (EXDATE, or a cancelled override).
+LEFT_OUT = "left-out"
+
+
 def digests_of(event: CalendarEvent, within: Callable[[Moment], bool]) -> Digests:
-    cancelled = tuple(o for o in event.overrides if o.cancelled)
-    master = field_digests(replace(event, overrides=cancelled))
+    """A side's units: the master's groups (the rule without its left-out dates), and
+    per occurrence that differs from the rule — left out, or changed on its own within
+    the CRM's horizon — what it is."""
+    rule = event.recurrence
+    bare = replace(
+        event, overrides=(), recurrence=replace(rule, exdates=()) if rule is not None else None
+    )
+    master = field_digests(bare)
     master.pop("overrides", None)
-    occurrences = {
-        key: override.content_hash()
-        for key, override in event.live_overrides().items()
-        if override.recurrence_id is not None and within(override.recurrence_id)
-    }
+    occurrences = {moment_key(m): LEFT_OUT for m in event.cancelled_moments()}
+    for key, override in event.live_overrides().items():
+        moment = override.recurrence_id
+        if key not in occurrences and moment is not None and within(moment):
+            occurrences[key] = override.content_hash()
     return Digests(master, occurrences)
 
 
@@ -343,20 +353,32 @@ class SeriesSync:
             if remote is None:
                 raise EventNotFound(link.remote_id)
         base = remote.event if remote is not None and remote.event is not None else crm_event
-        final = with_fields(base, crm_event, frozenset(groups))
+        final = with_fields(base, crm_event, frozenset(groups - {"recurrence"}))
+        rule = base.recurrence or crm_event.recurrence
+        assert rule is not None
+        if "recurrence" in groups and crm_event.recurrence is not None:
+            rule = replace(crm_event.recurrence, exdates=rule.exdates)
+        left_out = {moment_key(m): m for m in base.cancelled_moments()}
+        live = dict(base.live_overrides())
+        mine_out = {moment_key(m): m for m in crm_event.cancelled_moments()}
+        mine_live = crm_event.live_overrides()
+        for key in keys:
+            left_out.pop(key, None)
+            live.pop(key, None)
+            if key in mine_out:
+                left_out[key] = mine_out[key]
+            elif key in mine_live:
+                live[key] = mine_live[key]
+        rule = replace(rule, exdates=tuple(left_out[k] for k in sorted(left_out)))
+        final = replace(final, recurrence=rule, overrides=tuple(live[k] for k in sorted(live)))
         changed = set(groups)
-        if keys:
-            mine = crm_event.live_overrides()
-            live = dict(base.live_overrides())
-            for key in keys:
-                if key in mine:
-                    live[key] = mine[key]
-                else:
-                    live.pop(key, None)
-            cancelled = (
-                () if "recurrence" in groups else tuple(o for o in base.overrides if o.cancelled)
-            )
-            final = replace(final, overrides=cancelled + tuple(live[k] for k in sorted(live)))
+        if left_out.keys() != {moment_key(m) for m in base.cancelled_moments()}:
+            changed.add("recurrence")
+        if any(o.cancelled for o in base.overrides) and "recurrence" in changed:
+            changed.add("overrides")  # its cancelled overrides are EXDATEs now
+        if live.keys() != base.live_overrides().keys() or any(
+            live[k] is not base.live_overrides().get(k) for k in live
+        ):
             changed.add("overrides")
         etag = remote.etag if remote is not None else link.remote_etag
         try:
@@ -406,8 +428,6 @@ class SeriesSync:
                     from_calendar=True,
                 )
                 occurrences = await _occurrences(session, series_id)
-            if "recurrence" in groups:
-                await self._pull_left_out(session, owner, series, occurrences, calendar)
             if keys:
                 await self._pull_occurrences(session, owner, series, calendar, keys, invitation)
 
@@ -440,39 +460,6 @@ class SeriesSync:
                 fields["rdates"] = [m.isoformat() for m in rule.rdates]
         return fields
 
-    async def _pull_left_out(
-        self,
-        session: AsyncSession,
-        owner: User,
-        series: ActivitySeries,
-        occurrences: list[Activity],
-        calendar: CalendarEvent,
-    ) -> None:
-        """Occurrences cancelled in the calendar go to the trash, and come back when
-        the calendar has them again; dates beyond the horizon are kept as dates."""
-        ctx = self.engine.ctx
-        ours = self.crm_event(series, occurrences).cancelled_moments()
-        crm_out = {moment_key(m): m for m in ours}
-        cal_out = {moment_key(m): m for m in calendar.cancelled_moments()}
-        by_key = {series_mapping.original_key(series, o): o for o in occurrences}
-        for key in cal_out.keys() - crm_out.keys():
-            occurrence = by_key.get(key)
-            if occurrence is not None and occurrence.deleted_at is None:
-                await activities.delete_activity(session, owner, occurrence.id, origin=ctx.origin)
-            elif occurrence is None:
-                crm_series.leave_out(series, _as_series_moment(series, cal_out[key]))
-        for key in crm_out.keys() - cal_out.keys():
-            occurrence = by_key.get(key)
-            if occurrence is not None and occurrence.deleted_at is not None:
-                try:
-                    await activities.restore_activity(
-                        session, owner, occurrence.id, origin=ctx.origin
-                    )
-                except CrmError:
-                    continue  # no longer in the rule's dates: stays in the trash
-            else:
-                crm_series.take_back(series, _as_series_moment(series, crm_out[key]))
-
     async def _pull_occurrences(
         self,
         session: AsyncSession,
@@ -482,49 +469,74 @@ class SeriesSync:
         keys: set[str],
         invitation: bool,
     ) -> None:
-        """Occurrences changed on their own in the calendar: their fields in the CRM
+        """Occurrences the calendar left out go to the trash (or, beyond the horizon,
+        among the series' left-out dates), and come back when it has them again;
+        occurrences changed on their own there get their fields in the CRM
         (``overrides``); one that is an ordinary occurrence there again follows its
         series."""
-        engine, ctx = self.engine, self.engine.ctx
+        ctx = self.engine.ctx
         theirs = calendar.live_overrides()
+        left_out = {moment_key(m): m for m in calendar.cancelled_moments()}
         occurrences = await _occurrences(session, series.id)
         by_key = {series_mapping.original_key(series, o): o for o in occurrences}
         for key in sorted(keys):
             occurrence = by_key.get(key)
-            if occurrence is None or occurrence.deleted_at is not None:
-                continue  # left out, or not made yet: nothing to change
+            if key in left_out:
+                if occurrence is None:
+                    crm_series.leave_out(series, _as_series_moment(series, left_out[key]))
+                elif occurrence.deleted_at is None:
+                    await activities.delete_activity(
+                        session, owner, occurrence.id, origin=ctx.origin
+                    )
+                continue
+            if occurrence is None:
+                moment = _moment_of(key, series)
+                if moment is not None:
+                    crm_series.take_back(series, moment)
+                continue
+            if occurrence.deleted_at is not None:
+                try:
+                    await activities.restore_activity(
+                        session, owner, occurrence.id, origin=ctx.origin
+                    )
+                except CrmError:
+                    continue  # no longer in the rule's dates: stays in the trash
             override = theirs.get(key)
             if override is None:
                 await crm_series.follow_series(session, occurrence, ctx.origin)
-                continue
-            ours = mapping.activity_to_event(occurrence, owner, ctx.options)
-            moved = changed_fields(ours, override) - {"recurrence", "overrides", "cancelled"}
-            given = engine._fields(override, occurrence)
-            fields: dict[str, Any] = {}
-            for group in moved:
-                if group == "when":
-                    fields.update({n: given[n] for n in ("start", "end", "timezone")})
-                elif group in GROUP_FIELDS:
-                    fields.update({n: given[n] for n in GROUP_FIELDS[group] if n in given})
-            if invitation:
-                fields.pop("note", None)
-            if not fields:
-                continue
-            try:
-                data = ActivityUpdate(**fields, scope="this")
-            except ValidationError as exc:
-                raise Invalid(
-                    f"the occurrence cannot be stored: {exc.errors()[0]['msg']}"
-                ) from None
-            await activities.update_activity(
-                session,
-                owner,
-                occurrence.id,
-                data,
-                origin=ctx.origin,
-                as_contacts=ctx.options.attendees_to_contacts,
-                from_calendar=True,
-            )
+            else:
+                await self._pull_override(session, owner, occurrence, override, invitation)
+
+    async def _pull_override(
+        self,
+        session: AsyncSession,
+        owner: User,
+        occurrence: Activity,
+        override: CalendarEvent,
+        invitation: bool,
+    ) -> None:
+        engine, ctx = self.engine, self.engine.ctx
+        ours = mapping.activity_to_event(occurrence, owner, ctx.options)
+        moved = changed_fields(ours, override) - {"recurrence", "overrides", "cancelled"}
+        given = engine._fields(override, occurrence)
+        fields: dict[str, Any] = {}
+        for group in moved:
+            if group == "when":
+                fields.update({n: given[n] for n in ("start", "end", "timezone")})
+            elif group in GROUP_FIELDS:
+                fields.update({n: given[n] for n in GROUP_FIELDS[group] if n in given})
+        if invitation:
+            fields.pop("note", None)
+        if not fields:
+            return
+        try:
+            data = ActivityUpdate(**fields, scope="this")
+        except ValidationError as exc:
+            raise Invalid(f"the occurrence cannot be stored: {exc.errors()[0]['msg']}") from None
+        await activities.update_activity(
+            session, owner, occurrence.id, data, origin=ctx.origin,
+            as_contacts=ctx.options.attendees_to_contacts, from_calendar=True,
+        )  # fmt: skip
 
     # --- new series ----------------------------------------------------------------
 
@@ -802,6 +814,9 @@ class SeriesSync:
         assert event is not None
         _, first_cut = self._first_cut(series_id, pair.remote.event) or (None, None)
         assert first_cut is not None
+        # One transaction: the split, the old link's note that the CRM's new end is no
+        # edit of its own, and the new series' link, so that a run cut off anywhere
+        # finds either all of it or none.
         async with engine.db.write() as session:
             series = await session.get(ActivitySeries, series_id)
             assert series is not None
@@ -813,39 +828,42 @@ class SeriesSync:
             assert anchor is not None
             later = await crm_series.split(session, series, anchor, ctx.origin)
             new_id = later.id
-        # The old series: its calendar edits (the rule's new end, and any other). The
-        # CRM's own new end is no edit of the CRM: the calendar's spelling is taken.
+            old_occurrences = await _occurrences(session, series_id)
+            new_occurrences = await _occurrences(session, new_id)
+            live = [o for o in new_occurrences if o.deleted_at is None]
+            stored = dict(pair.link.field_hashes or {})
+            if stored.get("series"):
+                # The calendar's spelling of the new end is taken (no conflict).
+                ours = digests_of(self.crm_event(series, old_occurrences), _within(series))
+                stored["series"] = {**stored["series"], "recurrence": ours.master["recurrence"]}
+            old_link = await engine.links.store(pair.link, session=session, field_hashes=stored)
+            link: Link | None = None
+            if live:
+                # As if the calendar had been the CRM's at the last sync: every
+                # difference of the new calendar series comes in.
+                crm_now = digests_of(self.crm_event(later, new_occurrences), _within(later))
+                link = await engine.links.store(
+                    Link(
+                        connection_id=ctx.connection_id,
+                        activity_id=live[0].id,
+                        remote_id=ref.id,
+                        remote_uid=event.uid,
+                        remote_etag="",
+                        origin=LinkOrigin.CALENDAR,
+                        field_hashes=_remembered({}, crm_now, crm_now),
+                        last_synced_at=utcnow(),
+                    ),
+                    session=session,
+                )
+        engine.series_done.update((series_id, new_id))
         old_series, old_occurrences = await self.load(series_id)
         assert old_series is not None
-        engine.series_done.add(series_id)
-        stored = dict(pair.link.field_hashes or {})
-        ours = digests_of(self.crm_event(old_series, old_occurrences), _within(old_series))
-        if stored.get("series"):
-            stored["series"] = {**stored["series"], "recurrence": ours.master["recurrence"]}
-            pair.link.field_hashes = stored
-        await self._reconcile(old_series, old_occurrences, pair.link, pair.remote, False)
-        # The new series: the new master's fields, then linked to it.
+        await self._reconcile(old_series, old_occurrences, old_link, pair.remote, False)
+        if link is None:
+            return
+        engine.series_links[new_id] = link
         new_series, new_occurrences = await self.load(new_id)
         assert new_series is not None
-        live = [o for o in new_occurrences if o.deleted_at is None]
-        if not live:
-            return
-        link = Link(
-            connection_id=ctx.connection_id,
-            activity_id=live[0].id,
-            remote_id=ref.id,
-            remote_uid=event.uid,
-            remote_etag="",  # not yet in sync: reconciled below
-            origin=LinkOrigin.CALENDAR,
-        )
-        within = _within(new_series)
-        crm_now = digests_of(self.crm_event(new_series, new_occurrences), within)
-        # As if the calendar had been the CRM's at the last sync: its differences pull.
-        link.field_hashes = _remembered({}, crm_now, crm_now)
-        link.last_synced_at = utcnow()
-        link = await engine.links.store(link)
-        engine.series_done.add(new_id)
-        engine.series_links[new_id] = link
         await self._reconcile(new_series, new_occurrences, link, ref, False)
         engine.report.created += 1
 
@@ -894,6 +912,16 @@ def _as_series_moment(series: ActivitySeries, moment: Moment) -> Moment:
     if series.all_day and isinstance(moment, dt.datetime):
         return moment.astimezone(times.zone(series.timezone)).date()
     return moment
+
+
+def _moment_of(key: str, series: ActivitySeries) -> Moment | None:
+    """The moment a ``moment_key`` spells, as the series stores its dates."""
+    try:
+        if len(key) == 10:
+            return dt.date.fromisoformat(key)
+        return dt.datetime.fromisoformat(key)
+    except ValueError:
+        return None
 
 
 def _instant(moment: Moment, zone: str | None) -> dt.datetime:
