@@ -135,6 +135,24 @@ def test_a_405_names_every_method_of_the_path(admin: Api) -> None:
     assert answer.headers["allow"] == "GET, PATCH"
 
 
+def test_every_request_body_is_one_model(doc: dict[str, Any]) -> None:
+    """What a body needs besides its fields (a participant's e-mail or person, a CalDAV
+    account or a grant) is said with if/then, not anyOf: a generated client then has
+    one model with every field instead of one per alternative, each missing the rest."""
+    schemas = doc["components"]["schemas"]
+    bodies = {
+        ref["$ref"].rsplit("/", 1)[1]
+        for _, _, operation in operations(doc)
+        for ref in [operation.get("requestBody", {}).get("content", {})
+                    .get("application/json", {}).get("schema", {})]
+        if "$ref" in ref
+    }  # fmt: skip
+    for name in bodies | {"ParticipantIn"}:
+        assert "properties" in schemas[name], name
+        assert not {"anyOf", "oneOf"} & set(schemas[name]), name
+    assert schemas["ConnectionCreate"]["then"]["required"] == ["url", "username", "password"]
+
+
 def test_links_to_missing_records_are_documented_clashes(admin: Api, doc: dict[str, Any]) -> None:
     """Valid by the document, refused by what is stored: a 409 every such write lists."""
     for path, body in [

@@ -375,11 +375,10 @@ ParticipantStatus = Literal["needs_action", "accepted", "declined", "tentative"]
 
 class ParticipantIn(Input):
     model_config = ConfigDict(
+        # if/else rather than anyOf: client generators keep one model with every field.
         json_schema_extra={
-            "anyOf": [
-                {"required": ["email"], "properties": {"email": {"type": "string"}}},
-                {"required": ["person_id"], "properties": {"person_id": {"type": "integer"}}},
-            ]
+            "if": {"required": ["email"], "properties": {"email": {"type": "string"}}},
+            "else": {"required": ["person_id"], "properties": {"person_id": {"type": "integer"}}},
         }
     )
 

@@ -47,24 +47,20 @@ MAIL_PROTOCOLS = {"imap", "pop", "pop3"}
 # What the document says a connect needs: a CalDAV account's address and credentials, or
 # a Google or Microsoft grant. The server says the same in its own words (check_request).
 _CONNECT_NEEDS = {
-    "anyOf": [
-        {
-            "properties": {
-                "provider": {"const": "caldav"},
-                "url": {"type": "string"},
-                "username": {"type": "string"},
-                "password": {"type": "string"},
-            },
-            "required": ["provider", "url", "username", "password"],
+    # if/then/else rather than anyOf: client generators keep one model with every field.
+    "if": {"properties": {"provider": {"const": "caldav"}}},
+    "then": {
+        "properties": {
+            "url": {"type": "string"},
+            "username": {"type": "string"},
+            "password": {"type": "string"},
         },
-        {
-            "properties": {
-                "provider": {"enum": [k.key for k in kinds.KINDS.values() if k.oauth]},
-                "refresh_token": {"type": "string", "minLength": 1},
-            },
-            "required": ["provider", "refresh_token"],
-        },
-    ]
+        "required": ["url", "username", "password"],
+    },
+    "else": {
+        "properties": {"refresh_token": {"type": "string", "minLength": 1}},
+        "required": ["refresh_token"],
+    },
 }
 _HTTP_URL = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00]+$"
 

@@ -80,7 +80,11 @@ _CHECKING: set[int] = set()
     responses=refusals(
         403,
         409,
+        422,
         503,
+        s422="A field is missing, unknown or not acceptable; or the account check failed: "
+        "the address does not answer or is not a CalDAV server, the user name or password "
+        "is refused, the grant is revoked, the address is private (or a mail protocol's).",
         s409="You already have an active connection (stop it first), or a check of "
         "another account of yours is still running; or the account has no `calendar_id` "
         "calendar (or it is read-only for the sync type), or the `options` name an "
