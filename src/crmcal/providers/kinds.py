@@ -37,7 +37,11 @@ GOOGLE = ProviderKind(
     owner="Google",
     oauth=True,
     capabilities=Capabilities(
-        batch_creates=True, batch_changes=True, push=True, account_name="primary_calendar"
+        syncs_series=True,
+        batch_creates=True,
+        batch_changes=True,
+        push=True,
+        account_name="primary_calendar",
     ),
 )
 # Graph's patternedRecurrence: daily, weekly, (relative/absolute) monthly and yearly
@@ -52,6 +56,7 @@ MICROSOFT = ProviderKind(
     owner="Microsoft",
     oauth=True,
     capabilities=Capabilities(
+        syncs_series=True,
         rule_parts=GRAPH_RULE_PARTS,
         frequencies=frozenset(("DAILY", "WEEKLY", "MONTHLY", "YEARLY")),
         rdates=False,

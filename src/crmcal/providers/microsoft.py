@@ -193,7 +193,7 @@ class MicrosoftProvider:
         calendar_id: str,
         url: str,
         params: dict[str, Any] | None,
-        window: dict[str, str],
+        window: dict[str, Any],
     ) -> ChangeListing | None:
         """One delta round to its deltaLink; None when the link has expired."""
         full = params is not None
@@ -226,31 +226,63 @@ class MicrosoftProvider:
                 continue
             listing.changed.append(_ref(item))
         listing.changed += [RemoteRef(master, "", None) for master in sorted(series)]
+        known = set(series) if full else {*window.get("series", ()), *series}
         if removed:
             await self._check_removed(calendar_id, removed, listing)
+            if set(listing.deleted) - known:
+                await self._check_series(calendar_id, known - series, listing)
         if full:
             await self._add_crm_ids(calendar_id, listing)
         else:
             await self._read_crm_ids(calendar_id, listing)
-        listing.cursor = json.dumps({**window, "link": link}) if link else None
+        known -= set(listing.deleted)
+        state = {"start": window["start"], "end": window["end"], "link": link,
+                 "series": sorted(known)}  # fmt: skip
+        listing.cursor = json.dumps(state) if link else None
         return listing
+
+    async def _check_series(
+        self, calendar_id: str, masters: set[str], listing: ChangeListing
+    ) -> None:
+        """Delta never names a series master: a deleted series shows as its occurrences
+        ``@removed``, whose ids say nothing of their series. So when events went, the
+        series known from earlier rounds are looked up (in ``$batch`` requests), and
+        those gone are deletions."""
+        ordered = sorted(masters)
+        reads = [
+            {"method": "GET", "url": f"{self._event(calendar_id, master)}?$select=id"}
+            for master in ordered
+        ]
+        for master, answer in zip(ordered, await self._send_all(reads), strict=True):
+            if isinstance(answer, ProviderError):
+                raise answer
+            if int(answer.get("status", 0)) in (404, 410):
+                listing.deleted.append(master)
 
     async def _check_removed(
         self, calendar_id: str, removed: list[str], listing: ChangeListing
     ) -> None:
         """Delta says ``@removed`` for deleted events and for events that left the
-        window: only a read tells them apart."""
-
-        async def one(event_id: str) -> None:
-            response = await self._request("GET", self._event(calendar_id, event_id))
-            if response.status_code == 200 and not self._api.json(response).get("isCancelled"):
+        window: only a read tells them apart. The reads go in ``$batch`` requests (a
+        deleted series is removed occurrence by occurrence)."""
+        ids = list(dict.fromkeys(removed))
+        reads = [
+            {"method": "GET", "url": f"{self._event(calendar_id, i)}?$select=id,isCancelled"}
+            for i in ids
+        ]
+        for event_id, answer in zip(ids, await self._send_all(reads), strict=True):
+            if isinstance(answer, ProviderError):
+                raise answer
+            status = int(answer.get("status", 0))
+            found = answer.get("body")
+            body: dict[str, Any] = found if isinstance(found, dict) else {}
+            if status == 200 and not body.get("isCancelled"):
                 listing.changed.append(RemoteRef(event_id, "", None))  # fetched as changed
-            elif response.status_code in (200, 404):
+            elif status in (200, 404, 410):
                 listing.deleted.append(event_id)
             else:
-                raise self._api.failure(response, "reading an event")
-
-        await asyncio.gather(*(one(i) for i in dict.fromkeys(removed)))
+                inner = httpx.Response(status, json=body)
+                raise self._api.failure(inner, "reading an event")
 
     async def _add_crm_ids(self, calendar_id: str, listing: ChangeListing) -> None:
         """crmcal's ids of the calendar's events, which delta cannot show: one paged
@@ -903,7 +935,7 @@ def _parse_time(text: Any) -> dt.datetime:
     return found
 
 
-def _decode(cursor: str | None) -> dict[str, str] | None:
+def _decode(cursor: str | None) -> dict[str, Any] | None:
     if not cursor:
         return None
     try:
@@ -914,6 +946,8 @@ def _decode(cursor: str | None) -> dict[str, str] | None:
     if not isinstance(state.get("link"), str):
         return None
     state["end"] = state["end"].replace("Z", "+00:00")
+    if not isinstance(state.get("series", []), list):
+        return None
     return state  # type: ignore[no-any-return]
 
 

@@ -1,0 +1,299 @@
+"""Series between the CRM and Google Calendar / Microsoft 365 (their emulators), driven
+through the REST API on one side and as another calendar client on the other: one
+series there for one CRM series, never a pile of single events, both ways."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.conftest import Api
+from tests.providers.conftest import HARNESSES, _opened
+from tests.providers.harness import Foreign, Harness
+from tests.providers.test_options import V1, Synced, admin, client, sam  # noqa: F401
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+@pytest.fixture(params=["google", "microsoft"])
+async def cloud(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    async with _opened(HARNESSES[request.param](request)) as made:
+        yield made
+
+
+@pytest.fixture
+def synced(cloud: Harness, sam: Api, admin: Api) -> Synced:  # noqa: F811
+    return Synced(cloud, sam, admin)
+
+
+def tuesday_nine_before_switch() -> dt.datetime:
+    """09:00 Berlin on a Tuesday a few weeks before the next daylight-saving switch
+    (last Sunday of March or October), so a weekly series spans it."""
+    today = dt.datetime.now(BERLIN).date()
+    switches = []
+    for year in (today.year, today.year + 1):
+        for month in (3, 10):
+            last = dt.date(year, month, 31)
+            switches.append(last - dt.timedelta(days=(last.weekday() + 1) % 7))
+    switch = min(s for s in switches if s > today + dt.timedelta(weeks=4))
+    day = switch - dt.timedelta(weeks=3)
+    day -= dt.timedelta(days=(day.weekday() - 1) % 7)
+    return dt.datetime.combine(day, dt.time(9), BERLIN)
+
+
+def occurrences(synced: Synced, series_id: int, **params: object) -> list[dict[str, Any]]:
+    listed = synced.user.get(
+        f"{V1}/activities", params={"series_id": series_id, "limit": 100, **params}
+    )
+    assert listed.status_code == 200, listed.text
+    return listed.json()["items"]  # type: ignore[no-any-return]
+
+
+def weekly_body(start: dt.datetime, **fields: Any) -> dict[str, Any]:
+    return {"type": "meeting", "subject": "Weekly pipeline review", "timezone": "Europe/Berlin",
+            "start": start.isoformat(), "end": (start + dt.timedelta(hours=1)).isoformat(),
+            "recurrence": "FREQ=WEEKLY;COUNT=8", **fields}  # fmt: skip
+
+
+def sync(synced: Synced) -> dict[str, Any]:
+    response = synced.user.post(f"{V1}/connections/{synced.connection_id}/sync")
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def utc(moment: dt.datetime | dt.date) -> dt.datetime:
+    assert isinstance(moment, dt.datetime)
+    return moment.astimezone(dt.UTC)
+
+
+async def test_a_crm_series_is_one_series_there_at_09_local_across_the_switch(
+    synced: Synced,
+) -> None:
+    synced.connect()
+    start = tuesday_nine_before_switch()
+    made = synced.user.post(f"{V1}/activities", json=weekly_body(start))
+    assert made.status_code == 201, made.text
+    series_id = made.json()["series_id"]
+    listed = occurrences(synced, series_id)
+    assert len(listed) == 8
+    cancelled = listed[5]  # after the switch
+    assert synced.user.delete(f"{V1}/activities/{cancelled['id']}").status_code == 200
+
+    counts = sync(synced)
+    assert (counts["created"], counts["skipped"], counts["problems"]) == (1, 0, [])
+    ((event_id, event),) = (await synced.events()).items()
+    assert event.summary == "Weekly pipeline review"
+    assert event.recurrence is not None
+    assert event.recurrence.rrule == "FREQ=WEEKLY;COUNT=8"
+    assert (event.start, event.timezone) == (start, "Europe/Berlin")
+    assert [utc(m) for m in event.recurrence.exdates] == [
+        dt.datetime.fromisoformat(str(cancelled["original_start"]))
+    ]
+    # Every occurrence the service makes is at 09:00 Berlin, before and after the switch.
+    starts = await instance_starts(synced.harness, event_id)
+    assert len(starts) == 7
+    assert {s.astimezone(BERLIN).time() for s in starts} == {dt.time(9)}
+    assert len({s.astimezone(BERLIN).utcoffset() for s in starts}) == 2
+
+    again = sync(synced)
+    assert (again["created"], again["updated"], again["skipped"]) == (0, 0, 0)
+
+    # Deleting the whole series in the CRM deletes the one series there.
+    first = occurrences(synced, series_id)[0]
+    gone = synced.user.delete(f"{V1}/activities/{first['id']}", params={"scope": "series"})
+    assert gone.status_code == 200, gone.text
+    assert sync(synced)["deleted"] == 1
+    assert await synced.events() == {}
+
+
+async def instance_starts(harness: Harness, event_id: str) -> list[dt.datetime]:
+    """The starts of a series' occurrences as the service expands them."""
+    if harness.kind == "google":
+        path = f"/calendars/{harness.calendar_id}/events/{event_id}/instances"
+        found = await harness.api("GET", path)  # type: ignore[attr-defined]
+        return [dt.datetime.fromisoformat(i["start"]["dateTime"]) for i in found["items"]]
+    now = dt.datetime.now(dt.UTC)
+    window = {"startDateTime": f"{now - dt.timedelta(days=30):%Y-%m-%dT00:00:00Z}",
+              "endDateTime": f"{now + dt.timedelta(days=1500):%Y-%m-%dT00:00:00Z}"}  # fmt: skip
+    found = await harness.api(  # type: ignore[attr-defined]
+        "GET", f"/me/events/{event_id}/instances", params=window,
+        headers={"Prefer": 'outlook.timezone="UTC"'},
+    )  # fmt: skip
+    return [
+        dt.datetime.fromisoformat(i["start"]["dateTime"][:19]).replace(tzinfo=dt.UTC)
+        for i in found["value"]
+    ]
+
+
+async def test_a_calendar_series_becomes_one_crm_series_of_the_incoming_type(
+    synced: Synced,
+) -> None:
+    synced.connect(incoming_activity_type="call")
+    start = tuesday_nine_before_switch()
+    cancelled = start + dt.timedelta(weeks=4)  # after the switch
+    await synced.harness.put_foreign(
+        Foreign(summary="Weekly call", start=start, end=start + dt.timedelta(hours=1),
+                rrule="FREQ=WEEKLY;COUNT=8", cancelled=(cancelled,))
+    )  # fmt: skip
+    counts = sync(synced)
+    assert (counts["created"], counts["skipped"], counts["problems"]) == (1, 0, [])
+    listed = synced.activities()
+    assert {a["subject"] for a in listed} == {"Weekly call"}
+    assert {a["type"] for a in listed} == {"call"}
+    (series_id,) = {a["series_id"] for a in listed}
+    assert series_id is not None
+    assert len(listed) == 7
+    starts = [dt.datetime.fromisoformat(a["start"]).astimezone(BERLIN) for a in listed]
+    assert {s.time() for s in starts} == {dt.time(9)}
+    assert cancelled not in starts
+    again = sync(synced)
+    assert (again["created"], again["updated"]) == (0, 0)
+    assert len(await synced.events()) == 1
+
+
+async def test_whole_series_edits_go_both_ways(synced: Synced) -> None:
+    synced.connect()
+    start = tuesday_nine_before_switch()
+    first = synced.user.post(f"{V1}/activities", json=weekly_body(start)).json()
+    series_id = first["series_id"]
+    assert sync(synced)["created"] == 1
+    ((event_id, _),) = (await synced.events()).items()
+
+    # In the CRM: new subject, an hour later, every second week.
+    later = start + dt.timedelta(hours=1)
+    edit = {"subject": "Pipeline review (new)", "start": later.isoformat(),
+            "end": (later + dt.timedelta(hours=1)).isoformat(),
+            "recurrence": "FREQ=WEEKLY;INTERVAL=2;COUNT=4", "scope": "series"}  # fmt: skip
+    assert synced.user.patch(f"{V1}/activities/{first['id']}", json=edit).status_code == 200
+    counts = sync(synced)
+    assert (counts["updated"], counts["created"], counts["skipped"]) == (1, 0, 0)
+    ((same_id, event),) = (await synced.events()).items()
+    assert same_id == event_id
+    assert event.summary == "Pipeline review (new)"
+    assert event.recurrence is not None
+    assert set(event.recurrence.rrule.split(";")) == {"FREQ=WEEKLY", "INTERVAL=2", "COUNT=4"}
+    assert event.start == later
+
+    # In the calendar: retitled; the CRM series follows, keeping its own fields.
+    await synced.change_event(event_id, summary="Pipeline review (from the calendar)")
+    counts = sync(synced)
+    assert (counts["updated"], counts["skipped"], counts["problems"]) == (1, 0, [])
+    live = occurrences(synced, series_id)
+    assert len(live) == 4
+    assert {a["subject"] for a in live} == {"Pipeline review (from the calendar)"}
+    assert {a["type"] for a in live} == {"meeting"}
+
+
+async def test_cancelled_occurrences_go_both_ways(synced: Synced) -> None:
+    synced.connect()
+    start = tuesday_nine_before_switch()
+    first = synced.user.post(f"{V1}/activities", json=weekly_body(start)).json()
+    series_id = first["series_id"]
+    assert sync(synced)["created"] == 1
+    ((event_id, _),) = (await synced.events()).items()
+
+    # Cancelled in the CRM: that occurrence is gone from the series there.
+    listed = occurrences(synced, series_id)
+    trashed = listed[2]
+    assert synced.user.delete(f"{V1}/activities/{trashed['id']}").status_code == 200
+    counts = sync(synced)
+    assert (counts["updated"], counts["skipped"], counts["problems"]) == (1, 0, [])
+    event = await synced.event(event_id)
+    assert event.recurrence is not None
+    original = dt.datetime.fromisoformat(str(trashed["original_start"]))
+    assert [utc(m) for m in event.recurrence.exdates] == [original]
+    assert len(await instance_starts(synced.harness, event_id)) == 7
+
+    # Cancelled in the calendar (after the switch): that occurrence goes to the trash.
+    elsewhere = start + dt.timedelta(weeks=5)
+    left_out = event.leaving_out([elsewhere])
+    await synced.provider.update(
+        synced.calendar_id, event_id, (await fetch_ref(synced, event_id)).etag, left_out
+    )
+    counts = sync(synced)
+    assert (counts["updated"], counts["skipped"], counts["problems"]) == (1, 0, [])
+    live = occurrences(synced, series_id)
+    assert len(live) == 6
+    assert elsewhere not in {dt.datetime.fromisoformat(str(a["start"])) for a in live}
+    trashed_now = occurrences(synced, series_id, deleted="true")
+    assert {dt.datetime.fromisoformat(str(a["original_start"])) for a in trashed_now} == {
+        original, utc(elsewhere)
+    }  # fmt: skip
+
+    # Deleted in the calendar: the whole CRM series goes to the trash.
+    await synced.harness.remove(event_id)
+    assert sync(synced)["deleted"] == 1
+    assert occurrences(synced, series_id) == []
+
+
+async def fetch_ref(synced: Synced, event_id: str) -> Any:
+    (ref,) = await synced.provider.fetch(synced.calendar_id, [event_id])
+    return ref
+
+
+async def test_an_all_day_yearly_series_stays_on_its_date(synced: Synced) -> None:
+    synced.connect()
+    day = dt.date(dt.date.today().year + 1, 3, 28)
+    body = {"type": "meeting", "subject": "Contract anniversary", "all_day": True,
+            "start": day.isoformat(), "end": None, "timezone": "Europe/Berlin",
+            "recurrence": "FREQ=YEARLY;COUNT=3"}  # fmt: skip
+    made = synced.user.post(f"{V1}/activities", json=body)
+    assert made.status_code == 201, made.text
+    counts = sync(synced)
+    assert (counts["created"], counts["skipped"], counts["problems"]) == (1, 0, [])
+    ((_, event),) = (await synced.events()).items()
+    assert (event.start, event.all_day) == (day, True)
+    assert event.recurrence is not None
+    again = sync(synced)
+    assert (again["created"], again["updated"], again["skipped"]) == (0, 0, 0)
+
+
+async def test_a_series_made_elsewhere_reaches_graph_in_its_nearest_form(
+    synced: Synced,
+) -> None:
+    """A CRM series with a rule Microsoft 365 cannot hold (made before the connection,
+    as one coming from another client is) is written in the nearest form Outlook can
+    hold, the difference reported; other providers hold it whole."""
+    start = tuesday_nine_before_switch()
+    made = synced.user.post(
+        f"{V1}/activities",
+        json=weekly_body(start, recurrence="FREQ=MONTHLY;BYMONTHDAY=1,15;COUNT=6"),
+    )
+    assert made.status_code == 201, made.text
+    synced.connect()
+    counts = sync(synced)
+    assert counts["created"] == 1
+    ((_, event),) = (await synced.events()).items()
+    assert event.recurrence is not None
+    if synced.harness.kind == "microsoft":
+        assert set(event.recurrence.rrule.split(";")) == {"FREQ=MONTHLY", "BYMONTHDAY=1",
+                                                          "COUNT=6"}  # fmt: skip
+        assert [p["reason"] for p in counts["problems"]] == [
+            "BYMONTHDAY: Microsoft 365 / Outlook holds one value; kept 1"
+        ]
+        # Stored faithfully in the CRM, and not sent again.
+        shown = synced.user.get(f"{V1}/series/{made.json()['series_id']}").json()
+        assert "BYMONTHDAY=1,15" in str(shown)
+        again = sync(synced)
+        assert (again["created"], again["updated"]) == (0, 0)
+    else:
+        assert counts["problems"] == []
+        assert "BYMONTHDAY=1,15" in event.recurrence.rrule
+
+
+def test_a_rule_graph_cannot_hold_is_refused_when_made_in_the_crm(synced: Synced) -> None:
+    synced.connect()
+    start = tuesday_nine_before_switch()
+    for rule, part in (("FREQ=HOURLY;COUNT=3", "FREQ=HOURLY"),
+                       ("FREQ=MONTHLY;BYMONTHDAY=1,15", "BYMONTHDAY"),
+                       ("FREQ=DAILY;COUNT=1500", "COUNT")):  # fmt: skip
+        made = synced.user.post(f"{V1}/activities", json=weekly_body(start, recurrence=rule))
+        if synced.harness.kind == "microsoft":
+            assert made.status_code == 422, made.text
+            assert part in made.json()["detail"]
+        else:
+            assert made.status_code == 201, made.text
