@@ -162,8 +162,8 @@ async def test_an_all_day_yearly_series_stays_on_its_date(cloud: Harness) -> Non
     )  # fmt: skip
     next_year = dt.date(2028, 3, 28)
     later = dataclasses.replace(
-        series, summary="Anniversary (party)", start=next_year,
-        end=next_year + dt.timedelta(days=1), recurrence=None, recurrence_id=next_year,
+        series, summary="Anniversary (party)", start=next_year + dt.timedelta(days=1),
+        end=next_year + dt.timedelta(days=2), recurrence=None, recurrence_id=next_year,
     )  # fmt: skip
     made = await cloud.provider.create(
         cloud.calendar_id, key(), dataclasses.replace(series, overrides=(later,))
@@ -172,6 +172,6 @@ async def test_an_all_day_yearly_series_stays_on_its_date(cloud: Harness) -> Non
     assert fetched.event is not None
     assert (fetched.event.start, fetched.event.all_day) == (day, True)
     ((original, override),) = by_original(fetched.event).items()
-    assert (original, override.start, override.summary) == (
-        dt.date(2028, 3, 28), dt.date(2028, 3, 28), "Anniversary (party)"
+    assert (original, override.start, override.end, override.summary) == (
+        next_year, dt.date(2028, 3, 29), dt.date(2028, 3, 30), "Anniversary (party)"
     )  # fmt: skip

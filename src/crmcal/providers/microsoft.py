@@ -256,7 +256,7 @@ class MicrosoftProvider:
         for master, answer in zip(ordered, await self._send_all(reads), strict=True):
             if isinstance(answer, ProviderError):
                 raise answer
-            if int(answer.get("status", 0)) in (404, 410):
+            if answer.status_code in (404, 410):
                 listing.deleted.append(master)
 
     async def _check_removed(
@@ -273,16 +273,13 @@ class MicrosoftProvider:
         for event_id, answer in zip(ids, await self._send_all(reads), strict=True):
             if isinstance(answer, ProviderError):
                 raise answer
-            status = int(answer.get("status", 0))
-            found = answer.get("body")
-            body: dict[str, Any] = found if isinstance(found, dict) else {}
-            if status == 200 and not body.get("isCancelled"):
+            status = answer.status_code
+            if status == 200 and not self._api.json(answer).get("isCancelled"):
                 listing.changed.append(RemoteRef(event_id, "", None))  # fetched as changed
             elif status in (200, 404, 410):
                 listing.deleted.append(event_id)
             else:
-                inner = httpx.Response(status, json=body)
-                raise self._api.failure(inner, "reading an event")
+                raise self._api.failure(answer, "reading an event")
 
     async def _add_crm_ids(self, calendar_id: str, listing: ChangeListing) -> None:
         """crmcal's ids of the calendar's events, which delta cannot show: one paged
@@ -372,7 +369,8 @@ class MicrosoftProvider:
         if ref.event is None:
             return ref
         try:
-            event = codec.with_exceptions(ref.event, cancelled, exceptions)
+            zone_name = codec.series_zone(master)
+            event = codec.with_exceptions(ref.event, cancelled, exceptions, zone_name)
         except (ValueError, TypeError, KeyError) as failure:
             return RemoteRef(ref.id, ref.etag, error=f"unreadable series: {failure}")
         return RemoteRef(ref.id, _series_version(ref.etag, cancelled, exceptions), event)
@@ -624,13 +622,14 @@ class MicrosoftProvider:
         cancels_too = changed is None or "recurrence" in changed
         master_id = str(master["id"])
         series = _ref(master).event
+        zone_name = codec.series_zone(master)
         if series is None or series.recurrence is None:
             return _ref(master)
         cancelled, exceptions = occurrences
         left_out = {_key(m) for m in codec.with_cancelled(series, cancelled).recurrence.exdates}  # type: ignore[union-attr]
         existing: dict[str, dict[str, Any]] = {}
         for item in exceptions:
-            original = codec.original_start(item, series)
+            original = codec.original_start(item, series, zone_name)
             if original is not None:
                 existing[_key(original)] = item
         drop: dict[str, dt.datetime | dt.date] = {}
@@ -650,7 +649,7 @@ class MicrosoftProvider:
         for key, there in existing.items():
             if key in change or key in drop:
                 continue
-            original = codec.original_start(there, series)
+            original = codec.original_start(there, series, zone_name)
             assert original is not None
             change[key] = (original, _occurrence(event, None, original))
         wanted: list[tuple[str, str, dt.datetime | dt.date, dict[str, Any] | None]] = []
@@ -673,7 +672,7 @@ class MicrosoftProvider:
             return await self._series_ref(calendar_id, master, occurrences)
         ids = {k: str(e["id"]) for k, e in existing.items()}
         lookups = [(key, moment) for _, key, moment, _ in wanted if key not in ids]
-        ids |= await self._find_occurrences(calendar_id, master_id, series, lookups)
+        ids |= await self._find_occurrences(calendar_id, master_id, series, zone_name, lookups)
         requests = []
         for method, key, _, body in wanted:
             if key not in ids:
@@ -706,6 +705,7 @@ class MicrosoftProvider:
         calendar_id: str,
         master_id: str,
         series: CalendarEvent,
+        zone_name: str | None,
         wanted: list[tuple[str, dt.datetime | dt.date]],
     ) -> dict[str, str]:
         """The ids of a series' occurrences by original start: ``instances`` over a
@@ -729,7 +729,7 @@ class MicrosoftProvider:
             if answer.status_code != 200:
                 raise self._api.failure(answer, "finding an occurrence")
             for item in self._api.json(answer).get("value") or []:
-                original = codec.original_start(item, series)
+                original = codec.original_start(item, series, zone_name)
                 if original is not None and _key(original) == key:
                     found[key] = str(item["id"])
         return found

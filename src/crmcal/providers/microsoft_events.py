@@ -220,11 +220,28 @@ def recurrence_of(event: CalendarEvent) -> dict[str, Any]:
     if "COUNT" in parts:
         span |= {"type": "numbered", "numberOfOccurrences": int(parts["COUNT"])}
     elif "UNTIL" in parts:
-        until = parts["UNTIL"]
-        span |= {"type": "endDate", "endDate": f"{until[:4]}-{until[4:6]}-{until[6:8]}"}
+        span |= {"type": "endDate", "endDate": _end_date(parts["UNTIL"], start, event.timezone)}
     if event.timezone:
         span["recurrenceTimeZone"] = event.timezone
     return {"pattern": pattern, "range": span}
+
+
+def _end_date(until: str, start: dt.datetime | dt.date, zone_name: str | None) -> str:
+    """Graph's ``endDate`` for an RRULE's UNTIL: the last day with an occurrence, in the
+    series' zone (Graph counts every occurrence on that day, UNTIL only those up to its
+    moment: an UNTIL before the day's start time ends the series the day before)."""
+    day = dt.date(int(until[:4]), int(until[4:6]), int(until[6:8]))
+    if not isinstance(start, dt.datetime) or "T" not in until:
+        return day.isoformat()
+    moment = dt.datetime.strptime(until.rstrip("Z")[:15], "%Y%m%dT%H%M%S")
+    if until.endswith("Z"):
+        local = zone(zone_name) or start.tzinfo or dt.UTC
+        moment = moment.replace(tzinfo=dt.UTC).astimezone(local)
+    else:
+        moment = moment.replace(tzinfo=start.tzinfo)
+    if moment.time() < start.astimezone(moment.tzinfo).time():
+        return (moment.date() - dt.timedelta(days=1)).isoformat()
+    return moment.date().isoformat()
 
 
 def with_cancelled(event: CalendarEvent, cancelled: list[str]) -> CalendarEvent:
@@ -252,17 +269,23 @@ def series_zone(item: dict[str, Any]) -> str | None:
     return span.get("recurrenceTimeZone") or item.get("originalStartTimeZone") or None
 
 
-def original_start(item: dict[str, Any], series: CalendarEvent) -> dt.datetime | dt.date | None:
-    """An occurrence's original start: an instant, or a day for an all-day series."""
+def original_start(
+    item: dict[str, Any], series: CalendarEvent, series_zone: str | None = None
+) -> dt.datetime | dt.date | None:
+    """An occurrence's original start: an instant, or a day for an all-day series (the
+    day in the zone the series is kept in: Graph answers the instant of its midnight)."""
     found = parse_timestamp(item.get("originalStart"))
     if found is None or not series.all_day:
         return found
-    local = zone(item.get("originalStartTimeZone")) or zone(series.timezone) or dt.UTC
+    local = zone(series_zone) or zone(item.get("originalStartTimeZone")) or dt.UTC
     return found.astimezone(local).date()
 
 
 def with_exceptions(
-    event: CalendarEvent, cancelled: list[str], exceptions: list[dict[str, Any]]
+    event: CalendarEvent,
+    cancelled: list[str],
+    exceptions: list[dict[str, Any]],
+    series_zone: str | None = None,
 ) -> CalendarEvent:
     """A series with its cancelled occurrences among the dates it leaves out and its
     exceptions (Graph's changed occurrences) as its ``overrides``."""
@@ -271,7 +294,7 @@ def with_exceptions(
         return event
     found = []
     for item in exceptions:
-        original = original_start(item, event)
+        original = original_start(item, event, series_zone)
         if original is None:
             continue
         found.append(replace(parse(item), recurrence_id=original))
