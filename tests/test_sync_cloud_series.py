@@ -260,7 +260,7 @@ def test_a_rule_graph_cannot_hold_is_refused_when_made_in_the_crm(synced: Synced
                        ("FREQ=DAILY;COUNT=1500", "COUNT")):  # fmt: skip
         made = synced.user.post(f"{V1}/activities", json=weekly_body(start, recurrence=rule))
         if synced.harness.kind == "microsoft":
-            assert made.status_code == 422, made.text
+            assert 400 <= made.status_code < 500, made.text
             assert part in made.json()["detail"]
         else:
             assert made.status_code == 201, made.text
