@@ -11,6 +11,7 @@ from crmcal.providers.google import GoogleProvider
 from crmcal.providers.microsoft import MicrosoftProvider
 from crmcal.sync import connections
 from crmcal.sync.runner import provider_for
+from crmcal.sync.schemas import ConnectionCreate
 
 CLASSES = {"caldav": CalDAVProvider, "google": GoogleProvider, "microsoft": MicrosoftProvider}
 
@@ -38,7 +39,7 @@ def test_the_registry_is_what_a_connection_may_name() -> None:
 
 
 async def test_an_unknown_kind_is_refused_naming_the_known_ones() -> None:
-    request = connections.ConnectionCreate(provider="exchange")
+    request = ConnectionCreate(provider="exchange")
     with pytest.raises(connections.Invalid, match="caldav, google, microsoft"):
         await connections.check_request(request, Settings())
 

@@ -31,6 +31,7 @@ from crmcal.emulators.microsoft import create_app as create_graph
 from crmcal.emulators.microsoft.push import subscriptions_of
 from crmcal.model import CalendarInfo
 from crmcal.sync import connections
+from crmcal.sync.schemas import ConnectionCreate
 from crmcal.vault import Vault
 from crmcal.web.app import create_app
 from tests.caldav_servers import CalDAVServer
@@ -313,7 +314,7 @@ async def _connect_everyone(
             for account in accounts:
                 user = await session.get(User, account.user_id)
                 assert user is not None
-                body = connections.ConnectionCreate(**_body(account, radicale))
+                body = ConnectionCreate(**_body(account, radicale))
                 calendar = CalendarInfo(account.harness.calendar_id, "crmcal tests", True, True)
                 email = None if account.kind == "caldav" else account.harness.email
                 conn = await connections.create(session, user, body, calendar, Vault(SECRET),

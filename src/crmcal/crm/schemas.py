@@ -237,6 +237,13 @@ class UserCreated(UserOut):
     token: str = Field(description="The API token; shown only once.")
 
 
+class TokenOut(BaseModel):
+    """An API token, without its value (shown only when it was issued)."""
+
+    id: int
+    created_at: dt.datetime
+
+
 def default_permissions() -> list[str]:
     return list(permissions.DEFAULT)
 
@@ -458,6 +465,10 @@ class ActivityCreate(ActivityFields):
 
 
 Scope = Literal["this", "following", "series"]
+
+
+class ScopeBody(Input):
+    scope: Scope | None = None
 
 
 class ActivityUpdate(ActivityFields):

@@ -19,7 +19,7 @@ import datetime as dt
 import os
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,10 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crmcal.crm import changefeed, permissions, recurrence, times
 from crmcal.crm.errors import Conflict, Invalid, NotFound
 from crmcal.crm.recurrence import Moment, Rule
-from crmcal.crm.schemas import SeriesOut, SeriesParticipantOut
+from crmcal.crm.schemas import Scope, SeriesOut, SeriesParticipantOut
 from crmcal.crm.tables import Activity, ActivitySeries, Participant, User, table_of, utcnow
 
-Scope = Literal["this", "following", "series"]
 HORIZON_DAYS = 365
 # Occurrences made in one step (a sub-daily rule over a year would be thousands):
 # the rest follow in later steps of the maintenance job.

@@ -14,9 +14,7 @@ reconnect (the links to the old calendar's events are forgotten; those events st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,8 +23,7 @@ from crmcal.config import Settings
 from crmcal.crm import activity_types, permissions
 from crmcal.crm.errors import Conflict, CrmError, Invalid, NotFound
 from crmcal.crm.pagination import page_by_id
-from crmcal.crm.schemas import Doc, Input, Text
-from crmcal.crm.tables import User, utcnow
+from crmcal.crm.tables import Activity, User, utcnow
 from crmcal.model import CalendarInfo
 from crmcal.providers import kinds
 from crmcal.providers.base import (
@@ -36,111 +33,21 @@ from crmcal.providers.base import (
     Unreachable,
 )
 from crmcal.sync import lease, netguard
-from crmcal.sync.options import SyncOptions, SyncOptionsPatch, SyncType, writes_calendar, writes_crm
+from crmcal.sync.options import SyncOptions, writes_calendar, writes_crm
+from crmcal.sync.schemas import (
+    ConflictOut,
+    ConnectionCreate,
+    ConnectionOut,
+    ConnectionUpdate,
+    Reconnect,
+    StatusOut,
+    SyncRunOut,
+)
 from crmcal.sync.states import ConnectionState
 from crmcal.sync.tables import Connection, Link, SyncConflict
 from crmcal.vault import Vault, VaultError
 
 MAIL_PROTOCOLS = {"imap", "pop", "pop3"}
-
-
-# What the document says a connect needs: a CalDAV account's address and credentials, or
-# a Google or Microsoft grant. The server says the same in its own words (check_request).
-_CONNECT_NEEDS = {
-    # if/then/else rather than anyOf: client generators keep one model with every field.
-    "if": {"properties": {"provider": {"const": "caldav"}}},
-    "then": {
-        "properties": {
-            "url": {"type": "string"},
-            "username": {"type": "string"},
-            "password": {"type": "string"},
-        },
-        "required": ["url", "username", "password"],
-    },
-    "else": {
-        "properties": {"refresh_token": {"type": "string", "minLength": 1}},
-        "required": ["refresh_token"],
-    },
-}
-_HTTP_URL = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00]+$"
-
-
-class ConnectionCreate(Input):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_CONNECT_NEEDS)
-
-    provider: Annotated[str, Text(16, 1), Doc(enum=list(kinds.KINDS))]
-    url: Annotated[str, Text(2000, 1), Doc(format="uri", pattern=_HTTP_URL)] | None = None
-    username: Annotated[str, Text(320)] | None = None
-    password: Annotated[str, Text(1000)] | None = Field(
-        default=None, description="Never returned or logged."
-    )
-    refresh_token: Annotated[str, Text(4000)] | None = None
-    calendar_id: Annotated[str, Text(1000, 1)] | None = None
-    sync_type: SyncType = "two_way"
-    options: SyncOptions = Field(default_factory=SyncOptions)
-    start: bool = Field(
-        default=True,
-        description="false: create the connection `pending` (nothing synced; calendar, "
-        "sync type and options changeable) until `POST /connections/{id}/start`.",
-    )
-
-
-class ConnectionUpdate(Input):
-    calendar_id: Annotated[str, Text(1000, 1)] | None = Field(
-        default=None,
-        description="Another calendar of the account: on a `pending` connection, or on a "
-        "`stopped` one, which then starts over on that calendar when reconnected.",
-    )
-    sync_type: SyncType | None = None
-    options: SyncOptionsPatch | None = None
-
-
-class Reconnect(Input):
-    password: Annotated[str, Text(1000)] | None = Field(
-        default=None, description="A new password, if changed."
-    )
-    refresh_token: Annotated[str, Text(4000)] | None = Field(
-        default=None, description="A new OAuth refresh token, if the old grant was revoked."
-    )
-
-
-class ConnectionOut(BaseModel):
-    id: int
-    user_id: int
-    provider: str
-    account: str
-    username: str | None
-    calendar_id: str
-    calendar_name: str
-    sync_type: str
-    options: SyncOptions
-    state: Literal["pending", "active", "syncing", "stopped", "error"]
-    previously_synced: bool
-    connected_at: Any
-    last_sync_at: Any
-    last_error: str | None
-
-
-class SyncRunOut(BaseModel):
-    started_at: Any
-    ended_at: Any
-    outcome: Literal["running", "ok", "error", "interrupted", "abandoned"]
-    counts: dict[str, int]
-    error: str | None
-    process: str = Field(description="host:pid of the process that ran it")
-
-
-class StatusOut(BaseModel):
-    state: str
-    connected_at: Any
-    last_sync_at: Any
-    last_error: str | None
-    counts: dict[str, int]
-    problems: list[dict[str, str]]
-    next_sync_at: Any
-    recent_syncs: list[SyncRunOut] = Field(
-        default_factory=list, description="The last few syncs, newest first."
-    )
 
 
 def shown_state(conn: Connection) -> tuple[str, str | None]:
@@ -171,12 +78,14 @@ def to_out(conn: Connection) -> ConnectionOut:
     )
 
 
-async def status_of(session: AsyncSession, conn: Connection) -> StatusOut:
+async def status_of(session: AsyncSession, viewer: User, conn: Connection) -> StatusOut:
+    """The connection's status as ``viewer`` may see it: another user's problems about
+    their private activities say nothing of them."""
     counts = {"created": 0, "updated": 0, "deleted": 0, "conflicts": 0, "skipped": 0}
     counts.update(conn.counts or {})
     state, last_error = shown_state(conn)
     runs = await lease.recent_runs(session, conn.id)
-    return StatusOut(
+    out = StatusOut(
         state=state,
         connected_at=conn.connected_at,
         last_sync_at=conn.last_sync_at,
@@ -186,6 +95,29 @@ async def status_of(session: AsyncSession, conn: Connection) -> StatusOut:
         next_sync_at=conn.next_sync_at,
         recent_syncs=[SyncRunOut(**lease.run_out(run)) for run in runs],
     )
+    if viewer.id != conn.user_id:
+        out.problems = await _busy_problems(session, conn.id, out.problems)
+    return out
+
+
+async def _busy_problems(
+    session: AsyncSession, connection_id: int, problems: list[dict[str, str]]
+) -> list[dict[str, str]]:
+    """Another user's problems about their private activities, without what they say."""
+    rows = await session.execute(
+        select(Link.remote_id, Activity.id)
+        .join(Activity, Activity.id == Link.activity_id)
+        .where(Link.connection_id == connection_id, Activity.visibility == "owner")
+    )
+    private: set[str] = set()
+    for remote_id, activity_id in rows:
+        private |= {remote_id, f"activity {activity_id}"}
+    return [
+        {"item": "a private activity", "reason": "a private activity could not be synced"}
+        if p.get("item") in private
+        else p
+        for p in problems
+    ]
 
 
 def require_may_sync(user: User, sync_type: str) -> None:
@@ -331,10 +263,56 @@ async def calendars_of(conn: Connection, vault: Vault, settings: Settings) -> li
 
 
 async def list_conflicts(
-    session: AsyncSession, conn: Connection, *, limit: int, cursor: str | None
-) -> tuple[list[SyncConflict], str | None]:
+    session: AsyncSession, viewer: User, conn: Connection, *, limit: int, cursor: str | None
+) -> tuple[list[ConflictOut], str | None]:
+    """The connection's recorded conflicts, oldest first, as ``viewer`` may see them."""
     query = select(SyncConflict).where(SyncConflict.connection_id == conn.id)
-    return await page_by_id(session, query, SyncConflict.id, limit=limit, cursor=cursor)
+    rows, next_cursor = await page_by_id(
+        session, query, SyncConflict.id, limit=limit, cursor=cursor
+    )
+    items = [ConflictOut.model_validate(r, from_attributes=True) for r in rows]
+    if viewer.id != conn.user_id:
+        await _busy_blocks(session, items)
+    return items, next_cursor
+
+
+_BLOCK_FIELDS = ("start", "end", "all_day", "timezone", "busy")
+
+
+async def _busy_blocks(session: AsyncSession, items: list[ConflictOut]) -> None:
+    """Another user's conflicts about their private activities, as busy blocks (admins
+    included: "owner" visibility is the owner's privacy, not a role)."""
+    ids = [item.activity_id for item in items if item.activity_id is not None]
+    if not ids:
+        return
+    private = set(
+        await session.scalars(
+            select(Activity.id).where(Activity.id.in_(ids), Activity.visibility == "owner")
+        )
+    )
+    for item in items:
+        if item.activity_id in private:
+            item.remote_id = None
+            for name in ("crm_version", "calendar_version", "result"):
+                version = getattr(item, name)
+                if version is not None:
+                    block = {k: v for k, v in version.items() if k in _BLOCK_FIELDS}
+                    setattr(item, name, {**block, "subject": "Busy"})
+
+
+async def delete(
+    session: AsyncSession,
+    conn: Connection,
+    *,
+    vault: Vault | None = None,
+    settings: Settings | None = None,
+) -> None:
+    """Forget the connection and its links (the database removes them with it); events
+    and activities stay where they are. With a vault and settings, its push channel is
+    closed first."""
+    if vault is not None and settings is not None:
+        await close_push_channel(conn, vault, settings)
+    await session.delete(conn)
 
 
 async def active_connection(session: AsyncSession, user_id: int) -> Connection | None:

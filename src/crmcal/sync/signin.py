@@ -35,7 +35,7 @@ from crmcal.providers import google_oauth, microsoft_oauth
 from crmcal.providers.base import ProviderError
 from crmcal.providers.oauth2 import OAuthService
 from crmcal.sync import connections
-from crmcal.sync.connections import ConnectionCreate, ConnectionOut, Reconnect
+from crmcal.sync.schemas import ConnectionCreate, ConnectionOut, Reconnect
 from crmcal.sync.states import ConnectionState
 from crmcal.sync.tables import SignInUsed
 from crmcal.vault import Vault, VaultError

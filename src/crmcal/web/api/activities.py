@@ -19,9 +19,9 @@ from crmcal.crm.schemas import (
     ActivityOut,
     ActivityUpdate,
     Doc,
-    Input,
     Page,
     Scope,
+    ScopeBody,
     SeriesOut,
 )
 from crmcal.sync import rules
@@ -33,10 +33,6 @@ from crmcal.web.openapi import refusals
 # Every route needs an activities permission (403).
 router = APIRouter(prefix="/activities", tags=["activities"], responses=refusals(403))
 series_router = APIRouter(prefix="/series", tags=["activities"], responses=refusals(403))
-
-
-class ScopeBody(Input):
-    scope: Scope | None = None
 
 
 ActivityId = Annotated[int, Path(ge=1, le=MAX_ID)]

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
-from pydantic import BaseModel
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm.errors import Conflict
 from crmcal.crm.schemas import MAX_ID, Page
-from crmcal.crm.tables import Activity
 from crmcal.sync import connections
-from crmcal.sync.connections import (
+from crmcal.sync.engine import SyncFailed
+from crmcal.sync.runner import Busy, run_sync
+from crmcal.sync.schemas import (
+    CalendarOut,
+    ConflictOut,
     ConnectionCreate,
     ConnectionOut,
     ConnectionUpdate,
     Reconnect,
     StatusOut,
+    SyncCounts,
 )
-from crmcal.sync.engine import SyncFailed
-from crmcal.sync.runner import Busy, run_sync
 from crmcal.sync.states import ConnectionState
-from crmcal.sync.tables import Link
 from crmcal.web.api.paging import DEFAULT, Cursor, Limit
 from crmcal.web.deps import reading, request_sync, settings_of, vault_of, writing
 from crmcal.web.openapi import refusals
@@ -31,34 +29,6 @@ from crmcal.web.openapi import refusals
 router = APIRouter(prefix="/connections", tags=["connections"])
 ConnectionId = Annotated[int, Path(ge=1, le=MAX_ID)]
 FORCE_HELP = "Apply the deletions even when the calendar suddenly looks empty."
-
-
-class CalendarOut(BaseModel):
-    id: str
-    name: str
-    writable: bool
-    primary: bool
-
-
-class SyncCounts(BaseModel):
-    created: int
-    updated: int
-    deleted: int
-    conflicts: int
-    skipped: int
-    problems: list[dict[str, str]]
-
-
-class ConflictOut(BaseModel):
-    id: int
-    activity_id: int | None
-    remote_id: str | None
-    policy: str
-    winner: str
-    crm_version: dict[str, Any] | None
-    calendar_version: dict[str, Any] | None
-    result: dict[str, Any] | None = None
-    detected_at: Any
 
 
 @router.get("", response_model=Page[ConnectionOut])
@@ -185,9 +155,9 @@ async def delete_connection(request: Request, connection_id: ConnectionId) -> Re
     """Forget the connection and its links; events and activities stay where they are."""
     async with writing(request) as (session, user):
         conn = await connections.get_own(session, user, connection_id)
-        if conn.push_channel_id and request.app.state.vault is not None:
-            await connections.close_push_channel(conn, vault_of(request), settings_of(request))
-        await session.delete(conn)
+        await connections.delete(
+            session, conn, vault=request.app.state.vault, settings=settings_of(request)
+        )
     return Response(status_code=204)
 
 
@@ -274,30 +244,7 @@ async def reconnect(
 async def status(request: Request, connection_id: ConnectionId) -> StatusOut:
     async with reading(request) as (session, user):
         conn = await connections.get_own(session, user, connection_id)
-        out = await connections.status_of(session, conn)
-        if user.id != conn.user_id:
-            out.problems = await _busy_problems(session, conn.id, out.problems)
-        return out
-
-
-async def _busy_problems(
-    session: AsyncSession, connection_id: int, problems: list[dict[str, str]]
-) -> list[dict[str, str]]:
-    """Another user's problems about their private activities, without what they say."""
-    rows = await session.execute(
-        select(Link.remote_id, Activity.id)
-        .join(Activity, Activity.id == Link.activity_id)
-        .where(Link.connection_id == connection_id, Activity.visibility == "owner")
-    )
-    private: set[str] = set()
-    for remote_id, activity_id in rows:
-        private |= {remote_id, f"activity {activity_id}"}
-    return [
-        {"item": "a private activity", "reason": "a private activity could not be synced"}
-        if p.get("item") in private
-        else p
-        for p in problems
-    ]
+        return await connections.status_of(session, user, conn)
 
 
 @router.get("/{connection_id}/conflicts", response_model=Page[ConflictOut])
@@ -308,34 +255,7 @@ async def list_conflicts(
     oldest first."""
     async with reading(request) as (session, user):
         conn = await connections.get_own(session, user, connection_id)
-        rows, next_cursor = await connections.list_conflicts(
-            session, conn, limit=limit, cursor=cursor
+        items, next_cursor = await connections.list_conflicts(
+            session, user, conn, limit=limit, cursor=cursor
         )
-        items = [ConflictOut.model_validate(r, from_attributes=True) for r in rows]
-        if user.id != conn.user_id:
-            await _busy_blocks(session, items)
         return Page[ConflictOut](items=items, next_cursor=next_cursor)
-
-
-_BLOCK_FIELDS = ("start", "end", "all_day", "timezone", "busy")
-
-
-async def _busy_blocks(session: AsyncSession, items: list[ConflictOut]) -> None:
-    """Another user's conflicts about their private activities, as busy blocks (admins
-    included: "owner" visibility is the owner's privacy, not a role)."""
-    ids = [item.activity_id for item in items if item.activity_id is not None]
-    if not ids:
-        return
-    private = set(
-        await session.scalars(
-            select(Activity.id).where(Activity.id.in_(ids), Activity.visibility == "owner")
-        )
-    )
-    for item in items:
-        if item.activity_id in private:
-            item.remote_id = None
-            for name in ("crm_version", "calendar_version", "result"):
-                version = getattr(item, name)
-                if version is not None:
-                    block = {k: v for k, v in version.items() if k in _BLOCK_FIELDS}
-                    setattr(item, name, {**block, "subject": "Busy"})

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import BaseModel
 
 from crmcal.crm import permissions, users
 from crmcal.crm.errors import Conflict
-from crmcal.crm.schemas import MAX_ID, Page, UserCreate, UserCreated, UserOut, UserUpdate
+from crmcal.crm.schemas import (
+    MAX_ID,
+    Page,
+    TokenOut,
+    UserCreate,
+    UserCreated,
+    UserOut,
+    UserUpdate,
+)
 from crmcal.crm.tables import User
 from crmcal.web.api.paging import DEFAULT, Cursor, Limit
 from crmcal.web.deps import reading, writing
@@ -28,13 +34,6 @@ def out(user: User) -> UserOut:
 async def me(request: Request) -> UserOut:
     async with reading(request) as (_, user):
         return out(user)
-
-
-class TokenOut(BaseModel):
-    """An API token, without its value (shown only when it was issued)."""
-
-    id: int
-    created_at: dt.datetime
 
 
 @router.get("/me/tokens", response_model=Page[TokenOut], name="list_my_tokens")

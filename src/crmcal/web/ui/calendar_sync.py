@@ -17,7 +17,7 @@ from crmcal.crm import activity_types
 from crmcal.crm.errors import CrmError, Invalid
 from crmcal.model import CalendarInfo
 from crmcal.sync import connections
-from crmcal.sync.connections import ConnectionCreate, ConnectionUpdate, Reconnect
+from crmcal.sync.schemas import ConnectionCreate, ConnectionUpdate, Reconnect
 from crmcal.sync.states import ConnectionState
 from crmcal.sync.tables import Connection
 from crmcal.web.deps import database, request_sync, settings_of
@@ -196,7 +196,7 @@ async def act(request: Request, connection_id: int, action: str) -> Response:
                 change = ConnectionUpdate(calendar_id=form.get("calendar_id") or None)
                 await connections.update(session, conn, change, calendars)
             elif action == "delete":
-                await session.delete(conn)
+                await connections.delete(session, conn)
             else:
                 return Response(status_code=404)
     except (CrmError, ValueError) as exc:
