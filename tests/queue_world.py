@@ -71,7 +71,7 @@ def fresh_schema(database_url: str) -> Iterator[str]:
 
 def query(database_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(conninfo(database_url), autocommit=True) as conn:
-        cursor = conn.execute(sql, params)  # type: ignore[arg-type]
+        cursor = conn.execute(sql, params)
         return cursor.fetchall() if cursor.description else []
 
 

@@ -155,7 +155,7 @@ def events_in(caldav: CalDAVHarness, calendar_id: str) -> list[str]:
         fetched = await caldav.provider.fetch(calendar_id, [r.id for r in changes.changed])
         return [r.event.summary or "" for r in fetched if r.event is not None]
 
-    return run(listing())  # type: ignore[no-any-return]
+    return run(listing())
 
 
 def google_events(site: Site) -> list[str]:

@@ -36,7 +36,7 @@ def events_in(calendar: CalDAVHarness, calendar_id: str) -> list[str]:
         changes = await calendar.provider.list_changes(calendar_id, None)
         return [ref.id for ref in changes.changed]
 
-    return run(listing())  # type: ignore[no-any-return]
+    return run(listing())
 
 
 def test_nothing_syncs_until_start_and_the_calendar_is_chosen_first(

@@ -168,7 +168,7 @@ async def totals(db_url: str, owner_id: int) -> dict[str, int]:
                 "hidden persons": await session.scalar(
                     select(func.count(Person.id)).where(Person.explicit.is_(False))
                 ),
-            }  # type: ignore[return-value]
+            }
     finally:
         await db.dispose()
 

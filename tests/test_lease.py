@@ -118,7 +118,7 @@ async def test_status_says_when_the_sync_holder_vanished(world: World, db_url: s
                            headers={"Authorization": f"Bearer {token}"})  # fmt: skip
         assert answer.status_code == 200, answer.text
         assert answer.json()["state"] == listed.json()["state"]
-        return answer.json()  # type: ignore[no-any-return]
+        return answer.json()
 
     working = await asyncio.to_thread(status)
     assert (working["state"], working["last_error"]) == ("syncing", None)

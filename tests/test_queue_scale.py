@@ -66,7 +66,7 @@ def _body(account: Account, radicale: CalDAVServer) -> dict[str, Any]:
         return {"provider": "caldav", "url": radicale.url, "username": radicale.username,
                 "password": radicale.password,
                 "calendar_id": account.harness.calendar_id}  # fmt: skip
-    return account.harness.connection_body()  # type: ignore[no-any-return]
+    return account.harness.connection_body()
 
 
 async def _users(database_url: str, count: int) -> list[tuple[int, str]]:

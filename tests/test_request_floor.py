@@ -61,7 +61,7 @@ def graph_crm(db_url: str, microsoft_emulator: MicrosoftEmulator) -> Iterator[Ap
 def sync(crm: Api, connection_id: int) -> dict[str, Any]:
     answer = crm.post(f"{V1}/connections/{connection_id}/sync")
     assert answer.status_code == 200, answer.text
-    return answer.json()  # type: ignore[no-any-return]
+    return answer.json()
 
 
 def add_activities(crm: Api, count: int) -> list[int]:

@@ -135,4 +135,4 @@ async def _hold_recorded(database_url: str) -> list[tuple[str, dt.datetime]]:
     while not (held := query(database_url, "SELECT key, until FROM provider_holds")):
         assert asyncio.get_running_loop().time() < deadline, "no hold recorded"
         await asyncio.sleep(0.05)
-    return held  # type: ignore[return-value]
+    return held

@@ -50,7 +50,7 @@ def settings(db_url: str, **overrides: Any) -> Settings:
 
 @pytest.fixture(params=CALDAV_KINDS)
 def server(request: pytest.FixtureRequest) -> CalDAVServer:
-    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def connect(user: Api, server: CalDAVServer, calendar: CalDAVHarness, **body: An
 def sync(user: Api, connection_id: int, **params: Any) -> dict[str, Any]:
     response = user.post(f"{V1}/connections/{connection_id}/sync", params=params)
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 def activity(user: Api, subject: str, hours: float = 0, **fields: Any) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def activity(user: Api, subject: str, hours: float = 0, **fields: Any) -> dict[s
             "end": (start + dt.timedelta(hours=1)).isoformat(), **fields}  # fmt: skip
     response = user.post(f"{V1}/activities", json=body)
     assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 def calendar_events(calendar: CalDAVHarness) -> dict[str, Any]:
@@ -109,7 +109,7 @@ def calendar_events(calendar: CalDAVHarness) -> dict[str, Any]:
         )
         return {ref.id: ref.event for ref in fetched}
 
-    return run(listing())  # type: ignore[no-any-return]
+    return run(listing())
 
 
 def edit_connection(db_url: str, connection_id: int, **fields: Any) -> None:

@@ -110,10 +110,10 @@ class Behind:
     def synced(self, **params: Any) -> dict[str, Any]:
         answer = self.sync(**params)
         assert answer.status_code == 200, answer.text
-        return answer.json()  # type: ignore[no-any-return]
+        return answer.json()
 
     def status(self) -> dict[str, Any]:
-        return self.user.get(f"{V1}/connections/{self.connection_id}/status").json()  # type: ignore[no-any-return]
+        return self.user.get(f"{V1}/connections/{self.connection_id}/status").json()
 
     def subjects(self, **params: Any) -> list[str]:
         items = self.user.get(f"{V1}/activities", params=params).json()["items"]
@@ -125,12 +125,12 @@ class Behind:
                 "end": (start + dt.timedelta(hours=1)).isoformat()}  # fmt: skip
         made = self.user.post(f"{V1}/activities", json=body)
         assert made.status_code == 201, made.text
-        return made.json()  # type: ignore[no-any-return]
+        return made.json()
 
     def add_event(self, summary: str, hours: float = 0) -> str:
         start = SOON + dt.timedelta(hours=hours)
         foreign = Foreign(summary=summary, start=start, end=start + dt.timedelta(hours=1))
-        return self.run(self.harness.put_foreign(foreign))  # type: ignore[no-any-return]
+        return self.run(self.harness.put_foreign(foreign))
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)

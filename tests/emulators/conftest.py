@@ -45,7 +45,7 @@ class Graph:
         return response.json() if response.content else None
 
     def create(self, path: str = "/me/events", **fields: Any) -> dict[str, Any]:
-        return self.ok("POST", path, 201, json=event_body(**fields))  # type: ignore[no-any-return]
+        return self.ok("POST", path, 201, json=event_body(**fields))
 
     def admin(self, method: str, path: str, **kw: Any) -> Any:
         response = self.client.request(method, "/_emulator" + path, **kw)

@@ -20,7 +20,7 @@ DISCOVERY = Path(googleapiclient.__file__).parent / "discovery_cache/documents/c
 
 @functools.cache
 def discovery() -> dict[str, Any]:
-    return json.loads(DISCOVERY.read_text())  # type: ignore[no-any-return]
+    return json.loads(DISCOVERY.read_text())
 
 
 def _convert(node: dict[str, Any]) -> dict[str, Any]:

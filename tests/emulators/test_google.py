@@ -50,10 +50,10 @@ class Google:
 
     def insert(self, **fields: Any) -> dict[str, Any]:
         body = check("Event", event_body(**fields))
-        return self.ok("POST", "/calendars/primary/events", "Event", json=body)  # type: ignore[no-any-return]
+        return self.ok("POST", "/calendars/primary/events", "Event", json=body)
 
     def list(self, **params: Any) -> dict[str, Any]:
-        return self.ok("GET", "/calendars/primary/events", "Events", params=params)  # type: ignore[no-any-return]
+        return self.ok("GET", "/calendars/primary/events", "Events", params=params)
 
 
 def event_body(summary: str = "Demo", hour: int = 10, **fields: Any) -> dict[str, Any]:

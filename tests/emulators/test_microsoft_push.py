@@ -160,13 +160,13 @@ def wait_for(found: Callable[[], Any], seconds: float = 60.0) -> Any:
 
 def create(graph: Graph, path: str = "/me/events", **fields: Any) -> dict[str, Any]:
     """An event, answered with its immutable id (as subscriptions here are made)."""
-    return graph.ok("POST", path, 201, json=event_body(**fields), headers=IMMUTABLE)  # type: ignore[no-any-return]
+    return graph.ok("POST", path, 201, json=event_body(**fields), headers=IMMUTABLE)
 
 
 def deliveries(graph: Graph, at_least: int) -> list[dict[str, Any]]:
     """The admin API's delivery records, once there are that many: an attempt is recorded
     when its answer is back, a moment after the receiver has seen it."""
-    return wait_for(  # type: ignore[no-any-return]
+    return wait_for(
         lambda: (
             (found := graph.admin("GET", "/subscriptions")["deliveries"])
             and len(found) >= at_least
@@ -452,7 +452,7 @@ def test_failed_deliveries_are_retried_in_order_and_recorded(
 
 
 def _values(post: Received) -> list[dict[str, Any]]:
-    return json.loads(post.body)["value"]  # type: ignore[no-any-return]
+    return json.loads(post.body)["value"]
 
 
 def test_an_address_that_does_not_answer_holds_up_no_other_subscription(

@@ -196,7 +196,7 @@ def foreign_ics(event: Foreign) -> str:
         props += ["BEGIN:VALARM", "ACTION:DISPLAY", f"DESCRIPTION:{label}",
                   f"TRIGGER:-PT{minutes}M", "END:VALARM"]  # fmt: skip
     overrides = []
-    duration = (event.end - event.start) if event.end is not None else dt.timedelta()  # type: ignore[operator]
+    duration = (event.end - event.start) if event.end is not None else dt.timedelta()
     for original, start, summary in event.moved:
         overrides.append(_vevent(uid, _ics_moment("RECURRENCE-ID", original),
                                  f"SUMMARY:{summary}", _ics_moment("DTSTART", start),

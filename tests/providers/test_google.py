@@ -79,7 +79,7 @@ def key() -> str:
 
 def same(ref: Any, event: CalendarEvent) -> bool:
     assert ref.event is not None, ref.error
-    return ref.event.content_hash() == event.content_hash()  # type: ignore[no-any-return]
+    return ref.event.content_hash() == event.content_hash()
 
 
 async def test_calendars_with_write_access(world: World) -> None:

@@ -222,7 +222,7 @@ async def test_times_are_shown_in_the_zone_they_were_written_in(world: World) ->
     (ref,) = await world.provider.fetch(world.calendar_id, [made["id"]])
     assert ref.event is not None
     assert ref.event.timezone == "Europe/Berlin"
-    assert ref.event.start.isoformat() == "2026-12-01T09:30:00+01:00"  # type: ignore[union-attr]
+    assert ref.event.start.isoformat() == "2026-12-01T09:30:00+01:00"
     changed = dataclasses.replace(ref.event, summary="Standup (moved)")
     updated = await world.provider.update(world.calendar_id, ref.id, ref.etag, changed)
     assert updated.event is not None

@@ -49,7 +49,7 @@ class Synced:
         response = self.user.post(f"{V1}/connections", json=body)
         assert response.status_code == 201, response.text
         self.connection_id = response.json()["id"]
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
     def set_options(self, **options: Any) -> None:
         response = self.user.patch(
@@ -61,7 +61,7 @@ class Synced:
         response = self.user.post(f"{V1}/connections/{self.connection_id}/sync")
         assert response.status_code == 200, response.text
         assert response.json()["problems"] == []
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
     def add_activity(self, subject: str, hours: float = 0, **fields: Any) -> dict[str, Any]:
         start = SOON + dt.timedelta(hours=hours)
@@ -69,35 +69,35 @@ class Synced:
                 "end": (start + dt.timedelta(hours=1)).isoformat(), **fields}  # fmt: skip
         response = self.user.post(f"{V1}/activities", json=body)
         assert response.status_code == 201, response.text
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
     def edit_activity(self, activity_id: int, **fields: Any) -> dict[str, Any]:
         response = self.user.patch(f"{V1}/activities/{activity_id}", json=fields)
         assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
     def activity(self, activity_id: int, viewer: Api | None = None) -> dict[str, Any]:
         response = (viewer or self.user).get(f"{V1}/activities/{activity_id}")
         assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
     def activities(self, *, deleted: bool = False) -> list[dict[str, Any]]:
         params = {"deleted": "true"} if deleted else {}
         response = self.user.get(f"{V1}/activities", params=params)
         assert response.status_code == 200, response.text
-        return response.json()["items"]  # type: ignore[no-any-return]
+        return response.json()["items"]
 
     def only_activity(self) -> dict[str, Any]:
         (found,) = self.activities()
         return found
 
     def persons(self) -> list[dict[str, Any]]:
-        return self.admin.get(f"{V1}/persons").json()["items"]  # type: ignore[no-any-return]
+        return self.admin.get(f"{V1}/persons").json()["items"]
 
     def record(self, kind: str, **fields: Any) -> int:
         response = self.admin.post(f"{V1}/{kind}", json=fields)
         assert response.status_code == 201, response.text
-        return response.json()["id"]  # type: ignore[no-any-return]
+        return response.json()["id"]
 
     # --- the calendar side, as another client --------------------------------------
 

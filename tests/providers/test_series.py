@@ -66,7 +66,7 @@ class Series(Synced):
         body = {"type": "meeting", "subject": subject, "recurrence": rule, **times, **fields}
         made = self.user.post(f"{V1}/activities", json=body)
         assert made.status_code == 201, made.text
-        return made.json()  # type: ignore[no-any-return]
+        return made.json()
 
     def occurrences(self, series_id: int, *, deleted: bool = False) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"series_id": series_id, "limit": 500}
@@ -74,7 +74,7 @@ class Series(Synced):
             params["deleted"] = "true"
         listed = self.user.get(f"{V1}/activities", params=params)
         assert listed.status_code == 200, listed.text
-        return listed.json()["items"]  # type: ignore[no-any-return]
+        return listed.json()["items"]
 
     def series_ids(self) -> set[int]:
         return {a["series_id"] for a in self.activities()}

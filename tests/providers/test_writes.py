@@ -53,12 +53,12 @@ class Proxied(Synced):
         response = self.user.post(f"{V1}/connections", json=body)
         assert response.status_code == 201, response.text
         self.connection_id = response.json()["id"]
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
     def sync_with_problems(self) -> dict[str, Any]:
         response = self.user.post(f"{V1}/connections/{self.connection_id}/sync")
         assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def unfolded(text: str) -> str:
 def problems(connected: Synced) -> list[dict[str, str]]:
     status = connected.user.get(f"{V1}/connections/{connected.connection_id}/status")
     assert status.status_code == 200, status.text
-    return status.json()["problems"]  # type: ignore[no-any-return]
+    return status.json()["problems"]
 
 
 # --- 7: an update writes only the fields that changed ----------------------------------
