@@ -107,6 +107,17 @@ async def get_user(session: AsyncSession, user_id: int) -> User:
     return user
 
 
+async def set_preferences(
+    session: AsyncSession, user_id: int, language: str | None, timezone: str | None
+) -> None:
+    """The user's language for the web pages (None: the browser's) and, when given, their
+    time zone (already checked by the caller)."""
+    user = await get_user(session, user_id)
+    user.language = language
+    if timezone:
+        user.timezone = timezone
+
+
 async def user_by_email(session: AsyncSession, email: str) -> User:
     normalised = email.strip().lower()
     user = await session.scalar(select(User).where(User.email == normalised))

@@ -24,9 +24,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from crmcal.crm.errors import CrmError
+from crmcal.crm import users
+from crmcal.crm.errors import CrmError, NotFound
 from crmcal.crm.schemas import NO_NUL, Doc
-from crmcal.crm.tables import User
 from crmcal.sync import signin
 from crmcal.sync.options import SyncType
 from crmcal.sync.signin import SERVICES, ServiceName
@@ -154,8 +154,10 @@ async def callback(
         answer = RedirectResponse("/settings/calendar-sync", status_code=303)
     else:
         async with database(request).read() as session:
-            owner = await session.get(User, out.user_id)
-        who = html.escape(owner.email if owner is not None else f"user {out.user_id}")
+            try:
+                who = html.escape((await users.get_user(session, out.user_id)).email)
+            except NotFound:
+                who = f"user {out.user_id}"
         answer = HTMLResponse(
             f"<!doctype html><title>crmcal</title><h1>{title} calendar connected</h1>"
             f"<p>crmcal now syncs <b>{html.escape(out.calendar_name)}</b> of "

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import select
 
-from crmcal.crm import times
+from crmcal.crm import times, users
 from crmcal.crm.errors import CrmError
-from crmcal.crm.tables import User
 from crmcal.web.deps import database
 from crmcal.web.ui import i18n
 from crmcal.web.ui.common import _, form_of, page, redirect, render
@@ -44,8 +42,5 @@ async def profile_save(request: Request) -> Response:
         return render(request, "profile.html", current, status=400, languages=i18n.LANGUAGES,
                       chosen=chosen, error=error)  # fmt: skip
     async with database(request).write() as session:
-        user = (await session.scalars(select(User).where(User.id == current.user.id))).one()
-        user.language = chosen or None
-        if zone:
-            user.timezone = zone
+        await users.set_preferences(session, current.user.id, chosen or None, zone or None)
     return redirect("/profile?saved=1")
