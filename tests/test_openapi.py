@@ -186,6 +186,20 @@ def test_booleans_are_true_or_false_as_documented(admin: Api) -> None:
     assert admin.patch("/api/v1/activity-types/demo", json={"active": False}).status_code == 200
 
 
+def test_whole_numbers_are_numbers_as_documented(admin: Api, doc: dict[str, Any]) -> None:
+    body = {"type": "call", "subject": "x", "start": "2026-12-01T10:00:00Z"}
+    for wrong in (False, "5"):
+        answer = admin.post("/api/v1/activities", json={**body, "reminder_minutes": wrong})
+        assert answer.status_code == 422, answer.text
+    made = admin.post("/api/v1/activities", json={**body, "reminder_minutes": 5})
+    assert made.status_code == 201, made.text
+    # An update may leave start out but not set it to null, as its schema says.
+    start = doc["components"]["schemas"]["ActivityUpdate"]["properties"]["start"]
+    assert all(s.get("type") != "null" for s in start["anyOf"])
+    refused = admin.patch(f"/api/v1/activities/{made.json()['id']}", json={"start": None})
+    assert refused.status_code == 422, refused.text
+
+
 def test_an_admin_cannot_lock_themselves_out(admin: Api, doc: dict[str, Any]) -> None:
     answer = admin.patch(f"/api/v1/users/{admin.id}", json={"active": False})
     assert answer.status_code == 409, answer.text

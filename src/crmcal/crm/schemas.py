@@ -81,9 +81,11 @@ class _NotNull:
     ) -> JsonSchemaValue:
         schema = handler(core)
         kept = [s for s in schema.get("anyOf", []) if s.get("type") != "null"]
+        rest = {k: v for k, v in schema.items() if k != "anyOf"}
         if len(kept) == 1:
-            rest = {k: v for k, v in schema.items() if k != "anyOf"}
             return {**kept[0], **rest}
+        if kept:  # a union of several forms (a date or a date-time), still without null
+            return {**rest, "anyOf": kept}
         return schema
 
 
@@ -102,6 +104,13 @@ def _plain_text(value: str) -> str:
 
 def _is_bool(annotation: Any) -> bool:
     return annotation is bool or bool in get_args(annotation)
+
+
+def _is_int(annotation: Any) -> bool:
+    """Whether a field takes whole numbers (``int``, ``Annotated[int, ...] | None`` ...)."""
+    if annotation is int:
+        return True
+    return any(_is_int(arg) for arg in get_args(annotation) if arg is not bool)
 
 
 def normalise_email(value: str) -> str:
@@ -182,13 +191,17 @@ class Input(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _strict_booleans(cls, data: Any) -> Any:
-        """The document says true or false, so 0, 1 and "yes" are refused."""
+        """The document says true or false, so 0, 1 and "yes" are refused; and integer,
+        so true, false and "5" are refused where a whole number belongs."""
         if isinstance(data, dict):
             for name, field in cls.model_fields.items():
                 value = data.get(name)
-                if value is None or isinstance(value, bool) or not _is_bool(field.annotation):
+                if value is None:
                     continue
-                raise ValueError(f"{name}: must be true or false")
+                if _is_bool(field.annotation) and not isinstance(value, bool):
+                    raise ValueError(f"{name}: must be true or false")
+                if _is_int(field.annotation) and isinstance(value, bool | str):
+                    raise ValueError(f"{name}: must be a whole number")
         return data
 
 

@@ -6,16 +6,14 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from crmcal.crm.schemas import TypeKey
+from crmcal.crm.schemas import Input, TypeKey
 
 SyncType = Literal["two_way", "crm_to_calendar", "calendar_to_crm"]
 
 
-class SyncOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SyncOptions(Input):
     incoming_activity_type: TypeKey = Field(
         default="meeting", description="Type given to events that come in from the calendar."
     )
@@ -36,10 +34,8 @@ class SyncOptions(BaseModel):
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
-class SyncOptionsPatch(BaseModel):
+class SyncOptionsPatch(Input):
     """Options to change; the ones left out keep their value."""
-
-    model_config = ConfigDict(extra="forbid")
 
     incoming_activity_type: TypeKey | None = None
     outgoing_activity_types: list[TypeKey] | None = Field(default=None, max_length=200)
