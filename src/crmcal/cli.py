@@ -220,7 +220,8 @@ def sync(
             else:
                 if await session.get(Connection, connection_id) is None:
                     raise CliError(f"connection {connection_id} not found")
-                ids = [connection_id]  # type: ignore[list-item]
+                assert connection_id is not None  # given, as --all is not (checked above)
+                ids = [connection_id]
         results: list[tuple[int, dict[str, int] | str]] = []
         with Progress(console=err, transient=True) as bar:
             for cid in ids:

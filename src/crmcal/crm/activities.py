@@ -24,6 +24,7 @@ from crmcal.crm.schemas import (
     ActivityUpdate,
     ParticipantIn,
     ParticipantOut,
+    Scope,
 )
 from crmcal.crm.tables import Activity, Participant, User, table_of, utcnow
 
@@ -646,7 +647,7 @@ async def delete_activity(
     activity_id: int,
     *,
     origin: str = "api",
-    scope: str = "this",
+    scope: Scope = "this",
 ) -> Activity:
     """Move the activity to the trash (idempotent); for an occurrence of a series,
     ``scope`` says whether this one, this and every later one, or the whole series."""
@@ -654,7 +655,7 @@ async def delete_activity(
     activity = await load(session, activity_id)
     permissions.require_owner_or_admin(actor, activity, "delete")
     if activity.series_id is not None and (activity.deleted_at is None or scope != "this"):
-        await series.delete_occurrences(session, activity, scope, origin)  # type: ignore[arg-type]
+        await series.delete_occurrences(session, activity, scope, origin)
         return activity
     if activity.deleted_at is None:
         activity.deleted_at = utcnow()

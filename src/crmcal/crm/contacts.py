@@ -217,7 +217,7 @@ async def linked_records(session: AsyncSession, found: list[Activity]) -> dict[i
 
 async def list_page(
     session: AsyncSession,
-    model: type[Base],
+    model: type[Person] | type[Organization] | type[Deal],
     *,
     limit: int,
     cursor: str | None,
@@ -230,7 +230,7 @@ async def list_page(
     for field, value in filters.items():
         if value is not None:
             query = query.where(getattr(model, field) == value)
-    return await page_by_id(session, query, model.id, limit=limit, cursor=cursor)  # type: ignore[attr-defined]
+    return await page_by_id(session, query, model.id, limit=limit, cursor=cursor)
 
 
 class Matched(NamedTuple):

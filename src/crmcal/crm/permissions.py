@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from crmcal.crm.errors import Forbidden
-from crmcal.crm.tables import Activity, User
+from crmcal.crm.tables import Activity, ActivitySeries, User
 
 CALENDAR_SYNC = "calendar_sync"
 ACTIVITIES_VIEW = "activities.view"
@@ -42,7 +42,7 @@ def require_admin(user: User) -> None:
         raise Forbidden("only an admin may do this")
 
 
-def can_see_details(user: User, activity: Activity) -> bool:
+def can_see_details(user: User, activity: Activity | ActivitySeries) -> bool:
     """False when the viewer may see only a busy block of someone's private activity.
 
     Admins included: "owner" visibility is the calendar owner's privacy, not a role.

@@ -813,7 +813,7 @@ def to_out(found: ActivitySeries, viewer: User) -> SeriesOut:
     else:
         start = times.format_instant(found.start_at, tz)
         end = times.format_instant(found.end_at, tz) if found.end_at else None
-    details = permissions.can_see_details(viewer, found)  # type: ignore[arg-type]
+    details = permissions.can_see_details(viewer, found)
     return SeriesOut(
         id=found.id,
         recurrence=found.rrule,

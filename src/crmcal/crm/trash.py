@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, cast
 
-from sqlalchemy import delete
+from sqlalchemy import CursorResult, delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm.tables import Activity, ActivitySeries, utcnow
@@ -28,4 +29,5 @@ async def purge_trash(
         .where(ActivitySeries.deleted_at.is_not(None), ActivitySeries.deleted_at < cutoff)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    # A DELETE answers a CursorResult; execute() is declared to answer any Result.
+    return int(cast(CursorResult[Any], result).rowcount or 0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Literal, Protocol, cast
 
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
 
@@ -172,6 +172,26 @@ class Provider(Protocol):
     async def close(self) -> None: ...
 
 
+class BatchCreating(Protocol):
+    """What a provider whose capabilities say ``batch_creates`` has besides Provider's."""
+
+    async def create_many(
+        self, calendar_id: str, items: Sequence[tuple[str, CalendarEvent]]
+    ) -> Sequence[RemoteRef | ProviderError]: ...
+
+
+class BatchChanging(Protocol):
+    """What a provider whose capabilities say ``batch_changes`` has besides Provider's."""
+
+    async def update_many(
+        self, calendar_id: str, items: Sequence[Update]
+    ) -> Sequence[RemoteRef | ProviderError]: ...
+
+    async def delete_many(
+        self, calendar_id: str, items: Sequence[tuple[str, str | None]]
+    ) -> Sequence[ProviderError | None]: ...
+
+
 # Errors that say the whole account or server is unusable right now, not one event.
 FATAL = (AuthenticationFailed, Unreachable, NotACalendarServer, CalendarNotFound)
 
@@ -187,7 +207,7 @@ async def create_many(
     ``FATAL`` kinds the remaining items are not tried and answer that error.
     """
     if provider.capabilities.batch_creates:
-        return list(await provider.create_many(calendar_id, items))  # type: ignore[attr-defined]
+        return list(await cast(BatchCreating, provider).create_many(calendar_id, items))
     results: list[RemoteRef | ProviderError] = []
     for key, event in items:
         try:
@@ -206,7 +226,7 @@ async def update_many(
     capabilities say ``batch_changes``), one by one otherwise. Each item answers on
     its own, as ``create_many``'s do."""
     if provider.capabilities.batch_changes:
-        return list(await provider.update_many(calendar_id, items))  # type: ignore[attr-defined]
+        return list(await cast(BatchChanging, provider).update_many(calendar_id, items))
     results: list[RemoteRef | ProviderError] = []
     for item in items:
         try:
@@ -228,7 +248,7 @@ async def delete_many(
     """Delete many events (event id, expected version): in batch requests where the
     provider has them, one by one otherwise. Each item answers None or its error."""
     if provider.capabilities.batch_changes:
-        return list(await provider.delete_many(calendar_id, items))  # type: ignore[attr-defined]
+        return list(await cast(BatchChanging, provider).delete_many(calendar_id, items))
     results: list[ProviderError | None] = []
     for event_id, etag in items:
         try:

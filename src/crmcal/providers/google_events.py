@@ -223,13 +223,13 @@ def parse(event: dict[str, Any], *, default_zone: str = "UTC") -> CalendarEvent:
     )
 
 
-def _time(moment: dt.datetime | dt.date, zone: str | None) -> dict[str, str]:
+def _time(moment: dt.datetime | dt.date, zone: str | None) -> dict[str, str | None]:
     if not isinstance(moment, dt.datetime):
-        return {"date": moment.isoformat(), "dateTime": None}  # type: ignore[dict-item]
+        return {"date": moment.isoformat(), "dateTime": None}
     tz = _zone(zone)
     local = moment.astimezone(tz) if tz is not None else moment.astimezone(dt.UTC)
     return {"dateTime": local.isoformat(), "timeZone": tz.key if tz is not None else "UTC",
-            "date": None}  # type: ignore[dict-item]  # fmt: skip
+            "date": None}  # fmt: skip
 
 
 def without_nulls(value: Any) -> Any:

@@ -626,7 +626,9 @@ class MicrosoftProvider:
         if series is None or series.recurrence is None:
             return _ref(master)
         cancelled, exceptions = occurrences
-        left_out = {_key(m) for m in codec.with_cancelled(series, cancelled).recurrence.exdates}  # type: ignore[union-attr]
+        with_cancelled = codec.with_cancelled(series, cancelled).recurrence
+        assert with_cancelled is not None  # a series keeps its rule
+        left_out = {_key(m) for m in with_cancelled.exdates}
         existing: dict[str, dict[str, Any]] = {}
         for item in exceptions:
             original = codec.original_start(item, series, zone_name)
@@ -939,7 +941,7 @@ def _decode(cursor: str | None) -> dict[str, Any] | None:
     if not cursor:
         return None
     try:
-        state = json.loads(cursor)
+        state: dict[str, Any] = json.loads(cursor)
         dt.datetime.fromisoformat(state["end"].replace("Z", "+00:00"))
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -948,7 +950,7 @@ def _decode(cursor: str | None) -> dict[str, Any] | None:
     state["end"] = state["end"].replace("Z", "+00:00")
     if not isinstance(state.get("series", []), list):
         return None
-    return state  # type: ignore[no-any-return]
+    return state
 
 
 def _same(read: CalendarEvent, written: CalendarEvent) -> bool:

@@ -34,9 +34,9 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm.tables import utcnow
@@ -201,7 +201,8 @@ async def renew(db: Database, lease: Lease) -> bool:
         .where(Connection.id == lease.connection_id, Connection.locked_by == lease.holder)
         .values(locked_until=utcnow() + dt.timedelta(seconds=lease.seconds))
     )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    # An UPDATE answers a CursorResult; execute_one() is declared to answer any Result.
+    if not cast(CursorResult[Any], result).rowcount:
         return False
     lease.expires_at = started + lease.seconds
     return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import Any
+from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo
 
 from crmcal.crm import contacts, times
@@ -88,8 +88,12 @@ def activity_to_event(
     )
 
 
+def _is_status(value: str | None) -> TypeGuard[ResponseStatus]:
+    return value in RESPONSE_STATUSES
+
+
 def _status(value: str | None) -> ResponseStatus:
-    return value if value in RESPONSE_STATUSES else "needs_action"  # type: ignore[return-value]
+    return value if _is_status(value) else "needs_action"
 
 
 def linked_records(records: contacts.Linked) -> LinkedRecords:
@@ -136,7 +140,7 @@ def event_fields(
             last = last.replace(tzinfo=own) if isinstance(last, dt.datetime) else None
         start = first.isoformat()
         end = last.isoformat() if isinstance(last, dt.datetime) else None
-        if end is not None and last < first:  # type: ignore[operator]
+        if isinstance(last, dt.datetime) and last < first:
             end = None
     ours = {owner.email.lower(), *own_addresses}
     participants = []

@@ -238,4 +238,5 @@ def _allows_null(schema: dict[str, Any]) -> bool:
 
 
 def install(app: FastAPI) -> None:
+    # FastAPI's documented way to replace the document is to assign this method.
     app.openapi = lambda: document(app)  # type: ignore[method-assign]

@@ -43,7 +43,11 @@ def _add_crud(
     out_schema: type[BaseModel],
     tag: str,
 ) -> None:
-    """GET list, POST, GET one and PATCH for one kind of record."""
+    """GET list, POST, GET one and PATCH for one kind of record.
+
+    FastAPI reads the bodies' models from the handlers' annotations at run time, so these
+    are the schema classes passed in, which a type checker cannot take as types.
+    """
 
     def out(record: Any) -> Any:
         return out_schema.model_validate(record, from_attributes=True)
@@ -133,7 +137,7 @@ async def list_deals(
 
 async def _list(
     request: Request,
-    model: type[Base],
+    model: type[Person] | type[Organization] | type[Deal],
     out_schema: type[BaseModel],
     limit: int,
     cursor: str | None,

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crmcal.crm import activities, activity_types, contacts, permissions, times
 from crmcal.crm.activities import ActivityFilter
 from crmcal.crm.errors import CrmError
-from crmcal.crm.schemas import MAX_ID, ActivityCreate, ActivityOut, ActivityUpdate
+from crmcal.crm.schemas import MAX_ID, ActivityCreate, ActivityOut, ActivityUpdate, Scope
 from crmcal.crm.tables import Deal, Organization, Person, User
 from crmcal.sync import connections, status
 from crmcal.sync.options import SyncOptions, writes_calendar
@@ -46,6 +46,7 @@ SCOPES = [
     ("following", _("This and following")),
     ("series", _("All in the series")),
 ]
+SCOPE_OF: dict[str, Scope] = {"this": "this", "following": "following", "series": "series"}
 BADGES = {
     "synced": _("synced"),
     "pending": _("pending"),
@@ -438,9 +439,7 @@ async def mark_done(request: Request, activity_id: ActivityId) -> Response:
 async def delete(request: Request, activity_id: ActivityId) -> Response:
     current = await page(request)
     form = await form_of(request, current)
-    scope = str(form.get("scope") or "this")
-    if scope not in dict(SCOPES):
-        scope = "this"
+    scope = SCOPE_OF.get(str(form.get("scope") or "this"), "this")
     async with database(request).write() as session:
         await activities.delete_activity(session, current.user, activity_id, origin="web",
                                          scope=scope)  # fmt: skip

@@ -37,6 +37,7 @@ env = jinja2.Environment(
     lstrip_blocks=True,
 )
 # Old-style callables return plain text, so translations are escaped like any other text.
+# The i18n extension adds this method when it is loaded, which no type checker can see.
 env.install_gettext_callables(  # type: ignore[attr-defined]
     gettext=i18n.gettext, ngettext=i18n.ngettext, newstyle=False
 )
