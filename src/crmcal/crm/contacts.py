@@ -215,6 +215,27 @@ async def linked_records(session: AsyncSession, found: list[Activity]) -> dict[i
     return result
 
 
+class Choices(NamedTuple):
+    """The records a form offers to link an activity to, by name."""
+
+    deals: list[Deal]
+    persons: list[Person]
+    organizations: list[Organization]
+
+
+async def choices(session: AsyncSession, user: User, limit: int = 500) -> Choices:
+    """The first ``limit`` deals, persons ``user`` may see and organizations, by name."""
+    return Choices(
+        list(await session.scalars(select(Deal).order_by(Deal.title).limit(limit))),
+        list(
+            await session.scalars(
+                select(Person).where(visible_persons(user)).order_by(Person.name).limit(limit)
+            )
+        ),
+        list(await session.scalars(select(Organization).order_by(Organization.name).limit(limit))),
+    )
+
+
 async def list_page(
     session: AsyncSession,
     model: type[Person] | type[Organization] | type[Deal],

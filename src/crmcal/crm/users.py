@@ -143,6 +143,11 @@ async def update_user(session: AsyncSession, user: User, data: UserUpdate) -> Us
     return user
 
 
+async def everyone(session: AsyncSession) -> list[User]:
+    """Every user, by name (the web pages' owner names and filters)."""
+    return list(await session.scalars(select(User).order_by(User.name)))
+
+
 async def list_users(
     session: AsyncSession, *, limit: int, cursor: str | None
 ) -> tuple[list[User], str | None]:

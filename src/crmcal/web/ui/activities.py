@@ -16,14 +16,13 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crmcal.crm import activities, activity_types, contacts, permissions, times
+from crmcal.crm import activities, activity_types, contacts, permissions, times, users
 from crmcal.crm.activities import ActivityFilter
 from crmcal.crm.errors import CrmError
 from crmcal.crm.schemas import MAX_ID, ActivityCreate, ActivityOut, ActivityUpdate, Scope
-from crmcal.crm.tables import Deal, Organization, Person, User
+from crmcal.crm.tables import User
 from crmcal.sync import connections, status
 from crmcal.sync.options import SyncOptions, writes_calendar
 from crmcal.sync.states import ConnectionState
@@ -101,7 +100,7 @@ async def _items(
     outs = await status.with_sync_info(
         session, [activities.to_out(a, viewer) for a in found], viewer.id
     )
-    owners = {u.id: u.name for u in await session.scalars(select(User))}
+    owners = {u.id: u.name for u in await users.everyone(session)}
     problems = {str(p.get("item")) for p in (conn.problems or [])} if conn else set()
     items = []
     for activity, out in zip(found, outs, strict=True):
@@ -157,14 +156,14 @@ async def list_view(
         conn = await _connection(session, current.user)
         items = await _items(session, current.user, found, conn)
         types = await activity_types.list_types(session)
-        users = list(await session.scalars(select(User).order_by(User.name)))
+        everyone = await users.everyone(session)
     filters = {"type": type or "", "owner": owner or "", "from": start_from or "",
                "to": start_to or "", "done": done or ""}  # fmt: skip
     next_url = None
     if next_cursor:
         next_url = "/activities?" + urlencode({**filters, "cursor": next_cursor})
     return render(
-        request, "activities.html", current, items=items, types=types, users=users,
+        request, "activities.html", current, items=items, types=types, users=everyone,
         filters=filters, next_url=next_url, paged=bool(cursor), error=error,
         back=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
         **_sync_context(conn),
@@ -242,20 +241,12 @@ def _safe_back(target: str | None) -> str:
 
 
 async def _choices(session: AsyncSession, user: User) -> dict[str, Any]:
+    found = await contacts.choices(session, user)
     return {
         "types": await activity_types.list_types(session, include_inactive=False),
-        "deals": list(await session.scalars(select(Deal).order_by(Deal.title).limit(500))),
-        "persons": list(
-            await session.scalars(
-                select(Person)
-                .where(contacts.visible_persons(user))
-                .order_by(Person.name)
-                .limit(500)
-            )
-        ),
-        "organizations": list(
-            await session.scalars(select(Organization).order_by(Organization.name).limit(500))
-        ),
+        "deals": found.deals,
+        "persons": found.persons,
+        "organizations": found.organizations,
     }
 
 
