@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import random
 import subprocess
 import sys
 from typing import Any
@@ -192,3 +193,31 @@ def test_channel_renewal_leaves_a_connection_that_waits_for_its_user(
     assert f"connection:{ids['backing_off']}" in queued
     assert f"connection:{ids['reconnect']}" not in queued
     assert f"connection:{ids['stopped']}" not in queued
+
+
+def test_a_sync_someone_waits_for_goes_ahead_of_routine_ones(queue_db: str) -> None:  # noqa: F811
+    """A push or an edit (urgent) runs before the polls already waiting, also when it
+    finds its connection's routine sync queued: that one is moved ahead."""
+    from crmcal.jobs.queue import URGENT, defer_sync, lock_of, queue_app
+
+    a, b, c = (random.randrange(10**8, 10**9) for _ in range(3))
+
+    async def scenario() -> list[bool]:
+        app = queue_app(queue_db)
+        async with app.open_async():
+            return [
+                await defer_sync(app, a),
+                await defer_sync(app, b),
+                await defer_sync(app, c, urgent=True),
+                await defer_sync(app, a, urgent=True),  # already waiting: moved ahead
+                await defer_sync(app, b),
+            ]
+
+    assert run(scenario()) == [True, True, True, False, False]
+    rows = query(
+        queue_db,
+        "SELECT queueing_lock, priority FROM procrastinate_jobs WHERE queueing_lock = ANY(%s) "
+        "AND status = 'todo'",
+        [lock_of(a), lock_of(b), lock_of(c)],
+    )
+    assert sorted(rows) == sorted([(lock_of(a), URGENT), (lock_of(b), 0), (lock_of(c), URGENT)])

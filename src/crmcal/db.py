@@ -7,13 +7,14 @@ tries to upgrade its read lock.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Executable, Result, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -83,6 +84,37 @@ def install_sqlite_pragmas(sync_engine: Any) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+# A pooled connection idle longer than this is pinged before it is handed out.
+IDLE_PING_SECONDS = 5.0
+
+
+def install_idle_ping(sync_engine: Any) -> None:
+    """Ping a pooled connection before use when it sat idle for a while (the server may
+    have restarted or a firewall dropped it meanwhile); one used moments ago is handed
+    out as it is. A busy worker takes connections hundreds of times a second, and a
+    ping on each would be a round trip on every transaction. A connection that died
+    unnoticed fails its statement as a disconnect, which empties the pool."""
+
+    @event.listens_for(sync_engine, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+        except Exception as exc:
+            # The pool drops this connection and hands out another.
+            raise DisconnectionError(str(exc)) from exc
+
+
 class Database:
     """One engine plus the two ways to open a session: read or write."""
 
@@ -94,10 +126,12 @@ class Database:
         options: dict[str, Any] = {"echo": echo}
         if not self.sqlite:
             # Opened as needed, up to pool_size kept and max_overflow more at peaks.
-            options.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
+            options.update(pool_size=pool_size, max_overflow=max_overflow)
         self.engine: AsyncEngine = create_async_engine(async_url(url), **options)
         if self.sqlite:
             install_sqlite_pragmas(self.engine.sync_engine)
+        else:
+            install_idle_ping(self.engine.sync_engine)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # The same pool, each statement committed on its own (PostgreSQL): no BEGIN and
         # COMMIT round trips around a statement that is atomic by itself.

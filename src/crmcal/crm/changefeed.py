@@ -14,7 +14,9 @@ SQLite already runs one writer at a time.
 
 from __future__ import annotations
 
-from sqlalchemy import func, insert, select, text
+from typing import Any
+
+from sqlalchemy import ScalarSelect, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm.tables import Activity, ActivityChange, table_of, utcnow
@@ -71,6 +73,11 @@ async def read_changes(
     if owner_id is not None:
         query = query.where(ActivityChange.owner_id == owner_id)
     return list(await session.scalars(query.order_by(ActivityChange.seq).limit(limit)))
+
+
+def head() -> ScalarSelect[Any]:
+    """The feed's newest position (NULL when empty), to read along with other things."""
+    return select(func.max(ActivityChange.seq)).scalar_subquery()
 
 
 async def latest_seq(session: AsyncSession) -> int:

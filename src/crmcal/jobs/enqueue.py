@@ -36,8 +36,8 @@ class Enqueuer:
         self._wake.set()
 
     async def enqueue(self, connection_id: int) -> bool:
-        """Queue a sync now; False when one is already waiting."""
-        return await defer_sync(self.app, connection_id)
+        """Queue a sync now, ahead of routine ones; False when one is already waiting."""
+        return await defer_sync(self.app, connection_id, urgent=True)
 
     async def start(self) -> None:
         async with self.db.read() as session:
@@ -60,7 +60,8 @@ class Enqueuer:
         while self._pending:
             connection_id = self._pending.pop()
             try:
-                await defer_sync(self.app, connection_id)
+                # Asked for by an edit or a user: ahead of polling.
+                await defer_sync(self.app, connection_id, urgent=True)
             except Exception:
                 log.exception("queueing a sync of connection %s failed", connection_id)
 

@@ -63,6 +63,9 @@ BUSY_RETRY_SECONDS = 5
 # A CalDAV server at its cap of syncs: the job is queued again this much later.
 SERVER_BUSY_RETRY_SECONDS = 2
 SERVER_SLOT_TTL = dt.timedelta(seconds=60)
+# The priority of a sync someone waits for (procrastinate runs higher ones first; the
+# others have 0).
+URGENT = 10
 # A worker's heartbeat; one silent for STALLED_AFTER beats is taken for dead.
 STALLED_AFTER = 3
 NOT_CALDAV_KEPT = 100_000  # ids kept (a few MB at most)
@@ -120,18 +123,35 @@ def lock_of(connection_id: int) -> str:
 
 
 async def defer_sync(
-    app: procrastinate.App, connection_id: int, *, delay: float | None = None
+    app: procrastinate.App,
+    connection_id: int,
+    *,
+    delay: float | None = None,
+    urgent: bool = False,
 ) -> bool:
-    """Queue a sync of the connection; False when one is already waiting (it covers this)."""
+    """Queue a sync of the connection; False when one is already waiting (it covers this).
+
+    ``urgent``: someone is waiting for this sync (a calendar's push, a CRM edit): it
+    runs before the syncs of polling and channel renewal, so that a storm of those
+    does not delay it; a sync already waiting is moved ahead the same way."""
     lock = lock_of(connection_id)
     options: dict[str, Any] = {"lock": lock, "queueing_lock": lock}
     if delay:
         options["schedule_in"] = {"seconds": delay}
+    if urgent:
+        options["priority"] = URGENT
     try:
         await app.configure_task(SYNC_TASK, allow_unknown=False, **options).defer_async(
             connection_id=connection_id
         )
     except queue_errors.AlreadyEnqueued:
+        if urgent:
+            await app.connector.execute_query_async(
+                "UPDATE procrastinate_jobs SET priority = %(priority)s "
+                "WHERE queueing_lock = %(lock)s AND status = 'todo' AND priority < %(priority)s",
+                priority=URGENT,
+                lock=lock,
+            )
         return False
     return True
 

@@ -51,16 +51,22 @@ class Start:
 
     @classmethod
     async def read(cls, session: AsyncSession, conn: Connection) -> Start:
-        owner = await session.get(User, conn.user_id)
-        assert owner is not None
-        feed_head = await changefeed.latest_seq(session)
-        rows = await session.execute(
-            select(WrittenNote.activity_id, WrittenNote.crm_hash, WrittenNote.remote_hash).where(
-                WrittenNote.connection_id == conn.id
-            )
+        # One statement for the owner, the feed's head and whether notes are left (they
+        # rarely are: a run that finishes forgets them).
+        head = changefeed.head()
+        noted = select(WrittenNote.activity_id).where(WrittenNote.connection_id == conn.id)
+        found = await session.execute(
+            select(User, head, noted.exists()).where(User.id == conn.user_id)
         )
-        written = {activity_id: (crm, remote) for activity_id, crm, remote in rows}
-        return cls(conn, owner, feed_head, written)
+        owner, feed_head, any_notes = found.one()
+        written: dict[int, tuple[str | None, str]] = {}
+        if any_notes:
+            rows = await session.execute(
+                select(WrittenNote.activity_id, WrittenNote.crm_hash, WrittenNote.remote_hash)
+                .where(WrittenNote.connection_id == conn.id)
+            )  # fmt: skip
+            written = {activity_id: (crm, remote) for activity_id, crm, remote in rows}
+        return cls(conn, owner, int(feed_head or 0), written)
 
 
 @dataclass(frozen=True)

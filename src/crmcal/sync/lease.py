@@ -48,8 +48,11 @@ log = logging.getLogger(__name__)
 
 # The process that runs syncs, as runs and leases name it.
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"
-# Runs kept per connection; the status shows the newest few.
+# Runs kept per connection; the status shows the newest few. Older ones are cut when a
+# run ends whose id is a multiple of PRUNE_EVERY (a statement saved on the others), so a
+# connection holds a few more than RUNS_KEPT between two cuts.
 RUNS_KEPT = 100
+PRUNE_EVERY = 10
 # Outcomes of a run.
 RUNNING, OK, ERROR = "running", "ok", "error"
 # Stopped short by its own process (shut down, or its lease could not be kept), or
@@ -297,7 +300,8 @@ async def give_back(
         .values(outcome=outcome, ended_at=now, error=error, counts=counts or {})
         .execution_options(synchronize_session=False)
     )
-    await _prune(session, lease.connection_id)
+    if lease.run_id % PRUNE_EVERY == 0:
+        await _prune(session, lease.connection_id)
     conn = await session.get(Connection, lease.connection_id)
     if conn is None or conn.locked_by != lease.holder:
         return None
