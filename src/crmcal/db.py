@@ -110,6 +110,9 @@ def install_idle_ping(sync_engine: Any) -> None:
                 cursor.execute("SELECT 1")
             finally:
                 cursor.close()
+            # The driver began a transaction for the ping: hand the connection out idle,
+            # as the pool's own reset leaves it (a session may want autocommit).
+            dbapi_connection.rollback()
         except Exception as exc:
             # The pool drops this connection and hands out another.
             raise DisconnectionError(str(exc)) from exc
