@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crmcal.crm import activities
 from crmcal.crm.schemas import ActivityCreate
 from crmcal.crm.tables import Activity as ActivityRow
+from crmcal.crm.tables import ActivitySeries as SeriesRow
 from crmcal.db import Database
 from crmcal.model import Attendee, CalendarEvent, Recurrence
 from crmcal.providers.base import Capabilities
@@ -370,6 +371,10 @@ class Occurrence:
     # it be; synced, both sides have it.
     own_crm: bool = False
     own_cal: bool = False
+    # Moved to another series by a split on one side since the last sync: the other
+    # side leaves it be until then (splits and edits of the moved occurrences on
+    # opposite sides between two syncs are not reconciled).
+    moved_by: str | None = None
     gone: bool = False
 
     def allowed(self) -> set[Any]:
@@ -402,6 +407,9 @@ class SeriesMachine(RuleBasedStateMachine):
         self.occurrences: dict[dt.datetime, Occurrence] = {}
         self.counter = 0
         self.made = 0
+        # Which side split a series since the last sync: splits on both sides between
+        # two syncs are not reconciled (see docs/sync.md).
+        self.split_by: str | None = None
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -415,10 +423,10 @@ class SeriesMachine(RuleBasedStateMachine):
         self.counter += 1
         return f"s{self.counter}"
 
-    def settled(self) -> list[Occurrence]:
+    def settled(self, side: str | None = None) -> list[Occurrence]:
         return [o for o in self.occurrences.values()
                 if isinstance(o.value, str) and not o.gone and DELETED not in
-                (o.crm_pending, o.cal_pending)]  # fmt: skip
+                (o.crm_pending, o.cal_pending) and o.moved_by in (None, side)]  # fmt: skip
 
     def _new_keys(self, count: int) -> list[dt.datetime]:
         self.made += 1
@@ -441,37 +449,49 @@ class SeriesMachine(RuleBasedStateMachine):
         async with self.db.write() as session:
             await activities.create_activity(session, await self.world.user(session), data)
 
-    @precondition(lambda self: self.settled())
+    @precondition(lambda self: self.settled("crm"))
     @rule(data=st.data())
     def crm_edit_occurrence(self, data: st.DataObject) -> None:
-        occurrence = data.draw(st.sampled_from(self.settled()))
+        occurrence = data.draw(st.sampled_from(self.settled("crm")))
         value = self.fresh()
         self.run(self.world.edit_activity(self._activity(occurrence.key).id, subject=value))
         occurrence.crm_pending, occurrence.own_crm = value, True
 
-    @precondition(lambda self: self.settled())
+    @precondition(lambda self: self.settled("crm"))
     @rule(data=st.data())
     def crm_cancel_occurrence(self, data: st.DataObject) -> None:
-        occurrence = data.draw(st.sampled_from(self.settled()))
+        occurrence = data.draw(st.sampled_from(self.settled("crm")))
         self.run(self.world.trash_activity(self._activity(occurrence.key).id))
         occurrence.crm_pending = DELETED
 
-    @precondition(lambda self: self.settled())
+    @precondition(lambda self: self.settled("crm"))
     @rule(data=st.data(), following=st.booleans())
     def crm_edit_series(self, data: st.DataObject, following: bool) -> None:
         """The whole series renamed, or this and the following ones (a split)."""
-        occurrence = data.draw(st.sampled_from(self.settled()))
+        occurrence = data.draw(st.sampled_from(self.settled("crm")))
         activity = self._activity(occurrence.key)
+        following = following and self.split_by != "calendar"
+        self.split_by = "crm" if following else self.split_by
         value, scope = self.fresh(), "following" if following else "series"
         members = self.run(self._series_of(activity.series_id))  # before a split
+        split = following and occurrence.key > self.run(self._first_of(activity.series_id))
         self.run(self.world.edit_activity(activity.id, subject=value, scope=scope))
         for other in members:
             key = other.original_start_at
             if following and key < occurrence.key:
                 continue
             tracked = self.occurrences.get(key)
+            if tracked and split:
+                tracked.moved_by = "crm"
             if tracked and not tracked.own_crm and tracked.crm_pending is not DELETED:
                 tracked.crm_pending = value
+
+    async def _first_of(self, series_id: int | None) -> dt.datetime:
+        """The first start of a CRM series (a split there is an edit of all of it)."""
+        async with self.db.read() as session:
+            found = await session.get(SeriesRow, series_id)
+            assert found is not None
+            return found.start_at  # type: ignore[no-any-return]
 
     async def _series_of(self, series_id: int | None) -> list[Any]:
         async with self.db.read() as session:
@@ -498,10 +518,10 @@ class SeriesMachine(RuleBasedStateMachine):
         for key in keys:
             self.occurrences[key] = Occurrence(key, cal_pending=value)
 
-    @precondition(lambda self: self.settled())
+    @precondition(lambda self: self.settled("calendar"))
     @rule(data=st.data())
     def cal_edit_occurrence(self, data: st.DataObject) -> None:
-        occurrence = data.draw(st.sampled_from(self.settled()))
+        occurrence = data.draw(st.sampled_from(self.settled("calendar")))
         event_id, master = self._series_event(occurrence.key)
         value = self.fresh()
         override = CalendarEvent(summary=value, start=occurrence.key,
@@ -513,10 +533,10 @@ class SeriesMachine(RuleBasedStateMachine):
         )
         occurrence.cal_pending, occurrence.own_cal = value, True
 
-    @precondition(lambda self: self.settled())
+    @precondition(lambda self: self.settled("calendar"))
     @rule(data=st.data())
     def cal_cancel_occurrence(self, data: st.DataObject) -> None:
-        occurrence = data.draw(st.sampled_from(self.settled()))
+        occurrence = data.draw(st.sampled_from(self.settled("calendar")))
         event_id, master = self._series_event(occurrence.key)
         assert master.recurrence is not None
         rule_ = dataclasses.replace(
@@ -527,16 +547,54 @@ class SeriesMachine(RuleBasedStateMachine):
                                                               overrides=others))  # fmt: skip
         occurrence.cal_pending = DELETED
 
-    @precondition(lambda self: self.settled())
+    @precondition(lambda self: self.settled("calendar"))
     @rule(data=st.data())
     def cal_edit_series(self, data: st.DataObject) -> None:
-        occurrence = data.draw(st.sampled_from(self.settled()))
+        occurrence = data.draw(st.sampled_from(self.settled("calendar")))
         event_id, master = self._series_event(occurrence.key)
         value = self.fresh()
         self.world.calendar.put(event_id, dataclasses.replace(master, summary=value))
         for key in _expansion(master):
             tracked = self.occurrences.get(key)
             if tracked and not tracked.own_cal and tracked.cal_pending is not DELETED:
+                tracked.cal_pending = value
+
+    @precondition(lambda self: self.settled("calendar"))
+    @rule(data=st.data())
+    def cal_split(self, data: st.DataObject) -> None:
+        """Another client's "this and following": the rule ends before an occurrence,
+        and a new series (its own title) starts with it."""
+        occurrence = data.draw(st.sampled_from(self.settled("calendar")))
+        event_id, master = self._series_event(occurrence.key)
+        assert master.recurrence is not None
+        assert isinstance(master.start, dt.datetime)
+        slots = list(rrulestr(master.recurrence.rrule, dtstart=master.start))
+        cut = occurrence.key
+        if cut == slots[0] or self.split_by == "crm":
+            return  # the whole series: no split
+        self.split_by = "calendar"
+        value = self.fresh()
+        until = cut - dt.timedelta(seconds=1)
+        old_rule = Recurrence(f"FREQ=DAILY;UNTIL={until:%Y%m%dT%H%M%SZ}",
+                              tuple(m for m in master.recurrence.exdates if m < cut))  # fmt: skip
+        new_rule = Recurrence(f"FREQ=DAILY;COUNT={sum(1 for m in slots if m >= cut)}",
+                              tuple(m for m in master.recurrence.exdates if m >= cut))  # fmt: skip
+        overrides = master.overrides
+        self.world.calendar.put(event_id, dataclasses.replace(
+            master, recurrence=old_rule,
+            overrides=tuple(o for o in overrides if o.recurrence_id and o.recurrence_id < cut),
+        ))  # fmt: skip
+        self.world.calendar.put(f"split-{value}", CalendarEvent(
+            summary=value, start=cut, end=cut + dt.timedelta(hours=1), timezone="UTC",
+            recurrence=new_rule,
+            overrides=tuple(o for o in overrides if o.recurrence_id and o.recurrence_id >= cut),
+        ))  # fmt: skip
+        for key in _expansion(master):
+            tracked = self.occurrences.get(key)
+            if key < cut or tracked is None:
+                continue
+            tracked.moved_by = "calendar"
+            if not tracked.own_cal and tracked.cal_pending is not DELETED:
                 tracked.cal_pending = value
 
     def _series_event(self, key: dt.datetime) -> tuple[str, CalendarEvent]:
@@ -568,6 +626,7 @@ class SeriesMachine(RuleBasedStateMachine):
         quiet = self.run(self.world.sync())
         assert quiet.created == quiet.updated == quiet.deleted == 0, quiet.counts()
         self._check_and_settle()
+        self.split_by = None
 
     def _check_and_settle(self) -> None:
         crm = {a.original_start_at: a.subject for a in self.run(self.world.live_activities())}
@@ -586,6 +645,7 @@ class SeriesMachine(RuleBasedStateMachine):
             occurrence.value = value
             occurrence.crm_pending = occurrence.cal_pending = None
             occurrence.own_crm = occurrence.own_cal = occurrence.own_crm or occurrence.own_cal
+            occurrence.moved_by = None
             occurrence.gone = value is DELETED
 
 

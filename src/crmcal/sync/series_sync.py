@@ -575,16 +575,28 @@ class SeriesSync:
             ref = found
         written = ref.event or master
         within = _within(series)
-        await engine._save_new_links([(anchor, ref, master)])
-        link = engine.links.of_activity(anchor.id)
-        engine.series_links[series_id] = link
-        if link is not None:
-            await engine.links.store(
-                link,
-                field_hashes=_remembered(
-                    link.field_hashes or {}, digests_of(master, within), digests_of(written, within)
-                ),
-            )
+        # The link with what both sides are now, in one write: a run cut off after it
+        # finds the series whole, one cut off before finds it by its key (above).
+        hashes = _remembered(
+            engine._field_hashes(master, written),
+            digests_of(master, within),
+            digests_of(written, within),
+        )
+        link = Link(
+            connection_id=engine.ctx.connection_id,
+            activity_id=anchor.id,
+            origin=LinkOrigin.CRM,
+            remote_id=ref.id,
+            remote_uid=written.uid,
+            remote_etag=ref.etag,
+            remote_hash=written.content_hash(),
+            crm_hash=engine._crm_hash(anchor),
+            field_hashes=hashes,
+            last_synced_at=utcnow(),
+        )
+        await engine.links.store_many([link])
+        engine.report.created += 1
+        engine.series_links[series_id] = engine.links.of_activity(anchor.id)
 
     async def take(self, ref: RemoteRef) -> None:
         """A calendar series new to the CRM: one CRM series whose occurrences are of the
@@ -683,6 +695,11 @@ class SeriesSync:
                     ActivitySeries.deleted_at.is_(None),
                 )
             )
+            if found is None:
+                # A CRM series not in this calendar yet that starts at the same moment
+                # is this series: one split at the same occurrence on both sides (or
+                # made twice) becomes one series, never two.
+                found = await self._same_start(session, event)
         if found is None or await engine._series_link(found.id) is not None:
             return False
         series, occurrences = await self.load(found.id)
@@ -704,6 +721,27 @@ class SeriesSync:
         engine.series_done.add(series.id)
         await self._reconcile(series, occurrences, link, ref, True)
         return True
+
+    async def _same_start(
+        self, session: AsyncSession, event: CalendarEvent
+    ) -> ActivitySeries | None:
+        owner = self.engine.ctx.owner
+        query = select(ActivitySeries).where(
+            ActivitySeries.owner_id == owner.id, ActivitySeries.deleted_at.is_(None)
+        )
+        if isinstance(event.start, dt.datetime):
+            query = query.where(
+                ActivitySeries.all_day.is_(False),
+                ActivitySeries.start_at == event.start.astimezone(dt.UTC),
+            )
+        else:
+            query = query.where(
+                ActivitySeries.all_day.is_(True), ActivitySeries.start_date == event.start
+            )
+        for candidate in await session.scalars(query.order_by(ActivitySeries.id)):
+            if await self.engine._series_link(candidate.id) is None:
+                return candidate
+        return None
 
     # --- a split made in the calendar --------------------------------------------------
 
@@ -839,9 +877,17 @@ class SeriesSync:
             old_link = await engine.links.store(pair.link, session=session, field_hashes=stored)
             link: Link | None = None
             if live:
-                # As if the calendar had been the CRM's at the last sync: every
-                # difference of the new calendar series comes in.
+                # The new series' master as if the calendar had been the CRM's at the
+                # last sync (its new fields come in); its occurrences as the old link
+                # remembers them, so that an edit of one since then on either side is
+                # that side's.
                 crm_now = digests_of(self.crm_event(later, new_occurrences), _within(later))
+                base_crm, base_cal = Digests(crm_now.master, {}), Digests(crm_now.master, {})
+                kept = (pair.link.field_hashes or {}).get("occurrences") or {}
+                moved = {series_mapping.original_key(later, o) for o in new_occurrences}
+                for side, base in (("crm", base_crm), ("calendar", base_cal)):
+                    remembered = kept.get(side) or {}
+                    base.occurrences = {k: v for k, v in remembered.items() if k in moved}
                 link = await engine.links.store(
                     Link(
                         connection_id=ctx.connection_id,
@@ -850,7 +896,7 @@ class SeriesSync:
                         remote_uid=event.uid,
                         remote_etag="",
                         origin=LinkOrigin.CALENDAR,
-                        field_hashes=_remembered({}, crm_now, crm_now),
+                        field_hashes=_remembered({}, base_crm, base_cal),
                         last_synced_at=utcnow(),
                     ),
                     session=session,
