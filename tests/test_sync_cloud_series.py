@@ -4,17 +4,37 @@ series there for one CRM series, never a pile of single events, both ways."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
+from fastapi.testclient import TestClient
 
-from tests.conftest import Api
+from crmcal.config import Settings
+from crmcal.emulators.google import GoogleState
+from crmcal.emulators.google import create_app as create_google
+from crmcal.emulators.microsoft import MicrosoftState
+from crmcal.emulators.microsoft import create_app as create_graph
+from crmcal.web.app import create_app
+from tests.conftest import Api, make_user, new_user
+from tests.google_emulator import GoogleEmulator, GoogleHarness
+from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
 from tests.providers.conftest import HARNESSES, _opened
 from tests.providers.harness import Foreign, Harness
-from tests.providers.test_options import V1, Synced, admin, client, sam  # noqa: F401
+from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
+    BASE_URL,
+    V1,
+    Synced,
+    admin,
+    client,
+    sam,
+)
+from tests.served import served_app
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -264,3 +284,101 @@ def test_a_rule_graph_cannot_hold_is_refused_when_made_in_the_crm(synced: Synced
             assert part in made.json()["detail"]
         else:
             assert made.status_code == 201, made.text
+
+
+# --- what one occurrence's edit costs ---------------------------------------------------------
+
+# A five-year daily series lists some 1,800 occurrences a delta round; the emulators
+# here run without the model checks of every answer the other tests have (slow on
+# pages that size): what is counted is the service's calls, not their shapes.
+
+
+@pytest.fixture(scope="module")
+def plain_emulators() -> Iterator[tuple[GoogleEmulator, MicrosoftEmulator]]:
+    google, graph = GoogleState(), MicrosoftState()
+    with served_app(create_google(google)) as g_url, served_app(create_graph(graph)) as m_url:
+        yield GoogleEmulator(g_url, google), MicrosoftEmulator(m_url.rstrip("/"), graph, [])
+
+
+@pytest.fixture
+def costed_crm(
+    plain_emulators: tuple[GoogleEmulator, MicrosoftEmulator], db_url: str
+) -> Iterator[tuple[Api, Api]]:
+    """(admin, user) of a CRM whose connections reach the plain emulators."""
+    google, graph = plain_emulators
+    settings = Settings(database_url=db_url, secret_key="test-key", base_url=BASE_URL,
+                        google_api_url=google.url, google_oauth_url=google.url,
+                        microsoft_api_url=graph.url, microsoft_oauth_url=graph.url)  # fmt: skip
+    with TestClient(create_app(settings, background_jobs=False)) as test_client:
+        user_id, token = make_user(db_url, email="admin@crm.test", name="Admin", is_admin=True)
+        admin_api = Api(test_client, token, user_id)
+        yield admin_api, new_user(admin_api, "sam@crm.test", timezone="Europe/Berlin")
+
+
+@pytest.fixture(params=["google", "microsoft"])
+async def costed(
+    request: pytest.FixtureRequest,
+    plain_emulators: tuple[GoogleEmulator, MicrosoftEmulator],
+    costed_crm: tuple[Api, Api],
+) -> AsyncIterator[Synced]:
+    google, graph = plain_emulators
+    opening = GoogleHarness.open(google) if request.param == "google" else None
+    async with _opened(opening or MicrosoftHarness.open(graph)) as harness:
+        yield Synced(harness, costed_crm[1], costed_crm[0])
+
+
+def emulator_calls(harness: Harness) -> Counter[str]:
+    url = harness.emulator.url  # type: ignore[attr-defined]
+    answer = httpx.get(f"{url}/_emulator/requests", timeout=60)
+    assert answer.status_code == 200, answer.text
+    return Counter(answer.json())
+
+
+async def test_one_occurrence_of_a_five_year_daily_series_costs_a_handful_of_calls(
+    costed: Synced,
+) -> None:
+    """Editing one occurrence, on either side, costs a few calls to the service (batch
+    parts counted one by one), never one per occurrence of the series."""
+    synced = costed
+    synced.connect()
+    start = tuesday_nine_before_switch()
+    first = synced.user.post(f"{V1}/activities", json={
+        "type": "meeting", "subject": "Daily standup", "timezone": "Europe/Berlin",
+        "start": start.isoformat(), "end": (start + dt.timedelta(minutes=15)).isoformat(),
+        # Five years by its end (Outlook holds no COUNT above 999).
+        "recurrence": f"FREQ=DAILY;UNTIL={start.year + 5}{start:%m%d}T235959Z",
+    }).json()  # fmt: skip
+    series_id = first["series_id"]
+    assert sync(synced)["created"] == 1
+    listed = occurrences(synced, series_id, limit=500)
+    assert len(listed) >= 360  # up to the horizon, a year ahead
+    # Graph's delta brings the new series' occurrences once: that round is not counted.
+    assert sync(synced)["updated"] == 0
+
+    # In the CRM: one occurrence retitled.
+    synced.edit_activity(listed[100]["id"], subject="Standup with the board")
+    before = emulator_calls(synced.harness)
+    counts = sync(synced)
+    spent = emulator_calls(synced.harness) - before
+    assert (counts["updated"], counts["created"], counts["deleted"]) == (1, 0, 0)
+    assert sum(spent.values()) <= 8, spent
+    ((event_id, event),) = (await synced.events()).items()
+    assert [o.summary for o in event.overrides] == ["Standup with the board"]
+
+    # In the calendar: another occurrence retitled by another client.
+    target = listed[200]
+    moment = dt.datetime.fromisoformat(str(target["original_start"]))
+    ref = await fetch_ref(synced, event_id)
+    override = dataclasses.replace(
+        ref.event, summary="Standup (offsite)", start=moment,
+        end=moment + dt.timedelta(minutes=15), recurrence=None, overrides=(),
+        recurrence_id=moment, uid=None,
+    )  # fmt: skip
+    changed = dataclasses.replace(ref.event, overrides=(*ref.event.overrides, override))
+    await synced.provider.update(synced.calendar_id, event_id, ref.etag, changed)
+    before = emulator_calls(synced.harness)
+    counts = sync(synced)
+    spent = emulator_calls(synced.harness) - before
+    assert (counts["updated"], counts["created"], counts["deleted"]) == (1, 0, 0)
+    assert sum(spent.values()) <= 8, spent
+    assert synced.activity(target["id"])["subject"] == "Standup (offsite)"

@@ -35,7 +35,14 @@ from urllib.parse import quote
 
 import httpx
 
-from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef, canonical_rrule
+from crmcal.model import (
+    CalendarEvent,
+    CalendarInfo,
+    ChangeListing,
+    RemoteRef,
+    canonical_rrule,
+    changed_fields,
+)
 from crmcal.providers import kinds
 from crmcal.providers import microsoft_events as codec
 from crmcal.providers.api_client import ApiClient, SharedLimit, TokenSource
@@ -572,8 +579,16 @@ class MicrosoftProvider:
             current = _ref(master)
         if etag and etag != current.etag:
             raise PreconditionFailed(f"the event {event_id} changed since {etag}")
-        written = self._update_body(_master(event), changed)
         before = current.event
+        groups = changed
+        if changed is None and before is not None:
+            # Only what differs from the master as it is: Outlook mails attendees on
+            # every write, and rewriting a master re-lists all of its occurrences.
+            now = _master(event)
+            if not event.notify_attendees:
+                now = replace(now, attendees=before.attendees, organizer=before.organizer)
+            groups = changed_fields(_master(before), now) - {"overrides"}
+        written = self._update_body(_master(event), groups)
         if before is not None and before.recurrence is not None:
             assert event.recurrence is not None
             same_rule = canonical_rrule(before.recurrence.rrule) == canonical_rrule(
@@ -685,14 +700,22 @@ class MicrosoftProvider:
                 request |= {"body": body, "headers": headers}
             requests.append(request)
         failure: ProviderError | None = None
-        for answer in await self._send_all(requests):
+        by_id = {str(e["id"]): e for e in exceptions}
+        deleted = False
+        for request, answer in zip(requests, await self._send_all(requests), strict=True):
             if isinstance(answer, ProviderError):
                 failure = failure or answer
-                continue
-            if answer.status_code not in (200, 201, 204, 404):
+            elif answer.status_code not in (200, 201, 204, 404):
                 failure = failure or self._api.failure(answer, "writing an occurrence")
+            elif request["method"] == "DELETE":
+                deleted = True
+            elif answer.status_code in (200, 201):
+                item = self._api.json(answer)
+                by_id[str(item.get("id"))] = item
         if failure is not None:
             raise failure
+        if not deleted:  # the patches answered the exceptions as they are now
+            return await self._series_ref(calendar_id, master, (cancelled, list(by_id.values())))
         # Read back: a cancelled occurrence changes the master's version.
         response = await self._request(
             "GET", self._event(calendar_id, master_id),
