@@ -81,6 +81,8 @@ class FaultProxy:
         self.rules: list[Rule] = []
         self.requests: list[tuple[str, str]] = []
         self.parts: list[tuple[str, str]] = []  # calls inside batch requests
+        # The client's address of each request: one per TCP connection it came on.
+        self.clients: list[tuple[str, int] | None] = []
         self.waiting: list[tuple[str, str]] = []  # held requests, until released
 
     def add(self, action: Action, **fields: Any) -> Rule:
@@ -111,6 +113,8 @@ class FaultProxy:
         query = scope.get("query_string", b"").decode()
         target = scope["raw_path"].decode() + (f"?{query}" if query else "")
         self.requests.append((method, target))
+        client = scope.get("client")
+        self.clients.append(tuple(client) if client else None)  # type: ignore[arg-type]
         rule = next((r for r in self.rules if r.matches(method, target)), None)
         if rule is not None:
             rule.hits += 1
@@ -305,10 +309,11 @@ def _truncated(content: bytes, content_type: str, keep: int) -> bytes:
 
 
 @contextmanager
-def fault_proxy(upstream: str) -> Iterator[tuple[FaultProxy, str]]:
-    """A proxy to ``upstream``, served on a free port, and its URL."""
+def fault_proxy(upstream: str, *, keep_alive: int = 5) -> Iterator[tuple[FaultProxy, str]]:
+    """A proxy to ``upstream``, served on a free port, and its URL; ``keep_alive``: how
+    long an idle client connection stays open."""
     proxy = FaultProxy(upstream)
-    with served_app(proxy) as url:
+    with served_app(proxy, keep_alive=keep_alive) as url:
         try:
             yield proxy, url
         finally:

@@ -28,15 +28,20 @@ def bound_socket() -> socket.socket:
 
 @contextmanager
 def served_app(
-    app: Any, sock: socket.socket | None = None, shutdown_grace: float | None = None
+    app: Any,
+    sock: socket.socket | None = None,
+    shutdown_grace: float | None = None,
+    keep_alive: int = 5,
 ) -> Iterator[str]:
     """Serve ``app`` (on ``sock``, else on a port the system picks) until the block ends;
-    yields its URL. ``shutdown_grace``: seconds requests still in flight get at the end."""
+    yields its URL. ``shutdown_grace``: seconds requests still in flight get at the end;
+    ``keep_alive``: seconds an idle connection stays open (uvicorn's default, 5)."""
     sock = sock or bound_socket()
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, host=HOST, port=port, log_level="warning", timeout_graceful_shutdown=shutdown_grace
-    )
+        app, host=HOST, port=port, log_level="warning", timeout_graceful_shutdown=shutdown_grace,
+        timeout_keep_alive=keep_alive,
+    )  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

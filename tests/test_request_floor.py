@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from crmcal.config import Settings
 from crmcal.web.app import create_app
 from tests.conftest import Api, make_user
+from tests.fault_proxy import fault_proxy
 from tests.google_emulator import GoogleEmulator
 from tests.microsoft_emulator import MicrosoftEmulator
 
@@ -239,3 +240,69 @@ def test_a_refused_update_in_a_batch_is_that_items_problem_alone(
         )
     assert report["updated"] == 2, report
     assert titles == ["Call 1", "Moved", "Moved"]
+
+
+def test_successive_syncs_reuse_one_connection_and_one_token(
+    db_url: str, google_emulator: GoogleEmulator
+) -> None:
+    """The HTTP client and the token source outlive a sync: the next sync of the
+    connection in the same process goes over the same TCP connection, and the access
+    token is asked for once."""
+    # An hour's keep-alive: only crmcal can close the connection between the syncs.
+    with fault_proxy(google_emulator.url, keep_alive=3600) as (proxy, url):
+        settings = Settings(database_url=db_url, secret_key="test-key", base_url=CRM,
+                            google_api_url=url, google_oauth_url=google_emulator.url,
+                            google_client_id="crmcal-test-client",
+                            retry_backoff=0.01)  # fmt: skip
+        with TestClient(create_app(settings, background_jobs=False), base_url=CRM) as client:
+            name = f"g{uuid.uuid4().hex[:8]}"
+            user_id, token = make_user(db_url, email=f"{name}@crm.test", name=name)
+            crm = Api(client, token, user_id)
+            tokens_before = counts(google_emulator.url)["oauth.token"]
+            connection_id, google = connect_google(crm, google_emulator)
+            google.close()
+            add_activities(crm, 2)
+            seen = len(proxy.clients)
+            assert sync(crm, connection_id)["created"] == 2
+            add_activities(crm, 1)
+            assert sync(crm, connection_id)["created"] == 1
+            connections = set(proxy.clients[seen:])
+            refreshed = counts(google_emulator.url)["oauth.token"] - tokens_before
+    assert len(proxy.clients) > seen + 2
+    assert len(connections) == 1, connections
+    assert refreshed == 1
+
+
+def edit_all(crm: Api, ids: list[int]) -> None:
+    for activity_id in ids:
+        answer = crm.patch(f"{V1}/activities/{activity_id}", json={"subject": "Moved"})
+        assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize(("kind", "count", "batch_size"), [("google", 60, 50), ("graph", 25, 20)])
+def test_updates_cost_one_request_per_batch(
+    request: pytest.FixtureRequest, db_url: str, kind: str, count: int, batch_size: int
+) -> None:
+    """N CRM edits of synced activities cost the listing and ceil(N / batch size) batch
+    requests: no read per event, no request per event."""
+    crm: Api = request.getfixturevalue(f"{kind}_crm")
+    emulator = request.getfixturevalue(
+        "google_emulator" if kind == "google" else "microsoft_emulator"
+    )
+    connect = connect_google if kind == "google" else connect_graph
+    connection_id, direct = connect(crm, emulator)
+    direct.close()
+    ids = add_activities(crm, count)
+    assert sync(crm, connection_id)["created"] == count
+    sync(crm, connection_id)  # settles what the first sync wrote
+    edit_all(crm, ids)
+
+    before = counts(emulator.url)
+    report = sync(crm, connection_id)
+    spent = counts(emulator.url) - before
+
+    assert (report["updated"], report["problems"]) == (count, []), report
+    batches = -(-count // batch_size)
+    patches = "events.patch" if kind == "google" else "events.update"
+    assert (spent["batch"], spent[patches]) == (batches, count), spent
+    assert spent.total() - spent[patches] == 1 + batches, spent  # the listing, the batches

@@ -330,6 +330,7 @@ def worker(
     """Run jobs from the queue (needs a PostgreSQL CRMCAL_DATABASE_URL); stops on
     SIGTERM or Ctrl-C once its running syncs end."""
     from crmcal.jobs import queue
+    from crmcal.providers import api_client
     from crmcal.vault import vault_for
 
     settings = _settings()
@@ -355,6 +356,7 @@ def worker(
                 runtime = queue.Runtime(db, vault, settings, app_)
                 await queue.run_worker(runtime, concurrency=concurrency)
         finally:
+            await api_client.close_shared()  # the connections its syncs kept open
             await db.dispose()
 
     from crmcal import logs

@@ -10,6 +10,11 @@ at once under what the service allows per account; a ``SharedLimit`` does the
 same across processes, and passes a throttling answer on to all of them. Answers are read the same
 way too: JSON or ``NotACalendarServer``, and failures as errors that name what
 was being done.
+
+The HTTP clients are shared: one per service host and event loop, kept between
+syncs (``shared_client``), so that a worker's syncs reuse their TCP and TLS
+connections instead of opening new ones each time; ``close_shared`` closes them
+when the process stops.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import contextlib
 import functools
 import random
 import ssl
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -64,6 +71,47 @@ def tls() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+# The HTTP clients kept between syncs, by (event loop, service origin, timeout): a
+# client's connections belong to the loop that opened them. Bounded: the oldest
+# goes when more are kept (a process talks to a handful of hosts).
+_CLIENTS: OrderedDict[tuple[int, str, float], tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]]
+_CLIENTS = OrderedDict()
+CLIENTS_KEPT = 32
+# Per host and process: enough for every sync a worker runs at once to have its
+# requests in flight (the per-account limits keep each account far below it).
+POOL_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=60)
+
+
+def shared_client(base_url: str, timeout: float) -> httpx.AsyncClient | None:
+    """The HTTP client this event loop keeps for ``base_url``'s host (made at first
+    use); None outside an event loop."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    parts = urlsplit(base_url)
+    key = (id(loop), f"{parts.scheme}://{parts.netloc}".lower(), timeout)
+    found = _CLIENTS.pop(key, None)
+    if found is None or found[0] is not loop or found[1].is_closed:
+        found = (loop, httpx.AsyncClient(timeout=timeout, verify=tls(), limits=POOL_LIMITS))
+    _CLIENTS[key] = found
+    while len(_CLIENTS) > CLIENTS_KEPT:
+        # Not closed: a sync may still use it; its connections go with the last user.
+        _CLIENTS.popitem(last=False)
+    for stale in [k for k, (owner, _) in _CLIENTS.items() if owner.is_closed()]:
+        del _CLIENTS[stale]  # its loop is gone, and its connections with it
+    return found[1]
+
+
+async def close_shared() -> None:
+    """Close the HTTP clients this event loop keeps (when the process stops)."""
+    loop = asyncio.get_running_loop()
+    for key, (owner, client) in list(_CLIENTS.items()):
+        if owner is loop:
+            del _CLIENTS[key]
+            await client.aclose()
+
+
 class ApiClient:
     """Calls to one service for one account: ``owner`` names who grants access
     (Google, Microsoft), ``service`` the API in messages (Google Calendar ...),
@@ -96,7 +144,12 @@ class ApiClient:
         self._product = product or service
         self._reason = reason
         self._retryable = retryable
-        self._client = httpx.AsyncClient(timeout=timeout, transport=transport, verify=tls())
+        # A transport of its own (tests) means a client of its own; else the shared one.
+        shared_http = None if transport is not None else shared_client(base_url, timeout)
+        self._owns_client = shared_http is None
+        self._client = shared_http or httpx.AsyncClient(
+            timeout=timeout, transport=transport, verify=tls()
+        )
         self.retries = retries
         self._backoff = backoff
         self._limit = asyncio.Semaphore(concurrency) if concurrency else None
@@ -247,7 +300,8 @@ class ApiClient:
         return ProviderError(f"{self._service} answered {status} to {what}")
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._owns_client:
+            await self._client.aclose()  # a shared client stays for the next sync
 
 
 def _seconds(retry_after: str | None) -> float:

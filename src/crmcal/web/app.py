@@ -19,6 +19,7 @@ from crmcal.config import Settings
 from crmcal.db import Database
 from crmcal.jobs import maintenance
 from crmcal.jobs.scheduler import Scheduler
+from crmcal.providers import api_client
 from crmcal.vault import vault_for
 from crmcal.web import access_log, docs, errors, oauth, openapi, ui, webhooks
 from crmcal.web.api import router as api_router
@@ -93,6 +94,8 @@ def create_app(
 
                 limits.install(None)
                 await queue_app.close_async()
+            # The HTTP connections syncs kept open to Google and Microsoft.
+            await api_client.close_shared()
             await db.dispose()
 
     app = FastAPI(
