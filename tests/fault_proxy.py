@@ -32,6 +32,7 @@ import asyncio
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -83,6 +84,7 @@ class FaultProxy:
         self.parts: list[tuple[str, str]] = []  # calls inside batch requests
         # The client's address of each request: one per TCP connection it came on.
         self.clients: list[tuple[str, int] | None] = []
+        self.arrivals: list[float] = []  # when each request came (time.time())
         self.waiting: list[tuple[str, str]] = []  # held requests, until released
 
     def add(self, action: Action, **fields: Any) -> Rule:
@@ -113,6 +115,7 @@ class FaultProxy:
         query = scope.get("query_string", b"").decode()
         target = scope["raw_path"].decode() + (f"?{query}" if query else "")
         self.requests.append((method, target))
+        self.arrivals.append(time.time())
         client = scope.get("client")
         self.clients.append(tuple(client) if client else None)  # type: ignore[arg-type]
         rule = next((r for r in self.rules if r.matches(method, target)), None)

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 
 from crmcal.db import Database
-from crmcal.providers import microsoft_oauth
+from crmcal.providers import google_oauth, microsoft_oauth
+from crmcal.providers.google import GoogleProvider
 from crmcal.providers.microsoft import MicrosoftProvider
 from crmcal.sync.limits import SharedLimits
+from tests.fault_proxy import fault_proxy
+from tests.google_emulator import GoogleEmulator, GoogleHarness
 from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
+from tests.providers.harness import Foreign
 from tests.queue_world import query, queue_db  # noqa: F401
 
 pytestmark = pytest.mark.postgres
@@ -23,9 +29,9 @@ pytestmark = pytest.mark.postgres
 class Process:
     """What one worker process has: its own engine, its own shared-limit handles."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, **limits: Any) -> None:
         self.db = Database(database_url)
-        self.limits = SharedLimits(self.db)
+        self.limits = SharedLimits(self.db, **limits)
 
     def provider(self, emulator: MicrosoftEmulator, harness: MicrosoftHarness) -> MicrosoftProvider:
         tokens = microsoft_oauth.service(emulator.url).tokens(harness.refresh_token)
@@ -136,3 +142,61 @@ async def _hold_recorded(database_url: str) -> list[tuple[str, dt.datetime]]:
         assert asyncio.get_running_loop().time() < deadline, "no hold recorded"
         await asyncio.sleep(0.05)
     return held
+
+
+# --- Google's per-project quota, held by every process together -------------------------
+
+# A long window: without the quota even a busy machine sends more than 4 calls in 4 s.
+QUOTA, WINDOW = 4, dt.timedelta(seconds=4)
+
+
+async def test_two_processes_together_keep_to_the_google_project_quota(
+    queue_db: str,  # noqa: F811
+    google_emulator: GoogleEmulator,
+) -> None:
+    """Two processes, each syncing its own user's account of one Google project, send no
+    more than the project's quota in any window, as the service sees their requests
+    arrive; the calls inside a batch request count one each."""
+    project = f"project-{uuid.uuid4().hex[:8]}"
+    users = [await GoogleHarness.open(google_emulator) for _ in range(2)]
+    with fault_proxy(google_emulator.url) as (proxy, url):
+        processes = [
+            Process(queue_db, google_project=(project, QUOTA), quota_window=WINDOW) for _ in users
+        ]
+        providers = [
+            GoogleProvider(
+                google_oauth.service(google_emulator.url).tokens(user.refresh_token),
+                api_url=url, backoff=0.01,
+                shared=process.limits.for_account("google", user.email),
+            )
+            for user, process in zip(users, processes, strict=True)
+        ]  # fmt: skip
+        try:
+            await asyncio.gather(*(
+                provider.list_calendars() for provider in providers for _ in range(5)
+            ))  # fmt: skip
+            # Three events read by id in one batch request: three turns of the quota.
+            made = [await users[0].put_foreign(_foreign(n)) for n in range(3)]
+            found = await providers[0].fetch(users[0].calendar_id, made)
+            assert len(found) == 3
+        finally:
+            for provider in providers:
+                await provider.close()
+            for process in processes:
+                await process.db.dispose()
+            for user in users:
+                await user.close()
+    calls = [(t, r) for t, r in zip(proxy.arrivals, proxy.requests, strict=True)]
+    weights = [3 if "/batch/" in r[1] else 1 for _, r in calls]
+    times = [t for t, _ in calls]
+    assert sum(weights) == 13
+    # Every window of the quota's length: at most QUOTA calls reached the service.
+    for n, start in enumerate(times):
+        inside = sum(w for t, w in zip(times[n:], weights[n:], strict=True)
+                     if t < start + WINDOW.total_seconds())  # fmt: skip
+        assert inside <= QUOTA, (inside, [round(t - times[0], 3) for t in times])
+
+
+def _foreign(n: int) -> Foreign:
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=1, hours=n)
+    return Foreign(summary=f"Quota {n}", start=start, end=start + dt.timedelta(hours=1))

@@ -67,6 +67,9 @@ class Settings:
     sync_max_seconds: float = DEFAULT_SYNC_MAX_SECONDS
     # Syncs of CalDAV connections on one server at once, across all workers.
     caldav_server_concurrency: int = 8
+    # Requests a minute to Google from all workers together (the project's quota; each
+    # call in a batch counts); 0 keeps none. Held on PostgreSQL only.
+    google_project_quota: int = 10_000
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -103,8 +106,15 @@ class Settings:
         per_server = env.get("CRMCAL_CALDAV_SERVER_CONCURRENCY") or "8"
         if not per_server.strip().isdigit() or not 1 <= int(per_server) <= 1000:
             raise ConfigError("CRMCAL_CALDAV_SERVER_CONCURRENCY must be a whole number, 1 to 1000")
+        quota = (env.get("CRMCAL_GOOGLE_PROJECT_QUOTA") or "10000").strip()
+        if not quota.isdigit() or int(quota) > 10_000_000:
+            raise ConfigError(
+                "CRMCAL_GOOGLE_PROJECT_QUOTA must be a whole number of requests a minute "
+                "(0: no limit)"
+            )
         return cls(
             caldav_server_concurrency=int(per_server),
+            google_project_quota=int(quota),
             worker_heartbeat=worker_heartbeat,
             lease_seconds=lease_seconds,
             sync_max_seconds=sync_max_seconds,

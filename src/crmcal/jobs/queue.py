@@ -49,7 +49,7 @@ from crmcal.sync.engine import SyncFailed
 from crmcal.sync.limits import Limit, SharedLimits
 from crmcal.sync.runner import Busy, run_sync
 from crmcal.sync.states import ConnectionState
-from crmcal.sync.tables import Connection
+from crmcal.sync.tables import Connection, ProviderHold
 from crmcal.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         if self.limits is None:
-            self.limits = SharedLimits(
-                self.db, caldav_servers=self.settings.caldav_server_concurrency
-            )
+            self.limits = limits.for_settings(self.db, self.settings)
         limits.install(self.limits)
 
 
@@ -165,7 +163,12 @@ def _runtime(context: procrastinate.JobContext) -> Runtime:
 async def sync_connection(context: procrastinate.JobContext, connection_id: int) -> None:
     runtime = _runtime(context)
     try:
-        server = await _caldav_server(runtime, connection_id)
+        held, server = await _limits_of(runtime, connection_id)
+        if held > 0:
+            # The service asked this account to wait: its sync waits in the queue, not
+            # in a worker, which goes on with other accounts meanwhile.
+            await defer_sync(runtime.app, connection_id, delay=held)
+            return
         if server is None:
             await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id, wait=1)
             return
@@ -185,20 +188,27 @@ async def sync_connection(context: procrastinate.JobContext, connection_id: int)
         log.info("sync of connection %s: %s", connection_id, exc)
 
 
-async def _caldav_server(runtime: Runtime, connection_id: int) -> Limit | None:
-    """The shared per-server limit of a CalDAV connection (None for other kinds)."""
-    if connection_id in runtime.not_caldav:
-        return None
+async def _limits_of(runtime: Runtime, connection_id: int) -> tuple[float, Limit | None]:
+    """In one query: the seconds the connection's account must still wait after a
+    throttling answer (0: none), and the shared per-server limit of a CalDAV one."""
+    if runtime.limits is None:
+        return 0.0, None
+    key = Connection.provider + ":" + func.lower(func.trim(Connection.account))
+    hold = select(ProviderHold.until).where(ProviderHold.key == key).scalar_subquery()
     async with runtime.db.read() as session:
         found = await session.execute(
-            select(Connection.provider, Connection.account).where(Connection.id == connection_id)
+            select(Connection.provider, Connection.account, hold).where(
+                Connection.id == connection_id
+            )
         )
         row = found.first()
-    if row is not None and row.provider != "caldav" and len(runtime.not_caldav) < NOT_CALDAV_KEPT:
-        runtime.not_caldav.add(connection_id)
-    if row is None or row.provider != "caldav" or runtime.limits is None:
-        return None
-    return runtime.limits.for_server(row.account)
+    if row is None:
+        return 0.0, None
+    until = row[2]
+    held = max((until - utcnow()).total_seconds(), 0.0) if until is not None else 0.0
+    if row.provider != "caldav":
+        return held, None
+    return held, runtime.limits.for_server(row.account)
 
 
 def due_per_tick(active: int, poll_seconds: int) -> int:

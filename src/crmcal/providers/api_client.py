@@ -47,8 +47,9 @@ TokenSource = Callable[..., Awaitable[str]]
 class SharedLimit(Protocol):
     """The account's limits as every process that calls the service keeps them."""
 
-    def slot(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """Held while one request is in flight."""
+    def slot(self, cost: int = 1) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while one request is in flight; ``cost``: the calls it carries (a batch
+        request's parts), each counted against the service's quotas."""
         ...
 
     async def throttled(self, seconds: float) -> None:
@@ -156,12 +157,12 @@ class ApiClient:
         self._headers = headers or {}
 
     @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
+    async def _slot(self, cost: int) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             if self._limit is not None:
                 await stack.enter_async_context(self._limit)
             if self._shared is not None:
-                await stack.enter_async_context(self._shared.slot())
+                await stack.enter_async_context(self._shared.slot(cost))
             yield
 
     async def send(
@@ -173,8 +174,10 @@ class ApiClient:
         json: Any = None,
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
+        cost: int = 1,
     ) -> httpx.Response:
-        """One API call, retried as the module says; any other answer is returned."""
+        """One API call, retried as the module says; any other answer is returned.
+        ``cost``: the calls it carries (a batch request's parts), for the quotas."""
         refreshed = False
         for attempt in range(self.retries + 1):
             token = await self._tokens(refresh=refreshed)
@@ -182,7 +185,7 @@ class ApiClient:
             if attempt:
                 metrics.PROVIDER_RETRIES.labels(self._service).inc()
             try:
-                async with self._slot():
+                async with self._slot(cost):
                     response = await self._client.request(
                         method, url, params=params, json=json, content=content, headers=sent
                     )

@@ -350,12 +350,13 @@ class GoogleProvider:
 
     async def _batch(self, calls: list[google_batch.Call]) -> list[httpx.Response | None]:
         content_type, body = google_batch.encode(calls)
-        response = await self._request(
+        # Each call of a batch counts against the quotas as if sent alone.
+        response = await self._api.send(
             "POST",
-            "",
-            url=self._root + "/batch/calendar/v3",
+            self._root + "/batch/calendar/v3",
             content=body,
             headers={"Content-Type": content_type},
+            cost=len(calls),
         )
         if response.status_code != 200:
             raise self._api.failure(response, "sending a batch")

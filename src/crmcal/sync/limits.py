@@ -13,6 +13,12 @@ limits live in the database, shared by all:
 * holds (``provider_holds``): a throttling answer (429 and its ``Retry-After``)
   for an account makes every process wait before that account's next request —
   that account only; other accounts' requests go on.
+* rates (``provider_slots`` too): at most N requests in any window of W seconds
+  for a key — Google's per-project quota (10,000 a minute by default, every call
+  inside a batch counted). Each of the key's N rows is one request's turn: taken
+  before the request and, once it is answered, kept W longer (never given back),
+  so no W seconds see more than N requests reach the service, whichever
+  processes send them.
 
 ``install`` makes a process use them (the worker and the queue-mode server do);
 ``provider_for`` then hands each provider the limit of its account.
@@ -32,6 +38,7 @@ from collections.abc import AsyncIterator
 from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
+from crmcal.config import Settings
 from crmcal.crm.tables import utcnow
 from crmcal.db import Database
 from crmcal.sync.tables import ProviderHold, ProviderSlot
@@ -46,13 +53,17 @@ DEFAULT_CALDAV_SERVER_CONCURRENCY = 8
 # A slot held for one request expires after this (the request's own timeout is 30 s).
 REQUEST_TTL = dt.timedelta(seconds=120)
 LONGEST_HOLD = 300.0  # a Retry-After beyond this is not believed
+# Google's documented default per-project quota: requests per minute, all users.
+DEFAULT_GOOGLE_PROJECT_QUOTA = 10_000
+QUOTA_WINDOW = dt.timedelta(minutes=1)
 
 
 class Limit:
-    """The shared limit of one key (an account, a server)."""
+    """The shared limit of one key (an account, a server); ``rate``: a quota its
+    requests count against too (the Google project's)."""
 
-    def __init__(self, db: Database, key: str, concurrency: int) -> None:
-        self.db, self.key, self.concurrency = db, key, concurrency
+    def __init__(self, db: Database, key: str, concurrency: int, rate: Rate | None = None) -> None:
+        self.db, self.key, self.concurrency, self.rate = db, key, concurrency, rate
         self._slots_made = False
 
     # --- holds ---------------------------------------------------------------------
@@ -68,6 +79,11 @@ class Limit:
         )
         async with self.db.write() as session:
             await session.execute(statement)
+
+    async def held_for(self) -> float:
+        """Seconds until this key may send again after a throttling answer (0: now)."""
+        until = await self._held_until()
+        return max((until - utcnow()).total_seconds(), 0.0) if until is not None else 0.0
 
     async def _held_until(self) -> dt.datetime | None:
         async with self.db.read() as session:
@@ -87,6 +103,12 @@ class Limit:
     async def try_take(self, ttl: dt.timedelta = REQUEST_TTL) -> int | None:
         """A free slot, taken until ``ttl`` from now, or None when all are in use or the
         key is held (throttled): one statement either way."""
+        taken = await self.try_take_many(1, ttl)
+        return taken[0] if taken else None
+
+    async def try_take_many(self, count: int, ttl: dt.timedelta) -> list[int]:
+        """Up to ``count`` free slots, taken until ``ttl`` from now (fewer when fewer are
+        free, none while the key is held), in one statement."""
         now = utcnow()
         held = select(ProviderHold.key).where(
             ProviderHold.key == self.key, ProviderHold.until > now
@@ -100,20 +122,21 @@ class Limit:
                 ~held.exists(),
             )
             .order_by(ProviderSlot.slot)
-            .limit(1)
+            .limit(count)
             .with_for_update(skip_locked=True)
-            .scalar_subquery()
         )
+        # One: the slot found by a scalar subquery; several: an UPDATE ... FROM them.
+        found = free.scalar_subquery() if count == 1 else free.cte("free").c.slot
         result = await self.db.execute_one(
             update(ProviderSlot)
-            .where(ProviderSlot.key == self.key, ProviderSlot.slot == free)
+            .where(ProviderSlot.key == self.key, ProviderSlot.slot == found)
             .values(holder=PROCESS, expires_at=now + ttl)
             .returning(ProviderSlot.slot)
         )
-        taken = result.scalar()
-        if taken is None and not self._slots_made:
+        taken = list(result.scalars())
+        if not taken and not self._slots_made:
             await self._make_slots()
-            return await self.try_take(ttl)
+            return await self.try_take_many(count, ttl)
         return taken
 
     async def give_back(self, slot: int) -> None:
@@ -142,8 +165,10 @@ class Limit:
                 )
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """One request's slot: waits for a hold to pass and a slot to come free."""
+    async def slot(self, cost: int = 1) -> AsyncIterator[None]:
+        """One request's slot: waits for a hold to pass and a slot to come free, and
+        for ``cost`` turns of the quota the key counts against (the calls a batch
+        request holds; taken once the slot is, so a throttled account spends none)."""
         pause = 0.01
         while True:
             taken = await self.try_take()
@@ -155,10 +180,15 @@ class Limit:
                 continue
             await asyncio.sleep(pause * random.uniform(0.5, 1.5))
             pause = min(pause * 2, 0.25)
+        turns: list[int] = []
         try:
+            if self.rate is not None:
+                turns = await self.rate.take(cost)
             yield
         finally:
             await asyncio.shield(self.give_back(taken))
+            if turns and self.rate is not None:
+                await asyncio.shield(self.rate.done(turns))
 
     @contextlib.asynccontextmanager
     async def held(self, slot: int, ttl: dt.timedelta) -> AsyncIterator[None]:
@@ -173,26 +203,86 @@ class Limit:
             await asyncio.shield(self.give_back(slot))
 
 
-class SharedLimits:
-    """Every key's limit, on one database."""
+class Rate:
+    """At most ``count`` requests in any ``window`` for one key, across processes: each
+    of the key's ``count`` rows in ``provider_slots`` is one request's turn, taken
+    before the request and kept for the window after its answer (its expiry frees it)."""
 
-    def __init__(self, db: Database, *, caldav_servers: int = DEFAULT_CALDAV_SERVER_CONCURRENCY):
+    def __init__(self, db: Database, key: str, count: int, window: dt.timedelta) -> None:
+        self.turns = Limit(db, key, count)
+        self.window = window
+
+    async def take(self, cost: int = 1) -> list[int]:
+        """Wait for ``cost`` turns (at most the whole quota); give them to ``done`` once
+        the request is answered."""
+        cost = max(1, min(cost, self.turns.concurrency))
+        taken: list[int] = []
+        pause = 0.01
+        while len(taken) < cost:
+            got = await self.turns.try_take_many(cost - len(taken), self.window)
+            taken += got
+            if len(taken) < cost:
+                # The quota is spent for now: a turn comes free as its window ends.
+                await asyncio.sleep(pause * random.uniform(0.5, 1.5))
+                pause = min(pause * 2, 0.5)
+        return taken
+
+    async def done(self, taken: list[int]) -> None:
+        """The request of these turns was answered: their window runs from now, so it
+        covers the request's whole time on the wire (it reached the service at some
+        moment before now) and the service sees at most ``count`` in any window."""
+        await self.turns.db.execute_one(
+            update(ProviderSlot)
+            .where(ProviderSlot.key == self.turns.key, ProviderSlot.slot.in_(taken))
+            .values(expires_at=utcnow() + self.window)
+        )
+
+
+def for_settings(db: Database, settings: Settings) -> SharedLimits:
+    """The limits a process keeps with ``settings`` (CalDAV cap, Google project quota)."""
+    return SharedLimits(
+        db,
+        caldav_servers=settings.caldav_server_concurrency,
+        google_project=(settings.google_client_id, settings.google_project_quota),
+    )
+
+
+class SharedLimits:
+    """Every key's limit, on one database. ``google_project``: the Google project's
+    OAuth client id and its quota of requests a minute (``quota_window``), shared by
+    all its users' accounts (None: not kept)."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        caldav_servers: int = DEFAULT_CALDAV_SERVER_CONCURRENCY,
+        google_project: tuple[str, int] | None = None,
+        quota_window: dt.timedelta = QUOTA_WINDOW,
+    ):
         self.db = db
         self.caldav_servers = caldav_servers
         self._limits: dict[str, Limit] = {}
+        self.google_project: Rate | None = None
+        if google_project is not None and google_project[1] > 0:
+            client_id, quota = google_project
+            key = f"google-project:{client_id}"
+            self.google_project = Rate(db, key, quota, quota_window)
 
-    def get(self, key: str, concurrency: int) -> Limit:
+    def get(self, key: str, concurrency: int, rate: Rate | None = None) -> Limit:
         found = self._limits.get(key)
-        if found is None or found.concurrency != concurrency:
-            found = self._limits[key] = Limit(self.db, key, concurrency)
+        if found is None or found.concurrency != concurrency or found.rate is not rate:
+            found = self._limits[key] = Limit(self.db, key, concurrency, rate)
         return found
 
     def for_account(self, kind: str, account: str) -> Limit | None:
-        """The per-request limit of a Google or Microsoft account; None for others."""
+        """The per-request limit of a Google or Microsoft account (a Google account's
+        requests count against its project's quota too); None for others."""
         concurrency = ACCOUNT_CONCURRENCY.get(kind)
         if concurrency is None or not account:
             return None
-        return self.get(f"{kind}:{account.strip().lower()}", concurrency)
+        rate = self.google_project if kind == "google" else None
+        return self.get(f"{kind}:{account.strip().lower()}", concurrency, rate)
 
     def for_server(self, url: str) -> Limit:
         """The per-server limit of CalDAV syncs (by host and port)."""

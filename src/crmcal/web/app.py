@@ -71,7 +71,7 @@ def create_app(
             queue_app = queue.queue_app(settings.database_url)
             await queue_app.open_async()
             # The API's own provider calls keep to the limits the workers share.
-            shared = limits.SharedLimits(db, caldav_servers=settings.caldav_server_concurrency)
+            shared = limits.for_settings(db, settings)
             limits.install(shared)
             app.state.scheduler = Enqueuer(db, queue_app)
             await app.state.scheduler.start()
