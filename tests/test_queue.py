@@ -221,3 +221,34 @@ def test_a_sync_someone_waits_for_goes_ahead_of_routine_ones(queue_db: str) -> N
         [lock_of(a), lock_of(b), lock_of(c)],
     )
     assert sorted(rows) == sorted([(lock_of(a), URGENT), (lock_of(b), 0), (lock_of(c), URGENT)])
+
+
+def test_a_throttled_accounts_sync_waits_in_the_queue(queue_db: str) -> None:  # noqa: F811
+    """While a Google account is held after a throttling answer, its sync job is put back
+    for the rest of the hold (read in the one query the job makes anyway); another
+    account's job runs."""
+    from crmcal.jobs import queue
+    from crmcal.sync import limits
+
+    name = os.urandom(4).hex()
+    _, _, held_id = run(_user_with_connection(queue_db, account=f"Held-{name}@Example.test"))
+    _, _, free_id = run(_user_with_connection(queue_db, account=f"free-{name}@example.test"))
+
+    async def check() -> tuple[float, float]:
+        db = Database(queue_db)
+        try:
+            runtime = queue.Runtime(db, Vault(SECRET), settings(queue_db), app=None)  # type: ignore[arg-type]
+            assert runtime.limits is not None
+            limit = runtime.limits.for_account("google", f"held-{name}@example.test")
+            assert limit is not None
+            await limit.throttled(120)
+            held, _ = await queue._limits_of(runtime, held_id)
+            free, _ = await queue._limits_of(runtime, free_id)
+            return held, free
+        finally:
+            limits.install(None)
+            await db.dispose()
+
+    held, free = run(check())
+    assert 60 < held <= 120
+    assert free == 0
