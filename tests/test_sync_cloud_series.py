@@ -272,6 +272,39 @@ async def test_an_all_day_yearly_series_stays_on_its_date(synced: Synced) -> Non
     assert (again["created"], again["updated"], again["skipped"]) == (0, 0, 0)
 
 
+async def test_a_series_made_elsewhere_reaches_graph_in_its_nearest_form(
+    synced: Synced,
+) -> None:
+    """A CRM series with a rule Microsoft 365 cannot hold (made before the connection,
+    as one coming from another client is) is written in the nearest form Outlook can
+    hold, the difference reported; other providers hold it whole."""
+    start = tuesday_nine_before_switch()
+    made = synced.user.post(
+        f"{V1}/activities",
+        json=weekly_body(start, recurrence="FREQ=MONTHLY;BYMONTHDAY=1,15;COUNT=6"),
+    )
+    assert made.status_code == 201, made.text
+    synced.connect()
+    counts = sync(synced)
+    assert counts["created"] == 1
+    ((_, event),) = (await synced.events()).items()
+    assert event.recurrence is not None
+    if synced.harness.kind == "microsoft":
+        assert set(event.recurrence.rrule.split(";")) == {"FREQ=MONTHLY", "BYMONTHDAY=1",
+                                                          "COUNT=6"}  # fmt: skip
+        assert [p["reason"] for p in counts["problems"]] == [
+            "BYMONTHDAY: Microsoft 365 / Outlook holds one value; kept 1"
+        ]
+        # Stored faithfully in the CRM, and not sent again.
+        shown = synced.user.get(f"{V1}/series/{made.json()['series_id']}").json()
+        assert "BYMONTHDAY=1,15" in str(shown)
+        again = sync(synced)
+        assert (again["created"], again["updated"]) == (0, 0)
+    else:
+        assert counts["problems"] == []
+        assert "BYMONTHDAY=1,15" in event.recurrence.rrule
+
+
 def test_a_rule_graph_cannot_hold_is_refused_when_made_in_the_crm(synced: Synced) -> None:
     synced.connect()
     start = tuesday_nine_before_switch()

@@ -51,6 +51,7 @@ from crmcal.model import (
     moment_key,
     with_fields,
 )
+from crmcal.providers import kinds
 from crmcal.providers.base import EventNotFound, PreconditionFailed
 from crmcal.sync import mapping, series_mapping
 from crmcal.sync.decisions import Act, Decision
@@ -381,12 +382,15 @@ class SeriesSync:
         ):
             changed.add("overrides")
         etag = remote.etag if remote is not None else link.remote_etag
+        held = self.writable(link.activity_id, final) if "recurrence" in changed else final
+        if held is None:
+            return None
         try:
             ref = await engine.provider.update(
                 engine.ctx.calendar_id,
                 link.remote_id,
                 etag or "",
-                final,
+                held,
                 changed=frozenset(changed),
             )
         except PreconditionFailed:
@@ -540,6 +544,29 @@ class SeriesSync:
 
     # --- new series ----------------------------------------------------------------
 
+    def writable(self, item: int, event: CalendarEvent) -> CalendarEvent | None:
+        """``event`` in the nearest form the calendar can hold (a series made where its
+        rule was fine, such as one from another client): each difference is reported
+        in the status, never made silently; None, skipped and reported, when nothing
+        faithful can be written."""
+        engine = self.engine
+        capabilities = engine.provider.capabilities
+        if event.recurrence is None:
+            return event
+        service = next(
+            (k.label for k in kinds.KINDS.values() if k.capabilities is capabilities),
+            "the calendar",
+        )
+        nearest = series_mapping.nearest_rule(capabilities, event.recurrence, service=service)
+        if nearest.recurrence is None:
+            engine.report.skipped += 1
+            for difference in nearest.differences:
+                engine.report.problem(f"series of activity {item}", difference)
+            return None
+        for difference in nearest.differences:
+            engine.report.problem(f"series of activity {item}", difference)
+        return replace(event, recurrence=nearest.recurrence)
+
     async def send(self, activity: Activity) -> None:
         """Send the CRM series of ``activity`` as one series (never one event per
         occurrence): its master with its overrides, the trashed occurrences left out."""
@@ -561,9 +588,12 @@ class SeriesSync:
             return
         master = self.crm_event(series, occurrences)
         anchor = live[0]
+        held = self.writable(series_id, master)
+        if held is None:
+            return
         await engine.written.note([(anchor.id, engine._crm_hash(anchor), master.content_hash())])
         try:
-            ref = await engine.provider.create(engine.ctx.calendar_id, series.uid, master)
+            ref = await engine.provider.create(engine.ctx.calendar_id, series.uid, held)
         except PreconditionFailed:
             # Made by a run that stopped before linking it.
             found = await engine.provider.get_by_key(engine.ctx.calendar_id, series.uid)
