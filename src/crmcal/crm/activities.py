@@ -462,6 +462,22 @@ async def insert_rows(
     return await _insert_all(session, rows, participants)
 
 
+async def insert_row_ids(
+    session: AsyncSession, rows: list[dict[str, Any]], participants: list[list[dict[str, Any]]]
+) -> list[int]:
+    """``insert_rows`` without loading the activities back: their ids, in row order
+    (an import of many series needs only their first occurrences as objects)."""
+    return await _insert_ids(session, rows, participants)
+
+
+async def load_in_order(session: AsyncSession, ids: list[int]) -> list[Activity]:
+    """The activities with these ids (and their participants), in that order."""
+    if not ids:
+        return []
+    loaded = {a.id: a for a in await session.scalars(select(Activity).where(Activity.id.in_(ids)))}
+    return [loaded[i] for i in ids]
+
+
 async def _insert_all(
     session: AsyncSession, rows: list[dict[str, Any]], participants: list[list[dict[str, Any]]]
 ) -> list[Activity]:
@@ -472,6 +488,12 @@ async def _insert_all(
     (or the ORM's bulk path) costs more per row than the database does; loading
     the stored rows back is cheaper than both.
     """
+    return await load_in_order(session, await _insert_ids(session, rows, participants))
+
+
+async def _insert_ids(
+    session: AsyncSession, rows: list[dict[str, Any]], participants: list[list[dict[str, Any]]]
+) -> list[int]:
     table = table_of(Activity)
     ids = list(
         await session.scalars(
@@ -485,8 +507,7 @@ async def _insert_all(
     ]
     if people_rows:
         await session.execute(insert(table_of(Participant)), people_rows)
-    loaded = {a.id: a for a in await session.scalars(select(Activity).where(Activity.id.in_(ids)))}
-    return [loaded[i] for i in ids]
+    return ids
 
 
 async def update_activity(

@@ -49,13 +49,25 @@ async def record_changes(
     Rows name the activity's owner (readers follow their own user's activities),
     or ``owner_id``: another user who must hear of the change, like a previous owner.
     """
+    return await record_ids(
+        session, [(a.id, owner_id or a.owner_id) for a in changed], kind, origin
+    )
+
+
+async def record_ids(
+    session: AsyncSession, changed: list[tuple[int, int]], kind: str, origin: str
+) -> list[int]:
+    """``record_changes`` for activities known by (id, owner id) alone (an import's
+    many occurrences, never loaded as objects)."""
+    if not changed:
+        return []
     if (await session.connection()).dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _FEED_LOCK_KEY})
     now = utcnow()
     rows = [
-        {"activity_id": a.id, "owner_id": owner_id or a.owner_id, "kind": kind,
-         "origin": origin, "changed_at": now}
-        for a in changed
+        {"activity_id": activity_id, "owner_id": owner_id, "kind": kind, "origin": origin,
+         "changed_at": now}
+        for activity_id, owner_id in changed
     ]  # fmt: skip
     # One multi-row INSERT. Asking for the numbers in row order would make
     # SQLAlchemy send it row by row on SQLite; the rows of one call differ only in

@@ -264,7 +264,7 @@ async def create_many(
     participants and change-feed rows go in a few multi-row INSERTs, however many
     series there are.
     """
-    from crmcal.crm.activities import insert_rows
+    from crmcal.crm.activities import insert_row_ids, load_in_order
 
     if not items:
         return []
@@ -324,9 +324,12 @@ async def create_many(
             else:
                 people.append(everyone)
             rows.append(row)
-    occurrences = await insert_rows(session, rows, people)
-    await changefeed.record_changes(session, occurrences, changefeed.CREATED, origin)
-    return [occurrences[i] for i in firsts]
+    ids = await insert_row_ids(session, rows, people)
+    owners = [row["owner_id"] for row in rows]
+    await changefeed.record_ids(session, list(zip(ids, owners, strict=True)),
+                                changefeed.CREATED, origin)  # fmt: skip
+    # Only the first occurrences are answered: the others are not loaded as objects.
+    return await load_in_order(session, [ids[i] for i in firsts])
 
 
 def _target(series: ActivitySeries) -> dt.datetime:
