@@ -77,3 +77,22 @@ async def test_graph_updates_in_batches(microsoft_emulator: MicrosoftEmulator) -
         )
     finally:
         await harness.close()
+
+
+async def test_google_reads_by_id_go_in_one_batch(google_emulator: GoogleEmulator) -> None:
+    """``fetch`` of several events: one batch request, not a GET each; an id that names
+    no event is left out."""
+    harness = await GoogleHarness.open(google_emulator)
+    try:
+        provider, calendar = harness.provider, harness.calendar_id
+        made = [
+            await provider.create(calendar, f"k{uuid.uuid4().hex}", meeting(summary=f"R{n}"))
+            for n in range(3)
+        ]
+        before = counts(google_emulator.url)
+        found = await provider.fetch(calendar, [ref.id for ref in made] + ["nosuchevent0"])
+        spent = counts(google_emulator.url) - before
+        assert sorted(ref.event.summary for ref in found if ref.event) == ["R0", "R1", "R2"]
+        assert (spent["batch"], spent["events.get"], spent.total()) == (1, 4, 5), spent
+    finally:
+        await harness.close()
