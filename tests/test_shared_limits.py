@@ -58,7 +58,8 @@ async def test_two_processes_keep_to_four_requests_per_mailbox(
     admin: httpx.AsyncClient,
 ) -> None:
     mailbox = await MicrosoftHarness.open(microsoft_emulator)
-    start = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    # On the hour, so the hour's end is always after the start.
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(minute=0, second=0)
     ids = []
     for n in range(16):
         body = {"subject": f"e{n}", "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"),
