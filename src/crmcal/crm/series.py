@@ -458,7 +458,18 @@ async def split(
     for activity in session.identity_map.values():
         if isinstance(activity, Activity) and activity.series_id == series.id:
             await session.refresh(activity, ["series_id", "recurrence"])
-    changed = await _live(session, series) + await _live(session, later)
+    kept = await _live(session, series)
+    if not kept:
+        # Every earlier occurrence is in the trash: the first one still tells whoever
+        # follows the change feed (a calendar sync) that its series changed.
+        first = await session.scalar(
+            select(Activity)
+            .where(Activity.series_id == series.id)
+            .order_by(Activity.original_start_at, Activity.id)
+            .limit(1)
+        )
+        kept = [first] if first is not None else []
+    changed = kept + await _live(session, later)
     if changed:
         await changefeed.record_changes(session, changed, changefeed.UPDATED, origin)
     return later

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crmcal.crm import activities, times
+from crmcal.crm import activities, recurrence, times
 from crmcal.crm import series as crm_series
 from crmcal.crm.errors import CrmError, Invalid
 from crmcal.crm.schemas import ActivityCreate, ActivityUpdate
@@ -642,6 +642,8 @@ class SeriesSync:
             return
         if await self._relink(ref):
             return
+        if not _has_occurrences(event, ctx.owner):
+            return  # every occurrence left out there: nothing to bring in (yet)
         incoming = series_mapping.events_to_series(
             event, (), ctx.owner, ctx.options, ctx.own_addresses
         )
@@ -988,6 +990,25 @@ def _as_series_moment(series: ActivitySeries, moment: Moment) -> Moment:
     if series.all_day and isinstance(moment, dt.datetime):
         return moment.astimezone(times.zone(series.timezone)).date()
     return moment
+
+
+def _has_occurrences(event: CalendarEvent, owner: User) -> bool:
+    """Whether a calendar series has an occurrence the CRM would make (from its start up
+    to the horizon) that is not left out."""
+    rule = event.recurrence
+    if rule is None:
+        return False
+    first: Moment = event.start
+    if isinstance(first, dt.datetime):
+        first = first.astimezone(dt.UTC)
+    zone = times.zone(event.timezone or owner.timezone)
+    found = recurrence.Rule(rrule=rule.rrule, tz=zone, all_day=event.all_day, first=first,
+                            rdates=rule.rdates, exdates=event.cancelled_moments())  # fmt: skip
+    start = found.instant(first)
+    try:
+        return bool(found.starts(start, max(start, utcnow()) + crm_series.horizon(), 1))
+    except CrmError:
+        return True  # the CRM says what is wrong with it when it is stored
 
 
 def _moment_of(key: str, series: ActivitySeries) -> Moment | None:
