@@ -478,13 +478,13 @@ class Crm:
 
     def activities(self, **params: Any) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
-        offset = 0
+        cursor: str | None = None
         while True:
-            page = self.call("GET", "/activities", params={**params, "limit": 500,
-                                                          "offset": offset})["items"]  # fmt: skip
-            found += page
-            offset += len(page)
-            if len(page) < 500:
+            query = {**params, "limit": 500, **({"cursor": cursor} if cursor else {})}
+            page = self.call("GET", "/activities", params=query)
+            found += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
                 return found
 
     def close(self) -> None:
