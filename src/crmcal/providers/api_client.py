@@ -36,6 +36,7 @@ from crmcal.providers.base import (
     AuthenticationFailed,
     CalendarNotFound,
     NotACalendarServer,
+    PreconditionFailed,
     ProviderError,
     Unreachable,
 )
@@ -301,6 +302,17 @@ class ApiClient:
         if response.status_code == 403:
             return ProviderError(f"{self._product} does not allow {what} ({status})")
         return ProviderError(f"{self._service} answered {status} to {what}")
+
+    def deleted(
+        self, response: httpx.Response, event_id: str, etag: str | None
+    ) -> ProviderError | None:
+        """What the answer to deleting ``event_id`` means: None when it is gone (an
+        event already gone is gone too), else the error."""
+        if response.status_code in (200, 204, 404, 410):
+            return None
+        if response.status_code == 412:
+            return PreconditionFailed(f"the event {event_id} changed since {etag}")
+        return self.failure(response, "deleting an event")
 
     async def close(self) -> None:
         if self._owns_client:

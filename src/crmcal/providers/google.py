@@ -50,6 +50,7 @@ from crmcal.providers.base import (
     SeriesInCalendar,
     Unreachable,
     Update,
+    update_alone,
 )
 
 __all__ = ["GOOGLE_API", "GoogleProvider", "TokenSource"]
@@ -587,14 +588,7 @@ class GoogleProvider:
             if item.event.recurrence is None:
                 continue
             # A series is written alone: its exceptions are read and written too.
-            try:
-                results[n] = await self.update(
-                    calendar_id, item.event_id, item.etag, item.event, changed=item.changed
-                )
-            except AuthenticationFailed:
-                raise
-            except ProviderError as failure:
-                results[n] = failure
+            results[n] = await update_alone(self, calendar_id, item)
         patches: list[tuple[int, google_batch.Call]] = []
         unread: list[int] = []
         for n, item in enumerate(items):
@@ -643,18 +637,9 @@ class GoogleProvider:
             params={"sendUpdates": "none"},
             headers={"If-Match": _version(etag)} if etag else None,
         )
-        failure = self._deleted(event_id, etag, response)
+        failure = self._api.deleted(response, event_id, etag)
         if failure is not None:
             raise failure
-
-    def _deleted(
-        self, event_id: str, etag: str | None, response: httpx.Response
-    ) -> ProviderError | None:
-        if response.status_code in (200, 204, 404, 410):
-            return None
-        if response.status_code == 412:
-            return PreconditionFailed(f"the event {event_id} changed since {etag}")
-        return self._api.failure(response, "deleting an event")
 
     async def delete_many(
         self, calendar_id: str, items: Sequence[tuple[str, str | None]]
@@ -672,7 +657,9 @@ class GoogleProvider:
         ]
         answers = await self._send_all(calls)
         return [
-            answer if isinstance(answer, ProviderError) else self._deleted(event_id, etag, answer)
+            answer
+            if isinstance(answer, ProviderError)
+            else self._api.deleted(answer, event_id, etag)
             for (event_id, etag), answer in zip(items, answers, strict=True)
         ]
 

@@ -55,6 +55,7 @@ from crmcal.providers.base import (
     SeriesInCalendar,
     Unreachable,
     Update,
+    update_alone,
 )
 from crmcal.providers.timestamps import parse_timestamp
 
@@ -788,18 +789,9 @@ class MicrosoftProvider:
             self._event(calendar_id, event_id),
             headers={"If-Match": _version(etag)} if etag else None,
         )
-        failure = self._deleted(event_id, etag, response)
+        failure = self._api.deleted(response, event_id, etag)
         if failure is not None:
             raise failure
-
-    def _deleted(
-        self, event_id: str, etag: str | None, response: httpx.Response
-    ) -> ProviderError | None:
-        if response.status_code in (200, 204, 404, 410):
-            return None
-        if response.status_code == 412:
-            return PreconditionFailed(f"the event {event_id} changed since {etag}")
-        return self._api.failure(response, "deleting an event")
 
     async def update_many(
         self, calendar_id: str, items: Sequence[Update]
@@ -813,14 +805,7 @@ class MicrosoftProvider:
             if item.event.recurrence is None:
                 batched.append(n)
                 continue
-            try:
-                results[n] = await self.update(
-                    calendar_id, item.event_id, item.etag, item.event, changed=item.changed
-                )
-            except AuthenticationFailed:
-                raise
-            except ProviderError as failure:
-                results[n] = failure
+            results[n] = await update_alone(self, calendar_id, item)
         guarded = [n for n in batched if self._guarded(items[n])]
         reads = [
             {"method": "GET", "url": self._event(calendar_id, items[n].event_id) + "?$select=type"}
@@ -871,7 +856,9 @@ class MicrosoftProvider:
         ]
         answers = await self._send_all(requests)
         return [
-            answer if isinstance(answer, ProviderError) else self._deleted(event_id, etag, answer)
+            answer
+            if isinstance(answer, ProviderError)
+            else self._api.deleted(answer, event_id, etag)
             for (event_id, etag), answer in zip(items, answers, strict=True)
         ]
 
