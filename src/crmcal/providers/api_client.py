@@ -35,6 +35,7 @@ from crmcal import metrics
 from crmcal.providers.base import (
     AuthenticationFailed,
     CalendarNotFound,
+    EventNotFound,
     NotACalendarServer,
     PreconditionFailed,
     ProviderError,
@@ -313,6 +314,29 @@ class ApiClient:
         if response.status_code == 412:
             return PreconditionFailed(f"the event {event_id} changed since {etag}")
         return self.failure(response, "deleting an event")
+
+    def deletions(
+        self,
+        items: Sequence[tuple[str, str | None]],
+        answers: Sequence[httpx.Response | ProviderError],
+    ) -> list[ProviderError | None]:
+        """``deleted`` for each (event id, version) and its batch answer, in order."""
+        return [
+            answer if isinstance(answer, ProviderError) else self.deleted(answer, *item)
+            for item, answer in zip(items, answers, strict=True)
+        ]
+
+    def refused_update(
+        self, response: httpx.Response, event_id: str, etag: str
+    ) -> ProviderError | None:
+        """The error the answer to updating ``event_id`` means, None when it is written."""
+        if response.status_code == 412:
+            return PreconditionFailed(f"the event {event_id} changed since {etag}")
+        if response.status_code in (404, 410):
+            return EventNotFound(f"the event {event_id} does not exist")
+        if response.status_code != 200:
+            return self.failure(response, "updating an event")
+        return None
 
     async def close(self) -> None:
         if self._owns_client:

@@ -570,12 +570,9 @@ class GoogleProvider:
     def _updated(
         self, calendar_id: str, event_id: str, etag: str, response: httpx.Response
     ) -> RemoteRef | ProviderError:
-        if response.status_code == 412:
-            return PreconditionFailed(f"the event {event_id} changed since {etag}")
-        if response.status_code in (404, 410):
-            return EventNotFound(f"the event {event_id} does not exist")
-        if response.status_code != 200:
-            return self._api.failure(response, "updating an event")
+        refused = self._api.refused_update(response, event_id, etag)
+        if refused is not None:
+            return refused
         return _ref(self._api.json(response), self._zones.get(calendar_id, "UTC"))
 
     async def update_many(
@@ -656,12 +653,7 @@ class GoogleProvider:
             for event_id, etag in items
         ]
         answers = await self._send_all(calls)
-        return [
-            answer
-            if isinstance(answer, ProviderError)
-            else self._api.deleted(answer, event_id, etag)
-            for (event_id, etag), answer in zip(items, answers, strict=True)
-        ]
+        return self._api.deletions(items, answers)
 
     async def _send_all(
         self, calls: list[google_batch.Call]
