@@ -19,6 +19,7 @@ from crmcal.emulators.microsoft import render
 from crmcal.emulators.microsoft.errors import bad_request, not_found
 from crmcal.emulators.microsoft.model import Mailbox
 from crmcal.emulators.microsoft.store import MicrosoftState
+from crmcal.emulators.microsoft.throttle import concurrency_of
 
 
 def install(app: FastAPI) -> None:
@@ -166,8 +167,6 @@ def install(app: FastAPI) -> None:
 
     @app.get("/_emulator/concurrency")
     async def concurrency(request: Request) -> Any:
-        from crmcal.emulators.microsoft.throttle import concurrency_of
-
         return {"peak": dict(sorted(concurrency_of(state_of(request)).peak.items()))}
 
     @app.get("/_emulator/requests")

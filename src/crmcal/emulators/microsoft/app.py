@@ -13,12 +13,7 @@ limit. The state lives in ``store.MicrosoftState``.
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,14 +32,23 @@ from crmcal.emulators.microsoft import (
     push,
     render,
     throttle,
-    times,
+)
+from crmcal.emulators.microsoft.calls import (
+    V1,
+    Call,
+    answer,
+    bearer,
+    body_of,
+    call,
+    error_response,
+    page,
+    params,
+    state_of,
 )
 from crmcal.emulators.microsoft.errors import GraphError, bad_request, not_found
-from crmcal.emulators.microsoft.model import Calendar, Entry, Mailbox
+from crmcal.emulators.microsoft.model import Calendar, Entry
 from crmcal.emulators.microsoft.store import MicrosoftState
 
-V1 = "/v1.0"
-MAX_BODY = 4_000_000
 _EVENT_OPTIONS = frozenset({"$select", "$expand"})
 _LIST_OPTIONS = frozenset({"$select", "$expand", "$filter", "$top", "$skip", "$orderby"})
 _CALENDAR_FIELDS = frozenset(
@@ -67,112 +71,18 @@ _CALENDAR_FIELDS = frozenset(
 )
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    return header[7:].strip() or None if header.lower().startswith("bearer ") else None
-
-
-def state_of(request: Request) -> MicrosoftState:
-    return request.app.state.microsoft
-
-
 async def _injected_delay(request: Request) -> None:
     """Wait out a pending delay fault before an authenticated API call is served."""
     if not request.url.path.startswith(V1 + "/"):
         return
     state = state_of(request)
     try:
-        state.mailbox_for(_bearer(request))
+        state.mailbox_for(bearer(request))
     except GraphError:
         return
     seconds = state.delay()
     if seconds:
         await asyncio.sleep(seconds)
-
-
-def _ids(request: Request) -> tuple[str, str]:
-    request_id = str(uuid.uuid4())
-    return request_id, request.headers.get("client-request-id") or request_id
-
-
-def error_response(request: Request, exc: GraphError) -> JSONResponse:
-    request_id, client_request_id = _ids(request)
-    now = state_of(request).clock()
-    headers = {"request-id": request_id, "client-request-id": client_request_id, **exc.headers}
-    return JSONResponse(exc.body(request_id, client_request_id, now), exc.status, headers)
-
-
-@dataclass
-class Call:
-    """An authenticated API call: whose mailbox, and what the request prefers."""
-
-    mailbox: Mailbox
-    prefs: odata.Preferences
-    base: str  # the emulator's root URL, as the client reached it
-
-    def context(self, what: str) -> str:
-        return f"{self.base}/v1.0/$metadata#{what}"
-
-
-def call(request: Request, kind: str) -> Call:
-    """Count the call, check its token, serve an injected fault if one is pending."""
-    state = state_of(request)
-    state.count(kind)
-    mailbox = state.mailbox_for(_bearer(request))
-    fault = state.fault()
-    if fault is not None:
-        raise fault
-    prefs = odata.preferences(request.headers.getlist("prefer"))
-    if prefs.time_zone is not None:
-        times.zone(prefs.time_zone)
-    return Call(mailbox, prefs, str(request.base_url).rstrip("/"))
-
-
-def answer(found: Call, body: Any, status: int = 200) -> JSONResponse:
-    headers = {}
-    applied = found.prefs.applied()
-    if applied:
-        headers["Preference-Applied"] = applied
-    return JSONResponse(body, status, headers)
-
-
-async def body_of(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise GraphError(413, "RequestEntityTooLarge", "The request body is too large.")
-    try:
-        return json.loads(raw or b"{}")
-    except ValueError:
-        raise bad_request(
-            "Unable to read JSON request payload. Please ensure Content-Type header is set and "
-            "payload is of valid JSON format."
-        ) from None
-
-
-def _params(request: Request) -> dict[str, str]:
-    return dict(request.query_params.items())
-
-
-def _page(
-    request: Request,
-    found: Call,
-    items: list[Any],
-    query: odata.Query,
-    context: str,
-    render: Callable[[Any], Any] = lambda item: item,
-) -> dict[str, Any]:
-    """A list answer: ``$top``/``odata.maxpagesize`` items from ``$skip`` (only those
-    rendered: a page of a large calendar costs a page), and a nextLink."""
-    state = state_of(request)
-    size = query.top or found.prefs.max_page_size or state.page_size
-    page = [render(item) for item in items[query.skip : query.skip + size]]
-    body: dict[str, Any] = {"@odata.context": context}
-    if query.skip + size < len(items):
-        params = {k: v for k, v in request.query_params.items() if k.lower() != "$skip"}
-        params["$skip"] = str(query.skip + size)
-        body["@odata.nextLink"] = f"{found.base}{request.url.path}?{urlencode(params, safe='$/:')}"
-    body["value"] = page
-    return body
 
 
 def create_app(state: MicrosoftState | None = None) -> FastAPI:
@@ -266,11 +176,11 @@ def create_app(state: MicrosoftState | None = None) -> FastAPI:
     async def calendars_list(request: Request) -> Response:
         found = call(request, "calendars.list")
         query = odata.parse_query(
-            _params(request), allowed=frozenset({"$top", "$skip"}), properties=_CALENDAR_FIELDS
+            params(request), allowed=frozenset({"$top", "$skip"}), properties=_CALENDAR_FIELDS
         )
         items = [render.calendar(c, found.mailbox) for c in found.mailbox.calendars.values()]
         context = found.context(f"users('{found.mailbox.user_id}')/calendars")
-        return answer(found, _page(request, found, items, query, context))
+        return answer(found, page(request, found, items, query, context))
 
     @app.post(V1 + "/me/calendars")
     async def calendars_create(request: Request) -> Response:
@@ -314,7 +224,7 @@ def create_app(state: MicrosoftState | None = None) -> FastAPI:
     # --- events -----------------------------------------------------------------------
 
     def query_of(request: Request, allowed: frozenset[str]) -> odata.Query:
-        return odata.parse_query(_params(request), allowed=allowed, properties=events.PROPERTIES)
+        return odata.parse_query(params(request), allowed=allowed, properties=events.PROPERTIES)
 
     def rendered(found: Call, entry: Entry, query: odata.Query) -> dict[str, Any]:
         return render.event(entry, found.prefs, select=query.select, expand=query.expand)
@@ -334,8 +244,8 @@ def create_app(state: MicrosoftState | None = None) -> FastAPI:
         if query.order is not None:
             entries = _ordered(entries, query.order)
         context = found.context(f"users('{found.mailbox.user_id}')/{what}")
-        page = _page(request, found, entries, query, context, lambda e: rendered(found, e, query))
-        return answer(found, page)
+        shown = page(request, found, entries, query, context, lambda e: rendered(found, e, query))
+        return answer(found, shown)
 
     async def list_events(request: Request, calendar_id: str | None) -> Response:
         found = call(request, "events.list")
@@ -394,7 +304,7 @@ def create_app(state: MicrosoftState | None = None) -> FastAPI:
     ) -> Response:
         found = call(request, "events.instances")
         entry = resolve(found, event_id, calendar_id, scoped)
-        start, end = delta.window(_params(request))
+        start, end = delta.window(params(request))
         query = query_of(request, frozenset({"$select", "$expand", "$top", "$skip", "$orderby"}))
         master = state.events.item(found.mailbox, event_id)
         if entry.kind != "seriesMaster" or master is None:
@@ -409,7 +319,7 @@ def create_app(state: MicrosoftState | None = None) -> FastAPI:
     async def calendar_view(request: Request, calendar_id: str | None) -> Response:
         found = call(request, "calendarView.list")
         calendar = calendar_of(found, calendar_id)
-        start, end = delta.window(_params(request))
+        start, end = delta.window(params(request))
         query = query_of(request, _LIST_OPTIONS)
         entries = state.events.view(found.mailbox, calendar, start, end)
         return listed(request, found, entries, query, "calendarView")
@@ -419,7 +329,7 @@ def create_app(state: MicrosoftState | None = None) -> FastAPI:
         calendar = calendar_of(found, calendar_id)
         link = f"{found.base}{request.url.path}"
         body = state.delta.page(
-            state.events, found.mailbox, calendar, _params(request), found.prefs, link
+            state.events, found.mailbox, calendar, params(request), found.prefs, link
         )
         return answer(found, body)
 

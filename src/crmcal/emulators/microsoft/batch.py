@@ -35,6 +35,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from crmcal.emulators.microsoft.calls import bearer, body_of
 from crmcal.emulators.microsoft.errors import GraphError, bad_request
 from crmcal.emulators.microsoft.store import MicrosoftState
 
@@ -245,13 +246,10 @@ async def run(
 
 
 def install(app: FastAPI) -> None:
-    # The app imports this module; by the time install() runs it is complete.
-    from crmcal.emulators.microsoft.app import _bearer, body_of
-
     async def batch(request: Request) -> Response:
         state: MicrosoftState = request.app.state.microsoft
         state.count("batch")  # the envelope; each request counts under its own kind too
-        state.mailbox_for(_bearer(request))
+        state.mailbox_for(bearer(request))
         requests = read(await body_of(request))
         base_url = str(request.base_url)
         answers = await run(

@@ -49,6 +49,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from crmcal.emulators.microsoft import times
+from crmcal.emulators.microsoft.calls import answer, body_of, call, client_id
 from crmcal.emulators.microsoft.errors import GraphError, bad_request
 from crmcal.emulators.microsoft.model import Change, Mailbox
 from crmcal.emulators.microsoft.store import TENANT_ID, MicrosoftState
@@ -635,16 +636,9 @@ def subscriptions_of(state: MicrosoftState) -> Subscriptions:
 
 
 def install(app: FastAPI) -> None:
-    # The app imports this module; by the time install() runs it is complete.
-    from crmcal.emulators.microsoft.app import _bearer, answer, body_of, call
-
     state: MicrosoftState = app.state.microsoft
     subscriptions = subscriptions_of(state)
     app.router.add_event_handler("shutdown", subscriptions.close)
-
-    def client_id(request: Request) -> str | None:
-        token = state.access_tokens.get(_bearer(request) or "")
-        return token.client_id if token is not None else None
 
     @app.post(V1 + "/subscriptions")
     async def create(request: Request) -> Response:
