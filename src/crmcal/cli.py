@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy.exc import DBAPIError
 
-from crmcal import migrations
+from crmcal import collector, migrations
 from crmcal.config import ConfigError, Settings
 from crmcal.crm import users
 from crmcal.crm.errors import CrmError
@@ -310,8 +310,9 @@ def serve(
     # In JSON, uvicorn's own lines go through the same handler as everything else.
     plain = (os.environ.get("CRMCAL_LOG_FORMAT") or "text").strip().lower() != "json"
     log_config = uvicorn.config.LOGGING_CONFIG if plain else None
-    _run_uvicorn(create_app(settings, jobs=jobs), host, port, sock, log_level="info",
-                 log_config=log_config)  # fmt: skip
+    asgi = create_app(settings, jobs=jobs)
+    collector.tune()
+    _run_uvicorn(asgi, host, port, sock, log_level="info", log_config=log_config)
 
 
 @app.command()
@@ -367,6 +368,7 @@ def worker(
 
         start_http_server(metrics_port, addr=metrics_host)
     err.print(f"crmcal worker {queue.worker_name()}: {concurrency} syncs at once")
+    collector.tune()
     asyncio.run(work())
 
 

@@ -20,12 +20,10 @@ digests in the link table), so a run cut off anywhere converges on the next.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, assert_never
 
@@ -135,37 +133,6 @@ class _Import:
 
 
 ProgressFn = Callable[[int, int], None]
-
-# Batches being imported now in this process, and the collector's thresholds before
-# the first of them (see _rare_full_gc).
-_gc_holds = 0
-_gc_thresholds = gc.get_threshold()
-# Allocations between young collections while a batch is imported.
-_BATCH_GC_THRESHOLD = 100_000
-
-
-@contextlib.contextmanager
-def _rare_full_gc() -> Iterator[None]:
-    """Collect cyclic garbage rarely while a batch is imported.
-
-    A batch makes tens of thousands of objects that live until it is written
-    (events, rows, ORM states); with the default thresholds the collector walks
-    all of them, and everything else the process holds, again and again: about a
-    quarter of an import's CPU time. Young cycles are still collected (every
-    100,000 allocations), and garbage without cycles is freed at once as ever.
-    Nested and concurrent batches share one setting; the last restores it.
-    """
-    global _gc_holds, _gc_thresholds
-    if not _gc_holds:
-        _gc_thresholds = gc.get_threshold()
-        gc.set_threshold(max(_gc_thresholds[0], _BATCH_GC_THRESHOLD), *_gc_thresholds[1:])
-    _gc_holds += 1
-    try:
-        yield
-    finally:
-        _gc_holds -= 1
-        if not _gc_holds:
-            gc.set_threshold(*_gc_thresholds)
 
 
 class Engine:
@@ -1210,15 +1177,14 @@ class Engine:
         multi-row statements; an item the CRM refuses is found by halving the batch,
         reported and skipped, and the rest are written."""
         batch, self.imports = self.imports, []
-        with _rare_full_gc():
-            prepared = []
-            for ref in batch:
-                try:
-                    prepared.append(self._prepare_import(ref))
-                except CrmError as exc:
-                    self.report.problem(ref.id, str(exc))
-                    self.report.skipped += 1
-            later = await self._write_imports(prepared)
+        prepared = []
+        for ref in batch:
+            try:
+                prepared.append(self._prepare_import(ref))
+            except CrmError as exc:
+                self.report.problem(ref.id, str(exc))
+                self.report.skipped += 1
+        later = await self._write_imports(prepared)
         for ref in later:
             await self._guarded(Pair(remote=ref), self.series.take(ref))
 
