@@ -32,12 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from crmcal.emulators.microsoft.calls import bearer, body_of
+from crmcal.emulators.microsoft.calls import bearer, body_of, state_of
 from crmcal.emulators.microsoft.errors import GraphError, bad_request
-from crmcal.emulators.microsoft.store import MicrosoftState
 
 V1 = "/v1.0"
 PATH = V1 + "/$batch"
@@ -245,18 +244,19 @@ async def run(
     return [answers[inner.id] for inner in requests]
 
 
-def install(app: FastAPI) -> None:
-    async def batch(request: Request) -> Response:
-        state: MicrosoftState = request.app.state.microsoft
-        state.count("batch")  # the envelope; each request counts under its own kind too
-        state.mailbox_for(bearer(request))
-        requests = read(await body_of(request))
-        base_url = str(request.base_url)
-        answers = await run(
-            request.app, base_url, request.headers.get("authorization"), requests, state.clock
-        )
-        return JSONResponse({"responses": answers})
+async def batch(request: Request) -> Response:
+    state = state_of(request)
+    state.count("batch")  # the envelope; each request counts under its own kind too
+    state.mailbox_for(bearer(request))
+    requests = read(await body_of(request))
+    base_url = str(request.base_url)
+    answers = await run(
+        request.app, base_url, request.headers.get("authorization"), requests, state.clock
+    )
+    return JSONResponse({"responses": answers})
 
-    # A plain route, not an API route: the app's dependencies (the injected delay) are
-    # for the calls a batch makes, not for the envelope.
-    app.add_route(PATH, batch, methods=["POST"])
+
+router = APIRouter()
+# A plain route, not an API route: the app's dependencies (the injected delay) are
+# for the calls a batch makes, not for the envelope.
+router.add_route(PATH, batch, methods=["POST"])

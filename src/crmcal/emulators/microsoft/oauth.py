@@ -24,9 +24,10 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from crmcal.emulators.microsoft.calls import state_of
 from crmcal.emulators.microsoft.store import MicrosoftState
 
 ACCESS_TOKEN_SECONDS = 3599
@@ -92,203 +93,208 @@ def _error_page(code: int, description: str) -> HTMLResponse:
     )
 
 
-def install(app: FastAPI) -> None:
-    """Add the Entra ID endpoints to the emulator's app (state in ``app.state.microsoft``)."""
-    codes: dict[str, Grant] = {}
+def codes_of(request: Request) -> dict[str, Grant]:
+    """The codes this app has handed out and not yet seen traded in (made on first use)."""
+    codes: dict[str, Grant] | None = getattr(request.app.state, "oauth_codes", None)
+    if codes is None:
+        codes = request.app.state.oauth_codes = {}
+    return codes
 
-    def state_of(request: Request) -> MicrosoftState:
-        return request.app.state.microsoft
 
-    @app.get("/{tenant}/oauth2/v2.0/authorize", response_class=HTMLResponse)
-    async def authorize(request: Request, tenant: str) -> Response:
-        query = request.query_params
-        if not _TENANT.fullmatch(tenant):
-            return _error_page(90002, f"Tenant '{tenant}' not found.")
-        for name in ("client_id", "redirect_uri", "response_type", "scope"):
-            if not query.get(name):
-                return _error_page(
-                    900144, f"The request body must contain the following parameter: '{name}'."
-                )
-        if query["response_type"] != "code":
+router = APIRouter()
+
+
+@router.get("/{tenant}/oauth2/v2.0/authorize", response_class=HTMLResponse)
+async def authorize(request: Request, tenant: str) -> Response:
+    query = request.query_params
+    if not _TENANT.fullmatch(tenant):
+        return _error_page(90002, f"Tenant '{tenant}' not found.")
+    for name in ("client_id", "redirect_uri", "response_type", "scope"):
+        if not query.get(name):
             return _error_page(
-                700054,
-                "response_type 'id_token' is not enabled for the "
-                "application; the emulator answers only 'code'.",
+                900144, f"The request body must contain the following parameter: '{name}'."
             )
-        method = query.get("code_challenge_method", "plain")
-        if query.get("code_challenge") and method not in ("S256", "plain"):
-            return _error_page(501491, "Invalid size of Code_Challenge parameter.")
-        accounts = sorted(state_of(request).mailboxes)
-        hidden = "".join(
-            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-            for k, v in query.items()
+    if query["response_type"] != "code":
+        return _error_page(
+            700054,
+            "response_type 'id_token' is not enabled for the "
+            "application; the emulator answers only 'code'.",
         )
-        choices = "".join(
-            f'<p><button name="email" value="{html.escape(a)}">{html.escape(a)}</button></p>'
-            for a in accounts
-        )
-        action = f"/{html.escape(tenant)}/oauth2/v2.0/authorize"
-        page = (
-            "<!doctype html><title>Sign in to your account (Microsoft emulator)</title>"
-            "<h1>Pick an account</h1>"
-            f"<p>The app <code>{html.escape(query['client_id'])}</code> would like to: "
-            f"{html.escape(query['scope'])}</p>"
-            f'<form method="post" action="{action}">{hidden}{choices}'
-            '<p><label>Use another account: <input name="other_email" type="email"></label> '
-            "<button>Accept</button></p></form>"
-        )
-        return HTMLResponse(page)
+    method = query.get("code_challenge_method", "plain")
+    if query.get("code_challenge") and method not in ("S256", "plain"):
+        return _error_page(501491, "Invalid size of Code_Challenge parameter.")
+    accounts = sorted(state_of(request).mailboxes)
+    hidden = "".join(
+        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+        for k, v in query.items()
+    )
+    choices = "".join(
+        f'<p><button name="email" value="{html.escape(a)}">{html.escape(a)}</button></p>'
+        for a in accounts
+    )
+    action = f"/{html.escape(tenant)}/oauth2/v2.0/authorize"
+    page = (
+        "<!doctype html><title>Sign in to your account (Microsoft emulator)</title>"
+        "<h1>Pick an account</h1>"
+        f"<p>The app <code>{html.escape(query['client_id'])}</code> would like to: "
+        f"{html.escape(query['scope'])}</p>"
+        f'<form method="post" action="{action}">{hidden}{choices}'
+        '<p><label>Use another account: <input name="other_email" type="email"></label> '
+        "<button>Accept</button></p></form>"
+    )
+    return HTMLResponse(page)
 
-    @app.post("/{tenant}/oauth2/v2.0/authorize")
-    async def consent(request: Request, tenant: str) -> Response:
-        form = await request.form()
-        # An account button posts its address as "email"; "Accept" posts the typed one.
-        email = str(form.get("email") or form.get("other_email") or "").strip().lower()
-        redirect_uri = str(form.get("redirect_uri") or "")
-        if "@" not in email or not redirect_uri or not _TENANT.fullmatch(tenant):
-            return _error_page(900144, "An account and a redirect_uri are required.")
-        state = state_of(request)
-        client_id = str(form.get("client_id") or "")
-        if email not in state.mailboxes:
-            state.mailbox(email, client_id or None)
-        code = "0.A" + secrets.token_urlsafe(48)
-        codes[code] = Grant(
-            email=email,
-            client_id=client_id,
-            redirect_uri=redirect_uri,
-            challenge=str(form.get("code_challenge") or "") or None,
-            method=str(form.get("code_challenge_method") or "plain"),
-            scope=str(form.get("scope") or ""),
-            issued=state.clock(),
-        )
-        params = {"code": code}
-        if form.get("state"):
-            params["state"] = str(form.get("state"))
-        params["session_state"] = str(uuid.uuid4())
-        separator = "&" if "?" in redirect_uri else "?"
-        return RedirectResponse(f"{redirect_uri}{separator}{urlencode(params)}", status_code=302)
 
-    @app.post("/{tenant}/oauth2/v2.0/token")
-    async def token(request: Request, tenant: str) -> Response:
-        form = await request.form()
-        state = state_of(request)
-        state.count("oauth.token")
-        grant_type = str(form.get("grant_type") or "")
-        client_id = str(form.get("client_id") or "")
-        if not _TENANT.fullmatch(tenant):
-            return _error(state, "invalid_request", 90002, f"Tenant '{tenant}' not found.")
-        if not grant_type:
-            return _error(
-                state,
-                "invalid_request",
-                900144,
-                "The request body must contain the following parameter: 'grant_type'.",
-            )
-        if grant_type == "authorization_code":
-            code = str(form.get("code") or "")
-            grant = codes.get(code)
-            if grant is None:
-                return _error(
-                    state,
-                    "invalid_grant",
-                    70000,
-                    "The provided value for the 'code' parameter is not valid.",
-                )
-            if grant.redeemed:
-                return _error(
-                    state,
-                    "invalid_grant",
-                    54005,
-                    "OAuth2 Authorization code was already redeemed, please retry "
-                    "with a new valid code or use an existing refresh token.",
-                )
-            if (state.clock() - grant.issued).total_seconds() > CODE_SECONDS:
-                return _error(
-                    state,
-                    "invalid_grant",
-                    70008,
-                    "The provided authorization code or refresh token has expired "
-                    "due to inactivity.",
-                )
-            if client_id and grant.client_id and client_id != grant.client_id:
-                return _error(
-                    state,
-                    "invalid_grant",
-                    70000,
-                    "The provided value for the 'code' parameter is not valid: it "
-                    "was issued to another client.",
-                )
-            if str(form.get("redirect_uri") or "") != grant.redirect_uri:
-                return _error(
-                    state,
-                    "invalid_grant",
-                    50148,
-                    "The redirect URI specified in the request does not match the "
-                    "redirect URI used to obtain the authorization code.",
-                )
-            if grant.challenge is not None:
-                verifier = str(form.get("code_verifier") or "")
-                expected = _s256(verifier) if grant.method == "S256" else verifier
-                if not verifier or expected != grant.challenge:
-                    return _error(
-                        state,
-                        "invalid_grant",
-                        501481,
-                        "The Code_Verifier does not match the code_challenge "
-                        "supplied in the authorization request.",
-                    )
-            grant.redeemed = True
-            return _tokens(state, grant.email, grant.client_id or None, grant.scope)
-        if grant_type == "refresh_token":
-            presented = str(form.get("refresh_token") or "")
-            found = state.refresh_tokens.get(presented)
-            if found is None:
-                return _error(
-                    state,
-                    "invalid_grant",
-                    9002313,
-                    "Invalid request. Request is malformed or invalid.",
-                )
-            mailbox = state.mailboxes[found.email]
-            now = state.clock()
-            if found.serial < mailbox.revoked_before and mailbox.tokens_valid_from is not None:
-                valid_from = mailbox.tokens_valid_from.strftime("%m/%d/%Y %H:%M:%S")
-                issued = found.issued.strftime("%m/%d/%Y %H:%M:%S")
-                return _error(
-                    state,
-                    "invalid_grant",
-                    50173,
-                    "The provided grant has expired due to it being revoked, a fresh "
-                    "auth token is needed. The user might have changed or reset their "
-                    f"password. The grant was issued on '{issued}' and the "
-                    f"TokensValidFrom date (before which tokens are not valid) for "
-                    f"this user is '{valid_from}'.",
-                )
-            if now - found.last_used > state.refresh_token_max_age:
-                return _error(
-                    state,
-                    "invalid_grant",
-                    700082,
-                    "The refresh token has expired due to inactivity. The token was "
-                    "issued on "
-                    f"{found.issued.isoformat()} and was inactive for 90.00:00:00.",
-                )
-            if client_id and found.client_id and client_id != found.client_id:
-                return _error(
-                    state,
-                    "invalid_grant",
-                    700005,
-                    "Provided Authorization Code is intended to use against other client.",
-                )
-            found.last_used = now
-            scope = str(form.get("scope") or found.scope)
-            return _tokens(state, found.email, found.client_id, scope)
+@router.post("/{tenant}/oauth2/v2.0/authorize")
+async def consent(request: Request, tenant: str) -> Response:
+    form = await request.form()
+    # An account button posts its address as "email"; "Accept" posts the typed one.
+    email = str(form.get("email") or form.get("other_email") or "").strip().lower()
+    redirect_uri = str(form.get("redirect_uri") or "")
+    if "@" not in email or not redirect_uri or not _TENANT.fullmatch(tenant):
+        return _error_page(900144, "An account and a redirect_uri are required.")
+    state = state_of(request)
+    client_id = str(form.get("client_id") or "")
+    if email not in state.mailboxes:
+        state.mailbox(email, client_id or None)
+    code = "0.A" + secrets.token_urlsafe(48)
+    codes_of(request)[code] = Grant(
+        email=email,
+        client_id=client_id,
+        redirect_uri=redirect_uri,
+        challenge=str(form.get("code_challenge") or "") or None,
+        method=str(form.get("code_challenge_method") or "plain"),
+        scope=str(form.get("scope") or ""),
+        issued=state.clock(),
+    )
+    params = {"code": code}
+    if form.get("state"):
+        params["state"] = str(form.get("state"))
+    params["session_state"] = str(uuid.uuid4())
+    separator = "&" if "?" in redirect_uri else "?"
+    return RedirectResponse(f"{redirect_uri}{separator}{urlencode(params)}", status_code=302)
+
+
+@router.post("/{tenant}/oauth2/v2.0/token")
+async def token(request: Request, tenant: str) -> Response:
+    form = await request.form()
+    state = state_of(request)
+    state.count("oauth.token")
+    grant_type = str(form.get("grant_type") or "")
+    client_id = str(form.get("client_id") or "")
+    if not _TENANT.fullmatch(tenant):
+        return _error(state, "invalid_request", 90002, f"Tenant '{tenant}' not found.")
+    if not grant_type:
         return _error(
             state,
-            "unsupported_grant_type",
-            70003,
-            f"The app requested an unsupported grant type '{grant_type}'.",
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type'.",
         )
+    if grant_type == "authorization_code":
+        code = str(form.get("code") or "")
+        grant = codes_of(request).get(code)
+        if grant is None:
+            return _error(
+                state,
+                "invalid_grant",
+                70000,
+                "The provided value for the 'code' parameter is not valid.",
+            )
+        if grant.redeemed:
+            return _error(
+                state,
+                "invalid_grant",
+                54005,
+                "OAuth2 Authorization code was already redeemed, please retry "
+                "with a new valid code or use an existing refresh token.",
+            )
+        if (state.clock() - grant.issued).total_seconds() > CODE_SECONDS:
+            return _error(
+                state,
+                "invalid_grant",
+                70008,
+                "The provided authorization code or refresh token has expired due to inactivity.",
+            )
+        if client_id and grant.client_id and client_id != grant.client_id:
+            return _error(
+                state,
+                "invalid_grant",
+                70000,
+                "The provided value for the 'code' parameter is not valid: it "
+                "was issued to another client.",
+            )
+        if str(form.get("redirect_uri") or "") != grant.redirect_uri:
+            return _error(
+                state,
+                "invalid_grant",
+                50148,
+                "The redirect URI specified in the request does not match the "
+                "redirect URI used to obtain the authorization code.",
+            )
+        if grant.challenge is not None:
+            verifier = str(form.get("code_verifier") or "")
+            expected = _s256(verifier) if grant.method == "S256" else verifier
+            if not verifier or expected != grant.challenge:
+                return _error(
+                    state,
+                    "invalid_grant",
+                    501481,
+                    "The Code_Verifier does not match the code_challenge "
+                    "supplied in the authorization request.",
+                )
+        grant.redeemed = True
+        return _tokens(state, grant.email, grant.client_id or None, grant.scope)
+    if grant_type == "refresh_token":
+        presented = str(form.get("refresh_token") or "")
+        found = state.refresh_tokens.get(presented)
+        if found is None:
+            return _error(
+                state,
+                "invalid_grant",
+                9002313,
+                "Invalid request. Request is malformed or invalid.",
+            )
+        mailbox = state.mailboxes[found.email]
+        now = state.clock()
+        if found.serial < mailbox.revoked_before and mailbox.tokens_valid_from is not None:
+            valid_from = mailbox.tokens_valid_from.strftime("%m/%d/%Y %H:%M:%S")
+            issued = found.issued.strftime("%m/%d/%Y %H:%M:%S")
+            return _error(
+                state,
+                "invalid_grant",
+                50173,
+                "The provided grant has expired due to it being revoked, a fresh "
+                "auth token is needed. The user might have changed or reset their "
+                f"password. The grant was issued on '{issued}' and the "
+                f"TokensValidFrom date (before which tokens are not valid) for "
+                f"this user is '{valid_from}'.",
+            )
+        if now - found.last_used > state.refresh_token_max_age:
+            return _error(
+                state,
+                "invalid_grant",
+                700082,
+                "The refresh token has expired due to inactivity. The token was "
+                "issued on "
+                f"{found.issued.isoformat()} and was inactive for 90.00:00:00.",
+            )
+        if client_id and found.client_id and client_id != found.client_id:
+            return _error(
+                state,
+                "invalid_grant",
+                700005,
+                "Provided Authorization Code is intended to use against other client.",
+            )
+        found.last_used = now
+        scope = str(form.get("scope") or found.scope)
+        return _tokens(state, found.email, found.client_id, scope)
+    return _error(
+        state,
+        "unsupported_grant_type",
+        70003,
+        f"The app requested an unsupported grant type '{grant_type}'.",
+    )
 
 
 def _tokens(state: MicrosoftState, email: str, client_id: str | None, scope: str) -> Response:

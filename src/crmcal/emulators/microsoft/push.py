@@ -45,11 +45,11 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from crmcal.emulators.microsoft import times
-from crmcal.emulators.microsoft.calls import answer, body_of, call, client_id
+from crmcal.emulators.microsoft.calls import answer, body_of, call, client_id, state_of
 from crmcal.emulators.microsoft.errors import GraphError, bad_request
 from crmcal.emulators.microsoft.model import Change, Mailbox
 from crmcal.emulators.microsoft.store import TENANT_ID, MicrosoftState
@@ -635,86 +635,101 @@ def subscriptions_of(state: MicrosoftState) -> Subscriptions:
     return found
 
 
-def install(app: FastAPI) -> None:
-    state: MicrosoftState = app.state.microsoft
-    subscriptions = subscriptions_of(state)
-    app.router.add_event_handler("shutdown", subscriptions.close)
+def _subscriptions(request: Request) -> Subscriptions:
+    return subscriptions_of(state_of(request))
 
-    @app.post(V1 + "/subscriptions")
-    async def create(request: Request) -> Response:
-        found = call(request, "subscriptions.create")
-        made = subscriptions.prepared(
-            found.mailbox, client_id(request), found.prefs.immutable_ids, await body_of(request)
-        )
-        await subscriptions.validate(made.notification_url, made.id)
-        if made.lifecycle_url is not None:
-            await subscriptions.validate(made.lifecycle_url, made.id)
-        subscriptions.add(made)
-        body = {"@odata.context": found.context("subscriptions/$entity"), **made.body()}
-        return answer(found, body, 201)
 
-    @app.get(V1 + "/subscriptions")
-    async def listing(request: Request) -> Response:
-        found = call(request, "subscriptions.list")
-        items = [s.body() for s in subscriptions.mine(found.mailbox, client_id(request))]
-        return answer(found, {"@odata.context": found.context("subscriptions"), "value": items})
+router = APIRouter()
 
-    @app.get(V1 + "/subscriptions/{subscription_id}")
-    async def get(request: Request, subscription_id: str) -> Response:
-        found = call(request, "subscriptions.get")
-        one = subscriptions.one(found.mailbox, client_id(request), subscription_id)
-        return answer(
-            found, {"@odata.context": found.context("subscriptions/$entity"), **one.body()}
-        )
 
-    @app.patch(V1 + "/subscriptions/{subscription_id}")
-    async def update(request: Request, subscription_id: str) -> Response:
-        found = call(request, "subscriptions.update")
-        one = subscriptions.one(found.mailbox, client_id(request), subscription_id)
-        subscriptions.renew(one, await body_of(request))
-        return answer(
-            found, {"@odata.context": found.context("subscriptions/$entity"), **one.body()}
-        )
+@router.post(V1 + "/subscriptions")
+async def create(request: Request) -> Response:
+    subscriptions = _subscriptions(request)
+    found = call(request, "subscriptions.create")
+    made = subscriptions.prepared(
+        found.mailbox, client_id(request), found.prefs.immutable_ids, await body_of(request)
+    )
+    await subscriptions.validate(made.notification_url, made.id)
+    if made.lifecycle_url is not None:
+        await subscriptions.validate(made.lifecycle_url, made.id)
+    subscriptions.add(made)
+    body = {"@odata.context": found.context("subscriptions/$entity"), **made.body()}
+    return answer(found, body, 201)
 
-    @app.delete(V1 + "/subscriptions/{subscription_id}")
-    async def delete(request: Request, subscription_id: str) -> Response:
-        found = call(request, "subscriptions.delete")
-        subscriptions.remove(subscriptions.one(found.mailbox, client_id(request), subscription_id))
-        return Response(status_code=204)
 
-    @app.post(V1 + "/subscriptions/{subscription_id}/reauthorize")
-    async def reauthorize(request: Request, subscription_id: str) -> Response:
-        found = call(request, "subscriptions.reauthorize")
-        one = subscriptions.one(found.mailbox, client_id(request), subscription_id)
-        one.reauthorization_required = False
-        return Response(status_code=204)
+@router.get(V1 + "/subscriptions")
+async def listing(request: Request) -> Response:
+    subscriptions = _subscriptions(request)
+    found = call(request, "subscriptions.list")
+    items = [s.body() for s in subscriptions.mine(found.mailbox, client_id(request))]
+    return answer(found, {"@odata.context": found.context("subscriptions"), "value": items})
 
-    # --- the admin API -----------------------------------------------------------------
 
-    @app.get("/_emulator/subscriptions")
-    async def admin_list() -> Any:
-        """Every live subscription, and every validation request and delivery attempt
-        with the status it was answered (``null`` and an ``error`` when none)."""
-        return subscriptions.admin_view()
+@router.get(V1 + "/subscriptions/{subscription_id}")
+async def get(request: Request, subscription_id: str) -> Response:
+    subscriptions = _subscriptions(request)
+    found = call(request, "subscriptions.get")
+    one = subscriptions.one(found.mailbox, client_id(request), subscription_id)
+    return answer(found, {"@odata.context": found.context("subscriptions/$entity"), **one.body()})
 
-    def admin_one(subscription_id: str) -> Subscription:
-        subscriptions.drop_expired()
-        found = subscriptions.by_id.get(subscription_id)
-        if found is None:
-            raise missing()
-        return found
 
-    @app.post("/_emulator/subscriptions/{subscription_id}/lifecycle")
-    async def admin_lifecycle(request: Request, subscription_id: str) -> Any:
-        """``{"event": "missed"|"reauthorizationRequired"|"subscriptionRemoved"}``: that
-        lifecycle notification goes to the subscription's lifecycle URL (which it must
-        have); ``subscriptionRemoved`` removes the subscription too."""
-        body = await body_of(request)
-        event = body.get("event") if isinstance(body, dict) else None
-        return subscriptions.lifecycle(admin_one(subscription_id), str(event))
+@router.patch(V1 + "/subscriptions/{subscription_id}")
+async def update(request: Request, subscription_id: str) -> Response:
+    subscriptions = _subscriptions(request)
+    found = call(request, "subscriptions.update")
+    one = subscriptions.one(found.mailbox, client_id(request), subscription_id)
+    subscriptions.renew(one, await body_of(request))
+    return answer(found, {"@odata.context": found.context("subscriptions/$entity"), **one.body()})
 
-    @app.post("/_emulator/subscriptions/{subscription_id}/expire")
-    async def admin_expire(subscription_id: str) -> Response:
-        """The subscription expires now: it sends nothing more and is gone."""
-        subscriptions.remove(admin_one(subscription_id))
-        return Response(status_code=204)
+
+@router.delete(V1 + "/subscriptions/{subscription_id}")
+async def delete(request: Request, subscription_id: str) -> Response:
+    subscriptions = _subscriptions(request)
+    found = call(request, "subscriptions.delete")
+    subscriptions.remove(subscriptions.one(found.mailbox, client_id(request), subscription_id))
+    return Response(status_code=204)
+
+
+@router.post(V1 + "/subscriptions/{subscription_id}/reauthorize")
+async def reauthorize(request: Request, subscription_id: str) -> Response:
+    subscriptions = _subscriptions(request)
+    found = call(request, "subscriptions.reauthorize")
+    one = subscriptions.one(found.mailbox, client_id(request), subscription_id)
+    one.reauthorization_required = False
+    return Response(status_code=204)
+
+
+# --- the admin API -----------------------------------------------------------------
+
+
+@router.get("/_emulator/subscriptions")
+async def admin_list(request: Request) -> Any:
+    """Every live subscription, and every validation request and delivery attempt
+    with the status it was answered (``null`` and an ``error`` when none)."""
+    return _subscriptions(request).admin_view()
+
+
+def _admin_one(request: Request, subscription_id: str) -> Subscription:
+    subscriptions = _subscriptions(request)
+    subscriptions.drop_expired()
+    found = subscriptions.by_id.get(subscription_id)
+    if found is None:
+        raise missing()
+    return found
+
+
+@router.post("/_emulator/subscriptions/{subscription_id}/lifecycle")
+async def admin_lifecycle(request: Request, subscription_id: str) -> Any:
+    """``{"event": "missed"|"reauthorizationRequired"|"subscriptionRemoved"}``: that
+    lifecycle notification goes to the subscription's lifecycle URL (which it must
+    have); ``subscriptionRemoved`` removes the subscription too."""
+    body = await body_of(request)
+    event = body.get("event") if isinstance(body, dict) else None
+    return _subscriptions(request).lifecycle(_admin_one(request, subscription_id), str(event))
+
+
+@router.post("/_emulator/subscriptions/{subscription_id}/expire")
+async def admin_expire(request: Request, subscription_id: str) -> Response:
+    """The subscription expires now: it sends nothing more and is gone."""
+    _subscriptions(request).remove(_admin_one(request, subscription_id))
+    return Response(status_code=204)

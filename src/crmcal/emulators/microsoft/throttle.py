@@ -87,34 +87,39 @@ class _Limit:
     """ASGI middleware: counts authenticated ``/v1.0`` requests in flight per app and
     mailbox, and answers the one over the limit itself."""
 
-    def __init__(self, app: ASGIApp, state: MicrosoftState) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.state = state
 
-    def _key(self, scope: Scope) -> tuple[str | None, str] | None:
+    @staticmethod
+    def _key(state: MicrosoftState, scope: Scope) -> tuple[str | None, str] | None:
         header = Headers(scope=scope).get("authorization", "")
         if not header.lower().startswith("bearer "):
             return None
         token = header[7:].strip()
         try:
-            mailbox = self.state.mailbox_for(token)
+            mailbox = state.mailbox_for(token)
         except GraphError:
             return None  # the call answers 401 itself; it never reaches a mailbox
-        return self.state.access_tokens[token].client_id, mailbox.email
+        return state.access_tokens[token].client_id, mailbox.email
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        key = self._key(scope) if path.startswith(V1 + "/") and path != BATCH_PATH else None
+        if not path.startswith(V1 + "/") or path == BATCH_PATH:
+            await self.app(scope, receive, send)
+            return
+        # The app on the way in (Starlette puts itself in the scope): its state.
+        state: MicrosoftState = scope["app"].state.microsoft
+        key = self._key(state, scope)
         if key is None:
             await self.app(scope, receive, send)
             return
-        limits = concurrency_of(self.state)
+        limits = concurrency_of(state)
         arriving = limits.in_flight.get(key, 0) + 1
         if arriving > limits.peak.get(key[1], 0):
             limits.peak[key[1]] = arriving
         if limits.limit is not None and limits.in_flight.get(key, 0) >= limits.limit:
-            self.state.count("throttled")
-            await self._answer(scope, throttled())(scope, receive, send)
+            state.count("throttled")
+            await self._answer(state, scope, throttled())(scope, receive, send)
             return
         limits.in_flight[key] = limits.in_flight.get(key, 0) + 1
         try:
@@ -126,15 +131,16 @@ class _Limit:
             else:
                 del limits.in_flight[key]
 
-    def _answer(self, scope: Scope, error: GraphError) -> JSONResponse:
+    @staticmethod
+    def _answer(state: MicrosoftState, scope: Scope, error: GraphError) -> JSONResponse:
         request_id = str(uuid.uuid4())
         client_request_id = Headers(scope=scope).get("client-request-id") or request_id
         headers = {"request-id": request_id, "client-request-id": client_request_id}
-        body = error.body(request_id, client_request_id, self.state.clock())
+        body = error.body(request_id, client_request_id, state.clock())
         return JSONResponse(body, error.status, headers | error.headers)
 
 
 def install(app: FastAPI) -> None:
-    state: MicrosoftState = app.state.microsoft
-    concurrency_of(state)  # its setting is listed from the start
-    app.add_middleware(_Limit, state=state)
+    """Count (and, when asked, limit) the requests in flight around the whole app."""
+    concurrency_of(app.state.microsoft)  # its setting is listed from the start
+    app.add_middleware(_Limit)
