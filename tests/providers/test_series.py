@@ -509,3 +509,106 @@ async def test_one_occurrence_of_a_five_year_daily_series_costs_one_put(
     assert sum(behaviour.requests.values()) <= 4, behaviour.requests
     assert await _rows(db_url, since) == (1, feed + 1)  # one occurrence, one feed row
     assert proxied.activity(target["id"])["subject"] == "Standup (offsite)"
+
+
+# --- the whole series moved, its exceptions carried -------------------------------------
+
+
+def _kept_at_new_times(event: CalendarEvent, expected: dict[str, str]) -> None:
+    """``event``'s live overrides are exactly ``expected`` (moment key -> title)."""
+    assert {k: o.summary for k, o in event.live_overrides().items()} == expected
+
+
+async def test_a_series_moved_in_the_crm_carries_the_calendars_exceptions(on: Series) -> None:
+    on.connect()
+    start = next_weekday_nine(1)
+    event_id = await on.put_series(CalendarEvent(
+        summary="Team call", start=start, end=start + dt.timedelta(hours=1),
+        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=8"),
+    ))  # fmt: skip
+    assert on.sync()["created"] == 1
+    (series_id,) = on.series_ids()
+    listed = on.occurrences(series_id)
+    third, fifth = listed[2], listed[4]
+
+    def with_exceptions(event: CalendarEvent) -> CalendarEvent:
+        renamed = dataclasses.replace(
+            event, summary="Team call (board)", overrides=(), recurrence=None,
+            start=at(third["start"]), end=at(third["end"]),
+            recurrence_id=at(third["original_start"]), uid=None,
+        )  # fmt: skip
+        cancelled = dataclasses.replace(
+            event, cancelled=True, overrides=(), recurrence=None,
+            recurrence_id=at(fifth["original_start"]), uid=None,
+        )  # fmt: skip
+        return dataclasses.replace(event, overrides=(renamed, cancelled))
+
+    await on.change_series(event_id, with_exceptions)
+    assert on.sync()["updated"] == 1
+    assert on.activity(third["id"])["subject"] == "Team call (board)"
+
+    # 09:00 -> 10:00 on every occurrence, in the CRM.
+    later = start + dt.timedelta(hours=1)
+    on.edit_activity(listed[0]["id"], scope="series", start=later.isoformat(),
+                     end=(later + dt.timedelta(hours=1)).isoformat())  # fmt: skip
+    counts = on.sync()
+    assert (counts["updated"], counts["problems"]) == (1, [])
+    _, event = await on.only_series()
+    assert event.start == later
+    hour = dt.timedelta(hours=1)
+    _kept_at_new_times(event, {moment_key(at(third["original_start"]) + hour): "Team call (board)"})
+    (override,) = event.live_overrides().values()
+    assert override.start == at(third["start"]) + hour
+    assert [moment_key(m) for m in event.cancelled_moments()] == [
+        moment_key(at(fifth["original_start"]) + hour)
+    ]
+    # The CRM: the cancelled occurrence stays cancelled, nothing is doubled.
+    assert len(on.occurrences(series_id)) == 7
+    assert [o["id"] for o in on.occurrences(series_id, deleted=True)] == [fifth["id"]]
+    again = on.sync()
+    assert (again["updated"], again["created"], again["deleted"]) == (0, 0, 0)
+
+
+async def test_a_series_moved_in_the_calendar_carries_the_crms_exceptions(on: Series) -> None:
+    on.connect()
+    start = next_weekday_nine(2)
+    first = on.add_series("Pipeline", start, "FREQ=WEEKLY;COUNT=8")
+    series_id = first["series_id"]
+    assert on.sync()["created"] == 1
+    listed = on.occurrences(series_id)
+    third, fifth = listed[2], listed[4]
+    on.edit_activity(third["id"], subject="Pipeline (board)")
+    on.delete(fifth["id"])
+    assert on.sync()["updated"] == 1
+    event_id, _ = await on.only_series()
+
+    # Another client moves the series an hour later and writes only its master (as
+    # Google and Outlook do, its exceptions are left behind or dropped there).
+    hour = dt.timedelta(hours=1)
+
+    def moved(event: CalendarEvent) -> CalendarEvent:
+        assert isinstance(event.start, dt.datetime)
+        assert isinstance(event.end, dt.datetime)
+        assert event.recurrence is not None
+        return dataclasses.replace(
+            event, start=event.start + hour, end=event.end + hour, overrides=(),
+            recurrence=dataclasses.replace(event.recurrence, exdates=()),
+        )  # fmt: skip
+
+    await on.change_series(event_id, moved)
+    counts = on.sync()
+    assert counts["problems"] == []
+    _, event = await on.only_series()
+    assert event.start == start + hour
+    _kept_at_new_times(event, {moment_key(at(third["original_start"]) + hour): "Pipeline (board)"})
+    assert [moment_key(m) for m in event.cancelled_moments()] == [
+        moment_key(at(fifth["original_start"]) + hour)
+    ]
+    occurrence = on.activity(third["id"])
+    assert (occurrence["subject"], at(occurrence["start"])) == (
+        "Pipeline (board)", at(third["start"]) + hour,
+    )  # fmt: skip
+    assert len(on.occurrences(series_id)) == 7
+    assert [o["id"] for o in on.occurrences(series_id, deleted=True)] == [fifth["id"]]
+    again = on.sync()
+    assert (again["updated"], again["created"], again["deleted"]) == (0, 0, 0)

@@ -508,7 +508,9 @@ async def edit_series(
     await session.flush()
     live = await _live(session, series)
     if retimed:
-        live = await _rematch(session, series, old_rule, live, day_shift, origin)
+        live = await _rematch(
+            session, series, old_rule, live, day_shift, origin, carry="exdates" not in changes
+        )
     changed = []
     for activity in live:
         touched = False
@@ -631,13 +633,21 @@ async def _rematch(
     live: list[Activity],
     day_shift: dt.timedelta,
     origin: str,
+    *,
+    carry: bool = True,
 ) -> list[Activity]:
     """Give each live occurrence its slot under the series' new times and rule: the same
     instant, else the same local day (after the move); those left without one go to the
-    trash, slots left without an occurrence get a new one. Answers the kept ones."""
+    trash, slots left without an occurrence get a new one. Answers the kept ones.
+
+    With ``carry``, what was left out moves with the series the same way: the left-out
+    dates, and the occurrences in the trash (keeping their ids), so a series moved from
+    09:00 to 10:00 still leaves out its cancelled occurrences, now at 10:00."""
     from crmcal.crm.activities import insert_rows
 
     rule = rule_of(series)
+    if carry:
+        rule = replace(rule, exdates=())
     until = series.materialised_until or _target(series)
     lo = min(rule.instant(rule.first), old_rule.instant(old_rule.first))
     starts = rule.starts(lo, until, 100_000)
@@ -648,15 +658,41 @@ async def _rematch(
         return instant.astimezone(tz).date()
 
     by_day: dict[dt.date, dt.datetime] = {day(i): i for i in slots}
+
+    def slot_of(original: dt.datetime) -> dt.datetime | None:
+        if original in slots:
+            return original
+        found = by_day.get(original.astimezone(old_rule.tz).date() + day_shift)
+        return found if found in slots else None
+
+    trashed: list[Activity] = []
+    if carry:
+        left: list[str] = []
+        for text in series.exdates or []:
+            moment = recurrence.loaded(text)
+            slot = slot_of(old_rule.instant(moment))
+            if slot is None:
+                # Beyond the occurrences made: moved by as much on the local clock.
+                left.append(_moved(old_rule, rule, moment, day_shift))
+                continue
+            by_day.pop(day(slot), None)
+            left.append(recurrence.stored(slots.pop(slot)))
+        series.exdates = sorted(set(left))
+        trashed = list(
+            await session.scalars(
+                select(Activity).where(
+                    Activity.series_id == series.id,
+                    Activity.deleted_at.is_not(None),
+                    Activity.original_start_at.is_not(None),
+                )
+            )
+        )
     kept: list[Activity] = []
     gone: list[Activity] = []
     for activity in live:
         assert activity.original_start_at is not None
-        slot: dt.datetime | None = activity.original_start_at
-        if slot not in slots:
-            old_day = activity.original_start_at.astimezone(old_rule.tz).date() + day_shift
-            slot = by_day.get(old_day)
-        if slot is None or slot not in slots:
+        slot = slot_of(activity.original_start_at)
+        if slot is None:
             gone.append(activity)
             continue
         moment = slots.pop(slot)
@@ -667,6 +703,18 @@ async def _rematch(
                 setattr(activity, name, value)
         activity.timezone = series.timezone
         kept.append(activity)
+    for activity in trashed:
+        assert activity.original_start_at is not None
+        slot = slot_of(activity.original_start_at)
+        if slot is None:
+            continue  # the rule no longer makes it: it stays in the trash as it was
+        moment = slots.pop(slot)
+        by_day.pop(day(slot), None)
+        activity.original_start_at = slot
+        if "start" not in (activity.overrides or []):
+            for name, value in _times_at(series, rule, moment).items():
+                setattr(activity, name, value)
+        activity.timezone = series.timezone
     now = utcnow()
     for activity in gone:
         activity.deleted_at = now
@@ -678,6 +726,19 @@ async def _rematch(
         made = await insert_rows(session, rows, [people for _ in rows])
         await changefeed.record_changes(session, made, changefeed.CREATED, origin)
     return kept
+
+
+def _moved(old_rule: Rule, rule: Rule, moment: Moment, day_shift: dt.timedelta) -> str:
+    """A left-out date past the occurrences made, moved as the series' start moved: the
+    same shift on the local clock (a date by the days the series moved)."""
+    if isinstance(moment, dt.date) and not isinstance(moment, dt.datetime):
+        return recurrence.stored(moment + day_shift)
+    old_first, new_first = old_rule.instant(old_rule.first), rule.instant(rule.first)
+    shift = new_first.astimezone(rule.tz).replace(tzinfo=None) - old_first.astimezone(
+        old_rule.tz
+    ).replace(tzinfo=None)
+    local = moment.astimezone(old_rule.tz).replace(tzinfo=None) + shift
+    return recurrence.stored(local.replace(tzinfo=rule.tz))
 
 
 async def detach(session: AsyncSession, activity: Activity, origin: str) -> None:

@@ -498,7 +498,11 @@ class GoogleProvider:
             if key in wanted or there.get("status") == "cancelled":
                 continue
             original = google_events.parse_moment(there["originalStartTime"], zone)
-            if key in exdates and cancels_too:
+            if not google_events.makes(written, original):
+                # Left behind at a start the series no longer makes (its times moved):
+                # Google would show it on its own; its occurrence is at the new times.
+                delete(original)
+            elif key in exdates and cancels_too:
                 delete(original)
             elif key not in exdates and live_too:
                 patch(original, google_events.body(_occurrence(event, None, original), there))

@@ -15,6 +15,8 @@ from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dateutil.rrule import rrulestr
+
 from crmcal.model import Attendee, CalendarEvent, Recurrence, ResponseStatus
 from crmcal.providers.timestamps import parse_timestamp
 
@@ -166,11 +168,41 @@ def with_exceptions(event: CalendarEvent, exceptions: list[dict[str, Any]]) -> C
         if not item.get("originalStartTime"):
             continue
         if item.get("status") == "cancelled":
-            cancelled.append(_moment(item["originalStartTime"], zone)[0])
+            original = _moment(item["originalStartTime"], zone)[0]
+            if makes(event, original):
+                # One at a start the series no longer makes (it was moved) hides nothing.
+                cancelled.append(original)
         else:
             changed.append(parse(item, default_zone=zone))
     changed.sort(key=lambda e: _sort_key(e.recurrence_id))
     return replace(event.leaving_out(cancelled), overrides=tuple(changed))
+
+
+def makes(event: CalendarEvent, original: dt.datetime | dt.date) -> bool:
+    """Whether the series ``event`` has an occurrence starting at ``original``: Google
+    keeps an exception at its ``originalStartTime`` when the series moves away from it."""
+    rule = event.recurrence
+    if rule is None:
+        return False
+    zone = _zone(event.timezone) or dt.UTC
+    if original in rule.rdates:
+        return True
+
+    timed = isinstance(event.start, dt.datetime)
+    if timed != isinstance(original, dt.datetime):
+        return False
+    if isinstance(event.start, dt.datetime) and isinstance(original, dt.datetime):
+        first, wanted = event.start.astimezone(zone), original.astimezone(zone)
+    else:
+        first = dt.datetime.combine(event.start, dt.time())
+        wanted = dt.datetime.combine(original, dt.time())
+    if wanted == first:
+        return True
+    try:
+        found = rrulestr(rule.rrule, dtstart=first, ignoretz=not timed)
+        return bool(found.between(wanted, wanted, inc=True))
+    except (ValueError, TypeError):
+        return True  # a rule this cannot read: the exception is taken as it is
 
 
 def _sort_key(moment: dt.datetime | dt.date | None) -> str:

@@ -233,6 +233,9 @@ class SeriesSync:
             act = Act.PULL_UPDATE if plan.pull else Act.PUSH_UPDATE
             pair = engine._pair_of(anchor, remote)
             await engine._record_conflict(pair, Decision(act, True, winner))
+        retimed = bool(plan.pull & {"when", "recurrence"})
+        if retimed:
+            _keep_carried(plan, cal_now, base_cal)
         if plan.pull and calendar is not None and remote is not None:
             await self._pull(series.id, calendar, plan, invitation, link)
             reloaded, occurrences = await self.load(series.id)
@@ -241,6 +244,14 @@ class SeriesSync:
             series = reloaded
             crm_event = self.crm_event(series, occurrences)
             crm_now = digests_of(crm_event, within)
+            if retimed and self.engine.ctx.push and not invitation:
+                # The CRM carried its occurrences changed on their own (and left out) to
+                # the series' new times; the calendar gets them there, and loses what
+                # stayed at the old times (Google keeps such exceptions, Outlook drops
+                # them, a CalDAV client may leave its RECURRENCE-IDs behind).
+                for key in {*crm_now.occurrences, *cal_now.occurrences}:
+                    if crm_now.occurrences.get(key) != cal_now.occurrences.get(key):
+                        plan.push.add(f"@{key}")
         written: CalendarEvent | None = calendar
         etag = remote.etag if remote is not None else link.remote_etag
         if plan.push:
@@ -968,6 +979,17 @@ def _within(series: ActivitySeries) -> Callable[[Moment], bool]:
 
 def _anchor(occurrences: list[Activity], link: Link) -> Activity:
     return next((o for o in occurrences if o.id == link.activity_id), occurrences[0])
+
+
+def _keep_carried(plan: Plan, cal_now: Digests, base_cal: Digests) -> None:
+    """The series' times or rule come from the calendar: its occurrences changed on their
+    own or left out at the old times that it no longer has are not undone in the CRM
+    (a client moving a series leaves them behind or drops them, as Outlook does); the
+    CRM carries them to the new times instead."""
+    for unit in list(plan.pull):
+        key = unit[1:]
+        if unit.startswith("@") and key in base_cal.occurrences and key not in cal_now.occurrences:
+            plan.pull.discard(unit)
 
 
 def _remembered(stored: Mapping[str, Any], crm: Digests, calendar: Digests) -> dict[str, Any]:
