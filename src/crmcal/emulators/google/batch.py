@@ -13,9 +13,10 @@ import secrets
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from crmcal.emulators.google.calls import state_of
 from crmcal.emulators.google.errors import GoogleError, invalid
 
 MAX_CALLS = 1000
@@ -66,32 +67,34 @@ def _inner_request(content: bytes) -> tuple[str, str, dict[str, str], bytes]:
     return method.upper(), path, headers, body
 
 
-def install(app: FastAPI) -> None:
-    @app.post("/batch/calendar/v3")
-    async def batch(request: Request) -> Response:
-        request.app.state.google.count("batch")  # the HTTP request; its calls count too
-        boundary = _boundary(request.headers.get("content-type", ""))
-        parts = _parts(await request.body(), boundary)
-        if not parts:
-            raise invalid("The batch is empty.")
-        if len(parts) > MAX_CALLS:
-            raise GoogleError(400, "batchSizeTooLarge", "A batch holds at most 1000 calls.")
-        outer_auth = request.headers.get("authorization")
-        answer_boundary = "batch_" + secrets.token_hex(12)
-        chunks: list[bytes] = []
-        transport = httpx.ASGITransport(app=request.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://batch") as inner:
-            for headers, content in parts:
-                method, path, part_headers, body = _inner_request(content)
-                if outer_auth and not any(k.lower() == "authorization" for k in part_headers):
-                    part_headers["Authorization"] = outer_auth
-                if path.startswith("http"):
-                    path = "/" + path.split("/", 3)[-1]
-                response = await inner.request(method, path, headers=part_headers, content=body)
-                chunks.append(_answer(headers.get("content-id"), response))
-        payload = b"".join(f"--{answer_boundary}\r\n".encode() + c for c in chunks)
-        payload += f"--{answer_boundary}--\r\n".encode()
-        return Response(payload, media_type=f"multipart/mixed; boundary={answer_boundary}")
+router = APIRouter()
+
+
+@router.post("/batch/calendar/v3")
+async def batch(request: Request) -> Response:
+    state_of(request).count("batch")  # the HTTP request; its calls count too
+    boundary = _boundary(request.headers.get("content-type", ""))
+    parts = _parts(await request.body(), boundary)
+    if not parts:
+        raise invalid("The batch is empty.")
+    if len(parts) > MAX_CALLS:
+        raise GoogleError(400, "batchSizeTooLarge", "A batch holds at most 1000 calls.")
+    outer_auth = request.headers.get("authorization")
+    answer_boundary = "batch_" + secrets.token_hex(12)
+    chunks: list[bytes] = []
+    transport = httpx.ASGITransport(app=request.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://batch") as inner:
+        for headers, content in parts:
+            method, path, part_headers, body = _inner_request(content)
+            if outer_auth and not any(k.lower() == "authorization" for k in part_headers):
+                part_headers["Authorization"] = outer_auth
+            if path.startswith("http"):
+                path = "/" + path.split("/", 3)[-1]
+            response = await inner.request(method, path, headers=part_headers, content=body)
+            chunks.append(_answer(headers.get("content-id"), response))
+    payload = b"".join(f"--{answer_boundary}\r\n".encode() + c for c in chunks)
+    payload += f"--{answer_boundary}--\r\n".encode()
+    return Response(payload, media_type=f"multipart/mixed; boundary={answer_boundary}")
 
 
 def _answer(content_id: str | None, response: httpx.Response) -> bytes:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from crmcal.emulators.google.store import GoogleState
+from crmcal.emulators.google.calls import state_of
 
 ACCESS_TOKEN_SECONDS = 3600
 SCOPES = "https://www.googleapis.com/auth/calendar"
@@ -49,105 +49,113 @@ def _s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def install(app: FastAPI) -> None:
-    """Add the OAuth endpoints to the emulator's app (state in ``app.state.google``)."""
-    codes: dict[str, Grant] = {}
+def codes_of(request: Request) -> dict[str, Grant]:
+    """The codes this app has handed out and not yet seen traded in (made on first use)."""
+    codes: dict[str, Grant] | None = getattr(request.app.state, "oauth_codes", None)
+    if codes is None:
+        codes = request.app.state.oauth_codes = {}
+    return codes
 
-    def state_of(request: Request) -> GoogleState:
-        return request.app.state.google
 
-    @app.get("/o/oauth2/v2/auth", response_class=HTMLResponse)
-    async def authorize(request: Request) -> Response:
-        query = request.query_params
-        missing = [p for p in ("client_id", "redirect_uri", "response_type") if not query.get(p)]
-        if missing or query.get("response_type") != "code":
-            reason = f"missing {missing[0]}" if missing else "response_type must be code"
-            return HTMLResponse(f"<h1>Error 400: invalid_request</h1><p>{reason}</p>", 400)
-        accounts = sorted(state_of(request).accounts)
-        hidden = "".join(
-            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-            for k, v in query.items()
-        )
-        choices = "".join(
-            f'<button name="email" value="{html.escape(a)}">Continue as {html.escape(a)}</button>'
-            for a in accounts
-        )
-        page = (
-            "<!doctype html><title>Sign in - Google Accounts (emulator)</title>"
-            "<h1>crmcal wants to access your Google Calendar</h1>"
-            f"<p>Client <code>{html.escape(query['client_id'])}</code> asks for: "
-            f"{html.escape(query.get('scope', SCOPES))}</p>"
-            f'<form method="post" action="/o/oauth2/v2/auth">{hidden}{choices}'
-            '<p><label>Another account: <input name="other_email" type="email"></label>'
-            "<button>Allow</button></p></form>"
-        )
-        return HTMLResponse(page)
+router = APIRouter()
 
-    @app.post("/o/oauth2/v2/auth")
-    async def consent(request: Request) -> Response:
-        form = await request.form()
-        # An account button posts its address as "email"; "Allow" posts the typed one.
-        email = str(form.get("email") or form.get("other_email") or "").strip().lower()
-        redirect_uri = str(form.get("redirect_uri") or "")
-        if "@" not in email or not redirect_uri:
-            return HTMLResponse("<h1>Error 400: invalid_request</h1>", 400)
-        state = state_of(request)
-        if email not in state.accounts:
-            state.create_account(email)
-        code = secrets.token_urlsafe(24)
-        codes[code] = Grant(
-            email=email,
-            client_id=str(form.get("client_id") or ""),
-            redirect_uri=redirect_uri,
-            challenge=str(form.get("code_challenge") or "") or None,
-            method=str(form.get("code_challenge_method") or "plain"),
-            scope=str(form.get("scope") or SCOPES),
-            issued=state.clock(),
-        )
-        params = {"code": code, "scope": codes[code].scope}
-        if form.get("state"):
-            params["state"] = str(form.get("state"))
-        separator = "&" if "?" in redirect_uri else "?"
-        return RedirectResponse(f"{redirect_uri}{separator}{urlencode(params)}", status_code=302)
 
-    @app.post("/token")
-    async def token(request: Request) -> Response:
-        form = await request.form()
-        state = state_of(request)
-        state.count("oauth.token")
-        grant_type = form.get("grant_type")
-        if grant_type == "authorization_code":
-            grant = codes.pop(str(form.get("code") or ""), None)
-            if grant is None or (state.clock() - grant.issued).total_seconds() > 600:
-                return _oauth_error("invalid_grant", "Malformed auth code.")
-            if str(form.get("redirect_uri") or "") != grant.redirect_uri:
-                return _oauth_error("redirect_uri_mismatch", "Bad Request")
-            if grant.client_id and str(form.get("client_id") or "") != grant.client_id:
-                return _oauth_error("invalid_client", "The OAuth client was not found.", 401)
-            if grant.challenge is not None:
-                verifier = str(form.get("code_verifier") or "")
-                expected = _s256(verifier) if grant.method == "S256" else verifier
-                if not verifier or expected != grant.challenge:
-                    return _oauth_error("invalid_grant", "Invalid code verifier.")
-            tokens = state.create_account(grant.email, grant.client_id or None)
-            return JSONResponse(_token_body(tokens["access_token"], grant.scope)
-                                | {"refresh_token": tokens["refresh_token"]})  # fmt: skip
-        if grant_type == "refresh_token":
-            refresh = str(form.get("refresh_token") or "")
-            email = state.refresh_tokens.get(refresh)
-            if email is None:
-                return _oauth_error("invalid_grant", "Token has been expired or revoked.")
-            access = state.issue_access_token(email, refresh)
-            return JSONResponse(_token_body(access, SCOPES))
-        return _oauth_error("unsupported_grant_type", f"Invalid grant_type: {grant_type}")
+@router.get("/o/oauth2/v2/auth", response_class=HTMLResponse)
+async def authorize(request: Request) -> Response:
+    query = request.query_params
+    missing = [p for p in ("client_id", "redirect_uri", "response_type") if not query.get(p)]
+    if missing or query.get("response_type") != "code":
+        reason = f"missing {missing[0]}" if missing else "response_type must be code"
+        return HTMLResponse(f"<h1>Error 400: invalid_request</h1><p>{reason}</p>", 400)
+    accounts = sorted(state_of(request).accounts)
+    hidden = "".join(
+        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+        for k, v in query.items()
+    )
+    choices = "".join(
+        f'<button name="email" value="{html.escape(a)}">Continue as {html.escape(a)}</button>'
+        for a in accounts
+    )
+    page = (
+        "<!doctype html><title>Sign in - Google Accounts (emulator)</title>"
+        "<h1>crmcal wants to access your Google Calendar</h1>"
+        f"<p>Client <code>{html.escape(query['client_id'])}</code> asks for: "
+        f"{html.escape(query.get('scope', SCOPES))}</p>"
+        f'<form method="post" action="/o/oauth2/v2/auth">{hidden}{choices}'
+        '<p><label>Another account: <input name="other_email" type="email"></label>'
+        "<button>Allow</button></p></form>"
+    )
+    return HTMLResponse(page)
 
-    @app.post("/revoke")
-    async def revoke(request: Request) -> Response:
-        form = await request.form()
-        token = str(request.query_params.get("token") or form.get("token") or "")
-        if not state_of(request).revoke(token):
-            return _oauth_error("invalid_token", "Token expired or revoked")
-        return JSONResponse({})
+
+@router.post("/o/oauth2/v2/auth")
+async def consent(request: Request) -> Response:
+    form = await request.form()
+    # An account button posts its address as "email"; "Allow" posts the typed one.
+    email = str(form.get("email") or form.get("other_email") or "").strip().lower()
+    redirect_uri = str(form.get("redirect_uri") or "")
+    if "@" not in email or not redirect_uri:
+        return HTMLResponse("<h1>Error 400: invalid_request</h1>", 400)
+    state = state_of(request)
+    if email not in state.accounts:
+        state.create_account(email)
+    code = secrets.token_urlsafe(24)
+    codes = codes_of(request)
+    codes[code] = Grant(
+        email=email,
+        client_id=str(form.get("client_id") or ""),
+        redirect_uri=redirect_uri,
+        challenge=str(form.get("code_challenge") or "") or None,
+        method=str(form.get("code_challenge_method") or "plain"),
+        scope=str(form.get("scope") or SCOPES),
+        issued=state.clock(),
+    )
+    params = {"code": code, "scope": codes[code].scope}
+    if form.get("state"):
+        params["state"] = str(form.get("state"))
+    separator = "&" if "?" in redirect_uri else "?"
+    return RedirectResponse(f"{redirect_uri}{separator}{urlencode(params)}", status_code=302)
+
+
+@router.post("/token")
+async def token(request: Request) -> Response:
+    form = await request.form()
+    state = state_of(request)
+    state.count("oauth.token")
+    grant_type = form.get("grant_type")
+    if grant_type == "authorization_code":
+        grant = codes_of(request).pop(str(form.get("code") or ""), None)
+        if grant is None or (state.clock() - grant.issued).total_seconds() > 600:
+            return _oauth_error("invalid_grant", "Malformed auth code.")
+        if str(form.get("redirect_uri") or "") != grant.redirect_uri:
+            return _oauth_error("redirect_uri_mismatch", "Bad Request")
+        if grant.client_id and str(form.get("client_id") or "") != grant.client_id:
+            return _oauth_error("invalid_client", "The OAuth client was not found.", 401)
+        if grant.challenge is not None:
+            verifier = str(form.get("code_verifier") or "")
+            expected = _s256(verifier) if grant.method == "S256" else verifier
+            if not verifier or expected != grant.challenge:
+                return _oauth_error("invalid_grant", "Invalid code verifier.")
+        tokens = state.create_account(grant.email, grant.client_id or None)
+        return JSONResponse(_token_body(tokens["access_token"], grant.scope)
+                            | {"refresh_token": tokens["refresh_token"]})  # fmt: skip
+    if grant_type == "refresh_token":
+        refresh = str(form.get("refresh_token") or "")
+        email = state.refresh_tokens.get(refresh)
+        if email is None:
+            return _oauth_error("invalid_grant", "Token has been expired or revoked.")
+        access = state.issue_access_token(email, refresh)
+        return JSONResponse(_token_body(access, SCOPES))
+    return _oauth_error("unsupported_grant_type", f"Invalid grant_type: {grant_type}")
+
+
+@router.post("/revoke")
+async def revoke(request: Request) -> Response:
+    form = await request.form()
+    token = str(request.query_params.get("token") or form.get("token") or "")
+    if not state_of(request).revoke(token):
+        return _oauth_error("invalid_token", "Token expired or revoked")
+    return JSONResponse({})
 
 
 def _token_body(access_token: str, scope: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The Google Calendar emulator's state: accounts, calendars, events and their change log.
 
-No HTTP here (``app.py`` maps requests onto these operations). Every write stamps
+No HTTP here (the route modules map requests onto these operations). Every write stamps
 the event with the calendar's next log position; a sync token names a position,
 so an incremental list answers what changed after it, cancelled tombstones
 included. Tokens expire after ``token_max_age`` or on demand (410

@@ -1,0 +1,123 @@
+"""The Google emulator's admin API under ``/_emulator/``: what tests and the demo script.
+
+Accounts (with tokens), extra calendars, sync-token and access-token expiry,
+injected faults and slow responses, settings, and what the emulator has seen:
+request counts by kind, invitation mails, watch channels and their deliveries.
+Never authenticated, never delayed, never failed by an injected fault.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from crmcal.emulators.google.calls import body_of, state_of
+from crmcal.emulators.google.errors import GoogleError, invalid
+
+router = APIRouter()
+
+
+@router.post("/_emulator/accounts")
+async def make_account(request: Request) -> Any:
+    body = await body_of(request)
+    email = body.get("email")
+    if not isinstance(email, str) or "@" not in email:
+        raise invalid("email: an e-mail address is required", location="email")
+    client_id = body.get("client_id")
+    return state_of(request).create_account(
+        email, client_id if isinstance(client_id, str) else None
+    )
+
+
+@router.post("/_emulator/calendars")
+async def make_calendar(request: Request) -> Any:
+    body = await body_of(request)
+    state = state_of(request)
+    email = str(body.get("email", "")).strip().lower()
+    if email not in state.accounts:
+        raise invalid("email: no such account", location="email")
+    calendar_id = str(body.get("id") or f"{len(state.calendars)}@group.calendar.google.com")
+    role = str(body.get("access_role") or "owner")
+    summary = str(body.get("summary") or calendar_id)
+    calendar = state.add_calendar(email, calendar_id, summary, role=role)
+    return {"id": calendar.id, "summary": calendar.summary, "access_role": role}
+
+
+@router.post("/_emulator/calendars/{calendar_id}/expire-sync-tokens")
+async def expire(request: Request, calendar_id: str) -> Response:
+    state = state_of(request)
+    calendar = state.calendars.get(calendar_id)
+    if calendar is None:
+        raise GoogleError(404, "notFound", "Not Found")
+    state.expire_sync_tokens(calendar)
+    return Response(status_code=204)
+
+
+@router.post("/_emulator/faults")
+async def faults(request: Request) -> Any:
+    """``{"status": 403|429|500|503, "count": n}``: the next n API calls fail so;
+    ``{"delay": seconds, "count": n}``: the next n API calls wait that long first
+    (a call can be both delayed and failed); ``{"clear": true}`` removes every
+    pending fault."""
+    body = await body_of(request)
+    state = state_of(request)
+    if body.get("clear"):
+        state.faults.clear()
+        state.delays.clear()
+    elif "delay" in body:
+        if "status" in body:
+            raise invalid("give either status or delay", location="delay")
+        count = body.get("count", 1)
+        if not isinstance(count, int):
+            raise invalid("count must be an integer", location="count")
+        state.add_delay(body["delay"], count)
+    else:
+        status, count = body.get("status"), body.get("count", 1)
+        if not isinstance(status, int) or not isinstance(count, int):
+            raise invalid("status and count must be integers", location="status")
+        state.add_fault(status, count)
+    pending: list[dict[str, Any]] = [{"status": f.status, "count": f.count} for f in state.faults]
+    pending += state.delays.described()
+    return {"pending": pending}
+
+
+@router.get("/_emulator/settings")
+async def settings(request: Request) -> Any:
+    return state_of(request).settings()
+
+
+@router.post("/_emulator/settings")
+async def configure(request: Request) -> Any:
+    """``{"short_pages"?, "extended_property_match"?, "sync_token_max_age"?}``."""
+    return state_of(request).configure(await body_of(request))
+
+
+@router.post("/_emulator/expire-access-tokens")
+async def expire_access(request: Request) -> Response:
+    """Every access token issued so far stops working (refresh tokens still do)."""
+    state_of(request).expire_access_tokens()
+    return Response(status_code=204)
+
+
+@router.get("/_emulator/mail")
+async def mail(request: Request) -> Any:
+    """The invitation mails sent so far (writes with ``sendUpdates=all``)."""
+    return state_of(request).mails
+
+
+@router.get("/_emulator/channels")
+async def channels(request: Request) -> Any:
+    """Open watch channels, and the notifications delivered so far."""
+    found = state_of(request).channels
+    return {
+        "channels": [{"id": c.id, "calendar_id": c.calendar_id, "address": c.address,
+                      "expiration": c.expiration.isoformat()} for c in found.by_id.values()],
+        "delivered": found.delivered,
+    }  # fmt: skip
+
+
+@router.get("/_emulator/requests")
+async def requests(request: Request) -> Any:
+    return dict(sorted(state_of(request).requests.items()))
