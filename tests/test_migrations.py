@@ -108,3 +108,34 @@ def test_an_activity_that_had_a_rule_becomes_the_first_occurrence_of_a_series(
             assert str(row[1]).startswith("2027-01-05 08:00:00")
     finally:
         engine.dispose()
+
+
+def test_a_series_takes_the_organizer_of_its_occurrences(empty_url: str) -> None:
+    migrations.upgrade(empty_url, "0007")
+    engine = create_engine(sync_url(empty_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO users (id, email, name, is_admin, permissions, timezone, active,"
+                " created_at, updated_at) VALUES (1, 'a@b.test', 'A', false, '[]', 'UTC', true,"
+                " '2026-01-01', '2026-01-01')"
+            ))  # fmt: skip
+            for n, subject in ((1, "Invited"), (2, "Own")):
+                conn.execute(text(
+                    "INSERT INTO activities (id, uid, type, subject, all_day, start_at,"
+                    " timezone, done, busy, visibility, owner_id, notify_participants,"
+                    f" recurrence, created_at, updated_at) VALUES ({n}, 'u{n}', 'call',"
+                    f" '{subject}', false, '2027-01-05 08:00:00', 'UTC', false, true,"
+                    " 'everyone', 1, false, 'FREQ=WEEKLY;COUNT=3', '2026-01-01', '2026-01-01')"
+                ))  # fmt: skip
+        migrations.upgrade(empty_url, "0016")
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE activities SET organizer = 'lee@partner.test' WHERE id = 1"))
+        migrations.upgrade(empty_url)
+        with engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT subject, organizer FROM activity_series ORDER BY subject")
+            ).all()
+        assert [tuple(r) for r in found] == [("Invited", "lee@partner.test"), ("Own", None)]
+    finally:
+        engine.dispose()

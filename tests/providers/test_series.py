@@ -361,6 +361,44 @@ async def test_an_invited_series_is_never_written(on: Series) -> None:
     assert last.event.location == "Their office"
 
 
+async def test_an_invited_series_keeps_its_organizer_on_occurrences_made_later(
+    on: Series, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crmcal.jobs import maintenance
+
+    monkeypatch.setenv("CRMCAL_SERIES_HORIZON_DAYS", "30")
+    on.connect()
+    start = next_weekday_nine(3)
+    event_id = await on.harness.put_foreign(Foreign(
+        summary="Partner weekly", start=start, end=start + dt.timedelta(hours=1),
+        rrule="FREQ=WEEKLY", organizer=("lee@partner.example", "Lee"),
+        attendees=(("lee@partner.example", "Lee", "accepted"),
+                   ("sam@crm.test", "Sam", "accepted")),
+    ))  # fmt: skip
+    assert on.sync()["created"] == 1
+    (series_id,) = on.series_ids()
+    before = on.occurrences(series_id)
+    # The horizon moves on (the daily job): the occurrences it makes are invitations too.
+    monkeypatch.setenv("CRMCAL_SERIES_HORIZON_DAYS", "120")
+    db = Database(db_url)
+    try:
+        assert await maintenance.extend_series_once(db) > 0
+    finally:
+        await db.dispose()
+    listed = on.occurrences(series_id)
+    assert len(listed) > len(before)
+    assert {o["organizer"] for o in listed} == {"lee@partner.example"}
+    later = listed[-1]
+    refused = on.user.patch(f"{V1}/activities/{later['id']}", json={"subject": "Mine"})
+    assert refused.status_code == 409, refused.text
+    on.edit_activity(later["id"], note="Bring the contract")
+    (found,) = await on.provider.fetch(on.calendar_id, [event_id])
+    counts = on.sync()
+    assert (counts["updated"], counts["problems"]) == (0, [])
+    (after,) = await on.provider.fetch(on.calendar_id, [event_id])
+    assert after.etag == found.etag  # never written
+
+
 # --- daylight saving and all-day ----------------------------------------------------------
 
 

@@ -116,7 +116,8 @@ def _occurrence_row(series: ActivitySeries, rule: Rule, moment: Moment) -> dict[
     row.update(
         uid=uuid.uuid4().hex, all_day=series.all_day, timezone=series.timezone, done=False,
         owner_id=series.owner_id, recurrence=series.rrule, series_id=series.id,
-        original_start_at=rule.instant(moment), overrides=None, created_at=now,
+        original_start_at=rule.instant(moment), overrides=None, organizer=series.organizer,
+        created_at=now,
         updated_at=now, deleted_at=None,
     )  # fmt: skip
     return row
@@ -280,7 +281,7 @@ async def create_many(
             exdates=_moments("exdates", item.exdates, row["all_day"], tz),
             participants=[{"email": p["email"], "name": p["name"], "person_id": p["person_id"]}
                           for p in item.participants],
-            created_at=now, updated_at=now, deleted_at=None,
+            created_at=now, updated_at=now, deleted_at=None, organizer=item.organizer,
             **{name: row[name] for name in (*MASTER_FIELDS, "timezone", "all_day", "start_at",
                                             "end_at", "start_date", "end_date")},
         )  # fmt: skip
@@ -313,7 +314,6 @@ async def create_many(
         firsts.append(len(rows))
         for n, moment in enumerate(starts):
             row = _occurrence_row(series, rule, moment)
-            row["organizer"] = item.organizer
             if n == 0:
                 # The activity asked for is the first occurrence: done if it was given
                 # as done, with the answers its participants gave.
@@ -429,6 +429,7 @@ async def split(
         rdates=[v for v in series.rdates or [] if rule.instant(recurrence.loaded(v)) >= instant],
         exdates=[v for v in series.exdates or [] if rule.instant(recurrence.loaded(v)) >= instant],
         participants=list(series.participants or []),
+        organizer=series.organizer,
         materialised_until=series.materialised_until,
         timezone=series.timezone,
         all_day=series.all_day,

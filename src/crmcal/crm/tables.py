@@ -271,6 +271,9 @@ class ActivitySeries(Timestamped, Base):
     notify_participants: Mapped[bool] = mapped_column(Boolean, default=False)
     # [{"email", "name", "person_id"}]: who is invited to every occurrence.
     participants: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # The organizer's address when the series is someone else's meeting (as
+    # Activity.organizer): every occurrence made, now or when the horizon moves, has it.
+    organizer: Mapped[str | None] = mapped_column(String(320), default=None)
     # Occurrences starting before this instant exist; None once all of them do.
     materialised_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

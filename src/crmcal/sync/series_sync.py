@@ -678,16 +678,11 @@ class SeriesSync:
             )
             assert first.series_id is not None
             series_id = first.series_id
-            if organizer:
-                await session.execute(
-                    update(Activity)
-                    .where(Activity.series_id == series_id)
-                    .values(organizer=organizer)
-                    .execution_options(synchronize_session=False)
-                )
-                first.organizer = organizer
             series = await session.get(ActivitySeries, series_id)
             assert series is not None
+            if organizer:
+                await _set_organizer(session, series, organizer)
+                first.organizer = organizer
             keys = {
                 k
                 for k, o in event.live_overrides().items()
@@ -967,6 +962,20 @@ async def _occurrences(session: AsyncSession, series_id: int) -> list[Activity]:
             .where(Activity.series_id == series_id)
             .order_by(Activity.original_start_at, Activity.id)
         )
+    )
+
+
+async def _set_organizer(
+    session: AsyncSession, series: ActivitySeries, organizer: str | None
+) -> None:
+    """Someone else's series (``organizer``), or the owner's own (None): the series and
+    every occurrence it has, so that those the horizon makes later follow it too."""
+    series.organizer = organizer
+    await session.execute(
+        update(Activity)
+        .where(Activity.series_id == series.id)
+        .values(organizer=organizer)
+        .execution_options(synchronize_session=False)
     )
 
 
