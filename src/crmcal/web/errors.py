@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -63,6 +63,31 @@ async def _integrity_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# Seconds a client is asked to wait before retrying a request the database was too busy for.
+BUSY_RETRY_AFTER = 5
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether a database error is SQLite's "database is locked" (or "busy"): another
+    writer held the lock for longer than the busy timeout. It says nothing about the
+    request, which can be sent again as it was."""
+    if not isinstance(exc, OperationalError):
+        return False
+    message = str(exc.orig).lower()
+    return "database is locked" in message or "database is busy" in message
+
+
+async def _operational_error(request: Request, exc: Exception) -> JSONResponse:
+    if is_busy(exc):
+        log.warning("database busy: %s %s answered 503", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": "the database is busy with other writes; retry the request shortly"},
+            status_code=503,
+            headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+        )
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
@@ -90,4 +115,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(CrmError, _crm_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(OperationalError, _operational_error)
     app.add_exception_handler(Exception, _unexpected)

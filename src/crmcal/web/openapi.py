@@ -8,8 +8,9 @@ its own ``HTTPValidationError`` shape, which is not what crmcal answers. Here:
 - ``refusals(403, 409)`` is how a route declares the refusals that depend on what it
   does; those every route can answer are added to every operation by ``document``:
   400 (a NUL in the URL, a body that is not JSON), 413 (a body over the limit), 401
-  under ``/api/v1``, 422 when the operation takes parameters or a body, and 404 when
-  its path names a record;
+  under ``/api/v1``, 422 when the operation takes parameters or a body, 404 when
+  its path names a record, and 503 with ``Retry-After`` under ``/api/v1`` (SQLite's
+  database stayed locked by other writers for longer than the busy timeout);
 - a ``POST`` that creates a record (201) links its ``id`` to the operations on that
   record, so a client (and a fuzzer's stateful phase) can follow from one to the other.
 """
@@ -43,6 +44,11 @@ WHY = {
     422: "A parameter or a field is missing, unknown, of the wrong type or not acceptable.",
     503: "This server cannot store credentials: it runs without `CRMCAL_SECRET_KEY`.",
 }
+
+BUSY = (
+    "The database is busy: other writers held it for longer than the server waits "
+    "(SQLite). Nothing was changed; send the request again after `Retry-After` seconds."
+)
 
 
 class ErrorItem(BaseModel):
@@ -114,7 +120,23 @@ def _all_refusals(path: str, operation: dict[str, Any]) -> None:
         wanted.append(422)
     for code in wanted:
         responses.setdefault(str(code), _response(code))
+    if path.startswith(API_PREFIX):
+        _busy(responses)
     operation["responses"] = dict(sorted(responses.items()))
+
+
+def _busy(responses: dict[str, Any]) -> None:
+    """Every API operation reads its caller's token from the database, so any can be
+    answered 503 when the database stays busy; an operation's own 503 keeps its reason."""
+    answer = responses.setdefault(
+        "503", {"description": "", "content": {"application/json": {"schema": ERROR_REF}}}
+    )
+    answer["description"] = " Or: ".join(d for d in (answer["description"], BUSY) if d)
+    answer.setdefault("headers", {})["Retry-After"] = {
+        "description": "Seconds to wait before sending the request again (when the "
+        "database was busy).",
+        "schema": {"type": "integer", "minimum": 0},
+    }
 
 
 def _links(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
