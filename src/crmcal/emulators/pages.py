@@ -1,5 +1,9 @@
 """What a browser sees of an emulator besides its API: a favicon (so that no page logs
-a 404 for it) and, at ``/``, a read-only page of its accounts, calendars and events."""
+a 404 for it) and, at ``/``, a read-only page of its accounts, calendars and events.
+
+``router`` serves the favicon for both emulators; each emulator's ``home`` module
+fills the page from its own state with ``page()``, ``table()`` and ``when()``.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +12,20 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 
 FAVICON = Path(str(files("crmcal.emulators"))) / "favicon.ico"
 
-
-def install_favicon(app: FastAPI) -> None:
-    @app.get("/favicon.ico", include_in_schema=False)
-    async def favicon() -> FileResponse:
-        return FileResponse(FAVICON, media_type="image/x-icon")
+router = APIRouter()
 
 
-def _when(start: Any) -> str:
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> FileResponse:
+    return FileResponse(FAVICON, media_type="image/x-icon")
+
+
+def when(start: Any) -> str:
     """An event's start as the page shows it, from a Google or Graph ``start`` object."""
     if not isinstance(start, dict):
         return ""
@@ -34,7 +39,7 @@ def _when(start: Any) -> str:
     )
 
 
-def _page(title: str, sections: list[str]) -> HTMLResponse:
+def page(title: str, sections: list[str]) -> HTMLResponse:
     body = "".join(sections) or "<p>No accounts yet.</p>"
     return HTMLResponse(
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
@@ -48,7 +53,7 @@ def _page(title: str, sections: list[str]) -> HTMLResponse:
     )
 
 
-def _table(caption: str, rows: list[tuple[str, str, str]]) -> str:
+def table(caption: str, rows: list[tuple[str, str, str]]) -> str:
     cells = (
         "".join(
             f"<tr><td>{html.escape(w)}</td><td>{html.escape(s)}</td><td>{html.escape(x)}</td></tr>"
@@ -61,47 +66,3 @@ def _table(caption: str, rows: list[tuple[str, str, str]]) -> str:
         "<thead><tr><th scope=col>Start</th><th scope=col>Title</th><th scope=col>Details</th>"
         f"</tr></thead><tbody>{cells}</tbody></table>"
     )
-
-
-def install_google_home(app: FastAPI) -> None:
-    @app.get("/", include_in_schema=False)
-    async def home(request: Request) -> HTMLResponse:
-        state = request.app.state.google
-        sections = []
-        for email in sorted(state.accounts):
-            account = state.accounts[email]
-            tables = []
-            for calendar_id, role in sorted(account.calendars.items()):
-                calendar = state.calendars.get(calendar_id)
-                if calendar is None:
-                    continue
-                rows = [
-                    (_when(s.body.get("start")), str(s.body.get("summary") or "(no title)"),
-                     str(s.body.get("visibility") or ""))
-                    for s in calendar.events.values()
-                    if s.body.get("status") != "cancelled"
-                ]  # fmt: skip
-                tables.append(_table(f"{calendar.summary} ({role})", rows))
-            sections.append(f"<h2>{html.escape(email)}</h2>{''.join(tables)}")
-        return _page("Google Calendar emulator", sections)
-
-
-def install_microsoft_home(app: FastAPI) -> None:
-    @app.get("/", include_in_schema=False)
-    async def home(request: Request) -> HTMLResponse:
-        state = request.app.state.microsoft
-        sections = []
-        for email in sorted(state.mailboxes):
-            mailbox = state.mailboxes[email]
-            tables = []
-            for calendar in mailbox.calendars.values():
-                rows = [
-                    (_when(i.body.get("start")), str(i.body.get("subject") or "(no title)"),
-                     str(i.body.get("sensitivity") or ""))
-                    for i in calendar.items.values()
-                    if not i.deleted and i.master is None
-                ]  # fmt: skip
-                access = "can edit" if calendar.can_edit else "read-only"
-                tables.append(_table(f"{calendar.name} ({access})", rows))
-            sections.append(f"<h2>{html.escape(email)}</h2>{''.join(tables)}")
-        return _page("Microsoft Graph emulator (Outlook calendars)", sections)

@@ -23,7 +23,15 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crmcal.emulators import pages
-from crmcal.emulators.google import admin, api_calendars, api_events, batch, oauth, persistence
+from crmcal.emulators.google import (
+    admin,
+    api_calendars,
+    api_events,
+    batch,
+    home,
+    oauth,
+    persistence,
+)
 from crmcal.emulators.google.calls import V3, bearer, state_of
 from crmcal.emulators.google.errors import GoogleError
 from crmcal.emulators.google.store import GoogleState
@@ -116,8 +124,8 @@ def create_app(state: GoogleState | None = None, *, data_file: Path | None = Non
     if data_file is not None:
         app.add_middleware(_SaveAfterWrites)
     app.include_router(oauth.router)
-    pages.install_favicon(app)
-    pages.install_google_home(app)
+    app.include_router(pages.router)
+    app.include_router(home.router)
     app.include_router(batch.router)
     app.add_exception_handler(GoogleError, _google_error)
     app.include_router(api_calendars.router)

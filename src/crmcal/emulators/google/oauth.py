@@ -9,52 +9,28 @@ hour; a revoked or unknown refresh token gets ``invalid_grant``, as from Google.
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import hashlib
 import html
 import secrets
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from crmcal.emulators.google.calls import state_of
+from crmcal.emulators.grants import (
+    Grant,
+    codes_of,
+    consenting_email,
+    hidden_fields,
+    redirect,
+)
 
 ACCESS_TOKEN_SECONDS = 3600
 SCOPES = "https://www.googleapis.com/auth/calendar"
 
 
-@dataclass
-class Grant:
-    """What a code stands for until it is traded in."""
-
-    email: str
-    client_id: str
-    redirect_uri: str
-    challenge: str | None
-    method: str
-    scope: str
-    issued: dt.datetime
-
-
 def _oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": error, "error_description": description}, status_code=status)
-
-
-def _s256(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode()).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-
-def codes_of(request: Request) -> dict[str, Grant]:
-    """The codes this app has handed out and not yet seen traded in (made on first use)."""
-    codes: dict[str, Grant] | None = getattr(request.app.state, "oauth_codes", None)
-    if codes is None:
-        codes = request.app.state.oauth_codes = {}
-    return codes
 
 
 router = APIRouter()
@@ -68,10 +44,7 @@ async def authorize(request: Request) -> Response:
         reason = f"missing {missing[0]}" if missing else "response_type must be code"
         return HTMLResponse(f"<h1>Error 400: invalid_request</h1><p>{reason}</p>", 400)
     accounts = sorted(state_of(request).accounts)
-    hidden = "".join(
-        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-        for k, v in query.items()
-    )
+    hidden = hidden_fields(query.items())
     choices = "".join(
         f'<button name="email" value="{html.escape(a)}">Continue as {html.escape(a)}</button>'
         for a in accounts
@@ -91,8 +64,7 @@ async def authorize(request: Request) -> Response:
 @router.post("/o/oauth2/v2/auth")
 async def consent(request: Request) -> Response:
     form = await request.form()
-    # An account button posts its address as "email"; "Allow" posts the typed one.
-    email = str(form.get("email") or form.get("other_email") or "").strip().lower()
+    email = consenting_email(form)  # "Allow" posts the typed address
     redirect_uri = str(form.get("redirect_uri") or "")
     if "@" not in email or not redirect_uri:
         return HTMLResponse("<h1>Error 400: invalid_request</h1>", 400)
@@ -100,21 +72,12 @@ async def consent(request: Request) -> Response:
     if email not in state.accounts:
         state.create_account(email)
     code = secrets.token_urlsafe(24)
-    codes = codes_of(request)
-    codes[code] = Grant(
-        email=email,
-        client_id=str(form.get("client_id") or ""),
-        redirect_uri=redirect_uri,
-        challenge=str(form.get("code_challenge") or "") or None,
-        method=str(form.get("code_challenge_method") or "plain"),
-        scope=str(form.get("scope") or SCOPES),
-        issued=state.clock(),
-    )
-    params = {"code": code, "scope": codes[code].scope}
+    grant = Grant.consented(form, email, str(form.get("scope") or SCOPES), state.clock())
+    codes_of(request)[code] = grant
+    params = {"code": code, "scope": grant.scope}
     if form.get("state"):
         params["state"] = str(form.get("state"))
-    separator = "&" if "?" in redirect_uri else "?"
-    return RedirectResponse(f"{redirect_uri}{separator}{urlencode(params)}", status_code=302)
+    return redirect(redirect_uri, params)
 
 
 @router.post("/token")
@@ -125,17 +88,14 @@ async def token(request: Request) -> Response:
     grant_type = form.get("grant_type")
     if grant_type == "authorization_code":
         grant = codes_of(request).pop(str(form.get("code") or ""), None)
-        if grant is None or (state.clock() - grant.issued).total_seconds() > 600:
+        if grant is None or grant.expired(state.clock()):
             return _oauth_error("invalid_grant", "Malformed auth code.")
         if str(form.get("redirect_uri") or "") != grant.redirect_uri:
             return _oauth_error("redirect_uri_mismatch", "Bad Request")
         if grant.client_id and str(form.get("client_id") or "") != grant.client_id:
             return _oauth_error("invalid_client", "The OAuth client was not found.", 401)
-        if grant.challenge is not None:
-            verifier = str(form.get("code_verifier") or "")
-            expected = _s256(verifier) if grant.method == "S256" else verifier
-            if not verifier or expected != grant.challenge:
-                return _oauth_error("invalid_grant", "Invalid code verifier.")
+        if not grant.verifies(str(form.get("code_verifier") or "")):
+            return _oauth_error("invalid_grant", "Invalid code verifier.")
         tokens = state.create_account(grant.email, grant.client_id or None)
         return JSONResponse(_token_body(tokens["access_token"], grant.scope)
                             | {"refresh_token": tokens["refresh_token"]})  # fmt: skip

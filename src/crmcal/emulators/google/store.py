@@ -25,7 +25,7 @@ from typing import Any
 from crmcal.emulators.google import events, recurrence
 from crmcal.emulators.google.errors import GoogleError, invalid, not_found, required
 from crmcal.emulators.google.push import Channels
-from crmcal.emulators.slow import BadDelay, Delays
+from crmcal.emulators.switches import BadDelay, Countdown, Delays
 
 # events.list parameters that Google refuses together with a syncToken.
 NOT_WITH_SYNC_TOKEN = (
@@ -119,7 +119,7 @@ class GoogleState:
         # The invitation mails Google would have sent: {"event_id", "to": [...]}.
         self.mails: list[dict[str, Any]] = []
         # Injected failures, oldest first: each answers the next ``count`` API calls.
-        self.faults: list[Fault] = []
+        self.faults: Countdown[Fault] = Countdown()
         # Injected slow responses, oldest first; they run alongside ``faults``.
         self.delays = Delays()
         # Behaviours clients must cope with, off by default (``/_emulator/settings``):
@@ -211,16 +211,13 @@ class GoogleState:
             raise invalid(f"status: one of {sorted(FAULTS)}", location="status")
         if not 1 <= count <= 10_000:
             raise invalid("count: between 1 and 10000", location="count")
-        self.faults.append(Fault(status, count))
+        self.faults.push(Fault(status, count))
 
     def fault(self) -> GoogleError | None:
         """The injected failure this call gets, if any (Google's real error bodies)."""
-        if not self.faults:
+        fault = self.faults.take_one()
+        if fault is None:
             return None
-        fault = self.faults[0]
-        fault.count -= 1
-        if fault.count <= 0:
-            self.faults.pop(0)
         reason, message = FAULTS[fault.status]
         return GoogleError(fault.status, reason, message, domain=_DOMAINS.get(reason, "global"))
 

@@ -27,6 +27,7 @@ from crmcal.emulators.microsoft import (
     api_calendars,
     api_events,
     batch,
+    home,
     oauth,
     push,
     throttle,
@@ -82,8 +83,8 @@ def create_app(state: MicrosoftState | None = None) -> FastAPI:
     )
     app.state.microsoft = state
     app.include_router(oauth.router)
-    pages.install_favicon(app)
-    pages.install_microsoft_home(app)
+    app.include_router(pages.router)
+    app.include_router(home.router)
     app.include_router(admin.router)
     app.include_router(push.router)
     # Subscriptions listen to the state from the start; their deliveries stop with the app.

@@ -14,47 +14,31 @@ are revoked or it lies unused for 90 days. Errors have Entra's shape, with
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
 import html
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from crmcal.emulators.grants import (
+    Grant,
+    codes_of,
+    consenting_email,
+    hidden_fields,
+    redirect,
+)
 from crmcal.emulators.microsoft.calls import state_of
 from crmcal.emulators.microsoft.store import MicrosoftState
 
 ACCESS_TOKEN_SECONDS = 3599
-CODE_SECONDS = 600
 GRAPH_RESOURCE = "https://graph.microsoft.com/"
 _TENANT = re.compile(
     r"common|organizations|consumers|[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
     r"|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+"
 )
-
-
-@dataclass
-class Grant:
-    """What a code stands for until it is traded in."""
-
-    email: str
-    client_id: str
-    redirect_uri: str
-    challenge: str | None
-    method: str
-    scope: str
-    issued: dt.datetime
-    redeemed: bool = False
-
-
-def _s256(verifier: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
 
 
 def scopes(text: str) -> str:
@@ -93,14 +77,6 @@ def _error_page(code: int, description: str) -> HTMLResponse:
     )
 
 
-def codes_of(request: Request) -> dict[str, Grant]:
-    """The codes this app has handed out and not yet seen traded in (made on first use)."""
-    codes: dict[str, Grant] | None = getattr(request.app.state, "oauth_codes", None)
-    if codes is None:
-        codes = request.app.state.oauth_codes = {}
-    return codes
-
-
 router = APIRouter()
 
 
@@ -124,10 +100,7 @@ async def authorize(request: Request, tenant: str) -> Response:
     if query.get("code_challenge") and method not in ("S256", "plain"):
         return _error_page(501491, "Invalid size of Code_Challenge parameter.")
     accounts = sorted(state_of(request).mailboxes)
-    hidden = "".join(
-        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-        for k, v in query.items()
-    )
+    hidden = hidden_fields(query.items())
     choices = "".join(
         f'<p><button name="email" value="{html.escape(a)}">{html.escape(a)}</button></p>'
         for a in accounts
@@ -148,8 +121,7 @@ async def authorize(request: Request, tenant: str) -> Response:
 @router.post("/{tenant}/oauth2/v2.0/authorize")
 async def consent(request: Request, tenant: str) -> Response:
     form = await request.form()
-    # An account button posts its address as "email"; "Accept" posts the typed one.
-    email = str(form.get("email") or form.get("other_email") or "").strip().lower()
+    email = consenting_email(form)  # "Accept" posts the typed address
     redirect_uri = str(form.get("redirect_uri") or "")
     if "@" not in email or not redirect_uri or not _TENANT.fullmatch(tenant):
         return _error_page(900144, "An account and a redirect_uri are required.")
@@ -158,21 +130,14 @@ async def consent(request: Request, tenant: str) -> Response:
     if email not in state.mailboxes:
         state.mailbox(email, client_id or None)
     code = "0.A" + secrets.token_urlsafe(48)
-    codes_of(request)[code] = Grant(
-        email=email,
-        client_id=client_id,
-        redirect_uri=redirect_uri,
-        challenge=str(form.get("code_challenge") or "") or None,
-        method=str(form.get("code_challenge_method") or "plain"),
-        scope=str(form.get("scope") or ""),
-        issued=state.clock(),
+    codes_of(request)[code] = Grant.consented(
+        form, email, str(form.get("scope") or ""), state.clock()
     )
     params = {"code": code}
     if form.get("state"):
         params["state"] = str(form.get("state"))
     params["session_state"] = str(uuid.uuid4())
-    separator = "&" if "?" in redirect_uri else "?"
-    return RedirectResponse(f"{redirect_uri}{separator}{urlencode(params)}", status_code=302)
+    return redirect(redirect_uri, params)
 
 
 @router.post("/{tenant}/oauth2/v2.0/token")
@@ -209,7 +174,7 @@ async def token(request: Request, tenant: str) -> Response:
                 "OAuth2 Authorization code was already redeemed, please retry "
                 "with a new valid code or use an existing refresh token.",
             )
-        if (state.clock() - grant.issued).total_seconds() > CODE_SECONDS:
+        if grant.expired(state.clock()):
             return _error(
                 state,
                 "invalid_grant",
@@ -232,17 +197,14 @@ async def token(request: Request, tenant: str) -> Response:
                 "The redirect URI specified in the request does not match the "
                 "redirect URI used to obtain the authorization code.",
             )
-        if grant.challenge is not None:
-            verifier = str(form.get("code_verifier") or "")
-            expected = _s256(verifier) if grant.method == "S256" else verifier
-            if not verifier or expected != grant.challenge:
-                return _error(
-                    state,
-                    "invalid_grant",
-                    501481,
-                    "The Code_Verifier does not match the code_challenge "
-                    "supplied in the authorization request.",
-                )
+        if not grant.verifies(str(form.get("code_verifier") or "")):
+            return _error(
+                state,
+                "invalid_grant",
+                501481,
+                "The Code_Verifier does not match the code_challenge "
+                "supplied in the authorization request.",
+            )
         grant.redeemed = True
         return _tokens(state, grant.email, grant.client_id or None, grant.scope)
     if grant_type == "refresh_token":

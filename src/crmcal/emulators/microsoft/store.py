@@ -25,7 +25,7 @@ from crmcal.emulators.microsoft.delta import DeltaStates
 from crmcal.emulators.microsoft.errors import GraphError, bad_request, unauthorized
 from crmcal.emulators.microsoft.mailbox import Events
 from crmcal.emulators.microsoft.model import Calendar, ChangeListener, Mailbox
-from crmcal.emulators.slow import MAX_COUNT, BadDelay, Delays
+from crmcal.emulators.switches import MAX_COUNT, BadDelay, Countdown, Delays
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 DEFAULT_SCOPE = "Calendars.ReadWrite User.Read offline_access"
@@ -108,7 +108,7 @@ class MicrosoftState:
         self.refresh_token_max_age = dt.timedelta(days=90)  # unused for that long: expired
         self.page_size = 10  # what lists answer without $top or odata.maxpagesize
         self.requests: dict[str, int] = {}
-        self.faults: list[Fault] = []
+        self.faults: Countdown[Fault] = Countdown()
         self.delays = Delays()
         # Features installed on an app keep their state here, by name, so that every app
         # serving this state shares it (one set of subscriptions, one in-flight count).
@@ -252,16 +252,13 @@ class MicrosoftState:
             or not 0 <= retry_after <= 3600
         ):
             raise _problem("retry_after: whole seconds between 0 and 3600")
-        self.faults.append(Fault(status, count, code, retry_after))
+        self.faults.push(Fault(status, count, code, retry_after))
 
     def fault(self) -> GraphError | None:
         """The injected failure this call gets, if any (Graph's error bodies)."""
-        if not self.faults:
+        fault = self.faults.take_one()
+        if fault is None:
             return None
-        fault = self.faults[0]
-        fault.count -= 1
-        if fault.count <= 0:
-            self.faults.pop(0)
         message = THROTTLING.get(fault.code) or FAULTS[fault.status][1]
         headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
         return GraphError(fault.status, fault.code, message, headers=headers)
