@@ -326,6 +326,30 @@ async def test_this_and_following_in_the_calendar_splits_the_crm_series(on: Seri
     assert len(await on.events()) == 2
 
 
+async def test_two_series_at_the_same_start_are_never_made_one(on: Series) -> None:
+    on.connect()
+    assert on.sync()["problems"] == []
+    start = next_weekday_nine(1)
+    # Two weekly Tuesday 09:00 series in the CRM, and one of them also made in the
+    # calendar by another client, before the next sync.
+    standup = on.add_series("Standup", start, "FREQ=WEEKLY;COUNT=6")
+    pipeline = on.add_series("Pipeline", start, "FREQ=WEEKLY;COUNT=6")
+    event_id = await on.put_series(CalendarEvent(
+        summary="Pipeline", start=start, end=start + dt.timedelta(hours=1),
+        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=6"),
+    ))  # fmt: skip
+    counts = on.sync()
+    assert counts["problems"] == []
+    events = await on.events()
+    assert events[event_id].summary == "Pipeline"  # never taken for the other one
+    assert sorted(e.summary or "" for e in events.values()) == ["Pipeline", "Standup"]
+    assert on.series_ids() == {standup["series_id"], pipeline["series_id"]}
+    assert {o["subject"] for o in on.occurrences(standup["series_id"])} == {"Standup"}
+    assert {o["subject"] for o in on.occurrences(pipeline["series_id"])} == {"Pipeline"}
+    again = on.sync()
+    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+
+
 # --- invitations ------------------------------------------------------------------------------
 
 

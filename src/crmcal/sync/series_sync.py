@@ -763,7 +763,14 @@ class SeriesSync:
     async def _same_start(
         self, session: AsyncSession, event: CalendarEvent
     ) -> ActivitySeries | None:
-        owner = self.engine.ctx.owner
+        """The CRM series not in this calendar yet that ``event`` (a calendar series new
+        to it) is, by its start: one of the same frequency and title; else the only one
+        starting then, when ``event`` is the only new calendar series starting then (one
+        split at the same occurrence on both sides, each side with its own title). Two
+        series that merely start at the same moment (two weekly Tuesday 09:00 meetings)
+        stay two; neither is one another new calendar series names as its own."""
+        engine = self.engine
+        owner = engine.ctx.owner
         query = select(ActivitySeries).where(
             ActivitySeries.owner_id == owner.id, ActivitySeries.deleted_at.is_(None)
         )
@@ -776,10 +783,32 @@ class SeriesSync:
             query = query.where(
                 ActivitySeries.all_day.is_(True), ActivitySeries.start_date == event.start
             )
-        for candidate in await session.scalars(query.order_by(ActivitySeries.id)):
-            if await self.engine._series_link(candidate.id) is None:
-                return candidate
-        return None
+        rivals = [
+            e
+            for e in (p.remote.event for p in engine.pairs if p.link is None and p.remote)
+            if e is not None and e is not event and e.recurrence is not None
+        ]
+        claimed = {mapping.derived_uid(owner.id, e.uid) for e in rivals if e.uid}
+        claimed |= {e.crm_id for e in rivals if e.crm_id}
+        assert event.recurrence is not None
+        shape = _shape(event.recurrence.rrule)
+        candidates = [
+            c
+            for c in await session.scalars(query.order_by(ActivitySeries.id))
+            if c.uid not in claimed
+            and _shape(c.rrule) == shape
+            and await engine._series_link(c.id) is None
+        ]
+        title = _title(event.summary)
+        named = [c for c in candidates if _title(c.subject) == title]
+        if named:
+            return named[0]
+        start = _instant(event.start, event.timezone)
+        if len(candidates) != 1 or engine.first_import:
+            return None
+        if any(_instant(e.start, e.timezone) == start for e in rivals):
+            return None
+        return candidates[0]
 
     # --- a split made in the calendar --------------------------------------------------
 
@@ -1050,6 +1079,16 @@ def _moment_of(key: str, series: ActivitySeries) -> Moment | None:
         return dt.datetime.fromisoformat(key)
     except ValueError:
         return None
+
+
+def _shape(rrule: str) -> tuple[str, str]:
+    """A rule's frequency and interval: two series of other shapes are never one."""
+    parts = dict(p.partition("=")[::2] for p in canonical_rrule(rrule).split(";"))
+    return parts.get("FREQ", ""), parts.get("INTERVAL", "1")
+
+
+def _title(text: str | None) -> str:
+    return " ".join((text or "").split()).casefold()
 
 
 def _instant(moment: Moment, zone: str | None) -> dt.datetime:
