@@ -10,10 +10,10 @@ calls. Then:
   queued at once: with no change, and with one new event in each calendar. The
   figures are connections synced per second (all workers together, and per
   worker), the workers' CPU seconds per sync, and each worker's resident memory at
-  the end. With one worker it also times procrastinate's own cost: a bare no-op
-  job through the same queue, and a crmcal job that does nothing.
-* ``cpu``: no-change syncs one at a time in this process (``run_sync``, as a
-  worker runs it), their CPU time, optionally under cProfile.
+  the end of the round. With one worker it also times procrastinate's own cost: a
+  bare no-op job through the same queue, against the no-change sync job.
+* ``cpu``: no-change sync jobs one at a time in this process (the job a worker
+  runs, shared limits and all), their CPU time, optionally under cProfile.
 * ``storm``: ``crmcal serve`` (enqueue only) and workers; every connection is
   queued at once and meanwhile events are renamed in a sample of calendars: how
   long from the rename (the emulator notifies crmcal's webhook) until the CRM
@@ -61,7 +61,9 @@ from crmcal.vault import Vault
 
 SECRET = "bench-7Qm2Zx9Lp4Rt8Vw1Ky6Hn3Jd5Fs0Ga"  # noqa: S105  # a bench database of its own
 SERVER = os.environ.get("CRMCAL_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-CONCURRENCY = 16
+# Syncs each worker runs at once: 8 keeps 4 workers and a server inside PostgreSQL's
+# default 100 connections (see docs/scaling.md, sizing).
+CONCURRENCY = 8
 # Where push channels point when no crmcal server runs: nothing listens there, so the
 # emulator's deliveries fail at once instead of queueing extra syncs.
 NOWHERE = "http://127.0.0.1:9"
@@ -284,6 +286,7 @@ class Round:
         self.wall = time.perf_counter() - started
         self.cpu = sum(cpu_seconds(p.pid) - before for p, before in zip(procs, cpu, strict=True))
         self.rss = max(rss_mb(p.pid) for p in procs)
+        self.rss_all = [rss_mb(p.pid) for p in procs]
         self.failed = failed(url, since)
         self.count = count
 
@@ -294,18 +297,20 @@ class Round:
 
 
 def start_workers(
-    env: dict[str, str], workers: int, workdir: Path
+    env: dict[str, str], workers: int, workdir: Path, concurrency: int = CONCURRENCY
 ) -> list[subprocess.Popen[bytes]]:
     procs = []
     for n in range(workers):
         log = (workdir / f"worker{n}.log").open("wb")
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "crmcal", "worker", "--concurrency", str(CONCURRENCY)],
+            [sys.executable, "-m", "crmcal", "worker", "--concurrency", str(concurrency)],
             env=env, stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
     return procs
 
 
-def rounds(connections: int, workers: int, workdir: Path) -> dict[str, Any]:
+def rounds(
+    connections: int, workers: int, workdir: Path, concurrency: int = CONCURRENCY
+) -> dict[str, Any]:
     with fresh_database() as db_url:
         emulator = Emulator(workdir, connections)
         procs: list[subprocess.Popen[bytes]] = []
@@ -313,19 +318,18 @@ def rounds(connections: int, workers: int, workdir: Path) -> dict[str, Any]:
             started = time.perf_counter()
             asyncio.run(seed(db_url, connections))
             seeded = time.perf_counter() - started
-            procs = start_workers(worker_env(db_url, emulator), workers, workdir)
+            procs = start_workers(worker_env(db_url, emulator), workers, workdir, concurrency)
             first = Round(db_url, procs, connections)
             unchanged = Round(db_url, procs, connections)
             emulator.write_events(0, connections, "one change")
             changed = Round(db_url, procs, connections)
-            unchanged2 = Round(db_url, procs, connections)
             noop = None
             if workers == 1:
                 for proc in procs:
                     stop(proc)
                 procs = []
-                noop = asyncio.run(queue_overhead(db_url, 2000))
-            return {"seeded": seeded, "first": first, "unchanged": [unchanged, unchanged2],
+                noop = asyncio.run(queue_overhead(db_url, 2000, concurrency))
+            return {"seeded": seeded, "first": first, "unchanged": unchanged,
                     "changed": changed, "noop": noop}  # fmt: skip
         finally:
             for proc in procs:
@@ -336,9 +340,9 @@ def rounds(connections: int, workers: int, workdir: Path) -> dict[str, Any]:
 # --- the queue's own cost -------------------------------------------------------------------
 
 
-async def queue_overhead(url: str, jobs: int) -> dict[str, float]:
+async def queue_overhead(url: str, jobs: int, concurrency: int = CONCURRENCY) -> dict[str, float]:
     """Jobs per second and CPU per job of a bare procrastinate no-op task on a worker
-    of concurrency 16 (deferred first, then drained), in this process."""
+    of ``concurrency`` (deferred first, then drained), in this process."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(url)))
 
     @app.task(name="bench.noop", queue="bench")
@@ -351,7 +355,7 @@ async def queue_overhead(url: str, jobs: int) -> dict[str, float]:
         cpu, started = time.process_time(), time.perf_counter()
         await app.run_worker_async(
             queues=["bench"],
-            concurrency=CONCURRENCY,
+            concurrency=concurrency,
             wait=False,
             install_signal_handlers=False,
             delete_jobs="successful",
@@ -365,17 +369,20 @@ async def queue_overhead(url: str, jobs: int) -> dict[str, float]:
 
 async def cpu_per_sync(db_url: str, emulator: Emulator, connections: int, repeat: int,
                        profile: str | None) -> list[float]:  # fmt: skip
-    from crmcal.jobs.queue import Runtime
-    from crmcal.sync.runner import run_sync
+    import types
+
+    from crmcal.jobs.queue import Runtime, sync_connection
 
     settings = Settings.from_env(worker_env(db_url, emulator))
     db = Database(db_url)
     app = queue_app(db_url)
     runtime = Runtime(db=db, vault=Vault(SECRET), settings=settings, app=app)
+    # The job a worker runs, with the context procrastinate hands it.
+    context: Any = types.SimpleNamespace(additional_context={"crmcal": runtime})
     ids = [row[0] for row in sql(db_url, "SELECT id FROM connections ORDER BY id")]
     try:
         for connection_id in ids:  # first syncs
-            await run_sync(db, runtime.vault, settings, connection_id)
+            await sync_connection(context, connection_id)
         per_round = []
         profiler = cProfile.Profile(time.process_time) if profile else None
         for _ in range(repeat):
@@ -383,7 +390,7 @@ async def cpu_per_sync(db_url: str, emulator: Emulator, connections: int, repeat
             if profiler:
                 profiler.enable()
             for connection_id in ids:
-                await run_sync(db, runtime.vault, settings, connection_id)
+                await sync_connection(context, connection_id)
             if profiler:
                 profiler.disable()
             per_round.append(1000 * (time.process_time() - cpu) / len(ids))
@@ -402,7 +409,7 @@ def cpu_mode(connections: int, repeat: int, profile: str | None, workdir: Path) 
             found = asyncio.run(cpu_per_sync(db_url, emulator, connections, repeat, profile))
         finally:
             emulator.stop()
-    print(f"no-change sync, one at a time in one process, {connections} connections: "
+    print(f"no-change sync job, one at a time in one process, {connections} connections: "
           f"CPU ms per sync by round {', '.join(f'{c:.1f}' for c in found)} "
           f"(load {load()})")  # fmt: skip
 
@@ -471,6 +478,7 @@ def main() -> None:
     r = commands.add_parser("rounds")
     r.add_argument("--connections", type=int, nargs="+", default=[1000])
     r.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    r.add_argument("--concurrency", type=int, default=CONCURRENCY)
     c = commands.add_parser("cpu")
     c.add_argument("--connections", type=int, default=200)
     c.add_argument("--repeat", type=int, default=3)
@@ -497,24 +505,30 @@ def main() -> None:
                   f"max {found['max']:.2f} s; {found['storm_syncs']} syncs in the storm "
                   f"(load {found['load']})")  # fmt: skip
         else:
+            concurrency = args.concurrency
+            print(f"workers of concurrency {concurrency}; CPU is the workers' own")
             print("| connections | workers | round | syncs/s | per worker | worker CPU ms "
                   "per sync | syncs per CPU s | failed | RSS per worker MB | load |")  # fmt: skip
             print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
             for connections in args.connections:
                 for workers in args.workers:
-                    found = rounds(connections, workers, workdir)
-                    named = [("first", found["first"]), ("no change", found["unchanged"][0]),
-                             ("one change", found["changed"]),
-                             ("no change", found["unchanged"][1])]  # fmt: skip
+                    found = rounds(connections, workers, workdir, concurrency)
+                    named = [("first", found["first"]), ("no change", found["unchanged"]),
+                             ("one change", found["changed"])]  # fmt: skip
                     for name, one in named:
                         row = f"| {connections} | {workers} | {name} | {one.cells(workers)} | "
-                        print(f"{row}{one.failed} | {one.rss:.0f} | {one.load} |", flush=True)
+                        rss = "/".join(f"{mb:.0f}" for mb in one.rss_all)
+                        print(f"{row}{one.failed} | {rss} | {one.load} |", flush=True)
                     print(f"  set-up of {connections} users and connections: "
                           f"{found['seeded']:.1f} s", flush=True)  # fmt: skip
                     if found["noop"]:
-                        noop = found["noop"]
-                        print(f"  bare procrastinate no-op job (concurrency {CONCURRENCY}): "
-                              f"{noop['rate']:.0f} jobs/s, {noop['cpu_ms']:.2f} ms CPU a job "
+                        noop, job = found["noop"], found["unchanged"]
+                        job_ms = 1000 * job.cpu / job.count
+                        print(f"  bare procrastinate no-op job (concurrency {concurrency}): "
+                              f"{noop['rate']:.0f} jobs/s, {noop['cpu_ms']:.2f} ms CPU a job; "
+                              f"a no-change sync job {job_ms:.1f} ms "
+                              f"({job_ms / noop['cpu_ms']:.1f}x; the queue's share "
+                              f"{100 * noop['cpu_ms'] / job_ms:.0f} %) "
                               f"(load {noop['load']:.1f})", flush=True)  # fmt: skip
 
 

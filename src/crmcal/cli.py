@@ -348,9 +348,11 @@ def worker(
     queue.ensure_schema(settings.database_url)
 
     async def work() -> None:
-        # A sync holds one or two database connections at a time (its own, a lease
-        # renewal); the queue needs a few of its own (listening, fetching, finishing).
-        db = Database(settings.database_url, pool_size=concurrency + 2, max_overflow=concurrency)
+        # A sync holds one database connection at a time, and only for the moments of
+        # its transactions (a lease renewal may want a second one meanwhile); the queue
+        # needs a few of its own (listening, fetching, finishing). Bounded, so that
+        # several workers and the server fit in PostgreSQL's max_connections.
+        db = Database(settings.database_url, pool_size=concurrency + 2, max_overflow=2)
         app_ = queue.queue_app(settings.database_url, pool_size=min(concurrency, 4) + 2)
         try:
             async with app_.open_async():

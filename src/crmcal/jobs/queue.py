@@ -45,6 +45,7 @@ from crmcal.crm.tables import utcnow
 from crmcal.db import Database
 from crmcal.jobs import maintenance
 from crmcal.sync import limits, runner
+from crmcal.sync.context import Held
 from crmcal.sync.engine import SyncFailed
 from crmcal.sync.limits import Limit, SharedLimits
 from crmcal.sync.runner import Busy, run_sync
@@ -163,6 +164,15 @@ def _runtime(context: procrastinate.JobContext) -> Runtime:
 async def sync_connection(context: procrastinate.JobContext, connection_id: int) -> None:
     runtime = _runtime(context)
     try:
+        if connection_id in runtime.not_caldav:
+            # No server's limit to take first: whether the account is held is read in
+            # the transaction that takes the lease, not in a query of its own.
+            try:
+                await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id,
+                               wait=1, unless_held=runtime.limits is not None)  # fmt: skip
+            except Held as exc:
+                await defer_sync(runtime.app, connection_id, delay=exc.seconds)
+            return
         held, server = await _limits_of(runtime, connection_id)
         if held > 0:
             # The service asked this account to wait: its sync waits in the queue, not
@@ -207,6 +217,9 @@ async def _limits_of(runtime: Runtime, connection_id: int) -> tuple[float, Limit
     until = row[2]
     held = max((until - utcnow()).total_seconds(), 0.0) if until is not None else 0.0
     if row.provider != "caldav":
+        # A connection's kind never changes: its later jobs skip this query.
+        if len(runtime.not_caldav) < NOT_CALDAV_KEPT:
+            runtime.not_caldav.add(connection_id)
         return held, None
     return held, runtime.limits.for_server(row.account)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,7 +19,7 @@ from crmcal.crm.tables import User
 from crmcal.db import Database
 from crmcal.sync.options import SyncOptions, writes_calendar, writes_crm
 from crmcal.sync.states import RECONNECT_REQUIRED, FailureKind
-from crmcal.sync.tables import Connection, WrittenNote
+from crmcal.sync.tables import Connection, ProviderHold, WrittenNote
 
 
 class SyncRefused(Exception):
@@ -31,6 +32,15 @@ class SyncFailed(Exception):
     def __init__(self, message: str, kind: FailureKind = FailureKind.SERVER) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class Held(Exception):
+    """The service asked the connection's account to wait (a throttling answer, in any
+    process): the sync does not start; ``seconds`` is the rest of the hold."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the account is held for {seconds:.0f} s more after a throttling answer")
+        self.seconds = seconds
 
 
 class SyncStopped(Exception):
@@ -58,7 +68,28 @@ class Start:
         found = await session.execute(
             select(User, head, noted.exists()).where(User.id == conn.user_id)
         )
-        owner, feed_head, any_notes = found.one()
+        return await cls._made(session, conn, found.one())
+
+    @classmethod
+    async def read_unless_held(cls, session: AsyncSession, conn: Connection) -> Start:
+        """``read``, and in the same statement whether the account is held after a
+        throttling answer: then Held, raised inside the lease's transaction, which it
+        undoes (no lease taken, no run recorded)."""
+        head = changefeed.head()
+        noted = select(WrittenNote.activity_id).where(WrittenNote.connection_id == conn.id)
+        key = f"{conn.provider}:{(conn.account or '').strip().lower()}"
+        hold = select(ProviderHold.until).where(ProviderHold.key == key).scalar_subquery()
+        found = await session.execute(
+            select(User, head, noted.exists(), hold).where(User.id == conn.user_id)
+        )
+        owner, feed_head, any_notes, until = found.one()
+        if until is not None and (held := (until - dt.datetime.now(dt.UTC)).total_seconds()) > 0:
+            raise Held(held)
+        return await cls._made(session, conn, (owner, feed_head, any_notes))
+
+    @classmethod
+    async def _made(cls, session: AsyncSession, conn: Connection, row: Any) -> Start:
+        owner, feed_head, any_notes = row
         written: dict[int, tuple[str | None, str]] = {}
         if any_notes:
             rows = await session.execute(

@@ -34,12 +34,14 @@ import os
 import random
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import bindparam, or_, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.types import Integer
 
 from crmcal.config import Settings
-from crmcal.crm.tables import utcnow
+from crmcal.crm.tables import UTCDateTime, utcnow
 from crmcal.db import Database
 from crmcal.sync.tables import ProviderHold, ProviderSlot
 
@@ -56,6 +58,46 @@ LONGEST_HOLD = 300.0  # a Retry-After beyond this is not believed
 # Google's documented default per-project quota: requests per minute, all users.
 DEFAULT_GOOGLE_PROJECT_QUOTA = 10_000
 QUOTA_WINDOW = dt.timedelta(minutes=1)
+
+# A request's slot and its turns of the quota its key counts against, in one statement:
+# the turns are taken only when the slot is (a held or busy account spends none).
+_TAKE_WITH_TURNS = text("""
+WITH slot AS (
+    UPDATE provider_slots SET holder = :holder, expires_at = :slot_expires
+    WHERE key = :key AND slot = (
+        SELECT slot FROM provider_slots
+        WHERE key = :key AND slot < :concurrency
+          AND (holder IS NULL OR expires_at < :now)
+          AND NOT EXISTS (SELECT 1 FROM provider_holds WHERE key = :key AND until > :now)
+        ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING slot),
+free AS (
+    SELECT slot FROM provider_slots
+    WHERE key = :rate_key AND slot < :rate_count
+      AND (holder IS NULL OR expires_at < :now)
+      AND EXISTS (SELECT 1 FROM slot)
+    ORDER BY slot LIMIT :cost FOR UPDATE SKIP LOCKED),
+turns AS (
+    UPDATE provider_slots SET holder = :holder, expires_at = :turn_expires
+    FROM free WHERE provider_slots.key = :rate_key AND provider_slots.slot = free.slot
+    RETURNING provider_slots.slot)
+SELECT 0 AS turn, slot FROM slot UNION ALL SELECT 1, slot FROM turns
+""").bindparams(
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("slot_expires", type_=UTCDateTime()),
+    bindparam("turn_expires", type_=UTCDateTime()),
+)
+# The slot given back and the turns' window started, in one statement.
+_GIVE_BACK_WITH_TURNS = text("""
+WITH given AS (
+    UPDATE provider_slots SET holder = NULL, expires_at = NULL
+    WHERE key = :key AND slot = :slot AND holder = :holder)
+UPDATE provider_slots SET expires_at = :turn_expires
+WHERE key = :rate_key AND slot = ANY(:turns)
+""").bindparams(
+    bindparam("turn_expires", type_=UTCDateTime()),
+    bindparam("turns", type_=ARRAY(Integer())),
+)
 
 
 class Limit:
@@ -170,8 +212,12 @@ class Limit:
         for ``cost`` turns of the quota the key counts against (the calls a batch
         request holds; taken once the slot is, so a throttled account spends none)."""
         pause = 0.01
+        turns: list[int] = []
         while True:
-            taken = await self.try_take()
+            if self.rate is None:
+                taken = await self.try_take()
+            else:
+                taken, turns = await self._try_take_with_turns(cost)
             if taken is not None:
                 break
             until = await self._held_until()  # only asked when no slot was had
@@ -180,15 +226,48 @@ class Limit:
                 continue
             await asyncio.sleep(pause * random.uniform(0.5, 1.5))
             pause = min(pause * 2, 0.25)
-        turns: list[int] = []
         try:
             if self.rate is not None:
-                turns = await self.rate.take(cost)
+                # The quota spent for now (or its rows not made yet): wait for the rest.
+                left = max(1, min(cost, self.rate.turns.concurrency)) - len(turns)
+                if left > 0:
+                    turns += await self.rate.take(left)
             yield
         finally:
-            await asyncio.shield(self.give_back(taken))
-            if turns and self.rate is not None:
-                await asyncio.shield(self.rate.done(turns))
+            await asyncio.shield(self._give_back_with(taken, turns))
+
+    async def _try_take_with_turns(self, cost: int) -> tuple[int | None, list[int]]:
+        """A free slot and up to ``cost`` turns of the key's quota, in one statement (no
+        turns without the slot)."""
+        assert self.rate is not None
+        now = utcnow()
+        values = dict(holder=PROCESS, key=self.key, concurrency=self.concurrency, now=now,
+                      slot_expires=now + REQUEST_TTL, rate_key=self.rate.turns.key,
+                      rate_count=self.rate.turns.concurrency,
+                      turn_expires=now + self.rate.window,
+                      cost=max(1, min(cost, self.rate.turns.concurrency)))  # fmt: skip
+        found = await self.db.execute_one(_TAKE_WITH_TURNS.bindparams(**values))
+        slot: int | None = None
+        turns: list[int] = []
+        rows: list[Any] = list(found)
+        for turn, number in rows:
+            if turn:
+                turns.append(number)
+            else:
+                slot = number
+        if slot is None and not self._slots_made:
+            await self._make_slots()
+            return await self._try_take_with_turns(cost)
+        return slot, turns
+
+    async def _give_back_with(self, slot: int, turns: list[int]) -> None:
+        """Give the slot back; the turns' window starts now (see Rate.done)."""
+        if not turns or self.rate is None:
+            await self.give_back(slot)
+            return
+        values = dict(key=self.key, slot=slot, holder=PROCESS, rate_key=self.rate.turns.key,
+                      turns=turns, turn_expires=utcnow() + self.rate.window)  # fmt: skip
+        await self.db.execute_one(_GIVE_BACK_WITH_TURNS.bindparams(**values))
 
     @contextlib.asynccontextmanager
     async def held(self, slot: int, ttl: dt.timedelta) -> AsyncIterator[None]:

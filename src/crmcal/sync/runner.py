@@ -244,14 +244,18 @@ async def run_sync(
     progress: ProgressFn | None = None,
     wait: float = 0,
     provider: Provider | None = None,
+    unless_held: bool = False,
 ) -> SyncReport:
-    """One sync of the connection now. Raises Busy if one is running (after ``wait`` s)."""
+    """One sync of the connection now. Raises Busy if one is running (after ``wait`` s);
+    ``unless_held``: raises Held, and does not start, while the account is held after a
+    throttling answer (checked in the transaction that takes the lease)."""
     logs.CONNECTION.set(connection_id)  # on every line logged while it runs
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     # The lease, and what the run starts from, in one transaction.
+    read = Start.read_unless_held if unless_held else Start.read
     while (held := await lease.take(db, connection_id, settings.lease_seconds,
-                                    then=Start.read)) is None:  # fmt: skip
+                                    then=read)) is None:  # fmt: skip
         await _why_not(db, connection_id)
         if loop.time() >= deadline:
             raise Busy(await _who_holds(db, connection_id))

@@ -1,0 +1,152 @@
+"""What a worker's job costs in database round trips when the connection has nothing
+new: counted with SQLAlchemy's cursor and transaction events on the real PostgreSQL,
+through the job a worker runs (``crmcal.sync``), shared limits and all."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import types
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from crmcal.config import Settings
+from crmcal.db import Database
+from crmcal.jobs import queue
+from crmcal.sync import limits
+from crmcal.vault import Vault
+from tests.conftest import run
+from tests.google_emulator import GoogleEmulator
+from tests.queue_world import SECRET, query, queue_db  # noqa: F401
+from tests.test_queue import _user_with_connection
+
+pytestmark = pytest.mark.postgres
+
+
+class RoundTrips:
+    """Statements sent, and transactions opened with BEGIN (an autocommit statement
+    opens none), on one engine."""
+
+    def __init__(self, db: Database) -> None:
+        self.statements: list[str] = []
+        self.transactions = 0
+        self.engine = db.engine.sync_engine
+        event.listen(self.engine, "before_cursor_execute", self._statement)
+        event.listen(self.engine, "begin", self._begin)
+
+    def _statement(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.statements.append(statement.split(None, 1)[0].upper())
+
+    def _begin(self, conn: Any) -> None:
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            self.transactions += 1
+
+    def stop(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._statement)
+        event.remove(self.engine, "begin", self._begin)
+
+
+def _settings(database_url: str, emulator: GoogleEmulator) -> Settings:
+    return Settings(database_url=database_url, secret_key=SECRET, base_url="http://127.0.0.1:9",
+                    google_api_url=emulator.url, google_oauth_url=emulator.url,
+                    allow_private_networks=True, retry_backoff=0.05)  # fmt: skip
+
+
+def _google_connection(database_url: str, emulator: GoogleEmulator) -> tuple[int, str]:
+    email = f"cost-{os.urandom(4).hex()}@example.test"
+    tokens = emulator.state.create_account(email)
+    sealed = Vault(SECRET).seal(tokens["refresh_token"])
+    _, _, connection_id = run(_user_with_connection(
+        database_url, provider="google", account=email, calendar_id=email, credentials=sealed,
+        connected_at=dt.datetime.now(dt.UTC),
+    ))  # fmt: skip
+    return connection_id, email
+
+
+@contextlib.asynccontextmanager
+async def worker_runtime(
+    database_url: str, emulator: GoogleEmulator
+) -> AsyncIterator[tuple[queue.Runtime, Any]]:
+    """What a worker's jobs get: its Runtime, in the context procrastinate passes."""
+    db = Database(database_url)
+    app = queue.queue_app(database_url)
+    runtime = queue.Runtime(db, Vault(SECRET), _settings(database_url, emulator), app=app)
+    try:
+        async with app.open_async():
+            yield runtime, types.SimpleNamespace(additional_context={"crmcal": runtime})
+    finally:
+        limits.install(None)
+        await db.dispose()
+
+
+def test_a_no_change_sync_job_costs_few_round_trips(
+    queue_db: str,  # noqa: F811
+    google_emulator: GoogleEmulator,
+) -> None:
+    """Taking the lease with what the sync starts from (and whether the account is held
+    after a throttling answer); one statement to take the request's slot with its turn
+    of the project's quota, one to give both back; the closing write with the release:
+    9 statements in 2 transactions (it was 12 in 3: a query of its own for the hold, and
+    the slot and the quota turn taken and given back one statement each)."""
+    connection_id, _ = _google_connection(queue_db, google_emulator)
+
+    async def jobs() -> list[RoundTrips]:
+        async with worker_runtime(queue_db, google_emulator) as (runtime, context):
+            for _ in range(2):  # the first sync, and one that settles what it did
+                await queue.sync_connection(context, connection_id)
+            found = []
+            for _ in range(2):
+                counted = RoundTrips(runtime.db)
+                await queue.sync_connection(context, connection_id)
+                counted.stop()
+                found.append(counted)
+            return found
+
+    first, second = run(jobs())
+    assert Counter(second.statements) == Counter(first.statements)
+    assert len(first.statements) <= 9, first.statements
+    assert first.transactions <= 2, first.statements
+
+
+def test_a_held_accounts_job_is_deferred_without_a_run_or_a_request(
+    queue_db: str,  # noqa: F811
+    google_emulator: GoogleEmulator,
+) -> None:
+    """The hold is read in the lease's transaction: a held account's sync takes no lease,
+    records no run, sends nothing, and its job goes back to the queue for the hold."""
+    connection_id, email = _google_connection(queue_db, google_emulator)
+
+    async def scenario() -> tuple[int, int]:
+        async with worker_runtime(queue_db, google_emulator) as (runtime, context):
+            await queue.sync_connection(context, connection_id)  # known not to be CalDAV
+            assert runtime.limits is not None
+            account = runtime.limits.for_account("google", email)
+            assert account is not None
+            await account.throttled(120)
+            runs = int(query(queue_db, "SELECT count(*) FROM sync_runs WHERE connection_id = %s",
+                             connection_id)[0][0])  # fmt: skip
+            requests = sum(google_emulator.state.requests.values())
+            await queue.sync_connection(context, connection_id)
+            after = int(query(queue_db, "SELECT count(*) FROM sync_runs WHERE connection_id = %s",
+                              connection_id)[0][0])  # fmt: skip
+            return after - runs, sum(google_emulator.state.requests.values()) - requests
+
+    new_runs, new_requests = run(scenario())
+    assert new_runs == 0
+    assert new_requests == 0
+    waiting = query(
+        queue_db,
+        "SELECT extract(epoch FROM scheduled_at - now()) FROM procrastinate_jobs "
+        "WHERE queueing_lock = %s AND status = 'todo'",
+        queue.lock_of(connection_id),
+    )
+    assert len(waiting) == 1
+    assert 60 < float(waiting[0][0]) <= 120
+    state = query(queue_db, "SELECT state, locked_by FROM connections WHERE id = %s",
+                  connection_id)  # fmt: skip
+    assert state == [("active", None)]
