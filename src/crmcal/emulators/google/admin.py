@@ -83,22 +83,10 @@ async def faults(request: Request) -> Any:
     return {"pending": pending}
 
 
-@router.get("/_emulator/settings")
-async def settings(request: Request) -> Any:
-    return state_of(request).settings()
-
-
 @router.post("/_emulator/settings")
 async def configure(request: Request) -> Any:
     """``{"short_pages"?, "extended_property_match"?, "sync_token_max_age"?}``."""
     return state_of(request).configure(await body_of(request))
-
-
-@router.post("/_emulator/expire-access-tokens")
-async def expire_access(request: Request) -> Response:
-    """Every access token issued so far stops working (refresh tokens still do)."""
-    state_of(request).expire_access_tokens()
-    return Response(status_code=204)
 
 
 @router.get("/_emulator/mail")
@@ -116,8 +104,3 @@ async def channels(request: Request) -> Any:
                       "expiration": c.expiration.isoformat()} for c in found.by_id.values()],
         "delivered": found.delivered,
     }  # fmt: skip
-
-
-@router.get("/_emulator/requests")
-async def requests(request: Request) -> Any:
-    return dict(sorted(state_of(request).requests.items()))

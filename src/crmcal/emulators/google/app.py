@@ -22,6 +22,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crmcal.emulators import admin as shared_admin
 from crmcal.emulators import pages
 from crmcal.emulators.google import (
     admin,
@@ -120,6 +121,7 @@ def create_app(state: GoogleState | None = None, *, data_file: Path | None = Non
         dependencies=[Depends(_injected_delay)],
     )
     app.state.google = state
+    app.state.emulated = state  # what the shared admin routes reach
     app.state.data_file = data_file
     if data_file is not None:
         app.add_middleware(_SaveAfterWrites)
@@ -131,4 +133,5 @@ def create_app(state: GoogleState | None = None, *, data_file: Path | None = Non
     app.include_router(api_calendars.router)
     app.include_router(api_events.router)
     app.include_router(admin.router)
+    app.include_router(shared_admin.router)
     return app

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 
 from crmcal.emulators.microsoft import render
 from crmcal.emulators.microsoft.calls import state_of
@@ -144,13 +144,6 @@ async def faults(request: Request) -> Any:
     return {"pending": state.pending()}
 
 
-@router.post("/_emulator/expire-access-tokens")
-async def expire_access(request: Request) -> Response:
-    """Every access token issued so far stops working (refresh tokens still do)."""
-    state_of(request).expire_access_tokens()
-    return Response(status_code=204)
-
-
 @router.post("/_emulator/expire-delta-tokens")
 async def expire_delta(request: Request) -> Any:
     """``{"email"?}``: every delta and skip token (of that mailbox) answers 410."""
@@ -158,11 +151,6 @@ async def expire_delta(request: Request) -> Any:
     state = state_of(request)
     email = _mailbox_of(state, body).email if body.get("email") else None
     return {"expired": state.delta.expire(email)}
-
-
-@router.get("/_emulator/settings")
-async def settings(request: Request) -> Any:
-    return state_of(request).settings()
 
 
 @router.post("/_emulator/settings")
@@ -180,11 +168,6 @@ async def mail(request: Request) -> Any:
 @router.get("/_emulator/concurrency")
 async def concurrency(request: Request) -> Any:
     return {"peak": dict(sorted(concurrency_of(state_of(request)).peak.items()))}
-
-
-@router.get("/_emulator/requests")
-async def requests(request: Request) -> Any:
-    return dict(sorted(state_of(request).requests.items()))
 
 
 @router.get("/_emulator/changes")

@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from crmcal.emulators import admin as shared_admin
 from crmcal.emulators import pages
 from crmcal.emulators.microsoft import (
     admin,
@@ -82,10 +83,12 @@ def create_app(state: MicrosoftState | None = None) -> FastAPI:
         dependencies=[Depends(_injected_delay)],
     )
     app.state.microsoft = state
+    app.state.emulated = state  # what the shared admin routes reach
     app.include_router(oauth.router)
     app.include_router(pages.router)
     app.include_router(home.router)
     app.include_router(admin.router)
+    app.include_router(shared_admin.router)
     app.include_router(push.router)
     # Subscriptions listen to the state from the start; their deliveries stop with the app.
     app.router.add_event_handler("shutdown", push.subscriptions_of(state).close)
