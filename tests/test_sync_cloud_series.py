@@ -250,6 +250,39 @@ async def test_cancelled_occurrences_go_both_ways(synced: Synced) -> None:
     assert occurrences(synced, series_id) == []
 
 
+async def test_an_occurrence_taken_back_from_the_trash(synced: Synced) -> None:
+    """Google brings a cancelled occurrence back; Outlook cannot (Graph has no way to
+    un-cancel an occurrence): there the CRM keeps it and the sync says so."""
+    synced.connect()
+    start = tuesday_nine_before_switch()
+    first = synced.user.post(f"{V1}/activities", json=weekly_body(start)).json()
+    series_id = first["series_id"]
+    assert sync(synced)["created"] == 1
+    ((event_id, _),) = (await synced.events()).items()
+    trashed = occurrences(synced, series_id)[2]
+    assert synced.user.delete(f"{V1}/activities/{trashed['id']}").status_code == 200
+    assert sync(synced)["updated"] == 1
+    assert len(await instance_starts(synced.harness, event_id)) == 7
+
+    restored = synced.user.post(f"{V1}/activities/{trashed['id']}/restore")
+    assert restored.status_code == 200, restored.text
+    counts = sync(synced)
+    original = dt.datetime.fromisoformat(str(trashed["original_start"]))
+    if synced.harness.kind == "google":
+        assert counts["problems"] == []
+        assert original in {utc(m) for m in await instance_starts(synced.harness, event_id)}
+        assert len(await instance_starts(synced.harness, event_id)) == 8
+    else:
+        (problem,) = counts["problems"]
+        assert original.astimezone(BERLIN).date().isoformat() in str(problem)
+        assert "cannot" in str(problem)
+        assert len(await instance_starts(synced.harness, event_id)) == 7
+    assert len(occurrences(synced, series_id)) == 8  # the CRM keeps it either way
+    again = sync(synced)
+    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+    assert len(occurrences(synced, series_id)) == 8
+
+
 async def fetch_ref(synced: Synced, event_id: str) -> Any:
     (ref,) = await synced.provider.fetch(synced.calendar_id, [event_id])
     return ref

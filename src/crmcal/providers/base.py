@@ -76,6 +76,9 @@ class Capabilities:
     single_day_of_month: bool = False
     # The most occurrences a numbered series may have.
     max_count: int | None = None
+    # A cancelled occurrence of a series can be brought back (Graph cannot: a deleted
+    # occurrence stays in the master's cancelledOccurrences).
+    restores_occurrences: bool = True
     # It e-mails every attendee written to an event (no way to write them silently).
     mails_attendees: bool = False
     # Creates go out in batch requests (``create_many``).

@@ -64,6 +64,7 @@ MICROSOFT = ProviderKind(
         several_rrules=False,
         single_day_of_month=True,
         max_count=999,
+        restores_occurrences=False,
         mails_attendees=True,
         batch_creates=True,
         batch_changes=True,

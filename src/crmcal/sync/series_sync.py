@@ -227,6 +227,7 @@ class SeriesSync:
         plan = self._plan(
             series, occurrences, calendar, crm_now, cal_now, base_crm, base_cal, invitation
         )
+        kept_out = self._unrestorable(series, plan, cal_now, crm_now)
         if plan.conflict:
             anchor = _anchor(occurrences, link)
             winner = Winner.CALENDAR if plan.pull else Winner.CRM
@@ -269,6 +270,9 @@ class SeriesSync:
                 return
             etag, written = result.etag, result.event
         cal_after = digests_of(written, within) if written is not None else cal_now
+        for key in kept_out:
+            # Still the CRM's to send: said again whenever the series syncs.
+            crm_now.occurrences[key] = base_crm.occurrences.get(key, LEFT_OUT)
         await engine.links.store(
             link,
             remote_etag=etag,
@@ -334,6 +338,38 @@ class SeriesSync:
             plan.conflict = True
             (plan.push if crm_wins else plan.pull).add(unit)
         return plan
+
+    def _unrestorable(
+        self, series: ActivitySeries, plan: Plan, cal_now: Digests, crm_now: Digests
+    ) -> set[str]:
+        """The occurrences the CRM took back (out of its trash) that the calendar keeps
+        cancelled and cannot bring back (Outlook): not written, and reported by date in
+        the sync's status; the CRM keeps them. Answers their keys."""
+        engine = self.engine
+        if engine.provider.capabilities.restores_occurrences:
+            return set()
+        found = {
+            key
+            for key in Plan.keys(plan.push)
+            if cal_now.occurrences.get(key) == LEFT_OUT and crm_now.occurrences.get(key) != LEFT_OUT
+        }
+        service = next(
+            (k.label for k in kinds.KINDS.values()
+             if k.capabilities is engine.provider.capabilities),
+            "the calendar",
+        )  # fmt: skip
+        zone = times.zone(series.timezone)
+        for key in sorted(found):
+            plan.push.discard(f"@{key}")
+            moment = _moment_of(key, series)
+            day = moment.astimezone(zone).date() if isinstance(moment, dt.datetime) else moment
+            engine.report.problem(
+                f"series of activity {series.id}",
+                f"the occurrence of {day} was taken back from the trash, but {service} "
+                "cannot bring a cancelled occurrence of a series back: it stays cancelled "
+                "there (cancel it again, or add it as an activity of its own)",
+            )
+        return found
 
     def _crm_wins(
         self, series: ActivitySeries, occurrences: list[Activity], calendar: CalendarEvent | None
