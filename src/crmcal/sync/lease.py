@@ -294,15 +294,25 @@ async def give_back(
     the connection when the lease was still this holder's (to set its state), else None:
     whoever took over owns the connection and the run was closed by them."""
     now = utcnow()
-    await session.execute(
+    ended = (
         update(SyncRun)
         .where(SyncRun.id == lease.run_id, SyncRun.outcome == RUNNING)
         .values(outcome=outcome, ended_at=now, error=error, counts=counts or {})
-        .execution_options(synchronize_session=False)
     )
     if lease.run_id % PRUNE_EVERY == 0:
         await _prune(session, lease.connection_id)
-    conn = await session.get(Connection, lease.connection_id)
+    if session.get_bind().dialect.name == "postgresql":
+        # The run ended and the connection read in one statement (a data-modifying CTE).
+        found = await session.scalars(
+            select(Connection)
+            .add_cte(ended.cte("ended"))
+            .where(Connection.id == lease.connection_id)
+            .execution_options(populate_existing=True)
+        )
+        conn = found.one_or_none()
+    else:
+        await session.execute(ended.execution_options(synchronize_session=False))
+        conn = await session.get(Connection, lease.connection_id)
     if conn is None or conn.locked_by != lease.holder:
         return None
     conn.locked_until, conn.locked_by = None, None
