@@ -306,3 +306,50 @@ def test_updates_cost_one_request_per_batch(
     patches = "events.patch" if kind == "google" else "events.update"
     assert (spent["batch"], spent[patches]) == (batches, count), spent
     assert spent.total() - spent[patches] == 1 + batches, spent  # the listing, the batches
+
+
+# --- series ---------------------------------------------------------------------------------
+
+
+def weekly_series(n: int) -> tuple[dt.datetime, dict[str, Any]]:
+    """A weekly series another client writes to Google, ``n`` hours apart from the others."""
+    start = later(20 + n).replace(minute=0, second=0)
+    body = {"summary": f"Weekly {n}", "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=6"],
+            "start": {"dateTime": start.replace(tzinfo=None).isoformat(), "timeZone": "UTC"},
+            "end": {"dateTime": (start + dt.timedelta(hours=1)).replace(tzinfo=None).isoformat(),
+                    "timeZone": "UTC"}}  # fmt: skip
+    return start, body
+
+
+def test_google_reads_the_exceptions_of_changed_series_in_one_batch(
+    google_crm: Api, google_emulator: GoogleEmulator
+) -> None:
+    """Series changed in the calendar are read back with their exceptions: the masters in
+    one batch request and the exceptions of all of them in another, not a listing each."""
+    connection_id, google = connect_google(google_crm, google_emulator)
+    with google:
+        made = []
+        for n in range(3):
+            start, body = weekly_series(n)
+            answer = google.post("/calendars/primary/events", json=body)
+            assert answer.status_code == 200, answer.text
+            made.append((answer.json()["id"], start))
+        assert sync(google_crm, connection_id)["created"] == 3
+        sync(google_crm, connection_id)
+        for event_id, start in made:  # another client retitles each one's second occurrence
+            second = start + dt.timedelta(weeks=1)
+            instance = f"{event_id}_{second.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}"
+            answer = google.patch(f"/calendars/primary/events/{instance}",
+                                  json={"summary": "Moved on"})  # fmt: skip
+            assert answer.status_code == 200, answer.text
+
+    before = counts(google_emulator.url)
+    report = sync(google_crm, connection_id)
+    spent = counts(google_emulator.url) - before
+
+    assert (report["updated"], report["problems"]) == (3, []), report
+    # The listing, then the three masters (one batch) and their exceptions (one batch).
+    assert (spent["batch"], spent["events.get"], spent["events.list"]) == (2, 3, 4), spent
+    assert spent.total() == 2 + 3 + 4, spent
+    activities = google_crm.get(f"{V1}/activities", params={"limit": 100}).json()["items"]
+    assert sorted(a["subject"] for a in activities).count("Moved on") == 3

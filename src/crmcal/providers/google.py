@@ -21,7 +21,6 @@ stays outside this module.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
@@ -57,7 +56,6 @@ __all__ = ["GOOGLE_API", "GoogleProvider", "TokenSource"]
 
 GOOGLE_API = "https://www.googleapis.com"
 PAGE_SIZE = 2500
-FETCH_CONCURRENCY = 8
 # Calls per batch request: Google takes up to 1,000 but advises against large
 # batches (each call still counts against the quota, and big ones get 429s).
 BATCH_SIZE = 50
@@ -203,20 +201,42 @@ class GoogleProvider:
         item: dict[str, Any] = self._api.json(response)
         return None if item.get("status") == "cancelled" else item
 
+    @staticmethod
+    def _exceptions_query(series: dict[str, Any]) -> dict[str, str]:
+        """The listing of a series' events (its master and its exceptions) by iCalUID."""
+        return {"iCalUID": str(series.get("iCalUID") or series["id"]), "singleEvents": "false",
+                "maxResults": str(PAGE_SIZE)}  # fmt: skip
+
     async def _exceptions(self, calendar_id: str, series: dict[str, Any]) -> list[dict[str, Any]]:
         """The changed and cancelled occurrences Google keeps beside a series."""
-        params = {"iCalUID": series.get("iCalUID") or series["id"], "singleEvents": "false",
-                  "maxResults": PAGE_SIZE}  # fmt: skip
-        found: list[dict[str, Any]] = []
-        while True:
-            response = await self._request("GET", self._events(calendar_id), params=params)
-            if response.status_code != 200:
-                raise self._api.failure(response, "reading a series")
-            data = self._api.json(response)
-            found += [i for i in data.get("items", []) if i.get("recurringEventId") == series["id"]]
-            if not data.get("nextPageToken"):
-                return found
-            params["pageToken"] = data["nextPageToken"]
+        return (await self._exceptions_of(calendar_id, [series]))[str(series["id"])]
+
+    async def _exceptions_of(
+        self, calendar_id: str, series: Sequence[dict[str, Any]]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """``_exceptions`` of several series, by series id: every first page in batch
+        requests (one request for up to ``BATCH_SIZE`` series, not one each); the rare
+        series with more than a page of exceptions pages on alone."""
+        path = "/calendar/v3" + self._events(calendar_id)
+        calls = [google_batch.Call("GET", path, self._exceptions_query(s)) for s in series]
+        found: dict[str, list[dict[str, Any]]] = {}
+        for item, answer in zip(series, await self._send_all(calls) if calls else [], strict=True):
+            master_id = str(item["id"])
+            params = self._exceptions_query(item)
+            mine: list[dict[str, Any]] = []
+            while True:
+                if isinstance(answer, ProviderError):
+                    raise answer
+                if answer.status_code != 200:
+                    raise self._api.failure(answer, "reading a series")
+                data = self._api.json(answer)
+                mine += [i for i in data.get("items", []) if i.get("recurringEventId") == master_id]
+                if not data.get("nextPageToken"):
+                    break
+                params["pageToken"] = data["nextPageToken"]
+                answer = await self._request("GET", self._events(calendar_id), params=params)
+            found[master_id] = mine
+        return found
 
     async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
         """The events by id: several in batch requests (one request for up to
@@ -241,19 +261,12 @@ class GoogleProvider:
                 item = self._api.json(answer)
                 if item.get("status") != "cancelled":
                     items.append(item)
-        limit = asyncio.Semaphore(FETCH_CONCURRENCY)
-
-        async def one(item: dict[str, Any]) -> RemoteRef | None:
-            if not google_events.is_event(item):
-                return None
-            exceptions = []
-            if item.get("recurrence"):
-                async with limit:
-                    exceptions = await self._exceptions(calendar_id, item)
-            return _ref(item, self._zones.get(calendar_id, "UTC"), exceptions)
-
-        found_refs = await asyncio.gather(*(one(item) for item in items))
-        return [ref for ref in found_refs if ref is not None]
+        items = [item for item in items if google_events.is_event(item)]
+        exceptions = await self._exceptions_of(
+            calendar_id, [item for item in items if item.get("recurrence")]
+        )
+        zone = self._zones.get(calendar_id, "UTC")
+        return [_ref(item, zone, exceptions.get(str(item["id"]), ())) for item in items]
 
     async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:
         found = await self.fetch(calendar_id, [google_events.event_id_for(key)])
