@@ -211,7 +211,10 @@ def test_graph_deletes_go_in_batches(graph_crm: Api, microsoft_emulator: Microso
     spent = counts(microsoft_emulator.url) - before
 
     assert (report["deleted"], report["problems"]) == (4, []), report
-    assert (spent["batch"], spent["events.delete"]) == (1, 4), spent
+    # The deletes in one batch; another reads crmcal's ids of the six events the first
+    # sync made, which this delta round brings back.
+    assert (spent["batch"], spent["events.delete"], spent["events.get"]) == (2, 4, 6), spent
+    assert spent.total() == 1 + 2 + 4 + 6, spent
     with graph:
         found = graph.get("/me/events", params={"$top": 100}).json()["value"]
     assert sorted(e["subject"] for e in found) == ["Call 0", "Call 1"]
@@ -353,3 +356,38 @@ def test_google_reads_the_exceptions_of_changed_series_in_one_batch(
     assert spent.total() == 2 + 3 + 4, spent
     activities = google_crm.get(f"{V1}/activities", params={"limit": 100}).json()["items"]
     assert sorted(a["subject"] for a in activities).count("Moved on") == 3
+
+
+def test_a_graph_import_reads_its_series_in_batches(
+    graph_crm: Api, microsoft_emulator: MicrosoftEmulator
+) -> None:
+    """Delta shows a series as its occurrences: the masters and their exceptions and
+    cancellations are read in ``$batch`` requests of 20, not two requests a series."""
+    email = f"floor-{uuid.uuid4().hex[:10]}@example.test"
+    connection_id, graph = connect_graph(graph_crm, microsoft_emulator, email)
+    graph.close()
+    state = microsoft_emulator.state
+    mailbox = state.mailbox(email)
+    for n in range(25):
+        start = later(20 + n).replace(minute=0, second=0, tzinfo=None)
+        state.events.create(mailbox, mailbox.default_calendar, {
+            "subject": f"Weekly {n}",
+            "start": {"dateTime": start.isoformat(), "timeZone": "UTC"},
+            "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat(), "timeZone": "UTC"},
+            "recurrence": {
+                "pattern": {"type": "weekly", "interval": 1,
+                            "daysOfWeek": [start.strftime("%A").lower()]},
+                "range": {"type": "numbered", "startDate": start.date().isoformat(),
+                          "numberOfOccurrences": 4},
+            },
+        })  # fmt: skip
+
+    before = counts(microsoft_emulator.url)
+    report = sync(graph_crm, connection_id)
+    spent = counts(microsoft_emulator.url) - before
+
+    assert (report["created"], report["problems"]) == (25, []), report
+    # Each master read twice (its fields, then its exceptions), 20 reads a batch.
+    assert (spent["batch"], spent["events.get"]) == (4, 50), spent
+    # Besides: the delta page, the one query of crmcal's ids, the first sync's subscription.
+    assert spent.total() - spent["events.get"] == 4 + 3, spent

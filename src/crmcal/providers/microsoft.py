@@ -24,7 +24,6 @@ Protocol use:
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -71,8 +70,6 @@ WINDOW_DAYS = 1825  # the longest calendarView Graph answers
 RENEW_BEFORE = dt.timedelta(days=180)  # move the window on this long before its end
 # Below Graph's limit for event subscriptions (10,080 minutes); renewed a day ahead.
 SUBSCRIPTION_LIFETIME = dt.timedelta(days=6)
-# Reads by id running at once when a delta round's events are matched to crmcal's ids.
-READS_AT_ONCE = 8
 _PREFER = 'IdType="ImmutableId", outlook.timezone="UTC", outlook.body-content-type="text"'
 _RETRY = (429, 500, 502, 503, 504)
 _EXPIRED = ("SyncStateNotFound", "resyncRequired", "SyncStateInvalid")
@@ -302,65 +299,83 @@ class MicrosoftProvider:
                 listing.changed[n] = RemoteRef(ref.id, ref.etag, _with_ids(event, props))
 
     async def _read_crm_ids(self, calendar_id: str, listing: ChangeListing) -> None:
-        """crmcal's ids of the events a delta round changed, read by id (a query of the
-        whole calendar would cost more than the few events of a round): an event moved
-        to another calendar and back then finds its activity again."""
-        gate = asyncio.Semaphore(READS_AT_ONCE)
-        params = {"$select": "id", "$expand": codec.expand_properties()}
-
-        async def one(n: int, ref: RemoteRef) -> None:
-            async with gate:
-                response = await self._request(
-                    "GET", self._event(calendar_id, ref.id), params=params
-                )
-            if response.status_code != 200 or ref.event is None:
-                return  # gone meanwhile, or no longer here: the next round says so
-            props = codec.properties(self._api.json(response))
+        """crmcal's ids of the events a delta round changed, read by id in ``$batch``
+        requests (a query of the whole calendar would cost more than the few events of
+        a round): an event moved to another calendar and back then finds its activity
+        again."""
+        query = f"$select=id&$expand={codec.expand_properties()}"
+        read = [n for n, ref in enumerate(listing.changed) if ref.event is not None]
+        reads = [_read(f"{self._event(calendar_id, listing.changed[n].id)}?{query}") for n in read]
+        for n, answer in zip(read, await self._send_all(reads) if reads else [], strict=True):
+            ref = listing.changed[n]
+            if isinstance(answer, ProviderError):
+                raise answer
+            if answer.status_code != 200 or ref.event is None:
+                continue  # gone meanwhile, or no longer here: the next round says so
+            props = codec.properties(self._api.json(answer))
             if props:
                 listing.changed[n] = RemoteRef(ref.id, ref.etag, _with_ids(ref.event, props))
 
-        await asyncio.gather(
-            *(one(n, ref) for n, ref in enumerate(listing.changed) if ref.event is not None)
-        )
-
     async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
-        async def one(event_id: str) -> RemoteRef | None:
-            response = await self._request(
-                "GET",
-                self._event(calendar_id, event_id),
-                params={"$expand": codec.expand_properties()},
-            )
-            if response.status_code in (404, 410) or (
-                response.status_code == 400 and _code(response) in _MALFORMED_ID
+        """The events by id, in ``$batch`` requests; then the cancelled occurrences and
+        exceptions of those that are series, for all of them in ``$batch`` requests too
+        (two requests for up to ``BATCH_SIZE`` series, not two each)."""
+        wanted = list(dict.fromkeys(ids))
+        expand = f"$expand={codec.expand_properties()}"
+        reads = [_read(f"{self._event(calendar_id, event_id)}?{expand}") for event_id in wanted]
+        items: list[dict[str, Any]] = []
+        for answer in await self._send_all(reads) if reads else []:
+            if isinstance(answer, ProviderError):
+                raise answer
+            if answer.status_code in (404, 410) or (
+                answer.status_code == 400 and _code(answer) in _MALFORMED_ID
             ):
-                return None  # an id Graph cannot even read names no event
-            if response.status_code != 200:
-                raise self._api.failure(response, "reading an event")
-            item = self._api.json(response)
+                continue  # an id Graph cannot even read names no event
+            if answer.status_code != 200:
+                raise self._api.failure(answer, "reading an event")
+            item = self._api.json(answer)
             if item.get("isCancelled") and item.get("type") != "seriesMaster":
-                return None
-            if item.get("type") == "seriesMaster":
-                return await self._series_ref(calendar_id, item)
-            return _ref(item)
-
-        found = await asyncio.gather(*(one(i) for i in dict.fromkeys(ids)))
-        return [ref for ref in found if ref is not None]
+                continue
+            items.append(item)
+        masters = [str(i["id"]) for i in items if i.get("type") == "seriesMaster"]
+        occurrences = await self._occurrences_of(calendar_id, masters)
+        return [
+            await self._series_ref(calendar_id, item, occurrences[str(item["id"])])
+            if item.get("type") == "seriesMaster"
+            else _ref(item)
+            for item in items
+        ]
 
     async def _occurrences(
         self, calendar_id: str, master_id: str
     ) -> tuple[list[str], list[dict[str, Any]]]:
         """A series' cancelled occurrences and its exceptions, in one read of the master
         (Graph shows them only when asked by name, on a GET of the master by id)."""
-        params = {
-            "$select": "cancelledOccurrences,exceptionOccurrences",
-            "$expand": f"exceptionOccurrences,{codec.expand_properties()}",
-        }
-        response = await self._request("GET", self._event(calendar_id, master_id), params=params)
-        if response.status_code != 200:
-            raise self._api.failure(response, "reading a series")
-        data = self._api.json(response)
-        cancelled = [str(c) for c in data.get("cancelledOccurrences") or []]
-        return cancelled, [e for e in data.get("exceptionOccurrences") or [] if isinstance(e, dict)]
+        return (await self._occurrences_of(calendar_id, [master_id]))[master_id]
+
+    async def _occurrences_of(
+        self, calendar_id: str, master_ids: Sequence[str]
+    ) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
+        """``_occurrences`` of several series, by master id, in ``$batch`` requests."""
+        query = (
+            "$select=cancelledOccurrences,exceptionOccurrences"
+            f"&$expand=exceptionOccurrences,{codec.expand_properties()}"
+        )
+        reads = [
+            _read(f"{self._event(calendar_id, master_id)}?{query}") for master_id in master_ids
+        ]
+        found: dict[str, tuple[list[str], list[dict[str, Any]]]] = {}
+        answers = await self._send_all(reads) if reads else []
+        for master_id, answer in zip(master_ids, answers, strict=True):
+            if isinstance(answer, ProviderError):
+                raise answer
+            if answer.status_code != 200:
+                raise self._api.failure(answer, "reading a series")
+            data = self._api.json(answer)
+            cancelled = [str(c) for c in data.get("cancelledOccurrences") or []]
+            exceptions = [e for e in data.get("exceptionOccurrences") or [] if isinstance(e, dict)]
+            found[master_id] = (cancelled, exceptions)
+        return found
 
     async def _series_ref(
         self,
@@ -919,6 +934,12 @@ class MicrosoftProvider:
 
     async def close(self) -> None:
         await self._api.close()
+
+
+def _read(url: str) -> dict[str, Any]:
+    """A GET of a ``$batch``: its own ``Prefer`` (a batch's parts do not take the
+    envelope's headers), so that it answers immutable ids and UTC times too."""
+    return {"method": "GET", "url": url, "headers": {"Prefer": _PREFER}}
 
 
 def _code(response: httpx.Response) -> str:
