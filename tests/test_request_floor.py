@@ -391,3 +391,82 @@ def test_a_graph_import_reads_its_series_in_batches(
     assert (spent["batch"], spent["events.get"]) == (4, 50), spent
     # Besides: the delta page, the one query of crmcal's ids, the first sync's subscription.
     assert spent.total() - spent["events.get"] == 4 + 3, spent
+
+
+def graph_weekly(start: dt.datetime, count: int, subject: str) -> dict[str, Any]:
+    start = start.replace(tzinfo=None)
+    return {
+        "subject": subject,
+        "start": {"dateTime": start.isoformat(), "timeZone": "UTC"},
+        "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat(), "timeZone": "UTC"},
+        "recurrence": {
+            "pattern": {"type": "weekly", "interval": 1,
+                        "daysOfWeek": [start.strftime("%A").lower()]},
+            "range": {"type": "numbered", "startDate": start.date().isoformat(),
+                      "numberOfOccurrences": count},
+        },
+    }  # fmt: skip
+
+
+def test_a_series_deleted_in_outlook_costs_no_read_per_occurrence(
+    graph_crm: Api, microsoft_emulator: MicrosoftEmulator
+) -> None:
+    """Delta removes a deleted series occurrence by occurrence: those are no events of
+    crmcal's and are not read one by one; the series' master is read, and only the
+    removed events crmcal synced are read to tell a deletion from a move out of the
+    window."""
+    connection_id, graph = connect_graph(graph_crm, microsoft_emulator)
+    with graph:
+        start = later(20).replace(minute=0, second=0)
+        made = graph.post("/me/events", json=graph_weekly(start, 30, "Weekly review"))
+        assert made.status_code == 201, made.text
+        single = graph.post("/me/events", json={
+            "subject": "Booked", "start": {"dateTime": start.replace(tzinfo=None).isoformat(),
+                                           "timeZone": "UTC"},
+            "end": {"dateTime": (start + dt.timedelta(hours=2)).replace(tzinfo=None).isoformat(),
+                    "timeZone": "UTC"},
+        })  # fmt: skip
+        assert single.status_code == 201, single.text
+        assert sync(graph_crm, connection_id)["created"] == 2
+        sync(graph_crm, connection_id)
+        assert graph.delete(f"/me/events/{made.json()['id']}").status_code == 204
+        assert graph.delete(f"/me/events/{single.json()['id']}").status_code == 204
+
+        before = counts(microsoft_emulator.url)
+        report = sync(graph_crm, connection_id)
+        spent = counts(microsoft_emulator.url) - before
+
+    assert (report["deleted"], report["problems"]) == (2, []), report
+    # The delta round, the series' master (gone), the single event (gone).
+    assert (spent["calendarView.delta"], spent["events.get"]) == (1, 2), spent
+    assert spent.total() == 3, spent
+    listed = graph_crm.get(f"{V1}/activities", params={"limit": 100}).json()["items"]
+    assert listed == []
+
+
+def test_an_event_moved_out_of_the_graph_window_is_not_deleted(
+    graph_crm: Api, microsoft_emulator: MicrosoftEmulator
+) -> None:
+    """Delta says removed for an event moved out of its window as for a deleted one: the
+    synced event is read, and found, so its activity moves with it."""
+    connection_id, graph = connect_graph(graph_crm, microsoft_emulator)
+    with graph:
+        start = later(5).replace(tzinfo=None)
+        made = graph.post("/me/events", json={
+            "subject": "Planning", "start": {"dateTime": start.isoformat(), "timeZone": "UTC"},
+            "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat(), "timeZone": "UTC"},
+        })  # fmt: skip
+        assert made.status_code == 201, made.text
+        assert sync(graph_crm, connection_id)["created"] == 1
+        sync(graph_crm, connection_id)
+        far = start + dt.timedelta(days=7 * 365)
+        moved = graph.patch(f"/me/events/{made.json()['id']}", json={
+            "start": {"dateTime": far.isoformat(), "timeZone": "UTC"},
+            "end": {"dateTime": (far + dt.timedelta(hours=1)).isoformat(), "timeZone": "UTC"},
+        })  # fmt: skip
+        assert moved.status_code == 200, moved.text
+        report = sync(graph_crm, connection_id)
+
+    assert (report["deleted"], report["updated"], report["problems"]) == (0, 1, []), report
+    (activity,) = graph_crm.get(f"{V1}/activities", params={"limit": 100}).json()["items"]
+    assert dt.datetime.fromisoformat(activity["start"]).year == far.year

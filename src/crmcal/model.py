@@ -322,7 +322,9 @@ class ChangeListing:
     ``full`` listings name every event there is, so an id missing from one is
     gone — unless the listing is not ``complete`` (a service that lists only a
     window of time): then only an event that can no longer be read is gone.
-    Incremental listings name changed items and deleted ids only.
+    Incremental listings name changed items and deleted ids only. A deleted id also
+    in ``unconfirmed`` may still exist (a windowed listing names events that left
+    the window as removed too): only what a read no longer finds is gone.
     """
 
     full: bool
@@ -330,3 +332,4 @@ class ChangeListing:
     deleted: list[str] = field(default_factory=list)
     cursor: str | None = None
     complete: bool = True
+    unconfirmed: set[str] = field(default_factory=set)

@@ -13,7 +13,9 @@ Protocol use:
   ``SyncStateNotFound``) starts over. Delta answers no extended properties, so a
   full listing also reads crmcal's ids of the calendar's events in one paged
   query, and marks itself incomplete (events outside the window are not in it).
-  ``@removed`` means deleted *or* out of the window: each is checked;
+  ``@removed`` means deleted *or* out of the window: such ids are listed as
+  deleted but ``unconfirmed``, for the caller to read those it synced (never the
+  occurrences of a deleted series, one by one);
 - writes: creates carry a ``transactionId`` (Graph creates nothing on a replay)
   and crmcal's ids as single-value extended properties, and go in ``$batch``
   requests of 20; updates and deletes send ``If-Match``. Attendees are written
@@ -233,8 +235,12 @@ class MicrosoftProvider:
         listing.changed += [RemoteRef(master, "", None) for master in sorted(series)]
         known = set(series) if full else {*window.get("series", ()), *series}
         if removed:
-            await self._check_removed(calendar_id, removed, listing)
-            if set(listing.deleted) - known:
+            # Deleted, or left the window: delta says the same of both. Not read here
+            # (a deleted series is removed occurrence by occurrence, and its occurrences
+            # are no event of crmcal's): the caller reads those it synced.
+            listing.deleted += list(dict.fromkeys(removed))
+            listing.unconfirmed.update(removed)
+            if set(removed) - known:
                 await self._check_series(calendar_id, known - series, listing)
         if full:
             await self._add_crm_ids(calendar_id, listing)
@@ -263,28 +269,6 @@ class MicrosoftProvider:
                 raise answer
             if answer.status_code in (404, 410):
                 listing.deleted.append(master)
-
-    async def _check_removed(
-        self, calendar_id: str, removed: list[str], listing: ChangeListing
-    ) -> None:
-        """Delta says ``@removed`` for deleted events and for events that left the
-        window: only a read tells them apart. The reads go in ``$batch`` requests (a
-        deleted series is removed occurrence by occurrence)."""
-        ids = list(dict.fromkeys(removed))
-        reads = [
-            {"method": "GET", "url": f"{self._event(calendar_id, i)}?$select=id,isCancelled"}
-            for i in ids
-        ]
-        for event_id, answer in zip(ids, await self._send_all(reads), strict=True):
-            if isinstance(answer, ProviderError):
-                raise answer
-            status = answer.status_code
-            if status == 200 and not self._api.json(answer).get("isCancelled"):
-                listing.changed.append(RemoteRef(event_id, "", None))  # fetched as changed
-            elif status in (200, 404, 410):
-                listing.deleted.append(event_id)
-            else:
-                raise self._api.failure(answer, "reading an event")
 
     async def _add_crm_ids(self, calendar_id: str, listing: ChangeListing) -> None:
         """crmcal's ids of the calendar's events, which delta cannot show: one paged

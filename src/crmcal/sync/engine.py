@@ -329,20 +329,24 @@ class Engine:
                         self.report.problem(ref.id, ref.warning)
                     moved.append(ref)
         gone = {rid for rid in listing.deleted if rid in self.links.by_remote}
+        # Removed is not always deleted (an event that left a listing's window): those
+        # the listing is unsure of are read, only the synced ones.
+        unsure = gone & listing.unconfirmed
         if listing.full:
+            # Absence is not deletion: a listing can come back short (a server or
+            # proxy that drops items, a truncated page, a windowed listing).
             missing = {rid for rid in self.links.by_remote if rid not in listed}
-            if missing:
-                # Absence is not deletion: a listing can come back short (a server or
-                # proxy that drops items, a truncated page, a windowed listing). Only
-                # what a direct read of this calendar no longer finds is gone.
-                for ref in await self.provider.fetch(self.ctx.calendar_id, sorted(missing)):
-                    missing.discard(ref.id)
-                    link = self.links.by_remote.get(ref.id)
-                    if ref.error or ref.event is None or link is None:
-                        continue
-                    if link.remote_etag != ref.etag:
-                        moved.append(ref)
             gone |= missing
+            unsure |= missing
+        if unsure:
+            # Only what a direct read of this calendar no longer finds is gone.
+            for ref in await self.provider.fetch(self.ctx.calendar_id, sorted(unsure)):
+                gone.discard(ref.id)
+                link = self.links.by_remote.get(ref.id)
+                if ref.error or ref.event is None or link is None:
+                    continue
+                if link.remote_etag != ref.etag:
+                    moved.append(ref)
         await self._check_mass_deletion(gone)
         return moved, gone
 
