@@ -4,6 +4,7 @@ batches rather than one request each."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections import Counter
@@ -15,10 +16,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
+from crmcal.model import CalendarEvent, Recurrence, RemoteRef
+from crmcal.providers.base import Update
 from crmcal.web.app import create_app
 from tests.conftest import Api, make_user
 from tests.fault_proxy import fault_proxy
-from tests.google_emulator import GoogleEmulator
+from tests.google_emulator import GoogleEmulator, GoogleHarness
 from tests.microsoft_emulator import MicrosoftEmulator
 
 V1 = "/api/v1"
@@ -470,3 +473,75 @@ def test_an_event_moved_out_of_the_graph_window_is_not_deleted(
     assert (report["deleted"], report["updated"], report["problems"]) == (0, 1, []), report
     (activity,) = graph_crm.get(f"{V1}/activities", params={"limit": 100}).json()["items"]
     assert dt.datetime.fromisoformat(activity["start"]).year == far.year
+
+
+def series_event(n: int, **fields: Any) -> CalendarEvent:
+    start = later(30 + n).replace(minute=0, second=0)
+    return CalendarEvent(summary=f"Weekly {n}", start=start, end=start + dt.timedelta(hours=1),
+                         timezone="UTC", recurrence=Recurrence("FREQ=WEEKLY;COUNT=5"),
+                         **fields)  # fmt: skip
+
+
+def with_override(series: CalendarEvent, summary: str) -> CalendarEvent:
+    """``series`` with its second occurrence retitled."""
+    assert isinstance(series.start, dt.datetime)
+    assert series.end is not None
+    moment = series.start + dt.timedelta(weeks=1)
+    override = dataclasses.replace(
+        series, summary=summary, start=moment, end=moment + (series.end - series.start),
+        recurrence=None, overrides=(), recurrence_id=moment, uid=None,
+    )  # fmt: skip
+    return dataclasses.replace(series, overrides=(override,))
+
+
+async def test_google_series_updates_go_in_the_batches_of_single_updates(
+    google_emulator: GoogleEmulator,
+) -> None:
+    """Series written with single events go in the same batch requests: the series'
+    masters read in one, their exceptions in another, every patch (single events and
+    masters) in a third, every occurrence's write in a fourth; not three or four
+    requests a series."""
+    harness = await GoogleHarness.open(google_emulator)
+    provider, calendar = harness.provider, harness.calendar_id
+    try:
+        singles = [await provider.create(calendar, uuid.uuid4().hex,
+                                         CalendarEvent(summary=f"Call {n}", start=later(n),
+                                                       end=later(n + 1), timezone="UTC"))
+                   for n in range(3)]  # fmt: skip
+        series = [
+            await provider.create(
+                calendar, uuid.uuid4().hex, with_override(series_event(n), "Kept")
+            )
+            for n in range(3)
+        ]
+        updates = [
+            Update(ref.id, ref.etag, dataclasses.replace(ref.event, summary="Moved"),
+                   frozenset({"summary"}), single=True)
+            for ref in singles if ref.event is not None
+        ] + [
+            # The series retitled, and its changed occurrence too.
+            Update(ref.id, ref.etag,
+                   with_override(dataclasses.replace(ref.event, summary="Moved", overrides=()),
+                                 "Moved on"),
+                   frozenset({"summary", "overrides"}))
+            for ref in series if ref.event is not None
+        ]  # fmt: skip
+
+        before = counts(google_emulator.url)
+        results = await provider.update_many(calendar, updates)
+        spent = counts(google_emulator.url) - before
+
+        assert [type(r).__name__ for r in results] == ["RemoteRef"] * 6, results
+        assert (spent["batch"], spent["events.get"], spent["events.list"]) == (4, 3, 3), spent
+        # Three single events and three masters patched, then three occurrences.
+        assert spent["events.patch"] == 3 + 3 + 3, spent
+        assert spent.total() == 4 + 3 + 3 + 9, spent
+        found = await provider.fetch(calendar, [ref.id for ref in series])
+        for ref, result in zip(found, results[3:], strict=True):
+            assert ref.event is not None
+            assert isinstance(result, RemoteRef)
+            assert ref.etag == result.etag
+            assert ref.event.summary == "Moved"
+            assert [o.summary for o in ref.event.overrides] == ["Moved on"]
+    finally:
+        await harness.close()

@@ -41,7 +41,6 @@ from crmcal.model import (
 from crmcal.providers import google_batch, google_events, kinds
 from crmcal.providers.api_client import ApiClient, SharedLimit, TokenSource
 from crmcal.providers.base import (
-    AuthenticationFailed,
     Capabilities,
     EventNotFound,
     PreconditionFailed,
@@ -49,7 +48,6 @@ from crmcal.providers.base import (
     SeriesInCalendar,
     Unreachable,
     Update,
-    update_alone,
 )
 
 __all__ = ["GOOGLE_API", "GoogleProvider", "TokenSource"]
@@ -207,34 +205,34 @@ class GoogleProvider:
         return {"iCalUID": str(series.get("iCalUID") or series["id"]), "singleEvents": "false",
                 "maxResults": str(PAGE_SIZE)}  # fmt: skip
 
-    async def _exceptions(self, calendar_id: str, series: dict[str, Any]) -> list[dict[str, Any]]:
-        """The changed and cancelled occurrences Google keeps beside a series."""
-        return (await self._exceptions_of(calendar_id, [series]))[str(series["id"])]
-
     async def _exceptions_of(
         self, calendar_id: str, series: Sequence[dict[str, Any]]
-    ) -> dict[str, list[dict[str, Any]]]:
-        """``_exceptions`` of several series, by series id: every first page in batch
-        requests (one request for up to ``BATCH_SIZE`` series, not one each); the rare
-        series with more than a page of exceptions pages on alone."""
+    ) -> dict[str, list[dict[str, Any]] | ProviderError]:
+        """The changed and cancelled occurrences Google keeps beside each series, by
+        series id (or the error reading them): every first page in batch requests (one
+        request for up to ``BATCH_SIZE`` series, not one each); the rare series with
+        more than a page of exceptions pages on alone."""
         path = "/calendar/v3" + self._events(calendar_id)
         calls = [google_batch.Call("GET", path, self._exceptions_query(s)) for s in series]
-        found: dict[str, list[dict[str, Any]]] = {}
+        found: dict[str, list[dict[str, Any]] | ProviderError] = {}
         for item, answer in zip(series, await self._send_all(calls) if calls else [], strict=True):
             master_id = str(item["id"])
             params = self._exceptions_query(item)
-            mine: list[dict[str, Any]] = []
-            while True:
+            mine: list[dict[str, Any]] | ProviderError = []
+            while isinstance(mine, list):
                 if isinstance(answer, ProviderError):
-                    raise answer
-                if answer.status_code != 200:
-                    raise self._api.failure(answer, "reading a series")
-                data = self._api.json(answer)
-                mine += [i for i in data.get("items", []) if i.get("recurringEventId") == master_id]
-                if not data.get("nextPageToken"):
-                    break
-                params["pageToken"] = data["nextPageToken"]
-                answer = await self._request("GET", self._events(calendar_id), params=params)
+                    mine = answer
+                elif answer.status_code != 200:
+                    mine = self._api.failure(answer, "reading a series")
+                else:
+                    data = self._api.json(answer)
+                    mine += [
+                        i for i in data.get("items", []) if i.get("recurringEventId") == master_id
+                    ]
+                    if not data.get("nextPageToken"):
+                        break
+                    params["pageToken"] = data["nextPageToken"]
+                    answer = await self._request("GET", self._events(calendar_id), params=params)
             found[master_id] = mine
         return found
 
@@ -265,8 +263,15 @@ class GoogleProvider:
         exceptions = await self._exceptions_of(
             calendar_id, [item for item in items if item.get("recurrence")]
         )
+        for listed in exceptions.values():
+            if isinstance(listed, ProviderError):
+                raise listed
         zone = self._zones.get(calendar_id, "UTC")
-        return [_ref(item, zone, exceptions.get(str(item["id"]), ())) for item in items]
+        refs = []
+        for item in items:
+            mine = exceptions.get(str(item["id"]), [])
+            refs.append(_ref(item, zone, mine if isinstance(mine, list) else []))
+        return refs
 
     async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:
         found = await self.fetch(calendar_id, [google_events.event_id_for(key)])
@@ -321,13 +326,12 @@ class GoogleProvider:
                 revive.append(n)
             else:
                 results[n] = self._api.failure(answer, "creating an event")
-        for n, item in series:
-            try:
-                results[n] = await self._write_occurrences(calendar_id, item, items[n][1], [])
-            except AuthenticationFailed:
-                raise
-            except ProviderError as failure:
-                results[n] = failure
+        made: list[tuple[dict[str, Any], CalendarEvent, list[dict[str, Any]], None]]
+        made = [(item, items[n][1], [], None) for n, item in series]
+        for (n, _), ref in zip(
+            series, await self._write_occurrences_of(calendar_id, made), strict=True
+        ):
+            results[n] = ref
         for n in revive:  # rare: one by one
             try:
                 results[n] = await self._revive(calendar_id, *items[n])
@@ -385,60 +389,29 @@ class GoogleProvider:
         *,
         changed: frozenset[str] | None = None,
     ) -> RemoteRef:
-        item = Update(event_id, etag, event, changed)
-        call: google_batch.Call | ProviderError | None = self._blind_patch(calendar_id, item)
-        if call is None:
-            # Read first: a patch replaces lists whole, and other clients' reminders and
-            # attendee details must stay (the read also answers a stale version at once).
-            current = await self._get(calendar_id, event_id)
-            if event.recurrence is not None and current is not None and current.get("recurrence"):
-                return await self._update_series(calendar_id, current, etag, event, changed)
-            call = self._patch(calendar_id, item, current)
-        if isinstance(call, ProviderError):
-            raise call
-        response = await self._request(
-            call.method,
-            self._events(calendar_id, event_id),
-            params=call.params,
-            json=call.body,
-            headers=call.headers,
-        )
-        result = self._updated(calendar_id, event_id, etag, response)
+        (result,) = await self.update_many(calendar_id, [Update(event_id, etag, event, changed)])
         if isinstance(result, ProviderError):
             raise result
         return result
 
-    async def _update_series(
+    def _series_patch(
         self,
         calendar_id: str,
+        item: Update,
         current: dict[str, Any],
-        etag: str,
-        event: CalendarEvent,
-        changed: frozenset[str] | None,
-    ) -> RemoteRef:
-        """A series written over the series Google has: its master patched where its
-        own fields change, then each occurrence that differs (see ``_write_occurrences``).
-        The version named covers the series' exceptions too: an occurrence changed
-        meanwhile by someone else is ``PreconditionFailed``, never overwritten."""
-        event_id = str(current["id"])
+        exceptions: list[dict[str, Any]],
+    ) -> google_batch.Call | ProviderError | None:
+        """The PATCH of a series' master written over the series Google has, where its
+        own fields change (None when they do not), or why none is. The version named
+        covers the series' exceptions too: an occurrence changed meanwhile by someone
+        else is ``PreconditionFailed``, never overwritten."""
         zone = self._zones.get(calendar_id, "UTC")
-        exceptions = await self._exceptions(calendar_id, current)
-        if etag and etag != _ref(current, zone, exceptions).etag:
-            raise PreconditionFailed(f"the event {event_id} changed since {etag}")
-        master = current
-        if changed is None or changed & set(google_events.KEYS):
-            call = self._patch(calendar_id, Update(event_id, "", _master(event), changed), current)
-            if isinstance(call, ProviderError):
-                raise call
-            response = await self._request(
-                call.method, self._events(calendar_id, event_id), params=call.params,
-                json=call.body, headers=call.headers,
-            )  # fmt: skip
-            result = self._updated(calendar_id, event_id, etag, response)
-            if isinstance(result, ProviderError):
-                raise result
-            master = self._api.json(response)
-        return await self._write_occurrences(calendar_id, master, event, exceptions, changed)
+        if item.etag and item.etag != _ref(current, zone, exceptions).etag:
+            return PreconditionFailed(f"the event {item.event_id} changed since {item.etag}")
+        if item.changed is not None and not item.changed & set(google_events.KEYS):
+            return None
+        master = Update(item.event_id, "", _master(item.event), item.changed)
+        return self._patch(calendar_id, master, current)
 
     async def _write_occurrences(
         self,
@@ -457,6 +430,68 @@ class GoogleProvider:
 
         ``changed`` names what the update writes: changed occurrences with
         "overrides", cancelled ones (EXDATEs alike) with "recurrence"."""
+        written = (master, event, exceptions, changed)
+        (result,) = await self._write_occurrences_of(calendar_id, [written])
+        if isinstance(result, ProviderError):
+            raise result
+        return result
+
+    async def _write_occurrences_of(
+        self,
+        calendar_id: str,
+        series: Sequence[
+            tuple[dict[str, Any], CalendarEvent, list[dict[str, Any]], frozenset[str] | None]
+        ],
+    ) -> list[RemoteRef | ProviderError]:
+        """``_write_occurrences`` for several series (master, event, exceptions,
+        changed): the writes of all of them in the same batch requests, then the
+        exceptions of those that cancelled some read back together. Each series answers
+        on its own."""
+        zone = self._zones.get(calendar_id, "UTC")
+        planned = [self._occurrence_calls(calendar_id, *written) for written in series]
+        flat = [call for calls in planned for call in calls]
+        answers = await self._send_all(flat) if flat else []
+        results: list[RemoteRef | ProviderError | None] = [None] * len(series)
+        reread: list[int] = []
+        at = 0
+        for k, ((master, _, exceptions, _), calls) in enumerate(zip(series, planned, strict=True)):
+            mine, at = answers[at : at + len(calls)], at + len(calls)
+            failure: ProviderError | None = None
+            by_id = {str(e["id"]): e for e in exceptions}
+            deleted = False
+            for call, answer in zip(calls, mine, strict=True):
+                if isinstance(answer, ProviderError):
+                    failure = failure or answer
+                elif call.method == "PATCH" and answer.status_code == 200:
+                    item = self._api.json(answer)
+                    by_id[str(item["id"])] = item
+                elif call.method == "DELETE" and answer.status_code in (200, 204, 410):
+                    deleted = True  # what Google keeps of a cancelled occurrence is read back
+                else:
+                    failure = failure or self._api.failure(answer, "writing an occurrence")
+            if failure is not None:
+                results[k] = failure
+            elif deleted:
+                reread.append(k)
+            else:
+                results[k] = _ref(master, zone, list(by_id.values()))
+        if reread:
+            masters = [series[k][0] for k in reread]
+            found = await self._exceptions_of(calendar_id, masters)
+            for k, master in zip(reread, masters, strict=True):
+                now = found[str(master["id"])]
+                results[k] = now if isinstance(now, ProviderError) else _ref(master, zone, now)
+        return [r if r is not None else Unreachable("no answer") for r in results]
+
+    def _occurrence_calls(
+        self,
+        calendar_id: str,
+        master: dict[str, Any],
+        event: CalendarEvent,
+        exceptions: list[dict[str, Any]],
+        changed: frozenset[str] | None = None,
+    ) -> list[google_batch.Call]:
+        """The writes ``_write_occurrences`` makes."""
         live_too = changed is None or "overrides" in changed
         cancels_too = changed is None or "recurrence" in changed
         zone = self._zones.get(calendar_id, "UTC")
@@ -519,25 +554,7 @@ class GoogleProvider:
                 delete(original)
             elif key not in exdates and live_too:
                 patch(original, google_events.body(_occurrence(event, None, original), there))
-        if not calls:
-            return _ref(master, zone, exceptions)
-        failure: ProviderError | None = None
-        by_id = {str(e["id"]): e for e in exceptions}
-        reread = False
-        for call, answer in zip(calls, await self._send_all(calls), strict=True):
-            if isinstance(answer, ProviderError):
-                failure = failure or answer
-            elif call.method == "PATCH" and answer.status_code == 200:
-                item = self._api.json(answer)
-                by_id[str(item["id"])] = item
-            elif call.method == "DELETE" and answer.status_code in (200, 204, 410):
-                reread = True  # what Google keeps of a cancelled occurrence is read back
-            else:
-                failure = failure or self._api.failure(answer, "writing an occurrence")
-        if failure is not None:
-            raise failure
-        found = await self._exceptions(calendar_id, master) if reread else list(by_id.values())
-        return _ref(master, zone, found)
+        return calls
 
     def _blind_patch(self, calendar_id: str, item: Update) -> google_batch.Call | None:
         """The PATCH for ``item`` when it needs no read of the event first: it names
@@ -595,19 +612,14 @@ class GoogleProvider:
     async def update_many(
         self, calendar_id: str, items: Sequence[Update]
     ) -> list[RemoteRef | ProviderError]:
-        """``update`` for many events: the reads of those that need one in batch
-        requests, then the patches in batch requests. Each item answers on its own."""
+        """``update`` for many events in batch requests: the reads of those that need
+        one (a series' master among them), then the exceptions of every series written
+        over a series, then the patches (a series' master with the single events), then
+        every series' occurrences (``_write_occurrences``). Each item answers on its own."""
         results: list[RemoteRef | ProviderError | None] = [None] * len(items)
-        for n, item in enumerate(items):
-            if item.event.recurrence is None:
-                continue
-            # A series is written alone: its exceptions are read and written too.
-            results[n] = await update_alone(self, calendar_id, item)
         patches: list[tuple[int, google_batch.Call]] = []
         unread: list[int] = []
         for n, item in enumerate(items):
-            if item.event.recurrence is not None:
-                continue
             blind = self._blind_patch(calendar_id, item)
             if blind is None:
                 unread.append(n)
@@ -617,24 +629,38 @@ class GoogleProvider:
             google_batch.Call("GET", "/calendar/v3" + self._events(calendar_id, items[n].event_id))
             for n in unread
         ]
+        currents: dict[int, dict[str, Any] | None] = {}
         for n, answer in zip(unread, await self._send_all(reads) if reads else [], strict=True):
-            item = items[n]
-            current: dict[str, Any] | None = None
             if isinstance(answer, ProviderError):
                 results[n] = answer
-                continue
-            if answer.status_code == 200:
+            elif answer.status_code == 200:
                 found = self._api.json(answer)
-                current = None if found.get("status") == "cancelled" else found
-            elif answer.status_code not in (404, 410):
+                currents[n] = None if found.get("status") == "cancelled" else found
+            elif answer.status_code in (404, 410):
+                currents[n] = None
+            else:
                 results[n] = self._api.failure(answer, "reading an event")
-                continue
-            call = self._patch(calendar_id, item, current)
+        # A series written over a series: its exceptions are read and written too.
+        series: dict[int, dict[str, Any]] = {}
+        for n, current in currents.items():
+            if items[n].event.recurrence is not None and current and current.get("recurrence"):
+                series[n] = current
+        exceptions = await self._exceptions_of(calendar_id, list(series.values()))
+        for n, current in currents.items():
+            call: google_batch.Call | ProviderError | None
+            if n in series:
+                mine = exceptions[str(current["id"])] if current else []
+                if isinstance(mine, ProviderError):
+                    results[n] = mine
+                    continue
+                call = self._series_patch(calendar_id, items[n], series[n], mine)
+            else:
+                call = self._patch(calendar_id, items[n], current)
             if isinstance(call, ProviderError):
                 results[n] = call
-            else:
+            elif call is not None:
                 patches.append((n, call))
-        answers = await self._send_all([call for _, call in patches])
+        answers = await self._send_all([call for _, call in patches]) if patches else []
         for (n, _), answer in zip(patches, answers, strict=True):
             item = items[n]
             results[n] = (
@@ -642,6 +668,17 @@ class GoogleProvider:
                 if isinstance(answer, ProviderError)
                 else self._updated(calendar_id, item.event_id, item.etag, answer)
             )
+            if n in series and not isinstance(results[n], ProviderError):
+                assert isinstance(answer, httpx.Response)
+                series[n] = self._api.json(answer)  # the master as it is now
+        written = [n for n in series if not isinstance(results[n], ProviderError)]
+        refs = await self._write_occurrences_of(calendar_id, [
+            (series[n], items[n].event, _listed(exceptions[str(series[n]["id"])]),
+             items[n].changed)
+            for n in written
+        ])  # fmt: skip
+        for n, ref in zip(written, refs, strict=True):
+            results[n] = ref
         return [r if r is not None else Unreachable("no answer") for r in results]
 
     async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
@@ -706,6 +743,10 @@ class GoogleProvider:
 
     async def close(self) -> None:
         await self._api.close()
+
+
+def _listed(found: list[dict[str, Any]] | ProviderError) -> list[dict[str, Any]]:
+    return found if isinstance(found, list) else []
 
 
 def _send_updates(event: CalendarEvent) -> dict[str, str]:
