@@ -67,6 +67,20 @@ def test_connecting_lists_the_calendars_and_picks_the_primary(
     }  # fmt: skip
 
 
+def test_a_connection_keeps_its_grant_when_the_body_also_carries_a_password(
+    sam: Api, google_emulator: GoogleEmulator, email: str
+) -> None:
+    # A client that fills every field of the document's one body: the CalDAV ones are
+    # another kind's and ignored; the grant is what the connection signs in with later.
+    body = {"provider": "google", "refresh_token": account(google_emulator, email),
+            "url": "https://dav.example/", "username": "sam", "password": "no-grant"}  # fmt: skip
+    made = sam.post(f"{V1}/connections", json=body)
+    assert made.status_code == 201, made.text
+    calendars = sam.get(f"{V1}/connections/{made.json()['id']}/calendars")
+    assert calendars.status_code == 200, calendars.text
+    assert [c["id"] for c in calendars.json()["items"]] == [email]
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [({"provider": "google"}, "needs a refresh_token"),

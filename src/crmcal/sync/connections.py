@@ -222,9 +222,7 @@ async def discover(data: ConnectionCreate, settings: Settings) -> Discovered:
     from crmcal.sync.runner import provider_for
 
     kind = data.provider.lower()
-    found = kinds.kind_of(kind)
-    oauth = found is not None and found.oauth
-    secret = data.refresh_token if oauth else data.password
+    secret = secret_of(data)
     latest: list[str] = []
 
     async def rotated(refresh_token: str) -> None:
@@ -331,6 +329,13 @@ async def active_connection(session: AsyncSession, user_id: int) -> Connection |
     )
 
 
+def secret_of(data: ConnectionCreate) -> str | None:
+    """What the connection signs in with: a refresh token for an OAuth kind (Google,
+    Microsoft), else the CalDAV password."""
+    found = kinds.kind_of(data.provider.lower())
+    return data.refresh_token if found is not None and found.oauth else data.password
+
+
 async def create(
     session: AsyncSession,
     user: User,
@@ -353,7 +358,8 @@ async def create(
         provider=data.provider.lower(),
         account=account or data.url or "",
         username=data.username,
-        credentials=vault.seal(data.password or data.refresh_token or ""),
+        # The kind's own secret: a body may carry the other kind's fields too.
+        credentials=vault.seal(secret_of(data) or ""),
         calendar_id=calendar.id,
         calendar_name=calendar.name,
         sync_type=data.sync_type,
