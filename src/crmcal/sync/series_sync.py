@@ -227,7 +227,7 @@ class SeriesSync:
         plan = self._plan(
             series, occurrences, calendar, crm_now, cal_now, base_crm, base_cal, invitation
         )
-        kept_out = self._unrestorable(series, plan, cal_now, crm_now)
+        kept_out = self._unrestorable(series, occurrences, plan, cal_now, crm_now)
         if plan.conflict:
             anchor = _anchor(occurrences, link)
             winner = Winner.CALENDAR if plan.pull else Winner.CRM
@@ -340,7 +340,12 @@ class SeriesSync:
         return plan
 
     def _unrestorable(
-        self, series: ActivitySeries, plan: Plan, cal_now: Digests, crm_now: Digests
+        self,
+        series: ActivitySeries,
+        occurrences: list[Activity],
+        plan: Plan,
+        cal_now: Digests,
+        crm_now: Digests,
     ) -> set[str]:
         """The occurrences the CRM took back (out of its trash) that the calendar keeps
         cancelled and cannot bring back (Outlook): not written, and reported by date in
@@ -348,9 +353,10 @@ class SeriesSync:
         engine = self.engine
         if engine.provider.capabilities.restores_occurrences:
             return set()
+        live = {series_mapping.original_key(series, o) for o in occurrences if o.deleted_at is None}
         found = {
             key
-            for key in Plan.keys(plan.push)
+            for key in Plan.keys(plan.push) & live
             if cal_now.occurrences.get(key) == LEFT_OUT and crm_now.occurrences.get(key) != LEFT_OUT
         }
         service = next(
