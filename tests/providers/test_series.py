@@ -350,6 +350,67 @@ async def test_two_series_at_the_same_start_are_never_made_one(on: Series) -> No
     assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
 
 
+def _calendar_occurrences(events: dict[str, CalendarEvent]) -> dict[str, str | None]:
+    """Each occurrence in the calendar (its original start's key -> its title), checking
+    that no occurrence is held by two series."""
+    from dateutil.rrule import rrulestr
+
+    found: dict[str, str | None] = {}
+    for event in events.values():
+        assert event.recurrence is not None
+        assert isinstance(event.start, dt.datetime)
+        first = event.start.astimezone(BERLIN)
+        left_out = {moment_key(m) for m in event.cancelled_moments()}
+        own = {k: o.summary for k, o in event.live_overrides().items()}
+        for moment in rrulestr(event.recurrence.rrule, dtstart=first):
+            key = moment_key(moment)
+            if key in left_out:
+                continue
+            assert key not in found, f"{key} is in two series"
+            found[key] = own.get(key, event.summary)
+    return found
+
+
+@pytest.mark.parametrize("policy", ["crm", "calendar"])
+async def test_this_and_following_on_both_sides_at_other_occurrences(
+    on: Series, policy: str
+) -> None:
+    on.connect(conflict_policy=policy)
+    start = next_weekday_nine(2)
+    first = on.add_series("Forecast", start, "FREQ=WEEKLY;COUNT=12")
+    assert on.sync()["created"] == 1
+    listed = on.occurrences(first["series_id"])
+    event_id, _ = await on.only_series()
+    # The CRM: this and following from the ninth, renamed.
+    on.edit_activity(listed[8]["id"], subject="Forecast (CRM)", scope="following")
+    # The calendar, before the next sync: this and following from the sixth, renamed.
+    cut = at(listed[5]["original_start"])
+    until = (cut - dt.timedelta(seconds=1)).astimezone(UTC)
+    await on.change_series(event_id, lambda e: dataclasses.replace(
+        e, recurrence=Recurrence(f"FREQ=WEEKLY;UNTIL={until:%Y%m%dT%H%M%SZ}")))  # fmt: skip
+    await on.put_series(CalendarEvent(
+        summary="Forecast (calendar)", start=cut, end=cut + dt.timedelta(hours=1),
+        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=7"),
+    ))  # fmt: skip
+    counts = on.sync()
+    assert (counts["problems"], counts["conflicts"]) == ([], 1)
+    crm = {key_of(o): o["subject"] for a in on.series_ids() for o in on.occurrences(a)}
+    calendar = _calendar_occurrences(await on.events())
+    assert crm == calendar
+    keys = [key_of(o) for o in listed]
+    # Nothing lost: the first five as they were, the sixth to eighth renamed in the
+    # calendar alone, the ninth on renamed on both sides (the conflict policy picks).
+    assert [crm[k] for k in keys[:5]] == ["Forecast"] * 5
+    assert [crm[k] for k in keys[5:8]] == ["Forecast (calendar)"] * 3
+    winner = {"crm": "Forecast (CRM)", "calendar": "Forecast (calendar)"}[policy]
+    assert [crm[k] for k in keys[8:]] == [winner] * 4
+    # Each occurrence kept its id.
+    ids = {o["id"] for a in on.series_ids() for o in on.occurrences(a)}
+    assert ids == {o["id"] for o in listed}
+    again = on.sync()
+    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+
+
 # --- invitations ------------------------------------------------------------------------------
 
 

@@ -973,6 +973,13 @@ class SeriesSync:
                 )
             )
             assert anchor is not None
+            # Whether the CRM changed the series' rule since the last sync too (its own
+            # "this and following" at another occurrence): then its end is its own edit.
+            before = (pair.link.field_hashes or {}).get("series") or {}
+            crm_rule = digests_of(
+                self.crm_event(series, await _occurrences(session, series_id)), _within(series)
+            ).master["recurrence"]
+            split_too = before.get("recurrence") not in (None, crm_rule)
             later = await crm_series.split(session, series, anchor, ctx.origin)
             new_id = later.id
             old_occurrences = await _occurrences(session, series_id)
@@ -991,7 +998,14 @@ class SeriesSync:
                 # remembers them, so that an edit of one since then on either side is
                 # that side's.
                 crm_now = digests_of(self.crm_event(later, new_occurrences), _within(later))
-                base_crm, base_cal = Digests(crm_now.master, {}), Digests(crm_now.master, {})
+                base_crm = Digests(dict(crm_now.master), {})
+                base_cal = Digests(dict(crm_now.master), {})
+                if split_too:
+                    # Split on both sides at other occurrences: the CRM's end stays (the
+                    # calendar's new series ends where the CRM's later part begins), so
+                    # each occurrence is in one series on both sides.
+                    theirs = digests_of(event, _within(later)).master["recurrence"]
+                    base_crm.master["recurrence"] = base_cal.master["recurrence"] = theirs
                 kept = (pair.link.field_hashes or {}).get("occurrences") or {}
                 moved = {series_mapping.original_key(later, o) for o in new_occurrences}
                 for side, base in (("crm", base_crm), ("calendar", base_cal)):
@@ -1021,6 +1035,99 @@ class SeriesSync:
         assert new_series is not None
         await self._reconcile(new_series, new_occurrences, link, ref, False)
         engine.report.created += 1
+        if split_too:
+            await self._both_split(pair.remote.event, ref, new_series, link)
+
+    async def _both_split(
+        self, old: CalendarEvent, ref: RemoteRef, later: ActivitySeries, link: Link
+    ) -> None:
+        """The calendar's "this and following" reached occurrences the CRM had split off
+        into a series of their own since the last sync: the calendar's edits of the
+        series' fields (its new series' title, place ...) and the CRM's edits of that
+        series are a conflict, decided by the conflict policy as for any series unit; a
+        calendar win is written to that CRM series and sent on with it."""
+        engine, ctx = self.engine, self.engine.ctx
+        event = ref.event
+        assert event is not None
+        groups = {g for g in changed_fields(old, event) if g in GROUP_FIELDS}
+        if not groups:
+            return
+        for other_id in await self._split_off(later, event):
+            other, occurrences = await self.load(other_id)
+            live = [o for o in occurrences if o.deleted_at is None]
+            if other is None or not live:
+                continue
+            crm = self.crm_event(other, occurrences)
+            mine = {g for g in groups if changed_fields(crm, event) & {g}}
+            if not mine:
+                continue  # the same edit on both sides
+            crm_wins = not ctx.pull or (ctx.push and self._crm_wins(other, occurrences, event))
+            await engine._record_conflict(
+                engine._pair_of(live[0], ref),
+                Decision(
+                    Act.PUSH_UPDATE if crm_wins else Act.PULL_UPDATE,
+                    True,
+                    Winner.CRM if crm_wins else Winner.CALENDAR,
+                ),
+            )
+            if crm_wins:
+                continue
+            async with engine.db.write() as session:
+                owner = await engine._owner(session)
+                fields = self._master_fields(other, live, event, mine, owner)
+                fields.pop("note", None) if other.organizer else None
+                if fields:
+                    await activities.update_activity(
+                        session, owner, live[0].id, ActivityUpdate(**fields, scope="series"),
+                        origin=ctx.origin, as_contacts=ctx.options.attendees_to_contacts,
+                        from_calendar=True,
+                    )  # fmt: skip
+            other_link = await engine._series_link(other_id)
+            if other_link is not None and other_id in engine.series_done:
+                # Sent (or synced) earlier in this run: the win goes out now.
+                reloaded, occurrences = await self.load(other_id)
+                if reloaded is not None:
+                    await self._reconcile(reloaded, occurrences, other_link, None, True)
+
+    async def _split_off(self, later: ActivitySeries, event: CalendarEvent) -> set[int]:
+        """The other CRM series holding occurrences the calendar series ``event`` makes
+        beyond those of ``later`` (its CRM series): split off in the CRM meanwhile."""
+        rule = event.recurrence
+        assert rule is not None
+        first: Moment = event.start
+        if isinstance(first, dt.datetime):
+            first = first.astimezone(dt.UTC)
+        found = recurrence.Rule(
+            rrule=rule.rrule, tz=times.zone(event.timezone or later.timezone),
+            all_day=event.all_day, first=first, rdates=rule.rdates,
+            exdates=event.cancelled_moments(),
+        )  # fmt: skip
+        until = later.materialised_until or (utcnow() + crm_series.horizon())
+        try:
+            slots = [found.instant(m) for m in found.starts(found.instant(first), until, 10_000)]
+        except CrmError:
+            return set()
+        async with self.engine.db.read() as session:
+            held = set(
+                await session.scalars(
+                    select(Activity.original_start_at).where(Activity.series_id == later.id)
+                )
+            )
+            beyond = [m for m in slots if m not in held][:5]
+            if not beyond:
+                return set()
+            ids = await session.scalars(
+                select(Activity.series_id)
+                .join(ActivitySeries, ActivitySeries.id == Activity.series_id)
+                .where(
+                    ActivitySeries.owner_id == self.engine.ctx.owner.id,
+                    ActivitySeries.deleted_at.is_(None),
+                    Activity.deleted_at.is_(None),
+                    Activity.series_id != later.id,
+                    Activity.original_start_at.in_(beyond),
+                )
+            )
+            return {i for i in ids if i is not None}
 
 
 # --- helpers ---------------------------------------------------------------------------
