@@ -310,9 +310,28 @@ def serve(
     # In JSON, uvicorn's own lines go through the same handler as everything else.
     plain = (os.environ.get("CRMCAL_LOG_FORMAT") or "text").strip().lower() != "json"
     log_config = uvicorn.config.LOGGING_CONFIG if plain else None
+    if jobs != "queue":
+        _start_parsing(settings)
     asgi = create_app(settings, jobs=jobs)
     collector.tune()
-    _run_uvicorn(asgi, host, port, sock, log_level="info", log_config=log_config)
+    try:
+        _run_uvicorn(asgi, host, port, sock, log_level="info", log_config=log_config)
+    finally:
+        _stop_parsing()
+
+
+def _start_parsing(settings: Settings) -> None:
+    """Bring up the processes that parse calendar data for this process's syncs."""
+    from crmcal.providers import parse_pool
+
+    parse_pool.configure(settings.parse_workers)
+    parse_pool.start()
+
+
+def _stop_parsing() -> None:
+    from crmcal.providers import parse_pool
+
+    parse_pool.shutdown()
 
 
 @app.command()
@@ -370,8 +389,12 @@ def worker(
 
         start_http_server(metrics_port, addr=metrics_host)
     err.print(f"crmcal worker {queue.worker_name()}: {concurrency} syncs at once")
+    _start_parsing(settings)
     collector.tune()
-    asyncio.run(work())
+    try:
+        asyncio.run(work())
+    finally:
+        _stop_parsing()
 
 
 @keys_app.command("rotate")

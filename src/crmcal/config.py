@@ -70,6 +70,10 @@ class Settings:
     # Requests a minute to Google from all workers together (the project's quota; each
     # call in a batch counts); 0 keeps none. Held on PostgreSQL only.
     google_project_quota: int = 10_000
+    # Processes that parse calendar data for the syncs of this process (a first
+    # import's thousands of events); 0 parses in the syncing process itself, None is
+    # one per core, at most four.
+    parse_workers: int | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -112,7 +116,11 @@ class Settings:
                 "CRMCAL_GOOGLE_PROJECT_QUOTA must be a whole number of requests a minute "
                 "(0: no limit)"
             )
+        parse_raw = (env.get("CRMCAL_PARSE_WORKERS") or "").strip()
+        if parse_raw and (not parse_raw.isdigit() or int(parse_raw) > 64):
+            raise ConfigError("CRMCAL_PARSE_WORKERS must be a whole number from 0 to 64")
         return cls(
+            parse_workers=int(parse_raw) if parse_raw else None,
             caldav_server_concurrency=int(per_server),
             google_project_quota=int(quota),
             worker_heartbeat=worker_heartbeat,

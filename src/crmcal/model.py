@@ -165,7 +165,7 @@ def field_digests(event: CalendarEvent) -> dict[str, str]:
     subset = _subset(event)
     found = {}
     for group, names in FIELD_GROUPS.items():
-        raw = json.dumps([subset.get(n) for n in names], sort_keys=True, default=str)
+        raw = _GROUP_JSON.encode([subset.get(n) for n in names])
         found[group] = hashlib.sha256(raw.encode()).hexdigest()[:16]
     return found
 
@@ -259,8 +259,14 @@ def canonical_rrule(rule: str) -> str:
     return ";".join(parts[name] for name in names)
 
 
+# Encoders made once: json.dumps with options makes a new one per call, which
+# weighed on digesting thousands of events.
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+_GROUP_JSON = json.JSONEncoder(sort_keys=True, default=str)
+
+
 def content_hash(event: CalendarEvent) -> str:
-    raw = json.dumps(_subset(event), sort_keys=True, separators=(",", ":"), default=str)
+    raw = _JSON.encode(_subset(event))
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 

@@ -8,6 +8,7 @@ documented in docs/api.md.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Iterator
 from decimal import Decimal
@@ -194,15 +195,27 @@ class Input(BaseModel):
         """The document says true or false, so 0, 1 and "yes" are refused; and integer,
         so true, false and "5" are refused where a whole number belongs."""
         if isinstance(data, dict):
-            for name, field in cls.model_fields.items():
+            for name, boolean, integer in _strict_fields(cls):
                 value = data.get(name)
                 if value is None:
                     continue
-                if _is_bool(field.annotation) and not isinstance(value, bool):
+                if boolean and not isinstance(value, bool):
                     raise ValueError(f"{name}: must be true or false")
-                if _is_int(field.annotation) and isinstance(value, bool | str):
+                if integer and isinstance(value, bool | str):
                     raise ValueError(f"{name}: must be a whole number")
         return data
+
+
+@functools.cache
+def _strict_fields(model: type[BaseModel]) -> tuple[tuple[str, bool, bool], ...]:
+    """The fields of ``model`` that take booleans or whole numbers, each with which
+    (read once per model: a first import validates thousands of activities)."""
+    found = []
+    for name, field in model.model_fields.items():
+        boolean, integer = _is_bool(field.annotation), _is_int(field.annotation)
+        if boolean or integer:
+            found.append((name, boolean, integer))
+    return tuple(found)
 
 
 # --- users -----------------------------------------------------------------

@@ -12,7 +12,8 @@ Protocol use:
   one ``calendar-query`` with contents, its cursor the ``DAV:sync-token``
   property read just before;
 - contents: ``calendar-multiget`` in chunks, fetched while the previous chunk is
-  parsed, each resource parsed on its own so one bad event never fails a batch;
+  parsed, each resource parsed on its own so one bad event never fails a batch
+  (many of them in ``parse_pool``'s processes);
 - writes: ``PUT`` with ``If-None-Match: *`` (create, at ``crmcal-{key}.ics`` with
   UID ``crmcal-{key}``) or ``If-Match`` (update), ``DELETE`` with ``If-Match``.
 
@@ -55,7 +56,7 @@ from lxml import etree
 
 from crmcal import metrics
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
-from crmcal.providers import guarded_http, ical, kinds
+from crmcal.providers import guarded_http, ical, kinds, parse_pool
 from crmcal.providers.api_client import tls
 from crmcal.providers.base import (
     AuthenticationFailed,
@@ -757,7 +758,10 @@ class CalDAVProvider:
         return list(_members(self._expect(reply, "reading events", 207).tree))
 
     def _read_members(self, members: list[_Member], zone: str | None) -> list[RemoteRef]:
-        refs = []
+        """The events of ``members``, parsed in ``parse_pool``'s processes when many."""
+        refs: list[RemoteRef | None] = []
+        texts: list[str] = []
+        readable: list[tuple[int, str, str, str]] = []  # (index in refs, href, etag, text)
         for member in members:
             if member.status != 200:
                 continue  # 404: gone since it was listed
@@ -770,24 +774,23 @@ class CalDAVProvider:
             if len(text) > MAX_EVENT_BYTES:
                 refs.append(RemoteRef(member.href, etag, error="the event is larger than 1 MiB"))
                 continue
-            ref = self._read(member.href, etag, text, zone)
-            if ref is not None:
-                refs.append(ref)
-        return refs
+            readable.append((len(refs), member.href, etag, text))
+            texts.append(text)
+            refs.append(None)
+        for (index, href, etag, text), parsed in zip(
+            readable, parse_pool.parse(texts, zone), strict=True
+        ):
+            refs[index] = self._ref(href, etag, text, parsed)
+        return [ref for ref in refs if ref is not None]
 
-    def _read(self, href: str, etag: str, text: str, zone: str | None) -> RemoteRef | None:
-        guesses: list[str] = []
-        try:
-            event = ical.parse_event(text, default_tz=zone, problems=guesses)
-        except ValueError as failure:
-            return RemoteRef(href, etag, error=f"unreadable event: {failure}")
-        except Exception as failure:  # a codec bug must not cost the whole batch
-            return RemoteRef(href, etag, error=f"unreadable event ({type(failure).__name__})")
-        if event is None:
+    def _ref(self, href: str, etag: str, text: str, parsed: parse_pool.Parsed) -> RemoteRef | None:
+        if parsed.error is not None:
+            return RemoteRef(href, etag, error=parsed.error)
+        if parsed.event is None:
             return None  # a task or journal entry
         if etag:
             self._remember(href, etag, text)
-        return RemoteRef(href, etag, event, warning="; ".join(guesses) or None)
+        return RemoteRef(href, etag, parsed.event, warning="; ".join(parsed.problems) or None)
 
     def _remember(self, href: str, etag: str, text: str) -> None:
         with self._texts_lock:

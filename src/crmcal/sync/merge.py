@@ -41,8 +41,12 @@ def _canonical(value: object) -> object:
     return value
 
 
+# One encoder for every digest: json.dumps with options makes a new one per call.
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def _digest(values: list[object]) -> str:
-    raw = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    raw = _JSON.encode(values)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 

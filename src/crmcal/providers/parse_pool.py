@@ -1,0 +1,179 @@
+"""Parsing calendar data in worker processes, beside the process that syncs.
+
+A first import parses thousands of iCalendar resources; in the syncing process that
+costs the one core its event loop and database work run on. Here the texts are
+parsed by a pool of processes (``CRMCAL_PARSE_WORKERS``, by default one per core,
+at most four; 0 parses in the calling process), a chunk of ``CHUNK`` resources per
+task and at most two chunks per worker in flight, so that what travels between the
+processes stays bounded however large the calendar. Fewer than ``IN_PROCESS_BELOW``
+resources (an incremental sync's few changes) are parsed where they are: sending
+them costs more than parsing them.
+
+The pool is started by ``start`` (``crmcal serve`` with its embedded worker and
+``crmcal worker`` call it as they start, so that the first import does not wait for
+the processes to come up), else on first use. Its processes are spawned, not forked:
+the syncing process runs threads. A pool that breaks (a worker killed) is replaced
+on the next call, and what it was given is parsed in the calling process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from crmcal.model import CalendarEvent
+from crmcal.providers import ical
+
+__all__ = ["Parsed", "configure", "parse", "parse_here", "shutdown", "start"]
+
+CHUNK = 100
+IN_PROCESS_BELOW = 64
+MAX_DEFAULT_WORKERS = 4
+ENV = "CRMCAL_PARSE_WORKERS"
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What one resource holds: its event (None: a task or journal entry, or an
+    error), what could be read only by a guess, or why it could not be read."""
+
+    event: CalendarEvent | None
+    problems: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def default_workers() -> int:
+    return min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS)
+
+
+def workers_from(raw: str | None) -> int:
+    """``CRMCAL_PARSE_WORKERS`` read: empty means the default; raises ValueError."""
+    if raw is None or not raw.strip():
+        return default_workers()
+    value = raw.strip()
+    if not value.isdigit() or int(value) > 64:
+        raise ValueError(f"{ENV} must be a whole number from 0 to 64, got {raw!r}")
+    return int(value)
+
+
+def parse_one(text: str, zone: str | None) -> Parsed:
+    guesses: list[str] = []
+    try:
+        event = ical.parse_event(text, default_tz=zone, problems=guesses)
+    except ValueError as failure:
+        return Parsed(None, error=f"unreadable event: {failure}")
+    except Exception as failure:  # a codec bug must not cost the whole batch
+        return Parsed(None, error=f"unreadable event ({type(failure).__name__})")
+    return Parsed(event, tuple(guesses))
+
+
+def parse_here(texts: Sequence[str], zone: str | None) -> list[Parsed]:
+    """Every text parsed in this process (what a pool's worker runs for a chunk)."""
+    return [parse_one(text, zone) for text in texts]
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.workers: int | None = None  # None: not configured, read the environment
+        self.executor: ProcessPoolExecutor | None = None
+        # Resources parsed by the pool's processes (not here), since this process began.
+        self.parsed_in_workers = 0
+
+    def size(self) -> int:
+        if self.workers is None:
+            try:
+                self.workers = workers_from(os.environ.get(ENV))
+            except ValueError:
+                self.workers = default_workers()  # the settings refuse it where they are read
+        return self.workers
+
+    def get(self) -> ProcessPoolExecutor | None:
+        with self.lock:
+            if self.size() == 0:
+                return None
+            if self.executor is None:
+                self.executor = ProcessPoolExecutor(
+                    max_workers=self.size(), mp_context=multiprocessing.get_context("spawn")
+                )
+            return self.executor
+
+    def drop(self, broken: ProcessPoolExecutor) -> None:
+        with self.lock:
+            if self.executor is broken:
+                self.executor = None
+        broken.shutdown(wait=False, cancel_futures=True)
+
+
+_POOL = _Pool()
+
+
+def configure(workers: int | None) -> None:
+    """Set the pool's size (0: parse in the calling process, None: the default); a
+    running pool is shut down, the next parse starts the new one."""
+    with _POOL.lock:
+        old, _POOL.executor = _POOL.executor, None
+        _POOL.workers = default_workers() if workers is None else workers
+    if old is not None:
+        old.shutdown(wait=True, cancel_futures=True)
+
+
+def start() -> None:
+    """Bring the pool's processes up now (they import the parser), without waiting."""
+    pool = _POOL.get()
+    if pool is not None:
+        for _ in range(_POOL.size()):
+            pool.submit(_ready)
+
+
+def shutdown() -> None:
+    with _POOL.lock:
+        old, _POOL.executor = _POOL.executor, None
+    if old is not None:
+        old.shutdown(wait=True, cancel_futures=True)
+
+
+def parsed_in_workers() -> int:
+    """How many resources the pool's processes have parsed (for tests and figures)."""
+    return _POOL.parsed_in_workers
+
+
+def parse(texts: Sequence[str], zone: str | None) -> list[Parsed]:
+    """Each text parsed, in order: in the pool's processes when it is worth it.
+
+    Blocks: call it from a thread, never from the event loop. ``zone``: the zone of
+    floating times, as ``ical.parse_event``'s ``default_tz``.
+    """
+    pool = _POOL.get() if len(texts) >= IN_PROCESS_BELOW else None
+    if pool is None:
+        return parse_here(texts, zone)
+    chunks = [texts[i : i + CHUNK] for i in range(0, len(texts), CHUNK)]
+    window = 2 * _POOL.size()
+    results: list[Parsed] = []
+    pending: deque[Future[list[Parsed]]] = deque()
+    given = 0
+    try:
+        while len(results) < len(texts):
+            while given < len(chunks) and len(pending) < window:
+                pending.append(pool.submit(parse_here, chunks[given], zone))
+                given += 1
+            done = pending.popleft().result()
+            results += done
+            with _POOL.lock:
+                _POOL.parsed_in_workers += len(done)
+    except BrokenProcessPool:
+        for future in pending:
+            future.cancel()
+        _POOL.drop(pool)
+        results += parse_here(texts[len(results) :], zone)
+    return results

@@ -1,0 +1,101 @@
+"""Calendar data parsed in the pool's processes reads exactly as parsed in-process.
+
+The texts are those a first import meets (VTIMEZONE, organizer, attendees, alarms,
+weekly series with an overridden and a cancelled occurrence, all-day events), with
+an unreadable one, a task and a floating time among them; the pool is asked for
+more than one chunk, and its processes are checked to have done the parsing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from crmcal.config import ConfigError, Settings
+from crmcal.providers import parse_pool
+from tests.test_import_bulk import BERLIN_TZ, realistic
+
+TASK = (
+    "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//test//EN\r\n"
+    "BEGIN:VTODO\r\nUID:todo-1\r\nDTSTAMP:20260101T000000Z\r\nSUMMARY:A task\r\n"
+    "END:VTODO\r\nEND:VCALENDAR\r\n"
+)
+BROKEN = (
+    "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:broken-1\r\n"
+    "DTSTART:not-a-time\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+)
+FLOATING = (
+    "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//test//EN\r\n"
+    "BEGIN:VEVENT\r\nUID:floating-1\r\nDTSTAMP:20260101T000000Z\r\nSUMMARY:Local\r\n"
+    "DTSTART:20270301T090000\r\nDTEND:20270301T100000\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+)
+UNEXPLAINED_ZONE = FLOATING.replace("floating-1", "guess-1").replace(
+    "DTSTART:", "DTSTART;TZID=Somewhere/Nowhere:"
+)
+SERIES_WITH_EXCEPTIONS = (
+    "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//test//EN\r\n"
+    f"{BERLIN_TZ}"
+    "BEGIN:VEVENT\r\nUID:series-x\r\nDTSTAMP:20260101T000000Z\r\nSUMMARY:Weekly\r\n"
+    "DTSTART;TZID=Europe/Berlin:20270104T100000\r\nDTEND;TZID=Europe/Berlin:20270104T110000\r\n"
+    "RRULE:FREQ=WEEKLY;COUNT=6\r\nEXDATE;TZID=Europe/Berlin:20270118T100000\r\nEND:VEVENT\r\n"
+    "BEGIN:VEVENT\r\nUID:series-x\r\nDTSTAMP:20260101T000000Z\r\nSUMMARY:Weekly, moved\r\n"
+    "RECURRENCE-ID;TZID=Europe/Berlin:20270111T100000\r\n"
+    "DTSTART;TZID=Europe/Berlin:20270111T140000\r\nDTEND;TZID=Europe/Berlin:20270111T150000\r\n"
+    "END:VEVENT\r\nEND:VCALENDAR\r\n"
+)
+
+
+def texts() -> list[str]:
+    found = [realistic("pool", n) for n in range(3 * parse_pool.CHUNK)]
+    for at, odd in enumerate((TASK, BROKEN, FLOATING, UNEXPLAINED_ZONE, SERIES_WITH_EXCEPTIONS)):
+        found.insert(37 * at + 5, odd)
+    return found
+
+
+@pytest.fixture
+def pool() -> Iterator[None]:
+    parse_pool.configure(2)
+    try:
+        yield
+    finally:
+        parse_pool.configure(None)
+        parse_pool.shutdown()
+
+
+@pytest.mark.parametrize("zone", [None, "America/New_York"])
+def test_the_pool_parses_as_this_process_does(pool: None, zone: str | None) -> None:
+    given = texts()
+    here = parse_pool.parse_here(given, zone)
+    before = parse_pool.parsed_in_workers()
+
+    there = parse_pool.parse(given, zone)
+
+    assert parse_pool.parsed_in_workers() - before == len(given)  # not parsed here
+    assert there == here
+    kinds = [(p.event is None, p.error is None, bool(p.problems)) for p in there]
+    assert kinds.count((True, True, False)) == 1  # the task: nothing to import
+    assert kinds.count((True, False, False)) == 1  # the broken one, with its reason
+    assert kinds.count((False, True, True)) == 1  # a zone read by a guess
+    series = next(p.event for p in there if p.event is not None and p.event.uid == "series-x")
+    assert series.recurrence is not None
+    assert len(series.overrides) == 1
+    assert sum(1 for p in there if p.event is not None and p.event.recurrence) > 30
+
+
+def test_a_few_texts_and_a_pool_of_none_are_parsed_here(pool: None) -> None:
+    few = texts()[: parse_pool.IN_PROCESS_BELOW - 1]
+    before = parse_pool.parsed_in_workers()
+    assert parse_pool.parse(few, None) == parse_pool.parse_here(few, None)
+    parse_pool.configure(0)
+    assert parse_pool.parse(texts(), None) == parse_pool.parse_here(texts(), None)
+    assert parse_pool.parsed_in_workers() == before
+
+
+def test_the_setting() -> None:
+    assert Settings.from_env({}).parse_workers is None
+    assert Settings.from_env({"CRMCAL_PARSE_WORKERS": "0"}).parse_workers == 0
+    assert Settings.from_env({"CRMCAL_PARSE_WORKERS": " 3 "}).parse_workers == 3
+    for wrong in ("-1", "two", "65"):
+        with pytest.raises(ConfigError, match="CRMCAL_PARSE_WORKERS"):
+            Settings.from_env({"CRMCAL_PARSE_WORKERS": wrong})
