@@ -16,7 +16,7 @@ import datetime as dt
 import itertools
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from crmcal.model import (
     Attendee,
@@ -89,7 +89,7 @@ class MemoryCalendar:
 
 
 class MemoryProvider:
-    capabilities = Capabilities(batch_creates=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(batch_creates=True)
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ def bound_socket() -> socket.socket:
 def served_app(
     app: Any,
     sock: socket.socket | None = None,
-    shutdown_grace: float | None = None,
+    shutdown_grace: int | None = None,
     keep_alive: int = 5,
 ) -> Iterator[str]:
     """Serve ``app`` (on ``sock``, else on a port the system picks) until the block ends;

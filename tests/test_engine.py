@@ -148,6 +148,8 @@ async def test_conflicts_follow_the_policy_and_are_recorded(
         (conflict,) = await session.scalars(select(SyncConflict))
     assert conflict.policy == policy
     assert conflict.winner == ("crm" if winner == "Edited in CRM" else "calendar")
+    assert conflict.crm_version is not None
+    assert conflict.calendar_version is not None
     assert conflict.crm_version["subject"] == "Edited in CRM"
     assert conflict.calendar_version["summary"] == "Edited in calendar"
     assert (await world.sync()).conflicts == 0
@@ -503,7 +505,7 @@ class StoppingDuringUpdate(MemoryProvider):
 
     def __init__(self, world: World, delete: bool) -> None:
         super().__init__(world.calendar)
-        self.world, self.delete, self.done = world, delete, False
+        self.world, self.deletes, self.done = world, delete, False
 
     async def update(
         self, calendar_id: str, event_id: str, etag: str, event: Any, **kw: Any
@@ -513,7 +515,7 @@ class StoppingDuringUpdate(MemoryProvider):
             async with self.world.db.write() as session:
                 conn = await session.get(Connection, self.world.connection_id)
                 assert conn is not None
-                if self.delete:
+                if self.deletes:
                     await session.delete(conn)
                 else:
                     conn.state = "stopped"
@@ -673,6 +675,9 @@ async def test_a_field_changed_on_both_sides_goes_to_the_policy_the_others_merge
     async with world.db.read() as session:
         (conflict,) = await session.scalars(select(SyncConflict))
     assert conflict.winner == "calendar"
+    assert conflict.crm_version is not None
+    assert conflict.calendar_version is not None
+    assert conflict.result is not None
     assert (conflict.crm_version["summary"], conflict.crm_version["busy"]) == ("CRM title", False)
     assert conflict.crm_version["location"] == "Room 4"
     assert conflict.calendar_version["summary"] == "Calendar title"

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import hashlib
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -49,7 +50,7 @@ def consent(client: TestClient, email: str = "sam@example.test", **extra: str) -
     return {k: v[0] for k, v in parse_qs(location.query).items()}
 
 
-def trade(client: TestClient, code: str, verifier: str = VERIFIER) -> tuple[int, dict[str, str]]:
+def trade(client: TestClient, code: str, verifier: str = VERIFIER) -> tuple[int, dict[str, Any]]:
     response = client.post("/token", data={
         "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
         "redirect_uri": REDIRECT, "client_id": "crmcal-client",

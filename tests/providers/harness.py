@@ -20,7 +20,8 @@ from typing import Any, Protocol
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-import caldav
+from caldav.davclient import DAVClient
+from caldav.response import DAVResponse
 
 from crmcal.model import ResponseStatus
 from crmcal.providers.base import Provider
@@ -60,10 +61,17 @@ class Foreign:
 
 class Harness(Protocol):
     kind: str  # the parametrised id: "radicale", "xandikos", ...
-    provider: Provider
     calendar_id: str
-    # Strings found in ``read_raw`` of a ``Foreign(extras=True)`` event.
-    extra_markers: tuple[str, ...]
+
+    # Read-only, so that each harness may name its own provider class and markers.
+    @property
+    def provider(self) -> Provider: ...
+
+    @property
+    def extra_markers(self) -> tuple[str, ...]:
+        """Strings found in ``read_raw`` of a ``Foreign(extras=True)`` event."""
+        ...
+
     # Contract cases (``test_contract.EVENTS``) the service cannot hold, with why.
     unsupported: dict[str, str]
     # Whether a client may write attendees' answers (else only attendees answer).
@@ -132,8 +140,8 @@ class CalDAVServer:
         self.password = password
         self.checks_auth = checks_auth
 
-    def client(self) -> caldav.DAVClient:
-        return caldav.DAVClient(
+    def client(self) -> DAVClient:
+        return DAVClient(
             url=self.url,
             username=self.username,
             password=self.password,
@@ -240,7 +248,7 @@ class CalDAVHarness:
         base = self.calendar_id.split("/", 3)
         return f"{base[0]}//{base[2]}{normalize_href(event_id)}"
 
-    def request(self, method: str, url: str, body: str = "") -> caldav.response.DAVResponse:
+    def request(self, method: str, url: str, body: str = "") -> DAVResponse:
         headers = {"Content-Type": "text/calendar; charset=utf-8"} if body else {}
         response = self._client.request(url, method, body, headers)
         assert response.status < 300, f"{method} {url}: {response.status} {response.raw}"

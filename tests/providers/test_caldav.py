@@ -190,6 +190,7 @@ async def test_floating_times_without_a_calendar_zone_are_marked_floating(
     # the CRM, which reads it in its user's zone.
     assert event.floating
     assert event.timezone is None
+    assert isinstance(event.start, dt.datetime)
     assert event.start.replace(tzinfo=None) == dt.datetime(2026, 12, 1, 10)
 
 

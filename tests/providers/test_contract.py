@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -32,18 +33,18 @@ BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
 
 
-def meeting(**fields: object) -> CalendarEvent:
-    base: dict[str, object] = {
-        "summary": "Demo with ACME",
-        "start": dt.datetime(2026, 12, 1, 10, tzinfo=BERLIN),
-        "end": dt.datetime(2026, 12, 1, 11, tzinfo=BERLIN),
-        "timezone": "Europe/Berlin",
-        "location": "Room 4",
-        "description": "Agenda:\n- pricing, next steps; owners",
-        "crm_id": "activity-1",
-        "crm_type": "meeting",
-    }
-    return CalendarEvent(**(base | fields))  # type: ignore[arg-type]
+def meeting(**fields: Any) -> CalendarEvent:
+    base = CalendarEvent(
+        summary="Demo with ACME",
+        start=dt.datetime(2026, 12, 1, 10, tzinfo=BERLIN),
+        end=dt.datetime(2026, 12, 1, 11, tzinfo=BERLIN),
+        timezone="Europe/Berlin",
+        location="Room 4",
+        description="Agenda:\n- pricing, next steps; owners",
+        crm_id="activity-1",
+        crm_type="meeting",
+    )
+    return dataclasses.replace(base, **fields)
 
 
 def key() -> str:
@@ -164,8 +165,9 @@ async def test_fetch_leaves_out_what_does_not_exist(harness: Harness) -> None:
 async def test_update_needs_the_current_version(harness: Harness) -> None:
     ref = await harness.provider.create(harness.calendar_id, key(), meeting())
     later = dt.timedelta(hours=2)
-    changed = meeting(summary="Demo moved", start=meeting().start + later,
-                      end=meeting().end + later)  # type: ignore[operator]  # fmt: skip
+    end = meeting().end
+    assert end is not None
+    changed = meeting(summary="Demo moved", start=meeting().start + later, end=end + later)
     updated = await harness.provider.update(harness.calendar_id, ref.id, ref.etag, changed)
     assert updated.id == ref.id
     assert updated.etag not in ("", ref.etag)
@@ -273,8 +275,9 @@ async def test_one_unreadable_event_does_not_spoil_the_batch(harness: Harness) -
     assert refs[bad_id].error
     assert refs[bad_id].etag
     assert same_content(refs[good.id], meeting())
-    assert refs[other_id].event is not None
-    assert refs[other_id].event.summary == "Made elsewhere"
+    other = refs[other_id].event
+    assert other is not None
+    assert other.summary == "Made elsewhere"
 
 
 async def test_a_listing_with_contents_is_a_full_listing_and_a_fetch(harness: Harness) -> None:
@@ -296,8 +299,10 @@ async def test_a_listing_with_contents_is_a_full_listing_and_a_fetch(harness: Ha
             assert ref.event is None
             assert ref.error
         else:
+            again = fetched[ref_id].event
             assert ref.event is not None
-            assert ref.event.content_hash() == fetched[ref_id].event.content_hash()
+            assert again is not None
+            assert ref.event.content_hash() == again.content_hash()
 
     # Its cursor picks up from there.
     await provider.update(calendar, ours.id, ours.etag, meeting(summary="ours v2"))

@@ -262,8 +262,8 @@ async def test_many_creates_go_in_batches_and_answer_one_by_one(world: World) ->
         if result is not results[7]:
             assert same(result, event)
     listed = await world.provider.list_changes(world.calendar_id, None)
-    assert sorted(r.event.summary for r in listed.changed if r.event) == sorted(
-        ["there already"] + [e.summary for n, (_, e) in enumerate(items) if n != 7]
+    assert sorted(r.event.summary or "" for r in listed.changed if r.event) == sorted(
+        ["there already"] + [e.summary or "" for n, (_, e) in enumerate(items) if n != 7]
     )
 
 

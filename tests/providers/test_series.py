@@ -56,6 +56,7 @@ class Series(Synced):
 
     def add_series(self, subject: str, start: dt.datetime | dt.date, rule: str,
                    **fields: Any) -> dict[str, Any]:  # fmt: skip
+        times: dict[str, object]
         if isinstance(start, dt.datetime):
             times = {"start": start.isoformat(),
                      "end": (start + dt.timedelta(hours=1)).isoformat(),
@@ -511,9 +512,9 @@ async def test_a_calendar_series_stays_at_nine_across_both_switches(on: Series) 
                             recurrence_id=at(summer["original_start"]), uid=None),
     )))  # fmt: skip
     assert on.sync()["updated"] == 1
-    starts = {o["id"]: at(o["start"]).astimezone(BERLIN) for o in on.occurrences(series_id)}
-    assert starts.pop(summer["id"]).time() == dt.time(10)
-    assert {s.time() for s in starts.values()} == {dt.time(9)}
+    local = {o["id"]: at(o["start"]).astimezone(BERLIN) for o in on.occurrences(series_id)}
+    assert local.pop(summer["id"]).time() == dt.time(10)
+    assert {s.time() for s in local.values()} == {dt.time(9)}
 
 
 async def test_an_all_day_yearly_series_stays_on_its_date(

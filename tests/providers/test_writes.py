@@ -289,6 +289,7 @@ async def test_an_invitation_is_never_rewritten_and_its_calendar_fields_are_refu
     assert activity["organizer"] == "boss@elsewhere.test"
     before = await synced.harness.read_raw(event_id)
     # What the organizer owns is refused, naming them; what the CRM owns is not.
+    change: dict[str, Any]
     for change in (
         {"subject": "Our board meeting"},
         {"location": "Room 1"},
