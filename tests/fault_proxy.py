@@ -117,7 +117,7 @@ class FaultProxy:
         self.requests.append((method, target))
         self.arrivals.append(time.time())
         client = scope.get("client")
-        self.clients.append(tuple(client) if client else None)  # type: ignore[arg-type]
+        self.clients.append((client[0], client[1]) if client else None)
         rule = next((r for r in self.rules if r.matches(method, target)), None)
         if rule is not None:
             rule.hits += 1
@@ -136,11 +136,12 @@ class FaultProxy:
                 elif rule is None:
                     rule = picked  # holds the whole batch
             if answered:
-                body = batch.without(answered)
-                if body is None:  # every call answered here: nothing to forward
+                left = batch.without(answered)
+                if left is None:  # every call answered here: nothing to forward
                     content_type, content = batch.answers(None, b"", answered)
                     await _answer(send, 200, content, content_type)
                     return
+                body = left
         if rule is not None and rule.action == "refuse":
             raise Dropped(target)
         if rule is not None and rule.action == "answer":

@@ -648,7 +648,7 @@ POISON = ["\\u0000", "a\\u0000b", "\\ud800", "x\\udfffy", "\\udc00\\ud800"]
 def _poisoned_body(method: str, path: str, field: str, poison: str) -> str:
     """JSON text with ``poison`` (already escaped) spliced into ``field``."""
     marker = "@@POISON@@"
-    base = dict(BASE[path]) if method == "POST" else {}
+    base: dict[str, object] = dict(BASE[path]) if method == "POST" else {}
     name, _, sub = field.partition(".")
     sample = SAMPLE[sub or name]
     value = sample[:1] + marker + sample[1:]

@@ -330,6 +330,7 @@ def test_bad_type_key_is_422(admin: Api, key: str) -> None:
 
 
 def test_type_name_validation(admin: Api) -> None:
+    body: dict[str, Any]
     for body in ({"key": "ok"}, {"key": "ok", "name": ""}, {"key": "ok", "name": "n" * 101}):
         r = admin.post(f"{V1}/activity-types", json=body)
         assert r.status_code == 422, (body, r.text)

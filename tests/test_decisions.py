@@ -14,6 +14,7 @@ import pytest
 
 from crmcal.sync import merge
 from crmcal.sync.decisions import Act, Decision, State, decide
+from crmcal.sync.states import Winner
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "sync.md"
 SYNC_TYPES = ("two_way", "crm_to_calendar", "calendar_to_crm")
@@ -88,9 +89,11 @@ def test_each_cell_of_the_table(crm: str, calendar: str, sync_type: str, outcome
                 assert got == OUTCOMES[re.sub(r"\s+", " ", outcome.lower())]
             elif overlap is None:  # no per-field base: the policy picks the whole item
                 act = Act.PUSH_UPDATE if crm_wins else Act.PULL_UPDATE
-                assert got == Decision(act, conflict=True, winner="crm" if crm_wins else "calendar")
+                assert got == Decision(
+                    act, conflict=True, winner=Winner.CRM if crm_wins else Winner.CALENDAR
+                )
             else:
-                winner = ("crm" if crm_wins else "calendar") if overlap else None
+                winner = (Winner.CRM if crm_wins else Winner.CALENDAR) if overlap else None
                 assert got == Decision(Act.MERGE, conflict=overlap, winner=winner)
 
 

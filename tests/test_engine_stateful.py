@@ -491,7 +491,7 @@ class SeriesMachine(RuleBasedStateMachine):
         async with self.db.read() as session:
             found = await session.get(SeriesRow, series_id)
             assert found is not None
-            return found.start_at  # type: ignore[no-any-return]
+            return found.start_at
 
     async def _series_of(self, series_id: int | None) -> list[Any]:
         async with self.db.read() as session:

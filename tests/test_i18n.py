@@ -26,8 +26,14 @@ LANGUAGES = list(i18n.LANGUAGES)
 PLACEHOLDER = re.compile(r"\{\w*\}")
 
 
+def singular(msgid: str | tuple[str, ...] | list[str]) -> str:
+    """crmcal's messages have no plural forms: each id is one string."""
+    assert isinstance(msgid, str), msgid
+    return msgid
+
+
 def test_catalogues_hold_every_message_translated_and_not_fuzzy() -> None:
-    wanted = {m.id for m in extract() if m.id}
+    wanted = {singular(m.id) for m in extract() if m.id}
     assert len(wanted) > 150  # the extraction found the templates and the ui modules
     for language in LANGUAGES:
         catalog = read(language)
@@ -106,7 +112,7 @@ def client(db_url: str, admin: Api) -> Iterator[TestClient]:
 
 def _english_left(html: str, language: str, types: set[str]) -> list[str]:
     """Chunks of the page that are English messages this language translates."""
-    translated = {m.id: str(m.string) for m in read(language) if m.id}
+    translated = {singular(m.id): str(m.string) for m in read(language) if m.id}
     own = " | ".join(translated.values())
     english = [
         msgid for msgid, text in translated.items()

@@ -21,11 +21,12 @@ from crmcal.crm.tables import Activity, ActivitySeries, Participant, Person
 from crmcal.crm.users import create_user
 from crmcal.db import Database
 from crmcal.model import CalendarInfo
-from crmcal.sync.connections import ConnectionCreate, create
+from crmcal.sync.connections import create
 from crmcal.sync.engine import SyncReport
 from crmcal.sync.runner import run_sync
+from crmcal.sync.schemas import ConnectionCreate
 from crmcal.sync.tables import Connection, Link
-from crmcal.vault import vault_for
+from crmcal.vault import Vault, vault_for
 from tests.conftest import run
 from tests.providers.harness import CalDAVHarness, CalDAVServer
 
@@ -102,6 +103,12 @@ class Counted:
                 return
 
 
+def vault(settings: Settings) -> Vault:
+    found = vault_for(settings)
+    assert found is not None  # the settings name a secret key
+    return found
+
+
 async def import_calendar(
     db_url: str, server: CalDAVServer, calendar: CalDAVHarness, texts: list[str], email: str
 ) -> tuple[SyncReport, Counted, int]:
@@ -116,11 +123,11 @@ async def import_calendar(
             data = ConnectionCreate(provider="caldav", url=server.url, username=server.username,
                                     password=server.password)  # fmt: skip
             info = CalendarInfo(id=calendar.calendar_id, name="Work", writable=True)
-            conn = await create(session, user, data, info, vault_for(settings))
+            conn = await create(session, user, data, info, vault(settings))
             connection_id = conn.id
         counted = Counted(db)
         counted.on = True
-        report = await run_sync(db, vault_for(settings), settings, connection_id)
+        report = await run_sync(db, vault(settings), settings, connection_id)
         counted.on = False
         assert report is not None
         return report, counted, user.id
@@ -137,14 +144,14 @@ async def sync_again(db_url: str, owner_id: int) -> SyncReport:
                 select(Connection.id).where(Connection.user_id == owner_id)
             )
         assert connection_id is not None
-        report = await run_sync(db, vault_for(settings), settings, connection_id)
+        report = await run_sync(db, vault(settings), settings, connection_id)
         assert report is not None
         return report
     finally:
         await db.dispose()
 
 
-async def totals(db_url: str, owner_id: int) -> dict[str, int]:
+async def totals(db_url: str, owner_id: int) -> dict[str, int | None]:
     db = Database(db_url)
     try:
         async with db.read() as session:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crmcal.config import Settings
+from crmcal.crm.errors import Invalid
 from crmcal.providers import kinds
 from crmcal.providers.caldav import CalDAVProvider
 from crmcal.providers.google import GoogleProvider
@@ -40,7 +41,7 @@ def test_the_registry_is_what_a_connection_may_name() -> None:
 
 async def test_an_unknown_kind_is_refused_naming_the_known_ones() -> None:
     request = ConnectionCreate(provider="exchange")
-    with pytest.raises(connections.Invalid, match="caldav, google, microsoft"):
+    with pytest.raises(Invalid, match="caldav, google, microsoft"):
         await connections.check_request(request, Settings())
 
 

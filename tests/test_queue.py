@@ -165,13 +165,14 @@ def test_channel_renewal_leaves_a_connection_that_waits_for_its_user(
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
     ids = {}
-    for name, columns in {
+    cases: dict[str, dict[str, Any]] = {
         "active": {"state": "active"},
         "backing_off": {"state": "error", "failures": 2, "next_sync_at": later},
         "reconnect": {"state": "error", "failures": 1, "next_sync_at": None,
                       "last_error": "reconnect required: the password was refused"},
         "stopped": {"state": "stopped"},
-    }.items():  # fmt: skip
+    }  # fmt: skip
+    for name, columns in cases.items():
         channel = {"push_channel_id": f"chan-{os.urandom(4).hex()}", "push_expires_at": soon,
                    "push_token": token_digest("s"), "push_resource_id": "r"}  # fmt: skip
         ids[name] = run(_user_with_connection(queue_db, **{**channel, **columns}))[2]

@@ -136,7 +136,11 @@ def world(
             "microsoft_api_url": microsoft_emulator.url,
             "microsoft_oauth_url": microsoft_emulator.url}  # fmt: skip
     settings = Settings(database_url=queue_db, secret_key=SECRET, base_url=base_url,
-                        allow_private_networks=True, retry_backoff=0.05, **urls)  # fmt: skip
+                        allow_private_networks=True, retry_backoff=0.05,
+                        google_api_url=urls["google_api_url"],
+                        google_oauth_url=urls["google_oauth_url"],
+                        microsoft_api_url=urls["microsoft_api_url"],
+                        microsoft_oauth_url=urls["microsoft_oauth_url"])  # fmt: skip
     httpx.post(
         f"{microsoft_emulator.url}/_emulator/settings", json={"mailbox_concurrency": 4}, timeout=30
     )

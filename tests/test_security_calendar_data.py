@@ -3,6 +3,7 @@ answering while a hostile server is synced."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
@@ -16,7 +17,15 @@ from crmcal.config import Settings
 from crmcal.providers import ical
 from crmcal.web.app import create_app
 from tests.conftest import make_user
-from tests.hostile import MULTISTATUS, HostileServer, Request, reply, response, serving
+from tests.hostile import (
+    MULTISTATUS,
+    Handler,
+    HostileServer,
+    Request,
+    reply,
+    response,
+    serving,
+)
 from tests.served import served_app, wait_for
 
 EVENT = (
@@ -93,6 +102,7 @@ def test_thousands_of_unclosed_vtimezones_cost_one_pass() -> None:
 def test_a_real_custom_zone_still_reads() -> None:
     event = ical.parse_event(OUTLOOK)
     assert event is not None
+    assert isinstance(event.start, dt.datetime)
     assert event.start.utcoffset() is not None
 
 
@@ -129,7 +139,7 @@ def test_healthz_answers_while_a_hostile_server_is_synced(db_url: str) -> None:
         )
         reply(handler, 207, MULTISTATUS.format(members + "<D:sync-token>t1</D:sync-token>"))
 
-    routes = {"/": root, "/p/": root, "/home/": home, "/home/cal/": calendar}
+    routes: dict[str, Handler] = {"/": root, "/p/": root, "/home/": home, "/home/cal/": calendar}
     settings = Settings(database_url=db_url, secret_key="k" * 43, allow_private_networks=True)
     app = create_app(settings, background_jobs=False)
     with serving(HostileServer(routes=routes)) as hostile, served_app(app) as base:
@@ -188,7 +198,7 @@ def test_an_unreadable_item_is_fetched_again_only_when_its_etag_changes(db_url: 
         member = response("/home/cal/x.ics", f"<D:getetag>{etag[0]}</D:getetag>")
         reply(handler, 207, MULTISTATUS.format(member + "<D:sync-token>t1</D:sync-token>"))
 
-    routes = {"/": root, "/p/": root, "/home/": home, "/home/cal/": calendar}
+    routes: dict[str, Handler] = {"/": root, "/p/": root, "/home/": home, "/home/cal/": calendar}
     settings = Settings(database_url=db_url, secret_key="k" * 43, allow_private_networks=True)
     user_id, token = make_user(db_url, email="memo@crm.test", name="M")
     with serving(HostileServer(routes=routes)) as hostile:

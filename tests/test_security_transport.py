@@ -20,6 +20,7 @@ from tests.hostile import (
     INTERNAL,
     MULTISTATUS,
     PUBLIC,
+    Handler,
     HostileServer,
     Request,
     reply,
@@ -151,7 +152,7 @@ async def test_redirects_are_not_followed_out_of_the_origin(internal: HostileSer
     def away(request: Request, handler: BaseHTTPRequestHandler) -> None:
         reply(handler, 301 if request.method == "PROPFIND" else 302, "", {"Location": elsewhere})
 
-    routes = {"/": away, "/.well-known/caldav": away}
+    routes: dict[str, Handler] = {"/": away, "/.well-known/caldav": away}
     with (
         serving(HostileServer(routes=routes)) as server,
         pytest.raises(NotACalendarServer, match="give that address"),

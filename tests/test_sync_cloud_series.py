@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -133,13 +133,15 @@ async def test_a_crm_series_is_one_series_there_at_09_local_across_the_switch(
 async def instance_starts(harness: Harness, event_id: str) -> list[dt.datetime]:
     """The starts of a series' occurrences as the service expands them."""
     if harness.kind == "google":
+        assert isinstance(harness, GoogleHarness)
         path = f"/calendars/{harness.calendar_id}/events/{event_id}/instances"
-        found = await harness.api("GET", path)  # type: ignore[attr-defined]
+        found = await harness.api("GET", path)
         return [dt.datetime.fromisoformat(i["start"]["dateTime"]) for i in found["items"]]
     now = dt.datetime.now(dt.UTC)
     window = {"startDateTime": f"{now - dt.timedelta(days=30):%Y-%m-%dT00:00:00Z}",
               "endDateTime": f"{now + dt.timedelta(days=1500):%Y-%m-%dT00:00:00Z}"}  # fmt: skip
-    found = await harness.api(  # type: ignore[attr-defined]
+    assert isinstance(harness, MicrosoftHarness)
+    found = await harness.api(
         "GET", f"/me/events/{event_id}/instances", params=window,
         headers={"Prefer": 'outlook.timezone="UTC"'},
     )  # fmt: skip
@@ -388,13 +390,16 @@ async def costed(
     costed_crm: tuple[Api, Api],
 ) -> AsyncIterator[Synced]:
     google, graph = plain_emulators
-    opening = GoogleHarness.open(google) if request.param == "google" else None
-    async with _opened(opening or MicrosoftHarness.open(graph)) as harness:
+    opening: Awaitable[Harness] = (
+        GoogleHarness.open(google) if request.param == "google" else MicrosoftHarness.open(graph)
+    )
+    async with _opened(opening) as harness:
         yield Synced(harness, costed_crm[1], costed_crm[0])
 
 
 def emulator_calls(harness: Harness) -> Counter[str]:
-    url = harness.emulator.url  # type: ignore[attr-defined]
+    assert isinstance(harness, GoogleHarness | MicrosoftHarness)
+    url = harness.emulator.url
     answer = httpx.get(f"{url}/_emulator/requests", timeout=60)
     assert answer.status_code == 200, answer.text
     return Counter(answer.json())
