@@ -235,7 +235,10 @@ class GoogleHarness:
         path = self._events("import") if "iCalUID" in body else self._events()
         event_id: str = (await self.api("POST", path, json=body))["id"]
         for original, start, summary in event.moved:
-            end = start + (event.end - event.start)  # type: ignore[operator]
+            # The moved occurrences of a timed series keep its length.
+            assert isinstance(event.start, dt.datetime)
+            assert isinstance(event.end, dt.datetime)
+            end = start + (event.end - event.start)
             change = {"summary": summary, "start": _google_time(start),
                       "end": _google_time(end)}  # fmt: skip
             await self.api("PATCH", self._events(_instance_id(event_id, original)), json=change)

@@ -191,7 +191,10 @@ class MicrosoftHarness:
             for o in found["value"]
         }
         for original, start, summary in event.moved:
-            end = start + (event.end - event.start)  # type: ignore[operator]
+            # The moved occurrences of a timed series keep its length.
+            assert isinstance(event.start, dt.datetime)
+            assert isinstance(event.end, dt.datetime)
+            end = start + (event.end - event.start)
             change = {"subject": summary, "start": _graph_time(start), "end": _graph_time(end)}
             await self.api("PATCH", f"/me/events/{by_start[original]}", json=change)
         for original in event.cancelled:

@@ -577,14 +577,14 @@ def test_resending_the_same_participants_leaves_their_rows_alone(alice: Api, db_
     given = [{"email": "a@acme.test", "status": "accepted"}, {"email": "b@acme.test"}]
     out = create(alice, participants=given)
 
-    async def rows() -> list[tuple[int, str, str]]:
+    async def rows() -> list[tuple[int, str | None, str]]:
         db = Database(db_url)
         try:
             async with db.read() as session:
                 query = select(Participant.id, Participant.email, Participant.status).where(
                     Participant.activity_id == out["id"]
                 )
-                return [tuple(row) for row in await session.execute(query)]  # type: ignore[misc]
+                return [row.tuple() for row in await session.execute(query)]
         finally:
             await db.dispose()
 

@@ -103,11 +103,11 @@ def test_an_empty_or_short_key_file_is_refused(tmp_path: Path) -> None:
 
 def test_racing_processes_all_read_the_whole_generated_key(tmp_path: Path) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'race.db'}")
-    vaults: list[Vault | Exception] = []
+    vaults: list[Vault | Exception | None] = []
 
     def start() -> None:
         try:
-            vaults.append(vault_for(settings))  # type: ignore[arg-type]
+            vaults.append(vault_for(settings))
         except Exception as error:  # what the test looks at
             vaults.append(error)
 
@@ -116,7 +116,9 @@ def test_racing_processes_all_read_the_whole_generated_key(tmp_path: Path) -> No
         thread.start()
     for thread in threads:
         thread.join(60)
-    sealed = Vault(key_file(settings.database_url).read_text().strip()).seal("x")  # type: ignore[union-attr]
+    made = key_file(settings.database_url)
+    assert made is not None
+    sealed = Vault(made.read_text().strip()).seal("x")
     assert all(isinstance(v, Vault) and v.open(sealed) == "x" for v in vaults), vaults
 
 
@@ -136,7 +138,9 @@ def test_keys_rotate_replaces_a_generated_key_file(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'crm.db'}"
     migrations.upgrade(db_url)
     settings = Settings(database_url=db_url)
-    connection_id = run(_stored(db_url, vault_for(settings).seal("hunter2")))  # type: ignore[union-attr]
+    vault = vault_for(settings)
+    assert vault is not None
+    connection_id = run(_stored(db_url, vault.seal("hunter2")))
     path = key_file(db_url)
     assert path is not None
     before = path.read_text()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 import pytest
 
@@ -39,8 +40,8 @@ def internal() -> Iterator[HostileServer]:
         yield found
 
 
-def provider(url: str, **kw: object) -> CalDAVProvider:
-    return CalDAVProvider(url, "alice", "s3cret", **kw)  # type: ignore[arg-type]
+def provider(url: str, **kw: Any) -> CalDAVProvider:
+    return CalDAVProvider(url, "alice", "s3cret", **kw)
 
 
 def caldav_routes(principal: str, extra_calendars: str = "", events: str = "") -> dict:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
@@ -72,7 +73,8 @@ def test_a_notification_is_looked_up_in_one_query(client: TestClient, db_url: st
         if "connections" in statement and statement.lstrip().upper().startswith("SELECT"):
             statements.append(statement)
 
-    engine = client.app.state.db.engine.sync_engine  # type: ignore[attr-defined]
+    assert isinstance(client.app, FastAPI)
+    engine = client.app.state.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", count)
     try:
         forged = [{"subscriptionId": f"s{n}", "clientState": "x"} for n in range(300)]
@@ -98,7 +100,8 @@ def test_channel_secrets_are_stored_hashed(client: TestClient, db_url: str) -> N
     assert all(token is None or "secret" not in token for token in run(stored()))
     # The secret itself is what Graph sends back; the stored hash is no secret.
     hits: list[str] = []
-    engine = client.app.state.db.engine.sync_engine  # type: ignore[attr-defined]
+    assert isinstance(client.app, FastAPI)
+    engine = client.app.state.db.engine.sync_engine
 
     def writes(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if statement.lstrip().upper().startswith("UPDATE"):

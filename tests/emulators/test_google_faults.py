@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from crmcal.emulators.google import GoogleState, create_app
@@ -38,7 +39,8 @@ def test_a_delay_slows_the_next_api_calls_and_can_come_with_a_failure(google: Go
     google.client.post(faults, json={"status": 503, "count": 1})
     answer = google.client.post(faults, json={"delay": DELAY, "count": 2})
     assert answer.json() == {"pending": [{"status": 503, "count": 1}, {"delay": DELAY, "count": 2}]}
-    state: GoogleState = google.client.app.state.google  # type: ignore[attr-defined]
+    assert isinstance(google.client.app, FastAPI)
+    state: GoogleState = google.client.app.state.google
     google.client.get("/_emulator/requests")
     assert state.delays.described() == [{"delay": DELAY, "count": 2}]  # admin: never delayed
     refused = google.client.get(V3 + "/users/me/calendarList")
