@@ -105,6 +105,41 @@ def test_created_records_link_to_their_operations(doc: dict[str, Any]) -> None:
     assert types["UpdateActivityType"]["parameters"] == {"key": "$response.body#/key"}
 
 
+def test_lists_reads_and_updates_link_to_the_operations_on_their_records(
+    doc: dict[str, Any],
+) -> None:
+    def links(method: str, path: str) -> dict[str, Any]:
+        answer = doc["paths"][f"/api/v1{path}"][method]["responses"]
+        return dict(answer.get("200", answer.get("201", {})).get("links", {}))
+
+    # A list's first item: the only way to a token, which no operation creates.
+    assert links("get", "/me/tokens")["RevokeMyToken"] == {
+        "operationId": "revoke_my_token",
+        "parameters": {"token_id": "$response.body#/items/0/id"},
+    }
+    for kind, path in (("Person", "/persons"), ("Organization", "/organizations"),
+                       ("Deal", "/deals"), ("User", "/users")):  # fmt: skip
+        assert {f"Get{kind}", f"Update{kind}"} <= set(links("get", path))
+        param = "user_id" if kind == "User" else "record_id"
+        assert links("patch", f"{path}/{{{param}}}")[f"Get{kind}"]["parameters"] == {
+            param: "$response.body#/id"
+        }
+        assert f"Update{kind}" in links("get", f"{path}/{{{param}}}")
+    assert {"UpdateActivity", "DeleteActivity", "GetSeries"} <= set(
+        links("get", "/activities/{activity_id}")
+    )
+    # A trashed activity is still answered: after a DELETE only restoring it is of use.
+    assert set(links("delete", "/activities/{activity_id}")) == {"RestoreActivity"}
+    assert links("post", "/activities/{activity_id}/restore") == {}
+    assert links("get", "/series/{series_id}")["ListOccurrences"]["parameters"] == {
+        "query.series_id": "$response.body#/id"
+    }
+    assert {"StartConnection", "GetConnection"} <= set(
+        links("post", "/connections/{connection_id}/stop")
+    )
+    assert "GetUser" in links("get", "/connections/{connection_id}")
+
+
 def _documented(doc: dict[str, Any], method: str, path: str) -> set[str]:
     return set(doc["paths"][path][method]["responses"])
 

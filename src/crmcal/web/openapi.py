@@ -11,8 +11,9 @@ its own ``HTTPValidationError`` shape, which is not what crmcal answers. Here:
   under ``/api/v1``, 422 when the operation takes parameters or a body, 404 when
   its path names a record, and 503 with ``Retry-After`` under ``/api/v1`` (SQLite's
   database stayed locked by other writers for longer than the busy timeout);
-- a ``POST`` that creates a record (201) links its ``id`` to the operations on that
-  record, so a client (and a fuzzer's stateful phase) can follow from one to the other.
+- answers that name a record (a created one, a list's first item, a read or an
+  update) link it to the operations on that record, so a client (and a fuzzer's
+  stateful phase) can follow from one to the other.
 """
 
 from __future__ import annotations
@@ -140,42 +141,109 @@ def _busy(responses: dict[str, Any]) -> None:
 
 
 def _links(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
-    """Link what a creating POST answers (the record's ``id``, or the field the path names,
-    such as an activity type's ``key``) to the operations on ``<path>/{...}`` and below it
-    (``/activities/{activity_id}/restore``), and a field of the answer named like the
-    one parameter of another path (an activity's ``series_id``) to that path's operations."""
+    """Link answers that name a record to the operations on it, so a client (and a
+    fuzzer's stateful phase) can follow from one to the other. A record's operations
+    are those on ``<collection>/{param}`` and below it (``/activities/{id}/restore``);
+    the field that fills ``param`` is the answer's field of that name (an activity
+    type's ``key``), else its ``id``.
+
+    - A ``POST <collection>`` that creates a record (201), and a ``GET`` or ``PATCH`` of
+      the record, link to all of the record's operations;
+    - a list (``GET <collection>``) links its first item to them (``GET /me/tokens`` to
+      ``DELETE /me/tokens/{token_id}``);
+    - an action below the record (``/connections/{id}/stop``) links to them too, unless
+      the record's ``DELETE`` keeps it (answers it, 200): then the ``DELETE`` links only
+      to the actions below the record (``RestoreActivity``) and an action links nowhere,
+      since what a deleted record still answers is no use to follow;
+    - a created or read record's field named like the one parameter of another path
+      (an activity's ``series_id``, a connection's ``user_id``) links to that path's
+      ``GET``, and a series to the list of its occurrences.
+    """
+    records: dict[str, tuple[str, list[tuple[str, str, dict[str, Any]]]]] = {}
+    for path in paths:
+        found = re.fullmatch(r"(.*)/\{([^}/]+)\}", path)
+        if found is not None:
+            records[path] = (found.group(2), [])
     for path, item in paths.items():
-        created = item.get("post", {}).get("responses", {}).get("201")
-        if created is None:
-            continue
-        answered = _properties(created, schemas)
-        for one, one_item in paths.items():
-            match = re.fullmatch(re.escape(path) + r"/\{([^}/]+)\}(/[^{}]*)?", one)
-            named = _PARAM_RE.findall(one)
-            if match is not None:
-                param = match.group(1)
-                field = param if param in answered else "id" if "id" in answered else None
-            elif len(named) == 1 and named[0] in answered and named[0] != "id":
-                param = field = named[0]
-            else:
+        for record, (_, ops) in records.items():
+            if path == record or path.startswith(record + "/"):
+                for method, operation in item.items():
+                    if isinstance(operation, dict) and "operationId" in operation:
+                        ops.append((path, method, operation))
+    for record, (param, ops) in records.items():
+        collection = record.rsplit("/", 1)[0]
+        kept = any(
+            method == "delete" and "200" in operation.get("responses", {})
+            for _, method, operation in ops
+        )
+        actions = [op for op in ops if op[0] != record and op[1] == "post"]
+        sources: list[tuple[dict[str, Any], list[tuple[str, str, dict[str, Any]]], str]] = []
+        created = paths.get(collection, {}).get("post", {}).get("responses", {}).get("201")
+        if created is not None:
+            sources.append((created, ops, ""))
+        listed = paths.get(collection, {}).get("get", {}).get("responses", {}).get("200")
+        if listed is not None:
+            sources.append((listed, ops, "items/0/"))
+        for path, method, operation in ops:
+            answer = operation.get("responses", {}).get("200")
+            if answer is None:
                 continue
+            if method == "delete":
+                targets = actions if kept else []
+            elif path != record and kept:
+                targets = []
+            else:
+                targets = [op for op in ops if op[2] is not operation]
+            sources.append((answer, targets, ""))
+        for answer, targets, prefix in sources:
+            answered = _properties(answer, schemas, listed=bool(prefix))
+            field = param if param in answered else "id" if "id" in answered else None
             if field is None:
                 continue
-            for operation in one_item.values():
-                if not isinstance(operation, dict) or "operationId" not in operation:
-                    continue
-                created.setdefault("links", {})[_camel(operation["operationId"])] = {
-                    "operationId": operation["operationId"],
-                    "parameters": {param: f"$response.body#/{field}"},
+            for _, _, target in targets:
+                answer.setdefault("links", {})[_camel(target["operationId"])] = {
+                    "operationId": target["operationId"],
+                    "parameters": {param: f"$response.body#/{prefix}{field}"},
                 }
+    for path, item in paths.items():
+        answer = item.get("post", {}).get("responses", {}).get("201")
+        if answer is None and path in records:
+            answer = item.get("get", {}).get("responses", {}).get("200")
+        if answer is None:
+            continue
+        answered = _properties(answer, schemas)
+        for record, (param, ops) in records.items():
+            if param == "id" or param not in answered or record.startswith(path):
+                continue
+            for target_path, method, target in ops:
+                if target_path == record and method == "get":
+                    answer.setdefault("links", {})[_camel(target["operationId"])] = {
+                        "operationId": target["operationId"],
+                        "parameters": {param: f"$response.body#/{param}"},
+                    }
+    # A series' occurrences are the activities of its id.
+    series = paths.get(f"{API_PREFIX}/series/{{series_id}}", {}).get("get", {})
+    if "200" in series.get("responses", {}):
+        series["responses"]["200"].setdefault("links", {})["ListOccurrences"] = {
+            "operationId": "list_activities",
+            "parameters": {"query.series_id": "$response.body#/id"},
+        }
 
 
-def _properties(answer: dict[str, Any], schemas: dict[str, Any]) -> set[str]:
+def _properties(answer: dict[str, Any], schemas: dict[str, Any], listed: bool = False) -> set[str]:
+    """The fields of an answer's record (of its items', for a list)."""
     schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+    schema = _resolved(schema, schemas)
+    if listed:
+        schema = _resolved(schema.get("properties", {}).get("items", {}).get("items", {}), schemas)
+    return set(schema.get("properties", {}))
+
+
+def _resolved(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
     ref = schema.get("$ref", "")
     if ref.startswith("#/components/schemas/"):
-        schema = schemas.get(ref.rsplit("/", 1)[1], {})
-    return set(schema.get("properties", {}))
+        return dict(schemas.get(ref.rsplit("/", 1)[1], {}))
+    return schema
 
 
 def _camel(operation_id: str) -> str:
