@@ -1,39 +1,49 @@
 """An outside fuzzer reads the OpenAPI document and finds nothing: schemathesis runs every
 check (statuses, bodies, headers, positive and negative data, the stateful phase that
-follows the document's links) against a crmcal server on 127.0.0.1, the connection
-endpoints included: they reach a Radicale of this test's own and the Google and
-Microsoft emulators, on loopback addresses crmcal is allowed to reach here.
+follows the document's links) against a crmcal server on 127.0.0.1.
+
+Two runs. The first is the one docs/api.md shows, made from the repository, so that it
+reads ``schemathesis.toml`` there and nothing else: no hooks, no other configuration.
+The second covers the connection endpoints with accounts that exist
+(``tests/schemathesis/connections.toml``): a Radicale of this test's own, and a refresh
+token that the Google and the Microsoft emulators both accept, on loopback addresses
+crmcal is allowed to reach here; so connecting succeeds (201) whichever provider the
+fuzzer draws, and the operations on a connection are reached through the links.
 
 schemathesis lives in ``.venv-schemathesis`` (built here when missing, from the pin in
 ``tests/schemathesis/requirements.txt``): its ``requests`` and caldav's ``niquests`` do
-not share one environment. The run is short and seeded; docs/api.md shows a longer one.
+not share one environment. The runs are short and seeded; docs/api.md shows longer ones.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import uuid
 from pathlib import Path
-
-import pytest
+from urllib.parse import urlsplit
 
 from crmcal.config import Settings
+from crmcal.crm import users
+from crmcal.crm.tables import User
+from crmcal.db import Database
 from crmcal.emulators.google import GoogleState
 from crmcal.emulators.google import create_app as create_google
 from crmcal.emulators.microsoft import MicrosoftState
 from crmcal.emulators.microsoft import create_app as create_graph
 from crmcal.web.app import create_app
 from tests.caldav_servers import serve_radicale
-from tests.conftest import make_user
+from tests.conftest import make_user, run
 from tests.served import served_app
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent / "schemathesis"
 VENV = ROOT / ".venv-schemathesis"
 CLI = VENV / "bin" / "schemathesis"
+CONNECT = "/api/v1/connections"
 
 
 def _installed() -> Path:
@@ -48,22 +58,95 @@ def _installed() -> Path:
     return CLI
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_schemathesis_finds_nothing(backend: str, tmp_path: Path, sqlite_template: Path) -> None:
+def _one_grant(google: GoogleState, graph: MicrosoftState) -> tuple[str, str, str]:
+    """A refresh token both emulators accept, each for an account of its own; and the
+    id of each account's calendar (Google's, then Microsoft's)."""
+    token = "fuzz-" + uuid.uuid4().hex
+    google.create_account("fuzz-google@example.test")
+    google.refresh_tokens[token] = "fuzz-google@example.test"
+    issued = graph.create_account("fuzz-graph@example.test")["refresh_token"]
+    graph.refresh_tokens[token] = graph.refresh_tokens[issued]
+    calendars = graph.mailboxes["fuzz-graph@example.test"].calendars.values()
+    return token, "fuzz-google@example.test", next(c.id for c in calendars if c.is_default)
+
+
+async def _another_token(db_url: str, user_id: int) -> str:
+    """A second API token of the user; the run uses it, the first is for revoking."""
+    db = Database(db_url)
+    try:
+        async with db.write() as session:
+            user = await session.get(User, user_id)
+            assert user is not None
+            return await users.issue_token(session, user)
+    finally:
+        await db.dispose()
+
+
+def _fuzz(
+    cli: Path, url: str, token: str, *extra: str, env: dict[str, str], report: Path | None = None
+) -> str:
+    """The documented command, shortened (few examples, a fixed seed, no coverage phase:
+    its thousands of deterministic cases take minutes; docs/api.md's run includes it),
+    run from the repository; answers its output after checking it found nothing."""
+    command = [
+        str(cli), *extra, "run", f"{url}/openapi.json", "-H", f"Authorization: Bearer {token}",
+        "--checks", "all", "--max-examples", "2", "--seed", "17", "--workers", "1",
+        "--phases", "examples,fuzzing,stateful", "--request-timeout", "60",
+        "--max-failures", "20", "--no-color",
+    ]  # fmt: skip
+    if report is not None:  # which requests were made, and their answers
+        command[command.index("run") :] = [
+            *command[command.index("run") :], "--include-tag", "connections",
+            "--report", "har", "--report-har-path", str(report),
+        ]  # fmt: skip
+    ran = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
+    assert ran.returncode == 0, ran.stdout[-20000:] + ran.stderr[-5000:]
+    assert "Authentication failed" not in ran.stdout, ran.stdout[-5000:]
+    return ran.stdout
+
+
+def _links_covered(output: str) -> int:
+    links = re.search(r"API Links:\s+(\d+) covered", output)
+    assert links is not None, output[-3000:]
+    return int(links.group(1))
+
+
+def _connected(har: Path) -> set[str]:
+    """The providers of the connections a run made (201)."""
+    made = set()
+    for entry in json.loads(har.read_text())["log"]["entries"]:
+        request = entry["request"]
+        answer = entry["response"]
+        post = request["method"] == "POST" and urlsplit(request["url"]).path == CONNECT
+        if post and answer["status"] == 201:
+            made.add(json.loads(answer["content"]["text"])["provider"])
+    return made
+
+
+def test_schemathesis_finds_nothing(tmp_path: Path, sqlite_template: Path) -> None:
     cli = _installed()
     db = tmp_path / "crmcal.db"
     db.write_bytes(sqlite_template.read_bytes())
     db_url = f"sqlite:///{db}"
-    _, token = make_user(db_url, email="admin@crm.test", name="Admin", is_admin=True)
+    # Two tokens: the run's own, and one it can find in `GET /me/tokens` and revoke.
+    admin_id, _ = make_user(db_url, email="admin@crm.test", name="Admin", is_admin=True)
+    token = run(_another_token(db_url, admin_id))
+    # A user has one connection at a time: one user for each kind of account.
+    tokens = {
+        kind: make_user(db_url, email=f"{kind}@crm.test", name=kind)[1]
+        for kind in ("caldav", "google", "microsoft")
+    }
     caldav_dir = tmp_path / "radicale"
     caldav_dir.mkdir()
+    google_state, graph_state = GoogleState(), MicrosoftState()
+    grant, google_calendar, graph_calendar = _one_grant(google_state, graph_state)
     with (
         serve_radicale(caldav_dir) as caldav,
-        served_app(create_google(GoogleState())) as google,
-        served_app(create_graph(MicrosoftState())) as graph,
+        served_app(create_google(google_state)) as google,
+        served_app(create_graph(graph_state)) as graph,
     ):
         # The account the fuzzer connects has one calendar to sync with.
-        caldav.client().principal().make_calendar(name="Fuzzed", cal_id=uuid.uuid4().hex)
+        made = caldav.client().principal().make_calendar(name="Fuzzed", cal_id=uuid.uuid4().hex)
         settings = Settings(
             database_url=db_url, secret_key="fuzz-key", allow_private_networks=True,
             google_api_url=google, google_oauth_url=google, google_client_id="fuzz",
@@ -71,32 +154,32 @@ def test_schemathesis_finds_nothing(backend: str, tmp_path: Path, sqlite_templat
             microsoft_client_id="fuzz", microsoft_client_secret="fuzz",
         )  # fmt: skip
         with served_app(create_app(settings, background_jobs=False)) as url:
-            command = [
-                str(cli), "--config-file", str(HERE / "connections.toml"), "run",
-                f"{url}/openapi.json", "-H", f"Authorization: Bearer {token}",
-                "--checks", "all", "--max-examples", "3", "--seed", "17", "--workers", "1",
-                # The coverage phase's thousands of deterministic cases take minutes on a
-                # busy machine; the longer run in docs/api.md includes it.
-                "--phases", "examples,fuzzing,stateful", "--request-timeout", "60",
-                "--max-failures", "20", "--no-color",
-            ]  # fmt: skip
-            env = {
-                **os.environ,
-                "SCHEMATHESIS_HOOKS": str(HERE / "hooks.py"),
+            env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEMATHESIS_")}
+            fuzz_env = env | {
                 "CRMCAL_FUZZ_CALDAV_URL": caldav.url,
                 "CRMCAL_FUZZ_CALDAV_USERNAME": caldav.username,
                 "CRMCAL_FUZZ_CALDAV_PASSWORD": caldav.password,
+                "CRMCAL_FUZZ_REFRESH_TOKEN": grant,
             }
-            ran = subprocess.run(
-                command, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path
-            )
-    assert ran.returncode == 0, ran.stdout[-20000:] + ran.stderr[-5000:]
-    # Every operation was tested, connections included, and the stateful phase followed
-    # links from created records to the operations on them.
-    selected = re.search(r"Selected: (\d+)/(\d+)", ran.stdout)
-    assert selected is not None, ran.stdout[-3000:]
-    assert selected.group(1) == selected.group(2), ran.stdout[-3000:]
-    links = re.search(r"API Links:\s+(\d+) covered", ran.stdout)
-    assert links is not None, ran.stdout[-3000:]
-    assert int(links.group(1)) > 0, ran.stdout[-3000:]
-    assert "Authentication failed" not in ran.stdout, ran.stdout[-5000:]
+            calendars = {"caldav": str(made.url), "google": google_calendar,
+                         "microsoft": graph_calendar}  # fmt: skip
+            connected: set[str] = set()
+            for kind, calendar in calendars.items():
+                fuzz_env |= {"CRMCAL_FUZZ_PROVIDER": kind, "CRMCAL_FUZZ_CALENDAR_ID": calendar}
+                har = tmp_path / f"{kind}.har"
+                config = ("--config-file", str(HERE / "connections.toml"))
+                out = _fuzz(cli, url, tokens[kind], *config, env=fuzz_env, report=har)
+                assert _links_covered(out) > 0, out[-5000:]
+                connected |= _connected(har)
+            # The run docs/api.md shows: every operation, nothing but schemathesis.toml.
+            # (After the others: it may deactivate the types a connection defaults to.)
+            plain = _fuzz(cli, url, token, env=env)
+    selected = re.search(r"Selected: (\d+)/(\d+)", plain)
+    assert selected is not None, plain[-3000:]
+    assert selected.group(1) == selected.group(2), plain[-3000:]
+    # The stateful phase follows the document's links from the records it makes and
+    # lists, the tokens' list to their revocation among them.
+    assert _links_covered(plain) >= 10, plain[-5000:]
+    assert "No links point to this operation" not in plain, plain[-5000:]
+    # Connecting succeeded with each kind of account, its 201 fuzzed too.
+    assert connected == {"caldav", "google", "microsoft"}
