@@ -22,7 +22,7 @@ from crmcal.web.app import create_app
 from tests.conftest import Api, make_user
 from tests.fault_proxy import fault_proxy
 from tests.google_emulator import GoogleEmulator, GoogleHarness
-from tests.microsoft_emulator import MicrosoftEmulator
+from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
 
 V1 = "/api/v1"
 CRM = "https://crm.example"
@@ -536,6 +536,58 @@ async def test_google_series_updates_go_in_the_batches_of_single_updates(
         # Three single events and three masters patched, then three occurrences.
         assert spent["events.patch"] == 3 + 3 + 3, spent
         assert spent.total() == 4 + 3 + 3 + 9, spent
+        found = await provider.fetch(calendar, [ref.id for ref in series])
+        for ref, result in zip(found, results[3:], strict=True):
+            assert ref.event is not None
+            assert isinstance(result, RemoteRef)
+            assert ref.etag == result.etag
+            assert ref.event.summary == "Moved"
+            assert [o.summary for o in ref.event.overrides] == ["Moved on"]
+    finally:
+        await harness.close()
+
+
+async def test_graph_series_updates_go_in_the_batches_of_single_updates(
+    microsoft_emulator: MicrosoftEmulator,
+) -> None:
+    """Series written with single events share their ``$batch`` requests: the series'
+    masters read in one, their cancelled occurrences and exceptions in another, every
+    patch (single events and masters) in a third; then each series' changed occurrence;
+    not four requests a series and one for the single events."""
+    harness = await MicrosoftHarness.open(microsoft_emulator)
+    provider, calendar = harness.provider, harness.calendar_id
+    try:
+        singles = [await provider.create(calendar, uuid.uuid4().hex,
+                                         CalendarEvent(summary=f"Call {n}", start=later(n),
+                                                       end=later(n + 1), timezone="UTC"))
+                   for n in range(3)]  # fmt: skip
+        series = [
+            await provider.create(
+                calendar, uuid.uuid4().hex, with_override(series_event(n), "Kept")
+            )
+            for n in range(3)
+        ]
+        updates = [
+            Update(ref.id, ref.etag, dataclasses.replace(ref.event, summary="Moved"),
+                   frozenset({"summary"}), single=True)
+            for ref in singles if ref.event is not None
+        ] + [
+            Update(ref.id, ref.etag,
+                   with_override(dataclasses.replace(ref.event, summary="Moved", overrides=()),
+                                 "Moved on"),
+                   frozenset({"summary", "overrides"}))
+            for ref in series if ref.event is not None
+        ]  # fmt: skip
+
+        before = counts(microsoft_emulator.url)
+        results = await provider.update_many(calendar, updates)
+        spent = counts(microsoft_emulator.url) - before
+
+        assert [type(r).__name__ for r in results] == ["RemoteRef"] * 6, results
+        assert (spent["batch"], spent["events.get"]) == (3, 3 + 3), spent
+        # Three single events and three masters patched, then three occurrences.
+        assert spent["events.update"] == 3 + 3 + 3, spent
+        assert spent.total() == 3 + 6 + 9, spent
         found = await provider.fetch(calendar, [ref.id for ref in series])
         for ref, result in zip(found, results[3:], strict=True):
             assert ref.event is not None

@@ -245,22 +245,6 @@ async def update_many(
     return results
 
 
-async def update_alone(
-    provider: Provider, calendar_id: str, item: Update
-) -> RemoteRef | ProviderError:
-    """One item of a batched ``update_many`` written on its own (a series, whose
-    exceptions are read and written too): its event or its error; a refused sign-in
-    stops the whole batch."""
-    try:
-        return await provider.update(
-            calendar_id, item.event_id, item.etag, item.event, changed=item.changed
-        )
-    except AuthenticationFailed:
-        raise
-    except ProviderError as failure:
-        return failure
-
-
 async def delete_many(
     provider: Provider, calendar_id: str, items: Sequence[tuple[str, str | None]]
 ) -> list[ProviderError | None]:

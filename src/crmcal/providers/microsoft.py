@@ -56,7 +56,6 @@ from crmcal.providers.base import (
     SeriesInCalendar,
     Unreachable,
     Update,
-    update_alone,
 )
 from crmcal.providers.timestamps import parse_timestamp
 
@@ -323,24 +322,32 @@ class MicrosoftProvider:
             items.append(item)
         masters = [str(i["id"]) for i in items if i.get("type") == "seriesMaster"]
         occurrences = await self._occurrences_of(calendar_id, masters)
-        return [
-            await self._series_ref(calendar_id, item, occurrences[str(item["id"])])
-            if item.get("type") == "seriesMaster"
-            else _ref(item)
-            for item in items
-        ]
+        refs = []
+        for item in items:
+            if item.get("type") != "seriesMaster":
+                refs.append(_ref(item))
+                continue
+            found = occurrences[str(item["id"])]
+            if isinstance(found, ProviderError):
+                raise found
+            refs.append(await self._series_ref(calendar_id, item, found))
+        return refs
 
     async def _occurrences(
         self, calendar_id: str, master_id: str
     ) -> tuple[list[str], list[dict[str, Any]]]:
         """A series' cancelled occurrences and its exceptions, in one read of the master
         (Graph shows them only when asked by name, on a GET of the master by id)."""
-        return (await self._occurrences_of(calendar_id, [master_id]))[master_id]
+        found = (await self._occurrences_of(calendar_id, [master_id]))[master_id]
+        if isinstance(found, ProviderError):
+            raise found
+        return found
 
     async def _occurrences_of(
         self, calendar_id: str, master_ids: Sequence[str]
-    ) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
-        """``_occurrences`` of several series, by master id, in ``$batch`` requests."""
+    ) -> dict[str, tuple[list[str], list[dict[str, Any]]] | ProviderError]:
+        """``_occurrences`` of several series, by master id (or the error reading them),
+        in ``$batch`` requests."""
         query = (
             "$select=cancelledOccurrences,exceptionOccurrences"
             f"&$expand=exceptionOccurrences,{codec.expand_properties()}"
@@ -348,13 +355,15 @@ class MicrosoftProvider:
         reads = [
             _read(f"{self._event(calendar_id, master_id)}?{query}") for master_id in master_ids
         ]
-        found: dict[str, tuple[list[str], list[dict[str, Any]]]] = {}
+        found: dict[str, tuple[list[str], list[dict[str, Any]]] | ProviderError] = {}
         answers = await self._send_all(reads) if reads else []
         for master_id, answer in zip(master_ids, answers, strict=True):
             if isinstance(answer, ProviderError):
-                raise answer
+                found[master_id] = answer
+                continue
             if answer.status_code != 200:
-                raise self._api.failure(answer, "reading a series")
+                found[master_id] = self._api.failure(answer, "reading a series")
+                continue
             data = self._api.json(answer)
             cancelled = [str(c) for c in data.get("cancelledOccurrences") or []]
             exceptions = [e for e in data.get("exceptionOccurrences") or [] if isinstance(e, dict)]
@@ -558,27 +567,31 @@ class MicrosoftProvider:
         event: CalendarEvent,
         changed: frozenset[str] | None,
     ) -> RemoteRef:
-        """A series written over the one Outlook has: the master patched where its own
-        fields change, then each occurrence that differs (``_write_occurrences``). The
-        version named covers the exceptions too: an occurrence changed meanwhile by
-        someone else is ``PreconditionFailed``, never overwritten."""
-        response = await self._request(
-            "GET", self._event(calendar_id, event_id),
-            params={"$expand": codec.expand_properties()},
-        )  # fmt: skip
-        if response.status_code in (404, 410):
-            raise EventNotFound(f"the event {event_id} does not exist")
-        if response.status_code != 200:
-            raise self._api.failure(response, "reading an event")
-        master = self._api.json(response)
-        occurrences: tuple[list[str], list[dict[str, Any]]] = ([], [])
+        """A series written over the one Outlook has (``update_many`` of one)."""
+        (result,) = await self.update_many(calendar_id, [Update(event_id, etag, event, changed)])
+        if isinstance(result, ProviderError):
+            raise result
+        return result
+
+    async def _series_patch(
+        self,
+        calendar_id: str,
+        item: Update,
+        master: dict[str, Any],
+        occurrences: tuple[list[str], list[dict[str, Any]]],
+    ) -> tuple[dict[str, Any], tuple[list[str], list[dict[str, Any]]]] | ProviderError:
+        """The PATCH body of a series' master written over the one Outlook has (only what
+        differs from it; empty of fields when nothing does), and the occurrences Outlook
+        keeps after it; or why none is. The version named covers the exceptions too: an
+        occurrence changed meanwhile by someone else is ``PreconditionFailed``, never
+        overwritten."""
+        event_id, etag, event, changed = item.event_id, item.etag, item.event, item.changed
         if master.get("type") == "seriesMaster":
-            occurrences = await self._occurrences(calendar_id, event_id)
             current = await self._series_ref(calendar_id, master, occurrences)
         else:
             current = _ref(master)
         if etag and etag != current.etag:
-            raise PreconditionFailed(f"the event {event_id} changed since {etag}")
+            return PreconditionFailed(f"the event {event_id} changed since {etag}")
         before = current.event
         groups = changed
         if changed is None and before is not None:
@@ -588,7 +601,10 @@ class MicrosoftProvider:
             if not event.notify_attendees:
                 now = replace(now, attendees=before.attendees, organizer=before.organizer)
             groups = changed_fields(_master(before), now) - {"overrides"}
-        written = self._update_body(_master(event), groups)
+        try:
+            written = self._update_body(_master(event), groups)
+        except ProviderError as failure:
+            return failure
         if before is not None and before.recurrence is not None:
             assert event.recurrence is not None
             same_rule = canonical_rrule(before.recurrence.rrule) == canonical_rrule(
@@ -604,18 +620,7 @@ class MicrosoftProvider:
                     written.pop(field, None)
             else:
                 occurrences = ([], [])  # what Outlook keeps of them after the patch
-        if set(written) - {"singleValueExtendedProperties"}:
-            response = await self._request(
-                "PATCH", self._event(calendar_id, event_id), json=written,
-                headers={"If-Match": _version(etag or current.etag)},
-            )  # fmt: skip
-            result = self._updated(event_id, etag, response)
-            if isinstance(result, ProviderError):
-                raise result
-            master = self._api.json(response)
-            if "recurrence" in written:
-                occurrences = await self._occurrences(calendar_id, event_id)
-        return await self._write_occurrences(calendar_id, master, event, occurrences, changed)
+        return written, occurrences
 
     async def _write_occurrences(
         self,
@@ -793,21 +798,20 @@ class MicrosoftProvider:
         self, calendar_id: str, items: Sequence[Update]
     ) -> list[RemoteRef | ProviderError]:
         """``update`` for many events in ``$batch`` requests: the reads that guard a
-        series from a single event's times, then the patches. A series itself is
-        written alone (its shape is compared first). Each item answers on its own."""
+        series from a single event's times with the reads of the series' masters, then
+        the series' cancelled occurrences and exceptions, then the patches (single
+        events and masters together), then each series' occurrences
+        (``_write_occurrences``). Each item answers on its own."""
         results: list[RemoteRef | ProviderError | None] = [None] * len(items)
-        batched: list[int] = []
-        for n, item in enumerate(items):
-            if item.event.recurrence is None:
-                batched.append(n)
-                continue
-            results[n] = await update_alone(self, calendar_id, item)
+        batched = [n for n, item in enumerate(items) if item.event.recurrence is None]
+        series = [n for n, item in enumerate(items) if item.event.recurrence is not None]
         guarded = [n for n in batched if self._guarded(items[n])]
+        expand = f"$expand={codec.expand_properties()}"
         reads = [
-            {"method": "GET", "url": self._event(calendar_id, items[n].event_id) + "?$select=type"}
-            for n in guarded
-        ]
-        for n, answer in zip(guarded, await self._send_all(reads) if reads else [], strict=True):
+            _read(self._event(calendar_id, items[n].event_id) + "?$select=type") for n in guarded
+        ] + [_read(f"{self._event(calendar_id, items[n].event_id)}?{expand}") for n in series]
+        answers = await self._send_all(reads) if reads else []
+        for n, answer in zip(guarded, answers[: len(guarded)], strict=True):
             body = None
             if not isinstance(answer, ProviderError) and answer.status_code == 200:
                 body = self._api.json(answer)
@@ -816,27 +820,93 @@ class MicrosoftProvider:
                     f"the event {items[n].event_id} is a recurring series in the calendar; "
                     "crmcal does not rewrite series yet"
                 )
-        patches = [n for n in batched if results[n] is None]
+        masters: dict[int, dict[str, Any]] = {}
+        for n, answer in zip(series, answers[len(guarded) :], strict=True):
+            if isinstance(answer, ProviderError):
+                results[n] = answer
+            elif answer.status_code in (404, 410):
+                results[n] = EventNotFound(f"the event {items[n].event_id} does not exist")
+            elif answer.status_code != 200:
+                results[n] = self._api.failure(answer, "reading an event")
+            else:
+                masters[n] = self._api.json(answer)
+        occurrences = await self._occurrences_of_many(calendar_id, masters, results)
+        bodies: dict[int, dict[str, Any]] = {}
+        for n in list(masters):
+            if results[n] is not None:  # its occurrences could not be read
+                del masters[n]
+                continue
+            planned = await self._series_patch(calendar_id, items[n], masters[n], occurrences[n])
+            if isinstance(planned, ProviderError):
+                results[n] = planned
+                del masters[n]
+                continue
+            bodies[n], occurrences[n] = planned
         requests = []
-        for n in patches:
+        patched = [n for n in batched if results[n] is None] + [
+            n for n in masters if set(bodies[n]) - {"singleValueExtendedProperties"}
+        ]
+        for n in patched:
             item = items[n]
             request: dict[str, Any] = {
                 "method": "PATCH",
                 "url": self._event(calendar_id, item.event_id),
                 "headers": {"Content-Type": "application/json", "Prefer": _PREFER},
-                "body": self._update_body(item.event, item.changed),
+                "body": bodies[n] if n in masters else self._update_body(item.event, item.changed),
             }
-            if item.etag:
+            if n in masters:  # the version read, which the series' version covers
+                request["headers"]["If-Match"] = _version(item.etag or _ref(masters[n]).etag)
+            elif item.etag:
                 request["headers"]["If-Match"] = _version(item.etag)
             requests.append(request)
         answers = await self._send_all(requests) if requests else []
-        for n, answer in zip(patches, answers, strict=True):
-            results[n] = (
+        relisted: dict[int, dict[str, Any]] = {}
+        for n, answer in zip(patched, answers, strict=True):
+            result = (
                 answer
                 if isinstance(answer, ProviderError)
                 else self._updated(items[n].event_id, items[n].etag, answer)
             )
+            if n not in masters or isinstance(result, ProviderError):
+                results[n] = result
+                masters.pop(n, None)
+                continue
+            assert isinstance(answer, httpx.Response)
+            masters[n] = self._api.json(answer)
+            if "recurrence" in bodies[n]:
+                relisted[n] = masters[n]
+        occurrences |= await self._occurrences_of_many(calendar_id, relisted, results)
+        for n, master in masters.items():
+            if results[n] is not None:
+                continue
+            try:
+                results[n] = await self._write_occurrences(
+                    calendar_id, master, items[n].event, occurrences[n], items[n].changed
+                )
+            except AuthenticationFailed:
+                raise
+            except ProviderError as failure:
+                results[n] = failure
         return [r if r is not None else Unreachable("no answer") for r in results]
+
+    async def _occurrences_of_many(
+        self,
+        calendar_id: str,
+        masters: dict[int, dict[str, Any]],
+        results: list[RemoteRef | ProviderError | None],
+    ) -> dict[int, tuple[list[str], list[dict[str, Any]]]]:
+        """``_occurrences_of`` the items' events that are series masters, by item; an
+        item whose read fails answers that error in ``results``."""
+        wanted = {n: str(m["id"]) for n, m in masters.items() if m.get("type") == "seriesMaster"}
+        found = await self._occurrences_of(calendar_id, list(wanted.values()))
+        occurrences: dict[int, tuple[list[str], list[dict[str, Any]]]] = {}
+        for n in masters:
+            got = found.get(wanted[n]) if n in wanted else ([], [])
+            if isinstance(got, ProviderError):
+                results[n] = got
+            elif got is not None:
+                occurrences[n] = got
+        return occurrences
 
     async def delete_many(
         self, calendar_id: str, items: Sequence[tuple[str, str | None]]
