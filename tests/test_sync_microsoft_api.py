@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
+from crmcal.emulators.microsoft.push import subscriptions_of
+from crmcal.providers.microsoft import MicrosoftProvider
 from crmcal.web.app import create_app
 from tests.conftest import Api, make_user, run
 from tests.microsoft_emulator import MicrosoftEmulator
@@ -364,6 +367,66 @@ def test_an_event_made_in_outlook_arrives_by_notification(
     connection_id = created.json()["id"]
     assert api.post(f"/connections/{connection_id}/stop").status_code == 200
     assert subscription() == []
+
+
+@pytest.mark.parametrize("moment", ["listed", "subscribed"])
+def test_an_event_made_while_crmcal_subscribes_arrives_without_a_poll(
+    served_crmcal: tuple[str, str],
+    microsoft_emulator: MicrosoftEmulator,
+    email: str,
+    moment: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event made after the first sync listed the calendar but before its subscription
+    was made (``listed``: never notified), or made and notified once the subscription is
+    there but before crmcal has stored it (``subscribed``: the webhook cannot tell the
+    notification from a forgery, and answers it without a sync) still arrives within the
+    minute, though polling is hourly: the sync that subscribed is followed by another."""
+    url, token = served_crmcal
+    api = httpx.Client(
+        base_url=f"{url}{V1}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+    outlook = Outlook(microsoft_emulator, email)
+    deliveries = subscriptions_of(microsoft_emulator.state).deliveries
+    subscribe = MicrosoftProvider.watch
+
+    async def book() -> None:
+        start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=0)
+        end = start + dt.timedelta(hours=1)
+        async with httpx.AsyncClient(headers=outlook.http.headers, timeout=30) as http:
+            made = await http.post(f"{microsoft_emulator.url}/v1.0/me/events", json={
+                "subject": "Booked meanwhile",
+                "start": {"dateTime": start.replace(tzinfo=None).isoformat(), "timeZone": "UTC"},
+                "end": {"dateTime": end.replace(tzinfo=None).isoformat(), "timeZone": "UTC"},
+            })  # fmt: skip
+        assert made.status_code == 201, made.text
+
+    async def watch(self: MicrosoftProvider, *args: Any) -> tuple[str, dt.datetime]:
+        if moment == "listed":
+            await book()
+        subscription_id, expires = await subscribe(self, *args)
+        if moment == "subscribed":
+            await book()
+
+            # The notification is answered before crmcal hears of its subscription.
+            def answered() -> bool:
+                return any(d["subscription_id"] == subscription_id and d["status"] is not None
+                           and d["kind"] == "notification" for d in deliveries)  # fmt: skip
+
+            await asyncio.to_thread(wait_for, answered, 60)
+        return subscription_id, expires
+
+    monkeypatch.setattr(MicrosoftProvider, "watch", watch)
+    body = {"provider": "microsoft", "refresh_token": outlook.tokens["refresh_token"]}
+    assert api.post("/connections", json=body).status_code == 201
+
+    def arrived() -> Any:
+        items = api.get("/activities").json()["items"]
+        return [a for a in items if a["subject"] == "Booked meanwhile"]
+
+    # Polling is hourly, so an arrival within the minute came by the sync that followed.
+    (activity,) = wait_for(arrived, 60)
+    assert activity["subject"] == "Booked meanwhile"
 
 
 def test_lifecycle_notifications_renew_resubscribe_and_resync(

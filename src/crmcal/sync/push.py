@@ -4,7 +4,11 @@ After each successful sync of a connection whose provider can push (Google watch
 channels, Microsoft Graph subscriptions), ``keep_channel`` makes sure a channel
 is open and not about to expire: a day before it ends, a provider that can
 renew a channel (Graph) renews it; otherwise (Google never renews a channel, and
-overlap is harmless) a new one is opened and the old one closed. Notifications
+overlap is harmless) a new one is opened and the old one closed. A channel opened
+where none was open tells nothing of what changed after the sync listed the
+calendar, nor of what it notified before crmcal had stored it (its webhook cannot
+tell those notifications from forgeries): the sync that opened it says so, and the
+connection is synced again at once, which lists those changes. Notifications
 carry the channel's secret (Google's channel token, Graph's ``clientState``);
 ``connection_for`` and ``connection_by_resource`` check it. Polling stays on as
 the fallback, since push is not guaranteed to arrive. A refused channel is asked
@@ -66,28 +70,41 @@ async def keep_channel(
     base_url: str,
     *,
     known: Connection | None = None,
-) -> None:
-    """Open (or renew) the connection's push channel when its provider has one.
+) -> bool:
+    """Open (or renew) the connection's push channel when its provider has one. True
+    when a channel was opened that no open one overlapped: then changes made since the
+    sync listed the calendar may have gone unnotified (or notified before the channel
+    was stored, and not recognised), and the caller syncs again at once.
 
     ``known``: the connection as read when the sync began. When it shows a channel far
     from its expiry, nothing is read or written (the common case, once a sync); else
     the channel is looked at afresh."""
     if not provider.capabilities.push:
-        return
+        return False
     if known is not None and _settled(known.push_channel_id, known.push_expires_at):
-        return
+        return False
     pushing = cast(Pushing, provider)
     async with db.read() as session:
         conn = await session.get(Connection, connection_id)
         if conn is None or conn.state == ConnectionState.STOPPED:
-            return
+            return False
         expires = conn.push_expires_at
         if expires is not None and expires.tzinfo is None:
             expires = expires.replace(tzinfo=dt.UTC)
         if _settled(conn.push_channel_id, expires):
-            return
+            return False
         old = (conn.push_channel_id, conn.push_resource_id)
         calendar_id, kind = conn.calendar_id, conn.provider
+    # A channel replaced while it is still open (Google) notifies every change until
+    # the new one is stored: nothing falls between the two. One that could not be
+    # renewed (Graph: gone) or has expired covers nothing.
+    overlapped = bool(
+        old[0]
+        and old[1]
+        and not provider.capabilities.renews_push
+        and expires is not None
+        and expires > utcnow()
+    )
     if old[0] and old[1] and provider.capabilities.renews_push:
         try:
             renewed = await cast(Renewing, provider).renew_watch(old[1])
@@ -98,7 +115,7 @@ async def keep_channel(
                 conn = await session.get(Connection, connection_id)
                 if conn is not None:
                     conn.push_expires_at = renewed
-            return
+            return False
     channel_id, token = uuid.uuid4().hex, secrets.token_urlsafe(32)
     try:
         resource_id, expiration = await pushing.watch(
@@ -111,15 +128,23 @@ async def keep_channel(
             conn = await session.get(Connection, connection_id)
             if conn is not None and not conn.push_channel_id:
                 conn.push_expires_at = utcnow() + RETRY_REFUSED
-        return
+        return False
     async with db.write() as session:
         conn = await session.get(Connection, connection_id)
         if conn is None:
-            return
+            return False
         conn.push_channel_id, conn.push_resource_id = channel_id, resource_id
         conn.push_token, conn.push_expires_at = token_digest(token), expiration
     if old[0] and old[1]:
         await _stop_quietly(provider, old[0], old[1])
+    # (A channel too short-lived to be settled is looked at by the next sync anyway: no
+    # sync at once for it, or a service that kept refusing its renewal would have the
+    # connection sync without pause.)
+    catch_up = not overlapped and _settled(channel_id, expiration)
+    if catch_up:
+        log.info("connection %s: push channel opened; syncing again for what it missed",
+                 connection_id)  # fmt: skip
+    return catch_up
 
 
 def _settled(channel_id: str | None, expires: dt.datetime | None) -> bool:

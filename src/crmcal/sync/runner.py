@@ -267,6 +267,8 @@ async def run_sync(
     report: SyncReport | None = None
     # The run's closing write, made with the lease's release (None: nothing to write).
     engine: Engine | None = None
+    # A push channel was opened that covers nothing before it: due again at once.
+    catch_up = False
     # Why the sync stopped short through no fault of the calendar's (then it is due
     # again at once, without back-off).
     interrupted: str | None = None
@@ -285,8 +287,8 @@ async def run_sync(
                     log.info("sync of connection %s: %s", connection_id, stopped)
                     report = run.report
                 else:
-                    await push.keep_channel(db, connection_id, prov, settings.base_url,
-                                            known=conn)  # fmt: skip
+                    catch_up = await push.keep_channel(db, connection_id, prov,
+                                                       settings.base_url, known=conn)  # fmt: skip
                     engine = run
             finally:
                 if provider is None:
@@ -318,7 +320,9 @@ async def run_sync(
             engine = None  # a run that failed afterwards saves no positions
         # Shielded: a sync cancelled while it ends still gives its lease back.
         await asyncio.shield(
-            _release(db, settings, held, error, report, interrupted, failure, engine)
+            _release(
+                db, settings, held, error, report, interrupted, failure, engine, catch_up=catch_up
+            )
         )
         _record(conn.provider, loop.time() - started, report, error, interrupted, failure)
     if error is not None or interrupted is not None:
@@ -382,9 +386,13 @@ async def _release(
     interrupted: str | None = None,
     failure: FailureKind = FailureKind.SERVER,
     engine: Engine | None = None,
+    *,
+    catch_up: bool = False,
 ) -> None:
     """Give the lease back and set the connection's state; ``engine``: a run that went
-    through, whose closing write (positions, counts) goes in the same transaction."""
+    through, whose closing write (positions, counts) goes in the same transaction;
+    ``catch_up``: it opened a push channel, so the next sync is due at once (it lists
+    what changed before the channel could report it)."""
     counts = report.counts() if report is not None else None
     outcome = lease.OK if error is None else lease.ERROR
     if interrupted is not None:
@@ -402,7 +410,8 @@ async def _release(
                 conn.state, conn.next_sync_at = ConnectionState.ACTIVE, now
             elif error is None:
                 conn.state, conn.last_error, conn.failures = ConnectionState.ACTIVE, None, 0
-                conn.next_sync_at = now + dt.timedelta(seconds=settings.poll_seconds)
+                poll = dt.timedelta(seconds=0 if catch_up else settings.poll_seconds)
+                conn.next_sync_at = now + poll
             else:
                 conn.state, conn.last_error = ConnectionState.ERROR, error
                 conn.failures = (conn.failures or 0) + 1
