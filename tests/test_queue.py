@@ -253,3 +253,76 @@ def test_a_throttled_accounts_sync_waits_in_the_queue(queue_db: str) -> None:  #
     held, free = run(check())
     assert 60 < held <= 120
     assert free == 0
+
+
+def test_a_sync_someone_waits_for_is_due_now_even_when_one_was_put_back(
+    queue_db: str,  # noqa: F811
+) -> None:
+    """A push finding its connection's sync put back for later (a busy lease or CalDAV
+    server) makes that one due now and urgent; a sync put back with a delay while one
+    is waiting leaves that one's time as it was."""
+    from crmcal.jobs.queue import URGENT, defer_sync, lock_of, queue_app
+
+    later, waiting = (random.randrange(10**8, 10**9) for _ in range(2))
+
+    async def scenario() -> list[bool]:
+        app = queue_app(queue_db)
+        async with app.open_async():
+            return [
+                await defer_sync(app, later, delay=600),
+                await defer_sync(app, later, urgent=True),  # the push: due now
+                await defer_sync(app, waiting),
+                await defer_sync(app, waiting, delay=600, urgent=True),  # put back again
+            ]
+
+    assert run(scenario()) == [True, False, True, False]
+    rows = query(
+        queue_db,
+        "SELECT queueing_lock, priority, scheduled_at IS NULL OR scheduled_at <= now() "
+        "FROM procrastinate_jobs WHERE queueing_lock = ANY(%s) AND status = 'todo'",
+        [lock_of(later), lock_of(waiting)],
+    )
+    assert sorted(rows) == sorted(
+        [(lock_of(later), URGENT, True), (lock_of(waiting), URGENT, True)]
+    )
+
+
+@pytest.mark.parametrize("priority", [0, 10])
+def test_a_sync_put_back_keeps_its_urgency(queue_db: str, priority: int) -> None:  # noqa: F811
+    """A sync someone waits for that finds its account held is put back for the rest of
+    the hold still ahead of routine syncs; a routine one stays routine."""
+    import types
+
+    from crmcal.jobs import queue
+    from crmcal.sync import limits
+
+    name = os.urandom(4).hex()
+    _, _, held_id = run(_user_with_connection(queue_db, account=f"urgent-{name}@example.test"))
+
+    async def scenario() -> None:
+        db = Database(queue_db)
+        app = queue.queue_app(queue_db)
+        try:
+            async with app.open_async():
+                runtime = queue.Runtime(db, Vault(SECRET), settings(queue_db), app=app)
+                assert runtime.limits is not None
+                limit = runtime.limits.for_account("google", f"urgent-{name}@example.test")
+                assert limit is not None
+                await limit.throttled(120)
+                job = types.SimpleNamespace(priority=priority)
+                context: Any = types.SimpleNamespace(
+                    additional_context={"crmcal": runtime}, job=job
+                )
+                await queue.sync_connection(context, held_id)
+        finally:
+            limits.install(None)
+            await db.dispose()
+
+    run(scenario())
+    rows = query(
+        queue_db,
+        "SELECT priority, scheduled_at > now() + interval '60 seconds' FROM procrastinate_jobs "
+        "WHERE queueing_lock = %s AND status = 'todo'",
+        queue.lock_of(held_id),
+    )
+    assert rows == [(priority, True)]

@@ -132,7 +132,9 @@ async def defer_sync(
 
     ``urgent``: someone is waiting for this sync (a calendar's push, a CRM edit): it
     runs before the syncs of polling and channel renewal, so that a storm of those
-    does not delay it; a sync already waiting is moved ahead the same way."""
+    does not delay it; a sync already waiting is moved ahead the same way, and one
+    put back for later (a busy lease or CalDAV server) is due now: it checks again
+    what held it back (a throttled account's hold is read by the job itself)."""
     lock = lock_of(connection_id)
     options: dict[str, Any] = {"lock": lock, "queueing_lock": lock}
     if delay:
@@ -145,12 +147,23 @@ async def defer_sync(
         )
     except queue_errors.AlreadyEnqueued:
         if urgent:
-            await app.connector.execute_query_async(
-                "UPDATE procrastinate_jobs SET priority = %(priority)s "
-                "WHERE queueing_lock = %(lock)s AND status = 'todo' AND priority < %(priority)s",
-                priority=URGENT,
-                lock=lock,
-            )
+            if delay:  # a sync put back keeps the waiting one's time
+                await app.connector.execute_query_async(
+                    "UPDATE procrastinate_jobs SET priority = %(priority)s "
+                    "WHERE queueing_lock = %(lock)s AND status = 'todo' "
+                    "AND priority < %(priority)s",
+                    priority=URGENT,
+                    lock=lock,
+                )
+            else:
+                await app.connector.execute_query_async(
+                    "UPDATE procrastinate_jobs SET priority = %(priority)s, "
+                    "scheduled_at = LEAST(scheduled_at, now()) "
+                    "WHERE queueing_lock = %(lock)s AND status = 'todo' "
+                    "AND (priority < %(priority)s OR scheduled_at > now())",
+                    priority=URGENT,
+                    lock=lock,
+                )
         return False
     return True
 
@@ -163,6 +176,8 @@ def _runtime(context: procrastinate.JobContext) -> Runtime:
 
 async def sync_connection(context: procrastinate.JobContext, connection_id: int) -> None:
     runtime = _runtime(context)
+    # A sync someone waits for that is put back (held, busy) keeps its place ahead.
+    urgent = _is_urgent(context)
     try:
         if connection_id in runtime.not_caldav:
             # No server's limit to take first: whether the account is held is read in
@@ -171,13 +186,13 @@ async def sync_connection(context: procrastinate.JobContext, connection_id: int)
                 await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id,
                                wait=1, unless_held=runtime.limits is not None)  # fmt: skip
             except Held as exc:
-                await defer_sync(runtime.app, connection_id, delay=exc.seconds)
+                await defer_sync(runtime.app, connection_id, delay=exc.seconds, urgent=urgent)
             return
         held, server = await _limits_of(runtime, connection_id)
         if held > 0:
             # The service asked this account to wait: its sync waits in the queue, not
             # in a worker, which goes on with other accounts meanwhile.
-            await defer_sync(runtime.app, connection_id, delay=held)
+            await defer_sync(runtime.app, connection_id, delay=held, urgent=urgent)
             return
         if server is None:
             await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id, wait=1)
@@ -186,16 +201,23 @@ async def sync_connection(context: procrastinate.JobContext, connection_id: int)
         if slot is None:
             # The server has all the syncs it may take: this one waits in the queue,
             # not in a worker, which goes on with other connections meanwhile.
-            await defer_sync(runtime.app, connection_id, delay=SERVER_BUSY_RETRY_SECONDS)
+            await defer_sync(
+                runtime.app, connection_id, delay=SERVER_BUSY_RETRY_SECONDS, urgent=urgent
+            )
             return
         async with server.held(slot, SERVER_SLOT_TTL):
             await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id, wait=1)
     except Busy:
         # An API or CLI sync holds the lease: this one runs after it, not beside it.
-        await defer_sync(runtime.app, connection_id, delay=BUSY_RETRY_SECONDS)
+        await defer_sync(runtime.app, connection_id, delay=BUSY_RETRY_SECONDS, urgent=urgent)
     except SyncFailed as exc:
         # Recorded on the connection, which is polled again after its back-off.
         log.info("sync of connection %s: %s", connection_id, exc)
+
+
+def _is_urgent(context: procrastinate.JobContext) -> bool:
+    job = getattr(context, "job", None)
+    return job is not None and (job.priority or 0) >= URGENT
 
 
 async def _limits_of(runtime: Runtime, connection_id: int) -> tuple[float, Limit | None]:
