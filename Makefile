@@ -27,10 +27,9 @@ test: $(STAMP) lint browser
 browser:
 	@test -x $(CHROMIUM) || { apt-get update -qq && apt-get install -y -qq chromium; }
 
+## ruff and mypy, as scripts/check runs them.
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/mypy
+	scripts/check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
