@@ -7,11 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from crmcal.crm.schemas import ActivityCreate, ParticipantIn
 from crmcal.model import CalendarEvent, RemoteRef
+from crmcal.providers.base import Capabilities
 
 
 def free_port() -> int:
@@ -72,6 +73,11 @@ class OneByOne:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.created: list[tuple[str, CalendarEvent]] = []
+
+    @property
+    def capabilities(self) -> Capabilities:
+        # The engine asks the capabilities, not the methods, whether to batch.
+        return replace(self.inner.capabilities, batch_creates=False)
 
     def __getattr__(self, name: str) -> Any:
         if name == "create_many":
