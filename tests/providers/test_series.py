@@ -374,8 +374,9 @@ def _calendar_occurrences(events: dict[str, CalendarEvent]) -> dict[str, str | N
 
 
 @pytest.mark.parametrize("policy", ["crm", "calendar"])
+@pytest.mark.parametrize(("crm_cut", "calendar_cut"), [(8, 5), (5, 8)])
 async def test_this_and_following_on_both_sides_at_other_occurrences(
-    on: Series, policy: str
+    on: Series, policy: str, crm_cut: int, calendar_cut: int
 ) -> None:
     on.connect(conflict_policy=policy)
     start = next_weekday_nine(2)
@@ -383,16 +384,16 @@ async def test_this_and_following_on_both_sides_at_other_occurrences(
     assert on.sync()["created"] == 1
     listed = on.occurrences(first["series_id"])
     event_id, _ = await on.only_series()
-    # The CRM: this and following from the ninth, renamed.
-    on.edit_activity(listed[8]["id"], subject="Forecast (CRM)", scope="following")
-    # The calendar, before the next sync: this and following from the sixth, renamed.
-    cut = at(listed[5]["original_start"])
+    # The CRM: this and following from one occurrence, renamed.
+    on.edit_activity(listed[crm_cut]["id"], subject="Forecast (CRM)", scope="following")
+    # The calendar, before the next sync: this and following from another, renamed.
+    cut = at(listed[calendar_cut]["original_start"])
     until = (cut - dt.timedelta(seconds=1)).astimezone(UTC)
     await on.change_series(event_id, lambda e: dataclasses.replace(
         e, recurrence=Recurrence(f"FREQ=WEEKLY;UNTIL={until:%Y%m%dT%H%M%SZ}")))  # fmt: skip
     await on.put_series(CalendarEvent(
         summary="Forecast (calendar)", start=cut, end=cut + dt.timedelta(hours=1),
-        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=7"),
+        timezone="Europe/Berlin", recurrence=Recurrence(f"FREQ=WEEKLY;COUNT={12 - calendar_cut}"),
     ))  # fmt: skip
     counts = on.sync()
     assert (counts["problems"], counts["conflicts"]) == ([], 1)
@@ -400,12 +401,15 @@ async def test_this_and_following_on_both_sides_at_other_occurrences(
     calendar = _calendar_occurrences(await on.events())
     assert crm == calendar
     keys = [key_of(o) for o in listed]
-    # Nothing lost: the first five as they were, the sixth to eighth renamed in the
-    # calendar alone, the ninth on renamed on both sides (the conflict policy picks).
-    assert [crm[k] for k in keys[:5]] == ["Forecast"] * 5
-    assert [crm[k] for k in keys[5:8]] == ["Forecast (calendar)"] * 3
+    # Nothing lost: those before both splits as they were, those between the two
+    # renamed on the side that split first alone, the rest renamed on both sides (the
+    # conflict policy picks).
+    early, late = sorted((crm_cut, calendar_cut))
+    alone = "Forecast (CRM)" if crm_cut < calendar_cut else "Forecast (calendar)"
     winner = {"crm": "Forecast (CRM)", "calendar": "Forecast (calendar)"}[policy]
-    assert [crm[k] for k in keys[8:]] == [winner] * 4
+    assert [crm[k] for k in keys] == (
+        ["Forecast"] * early + [alone] * (late - early) + [winner] * (12 - late)
+    )
     # Each occurrence kept its id.
     ids = {o["id"] for a in on.series_ids() for o in on.occurrences(a)}
     assert ids == {o["id"] for o in listed}

@@ -224,9 +224,18 @@ class SeriesSync:
                 base_crm = base_cal = crm_now
         cal_now = digests_of(calendar, within) if calendar is not None else base_cal
         invitation = self._invitation(calendar, occurrences)
-        plan = self._plan(
-            series, occurrences, calendar, crm_now, cal_now, base_crm, base_cal, invitation
+        unit = "recurrence"
+        crm_split = (
+            calendar is not None
+            and crm_now.get(unit) != base_crm.get(unit)
+            and cal_now.get(unit) != base_cal.get(unit)
+            and crm_now.get(unit) != cal_now.get(unit)
+            and await self._split_since(series, link) is not None
         )
+        plan = self._plan(
+            series, occurrences, calendar, crm_now, cal_now, base_crm, base_cal, invitation,
+            crm_split,
+        )  # fmt: skip
         kept_out = self._unrestorable(series, occurrences, plan, cal_now, crm_now)
         if plan.conflict:
             anchor = _anchor(occurrences, link)
@@ -294,6 +303,7 @@ class SeriesSync:
         base_crm: Digests,
         base_cal: Digests,
         invitation: bool,
+        crm_split: bool = False,
     ) -> Plan:
         ctx = self.engine.ctx
         plan = Plan()
@@ -317,6 +327,12 @@ class SeriesSync:
             pull_ok = ctx.pull and calendar is not None
             if invitation and unit == "description":
                 pull_ok = False  # an invitation's note is the CRM's own
+            if unit == "recurrence" and crm and cal and crm_split and push_ok:
+                # The CRM split the series ("this and following") and the calendar ended
+                # it elsewhere: the earlier end is the CRM's, the calendar's split is
+                # carried on the CRM's later part (``_split_crm_part``).
+                plan.push.add(unit)
+                continue
             if crm and not cal:
                 if push_ok:
                     plan.push.add(unit)
@@ -693,6 +709,8 @@ class SeriesSync:
         if source is not None:
             await self._split(source, ref)
             return
+        if await self._split_crm_part(ref):
+            return
         if await self._relink(ref):
             return
         if not _has_occurrences(event, ctx.owner):
@@ -1037,6 +1055,126 @@ class SeriesSync:
         engine.report.created += 1
         if split_too:
             await self._both_split(pair.remote.event, ref, new_series, link)
+
+    async def _split_since(
+        self, series: ActivitySeries, link: Link, at: dt.datetime | None = None
+    ) -> Activity | None:
+        """An occurrence of ``series`` at the last sync (at ``at``, or after the series'
+        start) that the CRM has split off into a series of its own since."""
+        since = link.last_synced_at
+        if since is None:
+            return None
+        query = (
+            select(Activity)
+            .join(ActivitySeries, ActivitySeries.id == Activity.series_id)
+            .where(
+                ActivitySeries.owner_id == series.owner_id,
+                ActivitySeries.deleted_at.is_(None),
+                ActivitySeries.created_at > since,
+                Activity.series_id != series.id,
+                Activity.deleted_at.is_(None),
+                Activity.created_at <= since,
+            )
+        )
+        if at is not None:
+            query = query.where(Activity.original_start_at == at)
+        else:
+            query = query.where(Activity.original_start_at > series.start_at)
+        async with self.engine.db.read() as session:
+            return await session.scalar(query.order_by(Activity.original_start_at).limit(1))
+
+    async def _split_crm_part(self, ref: RemoteRef) -> bool:
+        """A calendar series that another client split off ("this and following") from a
+        linked series whose occurrences from its start the CRM had meanwhile split off
+        into a series of its own at an earlier occurrence: that CRM series splits where
+        the calendar's did, its later part linked to ``ref`` (the fields both sides
+        changed go to the conflict policy). Whether it was one."""
+        engine = self.engine
+        event = ref.event
+        assert event is not None
+        start = _instant(event.start, event.timezone)
+        for pair in engine.pairs:
+            old = pair.remote.event if pair.remote is not None else None
+            if (
+                pair.link is None
+                or old is None
+                or old.recurrence is None
+                or pair.activity is None
+                or pair.activity.series_id is None
+                or pair.remote is None
+                or pair.remote.etag == pair.link.remote_etag
+                or _instant(old.start, old.timezone) >= start
+            ):
+                continue
+            series, _ = await self.load(pair.activity.series_id)
+            if series is None:
+                continue
+            anchor = await self._split_since(series, pair.link, start)
+            if anchor is None or anchor.series_id is None:
+                continue
+            await self._split_part(pair, anchor, ref)
+            return True
+        return False
+
+    async def _split_part(self, pair: Any, anchor: Activity, ref: RemoteRef) -> None:
+        engine, ctx = self.engine, self.engine.ctx
+        event = ref.event
+        assert event is not None
+        assert anchor.series_id is not None
+        part_id = anchor.series_id
+        async with engine.db.write() as session:
+            part = await session.get(ActivitySeries, part_id)
+            row = await session.get(Activity, anchor.id)
+            assert part is not None
+            assert row is not None
+            later = await crm_series.split(session, part, row, ctx.origin)
+            new_id = later.id
+            new_occurrences = await _occurrences(session, new_id)
+            live = [o for o in new_occurrences if o.deleted_at is None]
+            link: Link | None = None
+            if live:
+                # Both sides as the old series was at the last sync: what each changed
+                # since is its own, and a field both changed is a conflict.
+                stored = pair.link.field_hashes or {}
+                master = dict(stored.get("series") or {})
+                theirs = dict(stored.get("series_calendar") or master)
+                kept = stored.get("occurrences") or {}
+                moved = {series_mapping.original_key(later, o) for o in new_occurrences}
+                base_crm = Digests(master, {})
+                base_cal = Digests(theirs, {})
+                for side, base in (("crm", base_crm), ("calendar", base_cal)):
+                    remembered = kept.get(side) or {}
+                    base.occurrences = {k: v for k, v in remembered.items() if k in moved}
+                for base in (base_crm, base_cal):
+                    # Where it starts and its rule are the split's, on both sides.
+                    now = digests_of(event, _within(later)).master
+                    base.master.update({g: now[g] for g in ("when", "recurrence") if g in now})
+                link = await engine.links.store(
+                    Link(
+                        connection_id=ctx.connection_id,
+                        activity_id=live[0].id,
+                        remote_id=ref.id,
+                        remote_uid=event.uid,
+                        remote_etag="",
+                        origin=LinkOrigin.CALENDAR,
+                        field_hashes=_remembered({}, base_crm, base_cal),
+                        last_synced_at=utcnow(),
+                    ),
+                    session=session,
+                )
+        engine.series_done.add(new_id)
+        if link is not None:
+            engine.series_links[new_id] = link
+            new_series, new_occurrences = await self.load(new_id)
+            assert new_series is not None
+            await self._reconcile(new_series, new_occurrences, link, ref, True)
+            engine.report.created += 1
+        part_link = await engine._series_link(part_id)
+        if part_link is not None and part_id in engine.series_done:
+            # Sent earlier in this run: its new end goes out now.
+            part, occurrences = await self.load(part_id)
+            if part is not None:
+                await self._reconcile(part, occurrences, part_link, None, True)
 
     async def _both_split(
         self, old: CalendarEvent, ref: RemoteRef, later: ActivitySeries, link: Link
