@@ -64,6 +64,27 @@ def test_no_import_inside_a_function() -> None:
                 assert not inner, f"{name}.{node.name} imports at run time (line {inner[0].lineno})"
 
 
+def test_routes_are_declared_at_module_level() -> None:
+    """A route is a module's function on a module-level router, never a closure made
+    inside a function (which would hold the state it was made with)."""
+    verbs = {"get", "post", "put", "patch", "delete", "add_api_route", "add_route"}
+    for name, path in _modules().items():
+        for outer in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(outer, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            inner = [node for statement in outer.body for node in ast.walk(statement)]
+            for node in inner:
+                decorators = getattr(node, "decorator_list", [])
+                calls = [node] if isinstance(node, ast.Call) else []
+                for found in [*decorators, *calls]:
+                    target = found.func if isinstance(found, ast.Call) else found
+                    if isinstance(target, ast.Attribute) and target.attr in verbs:
+                        owner = ast.unparse(target.value)
+                        assert owner not in ("app", "router", "app.router"), (
+                            f"{name}.{outer.name} declares a route (line {found.lineno})"
+                        )
+
+
 def test_the_modules_import_each_other_without_a_cycle() -> None:
     modules = _modules()
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
