@@ -2,13 +2,13 @@
 check (statuses, bodies, headers, positive and negative data, the stateful phase that
 follows the document's links) against a crmcal server on 127.0.0.1.
 
-Two runs. The first is the one docs/api.md shows, made from the repository, so that it
-reads ``schemathesis.toml`` there and nothing else: no hooks, no other configuration.
-The second covers the connection endpoints with accounts that exist
-(``tests/schemathesis/connections.toml``): a Radicale of this test's own, and a refresh
-token that the Google and the Microsoft emulators both accept, on loopback addresses
-crmcal is allowed to reach here; so connecting succeeds (201) whichever provider the
-fuzzer draws, and the operations on a connection are reached through the links.
+The run docs/api.md shows, made from the repository, so that it reads
+``schemathesis.toml`` there and nothing else (no hooks, no other configuration), over
+every operation. And the connection endpoints with accounts that exist
+(``tests/schemathesis/connections.toml``), one run and one user per kind: a Radicale of
+this test's own, and a refresh token that the Google and the Microsoft emulators both
+accept, on loopback addresses crmcal is allowed to reach here; so connecting succeeds
+(201) and the operations on a connection are reached through the document's links.
 
 schemathesis lives in ``.venv-schemathesis`` (built here when missing, from the pin in
 ``tests/schemathesis/requirements.txt``): its ``requests`` and caldav's ``niquests`` do
