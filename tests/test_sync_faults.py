@@ -31,7 +31,7 @@ from crmcal.sync import lease
 from crmcal.sync.tables import Connection
 from crmcal.web.app import create_app
 from tests.conftest import Api, make_user, run
-from tests.fault_proxy import FaultProxy, fault_proxy
+from tests.fault_proxy import Action, FaultProxy, fault_proxy
 from tests.google_emulator import GoogleHarness
 from tests.microsoft_emulator import MicrosoftHarness
 from tests.providers.conftest import HARNESSES
@@ -150,9 +150,9 @@ class Behind:
 
         run(edit())
 
-    def on(self, which: dict[str, tuple[str, str]], action: str, **fields: Any) -> Any:
+    def on(self, which: dict[str, tuple[str, str]], action: Action, **fields: Any) -> Any:
         method, path = which[self.kind]
-        rules = [self.proxy.add(action, method=m, path=path, **fields)  # type: ignore[arg-type]
+        rules = [self.proxy.add(action, method=m, path=path, **fields)
                  for m in method.split("|")]  # fmt: skip
         return rules[0] if len(rules) == 1 else rules
 
