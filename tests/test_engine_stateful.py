@@ -372,8 +372,8 @@ class Occurrence:
     own_crm: bool = False
     own_cal: bool = False
     # Moved to another series by a split on one side since the last sync: the other
-    # side leaves it be until then (splits and edits of the moved occurrences on
-    # opposite sides between two syncs are not reconciled).
+    # side does not edit it on its own until then (splits on both sides are reconciled,
+    # each side's split kept; see docs/sync.md).
     moved_by: str | None = None
     gone: bool = False
 
@@ -407,9 +407,6 @@ class SeriesMachine(RuleBasedStateMachine):
         self.occurrences: dict[dt.datetime, Occurrence] = {}
         self.counter = 0
         self.made = 0
-        # Which side split a series since the last sync: splits on both sides between
-        # two syncs are not reconciled (see docs/sync.md).
-        self.split_by: str | None = None
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -470,8 +467,6 @@ class SeriesMachine(RuleBasedStateMachine):
         """The whole series renamed, or this and the following ones (a split)."""
         occurrence = data.draw(st.sampled_from(self.settled("crm")))
         activity = self._activity(occurrence.key)
-        following = following and self.split_by != "calendar"
-        self.split_by = "crm" if following else self.split_by
         value, scope = self.fresh(), "following" if following else "series"
         members = self.run(self._series_of(activity.series_id))  # before a split
         split = following and occurrence.key > self.run(self._first_of(activity.series_id))
@@ -570,9 +565,8 @@ class SeriesMachine(RuleBasedStateMachine):
         assert isinstance(master.start, dt.datetime)
         slots = list(rrulestr(master.recurrence.rrule, dtstart=master.start))
         cut = occurrence.key
-        if cut == slots[0] or self.split_by == "crm":
+        if cut == slots[0]:
             return  # the whole series: no split
-        self.split_by = "calendar"
         value = self.fresh()
         until = cut - dt.timedelta(seconds=1)
         old_rule = Recurrence(f"FREQ=DAILY;UNTIL={until:%Y%m%dT%H%M%SZ}",
@@ -626,7 +620,6 @@ class SeriesMachine(RuleBasedStateMachine):
         quiet = self.run(self.world.sync())
         assert quiet.created == quiet.updated == quiet.deleted == 0, quiet.counts()
         self._check_and_settle()
-        self.split_by = None
 
     def _check_and_settle(self) -> None:
         crm = {a.original_start_at: a.subject for a in self.run(self.world.live_activities())}
