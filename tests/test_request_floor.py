@@ -597,3 +597,40 @@ async def test_graph_series_updates_go_in_the_batches_of_single_updates(
             assert [o.summary for o in ref.event.overrides] == ["Moved on"]
     finally:
         await harness.close()
+
+
+def test_a_graph_series_read_back_after_a_cancelled_occurrence_is_one_request(
+    graph_crm: Api, microsoft_emulator: MicrosoftEmulator
+) -> None:
+    """An occurrence cancelled in the CRM is deleted in Outlook, and the series read back
+    (its master, then its cancelled occurrences and exceptions) in one ``$batch``."""
+    connection_id, graph = connect_graph(graph_crm, microsoft_emulator)
+    graph.close()
+    start = later(30).replace(minute=0, second=0)
+    made = graph_crm.post(f"{V1}/activities", json={
+        "type": "meeting", "subject": "Weekly", "start": start.isoformat(),
+        "end": (start + dt.timedelta(hours=1)).isoformat(), "timezone": "UTC",
+        "recurrence": "FREQ=WEEKLY;COUNT=5",
+    })  # fmt: skip
+    assert made.status_code == 201, made.text
+    first = made.json()
+    assert sync(graph_crm, connection_id)["created"] == 1
+    sync(graph_crm, connection_id)
+    listed = graph_crm.get(
+        f"{V1}/activities", params={"series_id": first["series_id"], "limit": 10}
+    ).json()["items"]
+    gone = graph_crm.delete(f"{V1}/activities/{listed[2]['id']}", params={"scope": "this"})
+    assert gone.status_code == 200, gone.text
+
+    before = counts(microsoft_emulator.url)
+    report = sync(graph_crm, connection_id)
+    spent = counts(microsoft_emulator.url) - before
+
+    assert (report["updated"], report["problems"]) == (1, []), report
+    assert spent["events.delete"] == 1, spent
+    assert spent["batch"] == 1, spent  # the read back: master and occurrences together
+    sync(graph_crm, connection_id)
+    after = graph_crm.get(
+        f"{V1}/activities", params={"series_id": first["series_id"], "limit": 10}
+    ).json()["items"]
+    assert [a["id"] for a in after] == [a["id"] for a in listed if a["id"] != listed[2]["id"]]

@@ -348,12 +348,9 @@ class MicrosoftProvider:
     ) -> dict[str, tuple[list[str], list[dict[str, Any]]] | ProviderError]:
         """``_occurrences`` of several series, by master id (or the error reading them),
         in ``$batch`` requests."""
-        query = (
-            "$select=cancelledOccurrences,exceptionOccurrences"
-            f"&$expand=exceptionOccurrences,{codec.expand_properties()}"
-        )
         reads = [
-            _read(f"{self._event(calendar_id, master_id)}?{query}") for master_id in master_ids
+            _read(f"{self._event(calendar_id, master_id)}?{_OCCURRENCES}")
+            for master_id in master_ids
         ]
         found: dict[str, tuple[list[str], list[dict[str, Any]]] | ProviderError] = {}
         answers = await self._send_all(reads) if reads else []
@@ -364,10 +361,7 @@ class MicrosoftProvider:
             if answer.status_code != 200:
                 found[master_id] = self._api.failure(answer, "reading a series")
                 continue
-            data = self._api.json(answer)
-            cancelled = [str(c) for c in data.get("cancelledOccurrences") or []]
-            exceptions = [e for e in data.get("exceptionOccurrences") or [] if isinstance(e, dict)]
-            found[master_id] = (cancelled, exceptions)
+            found[master_id] = _occurrences_in(self._api.json(answer))
         return found
 
     async def _series_ref(
@@ -721,14 +715,19 @@ class MicrosoftProvider:
             raise failure
         if not deleted:  # the patches answered the exceptions as they are now
             return await self._series_ref(calendar_id, master, (cancelled, list(by_id.values())))
-        # Read back: a cancelled occurrence changes the master's version.
-        response = await self._request(
-            "GET", self._event(calendar_id, master_id),
-            params={"$expand": codec.expand_properties()},
-        )  # fmt: skip
-        if response.status_code != 200:
-            raise self._api.failure(response, "reading a series")
-        return await self._series_ref(calendar_id, self._api.json(response))
+        # Read back: a cancelled occurrence changes the master's version. The master and
+        # its occurrences in one $batch request.
+        path = self._event(calendar_id, master_id)
+        reads = [_read(f"{path}?$expand={codec.expand_properties()}"),
+                 _read(f"{path}?{_OCCURRENCES}")]  # fmt: skip
+        back: list[dict[str, Any]] = []
+        for answer in await self._send_all(reads):
+            if isinstance(answer, ProviderError):
+                raise answer
+            if answer.status_code != 200:
+                raise self._api.failure(answer, "reading a series")
+            back.append(self._api.json(answer))
+        return await self._series_ref(calendar_id, back[0], _occurrences_in(back[1]))
 
     async def _find_occurrences(
         self,
@@ -988,6 +987,20 @@ class MicrosoftProvider:
 
     async def close(self) -> None:
         await self._api.close()
+
+
+# What a read of a series master asks for its cancelled occurrences and exceptions
+# (Graph shows them only when asked by name, on a GET of the master by id).
+_OCCURRENCES = (
+    "$select=cancelledOccurrences,exceptionOccurrences"
+    f"&$expand=exceptionOccurrences,{codec.expand_properties()}"
+)
+
+
+def _occurrences_in(data: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    """A series' cancelled occurrences and exceptions, as a read of ``_OCCURRENCES`` has them."""
+    cancelled = [str(c) for c in data.get("cancelledOccurrences") or []]
+    return cancelled, [e for e in data.get("exceptionOccurrences") or [] if isinstance(e, dict)]
 
 
 def _read(url: str) -> dict[str, Any]:
