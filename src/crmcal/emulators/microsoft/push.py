@@ -622,6 +622,17 @@ class Subscriptions:
                 for s in self.by_id.values()
             ],
             "deliveries": list(self.deliveries),
+            # What is still to be sent: a queue lives while it has messages or one is on
+            # its way, so an empty list means every notification so far was delivered or
+            # given up on.
+            "sending": [
+                {
+                    "subscription_id": subscription_id,
+                    "kind": "notification" if channel == "change" else "lifecycle",
+                    "waiting": len(queue.messages),
+                }
+                for (subscription_id, channel), queue in self._queues.items()
+            ],
         }
 
 
