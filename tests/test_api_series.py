@@ -360,3 +360,32 @@ def test_fields_sent_back_unchanged_do_not_detach_an_occurrence(alice: Api) -> N
     patch(alice, first["id"], scope="series", subject="Team call", location="Room 9")
     after = alice.get(f"{URL}/{second['id']}").json()
     assert (after["subject"], after["location"], after["note"]) == ("Team call", "Room 9", "agenda")
+
+
+def at_local(api: Api, activity_id: int) -> str:
+    found = api.get(f"{URL}/{activity_id}")
+    assert found.status_code == 200, found.text
+    return str(found.json()["start"])[:16]
+
+
+def test_a_series_moved_keeps_what_was_left_out_left_out(alice: Api) -> None:
+    first = create(alice, recurrence="FREQ=WEEKLY;COUNT=6",
+                   exdates=["2027-02-02T09:00:00"])  # fmt: skip
+    listed = occurrences(alice, first["series_id"])
+    assert len(listed) == 5
+    trashed = listed[2]
+    assert alice.delete(f"{URL}/{trashed['id']}").status_code == 200
+    patch(alice, first["id"], scope="series", start="2027-01-05T10:00:00",
+          end="2027-01-05T11:00:00")  # fmt: skip
+    live = occurrences(alice, first["series_id"])
+    # Nothing comes back: four occurrences, each an hour later.
+    assert [o["id"] for o in live] == [o["id"] for o in listed if o["id"] != trashed["id"]]
+    assert {o["start"][11:16] for o in live} == {"10:00"}
+    gone = occurrences(alice, first["series_id"], deleted="true")
+    assert [(o["id"], o["original_start"][11:16]) for o in gone] == [(trashed["id"], "10:00")]
+    assert series(alice, first["series_id"])["exdates"] == [
+        "2027-01-19T10:00:00+01:00", "2027-02-02T10:00:00+01:00",
+    ]  # fmt: skip
+    # Taken back, it is the occurrence at its new time.
+    assert alice.post(f"{URL}/{trashed['id']}/restore").status_code == 200
+    assert at_local(alice, trashed["id"]) == "2027-01-19T10:00"

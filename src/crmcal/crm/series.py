@@ -667,6 +667,9 @@ async def _rematch(
         return found if found in slots else None
 
     trashed: list[Activity] = []
+    # Left-out dates' old starts -> their new ones (an occurrence in the trash there
+    # moves with its date).
+    carried: dict[dt.datetime, tuple[dt.datetime, Moment]] = {}
     if carry:
         left: list[str] = []
         for text in series.exdates or []:
@@ -677,6 +680,7 @@ async def _rematch(
                 left.append(_moved(old_rule, rule, moment, day_shift))
                 continue
             by_day.pop(day(slot), None)
+            carried[old_rule.instant(moment)] = (slot, slots[slot])
             left.append(recurrence.stored(slots.pop(slot)))
         series.exdates = sorted(set(left))
         trashed = list(
@@ -706,11 +710,14 @@ async def _rematch(
         kept.append(activity)
     for activity in trashed:
         assert activity.original_start_at is not None
-        slot = slot_of(activity.original_start_at)
-        if slot is None:
-            continue  # the rule no longer makes it: it stays in the trash as it was
-        moment = slots.pop(slot)
-        by_day.pop(day(slot), None)
+        if activity.original_start_at in carried:
+            slot, moment = carried[activity.original_start_at]
+        else:
+            found = slot_of(activity.original_start_at)
+            if found is None:
+                continue  # the rule no longer makes it: it stays in the trash as it was
+            slot, moment = found, slots.pop(found)
+            by_day.pop(day(slot), None)
         activity.original_start_at = slot
         if "start" not in (activity.overrides or []):
             for name, value in _times_at(series, rule, moment).items():
