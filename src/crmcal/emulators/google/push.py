@@ -5,7 +5,10 @@ A channel watches one calendar and POSTs an empty body to its address: first a
 ``X-Goog-*`` headers Google sends (channel id and token, resource id, state,
 message number, expiration). Channels expire (at most a week, as Google caps
 them) and ``channels.stop`` ends one. Delivery runs in the background and never
-holds up the API call that caused it; a failing address is retried a few times.
+holds up the API call that caused it. As at Google, a 500, 502, 503 or 504 answer
+is tried again with exponential backoff, and so is an address that cannot be
+reached or does not answer (within a minute: a busy receiver is not a failing
+one); any other answer ends the message's delivery.
 Unlike Google, plain ``http://`` addresses on loopback are accepted, for the
 demo and tests.
 """
@@ -26,7 +29,12 @@ import httpx
 from crmcal.emulators.google.errors import GoogleError, invalid, not_found
 
 MAX_LIFETIME = dt.timedelta(days=7)
-DELIVERY_ATTEMPTS = 3
+# A message's delivery: this many tries, the first pause DELIVERY_BACKOFF seconds and
+# each next one twice as long, each try given DELIVERY_TIMEOUT seconds to be answered.
+DELIVERY_ATTEMPTS = 6
+DELIVERY_BACKOFF = 0.5
+DELIVERY_TIMEOUT = 60.0
+RETRIED = frozenset({500, 502, 503, 504})
 
 
 @dataclass
@@ -123,7 +131,7 @@ class Channels:
             self._workers[channel.id] = loop.create_task(self._deliver_pending(channel))
 
     async def _deliver_pending(self, channel: Channel) -> None:
-        async with httpx.AsyncClient(timeout=5) as http:
+        async with httpx.AsyncClient(timeout=DELIVERY_TIMEOUT) as http:
             while True:
                 waiting = self._pending.get(channel.id)
                 if not waiting:
@@ -148,14 +156,22 @@ class Channels:
         }
         if channel.token is not None:
             headers["X-Goog-Channel-Token"] = channel.token
-        for attempt in range(DELIVERY_ATTEMPTS):
-            with contextlib.suppress(httpx.HTTPError):
+        for attempt in range(1, DELIVERY_ATTEMPTS + 1):
+            status: int | None = None
+            error: str | None = None
+            try:
                 response = await http.post(channel.address, headers=headers, content=b"")
-                self.delivered.append({"channel": channel.id, "state": state,
-                                       "status": response.status_code})  # fmt: skip
-                if response.status_code < 500:
-                    return
-            await asyncio.sleep(0.2 * (attempt + 1))
+                status = response.status_code
+            except httpx.TimeoutException:
+                error = "timeout"
+            except httpx.HTTPError as exc:
+                error = type(exc).__name__
+            self.delivered.append({"channel": channel.id, "state": state, "status": status,
+                                   "attempt": attempt, "error": error})  # fmt: skip
+            if status is not None and status not in RETRIED:
+                return
+            if attempt < DELIVERY_ATTEMPTS:
+                await asyncio.sleep(DELIVERY_BACKOFF * 2 ** (attempt - 1))
 
     async def close(self) -> None:
         workers = list(self._workers.values())
