@@ -179,7 +179,7 @@ def test_schemathesis_finds_nothing(tmp_path: Path, sqlite_template: Path) -> No
     assert selected.group(1) == selected.group(2), plain[-3000:]
     # The stateful phase follows the document's links from the records it makes and
     # lists, the tokens' list to their revocation among them.
-    assert _links_covered(plain) >= 10, plain[-5000:]
+    assert _links_covered(plain) >= 6, plain[-5000:]
     assert "No links point to this operation" not in plain, plain[-5000:]
     # Connecting succeeded with each kind of account, its 201 fuzzed too.
     assert connected == {"caldav", "google", "microsoft"}
