@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -462,6 +464,17 @@ def test_crmcal_sync_command_shows_a_summary(
     assert bad.stderr.startswith("error: give a CONNECTION_ID or --all")
 
 
+def _linked_at_least(db_path: Path, pid: int, count: int) -> bool:
+    """Whether process ``pid`` runs a sync now, and ``count`` pairs are linked."""
+    with contextlib.closing(sqlite3.connect(db_path, timeout=60)) as db:
+        (running,) = db.execute(
+            "SELECT count(*) FROM sync_runs WHERE outcome = 'running' AND process LIKE ?",
+            (f"%:{pid}",),
+        ).fetchone()
+        (linked,) = db.execute("SELECT count(*) FROM sync_links").fetchone()
+    return bool(running) and linked >= count
+
+
 def test_killing_the_sync_at_random_points_converges_without_copies(
     radicale: CalDAVServer, sqlite_template: Path, tmp_path: Path
 ) -> None:
@@ -478,17 +491,27 @@ def test_killing_the_sync_at_random_points_converges_without_copies(
             for n in range(30):
                 activity(kim, f"CRM {n:02}", hours=n)
                 run(calendar.put_raw(ics(f"kill-{n}", f"Cal {n:02}", SOON + dt.timedelta(hours=n))))
-        # A killed run's lease frees the connection when it expires, soon here.
         env = {**os.environ, "CRMCAL_DATABASE_URL": db_url, "CRMCAL_SECRET_KEY": "test-key",
-               "CRMCAL_LEASE_SECONDS": "6", "CRMCAL_ALLOW_PRIVATE_NETWORKS": "1"}  # fmt: skip
+               "CRMCAL_ALLOW_PRIVATE_NETWORKS": "1"}  # fmt: skip
         argv = [sys.executable, "-m", "crmcal", "sync", str(conn["id"])]
         rng = random.Random(7)
         for _ in range(5):
-            proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+            # A killed run's lease frees the connection when it expires, soon here (each
+            # run waits for the one before it to expire).
+            short = {**env, "CRMCAL_LEASE_SECONDS": "6"}
+            proc = subprocess.Popen(argv, env=short, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)  # fmt: skip
-            time.sleep(rng.uniform(0.8, 2.5))
+            # Killed at a point of its progress, not of the clock: once its run is under
+            # way and has linked some number of pairs (or when it has ended by itself).
+            target = rng.randint(0, 59)
+            deadline = time.monotonic() + 300
+            while proc.poll() is None and not _linked_at_least(db_path, proc.pid, target):
+                assert time.monotonic() < deadline, "the run never got under way"
+                time.sleep(0.01)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+        # The runs that finish keep the default lease (a minute): however starved, they
+        # renew it in time, and they wait for the killed run's lease to expire.
         for _ in range(2):
             done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300,
                                   check=False)  # fmt: skip
