@@ -18,6 +18,7 @@ request.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
@@ -116,6 +117,49 @@ async def keep_channel(
                 if conn is not None:
                     conn.push_expires_at = renewed
             return False
+    # Once asked for, a channel is either stored or closed, even when the sync is stopped
+    # meanwhile (its lease lost, its time up): else the service would keep notifying
+    # for a week a channel crmcal does not know, answered 404.
+    opening = asyncio.ensure_future(
+        _open(db, connection_id, pushing, provider, (calendar_id, kind, base_url), old)
+    )
+    _OPENING.add(opening)
+    opening.add_done_callback(_opened)
+    stored = await asyncio.shield(opening)
+    if stored is None:
+        return False
+    # (A channel too short-lived to be settled is looked at by the next sync anyway: no
+    # sync at once for it, or a service that kept refusing its renewal would have the
+    # connection sync without pause.)
+    catch_up = not overlapped and _settled(*stored)
+    if catch_up:
+        log.info("connection %s: push channel opened; syncing again for what it missed",
+                 connection_id)  # fmt: skip
+    return catch_up
+
+
+# Channels being opened, kept until stored or closed (a task nobody holds may vanish).
+_OPENING: set[asyncio.Task[tuple[str, dt.datetime] | None]] = set()
+
+
+def _opened(task: asyncio.Task[tuple[str, dt.datetime] | None]) -> None:
+    _OPENING.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("opening a push channel failed", exc_info=task.exception())
+
+
+async def _open(
+    db: Database,
+    connection_id: int,
+    pushing: Pushing,
+    provider: Provider,
+    where: tuple[str, str, str],
+    old: tuple[str | None, str | None],
+) -> tuple[str, dt.datetime] | None:
+    """Open a channel and store it in place of ``old``: (its id, its expiry), or None
+    when none was opened or it was closed again at once: the connection was stopped or
+    deleted meanwhile, or another sync stored a channel first."""
+    calendar_id, kind, base_url = where
     channel_id, token = uuid.uuid4().hex, secrets.token_urlsafe(32)
     try:
         resource_id, expiration = await pushing.watch(
@@ -128,23 +172,25 @@ async def keep_channel(
             conn = await session.get(Connection, connection_id)
             if conn is not None and not conn.push_channel_id:
                 conn.push_expires_at = utcnow() + RETRY_REFUSED
-        return False
+        return None
     async with db.write() as session:
-        conn = await session.get(Connection, connection_id)
-        if conn is None:
-            return False
-        conn.push_channel_id, conn.push_resource_id = channel_id, resource_id
-        conn.push_token, conn.push_expires_at = token_digest(token), expiration
+        conn = await session.get(Connection, connection_id, with_for_update=True)
+        ours = (
+            conn is not None
+            and conn.state != ConnectionState.STOPPED
+            and conn.push_channel_id == old[0]
+        )
+        if conn is not None and ours:
+            conn.push_channel_id, conn.push_resource_id = channel_id, resource_id
+            conn.push_token, conn.push_expires_at = token_digest(token), expiration
+    if not ours:
+        log.info("connection %s: push channel %s closed again: the connection was stopped "
+                 "or has another one", connection_id, channel_id)  # fmt: skip
+        await _stop_quietly(provider, channel_id, resource_id)
+        return None
     if old[0] and old[1]:
         await _stop_quietly(provider, old[0], old[1])
-    # (A channel too short-lived to be settled is looked at by the next sync anyway: no
-    # sync at once for it, or a service that kept refusing its renewal would have the
-    # connection sync without pause.)
-    catch_up = not overlapped and _settled(channel_id, expiration)
-    if catch_up:
-        log.info("connection %s: push channel opened; syncing again for what it missed",
-                 connection_id)  # fmt: skip
-    return catch_up
+    return channel_id, expiration
 
 
 def _settled(channel_id: str | None, expires: dt.datetime | None) -> bool:
