@@ -433,6 +433,11 @@ def cpu_mode(connections: int, repeat: int, profile: str | None, workdir: Path) 
 # --- push-to-CRM latency under a storm ----------------------------------------------------------
 
 
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, round(0.95 * len(ordered)) - 1)]
+
+
 def storm(connections: int, workers: int, samples: int, workdir: Path) -> dict[str, Any]:
     with fresh_database() as db_url:
         emulator = Emulator(workdir, connections)
@@ -472,10 +477,8 @@ def storm(connections: int, workers: int, samples: int, workdir: Path) -> dict[s
                 busy.append(int(running[0][0]))
             loader.wait()
             storm_syncs = last_run(db_url) - since
-            latencies.sort()
-            return {"p50": statistics.median(latencies),
-                    "p95": latencies[max(0, round(0.95 * len(latencies)) - 1)],
-                    "max": latencies[-1], "syncs_during": busy[-1] - busy[0],
+            return {"p50": statistics.median(latencies), "p95": p95(latencies),
+                    "max": max(latencies), "syncs_during": busy[-1] - busy[0],
                     "storm_syncs": storm_syncs, "load": load()}  # fmt: skip
         finally:
             for proc in procs:
@@ -518,7 +521,8 @@ def main() -> None:
             found = storm(args.connections, args.workers, args.samples, workdir)
             print(f"push-to-CRM latency, {args.connections} connections syncing, "
                   f"{args.workers} workers: p50 {found['p50']:.2f} s, p95 {found['p95']:.2f} s, "
-                  f"max {found['max']:.2f} s; {found['storm_syncs']} syncs in the storm "
+                  f"max {found['max']:.2f} s; {found['storm_syncs']} syncs in the storm, "
+                  f"{found['syncs_during']} of them while the samples ran "
                   f"(load {found['load']})")  # fmt: skip
         else:
             concurrency = args.concurrency
