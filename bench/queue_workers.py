@@ -285,8 +285,9 @@ def wait_done(url: str, count: int, since: int, timeout: float = 7200) -> int:
 
 
 def failed(url: str, since: int) -> int:
-    return int(sql(url, "SELECT count(*) FROM sync_runs WHERE id > %s AND outcome <> 'ok'",
-                   since)[0][0])  # fmt: skip
+    """Runs since ``since`` that ended other than ok (one still running is not one)."""
+    return int(sql(url, "SELECT count(*) FROM sync_runs WHERE id > %s "
+                   "AND outcome NOT IN ('ok', 'running')", since)[0][0])  # fmt: skip
 
 
 class Round:
@@ -303,7 +304,7 @@ class Round:
         self.cpu = sum(cpu_seconds(p.pid) - before for p, before in zip(procs, cpu, strict=True))
         self.rss = max(rss_mb(p.pid) for p in procs)
         self.rss_all = [rss_mb(p.pid) for p in procs]
-        self.failed = failed(url, since) + count - ended  # failed, or never began
+        self.failed = failed(url, since) + max(0, count - ended)  # failed, or never began
         self.count = count
 
     def cells(self, workers: int) -> str:
