@@ -8,7 +8,12 @@ more than one chunk, and its processes are checked to have done the parsing.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +104,45 @@ def test_the_setting() -> None:
     for wrong in ("-1", "two", "65"):
         with pytest.raises(ConfigError, match="CRMCAL_PARSE_WORKERS"):
             Settings.from_env({"CRMCAL_PARSE_WORKERS": wrong})
+
+
+STARTER = """
+import sys
+from crmcal.providers import parse_pool
+parse_pool.configure(2)
+parse_pool.start()
+from tests.test_import_bulk import realistic
+parse_pool.parse([realistic("kill", n) for n in range(200)], None)
+print("up", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc")
+def test_the_pool_ends_with_the_process_killed_that_started_it() -> None:
+    """SIGKILL leaves a process no chance to shut its pool down: the pool's processes
+    notice and end themselves, none outlives a killed worker."""
+    starter = subprocess.Popen([sys.executable, "-c", STARTER], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert starter.stdout is not None
+        assert starter.stdout.readline().strip() == "up"
+        children = Path(f"/proc/{starter.pid}/task/{starter.pid}/children").read_text().split()
+        assert len(children) >= 2  # the two parsers (and the resource tracker)
+    finally:
+        starter.kill()
+        starter.wait()
+    deadline = time.monotonic() + 60
+    alive = children
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in children if _running(int(pid))]
+    assert alive == []
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

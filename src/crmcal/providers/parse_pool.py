@@ -13,7 +13,9 @@ The pool is started by ``start`` (``crmcal serve`` with its embedded worker and
 ``crmcal worker`` call it as they start, so that the first import does not wait for
 the processes to come up), else on first use. Its processes are spawned, not forked:
 the syncing process runs threads. A pool that breaks (a worker killed) is replaced
-on the next call, and what it was given is parsed in the calling process.
+on the next call, and what it was given is parsed in the calling process; the
+pool's processes end when the process that started them is gone, also when it
+was killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -82,6 +85,21 @@ def _ready() -> int:
     return os.getpid()
 
 
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _watch_parent(parent: int) -> None:
+    """In a pool's process: end it when the process that started it is gone (killed
+    with SIGKILL, it cannot shut its pool down), so that no parser outlives it."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 class _Pool:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -104,7 +122,10 @@ class _Pool:
                 return None
             if self.executor is None:
                 self.executor = ProcessPoolExecutor(
-                    max_workers=self.size(), mp_context=multiprocessing.get_context("spawn")
+                    max_workers=self.size(),
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_watch_parent,
+                    initargs=(os.getpid(),),
                 )
             return self.executor
 
