@@ -57,6 +57,10 @@ class Calls:
         self.admin = httpx.Client(base_url=emulator.url, timeout=30)
         self.state: GoogleState = emulator.state
         self.served: list[tuple[str, float]] = []  # (kind, when), in order of arrival
+        # (method, path, when) of every request crmcal's server sends, in order of
+        # departure: taken by crmcal's side, so that a request slow to arrive on a busy
+        # machine does not shorten the pause before the next one.
+        self.sent: list[tuple[str, str, float]] = []
         self._wires: list[tuple[str, int, list[int]]] = []
         counted = emulator.state.count
 
@@ -75,6 +79,13 @@ class Calls:
                         self.state.add_fault(status, 1)
 
         monkeypatch.setattr(emulator.state, "count", count)
+        send = httpx.AsyncClient.send
+
+        async def departing(client: httpx.AsyncClient, request: httpx.Request, **kw: Any) -> Any:
+            self.sent.append((request.method, request.url.path, time.monotonic()))
+            return await send(client, request, **kw)
+
+        monkeypatch.setattr(httpx.AsyncClient, "send", departing)
 
     def fail_next(self, statuses: list[int]) -> None:
         """The next API calls (of any account) fail with these statuses, in order."""
@@ -242,7 +253,7 @@ def test_a_storm_within_the_retry_budget_costs_one_call_per_failure(
     calls.fail_from("events.insert", write_storm)
     calls.fail_from("events.watch", watch_storm)
     injected = len(listing_storm) + len(write_storm) + len(watch_storm)
-    before, first = calls.counts(), len(calls.served)
+    before, first = calls.counts(), len(calls.sent)
     began = time.monotonic()
     synced = stormy.sync()
     took = time.monotonic() - began
@@ -257,9 +268,13 @@ def test_a_storm_within_the_retry_budget_costs_one_call_per_failure(
     assert_once_each([e["summary"] for e in stormy.events()], events + subjects)
     assert cost <= clean_cost + injected, (cost, clean_cost, injected)
 
-    # Backoff: the listing's attempts came ever further apart, as GoogleProvider's
-    # delays (min(backoff * 2**n, 32) * uniform(0.5, 1)) have them.
-    listings = [when for kind, when in calls.served[first:] if kind == "events.list"]
+    # Backoff: the listing's attempts left crmcal ever further apart, as GoogleProvider's
+    # delays (min(backoff * 2**n, 32) * uniform(0.5, 1)) have them. Departures, not
+    # arrivals: each pause runs from an answer to the next attempt's departure, so the
+    # gap between two departures is never shorter than it, however slow the machine.
+    listing = f"/calendar/v3/calendars/{stormy.email}/events"
+    listings = [when for method, path, when in calls.sent[first:]
+                if (method, path) == ("GET", listing)]  # fmt: skip
     attempts = listings[: RETRIES + 1]
     assert len(attempts) == RETRIES + 1
     for n, (one, then) in enumerate(itertools.pairwise(attempts)):
