@@ -93,6 +93,37 @@ async def test_two_processes_keep_to_four_requests_per_mailbox(
         await mailbox.close()
 
 
+async def test_batches_of_one_process_keep_to_four_requests_per_mailbox(
+    microsoft_emulator: MicrosoftEmulator, admin: httpx.AsyncClient
+) -> None:
+    """Graph runs a batch's requests four at a time against the mailbox: two batches
+    sent at once by one process (no shared limit) must not make eight."""
+    mailbox = await MicrosoftHarness.open(microsoft_emulator)
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(minute=0, second=0)
+    ids = []
+    for n in range(16):
+        body = {"subject": f"e{n}", "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"),
+                "timeZone": "UTC"}, "end": {"dateTime": start.strftime("%Y-%m-%dT%H:59:00"),
+                "timeZone": "UTC"}}  # fmt: skip
+        ids.append((await mailbox.api("POST", mailbox._events(), json=body))["id"])
+    tokens = microsoft_oauth.service(microsoft_emulator.url).tokens(mailbox.refresh_token)
+    provider = MicrosoftProvider(tokens, api_url=microsoft_emulator.url, backoff=0.01)
+    try:
+        await provider.list_calendars()  # the token first: only the calls below are slowed
+        await admin.post("/_emulator/settings", json={"mailbox_concurrency": 4})
+        await admin.post("/_emulator/faults", json={"delay": 0.3, "count": 64})
+        found = await asyncio.gather(
+            *(provider.fetch(mailbox.calendar_id, ids[n::2]) for n in range(2))
+        )
+        assert sorted(r.event.summary or "" for refs in found for r in refs if r.event) == sorted(
+            f"e{n}" for n in range(16)
+        )
+        peak = (await admin.get("/_emulator/concurrency")).json()["peak"][mailbox.email]
+        assert 2 <= peak <= 4, f"{peak} requests in flight at once against one mailbox"
+    finally:
+        await provider.close()
+
+
 async def test_a_throttled_account_slows_down_in_every_process_and_alone(
     queue_db: str,  # noqa: F811
     microsoft_emulator: MicrosoftEmulator,

@@ -49,9 +49,10 @@ TokenSource = Callable[..., Awaitable[str]]
 class SharedLimit(Protocol):
     """The account's limits as every process that calls the service keeps them."""
 
-    def slot(self, cost: int = 1) -> contextlib.AbstractAsyncContextManager[None]:
+    def slot(self, cost: int = 1, width: int = 1) -> contextlib.AbstractAsyncContextManager[None]:
         """Held while one request is in flight; ``cost``: the calls it carries (a batch
-        request's parts), each counted against the service's quotas."""
+        request's parts), each counted against the service's quotas; ``width``: how
+        many of them the service runs at once, each held to its concurrency limit."""
         ...
 
     async def throttled(self, seconds: float) -> None:
@@ -156,15 +157,28 @@ class ApiClient:
         self.retries = retries
         self._backoff = backoff
         self._limit = asyncio.Semaphore(concurrency) if concurrency else None
+        self._concurrency = concurrency
+        # Taken by a request that needs several units of ``_limit`` while it takes them,
+        # so two such requests never each hold some and wait for the rest.
+        self._widening = asyncio.Lock()
         self._headers = headers or {}
 
     @contextlib.asynccontextmanager
-    async def _slot(self, cost: int) -> AsyncIterator[None]:
+    async def _slot(self, cost: int, width: int = 1) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             if self._limit is not None:
-                await stack.enter_async_context(self._limit)
+                units = max(1, min(width, self._concurrency or 1))
+                if units == 1:
+                    await stack.enter_async_context(self._limit)
+                else:
+                    async with self._widening:
+                        for _ in range(units):
+                            await stack.enter_async_context(self._limit)
             if self._shared is not None:
-                await stack.enter_async_context(self._shared.slot(cost))
+                if width > 1:
+                    await stack.enter_async_context(self._shared.slot(cost, width))
+                else:
+                    await stack.enter_async_context(self._shared.slot(cost))
             yield
 
     async def send(
@@ -177,9 +191,11 @@ class ApiClient:
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
         cost: int = 1,
+        width: int = 1,
     ) -> httpx.Response:
         """One API call, retried as the module says; any other answer is returned.
-        ``cost``: the calls it carries (a batch request's parts), for the quotas."""
+        ``cost``: the calls it carries (a batch request's parts), for the quotas;
+        ``width``: how many of them the service runs at once (see ``SharedLimit``)."""
         refreshed = False
         for attempt in range(self.retries + 1):
             token = await self._tokens(refresh=refreshed)
@@ -187,7 +203,7 @@ class ApiClient:
             if attempt:
                 metrics.PROVIDER_RETRIES.labels(self._service).inc()
             try:
-                async with self._slot(cost):
+                async with self._slot(cost, width):
                     response = await self._client.request(
                         method, url, params=params, json=json, content=content, headers=sent
                     )

@@ -122,9 +122,12 @@ class MicrosoftProvider:
         params: dict[str, Any] | None = None,
         json: Any = None,
         headers: dict[str, str] | None = None,
+        width: int = 1,
     ) -> httpx.Response:
         url = path if path.startswith("http") else self._base + path
-        return await self._api.send(method, url, params=params, json=json, headers=headers)
+        return await self._api.send(
+            method, url, params=params, json=json, headers=headers, width=width
+        )
 
     def _events(self, calendar_id: str) -> str:
         return f"/me/calendars/{quote(calendar_id, safe='')}/events"
@@ -487,7 +490,11 @@ class MicrosoftProvider:
         """One ``$batch`` request: each request's answer as a response of its own, in
         the order of ``requests`` (None where the envelope holds none)."""
         numbered = [{**r, "id": str(n)} for n, r in enumerate(requests)]
-        response = await self._request("POST", "/$batch", json={"requests": numbered})
+        # Graph runs a batch's requests to one mailbox up to four at a time, each held
+        # to the mailbox's limit of four in flight: the batch takes that many slots.
+        response = await self._request(
+            "POST", "/$batch", json={"requests": numbered}, width=min(len(requests), CONCURRENCY)
+        )
         if response.status_code != 200:
             raise self._api.failure(response, "sending a batch")
         answers = self._api.json(response).get("responses", [])

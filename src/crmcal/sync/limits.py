@@ -182,11 +182,14 @@ class Limit:
         return taken
 
     async def give_back(self, slot: int) -> None:
+        await self.give_back_many([slot])
+
+    async def give_back_many(self, slots: list[int]) -> None:
         await self.db.execute_one(
             update(ProviderSlot)
             .where(
                 ProviderSlot.key == self.key,
-                ProviderSlot.slot == slot,
+                ProviderSlot.slot.in_(slots),
                 ProviderSlot.holder == PROCESS,
             )
             .values(holder=None, expires_at=None)
@@ -207,10 +210,17 @@ class Limit:
                 )
 
     @contextlib.asynccontextmanager
-    async def slot(self, cost: int = 1) -> AsyncIterator[None]:
+    async def slot(self, cost: int = 1, width: int = 1) -> AsyncIterator[None]:
         """One request's slot: waits for a hold to pass and a slot to come free, and
         for ``cost`` turns of the quota the key counts against (the calls a batch
-        request holds; taken once the slot is, so a throttled account spends none)."""
+        request holds; taken once the slot is, so a throttled account spends none).
+        ``width``: the calls the service runs at once for the request (a Graph batch's
+        parts, four at a time per mailbox), each of which takes a slot."""
+        width = max(1, min(width, self.concurrency))
+        if width > 1:
+            async with self._slots(width, cost):
+                yield
+            return
         pause = 0.01
         turns: list[int] = []
         while True:
@@ -235,6 +245,36 @@ class Limit:
             yield
         finally:
             await asyncio.shield(self._give_back_with(taken, turns))
+
+    @contextlib.asynccontextmanager
+    async def _slots(self, width: int, cost: int) -> AsyncIterator[None]:
+        """``width`` slots taken together or not at all (holding some while waiting for
+        the rest would let two wide requests starve each other), then the turns."""
+        pause = 0.01
+        while True:
+            taken = await self.try_take_many(width, REQUEST_TTL)
+            if len(taken) == width:
+                break
+            if taken:
+                await self.give_back_many(taken)
+            until = await self._held_until()
+            if until is not None:
+                await asyncio.sleep((until - utcnow()).total_seconds())
+                continue
+            await asyncio.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 2, 0.25)
+        turns: list[int] = []
+        try:
+            if self.rate is not None:
+                turns = await self.rate.take(cost)
+            yield
+        finally:
+            await asyncio.shield(self._give_back_all(taken, turns))
+
+    async def _give_back_all(self, slots: list[int], turns: list[int]) -> None:
+        await self.give_back_many(slots)
+        if turns and self.rate is not None:
+            await self.rate.done(turns)
 
     async def _try_take_with_turns(self, cost: int) -> tuple[int | None, list[int]]:
         """A free slot and up to ``cost`` turns of the key's quota, in one statement (no
