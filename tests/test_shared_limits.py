@@ -39,6 +39,19 @@ class Process:
         return MicrosoftProvider(tokens, api_url=emulator.url, backoff=0.01, shared=shared)
 
 
+async def _sixteen_events(mailbox: MicrosoftHarness) -> list[str]:
+    """Events e0..e15 made in the mailbox (ids in that order)."""
+    # On the hour, so the hour's end is always after the start.
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(minute=0, second=0)
+    ids = []
+    for n in range(16):
+        body = {"subject": f"e{n}", "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"),
+                "timeZone": "UTC"}, "end": {"dateTime": start.strftime("%Y-%m-%dT%H:59:00"),
+                "timeZone": "UTC"}}  # fmt: skip
+        ids.append((await mailbox.api("POST", mailbox._events(), json=body))["id"])
+    return ids
+
+
 @pytest.fixture
 async def admin(microsoft_emulator: MicrosoftEmulator) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=microsoft_emulator.url, timeout=120) as client:
@@ -58,14 +71,7 @@ async def test_two_processes_keep_to_four_requests_per_mailbox(
     admin: httpx.AsyncClient,
 ) -> None:
     mailbox = await MicrosoftHarness.open(microsoft_emulator)
-    # On the hour, so the hour's end is always after the start.
-    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(minute=0, second=0)
-    ids = []
-    for n in range(16):
-        body = {"subject": f"e{n}", "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"),
-                "timeZone": "UTC"}, "end": {"dateTime": start.strftime("%Y-%m-%dT%H:59:00"),
-                "timeZone": "UTC"}}  # fmt: skip
-        ids.append((await mailbox.api("POST", mailbox._events(), json=body))["id"])
+    ids = await _sixteen_events(mailbox)
     workers = [Process(queue_db), Process(queue_db)]
     providers = [w.provider(microsoft_emulator, mailbox) for w in workers]
     try:
@@ -99,13 +105,7 @@ async def test_batches_of_one_process_keep_to_four_requests_per_mailbox(
     """Graph runs a batch's requests four at a time against the mailbox: two batches
     sent at once by one process (no shared limit) must not make eight."""
     mailbox = await MicrosoftHarness.open(microsoft_emulator)
-    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(minute=0, second=0)
-    ids = []
-    for n in range(16):
-        body = {"subject": f"e{n}", "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"),
-                "timeZone": "UTC"}, "end": {"dateTime": start.strftime("%Y-%m-%dT%H:59:00"),
-                "timeZone": "UTC"}}  # fmt: skip
-        ids.append((await mailbox.api("POST", mailbox._events(), json=body))["id"])
+    ids = await _sixteen_events(mailbox)
     tokens = microsoft_oauth.service(microsoft_emulator.url).tokens(mailbox.refresh_token)
     provider = MicrosoftProvider(tokens, api_url=microsoft_emulator.url, backoff=0.01)
     try:
