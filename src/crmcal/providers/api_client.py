@@ -175,10 +175,7 @@ class ApiClient:
                         for _ in range(units):
                             await stack.enter_async_context(self._limit)
             if self._shared is not None:
-                if width > 1:
-                    await stack.enter_async_context(self._shared.slot(cost, width))
-                else:
-                    await stack.enter_async_context(self._shared.slot(cost))
+                await stack.enter_async_context(self._shared.slot(cost, width))
             yield
 
     async def send(
