@@ -7,12 +7,20 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import ClassVar, cast
 
 from crmcal.crm.schemas import ActivityCreate, ParticipantIn
-from crmcal.model import CalendarEvent, RemoteRef
-from crmcal.providers.base import Capabilities
+from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
+from crmcal.providers.base import (
+    BatchChanging,
+    Capabilities,
+    Provider,
+    ProviderError,
+    Update,
+)
+from crmcal.sync.push import Pushing, Renewing
 
 
 def free_port() -> int:
@@ -67,26 +75,90 @@ class Sample:
 
 
 class OneByOne:
-    """The provider without ``create_many``: the engine then creates events one by one.
-    It keeps what it was asked to create, for the peer to write the same events."""
+    """A provider without ``create_many``: the engine then creates events one by one.
+    It keeps what it was asked to create, for the peer to write the same events.
 
-    def __init__(self, inner: Any) -> None:
+    Everything else goes to the provider it wraps, method by method: the batched
+    updates and deletes and the push channel, which the engine calls where the
+    capabilities say so. Its capabilities are a class's, as ``Provider`` says: the
+    wrapped one's less ``batch_creates``, in the class ``without_batch_creates`` makes."""
+
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, inner: Provider) -> None:
         self.inner = inner
         self.created: list[tuple[str, CalendarEvent]] = []
 
-    @property
-    def capabilities(self) -> Capabilities:
-        # The engine asks the capabilities, not the methods, whether to batch.
-        return replace(self.inner.capabilities, batch_creates=False)
+    async def discover(self) -> str | None:
+        return await self.inner.discover()
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "create_many":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    async def list_calendars(self) -> list[CalendarInfo]:
+        return await self.inner.list_calendars()
+
+    async def list_changes(
+        self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
+    ) -> ChangeListing:
+        return await self.inner.list_changes(calendar_id, cursor, with_contents=with_contents)
+
+    async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
+        return await self.inner.fetch(calendar_id, ids)
+
+    async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:
+        return await self.inner.get_by_key(calendar_id, key)
 
     async def create(self, calendar_id: str, key: str, event: CalendarEvent) -> RemoteRef:
         self.created.append((key, event))
-        return await self.inner.create(calendar_id, key, event)  # type: ignore[no-any-return]
+        return await self.inner.create(calendar_id, key, event)
+
+    async def update(
+        self,
+        calendar_id: str,
+        event_id: str,
+        etag: str,
+        event: CalendarEvent,
+        *,
+        changed: frozenset[str] | None = None,
+    ) -> RemoteRef:
+        return await self.inner.update(calendar_id, event_id, etag, event, changed=changed)
+
+    async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
+        await self.inner.delete(calendar_id, event_id, etag)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    # Called only where the capabilities (the wrapped provider's) say so.
+
+    async def update_many(
+        self, calendar_id: str, items: Sequence[Update]
+    ) -> Sequence[RemoteRef | ProviderError]:
+        return await cast(BatchChanging, self.inner).update_many(calendar_id, items)
+
+    async def delete_many(
+        self, calendar_id: str, items: Sequence[tuple[str, str | None]]
+    ) -> Sequence[ProviderError | None]:
+        return await cast(BatchChanging, self.inner).delete_many(calendar_id, items)
+
+    async def watch(
+        self, calendar_id: str, channel_id: str, address: str, token: str
+    ) -> tuple[str, dt.datetime]:
+        return await cast(Pushing, self.inner).watch(calendar_id, channel_id, address, token)
+
+    async def stop_watching(self, channel_id: str, resource_id: str) -> None:
+        await cast(Pushing, self.inner).stop_watching(channel_id, resource_id)
+
+    async def renew_watch(self, resource_id: str) -> dt.datetime:
+        return await cast(Renewing, self.inner).renew_watch(resource_id)
+
+
+def without_batch_creates(inner: Provider) -> OneByOne:
+    """``inner`` in a ``OneByOne`` whose class has ``inner``'s capabilities less
+    ``batch_creates``."""
+
+    class Wrapped(OneByOne):
+        capabilities = replace(inner.capabilities, batch_creates=False)
+
+    return Wrapped(inner)
 
 
 def activity(n: int, start: dt.datetime) -> ActivityCreate:

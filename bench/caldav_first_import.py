@@ -43,6 +43,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+# `python bench/<script>.py` puts bench/ itself first on the path; the checkout
+# above it is where `bench.*` comes from (`python -m bench.<script>` needs no help).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from bench.benchkit import free_port
 from bench.caldav_import import USER, Radicale
 

@@ -46,10 +46,14 @@ from typing import Any
 import httpx
 import procrastinate
 import psycopg
-from bench.benchkit import free_port
 from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
 
+# `python bench/<script>.py` puts bench/ itself first on the path; the checkout
+# above it is where `bench.*` comes from (`python -m bench.<script>` needs no help).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.benchkit import free_port
 from crmcal import migrations
 from crmcal.config import Settings
 from crmcal.crm.schemas import default_permissions
@@ -88,7 +92,7 @@ def sql(url: str, text: str, *args: Any) -> list[tuple[Any, ...]]:
     while True:
         try:
             with psycopg.connect(conninfo(url), autocommit=True) as conn:
-                cursor = conn.execute(text, args)  # type: ignore[arg-type]
+                cursor = conn.execute(text, args)
                 return cursor.fetchall() if cursor.description else []
         except psycopg.OperationalError:
             if time.monotonic() > deadline:
@@ -180,7 +184,7 @@ def wait_for(url: str, process: subprocess.Popen[bytes]) -> None:
             return
         except httpx.HTTPError:
             if process.poll() is not None:
-                raise RuntimeError(f"{process.args} ended with {process.returncode}") from None
+                raise RuntimeError(f"{process.args!r} ended with {process.returncode}") from None
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)

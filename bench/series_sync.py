@@ -47,9 +47,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-from bench.benchkit import BenchError, free_port, ratio
 from fastapi.testclient import TestClient
 
+# `python bench/<script>.py` puts bench/ itself first on the path; the checkout
+# above it is where `bench.*` comes from (`python -m bench.<script>` needs no help).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.benchkit import BenchError, free_port, ratio
 from crmcal import metrics, migrations
 from crmcal.config import Settings
 from crmcal.crm.schemas import UserCreate
@@ -366,9 +370,9 @@ class Calendar:
         """Every series with its occurrences, as a direct client reads them; how many
         occurrences it found."""
         if self.kind == "caldav":
-            import caldav
+            from caldav.davclient import DAVClient
 
-            client = caldav.DAVClient(url=self.id, username=Radicale.user,
+            client = DAVClient(url=self.id, username=Radicale.user,
                                       password=Radicale.password)  # fmt: skip
             found = 0
             for item in client.calendar(url=self.id).events():
@@ -395,10 +399,10 @@ class Calendar:
     def edit_occurrence(self, moment: dt.datetime, subject: str) -> None:
         """Retitle the occurrence of the one series in the calendar that starts at ``moment``."""
         if self.kind == "caldav":
-            import caldav
             import icalendar
+            from caldav.davclient import DAVClient
 
-            client = caldav.DAVClient(url=self.id, username=Radicale.user,
+            client = DAVClient(url=self.id, username=Radicale.user,
                                       password=Radicale.password)  # fmt: skip
             (item,) = client.calendar(url=self.id).events()
             calendar = item.icalendar_instance
