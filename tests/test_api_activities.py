@@ -584,7 +584,7 @@ def test_resending_the_same_participants_leaves_their_rows_alone(alice: Api, db_
                 query = select(Participant.id, Participant.email, Participant.status).where(
                     Participant.activity_id == out["id"]
                 )
-                return [row.tuple() for row in await session.execute(query)]
+                return [(id_, email, status) for id_, email, status in await session.execute(query)]
         finally:
             await db.dispose()
 
