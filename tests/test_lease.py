@@ -409,3 +409,38 @@ def test_lease_settings_follow_the_poll_interval_and_refuse_nonsense() -> None:
                         ("CRMCAL_SYNC_MAX_SECONDS", "nan")]:  # fmt: skip
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({name: value})
+
+
+class StoppedWhileListing(MemoryProvider):
+    """The user stops the connection while the calendar is being listed."""
+
+    def __init__(self, db: Database, connection_id: int, calendar: MemoryCalendar) -> None:
+        super().__init__(calendar)
+        self.db, self.connection_id = db, connection_id
+
+    async def list_changes(
+        self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
+    ) -> ChangeListing:
+        async with self.db.write() as session:
+            await session.execute(
+                update(Connection).where(Connection.id == self.connection_id)
+                .values(state="stopped", next_sync_at=None)
+            )  # fmt: skip
+        return await super().list_changes(calendar_id, cursor, with_contents=with_contents)
+
+
+async def test_a_sync_with_nothing_new_stopped_meanwhile_frees_the_lease_and_stays_stopped(
+    world: World,
+) -> None:
+    """The release of a sync with nothing new is one statement on PostgreSQL, made only
+    while the connection still syncs: stopped meanwhile, the lease is freed and the run
+    closed, the state and the positions left as the stop left them."""
+    await world.sync_via_runner()
+    await world.sync_via_runner()
+    before = await connection(world.db, world.connection_id)
+    provider = StoppedWhileListing(world.db, world.connection_id, world.calendar)
+    await run_sync(world.db, VAULT, Settings(), world.connection_id, provider=provider)
+    after = await connection(world.db, world.connection_id)
+    assert (after.state, after.locked_by, after.locked_until) == ("stopped", None, None)
+    assert (after.next_sync_at, after.last_sync_at) == (None, before.last_sync_at)
+    assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["ok"] * 3

@@ -142,15 +142,18 @@ class Database:
             None if self.sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
 
-    async def execute_one(self, statement: Executable) -> Result[Any]:
-        """Run one statement in a transaction of its own (buffered: its rows stay
-        readable). On PostgreSQL without BEGIN and COMMIT, which a single statement
-        does not need; for the small statements a worker runs on every request."""
+    async def execute_one(
+        self, statement: Executable, parameters: dict[str, Any] | None = None
+    ) -> Result[Any]:
+        """Run one statement (with ``parameters`` for its bound names) in a transaction
+        of its own (buffered: its rows stay readable). On PostgreSQL without BEGIN and
+        COMMIT, which a single statement does not need; for the small statements a
+        worker runs on every request."""
         if self._autocommit is None:
             async with self.engine.begin() as connection:
-                return await connection.execute(statement)
+                return await connection.execute(statement, parameters)
         async with self._autocommit.connect() as connection:
-            return await connection.execute(statement)
+            return await connection.execute(statement, parameters)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

@@ -1543,16 +1543,43 @@ class Engine:
         listing = self.listing
         assert listing is not None, "finish_in comes after a run that went through"
         await self.written.forget_all(session)
-        # A pull left for the next run keeps the position: that run lists it again.
-        conn.remote_cursor = self.ctx.remote_cursor if self.deferred else listing.cursor
-        conn.crm_cursor = self.ctx.feed_head
-        conn.applied_options = self.ctx.options.digest()
-        conn.last_sync_at = utcnow()
+        for name, value in self._positions().items():
+            setattr(conn, name, value)
         conn.problems = self._problems(conn.problems or [], listing.full)
-        totals = dict(conn.counts or {})
+        conn.counts = self._totals(conn.counts or {})
+
+    def _positions(self) -> dict[str, Any]:
+        listing = self.listing
+        assert listing is not None, "the positions come after a run that went through"
+        return {
+            # A pull left for the next run keeps the position: that run lists it again.
+            "remote_cursor": self.ctx.remote_cursor if self.deferred else listing.cursor,
+            "crm_cursor": self.ctx.feed_head,
+            "applied_options": self.ctx.options.digest(),
+            "last_sync_at": utcnow(),
+        }
+
+    def _totals(self, before: dict[str, int]) -> dict[str, int]:
+        totals = dict(before)
         for name, value in self.report.counts().items():
             totals[name] = totals.get(name, 0) + value
-        conn.counts = totals
+        return totals
+
+    def quiet_finish(self, conn: Connection) -> dict[str, Any] | None:
+        """The closing write as column values, when it is only the positions: no notes
+        of writes to forget, and the problems and counts as ``conn`` (read under the
+        lease when the run began; only a sync writes them) already has them. A sync
+        with nothing new closes so in one statement with its release; None: the
+        closing write needs the connection read again (``finish_in``)."""
+        listing = self.listing
+        if listing is None or self.written.notes:
+            return None
+        before_problems, before_counts = conn.problems or [], conn.counts or {}
+        if self._problems(before_problems, listing.full) != before_problems:
+            return None
+        if self._totals(before_counts) != before_counts:
+            return None
+        return self._positions()
 
 
 def _for_invitation(decision: Decision) -> Decision:

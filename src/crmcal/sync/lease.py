@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import os
 import secrets
@@ -36,10 +37,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, and_, delete, or_, select, update
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    CursorResult,
+    String,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from crmcal.crm.tables import utcnow
+from crmcal.crm.tables import UTCDateTime, utcnow
 from crmcal.db import Database
 from crmcal.sync.states import ConnectionState
 from crmcal.sync.tables import Connection, SyncRun
@@ -155,29 +170,28 @@ async def take(
     started = clock.time()
     async with db.write() as session:
         now = utcnow()
-        # Locked for the rest of the transaction (SQLite: the write transaction is), so
-        # the check below and the update are one step.
-        conn = await session.get(Connection, connection_id, with_for_update=True)
-        if conn is None or conn.state in (ConnectionState.STOPPED, ConnectionState.PENDING):
+        if db.sqlite:
+            taken = await _take_sqlite(session, connection_id, holder, seconds, now)
+        else:
+            taken = await _take_postgresql(session, connection_id, holder, seconds, now)
+        if taken is None:
             return None
-        before_holder, before_until = conn.locked_by, conn.locked_until
-        if before_until is not None:
-            until = before_until if before_until.tzinfo else before_until.replace(tzinfo=dt.UTC)
-            if until >= now:
-                return None
-        conn.locked_until = now + dt.timedelta(seconds=seconds)
-        conn.locked_by, conn.state = holder, ConnectionState.SYNCING
+        conn, run_id, before_holder, before_until = taken
         if before_holder is not None:
             log.warning(
                 "connection %s: taking over the lease %s left when it expired at %s",
                 connection_id, before_holder, before_until,
             )  # fmt: skip
-            # Whatever still counts as running was left by a holder that vanished. (A
-            # run is only ever open while its holder's name is on the connection: giving
-            # the lease back closes it in the same transaction.)
+            # Whatever else still counts as running was left by a holder that vanished.
+            # (A run is only ever open while its holder's name is on the connection:
+            # giving the lease back closes it in the same transaction.)
             await session.execute(
                 update(SyncRun)
-                .where(SyncRun.connection_id == connection_id, SyncRun.outcome == RUNNING)
+                .where(
+                    SyncRun.connection_id == connection_id,
+                    SyncRun.outcome == RUNNING,
+                    SyncRun.id != run_id,
+                )
                 .values(
                     outcome=ABANDONED,
                     ended_at=before_until or now,
@@ -185,15 +199,104 @@ async def take(
                 )
                 .execution_options(synchronize_session=False)
             )
-        run = SyncRun(
-            connection_id=connection_id, process=PROCESS, started_at=now, outcome=RUNNING, counts={}
-        )
-        session.add(run)
-        await session.flush()
         found = await then(session, conn) if then is not None else None
         return Lease(
-            connection_id, holder, run.id, seconds, expires_at=started + seconds, found=found
+            connection_id, holder, run_id, seconds, expires_at=started + seconds, found=found
         )
+
+
+# What ``take`` answers from the statement(s) that took a lease: the connection as it
+# stands under the lease, the new run's id, and the holder and expiry it replaced.
+_Taken = tuple[Connection, int, str | None, dt.datetime | None]
+
+
+async def _take_sqlite(
+    session: AsyncSession, connection_id: int, holder: str, seconds: float, now: dt.datetime
+) -> _Taken | None:
+    # Locked for the rest of the transaction (SQLite: the write transaction is), so
+    # the check below and the update are one step.
+    conn = await session.get(Connection, connection_id, with_for_update=True)
+    if conn is None or conn.state in (ConnectionState.STOPPED, ConnectionState.PENDING):
+        return None
+    before_holder, before_until = conn.locked_by, conn.locked_until
+    if before_until is not None:
+        until = before_until if before_until.tzinfo else before_until.replace(tzinfo=dt.UTC)
+        if until >= now:
+            return None
+    conn.locked_until = now + dt.timedelta(seconds=seconds)
+    conn.locked_by, conn.state = holder, ConnectionState.SYNCING
+    run = SyncRun(
+        connection_id=connection_id, process=PROCESS, started_at=now, outcome=RUNNING, counts={}
+    )
+    session.add(run)
+    await session.flush()
+    return conn, run.id, before_holder, before_until
+
+
+async def _take_postgresql(
+    session: AsyncSession, connection_id: int, holder: str, seconds: float, now: dt.datetime
+) -> _Taken | None:
+    """The lease taken and the run opened in one statement: the row locked, checked and
+    updated (its holder and expiry before the update answered too), the run inserted
+    only when the update was made; no row when the lease is not to be had."""
+    found = (await session.execute(_lease_statement(), {
+        "connection_id": connection_id, "holder": holder, "now": now,
+        "until": now + dt.timedelta(seconds=seconds), "process": PROCESS,
+    })).one_or_none()  # fmt: skip
+    if found is None:
+        return None
+    return found[0], found[1], found[2], found[3]
+
+
+@functools.cache
+def _lease_statement() -> Any:
+    """Built once: SQLAlchemy caches its compiled form by the statement's shape."""
+    old = (
+        select(Connection.id, Connection.locked_by, Connection.locked_until)
+        .where(Connection.id == bindparam("connection_id"))
+        .with_for_update()
+        .cte("old")
+    )
+    now = bindparam("now", type_=UTCDateTime())
+    taken = (
+        update(Connection)
+        .where(
+            Connection.id == old.c.id,
+            Connection.state.not_in((ConnectionState.STOPPED, ConnectionState.PENDING)),
+            or_(old.c.locked_until.is_(None), old.c.locked_until < now),
+        )
+        .values(
+            locked_until=bindparam("until", type_=UTCDateTime()),
+            locked_by=bindparam("holder"),
+            state=ConnectionState.SYNCING,
+            # Said here: a column's Python-side onupdate is not applied inside a CTE.
+            updated_at=now,
+        )
+        .returning(
+            *Connection.__table__.c,
+            old.c.locked_by.label("before_holder"),
+            old.c.locked_until.label("before_until"),
+        )
+        .cte("taken")
+    )
+    run = (
+        insert(SyncRun)
+        .from_select(
+            ["connection_id", "process", "started_at", "outcome", "counts"],
+            select(
+                taken.c.id,
+                bindparam("process", type_=String()),
+                bindparam("now", type_=UTCDateTime()),
+                literal(RUNNING, String()),
+                literal({}, JSON()),
+            ),
+        )
+        .returning(SyncRun.id)
+        .cte("run")
+    )
+    return select(
+        aliased(Connection, taken), run.c.id, taken.c.before_holder, taken.c.before_until
+    ).select_from(taken.join(run, literal(True)))
 
 
 async def renew(db: Database, lease: Lease) -> bool:
@@ -317,6 +420,67 @@ async def give_back(
         return None
     conn.locked_until, conn.locked_by = None, None
     return conn
+
+
+async def give_back_quietly(
+    db: Database,
+    lease: Lease,
+    outcome: str,
+    values: dict[str, Any],
+    *,
+    counts: dict[str, int] | None = None,
+) -> bool:
+    """PostgreSQL: end the lease's run, free the connection and set ``values`` on it, in
+    one statement committed by itself; only while the lease is still this holder's and
+    the connection still syncing (not stopped, restarted or deleted meanwhile). False
+    when the connection was not written: the caller gives the lease back the general
+    way (``give_back``), which finds the run already ended and reads the connection."""
+    now = utcnow()
+    found = await db.execute_one(
+        _quiet_statement(tuple(sorted(values))),
+        {**{f"set_{name}": value for name, value in values.items()},
+         "lease_connection": lease.connection_id, "lease_holder": lease.holder,
+         "run_id": lease.run_id,
+         "run_outcome": outcome, "run_ended_at": now, "run_counts": counts or {},
+         "set_updated_at": now},
+    )  # fmt: skip
+    return found.first() is not None
+
+
+@functools.cache
+def _quiet_statement(columns: tuple[str, ...]) -> Any:
+    """Built once per set of columns; SQLAlchemy caches its compiled form."""
+    table = SyncRun.__table__
+    ended = (
+        update(SyncRun)
+        .where(SyncRun.id == bindparam("run_id"), SyncRun.outcome == RUNNING)
+        .values(
+            outcome=bindparam("run_outcome"),
+            ended_at=bindparam("run_ended_at", type_=UTCDateTime()),
+            error=None,
+            counts=bindparam("run_counts", type_=table.c.counts.type),
+        )
+        .cte("ended")
+    )
+    table = Connection.__table__
+    return (
+        update(Connection)
+        .add_cte(ended)
+        .where(
+            # Names no column has: an UPDATE takes a parameter named as a column for
+            # its SET clause, the CTE's as well.
+            Connection.id == bindparam("lease_connection"),
+            Connection.locked_by == bindparam("lease_holder"),
+            Connection.state == ConnectionState.SYNCING,
+        )
+        .values(
+            locked_until=None,
+            locked_by=None,
+            updated_at=bindparam("set_updated_at", type_=UTCDateTime()),
+            **{name: bindparam(f"set_{name}", type_=table.c[name].type) for name in columns},
+        )
+        .returning(Connection.id)
+    )
 
 
 async def _prune(session: AsyncSession, connection_id: int) -> None:

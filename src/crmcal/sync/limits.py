@@ -286,7 +286,7 @@ class Limit:
                       rate_count=self.rate.turns.concurrency,
                       turn_expires=now + self.rate.window,
                       cost=max(1, min(cost, self.rate.turns.concurrency)))  # fmt: skip
-        found = await self.db.execute_one(_TAKE_WITH_TURNS.bindparams(**values))
+        found = await self.db.execute_one(_TAKE_WITH_TURNS, values)
         slot: int | None = None
         turns: list[int] = []
         rows: list[Any] = list(found)
@@ -307,7 +307,7 @@ class Limit:
             return
         values = dict(key=self.key, slot=slot, holder=PROCESS, rate_key=self.rate.turns.key,
                       turns=turns, turn_expires=utcnow() + self.rate.window)  # fmt: skip
-        await self.db.execute_one(_GIVE_BACK_WITH_TURNS.bindparams(**values))
+        await self.db.execute_one(_GIVE_BACK_WITH_TURNS, values)
 
     @contextlib.asynccontextmanager
     async def held(self, slot: int, ttl: dt.timedelta) -> AsyncIterator[None]:

@@ -321,9 +321,10 @@ async def run_sync(
         # Shielded: a sync cancelled while it ends still gives its lease back.
         await asyncio.shield(
             _release(
-                db, settings, held, error, report, interrupted, failure, engine, catch_up=catch_up
+                db, settings, held, error, report, interrupted, failure, engine,
+                catch_up=catch_up, known=conn,
             )
-        )
+        )  # fmt: skip
         _record(conn.provider, loop.time() - started, report, error, interrupted, failure)
     if error is not None or interrupted is not None:
         raise SyncFailed(error or interrupted or "", failure)
@@ -388,15 +389,32 @@ async def _release(
     engine: Engine | None = None,
     *,
     catch_up: bool = False,
+    known: Connection | None = None,
 ) -> None:
     """Give the lease back and set the connection's state; ``engine``: a run that went
     through, whose closing write (positions, counts) goes in the same transaction;
     ``catch_up``: it opened a push channel, so the next sync is due at once (it lists
-    what changed before the channel could report it)."""
+    what changed before the channel could report it); ``known``: the connection as
+    read when the lease was taken."""
     counts = report.counts() if report is not None else None
     outcome = lease.OK if error is None else lease.ERROR
     if interrupted is not None:
         outcome, error = lease.INTERRUPTED, interrupted
+    if (
+        engine is not None
+        and error is None
+        and known is not None
+        and not db.sqlite
+        and held.run_id % lease.PRUNE_EVERY  # the run that prunes goes the general way
+        and (values := engine.quiet_finish(known)) is not None
+    ):
+        # Nothing but the positions to write (a sync with nothing new, mostly): the
+        # run ended, the lease freed and the connection set in one statement.
+        poll = dt.timedelta(seconds=0 if catch_up else settings.poll_seconds)
+        values.update(state=ConnectionState.ACTIVE, last_error=None, failures=0,
+                      next_sync_at=utcnow() + poll)  # fmt: skip
+        if await lease.give_back_quietly(db, held, outcome, values, counts=counts):
+            return
     async with db.write() as session:
         conn = await lease.give_back(session, held, outcome, error=error, counts=counts)
         if conn is None:
