@@ -168,6 +168,14 @@ class Database:
                 raise
 
     @asynccontextmanager
+    async def at_once(self) -> AsyncIterator[AsyncSession]:
+        """A session whose every statement commits by itself (PostgreSQL: no BEGIN and
+        COMMIT), for a single statement that is atomic alone but loads ORM objects."""
+        assert self._autocommit is not None, "PostgreSQL only"
+        async with self._sessions(bind=self._autocommit) as session:
+            yield session
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A session for reads; nothing it does is committed.
 

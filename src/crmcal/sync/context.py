@@ -11,12 +11,13 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm import changefeed, permissions
-from crmcal.crm.tables import User
+from crmcal.crm.tables import User, UTCDateTime
 from crmcal.db import Database
+from crmcal.sync.lease import Reading
 from crmcal.sync.options import SyncOptions, writes_calendar, writes_crm
 from crmcal.sync.states import RECONNECT_REQUIRED, FailureKind
 from crmcal.sync.tables import Connection, ProviderHold, WrittenNote
@@ -88,6 +89,15 @@ class Start:
         return await cls._made(session, conn, (owner, feed_head, any_notes))
 
     @classmethod
+    async def _made_apart(cls, db: Database, conn: Connection, row: tuple[Any, ...]) -> Start:
+        """From the columns ``READING`` read with the lease; the notes (rarely any) in a
+        read of their own: only a sync of the connection, under its lease, writes them."""
+        if not row[2]:
+            return cls(conn, row[0], int(row[1] or 0), {})
+        async with db.read() as session:
+            return await cls._made(session, conn, row)
+
+    @classmethod
     async def _made(cls, session: AsyncSession, conn: Connection, row: Any) -> Start:
         owner, feed_head, any_notes = row
         written: dict[int, tuple[str | None, str]] = {}
@@ -98,6 +108,37 @@ class Start:
             )  # fmt: skip
             written = {activity_id: (crm, remote) for activity_id, crm, remote in rows}
         return cls(conn, owner, int(feed_head or 0), written)
+
+
+def _start_columns(taken: Any) -> tuple[Any, ...]:
+    """The owner, the change feed's head and whether notes are left, for ``take``."""
+    noted = select(WrittenNote.activity_id).where(WrittenNote.connection_id == taken.id)
+    return (User, changefeed.head(), noted.exists())
+
+
+def _start_joins(taken: Any) -> tuple[tuple[Any, Any], ...]:
+    return ((User, User.id == taken.user_id),)
+
+
+def _held() -> ColumnElement[bool]:
+    """The connection's account is held after a throttling answer (the key as
+    ``limits.SharedLimits.for_account`` makes it), at the moment the lease is taken."""
+    key = Connection.provider + ":" + func.lower(func.trim(Connection.account))
+    return (
+        select(ProviderHold.key)
+        .where(
+            ProviderHold.key == key,
+            ProviderHold.until > bindparam("lease_now", type_=UTCDateTime()),
+        )
+        .exists()
+    )
+
+
+# What a sync starts from, read in the statement that takes its lease (PostgreSQL):
+# ``Start.read`` and ``Start.read_unless_held`` in one. A held account's lease is not
+# taken (the caller then asks about the hold).
+READING = Reading(_start_columns, _start_joins, Start._made_apart)
+READING_UNLESS_HELD = Reading(_start_columns, _start_joins, Start._made_apart, refused=_held())
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,12 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    func,
     insert,
     literal,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -158,16 +160,21 @@ async def take(
     seconds: float,
     *,
     then: Callable[[AsyncSession, Connection], Awaitable[Any]] | None = None,
+    reading: Reading | None = None,
 ) -> Lease | None:
     """The connection's lease, or None while another holder keeps it (or it is stopped,
     or pending: nothing syncs before the user starts it).
 
     ``then`` runs in the same transaction once the lease is taken, with the connection
     as it stands under the lease; what it answers is the lease's ``found``. A sync reads
-    what it starts from there, in the round trip that takes the lease.
+    what it starts from there, in the round trip that takes the lease. ``reading``: on
+    PostgreSQL, what is read in the very statement that takes the lease instead (and
+    when it is not taken at all), then made into ``found``; ``then`` elsewhere.
     """
     holder = f"{PROCESS}/{secrets.token_hex(4)}"
     started = clock.time()
+    if reading is not None and not db.sqlite:
+        return await _take_reading(db, connection_id, holder, seconds, reading, started)
     async with db.write() as session:
         now = utcnow()
         if db.sqlite:
@@ -205,6 +212,43 @@ async def take(
         )
 
 
+@dataclass(frozen=True, eq=False)
+class Reading:
+    """What the statement that takes a lease reads along (PostgreSQL): ``columns`` and
+    the ``joins`` they need, given the taken connection's columns; ``refused``: a
+    condition on the connection's row (the ``connections`` table) under which no lease
+    is taken; ``made`` turns the connection and the columns read into ``found``."""
+
+    columns: Callable[[Any], tuple[Any, ...]]
+    joins: Callable[[Any], tuple[tuple[Any, Any], ...]]
+    made: Callable[[Database, Connection, tuple[Any, ...]], Awaitable[Any]]
+    refused: ColumnElement[bool] | None = None
+
+
+async def _take_reading(
+    db: Database, connection_id: int, holder: str, seconds: float, reading: Reading,
+    started: float,
+) -> Lease | None:  # fmt: skip
+    """The lease taken, the run opened, a vanished holder's run closed and what the sync
+    starts from read, in one statement committed by itself."""
+    now = utcnow()
+    async with db.at_once() as session:
+        found = (await session.execute(_lease_statement(reading), {
+            "lease_connection": connection_id, "lease_holder": holder, "lease_now": now,
+            "lease_until": now + dt.timedelta(seconds=seconds), "lease_process": PROCESS,
+        })).one_or_none()  # fmt: skip
+    if found is None:
+        return None
+    conn, run_id, before_holder, before_until = found[0], found[1], found[2], found[3]
+    if before_holder is not None:
+        log.warning(
+            "connection %s: taking over the lease %s left when it expired at %s",
+            connection_id, before_holder, before_until,
+        )  # fmt: skip
+    made = await reading.made(db, conn, tuple(found[4:]))
+    return Lease(connection_id, holder, run_id, seconds, expires_at=started + seconds, found=made)
+
+
 # What ``take`` answers from the statement(s) that took a lease: the connection as it
 # stands under the lease, the new run's id, and the holder and expiry it replaced.
 _Taken = tuple[Connection, int, str | None, dt.datetime | None]
@@ -240,8 +284,8 @@ async def _take_postgresql(
     updated (its holder and expiry before the update answered too), the run inserted
     only when the update was made; no row when the lease is not to be had."""
     found = (await session.execute(_lease_statement(), {
-        "connection_id": connection_id, "holder": holder, "now": now,
-        "until": now + dt.timedelta(seconds=seconds), "process": PROCESS,
+        "lease_connection": connection_id, "lease_holder": holder, "lease_now": now,
+        "lease_until": now + dt.timedelta(seconds=seconds), "lease_process": PROCESS,
     })).one_or_none()  # fmt: skip
     if found is None:
         return None
@@ -249,25 +293,28 @@ async def _take_postgresql(
 
 
 @functools.cache
-def _lease_statement() -> Any:
-    """Built once: SQLAlchemy caches its compiled form by the statement's shape."""
+def _lease_statement(reading: Reading | None = None) -> Any:
+    """Built once (per reading): SQLAlchemy caches its compiled form by its shape. The
+    parameters' names are no column's: an UPDATE takes a parameter named as one of its
+    table's columns for its SET clause, one in a CTE as well."""
     old = (
         select(Connection.id, Connection.locked_by, Connection.locked_until)
-        .where(Connection.id == bindparam("connection_id"))
+        .where(Connection.id == bindparam("lease_connection"))
         .with_for_update()
         .cte("old")
     )
-    now = bindparam("now", type_=UTCDateTime())
+    now = bindparam("lease_now", type_=UTCDateTime())
     taken = (
         update(Connection)
         .where(
             Connection.id == old.c.id,
             Connection.state.not_in((ConnectionState.STOPPED, ConnectionState.PENDING)),
             or_(old.c.locked_until.is_(None), old.c.locked_until < now),
+            ~reading.refused if reading is not None and reading.refused is not None else true(),
         )
         .values(
-            locked_until=bindparam("until", type_=UTCDateTime()),
-            locked_by=bindparam("holder"),
+            locked_until=bindparam("lease_until", type_=UTCDateTime()),
+            locked_by=bindparam("lease_holder"),
             state=ConnectionState.SYNCING,
             # Said here: a column's Python-side onupdate is not applied inside a CTE.
             updated_at=now,
@@ -285,8 +332,8 @@ def _lease_statement() -> Any:
             ["connection_id", "process", "started_at", "outcome", "counts"],
             select(
                 taken.c.id,
-                bindparam("process", type_=String()),
-                bindparam("now", type_=UTCDateTime()),
+                bindparam("lease_process", type_=String()),
+                bindparam("lease_now", type_=UTCDateTime()),
                 literal(RUNNING, String()),
                 literal({}, JSON()),
             ),
@@ -294,9 +341,34 @@ def _lease_statement() -> Any:
         .returning(SyncRun.id)
         .cte("run")
     )
-    return select(
-        aliased(Connection, taken), run.c.id, taken.c.before_holder, taken.c.before_until
-    ).select_from(taken.join(run, literal(True)))
+    columns = (aliased(Connection, taken), run.c.id, taken.c.before_holder, taken.c.before_until)
+    if reading is None:
+        return select(*columns).select_from(taken.join(run, true()))
+    # Whatever still counts as running was left by a holder that vanished (a run is only
+    # ever open while its holder's name is on the connection). The run inserted beside
+    # this is not seen here: every part of one statement reads the same snapshot.
+    vanished = func.coalesce(
+        func.nullif(func.regexp_replace(taken.c.before_holder, "/[^/]*$", ""), ""),
+        taken.c.before_holder,
+    )
+    abandoned = (
+        update(SyncRun)
+        .where(
+            SyncRun.connection_id == taken.c.id,
+            SyncRun.outcome == RUNNING,
+            taken.c.before_holder.is_not(None),
+        )
+        .values(
+            outcome=ABANDONED,
+            ended_at=func.coalesce(taken.c.before_until, now),
+            error=vanished + " stopped without finishing",
+        )
+        .cte("abandoned")
+    )
+    query = select(*columns, *reading.columns(taken.c)).select_from(taken.join(run, true()))
+    for target, onclause in reading.joins(taken.c):
+        query = query.join(target, onclause)
+    return query.add_cte(abandoned)
 
 
 async def renew(db: Database, lease: Lease) -> bool:

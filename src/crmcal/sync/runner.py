@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, or_, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
 from crmcal import logs, metrics
 from crmcal.config import Settings
@@ -25,8 +25,8 @@ from crmcal.db import Database
 from crmcal.providers import kinds
 from crmcal.providers.base import AuthenticationFailed, Provider, ProviderError
 from crmcal.providers.oauth2 import RefreshingTokens
-from crmcal.sync import lease, limits, push
-from crmcal.sync.context import Start
+from crmcal.sync import context, lease, limits, push
+from crmcal.sync.context import Held, Start
 from crmcal.sync.engine import (
     Engine,
     ProgressFn,
@@ -37,7 +37,7 @@ from crmcal.sync.engine import (
 )
 from crmcal.sync.options import SyncOptions
 from crmcal.sync.states import RECONNECT_REQUIRED, ConnectionState, FailureKind
-from crmcal.sync.tables import Connection
+from crmcal.sync.tables import Connection, ProviderHold
 from crmcal.vault import Vault, VaultError
 
 log = logging.getLogger(__name__)
@@ -254,8 +254,12 @@ async def run_sync(
     deadline = loop.time() + wait
     # The lease, and what the run starts from, in one transaction.
     read = Start.read_unless_held if unless_held else Start.read
+    reading = context.READING_UNLESS_HELD if unless_held else context.READING
     while (held := await lease.take(db, connection_id, settings.lease_seconds,
-                                    then=read)) is None:  # fmt: skip
+                                    then=read, reading=reading)) is None:  # fmt: skip
+        if unless_held and not db.sqlite:
+            # Not taken in one statement: perhaps because the account is held.
+            await _unless_held(db, connection_id)
         await _why_not(db, connection_id)
         if loop.time() >= deadline:
             raise Busy(await _who_holds(db, connection_id))
@@ -365,6 +369,16 @@ async def _why_not(db: Database, connection_id: int) -> None:
         raise SyncFailed(
             f"connection {connection_id} is pending: start it (POST .../start) to sync"
         )
+
+
+async def _unless_held(db: Database, connection_id: int) -> None:
+    """Raise Held while the connection's account is held after a throttling answer."""
+    key = Connection.provider + ":" + func.lower(func.trim(Connection.account))
+    hold = select(ProviderHold.until).where(ProviderHold.key == key).scalar_subquery()
+    async with db.read() as session:
+        until = await session.scalar(select(hold).where(Connection.id == connection_id))
+    if until is not None and (seconds := (until - utcnow()).total_seconds()) > 0:
+        raise Held(seconds)
 
 
 async def _who_holds(db: Database, connection_id: int) -> str:
