@@ -77,6 +77,7 @@ async def test_an_expired_lease_is_taken_over_whoever_held_it(world: World) -> N
     await world.sync_via_runner()
     first, second = await runs(world.db, world.connection_id)
     assert (first.process, first.outcome, first.ended_at) == (ELSEWHERE, "abandoned", expired_at)
+    assert first.error == f"{ELSEWHERE} stopped without finishing"
     assert (second.process, second.outcome) == (lease.PROCESS, "ok")
     assert second.counts["created"] == 1
     assert first.ended_at is not None
