@@ -7,11 +7,16 @@ differently (or a new row nobody mapped) fails here.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from crmcal.model import Attendee, CalendarEvent, Recurrence, content_hash, content_hash_beside
 from crmcal.sync import merge
 from crmcal.sync.decisions import Act, Decision, State, decide
 from crmcal.sync.states import Winner
@@ -148,3 +153,40 @@ def test_every_action_is_reachable() -> None:
         for overlap in (None, False, True)
     }
     assert made == set(Act)
+
+
+BERLIN_NINE = dt.datetime(2027, 3, 1, 9, tzinfo=ZoneInfo("Europe/Berlin"))
+BASE_EVENT = CalendarEvent(
+    summary="Review",
+    start=BERLIN_NINE,
+    end=dt.datetime(2027, 3, 1, 10, tzinfo=ZoneInfo("Europe/Berlin")),
+    description="Agenda",
+    reminder_minutes=15,
+    attendees=(Attendee("Ann@x.example", "Ann"), Attendee("bob@x.example")),
+    recurrence=Recurrence("FREQ=WEEKLY;COUNT=4"),
+)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"summary": "Review, moved"},
+        # The same instant in another zone, and the attendees in another order: equal
+        # digests, taken from the other side or not.
+        {"start": BERLIN_NINE.astimezone(dt.UTC)},
+        {"attendees": tuple(reversed(BASE_EVENT.attendees))},
+        {"attendees": (Attendee("ann@x.example", "Ann"),)},
+        {"busy": 1, "private": 0},  # equal to True and False, not the same JSON
+        {"reminder_minutes": 15.0},
+        {"description": "Agenda\n\n-- deal: X --"},
+        {"recurrence": Recurrence("FREQ=WEEKLY;COUNT=5")},
+        {"all_day": True, "start": dt.date(2027, 3, 1), "end": dt.date(2027, 3, 2)},
+    ],
+)
+def test_digests_taken_from_the_other_side_are_the_event_own(changes: dict[str, Any]) -> None:
+    """What the CRM's side of an import takes from the calendar's digests is exactly
+    what digesting it would give."""
+    crm = replace(BASE_EVENT, **changes)
+    assert merge.digests_beside(crm, BASE_EVENT) == merge.digests(replace(crm))
+    assert content_hash_beside(crm, BASE_EVENT) == content_hash(crm)

@@ -12,13 +12,16 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from crmcal import model
 from crmcal.config import ConfigError, Settings
 from crmcal.providers import parse_pool
+from crmcal.sync import merge
 from tests.test_import_bulk import BERLIN_TZ, realistic
 
 TASK = (
@@ -88,6 +91,32 @@ def test_the_pool_parses_as_this_process_does(pool: None, zone: str | None) -> N
     assert sum(1 for p in there if p.event is not None and p.event.recurrence) > 30
 
 
+def test_events_from_the_pool_bring_their_digests(
+    pool: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The content hash and the fields' digests the sync asks of every event are
+    computed in the pool's processes, and are those this process computes."""
+    given = texts()
+    here = [p.event for p in parse_pool.parse_here(given, None) if p.event is not None]
+    expected = [(merge.digests(e), e.content_hash()) for e in here]
+    computed: list[str] = []
+
+    def counted(name: str) -> Callable[[object], Any]:
+        def compute(_event: object) -> Any:
+            computed.append(name)
+            return {} if name == "digests" else ""
+
+        return compute
+
+    monkeypatch.setattr(merge, "_digests", counted("digests"))
+    monkeypatch.setattr(model, "content_hash", counted("content hash"))
+
+    there = [p.event for p in parse_pool.parse(given, None) if p.event is not None]
+
+    assert [(merge.digests(e), e.content_hash()) for e in there] == expected
+    assert computed == []  # none of them here
+
+
 def test_a_few_texts_and_a_pool_of_none_are_parsed_here(pool: None) -> None:
     few = texts()[: parse_pool.IN_PROCESS_BELOW - 1]
     before = parse_pool.parsed_in_workers()
@@ -108,7 +137,9 @@ def test_the_setting() -> None:
 
 STARTER = """
 import sys
+from crmcal import model
 from crmcal.providers import parse_pool
+from crmcal.sync import merge
 parse_pool.configure(2)
 parse_pool.start()
 from tests.test_import_bulk import realistic

@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal, TypeVar, cast
 
 ResponseStatus = Literal["needs_action", "accepted", "declined", "tentative"]
+T = TypeVar("T")
 RESPONSE_STATUSES = frozenset(("needs_action", "accepted", "declined", "tentative"))
 
 
@@ -127,7 +128,17 @@ class CalendarEvent:
 
     def content_hash(self) -> str:
         """A digest of the fields that sync both ways; equal digests mean nothing to do."""
-        return content_hash(self)
+        return self.memo("content_hash", content_hash)
+
+    def memo(self, name: str, compute: Callable[[CalendarEvent], T]) -> T:
+        """``compute(self)``, computed once per event: the event is frozen, so what is
+        derived from it stays true. The values travel with the event when it is
+        pickled (an event parsed in ``parse_pool``'s processes brings its digests);
+        ``replace`` makes a new event without them."""
+        memo: dict[str, Any] = self.__dict__.setdefault("_memo", {})
+        if name not in memo:
+            memo[name] = compute(self)
+        return cast("T", memo[name])
 
 
 # What an update may write, field by field: the names a provider's ``update`` takes
@@ -263,6 +274,24 @@ def canonical_rrule(rule: str) -> str:
 # weighed on digesting thousands of events.
 _JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 _GROUP_JSON = json.JSONEncoder(sort_keys=True, default=str)
+
+
+def same_value(one: object, other: object) -> bool:
+    """Equal values of the same type: whatever is derived from them is equal (a bool
+    and an int may be equal, not their JSON)."""
+    return type(one) is type(other) and one == other
+
+
+# What ``content_hash`` reads of an event.
+_HASHED_FIELDS = (*_PLAIN_FIELDS, *_MOMENT_FIELDS, "attendees", "recurrence", "overrides")
+
+
+def content_hash_beside(event: CalendarEvent, known: CalendarEvent) -> str:
+    """``event.content_hash()``, taken from ``known`` when both hold the very same
+    values in every field it reads."""
+    if all(same_value(getattr(event, n), getattr(known, n)) for n in _HASHED_FIELDS):
+        return known.content_hash()
+    return event.content_hash()
 
 
 def content_hash(event: CalendarEvent) -> str:

@@ -81,6 +81,20 @@ def parse_here(texts: Sequence[str], zone: str | None) -> list[Parsed]:
     return [parse_one(text, zone) for text in texts]
 
 
+def parse_chunk(texts: Sequence[str], zone: str | None) -> list[Parsed]:
+    """What a pool's process runs for a chunk: ``parse_here``, and the digests the
+    sync will ask of each event (its content hash, its fields' digests) computed
+    here too, beside the process that syncs; they travel with the events."""
+    from crmcal.sync import merge  # the engine's digests; merge is pure
+
+    parsed = parse_here(texts, zone)
+    for one in parsed:
+        if one.event is not None:
+            one.event.content_hash()
+            merge.digests(one.event)
+    return parsed
+
+
 def _ready() -> int:
     return os.getpid()
 
@@ -186,7 +200,7 @@ def parse(texts: Sequence[str], zone: str | None) -> list[Parsed]:
     try:
         while len(results) < len(texts):
             while given < len(chunks) and len(pending) < window:
-                pending.append(pool.submit(parse_here, chunks[given], zone))
+                pending.append(pool.submit(parse_chunk, chunks[given], zone))
                 given += 1
             done = pending.popleft().result()
             results += done

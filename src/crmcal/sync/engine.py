@@ -37,7 +37,13 @@ from crmcal.crm.errors import CrmError, Forbidden, Invalid
 from crmcal.crm.schemas import ActivityCreate, ActivityUpdate
 from crmcal.crm.tables import Activity, ActivitySeries, User, table_of, utcnow
 from crmcal.db import Database
-from crmcal.model import CalendarEvent, ChangeListing, RemoteRef, changed_fields
+from crmcal.model import (
+    CalendarEvent,
+    ChangeListing,
+    RemoteRef,
+    changed_fields,
+    content_hash_beside,
+)
 from crmcal.providers.base import (
     FATAL,
     EventNotFound,
@@ -1292,7 +1298,7 @@ class Engine:
                         "remote_uid": event.uid,
                         "remote_etag": item.ref.etag,
                         "remote_hash": event.content_hash(),
-                        "crm_hash": crm_event.content_hash(),
+                        "crm_hash": content_hash_beside(crm_event, event),
                         "field_hashes": hashes,
                         "origin": LinkOrigin.CALENDAR,
                         "last_synced_at": now,
@@ -1487,7 +1493,7 @@ class Engine:
     def _field_hashes(crm: CalendarEvent, calendar: CalendarEvent) -> dict[str, Any]:
         """The per-field digests a link keeps of both sides (see sync/merge.py), and the
         calendar's attendee addresses (what a later calendar edit added or removed)."""
-        return {"crm": merge.digests(crm), "calendar": merge.digests(calendar),
+        return {"crm": merge.digests_beside(crm, calendar), "calendar": merge.digests(calendar),
                 "attendees": _addresses(calendar)}  # fmt: skip
 
     async def _record_conflict(self, pair: Pair, decision: Decision) -> None:

@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from crmcal.model import FIELD_GROUPS, CalendarEvent
+from crmcal.model import FIELD_GROUPS, CalendarEvent, same_value
 from crmcal.sync import info_block
 
 # Field -> the CalendarEvent attributes it covers: the groups an update writes that
@@ -52,7 +52,35 @@ def _digest(values: list[object]) -> str:
 
 def digests(event: CalendarEvent) -> Digests:
     """A short digest of each field of the event, and of its ``note``: the description
-    without the CRM's deal-and-contact block (which a person does not type)."""
+    without the CRM's deal-and-contact block (which a person does not type).
+
+    Computed once per event (an event parsed in ``parse_pool``'s processes comes
+    with them); a new dict each call."""
+    return dict(event.memo("merge.digests", _digests))
+
+
+def digests_beside(event: CalendarEvent, known: CalendarEvent) -> Digests:
+    """``digests(event)``, taking ``known``'s digest of each field in which both hold the
+    very same values (of the same types: then their canonical forms are equal too).
+    The CRM's side of an event just imported is mostly the calendar's: its digests
+    are then not computed again."""
+    if known is event:
+        return digests(event)
+    theirs = digests(known)
+    out: Digests = {}
+    for name, attributes in FIELDS.items():
+        if all(same_value(getattr(event, a), getattr(known, a)) for a in attributes):
+            out[name] = theirs[name]
+        else:
+            out[name] = _digest([_canonical(getattr(event, a)) for a in attributes])
+    if same_value(event.description, known.description):
+        out[NOTE] = theirs[NOTE]
+    else:
+        out[NOTE] = _digest([info_block.without_block(event.description)])
+    return out
+
+
+def _digests(event: CalendarEvent) -> Digests:
     out: Digests = {}
     for name, attributes in FIELDS.items():
         out[name] = _digest([_canonical(getattr(event, attribute)) for attribute in attributes])
