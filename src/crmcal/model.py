@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Any, Literal, TypeVar, cast
 
 ResponseStatus = Literal["needs_action", "accepted", "declined", "tentative"]
@@ -282,16 +283,28 @@ def same_value(one: object, other: object) -> bool:
     return type(one) is type(other) and one == other
 
 
+def same_values(read: Callable[[CalendarEvent], tuple[object, ...]]) -> SameValues:
+    """A test of whether two events hold the same values (``same_value``) in the
+    attributes ``read`` (an ``operator.attrgetter`` of several) answers."""
+
+    def same(one: CalendarEvent, other: CalendarEvent) -> bool:
+        mine, theirs = read(one), read(other)
+        return mine == theirs and list(map(type, mine)) == list(map(type, theirs))
+
+    return same
+
+
+SameValues = Callable[[CalendarEvent, CalendarEvent], bool]
 # What ``content_hash`` reads of an event.
-_HASHED_FIELDS = (*_PLAIN_FIELDS, *_MOMENT_FIELDS, "attendees", "recurrence", "overrides")
+_same_hashed = same_values(
+    attrgetter(*_PLAIN_FIELDS, *_MOMENT_FIELDS, "attendees", "recurrence", "overrides")
+)
 
 
 def content_hash_beside(event: CalendarEvent, known: CalendarEvent) -> str:
     """``event.content_hash()``, taken from ``known`` when both hold the very same
     values in every field it reads."""
-    if all(same_value(getattr(event, n), getattr(known, n)) for n in _HASHED_FIELDS):
-        return known.content_hash()
-    return event.content_hash()
+    return known.content_hash() if _same_hashed(event, known) else event.content_hash()
 
 
 def content_hash(event: CalendarEvent) -> str:

@@ -17,8 +17,9 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 
-from crmcal.model import FIELD_GROUPS, CalendarEvent, same_value
+from crmcal.model import FIELD_GROUPS, CalendarEvent, same_value, same_values
 from crmcal.sync import info_block
 
 # Field -> the CalendarEvent attributes it covers: the groups an update writes that
@@ -27,6 +28,8 @@ MERGED = ("summary", "when", "location", "description", "private", "busy", "remi
 FIELDS: dict[str, tuple[str, ...]] = {name: FIELD_GROUPS[name] for name in MERGED}
 
 Digests = dict[str, str]
+# Every attribute the digests read.
+_same_merged = same_values(attrgetter(*{a: 0 for names in FIELDS.values() for a in names}))
 NOTE = "note"
 
 
@@ -64,9 +67,9 @@ def digests_beside(event: CalendarEvent, known: CalendarEvent) -> Digests:
     very same values (of the same types: then their canonical forms are equal too).
     The CRM's side of an event just imported is mostly the calendar's: its digests
     are then not computed again."""
-    if known is event:
-        return digests(event)
     theirs = digests(known)
+    if known is event or _same_merged(event, known):
+        return theirs
     out: Digests = {}
     for name, attributes in FIELDS.items():
         if all(same_value(getattr(event, a), getattr(known, a)) for a in attributes):
