@@ -109,15 +109,25 @@ def _rule_from(series: ActivitySeries, moment: Moment) -> str:
 # --- making occurrences ----------------------------------------------------------
 
 
-def _occurrence_row(series: ActivitySeries, rule: Rule, moment: Moment) -> dict[str, Any]:
+def _occurrence_row(
+    series: ActivitySeries, rule: Rule, moment: Moment, common: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An occurrence's row; ``common``: ``_common_columns(series)``, read once for all
+    the occurrences of a series made at once."""
+    row = dict(_common_columns(series) if common is None else common)
+    row.update(_times_at(series, rule, moment))
+    row.update(uid=uuid.uuid4().hex, original_start_at=rule.instant(moment))
+    return row
+
+
+def _common_columns(series: ActivitySeries) -> dict[str, Any]:
+    """The columns every occurrence of ``series`` made now has alike."""
     now = utcnow()
     row: dict[str, Any] = {name: getattr(series, name) for name in MASTER_FIELDS}
-    row.update(_times_at(series, rule, moment))
     row.update(
-        uid=uuid.uuid4().hex, all_day=series.all_day, timezone=series.timezone, done=False,
+        all_day=series.all_day, timezone=series.timezone, done=False,
         owner_id=series.owner_id, recurrence=series.rrule, series_id=series.id,
-        original_start_at=rule.instant(moment), overrides=None, organizer=series.organizer,
-        created_at=now,
+        overrides=None, organizer=series.organizer, created_at=now,
         updated_at=now, deleted_at=None,
     )  # fmt: skip
     return row
@@ -181,7 +191,8 @@ async def materialise(
     series.materialised_until = reached
     if not fresh:
         return []
-    rows = [_occurrence_row(series, rule, m) for m in fresh]
+    common = _common_columns(series)
+    rows = [_occurrence_row(series, rule, m, common) for m in fresh]
     rows[0].update(first or {})
     people = _participant_rows(series)
     made = await insert_rows(session, rows, [people for _ in rows])
@@ -311,9 +322,10 @@ async def create_many(
     for (series, rule, starts), series_id, item in zip(made, ids, items, strict=True):
         series.id = series_id
         everyone = _participant_rows(series)
+        common = _common_columns(series)
         firsts.append(len(rows))
         for n, moment in enumerate(starts):
-            row = _occurrence_row(series, rule, moment)
+            row = _occurrence_row(series, rule, moment, common)
             if n == 0:
                 # The activity asked for is the first occurrence: done if it was given
                 # as done, with the answers its participants gave.
@@ -729,7 +741,8 @@ async def _rematch(
     if gone:
         await changefeed.record_changes(session, gone, changefeed.DELETED, origin)
     if slots:
-        rows = [_occurrence_row(series, rule, m) for m in slots.values()]
+        common = _common_columns(series)
+        rows = [_occurrence_row(series, rule, m, common) for m in slots.values()]
         people = _participant_rows(series)
         made = await insert_rows(session, rows, [people for _ in rows])
         await changefeed.record_changes(session, made, changefeed.CREATED, origin)
