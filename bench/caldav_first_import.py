@@ -20,7 +20,8 @@ Radicale build its caches once, and then, each run on a fresh copy of that stora
 
 It prints medians, the ratio crmcal / vdirsyncer (below 1: crmcal is faster),
 crmcal's server CPU from the connect request until the sync was seen ended (all
-its threads, from ``/proc``; the status requests included), what the sync
+its threads and its parse pool's processes, from ``/proc``; the status requests
+included) and of that the server's own process (where the event loop runs), what the sync
 reported, and the load average. vdirsyncer is looked
 up with ``--vdirsyncer``, else beside this interpreter, else on PATH (it can live
 in a virtualenv of its own). Nothing here runs in the test suite.
@@ -154,7 +155,7 @@ class CrmcalServer:
     def connect_and_sync(self, url: str, token: str | None = None) -> dict[str, Any]:
         """Time from the connect request until its first sync ended."""
         headers = {"Authorization": f"Bearer {token or self.token}"}
-        cpu = tree_cpu(self.proc.pid)
+        cpu, own = tree_cpu(self.proc.pid), cpu_seconds(self.proc.pid)
         started = dt.datetime.now(dt.UTC)
         made = self.api.post(
             "/connections",
@@ -173,7 +174,8 @@ class CrmcalServer:
             time.sleep(0.25)
         ended = dt.datetime.fromisoformat(status["recent_syncs"][0]["ended_at"])
         wall = (ended - started).total_seconds()
-        return {"wall": wall, "cpu": tree_cpu(self.proc.pid) - cpu, "status": status}
+        return {"wall": wall, "cpu": tree_cpu(self.proc.pid) - cpu,
+                "own_cpu": cpu_seconds(self.proc.pid) - own, "status": status}  # fmt: skip
 
     def stop(self) -> None:
         self.api.close()
@@ -222,6 +224,7 @@ def find_vdirsyncer(given: str | None) -> str:
 def measure(events: int, runs: int, generator: Path, program: str) -> dict[str, Any]:
     ours: list[float] = []
     cpu: list[float] = []
+    own_cpu: list[float] = []
     theirs: list[float] = []
     counts: dict[str, Any] = {}
     seed = Seed(events, generator)
@@ -242,6 +245,7 @@ def measure(events: int, runs: int, generator: Path, program: str) -> dict[str, 
                         done = crmcal.connect_and_sync(radicale.url)
                         ours.append(done["wall"])
                         cpu.append(done["cpu"])
+                        own_cpu.append(done["own_cpu"])
                         counts = done["status"].get("counts") or {}
                     else:
                         theirs.append(vdirsyncer_initial(root / "vdir", radicale.url, program,
@@ -259,6 +263,7 @@ def measure(events: int, runs: int, generator: Path, program: str) -> dict[str, 
         "crmcal": statistics.median(ours),
         "crmcal_runs": ours,
         "cpu": statistics.median(cpu),
+        "own_cpu": statistics.median(own_cpu),
         "vdirsyncer": statistics.median(theirs),
         "vdirsyncer_runs": theirs,
         "counts": counts,
@@ -273,16 +278,17 @@ def main() -> None:
     parser.add_argument("--vdirsyncer", default=None)
     args = parser.parse_args()
     program = find_vdirsyncer(args.vdirsyncer)
-    print("| events | crmcal connect + first sync s | crmcal server CPU s "
-          "| vdirsyncer discover + sync s | ratio | crmcal runs | vdirsyncer runs "
+    print("| events | crmcal connect + first sync s | crmcal server CPU s | of it the server's "
+          "own process s | vdirsyncer discover + sync s | ratio | crmcal runs | vdirsyncer runs "
           "| imported | load avg |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---|---|---|---|")
+    print("|---:|---:|---:|---:|---:|---:|---|---|---|---|")
     for size in args.sizes:
         found = measure(size, args.runs, args.generator, program)
         load = " ".join(f"{v:.1f}" for v in os.getloadavg())
         runs = " ".join(f"{v:.2f}" for v in found["crmcal_runs"])
         peer = " ".join(f"{v:.2f}" for v in found["vdirsyncer_runs"])
-        print(f"| {size} | {found['crmcal']:.2f} | {found['cpu']:.2f} | {found['vdirsyncer']:.2f} "
+        print(f"| {size} | {found['crmcal']:.2f} | {found['cpu']:.2f} | {found['own_cpu']:.2f} "
+              f"| {found['vdirsyncer']:.2f} "
               f"| **{found['crmcal'] / found['vdirsyncer']:.2f}** | {runs} | {peer} "
               f"| {found['counts']} | {load} |", flush=True)  # fmt: skip
 
