@@ -660,3 +660,68 @@ TestSeriesMachine.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+
+
+# --- series splits on both sides, found by the machine above ---------------------------
+
+
+class _Pick:
+    """Stands in for hypothesis' data: draws the occurrence at ``key``."""
+
+    def __init__(self, key: dt.datetime) -> None:
+        self.key = key
+
+    def draw(self, strategy: Any) -> Any:
+        return next(o for o in strategy.elements if o.key == self.key)
+
+
+def _nth(series: int, n: int) -> _Pick:
+    """The n-th occurrence (from 1) of the series made as the machine's series-th."""
+    return _Pick(SERIES_START + dt.timedelta(minutes=series, days=n - 1))
+
+
+def _play(steps: list[tuple[str, dict[str, Any]]]) -> None:
+    machine = SeriesMachine()
+    try:
+        for name, kwargs in steps:
+            getattr(machine, name)(**kwargs)
+    finally:
+        machine.teardown()
+
+
+def test_splits_on_both_sides_leave_each_occurrence_in_one_series() -> None:
+    """The CRM splits a series at its 4th occurrence while the calendar splits it at
+    the 3rd and then the 2nd: after a sync no occurrence shows in two series."""
+    _play([
+        ("cal_create_series", {"count": 4}),
+        ("sync", {"crash": None}),
+        ("crm_edit_series", {"data": _nth(1, 4), "following": True}),
+        ("cal_create_series", {"count": 2}),
+        ("cal_split", {"data": _nth(1, 3)}),
+        ("cal_split", {"data": _nth(1, 2)}),
+        ("cal_create_series", {"count": 2}),
+        ("cal_create_series", {"count": 2}),
+        ("sync", {"crash": None}),
+    ])  # fmt: skip
+
+
+def test_splits_on_both_sides_after_a_crash_converge_in_one_sync() -> None:
+    """Splits on both sides and a sync that stops at the calendar's 2nd call: the next
+    sync converges without a retry left over."""
+    _play([
+        ("sync", {"crash": None}),
+        ("cal_create_series", {"count": 4}),
+        ("sync", {"crash": None}),
+        ("crm_edit_series", {"data": _nth(1, 4), "following": True}),
+        ("cal_create_series", {"count": 2}),
+        ("cal_edit_occurrence", {"data": _nth(1, 1)}),
+        ("cal_edit_series", {"data": _nth(1, 1)}),
+        ("cal_split", {"data": _nth(1, 3)}),
+        ("cal_edit_occurrence", {"data": _nth(1, 3)}),
+        ("cal_split", {"data": _nth(1, 2)}),
+        ("crm_create_series", {"count": 4}),
+        ("cal_split", {"data": _nth(1, 4)}),
+        ("crm_edit_series", {"data": _nth(1, 1), "following": True}),
+        ("crm_create_series", {"count": 2}),
+        ("sync", {"crash": ("provider", 2)}),
+    ])  # fmt: skip

@@ -137,6 +137,8 @@ class SeriesSync:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # The new calendar series of this run already taken as a split of another.
+        self.taken: set[str] = set()
 
     # --- reading the CRM side ------------------------------------------------------
 
@@ -282,7 +284,7 @@ class SeriesSync:
         for key in kept_out:
             # Still the CRM's to send: said again whenever the series syncs.
             crm_now.occurrences[key] = base_crm.occurrences.get(key, LEFT_OUT)
-        await engine.links.store(
+        stored_link = await engine.links.store(
             link,
             remote_etag=etag,
             remote_hash=written.content_hash() if written is not None else link.remote_hash,
@@ -290,6 +292,9 @@ class SeriesSync:
             field_hashes=_remembered(stored, crm_now, cal_after),
             last_synced_at=utcnow(),
         )
+        if engine.series_links.get(series.id) is link:
+            # A later write of this series in the run starts from the new etag.
+            engine.series_links[series.id] = stored_link
         if plan.push or plan.pull:
             engine.report.updated += 1
 
@@ -705,6 +710,8 @@ class SeriesSync:
         engine, ctx = self.engine, self.engine.ctx
         event = ref.event
         assert event is not None
+        if ref.id in self.taken:
+            return  # taken with the split of a series it was cut from (``_split``)
         source = self._split_source(event)
         if source is not None:
             await self._split(source, ref)
@@ -875,7 +882,16 @@ class SeriesSync:
     def _split_source(self, event: CalendarEvent) -> tuple[Any, int] | None:
         """The linked pair of this run whose calendar series now ends where ``event``
         (a new series) starts: (the pair, its series id)."""
+        for pair in self._split_candidates(event):
+            if self._cut_of(pair, pair.remote.event, event) is not None:
+                return pair, pair.activity.series_id
+        return None
+
+    def _split_candidates(self, event: CalendarEvent) -> list[Any]:
+        """The linked pairs of this run whose calendar series was cut (its rule now
+        ends) and started before ``event``."""
         start = _instant(event.start, event.timezone)
+        found = []
         for pair in self.engine.pairs:
             old = pair.remote.event if pair.remote is not None else None
             activity = pair.activity
@@ -895,34 +911,43 @@ class SeriesSync:
                 continue
             if _instant(old.start, old.timezone) >= start:
                 continue
-            if self._ends_before(pair, old, event):
-                return pair, activity.series_id
-        return None
+            found.append(pair)
+        return found
 
-    def _ends_before(self, pair: Any, old: CalendarEvent, new: CalendarEvent) -> bool:
-        """Whether the old series' new rule makes none of the occurrences from ``new``'s
-        start on that the CRM series has, and ``new`` starts on the day of the first of
-        them (or has the old title)."""
+    def _cut_of(self, pair: Any, old: CalendarEvent, new: CalendarEvent) -> dt.datetime | None:
+        """The occurrence of the CRM series where ``new`` (a new calendar series) split
+        off from ``old``, or None: the old series' new rule makes none of the CRM
+        series' occurrences from there on, and ``new`` starts on the day of the first
+        of them (or has the old title), or at the moment of a later one: a client that
+        split the series again at an earlier occurrence left one new series per cut."""
         stored = pair.link.field_hashes or {}
         before = (stored.get("series_calendar") or stored.get("series") or {}).get("recurrence")
         if before is not None and before == digests_of(old, lambda _m: True).master["recurrence"]:
-            return False  # the rule did not change
-        cut = self._first_cut(pair.activity.series_id, old)
-        if cut is None:
-            return False
-        series, first_cut = cut
+            return None  # the rule did not change
+        cuts = self._cuts(pair.activity.series_id, old)
+        if cuts is None:
+            return None
+        series, moments = cuts
         zone = times.zone(series.timezone)
         new_day = (
             new.start
             if not isinstance(new.start, dt.datetime)
             else new.start.astimezone(zone).date()
         )
-        cut_day = first_cut.astimezone(zone).date()
-        return new_day == cut_day or (new.summary or "") == (old.summary or "")
+        if moments[0].astimezone(zone).date() == new_day:
+            return moments[0]
+        if isinstance(new.start, dt.datetime):
+            # A later cut (split again, at an earlier occurrence): at its very moment.
+            start = _instant(new.start, new.timezone)
+            if start in moments:
+                return start
+        return moments[0] if (new.summary or "") == (old.summary or "") else None
 
-    def _first_cut(
+    def _cuts(
         self, series_id: int, old: CalendarEvent
-    ) -> tuple[ActivitySeries, dt.datetime] | None:
+    ) -> tuple[ActivitySeries, list[dt.datetime]] | None:
+        """The CRM series' live occurrences after the end of ``old``'s new rule, in
+        order."""
         cached = self.engine.series_rows.get(series_id)
         if cached is None:
             return None
@@ -943,7 +968,7 @@ class SeriesSync:
             and o.original_start_at not in slots
             and o.original_start_at > max(slots, default=o.original_start_at)
         ]
-        return (series, min(cut)) if cut else None
+        return (series, sorted(cut)) if cut else None
 
     async def prepare_splits(self) -> None:
         """Load the CRM series of the linked calendar series that changed this run, for
@@ -972,13 +997,71 @@ class SeriesSync:
     async def _split(self, source: tuple[Any, int], ref: RemoteRef) -> None:
         """The CRM series splits where the calendar's did: its later occurrences (with
         their ids and CRM data) become a new CRM series, which takes the new calendar
-        series' fields and is linked to it; the old one takes its calendar edits."""
-        engine, ctx = self.engine, self.engine.ctx
+        series' fields and is linked to it; the old one takes its calendar edits.
+
+        A client that split the series again at an earlier occurrence left one new
+        series per cut: all of them are taken here, the latest cut first, so that each
+        CRM part holds the occurrences of its calendar series and no other."""
+        engine = self.engine
         pair, series_id = source
+        old = pair.remote.event
+        chain: dict[dt.datetime, RemoteRef] = {}
+        for other in [ref, *(p.remote for p in engine.pairs if p.link is None and p.remote)]:
+            event = other.event
+            if event is None or event.recurrence is None or other.id in self.taken:
+                continue
+            if other is not ref and self._split_source(event) != source:
+                continue
+            cut = self._cut_of(pair, old, event)
+            if cut is not None and cut not in chain:
+                chain[cut] = other
+        assert ref in chain.values()
+        # Whether the CRM changed the series' rule since the last sync too (its own
+        # "this and following" at another occurrence): then its end is its own edit.
+        before = (pair.link.field_hashes or {}).get("series") or {}
+        series, occurrences = await self.load(series_id)
+        assert series is not None
+        crm_rule = digests_of(self.crm_event(series, occurrences), _within(series)).master[
+            "recurrence"
+        ]
+        split_too = before.get("recurrence") not in (None, crm_rule)
+        kept = (pair.link.field_hashes or {}).get("occurrences") or {}
+        old_link = pair.link
+        made: list[tuple[int, Link | None, RemoteRef]] = []
+        for cut in sorted(chain, reverse=True):
+            self.taken.add(chain[cut].id)
+            old_link, new_id, link = await self._split_at(
+                series_id, old_link, cut, chain[cut], split_too, kept
+            )
+            made.append((new_id, link, chain[cut]))
+        engine.series_done.update((series_id, *(new_id for new_id, _, _ in made)))
+        old_series, old_occurrences = await self.load(series_id)
+        assert old_series is not None
+        await self._reconcile(old_series, old_occurrences, old_link, pair.remote, False)
+        for new_id, link, made_from in reversed(made):
+            if link is None:
+                continue
+            engine.series_links[new_id] = link
+            new_series, new_occurrences = await self.load(new_id)
+            assert new_series is not None
+            await self._reconcile(new_series, new_occurrences, link, made_from, False)
+            engine.report.created += 1
+            if split_too:
+                await self._both_split(old, made_from, new_series, link)
+
+    async def _split_at(
+        self,
+        series_id: int,
+        old_link: Link,
+        first_cut: dt.datetime,
+        ref: RemoteRef,
+        split_too: bool,
+        kept: Mapping[str, Any],
+    ) -> tuple[Link, int, Link | None]:
+        """One cut of ``_split``: (the old link, the new series' id, its link)."""
+        engine, ctx = self.engine, self.engine.ctx
         event = ref.event
         assert event is not None
-        _, first_cut = self._first_cut(series_id, pair.remote.event) or (None, None)
-        assert first_cut is not None
         # One transaction: the split, the old link's note that the CRM's new end is no
         # edit of its own, and the new series' link, so that a run cut off anywhere
         # finds either all of it or none.
@@ -991,24 +1074,17 @@ class SeriesSync:
                 )
             )
             assert anchor is not None
-            # Whether the CRM changed the series' rule since the last sync too (its own
-            # "this and following" at another occurrence): then its end is its own edit.
-            before = (pair.link.field_hashes or {}).get("series") or {}
-            crm_rule = digests_of(
-                self.crm_event(series, await _occurrences(session, series_id)), _within(series)
-            ).master["recurrence"]
-            split_too = before.get("recurrence") not in (None, crm_rule)
             later = await crm_series.split(session, series, anchor, ctx.origin)
             new_id = later.id
             old_occurrences = await _occurrences(session, series_id)
             new_occurrences = await _occurrences(session, new_id)
             live = [o for o in new_occurrences if o.deleted_at is None]
-            stored = dict(pair.link.field_hashes or {})
+            stored = dict(old_link.field_hashes or {})
             if stored.get("series"):
                 # The calendar's spelling of the new end is taken (no conflict).
                 ours = digests_of(self.crm_event(series, old_occurrences), _within(series))
                 stored["series"] = {**stored["series"], "recurrence": ours.master["recurrence"]}
-            old_link = await engine.links.store(pair.link, session=session, field_hashes=stored)
+            old_link = await engine.links.store(old_link, session=session, field_hashes=stored)
             link: Link | None = None
             if live:
                 # The new series' master as if the calendar had been the CRM's at the
@@ -1024,7 +1100,6 @@ class SeriesSync:
                     # each occurrence is in one series on both sides.
                     theirs = digests_of(event, _within(later)).master["recurrence"]
                     base_crm.master["recurrence"] = base_cal.master["recurrence"] = theirs
-                kept = (pair.link.field_hashes or {}).get("occurrences") or {}
                 moved = {series_mapping.original_key(later, o) for o in new_occurrences}
                 for side, base in (("crm", base_crm), ("calendar", base_cal)):
                     remembered = kept.get(side) or {}
@@ -1042,19 +1117,7 @@ class SeriesSync:
                     ),
                     session=session,
                 )
-        engine.series_done.update((series_id, new_id))
-        old_series, old_occurrences = await self.load(series_id)
-        assert old_series is not None
-        await self._reconcile(old_series, old_occurrences, old_link, pair.remote, False)
-        if link is None:
-            return
-        engine.series_links[new_id] = link
-        new_series, new_occurrences = await self.load(new_id)
-        assert new_series is not None
-        await self._reconcile(new_series, new_occurrences, link, ref, False)
-        engine.report.created += 1
-        if split_too:
-            await self._both_split(pair.remote.event, ref, new_series, link)
+        return old_link, new_id, link
 
     async def _split_since(
         self, series: ActivitySeries, link: Link, at: dt.datetime | None = None
@@ -1169,6 +1232,8 @@ class SeriesSync:
             assert new_series is not None
             await self._reconcile(new_series, new_occurrences, link, ref, True)
             engine.report.created += 1
+        if new_id == part_id:
+            return  # split at its first occurrence: the whole part, linked and synced above
         part_link = await engine._series_link(part_id)
         if part_link is not None and part_id in engine.series_done:
             # Sent earlier in this run: its new end goes out now.
