@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from crmcal import cli, collector
+from crmcal import cli, collector, logs
 from tests.providers.harness import CalDAVHarness, CalDAVServer
 from tests.queue_world import SECRET, queue_db  # noqa: F401
 from tests.test_import_bulk import calendars, import_calendar, realistic  # noqa: F401
@@ -69,6 +69,9 @@ def _started(monkeypatch: pytest.MonkeyPatch, seen: list[tuple[tuple[int, ...], 
         return real_run(coro, **kw)
 
     monkeypatch.setattr(cli, "_run_uvicorn", serving)
+    # The command would point the root logger at the stderr this runner lends it and
+    # closes afterwards: every later test's log line would be a logging error.
+    monkeypatch.setattr(logs, "setup", lambda *_, **__: None)
     monkeypatch.setattr(cli.asyncio, "run", run)
     gc.set_threshold(700, 10, 10)
     gc.unfreeze()
