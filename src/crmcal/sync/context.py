@@ -120,14 +120,19 @@ def _start_joins(taken: Any) -> tuple[tuple[Any, Any], ...]:
     return ((User, User.id == taken.user_id),)
 
 
+def hold_key() -> ColumnElement[str]:
+    """A connection's key among the held accounts, in SQL (as
+    ``limits.SharedLimits.for_account`` makes it)."""
+    return Connection.provider + ":" + func.lower(func.trim(Connection.account))
+
+
 def _held() -> ColumnElement[bool]:
-    """The connection's account is held after a throttling answer (the key as
-    ``limits.SharedLimits.for_account`` makes it), at the moment the lease is taken."""
-    key = Connection.provider + ":" + func.lower(func.trim(Connection.account))
+    """The connection's account is held after a throttling answer, at the moment the
+    lease is taken."""
     return (
         select(ProviderHold.key)
         .where(
-            ProviderHold.key == key,
+            ProviderHold.key == hold_key(),
             ProviderHold.until > bindparam("lease_now", type_=UTCDateTime()),
         )
         .exists()

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 
 from crmcal import logs, metrics
 from crmcal.config import Settings
@@ -373,7 +373,7 @@ async def _why_not(db: Database, connection_id: int) -> None:
 
 async def _unless_held(db: Database, connection_id: int) -> None:
     """Raise Held while the connection's account is held after a throttling answer."""
-    key = Connection.provider + ":" + func.lower(func.trim(Connection.account))
+    key = context.hold_key()
     hold = select(ProviderHold.until).where(ProviderHold.key == key).scalar_subquery()
     async with db.read() as session:
         until = await session.scalar(select(hold).where(Connection.id == connection_id))
