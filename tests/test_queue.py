@@ -326,3 +326,65 @@ def test_a_sync_put_back_keeps_its_urgency(queue_db: str, priority: int) -> None
         queue.lock_of(held_id),
     )
     assert rows == [(priority, True)]
+
+
+def test_a_bulk_enqueue_leaves_the_queue_table_analyzed() -> None:
+    """Polling that queues a thousand syncs and more has the queue's table analyzed: the
+    planner then knows the jobs are there (a table never analyzed since it filled made
+    each of procrastinate's fetches cost seconds). A database of its own, on a server
+    whose autovacuum may be off, so the table starts without statistics."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import insert, select
+
+    from crmcal.crm.schemas import default_permissions
+    from crmcal.crm.tables import User
+    from crmcal.jobs.queue import ANALYZE_AFTER, Runtime, poll_due, queue_app
+    from tests.queue_world import fresh_database
+
+    count = ANALYZE_AFTER + 100
+
+    def statistics(url: str) -> tuple[float, Any]:
+        rows = query(url, "SELECT c.reltuples, s.last_analyze FROM pg_class c "
+                     "JOIN pg_stat_user_tables s ON s.relid = c.oid "
+                     "WHERE c.oid = 'procrastinate_jobs'::regclass")  # fmt: skip
+        return float(rows[0][0]), rows[0][1]
+
+    async def seed_and_poll(url: str) -> int:
+        db = Database(url)
+        app = queue_app(url, pool_size=2)
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        try:
+            async with db.write() as session:
+                await session.execute(insert(User), [
+                    {"email": f"bulk{n}@crm.test", "name": f"Bulk {n}", "is_admin": False,
+                     "permissions": default_permissions(), "timezone": "UTC", "active": True}
+                    for n in range(count)
+                ])  # fmt: skip
+                owners = list(await session.scalars(select(User.id)))
+                await session.execute(insert(Connection), [
+                    {"user_id": owner, "provider": "google", "account": f"bulk{n}@example.test",
+                     "username": None, "credentials": Vault(SECRET).seal("refresh"),
+                     "calendar_id": "primary", "calendar_name": "Bulk", "sync_type": "two_way",
+                     "options": {}, "state": "active", "counts": {}, "problems": [],
+                     "failures": 0, "next_sync_at": past}
+                    for n, owner in enumerate(owners)
+                ])  # fmt: skip
+            async with app.open_async():
+                # A poll period that makes one tick queue every due connection.
+                runtime = Runtime(db=db, vault=Vault(SECRET), app=app,
+                                  settings=settings(url, poll_seconds=10))  # fmt: skip
+                context = SimpleNamespace(additional_context={"crmcal": runtime})
+                return await poll_due(context, 0)  # type: ignore[arg-type]
+        finally:
+            await db.dispose()
+
+    with fresh_database() as url:
+        before = statistics(url)
+        polled = run(seed_and_poll(url))
+        waiting = len(sync_jobs(url))
+        after = statistics(url)
+    assert before[0] < 1  # never analyzed (-1) or analyzed empty
+    assert polled == waiting == count
+    assert after[0] >= ANALYZE_AFTER, after
+    assert after[1] is not None, after

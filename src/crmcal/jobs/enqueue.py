@@ -17,7 +17,7 @@ import procrastinate
 
 from crmcal.crm import changefeed
 from crmcal.db import Database
-from crmcal.jobs.queue import defer_sync
+from crmcal.jobs.queue import QueueStatistics, defer_sync
 from crmcal.jobs.scheduler import FEED_INTERVAL, changed_connections
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,9 @@ class Enqueuer:
         self._pending: set[int] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # A CRM import can touch thousands of owners: their syncs count towards an
+        # ANALYZE of the queue's table, as the workers' bulk enqueues do.
+        self.statistics = QueueStatistics(app)
 
     def request(self, connection_id: int) -> None:
         """Queue a sync of this connection soon (once, however often it is asked)."""
@@ -57,13 +60,16 @@ class Enqueuer:
         await self._flush()  # what was asked for before the stop still gets queued
 
     async def _flush(self) -> None:
+        queued = 0
         while self._pending:
             connection_id = self._pending.pop()
             try:
                 # Asked for by an edit or a user: ahead of polling.
-                await defer_sync(self.app, connection_id, urgent=True)
+                queued += await defer_sync(self.app, connection_id, urgent=True)
             except Exception:
                 log.exception("queueing a sync of connection %s failed", connection_id)
+        if queued:
+            await self.statistics.queued(queued)
 
     async def _flush_forever(self) -> None:
         while True:

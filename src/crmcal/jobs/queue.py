@@ -70,6 +70,10 @@ URGENT = 10
 # A worker's heartbeat; one silent for STALLED_AFTER beats is taken for dead.
 STALLED_AFTER = 3
 NOT_CALDAV_KEPT = 100_000  # ids kept (a few MB at most)
+# Jobs a process queues in bulk (poll ticks, channel renewals, CRM edits) before it has
+# the queue's table analyzed again: procrastinate's fetch is planned from the table's
+# statistics, and planned for an empty table it costs seconds a job once thousands wait.
+ANALYZE_AFTER = 1000
 
 
 @dataclass
@@ -84,11 +88,43 @@ class Runtime:
     # Connections known not to be CalDAV (a connection's kind never changes): their
     # jobs skip the look-up of a per-server limit.
     not_caldav: set[int] = field(default_factory=set)
+    statistics: QueueStatistics | None = None
 
     def __post_init__(self) -> None:
         if self.limits is None:
             self.limits = limits.for_settings(self.db, self.settings)
         limits.install(self.limits)
+        if self.statistics is None:
+            self.statistics = QueueStatistics(self.app)
+
+
+class QueueStatistics:
+    """Keeps the planner's view of the queue's table up to date after bulk enqueues.
+
+    procrastinate fetches each job with a query planned from ``procrastinate_jobs``'
+    statistics; a table filled by thousands of jobs since it was last analyzed (never,
+    on a server with autovacuum off, or not yet: autovacuum comes round once a minute)
+    is planned as nearly empty, and each fetch then costs seconds of database CPU. So
+    once this process has queued ``every`` jobs since its last look, it analyzes the
+    table: a few milliseconds on a table of thousands of rows, taken with a lock that
+    blocks no reads or writes (and skipped while another process analyzes it)."""
+
+    def __init__(self, app: procrastinate.App, every: int = ANALYZE_AFTER) -> None:
+        self.app, self.every = app, every
+        self.queued_since = 0
+
+    async def queued(self, count: int) -> bool:
+        """``count`` more jobs were queued; True when the table was analyzed now."""
+        self.queued_since += count
+        if self.queued_since < self.every:
+            return False
+        self.queued_since = 0
+        try:
+            await self.app.connector.execute_query_async("ANALYZE (SKIP_LOCKED) procrastinate_jobs")
+        except Exception as exc:  # the statistics are a help, not the job's purpose
+            log.warning("analyzing the queue's table after a bulk enqueue failed: %s", exc)
+            return False
+        return True
 
 
 def conninfo(database_url: str) -> str:
@@ -287,9 +323,19 @@ async def poll_due(context: procrastinate.JobContext, timestamp: int) -> int:
             .values(next_sync_at=later)
             .execution_options(synchronize_session=False)
         )
-    for connection_id in due:
-        await defer_sync(runtime.app, connection_id)
+    await _defer_all(runtime, due)
     return len(due)
+
+
+async def _defer_all(runtime: Runtime, ids: list[int]) -> int:
+    """Queue a routine sync of each connection (those already waiting keep their job);
+    answers how many were queued, which count towards the table's next ANALYZE."""
+    queued = 0
+    for connection_id in ids:
+        queued += await defer_sync(runtime.app, connection_id)
+    if runtime.statistics is not None:
+        await runtime.statistics.queued(queued)
+    return queued
 
 
 async def renew_channels(context: procrastinate.JobContext, timestamp: int) -> int:
@@ -308,8 +354,7 @@ async def renew_channels(context: procrastinate.JobContext, timestamp: int) -> i
                 )
             )
         )
-    for connection_id in ids:
-        await defer_sync(runtime.app, connection_id)
+    await _defer_all(runtime, ids)
     return len(ids)
 
 
