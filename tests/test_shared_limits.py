@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import httpx
@@ -16,6 +16,7 @@ from crmcal.db import Database
 from crmcal.providers import google_oauth, microsoft_oauth
 from crmcal.providers.google import GoogleProvider
 from crmcal.providers.microsoft import MicrosoftProvider
+from crmcal.sync import limits
 from crmcal.sync.limits import SharedLimits
 from tests.fault_proxy import fault_proxy
 from tests.google_emulator import GoogleEmulator, GoogleHarness
@@ -182,13 +183,29 @@ async def _hold_recorded(database_url: str) -> list[tuple[str, dt.datetime]]:
 QUOTA, WINDOW = 4, dt.timedelta(seconds=4)
 
 
+@pytest.mark.parametrize("kept", [False, True], ids=["given-back-at-once", "kept-for-release"])
 async def test_two_processes_together_keep_to_the_google_project_quota(
     queue_db: str,  # noqa: F811
     google_emulator: GoogleEmulator,
+    kept: bool,
 ) -> None:
     """Two processes, each syncing its own user's account of one Google project, send no
     more than the project's quota in any window, as the service sees their requests
-    arrive; the calls inside a batch request count one each."""
+    arrive; the calls inside a batch request count one each. ``kept``: each call is made
+    as a sync makes it, its slot and turn kept after the answer and given back with the
+    sync's end (the release), not at once."""
+
+    async def as_sync(call: Awaitable[Any]) -> Any:
+        if not kept:
+            return await call
+        deferred = limits.GiveBackLater()
+        restore = limits.later.set(deferred)
+        try:
+            return await call
+        finally:
+            limits.later.reset(restore)
+            await limits.give_back_all(deferred.take_all())
+
     project = f"project-{uuid.uuid4().hex[:8]}"
     users = [await GoogleHarness.open(google_emulator) for _ in range(2)]
     with fault_proxy(google_emulator.url) as (proxy, url):
@@ -205,12 +222,15 @@ async def test_two_processes_together_keep_to_the_google_project_quota(
         ]  # fmt: skip
         try:
             await asyncio.gather(*(
-                provider.list_calendars() for provider in providers for _ in range(5)
+                as_sync(provider.list_calendars()) for provider in providers for _ in range(5)
             ))  # fmt: skip
             # Three events read by id in one batch request: three turns of the quota.
             made = [await users[0].put_foreign(_foreign(n)) for n in range(3)]
-            found = await providers[0].fetch(users[0].calendar_id, made)
+            found = await as_sync(providers[0].fetch(users[0].calendar_id, made))
             assert len(found) == 3
+            held = query(queue_db, "SELECT count(*) FROM provider_slots "
+                         "WHERE key LIKE 'google:%%' AND holder IS NOT NULL")  # fmt: skip
+            assert held == [(0,)]
         finally:
             for provider in providers:
                 await provider.close()
@@ -232,3 +252,51 @@ async def test_two_processes_together_keep_to_the_google_project_quota(
 def _foreign(n: int) -> Foreign:
     start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=1, hours=n)
     return Foreign(summary=f"Quota {n}", start=start, end=start + dt.timedelta(hours=1))
+
+
+async def test_a_slot_kept_for_a_release_that_does_not_come_is_given_back_by_itself(
+    queue_db: str,  # noqa: F811
+    google_emulator: GoogleEmulator,
+) -> None:
+    """A request's slot kept after its answer for the sync's release goes back on its own
+    when the sync goes on without releasing (a long import), well before it expires."""
+    user = await GoogleHarness.open(google_emulator)
+    process = Process(queue_db)
+    provider = GoogleProvider(
+        google_oauth.service(google_emulator.url).tokens(user.refresh_token),
+        api_url=google_emulator.url, backoff=0.01,
+        shared=process.limits.for_account("google", user.email),
+    )  # fmt: skip
+    key = f"google:{user.email.lower()}"
+
+    def holders() -> list[tuple[Any, ...]]:
+        return query(queue_db, "SELECT slot FROM provider_slots WHERE key = %s "
+                     "AND holder IS NOT NULL", key)  # fmt: skip
+
+    async def call(deferred: limits.GiveBackLater) -> None:
+        restore = limits.later.set(deferred)
+        try:
+            await provider.list_calendars()
+        finally:
+            limits.later.reset(restore)
+
+    try:
+        # Kept after the answer: still held, so the account counts it in flight.
+        waiting = limits.GiveBackLater(within=3600)
+        await call(waiting)
+        assert len(waiting.kept) == 1
+        assert len(holders()) == 1
+        await waiting.flush()
+        assert holders() == []
+        # Not given back by the sync: it goes back by itself.
+        soon = limits.GiveBackLater(within=0.01)
+        await call(soon)
+        while True:  # polled: nothing here gives it back but the timer
+            if not holders():
+                break
+            await asyncio.sleep(0.05)
+        assert soon.kept == []
+    finally:
+        await provider.close()
+        await process.db.dispose()
+        await user.close()

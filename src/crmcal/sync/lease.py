@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import (
+    CTE,
     JSON,
     ColumnElement,
     CursorResult,
@@ -501,26 +502,30 @@ async def give_back_quietly(
     values: dict[str, Any],
     *,
     counts: dict[str, int] | None = None,
+    also: tuple[tuple[CTE, ...], dict[str, Any]] | None = None,
 ) -> bool:
     """PostgreSQL: end the lease's run, free the connection and set ``values`` on it, in
     one statement committed by itself; only while the lease is still this holder's and
     the connection still syncing (not stopped, restarted or deleted meanwhile). False
     when the connection was not written: the caller gives the lease back the general
-    way (``give_back``), which finds the run already ended and reads the connection."""
+    way (``give_back``), which finds the run already ended and reads the connection.
+    ``also``: more writes made in the same statement (data-modifying CTEs built once,
+    and their parameters), made whether or not the connection is written."""
     now = utcnow()
+    parts, more = also if also is not None else ((), {})
     found = await db.execute_one(
-        _quiet_statement(tuple(sorted(values))),
+        _quiet_statement(tuple(sorted(values)), parts),
         {**{f"set_{name}": value for name, value in values.items()},
          "lease_connection": lease.connection_id, "lease_holder": lease.holder,
          "run_id": lease.run_id,
          "run_outcome": outcome, "run_ended_at": now, "run_counts": counts or {},
-         "set_updated_at": now},
+         "set_updated_at": now, **more},
     )  # fmt: skip
     return found.first() is not None
 
 
 @functools.cache
-def _quiet_statement(columns: tuple[str, ...]) -> Any:
+def _quiet_statement(columns: tuple[str, ...], parts: tuple[CTE, ...] = ()) -> Any:
     """Built once per set of columns; SQLAlchemy caches its compiled form."""
     table = SyncRun.__table__
     ended = (
@@ -537,7 +542,7 @@ def _quiet_statement(columns: tuple[str, ...]) -> Any:
     table = Connection.__table__
     return (
         update(Connection)
-        .add_cte(ended)
+        .add_cte(ended, *parts)
         .where(
             # Names no column has: an UPDATE takes a parameter named as a column for
             # its SET clause, the CTE's as well.

@@ -28,15 +28,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
+import functools
 import logging
 import os
 import random
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select, text, update
+from sqlalchemy import CTE, any_, bindparam, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.types import Integer
 
@@ -98,6 +101,110 @@ WHERE key = :rate_key AND slot = ANY(:turns)
     bindparam("turn_expires", type_=UTCDateTime()),
     bindparam("turns", type_=ARRAY(Integer())),
 )
+
+
+@dataclass
+class Kept:
+    """A request's slot (and its turns of a quota) kept after its answer, to be given
+    back with a later statement."""
+
+    limit: Limit
+    slot: int
+    turns: list[int]
+
+
+class GiveBackLater:
+    """The slots of a sync's requests given back with its closing statement instead of
+    one statement each (``run_sync`` sets one for its sync, see ``later``).
+
+    A slot kept here is still held in ``provider_slots``, so its account counts one
+    request more in flight than it has: the limits hold all the same. It is given back
+    by ``flush`` (by the sync's next request of any account, which flushes first, or the
+    sync's end) or with the sync's release (``take_all``), and at the latest after
+    ``within`` seconds whatever the sync does meanwhile: well before the slot expires
+    by itself and before a quota turn's window, counted from its taking, could end."""
+
+    def __init__(self, within: float = 2.0) -> None:
+        self.kept: list[Kept] = []
+        self.within = within
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
+
+    def keep(self, limit: Limit, slot: int, turns: list[int]) -> None:
+        self.kept.append(Kept(limit, slot, turns))
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.within, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        task = asyncio.ensure_future(self.flush())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    def take_all(self) -> list[Kept]:
+        """What is kept, now the caller's to give back (each slot is given back once)."""
+        kept, self.kept = self.kept, []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return kept
+
+    async def flush(self) -> None:
+        """Give back what is kept, one statement a slot."""
+        await give_back_all(self.take_all())
+
+
+# The sync that runs in this task (and the tasks it starts) gives its requests' slots
+# back later; None: each at once.
+later: contextvars.ContextVar[GiveBackLater | None] = contextvars.ContextVar(
+    "crmcal_give_back_later", default=None
+)
+
+
+@functools.cache
+def give_back_parts() -> tuple[CTE, ...]:
+    """A slot given back and its turns' window started, as parts of another statement
+    (a sync's release); built once, their parameters from ``give_back_values``."""
+    given = (
+        update(ProviderSlot)
+        .where(
+            ProviderSlot.key == bindparam("given_key"),
+            ProviderSlot.slot == bindparam("given_slot"),
+            ProviderSlot.holder == bindparam("given_holder"),
+        )
+        .values(holder=None, expires_at=None)
+        .cte("given")
+    )
+    turned = (
+        update(ProviderSlot)
+        .where(
+            ProviderSlot.key == bindparam("turned_key"),
+            ProviderSlot.slot == any_(bindparam("turned_slots", type_=ARRAY(Integer()))),
+        )
+        .values(expires_at=bindparam("turned_expires", type_=UTCDateTime()))
+        .cte("turned")
+    )
+    return given, turned
+
+
+def give_back_values(kept: Kept) -> dict[str, Any]:
+    """The parameters of ``give_back_parts`` for the slot ``kept``."""
+    rate = kept.limit.rate
+    return {
+        "given_key": kept.limit.key, "given_slot": kept.slot, "given_holder": PROCESS,
+        "turned_key": rate.turns.key if rate is not None else "",
+        "turned_slots": kept.turns if rate is not None else [],
+        "turned_expires": utcnow() + (rate.window if rate is not None else dt.timedelta()),
+    }  # fmt: skip
+
+
+async def give_back_all(kept: list[Kept]) -> None:
+    """Give back slots taken from a ``GiveBackLater``, one statement each."""
+    for one in kept:
+        try:
+            await asyncio.shield(one.limit._give_back_with(one.slot, one.turns))
+        except Exception as exc:  # it expires by itself (REQUEST_TTL)
+            log.warning("giving back a slot of %s failed: %s", one.limit.key, exc)
 
 
 class Limit:
@@ -217,6 +324,9 @@ class Limit:
         ``width``: the calls the service runs at once for the request (a Graph batch's
         parts, four at a time per mailbox), each of which takes a slot."""
         width = max(1, min(width, self.concurrency))
+        deferred = later.get()
+        if deferred is not None and deferred.kept:
+            await deferred.flush()  # one slot kept at a time: the sync's last request's
         if width > 1:
             async with self._slots(width, cost):
                 yield
@@ -236,6 +346,7 @@ class Limit:
                 continue
             await asyncio.sleep(pause * random.uniform(0.5, 1.5))
             pause = min(pause * 2, 0.25)
+        answered = False
         try:
             if self.rate is not None:
                 # The quota spent for now (or its rows not made yet): wait for the rest.
@@ -243,8 +354,12 @@ class Limit:
                 if left > 0:
                     turns += await self.rate.take(left)
             yield
+            answered = True
         finally:
-            await asyncio.shield(self._give_back_with(taken, turns))
+            if answered and deferred is not None:
+                deferred.keep(self, taken, turns)  # given back with the sync's release
+            else:
+                await asyncio.shield(self._give_back_with(taken, turns))
 
     @contextlib.asynccontextmanager
     async def _slots(self, width: int, cost: int) -> AsyncIterator[None]:

@@ -277,6 +277,10 @@ async def run_sync(
     # again at once, without back-off).
     interrupted: str | None = None
     started = loop.time()
+    # With limits shared through the database, the last request's slot is given back
+    # with the release, not in a statement of its own.
+    deferred = limits.GiveBackLater() if limits.installed() is not None else None
+    restore = limits.later.set(deferred)
     try:
         async with lease.held(db, held, settings.sync_max_seconds):
             prov = provider or open_provider(conn, vault, settings, db)
@@ -322,11 +326,13 @@ async def run_sync(
     finally:
         if error is not None or interrupted is not None:
             engine = None  # a run that failed afterwards saves no positions
+        limits.later.reset(restore)
         # Shielded: a sync cancelled while it ends still gives its lease back.
         await asyncio.shield(
             _release(
                 db, settings, held, error, report, interrupted, failure, engine,
                 catch_up=catch_up, known=conn,
+                slots=deferred.take_all() if deferred is not None else [],
             )
         )  # fmt: skip
         _record(conn.provider, loop.time() - started, report, error, interrupted, failure)
@@ -404,12 +410,37 @@ async def _release(
     *,
     catch_up: bool = False,
     known: Connection | None = None,
+    slots: list[limits.Kept] | None = None,
 ) -> None:
     """Give the lease back and set the connection's state; ``engine``: a run that went
     through, whose closing write (positions, counts) goes in the same transaction;
     ``catch_up``: it opened a push channel, so the next sync is due at once (it lists
     what changed before the channel could report it); ``known``: the connection as
-    read when the lease was taken."""
+    read when the lease was taken; ``slots``: request slots still to give back (one
+    goes with a release in one statement)."""
+    slots = list(slots or [])
+    try:
+        await _release_with(db, settings, held, error, report, interrupted, failure,
+                            engine, catch_up=catch_up, known=known, slots=slots)  # fmt: skip
+    finally:
+        await limits.give_back_all(slots)  # those the release did not take along
+
+
+async def _release_with(
+    db: Database,
+    settings: Settings,
+    held: lease.Lease,
+    error: str | None,
+    report: SyncReport | None,
+    interrupted: str | None,
+    failure: FailureKind,
+    engine: Engine | None,
+    *,
+    catch_up: bool,
+    known: Connection | None,
+    slots: list[limits.Kept],
+) -> None:
+    """``_release``; a slot of ``slots`` given back with the release is taken out."""
     counts = report.counts() if report is not None else None
     outcome = lease.OK if error is None else lease.ERROR
     if interrupted is not None:
@@ -427,7 +458,13 @@ async def _release(
         poll = dt.timedelta(seconds=0 if catch_up else settings.poll_seconds)
         values.update(state=ConnectionState.ACTIVE, last_error=None, failures=0,
                       next_sync_at=utcnow() + poll)  # fmt: skip
-        if await lease.give_back_quietly(db, held, outcome, values, counts=counts):
+        also = None
+        if slots:  # the listing's slot, mostly: given back in the same statement
+            also = (limits.give_back_parts(), limits.give_back_values(slots[0]))
+        quiet = await lease.give_back_quietly(db, held, outcome, values, counts=counts, also=also)
+        if also is not None:
+            slots.pop(0)  # given back whether or not the connection was written
+        if quiet:
             return
     async with db.write() as session:
         conn = await lease.give_back(session, held, outcome, error=error, counts=counts)
