@@ -97,11 +97,14 @@ def test_a_no_change_sync_job_costs_few_round_trips(
     own; before that 8 in 2 transactions: the lease read, updated, the run inserted and
     the start read apart, the connection read again at the release and then written."""
     connection_id, email = _google_connection(queue_db, google_emulator)
+    since = dt.datetime.now(dt.UTC).replace(tzinfo=None)  # set again before the counted jobs
 
     async def jobs() -> list[RoundTrips]:
         async with worker_runtime(queue_db, google_emulator) as (runtime, context):
             for _ in range(2):  # the first sync, and one that settles what it did
                 await queue.sync_connection(context, connection_id)
+            nonlocal since
+            since = dt.datetime.now(dt.UTC).replace(tzinfo=None)
             found = []
             for _ in range(2):
                 counted = RoundTrips(runtime.db)
@@ -112,12 +115,18 @@ def test_a_no_change_sync_job_costs_few_round_trips(
 
     first, second = run(jobs())
     assert Counter(second.statements) == Counter(first.statements)
-    assert len(first.statements) <= 3, first.statements
+    assert len(first.statements) <= 2, first.statements
     assert first.transactions == 0, first.statements
     # The listing's slot was given back with the release: none of the account's is held.
     held = query(queue_db, "SELECT count(*) FROM provider_slots WHERE key = %s "
                  "AND holder IS NOT NULL", f"google:{email.lower()}")  # fmt: skip
     assert held == [(0,)]
+    # Each job's listing spent one turn of the project's quota, whose minute runs from
+    # the release (the turn taken with the lease is the one the listing used).
+    turns = query(queue_db, "SELECT count(*) FROM provider_slots WHERE key LIKE "
+                  "'google-project:%%' AND expires_at > %s",
+                  since + limits.QUOTA_WINDOW)  # fmt: skip
+    assert turns == [(2,)]
 
 
 def test_a_held_accounts_job_is_deferred_without_a_run_or_a_request(
@@ -157,3 +166,30 @@ def test_a_held_accounts_job_is_deferred_without_a_run_or_a_request(
     state = query(queue_db, "SELECT state, locked_by FROM connections WHERE id = %s",
                   connection_id)  # fmt: skip
     assert state == [("active", None)]
+
+
+def test_a_slot_taken_with_the_lease_goes_back_when_the_sync_sends_nothing(
+    queue_db: str,  # noqa: F811
+    google_emulator: GoogleEmulator,
+) -> None:
+    """The request slot taken with the lease for the listing is given back when the sync
+    stops before it (here: its user was deactivated), and nothing is sent."""
+    connection_id, email = _google_connection(queue_db, google_emulator)
+
+    async def jobs() -> int:
+        async with worker_runtime(queue_db, google_emulator) as (_runtime, context):
+            await queue.sync_connection(context, connection_id)  # known not to be CalDAV
+            query(queue_db, "UPDATE users SET active = false WHERE id = "
+                  "(SELECT user_id FROM connections WHERE id = %s)", connection_id)  # fmt: skip
+            requests = sum(google_emulator.state.requests.values())
+            await queue.sync_connection(context, connection_id)
+            return sum(google_emulator.state.requests.values()) - requests
+
+    assert run(jobs()) == 0
+    last = query(queue_db, "SELECT outcome, error FROM sync_runs WHERE connection_id = %s "
+                 "ORDER BY id DESC LIMIT 1", connection_id)  # fmt: skip
+    assert last[0][0] == "error", last
+    assert "deactivated" in last[0][1], last
+    held = query(queue_db, "SELECT count(*) FROM provider_slots WHERE key = %s "
+                 "AND holder IS NOT NULL", f"google:{email.lower()}")  # fmt: skip
+    assert held == [(0,)]

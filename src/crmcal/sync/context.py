@@ -7,6 +7,7 @@ same owner and the same positions.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crmcal.crm import changefeed, permissions
 from crmcal.crm.tables import User, UTCDateTime
 from crmcal.db import Database
+from crmcal.sync import limits
 from crmcal.sync.lease import Reading
 from crmcal.sync.options import SyncOptions, writes_calendar, writes_crm
 from crmcal.sync.states import RECONNECT_REQUIRED, FailureKind
@@ -59,6 +61,10 @@ class Start:
     owner: User
     feed_head: int
     written: dict[int, tuple[str | None, str]]
+    # A request slot of the account taken with the lease for the first request, and
+    # its turns of the project's quota (``limits.lease_slot_columns``); None: none.
+    slot: int | None = None
+    turns: tuple[int, ...] = ()
 
     @classmethod
     async def read(cls, session: AsyncSession, conn: Connection) -> Start:
@@ -91,11 +97,14 @@ class Start:
     @classmethod
     async def _made_apart(cls, db: Database, conn: Connection, row: tuple[Any, ...]) -> Start:
         """From the columns ``READING`` read with the lease; the notes (rarely any) in a
-        read of their own: only a sync of the connection, under its lease, writes them."""
+        read of their own: only a sync of the connection, under its lease, writes them.
+        Beyond them, a request slot taken ahead and its turns (``READING_UNLESS_HELD``)."""
+        slot, turns = (row[3], tuple(row[4] or ())) if len(row) > 3 else (None, ())
         if not row[2]:
-            return cls(conn, row[0], int(row[1] or 0), {})
+            return cls(conn, row[0], int(row[1] or 0), {}, slot, turns)
         async with db.read() as session:
-            return await cls._made(session, conn, row)
+            start = await cls._made(session, conn, row[:3])
+        return dataclasses.replace(start, slot=slot, turns=turns)
 
     @classmethod
     async def _made(cls, session: AsyncSession, conn: Connection, row: Any) -> Start:
@@ -114,6 +123,12 @@ def _start_columns(taken: Any) -> tuple[Any, ...]:
     """The owner, the change feed's head and whether notes are left, for ``take``."""
     noted = select(WrittenNote.activity_id).where(WrittenNote.connection_id == taken.id)
     return (User, changefeed.head(), noted.exists())
+
+
+def _start_columns_and_slot(taken: Any) -> tuple[Any, ...]:
+    """``_start_columns``, and a request slot of the account taken ahead for the sync's
+    first request (with its turn of the project's quota)."""
+    return (*_start_columns(taken), *limits.lease_slot_columns(taken))
 
 
 def _start_joins(taken: Any) -> tuple[tuple[Any, Any], ...]:
@@ -141,9 +156,16 @@ def _held() -> ColumnElement[bool]:
 
 # What a sync starts from, read in the statement that takes its lease (PostgreSQL):
 # ``Start.read`` and ``Start.read_unless_held`` in one. A held account's lease is not
-# taken (the caller then asks about the hold).
+# taken (the caller then asks about the hold). With the hold checked, the limits are
+# shared through the database: the first request's slot is taken in it too.
 READING = Reading(_start_columns, _start_joins, Start._made_apart)
-READING_UNLESS_HELD = Reading(_start_columns, _start_joins, Start._made_apart, refused=_held())
+READING_UNLESS_HELD = Reading(
+    _start_columns_and_slot,
+    _start_joins,
+    Start._made_apart,
+    refused=_held(),
+    values=limits.lease_slot_values,
+)
 
 
 @dataclass(frozen=True)

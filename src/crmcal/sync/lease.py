@@ -224,6 +224,8 @@ class Reading:
     joins: Callable[[Any], tuple[tuple[Any, Any], ...]]
     made: Callable[[Database, Connection, tuple[Any, ...]], Awaitable[Any]]
     refused: ColumnElement[bool] | None = None
+    # The parameters ``columns`` need besides the lease's, given the lease's time.
+    values: Callable[[dt.datetime], dict[str, Any]] | None = None
 
 
 async def _take_reading(
@@ -233,10 +235,12 @@ async def _take_reading(
     """The lease taken, the run opened, a vanished holder's run closed and what the sync
     starts from read, in one statement committed by itself."""
     now = utcnow()
+    more = reading.values(now) if reading.values is not None else {}
     async with db.at_once() as session:
         found = (await session.execute(_lease_statement(reading), {
             "lease_connection": connection_id, "lease_holder": holder, "lease_now": now,
             "lease_until": now + dt.timedelta(seconds=seconds), "lease_process": PROCESS,
+            **more,
         })).one_or_none()  # fmt: skip
     if found is None:
         return None

@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CTE, any_, bindparam, or_, select, text, update
+from sqlalchemy import CTE, any_, bindparam, case, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.types import Integer
 
@@ -106,11 +106,13 @@ WHERE key = :rate_key AND slot = ANY(:turns)
 @dataclass
 class Kept:
     """A request's slot (and its turns of a quota) kept after its answer, to be given
-    back with a later statement."""
+    back with a later statement; ``fresh``: taken ahead for a request not sent yet (with
+    the sync's lease), which the account's next request uses instead of taking one."""
 
     limit: Limit
     slot: int
     turns: list[int]
+    fresh: bool = False
 
 
 class GiveBackLater:
@@ -130,10 +132,17 @@ class GiveBackLater:
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
 
-    def keep(self, limit: Limit, slot: int, turns: list[int]) -> None:
-        self.kept.append(Kept(limit, slot, turns))
+    def keep(self, limit: Limit, slot: int, turns: list[int], *, fresh: bool = False) -> None:
+        self.kept.append(Kept(limit, slot, turns, fresh))
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.within, self._due)
+
+    def fresh_of(self, limit: Limit) -> Kept | None:
+        """A slot of ``limit``'s key taken ahead and not used yet, now the caller's."""
+        for n, kept in enumerate(self.kept):
+            if kept.fresh and kept.limit.key == limit.key:
+                return self.kept.pop(n)
+        return None
 
     def _due(self) -> None:
         self._timer = None
@@ -195,6 +204,82 @@ def give_back_values(kept: Kept) -> dict[str, Any]:
         "turned_key": rate.turns.key if rate is not None else "",
         "turned_slots": kept.turns if rate is not None else [],
         "turned_expires": utcnow() + (rate.window if rate is not None else dt.timedelta()),
+    }  # fmt: skip
+
+
+def lease_slot_columns(taken: Any) -> tuple[Any, Any]:
+    """For the statement that takes a sync's lease (PostgreSQL), given the taken
+    connection's columns: a request slot of its account taken ahead for the sync's first
+    request (the listing), and with it one turn of the project's quota for a Google
+    account; the slot number (null when none was free, or the lease not taken) and the
+    turns (an array, null when none). The lease is not taken while the account is held,
+    so no slot is either. Parameters: ``lease_slot_values``."""
+    slots = ProviderSlot.__table__
+    now = bindparam("ahead_now", type_=UTCDateTime())
+    key = taken.provider + ":" + func.lower(func.trim(taken.account))
+    concurrency = case(
+        *((taken.provider == kind, n) for kind, n in ACCOUNT_CONCURRENCY.items()), else_=0
+    )
+    free = slots.alias("free_slot")
+    first = (
+        select(free.c.slot)
+        .where(
+            free.c.key == key,
+            free.c.slot < concurrency,
+            or_(free.c.holder.is_(None), free.c.expires_at < now),
+        )
+        .order_by(free.c.slot)
+        .limit(1)
+        .with_for_update(of=free, skip_locked=True)
+        .scalar_subquery()
+    )
+    # Names no column has: an UPDATE takes a parameter named as a column for its SET.
+    slot = (
+        update(ProviderSlot)
+        .where(ProviderSlot.key == select(key).scalar_subquery(), ProviderSlot.slot == first)
+        .values(holder=bindparam("ahead_holder"),
+                expires_at=bindparam("ahead_slot_expires", type_=UTCDateTime()))
+        .returning(ProviderSlot.slot)
+        .cte("ahead_slot")
+    )  # fmt: skip
+    spare = slots.alias("free_turn")
+    turn = (
+        select(spare.c.slot)
+        .where(
+            spare.c.key == bindparam("ahead_turn_key"),
+            spare.c.slot < bindparam("ahead_turn_count", type_=Integer()),
+            or_(spare.c.holder.is_(None), spare.c.expires_at < now),
+            select(slot.c.slot).exists(),
+            select(taken.provider).scalar_subquery() == "google",
+        )
+        .order_by(spare.c.slot)
+        .limit(1)
+        .with_for_update(of=spare, skip_locked=True)
+        .scalar_subquery()
+    )
+    turns = (
+        update(ProviderSlot)
+        .where(ProviderSlot.key == bindparam("ahead_turn_key"), ProviderSlot.slot == turn)
+        .values(holder=bindparam("ahead_holder"),
+                expires_at=bindparam("ahead_turn_expires", type_=UTCDateTime()))
+        .returning(ProviderSlot.slot)
+        .cte("ahead_turn")
+    )  # fmt: skip
+    return (
+        select(slot.c.slot).scalar_subquery(),
+        select(func.array_agg(turns.c.slot)).scalar_subquery(),
+    )
+
+
+def lease_slot_values(now: dt.datetime) -> dict[str, Any]:
+    """The parameters of ``lease_slot_columns``, with this process's limits."""
+    shared = installed()
+    rate = shared.google_project if shared is not None else None
+    return {
+        "ahead_now": now, "ahead_holder": PROCESS, "ahead_slot_expires": now + REQUEST_TTL,
+        "ahead_turn_key": rate.turns.key if rate is not None else "",
+        "ahead_turn_count": rate.turns.concurrency if rate is not None else 0,
+        "ahead_turn_expires": now + (rate.window if rate is not None else dt.timedelta()),
     }  # fmt: skip
 
 
@@ -325,6 +410,7 @@ class Limit:
         parts, four at a time per mailbox), each of which takes a slot."""
         width = max(1, min(width, self.concurrency))
         deferred = later.get()
+        ahead = deferred.fresh_of(self) if deferred is not None and width == 1 else None
         if deferred is not None and deferred.kept:
             await deferred.flush()  # one slot kept at a time: the sync's last request's
         if width > 1:
@@ -333,7 +419,8 @@ class Limit:
             return
         pause = 0.01
         turns: list[int] = []
-        while True:
+        taken: int | None = None
+        while ahead is None:
             if self.rate is None:
                 taken = await self.try_take()
             else:
@@ -346,6 +433,9 @@ class Limit:
                 continue
             await asyncio.sleep(pause * random.uniform(0.5, 1.5))
             pause = min(pause * 2, 0.25)
+        if ahead is not None:  # taken with the sync's lease, with its turns
+            taken, turns = ahead.slot, list(ahead.turns) if self.rate is not None else []
+        assert taken is not None
         answered = False
         try:
             if self.rate is not None:

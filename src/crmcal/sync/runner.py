@@ -279,8 +279,14 @@ async def run_sync(
     started = loop.time()
     # With limits shared through the database, the last request's slot is given back
     # with the release, not in a statement of its own.
-    deferred = limits.GiveBackLater() if limits.installed() is not None else None
+    shared = limits.installed()
+    deferred = limits.GiveBackLater() if shared is not None or start.slot is not None else None
     restore = limits.later.set(deferred)
+    if start.slot is not None and deferred is not None:
+        # Taken with the lease for the first request (the listing): it takes none then.
+        ahead = shared.for_account(conn.provider, conn.account) if shared is not None else None
+        if ahead is not None:
+            deferred.keep(ahead, start.slot, list(start.turns), fresh=True)
     try:
         async with lease.held(db, held, settings.sync_max_seconds):
             prov = provider or open_provider(conn, vault, settings, db)
