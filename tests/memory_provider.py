@@ -15,7 +15,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from crmcal.model import (
@@ -238,6 +238,45 @@ class MemoryProvider:
 
     async def close(self) -> None:
         pass
+
+
+class PartsProvider(MemoryProvider):
+    """The in-memory calendar as a kind that syncs series and delivers a first
+    import's listing in parts of ``part_size`` events (``lists_in_parts``), as CalDAV
+    does. ``before_part`` is awaited before each part is handed over, with the part's
+    number (from 0). Its whole listing with contents is never asked for: the engine
+    reads a first import in parts."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        batch_creates=True, syncs_series=True, lists_in_parts=True
+    )
+
+    def __init__(self, calendar: MemoryCalendar, *, part_size: int) -> None:
+        super().__init__(calendar)
+        self.part_size = part_size
+        self.before_part: Callable[[int], Awaitable[None]] | None = None
+        self.parts = 0  # parts handed over
+
+    async def list_changes(
+        self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
+    ) -> ChangeListing:
+        assert cursor or not with_contents, "a first import is read in parts"
+        return await super().list_changes(calendar_id, cursor, with_contents=with_contents)
+
+    async def list_changes_in_parts(
+        self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
+    ) -> AsyncGenerator[ChangeListing, None]:
+        whole = await super().list_changes(calendar_id, cursor, with_contents=with_contents)
+        for number, start in enumerate(range(0, max(len(whole.changed), 1), self.part_size)):
+            if self.before_part is not None:
+                await self.before_part(number)
+            self.parts += 1
+            yield ChangeListing(
+                full=whole.full,
+                changed=whole.changed[start : start + self.part_size],
+                deleted=whole.deleted if number == 0 else [],
+                cursor=whole.cursor,
+            )
 
 
 class MemoryHarness:

@@ -8,7 +8,8 @@ it), ``update`` and ``delete`` name the version they expect.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Protocol, cast
 
@@ -85,6 +86,10 @@ class Capabilities:
     batch_creates: bool = False
     # Updates and deletes go out in batch requests (``update_many``, ``delete_many``).
     batch_changes: bool = False
+    # A full listing with contents comes in parts as the server delivers them
+    # (``list_changes_in_parts``), so that the caller can write the first while later
+    # ones are still on their way.
+    lists_in_parts: bool = False
     # It pushes change notifications (``watch`` / ``stop_watching``), and can renew a
     # channel in place (``renew_watch``) instead of opening another.
     push: bool = False
@@ -195,6 +200,14 @@ class BatchChanging(Protocol):
     ) -> Sequence[ProviderError | None]: ...
 
 
+class ListingInParts(Protocol):
+    """What a provider whose capabilities say ``lists_in_parts`` has besides Provider's."""
+
+    def list_changes_in_parts(
+        self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
+    ) -> AsyncGenerator[ChangeListing, None]: ...
+
+
 # Errors that say the whole account or server is unusable right now, not one event.
 FATAL = (AuthenticationFailed, Unreachable, NotACalendarServer, CalendarNotFound)
 
@@ -220,6 +233,29 @@ async def create_many(
         except ProviderError as failure:
             results.append(failure)
     return results
+
+
+async def list_changes_in_parts(
+    provider: Provider, calendar_id: str, cursor: str | None, *, with_contents: bool = False
+) -> AsyncGenerator[ChangeListing, None]:
+    """``Provider.list_changes`` in parts, each a ``ChangeListing`` of some of the items.
+
+    Every part says the same ``full`` and ``cursor`` (a position read before any of
+    the contents, so that what changes meanwhile is listed again next time); its
+    ``changed`` and ``deleted`` are that part's items, and together the parts are
+    one listing. A provider whose capabilities say ``lists_in_parts`` delivers parts
+    as they arrive, with a bounded number on their way (a caller that stops reading
+    stops the listing); any other answers its whole listing as one part.
+    """
+    if provider.capabilities.lists_in_parts:
+        parts = cast(ListingInParts, provider).list_changes_in_parts(
+            calendar_id, cursor, with_contents=with_contents
+        )
+        async with contextlib.aclosing(parts):
+            async for part in parts:
+                yield part
+    else:
+        yield await provider.list_changes(calendar_id, cursor, with_contents=with_contents)
 
 
 async def update_many(

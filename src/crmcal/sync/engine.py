@@ -20,6 +20,7 @@ digests in the link table), so a run cut off anywhere converges on the next.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -53,6 +54,7 @@ from crmcal.providers.base import (
     Update,
     create_many,
     delete_many,
+    list_changes_in_parts,
     update_many,
 )
 from crmcal.sync import mapping, merge, series_mapping
@@ -191,6 +193,14 @@ class Engine:
         self.series_rows: dict[int, tuple[ActivitySeries, list[Activity]]] = {}
         # The calendar's listing, kept for the closing write (``finish_in``).
         self.listing: ChangeListing | None = None
+        # A first import taken in parts (see _first_import): the CRM uids events of
+        # earlier parts claimed, the activities they were paired with, and the
+        # calendar series left for when the whole listing is in (None: not held).
+        self.claimed_uids: set[str] = set()
+        self.paired_activities: set[int] = set()
+        self.held_series: list[RemoteRef] | None = None
+        self._done = 0
+        self._total = 0
         # The connection's problems as read with the run's start (None: read them).
         self._problems_before: list[dict[str, Any]] | None = None
 
@@ -222,34 +232,20 @@ class Engine:
         # then list them in one go instead of listing and fetching.
         first = cursor is None and not await self.links.count()
         self.first_import = first
-        listing = await self.provider.list_changes(ctx.calendar_id, cursor, with_contents=first)
-        remote_refs, gone_ids = await self._remote_side(listing)
-        crm_ids = await self._crm_side()
-        pairs = await self._pair(remote_refs, gone_ids, crm_ids)
-        self.pairs = pairs
-        if self.provider.capabilities.syncs_series:
-            await self.series.prepare_splits()
-        total = len(pairs)
         try:
-            for done, pair in enumerate(pairs, 1):
-                await self._still_wanted()
-                await self._settle(pair)
-                if len(self.imports) >= IMPORT_BATCH:
-                    await self._still_wanted(now=True)
-                    await self._import_batch()
-                if len(self.outgoing) >= OUTGOING_BATCH:
-                    await self._still_wanted(now=True)
-                    await self._push_batch()
-                if len(self.updates) + len(self.deletes) >= OUTGOING_BATCH:
-                    await self._still_wanted(now=True)
-                    await self._push_changes()
-                if self.progress:
-                    self.progress(done, total)
-            if self.imports or self.outgoing or self.updates or self.deletes:
-                await self._still_wanted(now=True)
-                await self._import_batch()
-                await self._push_changes()
-                await self._push_batch()
+            if first:
+                listing = await self._first_import()
+            else:
+                listing = await self.provider.list_changes(ctx.calendar_id, cursor)
+                remote_refs, gone_ids = await self._remote_side(listing)
+                crm_ids = await self._crm_side()
+                pairs = await self._pair(remote_refs, gone_ids, crm_ids)
+                self.pairs = pairs
+                if self.provider.capabilities.syncs_series:
+                    await self.series.prepare_splits()
+                self._total = len(pairs)
+                await self._settle_all(pairs)
+            await self._flush()
             self.listing = listing
             if finish:
                 async with self.db.write() as session:
@@ -269,6 +265,117 @@ class Engine:
             await self._still_wanted(now=True)
             raise
         return self.report
+
+    async def _settle_all(self, pairs: list[Pair]) -> None:
+        """Settle ``pairs`` in order, writing the batches that fill up on the way."""
+        for pair in pairs:
+            await self._still_wanted()
+            await self._settle(pair)
+            if len(self.imports) >= IMPORT_BATCH:
+                await self._still_wanted(now=True)
+                await self._import_batch()
+            if len(self.outgoing) >= OUTGOING_BATCH:
+                await self._still_wanted(now=True)
+                await self._push_batch()
+            if len(self.updates) + len(self.deletes) >= OUTGOING_BATCH:
+                await self._still_wanted(now=True)
+                await self._push_changes()
+            self._done += 1
+            if self.progress:
+                self.progress(self._done, max(self._total, self._done))
+
+    async def _flush(self) -> None:
+        """Write what waits for a batch."""
+        if self.imports or self.outgoing or self.updates or self.deletes:
+            await self._still_wanted(now=True)
+            await self._import_batch()
+            await self._push_changes()
+            await self._push_batch()
+
+    async def _first_import(self) -> ChangeListing:
+        """A first import (no link, no cursor): the calendar's events are settled part
+        by part as the provider delivers them (``base.list_changes_in_parts``), so that
+        the first batch is written while later parts are still read and parsed; what
+        the run keeps of the listing (its cursor, whether it was full) is answered.
+
+        What pairs an event with the CRM is the event alone (the CRM uid it carries or
+        derives from its UID), so the events of a part are paired as it comes, an
+        event whose uid an earlier part claimed counting as a copy as in one listing.
+        Two things wait until the whole listing is in, as they need all of it:
+
+        * calendar series that are more than a plain new series written with the
+          batch (one that may be the CRM's own, has occurrences changed on their
+          own, or whose uid the CRM holds): series_sync looks at every new calendar
+          series of the run for one that starts at the same moment or was split
+          off, and a part may hold one half of that; those pairs and the series
+          paired with a CRM activity are settled after the last part, in order;
+        * the CRM's activities no event claimed (sent to the calendar, if they are
+          to go there): an event of a later part may still claim one.
+
+        With no link, nothing can look deleted: the guards for an empty-looking
+        calendar and for mass deletion run at the end as for any listing, and find
+        nothing to refuse."""
+        ctx = self.ctx
+        summary: ChangeListing | None = None
+        listed: set[str] = set()
+        deleted: list[str] = []
+        crm_ids: set[int] = set()
+        held: list[Pair] = []
+        self.held_series = []
+        unreadable = await self._unreadable()
+        parts = list_changes_in_parts(self.provider, ctx.calendar_id, None, with_contents=True)
+        async with contextlib.aclosing(parts):
+            async for part in parts:
+                if summary is None:
+                    summary = ChangeListing(
+                        full=part.full, cursor=part.cursor, complete=part.complete
+                    )
+                    if part.full:
+                        await self.links.load()
+                    crm_ids = await self._crm_side()
+                ids = {ref.id for ref in part.changed}
+                listed |= ids
+                deleted += part.deleted
+                summary.unconfirmed |= part.unconfirmed
+                self.seen |= ids | set(part.deleted)
+                moved = await self._remote_items(part.changed, unreadable)
+                pairs = await self._pair(moved, set(), set())
+                self._total += len(pairs)
+                now: list[Pair] = []
+                for pair in pairs:
+                    if pair.link is not None or self._series_part(pair):
+                        self.pairs.append(pair)  # what series_sync looks through
+                    if pair.activity is not None and self._series_part(pair):
+                        held.append(pair)
+                    else:
+                        now.append(pair)
+                await self._settle_all(now)
+        if summary is None:  # a provider that delivered no part at all: nothing listed
+            summary = ChangeListing(full=False)
+        summary.deleted = deleted
+        # The rest, with the whole listing in: what is gone, the held series, then the
+        # activities no event claimed.
+        await self._refuse_empty(summary, listed)
+        more, gone = await self._remote_gone(summary, listed)
+        await self._import_batch()
+        taken, self.held_series = self.held_series, None
+        rest = await self._pair(more, gone, crm_ids - self.paired_activities)
+        self.pairs += [p for p in rest if p.link is not None or self._series_part(p)]
+        if self.provider.capabilities.syncs_series:
+            await self.series.prepare_splits()
+        for ref in taken:
+            await self._guarded(Pair(remote=ref), self.series.take(ref))
+        self._total += len(rest)
+        await self._settle_all([*held, *rest])
+        return summary
+
+    @staticmethod
+    def _series_part(pair: Pair) -> bool:
+        """Whether a pair concerns a series: a calendar series, or a CRM series' occurrence."""
+        event = pair.remote.event if pair.remote is not None else None
+        return (event is not None and event.recurring) or (
+            pair.activity is not None and pair.activity.series_id is not None
+        )
 
     async def _still_wanted(self, *, now: bool = False) -> None:
         """Raise SyncStopped when the connection was stopped or deleted meanwhile.
@@ -300,16 +407,27 @@ class Engine:
             await self.links.load()
         else:
             await self.links.load_of(Link.remote_id, list(self.seen))
-        if listing.full and not listing.changed and not self.ctx.force and await self.links.count():
+        await self._refuse_empty(listing, listed)
+        moved = await self._remote_items(listing.changed, await self._unreadable())
+        more, gone = await self._remote_gone(listing, listed)
+        return moved + more, gone
+
+    async def _refuse_empty(self, listing: ChangeListing, listed: set[str]) -> None:
+        if listing.full and not listed and not self.ctx.force and await self.links.count():
             raise SyncRefused(
                 f"the calendar looks empty but {await self.links.count()} events were synced "
                 "before; nothing was deleted. If the calendar really was emptied, "
                 "run the sync again with force."
             )
+
+    async def _remote_items(
+        self, changed: list[RemoteRef], unreadable: dict[str, tuple[str, str]]
+    ) -> list[RemoteRef]:
+        """The listed items whose content moved, with their content (fetched where the
+        listing has none); those that cannot be read are reported."""
         moved: list[RemoteRef] = []
         to_fetch: list[str] = []
-        unreadable = await self._unreadable()
-        for ref in listing.changed:
+        for ref in changed:
             if ref.error:
                 self.report.problem(ref.id, ref.error, ref.etag)
                 continue
@@ -334,6 +452,14 @@ class Engine:
                     if ref.warning:
                         self.report.problem(ref.id, ref.warning)
                     moved.append(ref)
+        return moved
+
+    async def _remote_gone(
+        self, listing: ChangeListing, listed: set[str]
+    ) -> tuple[list[RemoteRef], set[str]]:
+        """The synced events that are gone, and those the listing was unsure of that a
+        read finds changed."""
+        moved: list[RemoteRef] = []
         gone = {rid for rid in listing.deleted if rid in self.links.by_remote}
         # Removed is not always deleted (an event that left a listing's window): those
         # the listing is unsure of are read, only the synced ones.
@@ -421,10 +547,11 @@ class Engine:
                 by_activity[link.activity_id] = Pair(link=link, remote=ref)
             else:
                 uid = self._claimed_uid(ref)
-                if uid in candidates:  # two events claim one activity: a copy
-                    new_events.append(Pair(remote=ref))
+                if uid in candidates or uid in self.claimed_uids:
+                    new_events.append(Pair(remote=ref))  # two events claim one activity: a copy
                 else:
                     candidates[uid] = ref
+        self.claimed_uids.update(candidates)
         for rid in gone:
             link = self.links.by_remote[rid]
             by_activity[link.activity_id] = Pair(link=link, remote_gone=True)
@@ -457,6 +584,7 @@ class Engine:
                     (activity_id, mapping.linked_records(records))
                     for activity_id, records in linked.items()
                 )
+        self.paired_activities.update(by_activity)
         for activity_id, pair in by_activity.items():
             pair.activity_id = activity_id
             self.seen.add(f"activity {activity_id}")
@@ -687,6 +815,8 @@ class Engine:
                 # _import_batch); one that may be the CRM's own, or one with
                 # occurrences changed on their own, goes through series_sync.
                 self.imports.append(ref)
+            elif self.held_series is not None:
+                self.held_series.append(ref)  # until the whole listing is in
             else:
                 await self.series.take(ref)
             return
@@ -1195,6 +1325,9 @@ class Engine:
                 self.report.problem(ref.id, str(exc))
                 self.report.skipped += 1
         later = await self._write_imports(prepared)
+        if self.held_series is not None:
+            self.held_series += later  # until the whole listing is in (_first_import)
+            return
         for ref in later:
             await self._guarded(Pair(remote=ref), self.series.take(ref))
 
