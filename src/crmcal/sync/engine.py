@@ -14,6 +14,10 @@ The run, in order:
    together (each item still answers on its own);
 5. save both cursors only now, after everything they cover is applied.
 
+A first import (no link, no cursor) runs these steps part by part as the
+calendar delivers its events (``_first_import``): each part's events are paired
+and written while later parts are still read and parsed.
+
 Every write is idempotent (deterministic event ids, preconditions, content
 digests in the link table), so a run cut off anywhere converges on the next.
 """
@@ -140,6 +144,7 @@ class _Import:
     organizer: str | None
 
 
+# (items settled, items known): a first import's known items grow as its parts arrive.
 ProgressFn = Callable[[int, int], None]
 
 
