@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from psycopg import _queries
 from sqlalchemy import event
 
 from crmcal.config import Settings
@@ -34,13 +35,18 @@ class RoundTrips:
 
     def __init__(self, db: Database) -> None:
         self.statements: list[str] = []
+        # Each statement's length and number of parameters.
+        self.sizes: list[tuple[int, int]] = []
         self.transactions = 0
         self.engine = db.engine.sync_engine
         event.listen(self.engine, "before_cursor_execute", self._statement)
         event.listen(self.engine, "begin", self._begin)
 
-    def _statement(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def _statement(
+        self, _conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any
+    ) -> None:
         self.statements.append(statement.split(None, 1)[0].upper())
+        self.sizes.append((len(statement.encode()), len(parameters or ())))
 
     def _begin(self, conn: Any) -> None:
         if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
@@ -117,6 +123,12 @@ def test_a_no_change_sync_job_costs_few_round_trips(
     assert Counter(second.statements) == Counter(first.statements)
     assert len(first.statements) <= 2, first.statements
     assert first.transactions == 0, first.statements
+    # psycopg parses each statement's placeholders once and keeps the result, not again
+    # on every job: only for statements within its limits of size and parameters.
+    kept = (_queries.MAX_CACHED_STATEMENT_LENGTH, _queries.MAX_CACHED_STATEMENT_PARAMS)
+    for length, parameters in first.sizes:
+        assert length <= kept[0], (length, kept)
+        assert parameters <= kept[1], (parameters, kept)
     # The listing's slot was given back with the release: none of the account's is held.
     held = query(queue_db, "SELECT count(*) FROM provider_slots WHERE key = %s "
                  "AND holder IS NOT NULL", f"google:{email.lower()}")  # fmt: skip

@@ -86,6 +86,31 @@ def install_sqlite_pragmas(sync_engine: Any) -> None:
 
 # A pooled connection idle longer than this is pinged before it is handed out.
 IDLE_PING_SECONDS = 5.0
+# psycopg parses each query's placeholders and keeps the result only for queries of at
+# most 4 KB and 50 parameters (longer ones are mostly bulk INSERTs whose shape varies).
+# The statement that takes a sync's lease (its run, what it starts from, a request's
+# slot: 5 KB, 51 parameters) runs on every job and would be parsed again each time,
+# about as much CPU as the rest of its execution: fixed-shape statements up to these
+# sizes are kept (a bulk INSERT of an import batch has hundreds of parameters).
+CACHED_STATEMENT_LENGTH = 8192
+CACHED_STATEMENT_PARAMS = 100
+
+
+def cache_long_statements() -> None:
+    """Let psycopg keep the parsed form of statements up to the sizes above (its module
+    constants; a psycopg without them keeps its own choice)."""
+    try:
+        from psycopg import _queries
+    except ImportError:  # pragma: no cover - another psycopg layout
+        return
+    if isinstance(getattr(_queries, "MAX_CACHED_STATEMENT_LENGTH", None), int):
+        _queries.MAX_CACHED_STATEMENT_LENGTH = max(
+            _queries.MAX_CACHED_STATEMENT_LENGTH, CACHED_STATEMENT_LENGTH
+        )
+    if isinstance(getattr(_queries, "MAX_CACHED_STATEMENT_PARAMS", None), int):
+        _queries.MAX_CACHED_STATEMENT_PARAMS = max(
+            _queries.MAX_CACHED_STATEMENT_PARAMS, CACHED_STATEMENT_PARAMS
+        )
 
 
 def install_idle_ping(sync_engine: Any) -> None:
@@ -135,6 +160,7 @@ class Database:
             install_sqlite_pragmas(self.engine.sync_engine)
         else:
             install_idle_ping(self.engine.sync_engine)
+            cache_long_statements()
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # The same pool, each statement committed on its own (PostgreSQL): no BEGIN and
         # COMMIT round trips around a statement that is atomic by itself.
