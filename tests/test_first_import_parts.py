@@ -172,3 +172,27 @@ async def test_calendar_series_of_different_parts_pair_as_in_one_listing(
     assert linked_series[sent_id] == crm_series.id
     assert linked_series["theirs"] != crm_series.id
     assert len(world.calendar.events) == 2
+
+
+@pytest.mark.parametrize("part_size", [1, 2, ONE_PART])
+async def test_a_reconnect_finds_the_series_of_every_part(world: World, part_size: int) -> None:
+    start = at(0).replace(minute=0)
+    for n in range(3):
+        world.calendar.put(f"plain{n}", CalendarEvent(
+            summary=f"Weekly {n}", start=start + dt.timedelta(hours=n),
+            end=start + dt.timedelta(hours=n, minutes=30), timezone="UTC",
+            recurrence=Recurrence("FREQ=WEEKLY;COUNT=4"),
+        ))  # fmt: skip
+        world.calendar.put(f"single{n}", event(f"Single {n}", start=n + 5))
+    assert (await world.sync()).created == 6
+    async with world.db.read() as session:
+        before = {s.id for s in await session.scalars(select(ActivitySeries))}
+    await world.connect()
+    parts_of(world).part_size = part_size
+    report = await world.sync()
+    assert report.created == 0
+    async with world.db.read() as session:
+        assert {s.id for s in await session.scalars(select(ActivitySeries))} == before
+    assert await live_count(world) == 3 * 4 + 3
+    assert await world.links() == 6
+    assert len(world.calendar.events) == 6

@@ -243,7 +243,9 @@ async def list_changes_in_parts(
     Every part says the same ``full`` and ``cursor`` (a position read before any of
     the contents, so that what changes meanwhile is listed again next time); its
     ``changed`` and ``deleted`` are that part's items, and together the parts are
-    one listing. A provider whose capabilities say ``lists_in_parts`` delivers parts
+    one listing. An item is whole in its part (a series with its overrides, as
+    ``list_changes`` gives it): a provider that assembles series across its pages
+    delivers one part. A provider whose capabilities say ``lists_in_parts`` delivers parts
     as they arrive, with a bounded number on their way (a caller that stops reading
     stops the listing); any other answers its whole listing as one part.
     """
