@@ -19,7 +19,7 @@ from sqlalchemy import event
 from crmcal.config import Settings
 from crmcal.db import Database
 from crmcal.jobs import queue
-from crmcal.sync import limits
+from crmcal.sync import lease, limits
 from crmcal.vault import Vault
 from tests.conftest import run
 from tests.google_emulator import GoogleEmulator
@@ -205,3 +205,39 @@ def test_a_slot_taken_with_the_lease_goes_back_when_the_sync_sends_nothing(
     held = query(queue_db, "SELECT count(*) FROM provider_slots WHERE key = %s "
                  "AND holder IS NOT NULL", f"google:{email.lower()}")  # fmt: skip
     assert held == [(0,)]
+
+
+def test_the_run_that_prunes_the_history_ends_in_the_same_statements(
+    queue_db: str,  # noqa: F811
+    google_emulator: GoogleEmulator,
+) -> None:
+    """Every PRUNE_EVERY-th run cuts the connection's history to its newest RUNS_KEPT
+    runs; with nothing new to write, that cut goes in the release's statement too (it
+    took a transaction of its own, and the release with it)."""
+    connection_id, _ = _google_connection(queue_db, google_emulator)
+    old = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=1)
+
+    async def job() -> RoundTrips:
+        async with worker_runtime(queue_db, google_emulator) as (runtime, context):
+            for _ in range(2):  # the first sync, and one that settles what it did
+                await queue.sync_connection(context, connection_id)
+            query(queue_db, "INSERT INTO sync_runs (connection_id, process, started_at, "
+                  "ended_at, outcome, counts) SELECT %s, 'old', %s, %s, 'ok', '{}' "
+                  "FROM generate_series(1, %s)", connection_id, old, old,
+                  lease.RUNS_KEPT + 5)  # fmt: skip
+            # The next run's id is a multiple of PRUNE_EVERY.
+            query(queue_db, "SELECT setval('sync_runs_id_seq', (SELECT (max(id) / %s + 1) "
+                  "* %s - 1 FROM sync_runs))", lease.PRUNE_EVERY, lease.PRUNE_EVERY)  # fmt: skip
+            counted = RoundTrips(runtime.db)
+            await queue.sync_connection(context, connection_id)
+            counted.stop()
+            return counted
+
+    counted = run(job())
+    runs = query(queue_db, "SELECT id, outcome FROM sync_runs WHERE connection_id = %s "
+                 "ORDER BY id DESC", connection_id)  # fmt: skip
+    assert runs[0][0] % lease.PRUNE_EVERY == 0
+    assert runs[0][1] == "ok"
+    assert len(runs) == lease.RUNS_KEPT
+    assert len(counted.statements) <= 2, counted.statements
+    assert counted.transactions == 0, counted.statements

@@ -514,11 +514,14 @@ async def give_back_quietly(
     when the connection was not written: the caller gives the lease back the general
     way (``give_back``), which finds the run already ended and reads the connection.
     ``also``: more writes made in the same statement (data-modifying CTEs built once,
-    and their parameters), made whether or not the connection is written."""
+    and their parameters), made whether or not the connection is written. The run
+    whose id is a multiple of PRUNE_EVERY cuts the connection's history to RUNS_KEPT
+    in the same statement."""
     now = utcnow()
     parts, more = also if also is not None else ((), {})
+    prune = lease.run_id % PRUNE_EVERY == 0
     found = await db.execute_one(
-        _quiet_statement(tuple(sorted(values)), parts),
+        _quiet_statement(tuple(sorted(values)), parts, prune),
         {**{f"set_{name}": value for name, value in values.items()},
          "lease_connection": lease.connection_id, "lease_holder": lease.holder,
          "run_id": lease.run_id,
@@ -529,8 +532,13 @@ async def give_back_quietly(
 
 
 @functools.cache
-def _quiet_statement(columns: tuple[str, ...], parts: tuple[CTE, ...] = ()) -> Any:
-    """Built once per set of columns; SQLAlchemy caches its compiled form."""
+def _quiet_statement(
+    columns: tuple[str, ...], parts: tuple[CTE, ...] = (), prune: bool = False
+) -> Any:
+    """Built once per set of columns; SQLAlchemy caches its compiled form. ``prune``:
+    with the cut of the connection's older runs (``_prune``)."""
+    if prune:
+        parts = (*parts, _pruned(bindparam("lease_connection")).cte("pruned"))
     table = SyncRun.__table__
     ended = (
         update(SyncRun)
@@ -566,6 +574,13 @@ def _quiet_statement(columns: tuple[str, ...], parts: tuple[CTE, ...] = ()) -> A
 
 async def _prune(session: AsyncSession, connection_id: int) -> None:
     """Keep the newest RUNS_KEPT runs: one statement, the cut found by the index."""
+    await session.execute(
+        _pruned(literal(connection_id)).execution_options(synchronize_session=False)
+    )
+
+
+def _pruned(connection_id: ColumnElement[int]) -> Any:
+    """The DELETE of a connection's runs older than its newest RUNS_KEPT."""
     oldest_kept = (
         select(SyncRun.id)
         .where(SyncRun.connection_id == connection_id)
@@ -574,11 +589,7 @@ async def _prune(session: AsyncSession, connection_id: int) -> None:
         .limit(1)
         .scalar_subquery()
     )
-    await session.execute(
-        delete(SyncRun)
-        .where(SyncRun.connection_id == connection_id, SyncRun.id < oldest_kept)
-        .execution_options(synchronize_session=False)
-    )
+    return delete(SyncRun).where(SyncRun.connection_id == connection_id, SyncRun.id < oldest_kept)
 
 
 async def recent_runs(session: AsyncSession, connection_id: int, limit: int = 10) -> list[SyncRun]:

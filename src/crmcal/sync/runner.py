@@ -456,7 +456,6 @@ async def _release_with(
         and error is None
         and known is not None
         and not db.sqlite
-        and held.run_id % lease.PRUNE_EVERY  # the run that prunes goes the general way
         and (values := engine.quiet_finish(known)) is not None
     ):
         # Nothing but the positions to write (a sync with nothing new, mostly): the
