@@ -362,7 +362,9 @@ class Engine:
         # activities no event claimed.
         await self._refuse_empty(summary, listed)
         more, gone = await self._remote_gone(summary, listed)
-        await self._import_batch()
+        if self.imports:
+            await self._still_wanted(now=True)
+            await self._import_batch()  # its series left for series_sync are held too
         taken, self.held_series = self.held_series, None
         rest = await self._pair(more, gone, crm_ids - self.paired_activities)
         self.pairs += [p for p in rest if p.link is not None or self._series_part(p)]
