@@ -103,6 +103,11 @@ WHERE key = :rate_key AND slot = ANY(:turns)
 )
 
 
+# A slot kept for a sync's release (or taken ahead with its lease) goes back by itself
+# after this many seconds at the latest.
+GIVE_BACK_WITHIN = 2.0
+
+
 @dataclass
 class Kept:
     """A request's slot (and its turns of a quota) kept after its answer, to be given
@@ -126,7 +131,7 @@ class GiveBackLater:
     ``within`` seconds whatever the sync does meanwhile: well before the slot expires
     by itself and before a quota turn's window, counted from its taking, could end."""
 
-    def __init__(self, within: float = 2.0) -> None:
+    def __init__(self, within: float = GIVE_BACK_WITHIN) -> None:
         self.kept: list[Kept] = []
         self.within = within
         self._timer: asyncio.TimerHandle | None = None
@@ -279,7 +284,10 @@ def lease_slot_values(now: dt.datetime) -> dict[str, Any]:
         "ahead_now": now, "ahead_holder": PROCESS, "ahead_slot_expires": now + REQUEST_TTL,
         "ahead_turn_key": rate.turns.key if rate is not None else "",
         "ahead_turn_count": rate.turns.concurrency if rate is not None else 0,
-        "ahead_turn_expires": now + (rate.window if rate is not None else dt.timedelta()),
+        # Should the process die before giving it back, the turn's window still covers
+        # a request sent as late as the slot may be kept unused.
+        "ahead_turn_expires": now + (rate.window if rate is not None else dt.timedelta())
+        + dt.timedelta(seconds=GIVE_BACK_WITHIN),
     }  # fmt: skip
 
 
