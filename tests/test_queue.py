@@ -388,3 +388,31 @@ def test_a_bulk_enqueue_leaves_the_queue_table_analyzed() -> None:
     assert polled == waiting == count
     assert after[0] >= ANALYZE_AFTER, after
     assert after[1] is not None, after
+
+
+def test_the_servers_bulk_of_syncs_for_crm_edits_leaves_the_queue_table_analyzed() -> None:
+    """A CRM import touching a thousand owners and more makes the server queue their
+    syncs at once: the queue's table is analyzed after them too."""
+    from crmcal.jobs.enqueue import Enqueuer
+    from crmcal.jobs.queue import ANALYZE_AFTER, queue_app
+    from tests.queue_world import fresh_database
+
+    async def flush(url: str) -> None:
+        db = Database(url)
+        app = queue_app(url, pool_size=2)
+        try:
+            async with app.open_async():
+                enqueuer = Enqueuer(db, app)
+                for connection_id in range(1, ANALYZE_AFTER + 1):
+                    enqueuer.request(connection_id)
+                await enqueuer.stop()  # what was asked for is queued
+        finally:
+            await db.dispose()
+
+    with fresh_database() as url:
+        run(flush(url))
+        waiting = len(sync_jobs(url))
+        tuples = query(url, "SELECT reltuples FROM pg_class "
+                       "WHERE oid = 'procrastinate_jobs'::regclass")[0][0]  # fmt: skip
+    assert waiting == ANALYZE_AFTER
+    assert float(tuples) >= ANALYZE_AFTER
