@@ -219,19 +219,40 @@ def lease_slot_columns(taken: Any) -> tuple[Any, Any]:
     account; the slot number (null when none was free, or the lease not taken) and the
     turns (an array, null when none). The lease is not taken while the account is held,
     so no slot is either. Parameters: ``lease_slot_values``."""
-    slots = ProviderSlot.__table__
     now = bindparam("ahead_now", type_=UTCDateTime())
     key = taken.provider + ":" + func.lower(func.trim(taken.account))
     concurrency = case(
         *((taken.provider == kind, n) for kind, n in ACCOUNT_CONCURRENCY.items()), else_=0
     )
-    free = slots.alias("free_slot")
+    slot = _take_free(
+        "slot", key, concurrency, now, bindparam("ahead_slot_expires", type_=UTCDateTime())
+    )
+    turns = _take_free(
+        "turn",
+        bindparam("ahead_turn_key"),
+        bindparam("ahead_turn_count", type_=Integer()),
+        now,
+        bindparam("ahead_turn_expires", type_=UTCDateTime()),
+        select(slot.c.slot).exists(),
+        select(taken.provider).scalar_subquery() == "google",
+    )
+    return (
+        select(slot.c.slot).scalar_subquery(),
+        select(func.array_agg(turns.c.slot)).scalar_subquery(),
+    )
+
+
+def _take_free(name: str, key: Any, below: Any, now: Any, expires: Any, *also: Any) -> Any:
+    """A CTE taking the lowest free slot under ``below`` of ``key`` for this process (when
+    ``also`` holds), answering its number: one statement's part of ``lease_slot_columns``."""
+    free = ProviderSlot.__table__.alias(f"free_{name}")
     first = (
         select(free.c.slot)
         .where(
             free.c.key == key,
-            free.c.slot < concurrency,
+            free.c.slot < below,
             or_(free.c.holder.is_(None), free.c.expires_at < now),
+            *also,
         )
         .order_by(free.c.slot)
         .limit(1)
@@ -239,40 +260,12 @@ def lease_slot_columns(taken: Any) -> tuple[Any, Any]:
         .scalar_subquery()
     )
     # Names no column has: an UPDATE takes a parameter named as a column for its SET.
-    slot = (
+    return (
         update(ProviderSlot)
         .where(ProviderSlot.key == select(key).scalar_subquery(), ProviderSlot.slot == first)
-        .values(holder=bindparam("ahead_holder"),
-                expires_at=bindparam("ahead_slot_expires", type_=UTCDateTime()))
+        .values(holder=bindparam("ahead_holder"), expires_at=expires)
         .returning(ProviderSlot.slot)
-        .cte("ahead_slot")
-    )  # fmt: skip
-    spare = slots.alias("free_turn")
-    turn = (
-        select(spare.c.slot)
-        .where(
-            spare.c.key == bindparam("ahead_turn_key"),
-            spare.c.slot < bindparam("ahead_turn_count", type_=Integer()),
-            or_(spare.c.holder.is_(None), spare.c.expires_at < now),
-            select(slot.c.slot).exists(),
-            select(taken.provider).scalar_subquery() == "google",
-        )
-        .order_by(spare.c.slot)
-        .limit(1)
-        .with_for_update(of=spare, skip_locked=True)
-        .scalar_subquery()
-    )
-    turns = (
-        update(ProviderSlot)
-        .where(ProviderSlot.key == bindparam("ahead_turn_key"), ProviderSlot.slot == turn)
-        .values(holder=bindparam("ahead_holder"),
-                expires_at=bindparam("ahead_turn_expires", type_=UTCDateTime()))
-        .returning(ProviderSlot.slot)
-        .cte("ahead_turn")
-    )  # fmt: skip
-    return (
-        select(slot.c.slot).scalar_subquery(),
-        select(func.array_agg(turns.c.slot)).scalar_subquery(),
+        .cte(f"ahead_{name}")
     )
 
 
