@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 import pytest
 from lxml import etree
 
-from crmcal.model import ChangeListing
 from crmcal.providers import caldav as caldav_provider
 from crmcal.providers.base import (
     AuthenticationFailed,
@@ -305,52 +304,3 @@ async def test_error_statuses(status: int, error: type[Exception]) -> None:
                     await provider.delete(url + "cal/", "/cal/x.ics", '"1"')
         finally:
             await provider.close()
-
-
-@pytest.mark.parametrize("report", ["sync-collection", "none"])
-async def test_a_first_import_is_listed_in_parts_read_with_multigets(
-    caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch, report: str
-) -> None:
-    monkeypatch.setattr(caldav_provider, "MULTIGET_CHUNK", 2)
-    if report == "none":  # a server without it: the hrefs from a PROPFIND, no cursor
-        monkeypatch.setattr(CalDAVProvider, "_sync_collection", lambda *args: None)
-    made = [await caldav.provider.create(caldav.calendar_id, key(), meeting()) for _ in range(4)]
-    # Unreadable where the server stores it (Xandikos), a task where it does not.
-    broken = await caldav.put_unreadable()
-    task = await caldav.put_non_event() if broken is None else None
-    started: list[int] = []
-    contents = CalDAVProvider._contents
-
-    def counted(self: CalDAVProvider, *args: Any) -> Any:
-        started.append(len(started))
-        return contents(self, *args)
-
-    monkeypatch.setattr(CalDAVProvider, "_contents", counted)
-    parts: list[ChangeListing] = []
-    later = None
-    async for part in caldav.provider.list_changes_in_parts(
-        caldav.calendar_id, None, with_contents=True
-    ):
-        # Parts are read a bounded number ahead of the one handed over.
-        assert len(started) <= len(parts) + 1 + caldav_provider.PARTS_IN_FLIGHT
-        parts.append(part)
-        if later is None:
-            later = await caldav.provider.create(caldav.calendar_id, key(), meeting())
-    assert len(parts) == 3
-    assert all(p.full and p.cursor == parts[0].cursor for p in parts)
-    assert all(len(p.changed) <= 2 for p in parts)
-    refs = {r.id: r for p in parts for r in p.changed}
-    assert all(refs[r.id].event is not None and refs[r.id].etag == r.etag for r in made)
-    if broken is not None:
-        assert set(refs) == {r.id for r in made} | {normalize_href(broken)}
-        assert refs[normalize_href(broken)].error
-    else:
-        assert task is not None
-        assert set(refs) == {r.id for r in made}  # a task is no event: left out
-    assert later is not None
-    if report == "none":
-        assert parts[0].cursor is None
-        return
-    # The cursor was read before the contents: what came meanwhile is listed next time.
-    following = await caldav.provider.list_changes(caldav.calendar_id, parts[0].cursor)
-    assert later.id in {r.id for r in following.changed}

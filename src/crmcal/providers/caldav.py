@@ -8,12 +8,10 @@ Protocol use:
   and etags only; a refused token (Radicale 403, Xandikos 412 or 500, any
   ``DAV:valid-sync-token`` error) or a server without the report falls back to a
   full listing. ``DAV:limit`` is never sent: Xandikos truncates at it silently.
-  When the caller will need every event (a first import), ``list_changes`` answers
+  When the caller will need every event (a first import), the full listing is
   one ``calendar-query`` with contents, its cursor the ``DAV:sync-token``
-  property read just before; ``list_changes_in_parts`` (what the engine uses for
-  a first import) lists hrefs and etags with ``sync-collection`` and then reads
-  the contents with ``calendar-multiget``s of ``MULTIGET_CHUNK`` events, a
-  bounded number on their way, handing each part over parsed as it arrives;
+  property read just before (a listing and multigets cost servers about twice
+  the time: ``bench/caldav_listing.py``);
 - contents: ``calendar-multiget`` in chunks, fetched while the previous chunk is
   parsed, each resource parsed on its own so one bad event never fails a batch
   (many of them in ``parse_pool``'s processes);
@@ -45,8 +43,8 @@ import dataclasses
 import functools
 import re
 import threading
-from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -76,9 +74,6 @@ from crmcal.providers.base import (
 __all__ = ["CalDAVProvider", "normalize_href"]
 
 MULTIGET_CHUNK = 200
-# Parts of a listing in parts being read or parsed while the caller holds the one
-# it was given: at most this many chunks' answers (and their texts) in transit.
-PARTS_IN_FLIGHT = 2
 # Raw texts kept for updates (so foreign properties survive without a GET);
 # bounded so that a large import does not hold every event twice.
 TEXT_CACHE_SIZE = 2000
@@ -330,60 +325,6 @@ class CalDAVProvider:
     ) -> ChangeListing:
         calendar = _collection_url(calendar_id)
         return await _in_pool(self._list_changes, calendar, cursor, with_contents)
-
-    async def list_changes_in_parts(
-        self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
-    ) -> AsyncGenerator[ChangeListing, None]:
-        """``list_changes`` in parts (``base.list_changes_in_parts``). With contents
-        and no cursor (a first import): the hrefs and etags of every event in one
-        ``sync-collection`` (a ``PROPFIND`` where the server has no such report), its
-        token the cursor, read before any content; then the contents in
-        ``calendar-multiget``s of ``MULTIGET_CHUNK``, each part parsed and handed over
-        as it arrives while the next ``PARTS_IN_FLIGHT`` are requested and parsed.
-        Each multiget is one bounded request (size and time) of its own. An event
-        changed after the listing comes with its newer content (the next sync lists
-        it again, from the token); one deleted meanwhile is left out. Anything else
-        is ``list_changes``, in one part."""
-        calendar = _collection_url(calendar_id)
-        if cursor or not with_contents:
-            yield await self.list_changes(calendar_id, cursor, with_contents=with_contents)
-            return
-        index, zone = await _in_pool(self._index, calendar)
-        hrefs = [ref.id for ref in index.changed]
-        chunks = [hrefs[i : i + MULTIGET_CHUNK] for i in range(0, len(hrefs), MULTIGET_CHUNK)]
-        if not chunks:
-            yield index
-            return
-        pending: deque[asyncio.Future[list[RemoteRef]]] = deque()
-
-        def refill() -> None:
-            while len(pending) < PARTS_IN_FLIGHT and given + len(pending) < len(chunks):
-                chunk = chunks[given + len(pending)]
-                pending.append(
-                    asyncio.ensure_future(_in_pool(self._contents, calendar, chunk, zone))
-                )
-
-        given = 0
-        try:
-            for number in range(len(chunks)):
-                refill()
-                refs = await pending.popleft()
-                given += 1
-                # The next parts are on their way (CalDAV's threads, the parse pool)
-                # while the caller works on this one.
-                refill()
-                yield ChangeListing(
-                    full=index.full,
-                    changed=refs,
-                    deleted=index.deleted if number == 0 else [],
-                    cursor=index.cursor,
-                )
-        finally:
-            for future in pending:
-                future.cancel()
-            for future in pending:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await future
 
     async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
         calendar = _collection_url(calendar_id)
@@ -767,16 +708,6 @@ class CalDAVProvider:
             [m for m in members if not m.href.endswith("/")], self._calendar_zone(calendar)
         )
         return listing
-
-    def _index(self, calendar: str) -> tuple[ChangeListing, str | None]:
-        """Every event's href and etag with the cursor (``list_changes_in_parts``),
-        and the calendar's zone for floating times."""
-        listing = self._sync_collection(calendar, "") or self._propfind_listing(calendar)
-        return listing, self._calendar_zone(calendar)
-
-    def _contents(self, calendar: str, hrefs: Sequence[str], zone: str | None) -> list[RemoteRef]:
-        """The events at ``hrefs``, read with one multiget and parsed."""
-        return self._read_members(self._multiget(calendar, hrefs), zone)
 
     def _collection_token(self, calendar: str) -> str | None:
         """The collection's current sync-token (and its zone, read on the way), if it has one."""
