@@ -5,7 +5,9 @@ Xandikos that counts requests and can answer the way other servers do.
 compressed answer; ``strict_times`` refuses what Cyrus (Fastmail) refuses with
 ``valid-calendar-data``: a timed event whose DTEND equals its DTSTART, a zero
 DURATION, or neither DTEND nor DURATION; ``refuse`` refuses writes whose body holds
-a given text, with the server's own words. Served on 127.0.0.1 port 0 by uvicorn.
+a given text, with the server's own words; ``partial`` answers some members of a
+REPORT's multistatus with another status, or leaves them out, as RFC 4918 lets a
+server do (one status per resource). Served on 127.0.0.1 port 0 by uvicorn.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
+from lxml import etree
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -44,9 +47,31 @@ class Behaviour:
     # Run once before the next request of a method reaches the server (with its path):
     # another client's change that lands in the middle of a sync.
     before: dict[str, Callable[[str], None]] = field(default_factory=dict)
+    # (REPORT kind, text in a member's href) -> the status that member is answered
+    # with instead (None: the answer leaves it out).
+    partial: dict[tuple[str, str], int | None] = field(default_factory=dict)
 
     def count(self, method: str, suffix: str = "") -> int:
         return sum(n for (m, p), n in self.requests.items() if m == method and p.endswith(suffix))
+
+
+def _partial(body: bytes, kind: str, behaviour: Behaviour) -> bytes:
+    """A multistatus ``body`` with the members ``behaviour.partial`` names changed."""
+    rules = {text: status for (k, text), status in behaviour.partial.items() if k == kind}
+    if not rules:
+        return body
+    tree = etree.fromstring(body)
+    for response in tree.findall("{DAV:}response"):
+        href = response.findtext("{DAV:}href") or ""
+        status = next((rules[text] for text in rules if text in href), 0)
+        if status is None:
+            tree.remove(response)
+        elif status:
+            for child in list(response):
+                if child.tag != "{DAV:}href":
+                    response.remove(child)
+            etree.SubElement(response, "{DAV:}status").text = f"HTTP/1.1 {status} Refused"
+    return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
 
 
 def _unfolded(text: str) -> str:
@@ -83,9 +108,11 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
         if hook is not None:
             await asyncio.to_thread(hook, path)
         body = await request.body()
+        report = ""
         if request.method == "REPORT":
             kind = re.search(rb"<\w+:(sync-collection|calendar-multiget|calendar-query)", body)
-            behaviour.reports[kind.group(1).decode() if kind else "other"] += 1
+            report = kind.group(1).decode() if kind else "other"
+            behaviour.reports[report] += 1
         if request.method == "PUT":
             text = body.decode("utf-8", "replace")
             reason = next((r for t, r in behaviour.refuse.items() if t in text), None)
@@ -103,7 +130,10 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
         etag = answer.headers.get("etag")
         if behaviour.weak_etags and request.method == "GET" and etag and not etag.startswith("W/"):
             out["etag"] = "W/" + etag
-        return Response(answer.content, answer.status_code, headers=out)
+        content = answer.content
+        if report and answer.status_code == 207:
+            content = _partial(content, report, behaviour)
+        return Response(content, answer.status_code, headers=out)
 
     methods = ["GET", "PUT", "DELETE", "PROPFIND", "REPORT", "OPTIONS", "MKCALENDAR", "HEAD",
                "PROPPATCH", "POST", "MOVE"]  # fmt: skip

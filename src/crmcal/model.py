@@ -358,6 +358,10 @@ class RemoteRef:
     # Why the content could not be read, when it could not (the item is then
     # skipped and reported, never treated as deleted).
     error: str | None = None
+    # The failure may pass (the server left the item out of its answer, or answered
+    # it with an error status): the item is read again next run, whatever its version.
+    # Without it, an item that failed is not read again until its version moves.
+    retry: bool = False
     # What was read by a guess (a time zone nobody names ...): the item syncs, and
     # this is reported.
     warning: str | None = None

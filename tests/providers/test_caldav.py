@@ -25,6 +25,7 @@ from crmcal.providers.base import (
     Unreachable,
 )
 from crmcal.providers.caldav import CalDAVProvider, normalize_href
+from tests.caldav_proxy import Behaviour, caldav_proxy
 from tests.providers.harness import CalDAVHarness, raw_event
 from tests.providers.test_contract import fetch_one, key, meeting
 
@@ -133,6 +134,51 @@ async def test_ids_do_not_depend_on_how_they_are_spelled(caldav: CalDAVHarness) 
     for spelling in spellings:
         (ref,) = await caldav.provider.fetch(caldav.calendar_id, [spelling])
         assert ref.id == event_id
+
+
+async def test_a_partial_multiget_answer_names_what_it_left_out(caldav: CalDAVHarness) -> None:
+    ids = {}
+    for name in ("whole", "left-out", "refused", "failed", "gone"):
+        text = raw_event(f"partial-{name}", f"SUMMARY:{name}", "DTSTART:20261201T100000Z")
+        ids[name] = await caldav.put_raw(text, name=f"partial-{name}.ics")
+    # A multistatus answers each resource on its own (RFC 4918 13): some servers
+    # leave hrefs out, or answer them 403, 500 or 507.
+    behaviour = Behaviour(partial={("calendar-multiget", "partial-left-out"): None,
+                                   ("calendar-multiget", "partial-refused"): 403,
+                                   ("calendar-multiget", "partial-failed"): 500,
+                                   ("calendar-multiget", "partial-gone"): 404})  # fmt: skip
+    parts = urlsplit(caldav.calendar_id)
+    with caldav_proxy(f"{parts.scheme}://{parts.netloc}", behaviour) as proxy:
+        provider = caldav.provider_for(proxy + "/")
+        fetched = await provider.fetch(proxy + parts.path, list(ids.values()))
+    refs = {ref.id: ref for ref in fetched}
+    whole = refs.pop(ids["whole"])
+    assert (whole.event is not None, whole.error, whole.retry) == (True, None, False)
+    assert {ref.id: (ref.error, ref.retry) for ref in refs.values()} == {
+        ids["left-out"]: ("the server's answer left this event out", True),
+        ids["refused"]: ("the server answered 403 for this event", True),
+        ids["failed"]: ("the server answered 500 for this event", True),
+        # 404: gone since it was listed, and the next listing says so.
+    }
+
+
+async def test_a_listing_member_with_an_error_status_is_read_again(
+    caldav: CalDAVHarness,
+) -> None:
+    listing = await caldav.provider.list_changes(caldav.calendar_id, None)
+    event_id = await caldav.put_raw(
+        raw_event("listed-403", "SUMMARY:x", "DTSTART:20261201T100000Z"), name="listed-403.ics"
+    )
+    behaviour = Behaviour(partial={("sync-collection", "listed-403"): 403})
+    parts = urlsplit(caldav.calendar_id)
+    with caldav_proxy(f"{parts.scheme}://{parts.netloc}", behaviour) as proxy:
+        provider = caldav.provider_for(proxy + "/")
+        changes = await provider.list_changes(proxy + parts.path, listing.cursor)
+    assert not changes.full
+    assert changes.deleted == []
+    assert [(r.id, r.error, r.retry) for r in changes.changed] == [
+        (event_id, "the server answered 403 for this event", True)
+    ]
 
 
 async def test_full_listing_without_sync_collection(

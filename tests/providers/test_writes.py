@@ -540,3 +540,58 @@ async def test_one_crm_edit_costs_one_read_and_one_write_with_weak_etags(
     assert (await proxied.event(event_id)).location == "Room 7"
     reads = behaviour.count("GET", event_id) + behaviour.reports["calendar-multiget"]
     assert (reads, behaviour.count("PUT", event_id)) == (1, 1)
+
+
+# --- partial answers: absence is not deletion, and nothing left out is lost --------------------
+
+
+async def test_events_a_server_leaves_out_of_its_answer_are_read_on_the_next_sync(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    harness = proxied.harness
+    assert isinstance(harness, CalDAVHarness)
+    proxied.connect()
+    retitled = proxied.add_activity("Linked")
+    gone = proxied.add_activity("Linked too", hours=2)
+    proxied.sync()
+    by_title = {e.summary: i for i, e in (await proxied.events()).items()}
+    await harness.retitle(by_title["Linked"], "Linked (retitled)")
+    await harness.retitle(by_title["Linked too"], "Linked too (retitled)")
+    start = SOON.astimezone(dt.UTC) + dt.timedelta(days=1)
+    added = {}
+    for name in ("left-out", "refused", "fine"):
+        added[name] = await harness.put_raw(raw_event(
+            f"odd-{name}", f"SUMMARY:{name}", f"DTSTART:{start:{LOCAL}}Z",
+            f"DTEND:{start + dt.timedelta(hours=1):{LOCAL}}Z",
+        ), name=f"odd-{name}.ics")  # fmt: skip
+    # The listing names all five; the multiget's answer leaves one out, answers two
+    # with error statuses and one as gone since it was listed.
+    behaviour.partial = {
+        ("calendar-multiget", "odd-left-out"): None,
+        ("calendar-multiget", "odd-refused"): 500,
+        ("calendar-multiget", by_title["Linked"].rsplit("/", 1)[1]): 403,
+        ("calendar-multiget", by_title["Linked too"].rsplit("/", 1)[1]): 404,
+    }
+    counts = proxied.sync_with_problems()
+    assert (counts["created"], counts["updated"], counts["deleted"]) == (1, 0, 0)
+    reasons = {p["item"]: p["reason"] for p in counts["problems"]}
+    assert reasons == {
+        added["left-out"]: "the server's answer left this event out; will retry",
+        added["refused"]: "the server answered 500 for this event; will retry",
+        by_title["Linked"]: "the server answered 403 for this event; will retry",
+    }
+    assert proxied.activities(deleted=True) == []
+    assert proxied.activity(retitled["id"])["subject"] == "Linked"
+    assert proxied.activity(gone["id"])["subject"] == "Linked too"
+    # The server answers in full again: what it left out or refused is read, though
+    # the listing since the last sync names none of it.
+    behaviour.partial.clear()
+    behaviour.reports.clear()
+    counts = proxied.sync_with_problems()
+    assert counts["problems"] == []
+    assert (counts["created"], counts["deleted"]) == (2, 0)
+    assert behaviour.reports["calendar-multiget"] == 1
+    assert sorted(a["subject"] for a in proxied.activities()) == sorted(
+        ["Linked (retitled)", "Linked too", "fine", "left-out", "refused"]
+    )
+    assert problems(proxied) == []

@@ -139,7 +139,12 @@ class Provider(Protocol):
         ...
 
     async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
-        """The current content of events, batched; ids that no longer exist are left out."""
+        """The current content of events, batched; ids that no longer exist are left out.
+
+        An id the service did not answer for (left out of a batch's answer, or
+        answered with an error of its own) comes back with an ``error`` and ``retry``:
+        not read is not gone.
+        """
         ...
 
     async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:

@@ -14,7 +14,9 @@ Protocol use:
   the time: ``bench/caldav_listing.py``);
 - contents: ``calendar-multiget`` in chunks, fetched while the previous chunk is
   parsed, each resource parsed on its own so one bad event never fails a batch
-  (many of them in ``parse_pool``'s processes);
+  (many of them in ``parse_pool``'s processes). A multistatus answers each href on
+  its own (RFC 4918 13): a 404 is gone since listed; an href left out or answered
+  with another status comes back with an ``error`` to retry, never as gone;
 - writes: ``PUT`` with ``If-None-Match: *`` (create, at ``crmcal-{key}.ics`` with
   UID ``crmcal-{key}``) or ``If-Match`` (update), ``DELETE`` with ``If-Match``.
 
@@ -244,6 +246,13 @@ def _members(tree: Any) -> Iterator[_Member]:
         yield _Member(normalize_href(href.strip()), status or 200, props)
 
 
+def _refused(member: _Member) -> RemoteRef:
+    """A member a multistatus answers with an error status: to read again next run."""
+    return RemoteRef(
+        member.href, "", error=f"the server answered {member.status} for this event", retry=True
+    )
+
+
 def _status_code(line: str | None) -> int | None:
     parts = (line or "").split()
     return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
@@ -343,7 +352,7 @@ class CalDAVProvider:
                     pending = asyncio.ensure_future(
                         _in_pool(self._multiget, calendar, chunks[number + 1])
                     )
-                refs += await _in_pool(self._read_members, members, zone)
+                refs += await _in_pool(self._read_answer, members, zone, chunks[number])
         finally:
             if not pending.done():
                 pending.cancel()
@@ -671,6 +680,10 @@ class CalDAVProvider:
                 elif member.status in (200, 201):
                     etag = strong_etag(_text_of(member.props.get(f"{DAV}getetag")))
                     listing.changed.append(RemoteRef(id=member.href, etag=etag))
+                else:
+                    # Listed, but not as changed or gone (a multistatus answers each
+                    # member on its own): read again next run, never taken as gone.
+                    listing.changed.append(_refused(member))
             new_token = _text_of(reply.tree.find(f"{DAV}sync-token"))
             listing.cursor = new_token
             if not truncated or not new_token or new_token in seen_tokens:
@@ -704,7 +717,7 @@ class CalDAVProvider:
         if any(m.href == collection_path or m.status == 507 for m in members):
             return None  # a truncated answer (RFC 4791 7.8 allows 507): list instead
         listing = ChangeListing(full=True, cursor=token)
-        listing.changed = self._read_members(
+        listing.changed = self._read_answer(
             [m for m in members if not m.href.endswith("/")], self._calendar_zone(calendar)
         )
         return listing
@@ -735,6 +748,8 @@ class CalDAVProvider:
             if member.status == 200:
                 etag = strong_etag(_text_of(member.props.get(f"{DAV}getetag")))
                 listing.changed.append(RemoteRef(id=member.href, etag=etag))
+            elif member.status != 404:
+                listing.changed.append(_refused(member))  # there, but not readable now
         return listing
 
     @staticmethod
@@ -758,8 +773,38 @@ class CalDAVProvider:
             raise CalendarNotFound(f"the calendar {calendar} does not exist (404)")
         return list(_members(self._expect(reply, "reading events", 207).tree))
 
+    def _read_answer(
+        self, members: list[_Member], zone: str | None, asked: Sequence[str] | None = None
+    ) -> list[RemoteRef]:
+        """The events of a multistatus answer, and an ``error`` to retry for each member
+        it answers with a status other than 200 or 404 (RFC 4918 13: one status per
+        resource; a 403, 500 or 507 says nothing of whether the event exists) and, given
+        the hrefs ``asked`` for, for each one it leaves out. A 404 is gone since it was
+        listed: left out, so that the next listing says so. Members not asked for are
+        not this answer's to give, and are dropped."""
+        wanted = set(asked) if asked is not None else None
+        answered: set[str] = set()
+        readable: list[_Member] = []
+        failed: list[RemoteRef] = []
+        for member in members:
+            if (wanted is not None and member.href not in wanted) or member.href in answered:
+                continue  # not asked for, or a second answer for one href
+            answered.add(member.href)
+            if member.status == 200:
+                readable.append(member)
+            elif member.status != 404:
+                failed.append(_refused(member))
+        for href in asked or ():
+            if href not in answered:
+                failed.append(
+                    RemoteRef(href, "", error="the server's answer left this event out",
+                              retry=True)
+                )  # fmt: skip
+        return self._read_members(readable, zone) + failed
+
     def _read_members(self, members: list[_Member], zone: str | None) -> list[RemoteRef]:
-        """The events of ``members``, parsed in ``parse_pool``'s processes when many."""
+        """The events of ``members``, parsed in ``parse_pool``'s processes when many;
+        those with a status other than 200 are skipped (see ``_read_answer``)."""
         refs: list[RemoteRef | None] = []
         texts: list[str] = []
         readable: list[tuple[int, str, str, str]] = []  # (index in refs, href, etag, text)

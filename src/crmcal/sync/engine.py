@@ -91,6 +91,11 @@ IMPORT_BATCH = 500
 # Activities sent to the calendar together: one batch of provider calls (where the
 # provider has batches) and one transaction for their links.
 OUTGOING_BATCH = 200
+# The problems a connection keeps, and the items to read again next run it keeps
+# (see SyncReport.problem); a run with more of those keeps the calendar's position,
+# so that the next one lists them all again instead.
+PROBLEMS_KEPT = 200
+RETRIES_KEPT = 1000
 
 
 @dataclass
@@ -111,13 +116,28 @@ class SyncReport:
             "skipped": self.skipped,
         }
 
-    def problem(self, item: str, reason: str, etag: str | None = None) -> None:
+    def problem(
+        self, item: str, reason: str, etag: str | None = None, *, retry: bool = False
+    ) -> None:
         """``etag``: the version of a calendar item that could not be read, which is
-        not fetched again until it changes."""
+        not fetched again until it changes. ``retry``: a calendar item whose read
+        failed in a way that may pass, read again next run whatever the listing says."""
         found = {"item": item, "reason": reason}
         if etag:
             found["etag"] = etag
+        if retry:
+            found["retry"] = "true"
         self.problems.append(found)
+
+    def cannot_read(self, ref: RemoteRef) -> None:
+        """Report a calendar item whose content could not be read (``ref.error``)."""
+        if ref.retry:
+            self.problem(ref.id, f"{ref.error}; will retry", retry=True)
+        else:
+            self.problem(ref.id, ref.error or "unreadable", ref.etag)
+
+    def retries(self) -> int:
+        return sum(1 for p in self.problems if p.get("retry"))
 
 
 @dataclass
@@ -251,6 +271,10 @@ class Engine:
                 self._total = len(pairs)
                 await self._settle_all(pairs)
             await self._flush()
+            if self.report.retries() > RETRIES_KEPT:
+                # More items to read again than the connection keeps: the next run
+                # lists them again from the same position instead.
+                self.deferred = True
             self.listing = listing
             if finish:
                 async with self.db.write() as session:
@@ -407,15 +431,24 @@ class Engine:
     # --- reading both sides --------------------------------------------
 
     async def _remote_side(self, listing: ChangeListing) -> tuple[list[RemoteRef], set[str]]:
-        """Calendar items whose content moved (fetched), and ids that are gone."""
+        """Calendar items whose content moved (fetched), and ids that are gone.
+
+        Items an earlier run could not read for a reason that may pass (``retry``) are
+        read again with them: the cursor has moved past them, and the listing may
+        not name them again until they change."""
         listed = {ref.id for ref in listing.changed}
         self.seen = listed | set(listing.deleted)
+        again = [rid for rid in await self._retries() if rid not in self.seen]
+        self.seen |= set(again)
         if listing.full:
             await self.links.load()
         else:
             await self.links.load_of(Link.remote_id, list(self.seen))
         await self._refuse_empty(listing, listed)
-        moved = await self._remote_items(listing.changed, await self._unreadable())
+        retried = [RemoteRef(rid, "") for rid in again]
+        moved = await self._remote_items(
+            listing.changed + retried, await self._unreadable(), frozenset(again)
+        )
         more, gone = await self._remote_gone(listing, listed)
         return moved + more, gone
 
@@ -428,15 +461,19 @@ class Engine:
             )
 
     async def _remote_items(
-        self, changed: list[RemoteRef], unreadable: dict[str, tuple[str, str]]
+        self,
+        changed: list[RemoteRef],
+        unreadable: dict[str, tuple[str, str]],
+        again: frozenset[str] = frozenset(),
     ) -> list[RemoteRef]:
         """The listed items whose content moved, with their content (fetched where the
-        listing has none); those that cannot be read are reported."""
+        listing has none); those that cannot be read are reported. ``again``: items
+        read again (see _remote_side), kept only when they moved since linked."""
         moved: list[RemoteRef] = []
         to_fetch: list[str] = []
         for ref in changed:
             if ref.error:
-                self.report.problem(ref.id, ref.error, ref.etag)
+                self.report.cannot_read(ref)
                 continue
             if ref.warning:
                 self.report.problem(ref.id, ref.warning)
@@ -454,11 +491,14 @@ class Engine:
         if to_fetch:
             for ref in await self.provider.fetch(self.ctx.calendar_id, to_fetch):
                 if ref.error:
-                    self.report.problem(ref.id, ref.error, ref.etag)
-                else:
-                    if ref.warning:
-                        self.report.problem(ref.id, ref.warning)
-                    moved.append(ref)
+                    self.report.cannot_read(ref)
+                    continue
+                link = self.links.by_remote.get(ref.id)
+                if ref.id in again and link is not None and link.remote_etag == ref.etag:
+                    continue  # read again, and as it was synced
+                if ref.warning:
+                    self.report.problem(ref.id, ref.warning)
+                moved.append(ref)
         return moved
 
     async def _remote_gone(
@@ -480,7 +520,10 @@ class Engine:
         if unsure:
             # Only what a direct read of this calendar no longer finds is gone.
             for ref in await self.provider.fetch(self.ctx.calendar_id, sorted(unsure)):
+                # Found, or not answered (``error``): either way not gone.
                 gone.discard(ref.id)
+                if ref.error:
+                    self.report.cannot_read(ref)
                 link = self.links.by_remote.get(ref.id)
                 if ref.error or ref.event is None or link is None:
                     continue
@@ -489,19 +532,29 @@ class Engine:
         await self._check_mass_deletion(gone)
         return moved, gone
 
-    async def _unreadable(self) -> dict[str, tuple[str, str]]:
-        """Items earlier runs could not read: id -> (etag, reason)."""
-        problems = self._problems_before
-        if problems is None:
+    async def _earlier_problems(self) -> list[dict[str, Any]]:
+        """The connection's problems as the run found them."""
+        if self._problems_before is None:
             async with self.db.read() as session:
                 problems = await session.scalar(
                     select(Connection.problems).where(Connection.id == self.connection_id)
                 )
+            self._problems_before = [p for p in problems or [] if isinstance(p, dict)]
+        return self._problems_before
+
+    async def _unreadable(self) -> dict[str, tuple[str, str]]:
+        """Items earlier runs could not read: id -> (etag, reason)."""
         return {
             str(p["item"]): (str(p["etag"]), str(p.get("reason", "")))
-            for p in problems or []
+            for p in await self._earlier_problems()
             if isinstance(p, dict) and p.get("etag") and p.get("item")
         }
+
+    async def _retries(self) -> list[str]:
+        """Items earlier runs could not read for a reason that may pass: read them again."""
+        found = [str(p["item"]) for p in await self._earlier_problems()
+                 if isinstance(p, dict) and p.get("retry") and p.get("item")]  # fmt: skip
+        return list(dict.fromkeys(found))
 
     async def _check_mass_deletion(self, gone: set[str]) -> None:
         """Refuse a run that would trash an unusual share of the linked activities: a
@@ -1185,6 +1238,10 @@ class Engine:
             self.report.problem(link.remote_id, "changed while syncing; will retry")
             return None
         current = await self.provider.fetch(self.ctx.calendar_id, [link.remote_id])
+        if current and current[0].error:
+            # Not read is not gone: the next run reads it again (or at its next version).
+            self.report.cannot_read(current[0])
+            return None
         remote = current[0] if current and current[0].event is not None else None
         return Pair(link, pair.activity, remote, remote is None, pair.activity_id, True)
 
@@ -1291,7 +1348,8 @@ class Engine:
         if isinstance(result, PreconditionFailed):
             again = await self._current(pair, link)
             if again is None or self._skip_recurring(again):
-                # A series now: neither deleted nor brought back as a single activity.
+                # Not read now, or a series now: neither deleted nor brought back as
+                # a single activity (an item not read is read again next run).
                 return
             if again.remote is not None and self.ctx.pull:
                 # Edited in the calendar meanwhile: the edit beats the deletion.
@@ -1681,7 +1739,10 @@ class Engine:
     def _problems(self, before: list[dict[str, str]], full: bool) -> list[dict[str, str]]:
         """This run's problems, plus earlier ones about items this run did not look at."""
         kept = [] if full else [p for p in before if p.get("item") not in self.seen]
-        return (kept + self.report.problems)[-200:]
+        found = kept + self.report.problems
+        # Items to read again are kept apart from the rest: none is lost to the cap.
+        retries = [p for p in found if p.get("retry")][-RETRIES_KEPT:]
+        return [p for p in found if not p.get("retry")][-PROBLEMS_KEPT:] + retries
 
     async def finish_in(self, session: AsyncSession, conn: Connection) -> None:
         """The run's closing write, in the caller's transaction: both positions (only
