@@ -13,6 +13,7 @@ reconnect (the links to the old calendar's events are forgotten; those events st
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import delete as sa_delete
@@ -47,6 +48,7 @@ from crmcal.sync.states import ConnectionState
 from crmcal.sync.tables import Connection, Link, SyncConflict
 from crmcal.vault import Vault, VaultError
 
+log = logging.getLogger(__name__)
 MAIL_PROTOCOLS = {"imap", "pop", "pop3"}
 
 
@@ -298,18 +300,11 @@ async def _busy_blocks(session: AsyncSession, items: list[ConflictOut]) -> None:
                     setattr(item, name, {**block, "subject": "Busy"})
 
 
-async def delete(
-    session: AsyncSession,
-    conn: Connection,
-    *,
-    vault: Vault | None = None,
-    settings: Settings | None = None,
-) -> None:
+async def delete(session: AsyncSession, conn: Connection) -> None:
     """Forget the connection and its links (the database removes them with it); events
-    and activities stay where they are. With a vault and settings, its push channel is
-    closed first."""
-    if vault is not None and settings is not None:
-        await close_push_channel(conn, vault, settings)
+    and activities stay where they are. Its push channel is for the caller to close
+    with ``close_push_channel`` once this is committed: a provider that is slow or
+    unreachable then holds no transaction open, and cannot keep the connection."""
     await session.delete(conn)
 
 
@@ -450,21 +445,34 @@ async def stop(conn: Connection) -> Connection:
     return conn
 
 
-async def close_push_channel(conn: Connection, vault: Vault, settings: Settings) -> None:
-    """Ask the provider to stop pushing to crmcal for this connection (best effort: a
-    channel left open expires by itself, and its notifications are then refused)."""
+async def close_push_channel(conn: Connection, vault: Vault | None, settings: Settings) -> None:
+    """Ask the provider to stop pushing to crmcal for this connection, and forget the
+    channel. Best effort, and it never raises: a channel left open expires by itself
+    (within a week) and its notifications are refused meanwhile, so a provider that
+    cannot be reached, a grant revoked or credentials that cannot be read are logged
+    and the caller goes on stopping or deleting the connection."""
     from crmcal.sync import push
     from crmcal.sync.runner import open_provider
 
     if not conn.push_channel_id:
         return
     try:
+        if vault is None:
+            raise VaultError("this server cannot read stored credentials")
         provider = open_provider(conn, vault, settings)
-    except VaultError:  # credentials lost: the channel just expires
+    except VaultError as exc:
+        log.warning("connection %s: push channel %s not closed (%s): it expires on its own",
+                    conn.id, conn.push_channel_id, exc)  # fmt: skip
         push.forget_channel(conn)
         return
     try:
         await push.stop_channel(conn, provider)
+    except Exception:
+        # Not a refusal the provider module knows (those stop_channel logs): a bug worth
+        # its traceback, but still no reason to keep a connection being stopped or deleted.
+        log.exception("connection %s: closing push channel %s failed", conn.id,
+                      conn.push_channel_id)  # fmt: skip
+        push.forget_channel(conn)
     finally:
         await provider.close()
 

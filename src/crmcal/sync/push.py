@@ -206,9 +206,16 @@ def _settled(channel_id: str | None, expires: dt.datetime | None) -> bool:
 
 
 async def stop_channel(conn: Connection, provider: Provider) -> None:
-    """Close the connection's push channel (on stop and delete), forgetting it."""
-    if conn.push_channel_id and conn.push_resource_id and provider.capabilities.push:
-        await _stop_quietly(provider, conn.push_channel_id, conn.push_resource_id)
+    """Close the connection's push channel (on stop and delete), forgetting it. A refusal
+    (the service unreachable, the grant revoked) is logged, not raised: the channel
+    expires on its own, and its notifications are refused meanwhile."""
+    channel_id, resource_id = conn.push_channel_id, conn.push_resource_id
+    if channel_id and resource_id and provider.capabilities.push:
+        try:
+            await cast(Pushing, provider).stop_watching(channel_id, resource_id)
+        except ProviderError as exc:
+            log.warning("connection %s: push channel %s not closed (%s): it expires on its own",
+                        conn.id, channel_id, exc)  # fmt: skip
     forget_channel(conn)
 
 

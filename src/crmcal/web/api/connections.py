@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from starlette.background import BackgroundTask
 
 from crmcal.crm.errors import Conflict
 from crmcal.crm.schemas import MAX_ID, Page
@@ -152,13 +153,16 @@ async def start(request: Request, connection_id: ConnectionId) -> ConnectionOut:
 
 @router.delete("/{connection_id}", status_code=204, responses=refusals(503))
 async def delete_connection(request: Request, connection_id: ConnectionId) -> Response:
-    """Forget the connection and its links; events and activities stay where they are."""
+    """Forget the connection and its links; events and activities stay where they are.
+    Its push channel (Google) or subscription (Microsoft 365) is closed at the provider
+    once the answer is sent; one that cannot be closed expires on its own."""
     async with writing(request) as (session, user):
         conn = await connections.get_own(session, user, connection_id)
-        await connections.delete(
-            session, conn, vault=request.app.state.vault, settings=settings_of(request)
-        )
-    return Response(status_code=204)
+        await connections.delete(session, conn)
+    close = BackgroundTask(
+        connections.close_push_channel, conn, request.app.state.vault, settings_of(request)
+    )
+    return Response(status_code=204, background=close)
 
 
 @router.get("/{connection_id}/calendars", response_model=Page[CalendarOut], responses=refusals(503))

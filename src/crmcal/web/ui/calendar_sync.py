@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.background import BackgroundTask
 
 from crmcal.crm import activity_types
 from crmcal.crm.errors import CrmError, Invalid
@@ -203,4 +204,11 @@ async def act(request: Request, connection_id: int, action: str) -> Response:
         return await _page(request, current, error=str(exc).splitlines()[0], status=409)
     if action in ("start", "reconnect"):
         request_sync(request, connection_id)
-    return redirect(PATH)
+    done = redirect(PATH)
+    if action == "delete":
+        # As the API's delete: the channel is closed once the connection is gone, after
+        # the answer, so that a provider slow or unreachable holds up neither.
+        done.background = BackgroundTask(
+            connections.close_push_channel, conn, vault, settings_of(request)
+        )
+    return done

@@ -1,0 +1,151 @@
+"""Deleting a connection closes its push channel at the provider (a Google watch channel,
+a Graph subscription), from the settings page and through the REST API alike; a channel
+that cannot be closed (the grant revoked meanwhile) does not keep the connection."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from crmcal.config import Settings
+from crmcal.web.app import create_app
+from tests.conftest import make_user
+from tests.google_emulator import GoogleEmulator
+from tests.microsoft_emulator import MicrosoftEmulator
+from tests.served import bound_socket, served_app, wait_for
+from tests.test_web_auth import PASSWORD, sign_in
+
+PAGE = "/settings/calendar-sync"
+
+
+@dataclass
+class Site:
+    """crmcal served on a socket of its own (Graph checks the webhook address when it
+    subscribes), with a browser signed in on its pages and an API client, as one user."""
+
+    browser: httpx.Client
+    api: httpx.Client
+    google: GoogleEmulator
+    microsoft: MicrosoftEmulator
+
+
+@pytest.fixture
+def site(
+    db_url: str, google_emulator: GoogleEmulator, microsoft_emulator: MicrosoftEmulator
+) -> Iterator[Site]:
+    _, token = make_user(db_url, email="sam@crm.test", name="Sam", password=PASSWORD)
+    sock = bound_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    settings = Settings(database_url=db_url, secret_key="test-key", base_url=url,
+                        retry_backoff=0.01, google_api_url=google_emulator.url,
+                        google_oauth_url=google_emulator.url,
+                        microsoft_api_url=microsoft_emulator.url,
+                        microsoft_oauth_url=microsoft_emulator.url)  # fmt: skip
+    with (
+        served_app(create_app(settings, background_jobs=False), sock),
+        httpx.Client(base_url=url, timeout=60) as browser,
+        httpx.Client(
+            base_url=f"{url}/api/v1", timeout=60, headers={"Authorization": f"Bearer {token}"}
+        ) as api,  # fmt: skip
+    ):
+        assert sign_in(browser, "sam@crm.test").status_code == 303  # type: ignore[arg-type]
+        yield Site(browser, api, google_emulator, microsoft_emulator)
+
+
+class Account:
+    """A calendar account at one of the emulators: its grant, its open push channels
+    as the emulator's admin API lists them, and its owner revoking the grant."""
+
+    def __init__(self, site: Site, provider: str) -> None:
+        self.provider = provider
+        self.email = f"user-{uuid.uuid4().hex[:10]}@example.test"
+        self.emulator: Any = site.google if provider == "google" else site.microsoft
+        self.tokens = self.emulator.state.create_account(self.email)
+
+    def channels(self) -> list[str]:
+        if self.provider == "google":
+            listed = httpx.get(f"{self.emulator.url}/_emulator/channels", timeout=60).json()
+            return [c["id"] for c in listed["channels"] if c["calendar_id"] == self.email]
+        listed = httpx.get(f"{self.emulator.url}/_emulator/subscriptions", timeout=60).json()
+        return [s["id"] for s in listed["subscriptions"] if s["mailbox"] == self.email]
+
+    def revoke(self) -> None:
+        if self.provider == "google":
+            httpx.post(f"{self.emulator.url}/revoke",
+                       params={"token": self.tokens["refresh_token"]}, timeout=60)  # fmt: skip
+        else:
+            revoked = httpx.post(
+                f"{self.emulator.url}/v1.0/me/revokeSignInSessions",
+                timeout=60,
+                headers={"Authorization": f"Bearer {self.tokens['access_token']}"},
+            )
+            assert revoked.status_code == 200, revoked.text
+        self.emulator.state.expire_access_tokens()
+
+
+def connected(site: Site, account: Account) -> int:
+    """A connection to the account, synced once: its push channel is open."""
+    body = {"provider": account.provider, "refresh_token": account.tokens["refresh_token"]}
+    made = site.api.post("/connections", json=body)
+    assert made.status_code == 201, made.text
+    connection_id = int(made.json()["id"])
+    synced = site.api.post(f"/connections/{connection_id}/sync")
+    assert synced.status_code == 200, synced.text
+    assert len(account.channels()) == 1
+    return connection_id
+
+
+def delete(site: Site, connection_id: int, how: str) -> None:
+    if how == "api":
+        deleted = site.api.delete(f"/connections/{connection_id}")
+        assert deleted.status_code == 204, deleted.text
+        return
+    found = re.search(r'name="csrf-token" content="([^"]+)"', site.browser.get(PAGE).text)
+    assert found
+    deleted = site.browser.post(f"{PAGE}/{connection_id}/delete",
+                                data={"csrf_token": found.group(1)})  # fmt: skip
+    assert deleted.status_code == 303, deleted.text
+    assert deleted.headers["location"] == PAGE
+
+
+@pytest.mark.parametrize("how", ["page", "api"])
+@pytest.mark.parametrize("provider", ["google", "microsoft"])
+def test_deleting_a_connection_closes_its_push_channel(site: Site, provider: str, how: str) -> None:
+    account = Account(site, provider)
+    connection_id = connected(site, account)
+    delete(site, connection_id, how)
+    assert site.api.get(f"/connections/{connection_id}").status_code == 404
+    # The channel is closed once the answer is sent.
+    wait_for(lambda: account.channels() == [], 60)
+
+
+@pytest.mark.parametrize("how", ["page", "api"])
+@pytest.mark.parametrize("provider", ["google", "microsoft"])
+def test_a_channel_that_cannot_be_closed_does_not_keep_the_connection(
+    site: Site, provider: str, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    account = Account(site, provider)
+    connection_id = connected(site, account)
+    (channel,) = account.channels()
+    account.revoke()
+    caplog.set_level(logging.WARNING, logger="crmcal")
+    delete(site, connection_id, how)
+    assert site.api.get(f"/connections/{connection_id}").status_code == 404
+
+    def told() -> list[logging.LogRecord]:
+        said = f"connection {connection_id}: push channel "
+        return [r for r in caplog.records
+                if said in r.getMessage() and "not closed" in r.getMessage()]  # fmt: skip
+
+    (record,) = wait_for(told, 60)
+    assert record.levelno == logging.WARNING
+    assert "expires on its own" in record.getMessage()
+    assert record.exc_info is None
+    assert account.channels() == [channel]  # left to expire
