@@ -1,20 +1,34 @@
-"""A write the SQLite database cannot take because another connection holds its write
-lock past the busy timeout is a documented 503 with ``Retry-After``, not a 500: the
-request was fine and can be sent again as it was."""
+"""A request the database cannot take for what else it is doing is a documented 503
+with ``Retry-After``, not a 500: the request was fine and can be sent again as it was.
+SQLite: another connection holds the write lock past the busy timeout. PostgreSQL: a
+row lock held past ``lock_timeout``, a serialization failure, no free connection in the
+pool. Each is logged as a warning, without a traceback."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import shutil
 import sqlite3
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
 
 from crmcal import db as crmcal_db
 from crmcal.config import Settings
+from crmcal.db import Database
+from crmcal.jobs.queue import conninfo
+from crmcal.web import app as web_app
 from crmcal.web.app import create_app
-from tests.conftest import make_user
+from tests.conftest import _reset_postgres, make_user, pg_url
+from tests.served import wait_for
 
 
 def test_a_write_the_locked_database_cannot_take_is_a_503_with_retry_after(
@@ -56,3 +70,136 @@ def test_a_write_the_locked_database_cannot_take_is_a_503_with_retry_after(
                 "$ref": "#/components/schemas/Error"
             }
             assert "Retry-After" in busy["headers"], (method, path_)
+
+
+# PostgreSQL: a row lock held past lock_timeout, a serialization failure, and a pool with
+# no free connection are each the database's load, not the request's fault.
+
+
+@pytest.fixture
+def pg(pg_schema: str) -> str:
+    """An empty, migrated PostgreSQL schema's URL (PostgreSQL only, not each backend)."""
+    _reset_postgres(pg_schema)
+    return pg_url(pg_schema)
+
+
+def with_options(url: str, *settings: str) -> str:
+    """``url`` with server settings for each session it opens (``-cname=value``)."""
+    parsed = make_url(url)
+    options = " ".join([str(parsed.query.get("options", "")), *settings]).strip()
+    return parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
+
+
+class Server:
+    """crmcal on ``url``, an admin's API, and the person Ann to change."""
+
+    def __init__(self, client: TestClient, token: str) -> None:
+        self.client = client
+        self.auth = {"Authorization": f"Bearer {token}"}
+        made = client.post("/api/v1/persons", json={"name": "Ann"}, headers=self.auth)
+        assert made.status_code == 201, made.text
+        self.person = int(made.json()["id"])
+
+    def rename(self, name: str) -> Any:
+        return self.client.patch(f"/api/v1/persons/{self.person}", json={"name": name},
+                                 headers=self.auth)  # fmt: skip
+
+
+@contextlib.contextmanager
+def served(url: str) -> Iterator[Server]:
+    _, token = make_user(url, email="admin@crm.test", name="Admin", is_admin=True)
+    with TestClient(create_app(Settings(database_url=url), background_jobs=False)) as client:
+        yield Server(client, token)
+
+
+@contextlib.contextmanager
+def row_locked(url: str, person: int) -> Iterator[psycopg.Connection[Any]]:
+    """Another client's transaction holding Ann's row lock until the block ends (or it
+    commits)."""
+    with psycopg.connect(conninfo(url)) as holder:
+        holder.execute("SELECT 1 FROM persons WHERE id = %s FOR UPDATE", (person,))
+        try:
+            yield holder
+        finally:
+            holder.rollback()
+
+
+def wait_until_blocked(url: str, holder: psycopg.Connection[Any]) -> None:
+    """Until a request's statement waits for the lock ``holder`` holds."""
+    with psycopg.connect(conninfo(url), autocommit=True) as watcher:
+
+        def blocked() -> bool:
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                (holder.info.backend_pid,),
+            ).fetchone()
+            return row is not None and row[0] > 0
+
+        wait_for(blocked, 120)
+
+
+def assert_retry_later(answer: Any, said: str, caplog: pytest.LogCaptureFixture) -> None:
+    assert answer.status_code == 503, answer.text
+    assert int(answer.headers["Retry-After"]) > 0
+    body = answer.json()
+    assert said in body["detail"]
+    assert "nothing was changed" in body["detail"]
+    assert body.get("errors", []) == []
+    told = [r for r in caplog.records if "answered 503" in r.getMessage()]
+    assert [(r.levelno, r.exc_info) for r in told] == [(logging.WARNING, None)]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.postgres
+def test_a_row_locked_past_the_lock_timeout_is_a_503(
+    pg: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server gives up waiting for a lock after 100 ms (as an operator may set it).
+    with served(with_options(pg, "-clock_timeout=100")) as server:
+        caplog.set_level(logging.WARNING)
+        with row_locked(pg, server.person):
+            answer = server.rename("Anna")
+        assert_retry_later(answer, "locked by another transaction", caplog)
+        assert "55P03" in caplog.text
+        # Nothing was stored; sent again once the lock is gone, the request is taken.
+        assert server.rename("Anna").status_code == 200
+
+
+@pytest.mark.postgres
+def test_a_serialization_failure_is_a_503(pg: str, caplog: pytest.LogCaptureFixture) -> None:
+    # A database whose transactions are serializable (as an operator may set it): the
+    # request's update waits for another transaction's lock on the row, and fails with
+    # 40001 when that one commits its own change of the row.
+    with served(with_options(pg, "-cdefault_transaction_isolation=serializable")) as server:
+        caplog.set_level(logging.WARNING)
+        # (The lock is let go before the pool waits for the request, whatever happens.)
+        with ThreadPoolExecutor(1) as pool, row_locked(pg, server.person) as holder:
+            sent = pool.submit(server.rename, "Anna")
+            wait_until_blocked(pg, holder)
+            holder.execute("UPDATE persons SET name = 'Anne' WHERE id = %s", (server.person,))
+            holder.commit()
+            answer = sent.result()
+        assert_retry_later(answer, "collided with a change made at the same time", caplog)
+        assert "40001" in caplog.text
+        got = server.client.get(f"/api/v1/persons/{server.person}", headers=server.auth)
+        assert got.json()["name"] == "Anne"
+        assert server.rename("Anna").status_code == 200
+
+
+@pytest.mark.postgres
+def test_no_free_connection_in_the_pool_is_a_503(
+    pg: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One connection in the pool, and a request waits half a second for it to come free.
+    small = functools.partial(Database, pool_size=1, max_overflow=0, pool_timeout=0.5)
+    monkeypatch.setattr(web_app, "Database", small)
+    with served(pg) as server:
+        caplog.set_level(logging.WARNING)
+        with ThreadPoolExecutor(1) as pool, row_locked(pg, server.person) as holder:
+            # A request holding the only connection while it waits for the row.
+            held = pool.submit(server.rename, "Anna")
+            wait_until_blocked(pg, holder)
+            answer = server.client.get("/api/v1/persons", headers=server.auth)
+        assert held.result().status_code == 200
+        assert_retry_later(answer, "every connection this server may open to it is in use",
+                           caplog)  # fmt: skip

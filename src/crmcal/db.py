@@ -147,14 +147,23 @@ class Database:
     """One engine plus the two ways to open a session: read or write."""
 
     def __init__(
-        self, url: str, *, echo: bool = False, pool_size: int = 10, max_overflow: int = 20
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        pool_size: int = 10,
+        max_overflow: int = 20,
+        pool_timeout: float = 30,
     ) -> None:
         self.url = url
         self.sqlite = is_sqlite(url)
         options: dict[str, Any] = {"echo": echo}
         if not self.sqlite:
-            # Opened as needed, up to pool_size kept and max_overflow more at peaks.
-            options.update(pool_size=pool_size, max_overflow=max_overflow)
+            # Opened as needed, up to pool_size kept and max_overflow more at peaks; a
+            # session waits pool_timeout seconds for one to come free, then fails.
+            options.update(
+                pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout
+            )
         self.engine: AsyncEngine = create_async_engine(async_url(url), **options)
         if self.sqlite:
             install_sqlite_pragmas(self.engine.sync_engine)

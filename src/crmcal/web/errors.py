@@ -9,7 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -65,27 +66,76 @@ async def _integrity_error(_request: Request, exc: Exception) -> JSONResponse:
 
 # Seconds a client is asked to wait before retrying a request the database was too busy for.
 BUSY_RETRY_AFTER = 5
+# Seconds before retrying one that collided with a change made at the same time: that
+# change is over, so at once is fine; a second gives it room.
+COLLISION_RETRY_AFTER = 1
+
+# PostgreSQL errors (by SQLSTATE) that say nothing about the request, only about what
+# else the database was doing: sent again as it was, it is taken. What the client is
+# told (after "the database ..."), and when to send it again.
+_TRANSIENT = {
+    # lock_not_available: lock_timeout (or a NOWAIT) ran out waiting for a row or table
+    "55P03": ("is busy: a record the request needs was locked by another transaction for "
+              "longer than the server waits", BUSY_RETRY_AFTER),
+    # serialization_failure, deadlock_detected: the transaction was rolled back
+    "40001": ("rolled the request back: it collided with a change made at the same time",
+              COLLISION_RETRY_AFTER),
+    "40P01": ("rolled the request back: it collided with a change made at the same time",
+              COLLISION_RETRY_AFTER),
+    # too_many_connections: the server's max_connections (every client's) are in use
+    "53300": ("accepts no more connections at the moment", BUSY_RETRY_AFTER),
+}  # fmt: skip
+_POOL_EXHAUSTED = (
+    "is busy: every connection this server may open to it is in use",
+    BUSY_RETRY_AFTER,
+)
+_SQLITE_BUSY = ("is busy with other writes", BUSY_RETRY_AFTER)
+
+
+def transient(exc: BaseException) -> tuple[str, int] | None:
+    """What a database error that says nothing about the request means, and the seconds
+    after which the same request can be sent again; None for any other error.
+
+    Those are SQLite's "database is locked" (another writer held the lock past the busy
+    timeout), PostgreSQL's lock timeouts, serialization failures, deadlocks and refused
+    connections (``_TRANSIENT``), and a session that waited in vain for a connection
+    of the pool. Each rolled its transaction back: nothing of the request was stored."""
+    if isinstance(exc, SQLAlchemyTimeoutError):
+        return _POOL_EXHAUSTED
+    if not isinstance(exc, DBAPIError):
+        return None
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate in _TRANSIENT:
+        return _TRANSIENT[sqlstate]
+    message = str(exc.orig).lower()
+    if isinstance(exc, OperationalError) and (
+        "database is locked" in message or "database is busy" in message
+    ):
+        return _SQLITE_BUSY
+    return None
 
 
 def is_busy(exc: BaseException) -> bool:
-    """Whether a database error is SQLite's "database is locked" (or "busy"): another
-    writer held the lock for longer than the busy timeout. It says nothing about the
-    request, which can be sent again as it was."""
-    if not isinstance(exc, OperationalError):
-        return False
-    message = str(exc.orig).lower()
-    return "database is locked" in message or "database is busy" in message
+    """Whether a database error is one ``transient`` knows: the request can be sent
+    again as it was."""
+    return transient(exc) is not None
 
 
-async def _operational_error(request: Request, exc: Exception) -> JSONResponse:
-    if is_busy(exc):
-        log.warning("database busy: %s %s answered 503", request.method, request.url.path)
-        return JSONResponse(
-            {"detail": "the database is busy with other writes; retry the request shortly"},
-            status_code=503,
-            headers={"Retry-After": str(BUSY_RETRY_AFTER)},
-        )
-    return await _unexpected(request, exc)
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    found = transient(exc)
+    if found is None:
+        return await _unexpected(request, exc)
+    meaning, retry_after = found
+    # Load, not a bug: a warning saying what happened, no traceback.
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    log.warning("%s %s answered 503: the database %s%s", request.method, request.url.path,
+                meaning, f" (SQLSTATE {sqlstate})" if sqlstate else "")  # fmt: skip
+    return JSONResponse(
+        {"detail": f"the database {meaning}; nothing was changed: retry the request "
+                   f"after {retry_after} s"},
+        status_code=503,
+        headers={"Retry-After": str(retry_after)},
+    )  # fmt: skip
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
@@ -115,5 +165,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(CrmError, _crm_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
-    app.add_exception_handler(OperationalError, _operational_error)
+    # Any DBAPIError: a serialization failure or deadlock is an OperationalError only by
+    # the driver's choice of base class.
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(SQLAlchemyTimeoutError, _database_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -9,8 +9,8 @@ its own ``HTTPValidationError`` shape, which is not what crmcal answers. Here:
   does; those every route can answer are added to every operation by ``document``:
   400 (a NUL in the URL, a body that is not JSON), 413 (a body over the limit), 401
   under ``/api/v1``, 422 when the operation takes parameters or a body, 404 when
-  its path names a record, and 503 with ``Retry-After`` under ``/api/v1`` (SQLite's
-  database stayed locked by other writers for longer than the busy timeout);
+  its path names a record, and 503 with ``Retry-After`` under ``/api/v1`` (the
+  database was busy: ``errors.transient``);
 - answers that name a record (a created one, a list's first item, a read or an
   update) link it to the operations on that record, so a client (and a fuzzer's
   stateful phase) can follow from one to the other.
@@ -47,8 +47,10 @@ WHY = {
 }
 
 BUSY = (
-    "The database is busy: other writers held it for longer than the server waits "
-    "(SQLite). Nothing was changed; send the request again after `Retry-After` seconds."
+    "The database is busy: other writers held it (SQLite), or another transaction a "
+    "record the request needs (PostgreSQL), for longer than the server waits; or the "
+    "request collided with a change made at the same time, or found no free database "
+    "connection. Nothing was changed; send the request again after `Retry-After` seconds."
 )
 
 
