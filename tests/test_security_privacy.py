@@ -153,3 +153,35 @@ def test_a_hidden_person_is_no_oracle_to_create_or_link(alice: Api, bob: Api) ->
     assert bob.get(f"{V1}/persons/{taken.json()['id']}").status_code == 200
     again = bob.post(f"{V1}/persons", json={"name": "Twice", "email": "doctor@ex.test"})
     assert again.status_code == 409  # now bob's to see: the uniqueness rule applies
+
+
+def test_an_address_a_hidden_person_has_is_refused_on_update_without_naming_it(
+    alice: Api, bob: Api
+) -> None:
+    body = {"type": "meeting", "subject": "Therapy session", "start": SOON.isoformat(),
+            "visibility": "owner",
+            "participants": [{"email": "doctor@ex.test", "name": "Dr Secret"}]}  # fmt: skip
+    made = alice.post(f"{V1}/activities", json=body)
+    assert made.status_code == 201, made.text
+    hidden_id = made.json()["participants"][0]["person_id"]
+    mine = bob.post(f"{V1}/persons", json={"name": "Mine", "email": "mine@ex.test"}).json()["id"]
+    other = bob.post(f"{V1}/persons", json={"name": "Other", "email": "other@ex.test"}).json()
+
+    # Held by a person bob cannot see: refused, without its id or name.
+    hidden = bob.patch(f"{V1}/persons/{mine}", json={"email": "doctor@ex.test"})
+    assert hidden.status_code == 409, hidden.text
+    assert hidden.json()["detail"] == (
+        "the e-mail doctor@ex.test is already in use by a person you cannot see"
+    )
+    assert str(hidden_id) not in hidden.text
+    assert "Secret" not in hidden.text
+    # Held by one he sees: refused, naming it, as before.
+    seen = bob.patch(f"{V1}/persons/{mine}", json={"email": "other@ex.test"})
+    assert seen.status_code == 409, seen.text
+    assert seen.json()["detail"] == f"person {other['id']} already has the e-mail other@ex.test"
+    # To the owner of the private activity the person is no secret: named too.
+    hers = alice.post(f"{V1}/persons", json={"name": "Hers"}).json()["id"]
+    named = alice.patch(f"{V1}/persons/{hers}", json={"email": "doctor@ex.test"})
+    assert named.status_code == 409, named.text
+    assert named.json()["detail"] == f"person {hidden_id} already has the e-mail doctor@ex.test"
+    assert bob.get(f"{V1}/persons/{mine}").json()["email"] == "mine@ex.test"

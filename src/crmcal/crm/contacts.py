@@ -64,17 +64,26 @@ async def get_visible(session: AsyncSession, person_id: int, viewer: User | None
 
 
 async def _check_email_free(
-    session: AsyncSession, email: str | None, person_id: int | None, user: User | None
+    session: AsyncSession,
+    email: str | None,
+    person_id: int | None,
+    user: User | None,
+    *,
+    take_over: bool,
 ) -> Person | None:
-    """Refuse an e-mail another person the user sees has; answer the person holding it
-    that ``user`` may not see (made from a private activity's attendees), if any."""
+    """Refuse an e-mail another person the user sees has, naming that person. One that
+    ``user`` may not see (made from a private activity's attendees) is answered when
+    ``take_over`` (a create makes it the new person); else it is refused without its
+    id or name, which are not the user's to learn."""
     if email is None:
         return None
     other = await session.scalar(select(Person).where(Person.email == email))
     if other is None or other.id == person_id:
         return None
     if user is not None and not await _exists_for(session, Person, other.id, user):
-        return other
+        if take_over:
+            return other
+        raise Conflict(f"the e-mail {email} is already in use by a person you cannot see")
     raise Conflict(f"person {other.id} already has the e-mail {email}")
 
 
@@ -119,7 +128,7 @@ async def create(
     await check_links(session, values, user)
     hidden = None
     if model is Person:
-        hidden = await _check_email_free(session, values.get("email"), None, user)
+        hidden = await _check_email_free(session, values.get("email"), None, user, take_over=True)
     if hidden is not None:
         for field, value in values.items():
             setattr(hidden, field, value)
@@ -141,8 +150,9 @@ async def update(session: AsyncSession, record: Any, data: Input, user: User | N
             raise Invalid(f"{field} cannot be null")
     await check_links(session, changes, user)
     if isinstance(record, Person) and "email" in changes:
-        # Someone else's hidden person is no oracle here either: refused as if visible.
-        await _check_email_free(session, changes["email"], record.id, None)
+        # Two persons cannot become one: the address is refused even when the person
+        # holding it is hidden from the user, but then without naming it.
+        await _check_email_free(session, changes["email"], record.id, user, take_over=False)
     shown = any(
         getattr(record, f) != v for f, v in changes.items() if f in _SHOWN.get(type(record), ())
     )
