@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
+from crmcal.sync.states import ConnectionState
 from crmcal.web.app import create_app
 from tests.conftest import Api
 
@@ -254,3 +255,13 @@ def test_cursors_are_what_the_document_says(admin: Api, doc: dict[str, Any]) -> 
     assert last.status_code == 200
     assert last.json()["items"] == []
     assert admin.get("/api/v1/organizations", params={"cursor": "abc"}).status_code == 422
+
+
+def test_a_connections_state_is_one_the_code_uses(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    for model in ("ConnectionOut", "StatusOut"):
+        state = schemas[model]["properties"]["state"]
+        assert (state["type"], sorted(state["enum"])) == (
+            "string",
+            sorted(ConnectionState),
+        ), model

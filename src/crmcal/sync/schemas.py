@@ -14,6 +14,7 @@ from pydantic.json_schema import JsonDict
 from crmcal.crm.schemas import Doc, Input, Text
 from crmcal.providers import kinds
 from crmcal.sync.options import SyncOptions, SyncOptionsPatch, SyncType
+from crmcal.sync.states import ShownState
 
 # What the document says a connect needs: a CalDAV account's address and credentials, or
 # a Google or Microsoft grant. The server says the same in its own words (check_request).
@@ -85,7 +86,7 @@ class ConnectionOut(BaseModel):
     calendar_name: str
     sync_type: str
     options: SyncOptions
-    state: Literal["pending", "active", "syncing", "stopped", "error"]
+    state: ShownState
     previously_synced: bool
     connected_at: Any
     last_sync_at: Any
@@ -102,7 +103,7 @@ class SyncRunOut(BaseModel):
 
 
 class StatusOut(BaseModel):
-    state: str
+    state: ShownState
     connected_at: Any
     last_sync_at: Any
     last_error: str | None

@@ -8,6 +8,7 @@ so code that decides on them can be checked for the cases it misses.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 
 class ConnectionState(StrEnum):
@@ -16,6 +17,12 @@ class ConnectionState(StrEnum):
     SYNCING = "syncing"  # a sync holds its lease
     STOPPED = "stopped"  # paused by the user: nothing syncs until reconnected
     ERROR = "error"  # the last sync failed; see FailureKind for what happens next
+
+
+# ConnectionState's values as the API answers them (a connection's and its status's
+# ``state``): a Literal, which the OpenAPI document shows as the enum it is, inline.
+# tests/test_openapi.py checks the two name the same values.
+ShownState = Literal["pending", "active", "syncing", "stopped", "error"]
 
 
 class FailureKind(StrEnum):
