@@ -115,12 +115,6 @@ def transient(exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
-def is_busy(exc: BaseException) -> bool:
-    """Whether a database error is one ``transient`` knows: the request can be sent
-    again as it was."""
-    return transient(exc) is not None
-
-
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     found = transient(exc)
     if found is None:
