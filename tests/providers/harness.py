@@ -330,6 +330,39 @@ class CalDAVHarness:
     def provider_for(self, url: str) -> CalDAVProvider:
         return self._provider(url, self.server.password)
 
+    async def set_addresses(self, addresses: list[str]) -> bool:
+        """Set the principal's ``calendar-user-address-set`` (RFC 6638 2.4.1); none
+        removes it. False where the server does not let clients set it (Radicale
+        answers the principal's path, always)."""
+        inner = "".join(f"<D:href>{a}</D:href>" for a in addresses)
+        change = (
+            f"<D:set><D:prop><C:calendar-user-address-set>{inner}</C:calendar-user-address-set>"
+            "</D:prop></D:set>"
+            if addresses
+            else "<D:remove><D:prop><C:calendar-user-address-set/></D:prop></D:remove>"
+        )
+        body = (
+            '<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" '
+            f'xmlns:C="urn:ietf:params:xml:ns:caldav">{change}</D:propertyupdate>'
+        )
+        response = await asyncio.to_thread(
+            self._client.request, self.principal_url, "PROPPATCH", body,
+            {"Content-Type": "application/xml; charset=utf-8"},
+        )  # fmt: skip
+        if response.status != 207 or not addresses:
+            return False
+        # Radicale stores it, and answers the principal's path all the same.
+        propfind = (
+            '<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:" '
+            'xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><C:calendar-user-address-set/>'
+            "</D:prop></D:propfind>"
+        )
+        answer = await asyncio.to_thread(
+            self._client.request, self.principal_url, "PROPFIND", propfind,
+            {"Content-Type": "application/xml; charset=utf-8", "Depth": "0"},
+        )  # fmt: skip
+        return all(a in str(answer.raw) for a in addresses)
+
     def connection_body(self) -> dict[str, Any]:
         return {
             "provider": "caldav",

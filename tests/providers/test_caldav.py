@@ -181,6 +181,58 @@ async def test_a_listing_member_with_an_error_status_is_read_again(
     ]
 
 
+# --- whose meeting it is ------------------------------------------------------------
+
+
+def test_the_account_addresses_are_its_mailto_addresses() -> None:
+    element = etree.fromstring(
+        '<C:calendar-user-address-set xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
+        "<D:href>mailto:Alice@Example.TEST</D:href><D:href>MAILTO:alias%2Bwork@example.test"
+        "</D:href><D:href>/principals/alice/</D:href><D:href>urn:uuid:1234</D:href>"
+        "<D:href>mailto:</D:href></C:calendar-user-address-set>"
+    )
+    addresses = caldav_provider.account_addresses(element)
+    assert addresses == {"alice@example.test", "alias+work@example.test"}
+    assert caldav_provider.account_addresses(None) == frozenset()
+    mine = dataclasses.replace(meeting(), organizer="ALIAS+Work@example.test")
+    theirs = dataclasses.replace(meeting(), organizer="boss@example.test")
+    known = caldav_provider.with_organizer_known
+    assert known(mine, addresses).invitation is False
+    # Not one of them: left for the engine, which also knows the CRM user's address.
+    assert known(theirs, addresses).invitation is None
+    assert known(mine, frozenset()).invitation is None
+    assert known(dataclasses.replace(mine, invitation=True), addresses).invitation is True
+
+
+async def test_the_principals_addresses_decide_whose_meeting_it_is(caldav: CalDAVHarness) -> None:
+    ics = {
+        "alias": raw_event("org-alias", "SUMMARY:mine", "DTSTART:20261201T100000Z",
+                           "ORGANIZER;CN=Alice:mailto:Alice.Alias@Elsewhere.test",
+                           "ATTENDEE:mailto:ann@acme.test"),
+        "boss": raw_event("org-boss", "SUMMARY:theirs", "DTSTART:20261201T100000Z",
+                          "ORGANIZER:mailto:boss@elsewhere.test", "ATTENDEE:mailto:ann@acme.test"),
+    }  # fmt: skip
+    ids = {name: await caldav.put_raw(text) for name, text in ics.items()}
+    addresses = ["mailto:alice.work@elsewhere.test", "mailto:alice.alias@elsewhere.test"]
+    settable = await caldav.set_addresses(addresses)
+    try:
+        provider = caldav.provider_for(caldav.server.url)
+        read = {r.id: r.event for r in await provider.fetch(caldav.calendar_id, list(ids.values()))}
+        invitation = {name: e.invitation for name, i in ids.items() if (e := read[i]) is not None}
+        if settable:  # Xandikos
+            assert invitation == {"alias": False, "boss": None}
+        else:  # Radicale names the principal's path, no address: the engine compares
+            assert caldav.kind == "radicale"
+            assert invitation == {"alias": None, "boss": None}
+        # Read with discovery, from the server's URL or the principal's own.
+        for url in (caldav.server.url, caldav.principal_url):
+            listed = caldav.provider_for(url)
+            await listed.list_calendars()
+            assert listed._addresses == ({a[7:] for a in addresses} if settable else set())
+    finally:
+        await caldav.set_addresses([])
+
+
 async def test_full_listing_without_sync_collection(
     caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -314,6 +314,41 @@ async def test_an_invitation_is_never_rewritten_and_its_calendar_fields_are_refu
     assert await synced.harness.read_raw(event_id) == after_retitle
 
 
+async def test_a_meeting_organised_under_another_address_of_the_account_is_the_users_own(
+    on_caldav: Synced,
+) -> None:
+    harness = on_caldav.harness
+    assert isinstance(harness, CalDAVHarness)
+    # The login is no e-mail address; the server names the account's addresses.
+    if not await harness.set_addresses(["mailto:sam.work@elsewhere.test"]):
+        pytest.skip(f"{harness.kind} names no mailto: address of its principal")
+    try:
+        on_caldav.connect()
+        start = SOON + dt.timedelta(hours=5)
+        ids = {}
+        for name, organizer in (("Ours", "Sam.Work@elsewhere.test"), ("Theirs", "boss@else.test")):
+            ids[name] = await harness.put_foreign(Foreign(
+                uid=f"{name}-{uuid.uuid4().hex}", summary=name, start=start,
+                end=start + dt.timedelta(hours=1), organizer=(organizer, name),
+                attendees=(("ann@acme.test", "Ann", "accepted"),),
+            ))  # fmt: skip
+        on_caldav.sync()
+        found = {a["subject"]: a for a in on_caldav.activities()}
+        assert found["Ours"]["organizer"] is None
+        assert found["Theirs"]["organizer"] == "boss@else.test"
+        on_caldav.edit_activity(found["Ours"]["id"], subject="Ours (moved)")
+        refused = on_caldav.user.patch(
+            f"{V1}/activities/{found['Theirs']['id']}", json={"subject": "Theirs (moved)"}
+        )
+        assert refused.status_code == 409, refused.text
+        theirs = await harness.read_raw(ids["Theirs"])
+        on_caldav.sync()
+        assert (await on_caldav.event(ids["Ours"])).summary == "Ours (moved)"
+        assert await harness.read_raw(ids["Theirs"]) == theirs
+    finally:
+        await harness.set_addresses([])
+
+
 # --- 10: an option change mails nobody ----------------------------------------------------
 
 

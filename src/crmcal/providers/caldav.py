@@ -4,6 +4,10 @@ Protocol use:
 
 - discovery (RFC 6764/5397/4791 6.2.1): the given URL, else ``/.well-known/caldav``
   -> ``current-user-principal`` -> ``calendar-home-set`` -> the home's calendars;
+  the principal's ``calendar-user-address-set`` (RFC 6638 2.4.1) is asked for in
+  the same requests: an event whose ORGANIZER is one of those ``mailto:`` addresses
+  is the account's own meeting (``invitation`` False), whatever the login is; any
+  other is left for the engine to compare with the user's addresses;
 - listings: ``sync-collection`` (RFC 6578) with the cursor as sync-token, hrefs
   and etags only; a refused token (Radicale 403, Xandikos 412 or 500, any
   ``DAV:valid-sync-token`` error) or a server without the report falls back to a
@@ -73,7 +77,7 @@ from crmcal.providers.base import (
     Unreachable,
 )
 
-__all__ = ["CalDAVProvider", "normalize_href"]
+__all__ = ["CalDAVProvider", "account_addresses", "normalize_href", "with_organizer_known"]
 
 MULTIGET_CHUNK = 200
 # Raw texts kept for updates (so foreign properties survive without a GET);
@@ -105,6 +109,7 @@ _NAMESPACES = 'xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"'
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 _DEFAULT_NAMES = ("default", "calendar", "home", "personal", "primary", "main")
 _WRITE_PRIVILEGES = frozenset({f"{DAV}all", f"{DAV}write", f"{DAV}write-content"})
+_ADDRESS_SET = f"{CALDAV}calendar-user-address-set"
 
 
 def normalize_href(href: str) -> str:
@@ -141,6 +146,9 @@ def _confine_hrefs(tree: Any, url: str) -> None:
     info, a scheme-relative ``//host`` or a path that does not start with ``/``."""
     here = _origin_key(url)
     for element in list(tree.iter(f"{DAV}href")):
+        holder_of = element.getparent()
+        if holder_of is not None and holder_of.tag == _ADDRESS_SET:
+            continue  # addresses (mailto: ...), read as such and never requested
         target = (element.text or "").strip()
         path = _path_on(target, url, here)
         if path is not None:
@@ -271,6 +279,37 @@ def _text_of(element: Any) -> str | None:
     return element.text.strip() or None
 
 
+def account_addresses(element: Any) -> frozenset[str]:
+    """The e-mail addresses of a ``calendar-user-address-set`` (RFC 6638 2.4.1): its
+    ``mailto:`` hrefs, lower-case (other forms, a principal's path or a ``urn:uuid:``,
+    name no address an ORGANIZER could hold)."""
+    found: set[str] = set()
+    for href in element.findall(f"{DAV}href") if element is not None else ():
+        text = (href.text or "").strip()
+        if text[:7].lower() == "mailto:":
+            address = unquote(text[7:]).strip().lower()
+            if "@" in address and len(address) <= 320:
+                found.add(address)
+    return frozenset(found)
+
+
+def with_organizer_known(event: CalendarEvent, addresses: frozenset[str]) -> CalendarEvent:
+    """``event``, marked as not an invitation when its ORGANIZER is one of the
+    account's ``addresses``. Anything else stays unsaid (None): the engine compares
+    the organizer with the user's own addresses then, among them the one crmcal
+    writes as organizer, which the server's set need not hold."""
+    organizer = (event.organizer or "").strip().lower()
+    if event.invitation is None and organizer and organizer in addresses:
+        return dataclasses.replace(event, invitation=False)
+    return event
+
+
+def _same_path(url: str, href: str) -> bool:
+    """Whether ``href`` (as an answer to ``url`` gives it) names ``url`` itself."""
+    here = normalize_href(urlsplit(url).path or "/").rstrip("/")
+    return normalize_href(urlsplit(urljoin(url, href)).path).rstrip("/") == here
+
+
 def _vtimezone_zone(text: str | None) -> str | None:
     """The IANA zone of a ``calendar-timezone`` property (a VCALENDAR with a VTIMEZONE)."""
     if not text:
@@ -315,6 +354,9 @@ class CalDAVProvider:
         self._lock = threading.Lock()
         self._home: str | None = None
         self._single_calendar: str | None = None
+        # The principal's calendar-user-address-set; None until discovery read it.
+        self._addresses: frozenset[str] | None = None
+        self._principal: str | None = None
         self._zones: dict[str, str | None] = {}
         # href -> (etag, text): the last version seen of each resource, for updates.
         self._texts: OrderedDict[str, tuple[str, str]] = OrderedDict()
@@ -491,12 +533,16 @@ class CalDAVProvider:
                 f"{self.url} does not answer as a CalDAV server (no WebDAV principal found)"
             )
         principal, home, calendar = found
+        self._principal = principal
         if principal and not home:
-            reply = self._propfind(principal, ["<C:calendar-home-set/>"], 0)
+            reply = self._propfind(
+                principal, ["<C:calendar-home-set/>", "<C:calendar-user-address-set/>"], 0
+            )
             if reply.status == 207:
                 for member in _members(reply.tree):
                     found_home = _href_in(member.props.get(f"{CALDAV}calendar-home-set"))
                     home = urljoin(principal, found_home) if found_home else None
+                    self._addresses = account_addresses(member.props.get(_ADDRESS_SET))
                     break
             elif reply.status >= 500 and reply.status != 501:
                 self._expect(reply, "reading the principal")
@@ -515,9 +561,10 @@ class CalDAVProvider:
         try:
             reply = self._propfind(
                 url,
-                ["<D:current-user-principal/>", "<C:calendar-home-set/>", "<D:resourcetype/>"],
+                ["<D:current-user-principal/>", "<C:calendar-home-set/>", "<D:resourcetype/>",
+                 "<C:calendar-user-address-set/>"],
                 0,
-            )
+            )  # fmt: skip
         except _MalformedReply:
             return None
         if reply.status != 207 or reply.tree is None:
@@ -529,6 +576,10 @@ class CalDAVProvider:
             home = _href_in(member.props.get(f"{CALDAV}calendar-home-set"))
             kind = member.props.get(f"{DAV}resourcetype")
             is_calendar = kind is not None and kind.find(f"{CALDAV}calendar") is not None
+            if _ADDRESS_SET in member.props and principal and _same_path(url, principal):
+                # The URL is the user's principal itself (another principal's
+                # addresses are not the user's).
+                self._addresses = account_addresses(member.props[_ADDRESS_SET])
             if principal or home or is_calendar:
                 return (
                     urljoin(url, principal) if principal else None,
@@ -612,6 +663,21 @@ class CalDAVProvider:
             )
             calendars[primary] = dataclasses.replace(calendars[primary], primary=True)
         return calendars
+
+    def _account_addresses(self) -> frozenset[str]:
+        """The principal's calendar user addresses (empty when the server names none),
+        read with discovery, which a sync run makes only when it needs them."""
+        if self._addresses is None:
+            with contextlib.suppress(ProviderError):
+                self._discover()
+                if self._addresses is None and self._principal:
+                    # Discovery found the home without reading the principal.
+                    reply = self._propfind(self._principal, ["<C:calendar-user-address-set/>"], 0)
+                    for member in _members(reply.tree if reply.status == 207 else None):
+                        self._addresses = account_addresses(member.props.get(_ADDRESS_SET))
+            if self._addresses is None:
+                self._addresses = frozenset()  # none to be had: the engine compares
+        return self._addresses
 
     def _calendar_zone(self, calendar: str) -> str | None:
         """The zone this calendar names for its floating times; None when it names none
@@ -836,7 +902,10 @@ class CalDAVProvider:
             return None  # a task or journal entry
         if etag:
             self._remember(href, etag, text)
-        return RemoteRef(href, etag, parsed.event, warning="; ".join(parsed.problems) or None)
+        event = parsed.event
+        if event.organizer and event.invitation is None:
+            event = with_organizer_known(event, self._account_addresses())
+        return RemoteRef(href, etag, event, warning="; ".join(parsed.problems) or None)
 
     def _remember(self, href: str, etag: str, text: str) -> None:
         with self._texts_lock:
