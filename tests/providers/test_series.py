@@ -417,6 +417,174 @@ async def test_this_and_following_on_both_sides_at_other_occurrences(
     assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
 
 
+async def _cut_in_calendar(on: Series, event_id: str, cut: dt.datetime) -> None:
+    """Another client ends the series before ``cut`` (its UNTIL)."""
+    until = (cut - dt.timedelta(seconds=1)).astimezone(UTC)
+    await on.change_series(event_id, lambda e: dataclasses.replace(
+        e, recurrence=Recurrence(f"FREQ=WEEKLY;UNTIL={until:%Y%m%dT%H%M%SZ}")))  # fmt: skip
+
+
+@pytest.mark.parametrize("moved", [dt.timedelta(hours=5), dt.timedelta(days=1, hours=5)])
+async def test_this_and_following_in_the_calendar_at_a_moved_start_and_title(
+    on: Series, moved: dt.timedelta
+) -> None:
+    """A client that moves the following occurrences (09:00 to 14:00, or to the next
+    day) and renames them while splitting: still a split, never a new series plus
+    deletions."""
+    on.connect()
+    start = next_weekday_nine(2)
+    first = on.add_series("Forecast call", start, "FREQ=WEEKLY;COUNT=12")
+    assert on.sync()["created"] == 1
+    listed = on.occurrences(first["series_id"])
+    on.edit_activity(listed[8]["id"], done=True, note="Prepared the numbers")
+    event_id, _ = await on.only_series()
+    cut = at(listed[5]["original_start"])
+    await _cut_in_calendar(on, event_id, cut)
+    new_start = cut + moved
+    await on.put_series(CalendarEvent(
+        summary="Forecast call (new slot)", start=new_start,
+        end=new_start + dt.timedelta(hours=1), timezone="Europe/Berlin",
+        recurrence=Recurrence("FREQ=WEEKLY;COUNT=7"),
+    ))  # fmt: skip
+    counts = on.sync()
+    assert (counts["problems"], counts["deleted"]) == ([], 0)
+    ids = on.series_ids()
+    assert len(ids) == 2
+    (other,) = ids - {first["series_id"]}
+    assert [o["id"] for o in on.occurrences(first["series_id"])] == [o["id"] for o in listed[:5]]
+    later = on.occurrences(other)
+    assert [o["id"] for o in later] == [o["id"] for o in listed[5:]]
+    assert [at(o["start"]) for o in later] == [at(o["start"]) + moved for o in listed[5:]]
+    assert {o["subject"] for o in later} == {"Forecast call (new slot)"}
+    kept = on.activity(listed[8]["id"])
+    assert (kept["done"], kept["note"]) == (True, "Prepared the numbers")
+    assert on.occurrences(first["series_id"], deleted=True) == []
+    again = on.sync()
+    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+    assert len(await on.events()) == 2
+
+
+async def test_a_calendar_series_split_twice_at_moved_starts(on: Series) -> None:
+    """Split again at an earlier occurrence, each new series at a new time: one CRM part
+    per cut, each holding its calendar series' occurrences."""
+    on.connect()
+    start = next_weekday_nine(2)
+    first = on.add_series("Forecast", start, "FREQ=WEEKLY;COUNT=12")
+    assert on.sync()["created"] == 1
+    listed = on.occurrences(first["series_id"])
+    event_id, _ = await on.only_series()
+    # First "this and following" at the ninth occurrence (to 14:00) ...
+    late = at(listed[8]["original_start"])
+    await _cut_in_calendar(on, event_id, late)
+    await on.put_series(CalendarEvent(
+        summary="Forecast", start=late + dt.timedelta(hours=5),
+        end=late + dt.timedelta(hours=6), timezone="Europe/Berlin",
+        recurrence=Recurrence("FREQ=WEEKLY;COUNT=4"),
+    ))  # fmt: skip
+    # ... then at the fifth (to 11:00, ending before the first cut).
+    early = at(listed[4]["original_start"])
+    await _cut_in_calendar(on, event_id, early)
+    await on.put_series(CalendarEvent(
+        summary="Forecast", start=early + dt.timedelta(hours=2),
+        end=early + dt.timedelta(hours=3), timezone="Europe/Berlin",
+        recurrence=Recurrence("FREQ=WEEKLY;COUNT=4"),
+    ))  # fmt: skip
+    counts = on.sync()
+    assert (counts["problems"], counts["deleted"]) == ([], 0)
+    parts = sorted(
+        ([o["id"] for o in on.occurrences(s)] for s in on.series_ids()), key=lambda p: p[0]
+    )
+    assert parts == [
+        [o["id"] for o in listed[:4]],
+        [o["id"] for o in listed[4:8]],
+        [o["id"] for o in listed[8:]],
+    ]
+    now = {o["id"]: at(o["start"]) for s in on.series_ids() for o in on.occurrences(s)}
+    assert [now[o["id"]] - at(o["start"]) for o in listed] == (
+        [dt.timedelta(0)] * 4 + [dt.timedelta(hours=2)] * 4 + [dt.timedelta(hours=5)] * 4
+    )
+    again = on.sync()
+    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+    assert len(await on.events()) == 3
+
+
+async def test_a_series_made_after_a_calendar_series_ended_stays_its_own(on: Series) -> None:
+    """A series ended in the calendar and another one made there later (another title,
+    weeks after the end) are no split: the ended occurrences go, the new series is new."""
+    on.connect()
+    start = next_weekday_nine(2)
+    first = on.add_series("Forecast call", start, "FREQ=WEEKLY;COUNT=12")
+    assert on.sync()["created"] == 1
+    listed = on.occurrences(first["series_id"])
+    event_id, _ = await on.only_series()
+    cut = at(listed[5]["original_start"])
+    await _cut_in_calendar(on, event_id, cut)
+    later = cut + dt.timedelta(weeks=3, days=1)
+    await on.put_series(CalendarEvent(
+        summary="Board review", start=later, end=later + dt.timedelta(hours=1),
+        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=4"),
+    ))  # fmt: skip
+    counts = on.sync()
+    assert counts["problems"] == []
+    ids = on.series_ids()
+    assert len(ids) == 2
+    (other,) = ids - {first["series_id"]}
+    assert [o["id"] for o in on.occurrences(first["series_id"])] == [o["id"] for o in listed[:5]]
+    assert {o["id"] for o in on.occurrences(first["series_id"], deleted=True)} == {
+        o["id"] for o in listed[5:]
+    }
+    made = on.occurrences(other)
+    assert not {o["id"] for o in made} & {o["id"] for o in listed}
+    assert {o["subject"] for o in made} == {"Board review"}
+    again = on.sync()
+    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+
+
+@pytest.fixture
+async def on_google(request: pytest.FixtureRequest, sam: Api, admin: Api) -> AsyncIterator[Series]:  # noqa: F811
+    async with _opened(HARNESSES["google"](request)) as made:
+        yield Series(made, sam, admin)
+
+
+async def test_a_google_split_is_known_by_its_id_wherever_it_starts(
+    on_google: Series, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Google names the series a "this and following" made ``{old id}_R{date}``: that
+    is the old one's continuation even when it starts weeks from where it was cut."""
+    from crmcal.emulators.google import events as google_events
+
+    # Only Google makes such ids (its own clients' splits); no API client may.
+    valid = google_events.valid_id
+    monkeypatch.setattr(google_events, "valid_id", lambda i: valid(i.split("_R")[0]))
+    on = on_google
+    on.connect()
+    start = next_weekday_nine(2)
+    first = on.add_series("Forecast call", start, "FREQ=WEEKLY;COUNT=12")
+    assert on.sync()["created"] == 1
+    listed = on.occurrences(first["series_id"])
+    event_id, _ = await on.only_series()
+    cut = at(listed[5]["original_start"])
+    await _cut_in_calendar(on, event_id, cut)
+    moved = dt.timedelta(weeks=2, days=2)
+    new_start = cut + moved
+    await on.harness.api("POST", on.harness._events(), json={  # type: ignore[attr-defined]
+        "id": f"{event_id}_R{cut.astimezone(UTC):%Y%m%dT%H%M%S}",
+        "summary": "Quarterly forecast",
+        "start": {"dateTime": new_start.isoformat(), "timeZone": "Europe/Berlin"},
+        "end": {"dateTime": (new_start + dt.timedelta(hours=1)).isoformat(),
+                "timeZone": "Europe/Berlin"},
+        "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=7"],
+    })  # fmt: skip
+    counts = on.sync()
+    assert (counts["problems"], counts["deleted"]) == ([], 0)
+    (other,) = on.series_ids() - {first["series_id"]}
+    later = on.occurrences(other)
+    assert [o["id"] for o in later] == [o["id"] for o in listed[5:]]
+    assert [at(o["start"]) for o in later] == [at(o["start"]) + moved for o in listed[5:]]
+    again = on.sync()
+    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+
+
 # --- invitations ------------------------------------------------------------------------------
 
 

@@ -712,7 +712,7 @@ class SeriesSync:
         assert event is not None
         if ref.id in self.taken:
             return  # taken with the split of a series it was cut from (``_split``)
-        source = self._split_source(event)
+        source = self._split_source(event, ref.id)
         if source is not None:
             await self._split(source, ref)
             return
@@ -879,11 +879,11 @@ class SeriesSync:
 
     # --- a split made in the calendar --------------------------------------------------
 
-    def _split_source(self, event: CalendarEvent) -> tuple[Any, int] | None:
+    def _split_source(self, event: CalendarEvent, event_id: str = "") -> tuple[Any, int] | None:
         """The linked pair of this run whose calendar series now ends where ``event``
-        (a new series) starts: (the pair, its series id)."""
+        (a new series, ``event_id`` in the calendar) starts: (the pair, its series id)."""
         for pair in self._split_candidates(event):
-            if self._cut_of(pair, pair.remote.event, event) is not None:
+            if self._cut_of(pair, pair.remote.event, event, event_id) is not None:
                 return pair, pair.activity.series_id
         return None
 
@@ -914,12 +914,25 @@ class SeriesSync:
             found.append(pair)
         return found
 
-    def _cut_of(self, pair: Any, old: CalendarEvent, new: CalendarEvent) -> dt.datetime | None:
-        """The occurrence of the CRM series where ``new`` (a new calendar series) split
-        off from ``old``, or None: the old series' new rule makes none of the CRM
-        series' occurrences from there on, and ``new`` starts on the day of the first
-        of them (or has the old title), or at the moment of a later one: a client that
-        split the series again at an earlier occurrence left one new series per cut."""
+    def _cut_of(
+        self, pair: Any, old: CalendarEvent, new: CalendarEvent, new_id: str = ""
+    ) -> dt.datetime | None:
+        """The occurrence of the CRM series where ``new`` (a new calendar series,
+        ``new_id`` there) split off from ``old``, or None.
+
+        The old series' new rule makes none of the CRM series' occurrences from there
+        on, and ``new`` starts where one of them was, or near it: clients that split
+        "this and following" often move the following occurrences too (09:00 to 14:00,
+        or to the next day), and rename them. So ``new`` is cut at
+        - the first of them, when it starts on its day, or within one period of the
+          series around it (whatever its title: started where the old one ends);
+        - the very moment of a later one, or the one nearest its start within a
+          period when it keeps the old title: a client that split the series again at
+          an earlier occurrence left one new series per cut;
+        - the one of the date the calendar names, whatever the new start, when it
+          says ``new`` is the old one's continuation (Google names it
+          ``{old id}_R{date of the cut}``).
+        A series that merely starts later (weeks on, another title) is no split."""
         stored = pair.link.field_hashes or {}
         before = (stored.get("series_calendar") or stored.get("series") or {}).get("recurrence")
         if before is not None and before == digests_of(old, lambda _m: True).master["recurrence"]:
@@ -936,12 +949,17 @@ class SeriesSync:
         )
         if moments[0].astimezone(zone).date() == new_day:
             return moments[0]
-        if isinstance(new.start, dt.datetime):
+        start = _instant(new.start, new.timezone)
+        if start in moments:
             # A later cut (split again, at an earlier occurrence): at its very moment.
-            start = _instant(new.start, new.timezone)
-            if start in moments:
-                return start
-        return moments[0] if (new.summary or "") == (old.summary or "") else None
+            return start
+        nearest = min(moments, key=lambda m: (abs(m - start), m))
+        same_title = _title(new.summary) == _title(old.summary)
+        if pair.remote is not None and new_id.startswith(f"{pair.remote.id}_R"):
+            return _cut_named(new_id[len(pair.remote.id) + 2 :], moments, zone)
+        if abs(nearest - start) < _period(series) and (nearest == moments[0] or same_title):
+            return nearest
+        return moments[0] if same_title else None
 
     def _cuts(
         self, series_id: int, old: CalendarEvent
@@ -1010,9 +1028,9 @@ class SeriesSync:
             event = other.event
             if event is None or event.recurrence is None or other.id in self.taken:
                 continue
-            if other is not ref and self._split_source(event) != source:
+            if other is not ref and self._split_source(event, other.id) != source:
                 continue
-            cut = self._cut_of(pair, old, event)
+            cut = self._cut_of(pair, old, event, other.id)
             if cut is not None and cut not in chain:
                 chain[cut] = other
         assert ref in chain.values()
@@ -1437,6 +1455,42 @@ def _shape(rrule: str) -> tuple[str, str]:
     """A rule's frequency and interval: two series of other shapes are never one."""
     parts = dict(p.partition("=")[::2] for p in canonical_rrule(rrule).split(";"))
     return parts.get("FREQ", ""), parts.get("INTERVAL", "1")
+
+
+# The length of each frequency's step, for telling how far a split's new series may
+# start from the occurrence it was cut at.
+_STEPS = {
+    "SECONDLY": dt.timedelta(seconds=1),
+    "MINUTELY": dt.timedelta(minutes=1),
+    "HOURLY": dt.timedelta(hours=1),
+    "DAILY": dt.timedelta(days=1),
+    "WEEKLY": dt.timedelta(weeks=1),
+    "MONTHLY": dt.timedelta(days=28),
+    "YEARLY": dt.timedelta(days=365),
+}
+
+
+def _cut_named(stamp: str, moments: list[dt.datetime], zone: dt.tzinfo) -> dt.datetime:
+    """The occurrence of ``moments`` on the date a Google split's id names (the first
+    eight digits of ``stamp``, in UTC or the series' zone); the first one otherwise."""
+    try:
+        day = dt.datetime.strptime(stamp[:8], "%Y%m%d").date()
+    except ValueError:
+        return moments[0]
+    return next(
+        (m for m in moments if day in (m.astimezone(dt.UTC).date(), m.astimezone(zone).date())),
+        moments[0],
+    )
+
+
+def _period(series: ActivitySeries) -> dt.timedelta:
+    """One step of the series' rule (its frequency times its interval)."""
+    freq, interval = _shape(series.rrule)
+    try:
+        count = max(int(interval), 1)
+    except ValueError:
+        count = 1
+    return _STEPS.get(freq, dt.timedelta(weeks=1)) * count
 
 
 def _title(text: str | None) -> str:
