@@ -585,6 +585,73 @@ async def test_a_google_split_is_known_by_its_id_wherever_it_starts(
     assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
 
 
+async def _links_per_series(db_url: str) -> dict[int, int]:
+    """How many links each CRM series has (on any of its occurrences)."""
+    from crmcal.sync.tables import Link
+
+    db = Database(db_url)
+    try:
+        async with db.read() as session:
+            rows = await session.execute(
+                select(ActivityRow.series_id, func.count(Link.id))
+                .join(ActivityRow, ActivityRow.id == Link.activity_id)
+                .where(ActivityRow.series_id.is_not(None))
+                .group_by(ActivityRow.series_id)
+            )
+            return {s: count for s, count in rows.all() if s is not None}
+    finally:
+        await db.dispose()
+
+
+async def test_a_split_on_both_sides_after_an_unfinished_sync_links_each_series_once(
+    on: Series, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CRM's "this and following" went out as a series of its own, but the sync
+    did not get to write the old series' new end (a calendar write refused: "changed
+    while syncing"); meanwhile another client split the same series at the same
+    occurrence. The next sync leaves one link per series, and one calendar series
+    per CRM series."""
+    from crmcal.sync import series_sync
+
+    on.connect()
+    start = next_weekday_nine(2)
+    first = on.add_series("Forecast", start, "FREQ=WEEKLY;COUNT=12")
+    assert on.sync()["created"] == 1
+    listed = on.occurrences(first["series_id"])
+    event_id, _ = await on.only_series()
+    on.edit_activity(listed[5]["id"], subject="Forecast (new)", scope="following")
+    push = series_sync.SeriesSync._push
+
+    async def refused(self: Any, link: Any, *args: Any) -> Any:
+        if link.remote_id == event_id:
+            self.engine.report.problem(link.remote_id, "changed while syncing; will retry")
+            return None
+        return await push(self, link, *args)
+
+    monkeypatch.setattr(series_sync.SeriesSync, "_push", refused)
+    answer = on.user.post(f"{V1}/connections/{on.connection_id}/sync")
+    assert answer.status_code == 200, answer.text
+    assert [p["reason"] for p in answer.json()["problems"]] == ["changed while syncing; will retry"]
+    monkeypatch.setattr(series_sync.SeriesSync, "_push", push)
+    assert len(await on.events()) == 2
+    cut = at(listed[5]["original_start"])
+    await _cut_in_calendar(on, event_id, cut)
+    await on.put_series(CalendarEvent(
+        summary="Forecast (new)", start=cut, end=cut + dt.timedelta(hours=1),
+        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=7"),
+    ))  # fmt: skip
+    counts = on.sync()
+    assert counts["problems"] == []
+    ids = on.series_ids()
+    assert len(ids) == 2
+    assert await _links_per_series(db_url) == {s: 1 for s in ids}
+    assert _calendar_occurrences(await on.events()) == {
+        key_of(o): o["subject"] for s in ids for o in on.occurrences(s)
+    }
+    again = on.sync()
+    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+
+
 # --- invitations ------------------------------------------------------------------------------
 
 

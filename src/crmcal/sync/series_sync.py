@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm import activities, recurrence, times
@@ -1097,6 +1097,7 @@ class SeriesSync:
             old_occurrences = await _occurrences(session, series_id)
             new_occurrences = await _occurrences(session, new_id)
             live = [o for o in new_occurrences if o.deleted_at is None]
+            replaced: Link | None = None
             stored = dict(old_link.field_hashes or {})
             if stored.get("series"):
                 # The calendar's spelling of the new end is taken (no conflict).
@@ -1122,20 +1123,95 @@ class SeriesSync:
                 for side, base in (("crm", base_crm), ("calendar", base_cal)):
                     remembered = kept.get(side) or {}
                     base.occurrences = {k: v for k, v in remembered.items() if k in moved}
-                link = await engine.links.store(
-                    Link(
-                        connection_id=ctx.connection_id,
-                        activity_id=live[0].id,
-                        remote_id=ref.id,
-                        remote_uid=event.uid,
-                        remote_etag="",
-                        origin=LinkOrigin.CALENDAR,
-                        field_hashes=_remembered({}, base_crm, base_cal),
-                        last_synced_at=utcnow(),
-                    ),
-                    session=session,
+                link, replaced = await self._link_split(
+                    session, new_occurrences, ref, _remembered({}, base_crm, base_cal), old_link
                 )
+        if replaced is not None:
+            await self._drop_replaced(replaced)
         return old_link, new_id, link
+
+    async def _link_split(
+        self,
+        session: AsyncSession,
+        occurrences: list[Activity],
+        ref: RemoteRef,
+        hashes: dict[str, Any],
+        source: Link,
+    ) -> tuple[Link | None, Link | None]:
+        """Link a split's later CRM part (its ``occurrences``) to ``ref``, the calendar
+        series it is, in the split's transaction (``session``): the one place a split
+        stores its link, and never a second row for either side. The row already
+        naming ``ref`` (the split taken again) or the part (sent to the calendar as a
+        series of its own before the calendar's split was seen) is updated instead.
+
+        Answers the link, and the part's link as it was when it named another series
+        crmcal made for the part: the calendar's split holds those occurrences now, so
+        the caller deletes that one. The part's link to a series someone else made is
+        left as it is (reported). ``source`` (the link of the series split) stays that
+        series', whichever occurrence it is on."""
+        engine, ctx = self.engine, self.engine.ctx
+        event = ref.event
+        assert event is not None
+        live = [o for o in occurrences if o.deleted_at is None]
+        if not live:
+            return None, None
+        held = [
+            found
+            for found in await session.scalars(
+                select(Link).where(
+                    Link.connection_id == ctx.connection_id,
+                    or_(
+                        Link.remote_id == ref.id, Link.activity_id.in_([o.id for o in occurrences])
+                    ),
+                    Link.id != source.id,
+                )
+            )
+        ]
+        values: dict[str, Any] = {
+            "remote_id": ref.id,
+            "remote_uid": event.uid,
+            "remote_etag": "",
+            "origin": LinkOrigin.CALENDAR,
+            "field_hashes": hashes,
+            "last_synced_at": utcnow(),
+        }
+        mine = next((found for found in held if found.remote_id == ref.id), None)
+        other = next((found for found in held if found.remote_id != ref.id), None)
+        replaced: Link | None = None
+        if mine is None and other is not None:
+            if other.origin != LinkOrigin.CRM:
+                engine.report.problem(
+                    ref.id,
+                    "a split of a series whose later part is already linked to another "
+                    "calendar series; not linked",
+                )
+                return None, None
+            replaced = Link(remote_id=other.remote_id, remote_etag=other.remote_etag)
+            mine = other
+        if mine is not None:
+            return await engine.links.store(mine, session=session, **values), replaced
+        taken = {found.activity_id for found in held} | {source.activity_id}
+        anchor = next((o for o in live if o.id not in taken), None)
+        if anchor is None:
+            return None, None
+        link = Link(connection_id=ctx.connection_id, activity_id=anchor.id, **values)
+        return await engine.links.store(link, session=session), None
+
+    async def _drop_replaced(self, replaced: Link) -> None:
+        """Delete the series crmcal made in the calendar for a CRM series that the
+        calendar's own split now is (``_link_split``): its occurrences are the split's.
+        Left as it is, and reported, when someone changed it since crmcal wrote it."""
+        engine = self.engine
+        try:
+            await engine.provider.delete(
+                engine.ctx.calendar_id, replaced.remote_id, replaced.remote_etag or None
+            )
+        except PreconditionFailed:
+            engine.report.problem(
+                replaced.remote_id,
+                "a series crmcal made, now held by a split made in the calendar, was "
+                "changed there meanwhile; left as it is",
+            )
 
     async def _split_since(
         self, series: ActivitySeries, link: Link, at: dt.datetime | None = None
@@ -1213,6 +1289,7 @@ class SeriesSync:
             new_occurrences = await _occurrences(session, new_id)
             live = [o for o in new_occurrences if o.deleted_at is None]
             link: Link | None = None
+            replaced: Link | None = None
             if live:
                 # Both sides as the old series was at the last sync: what each changed
                 # since is its own, and a field both changed is a conflict.
@@ -1230,19 +1307,11 @@ class SeriesSync:
                     # Where it starts and its rule are the split's, on both sides.
                     now = digests_of(event, _within(later)).master
                     base.master.update({g: now[g] for g in ("when", "recurrence") if g in now})
-                link = await engine.links.store(
-                    Link(
-                        connection_id=ctx.connection_id,
-                        activity_id=live[0].id,
-                        remote_id=ref.id,
-                        remote_uid=event.uid,
-                        remote_etag="",
-                        origin=LinkOrigin.CALENDAR,
-                        field_hashes=_remembered({}, base_crm, base_cal),
-                        last_synced_at=utcnow(),
-                    ),
-                    session=session,
+                link, replaced = await self._link_split(
+                    session, new_occurrences, ref, _remembered({}, base_crm, base_cal), pair.link
                 )
+        if replaced is not None:
+            await self._drop_replaced(replaced)
         engine.series_done.add(new_id)
         if link is not None:
             engine.series_links[new_id] = link
