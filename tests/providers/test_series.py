@@ -976,3 +976,36 @@ async def test_a_series_moved_in_the_calendar_carries_the_crms_exceptions(on: Se
     assert [o["id"] for o in on.occurrences(series_id, deleted=True)] == [fifth["id"]]
     again = on.sync()
     assert (again["updated"], again["created"], again["deleted"]) == (0, 0, 0)
+
+
+async def test_a_series_the_calendar_does_not_answer_for_is_neither_gone_nor_sent_again(
+    proxied: Proxied,  # noqa: F811
+    behaviour: Behaviour,  # noqa: F811
+) -> None:
+    proxied.connect()
+    start = next_weekday_nine(0)
+    first = proxied.user.post(f"{V1}/activities", json={
+        "type": "meeting", "subject": "Weekly review", "timezone": "Europe/Berlin",
+        "start": start.isoformat(), "end": (start + dt.timedelta(minutes=30)).isoformat(),
+        "recurrence": "FREQ=WEEKLY;COUNT=10",
+    }).json()  # fmt: skip
+    assert proxied.sync()["created"] == 1
+    ((event_id, _),) = (await proxied.events()).items()
+    occurrences = Series.occurrences(proxied, first["series_id"])  # type: ignore[arg-type]
+    proxied.edit_activity(occurrences[3]["id"], subject="Review with the board")
+    # Writing one occurrence reads the series as it is now: the server does not answer.
+    behaviour.partial = {("calendar-multiget", event_id.rsplit("/", 1)[1]): 500}
+    behaviour.requests.clear()
+    counts = proxied.sync_with_problems()
+    assert (counts["created"], counts["deleted"]) == (0, 0)
+    assert [p["item"] for p in counts["problems"]] == [event_id]
+    assert behaviour.count("PUT") == 0
+    assert len(await proxied.events()) == 1
+    # It answers again: the occurrence is written to the one series.
+    behaviour.partial.clear()
+    counts = proxied.sync_with_problems()
+    assert counts["problems"] == []
+    assert (counts["created"], counts["deleted"]) == (0, 0)
+    ((same_id, event),) = (await proxied.events()).items()
+    assert same_id == event_id
+    assert [o.summary for o in event.overrides] == ["Review with the board"]

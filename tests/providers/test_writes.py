@@ -630,3 +630,33 @@ async def test_events_a_server_leaves_out_of_its_answer_are_read_on_the_next_syn
         ["Linked (retitled)", "Linked too", "fine", "left-out", "refused"]
     )
     assert problems(proxied) == []
+
+
+async def test_an_event_not_read_after_a_refused_write_is_not_gone(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    harness = proxied.harness
+    assert isinstance(harness, CalDAVHarness)
+    proxied.connect()
+    made = proxied.add_activity("Plan")
+    proxied.sync()
+    ((event_id, _),) = (await proxied.events()).items()
+    # Both sides change it; crmcal's write is refused (If-Match), and the read that
+    # follows is not answered.
+    await harness.retitle(event_id, "Plan (calendar)")
+    proxied.edit_activity(made["id"], location="Room 1")
+    behaviour.partial = {("calendar-multiget", event_id.rsplit("/", 1)[1]): 500}
+    counts = proxied.sync_with_problems()
+    assert (counts["created"], counts["deleted"]) == (0, 0)
+    assert {p["item"] for p in counts["problems"]} == {event_id}
+    assert proxied.activities(deleted=True) == []
+    assert len(await proxied.events()) == 1
+    behaviour.partial.clear()
+    counts = proxied.sync_with_problems()
+    assert counts["problems"] == []
+    assert (counts["created"], counts["deleted"]) == (0, 0)
+    ((same_id, event),) = (await proxied.events()).items()
+    assert same_id == event_id
+    assert (event.summary, event.location) == ("Plan (calendar)", "Room 1")
+    after = proxied.activity(made["id"])
+    assert (after["subject"], after["location"]) == ("Plan (calendar)", "Room 1")

@@ -446,9 +446,7 @@ class Engine:
             await self.links.load_of(Link.remote_id, list(self.seen))
         await self._refuse_empty(listing, listed)
         retried = [RemoteRef(rid, "") for rid in again]
-        moved = await self._remote_items(
-            listing.changed + retried, await self._unreadable(), frozenset(again)
-        )
+        moved = await self._remote_items(listing.changed + retried, await self._unreadable())
         more, gone = await self._remote_gone(listing, listed)
         return moved + more, gone
 
@@ -461,14 +459,12 @@ class Engine:
             )
 
     async def _remote_items(
-        self,
-        changed: list[RemoteRef],
-        unreadable: dict[str, tuple[str, str]],
-        again: frozenset[str] = frozenset(),
+        self, changed: list[RemoteRef], unreadable: dict[str, tuple[str, str]]
     ) -> list[RemoteRef]:
         """The listed items whose content moved, with their content (fetched where the
-        listing has none); those that cannot be read are reported. ``again``: items
-        read again (see _remote_side), kept only when they moved since linked."""
+        listing has none); those that cannot be read are reported. An item read again
+        (see _remote_side) is settled again whether it moved or not: what was left
+        undone for want of a read (a CRM change to write) is done then."""
         moved: list[RemoteRef] = []
         to_fetch: list[str] = []
         for ref in changed:
@@ -493,9 +489,6 @@ class Engine:
                 if ref.error:
                     self.report.cannot_read(ref)
                     continue
-                link = self.links.by_remote.get(ref.id)
-                if ref.id in again and link is not None and link.remote_etag == ref.etag:
-                    continue  # read again, and as it was synced
                 if ref.warning:
                     self.report.problem(ref.id, ref.warning)
                 moved.append(ref)

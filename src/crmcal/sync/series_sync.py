@@ -132,6 +132,10 @@ class Plan:
         return {u[1:] for u in units if u.startswith("@")}
 
 
+class _NotRead(Exception):
+    """The calendar did not answer for a linked series (reported; read again next run)."""
+
+
 class SeriesSync:
     """The series half of one engine run."""
 
@@ -214,7 +218,10 @@ class SeriesSync:
             # Linked before the link remembered series units: take the calendar as it
             # is (or as the CRM is, when only the calendar moved) as the last sync.
             if calendar is None:
-                remote = await self._current(link)
+                try:
+                    remote = await self._current(link)
+                except _NotRead:
+                    remote = None
                 if remote is None or remote.event is None:
                     engine._skip_series(series.id, "the series cannot be read in the calendar")
                     return
@@ -269,6 +276,9 @@ class SeriesSync:
         if plan.push:
             try:
                 result = await self._push(link, remote, crm_event, plan)
+            except _NotRead:
+                engine.report.skipped += 1
+                return  # left as it was linked: the next run reads it again
             except EventNotFound:
                 # Deleted in the calendar while edited in the CRM: the edit beats the
                 # deletion, the series is sent again.
@@ -409,7 +419,12 @@ class SeriesSync:
         return crm_time.replace(microsecond=0) >= calendar_time.replace(microsecond=0)
 
     async def _current(self, link: Link) -> RemoteRef | None:
+        """The series as the calendar has it now; None when it is gone or was not read
+        (that is reported, and read again next run: not read is not gone)."""
         found = await self.engine.provider.fetch(self.engine.ctx.calendar_id, [link.remote_id])
+        if found and found[0].error:
+            self.engine.report.cannot_read(found[0])
+            raise _NotRead(link.remote_id)
         return found[0] if found and found[0].event is not None else None
 
     # --- writing the calendar ------------------------------------------------------
