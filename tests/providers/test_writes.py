@@ -660,3 +660,26 @@ async def test_an_event_not_read_after_a_refused_write_is_not_gone(
     assert (event.summary, event.location) == ("Plan (calendar)", "Room 1")
     after = proxied.activity(made["id"])
     assert (after["subject"], after["location"]) == ("Plan (calendar)", "Room 1")
+
+
+async def test_an_event_a_full_listing_leaves_out_is_not_gone_while_unanswered(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    proxied.connect()
+    made = proxied.add_activity("Kept")
+    proxied.add_activity("Listed", hours=2)
+    proxied.sync()
+    event_id = next(i for i, e in (await proxied.events()).items() if e.summary == "Kept")
+    # New options: the next sync lists everything; that listing leaves the event out,
+    # and the read that checks whether it is gone is not answered either.
+    proxied.set_options(include_deal_and_contact_info=True)
+    name = event_id.rsplit("/", 1)[1]
+    behaviour.partial = {("sync-collection", name): None, ("calendar-multiget", name): 500}
+    counts = proxied.sync_with_problems()
+    assert counts["deleted"] == 0
+    assert [p["item"] for p in counts["problems"]] == [event_id]
+    assert proxied.activities(deleted=True) == []
+    assert proxied.activity(made["id"])["deleted_at"] is None
+    behaviour.partial.clear()
+    assert proxied.sync_with_problems()["problems"] == []
+    assert proxied.activity(made["id"])["deleted_at"] is None
