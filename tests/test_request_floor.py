@@ -634,3 +634,45 @@ def test_a_graph_series_read_back_after_a_cancelled_occurrence_is_one_request(
         f"{V1}/activities", params={"series_id": first["series_id"], "limit": 10}
     ).json()["items"]
     assert [a["id"] for a in after] == [a["id"] for a in listed if a["id"] != listed[2]["id"]]
+
+
+def test_a_graph_occurrence_edited_in_the_crm_reads_its_series_once(
+    graph_crm: Api, microsoft_emulator: MicrosoftEmulator
+) -> None:
+    """An occurrence edited in the CRM: the series is read (its master, then its
+    cancelled occurrences and exceptions) once for the write, not once by the series
+    engine and again by the provider's update."""
+    connection_id, graph = connect_graph(graph_crm, microsoft_emulator)
+    graph.close()
+    start = later(30).replace(minute=0, second=0)
+    made = graph_crm.post(f"{V1}/activities", json={
+        "type": "meeting", "subject": "Weekly", "start": start.isoformat(),
+        "end": (start + dt.timedelta(hours=1)).isoformat(), "timezone": "UTC",
+        "recurrence": "FREQ=WEEKLY;COUNT=5",
+    })  # fmt: skip
+    assert made.status_code == 201, made.text
+    first = made.json()
+    assert sync(graph_crm, connection_id)["created"] == 1
+    sync(graph_crm, connection_id)
+    listed = graph_crm.get(
+        f"{V1}/activities", params={"series_id": first["series_id"], "limit": 10}
+    ).json()["items"]
+    edited = graph_crm.patch(
+        f"{V1}/activities/{listed[2]['id']}", json={"subject": "Moved on", "scope": "this"}
+    )
+    assert edited.status_code == 200, edited.text
+
+    before = counts(microsoft_emulator.url)
+    report = sync(graph_crm, connection_id)
+    spent = counts(microsoft_emulator.url) - before
+
+    assert (report["updated"], report["problems"]) == (1, []), report
+    # The master and its occurrences read once; the occurrence found and patched.
+    assert spent["events.get"] == 2, spent
+    assert (spent["events.instances"], spent["events.update"]) == (1, 1), spent
+    again = sync(graph_crm, connection_id)
+    assert (again["updated"], again["created"]) == (0, 0), again
+    after = graph_crm.get(
+        f"{V1}/activities", params={"series_id": first["series_id"], "limit": 10}
+    ).json()["items"]
+    assert [a["subject"] for a in after] == ["Weekly"] * 2 + ["Moved on"] + ["Weekly"] * 2

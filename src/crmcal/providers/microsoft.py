@@ -111,6 +111,13 @@ class MicrosoftProvider:
             headers={"Prefer": _PREFER}, transport=transport, shared=shared,
         )  # fmt: skip
         self._window_start = window_start
+        # The series the last ``fetch`` of one event read (its version, master and
+        # occurrences): the series engine reads a series and writes it right after,
+        # and an update at that very version starts from that read instead of making
+        # it again. Any later fetch or update forgets it; it serves once.
+        self._just_read: dict[
+            str, tuple[str, dict[str, Any], tuple[list[str], list[dict[str, Any]]]]
+        ] = {}
 
     # --- requests ------------------------------------------------------------------
 
@@ -307,6 +314,7 @@ class MicrosoftProvider:
         exceptions of those that are series, for all of them in ``$batch`` requests too
         (two requests for up to ``BATCH_SIZE`` series, not two each)."""
         wanted = list(dict.fromkeys(ids))
+        self._just_read = {}
         expand = f"$expand={codec.expand_properties()}"
         reads = [_read(f"{self._event(calendar_id, event_id)}?{expand}") for event_id in wanted]
         items: list[dict[str, Any]] = []
@@ -333,7 +341,10 @@ class MicrosoftProvider:
             found = occurrences[str(item["id"])]
             if isinstance(found, ProviderError):
                 raise found
-            refs.append(await self._series_ref(calendar_id, item, found))
+            ref = await self._series_ref(calendar_id, item, found)
+            if len(wanted) == 1 and ref.event is not None:
+                self._just_read[ref.id] = (ref.etag, item, found)
+            refs.append(ref)
         return refs
 
     async def _occurrences(
@@ -807,11 +818,21 @@ class MicrosoftProvider:
         series from a single event's times with the reads of the series' masters, then
         the series' cancelled occurrences and exceptions, then the patches (single
         events and masters together), then each series' occurrences
-        (``_write_occurrences``). Each item answers on its own."""
+        (``_write_occurrences``). A series the last ``fetch`` read, at the version
+        named, is not read again. Each item answers on its own."""
         results: list[RemoteRef | ProviderError | None] = [None] * len(items)
         batched = [n for n, item in enumerate(items) if item.event.recurrence is None]
         series = [n for n, item in enumerate(items) if item.event.recurrence is not None]
         guarded = [n for n in batched if self._guarded(items[n])]
+        # A series read just before at the version named is not read again (its
+        # writes still name that version).
+        fresh, self._just_read = self._just_read, {}
+        known = {
+            n: fresh[items[n].event_id][1:]
+            for n in series
+            if items[n].etag and fresh.get(items[n].event_id, ("",))[0] == items[n].etag
+        }
+        series = [n for n in series if n not in known]
         expand = f"$expand={codec.expand_properties()}"
         reads = [
             _read(self._event(calendar_id, items[n].event_id) + "?$select=type") for n in guarded
@@ -837,6 +858,8 @@ class MicrosoftProvider:
             else:
                 masters[n] = self._api.json(answer)
         occurrences = await self._occurrences_of_many(calendar_id, masters, results)
+        for n, (master, read) in known.items():
+            masters[n], occurrences[n] = master, read
         bodies: dict[int, dict[str, Any]] = {}
         for n in list(masters):
             if results[n] is not None:  # its occurrences could not be read
