@@ -172,6 +172,12 @@ class Emulator:
                             json={"first": first, "count": count, "summary": summary})  # fmt: skip
         answer.raise_for_status()
 
+    def requests(self) -> dict[str, int]:
+        """The requests the emulator answered so far, by kind (``oauth.token`` ...)."""
+        answer = httpx.get(self.url + "/_emulator/requests", timeout=600)
+        answer.raise_for_status()
+        return {str(kind): int(count) for kind, count in answer.json().items()}
+
     def stop(self) -> None:
         stop(self.process)
 
@@ -325,7 +331,14 @@ def settle(url: str) -> None:
 class Round:
     """One round of syncs of every connection: wall time, and the workers' CPU and memory."""
 
-    def __init__(self, url: str, procs: list[subprocess.Popen[bytes]], count: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        procs: list[subprocess.Popen[bytes]],
+        count: int,
+        emulator: Emulator | None = None,
+    ) -> None:
+        asked = emulator.requests() if emulator is not None else {}
         since = last_run(url)
         cpu = [cpu_seconds(p.pid) for p in procs]
         self.load = load()
@@ -339,6 +352,12 @@ class Round:
         self.failed = failed(url, since) + max(0, count - ended)  # failed, or never began
         self.reasons = failures(url, since)
         self.count = count
+        # Requests the calendar service answered during the round, by kind.
+        self.requests: dict[str, int] = {}
+        if emulator is not None:
+            after = emulator.requests()
+            self.requests = {kind: n - asked.get(kind, 0) for kind, n in after.items()
+                             if n > asked.get(kind, 0)}  # fmt: skip
 
     def cells(self, workers: int) -> str:
         rate = self.count / self.wall
@@ -373,13 +392,13 @@ def rounds(
             asyncio.run(seed(db_url, connections))
             seeded = time.perf_counter() - started
             procs = start_workers(worker_env(db_url, emulator), workers, workdir, concurrency)
-            first = Round(db_url, procs, connections)
+            first = Round(db_url, procs, connections, emulator)
             settle(db_url)
-            unchanged = Round(db_url, procs, connections)
+            unchanged = Round(db_url, procs, connections, emulator)
             changed = None
             if changed_round:
                 emulator.write_events(0, connections, "one change")
-                changed = Round(db_url, procs, connections)
+                changed = Round(db_url, procs, connections, emulator)
             noop = None
             if workers == 1:
                 for proc in procs:
@@ -585,6 +604,14 @@ def main() -> None:
                         row = f"| {connections} | {workers} | {name} | {one.cells(workers)} | "
                         rss = "/".join(f"{mb:.0f}" for mb in one.rss_all)
                         print(f"{row}{one.failed} | {rss} | {one.load} |", flush=True)
+                    for name, one in named:
+                        if one is not None and one.requests:
+                            asked = ", ".join(
+                                f"{kind} {n}" for kind, n in sorted(one.requests.items())
+                            )
+                            print(
+                                f"  {name}: requests answered by the emulator: {asked}", flush=True
+                            )
                     for name, one in named:
                         for outcome, error, count in one.reasons if one is not None else []:
                             print(f"  {name}: {count} x {outcome}: {error}", flush=True)
