@@ -652,6 +652,34 @@ async def test_a_split_on_both_sides_after_an_unfinished_sync_links_each_series_
     assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
 
 
+async def test_both_sides_split_after_the_first_occurrence_was_cancelled_in_the_crm(
+    on: Series,
+) -> None:
+    """The calendar splits at the second occurrence, the CRM at the third and cancels
+    the first: the old series' new rule makes no live occurrence, and the calendar's
+    split is still one, each occurrence in one series on both sides."""
+    on.connect()
+    start = next_weekday_nine(2)
+    first = on.add_series("Forecast", start, "FREQ=WEEKLY;COUNT=5")
+    assert on.sync()["created"] == 1
+    listed = on.occurrences(first["series_id"])
+    event_id, _ = await on.only_series()
+    on.edit_activity(listed[2]["id"], subject="Forecast (CRM)", scope="following")
+    cut = at(listed[1]["original_start"])
+    await _cut_in_calendar(on, event_id, cut)
+    await on.put_series(CalendarEvent(
+        summary="Forecast (calendar)", start=cut, end=cut + dt.timedelta(hours=1),
+        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=4"),
+    ))  # fmt: skip
+    on.delete(listed[0]["id"])
+    assert on.sync()["problems"] == []
+    crm = {key_of(o): o["subject"] for a in on.series_ids() for o in on.occurrences(a)}
+    assert crm == _calendar_occurrences(await on.events())
+    assert sorted(crm) == sorted(key_of(o) for o in listed[1:])
+    again = on.sync()
+    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+
+
 # --- invitations ------------------------------------------------------------------------------
 
 

@@ -993,13 +993,16 @@ class SeriesSync:
             slots = {rule.instant(m) for m in rule.starts(rule.instant(rule.first), until, 100_000)}
         except CrmError:
             return None
+        # The old rule's last occurrence; none when it now makes only occurrences the
+        # series leaves out (its first ones cancelled): then every live one is cut.
+        last = max(slots, default=None)
         cut = [
             o.original_start_at
             for o in occurrences
             if o.deleted_at is None
             and o.original_start_at is not None
             and o.original_start_at not in slots
-            and o.original_start_at > max(slots, default=o.original_start_at)
+            and (last is None or o.original_start_at > last)
         ]
         return (series, sorted(cut)) if cut else None
 
