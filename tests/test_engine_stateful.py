@@ -725,3 +725,19 @@ def test_splits_on_both_sides_after_a_crash_converge_in_one_sync() -> None:
         ("crm_create_series", {"count": 2}),
         ("sync", {"crash": ("provider", 2)}),
     ])  # fmt: skip
+
+
+def test_a_series_made_beside_both_sides_splits_is_not_taken_for_the_split() -> None:
+    """The calendar gets a new series a day before the occurrence where it splits a
+    series the CRM split one occurrence later: the series whose new part starts at the
+    cut is the split, and the one made beside it stays its own."""
+    _play([
+        ("cal_create_series", {"count": 2}),
+        ("cal_create_series", {"count": 2}),
+        ("cal_create_series", {"count": 3}),
+        ("sync", {"crash": None}),
+        ("cal_create_series", {"count": 2}),
+        ("crm_edit_series", {"data": _nth(3, 3), "following": True}),
+        ("cal_split", {"data": _nth(3, 2)}),
+        ("sync", {"crash": None}),
+    ])  # fmt: skip

@@ -898,9 +898,37 @@ class SeriesSync:
         """The linked pair of this run whose calendar series now ends where ``event``
         (a new series, ``event_id`` in the calendar) starts: (the pair, its series id)."""
         for pair in self._split_candidates(event):
-            if self._cut_of(pair, pair.remote.event, event, event_id) is not None:
+            cut = self._cut_of(pair, pair.remote.event, event, event_id)
+            if cut is not None:
+                if self._nearer_split(pair, cut, event, event_id):
+                    return None  # another new series continues it there: this one is new
                 return pair, pair.activity.series_id
         return None
+
+    def _nearer_split(
+        self, pair: Any, cut: dt.datetime, event: CalendarEvent, event_id: str
+    ) -> bool:
+        """Whether another new calendar series of this run is cut from ``pair`` at the
+        same occurrence and starts nearer to it than ``event`` does: a series the user
+        made the same week is not taken for a split whose own new part is there too."""
+
+        def distance(found: CalendarEvent, found_id: str) -> tuple[dt.timedelta, str]:
+            return abs(_instant(found.start, found.timezone) - cut), found_id
+
+        mine = distance(event, event_id)
+        for other in self.engine.pairs:
+            remote = other.remote
+            if other.link is not None or remote is None or remote.id == event_id:
+                continue
+            found = remote.event
+            if found is None or found.recurrence is None or remote.id in self.taken:
+                continue
+            if (
+                distance(found, remote.id) < mine
+                and self._cut_of(pair, pair.remote.event, found, remote.id) == cut
+            ):
+                return True
+        return False
 
     def _split_candidates(self, event: CalendarEvent) -> list[Any]:
         """The linked pairs of this run whose calendar series was cut (its rule now
