@@ -401,6 +401,40 @@ async def test_the_scheduler_resumes_a_connection_its_holder_left_syncing(
         await calendar.close()
 
 
+async def test_the_scheduler_stops_when_a_sync_swallows_its_cancellation(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync whose cleanup swallows the cancellation returns as if done: the task that
+    ran it goes back to waiting for the next connection. Stopping still ends it, so a
+    server's shutdown never waits forever."""
+    from crmcal.jobs import scheduler as scheduler_module
+
+    started = asyncio.Event()
+
+    async def swallowing_sync(*_args: Any, **_kwargs: Any) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return  # as a cleanup that awaits and suppresses would
+
+    monkeypatch.setattr(scheduler_module, "run_sync", swallowing_sync)
+    scheduler = Scheduler(world.db, VAULT, Settings(), concurrency=1)
+    await scheduler.start()
+    scheduler.request(world.connection_id)
+    await asyncio.wait_for(started.wait(), 60)
+    tasks = list(scheduler._tasks)
+    stopping = asyncio.ensure_future(scheduler.stop())
+    # Bounded only so that a regression fails instead of hanging the suite; not
+    # cancelled meanwhile (a cancellation would reach the waiting task too).
+    await asyncio.wait({stopping}, timeout=60)
+    try:
+        assert stopping.done(), "stop() still waits for a task that swallowed its cancel"
+        assert all(task.done() for task in tasks)
+    finally:
+        stopping.cancel()
+
+
 def test_lease_settings_follow_the_poll_interval_and_refuse_nonsense() -> None:
     assert Settings.from_env({}).lease_seconds == 60
     assert Settings.from_env({"CRMCAL_POLL_SECONDS": "20"}).lease_seconds == 20

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from sqlalchemy import select
@@ -37,6 +36,8 @@ FEED_INTERVAL = 0.2
 DUE_INTERVAL = 1.0
 # Pause before asking again for a connection whose sync another process holds.
 BUSY_RETRY = 1.0
+# Seconds between cancellations of a scheduler task that has not ended on stop.
+STOP_RECANCEL = 1.0
 
 
 async def changed_connections(db: Database, seen: int) -> tuple[list[int], int]:
@@ -96,11 +97,19 @@ class Scheduler:
         ]
 
     async def stop(self) -> None:
+        """Cancel the scheduler's tasks and wait until each has ended. A task whose
+        cancellation a sync swallowed (its cleanup awaiting something of its own when
+        cancelled) would otherwise wait for its next connection forever, and the server
+        with it: it is cancelled again until it ends."""
+        pending = list(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=STOP_RECANCEL)
+            pending = [task for task in pending if not task.done()]
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if not task.cancelled() and task.exception() is not None:
+                log.error("scheduler task ended with an error", exc_info=task.exception())
         self._tasks = []
 
     async def _watch_feed(self, seen: int) -> None:
