@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import icalendar
 import pytest
 from lxml import etree
 
@@ -402,3 +403,58 @@ async def test_error_statuses(status: int, error: type[Exception]) -> None:
                     await provider.delete(url + "cal/", "/cal/x.ics", '"1"')
         finally:
             await provider.close()
+
+
+# --- TEXT values (RFC 5545 3.3.11) -------------------------------------------------------
+
+
+def _backslash_n(caldav: CalDAVHarness) -> str:
+    """A backslash followed by "N" or "n", which is text, not a line break; Xandikos
+    stores what it is given as icalendar writes it again, which makes a line break of
+    that (crmcal writes it right, and nothing it does can keep it there)."""
+    return "/N" if caldav.kind == "xandikos" else "\\N"
+
+
+async def test_text_values_survive_the_server_unchanged(caldav: CalDAVHarness) -> None:
+    slash = _backslash_n(caldav)
+    text = f"a, b; c\\d — C:{slash}ew folder{slash}otes\n\n  second line 😀, ünïcödé; 中文\\"
+    long_text = "  " + f"é😀, x; {slash}\n" * 250  # 2,252 characters, folded many times
+    event = meeting(summary=text, location=text, description=long_text)
+    ref = await caldav.provider.create(caldav.calendar_id, key(), event)
+    fetched = await fetch_one(caldav, ref.id)
+    assert fetched.event is not None
+    got = fetched.event
+    assert (got.summary, got.location, got.description) == (text, text, long_text)
+    # Written again over the server's own spelling of it (only the times change).
+    later = dataclasses.replace(event, end=event.start + dt.timedelta(hours=2))
+    await caldav.provider.update(caldav.calendar_id, ref.id, fetched.etag, later)
+    again = (await fetch_one(caldav, ref.id)).event
+    assert again is not None
+    assert (again.summary, again.location, again.description) == (text, text, long_text)
+
+
+async def test_an_update_keeps_what_foreign_text_values_say(caldav: CalDAVHarness) -> None:
+    slash = _backslash_n(caldav)
+    escaped = slash.replace("\\", "\\\\")
+    event_id = await caldav.put_raw(
+        raw_event(
+            "foreign-text@example.test",
+            f"SUMMARY:C:{escaped}ew\\, again",
+            "DTSTART:20261203T140000Z",
+            "DTEND:20261203T150000Z",
+            f"COMMENT:C:{escaped}et\\, kept\\; as is",
+            f"CATEGORIES:C:{escaped}ice,b\\,c",
+        )
+    )
+    fetched = await fetch_one(caldav, event_id)
+    assert fetched.event is not None
+    assert fetched.event.summary == f"C:{slash}ew, again"
+    later = dataclasses.replace(fetched.event, end=fetched.event.start + dt.timedelta(hours=2))
+    await caldav.provider.update(caldav.calendar_id, event_id, fetched.etag, later)
+    raw = await caldav.read_raw(event_id)
+    vevent = next(c for c in icalendar.Calendar.from_ical(raw).walk("VEVENT"))
+    assert str(vevent["COMMENT"]) == f"C:{slash}et, kept; as is"
+    assert vevent.decoded("CATEGORIES") == [f"C:{slash}ice", "b,c"]
+    again = (await fetch_one(caldav, event_id)).event
+    assert again is not None
+    assert again.summary == f"C:{slash}ew, again"

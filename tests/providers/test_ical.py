@@ -824,3 +824,76 @@ def test_an_unreadable_tzid_is_read_as_floating_and_reported() -> None:
     assert isinstance(event.start, dt.datetime)
     assert event.start.replace(tzinfo=None) == dt.datetime(2026, 12, 1, 10)
     assert problems == ["unknown time zone 'Mars/Olympus', read as floating time"]
+
+
+# RFC 5545 3.3.11: TEXT escapes backslash, semicolon, comma and line breaks; a
+# backslash followed by "N" is two characters of text, not a line break.
+EXOTIC_TEXTS = [
+    "a, b; c\\d",
+    "C:\\New folder\\Notes",
+    "\\N is not a line break, \\n neither",
+    "line 1\nline 2\n\nline 4",
+    "  leading and trailing spaces  ",
+    "emoji 😀🎉, ünïcödé; 中文",
+    "trailing backslash\\",
+    "\\,\\;\\\\",
+    "x" + "é😀" * 700,  # 2,101 characters, folded many times
+]
+
+
+@pytest.mark.parametrize("text", EXOTIC_TEXTS)
+def test_text_values_are_escaped_and_read_back_unchanged(text: str) -> None:
+    event = _event(summary=text, location=text, description=text, reminder_minutes=5)
+    written = serialize_event(event, "e1")
+    for line in written.encode().split(b"\r\n"):
+        # Folded at 75 octets, never inside a UTF-8 sequence.
+        assert len(line) <= 75
+        line.decode()
+    again = parse_event(written)
+    assert again is not None
+    assert (again.summary, again.location, again.description) == (text, text, text)
+    alarm = _vevent_of(written).subcomponents[0]
+    assert str(alarm["DESCRIPTION"]) == text
+    # A patch of another field keeps them, and so does a patch of them.
+    moved = dataclasses.replace(event, end=event.start + dt.timedelta(hours=3))
+    for changed in (frozenset({"when"}), frozenset({"summary", "location", "description"})):
+        patched = parse_event(patch_event(moved, "e1", written, changed))
+        assert patched is not None
+        assert (patched.summary, patched.location, patched.description) == (text, text, text)
+
+
+def test_an_update_keeps_foreign_text_values_meaning_the_same() -> None:
+    foreign = [
+        "COMMENT:C:\\\\New\\, not escaped;here,either",
+        "CONTACT:Jim Dolittle\\, ABC\\\\N",
+        "X-NOTE;VALUE=TEXT:a\\,b\\\\Nc",
+        "CATEGORIES:C:\\\\New,b\\,c",
+    ]
+    alarm = ("BEGIN:VALARM\r\nACTION:EMAIL\r\nDESCRIPTION:D:\\\\Net\r\nSUMMARY:s\r\n"
+             "ATTENDEE:mailto:me@acme.test\r\nTRIGGER:-P1D\r\nEND:VALARM")  # fmt: skip
+    previous = vcalendar(
+        vevent(
+            "SUMMARY:C:\\\\New",
+            "DTSTART:20261201T100000Z",
+            "DTEND:20261201T110000Z",
+            *foreign,
+            alarm,
+        )
+    )
+    old = parse_event(previous)
+    assert old is not None
+    assert old.summary == "C:\\New"
+    moved = dataclasses.replace(old, end=old.start + dt.timedelta(hours=2))
+    for text in (
+        serialize_event(moved, "e1", previous=previous),
+        patch_event(moved, "e1", previous, frozenset({"when"})),
+    ):
+        written = _vevent_of(text)
+        assert str(written["COMMENT"]) == "C:\\New, not escaped;here,either"
+        assert str(written["CONTACT"]) == "Jim Dolittle, ABC\\N"
+        assert str(written["X-NOTE"]) == "a,b\\Nc"
+        assert written.decoded("CATEGORIES") == ["C:\\New", "b,c"]
+        assert str(written.subcomponents[0]["DESCRIPTION"]) == "D:\\Net"
+        again = parse_event(text)
+        assert again is not None
+        assert again.summary == "C:\\New"

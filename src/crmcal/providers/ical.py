@@ -33,7 +33,7 @@ from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import icalendar
-from icalendar.prop import vCalAddress, vInline, vText
+from icalendar.prop import vCalAddress, vCategory, vInline, vText
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from crmcal.model import (
@@ -768,6 +768,48 @@ _OWNED = frozenset(
 # forbids METHOD in stored resources; PRODID and VERSION are ours).
 _CALENDAR_OWNED = frozenset({"PRODID", "VERSION", "METHOD"})
 
+# RFC 5545 3.3.11: the characters a TEXT value escapes, all in one pass.
+_TEXT_SPECIAL = re.compile(r"\r\n|[\\;,\n\r]")
+_TEXT_ESCAPES = {"\\": "\\\\", ";": "\\;", ",": "\\,", "\n": "\\n", "\r\n": "\\n", "\r": "\\n"}
+
+
+def _escape_text(value: str) -> str:
+    return _TEXT_SPECIAL.sub(lambda m: _TEXT_ESCAPES[m.group(0)], value)
+
+
+class _Text(vText):
+    """A TEXT value escaped as RFC 5545 says, for every TEXT value crmcal writes or
+    keeps: icalendar's own ``vText`` first turns a backslash followed by "N" into a
+    line break (so "C:\\New" came back as two lines)."""
+
+    __slots__ = ()
+
+    def to_ical(self) -> bytes:
+        return _escape_text(self).encode("utf-8")
+
+
+def _text_value(value: str | None) -> _Text | None:
+    return None if value is None else _Text(value)
+
+
+def _correct_texts(calendar: icalendar.Calendar) -> None:
+    """Every TEXT value read from a resource is written back with ``_Text``'s escaping,
+    so that keeping a property crmcal does not own never changes what it says."""
+    for component in calendar.walk():
+        for name, value in list(component.items()):
+            if isinstance(value, list):
+                component[name] = [_corrected(v) for v in value]
+            else:
+                component[name] = _corrected(value)
+
+
+def _corrected(value: object) -> object:
+    if type(value) is vText:  # not its subclasses, which have syntaxes of their own
+        return _Text(value, params=value.params)
+    if isinstance(value, vCategory):
+        value.cats = [_Text(c, params=getattr(c, "params", None)) for c in value.cats]
+    return value
+
 
 @lru_cache(maxsize=256)
 def _vtimezone(tzid: str, first_year: int, last_year: int) -> icalendar.Timezone | None:
@@ -837,6 +879,7 @@ class _Previous:
             calendar = icalendar.Calendar.from_ical(text)
         except Exception:  # unreadable: write afresh rather than fail the update
             return None
+        _correct_texts(calendar)
         events = [c for c in calendar.subcomponents if isinstance(c, icalendar.Event)]
         if not events:
             return None
@@ -999,13 +1042,13 @@ def _build_vevent(
     if old is None:
         vevent.add("CREATED", now)
     if event.summary is not None:
-        vevent.add("SUMMARY", event.summary)
+        vevent.add("SUMMARY", _Text(event.summary))
     _write_times(vevent, event, zone)
     _write_rule(vevent, event, zone)
     if event.location is not None:
-        vevent.add("LOCATION", event.location)
+        vevent.add("LOCATION", _Text(event.location))
     if event.description is not None:
-        vevent.add("DESCRIPTION", event.description)
+        vevent.add("DESCRIPTION", _Text(event.description))
     old_class = str(old.get("CLASS", "")).upper() if old is not None else ""
     if event.private:
         # CONFIDENTIAL reads as private; keep the stricter word if it was used.
@@ -1017,9 +1060,9 @@ def _build_vevent(
     elif old_status and old_status != "CANCELLED":
         vevent.add("STATUS", old_status)  # TENTATIVE/CONFIRMED are someone else's word
     if event.crm_id:
-        vevent.add(CRM_ID_PROPERTY, vText(event.crm_id))
+        vevent.add(CRM_ID_PROPERTY, _Text(event.crm_id))
     if event.crm_type:
-        vevent.add(CRM_TYPE_PROPERTY, vText(event.crm_type))
+        vevent.add(CRM_TYPE_PROPERTY, _Text(event.crm_type))
     old_attendees = {}
     if old is not None:
         for line in _as_list(old.get("ATTENDEE", [])):
@@ -1039,7 +1082,7 @@ def _build_vevent(
     if event.reminder_minutes is not None:
         alarm = icalendar.Alarm()
         alarm.add("ACTION", "DISPLAY")
-        alarm.add("DESCRIPTION", event.summary or "Reminder")
+        alarm.add("DESCRIPTION", _Text(event.summary or "Reminder"))
         alarm.add("TRIGGER", vInline(f"-PT{max(event.reminder_minutes, 0)}M"))
         alarms.append(alarm)
     if old is not None:
@@ -1229,7 +1272,7 @@ def _patch_reminder(vevent: icalendar.Event, event: CalendarEvent) -> None:
     if event.reminder_minutes is not None:
         alarm = icalendar.Alarm()
         alarm.add("ACTION", "DISPLAY")
-        alarm.add("DESCRIPTION", event.summary or "Reminder")
+        alarm.add("DESCRIPTION", _Text(event.summary or "Reminder"))
         alarm.add("TRIGGER", vInline(f"-PT{max(event.reminder_minutes, 0)}M"))
         alarms.insert(mapped if mapped is not None else 0, alarm)
     vevent.subcomponents[:] = alarms
@@ -1288,7 +1331,7 @@ def _patch_component(
 ) -> None:
     """Rewrite the ``changed`` groups of one VEVENT's own fields from ``event``."""
     if "summary" in changed:
-        _set(vevent, "SUMMARY", event.summary)
+        _set(vevent, "SUMMARY", _text_value(event.summary))
     if "when" in changed:
         floating = _was_floating(vevent) and not event.all_day
         for name in ("DTSTART", "DTEND", "DURATION"):
@@ -1296,9 +1339,9 @@ def _patch_component(
         _write_times(vevent, event, zone, floating=floating)
         _ensure_zone(calendar, vevent, event, zone)
     if "location" in changed:
-        _set(vevent, "LOCATION", event.location)
+        _set(vevent, "LOCATION", _text_value(event.location))
     if "description" in changed:
-        _set(vevent, "DESCRIPTION", event.description)
+        _set(vevent, "DESCRIPTION", _text_value(event.description))
     if "private" in changed:
         old_class = str(vevent.get("CLASS", "")).upper()
         if event.private:
@@ -1319,7 +1362,7 @@ def _patch_component(
             vevent.pop("STATUS", None)
     for name, value in ((CRM_ID_PROPERTY, event.crm_id), (CRM_TYPE_PROPERTY, event.crm_type)):
         if value and str(vevent.get(name, "")) != value:
-            _set(vevent, name, vText(value))
+            _set(vevent, name, _Text(value))
 
 
 def _patched_overrides(
