@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -433,6 +434,101 @@ async def test_the_scheduler_stops_when_a_sync_swallows_its_cancellation(
         assert all(task.done() for task in tasks)
     finally:
         stopping.cancel()
+
+
+class SlowRollback:
+    """Renewals that start and get no answer; stopped, each takes until ``rolled_back``
+    to end (its transaction rolled back): the keeper is still ending meanwhile."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.renewing = asyncio.Event()
+        self.rolling_back = asyncio.Event()
+        self.rolled_back = asyncio.Event()
+
+        async def renew(db: Database, held: lease.Lease) -> bool:
+            self.renewing.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self.rolling_back.set()
+                await self.rolled_back.wait()
+            return True
+
+        monkeypatch.setattr(lease, "renew", renew)
+
+    async def stopped_mid_renewal(self, clock: HandClock, provider: Hanging) -> None:
+        """Until the sync's work has ended during a renewal: the sync waits for its
+        keeper to end, and the keeper for the renewal's rollback."""
+        await asyncio.wait_for(provider.waiting.wait(), PATIENCE)
+        await clock.asleep()
+        clock.advance(20)  # a third of the lease: a renewal starts
+        await asyncio.wait_for(self.renewing.wait(), PATIENCE)
+        provider.answer.set()  # the work ends: the keeper is stopped, mid-renewal
+        await asyncio.wait_for(self.rolling_back.wait(), PATIENCE)
+
+
+async def test_a_sync_cancelled_while_its_lease_keeper_ends_is_cancelled(
+    world: World, clock: HandClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process stops just as a sync's work is over and its lease keeper ends: the
+    sync ends cancelled (its run interrupted, the lease given back), instead of taking
+    the cancellation for the keeper's and going on."""
+    provider = Hanging(world.calendar)
+    renewals = SlowRollback(monkeypatch)
+    sync = asyncio.create_task(
+        run_sync(world.db, VAULT, Settings(lease_seconds=60), world.connection_id,
+                 provider=provider)
+    )  # fmt: skip
+    await renewals.stopped_mid_renewal(clock, provider)
+    sync.cancel()
+    renewals.rolled_back.set()
+    with pytest.raises(asyncio.CancelledError):
+        await sync
+    assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["interrupted"]
+    conn = await connection(world.db, world.connection_id)
+    assert (conn.state, conn.locked_by) == ("active", None)
+
+
+class WatchedQueue(asyncio.Queue[int]):
+    """The scheduler's queue, telling when a worker waits on it for the next connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = asyncio.Event()
+
+    async def get(self) -> int:
+        self.waited.set()
+        return await super().get()
+
+
+async def test_a_scheduler_task_cancelled_while_a_lease_keeper_ends_ends_at_once(
+    world: World, clock: HandClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one cancellation a server's shutdown sends ends a scheduler task whose sync is
+    stopping its lease keeper: the task does not go back to wait for a connection."""
+    from crmcal.jobs import scheduler as scheduler_module
+
+    provider = Hanging(world.calendar)
+    renewals = SlowRollback(monkeypatch)
+    monkeypatch.setattr(scheduler_module, "run_sync",
+                        functools.partial(run_sync, provider=provider))  # fmt: skip
+    scheduler = Scheduler(world.db, VAULT, Settings(lease_seconds=60), concurrency=1)
+    queue = WatchedQueue()
+    scheduler._queue = queue
+    await scheduler.start()
+    try:
+        worker = scheduler._tasks[-1]
+        scheduler.request(world.connection_id)
+        await renewals.stopped_mid_renewal(clock, provider)
+        queue.waited.clear()
+        worker.cancel()
+        renewals.rolled_back.set()
+        back = asyncio.ensure_future(queue.waited.wait())
+        await asyncio.wait({worker, back}, return_when=asyncio.FIRST_COMPLETED)
+        back.cancel()
+        assert worker.cancelled(), "the task went back to its queue after its sync"
+    finally:
+        await scheduler.stop()
 
 
 def test_lease_settings_follow_the_poll_interval_and_refuse_nonsense() -> None:

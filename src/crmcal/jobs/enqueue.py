@@ -10,11 +10,11 @@ waiting to be queued; ``enqueue`` (the webhooks) waits until the job is stored.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import procrastinate
 
+from crmcal import tasks
 from crmcal.crm import changefeed
 from crmcal.db import Database
 from crmcal.jobs.queue import QueueStatistics, defer_sync
@@ -51,11 +51,8 @@ class Enqueuer:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A cancellation of stop() itself arriving meanwhile is raised, not swallowed.
+        await tasks.cancel_all_and_wait(self._tasks)
         self._tasks = []
         await self._flush()  # what was asked for before the stop still gets queued
 

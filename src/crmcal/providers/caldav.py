@@ -61,7 +61,7 @@ import httpx
 from caldav.lib import error as dav_error
 from lxml import etree
 
-from crmcal import metrics
+from crmcal import metrics, tasks
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
 from crmcal.providers import guarded_http, ical, kinds, parse_pool
 from crmcal.providers.api_client import tls
@@ -397,9 +397,10 @@ class CalDAVProvider:
                 refs += await _in_pool(self._read_answer, members, zone, chunks[number])
         finally:
             if not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending
+                # The failure that brought us here is the one raised; a cancellation of
+                # this task arriving meanwhile is raised too, not swallowed.
+                with contextlib.suppress(Exception):
+                    await tasks.cancel_and_wait(pending)
         return refs
 
     async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:

@@ -57,6 +57,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from crmcal import tasks
 from crmcal.crm.tables import UTCDateTime, utcnow
 from crmcal.db import Database
 from crmcal.sync.states import ConnectionState
@@ -400,9 +401,9 @@ async def _renewed_by(db: Database, lease: Lease, cutoff: float) -> bool:
     finally:
         timer.cancel()
         if not renewal.done():
-            renewal.cancel()  # too late, or the keeper itself is stopped
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal  # its transaction ends before anything goes on
+            # Too late, or the keeper itself is stopped. Its transaction ends before
+            # anything goes on; the keeper's own cancellation is not swallowed meanwhile.
+            await tasks.cancel_and_wait(renewal)
     if renewal.cancelled():
         raise TimeoutError
     return renewal.result()
@@ -457,9 +458,9 @@ async def held(db: Database, lease: Lease, max_seconds: float) -> AsyncIterator[
         ) from None
     finally:
         if keeper is not None:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            # A cancellation of the block's task arriving while the keeper ends (its
+            # renewal's transaction rolled back) is raised, not taken for the keeper's.
+            await tasks.cancel_and_wait(keeper)
 
 
 async def give_back(

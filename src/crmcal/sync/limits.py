@@ -43,6 +43,7 @@ from sqlalchemy import CTE, any_, bindparam, case, func, or_, select, text, upda
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.types import Integer
 
+from crmcal import tasks
 from crmcal.config import Settings
 from crmcal.crm.tables import UTCDateTime, utcnow
 from crmcal.db import Database
@@ -522,10 +523,10 @@ class Limit:
         try:
             yield
         finally:
-            renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
-            await asyncio.shield(self.give_back(slot))
+            try:
+                await tasks.cancel_and_wait(renewal)
+            finally:  # also when this task is cancelled meanwhile
+                await asyncio.shield(self.give_back(slot))
 
 
 class Rate:

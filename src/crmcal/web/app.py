@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +19,7 @@ from crmcal.db import Database
 from crmcal.jobs import maintenance
 from crmcal.jobs.scheduler import Scheduler
 from crmcal.providers import api_client
+from crmcal.tasks import cancel_all_and_wait
 from crmcal.vault import vault_for
 from crmcal.web import access_log, docs, errors, oauth, openapi, ui, webhooks
 from crmcal.web.api import router as api_router
@@ -85,10 +85,7 @@ def create_app(
         finally:
             if app.state.scheduler is not None:
                 await app.state.scheduler.stop()
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_all_and_wait(tasks)
             if queue_app is not None:
                 from crmcal.sync import limits
 

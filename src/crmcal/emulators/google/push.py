@@ -16,7 +16,6 @@ demo and tests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import email.utils
 import itertools
@@ -27,6 +26,7 @@ from typing import Any
 import httpx
 
 from crmcal.emulators.google.errors import GoogleError, invalid, not_found
+from crmcal.tasks import cancel_all_and_wait
 
 MAX_LIFETIME = dt.timedelta(days=7)
 # A message's delivery: this many tries, the first pause DELIVERY_BACKOFF seconds and
@@ -175,8 +175,4 @@ class Channels:
 
     async def close(self) -> None:
         workers = list(self._workers.values())
-        for worker in workers:
-            worker.cancel()
-        for worker in workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        await cancel_all_and_wait(workers)

@@ -34,7 +34,6 @@ accepted, for the demo and tests; timeouts, attempts and pauses are settings.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import http
 import re
@@ -53,6 +52,7 @@ from crmcal.emulators.microsoft.calls import answer, body_of, call, client_id, s
 from crmcal.emulators.microsoft.errors import GraphError, bad_request
 from crmcal.emulators.microsoft.model import Change, Mailbox
 from crmcal.emulators.microsoft.store import TENANT_ID, MicrosoftState
+from crmcal.tasks import cancel_all_and_wait
 
 V1 = "/v1.0"
 MAX_LIFETIME = dt.timedelta(minutes=10_080)
@@ -602,11 +602,7 @@ class Subscriptions:
             for q in self._queues.values()
             if q.worker is not None and not q.worker.done() and q.worker.get_loop() is loop
         ]
-        for worker in workers:
-            worker.cancel()
-        for worker in workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        await cancel_all_and_wait(workers)
 
     def admin_view(self) -> dict[str, Any]:
         self.drop_expired()

@@ -1,0 +1,157 @@
+"""A task cancelled while it stops a child task of its own ends cancelled: the child's
+cancellation is swallowed, never the one aimed at the task itself (``crmcal.tasks``),
+and a shared limit's slot renewal is stopped that way. Every state is reached through
+events: nothing here waits for time to pass."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from typing import cast
+
+import pytest
+
+from crmcal.db import Database
+from crmcal.sync import limits
+from crmcal.tasks import cancel_all_and_wait, cancel_and_wait
+
+PATIENCE = 120  # seconds an awaited state may take on a busy machine; never a bound on a pass
+
+
+class SlowToEnd:
+    """A child that runs until cancelled, then takes until ``ended`` to end (a
+    transaction rolled back, a connection closed)."""
+
+    def __init__(self) -> None:
+        self.running = asyncio.Event()
+        self.ending = asyncio.Event()
+        self.ended = asyncio.Event()
+
+    async def run(self) -> None:
+        self.running.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.ending.set()
+            await self.ended.wait()
+
+
+async def test_the_child_s_own_cancellation_is_swallowed() -> None:
+    child = SlowToEnd()
+    task = asyncio.create_task(child.run())
+    await asyncio.wait_for(child.running.wait(), PATIENCE)
+    stopping = asyncio.create_task(cancel_and_wait(task))
+    await asyncio.wait_for(child.ending.wait(), PATIENCE)
+    assert not stopping.done()  # waits for the child's cleanup
+    child.ended.set()
+    await stopping  # no CancelledError: the child's was expected
+    assert task.cancelled()
+
+
+async def test_a_task_cancelled_while_its_child_ends_ends_cancelled() -> None:
+    """Cancelled while it waits for the child it stopped, the task does not go on."""
+    child = SlowToEnd()
+    went_on: list[str] = []
+
+    async def parent() -> None:
+        task = asyncio.create_task(child.run())
+        await child.running.wait()
+        await cancel_and_wait(task)
+        went_on.append("after the child")
+
+    running = asyncio.create_task(parent())
+    await asyncio.wait_for(child.ending.wait(), PATIENCE)
+    running.cancel()  # handed on to the child, which is already ending
+    child.ended.set()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert went_on == []
+
+
+async def test_a_cancellation_the_child_swallows_is_raised_in_the_task() -> None:
+    """A child that catches its cancellation and returns still leaves the request aimed
+    at the task that awaited it: that one ends cancelled."""
+    started, ending, may_end = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def swallowing() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            ending.set()
+            while not may_end.is_set():
+                # Swallowed: the request stays counted on the task that awaits this one.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await may_end.wait()
+
+    async def parent() -> str:
+        task = asyncio.create_task(swallowing())
+        await started.wait()
+        await cancel_and_wait(task)
+        return "went on"
+
+    running = asyncio.create_task(parent())
+    await asyncio.wait_for(ending.wait(), PATIENCE)
+    running.cancel()
+    may_end.set()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+
+async def test_a_child_s_failure_is_raised_once_all_children_ended() -> None:
+    started = asyncio.Event()
+
+    async def failing() -> None:
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        finally:
+            raise ValueError("cleanup failed")
+
+    slow = SlowToEnd()
+    first = asyncio.create_task(failing())
+    second = asyncio.create_task(slow.run())
+    await asyncio.wait_for(started.wait(), PATIENCE)
+    await asyncio.wait_for(slow.running.wait(), PATIENCE)
+    stopping = asyncio.create_task(cancel_all_and_wait([first, second]))
+    await asyncio.wait_for(slow.ending.wait(), PATIENCE)
+    assert not stopping.done()
+    slow.ended.set()
+    with pytest.raises(ValueError, match="cleanup failed"):
+        await stopping
+    assert second.cancelled()
+
+
+async def test_a_slot_s_holder_cancelled_while_its_renewal_ends_ends_cancelled_and_gives_it_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request holding a shared slot, cancelled as it stops the slot's renewal (whose
+    transaction is still rolling back), ends cancelled, not as if it had finished; the
+    slot is given back all the same."""
+    renewal = SlowToEnd()
+    given_back: list[int] = []
+    limit = limits.Limit(cast(Database, None), "server:example.test", 2)
+
+    async def renew(slot: int, ttl: dt.timedelta) -> None:
+        await renewal.run()
+
+    async def give_back(slot: int) -> None:
+        given_back.append(slot)
+
+    monkeypatch.setattr(limit, "_renew", renew)
+    monkeypatch.setattr(limit, "give_back", give_back)
+    went_on: list[str] = []
+
+    async def request() -> None:
+        async with limit.held(1, dt.timedelta(seconds=60)):
+            await renewal.running.wait()
+        went_on.append("after the slot")
+
+    running = asyncio.create_task(request())
+    await asyncio.wait_for(renewal.ending.wait(), PATIENCE)
+    running.cancel()
+    renewal.ended.set()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert (went_on, given_back) == ([], [1])
