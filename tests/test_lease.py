@@ -5,6 +5,7 @@ run recorded; on both databases."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import socket
@@ -523,6 +524,39 @@ async def test_a_scheduler_task_cancelled_while_a_lease_keeper_ends_ends_at_once
         queue.waited.clear()
         worker.cancel()
         renewals.rolled_back.set()
+        back = asyncio.ensure_future(queue.waited.wait())
+        await asyncio.wait({worker, back}, return_when=asyncio.FIRST_COMPLETED)
+        back.cancel()
+        assert worker.cancelled(), "the task went back to its queue after its sync"
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_scheduler_task_whose_sync_swallowed_its_cancellation_takes_no_more(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync that returns as if done though its task was cancelled meanwhile: the task
+    ends there, at the first cancellation, instead of waiting for the next connection."""
+    from crmcal.jobs import scheduler as scheduler_module
+
+    started = asyncio.Event()
+
+    async def swallowing_sync(*_args: Any, **_kwargs: Any) -> None:
+        started.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()  # as a cleanup that awaits and suppresses would
+
+    monkeypatch.setattr(scheduler_module, "run_sync", swallowing_sync)
+    scheduler = Scheduler(world.db, VAULT, Settings(), concurrency=1)
+    queue = WatchedQueue()
+    scheduler._queue = queue
+    await scheduler.start()
+    try:
+        worker = scheduler._tasks[-1]
+        scheduler.request(world.connection_id)
+        await asyncio.wait_for(started.wait(), PATIENCE)
+        queue.waited.clear()
+        worker.cancel()
         back = asyncio.ensure_future(queue.waited.wait())
         await asyncio.wait({worker, back}, return_when=asyncio.FIRST_COMPLETED)
         back.cancel()

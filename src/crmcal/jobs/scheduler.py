@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 
 from sqlalchemy import select
@@ -107,6 +108,9 @@ class Scheduler:
                 task.cancel()
             await asyncio.wait(pending, timeout=STOP_RECANCEL)
             pending = [task for task in pending if not task.done()]
+            for task in pending:
+                log.warning("a scheduler task did not end when cancelled; cancelling it "
+                            "again. It waits in:\n%s", _stack(task))  # fmt: skip
         for task in self._tasks:
             if not task.cancelled() and task.exception() is not None:
                 log.error("scheduler task ended with an error", exc_info=task.exception())
@@ -138,7 +142,12 @@ class Scheduler:
             await asyncio.sleep(DUE_INTERVAL)
 
     async def _work(self) -> None:
+        this = asyncio.current_task()
         while True:
+            if this is not None and this.cancelling():
+                # Asked to stop, and the CancelledError lost on the way (a cleanup in
+                # the sync took it for a child's): never take the next connection.
+                raise asyncio.CancelledError
             connection_id = await self._queue.get()
             self._queued.discard(connection_id)
             self._running.add(connection_id)
@@ -159,3 +168,10 @@ class Scheduler:
                 if connection_id in self._again:
                     self._again.discard(connection_id)
                     self.request(connection_id)
+
+
+def _stack(task: asyncio.Task[None]) -> str:
+    """Where ``task`` waits, for the log."""
+    out = io.StringIO()
+    task.print_stack(file=out)
+    return out.getvalue()
