@@ -67,6 +67,11 @@ Moment = dt.datetime | dt.date
 SERIES_GONE_SINGLE = "the series became a single event in the calendar; not synced"
 # The master's units: every field group but the overrides (decided one by one).
 MASTER_GROUPS = tuple(g for g in FIELD_GROUPS if g != "overrides")
+# In a split's link: the series crmcal made for the split's CRM part that the
+# calendar's own split replaced, until it is deleted from the calendar. Stored in
+# the split's transaction, so that a run cut off before the delete does it next time
+# (``SeriesSync.drop_copy``) instead of leaving a second series there.
+DROPPING = "dropping"
 # The CRM fields (as the API names them) each master group sets.
 GROUP_FIELDS: dict[str, tuple[str, ...]] = {
     "summary": ("subject",),
@@ -175,6 +180,8 @@ class SeriesSync:
         if series_id in engine.series_done or series_id in engine.skipped_series:
             return
         engine.series_done.add(series_id)
+        if DROPPING in (link.field_hashes or {}):
+            link = await self.drop_copy(link)
         series, occurrences = await self.load(series_id)
         if series is None or series.deleted_at is not None:
             return
@@ -727,6 +734,8 @@ class SeriesSync:
         assert event is not None
         if ref.id in self.taken:
             return  # taken with the split of a series it was cut from (``_split``)
+        if await self._left_copy(ref):
+            return
         source = self._split_source(event, ref.id)
         if source is not None:
             await self._split(source, ref)
@@ -1143,7 +1152,6 @@ class SeriesSync:
             old_occurrences = await _occurrences(session, series_id)
             new_occurrences = await _occurrences(session, new_id)
             live = [o for o in new_occurrences if o.deleted_at is None]
-            replaced: Link | None = None
             stored = dict(old_link.field_hashes or {})
             if stored.get("series"):
                 # The calendar's spelling of the new end is taken (no conflict).
@@ -1169,11 +1177,11 @@ class SeriesSync:
                 for side, base in (("crm", base_crm), ("calendar", base_cal)):
                     remembered = kept.get(side) or {}
                     base.occurrences = {k: v for k, v in remembered.items() if k in moved}
-                link, replaced = await self._link_split(
+                link = await self._link_split(
                     session, new_occurrences, ref, _remembered({}, base_crm, base_cal), old_link
                 )
-        if replaced is not None:
-            await self._drop_replaced(replaced)
+        if link is not None and DROPPING in (link.field_hashes or {}):
+            link = await self.drop_copy(link)
         return old_link, new_id, link
 
     async def _link_split(
@@ -1183,24 +1191,25 @@ class SeriesSync:
         ref: RemoteRef,
         hashes: dict[str, Any],
         source: Link,
-    ) -> tuple[Link | None, Link | None]:
+    ) -> Link | None:
         """Link a split's later CRM part (its ``occurrences``) to ``ref``, the calendar
         series it is, in the split's transaction (``session``): the one place a split
         stores its link, and never a second row for either side. The row already
         naming ``ref`` (the split taken again) or the part (sent to the calendar as a
         series of its own before the calendar's split was seen) is updated instead.
 
-        Answers the link, and the part's link as it was when it named another series
-        crmcal made for the part: the calendar's split holds those occurrences now, so
-        the caller deletes that one. The part's link to a series someone else made is
-        left as it is (reported). ``source`` (the link of the series split) stays that
-        series', whichever occurrence it is on."""
+        When the part's link named another series crmcal made for the part, the
+        calendar's split holds those occurrences now: the link notes that series
+        (``DROPPING``) for the caller to delete once this transaction is committed
+        (``drop_copy``). The part's link to a series someone else made is left as it
+        is (reported). ``source`` (the link of the series split) stays that series',
+        whichever occurrence it is on."""
         engine, ctx = self.engine, self.engine.ctx
         event = ref.event
         assert event is not None
         live = [o for o in occurrences if o.deleted_at is None]
         if not live:
-            return None, None
+            return None
         held = [
             found
             for found in await session.scalars(
@@ -1223,7 +1232,6 @@ class SeriesSync:
         }
         mine = next((found for found in held if found.remote_id == ref.id), None)
         other = next((found for found in held if found.remote_id != ref.id), None)
-        replaced: Link | None = None
         if mine is None and other is not None:
             if other.origin != LinkOrigin.CRM:
                 engine.report.problem(
@@ -1231,33 +1239,70 @@ class SeriesSync:
                     "a split of a series whose later part is already linked to another "
                     "calendar series; not linked",
                 )
-                return None, None
-            replaced = Link(remote_id=other.remote_id, remote_etag=other.remote_etag)
+                return None
+            copy = {"remote_id": other.remote_id, "remote_etag": other.remote_etag or ""}
+            values["field_hashes"] = {**hashes, DROPPING: copy}
             mine = other
         if mine is not None:
-            return await engine.links.store(mine, session=session, **values), replaced
+            return await engine.links.store(mine, session=session, **values)
         taken = {found.activity_id for found in held} | {source.activity_id}
         anchor = next((o for o in live if o.id not in taken), None)
         if anchor is None:
-            return None, None
+            return None
         link = Link(connection_id=ctx.connection_id, activity_id=anchor.id, **values)
-        return await engine.links.store(link, session=session), None
+        return await engine.links.store(link, session=session)
 
-    async def _drop_replaced(self, replaced: Link) -> None:
+    async def drop_copy(self, link: Link) -> Link:
         """Delete the series crmcal made in the calendar for a CRM series that the
-        calendar's own split now is (``_link_split``): its occurrences are the split's.
-        Left as it is, and reported, when someone changed it since crmcal wrote it."""
+        calendar's own split now is (``link``'s ``DROPPING``, see ``_link_split``): its
+        occurrences are the split's. Left as it is, and reported, when someone changed
+        it since crmcal wrote it. Answers the link without the note."""
         engine = self.engine
-        try:
-            await engine.provider.delete(
-                engine.ctx.calendar_id, replaced.remote_id, replaced.remote_etag or None
+        stored = dict(link.field_hashes or {})
+        copy = stored.pop(DROPPING, None) or {}
+        remote_id = str(copy.get("remote_id") or "")
+        if remote_id:
+            try:
+                # Already gone (a run cut off after deleting it) is no error either.
+                await engine.provider.delete(
+                    engine.ctx.calendar_id, remote_id, copy.get("remote_etag") or None
+                )
+            except PreconditionFailed:
+                engine.report.problem(
+                    remote_id,
+                    "a series crmcal made, now held by a split made in the calendar, was "
+                    "changed there meanwhile; left as it is",
+                )
+        dropped = await engine.links.store(link, field_hashes=stored)
+        for series_id, known in list(engine.series_links.items()):
+            if known is link:
+                engine.series_links[series_id] = dropped
+        return dropped
+
+    async def _left_copy(self, ref: RemoteRef) -> bool:
+        """Whether ``ref`` is the series crmcal made for a CRM series that a split made
+        in the calendar took over, left in the calendar by a run cut off before it
+        deleted it (``drop_copy``): deleted now, never taken for a series of its own or
+        a split of another."""
+        engine = self.engine
+        event = ref.event
+        if event is None or not event.crm_id:
+            return False
+        async with engine.db.read() as session:
+            series_id = await session.scalar(
+                select(ActivitySeries.id).where(
+                    ActivitySeries.uid == event.crm_id,
+                    ActivitySeries.owner_id == engine.ctx.owner.id,
+                )
             )
-        except PreconditionFailed:
-            engine.report.problem(
-                replaced.remote_id,
-                "a series crmcal made, now held by a split made in the calendar, was "
-                "changed there meanwhile; left as it is",
-            )
+        link = await engine._series_link(series_id) if series_id is not None else None
+        if link is None or link.remote_id == ref.id:
+            return False
+        copy = (link.field_hashes or {}).get(DROPPING) or {}
+        if copy.get("remote_id") != ref.id:
+            return False
+        await self.drop_copy(link)
+        return True
 
     async def _split_since(
         self, series: ActivitySeries, link: Link, at: dt.datetime | None = None
@@ -1335,7 +1380,6 @@ class SeriesSync:
             new_occurrences = await _occurrences(session, new_id)
             live = [o for o in new_occurrences if o.deleted_at is None]
             link: Link | None = None
-            replaced: Link | None = None
             if live:
                 # Both sides as the old series was at the last sync: what each changed
                 # since is its own, and a field both changed is a conflict.
@@ -1353,11 +1397,11 @@ class SeriesSync:
                     # Where it starts and its rule are the split's, on both sides.
                     now = digests_of(event, _within(later)).master
                     base.master.update({g: now[g] for g in ("when", "recurrence") if g in now})
-                link, replaced = await self._link_split(
+                link = await self._link_split(
                     session, new_occurrences, ref, _remembered({}, base_crm, base_cal), pair.link
                 )
-        if replaced is not None:
-            await self._drop_replaced(replaced)
+        if link is not None and DROPPING in (link.field_hashes or {}):
+            link = await self.drop_copy(link)
         engine.series_done.add(new_id)
         if link is not None:
             engine.series_links[new_id] = link
