@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import crmcal.sync.engine  # noqa: F401  (imported, it has the pool compute its digests)
 from crmcal import model
 from crmcal.config import ConfigError, Settings
 from crmcal.providers import parse_pool

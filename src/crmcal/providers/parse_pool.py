@@ -16,6 +16,10 @@ the syncing process runs threads. A pool that breaks (a worker killed) is replac
 on the next call, and what it was given is parsed in the calling process; the
 pool's processes end when the process that started them is gone, also when it
 was killed with SIGKILL.
+
+Besides parsing, the processes compute each event's content hash, and whatever its
+reader registered with ``compute_beside`` (the sync engine: its fields' digests), so
+that the values travel with the events; this module knows only the wire format.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 from crmcal.model import CalendarEvent
 from crmcal.providers import ical
 
-__all__ = ["Parsed", "configure", "parse", "parse_here", "shutdown", "start"]
+__all__ = ["Parsed", "compute_beside", "configure", "parse", "parse_here", "shutdown", "start"]
 
 CHUNK = 100
 IN_PROCESS_BELOW = 64
@@ -81,17 +85,33 @@ def parse_here(texts: Sequence[str], zone: str | None) -> list[Parsed]:
     return [parse_one(text, zone) for text in texts]
 
 
-def parse_chunk(texts: Sequence[str], zone: str | None) -> list[Parsed]:
-    """What a pool's process runs for a chunk: ``parse_here``, and the digests the
-    sync will ask of each event (its content hash, its fields' digests) computed
-    here too, beside the process that syncs; they travel with the events."""
-    from crmcal.sync import merge  # the engine's digests; merge is pure
+Derive = Callable[[CalendarEvent], object]
+# What the pool's processes compute of each event besides its content hash (see
+# ``compute_beside``): module-level functions, which travel with each chunk by name.
+_beside: tuple[Derive, ...] = ()
 
+
+def compute_beside(*derive: Derive) -> None:
+    """Have the pool's processes also run each of ``derive`` on every event they parse,
+    for what it keeps on the event (``CalendarEvent.memo``) to travel with it. Each
+    must be a module-level function (it is sent to the processes by name), pure, and
+    as cheap to call again here as a memo's lookup."""
+    global _beside
+    _beside = tuple(dict.fromkeys((*_beside, *derive)))
+
+
+def parse_chunk(
+    texts: Sequence[str], zone: str | None, beside: Sequence[Derive] = ()
+) -> list[Parsed]:
+    """What a pool's process runs for a chunk: ``parse_here``, and what the sync will
+    ask of each event (its content hash, and ``beside``) computed here too, beside the
+    process that syncs; the values travel with the events."""
     parsed = parse_here(texts, zone)
     for one in parsed:
         if one.event is not None:
             one.event.content_hash()
-            merge.digests(one.event)
+            for derive in beside:
+                derive(one.event)
     return parsed
 
 
@@ -200,7 +220,7 @@ def parse(texts: Sequence[str], zone: str | None) -> list[Parsed]:
     try:
         while len(results) < len(texts):
             while given < len(chunks) and len(pending) < window:
-                pending.append(pool.submit(parse_chunk, chunks[given], zone))
+                pending.append(pool.submit(parse_chunk, chunks[given], zone, _beside))
                 given += 1
             done = pending.popleft().result()
             results += done

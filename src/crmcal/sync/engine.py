@@ -49,6 +49,7 @@ from crmcal.model import (
     changed_fields,
     content_hash_beside,
 )
+from crmcal.providers import parse_pool
 from crmcal.providers.base import (
     FATAL,
     EventNotFound,
@@ -74,6 +75,10 @@ from crmcal.sync.written import Written
 __all__ = ["Engine", "ProgressFn", "SyncFailed", "SyncRefused", "SyncReport", "SyncStopped"]
 
 log = logging.getLogger(__name__)
+
+# The fields' digests the engine asks of every event it reads are computed beside its
+# parsing, in parse_pool's processes, and come with the events.
+parse_pool.compute_beside(merge.digests)
 
 # Why a series is skipped and counted where it is not synced (never flattened).
 NOT_YET = "recurring series are not synced yet"
