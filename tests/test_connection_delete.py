@@ -1,11 +1,15 @@
-"""Deleting a connection closes its push channel at the provider (a Google watch channel,
-a Graph subscription), from the settings page and through the REST API alike; a channel
-that cannot be closed (the grant revoked meanwhile) does not keep the connection."""
+"""Deleting or stopping a connection closes its push channel at the provider (a Google
+watch channel, a Graph subscription), from the settings page and through the REST API
+alike, once the connection is deleted or stopped: a channel that cannot be closed (the
+grant revoked meanwhile) does not keep the connection, and a provider slow to answer
+holds up neither the answer nor the database."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +21,7 @@ import pytest
 from crmcal.config import Settings
 from crmcal.web.app import create_app
 from tests.conftest import make_user
+from tests.fault_proxy import FaultProxy, fault_proxy
 from tests.google_emulator import GoogleEmulator
 from tests.microsoft_emulator import MicrosoftEmulator
 from tests.served import bound_socket, served_app, wait_for
@@ -40,13 +45,26 @@ class Site:
 def site(
     db_url: str, google_emulator: GoogleEmulator, microsoft_emulator: MicrosoftEmulator
 ) -> Iterator[Site]:
+    with _serving(db_url, google_emulator, microsoft_emulator) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def _serving(
+    db_url: str,
+    google_emulator: GoogleEmulator,
+    microsoft_emulator: MicrosoftEmulator,
+    *,
+    google_api_url: str | None = None,
+    microsoft_api_url: str | None = None,
+) -> Iterator[Site]:
     _, token = make_user(db_url, email="sam@crm.test", name="Sam", password=PASSWORD)
     sock = bound_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     settings = Settings(database_url=db_url, secret_key="test-key", base_url=url,
-                        retry_backoff=0.01, google_api_url=google_emulator.url,
+                        retry_backoff=0.01, google_api_url=google_api_url or google_emulator.url,
                         google_oauth_url=google_emulator.url,
-                        microsoft_api_url=microsoft_emulator.url,
+                        microsoft_api_url=microsoft_api_url or microsoft_emulator.url,
                         microsoft_oauth_url=microsoft_emulator.url)  # fmt: skip
     with (
         served_app(create_app(settings, background_jobs=False), sock),
@@ -149,3 +167,94 @@ def test_a_channel_that_cannot_be_closed_does_not_keep_the_connection(
     assert "expires on its own" in record.getMessage()
     assert record.exc_info is None
     assert account.channels() == [channel]  # left to expire
+
+
+def act(site: Site, connection_id: int, action: str, how: str) -> None:
+    """Stop or delete the connection, on the settings page or through the API."""
+    if action == "delete":
+        delete(site, connection_id, how)
+        return
+    if how == "api":
+        stopped = site.api.post(f"/connections/{connection_id}/stop")
+        assert stopped.status_code == 200, stopped.text
+        assert stopped.json()["state"] == "stopped"
+        return
+    found = re.search(r'name="csrf-token" content="([^"]+)"', site.browser.get(PAGE).text)
+    assert found
+    stopped = site.browser.post(f"{PAGE}/{connection_id}/stop",
+                                data={"csrf_token": found.group(1)})  # fmt: skip
+    assert stopped.status_code == 303, stopped.text
+
+
+@pytest.mark.parametrize("how", ["page", "api"])
+@pytest.mark.parametrize("provider", ["google", "microsoft"])
+def test_stopping_a_connection_closes_its_push_channel(site: Site, provider: str, how: str) -> None:
+    account = Account(site, provider)
+    connection_id = connected(site, account)
+    act(site, connection_id, "stop", how)
+    assert site.api.get(f"/connections/{connection_id}").json()["state"] == "stopped"
+    wait_for(lambda: account.channels() == [], 60)
+
+
+@pytest.mark.parametrize("how", ["page", "api"])
+def test_a_channel_that_cannot_be_closed_does_not_keep_the_connection_going(
+    site: Site, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    account = Account(site, "google")
+    connection_id = connected(site, account)
+    (channel,) = account.channels()
+    account.revoke()
+    caplog.set_level(logging.WARNING, logger="crmcal")
+    act(site, connection_id, "stop", how)
+    assert site.api.get(f"/connections/{connection_id}").json()["state"] == "stopped"
+    said = f"connection {connection_id}: push channel {channel} not closed"
+    wait_for(lambda: [r for r in caplog.records if said in r.getMessage()], 60)
+    assert account.channels() == [channel]  # left to expire
+
+
+# The request that closes a channel, by provider: (method, path).
+CLOSING = {"google": ("POST", r"/channels/stop"), "microsoft": ("DELETE", r"/subscriptions/")}
+
+
+@pytest.mark.parametrize("action", ["stop", "delete"])
+@pytest.mark.parametrize("how", ["page", "api"])
+@pytest.mark.parametrize("provider", ["google", "microsoft"])
+def test_a_provider_slow_to_close_the_channel_holds_up_no_answer_nor_transaction(
+    db_url: str,
+    google_emulator: GoogleEmulator,
+    microsoft_emulator: MicrosoftEmulator,
+    provider: str,
+    how: str,
+    action: str,
+) -> None:
+    """The provider is asked to close the channel only once the connection is stopped
+    or deleted for good and the answer sent: while it has not answered, the change is
+    there for every other request to see."""
+    upstream = google_emulator.url if provider == "google" else microsoft_emulator.url
+    with fault_proxy(upstream) as (proxy, proxy_url):
+        urls = {f"{provider}_api_url": proxy_url}
+        with _serving(db_url, google_emulator, microsoft_emulator, **urls) as site:
+            account = Account(site, provider)
+            connection_id = connected(site, account)
+            method, path = CLOSING[provider]
+            held = proxy.add("hold", method=method, path=path)
+            acting = threading.Thread(target=act, args=(site, connection_id, action, how))
+            try:
+                acting.start()
+                wait_for(lambda: _asked_to_close(proxy, method, path), 60)
+                # Asked, not answered: the stop or delete is committed all the same ...
+                shown = site.api.get(f"/connections/{connection_id}")
+                if action == "stop":
+                    assert shown.json()["state"] == "stopped"
+                else:
+                    assert shown.status_code == 404
+                # ... and answered (the close comes after the answer, in the background).
+                wait_for(lambda: not acting.is_alive(), 60)
+            finally:
+                held.release()
+                acting.join()
+            wait_for(lambda: account.channels() == [], 60)
+
+
+def _asked_to_close(proxy: FaultProxy, method: str, path: str) -> bool:
+    return any(m == method and re.search(path, target) for m, target in proxy.waiting)

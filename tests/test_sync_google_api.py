@@ -219,10 +219,10 @@ def test_an_event_made_in_google_arrives_by_push(
         "X-Goog-Channel-ID": opened["id"], "X-Goog-Channel-Token": "guess",
         "X-Goog-Resource-State": "exists"}, timeout=30)  # fmt: skip
     assert forged.status_code == 404
-    # Stopping the connection closes the channel.
+    # Stopping the connection closes the channel (once it has answered).
     connection_id = created.json()["id"]
     assert api.post(f"/connections/{connection_id}/stop").status_code == 200
-    assert channel() == []
+    wait_for(lambda: channel() == [], 60)
 
 
 def test_a_failed_google_connection_resumes_through_consent(

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 
 from sqlalchemy import delete as sa_delete
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -440,9 +441,26 @@ async def start(conn: Connection) -> Connection:
 
 
 async def stop(conn: Connection) -> Connection:
+    """Stop all updates until the connection is reconnected. Its push channel is
+    forgotten with it; the caller closes it at the provider once this is committed
+    (``close_push_channel`` on what ``with_push_channel`` kept of it): a provider that
+    is slow or unreachable then holds no transaction open, and cannot keep it going."""
+    from crmcal.sync import push
+
     conn.state = ConnectionState.STOPPED
     conn.next_sync_at = None
+    push.forget_channel(conn)
     return conn
+
+
+def with_push_channel(conn: Connection) -> Connection | None:
+    """A copy of ``conn`` (in no session) that still names its push channel, for
+    ``close_push_channel`` once the transaction that stops or deletes it is committed;
+    None when it has none."""
+    if not conn.push_channel_id:
+        return None
+    columns = sa_inspect(Connection).column_attrs
+    return Connection(**{column.key: getattr(conn, column.key) for column in columns})
 
 
 async def close_push_channel(conn: Connection, vault: Vault | None, settings: Settings) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Path, Query, Request, Response
 from starlette.background import BackgroundTask
 
 from crmcal.crm.errors import Conflict
@@ -209,13 +209,21 @@ async def sync_now(
     name="stop_connection",
     responses=refusals(503),
 )
-async def stop(request: Request, connection_id: ConnectionId) -> ConnectionOut:
-    """Stop all updates; the connection stays, as previously synced, to be reconnected."""
+async def stop(
+    request: Request, connection_id: ConnectionId, background: BackgroundTasks
+) -> ConnectionOut:
+    """Stop all updates; the connection stays, as previously synced, to be reconnected.
+    Its push channel (Google) or subscription (Microsoft 365) is closed at the provider
+    once the answer is sent; one that cannot be closed expires on its own."""
     async with writing(request) as (session, user):
         conn = await connections.get_own(session, user, connection_id)
-        if conn.push_channel_id and request.app.state.vault is not None:
-            await connections.close_push_channel(conn, vault_of(request), settings_of(request))
-        return connections.to_out(await connections.stop(conn))
+        channel = connections.with_push_channel(conn)
+        stopped = connections.to_out(await connections.stop(conn))
+    if channel is not None:
+        background.add_task(
+            connections.close_push_channel, channel, request.app.state.vault, settings_of(request)
+        )
+    return stopped
 
 
 @router.post(

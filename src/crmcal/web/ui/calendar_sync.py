@@ -177,6 +177,7 @@ async def act(request: Request, connection_id: int, action: str) -> Response:
     form = await form_of(request, current)
     vault = _vault(request)
     calendars: list[CalendarInfo] = []
+    channel: Connection | None = None  # the push channel to close once committed
     if action == "move":
         calendars, problem = await _calendars(request, await _own(request, current, connection_id))
         if problem:
@@ -187,8 +188,7 @@ async def act(request: Request, connection_id: int, action: str) -> Response:
             if action == "start":
                 await connections.start(conn)
             elif action == "stop":
-                if conn.push_channel_id and vault is not None:
-                    await connections.close_push_channel(conn, vault, settings_of(request))
+                channel = connections.with_push_channel(conn)
                 await connections.stop(conn)
             elif action == "reconnect" and vault is not None:
                 grant = Reconnect(password=form.get("password") or None)
@@ -198,6 +198,7 @@ async def act(request: Request, connection_id: int, action: str) -> Response:
                 await connections.update(session, conn, change, calendars)
             elif action == "delete":
                 await connections.delete(session, conn)
+                channel = conn
             else:
                 return Response(status_code=404)
     except (CrmError, ValueError) as exc:
@@ -205,10 +206,10 @@ async def act(request: Request, connection_id: int, action: str) -> Response:
     if action in ("start", "reconnect"):
         request_sync(request, connection_id)
     done = redirect(PATH)
-    if action == "delete":
-        # As the API's delete: the channel is closed once the connection is gone, after
-        # the answer, so that a provider slow or unreachable holds up neither.
+    if channel is not None:
+        # As the API's: the channel is closed once the connection is stopped or gone,
+        # after the answer, so that a provider slow or unreachable holds up neither.
         done.background = BackgroundTask(
-            connections.close_push_channel, conn, vault, settings_of(request)
+            connections.close_push_channel, channel, vault, settings_of(request)
         )
     return done
