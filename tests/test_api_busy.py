@@ -23,11 +23,13 @@ from sqlalchemy.engine import make_url
 
 from crmcal import db as crmcal_db
 from crmcal.config import Settings
+from crmcal.crm import users
 from crmcal.db import Database
 from crmcal.jobs.queue import conninfo
 from crmcal.web import app as web_app
 from crmcal.web.app import create_app
 from tests.conftest import _reset_postgres, make_user, pg_url
+from tests.pg_wire import pg_proxy, refusing_server
 from tests.served import wait_for
 
 
@@ -203,3 +205,144 @@ def test_no_free_connection_in_the_pool_is_a_503(
         assert held.result().status_code == 200
         assert_retry_later(answer, "every connection this server may open to it is in use",
                            caplog)  # fmt: skip
+
+
+# PostgreSQL: a statement past statement_timeout, a connection the server ends or the
+# network drops, and a server that takes no connections at the moment are each a state of
+# the server, not the request's fault: sent again once the state has passed, it is taken.
+
+
+def blocked_backend(url: str, holder: psycopg.Connection[Any]) -> int:
+    """The process id of the server backend whose statement waits for ``holder``'s lock
+    (the request's own backend)."""
+    wait_until_blocked(url, holder)
+    with psycopg.connect(conninfo(url), autocommit=True) as watcher:
+        row = watcher.execute(
+            "SELECT pid FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+            (holder.info.backend_pid,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def assert_nothing_leaked(answer: Any, *server_words: str) -> None:
+    """The client is told what happened in crmcal's words: none of the server's."""
+    for words in server_words:
+        assert words.lower() not in answer.text.lower(), answer.text
+
+
+@pytest.mark.postgres
+def test_a_statement_past_the_statement_timeout_is_a_503(
+    pg: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server cancels a statement running longer than a second (as an operator may
+    # set it): the request's update, waiting for another transaction's row lock, does.
+    with served(with_options(pg, "-cstatement_timeout=1000")) as server:
+        caplog.set_level(logging.WARNING)
+        with row_locked(pg, server.person):
+            answer = server.rename("Anna")
+        assert_retry_later(answer, "ran past the time the server allows one", caplog)
+        assert_nothing_leaked(answer, "statement timeout", "UPDATE", "persons")
+        assert "57014" in caplog.text
+        assert server.rename("Anna").status_code == 200
+
+
+@pytest.mark.postgres
+def test_a_connection_the_server_ends_mid_request_is_a_503(
+    pg: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An administrator's pg_terminate_backend (or a fast shutdown) ends the request's own
+    # session while its update waits for a row lock: 57P01, and the connection is gone.
+    with served(pg) as server:
+        caplog.set_level(logging.WARNING)
+        with ThreadPoolExecutor(1) as pool, row_locked(pg, server.person) as holder:
+            sent = pool.submit(server.rename, "Anna")
+            pid = blocked_backend(pg, holder)
+            holder.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            answer = sent.result()
+        assert_retry_later(answer, "connection to the database was lost", caplog)
+        assert_nothing_leaked(answer, "administrator", "terminating", str(pid))
+        assert "57P01" in caplog.text
+        # The pool opens another connection: the same request is taken.
+        assert server.rename("Anna").status_code == 200
+        got = server.client.get(f"/api/v1/persons/{server.person}", headers=server.auth)
+        assert got.json()["name"] == "Anna"
+
+
+@pytest.mark.postgres
+def test_a_connection_dropped_without_a_word_mid_request_is_a_503(
+    pg: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The network (or a server killed outright) drops the connection while the request's
+    # update waits: psycopg finds it closed, with no SQLSTATE.
+    with pg_proxy(pg) as (proxy, through), served(through) as server:
+        caplog.set_level(logging.WARNING)
+        with ThreadPoolExecutor(1) as pool, row_locked(pg, server.person) as holder:
+            sent = pool.submit(server.rename, "Anna")
+            wait_until_blocked(pg, holder)
+            proxy.drop()
+            answer = sent.result()
+        assert_retry_later(answer, "connection to the database was lost", caplog)
+        assert_nothing_leaked(answer, "127.0.0.1", "closed", "consuming input")
+        assert server.rename("Anna").status_code == 200
+
+
+@pytest.mark.postgres
+def test_a_connection_dropped_as_the_commit_is_answered_says_the_outcome_is_unknown(
+    pg: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server commits the request's change, and the connection drops before its answer
+    # arrives: crmcal cannot tell whether it was stored, and says so rather than "nothing
+    # was changed".
+    with pg_proxy(pg) as (proxy, through), served(through) as server:
+        caplog.set_level(logging.WARNING)
+        proxy.drop_after_commit.set()
+        answer = server.rename("Anna")
+        assert answer.status_code == 503, answer.text
+        assert int(answer.headers["Retry-After"]) > 0
+        detail = answer.json()["detail"]
+        assert "whether it was stored is unknown" in detail
+        assert "nothing was changed" not in detail
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        # It was: sent again, the same request finds nothing to change and is taken.
+        got = server.client.get(f"/api/v1/persons/{server.person}", headers=server.auth)
+        assert got.json()["name"] == "Anna"
+        assert server.rename("Anna").status_code == 200
+
+
+# A token of the right shape: looking it up takes the database.
+ANY_TOKEN = {"Authorization": f"Bearer {users.TOKEN_PREFIX}0123456789abcdef"}
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "message", "said"),
+    [
+        ("57P03", "the database system is starting up", "starting up or shutting down"),
+        ("57P03", "the database system is shutting down", "starting up or shutting down"),
+        ("53300", "sorry, too many clients already", "accepts no more connections"),
+    ],
+)
+def test_a_server_that_takes_no_connections_at_the_moment_is_a_503(
+    sqlstate: str, message: str, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # psycopg gives a refused connection attempt no SQLSTATE: the server's words tell.
+    with refusing_server(sqlstate, message) as url:
+        app = create_app(Settings(database_url=url), background_jobs=False)
+        with TestClient(app) as client:
+            caplog.set_level(logging.WARNING)
+            answer = client.get("/api/v1/persons", headers=ANY_TOKEN)
+    assert_retry_later(answer, said, caplog)
+    assert_nothing_leaked(answer, message, "127.0.0.1", "FATAL")
+
+
+def test_a_server_that_refuses_the_credentials_is_no_503(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A wrong password is the configuration's fault, not a state that passes: sent
+    again, the request fails again. It stays an internal error with its traceback."""
+    with refusing_server("28P01", 'password authentication failed for user "crmcal"') as url:
+        app = create_app(Settings(database_url=url), background_jobs=False)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            answer = client.get("/api/v1/persons", headers=ANY_TOKEN)
+    assert answer.status_code == 500, answer.text
+    assert_nothing_leaked(answer, "password", "127.0.0.1")

@@ -10,7 +10,7 @@ its own ``HTTPValidationError`` shape, which is not what crmcal answers. Here:
   400 (a NUL in the URL, a body that is not JSON), 413 (a body over the limit), 401
   under ``/api/v1``, 422 when the operation takes parameters or a body, 404 when
   its path names a record, and 503 with ``Retry-After`` under ``/api/v1`` (the
-  database was busy: ``errors.transient``);
+  database was busy or out of reach: ``errors.transient``);
 - answers that name a record (a created one, a list's first item, a read or an
   update) link it to the operations on that record, so a client (and a fuzzer's
   stateful phase) can follow from one to the other.
@@ -47,10 +47,13 @@ WHY = {
 }
 
 BUSY = (
-    "The database is busy: other writers held it (SQLite), or another transaction a "
-    "record the request needs (PostgreSQL), for longer than the server waits; or the "
-    "request collided with a change made at the same time, or found no free database "
-    "connection. Nothing was changed; send the request again after `Retry-After` seconds."
+    "The database is busy or out of reach for the moment: other writers held it (SQLite), "
+    "or another transaction a record the request needs (PostgreSQL), for longer than the "
+    "server waits; a statement ran past the server's time limit; the request collided "
+    "with a change made at the same time, or found no free database connection; or the "
+    "database server is starting up, shutting down, or lost the connection. Nothing was "
+    "changed (but where `detail` says the outcome is unknown: the connection was lost as "
+    "the change was committed); send the request again after `Retry-After` seconds."
 )
 
 
