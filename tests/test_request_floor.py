@@ -17,16 +17,19 @@ from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.model import CalendarEvent, Recurrence, RemoteRef
-from crmcal.providers.base import Update
+from crmcal.providers.base import Provider, Update
 from crmcal.web.app import create_app
 from tests.conftest import Api, make_user
 from tests.fault_proxy import fault_proxy
 from tests.google_emulator import GoogleEmulator, GoogleHarness
 from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
+from tests.providers.conftest import opened
+from tests.providers.harness import occurrence_of
 
 V1 = "/api/v1"
 CRM = "https://crm.example"
 TIMEOUT = 60.0
+HOUR = dt.timedelta(hours=1)
 
 
 def counts(url: str) -> Counter[str]:
@@ -66,6 +69,23 @@ def sync(crm: Api, connection_id: int) -> dict[str, Any]:
     answer = crm.post(f"{V1}/connections/{connection_id}/sync")
     assert answer.status_code == 200, answer.text
     return answer.json()
+
+
+def counted_sync(
+    crm: Api, connection_id: int, emulator_url: str
+) -> tuple[dict[str, Any], Counter[str]]:
+    """A sync's report, and the requests it cost the emulator at ``emulator_url``."""
+    before = counts(emulator_url)
+    report = sync(crm, connection_id)
+    return report, counts(emulator_url) - before
+
+
+def graph_event(subject: str, start: dt.datetime, length: dt.timedelta = HOUR
+                ) -> dict[str, Any]:  # fmt: skip
+    """A single Outlook event's body at ``start`` (UTC, written without its offset)."""
+    start = start.replace(tzinfo=None)
+    return {"subject": subject, "start": {"dateTime": start.isoformat(), "timeZone": "UTC"},
+            "end": {"dateTime": (start + length).isoformat(), "timeZone": "UTC"}}  # fmt: skip
 
 
 def add_activities(crm: Api, count: int) -> list[int]:
@@ -117,9 +137,7 @@ def test_a_google_sync_with_no_changes_costs_one_request(
     sync(google_crm, connection_id)
     sync(google_crm, connection_id)  # settles what the first sync wrote
 
-    before = counts(google_emulator.url)
-    report = sync(google_crm, connection_id)
-    spent = counts(google_emulator.url) - before
+    report, spent = counted_sync(google_crm, connection_id, google_emulator.url)
 
     assert (report["created"], report["updated"], report["deleted"]) == (0, 0, 0), report
     assert spent.total() == 1, spent
@@ -131,21 +149,13 @@ def test_a_graph_sync_with_no_changes_costs_one_request(
     connection_id, graph = connect_graph(graph_crm, microsoft_emulator)
     with graph:
         for n in range(3):
-            start = later(10 + n).replace(tzinfo=None)
-            made = graph.post("/me/events", json={
-                "subject": f"Booked {n}",
-                "start": {"dateTime": start.isoformat(), "timeZone": "UTC"},
-                "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat(),
-                        "timeZone": "UTC"},
-            })  # fmt: skip
+            made = graph.post("/me/events", json=graph_event(f"Booked {n}", later(10 + n)))
             assert made.status_code == 201, made.text
     add_activities(graph_crm, 3)
     sync(graph_crm, connection_id)
     sync(graph_crm, connection_id)
 
-    before = counts(microsoft_emulator.url)
-    report = sync(graph_crm, connection_id)
-    spent = counts(microsoft_emulator.url) - before
+    report, spent = counted_sync(graph_crm, connection_id, microsoft_emulator.url)
 
     assert (report["created"], report["updated"], report["deleted"]) == (0, 0, 0), report
     assert spent.total() == 1, spent
@@ -161,16 +171,9 @@ def test_graph_delta_reads_the_largest_pages(
     mailbox = state.mailbox(email)
     calendar = mailbox.default_calendar
     for n in range(450):
-        start = later(n % 200).replace(tzinfo=None)
-        state.events.create(mailbox, calendar, {
-            "subject": f"Booked {n}",
-            "start": {"dateTime": start.isoformat(), "timeZone": "UTC"},
-            "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat(), "timeZone": "UTC"},
-        })  # fmt: skip
+        state.events.create(mailbox, calendar, graph_event(f"Booked {n}", later(n % 200)))
 
-    before = counts(microsoft_emulator.url)
-    report = sync(graph_crm, connection_id)
-    spent = counts(microsoft_emulator.url) - before
+    report, spent = counted_sync(graph_crm, connection_id, microsoft_emulator.url)
 
     assert report["created"] == 450, report
     # Graph answers up to 1,000 events a delta page when asked: one page, not three.
@@ -189,9 +192,7 @@ def test_google_deletes_go_in_batches(google_crm: Api, google_emulator: GoogleEm
     sync(google_crm, connection_id)
     delete_all(google_crm, ids[2:])
 
-    before = counts(google_emulator.url)
-    report = sync(google_crm, connection_id)
-    spent = counts(google_emulator.url) - before
+    report, spent = counted_sync(google_crm, connection_id, google_emulator.url)
 
     assert (report["deleted"], report["problems"]) == (4, []), report
     assert (spent["batch"], spent["events.delete"]) == (1, 4), spent
@@ -209,9 +210,7 @@ def test_graph_deletes_go_in_batches(graph_crm: Api, microsoft_emulator: Microso
     sync(graph_crm, connection_id)
     delete_all(graph_crm, ids[2:])
 
-    before = counts(microsoft_emulator.url)
-    report = sync(graph_crm, connection_id)
-    spent = counts(microsoft_emulator.url) - before
+    report, spent = counted_sync(graph_crm, connection_id, microsoft_emulator.url)
 
     assert (report["deleted"], report["problems"]) == (4, []), report
     # The deletes in one batch; another reads crmcal's ids of the six events the first
@@ -303,9 +302,7 @@ def test_updates_cost_one_request_per_batch(
     sync(crm, connection_id)  # settles what the first sync wrote
     edit_all(crm, ids)
 
-    before = counts(emulator.url)
-    report = sync(crm, connection_id)
-    spent = counts(emulator.url) - before
+    report, spent = counted_sync(crm, connection_id, emulator.url)
 
     assert (report["updated"], report["problems"]) == (count, []), report
     batches = -(-count // batch_size)
@@ -349,9 +346,7 @@ def test_google_reads_the_exceptions_of_changed_series_in_one_batch(
                                   json={"summary": "Moved on"})  # fmt: skip
             assert answer.status_code == 200, answer.text
 
-    before = counts(google_emulator.url)
-    report = sync(google_crm, connection_id)
-    spent = counts(google_emulator.url) - before
+    report, spent = counted_sync(google_crm, connection_id, google_emulator.url)
 
     assert (report["updated"], report["problems"]) == (3, []), report
     # The listing, then the three masters (one batch) and their exceptions (one batch).
@@ -372,22 +367,12 @@ def test_a_graph_import_reads_its_series_in_batches(
     state = microsoft_emulator.state
     mailbox = state.mailbox(email)
     for n in range(25):
-        start = later(20 + n).replace(minute=0, second=0, tzinfo=None)
-        state.events.create(mailbox, mailbox.default_calendar, {
-            "subject": f"Weekly {n}",
-            "start": {"dateTime": start.isoformat(), "timeZone": "UTC"},
-            "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat(), "timeZone": "UTC"},
-            "recurrence": {
-                "pattern": {"type": "weekly", "interval": 1,
-                            "daysOfWeek": [start.strftime("%A").lower()]},
-                "range": {"type": "numbered", "startDate": start.date().isoformat(),
-                          "numberOfOccurrences": 4},
-            },
-        })  # fmt: skip
+        start = later(20 + n).replace(minute=0, second=0)
+        state.events.create(
+            mailbox, mailbox.default_calendar, graph_weekly(start, 4, f"Weekly {n}")
+        )
 
-    before = counts(microsoft_emulator.url)
-    report = sync(graph_crm, connection_id)
-    spent = counts(microsoft_emulator.url) - before
+    report, spent = counted_sync(graph_crm, connection_id, microsoft_emulator.url)
 
     assert (report["created"], report["problems"]) == (25, []), report
     # Each master read twice (its fields, then its exceptions), 20 reads a batch.
@@ -397,11 +382,10 @@ def test_a_graph_import_reads_its_series_in_batches(
 
 
 def graph_weekly(start: dt.datetime, count: int, subject: str) -> dict[str, Any]:
+    """An Outlook series' body: ``count`` weekly occurrences an hour long from ``start``."""
     start = start.replace(tzinfo=None)
     return {
-        "subject": subject,
-        "start": {"dateTime": start.isoformat(), "timeZone": "UTC"},
-        "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat(), "timeZone": "UTC"},
+        **graph_event(subject, start),
         "recurrence": {
             "pattern": {"type": "weekly", "interval": 1,
                         "daysOfWeek": [start.strftime("%A").lower()]},
@@ -423,21 +407,14 @@ def test_a_series_deleted_in_outlook_costs_no_read_per_occurrence(
         start = later(20).replace(minute=0, second=0)
         made = graph.post("/me/events", json=graph_weekly(start, 30, "Weekly review"))
         assert made.status_code == 201, made.text
-        single = graph.post("/me/events", json={
-            "subject": "Booked", "start": {"dateTime": start.replace(tzinfo=None).isoformat(),
-                                           "timeZone": "UTC"},
-            "end": {"dateTime": (start + dt.timedelta(hours=2)).replace(tzinfo=None).isoformat(),
-                    "timeZone": "UTC"},
-        })  # fmt: skip
+        single = graph.post("/me/events", json=graph_event("Booked", start, dt.timedelta(hours=2)))
         assert single.status_code == 201, single.text
         assert sync(graph_crm, connection_id)["created"] == 2
         sync(graph_crm, connection_id)
         assert graph.delete(f"/me/events/{made.json()['id']}").status_code == 204
         assert graph.delete(f"/me/events/{single.json()['id']}").status_code == 204
 
-        before = counts(microsoft_emulator.url)
-        report = sync(graph_crm, connection_id)
-        spent = counts(microsoft_emulator.url) - before
+        report, spent = counted_sync(graph_crm, connection_id, microsoft_emulator.url)
 
     assert (report["deleted"], report["problems"]) == (2, []), report
     # The delta round, the series' master (gone), the single event (gone).
@@ -455,17 +432,13 @@ def test_an_event_moved_out_of_the_graph_window_is_not_deleted(
     connection_id, graph = connect_graph(graph_crm, microsoft_emulator)
     with graph:
         start = later(5).replace(tzinfo=None)
-        made = graph.post("/me/events", json={
-            "subject": "Planning", "start": {"dateTime": start.isoformat(), "timeZone": "UTC"},
-            "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat(), "timeZone": "UTC"},
-        })  # fmt: skip
+        made = graph.post("/me/events", json=graph_event("Planning", start))
         assert made.status_code == 201, made.text
         assert sync(graph_crm, connection_id)["created"] == 1
         sync(graph_crm, connection_id)
         far = start + dt.timedelta(days=7 * 365)
         moved = graph.patch(f"/me/events/{made.json()['id']}", json={
-            "start": {"dateTime": far.isoformat(), "timeZone": "UTC"},
-            "end": {"dateTime": (far + dt.timedelta(hours=1)).isoformat(), "timeZone": "UTC"},
+            key: graph_event("Planning", far)[key] for key in ("start", "end")
         })  # fmt: skip
         assert moved.status_code == 200, moved.text
         report = sync(graph_crm, connection_id)
@@ -487,11 +460,51 @@ def with_override(series: CalendarEvent, summary: str) -> CalendarEvent:
     assert isinstance(series.start, dt.datetime)
     assert series.end is not None
     moment = series.start + dt.timedelta(weeks=1)
-    override = dataclasses.replace(
-        series, summary=summary, start=moment, end=moment + (series.end - series.start),
-        recurrence=None, overrides=(), recurrence_id=moment, uid=None,
-    )  # fmt: skip
+    override = occurrence_of(series, moment, summary=summary, start=moment,
+                             end=moment + (series.end - series.start))  # fmt: skip
     return dataclasses.replace(series, overrides=(override,))
+
+
+async def singles_and_series_retitled(
+    provider: Provider, calendar: str
+) -> tuple[list[RemoteRef], list[Update]]:
+    """Three single events and three series (each with a retitled occurrence) made in
+    ``calendar``; the series, and the updates that retitle all six, a series' changed
+    occurrence too."""
+    singles = [await provider.create(calendar, uuid.uuid4().hex,
+                                     CalendarEvent(summary=f"Call {n}", start=later(n),
+                                                   end=later(n + 1), timezone="UTC"))
+               for n in range(3)]  # fmt: skip
+    series = [
+        await provider.create(calendar, uuid.uuid4().hex, with_override(series_event(n), "Kept"))
+        for n in range(3)
+    ]
+    updates = [
+        Update(ref.id, ref.etag, dataclasses.replace(ref.event, summary="Moved"),
+               frozenset({"summary"}), single=True)
+        for ref in singles if ref.event is not None
+    ] + [
+        Update(ref.id, ref.etag,
+               with_override(dataclasses.replace(ref.event, summary="Moved", overrides=()),
+                             "Moved on"),
+               frozenset({"summary", "overrides"}))
+        for ref in series if ref.event is not None
+    ]  # fmt: skip
+    return series, updates
+
+
+async def assert_series_retitled(
+    provider: Provider, calendar: str, series: list[RemoteRef], results: list[Any]
+) -> None:
+    """Each of ``series`` is read back as its update's ``results`` left it: retitled, and
+    its changed occurrence too."""
+    found = await provider.fetch(calendar, [ref.id for ref in series])
+    for ref, result in zip(found, results, strict=True):
+        assert ref.event is not None
+        assert isinstance(result, RemoteRef)
+        assert ref.etag == result.etag
+        assert ref.event.summary == "Moved"
+        assert [o.summary for o in ref.event.overrides] == ["Moved on"]
 
 
 async def test_google_series_updates_go_in_the_batches_of_single_updates(
@@ -501,31 +514,9 @@ async def test_google_series_updates_go_in_the_batches_of_single_updates(
     masters read in one, their exceptions in another, every patch (single events and
     masters) in a third, every occurrence's write in a fourth; not three or four
     requests a series."""
-    harness = await GoogleHarness.open(google_emulator)
-    provider, calendar = harness.provider, harness.calendar_id
-    try:
-        singles = [await provider.create(calendar, uuid.uuid4().hex,
-                                         CalendarEvent(summary=f"Call {n}", start=later(n),
-                                                       end=later(n + 1), timezone="UTC"))
-                   for n in range(3)]  # fmt: skip
-        series = [
-            await provider.create(
-                calendar, uuid.uuid4().hex, with_override(series_event(n), "Kept")
-            )
-            for n in range(3)
-        ]
-        updates = [
-            Update(ref.id, ref.etag, dataclasses.replace(ref.event, summary="Moved"),
-                   frozenset({"summary"}), single=True)
-            for ref in singles if ref.event is not None
-        ] + [
-            # The series retitled, and its changed occurrence too.
-            Update(ref.id, ref.etag,
-                   with_override(dataclasses.replace(ref.event, summary="Moved", overrides=()),
-                                 "Moved on"),
-                   frozenset({"summary", "overrides"}))
-            for ref in series if ref.event is not None
-        ]  # fmt: skip
+    async with opened(GoogleHarness.open(google_emulator)) as harness:
+        provider, calendar = harness.provider, harness.calendar_id
+        series, updates = await singles_and_series_retitled(provider, calendar)
 
         before = counts(google_emulator.url)
         results = await provider.update_many(calendar, updates)
@@ -536,15 +527,7 @@ async def test_google_series_updates_go_in_the_batches_of_single_updates(
         # Three single events and three masters patched, then three occurrences.
         assert spent["events.patch"] == 3 + 3 + 3, spent
         assert spent.total() == 4 + 3 + 3 + 9, spent
-        found = await provider.fetch(calendar, [ref.id for ref in series])
-        for ref, result in zip(found, results[3:], strict=True):
-            assert ref.event is not None
-            assert isinstance(result, RemoteRef)
-            assert ref.etag == result.etag
-            assert ref.event.summary == "Moved"
-            assert [o.summary for o in ref.event.overrides] == ["Moved on"]
-    finally:
-        await harness.close()
+        await assert_series_retitled(provider, calendar, series, results[3:])
 
 
 async def test_graph_series_updates_go_in_the_batches_of_single_updates(
@@ -554,30 +537,9 @@ async def test_graph_series_updates_go_in_the_batches_of_single_updates(
     masters read in one, their cancelled occurrences and exceptions in another, every
     patch (single events and masters) in a third; then each series' changed occurrence;
     not four requests a series and one for the single events."""
-    harness = await MicrosoftHarness.open(microsoft_emulator)
-    provider, calendar = harness.provider, harness.calendar_id
-    try:
-        singles = [await provider.create(calendar, uuid.uuid4().hex,
-                                         CalendarEvent(summary=f"Call {n}", start=later(n),
-                                                       end=later(n + 1), timezone="UTC"))
-                   for n in range(3)]  # fmt: skip
-        series = [
-            await provider.create(
-                calendar, uuid.uuid4().hex, with_override(series_event(n), "Kept")
-            )
-            for n in range(3)
-        ]
-        updates = [
-            Update(ref.id, ref.etag, dataclasses.replace(ref.event, summary="Moved"),
-                   frozenset({"summary"}), single=True)
-            for ref in singles if ref.event is not None
-        ] + [
-            Update(ref.id, ref.etag,
-                   with_override(dataclasses.replace(ref.event, summary="Moved", overrides=()),
-                                 "Moved on"),
-                   frozenset({"summary", "overrides"}))
-            for ref in series if ref.event is not None
-        ]  # fmt: skip
+    async with opened(MicrosoftHarness.open(microsoft_emulator)) as harness:
+        provider, calendar = harness.provider, harness.calendar_id
+        series, updates = await singles_and_series_retitled(provider, calendar)
 
         before = counts(microsoft_emulator.url)
         results = await provider.update_many(calendar, updates)
@@ -588,15 +550,31 @@ async def test_graph_series_updates_go_in_the_batches_of_single_updates(
         # Three single events and three masters patched, then three occurrences.
         assert spent["events.update"] == 3 + 3 + 3, spent
         assert spent.total() == 3 + 6 + 9, spent
-        found = await provider.fetch(calendar, [ref.id for ref in series])
-        for ref, result in zip(found, results[3:], strict=True):
-            assert ref.event is not None
-            assert isinstance(result, RemoteRef)
-            assert ref.etag == result.etag
-            assert ref.event.summary == "Moved"
-            assert [o.summary for o in ref.event.overrides] == ["Moved on"]
-    finally:
-        await harness.close()
+        await assert_series_retitled(provider, calendar, series, results[3:])
+
+
+def graph_crm_series(
+    crm: Api, emulator: MicrosoftEmulator
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """A weekly series of five made in the CRM, connected to Outlook and synced until
+    settled: (the connection's id, the series' id, its occurrences)."""
+    connection_id, graph = connect_graph(crm, emulator)
+    graph.close()
+    start = later(30).replace(minute=0, second=0)
+    made = crm.post(f"{V1}/activities", json={
+        "type": "meeting", "subject": "Weekly", "start": start.isoformat(),
+        "end": (start + dt.timedelta(hours=1)).isoformat(), "timezone": "UTC",
+        "recurrence": "FREQ=WEEKLY;COUNT=5",
+    })  # fmt: skip
+    assert made.status_code == 201, made.text
+    series_id = made.json()["series_id"]
+    assert sync(crm, connection_id)["created"] == 1
+    sync(crm, connection_id)
+    return connection_id, series_id, occurrences(crm, series_id)
+
+
+def occurrences(crm: Api, series_id: int) -> list[dict[str, Any]]:
+    return crm.get(f"{V1}/activities", params={"series_id": series_id, "limit": 10}).json()["items"]
 
 
 def test_a_graph_series_read_back_after_a_cancelled_occurrence_is_one_request(
@@ -604,35 +582,17 @@ def test_a_graph_series_read_back_after_a_cancelled_occurrence_is_one_request(
 ) -> None:
     """An occurrence cancelled in the CRM is deleted in Outlook, and the series read back
     (its master, then its cancelled occurrences and exceptions) in one ``$batch``."""
-    connection_id, graph = connect_graph(graph_crm, microsoft_emulator)
-    graph.close()
-    start = later(30).replace(minute=0, second=0)
-    made = graph_crm.post(f"{V1}/activities", json={
-        "type": "meeting", "subject": "Weekly", "start": start.isoformat(),
-        "end": (start + dt.timedelta(hours=1)).isoformat(), "timezone": "UTC",
-        "recurrence": "FREQ=WEEKLY;COUNT=5",
-    })  # fmt: skip
-    assert made.status_code == 201, made.text
-    first = made.json()
-    assert sync(graph_crm, connection_id)["created"] == 1
-    sync(graph_crm, connection_id)
-    listed = graph_crm.get(
-        f"{V1}/activities", params={"series_id": first["series_id"], "limit": 10}
-    ).json()["items"]
+    connection_id, series_id, listed = graph_crm_series(graph_crm, microsoft_emulator)
     gone = graph_crm.delete(f"{V1}/activities/{listed[2]['id']}", params={"scope": "this"})
     assert gone.status_code == 200, gone.text
 
-    before = counts(microsoft_emulator.url)
-    report = sync(graph_crm, connection_id)
-    spent = counts(microsoft_emulator.url) - before
+    report, spent = counted_sync(graph_crm, connection_id, microsoft_emulator.url)
 
     assert (report["updated"], report["problems"]) == (1, []), report
     assert spent["events.delete"] == 1, spent
     assert spent["batch"] == 1, spent  # the read back: master and occurrences together
     sync(graph_crm, connection_id)
-    after = graph_crm.get(
-        f"{V1}/activities", params={"series_id": first["series_id"], "limit": 10}
-    ).json()["items"]
+    after = occurrences(graph_crm, series_id)
     assert [a["id"] for a in after] == [a["id"] for a in listed if a["id"] != listed[2]["id"]]
 
 
@@ -642,29 +602,13 @@ def test_a_graph_occurrence_edited_in_the_crm_reads_its_series_once(
     """An occurrence edited in the CRM: the series is read (its master, then its
     cancelled occurrences and exceptions) once for the write, not once by the series
     engine and again by the provider's update."""
-    connection_id, graph = connect_graph(graph_crm, microsoft_emulator)
-    graph.close()
-    start = later(30).replace(minute=0, second=0)
-    made = graph_crm.post(f"{V1}/activities", json={
-        "type": "meeting", "subject": "Weekly", "start": start.isoformat(),
-        "end": (start + dt.timedelta(hours=1)).isoformat(), "timezone": "UTC",
-        "recurrence": "FREQ=WEEKLY;COUNT=5",
-    })  # fmt: skip
-    assert made.status_code == 201, made.text
-    first = made.json()
-    assert sync(graph_crm, connection_id)["created"] == 1
-    sync(graph_crm, connection_id)
-    listed = graph_crm.get(
-        f"{V1}/activities", params={"series_id": first["series_id"], "limit": 10}
-    ).json()["items"]
+    connection_id, series_id, listed = graph_crm_series(graph_crm, microsoft_emulator)
     edited = graph_crm.patch(
         f"{V1}/activities/{listed[2]['id']}", json={"subject": "Moved on", "scope": "this"}
     )
     assert edited.status_code == 200, edited.text
 
-    before = counts(microsoft_emulator.url)
-    report = sync(graph_crm, connection_id)
-    spent = counts(microsoft_emulator.url) - before
+    report, spent = counted_sync(graph_crm, connection_id, microsoft_emulator.url)
 
     assert (report["updated"], report["problems"]) == (1, []), report
     # The master and its occurrences read once; the occurrence found and patched.
@@ -672,7 +616,5 @@ def test_a_graph_occurrence_edited_in_the_crm_reads_its_series_once(
     assert (spent["events.instances"], spent["events.update"]) == (1, 1), spent
     again = sync(graph_crm, connection_id)
     assert (again["updated"], again["created"]) == (0, 0), again
-    after = graph_crm.get(
-        f"{V1}/activities", params={"series_id": first["series_id"], "limit": 10}
-    ).json()["items"]
+    after = occurrences(graph_crm, series_id)
     assert [a["subject"] for a in after] == ["Weekly"] * 2 + ["Moved on"] + ["Weekly"] * 2

@@ -24,7 +24,7 @@ from crmcal.web.app import create_app
 from tests.conftest import Api, make_user, new_user
 from tests.google_emulator import GoogleEmulator, GoogleHarness
 from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
-from tests.providers.conftest import HARNESSES, _opened
+from tests.providers.conftest import HARNESSES, opened
 from tests.providers.harness import Foreign, Harness
 from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
     BASE_URL,
@@ -41,7 +41,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 
 @pytest.fixture(params=["google", "microsoft"])
 async def cloud(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    async with _opened(HARNESSES[request.param](request)) as made:
+    async with opened(HARNESSES[request.param](request)) as made:
         yield made
 
 
@@ -393,7 +393,7 @@ async def costed(
     opening: Awaitable[Harness] = (
         GoogleHarness.open(google) if request.param == "google" else MicrosoftHarness.open(graph)
     )
-    async with _opened(opening) as harness:
+    async with opened(opening) as harness:
         yield Synced(harness, costed_crm[1], costed_crm[0])
 
 

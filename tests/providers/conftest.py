@@ -54,7 +54,7 @@ HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Awaitable[Harness]]] = {
 
 
 @contextlib.asynccontextmanager
-async def _opened(making: Awaitable[H]) -> AsyncIterator[H]:
+async def opened(making: Awaitable[H]) -> AsyncIterator[H]:
     """A harness for the length of a test, closed after it."""
     made = await making
     try:
@@ -63,10 +63,19 @@ async def _opened(making: Awaitable[H]) -> AsyncIterator[H]:
         await made.close()
 
 
+def opened_harness(
+    request: pytest.FixtureRequest, kind: str
+) -> contextlib.AbstractAsyncContextManager[Harness]:
+    """The harness of provider ``kind`` (a key of ``HARNESSES``) on a fresh calendar, for
+    the length of an ``async with``: what a fixture of one kind, or of its own list of
+    kinds, yields."""
+    return opened(HARNESSES[kind](request))
+
+
 @pytest.fixture(params=list(HARNESSES))
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     """The provider under test on a fresh calendar, with out-of-band helpers."""
-    async with _opened(HARNESSES[request.param](request)) as made:
+    async with opened_harness(request, request.param) as made:
         yield made
 
 
@@ -78,12 +87,12 @@ API_HARNESSES = {kind: made for kind, made in HARNESSES.items() if kind != "memo
 @pytest.fixture(params=list(API_HARNESSES))
 async def api_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     """A calendar of each provider crmcal can connect to through its REST API."""
-    async with _opened(API_HARNESSES[request.param](request)) as made:
+    async with opened_harness(request, request.param) as made:
         yield made
 
 
 @pytest.fixture(params=CALDAV_KINDS)
 async def caldav_harness(request: pytest.FixtureRequest) -> AsyncIterator[CalDAVHarness]:
     """Like ``harness``, for the tests particular to CalDAV."""
-    async with _opened(_caldav_harness(request, request.param)) as made:
+    async with opened(_caldav_harness(request, request.param)) as made:
         yield made

@@ -11,6 +11,7 @@ parametrised suite.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import re
 import uuid
@@ -23,7 +24,7 @@ from zoneinfo import ZoneInfo
 from caldav.davclient import DAVClient
 from caldav.response import DAVResponse
 
-from crmcal.model import ResponseStatus
+from crmcal.model import CalendarEvent, ResponseStatus
 from crmcal.providers.base import Provider
 from crmcal.providers.caldav import CalDAVProvider, normalize_href
 
@@ -57,6 +58,20 @@ class Foreign:
     moved: tuple[tuple[dt.datetime, dt.datetime, str], ...] = ()
     cancelled: tuple[dt.datetime, ...] = ()  # cancelled occurrences of a series
     name: str | None = None  # a resource name, where the server has such a thing
+
+
+def occurrence_of(master: CalendarEvent, moment: Moment, **changes: Any) -> CalendarEvent:
+    """The occurrence of series ``master`` at ``moment`` (its original start) as an
+    exception of its own, changed by ``changes``: what a client puts among the
+    master's ``overrides`` when one occurrence is edited."""
+    return dataclasses.replace(
+        master, overrides=(), recurrence=None, recurrence_id=moment, uid=None, **changes
+    )
+
+
+def cancelled_occurrence(master: CalendarEvent, moment: Moment) -> CalendarEvent:
+    """The occurrence of series ``master`` at ``moment``, cancelled."""
+    return occurrence_of(master, moment, cancelled=True)
 
 
 class Harness(Protocol):

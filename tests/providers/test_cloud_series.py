@@ -15,7 +15,7 @@ import pytest
 
 from crmcal.model import CalendarEvent, Recurrence
 from crmcal.providers.base import PreconditionFailed
-from tests.providers.conftest import HARNESSES, _opened
+from tests.providers.conftest import HARNESSES, opened
 from tests.providers.harness import Harness
 from tests.providers.test_contract import fetch_one, key, listed
 
@@ -24,7 +24,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 
 @pytest.fixture(params=["google", "microsoft"])
 async def cloud(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    async with _opened(HARNESSES[request.param](request)) as made:
+    async with opened(HARNESSES[request.param](request)) as made:
         yield made
 
 

@@ -91,6 +91,15 @@ class Synced:
         (found,) = self.activities()
         return found
 
+    async def synced_activities(
+        self, *subjects: str
+    ) -> tuple[list[dict[str, Any]], dict[str | None, str]]:
+        """Activities made in the CRM two hours apart and written to the calendar by a
+        sync: their records, and their events' ids by title."""
+        made = [self.add_activity(subject, hours=2 * n) for n, subject in enumerate(subjects)]
+        self.sync()
+        return made, await self.ids_by_title()
+
     def persons(self) -> list[dict[str, Any]]:
         return self.admin.get(f"{V1}/persons").json()["items"]
 
@@ -139,6 +148,10 @@ class Synced:
     async def only_event(self) -> tuple[str, CalendarEvent]:
         (found,) = (await self.events()).items()
         return found
+
+    async def ids_by_title(self) -> dict[str | None, str]:
+        """The id of each event in the calendar, by its title."""
+        return {event.summary: event_id for event_id, event in (await self.events()).items()}
 
 
 @pytest.fixture

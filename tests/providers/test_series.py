@@ -13,7 +13,7 @@ import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -22,11 +22,11 @@ from sqlalchemy import func, select
 from crmcal.crm.tables import Activity as ActivityRow
 from crmcal.crm.tables import ActivityChange
 from crmcal.db import Database
-from crmcal.model import CalendarEvent, Recurrence, moment_key
+from crmcal.model import CalendarEvent, Recurrence, ResponseStatus, moment_key
 from tests.caldav_proxy import Behaviour
 from tests.conftest import Api
-from tests.providers.conftest import HARNESSES, _opened
-from tests.providers.harness import Foreign, Harness
+from tests.providers.conftest import opened_harness
+from tests.providers.harness import Foreign, Harness, cancelled_occurrence, occurrence_of
 from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
     V1,
     Synced,
@@ -41,12 +41,34 @@ SERIES_KINDS = ("radicale", "xandikos", "google", "microsoft")
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = dt.UTC
+HOUR = dt.timedelta(hours=1)
+# Who organises the series Sam is invited to, and the two guests (answered).
+LEE = ("lee@partner.example", "Lee")
+LEE_AND_SAM: tuple[tuple[str, str, ResponseStatus], ...] = (
+    ("lee@partner.example", "Lee", "accepted"),
+    ("sam@crm.test", "Sam", "accepted"),
+)
 
 
 @pytest.fixture(params=SERIES_KINDS)
 async def series_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    async with _opened(HARNESSES[request.param](request)) as made:
+    async with opened_harness(request, request.param) as made:
         yield made
+
+
+def berlin_series(summary: str, start: dt.datetime, rule: str, length: dt.timedelta = HOUR
+                  ) -> CalendarEvent:  # fmt: skip
+    """A series as another client makes it, each occurrence ``length`` long, in Berlin time."""
+    return CalendarEvent(summary=summary, start=start, end=start + length,
+                         timezone="Europe/Berlin", recurrence=Recurrence(rule))  # fmt: skip
+
+
+class SyncedSeries(NamedTuple):
+    """A series made in the CRM, as its first sync left it."""
+
+    first: dict[str, Any]  # its first occurrence
+    listed: list[dict[str, Any]]  # all its occurrences, in order
+    event_id: str  # the one calendar event that holds them
 
 
 class Series(Synced):
@@ -55,11 +77,10 @@ class Series(Synced):
     # --- the CRM side ---------------------------------------------------------------
 
     def add_series(self, subject: str, start: dt.datetime | dt.date, rule: str,
-                   **fields: Any) -> dict[str, Any]:  # fmt: skip
+                   length: dt.timedelta = HOUR, **fields: Any) -> dict[str, Any]:  # fmt: skip
         times: dict[str, object]
         if isinstance(start, dt.datetime):
-            times = {"start": start.isoformat(),
-                     "end": (start + dt.timedelta(hours=1)).isoformat(),
+            times = {"start": start.isoformat(), "end": (start + length).isoformat(),
                      "timezone": "Europe/Berlin"}  # fmt: skip
         else:
             end = start + dt.timedelta(days=1)
@@ -84,6 +105,55 @@ class Series(Synced):
         gone = self.user.delete(f"{V1}/activities/{activity_id}", params={"scope": scope})
         assert gone.status_code == 200, gone.text
 
+    def assert_split(self, first: dict[str, Any], listed: list[dict[str, Any]], cut: int
+                     ) -> list[dict[str, Any]]:  # fmt: skip
+        """The CRM series of ``first`` is in two at its ``cut``-th occurrence: it keeps those
+        before (``listed``, by id), another series those from there on (returned)."""
+        ids = self.series_ids()
+        assert len(ids) == 2
+        (other,) = ids - {first["series_id"]}
+        kept = self.occurrences(first["series_id"])
+        assert [o["id"] for o in kept] == [o["id"] for o in listed[:cut]]
+        later = self.occurrences(other)
+        assert [o["id"] for o in later] == [o["id"] for o in listed[cut:]]
+        return later
+
+    def assert_settled(self) -> None:
+        """One more sync has nothing left to create, update or delete."""
+        again = self.sync()
+        assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+
+    # --- both sides -------------------------------------------------------------------
+
+    async def synced_series(self, subject: str, start: dt.datetime, rule: str) -> SyncedSeries:
+        """A series made in the CRM and written to the calendar by a sync."""
+        first = self.add_series(subject, start, rule)
+        assert self.sync()["created"] == 1
+        listed = self.occurrences(first["series_id"])
+        event_id, _ = await self.only_series()
+        return SyncedSeries(first, listed, event_id)
+
+    async def synced_calendar_series(self, event: CalendarEvent) -> tuple[str, int]:
+        """A series made in the calendar and brought to the CRM by a sync: (its event's
+        id, the CRM's series id)."""
+        event_id = await self.put_series(event)
+        assert self.sync()["created"] == 1
+        (series_id,) = self.series_ids()
+        return event_id, series_id
+
+    async def synced_invitation(self, summary: str, start: dt.datetime, rule: str
+                                ) -> tuple[str, int]:  # fmt: skip
+        """A series Lee organises with Sam invited, as the invitation arrives in Sam's
+        calendar (only the service writes someone else as organizer), brought to the
+        CRM by a sync: (its event's id, the CRM's series id)."""
+        event_id = await self.harness.put_foreign(Foreign(
+            summary=summary, start=start, end=start + HOUR, rrule=rule, organizer=LEE,
+            attendees=LEE_AND_SAM,
+        ))  # fmt: skip
+        assert self.sync()["created"] == 1
+        (series_id,) = self.series_ids()
+        return event_id, series_id
+
     # --- the calendar side, as another client ----------------------------------------
 
     async def put_series(self, event: CalendarEvent) -> str:
@@ -102,10 +172,32 @@ class Series(Synced):
         assert found[1].recurrence is not None
         return found
 
+    async def cut_in_calendar(self, event_id: str, cut: dt.datetime) -> None:
+        """Another client ends the series before ``cut`` (its UNTIL)."""
+        until = (cut - dt.timedelta(seconds=1)).astimezone(UTC)
+        await self.change_series(event_id, lambda e: dataclasses.replace(
+            e, recurrence=Recurrence(f"FREQ=WEEKLY;UNTIL={until:%Y%m%dT%H%M%SZ}")))  # fmt: skip
+
+    async def split_in_calendar(self, event_id: str, cut: dt.datetime,
+                                following: CalendarEvent) -> None:  # fmt: skip
+        """Another client's "this and following" at ``cut``: the series ends before it,
+        and ``following`` is made for the rest."""
+        await self.cut_in_calendar(event_id, cut)
+        await self.put_series(following)
+
+
+class ProxiedSeries(Proxied, Series):
+    """``Series`` through the CalDAV proxy, whose requests the test counts and disturbs."""
+
 
 @pytest.fixture
 def on(series_harness: Harness, sam: Api, admin: Api) -> Series:  # noqa: F811
     return Series(series_harness, sam, admin)
+
+
+@pytest.fixture
+def proxied_series(proxied: Proxied) -> ProxiedSeries:  # noqa: F811
+    return ProxiedSeries(proxied.harness, proxied.user, proxied.admin, proxied.proxy)
 
 
 def next_weekday_nine(weekday: int, weeks: int = 1) -> dt.datetime:
@@ -198,13 +290,9 @@ async def test_an_occurrence_edited_in_the_crm_becomes_an_override_that_survives
 async def test_an_override_made_in_the_calendar_reaches_its_occurrence(on: Series) -> None:
     on.connect(incoming_activity_type="call")
     start = next_weekday_nine(3)
-    master = CalendarEvent(
-        summary="Standup", start=start, end=start + dt.timedelta(minutes=30),
-        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=10"),
-    )  # fmt: skip
-    event_id = await on.put_series(master)
-    assert on.sync()["created"] == 1
-    (series_id,) = on.series_ids()
+    event_id, series_id = await on.synced_calendar_series(
+        berlin_series("Standup", start, "FREQ=WEEKLY;COUNT=10", dt.timedelta(minutes=30))
+    )
     listed = on.occurrences(series_id)
     assert len(listed) == 10
     noted = listed[6]
@@ -215,15 +303,9 @@ async def test_an_override_made_in_the_calendar_reaches_its_occurrence(on: Serie
     moved = at(third["original_start"]) + dt.timedelta(hours=3)
 
     def with_exceptions(event: CalendarEvent) -> CalendarEvent:
-        changed = dataclasses.replace(
-            event, summary="Standup (customer)", start=moved,
-            end=moved + dt.timedelta(minutes=30), overrides=(), recurrence=None,
-            recurrence_id=at(third["original_start"]), uid=None,
-        )  # fmt: skip
-        cancelled = dataclasses.replace(
-            event, cancelled=True, overrides=(), recurrence=None,
-            recurrence_id=at(fifth["original_start"]), uid=None,
-        )  # fmt: skip
+        changed = occurrence_of(event, at(third["original_start"]), summary="Standup (customer)",
+                                start=moved, end=moved + dt.timedelta(minutes=30))  # fmt: skip
+        cancelled = cancelled_occurrence(event, at(fifth["original_start"]))
         return dataclasses.replace(event, overrides=(changed, cancelled))
 
     await on.change_series(event_id, with_exceptions)
@@ -288,43 +370,42 @@ async def test_this_and_following_in_the_crm_ends_the_series_and_starts_another(
     assert own.start == at(listed[9]["start"]) + dt.timedelta(hours=1)
 
 
-async def test_this_and_following_in_the_calendar_splits_the_crm_series(on: Series) -> None:
+async def _split_at_the_sixth_in_calendar(
+    on: Series, title: str, moved: dt.timedelta
+) -> tuple[SyncedSeries, dict[str, Any]]:
+    """A weekly series of twelve made in the CRM, its ninth occurrence noted there; then
+    another client splits it at the sixth, ``moved`` from there on under ``title``, and
+    a sync follows (its counts returned)."""
     on.connect()
-    start = next_weekday_nine(2)
-    first = on.add_series("Forecast call", start, "FREQ=WEEKLY;COUNT=12")
-    assert on.sync()["created"] == 1
-    listed = on.occurrences(first["series_id"])
-    on.edit_activity(listed[8]["id"], done=True, note="Prepared the numbers")
-    event_id, _ = await on.only_series()
+    made = await on.synced_series("Forecast call", next_weekday_nine(2), "FREQ=WEEKLY;COUNT=12")
+    on.edit_activity(made.listed[8]["id"], done=True, note="Prepared the numbers")
+    cut = at(made.listed[5]["original_start"])
+    await on.split_in_calendar(
+        made.event_id, cut, berlin_series(title, cut + moved, "FREQ=WEEKLY;COUNT=7")
+    )
+    return made, on.sync()
+
+
+def _assert_the_note_kept_and_nothing_deleted(on: Series, made: SyncedSeries) -> None:
+    kept = on.activity(made.listed[8]["id"])
+    assert (kept["done"], kept["note"]) == (True, "Prepared the numbers")
+    assert on.occurrences(made.first["series_id"], deleted=True) == []
+
+
+async def test_this_and_following_in_the_calendar_splits_the_crm_series(on: Series) -> None:
     # Another client splits at the sixth occurrence, an hour later from there on.
-    cut = at(listed[5]["original_start"])
-    until = (cut - dt.timedelta(seconds=1)).astimezone(UTC)
-    await on.change_series(event_id, lambda e: dataclasses.replace(
-        e, recurrence=Recurrence(f"FREQ=WEEKLY;UNTIL={until:%Y%m%dT%H%M%SZ}")))  # fmt: skip
-    new_start = cut + dt.timedelta(hours=1)
-    await on.put_series(CalendarEvent(
-        summary="Forecast call", start=new_start, end=new_start + dt.timedelta(hours=1),
-        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=7"),
-    ))  # fmt: skip
-    counts = on.sync()
+    made, counts = await _split_at_the_sixth_in_calendar(on, "Forecast call", HOUR)
+    first, listed, _ = made
     assert counts["problems"] == []
     assert counts["deleted"] == 0
-    ids = on.series_ids()
-    assert len(ids) == 2
-    assert first["series_id"] in ids
-    (other,) = ids - {first["series_id"]}
-    assert [o["id"] for o in on.occurrences(first["series_id"])] == [o["id"] for o in listed[:5]]
     # The later occurrences kept their ids and their CRM data, an hour later.
-    moved = on.occurrences(other)
-    assert [o["id"] for o in moved] == [o["id"] for o in listed[5:]]
+    moved = on.assert_split(first, listed, 5)
+    assert first["series_id"] in on.series_ids()
     assert [at(o["start"]) for o in moved] == [
         at(o["start"]) + dt.timedelta(hours=1) for o in listed[5:]
     ]
-    kept = on.activity(listed[8]["id"])
-    assert (kept["done"], kept["note"]) == (True, "Prepared the numbers")
-    assert on.occurrences(first["series_id"], deleted=True) == []
-    again = on.sync()
-    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+    _assert_the_note_kept_and_nothing_deleted(on, made)
+    on.assert_settled()
     assert len(await on.events()) == 2
 
 
@@ -336,10 +417,7 @@ async def test_two_series_at_the_same_start_are_never_made_one(on: Series) -> No
     # calendar by another client, before the next sync.
     standup = on.add_series("Standup", start, "FREQ=WEEKLY;COUNT=6")
     pipeline = on.add_series("Pipeline", start, "FREQ=WEEKLY;COUNT=6")
-    event_id = await on.put_series(CalendarEvent(
-        summary="Pipeline", start=start, end=start + dt.timedelta(hours=1),
-        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=6"),
-    ))  # fmt: skip
+    event_id = await on.put_series(berlin_series("Pipeline", start, "FREQ=WEEKLY;COUNT=6"))
     counts = on.sync()
     assert counts["problems"] == []
     events = await on.events()
@@ -348,8 +426,7 @@ async def test_two_series_at_the_same_start_are_never_made_one(on: Series) -> No
     assert on.series_ids() == {standup["series_id"], pipeline["series_id"]}
     assert {o["subject"] for o in on.occurrences(standup["series_id"])} == {"Standup"}
     assert {o["subject"] for o in on.occurrences(pipeline["series_id"])} == {"Pipeline"}
-    again = on.sync()
-    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+    on.assert_settled()
 
 
 def _calendar_occurrences(events: dict[str, CalendarEvent]) -> dict[str, str | None]:
@@ -379,22 +456,15 @@ async def test_this_and_following_on_both_sides_at_other_occurrences(
     on: Series, policy: str, crm_cut: int, calendar_cut: int
 ) -> None:
     on.connect(conflict_policy=policy)
-    start = next_weekday_nine(2)
-    first = on.add_series("Forecast", start, "FREQ=WEEKLY;COUNT=12")
-    assert on.sync()["created"] == 1
-    listed = on.occurrences(first["series_id"])
-    event_id, _ = await on.only_series()
+    _, listed, event_id = await on.synced_series(
+        "Forecast", next_weekday_nine(2), "FREQ=WEEKLY;COUNT=12"
+    )
     # The CRM: this and following from one occurrence, renamed.
     on.edit_activity(listed[crm_cut]["id"], subject="Forecast (CRM)", scope="following")
     # The calendar, before the next sync: this and following from another, renamed.
     cut = at(listed[calendar_cut]["original_start"])
-    until = (cut - dt.timedelta(seconds=1)).astimezone(UTC)
-    await on.change_series(event_id, lambda e: dataclasses.replace(
-        e, recurrence=Recurrence(f"FREQ=WEEKLY;UNTIL={until:%Y%m%dT%H%M%SZ}")))  # fmt: skip
-    await on.put_series(CalendarEvent(
-        summary="Forecast (calendar)", start=cut, end=cut + dt.timedelta(hours=1),
-        timezone="Europe/Berlin", recurrence=Recurrence(f"FREQ=WEEKLY;COUNT={12 - calendar_cut}"),
-    ))  # fmt: skip
+    await on.split_in_calendar(event_id, cut, berlin_series(
+        "Forecast (calendar)", cut, f"FREQ=WEEKLY;COUNT={12 - calendar_cut}"))  # fmt: skip
     counts = on.sync()
     assert (counts["problems"], counts["conflicts"]) == ([], 1)
     crm = {key_of(o): o["subject"] for a in on.series_ids() for o in on.occurrences(a)}
@@ -413,15 +483,7 @@ async def test_this_and_following_on_both_sides_at_other_occurrences(
     # Each occurrence kept its id.
     ids = {o["id"] for a in on.series_ids() for o in on.occurrences(a)}
     assert ids == {o["id"] for o in listed}
-    again = on.sync()
-    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
-
-
-async def _cut_in_calendar(on: Series, event_id: str, cut: dt.datetime) -> None:
-    """Another client ends the series before ``cut`` (its UNTIL)."""
-    until = (cut - dt.timedelta(seconds=1)).astimezone(UTC)
-    await on.change_series(event_id, lambda e: dataclasses.replace(
-        e, recurrence=Recurrence(f"FREQ=WEEKLY;UNTIL={until:%Y%m%dT%H%M%SZ}")))  # fmt: skip
+    on.assert_settled()
 
 
 @pytest.mark.parametrize("moved", [dt.timedelta(hours=5), dt.timedelta(days=1, hours=5)])
@@ -431,36 +493,14 @@ async def test_this_and_following_in_the_calendar_at_a_moved_start_and_title(
     """A client that moves the following occurrences (09:00 to 14:00, or to the next
     day) and renames them while splitting: still a split, never a new series plus
     deletions."""
-    on.connect()
-    start = next_weekday_nine(2)
-    first = on.add_series("Forecast call", start, "FREQ=WEEKLY;COUNT=12")
-    assert on.sync()["created"] == 1
-    listed = on.occurrences(first["series_id"])
-    on.edit_activity(listed[8]["id"], done=True, note="Prepared the numbers")
-    event_id, _ = await on.only_series()
-    cut = at(listed[5]["original_start"])
-    await _cut_in_calendar(on, event_id, cut)
-    new_start = cut + moved
-    await on.put_series(CalendarEvent(
-        summary="Forecast call (new slot)", start=new_start,
-        end=new_start + dt.timedelta(hours=1), timezone="Europe/Berlin",
-        recurrence=Recurrence("FREQ=WEEKLY;COUNT=7"),
-    ))  # fmt: skip
-    counts = on.sync()
+    made, counts = await _split_at_the_sixth_in_calendar(on, "Forecast call (new slot)", moved)
+    first, listed, _ = made
     assert (counts["problems"], counts["deleted"]) == ([], 0)
-    ids = on.series_ids()
-    assert len(ids) == 2
-    (other,) = ids - {first["series_id"]}
-    assert [o["id"] for o in on.occurrences(first["series_id"])] == [o["id"] for o in listed[:5]]
-    later = on.occurrences(other)
-    assert [o["id"] for o in later] == [o["id"] for o in listed[5:]]
+    later = on.assert_split(first, listed, 5)
     assert [at(o["start"]) for o in later] == [at(o["start"]) + moved for o in listed[5:]]
     assert {o["subject"] for o in later} == {"Forecast call (new slot)"}
-    kept = on.activity(listed[8]["id"])
-    assert (kept["done"], kept["note"]) == (True, "Prepared the numbers")
-    assert on.occurrences(first["series_id"], deleted=True) == []
-    again = on.sync()
-    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+    _assert_the_note_kept_and_nothing_deleted(on, made)
+    on.assert_settled()
     assert len(await on.events()) == 2
 
 
@@ -468,27 +508,17 @@ async def test_a_calendar_series_split_twice_at_moved_starts(on: Series) -> None
     """Split again at an earlier occurrence, each new series at a new time: one CRM part
     per cut, each holding its calendar series' occurrences."""
     on.connect()
-    start = next_weekday_nine(2)
-    first = on.add_series("Forecast", start, "FREQ=WEEKLY;COUNT=12")
-    assert on.sync()["created"] == 1
-    listed = on.occurrences(first["series_id"])
-    event_id, _ = await on.only_series()
+    _, listed, event_id = await on.synced_series(
+        "Forecast", next_weekday_nine(2), "FREQ=WEEKLY;COUNT=12"
+    )
     # First "this and following" at the ninth occurrence (to 14:00) ...
     late = at(listed[8]["original_start"])
-    await _cut_in_calendar(on, event_id, late)
-    await on.put_series(CalendarEvent(
-        summary="Forecast", start=late + dt.timedelta(hours=5),
-        end=late + dt.timedelta(hours=6), timezone="Europe/Berlin",
-        recurrence=Recurrence("FREQ=WEEKLY;COUNT=4"),
-    ))  # fmt: skip
+    await on.split_in_calendar(event_id, late, berlin_series(
+        "Forecast", late + dt.timedelta(hours=5), "FREQ=WEEKLY;COUNT=4"))  # fmt: skip
     # ... then at the fifth (to 11:00, ending before the first cut).
     early = at(listed[4]["original_start"])
-    await _cut_in_calendar(on, event_id, early)
-    await on.put_series(CalendarEvent(
-        summary="Forecast", start=early + dt.timedelta(hours=2),
-        end=early + dt.timedelta(hours=3), timezone="Europe/Berlin",
-        recurrence=Recurrence("FREQ=WEEKLY;COUNT=4"),
-    ))  # fmt: skip
+    await on.split_in_calendar(event_id, early, berlin_series(
+        "Forecast", early + dt.timedelta(hours=2), "FREQ=WEEKLY;COUNT=4"))  # fmt: skip
     counts = on.sync()
     assert (counts["problems"], counts["deleted"]) == ([], 0)
     parts = sorted(
@@ -503,8 +533,7 @@ async def test_a_calendar_series_split_twice_at_moved_starts(on: Series) -> None
     assert [now[o["id"]] - at(o["start"]) for o in listed] == (
         [dt.timedelta(0)] * 4 + [dt.timedelta(hours=2)] * 4 + [dt.timedelta(hours=5)] * 4
     )
-    again = on.sync()
-    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+    on.assert_settled()
     assert len(await on.events()) == 3
 
 
@@ -512,18 +541,13 @@ async def test_a_series_made_after_a_calendar_series_ended_stays_its_own(on: Ser
     """A series ended in the calendar and another one made there later (another title,
     weeks after the end) are no split: the ended occurrences go, the new series is new."""
     on.connect()
-    start = next_weekday_nine(2)
-    first = on.add_series("Forecast call", start, "FREQ=WEEKLY;COUNT=12")
-    assert on.sync()["created"] == 1
-    listed = on.occurrences(first["series_id"])
-    event_id, _ = await on.only_series()
+    first, listed, event_id = await on.synced_series(
+        "Forecast call", next_weekday_nine(2), "FREQ=WEEKLY;COUNT=12"
+    )
     cut = at(listed[5]["original_start"])
-    await _cut_in_calendar(on, event_id, cut)
+    await on.cut_in_calendar(event_id, cut)
     later = cut + dt.timedelta(weeks=3, days=1)
-    await on.put_series(CalendarEvent(
-        summary="Board review", start=later, end=later + dt.timedelta(hours=1),
-        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=4"),
-    ))  # fmt: skip
+    await on.put_series(berlin_series("Board review", later, "FREQ=WEEKLY;COUNT=4"))
     counts = on.sync()
     assert counts["problems"] == []
     ids = on.series_ids()
@@ -536,13 +560,12 @@ async def test_a_series_made_after_a_calendar_series_ended_stays_its_own(on: Ser
     made = on.occurrences(other)
     assert not {o["id"] for o in made} & {o["id"] for o in listed}
     assert {o["subject"] for o in made} == {"Board review"}
-    again = on.sync()
-    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+    on.assert_settled()
 
 
 @pytest.fixture
 async def on_google(request: pytest.FixtureRequest, sam: Api, admin: Api) -> AsyncIterator[Series]:  # noqa: F811
-    async with _opened(HARNESSES["google"](request)) as made:
+    async with opened_harness(request, "google") as made:
         yield Series(made, sam, admin)
 
 
@@ -558,13 +581,11 @@ async def test_a_google_split_is_known_by_its_id_wherever_it_starts(
     monkeypatch.setattr(google_events, "valid_id", lambda i: valid(i.split("_R")[0]))
     on = on_google
     on.connect()
-    start = next_weekday_nine(2)
-    first = on.add_series("Forecast call", start, "FREQ=WEEKLY;COUNT=12")
-    assert on.sync()["created"] == 1
-    listed = on.occurrences(first["series_id"])
-    event_id, _ = await on.only_series()
+    first, listed, event_id = await on.synced_series(
+        "Forecast call", next_weekday_nine(2), "FREQ=WEEKLY;COUNT=12"
+    )
     cut = at(listed[5]["original_start"])
-    await _cut_in_calendar(on, event_id, cut)
+    await on.cut_in_calendar(event_id, cut)
     moved = dt.timedelta(weeks=2, days=2)
     new_start = cut + moved
     await on.harness.api("POST", on.harness._events(), json={  # type: ignore[attr-defined]
@@ -581,8 +602,7 @@ async def test_a_google_split_is_known_by_its_id_wherever_it_starts(
     later = on.occurrences(other)
     assert [o["id"] for o in later] == [o["id"] for o in listed[5:]]
     assert [at(o["start"]) for o in later] == [at(o["start"]) + moved for o in listed[5:]]
-    again = on.sync()
-    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+    on.assert_settled()
 
 
 async def _links_per_series(db_url: str) -> dict[int, int]:
@@ -614,11 +634,9 @@ async def test_a_split_on_both_sides_after_an_unfinished_sync_links_each_series_
     from crmcal.sync import series_sync
 
     on.connect()
-    start = next_weekday_nine(2)
-    first = on.add_series("Forecast", start, "FREQ=WEEKLY;COUNT=12")
-    assert on.sync()["created"] == 1
-    listed = on.occurrences(first["series_id"])
-    event_id, _ = await on.only_series()
+    _, listed, event_id = await on.synced_series(
+        "Forecast", next_weekday_nine(2), "FREQ=WEEKLY;COUNT=12"
+    )
     on.edit_activity(listed[5]["id"], subject="Forecast (new)", scope="following")
     push = series_sync.SeriesSync._push
 
@@ -635,11 +653,9 @@ async def test_a_split_on_both_sides_after_an_unfinished_sync_links_each_series_
     monkeypatch.setattr(series_sync.SeriesSync, "_push", push)
     assert len(await on.events()) == 2
     cut = at(listed[5]["original_start"])
-    await _cut_in_calendar(on, event_id, cut)
-    await on.put_series(CalendarEvent(
-        summary="Forecast (new)", start=cut, end=cut + dt.timedelta(hours=1),
-        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=7"),
-    ))  # fmt: skip
+    await on.split_in_calendar(
+        event_id, cut, berlin_series("Forecast (new)", cut, "FREQ=WEEKLY;COUNT=7")
+    )
     counts = on.sync()
     assert counts["problems"] == []
     ids = on.series_ids()
@@ -648,8 +664,7 @@ async def test_a_split_on_both_sides_after_an_unfinished_sync_links_each_series_
     assert _calendar_occurrences(await on.events()) == {
         key_of(o): o["subject"] for s in ids for o in on.occurrences(s)
     }
-    again = on.sync()
-    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+    on.assert_settled()
 
 
 async def test_both_sides_split_after_the_first_occurrence_was_cancelled_in_the_crm(
@@ -659,25 +674,20 @@ async def test_both_sides_split_after_the_first_occurrence_was_cancelled_in_the_
     the first: the old series' new rule makes no live occurrence, and the calendar's
     split is still one, each occurrence in one series on both sides."""
     on.connect()
-    start = next_weekday_nine(2)
-    first = on.add_series("Forecast", start, "FREQ=WEEKLY;COUNT=5")
-    assert on.sync()["created"] == 1
-    listed = on.occurrences(first["series_id"])
-    event_id, _ = await on.only_series()
+    _, listed, event_id = await on.synced_series(
+        "Forecast", next_weekday_nine(2), "FREQ=WEEKLY;COUNT=5"
+    )
     on.edit_activity(listed[2]["id"], subject="Forecast (CRM)", scope="following")
     cut = at(listed[1]["original_start"])
-    await _cut_in_calendar(on, event_id, cut)
-    await on.put_series(CalendarEvent(
-        summary="Forecast (calendar)", start=cut, end=cut + dt.timedelta(hours=1),
-        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=4"),
-    ))  # fmt: skip
+    await on.split_in_calendar(
+        event_id, cut, berlin_series("Forecast (calendar)", cut, "FREQ=WEEKLY;COUNT=4")
+    )
     on.delete(listed[0]["id"])
     assert on.sync()["problems"] == []
     crm = {key_of(o): o["subject"] for a in on.series_ids() for o in on.occurrences(a)}
     assert crm == _calendar_occurrences(await on.events())
     assert sorted(crm) == sorted(key_of(o) for o in listed[1:])
-    again = on.sync()
-    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+    on.assert_settled()
 
 
 # --- invitations ------------------------------------------------------------------------------
@@ -685,16 +695,9 @@ async def test_both_sides_split_after_the_first_occurrence_was_cancelled_in_the_
 
 async def test_an_invited_series_is_never_written(on: Series) -> None:
     on.connect()
-    start = next_weekday_nine(4)
-    # As the invitation arrives: only the service writes someone else as organizer.
-    event_id = await on.harness.put_foreign(Foreign(
-        summary="Partner sync", start=start, end=start + dt.timedelta(hours=1),
-        rrule="FREQ=WEEKLY;COUNT=6", organizer=("lee@partner.example", "Lee"),
-        attendees=(("lee@partner.example", "Lee", "accepted"),
-                   ("sam@crm.test", "Sam", "accepted")),
-    ))  # fmt: skip
-    assert on.sync()["created"] == 1
-    (series_id,) = on.series_ids()
+    event_id, series_id = await on.synced_invitation(
+        "Partner sync", next_weekday_nine(4), "FREQ=WEEKLY;COUNT=6"
+    )
     listed = on.occurrences(series_id)
     assert {o["organizer"] for o in listed} == {"lee@partner.example"}
     # The CRM's own fields stay editable; the organizer's are refused.
@@ -722,15 +725,9 @@ async def test_an_invited_series_keeps_its_organizer_on_occurrences_made_later(
 
     monkeypatch.setenv("CRMCAL_SERIES_HORIZON_DAYS", "30")
     on.connect()
-    start = next_weekday_nine(3)
-    event_id = await on.harness.put_foreign(Foreign(
-        summary="Partner weekly", start=start, end=start + dt.timedelta(hours=1),
-        rrule="FREQ=WEEKLY", organizer=("lee@partner.example", "Lee"),
-        attendees=(("lee@partner.example", "Lee", "accepted"),
-                   ("sam@crm.test", "Sam", "accepted")),
-    ))  # fmt: skip
-    assert on.sync()["created"] == 1
-    (series_id,) = on.series_ids()
+    event_id, series_id = await on.synced_invitation(
+        "Partner weekly", next_weekday_nine(3), "FREQ=WEEKLY"
+    )
     before = on.occurrences(series_id)
     # The horizon moves on (the daily job): the occurrences it makes are invitations too.
     monkeypatch.setenv("CRMCAL_SERIES_HORIZON_DAYS", "120")
@@ -759,12 +756,7 @@ async def test_an_invited_series_keeps_its_organizer_on_occurrences_made_later(
 async def test_a_calendar_series_stays_at_nine_across_both_switches(on: Series) -> None:
     on.connect()
     start, rule = crossing_both_switches()
-    await on.put_series(CalendarEvent(
-        summary="Team meeting", start=start, end=start + dt.timedelta(hours=1),
-        timezone="Europe/Berlin", recurrence=Recurrence(rule),
-    ))  # fmt: skip
-    assert on.sync()["created"] == 1
-    (series_id,) = on.series_ids()
+    _, series_id = await on.synced_calendar_series(berlin_series("Team meeting", start, rule))
     starts = [at(o["start"]) for o in on.occurrences(series_id)]
     assert len(starts) == 48
     assert {s.astimezone(BERLIN).time() for s in starts} == {dt.time(9)}
@@ -776,8 +768,7 @@ async def test_a_calendar_series_stays_at_nine_across_both_switches(on: Series) 
     ten = at(summer["original_start"]) + dt.timedelta(hours=1)
     (event_id, _) = await on.only_series()
     await on.change_series(event_id, lambda e: dataclasses.replace(e, overrides=(
-        dataclasses.replace(e, start=ten, end=ten + dt.timedelta(hours=1), recurrence=None,
-                            recurrence_id=at(summer["original_start"]), uid=None),
+        occurrence_of(e, at(summer["original_start"]), start=ten, end=ten + HOUR),
     )))  # fmt: skip
     assert on.sync()["updated"] == 1
     local = {o["id"]: at(o["start"]).astimezone(BERLIN) for o in on.occurrences(series_id)}
@@ -819,9 +810,8 @@ async def test_an_all_day_yearly_series_stays_on_its_date(
     )
     second = day.replace(year=day.year + 1)
     await on.change_series(event_id, lambda e: dataclasses.replace(e, overrides=(
-        dataclasses.replace(e, start=second + dt.timedelta(days=1),
-                            end=second + dt.timedelta(days=2), recurrence=None,
-                            recurrence_id=second, uid=None),
+        occurrence_of(e, second, start=second + dt.timedelta(days=1),
+                      end=second + dt.timedelta(days=2)),
     )))  # fmt: skip
     assert on.sync()["updated"] == 1
     series_id = next(a["series_id"] for a in on.activities()
@@ -848,36 +838,33 @@ async def _rows(db_url: str, since: dt.datetime) -> tuple[int, int]:
 
 
 async def test_one_occurrence_of_a_five_year_daily_series_costs_one_put(
-    proxied: Proxied,  # noqa: F811
+    proxied_series: ProxiedSeries,
     behaviour: Behaviour,  # noqa: F811
     db_url: str,
 ) -> None:
     """Editing one occurrence costs a handful of requests and one write of the one
     resource, whichever side it is made on: never a request or a row per occurrence."""
-    proxied.connect()
-    start = next_weekday_nine(0)
-    first = proxied.user.post(f"{V1}/activities", json={
-        "type": "meeting", "subject": "Daily standup", "timezone": "Europe/Berlin",
-        "start": start.isoformat(), "end": (start + dt.timedelta(minutes=15)).isoformat(),
-        "recurrence": "FREQ=DAILY;COUNT=1826",
-    }).json()  # fmt: skip
+    proxied_series.connect()
+    first = proxied_series.add_series(
+        "Daily standup", next_weekday_nine(0), "FREQ=DAILY;COUNT=1826", dt.timedelta(minutes=15)
+    )
     series_id = first["series_id"]
-    assert proxied.sync()["created"] == 1
+    assert proxied_series.sync()["created"] == 1
     assert behaviour.count("PUT") == 1
-    occurrences = Series.occurrences(proxied, series_id)  # type: ignore[arg-type]
+    occurrences = proxied_series.occurrences(series_id)
     assert len(occurrences) >= 360  # up to the horizon, a year ahead
 
     # In the CRM: one occurrence retitled.
-    proxied.edit_activity(occurrences[100]["id"], subject="Standup with the board")
+    proxied_series.edit_activity(occurrences[100]["id"], subject="Standup with the board")
     behaviour.requests.clear()
     since = dt.datetime.now(UTC)
     _, feed = await _rows(db_url, since)
-    counts = proxied.sync()
+    counts = proxied_series.sync()
     assert (counts["updated"], counts["created"], counts["deleted"]) == (1, 0, 0)
     assert behaviour.count("PUT") == 1
     assert sum(behaviour.requests.values()) <= 5, behaviour.requests
     assert await _rows(db_url, since) == (0, feed)  # nothing written to the CRM
-    ((event_id, event),) = (await proxied.events()).items()
+    ((event_id, event),) = (await proxied_series.events()).items()
     assert [o.summary for o in event.overrides] == ["Standup with the board"]
 
     # In the calendar: another occurrence retitled by another client.
@@ -885,22 +872,19 @@ async def test_one_occurrence_of_a_five_year_daily_series_costs_one_put(
 
     def retitled(master: CalendarEvent) -> CalendarEvent:
         moment = at(target["original_start"])
-        override = dataclasses.replace(
-            master, summary="Standup (offsite)", start=moment,
-            end=moment + dt.timedelta(minutes=15), recurrence=None, overrides=(),
-            recurrence_id=moment, uid=None,
-        )  # fmt: skip
+        override = occurrence_of(master, moment, summary="Standup (offsite)", start=moment,
+                                 end=moment + dt.timedelta(minutes=15))  # fmt: skip
         return dataclasses.replace(master, overrides=(*master.overrides, override))
 
-    await Series.change_series(proxied, event_id, retitled)  # type: ignore[arg-type]
+    await proxied_series.change_series(event_id, retitled)
     behaviour.requests.clear()
     since = dt.datetime.now(UTC)
-    counts = proxied.sync()
+    counts = proxied_series.sync()
     assert (counts["updated"], counts["created"], counts["deleted"]) == (1, 0, 0)
     assert behaviour.count("PUT") == 0
     assert sum(behaviour.requests.values()) <= 4, behaviour.requests
     assert await _rows(db_url, since) == (1, feed + 1)  # one occurrence, one feed row
-    assert proxied.activity(target["id"])["subject"] == "Standup (offsite)"
+    assert proxied_series.activity(target["id"])["subject"] == "Standup (offsite)"
 
 
 # --- the whole series moved, its exceptions carried -------------------------------------
@@ -914,25 +898,16 @@ def _kept_at_new_times(event: CalendarEvent, expected: dict[str, str]) -> None:
 async def test_a_series_moved_in_the_crm_carries_the_calendars_exceptions(on: Series) -> None:
     on.connect()
     start = next_weekday_nine(1)
-    event_id = await on.put_series(CalendarEvent(
-        summary="Team call", start=start, end=start + dt.timedelta(hours=1),
-        timezone="Europe/Berlin", recurrence=Recurrence("FREQ=WEEKLY;COUNT=8"),
-    ))  # fmt: skip
-    assert on.sync()["created"] == 1
-    (series_id,) = on.series_ids()
+    event_id, series_id = await on.synced_calendar_series(
+        berlin_series("Team call", start, "FREQ=WEEKLY;COUNT=8")
+    )
     listed = on.occurrences(series_id)
     third, fifth = listed[2], listed[4]
 
     def with_exceptions(event: CalendarEvent) -> CalendarEvent:
-        renamed = dataclasses.replace(
-            event, summary="Team call (board)", overrides=(), recurrence=None,
-            start=at(third["start"]), end=at(third["end"]),
-            recurrence_id=at(third["original_start"]), uid=None,
-        )  # fmt: skip
-        cancelled = dataclasses.replace(
-            event, cancelled=True, overrides=(), recurrence=None,
-            recurrence_id=at(fifth["original_start"]), uid=None,
-        )  # fmt: skip
+        renamed = occurrence_of(event, at(third["original_start"]), summary="Team call (board)",
+                                start=at(third["start"]), end=at(third["end"]))  # fmt: skip
+        cancelled = cancelled_occurrence(event, at(fifth["original_start"]))
         return dataclasses.replace(event, overrides=(renamed, cancelled))
 
     await on.change_series(event_id, with_exceptions)
@@ -957,8 +932,7 @@ async def test_a_series_moved_in_the_crm_carries_the_calendars_exceptions(on: Se
     # The CRM: the cancelled occurrence stays cancelled, nothing is doubled.
     assert len(on.occurrences(series_id)) == 7
     assert [o["id"] for o in on.occurrences(series_id, deleted=True)] == [fifth["id"]]
-    again = on.sync()
-    assert (again["updated"], again["created"], again["deleted"]) == (0, 0, 0)
+    on.assert_settled()
 
 
 async def test_a_series_moved_in_the_calendar_carries_the_crms_exceptions(on: Series) -> None:
@@ -1002,38 +976,34 @@ async def test_a_series_moved_in_the_calendar_carries_the_crms_exceptions(on: Se
     )  # fmt: skip
     assert len(on.occurrences(series_id)) == 7
     assert [o["id"] for o in on.occurrences(series_id, deleted=True)] == [fifth["id"]]
-    again = on.sync()
-    assert (again["updated"], again["created"], again["deleted"]) == (0, 0, 0)
+    on.assert_settled()
 
 
 async def test_a_series_the_calendar_does_not_answer_for_is_neither_gone_nor_sent_again(
-    proxied: Proxied,  # noqa: F811
+    proxied_series: ProxiedSeries,
     behaviour: Behaviour,  # noqa: F811
 ) -> None:
-    proxied.connect()
-    start = next_weekday_nine(0)
-    first = proxied.user.post(f"{V1}/activities", json={
-        "type": "meeting", "subject": "Weekly review", "timezone": "Europe/Berlin",
-        "start": start.isoformat(), "end": (start + dt.timedelta(minutes=30)).isoformat(),
-        "recurrence": "FREQ=WEEKLY;COUNT=10",
-    }).json()  # fmt: skip
-    assert proxied.sync()["created"] == 1
-    ((event_id, _),) = (await proxied.events()).items()
-    occurrences = Series.occurrences(proxied, first["series_id"])  # type: ignore[arg-type]
-    proxied.edit_activity(occurrences[3]["id"], subject="Review with the board")
+    proxied_series.connect()
+    first = proxied_series.add_series(
+        "Weekly review", next_weekday_nine(0), "FREQ=WEEKLY;COUNT=10", dt.timedelta(minutes=30)
+    )
+    assert proxied_series.sync()["created"] == 1
+    ((event_id, _),) = (await proxied_series.events()).items()
+    occurrences = proxied_series.occurrences(first["series_id"])
+    proxied_series.edit_activity(occurrences[3]["id"], subject="Review with the board")
     # Writing one occurrence reads the series as it is now: the server does not answer.
     behaviour.partial = {("calendar-multiget", event_id.rsplit("/", 1)[1]): 500}
     behaviour.requests.clear()
-    counts = proxied.sync_with_problems()
+    counts = proxied_series.sync_with_problems()
     assert (counts["created"], counts["deleted"]) == (0, 0)
     assert [p["item"] for p in counts["problems"]] == [event_id]
     assert behaviour.count("PUT") == 0
-    assert len(await proxied.events()) == 1
+    assert len(await proxied_series.events()) == 1
     # It answers again: the occurrence is written to the one series.
     behaviour.partial.clear()
-    counts = proxied.sync_with_problems()
+    counts = proxied_series.sync_with_problems()
     assert counts["problems"] == []
     assert (counts["created"], counts["deleted"]) == (0, 0)
-    ((same_id, event),) = (await proxied.events()).items()
+    ((same_id, event),) = (await proxied_series.events()).items()
     assert same_id == event_id
     assert [o.summary for o in event.overrides] == ["Review with the board"]

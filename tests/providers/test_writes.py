@@ -19,10 +19,12 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from crmcal.model import CalendarEvent
 from tests.caldav_proxy import Behaviour, caldav_proxy
 from tests.conftest import Api
 from tests.google_emulator import GoogleEmulator, GoogleHarness
 from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
+from tests.providers.conftest import opened
 from tests.providers.harness import CalDAVHarness, Foreign, raw_event
 from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
     SOON,
@@ -38,7 +40,25 @@ BERLIN = ZoneInfo("Europe/Berlin")
 LOCAL = "%Y%m%dT%H%M%S"
 
 
-class Proxied(Synced):
+class OnCalDAV(Synced):
+    """``Synced`` on Radicale or Xandikos, whose iCalendar text the test reads and writes."""
+
+    harness: CalDAVHarness
+
+
+class OnGoogle(Synced):
+    """``Synced`` on the Google emulator, whose API the test calls as another client."""
+
+    harness: GoogleHarness
+
+
+class OnMicrosoft(Synced):
+    """``Synced`` on the Microsoft emulator, whose API the test calls as another client."""
+
+    harness: MicrosoftHarness
+
+
+class Proxied(OnCalDAV):
     """A CalDAV calendar reached by crmcal through a proxy (another client goes direct)."""
 
     def __init__(self, harness: CalDAVHarness, user: Api, admin_api: Api, proxy: str) -> None:
@@ -60,10 +80,20 @@ class Proxied(Synced):
         assert response.status_code == 200, response.text
         return response.json()
 
+    async def sync_keeping(self, event_id: str) -> CalendarEvent:
+        """A sync without problems that creates and deletes nothing, after which
+        ``event_id`` is still the calendar's one event (returned)."""
+        counts = self.sync_with_problems()
+        assert counts["problems"] == []
+        assert (counts["created"], counts["deleted"]) == (0, 0)
+        ((same_id, event),) = (await self.events()).items()
+        assert same_id == event_id
+        return event
+
 
 @pytest.fixture
-def on_caldav(caldav_harness: CalDAVHarness, sam: Api, admin: Api) -> Synced:  # noqa: F811
-    return Synced(caldav_harness, sam, admin)
+def on_caldav(caldav_harness: CalDAVHarness, sam: Api, admin: Api) -> OnCalDAV:  # noqa: F811
+    return OnCalDAV(caldav_harness, sam, admin)
 
 
 @pytest.fixture
@@ -84,16 +114,23 @@ def proxied(
 
 
 @pytest.fixture
+async def on_google(
+    google_emulator: GoogleEmulator,
+    sam: Api,  # noqa: F811
+    admin: Api,  # noqa: F811
+) -> AsyncIterator[OnGoogle]:
+    async with opened(GoogleHarness.open(google_emulator)) as harness:
+        yield OnGoogle(harness, sam, admin)
+
+
+@pytest.fixture
 async def on_microsoft(
     microsoft_emulator: MicrosoftEmulator,
     sam: Api,  # noqa: F811
     admin: Api,  # noqa: F811
-) -> AsyncIterator[Synced]:
-    harness = await MicrosoftHarness.open(microsoft_emulator)
-    try:
-        yield Synced(harness, sam, admin)
-    finally:
-        await harness.close()
+) -> AsyncIterator[OnMicrosoft]:
+    async with opened(MicrosoftHarness.open(microsoft_emulator)) as harness:
+        yield OnMicrosoft(harness, sam, admin)
 
 
 def unfolded(text: str) -> str:
@@ -132,9 +169,8 @@ async def test_an_unrelated_crm_edit_cuts_nothing(synced: Synced) -> None:  # no
     assert (event.summary, event.description) == ("Quarterly review", long_note)
 
 
-async def test_an_outlook_html_body_and_its_teams_link_survive(on_microsoft: Synced) -> None:
+async def test_an_outlook_html_body_and_its_teams_link_survive(on_microsoft: OnMicrosoft) -> None:
     harness = on_microsoft.harness
-    assert isinstance(harness, MicrosoftHarness)
     on_microsoft.connect()
     start = SOON.replace(tzinfo=None)
     html = (
@@ -163,10 +199,9 @@ async def test_an_outlook_html_body_and_its_teams_link_survive(on_microsoft: Syn
 
 
 async def test_the_users_entry_the_organizer_and_rooms_are_written_back_as_they_were(
-    on_caldav: Synced,
+    on_caldav: OnCalDAV,
 ) -> None:
     harness = on_caldav.harness
-    assert isinstance(harness, CalDAVHarness)
     on_caldav.connect()
     start = SOON + dt.timedelta(hours=4)
     event_id = await harness.put_foreign(Foreign(
@@ -204,49 +239,38 @@ async def test_the_users_entry_the_organizer_and_rooms_are_written_back_as_they_
     assert len(lines) == 5
 
 
-async def test_google_keeps_the_users_own_answer_and_the_room(
-    google_emulator: GoogleEmulator,
-    sam: Api,  # noqa: F811
-    admin: Api,  # noqa: F811
-) -> None:
-    harness = await GoogleHarness.open(google_emulator)
-    try:
-        on_google = Synced(harness, sam, admin)
-        on_google.connect()
-        start = SOON + dt.timedelta(hours=4)
-        body = {"summary": "Kick-off", "start": {"dateTime": start.isoformat()},
-                "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat()},
-                "attendees": [
-                    {"email": harness.email, "responseStatus": "accepted"},
-                    {"email": "Jane@ACME.example", "responseStatus": "tentative"},
-                    {"email": "room-4@resource.example", "resource": True,
-                     "responseStatus": "accepted"}]}  # fmt: skip
-        made = await harness.api(
-            "POST", harness._events(), json=body, params={"sendUpdates": "none"}
-        )
-        on_google.sync()
-        activity = on_google.only_activity()
-        assert [p["email"] for p in activity["participants"]] == ["jane@acme.example"]
-        on_google.edit_activity(activity["id"], participants=[
-            {"email": "jane@acme.example", "status": "tentative"},
-            {"email": "bob@other.test"}])  # fmt: skip
-        on_google.sync()
-        stored = json.loads(await harness.read_raw(made["id"]))
-        found = {a["email"].lower(): a for a in stored["attendees"]}
-        assert set(found) == {harness.email, "jane@acme.example", "room-4@resource.example",
-                              "bob@other.test"}  # fmt: skip
-        assert found[harness.email]["responseStatus"] == "accepted"
-        assert found["room-4@resource.example"].get("resource") is True
-        assert stored["organizer"]["email"] == harness.email
-    finally:
-        await harness.close()
+async def test_google_keeps_the_users_own_answer_and_the_room(on_google: OnGoogle) -> None:
+    harness = on_google.harness
+    on_google.connect()
+    start = SOON + dt.timedelta(hours=4)
+    body = {"summary": "Kick-off", "start": {"dateTime": start.isoformat()},
+            "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat()},
+            "attendees": [
+                {"email": harness.email, "responseStatus": "accepted"},
+                {"email": "Jane@ACME.example", "responseStatus": "tentative"},
+                {"email": "room-4@resource.example", "resource": True,
+                 "responseStatus": "accepted"}]}  # fmt: skip
+    made = await harness.api("POST", harness._events(), json=body, params={"sendUpdates": "none"})
+    on_google.sync()
+    activity = on_google.only_activity()
+    assert [p["email"] for p in activity["participants"]] == ["jane@acme.example"]
+    on_google.edit_activity(activity["id"], participants=[
+        {"email": "jane@acme.example", "status": "tentative"},
+        {"email": "bob@other.test"}])  # fmt: skip
+    on_google.sync()
+    stored = json.loads(await harness.read_raw(made["id"]))
+    found = {a["email"].lower(): a for a in stored["attendees"]}
+    assert set(found) == {harness.email, "jane@acme.example", "room-4@resource.example",
+                          "bob@other.test"}  # fmt: skip
+    assert found[harness.email]["responseStatus"] == "accepted"
+    assert found["room-4@resource.example"].get("resource") is True
+    assert stored["organizer"]["email"] == harness.email
 
 
 async def test_outlook_attendees_merge_with_participants_it_does_not_carry(
-    on_microsoft: Synced,
+    on_microsoft: OnMicrosoft,
 ) -> None:
     harness = on_microsoft.harness
-    assert isinstance(harness, MicrosoftHarness)
     on_microsoft.connect()
     quiet = on_microsoft.add_activity("Pricing", participants=[{"email": "crm.only@acme.test"}])
     on_microsoft.sync()
@@ -315,10 +339,9 @@ async def test_an_invitation_is_never_rewritten_and_its_calendar_fields_are_refu
 
 
 async def test_a_meeting_organised_under_another_address_of_the_account_is_the_users_own(
-    on_caldav: Synced,
+    on_caldav: OnCalDAV,
 ) -> None:
     harness = on_caldav.harness
-    assert isinstance(harness, CalDAVHarness)
     # The login is no e-mail address; the server names the account's addresses.
     if not await harness.set_addresses(["mailto:sam.work@elsewhere.test"]):
         pytest.skip(f"{harness.kind} names no mailto: address of its principal")
@@ -353,17 +376,15 @@ async def test_a_meeting_organised_under_another_address_of_the_account_is_the_u
 
 
 async def test_an_option_change_never_mails_the_guests_of_an_outlook_event(
-    on_microsoft: Synced, microsoft_emulator: MicrosoftEmulator
+    on_microsoft: OnMicrosoft, microsoft_emulator: MicrosoftEmulator
 ) -> None:
-    harness = on_microsoft.harness
-    assert isinstance(harness, MicrosoftHarness)
     on_microsoft.connect()
     guests = [{"email": "ann@acme.test", "name": "Ann"}]
     meeting = on_microsoft.add_activity("Pricing", participants=guests, notify_participants=True,
                                         note="Bring numbers")  # fmt: skip
     alone = on_microsoft.add_activity("Focus time", hours=3, note="Alone")
     on_microsoft.sync()
-    ids = {e.summary: i for i, e in (await on_microsoft.events()).items()}
+    ids = await on_microsoft.ids_by_title()
 
     def mails() -> list[str]:
         sent = httpx.get(f"{microsoft_emulator.url}/_emulator/mail", timeout=60).json()
@@ -389,9 +410,8 @@ async def test_an_option_change_never_mails_the_guests_of_an_outlook_event(
 # --- 11: floating times ------------------------------------------------------------------
 
 
-async def test_floating_times_are_the_users_own_and_stay_floating(on_caldav: Synced) -> None:
+async def test_floating_times_are_the_users_own_and_stay_floating(on_caldav: OnCalDAV) -> None:
     harness = on_caldav.harness
-    assert isinstance(harness, CalDAVHarness)
     on_caldav.connect()
     day = (SOON + dt.timedelta(days=1)).date()
     start = dt.datetime.combine(day, dt.time(10))
@@ -465,9 +485,8 @@ async def test_a_servers_refusal_reaches_the_problems(
 # --- 13: time zones nobody defines ---------------------------------------------------------
 
 
-async def test_offset_time_zones_are_read_and_unknown_ones_reported(on_caldav: Synced) -> None:
+async def test_offset_time_zones_are_read_and_unknown_ones_reported(on_caldav: OnCalDAV) -> None:
     harness = on_caldav.harness
-    assert isinstance(harness, CalDAVHarness)
     on_caldav.connect()
     day = (SOON + dt.timedelta(days=1)).date()
     start = dt.datetime.combine(day, dt.time(10))
@@ -527,12 +546,10 @@ async def test_an_event_that_became_a_series_is_neither_flattened_nor_brought_ba
     proxied: Proxied, behaviour: Behaviour
 ) -> None:
     harness = proxied.harness
-    assert isinstance(harness, CalDAVHarness)
     proxied.connect()
-    edited = proxied.add_activity("Weekly one day")
-    trashed = proxied.add_activity("Weekly some day", hours=2)
-    proxied.sync()
-    by_title = {e.summary: i for i, e in (await proxied.events()).items()}
+    (edited, trashed), by_title = await proxied.synced_activities(
+        "Weekly one day", "Weekly some day"
+    )
     # Another client makes both events series while crmcal writes: after its listing,
     # just before its write.
     proxied.edit_activity(edited["id"], location="Room 5")
@@ -564,9 +581,8 @@ async def test_one_crm_edit_costs_one_read_and_one_write_with_weak_etags(
 ) -> None:
     behaviour.weak_etags = True
     proxied.connect()
-    made = proxied.add_activity("Demo")
-    proxied.sync()
-    (event_id,) = await proxied.events()
+    (made,), by_title = await proxied.synced_activities("Demo")
+    (event_id,) = by_title.values()
     proxied.edit_activity(made["id"], location="Room 7")
     behaviour.requests.clear()
     behaviour.reports.clear()
@@ -584,12 +600,8 @@ async def test_events_a_server_leaves_out_of_its_answer_are_read_on_the_next_syn
     proxied: Proxied, behaviour: Behaviour
 ) -> None:
     harness = proxied.harness
-    assert isinstance(harness, CalDAVHarness)
     proxied.connect()
-    retitled = proxied.add_activity("Linked")
-    gone = proxied.add_activity("Linked too", hours=2)
-    proxied.sync()
-    by_title = {e.summary: i for i, e in (await proxied.events()).items()}
+    (retitled, gone), by_title = await proxied.synced_activities("Linked", "Linked too")
     await harness.retitle(by_title["Linked"], "Linked (retitled)")
     await harness.retitle(by_title["Linked too"], "Linked too (retitled)")
     start = SOON.astimezone(dt.UTC) + dt.timedelta(days=1)
@@ -636,11 +648,9 @@ async def test_an_event_not_read_after_a_refused_write_is_not_gone(
     proxied: Proxied, behaviour: Behaviour
 ) -> None:
     harness = proxied.harness
-    assert isinstance(harness, CalDAVHarness)
     proxied.connect()
-    made = proxied.add_activity("Plan")
-    proxied.sync()
-    ((event_id, _),) = (await proxied.events()).items()
+    (made,), by_title = await proxied.synced_activities("Plan")
+    (event_id,) = by_title.values()
     # Both sides change it; crmcal's write is refused (If-Match), and the read that
     # follows is not answered.
     await harness.retitle(event_id, "Plan (calendar)")
@@ -652,11 +662,7 @@ async def test_an_event_not_read_after_a_refused_write_is_not_gone(
     assert proxied.activities(deleted=True) == []
     assert len(await proxied.events()) == 1
     behaviour.partial.clear()
-    counts = proxied.sync_with_problems()
-    assert counts["problems"] == []
-    assert (counts["created"], counts["deleted"]) == (0, 0)
-    ((same_id, event),) = (await proxied.events()).items()
-    assert same_id == event_id
+    event = await proxied.sync_keeping(event_id)
     assert (event.summary, event.location) == ("Plan (calendar)", "Room 1")
     after = proxied.activity(made["id"])
     assert (after["subject"], after["location"]) == ("Plan (calendar)", "Room 1")
@@ -666,10 +672,8 @@ async def test_an_event_a_full_listing_leaves_out_is_not_gone_while_unanswered(
     proxied: Proxied, behaviour: Behaviour
 ) -> None:
     proxied.connect()
-    made = proxied.add_activity("Kept")
-    proxied.add_activity("Listed", hours=2)
-    proxied.sync()
-    event_id = next(i for i, e in (await proxied.events()).items() if e.summary == "Kept")
+    (made, _), by_title = await proxied.synced_activities("Kept", "Listed")
+    event_id = by_title["Kept"]
     # New options: the next sync lists everything; that listing leaves the event out,
     # and the read that checks whether it is gone is not answered either.
     proxied.set_options(include_deal_and_contact_info=True)
