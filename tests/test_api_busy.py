@@ -11,7 +11,7 @@ import functools
 import logging
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -152,17 +152,48 @@ def assert_retry_later(answer: Any, said: str, caplog: pytest.LogCaptureFixture)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+def renamed_while_blocked(
+    pg: str, server: Server, meanwhile: Callable[[psycopg.Connection[Any]], None]
+) -> Any:
+    """The answer to renaming Ann while another transaction holds her row lock:
+    ``meanwhile`` is done, with that transaction, once the request's statement waits for
+    it. (The lock is let go before the pool waits for the request, whatever happens.)"""
+    with ThreadPoolExecutor(1) as pool, row_locked(pg, server.person) as holder:
+        sent = pool.submit(server.rename, "Anna")
+        wait_until_blocked(pg, holder)
+        meanwhile(holder)
+        return sent.result()
+
+
+def assert_nothing_leaked(answer: Any, *server_words: str) -> None:
+    """The client is told what happened in crmcal's words: none of the server's."""
+    for words in server_words:
+        assert words.lower() not in answer.text.lower(), answer.text
+
+
 @pytest.mark.postgres
-def test_a_row_locked_past_the_lock_timeout_is_a_503(
-    pg: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    # The server gives up waiting for a lock after 100 ms (as an operator may set it).
-    with served(with_options(pg, "-clock_timeout=100")) as server:
+@pytest.mark.parametrize(
+    ("setting", "said", "sqlstate", "server_words"),
+    [
+        # The server gives up waiting for a lock after 100 ms (as an operator may set it).
+        ("-clock_timeout=100", "locked by another transaction", "55P03", "lock timeout"),
+        # It cancels a statement running longer than a second: the request's update,
+        # waiting for the row lock, does.
+        ("-cstatement_timeout=1000", "ran past the time the server allows one", "57014",
+         "statement timeout"),
+    ],
+)  # fmt: skip
+def test_a_statement_the_server_gives_up_on_is_a_503(
+    pg: str, caplog: pytest.LogCaptureFixture, setting: str, said: str, sqlstate: str,
+    server_words: str,
+) -> None:  # fmt: skip
+    with served(with_options(pg, setting)) as server:
         caplog.set_level(logging.WARNING)
         with row_locked(pg, server.person):
             answer = server.rename("Anna")
-        assert_retry_later(answer, "locked by another transaction", caplog)
-        assert "55P03" in caplog.text
+        assert_retry_later(answer, said, caplog)
+        assert_nothing_leaked(answer, server_words, "UPDATE", "persons")
+        assert sqlstate in caplog.text
         # Nothing was stored; sent again once the lock is gone, the request is taken.
         assert server.rename("Anna").status_code == 200
 
@@ -174,13 +205,12 @@ def test_a_serialization_failure_is_a_503(pg: str, caplog: pytest.LogCaptureFixt
     # 40001 when that one commits its own change of the row.
     with served(with_options(pg, "-cdefault_transaction_isolation=serializable")) as server:
         caplog.set_level(logging.WARNING)
-        # (The lock is let go before the pool waits for the request, whatever happens.)
-        with ThreadPoolExecutor(1) as pool, row_locked(pg, server.person) as holder:
-            sent = pool.submit(server.rename, "Anna")
-            wait_until_blocked(pg, holder)
+
+        def commit_a_change(holder: psycopg.Connection[Any]) -> None:
             holder.execute("UPDATE persons SET name = 'Anne' WHERE id = %s", (server.person,))
             holder.commit()
-            answer = sent.result()
+
+        answer = renamed_while_blocked(pg, server, commit_a_change)
         assert_retry_later(answer, "collided with a change made at the same time", caplog)
         assert "40001" in caplog.text
         got = server.client.get(f"/api/v1/persons/{server.person}", headers=server.auth)
@@ -212,39 +242,18 @@ def test_no_free_connection_in_the_pool_is_a_503(
 # the server, not the request's fault: sent again once the state has passed, it is taken.
 
 
-def blocked_backend(url: str, holder: psycopg.Connection[Any]) -> int:
-    """The process id of the server backend whose statement waits for ``holder``'s lock
-    (the request's own backend)."""
-    wait_until_blocked(url, holder)
-    with psycopg.connect(conninfo(url), autocommit=True) as watcher:
-        row = watcher.execute(
-            "SELECT pid FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+def terminate_blocked_backend(pg: str, holder: psycopg.Connection[Any]) -> int:
+    """End the server backend whose statement waits for ``holder``'s lock (the request's
+    own), as ``pg_terminate_backend`` does; returns its process id."""
+    with psycopg.connect(conninfo(pg), autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE %s = ANY(pg_blocking_pids(pid))",
             (holder.info.backend_pid,),
         ).fetchone()
     assert row is not None
+    assert row[1]
     return int(row[0])
-
-
-def assert_nothing_leaked(answer: Any, *server_words: str) -> None:
-    """The client is told what happened in crmcal's words: none of the server's."""
-    for words in server_words:
-        assert words.lower() not in answer.text.lower(), answer.text
-
-
-@pytest.mark.postgres
-def test_a_statement_past_the_statement_timeout_is_a_503(
-    pg: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    # The server cancels a statement running longer than a second (as an operator may
-    # set it): the request's update, waiting for another transaction's row lock, does.
-    with served(with_options(pg, "-cstatement_timeout=1000")) as server:
-        caplog.set_level(logging.WARNING)
-        with row_locked(pg, server.person):
-            answer = server.rename("Anna")
-        assert_retry_later(answer, "ran past the time the server allows one", caplog)
-        assert_nothing_leaked(answer, "statement timeout", "UPDATE", "persons")
-        assert "57014" in caplog.text
-        assert server.rename("Anna").status_code == 200
 
 
 @pytest.mark.postgres
@@ -255,13 +264,12 @@ def test_a_connection_the_server_ends_mid_request_is_a_503(
     # session while its update waits for a row lock: 57P01, and the connection is gone.
     with served(pg) as server:
         caplog.set_level(logging.WARNING)
-        with ThreadPoolExecutor(1) as pool, row_locked(pg, server.person) as holder:
-            sent = pool.submit(server.rename, "Anna")
-            pid = blocked_backend(pg, holder)
-            holder.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            answer = sent.result()
+        ended: list[int] = []
+        answer = renamed_while_blocked(
+            pg, server, lambda holder: ended.append(terminate_blocked_backend(pg, holder))
+        )
         assert_retry_later(answer, "connection to the database was lost", caplog)
-        assert_nothing_leaked(answer, "administrator", "terminating", str(pid))
+        assert_nothing_leaked(answer, "administrator", "terminating", str(ended[0]))
         assert "57P01" in caplog.text
         # The pool opens another connection: the same request is taken.
         assert server.rename("Anna").status_code == 200
@@ -277,11 +285,7 @@ def test_a_connection_dropped_without_a_word_mid_request_is_a_503(
     # update waits: psycopg finds it closed, with no SQLSTATE.
     with pg_proxy(pg) as (proxy, through), served(through) as server:
         caplog.set_level(logging.WARNING)
-        with ThreadPoolExecutor(1) as pool, row_locked(pg, server.person) as holder:
-            sent = pool.submit(server.rename, "Anna")
-            wait_until_blocked(pg, holder)
-            proxy.drop()
-            answer = sent.result()
+        answer = renamed_while_blocked(pg, server, lambda _: proxy.drop())
         assert_retry_later(answer, "connection to the database was lost", caplog)
         assert_nothing_leaked(answer, "127.0.0.1", "closed", "consuming input")
         assert server.rename("Anna").status_code == 200
