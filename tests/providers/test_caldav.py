@@ -444,8 +444,11 @@ async def test_an_update_keeps_what_foreign_text_values_say(caldav: CalDAVHarnes
             "DTEND:20261203T150000Z",
             f"COMMENT:C:{escaped}et\\, kept\\; as is",
             f"CATEGORIES:C:{escaped}ice,b\\,c",
+            "RESOURCES:EASEL,PROJECTOR\\,BIG",
         )
     )
+    held = _resources(await caldav.read_raw(event_id))
+    assert held
     fetched = await fetch_one(caldav, event_id)
     assert fetched.event is not None
     assert fetched.event.summary == f"C:{slash}ew, again"
@@ -455,6 +458,12 @@ async def test_an_update_keeps_what_foreign_text_values_say(caldav: CalDAVHarnes
     vevent = next(c for c in icalendar.Calendar.from_ical(raw).walk("VEVENT"))
     assert str(vevent["COMMENT"]) == f"C:{slash}et, kept; as is"
     assert vevent.decoded("CATEGORIES") == [f"C:{slash}ice", "b,c"]
+    # As the server had it (Xandikos stores it as icalendar writes it: one resource).
+    assert _resources(raw) == held
     again = (await fetch_one(caldav, event_id)).event
     assert again is not None
     assert again.summary == f"C:{slash}ew, again"
+
+
+def _resources(raw: str) -> list[str]:
+    return [line for line in raw.replace("\r\n ", "").splitlines() if line.startswith("RESOURCES")]

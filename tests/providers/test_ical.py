@@ -897,3 +897,28 @@ def test_an_update_keeps_foreign_text_values_meaning_the_same() -> None:
         again = parse_event(text)
         assert again is not None
         assert again.summary == "C:\\New"
+
+
+def test_an_update_writes_foreign_values_as_they_were() -> None:
+    """What crmcal does not own is written back as the resource spelt it, even where
+    icalendar, reading and writing it again, would say something else."""
+    foreign = [
+        "RESOURCES:EASEL,PROJECTOR\\,BIG",  # two resources, not one
+        "RESOURCES;LANGUAGE=de:Beamer,Tafel",
+        "REQUEST-STATUS:2.0;Success",  # structured, not one TEXT
+        "X-UNKNOWN:raw,comma;semi\\\\N",
+        "X-ALT-DESC;FMTTYPE=text/html:<p>a\\, b\\; c\\\\N</p>",
+        "COMMENT:not escaped; here, either",
+    ]
+    previous = vcalendar(
+        vevent("SUMMARY:s", "DTSTART:20261201T100000Z", "DTEND:20261201T110000Z", *foreign)
+    )
+    old = parse_event(previous)
+    assert old is not None
+    moved = dataclasses.replace(old, end=old.start + dt.timedelta(hours=2))
+    for text in (
+        serialize_event(moved, "e1", previous=previous),
+        patch_event(moved, "e1", previous, frozenset({"when"})),
+    ):
+        lines = text.replace("\r\n ", "").split("\r\n")
+        assert [line for line in foreign if line not in lines] == []

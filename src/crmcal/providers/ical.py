@@ -33,7 +33,7 @@ from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import icalendar
-from icalendar.prop import vCalAddress, vCategory, vInline, vText
+from icalendar.prop import vCalAddress, vCategory, vInline, vText, vUnknown
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from crmcal.model import (
@@ -803,6 +803,39 @@ def _correct_texts(calendar: icalendar.Calendar) -> None:
                 component[name] = _corrected(value)
 
 
+class _Verbatim(vUnknown):
+    """A property crmcal does not own, written back exactly as the resource had it.
+    Parsed and written again by icalendar, some would say something else: a list of
+    TEXT values icalendar takes for one (RESOURCES: "EASEL,PROJECTOR\\,BIG" named two
+    things, and came back as one), a structured value escaped as text (REQUEST-STATUS)."""
+
+    __slots__ = ()
+
+
+def _keep_verbatim(text: str, events: list[icalendar.Event]) -> None:
+    """The values of the properties of ``events`` (the VEVENTs icalendar read from
+    ``text``) that crmcal does not own, as ``text`` spells them; their parameters
+    stay as icalendar read them. Left as read where the two readings disagree."""
+    try:
+        raw_events = _scan(text).events
+    except ValueError:
+        return
+    if len(raw_events) != len(events):
+        return
+    for event, raw in zip(events, raw_events, strict=True):
+        for name, lines in raw.props.items():
+            if name in _OWNED or name not in event:
+                continue
+            read = _as_list(event[name])
+            if len(read) != len(lines):
+                continue
+            kept = [
+                _Verbatim(value, params=getattr(prop, "params", None))
+                for prop, (_, value) in zip(read, lines, strict=True)
+            ]
+            event[name] = kept if len(kept) > 1 else kept[0]
+
+
 def _corrected(value: object) -> object:
     if type(value) is vText:  # not its subclasses, which have syntaxes of their own
         return _Text(value, params=value.params)
@@ -883,6 +916,7 @@ class _Previous:
         events = [c for c in calendar.subcomponents if isinstance(c, icalendar.Event)]
         if not events:
             return None
+        _keep_verbatim(text, events)
         masters = [e for e in events if "RECURRENCE-ID" not in e]
         master = masters[0] if masters else events[0]
         return cls(calendar, master, [e for e in events if e is not master])
