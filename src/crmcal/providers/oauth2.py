@@ -4,7 +4,9 @@
 a minute before it expires, refreshes it with the refresh token, hands a rotated
 refresh token (Microsoft sends a new one with every refresh) to ``on_rotate`` to
 be stored, and reports a revoked or expired grant (``invalid_grant``) as
-``AuthenticationFailed`` saying that the user must reconnect. ``OAuthService``
+``AuthenticationFailed`` saying that the user must reconnect. A source lives for
+one sync; what the next one of its grant may reuse is an ``AccessToken``, handed to
+``on_refresh`` and given back as ``access``. ``OAuthService``
 is the flow at one service; its own module (``google_oauth``,
 ``microsoft_oauth``) says where the endpoints are and what it asks for.
 """
@@ -91,8 +93,19 @@ async def exchange_code(
     return str(refresh)
 
 
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """An access token and when it expires (``time.monotonic()`` seconds): all a token
+    source hands on to the next source of its grant, so small to keep by the thousand."""
+
+    value: str
+    expires: float
+
+
 class RefreshingTokens:
-    """Access tokens from a refresh token, refreshed before they expire."""
+    """Access tokens from a refresh token, refreshed before they expire. ``access``: one
+    an earlier source of the grant got; ``on_refresh`` is told each new one, with the
+    refresh token then current (the rotated one, when the service rotated it)."""
 
     def __init__(
         self,
@@ -106,6 +119,8 @@ class RefreshingTokens:
         on_rotate: Callable[[str], Awaitable[None]] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 30,
+        access: AccessToken | None = None,
+        on_refresh: Callable[[str, AccessToken], None] | None = None,
     ) -> None:
         self._service = service
         self._token_url = token_url
@@ -114,20 +129,20 @@ class RefreshingTokens:
         self._client_secret = client_secret
         self._scope = scope
         self.on_rotate = on_rotate
+        self.on_refresh = on_refresh
         self._transport = transport
         self._timeout = timeout
-        self._access: str | None = None
-        self._expires = 0.0
+        self._access = access
         self._lock = asyncio.Lock()
 
     async def __call__(self, refresh: bool = False) -> str:
         async with self._lock:
-            if refresh or self._access is None or time.monotonic() >= self._expires - EARLY:
-                await self._refresh()
-            assert self._access is not None
-            return self._access
+            access = self._access
+            if refresh or access is None or time.monotonic() >= access.expires - EARLY:
+                access = await self._refresh()
+            return access.value
 
-    async def _refresh(self) -> None:
+    async def _refresh(self) -> AccessToken:
         form = {"grant_type": "refresh_token", "refresh_token": self._refresh_token}
         if self._client_id:
             form["client_id"] = self._client_id
@@ -138,15 +153,18 @@ class RefreshingTokens:
         body = await token_call(
             self._service, self._token_url, form, self._transport, self._timeout
         )
-        self._access = str(body["access_token"])
         expires_in = body.get("expires_in")
         seconds = float(expires_in) if isinstance(expires_in, int | float | str) else 3600.0
-        self._expires = time.monotonic() + seconds
+        access = self._access = AccessToken(str(body["access_token"]), time.monotonic() + seconds)
         rotated = body.get("refresh_token")
-        if isinstance(rotated, str) and rotated and rotated != self._refresh_token:
-            self._refresh_token = rotated
-            if self.on_rotate is not None:
-                await self.on_rotate(rotated)
+        rotating = isinstance(rotated, str) and rotated and rotated != self._refresh_token
+        if rotating:
+            self._refresh_token = str(rotated)
+        if self.on_refresh is not None:
+            self.on_refresh(self._refresh_token, access)
+        if rotating and self.on_rotate is not None:
+            await self.on_rotate(self._refresh_token)
+        return access
 
 
 @dataclass(frozen=True)
@@ -207,6 +225,8 @@ class OAuthService:
         client_secret: str = "",
         on_rotate: Callable[[str], Awaitable[None]] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        access: AccessToken | None = None,
+        on_refresh: Callable[[str, AccessToken], None] | None = None,
     ) -> RefreshingTokens:
         """A provider's token source for a grant at this service."""
         return RefreshingTokens(
@@ -218,4 +238,6 @@ class OAuthService:
             scope=self.scopes if self.scopes_on_token_calls else None,
             on_rotate=on_rotate,
             transport=transport,
+            access=access,
+            on_refresh=on_refresh,
         )
