@@ -7,7 +7,9 @@ compressed answer; ``strict_times`` refuses what Cyrus (Fastmail) refuses with
 DURATION, or neither DTEND nor DURATION; ``refuse`` refuses writes whose body holds
 a given text, with the server's own words; ``partial`` answers some members of a
 REPORT's multistatus with another status, or leaves them out, as RFC 4918 lets a
-server do (one status per resource). Served on 127.0.0.1 port 0 by uvicorn.
+server do (one status per resource); ``octet_folds`` folds the calendar data it answers
+(GET, REPORT) at 75 octets wherever that falls, inside a UTF-8 sequence too, as some
+servers do. Served on 127.0.0.1 port 0 by uvicorn.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Behaviour:
     # (REPORT kind, text in a member's href) -> the status that member is answered
     # with instead (None: the answer leaves it out).
     partial: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    octet_folds: bool = False
 
     def count(self, method: str, suffix: str = "") -> int:
         return sum(n for (m, p), n in self.requests.items() if m == method and p.endswith(suffix))
@@ -72,6 +75,32 @@ def _partial(body: bytes, kind: str, behaviour: Behaviour) -> bytes:
                     response.remove(child)
             etree.SubElement(response, "{DAV:}status").text = f"HTTP/1.1 {status} Refused"
     return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
+
+
+def _folded_at_octets(text: str) -> bytes:
+    """``text`` (iCalendar) folded every 75 octets, wherever that falls."""
+    lines = []
+    for line in _unfolded(text).replace("\r\n", "\n").split("\n"):
+        raw = line.encode()
+        parts = [raw[:75]] + [raw[n : n + 74] for n in range(75, len(raw), 74)]
+        lines.append(b"\r\n ".join(parts))
+    return b"\r\n".join(lines)
+
+
+def _octet_folds(body: bytes, content_type: str) -> bytes:
+    """A GET or REPORT answer with its calendar data folded by ``_folded_at_octets``."""
+    if "calendar" in content_type and "xml" not in content_type:
+        return _folded_at_octets(body.decode())
+    tree = etree.fromstring(body)
+    found = tree.findall(".//{urn:ietf:params:xml:ns:caldav}calendar-data")
+    texts = [element.text or "" for element in found]
+    for n, element in enumerate(found):
+        element.text = f"@calendar-data-{n}@"
+    out = bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
+    for n, text in enumerate(texts):
+        folded = _folded_at_octets(text).replace(b"&", b"&amp;").replace(b"<", b"&lt;")
+        out = out.replace(f"@calendar-data-{n}@".encode(), folded.replace(b">", b"&gt;"))
+    return out
 
 
 def _unfolded(text: str) -> str:
@@ -133,6 +162,8 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
         content = answer.content
         if report and answer.status_code == 207:
             content = _partial(content, report, behaviour)
+        if behaviour.octet_folds and request.method in ("GET", "REPORT") and answer.is_success:
+            content = _octet_folds(content, answer.headers.get("content-type", ""))
         return Response(content, answer.status_code, headers=out)
 
     methods = ["GET", "PUT", "DELETE", "PROPFIND", "REPORT", "OPTIONS", "MKCALENDAR", "HEAD",

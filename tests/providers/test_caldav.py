@@ -467,3 +467,34 @@ async def test_an_update_keeps_what_foreign_text_values_say(caldav: CalDAVHarnes
 
 def _resources(raw: str) -> list[str]:
     return [line for line in raw.replace("\r\n ", "").splitlines() if line.startswith("RESOURCES")]
+
+
+async def test_calendar_data_folded_inside_a_character_is_read(caldav: CalDAVHarness) -> None:
+    """A server that folds lines at 75 octets wherever that falls splits UTF-8
+    sequences (RFC 5545 3.1 asks it not to): as bytes, its answers are no UTF-8 until
+    unfolded. Every event is read whole, and one such event costs no other its read."""
+    texts = {
+        "accents": "é" * 100,  # two octets each: folds fall inside one after another
+        "emoji": "x" + "😀" * 40,  # four octets each
+        "cjk": "会议" * 40,
+    }
+    ids = {}
+    for name, summary in texts.items():
+        text = raw_event(f"octets-{name}", f"SUMMARY:{summary}", "DTSTART:20261201T100000Z",
+                         f"DESCRIPTION:{summary}", "DTEND:20261201T110000Z")  # fmt: skip
+        # Named as crmcal names what it makes, so that one is also read by a GET.
+        ids[name] = await caldav.put_raw(text, name=f"crmcal-octets-{name}.ics")
+    parts = urlsplit(caldav.calendar_id)
+    with caldav_proxy(f"{parts.scheme}://{parts.netloc}", Behaviour(octet_folds=True)) as proxy:
+        provider = caldav.provider_for(proxy + "/")
+        calendar = proxy + parts.path
+        fetched = await provider.fetch(calendar, list(ids.values()))
+        got = await provider.get_by_key(calendar, "octets-emoji")
+    assert got is not None
+    assert got.event is not None
+    assert got.event.summary == texts["emoji"]
+    read = {ref.id: ref.event for ref in fetched}
+    for name, summary in texts.items():
+        event = read[ids[name]]
+        assert event is not None
+        assert (event.summary, event.description) == (summary, summary)

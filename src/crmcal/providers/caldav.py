@@ -211,6 +211,18 @@ class _Reply:
 
 
 _TAG = re.compile(r"<[^>]*>")
+# A line fold (RFC 5545 3.1) that splits a UTF-8 sequence: the byte after it continues
+# a character begun before it. Servers that fold at 75 octets wherever that falls send
+# it; as bytes it is no UTF-8 (one such event made a whole multistatus unreadable), and
+# unfolding removes it anyway. In XML the CR may come as a character reference.
+_FOLD_IN_A_CHARACTER = re.compile(rb"(?:\r|&#13;|&#x[dD];)?\n[ \t](?=[\x80-\xbf])")
+
+
+def _joined_characters(body: bytes) -> bytes:
+    """``body`` without line folds that split a UTF-8 sequence (no other byte changes)."""
+    if not body.isascii() and _FOLD_IN_A_CHARACTER.search(body):
+        return _FOLD_IN_A_CHARACTER.sub(b"", body)
+    return body
 
 
 def _reason(reply: _Reply) -> str:
@@ -454,9 +466,10 @@ class CalDAVProvider:
             raise Unreachable(f"the CalDAV server is busy ({status}); retry later")
         tree = None
         content_type = answer.headers.get("content-type", "").lower()
-        if answer.body.strip() and ("xml" in content_type or answer.body.lstrip()[:1] == b"<"):
+        raw = _joined_characters(answer.body)
+        if raw.strip() and ("xml" in content_type or raw.lstrip()[:1] == b"<"):
             try:
-                tree = etree.fromstring(answer.body, parser=_XML)
+                tree = etree.fromstring(raw, parser=_XML)
             except etree.XMLSyntaxError:
                 if "xml" in content_type or status == 207:
                     raise _MalformedReply(f"the server at {url} sent malformed XML") from None
@@ -464,8 +477,8 @@ class CalDAVProvider:
             _confine_hrefs(tree, url)
             text = ""  # XML is read from the tree
         else:
-            text = answer.body.decode("utf-8", "replace")
-        preconditions = dav_error.parse_preconditions(answer.body) if status >= 400 else []
+            text = raw.decode("utf-8", "replace")
+        preconditions = dav_error.parse_preconditions(raw) if status >= 400 else []
         return _Reply(status, answer.headers, tree, text, preconditions)
 
     def _exchange(
