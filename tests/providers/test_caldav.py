@@ -498,3 +498,31 @@ async def test_calendar_data_folded_inside_a_character_is_read(caldav: CalDAVHar
         event = read[ids[name]]
         assert event is not None
         assert (event.summary, event.description) == (summary, summary)
+
+
+async def test_a_summary_with_unescaped_commas_is_read_as_written(caldav: CalDAVHarness) -> None:
+    """Another client that leaves commas and semicolons in a SUMMARY unescaped (RFC
+    5545 wants them escaped) is read as the server keeps it, and stays so after crmcal
+    writes another field of the event. Radicale keeps such a value only up to its first
+    comma (its parser takes the comma for a list separator): the summaries "dropped"
+    there came so from other clients; crmcal's own are escaped and kept whole
+    (``test_text_values_survive_the_server_unchanged``)."""
+    written = "Call Ann, Bob; re: pricing, Q3"
+    kept = "Call Ann" if caldav.kind == "radicale" else written
+    event_id = await caldav.put_raw(
+        raw_event(
+            "unescaped@example.test",
+            f"SUMMARY:{written}",
+            "DTSTART:20261203T140000Z",
+            "DTEND:20261203T150000Z",
+        )
+    )
+    fetched = await fetch_one(caldav, event_id)
+    assert fetched.event is not None
+    assert fetched.event.summary == kept
+    later = dataclasses.replace(fetched.event, end=fetched.event.start + dt.timedelta(hours=2))
+    await caldav.provider.update(caldav.calendar_id, event_id, fetched.etag, later)
+    again = (await fetch_one(caldav, event_id)).event
+    assert again is not None
+    assert again.summary == kept
+    assert again.end == later.end
