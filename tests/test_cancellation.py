@@ -1,16 +1,21 @@
 """A task cancelled while it stops a child task of its own ends cancelled: the child's
 cancellation is swallowed, never the one aimed at the task itself (``crmcal.tasks``),
-and a shared limit's slot renewal is stopped that way. Every state is reached through
-events: nothing here waits for time to pass."""
+and a shared limit's slot renewal is stopped that way. A write to SQLite cancelled
+in the middle of a statement leaves the database unlocked. Every state is reached
+through events: nothing here waits for time to pass."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import datetime as dt
-from typing import cast
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from sqlalchemy import event, text
 
 from crmcal.db import Database
 from crmcal.sync import limits
@@ -155,3 +160,52 @@ async def test_a_slot_s_holder_cancelled_while_its_renewal_ends_ends_cancelled_a
     with pytest.raises(asyncio.CancelledError):
         await running
     assert (went_on, given_back) == ([], [1])
+
+
+async def test_a_sqlite_write_cancelled_mid_statement_leaves_the_database_unlocked(
+    tmp_path: Path,
+) -> None:
+    """A sync stopped while its write transaction runs a statement (its lease lost, its
+    time up, the process shutting down): the transaction ends with it. The connection
+    closed under the statement used to stay open in SQLite with its transaction, and
+    the database write-locked, until a garbage collection: every other writer waited
+    out the busy timeout and failed with "database is locked"."""
+    path = tmp_path / "crmcal.db"
+    db = Database(f"sqlite:///{path}")
+    entered, leave = threading.Event(), threading.Event()
+
+    def blocking() -> int:  # a statement still running when its task is cancelled
+        entered.set()
+        leave.wait()
+        return 1
+
+    @event.listens_for(db.engine.sync_engine, "connect")
+    def _with_blocking(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.create_function("blocking", 0, blocking)
+
+    try:
+        async with db.write() as session:
+            await session.execute(text("CREATE TABLE t (x INTEGER)"))
+
+        async def work() -> None:
+            async with db.write() as session:
+                await session.execute(text("INSERT INTO t VALUES (1)"))
+                await session.execute(text("SELECT blocking()"))
+
+        writing = asyncio.create_task(work())
+        await asyncio.to_thread(entered.wait)  # the SELECT runs, the write lock held
+        writing.cancel()
+        leave.set()
+        with pytest.raises(asyncio.CancelledError):
+            await writing
+        # Another process takes the write lock, without waiting for it: it is free.
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            assert other.execute("SELECT count(*) FROM t").fetchone() == (0,)
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+    finally:
+        leave.set()
+        await db.dispose()

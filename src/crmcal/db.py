@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from sqlalchemy import Executable, Result, event
@@ -82,6 +82,19 @@ def install_sqlite_pragmas(sync_engine: Any) -> None:
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+    @event.listens_for(sync_engine, "invalidate")
+    def _on_invalidate(dbapi_connection: Any, _record: Any, _exception: Any) -> None:
+        # A task cancelled during a statement has its connection invalidated and closed
+        # at once, while the statement's cursor lives on (held by the cancellation's
+        # traceback, until a garbage collection). SQLite then closes the connection
+        # only in name and keeps its transaction open: a write transaction kept the
+        # whole database locked, every other writer waiting out the busy timeout and
+        # failing. Rolled back first, the transaction and its lock end now.
+        if dbapi_connection is None:
+            return
+        with suppress(Exception):  # the connection may be unusable: nothing to end then
+            dbapi_connection.rollback()
 
 
 # A pooled connection idle longer than this is pinged before it is handed out.
