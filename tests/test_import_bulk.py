@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import event, func, select
 
 from crmcal.config import Settings
-from crmcal.crm.schemas import UserCreate
+from crmcal.crm.activities import create_activities, load_in_order
+from crmcal.crm.schemas import ActivityCreate, ParticipantIn, UserCreate
 from crmcal.crm.tables import Activity, ActivitySeries, Participant, Person
 from crmcal.crm.users import create_user
 from crmcal.db import Database
@@ -194,6 +195,10 @@ def test_statements_of_a_first_import_do_not_grow_with_the_calendar(
     assert (large.created, large.skipped, large.problems) == (80, 0, [])
     # Four times the events (and series, and new persons): the very same statements.
     assert large_count.by_kind == small_count.by_kind
+    # What was written is not read back: activities are looked up by uid once a batch
+    # (those the CRM already has), their participants never.
+    assert large_count.by_kind["SELECT activity_participants"] == 0, large_count.by_kind
+    assert large_count.by_kind["SELECT activities"] == 4, large_count.by_kind
     assert sum(large_count.by_kind.values()) <= 30, large_count.by_kind
 
     # Everything an import makes is there: series with their occurrences, invitations
@@ -231,3 +236,62 @@ def test_events_the_crm_refuses_are_skipped_and_the_rest_imported_in_batches(
     # The refused series is found by halving the batch: a few more transactions, not
     # one per event.
     assert counted.by_kind["INSERT sync_links"] <= 10, counted.by_kind
+
+
+def test_activities_as_written_are_the_activities_read_back(db_url: str) -> None:
+    """What an import computes its links from without reading the rows back is what
+    reading them back would give: every column (times in UTC), the participants."""
+    zones = ("Europe/Berlin", "America/New_York", "UTC")
+
+    def items(tag: str) -> list[tuple[ActivityCreate, str | None]]:
+        made = []
+        for n in range(9):
+            people = [
+                ParticipantIn(email=f"p{n}.{k}@x.example", name=f"P {k}",
+                              status="accepted" if k else None)
+                for k in range(n % 3)
+            ]  # fmt: skip
+            data = ActivityCreate(
+                type="meeting", subject=f"{tag} {n}", timezone=zones[n % 3],
+                start="2027-03-28" if n % 4 == 3 else f"2027-03-28T0{n}:30:00",
+                end=None if n % 4 == 3 else f"2027-03-28T0{n}:45:00",
+                recurrence="FREQ=WEEKLY;COUNT=3" if n % 3 == 0 else None,
+                location="Room" if n % 2 else None, reminder_minutes=15 if n % 2 else None,
+                participants=people,
+            )  # fmt: skip
+            made.append((data, f"{tag}{n:02d}" if n % 2 else None))
+        return made
+
+    def columns(activity: Activity) -> dict[str, Any]:
+        found = {c.key: getattr(activity, c.key) for c in Activity.__table__.columns}
+        found.pop("uid")  # new each time when not given
+        found.pop("id")
+        for name in ("created_at", "updated_at"):
+            found[name] = found[name].tzinfo  # the moment differs, not how it is held
+        found["series_id"] = found["series_id"] is not None
+        found["participants"] = [(p.position, p.email, p.name, p.person_id is not None,
+                                  p.status) for p in activity.participants]  # fmt: skip
+        return found
+
+    async def main() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        db = Database(db_url)
+        try:
+            async with db.write() as session:
+                user, _ = await create_user(session, UserCreate(email="w@crm.test", name="W"))
+                read = await create_activities(session, user, items("r"), origin="test")
+                written = await create_activities(
+                    session, user, items("w"), origin="test", read_back=False
+                )
+                ids = [a.id for a in written]
+                wanted = [columns(a) for a in written]
+                uids = [a.uid for a in written]
+            async with db.read() as session:
+                again = await load_in_order(session, ids)
+                assert [a.uid for a in again] == uids
+                assert len(read) == len(written)
+            return [columns(a) for a in again], wanted
+        finally:
+            await db.dispose()
+
+    stored, written = run(main())
+    assert written == stored

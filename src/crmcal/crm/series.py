@@ -267,16 +267,17 @@ async def create_series(
 
 
 async def create_many(
-    session: AsyncSession, items: list[NewSeries], *, origin: str
+    session: AsyncSession, items: list[NewSeries], *, origin: str, read_back: bool = True
 ) -> list[Activity]:
     """Several series at once (an import), each answered by its first occurrence.
 
     Everything a new series needs is known before it is stored (its occurrences up to
     the horizon follow from the rule alone), so the series, all their occurrences,
     participants and change-feed rows go in a few multi-row INSERTs, however many
-    series there are.
+    series there are. ``read_back`` off: the first occurrences as written
+    (``activities.as_written``), not read from the database.
     """
-    from crmcal.crm.activities import insert_row_ids, load_in_order
+    from crmcal.crm.activities import as_written, insert_row_ids, load_in_order
 
     if not items:
         return []
@@ -341,6 +342,9 @@ async def create_many(
     await changefeed.record_ids(session, list(zip(ids, owners, strict=True)),
                                 changefeed.CREATED, origin)  # fmt: skip
     # Only the first occurrences are answered: the others are not loaded as objects.
+    if not read_back:
+        return as_written([rows[i] for i in firsts], [people[i] for i in firsts],
+                          [ids[i] for i in firsts])  # fmt: skip
     return await load_in_order(session, [ids[i] for i in firsts])
 
 

@@ -1472,6 +1472,7 @@ class Engine:
                 origin=self.ctx.origin,
                 as_contacts=self.ctx.options.attendees_to_contacts,
                 organizers=[item.organizer for item in writing],
+                read_back=False,  # only read here, for the links
             )
             series = await self._series_made(session, created)
             now = utcnow()
