@@ -97,6 +97,8 @@ class Counted:
             return
         words = statement.split()
         verb = words[0].upper()
+        if statement.lower().startswith("select max("):
+            verb = "SELECT max"  # on SQLite, the ids new rows get (bulk.insert_many_ids)
         named = {w.strip('"(,') for w in words}
         for table in TABLES:
             if table in named:

@@ -12,11 +12,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.instrumentation import manager_of_class
 
+from crmcal import bulk
 from crmcal.crm import activity_types, changefeed, contacts, permissions, series, times
 from crmcal.crm.errors import Conflict, Forbidden, Invalid, NotFound
 from crmcal.crm.pagination import decode_start_cursor, encode_start_cursor
@@ -558,19 +559,14 @@ async def _insert_all(
 async def _insert_ids(
     session: AsyncSession, rows: list[dict[str, Any]], participants: list[list[dict[str, Any]]]
 ) -> list[int]:
-    table = table_of(Activity)
-    ids = list(
-        await session.scalars(
-            insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
-        )
-    )
+    ids = await bulk.insert_many_ids(session, table_of(Activity), rows)
     people_rows = [
         {**person, "activity_id": activity_id}
         for activity_id, people in zip(ids, participants, strict=True)
         for person in people
     ]
     if people_rows:
-        await session.execute(insert(table_of(Participant)), people_rows)
+        await bulk.insert_many(session, table_of(Participant), people_rows)
     return ids
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import ScalarSelect, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crmcal import bulk
 from crmcal.crm.tables import Activity, ActivityChange, table_of, utcnow
 
 CREATED = "created"
@@ -32,8 +33,10 @@ _FEED_LOCK_KEY = 0x6372_6D63_616C  # "crmcal"
 
 async def record_change(session: AsyncSession, activity: Activity, kind: str, origin: str) -> int:
     """Append a feed row for ``activity``; returns its sequence number."""
-    (seq,) = await record_changes(session, [activity], kind, origin)
-    return seq
+    await _lock(session)
+    table = table_of(ActivityChange)
+    row = _row(activity.id, activity.owner_id, kind, origin, utcnow())
+    return int((await session.execute(insert(table).returning(table.c.seq), [row])).scalar_one())
 
 
 async def record_changes(
@@ -43,38 +46,38 @@ async def record_changes(
     origin: str,
     *,
     owner_id: int | None = None,
-) -> list[int]:
-    """Append one feed row per activity; returns their sequence numbers, ascending.
+) -> None:
+    """Append one feed row per activity.
 
     Rows name the activity's owner (readers follow their own user's activities),
     or ``owner_id``: another user who must hear of the change, like a previous owner.
     """
-    return await record_ids(
-        session, [(a.id, owner_id or a.owner_id) for a in changed], kind, origin
-    )
+    await record_ids(session, [(a.id, owner_id or a.owner_id) for a in changed], kind, origin)
 
 
 async def record_ids(
     session: AsyncSession, changed: list[tuple[int, int]], kind: str, origin: str
-) -> list[int]:
+) -> None:
     """``record_changes`` for activities known by (id, owner id) alone (an import's
-    many occurrences, never loaded as objects)."""
+    many occurrences, never loaded as objects). One multi-row INSERT that asks
+    nothing back (``bulk.insert_many``): an import writes thousands."""
     if not changed:
-        return []
+        return
+    await _lock(session)
+    now = utcnow()
+    rows = [_row(activity_id, owner_id, kind, origin, now) for activity_id, owner_id in changed]
+    await bulk.insert_many(session, table_of(ActivityChange), rows)
+
+
+async def _lock(session: AsyncSession) -> None:
+    """On PostgreSQL, the feed's lock until the transaction ends (see the top)."""
     if (await session.connection()).dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _FEED_LOCK_KEY})
-    now = utcnow()
-    rows = [
-        {"activity_id": activity_id, "owner_id": owner_id, "kind": kind, "origin": origin,
-         "changed_at": now}
-        for activity_id, owner_id in changed
-    ]  # fmt: skip
-    # One multi-row INSERT. Asking for the numbers in row order would make
-    # SQLAlchemy send it row by row on SQLite; the rows of one call differ only in
-    # their activity, so the numbers are answered in ascending order instead.
-    table = table_of(ActivityChange)
-    inserted = await session.execute(insert(table).returning(table.c.seq), rows)
-    return sorted(inserted.scalars())
+
+
+def _row(activity_id: int, owner_id: int, kind: str, origin: str, now: Any) -> dict[str, Any]:
+    return {"activity_id": activity_id, "owner_id": owner_id, "kind": kind, "origin": origin,
+            "changed_at": now}  # fmt: skip
 
 
 async def read_changes(

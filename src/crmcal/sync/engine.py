@@ -33,10 +33,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, assert_never
 
 from pydantic import ValidationError
-from sqlalchemy import insert, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crmcal import bulk
 from crmcal.crm import activities, changefeed, contacts
 from crmcal.crm.errors import CrmError, Forbidden, Invalid
 from crmcal.crm.schemas import ActivityCreate, ActivityUpdate
@@ -1501,8 +1502,7 @@ class Engine:
                         "last_synced_at": now,
                     }
                 )
-            if rows:
-                await session.execute(insert(table_of(Link)), rows)
+            await bulk.insert_many(session, table_of(Link), rows)
         self.report.created += len(created)
         return later
 

@@ -1,0 +1,179 @@
+"""``bulk.insert_many`` writes what SQLAlchemy's multi-row INSERT writes, and on SQLite
+without building each row's parameters in SQLAlchemy."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from typing import Any
+
+import pytest
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from crmcal import bulk
+from crmcal.crm.tables import UTCDateTime, utcnow
+from crmcal.db import Database
+from tests.conftest import run
+
+META = MetaData()
+PROBE = Table(
+    "bulk_probe", META,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(50)),
+    Column("at", UTCDateTime),
+    Column("day", Date),
+    Column("flag", Boolean),
+    Column("data", JSON),
+    Column("kind", String(16), server_default="plain"),
+)  # fmt: skip
+DEFAULTED = Table(
+    "bulk_defaulted", META,
+    Column("id", Integer, primary_key=True),
+    Column("at", UTCDateTime, default=utcnow),
+)  # fmt: skip
+
+
+def rows(first: int, count: int) -> list[dict[str, Any]]:
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    return [
+        {"id": first + n, "name": None if n % 5 == 0 else f"row {n} ü",
+         "at": None if n % 7 == 0 else dt.datetime(2026, 3, 29, 1, n % 60, n % 60, n,
+                                                   tzinfo=berlin),
+         "day": dt.date(2026, 1, 1) + dt.timedelta(days=n), "flag": n % 2 == 0,
+         "data": None if n % 3 == 0 else {"n": n, "list": [1, "a", None], "ü": True}}
+        for n in range(count)
+    ]  # fmt: skip
+
+
+async def _with_tables(db_url: str, body: Any) -> Any:
+    db = Database(db_url)
+    try:
+        async with db.write() as session:
+            await session.run_sync(lambda s: META.create_all(s.connection()))
+        try:
+            return await body(db)
+        finally:
+            async with db.write() as session:
+                await session.run_sync(lambda s: META.drop_all(s.connection()))
+    finally:
+        await db.dispose()
+
+
+def test_rows_are_written_as_sqlalchemy_writes_them(db_url: str) -> None:
+    async def body(db: Database) -> tuple[list[Any], list[Any]]:
+        async with db.write() as session:
+            await session.execute(insert(PROBE), rows(0, 40))
+            await bulk.insert_many(session, PROBE, rows(1000, 40))
+            await bulk.insert_many(session, PROBE, [])
+        async with db.read() as session:
+            columns = "name, at, day, flag, data, kind"
+            # As stored (the text on SQLite), and as SQLAlchemy reads it back.
+            raw = list(await session.execute(text(f"SELECT {columns} FROM bulk_probe ORDER BY id")))
+            typed = list(await session.execute(select(PROBE).order_by(PROBE.c.id)))
+            return [tuple(r) for r in raw], [tuple(r)[1:] for r in typed]
+
+    raw, typed = run(_with_tables(db_url, body))
+    assert len(raw) == 80
+    assert raw[:40] == raw[40:]
+    assert typed[:40] == typed[40:]
+
+
+def test_sqlite_rows_skip_sqlalchemy_parameter_building(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import's participants and links are tens of thousands of rows: their
+    parameters are not built one by one in SQLAlchemy on SQLite."""
+    built = [0]
+    construct = SQLCompiler.construct_params
+
+    def counted(self: SQLCompiler, *args: Any, **kwargs: Any) -> Any:
+        built[0] += 1
+        return construct(self, *args, **kwargs)
+
+    async def body(db: Database) -> int:
+        monkeypatch.setattr(SQLCompiler, "construct_params", counted)
+        async with db.write() as session:
+            await bulk.insert_many(session, PROBE, rows(0, 200))
+        async with db.read() as session:
+            return int(await session.scalar(select(PROBE.c.id).order_by(PROBE.c.id.desc())) or 0)
+
+    assert run(_with_tables(db_url, body)) == 199
+    if db_url.startswith("sqlite"):
+        assert built[0] <= 2  # the SELECT; none per row
+    else:
+        assert built[0] >= 200  # SQLAlchemy's own multi-row INSERT, unchanged
+
+
+def test_rows_a_python_default_would_fill_go_through_sqlalchemy(db_url: str) -> None:
+    async def body(db: Database) -> list[Any]:
+        async with db.write() as session:
+            await bulk.insert_many(session, DEFAULTED, [{"id": 1}, {"id": 2}])
+            # A default the database fills is the database's.
+            await bulk.insert_many(
+                session, PROBE, [{"id": 1, "name": "a"}, {"id": 2, "name": None}]
+            )
+        async with db.read() as session:
+            made = list(await session.scalars(select(DEFAULTED.c.at).order_by(DEFAULTED.c.id)))
+            probe = list(
+                await session.execute(select(PROBE.c.name, PROBE.c.kind).order_by(PROBE.c.id))
+            )
+            return [made, [tuple(r) for r in probe]]
+
+    made, probe = run(_with_tables(db_url, body))
+    assert len(made) == 2
+    assert all(isinstance(at, dt.datetime) for at in made)
+    assert probe == [("a", "plain"), (None, "plain")]
+
+
+def test_ids_answered_are_those_of_the_rows_in_order(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``insert_many_ids``: each row's own id, in row order, after rows already there
+    (and after one deleted at the end); on SQLite no row's parameters built by
+    SQLAlchemy."""
+    built = [0]
+    construct = SQLCompiler.construct_params
+
+    def counted(self: SQLCompiler, *args: Any, **kwargs: Any) -> Any:
+        built[0] += 1
+        return construct(self, *args, **kwargs)
+
+    def named(first: int) -> list[dict[str, Any]]:
+        return [{k: v for k, v in row.items() if k != "id"} for row in rows(first, 150)]
+
+    async def body(db: Database) -> tuple[list[int], list[int], dict[int, Any], int]:
+        async with db.write() as session:
+            before = await bulk.insert_many_ids(session, PROBE, named(0))
+            await session.execute(PROBE.delete().where(PROBE.c.id == before[-1]))
+        monkeypatch.setattr(SQLCompiler, "construct_params", counted)
+        async with db.write() as session:
+            given = named(0)
+            for n, row in enumerate(given):
+                row["name"] = f"second {n}"
+            ids = await bulk.insert_many_ids(session, PROBE, given)
+        monkeypatch.undo()
+        async with db.read() as session:
+            found = dict(tuple(r) for r in await session.execute(select(PROBE.c.id, PROBE.c.name)))
+        return before, ids, found, built[0]
+
+    before, ids, found, calls = run(_with_tables(db_url, body))
+    # New ids, past every row there (the one deleted last may be given again, as
+    # SQLite itself does without AUTOINCREMENT).
+    assert len(set(ids)) == 150
+    assert min(ids) > max(before[:-1])
+    assert [found[i] for i in ids] == [f"second {n}" for n in range(150)]
+    if db_url.startswith("sqlite"):
+        assert calls <= 2  # the max(id); none per row
