@@ -127,6 +127,33 @@ def test_a_zone_known_only_from_its_vtimezone() -> None:
     assert event.timezone is None  # no IANA name to give
 
 
+OUTLOOK_ZONE = "(UTC+01:00) Amsterdam, Berlin, Bern, Rome, Stockholm, Vienna"
+
+
+def outlook_vtimezone(tzid: str = OUTLOOK_ZONE) -> str:
+    """A VTIMEZONE as Outlook writes it: named for people, with 1601 rules."""
+    return "\r\n".join([
+        "BEGIN:VTIMEZONE", f"TZID:{tzid}", "BEGIN:STANDARD", "DTSTART:16010101T030000",
+        "TZOFFSETFROM:+0200", "TZOFFSETTO:+0100",
+        "RRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=10", "END:STANDARD",
+        "BEGIN:DAYLIGHT", "DTSTART:16010101T020000", "TZOFFSETFROM:+0100", "TZOFFSETTO:+0200",
+        "RRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=3", "END:DAYLIGHT", "END:VTIMEZONE",
+    ])  # fmt: skip
+
+
+def test_a_vtimezone_whose_tzid_escapes_its_commas_is_the_zone_its_events_name() -> None:
+    # RFC 5545: TZID is TEXT, so a strict writer escapes the commas of Outlook's name;
+    # the TZID parameters that name it do not (a parameter value is quoted instead).
+    escaped = outlook_vtimezone(OUTLOOK_ZONE.replace(",", "\\,"))
+    event = parse_event(vcalendar(
+        escaped, vevent(f'DTSTART;TZID="{OUTLOOK_ZONE}":20270701T100000'),
+    ))  # fmt: skip
+    assert event is not None
+    assert isinstance(event.start, dt.datetime)
+    # Summer time, as the VTIMEZONE says; not the "+01:00" its name spells.
+    assert event.start.astimezone(dt.UTC) == dt.datetime(2027, 7, 1, 8, tzinfo=dt.UTC)
+
+
 def test_all_day_events() -> None:
     event = parse("DTSTART;VALUE=DATE:20261224", "DTEND;VALUE=DATE:20261227")
     assert event.all_day

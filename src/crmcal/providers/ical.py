@@ -191,7 +191,7 @@ def _scan(text: str) -> _Document:
         if tz_lines is not None:
             tz_lines.append(line)
             if depth == 2 and name == "TZID":
-                tzid = value.strip()
+                tzid = _text(value.strip())
         elif depth == 2 and event is not None:
             event.props.setdefault(name, []).append((params, value))
         elif depth == 3 and alarm is not None:
@@ -223,7 +223,8 @@ def _cut_timezones(text: str, timezones: dict[str, list[str]]) -> str:
             continue
         lines = text[opened.start() : edge.end()].rstrip("\n").split("\n")
         tzid = next((line.split(":", 1)[-1] for line in lines if _TZID.match(line)), "")
-        timezones[tzid.strip()] = lines
+        # A TEXT value ("Amsterdam\\, Berlin"); TZID parameters name it unescaped.
+        timezones[_text(tzid.strip())] = lines
         kept.append(text[position : opened.start()])
         position = edge.end()
         opened = None
