@@ -811,6 +811,25 @@ def test_a_patch_keeps_floating_times_and_long_texts() -> None:
     assert (parse_event(text, default_tz=None) or read).floating
 
 
+def _outlook_event(tzid: str, vtimezone: str) -> str:
+    quoted = f'"{tzid}"' if "," in tzid or ":" in tzid else tzid
+    return vcalendar(vtimezone, vevent(
+        f"DTSTART;TZID={quoted}:20261201T100000", f"DTEND;TZID={quoted}:20261201T110000",
+        "SUMMARY:Planning",
+    ))  # fmt: skip
+
+
+def test_a_patch_keeps_another_clients_vtimezone_as_it_was_spelt() -> None:
+    previous = _outlook_event(OUTLOOK_ZONE, outlook_vtimezone())
+    read = parse_event(previous, default_tz="Europe/Berlin")
+    assert read is not None
+    placed = dataclasses.replace(read, location="Room 5")
+    text = patch_event(placed, "e1", previous, changed_fields(read, placed))
+    # Its TZID unescaped, as the TZID parameters name it; its rules as they were.
+    assert outlook_vtimezone() + "\r\n" in text
+    assert text.count("BEGIN:VTIMEZONE") == 1
+
+
 @pytest.mark.parametrize(
     ("tzid", "offset"),
     [

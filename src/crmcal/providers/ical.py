@@ -901,11 +901,23 @@ def _mapped_alarm(component: icalendar.cal.Component) -> bool:
     return isinstance(offset, dt.timedelta) and offset <= dt.timedelta(0)
 
 
+# A whole VTIMEZONE block of a resource's text, folded lines and all.
+_ZONE_BLOCK = re.compile(r"^BEGIN:VTIMEZONE[ \t]*\r?\n.*?^END:VTIMEZONE[ \t]*(?:\r?\n|\Z)",
+                         re.MULTILINE | re.DOTALL | re.IGNORECASE)  # fmt: skip
+
+
+def _crlf(block: str) -> str:
+    """A text block with CRLF line ends, ending in one."""
+    return block.replace("\r\n", "\n").replace("\n", "\r\n").rstrip("\r\n") + "\r\n"
+
+
 @dataclass
 class _Previous:
     calendar: icalendar.Calendar
     master: icalendar.Event
     overrides: list[icalendar.Event]
+    # Each VTIMEZONE read (by identity) -> its block as the resource spelt it.
+    zone_texts: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, text: str) -> _Previous | None:
@@ -920,7 +932,27 @@ class _Previous:
         _keep_verbatim(text, events)
         masters = [e for e in events if "RECURRENCE-ID" not in e]
         master = masters[0] if masters else events[0]
-        return cls(calendar, master, [e for e in events if e is not master])
+        zones = [c for c in calendar.subcomponents if c.name == "VTIMEZONE"]
+        blocks = _ZONE_BLOCK.findall(text)
+        kept = (
+            {id(zone): _crlf(block) for zone, block in zip(zones, blocks, strict=True)}
+            if len(zones) == len(blocks)
+            else {}
+        )
+        return cls(calendar, master, [e for e in events if e is not master], kept)
+
+    def text(self) -> str:
+        """The calendar as written, with every VTIMEZONE it read spelt as it was:
+        written again by icalendar, a TZID such as Outlook's "(UTC+01:00) Amsterdam,
+        Berlin, ..." came back as "Amsterdam\\, Berlin\\, ...", which its users'
+        TZID parameters no longer name (Radicale then added a VTIMEZONE of its own),
+        and rules came back in another order."""
+        written = _ical_text(self.calendar)
+        for zone in self.calendar.subcomponents:
+            block = self.zone_texts.get(id(zone))
+            if zone.name == "VTIMEZONE" and block is not None:
+                written = written.replace(_ical_text(zone), block, 1)
+        return written
 
     def sequence(self) -> int:
         try:
@@ -1354,7 +1386,7 @@ def patch_event(event: CalendarEvent, uid: str, previous: str, changed: frozense
     _set(vevent, "LAST-MODIFIED", now)
     _set(vevent, "SEQUENCE", sequence)
     calendar.pop("METHOD", None)  # CalDAV forbids it in stored resources
-    return _ical_text(calendar)
+    return before.text()
 
 
 def _patch_component(
