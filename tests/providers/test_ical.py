@@ -831,6 +831,54 @@ def test_a_patch_keeps_another_clients_vtimezone_as_it_was_spelt() -> None:
 
 
 @pytest.mark.parametrize(
+    ("tzid", "vtimezone"),
+    [
+        (OUTLOOK_ZONE, outlook_vtimezone()),
+        ("W. Europe Standard Time", outlook_vtimezone("W. Europe Standard Time")),
+        ("/mozilla.org/20050126_1/Europe/Berlin",
+         outlook_vtimezone("/mozilla.org/20050126_1/Europe/Berlin")),
+        ("/freeassociation.sourceforge.net/Tzfile/Europe/Berlin",
+         outlook_vtimezone("/freeassociation.sourceforge.net/Tzfile/Europe/Berlin")),
+        ("Europe/Berlin", ""),  # no VTIMEZONE at all
+    ],
+)  # fmt: skip
+def test_a_moved_event_keeps_the_tzid_its_zone_was_spelt_with(tzid: str, vtimezone: str) -> None:
+    previous = _outlook_event(tzid, vtimezone)
+    read = parse_event(previous, default_tz="Europe/Berlin")
+    assert read is not None
+    assert read.end is not None
+    # The CRM moves it an hour, in the zone it knows the event by.
+    moved = dataclasses.replace(read, start=read.start + dt.timedelta(hours=1),
+                                end=read.end + dt.timedelta(hours=1),
+                                timezone=read.timezone or "Europe/Berlin")  # fmt: skip
+    text = patch_event(moved, "e1", previous, frozenset({"when"}))
+    calendar = icalendar.Calendar.from_ical(text)
+    (event,) = calendar.walk("VEVENT")
+    for name, hour in (("DTSTART", 11), ("DTEND", 12)):
+        written: Any = event[name]
+        assert written.params["TZID"] == tzid
+        assert written.dt.replace(tzinfo=None) == dt.datetime(2026, 12, 1, hour)
+    # Its VTIMEZONE, and no second one for the same zone (one where none was).
+    assert text.count("BEGIN:VTIMEZONE") == 1
+    again = parse_event(text, default_tz="UTC")
+    assert again is not None
+    assert again.start == moved.start
+
+
+def test_a_moved_event_takes_the_new_zone_when_the_crm_changed_it() -> None:
+    previous = _outlook_event(OUTLOOK_ZONE, outlook_vtimezone())
+    read = parse_event(previous, default_tz="Europe/Berlin")
+    assert read is not None
+    start = dt.datetime(2026, 12, 1, 9, tzinfo=NEW_YORK)
+    moved = dataclasses.replace(read, start=start, end=start + dt.timedelta(hours=1),
+                                timezone="America/New_York")  # fmt: skip
+    text = patch_event(moved, "e1", previous, frozenset({"when"}))
+    (event,) = icalendar.Calendar.from_ical(text).walk("VEVENT")
+    assert event["DTSTART"].params["TZID"] == "America/New_York"
+    assert "TZID:America/New_York" in text
+
+
+@pytest.mark.parametrize(
     ("tzid", "offset"),
     [
         ('"UTC+01:00"', dt.timedelta(hours=1)),

@@ -1352,6 +1352,47 @@ def _was_floating(vevent: icalendar.Event) -> bool:
     return isinstance(moment, dt.datetime) and moment.tzinfo is None and "TZID" not in params
 
 
+def _same_zone_tzid(start: object, zone: dt.tzinfo, event: CalendarEvent) -> str | None:
+    """The TZID the old DTSTART ``start`` was written with, when it stands for the zone
+    the new times are written in (``zone``): Outlook's "W. Europe Standard Time", a
+    vendor-prefixed "/mozilla.org/20050126_1/Europe/Berlin", or a zone only the
+    resource's own VTIMEZONE defines ("(UTC+01:00) Amsterdam, Berlin, ...") whose
+    offsets are Europe/Berlin's. Another client knows its zone by that name, so a
+    move keeps it rather than respelling the zone and adding a VTIMEZONE of ours."""
+    tzid = getattr(start, "params", {}).get("TZID")
+    if not tzid:
+        return None
+    tzid = str(tzid)
+    named = _named_zone(tzid)
+    if named is not None:
+        return tzid if named[1] == getattr(zone, "key", None) else None
+    old_zone = getattr(getattr(start, "dt", None), "tzinfo", None)
+    if old_zone is None:
+        return None  # a TZID nothing defines: write the zone crmcal knows
+    assert isinstance(event.start, dt.datetime)
+    # Same offsets at the new times and through the year (both sides of DST), now
+    # and next year: what a series' later occurrences meet too.
+    year = event.start.year
+    probes = [event.start, *([event.end] if isinstance(event.end, dt.datetime) else [])]
+    probes += [dt.datetime(y, m, 15, 12, tzinfo=dt.UTC) for y in (year, year + 1) for m in (1, 7)]
+    for probe in probes:
+        moment = probe if probe.tzinfo is not None else probe.replace(tzinfo=zone)
+        if moment.astimezone(zone).utcoffset() != moment.astimezone(old_zone).utcoffset():
+            return None
+    return tzid
+
+
+def _respell_zone(vevent: icalendar.Event, tzid: str) -> None:
+    """Name the zone of the DTSTART and DTEND just written ``tzid`` (see
+    ``_same_zone_tzid``); a time written in UTC (the second of two equal wall-clock
+    times) stays so."""
+    for name in ("DTSTART", "DTEND"):
+        prop = vevent.get(name)
+        params = getattr(prop, "params", None)
+        if params is not None and "TZID" in params:
+            params["TZID"] = tzid
+
+
 def patch_event(event: CalendarEvent, uid: str, previous: str, changed: frozenset[str]) -> str:
     """The resource ``previous`` with only the ``changed`` field groups (``model``'s
     ``FIELD_GROUPS``) rewritten from ``event``: everything else — other properties,
@@ -1401,10 +1442,14 @@ def _patch_component(
         _set(vevent, "SUMMARY", _text_value(event.summary))
     if "when" in changed:
         floating = _was_floating(vevent) and not event.all_day
+        spelt = None if event.all_day else _same_zone_tzid(vevent.get("DTSTART"), zone, event)
         for name in ("DTSTART", "DTEND", "DURATION"):
             vevent.pop(name, None)
         _write_times(vevent, event, zone, floating=floating)
-        _ensure_zone(calendar, vevent, event, zone)
+        if spelt is not None:
+            _respell_zone(vevent, spelt)
+        if spelt is None or spelt == getattr(zone, "key", None):
+            _ensure_zone(calendar, vevent, event, zone)
     if "location" in changed:
         _set(vevent, "LOCATION", _text_value(event.location))
     if "description" in changed:
