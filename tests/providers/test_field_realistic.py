@@ -458,6 +458,12 @@ async def test_a_realistic_calendar_syncs_both_ways_and_keeps_what_crmcal_does_n
         start = dt.datetime.fromisoformat(activity["start"]) + dt.timedelta(hours=1)
         end = dt.datetime.fromisoformat(activity["end"]) + dt.timedelta(hours=1)
         proxied.edit_activity(activity["id"], start=start.isoformat(), end=end.isoformat())
+    # A whole series: its moved occurrence keeps its own zone, its EXDATE lists stay.
+    occurrence = one["Weekly stand-up"][0]
+    proxied.edit_activity(occurrence["id"], location="Room series.ics", scope="series")
+    relocated.append("series.ics")
+    (moved_occurrence,) = one["Weekly stand-up (New York)"]
+    proxied.edit_activity(moved_occurrence["id"], location="Room 9", scope="this")
     # CRM-only changes of other people's meetings: never written.
     for name in ("invitation.ics", "shared.ics"):
         (activity,) = one[named[name].summary or ""]
@@ -470,17 +476,22 @@ async def test_a_realistic_calendar_syncs_both_ways_and_keeps_what_crmcal_does_n
     changes = [m for name, text in kept.items()
                for m in lost(name, before[name], text, moved=name in moved)]  # fmt: skip
     assert not changes, "\n".join(changes)
+    series = icalendar.Calendar.from_ical(kept["series.ics"])
+    override: Any = next(c for c in series.walk("VEVENT") if "RECURRENCE-ID" in c)
+    assert str(override["LOCATION"]) == "Room 9"
+    assert override["DTSTART"].params["TZID"] == "America/New_York"
     for item in events:
         if item.name not in relocated:
             assert await harness.read_raw(item.event_id) == before[item.name], item.name
 
     # --- another client edits the calendar -----------------------------------------------
     retitled = [i for i in events if i.own and not i.series and i.name not in relocated][:3]
+    retitled.append(named["outlook-display.ics"])  # as crmcal wrote it last
     for item in retitled:
         await harness.retitle(item.event_id, f"{item.summary} (edited)")
     await harness.retitle(named["invitation.ics"].event_id, "Board meeting (moved)")
-    removed = [i for i in events if not i.series and i.name not in relocated
-               and i not in retitled][:2]  # fmt: skip
+    removed = [*[i for i in events if not i.series and i.name not in relocated
+                 and i not in retitled][:2], named["shared.ics"]]  # fmt: skip
     for item in removed:
         await harness.remove(item.event_id)
     start = dt.datetime.combine(first_day + dt.timedelta(days=9), dt.time(15))
