@@ -8,7 +8,7 @@ import dataclasses
 import datetime as dt
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -17,7 +17,9 @@ from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.model import CalendarEvent, Recurrence, RemoteRef
-from crmcal.providers.base import Provider, Update
+from crmcal.providers.base import Provider, ProviderError, Update
+from crmcal.providers.google import GoogleProvider
+from crmcal.providers.microsoft import MicrosoftProvider
 from crmcal.web.app import create_app
 from tests.conftest import Api, make_user
 from tests.fault_proxy import fault_proxy
@@ -618,3 +620,103 @@ def test_a_graph_occurrence_edited_in_the_crm_reads_its_series_once(
     assert (again["updated"], again["created"]) == (0, 0), again
     after = occurrences(graph_crm, series_id)
     assert [a["subject"] for a in after] == ["Weekly"] * 2 + ["Moved on"] + ["Weekly"] * 2
+
+
+def crm_series(crm: Api, count: int) -> list[int]:
+    """``count`` weekly series made in the CRM, an hour apart: their first occurrences."""
+    firsts = []
+    for n in range(count):
+        start = later(40 + n).replace(minute=0, second=0)
+        made = crm.post(f"{V1}/activities", json={
+            "type": "meeting", "subject": f"Weekly {n}", "start": start.isoformat(),
+            "end": (start + HOUR).isoformat(), "timezone": "UTC",
+            "recurrence": "FREQ=WEEKLY;COUNT=4",
+        })  # fmt: skip
+        assert made.status_code == 201, made.text
+        firsts.append(int(made.json()["id"]))
+    return firsts
+
+
+def retitle_series(crm: Api, firsts: list[int], subject: str = "Moved") -> None:
+    for activity_id in firsts:
+        answer = crm.patch(f"{V1}/activities/{activity_id}",
+                           json={"subject": subject, "scope": "series"})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+
+
+def synced_series(request: pytest.FixtureRequest, kind: str, count: int
+                  ) -> tuple[Api, Any, int, list[int]]:  # fmt: skip
+    """``count`` CRM series synced to a new connection until settled: (the CRM, the
+    emulator, the connection's id, each series' first occurrence)."""
+    crm: Api = request.getfixturevalue(f"{kind}_crm")
+    emulator = request.getfixturevalue(
+        "google_emulator" if kind == "google" else "microsoft_emulator"
+    )
+    connect = connect_google if kind == "google" else connect_graph
+    connection_id, direct = connect(crm, emulator)
+    direct.close()
+    firsts = crm_series(crm, count)
+    assert sync(crm, connection_id)["created"] == count
+    sync(crm, connection_id)  # settles what the first sync wrote
+    return crm, emulator, connection_id, firsts
+
+
+@pytest.mark.parametrize(("kind", "count", "batch_size"), [("google", 51, 50), ("graph", 21, 20)])
+def test_series_updates_go_in_batches(
+    request: pytest.FixtureRequest, db_url: str, kind: str, count: int, batch_size: int
+) -> None:
+    """N series edited in the CRM are written in the batch requests of the run's
+    updates: the listing and three rounds of ceil(N / batch size) batch requests (the
+    masters read, their exceptions read, the patches), not three requests a series."""
+    crm, emulator, connection_id, firsts = synced_series(request, kind, count)
+    retitle_series(crm, firsts)
+
+    report, spent = counted_sync(crm, connection_id, emulator.url)
+
+    assert (report["updated"], report["problems"]) == (count, []), report
+    batches = 3 * -(-count // batch_size)
+    patches = "events.patch" if kind == "google" else "events.update"
+    assert (spent["batch"], spent[patches]) == (batches, count), spent
+    # Every call but the listing went inside a batch (the emulator counts each call).
+    inner = spent.total() - spent["batch"] - 1
+    assert inner == 3 * count, spent
+    again = sync(crm, connection_id)
+    assert (again["updated"], again["created"], again["problems"]) == (0, 0, []), again
+    found = crm.get(f"{V1}/activities", params={"limit": 500}).json()["items"]
+    assert {a["subject"] for a in found} == {"Moved"}
+
+
+@pytest.mark.parametrize("kind", ["google", "graph"])
+def test_a_series_refused_in_a_batch_is_that_series_problem_alone(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, db_url: str, kind: str
+) -> None:
+    """One series the calendar refuses in a batch of series updates: the others are
+    written and linked, the refused one is reported (its link left as it was, as a
+    refused single event's) and written with its next change."""
+    crm, _, connection_id, firsts = synced_series(request, kind, 3)
+    retitle_series(crm, firsts)
+    provider = GoogleProvider if kind == "google" else MicrosoftProvider
+    original = provider.update_many
+    refused: list[str] = []
+
+    async def refusing(self: Any, calendar_id: str, items: Sequence[Update]) -> list[Any]:
+        if refused or len(items) < 2:
+            return list(await original(self, calendar_id, items))
+        refused.append(items[1].event_id)
+        rest = await original(self, calendar_id, [items[0], *items[2:]])
+        return [rest[0], ProviderError("refused"), *rest[1:]]
+
+    monkeypatch.setattr(provider, "update_many", refusing)
+
+    report = sync(crm, connection_id)
+
+    assert report["updated"] == 2, report
+    assert [(p["item"], p["reason"]) for p in report["problems"]] == [(refused[0], "refused")]
+    assert sync(crm, connection_id)["updated"] == 0  # the others are linked as written
+    monkeypatch.undo()
+    retitle_series(crm, firsts, "Moved again")
+    again = sync(crm, connection_id)
+    assert (again["updated"], again["problems"]) == (3, []), again
+    assert sync(crm, connection_id)["updated"] == 0
+    found = crm.get(f"{V1}/activities", params={"limit": 100}).json()["items"]
+    assert {a["subject"] for a in found} == {"Moved again"}

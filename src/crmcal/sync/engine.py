@@ -312,7 +312,7 @@ class Engine:
             if len(self.outgoing) >= OUTGOING_BATCH:
                 await self._still_wanted(now=True)
                 await self._push_batch()
-            if len(self.updates) + len(self.deletes) >= OUTGOING_BATCH:
+            if len(self.updates) + len(self.deletes) + len(self.series.pending) >= OUTGOING_BATCH:
                 await self._still_wanted(now=True)
                 await self._push_changes()
             self._done += 1
@@ -321,7 +321,7 @@ class Engine:
 
     async def _flush(self) -> None:
         """Write what waits for a batch."""
-        if self.imports or self.outgoing or self.updates or self.deletes:
+        if self.imports or self.outgoing or self.updates or self.deletes or self.series.pending:
             await self._still_wanted(now=True)
             await self._import_batch()
             await self._push_changes()
@@ -732,6 +732,10 @@ class Engine:
             # it was, so the item is tried again when it changes.
             self.report.problem(self._item(pair), str(exc))
             self.report.skipped += 1
+
+    async def _guarded_link(self, link: Link, step: Awaitable[None]) -> None:
+        """``_guarded`` for a step of the linked item ``link`` (named by its event)."""
+        await self._guarded(Pair(link=link), step)
 
     async def _settle_one(self, pair: Pair) -> None:
         if pair.link is not None:
@@ -1271,13 +1275,15 @@ class Engine:
     async def _push_changes(self) -> None:
         """Send the updates and deletes gathered so far: in as few requests as the
         provider allows, each item answering on its own."""
-        while self.updates or self.deletes:  # a retried item can ask for another write
+        while self.updates or self.deletes or self.series.pending:
+            # (a retried item can ask for another write)
             updates, self.updates = self.updates, []
             deletes, self.deletes = self.deletes, []
             if updates:
                 await self._send_updates(updates)
             if deletes:
                 await self._send_deletes(deletes)
+            await self.series.write_pending()
 
     async def _send_updates(
         self, updates: list[tuple[Pair, Link, Activity, CalendarEvent, Update]]

@@ -52,7 +52,14 @@ from crmcal.model import (
     with_fields,
 )
 from crmcal.providers import kinds
-from crmcal.providers.base import EventNotFound, PreconditionFailed
+from crmcal.providers.base import (
+    FATAL,
+    EventNotFound,
+    PreconditionFailed,
+    ProviderError,
+    Update,
+    update_many,
+)
 from crmcal.sync import mapping, series_mapping
 from crmcal.sync.decisions import Act, Decision
 from crmcal.sync.states import LinkOrigin, Winner
@@ -137,6 +144,23 @@ class Plan:
         return {u[1:] for u in units if u.startswith("@")}
 
 
+@dataclass
+class _Reconciled:
+    """A linked series brought together with its calendar series, waiting for its
+    update's answer before its link is stored."""
+
+    series: ActivitySeries
+    occurrences: list[Activity]
+    link: Link
+    stored: Mapping[str, Any]
+    crm_now: Digests
+    cal_now: Digests
+    base_crm: Digests
+    kept_out: set[str]
+    within: Callable[[Moment], bool]
+    moved: bool  # either side had a change to write
+
+
 class _NotRead(Exception):
     """The calendar did not answer for a linked series (reported; read again next run)."""
 
@@ -148,6 +172,8 @@ class SeriesSync:
         self.engine = engine
         # The new calendar series of this run already taken as a split of another.
         self.taken: set[str] = set()
+        # Series updates waiting for the run's batch (see ``write_pending``).
+        self.pending: list[tuple[_Reconciled, Update, CalendarEvent]] = []
 
     # --- reading the CRM side ------------------------------------------------------
 
@@ -278,27 +304,81 @@ class SeriesSync:
                 for key in {*crm_now.occurrences, *cal_now.occurrences}:
                     if crm_now.occurrences.get(key) != cal_now.occurrences.get(key):
                         plan.push.add(f"@{key}")
-        written: CalendarEvent | None = calendar
-        etag = remote.etag if remote is not None else link.remote_etag
+        done = _Reconciled(series, occurrences, link, stored, crm_now, cal_now, base_crm,
+                           kept_out, within, bool(plan.push or plan.pull))  # fmt: skip
         if plan.push:
             try:
-                result = await self._push(link, remote, crm_event, plan)
+                pushed = await self._push(link, remote, crm_event, plan)
             except _NotRead:
                 engine.report.skipped += 1
                 return  # left as it was linked: the next run reads it again
             except EventNotFound:
-                # Deleted in the calendar while edited in the CRM: the edit beats the
-                # deletion, the series is sent again.
-                await engine.links.drop(link)
-                engine.series_links[series.id] = None
-                engine.series_done.discard(series.id)
-                await self.send(_anchor(occurrences, link))
+                await self._gone(done)
                 return
-            if result is None:
+            if pushed is None:
                 return
-            etag, written = result.etag, result.event
-        cal_after = digests_of(written, within) if written is not None else cal_now
-        for key in kept_out:
+            # Sent with the run's other updates, in as few requests as the provider
+            # allows (see ``write_pending``); the link is stored once it answers.
+            self.pending.append((done, *pushed))
+            if not engine.provider.capabilities.batch_changes:
+                await self.write_pending()
+            return
+        etag = remote.etag if remote is not None else link.remote_etag
+        await self._store(done, etag, calendar)
+
+    async def write_pending(self) -> None:
+        """Send the series updates this run gathered: in batch requests where the
+        provider has them, each series answering on its own (one refused never stops
+        the others; it is reported and tried again next run)."""
+        while self.pending:  # a series sent again can ask for another write
+            pending, self.pending = self.pending, []
+            engine = self.engine
+            results = await update_many(
+                engine.provider, engine.ctx.calendar_id, [update for _, update, _ in pending]
+            )
+            fatal: Exception | None = None
+            for (done, _, final), result in zip(pending, results, strict=True):
+                if isinstance(result, FATAL):
+                    fatal = fatal or result
+                    continue
+                await engine._guarded_link(done.link, self._written(done, final, result))
+            if fatal is not None:
+                raise fatal  # what was written is linked: a later run goes on from there
+
+    async def _written(
+        self, done: _Reconciled, final: CalendarEvent, result: RemoteRef | ProviderError
+    ) -> None:
+        """Store what a series update answered."""
+        engine = self.engine
+        if isinstance(result, EventNotFound):
+            await self._gone(done)
+            return
+        if isinstance(result, PreconditionFailed):
+            engine.report.problem(done.link.remote_id, "changed while syncing; will retry")
+            engine.report.skipped += 1
+            return
+        if isinstance(result, ProviderError):
+            raise result
+        await self._store(done, result.etag, result.event or final)
+
+    async def _gone(self, done: _Reconciled) -> None:
+        """Deleted in the calendar while edited in the CRM: the edit beats the
+        deletion, the series is sent again."""
+        engine = self.engine
+        await engine.links.drop(done.link)
+        engine.series_links[done.series.id] = None
+        engine.series_done.discard(done.series.id)
+        await self.send(_anchor(done.occurrences, done.link))
+
+    async def _store(
+        self, done: _Reconciled, etag: str | None, written: CalendarEvent | None
+    ) -> None:
+        """The link of a reconciled series, as the calendar has it now."""
+        engine = self.engine
+        series, occurrences, link, stored = done.series, done.occurrences, done.link, done.stored
+        crm_now, base_crm, within = done.crm_now, done.base_crm, done.within
+        cal_after = digests_of(written, within) if written is not None else done.cal_now
+        for key in done.kept_out:
             # Still the CRM's to send: said again whenever the series syncs.
             crm_now.occurrences[key] = base_crm.occurrences.get(key, LEFT_OUT)
         stored_link = await engine.links.store(
@@ -312,7 +392,7 @@ class SeriesSync:
         if engine.series_links.get(series.id) is link:
             # A later write of this series in the run starts from the new etag.
             engine.series_links[series.id] = stored_link
-        if plan.push or plan.pull:
+        if done.moved:
             engine.report.updated += 1
 
     def _plan(
@@ -438,10 +518,10 @@ class SeriesSync:
 
     async def _push(
         self, link: Link, remote: RemoteRef | None, crm_event: CalendarEvent, plan: Plan
-    ) -> RemoteRef | None:
-        """One update of the calendar series with the units the CRM gives; None when
-        it could not be made (reported; tried again next run)."""
-        engine = self.engine
+    ) -> tuple[Update, CalendarEvent] | None:
+        """The update of the calendar series with the units the CRM gives; None when
+        none can be made (reported; tried again next run); with the series as written
+        in full (what the link remembers when the calendar answers no content)."""
         groups, keys = Plan.groups(plan.push), Plan.keys(plan.push)
         if keys and remote is None:
             # The overrides are written as one set: those the CRM does not know
@@ -481,19 +561,7 @@ class SeriesSync:
         held = self.writable(link.activity_id, final) if "recurrence" in changed else final
         if held is None:
             return None
-        try:
-            ref = await engine.provider.update(
-                engine.ctx.calendar_id,
-                link.remote_id,
-                etag or "",
-                held,
-                changed=frozenset(changed),
-            )
-        except PreconditionFailed:
-            engine.report.problem(link.remote_id, "changed while syncing; will retry")
-            engine.report.skipped += 1
-            return None
-        return replace(ref, event=ref.event or final)
+        return Update(link.remote_id, etag or "", held, frozenset(changed)), final
 
     # --- writing the CRM -------------------------------------------------------------
 
@@ -729,6 +797,8 @@ class SeriesSync:
         incoming type (F7), its overrides on their occurrences, linked on its first
         occurrence — or, when it is the later part of a linked series a client split
         ("this and following"), that split."""
+        # A split names the series it came from as its link is now: written first.
+        await self.write_pending()
         engine, ctx = self.engine, self.engine.ctx
         event = ref.event
         assert event is not None
@@ -1257,6 +1327,7 @@ class SeriesSync:
         calendar's own split now is (``link``'s ``DROPPING``, see ``_link_split``): its
         occurrences are the split's. Left as it is, and reported, when someone changed
         it since crmcal wrote it. Answers the link without the note."""
+        await self.write_pending()  # the links it replaces are the ones written
         engine = self.engine
         stored = dict(link.field_hashes or {})
         copy = stored.pop(DROPPING, None) or {}
