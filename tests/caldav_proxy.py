@@ -9,7 +9,9 @@ a given text, with the server's own words; ``partial`` answers some members of a
 REPORT's multistatus with another status, or leaves them out, as RFC 4918 lets a
 server do (one status per resource); ``octet_folds`` folds the calendar data it answers
 (GET, REPORT) at 75 octets wherever that falls, inside a UTF-8 sequence too, as some
-servers do. Served on 127.0.0.1 port 0 by uvicorn.
+servers do; ``garbled`` answers the calendar data of the resources it names (by a
+text in their href) cut short, as a server with a broken resource in its store does.
+Served on 127.0.0.1 port 0 by uvicorn.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Behaviour:
     # with instead (None: the answer leaves it out).
     partial: dict[tuple[str, str], int | None] = field(default_factory=dict)
     octet_folds: bool = False
+    garbled: set[str] = field(default_factory=set)  # texts in hrefs
 
     def count(self, method: str, suffix: str = "") -> int:
         return sum(n for (m, p), n in self.requests.items() if m == method and p.endswith(suffix))
@@ -74,6 +77,21 @@ def _partial(body: bytes, kind: str, behaviour: Behaviour) -> bytes:
                 if child.tag != "{DAV:}href":
                     response.remove(child)
             etree.SubElement(response, "{DAV:}status").text = f"HTTP/1.1 {status} Refused"
+    return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
+
+
+GARBLED = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:broken\r\nDTSTART:2026-12-01\r\n"
+
+
+def _garbled(body: bytes, behaviour: Behaviour) -> bytes:
+    """A multistatus ``body`` whose members ``behaviour.garbled`` names have their
+    calendar data cut short."""
+    tree = etree.fromstring(body)
+    for response in tree.findall("{DAV:}response"):
+        href = response.findtext("{DAV:}href") or ""
+        if any(text in href for text in behaviour.garbled):
+            for data in response.iter("{urn:ietf:params:xml:ns:caldav}calendar-data"):
+                data.text = GARBLED
     return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
 
 
@@ -162,6 +180,10 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
         content = answer.content
         if report and answer.status_code == 207:
             content = _partial(content, report, behaviour)
+            if behaviour.garbled:
+                content = _garbled(content, behaviour)
+        if request.method == "GET" and any(text in path for text in behaviour.garbled):
+            content = GARBLED.encode()
         if behaviour.octet_folds and request.method in ("GET", "REPORT") and answer.is_success:
             content = _octet_folds(content, answer.headers.get("content-type", ""))
         return Response(content, answer.status_code, headers=out)

@@ -411,12 +411,18 @@ async def test_a_realistic_calendar_syncs_both_ways_and_keeps_what_crmcal_does_n
     for item in items:
         item.event_id = await harness.put_raw(item.text, name=item.name)
     unreadable = await harness.put_unreadable()
+    # What the server answers for this one is cut short (both servers store it well).
+    start = dt.datetime.combine(first_day, dt.time(8))
+    garbled = await harness.put_raw(calendar_text(timed(
+        "garbled-1@audit.example", "Garbled", None, start)), name="garbled.ics")  # fmt: skip
+    behaviour.garbled.add("garbled.ics")
 
     # --- connect + first sync: everything readable comes in once ---------------------
     proxied.connect()
     counts = proxied.sync_with_problems()
     reasons = {p["item"]: p["reason"] for p in counts["problems"]}
-    assert set(reasons) == ({unreadable} if unreadable else set()), reasons
+    assert set(reasons) == {garbled} | ({unreadable} if unreadable else set()), reasons
+    assert "Garbled" not in {a["subject"] for a in all_activities(proxied)}
     found = all_activities(proxied)
     by_subject: dict[str, list[dict[str, Any]]] = {}
     for activity in found:
