@@ -329,7 +329,8 @@ class SeriesSync:
     async def write_pending(self) -> None:
         """Send the series updates this run gathered: in batch requests where the
         provider has them, each series answering on its own (one refused never stops
-        the others; it is reported and tried again next run)."""
+        the others; it is reported, its link left as it was, and written with its
+        next change, as a refused single event is)."""
         while self.pending:  # a series sent again can ask for another write
             pending, self.pending = self.pending, []
             engine = self.engine
