@@ -17,6 +17,8 @@ from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.model import CalendarEvent, Recurrence, RemoteRef
+from crmcal.providers import google_oauth
+from crmcal.providers.api_client import close_shared
 from crmcal.providers.base import Provider, ProviderError, Update
 from crmcal.providers.google import GoogleProvider
 from crmcal.providers.microsoft import MicrosoftProvider
@@ -720,3 +722,23 @@ def test_a_series_refused_in_a_batch_is_that_series_problem_alone(
     assert sync(crm, connection_id)["updated"] == 0
     found = crm.get(f"{V1}/activities", params={"limit": 100}).json()["items"]
     assert {a["subject"] for a in found} == {"Moved again"}
+
+
+async def test_token_refreshes_reuse_one_connection(google_emulator: GoogleEmulator) -> None:
+    """Refreshing the access tokens of several grants in a worker goes over the HTTP
+    client the worker keeps for the sign-in service's host: one TCP connection (and one
+    TLS handshake at a real service), not one per refresh."""
+    grants = [google_emulator.state.create_account(f"refresh-{uuid.uuid4().hex[:10]}@ex.test")
+              for _ in range(3)]  # fmt: skip
+    # An hour's keep-alive: only crmcal can close the connection between the calls.
+    with fault_proxy(google_emulator.url, keep_alive=3600) as (proxy, url):
+        try:
+            for grant in grants:
+                tokens = google_oauth.service(url).tokens(
+                    grant["refresh_token"], client_id="crmcal-test-client"
+                )
+                assert await tokens()
+        finally:
+            await close_shared()
+        assert len(proxy.requests) == 3, proxy.requests
+        assert len(set(proxy.clients)) == 1, proxy.clients

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from crmcal.providers.api_client import tls
+from crmcal.providers.api_client import shared_client, tls
 from crmcal.providers.base import AuthenticationFailed, ProviderError, Unreachable
 
 EARLY = 60.0  # refresh this many seconds before the access token expires
@@ -43,10 +43,20 @@ async def token_call(
     transport: httpx.AsyncBaseTransport | None = None,
     seconds: float = 30,
 ) -> dict[str, object]:
-    """One call of a token endpoint; its answer, or the provider error it means."""
+    """One call of a token endpoint; its answer, or the provider error it means.
+
+    It goes over the HTTP client the process keeps for the endpoint's host (as the
+    API calls do, ``api_client.shared_client``): a refresh opens no connection of its
+    own, and pays no TLS handshake, while one to that host is open."""
+    shared = shared_client(url, seconds) if transport is None else None
     try:
-        async with httpx.AsyncClient(transport=transport, timeout=seconds, verify=tls()) as http:
-            response = await http.post(url, data=form)
+        if shared is not None:
+            response = await shared.post(url, data=form)
+        else:
+            async with httpx.AsyncClient(
+                transport=transport, timeout=seconds, verify=tls()
+            ) as http:
+                response = await http.post(url, data=form)
     except httpx.TransportError as failure:
         raise Unreachable(f"cannot reach {service}'s sign-in service: {failure}") from None
     if response.status_code >= 500:
