@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import http.server
+import re
 import socket
 import threading
 import uuid
@@ -326,6 +327,42 @@ async def test_update_without_the_text_at_hand_keeps_foreign_properties(
     assert "SEQUENCE:1" in raw
     assert "SCHEDULE-AGENT" not in raw  # no attendees
     assert (await fetch_one(caldav, event_id)).etag == updated.etag
+
+
+async def test_a_new_description_drops_outlooks_html_body_of_the_old_one(
+    caldav: CalDAVHarness,
+) -> None:
+    """Outlook shows X-ALT-DESC in preference to DESCRIPTION: an edit of the
+    description in the CRM dropped it, or Outlook went on showing the old text. An
+    edit of anything else keeps it as it was."""
+    html = "X-ALT-DESC;FMTTYPE=text/html:<html><body><p>Old <b>agenda</b></p></body></html>"
+    as_outlook_wrote_it = raw_event(
+        "outlook-html@example.test",
+        "SUMMARY:Review",
+        "DTSTART:20261203T140000Z",
+        "DTEND:20261203T150000Z",
+        "DESCRIPTION:Old agenda",
+        html,
+    )
+    event_id = await caldav.put_raw(as_outlook_wrote_it, name="outlook-html.ics")
+    fetched = await fetch_one(caldav, event_id)
+    assert fetched.event is not None
+    renamed = dataclasses.replace(fetched.event, summary="Review (renamed)")
+    await caldav.provider.update(caldav.calendar_id, event_id, fetched.etag, renamed,
+                                 changed=frozenset({"summary"}))  # fmt: skip
+    assert html in re.sub(r"\r?\n[ \t]", "", await caldav.read_raw(event_id))
+    for changed in (frozenset({"description"}), None):  # a patch, then a whole rewrite
+        await caldav.put_raw(as_outlook_wrote_it, name="outlook-html.ics")
+        fetched = await fetch_one(caldav, event_id)
+        assert fetched.event is not None
+        edited = dataclasses.replace(fetched.event, description="New agenda")
+        await caldav.provider.update(caldav.calendar_id, event_id, fetched.etag, edited,
+                                     changed=changed)  # fmt: skip
+        raw = await caldav.read_raw(event_id)
+        assert "X-ALT-DESC" not in raw
+        again = (await fetch_one(caldav, event_id)).event
+        assert again is not None
+        assert again.description == "New agenda"
 
 
 async def test_created_resources_have_deterministic_names(caldav: CalDAVHarness) -> None:

@@ -1016,3 +1016,73 @@ def test_an_update_writes_foreign_values_as_they_were() -> None:
     ):
         lines = text.replace("\r\n ", "").split("\r\n")
         assert [line for line in foreign if line not in lines] == []
+
+
+# --- Outlook's HTML body (X-ALT-DESC) ------------------------------------------------
+
+_HTML = "X-ALT-DESC;FMTTYPE=text/html:<html><body><p>Old agenda\\, in bold</p></body></html>"
+
+
+def _with_html_body(*extra: str) -> str:
+    return vcalendar(vevent(
+        "SUMMARY:Planning", "DTSTART:20261201T100000Z", "DTEND:20261201T110000Z",
+        "DESCRIPTION:Old agenda\\, in bold", _HTML, *extra,
+    ))  # fmt: skip
+
+
+def _alt_descs(text: str) -> list[str]:
+    unfolded = text.replace("\r\n ", "").split("\r\n")
+    return [line for line in unfolded if line.startswith("X-ALT-DESC")]
+
+
+def test_a_new_description_drops_the_html_body_of_the_old_one() -> None:
+    """Outlook shows X-ALT-DESC in preference to DESCRIPTION: kept beside a description
+    the CRM changed, it went on showing the old text. Both ways of writing drop it,
+    as Thunderbird and Evolution do; another kind of alternative stays."""
+    plain = "X-ALT-DESC;FMTTYPE=text/plain:kept"
+    previous = _with_html_body(plain)
+    old = parse_event(previous)
+    assert old is not None
+    edited = dataclasses.replace(old, description="New agenda")
+    for text in (
+        serialize_event(edited, "e1", previous=previous),
+        patch_event(edited, "e1", previous, changed_fields(old, edited)),
+    ):
+        assert _alt_descs(text) == [plain]
+        assert str(_vevent_of(text)["DESCRIPTION"]) == "New agenda"
+    # Emptied in the CRM: the HTML body goes with it.
+    cleared = dataclasses.replace(old, description=None)
+    assert _alt_descs(patch_event(cleared, "e1", previous, frozenset({"description"}))) == [plain]
+    assert _alt_descs(serialize_event(cleared, "e1", previous=previous)) == [plain]
+
+
+def test_an_overrides_new_description_drops_its_own_html_body() -> None:
+    series = vcalendar(
+        vevent("SUMMARY:Weekly", "DTSTART:20261201T100000Z", "DTEND:20261201T110000Z",
+               "RRULE:FREQ=WEEKLY;COUNT=4", "DESCRIPTION:Agenda", _HTML.replace("Old", "Series")),
+        vevent("SUMMARY:Weekly", "RECURRENCE-ID:20261208T100000Z", "DTSTART:20261208T120000Z",
+               "DTEND:20261208T130000Z", "DESCRIPTION:Old agenda\\, in bold", _HTML),
+    )  # fmt: skip
+    old = parse_event(series)
+    assert old is not None
+    assert old.overrides
+    edited = dataclasses.replace(
+        old, overrides=(dataclasses.replace(old.overrides[0], description="Moved agenda"),)
+    )
+    text = patch_event(edited, "e1", series, changed_fields(old, edited))
+    assert _alt_descs(text) == [_HTML.replace("Old", "Series")]  # the master's, unchanged
+
+
+def test_an_unchanged_description_keeps_its_html_body_as_it_was() -> None:
+    """A description crmcal did not change keeps the HTML body exactly as it was."""
+    previous = _with_html_body()
+    old = parse_event(previous)
+    assert old is not None
+    renamed = dataclasses.replace(old, summary="Planning (moved)")
+    for text in (
+        serialize_event(renamed, "e1", previous=previous),
+        patch_event(renamed, "e1", previous, changed_fields(old, renamed)),
+        # Rewritten with the same text (a sync that rewrites every field).
+        patch_event(renamed, "e1", previous, frozenset({"summary", "description"})),
+    ):
+        assert _alt_descs(text) == [_HTML]

@@ -1011,6 +1011,31 @@ def _as_list(value: object) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def _description_spelt(value: object) -> list[str]:
+    """The DESCRIPTION values ``value`` (a property, a list of them, or None) as written."""
+    return [_escape_text(str(v)) for v in _as_list(value) if v is not None]
+
+
+def _drop_stale_html(vevent: icalendar.Event, old_description: object) -> None:
+    """Remove the HTML body (``X-ALT-DESC;FMTTYPE=text/html``, Outlook's) of a
+    description crmcal has just rewritten: Outlook shows it in preference to
+    DESCRIPTION, so the old text would stay on screen. Thunderbird and Evolution
+    drop it the same way when they edit the plain text. An unchanged description
+    keeps it exactly as it was."""
+    if "X-ALT-DESC" not in vevent:
+        return
+    if _description_spelt(old_description) == _description_spelt(vevent.get("DESCRIPTION")):
+        return
+    kept = [
+        value
+        for value in _as_list(vevent["X-ALT-DESC"])
+        if str(getattr(value, "params", {}).get("FMTTYPE", "")).strip().lower() != "text/html"
+    ]
+    vevent.pop("X-ALT-DESC", None)
+    if kept:
+        vevent["X-ALT-DESC"] = kept if len(kept) > 1 else kept[0]
+
+
 def _write_times(
     vevent: icalendar.Event, event: CalendarEvent, zone: dt.tzinfo, *, floating: bool = False
 ) -> None:
@@ -1156,6 +1181,7 @@ def _build_vevent(
         for key, value in old.items():
             if key.upper() not in _OWNED and key.upper() not in vevent:
                 vevent[key] = value
+        _drop_stale_html(vevent, old.get("DESCRIPTION"))
         replaced = False
         for component in old.subcomponents:
             if not replaced and component.name == "VALARM" and _mapped_alarm(component):
@@ -1453,7 +1479,9 @@ def _patch_component(
     if "location" in changed:
         _set(vevent, "LOCATION", _text_value(event.location))
     if "description" in changed:
+        old_description = vevent.get("DESCRIPTION")
         _set(vevent, "DESCRIPTION", _text_value(event.description))
+        _drop_stale_html(vevent, old_description)
     if "private" in changed:
         old_class = str(vevent.get("CLASS", "")).upper()
         if event.private:
