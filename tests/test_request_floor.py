@@ -742,3 +742,22 @@ async def test_token_refreshes_reuse_one_connection(google_emulator: GoogleEmula
             await close_shared()
         assert len(proxy.requests) == 3, proxy.requests
         assert len(set(proxy.clients)) == 1, proxy.clients
+
+
+def test_google_series_made_in_the_crm_go_in_batches(
+    google_crm: Api, google_emulator: GoogleEmulator
+) -> None:
+    """N series made in the CRM are created in batch requests of 50, as single
+    activities are: not a request per series."""
+    connection_id, direct = connect_google(google_crm, google_emulator)
+    direct.close()
+    sync(google_crm, connection_id)
+    crm_series(google_crm, 51)
+
+    report, spent = counted_sync(google_crm, connection_id, google_emulator.url)
+
+    assert (report["created"], report["problems"]) == (51, []), report
+    assert (spent["batch"], spent["events.insert"]) == (2, 51), spent
+    assert spent.total() == 1 + 2 + 51, spent  # the listing, the batches and their calls
+    again = sync(google_crm, connection_id)
+    assert (again["created"], again["updated"], again["problems"]) == (0, 0, []), again

@@ -309,7 +309,7 @@ class Engine:
             if len(self.imports) >= IMPORT_BATCH:
                 await self._still_wanted(now=True)
                 await self._import_batch()
-            if len(self.outgoing) >= OUTGOING_BATCH:
+            if len(self.outgoing) + len(self.series.creating) >= OUTGOING_BATCH:
                 await self._still_wanted(now=True)
                 await self._push_batch()
             if len(self.updates) + len(self.deletes) + len(self.series.pending) >= OUTGOING_BATCH:
@@ -321,7 +321,8 @@ class Engine:
 
     async def _flush(self) -> None:
         """Write what waits for a batch."""
-        if self.imports or self.outgoing or self.updates or self.deletes or self.series.pending:
+        series = self.series.pending or self.series.creating
+        if self.imports or self.outgoing or self.updates or self.deletes or series:
             await self._still_wanted(now=True)
             await self._import_batch()
             await self._push_changes()
@@ -910,8 +911,10 @@ class Engine:
     async def _push_batch(self) -> None:
         """Create the events of the activities waiting for one: in as few requests as
         the provider allows, their links in one transaction."""
-        while self.outgoing:  # adopting an event can ask for another one
-            await self._push_pending()
+        while self.outgoing or self.series.creating:  # adopting one can ask for another
+            if self.outgoing:
+                await self._push_pending()
+            await self.series.create_pending()
 
     async def _push_pending(self) -> None:
         pending, self.outgoing = self.outgoing, []

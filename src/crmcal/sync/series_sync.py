@@ -58,6 +58,7 @@ from crmcal.providers.base import (
     PreconditionFailed,
     ProviderError,
     Update,
+    create_many,
     update_many,
 )
 from crmcal.sync import mapping, series_mapping
@@ -174,6 +175,9 @@ class SeriesSync:
         self.taken: set[str] = set()
         # Series updates waiting for the run's batch (see ``write_pending``).
         self.pending: list[tuple[_Reconciled, Update, CalendarEvent]] = []
+        # New series waiting for theirs (see ``create_pending``): the series, its
+        # anchor occurrence, its master, and the master as written.
+        self.creating: list[tuple[ActivitySeries, Activity, CalendarEvent, CalendarEvent]] = []
 
     # --- reading the CRM side ------------------------------------------------------
 
@@ -757,9 +761,41 @@ class SeriesSync:
         if held is None:
             return
         await engine.written.note([(anchor.id, engine._crm_hash(anchor), master.content_hash())])
-        try:
-            ref = await engine.provider.create(engine.ctx.calendar_id, series.uid, held)
-        except PreconditionFailed:
+        # Made with the run's other new series, in as few requests as the provider
+        # allows (see ``create_pending``); linked once it answers.
+        self.creating.append((series, anchor, master, held))
+        if not engine.provider.capabilities.batch_creates:
+            await self.create_pending()
+
+    async def create_pending(self) -> None:
+        """Make the new series this run gathered: in batch requests where the provider
+        has them, each answering on its own (one refused never stops the others)."""
+        engine = self.engine
+        while self.creating:  # a series adopted can ask for another write
+            pending, self.creating = self.creating, []
+            items = [(series.uid, held) for series, _, _, held in pending]
+            results = await create_many(engine.provider, engine.ctx.calendar_id, items)
+            fatal: Exception | None = None
+            for (series, anchor, master, _), result in zip(pending, results, strict=True):
+                if isinstance(result, FATAL):
+                    fatal = fatal or result
+                    continue
+                pair = engine._pair_of(anchor, None)
+                await engine._guarded(pair, self._created(series, anchor, master, result))
+            if fatal is not None:
+                raise fatal  # what was made is linked: a later run goes on from there
+
+    async def _created(
+        self,
+        series: ActivitySeries,
+        anchor: Activity,
+        master: CalendarEvent,
+        result: RemoteRef | ProviderError,
+    ) -> None:
+        """Link a new series as its create answered."""
+        engine = self.engine
+        series_id = series.id
+        if isinstance(result, PreconditionFailed):
             # Made by a run that stopped before linking it.
             found = await engine.provider.get_by_key(engine.ctx.calendar_id, series.uid)
             if found is None or found.event is None or not found.event.recurring:
@@ -767,7 +803,10 @@ class SeriesSync:
                     series_id, "its series exists in the calendar but cannot be read"
                 )
                 return
-            ref = found
+            result = found
+        if isinstance(result, ProviderError):
+            raise result
+        ref = result
         written = ref.event or master
         within = _within(series)
         # The link with what both sides are now, in one write: a run cut off after it
@@ -800,6 +839,7 @@ class SeriesSync:
         ("this and following"), that split."""
         # A split names the series it came from as its link is now: written first.
         await self.write_pending()
+        await self.create_pending()
         engine, ctx = self.engine, self.engine.ctx
         event = ref.event
         assert event is not None
@@ -1329,6 +1369,7 @@ class SeriesSync:
         occurrences are the split's. Left as it is, and reported, when someone changed
         it since crmcal wrote it. Answers the link without the note."""
         await self.write_pending()  # the links it replaces are the ones written
+        await self.create_pending()
         engine = self.engine
         stored = dict(link.field_hashes or {})
         copy = stored.pop(DROPPING, None) or {}
