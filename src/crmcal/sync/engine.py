@@ -28,8 +28,9 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, assert_never
 
 from pydantic import ValidationError
@@ -738,6 +739,22 @@ class Engine:
         """``_guarded`` for a step of the linked item ``link`` (named by its event)."""
         await self._guarded(Pair(link=link), step)
 
+    async def _answered(
+        self, answers: Iterable[tuple[Pair | Link, object, Callable[[], Awaitable[None]]]]
+    ) -> None:
+        """Take a batch's answers, each (the item or its link, its part's answer, the step
+        that takes it) under ``_guarded``: one refused never stops the others. An answer that
+        concerns the whole account or server is raised once the others are taken: what
+        was written is linked, and a later run goes on from there."""
+        fatal: Exception | None = None
+        for item, answer, step in answers:
+            if isinstance(answer, FATAL):
+                fatal = fatal or answer
+                continue
+            await self._guarded(item if isinstance(item, Pair) else Pair(link=item), step())
+        if fatal is not None:
+            raise fatal
+
     async def _settle_one(self, pair: Pair) -> None:
         if pair.link is not None:
             await self._settle_linked(pair, pair.link)
@@ -1293,14 +1310,10 @@ class Engine:
     ) -> None:
         calendar = self.ctx.calendar_id
         results = await update_many(self.provider, calendar, [u[-1] for u in updates])
-        fatal: Exception | None = None
-        for (pair, link, activity, event, _), result in zip(updates, results, strict=True):
-            if isinstance(result, FATAL):
-                fatal = fatal or result
-                continue
-            await self._guarded(pair, self._updated(pair, link, activity, event, result))
-        if fatal is not None:
-            raise fatal  # what was written is linked: a later run goes on from there
+        await self._answered(
+            (pair, result, partial(self._updated, pair, link, activity, event, result))
+            for (pair, link, activity, event, _), result in zip(updates, results, strict=True)
+        )
 
     async def _updated(
         self,
@@ -1343,14 +1356,10 @@ class Engine:
     async def _send_deletes(self, deletes: list[tuple[Pair, Link, str | None]]) -> None:
         items = [(link.remote_id, etag) for _, link, etag in deletes]
         results = await delete_many(self.provider, self.ctx.calendar_id, items)
-        fatal: Exception | None = None
-        for (pair, link, _), result in zip(deletes, results, strict=True):
-            if isinstance(result, FATAL):
-                fatal = fatal or result
-                continue
-            await self._guarded(pair, self._deleted(pair, link, result))
-        if fatal is not None:
-            raise fatal
+        await self._answered(
+            (pair, result, partial(self._deleted, pair, link, result))
+            for (pair, link, _), result in zip(deletes, results, strict=True)
+        )
 
     async def _deleted(self, pair: Pair, link: Link, result: ProviderError | None) -> None:
         if isinstance(result, PreconditionFailed):

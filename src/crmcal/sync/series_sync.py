@@ -30,6 +30,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -53,7 +54,6 @@ from crmcal.model import (
 )
 from crmcal.providers import kinds
 from crmcal.providers.base import (
-    FATAL,
     EventNotFound,
     PreconditionFailed,
     ProviderError,
@@ -341,14 +341,10 @@ class SeriesSync:
             results = await update_many(
                 engine.provider, engine.ctx.calendar_id, [update for _, update, _ in pending]
             )
-            fatal: Exception | None = None
-            for (done, _, final), result in zip(pending, results, strict=True):
-                if isinstance(result, FATAL):
-                    fatal = fatal or result
-                    continue
-                await engine._guarded_link(done.link, self._written(done, final, result))
-            if fatal is not None:
-                raise fatal  # what was written is linked: a later run goes on from there
+            await engine._answered(
+                (done.link, result, partial(self._written, done, final, result))
+                for (done, _, final), result in zip(pending, results, strict=True)
+            )
 
     async def _written(
         self, done: _Reconciled, final: CalendarEvent, result: RemoteRef | ProviderError
@@ -775,15 +771,14 @@ class SeriesSync:
             pending, self.creating = self.creating, []
             items = [(series.uid, held) for series, _, _, held in pending]
             results = await create_many(engine.provider, engine.ctx.calendar_id, items)
-            fatal: Exception | None = None
-            for (series, anchor, master, _), result in zip(pending, results, strict=True):
-                if isinstance(result, FATAL):
-                    fatal = fatal or result
-                    continue
-                pair = engine._pair_of(anchor, None)
-                await engine._guarded(pair, self._created(series, anchor, master, result))
-            if fatal is not None:
-                raise fatal  # what was made is linked: a later run goes on from there
+            await engine._answered(
+                (
+                    engine._pair_of(anchor, None),
+                    result,
+                    partial(self._created, series, anchor, master, result),
+                )
+                for (series, anchor, master, _), result in zip(pending, results, strict=True)
+            )
 
     async def _created(
         self,
