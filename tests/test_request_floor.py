@@ -282,6 +282,19 @@ def test_successive_syncs_reuse_one_connection_and_one_token(
     assert refreshed == 1
 
 
+def connected(request: pytest.FixtureRequest, kind: str) -> tuple[Api, Any, int]:
+    """The CRM connected to the ``kind`` emulator ("google" or "graph"): (the CRM, the
+    emulator, the connection's id)."""
+    crm: Api = request.getfixturevalue(f"{kind}_crm")
+    emulator = request.getfixturevalue(
+        "google_emulator" if kind == "google" else "microsoft_emulator"
+    )
+    connect = connect_google if kind == "google" else connect_graph
+    connection_id, direct = connect(crm, emulator)
+    direct.close()
+    return crm, emulator, connection_id
+
+
 def edit_all(crm: Api, ids: list[int]) -> None:
     for activity_id in ids:
         answer = crm.patch(f"{V1}/activities/{activity_id}", json={"subject": "Moved"})
@@ -294,13 +307,7 @@ def test_updates_cost_one_request_per_batch(
 ) -> None:
     """N CRM edits of synced activities cost the listing and ceil(N / batch size) batch
     requests: no read per event, no request per event."""
-    crm: Api = request.getfixturevalue(f"{kind}_crm")
-    emulator = request.getfixturevalue(
-        "google_emulator" if kind == "google" else "microsoft_emulator"
-    )
-    connect = connect_google if kind == "google" else connect_graph
-    connection_id, direct = connect(crm, emulator)
-    direct.close()
+    crm, emulator, connection_id = connected(request, kind)
     ids = add_activities(crm, count)
     assert sync(crm, connection_id)["created"] == count
     sync(crm, connection_id)  # settles what the first sync wrote
@@ -650,13 +657,7 @@ def synced_series(request: pytest.FixtureRequest, kind: str, count: int
                   ) -> tuple[Api, Any, int, list[int]]:  # fmt: skip
     """``count`` CRM series synced to a new connection until settled: (the CRM, the
     emulator, the connection's id, each series' first occurrence)."""
-    crm: Api = request.getfixturevalue(f"{kind}_crm")
-    emulator = request.getfixturevalue(
-        "google_emulator" if kind == "google" else "microsoft_emulator"
-    )
-    connect = connect_google if kind == "google" else connect_graph
-    connection_id, direct = connect(crm, emulator)
-    direct.close()
+    crm, emulator, connection_id = connected(request, kind)
     firsts = crm_series(crm, count)
     assert sync(crm, connection_id)["created"] == count
     sync(crm, connection_id)  # settles what the first sync wrote
