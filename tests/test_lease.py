@@ -9,7 +9,7 @@ import contextlib
 import datetime as dt
 import functools
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -502,6 +502,21 @@ class WatchedQueue(asyncio.Queue[int]):
         return await super().get()
 
 
+async def ends_when_cancelled(
+    worker: asyncio.Task[None], queue: WatchedQueue, then: Callable[[], None] | None = None
+) -> bool:
+    """Cancel a scheduler task (then run ``then``): whether it ended, rather than going
+    back to wait on its queue for the next connection after its sync."""
+    queue.waited.clear()
+    worker.cancel()
+    if then is not None:
+        then()
+    back = asyncio.ensure_future(queue.waited.wait())
+    await asyncio.wait({worker, back}, return_when=asyncio.FIRST_COMPLETED)
+    back.cancel()
+    return worker.cancelled()
+
+
 async def test_a_scheduler_task_cancelled_while_a_lease_keeper_ends_ends_at_once(
     world: World, clock: HandClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -521,13 +536,7 @@ async def test_a_scheduler_task_cancelled_while_a_lease_keeper_ends_ends_at_once
         worker = scheduler._tasks[-1]
         scheduler.request(world.connection_id)
         await renewals.stopped_mid_renewal(clock, provider)
-        queue.waited.clear()
-        worker.cancel()
-        renewals.rolled_back.set()
-        back = asyncio.ensure_future(queue.waited.wait())
-        await asyncio.wait({worker, back}, return_when=asyncio.FIRST_COMPLETED)
-        back.cancel()
-        assert worker.cancelled(), "the task went back to its queue after its sync"
+        assert await ends_when_cancelled(worker, queue, then=renewals.rolled_back.set)
     finally:
         await scheduler.stop()
 
@@ -555,12 +564,7 @@ async def test_a_scheduler_task_whose_sync_swallowed_its_cancellation_takes_no_m
         worker = scheduler._tasks[-1]
         scheduler.request(world.connection_id)
         await asyncio.wait_for(started.wait(), PATIENCE)
-        queue.waited.clear()
-        worker.cancel()
-        back = asyncio.ensure_future(queue.waited.wait())
-        await asyncio.wait({worker, back}, return_when=asyncio.FIRST_COMPLETED)
-        back.cancel()
-        assert worker.cancelled(), "the task went back to its queue after its sync"
+        assert await ends_when_cancelled(worker, queue)
     finally:
         await scheduler.stop()
 
