@@ -502,6 +502,24 @@ class WatchedQueue(asyncio.Queue[int]):
         return await super().get()
 
 
+@contextlib.asynccontextmanager
+async def syncing_one(
+    world: World, settings: Settings
+) -> AsyncIterator[tuple[asyncio.Task[None], WatchedQueue]]:
+    """A scheduler of one task, started on the world's connection: (that task, its
+    watched queue); stopped on the way out."""
+    scheduler = Scheduler(world.db, VAULT, settings, concurrency=1)
+    queue = WatchedQueue()
+    scheduler._queue = queue
+    await scheduler.start()
+    try:
+        worker = scheduler._tasks[-1]
+        scheduler.request(world.connection_id)
+        yield worker, queue
+    finally:
+        await scheduler.stop()
+
+
 async def ends_when_cancelled(
     worker: asyncio.Task[None], queue: WatchedQueue, then: Callable[[], None] | None = None
 ) -> bool:
@@ -528,17 +546,9 @@ async def test_a_scheduler_task_cancelled_while_a_lease_keeper_ends_ends_at_once
     renewals = SlowRollback(monkeypatch)
     monkeypatch.setattr(scheduler_module, "run_sync",
                         functools.partial(run_sync, provider=provider))  # fmt: skip
-    scheduler = Scheduler(world.db, VAULT, Settings(lease_seconds=60), concurrency=1)
-    queue = WatchedQueue()
-    scheduler._queue = queue
-    await scheduler.start()
-    try:
-        worker = scheduler._tasks[-1]
-        scheduler.request(world.connection_id)
+    async with syncing_one(world, Settings(lease_seconds=60)) as (worker, queue):
         await renewals.stopped_mid_renewal(clock, provider)
         assert await ends_when_cancelled(worker, queue, then=renewals.rolled_back.set)
-    finally:
-        await scheduler.stop()
 
 
 async def test_a_scheduler_task_whose_sync_swallowed_its_cancellation_takes_no_more(
@@ -556,17 +566,9 @@ async def test_a_scheduler_task_whose_sync_swallowed_its_cancellation_takes_no_m
             await asyncio.Event().wait()  # as a cleanup that awaits and suppresses would
 
     monkeypatch.setattr(scheduler_module, "run_sync", swallowing_sync)
-    scheduler = Scheduler(world.db, VAULT, Settings(), concurrency=1)
-    queue = WatchedQueue()
-    scheduler._queue = queue
-    await scheduler.start()
-    try:
-        worker = scheduler._tasks[-1]
-        scheduler.request(world.connection_id)
+    async with syncing_one(world, Settings()) as (worker, queue):
         await asyncio.wait_for(started.wait(), PATIENCE)
         assert await ends_when_cancelled(worker, queue)
-    finally:
-        await scheduler.stop()
 
 
 def test_lease_settings_follow_the_poll_interval_and_refuse_nonsense() -> None:
