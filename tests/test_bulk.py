@@ -177,3 +177,46 @@ def test_ids_answered_are_those_of_the_rows_in_order(
     assert [found[i] for i in ids] == [f"second {n}" for n in range(150)]
     if db_url.startswith("sqlite"):
         assert calls <= 2  # the max(id); none per row
+
+
+def test_equal_values_are_bound_once_on_sqlite(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The times and flags an import's rows share (its ``created_at``, most flags) are
+    processed once per distinct value, not once per row; the rows stay as written."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLAlchemy binds the rows on other databases")
+    seen: list[Any] = []
+    made = UTCDateTime.bind_processor
+
+    def counting(self: UTCDateTime, dialect: Any) -> Any:
+        process = made(self, dialect)
+        assert process is not None
+
+        def counted(value: Any) -> Any:
+            seen.append(value)
+            return process(value)
+
+        return counted
+
+    monkeypatch.setattr(UTCDateTime, "bind_processor", counting)
+    monkeypatch.setattr(bulk, "_PLANS", {})
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    now = dt.datetime(2026, 3, 29, 0, 30, tzinfo=dt.UTC)
+    given = [
+        {"id": n, "name": f"r{n}", "flag": n % 2 == 0, "data": {"n": n},
+         # the same instant written in two zones, and None
+         "at": [now, now.astimezone(berlin), None][n % 3]}
+        for n in range(300)
+    ]  # fmt: skip
+
+    async def body(db: Database) -> list[Any]:
+        async with db.write() as session:
+            await bulk.insert_many(session, PROBE, given)
+        async with db.read() as session:
+            found = await session.execute(select(PROBE.c.at, PROBE.c.flag, PROBE.c.data))
+            return [tuple(r) for r in found]
+
+    stored = run(_with_tables(db_url, body))
+    assert len(seen) <= 3  # not 300
+    assert stored == [(None if n % 3 == 2 else now, n % 2 == 0, {"n": n}) for n in range(300)]
