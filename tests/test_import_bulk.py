@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, inspect, select
 
 from crmcal.config import Settings
 from crmcal.crm.activities import create_activities, load_in_order
@@ -285,6 +285,11 @@ def test_activities_as_written_are_the_activities_read_back(db_url: str) -> None
                     session, user, items("w"), origin="test", read_back=False
                 )
                 ids = [a.id for a in written]
+                # Read, never added to a session: an import's tens of thousands of
+                # participants are not built as ORM objects.
+                members = [p for a in written for p in a.participants]
+                assert members
+                assert all(inspect(p, raiseerr=False) is None for p in members)
                 wanted = [columns(a) for a in written]
                 uids = [a.uid for a in written]
             async with db.read() as session:

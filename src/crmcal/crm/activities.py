@@ -496,10 +496,11 @@ def as_written(
     second query for their participants, than on writing them.
 
     Every column is set (times in UTC, as read), so nothing is loaded later; the
-    activities are detached and their participants have no ids: they are for reading
-    (an import's links), never to be added to a session.
+    activities are detached and their participants are ``WrittenParticipant``s (an
+    import's tens of thousands of them cost more as ORM objects than their rows did to
+    write): they are for reading (an import's links), never to be added to a session.
     """
-    activities, people = manager_of_class(Activity), manager_of_class(Participant)
+    activities = manager_of_class(Activity)
     absent: dict[tuple[str, ...], dict[str, Any]] = {}  # the rows of one call are alike
     made = []
     for row, given, activity_id in zip(rows, participants, ids, strict=True):
@@ -513,12 +514,9 @@ def as_written(
                 values[name] = value.astimezone(dt.UTC)
         activity = activities.new_instance()
         activity.__dict__.update(values)
-        members = []
-        for person in given:
-            member = people.new_instance()
-            member.__dict__.update(_PARTICIPANT_DEFAULTS, **person, activity_id=activity_id)
-            members.append(member)
-        activity.__dict__["participants"] = members
+        activity.__dict__["participants"] = [
+            WrittenParticipant(activity_id, **person) for person in given
+        ]
         make_transient_to_detached(activity)
         made.append(activity)
     return made
@@ -539,8 +537,30 @@ def _absent_columns(row: dict[str, Any]) -> dict[str, Any]:
 
 
 _UTC_COLUMNS = tuple(c.key for c in table_of(Activity).columns if isinstance(c.type, UTCDateTime))
-_PARTICIPANT_DEFAULTS = {"id": None, "email": None, "name": None, "person_id": None,
-                         "status": "needs_action"}  # fmt: skip
+
+
+class WrittenParticipant:
+    """A participant row just written, as ``as_written`` answers it: the attributes of
+    a ``Participant`` read back (its own id excepted), without an ORM object's state."""
+
+    __slots__ = ("activity_id", "email", "id", "name", "person_id", "position", "status")
+
+    def __init__(
+        self,
+        activity_id: int,
+        position: int,
+        email: str | None = None,
+        name: str | None = None,
+        person_id: int | None = None,
+        status: str = "needs_action",
+    ) -> None:
+        self.id: int | None = None
+        self.activity_id = activity_id
+        self.position = position
+        self.email = email
+        self.name = name
+        self.person_id = person_id
+        self.status = status
 
 
 async def _insert_all(
