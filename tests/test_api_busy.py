@@ -10,6 +10,7 @@ import contextlib
 import functools
 import logging
 import shutil
+import socket
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -318,35 +319,68 @@ def test_a_connection_dropped_as_the_commit_is_answered_says_the_outcome_is_unkn
 ANY_TOKEN = {"Authorization": f"Bearer {users.TOKEN_PREFIX}0123456789abcdef"}
 
 
-@pytest.mark.parametrize(
-    ("sqlstate", "message", "said"),
-    [
-        ("57P03", "the database system is starting up", "starting up or shutting down"),
-        ("57P03", "the database system is shutting down", "starting up or shutting down"),
-        ("53300", "sorry, too many clients already", "accepts no more connections"),
-    ],
-)
+# What a server that takes no connections at the moment says: its SQLSTATE on the wire,
+# and words in its own language (lc_messages), which libpq passes on without the SQLSTATE.
+REFUSALS = [
+    ("57P03", "the database system is starting up"),
+    ("57P03", "the database system is shutting down"),
+    ("53300", "sorry, too many clients already"),
+    ("57P03", "das Datenbanksystem startet"),
+    ("53300", "tut mir leid, schon zu viele Verbindungen"),
+    ("57P03", "le système de base de données s'arrête"),
+]
+# The detail a refused or unreachable connection attempt answers with.
+UNREACHABLE = "cannot be reached or takes no connections at the moment"
+
+
+@pytest.mark.parametrize(("sqlstate", "message"), REFUSALS)
 def test_a_server_that_takes_no_connections_at_the_moment_is_a_503(
-    sqlstate: str, message: str, said: str, caplog: pytest.LogCaptureFixture
+    sqlstate: str, message: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # psycopg gives a refused connection attempt no SQLSTATE: the server's words tell.
+    # psycopg gives a refused connection attempt no SQLSTATE, and the server's words are
+    # in its language: the failed attempt itself tells.
     with refusing_server(sqlstate, message) as url:
         app = create_app(Settings(database_url=url), background_jobs=False)
         with TestClient(app) as client:
             caplog.set_level(logging.WARNING)
             answer = client.get("/api/v1/persons", headers=ANY_TOKEN)
-    assert_retry_later(answer, said, caplog)
+    assert_retry_later(answer, UNREACHABLE, caplog)
     assert_nothing_leaked(answer, message, "127.0.0.1", "FATAL")
+    # The operator reads the server's own words in the log.
+    assert message in caplog.text
 
 
-def test_a_server_that_refuses_the_credentials_is_no_503(
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: connecting is refused (ECONNREFUSED)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_database_nothing_listens_for_is_a_503(caplog: pytest.LogCaptureFixture) -> None:
+    # The server is down, or restarting: the connection is refused at the socket.
+    url = f"postgresql+psycopg://crmcal@127.0.0.1:{closed_port()}/crmcal"
+    app = create_app(Settings(database_url=url), background_jobs=False)
+    with TestClient(app) as client:
+        caplog.set_level(logging.WARNING)
+        answer = client.get("/api/v1/persons", headers=ANY_TOKEN)
+    assert_retry_later(answer, UNREACHABLE, caplog)
+    assert_nothing_leaked(answer, "127.0.0.1", "refused")
+
+
+def test_a_server_that_refuses_the_credentials_is_a_503_with_its_words_in_the_log(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A wrong password is the configuration's fault, not a state that passes: sent
-    again, the request fails again. It stays an internal error with its traceback."""
-    with refusing_server("28P01", 'password authentication failed for user "crmcal"') as url:
+    """libpq keeps the SQLSTATE of a refused connection attempt to itself and passes on
+    the server's words in the server's language: a wrong password is not told apart from
+    a server starting up. It is a 503 like that one, and the log's warning carries the
+    server's words, which say what the operator has to mend."""
+    words = 'password authentication failed for user "crmcal"'
+    with refusing_server("28P01", words) as url:
         app = create_app(Settings(database_url=url), background_jobs=False)
-        with TestClient(app, raise_server_exceptions=False) as client:
+        with TestClient(app) as client:
+            caplog.set_level(logging.WARNING)
             answer = client.get("/api/v1/persons", headers=ANY_TOKEN)
-    assert answer.status_code == 500, answer.text
+    assert_retry_later(answer, UNREACHABLE, caplog)
     assert_nothing_leaked(answer, "password", "127.0.0.1")
+    assert words in caplog.text

@@ -416,3 +416,64 @@ def test_the_servers_bulk_of_syncs_for_crm_edits_leaves_the_queue_table_analyzed
                        "WHERE oid = 'procrastinate_jobs'::regclass")[0][0]  # fmt: skip
     assert waiting == ANALYZE_AFTER
     assert float(tuples) >= ANALYZE_AFTER
+
+
+def test_a_database_lost_mid_sync_puts_the_job_back_and_counts_no_failure(
+    queue_db: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An administrator's ``pg_terminate_backend`` (as a restart does) ends the worker's
+    sessions while a sync runs: the sync stops, the connection is not failed nor backed
+    off (nothing was wrong with it), and its job waits in the queue to run again."""
+    import types
+
+    from sqlalchemy.engine import make_url
+
+    from crmcal.jobs import queue
+    from crmcal.sync import limits, runner
+    from tests.engine_world import event
+    from tests.memory_provider import MemoryCalendar, MemoryProvider
+
+    name = f"crmcal-lost-{os.urandom(4).hex()}"
+    _, _, connection_id = run(
+        _user_with_connection(queue_db, account=f"{name}@example.test", calendar_id="cal")
+    )
+    # The worker's own sessions carry a name of their own, so only they are ended.
+    worker_url = make_url(queue_db).update_query_dict({"application_name": name})
+    calendar = MemoryCalendar()
+    calendar.put("e1", event("Call Ann"))  # its import writes the CRM after the listing
+
+    class Restarting(MemoryProvider):
+        async def list_changes(self, *args: Any, **kwargs: Any) -> Any:
+            query(queue_db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name = %s", name)  # fmt: skip
+            return await super().list_changes(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "open_provider", lambda *_a, **_k: Restarting(calendar))
+
+    async def scenario() -> None:
+        db = Database(worker_url.render_as_string(hide_password=False))
+        app = queue.queue_app(queue_db)
+        try:
+            async with app.open_async():
+                runtime = queue.Runtime(db, Vault(SECRET), settings(queue_db), app=app)
+                runtime.not_caldav.add(connection_id)
+                context: Any = types.SimpleNamespace(
+                    additional_context={"crmcal": runtime}, job=None
+                )
+                await queue.sync_connection(context, connection_id)
+        finally:
+            limits.install(None)
+            await db.dispose()
+
+    run(scenario())
+    rows = query(queue_db, "SELECT state, failures, last_error, locked_by FROM connections "
+                           "WHERE id = %s", connection_id)  # fmt: skip
+    assert rows == [("active", 0, None, None)]
+    jobs = query(
+        queue_db,
+        "SELECT scheduled_at > now() FROM procrastinate_jobs WHERE queueing_lock = %s "
+        "AND status = 'todo'",
+        queue.lock_of(connection_id),
+    )
+    assert jobs == [(True,)]

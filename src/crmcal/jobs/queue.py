@@ -40,6 +40,7 @@ from psycopg import sql
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
+from crmcal import db_errors
 from crmcal.config import Settings
 from crmcal.crm.tables import utcnow
 from crmcal.db import Database
@@ -249,6 +250,16 @@ async def sync_connection(context: procrastinate.JobContext, connection_id: int)
     except SyncFailed as exc:
         # Recorded on the connection, which is polled again after its back-off.
         log.info("sync of connection %s: %s", connection_id, exc)
+    except Exception as exc:
+        found = db_errors.transient(exc)
+        if found is None:
+            raise
+        # The database was away or too busy: nothing is counted against the connection,
+        # and its sync waits in the queue (if the queue can take it: it lives in the
+        # same database; if not, the job fails, and the poll queues the sync later).
+        log.warning("sync of connection %s put back for %s s: %s (%s)", connection_id,
+                    found.retry_after, found.meaning, exc.__class__.__name__)  # fmt: skip
+        await defer_sync(runtime.app, connection_id, delay=found.retry_after, urgent=urgent)
 
 
 def _is_urgent(context: procrastinate.JobContext) -> bool:

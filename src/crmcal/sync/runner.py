@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
 
-from crmcal import logs, metrics
+from crmcal import db_errors, logs, metrics
 from crmcal.config import Settings
 from crmcal.crm.tables import utcnow
 from crmcal.db import Database
@@ -343,6 +343,11 @@ async def run_sync(
     except lease.LeaseLost as exc:
         interrupted = str(exc)
     except Exception as exc:
+        if (found := db_errors.transient(exc)) is not None:
+            # The database's state (out of reach, restarting, too busy), not the
+            # connection's: no failure is counted, and the sync is due again at once.
+            interrupted = f"the database was unavailable: {found.meaning}"
+            raise
         log.exception("sync of connection %s failed", connection_id)
         error = f"unexpected error: {exc.__class__.__name__}: {exc}"
         raise

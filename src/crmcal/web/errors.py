@@ -1,25 +1,23 @@
 """Turning every refusal into a 4xx with a ``detail`` that says what is wrong, and a
-database that is busy or out of reach for the moment into a 503 with ``Retry-After``."""
+database that is busy or out of reach for the moment (``crmcal.db_errors``) into a 503
+with ``Retry-After``."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-import psycopg.errors
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from crmcal.crm.errors import Conflict, CrmError, Forbidden, Invalid, NotFound
+from crmcal.db_errors import sqlstate_of, transient
 
 log = logging.getLogger(__name__)
 
@@ -69,137 +67,16 @@ async def _integrity_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-# Seconds a client is asked to wait before retrying a request the database was too busy for.
-BUSY_RETRY_AFTER = 5
-# Seconds before retrying one that collided with a change made at the same time: that
-# change is over, so at once is fine; a second gives it room.
-COLLISION_RETRY_AFTER = 1
-
-
-@dataclass(frozen=True)
-class Transient:
-    """A database error that says nothing about the request: what the client is told
-    happened, and the seconds after which the same request can be sent again."""
-
-    meaning: str
-    retry_after: int
-    # False where the connection was lost as the transaction was being committed: the
-    # server may have stored it or not, and the client has to look before sending again.
-    rolled_back: bool = True
-
-
-_COLLIDED = "the database rolled the request back: it collided with a change made at the same time"
-_CONNECTION_LOST = Transient(
-    "the connection to the database was lost (the database server may be restarting)",
-    BUSY_RETRY_AFTER,
-)
-
-# PostgreSQL errors that say nothing about the request, only about what else the
-# database was doing or about the server's state: sent again as it was, it is taken.
-# Keyed by psycopg's public class for each SQLSTATE (a subclass matches its base's entry).
-_TRANSIENT: dict[type[psycopg.Error], Transient] = {
-    # 55P03 lock_not_available: lock_timeout (or a NOWAIT) ran out waiting for a row or table
-    psycopg.errors.LockNotAvailable: Transient(
-        "the database is busy: a record the request needs was locked by another "
-        "transaction for longer than the server waits", BUSY_RETRY_AFTER),
-    # 40001 serialization_failure, 40P01 deadlock_detected: the transaction was rolled back
-    psycopg.errors.SerializationFailure: Transient(_COLLIDED, COLLISION_RETRY_AFTER),
-    psycopg.errors.DeadlockDetected: Transient(_COLLIDED, COLLISION_RETRY_AFTER),
-    # 53300 too_many_connections: the server's max_connections (every client's) are in use
-    psycopg.errors.TooManyConnections: Transient(
-        "the database accepts no more connections at the moment", BUSY_RETRY_AFTER),
-    # 57014 query_canceled: statement_timeout ran out (the statement waited or worked past
-    # it, mostly for what else the server was doing) or an administrator cancelled it
-    psycopg.errors.QueryCanceled: Transient(
-        "the database is busy: a statement of the request ran past the time the server "
-        "allows one, or was cancelled", BUSY_RETRY_AFTER),
-    # 57P03 cannot_connect_now: starting up, in recovery, or shutting down
-    psycopg.errors.CannotConnectNow: Transient(
-        "the database is starting up or shutting down and accepts no connections at the "
-        "moment", BUSY_RETRY_AFTER),
-    # 57P01 admin_shutdown (a fast shutdown, or pg_terminate_backend), 57P02
-    # crash_shutdown (another server process crashed and the server restarts), and the
-    # class 08 connection exceptions, but for 08P01 protocol_violation (a bug, not a state)
-    psycopg.errors.AdminShutdown: _CONNECTION_LOST,
-    psycopg.errors.CrashShutdown: _CONNECTION_LOST,
-    psycopg.errors.ConnectionException: _CONNECTION_LOST,
-    psycopg.errors.ConnectionDoesNotExist: _CONNECTION_LOST,
-    psycopg.errors.ConnectionFailure: _CONNECTION_LOST,
-    psycopg.errors.SqlclientUnableToEstablishSqlconnection: _CONNECTION_LOST,
-    psycopg.errors.SqlserverRejectedEstablishmentOfSqlconnection: _CONNECTION_LOST,
-    psycopg.errors.TransactionResolutionUnknown: _CONNECTION_LOST,
-}  # fmt: skip
-
-# A connection attempt the server refused carries no SQLSTATE in psycopg (only libpq's
-# message, with the server's words): those of 57P03 and 53300 (the server's messages in
-# English, as it writes them before a session has a language).
-_REFUSED_CONNECTION = {
-    "the database system is starting up": psycopg.errors.CannotConnectNow,
-    "the database system is shutting down": psycopg.errors.CannotConnectNow,
-    "the database system is in recovery mode": psycopg.errors.CannotConnectNow,
-    "the database system is not yet accepting connections": psycopg.errors.CannotConnectNow,
-    "the database system is not accepting connections": psycopg.errors.CannotConnectNow,
-    "sorry, too many clients already": psycopg.errors.TooManyConnections,
-    "remaining connection slots are reserved": psycopg.errors.TooManyConnections,
-}
-_POOL_EXHAUSTED = Transient(
-    "the database is busy: every connection this server may open to it is in use",
-    BUSY_RETRY_AFTER,
-)
-_SQLITE_BUSY = Transient("the database is busy with other writes", BUSY_RETRY_AFTER)
-
-
-def _postgres(exc: DBAPIError, orig: psycopg.Error) -> Transient | None:
-    found = next((t for cls, t in _TRANSIENT.items() if isinstance(orig, cls)), None)
-    if found is None and orig.pgconn is not None and orig.sqlstate is None:
-        message = str(orig)
-        found = next((_TRANSIENT[cls] for words, cls in _REFUSED_CONNECTION.items()
-                      if words in message), None)  # fmt: skip
-    if found is None and exc.connection_invalidated:
-        # Lost without a word from the server (it crashed, restarted, or the network
-        # dropped the connection): SQLAlchemy saw the connection closed or broken.
-        found = _CONNECTION_LOST
-    if found is _CONNECTION_LOST and exc.statement is None and orig.pgconn is None:
-        # Not a statement's failure, nor a connection attempt's: the commit's (or the
-        # rollback's). Whether the server committed before the connection went is unknown.
-        return dataclasses.replace(found, rolled_back=False)
-    return found
-
-
-def transient(exc: BaseException) -> Transient | None:
-    """What a database error that says nothing about the request means, and the seconds
-    after which the same request can be sent again; None for any other error.
-
-    Those are SQLite's "database is locked" (another writer held the lock past the busy
-    timeout); PostgreSQL's lock timeouts, serialization failures, deadlocks, statement
-    timeouts, refused connections and connections lost to a restart or a network
-    (``_TRANSIENT``); and a session that waited in vain for a connection of the pool.
-    Each rolled its transaction back, nothing of the request was stored, but for a
-    connection lost while committing (``rolled_back`` False)."""
-    if isinstance(exc, SQLAlchemyTimeoutError):
-        return _POOL_EXHAUSTED
-    if not isinstance(exc, DBAPIError):
-        return None
-    if isinstance(exc.orig, psycopg.Error):
-        return _postgres(exc, exc.orig)
-    message = str(exc.orig).lower()
-    if isinstance(exc, OperationalError) and (
-        "database is locked" in message or "database is busy" in message
-    ):
-        return _SQLITE_BUSY
-    return None
-
-
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     found = transient(exc)
     if found is None:
         return await _unexpected(request, exc)
     # Load, not a bug: a warning saying what happened, no traceback. The server's own
-    # words (hosts, process ids, statements) stay in the log.
+    # words (hosts, process ids, statements) stay in the log: a connection attempt's
+    # refusal is told by its words alone (a wrong password among them).
+    sqlstate = sqlstate_of(exc)
     orig = getattr(exc, "orig", None)
-    cause = ""
-    if isinstance(orig, psycopg.Error):
-        cause = f" (SQLSTATE {orig.sqlstate})" if orig.sqlstate else f" ({str(orig).strip()})"
+    cause = f" (SQLSTATE {sqlstate})" if sqlstate else f" ({str(orig or exc).strip()})"
     log.warning("%s %s answered 503: %s%s", request.method, request.url.path, found.meaning,
                 cause)  # fmt: skip
     retry = f"retry the request after {found.retry_after} s"

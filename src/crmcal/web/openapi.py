@@ -10,7 +10,7 @@ its own ``HTTPValidationError`` shape, which is not what crmcal answers. Here:
   400 (a NUL in the URL, a body that is not JSON), 413 (a body over the limit), 401
   under ``/api/v1``, 422 when the operation takes parameters or a body, 404 when
   its path names a record, and 503 with ``Retry-After`` under ``/api/v1`` (the
-  database was busy or out of reach: ``errors.transient``);
+  database was busy or out of reach: ``crmcal.db_errors.transient``);
 - answers that name a record (a created one, a list's first item, a read or an
   update) link it to the operations on that record, so a client (and a fuzzer's
   stateful phase) can follow from one to the other.
