@@ -161,6 +161,7 @@ def test_channel_renewal_leaves_a_connection_that_waits_for_its_user(
     from types import SimpleNamespace
 
     from crmcal.jobs.queue import Runtime, queue_app, renew_channels
+    from crmcal.sync import limits
 
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
@@ -186,6 +187,7 @@ def test_channel_renewal_leaves_a_connection_that_waits_for_its_user(
                 context = SimpleNamespace(additional_context={"crmcal": runtime})
                 await renew_channels(context, 0)  # type: ignore[arg-type]
         finally:
+            limits.install(None)  # a Runtime installs its limits for the process
             await db.dispose()
 
     run(renew())
@@ -340,6 +342,7 @@ def test_a_bulk_enqueue_leaves_the_queue_table_analyzed() -> None:
     from crmcal.crm.schemas import default_permissions
     from crmcal.crm.tables import User
     from crmcal.jobs.queue import ANALYZE_AFTER, Runtime, poll_due, queue_app
+    from crmcal.sync import limits
     from tests.queue_world import fresh_database
 
     count = ANALYZE_AFTER + 100
@@ -377,6 +380,7 @@ def test_a_bulk_enqueue_leaves_the_queue_table_analyzed() -> None:
                 context = SimpleNamespace(additional_context={"crmcal": runtime})
                 return await poll_due(context, 0)  # type: ignore[arg-type]
         finally:
+            limits.install(None)  # a Runtime installs its limits for the process
             await db.dispose()
 
     with fresh_database() as url:
