@@ -300,3 +300,45 @@ async def test_a_slot_kept_for_a_release_that_does_not_come_is_given_back_by_its
         await provider.close()
         await process.db.dispose()
         await user.close()
+
+
+def test_a_worker_keeps_a_bounded_number_of_idle_limits(tmp_path: Any) -> None:
+    """Thousands of mailboxes and servers met over months leave at most ``kept`` limits
+    in the map, and none in memory that nothing uses."""
+    import gc
+
+    shared = SharedLimits(Database(f"sqlite:///{tmp_path}/unused.db"))
+    shared.kept = 100
+    for n in range(5000):
+        shared.for_account("microsoft", f"box{n}@example.test")
+        shared.for_server(f"https://dav{n}.example.test/")
+    gc.collect()
+    assert len(shared._limits) == 100
+    assert len(shared._alive) == 100
+    # The ones used last are those kept: met again, they are the same.
+    last = shared.for_server("https://dav4999.example.test/")
+    assert last is shared.for_server("https://dav4999.example.test/")
+    assert shared._limits.popitem()[1] is last
+
+
+async def test_a_limit_in_use_is_never_dropped(queue_db: str) -> None:  # noqa: F811
+    """A limit holding a slot (or referenced by a sync's provider) is still the one its key
+    finds after many other keys pushed it out of the map: a second one of the same key
+    would not know the slot is this process's own."""
+    process = Process(queue_db)
+    process.limits.kept = 10
+    key = f"busy-{uuid.uuid4().hex[:8]}@example.test"
+    try:
+        busy = process.limits.for_account("microsoft", key)
+        assert busy is not None
+        async with busy.slot():
+            for n in range(100):
+                process.limits.for_account("microsoft", f"other{n}-{key}")
+            assert key not in {k.split(":", 1)[1] for k in process.limits._limits}
+            assert process.limits.for_account("microsoft", key) is busy
+            held = query(queue_db, "SELECT count(*) FROM provider_slots WHERE key = %s "
+                                   "AND holder IS NOT NULL", f"microsoft:{key}")  # fmt: skip
+            assert held == [(1,)]
+        assert process.limits.for_account("microsoft", key) is busy
+    finally:
+        await process.db.dispose()

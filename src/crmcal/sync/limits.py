@@ -35,6 +35,8 @@ import logging
 import os
 import random
 import socket
+import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +64,9 @@ LONGEST_HOLD = 300.0  # a Retry-After beyond this is not believed
 # Google's documented default per-project quota: requests per minute, all users.
 DEFAULT_GOOGLE_PROJECT_QUOTA = 10_000
 QUOTA_WINDOW = dt.timedelta(minutes=1)
+# Limits a process keeps for keys not in use at the moment (a few hundred bytes each):
+# one forgotten and met again costs at most one INSERT of its slots' rows, which exist.
+LIMITS_KEPT = 4096
 
 # A request's slot and its turns of the quota its key counts against, in one statement:
 # the turns are taken only when the slot is (a held or busy account spends none).
@@ -588,7 +593,16 @@ class SharedLimits:
     ):
         self.db = db
         self.caldav_servers = caldav_servers
-        self._limits: dict[str, Limit] = {}
+        # The limits of the keys used last, kept between syncs (a kept one knows its
+        # slots' rows are made). Every other limit is held only by whoever uses it (a
+        # sync's provider, a slot taken or kept for a release): ``_alive`` finds it
+        # while it is, and forgets it once nothing does. So a worker that meets
+        # thousands of mailboxes and servers over months keeps at most ``kept`` idle
+        # ones, and a limit in use, holding slots or waiting for one, is never replaced
+        # by a second one of its key.
+        self.kept = LIMITS_KEPT
+        self._limits: OrderedDict[str, Limit] = OrderedDict()
+        self._alive: weakref.WeakValueDictionary[str, Limit] = weakref.WeakValueDictionary()
         self.google_project: Rate | None = None
         if google_project is not None and google_project[1] > 0:
             client_id, quota = google_project
@@ -596,9 +610,15 @@ class SharedLimits:
             self.google_project = Rate(db, key, quota, quota_window)
 
     def get(self, key: str, concurrency: int, rate: Rate | None = None) -> Limit:
-        found = self._limits.get(key)
+        found = self._limits.get(key) or self._alive.get(key)
         if found is None or found.concurrency != concurrency or found.rate is not rate:
-            found = self._limits[key] = Limit(self.db, key, concurrency, rate)
+            found = Limit(self.db, key, concurrency, rate)
+            self._alive[key] = found
+        self._limits[key] = found
+        self._limits.move_to_end(key)
+        while len(self._limits) > self.kept:
+            # The least recently used: still found through ``_alive`` while in use.
+            self._limits.popitem(last=False)
         return found
 
     def for_account(self, kind: str, account: str) -> Limit | None:
