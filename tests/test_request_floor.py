@@ -762,3 +762,87 @@ def test_google_series_made_in_the_crm_go_in_batches(
     assert spent.total() == 1 + 2 + 51, spent  # the listing, the batches and their calls
     again = sync(google_crm, connection_id)
     assert (again["created"], again["updated"], again["problems"]) == (0, 0, []), again
+
+
+@pytest.mark.parametrize("kind", ["google", "graph"])
+def test_two_syncs_of_one_grant_at_once_refresh_its_token_once(
+    request: pytest.FixtureRequest, kind: str, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two connections of one account (one grant: the same refresh token; two users of a
+    shared calendar account) sync at once in one worker, the grant's access token
+    expired: the first sync's refresh is the second's too, one request to the token
+    endpoint, and both syncs go through."""
+    import asyncio
+
+    from sqlalchemy import update
+
+    from crmcal.db import Database
+    from crmcal.providers import oauth2
+    from crmcal.providers.oauth2 import AccessToken
+    from crmcal.sync import runner
+    from crmcal.sync.tables import Connection
+    from crmcal.vault import Vault
+
+    crm: Api = request.getfixturevalue(f"{kind}_crm")
+    emulator = request.getfixturevalue(
+        "google_emulator" if kind == "google" else "microsoft_emulator"
+    )
+    name = f"o{uuid.uuid4().hex[:8]}"
+    other_id, other_token = make_user(db_url, email=f"{name}@crm.test", name=name)
+    other = Api(crm.client, other_token, other_id)
+    provider = "google" if kind == "google" else "microsoft"
+    tokens = emulator.state.create_account(f"shared-{uuid.uuid4().hex[:10]}@example.test")
+    ids = []
+    for user in (crm, other):
+        body = {"provider": provider, "refresh_token": tokens["refresh_token"]}
+        answer = user.post(f"{V1}/connections", json=body)
+        assert answer.status_code == 201, answer.text
+        ids.append(int(answer.json()["id"]))
+    settings = Settings(database_url=db_url, secret_key="test-key", base_url=CRM,
+                        google_api_url=emulator.url, google_oauth_url=emulator.url,
+                        microsoft_api_url=emulator.url, microsoft_oauth_url=emulator.url,
+                        google_client_id="crmcal-test-client",
+                        microsoft_client_id="crmcal-test-client", retry_backoff=0.01)  # fmt: skip
+    vault = Vault("test-key")
+    together = asyncio.Event()
+    # Every access token this process keeps has expired.
+    expired = {key: AccessToken(access.value, 0.0) for key, access in runner._GRANTS.items()}
+    monkeypatch.setattr(runner, "_GRANTS", type(runner._GRANTS)(expired))
+    one_grant = vault.seal(tokens["refresh_token"])  # stored for both (Graph rotates it)
+    # At the same moment: the token endpoint answers once both syncs have asked their
+    # token source for a token (whether or not the second one calls it).
+    asking: set[int] = set()
+    ask, call = oauth2.RefreshingTokens.__call__, oauth2.token_call
+
+    async def asked(source: oauth2.RefreshingTokens, refresh: bool = False) -> str:
+        asking.add(id(source))
+        if len(asking) == 2:
+            together.set()
+        return await ask(source, refresh)
+
+    async def answered(*args: Any, **kwargs: Any) -> dict[str, object]:
+        await together.wait()
+        return await call(*args, **kwargs)
+
+    monkeypatch.setattr(oauth2.RefreshingTokens, "__call__", asked)
+    monkeypatch.setattr(oauth2, "token_call", answered)
+
+    async def both() -> list[Any]:
+        nonlocal together
+        together = asyncio.Event()
+        db = Database(db_url)
+        try:
+            async with db.write() as session:
+                await session.execute(
+                    update(Connection).where(Connection.id.in_(ids)).values(credentials=one_grant)
+                )
+            syncs = (runner.run_sync(db, vault, settings, id_) for id_ in ids)
+            return await asyncio.gather(*syncs)
+        finally:
+            await db.dispose()
+
+    before = counts(emulator.url)
+    reports = asyncio.run(both())
+    cost = counts(emulator.url) - before
+    assert len(reports) == 2
+    assert cost["oauth.token"] == 1, cost

@@ -38,7 +38,7 @@ def test_a_worker_keeps_the_access_token_of_each_of_ten_thousand_connections(
     monkeypatch.setattr(runner, "_GRANTS", OrderedDict())
     made: list[Source] = []
 
-    def make(access: AccessToken | None, on_refresh: Callable[..., None]) -> Any:
+    def make(access: AccessToken | None, on_refresh: Callable[..., None], _grant: Any) -> Any:
         made.append(Source(access, on_refresh))
         return made[-1]
 
@@ -145,3 +145,68 @@ def test_the_next_sync_reuses_the_token_under_the_rotated_refresh_token(
 
     asyncio.run(syncs())
     assert token_service == ["refresh-1", "refresh-1"]
+
+
+def test_a_failed_refresh_is_every_waiters_failure_and_not_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two syncs of one grant at once: the refresh fails (the sign-in service is away),
+    both are told so, nothing is kept, and the next sync refreshes again."""
+    from crmcal.providers.base import Unreachable
+
+    monkeypatch.setattr(google, "GoogleProvider", Provider)
+    monkeypatch.setattr(runner, "_GRANTS", OrderedDict())
+    asked: list[str] = []
+    failing = True
+
+    async def token_call(service: str, url: str, form: dict[str, str], *_: Any) -> Any:
+        asked.append(form["refresh_token"])
+        if failing:
+            raise Unreachable("cannot reach Google's sign-in service")
+        return {"access_token": "fresh", "expires_in": 3600}
+
+    monkeypatch.setattr(oauth2, "token_call", token_call)
+
+    async def syncs() -> list[Any]:
+        nonlocal failing
+        made: list[Any] = [runner.provider_for("google", "a@test", None, "shared", SETTINGS)
+                           for _ in range(2)]  # fmt: skip
+        sources = [provider.tokens for provider in made]
+        told = await asyncio.gather(*(source() for source in sources), return_exceptions=True)
+        assert len(runner._GRANTS) == 0
+        assert len(runner._FLIGHTS) == 0
+        failing = False
+        again: Any = runner.provider_for("google", "a@test", None, "shared", SETTINGS)
+        return [*told, await again.tokens()]
+
+    told = asyncio.run(syncs())
+    assert [type(t).__name__ for t in told[:2]] == ["Unreachable", "Unreachable"]
+    assert told[2] == "fresh"
+    assert asked == ["shared", "shared"]
+
+
+def test_a_slow_refresh_of_one_grant_holds_up_no_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refreshes are one at a time per grant, not per process: another grant's refresh
+    goes through while one waits for its answer."""
+    monkeypatch.setattr(google, "GoogleProvider", Provider)
+    monkeypatch.setattr(runner, "_GRANTS", OrderedDict())
+    answer: dict[str, asyncio.Event] = {}
+
+    async def token_call(service: str, url: str, form: dict[str, str], *_: Any) -> Any:
+        await answer.setdefault(form["refresh_token"], asyncio.Event()).wait()
+        return {"access_token": f"access-of-{form['refresh_token']}", "expires_in": 3600}
+
+    monkeypatch.setattr(oauth2, "token_call", token_call)
+
+    async def syncs() -> None:
+        slow: Any = runner.provider_for("google", "a@test", None, "slow", SETTINGS)
+        other: Any = runner.provider_for("google", "b@test", None, "other", SETTINGS)
+        waiting = asyncio.ensure_future(slow.tokens())
+        answer["other"] = asyncio.Event()
+        answer["other"].set()
+        assert await other.tokens() == "access-of-other"
+        assert not waiting.done()
+        answer.setdefault("slow", asyncio.Event()).set()
+        assert await waiting == "access-of-slow"
+
+    asyncio.run(syncs())

@@ -6,7 +6,10 @@ refresh token (Microsoft sends a new one with every refresh) to ``on_rotate`` to
 be stored, and reports a revoked or expired grant (``invalid_grant``) as
 ``AuthenticationFailed`` saying that the user must reconnect. A source lives for
 one sync; what the next one of its grant may reuse is an ``AccessToken``, handed to
-``on_refresh`` and given back as ``access``. ``OAuthService``
+``on_refresh`` and given back as ``access``. Sources of one grant alive at once (two
+connections of one account syncing together) refresh it once: each asks its ``Grant``
+for a token another one got, or joins the refresh in flight (``RefreshFlights``).
+``OAuthService``
 is the flow at one service; its own module (``google_oauth``,
 ``microsoft_oauth``) says where the endpoints are and what it asks for.
 """
@@ -15,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlencode
 
 import httpx
@@ -111,6 +116,56 @@ class AccessToken:
     value: str
     expires: float
 
+    def expiring(self) -> bool:
+        """Whether it is time to refresh it (a minute before it expires)."""
+        return time.monotonic() >= self.expires - EARLY
+
+
+# What a refresh leaves: the refresh token then current (the rotated one, when the
+# service rotated it) and the new access token.
+Refreshed = tuple[str, AccessToken]
+
+
+class Grant(Protocol):
+    """The grant a token source refreshes, as the process sees it beside this source:
+    other sources of the same grant (two connections of one account, syncing at once)
+    may have got a newer access token, or be refreshing it right now."""
+
+    def latest(self) -> AccessToken | None:
+        """The grant's newest access token this process keeps, if any."""
+
+    async def join(self, refresh: Callable[[], Awaitable[Refreshed]]) -> Refreshed:
+        """The refresh of the grant in flight, or ``refresh`` started as that one."""
+
+
+class RefreshFlights:
+    """Refreshes in flight, by key (a grant's): one refresh at a time per key, and what
+    asks while it flies gets its answer (or its failure) instead of a refresh of its
+    own. A refresh that failed is forgotten as it lands, so the next ask refreshes.
+    Keys never wait for each other."""
+
+    def __init__(self) -> None:
+        self._flying: dict[Hashable, asyncio.Future[Refreshed]] = {}
+
+    async def join(self, key: Hashable, refresh: Callable[[], Awaitable[Refreshed]]) -> Refreshed:
+        flight = self._flying.get(key)
+        if flight is None or flight.done() or flight.get_loop() is not asyncio.get_running_loop():
+            # A task of its own: the one that started it may be cancelled while others
+            # wait for its answer (and a rotated refresh token must be stored anyway).
+            flight = asyncio.ensure_future(refresh())
+            self._flying[key] = flight
+            flight.add_done_callback(functools.partial(self._landed, key))
+        return await asyncio.shield(flight)
+
+    def _landed(self, key: Hashable, flight: asyncio.Future[Refreshed]) -> None:
+        if self._flying.get(key) is flight:
+            del self._flying[key]
+        if not flight.cancelled():
+            flight.exception()  # seen, even when everyone who waited for it is gone
+
+    def __len__(self) -> int:
+        return len(self._flying)
+
 
 class RefreshingTokens:
     """Access tokens from a refresh token, refreshed before they expire. ``access``: one
@@ -131,6 +186,7 @@ class RefreshingTokens:
         timeout: float = 30,
         access: AccessToken | None = None,
         on_refresh: Callable[[str, AccessToken], None] | None = None,
+        grant: Grant | None = None,
     ) -> None:
         self._service = service
         self._token_url = token_url
@@ -143,16 +199,39 @@ class RefreshingTokens:
         self._transport = transport
         self._timeout = timeout
         self._access = access
+        self._grant = grant
         self._lock = asyncio.Lock()
 
     async def __call__(self, refresh: bool = False) -> str:
         async with self._lock:
             access = self._access
-            if refresh or access is None or time.monotonic() >= access.expires - EARLY:
-                access = await self._refresh()
+            if refresh or access is None or access.expiring():
+                access = await self._renewed(rejected=access if refresh else None)
             return access.value
 
-    async def _refresh(self) -> AccessToken:
+    async def _renewed(self, rejected: AccessToken | None) -> AccessToken:
+        """A new access token: the one another source of the grant got meanwhile, the
+        one it is getting now, or one this source asks for."""
+        if self._grant is None:
+            return (await self._refresh())[1]
+        newer = self._grant.latest()
+        if newer is not None and newer != rejected and not newer.expiring():
+            self._access = newer
+            return newer
+        refresh_token, access = await self._grant.join(self._refresh)
+        if access is not self._access:
+            # Another source's refresh: a refresh token it rotated is this one's too
+            # (the same grant), and is stored for this source's connection as well.
+            self._access = access
+            if refresh_token != self._refresh_token:
+                self._refresh_token = refresh_token
+                if self.on_refresh is not None:
+                    self.on_refresh(refresh_token, access)
+                if self.on_rotate is not None:
+                    await self.on_rotate(refresh_token)
+        return access
+
+    async def _refresh(self) -> Refreshed:
         form = {"grant_type": "refresh_token", "refresh_token": self._refresh_token}
         if self._client_id:
             form["client_id"] = self._client_id
@@ -174,7 +253,7 @@ class RefreshingTokens:
             self.on_refresh(self._refresh_token, access)
         if rotating and self.on_rotate is not None:
             await self.on_rotate(self._refresh_token)
-        return access
+        return self._refresh_token, access
 
 
 @dataclass(frozen=True)
@@ -237,6 +316,7 @@ class OAuthService:
         transport: httpx.AsyncBaseTransport | None = None,
         access: AccessToken | None = None,
         on_refresh: Callable[[str, AccessToken], None] | None = None,
+        grant: Grant | None = None,
     ) -> RefreshingTokens:
         """A provider's token source for a grant at this service."""
         return RefreshingTokens(
@@ -250,4 +330,5 @@ class OAuthService:
             transport=transport,
             access=access,
             on_refresh=on_refresh,
+            grant=grant,
         )

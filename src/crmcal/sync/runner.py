@@ -25,7 +25,7 @@ from crmcal.crm.tables import utcnow
 from crmcal.db import Database
 from crmcal.providers import kinds
 from crmcal.providers.base import AuthenticationFailed, Provider, ProviderError
-from crmcal.providers.oauth2 import AccessToken, RefreshingTokens
+from crmcal.providers.oauth2 import AccessToken, Refreshed, RefreshFlights, RefreshingTokens
 from crmcal.sync import context, lease, limits, push
 from crmcal.sync.context import Held, Start
 from crmcal.sync.engine import (
@@ -123,13 +123,14 @@ def _google(given: _Credentials, settings: Settings) -> Provider:
 
     tokens = _grant(
         (given.kind, given.secret, settings.google_oauth_url, settings.google_client_id),
-        lambda access, on_refresh: google_oauth.service(settings.google_oauth_url).tokens(
+        lambda access, on_refresh, grant: google_oauth.service(settings.google_oauth_url).tokens(
             given.secret,
             client_id=settings.google_client_id,
             client_secret=settings.google_client_secret,
             on_rotate=given.on_rotate,
             access=access,
             on_refresh=on_refresh,
+            grant=grant,
         ),
     )
     return GoogleProvider(
@@ -146,13 +147,16 @@ def _microsoft(given: _Credentials, settings: Settings) -> Provider:
 
     grant = _grant(
         (given.kind, given.secret, settings.microsoft_oauth_url, settings.microsoft_client_id),
-        lambda access, on_refresh: microsoft_oauth.service(settings.microsoft_oauth_url).tokens(
+        lambda access, on_refresh, in_process: microsoft_oauth.service(
+            settings.microsoft_oauth_url
+        ).tokens(
             given.secret,
             client_id=settings.microsoft_client_id,
             client_secret=settings.microsoft_client_secret,
             on_rotate=given.on_rotate,
             access=access,
             on_refresh=on_refresh,
+            grant=in_process,
         ),
     )
     return MicrosoftProvider(
@@ -192,31 +196,51 @@ _BUILDERS: dict[str, Callable[[_Credentials, Settings], Provider]] = {
 # resident) that outlived its sync, its sync's callback and all that one held.
 _GRANTS: OrderedDict[bytes, AccessToken] = OrderedDict()
 GRANTS_KEPT = 20_000
+# The refreshes in flight, by grant: two syncs of one grant at once (two connections of
+# one account) make one refresh, the second waiting for the first's token.
+_FLIGHTS = RefreshFlights()
 
-MakeTokens = Callable[[AccessToken | None, Callable[[str, AccessToken], None]], RefreshingTokens]
+MakeTokens = Callable[[AccessToken | None, Callable[[str, AccessToken], None], "_Grant"],
+                      RefreshingTokens]  # fmt: skip
+
+
+class _Grant:
+    """One sync's grant as this process sees it: the access token kept under its digest
+    (re-keyed when the service rotates the refresh token) and its refresh in flight."""
+
+    __slots__ = ("key", "kind", "where")
+
+    def __init__(self, kind: str | None, refresh_token: str | None, where: tuple[str | None, ...]):
+        self.kind, self.where = kind, where
+        self.key = _grant_key((kind, refresh_token, *where))
+
+    def latest(self) -> AccessToken | None:
+        return _GRANTS.get(self.key)
+
+    async def join(self, refresh: Callable[[], Awaitable[Refreshed]]) -> Refreshed:
+        return await _FLIGHTS.join(self.key, refresh)
+
+    def refreshed(self, refresh_token: str, access: AccessToken) -> None:
+        """Keep ``access`` for the next sync, under the refresh token then current (the
+        rotated one, which is what the next sync opens)."""
+        _GRANTS.pop(self.key, None)
+        self.key = _grant_key((self.kind, refresh_token, *self.where))
+        _GRANTS[self.key] = access
+        while len(_GRANTS) > GRANTS_KEPT:
+            _GRANTS.popitem(last=False)
 
 
 def _grant(grant: tuple[str | None, ...], make: MakeTokens) -> RefreshingTokens:
     """A token source for one sync of a grant (``grant`` = (kind, refresh token, where
-    ...)): ``make(access, on_refresh)`` with the access token an earlier sync of the grant
-    got, if it is kept; each token the source gets is kept for the next sync, under the
-    refresh token then current (the rotated one, which is what the next sync opens).
-    Two syncs of one grant at once (two connections of one grant) may each refresh."""
-    kind, _, *where = grant
-    key = _grant_key(grant)
-    kept = _GRANTS.get(key)
+    ...)): ``make(access, on_refresh, grant)`` with the access token an earlier sync of
+    the grant got, if it is kept; each token the source gets is kept for the next sync.
+    Two syncs of one grant at once (two connections of one grant) refresh it once."""
+    kind, refresh_token, *where = grant
+    handle = _Grant(kind, refresh_token, tuple(where))
+    kept = _GRANTS.get(handle.key)
     if kept is not None:
-        _GRANTS.move_to_end(key)
-
-    def refreshed(refresh_token: str, access: AccessToken) -> None:
-        nonlocal key
-        _GRANTS.pop(key, None)
-        key = _grant_key((kind, refresh_token, *where))
-        _GRANTS[key] = access
-        while len(_GRANTS) > GRANTS_KEPT:
-            _GRANTS.popitem(last=False)
-
-    return make(kept, refreshed)
+        _GRANTS.move_to_end(handle.key)
+    return make(kept, handle.refreshed, handle)
 
 
 def _grant_key(grant: tuple[str | None, ...]) -> bytes:
