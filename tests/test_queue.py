@@ -481,3 +481,57 @@ def test_a_database_lost_mid_sync_puts_the_job_back_and_counts_no_failure(
         queue.lock_of(connection_id),
     )
     assert jobs == [(True,)]
+
+
+def test_a_database_restarted_as_a_sync_ends_still_lets_its_lease_go(
+    queue_db: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's sessions are ended (a restart, ``pg_terminate_backend``) after the
+    sync's last statement but for its release: the release's first try meets a dead
+    connection, and its second, on a fresh one, frees the connection, instead of leaving
+    it syncing until its lease runs out (every job of it put back meanwhile)."""
+    import types
+
+    from sqlalchemy.engine import make_url
+
+    from crmcal.jobs import queue
+    from crmcal.sync import limits, runner
+    from tests.memory_provider import MemoryCalendar, MemoryProvider
+
+    name = f"crmcal-end-{os.urandom(4).hex()}"
+    _, _, connection_id = run(
+        _user_with_connection(queue_db, account=f"{name}@example.test", calendar_id="cal")
+    )
+    worker_url = make_url(queue_db).update_query_dict({"application_name": name})
+
+    class Restarting(MemoryProvider):
+        async def close(self) -> None:  # the sync's work is done: only the release is left
+            query(queue_db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name = %s", name)  # fmt: skip
+            await super().close()
+
+    monkeypatch.setattr(runner, "open_provider", lambda *_a, **_k: Restarting(MemoryCalendar()))
+
+    async def scenario() -> None:
+        db = Database(worker_url.render_as_string(hide_password=False))
+        app = queue.queue_app(queue_db)
+        try:
+            async with app.open_async():
+                runtime = queue.Runtime(db, Vault(SECRET), settings(queue_db), app=app)
+                runtime.not_caldav.add(connection_id)
+                context: Any = types.SimpleNamespace(
+                    additional_context={"crmcal": runtime}, job=None
+                )
+                await queue.sync_connection(context, connection_id)
+        finally:
+            limits.install(None)
+            await db.dispose()
+
+    run(scenario())
+    rows = query(queue_db, "SELECT state, failures, locked_by FROM connections WHERE id = %s",
+                 connection_id)  # fmt: skip
+    assert rows == [("active", 0, None)]
+    runs = query(queue_db, "SELECT outcome FROM sync_runs WHERE connection_id = %s",
+                 connection_id)  # fmt: skip
+    assert runs == [("ok",)]

@@ -475,8 +475,22 @@ async def _release(
     goes with a release in one statement)."""
     slots = list(slots or [])
     try:
-        await _release_with(db, settings, held, error, report, interrupted, failure,
-                            engine, catch_up=catch_up, known=known, slots=slots)  # fmt: skip
+        try:
+            await _release_with(db, settings, held, error, report, interrupted, failure,
+                                engine, catch_up=catch_up, known=known, slots=slots)  # fmt: skip
+        except Exception as exc:
+            # A database restarted (or a session ended by pg_terminate_backend) while the
+            # sync ran fails the first statement on each connection the pool kept: often
+            # the release's, which left the connection syncing until its lease ran out.
+            # The pool opens fresh ones after such an error, so the release is tried
+            # once more. Safe: each of its writes is made only while the lease is still
+            # this holder's, so a first try the server did take makes the second a no-op.
+            if db_errors.transient(exc) is None:
+                raise
+            log.info("giving back the lease of connection %s failed (%s); trying again",
+                     held.connection_id, exc.__class__.__name__)  # fmt: skip
+            await _release_with(db, settings, held, error, report, interrupted, failure,
+                                engine, catch_up=catch_up, known=known, slots=slots)  # fmt: skip
     finally:
         await limits.give_back_all(slots)  # those the release did not take along
 
