@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import ColumnElement, exists, insert, or_, select
+from sqlalchemy import ColumnElement, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crmcal import bulk
 from crmcal.crm import changefeed
 from crmcal.crm.errors import Conflict, Invalid, NotFound
 from crmcal.crm.pagination import page_by_id
@@ -297,16 +298,16 @@ async def persons_for_emails(
         )
         found.update((str(email), Matched(pid, name)) for email, pid, name in rows)
     now = utcnow()
-    new = [
+    new: list[dict[str, Any]] = [
         {"name": (name or "").strip()[:200] or email.split("@", 1)[0], "email": email,
          "explicit": False, "created_at": now, "updated_at": now}
         for email, name in wanted.items()
         if email not in found
     ]  # fmt: skip
     if new:
-        table = table_of(Person)
-        made = await session.execute(
-            insert(table).returning(table.c.email, table.c.id, table.c.name), new
+        # Their ids given (SQLite) or asked back in row order: the rest is what was sent.
+        ids = await bulk.insert_many_ids(session, table_of(Person), new)
+        found.update(
+            (row["email"], Matched(pid, row["name"])) for row, pid in zip(new, ids, strict=True)
         )
-        found.update((str(email), Matched(pid, name)) for email, pid, name in made)
     return found

@@ -21,9 +21,10 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crmcal import bulk
 from crmcal.crm import changefeed, permissions, recurrence, times
 from crmcal.crm.errors import Conflict, Invalid, NotFound
 from crmcal.crm.recurrence import Moment, Rule
@@ -311,11 +312,10 @@ async def create_many(
         made.append((series, rule, starts))
     table = table_of(ActivitySeries)
     columns = [c.key for c in table.columns if c.key != "id"]
-    ids = list(
-        await session.scalars(
-            insert(table).returning(table.c.id, sort_by_parameter_order=True),
-            [{name: getattr(series, name) for name in columns} for series, _, _ in made],
-        )
+    ids = await bulk.insert_many_ids(
+        session,
+        table,
+        [{name: getattr(series, name) for name in columns} for series, _, _ in made],
     )
     rows: list[dict[str, Any]] = []
     people: list[list[dict[str, Any]]] = []
