@@ -7,10 +7,12 @@ each value bound by its column type's own processor (the very values SQLAlchemy 
 bind), in one statement as before. Other databases take SQLAlchemy's multi-row
 INSERT unchanged.
 
-The tuples are built a column at a time, and a column of plain values (times, dates,
-flags) has its processor called once per distinct value: an import's rows share
-their ``created_at``, ``updated_at`` and most flags, and calling the processor for
-every row's copy of them was most of the cost left in Python.
+The tuples are built a column at a time, and a column's processor is called once per
+value object, not once per row: an import's rows share the very same objects for
+their ``created_at``, ``updated_at``, flags and NULLs, and processing every row's
+copy of them was most of the cost left in Python. By identity, not equality: equal
+values may bind apart (the two 02:30 of a night the clocks go back are equal
+datetimes of different instants; True and 1 are different JSON).
 """
 
 from __future__ import annotations
@@ -22,16 +24,9 @@ from typing import Any
 from sqlalchemy import Table, func, insert, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import Boolean, Date, DateTime, Integer, String, TypeDecorator, TypeEngine
 
-# Types whose equal values bind to the same parameter (an aware time in another zone is
-# the same instant; True and 1 the same flag), so a processor's answer for one serves
-# every equal one. Not JSON: True and 1 are equal there but written apart.
-_BY_VALUE = (Boolean, Date, DateTime, Integer, String)
-
-# Each parameter of a statement: its column's key, the type's bind processor, and
-# whether that processor may be called once per distinct value.
-_Step = tuple[str, Callable[[Any], Any] | None, bool]
+# Each parameter of a statement: its column's key and its type's bind processor.
+_Step = tuple[str, Callable[[Any], Any] | None]
 
 # (table, the rows' columns, dialect name) -> the statement and its parameters' steps
 _PLANS: dict[tuple[Table, tuple[str, ...], str], tuple[str, list[_Step]]] = {}
@@ -53,21 +48,16 @@ async def insert_many(session: AsyncSession, table: Table, rows: list[dict[str, 
 
 
 def _bound(rows: list[dict[str, Any]], plan: list[_Step]) -> list[tuple[Any, ...]]:
-    """The rows' parameters in the statement's order, built a column at a time."""
+    """The rows' parameters in the statement's order, built a column at a time, each
+    value object processed once (the loops over rows are the builtins' own)."""
     columns = []
-    for key, process, by_value in plan:
+    for key, process in plan:
         column = list(map(itemgetter(key), rows))
         if process is not None:
-            if by_value:
-                try:
-                    distinct = set(column)
-                except TypeError:  # a value that cannot be hashed: each one processed
-                    by_value = False
-            if by_value:
-                bound = {value: process(value) for value in distinct}
-                column = list(map(bound.__getitem__, column))
-            else:
-                column = list(map(process, column))
+            ids = list(map(id, column))
+            # Alive in ``rows`` meanwhile: an id stands for one object.
+            bound = {n: process(value) for n, value in dict(zip(ids, column)).items()}
+            column = list(map(bound.__getitem__, ids))
         columns.append(column)
     return list(zip(*columns, strict=True))
 
@@ -117,23 +107,13 @@ def _direct(table: Table, keys: tuple[str, ...], rows: list[dict[str, Any]]) -> 
 
 def _plan(table: Table, keys: tuple[str, ...], dialect: Dialect) -> tuple[str, list[_Step]]:
     """The statement SQLAlchemy compiles for these columns, and for each of its
-    parameters in their order, the column's key, its type's bind processor and whether
-    equal values bind alike."""
+    parameters in their order, the column's key and its type's bind processor."""
     found = _PLANS.get((table, keys, dialect.name))
     if found is None:
         compiled = insert(table).compile(dialect=dialect, column_keys=list(keys))
         order = list(compiled.positiontup or ())
         assert sorted(order) == sorted(keys), (order, keys)
-        plan: list[_Step] = []
-        for key in order:
-            kind = table.c[key].type
-            plan.append((key, kind.dialect_impl(dialect).bind_processor(dialect), _by_value(kind)))
+        columns = [(key, table.c[key].type.dialect_impl(dialect)) for key in order]
+        plan = [(key, kind.bind_processor(dialect)) for key, kind in columns]
         found = _PLANS[(table, keys, dialect.name)] = (compiled.string, plan)
     return found
-
-
-def _by_value(kind: TypeEngine[Any]) -> bool:
-    """Whether equal values of this type bind alike (see ``_BY_VALUE``)."""
-    while isinstance(kind, TypeDecorator):
-        kind = kind.impl_instance
-    return isinstance(kind, _BY_VALUE)
