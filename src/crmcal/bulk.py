@@ -56,7 +56,7 @@ def _bound(rows: list[dict[str, Any]], plan: list[_Step]) -> list[tuple[Any, ...
         if process is not None:
             ids = list(map(id, column))
             # Alive in ``rows`` meanwhile: an id stands for one object.
-            bound = {n: process(value) for n, value in dict(zip(ids, column)).items()}
+            bound = {n: process(value) for n, value in dict(zip(ids, column, strict=True)).items()}
             column = list(map(bound.__getitem__, ids))
         columns.append(column)
     return list(zip(*columns, strict=True))
