@@ -114,6 +114,6 @@ def _plan(table: Table, keys: tuple[str, ...], dialect: Dialect) -> tuple[str, l
         order = list(compiled.positiontup or ())
         assert sorted(order) == sorted(keys), (order, keys)
         columns = [(key, table.c[key].type.dialect_impl(dialect)) for key in order]
-        plan = [(key, kind.bind_processor(dialect)) for key, kind in columns]
+        plan: list[_Step] = [(key, kind.bind_processor(dialect)) for key, kind in columns]
         found = _PLANS[(table, keys, dialect.name)] = (compiled.string, plan)
     return found
