@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.model import CalendarEvent, Recurrence, RemoteRef
-from crmcal.providers import google_oauth
+from crmcal.providers import google_events, google_oauth, microsoft_events
 from crmcal.providers.api_client import close_shared
 from crmcal.providers.base import Provider, ProviderError, Update
 from crmcal.providers.google import GoogleProvider
@@ -846,3 +846,133 @@ def test_two_syncs_of_one_grant_at_once_refresh_its_token_once(
     cost = counts(emulator.url) - before
     assert len(reports) == 2
     assert cost["oauth.token"] == 1, cost
+
+
+async def series_links(db_url: str, connection_id: int) -> list[tuple[int, str]]:
+    """The connection's series links: (link id, the series' uid), in the order made."""
+    from sqlalchemy import select
+
+    from crmcal.crm.tables import Activity, ActivitySeries
+    from crmcal.db import Database
+    from crmcal.sync.tables import Link
+
+    db = Database(db_url)
+    try:
+        async with db.read() as session:
+            rows = await session.execute(
+                select(Link.id, ActivitySeries.uid)
+                .join(Activity, Activity.id == Link.activity_id)
+                .join(ActivitySeries, ActivitySeries.id == Activity.series_id)
+                .where(Link.connection_id == connection_id)
+                .order_by(Link.id)
+            )
+            return [(int(link_id), str(uid)) for link_id, uid in rows]
+    finally:
+        await db.dispose()
+
+
+async def note_copies(db_url: str, copies: dict[int, str]) -> None:
+    """Each link (by id) notes its copy to delete (``DROPPING``): a series crmcal made for
+    a CRM series that a split made in the calendar took over, left by a run cut off
+    before it deleted it."""
+    from crmcal.db import Database
+    from crmcal.sync.series_sync import DROPPING
+    from crmcal.sync.tables import Link
+
+    db = Database(db_url)
+    try:
+        async with db.write() as session:
+            for link_id, copy in copies.items():
+                link = await session.get(Link, link_id)
+                assert link is not None
+                note = {DROPPING: {"remote_id": copy, "remote_etag": ""}}
+                link.field_hashes = {**(link.field_hashes or {}), **note}
+    finally:
+        await db.dispose()
+
+
+def make_copy(direct: httpx.Client, kind: str, uid: str, start: dt.datetime) -> str:
+    """A weekly series in the calendar as crmcal writes one for the CRM series ``uid``."""
+    body: dict[str, Any]
+    if kind == "google":
+        body = {"summary": "Copy", "start": {"dateTime": start.isoformat(), "timeZone": "UTC"},
+                "end": {"dateTime": (start + HOUR).isoformat(), "timeZone": "UTC"},
+                "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=2"],
+                "extendedProperties": {"private": {google_events.CRM_ID_KEY: uid}}}  # fmt: skip
+        made = direct.post("/calendars/primary/events", json=body)
+    else:
+        body = graph_event("Copy", start)
+        day = start.strftime("%A").lower()
+        body["recurrence"] = {
+            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [day]},
+            "range": {"type": "numbered", "startDate": start.date().isoformat(),
+                      "numberOfOccurrences": 2},
+        }  # fmt: skip
+        body["singleValueExtendedProperties"] = [{"id": microsoft_events.CRM_ID, "value": uid}]
+        made = direct.post("/me/events", json=body)
+    assert made.status_code in (200, 201), made.text
+    return str(made.json()["id"])
+
+
+@pytest.mark.parametrize(("kind", "count", "batch_size"), [("google", 51, 50), ("graph", 21, 20)])
+def test_copies_taken_over_by_splits_are_deleted_in_batches(
+    request: pytest.FixtureRequest, db_url: str, kind: str, count: int, batch_size: int
+) -> None:
+    """N series crmcal made that splits made in the calendar took over, left by a run
+    cut off before it deleted them, are deleted in the run's batch requests (ceil(N /
+    batch size) of them) with its other calls, not one request each. Each link loses
+    its note, and the next sync deletes nothing more."""
+    import asyncio
+
+    emulator = request.getfixturevalue(
+        "google_emulator" if kind == "google" else "microsoft_emulator"
+    )
+    with fault_proxy(emulator.url) as (proxy, url):
+        settings = Settings(database_url=db_url, secret_key="test-key", base_url=CRM,
+                            google_api_url=url, google_oauth_url=emulator.url,
+                            microsoft_api_url=url, microsoft_oauth_url=emulator.url,
+                            google_client_id="crmcal-test-client",
+                            microsoft_client_id="crmcal-test-client",
+                            retry_backoff=0.01)  # fmt: skip
+        with TestClient(create_app(settings, background_jobs=False), base_url=CRM) as client:
+            name = f"c{uuid.uuid4().hex[:8]}"
+            user_id, token = make_user(db_url, email=f"{name}@crm.test", name=name)
+            crm = Api(client, token, user_id)
+            connect = connect_google if kind == "google" else connect_graph
+            connection_id, direct = connect(crm, emulator)
+            with direct:
+                crm_series(crm, count)
+                assert sync(crm, connection_id)["created"] == count
+                sync(crm, connection_id)  # settles what the first sync wrote
+                links = asyncio.run(series_links(db_url, connection_id))
+                assert len(links) == count
+                copies = {link_id: make_copy(direct, kind, uid, later(300 + n))
+                          for n, (link_id, uid) in enumerate(links)}  # fmt: skip
+                asyncio.run(note_copies(db_url, copies))
+                requests, parts = len(proxy.requests), len(proxy.parts)
+
+                report, spent = counted_sync(crm, connection_id, emulator.url)
+
+                assert (report["created"], report["problems"]) == (0, []), report
+                sent, inside = proxy.requests[requests:], proxy.parts[parts:]
+                # Every delete went inside a batch request: none alone.
+                assert [call for call in sent if call[0] == "DELETE"] == []
+                assert len([call for call in inside if call[0] == "DELETE"]) == count
+                assert spent["events.delete"] == count, spent
+                # The run's requests are its listing (Graph's delta link goes to the
+                # service itself) and its batches, nothing alone; the copies' deletes
+                # took ceil(N / batch size) of the batches.
+                batches = [call for call in sent if "batch" in call[1]]
+                assert [call for call in sent if call not in batches] in ([], [sent[0]]), sent
+                assert len(batches) == spent["batch"] >= -(-count // batch_size), spent
+                for copy in copies.values():
+                    path = (f"/calendars/primary/events/{copy}" if kind == "google"
+                            else f"/me/events/{copy}")  # fmt: skip
+                    found = direct.get(path)
+                    gone = found.status_code in (404, 410) or found.json().get("status") == (
+                        "cancelled"
+                    )
+                    assert gone, found.text
+            again, spent = counted_sync(crm, connection_id, emulator.url)
+            assert (again["created"], again["deleted"], again["problems"]) == (0, 0, []), again
+            assert spent["events.delete"] == 0, spent

@@ -322,7 +322,7 @@ class Engine:
 
     async def _flush(self) -> None:
         """Write what waits for a batch."""
-        series = self.series.pending or self.series.creating
+        series = self.series.pending or self.series.creating or self.series.dropping
         if self.imports or self.outgoing or self.updates or self.deletes or series:
             await self._still_wanted(now=True)
             await self._import_batch()
@@ -1304,6 +1304,9 @@ class Engine:
             if deletes:
                 await self._send_deletes(deletes)
             await self.series.write_pending()
+        # After the series' writes, which store their links with the notes of the copies
+        # these delete (and take out once answered).
+        await self.series.send_drops()
 
     async def _send_updates(
         self, updates: list[tuple[Pair, Link, Activity, CalendarEvent, Update]]

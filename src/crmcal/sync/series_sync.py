@@ -59,6 +59,7 @@ from crmcal.providers.base import (
     ProviderError,
     Update,
     create_many,
+    delete_many,
     update_many,
 )
 from crmcal.sync import mapping, series_mapping
@@ -178,6 +179,9 @@ class SeriesSync:
         # New series waiting for theirs (see ``create_pending``): the series, its
         # anchor occurrence, its master, and the master as written.
         self.creating: list[tuple[ActivitySeries, Activity, CalendarEvent, CalendarEvent]] = []
+        # Series crmcal made that a split made in the calendar took over, waiting to be
+        # deleted with the run's batch (see ``drop_copy``), by their links' ids.
+        self.dropping: dict[int, Link] = {}
 
     # --- reading the CRM side ------------------------------------------------------
 
@@ -1362,26 +1366,84 @@ class SeriesSync:
         """Delete the series crmcal made in the calendar for a CRM series that the
         calendar's own split now is (``link``'s ``DROPPING``, see ``_link_split``): its
         occurrences are the split's. Left as it is, and reported, when someone changed
-        it since crmcal wrote it. Answers the link without the note."""
+        it since crmcal wrote it.
+
+        Where the provider batches changes, the delete waits for the run's batch
+        requests with the other deletes (``send_drops``) and the link keeps its note
+        until its answer (every store of a series link keeps the keys it does not set),
+        so a run cut off before then deletes it next time. Answers the link: without
+        the note when the delete was made now."""
+        engine = self.engine
+        copy = (link.field_hashes or {}).get(DROPPING) or {}
+        batching = engine.provider.capabilities.batch_changes
+        if copy.get("remote_id") and link.id is not None and batching:
+            self.dropping[link.id] = link
+            return link
         await self.write_pending()  # the links it replaces are the ones written
         await self.create_pending()
-        engine = self.engine
-        stored = dict(link.field_hashes or {})
-        copy = stored.pop(DROPPING, None) or {}
         remote_id = str(copy.get("remote_id") or "")
+        result: ProviderError | None = None
         if remote_id:
             try:
-                # Already gone (a run cut off after deleting it) is no error either.
                 await engine.provider.delete(
                     engine.ctx.calendar_id, remote_id, copy.get("remote_etag") or None
                 )
-            except PreconditionFailed:
-                engine.report.problem(
-                    remote_id,
-                    "a series crmcal made, now held by a split made in the calendar, was "
-                    "changed there meanwhile; left as it is",
-                )
-        dropped = await engine.links.store(link, field_hashes=stored)
+            except PreconditionFailed as refused:
+                result = refused
+        return await self._dropped(link, remote_id, result)
+
+    async def send_drops(self) -> None:
+        """Delete the copies ``drop_copy`` left for the run's batch: in batch requests,
+        each answering on its own (one the calendar refuses never stops the others; a
+        failure other than a changed or vanished copy leaves its note, for the next
+        run to try again)."""
+        while self.dropping:
+            dropping, self.dropping = list(self.dropping.values()), {}
+            engine = self.engine
+            copies = [(link, (link.field_hashes or {}).get(DROPPING) or {}) for link in dropping]
+            items = [(str(copy["remote_id"]), copy.get("remote_etag") or None)
+                     for _, copy in copies]  # fmt: skip
+            results = await delete_many(engine.provider, engine.ctx.calendar_id, items)
+            await engine._answered(
+                (link, result, partial(self._answered_drop, link, remote_id, result))
+                for (link, _), (remote_id, _), result in zip(copies, items, results, strict=True)
+            )
+
+    async def _answered_drop(
+        self, queued: Link, remote_id: str, result: ProviderError | None
+    ) -> None:
+        """A copy's delete answered: its link's note is taken out (in the database, where
+        a series write of this run may have stored the link since, and in this run's
+        objects of it); a link this run dropped meanwhile is left gone."""
+        if result is not None and not isinstance(result, PreconditionFailed | EventNotFound):
+            raise result  # the note stays: tried again next run
+        self._changed_copy(remote_id, result)
+        engine = self.engine
+        async with engine.db.write() as session:
+            found = await session.get(Link, queued.id)
+            if found is None:
+                return
+            found.field_hashes = _without_note(found.field_hashes)
+        seen = [queued, engine.links.by_remote.get(queued.remote_id),
+                *engine.series_links.values()]  # fmt: skip
+        for known in seen:
+            if known is not None and known.id == queued.id:
+                known.field_hashes = _without_note(known.field_hashes)
+
+    def _changed_copy(self, remote_id: str, result: ProviderError | None) -> None:
+        # Already gone (a run cut off after deleting it) is no error.
+        if isinstance(result, PreconditionFailed):
+            self.engine.report.problem(
+                remote_id,
+                "a series crmcal made, now held by a split made in the calendar, was "
+                "changed there meanwhile; left as it is",
+            )
+
+    async def _dropped(self, link: Link, remote_id: str, result: ProviderError | None) -> Link:
+        """The copy's delete answered at once: the link without the note."""
+        engine = self.engine
+        self._changed_copy(remote_id, result)
+        dropped = await engine.links.store(link, field_hashes=_without_note(link.field_hashes))
         for series_id, known in list(engine.series_links.items()):
             if known is link:
                 engine.series_links[series_id] = dropped
@@ -1665,6 +1727,11 @@ def _keep_carried(plan: Plan, cal_now: Digests, base_cal: Digests) -> None:
         key = unit[1:]
         if unit.startswith("@") and key in base_cal.occurrences and key not in cal_now.occurrences:
             plan.pull.discard(unit)
+
+
+def _without_note(hashes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A link's field hashes without the note of a copy to delete (``DROPPING``)."""
+    return {key: value for key, value in (hashes or {}).items() if key != DROPPING}
 
 
 def _remembered(stored: Mapping[str, Any], crm: Digests, calendar: Digests) -> dict[str, Any]:
