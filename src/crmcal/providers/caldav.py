@@ -214,13 +214,19 @@ _TAG = re.compile(r"<[^>]*>")
 # A line fold (RFC 5545 3.1) that splits a UTF-8 sequence: the byte after it continues
 # a character begun before it. Servers that fold at 75 octets wherever that falls send
 # it; as bytes it is no UTF-8 (one such event made a whole multistatus unreadable), and
-# unfolding removes it anyway. In XML the CR may come as a character reference.
-_FOLD_IN_A_CHARACTER = re.compile(rb"(?:\r|&#13;|&#x[dD];)?\n[ \t](?=[\x80-\xbf])")
+# unfolding removes it anyway. In XML the CR may come as a character reference
+# (``&#13;``, ``&#xD;``, ``&#x0D;`` ...).
+_FOLD_IN_A_CHARACTER = re.compile(rb"(?:\r|&#0*13;|&#[xX]0*[dD];)?\n[ \t](?=[\x80-\xbf])")
+# Whether there is one at all, looked for from the line feed: a pattern that begins
+# with a literal is scanned for at the speed of a byte search, where the one above,
+# with its optional start, is tried at every byte (0.18 s of the syncing process's CPU
+# for the 3.5 MB of a 2,000-event first import, before anything else could start).
+_FOLD_BEFORE_A_CONTINUATION = re.compile(rb"\n[ \t][\x80-\xbf]")
 
 
 def _joined_characters(body: bytes) -> bytes:
     """``body`` without line folds that split a UTF-8 sequence (no other byte changes)."""
-    if not body.isascii() and _FOLD_IN_A_CHARACTER.search(body):
+    if not body.isascii() and _FOLD_BEFORE_A_CONTINUATION.search(body):
         return _FOLD_IN_A_CHARACTER.sub(b"", body)
     return body
 
