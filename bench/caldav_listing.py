@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
-"""The server's part of a first import: one ``calendar-query`` against a listing and
-``calendar-multiget``s, on the same Radicale calendar.
+"""The server's part of a first import: one ``calendar-query``, one ``sync-collection``
+with contents, and a listing with ``calendar-multiget``s, on the same Radicale calendar.
 
     .venv/bin/python -m bench.caldav_listing 2000 5000 [--runs 3] [--chunk 200]
+        [--ways query,sync,multiget]
 
 The calendar is what ``../shared/bench/anchor/gen_events.py`` writes (as
 ``bench/caldav_first_import.py`` seeds it). Each run, on a fresh copy of the
-seeded storage, one after the other in alternating order (``--generator`` names
-another copy of the generator):
+seeded storage, the ways one after the other, their order turned round every other
+run (``--generator`` names another copy of the generator):
 
 * ``query``: the ``DAV:sync-token`` PROPFIND and one ``calendar-query`` with every
   event's contents (what ``CalDAVProvider.list_changes(with_contents=True)`` sends);
+* ``sync``: one ``sync-collection`` with an empty token asking for the etags and the
+  contents (RFC 6578 lets it ask for any property): every event and the token in
+  one answer;
 * ``multiget``: one ``sync-collection`` (hrefs and etags, with the token) and the
   contents in ``calendar-multiget``s of ``--chunk`` events one after the other
   (what ``list_changes_in_parts`` sends, here without its overlap).
 
-Both go through the CalDAV provider's own requests (the answers' XML parsed, the
+All go through the CalDAV provider's own requests (the answers' XML parsed, the
 events not). Printed: the wall time until the last answer, Radicale's CPU for
 it (from ``/proc``), and for ``multiget`` the time until the first chunk's answer
 (when a first import in parts can start writing). Medians of the runs.
@@ -55,6 +59,20 @@ def by_query(provider: CalDAVProvider, calendar: str) -> dict[str, float]:
     return {"last": time.perf_counter() - started}
 
 
+SYNC = (
+    '<D:sync-collection xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
+    "<D:sync-token/><D:sync-level>1</D:sync-level>"
+    "<D:prop><D:getetag/><C:calendar-data/></D:prop></D:sync-collection>"
+)
+
+
+def by_sync(provider: CalDAVProvider, calendar: str) -> dict[str, float]:
+    started = time.perf_counter()
+    reply = provider._report(calendar, SYNC, 0)
+    assert reply.status == 207
+    return {"last": time.perf_counter() - started}
+
+
 def by_multiget(provider: CalDAVProvider, calendar: str, chunk: int) -> dict[str, float]:
     started = time.perf_counter()
     listing = provider._sync_collection(calendar, "")
@@ -70,13 +88,13 @@ def by_multiget(provider: CalDAVProvider, calendar: str, chunk: int) -> dict[str
 
 
 def measure(
-    events: int, runs: int, chunk: int, generator: Path
+    events: int, runs: int, chunk: int, generator: Path, ways: tuple[str, ...]
 ) -> dict[str, list[dict[str, float]]]:
     seed = Seed(events, generator)
-    found: dict[str, list[dict[str, float]]] = {"query": [], "multiget": []}
+    found: dict[str, list[dict[str, float]]] = {way: [] for way in ways}
     try:
         for run in range(runs):
-            order = ("query", "multiget") if run % 2 == 0 else ("multiget", "query")
+            order = ways if run % 2 == 0 else ways[::-1]
             for way in order:
                 root = Path(tempfile.mkdtemp(prefix="crmcal-bench-listing-"))
                 radicale = Radicale(root, seed)  # type: ignore[arg-type]
@@ -87,6 +105,8 @@ def measure(
                     done: dict[str, Any]
                     if way == "query":
                         done = by_query(provider, calendar)
+                    elif way == "sync":
+                        done = by_sync(provider, calendar)
                     else:
                         done = by_multiget(provider, calendar, chunk)
                     done["server_cpu"] = cpu_seconds(radicale.proc.pid) - before
@@ -106,11 +126,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=200)
     parser.add_argument("--generator", type=Path, default=GENERATOR)
+    parser.add_argument("--ways", default="query,sync,multiget")
     args = parser.parse_args()
+    ways = tuple(way.strip() for way in args.ways.split(","))
+    if not ways or set(ways) - {"query", "sync", "multiget"}:
+        parser.error("--ways: a comma-separated list of query, sync and multiget")
     print("| events | how | first contents s | all contents s | Radicale CPU s | load avg |")
     print("|---:|---|---:|---:|---:|---|")
     for size in args.sizes:
-        found = measure(size, args.runs, args.chunk, args.generator)
+        found = measure(size, args.runs, args.chunk, args.generator, ways)
         load = " ".join(f"{v:.1f}" for v in os.getloadavg())
         for way, runs in found.items():
 
