@@ -123,6 +123,18 @@ def test_calendar_list_pages_and_read_only_calendars(google: Google) -> None:
 # --- events -------------------------------------------------------------------------
 
 
+def test_an_html_description_is_stored_and_returned_as_given(google: Google) -> None:
+    """Google's web page saves descriptions as HTML; the API hands them back unchanged."""
+    markup = ('<html-blob><b>Agenda</b>&nbsp;pricing &amp; terms<br><ul><li>one</li></ul>'
+              '<a href="https://docs.example/x?a=1&amp;b=2">the doc</a></html-blob>')  # fmt: skip
+    made = google.insert(description=markup)
+    assert made["description"] == markup
+    fetched = google.ok("GET", f"/calendars/primary/events/{made['id']}", "Event")
+    assert fetched["description"] == markup
+    (listed,) = [e for e in google.list()["items"] if e["id"] == made["id"]]
+    assert listed["description"] == markup
+
+
 def test_insert_with_a_client_id_is_idempotent(google: Google) -> None:
     created = google.insert(id="crmcal0a1b2c3d4e5f", extendedProperties={"private": {"crm": "7"}})
     assert (created["id"], created["status"], created["sequence"]) == (

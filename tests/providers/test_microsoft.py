@@ -22,8 +22,8 @@ from crmcal.emulators.microsoft import MicrosoftState, create_app
 from crmcal.model import RemoteRef
 from crmcal.providers import microsoft
 from crmcal.providers.base import PreconditionFailed, Unreachable
+from crmcal.providers.html_text import html_to_text
 from crmcal.providers.microsoft import MicrosoftProvider
-from crmcal.providers.microsoft_events import html_to_text
 from tests.emulators.graph_models import GraphChecked
 from tests.providers.test_contract import meeting
 

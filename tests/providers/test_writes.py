@@ -195,6 +195,87 @@ async def test_an_outlook_html_body_and_its_teams_link_survive(on_microsoft: OnM
     assert "https://teams.microsoft.com/l/meetup-join/19%3ameeting_abc" in stored["body"]["content"]
 
 
+# Google's web page saves a description as HTML, wrappers and autolinked urls included.
+GOOGLE_HTML = (
+    "<html-blob><b>Agenda</b>: pricing &amp; terms<br><ul><li>one</li><li>two</li></ul>"
+    'Notes in <a href="https://docs.example/q3?a=1&amp;b=2">the doc</a><br>'
+    'Join: <a href="https://meet.example/abc">https://meet.example/abc</a></html-blob>'
+)
+GOOGLE_TEXT = (
+    "Agenda: pricing & terms\none\ntwo\nNotes in the doc (https://docs.example/q3?a=1&b=2)\n"
+    "Join: https://meet.example/abc"
+)
+
+
+def recorded_patches(
+    on_google: OnGoogle, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every PATCH the Google emulator receives from now on (batched ones included),
+    as (event id, body)."""
+    state = on_google.harness.emulator.state
+    patches: list[tuple[str, dict[str, Any]]] = []
+    patch = state.patch
+
+    def recording(calendar: Any, event_id: str, body: dict[str, Any], *args: Any) -> Any:
+        patches.append((event_id, dict(body)))
+        return patch(calendar, event_id, body, *args)
+
+    monkeypatch.setattr(state, "patch", recording)
+    return patches
+
+
+async def test_a_google_html_description_reaches_the_note_as_text_and_stays_html(
+    on_google: OnGoogle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = on_google.harness
+    on_google.connect()
+    start = SOON + dt.timedelta(hours=2)
+    made = await harness.api("POST", harness._events(), json={
+        "summary": "Pricing", "description": GOOGLE_HTML, "start": {"dateTime": start.isoformat()},
+        "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat()}})  # fmt: skip
+    on_google.sync()
+    activity = on_google.only_activity()
+    assert activity["note"] == GOOGLE_TEXT
+    patches = recorded_patches(on_google, monkeypatch)
+    # Nothing changed: the HTML reads as the same text, so nothing is written.
+    on_google.sync()
+    assert patches == []
+    # A CRM edit of the title writes the title; the HTML description stays as it was.
+    on_google.edit_activity(activity["id"], subject="Pricing (moved)")
+    on_google.sync()
+    assert [p for p in patches if p[0] == made["id"]] != []
+    assert all("description" not in body for _, body in patches), patches
+    stored = json.loads(await harness.read_raw(made["id"]))
+    assert (stored["summary"], stored["description"]) == ("Pricing (moved)", GOOGLE_HTML)
+    assert on_google.only_activity()["note"] == GOOGLE_TEXT
+    # A CRM edit of the note is written as plain text, and then stays put.
+    patches.clear()
+    note = GOOGLE_TEXT + "\nBring the numbers"
+    on_google.edit_activity(activity["id"], note=note)
+    on_google.sync()
+    assert [body.get("description") for _, body in patches] == [note]
+    stored = json.loads(await harness.read_raw(made["id"]))
+    assert stored["description"] == note
+    patches.clear()
+    on_google.sync()
+    assert patches == []
+    assert on_google.only_activity()["note"] == note
+
+
+async def test_a_google_plain_text_with_angle_brackets_is_left_as_it_is(
+    on_google: OnGoogle,
+) -> None:
+    harness = on_google.harness
+    on_google.connect()
+    start = SOON + dt.timedelta(hours=3)
+    plain = "Check that a < b and c > d\nMail Ann <ann@acme.test>, see <https://x.example/a&b>"
+    await harness.api("POST", harness._events(), json={
+        "summary": "Plain", "description": plain, "start": {"dateTime": start.isoformat()},
+        "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat()}})  # fmt: skip
+    on_google.sync()
+    assert on_google.only_activity()["note"] == plain
+
+
 # --- 8: participants merge --------------------------------------------------------------
 
 

@@ -3,9 +3,12 @@
 Reading is lenient where Google is (times with an offset or a ``timeZone``,
 all-day dates, private and confidential visibility, the first popup override as
 the reminder); what cannot be read raises ``ValueError`` with a reason, and the
-provider reports that item instead of importing it. Writing produces a body for
-``events.insert`` or ``events.patch``: fields crmcal does not own are left to
-Google, and the CRM id rides in ``extendedProperties.private``.
+provider reports that item instead of importing it. A description Google's web
+page saved as HTML is read as text (``html_text``), the same way each time, so an
+unchanged one never looks edited; crmcal writes descriptions as plain text, which
+Google shows with its line breaks. Writing produces a body for ``events.insert`` or
+``events.patch``: fields crmcal does not own are left to Google, and the CRM id
+rides in ``extendedProperties.private``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dateutil.rrule import rrulestr
 
 from crmcal.model import Attendee, CalendarEvent, Recurrence, ResponseStatus
+from crmcal.providers.html_text import description_text
 from crmcal.providers.timestamps import parse_timestamp
 
 # Keys in extendedProperties.private (Google drops keys over 44 characters).
@@ -238,7 +242,7 @@ def parse(event: dict[str, Any], *, default_zone: str = "UTC") -> CalendarEvent:
         all_day=all_day,
         timezone=None if all_day else zone,
         location=event.get("location") or None,
-        description=event.get("description") or None,
+        description=_description(event.get("description")),
         private=event.get("visibility") in ("private", "confidential"),
         busy=event.get("transparency", "opaque") != "transparent",
         reminder_minutes=_reminder(event),
@@ -253,6 +257,21 @@ def parse(event: dict[str, Any], *, default_zone: str = "UTC") -> CalendarEvent:
         uid=event.get("iCalUID") or event.get("id"),
         invitation=bool(organizer) and not organizer_entry.get("self"),
     )
+
+
+def _description(value: Any) -> str | None:
+    if not value:
+        return None
+    return description_text(str(value)) or None
+
+
+def _description_out(event: CalendarEvent, current: dict[str, Any] | None) -> str | None:
+    """The description to write: plain text, or the event's own (HTML) description when
+    it reads as that text already, so a rewrite never strips formatting nobody changed."""
+    there = (current or {}).get("description")
+    if there and _description(there) == event.description:
+        return str(there)
+    return event.description
 
 
 def _time(moment: dt.datetime | dt.date, zone: str | None) -> dict[str, str | None]:
@@ -346,7 +365,7 @@ def body(event: CalendarEvent, current: dict[str, Any] | None = None) -> dict[st
         "start": _time(event.start, event.timezone),
         "end": _time(end, event.timezone),
         "location": event.location,
-        "description": event.description,
+        "description": _description_out(event, current),
         "visibility": "private" if event.private else "default",
         "transparency": "opaque" if event.busy else "transparent",
         "reminders": _reminders(event, current),

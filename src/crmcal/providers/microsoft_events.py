@@ -13,8 +13,6 @@ delta listings.
 from __future__ import annotations
 
 import datetime as dt
-import html
-import re
 from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from crmcal.model import Attendee, CalendarEvent, Recurrence, ResponseStatus
+from crmcal.providers.html_text import html_to_text
 from crmcal.providers.timestamps import parse_timestamp
 
 # Named properties in PS_PUBLIC_STRINGS: the set Outlook add-ins use for their own.
@@ -83,24 +82,6 @@ def _text(body: Any) -> str | None:
         content = html_to_text(content)
     content = content.replace("\r\n", "\n")
     return content or None
-
-
-_BREAK = re.compile(r"<\s*br\b[^>]*>", re.IGNORECASE)
-_BLOCK = re.compile(r"<\s*/?\s*(p|div|li|tr|h[1-6]|ul|ol|table|blockquote)\b[^>]*>", re.IGNORECASE)
-_DROPPED = re.compile(r"<(head|style|script)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_TAGS = re.compile(r"<[^>]+>")
-_EDGES = re.compile(r"\x00(\s*\x00)*")
-
-
-def html_to_text(markup: str) -> str:
-    """The text of an HTML body: a line per break, one per run of block edges (so nested
-    blocks make no blank lines), entities decoded."""
-    text = _DROPPED.sub("", markup)
-    text = _BREAK.sub("\n", text)
-    text = _TAGS.sub("", _BLOCK.sub("\x00", text))
-    text = html.unescape(_EDGES.sub("\n", text))
-    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
-    return "\n".join(lines).strip("\n")
 
 
 def _attendees(item: dict[str, Any]) -> tuple[Attendee, ...]:
