@@ -218,6 +218,9 @@ class Engine:
         # of the one event they are there (None: not there yet).
         self.series_links: dict[int, Link | None] = {}
         self.series_done: set[int] = set()
+        # Activities the CRM's change feed names since the last run (not filled when
+        # every activity in range is looked at): edited after that run read them, too.
+        self.feed_changed: set[int] = set()
         self.series = SeriesSync(self)
         # This run's pairs, and the CRM series of the linked calendar series among them
         # (loaded only when a new calendar series might be a split of one of them).
@@ -595,7 +598,9 @@ class Engine:
                 rows = [row for row in rows if row.seq <= self.ctx.feed_head]
                 if not rows:
                     return ids
-                ids.update(row.activity_id for row in rows if row.origin != self.ctx.origin)
+                found = {row.activity_id for row in rows if row.origin != self.ctx.origin}
+                ids.update(found)
+                self.feed_changed.update(found)
                 cursor = rows[-1].seq
 
     async def _pair(self, moved: list[RemoteRef], gone: set[str], crm_ids: set[int]) -> list[Pair]:

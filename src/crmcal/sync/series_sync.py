@@ -224,6 +224,10 @@ class SeriesSync:
             since is None
             or series.updated_at > since
             or any(i.updated_at > since for i in occurrences)
+            # Edited after the last run read the series but before it stored the link
+            # (while its write waited for the batch): the link's time is later than
+            # the edit, the change feed names it; the digests tell whether it is new.
+            or any(i.id in engine.feed_changed for i in occurrences)
         )
         remote_moved = (
             remote is not None and remote.event is not None and remote.etag != link.remote_etag
