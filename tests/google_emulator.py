@@ -152,6 +152,8 @@ def foreign_json(event: Foreign) -> dict[str, Any]:
         "start": _google_time(event.start),
         "end": _google_time(end),
     }
+    if event.description is not None:
+        body["description"] = event.description
     if event.confidential:
         body["visibility"] = "confidential"
     if event.free:

@@ -91,6 +91,8 @@ def foreign_json(event: Foreign) -> dict[str, Any]:
         "end": _graph_time(end),
         "isAllDay": not isinstance(event.start, dt.datetime),
     }
+    if event.description is not None:
+        body["body"] = {"contentType": "text", "content": event.description}
     if event.confidential:
         body["sensitivity"] = "confidential"
     if event.free:

@@ -58,6 +58,7 @@ class Foreign:
     moved: tuple[tuple[dt.datetime, dt.datetime, str], ...] = ()
     cancelled: tuple[dt.datetime, ...] = ()  # cancelled occurrences of a series
     name: str | None = None  # a resource name, where the server has such a thing
+    description: str | None = None  # plain text, as the person typed it
 
 
 def occurrence_of(master: CalendarEvent, moment: Moment, **changes: Any) -> CalendarEvent:
@@ -175,6 +176,23 @@ def _ics_moment(name: str, value: Moment) -> str:
     return f"{name};VALUE=DATE:{value:%Y%m%d}"
 
 
+def _ics_text(name: str, value: str) -> str:
+    """A TEXT property escaped (RFC 5545 3.3.11) and folded at 75 octets (3.1), as a
+    careful client writes it: a line break is ``\\n``, and a fold never splits a
+    character's octets, so a multi-byte character at the limit starts the next line."""
+    escaped = (value.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,")
+               .replace("\r\n", "\\n").replace("\n", "\\n"))  # fmt: skip
+    lines, line, size = [], f"{name}:", len(name) + 1
+    for char in escaped:
+        octets = len(char.encode())
+        if size + octets > 75:
+            lines.append(line)
+            line, size = " ", 1
+        line += char
+        size += octets
+    return "\r\n".join([*lines, line])
+
+
 def _vevent(uid: str, *props: str) -> list[str]:
     return ["BEGIN:VEVENT", f"UID:{uid}", "DTSTAMP:20260101T000000Z", *props, "END:VEVENT"]
 
@@ -210,6 +228,8 @@ def foreign_ics(event: Foreign) -> str:
         props.append(f"ATTENDEE;CUTYPE=ROOM;CN={name}:mailto:{address}")
     if event.rrule:
         props.append(f"RRULE:{event.rrule}")
+    if event.description is not None:
+        props.append(_ics_text("DESCRIPTION", event.description))
     if event.extras:
         props += ["CATEGORIES:Sales,VIP", "URL:https://example.test/review",
                   "X-OTHER-CLIENT-COLOR:keep-me-please"]  # fmt: skip

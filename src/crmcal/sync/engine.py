@@ -1459,7 +1459,7 @@ class Engine:
         try:
             data = ActivityCreate(**fields)
         except ValidationError as exc:
-            raise Invalid(f"the {what} cannot be stored: {exc.errors()[0]['msg']}") from None
+            raise Invalid(f"the {what} cannot be stored: {_refusal(exc)}") from None
         return _Import(ref, event, data, uid, self._organizer(event))
 
     async def _pull_create(self, prepared: list[_Import]) -> list[RemoteRef]:
@@ -1566,6 +1566,10 @@ class Engine:
             organizer = self._organizer(ref.event)
             if organizer and activity.organizer:
                 del fields["note"]  # an invitation's note is the CRM's own
+            try:
+                data = ActivityUpdate(**fields)
+            except ValidationError as exc:
+                raise Invalid(f"the event cannot be stored: {_refusal(exc)}") from None
             if activity.deleted_at is not None:
                 await activities.restore_activity(
                     session, owner, activity.id, origin=self.ctx.origin
@@ -1574,7 +1578,7 @@ class Engine:
                 session,
                 owner,
                 activity.id,
-                ActivityUpdate(**fields),
+                data,
                 origin=self.ctx.origin,
                 as_contacts=self.ctx.options.attendees_to_contacts,
                 from_calendar=True,
@@ -1824,6 +1828,14 @@ def _for_invitation(decision: Decision) -> Decision:
             return Decision(Act.PULL_TRASH)
         case _:
             return Decision(decision.act)  # the calendar's version is no conflict
+
+
+def _refusal(exc: ValidationError) -> str:
+    """What the CRM refused of an event, naming the field ("note: String should have at
+    most 65536 characters")."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error.get("loc", ()))
+    return f"{where}: {error['msg']}" if where else str(error["msg"])
 
 
 def _addresses(event: CalendarEvent) -> list[str]:

@@ -36,12 +36,28 @@ def derived_uid(owner_id: int, event_uid: str) -> str:
     return hashlib.sha256(f"{owner_id}\0{event_uid}".encode()).hexdigest()[:32]
 
 
-def _clean(text: str | None, limit: int) -> str | None:
+def _clean(text: str | None, limit: int | None) -> str | None:
     if text is None:
         return None
     # NUL and lone surrogates cannot be stored; calendars do send them.
     cleaned = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
     return cleaned[:limit]
+
+
+def _note(description: str | None, current: Activity | None) -> str | None:
+    """The note a description gives. Never cut to the CRM's limit: a longer one is
+    refused where the activity is written, and the sync says why, so that neither side
+    loses its end. The same text with other line breaks is the note as it is (an
+    iCalendar DESCRIPTION has one kind of line break: a note's CRLF comes back LF)."""
+    note = _clean(info_block.without_block(description), None) or None
+    if (
+        note is not None
+        and current is not None
+        and current.note is not None
+        and current.note.replace("\r\n", "\n") == note.replace("\r\n", "\n")
+    ):
+        return current.note
+    return note
 
 
 def activity_to_event(
@@ -174,7 +190,7 @@ def event_fields(
         "all_day": event.all_day,
         "timezone": timezone,
         "location": _clean(event.location, LOCATION_MAX) or None,
-        "note": _clean(info_block.without_block(event.description), NOTE_MAX) or None,
+        "note": _note(event.description, current),
         "busy": event.busy,
         "visibility": visibility,
         "reminder_minutes": reminder,
