@@ -25,8 +25,8 @@ import json
 import shutil
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import ExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm import activities
 from crmcal.crm.schemas import ActivityCreate
@@ -52,8 +53,10 @@ from tests.microsoft_emulator import MicrosoftHarness
 from tests.providers.harness import CalDAVHarness, Harness
 from tests.test_engine_stateful import DELETED, Occurrence, _expansion
 
-# Where in a sync an edit lands.
-POINTS = ("listed", "updates queued", "updates answered", "creates queued", "creates answered")
+# Where in a sync an edit lands: at a call to the calendar, or before the sync's n-th
+# write to the database (the series' pull from the calendar among them).
+POINTS = ("listed", "updates queued", "updates answered", "creates queued", "creates answered",
+          "database write 1", "database write 2", "database write 3")  # fmt: skip
 # The edits that land there, by side and reach.
 EDITS = ("crm series", "crm occurrence", "calendar series", "calendar occurrence")
 # How a refused part of a batch is answered, per service: status -> JSON body.
@@ -123,6 +126,24 @@ class Meanwhile:
         return answer
 
 
+class MeddledDatabase(Database):
+    """A database that runs ``edit`` before its ``at``-th write transaction."""
+
+    edit: Callable[[], Awaitable[None]] | None = None
+    at = 0
+    writes = 0
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        if self.edit is not None:
+            self.writes += 1
+            if self.writes == self.at:
+                edit, self.edit = self.edit, None
+                await edit()
+        async with super().write() as session:
+            yield session
+
+
 @dataclasses.dataclass
 class Service:
     """One provider kind for the machine: how to open a fresh calendar on it, and the
@@ -143,7 +164,7 @@ class SeriesMeanwhileMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.tmp = Path(tempfile.mkdtemp())
         shutil.copy(self.template, self.tmp / "db.sqlite")
-        self.db = Database(f"sqlite:///{self.tmp / 'db.sqlite'}")
+        self.db = MeddledDatabase(f"sqlite:///{self.tmp / 'db.sqlite'}")
         self.harness: Harness = self.run(self.service.open())
         self.world = self.run(World(self.db, MemoryCalendar()).setup())
         self.run(self._calendar(self.harness.calendar_id))
@@ -300,18 +321,22 @@ class SeriesMeanwhileMachine(RuleBasedStateMachine):
         target = data.draw(st.sampled_from(pool))
         whole = reach == "series"
         edit_it = self._crm_edit if side == "crm" else self._cal_edit
-        self.provider.point = point
 
         async def meanwhile() -> None:
             await edit_it(target, whole)
 
-        self.provider.edit = meanwhile
+        if point.startswith("database write"):
+            self.db.writes, self.db.at = 0, int(point.split()[-1])
+            self.db.edit = meanwhile
+        else:
+            self.provider.point, self.provider.edit = point, meanwhile
         try:
             self.run(self.world.sync())
         finally:
-            if self.provider.edit is not None:  # the sync never got there: edited after it
-                self.run(self.provider.edit())
-            self.provider.edit = None
+            left = self.provider.edit or self.db.edit
+            self.provider.edit = self.db.edit = None
+            if left is not None:  # the sync never got there: edited after it
+                self.run(left())
         self._settle()
 
     @precondition(lambda self: self.service.proxy is not None and self.synced())
@@ -418,11 +443,14 @@ def test_series_edits_while_a_sync_holds_their_writes(
     )  # fmt: skip
 
 
-class _First:
-    """Stands in for hypothesis' data: draws the first element."""
+class _Nth:
+    """Stands in for hypothesis' data: draws the ``n``-th element (from 0)."""
+
+    def __init__(self, n: int = 0) -> None:
+        self.n = n
 
     def draw(self, strategy: Any) -> Any:
-        return strategy.elements[0]
+        return strategy.elements[self.n]
 
 
 @pytest.mark.parametrize("service", KINDS, indirect=True)
@@ -444,7 +472,25 @@ def test_a_crm_edit_made_while_the_series_write_waits_is_not_lost(
         machine.crm_create_series(count=3)
         if synced_first:
             machine.sync()
-            machine.crm_edit(data=_First(), whole=True)
-        machine.sync_with_an_edit_meanwhile(data=_First(), point=point, edit=edit)
+            machine.crm_edit(data=_Nth(), whole=True)
+        machine.sync_with_an_edit_meanwhile(data=_Nth(), point=point, edit=edit)
+    finally:
+        machine.teardown()
+
+
+@pytest.mark.parametrize("service", KINDS, indirect=True)
+def test_a_crm_edit_made_while_a_series_is_pulled_is_not_lost(
+    service: Service, sqlite_template: Path
+) -> None:
+    """Found by the machine above: the calendar changed one occurrence of a series, and
+    the CRM changes another just before the sync writes the calendar's change to the
+    CRM (its first database write). Neither edit is lost."""
+    machine = _machine(service, sqlite_template)()
+    try:
+        machine.crm_create_series(count=3)
+        machine.sync()
+        machine.cal_edit(data=_Nth(0), whole=False)
+        edit = "crm occurrence"
+        machine.sync_with_an_edit_meanwhile(data=_Nth(1), point="database write 1", edit=edit)
     finally:
         machine.teardown()

@@ -301,11 +301,13 @@ class SeriesSync:
         if retimed:
             _keep_carried(plan, cal_now, base_cal)
         if plan.pull and calendar is not None and remote is not None:
-            await self._pull(series.id, calendar, plan, invitation, link)
-            reloaded, occurrences = await self.load(series.id)
-            if reloaded is None:
+            pulled = await self._pull(series, occurrences, calendar, plan, invitation)
+            if pulled is None:
+                # Edited in the CRM since this run read it: nothing is written, and the
+                # next run, which lists the calendar's change again, sees both edits.
+                engine.deferred = True
                 return
-            series = reloaded
+            series, occurrences = pulled
             crm_event = self.crm_event(series, occurrences)
             crm_now = digests_of(crm_event, within)
             if retimed and self.engine.ctx.push and not invitation:
@@ -575,15 +577,30 @@ class SeriesSync:
     # --- writing the CRM -------------------------------------------------------------
 
     async def _pull(
-        self, series_id: int, calendar: CalendarEvent, plan: Plan, invitation: bool, link: Link
-    ) -> None:
+        self,
+        read: ActivitySeries,
+        read_occurrences: list[Activity],
+        calendar: CalendarEvent,
+        plan: Plan,
+        invitation: bool,
+    ) -> tuple[ActivitySeries, list[Activity]] | None:
+        """Write the calendar's units of ``plan`` to the CRM series as this run read it
+        (``read``, ``read_occurrences``); the series and its occurrences as written, in
+        the same transaction, so that what the link remembers of the CRM is what it
+        was given. None, with nothing written, when the CRM changed the series since
+        it was read: its edit is never overwritten, nor taken for synced."""
         engine, ctx = self.engine, self.engine.ctx
         groups, keys = Plan.groups(plan.pull), Plan.keys(plan.pull)
+        series_id = read.id
         async with engine.db.write() as session:
             owner = await engine._owner(session)
-            series = await session.get(ActivitySeries, series_id)
+            series = await session.get(
+                ActivitySeries, series_id, with_for_update=True, populate_existing=True
+            )
             assert series is not None
-            occurrences = await _occurrences(session, series_id)
+            occurrences = await _occurrences(session, series_id, lock=True)
+            if _version(series, occurrences) != _version(read, read_occurrences):
+                return None
             live = [o for o in occurrences if o.deleted_at is None]
             fields = self._master_fields(series, live, calendar, groups, owner)
             if invitation:
@@ -607,6 +624,10 @@ class SeriesSync:
                 occurrences = await _occurrences(session, series_id)
             if keys:
                 await self._pull_occurrences(session, owner, series, calendar, keys, invitation)
+            await session.flush()
+            written = await session.get(ActivitySeries, series_id, populate_existing=True)
+            assert written is not None
+            return written, await _occurrences(session, series_id, fresh=True)
 
     def _master_fields(
         self,
@@ -1687,14 +1708,27 @@ class SeriesSync:
 # --- helpers ---------------------------------------------------------------------------
 
 
-async def _occurrences(session: AsyncSession, series_id: int) -> list[Activity]:
-    return list(
-        await session.scalars(
-            select(Activity)
-            .where(Activity.series_id == series_id)
-            .order_by(Activity.original_start_at, Activity.id)
-        )
+async def _occurrences(
+    session: AsyncSession, series_id: int, *, lock: bool = False, fresh: bool = False
+) -> list[Activity]:
+    """The series' occurrences in order; ``lock``: locked for the transaction's write;
+    ``fresh``: as the database has them now (not as the session last loaded them)."""
+    query = (
+        select(Activity)
+        .where(Activity.series_id == series_id)
+        .order_by(Activity.original_start_at, Activity.id)
     )
+    if lock:
+        query = query.with_for_update()
+    if lock or fresh:
+        query = query.execution_options(populate_existing=True)
+    return list(await session.scalars(query))
+
+
+def _version(series: ActivitySeries, occurrences: list[Activity]) -> tuple[Any, ...]:
+    """What tells whether the CRM changed a series since it was read."""
+    rows = sorted((o.id, o.updated_at, o.deleted_at) for o in occurrences)
+    return series.updated_at, series.deleted_at, rows
 
 
 async def _set_organizer(
