@@ -360,17 +360,26 @@ class SeriesSync:
         self, done: _Reconciled, final: CalendarEvent, result: RemoteRef | ProviderError
     ) -> None:
         """Store what a series update answered."""
-        engine = self.engine
         if isinstance(result, EventNotFound):
             await self._gone(done)
             return
         if isinstance(result, PreconditionFailed):
-            engine.report.problem(done.link.remote_id, "changed while syncing; will retry")
-            engine.report.skipped += 1
+            await self._changed_meanwhile(done)
             return
         if isinstance(result, ProviderError):
             raise result
         await self._store(done, result.etag, result.event or final)
+
+    async def _changed_meanwhile(self, done: _Reconciled) -> None:
+        """The calendar refused a series' update for a version it no longer has: it is
+        reported, its link left as it was, and read again next run whatever that run's
+        listing says. The version the update named may be older than any listing will
+        show again (a change listed by a run whose write was refused), so the listing
+        alone would never bring it back."""
+        engine = self.engine
+        engine.report.problem(done.link.remote_id, "changed while syncing; will retry",
+                              retry=True)  # fmt: skip
+        engine.report.skipped += 1
 
     async def _gone(self, done: _Reconciled) -> None:
         """Deleted in the calendar while edited in the CRM: the edit beats the
