@@ -21,6 +21,7 @@ import logging
 
 from sqlalchemy import select
 
+from crmcal import db_errors
 from crmcal.config import Settings
 from crmcal.crm import changefeed
 from crmcal.crm.tables import utcnow
@@ -117,11 +118,13 @@ class Scheduler:
         self._tasks = []
 
     async def _watch_feed(self, seen: int) -> None:
+        away = _Away("reading the change feed")
         while True:
             try:
                 seen = await self._feed_once(seen)
-            except Exception:
-                log.exception("reading the change feed failed; retrying")
+                away.over()
+            except Exception as exc:
+                away.failed(exc)
             await asyncio.sleep(FEED_INTERVAL)
 
     async def _feed_once(self, seen: int) -> int:
@@ -131,14 +134,16 @@ class Scheduler:
         return cursor
 
     async def _watch_due(self) -> None:
+        away = _Away("looking for due connections")
         while True:
             try:
                 async with self.db.read() as session:
                     ids = await session.scalars(select(Connection.id).where(due(utcnow())))
                     for connection_id in list(ids):
                         self.request(connection_id)
-            except Exception:
-                log.exception("looking for due connections failed; retrying")
+                away.over()
+            except Exception as exc:
+                away.failed(exc)
             await asyncio.sleep(DUE_INTERVAL)
 
     async def _work(self) -> None:
@@ -161,13 +166,46 @@ class Scheduler:
                 asyncio.get_running_loop().call_later(BUSY_RETRY, self.request, connection_id)
             except SyncFailed as exc:
                 log.info("sync of connection %s: %s", connection_id, exc)
-            except Exception:
-                log.exception("sync of connection %s failed", connection_id)
+            except Exception as exc:
+                found = db_errors.transient(exc)
+                if found is None:
+                    log.exception("sync of connection %s failed", connection_id)
+                else:
+                    # The database's state, recorded by the runner as far as it could:
+                    # the sync is due again, so a traceback would tell nothing. The
+                    # error's own text may name the server and its user: only its class.
+                    log.warning("sync of connection %s stopped, due again: %s (%s)",
+                                connection_id, found.meaning, exc.__class__.__name__)  # fmt: skip
             finally:
                 self._running.discard(connection_id)
                 if connection_id in self._again:
                     self._again.discard(connection_id)
                     self.request(connection_id)
+
+
+class _Away:
+    """The log of a watcher that asks the database several times a second: a database
+    out of reach is one warning line when it goes (no traceback, no error text, which
+    may name the server and its user) and one when it is back, not a traceback per try;
+    any other error keeps its traceback."""
+
+    def __init__(self, doing: str) -> None:
+        self.doing = doing
+        self.away = False
+
+    def failed(self, exc: Exception) -> None:
+        found = db_errors.transient(exc)
+        if found is None:
+            log.exception("%s failed; retrying", self.doing)
+        elif not self.away:
+            self.away = True
+            log.warning("%s failed; retrying: %s (%s)", self.doing, found.meaning,
+                        exc.__class__.__name__)  # fmt: skip
+
+    def over(self) -> None:
+        if self.away:
+            self.away = False
+            log.info("%s works again", self.doing)
 
 
 def _stack(task: asyncio.Task[None]) -> str:
