@@ -821,3 +821,61 @@ def test_a_split_on_both_sides_converges_after_a_crash_anywhere(
             assert machine.world.provider.deleted_in_batches >= 1
     finally:
         machine.teardown()
+
+
+# --- an occurrence the calendar changed while the CRM split its series ------------------
+
+
+def test_a_calendar_edit_of_an_occurrence_the_crm_split_off_is_kept() -> None:
+    """Found by the machine: the calendar changes the 3rd occurrence on its own (and
+    cancels others) while the CRM renames "this and following" from it. The occurrence
+    keeps the calendar's title on both sides, as its own (a series edit leaves an
+    occurrence changed on its own be), so a later edit of its new series leaves it too;
+    it was given the CRM's title, and the calendar's edit was lost."""
+    _play([
+        ("sync", {"crash": ("provider", 1)}),
+        ("cal_create_series", {"count": 4}),
+        ("sync", {"crash": None}),
+        ("cal_cancel_occurrence", {"data": _nth(1, 1)}),
+        ("crm_edit_series", {"data": _nth(1, 2), "following": False}),
+        ("cal_edit_occurrence", {"data": _nth(1, 3)}),
+        ("cal_cancel_occurrence", {"data": _nth(1, 4)}),
+        ("cal_cancel_occurrence", {"data": _nth(1, 2)}),
+        ("crm_edit_series", {"data": _nth(1, 3), "following": True}),
+        ("cal_create_series", {"count": 2}),
+        ("cal_create_series", {"count": 2}),
+        ("sync", {"crash": None}),
+        ("crm_edit_series", {"data": _nth(1, 3), "following": False}),
+        ("cal_cancel_occurrence", {"data": _nth(3, 2)}),
+        ("sync", {"crash": None}),
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize("batching", [False, True], ids=["one-by-one", "batching"])
+@pytest.mark.parametrize("cut", [2, 3])
+def test_calendar_edits_of_occurrences_the_crm_split_off_reach_the_crm(
+    cut: int, batching: bool
+) -> None:
+    """The calendar changes the 3rd occurrence on its own and cancels the 4th while the
+    CRM renames the series from the ``cut``-th on ("this and following"): the CRM's
+    later part has the 3rd with the calendar's title, as its own, and the 4th in the
+    trash; the calendar's new series shows the same."""
+    machine = SeriesMachine()
+    if batching:
+        machine.world.provider = BatchingSeriesProvider(machine.world.calendar)
+    third, fourth = _nth(1, 3).key, _nth(1, 4).key
+    try:
+        machine.cal_create_series(count=4)
+        machine.sync(crash=None)
+        machine.cal_edit_occurrence(data=_nth(1, 3))  # "s2"
+        machine.cal_cancel_occurrence(data=_nth(1, 4))
+        machine.crm_edit_series(data=_nth(1, cut), following=True)  # "s3"
+        machine.sync(crash=None)
+        assert machine.occurrences[third].value == "s2"
+        assert machine.occurrences[fourth].gone
+        assert machine._activity(third).overrides == ["subject"]
+        machine.crm_edit_series(data=_nth(1, 3), following=False)  # "s4"
+        machine.sync(crash=None)
+        assert machine.occurrences[third].value == "s2"
+    finally:
+        machine.teardown()

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -286,8 +286,19 @@ class SeriesSync:
             and crm_now.get(unit) != cal_now.get(unit)
             and await self._split_since(series, link) is not None
         )
+        moved_off = await self._moved_off(series, occurrences, link, cal_now, base_cal)
+        # The occurrences the CRM split off as they are there now, so that an edit of
+        # one of them in the calendar is decided against the CRM's (never just lost).
+        crm_plan = crm_now
+        if moved_off:
+            theirs = dict(crm_now.occurrences)
+            for key, moved in moved_off.items():
+                digest = _moved_digest(moved, base_crm.occurrences.get(key), link)
+                if digest is not None:
+                    theirs[key] = digest
+            crm_plan = Digests(crm_now.master, theirs)
         plan = self._plan(
-            series, occurrences, calendar, crm_now, cal_now, base_crm, base_cal, invitation,
+            series, occurrences, calendar, crm_plan, cal_now, base_crm, base_cal, invitation,
             crm_split,
         )  # fmt: skip
         kept_out = self._unrestorable(series, occurrences, plan, cal_now, crm_now)
@@ -301,13 +312,16 @@ class SeriesSync:
         if retimed:
             _keep_carried(plan, cal_now, base_cal)
         if plan.pull and calendar is not None and remote is not None:
-            pulled = await self._pull(series, occurrences, calendar, plan, invitation)
+            pulled = await self._pull(series, occurrences, calendar, plan, invitation, moved_off)
             if pulled is None:
                 # Edited in the CRM since this run read it: nothing is written, and the
                 # next run, which lists the calendar's change again, sees both edits.
                 engine.deferred = True
                 return
             series, occurrences = pulled
+            for other in sorted({a.series_id for k, a in moved_off.items() if f"@{k}" in plan.pull
+                                 and a.series_id is not None}):  # fmt: skip
+                await self._resend(other)
             crm_event = self.crm_event(series, occurrences)
             crm_now = digests_of(crm_event, within)
             if retimed and self.engine.ctx.push and not invitation:
@@ -592,12 +606,14 @@ class SeriesSync:
         calendar: CalendarEvent,
         plan: Plan,
         invitation: bool,
+        moved_off: Mapping[str, Activity] | None = None,
     ) -> tuple[ActivitySeries, list[Activity]] | None:
         """Write the calendar's units of ``plan`` to the CRM series as this run read it
         (``read``, ``read_occurrences``); the series and its occurrences as written, in
         the same transaction, so that what the link remembers of the CRM is what it
         was given. None, with nothing written, when the CRM changed the series since
-        it was read: its edit is never overwritten, nor taken for synced."""
+        it was read: its edit is never overwritten, nor taken for synced. ``moved_off``:
+        occurrences the CRM split off since the last sync (``_moved_off``), as read."""
         engine, ctx = self.engine, self.engine.ctx
         groups, keys = Plan.groups(plan.pull), Plan.keys(plan.pull)
         series_id = read.id
@@ -609,6 +625,8 @@ class SeriesSync:
             assert series is not None
             occurrences = await _occurrences(session, series_id, lock=True)
             if _version(series, occurrences) != _version(read, read_occurrences):
+                return None
+            if moved_off and not await _as_read(session, moved_off.values()):
                 return None
             live = [o for o in occurrences if o.deleted_at is None]
             fields = self._master_fields(series, live, calendar, groups, owner)
@@ -632,7 +650,9 @@ class SeriesSync:
                 )
                 occurrences = await _occurrences(session, series_id)
             if keys:
-                await self._pull_occurrences(session, owner, series, calendar, keys, invitation)
+                await self._pull_occurrences(
+                    session, owner, series, calendar, keys, invitation, moved_off or {}
+                )
             await session.flush()
             written = await session.get(ActivitySeries, series_id, populate_existing=True)
             assert written is not None
@@ -675,17 +695,22 @@ class SeriesSync:
         calendar: CalendarEvent,
         keys: set[str],
         invitation: bool,
+        moved_off: Mapping[str, Activity] | None = None,
     ) -> None:
         """Occurrences the calendar left out go to the trash (or, beyond the horizon,
         among the series' left-out dates), and come back when it has them again;
         occurrences changed on their own there get their fields in the CRM
         (``overrides``); one that is an ordinary occurrence there again follows its
-        series."""
+        series. ``moved_off``: occurrences the CRM split off into a series of its own
+        since the last sync, which take what the calendar did to them in this one."""
         ctx = self.engine.ctx
         theirs = calendar.live_overrides()
         left_out = {moment_key(m): m for m in calendar.cancelled_moments()}
         occurrences = await _occurrences(session, series.id)
         by_key = {series_mapping.original_key(series, o): o for o in occurrences}
+        for key, moved in (moved_off or {}).items():
+            if key not in by_key and (found := await session.get(Activity, moved.id)):
+                by_key[key] = found
         for key in sorted(keys):
             occurrence = by_key.get(key)
             if key in left_out:
@@ -1535,6 +1560,65 @@ class SeriesSync:
         async with self.engine.db.read() as session:
             return await session.scalar(query.order_by(Activity.original_start_at).limit(1))
 
+    async def _moved_off(
+        self,
+        series: ActivitySeries,
+        occurrences: list[Activity],
+        link: Link,
+        cal_now: Digests,
+        base_cal: Digests,
+    ) -> dict[str, Activity]:
+        """The occurrences the calendar changed on their own (or left out) since the last
+        sync that the CRM has meanwhile split off ("this and following") into a series
+        of its own, by key: the calendar still has them in ``series``."""
+        changed = {
+            key
+            for key in {*cal_now.occurrences, *base_cal.occurrences}
+            if cal_now.occurrences.get(key) != base_cal.occurrences.get(key)
+        }
+        changed -= {series_mapping.original_key(series, o) for o in occurrences}
+        since = link.last_synced_at
+        if not changed or since is None:
+            return {}
+        query = (
+            select(Activity)
+            .join(ActivitySeries, ActivitySeries.id == Activity.series_id)
+            .where(
+                ActivitySeries.owner_id == series.owner_id,
+                ActivitySeries.deleted_at.is_(None),
+                ActivitySeries.created_at > since,
+                Activity.series_id != series.id,
+                Activity.deleted_at.is_(None),
+                Activity.created_at <= since,
+                Activity.original_start_at > series.start_at,
+            )
+        )
+        async with self.engine.db.read() as session:
+            found = list(await session.scalars(query))
+        keyed = {series_mapping.original_key(series, a): a for a in found}
+        return {key: keyed[key] for key in sorted(changed) if key in keyed}
+
+    async def _resend(self, series_id: int) -> None:
+        """Write a CRM series again that this run already looked at (an occurrence of it
+        took a calendar edit since): its pending create made anew, or, linked, it is
+        reconciled again (not looked at yet, it is written as it is now anyway)."""
+        engine = self.engine
+        waiting = [entry for entry in self.creating if entry[0].id == series_id]
+        if waiting:
+            self.creating = [entry for entry in self.creating if entry[0].id != series_id]
+            engine.series_done.discard(series_id)
+            await self.send(waiting[0][1])
+            return
+        if series_id not in engine.series_done:
+            return
+        link = await engine._series_link(series_id)
+        if link is not None:
+            # An update of it waiting for the run's batch is made anew, not sent twice
+            # (the second would meet the first's etag).
+            self.pending = [entry for entry in self.pending if entry[0].series.id != series_id]
+            engine.series_done.discard(series_id)
+            await self.reconcile(series_id, link, None)
+
     async def _split_crm_part(self, ref: RemoteRef) -> bool:
         """A calendar series that another client split off ("this and following") from a
         linked series whose occurrences from its start the CRM had meanwhile split off
@@ -1734,6 +1818,23 @@ async def _occurrences(
     return list(await session.scalars(query))
 
 
+async def _as_read(session: AsyncSession, read: Iterable[Activity]) -> bool:
+    """Whether occurrences are as this run read them (locked for the transaction's
+    write): the CRM changed none of them since."""
+
+    def version(found: Iterable[Activity]) -> set[tuple[Any, ...]]:
+        return {(a.id, a.series_id, a.updated_at, a.deleted_at) for a in found}
+
+    read = list(read)
+    query = (
+        select(Activity)
+        .where(Activity.id.in_([a.id for a in read]))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return version(await session.scalars(query)) == version(read)
+
+
 def _version(series: ActivitySeries, occurrences: list[Activity]) -> tuple[Any, ...]:
     """What tells whether the CRM changed a series since it was read."""
     rows = sorted((o.id, o.updated_at, o.deleted_at) for o in occurrences)
@@ -1763,6 +1864,18 @@ def _within(series: ActivitySeries) -> Callable[[Moment], bool]:
 
 def _anchor(occurrences: list[Activity], link: Link) -> Activity:
     return next((o for o in occurrences if o.id == link.activity_id), occurrences[0])
+
+
+def _moved_digest(activity: Activity, before: str | None, link: Link) -> str | None:
+    """What the CRM did to an occurrence it split off into another series, as one of
+    the old series' units: nothing (``before``), made to follow its new series (None),
+    or changed on its own since the last sync."""
+    if not activity.overrides:
+        return None
+    since = link.last_synced_at
+    if since is not None and activity.updated_at <= since:
+        return before
+    return f"changed:{activity.id}:{activity.updated_at.isoformat()}"
 
 
 def _keep_carried(plan: Plan, cal_now: Digests, base_cal: Digests) -> None:
