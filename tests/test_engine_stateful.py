@@ -417,6 +417,12 @@ class Occurrence:
             return {crm}
         if crm is None:
             return {cal}
+        # Changed on its own on one side, the whole series edited on the other: a
+        # series edit leaves an occurrence changed on its own be (another unit).
+        if self.own_cal and not self.own_crm and crm is not DELETED:
+            return {cal}
+        if self.own_crm and not self.own_cal and cal is not DELETED:
+            return {crm}
         # Both sides: the policy's pick per unit (an occurrence edited on one side and
         # cancelled on the other may end either way; neither is lost silently).
         return {crm, cal}
