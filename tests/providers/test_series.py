@@ -370,6 +370,46 @@ async def test_this_and_following_in_the_crm_ends_the_series_and_starts_another(
     assert own.start == at(listed[9]["start"]) + dt.timedelta(hours=1)
 
 
+async def test_occurrences_changed_in_the_calendar_reach_the_crms_following_series(
+    on: Series,
+) -> None:
+    """The calendar changes the 6th occurrence on its own and cancels the 7th while the
+    CRM renames this and following from the 4th: both reach the CRM's new series (the
+    6th as its own, so a later rename of that series leaves it be), and the calendar's
+    new series shows them; they were lost, the 6th given the new series' title."""
+    on.connect()
+    made = await on.synced_series("Weekly 1:1", next_weekday_nine(0), "FREQ=WEEKLY;COUNT=8")
+    sixth, seventh = made.listed[5], made.listed[6]
+
+    def with_exceptions(event: CalendarEvent) -> CalendarEvent:
+        changed = occurrence_of(event, at(sixth["original_start"]), summary="1:1 (customer)")
+        cancelled = cancelled_occurrence(event, at(seventh["original_start"]))
+        return dataclasses.replace(event, overrides=(changed, cancelled))
+
+    await on.change_series(made.event_id, with_exceptions)
+    on.edit_activity(made.listed[3]["id"], subject="Weekly 1:1 (new)", scope="following")
+    counts = on.sync()
+    assert (counts["skipped"], counts["problems"]) == (0, [])
+    later_id = on.activity(made.listed[3]["id"])["series_id"]
+    subjects = {o["id"]: o["subject"] for o in on.occurrences(later_id)}
+    assert subjects.pop(sixth["id"]) == "1:1 (customer)"
+    assert set(subjects.values()) == {"Weekly 1:1 (new)"}
+    assert seventh["id"] not in subjects
+    assert [o["id"] for o in on.occurrences(later_id, deleted=True)] == [seventh["id"]]
+    new = max((await on.events()).values(), key=lambda e: e.start)
+    assert new.summary == "Weekly 1:1 (new)"
+    assert {o.recurrence_id: o.summary for o in new.live_overrides().values()} == {
+        at(sixth["original_start"]): "1:1 (customer)"
+    }  # fmt: skip
+    assert at(seventh["original_start"]) in set(new.cancelled_moments())
+    on.assert_settled()
+
+    on.edit_activity(made.listed[3]["id"], subject="Weekly 1:1 (renamed)", scope="series")
+    assert on.sync()["updated"] == 1
+    assert on.activity(sixth["id"])["subject"] == "1:1 (customer)"
+    on.assert_settled()
+
+
 async def _split_at_the_sixth_in_calendar(
     on: Series, title: str, moved: dt.timedelta
 ) -> tuple[SyncedSeries, dict[str, Any]]:
