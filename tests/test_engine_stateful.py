@@ -885,3 +885,40 @@ def test_calendar_edits_of_occurrences_the_crm_split_off_reach_the_crm(
         assert machine.occurrences[third].value == "s2"
     finally:
         machine.teardown()
+
+
+def test_a_crm_edit_of_an_occurrence_split_off_while_it_is_pulled_is_not_lost() -> None:
+    """The CRM changes the occurrence it split off just before the sync writes the
+    calendar's change of it (its first database write): that write is not made over
+    the CRM's edit; the next sync decides the two edits by the conflict policy."""
+    machine = SeriesMachine()
+    third = _nth(1, 3).key
+    try:
+        machine.cal_create_series(count=4)
+        machine.sync(crash=None)
+        machine.cal_edit_occurrence(data=_nth(1, 3))  # "s2"
+        machine.crm_edit_series(data=_nth(1, 2), following=True)  # "s3"
+        activity_id = machine._activity(third).id
+        write, writes = machine.db.write, 0
+
+        @asynccontextmanager
+        async def meddled() -> AsyncIterator[AsyncSession]:
+            nonlocal writes
+            writes += 1
+            if writes == 1:
+                await machine.world.edit_activity(activity_id, subject="crm's own")
+            async with write() as session:
+                yield session
+
+        machine.db.write = meddled  # type: ignore[method-assign]
+        first = machine.run(machine.world.sync())
+        machine.db.write = write  # type: ignore[method-assign]
+        assert machine._activity(third).subject == "crm's own"
+        assert first.problems == [], first.problems
+        occurrence = machine.occurrences[third]
+        occurrence.crm_pending, occurrence.own_crm = "crm's own", True
+        report = machine.run(machine.world.sync())
+        assert report.conflicts == 1, report.counts()
+        machine.sync(crash=None)
+    finally:
+        machine.teardown()
