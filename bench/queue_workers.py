@@ -477,17 +477,49 @@ async def cpu_per_sync(db_url: str, emulator: Emulator, connections: int, repeat
         await db.dispose()
 
 
+def python_reference() -> float:
+    """CPU ms of a fixed piece of plain Python (dicts, strings, JSON, small calls): what
+    the machine gives the interpreter in these minutes."""
+    import json
+
+    def step(n: int) -> dict[str, Any]:
+        return {"id": f"event-{n}", "n": n, "tags": [str(n), "x" * (n % 7)]}
+
+    started = time.process_time()
+    for n in range(20_000):
+        json.loads(json.dumps(step(n)))
+    return 1000 * (time.process_time() - started)
+
+
+async def round_trip_reference(db_url: str, count: int = 2000) -> float:
+    """CPU µs of one PostgreSQL round trip (``SELECT 1`` on an asyncio psycopg connection
+    in autocommit): the sockets, system calls and wake-ups each of a job's exchanges
+    with the database and the calendar service pays, whatever its code."""
+    async with await psycopg.AsyncConnection.connect(conninfo(db_url), autocommit=True) as conn:
+        await conn.execute("SELECT 1")
+        started = time.process_time()
+        for _ in range(count):
+            await conn.execute("SELECT 1")
+        return 1e6 * (time.process_time() - started) / count
+
+
 def cpu_mode(connections: int, repeat: int, profile: str | None, workdir: Path) -> None:
     with fresh_database() as db_url:
         emulator = Emulator(workdir, connections)
         try:
             asyncio.run(seed(db_url, connections))
+            python_ms = python_reference()
+            trip_us = asyncio.run(round_trip_reference(db_url))
             found = asyncio.run(cpu_per_sync(db_url, emulator, connections, repeat, profile))
         finally:
             emulator.stop()
     print(f"no-change sync job, one at a time in one process, {connections} connections: "
           f"CPU ms per sync by round {', '.join(f'{c:.1f}' for c in found)} "
           f"(load {load()})")  # fmt: skip
+    # Figures of other days compare only with these beside them: the same code has
+    # measured twice as much CPU a job on one day as on another.
+    print(f"  the machine in these minutes: a fixed piece of Python {python_ms:.0f} ms of CPU, "
+          f"a PostgreSQL round trip {trip_us:.0f} µs of CPU")  # fmt: skip
 
 
 # --- push-to-CRM latency under a storm ----------------------------------------------------------
