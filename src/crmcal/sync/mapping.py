@@ -36,7 +36,7 @@ def derived_uid(owner_id: int, event_uid: str) -> str:
     return hashlib.sha256(f"{owner_id}\0{event_uid}".encode()).hexdigest()[:32]
 
 
-def _clean(text: str | None, limit: int | None) -> str | None:
+def _clean(text: str | None, limit: int) -> str | None:
     if text is None:
         return None
     # NUL and lone surrogates cannot be stored; calendars do send them.
@@ -45,11 +45,12 @@ def _clean(text: str | None, limit: int | None) -> str | None:
 
 
 def _note(description: str | None, current: Activity | None) -> str | None:
-    """The note a description gives. Never cut to the CRM's limit: a longer one is
-    refused where the activity is written, and the sync says why, so that neither side
-    loses its end. The same text with other line breaks is the note as it is (an
-    iCalendar DESCRIPTION has one kind of line break: a note's CRLF comes back LF)."""
-    note = _clean(info_block.without_block(description), None) or None
+    """The note a description gives, cut to what the CRM keeps: a longer description
+    stays whole in the calendar, which crmcal rewrites only when the note itself is
+    edited (a meeting with a long agenda still comes in, and its moves still sync).
+    The same text with other line breaks is the note as it is (an iCalendar
+    DESCRIPTION has one kind of line break: a note's CRLF comes back LF)."""
+    note = _clean(info_block.without_block(description), NOTE_MAX) or None
     if (
         note is not None
         and current is not None
