@@ -429,12 +429,8 @@ def test_a_database_lost_mid_sync_puts_the_job_back_and_counts_no_failure(
     """An administrator's ``pg_terminate_backend`` (as a restart does) ends the worker's
     sessions while a sync runs: the sync stops, the connection is not failed nor backed
     off (nothing was wrong with it), and its job waits in the queue to run again."""
-    import types
-
-    from sqlalchemy.engine import make_url
-
     from crmcal.jobs import queue
-    from crmcal.sync import limits, runner
+    from crmcal.sync import runner
     from tests.engine_world import event
     from tests.memory_provider import MemoryCalendar, MemoryProvider
 
@@ -442,8 +438,6 @@ def test_a_database_lost_mid_sync_puts_the_job_back_and_counts_no_failure(
     _, _, connection_id = run(
         _user_with_connection(queue_db, account=f"{name}@example.test", calendar_id="cal")
     )
-    # The worker's own sessions carry a name of their own, so only they are ended.
-    worker_url = make_url(queue_db).update_query_dict({"application_name": name})
     calendar = MemoryCalendar()
     calendar.put("e1", event("Call Ann"))  # its import writes the CRM after the listing
 
@@ -455,22 +449,7 @@ def test_a_database_lost_mid_sync_puts_the_job_back_and_counts_no_failure(
 
     monkeypatch.setattr(runner, "open_provider", lambda *_a, **_k: Restarting(calendar))
 
-    async def scenario() -> None:
-        db = Database(worker_url.render_as_string(hide_password=False))
-        app = queue.queue_app(queue_db)
-        try:
-            async with app.open_async():
-                runtime = queue.Runtime(db, Vault(SECRET), settings(queue_db), app=app)
-                runtime.not_caldav.add(connection_id)
-                context: Any = types.SimpleNamespace(
-                    additional_context={"crmcal": runtime}, job=None
-                )
-                await queue.sync_connection(context, connection_id)
-        finally:
-            limits.install(None)
-            await db.dispose()
-
-    run(scenario())
+    _sync_as_worker(queue_db, name, connection_id)
     rows = query(queue_db, "SELECT state, failures, last_error, locked_by FROM connections "
                            "WHERE id = %s", connection_id)  # fmt: skip
     assert rows == [("active", 0, None, None)]
@@ -491,19 +470,13 @@ def test_a_database_restarted_as_a_sync_ends_still_lets_its_lease_go(
     sync's last statement but for its release: the release's first try meets a dead
     connection, and its second, on a fresh one, frees the connection, instead of leaving
     it syncing until its lease runs out (every job of it put back meanwhile)."""
-    import types
-
-    from sqlalchemy.engine import make_url
-
-    from crmcal.jobs import queue
-    from crmcal.sync import limits, runner
+    from crmcal.sync import runner
     from tests.memory_provider import MemoryCalendar, MemoryProvider
 
     name = f"crmcal-end-{os.urandom(4).hex()}"
     _, _, connection_id = run(
         _user_with_connection(queue_db, account=f"{name}@example.test", calendar_id="cal")
     )
-    worker_url = make_url(queue_db).update_query_dict({"application_name": name})
 
     class Restarting(MemoryProvider):
         async def close(self) -> None:  # the sync's work is done: only the release is left
@@ -513,12 +486,33 @@ def test_a_database_restarted_as_a_sync_ends_still_lets_its_lease_go(
 
     monkeypatch.setattr(runner, "open_provider", lambda *_a, **_k: Restarting(MemoryCalendar()))
 
+    _sync_as_worker(queue_db, name, connection_id)
+    rows = query(queue_db, "SELECT state, failures, locked_by FROM connections WHERE id = %s",
+                 connection_id)  # fmt: skip
+    assert rows == [("active", 0, None)]
+    runs = query(queue_db, "SELECT outcome FROM sync_runs WHERE connection_id = %s",
+                 connection_id)  # fmt: skip
+    assert runs == [("ok",)]
+
+
+def _sync_as_worker(url: str, name: str, connection_id: int) -> None:
+    """Run the queue's sync job of ``connection_id`` once, as a worker whose database
+    sessions carry ``name`` as their application name (so a test can end only them)."""
+    import types
+
+    from sqlalchemy.engine import make_url
+
+    from crmcal.jobs import queue
+    from crmcal.sync import limits
+
+    worker_url = make_url(url).update_query_dict({"application_name": name})
+
     async def scenario() -> None:
         db = Database(worker_url.render_as_string(hide_password=False))
-        app = queue.queue_app(queue_db)
+        app = queue.queue_app(url)
         try:
             async with app.open_async():
-                runtime = queue.Runtime(db, Vault(SECRET), settings(queue_db), app=app)
+                runtime = queue.Runtime(db, Vault(SECRET), settings(url), app=app)
                 runtime.not_caldav.add(connection_id)
                 context: Any = types.SimpleNamespace(
                     additional_context={"crmcal": runtime}, job=None
@@ -529,9 +523,3 @@ def test_a_database_restarted_as_a_sync_ends_still_lets_its_lease_go(
             await db.dispose()
 
     run(scenario())
-    rows = query(queue_db, "SELECT state, failures, locked_by FROM connections WHERE id = %s",
-                 connection_id)  # fmt: skip
-    assert rows == [("active", 0, None)]
-    runs = query(queue_db, "SELECT outcome FROM sync_runs WHERE connection_id = %s",
-                 connection_id)  # fmt: skip
-    assert runs == [("ok",)]

@@ -34,7 +34,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from sqlalchemy import or_, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm import activities, recurrence, times
@@ -1541,18 +1541,7 @@ class SeriesSync:
         since = link.last_synced_at
         if since is None:
             return None
-        query = (
-            select(Activity)
-            .join(ActivitySeries, ActivitySeries.id == Activity.series_id)
-            .where(
-                ActivitySeries.owner_id == series.owner_id,
-                ActivitySeries.deleted_at.is_(None),
-                ActivitySeries.created_at > since,
-                Activity.series_id != series.id,
-                Activity.deleted_at.is_(None),
-                Activity.created_at <= since,
-            )
-        )
+        query = _split_off(series, since)
         if at is not None:
             query = query.where(Activity.original_start_at == at)
         else:
@@ -1580,19 +1569,7 @@ class SeriesSync:
         since = link.last_synced_at
         if not changed or since is None:
             return {}
-        query = (
-            select(Activity)
-            .join(ActivitySeries, ActivitySeries.id == Activity.series_id)
-            .where(
-                ActivitySeries.owner_id == series.owner_id,
-                ActivitySeries.deleted_at.is_(None),
-                ActivitySeries.created_at > since,
-                Activity.series_id != series.id,
-                Activity.deleted_at.is_(None),
-                Activity.created_at <= since,
-                Activity.original_start_at > series.start_at,
-            )
-        )
+        query = _split_off(series, since).where(Activity.original_start_at > series.start_at)
         async with self.engine.db.read() as session:
             found = list(await session.scalars(query))
         keyed = {series_mapping.original_key(series, a): a for a in found}
@@ -2032,3 +2009,21 @@ def _series_times(
         "timezone": new_name,
         "all_day": False,
     }
+
+
+def _split_off(series: ActivitySeries, since: dt.datetime) -> Select[Activity]:
+    """The live occurrences, there at ``since``, that the owner of ``series`` has split
+    off into a live series of its own made after ``since``: a split leaves no link from
+    the new series to the old, so they are known by owner, times and original start."""
+    return (
+        select(Activity)
+        .join(ActivitySeries, ActivitySeries.id == Activity.series_id)
+        .where(
+            ActivitySeries.owner_id == series.owner_id,
+            ActivitySeries.deleted_at.is_(None),
+            ActivitySeries.created_at > since,
+            Activity.series_id != series.id,
+            Activity.deleted_at.is_(None),
+            Activity.created_at <= since,
+        )
+    )
