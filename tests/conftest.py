@@ -12,9 +12,9 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import hypothesis
@@ -28,6 +28,9 @@ from crmcal.crm import users
 from crmcal.crm.schemas import UserCreate
 from crmcal.db import Database
 from crmcal.web.app import create_app
+
+if TYPE_CHECKING:
+    from tests.engine_world import World
 
 pytest_plugins = ["tests.caldav_servers", "tests.google_emulator", "tests.microsoft_emulator"]
 
@@ -184,3 +187,17 @@ def alice(admin: Api) -> Api:
 @pytest.fixture
 def bob(admin: Api) -> Api:
     return new_user(admin, "bob@crm.test")
+
+
+@pytest.fixture
+async def world(db_url: str) -> AsyncIterator[World]:
+    """An engine test's world (a CRM and an in-memory calendar) on ``db_url``; a module
+    that needs another calendar or provider defines its own ``world``."""
+    from tests.engine_world import World
+    from tests.memory_provider import MemoryCalendar
+
+    db = Database(db_url)
+    try:
+        yield await World(db, MemoryCalendar()).setup()
+    finally:
+        await db.dispose()

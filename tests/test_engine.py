@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,15 +22,6 @@ from crmcal.sync.states import ConnectionState, FailureKind
 from crmcal.sync.tables import Connection, SyncConflict
 from tests.engine_world import World, at, event
 from tests.memory_provider import MemoryCalendar, MemoryProvider
-
-
-@pytest.fixture
-async def world(db_url: str) -> AsyncIterator[World]:
-    db = Database(db_url)
-    try:
-        yield await World(db, MemoryCalendar()).setup()
-    finally:
-        await db.dispose()
 
 
 async def test_activity_goes_to_the_calendar_with_its_crm_id(world: World) -> None:

@@ -32,15 +32,6 @@ ELSEWHERE = "worker-7.other-host:4242"
 PATIENCE = 120  # seconds an awaited state may take on a busy machine; never a bound on a pass
 
 
-@pytest.fixture
-async def world(db_url: str) -> AsyncIterator[World]:
-    db = Database(db_url)
-    try:
-        yield await World(db, MemoryCalendar()).setup()
-    finally:
-        await db.dispose()
-
-
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 

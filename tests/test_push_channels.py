@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import pytest
 
-from crmcal.db import Database
 from crmcal.providers.base import Capabilities
 from crmcal.sync import push
 from crmcal.sync.states import ConnectionState
 from crmcal.sync.tables import Connection
 from tests.engine_world import World
-from tests.memory_provider import MemoryCalendar
 
 CRM = "https://crm.example"
 
@@ -41,15 +38,6 @@ class Service:
 
     async def stop_watching(self, channel_id: str, resource_id: str) -> None:
         assert self.open.pop(channel_id) == resource_id
-
-
-@pytest.fixture
-async def world(db_url: str) -> AsyncIterator[World]:
-    db = Database(db_url)
-    try:
-        yield await World(db, MemoryCalendar()).setup()
-    finally:
-        await db.dispose()
 
 
 async def opened(world: World, service: Service) -> asyncio.Task[bool]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -45,15 +44,6 @@ class AwayWhenListing(MemoryProvider):
     ) -> ChangeListing:
         self.listed += 1
         raise database_away()
-
-
-@pytest.fixture
-async def world(db_url: str) -> AsyncIterator[World]:
-    db = Database(db_url)
-    try:
-        yield await World(db, MemoryCalendar()).setup()
-    finally:
-        await db.dispose()
 
 
 async def until(condition: Any) -> None:
