@@ -876,7 +876,7 @@ async def note_copies(db_url: str, copies: dict[int, str]) -> None:
     a CRM series that a split made in the calendar took over, left by a run cut off
     before it deleted it."""
     from crmcal.db import Database
-    from crmcal.sync.series_sync import DROPPING
+    from crmcal.sync.series_copies import DROPPING
     from crmcal.sync.tables import Link
 
     db = Database(db_url)

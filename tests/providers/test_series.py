@@ -671,14 +671,14 @@ async def test_a_split_on_both_sides_after_an_unfinished_sync_links_each_series_
     while syncing"); meanwhile another client split the same series at the same
     occurrence. The next sync leaves one link per series, and one calendar series
     per CRM series."""
-    from crmcal.sync import series_sync
+    from crmcal.sync import series_updates
 
     on.connect()
     _, listed, event_id = await on.synced_series(
         "Forecast", next_weekday_nine(2), "FREQ=WEEKLY;COUNT=12"
     )
     on.edit_activity(listed[5]["id"], subject="Forecast (new)", scope="following")
-    push = series_sync.SeriesSync._push
+    push = series_updates.SeriesUpdates.push
 
     async def refused(self: Any, link: Any, *args: Any) -> Any:
         if link.remote_id == event_id:
@@ -686,11 +686,11 @@ async def test_a_split_on_both_sides_after_an_unfinished_sync_links_each_series_
             return None
         return await push(self, link, *args)
 
-    monkeypatch.setattr(series_sync.SeriesSync, "_push", refused)
+    monkeypatch.setattr(series_updates.SeriesUpdates, "push", refused)
     answer = on.user.post(f"{V1}/connections/{on.connection_id}/sync")
     assert answer.status_code == 200, answer.text
     assert [p["reason"] for p in answer.json()["problems"]] == ["changed while syncing; will retry"]
-    monkeypatch.setattr(series_sync.SeriesSync, "_push", push)
+    monkeypatch.setattr(series_updates.SeriesUpdates, "push", push)
     assert len(await on.events()) == 2
     cut = at(listed[5]["original_start"])
     await on.split_in_calendar(

@@ -1,0 +1,337 @@
+"""Bringing a linked series and its calendar series together, once per run.
+
+What each side changed since the last sync is told unit by unit (``series_units``):
+
+* a unit changed on one side only goes to the other side;
+* changed on both, to the same value, it is no conflict; else the conflict
+  policy picks (the calendar always wins a meeting someone else organises, which
+  is never written; a one-way connection never writes the side it only reads);
+* the CRM's units go out as one update of the calendar series
+  (``series_updates``), the calendar's are written to the CRM (``series_pull``).
+
+Occurrences beyond the CRM's horizon have no rows yet: the calendar's overrides
+there are its own, never compared and kept as they are on every write; once the
+horizon reaches them they come in like any calendar edit."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+from crmcal.crm import times
+from crmcal.crm.tables import Activity, ActivitySeries, utcnow
+from crmcal.model import (
+    CalendarEvent,
+    RemoteRef,
+)
+from crmcal.providers import kinds
+from crmcal.providers.base import EventNotFound
+from crmcal.sync import series_mapping
+from crmcal.sync.decisions import Act, Decision
+from crmcal.sync.series_copies import DROPPING
+from crmcal.sync.series_crm_splits import moved_digest
+from crmcal.sync.series_units import (
+    LEFT_OUT,
+    MASTER_GROUPS,
+    Digests,
+    Plan,
+    anchor_of,
+    digests_of,
+    moment_of,
+    within_horizon_of,
+)
+from crmcal.sync.series_updates import NotRead, Reconciled
+from crmcal.sync.states import Winner
+from crmcal.sync.tables import Link
+
+# Why a series is skipped and counted (never flattened).
+SERIES_GONE_SINGLE = "the series became a single event in the calendar; not synced"
+
+if TYPE_CHECKING:
+    from crmcal.sync.series_sync import SeriesSync
+
+
+class LinkedSeries:
+    """Reconciling linked series: which units go which way, and who wins a conflict."""
+
+    def __init__(self, run: SeriesSync) -> None:
+        self.run = run
+        self.engine = run.engine
+
+    async def reconcile(self, series_id: int, link: Link, remote: RemoteRef | None) -> None:
+        """Bring a linked series and its calendar series together, once per run."""
+        engine = self.engine
+        if series_id in engine.series_done or series_id in engine.skipped_series:
+            return
+        engine.series_done.add(series_id)
+        if DROPPING in (link.field_hashes or {}):
+            link = await self.run.copies.drop_copy(link)
+        series, occurrences = await self.run.load(series_id)
+        if series is None or series.deleted_at is not None:
+            return
+        since = link.last_synced_at
+        crm_moved = (
+            since is None
+            or series.updated_at > since
+            or any(i.updated_at > since for i in occurrences)
+            # Edited after the last run read the series but before it stored the link
+            # (while its write waited for the batch): the link's time is later than
+            # the edit, the change feed names it; the digests tell whether it is new.
+            or any(i.id in engine.feed_changed for i in occurrences)
+        )
+        remote_moved = (
+            remote is not None and remote.event is not None and remote.etag != link.remote_etag
+        )
+        if not crm_moved and not remote_moved:
+            return
+        calendar = remote.event if remote is not None and remote_moved else None
+        if calendar is not None and calendar.recurrence is None:
+            engine._skip_series(series_id, SERIES_GONE_SINGLE)
+            return
+        await self.reconcile_read(
+            series, occurrences, link, remote if calendar else None, crm_moved
+        )
+
+    async def reconcile_read(
+        self,
+        series: ActivitySeries,
+        occurrences: list[Activity],
+        link: Link,
+        remote: RemoteRef | None,
+        crm_moved: bool,
+    ) -> None:
+        engine = self.engine
+        within = within_horizon_of(series)
+        crm_event = self.run.crm_event(series, occurrences)
+        crm_now = digests_of(crm_event, within)
+        calendar = remote.event if remote is not None else None
+        stored = link.field_hashes or {}
+        kept = stored.get("occurrences") or {}
+        base_crm = Digests(dict(stored.get("series") or {}), dict(kept.get("crm") or {}))
+        base_cal = Digests(
+            dict(stored.get("series_calendar") or base_crm.master), dict(kept.get("calendar") or {})
+        )
+        if not base_crm.master:
+            # Linked before the link remembered series units: take the calendar as it
+            # is (or as the CRM is, when only the calendar moved) as the last sync.
+            if calendar is None:
+                try:
+                    remote = await self.run.updates.current(link)
+                except NotRead:
+                    remote = None
+                if remote is None or remote.event is None:
+                    engine._skip_series(series.id, "the series cannot be read in the calendar")
+                    return
+                base_crm = base_cal = digests_of(remote.event, within)
+                calendar = None
+            elif crm_moved:
+                base_crm = base_cal = digests_of(calendar, within)
+            else:
+                base_crm = base_cal = crm_now
+        cal_now = digests_of(calendar, within) if calendar is not None else base_cal
+        invitation = self._invitation(calendar, occurrences)
+        unit = "recurrence"
+        crm_split = (
+            calendar is not None
+            and crm_now.get(unit) != base_crm.get(unit)
+            and cal_now.get(unit) != base_cal.get(unit)
+            and crm_now.get(unit) != cal_now.get(unit)
+            and await self.run.crm_splits.split_since(series, link) is not None
+        )
+        moved_off = await self.run.crm_splits.moved_off(
+            series, occurrences, link, cal_now, base_cal
+        )
+        # The occurrences the CRM split off as they are there now, so that an edit of
+        # one of them in the calendar is decided against the CRM's (never just lost).
+        crm_plan = crm_now
+        if moved_off:
+            theirs = dict(crm_now.occurrences)
+            for key, moved in moved_off.items():
+                digest = moved_digest(moved, base_crm.occurrences.get(key), link)
+                if digest is not None:
+                    theirs[key] = digest
+            crm_plan = Digests(crm_now.master, theirs)
+        plan = self._plan(
+            series, occurrences, calendar, crm_plan, cal_now, base_crm, base_cal, invitation,
+            crm_split,
+        )  # fmt: skip
+        kept_out = self._unrestorable(series, occurrences, plan, cal_now, crm_now)
+        if plan.conflict:
+            anchor = anchor_of(occurrences, link)
+            winner = Winner.CALENDAR if plan.pull else Winner.CRM
+            act = Act.PULL_UPDATE if plan.pull else Act.PUSH_UPDATE
+            pair = engine._pair_of(anchor, remote)
+            await engine._record_conflict(pair, Decision(act, True, winner))
+        retimed = bool(plan.pull & {"when", "recurrence"})
+        if retimed:
+            _keep_carried(plan, cal_now, base_cal)
+        if plan.pull and calendar is not None and remote is not None:
+            pulled = await self.run.to_crm.pull(
+                series, occurrences, calendar, plan, invitation, moved_off
+            )
+            if pulled is None:
+                # Edited in the CRM since this run read it: nothing is written, and the
+                # next run, which lists the calendar's change again, sees both edits.
+                engine.deferred = True
+                return
+            series, occurrences = pulled
+            for other in sorted({a.series_id for k, a in moved_off.items() if f"@{k}" in plan.pull
+                                 and a.series_id is not None}):  # fmt: skip
+                await self.run.crm_splits.resend(other)
+            crm_event = self.run.crm_event(series, occurrences)
+            crm_now = digests_of(crm_event, within)
+            if retimed and self.engine.ctx.push and not invitation:
+                # The CRM carried its occurrences changed on their own (and left out) to
+                # the series' new times; the calendar gets them there, and loses what
+                # stayed at the old times (Google keeps such exceptions, Outlook drops
+                # them, a CalDAV client may leave its RECURRENCE-IDs behind).
+                for key in {*crm_now.occurrences, *cal_now.occurrences}:
+                    if crm_now.occurrences.get(key) != cal_now.occurrences.get(key):
+                        plan.push.add(f"@{key}")
+        done = Reconciled(series, occurrences, link, stored, crm_now, cal_now, base_crm,
+                           kept_out, within, bool(plan.push or plan.pull))  # fmt: skip
+        if plan.push:
+            try:
+                pushed = await self.run.updates.push(link, remote, crm_event, plan)
+            except NotRead:
+                engine.report.skipped += 1
+                return  # left as it was linked: the next run reads it again
+            except EventNotFound:
+                await self.run.updates.gone(done)
+                return
+            if pushed is None:
+                return
+            # Sent with the run's other updates, in as few requests as the provider
+            # allows (see ``SeriesUpdates.write_pending``); the link is stored once it answers.
+            self.run.updates.pending.append((done, *pushed))
+            if not engine.provider.capabilities.batch_changes:
+                await self.run.updates.write_pending()
+            return
+        etag = remote.etag if remote is not None else link.remote_etag
+        await self.run.updates.store(done, etag, calendar)
+
+    def _invitation(self, calendar: CalendarEvent | None, occurrences: list[Activity]) -> bool:
+        if calendar is not None:
+            return self.engine._organizer(calendar) is not None
+        return any(o.organizer for o in occurrences)
+
+    def _plan(
+        self,
+        series: ActivitySeries,
+        occurrences: list[Activity],
+        calendar: CalendarEvent | None,
+        crm_now: Digests,
+        cal_now: Digests,
+        base_crm: Digests,
+        base_cal: Digests,
+        invitation: bool,
+        crm_split: bool = False,
+    ) -> Plan:
+        ctx = self.engine.ctx
+        plan = Plan()
+        keys = {
+            *crm_now.occurrences,
+            *cal_now.occurrences,
+            *base_crm.occurrences,
+            *base_cal.occurrences,
+        }
+        crm_wins: bool | None = None
+        for unit in [*MASTER_GROUPS, *(f"@{k}" for k in sorted(keys))]:
+            crm = crm_now.get(unit) != base_crm.get(unit)
+            cal = cal_now.get(unit) != base_cal.get(unit)
+            if not crm and not cal:
+                continue
+            if crm and cal and crm_now.get(unit) == cal_now.get(unit):
+                continue  # the same edit on both sides
+            if unit == "cancelled":
+                continue  # a cancelled master is a deletion, decided before this
+            push_ok = ctx.push and not invitation
+            pull_ok = ctx.pull and calendar is not None
+            if invitation and unit == "description":
+                pull_ok = False  # an invitation's note is the CRM's own
+            if unit == "recurrence" and crm and cal and crm_split and push_ok:
+                # The CRM split the series ("this and following") and the calendar ended
+                # it elsewhere: the earlier end is the CRM's, the calendar's split is
+                # carried on the CRM's later part (``CrmSplits.split_crm_part``).
+                plan.push.add(unit)
+                continue
+            if crm and not cal:
+                if push_ok:
+                    plan.push.add(unit)
+                continue
+            if cal and not crm:
+                if pull_ok:
+                    plan.pull.add(unit)
+                continue
+            # Changed on both sides to different values.
+            if invitation or not ctx.push:
+                if pull_ok:
+                    plan.pull.add(unit)
+                continue
+            if not ctx.pull:
+                plan.push.add(unit)
+                continue
+            if crm_wins is None:
+                crm_wins = self.crm_wins(series, occurrences, calendar)
+            plan.conflict = True
+            (plan.push if crm_wins else plan.pull).add(unit)
+        return plan
+
+    def _unrestorable(
+        self,
+        series: ActivitySeries,
+        occurrences: list[Activity],
+        plan: Plan,
+        cal_now: Digests,
+        crm_now: Digests,
+    ) -> set[str]:
+        """The occurrences the CRM took back (out of its trash) that the calendar keeps
+        cancelled and cannot bring back (Outlook): not written, and reported by date in
+        the sync's status; the CRM keeps them. Answers their keys."""
+        engine = self.engine
+        if engine.provider.capabilities.restores_occurrences:
+            return set()
+        live = {series_mapping.original_key(series, o) for o in occurrences if o.deleted_at is None}
+        found = {
+            key
+            for key in Plan.keys(plan.push) & live
+            if cal_now.occurrences.get(key) == LEFT_OUT and crm_now.occurrences.get(key) != LEFT_OUT
+        }
+        service = next(
+            (k.label for k in kinds.KINDS.values()
+             if k.capabilities is engine.provider.capabilities),
+            "the calendar",
+        )  # fmt: skip
+        zone = times.zone(series.timezone)
+        for key in sorted(found):
+            plan.push.discard(f"@{key}")
+            moment = moment_of(key, series)
+            day = moment.astimezone(zone).date() if isinstance(moment, dt.datetime) else moment
+            engine.report.problem(
+                f"series of activity {series.id}",
+                f"the occurrence of {day} was taken back from the trash, but {service} "
+                "cannot bring a cancelled occurrence of a series back: it stays cancelled "
+                "there (cancel it again, or add it as an activity of its own)",
+            )
+        return found
+
+    def crm_wins(
+        self, series: ActivitySeries, occurrences: list[Activity], calendar: CalendarEvent | None
+    ) -> bool:
+        policy = self.engine.ctx.options.conflict_policy
+        if policy != "latest":
+            return policy == "crm"
+        crm_time = max(series.updated_at, *(i.updated_at for i in occurrences))
+        calendar_time = (calendar.last_modified if calendar else None) or utcnow()
+        return crm_time.replace(microsecond=0) >= calendar_time.replace(microsecond=0)
+
+
+def _keep_carried(plan: Plan, cal_now: Digests, base_cal: Digests) -> None:
+    """The series' times or rule come from the calendar: its occurrences changed on their
+    own or left out at the old times that it no longer has are not undone in the CRM
+    (a client moving a series leaves them behind or drops them, as Outlook does); the
+    CRM carries them to the new times instead."""
+    for unit in list(plan.pull):
+        key = unit[1:]
+        if unit.startswith("@") and key in base_cal.occurrences and key not in cal_now.occurrences:
+            plan.pull.discard(unit)
