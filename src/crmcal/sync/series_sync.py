@@ -53,7 +53,7 @@ class SeriesSync:
         self.crm_splits = CrmSplits(self)
         self.copies = SplitCopies(self)
 
-    # --- what the engine calls -----------------------------------------------------
+    # --- what the engine calls (each the work of one part) -------------------------
 
     @property
     def pending(self) -> list[tuple[Reconciled, Update, CalendarEvent]]:
