@@ -15,10 +15,12 @@ whole. Someone else's meeting keeps its description as its organizer wrote it.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 
+from crmcal.sync import info_block
 from crmcal.sync.mapping import NOTE_MAX
 from tests.conftest import Api
 from tests.providers.conftest import API_HARNESSES, opened_harness
@@ -154,14 +156,15 @@ def test_a_note_longer_than_the_crm_keeps_is_refused_with_a_clear_error(sam: Api
     assert sam.get(f"{V1}/activities").json()["items"] == []
 
 
-async def test_a_description_longer_than_the_crm_keeps_comes_in_cut_and_stays_whole_there(
-    synced: Synced,
+async def test_a_description_longer_than_the_crm_keeps_comes_in_cut_with_a_warning(
+    synced: Synced, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The CRM keeps notes of up to 65,536 characters. A new event with a longer
     description, and an event in sync whose description another client makes longer,
     still come in (a meeting with a long agenda is a meeting), their notes cut to what
-    the CRM keeps; the calendar keeps the whole description through the CRM's other
-    edits, and the rest of the run syncs."""
+    the CRM keeps, each with a warning in the run's problems (and in the connection's
+    status) and a log line; the calendar keeps the whole description through the
+    CRM's other edits, and the rest of the run syncs."""
     synced.connect()
     made = synced.add_activity("Weekly notes", note="Short note")
     other = synced.add_activity("Other", hours=4)
@@ -176,13 +179,28 @@ async def test_a_description_longer_than_the_crm_keeps_comes_in_cut_and_stays_wh
     await synced.change_event(ids["Weekly notes"], description=longer)
     await synced.change_event(ids["Other"], summary="Other (moved)")
 
-    response = synced.user.post(f"{V1}/connections/{synced.connection_id}/sync")
+    held = as_held(synced.harness, longer)
+
+    with caplog.at_level(logging.WARNING, logger="crmcal"):
+        response = synced.user.post(f"{V1}/connections/{synced.connection_id}/sync")
 
     assert response.status_code == 200, response.text
-    assert response.json()["problems"] == []
+    warned = {p["item"]: p for p in response.json()["problems"]}
+    assert warned.keys() == {new_id, ids["Weekly notes"]}, warned
+    for why in warned.values():
+        assert why.get("kind") == "warning", why
+        assert f"note cut to {NOTE_MAX} of {len(held)} characters" in why["reason"], why
+        assert "the calendar keeps the whole description" in why["reason"], why
+    status = synced.user.get(f"{V1}/connections/{synced.connection_id}/status").json()
+    assert {p["item"] for p in status["problems"]} == warned.keys()
     by_subject = {a["subject"]: a for a in synced.activities()}
     assert sorted(by_subject) == ["Long minutes", "Other (moved)", "Weekly notes"]
-    held = as_held(synced.harness, longer)
+    # One line per cut note for whoever runs crmcal: which item, never its text.
+    lines = [r.getMessage() for r in caplog.records if "note cut" in r.getMessage()]
+    assert len(lines) == 2, lines
+    for item in warned:
+        assert sum(item in line for line in lines) == 1, (item, lines)
+    assert not any(held[:40] in line or longer[:40] in line for line in lines), lines
     for subject in ("Long minutes", "Weekly notes"):
         note = synced.activity(by_subject[subject]["id"])["note"]
         assert len(note) == NOTE_MAX, subject
@@ -193,6 +211,42 @@ async def test_a_description_longer_than_the_crm_keeps_comes_in_cut_and_stays_wh
     synced.sync()
     for event_id in (new_id, ids["Weekly notes"]):
         same((await synced.event(event_id)).description, held, "the whole description")
+
+
+async def test_the_cut_note_never_goes_back_with_the_crms_own_edits(synced: Synced) -> None:
+    """The calendar makes a description longer than a note while the CRM edits the
+    title: the run takes both, and the calendar keeps its whole description (the CRM's
+    cut note never goes back), also when the deal-and-contact block is switched on
+    later and every description is written again."""
+    synced.connect()
+    made = synced.add_activity("Planning", note="Short note")
+    synced.sync()
+    ((event_id, _),) = (await synced.events()).items()
+    longer = long_note(OVER)
+    held = as_held(synced.harness, longer)
+    await synced.change_event(event_id, description=longer)
+    synced.edit_activity(made["id"], subject="Planning (CRM)")
+
+    response = synced.user.post(f"{V1}/connections/{synced.connection_id}/sync")
+
+    assert response.status_code == 200, response.text
+    assert [p["item"] for p in response.json()["problems"]] == [event_id]
+    event = await synced.event(event_id)
+    assert event.summary == "Planning (CRM)"
+    same(event.description, held, "the description after both edits")
+    same(synced.activity(made["id"])["note"], held[:NOTE_MAX], "the note")
+
+    synced.set_options(include_deal_and_contact_info=True)
+    synced.sync()
+    description = (await synced.event(event_id)).description
+    assert description is not None
+    assert info_block.BEGIN in description
+    same(info_block.without_block(description), held, "the description with the block")
+    synced.edit_activity(made["id"], location="Room 7")
+    synced.sync()
+    description = (await synced.event(event_id)).description
+    same(info_block.without_block(description), held, "the description after another edit")
+    same(synced.activity(made["id"])["note"], held[:NOTE_MAX], "the note at the end")
 
 
 async def test_someone_elses_meeting_keeps_its_description(synced: Synced) -> None:

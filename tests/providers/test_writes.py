@@ -152,7 +152,11 @@ async def test_an_unrelated_crm_edit_cuts_nothing(synced: Synced) -> None:  # no
     long_title = "Quarterly review " + "t" * 300
     long_note = "Agenda\n" + "point " * 12000 + "\nJoin: https://meet.example.test/abc-defg-hij"
     event_id = await synced.add_event(long_title, description=long_note)
-    synced.sync()
+    response = synced.user.post(f"{V1}/connections/{synced.connection_id}/sync")
+    assert response.status_code == 200, response.text
+    ((warned, why),) = [(p["item"], p["reason"]) for p in response.json()["problems"]]
+    assert warned == event_id
+    assert why.startswith(f"note cut to 65536 of {len(long_note)} characters"), why
     activity = synced.only_activity()
     assert len(activity["subject"]) == 255
     assert len(activity["note"]) == 65536

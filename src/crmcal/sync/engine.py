@@ -85,6 +85,11 @@ parse_pool.compute_beside(merge.digests)
 # Why a series is skipped and counted where it is not synced (never flattened).
 NOT_YET = "recurring series are not synced yet"
 SERIES_CHANGES = "changes of a synced series are not synced yet"
+# The warning for an event whose description the CRM keeps only the start of.
+NOTE_CUT = (
+    "note cut to {kept} of {length} characters, as much as the CRM keeps; "
+    "the calendar keeps the whole description"
+)
 # What a link remembers of a side that is in the trash.
 TRASHED = "trashed"
 # A run that would trash more than this many activities and more than this share of
@@ -135,6 +140,11 @@ class SyncReport:
         if retry:
             found["retry"] = "true"
         self.problems.append(found)
+
+    def warning(self, item: str, reason: str) -> None:
+        """An item that synced, with something its user should know (a note cut short):
+        listed with the problems, marked as a warning."""
+        self.problems.append({"item": item, "reason": reason, "kind": "warning"})
 
     def cannot_read(self, ref: RemoteRef) -> None:
         """Report a calendar item whose content could not be read (``ref.error``)."""
@@ -1290,12 +1300,45 @@ class Engine:
         single = event.recurrence is None and (
             pair.remote is None or (listed is not None and listed.recurrence is None)
         )
-        update = Update(link.remote_id, etag, event, changed, single)
+        sent = await self._whole_there(pair, link, activity, event, changed)
+        update = Update(link.remote_id, etag, sent, changed, single)
         # Each names the version it was decided against, so it may wait for its batch:
         # an event changed meanwhile answers 412 and is decided again (_updated).
         self.updates.append((pair, link, activity, event, update))  # see _push_changes
         if not self.provider.capabilities.batch_changes:
             await self._push_changes()
+
+    async def _whole_there(
+        self,
+        pair: Pair,
+        link: Link,
+        activity: Activity,
+        event: CalendarEvent,
+        changed: frozenset[str] | None,
+    ) -> CalendarEvent:
+        """``event`` as it is written to the calendar: with the calendar's whole note
+        where the activity's is that note cut to what the CRM keeps (mapping.uncut_note),
+        so that the CRM's other edits, or a new deal-and-contact block, never cut the
+        description there. The event is read only for a note of the CRM's full length
+        whose description is written."""
+        note = activity.note
+        if note is None or len(note) < mapping.NOTE_MAX:
+            return event
+        if changed is not None and "description" not in changed:
+            return event
+        if event.description is None or not event.description.startswith(note):
+            return event
+        there = pair.remote.event if pair.remote is not None else None
+        if there is None:
+            (found,) = await self.provider.fetch(self.ctx.calendar_id, [link.remote_id])
+            if found.error:
+                # Not read: nothing is written over a description that may be whole.
+                raise ProviderError(f"{found.error}; will retry")
+            there = found.event
+        whole = mapping.uncut_note(note, there.description if there is not None else None)
+        if whole is None:
+            return event
+        return replace(event, description=whole + event.description[len(note) :])
 
     async def _push_changes(self) -> None:
         """Send the updates and deletes gathered so far: in as few requests as the
@@ -1319,8 +1362,12 @@ class Engine:
         calendar = self.ctx.calendar_id
         results = await update_many(self.provider, calendar, [u[-1] for u in updates])
         await self._answered(
-            (pair, result, partial(self._updated, pair, link, activity, event, result))
-            for (pair, link, activity, event, _), result in zip(updates, results, strict=True)
+            (
+                pair,
+                result,
+                partial(self._updated, pair, link, activity, event, _as_sent(result, update)),
+            )
+            for (pair, link, activity, event, update), result in zip(updates, results, strict=True)
         )
 
     async def _updated(
@@ -1460,7 +1507,21 @@ class Engine:
             data = ActivityCreate(**fields)
         except ValidationError as exc:
             raise Invalid(f"the {what} cannot be stored: {_refusal(exc)}") from None
+        self._warn_if_cut(ref.id, event)
         return _Import(ref, event, data, uid, self._organizer(event))
+
+    def _warn_if_cut(self, item: str, event: CalendarEvent) -> None:
+        """Say so, in the run's problems and the log, when the event's note comes in cut
+        to what the CRM keeps (the calendar keeps it whole: see _whole_there). The log
+        line names the item and the lengths, never the text."""
+        length = mapping.note_cut(event)
+        if length is None:
+            return
+        self.report.warning(item, NOTE_CUT.format(kept=mapping.NOTE_MAX, length=length))
+        log.warning(
+            "connection %s, %s: note cut to %d of %d characters (the calendar keeps it whole)",
+            self.connection_id, item, mapping.NOTE_MAX, length,
+        )  # fmt: skip
 
     async def _pull_create(self, prepared: list[_Import]) -> list[RemoteRef]:
         """One transaction; answers the series left out of it: those whose uid the CRM
@@ -1566,6 +1627,7 @@ class Engine:
             organizer = self._organizer(ref.event)
             if organizer and activity.organizer:
                 del fields["note"]  # an invitation's note is the CRM's own
+            cut = "note" in fields and mapping.note_cut(ref.event) is not None
             try:
                 data = ActivityUpdate(**fields)
             except ValidationError as exc:
@@ -1595,6 +1657,8 @@ class Engine:
                     field_hashes=self._field_hashes(written, ref.event),
                     last_synced_at=utcnow(),
                 )
+        if cut:
+            self._warn_if_cut(ref.id, ref.event)
         self.report.updated += 1
         return activity
 
@@ -1828,6 +1892,14 @@ def _for_invitation(decision: Decision) -> Decision:
             return Decision(Act.PULL_TRASH)
         case _:
             return Decision(decision.act)  # the calendar's version is no conflict
+
+
+def _as_sent(result: RemoteRef | ProviderError, update: Update) -> RemoteRef | ProviderError:
+    """An update's answer, with the event as written where the answer has no content:
+    what the link remembers of the calendar's side (its whole note, say)."""
+    if isinstance(result, RemoteRef) and result.event is None:
+        return replace(result, event=update.event)
+    return result
 
 
 def _refusal(exc: ValidationError) -> str:

@@ -22,7 +22,8 @@ from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.options import SyncOptions
 
 UNTITLED = "(no title)"
-# Limits of the CRM's fields (docs/api.md); longer calendar text is cut, not refused.
+# Limits of the CRM's fields (docs/api.md); longer calendar text is cut, not refused
+# (a cut note with a warning: see note_cut).
 SUBJECT_MAX, LOCATION_MAX, NOTE_MAX, NAME_MAX = 255, 500, 65536, 200
 REMINDER_MAX = 40320
 
@@ -36,7 +37,7 @@ def derived_uid(owner_id: int, event_uid: str) -> str:
     return hashlib.sha256(f"{owner_id}\0{event_uid}".encode()).hexdigest()[:32]
 
 
-def _clean(text: str | None, limit: int) -> str | None:
+def _clean(text: str | None, limit: int | None) -> str | None:
     if text is None:
         return None
     # NUL and lone surrogates cannot be stored; calendars do send them.
@@ -44,13 +45,45 @@ def _clean(text: str | None, limit: int) -> str | None:
     return cleaned[:limit]
 
 
+def _whole_note(description: str | None) -> str | None:
+    """The note a description gives before it is cut to what the CRM keeps."""
+    return _clean(info_block.without_block(description), None) or None
+
+
+def note_cut(event: CalendarEvent) -> int | None:
+    """How long the event's note is when the CRM keeps only the first NOTE_MAX
+    characters of it (None: the CRM keeps it whole)."""
+    note = _whole_note(event.description)
+    return len(note) if note is not None and len(note) > NOTE_MAX else None
+
+
+def uncut_note(note: str | None, description: str | None) -> str | None:
+    """The whole note of the calendar's ``description`` when the activity's ``note`` is
+    that note as it came in, cut to what the CRM keeps (line breaks aside); None when
+    it is not (a note of its own, edited in the CRM, or never cut).
+
+    A cut note fills the CRM's field to the last character, and what the CRM user
+    types into it changes it somewhere before its end: a note of NOTE_MAX characters
+    with which the calendar's longer note begins was never edited."""
+    if note is None or len(note) < NOTE_MAX:
+        return None
+    whole = _whole_note(description)
+    if whole is None or len(whole) <= NOTE_MAX:
+        return None
+    lf_whole, lf_note = whole.replace("\r\n", "\n"), note.replace("\r\n", "\n")
+    return whole if len(lf_whole) > len(lf_note) and lf_whole.startswith(lf_note) else None
+
+
 def _note(description: str | None, current: Activity | None) -> str | None:
     """The note a description gives, cut to what the CRM keeps: a longer description
     stays whole in the calendar, which crmcal rewrites only when the note itself is
-    edited (a meeting with a long agenda still comes in, and its moves still sync).
+    edited (a meeting with a long agenda still comes in, and its moves still sync;
+    the sync warns of the cut, see ``note_cut``, and writes the calendar's whole note
+    back with the activity's other changes, see ``uncut_note``).
     The same text with other line breaks is the note as it is (an iCalendar
     DESCRIPTION has one kind of line break: a note's CRLF comes back LF)."""
-    note = _clean(info_block.without_block(description), NOTE_MAX) or None
+    whole = _whole_note(description)
+    note = whole[:NOTE_MAX] if whole is not None else None
     if (
         note is not None
         and current is not None
