@@ -490,6 +490,71 @@ async def test_a_crm_edit_made_during_a_sync_is_not_overwritten(world: World) ->
     assert (await world.activity(b.id)).subject == "B edited in the CRM during the sync"
 
 
+async def test_a_conflict_whose_pull_is_left_for_the_next_run_is_recorded_once(
+    world: World,
+) -> None:
+    """Both sides edit B and the calendar wins, but the CRM edits B again while the run
+    writes A: the pull is left for the next run, which decides B again with the same
+    calendar version. That is one conflict, recorded once (with the CRM's version the
+    decision was applied against), and counted once in the connection's totals."""
+    await world.set_options(conflict_policy="calendar")
+    world.calendar.put("ea", event("A", start=1))
+    world.calendar.put("eb", event("B", start=2))
+    await world.sync()
+    a, b = await world.live_activities()
+    # A is settled first (listed first) and written to the calendar: B meanwhile.
+    world.calendar.put("ea", event("A", start=1, location="Room 1"))
+    world.calendar.put("eb", event("B edited in the calendar", start=2))
+    await world.edit_activity(b.id, subject="B edited in the CRM")
+    await world.edit_activity(a.id, subject="A edited in the CRM")
+
+    async def edit_b() -> None:  # while the sync writes A, someone edits B in the CRM
+        await world.edit_activity(b.id, location="Room 2")
+
+    world.provider = EditingDuringUpdate(world.calendar, edit_b)
+    first = await world.sync()
+    assert (await world.activity(b.id)).subject == "B edited in the CRM"  # left for later
+    second = await world.sync()
+    assert (await world.activity(b.id)).subject == "B edited in the calendar"
+    assert (await world.activity(b.id)).location == "Room 2"
+    async with world.db.read() as session:
+        conflicts = list(await session.scalars(select(SyncConflict)))
+    assert len(conflicts) == 1, [(c.activity_id, c.crm_version) for c in conflicts]
+    (conflict,) = conflicts
+    assert conflict.activity_id == b.id
+    assert conflict.winner == "calendar"
+    assert conflict.crm_version is not None
+    assert conflict.crm_version["location"] == "Room 2"  # as the pull was applied
+    assert first.conflicts + second.conflicts == 1
+    assert (await world.connection()).counts["conflicts"] == 1
+    assert (await world.sync()).conflicts == 0
+
+
+async def test_a_conflict_decided_again_within_a_run_is_recorded_once(world: World) -> None:
+    """The CRM wins a conflict, but the calendar changes the event again before the
+    write lands (412): the run decides again with the new version. One item, one run:
+    one record, saying how it was settled in the end."""
+    await world.set_options(conflict_policy="crm")
+    world.calendar.put("ea", event("A", start=1))
+    await world.sync()
+    (a,) = await world.live_activities()
+    world.calendar.put("ea", event("A edited in the calendar", start=1))
+    await world.edit_activity(a.id, subject="A edited in the CRM")
+
+    async def edit_again() -> None:  # the calendar's user edits A once more meanwhile
+        world.calendar.put("ea", event("A edited in the calendar again", start=1))
+
+    world.provider = EditingDuringUpdate(world.calendar, edit_again)
+    report = await world.sync()
+    assert world.events()["ea"].summary == "A edited in the CRM"
+    async with world.db.read() as session:
+        conflicts = list(await session.scalars(select(SyncConflict)))
+    assert len(conflicts) == 1, [c.calendar_version for c in conflicts]
+    assert conflicts[0].calendar_version is not None
+    assert conflicts[0].calendar_version["summary"] == "A edited in the calendar again"
+    assert report.conflicts == 1
+
+
 class StoppingDuringUpdate(MemoryProvider):
     """A calendar whose first update stops (or deletes) the connection meanwhile."""
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -90,6 +91,8 @@ NOTE_CUT = (
     "note cut to {kept} of {length} characters, as much as the CRM keeps; "
     "the calendar keeps the whole description"
 )
+# Conflict versions compared as their JSON column holds them (keys in order).
+_JSON_KEY = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 # What a link remembers of a side that is in the trash.
 TRASHED = "trashed"
 # A run that would trash more than this many activities and more than this share of
@@ -248,6 +251,8 @@ class Engine:
         self._total = 0
         # The connection's problems as read with the run's start (None: read them).
         self._problems_before: list[dict[str, Any]] | None = None
+        # The conflicts this run recorded: (activity id, event id) -> the record's id.
+        self.recorded_conflicts: dict[tuple[int | None, str | None], int] = {}
 
     # --- the run ---------------------------------------------------------
 
@@ -1812,20 +1817,66 @@ class Engine:
             }
         elif decision.winner is not None:
             result = merge.version(crm_event if decision.winner == Winner.CRM else event)
+        activity_id = activity.id if activity else None
+        remote_id = pair.remote.id if pair.remote else None
+        values: dict[str, Any] = {
+            "policy": self.ctx.options.conflict_policy,
+            "winner": decision.winner or "",
+            "crm_version": crm_version,
+            "calendar_version": calendar_version,
+            "result": result,
+        }
         async with self.db.write() as session:
-            session.add(
-                SyncConflict(
-                    connection_id=self.ctx.connection_id,
-                    activity_id=activity.id if activity else None,
-                    remote_id=pair.remote.id if pair.remote else None,
-                    policy=self.ctx.options.conflict_policy,
-                    winner=decision.winner or "",
-                    crm_version=crm_version,
-                    calendar_version=calendar_version,
-                    result=result,
-                )
+            same = await self._same_conflict(session, activity_id, remote_id, calendar_version)
+            if same is not None:
+                # Decided again (a pull left for the next run, a write answered 412):
+                # the record says how it was settled last, and counts once.
+                for name, value in values.items():
+                    setattr(same, name, value)
+                same.detected_at = utcnow()
+                return
+            recorded = SyncConflict(
+                connection_id=self.ctx.connection_id,
+                activity_id=activity_id,
+                remote_id=remote_id,
+                **values,
             )
+            session.add(recorded)
+            await session.flush()
+            self.recorded_conflicts[(activity_id, remote_id)] = recorded.id
         self.report.conflicts += 1
+
+    async def _same_conflict(
+        self,
+        session: AsyncSession,
+        activity_id: int | None,
+        remote_id: str | None,
+        calendar_version: dict[str, Any] | None,
+    ) -> SyncConflict | None:
+        """The record of the conflict being decided, when it has one already: this run's
+        of the same item, or the item's last one if it names the same calendar version.
+
+        A conflict's calendar side is settled once the decision is applied (the link
+        then holds that version), so the same version in conflict again means the
+        decision was not applied: the engine left the pull for the next run (a CRM
+        edit made while it ran) or a write failed, and this is the same conflict."""
+        known = self.recorded_conflicts.get((activity_id, remote_id))
+        if known is not None:
+            return await session.get(SyncConflict, known)
+        if activity_id is None:
+            return None
+        last = await session.scalar(
+            select(SyncConflict)
+            .where(
+                SyncConflict.connection_id == self.ctx.connection_id,
+                SyncConflict.activity_id == activity_id,
+            )
+            .order_by(SyncConflict.id.desc())
+            .limit(1)
+        )
+        if last is None or last.remote_id != remote_id:
+            return None
+        return last if _same_json(last.calendar_version, calendar_version) else None
 
     # --- the end of the run ------------------------------------------------
 
@@ -1892,6 +1943,11 @@ def _for_invitation(decision: Decision) -> Decision:
             return Decision(Act.PULL_TRASH)
         case _:
             return Decision(decision.act)  # the calendar's version is no conflict
+
+
+def _same_json(stored: object, new: object) -> bool:
+    """Whether a value read back from a JSON column is ``new`` (compared as stored)."""
+    return _JSON_KEY.encode(stored) == _JSON_KEY.encode(new)
 
 
 def _as_sent(result: RemoteRef | ProviderError, update: Update) -> RemoteRef | ProviderError:
