@@ -56,6 +56,13 @@ class Behaviour:
     partial: dict[tuple[str, str], int | None] = field(default_factory=dict)
     octet_folds: bool = False
     garbled: set[str] = field(default_factory=set)  # texts in hrefs
+    # (REPORT kind, text in a member's href) -> the status of the propstat its calendar
+    # data is answered in (its ETag stays in a 200 propstat).
+    propstat: dict[tuple[str, str], int] = field(default_factory=dict)
+    truncate_sync: int | None = None  # members a sync-collection answer keeps
+    volatile_etags: bool = False
+    no_put_etag: bool = False
+    gets: int = 0  # GETs answered (for volatile ETags)
 
     def count(self, method: str, suffix: str = "") -> int:
         return sum(n for (m, p), n in self.requests.items() if m == method and p.endswith(suffix))
@@ -77,6 +84,45 @@ def _partial(body: bytes, kind: str, behaviour: Behaviour) -> bytes:
                 if child.tag != "{DAV:}href":
                     response.remove(child)
             etree.SubElement(response, "{DAV:}status").text = f"HTTP/1.1 {status} Refused"
+    return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
+
+
+def _propstat(body: bytes, kind: str, behaviour: Behaviour) -> bytes:
+    """A multistatus ``body`` whose members ``behaviour.propstat`` names have their
+    calendar data moved to a propstat of the status it gives, emptied."""
+    rules = {text: status for (k, text), status in behaviour.propstat.items() if k == kind}
+    if not rules:
+        return body
+    tree = etree.fromstring(body)
+    for response in tree.findall("{DAV:}response"):
+        href = response.findtext("{DAV:}href") or ""
+        status = next((rules[text] for text in rules if text in href), None)
+        if status is None:
+            continue
+        for data in list(response.iter("{urn:ietf:params:xml:ns:caldav}calendar-data")):
+            holder = data.getparent()
+            if holder is not None:
+                holder.remove(data)
+        propstat = etree.SubElement(response, "{DAV:}propstat")
+        prop = etree.SubElement(propstat, "{DAV:}prop")
+        etree.SubElement(prop, "{urn:ietf:params:xml:ns:caldav}calendar-data")
+        etree.SubElement(propstat, "{DAV:}status").text = f"HTTP/1.1 {status} Not Given"
+    return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
+
+
+def _truncated_sync(body: bytes, keep: int, collection: str) -> bytes:
+    """A sync-collection answer cut to its first ``keep`` members, with the collection
+    answered ``507`` (RFC 6578 3.6)."""
+    tree = etree.fromstring(body)
+    members = tree.findall("{DAV:}response")
+    for response in members[keep:]:
+        tree.remove(response)
+    marker = etree.Element("{DAV:}response")
+    etree.SubElement(marker, "{DAV:}href").text = collection
+    etree.SubElement(marker, "{DAV:}status").text = "HTTP/1.1 507 Insufficient Storage"
+    error = etree.SubElement(marker, "{DAV:}error")
+    etree.SubElement(error, "{DAV:}number-of-matches-within-limits")
+    tree.insert(min(keep, len(members)), marker)
     return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
 
 
@@ -177,9 +223,18 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
         etag = answer.headers.get("etag")
         if behaviour.weak_etags and request.method == "GET" and etag and not etag.startswith("W/"):
             out["etag"] = "W/" + etag
+        if behaviour.volatile_etags and request.method == "GET" and etag:
+            behaviour.gets += 1
+            out["etag"] = f'"get-{behaviour.gets}"'
+        if behaviour.no_put_etag and request.method == "PUT":
+            out.pop("etag", None)
+            out.pop("ETag", None)
         content = answer.content
         if report and answer.status_code == 207:
             content = _partial(content, report, behaviour)
+            content = _propstat(content, report, behaviour)
+            if report == "sync-collection" and behaviour.truncate_sync is not None:
+                content = _truncated_sync(content, behaviour.truncate_sync, path)
             if behaviour.garbled:
                 content = _garbled(content, behaviour)
         if request.method == "GET" and any(text in path for text in behaviour.garbled):

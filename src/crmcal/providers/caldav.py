@@ -9,7 +9,10 @@ Protocol use:
   is the account's own meeting (``invitation`` False), whatever the login is; any
   other is left for the engine to compare with the user's addresses;
 - listings: ``sync-collection`` (RFC 6578) with the cursor as sync-token, hrefs
-  and etags only; a refused token (Radicale 403, Xandikos 412 or 500, any
+  and etags only; a member it answers ``404`` is removed from the collection, which
+  the caller confirms with a read before taking it as deleted (``unconfirmed``: a
+  server's word that something is gone is not proof of it); a refused token
+  (Radicale 403, Xandikos 412 or 500, any
   ``DAV:valid-sync-token`` error) or a server without the report falls back to a
   full listing. ``DAV:limit`` is never sent: Xandikos truncates at it silently.
   When the caller will need every event (a first import), the full listing is
@@ -20,7 +23,8 @@ Protocol use:
   parsed, each resource parsed on its own so one bad event never fails a batch
   (many of them in ``parse_pool``'s processes). A multistatus answers each href on
   its own (RFC 4918 13): a 404 is gone since listed; an href left out or answered
-  with another status comes back with an ``error`` to retry, never as gone;
+  with another status, or whose calendar data comes in a propstat of another
+  status, comes back with an ``error`` to retry, never as gone;
 - writes: ``PUT`` with ``If-None-Match: *`` (create, at ``crmcal-{key}.ics`` with
   UID ``crmcal-{key}``) or ``If-Match`` (update), ``DELETE`` with ``If-Match``.
 
@@ -250,6 +254,8 @@ class _Member:
     href: str  # normalised
     status: int
     props: dict[str, Any]  # Clark tag -> element, from propstats with status 200
+    # Clark tag -> status, for the properties a propstat of another status answers
+    withheld: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def _members(tree: Any) -> Iterator[_Member]:
@@ -262,14 +268,18 @@ def _members(tree: Any) -> Iterator[_Member]:
             continue
         status = _status_code(response.findtext(f"{DAV}status"))
         props: dict[str, Any] = {}
+        withheld: dict[str, int] = {}
         for propstat in response.findall(f"{DAV}propstat"):
-            if _status_code(propstat.findtext(f"{DAV}status")) != 200:
-                continue
+            code = _status_code(propstat.findtext(f"{DAV}status"))
             prop = propstat.find(f"{DAV}prop")
-            if prop is not None:
-                for child in prop:
+            if prop is None:
+                continue
+            for child in prop:
+                if code == 200:
                     props[child.tag] = child
-        yield _Member(normalize_href(href.strip()), status or 200, props)
+                else:
+                    withheld[child.tag] = code or 0
+        yield _Member(normalize_href(href.strip()), status or 200, props, withheld)
 
 
 def _refused(member: _Member) -> RemoteRef:
@@ -777,6 +787,10 @@ class CalDAVProvider:
             seen_tokens.add(new_token)
             token = new_token  # the rest of a truncated answer
         self._dedupe(listing)
+        # Servers answer 404 for members still there (a resource they failed to read,
+        # one moved and back, a token table rebuilt): only what a read no longer
+        # finds is gone, and the caller reads those it synced.
+        listing.unconfirmed.update(listing.deleted)
         return listing
 
     def _query_listing(self, calendar: str) -> ChangeListing | None:
@@ -901,7 +915,17 @@ class CalDAVProvider:
             element = member.props.get(f"{CALDAV}calendar-data")
             text = element.text if element is not None else None
             if not text:
-                refs.append(RemoteRef(member.href, etag, error="the server sent no calendar data"))
+                withheld = member.withheld.get(f"{CALDAV}calendar-data")
+                if withheld is not None and withheld != 200:
+                    # The resource is there; its data was not given now (403, 507 ...).
+                    refs.append(RemoteRef(member.href, "", retry=True, error=(
+                        f"the server answered {withheld or 'an unknown status'} for this "
+                        "event's calendar data"
+                    )))  # fmt: skip
+                else:
+                    refs.append(
+                        RemoteRef(member.href, etag, error="the server sent no calendar data")
+                    )
                 continue
             if len(text) > MAX_EVENT_BYTES:
                 refs.append(RemoteRef(member.href, etag, error="the event is larger than 1 MiB"))

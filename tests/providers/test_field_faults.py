@@ -1,0 +1,144 @@
+"""Partial answers and odd ETags from a CalDAV server, through a whole sync.
+
+Radicale and Xandikos serve the calendar; crmcal reaches them through
+``tests.caldav_proxy``, which answers the way other servers in the field do: a
+``sync-collection`` that names a member still there as removed (``404``), one cut
+short with the RFC 6578 truncation marker, a multiget that gives a member's ETag
+but answers its calendar data with a 403 or 507 propstat, ETags that change with
+every GET and PUTs answered without one. What must hold: absence is not deletion
+(nothing is trashed that a read still finds), nothing left unread is lost (it is
+read on a later sync), and nothing is written again and again.
+"""
+
+from __future__ import annotations
+
+from tests.caldav_proxy import Behaviour
+from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
+    admin,
+    client,
+    sam,
+)
+from tests.providers.test_writes import (  # noqa: F401  # fixtures used by name
+    Proxied,
+    behaviour,
+    proxied,
+)
+
+
+def name_of(event_id: str) -> str:
+    return event_id.rsplit("/", 1)[1]
+
+
+async def test_a_sync_collection_that_says_a_member_is_gone_while_it_is_there_trashes_nothing(
+    proxied: Proxied,  # noqa: F811
+    behaviour: Behaviour,  # noqa: F811
+) -> None:
+    harness = proxied.harness
+    proxied.connect()
+    (kept, other), by_title = await proxied.synced_activities("Kept", "Other")
+    await harness.retitle(by_title["Kept"], "Kept (retitled)")
+    await harness.retitle(by_title["Other"], "Other (retitled)")
+    # The incremental listing names "Kept" as removed (RFC 6578: a 404 member).
+    behaviour.partial = {("sync-collection", name_of(by_title["Kept"])): 404}
+    counts = proxied.sync_with_problems()
+    assert counts["problems"] == []
+    assert counts["deleted"] == 0
+    assert proxied.activities(deleted=True) == []
+    # The read that checked it found it, changed: the change comes in.
+    assert proxied.activity(kept["id"])["subject"] == "Kept (retitled)"
+    assert proxied.activity(other["id"])["subject"] == "Other (retitled)"
+    # A member really removed is still trashed, after the same read.
+    behaviour.partial.clear()
+    await harness.remove(by_title["Other"])
+    counts = proxied.sync_with_problems()
+    assert counts["deleted"] == 1
+    assert [a["id"] for a in proxied.activities(deleted=True)] == [other["id"]]
+
+
+async def test_a_truncated_full_listing_trashes_nothing_still_there(
+    proxied: Proxied,  # noqa: F811
+    behaviour: Behaviour,  # noqa: F811
+) -> None:
+    proxied.connect()
+    made, by_title = await proxied.synced_activities("One", "Two", "Three", "Four")
+    # New options: the next sync lists everything, and the server cuts that listing
+    # after one member, marking it truncated (RFC 6578 3.6).
+    proxied.set_options(include_deal_and_contact_info=True)
+    behaviour.truncate_sync = 1
+    counts = proxied.sync_with_problems()
+    assert counts["problems"] == []
+    assert counts["deleted"] == 0
+    assert proxied.activities(deleted=True) == []
+    assert behaviour.reports["sync-collection"] >= 2  # it asked for the rest
+    behaviour.truncate_sync = None
+    assert proxied.sync_with_problems()["deleted"] == 0
+    assert sorted(a["subject"] for a in proxied.activities()) == sorted(
+        str(title) for title in by_title
+    )
+    assert len(made) == 4
+
+
+async def test_calendar_data_answered_in_an_error_propstat_is_read_on_a_later_sync(
+    proxied: Proxied,  # noqa: F811
+    behaviour: Behaviour,  # noqa: F811
+) -> None:
+    harness = proxied.harness
+    proxied.connect()
+    (refused, full, fine), by_title = await proxied.synced_activities("Refused", "Too big", "Fine")
+    for title in by_title:
+        await harness.retitle(by_title[title], f"{title} (retitled)")
+    # The multiget gives each member's ETag, but the calendar data of two in a
+    # propstat of its own with a 403 and a 507.
+    behaviour.propstat = {
+        ("calendar-multiget", name_of(by_title["Refused"])): 403,
+        ("calendar-multiget", name_of(by_title["Too big"])): 507,
+    }
+    counts = proxied.sync_with_problems()
+    assert counts["deleted"] == 0
+    reasons = {p["item"]: p["reason"] for p in counts["problems"]}
+    assert set(reasons) == {by_title["Refused"], by_title["Too big"]}
+    assert "403" in reasons[by_title["Refused"]]
+    assert "507" in reasons[by_title["Too big"]]
+    assert proxied.activity(fine["id"])["subject"] == "Fine (retitled)"
+    # The server answers in full again: the two are read though nothing names them.
+    behaviour.propstat.clear()
+    counts = proxied.sync_with_problems()
+    assert counts["problems"] == []
+    assert proxied.activity(refused["id"])["subject"] == "Refused (retitled)"
+    assert proxied.activity(full["id"])["subject"] == "Too big (retitled)"
+    assert proxied.activities(deleted=True) == []
+
+
+async def test_etags_that_change_with_every_get_make_no_write_loop_and_lose_no_edit(
+    proxied: Proxied,  # noqa: F811
+    behaviour: Behaviour,  # noqa: F811
+) -> None:
+    harness = proxied.harness
+    behaviour.volatile_etags = True
+    behaviour.no_put_etag = True
+    proxied.connect()
+    (made,), by_title = await proxied.synced_activities("Demo")
+    (event_id,) = by_title.values()
+    proxied.edit_activity(made["id"], location="Room 7")
+    counts = proxied.sync_with_problems()
+    assert counts["problems"] == []
+    assert counts["updated"] == 1
+    # Nothing changed since: syncs write nothing, however the ETags read.
+    for _ in range(3):
+        behaviour.requests.clear()
+        counts = proxied.sync_with_problems()
+        assert counts["problems"] == []
+        assert (counts["created"], counts["updated"], counts["deleted"]) == (0, 0, 0)
+        assert behaviour.count("PUT") == 0
+    # Both sides edit different fields: both edits are kept, each written once.
+    await harness.retitle(event_id, "Demo (calendar)")
+    proxied.edit_activity(made["id"], note="Bring the numbers")
+    behaviour.requests.clear()
+    counts = proxied.sync_with_problems()
+    assert counts["problems"] == []
+    assert behaviour.count("PUT") == 1
+    event = await proxied.sync_keeping(event_id)
+    assert (event.summary, event.location) == ("Demo (calendar)", "Room 7")
+    assert event.description == "Bring the numbers"
+    after = proxied.activity(made["id"])
+    assert (after["subject"], after["note"]) == ("Demo (calendar)", "Bring the numbers")
