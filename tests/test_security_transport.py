@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from crmcal.providers import guarded_http
+from crmcal.providers.api_client import tls
 from crmcal.providers.base import NotACalendarServer, ProviderError, Unreachable
 from crmcal.providers.caldav import POOL_SIZE, CalDAVProvider
 from tests.hostile import (
@@ -283,6 +284,37 @@ async def test_a_dripping_server_meets_the_total_deadline() -> None:
         await hostile.close()
 
 
+def drip_headers(request: Request, handler: BaseHTTPRequestHandler, server: HostileServer) -> None:
+    """A status line, then a header line every 50 ms, never the end of the headers."""
+    handler.close_connection = True
+    handler.wfile.write(b"HTTP/1.1 207 Multi-Status\r\n")
+    handler.wfile.flush()
+    while not server.stop.wait(0.05):
+        handler.wfile.write(b"X-Slow: " + b"a" * 90 + b"\r\n")
+        handler.wfile.flush()
+
+
+async def test_a_server_dripping_its_headers_meets_the_total_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The HTTP client reads the headers before it hands the answer over: the
+    deadline holds there too, not only while the body is read."""
+    with serving(HostileServer()) as server:
+        server.routes["*"] = lambda r, h: drip_headers(r, h, server)
+        hostile = provider(server.url + "/", allow_private=True, deadline=1)
+        with pytest.raises(Unreachable, match="longer than 1 s"):
+            await hostile.list_changes(server.url + "/cal/", None)
+        await hostile.close()
+        # And through the guarded transport (no private networks allowed).
+        stand_in_dns(monkeypatch, {})
+        guarded = guarded_http.GuardedClient(tls=tls(), deadline=1)
+        try:
+            with pytest.raises(guarded_http.DeadlineExceeded):
+                await asyncio.to_thread(guarded.request, "GET", server.url + "/x")
+        finally:
+            guarded.close()
+
+
 async def test_dripping_servers_hold_only_caldav_threads() -> None:
     """With every CalDAV thread held by a dripping server, the default executor
     (which the rest of crmcal uses) still runs work."""
@@ -323,3 +355,109 @@ async def test_an_event_over_one_mib_is_unreadable_not_fatal() -> None:
     by_id = {ref.id: ref for ref in refs}
     assert "larger than 1 MiB" in (by_id["/cal/big.ics"].error or "")
     assert by_id["/cal/small.ics"].event is not None
+
+
+# --- 7: compressed bombs and hostile XML --------------------------------------------------
+
+
+def _bomb(coding: str) -> bytes:
+    """A multistatus of 100 MiB, compressed to about 100 KiB."""
+    import zlib
+
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, (16 if coding == "gzip" else 0) + zlib.MAX_WBITS)
+    head = b'<?xml version="1.0"?><D:multistatus xmlns:D="DAV:">'
+    parts = [squeeze.compress(head)]
+    block = b" " * guarded_http.MiB
+    parts += [squeeze.compress(block) for _ in range(100)]
+    parts.append(squeeze.compress(b"</D:multistatus>") + squeeze.flush())
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+async def test_a_compressed_bomb_is_cut_off_at_the_cap(coding: str) -> None:
+    bomb = _bomb(coding)
+    assert len(bomb) < guarded_http.MiB
+
+    def answer(request: Request, handler: BaseHTTPRequestHandler) -> None:
+        reply(handler, 207, bomb, {"Content-Encoding": coding})
+
+    with serving(HostileServer(routes={"*": answer})) as server:
+        hostile = provider(server.url + "/", allow_private=True)
+        with pytest.raises(Unreachable, match="larger than 20 MiB"):
+            await hostile.list_changes(server.url + "/cal/", None)
+        await hostile.close()
+
+
+LAUGHS = (
+    '<?xml version="1.0"?><!DOCTYPE D:multistatus [<!ENTITY a "aaaaaaaaaa">'
+    + "".join(f'<!ENTITY {chr(98 + n)} "{("&" + chr(97 + n) + ";") * 10}">' for n in range(9))
+    + '<!ENTITY file SYSTEM "file:///etc/passwd">]>'
+    '<D:multistatus xmlns:D="DAV:"><D:response><D:href>/cal/&j;&file;.ics</D:href>'
+    '<D:propstat><D:prop><D:getetag>"&j;"</D:getetag></D:prop>'
+    "<D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
+    "<D:sync-token>t1</D:sync-token></D:multistatus>"
+)
+EXTERNAL = (
+    '<?xml version="1.0"?><!DOCTYPE D:multistatus [<!ENTITY file SYSTEM "file:///etc/passwd">]>'
+    '<D:multistatus xmlns:D="DAV:"><D:response><D:href>/cal/a&file;.ics</D:href>'
+    '<D:propstat><D:prop><D:getetag>"&file;"</D:getetag></D:prop>'
+    "<D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
+    "<D:sync-token>t1</D:sync-token></D:multistatus>"
+)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(LAUGHS, id="entities"),
+        pytest.param(
+            MULTISTATUS.format(response("/cal/a.ics", "<D:x>" * 100_000 + "</D:x>" * 100_000)),
+            id="nested",
+        ),
+    ],
+)
+async def test_entity_bombs_and_deep_nesting_are_refused_as_malformed(body: str) -> None:
+    """A billion laughs is never expanded, elements nested a hundred thousand deep are
+    not followed down: the answer is refused, with a clear error."""
+
+    def answer(request: Request, handler: BaseHTTPRequestHandler) -> None:
+        reply(handler, 207, body)
+
+    with serving(HostileServer(routes={"*": answer})) as server:
+        hostile = provider(server.url + "/", allow_private=True)
+        with pytest.raises(ProviderError, match="malformed XML"):
+            await hostile.list_changes(server.url + "/cal/", None)
+        await hostile.close()
+
+
+async def test_an_external_entity_is_never_read() -> None:
+    def answer(request: Request, handler: BaseHTTPRequestHandler) -> None:
+        reply(handler, 207, EXTERNAL)
+
+    with serving(HostileServer(routes={"*": answer})) as server:
+        hostile = provider(server.url + "/", allow_private=True)
+        listing = await hostile.list_changes(server.url + "/cal/", None)
+        await hostile.close()
+    assert listing.changed
+    for ref in listing.changed:
+        assert "root:" not in ref.id + ref.etag
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_in_the_middle_of_a_sync_is_not_followed(
+    status: int, internal: HostileServer
+) -> None:
+    """Past discovery, a redirect to an internal address (or anywhere) is an error."""
+    elsewhere = f"http://{INTERNAL}:{internal.port}/cal/"
+
+    def away(request: Request, handler: BaseHTTPRequestHandler) -> None:
+        reply(handler, status, "", {"Location": elsewhere})
+
+    with serving(HostileServer(routes={"*": away})) as server:
+        hostile = provider(server.url + "/", allow_private=True)
+        with pytest.raises(ProviderError, match=f"answered {status}"):
+            await hostile.list_changes(server.url + "/cal/", "token-1")
+        with pytest.raises(ProviderError, match=f"answered {status}"):
+            await hostile.fetch(server.url + "/cal/", ["/cal/a.ics"])
+        await hostile.close()
+    assert internal.requests == []

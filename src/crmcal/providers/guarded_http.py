@@ -14,7 +14,9 @@ request to such a server goes through one transport that:
   back through the same check);
 - reads an answer in chunks under a size cap and a total deadline, so a server
   that sends 150 MiB or drips a byte at a time costs a bounded amount of memory
-  and time.
+  and time; the deadline holds from the request's first byte, on every read and
+  write of its connection, so a server that drips its status line and headers
+  (which the HTTP client reads before handing the answer over) meets it too.
 
 ``allow_private=True`` (``CRMCAL_ALLOW_PRIVATE_NETWORKS``) turns the address
 check off, for a calendar server on the operator's own network. ``resolve`` and
@@ -27,6 +29,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 import typing
 import zlib
@@ -143,11 +146,57 @@ def origin(url: str | httpx.URL) -> tuple[str, str, int]:
     return parsed.scheme, parsed.host.lower(), port
 
 
-class _GuardedBackend(httpcore.NetworkBackend):
-    """Connects only to checked addresses, the very ones it checked."""
+# The monotonic time by which the request this thread is making must be answered:
+# each request runs in one thread, start to end (the client is synchronous).
+_deadline = threading.local()
 
-    def __init__(self) -> None:
+
+def _within_deadline(timeout: float | None) -> float | None:
+    """``timeout`` cut to what is left of this thread's request deadline."""
+    until: float | None = getattr(_deadline, "until", None)
+    if until is None:
+        return timeout
+    left = until - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("the request's total deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by the request's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _within_deadline(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _within_deadline(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        inner = self._inner.start_tls(ssl_context, server_hostname, _within_deadline(timeout))
+        return _DeadlineStream(inner)
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
+
+
+class _GuardedBackend(httpcore.NetworkBackend):
+    """Connects only to checked addresses, the very ones it checked (unless
+    ``check`` is off), and bounds each connection's reads by the request's deadline."""
+
+    def __init__(self, check: bool = True) -> None:
         self._backend = httpcore.SyncBackend()
+        self._check = check
 
     def connect_tcp(
         self,
@@ -157,6 +206,11 @@ class _GuardedBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[typing.Any] | None = None,
     ) -> httpcore.NetworkStream:
+        if not self._check:
+            stream = self._backend.connect_tcp(
+                host, port, _within_deadline(timeout), local_address, socket_options
+            )
+            return _DeadlineStream(stream)
         try:
             addresses = checked_addresses(host, port)
         except AddressRefused as refused:
@@ -164,9 +218,10 @@ class _GuardedBackend(httpcore.NetworkBackend):
         failure: Exception | None = None
         for address in addresses:
             try:
-                return self._backend.connect_tcp(
-                    address, port, timeout, local_address, socket_options
+                stream = self._backend.connect_tcp(
+                    address, port, _within_deadline(timeout), local_address, socket_options
                 )
+                return _DeadlineStream(stream)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
                 failure = error
         assert failure is not None
@@ -179,13 +234,12 @@ class _GuardedBackend(httpcore.NetworkBackend):
 class _Transport(httpx.HTTPTransport):
     def __init__(self, tls: ssl.SSLContext, guarded: bool) -> None:
         super().__init__(verify=tls, trust_env=False)
-        if guarded:
-            self._pool = httpcore.ConnectionPool(
-                ssl_context=tls,
-                max_connections=4,
-                max_keepalive_connections=4,
-                network_backend=_GuardedBackend(),
-            )
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=tls,
+            max_connections=4,
+            max_keepalive_connections=4,
+            network_backend=_GuardedBackend(check=guarded),
+        )
 
 
 @dataclass
@@ -228,6 +282,7 @@ class GuardedClient:
         started = time.monotonic()
         content = body.encode() if isinstance(body, str) else body
         sent = {"Accept-Encoding": "gzip, deflate", **headers}
+        _deadline.until = started + self.deadline
         try:
             with self._client.stream(method, parsed, content=content, headers=sent) as r:
                 chunks: list[bytes] = []
@@ -246,6 +301,12 @@ class GuardedClient:
                     chunks.append(chunk)
                 raw = b"".join(chunks)
                 return Answer(r.status_code, r.headers, _decoded(raw, r.headers, self.max_bytes))
+        except httpx.TimeoutException:
+            if time.monotonic() - started >= self.deadline:
+                raise DeadlineExceeded(
+                    f"the server took longer than {self.deadline:g} s to answer"
+                ) from None
+            raise
         except httpx.ConnectError as error:
             cause: BaseException | None = error
             while cause is not None and not isinstance(cause, AddressRefused):
@@ -253,6 +314,8 @@ class GuardedClient:
             if isinstance(cause, AddressRefused):
                 raise cause from None
             raise
+        finally:
+            _deadline.until = None
 
     def _too_large(self) -> str:
         return f"the server's answer is larger than {self.max_bytes // MiB} MiB"
