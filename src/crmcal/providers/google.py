@@ -467,6 +467,12 @@ class GoogleProvider:
                     by_id[str(item["id"])] = item
                 elif call.method == "DELETE" and answer.status_code in (200, 204, 410):
                     deleted = True  # what Google keeps of a cancelled occurrence is read back
+                elif answer.status_code == 412:
+                    # Changed meanwhile by someone else: left as it is, and the series
+                    # decided again by the next sync.
+                    failure = failure or PreconditionFailed(
+                        f"an occurrence of the event {master['id']} changed meanwhile"
+                    )
                 else:
                     failure = failure or self._api.failure(answer, "writing an occurrence")
             if failure is not None:
@@ -510,14 +516,23 @@ class GoogleProvider:
         params = _send_updates(event)
         calls: list[google_batch.Call] = []
 
+        def expected(original: dt.datetime | dt.date) -> dict[str, str]:
+            # Each write names the occurrence's version as read: an exception's own etag,
+            # or the series' (an occurrence that is no exception carries its series'
+            # etag). One edited meanwhile by someone else (an exception since, or
+            # changed again) answers 412 and is not written over.
+            there = existing.get(moment_key(original))
+            etag = there.get("etag") if there is not None else master.get("etag")
+            return {"If-Match": str(etag)} if etag else {}
+
         def delete(original: dt.datetime | dt.date) -> None:
             target = f"{path}/{quote(google_events.instance_id(master_id, original), safe='')}"
-            calls.append(google_batch.Call("DELETE", target, params))
+            calls.append(google_batch.Call("DELETE", target, params, None, expected(original)))
 
         def patch(original: dt.datetime | dt.date, body: dict[str, Any]) -> None:
             target = f"{path}/{quote(google_events.instance_id(master_id, original), safe='')}"
             body = {k: v for k, v in body.items() if k != "recurrence"}
-            calls.append(google_batch.Call("PATCH", target, params, body))
+            calls.append(google_batch.Call("PATCH", target, params, body, expected(original)))
 
         wanted = {
             moment_key(o.recurrence_id): o for o in event.overrides if o.recurrence_id is not None
