@@ -764,6 +764,76 @@ def test_google_series_made_in_the_crm_go_in_batches(
     assert (again["created"], again["updated"], again["problems"]) == (0, 0, []), again
 
 
+def test_graph_series_made_in_the_crm_go_in_batches(
+    graph_crm: Api, microsoft_emulator: MicrosoftEmulator
+) -> None:
+    """N series made in the CRM are created in ``$batch`` requests of 20, as single
+    activities are, and read back for their occurrences in batches of 20 too: the
+    listing and two rounds of ceil(N / 20) batches, not two requests a series."""
+    connection_id, direct = connect_graph(graph_crm, microsoft_emulator)
+    sync(graph_crm, connection_id)
+    crm_series(graph_crm, 21)
+
+    report, spent = counted_sync(graph_crm, connection_id, microsoft_emulator.url)
+
+    assert (report["created"], report["problems"]) == (21, []), report
+    assert (spent["batch"], spent["events.create"], spent["events.get"]) == (4, 21, 21), spent
+    assert spent.total() == 1 + 4 + 21 + 21, spent  # the listing, the batches and their calls
+    again = sync(graph_crm, connection_id)
+    assert (again["created"], again["updated"], again["problems"]) == (0, 0, []), again
+    with direct:
+        assert len(outlook_series(direct)) == 21
+
+
+def outlook_series(direct: httpx.Client) -> list[str]:
+    """The subjects of the series in the Outlook calendar ``direct`` reads."""
+    found = direct.get("/me/events", params={"$top": 1000})
+    assert found.status_code == 200, found.text
+    return sorted(str(e.get("subject")) for e in found.json()["value"]
+                  if e.get("type") == "seriesMaster")  # fmt: skip
+
+
+def test_a_series_refused_in_a_batch_of_creates_is_that_series_problem_alone(
+    graph_crm: Api, microsoft_emulator: MicrosoftEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outlook refuses one series of a ``$batch`` of creates, and crmcal cannot even
+    write another's body: both are reported, each on its own, and the other series
+    and single activities of the batch are made and linked; the refused ones are made
+    with their next change, as a refused single activity is."""
+    connection_id, direct = connect_graph(graph_crm, microsoft_emulator)
+    sync(graph_crm, connection_id)
+    firsts = crm_series(graph_crm, 4)
+    add_activities(graph_crm, 2)
+    original = MicrosoftProvider._create_body
+    spoilt: list[str] = []
+
+    def spoiling(self: MicrosoftProvider, key: str, event: CalendarEvent) -> dict[str, Any]:
+        body = original(self, key, event)
+        if event.recurrence is not None and len(spoilt) < 2:
+            spoilt.append(key)
+            if len(spoilt) == 1:  # Outlook answers this part 400
+                body["recurrence"]["range"] = {"type": "endDate", "startDate": "never"}
+            else:
+                raise ProviderError("this series cannot be written to Outlook")
+        return body
+
+    monkeypatch.setattr(MicrosoftProvider, "_create_body", spoiling)
+
+    report, spent = counted_sync(graph_crm, connection_id, microsoft_emulator.url)
+
+    assert report["created"] == 4, report
+    assert len(report["problems"]) == 2, report
+    assert any("cannot be written" in p["reason"] for p in report["problems"]), report
+    assert spent["events.create"] == 5, spent  # the spoilt body was never sent
+    monkeypatch.undo()
+    retitle_series(graph_crm, firsts, "Weekly again")  # tried again with their next change
+    again = sync(graph_crm, connection_id)
+    assert (again["created"], again["updated"], again["problems"]) == (2, 2, []), again
+    with direct:
+        assert len(outlook_series(direct)) == 4
+    assert sync(graph_crm, connection_id)["created"] == 0
+
+
 @pytest.mark.parametrize("kind", ["google", "graph"])
 def test_two_syncs_of_one_grant_at_once_refresh_its_token_once(
     request: pytest.FixtureRequest, kind: str, db_url: str, monkeypatch: pytest.MonkeyPatch

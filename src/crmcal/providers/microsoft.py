@@ -426,14 +426,21 @@ class MicrosoftProvider:
         return ref
 
     async def _created_series(
-        self, calendar_id: str, key: str, event: CalendarEvent, item: dict[str, Any]
+        self,
+        calendar_id: str,
+        key: str,
+        event: CalendarEvent,
+        item: dict[str, Any],
+        occurrences: tuple[list[str], list[dict[str, Any]]] | None = None,
     ) -> RemoteRef:
         """A series just made: its left-out dates and changed occurrences written (Graph
-        takes a pattern only), or, for a replayed create, the series as it is."""
+        takes a pattern only), or, for a replayed create, the series as it is.
+        ``occurrences``: the series' as read already (else read here)."""
         ref = self._created(key, event, item)
         if event.recurrence is None or item.get("type") != "seriesMaster":
             return ref
-        occurrences = await self._occurrences(calendar_id, ref.id)
+        if occurrences is None:
+            occurrences = await self._occurrences(calendar_id, ref.id)
         if occurrences != ([], []):
             return await self._series_ref(calendar_id, item, occurrences)  # made before
         if not event.recurrence.exdates and not event.overrides:
@@ -454,10 +461,16 @@ class MicrosoftProvider:
     async def create_many(
         self, calendar_id: str, items: Sequence[tuple[str, CalendarEvent]]
     ) -> list[RemoteRef | ProviderError]:
-        """Creates in ``$batch`` requests of 20; each item answers on its own.
+        """Creates in ``$batch`` requests of 20, series and single events alike; each
+        item answers on its own (one refused, or whose body cannot be written, fails
+        no other).
 
-        A replayed ``transactionId`` answers the event made before; when that event
-        differs from what is written now, the item is ``PreconditionFailed``.
+        A series takes three steps: its master is made in the creates' batches; the
+        masters made are read back for their occurrences together, in batches of
+        their own; then a series with left-out dates or changed occurrences has those
+        written (Graph takes a pattern only). A replayed ``transactionId`` answers the
+        event made before; when that event differs from what is written now, the item
+        is ``PreconditionFailed``.
         """
         if len(items) == 1:  # a batch of one is one more envelope for nothing
             try:
@@ -465,36 +478,44 @@ class MicrosoftProvider:
             except PreconditionFailed as exists:
                 return [exists]
         results: list[RemoteRef | ProviderError | None] = [None] * len(items)
+        url = f"{self._events(calendar_id)}?$expand={codec.expand_properties()}"
+        headers = {"Content-Type": "application/json", "Prefer": _PREFER}
+        sent: list[int] = []
+        requests: list[dict[str, Any]] = []
         for n, (key, event) in enumerate(items):
-            if event.recurrence is not None:
-                # A series is made alone: its occurrences are written once it exists.
-                try:
-                    results[n] = await self.create(calendar_id, key, event)
-                except AuthenticationFailed:
-                    raise
-                except ProviderError as failure:
-                    results[n] = failure
-        singles = [n for n, (_, event) in enumerate(items) if event.recurrence is None]
-        requests = [
-            {
-                "method": "POST",
-                "url": f"{self._events(calendar_id)}?$expand={codec.expand_properties()}",
-                "headers": {"Content-Type": "application/json", "Prefer": _PREFER},
-                "body": self._create_body(key, event) if event.recurrence is None else None,
-            }
-            for key, event in items
-        ]
-        answers = await self._send_all([requests[n] for n in singles])
-        for n, answer in zip(singles, answers, strict=True):
+            try:
+                body = self._create_body(key, event)
+            except ProviderError as failure:
+                results[n] = failure
+                continue
+            sent.append(n)
+            requests.append({"method": "POST", "url": url, "headers": headers, "body": body})
+        masters: dict[int, dict[str, Any]] = {}
+        for n, answer in zip(sent, await self._send_all(requests) if requests else [], strict=True):
             if isinstance(answer, ProviderError):
                 results[n] = answer
-            elif answer.status_code in (200, 201):
+            elif answer.status_code not in (200, 201):
+                results[n] = self._api.failure(answer, "creating an event")
+            elif items[n][1].recurrence is not None:
+                masters[n] = self._api.json(answer)
+            else:
                 try:
                     results[n] = self._created(*items[n], self._api.json(answer))
                 except PreconditionFailed as exists:
                     results[n] = exists
-            else:
-                results[n] = self._api.failure(answer, "creating an event")
+        # The series made: their occurrences read for all of them at once.
+        occurrences = await self._occurrences_of_many(calendar_id, masters, results)
+        for n, item in masters.items():
+            if results[n] is not None:
+                continue  # its occurrences could not be read: that error is its answer
+            try:
+                results[n] = await self._created_series(
+                    calendar_id, *items[n], item, occurrences.get(n)
+                )
+            except AuthenticationFailed:
+                raise
+            except ProviderError as failure:
+                results[n] = failure
         return [r if r is not None else Unreachable("no answer") for r in results]
 
     async def _batch(self, requests: list[dict[str, Any]]) -> list[httpx.Response | None]:
