@@ -47,6 +47,26 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
+# The tests that take a minute or more (workers, fuzzers, killed servers, state machines
+# on real servers). They are collected first: under `pytest -n` with `--dist worksteal`
+# (pyproject.toml) they start at once, while the short tests fill the other workers'
+# time, instead of one of them starting last and running on alone.
+LONGEST = (
+    "tests/test_queue_scale.py::",
+    "tests/test_schemathesis.py::",
+    "tests/test_crash_recovery.py::test_killing_the_server",
+    "tests/test_series_meanwhile.py::test_series_edits_while",
+    "tests/test_engine_stateful.py::TestSyncMachine",
+    "tests/test_engine_stateful.py::TestSeriesMachine",
+    "tests/test_browser.py::",
+    "tests/test_demo.py::",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST))  # stable: else as found
+
+
 def pg_url(schema: str) -> str:
     base = PG_SERVER.replace("postgresql://", "postgresql+psycopg://", 1)
     return f"{base}?options={quote(f'-csearch_path={schema}')}"
