@@ -9,6 +9,7 @@ skipped, except under ``CI=true`` where that is a failure.
 from __future__ import annotations
 
 import asyncio
+import graphlib
 import os
 import shutil
 import uuid
@@ -102,6 +103,45 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# What empties a schema, by its tables: the same for every test.
+_EMPTYING: dict[tuple[str, ...], str] = {}
+
+
+def _emptying(conn: psycopg.Connection[Any], schema: str, tables: list[str]) -> str:
+    """DELETEs of ``tables`` (referencing tables first) and the restart of their ids: what
+    ``TRUNCATE … RESTART IDENTITY CASCADE`` does, in a fraction of its time on the few
+    rows one test leaves (a TRUNCATE makes every table anew)."""
+    references = conn.execute(
+        "SELECT child.relname, parent.relname FROM pg_constraint c "
+        "JOIN pg_class child ON child.oid = c.conrelid "
+        "JOIN pg_class parent ON parent.oid = c.confrelid "
+        "JOIN pg_namespace n ON n.oid = c.connamespace "
+        "WHERE c.contype = 'f' AND n.nspname = %s",
+        (schema,),
+    ).fetchall()
+    # A table comes after every table that refers to it.
+    graph = {table: {child for child, parent in references if parent == table != child}
+             for table in tables}  # fmt: skip
+    order = [t for t in graphlib.TopologicalSorter(graph).static_order() if t in tables]
+    sequences = [
+        row[0]
+        for row in conn.execute(
+            "SELECT s.relname FROM pg_class s "
+            "JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass "
+            "JOIN pg_class t ON t.oid = d.refobjid "
+            "JOIN pg_namespace n ON n.oid = s.relnamespace "
+            "WHERE s.relkind = 'S' AND n.nspname = %s AND t.relname = ANY(%s)",
+            (schema, tables),
+        )
+    ]
+    return "; ".join(
+        [f'DELETE FROM "{t}"' for t in order]
+        + ["DELETE FROM activity_types WHERE NOT builtin",
+           "UPDATE activity_types SET active = true, name = initcap(key)"]
+        + [f'ALTER SEQUENCE "{s}" RESTART' for s in sequences]
+    )  # fmt: skip
+
+
 def _reset_postgres(schema: str) -> None:
     """Empty every table but keep the migration's seed rows (the built-in types)."""
     with psycopg.connect(PG_SERVER, autocommit=True) as conn:
@@ -110,15 +150,15 @@ def _reset_postgres(schema: str) -> None:
             row[0]
             for row in conn.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = %s "
-                "AND tablename NOT IN ('alembic_version', 'activity_types')",
+                "AND tablename NOT IN ('alembic_version', 'activity_types') ORDER BY tablename",
                 (schema,),
             )
         ]
-        conn.execute(
-            "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
-        )
-        conn.execute("DELETE FROM activity_types WHERE NOT builtin")
-        conn.execute("UPDATE activity_types SET active = true, name = initcap(key)")
+        key = (schema, *tables)
+        if key not in _EMPTYING:
+            _EMPTYING[key] = _emptying(conn, schema, tables)
+        with conn.transaction():
+            conn.execute(_EMPTYING[key])
 
 
 @pytest.fixture(params=BACKENDS)
