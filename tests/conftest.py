@@ -12,6 +12,7 @@ import asyncio
 import graphlib
 import os
 import shutil
+import types
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -66,6 +67,14 @@ LONGEST = (
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: not item.nodeid.startswith(LONGEST))  # stable: else as found
+
+
+# For tests whose requests are answered before anything they send reaches the database
+# (a missing token, JSON that does not parse, a body the schema refuses): the code they
+# test is the same on both backends, and SQLite alone runs it. Whatever a database
+# stores, compares or refuses (lengths, NUL, large numbers, times, uniqueness, locks,
+# leases, the queue) is tested on both.
+sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 def pg_url(schema: str) -> str:
@@ -175,6 +184,23 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def recorded_sleeps(monkeypatch: pytest.MonkeyPatch, module: types.ModuleType) -> list[float]:
+    """The waits ``module`` asks of ``asyncio.sleep`` from now on, noted and taken at once:
+    a test checks the waits the code asks for, never the clock."""
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float, result: Any = None) -> Any:
+        waits.append(seconds)
+        return await real_sleep(0, result)
+
+    clock = types.ModuleType("asyncio")
+    vars(clock).update(vars(asyncio))
+    clock.sleep = sleep  # type: ignore[attr-defined]
+    monkeypatch.setattr(module, "asyncio", clock)
+    return waits
 
 
 async def create_user_in(db_url: str, **fields: Any) -> tuple[int, str]:

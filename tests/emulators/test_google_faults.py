@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +12,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from crmcal.emulators.google import GoogleState, create_app
+from crmcal.emulators.google import app as google_app
+from tests.conftest import recorded_sleeps
 from tests.emulators.test_google import V3, Google, reason
 from tests.served import served_app, wait_for
 
@@ -22,19 +23,16 @@ DELAY = 0.3
 HOLD = 30.0
 
 
-def timed(call: Any) -> tuple[float, Any]:
-    started = time.monotonic()
-    answer = call()
-    return time.monotonic() - started, answer
-
-
 @pytest.fixture
 def google() -> Iterator[Google]:
     with TestClient(create_app(GoogleState())) as client:
         yield Google(client, "sam@example.test")
 
 
-def test_a_delay_slows_the_next_api_calls_and_can_come_with_a_failure(google: Google) -> None:
+def test_a_delay_slows_the_next_api_calls_and_can_come_with_a_failure(
+    google: Google, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits = recorded_sleeps(monkeypatch, google_app)
     faults = "/_emulator/faults"
     google.client.post(faults, json={"status": 503, "count": 1})
     answer = google.client.post(faults, json={"delay": DELAY, "count": 2})
@@ -47,11 +45,12 @@ def test_a_delay_slows_the_next_api_calls_and_can_come_with_a_failure(google: Go
     assert refused.status_code == 401
     assert state.delays.described() == [{"delay": DELAY, "count": 2}]  # unauthenticated: none
 
-    took, failed = timed(lambda: google.call("GET", "/users/me/calendarList"))
-    assert took >= DELAY
+    assert waits == []
+    failed = google.call("GET", "/users/me/calendarList")
+    assert waits == [DELAY]
     assert reason(failed) == (503, "backendError")
-    took, slow = timed(lambda: google.call("GET", "/users/me/calendarList"))
-    assert (took >= DELAY, slow.status_code) == (True, 200)
+    slow = google.call("GET", "/users/me/calendarList")
+    assert (waits, slow.status_code) == ([DELAY, DELAY], 200)
     assert state.delays.described() == []  # so the next call is not delayed
     assert google.call("GET", "/users/me/calendarList").status_code == 200
     assert google.client.post(faults, json={"clear": True}).json() == {"pending": []}

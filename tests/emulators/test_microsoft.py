@@ -22,6 +22,8 @@ from msgraph.generated.models.event_collection_response import EventCollectionRe
 from msgraph.generated.models.sensitivity import Sensitivity
 
 from crmcal.emulators.microsoft import MicrosoftState
+from crmcal.emulators.microsoft import app as microsoft_app
+from tests.conftest import recorded_sleeps
 from tests.emulators.conftest import V1, Clock, Graph, code, event_body
 from tests.emulators.graph_models import check, problems
 from tests.served import bound_socket
@@ -497,11 +499,11 @@ def test_bad_faults_are_refused(graph: Graph, body: dict[str, Any]) -> None:
     assert graph.admin("POST", "/faults", json={"clear": True}) == {"pending": []}
 
 
-def test_a_delay_slows_the_next_api_call(graph: Graph) -> None:
+def test_a_delay_slows_the_next_api_call(graph: Graph, monkeypatch: pytest.MonkeyPatch) -> None:
+    waits = recorded_sleeps(monkeypatch, microsoft_app)
     graph.admin("POST", "/faults", json={"delay": 0.3, "count": 1})
-    started = time.monotonic()
     assert graph.call("GET", "/me").status_code == 200
-    assert time.monotonic() - started >= 0.3
+    assert waits == [0.3]
     # The delay was taken by that call alone: none is left for the next.
     pending = graph.admin("POST", "/faults", json={"status": 503, "count": 1})["pending"]
     assert [p.get("delay") for p in pending] == [None]  # only the fault just added
