@@ -904,6 +904,32 @@ def test_a_tzid_that_spells_an_offset_is_read_as_that_offset(
     assert not event.floating
 
 
+@pytest.mark.parametrize(
+    ("tzid", "key"),
+    [
+        ('"(UTC+01:00) Amsterdam, Berlin, Bern, Rome, Stockholm, Vienna"', "Europe/Amsterdam"),
+        ('"(UTC-05:00) Eastern Time (US & Canada)"', "America/New_York"),
+        ('"(UTC+10:00) Canberra, Melbourne, Sydney"', "Australia/Canberra"),
+        ('"(UTC) Coordinated Universal Time"', "UTC"),
+    ],
+)
+def test_an_outlook_display_name_without_its_vtimezone_is_its_zone_in_summer_too(
+    tzid: str, key: str
+) -> None:
+    """The display name spells the standard offset; a July date is read at the
+    zone's summer offset, not an hour off."""
+    problems: list[str] = []
+    event = parse_event(
+        vcalendar(vevent(f"DTSTART;TZID={tzid}:20270701T100000")), problems=problems
+    )
+    assert event is not None
+    assert event.timezone == key
+    assert event.start == dt.datetime(
+        2027, 7, 1, 10, tzinfo=dt.UTC if key == "UTC" else ZoneInfo(key)
+    )
+    assert problems == []
+
+
 def test_an_unreadable_tzid_is_read_as_floating_and_reported() -> None:
     """Issue 11 item 13: instead of skipping the event."""
     problems: list[str] = []

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import icalendar
 from icalendar.prop import vCalAddress, vCategory, vInline, vText, vUnknown
@@ -431,6 +431,64 @@ def _offset_zone(tzid: str) -> dt.tzinfo | None:
     return dt.timezone(-offset if sign == "-" else offset)
 
 
+# Outlook's display names of Windows zones: "(UTC+01:00) Amsterdam, Berlin, Bern, Rome,
+# Stockholm, Vienna", "(UTC-05:00) Eastern Time (US & Canada)", "(UTC) Coordinated
+# Universal Time". Outlook writes a VTIMEZONE with them; a server or gateway that drops
+# it leaves only the name, whose offset is the zone's standard one (no DST).
+_DISPLAY_NAME = re.compile(r"\(\s*(?:UTC|GMT)\s*(?:([+-])(\d{1,2}):(\d{2}))?\s*\)\s*(\S.*)", re.I)
+# The display names that name a region rather than cities.
+_DISPLAY_REGIONS = {
+    "eastern time (us & canada)": "America/New_York",
+    "central time (us & canada)": "America/Chicago",
+    "mountain time (us & canada)": "America/Denver",
+    "pacific time (us & canada)": "America/Los_Angeles",
+    "atlantic time (canada)": "America/Halifax",
+    "alaska": "America/Anchorage",
+    "hawaii": "Pacific/Honolulu",
+    "coordinated universal time": "UTC",
+}
+
+
+@lru_cache(maxsize=1)
+def _zones_by_city() -> dict[str, list[str]]:
+    """IANA keys by their last part, lower-case with spaces ("new york": America/New_York)."""
+    found: dict[str, list[str]] = {}
+    for key in sorted(available_timezones()):
+        if "/" in key and not key.startswith(("Etc/", "SystemV/", "posix/", "right/")):
+            city = key.rsplit("/", 1)[1].replace("_", " ").lower()
+            found.setdefault(city, []).append(key)
+    return found
+
+
+def _standard_offset(zone: dt.tzinfo) -> dt.timedelta | None:
+    """A zone's offset without daylight saving time: the smaller of January's and July's."""
+    year = dt.date.today().year
+    offsets = [zone.utcoffset(dt.datetime(year, month, 15, 12)) for month in (1, 7)]
+    known = [offset for offset in offsets if offset is not None]
+    return min(known) if known else None
+
+
+@lru_cache(maxsize=256)
+def _display_zone(tzid: str) -> tuple[dt.tzinfo, str] | None:
+    """The IANA zone an Outlook display name stands for: one of the places it names
+    (or its region) whose standard offset is the one it spells."""
+    match = _DISPLAY_NAME.fullmatch(tzid.strip().strip('"').strip())
+    if match is None:
+        return None
+    sign, hours, minutes, places = match.groups()
+    offset = dt.timedelta(hours=int(hours or 0), minutes=int(minutes or 0))
+    offset = -offset if sign == "-" else offset
+    region = _DISPLAY_REGIONS.get(places.strip().lower())
+    candidates = [region] if region else []
+    for place in places.split(","):
+        candidates += _zones_by_city().get(place.strip().lower(), [])
+    for key in candidates:
+        named = _named_zone(key)
+        if named is not None and _standard_offset(named[0]) == offset:
+            return named
+    return None
+
+
 class _Zones:
     """Resolves the TZIDs of one resource.
 
@@ -458,6 +516,9 @@ class _Zones:
         lines = self.doc.timezones.get(tzid.strip())
         if lines is not None:
             return _defined_zone("\r\n".join(lines) + "\r\n"), None
+        displayed = _display_zone(tzid)
+        if displayed is not None:
+            return displayed
         offset = _offset_zone(tzid)
         if offset is not None:
             return offset, None
