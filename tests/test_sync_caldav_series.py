@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from tests import test_sync_caldav_api as api
 from tests.conftest import Api, run
 from tests.providers.harness import CalDAVHarness, CalDAVServer
@@ -231,3 +233,48 @@ def test_calendar_edits_of_a_synced_series_reach_the_crm_series(
     counts = sync(user, conn["id"])
     assert counts["deleted"] == 1
     assert occurrences(user, series_id) == []
+
+
+@pytest.mark.parametrize("titles_own", [1, 3], ids=["one-title-own", "every-title-own"])
+def test_a_series_renamed_in_the_crm_with_every_occurrence_changed_on_its_own(
+    user: Api, server: CalDAVServer, calendar: CalDAVHarness, titles_own: int
+) -> None:
+    """Every occurrence of a series already has a change of its own (an override each)
+    when the CRM renames the series: the rename reaches the series there and the
+    occurrences whose title followed the series, and those whose title was edited on
+    their own keep it; also when every title is an occurrence's own, and the rename
+    changes no occurrence in the CRM, only the series (the later occurrences)."""
+    conn = connect(user, server, calendar)
+    start = next_tuesday_nine()
+    body = {"type": "meeting", "subject": "Team sync", "timezone": "Europe/Berlin",
+            "start": start.isoformat(), "end": (start + dt.timedelta(hours=1)).isoformat(),
+            "recurrence": "FREQ=WEEKLY;COUNT=3"}  # fmt: skip
+    first = user.post(f"{V1}/activities", json=body).json()
+    series_id = first["series_id"]
+    assert sync(user, conn["id"])["created"] == 1
+    own = [{"location": f"Room {n}"} for n in range(3 - titles_own)]
+    own += [{"subject": f"Special {n}"} for n in range(titles_own)]
+    for occurrence, change in zip(occurrences(user, series_id), own, strict=True):
+        patched = user.patch(f"{V1}/activities/{occurrence['id']}", json=change)
+        assert patched.status_code == 200, patched.text
+    counts = sync(user, conn["id"])
+    assert (counts["updated"], counts["problems"]) == (1, []), counts
+    ((event_id, event),) = calendar_events(calendar).items()
+    assert len(event.overrides) == 3
+
+    renamed = user.patch(f"{V1}/activities/{first['id']}",
+                         json={"subject": "Team sync (new)", "scope": "series"})  # fmt: skip
+    assert renamed.status_code == 200, renamed.text
+    wanted = [(c.get("subject", "Team sync (new)"), c.get("location")) for c in own]
+    assert [(o["subject"], o["location"]) for o in occurrences(user, series_id)] == wanted
+    counts = sync(user, conn["id"])
+
+    assert (counts["updated"], counts["skipped"], counts["problems"]) == (1, 0, []), counts
+    ((same_id, event),) = calendar_events(calendar).items()
+    assert same_id == event_id
+    assert event.summary == "Team sync (new)"
+    by_start = sorted(event.overrides, key=lambda o: str(o.recurrence_id))
+    assert [(o.summary, o.location) for o in by_start] == wanted
+    again = sync(user, conn["id"])
+    assert (again["updated"], again["created"], again["problems"]) == (0, 0, []), again
+    assert [(o["subject"], o["location"]) for o in occurrences(user, series_id)] == wanted

@@ -453,3 +453,46 @@ async def test_one_occurrence_of_a_five_year_daily_series_costs_a_handful_of_cal
     assert (counts["updated"], counts["created"], counts["deleted"]) == (1, 0, 0)
     assert sum(spent.values()) <= 8, spent
     assert synced.activity(target["id"])["subject"] == "Standup (offsite)"
+
+
+@pytest.mark.parametrize("titles_own", [1, 3], ids=["one-title-own", "every-title-own"])
+async def test_a_series_renamed_in_the_crm_with_every_occurrence_changed_on_its_own(
+    synced: Synced, titles_own: int
+) -> None:
+    """Every occurrence of a series already has a change of its own (an exception each
+    there) when the CRM renames the series: the rename reaches the series' master and
+    the occurrences whose title followed the series, and those whose title was edited
+    on their own keep it; also when every title is an occurrence's own, and the rename
+    changes no occurrence in the CRM, only the series (the later occurrences)."""
+    synced.connect()
+    start = tuesday_nine_before_switch()
+    body = weekly_body(start, subject="Team sync", recurrence="FREQ=WEEKLY;COUNT=3")
+    first = synced.user.post(f"{V1}/activities", json=body).json()
+    series_id = first["series_id"]
+    assert sync(synced)["created"] == 1
+    own = [{"location": f"Room {n}"} for n in range(3 - titles_own)]
+    own += [{"subject": f"Special {n}"} for n in range(titles_own)]
+    for occurrence, change in zip(occurrences(synced, series_id), own, strict=True):
+        patched = synced.user.patch(f"{V1}/activities/{occurrence['id']}", json=change)
+        assert patched.status_code == 200, patched.text
+    counts = sync(synced)
+    assert (counts["updated"], counts["problems"]) == (1, []), counts
+    ((event_id, event),) = (await synced.events()).items()
+    assert len(event.live_overrides()) == 3
+
+    renamed = synced.user.patch(f"{V1}/activities/{first['id']}",
+                                json={"subject": "Team sync (new)", "scope": "series"})  # fmt: skip
+    assert renamed.status_code == 200, renamed.text
+    wanted = [(c.get("subject", "Team sync (new)"), c.get("location")) for c in own]
+    assert [(o["subject"], o["location"]) for o in occurrences(synced, series_id)] == wanted
+    counts = sync(synced)
+
+    assert (counts["updated"], counts["skipped"], counts["problems"]) == (1, 0, []), counts
+    ((same_id, event),) = (await synced.events()).items()
+    assert same_id == event_id
+    assert event.summary == "Team sync (new)"
+    by_start = sorted(event.live_overrides().values(), key=lambda o: str(o.recurrence_id))
+    assert [(o.summary, o.location) for o in by_start] == wanted
+    again = sync(synced)
+    assert (again["updated"], again["created"], again["problems"]) == (0, 0, []), again
+    assert [(o["subject"], o["location"]) for o in occurrences(synced, series_id)] == wanted

@@ -509,13 +509,16 @@ async def edit_series(
         raise Conflict("all_day: a series cannot switch between all-day and timed")
     plain = {k: changes[k] for k in MASTER_FIELDS if k in changes}
     await check_master_fields(session, plain, series.type, viewer)
+    moved = any(getattr(series, name) != value for name, value in plain.items())
     for name, value in plain.items():
         setattr(series, name, value)
     if participants is not None:
-        series.participants = [
+        people = [
             {"email": p["email"], "name": p["name"], "person_id": p["person_id"]}
             for p in participants
         ]
+        moved |= people != (series.participants or [])
+        series.participants = people
     retimed = any(k in changes for k in (*_TIME_FIELDS, *_RULE_FIELDS))
     day_shift = dt.timedelta(0)
     old_rule = rule_of(series)
@@ -544,6 +547,12 @@ async def edit_series(
             activity.updated_at = utcnow()
             changed.append(activity)
     await session.flush()
+    if not changed and moved and live:
+        # The series changed and none of its occurrences did (each keeps its own value
+        # of what changed): the feed still says so, on one of them, or readers of it
+        # (a calendar's sync: the series' master there, and its later occurrences)
+        # would never hear of the change.
+        changed = [anchor if anchor in live else live[0]]
     if changed:
         await changefeed.record_changes(session, changed, changefeed.UPDATED, origin)
 
