@@ -1,12 +1,19 @@
 """The PostgreSQL pool: connections idle for a while are checked before use, and a
-single statement runs without a transaction around it."""
+single statement runs without a transaction around it, through SQLAlchemy or sent
+directly."""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 import pytest
-from sqlalchemy import text
+from sqlalchemy import JSON, bindparam, func, literal, select, text
+from sqlalchemy.exc import DBAPIError
 
 from crmcal import db as dbmod
+from crmcal import db_errors
+from crmcal.crm.tables import UTCDateTime
 from crmcal.db import Database
 from tests.conftest import run
 from tests.queue_world import query, queue_db  # noqa: F401
@@ -44,3 +51,74 @@ def test_an_idle_connection_the_server_dropped_is_replaced_unseen(
     assert second != first
     assert third == second
     assert in_transaction == 0
+
+
+def test_a_statement_sent_directly_commits_by_itself_and_hands_the_connection_back_as_found(
+    queue_db: str,  # noqa: F811
+) -> None:
+    """``Database.direct_rows`` sends a statement on a connection of the engine's own pool,
+    committed by itself (no BEGIN), and leaves the connection out of autocommit again for
+    the sessions that take it next; its parameters and rows are processed by their types
+    as SQLAlchemy's own execution processes them."""
+    when = dt.datetime(2026, 12, 6, 14, 0, tzinfo=dt.UTC)
+    statement = select(
+        bindparam("when", type_=UTCDateTime()),
+        bindparam("data", type_=JSON()),
+        literal(when, UTCDateTime()),
+        literal({"fixed": [1, 2]}, JSON()),
+        func.pg_backend_pid(),
+    )
+    parameters = {"when": when, "data": {"given": "ü", "none": None}}
+
+    async def scenario() -> tuple[list[Any], list[Any], bool, int, int]:
+        db = Database(queue_db, pool_size=1, max_overflow=0)
+        try:
+            direct = await db.direct_rows(statement, parameters)
+            through = list((await db.execute_one(statement, parameters)).all())
+            async with db.write() as session:
+                connection = await session.connection()
+                raw = await connection.get_raw_connection()
+                autocommit = raw.driver_connection.autocommit  # type: ignore[union-attr]
+                pid = await session.scalar(text("SELECT pg_backend_pid()"))
+            return direct, through, autocommit, direct[0][4], pid
+        finally:
+            await db.dispose()
+
+    direct, through, autocommit, direct_pid, session_pid = run(scenario())
+    assert [tuple(row[:4]) for row in direct] == [tuple(row[:4]) for row in through]
+    assert direct[0][0] == when
+    assert direct[0][1] == {"given": "ü", "none": None}
+    assert direct[0][3] == {"fixed": [1, 2]}
+    assert direct_pid == session_pid  # the pool's one connection
+    assert autocommit is False
+
+
+def test_a_statement_sent_directly_on_a_dropped_connection_fails_as_a_lost_connection(
+    queue_db: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connection the server ended unnoticed fails the statement sent directly as any
+    statement fails: a SQLAlchemy error that ``db_errors`` reads as the connection lost
+    (so a worker puts the sync back), and the pool opens a new connection next time."""
+    monkeypatch.setattr(dbmod, "IDLE_PING_SECONDS", 3600.0)  # not pinged: used moments ago
+    pid = select(func.pg_backend_pid())
+
+    async def scenario() -> tuple[int, BaseException | None, int]:
+        db = Database(queue_db, pool_size=1, max_overflow=0)
+        failed: BaseException | None = None
+        try:
+            first = (await db.direct_rows(pid, {}))[0][0]
+            query(queue_db, "SELECT pg_terminate_backend(%s)", first)
+            try:
+                await db.direct_rows(pid, {})
+            except Exception as exc:
+                failed = exc
+            again = (await db.direct_rows(pid, {}))[0][0]
+            return first, failed, again
+        finally:
+            await db.dispose()
+
+    first, failed, again = run(scenario())
+    assert isinstance(failed, DBAPIError), failed
+    assert db_errors.transient(failed) == db_errors.CONNECTION_LOST
+    assert again != first

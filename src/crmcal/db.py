@@ -203,6 +203,17 @@ class Database:
         async with self._autocommit.connect() as connection:
             return await connection.execute(statement, parameters)
 
+    async def direct_rows(
+        self, statement: Executable, parameters: dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """PostgreSQL: the rows of one statement of fixed shape, committed by itself, sent
+        on a pooled connection without SQLAlchemy's execution layers (``crmcal.db_direct``):
+        for the statements a worker makes on every job."""
+        from crmcal import db_direct
+
+        assert not self.sqlite, "PostgreSQL only"
+        return await db_direct.rows(self.engine, statement, parameters)
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A session in one transaction, committed when the block ends without error."""

@@ -57,7 +57,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from crmcal import tasks
+from crmcal import db_direct, tasks
 from crmcal.crm.tables import UTCDateTime, utcnow
 from crmcal.db import Database
 from crmcal.sync.states import ConnectionState
@@ -237,14 +237,15 @@ async def _take_reading(
     starts from read, in one statement committed by itself."""
     now = utcnow()
     more = reading.values(now) if reading.values is not None else {}
-    async with db.at_once() as session:
-        found = (await session.execute(_lease_statement(reading), {
-            "lease_connection": connection_id, "lease_holder": holder, "lease_now": now,
-            "lease_until": now + dt.timedelta(seconds=seconds), "lease_process": PROCESS,
-            **more,
-        })).one_or_none()  # fmt: skip
-    if found is None:
+    statement, spans = _lease_direct(reading)
+    rows = await db.direct_rows(statement, {
+        "lease_connection": connection_id, "lease_holder": holder, "lease_now": now,
+        "lease_until": now + dt.timedelta(seconds=seconds), "lease_process": PROCESS,
+        **more,
+    })  # fmt: skip
+    if not rows:
         return None
+    found = _entities(rows[0], spans)
     conn, run_id, before_holder, before_until = found[0], found[1], found[2], found[3]
     if before_holder is not None:
         log.warning(
@@ -298,8 +299,21 @@ async def _take_postgresql(
     return found[0], found[1], found[2], found[3]
 
 
+def _spelled(*items: Any) -> list[Any]:
+    """Columns, with each mapped class (or alias of one) among ``items`` spelled out as
+    its column attributes, in the mapper's order."""
+    columns: list[Any] = []
+    for item in items:
+        mapper = getattr(item, "__mapper__", None)
+        if mapper is None:
+            columns.append(item)
+        else:
+            columns += [getattr(item, prop.key) for prop in mapper.column_attrs]
+    return columns
+
+
 @functools.cache
-def _lease_statement(reading: Reading | None = None) -> Any:
+def _lease_statement(reading: Reading | None = None, *, direct: bool = False) -> Any:
     """Built once (per reading): SQLAlchemy caches its compiled form by its shape. The
     parameters' names are no column's: an UPDATE takes a parameter named as one of its
     table's columns for its SET clause, one in a CTE as well."""
@@ -314,7 +328,10 @@ def _lease_statement(reading: Reading | None = None) -> Any:
         update(Connection)
         .where(
             Connection.id == old.c.id,
-            Connection.state.not_in((ConnectionState.STOPPED, ConnectionState.PENDING)),
+            # Not ``not_in``: a list of values is rendered only at execution, and the
+            # statement is sent directly as compiled once (``_lease_direct``).
+            Connection.state != ConnectionState.STOPPED,
+            Connection.state != ConnectionState.PENDING,
             or_(old.c.locked_until.is_(None), old.c.locked_until < now),
             ~reading.refused if reading is not None and reading.refused is not None else true(),
         )
@@ -371,10 +388,54 @@ def _lease_statement(reading: Reading | None = None) -> Any:
         )
         .cte("abandoned")
     )
-    query = select(*columns, *reading.columns(taken.c)).select_from(taken.join(run, true()))
+    selected = (*columns, *reading.columns(taken.c))
+    query = select(*(_spelled(*selected) if direct else selected))
+    query = query.select_from(taken.join(run, true()))
     for target, onclause in reading.joins(taken.c):
         query = query.join(target, onclause)
     return query.add_cte(abandoned)
+
+
+# Where a mapped class's columns are in a row sent directly: (class, first, keys).
+_Span = tuple[type[Any], int, tuple[str, ...]]
+
+
+@functools.cache
+def _lease_direct(reading: Reading) -> tuple[Any, tuple[_Span, ...]]:
+    """``_lease_statement(reading)`` with each mapped class among its columns spelled
+    out as its columns, to be sent directly (``Database.direct_rows``), and where each
+    class's columns are in its row (``_entities`` makes the objects again)."""
+    return _lease_statement(reading, direct=True), _spans(_lease_statement(reading))
+
+
+def _spans(query: Any) -> tuple[_Span, ...]:
+    """Where each mapped class selected by ``query`` (the ORM's form) is in its row once
+    spelled out by ``_spelled``."""
+    spans: list[_Span] = []
+    at = 0
+    for described in query.column_descriptions:
+        entity = described["entity"]
+        if entity is None or described["expr"] is not entity:
+            at += 1
+            continue
+        mapper = entity.__mapper__
+        keys = tuple(prop.key for prop in mapper.column_attrs)
+        spans.append((mapper.class_, at, keys))
+        at += len(keys)
+    return tuple(spans)
+
+
+def _entities(row: tuple[Any, ...], spans: tuple[_Span, ...]) -> tuple[Any, ...]:
+    """A row of ``_lease_direct``'s statement with each class's columns made into one
+    object again (detached, as a closed session leaves what it loaded)."""
+    found: list[Any] = []
+    at = 0
+    for cls, first, keys in spans:
+        found += row[at:first]
+        found.append(db_direct.detached(cls, keys, row[first : first + len(keys)]))
+        at = first + len(keys)
+    found += row[at:]
+    return tuple(found)
 
 
 async def renew(db: Database, lease: Lease) -> bool:
@@ -521,7 +582,7 @@ async def give_back_quietly(
     now = utcnow()
     parts, more = also if also is not None else ((), {})
     prune = lease.run_id % PRUNE_EVERY == 0
-    found = await db.execute_one(
+    found = await db.direct_rows(
         _quiet_statement(tuple(sorted(values)), parts, prune),
         {**{f"set_{name}": value for name, value in values.items()},
          "lease_connection": lease.connection_id, "lease_holder": lease.holder,
@@ -529,7 +590,7 @@ async def give_back_quietly(
          "run_outcome": outcome, "run_ended_at": now, "run_counts": counts or {},
          "set_updated_at": now, **more},
     )  # fmt: skip
-    return found.first() is not None
+    return bool(found)
 
 
 @functools.cache
