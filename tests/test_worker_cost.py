@@ -63,6 +63,17 @@ class RoundTrips:
             return await original(cursor, query, params, **options)
 
         self._patch.setattr(psycopg.AsyncCursor, "execute", execute)
+        # ORM sessions opened on ``db`` (each costs CPU made and closed, used or not).
+        self.sessions = 0
+        for kind in ("read", "write", "at_once"):
+            self._patch.setattr(db, kind, self._session_counted(getattr(db, kind)))
+
+    def _session_counted(self, opened: Any) -> Any:
+        def opening(*args: Any, **kwargs: Any) -> Any:
+            self.sessions += 1
+            return opened(*args, **kwargs)
+
+        return opening
 
     def _sqlalchemy(self, *_: Any) -> None:
         self.through_sqlalchemy += 1
@@ -142,6 +153,9 @@ def test_a_no_change_sync_job_costs_few_round_trips(
     # SQLAlchemy's execution: its layers cost four to six times the driver's CPU a
     # statement, most of a no-change job's.
     assert first.through_sqlalchemy == 0, first.statements
+    # Nor a session opened for nothing (the CRM's side, with nothing written since the
+    # last run, is known to be empty from what the lease read).
+    assert first.sessions == 0
     # psycopg parses each statement's placeholders once and keeps the result, not again
     # on every job: only for statements within its limits of size and parameters.
     kept = (_queries.MAX_CACHED_STATEMENT_LENGTH, _queries.MAX_CACHED_STATEMENT_PARAMS)

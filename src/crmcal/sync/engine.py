@@ -592,6 +592,8 @@ class Engine:
     async def _crm_side(self) -> set[int]:
         """Ids of activities to look at: changed since the cursor, or all in range."""
         full = self.ctx.crm_cursor is None or self.ctx.options_changed
+        if not full and (self.ctx.crm_cursor or 0) >= self.ctx.feed_head:
+            return set()  # nothing written to the CRM since the last run: no session
         async with self.db.read() as session:
             if full:
                 linked = select(Link.activity_id).where(
