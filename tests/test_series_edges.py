@@ -1,12 +1,13 @@
 """Series at their edges, on real providers: an occurrence edited in the calendar while
-a sync writes its series, overrides left past a series' new end, and several series
-written in one run. Each test drives the engine against the Google or Graph emulator
+a sync writes its series, and overrides left past a series' new end. Each test drives the engine against the Google or Graph emulator
 (or Radicale) as ``test_series_meanwhile`` does, with another client editing the
 calendar at a chosen point of the sync."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -95,5 +96,117 @@ def test_an_occurrence_edited_between_the_master_write_and_its_occurrences_survi
         there = machine.run(harness.api("GET", path))
         assert there.get("location") == "Room 7"
         assert there.get("summary") == activity.subject
+    finally:
+        machine.teardown()
+
+
+def _by_day(machine: SeriesMeanwhileMachine, day: int) -> Any:
+    key = START + dt.timedelta(minutes=1, days=day)
+    live = machine.run(machine.world.live_activities())
+    found = [a for a in live if a.original_start_at == key]
+    return found[0] if found else None
+
+
+def _calendar_days(machine: SeriesMeanwhileMachine) -> dict[dt.datetime, str | None]:
+    """Every occurrence the calendar shows, series and lone events alike (start ->
+    title)."""
+    from tests.test_engine_stateful import _expansion
+
+    shown: dict[dt.datetime, str | None] = {}
+    for ref in machine.run(machine._events()).values():
+        assert ref.event is not None
+        if ref.event.recurrence is None:
+            assert isinstance(ref.event.start, dt.datetime)
+            shown[ref.event.start] = ref.event.summary
+            continue
+        shown.update(_expansion(ref.event))
+        for override in ref.event.overrides:
+            # An exception the rule no longer makes, still kept by the calendar: shown.
+            if not override.cancelled and override.recurrence_id not in shown:
+                assert isinstance(override.recurrence_id, dt.datetime)
+                shown[override.recurrence_id] = override.summary
+    return shown
+
+
+async def _retitle_last(machine: SeriesMeanwhileMachine) -> None:
+    """Another client titles the series' last occurrence (of three) "Its own"."""
+    ref = await _series(machine)
+    assert ref.event is not None
+    key = START + dt.timedelta(minutes=1, days=2)
+    own = dataclasses.replace(
+        ref.event, recurrence=None, overrides=(), crm_id=None, crm_type=None,
+        summary="Its own", start=key, end=key + dt.timedelta(hours=1), recurrence_id=key,
+    )  # fmt: skip
+    others = tuple(o for o in ref.event.overrides if o.recurrence_id != key)
+    changed = dataclasses.replace(ref.event, overrides=(*others, own))
+    harness = machine.harness
+    await harness.provider.update(harness.calendar_id, ref.id, ref.etag, changed)
+
+
+@pytest.mark.parametrize("service", ["google", "microsoft", "radicale"], indirect=True)
+@pytest.mark.parametrize("side", ["crm", "calendar"])
+@pytest.mark.parametrize("edited", ["synced", "crm", "calendar"])
+def test_an_override_past_a_shortened_series_end_goes_on_both_sides(
+    service: Service,  # noqa: F811
+    sqlite_template: Any,
+    side: str,
+    edited: str,
+) -> None:
+    """A series of three whose last occurrence has its own title, shortened to two on
+    one side: the occurrence past the new end goes on both sides (as Outlook drops a
+    series' exceptions with its pattern, and Google its occurrences past the end), in
+    the CRM to the trash; it lingers on neither side and never comes back as a
+    single activity or event."""
+    machine = _open(service, sqlite_template)
+    try:
+        machine.crm_create_series(count=3)
+        machine.sync()
+        last = _by_day(machine, 2)
+        if edited == "calendar":  # since the last sync, as the series is shortened
+            machine.run(_retitle_last(machine))
+        else:
+            machine.run(machine.world.edit_activity(last.id, subject="Its own", scope="this"))
+        if edited == "synced":
+            machine.run(machine.world.sync())
+            assert machine.run(machine.world.activity(last.id)).subject == "Its own"
+        if side == "crm":
+            first = _by_day(machine, 0)
+            machine.run(machine.world.edit_activity(
+                first.id, recurrence="FREQ=DAILY;COUNT=2", scope="series"
+            ))  # fmt: skip
+        else:
+            ref = machine.run(_series(machine))
+            assert ref.event is not None
+            assert ref.event.recurrence is not None
+            shorter = dataclasses.replace(
+                ref.event, recurrence=dataclasses.replace(
+                    ref.event.recurrence, rrule="FREQ=DAILY;COUNT=2"
+                ),
+            )  # fmt: skip
+            harness = machine.harness
+            machine.run(harness.provider.update(harness.calendar_id, ref.id, ref.etag, shorter))
+        warned = []
+        for _ in range(2):
+            report = machine.run(machine.world.sync())
+            assert [p for p in report.problems if p.get("kind") != "warning"] == []
+            warned += [p["reason"] for p in report.problems]
+        if (edited, side) == ("calendar", "crm"):
+            # The calendar's edit of an occurrence the CRM's shorter rule trashed.
+            assert len(warned) == 1, warned
+            assert "past the series' new end" in warned[0]
+        _quiet(machine)
+        kept = [START + dt.timedelta(minutes=1, days=d) for d in (0, 1)]
+        crm = {a.original_start_at or a.start_at: a.subject
+               for a in machine.run(machine.world.live_activities())}  # fmt: skip
+        rows = [(a.id, a.series_id, a.original_start_at, a.subject, a.deleted_at)
+                for a in machine.run(machine.world.all_activities())]  # fmt: skip
+        assert sorted(crm) == kept, (rows, _calendar_days(machine))
+        assert sorted(_calendar_days(machine)) == kept
+        for event_id in machine.run(machine._events()):
+            raw = machine.run(machine.harness.read_raw(event_id))
+            if machine.harness.kind == "google":  # cancelled stubs keep no title
+                raw = json.dumps([i for i in json.loads(raw) if i.get("status") != "cancelled"])
+            assert "Its own" not in raw, "the override lingers past the series' end"
+        assert machine.run(machine.world.activity(last.id)).deleted_at is not None
     finally:
         machine.teardown()

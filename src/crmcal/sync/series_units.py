@@ -16,7 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from dateutil.rrule import rrulestr
+
 from crmcal.crm import times
+from crmcal.crm.errors import Invalid
 from crmcal.crm.tables import Activity, ActivitySeries
 from crmcal.model import (
     FIELD_GROUPS,
@@ -137,3 +140,32 @@ def utc_instant(moment: Moment, zone: str | None) -> dt.datetime:
     return dt.datetime.combine(moment, dt.time(), tzinfo=times.zone(zone or "UTC")).astimezone(
         dt.UTC
     )
+
+
+def makes(series: CalendarEvent, moment: Moment) -> bool:
+    """Whether ``series``' rule (with its added dates) has an occurrence that starts
+    at ``moment``: an override at a moment it no longer makes (its end moved before
+    it) is an orphan that calendars show on its own. A rule this cannot read keeps
+    every override."""
+    rule = series.recurrence
+    if rule is None:
+        return False
+    if moment in rule.rdates or moment == series.start:
+        return True
+    timed = isinstance(series.start, dt.datetime)
+    if timed != isinstance(moment, dt.datetime):
+        return False
+    try:
+        zone = times.zone(series.timezone) if series.timezone else dt.UTC
+    except Invalid:
+        zone = dt.UTC
+    if isinstance(series.start, dt.datetime) and isinstance(moment, dt.datetime):
+        first, wanted = series.start.astimezone(zone), moment.astimezone(zone)
+    else:
+        first = dt.datetime.combine(series.start, dt.time())
+        wanted = dt.datetime.combine(moment, dt.time())
+    try:
+        found = rrulestr(rule.rrule, dtstart=first, ignoretz=not timed)
+        return bool(found.between(wanted, wanted, inc=True))
+    except (ValueError, TypeError):
+        return True

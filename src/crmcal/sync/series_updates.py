@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+
 from crmcal.crm.tables import Activity, ActivitySeries, utcnow
 from crmcal.model import (
     CalendarEvent,
@@ -30,7 +32,9 @@ from crmcal.sync.series_units import (
     Plan,
     anchor_of,
     digests_of,
+    makes,
     remembered_hashes,
+    utc_instant,
 )
 from crmcal.sync.tables import Link
 
@@ -109,6 +113,7 @@ class SeriesUpdates:
             elif key in mine_live:
                 live[key] = mine_live[key]
         rule = replace(rule, exdates=tuple(left_out[k] for k in sorted(left_out)))
+        await self._past_the_end(link, replace(final, recurrence=rule), live, Plan.keys(plan.pull))
         final = replace(final, recurrence=rule, overrides=tuple(live[k] for k in sorted(live)))
         changed = set(groups)
         if left_out.keys() != {moment_key(m) for m in base.cancelled_moments()}:
@@ -124,6 +129,51 @@ class SeriesUpdates:
         if held is None:
             return None
         return Update(link.remote_id, etag or "", held, frozenset(changed)), final
+
+    async def _past_the_end(
+        self,
+        link: Link,
+        series: CalendarEvent,
+        live: dict[str, CalendarEvent],
+        pulled: set[str],
+    ) -> None:
+        """Drop from ``live`` the overrides ``series``' rule no longer makes (its end
+        moved before them, UNTIL or COUNT lowered on either side): they go with their
+        occurrences, as Outlook drops a series' exceptions with its pattern and Google
+        its occurrences past the end, and as the CRM trashes them; left in place they
+        would linger as orphans that calendars show on their own. One the calendar
+        changed since the last sync is said (the CRM trashed its occurrence with the
+        rule's change, without that edit); not one a CRM split moved to a series of
+        its own, which takes the edit there."""
+        gone: list[Moment] = []
+        for key, override in list(live.items()):
+            moment = override.recurrence_id
+            if moment is None or makes(series, moment):
+                continue
+            del live[key]
+            if key in pulled:
+                gone.append(moment)
+        if not gone:
+            return
+        instants = [utc_instant(m, series.timezone) for m in gone]
+        async with self.engine.db.read() as session:
+            anchor = await session.get(Activity, link.activity_id)
+            trashed = set(
+                await session.scalars(
+                    select(Activity.original_start_at).where(
+                        Activity.series_id == (anchor.series_id if anchor else None),
+                        Activity.original_start_at.in_(instants),
+                        Activity.deleted_at.is_not(None),
+                    )
+                )
+            )
+        for moment, instant in zip(gone, instants, strict=True):
+            if instant in trashed:
+                self.engine.report.warning(
+                    link.remote_id,
+                    f"the occurrence of {moment.isoformat()} changed in the calendar is past "
+                    "the series' new end: removed there too (it is in the CRM's trash)",
+                )
 
     async def write_pending(self) -> None:
         """Send the series updates this run gathered: in batch requests where the
