@@ -1,7 +1,8 @@
 """Series at their edges, on real providers: an occurrence edited in the calendar while
-a sync writes its series, and overrides left past a series' new end. Each test drives the engine against the Google or Graph emulator
-(or Radicale) as ``test_series_meanwhile`` does, with another client editing the
-calendar at a chosen point of the sync."""
+a sync writes its series, and overrides left past a series' new end. Each test drives
+the engine against the Google or Graph emulator (or Radicale) as
+``test_series_meanwhile`` does, with another client editing the calendar at a chosen
+point of the sync."""
 
 from __future__ import annotations
 
