@@ -1,8 +1,8 @@
 """Series at their edges, on real providers: an occurrence edited in the calendar while
-a sync writes its series, and overrides left past a series' new end. Each test drives
-the engine against the Google or Graph emulator (or Radicale) as
-``test_series_meanwhile`` does, with another client editing the calendar at a chosen
-point of the sync."""
+a sync writes its series, overrides left past a series' new end, and several series
+written in one run. Each test drives the engine against the Google or Graph emulator
+(or Radicale) as ``test_series_meanwhile`` does, with another client editing the
+calendar at a chosen point of the sync."""
 
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ from tests.test_series_meanwhile import (  # noqa: F401  # fixture used by name
     _machine,
     service,
 )
+from tests.test_sync_cloud_series import emulator_calls
+
+# The emulators' request kinds that write (``/_emulator/requests``, batch parts counted).
+_WRITES = {"create", "update", "patch", "delete", "insert", "import", "move"}
 
 
 def _open(service: Service, template: Any) -> SeriesMeanwhileMachine:  # noqa: F811
@@ -209,5 +213,54 @@ def test_an_override_past_a_shortened_series_end_goes_on_both_sides(
                 raw = json.dumps([i for i in json.loads(raw) if i.get("status") != "cancelled"])
             assert "Its own" not in raw, "the override lingers past the series' end"
         assert machine.run(machine.world.activity(last.id)).deleted_at is not None
+    finally:
+        machine.teardown()
+
+
+@pytest.mark.parametrize("service", ["microsoft", "google"], indirect=True)
+@pytest.mark.parametrize("change", ["titles", "cancelled", "moved"])
+def test_several_series_written_in_one_run_are_quiet_afterwards(
+    service: Service,  # noqa: F811
+    sqlite_template: Any,
+    change: str,
+) -> None:
+    """Three series changed in the CRM go out in one run's batch — renamed with one
+    occurrence each changed on its own, one occurrence each cancelled (read back), or
+    each moved by an hour with an occurrence of its own (Outlook drops and crmcal
+    writes its exceptions again) — and each one's link keeps the version the calendar
+    answered for it, so the next sync writes nothing and reports nothing."""
+    machine = _open(service, sqlite_template)
+    try:
+        for _ in range(3):
+            machine.crm_create_series(count=3)
+        machine.sync()
+        live = machine.run(machine.world.live_activities())
+        series = sorted({a.series_id for a in live})
+        assert len(series) == 3
+        for n, series_id in enumerate(series):
+            mine = sorted((a for a in live if a.series_id == series_id),
+                          key=lambda a: a.original_start_at)  # fmt: skip
+            if change == "cancelled":
+                machine.run(machine.world.trash_activity(mine[1].id))
+                continue
+            machine.run(machine.world.edit_activity(mine[1].id, subject=f"Own {n}",
+                                                    scope="this"))  # fmt: skip
+            if change == "titles":
+                machine.run(machine.world.edit_activity(mine[0].id, subject=f"Renamed {n}",
+                                                        scope="series"))  # fmt: skip
+            else:
+                later = mine[0].start_at + dt.timedelta(hours=1)
+                machine.run(machine.world.edit_activity(
+                    mine[0].id, start=later.isoformat(),
+                    end=(later + dt.timedelta(hours=1)).isoformat(), scope="series",
+                ))  # fmt: skip
+        report = machine.run(machine.world.sync())
+        assert report.problems == [], report.problems
+        assert report.updated == 3, report.counts()
+        before = emulator_calls(machine.harness)
+        _quiet(machine)
+        calls = emulator_calls(machine.harness) - before
+        writes = {kind for kind in calls if kind.split(".")[-1] in _WRITES}
+        assert not writes, calls
     finally:
         machine.teardown()
