@@ -18,7 +18,8 @@ Protocol use:
   When the caller will need every event (a first import), the full listing is
   one ``calendar-query`` with contents, its cursor the ``DAV:sync-token``
   property read just before (a listing and multigets cost servers about twice
-  the time: ``bench/caldav_listing.py``);
+  the time: ``bench/caldav_listing.py``), then a listing of hrefs alone: what
+  the query left out is listed without contents, to be fetched;
 - contents: ``calendar-multiget`` in chunks, fetched while the previous chunk is
   parsed, each resource parsed on its own so one bad event never fails a batch
   (many of them in ``parse_pool``'s processes). A multistatus answers each href on
@@ -820,6 +821,16 @@ class CalDAVProvider:
         listing.changed = self._read_answer(
             [m for m in members if not m.href.endswith("/")], self._calendar_zone(calendar)
         )
+        # A query may leave events out without a word (a server whose index misses
+        # them), and the cursor counts them as seen: later listings would never name
+        # them. A listing of hrefs names every resource; those the answer left out
+        # come without contents, for the caller to fetch.
+        answered = {ref.id for ref in listing.changed}
+        try:
+            names = self._sync_collection(calendar, "") or self._propfind_listing(calendar)
+        except ProviderError:
+            return listing  # no listing to compare with: the query's answer it is
+        listing.changed += [ref for ref in names.changed if ref.id not in answered]
         return listing
 
     def _collection_token(self, calendar: str) -> str | None:
