@@ -28,7 +28,6 @@ from tests.providers.test_writes import (  # noqa: F401  # fixtures used by name
     proxied,
 )
 
-
 LOCAL = "%Y%m%dT%H%M%S"
 
 
