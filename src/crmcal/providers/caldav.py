@@ -19,7 +19,7 @@ Protocol use:
   one ``calendar-query`` with contents, its cursor the ``DAV:sync-token``
   property read just before (a listing and multigets cost servers about twice
   the time: ``bench/caldav_listing.py``), then a listing of hrefs alone: what
-  the query left out is listed without contents, to be fetched;
+  the query left out is read with a multiget (tasks are dropped there);
 - contents: ``calendar-multiget`` in chunks, fetched while the previous chunk is
   parsed, each resource parsed on its own so one bad event never fails a batch
   (many of them in ``parse_pool``'s processes). A multistatus answers each href on
@@ -824,13 +824,18 @@ class CalDAVProvider:
         # A query may leave events out without a word (a server whose index misses
         # them), and the cursor counts them as seen: later listings would never name
         # them. A listing of hrefs names every resource; those the answer left out
-        # come without contents, for the caller to fetch.
-        answered = {ref.id for ref in listing.changed}
+        # are read (tasks and journal entries, which the query rightly left out,
+        # are dropped again there).
+        answered = {member.href for member in members}
         try:
             names = self._sync_collection(calendar, "") or self._propfind_listing(calendar)
         except ProviderError:
             return listing  # no listing to compare with: the query's answer it is
-        listing.changed += [ref for ref in names.changed if ref.id not in answered]
+        left_out = [ref.id for ref in names.changed if ref.id not in answered]
+        zone = self._calendar_zone(calendar)
+        for start in range(0, len(left_out), MULTIGET_CHUNK):
+            chunk = left_out[start : start + MULTIGET_CHUNK]
+            listing.changed += self._read_answer(self._multiget(calendar, chunk), zone, chunk)
         return listing
 
     def _collection_token(self, calendar: str) -> str | None:
