@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import shutil
 import sqlite3
 import threading
 from pathlib import Path
@@ -208,4 +209,60 @@ async def test_a_sqlite_write_cancelled_mid_statement_leaves_the_database_unlock
             other.close()
     finally:
         leave.set()
+        await db.dispose()
+
+
+async def test_a_sync_cancelled_while_it_gives_its_lease_back_ends_after_it(
+    tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync cancelled (its process stopping), and cancelled again while it gives its
+    lease back, still ends cancelled — but only once the lease is given back: whoever
+    cancelled it and waits for it to end may close the database next. The shielded
+    release used to raise at once and go on unawaited."""
+    from crmcal.sync import runner
+    from crmcal.sync.engine import Engine
+    from tests.engine_world import World
+    from tests.memory_provider import MemoryCalendar
+
+    path = tmp_path / "crmcal.db"
+    shutil.copy(sqlite_template, path)
+    db = Database(f"sqlite:///{path}")
+    running, releasing, may_release, released = (asyncio.Event() for _ in range(4))
+    real_release = runner._release
+
+    async def blocked_run(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        running.set()
+        await asyncio.Event().wait()
+
+    async def slow_release(*args: Any, **kwargs: Any) -> None:
+        releasing.set()
+        await may_release.wait()
+        await real_release(*args, **kwargs)
+        released.set()
+
+    monkeypatch.setattr(Engine, "run", blocked_run)
+    monkeypatch.setattr(runner, "_release", slow_release)
+    try:
+        world = await World(db, MemoryCalendar()).setup()
+        syncing = asyncio.create_task(world.sync_via_runner())
+        seen_at_end: list[bool] = []
+        syncing.add_done_callback(lambda _: seen_at_end.append(released.is_set()))
+        await asyncio.wait_for(running.wait(), PATIENCE)
+        syncing.cancel()
+        await asyncio.wait_for(releasing.wait(), PATIENCE)
+        syncing.cancel()  # again, while the lease is given back
+        may_release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await syncing
+        assert seen_at_end == [True], "ended before its lease was given back"
+        await asyncio.wait_for(released.wait(), PATIENCE)
+        async with db.read() as session:
+            taken = await session.scalar(
+                text("SELECT locked_by FROM connections WHERE id = :id"),
+                {"id": world.connection_id},
+            )
+        assert taken is None
+    finally:
+        may_release.set()
+        await asyncio.wait_for(released.wait(), PATIENCE)
         await db.dispose()

@@ -14,8 +14,11 @@ requests (``Task.cancelling``, Python 3.11+), as ``asyncio.timeout`` and TaskGro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from typing import Any
+import contextlib
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 async def cancel_and_wait(child: asyncio.Future[Any]) -> None:
@@ -52,3 +55,25 @@ async def cancel_all_and_wait(children: Iterable[asyncio.Future[Any]]) -> None:
         raise asyncio.CancelledError from failure
     if failure is not None:
         raise failure
+
+
+async def to_completion(work: Awaitable[T]) -> T:
+    """Run ``work`` (a lease given back, a run recorded) to its end even when the
+    current task is cancelled meanwhile, then raise that cancellation.
+
+    ``await asyncio.shield(work)`` alone raises CancelledError at once and leaves the
+    work running unawaited: whoever cancelled the task (a worker shutting down, a lost
+    lease) takes it for ended and may close the database under the work. Here the
+    cancellation waits for the work; a cancellation requested meanwhile (Task.cancelling,
+    as in ``cancel_all_and_wait``) is raised once it has ended, never dropped."""
+    current = asyncio.current_task()
+    before = current.cancelling() if current is not None else 0
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        # Cancelled while waiting: the work goes on, and is awaited again.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+    if current is not None and current.cancelling() > before:
+        failure = None if task.cancelled() else task.exception()
+        raise asyncio.CancelledError from failure
+    return task.result()

@@ -39,6 +39,7 @@ from crmcal.sync.engine import (
 from crmcal.sync.options import SyncOptions
 from crmcal.sync.states import RECONNECT_REQUIRED, ConnectionState, FailureKind
 from crmcal.sync.tables import Connection, ProviderHold
+from crmcal.tasks import to_completion
 from crmcal.vault import Vault, VaultError
 
 log = logging.getLogger(__name__)
@@ -382,8 +383,9 @@ async def run_sync(
         if error is not None or interrupted is not None:
             engine = None  # a run that failed afterwards saves no positions
         limits.later.reset(restore)
-        # Shielded: a sync cancelled while it ends still gives its lease back.
-        await asyncio.shield(
+        # Run to its end: a sync cancelled while it ends still gives its lease back,
+        # and its cancellation is raised once that is done, not before.
+        await to_completion(
             _release(
                 db, settings, held, error, report, interrupted, failure, engine,
                 catch_up=catch_up, known=conn,
