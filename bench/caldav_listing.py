@@ -53,7 +53,7 @@ QUERY = (
 
 def by_query(provider: CalDAVProvider, calendar: str) -> dict[str, float]:
     started = time.perf_counter()
-    assert provider._collection_token(calendar)
+    assert provider._token_and_names(calendar)
     reply = provider._report(calendar, QUERY, 1)
     assert reply.status == 207
     return {"last": time.perf_counter() - started}

@@ -18,8 +18,9 @@ Protocol use:
   When the caller will need every event (a first import), the full listing is
   one ``calendar-query`` with contents, its cursor the ``DAV:sync-token``
   property read just before (a listing and multigets cost servers about twice
-  the time: ``bench/caldav_listing.py``), then a listing of hrefs alone: what
-  the query left out is read with a multiget (tasks are dropped there);
+  the time: ``bench/caldav_listing.py``), read in one PROPFIND with every
+  resource's href: what the query left out is read with a multiget (tasks are
+  dropped there);
 - contents: ``calendar-multiget`` in chunks, fetched while the previous chunk is
   parsed, each resource parsed on its own so one bad event never fails a batch
   (many of them in ``parse_pool``'s processes). A multistatus answers each href on
@@ -802,9 +803,10 @@ class CalDAVProvider:
         the collection's ``DAV:sync-token`` (RFC 6578 4), read first: what changes
         while the query runs is listed again next time, never missed.
         """
-        token = self._collection_token(calendar)
-        if token is None:
+        named = self._token_and_names(calendar)
+        if named is None:
             return None  # no incremental sync after it: let the listing find out why
+        token, names = named
         body = (
             f"<C:calendar-query {_NAMESPACES}><D:prop><D:getetag/><C:calendar-data/></D:prop>"
             '<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"/>'
@@ -818,37 +820,49 @@ class CalDAVProvider:
         if any(m.href == collection_path or m.status == 507 for m in members):
             return None  # a truncated answer (RFC 4791 7.8 allows 507): list instead
         listing = ChangeListing(full=True, cursor=token)
-        listing.changed = self._read_answer(
-            [m for m in members if not m.href.endswith("/")], self._calendar_zone(calendar)
-        )
+        zone = self._calendar_zone(calendar)
+        listing.changed = self._read_answer([m for m in members if not m.href.endswith("/")], zone)
         # A query may leave events out without a word (a server whose index misses
         # them), and the cursor counts them as seen: later listings would never name
-        # them. A listing of hrefs names every resource; those the answer left out
-        # are read (tasks and journal entries, which the query rightly left out,
-        # are dropped again there).
+        # them. The names read with the token are every resource; those the answer
+        # left out are read (tasks and journal entries, which the query rightly left
+        # out, are dropped again there).
         answered = {member.href for member in members}
-        try:
-            names = self._sync_collection(calendar, "") or self._propfind_listing(calendar)
-        except ProviderError:
-            return listing  # no listing to compare with: the query's answer it is
-        left_out = [ref.id for ref in names.changed if ref.id not in answered]
-        zone = self._calendar_zone(calendar)
+        left_out = [href for href in names if href not in answered]
         for start in range(0, len(left_out), MULTIGET_CHUNK):
             chunk = left_out[start : start + MULTIGET_CHUNK]
             listing.changed += self._read_answer(self._multiget(calendar, chunk), zone, chunk)
         return listing
 
-    def _collection_token(self, calendar: str) -> str | None:
-        """The collection's current sync-token (and its zone, read on the way), if it has one."""
-        reply = self._propfind(calendar, ["<D:sync-token/>", "<C:calendar-timezone/>"], 0)
+    def _token_and_names(self, calendar: str) -> tuple[str, list[str]] | None:
+        """The collection's current sync-token and the href of every resource in it, in
+        one PROPFIND (its zone is read on the way); None when it has no token.
+
+        Read together, before the query: the names are what the token counts as seen.
+        """
+        reply = self._propfind(
+            calendar,
+            ["<D:sync-token/>", "<C:calendar-timezone/>", "<D:resourcetype/>"],
+            1,
+        )
         if reply.status == 404:
             raise CalendarNotFound(f"the calendar {calendar} does not exist (404)")
+        if reply.status != 207 or reply.tree is None:
+            return None
         token = None
-        for member in _members(reply.tree if reply.status == 207 else None):
-            token = _text_of(member.props.get(f"{DAV}sync-token"))
-            zone = _vtimezone_zone(_text_of(member.props.get(f"{CALDAV}calendar-timezone")))
-            self._zones.setdefault(calendar, zone)
-        return token
+        names: list[str] = []
+        for member in _members(reply.tree):
+            if f"{DAV}sync-token" in member.props:  # the collection's own answer
+                token = _text_of(member.props[f"{DAV}sync-token"])
+                zone = _vtimezone_zone(_text_of(member.props.get(f"{CALDAV}calendar-timezone")))
+                self._zones.setdefault(calendar, zone)
+                continue
+            kind = member.props.get(f"{DAV}resourcetype")
+            if member.href.endswith("/") or (kind is not None and len(kind)):
+                continue  # the collection itself, or a sub-collection
+            if member.status != 404:
+                names.append(member.href)
+        return (token, names) if token else None
 
     def _propfind_listing(self, calendar: str) -> ChangeListing:
         reply = self._expect(
