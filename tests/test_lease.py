@@ -339,6 +339,54 @@ async def test_a_slow_sync_keeps_its_lease_and_no_one_else_gets_it(
     assert await lease.take(world.db, world.connection_id, 60) is not None  # given back
 
 
+async def test_a_keeper_woken_late_still_renews_a_lease_that_has_not_run_out(
+    world: World, clock: HandClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await world.add_activity("Late")
+    provider = Hanging(world.calendar)
+    renewals = Renewals(monkeypatch)
+    settings = Settings(lease_seconds=60)
+    sync = asyncio.create_task(
+        run_sync(world.db, VAULT, settings, world.connection_id, provider=provider)
+    )
+    await asyncio.wait_for(provider.waiting.wait(), PATIENCE)
+    until_before = (await connection(world.db, world.connection_id)).locked_until
+    assert until_before is not None
+    await clock.asleep()
+    # The loop was held from a third of the lease to three quarters of it: the keeper
+    # wakes past its cutoff (two thirds), with the lease still ours for 15 s.
+    clock.advance(45)
+    await renewals.reach(1)
+    assert renewals.answers == [True]
+    held_until = (await connection(world.db, world.connection_id)).locked_until
+    assert held_until is not None
+    assert held_until > until_before
+    assert not sync.done()
+    provider.answer.set()
+    assert (await asyncio.wait_for(sync, PATIENCE)).created == 1
+    assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["ok"]
+
+
+async def test_a_keeper_woken_close_to_expiry_stops_the_work_unrenewed(
+    world: World, clock: HandClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = Hanging()
+    renewals = Renewals(monkeypatch)
+    settings = Settings(lease_seconds=60)
+    sync = asyncio.create_task(
+        run_sync(world.db, VAULT, settings, world.connection_id, provider=provider)
+    )
+    await asyncio.wait_for(provider.waiting.wait(), PATIENCE)
+    await clock.asleep()
+    # Woken 10 s short of expiry (the late margin): too close to confirm a renewal and
+    # still stop before the lease runs out, so the work stops at once.
+    clock.advance(50)
+    with pytest.raises(SyncFailed, match="could not be renewed in time"):
+        await asyncio.wait_for(sync, PATIENCE)
+    assert renewals.answers == []
+    assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["interrupted"]
+
+
 async def test_a_calendar_that_never_answers_cannot_hold_the_lease_forever(
     google_connection: tuple[World, Settings], google_emulator: GoogleEmulator
 ) -> None:

@@ -95,6 +95,11 @@ class Clock:
 clock = Clock()
 
 
+# The part of a third of the lease left before expiry by which a keeper that woke past
+# its cutoff must have its renewal confirmed, else it stops the work (see ``_keep``).
+LATE_MARGIN = 0.5
+
+
 class LeaseLost(Exception):
     """The lease could not be kept (taken over, or the database did not confirm it in
     time), so the work under it was stopped."""
@@ -479,6 +484,15 @@ async def _keep(db: Database, lease: Lease, stop: asyncio.Timeout) -> None:
         await clock.sleep(max(0.0, min(interval, lease.expires_at - interval - clock.time())))
         # The last moment the work may go on without a confirmed renewal.
         cutoff = lease.expires_at - interval
+        if clock.time() >= cutoff:
+            # Woken late: the loop was held past the cutoff (a busy process, a long stretch
+            # of work between two awaits). The lease is still ours until ``expires_at`` (the
+            # database's expiry is later still), so the renewal gets until LATE_MARGIN of
+            # it before that. What the margin is for is kept: the work is stopped well
+            # before the lease runs out unless a renewal is confirmed first, and a renewal
+            # confirmed before expiry proves no one else took the lease meanwhile. Woken
+            # past even that, the work stops at once, unrenewed.
+            cutoff = lease.expires_at - interval * LATE_MARGIN
         try:
             kept = await _renewed_by(db, lease, cutoff)
         except Exception as exc:  # the database is away (TimeoutError: not in time)
