@@ -387,6 +387,42 @@ async def test_a_keeper_woken_close_to_expiry_stops_the_work_unrenewed(
     assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["interrupted"]
 
 
+async def test_a_renewal_that_failed_is_retried_soon_not_at_the_cutoff(
+    world: World, clock: HandClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await world.add_activity("Retried")
+    provider = Hanging(world.calendar)
+    settings = Settings(lease_seconds=60)
+    tried: list[float] = []
+    more = asyncio.Event()
+    real_renew = lease.renew
+
+    async def flaky(db: Database, held: lease.Lease) -> bool:
+        tried.append(clock.now)
+        more.set()
+        if len(tried) == 1:
+            raise OSError("connection reset")  # the database away for a moment
+        return await real_renew(db, held)
+
+    monkeypatch.setattr(lease, "renew", flaky)
+    sync = asyncio.create_task(
+        run_sync(world.db, VAULT, settings, world.connection_id, provider=provider)
+    )
+    await asyncio.wait_for(provider.waiting.wait(), PATIENCE)
+    taken = clock.now
+    await clock.asleep()
+    clock.advance(20)  # a third of the lease: the renewal fails
+    await asyncio.wait_for(more.wait(), PATIENCE)
+    more.clear()
+    await clock.asleep()
+    clock.advance(0.5)  # the retry's pause: it goes again now, not at the cutoff
+    await asyncio.wait_for(more.wait(), PATIENCE)
+    assert tried == [taken + 20, taken + 20.5]
+    provider.answer.set()
+    assert (await asyncio.wait_for(sync, PATIENCE)).created == 1
+    assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["ok"]
+
+
 async def test_a_calendar_that_never_answers_cannot_hold_the_lease_forever(
     google_connection: tuple[World, Settings], google_emulator: GoogleEmulator
 ) -> None:

@@ -480,19 +480,24 @@ async def _keep(db: Database, lease: Lease, stop: asyncio.Timeout) -> None:
     when it cannot be renewed."""
     loop = asyncio.get_running_loop()
     interval = lease.seconds / 3
+    cutoff: float | None = None  # the current renewal's, kept while it is retried
     while True:
-        await clock.sleep(max(0.0, min(interval, lease.expires_at - interval - clock.time())))
-        # The last moment the work may go on without a confirmed renewal.
-        cutoff = lease.expires_at - interval
-        if clock.time() >= cutoff:
-            # Woken late: the loop was held past the cutoff (a busy process, a long stretch
-            # of work between two awaits). The lease is still ours until ``expires_at`` (the
-            # database's expiry is later still), so the renewal gets until LATE_MARGIN of
-            # it before that. What the margin is for is kept: the work is stopped well
-            # before the lease runs out unless a renewal is confirmed first, and a renewal
-            # confirmed before expiry proves no one else took the lease meanwhile. Woken
-            # past even that, the work stops at once, unrenewed.
-            cutoff = lease.expires_at - interval * LATE_MARGIN
+        if cutoff is None:
+            # (A retry has waited already: it goes again at once.)
+            await clock.sleep(max(0.0, min(interval, lease.expires_at - interval - clock.time())))
+            # The last moment the work may go on without a confirmed renewal.
+            cutoff = lease.expires_at - interval
+            if clock.time() >= cutoff:
+                # Woken late: the loop was held past the cutoff (a busy process, a long
+                # stretch of work between two awaits), not the database slow. The lease
+                # is still ours until ``expires_at`` (the database's expiry is later
+                # still), so this renewal gets until LATE_MARGIN of a third before it.
+                # What the margin is for is kept: the work stops before the lease runs
+                # out unless a renewal is confirmed first, and a renewal confirmed before
+                # expiry proves no one else took the lease meanwhile. Woken past even
+                # that, the work stops at once, unrenewed. Retries of a renewal that
+                # began on time keep its cutoff: a database away gets no longer.
+                cutoff = lease.expires_at - interval * LATE_MARGIN
         try:
             kept = await _renewed_by(db, lease, cutoff)
         except Exception as exc:  # the database is away (TimeoutError: not in time)
@@ -504,6 +509,7 @@ async def _keep(db: Database, lease: Lease, stop: asyncio.Timeout) -> None:
             lease.lost = "the lease could not be renewed in time (the database did not answer)"
         else:
             if kept:
+                cutoff = None
                 continue
             lease.lost = "the lease was taken over by another process"
         log.warning("connection %s: %s; stopping its sync", lease.connection_id, lease.lost)
