@@ -41,8 +41,19 @@ END:VTIMEZONE
 
 
 def times_of(text: str) -> list[str]:
-    """The DTSTART and DTEND lines of a resource, as spelt."""
-    return re.findall(r"^DT(?:START|END)[;:].*$", unfolded(text), re.M)
+    """The DTSTART and DTEND lines of a resource's events, as spelt."""
+    events = re.findall(r"^BEGIN:VEVENT$.*?^END:VEVENT$", unfolded(text), re.M | re.S)
+    return [
+        line for event in events for line in re.findall(r"^DT(?:START|END)[;:].*$", event, re.M)
+    ]
+
+
+def zones_of(text: str) -> set[str]:
+    """The resource's distinct VTIMEZONE blocks. Radicale (vobject) keeps, for the whole
+    server process, the first definition it read of a TZID no zone database knows, and
+    adds a copy of it to a resource whose own block it takes for another: what other
+    calendars on the same server sent decides that, not what crmcal wrote."""
+    return set(re.findall(r"^BEGIN:VTIMEZONE$.*?^END:VTIMEZONE$", unfolded(text), re.M | re.S))
 
 
 async def test_odd_tzids_read_right_and_stay_as_spelt_through_a_crm_edit(
@@ -97,4 +108,4 @@ async def test_odd_tzids_read_right_and_stay_as_spelt_through_a_crm_edit(
         after = await harness.read_raw(event_id)
         assert f"LOCATION:Room {title}" in unfolded(after), title
         assert times_of(after) == times_of(before[title]), title
-        assert after.count("BEGIN:VTIMEZONE") == before[title].count("BEGIN:VTIMEZONE"), title
+        assert zones_of(after) == zones_of(before[title]), title
