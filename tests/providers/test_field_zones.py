@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from zoneinfo import ZoneInfo
+
+import icalendar
+import pytest
 
 from tests.providers.test_field_realistic import BERLIN_VTIMEZONE, calendar_text, timed
 from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
@@ -109,3 +113,72 @@ async def test_odd_tzids_read_right_and_stay_as_spelt_through_a_crm_edit(
         assert f"LOCATION:Room {title}" in unfolded(after), title
         assert times_of(after) == times_of(before[title]), title
         assert zones_of(after) == zones_of(before[title]), title
+
+
+def meant_start(text: str) -> dt.datetime:
+    """The moment a resource's (first) DTSTART means, read from the resource alone: a
+    TZID no zone database knows by the resource's own VTIMEZONE of that TZID."""
+    line = next(line for line in times_of(text) if line.startswith("DTSTART"))
+    head, value = line.split(":", 1)
+    moment = dt.datetime.strptime(value.rstrip("Z"), "%Y%m%dT%H%M%S")
+    if value.endswith("Z"):
+        return moment.replace(tzinfo=dt.UTC)
+    tzid = head.split("TZID=", 1)[1].strip('"')
+    (block,) = (zone for zone in zones_of(text) if f"\nTZID:{tzid}\n" in zone)
+    component = icalendar.Timezone.from_ical(block.replace("\n", "\r\n"))
+    assert isinstance(component, icalendar.Timezone)
+    return moment.replace(tzinfo=component.to_tz(lookup_tzid=False))
+
+
+@pytest.mark.parametrize("first", ["Berlin-like", "Kathmandu-like"])
+async def test_a_tzid_two_resources_define_differently_is_read_in_each_ones_own_zone(
+    on_caldav: OnCalDAV,  # noqa: F811
+    first: str,
+) -> None:
+    """Outlook names every zone it customises "Customized Time Zone": the same TZID
+    means another zone in another resource. icalendar keeps the first definition it
+    reads of such a TZID for the whole process; each resource's own must be the one
+    its times are read and written in, whichever was read first."""
+    harness = on_caldav.harness
+    on_caldav.connect()
+    tzid = f"Customized Time Zone {uuid.uuid4().hex[:8]}"  # first read in this test
+    at = dt.datetime.combine(dt.date(SOON.year + 1, 7, 1), dt.time(10))
+    texts = {
+        "Berlin-like": calendar_text(
+            BERLIN_VTIMEZONE.format(tzid=tzid),
+            timed(f"berlin-{tzid[-8:]}", "Berlin-like", tzid, at),
+        ),
+        "Kathmandu-like": calendar_text(
+            KATHMANDU_LIKE.replace("Customized Time Zone", tzid),
+            timed(f"kathmandu-{tzid[-8:]}", "Kathmandu-like", tzid, at),
+        ),
+    }
+    expected = {
+        "Berlin-like": at.replace(tzinfo=BERLIN),
+        "Kathmandu-like": at.replace(tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=45))),
+    }
+    ids: dict[str, str] = {}
+    for title in sorted(texts, key=lambda title: title != first):
+        ids[title] = await harness.put_raw(texts[title])
+        on_caldav.sync()  # the first is read (and its zone cached) before the second
+    found = {a["subject"]: a for a in on_caldav.activities()}
+    for title, start in expected.items():
+        assert dt.datetime.fromisoformat(found[title]["start"]) == start, title
+    # Both moved an hour later in the CRM (a Europe/Berlin user): each is written in
+    # a zone that means the new time, the Berlin-like one under its own TZID still.
+    hour = dt.timedelta(hours=1)
+    for title, activity in found.items():
+        end = dt.datetime.fromisoformat(activity["end"])
+        on_caldav.edit_activity(activity["id"], start=(expected[title] + hour).isoformat(),
+                                end=(end + hour).isoformat())  # fmt: skip
+    on_caldav.sync()
+    for title, event_id in ids.items():
+        text = await harness.read_raw(event_id)
+        assert meant_start(text) == expected[title] + hour, (title, times_of(text))
+    berlin_like = times_of(await harness.read_raw(ids["Berlin-like"]))
+    assert berlin_like[0] == f"DTSTART;TZID={tzid}:{at + hour:%Y%m%dT%H%M%S}"
+    # Read again, nothing moves back.
+    on_caldav.sync()
+    for activity in on_caldav.activities():
+        title = activity["subject"]
+        assert dt.datetime.fromisoformat(activity["start"]) == expected[title] + hour, title

@@ -33,7 +33,7 @@ from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import icalendar
-from icalendar.prop import vCalAddress, vCategory, vInline, vText, vUnknown
+from icalendar.prop import vCalAddress, vCategory, vDDDLists, vInline, vText, vUnknown
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from crmcal.model import (
@@ -510,6 +510,18 @@ class _Zones:
         )
 
     def get(self, tzid: str) -> tuple[dt.tzinfo, str | None]:
+        explained = self.explained(tzid)
+        if explained is not None:
+            return explained
+        problem = f"unknown time zone {tzid[:60]!r}, read as floating time"
+        if problem not in self.problems:
+            self.problems.append(problem)
+        return self.floating
+
+    def explained(self, tzid: str) -> tuple[dt.tzinfo, str | None] | None:
+        """The zone ``tzid`` stands for in this resource, None when nothing explains it:
+        its name, else the resource's own VTIMEZONE of that TZID (never one another
+        resource defined), an Outlook display name, a fixed offset."""
         named = _named_zone(tzid)
         if named is not None:
             return named
@@ -522,10 +534,7 @@ class _Zones:
         offset = _offset_zone(tzid)
         if offset is not None:
             return offset, None
-        problem = f"unknown time zone {tzid[:60]!r}, read as floating time"
-        if problem not in self.problems:
-            self.problems.append(problem)
-        return self.floating
+        return None
 
 
 def _moment(
@@ -972,6 +981,43 @@ def _crlf(block: str) -> str:
     return block.replace("\r\n", "\n").replace("\n", "\r\n").rstrip("\r\n") + "\r\n"
 
 
+# The properties whose local times a TZID places (a VTIMEZONE's own have none).
+_ZONED = ("DTSTART", "DTEND", "DUE", "RECURRENCE-ID", "EXDATE", "RDATE")
+
+
+def _own_zones(text: str, calendar: icalendar.Calendar) -> None:
+    """Every local time of ``calendar`` (icalendar's reading of ``text``) placed in the
+    zone ``text`` itself gives its TZID, as ``parse_event`` reads it. icalendar keeps,
+    for the whole process, the first VTIMEZONE it read of each TZID no zone database
+    knows ("Customized Time Zone"), and reads another resource's times of that TZID
+    in that first zone, whatever the resource's own VTIMEZONE says: a move written
+    over it would keep a TZID that now means another offset. A time whose TZID the
+    resource does not explain is left without a zone."""
+    try:
+        zones: _Zones | None = _Zones(_scan(text), None)
+    except ValueError:
+        zones = None
+    found: dict[str, dt.tzinfo | None] = {}
+    for component in calendar.walk():
+        for name in _ZONED:
+            for prop in _as_list(component.get(name, [])):
+                tzid = getattr(prop, "params", {}).get("TZID")
+                if not tzid:
+                    continue
+                tzid = str(tzid)
+                if tzid not in found:
+                    try:
+                        explained = zones.explained(tzid) if zones is not None else None
+                    except ValueError:  # a VTIMEZONE crmcal refuses to expand
+                        explained = None
+                    found[tzid] = explained[0] if explained is not None else None
+                values = prop.dts if isinstance(prop, vDDDLists) else [prop]
+                for value in values:
+                    moment = getattr(value, "dt", None)
+                    if isinstance(moment, dt.datetime):
+                        value.dt = moment.replace(tzinfo=found[tzid])
+
+
 @dataclass
 class _Previous:
     calendar: icalendar.Calendar
@@ -991,6 +1037,7 @@ class _Previous:
         if not events:
             return None
         _keep_verbatim(text, events)
+        _own_zones(text, calendar)
         masters = [e for e in events if "RECURRENCE-ID" not in e]
         master = masters[0] if masters else events[0]
         zones = [c for c in calendar.subcomponents if c.name == "VTIMEZONE"]
