@@ -11,6 +11,16 @@ server do (one status per resource); ``octet_folds`` folds the calendar data it 
 (GET, REPORT) at 75 octets wherever that falls, inside a UTF-8 sequence too, as some
 servers do; ``garbled`` answers the calendar data of the resources it names (by a
 text in their href) cut short, as a server with a broken resource in its store does.
+``listing_etags`` leaves ``getetag`` out of every multistatus answer (``"missing"``) or
+answers it empty (``"empty"``); ``all_weak`` makes every ETag weak, in headers and
+listings, and takes in ``If-Match`` only the tag as it gave it (Cyrus does; any other
+spelling is answered ``412``); ``rewrite_stored`` stores a PUT's body changed (a
+property of the server's own, another property order, a new DTSTAMP) and answers
+without an ETag; ``absolute_hrefs`` and ``recode_hrefs`` answer multistatus hrefs as
+absolute URLs and percent-encoded another way than asked (every octet but ``/``, in
+lower-case hex); ``collection_member`` lists the collection itself, without its
+trailing slash, among a listing's members; ``foreign_member`` lists a resource on
+another host among them.
 Served on 127.0.0.1 port 0 by uvicorn.
 """
 
@@ -22,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
 
 import httpx
 from lxml import etree
@@ -63,6 +74,15 @@ class Behaviour:
     volatile_etags: bool = False
     no_put_etag: bool = False
     gets: int = 0  # GETs answered (for volatile ETags)
+    listing_etags: str | None = None  # "missing" or "empty"
+    all_weak: bool = False
+    rewrite_stored: bool = False
+    stored: int = 0  # PUT bodies rewritten
+    absolute_hrefs: bool = False
+    recode_hrefs: bool = False
+    collection_member: bool = False
+    foreign_member: str | None = None  # an absolute URL
+    if_matches: list[str] = field(default_factory=list)  # If-Match headers, as sent
 
     def count(self, method: str, suffix: str = "") -> int:
         return sum(n for (m, p), n in self.requests.items() if m == method and p.endswith(suffix))
@@ -124,6 +144,94 @@ def _truncated_sync(body: bytes, keep: int, collection: str) -> bytes:
     etree.SubElement(error, "{DAV:}number-of-matches-within-limits")
     tree.insert(min(keep, len(members)), marker)
     return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
+
+
+def _weak(etag: str) -> str:
+    return etag if etag.startswith("W/") else f"W/{etag}"
+
+
+def _recoded(path: str) -> str:
+    """``path`` percent-encoded in every octet but ``/`` and unreserved ASCII, lower-case hex."""
+    encoded = quote(unquote(path), safe="/")
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded)
+
+
+def _listing(body: bytes, method: str, path: str, origin: str, behaviour: Behaviour) -> bytes:
+    """A multistatus ``body`` with its ETags and hrefs answered as ``behaviour`` says."""
+    tree = etree.fromstring(body)
+    for etag in list(tree.iter("{DAV:}getetag")):
+        if behaviour.listing_etags == "missing":
+            holder = etag.getparent()
+            if holder is not None:
+                holder.remove(etag)
+        elif behaviour.listing_etags == "empty":
+            etag.text = ""
+        elif behaviour.all_weak and etag.text:
+            etag.text = _weak(etag.text.strip())
+    members = tree.findall("{DAV:}response")
+    collection = path.rstrip("/")
+    if behaviour.collection_member and method == "REPORT":
+        member = etree.SubElement(tree, "{DAV:}response")
+        etree.SubElement(member, "{DAV:}href").text = collection
+        propstat = etree.SubElement(member, "{DAV:}propstat")
+        etree.SubElement(
+            etree.SubElement(propstat, "{DAV:}prop"), "{DAV:}getetag"
+        ).text = '"the-collection"'
+        etree.SubElement(propstat, "{DAV:}status").text = "HTTP/1.1 200 OK"
+    if behaviour.foreign_member and (method == "REPORT" or len(members) > 1):
+        member = etree.SubElement(tree, "{DAV:}response")
+        etree.SubElement(member, "{DAV:}href").text = behaviour.foreign_member
+        propstat = etree.SubElement(member, "{DAV:}propstat")
+        etree.SubElement(
+            etree.SubElement(propstat, "{DAV:}prop"), "{DAV:}getetag"
+        ).text = '"elsewhere"'
+        etree.SubElement(propstat, "{DAV:}status").text = "HTTP/1.1 200 OK"
+    for response in tree.findall("{DAV:}response"):
+        href = response.find("{DAV:}href")
+        if href is None or not (href.text or "").startswith("/"):
+            continue
+        text = href.text or ""
+        if behaviour.collection_member and text.rstrip("/") == collection:
+            text = collection  # the collection, without its trailing slash
+        if behaviour.recode_hrefs:
+            text = _recoded(text)
+        if behaviour.absolute_hrefs:
+            text = origin + text
+        href.text = text
+    return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
+
+
+def _stored_otherwise(body: bytes, behaviour: Behaviour) -> bytes:
+    """A PUT body as a server that rewrites what it stores keeps it: unfolded, a
+    property of its own and a new DTSTAMP in each event, SUMMARY moved to the end."""
+    behaviour.stored += 1
+    lines = _unfolded(body.decode()).replace("\r\n", "\n").split("\n")
+    out: list[str] = []
+    summary: str | None = None
+    depth = 0
+    for line in lines:
+        name = line.split(":", 1)[0].split(";", 1)[0].upper()
+        if line.upper() == "BEGIN:VEVENT":
+            depth = 1
+            out.append(line)
+            out.append(f"X-SERVER-STORED:{behaviour.stored}")
+            continue
+        if depth and line.upper().startswith("BEGIN:"):
+            depth += 1
+        elif depth > 1 and line.upper().startswith("END:"):
+            depth -= 1
+        elif depth == 1 and line.upper() == "END:VEVENT":
+            depth = 0
+            if summary is not None:
+                out.append(summary)
+            summary = None
+        elif depth == 1 and name == "SUMMARY":
+            summary = line
+            continue
+        elif depth == 1 and name == "DTSTAMP":
+            line = f"DTSTAMP:2030010{behaviour.stored % 10}T000000Z"
+        out.append(line)
+    return "\r\n".join(out).encode()
 
 
 GARBLED = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:broken\r\nDTSTART:2026-12-01\r\n"
@@ -206,6 +314,8 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
             kind = re.search(rb"<\w+:(sync-collection|calendar-multiget|calendar-query)", body)
             report = kind.group(1).decode() if kind else "other"
             behaviour.reports[report] += 1
+        if request.method == "PUT" and behaviour.rewrite_stored:
+            body = _stored_otherwise(body, behaviour)
         if request.method == "PUT":
             text = body.decode("utf-8", "replace")
             reason = next((r for t, r in behaviour.refuse.items() if t in text), None)
@@ -215,8 +325,21 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
                 return Response(CYRUS_REFUSAL.format(reason), 403,
                                 media_type="application/xml; charset=utf-8")  # fmt: skip
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        if_match = request.headers.get("if-match")
+        if if_match is not None:
+            behaviour.if_matches.append(if_match)
+        if behaviour.all_weak and if_match is not None and if_match.strip() != "*":
+            if not if_match.strip().startswith("W/"):
+                return Response(b"", 412)  # only the tag as it was given matches
+            headers = {k: v for k, v in headers.items() if k.lower() != "if-match"}
+            headers["If-Match"] = if_match.strip()[2:]
+        if behaviour.rewrite_stored and request.method == "PUT":
+            headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+        raw_path = request.scope.get("raw_path") or path.encode()
+        query = request.url.query
         answer = await client.request(
-            request.method, path + (f"?{request.url.query}" if request.url.query else ""),
+            request.method,
+            raw_path.decode("ascii", "replace") + (f"?{query}" if query else ""),
             content=body, headers=headers,
         )  # fmt: skip
         out = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
@@ -226,7 +349,9 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
         if behaviour.volatile_etags and request.method == "GET" and etag:
             behaviour.gets += 1
             out["etag"] = f'"get-{behaviour.gets}"'
-        if behaviour.no_put_etag and request.method == "PUT":
+        if behaviour.all_weak and etag:
+            out["etag"] = _weak(etag.strip())
+        if (behaviour.no_put_etag or behaviour.rewrite_stored) and request.method == "PUT":
             out.pop("etag", None)
             out.pop("ETag", None)
         content = answer.content
@@ -237,6 +362,18 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
                 content = _truncated_sync(content, behaviour.truncate_sync, path)
             if behaviour.garbled:
                 content = _garbled(content, behaviour)
+        odd_listings = (behaviour.listing_etags, behaviour.all_weak, behaviour.absolute_hrefs,
+                        behaviour.recode_hrefs, behaviour.collection_member,
+                        behaviour.foreign_member)  # fmt: skip
+        if (answer.status_code == 207 and request.method in ("PROPFIND", "REPORT")
+                and any(odd_listings)):  # fmt: skip
+            content = _listing(
+                content,
+                request.method,
+                path,
+                f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}",
+                behaviour,
+            )
         if request.method == "GET" and any(text in path for text in behaviour.garbled):
             content = GARBLED.encode()
         if behaviour.octet_folds and request.method in ("GET", "REPORT") and answer.is_success:

@@ -53,6 +53,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import re
 import threading
 from collections import OrderedDict
@@ -185,9 +186,32 @@ def _path_on(href: str, url: str, here: str) -> str | None:
     return href
 
 
-def _if_match(etag: str) -> str:
+# The version crmcal gives a resource whose server names none (no ETag in a listing,
+# a multiget or a GET): a digest of its calendar data, so that a change of content is
+# a change of version, and the same content the same version. Never sent to a server.
+CONTENT_VERSION = "crmcal-content:"
+
+
+def _if_match(etag: str | None) -> dict[str, str]:
+    """The ``If-Match`` condition for a write over version ``etag``, or none when the
+    server gave no ETag."""
     etag = strong_etag(etag)
-    return etag if etag.startswith('"') else f'"{etag}"'
+    if not etag or etag.startswith(CONTENT_VERSION):
+        return {}
+    return {"If-Match": etag if etag.startswith('"') else f'"{etag}"'}
+
+
+def _version(etag: str | None, text: str | None) -> str:
+    """A resource's version: its ETag, else a digest of its calendar data
+    (``CONTENT_VERSION``), else "" (nothing to tell one version from another)."""
+    etag = strong_etag(etag)
+    if etag or not text:
+        return etag
+    # Line ends as XML parsing leaves them (CRLF read as LF), so that a multiget's
+    # text and a GET's give one version.
+    normal = text.replace("\r\n", "\n").strip()
+    digest = hashlib.sha256(normal.encode("utf-8", "replace")).hexdigest()
+    return CONTENT_VERSION + digest[:32]
 
 
 def strong_etag(etag: str | None) -> str:
@@ -941,9 +965,9 @@ class CalDAVProvider:
         for member in members:
             if member.status != 200:
                 continue  # 404: gone since it was listed
-            etag = strong_etag(_text_of(member.props.get(f"{DAV}getetag")))
             element = member.props.get(f"{CALDAV}calendar-data")
             text = element.text if element is not None else None
+            etag = _version(_text_of(member.props.get(f"{DAV}getetag")), text)
             if not text:
                 withheld = member.withheld.get(f"{CALDAV}calendar-data")
                 if withheld is not None and withheld != 200:
@@ -1003,8 +1027,8 @@ class CalDAVProvider:
             self._forget(href)
             return None
         self._expect(reply, "reading an event", 200)
-        etag = strong_etag(reply.header("ETag"))
         text = reply.text
+        etag = _version(reply.header("ETag"), text)
         if etag:
             self._remember(href, etag, text)
         return etag, text
@@ -1096,7 +1120,9 @@ class CalDAVProvider:
             current = self._get(calendar, href)
             if current is None:
                 raise EventNotFound(f"the event {href} does not exist")
-            if current[0] and current[0] != etag:
+            # A version crmcal derived from content is compared as such.
+            seen = _version(None, current[1]) if etag.startswith(CONTENT_VERSION) else current[0]
+            if seen and etag and seen != etag:
                 raise PreconditionFailed(f"the event {href} changed since {etag}")
             previous = current[1]
         if event.recurrence is None and ical.is_series(previous):
@@ -1109,9 +1135,8 @@ class CalDAVProvider:
             text = ical.serialize_event(event, uid, previous=previous)
         else:
             text = ical.patch_event(event, uid, previous, changed)
-        # No etag at all only when the server gives none (checked above): nothing to match.
-        condition = {"If-Match": _if_match(etag)} if etag else {}
-        reply = self._put(calendar, href, text, condition)
+        # No ETag to match when the server gives none (its version checked above).
+        reply = self._put(calendar, href, text, _if_match(etag))
         if reply.status == 412:
             # Radicale also answers 412 when the resource is gone.
             if self._get(calendar, href) is None:
@@ -1127,8 +1152,7 @@ class CalDAVProvider:
         return RemoteRef(href, new_etag, dataclasses.replace(event, uid=uid))
 
     def _delete(self, calendar: str, href: str, etag: str | None) -> None:
-        headers = {"If-Match": _if_match(etag)} if etag else {}
-        reply = self._send("DELETE", self._url(calendar, href), "", headers)
+        reply = self._send("DELETE", self._url(calendar, href), "", _if_match(etag))
         self._forget(href)
         if reply.status in (200, 202, 204, 404, 410):
             return

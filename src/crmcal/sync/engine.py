@@ -500,8 +500,9 @@ class Engine:
             if ref.warning:
                 self.report.problem(ref.id, ref.warning)
             link = self.links.by_remote.get(ref.id)
-            if link is not None and link.remote_etag == ref.etag:
-                continue  # our own write coming back, or nothing new
+            if link is not None and ref.etag and link.remote_etag == ref.etag:
+                continue  # our own write coming back, or nothing new (a listing
+                # without a version says nothing of that: read)
             known = unreadable.get(ref.id)
             if ref.event is None and known is not None and ref.etag and known[0] == ref.etag:
                 # Unreadable at this version already: not fetched (and parsed) again.

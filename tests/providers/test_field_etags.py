@@ -1,0 +1,102 @@
+"""ETags as servers in the field give them, through a whole sync.
+
+Radicale and Xandikos serve the calendar; crmcal reaches them through
+``tests.caldav_proxy``, which answers the way other servers do: listings without
+ETags (``getetag`` left out, or empty), PUTs answered without an ETag by a server
+that stores the body otherwise than it was sent (a property of its own, another
+order), and weak ETags everywhere, taken back in ``If-Match`` only as given. What
+must hold: every change is seen, nothing is taken for a change (or a deletion) that
+is none, and nothing is written again and again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from tests.caldav_proxy import Behaviour
+from tests.providers.harness import raw_event
+from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
+    SOON,
+    admin,
+    client,
+    sam,
+)
+from tests.providers.test_writes import (  # noqa: F401  # fixtures used by name
+    Proxied,
+    behaviour,
+    proxied,
+    unfolded,
+)
+
+LOCAL = "%Y%m%dT%H%M%S"
+
+
+def quiet(counts: dict[str, object]) -> bool:
+    """Whether a sync's counts say it changed nothing on either side."""
+    return (counts["created"], counts["updated"], counts["deleted"], counts["problems"]) == (
+        0, 0, 0, []
+    )  # fmt: skip
+
+
+def writes(seen: Behaviour) -> int:
+    return seen.count("PUT") + seen.count("DELETE")
+
+
+async def put_elsewhere(on: Proxied, name: str, hours: int = 30) -> str:
+    """An event another client made (not crmcal), named ``name``: its id."""
+    start = SOON.astimezone(dt.UTC) + dt.timedelta(hours=hours)
+    return await on.harness.put_raw(raw_event(
+        f"{name}-uid", f"SUMMARY:{name}", f"DTSTART:{start:{LOCAL}}Z",
+        f"DTEND:{start + dt.timedelta(hours=1):{LOCAL}}Z",
+    ), name=f"{name}.ics")  # fmt: skip
+
+
+def subjects(on: Proxied) -> list[str]:
+    return sorted(a["subject"] for a in on.activities())
+
+
+@pytest.mark.parametrize("etags", ["missing", "empty"])
+async def test_listings_without_etags_lose_no_change_and_make_no_write_loop(
+    proxied: Proxied,  # noqa: F811
+    behaviour: Behaviour,  # noqa: F811
+    etags: str,
+) -> None:
+    harness = proxied.harness
+    behaviour.listing_etags = etags
+    elsewhere = await put_elsewhere(proxied, "Elsewhere")
+    proxied.connect()
+    (kept, edited), by_title = await proxied.synced_activities("Kept", "Edited")
+    assert subjects(proxied) == ["Edited", "Elsewhere", "Kept"]
+    # Nothing changed: nothing is written, trashed or imported, however often.
+    for _ in range(2):
+        behaviour.requests.clear()
+        assert quiet(proxied.sync_with_problems())
+        assert writes(behaviour) == 0
+    # Changes made in another client come in, though no ETag says so.
+    await harness.retitle(by_title["Edited"], "Edited (calendar)")
+    await harness.retitle(elsewhere, "Elsewhere (calendar)")
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["deleted"], writes(behaviour)) == ([], 0, 0)
+    assert proxied.activity(edited["id"])["subject"] == "Edited (calendar)"
+    assert subjects(proxied) == ["Edited (calendar)", "Elsewhere (calendar)", "Kept"]
+    # A CRM edit is written once, keeping the calendar's own edit of the event.
+    proxied.edit_activity(edited["id"], location="Room 7")
+    behaviour.requests.clear()
+    counts = proxied.sync_with_problems()
+    assert counts["problems"] == []
+    assert behaviour.count("PUT") == 1
+    text = unfolded(await harness.read_raw(by_title["Edited"]))
+    assert "SUMMARY:Edited (calendar)" in text
+    assert "LOCATION:Room 7" in text
+    for _ in range(2):
+        behaviour.requests.clear()
+        assert quiet(proxied.sync_with_problems())
+        assert writes(behaviour) == 0
+    # A removal elsewhere is a deletion: that one activity is trashed, no other.
+    await harness.remove(by_title["Kept"])
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["deleted"]) == ([], 1)
+    assert [a["id"] for a in proxied.activities(deleted=True)] == [kept["id"]]
+    assert quiet(proxied.sync_with_problems())
