@@ -26,7 +26,7 @@ from tests.google_emulator import GoogleEmulator, GoogleHarness
 from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
 from tests.providers.conftest import HARNESSES, opened
 from tests.providers.harness import Foreign, Harness
-from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
+from tests.providers.synced import (  # noqa: F401  # fixtures used by name
     BASE_URL,
     V1,
     Synced,

@@ -1,6 +1,8 @@
 """The provider contract suite's fixtures: each test gets a fresh calendar through
 ``harness``, parametrised over the provider kinds (``HARNESSES``), or through
-``caldav_harness`` for CalDAV-only tests. The servers are in tests/caldav_servers.py."""
+``caldav_harness`` for CalDAV-only tests. The servers are in tests/caldav_servers.py.
+The end-to-end tests through the REST API (a CRM user on such a calendar) take the
+fixtures of ``tests.providers.synced``, offered here to every test."""
 
 from __future__ import annotations
 
@@ -16,6 +18,17 @@ from tests.google_emulator import GoogleHarness
 from tests.memory_provider import MemoryHarness
 from tests.microsoft_emulator import MicrosoftHarness
 from tests.providers.harness import CalDAVHarness, CalDAVServer, Harness
+from tests.providers.synced import (  # noqa: F401  # the API tests' fixtures, for every test here
+    admin,
+    behaviour,
+    client,
+    on_caldav,
+    on_google,
+    on_microsoft,
+    proxied,
+    sam,
+    synced,
+)
 
 
 class _Closing(Protocol):

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 from caldav.davclient import DAVClient
 from caldav.response import DAVResponse
 
-from crmcal.model import CalendarEvent, ResponseStatus
+from crmcal.model import CalendarEvent, ChangeListing, RemoteRef, ResponseStatus
 from crmcal.providers.base import Provider
 from crmcal.providers.caldav import CalDAVProvider, normalize_href
 
@@ -73,6 +73,37 @@ def occurrence_of(master: CalendarEvent, moment: Moment, **changes: Any) -> Cale
 def cancelled_occurrence(master: CalendarEvent, moment: Moment) -> CalendarEvent:
     """The occurrence of series ``master`` at ``moment``, cancelled."""
     return occurrence_of(master, moment, cancelled=True)
+
+
+# --- what the tests of every provider share -------------------------------------------
+
+
+def meeting(**fields: Any) -> CalendarEvent:
+    base = CalendarEvent(
+        summary="Demo with ACME",
+        start=dt.datetime(2026, 12, 1, 10, tzinfo=BERLIN),
+        end=dt.datetime(2026, 12, 1, 11, tzinfo=BERLIN),
+        timezone="Europe/Berlin",
+        location="Room 4",
+        description="Agenda:\n- pricing, next steps; owners",
+        crm_id="activity-1",
+        crm_type="meeting",
+    )
+    return dataclasses.replace(base, **fields)
+
+
+def key() -> str:
+    return uuid.uuid4().hex
+
+
+async def fetch_one(harness: Harness, event_id: str) -> RemoteRef:
+    refs = await harness.provider.fetch(harness.calendar_id, [event_id])
+    assert len(refs) == 1, refs
+    return refs[0]
+
+
+async def listed(harness: Harness, cursor: str | None = None) -> ChangeListing:
+    return await harness.provider.list_changes(harness.calendar_id, cursor)
 
 
 class Harness(Protocol):
@@ -207,6 +238,45 @@ def _vcalendar(*components: list[str]) -> str:
 def raw_event(uid: str, *props: str) -> str:
     """A calendar object of one event with ``props``, as another client writes it."""
     return _vcalendar(_vevent(uid, *props))
+
+
+# iCalendar text as clients in the field write it, for the tests that store it as it is.
+LOCAL = "%Y%m%dT%H%M%S"
+STAMP = "20261101T080000Z"
+BERLIN_VTIMEZONE = """BEGIN:VTIMEZONE
+TZID:{tzid}
+BEGIN:DAYLIGHT
+TZNAME:CEST
+DTSTART:19700329T020000
+TZOFFSETFROM:+0100
+TZOFFSETTO:+0200
+RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU
+END:DAYLIGHT
+BEGIN:STANDARD
+TZNAME:CET
+DTSTART:19701025T030000
+TZOFFSETFROM:+0200
+TZOFFSETTO:+0100
+RRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU
+END:STANDARD
+END:VTIMEZONE
+"""
+
+
+def calendar_text(*parts: str, prodid: str = "-//Field//Audit//EN") -> str:
+    body = "".join(parts)
+    text = f"BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:{prodid}\n{body}END:VCALENDAR\n"
+    return text.replace("\n", "\r\n")
+
+
+def timed(uid: str, summary: str, tzid: str | None, start: dt.datetime, *extra: str,
+          hours: int = 1) -> str:  # fmt: skip
+    """A timed VEVENT in ``tzid`` (None: floating)."""
+    zone = f";TZID={tzid}" if tzid is not None else ""
+    end = start + dt.timedelta(hours=hours)
+    lines = [f"UID:{uid}", f"DTSTAMP:{STAMP}", f"SUMMARY:{summary}",
+             f"DTSTART{zone}:{start:{LOCAL}}", f"DTEND{zone}:{end:{LOCAL}}", *extra]  # fmt: skip
+    return "BEGIN:VEVENT\n" + "\n".join(lines) + "\nEND:VEVENT\n"
 
 
 def foreign_ics(event: Foreign) -> str:

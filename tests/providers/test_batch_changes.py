@@ -11,7 +11,7 @@ import httpx
 from crmcal.providers.base import PreconditionFailed, Update, update_many
 from tests.google_emulator import GoogleEmulator, GoogleHarness
 from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
-from tests.providers.test_contract import meeting
+from tests.providers.harness import meeting
 
 
 def counts(url: str) -> Counter[str]:

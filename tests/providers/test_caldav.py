@@ -28,8 +28,7 @@ from crmcal.providers.base import (
 )
 from crmcal.providers.caldav import CalDAVProvider, normalize_href
 from tests.caldav_proxy import Behaviour, caldav_proxy
-from tests.providers.harness import CalDAVHarness, raw_event
-from tests.providers.test_contract import fetch_one, key, meeting
+from tests.providers.harness import CalDAVHarness, fetch_one, key, meeting, raw_event
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ import pytest
 from crmcal.model import CalendarEvent, Recurrence
 from crmcal.providers.base import PreconditionFailed
 from tests.providers.conftest import HARNESSES, opened
-from tests.providers.harness import Harness
-from tests.providers.test_contract import fetch_one, key, listed
+from tests.providers.harness import Harness, fetch_one, key, listed
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import uuid
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from crmcal.model import Attendee, CalendarEvent, ChangeListing, Recurrence, RemoteRef
+from crmcal.model import Attendee, CalendarEvent, Recurrence, RemoteRef
 from crmcal.providers.base import (
     AuthenticationFailed,
     EventNotFound,
@@ -27,38 +25,10 @@ from crmcal.providers.base import (
     Unreachable,
     create_many,
 )
-from tests.providers.harness import Foreign, Harness
+from tests.providers.harness import Foreign, Harness, fetch_one, key, listed, meeting
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
-
-
-def meeting(**fields: Any) -> CalendarEvent:
-    base = CalendarEvent(
-        summary="Demo with ACME",
-        start=dt.datetime(2026, 12, 1, 10, tzinfo=BERLIN),
-        end=dt.datetime(2026, 12, 1, 11, tzinfo=BERLIN),
-        timezone="Europe/Berlin",
-        location="Room 4",
-        description="Agenda:\n- pricing, next steps; owners",
-        crm_id="activity-1",
-        crm_type="meeting",
-    )
-    return dataclasses.replace(base, **fields)
-
-
-def key() -> str:
-    return uuid.uuid4().hex
-
-
-async def fetch_one(harness: Harness, event_id: str) -> RemoteRef:
-    refs = await harness.provider.fetch(harness.calendar_id, [event_id])
-    assert len(refs) == 1, refs
-    return refs[0]
-
-
-async def listed(harness: Harness, cursor: str | None = None) -> ChangeListing:
-    return await harness.provider.list_changes(harness.calendar_id, cursor)
 
 
 def same_content(ref: RemoteRef, event: CalendarEvent) -> bool:

@@ -16,17 +16,7 @@ import datetime as dt
 
 from tests.caldav_proxy import Behaviour
 from tests.providers.harness import raw_event
-from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
-    SOON,
-    admin,
-    client,
-    sam,
-)
-from tests.providers.test_writes import (  # noqa: F401  # fixtures used by name
-    Proxied,
-    behaviour,
-    proxied,
-)
+from tests.providers.synced import SOON, Proxied
 
 LOCAL = "%Y%m%dT%H%M%S"
 
@@ -36,8 +26,8 @@ def name_of(event_id: str) -> str:
 
 
 async def test_a_sync_collection_that_says_a_member_is_gone_while_it_is_there_trashes_nothing(
-    proxied: Proxied,  # noqa: F811
-    behaviour: Behaviour,  # noqa: F811
+    proxied: Proxied,
+    behaviour: Behaviour,
 ) -> None:
     harness = proxied.harness
     proxied.connect()
@@ -62,8 +52,8 @@ async def test_a_sync_collection_that_says_a_member_is_gone_while_it_is_there_tr
 
 
 async def test_a_truncated_full_listing_trashes_nothing_still_there(
-    proxied: Proxied,  # noqa: F811
-    behaviour: Behaviour,  # noqa: F811
+    proxied: Proxied,
+    behaviour: Behaviour,
 ) -> None:
     proxied.connect()
     made, by_title = await proxied.synced_activities("One", "Two", "Three", "Four")
@@ -85,8 +75,8 @@ async def test_a_truncated_full_listing_trashes_nothing_still_there(
 
 
 async def test_calendar_data_answered_in_an_error_propstat_is_read_on_a_later_sync(
-    proxied: Proxied,  # noqa: F811
-    behaviour: Behaviour,  # noqa: F811
+    proxied: Proxied,
+    behaviour: Behaviour,
 ) -> None:
     harness = proxied.harness
     proxied.connect()
@@ -116,8 +106,8 @@ async def test_calendar_data_answered_in_an_error_propstat_is_read_on_a_later_sy
 
 
 async def test_etags_that_change_with_every_get_make_no_write_loop_and_lose_no_edit(
-    proxied: Proxied,  # noqa: F811
-    behaviour: Behaviour,  # noqa: F811
+    proxied: Proxied,
+    behaviour: Behaviour,
 ) -> None:
     harness = proxied.harness
     behaviour.volatile_etags = True
@@ -151,8 +141,8 @@ async def test_etags_that_change_with_every_get_make_no_write_loop_and_lose_no_e
 
 
 async def test_events_a_first_imports_query_leaves_out_are_imported_all_the_same(
-    proxied: Proxied,  # noqa: F811
-    behaviour: Behaviour,  # noqa: F811
+    proxied: Proxied,
+    behaviour: Behaviour,
 ) -> None:
     harness = proxied.harness
     start = SOON.astimezone(dt.UTC) + dt.timedelta(days=1)

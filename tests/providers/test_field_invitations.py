@@ -16,19 +16,7 @@ import datetime as dt
 import uuid
 
 from tests.caldav_proxy import Behaviour
-from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
-    SOON,
-    V1,
-    admin,
-    client,
-    sam,
-)
-from tests.providers.test_writes import (  # noqa: F401  # fixtures used by name
-    Proxied,
-    behaviour,
-    proxied,
-    unfolded,
-)
+from tests.providers.synced import SOON, V1, Proxied, unfolded
 
 LOCAL = "%Y%m%dT%H%M%S"
 
@@ -67,8 +55,8 @@ def writes(seen: Behaviour) -> int:
 
 
 async def test_a_stored_itip_request_is_never_written_whatever_its_activity_goes_through(
-    proxied: Proxied,  # noqa: F811
-    behaviour: Behaviour,  # noqa: F811
+    proxied: Proxied,
+    behaviour: Behaviour,
 ) -> None:
     harness = proxied.harness
     proxied.connect()

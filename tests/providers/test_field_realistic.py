@@ -32,49 +32,24 @@ import icalendar
 import pytest
 
 from tests.caldav_proxy import Behaviour
-from tests.providers.harness import CalDAVHarness
-from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
-    SOON,
-    V1,
-    admin,
-    client,
-    sam,
+from tests.providers.harness import (
+    BERLIN_VTIMEZONE,
+    LOCAL,
+    STAMP,
+    CalDAVHarness,
+    calendar_text,
+    timed,
 )
-from tests.providers.test_writes import (  # noqa: F401  # fixtures used by name
-    Proxied,
-    behaviour,
-    proxied,
-)
+from tests.providers.synced import SOON, V1, Proxied
 
 SAM = "sam@crm.test"
-LOCAL = "%Y%m%dT%H%M%S"
 DAY = "%Y%m%d"
-STAMP = "20261101T080000Z"
 
 WORDS = ["quarterly", "review", "pipeline", "renewal", "onboarding", "demo", "kickoff",
          "pricing", "workshop", "escalation", "roadmap", "forecast"]  # fmt: skip
 COMPANIES = ["Acme GmbH", "Globex AG", "Initech SE", "Umbrella KG", "Hooli Ltd"]
 PEOPLE = ["Anna Müller", "Ben Schmidt", "Clara Fischer", "David Weber", "Eva Becker",
           "Felix Koch", "Greta Richter"]  # fmt: skip
-
-BERLIN_VTIMEZONE = """BEGIN:VTIMEZONE
-TZID:{tzid}
-BEGIN:DAYLIGHT
-TZNAME:CEST
-DTSTART:19700329T020000
-TZOFFSETFROM:+0100
-TZOFFSETTO:+0200
-RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU
-END:DAYLIGHT
-BEGIN:STANDARD
-TZNAME:CET
-DTSTART:19701025T030000
-TZOFFSETFROM:+0200
-TZOFFSETTO:+0100
-RRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU
-END:STANDARD
-END:VTIMEZONE
-"""
 
 NEW_YORK_VTIMEZONE = """BEGIN:VTIMEZONE
 TZID:America/New_York
@@ -113,12 +88,6 @@ RRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=3
 END:DAYLIGHT
 END:VTIMEZONE
 """
-
-
-def calendar_text(*parts: str, prodid: str = "-//Field//Audit//EN") -> str:
-    body = "".join(parts)
-    text = f"BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:{prodid}\n{body}END:VCALENDAR\n"
-    return text.replace("\n", "\r\n")
 
 
 def address(name: str) -> str:
@@ -188,16 +157,6 @@ def generated(rng: random.Random, n: int, first_day: dt.date) -> Iterator[Item]:
         event = "BEGIN:VEVENT\n" + "\n".join(lines) + "\nEND:VEVENT\n"
         yield Item(f"field-{i:04d}.ics", calendar_text(zone, event), summary, own=own,
                    series=series)  # fmt: skip
-
-
-def timed(uid: str, summary: str, tzid: str | None, start: dt.datetime, *extra: str,
-          hours: int = 1) -> str:  # fmt: skip
-    """A timed VEVENT in ``tzid`` (None: floating)."""
-    zone = f";TZID={tzid}" if tzid is not None else ""
-    end = start + dt.timedelta(hours=hours)
-    lines = [f"UID:{uid}", f"DTSTAMP:{STAMP}", f"SUMMARY:{summary}",
-             f"DTSTART{zone}:{start:{LOCAL}}", f"DTEND{zone}:{end:{LOCAL}}", *extra]  # fmt: skip
-    return "BEGIN:VEVENT\n" + "\n".join(lines) + "\nEND:VEVENT\n"
 
 
 HTML = ('X-ALT-DESC;FMTTYPE=text/html:<html><body><p>Agenda: <b>pricing</b></p>'
@@ -400,8 +359,8 @@ def writes(seen: Behaviour) -> Counter[str]:
 
 @pytest.mark.parametrize("weak", [False, True], ids=["strong-etags", "weak-etags"])
 async def test_a_realistic_calendar_syncs_both_ways_and_keeps_what_crmcal_does_not_own(
-    proxied: Proxied,  # noqa: F811
-    behaviour: Behaviour,  # noqa: F811
+    proxied: Proxied,
+    behaviour: Behaviour,
     weak: bool,
 ) -> None:
     behaviour.weak_etags = weak

@@ -13,17 +13,7 @@ import datetime as dt
 from collections import Counter
 
 from tests.providers.harness import raw_event
-from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
-    SOON,
-    admin,
-    client,
-    sam,
-)
-from tests.providers.test_writes import (  # noqa: F401  # fixtures used by name
-    OnCalDAV,
-    on_caldav,
-    unfolded,
-)
+from tests.providers.synced import SOON, OnCalDAV, unfolded
 
 LOCAL = "%Y%m%dT%H%M%S"
 # What a write of crmcal's own may change besides the field it writes.
@@ -40,7 +30,7 @@ def foreign_lines(text: str) -> Counter[str]:
 
 
 async def test_html_bodies_long_texts_and_unknown_properties_survive_a_crm_edit(
-    on_caldav: OnCalDAV,  # noqa: F811
+    on_caldav: OnCalDAV,
 ) -> None:
     harness = on_caldav.harness
     on_caldav.connect()

@@ -19,18 +19,8 @@ from zoneinfo import ZoneInfo
 import icalendar
 import pytest
 
-from tests.providers.test_field_realistic import BERLIN_VTIMEZONE, calendar_text, timed
-from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
-    SOON,
-    admin,
-    client,
-    sam,
-)
-from tests.providers.test_writes import (  # noqa: F401  # fixtures used by name
-    OnCalDAV,
-    on_caldav,
-    unfolded,
-)
+from tests.providers.harness import BERLIN_VTIMEZONE, calendar_text, timed
+from tests.providers.synced import SOON, OnCalDAV, unfolded
 
 BERLIN = ZoneInfo("Europe/Berlin")
 KATHMANDU_LIKE = """BEGIN:VTIMEZONE
@@ -61,7 +51,7 @@ def zones_of(text: str) -> set[str]:
 
 
 async def test_odd_tzids_read_right_and_stay_as_spelt_through_a_crm_edit(
-    on_caldav: OnCalDAV,  # noqa: F811
+    on_caldav: OnCalDAV,
 ) -> None:
     harness = on_caldav.harness
     on_caldav.connect()
@@ -132,7 +122,7 @@ def meant_start(text: str) -> dt.datetime:
 
 @pytest.mark.parametrize("first", ["Berlin-like", "Kathmandu-like"])
 async def test_a_tzid_two_resources_define_differently_is_read_in_each_ones_own_zone(
-    on_caldav: OnCalDAV,  # noqa: F811
+    on_caldav: OnCalDAV,
     first: str,
 ) -> None:
     """Outlook names every zone it customises "Customized Time Zone": the same TZID

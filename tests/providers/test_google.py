@@ -26,7 +26,7 @@ from crmcal.providers.base import (
     Unreachable,
 )
 from crmcal.providers.google import GoogleProvider
-from tests.providers.test_contract import BERLIN, meeting
+from tests.providers.harness import BERLIN, meeting
 
 EMULATOR = "http://google.emulator"
 

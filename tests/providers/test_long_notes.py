@@ -25,14 +25,7 @@ from crmcal.sync.mapping import NOTE_MAX
 from tests.conftest import Api
 from tests.providers.conftest import API_HARNESSES, opened_harness
 from tests.providers.harness import Foreign, Harness
-from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
-    SOON,
-    V1,
-    Synced,
-    admin,
-    client,
-    sam,
-)
+from tests.providers.synced import SOON, V1, Synced
 
 LEE = ("lee@partner.example", "Lee")
 OVER = 70_000
@@ -90,7 +83,7 @@ async def any_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
 
 
 @pytest.fixture
-def synced(any_harness: Harness, sam: Api, admin: Api) -> Synced:  # noqa: F811
+def synced(any_harness: Harness, sam: Api, admin: Api) -> Synced:
     return Synced(any_harness, sam, admin)
 
 
@@ -146,7 +139,7 @@ async def test_the_longest_description_made_in_the_calendar_comes_in_unchanged(
     same(synced.activity(activity["id"])["note"], there, "the note after it")
 
 
-def test_a_note_longer_than_the_crm_keeps_is_refused_with_a_clear_error(sam: Api) -> None:  # noqa: F811
+def test_a_note_longer_than_the_crm_keeps_is_refused_with_a_clear_error(sam: Api) -> None:
     body = {"type": "meeting", "subject": "Too long", "start": SOON.isoformat(),
             "note": "n" * OVER}  # fmt: skip
     refused = sam.post(f"{V1}/activities", json=body)

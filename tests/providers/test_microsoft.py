@@ -25,7 +25,7 @@ from crmcal.providers.html_text import html_to_text
 from crmcal.providers.microsoft import MicrosoftProvider
 from tests.conftest import recorded_sleeps
 from tests.emulators.graph_models import GraphChecked
-from tests.providers.test_contract import meeting
+from tests.providers.harness import meeting
 
 EMULATOR = "http://graph.emulator"
 

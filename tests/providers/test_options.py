@@ -8,184 +8,20 @@ client would.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from crmcal.config import Settings
-from crmcal.model import Attendee, CalendarEvent
+from crmcal.model import Attendee
 from crmcal.sync import info_block
-from crmcal.web.app import create_app
-from tests.conftest import Api, make_user, new_user
-from tests.google_emulator import GoogleEmulator
-from tests.microsoft_emulator import MicrosoftEmulator
-from tests.providers.harness import Foreign, Harness
-
-V1 = "/api/v1"
-BASE_URL = "https://crm.example"
-SOON = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(minute=0, second=0, microsecond=0)
-
-
-class Synced:
-    """One CRM user connected to the harness's calendar, with both sides at hand."""
-
-    def __init__(self, harness: Harness, user: Api, admin: Api) -> None:
-        self.harness = harness
-        self.provider = harness.provider
-        self.calendar_id = harness.calendar_id
-        self.user = user
-        self.admin = admin
-        self.connection_id = 0
-
-    # --- the CRM side, through the API ---------------------------------------------
-
-    def connect(self, sync_type: str = "two_way", **options: Any) -> dict[str, Any]:
-        body = {**self.harness.connection_body(), "sync_type": sync_type, "options": options}
-        response = self.user.post(f"{V1}/connections", json=body)
-        assert response.status_code == 201, response.text
-        self.connection_id = response.json()["id"]
-        return response.json()
-
-    def set_options(self, **options: Any) -> None:
-        response = self.user.patch(
-            f"{V1}/connections/{self.connection_id}", json={"options": options}
-        )
-        assert response.status_code == 200, response.text
-
-    def sync(self) -> dict[str, Any]:
-        response = self.user.post(f"{V1}/connections/{self.connection_id}/sync")
-        assert response.status_code == 200, response.text
-        assert response.json()["problems"] == []
-        return response.json()
-
-    def add_activity(self, subject: str, hours: float = 0, **fields: Any) -> dict[str, Any]:
-        start = SOON + dt.timedelta(hours=hours)
-        body = {"type": "meeting", "subject": subject, "start": start.isoformat(),
-                "end": (start + dt.timedelta(hours=1)).isoformat(), **fields}  # fmt: skip
-        response = self.user.post(f"{V1}/activities", json=body)
-        assert response.status_code == 201, response.text
-        return response.json()
-
-    def edit_activity(self, activity_id: int, **fields: Any) -> dict[str, Any]:
-        response = self.user.patch(f"{V1}/activities/{activity_id}", json=fields)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def activity(self, activity_id: int, viewer: Api | None = None) -> dict[str, Any]:
-        response = (viewer or self.user).get(f"{V1}/activities/{activity_id}")
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def activities(self, *, deleted: bool = False) -> list[dict[str, Any]]:
-        params = {"deleted": "true"} if deleted else {}
-        response = self.user.get(f"{V1}/activities", params=params)
-        assert response.status_code == 200, response.text
-        return response.json()["items"]
-
-    def only_activity(self) -> dict[str, Any]:
-        (found,) = self.activities()
-        return found
-
-    async def synced_activities(
-        self, *subjects: str
-    ) -> tuple[list[dict[str, Any]], dict[str | None, str]]:
-        """Activities made in the CRM two hours apart and written to the calendar by a
-        sync: their records, and their events' ids by title."""
-        made = [self.add_activity(subject, hours=2 * n) for n, subject in enumerate(subjects)]
-        self.sync()
-        return made, await self.ids_by_title()
-
-    def persons(self) -> list[dict[str, Any]]:
-        return self.admin.get(f"{V1}/persons").json()["items"]
-
-    def record(self, kind: str, **fields: Any) -> int:
-        response = self.admin.post(f"{V1}/{kind}", json=fields)
-        assert response.status_code == 201, response.text
-        return response.json()["id"]
-
-    # --- the calendar side, as another client --------------------------------------
-
-    async def add_event(self, summary: str = "Made in the calendar", **fields: Any) -> str:
-        start = SOON + dt.timedelta(hours=fields.pop("hours", 0))
-        if "attendees" in fields:
-            # Guests who answered: only another client (or the guests) can say so.
-            guests: tuple[Attendee, ...] = fields.pop("attendees")
-            organizer = fields.pop("organizer", None)
-            assert not fields, "the harness writes guests, a title and times only"
-            return await self.harness.put_foreign(Foreign(
-                summary=summary, start=start, end=start + dt.timedelta(hours=1),
-                attendees=tuple((a.email, a.name or "", a.status) for a in guests
-                                if not a.resource),
-                rooms=tuple((a.email, a.name or "") for a in guests if a.resource),
-                organizer=(organizer, organizer) if organizer else None,
-            ))  # fmt: skip
-        event = CalendarEvent(summary=summary, start=start, end=start + dt.timedelta(hours=1),
-                              timezone="UTC", **fields)  # fmt: skip
-        ref = await self.provider.create(self.calendar_id, uuid.uuid4().hex, event)
-        return ref.id
-
-    async def event(self, event_id: str) -> CalendarEvent:
-        (ref,) = await self.provider.fetch(self.calendar_id, [event_id])
-        assert ref.event is not None, ref.error
-        return ref.event
-
-    async def change_event(self, event_id: str, **fields: Any) -> None:
-        (ref,) = await self.provider.fetch(self.calendar_id, [event_id])
-        assert ref.event is not None
-        changed = dataclasses.replace(ref.event, **fields)
-        await self.provider.update(self.calendar_id, event_id, ref.etag, changed)
-
-    async def events(self) -> dict[str, CalendarEvent]:
-        listing = await self.provider.list_changes(self.calendar_id, None)
-        fetched = await self.provider.fetch(self.calendar_id, [r.id for r in listing.changed])
-        return {ref.id: ref.event for ref in fetched if ref.event is not None}
-
-    async def only_event(self) -> tuple[str, CalendarEvent]:
-        (found,) = (await self.events()).items()
-        return found
-
-    async def ids_by_title(self) -> dict[str | None, str]:
-        """The id of each event in the calendar, by its title."""
-        return {event.summary: event_id for event_id, event in (await self.events()).items()}
-
-
-@pytest.fixture
-def client(
-    db_url: str, google_emulator: GoogleEmulator, microsoft_emulator: MicrosoftEmulator
-) -> Iterator[TestClient]:
-    settings = Settings(database_url=db_url, secret_key="test-key", base_url=BASE_URL,
-                        allow_private_networks=True, google_api_url=google_emulator.url,
-                        google_oauth_url=google_emulator.url,
-                        microsoft_api_url=microsoft_emulator.url,
-                        microsoft_oauth_url=microsoft_emulator.url)  # fmt: skip
-    with TestClient(create_app(settings, background_jobs=False)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def admin(client: TestClient, db_url: str) -> Api:
-    user_id, token = make_user(db_url, email="admin@crm.test", name="Admin", is_admin=True)
-    return Api(client, token, user_id)
-
-
-@pytest.fixture
-def sam(admin: Api) -> Api:
-    return new_user(admin, "sam@crm.test", timezone="Europe/Berlin")
+from tests.conftest import Api, new_user
+from tests.providers.harness import Harness
+from tests.providers.synced import BASE_URL, SOON, V1, Synced
 
 
 @pytest.fixture
 def bob(admin: Api) -> Api:
     return new_user(admin, "bob@crm.test")
-
-
-@pytest.fixture
-def synced(api_harness: Harness, sam: Api, admin: Api) -> Synced:
-    return Synced(api_harness, sam, admin)
 
 
 # --- F9 private events ------------------------------------------------------------------

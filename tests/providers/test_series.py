@@ -27,14 +27,7 @@ from tests.caldav_proxy import Behaviour
 from tests.conftest import Api
 from tests.providers.conftest import opened_harness
 from tests.providers.harness import Foreign, Harness, cancelled_occurrence, occurrence_of
-from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
-    V1,
-    Synced,
-    admin,
-    client,
-    sam,
-)
-from tests.providers.test_writes import Proxied, behaviour, proxied  # noqa: F401
+from tests.providers.synced import V1, Proxied, Synced
 
 # The provider kinds these scenarios run against (the one place to add a kind).
 SERIES_KINDS = ("radicale", "xandikos", "google", "microsoft")
@@ -191,12 +184,12 @@ class ProxiedSeries(Proxied, Series):
 
 
 @pytest.fixture
-def on(series_harness: Harness, sam: Api, admin: Api) -> Series:  # noqa: F811
+def on(series_harness: Harness, sam: Api, admin: Api) -> Series:
     return Series(series_harness, sam, admin)
 
 
 @pytest.fixture
-def proxied_series(proxied: Proxied) -> ProxiedSeries:  # noqa: F811
+def proxied_series(proxied: Proxied) -> ProxiedSeries:
     return ProxiedSeries(proxied.harness, proxied.user, proxied.admin, proxied.proxy)
 
 
@@ -604,7 +597,7 @@ async def test_a_series_made_after_a_calendar_series_ended_stays_its_own(on: Ser
 
 
 @pytest.fixture
-async def on_google(request: pytest.FixtureRequest, sam: Api, admin: Api) -> AsyncIterator[Series]:  # noqa: F811
+async def on_google(request: pytest.FixtureRequest, sam: Api, admin: Api) -> AsyncIterator[Series]:
     async with opened_harness(request, "google") as made:
         yield Series(made, sam, admin)
 
@@ -879,7 +872,7 @@ async def _rows(db_url: str, since: dt.datetime) -> tuple[int, int]:
 
 async def test_one_occurrence_of_a_five_year_daily_series_costs_one_put(
     proxied_series: ProxiedSeries,
-    behaviour: Behaviour,  # noqa: F811
+    behaviour: Behaviour,
     db_url: str,
 ) -> None:
     """Editing one occurrence costs a handful of requests and one write of the one
@@ -1021,7 +1014,7 @@ async def test_a_series_moved_in_the_calendar_carries_the_crms_exceptions(on: Se
 
 async def test_a_series_the_calendar_does_not_answer_for_is_neither_gone_nor_sent_again(
     proxied_series: ProxiedSeries,
-    behaviour: Behaviour,  # noqa: F811
+    behaviour: Behaviour,
 ) -> None:
     proxied_series.connect()
     first = proxied_series.add_series(

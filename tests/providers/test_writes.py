@@ -11,130 +11,29 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
-from crmcal.model import CalendarEvent
-from tests.caldav_proxy import Behaviour, caldav_proxy
+from tests.caldav_proxy import Behaviour
 from tests.conftest import Api
-from tests.google_emulator import GoogleEmulator, GoogleHarness
-from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
-from tests.providers.conftest import opened
-from tests.providers.harness import CalDAVHarness, Foreign, raw_event
-from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
+from tests.microsoft_emulator import MicrosoftEmulator
+from tests.providers.harness import Foreign, raw_event
+from tests.providers.synced import (
     SOON,
     V1,
+    OnCalDAV,
+    OnGoogle,
+    OnMicrosoft,
+    Proxied,
     Synced,
-    admin,
-    client,
-    sam,
-    synced,
+    unfolded,
 )
 
 BERLIN = ZoneInfo("Europe/Berlin")
 LOCAL = "%Y%m%dT%H%M%S"
-
-
-class OnCalDAV(Synced):
-    """``Synced`` on Radicale or Xandikos, whose iCalendar text the test reads and writes."""
-
-    harness: CalDAVHarness
-
-
-class OnGoogle(Synced):
-    """``Synced`` on the Google emulator, whose API the test calls as another client."""
-
-    harness: GoogleHarness
-
-
-class OnMicrosoft(Synced):
-    """``Synced`` on the Microsoft emulator, whose API the test calls as another client."""
-
-    harness: MicrosoftHarness
-
-
-class Proxied(OnCalDAV):
-    """A CalDAV calendar reached by crmcal through a proxy (another client goes direct)."""
-
-    def __init__(self, harness: CalDAVHarness, user: Api, admin_api: Api, proxy: str) -> None:
-        super().__init__(harness, user, admin_api)
-        self.proxy = proxy
-
-    def connect(self, sync_type: str = "two_way", **options: Any) -> dict[str, Any]:
-        body = self.harness.connection_body()
-        path = urlsplit(self.calendar_id).path
-        body |= {"url": self.proxy + "/", "calendar_id": self.proxy + path,
-                 "sync_type": sync_type, "options": options}  # fmt: skip
-        response = self.user.post(f"{V1}/connections", json=body)
-        assert response.status_code == 201, response.text
-        self.connection_id = response.json()["id"]
-        return response.json()
-
-    def sync_with_problems(self) -> dict[str, Any]:
-        response = self.user.post(f"{V1}/connections/{self.connection_id}/sync")
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    async def sync_keeping(self, event_id: str) -> CalendarEvent:
-        """A sync without problems that creates and deletes nothing, after which
-        ``event_id`` is still the calendar's one event (returned)."""
-        counts = self.sync_with_problems()
-        assert counts["problems"] == []
-        assert (counts["created"], counts["deleted"]) == (0, 0)
-        ((same_id, event),) = (await self.events()).items()
-        assert same_id == event_id
-        return event
-
-
-@pytest.fixture
-def on_caldav(caldav_harness: CalDAVHarness, sam: Api, admin: Api) -> OnCalDAV:  # noqa: F811
-    return OnCalDAV(caldav_harness, sam, admin)
-
-
-@pytest.fixture
-def behaviour() -> Behaviour:
-    return Behaviour()
-
-
-@pytest.fixture
-def proxied(
-    caldav_harness: CalDAVHarness,
-    sam: Api,  # noqa: F811
-    admin: Api,  # noqa: F811
-    behaviour: Behaviour,
-) -> Iterator[Proxied]:
-    parts = urlsplit(caldav_harness.calendar_id)
-    with caldav_proxy(f"{parts.scheme}://{parts.netloc}", behaviour) as url:
-        yield Proxied(caldav_harness, sam, admin, url)
-
-
-@pytest.fixture
-async def on_google(
-    google_emulator: GoogleEmulator,
-    sam: Api,  # noqa: F811
-    admin: Api,  # noqa: F811
-) -> AsyncIterator[OnGoogle]:
-    async with opened(GoogleHarness.open(google_emulator)) as harness:
-        yield OnGoogle(harness, sam, admin)
-
-
-@pytest.fixture
-async def on_microsoft(
-    microsoft_emulator: MicrosoftEmulator,
-    sam: Api,  # noqa: F811
-    admin: Api,  # noqa: F811
-) -> AsyncIterator[OnMicrosoft]:
-    async with opened(MicrosoftHarness.open(microsoft_emulator)) as harness:
-        yield OnMicrosoft(harness, sam, admin)
-
-
-def unfolded(text: str) -> str:
-    return text.replace("\r\n", "\n").replace("\n ", "")
 
 
 def problems(connected: Synced) -> list[dict[str, str]]:
@@ -146,7 +45,7 @@ def problems(connected: Synced) -> list[dict[str, str]]:
 # --- 7: an update writes only the fields that changed ----------------------------------
 
 
-async def test_an_unrelated_crm_edit_cuts_nothing(synced: Synced) -> None:  # noqa: F811
+async def test_an_unrelated_crm_edit_cuts_nothing(synced: Synced) -> None:
     """A title and a description longer than the CRM keeps survive a change of place."""
     synced.connect()
     long_title = "Quarterly review " + "t" * 300
@@ -384,7 +283,7 @@ async def test_outlook_attendees_merge_with_participants_it_does_not_carry(
 
 
 async def test_an_invitation_is_never_rewritten_and_its_calendar_fields_are_refused(
-    synced: Synced,  # noqa: F811
+    synced: Synced,
 ) -> None:
     synced.connect(include_deal_and_contact_info=True)
     start = SOON + dt.timedelta(hours=5)
@@ -602,7 +501,7 @@ async def test_offset_time_zones_are_read_and_unknown_ones_reported(on_caldav: O
 # --- 14: a time that does not exist ----------------------------------------------------------
 
 
-def test_a_local_time_in_the_dst_gap_is_refused(sam: Api) -> None:  # noqa: F811
+def test_a_local_time_in_the_dst_gap_is_refused(sam: Api) -> None:
     body = {"type": "meeting", "subject": "Too early", "start": "2027-03-28T02:30:00",
             "end": "2027-03-28T03:30:00", "timezone": "Europe/Berlin"}  # fmt: skip
     response = sam.post(f"{V1}/activities", json=body)
