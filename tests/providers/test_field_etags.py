@@ -100,3 +100,42 @@ async def test_listings_without_etags_lose_no_change_and_make_no_write_loop(
     assert (counts["problems"], counts["deleted"]) == ([], 1)
     assert [a["id"] for a in proxied.activities(deleted=True)] == [kept["id"]]
     assert quiet(proxied.sync_with_problems())
+
+
+async def test_weak_etags_are_compared_alike_and_sent_back_as_given(
+    proxied: Proxied,  # noqa: F811
+    behaviour: Behaviour,  # noqa: F811
+) -> None:
+    harness = proxied.harness
+    # Every ETag weak, in listings and headers; If-Match matches only as given.
+    behaviour.all_weak = True
+    proxied.connect()
+    (edited, dropped), by_title = await proxied.synced_activities("Edited", "Dropped")
+    for _ in range(2):
+        behaviour.requests.clear()
+        assert quiet(proxied.sync_with_problems())
+        assert writes(behaviour) == 0
+    proxied.edit_activity(edited["id"], location="Room 7")
+    behaviour.if_matches.clear()
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["updated"]) == ([], 1)
+    assert behaviour.if_matches
+    assert all(tag.startswith('W/"') for tag in behaviour.if_matches)
+    assert "LOCATION:Room 7" in unfolded(await harness.read_raw(by_title["Edited"]))
+    behaviour.requests.clear()
+    assert quiet(proxied.sync_with_problems())
+    assert writes(behaviour) == 0
+    # A calendar edit comes in; a CRM deletion removes the event, If-Match as given.
+    await harness.retitle(by_title["Edited"], "Edited (calendar)")
+    response = proxied.user.delete(f"/api/v1/activities/{dropped['id']}")
+    assert response.status_code in (200, 204), response.text
+    behaviour.if_matches.clear()
+    counts = proxied.sync_with_problems()
+    assert counts["problems"] == []
+    assert proxied.activity(edited["id"])["subject"] == "Edited (calendar)"
+    assert list(await proxied.events()) == [by_title["Edited"]]
+    assert behaviour.if_matches
+    assert all(tag.startswith('W/"') for tag in behaviour.if_matches)
+    behaviour.requests.clear()
+    assert quiet(proxied.sync_with_problems())
+    assert writes(behaviour) == 0

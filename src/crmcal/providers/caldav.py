@@ -84,7 +84,13 @@ from crmcal.providers.base import (
     Unreachable,
 )
 
-__all__ = ["CalDAVProvider", "account_addresses", "normalize_href", "with_organizer_known"]
+__all__ = [
+    "CalDAVProvider",
+    "account_addresses",
+    "normalize_href",
+    "same_version",
+    "with_organizer_known",
+]
 
 MULTIGET_CHUNK = 200
 # Raw texts kept for updates (so foreign properties survive without a GET);
@@ -193,18 +199,22 @@ CONTENT_VERSION = "crmcal-content:"
 
 
 def _if_match(etag: str | None) -> dict[str, str]:
-    """The ``If-Match`` condition for a write over version ``etag``, or none when the
-    server gave no ETag."""
-    etag = strong_etag(etag)
+    """The ``If-Match`` condition for a write over version ``etag``: the tag as the
+    server gave it (a weak ``W/"…"`` too: Cyrus takes its weak tags back as given, and
+    a server whose tags are all weak matches nothing else), or none when the server
+    gave none."""
+    etag = (etag or "").strip()
     if not etag or etag.startswith(CONTENT_VERSION):
         return {}
-    return {"If-Match": etag if etag.startswith('"') else f'"{etag}"'}
+    if etag[:2] in ("W/", "w/") or etag.startswith('"'):
+        return {"If-Match": etag}
+    return {"If-Match": f'"{etag}"'}
 
 
 def _version(etag: str | None, text: str | None) -> str:
-    """A resource's version: its ETag, else a digest of its calendar data
+    """A resource's version: its ETag as given, else a digest of its calendar data
     (``CONTENT_VERSION``), else "" (nothing to tell one version from another)."""
-    etag = strong_etag(etag)
+    etag = (etag or "").strip()
     if etag or not text:
         return etag
     # Line ends as XML parsing leaves them (CRLF read as LF), so that a multiget's
@@ -214,11 +224,15 @@ def _version(etag: str | None, text: str | None) -> str:
     return CONTENT_VERSION + digest[:32]
 
 
-def strong_etag(etag: str | None) -> str:
-    """An ETag without the weak prefix: Cyrus answers a compressed GET with ``W/"…"``
-    for the version a listing names ``"…"``; both are one version of one resource."""
-    etag = (etag or "").strip()
-    return etag[2:] if etag[:2] in ("W/", "w/") else etag
+def same_version(one: str | None, other: str | None) -> bool:
+    """Whether two ETags name one version, by weak comparison (RFC 9110 8.8.3.2): Cyrus
+    answers a compressed GET with ``W/"…"`` for the version a listing names ``"…"``."""
+
+    def opaque(etag: str | None) -> str:
+        etag = (etag or "").strip()
+        return etag[2:] if etag[:2] in ("W/", "w/") else etag
+
+    return bool(opaque(one)) and opaque(one) == opaque(other)
 
 
 class _MalformedReply(ProviderError):
@@ -474,7 +488,7 @@ class CalDAVProvider:
     ) -> RemoteRef:
         calendar = _collection_url(calendar_id)
         return await _in_pool(
-            self._update, calendar, normalize_href(event_id), strong_etag(etag), event, changed
+            self._update, calendar, normalize_href(event_id), etag.strip(), event, changed
         )
 
     async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
@@ -800,7 +814,7 @@ class CalDAVProvider:
                 if member.status == 404:
                     listing.deleted.append(member.href)
                 elif member.status in (200, 201):
-                    etag = strong_etag(_text_of(member.props.get(f"{DAV}getetag")))
+                    etag = _text_of(member.props.get(f"{DAV}getetag")) or ""
                     listing.changed.append(RemoteRef(id=member.href, etag=etag))
                 else:
                     # Listed, but not as changed or gone (a multistatus answers each
@@ -900,7 +914,7 @@ class CalDAVProvider:
             if member.href.endswith("/") or (kind is not None and len(kind)):
                 continue  # the collection itself, or a sub-collection
             if member.status == 200:
-                etag = strong_etag(_text_of(member.props.get(f"{DAV}getetag")))
+                etag = _text_of(member.props.get(f"{DAV}getetag")) or ""
                 listing.changed.append(RemoteRef(id=member.href, etag=etag))
             elif member.status != 404:
                 listing.changed.append(_refused(member))  # there, but not readable now
@@ -1114,7 +1128,7 @@ class CalDAVProvider:
         changed: frozenset[str] | None = None,
     ) -> RemoteRef:
         cached = self._recall(href)
-        if cached is not None and cached[0] == etag:
+        if cached is not None and same_version(cached[0], etag):
             previous = cached[1]
         else:
             current = self._get(calendar, href)
@@ -1122,7 +1136,7 @@ class CalDAVProvider:
                 raise EventNotFound(f"the event {href} does not exist")
             # A version crmcal derived from content is compared as such.
             seen = _version(None, current[1]) if etag.startswith(CONTENT_VERSION) else current[0]
-            if seen and etag and seen != etag:
+            if seen and etag and not same_version(seen, etag):
                 raise PreconditionFailed(f"the event {href} changed since {etag}")
             previous = current[1]
         if event.recurrence is None and ical.is_series(previous):
