@@ -17,18 +17,7 @@ import pytest
 
 from tests.caldav_proxy import Behaviour
 from tests.providers.harness import raw_event
-from tests.providers.test_options import (  # noqa: F401  # fixtures used by name
-    SOON,
-    admin,
-    client,
-    sam,
-)
-from tests.providers.test_writes import (  # noqa: F401  # fixtures used by name
-    Proxied,
-    behaviour,
-    proxied,
-    unfolded,
-)
+from tests.providers.synced import SOON, Proxied, unfolded
 
 LOCAL = "%Y%m%dT%H%M%S"
 
@@ -59,8 +48,8 @@ def subjects(on: Proxied) -> list[str]:
 
 @pytest.mark.parametrize("etags", ["missing", "empty"])
 async def test_listings_without_etags_lose_no_change_and_make_no_write_loop(
-    proxied: Proxied,  # noqa: F811
-    behaviour: Behaviour,  # noqa: F811
+    proxied: Proxied,
+    behaviour: Behaviour,
     etags: str,
 ) -> None:
     harness = proxied.harness
@@ -103,8 +92,8 @@ async def test_listings_without_etags_lose_no_change_and_make_no_write_loop(
 
 
 async def test_weak_etags_are_compared_alike_and_sent_back_as_given(
-    proxied: Proxied,  # noqa: F811
-    behaviour: Behaviour,  # noqa: F811
+    proxied: Proxied,
+    behaviour: Behaviour,
 ) -> None:
     harness = proxied.harness
     # Every ETag weak, in listings and headers; If-Match matches only as given.
