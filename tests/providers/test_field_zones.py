@@ -172,3 +172,53 @@ async def test_a_tzid_two_resources_define_differently_is_read_in_each_ones_own_
     for activity in on_caldav.activities():
         title = activity["subject"]
         assert dt.datetime.fromisoformat(activity["start"]) == expected[title] + hour, title
+
+
+async def test_iana_names_in_any_case_and_display_names_are_read_in_their_zone(
+    on_caldav: OnCalDAV,
+) -> None:
+    """Clients spell IANA names in their own case and write Outlook's display names
+    without a VTIMEZONE: each is read in the zone it names (not as floating time in
+    the Berlin user's zone), and a CRM edit, of another field or of the times,
+    keeps the TZID exactly as spelt."""
+    harness = on_caldav.harness
+    on_caldav.connect()
+    at = dt.datetime.combine(dt.date(SOON.year + 1, 7, 1), dt.time(10))
+    zones = {
+        "Lower case": ("america/new_york", "America/New_York"),
+        "Upper case": ("US/EASTERN", "US/Eastern"),
+        "Windows lower case": ("w. europe standard time", "Europe/Berlin"),
+        "Brasilia": ('"(UTC-03:00) Brasilia"', "America/Sao_Paulo"),
+        "Sri Lanka": ('"(UTC+05:30) Sri Jayawardenepura"', "Asia/Colombo"),
+    }
+    ids = {
+        title: await harness.put_raw(
+            calendar_text(timed(f"case-{uuid.uuid4().hex[:8]}", title, tzid, at))
+        )
+        for title, (tzid, _) in zones.items()
+    }
+    counts = on_caldav.sync()
+    assert counts["created"] == len(zones)
+    found = {a["subject"]: a for a in on_caldav.activities()}
+    for title, (_, key) in zones.items():
+        assert dt.datetime.fromisoformat(found[title]["start"]) == at.replace(tzinfo=ZoneInfo(key))
+        assert found[title]["timezone"] == key, title
+    spelt = {title: times_of(await harness.read_raw(event_id)) for title, event_id in ids.items()}
+    for title, activity in found.items():
+        on_caldav.edit_activity(activity["id"], location=f"Room {title}")
+    on_caldav.sync()
+    for title, event_id in ids.items():
+        assert times_of(await harness.read_raw(event_id)) == spelt[title], title
+    # Moved an hour later: the same TZID (as the server stored it: Radicale respells
+    # an IANA name it knows and adds its VTIMEZONE), an hour later on the wall clock.
+    hour = dt.timedelta(hours=1)
+    for activity in found.values():
+        start = dt.datetime.fromisoformat(activity["start"]) + hour
+        end = dt.datetime.fromisoformat(activity["end"]) + hour
+        on_caldav.edit_activity(activity["id"], start=start.isoformat(), end=end.isoformat())
+    on_caldav.sync()
+    later = {"DTSTART": at + hour, "DTEND": at + 2 * hour}
+    for title, event_id in ids.items():
+        tzid = spelt[title][0].split("TZID=", 1)[1].rsplit(":", 1)[0]
+        expected = [f"{name};TZID={tzid}:{moment:%Y%m%dT%H%M%S}" for name, moment in later.items()]
+        assert times_of(await harness.read_raw(event_id)) == expected, title

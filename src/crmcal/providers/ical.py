@@ -301,23 +301,34 @@ def _zone_key(key: str) -> ZoneInfo | None:
         return None
 
 
+@lru_cache(maxsize=1)
+def _keys_by_lower_case() -> dict[str, str]:
+    """IANA keys and Windows zone names by their lower-case spelling: clients write
+    "europe/berlin", "US/EASTERN", "w. europe standard time"."""
+    found = {key.lower(): key for key in WINDOWS_TO_OLSON}
+    found |= {key.lower(): key for key in sorted(available_timezones())}
+    return found
+
+
 @lru_cache(maxsize=1024)
 def _named_zone(tzid: str) -> tuple[dt.tzinfo, str] | None:
     """The zone a TZID names, and its IANA key ("UTC" for UTC); None when unknown.
 
     Tries the TZID itself, a Windows zone name, and the trailing IANA name of a
-    vendor-prefixed TZID such as ``/mozilla.org/20050126_1/Europe/Berlin``.
+    vendor-prefixed TZID such as ``/mozilla.org/20050126_1/Europe/Berlin``, each
+    in any case ("europe/berlin" is Europe/Berlin).
     """
     cleaned = tzid.strip().strip("/")
-    candidates = [cleaned]
-    if cleaned in WINDOWS_TO_OLSON:
-        candidates.append(WINDOWS_TO_OLSON[cleaned])
     parts = cleaned.split("/")
-    candidates += ["/".join(parts[i:]) for i in range(1, len(parts))]
+    candidates = ["/".join(parts[i:]) for i in range(len(parts))]
+    spelt = _keys_by_lower_case()
     for candidate in candidates:
         if candidate.upper() in _UTC_NAMES:
             return dt.UTC, "UTC"
-        zone = _zone_key(candidate) if candidate else None
+        if not candidate:
+            continue
+        key = spelt.get(candidate.lower(), candidate)
+        zone = _zone_key(WINDOWS_TO_OLSON.get(key, key))
         if zone is not None:
             return zone, zone.key
     return None
@@ -436,7 +447,8 @@ def _offset_zone(tzid: str) -> dt.tzinfo | None:
 # Universal Time". Outlook writes a VTIMEZONE with them; a server or gateway that drops
 # it leaves only the name, whose offset is the zone's standard one (no DST).
 _DISPLAY_NAME = re.compile(r"\(\s*(?:UTC|GMT)\s*(?:([+-])(\d{1,2}):(\d{2}))?\s*\)\s*(\S.*)", re.I)
-# The display names that name a region rather than cities.
+# The display names that name a region, or places no IANA key ends in ("Brasilia"),
+# rather than cities the zone database knows.
 _DISPLAY_REGIONS = {
     "eastern time (us & canada)": "America/New_York",
     "central time (us & canada)": "America/Chicago",
@@ -446,6 +458,35 @@ _DISPLAY_REGIONS = {
     "alaska": "America/Anchorage",
     "hawaii": "Pacific/Honolulu",
     "coordinated universal time": "UTC",
+    "brasilia": "America/Sao_Paulo",
+    "city of buenos aires": "America/Argentina/Buenos_Aires",
+    "salvador": "America/Bahia",
+    "saint pierre and miquelon": "America/Miquelon",
+    "newfoundland": "America/St_Johns",
+    "arizona": "America/Phoenix",
+    "saskatchewan": "America/Regina",
+    "indiana (east)": "America/Indiana/Indianapolis",
+    "central america": "America/Guatemala",
+    "baja california": "America/Tijuana",
+    "haiti": "America/Port-au-Prince",
+    "turks and caicos": "America/Grand_Turk",
+    "aleutian islands": "America/Adak",
+    "easter island": "Pacific/Easter",
+    "marquesas islands": "Pacific/Marquesas",
+    "cabo verde is.": "Atlantic/Cape_Verde",
+    "west central africa": "Africa/Lagos",
+    "port louis": "Indian/Mauritius",
+    "ekaterinburg": "Asia/Yekaterinburg",
+    "sri jayawardenepura": "Asia/Colombo",
+    "yangon (rangoon)": "Asia/Yangon",
+    "lord howe island": "Australia/Lord_Howe",
+    "norfolk island": "Pacific/Norfolk",
+    "bougainville island": "Pacific/Bougainville",
+    "solomon is., new caledonia": "Pacific/Guadalcanal",
+    "chatham islands": "Pacific/Chatham",
+    "samoa": "Pacific/Apia",
+    "nuku'alofa": "Pacific/Tongatapu",
+    "kiritimati island": "Pacific/Kiritimati",
 }
 
 
@@ -563,12 +604,7 @@ def _is_floating(prop: _Prop, zones: _Zones) -> bool:
     tzid = _params(raw_params).get("TZID") if raw_params else None
     if not tzid:
         return zones.floating[1] is None
-    return (
-        _named_zone(tzid) is None
-        and tzid.strip() not in zones.doc.timezones
-        and _offset_zone(tzid) is None
-        and zones.floating[1] is None
-    )
+    return zones.explained(tzid) is None and zones.floating[1] is None
 
 
 def _moments(props: Iterable[_Prop], zones: _Zones) -> list[dt.datetime | dt.date]:
