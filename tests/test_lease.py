@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import socket
@@ -20,7 +21,7 @@ from crmcal.db import Database
 from crmcal.jobs.scheduler import Scheduler
 from crmcal.model import ChangeListing
 from crmcal.sync import lease
-from crmcal.sync.engine import SyncFailed
+from crmcal.sync.engine import SyncFailed, SyncReport
 from crmcal.sync.runner import Busy, run_sync
 from crmcal.sync.tables import Connection, SyncRun
 from tests.engine_world import VAULT, World
@@ -221,15 +222,49 @@ class Renewals:
             await asyncio.wait_for(self._more.wait(), PATIENCE)
 
 
-async def test_a_sync_whose_lease_is_taken_over_stops_and_leaves_the_new_holder_be(
-    world: World, clock: HandClock
-) -> None:
-    provider = Hanging()
+@dataclasses.dataclass
+class Stalled:
+    """A sync under a lease of 60 s, waiting for its calendar's listing (``Hanging``)."""
+
+    world: World
+    provider: Hanging
+    sync: asyncio.Task[SyncReport]
+    locked_until: dt.datetime  # the lease's expiry as it was taken
+
+    async def finish(self) -> None:
+        """The calendar answers: the sync writes its one activity and its run is ok."""
+        self.provider.answer.set()
+        assert (await asyncio.wait_for(self.sync, PATIENCE)).created == 1
+        assert [r.outcome for r in await runs(self.world.db, self.world.connection_id)] == ["ok"]
+
+    async def stopped(self, reason: str) -> None:
+        """The sync ends with ``reason``, its run recorded as interrupted."""
+        with pytest.raises(SyncFailed, match=reason):
+            await asyncio.wait_for(self.sync, PATIENCE)
+        outcomes = [r.outcome for r in await runs(self.world.db, self.world.connection_id)]
+        assert outcomes == ["interrupted"]
+
+
+async def stalled_sync(world: World, activity: str | None = None) -> Stalled:
+    """A sync of ``world`` (with ``activity`` made in the CRM first, for it to write)
+    started and waiting for its calendar, which answers at ``Stalled.finish``."""
+    if activity is not None:
+        await world.add_activity(activity)
+    provider = Hanging(world.calendar)
     settings = Settings(lease_seconds=60)
     sync = asyncio.create_task(
         run_sync(world.db, VAULT, settings, world.connection_id, provider=provider)
     )
     await asyncio.wait_for(provider.waiting.wait(), PATIENCE)
+    locked_until = (await connection(world.db, world.connection_id)).locked_until
+    assert locked_until is not None
+    return Stalled(world, provider, sync, locked_until)
+
+
+async def test_a_sync_whose_lease_is_taken_over_stops_and_leaves_the_new_holder_be(
+    world: World, clock: HandClock
+) -> None:
+    stalled = await stalled_sync(world)
     async with world.db.write() as session:  # another process, after a long stall of ours
         await session.execute(
             update(Connection).where(Connection.id == world.connection_id)
@@ -237,18 +272,14 @@ async def test_a_sync_whose_lease_is_taken_over_stops_and_leaves_the_new_holder_
         )  # fmt: skip
     await clock.asleep()
     clock.advance(20)  # the next renewal is due: it finds the lease taken over
-    with pytest.raises(SyncFailed, match="taken over"):
-        await asyncio.wait_for(sync, PATIENCE)
+    await stalled.stopped("taken over")
     conn = await connection(world.db, world.connection_id)
     assert (conn.state, conn.locked_by) == ("syncing", f"{ELSEWHERE}/99")
-    assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["interrupted"]
 
 
 async def test_a_sync_that_cannot_confirm_its_lease_stops_before_it_expires(
     world: World, monkeypatch: pytest.MonkeyPatch, clock: HandClock
 ) -> None:
-    provider = Hanging()
-    settings = Settings(lease_seconds=60)
     renewing: list[float] = []
     began = asyncio.Event()
     real_renew = lease.renew
@@ -260,10 +291,7 @@ async def test_a_sync_that_cannot_confirm_its_lease_stops_before_it_expires(
         return await real_renew(db, held)
 
     monkeypatch.setattr(lease, "renew", stuck)
-    sync = asyncio.create_task(
-        run_sync(world.db, VAULT, settings, world.connection_id, provider=provider)
-    )
-    await asyncio.wait_for(provider.waiting.wait(), PATIENCE)
+    stalled = await stalled_sync(world)
     taken = clock.now
     await clock.asleep()
     clock.advance(20)  # a third of the lease: the renewal starts, and hangs
@@ -271,10 +299,9 @@ async def test_a_sync_that_cannot_confirm_its_lease_stops_before_it_expires(
     await clock.asleep()
     clock.advance(19.5)  # still short of two thirds: the work goes on
     await clock.asleep()
-    assert not sync.done()
+    assert not stalled.sync.done()
     clock.advance(0.5)  # two thirds: no confirmation, so it stops, a third before expiry
-    with pytest.raises(SyncFailed, match="could not be renewed in time"):
-        await asyncio.wait_for(sync, PATIENCE)
+    await stalled.stopped("could not be renewed in time")
     assert renewing == [taken + 20]
     assert clock.now == taken + 40
     conn = await connection(world.db, world.connection_id)
@@ -282,7 +309,6 @@ async def test_a_sync_that_cannot_confirm_its_lease_stops_before_it_expires(
     assert (conn.state, conn.locked_by, conn.failures) == ("active", None, 0)
     assert conn.next_sync_at is not None
     assert conn.next_sync_at <= now()
-    assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["interrupted"]
 
 
 @pytest.fixture
@@ -308,16 +334,9 @@ async def google_connection(
 async def test_a_slow_sync_keeps_its_lease_and_no_one_else_gets_it(
     world: World, clock: HandClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await world.add_activity("Slowly")
-    provider = Hanging(world.calendar)
     renewals = Renewals(monkeypatch)
-    settings = Settings(lease_seconds=60)
-    sync = asyncio.create_task(
-        run_sync(world.db, VAULT, settings, world.connection_id, provider=provider)
-    )
-    await asyncio.wait_for(provider.waiting.wait(), PATIENCE)
-    until_before = (await connection(world.db, world.connection_id)).locked_until
-    assert until_before is not None
+    stalled = await stalled_sync(world, "Slowly")
+    until_before = stalled.locked_until
     # Seven thirds of the lease, more than two leases long, pass while the calendar is
     # silent: a renewal every third, each pushing the expiry on.
     for turn in range(1, 8):
@@ -331,27 +350,16 @@ async def test_a_slow_sync_keeps_its_lease_and_no_one_else_gets_it(
         until_before = held_until
         # Another process tries all along and never gets it.
         assert await lease.take(world.db, world.connection_id, 60) is None
-        assert not sync.done()
-    provider.answer.set()
-    assert (await asyncio.wait_for(sync, PATIENCE)).created == 1
-    (only,) = await runs(world.db, world.connection_id)
-    assert only.outcome == "ok"
+        assert not stalled.sync.done()
+    await stalled.finish()
     assert await lease.take(world.db, world.connection_id, 60) is not None  # given back
 
 
 async def test_a_keeper_woken_late_still_renews_a_lease_that_has_not_run_out(
     world: World, clock: HandClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await world.add_activity("Late")
-    provider = Hanging(world.calendar)
     renewals = Renewals(monkeypatch)
-    settings = Settings(lease_seconds=60)
-    sync = asyncio.create_task(
-        run_sync(world.db, VAULT, settings, world.connection_id, provider=provider)
-    )
-    await asyncio.wait_for(provider.waiting.wait(), PATIENCE)
-    until_before = (await connection(world.db, world.connection_id)).locked_until
-    assert until_before is not None
+    stalled = await stalled_sync(world, "Late")
     await clock.asleep()
     # The loop was held from a third of the lease to three quarters of it: the keeper
     # wakes past its cutoff (two thirds), with the lease still ours for 15 s.
@@ -360,39 +368,27 @@ async def test_a_keeper_woken_late_still_renews_a_lease_that_has_not_run_out(
     assert renewals.answers == [True]
     held_until = (await connection(world.db, world.connection_id)).locked_until
     assert held_until is not None
-    assert held_until > until_before
-    assert not sync.done()
-    provider.answer.set()
-    assert (await asyncio.wait_for(sync, PATIENCE)).created == 1
-    assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["ok"]
+    assert held_until > stalled.locked_until
+    assert not stalled.sync.done()
+    await stalled.finish()
 
 
 async def test_a_keeper_woken_close_to_expiry_stops_the_work_unrenewed(
     world: World, clock: HandClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    provider = Hanging()
     renewals = Renewals(monkeypatch)
-    settings = Settings(lease_seconds=60)
-    sync = asyncio.create_task(
-        run_sync(world.db, VAULT, settings, world.connection_id, provider=provider)
-    )
-    await asyncio.wait_for(provider.waiting.wait(), PATIENCE)
+    stalled = await stalled_sync(world)
     await clock.asleep()
     # Woken 10 s short of expiry (the late margin): too close to confirm a renewal and
     # still stop before the lease runs out, so the work stops at once.
     clock.advance(50)
-    with pytest.raises(SyncFailed, match="could not be renewed in time"):
-        await asyncio.wait_for(sync, PATIENCE)
+    await stalled.stopped("could not be renewed in time")
     assert renewals.answers == []
-    assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["interrupted"]
 
 
 async def test_a_renewal_that_failed_is_retried_soon_not_at_the_cutoff(
     world: World, clock: HandClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await world.add_activity("Retried")
-    provider = Hanging(world.calendar)
-    settings = Settings(lease_seconds=60)
     tried: list[float] = []
     more = asyncio.Event()
     real_renew = lease.renew
@@ -405,10 +401,7 @@ async def test_a_renewal_that_failed_is_retried_soon_not_at_the_cutoff(
         return await real_renew(db, held)
 
     monkeypatch.setattr(lease, "renew", flaky)
-    sync = asyncio.create_task(
-        run_sync(world.db, VAULT, settings, world.connection_id, provider=provider)
-    )
-    await asyncio.wait_for(provider.waiting.wait(), PATIENCE)
+    stalled = await stalled_sync(world, "Retried")
     taken = clock.now
     await clock.asleep()
     clock.advance(20)  # a third of the lease: the renewal fails
@@ -418,9 +411,7 @@ async def test_a_renewal_that_failed_is_retried_soon_not_at_the_cutoff(
     clock.advance(0.5)  # the retry's pause: it goes again now, not at the cutoff
     await asyncio.wait_for(more.wait(), PATIENCE)
     assert tried == [taken + 20, taken + 20.5]
-    provider.answer.set()
-    assert (await asyncio.wait_for(sync, PATIENCE)).created == 1
-    assert [r.outcome for r in await runs(world.db, world.connection_id)] == ["ok"]
+    await stalled.finish()
 
 
 async def test_a_calendar_that_never_answers_cannot_hold_the_lease_forever(
