@@ -91,6 +91,57 @@ async def test_listings_without_etags_lose_no_change_and_make_no_write_loop(
     assert quiet(proxied.sync_with_problems())
 
 
+async def test_a_put_stored_otherwise_and_answered_without_an_etag_is_read_back_once(
+    proxied: Proxied,
+    behaviour: Behaviour,
+) -> None:
+    harness = proxied.harness
+    # The server adds a property of its own, a new DTSTAMP and moves SUMMARY on every
+    # PUT, and answers 201/204 without an ETag; like Cyrus, it answers a GET with a
+    # weak ETag for the version its listings name strong.
+    behaviour.rewrite_stored = True
+    behaviour.weak_etags = True
+    proxied.connect()
+    (made,), by_title = await proxied.synced_activities("Demo")
+    (event_id,) = by_title.values()
+    assert "X-SERVER-STORED:1" in unfolded(await harness.read_raw(event_id))
+    proxied.edit_activity(made["id"], location="Room 7")
+    behaviour.requests.clear()
+    behaviour.reports.clear()
+    assert proxied.sync_with_problems()["problems"] == []
+    # One write; one read of the text to change and one of what was stored: the
+    # version the server keeps.
+    reads = behaviour.count("GET", event_id) + behaviour.reports["calendar-multiget"]
+    assert (behaviour.count("PUT", event_id), reads) == (1, 2)
+    assert "X-SERVER-STORED:2" in unfolded(await harness.read_raw(event_id))
+    # The next syncs neither read nor write it again.
+    for _ in range(3):
+        behaviour.requests.clear()
+        behaviour.reports.clear()
+        assert quiet(proxied.sync_with_problems())
+        assert writes(behaviour) == 0
+        assert behaviour.count("GET") + behaviour.reports["calendar-multiget"] == 0
+    # An edit in another client comes in and is not written back.
+    await harness.retitle(event_id, "Demo (calendar)")
+    behaviour.requests.clear()
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], writes(behaviour)) == ([], 0)
+    assert proxied.activity(made["id"])["subject"] == "Demo (calendar)"
+    assert quiet(proxied.sync_with_problems())
+    # Both sides edit different fields: both kept, one write.
+    await harness.retitle(event_id, "Demo (calendar again)")
+    proxied.edit_activity(made["id"], note="Bring the numbers")
+    behaviour.requests.clear()
+    assert proxied.sync_with_problems()["problems"] == []
+    assert behaviour.count("PUT") == 1
+    event = await proxied.sync_keeping(event_id)
+    assert (event.summary, event.location) == ("Demo (calendar again)", "Room 7")
+    assert event.description == "Bring the numbers"
+    behaviour.requests.clear()
+    assert quiet(proxied.sync_with_problems())
+    assert writes(behaviour) == 0
+
+
 async def test_weak_etags_are_compared_alike_and_sent_back_as_given(
     proxied: Proxied,
     behaviour: Behaviour,

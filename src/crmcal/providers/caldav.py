@@ -1084,17 +1084,43 @@ class CalDAVProvider:
         return self._send("PUT", self._url(calendar, href), text, headers)
 
     def _written(self, calendar: str, href: str, reply: _Reply, text: str) -> str:
-        """The new etag after a successful PUT; GETs it when the server gave none."""
+        """The new etag after a successful PUT; reads it back when the server gave none."""
         etag = reply.header("ETag")
         if etag and not etag.startswith(("W/", "w/")):
             # An ETag on a PUT means the server stored what was sent (RFC 4791 5.3.4;
             # Radicale reorders properties, which changes nothing crmcal reads).
             self._remember(href, etag, text)
             return etag
-        current = self._get(calendar, href)
+        current = self._read_back(calendar, href)
         if current is None:
             raise EventNotFound(f"the event {href} vanished right after it was written")
         return current[0]
+
+    def _read_back(self, calendar: str, href: str) -> tuple[str, str] | None:
+        """(version, text) of what the server stored at ``href``, read once after a PUT
+        answered without a strong ETag (it may have stored the body otherwise, RFC 4791
+        5.3.4); None when it is not there. Read with a multiget, whose ``getetag`` is
+        spelt as the listings that follow spell it (Cyrus answers a GET with a weak tag
+        for the version its listings name strong); a GET when that gives nothing."""
+        try:
+            members = self._multiget(calendar, [href])
+        except (AuthenticationFailed, Unreachable):
+            raise
+        except ProviderError:
+            members = []  # no multiget here (or a refused one): the GET tells
+        for member in members:
+            if member.href != href:
+                continue
+            if member.status == 404:
+                self._forget(href)
+                return None
+            element = member.props.get(f"{CALDAV}calendar-data")
+            text = element.text if element is not None else None
+            etag = _version(_text_of(member.props.get(f"{DAV}getetag")), text)
+            if member.status == 200 and text and etag:
+                self._remember(href, etag, text)
+                return etag, text
+        return self._get(calendar, href)
 
     def _create(self, calendar: str, key: str, event: CalendarEvent) -> RemoteRef:
         href = self._event_href(calendar, key)
