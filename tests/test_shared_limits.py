@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
+import types
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
@@ -12,12 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
+from crmcal.crm.tables import utcnow
 from crmcal.db import Database
-from crmcal.providers import google_oauth, microsoft_oauth
+from crmcal.providers import api_client, google_oauth, microsoft_oauth
 from crmcal.providers.google import GoogleProvider
 from crmcal.providers.microsoft import MicrosoftProvider
 from crmcal.sync import limits
 from crmcal.sync.limits import SharedLimits
+from tests.conftest import recorded_sleeps
 from tests.fault_proxy import fault_proxy
 from tests.google_emulator import GoogleEmulator, GoogleHarness
 from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
@@ -25,6 +29,7 @@ from tests.providers.harness import Foreign
 from tests.queue_world import query, queue_db  # noqa: F401
 
 pytestmark = pytest.mark.postgres
+PATIENCE = 600  # seconds a call may go without a step on a busy machine: a hang guard
 
 
 class Process:
@@ -38,6 +43,82 @@ class Process:
         tokens = microsoft_oauth.service(emulator.url).tokens(harness.refresh_token)
         shared = self.limits.for_account("microsoft", harness.email)
         return MicrosoftProvider(tokens, api_url=emulator.url, backoff=0.01, shared=shared)
+
+
+class LimitsClock:
+    """The limits' clock (``limits.utcnow``) and pauses (their ``asyncio.sleep``), held by
+    the test: a pause (for a quota's turn, a free slot, a hold to end) ends only when a
+    window of the quota (a minute) passes, which ``run`` makes happen only when every
+    call still going is paused. So a window holds what the code let through in it,
+    however slowly the machine runs the calls."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.offset = dt.timedelta()
+        self.passed: list[float] = []  # when (time.time()) each window passed
+        self._paused: list[asyncio.Future[None]] = []
+        self._more = asyncio.Event()
+        monkeypatch.setattr(limits, "utcnow", self.now)
+        held = types.ModuleType("asyncio")
+        vars(held).update(vars(asyncio))
+        held.sleep = self.pause  # type: ignore[attr-defined]
+        monkeypatch.setattr(limits, "asyncio", held)
+
+    def now(self) -> dt.datetime:
+        return utcnow() + self.offset
+
+    async def pause(self, seconds: float, result: Any = None) -> Any:
+        if seconds <= 0:
+            return await asyncio.sleep(0, result)
+        woken = asyncio.get_running_loop().create_future()
+        self._paused.append(woken)
+        self._more.set()
+        try:
+            await woken
+        finally:
+            if woken in self._paused:
+                self._paused.remove(woken)
+        return result
+
+    async def until_paused(self, *calls: asyncio.Task[Any]) -> None:
+        """Until ``calls`` are all paused (none may end meanwhile)."""
+        while len(self._paused) < len(calls):
+            self._more.clear()
+            more = asyncio.ensure_future(self._more.wait())
+            await asyncio.wait([more, *calls], timeout=PATIENCE, return_when="FIRST_COMPLETED")
+            more.cancel()
+            assert not any(call.done() for call in calls), "went on without a pause"
+
+    def pass_window(self) -> None:
+        self.passed.append(time.time())
+        self.offset += WINDOW
+        paused, self._paused = self._paused, []
+        for woken in paused:
+            woken.set_result(None)
+
+    async def run(self, *calls: Awaitable[Any]) -> list[Any]:
+        """The calls at once, a window passing whenever all those still going pause."""
+        tasks = [asyncio.ensure_future(call) for call in calls]
+        try:
+            while going := [task for task in tasks if not task.done()]:
+                if len(self._paused) >= len(going):
+                    self.pass_window()
+                    continue
+                self._more.clear()
+                more = asyncio.ensure_future(self._more.wait())
+                stepped, _ = await asyncio.wait(
+                    [*going, more], timeout=PATIENCE, return_when="FIRST_COMPLETED"
+                )
+                more.cancel()
+                assert stepped, "no call went on"
+            return [task.result() for task in tasks]
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def on_clock(self, arrival: float) -> float:
+        """A moment of time.time() on the limits' clock: a window on for each passed."""
+        passed = sum(1 for moment in self.passed if moment <= arrival)
+        return arrival + passed * WINDOW.total_seconds()
 
 
 async def _sixteen_events(mailbox: MicrosoftHarness) -> list[str]:
@@ -129,7 +210,10 @@ async def test_a_throttled_account_slows_down_in_every_process_and_alone(
     queue_db: str,  # noqa: F811
     microsoft_emulator: MicrosoftEmulator,
     admin: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    clock = LimitsClock(monkeypatch)
+    backoffs = recorded_sleeps(monkeypatch, api_client)
     slow = await MicrosoftHarness.open(microsoft_emulator)
     other = await MicrosoftHarness.open(microsoft_emulator)
     first, second = Process(queue_db), Process(queue_db)
@@ -140,7 +224,6 @@ async def test_a_throttled_account_slows_down_in_every_process_and_alone(
     try:
         for provider in providers:
             await provider.list_calendars()
-        # A long hold: the other account's call must end within it, however slow today.
         await admin.post("/_emulator/faults", json={"status": 429, "count": 1, "retry_after": 15})
         # Answered 429: this process waits, and so does every other for that account.
         throttling = asyncio.create_task(throttled.list_calendars())
@@ -153,13 +236,19 @@ async def test_a_throttled_account_slows_down_in_every_process_and_alone(
             finished.append(name)
 
         waiting = asyncio.create_task(call("same account", same_account))
-        await asyncio.sleep(0)  # the same account's call starts first ...
+        # The throttled call (its backoff of 15 s asked for and taken at once) and the
+        # same account's call in the other process wait for the hold to end ...
+        await clock.until_paused(throttling, waiting)
+        assert backoffs == [15.0]
+        # ... while the other account's call goes through ...
         await call("other account", other_account)
-        await waiting
-        await throttling
-        # ... and the other account's call, started after it, is done before it.
+        assert not waiting.done()
+        assert not throttling.done()
+        clock.pass_window()  # ... until the hold's 15 s are over: then they go on.
+        await asyncio.wait_for(waiting, PATIENCE)
+        await asyncio.wait_for(throttling, PATIENCE)
         assert finished == ["other account", "same account"]
-        assert dt.datetime.now(dt.UTC) >= held[0][1].replace(tzinfo=dt.UTC)
+        assert clock.now() >= held[0][1].replace(tzinfo=dt.UTC)
     finally:
         for provider in providers:
             await provider.close()
@@ -179,8 +268,7 @@ async def _hold_recorded(database_url: str) -> list[tuple[str, dt.datetime]]:
 
 # --- Google's per-project quota, held by every process together -------------------------
 
-# A long window: without the quota even a busy machine sends more than 4 calls in 4 s.
-QUOTA, WINDOW = 4, dt.timedelta(seconds=4)
+QUOTA, WINDOW = 4, limits.QUOTA_WINDOW  # a minute, as Google counts
 
 
 @pytest.mark.parametrize("kept", [False, True], ids=["given-back-at-once", "kept-for-release"])
@@ -188,6 +276,7 @@ async def test_two_processes_together_keep_to_the_google_project_quota(
     queue_db: str,  # noqa: F811
     google_emulator: GoogleEmulator,
     kept: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Two processes, each syncing its own user's account of one Google project, send no
     more than the project's quota in any window, as the service sees their requests
@@ -208,6 +297,8 @@ async def test_two_processes_together_keep_to_the_google_project_quota(
 
     project = f"project-{uuid.uuid4().hex[:8]}"
     users = [await GoogleHarness.open(google_emulator) for _ in range(2)]
+    made = [await users[0].put_foreign(_foreign(n)) for n in range(3)]  # not through the proxy
+    clock = LimitsClock(monkeypatch)
     with fault_proxy(google_emulator.url) as (proxy, url):
         processes = [
             Process(queue_db, google_project=(project, QUOTA), quota_window=WINDOW) for _ in users
@@ -221,12 +312,11 @@ async def test_two_processes_together_keep_to_the_google_project_quota(
             for user, process in zip(users, processes, strict=True)
         ]  # fmt: skip
         try:
-            await asyncio.gather(*(
+            await clock.run(*(
                 as_sync(provider.list_calendars()) for provider in providers for _ in range(5)
             ))  # fmt: skip
             # Three events read by id in one batch request: three turns of the quota.
-            made = [await users[0].put_foreign(_foreign(n)) for n in range(3)]
-            found = await as_sync(providers[0].fetch(users[0].calendar_id, made))
+            (found,) = await clock.run(as_sync(providers[0].fetch(users[0].calendar_id, made)))
             assert len(found) == 3
             held = query(queue_db, "SELECT count(*) FROM provider_slots "
                          "WHERE key LIKE 'google:%%' AND holder IS NOT NULL")  # fmt: skip
@@ -240,8 +330,10 @@ async def test_two_processes_together_keep_to_the_google_project_quota(
                 await user.close()
     calls = [(t, r) for t, r in zip(proxy.arrivals, proxy.requests, strict=True)]
     weights = [3 if "/batch/" in r[1] else 1 for _, r in calls]
-    times = [t for t, _ in calls]
+    times = [clock.on_clock(t) for t, _ in calls]
     assert sum(weights) == 13
+    # 13 calls, 4 a window: the quota held some back three windows at least.
+    assert len(clock.passed) >= 3
     # Every window of the quota's length: at most QUOTA calls reached the service.
     for n, start in enumerate(times):
         inside = sum(w for t, w in zip(times[n:], weights[n:], strict=True)
