@@ -372,6 +372,14 @@ def with_organizer_known(event: CalendarEvent, addresses: frozenset[str]) -> Cal
     return event
 
 
+def _not_a_member(href: str, calendar: str) -> bool:
+    """Whether ``href`` (normalised) in a listing of ``calendar`` names no resource in it:
+    the collection itself, however its trailing slash is spelt (iCloud lists it among
+    its members, some servers without the slash), or a collection (its href ends in
+    ``/``)."""
+    return href.endswith("/") or href == normalize_href(urlsplit(calendar).path).rstrip("/")
+
+
 def _same_path(url: str, href: str) -> bool:
     """Whether ``href`` (as an answer to ``url`` gives it) names ``url`` itself."""
     here = normalize_href(urlsplit(url).path or "/").rstrip("/")
@@ -783,7 +791,6 @@ class CalDAVProvider:
     def _sync_collection(self, calendar: str, token: str) -> ChangeListing | None:
         """Changes since ``token`` ("" = everything); None if the server refuses it."""
         listing = ChangeListing(full=not token)
-        collection_path = normalize_href(urlsplit(calendar).path)
         seen_tokens: set[str] = set()
         while True:
             token_xml = f"<D:sync-token>{escape(token)}</D:sync-token>" if token else (
@@ -806,7 +813,7 @@ class CalDAVProvider:
                 return None
             truncated = False
             for member in _members(reply.tree):
-                if member.href == collection_path or member.href.endswith("/"):
+                if _not_a_member(member.href, calendar):
                     # The collection itself: the truncation marker (RFC 6578 3.6),
                     # or a server listing the collection as its own member (iCloud).
                     truncated = truncated or member.status == 507
@@ -854,12 +861,12 @@ class CalDAVProvider:
         if reply.status != 207 or reply.tree is None:
             return None  # cannot search: a server in real trouble fails the listing next
         members = list(_members(reply.tree))
-        collection_path = normalize_href(urlsplit(calendar).path)
-        if any(m.href == collection_path or m.status == 507 for m in members):
+        if any(m.status == 507 for m in members):
             return None  # a truncated answer (RFC 4791 7.8 allows 507): list instead
         listing = ChangeListing(full=True, cursor=token)
         zone = self._calendar_zone(calendar)
-        listing.changed = self._read_answer([m for m in members if not m.href.endswith("/")], zone)
+        members = [m for m in members if not _not_a_member(m.href, calendar)]
+        listing.changed = self._read_answer(members, zone)
         # A query may leave events out without a word (a server whose index misses
         # them), and the cursor counts them as seen: later listings would never name
         # them. The names read with the token are every resource; those the answer
@@ -896,7 +903,7 @@ class CalDAVProvider:
                 self._zones.setdefault(calendar, zone)
                 continue
             kind = member.props.get(f"{DAV}resourcetype")
-            if member.href.endswith("/") or (kind is not None and len(kind)):
+            if _not_a_member(member.href, calendar) or (kind is not None and len(kind)):
                 continue  # the collection itself, or a sub-collection
             if member.status != 404:
                 names.append(member.href)
@@ -911,7 +918,7 @@ class CalDAVProvider:
         listing = ChangeListing(full=True, cursor=None)
         for member in _members(reply.tree):
             kind = member.props.get(f"{DAV}resourcetype")
-            if member.href.endswith("/") or (kind is not None and len(kind)):
+            if _not_a_member(member.href, calendar) or (kind is not None and len(kind)):
                 continue  # the collection itself, or a sub-collection
             if member.status == 200:
                 etag = _text_of(member.props.get(f"{DAV}getetag")) or ""
