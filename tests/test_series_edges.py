@@ -12,6 +12,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from crmcal.model import RemoteRef
@@ -107,6 +108,47 @@ def test_an_occurrence_edited_between_the_master_write_and_its_occurrences_survi
         )
         assert activity.location == "Room 7" or conflicts, (activity.location, conflicts)
     finally:
+        machine.teardown()
+
+
+@pytest.mark.parametrize("service", ["google"], indirect=True)
+@pytest.mark.parametrize("instance_etags", ["own", "series"])
+def test_occurrences_that_are_no_exception_are_written_whatever_etag_google_gives_them(
+    service: Service,  # noqa: F811
+    sqlite_template: Any,
+    instance_etags: str,
+) -> None:
+    """Google may give an occurrence that is no exception an etag of its own and refuse
+    its series' in If-Match (``own``), or take the series' (``series``). Either way a
+    CRM edit of one occurrence and the cancellation of another reach the calendar in
+    one sync, and the next sync has nothing to do: a write refused only for the etag it
+    named is not left to a next sync that would be refused the same way."""
+    machine = _open(service, sqlite_template)
+    harness = machine.harness
+    assert isinstance(harness, GoogleHarness)
+    settings = f"{harness.emulator.url}/_emulator/settings"
+    assert httpx.post(settings, json={"instance_etags": instance_etags}, timeout=60).is_success
+    try:
+        machine.crm_create_series(count=3)
+        machine.sync()
+        second, third = _by_day(machine, 1), _by_day(machine, 2)
+        machine.run(machine.world.trash_activity(second.id))
+        machine.run(machine.world.edit_activity(third.id, subject="Its own", scope="this"))
+        report = machine.run(machine.world.sync())
+        assert report.problems == [], report.problems
+        master_id = machine.run(_series(machine)).id
+        days = [START + dt.timedelta(minutes=1, days=day) for day in range(3)]
+        path = f"/calendars/{harness.calendar_id}/events/"
+        edited = machine.run(
+            harness.api("GET", path + google_events.instance_id(master_id, days[2]))
+        )
+        assert edited.get("summary") == "Its own"
+        shown = _calendar_days(machine)
+        assert sorted(shown) == [days[0], days[2]]
+        _quiet(machine)
+        assert machine.run(machine.world.activity(third.id)).subject == "Its own"
+    finally:
+        httpx.post(settings, json={"instance_etags": "own"}, timeout=60)
         machine.teardown()
 
 

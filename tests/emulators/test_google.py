@@ -455,6 +455,44 @@ def test_move_leaves_a_cancelled_stub_behind(google: Google) -> None:
 # --- recurring events and imports -------------------------------------------------------
 
 
+@pytest.mark.parametrize("instance_etags", ["own", "series"])
+def test_an_occurrence_has_the_etag_the_setting_gives_it(
+    google: Google, instance_etags: str
+) -> None:
+    """An occurrence that is no exception has an etag of its own (the default), new
+    whenever its series changes, or its series' etag; If-Match takes only that one."""
+    settings = google.client.post("/_emulator/settings", json={"instance_etags": instance_etags})
+    assert settings.status_code == 200, settings.text
+    series = google.insert(recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"])
+    sid = series["id"]
+    path = f"/calendars/primary/events/{sid}/instances"
+    first, second = google.ok("GET", path, "Events")["items"][:2]
+    read = google.ok("GET", f"/calendars/primary/events/{second['id']}", "Event")
+    assert read["etag"] == second["etag"]
+    if instance_etags == "series":
+        assert first["etag"] == second["etag"] == series["etag"]
+    else:
+        assert len({first["etag"], second["etag"], series["etag"]}) == 3
+        wrong = google.call(
+            "PATCH", f"/calendars/primary/events/{second['id']}",
+            json={"summary": "Moved"}, headers={"If-Match": series["etag"]},
+        )  # fmt: skip
+        assert reason(wrong) == (412, "conditionNotMet")
+        renamed = google.ok("PATCH", f"/calendars/primary/events/{sid}", "Event",
+                            json={"summary": "Renamed"})  # fmt: skip
+        again = google.ok("GET", path, "Events")["items"][1]
+        assert again["etag"] not in (second["etag"], renamed["etag"])
+        second = again
+    written = google.call(
+        "PATCH", f"/calendars/primary/events/{second['id']}",
+        json={"summary": "Moved"}, headers={"If-Match": second["etag"]},
+    )  # fmt: skip
+    assert written.status_code == 200, written.text
+    assert (
+        google.client.post("/_emulator/settings", json={"instance_etags": "x"}).status_code == 400
+    )
+
+
 def test_a_series_has_instances_and_exceptions(google: Google) -> None:
     series = google.insert(recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"])
     sid = series["id"]

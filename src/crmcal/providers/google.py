@@ -448,9 +448,21 @@ class GoogleProvider:
         exceptions of those that cancelled some read back together. Each series answers
         on its own."""
         zone = self._zones.get(calendar_id, "UTC")
-        planned = [self._occurrence_calls(calendar_id, *written) for written in series]
+        planned_pairs = [self._occurrence_calls(calendar_id, *written) for written in series]
+        planned = [[call for call, _ in pairs] for pairs in planned_pairs]
         flat = [call for calls in planned for call in calls]
         answers = await self._send_all(flat) if flat else []
+        by_series = [named for pairs in planned_pairs for _, named in pairs]
+        owners = [k for k, calls in enumerate(planned) for _ in calls]
+        refused = [
+            n for n, answer in enumerate(answers)
+            if by_series[n] and isinstance(answer, httpx.Response) and answer.status_code == 412
+        ]  # fmt: skip
+        if refused:
+            masters = [series[k][0] for k in dict.fromkeys(owners[n] for n in refused)]
+            retried = await self._under_own_etags(calendar_id, masters, flat, refused)
+            for n, answer in retried.items():
+                answers[n] = answer
         results: list[RemoteRef | ProviderError | None] = [None] * len(series)
         reread: list[int] = []
         at = 0
@@ -489,6 +501,48 @@ class GoogleProvider:
                 results[k] = now if isinstance(now, ProviderError) else _ref(master, zone, now)
         return [r if r is not None else Unreachable("no answer") for r in results]
 
+    async def _under_own_etags(
+        self,
+        calendar_id: str,
+        masters: list[dict[str, Any]],
+        calls: list[google_batch.Call],
+        refused: list[int],
+    ) -> dict[int, httpx.Response | ProviderError]:
+        """The writes ``calls[n]`` (``n`` in ``refused``) of occurrences that were no
+        exception, which named their series' etag and were answered 412, sent again
+        under each instance's own etag where nobody changed the occurrence meanwhile.
+
+        Google may give every instance an etag of its own, and refuse the series'.
+        Each instance is read (its etag), then the series' exceptions listed: one that
+        is an exception now was changed by someone else since crmcal read the series,
+        and keeps its 412, which leaves it as it is for the next sync to decide as any
+        calendar edit (so an edit made after that read fails its own If-Match too).
+        The others are written once more, under the etag read: a second 412 stands."""
+        reads = [google_batch.Call("GET", calls[n].path) for n in refused]
+        read = await self._send_all(reads)
+        listed = await self._exceptions_of(calendar_id, masters)
+        changed: set[str] = set()
+        for found in listed.values():
+            if isinstance(found, ProviderError):
+                return {}  # not known to be unchanged: every 412 stands
+            changed |= {str(item.get("id")) for item in found}
+        again: list[tuple[int, google_batch.Call]] = []
+        for n, answer in zip(refused, read, strict=True):
+            if not isinstance(answer, httpx.Response) or answer.status_code != 200:
+                continue
+            instance = self._api.json(answer)
+            etag = instance.get("etag")
+            if not etag or str(instance.get("id")) in changed:
+                continue
+            call = calls[n]
+            headers = {**call.headers, "If-Match": str(etag)}
+            again.append((n, google_batch.Call(call.method, call.path, call.params, call.body,
+                                               headers)))  # fmt: skip
+        if not again:
+            return {}
+        answers = await self._send_all([call for _, call in again])
+        return {n: answer for (n, _), answer in zip(again, answers, strict=True)}
+
     def _occurrence_calls(
         self,
         calendar_id: str,
@@ -496,8 +550,9 @@ class GoogleProvider:
         event: CalendarEvent,
         exceptions: list[dict[str, Any]],
         changed: frozenset[str] | None = None,
-    ) -> list[google_batch.Call]:
-        """The writes ``_write_occurrences`` makes."""
+    ) -> list[tuple[google_batch.Call, bool]]:
+        """The writes ``_write_occurrences`` makes, each with whether it names the
+        series' etag (an occurrence that is no exception) rather than its own."""
         live_too = changed is None or "overrides" in changed
         cancels_too = changed is None or "recurrence" in changed
         zone = self._zones.get(calendar_id, "UTC")
@@ -514,25 +569,29 @@ class GoogleProvider:
                     left_out.add(moment_key(original))
         path = "/calendar/v3" + self._events(calendar_id)
         params = _send_updates(event)
-        calls: list[google_batch.Call] = []
+        calls: list[tuple[google_batch.Call, bool]] = []
 
         def expected(original: dt.datetime | dt.date) -> dict[str, str]:
             # Each write names the occurrence's version as read: an exception's own etag,
-            # or the series' (an occurrence that is no exception carries its series'
-            # etag). One edited meanwhile by someone else (an exception since, or
+            # or, for an occurrence that is no exception (whose own etag crmcal has not
+            # read), the series' (see ``_under_own_etags`` when Google wants the
+            # instance's). One edited meanwhile by someone else (an exception since, or
             # changed again) answers 412 and is not written over.
             there = existing.get(moment_key(original))
             etag = there.get("etag") if there is not None else master.get("etag")
             return {"If-Match": str(etag)} if etag else {}
 
-        def delete(original: dt.datetime | dt.date) -> None:
+        def write(method: str, original: dt.datetime | dt.date, body: Any) -> None:
             target = f"{path}/{quote(google_events.instance_id(master_id, original), safe='')}"
-            calls.append(google_batch.Call("DELETE", target, params, None, expected(original)))
+            named = existing.get(moment_key(original)) is None and bool(master.get("etag"))
+            calls.append((google_batch.Call(method, target, params, body, expected(original)),
+                          named))  # fmt: skip
+
+        def delete(original: dt.datetime | dt.date) -> None:
+            write("DELETE", original, None)
 
         def patch(original: dt.datetime | dt.date, body: dict[str, Any]) -> None:
-            target = f"{path}/{quote(google_events.instance_id(master_id, original), safe='')}"
-            body = {k: v for k, v in body.items() if k != "recurrence"}
-            calls.append(google_batch.Call("PATCH", target, params, body, expected(original)))
+            write("PATCH", original, {k: v for k, v in body.items() if k != "recurrence"})
 
         wanted = {
             moment_key(o.recurrence_id): o for o in event.overrides if o.recurrence_id is not None

@@ -85,7 +85,8 @@ async def faults(request: Request) -> Any:
 
 @router.post("/_emulator/settings")
 async def configure(request: Request) -> Any:
-    """``{"short_pages"?, "extended_property_match"?, "sync_token_max_age"?}``."""
+    """``{"short_pages"?, "extended_property_match"?, "sync_token_max_age"?,
+    "instance_etags"?}``."""
     return state_of(request).configure(await body_of(request))
 
 

@@ -42,6 +42,7 @@ NOT_SAVED = frozenset(
         "faults",
         "delays",
         "short_pages",
+        "instance_etags",
         "property_match",
         "_pages",
     }

@@ -11,6 +11,7 @@ deleted by id before it was ever an exception.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
 from collections.abc import Iterator
 from typing import Any
@@ -92,11 +93,19 @@ def instance(master: dict[str, Any], original: dt.datetime | dt.date) -> dict[st
     zone = master["start"].get("timeZone")
     body = {k: v for k, v in master.items() if k != "recurrence"}
     body["id"] = instance_id(master["id"], original)
+    body["etag"] = instance_etag(master["etag"], body["id"])
     body["recurringEventId"] = master["id"]
     body["originalStartTime"] = _time(original, zone)
     body["start"] = _time(original, zone)
     body["end"] = _time(original + duration, master["end"].get("timeZone") or zone)
     return body
+
+
+def instance_etag(series_etag: str, event_id: str) -> str:
+    """The etag of an occurrence that is no exception: its own, not its series' (Google
+    gives every instance one), and a new one whenever the series changes."""
+    digest = hashlib.sha256(f"{series_etag}/{event_id}".encode()).digest()
+    return f'"{int.from_bytes(digest[:7], "big")}"'
 
 
 def find_instance(master: dict[str, Any], event_id: str) -> dict[str, Any] | None:

@@ -127,6 +127,9 @@ class GoogleState:
         # sends; and whether repeated privateExtendedProperty filters must all match
         # (as the reference says) or any one (as the extended-properties guide says).
         self.short_pages = False
+        # An occurrence that is no exception has an etag of its own ("own"), or its
+        # series' ("series"): PROVIDERS.md does not say which Google does.
+        self.instance_etags = "own"
         self.property_match = "all"
         self._pages = random.Random(0)
 
@@ -180,7 +183,8 @@ class GoogleState:
     def settings(self) -> dict[str, Any]:
         age = self.token_max_age
         return {"short_pages": self.short_pages, "extended_property_match": self.property_match,
-                "sync_token_max_age": age.total_seconds() if age is not None else None}  # fmt: skip
+                "sync_token_max_age": age.total_seconds() if age is not None else None,
+                "instance_etags": self.instance_etags}  # fmt: skip
 
     def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
         """Change the settings ``changes`` names (all checked before any is applied)."""
@@ -190,8 +194,11 @@ class GoogleState:
         short = changes.get("short_pages", self.short_pages)
         match = changes.get("extended_property_match", self.property_match)
         age = changes.get("sync_token_max_age", self.settings()["sync_token_max_age"])
+        etags = changes.get("instance_etags", self.instance_etags)
         if not isinstance(short, bool):
             raise invalid("short_pages: true or false", location="short_pages")
+        if etags not in ("own", "series"):
+            raise invalid("instance_etags: own or series", location="instance_etags")
         if match not in ("all", "any"):
             raise invalid("extended_property_match: all or any", location="extended_property_match")
         if age is not None and (isinstance(age, bool) or not isinstance(age, (int, float))
@@ -199,7 +206,7 @@ class GoogleState:
             raise invalid(
                 "sync_token_max_age: seconds above 0, or null", location="sync_token_max_age"
             )
-        self.short_pages, self.property_match = short, match
+        self.short_pages, self.property_match, self.instance_etags = short, match, etags
         self.token_max_age = dt.timedelta(seconds=age) if age is not None else None
         return self.settings()
 
@@ -363,7 +370,7 @@ class GoogleState:
         if master is not None and recurrence.is_series(master.body):
             occurrence = recurrence.find_instance(master.body, event_id)
             if occurrence is not None:
-                return occurrence
+                return self._instance_etag(occurrence, master.body)
         raise not_found()
 
     def _live(self, calendar: Calendar, event_id: str, if_match: str | None) -> dict[str, Any]:
@@ -416,8 +423,18 @@ class GoogleState:
         for original in recurrence.occurrences(master, after):
             instance_id = recurrence.instance_id(master["id"], original)
             exception = calendar.events.get(instance_id)
-            found.append(exception.body if exception else recurrence.instance(master, original))
+            found.append(
+                exception.body
+                if exception
+                else self._instance_etag(recurrence.instance(master, original), master)
+            )
         return found
+
+    def _instance_etag(self, occurrence: dict[str, Any], master: dict[str, Any]) -> dict[str, Any]:
+        """A generated occurrence with the etag the ``instance_etags`` setting gives it."""
+        if self.instance_etags == "series":
+            occurrence["etag"] = master["etag"]
+        return occurrence
 
     def update(
         self, calendar: Calendar, event_id: str, written: dict[str, Any], if_match: str | None
