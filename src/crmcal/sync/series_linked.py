@@ -235,7 +235,7 @@ class LinkedSeries:
             *base_crm.occurrences,
             *base_cal.occurrences,
         }
-        crm_wins: bool | None = None
+        crm_wins: dict[str | None, bool] = {}
         for unit in [*MASTER_GROUPS, *(f"@{k}" for k in sorted(keys))]:
             crm = crm_now.get(unit) != base_crm.get(unit)
             cal = cal_now.get(unit) != base_cal.get(unit)
@@ -271,10 +271,13 @@ class LinkedSeries:
             if not ctx.pull:
                 plan.push.add(unit)
                 continue
-            if crm_wins is None:
-                crm_wins = self.crm_wins(series, occurrences, calendar)
+            # An occurrence's edits are compared by its own times, the rest by the
+            # series' (its master's in the calendar).
+            key = unit[1:] if unit.startswith("@") else None
+            if key not in crm_wins:
+                crm_wins[key] = self.crm_wins(series, occurrences, calendar, key)
             plan.conflict = True
-            (plan.push if crm_wins else plan.pull).add(unit)
+            (plan.push if crm_wins[key] else plan.pull).add(unit)
         return plan
 
     def _unrestorable(
@@ -316,13 +319,36 @@ class LinkedSeries:
         return found
 
     def crm_wins(
-        self, series: ActivitySeries, occurrences: list[Activity], calendar: CalendarEvent | None
+        self,
+        series: ActivitySeries,
+        occurrences: list[Activity],
+        calendar: CalendarEvent | None,
+        key: str | None = None,
     ) -> bool:
+        """The ``latest`` policy's verdict on the series, or with ``key`` on its
+        occurrence of that original start: the newer edit wins, a tie goes to the CRM.
+
+        An occurrence changed on both sides compares its own times: the CRM's edit of
+        it (or of its series) and the calendar's of it (its override's modification
+        time). The master's time in the calendar is not the occurrence's: crmcal's own
+        write of the master sets it, possibly in the very second of the CRM's edit,
+        and that write would then decide for the CRM against a newer calendar edit."""
         policy = self.engine.ctx.options.conflict_policy
         if policy != "latest":
             return policy == "crm"
         crm_time = max(series.updated_at, *(i.updated_at for i in occurrences))
-        calendar_time = (calendar.last_modified if calendar else None) or utcnow()
+        calendar_time = calendar.last_modified if calendar else None
+        if key is not None:
+            own = [
+                o.deleted_at or o.updated_at
+                for o in occurrences
+                if series_mapping.original_key(series, o) == key
+            ]
+            crm_time = max(series.updated_at, *own) if own else crm_time
+            override = calendar.live_overrides().get(key) if calendar else None
+            if override is not None and override.last_modified is not None:
+                calendar_time = override.last_modified
+        calendar_time = calendar_time or utcnow()
         return crm_time.replace(microsecond=0) >= calendar_time.replace(microsecond=0)
 
 
