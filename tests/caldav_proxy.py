@@ -83,6 +83,8 @@ class Behaviour:
     collection_member: bool = False
     foreign_member: str | None = None  # an absolute URL
     if_matches: list[str] = field(default_factory=list)  # If-Match headers, as sent
+    # (method, path) -> the status the next such request is answered with, unforwarded.
+    fail_once: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def count(self, method: str, suffix: str = "") -> int:
         return sum(n for (m, p), n in self.requests.items() if m == method and p.endswith(suffix))
@@ -309,6 +311,9 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
         if hook is not None:
             await asyncio.to_thread(hook, path)
         body = await request.body()
+        failed = behaviour.fail_once.pop((request.method, path), None)
+        if failed is not None:
+            return Response(b"", failed)
         report = ""
         if request.method == "REPORT":
             kind = re.search(rb"<\w+:(sync-collection|calendar-multiget|calendar-query)", body)

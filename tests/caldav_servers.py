@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from crmcal.providers.caldav import forget_discovered
 from tests.providers.harness import CalDAVServer
 
 HOST = "127.0.0.1"
@@ -131,6 +132,15 @@ def _serve(argv: list[str], workdir: Path) -> Iterator[str]:
         yield url
     finally:
         _stop(process)
+
+
+@pytest.fixture(autouse=True)
+def no_discovery_kept() -> Iterator[None]:
+    """Each test starts as a new worker process does: no CalDAV discovery kept from
+    another test (tests share the servers' one user, and set its addresses apart)."""
+    forget_discovered()
+    yield
+    forget_discovered()
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ Protocol use:
   the principal's ``calendar-user-address-set`` (RFC 6638 2.4.1) is asked for in
   the same requests: an event whose ORGANIZER is one of those ``mailto:`` addresses
   is the account's own meeting (``invitation`` False), whatever the login is; any
-  other is left for the engine to compare with the user's addresses;
+  other is left for the engine to compare with the user's addresses. What
+  discovery learnt is kept for the account's later runs (``_LEARNT``);
 - listings: ``sync-collection`` (RFC 6578) with the cursor as sync-token, hrefs
   and etags only; a member it answers ``404`` is removed from the collection, which
   the caller confirms with a read before taking it as deleted (``unconfirmed``: a
@@ -54,8 +55,11 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import hmac
+import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -396,6 +400,38 @@ def _vtimezone_zone(text: str | None) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Learnt:
+    """What discovery found out about one account (see ``_LEARNT``)."""
+
+    since: float  # time.monotonic() of the discovery
+    home: str | None
+    single_calendar: str | None
+    principal: str | None
+    addresses: frozenset[str] | None  # None: not read
+    zones: tuple[tuple[str, str | None], ...]  # (calendar URL, zone) read from the server
+
+
+# A provider lives for one sync run; what discovery learnt (principal, home, the
+# account's addresses, calendars' zones) is kept here for the account's later runs,
+# so that a run costs only what its listing needs. Keyed by the URL, the user name
+# and a keyed digest of the password (other credentials learn nothing from it);
+# discovered again after LEARNT_SECONDS, and at once when a request that relied on it
+# fails (the calendar or home gone, credentials refused). Only answers are kept,
+# never a failure.
+LEARNT_SECONDS = 3600.0
+LEARNT_ACCOUNTS = 20_000
+_LEARNT: OrderedDict[tuple[str, str, str], _Learnt] = OrderedDict()
+_LEARNT_LOCK = threading.Lock()
+_LEARNT_KEY = os.urandom(32)
+
+
+def forget_discovered() -> None:
+    """Forget what discovery learnt of every account (as a new process starts)."""
+    with _LEARNT_LOCK:
+        _LEARNT.clear()
+
+
 class CalDAVProvider:
     """One CalDAV account: a server or account URL with a user name and password."""
 
@@ -434,6 +470,12 @@ class CalDAVProvider:
         self._addresses: frozenset[str] | None = None
         self._principal: str | None = None
         self._zones: dict[str, str | None] = {}
+        self._zones_read: set[str] = set()  # those the server answered (not guessed)
+        self._addresses_read = False
+        self._learnt_since: float | None = None
+        digest = hmac.new(_LEARNT_KEY, password.encode(), hashlib.sha256).hexdigest()
+        self._account = (url, username, digest)
+        self._recall_learnt()
         # href -> (etag, text): the last version seen of each resource, for updates.
         self._texts: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._texts_lock = threading.Lock()  # fetch parses in one thread, requests in another
@@ -441,8 +483,9 @@ class CalDAVProvider:
     # --- the interface ----------------------------------------------------------
 
     async def discover(self) -> None:
-        """Find the account's calendars now; raises the ``base`` error that explains why not."""
-        await _in_pool(self._discover)
+        """Find the account's calendars now; raises the ``base`` error that explains why not.
+        Asks the server whatever earlier runs learnt: this is the check of an account."""
+        await _in_pool(self._rediscover)
 
     async def list_calendars(self) -> list[CalendarInfo]:
         return await _in_pool(self._list_calendars)
@@ -451,7 +494,11 @@ class CalDAVProvider:
         self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
     ) -> ChangeListing:
         calendar = _collection_url(calendar_id)
-        return await _in_pool(self._list_changes, calendar, cursor, with_contents)
+        try:
+            return await _in_pool(self._list_changes, calendar, cursor, with_contents)
+        except (CalendarNotFound, AuthenticationFailed):
+            self._unlearn()  # the account moved or changed: discover again next time
+            raise
 
     async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
         calendar = _collection_url(calendar_id)
@@ -624,11 +671,15 @@ class CalDAVProvider:
                     break
             elif reply.status >= 500 and reply.status != 501:
                 self._expect(reply, "reading the principal")
+        if self._addresses is not None:
+            self._addresses_read = True
         if home:
             self._home = _collection_url(home)
+            self._learn()
             return self._home
         if calendar:
             self._single_calendar = _collection_url(calendar)
+            self._learn()
             return None
         raise NotACalendarServer(
             f"{self.url} answers WebDAV but names no calendar home (not a CalDAV account?)"
@@ -658,6 +709,7 @@ class CalDAVProvider:
                 # The URL is the user's principal itself (another principal's
                 # addresses are not the user's).
                 self._addresses = account_addresses(member.props[_ADDRESS_SET])
+                self._addresses_read = True
             if principal or home or is_calendar:
                 return (
                     urljoin(url, principal) if principal else None,
@@ -692,8 +744,22 @@ class CalDAVProvider:
 
     # --- calendars ----------------------------------------------------------------
 
+    def _rediscover(self) -> str | None:
+        """``_discover`` asking the server, whatever earlier runs learnt."""
+        self._unlearn()
+        return self._discover()
+
     def _list_calendars(self) -> list[CalendarInfo]:
-        home = self._discover()
+        learnt = self._learnt_since is not None
+        try:
+            return self._calendars_of(self._discover())
+        except ProviderError as failure:
+            if not learnt or isinstance(failure, (Unreachable, AuthenticationFailed)):
+                raise
+        # The home an earlier run found is no more: find it again.
+        return self._calendars_of(self._rediscover())
+
+    def _calendars_of(self, home: str | None) -> list[CalendarInfo]:
         props = [
             "<D:resourcetype/>",
             "<D:displayname/>",
@@ -719,6 +785,7 @@ class CalDAVProvider:
             calendar_url = _collection_url(_origin(url) + member.href)
             zone = _vtimezone_zone(_text_of(member.props.get(f"{CALDAV}calendar-timezone")))
             self._zones[calendar_url] = zone
+            self._zones_read.add(calendar_url)
             privileges = member.props.get(f"{DAV}current-user-privilege-set")
             if privileges is None:
                 writable = True  # the server does not say: assume so, writes will tell
@@ -740,6 +807,7 @@ class CalDAVProvider:
                 0,
             )
             calendars[primary] = dataclasses.replace(calendars[primary], primary=True)
+        self._learn()
         return calendars
 
     def _account_addresses(self) -> frozenset[str]:
@@ -753,6 +821,8 @@ class CalDAVProvider:
                     reply = self._propfind(self._principal, ["<C:calendar-user-address-set/>"], 0)
                     for member in _members(reply.tree if reply.status == 207 else None):
                         self._addresses = account_addresses(member.props.get(_ADDRESS_SET))
+                        self._addresses_read = True
+                        self._learn()
             if self._addresses is None:
                 self._addresses = frozenset()  # none to be had: the engine compares
         return self._addresses
@@ -767,8 +837,59 @@ class CalDAVProvider:
                 for member in _members(reply.tree if reply.status == 207 else None):
                     prop = member.props.get(f"{CALDAV}calendar-timezone")
                     zone = _vtimezone_zone(_text_of(prop))
+                    self._zones_read.add(calendar)
             self._zones[calendar] = zone
+            self._learn()
         return self._zones[calendar]
+
+    def _recall_learnt(self) -> None:
+        """Take up what discovery learnt of this account in an earlier run, if recent."""
+        if self._problem is not None:
+            return
+        with _LEARNT_LOCK:
+            learnt = _LEARNT.get(self._account)
+            if learnt is not None and time.monotonic() - learnt.since > LEARNT_SECONDS:
+                del _LEARNT[self._account]
+                learnt = None
+        if learnt is None:
+            return
+        self._learnt_since = learnt.since
+        self._home, self._single_calendar = learnt.home, learnt.single_calendar
+        self._principal = learnt.principal
+        if learnt.addresses is not None:
+            self._addresses, self._addresses_read = learnt.addresses, True
+        self._zones.update(learnt.zones)
+        self._zones_read.update(calendar for calendar, _ in learnt.zones)
+
+    def _learn(self) -> None:
+        """Keep what discovery has learnt of this account so far, for its later runs."""
+        if self._problem is not None:
+            return
+        if self._learnt_since is None:
+            self._learnt_since = time.monotonic()
+        learnt = _Learnt(
+            since=self._learnt_since,
+            home=self._home,
+            single_calendar=self._single_calendar,
+            principal=self._principal,
+            addresses=self._addresses if self._addresses_read else None,
+            zones=tuple((c, self._zones.get(c)) for c in sorted(self._zones_read)),
+        )
+        with _LEARNT_LOCK:
+            _LEARNT[self._account] = learnt
+            _LEARNT.move_to_end(self._account)
+            while len(_LEARNT) > LEARNT_ACCOUNTS:
+                _LEARNT.popitem(last=False)
+
+    def _unlearn(self) -> None:
+        """Forget what discovery learnt of this account (here and for later runs)."""
+        with _LEARNT_LOCK:
+            _LEARNT.pop(self._account, None)
+        self._learnt_since = None
+        self._home = self._single_calendar = self._principal = None
+        self._addresses, self._addresses_read = None, False
+        self._zones.clear()
+        self._zones_read.clear()
 
     # --- listings -----------------------------------------------------------------
 
