@@ -41,6 +41,7 @@ from crmcal.providers.base import (
     ProviderError,
     Unreachable,
 )
+from crmcal.providers.kept_http import KeptTransport
 
 # Answers a current access token; ``refresh=True`` after the API refused the last one.
 TokenSource = Callable[..., Awaitable[str]]
@@ -97,7 +98,11 @@ def shared_client(base_url: str, timeout: float) -> httpx.AsyncClient | None:
     key = (id(loop), f"{parts.scheme}://{parts.netloc}".lower(), timeout)
     found = _CLIENTS.pop(key, None)
     if found is None or found[0] is not loop or found[1].is_closed:
-        found = (loop, httpx.AsyncClient(timeout=timeout, verify=tls(), limits=POOL_LIMITS))
+        # Connections kept on asyncio's own callbacks (``kept_http``); a proxy named in
+        # the environment still gets httpx's own transport, as before.
+        client = httpx.AsyncClient(timeout=timeout, verify=tls(), limits=POOL_LIMITS,
+                                   transport=KeptTransport(tls(), POOL_LIMITS))  # fmt: skip
+        found = (loop, client)
     _CLIENTS[key] = found
     while len(_CLIENTS) > CLIENTS_KEPT:
         # Not closed: a sync may still use it; its connections go with the last user.

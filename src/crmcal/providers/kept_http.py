@@ -1,0 +1,325 @@
+"""A lean HTTP/1.1 transport for the calendar services' APIs (Google, Microsoft Graph).
+
+A worker's no-change sync is one listing request, and httpx's default transport
+(httpcore on anyio) spent about 1 ms of CPU on it beyond the socket's own work: a
+system call on every request to check that the kept connection is still open, a
+dictionary of attribute callbacks built to answer that check, cancel scopes and
+task look-ups around every read and write, the pool's bookkeeping of waiting
+requests. This transport does the same exchange on asyncio's own protocol callbacks:
+
+* a connection is an ``asyncio.Protocol`` whose bytes are parsed by h11, the parser
+  httpcore itself uses (with httpcore's bound on a status line and headers, 100 KiB),
+  so what a server may send is read exactly as before;
+* a kept connection is known to be usable from the loop's own callbacks (the server
+  closed it, ended its stream or sent bytes nobody asked for): no system call to find
+  out before a request; one idle longer than ``keepalive_expiry`` is closed instead;
+* a request is written in one ``write``; every wait for the server's bytes ends by the
+  request's read timeout (``httpx.ReadTimeout``), the connection by its connect
+  timeout, a wait for a free connection by its pool timeout, and a wait for the
+  socket to take more bytes by its write timeout, as httpx's timeouts mean them;
+* at most ``max_connections`` requests are in flight and at most
+  ``max_keepalive_connections`` connections kept idle, as ``httpx.Limits`` says;
+* a connection whose exchange did not end cleanly (an error, a timeout, a
+  cancellation, an answer that closes it) is closed, never handed out again;
+* failures are httpx's own exceptions (``ConnectError``, ``ReadTimeout``,
+  ``RemoteProtocolError`` ...), so callers map them as before.
+
+Redirects, cookies, authentication, proxies from the environment and content decoding
+stay with ``httpx.AsyncClient`` around this transport. Only http and https, HTTP/1.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+
+import h11
+import httpx
+
+# A status line with its headers, at most (httpcore's bound too).
+MAX_HEAD_BYTES = 100 * 1024
+
+Origin = tuple[bytes, bytes, int]
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP (or TLS) connection to an origin and the h11 state of its exchanges."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.pending: list[bytes] = []  # received, not yet given to the parser
+        self.ended = False  # the server ended its stream (or the connection is gone)
+        self.fed_end = False  # ... and the parser was told
+        self.lost = False
+        self.paused = False  # the socket's buffer is full: wait before writing more
+        self.waiter: asyncio.Future[None] | None = None
+        self.idle_since = 0.0
+
+    # --- the loop's callbacks -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.pending.append(data)
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.ended = True
+        self._wake()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = self.ended = True
+        self.paused = False
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- used by the transport ----------------------------------------------------------
+
+    def reusable(self, now: float, expiry: float) -> bool:
+        """Whether a kept connection may carry the next request: still open, nothing
+        received since its last answer, not idle too long."""
+        return (
+            not self.ended
+            and not self.pending
+            and self.transport is not None
+            and not self.transport.is_closing()
+            and self.parser.our_state is h11.IDLE
+            and self.parser.their_state is h11.IDLE
+            and now - self.idle_since < expiry
+        )
+
+    async def wait(self, seconds: float | None, expired: Callable[[], Exception]) -> None:
+        """Until the loop calls back (bytes, end, loss, room to write), or ``seconds``
+        pass: then ``expired()`` is raised."""
+        waiter = self.waiter = self.loop.create_future()
+        timer = None
+        if seconds is not None:
+            timer = self.loop.call_later(seconds, _expire, waiter, expired)
+        try:
+            await waiter
+        finally:
+            self.waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def close(self) -> None:
+        self.ended = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _expire(waiter: asyncio.Future[None], expired: Callable[[], Exception]) -> None:
+    if not waiter.done():
+        waiter.set_exception(expired())
+
+
+class KeptTransport(httpx.AsyncBaseTransport):
+    """Requests over connections kept per origin, for one event loop."""
+
+    def __init__(self, tls: ssl.SSLContext, limits: httpx.Limits) -> None:
+        self._tls = tls
+        # As httpcore does for HTTP/1.1 only (the context is shared with other clients,
+        # which ask for the same).
+        tls.set_alpn_protocols(["http/1.1"])
+        keep = limits.max_keepalive_connections
+        self._max_keep: int = keep if keep is not None else 1 << 30
+        self._expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else 1e9
+        self._slots = (
+            asyncio.Semaphore(limits.max_connections)
+            if limits.max_connections is not None
+            else None
+        )
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._kept = 0
+        self._closed = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        scheme = url.raw_scheme
+        if scheme not in (b"http", b"https"):
+            raise httpx.UnsupportedProtocol(f"the URL's scheme {url.scheme!r} is not http(s)")
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        port = url.port or (443 if scheme == b"https" else 80)
+        origin: Origin = (scheme, url.raw_host, port)
+        timeouts = request.extensions.get("timeout", {})
+        try:
+            body = request.content
+        except httpx.RequestNotRead:
+            body = await request.aread()
+        slots = self._slots
+        if slots is not None:
+            if slots.locked():
+                try:
+                    async with asyncio.timeout(timeouts.get("pool")):
+                        await slots.acquire()
+                except TimeoutError:
+                    raise httpx.PoolTimeout("no connection was free in time") from None
+            else:
+                await slots.acquire()
+        try:
+            conn = self._kept_connection(origin)
+            if conn is None:
+                conn = await self._connect(url, port, timeouts.get("connect"))
+            try:
+                response = await self._exchange(conn, request, body, timeouts)
+            except BaseException:
+                conn.close()  # its state is not known: never handed out again
+                raise
+            self._keep(origin, conn)
+            return response
+        finally:
+            if slots is not None:
+                slots.release()
+
+    def _kept_connection(self, origin: Origin) -> _Connection | None:
+        idle = self._idle.get(origin)
+        if not idle:
+            return None
+        now = asyncio.get_running_loop().time()
+        while idle:
+            conn = idle.pop()  # the most recently used: the likeliest to be open still
+            self._kept -= 1
+            if conn.reusable(now, self._expiry):
+                return conn
+            conn.close()
+        return None
+
+    def _keep(self, origin: Origin, conn: _Connection) -> None:
+        parser = conn.parser
+        if parser.our_state is h11.DONE and parser.their_state is h11.DONE and not conn.ended:
+            parser.start_next_cycle()
+        if self._closed or self._kept >= self._max_keep:
+            conn.close()
+            return
+        conn.idle_since = conn.loop.time()
+        if not conn.reusable(conn.idle_since, self._expiry):
+            conn.close()
+            return
+        self._idle.setdefault(origin, []).append(conn)
+        self._kept += 1
+
+    async def _connect(self, url: httpx.URL, port: int, seconds: float | None) -> _Connection:
+        loop = asyncio.get_running_loop()
+        host = url.host
+        secure = url.raw_scheme == b"https"
+        conn = _Connection(loop)
+        try:
+            async with asyncio.timeout(seconds):
+                await loop.create_connection(
+                    lambda: conn,
+                    host,
+                    port,
+                    ssl=self._tls if secure else None,
+                    server_hostname=host if secure else None,
+                )
+        except TimeoutError:
+            conn.close()
+            raise httpx.ConnectTimeout("the connection timed out") from None
+        except (OSError, ssl.SSLError) as error:
+            conn.close()
+            raise httpx.ConnectError(str(error) or error.__class__.__name__) from error
+        return conn
+
+    async def _exchange(
+        self,
+        conn: _Connection,
+        request: httpx.Request,
+        body: bytes,
+        timeouts: dict[str, float | None],
+    ) -> httpx.Response:
+        parser = conn.parser
+        try:
+            data = parser.send(
+                h11.Request(
+                    method=request.method, target=request.url.raw_path, headers=request.headers.raw
+                )
+            )
+            if body:
+                data = (data or b"") + (parser.send(h11.Data(data=body)) or b"")
+            data = (data or b"") + (parser.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError as error:
+            raise httpx.LocalProtocolError(str(error)) from error
+        transport = conn.transport
+        if conn.lost or transport is None or transport.is_closing():
+            raise httpx.WriteError("the connection was closed")
+        transport.write(data)
+        write_timeout = timeouts.get("write")
+        while conn.paused:
+            await conn.wait(write_timeout, _write_timeout)
+        if conn.lost and not conn.pending:
+            raise httpx.WriteError("the connection was closed while the request was sent")
+        read_timeout = timeouts.get("read")
+        head: h11.Response | None = None
+        chunks: list[bytes] = []
+        try:
+            while True:
+                event = parser.next_event()
+                if event is h11.NEED_DATA:
+                    if conn.pending:
+                        received = (
+                            b"".join(conn.pending) if len(conn.pending) > 1 else conn.pending[0]
+                        )
+                        conn.pending.clear()
+                        parser.receive_data(received)
+                    elif conn.ended:
+                        if conn.fed_end:
+                            raise httpx.RemoteProtocolError("the server closed the connection")
+                        conn.fed_end = True
+                        parser.receive_data(b"")
+                    else:
+                        await conn.wait(read_timeout, _read_timeout)
+                elif isinstance(event, h11.Response):
+                    head = event
+                elif isinstance(event, h11.Data):
+                    chunks.append(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise httpx.RemoteProtocolError(
+                        "the server disconnected without sending a response"
+                    )
+                # InformationalResponse (1xx): the final answer follows.
+        except h11.RemoteProtocolError as error:
+            raise httpx.RemoteProtocolError(str(error)) from error
+        assert head is not None
+        content = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+        return httpx.Response(
+            status_code=head.status_code,
+            headers=head.headers.raw_items(),
+            stream=httpx.ByteStream(content),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
+        )
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
+        self._kept = 0
+
+
+def _read_timeout() -> Exception:
+    return httpx.ReadTimeout("the server stopped answering")
+
+
+def _write_timeout() -> Exception:
+    return httpx.WriteTimeout("the server stopped reading the request")

@@ -1,0 +1,284 @@
+"""The calendar APIs' HTTP transport (``providers.kept_http``) against scripted servers
+on 127.0.0.1: connections kept and reused, never reused after an exchange that did not
+end cleanly, and every server byte read under the bounds httpx's transport kept."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from crmcal.providers import api_client
+from crmcal.providers.kept_http import MAX_HEAD_BYTES, KeptTransport
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+class Server:
+    """Runs ``script(reader, writer, n)`` for the n-th connection it accepts."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.accepted = 0
+        self.requests: list[bytes] = []
+        self.url = ""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        try:
+            await self.script(reader, writer, self.accepted)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def request(self, reader: asyncio.StreamReader) -> bytes:
+        """One request's head (and nothing after it: the tests' requests have no body)."""
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.requests.append(head)
+        return head
+
+
+@asynccontextmanager
+async def serving(script: Script) -> AsyncIterator[Server]:
+    server = Server(script)
+    listener = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    server.url = f"http://127.0.0.1:{port}"
+    try:
+        yield server
+    finally:
+        listener.close()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the loop run until ``condition`` holds (what the test waits for is the
+    loop's own work: callbacks, other tasks' steps)."""
+    for _ in range(100_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
+def answer(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
+    lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def client(
+    timeout: float = 600, limits: httpx.Limits = api_client.POOL_LIMITS
+) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=timeout, transport=KeptTransport(api_client.tls(), limits), trust_env=False
+    )
+
+
+async def test_successive_requests_reuse_one_connection() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await server.request(reader)
+            writer.write(
+                answer(b'{"n": %d}' % len(server.requests), "Content-Type: application/json")
+            )
+
+    async with serving(script) as server, client() as http:
+        found = [(await http.get(server.url + f"/events?page={k}")).json()["n"] for k in range(3)]
+
+    assert found == [1, 2, 3]
+    assert server.accepted == 1
+    assert b"GET /events?page=2 HTTP/1.1" in server.requests[2]
+    assert b"host: 127.0.0.1" in server.requests[0].lower()
+
+
+async def test_a_connection_the_server_closed_is_not_used_again() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await server.request(reader)
+        writer.write(answer(b"first" if n == 1 else b"again"))
+        await writer.drain()
+        if n == 1:
+            writer.close()  # after its answer: the client must notice before reusing it
+            return
+        await reader.read()
+
+    async with serving(script) as server, client() as http:
+        assert (await http.get(server.url)).content == b"first"
+        transport = http._transport
+        assert isinstance(transport, KeptTransport)
+        # Until the loop has told the kept connection that its stream ended.
+        await until(lambda: all(conn.ended for idle in transport._idle.values() for conn in idle))
+        assert (await http.get(server.url)).content == b"again"
+
+    assert server.accepted == 2
+
+
+async def test_an_answer_that_closes_its_connection_is_not_kept() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await server.request(reader)
+        writer.write(answer(b"bye", "Connection: close"))
+        await writer.drain()
+        await reader.read()
+
+    async with serving(script) as server, client() as http:
+        for _ in range(2):
+            assert (await http.get(server.url)).content == b"bye"
+
+    assert server.accepted == 2
+
+
+async def test_a_cancelled_request_leaves_no_answer_for_the_next() -> None:
+    """A request cancelled while its answer is awaited: that answer, arriving later,
+    must never be read as the next request's."""
+    release = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await server.request(reader)
+            if len(server.requests) == 1:
+                await release.wait()
+                writer.write(answer(b"stale"))
+            else:
+                writer.write(answer(b"fresh"))
+            await writer.drain()
+
+    async with serving(script) as server, client() as http:
+        first = asyncio.create_task(http.get(server.url))
+        await until(lambda: bool(server.requests))
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        release.set()
+        assert (await http.get(server.url)).content == b"fresh"
+
+    assert server.accepted == 2
+
+
+async def test_a_server_that_never_answers_meets_the_read_timeout() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await server.request(reader)
+        await reader.read()  # no answer, ever
+
+    async with serving(script) as server, client(timeout=0.05) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.get(server.url)
+
+
+async def test_a_server_that_drips_its_headers_meets_the_read_timeout() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await server.request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")  # and never the rest
+        await writer.drain()
+        await reader.read()
+
+    async with serving(script) as server, client(timeout=0.05) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.get(server.url)
+
+
+async def test_headers_over_the_bound_are_refused() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await server.request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for k in range(MAX_HEAD_BYTES // 1000 + 10):
+            writer.write(f"X-Filler-{k}: {'x' * 1000}\r\n".encode())
+            await writer.drain()
+        await reader.read()
+
+    async with serving(script) as server, client() as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.get(server.url)
+
+
+async def test_a_body_cut_short_is_an_error_and_the_connection_goes() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await server.request(reader)
+        if n == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+            await writer.drain()
+            return  # closed: 91 bytes short
+        writer.write(answer(b"whole"))
+        await writer.drain()
+        await reader.read()
+
+    async with serving(script) as server, client() as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.get(server.url)
+        assert (await http.get(server.url)).content == b"whole"
+
+    assert server.accepted == 2
+
+
+async def test_a_server_that_closes_without_answering_is_an_error() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await server.request(reader)
+
+    async with serving(script) as server, client() as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.get(server.url)
+
+
+async def test_request_bodies_and_compressed_answers() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        head = await server.request(reader)
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )  # fmt: skip
+        body = await reader.readexactly(length)
+        writer.write(answer(gzip.compress(body[::-1]), "Content-Encoding: gzip"))
+        await writer.drain()
+        await reader.read()
+
+    async with serving(script) as server, client() as http:
+        found = await http.post(server.url + "/batch", content=b"0123456789" * 1000)
+
+    assert found.status_code == 200
+    assert found.content == (b"0123456789" * 1000)[::-1]
+
+
+async def test_no_more_connections_than_the_limit() -> None:
+    release = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await server.request(reader)
+            await release.wait()
+            writer.write(answer(b"ok"))
+            await writer.drain()
+
+    limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
+    async with serving(script) as server, client(limits=limits) as http:
+        calls = [asyncio.create_task(http.get(server.url)) for _ in range(5)]
+        transport = http._transport
+        assert isinstance(transport, KeptTransport)
+        slots = transport._slots
+        assert slots is not None
+        await until(lambda: len(server.requests) >= 2 and len(slots._waiters or ()) >= 3)
+        assert len(server.requests) == 2  # the other three wait for a free connection
+        release.set()
+        answers = await asyncio.gather(*calls)
+
+    assert [a.content for a in answers] == [b"ok"] * 5
+    assert server.accepted == 2
+
+
+async def test_a_refused_connection_is_a_connect_error() -> None:
+    async with serving(lambda reader, writer, n: asyncio.sleep(0)) as server:
+        url = server.url
+    async with client() as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(url)
+
+
+async def test_the_shared_clients_use_this_transport() -> None:
+    """The clients the providers share (``api_client.shared_client``) run on it."""
+    found = api_client.shared_client("https://www.googleapis.com/calendar/v3", 30)
+    assert found is not None
+    try:
+        assert isinstance(found._transport, KeptTransport)
+    finally:
+        await api_client.close_shared()
