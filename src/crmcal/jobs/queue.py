@@ -44,7 +44,7 @@ from psycopg import sql
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
-from crmcal import db_errors
+from crmcal import db_errors, heap
 from crmcal.config import Settings
 from crmcal.crm.tables import utcnow
 from crmcal.db import IDLE_PING_SECONDS, Database
@@ -94,6 +94,9 @@ class Runtime:
     # jobs skip the look-up of a per-server limit.
     not_caldav: set[int] = field(default_factory=set)
     statistics: QueueStatistics | None = None
+    # What the process's syncs freed is given back to the system every so many jobs
+    # (``crmcal.heap``): otherwise the busiest minutes set its resident memory for good.
+    trimmer: heap.Trimmer = field(default_factory=heap.Trimmer)
 
     def __post_init__(self) -> None:
         if self.limits is None:
@@ -264,6 +267,15 @@ def _runtime(context: procrastinate.JobContext) -> Runtime:
 
 async def sync_connection(context: procrastinate.JobContext, connection_id: int) -> None:
     runtime = _runtime(context)
+    try:
+        await _sync_connection(runtime, context, connection_id)
+    finally:
+        runtime.trimmer.job_done()
+
+
+async def _sync_connection(
+    runtime: Runtime, context: procrastinate.JobContext, connection_id: int
+) -> None:
     # A sync someone waits for that is put back (held, busy) keeps its place ahead.
     urgent = _is_urgent(context)
     try:
