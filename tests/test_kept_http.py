@@ -8,6 +8,7 @@ import asyncio
 import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -71,10 +72,12 @@ def answer(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
 
 
 def client(
-    timeout: float = 600, limits: httpx.Limits = api_client.POOL_LIMITS
+    timeout: float = 600, limits: httpx.Limits = api_client.POOL_LIMITS, **bounds: Any
 ) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        timeout=timeout, transport=KeptTransport(api_client.tls(), limits), trust_env=False
+        timeout=timeout,
+        transport=KeptTransport(api_client.tls(), limits, **bounds),
+        trust_env=False,
     )
 
 
@@ -177,6 +180,44 @@ async def test_a_server_that_drips_its_headers_meets_the_read_timeout() -> None:
     async with serving(script) as server, client(timeout=0.05) as http:
         with pytest.raises(httpx.ReadTimeout):
             await http.get(server.url)
+
+
+async def test_a_server_pacing_each_byte_inside_the_read_timeout_meets_the_deadline() -> None:
+    """Each byte comes well within the read timeout, the whole answer never does."""
+    finished = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await server.request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        while not finished.is_set():  # a byte at a time until the client gives up
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.001)
+
+    async with serving(script) as server, client(timeout=600, deadline=0.05) as http:
+        try:
+            with pytest.raises(httpx.ReadTimeout):
+                await http.get(server.url)
+        finally:
+            finished.set()
+
+
+async def test_a_body_over_the_bound_is_refused() -> None:
+    finished = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await server.request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        while not finished.is_set():  # endless
+            writer.write(b"400\r\n" + b"y" * 1024 + b"\r\n")
+            await writer.drain()
+
+    async with serving(script) as server, client(max_body=64 * 1024) as http:
+        try:
+            with pytest.raises(httpx.RemoteProtocolError, match="larger than"):
+                await http.get(server.url)
+        finally:
+            finished.set()
 
 
 async def test_headers_over_the_bound_are_refused() -> None:

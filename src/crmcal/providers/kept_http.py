@@ -17,6 +17,9 @@ requests. This transport does the same exchange on asyncio's own protocol callba
   request's read timeout (``httpx.ReadTimeout``), the connection by its connect
   timeout, a wait for a free connection by its pool timeout, and a wait for the
   socket to take more bytes by its write timeout, as httpx's timeouts mean them;
+* an answer's body is at most ``MAX_BODY_BYTES`` and a whole exchange lasts at most
+  ``TOTAL_DEADLINE`` seconds, however the server paces its bytes (httpx's own
+  transport had neither bound);
 * at most ``max_connections`` requests are in flight and at most
   ``max_keepalive_connections`` connections kept idle, as ``httpx.Limits`` says;
 * a connection whose exchange did not end cleanly (an error, a timeout, a
@@ -39,6 +42,12 @@ import httpx
 
 # A status line with its headers, at most (httpcore's bound too).
 MAX_HEAD_BYTES = 100 * 1024
+# An answer's body as sent, at most: far above a full page of Google events (2,500) or
+# a Graph $batch of twenty, far below what would strain a worker's memory.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+# One exchange, from the request's first byte to the answer's last, at most: a server
+# sending a byte just inside each read timeout cannot hold a sync for longer.
+TOTAL_DEADLINE = 120.0
 
 Origin = tuple[bytes, bytes, int]
 
@@ -133,8 +142,17 @@ def _expire(waiter: asyncio.Future[None], expired: Callable[[], Exception]) -> N
 class KeptTransport(httpx.AsyncBaseTransport):
     """Requests over connections kept per origin, for one event loop."""
 
-    def __init__(self, tls: ssl.SSLContext, limits: httpx.Limits) -> None:
+    def __init__(
+        self,
+        tls: ssl.SSLContext,
+        limits: httpx.Limits,
+        *,
+        max_body: int = MAX_BODY_BYTES,
+        deadline: float = TOTAL_DEADLINE,
+    ) -> None:
         self._tls = tls
+        self._max_body = max_body
+        self._deadline = deadline
         # As httpcore does for HTTP/1.1 only (the context is shared with other clients,
         # which ask for the same).
         tls.set_alpn_protocols(["http/1.1"])
@@ -260,15 +278,18 @@ class KeptTransport(httpx.AsyncBaseTransport):
         transport = conn.transport
         if conn.lost or transport is None or transport.is_closing():
             raise httpx.WriteError("the connection was closed")
+        loop = conn.loop
+        deadline = loop.time() + self._deadline
         transport.write(data)
         write_timeout = timeouts.get("write")
         while conn.paused:
-            await conn.wait(write_timeout, _write_timeout)
+            await conn.wait(_bounded(write_timeout, deadline, loop), _write_timeout)
         if conn.lost and not conn.pending:
             raise httpx.WriteError("the connection was closed while the request was sent")
         read_timeout = timeouts.get("read")
         head: h11.Response | None = None
         chunks: list[bytes] = []
+        size = 0
         try:
             while True:
                 event = parser.next_event()
@@ -285,10 +306,15 @@ class KeptTransport(httpx.AsyncBaseTransport):
                         conn.fed_end = True
                         parser.receive_data(b"")
                     else:
-                        await conn.wait(read_timeout, _read_timeout)
+                        await conn.wait(_bounded(read_timeout, deadline, loop), _read_timeout)
                 elif isinstance(event, h11.Response):
                     head = event
                 elif isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > self._max_body:
+                        raise httpx.RemoteProtocolError(
+                            f"the answer is larger than {self._max_body:,} bytes"
+                        )
                     chunks.append(bytes(event.data))
                 elif isinstance(event, h11.EndOfMessage):
                     break
@@ -315,6 +341,13 @@ class KeptTransport(httpx.AsyncBaseTransport):
                 conn.close()
         self._idle.clear()
         self._kept = 0
+
+
+def _bounded(timeout: float | None, deadline: float, loop: asyncio.AbstractEventLoop) -> float:
+    """``timeout``, shortened to what is left of the exchange's ``deadline`` (then the
+    wait's expiry is a read or write timeout, as a silent server's would be)."""
+    left = max(deadline - loop.time(), 0.0)
+    return left if timeout is None else min(timeout, left)
 
 
 def _read_timeout() -> Exception:
