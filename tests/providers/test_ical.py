@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import uuid
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -1112,3 +1113,45 @@ def test_an_unchanged_description_keeps_its_html_body_as_it_was() -> None:
         patch_event(renamed, "e1", previous, frozenset({"summary", "description"})),
     ):
         assert _alt_descs(text) == [_HTML]
+
+
+def _series_in(tzid: str, uid: str, offset: str) -> str:
+    """A daily series in a zone only its own VTIMEZONE defines (``offset`` all year),
+    with its second occurrence moved and carrying a property crmcal does not own."""
+    zoned = f";TZID={tzid}"
+    lines = [
+        "BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//Test//Test//EN",
+        "BEGIN:VTIMEZONE", f"TZID:{tzid}", "BEGIN:STANDARD", "DTSTART:16010101T000000",
+        f"TZOFFSETFROM:{offset}", f"TZOFFSETTO:{offset}", "END:STANDARD", "END:VTIMEZONE",
+        "BEGIN:VEVENT", f"UID:{uid}", "DTSTAMP:20261101T080000Z", "SUMMARY:Daily",
+        f"DTSTART{zoned}:20270701T100000", f"DTEND{zoned}:20270701T110000",
+        "RRULE:FREQ=DAILY;COUNT=3", "END:VEVENT",
+        "BEGIN:VEVENT", f"UID:{uid}", "DTSTAMP:20261101T080000Z",
+        f"RECURRENCE-ID{zoned}:20270702T100000", "SUMMARY:Moved", "X-FOREIGN:keep me",
+        f"DTSTART{zoned}:20270702T120000", f"DTEND{zoned}:20270702T130000", "END:VEVENT",
+        "END:VCALENDAR",
+    ]  # fmt: skip
+    return "\r\n".join(lines) + "\r\n"
+
+
+@pytest.mark.parametrize("offsets", [("+0545", "-0300"), ("-0300", "+0545")])
+def test_an_override_is_matched_in_its_own_resources_zone(offsets: tuple[str, str]) -> None:
+    """icalendar keeps the first VTIMEZONE it reads of a TZID no zone database knows, for
+    the whole process. A later resource defining that TZID otherwise still has its
+    overridden occurrence found by its own zone's RECURRENCE-ID: patched, the
+    occurrence keeps what crmcal does not own instead of being written afresh."""
+    tzid = f"Zone {uuid.uuid4().hex[:8]}"
+    first, second = (_series_in(tzid, uid, o) for uid, o in zip(("a", "b"), offsets, strict=True))
+    read = parse_event(first)
+    assert read is not None
+    patch_event(dataclasses.replace(read, summary="Read first"), "a", first, frozenset({"summary"}))
+    event = parse_event(second)
+    assert event is not None
+    (moved,) = event.overrides
+    retitled = dataclasses.replace(event, overrides=(dataclasses.replace(moved, summary="Again"),))
+    written = patch_event(retitled, "b", second, frozenset({"overrides"}))
+    assert "X-FOREIGN:keep me" in written
+    found = parse_event(written)
+    assert found is not None
+    (again,) = found.overrides
+    assert (again.summary, again.recurrence_id) == ("Again", moved.recurrence_id)
