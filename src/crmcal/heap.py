@@ -2,7 +2,7 @@
 
 A worker's resident memory was set by what its busiest moments left behind, not by
 what it keeps: measured in a worker after a round of 1,000 first syncs and one of
-no-change syncs (``bench/RESULTS.md``), 188 MB resident, of which glibc's main heap
+no-change syncs (``bench/RESULTS.md``), 183 MB resident, of which glibc's main heap
 held 77 MB with 25 MB in use and 52 MB free in some 290 holes between blocks still
 in use. glibc gives back on its own only the free space at the heap's top, so those
 holes stay resident however long the process runs; which blocks pin them depends on
@@ -10,7 +10,7 @@ how the syncs of the busiest minutes interleaved, so the same bench ended betwee
 140 and 240 MB from run to run. Threads' own malloc arenas held under 1 MB.
 
 ``malloc_trim(0)`` hands the free pages inside the heap back too (the memory stays
-the process's to reuse; the next use costs a page fault): in that worker 188 → 135 MB.
+the process's to reuse; the next use costs a page fault): in that worker 183 → 131 MB.
 So a worker calls it once every ``TRIM_EVERY_JOBS`` sync jobs (a few milliseconds,
 not per job). On a C library other than glibc (musl, macOS) nothing is done.
 """
