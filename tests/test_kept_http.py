@@ -281,6 +281,35 @@ async def test_request_bodies_and_compressed_answers() -> None:
     assert found.content == (b"0123456789" * 1000)[::-1]
 
 
+async def test_a_compressed_answer_over_the_bound_once_decoded_is_refused() -> None:
+    bomb = gzip.compress(b"\0" * (1024 * 1024))  # about 1 KiB sent, 1 MiB decoded
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        head = await server.request(reader)
+        assert b"accept-encoding: gzip, deflate\r\n" in head.lower()
+        writer.write(answer(bomb, "Content-Encoding: gzip"))
+        await writer.drain()
+        await reader.read()
+
+    async with serving(script) as server, client(max_body=64 * 1024) as http:
+        with pytest.raises(httpx.RemoteProtocolError, match="once decoded"):
+            await http.get(server.url)
+    assert len(bomb) < 64 * 1024
+
+
+async def test_a_corrupt_or_unknown_coding_is_a_transport_error() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await server.request(reader)
+        coding = "gzip" if n == 1 else "compress"
+        writer.write(answer(b"not gzip at all", f"Content-Encoding: {coding}"))
+        await writer.drain()
+
+    async with serving(script) as server, client() as http:
+        for _ in range(2):
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.get(server.url)
+
+
 async def test_no_more_connections_than_the_limit() -> None:
     release = asyncio.Event()
 

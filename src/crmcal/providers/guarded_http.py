@@ -32,13 +32,14 @@ import ssl
 import threading
 import time
 import typing
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpcore
 import httpx
+
+from crmcal.providers import content_coding
 
 MiB = 1024 * 1024
 MAX_RESPONSE_BYTES = 20 * MiB
@@ -281,7 +282,7 @@ class GuardedClient:
         parsed = parse_url(url)
         started = time.monotonic()
         content = body.encode() if isinstance(body, str) else body
-        sent = {"Accept-Encoding": "gzip, deflate", **headers}
+        sent = {"Accept-Encoding": content_coding.ACCEPTED, **headers}
         _deadline.until = started + self.deadline
         try:
             with self._client.stream(method, parsed, content=content, headers=sent) as r:
@@ -326,17 +327,12 @@ class GuardedClient:
 
 def _decoded(raw: bytes, headers: httpx.Headers, cap: int) -> bytes:
     """The body without its content coding, itself under the cap (no zip bombs)."""
-    coding = headers.get("content-encoding", "identity").strip().lower()
-    if coding in ("", "identity"):
-        return raw
-    if coding not in ("gzip", "deflate", "x-gzip"):
-        raise httpx.DecodingError(f"unsupported content encoding {coding!r}")
-    wbits = 16 + zlib.MAX_WBITS if "gzip" in coding else zlib.MAX_WBITS
-    decoder = zlib.decompressobj(wbits)
-    out = decoder.decompress(raw, cap + 1)
-    if len(out) > cap or decoder.unconsumed_tail:
-        raise AnswerTooLarge(f"the server's answer is larger than {cap // MiB} MiB")
-    return out
+    try:
+        return content_coding.decoded(raw, headers.get("content-encoding"), cap)
+    except content_coding.DecodedTooLarge:
+        raise AnswerTooLarge(f"the server's answer is larger than {cap // MiB} MiB") from None
+    except content_coding.CodingRefused as refused:
+        raise httpx.DecodingError(str(refused)) from None
 
 
 def reason(failure: BaseException) -> str:

@@ -17,9 +17,10 @@ requests. This transport does the same exchange on asyncio's own protocol callba
   request's read timeout (``httpx.ReadTimeout``), the connection by its connect
   timeout, a wait for a free connection by its pool timeout, and a wait for the
   socket to take more bytes by its write timeout, as httpx's timeouts mean them;
-* an answer's body is at most ``MAX_BODY_BYTES`` and a whole exchange lasts at most
-  ``TOTAL_DEADLINE`` seconds, however the server paces its bytes (httpx's own
-  transport had neither bound);
+* an answer's body is at most ``MAX_BODY_BYTES``, as sent and once decoded (gzip
+  and deflate, the only codings asked for, are decoded here under that bound), and
+  a whole exchange lasts at most ``TOTAL_DEADLINE`` seconds, however the server
+  paces its bytes (httpx's own transport had none of these bounds);
 * at most ``max_connections`` requests are in flight and at most
   ``max_keepalive_connections`` connections kept idle, as ``httpx.Limits`` says;
 * a connection whose exchange did not end cleanly (an error, a timeout, a
@@ -27,8 +28,8 @@ requests. This transport does the same exchange on asyncio's own protocol callba
 * failures are httpx's own exceptions (``ConnectError``, ``ReadTimeout``,
   ``RemoteProtocolError`` ...), so callers map them as before.
 
-Redirects, cookies, authentication, proxies from the environment and content decoding
-stay with ``httpx.AsyncClient`` around this transport. Only http and https, HTTP/1.1.
+Redirects, cookies, authentication and proxies from the environment stay with
+``httpx.AsyncClient`` around this transport. Only http and https, HTTP/1.1.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from collections.abc import Callable
 
 import h11
 import httpx
+
+from crmcal.providers import content_coding
 
 # A status line with its headers, at most (httpcore's bound too).
 MAX_HEAD_BYTES = 100 * 1024
@@ -267,7 +270,7 @@ class KeptTransport(httpx.AsyncBaseTransport):
         try:
             data = parser.send(
                 h11.Request(
-                    method=request.method, target=request.url.raw_path, headers=request.headers.raw
+                    method=request.method, target=request.url.raw_path, headers=_sent(request)
                 )
             )
             if body:
@@ -327,9 +330,25 @@ class KeptTransport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(str(error)) from error
         assert head is not None
         content = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+        headers = head.headers.raw_items()
+        coding = [value for name, value in headers if name.lower() == b"content-encoding"]
+        if coding:
+            # Decoded here, under the same cap: a small compressed answer may inflate
+            # to gigabytes, and httpx would decode it whole.
+            try:
+                content = content_coding.decoded(
+                    content, b",".join(coding).decode("latin-1"), self._max_body
+                )
+            except content_coding.CodingRefused as refused:
+                raise httpx.RemoteProtocolError(str(refused)) from None
+            headers = [
+                (name, value)
+                for name, value in headers
+                if name.lower() not in (b"content-encoding", b"content-length")
+            ]
         return httpx.Response(
             status_code=head.status_code,
-            headers=head.headers.raw_items(),
+            headers=headers,
             stream=httpx.ByteStream(content),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
         )
@@ -341,6 +360,17 @@ class KeptTransport(httpx.AsyncBaseTransport):
                 conn.close()
         self._idle.clear()
         self._kept = 0
+
+
+def _sent(request: httpx.Request) -> list[tuple[bytes, bytes]]:
+    """The request's headers, asking only for the codings ``content_coding`` decodes."""
+    return [
+        (name, _ACCEPTED if name.lower() == b"accept-encoding" else value)
+        for name, value in request.headers.raw
+    ]
+
+
+_ACCEPTED = content_coding.ACCEPTED.encode()
 
 
 def _bounded(timeout: float | None, deadline: float, loop: asyncio.AbstractEventLoop) -> float:
