@@ -69,8 +69,8 @@ LONGEST = (
 # PostgreSQL one kind per test: the first of these among its kinds. The sync engine
 # stores what every provider gives it alike, so a test's PostgreSQL run on a second kind
 # repeated the first's statements on other wire formats; what each provider's ids,
-# versions and cursors do on PostgreSQL is tested by tests/test_sync_*_api.py, on both
-# backends.
+# versions and cursors do on PostgreSQL is tested by tests/test_sync_*_api.py, and the
+# cloud providers' series by tests/test_sync_cloud_series.py, on both backends.
 POSTGRES_KIND_ORDER = ("radicale", "xandikos", "google", "microsoft", "memory")
 
 

@@ -30,7 +30,7 @@ from tests.memory_provider import MemoryCalendar, MemoryProvider
 from tests.providers.harness import CalDAVHarness, CalDAVServer
 
 ELSEWHERE = "worker-7.other-host:4242"
-PATIENCE = 120  # seconds an awaited state may take on a busy machine; never a bound on a pass
+PATIENCE = 600  # seconds an awaited state may take on a busy machine; never a bound on a pass
 
 
 def now() -> dt.datetime:
