@@ -20,7 +20,8 @@ without an ETag; ``absolute_hrefs`` and ``recode_hrefs`` answer multistatus href
 absolute URLs and percent-encoded another way than asked (every octet but ``/``, in
 lower-case hex); ``collection_member`` lists the collection itself, without its
 trailing slash, among a listing's members; ``foreign_member`` lists a resource on
-another host among them.
+another host among them; ``no_sync_tokens`` is a server without RFC 6578 (no
+``sync-collection``, no ``DAV:sync-token``), ``no_ctag`` one without a CTag either.
 Served on 127.0.0.1 port 0 by uvicorn.
 """
 
@@ -48,6 +49,7 @@ CYRUS_REFUSAL = (
     'xmlns:C="urn:ietf:params:xml:ns:caldav"><C:valid-calendar-data/>'
     "<D:responsedescription>{}</D:responsedescription></D:error>"
 )
+NO_SYNC_REPORT = b'<?xml version="1.0"?><D:error xmlns:D="DAV:"><D:supported-report/></D:error>'
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
         "host"}  # fmt: skip
 
@@ -85,6 +87,10 @@ class Behaviour:
     if_matches: list[str] = field(default_factory=list)  # If-Match headers, as sent
     # (method, path) -> the status the next such request is answered with, unforwarded.
     fail_once: dict[tuple[str, str], int] = field(default_factory=dict)
+    # No sync tokens: sync-collection refused (403 DAV:supported-report), no DAV:sync-token
+    # property; ``no_ctag`` leaves the CTag (CS:getctag) out too.
+    no_sync_tokens: bool = False
+    no_ctag: bool = False
 
     def count(self, method: str, suffix: str = "") -> int:
         return sum(n for (m, p), n in self.requests.items() if m == method and p.endswith(suffix))
@@ -161,6 +167,13 @@ def _recoded(path: str) -> str:
 def _listing(body: bytes, method: str, path: str, origin: str, behaviour: Behaviour) -> bytes:
     """A multistatus ``body`` with its ETags and hrefs answered as ``behaviour`` says."""
     tree = etree.fromstring(body)
+    doomed = [*(tree.iter("{DAV:}sync-token") if behaviour.no_sync_tokens else ()),
+              *(tree.iter("{http://calendarserver.org/ns/}getctag") if behaviour.no_ctag
+                else ())]  # fmt: skip
+    for element in doomed:
+        holder = element.getparent()
+        if holder is not None and holder.tag == "{DAV:}prop":
+            holder.remove(element)
     for etag in list(tree.iter("{DAV:}getetag")):
         if behaviour.listing_etags == "missing":
             holder = etag.getparent()
@@ -319,6 +332,8 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
             kind = re.search(rb"<\w+:(sync-collection|calendar-multiget|calendar-query)", body)
             report = kind.group(1).decode() if kind else "other"
             behaviour.reports[report] += 1
+            if report == "sync-collection" and behaviour.no_sync_tokens:
+                return Response(NO_SYNC_REPORT, 403, media_type="application/xml")
         if request.method == "PUT" and behaviour.rewrite_stored:
             body = _stored_otherwise(body, behaviour)
         if request.method == "PUT":
@@ -369,7 +384,8 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
                 content = _garbled(content, behaviour)
         odd_listings = (behaviour.listing_etags, behaviour.all_weak, behaviour.absolute_hrefs,
                         behaviour.recode_hrefs, behaviour.collection_member,
-                        behaviour.foreign_member)  # fmt: skip
+                        behaviour.foreign_member, behaviour.no_sync_tokens,
+                        behaviour.no_ctag)  # fmt: skip
         if (answer.status_code == 207 and request.method in ("PROPFIND", "REPORT")
                 and any(odd_listings)):  # fmt: skip
             content = _listing(

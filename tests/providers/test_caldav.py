@@ -241,8 +241,11 @@ async def test_full_listing_without_sync_collection(
     monkeypatch.setattr(CalDAVProvider, "_sync_collection", lambda *args: None)
     listing = await caldav.provider.list_changes(caldav.calendar_id, "some-token")
     assert listing.full
-    assert listing.cursor is None
+    # Its cursor is the collection's CTag: unchanged, the next listing names nothing.
+    assert (listing.cursor or "").startswith("ctag:")
     assert [(r.id, r.etag) for r in listing.changed] == [(ref.id, ref.etag)]
+    again = await caldav.provider.list_changes(caldav.calendar_id, listing.cursor)
+    assert (again.full, again.changed, again.cursor) == (False, [], listing.cursor)
 
 
 @pytest.mark.parametrize("answer", ["refused", "truncated", "no sync-token"])

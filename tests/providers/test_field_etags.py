@@ -179,3 +179,55 @@ async def test_weak_etags_are_compared_alike_and_sent_back_as_given(
     behaviour.requests.clear()
     assert quiet(proxied.sync_with_problems())
     assert writes(behaviour) == 0
+
+
+async def test_without_sync_tokens_or_etags_a_quiet_sync_reads_the_ctag_alone(
+    proxied: Proxied,
+    behaviour: Behaviour,
+) -> None:
+    harness = proxied.harness
+    # No RFC 6578 and no ETags: only the collection's CTag says whether anything moved.
+    behaviour.no_sync_tokens = True
+    behaviour.listing_etags = "missing"
+    elsewhere = await put_elsewhere(proxied, "Elsewhere")
+    proxied.connect()
+    (made,), by_title = await proxied.synced_activities("From the CRM")
+    assert subjects(proxied) == ["Elsewhere", "From the CRM"]
+    # crmcal's own write moved the CTag: the next sync lists and compares once.
+    behaviour.requests.clear()
+    assert quiet(proxied.sync_with_problems())
+    assert writes(behaviour) == 0
+    for _ in range(2):
+        behaviour.requests.clear()
+        assert quiet(proxied.sync_with_problems())
+        assert sum(behaviour.requests.values()) == 1  # the CTag's PROPFIND
+        assert behaviour.count("PROPFIND") == 1
+    # A change elsewhere moves the CTag: everything is listed and compared, the
+    # change comes in, nothing is written.
+    await harness.retitle(elsewhere, "Elsewhere (calendar)")
+    behaviour.requests.clear()
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["deleted"], writes(behaviour)) == ([], 0, 0)
+    assert subjects(proxied) == ["Elsewhere (calendar)", "From the CRM"]
+    # A CRM edit is written once; the CTag it moves lists everything once more,
+    # which writes nothing.
+    proxied.edit_activity(made["id"], location="Room 7")
+    behaviour.requests.clear()
+    assert proxied.sync_with_problems()["problems"] == []
+    assert behaviour.count("PUT") == 1
+    behaviour.requests.clear()
+    assert quiet(proxied.sync_with_problems())
+    assert writes(behaviour) == 0
+    behaviour.requests.clear()
+    assert quiet(proxied.sync_with_problems())
+    assert sum(behaviour.requests.values()) == 1
+    # Without a CTag either, every sync lists and compares: still nothing written.
+    behaviour.no_ctag = True
+    for _ in range(2):
+        behaviour.requests.clear()
+        assert quiet(proxied.sync_with_problems())
+        assert writes(behaviour) == 0
+    await harness.remove(by_title["From the CRM"])
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["deleted"]) == ([], 1)
+    assert [a["id"] for a in proxied.activities(deleted=True)] == [made["id"]]

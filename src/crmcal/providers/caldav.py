@@ -122,6 +122,11 @@ async def _in_pool(function: Callable[..., T], *args: Any) -> T:
 
 DAV = "{DAV:}"
 CALDAV = "{urn:ietf:params:xml:ns:caldav}"
+CALENDARSERVER = "{http://calendarserver.org/ns/}"
+_GETCTAG = '<CS:getctag xmlns:CS="http://calendarserver.org/ns/"/>'
+# The cursor of a server without sync tokens: the collection's CTag (which changes
+# whenever anything in it does) when the last full listing was read.
+CTAG_CURSOR = "ctag:"
 _NAMESPACES = 'xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"'
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 _DEFAULT_NAMES = ("default", "calendar", "home", "personal", "primary", "main")
@@ -896,6 +901,12 @@ class CalDAVProvider:
     def _list_changes(
         self, calendar: str, cursor: str | None, with_contents: bool
     ) -> ChangeListing:
+        if cursor and cursor.startswith(CTAG_CURSOR):
+            if self._ctag(calendar) == cursor[len(CTAG_CURSOR) :]:
+                return ChangeListing(full=False, cursor=cursor)  # nothing changed since
+            # Something did (or the CTag is gone): list everything, the way that gave
+            # this cursor (the server had no sync tokens then).
+            return self._propfind_listing(calendar)
         if cursor:
             listing = self._sync_collection(calendar, cursor)
             if listing is not None:
@@ -1030,14 +1041,31 @@ class CalDAVProvider:
                 names.append(member.href)
         return (token, names) if token else None
 
+    def _ctag(self, calendar: str) -> str | None:
+        """The collection's CTag (``CS:getctag``), or None when it gives none."""
+        reply = self._propfind(calendar, [_GETCTAG], 0)
+        if reply.status == 404:
+            raise CalendarNotFound(f"the calendar {calendar} does not exist (404)")
+        for member in _members(reply.tree if reply.status == 207 else None):
+            return _text_of(member.props.get(f"{CALENDARSERVER}getctag"))
+        return None
+
     def _propfind_listing(self, calendar: str) -> ChangeListing:
+        """Every member with its ETag, for a server without sync tokens. Its cursor is
+        the collection's CTag, read in the same request: while it stays the same,
+        nothing changed, and the next listing is that one request of it."""
         reply = self._expect(
-            self._propfind(calendar, ["<D:getetag/>", "<D:resourcetype/>"], 1),
+            self._propfind(calendar, ["<D:getetag/>", "<D:resourcetype/>", _GETCTAG], 1),
             "listing events",
             207,
         )
         listing = ChangeListing(full=True, cursor=None)
+        here = normalize_href(urlsplit(calendar).path).rstrip("/")
         for member in _members(reply.tree):
+            if member.href.rstrip("/") == here:
+                ctag = _text_of(member.props.get(f"{CALENDARSERVER}getctag"))
+                listing.cursor = CTAG_CURSOR + ctag if ctag else None
+                continue
             kind = member.props.get(f"{DAV}resourcetype")
             if _not_a_member(member.href, calendar) or (kind is not None and len(kind)):
                 continue  # the collection itself, or a sub-collection
