@@ -5,13 +5,21 @@ end cleanly, and every server byte read under the bounds httpx's transport kept.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import gzip
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from crmcal.providers import api_client
 from crmcal.providers.kept_http import MAX_HEAD_BYTES, KeptTransport
@@ -352,3 +360,68 @@ async def test_the_shared_clients_use_this_transport() -> None:
         assert isinstance(found._transport, KeptTransport)
     finally:
         await api_client.close_shared()
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path, str]:
+    """A certificate for 127.0.0.1 signed by its own key: (cert file, key file, PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_text(pem)
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file, pem
+
+
+async def test_https_with_the_servers_certificate_checked(tmp_path: Path) -> None:
+    cert_file, key_file, pem = self_signed(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert_file, key_file)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(answer(b"secure"))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=served)
+    url = f"https://127.0.0.1:{listener.sockets[0].getsockname()[1]}/"
+    trusting = ssl.create_default_context(cadata=pem)
+    try:
+        async with httpx.AsyncClient(
+            timeout=600, transport=KeptTransport(trusting, api_client.POOL_LIMITS), trust_env=False
+        ) as http:
+            assert [(await http.get(url)).content for _ in range(2)] == [b"secure"] * 2
+        # The default trust store does not know this certificate: refused.
+        async with client() as http:
+            with pytest.raises(httpx.ConnectError, match=r"(?i)certificate"):
+                await http.get(url)
+    finally:
+        listener.close()
