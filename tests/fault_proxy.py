@@ -11,10 +11,14 @@ and middle boxes do in the field:
   a sync is in the middle of something;
 * ``answer``: the request is not forwarded; the proxy answers ``status`` with
   ``body`` (a 403 precondition, a 401, a 500 ...);
-* ``refuse``: the connection is dropped without an answer.
+* ``refuse``: the connection is dropped without an answer;
+* ``cut``: the answer is forwarded with its full ``Content-Length`` but only the
+  first half of its body, and the connection is dropped there (an answer cut off
+  mid-way).
 
 A rule matches a method and a regular expression searched in the path and
-query; ``times`` limits how often it applies. ``requests`` records what passed.
+query; ``skip`` lets that many matching requests through first, ``times`` limits
+how often it applies. ``requests`` records what passed.
 
 Batch requests (Google's ``multipart/mixed`` ``/batch/...``, Graph's JSON
 ``/$batch``) are looked into: each call in one is matched as a request of its
@@ -42,7 +46,7 @@ import httpx
 
 from tests.served import served_app
 
-Action = Literal["truncate", "hold", "answer", "refuse"]
+Action = Literal["truncate", "hold", "answer", "refuse", "cut"]
 
 
 @dataclass
@@ -56,6 +60,7 @@ class Rule:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)  # answer: more headers
     times: int | None = None  # how many requests it applies to; None: every one
+    skip: int = 0  # matching requests let through before it applies
     hits: int = 0
     released: threading.Event = field(default_factory=threading.Event)
 
@@ -119,7 +124,10 @@ class FaultProxy:
         client = scope.get("client")
         self.clients.append((client[0], client[1]) if client else None)
         rule = next((r for r in self.rules if r.matches(method, target)), None)
-        if rule is not None:
+        if rule is not None and rule.skip:
+            rule.skip -= 1
+            rule = None
+        elif rule is not None:
             rule.hits += 1
         batch = _Batch.read(method, target, scope, body)
         answered: dict[int, Rule] = {}
@@ -172,6 +180,10 @@ class FaultProxy:
         ]
         out.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": reply.status_code, "headers": out})
+        if rule is not None and rule.action == "cut":
+            await send({"type": "http.response.body", "body": content[: len(content) // 2],
+                        "more_body": True})  # fmt: skip
+            raise Dropped(target)
         await send({"type": "http.response.body", "body": content})
 
 

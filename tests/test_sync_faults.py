@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.db import Database
+from crmcal.providers import caldav
 from crmcal.sync import engine as engine_module
 from crmcal.sync import lease
 from crmcal.sync.tables import Connection
@@ -531,3 +532,45 @@ def test_an_event_deleted_while_its_batch_of_updates_waits_is_made_again(batched
     assert _batches(behind, requests)  # the updates went in a batch
     assert _calendar_titles(behind) == ["Call 0, moved", "Call 1, moved", "Call 2, moved"]
     assert behind.subjects() == ["Call 0, moved", "Call 1, moved", "Call 2, moved"]
+
+
+# --- a first import read in parts, cut off mid-way ------------------------------------------
+
+
+@pytest.fixture
+def behind_radicale(request: pytest.FixtureRequest, db_url: str) -> Iterator[Behind]:
+    with _behind(request, db_url, "radicale") as made:
+        yield made
+
+
+def test_a_first_import_cut_off_mid_way_keeps_its_parts_and_the_next_sync_brings_the_rest(
+    behind_radicale: Behind, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    behind = behind_radicale
+    # Parts of two events, one asked for at a time, each part's events written as it comes.
+    monkeypatch.setattr(caldav, "PART_SIZE", 2)
+    monkeypatch.setattr(caldav, "PARTS_AHEAD", 1)
+    monkeypatch.setattr(engine_module, "IMPORT_BATCH", 2)
+    titles = [f"Event {n}" for n in range(6)]
+    for n, title in enumerate(titles):
+        behind.add_event(title, hours=n)
+    behind.connect()
+    # The first part's answer comes whole, the second's is cut off half-way through.
+    cut = behind.proxy.add("cut", method="REPORT", skip=1, times=1)
+    failed = behind.sync()
+    assert cut.hits == 1
+    assert failed.status_code == 409, failed.text
+    assert "cannot reach the CalDAV server" in failed.json()["detail"]
+    reports = [r for r in behind.proxy.requests if r[0] == "REPORT"]
+    assert len(reports) == 2  # nothing asked for after the cut
+    # What the first part held is in the CRM, nothing of the cut one.
+    first = behind.subjects()
+    assert len(first) == 2, first
+    assert set(first) < set(titles), first
+    # The next sync reads the rest; nothing is imported twice.
+    report = behind.synced()
+    assert (report["created"], report["deleted"], report["problems"]) == (4, 0, []), report
+    assert behind.subjects() == titles
+    report = behind.synced()
+    assert (report["created"], report["updated"], report["deleted"]) == (0, 0, 0), report
+    assert behind.subjects() == titles

@@ -126,6 +126,30 @@ async def test_fetch_works_in_chunks(caldav: CalDAVHarness, monkeypatch: pytest.
     assert all(r.event is not None for r in fetched)
 
 
+async def test_a_first_import_comes_in_parts_each_under_the_answer_cap(
+    caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(caldav_provider, "PART_SIZE", 3)
+    made = {(await caldav.provider.create(caldav.calendar_id, key(), meeting())).id
+            for _ in range(8)}  # fmt: skip
+    # Answers capped below what all eight events' contents take in one answer.
+    capped = CalDAVProvider(caldav.calendar_id, caldav.server.username, caldav.server.password,
+                            allow_private=True, max_response_bytes=8 * 1024)  # fmt: skip
+    try:
+        with pytest.raises(Unreachable, match="larger than"):
+            await capped.list_changes(caldav.calendar_id, None, with_contents=True)
+        token = (await capped.list_changes(caldav.calendar_id, None)).cursor
+        parts = [part async for part in capped.list_changes_in_parts(
+            caldav.calendar_id, None, with_contents=True)]  # fmt: skip
+    finally:
+        await capped.close()
+    assert [len(part.changed) for part in parts] == [3, 3, 2]
+    assert all(part.full and part.cursor == token for part in parts)
+    refs = [ref for part in parts for ref in part.changed]
+    assert {ref.id for ref in refs} == made
+    assert all(ref.event is not None and ref.etag and ref.error is None for ref in refs)
+
+
 async def test_ids_do_not_depend_on_how_they_are_spelled(caldav: CalDAVHarness) -> None:
     event_id = await caldav.put_raw(
         raw_event(str(uuid.uuid4()), "DTSTART:20261201T100000Z"), name="x y@z.ics"

@@ -7,13 +7,17 @@ short with the RFC 6578 truncation marker, a multiget that gives a member's ETag
 but answers its calendar data with a 403 or 507 propstat, ETags that change with
 every GET and PUTs answered without one. What must hold: absence is not deletion
 (nothing is trashed that a read still finds), nothing left unread is lost (it is
-read on a later sync), and nothing is written again and again.
+read on a later sync), and nothing is written again and again; a first import read in
+parts loses nothing a part's answer leaves out or garbles, and skips only that.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
+from crmcal.providers import caldav, parse_pool
 from tests.caldav_proxy import Behaviour
 from tests.providers.harness import raw_event
 from tests.providers.synced import SOON, Proxied
@@ -140,7 +144,7 @@ async def test_etags_that_change_with_every_get_make_no_write_loop_and_lose_no_e
     assert (after["subject"], after["note"]) == ("Demo (calendar)", "Bring the numbers")
 
 
-async def test_events_a_first_imports_query_leaves_out_are_imported_all_the_same(
+async def test_events_a_first_imports_part_leaves_out_are_imported_on_the_next_sync(
     proxied: Proxied,
     behaviour: Behaviour,
 ) -> None:
@@ -149,21 +153,57 @@ async def test_events_a_first_imports_query_leaves_out_are_imported_all_the_same
     for n, name in enumerate(("listed", "left-out", "also-listed")):
         moment = start + dt.timedelta(hours=n)
         await harness.put_raw(raw_event(
-            f"query-{name}", f"SUMMARY:{name}", f"DTSTART:{moment:{LOCAL}}Z",
+            f"part-{name}", f"SUMMARY:{name}", f"DTSTART:{moment:{LOCAL}}Z",
             f"DTEND:{moment + dt.timedelta(hours=1):{LOCAL}}Z",
-        ), name=f"query-{name}.ics")  # fmt: skip
-    # The first import's calendar-query answer leaves one event out, without a word
-    # (a server whose query index misses it); the cursor is the token read before.
-    behaviour.partial = {("calendar-query", "query-left-out"): None}
+        ), name=f"part-{name}.ics")  # fmt: skip
+    # The first import reads its parts with multigets of the names the token came with;
+    # the answer leaves one event out, without a word (a server that misses it).
+    behaviour.partial = {("calendar-multiget", "part-left-out"): None}
     proxied.connect()
     counts = proxied.sync_with_problems()
-    # The names come with the token, in the same request: the import costs the query
-    # and one multiget of what it left out, no listing more.
-    assert dict(behaviour.reports) == {"calendar-query": 1, "calendar-multiget": 1}
-    assert counts["problems"] == []
+    assert dict(behaviour.reports) == {"calendar-multiget": 1}
+    (problem,) = counts["problems"]
+    assert problem["item"].endswith("part-left-out.ics")
+    assert sorted(a["subject"] for a in proxied.activities()) == ["also-listed", "listed"]
+    # The cursor moved past it, but it is read again, and imported once.
+    behaviour.partial.clear()
+    counts = proxied.sync_with_problems()
+    assert (counts["created"], counts["deleted"], counts["problems"]) == (1, 0, [])
     assert sorted(a["subject"] for a in proxied.activities()) == [
         "also-listed", "left-out", "listed"
     ]  # fmt: skip
-    behaviour.partial.clear()
     counts = proxied.sync_with_problems()
-    assert (counts["created"], counts["deleted"]) == (0, 0)
+    assert (counts["created"], counts["updated"], counts["deleted"]) == (0, 0, 0)
+    assert len(proxied.activities()) == 3
+
+
+async def test_an_event_a_part_of_a_first_import_cannot_read_skips_only_it(
+    proxied: Proxied,
+    behaviour: Behaviour,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Parts of three events, each parsed in the pool's processes.
+    monkeypatch.setattr(caldav, "PART_SIZE", 3)
+    monkeypatch.setattr(parse_pool, "IN_PROCESS_BELOW", 2)
+    harness = proxied.harness
+    start = SOON.astimezone(dt.UTC) + dt.timedelta(days=1)
+    names = [f"part-{n}" for n in range(6)]
+    for n, name in enumerate(names):
+        moment = start + dt.timedelta(hours=n)
+        await harness.put_raw(raw_event(
+            name, f"SUMMARY:{name}", f"DTSTART:{moment:{LOCAL}}Z",
+            f"DTEND:{moment + dt.timedelta(hours=1):{LOCAL}}Z",
+        ), name=f"{name}.ics")  # fmt: skip
+    # The server answers one event's calendar data cut short.
+    behaviour.garbled.add("part-4.ics")
+    proxied.connect()
+    before = parse_pool.parsed_in_workers()
+    counts = proxied.sync_with_problems()
+    assert behaviour.reports["calendar-multiget"] == 2
+    assert parse_pool.parsed_in_workers() - before == 6
+    (problem,) = counts["problems"]
+    assert problem["item"].endswith("part-4.ics")
+    assert counts["created"] == 5
+    assert sorted(a["subject"] for a in proxied.activities()) == [
+        name for name in names if name != "part-4"
+    ]

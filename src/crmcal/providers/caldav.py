@@ -16,12 +16,14 @@ Protocol use:
   (Radicale 403, Xandikos 412 or 500, any
   ``DAV:valid-sync-token`` error) or a server without the report falls back to a
   full listing. ``DAV:limit`` is never sent: Xandikos truncates at it silently.
-  When the caller will need every event (a first import), the full listing is
-  one ``calendar-query`` with contents, its cursor the ``DAV:sync-token``
-  property read just before (a listing and multigets cost servers about twice
-  the time: ``bench/caldav_listing.py``), read in one PROPFIND with every
-  resource's href: what the query left out is read with a multiget (tasks are
-  dropped there);
+  A first import (``list_changes_in_parts``, with contents and no cursor) reads the
+  ``DAV:sync-token`` property and every resource's href in one PROPFIND, then the
+  contents in ``calendar-multiget``s of ``PART_SIZE`` of those hrefs, handed over
+  part by part as each is parsed while the next are requested: the server builds
+  its answers while earlier parts are parsed and written, and no answer grows with
+  the calendar (tasks are dropped as they are parsed). ``list_changes`` with
+  contents and no cursor is one ``calendar-query`` after the same PROPFIND, and a
+  multiget of what the query left out;
 - contents: ``calendar-multiget`` in chunks, fetched while the previous chunk is
   parsed, each resource parsed on its own so one bad event never fails a batch
   (many of them in ``parse_pool``'s processes). A multistatus answers each href on
@@ -60,8 +62,8 @@ import os
 import re
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import OrderedDict, deque
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -97,6 +99,10 @@ __all__ = [
 ]
 
 MULTIGET_CHUNK = 200
+# A first import read in parts (``list_changes_in_parts``): events per multiget, and
+# how many parts are being read or parsed while the caller works on the one it has.
+PART_SIZE = 250
+PARTS_AHEAD = 3
 # Raw texts kept for updates (so foreign properties survive without a GET);
 # bounded so that a large import does not hold every event twice.
 TEXT_CACHE_SIZE = 2000
@@ -504,6 +510,65 @@ class CalDAVProvider:
         except (CalendarNotFound, AuthenticationFailed):
             self._unlearn()  # the account moved or changed: discover again next time
             raise
+
+    async def list_changes_in_parts(
+        self, calendar_id: str, cursor: str | None, *, with_contents: bool = False
+    ) -> AsyncGenerator[ChangeListing, None]:
+        """``list_changes`` in parts (``base.list_changes_in_parts``), for a first import.
+
+        With contents and no cursor: the collection's sync-token and every resource's
+        href in one PROPFIND, read before any contents (as for ``list_changes``); then
+        the contents in ``calendar-multiget``s of ``PART_SIZE`` hrefs, each answer parsed
+        (in ``parse_pool``'s processes) and handed over as one part while the next
+        ``PARTS_AHEAD`` are requested and parsed, so that the server builds its answers,
+        the pool parses and the caller writes at the same time. Each multiget is a
+        request of its own under the size cap and deadline, so a calendar of any size
+        fits them. What a part's answer leaves out or answers with an error comes with
+        an ``error`` to retry (``_read_answer``), never as gone; an event changed after
+        the PROPFIND comes with its newer contents (the next sync lists it again from
+        the token, and finds it unchanged), one deleted meanwhile is left out. A request
+        that fails (the server unreachable, an answer cut off) ends the listing with its
+        error after the parts already handed over: what those hold may be written, and
+        the rest is read by the next sync's listing. Anything else is ``list_changes``,
+        in one part."""
+        calendar = _collection_url(calendar_id)
+        if cursor or not with_contents:
+            yield await self.list_changes(calendar_id, cursor, with_contents=with_contents)
+            return
+        named = await _in_pool(self._token_and_names, calendar)
+        if named is None:
+            # No sync-token: a listing (the caller fetches the contents it needs).
+            yield await _in_pool(self._list_changes, calendar, None, False)
+            return
+        token, names = named
+        zone = await _in_pool(self._calendar_zone, calendar)
+        chunks = [names[i : i + PART_SIZE] for i in range(0, len(names), PART_SIZE)]
+        if not chunks:
+            yield ChangeListing(full=True, cursor=token)
+            return
+        pending: deque[asyncio.Task[list[RemoteRef]]] = deque()
+        given = 0  # chunks whose reading has started
+
+        def refill() -> None:
+            nonlocal given
+            while len(pending) < PARTS_AHEAD and given < len(chunks):
+                pending.append(
+                    asyncio.ensure_future(_in_pool(self._read_part, calendar, chunks[given], zone))
+                )
+                given += 1
+
+        try:
+            refill()
+            while pending:
+                refs = await pending.popleft()
+                refill()  # the next parts are on their way while the caller has this one
+                yield ChangeListing(full=True, changed=refs, cursor=token)
+        finally:
+            if pending:
+                # The failure that brought us here is the one raised; a cancellation of
+                # this task arriving meanwhile is raised too, not swallowed.
+                with contextlib.suppress(Exception):
+                    await tasks.cancel_all_and_wait(pending)
 
     async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
         calendar = _collection_url(calendar_id)
@@ -1096,6 +1161,11 @@ class CalDAVProvider:
         if reply.status == 404:
             raise CalendarNotFound(f"the calendar {calendar} does not exist (404)")
         return list(_members(self._expect(reply, "reading events", 207).tree))
+
+    def _read_part(self, calendar: str, hrefs: Sequence[str], zone: str | None) -> list[RemoteRef]:
+        """The events at ``hrefs``, read with one multiget and parsed (a part of
+        ``list_changes_in_parts``)."""
+        return self._read_answer(self._multiget(calendar, hrefs), zone, hrefs)
 
     def _read_answer(
         self, members: list[_Member], zone: str | None, asked: Sequence[str] | None = None

@@ -29,7 +29,7 @@ CALDAV = ProviderKind(
     label="CalDAV",
     owner="The calendar server",
     oauth=False,
-    capabilities=Capabilities(syncs_series=True),
+    capabilities=Capabilities(syncs_series=True, lists_in_parts=True),
 )
 GOOGLE = ProviderKind(
     key="google",
