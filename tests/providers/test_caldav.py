@@ -150,6 +150,39 @@ async def test_a_first_import_comes_in_parts_each_under_the_answer_cap(
     assert all(ref.event is not None and ref.etag and ref.error is None for ref in refs)
 
 
+@pytest.mark.parametrize("names", ["none", "cut short"])
+async def test_a_first_import_whose_propfind_names_no_member_for_sure_uses_the_query(
+    caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch, names: str
+) -> None:
+    made = {(await caldav.provider.create(caldav.calendar_id, key(), meeting())).id
+            for _ in range(3)}  # fmt: skip
+    propfind = CalDAVProvider._propfind
+
+    def spoiled(self: CalDAVProvider, url: str, props: Any, depth: int) -> Any:
+        reply = propfind(self, url, props, depth)
+        if depth != 1 or reply.tree is None:
+            return reply
+        members = [r for r in reply.tree.findall("{DAV:}response")
+                   if not r.findtext("{DAV:}href").endswith("/")]  # fmt: skip
+        # It answers for the collection alone, or stops after the first member.
+        for response in members if names == "none" else members[1:]:
+            reply.tree.remove(response)
+        if names == "cut short":  # RFC 4918 507 for the rest of the answer
+            reply.tree.append(etree.fromstring(
+                f'<D:response xmlns:D="DAV:"><D:href>{urlsplit(url).path}</D:href>'
+                "<D:status>HTTP/1.1 507 Insufficient Storage</D:status></D:response>"
+            ))  # fmt: skip
+        return reply
+
+    monkeypatch.setattr(CalDAVProvider, "_propfind", spoiled)
+    parts = [part async for part in caldav.provider.list_changes_in_parts(
+        caldav.calendar_id, None, with_contents=True)]  # fmt: skip
+    (part,) = parts  # the one calendar-query, whatever the names
+    assert part.full
+    assert part.cursor
+    assert {ref.id for ref in part.changed if ref.event is not None} == made
+
+
 async def test_ids_do_not_depend_on_how_they_are_spelled(caldav: CalDAVHarness) -> None:
     event_id = await caldav.put_raw(
         raw_event(str(uuid.uuid4()), "DTSTART:20261201T100000Z"), name="x y@z.ics"

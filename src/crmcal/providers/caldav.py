@@ -541,6 +541,12 @@ class CalDAVProvider:
             yield await _in_pool(self._list_changes, calendar, None, False)
             return
         token, names = named
+        if not names:
+            # No member named (an empty calendar, a server that answers a Depth 1
+            # PROPFIND for the collection alone, or one that cut its answer short):
+            # the query finds what there is, in one part.
+            yield await _in_pool(self._list_changes, calendar, None, True)
+            return
         zone = await _in_pool(self._calendar_zone, calendar)
         chunks = [names[i : i + PART_SIZE] for i in range(0, len(names), PART_SIZE)]
         if not chunks:
@@ -1070,17 +1076,18 @@ class CalDAVProvider:
         # left out are read (tasks and journal entries, which the query rightly left
         # out, are dropped again there).
         answered = {member.href for member in members}
-        left_out = [href for href in names if href not in answered]
+        left_out = [href for href in names or () if href not in answered]
         for start in range(0, len(left_out), MULTIGET_CHUNK):
             chunk = left_out[start : start + MULTIGET_CHUNK]
             listing.changed += self._read_answer(self._multiget(calendar, chunk), zone, chunk)
         return listing
 
-    def _token_and_names(self, calendar: str) -> tuple[str, list[str]] | None:
+    def _token_and_names(self, calendar: str) -> tuple[str, list[str] | None] | None:
         """The collection's current sync-token and the href of every resource in it, in
-        one PROPFIND (its zone is read on the way); None when it has no token.
+        one PROPFIND (its zone is read on the way); None when it has no token, and no
+        names (None) when the server cut its answer short (RFC 4918 507).
 
-        Read together, before the query: the names are what the token counts as seen.
+        Read together, before the contents: the names are what the token counts as seen.
         """
         reply = self._propfind(
             calendar,
@@ -1093,7 +1100,9 @@ class CalDAVProvider:
             return None
         token = None
         names: list[str] = []
+        cut = False
         for member in _members(reply.tree):
+            cut = cut or member.status == 507
             if f"{DAV}sync-token" in member.props:  # the collection's own answer
                 token = _text_of(member.props[f"{DAV}sync-token"])
                 zone = _vtimezone_zone(_text_of(member.props.get(f"{CALDAV}calendar-timezone")))
@@ -1104,7 +1113,9 @@ class CalDAVProvider:
                 continue  # the collection itself, or a sub-collection
             if member.status != 404:
                 names.append(member.href)
-        return (token, names) if token else None
+        if not token:
+            return None
+        return token, None if cut else names
 
     def _ctag(self, calendar: str) -> str | None:
         """The collection's CTag (``CS:getctag``), or None when it gives none."""
