@@ -531,10 +531,20 @@ class CalDAVProvider:
         error after the parts already handed over: what those hold may be written, and
         the rest is read by the next sync's listing. Anything else is ``list_changes``,
         in one part."""
-        calendar = _collection_url(calendar_id)
         if cursor or not with_contents:
             yield await self.list_changes(calendar_id, cursor, with_contents=with_contents)
             return
+        calendar = _collection_url(calendar_id)
+        parts = self._first_import_parts(calendar)
+        try:
+            async with contextlib.aclosing(parts):
+                async for part in parts:
+                    yield part
+        except (CalendarNotFound, AuthenticationFailed):
+            self._unlearn()  # the account moved or changed: discover again next time
+            raise
+
+    async def _first_import_parts(self, calendar: str) -> AsyncGenerator[ChangeListing, None]:
         named = await _in_pool(self._token_and_names, calendar)
         if named is None:
             # No sync-token: a listing (the caller fetches the contents it needs).
@@ -549,9 +559,6 @@ class CalDAVProvider:
             return
         zone = await _in_pool(self._calendar_zone, calendar)
         chunks = [names[i : i + PART_SIZE] for i in range(0, len(names), PART_SIZE)]
-        if not chunks:
-            yield ChangeListing(full=True, cursor=token)
-            return
         pending: deque[asyncio.Task[list[RemoteRef]]] = deque()
         given = 0  # chunks whose reading has started
 
