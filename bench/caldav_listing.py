@@ -16,8 +16,10 @@ run (``--generator`` names another copy of the generator):
   contents (RFC 6578 lets it ask for any property): every event and the token in
   one answer;
 * ``multiget``: one ``sync-collection`` (hrefs and etags, with the token) and the
-  contents in ``calendar-multiget``s of ``--chunk`` events one after the other
-  (what ``list_changes_in_parts`` sends, here without its overlap).
+  contents in ``calendar-multiget``s of ``--chunk`` events one after the other (what
+  a first import in parts sent before its names came with the token's ``PROPFIND``;
+  ``list_changes_in_parts`` now sends that ``PROPFIND`` and the multigets, with its
+  overlap).
 
 All go through the CalDAV provider's own requests (the answers' XML parsed, the
 events not). Printed: the wall time until the last answer, Radicale's CPU for
