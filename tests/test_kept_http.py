@@ -318,6 +318,23 @@ async def test_a_corrupt_or_unknown_coding_is_a_transport_error() -> None:
                 await http.get(server.url)
 
 
+async def test_a_cookie_one_answer_sets_rides_on_no_later_request() -> None:
+    """The shared clients carry every account's requests to a host."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await server.request(reader)
+            writer.write(answer(b"ok", "Set-Cookie: session=account-a; Path=/"))
+            await writer.drain()
+
+    async with serving(script) as server, client() as http:
+        first = await http.get(server.url + "/calendars/a")
+        await http.get(server.url + "/calendars/b")
+
+    assert "set-cookie" not in first.headers
+    assert not any(b"cookie:" in head.lower() for head in server.requests)
+
+
 async def test_no_more_connections_than_the_limit() -> None:
     release = asyncio.Event()
 

@@ -28,8 +28,9 @@ requests. This transport does the same exchange on asyncio's own protocol callba
 * failures are httpx's own exceptions (``ConnectError``, ``ReadTimeout``,
   ``RemoteProtocolError`` ...), so callers map them as before.
 
-Redirects, cookies, authentication and proxies from the environment stay with
-``httpx.AsyncClient`` around this transport. Only http and https, HTTP/1.1.
+Redirects, authentication and proxies from the environment stay with
+``httpx.AsyncClient`` around this transport; cookies do not pass it (``Set-Cookie`` is
+dropped: the client is shared by every account a worker syncs). Only http and https, HTTP/1.1.
 """
 
 from __future__ import annotations
@@ -331,6 +332,7 @@ class KeptTransport(httpx.AsyncBaseTransport):
         assert head is not None
         content = b"".join(chunks) if len(chunks) != 1 else chunks[0]
         headers = head.headers.raw_items()
+        dropped = _NOT_PASSED
         coding = [value for name, value in headers if name.lower() == b"content-encoding"]
         if coding:
             # Decoded here, under the same cap: a small compressed answer may inflate
@@ -341,11 +343,8 @@ class KeptTransport(httpx.AsyncBaseTransport):
                 )
             except content_coding.CodingRefused as refused:
                 raise httpx.RemoteProtocolError(str(refused)) from None
-            headers = [
-                (name, value)
-                for name, value in headers
-                if name.lower() not in (b"content-encoding", b"content-length")
-            ]
+            dropped = _NOT_PASSED | _DECODED
+        headers = [(name, value) for name, value in headers if name.lower() not in dropped]
         return httpx.Response(
             status_code=head.status_code,
             headers=headers,
@@ -360,6 +359,13 @@ class KeptTransport(httpx.AsyncBaseTransport):
                 conn.close()
         self._idle.clear()
         self._kept = 0
+
+
+# A client is shared by every account a worker syncs at that host: a cookie one
+# account's answer sets must never ride on another account's requests.
+_NOT_PASSED = frozenset({b"set-cookie", b"set-cookie2"})
+# Headers that describe the body as sent, not as handed on decoded.
+_DECODED = frozenset({b"content-encoding", b"content-length"})
 
 
 def _sent(request: httpx.Request) -> list[tuple[bytes, bytes]]:
