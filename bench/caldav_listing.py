@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.caldav_first_import import GENERATOR, Seed, cpu_seconds
 from bench.caldav_import import USER, Radicale
-from crmcal.providers.caldav import CalDAVProvider, _collection_url
+from crmcal.providers.caldav import CalDAVProvider
+from crmcal.providers.caldav_wire import collection_url
 
 QUERY = (
     '<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
@@ -101,7 +102,7 @@ def measure(
                 root = Path(tempfile.mkdtemp(prefix="crmcal-bench-listing-"))
                 radicale = Radicale(root, seed)  # type: ignore[arg-type]
                 provider = CalDAVProvider(radicale.url, USER, "x", allow_private=True)
-                calendar = _collection_url(radicale.url)
+                calendar = collection_url(radicale.url)
                 try:
                     before = cpu_seconds(radicale.proc.pid)
                     done: dict[str, Any]

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from crmcal.providers.caldav import forget_discovered
+from crmcal.providers.caldav_discovery import forget_discovered
 from tests.providers.harness import CalDAVServer
 
 HOST = "127.0.0.1"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 
-from crmcal.providers.caldav import forget_discovered
+from crmcal.providers.caldav_discovery import forget_discovered
 from tests.caldav_proxy import Behaviour
 from tests.providers.harness import raw_event
 from tests.providers.synced import SOON, Proxied

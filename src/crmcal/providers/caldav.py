@@ -8,7 +8,7 @@ Protocol use:
   the same requests: an event whose ORGANIZER is one of those ``mailto:`` addresses
   is the account's own meeting (``invitation`` False), whatever the login is; any
   other is left for the engine to compare with the user's addresses. What
-  discovery learnt is kept for the account's later runs (``_LEARNT``);
+  discovery learnt is kept for the account's later runs (``caldav_discovery``);
 - listings: ``sync-collection`` (RFC 6578) with the cursor as sync-token, hrefs
   and etags only; a member it answers ``404`` is removed from the collection, which
   the caller confirms with a read before taking it as deleted (``unconfirmed``: a
@@ -57,17 +57,13 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-import hmac
-import os
 import re
 import threading
-import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 import httpx
@@ -83,12 +79,23 @@ from crmcal.providers.base import (
     CalendarNotFound,
     Capabilities,
     EventNotFound,
-    NotACalendarServer,
     PreconditionFailed,
     ProviderError,
     SeriesInCalendar,
     Unreachable,
 )
+from crmcal.providers.caldav_discovery import Discovery, account_addresses, account_key
+from crmcal.providers.caldav_discovery import vtimezone_zone as _vtimezone_zone
+from crmcal.providers.caldav_wire import ADDRESS_SET as _ADDRESS_SET
+from crmcal.providers.caldav_wire import CALDAV, DAV, normalize_href
+from crmcal.providers.caldav_wire import MalformedReply as _MalformedReply
+from crmcal.providers.caldav_wire import Member as _Member
+from crmcal.providers.caldav_wire import Reply as _Reply
+from crmcal.providers.caldav_wire import collection_url as _collection_url
+from crmcal.providers.caldav_wire import members as _members
+from crmcal.providers.caldav_wire import origin as _origin
+from crmcal.providers.caldav_wire import origin_key as _origin_key
+from crmcal.providers.caldav_wire import text_of as _text_of
 
 __all__ = [
     "CalDAVProvider",
@@ -126,46 +133,12 @@ async def _in_pool(function: Callable[..., T], *args: Any) -> T:
     )
 
 
-DAV = "{DAV:}"
-CALDAV = "{urn:ietf:params:xml:ns:caldav}"
 CALENDARSERVER = "{http://calendarserver.org/ns/}"
 _GETCTAG = '<CS:getctag xmlns:CS="http://calendarserver.org/ns/"/>'
 # The cursor of a server without sync tokens: the collection's CTag (which changes
 # whenever anything in it does) when the last full listing was read.
 CTAG_CURSOR = "ctag:"
 _NAMESPACES = 'xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"'
-_PATH_SAFE = "/:@!$&'()*+,;=-._~"
-_DEFAULT_NAMES = ("default", "calendar", "home", "personal", "primary", "main")
-_WRITE_PRIVILEGES = frozenset({f"{DAV}all", f"{DAV}write", f"{DAV}write-content"})
-_ADDRESS_SET = f"{CALDAV}calendar-user-address-set"
-
-
-def normalize_href(href: str) -> str:
-    """The canonical id of a resource: its URL path, percent-encoded one way."""
-    path = urlsplit(href).path if "://" in href else href.split("?", 1)[0].split("#", 1)[0]
-    return quote(unquote(path), safe=_PATH_SAFE) or "/"
-
-
-def _collection_url(url: str) -> str:
-    parts = urlsplit(url)
-    path = normalize_href(parts.path or "/")
-    if not path.endswith("/"):
-        path += "/"
-    return f"{parts.scheme}://{parts.netloc}{path}"
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _origin_key(url: str) -> str:
-    """``scheme://host:port`` of a URL, one way however it was written."""
-    try:
-        scheme, host, port = guarded_http.origin(url)
-    except (httpx.InvalidURL, ValueError):
-        return "(an invalid URL)"
-    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _confine_hrefs(tree: Any, url: str) -> None:
@@ -250,25 +223,6 @@ def same_version(one: str | None, other: str | None) -> bool:
     return bool(opaque(one)) and opaque(one) == opaque(other)
 
 
-class _MalformedReply(ProviderError):
-    """An answer that claims to be XML and is not."""
-
-
-@dataclass
-class _Reply:
-    """What a request came back with, whatever its status."""
-
-    status: int
-    headers: Mapping[str, str]
-    tree: Any  # the parsed XML body, if it was XML
-    text: str  # the body, if it was not
-    preconditions: list[str]  # Clark tags of a DAV:error body (RFC 4918 16)
-
-    def header(self, name: str) -> str | None:
-        value = self.headers.get(name)
-        return value.strip() if isinstance(value, str) and value.strip() else None
-
-
 _TAG = re.compile(r"<[^>]*>")
 # A line fold (RFC 5545 3.1) that splits a UTF-8 sequence: the byte after it continues
 # a character begun before it. Servers that fold at 75 octets wherever that falls send
@@ -304,76 +258,11 @@ def _reason(reply: _Reply) -> str:
     return f"{reply.status}: {detail}" if detail else str(reply.status)
 
 
-@dataclass
-class _Member:
-    href: str  # normalised
-    status: int
-    props: dict[str, Any]  # Clark tag -> element, from propstats with status 200
-    # Clark tag -> status, for the properties a propstat of another status answers
-    withheld: dict[str, int] = dataclasses.field(default_factory=dict)
-
-
-def _members(tree: Any) -> Iterator[_Member]:
-    """The ``DAV:response`` elements of a multistatus body."""
-    if tree is None:
-        return
-    for response in tree.iter(f"{DAV}response"):
-        href = response.findtext(f"{DAV}href")
-        if not href:
-            continue
-        status = _status_code(response.findtext(f"{DAV}status"))
-        props: dict[str, Any] = {}
-        withheld: dict[str, int] = {}
-        for propstat in response.findall(f"{DAV}propstat"):
-            code = _status_code(propstat.findtext(f"{DAV}status"))
-            prop = propstat.find(f"{DAV}prop")
-            if prop is None:
-                continue
-            for child in prop:
-                if code == 200:
-                    props[child.tag] = child
-                else:
-                    withheld[child.tag] = code or 0
-        yield _Member(normalize_href(href.strip()), status or 200, props, withheld)
-
-
 def _refused(member: _Member) -> RemoteRef:
     """A member a multistatus answers with an error status: to read again next run."""
     return RemoteRef(
         member.href, "", error=f"the server answered {member.status} for this event", retry=True
     )
-
-
-def _status_code(line: str | None) -> int | None:
-    parts = (line or "").split()
-    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
-
-
-def _href_in(element: Any) -> str | None:
-    if element is None:
-        return None
-    href = element.findtext(f"{DAV}href")
-    return href.strip() if href and href.strip() else None
-
-
-def _text_of(element: Any) -> str | None:
-    if element is None or element.text is None:
-        return None
-    return element.text.strip() or None
-
-
-def account_addresses(element: Any) -> frozenset[str]:
-    """The e-mail addresses of a ``calendar-user-address-set`` (RFC 6638 2.4.1): its
-    ``mailto:`` hrefs, lower-case (other forms, a principal's path or a ``urn:uuid:``,
-    name no address an ORGANIZER could hold)."""
-    found: set[str] = set()
-    for href in element.findall(f"{DAV}href") if element is not None else ():
-        text = (href.text or "").strip()
-        if text[:7].lower() == "mailto:":
-            address = unquote(text[7:]).strip().lower()
-            if "@" in address and len(address) <= 320:
-                found.add(address)
-    return frozenset(found)
 
 
 def with_organizer_known(event: CalendarEvent, addresses: frozenset[str]) -> CalendarEvent:
@@ -395,55 +284,7 @@ def _not_a_member(href: str, calendar: str) -> bool:
     return href.endswith("/") or href == normalize_href(urlsplit(calendar).path).rstrip("/")
 
 
-def _same_path(url: str, href: str) -> bool:
-    """Whether ``href`` (as an answer to ``url`` gives it) names ``url`` itself."""
-    here = normalize_href(urlsplit(url).path or "/").rstrip("/")
-    return normalize_href(urlsplit(urljoin(url, href)).path).rstrip("/") == here
-
-
-def _vtimezone_zone(text: str | None) -> str | None:
-    """The IANA zone of a ``calendar-timezone`` property (a VCALENDAR with a VTIMEZONE)."""
-    if not text:
-        return None
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if line.upper().startswith("TZID"):
-            return ical.iana_zone(line.split(":", 1)[-1])
-    return None
-
-
-@dataclass(frozen=True)
-class _Learnt:
-    """What discovery found out about one account (see ``_LEARNT``)."""
-
-    since: float  # time.monotonic() of the discovery
-    home: str | None
-    single_calendar: str | None
-    principal: str | None
-    addresses: frozenset[str] | None  # None: not read
-    zones: tuple[tuple[str, str | None], ...]  # (calendar URL, zone) read from the server
-
-
-# A provider lives for one sync run; what discovery learnt (principal, home, the
-# account's addresses, calendars' zones) is kept here for the account's later runs,
-# so that a run costs only what its listing needs. Keyed by the URL, the user name
-# and a keyed digest of the password (other credentials learn nothing from it);
-# discovered again after LEARNT_SECONDS, and at once when a request that relied on it
-# fails (the calendar or home gone, credentials refused). Only answers are kept,
-# never a failure.
-LEARNT_SECONDS = 3600.0
-LEARNT_ACCOUNTS = 20_000
-_LEARNT: OrderedDict[tuple[str, str, str], _Learnt] = OrderedDict()
-_LEARNT_LOCK = threading.Lock()
-_LEARNT_KEY = os.urandom(32)
-
-
-def forget_discovered() -> None:
-    """Forget what discovery learnt of every account (as a new process starts)."""
-    with _LEARNT_LOCK:
-        _LEARNT.clear()
-
-
-class CalDAVProvider:
+class CalDAVProvider(Discovery):
     """One CalDAV account: a server or account URL with a user name and password."""
 
     capabilities: ClassVar[Capabilities] = kinds.CALDAV.capabilities
@@ -484,8 +325,7 @@ class CalDAVProvider:
         self._zones_read: set[str] = set()  # those the server answered (not guessed)
         self._addresses_read = False
         self._learnt_since: float | None = None
-        digest = hmac.new(_LEARNT_KEY, password.encode(), hashlib.sha256).hexdigest()
-        self._account = (url, username, digest)
+        self._account = account_key(url, username, password)
         self._recall_learnt()
         # href -> (etag, text): the last version seen of each resource, for updates.
         self._texts: OrderedDict[str, tuple[str, str]] = OrderedDict()
@@ -725,254 +565,6 @@ class CalDAVProvider:
 
     def _url(self, calendar: str, href: str) -> str:
         return _origin(calendar) + href
-
-    # --- discovery ----------------------------------------------------------------
-
-    def _discover(self) -> str | None:
-        """The calendar home's URL (None when the URL is a lone calendar)."""
-        if self._home is not None or self._single_calendar is not None:
-            return self._home
-        found = self._probe(self.url)
-        if found is None:
-            well_known = self._well_known()
-            found = self._probe(well_known) if well_known else None
-        if found is None:
-            raise NotACalendarServer(
-                f"{self.url} does not answer as a CalDAV server (no WebDAV principal found)"
-            )
-        principal, home, calendar = found
-        self._principal = principal
-        if principal and not home:
-            reply = self._propfind(
-                principal, ["<C:calendar-home-set/>", "<C:calendar-user-address-set/>"], 0
-            )
-            if reply.status == 207:
-                for member in _members(reply.tree):
-                    found_home = _href_in(member.props.get(f"{CALDAV}calendar-home-set"))
-                    home = urljoin(principal, found_home) if found_home else None
-                    self._addresses = account_addresses(member.props.get(_ADDRESS_SET))
-                    break
-            elif reply.status >= 500 and reply.status != 501:
-                self._expect(reply, "reading the principal")
-        if self._addresses is not None:
-            self._addresses_read = True
-        if home:
-            self._home = _collection_url(home)
-            self._learn()
-            return self._home
-        if calendar:
-            self._single_calendar = _collection_url(calendar)
-            self._learn()
-            return None
-        raise NotACalendarServer(
-            f"{self.url} answers WebDAV but names no calendar home (not a CalDAV account?)"
-        )
-
-    def _probe(self, url: str) -> tuple[str | None, str | None, str | None] | None:
-        """(principal URL, home URL, this URL if a calendar), or None when no DAV answers."""
-        try:
-            reply = self._propfind(
-                url,
-                ["<D:current-user-principal/>", "<C:calendar-home-set/>", "<D:resourcetype/>",
-                 "<C:calendar-user-address-set/>"],
-                0,
-            )  # fmt: skip
-        except _MalformedReply:
-            return None
-        if reply.status != 207 or reply.tree is None:
-            if reply.status >= 500 and reply.status != 501:
-                self._expect(reply, "discovery")  # server trouble, not "no DAV here"
-            return None  # 404, 405, 501, a web page ...
-        for member in _members(reply.tree):
-            principal = _href_in(member.props.get(f"{DAV}current-user-principal"))
-            home = _href_in(member.props.get(f"{CALDAV}calendar-home-set"))
-            kind = member.props.get(f"{DAV}resourcetype")
-            is_calendar = kind is not None and kind.find(f"{CALDAV}calendar") is not None
-            if _ADDRESS_SET in member.props and principal and _same_path(url, principal):
-                # The URL is the user's principal itself (another principal's
-                # addresses are not the user's).
-                self._addresses = account_addresses(member.props[_ADDRESS_SET])
-                self._addresses_read = True
-            if principal or home or is_calendar:
-                return (
-                    urljoin(url, principal) if principal else None,
-                    urljoin(url, home) if home else None,
-                    url if is_calendar else None,
-                )
-            return None
-        return None
-
-    def _well_known(self) -> str | None:
-        """Where ``/.well-known/caldav`` redirects to (RFC 6764 section 5), on this origin."""
-        url = self._origin + "/.well-known/caldav"
-        for _ in range(5):
-            # Redirects are followed by hand: HTTP libraries turn a redirected
-            # PROPFIND into a GET on 302, which no DAV server answers usefully;
-            # and only within the origin, where the credentials may go.
-            answer = self._exchange("PROPFIND", url, "", {"Depth": "0"})
-            if answer.status == 401:
-                raise AuthenticationFailed("the CalDAV server refused the user name or password")
-            location = answer.headers.get("location")
-            if 300 <= answer.status < 400 and location:
-                target = urljoin(url, location.strip())
-                if _origin_key(target) != self._origin_key:
-                    raise NotACalendarServer(
-                        f"{self._origin} sends CalDAV clients to {_origin(target)}: "
-                        "give that address as the server URL"
-                    )
-                url = target
-                continue
-            return url if answer.status == 207 else None
-        return None
-
-    # --- calendars ----------------------------------------------------------------
-
-    def _rediscover(self) -> str | None:
-        """``_discover`` asking the server, whatever earlier runs learnt."""
-        self._unlearn()
-        return self._discover()
-
-    def _list_calendars(self) -> list[CalendarInfo]:
-        learnt = self._learnt_since is not None
-        try:
-            return self._calendars_of(self._discover())
-        except ProviderError as failure:
-            if not learnt or isinstance(failure, (Unreachable, AuthenticationFailed)):
-                raise
-        # The home an earlier run found is no more: find it again.
-        return self._calendars_of(self._rediscover())
-
-    def _calendars_of(self, home: str | None) -> list[CalendarInfo]:
-        props = [
-            "<D:resourcetype/>",
-            "<D:displayname/>",
-            "<D:current-user-privilege-set/>",
-            "<C:supported-calendar-component-set/>",
-            "<C:calendar-timezone/>",
-        ]
-        url = home or self._single_calendar
-        assert url is not None
-        reply = self._expect(self._propfind(url, props, 1 if home else 0), "listing calendars", 207)
-        calendars: list[CalendarInfo] = []
-        for member in _members(reply.tree):
-            if member.status != 200:
-                continue
-            kind = member.props.get(f"{DAV}resourcetype")
-            if kind is None or kind.find(f"{CALDAV}calendar") is None:
-                continue
-            components = member.props.get(f"{CALDAV}supported-calendar-component-set")
-            if components is not None and len(components):
-                names = {str(c.get("name", "")).upper() for c in components}
-                if "VEVENT" not in names:
-                    continue  # a task list
-            calendar_url = _collection_url(_origin(url) + member.href)
-            zone = _vtimezone_zone(_text_of(member.props.get(f"{CALDAV}calendar-timezone")))
-            self._zones[calendar_url] = zone
-            self._zones_read.add(calendar_url)
-            privileges = member.props.get(f"{DAV}current-user-privilege-set")
-            if privileges is None:
-                writable = True  # the server does not say: assume so, writes will tell
-            else:
-                granted = {p.tag for privilege in privileges for p in privilege}
-                writable = bool(granted & _WRITE_PRIVILEGES)
-            segment = unquote(member.href.rstrip("/").rsplit("/", 1)[-1])
-            name = _text_of(member.props.get(f"{DAV}displayname")) or segment
-            calendars.append(CalendarInfo(id=calendar_url, name=name, writable=writable,
-                                          timezone=zone))  # fmt: skip
-        if calendars:
-            primary = next(
-                (
-                    i
-                    for i, c in enumerate(calendars)
-                    if c.name.lower() in _DEFAULT_NAMES
-                    or c.id.rstrip("/").rsplit("/", 1)[-1].lower() in _DEFAULT_NAMES
-                ),
-                0,
-            )
-            calendars[primary] = dataclasses.replace(calendars[primary], primary=True)
-        self._learn()
-        return calendars
-
-    def _account_addresses(self) -> frozenset[str]:
-        """The principal's calendar user addresses (empty when the server names none),
-        read with discovery, which a sync run makes only when it needs them."""
-        if self._addresses is None:
-            with contextlib.suppress(ProviderError):
-                self._discover()
-                if self._addresses is None and self._principal:
-                    # Discovery found the home without reading the principal.
-                    reply = self._propfind(self._principal, ["<C:calendar-user-address-set/>"], 0)
-                    for member in _members(reply.tree if reply.status == 207 else None):
-                        self._addresses = account_addresses(member.props.get(_ADDRESS_SET))
-                        self._addresses_read = True
-                        self._learn()
-            if self._addresses is None:
-                self._addresses = frozenset()  # none to be had: the engine compares
-        return self._addresses
-
-    def _calendar_zone(self, calendar: str) -> str | None:
-        """The zone this calendar names for its floating times; None when it names none
-        (they are then wall-clock times the CRM reads in its user's zone)."""
-        if calendar not in self._zones:
-            zone = None
-            with contextlib.suppress(ProviderError):
-                reply = self._propfind(calendar, ["<C:calendar-timezone/>"], 0)
-                for member in _members(reply.tree if reply.status == 207 else None):
-                    prop = member.props.get(f"{CALDAV}calendar-timezone")
-                    zone = _vtimezone_zone(_text_of(prop))
-                    self._zones_read.add(calendar)
-            self._zones[calendar] = zone
-            self._learn()
-        return self._zones[calendar]
-
-    def _recall_learnt(self) -> None:
-        """Take up what discovery learnt of this account in an earlier run, if recent."""
-        if self._problem is not None:
-            return
-        with _LEARNT_LOCK:
-            learnt = _LEARNT.get(self._account)
-            if learnt is not None and time.monotonic() - learnt.since > LEARNT_SECONDS:
-                del _LEARNT[self._account]
-                learnt = None
-        if learnt is None:
-            return
-        self._learnt_since = learnt.since
-        self._home, self._single_calendar = learnt.home, learnt.single_calendar
-        self._principal = learnt.principal
-        if learnt.addresses is not None:
-            self._addresses, self._addresses_read = learnt.addresses, True
-        self._zones.update(learnt.zones)
-        self._zones_read.update(calendar for calendar, _ in learnt.zones)
-
-    def _learn(self) -> None:
-        """Keep what discovery has learnt of this account so far, for its later runs."""
-        if self._problem is not None:
-            return
-        if self._learnt_since is None:
-            self._learnt_since = time.monotonic()
-        learnt = _Learnt(
-            since=self._learnt_since,
-            home=self._home,
-            single_calendar=self._single_calendar,
-            principal=self._principal,
-            addresses=self._addresses if self._addresses_read else None,
-            zones=tuple((c, self._zones.get(c)) for c in sorted(self._zones_read)),
-        )
-        with _LEARNT_LOCK:
-            _LEARNT[self._account] = learnt
-            _LEARNT.move_to_end(self._account)
-            while len(_LEARNT) > LEARNT_ACCOUNTS:
-                _LEARNT.popitem(last=False)
-
-    def _unlearn(self) -> None:
-        """Forget what discovery learnt of this account (here and for later runs)."""
-        with _LEARNT_LOCK:
-            _LEARNT.pop(self._account, None)
-        self._learnt_since = None
-        self._home = self._single_calendar = self._principal = None
-        self._addresses, self._addresses_read = None, False
-        self._zones.clear()
-        self._zones_read.clear()
 
     # --- listings -----------------------------------------------------------------
 

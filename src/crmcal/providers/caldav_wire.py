@@ -1,0 +1,139 @@
+"""What the CalDAV modules share of the wire: the XML namespaces, a resource's id
+(``normalize_href``) and an account's origin, and a multistatus answer (RFC 4918 13)
+read from its parsed XML, one ``Member`` a ``DAV:response``.
+
+``caldav`` (listings, contents, writes) and ``caldav_discovery`` (principal, home,
+calendars) both read answers this way; neither knows the other's requests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import httpx
+
+from crmcal.providers import guarded_http
+from crmcal.providers.base import ProviderError
+
+__all__ = [
+    "ADDRESS_SET",
+    "CALDAV",
+    "DAV",
+    "MalformedReply",
+    "Member",
+    "Reply",
+    "collection_url",
+    "href_in",
+    "members",
+    "normalize_href",
+    "origin",
+    "origin_key",
+    "text_of",
+]
+
+DAV = "{DAV:}"
+CALDAV = "{urn:ietf:params:xml:ns:caldav}"
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+ADDRESS_SET = f"{CALDAV}calendar-user-address-set"
+
+
+def normalize_href(href: str) -> str:
+    """The canonical id of a resource: its URL path, percent-encoded one way."""
+    path = urlsplit(href).path if "://" in href else href.split("?", 1)[0].split("#", 1)[0]
+    return quote(unquote(path), safe=_PATH_SAFE) or "/"
+
+
+def collection_url(url: str) -> str:
+    parts = urlsplit(url)
+    path = normalize_href(parts.path or "/")
+    if not path.endswith("/"):
+        path += "/"
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def origin_key(url: str) -> str:
+    """``scheme://host:port`` of a URL, one way however it was written."""
+    try:
+        scheme, host, port = guarded_http.origin(url)
+    except (httpx.InvalidURL, ValueError):
+        return "(an invalid URL)"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+class MalformedReply(ProviderError):
+    """An answer that claims to be XML and is not."""
+
+
+@dataclass
+class Reply:
+    """What a request came back with, whatever its status."""
+
+    status: int
+    headers: Mapping[str, str]
+    tree: Any  # the parsed XML body, if it was XML
+    text: str  # the body, if it was not
+    preconditions: list[str]  # Clark tags of a DAV:error body (RFC 4918 16)
+
+    def header(self, name: str) -> str | None:
+        value = self.headers.get(name)
+        return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+@dataclass
+class Member:
+    href: str  # normalised
+    status: int
+    props: dict[str, Any]  # Clark tag -> element, from propstats with status 200
+    # Clark tag -> status, for the properties a propstat of another status answers
+    withheld: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def members(tree: Any) -> Iterator[Member]:
+    """The ``DAV:response`` elements of a multistatus body."""
+    if tree is None:
+        return
+    for response in tree.iter(f"{DAV}response"):
+        href = response.findtext(f"{DAV}href")
+        if not href:
+            continue
+        status = _status_code(response.findtext(f"{DAV}status"))
+        props: dict[str, Any] = {}
+        withheld: dict[str, int] = {}
+        for propstat in response.findall(f"{DAV}propstat"):
+            code = _status_code(propstat.findtext(f"{DAV}status"))
+            prop = propstat.find(f"{DAV}prop")
+            if prop is None:
+                continue
+            for child in prop:
+                if code == 200:
+                    props[child.tag] = child
+                else:
+                    withheld[child.tag] = code or 0
+        yield Member(normalize_href(href.strip()), status or 200, props, withheld)
+
+
+def _status_code(line: str | None) -> int | None:
+    parts = (line or "").split()
+    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+
+
+def href_in(element: Any) -> str | None:
+    if element is None:
+        return None
+    href = element.findtext(f"{DAV}href")
+    return href.strip() if href and href.strip() else None
+
+
+def text_of(element: Any) -> str | None:
+    if element is None or element.text is None:
+        return None
+    return element.text.strip() or None
