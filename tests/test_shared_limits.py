@@ -440,3 +440,118 @@ async def test_a_limit_in_use_is_never_dropped(queue_db: str) -> None:  # noqa: 
         assert process.limits.for_account("microsoft", key) is busy
     finally:
         await process.db.dispose()
+
+
+# --- what a request holds while it waits for a turn of the quota ----------------------
+
+
+def _busy_elsewhere(database_url: str, key: str, slots: range) -> None:
+    """``slots`` of ``key`` held by requests of another process for a long while (the
+    project's quota spent by other workers, the account's other slots in use)."""
+    query(database_url, "UPDATE provider_slots SET holder = 'elsewhere:1', expires_at = "
+          "now() + interval '1 day' WHERE key = %s AND slot >= %s AND slot < %s",
+          key, slots.start, slots.stop)  # fmt: skip
+
+
+def _free_again(database_url: str, key: str) -> None:
+    query(database_url, "UPDATE provider_slots SET holder = NULL, expires_at = NULL "
+          "WHERE key = %s AND holder = 'elsewhere:1'", key)  # fmt: skip
+
+
+async def test_a_slot_held_while_waiting_for_a_turn_is_never_taken_twice(
+    queue_db: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Google request holds its account's slot while it waits for a turn of the
+    project's quota. Waiting three minutes (longer than a slot lives unrenewed), the slot
+    stays its own: another process finds none free, and once the turn comes the account
+    has no more requests in flight than its limit."""
+    clock = LimitsClock(monkeypatch)
+    project = f"project-{uuid.uuid4().hex[:8]}"
+    account = f"waits-{uuid.uuid4().hex[:8]}@example.test"
+    first, second = (Process(queue_db, google_project=(project, 2), quota_window=WINDOW)
+                     for _ in range(2))  # fmt: skip
+    mine = first.limits.for_account("google", account)
+    theirs = second.limits.for_account("google", account)
+    assert mine is not None
+    assert theirs is not None
+    assert mine.rate is not None
+    concurrency = limits.ACCOUNT_CONCURRENCY["google"]
+    inside = asyncio.Event()
+    done = asyncio.Event()
+
+    async def request() -> None:
+        async with mine.slot():
+            inside.set()
+            await done.wait()
+
+    try:
+        await mine._make_slots()
+        await mine.rate.turns._make_slots()
+        _busy_elsewhere(queue_db, mine.key, range(1, concurrency))
+        _busy_elsewhere(queue_db, mine.rate.turns.key, range(2))
+        waiting = asyncio.create_task(request())
+        await clock.until_paused(waiting)
+        for _ in range(3):  # three minutes on the limits' clock, no turn free
+            clock.pass_window()
+            await clock.until_paused(waiting)
+        assert not inside.is_set()
+        assert await theirs.try_take() is None, "the waiting request's slot was taken"
+        _free_again(queue_db, mine.rate.turns.key)
+        clock.pass_window()
+        await asyncio.wait_for(inside.wait(), PATIENCE)
+        assert await theirs.try_take() is None
+        held = query(queue_db, "SELECT slot FROM provider_slots WHERE key = %s AND holder "
+                     "= %s AND expires_at > %s", mine.key, limits.PROCESS, clock.now())  # fmt: skip
+        assert held == [(0,)]
+        done.set()
+        await asyncio.wait_for(waiting, PATIENCE)
+    finally:
+        done.set()
+        for key in (mine.key, mine.rate.turns.key):
+            _free_again(queue_db, key)
+        for process in (first, second):
+            await process.db.dispose()
+
+
+async def test_turns_held_while_waiting_for_the_rest_are_never_taken_twice(
+    queue_db: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch of two calls takes the one turn of the project's quota that is free and
+    waits for the other. Waiting two minutes (longer than a turn lives unrenewed), the
+    turn it has stays its own: another process finds none free."""
+    clock = LimitsClock(monkeypatch)
+    project = f"project-{uuid.uuid4().hex[:8]}"
+    account = f"batch-{uuid.uuid4().hex[:8]}@example.test"
+    first, second = (Process(queue_db, google_project=(project, 2), quota_window=WINDOW)
+                     for _ in range(2))  # fmt: skip
+    mine = first.limits.for_account("google", account)
+    other = second.limits.google_project
+    assert mine is not None
+    assert mine.rate is not None
+    assert other is not None
+    inside = asyncio.Event()
+
+    async def batch() -> None:
+        async with mine.slot(cost=2):
+            inside.set()
+
+    try:
+        await mine.rate.turns._make_slots()
+        _busy_elsewhere(queue_db, mine.rate.turns.key, range(1, 2))
+        waiting = asyncio.create_task(batch())
+        await clock.until_paused(waiting)
+        for _ in range(2):
+            clock.pass_window()
+            await clock.until_paused(waiting)
+        assert not inside.is_set()
+        assert await other.turns.try_take() is None, "a turn the batch held was taken"
+        _free_again(queue_db, mine.rate.turns.key)
+        clock.pass_window()
+        await asyncio.wait_for(waiting, PATIENCE)
+        assert inside.is_set()
+    finally:
+        _free_again(queue_db, mine.rate.turns.key)
+        for process in (first, second):
+            await process.db.dispose()

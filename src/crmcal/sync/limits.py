@@ -18,7 +18,9 @@ limits live in the database, shared by all:
   inside a batch counted). Each of the key's N rows is one request's turn: taken
   before the request and, once it is answered, kept W longer (never given back),
   so no W seconds see more than N requests reach the service, whichever
-  processes send them.
+  processes send them. A request waiting for turns (the quota spent by others)
+  keeps renewing what it holds meanwhile — its slot, the turns it has — so none
+  of it expires and goes to another process while it still counts on it.
 
 ``install`` makes a process use them (the worker and the queue-mode server do);
 ``provider_for`` then hands each provider the limit of its account.
@@ -37,11 +39,11 @@ import random
 import socket
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CTE, any_, bindparam, case, func, or_, select, text, update
+from sqlalchemy import CTE, and_, any_, bindparam, case, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.types import Integer
 
@@ -449,7 +451,7 @@ class Limit:
                 # The quota spent for now (or its rows not made yet): wait for the rest.
                 left = max(1, min(cost, self.rate.turns.concurrency)) - len(turns)
                 if left > 0:
-                    turns += await self.rate.take(left)
+                    turns += await self.rate.take(left, self, [taken], turns)
             yield
             answered = True
         finally:
@@ -478,7 +480,7 @@ class Limit:
         turns: list[int] = []
         try:
             if self.rate is not None:
-                turns = await self.rate.take(cost)
+                turns = await self.rate.take(cost, self, taken)
             yield
         finally:
             await asyncio.shield(self._give_back_all(taken, turns))
@@ -543,12 +545,26 @@ class Rate:
         self.turns = Limit(db, key, count)
         self.window = window
 
-    async def take(self, cost: int = 1) -> list[int]:
+    async def take(
+        self,
+        cost: int = 1,
+        slots_of: Limit | None = None,
+        slots: Sequence[int] = (),
+        turns: Sequence[int] = (),
+    ) -> list[int]:
         """Wait for ``cost`` turns (at most the whole quota); give them to ``done`` once
-        the request is answered."""
+        the request is answered. ``slots`` of ``slots_of`` and ``turns`` of this quota:
+        what the request holds already, kept taken while it waits (see ``_renew``)."""
         cost = max(1, min(cost, self.turns.concurrency))
         taken: list[int] = []
         pause = 0.01
+        # A slot expires REQUEST_TTL after its taking, a turn not yet answered a window
+        # after: a wait for the quota can last longer than either (other workers spend
+        # it), and what expired another process would take while this request still
+        # counts on it, or this one would count its own turn twice. So what the request
+        # holds is renewed as it waits, well before either could expire.
+        every = min(REQUEST_TTL, self.window) / 3
+        renew_at = utcnow() + every
         while len(taken) < cost:
             got = await self.turns.try_take_many(cost - len(taken), self.window)
             taken += got
@@ -556,7 +572,35 @@ class Rate:
                 # The quota is spent for now: a turn comes free as its window ends.
                 await asyncio.sleep(pause * random.uniform(0.5, 1.5))
                 pause = min(pause * 2, 0.5)
+                if utcnow() >= renew_at:
+                    await self._renew(slots_of, slots, [*turns, *taken])
+                    renew_at = utcnow() + every
         return taken
+
+    async def _renew(self, slots_of: Limit | None, slots: Sequence[int], turns: list[int]) -> None:
+        """Push back the expiry of ``slots`` of ``slots_of`` (REQUEST_TTL from now) and of
+        this quota's ``turns`` (a window from now), all held by this process, in one
+        statement."""
+        now = utcnow()
+        mine = [and_(ProviderSlot.key == self.turns.key, ProviderSlot.slot.in_(turns))]
+        if slots_of is not None and slots:
+            mine.append(and_(ProviderSlot.key == slots_of.key, ProviderSlot.slot.in_(slots)))
+        result = await self.turns.db.execute_one(
+            update(ProviderSlot)
+            .where(ProviderSlot.holder == PROCESS, or_(*mine))
+            .values(
+                expires_at=case(
+                    (ProviderSlot.key == self.turns.key, now + self.window),
+                    else_=now + REQUEST_TTL,
+                )
+            )
+            .returning(ProviderSlot.slot)
+        )
+        renewed = len(list(result))
+        if renewed < len(turns) + (len(slots) if slots_of is not None else 0):
+            # Only after a stall longer than the renewal's period (the event loop or the
+            # database away): the request goes on, as it would without the renewal.
+            log.warning("a slot of %s expired while waiting for the quota", self.turns.key)
 
     async def done(self, taken: list[int]) -> None:
         """The request of these turns was answered: their window runs from now, so it
