@@ -87,3 +87,31 @@ def test_credentials_are_scrubbed_from_log_messages() -> None:
     assert '"pw"' not in said
     assert "4/xyz" not in said
     assert "x=1" in said
+
+
+def test_the_queue_logs_warnings_only_unless_asked(
+    json_logs: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """procrastinate's two lines a job (started, ended) are off by default: a worker's
+    no-change syncs spent their CPU formatting them; CRMCAL_QUEUE_LOG_LEVEL brings them back."""
+    queue_log = logging.getLogger("procrastinate.worker")
+    try:
+        monkeypatch.delenv("CRMCAL_QUEUE_LOG_LEVEL", raising=False)
+        logs.setup("json")
+        queue_log.info("Starting job crmcal.sync[1](connection_id=1)")
+        queue_log.warning("Job crmcal.sync[2](connection_id=2) failed")
+        logging.getLogger("crmcal.sync.runner").info("synced in 0.01 s: {}")
+        quiet = [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()]
+        assert quiet == ["Job crmcal.sync[2](connection_id=2) failed", "synced in 0.01 s: {}"]
+
+        monkeypatch.setenv("CRMCAL_QUEUE_LOG_LEVEL", "info")
+        logs.setup("json")
+        queue_log.info("Starting job crmcal.sync[3](connection_id=3)")
+        asked = [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()]
+        assert asked == ["Starting job crmcal.sync[3](connection_id=3)"]
+
+        monkeypatch.setenv("CRMCAL_QUEUE_LOG_LEVEL", "chatty")
+        with pytest.raises(ValueError, match="CRMCAL_QUEUE_LOG_LEVEL"):
+            logs.setup("json")
+    finally:
+        logging.getLogger(logs.QUEUE_LOGGER).setLevel(logging.NOTSET)

@@ -82,6 +82,15 @@ def _settings() -> Settings:
         raise CliError(str(exc)) from None
 
 
+def _setup_logs() -> None:
+    from crmcal import logs
+
+    try:
+        logs.setup()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
 def _require_strong_key(settings: Settings) -> None:
     """A server refuses a secret key that an attacker could guess."""
     from crmcal.vault import VaultError, vault_for, weak_key_problem
@@ -304,9 +313,7 @@ def serve(
     out.print(f"crmcal on {url} (API docs at {url}/docs)")
     if jobs == "queue":
         out.print("syncs are queued for 'crmcal worker' processes")
-    from crmcal import logs
-
-    logs.setup()
+    _setup_logs()
     # In JSON, uvicorn's own lines go through the same handler as everything else.
     plain = (os.environ.get("CRMCAL_LOG_FORMAT") or "text").strip().lower() != "json"
     log_config = uvicorn.config.LOGGING_CONFIG if plain else None
@@ -381,9 +388,7 @@ def worker(
             await api_client.close_shared()  # the connections its syncs kept open
             await db.dispose()
 
-    from crmcal import logs
-
-    logs.setup()
+    _setup_logs()
     if metrics_port is not None:
         from prometheus_client import start_http_server
 

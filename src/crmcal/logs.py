@@ -5,7 +5,10 @@ runner for everything logged while that sync runs, and the process
 (``process``, host:pid) so that lines from many workers can be told apart. Secrets
 never reach a line: messages are scrubbed of bearer tokens and of token, secret
 and password parameters, and HTTP client libraries, which log request lines, are
-kept to warnings.
+kept to warnings. So is the job queue (procrastinate), which logs two lines a job
+(its start and its end) beside the sync's own line with its counts: a worker's
+no-change syncs made two thirds of their log lines there; ``CRMCAL_QUEUE_LOG_LEVEL``
+(``info``, ``debug``) brings them back.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ _SECRETS = re.compile(
     r"[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]+"
 )
 QUIET = ("httpx", "httpcore", "niquests", "urllib3", "caldav")
+QUEUE_LOGGER = "procrastinate"
 
 
 def scrub(text: str) -> str:
@@ -67,9 +71,19 @@ class TextFormatter(logging.Formatter):
         return f"{text} [connection {connection_id}]" if connection_id is not None else text
 
 
+def queue_level() -> int:
+    """The job queue's log level: ``CRMCAL_QUEUE_LOG_LEVEL`` (a level's name), else
+    warnings only."""
+    name = (os.environ.get("CRMCAL_QUEUE_LOG_LEVEL") or "warning").strip().upper()
+    level = logging.getLevelName(name)
+    if not isinstance(level, int):
+        raise ValueError(f"CRMCAL_QUEUE_LOG_LEVEL: {name.lower()!r} is no log level")
+    return level
+
+
 def setup(fmt: str | None = None, level: int = logging.INFO) -> None:
     """Send every log record to stderr as ``fmt`` (``json`` or ``text``; default from
-    ``CRMCAL_LOG_FORMAT``)."""
+    ``CRMCAL_LOG_FORMAT``); the job queue's at ``queue_level()``."""
     fmt = (fmt or os.environ.get("CRMCAL_LOG_FORMAT") or "text").strip().lower()
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_Context())
@@ -83,3 +97,4 @@ def setup(fmt: str | None = None, level: int = logging.INFO) -> None:
     root.setLevel(level)
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger(QUEUE_LOGGER).setLevel(queue_level())
