@@ -10,8 +10,15 @@ calls. Then:
   queued at once: with no change, and with one new event in each calendar. The
   figures are connections synced per second (all workers together, and per
   worker), the workers' CPU seconds per sync, and each worker's resident memory at
-  the end of the round. With one worker it also times procrastinate's own cost: a
-  bare no-op job through the same queue, against the no-change sync job.
+  the end of the round; below the table, what a sync cost each party on the
+  machine (the workers, the emulator, the PostgreSQL backends of the workers'
+  connections and of the bench's, the bench process: ``bench.cpu_parties``) and
+  how busy the workers kept their cores. With one worker it also times
+  procrastinate's own cost: a bare no-op job through the same queue, against the
+  no-change sync job. ``--pin`` runs the workers on the last core and the emulator,
+  the bench and the backends of the bench's database on the others, so that a
+  worker has a core of its own as in production, where the calendar service and
+  the database are other machines.
 * ``cpu``: no-change sync jobs one at a time in this process (the job a worker
   runs, shared limits and all), their CPU time, optionally under cProfile.
 * ``storm``: ``crmcal serve`` (enqueue only) and workers; every connection is
@@ -20,6 +27,7 @@ calls. Then:
   activity carries the new title.
 
     python -m bench.queue_workers rounds --connections 1000 10000 --workers 1 2 4
+    python -m bench.queue_workers rounds --connections 1000 --workers 1 --no-change-only --pin
     python -m bench.queue_workers cpu --connections 200 --profile /tmp/sync.prof
     python -m bench.queue_workers storm --connections 1000 --workers 2
 """
@@ -31,6 +39,7 @@ import asyncio
 import contextlib
 import cProfile
 import datetime as dt
+import functools
 import os
 import signal
 import statistics
@@ -54,6 +63,7 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.benchkit import free_port
+from bench.cpu_parties import Parties, Pinning, postmaster_of
 from crmcal import migrations
 from crmcal.config import Settings
 from crmcal.crm.schemas import default_permissions
@@ -158,13 +168,14 @@ def serve_emulator(accounts: int, port: int) -> None:
 
 
 class Emulator:
-    def __init__(self, workdir: Path, accounts: int) -> None:
+    def __init__(self, workdir: Path, accounts: int, pin: Pinning | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         log = (workdir / "emulator.log").open("wb")
         command = [sys.executable, "-m", "bench.queue_workers", "emulator",
                    "--accounts", str(accounts), "--port", str(self.port)]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                        preexec_fn=pin.rest_preexec if pin else None)  # fmt: skip
         wait_for(self.url + "/_emulator/requests", self.process)
 
     def write_events(self, first: int, count: int, summary: str) -> None:
@@ -283,21 +294,30 @@ def last_run(url: str) -> int:
 def wait_done(url: str, count: int, since: int, timeout: float = 7200) -> int:
     """Until ``count`` syncs have ended since sync run id ``since``, or no sync job is
     left in the queue (a job that failed before its sync began records no run);
-    answers how many ended."""
+    answers how many ended. Asks on one connection (a new one each look would cost
+    the database a backend's start five times a second)."""
     deadline = time.monotonic() + timeout
-    while True:
-        done = int(sql(url, "SELECT count(*) FROM sync_runs "
-                       "WHERE id > %s AND ended_at IS NOT NULL", since)[0][0])  # fmt: skip
-        if done >= count:
-            return done
-        left = sql(url, "SELECT count(*) FROM procrastinate_jobs "
-                   "WHERE queue_name = 'sync' AND status IN ('todo', 'doing')")[0][0]  # fmt: skip
-        if left == 0 and done == int(sql(url, "SELECT count(*) FROM sync_runs WHERE id > %s "
-                                        "AND ended_at IS NOT NULL", since)[0][0]):  # fmt: skip
-            return done
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {done} of {count} syncs ended")
-        time.sleep(0.2)
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+
+        def ended() -> int:
+            found = conn.execute("SELECT count(*) FROM sync_runs "
+                                 "WHERE id > %s AND ended_at IS NOT NULL", (since,))  # fmt: skip
+            return int(found.fetchall()[0][0])
+
+        while True:
+            done = ended()
+            if done >= count:
+                return done
+            left = conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE "
+                "queue_name = 'sync' AND status IN ('todo', 'doing')"
+            )
+            left = left.fetchall()[0][0]
+            if left == 0 and done == ended():
+                return done
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {done} of {count} syncs ended")
+            time.sleep(0.2)
 
 
 def failed(url: str, since: int) -> int:
@@ -337,16 +357,27 @@ class Round:
         procs: list[subprocess.Popen[bytes]],
         count: int,
         emulator: Emulator | None = None,
+        pin: Pinning | None = None,
     ) -> None:
         asked = emulator.requests() if emulator is not None else {}
         since = last_run(url)
         cpu = [cpu_seconds(p.pid) for p in procs]
+        parties = Parties(
+            database=str(make_url(url).database), postmaster=postmaster(url),
+            workers=[p.pid for p in procs], pin=pin,
+            emulator=emulator.process.pid if emulator is not None else None,
+        )  # fmt: skip
         self.load = load()
         started = time.perf_counter()
-        asyncio.run(queue_all(url))
-        ended = wait_done(url, count, since)
-        self.wall = time.perf_counter() - started
+        with parties.sampling():
+            asyncio.run(queue_all(url))
+            self.queued = time.perf_counter() - started
+            ended = wait_done(url, count, since)
+            self.wall = time.perf_counter() - started
         self.cpu = sum(cpu_seconds(p.pid) - before for p, before in zip(procs, cpu, strict=True))
+        self.parties = parties.spent()
+        self.workers = len(procs)
+        self.load_after = load()
         self.rss = max(rss_mb(p.pid) for p in procs)
         self.rss_all = [rss_mb(p.pid) for p in procs]
         self.failed = failed(url, since) + max(0, count - ended)  # failed, or never began
@@ -359,21 +390,43 @@ class Round:
             self.requests = {kind: n - asked.get(kind, 0) for kind, n in after.items()
                              if n > asked.get(kind, 0)}  # fmt: skip
 
+    def by_party(self) -> str:
+        """CPU ms a sync by party, and how busy the workers kept their cores."""
+        ms = {name: 1000 * cpu / self.count for name, cpu in self.parties.items()}
+        busy = 100 * self.parties["worker"] / self.wall / max(1, self.workers)
+        return (f"CPU ms a sync: worker {ms['worker']:.2f}, emulator {ms['emulator']:.2f}, "
+                f"PostgreSQL for the worker {ms['pg_worker']:.2f}, for the bench "
+                f"{ms['pg_bench']:.2f}, its background (all databases) {ms['pg_shared']:.2f}, "
+                f"bench {ms['bench']:.2f}; each worker busy {busy:.0f} % of the wall time; "
+                f"jobs queued in {self.queued:.1f} of {self.wall:.1f} s "
+                f"(load {self.load} -> {self.load_after})")  # fmt: skip
+
     def cells(self, workers: int) -> str:
         rate = self.count / self.wall
         return (f"{rate:.0f} | {rate / workers:.0f} | {1000 * self.cpu / self.count:.1f} | "
                 f"{self.count / self.cpu:.0f}")  # fmt: skip
 
 
+@functools.cache
+def postmaster(url: str) -> int:
+    """The pid of the PostgreSQL server's postmaster (the server runs on this machine)."""
+    return postmaster_of(int(sql(url, "SELECT pg_backend_pid()")[0][0]))
+
+
 def start_workers(
-    env: dict[str, str], workers: int, workdir: Path, concurrency: int = CONCURRENCY
+    env: dict[str, str],
+    workers: int,
+    workdir: Path,
+    concurrency: int = CONCURRENCY,
+    pin: Pinning | None = None,
 ) -> list[subprocess.Popen[bytes]]:
     procs = []
     for n in range(workers):
         log = (workdir / f"worker{n}.log").open("wb")
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "crmcal", "worker", "--concurrency", str(concurrency)],
-            env=env, stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=pin.worker_preexec if pin else None))  # fmt: skip
     return procs
 
 
@@ -383,22 +436,26 @@ def rounds(
     workdir: Path,
     concurrency: int = CONCURRENCY,
     changed_round: bool = True,
+    pin: Pinning | None = None,
 ) -> dict[str, Any]:
     with fresh_database() as db_url:
-        emulator = Emulator(workdir, connections)
+        emulator = Emulator(workdir, connections, pin)
         procs: list[subprocess.Popen[bytes]] = []
         try:
+            if pin is not None:
+                pin.bench()
             started = time.perf_counter()
             asyncio.run(seed(db_url, connections))
             seeded = time.perf_counter() - started
-            procs = start_workers(worker_env(db_url, emulator), workers, workdir, concurrency)
-            first = Round(db_url, procs, connections, emulator)
+            env = worker_env(db_url, emulator)
+            procs = start_workers(env, workers, workdir, concurrency, pin)
+            first = Round(db_url, procs, connections, emulator, pin)
             settle(db_url)
-            unchanged = Round(db_url, procs, connections, emulator)
+            unchanged = Round(db_url, procs, connections, emulator, pin)
             changed = None
             if changed_round:
                 emulator.write_events(0, connections, "one change")
-                changed = Round(db_url, procs, connections, emulator)
+                changed = Round(db_url, procs, connections, emulator, pin)
             noop = None
             if workers == 1:
                 for proc in procs:
@@ -411,6 +468,8 @@ def rounds(
             for proc in procs:
                 stop(proc)
             emulator.stop()
+            if pin is not None:
+                pin.undo()
 
 
 # --- the queue's own cost -------------------------------------------------------------------
@@ -592,6 +651,9 @@ def main() -> None:
     r.add_argument("--concurrency", type=int, default=CONCURRENCY)
     r.add_argument("--no-change-only", action="store_true",
                    help="skip the round with one change in each calendar")  # fmt: skip
+    r.add_argument("--pin", action="store_true",
+                   help="the workers on the last core; the emulator, this process and the "
+                   "backends of the bench's database on the others")  # fmt: skip
     c = commands.add_parser("cpu")
     c.add_argument("--connections", type=int, default=200)
     c.add_argument("--repeat", type=int, default=3)
@@ -620,14 +682,23 @@ def main() -> None:
                   f"(load {found['load']})")  # fmt: skip
         else:
             concurrency = args.concurrency
-            print(f"workers of concurrency {concurrency}; CPU is the workers' own")
+            pin = Pinning() if args.pin else None
+            print(
+                f"workers of concurrency {concurrency}; CPU is the workers' own"
+                + (
+                    f"; workers pinned to cores {sorted(pin.worker)}, the emulator, the "
+                    f"bench and its database's backends to {sorted(pin.rest)}"
+                    if pin
+                    else ""
+                )
+            )
             print("| connections | workers | round | syncs/s | per worker | worker CPU ms "
                   "per sync | syncs per CPU s | failed | RSS per worker MB | load |")  # fmt: skip
             print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
             for connections in args.connections:
                 for workers in args.workers:
                     found = rounds(connections, workers, workdir, concurrency,
-                                   changed_round=not args.no_change_only)  # fmt: skip
+                                   changed_round=not args.no_change_only, pin=pin)  # fmt: skip
                     named = [("first", found["first"]), ("no change", found["unchanged"]),
                              ("one change", found["changed"])]  # fmt: skip
                     for name, one in named:
@@ -636,6 +707,9 @@ def main() -> None:
                         row = f"| {connections} | {workers} | {name} | {one.cells(workers)} | "
                         rss = "/".join(f"{mb:.0f}" for mb in one.rss_all)
                         print(f"{row}{one.failed} | {rss} | {one.load} |", flush=True)
+                    for name, one in named:
+                        if one is not None:
+                            print(f"  {name}: {one.by_party()}", flush=True)
                     for name, one in named:
                         if one is not None and one.requests:
                             asked = ", ".join(
