@@ -410,7 +410,8 @@ class Round:
 @functools.cache
 def postmaster(url: str) -> int:
     """The pid of the PostgreSQL server's postmaster (the server runs on this machine)."""
-    return postmaster_of(int(sql(url, "SELECT pg_backend_pid()")[0][0]))
+    with psycopg.connect(conninfo(url)) as conn:  # its backend's parent, while it lives
+        return postmaster_of(conn.info.backend_pid)
 
 
 def start_workers(
