@@ -267,30 +267,18 @@ class KeptTransport(httpx.AsyncBaseTransport):
         body: bytes,
         timeouts: dict[str, float | None],
     ) -> httpx.Response:
+        """One request written and its answer read, within ``TOTAL_DEADLINE``."""
+        data = _encoded(conn.parser, request, body)
+        deadline = conn.loop.time() + self._deadline
+        await _write(conn, data, timeouts.get("write"), deadline)
+        head, content = await self._read_answer(conn, timeouts.get("read"), deadline)
+        return self._response(head, content)
+
+    async def _read_answer(
+        self, conn: _Connection, read_timeout: float | None, deadline: float
+    ) -> tuple[h11.Response, bytes]:
+        """The answer's head and its body as sent, at most ``max_body`` bytes of it."""
         parser = conn.parser
-        try:
-            data = parser.send(
-                h11.Request(
-                    method=request.method, target=request.url.raw_path, headers=_sent(request)
-                )
-            )
-            if body:
-                data = (data or b"") + (parser.send(h11.Data(data=body)) or b"")
-            data = (data or b"") + (parser.send(h11.EndOfMessage()) or b"")
-        except h11.LocalProtocolError as error:
-            raise httpx.LocalProtocolError(str(error)) from error
-        transport = conn.transport
-        if conn.lost or transport is None or transport.is_closing():
-            raise httpx.WriteError("the connection was closed")
-        loop = conn.loop
-        deadline = loop.time() + self._deadline
-        transport.write(data)
-        write_timeout = timeouts.get("write")
-        while conn.paused:
-            await conn.wait(_bounded(write_timeout, deadline, loop), _write_timeout)
-        if conn.lost and not conn.pending:
-            raise httpx.WriteError("the connection was closed while the request was sent")
-        read_timeout = timeouts.get("read")
         head: h11.Response | None = None
         chunks: list[bytes] = []
         size = 0
@@ -298,19 +286,7 @@ class KeptTransport(httpx.AsyncBaseTransport):
             while True:
                 event = parser.next_event()
                 if event is h11.NEED_DATA:
-                    if conn.pending:
-                        received = (
-                            b"".join(conn.pending) if len(conn.pending) > 1 else conn.pending[0]
-                        )
-                        conn.pending.clear()
-                        parser.receive_data(received)
-                    elif conn.ended:
-                        if conn.fed_end:
-                            raise httpx.RemoteProtocolError("the server closed the connection")
-                        conn.fed_end = True
-                        parser.receive_data(b"")
-                    else:
-                        await conn.wait(_bounded(read_timeout, deadline, loop), _read_timeout)
+                    await _feed(conn, read_timeout, deadline)
                 elif isinstance(event, h11.Response):
                     head = event
                 elif isinstance(event, h11.Data):
@@ -330,7 +306,11 @@ class KeptTransport(httpx.AsyncBaseTransport):
         except h11.RemoteProtocolError as error:
             raise httpx.RemoteProtocolError(str(error)) from error
         assert head is not None
-        content = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+        return head, b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+    def _response(self, head: h11.Response, content: bytes) -> httpx.Response:
+        """httpx's answer: the body decoded (under the same cap), the headers it is
+        handed on with (no cookies; no coding or length of a body decoded here)."""
         headers = head.headers.raw_items()
         dropped = _NOT_PASSED
         coding = [value for name, value in headers if name.lower() == b"content-encoding"]
@@ -366,6 +346,49 @@ class KeptTransport(httpx.AsyncBaseTransport):
 _NOT_PASSED = frozenset({b"set-cookie", b"set-cookie2"})
 # Headers that describe the body as sent, not as handed on decoded.
 _DECODED = frozenset({b"content-encoding", b"content-length"})
+
+
+def _encoded(parser: h11.Connection, request: httpx.Request, body: bytes) -> bytes:
+    """The request's bytes as h11 writes them (head, body, end)."""
+    try:
+        data = parser.send(
+            h11.Request(method=request.method, target=request.url.raw_path, headers=_sent(request))
+        )
+        if body:
+            data = (data or b"") + (parser.send(h11.Data(data=body)) or b"")
+        return (data or b"") + (parser.send(h11.EndOfMessage()) or b"")
+    except h11.LocalProtocolError as error:
+        raise httpx.LocalProtocolError(str(error)) from error
+
+
+async def _write(
+    conn: _Connection, data: bytes, write_timeout: float | None, deadline: float
+) -> None:
+    """``data`` handed to the socket in one write, waiting while its buffer is full."""
+    transport = conn.transport
+    if conn.lost or transport is None or transport.is_closing():
+        raise httpx.WriteError("the connection was closed")
+    transport.write(data)
+    while conn.paused:
+        await conn.wait(_bounded(write_timeout, deadline, conn.loop), _write_timeout)
+    if conn.lost and not conn.pending:
+        raise httpx.WriteError("the connection was closed while the request was sent")
+
+
+async def _feed(conn: _Connection, read_timeout: float | None, deadline: float) -> None:
+    """The parser given what came since it last asked: bytes, the stream's end once
+    (a second ask after it is a disconnection), or else what the next wait brings."""
+    if conn.pending:
+        received = b"".join(conn.pending) if len(conn.pending) > 1 else conn.pending[0]
+        conn.pending.clear()
+        conn.parser.receive_data(received)
+    elif conn.ended:
+        if conn.fed_end:
+            raise httpx.RemoteProtocolError("the server closed the connection")
+        conn.fed_end = True
+        conn.parser.receive_data(b"")
+    else:
+        await conn.wait(_bounded(read_timeout, deadline, conn.loop), _read_timeout)
 
 
 def _sent(request: httpx.Request) -> list[tuple[bytes, bytes]]:
