@@ -18,7 +18,7 @@ import pytest
 
 from crmcal.model import Attendee, CalendarEvent, Recurrence, content_hash, content_hash_beside
 from crmcal.sync import merge
-from crmcal.sync.decisions import Act, Decision, State, decide
+from crmcal.sync.decisions import Act, Decision, State, crm_edit_is_later, decide
 from crmcal.sync.states import Winner
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "sync.md"
@@ -190,3 +190,30 @@ def test_digests_taken_from_the_other_side_are_the_event_own(changes: dict[str, 
     crm = replace(BASE_EVENT, **changes)
     assert merge.digests_beside(crm, BASE_EVENT) == merge.digests(replace(crm))
     assert content_hash_beside(crm, BASE_EVENT) == content_hash(crm)
+
+
+@pytest.mark.parametrize(
+    ("crm", "calendar", "crm_wins"),
+    [
+        # Google's milliseconds, Graph's fractions: one second holds two ordered edits.
+        ("10:00:00.300000", "10:00:00.301", False),
+        ("10:00:00.302000", "10:00:00.301", True),
+        ("10:00:00.301400", "10:00:00.301", True),  # inside the calendar's millisecond
+        ("10:00:00.301000", "10:00:00.301", True),  # the very same time
+        # CalDAV's whole seconds: a CRM edit inside the calendar's second cannot be
+        # ordered against it, and goes to the CRM, as an exact tie does.
+        ("10:00:00.700000", "10:00:00", True),
+        ("09:59:59.999999", "10:00:00", False),
+    ],
+)
+def test_latest_compares_each_side_at_its_own_precision(
+    crm: str, calendar: str, crm_wins: bool
+) -> None:
+    day = "2026-12-06T"
+    assert (
+        crm_edit_is_later(
+            dt.datetime.fromisoformat(day + crm + "+00:00"),
+            dt.datetime.fromisoformat(day + calendar + "+00:00"),
+        )
+        is crm_wins
+    )

@@ -15,6 +15,7 @@ in vdirsyncer's spirit:
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from dataclasses import dataclass
 
@@ -81,3 +82,18 @@ def decide(
     if crm_wins:
         return Decision(Act.PUSH_UPDATE, conflict=True, winner=Winner.CRM)
     return Decision(Act.PULL_UPDATE, conflict=True, winner=Winner.CALENDAR)
+
+
+def crm_edit_is_later(crm_time: dt.datetime, calendar_time: dt.datetime) -> bool:
+    """The ``latest`` policy's rule: the CRM's edit wins iff it is not earlier than the
+    calendar's.
+
+    Each time is taken at the precision its side keeps: the CRM's ``updated_at`` in
+    microseconds, the calendar's last-modified time as the service gives it (Google
+    milliseconds, Graph fractions of a second, CalDAV's ``LAST-MODIFIED`` whole
+    seconds). Rounding both to whole seconds made two edits in one second a tie that
+    the CRM always won, losing a later calendar edit. A service's time is its edit's
+    moment cut to that precision, so a CRM edit inside the calendar's last tick (the
+    same millisecond on Google, the same second on CalDAV) cannot be ordered against
+    it: that tie, and an exact one, goes to the CRM, whose edit crmcal saw made."""
+    return crm_time >= calendar_time

@@ -67,7 +67,7 @@ from crmcal.providers.base import (
 )
 from crmcal.sync import mapping, merge, series_mapping
 from crmcal.sync.context import RunContext, Start, SyncFailed, SyncRefused, SyncStopped
-from crmcal.sync.decisions import Act, Decision, State, decide
+from crmcal.sync.decisions import Act, Decision, State, crm_edit_is_later, decide
 from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.links import Links
 from crmcal.sync.series_sync import SeriesSync
@@ -1216,9 +1216,7 @@ class Engine:
         calendar_time = (event.last_modified if event else None) or utcnow()
         if crm_time is None:
             return False
-        # Compared at the precision both sides have (iCalendar's LAST-MODIFIED has
-        # whole seconds); a tie goes to the CRM, whose edit is the one crmcal saw made.
-        return crm_time.replace(microsecond=0) >= calendar_time.replace(microsecond=0)
+        return crm_edit_is_later(crm_time, calendar_time)
 
     async def _execute(self, decision: Decision, pair: Pair, link: Link) -> None:
         if decision.conflict:

@@ -27,7 +27,7 @@ from crmcal.model import (
 from crmcal.providers import kinds
 from crmcal.providers.base import EventNotFound
 from crmcal.sync import series_mapping
-from crmcal.sync.decisions import Act, Decision
+from crmcal.sync.decisions import Act, Decision, crm_edit_is_later
 from crmcal.sync.series_copies import DROPPING
 from crmcal.sync.series_crm_splits import moved_digest
 from crmcal.sync.series_units import (
@@ -326,7 +326,8 @@ class LinkedSeries:
         key: str | None = None,
     ) -> bool:
         """The ``latest`` policy's verdict on the series, or with ``key`` on its
-        occurrence of that original start: the newer edit wins, a tie goes to the CRM.
+        occurrence of that original start: the newer edit wins, a tie goes to the CRM
+        (``decisions.crm_edit_is_later``).
 
         An occurrence changed on both sides compares its own times: the CRM's edit of
         it (or of its series) and the calendar's of it (its override's modification
@@ -349,7 +350,7 @@ class LinkedSeries:
             if override is not None and override.last_modified is not None:
                 calendar_time = override.last_modified
         calendar_time = calendar_time or utcnow()
-        return crm_time.replace(microsecond=0) >= calendar_time.replace(microsecond=0)
+        return crm_edit_is_later(crm_time, calendar_time)
 
 
 def _keep_carried(plan: Plan, cal_now: Digests, base_cal: Digests) -> None:
