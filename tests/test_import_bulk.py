@@ -23,7 +23,9 @@ from crmcal.crm.schemas import ActivityCreate, ParticipantIn, UserCreate
 from crmcal.crm.tables import Activity, ActivitySeries, Participant, Person
 from crmcal.crm.users import create_user
 from crmcal.db import Database
-from crmcal.model import CalendarInfo
+from crmcal.model import CalendarEvent, CalendarInfo
+from crmcal.providers import parse_pool
+from crmcal.sync import import_fields
 from crmcal.sync.connections import create
 from crmcal.sync.engine import SyncReport
 from crmcal.sync.runner import run_sync
@@ -242,6 +244,36 @@ def test_statements_of_a_first_import_do_not_grow_with_the_calendar(
     # The links remember both sides as they are: the next sync has nothing to do.
     again = run(sync_again(db_url, large_owner))
     assert (again.counts(), again.problems) == (dict.fromkeys(again.counts(), 0), [])
+
+
+def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_parsed(
+    db_url: str,
+    radicale: CalDAVServer,
+    calendars: list[CalDAVHarness],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each event's fields for the CRM, its checks, uid and organizer come from the parse
+    pool's processes with the events (``sync/import_fields``): none is computed here."""
+    parse_pool.configure(2)
+    here: list[str | None] = []
+    computed = import_fields._computed
+
+    def counted(event: CalendarEvent, importer: import_fields.Importer) -> Any:
+        here.append(event.uid)
+        return computed(event, importer)
+
+    monkeypatch.setattr(import_fields, "_computed", counted)
+    texts = [realistic("p", n) for n in range(80)]
+    texts[7] = realistic("p", 7, guests=201)  # refused by the CRM: reported as ever
+    try:
+        report, _, owner = run(import_calendar(db_url, radicale, calendars[0], texts, "p@crm.test"))
+    finally:
+        parse_pool.configure(None)
+        parse_pool.shutdown()
+    assert (report.created, report.skipped) == (79, 1)
+    assert "at most 200" in report.problems[0]["reason"]
+    assert here == []
+    assert run(totals(db_url, owner))["series"] == 8
 
 
 def test_events_the_crm_refuses_are_skipped_and_the_rest_imported_in_batches(

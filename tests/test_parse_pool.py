@@ -118,6 +118,32 @@ def test_events_from_the_pool_bring_their_digests(
     assert computed == []  # none of them here
 
 
+def where(event: model.CalendarEvent, argument: object) -> object:
+    """Computed beside the parse with the reader's argument (module-level: the pool's
+    processes find it by name)."""
+    if argument == "refuse":
+        raise ValueError("not this one")
+    return event.memo("where", lambda _: (os.getpid(), argument))
+
+
+def test_what_a_reader_asks_beside_is_computed_in_the_pool_with_its_argument(
+    pool: None,
+) -> None:
+    given = texts()
+    with parse_pool.computing_beside(where, "owner 1"):
+        there = [p.event for p in parse_pool.parse(given, None) if p.event is not None]
+    outside = [p.event for p in parse_pool.parse(given, None) if p.event is not None]
+    with parse_pool.computing_beside(where, "refuse"):
+        refused = [p.event for p in parse_pool.parse(given, None) if p.event is not None]
+
+    found = {e.__dict__["_memo"]["where"] for e in there}
+    assert {argument for _, argument in found} == {"owner 1"}
+    assert os.getpid() not in {pid for pid, _ in found}  # computed in the pool's processes
+    # Only for the parses made in that context; a failure there costs no event.
+    assert all("where" not in e.__dict__.get("_memo", {}) for e in outside + refused)
+    assert len(refused) == len(outside) == len(there)
+
+
 def test_a_few_texts_and_a_pool_of_none_are_parsed_here(pool: None) -> None:
     few = texts()[: parse_pool.IN_PROCESS_BELOW - 1]
     before = parse_pool.parsed_in_workers()

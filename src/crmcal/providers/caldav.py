@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import hashlib
@@ -128,8 +129,11 @@ T = TypeVar("T")
 
 
 async def _in_pool(function: Callable[..., T], *args: Any) -> T:
+    # In the caller's context, as asyncio.to_thread runs a function: what a reader asks
+    # the parse pool to compute beside parsing (parse_pool.computing_beside) is in it.
+    context = contextvars.copy_context()
     return await asyncio.get_running_loop().run_in_executor(
-        POOL, functools.partial(function, *args)
+        POOL, functools.partial(context.run, function, *args)
     )
 
 

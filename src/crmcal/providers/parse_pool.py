@@ -20,24 +20,38 @@ was killed with SIGKILL.
 Besides parsing, the processes compute each event's content hash, and whatever its
 reader registered with ``compute_beside`` (the sync engine: its fields' digests), so
 that the values travel with the events; this module knows only the wire format.
+What depends on the one reading (the sync engine's first import: the CRM's fields of
+each event for its owner and options) is named with ``computing_beside``, for the
+parses made in that context, and travels with each chunk as an argument of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from crmcal.model import CalendarEvent
 from crmcal.providers import ical
 
-__all__ = ["Parsed", "compute_beside", "configure", "parse", "parse_here", "shutdown", "start"]
+__all__ = [
+    "Parsed",
+    "compute_beside",
+    "computing_beside",
+    "configure",
+    "parse",
+    "parse_here",
+    "shutdown",
+    "start",
+]
 
 CHUNK = 100
 IN_PROCESS_BELOW = 64
@@ -100,18 +114,49 @@ def compute_beside(*derive: Derive) -> None:
     _beside = tuple(dict.fromkeys((*_beside, *derive)))
 
 
+DeriveWith = Callable[[CalendarEvent, object], object]
+# What the parses made in this context compute of each event with an argument of the
+# reader's (see ``computing_beside``).
+_beside_with: ContextVar[tuple[tuple[DeriveWith, object], ...]] = ContextVar(
+    "parse_pool_beside_with", default=()
+)
+
+
+@contextlib.contextmanager
+def computing_beside(derive: DeriveWith, argument: object) -> Iterator[None]:
+    """Within this block (and the threads and tasks that carry its context), the pool's
+    processes also run ``derive(event, argument)`` on every event they parse, for what
+    it keeps on the event (``CalendarEvent.memo``) to travel with it: what depends on
+    who reads, such as the sync engine's view of each event for one owner. ``derive``
+    must be a module-level function and ``argument`` picklable (both are sent with each
+    chunk); what fails there is left for the reader to compute where it is missing."""
+    token = _beside_with.set((*_beside_with.get(), (derive, argument)))
+    try:
+        yield
+    finally:
+        _beside_with.reset(token)
+
+
 def parse_chunk(
-    texts: Sequence[str], zone: str | None, beside: Sequence[Derive] = ()
+    texts: Sequence[str],
+    zone: str | None,
+    beside: Sequence[Derive] = (),
+    beside_with: Sequence[tuple[DeriveWith, object]] = (),
 ) -> list[Parsed]:
     """What a pool's process runs for a chunk: ``parse_here``, and what the sync will
-    ask of each event (its content hash, and ``beside``) computed here too, beside the
-    process that syncs; the values travel with the events."""
+    ask of each event (its content hash, ``beside`` and ``beside_with``) computed here
+    too, beside the process that syncs; the values travel with the events."""
     parsed = parse_here(texts, zone)
     for one in parsed:
         if one.event is not None:
             one.event.content_hash()
             for derive in beside:
                 derive(one.event)
+            for derive_with, argument in beside_with:
+                # Only ahead of the reader, which computes it again where it is missing
+                # (and reports its failure there, with the item it belongs to).
+                with contextlib.suppress(Exception):
+                    derive_with(one.event, argument)
     return parsed
 
 
@@ -212,6 +257,7 @@ def parse(texts: Sequence[str], zone: str | None) -> list[Parsed]:
     pool = _POOL.get() if len(texts) >= IN_PROCESS_BELOW else None
     if pool is None:
         return parse_here(texts, zone)
+    beside_with = _beside_with.get()
     chunks = [texts[i : i + CHUNK] for i in range(0, len(texts), CHUNK)]
     window = 2 * _POOL.size()
     results: list[Parsed] = []
@@ -220,7 +266,7 @@ def parse(texts: Sequence[str], zone: str | None) -> list[Parsed]:
     try:
         while len(results) < len(texts):
             while given < len(chunks) and len(pending) < window:
-                pending.append(pool.submit(parse_chunk, chunks[given], zone, _beside))
+                pending.append(pool.submit(parse_chunk, chunks[given], zone, _beside, beside_with))
                 given += 1
             done = pending.popleft().result()
             results += done

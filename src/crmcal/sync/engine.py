@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -65,9 +66,11 @@ from crmcal.providers.base import (
     list_changes_in_parts,
     update_many,
 )
-from crmcal.sync import mapping, merge, series_mapping
+from crmcal.sync import import_fields as import_fields_module
+from crmcal.sync import mapping, merge
 from crmcal.sync.context import RunContext, Start, SyncFailed, SyncRefused, SyncStopped
 from crmcal.sync.decisions import Act, Decision, State, crm_edit_is_later, decide
+from crmcal.sync.import_fields import Importer, import_fields, organizer_of, refusal
 from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.links import Links
 from crmcal.sync.series_sync import SeriesSync
@@ -254,6 +257,11 @@ class Engine:
         # The conflicts this run recorded: (activity id, event id) -> the record's id.
         self.recorded_conflicts: dict[tuple[int | None, str | None], int] = {}
 
+    @functools.cached_property
+    def importer(self) -> Importer:
+        """Who imports, for the CRM's fields of new events (``sync/import_fields``)."""
+        return Importer.of(self.ctx.owner, self.ctx.options, self.ctx.own_addresses)
+
     # --- the run ---------------------------------------------------------
 
     async def run(self, start: Start | None = None, *, finish: bool = True) -> SyncReport:
@@ -379,32 +387,35 @@ class Engine:
         self.held_series = []
         unreadable = await self._unreadable()
         parts = list_changes_in_parts(self.provider, ctx.calendar_id, None, with_contents=True)
-        async with contextlib.aclosing(parts):
-            async for part in parts:
-                if summary is None:
-                    summary = ChangeListing(
-                        full=part.full, cursor=part.cursor, complete=part.complete
-                    )
-                    if part.full:
-                        await self.links.load()
-                    crm_ids = await self._crm_side()
-                ids = {ref.id for ref in part.changed}
-                listed |= ids
-                deleted += part.deleted
-                summary.unconfirmed |= part.unconfirmed
-                self.seen |= ids | set(part.deleted)
-                moved = await self._remote_items(part.changed, unreadable)
-                pairs = await self._pair(moved, set(), set())
-                self._total += len(pairs)
-                now: list[Pair] = []
-                for pair in pairs:
-                    if pair.link is not None or self._series_part(pair):
-                        self.pairs.append(pair)  # what series_sync looks through
-                    if pair.activity is not None and self._series_part(pair):
-                        held.append(pair)
-                    else:
-                        now.append(pair)
-                await self._settle_all(now)
+        # What the CRM is given for each new event is computed where it is parsed (on
+        # the other cores, when the provider parses in parse_pool's processes).
+        with parse_pool.computing_beside(import_fields_module.compute_beside, self.importer):
+            async with contextlib.aclosing(parts):
+                async for part in parts:
+                    if summary is None:
+                        summary = ChangeListing(
+                            full=part.full, cursor=part.cursor, complete=part.complete
+                        )
+                        if part.full:
+                            await self.links.load()
+                        crm_ids = await self._crm_side()
+                    ids = {ref.id for ref in part.changed}
+                    listed |= ids
+                    deleted += part.deleted
+                    summary.unconfirmed |= part.unconfirmed
+                    self.seen |= ids | set(part.deleted)
+                    moved = await self._remote_items(part.changed, unreadable)
+                    pairs = await self._pair(moved, set(), set())
+                    self._total += len(pairs)
+                    now: list[Pair] = []
+                    for pair in pairs:
+                        if pair.link is not None or self._series_part(pair):
+                            self.pairs.append(pair)  # what series_sync looks through
+                        if pair.activity is not None and self._series_part(pair):
+                            held.append(pair)
+                        else:
+                            now.append(pair)
+                    await self._settle_all(now)
         if summary is None:  # a provider that delivered no part at all: nothing listed
             summary = ChangeListing(full=False)
         summary.deleted = deleted
@@ -1198,11 +1209,7 @@ class Engine:
 
     def _organizer(self, event: CalendarEvent) -> str | None:
         """The organizer's address when the event is someone else's meeting."""
-        organizer = (event.organizer or "").strip().lower() or None
-        if event.invitation is not None:
-            return organizer if event.invitation else None
-        ours = {self.ctx.owner.email.lower(), *self.ctx.own_addresses}
-        return organizer if organizer is not None and organizer not in ours else None
+        return organizer_of(event, self.ctx.owner.email, self.ctx.own_addresses)
 
     def _crm_wins(self, pair: Pair) -> bool:
         policy = self.ctx.options.conflict_policy
@@ -1496,33 +1503,27 @@ class Engine:
 
     def _prepare_import(self, ref: RemoteRef) -> _Import:
         """What the CRM is given for a new event: checked here, item by item, so that a
-        bad one never costs the others their batch."""
+        bad one never costs the others their batch (in a first import, mostly checked
+        already where the event was parsed: see ``sync/import_fields``)."""
         event = ref.event
         assert event is not None
-        ctx = self.ctx
-        uid = mapping.derived_uid(ctx.owner.id, event.uid or ref.id)
-        if event.recurring:
-            fields = series_mapping.events_to_series(
-                event, (), ctx.owner, ctx.options, ctx.own_addresses
-            ).fields
-            what = "series"
-        else:
-            fields = {"type": ctx.options.incoming_activity_type, **self._fields(event)}
-            what = "event"
-        try:
-            data = ActivityCreate(**fields)
-        except ValidationError as exc:
-            raise Invalid(f"the {what} cannot be stored: {_refusal(exc)}") from None
-        self._warn_if_cut(ref.id, event)
-        return _Import(ref, event, data, uid, self._organizer(event))
+        found = import_fields(event, self.importer)
+        if found.data is None:
+            raise Invalid(found.refusal or "the event cannot be stored")
+        uid = found.uid or mapping.derived_uid(self.ctx.owner.id, ref.id)
+        if found.cut is not None:
+            self._warn_cut(ref.id, found.cut)
+        return _Import(ref, event, found.data, uid, found.organizer)
 
     def _warn_if_cut(self, item: str, event: CalendarEvent) -> None:
         """Say so, in the run's problems and the log, when the event's note comes in cut
         to what the CRM keeps (the calendar keeps it whole: see _whole_there). The log
         line names the item and the lengths, never the text."""
         length = mapping.note_cut(event)
-        if length is None:
-            return
+        if length is not None:
+            self._warn_cut(item, length)
+
+    def _warn_cut(self, item: str, length: int) -> None:
         self.report.warning(item, NOTE_CUT.format(kept=mapping.NOTE_MAX, length=length))
         log.warning(
             "connection %s, %s: note cut to %d of %d characters (the calendar keeps it whole)",
@@ -1637,7 +1638,7 @@ class Engine:
             try:
                 data = ActivityUpdate(**fields)
             except ValidationError as exc:
-                raise Invalid(f"the event cannot be stored: {_refusal(exc)}") from None
+                raise Invalid(f"the event cannot be stored: {refusal(exc)}") from None
             if activity.deleted_at is not None:
                 await activities.restore_activity(
                     session, owner, activity.id, origin=self.ctx.origin
@@ -1957,14 +1958,6 @@ def _as_sent(result: RemoteRef | ProviderError, update: Update) -> RemoteRef | P
     if isinstance(result, RemoteRef) and result.event is None:
         return replace(result, event=update.event)
     return result
-
-
-def _refusal(exc: ValidationError) -> str:
-    """What the CRM refused of an event, naming the field ("note: String should have at
-    most 65536 characters")."""
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error.get("loc", ()))
-    return f"{where}: {error['msg']}" if where else str(error["msg"])
 
 
 def _addresses(event: CalendarEvent) -> list[str]:

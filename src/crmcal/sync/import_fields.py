@@ -1,0 +1,129 @@
+"""What the CRM is given for a new calendar event of a first import, for one owner.
+
+For every new event an import checks the activity it makes against the CRM's input
+model (``ActivityCreate``) and derives its CRM uid, its organizer and whether its
+note comes in cut. That depends on the event and on who imports it (the owner's id,
+address and zone, the connection's options, its own addresses: ``Importer``) and on
+nothing else, so a first import has it computed in ``parse_pool``'s processes as they
+parse each event (``Engine._first_import`` names it with ``computing_beside``): it
+travels with the event as a memo, and the syncing process computes it only where it
+is missing (an event parsed in-process, or one the pool could not check). Both ways
+run the same function, so what is imported does not depend on where it ran.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from crmcal.crm.schemas import ActivityCreate
+from crmcal.crm.tables import User
+from crmcal.model import CalendarEvent
+from crmcal.sync import mapping, series_mapping
+from crmcal.sync.options import SyncOptions
+
+
+@dataclass(frozen=True)
+class Importer:
+    """Who imports: what the CRM's fields of an event depend on besides the event."""
+
+    owner_id: int
+    owner_email: str
+    owner_timezone: str
+    options: SyncOptions
+    own_addresses: frozenset[str]
+
+    @classmethod
+    def of(cls, owner: User, options: SyncOptions, own_addresses: frozenset[str]) -> Importer:
+        return cls(owner.id, owner.email, owner.timezone, options, own_addresses)
+
+    @functools.cached_property
+    def memo_name(self) -> str:
+        """The name of an event's memo for this importer: another owner or other options
+        never read it."""
+        addresses = ",".join(sorted(self.own_addresses))
+        return (
+            f"import_fields:{self.owner_id}:{self.owner_email}:{self.owner_timezone}:"
+            f"{self.options.digest()}:{addresses}"
+        )
+
+    def owner(self) -> User:
+        """A stand-in of the owner with what the mapping reads of one (never stored)."""
+        return _owner(self.owner_id, self.owner_email, self.owner_timezone)
+
+
+@functools.lru_cache(maxsize=64)
+def _owner(owner_id: int, email: str, timezone: str) -> User:
+    return User(id=owner_id, email=email, timezone=timezone)
+
+
+@dataclass(frozen=True)
+class ImportFields:
+    """A new event as the CRM is to get it: ``data`` checked, or why it cannot be
+    stored (``refusal``); ``uid`` derived from the event's UID (None when it has none:
+    the item's id stands in, which only the reader knows); the organizer of someone
+    else's meeting; the note's whole length when the CRM keeps only its start."""
+
+    data: ActivityCreate | None
+    refusal: str | None
+    uid: str | None
+    organizer: str | None
+    cut: int | None
+
+
+def import_fields(event: CalendarEvent, importer: Importer) -> ImportFields:
+    """``event``'s fields for ``importer``, computed once per event (see the module)."""
+    return event.memo(importer.memo_name, functools.partial(_computed, importer=importer))
+
+
+def compute_beside(event: CalendarEvent, importer: object) -> None:
+    """What ``parse_pool``'s processes run on each event they parse for an import."""
+    if isinstance(importer, Importer):
+        import_fields(event, importer)
+
+
+def organizer_of(
+    event: CalendarEvent, owner_email: str, own_addresses: frozenset[str]
+) -> str | None:
+    """The organizer's address when the event is someone else's meeting."""
+    organizer = (event.organizer or "").strip().lower() or None
+    if event.invitation is not None:
+        return organizer if event.invitation else None
+    ours = {owner_email.lower(), *own_addresses}
+    return organizer if organizer is not None and organizer not in ours else None
+
+
+def refusal(exc: ValidationError) -> str:
+    """What the CRM refused of an event, naming the field ("note: String should have at
+    most 65536 characters")."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error.get("loc", ()))
+    return f"{where}: {error['msg']}" if where else str(error["msg"])
+
+
+def _computed(event: CalendarEvent, importer: Importer) -> ImportFields:
+    owner, options = importer.owner(), importer.options
+    fields: dict[str, Any]
+    if event.recurring:
+        fields = series_mapping.events_to_series(
+            event, (), owner, options, importer.own_addresses
+        ).fields
+        what = "series"
+    else:
+        fields = {
+            "type": options.incoming_activity_type,
+            **mapping.event_fields(event, owner, options, importer.own_addresses),
+        }
+        what = "event"
+    uid = mapping.derived_uid(importer.owner_id, event.uid) if event.uid else None
+    organizer = organizer_of(event, importer.owner_email, importer.own_addresses)
+    try:
+        data = ActivityCreate(**fields)
+    except ValidationError as exc:
+        return ImportFields(
+            None, f"the {what} cannot be stored: {refusal(exc)}", uid, organizer, None
+        )
+    return ImportFields(data, None, uid, organizer, mapping.note_cut(event))
