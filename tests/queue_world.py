@@ -1,9 +1,11 @@
 """What the distributed-queue tests share: a PostgreSQL database of their own, worker
-processes, and a look into procrastinate's job table."""
+processes, a look into procrastinate's job table, their settings, and a user with a
+connection stored as the API would store it."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -18,7 +20,13 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from crmcal import migrations
+from crmcal.config import Settings
+from crmcal.crm import users
+from crmcal.crm.schemas import UserCreate
+from crmcal.db import Database
 from crmcal.jobs.queue import conninfo, ensure_schema
+from crmcal.sync.tables import Connection
+from crmcal.vault import Vault
 from tests.conftest import PG_SERVER, _pg_unavailable
 
 SECRET = "queue-test-key-6Jq2vT9xWmP4rZ8sN1bL5cK7dF3hG0yE"
@@ -129,3 +137,33 @@ def worker_env(database_url: str, **extra: str) -> dict[str, str]:
         "CRMCAL_RETRY_BACKOFF": "0.05",
         **extra,
     }
+
+
+def settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"database_url": database_url, "secret_key": SECRET,
+                              "allow_private_networks": True, "retry_backoff": 0.05}  # fmt: skip
+    return Settings(**{**values, **overrides})
+
+
+async def _user_with_connection(database_url: str, **columns: Any) -> tuple[int, str, int]:
+    """A user and an active connection of theirs, stored as the API would; (user, token, id)."""
+    db = Database(database_url)
+    try:
+        async with db.write() as session:
+            user, token = await users.create_user(
+                session, UserCreate(email=f"u{os.urandom(4).hex()}@crm.test", name="U")
+            )
+            await session.flush()
+            defaults: dict[str, Any] = dict(
+                user_id=user.id, provider="google", account="someone@example.test",
+                username=None, credentials=Vault(SECRET).seal("refresh"),
+                calendar_id="someone@example.test", calendar_name="Someone",
+                sync_type="two_way", options={}, state="active", counts={}, problems=[],
+                failures=0, next_sync_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+            )  # fmt: skip
+            conn = Connection(**{**defaults, **columns})
+            session.add(conn)
+            await session.flush()
+            return user.id, token, conn.id
+    finally:
+        await db.dispose()

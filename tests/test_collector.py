@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from crmcal import cli, collector, logs
+from tests.bulk_import import calendars, import_calendar, realistic  # noqa: F401
 from tests.providers.harness import CalDAVHarness, CalDAVServer
 from tests.queue_world import SECRET, queue_db  # noqa: F401
-from tests.test_import_bulk import calendars, import_calendar, realistic  # noqa: F401
 
 
 @pytest.fixture

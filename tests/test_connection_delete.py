@@ -25,7 +25,7 @@ from tests.fault_proxy import FaultProxy, fault_proxy
 from tests.google_emulator import GoogleEmulator
 from tests.microsoft_emulator import MicrosoftEmulator
 from tests.served import bound_socket, served_app, wait_for
-from tests.test_web_auth import PASSWORD, sign_in
+from tests.web_session import PASSWORD, sign_in
 
 PAGE = "/settings/calendar-sync"
 

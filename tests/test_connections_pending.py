@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from crmcal.web.app import create_app
 from tests.conftest import Api, make_user, run
 from tests.providers.harness import CalDAVHarness, CalDAVServer, Foreign
-from tests.test_sync_caldav_api import SOON, activity, calendar_events, settings, subjects
+from tests.sync_api import SOON, activity, calendar_events, events_in, settings, subjects
 
 V1 = "/api/v1"
 
@@ -29,14 +29,6 @@ def sam(db_url: str) -> Iterator[Api]:
     with TestClient(create_app(settings(db_url), background_jobs=False)) as client:
         user_id, token = make_user(db_url, email="sam@crm.test", name="Sam")
         yield Api(client, token, user_id)
-
-
-def events_in(calendar: CalDAVHarness, calendar_id: str) -> list[str]:
-    async def listing() -> list[str]:
-        changes = await calendar.provider.list_changes(calendar_id, None)
-        return [ref.id for ref in changes.changed]
-
-    return run(listing())
 
 
 def test_nothing_syncs_until_start_and_the_calendar_is_chosen_first(

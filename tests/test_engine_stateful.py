@@ -44,8 +44,7 @@ from crmcal.model import Attendee, CalendarEvent, Recurrence
 from crmcal.providers.base import Capabilities, ProviderError, Update
 from tests.engine_world import World, event
 from tests.memory_provider import Crash, MemoryCalendar, MemoryProvider
-
-DELETED = object()
+from tests.series_model import DELETED, Occurrence, _expansion
 
 
 class ChaosDatabase(Database):
@@ -390,44 +389,6 @@ class BatchingSeriesProvider(SeriesMemoryProvider):
         return results
 
 
-@dataclasses.dataclass
-class Occurrence:
-    """One occurrence of a series, by its original start (unique across series: each
-    series starts at its own minute)."""
-
-    key: dt.datetime
-    value: Any = None  # its subject at the last quiet sync (DELETED: cancelled)
-    crm_pending: Any = None
-    cal_pending: Any = None
-    # Changed on its own (an override) on each side: a series edit on that side leaves
-    # it be; synced, both sides have it.
-    own_crm: bool = False
-    own_cal: bool = False
-    # Moved to another series by a split on one side since the last sync: the other
-    # side does not edit it on its own until then (splits on both sides are reconciled,
-    # each side's split kept; see docs/sync.md).
-    moved_by: str | None = None
-    gone: bool = False
-
-    def allowed(self) -> set[Any]:
-        crm, cal = self.crm_pending, self.cal_pending
-        if crm is None and cal is None:
-            return {self.value}
-        if cal is None:
-            return {crm}
-        if crm is None:
-            return {cal}
-        # Changed on its own on one side, the whole series edited on the other: a
-        # series edit leaves an occurrence changed on its own be (another unit).
-        if self.own_cal and not self.own_crm and crm is not DELETED:
-            return {cal}
-        if self.own_crm and not self.own_cal and cal is not DELETED:
-            return {crm}
-        # Both sides: the policy's pick per unit (an occurrence edited on one side and
-        # cancelled on the other may end either way; neither is lost silently).
-        return {crm, cal}
-
-
 class SeriesMachine(RuleBasedStateMachine):
     """Series operations on both sides of a calendar that syncs series: afterwards every
     occurrence shows the same subject on both sides (or is cancelled on both), the
@@ -694,17 +655,6 @@ class SeriesMachine(RuleBasedStateMachine):
             occurrence.own_crm = occurrence.own_cal = occurrence.own_crm or occurrence.own_cal
             occurrence.moved_by = None
             occurrence.gone = value is DELETED
-
-
-def _expansion(master: CalendarEvent) -> dict[dt.datetime, str | None]:
-    """Each occurrence of a calendar series (original start -> its title)."""
-    if master.recurrence is None:
-        return {}
-    assert isinstance(master.start, dt.datetime)
-    rule_ = rrulestr(master.recurrence.rrule, dtstart=master.start)
-    left_out = set(master.cancelled_moments())
-    own = {o.recurrence_id: o.summary for o in master.overrides if not o.cancelled}
-    return {moment: own.get(moment, master.summary) for moment in rule_ if moment not in left_out}
 
 
 TestSeriesMachine = SeriesMachine.TestCase

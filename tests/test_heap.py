@@ -18,8 +18,7 @@ from crmcal.jobs import queue
 from crmcal.sync import limits
 from crmcal.vault import Vault
 from tests.conftest import run
-from tests.queue_world import SECRET, queue_db  # noqa: F401
-from tests.test_queue import settings
+from tests.queue_world import SECRET, queue_db, settings  # noqa: F401
 
 glibc = pytest.mark.skipif(not heap.available(), reason="malloc_trim is glibc's")
 

@@ -20,7 +20,7 @@ from crmcal.web.ui import i18n
 from tests.caldav_servers import closed_port
 from tests.conftest import Api, new_user
 from tests.i18n_catalogs import extract, read
-from tests.test_web_auth import PASSWORD, sign_in
+from tests.web_session import PASSWORD, sign_in
 
 LANGUAGES = list(i18n.LANGUAGES)
 PLACEHOLDER = re.compile(r"\{\w*\}")

@@ -7,15 +7,10 @@ by the engine; the database statements are counted with SQLAlchemy's cursor even
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, inspect, select
-from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy import func, inspect, select
 
 from crmcal.config import Settings
 from crmcal.crm.activities import create_activities, load_in_order
@@ -23,144 +18,20 @@ from crmcal.crm.schemas import ActivityCreate, ParticipantIn, UserCreate
 from crmcal.crm.tables import Activity, ActivitySeries, Participant, Person
 from crmcal.crm.users import create_user
 from crmcal.db import Database
-from crmcal.model import CalendarEvent, CalendarInfo
+from crmcal.model import CalendarEvent
 from crmcal.providers import parse_pool
 from crmcal.sync import import_fields
-from crmcal.sync.connections import create
 from crmcal.sync.engine import SyncReport
 from crmcal.sync.runner import run_sync
-from crmcal.sync.schemas import ConnectionCreate
 from crmcal.sync.tables import Connection, Link
-from crmcal.vault import Vault, vault_for
+from tests.bulk_import import (  # noqa: F401  # fixture used by name
+    calendars,
+    import_calendar,
+    realistic,
+    vault,
+)
 from tests.conftest import run
 from tests.providers.harness import CalDAVHarness, CalDAVServer
-
-# The tables an import writes: statements naming them are the import's own.
-TABLES = ("activities", "activity_participants", "persons", "activity_series",
-          "activity_changes", "sync_links")  # fmt: skip
-START = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
-BERLIN_TZ = (
-    "BEGIN:VTIMEZONE\r\nTZID:Europe/Berlin\r\n"
-    "BEGIN:DAYLIGHT\r\nTZOFFSETFROM:+0100\r\nTZOFFSETTO:+0200\r\nTZNAME:CEST\r\n"
-    "DTSTART:19700329T020000\r\nRRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU\r\nEND:DAYLIGHT\r\n"
-    "BEGIN:STANDARD\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nTZNAME:CET\r\n"
-    "DTSTART:19701025T030000\r\nRRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU\r\nEND:STANDARD\r\n"
-    "END:VTIMEZONE\r\n"
-)
-
-
-def realistic(tag: str, n: int, *, rule: str | None = None, guests: int = 2) -> str:
-    """Event ``n`` of a calendar: every tenth a weekly series (or ``rule``), every
-    twentieth all-day, each with its organizer and two attendees (``guests``) new to
-    the CRM."""
-    local = START.replace(tzinfo=None) + dt.timedelta(hours=n)
-    lines = [f"UID:{tag}-{n}@test.example", "DTSTAMP:20260101T000000Z",
-             f"SUMMARY:Review {n}", f"DESCRIPTION:Deal #{n}\\nAgenda", f"LOCATION:Room {n}",
-             f"ORGANIZER;CN=Olga {n}:mailto:olga.{tag}.{n}@partner.example"]  # fmt: skip
-    for k in range(guests):
-        lines.append(
-            f"ATTENDEE;CN=Guest {n}-{k};ROLE=REQ-PARTICIPANT;PARTSTAT=ACCEPTED;RSVP=TRUE:"
-            f"mailto:guest.{tag}.{n}.{k}@customer.example"
-        )
-    zone = ""
-    if n % 20 == 19:
-        lines += [f"DTSTART;VALUE=DATE:{local:%Y%m%d}", "TRANSP:TRANSPARENT"]
-    else:
-        zone = BERLIN_TZ
-        end = local + dt.timedelta(minutes=45)
-        lines += [f"DTSTART;TZID=Europe/Berlin:{local:%Y%m%dT%H%M%S}",
-                  f"DTEND;TZID=Europe/Berlin:{end:%Y%m%dT%H%M%S}"]  # fmt: skip
-        if rule or n % 10 == 0:
-            lines.append(f"RRULE:{rule or 'FREQ=WEEKLY;COUNT=5'}")
-    alarm = "BEGIN:VALARM\r\nACTION:DISPLAY\r\nDESCRIPTION:Soon\r\nTRIGGER:-PT15M\r\nEND:VALARM\r\n"
-    body = "\r\n".join(lines)
-    return (
-        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//test//EN\r\n"
-        f"{zone}BEGIN:VEVENT\r\n{body}\r\n{alarm}END:VEVENT\r\nEND:VCALENDAR\r\n"
-    )
-
-
-@pytest.fixture
-def calendars(radicale: CalDAVServer) -> Iterator[list[CalDAVHarness]]:
-    made = [CalDAVHarness(radicale), CalDAVHarness(radicale)]
-    yield made
-    for harness in made:
-        run(harness.close())
-
-
-class Counted:
-    """The import's statements on the engine of ``db``, by verb and table."""
-
-    def __init__(self, db: Database) -> None:
-        self.by_kind: Counter[str] = Counter()
-        self.on = False
-        # Parameters SQLAlchemy built for INSERTs into the import's tables (once per
-        # row of a multi-row INSERT).
-        self.params_built = 0
-        event.listen(db.engine.sync_engine, "before_cursor_execute", self._seen)
-
-    @contextlib.contextmanager
-    def building(self) -> Iterator[None]:
-        """Count the parameters SQLAlchemy builds meanwhile."""
-        construct = SQLCompiler.construct_params
-
-        def counted(compiler: SQLCompiler, *args: Any, **kwargs: Any) -> Any:
-            table = getattr(compiler.statement, "table", None)
-            if compiler.isinsert and table is not None and table.name in TABLES:
-                self.params_built += 1
-            return construct(compiler, *args, **kwargs)
-
-        setattr(SQLCompiler, "construct_params", counted)  # noqa: B010
-        try:
-            yield
-        finally:
-            setattr(SQLCompiler, "construct_params", construct)  # noqa: B010
-
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if not self.on:
-            return
-        words = statement.split()
-        verb = words[0].upper()
-        if statement.lower().startswith("select max("):
-            verb = "SELECT max"  # on SQLite, the ids new rows get (bulk.insert_many_ids)
-        named = {w.strip('"(,') for w in words}
-        for table in TABLES:
-            if table in named:
-                self.by_kind[f"{verb} {table}"] += 1
-                return
-
-
-def vault(settings: Settings) -> Vault:
-    found = vault_for(settings)
-    assert found is not None  # the settings name a secret key
-    return found
-
-
-async def import_calendar(
-    db_url: str, server: CalDAVServer, calendar: CalDAVHarness, texts: list[str], email: str
-) -> tuple[SyncReport, Counted, int]:
-    """A new user connects ``calendar`` holding ``texts``; the first sync, counted."""
-    for n, text in enumerate(texts):
-        await calendar.put_raw(text, name=f"event-{n}.ics")
-    settings = Settings(database_url=db_url, secret_key="test-key", allow_private_networks=True)
-    db = Database(db_url)
-    try:
-        async with db.write() as session:
-            user, _ = await create_user(session, UserCreate(email=email, name="Sam"))
-            data = ConnectionCreate(provider="caldav", url=server.url, username=server.username,
-                                    password=server.password)  # fmt: skip
-            info = CalendarInfo(id=calendar.calendar_id, name="Work", writable=True)
-            conn = await create(session, user, data, info, vault(settings))
-            connection_id = conn.id
-        counted = Counted(db)
-        counted.on = True
-        with counted.building():
-            report = await run_sync(db, vault(settings), settings, connection_id)
-        counted.on = False
-        assert report is not None
-        return report, counted, user.id
-    finally:
-        await db.dispose()
 
 
 async def sync_again(db_url: str, owner_id: int) -> SyncReport:
@@ -209,7 +80,9 @@ async def totals(db_url: str, owner_id: int) -> dict[str, int | None]:
 
 
 def test_statements_of_a_first_import_do_not_grow_with_the_calendar(
-    db_url: str, radicale: CalDAVServer, calendars: list[CalDAVHarness]
+    db_url: str,
+    radicale: CalDAVServer,
+    calendars: list[CalDAVHarness],  # noqa: F811
 ) -> None:
     small_calendar, large_calendar = calendars
     small, small_count, small_owner = run(import_calendar(
@@ -249,7 +122,7 @@ def test_statements_of_a_first_import_do_not_grow_with_the_calendar(
 def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_parsed(
     db_url: str,
     radicale: CalDAVServer,
-    calendars: list[CalDAVHarness],
+    calendars: list[CalDAVHarness],  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each event's fields for the CRM, its checks, uid and organizer come from the parse
@@ -277,7 +150,9 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
 
 
 def test_events_the_crm_refuses_are_skipped_and_the_rest_imported_in_batches(
-    db_url: str, radicale: CalDAVServer, calendars: list[CalDAVHarness]
+    db_url: str,
+    radicale: CalDAVServer,
+    calendars: list[CalDAVHarness],  # noqa: F811
 ) -> None:
     calendar = calendars[0]
     texts = [realistic("b", n) for n in range(40)]

@@ -23,7 +23,7 @@ from crmcal import model
 from crmcal.config import ConfigError, Settings
 from crmcal.providers import parse_pool
 from crmcal.sync import merge
-from tests.test_import_bulk import BERLIN_TZ, realistic
+from tests.bulk_import import BERLIN_TZ, realistic
 
 TASK = (
     "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//test//EN\r\n"
@@ -169,7 +169,7 @@ from crmcal.providers import parse_pool
 from crmcal.sync import merge
 parse_pool.configure(2)
 parse_pool.start()
-from tests.test_import_bulk import realistic
+from tests.bulk_import import realistic
 parse_pool.parse([realistic("kill", n) for n in range(200)], None)
 print("up", flush=True)
 sys.stdin.read()

@@ -13,9 +13,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from crmcal.config import Settings
-from crmcal.crm import users
-from crmcal.crm.schemas import UserCreate
 from crmcal.db import Database
 from crmcal.sync.push import token_digest
 from crmcal.sync.tables import Connection
@@ -24,41 +21,19 @@ from crmcal.web.app import create_app
 from tests.caldav_servers import CalDAVServer
 from tests.conftest import Api, run
 from tests.providers.harness import CalDAVHarness
-from tests.queue_world import SECRET, fresh_schema, query, queue_db, sync_jobs  # noqa: F401
+from tests.queue_world import (  # noqa: F401
+    SECRET,
+    _user_with_connection,
+    fresh_schema,
+    query,
+    queue_db,
+    settings,
+    sync_jobs,
+)
 from tests.served import wait_for
 
 pytestmark = pytest.mark.postgres
 V1 = "/api/v1"
-
-
-def settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"database_url": database_url, "secret_key": SECRET,
-                              "allow_private_networks": True, "retry_backoff": 0.05}  # fmt: skip
-    return Settings(**{**values, **overrides})
-
-
-async def _user_with_connection(database_url: str, **columns: Any) -> tuple[int, str, int]:
-    """A user and an active connection of theirs, stored as the API would; (user, token, id)."""
-    db = Database(database_url)
-    try:
-        async with db.write() as session:
-            user, token = await users.create_user(
-                session, UserCreate(email=f"u{os.urandom(4).hex()}@crm.test", name="U")
-            )
-            await session.flush()
-            defaults: dict[str, Any] = dict(
-                user_id=user.id, provider="google", account="someone@example.test",
-                username=None, credentials=Vault(SECRET).seal("refresh"),
-                calendar_id="someone@example.test", calendar_name="Someone",
-                sync_type="two_way", options={}, state="active", counts={}, problems=[],
-                failures=0, next_sync_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
-            )  # fmt: skip
-            conn = Connection(**{**defaults, **columns})
-            session.add(conn)
-            await session.flush()
-            return user.id, token, conn.id
-    finally:
-        await db.dispose()
 
 
 def test_db_upgrade_applies_the_queue_schema_once(queue_db: str) -> None:  # noqa: F811

@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from tests.cli_process import printed_token, start_serve, url_of, wait_healthy
 from tests.served import bound_socket
-from tests.test_cli import printed_token, start_serve, url_of, wait_healthy
 
 README = Path(__file__).parent.parent / "README.md"
 

@@ -17,15 +17,15 @@ import pytest
 
 from crmcal.model import RemoteRef
 from crmcal.providers import google_events
+from tests.emulator_calls import emulator_calls
 from tests.google_emulator import GoogleHarness
-from tests.test_series_meanwhile import (  # noqa: F401  # fixture used by name
+from tests.meanwhile_machine import (  # noqa: F401  # fixture used by name
     START,
     SeriesMeanwhileMachine,
     Service,
     _machine,
     service,
 )
-from tests.test_sync_cloud_series import emulator_calls
 
 # The emulators' request kinds that write (``/_emulator/requests``, batch parts counted).
 _WRITES = {"create", "update", "patch", "delete", "insert", "import", "move"}
@@ -162,7 +162,7 @@ def _by_day(machine: SeriesMeanwhileMachine, day: int) -> Any:
 def _calendar_days(machine: SeriesMeanwhileMachine) -> dict[dt.datetime, str | None]:
     """Every occurrence the calendar shows, series and lone events alike (start ->
     title)."""
-    from tests.test_engine_stateful import _expansion
+    from tests.series_model import _expansion
 
     shown: dict[dt.datetime, str | None] = {}
     for ref in machine.run(machine._events()).values():

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests import test_sync_caldav_api as api
+from tests import sync_api as api
 from tests.conftest import Api, run
 from tests.providers.harness import CalDAVHarness, CalDAVServer
 

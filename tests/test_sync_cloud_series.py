@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -22,6 +20,7 @@ from crmcal.emulators.microsoft import MicrosoftState
 from crmcal.emulators.microsoft import create_app as create_graph
 from crmcal.web.app import create_app
 from tests.conftest import Api, make_user, new_user
+from tests.emulator_calls import emulator_calls
 from tests.google_emulator import GoogleEmulator, GoogleHarness
 from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
 from tests.providers.conftest import HARNESSES, opened
@@ -395,14 +394,6 @@ async def costed(
     )
     async with opened(opening) as harness:
         yield Synced(harness, costed_crm[1], costed_crm[0])
-
-
-def emulator_calls(harness: Harness) -> Counter[str]:
-    assert isinstance(harness, GoogleHarness | MicrosoftHarness)
-    url = harness.emulator.url
-    answer = httpx.get(f"{url}/_emulator/requests", timeout=60)
-    assert answer.status_code == 200, answer.text
-    return Counter(answer.json())
 
 
 async def test_one_occurrence_of_a_five_year_daily_series_costs_a_handful_of_calls(

@@ -16,23 +16,7 @@ from crmcal.crm.tables import User
 from crmcal.db import Database
 from crmcal.web.app import create_app
 from tests.conftest import Api, make_user, new_user, run
-
-PASSWORD = "correct horse battery"
-
-
-def login_token(client: TestClient, path: str = "/login") -> str:
-    page = client.get(path)
-    assert page.status_code == 200, page.text
-    found = re.search(r'name="login_token" value="([^"]+)"', page.text)
-    assert found
-    return found.group(1)
-
-
-def sign_in(client: TestClient, email: str, password: str = PASSWORD, **extra: str) -> Any:
-    token = login_token(client)
-    return client.post("/login", data={"email": email, "password": password,
-                                       "login_token": token, **extra},
-                       follow_redirects=False)  # fmt: skip
+from tests.web_session import PASSWORD, sign_in
 
 
 def csrf_of(client: TestClient, path: str = "/admin/users") -> str:
@@ -209,7 +193,7 @@ def test_consent_pages_take_the_clicked_account() -> None:
 
 
 def test_users_create_sets_a_password_from_the_command_line(tmp_path: Any) -> None:
-    from tests.test_cli import crmcal
+    from tests.cli_process import crmcal
 
     db_url = f"sqlite:///{tmp_path / 'cli.db'}"
     assert crmcal("db", "upgrade", db_url=db_url).returncode == 0

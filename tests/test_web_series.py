@@ -8,7 +8,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tests.conftest import Api
-from tests.test_web_views import browser, csrf, people  # noqa: F401 - fixtures
+from tests.web_session import browser, csrf, people  # noqa: F401 - fixtures
 
 FORM = {"back": "/activities", "type": "meeting", "subject": "Weekly",
         "start": "2031-03-04T09:30", "end": "2031-03-04T10:00", "timezone": "Europe/Berlin",

@@ -12,9 +12,8 @@ from fastapi.testclient import TestClient
 from crmcal.web.app import create_app
 from tests.conftest import make_user, run
 from tests.providers.harness import CalDAVHarness, CalDAVServer
-from tests.test_connections_pending import events_in
-from tests.test_sync_caldav_api import settings
-from tests.test_web_auth import PASSWORD, sign_in
+from tests.sync_api import events_in, settings
+from tests.web_session import PASSWORD, sign_in
 
 PAGE = "/settings/calendar-sync"
 
@@ -103,7 +102,7 @@ def test_settings_page_connects_caldav_and_syncs_only_after_start(
 def test_skipped_items_and_a_failed_sync_say_what_to_do(
     browser: TestClient, radicale: CalDAVServer, calendar: CalDAVHarness, db_url: str
 ) -> None:
-    from tests.test_sync_caldav_api import edit_connection
+    from tests.sync_api import edit_connection
 
     token = csrf(browser)
     form = {"csrf_token": token, "url": radicale.url, "username": radicale.username,

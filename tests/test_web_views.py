@@ -5,33 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
-from crmcal.web.app import create_app
 from crmcal.web.ui import activities as views
-from tests.conftest import Api, new_user
-from tests.test_web_auth import PASSWORD, sign_in
+from tests.conftest import Api
+from tests.web_session import browser, csrf, people  # noqa: F401 - fixtures
 
 MONDAY = dt.date(2031, 3, 3)
-
-
-@pytest.fixture
-def people(admin: Api) -> tuple[Api, Api]:
-    ann = new_user(admin, "ann@crm.test", password=PASSWORD, timezone="Europe/Berlin")
-    bob = new_user(admin, "bob@crm.test", password=PASSWORD)
-    return ann, bob
-
-
-@pytest.fixture
-def browser(db_url: str, people: tuple[Api, Api]) -> Iterator[TestClient]:
-    from crmcal.config import Settings
-
-    with TestClient(create_app(Settings(database_url=db_url), background_jobs=False)) as client:
-        assert sign_in(client, "ann@crm.test").status_code == 303
-        yield client
 
 
 def add(user: Api, subject: str, day: dt.date, hour: int = 10, **fields: object) -> int:
@@ -43,14 +25,9 @@ def add(user: Api, subject: str, day: dt.date, hour: int = 10, **fields: object)
     return int(made.json()["id"])
 
 
-def csrf(client: TestClient) -> str:
-    found = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/activities").text)
-    assert found
-    return found.group(1)
-
-
 def test_views_show_colleagues_and_busy_blocks(
-    browser: TestClient, people: tuple[Api, Api]
+    browser: TestClient,  # noqa: F811
+    people: tuple[Api, Api],  # noqa: F811
 ) -> None:
     ann, bob = people
     add(ann, "Pitch to ACME", MONDAY, type="call")
@@ -79,7 +56,9 @@ def test_views_show_colleagues_and_busy_blocks(
 
 
 def test_list_view_pages(
-    browser: TestClient, people: tuple[Api, Api], monkeypatch: pytest.MonkeyPatch
+    browser: TestClient,  # noqa: F811
+    people: tuple[Api, Api],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ann, _bob = people
     monkeypatch.setattr(views, "PAGE_SIZE", 2)
@@ -96,7 +75,8 @@ def test_list_view_pages(
 
 
 def test_create_edit_done_and_delete_from_the_form(
-    browser: TestClient, people: tuple[Api, Api]
+    browser: TestClient,  # noqa: F811
+    people: tuple[Api, Api],  # noqa: F811
 ) -> None:
     ann, bob = people
     token = csrf(browser)

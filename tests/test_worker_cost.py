@@ -27,8 +27,7 @@ from crmcal.sync.tables import Connection
 from crmcal.vault import Vault
 from tests.conftest import run
 from tests.google_emulator import GoogleEmulator
-from tests.queue_world import SECRET, query, queue_db  # noqa: F401
-from tests.test_queue import _user_with_connection
+from tests.queue_world import SECRET, _user_with_connection, query, queue_db  # noqa: F401
 
 pytestmark = pytest.mark.postgres
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from crmcal.emulators.google import GoogleState, create_app
 from crmcal.emulators.google import app as google_app
 from tests.conftest import recorded_sleeps
-from tests.emulators.test_google import V3, Google, reason
+from tests.emulators.google_client import V3, Google, reason
 from tests.served import served_app, wait_for
 
 DELAY = 0.3

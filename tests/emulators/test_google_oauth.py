@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from crmcal.emulators.google import GoogleState, create_app
-from tests.emulators.test_google import Clock
+from tests.emulators.google_client import Clock
 
 REDIRECT = "http://127.0.0.1:8000/oauth/google/callback"
 VERIFIER = "a-verifier-that-is-long-enough-to-be-a-real-pkce-verifier-0123456789"

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from crmcal.emulators.google import GoogleState, create_app, persistence
 from crmcal.emulators.google.persistence import DataFileError
-from tests.emulators.test_google import Clock, Google, event_body, reason
+from tests.emulators.google_client import Clock, Google, event_body, reason
 
 EMAIL = "sam@example.test"
 TEAM = "team@group.calendar.google.com"

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from crmcal.emulators.google import GoogleState, create_app
 from crmcal.emulators.google.push import DELIVERY_ATTEMPTS
-from tests.emulators.test_google import V3
+from tests.emulators.google_client import V3
 from tests.served import bound_socket, served_app, wait_for
 
 

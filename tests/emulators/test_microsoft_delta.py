@@ -3,49 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import pytest
-from msgraph.generated.users.item.calendar_view.delta.delta_get_response import DeltaGetResponse
 
 from tests.emulators.conftest import Clock, Graph, code, event_body
-from tests.emulators.graph_models import check
-
-WINDOW = {"startDateTime": "2026-12-01T00:00:00Z", "endDateTime": "2026-12-08T00:00:00Z"}
-DELTA = "/me/calendarView/delta"
-
-
-def full_round(
-    graph: Graph,
-    path: str = DELTA,
-    page_size: int | None = None,
-    window: dict[str, str] = WINDOW,
-    **kw: Any,
-) -> tuple[list[dict[str, Any]], str, int]:
-    """Every item of a delta round from its first request; (items, deltaLink, pages)."""
-    headers = {"Prefer": f"odata.maxpagesize={page_size}"} if page_size else {}
-    headers |= kw.pop("headers", {})
-    page = graph.ok("GET", path, params=window, headers=headers, **kw)
-    items, pages = [], 1
-    while True:
-        check(DeltaGetResponse, page)
-        items += page["value"]
-        if "@odata.deltaLink" in page:
-            assert "@odata.nextLink" not in page
-            return items, page["@odata.deltaLink"], pages
-        page = graph.ok("GET", page["@odata.nextLink"], headers=headers)
-        pages += 1
-
-
-def follow(graph: Graph, link: str, **kw: Any) -> tuple[list[dict[str, Any]], str]:
-    items = []
-    while True:
-        page = graph.ok("GET", link, **kw)
-        check(DeltaGetResponse, page)
-        items += page["value"]
-        if "@odata.deltaLink" in page:
-            return items, page["@odata.deltaLink"]
-        link = page["@odata.nextLink"]
+from tests.emulators.graph_delta import DELTA, WINDOW, follow, full_round
 
 
 def test_a_first_round_pages_with_maxpagesize_and_ends_with_a_delta_link(graph: Graph) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.emulators.conftest import Graph, code, event_body
-from tests.emulators.test_microsoft_delta import WINDOW, follow, full_round
+from tests.emulators.graph_delta import WINDOW, follow, full_round
 
 DECEMBER = {"startDateTime": "2026-12-01T00:00:00Z", "endDateTime": "2027-01-01T00:00:00Z"}
 

@@ -1,0 +1,63 @@
+"""crmcal's command line run as a real process: one command to its end, or
+``crmcal serve`` on a socket the test holds, waited for until it answers."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+CRMCAL = [sys.executable, "-m", "crmcal"]
+PATIENCE = 120  # seconds a start may take on a busy machine; never a bound on a pass
+
+
+def crmcal(*args: str, db_url: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CRMCAL_DATABASE_URL": db_url}
+    return subprocess.run(
+        [*CRMCAL, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def url_of(sock: socket.socket) -> str:
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def on_socket(argv: list[str], sock: socket.socket, **popen: Any) -> subprocess.Popen[bytes]:
+    """``crmcal <argv>`` serving on ``sock``, bound here to a port the system picked and
+    kept by the test, so no other process can take the port before or between starts."""
+    fd = sock.fileno()
+    return subprocess.Popen([*CRMCAL, *argv, "--fd", str(fd)], pass_fds=[fd], **popen)
+
+
+def start_serve(sock: socket.socket, db_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """``crmcal serve`` on an embedded database and on ``sock``, its output going to
+    ``log_path``."""
+    env = {**os.environ, "CRMCAL_DATABASE_URL": f"sqlite:///{db_path}"}
+    with log_path.open("ab") as log:
+        return on_socket(["serve"], sock, env=env, stdout=log, stderr=log)
+
+
+def printed_token(log_path: Path) -> str:
+    match = re.search(r"API token:\s+(crmcal_\S+)", log_path.read_text())
+    assert match, log_path.read_text()
+    return match.group(1)
+
+
+def wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + PATIENCE
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "crmcal serve exited"
+        try:
+            if httpx.get(f"{base}/healthz", timeout=30).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    pytest.fail("crmcal serve did not come up")
