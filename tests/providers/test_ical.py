@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from crmcal.model import ALL_FIELDS, Attendee, CalendarEvent, Recurrence, changed_fields
 from crmcal.providers.ical import parse_event, patch_event, resource_uid, serialize_event
+from tests.providers.harness import meeting
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -389,16 +390,6 @@ def test_resource_uid_even_from_unreadable_data() -> None:
 # --- writing ----------------------------------------------------------------------
 
 
-def _event(**fields: Any) -> CalendarEvent:
-    base = CalendarEvent(
-        summary="Demo",
-        start=dt.datetime(2026, 12, 1, 10, tzinfo=BERLIN),
-        end=dt.datetime(2026, 12, 1, 11, tzinfo=BERLIN),
-        timezone="Europe/Berlin",
-    )
-    return dataclasses.replace(base, **fields)
-
-
 def _vevent_of(text: str) -> icalendar.Event:
     calendar = icalendar.Calendar.from_ical(text)
     (event,) = [c for c in calendar.subcomponents if c.name == "VEVENT"]
@@ -407,7 +398,7 @@ def _vevent_of(text: str) -> icalendar.Event:
 
 
 def test_serialized_resource_shape() -> None:
-    event = _event(
+    event = meeting(
         private=True,
         busy=False,
         reminder_minutes=15,
@@ -449,7 +440,7 @@ def test_serialized_resource_shape() -> None:
 def test_timed_event_without_end_is_written_as_a_second(end: str) -> None:
     """Issue 11 item 12: strict servers (Cyrus) refuse DTEND = DTSTART, DURATION:PT0S and
     a timed event without DTEND; crmcal writes a second, which reads back as no end."""
-    event = _event(end=None)
+    event = meeting(end=None)
     if end == "start":
         event = dataclasses.replace(event, end=event.start)
     text = serialize_event(event, "u")
@@ -464,7 +455,7 @@ def test_timed_event_without_end_is_written_as_a_second(end: str) -> None:
 
 
 def test_no_crm_properties_when_unset() -> None:
-    text = serialize_event(_event(), "u")
+    text = serialize_event(meeting(crm_id=None, crm_type=None), "u")
     assert "X-CRMCAL" not in text
     assert "CLASS" not in text
     assert "VALARM" not in text
@@ -567,14 +558,14 @@ def test_update_of_a_series_keeps_its_overrides() -> None:
 
 
 def test_explicit_sequence_wins() -> None:
-    text = serialize_event(_event(), "u", previous=serialize_event(_event(), "u"), sequence=9)
+    text = serialize_event(meeting(), "u", previous=serialize_event(meeting(), "u"), sequence=9)
     assert _vevent_of(text).decoded("SEQUENCE") == 9
 
 
 def test_second_of_two_equal_wall_clock_times_survives() -> None:
     # 2026-11-01 01:30 happens twice in New York; fold=1 is the later one.
     start = dt.datetime(2026, 11, 1, 1, 30, fold=1, tzinfo=NEW_YORK)
-    event = _event(start=start, end=start + dt.timedelta(hours=1), timezone="America/New_York")
+    event = meeting(start=start, end=start + dt.timedelta(hours=1), timezone="America/New_York")
     again = parse_event(serialize_event(event, "u"))
     assert again is not None
     assert isinstance(again.start, dt.datetime)
@@ -585,12 +576,12 @@ def test_second_of_two_equal_wall_clock_times_survives() -> None:
 
 def test_content_hash_ignores_how_a_rule_is_spelled() -> None:
     first, second = dt.date(2026, 12, 8), dt.date(2026, 12, 15)
-    a = _event(recurrence=Recurrence("FREQ=WEEKLY;BYDAY=TU;COUNT=10", exdates=(first, second)))
-    b = _event(
+    a = meeting(recurrence=Recurrence("FREQ=WEEKLY;BYDAY=TU;COUNT=10", exdates=(first, second)))
+    b = meeting(
         recurrence=Recurrence("freq=weekly;count=10;interval=1;byday=TU", exdates=(second, first))
     )
     assert a.content_hash() == b.content_hash()
-    c = _event(recurrence=Recurrence("FREQ=WEEKLY;BYDAY=TU;COUNT=11", exdates=(first, second)))
+    c = meeting(recurrence=Recurrence("FREQ=WEEKLY;BYDAY=TU;COUNT=11", exdates=(first, second)))
     assert a.content_hash() != c.content_hash()
 
 
@@ -964,7 +955,7 @@ EXOTIC_TEXTS = [
 
 @pytest.mark.parametrize("text", EXOTIC_TEXTS)
 def test_text_values_are_escaped_and_read_back_unchanged(text: str) -> None:
-    event = _event(summary=text, location=text, description=text, reminder_minutes=5)
+    event = meeting(summary=text, location=text, description=text, reminder_minutes=5)
     written = serialize_event(event, "e1")
     for line in written.encode().split(b"\r\n"):
         # Folded at 75 octets, never inside a UTF-8 sequence.
