@@ -60,7 +60,7 @@ import functools
 import hashlib
 import re
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
@@ -71,9 +71,9 @@ import httpx
 from caldav.lib import error as dav_error
 from lxml import etree
 
-from crmcal import metrics, tasks
+from crmcal import metrics
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
-from crmcal.providers import guarded_http, ical, kinds, parse_pool
+from crmcal.providers import guarded_http, ical, kinds, parse_pool, read_ahead
 from crmcal.providers.api_client import tls
 from crmcal.providers.base import (
     AuthenticationFailed,
@@ -402,30 +402,14 @@ class CalDAVProvider(Discovery):
             yield await _in_pool(self._list_changes, calendar, None, True)
             return
         zone = await _in_pool(self._calendar_zone, calendar)
-        chunks = [names[i : i + PART_SIZE] for i in range(0, len(names), PART_SIZE)]
-        pending: deque[asyncio.Task[list[RemoteRef]]] = deque()
-        given = 0  # chunks whose reading has started
-
-        def refill() -> None:
-            nonlocal given
-            while len(pending) < PARTS_AHEAD and given < len(chunks):
-                pending.append(
-                    asyncio.ensure_future(_in_pool(self._read_part, calendar, chunks[given], zone))
-                )
-                given += 1
-
-        try:
-            refill()
-            while pending:
-                refs = await pending.popleft()
-                refill()  # the next parts are on their way while the caller has this one
+        reads = (
+            functools.partial(self._read_part, calendar, names[i : i + PART_SIZE], zone)
+            for i in range(0, len(names), PART_SIZE)
+        )
+        # The next parts are read and parsed while the caller has this one.
+        async with contextlib.aclosing(read_ahead.in_order(reads, PARTS_AHEAD, POOL)) as parts:
+            async for refs in parts:
                 yield ChangeListing(full=True, changed=refs, cursor=token)
-        finally:
-            if pending:
-                # The failure that brought us here is the one raised; a cancellation of
-                # this task arriving meanwhile is raised too, not swallowed.
-                with contextlib.suppress(Exception):
-                    await tasks.cancel_all_and_wait(pending)
 
     async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
         calendar = _collection_url(calendar_id)
@@ -433,24 +417,15 @@ class CalDAVProvider(Discovery):
         if not hrefs:
             return []
         zone = await _in_pool(self._calendar_zone, calendar)
-        chunks = [hrefs[i : i + MULTIGET_CHUNK] for i in range(0, len(hrefs), MULTIGET_CHUNK)]
+        reads = (
+            functools.partial(self._read_part, calendar, hrefs[i : i + MULTIGET_CHUNK], zone)
+            for i in range(0, len(hrefs), MULTIGET_CHUNK)
+        )
         refs: list[RemoteRef] = []
-        # Fetch chunk n+1 while chunk n is parsed: the server works while we parse.
-        pending = asyncio.ensure_future(_in_pool(self._multiget, calendar, chunks[0]))
-        try:
-            for number in range(len(chunks)):
-                members = await pending
-                if number + 1 < len(chunks):
-                    pending = asyncio.ensure_future(
-                        _in_pool(self._multiget, calendar, chunks[number + 1])
-                    )
-                refs += await _in_pool(self._read_answer, members, zone, chunks[number])
-        finally:
-            if not pending.done():
-                # The failure that brought us here is the one raised; a cancellation of
-                # this task arriving meanwhile is raised too, not swallowed.
-                with contextlib.suppress(Exception):
-                    await tasks.cancel_and_wait(pending)
+        # Two chunks at a time: the server answers the next while this one is parsed.
+        async with contextlib.aclosing(read_ahead.in_order(reads, 2, POOL)) as chunks:
+            async for chunk in chunks:
+                refs += chunk
         return refs
 
     async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:
