@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,16 @@ async def test_results_come_in_order_with_a_bounded_window() -> None:
             assert len(started) <= len(got) + 1 + 2
             got.append(value)
     assert got == list(range(7))
+
+
+WHO = contextvars.ContextVar("who", default="nobody")
+
+
+async def test_reads_run_in_the_consumers_context(executor: ThreadPoolExecutor) -> None:
+    """What the consumer set (the sync's request to the parse pool) reaches the reads."""
+    WHO.set("the sync")
+    reads = [WHO.get, WHO.get]
+    assert [who async for who in read_ahead.in_order(reads, 2, executor)] == ["the sync"] * 2
 
 
 async def test_a_read_that_fails_is_raised_in_its_turn(executor: ThreadPoolExecutor) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import threading
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable
@@ -39,9 +40,10 @@ class _Dropped(Exception):
 async def in_order(
     reads: Iterable[Callable[[], T]], window: int, executor: Executor
 ) -> AsyncGenerator[T, None]:
-    """The result of each of ``reads``, in order, each run in ``executor`` with up to
-    ``window`` (at least 1) running or done and not yet handed over. A read's
-    exception is raised in its turn, after the reads before it were handed over."""
+    """The result of each of ``reads``, in order, each run in ``executor`` (in a copy
+    of the consumer's context) with up to ``window`` (at least 1) running or done and
+    not yet handed over. A read's exception is raised in its turn, after the reads
+    before it were handed over."""
     stopped = threading.Event()
     pending: deque[concurrent.futures.Future[T]] = deque()
     given = iter(reads)
@@ -59,7 +61,10 @@ async def in_order(
             read = next(given, None)
             if read is None:
                 return
-            pending.append(executor.submit(guarded(read)))
+            # In the consumer's context, as ``asyncio.to_thread`` runs a function: what
+            # the reader asks of the parse pool (``parse_pool.computing_beside``) is in it.
+            context = contextvars.copy_context()
+            pending.append(executor.submit(context.run, guarded(read)))
 
     try:
         refill()
