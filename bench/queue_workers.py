@@ -462,7 +462,7 @@ def rounds(
                 for proc in procs:
                     stop(proc)
                 procs = []
-                noop = asyncio.run(queue_overhead(db_url, 2000, concurrency))
+                noop = asyncio.run(queue_overhead(db_url, 2000, concurrency, watch=True))
             return {"seeded": seeded, "first": first, "unchanged": unchanged,
                     "changed": changed, "noop": noop}  # fmt: skip
         finally:
@@ -476,9 +476,12 @@ def rounds(
 # --- the queue's own cost -------------------------------------------------------------------
 
 
-async def queue_overhead(url: str, jobs: int, concurrency: int = CONCURRENCY) -> dict[str, float]:
+async def queue_overhead(
+    url: str, jobs: int, concurrency: int = CONCURRENCY, watch: bool = False
+) -> dict[str, float]:
     """Jobs per second and CPU per job of a bare procrastinate no-op task on a worker
-    of ``concurrency`` (deferred first, then drained), in this process."""
+    of ``concurrency`` (deferred first, then drained), in this process; ``watch``: also
+    the CPU per job of the PostgreSQL backends that served it (``pg_ms``)."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(url)))
 
     @app.task(name="bench.noop", queue="bench")
@@ -488,23 +491,36 @@ async def queue_overhead(url: str, jobs: int, concurrency: int = CONCURRENCY) ->
     async with app.open_async():
         for _ in range(jobs):
             await noop.defer_async()
+        parties = this_process(url) if watch else None
         cpu, started = time.process_time(), time.perf_counter()
-        await app.run_worker_async(
-            queues=["bench"],
-            concurrency=concurrency,
-            wait=False,
-            install_signal_handlers=False,
-            delete_jobs="successful",
-        )
+        with parties.sampling() if parties is not None else contextlib.nullcontext():
+            await app.run_worker_async(
+                queues=["bench"],
+                concurrency=concurrency,
+                wait=False,
+                install_signal_handlers=False,
+                delete_jobs="successful",
+            )
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {"rate": jobs / wall, "cpu_ms": 1000 * cpu / jobs, "load": float(load())}
+    found = {"rate": jobs / wall, "cpu_ms": 1000 * cpu / jobs, "load": float(load())}
+    if parties is not None:
+        found["pg_ms"] = 1000 * parties.spent()["pg_worker"] / jobs
+    return found
+
+
+def this_process(url: str) -> Parties:
+    """The CPU of this process and of the backends its connections to ``url`` use."""
+    return Parties(database=str(make_url(url).database), postmaster=postmaster(url),
+                   workers=[os.getpid()], emulator=None)  # fmt: skip
 
 
 # --- no-change syncs in this process ----------------------------------------------------------
 
 
 async def cpu_per_sync(db_url: str, emulator: Emulator, connections: int, repeat: int,
-                       profile: str | None) -> list[float]:  # fmt: skip
+                       profile: str | None, database_ms: list[float]) -> list[float]:  # fmt: skip
+    """CPU ms a job by round; ``database_ms`` gets the CPU ms a job of the PostgreSQL
+    backends serving this process over all rounds."""
     import types
 
     from crmcal.jobs.queue import Runtime, sync_connection
@@ -521,6 +537,7 @@ async def cpu_per_sync(db_url: str, emulator: Emulator, connections: int, repeat
             await sync_connection(context, connection_id)
         per_round = []
         profiler = cProfile.Profile(time.process_time) if profile else None
+        parties = this_process(db_url)
         for _ in range(repeat):
             cpu = time.process_time()
             if profiler:
@@ -530,6 +547,7 @@ async def cpu_per_sync(db_url: str, emulator: Emulator, connections: int, repeat
             if profiler:
                 profiler.disable()
             per_round.append(1000 * (time.process_time() - cpu) / len(ids))
+        database_ms.append(1000 * parties.spent()["pg_worker"] / (repeat * len(ids)))
         if profiler and profile:
             profiler.dump_stats(profile)
         return per_round
@@ -570,12 +588,15 @@ def cpu_mode(connections: int, repeat: int, profile: str | None, workdir: Path) 
             asyncio.run(seed(db_url, connections))
             python_ms = python_reference()
             trip_us = asyncio.run(round_trip_reference(db_url))
-            found = asyncio.run(cpu_per_sync(db_url, emulator, connections, repeat, profile))
+            database_ms: list[float] = []
+            found = asyncio.run(
+                cpu_per_sync(db_url, emulator, connections, repeat, profile, database_ms)
+            )
         finally:
             emulator.stop()
     print(f"no-change sync job, one at a time in one process, {connections} connections: "
-          f"CPU ms per sync by round {', '.join(f'{c:.1f}' for c in found)} "
-          f"(load {load()})")  # fmt: skip
+          f"CPU ms per sync by round {', '.join(f'{c:.1f}' for c in found)}; PostgreSQL's "
+          f"backends {database_ms[0]:.2f} ms a sync (load {load()})")  # fmt: skip
     # Figures of other days compare only with these beside them: the same code has
     # measured twice as much CPU a job on one day as on another.
     print(f"  the machine in these minutes: a fixed piece of Python {python_ms:.0f} ms of CPU, "
@@ -731,7 +752,8 @@ def main() -> None:
                               f"{noop['rate']:.0f} jobs/s, {noop['cpu_ms']:.2f} ms CPU a job; "
                               f"a no-change sync job {job_ms:.1f} ms "
                               f"({job_ms / noop['cpu_ms']:.1f}x; the queue's share "
-                              f"{100 * noop['cpu_ms'] / job_ms:.0f} %) "
+                              f"{100 * noop['cpu_ms'] / job_ms:.0f} %); PostgreSQL "
+                              f"{noop.get('pg_ms', 0):.2f} ms CPU a no-op job "
                               f"(load {noop['load']:.1f})", flush=True)  # fmt: skip
 
 

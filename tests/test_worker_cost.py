@@ -173,6 +173,41 @@ def test_a_no_change_sync_job_costs_few_round_trips(
     assert turns == [(2,)]
 
 
+def test_a_jobs_turn_of_the_quota_is_searched_for_from_where_it_is_told(
+    queue_db: str,  # noqa: F811
+    google_emulator: GoogleEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The turn of the project's quota taken with a lease is the first free one from
+    ``limits.turn_start`` on (random in a worker), and the lowest free one when none
+    above is: searched always from the lowest, a job's search read every turn of the
+    last minute's requests before it found one (thousands at a worker's rate)."""
+    connection_id, _ = _google_connection(queue_db, google_emulator)
+
+    def turns() -> dict[int, Any]:
+        rows = query(queue_db, "SELECT slot, expires_at, holder IS NULL OR expires_at < "
+                     "(now() AT TIME ZONE 'utc') FROM provider_slots "
+                     "WHERE key LIKE 'google-project:%%'")  # fmt: skip
+        return {slot: (expires, free) for slot, expires, free in rows}
+
+    async def jobs(count: int) -> None:
+        async with worker_runtime(queue_db, google_emulator) as (_, job_context):
+            for _ in range(count):
+                await queue.sync_connection(job_context, connection_id)
+
+    run(jobs(2))  # the first sync (its token and listing take turns of their own), settled
+    before = turns()
+    free = sorted(slot for slot, (_, is_free) in before.items() if is_free)
+    highest, lowest = free[-1], free[0]
+    starts = iter([highest, highest])
+    monkeypatch.setattr(limits, "turn_start", lambda count: next(starts))
+    run(jobs(2))
+    after = turns()
+    taken = sorted(slot for slot in after if after[slot][0] != before[slot][0])
+    # From the highest free turn on: that one; from it again: none free above, the lowest.
+    assert taken == sorted({highest, lowest}), (taken, highest, lowest)
+
+
 def test_a_held_accounts_job_is_deferred_without_a_run_or_a_request(
     queue_db: str,  # noqa: F811
     google_emulator: GoogleEmulator,

@@ -243,6 +243,7 @@ def lease_slot_columns(taken: Any) -> tuple[Any, Any]:
         bindparam("ahead_turn_expires", type_=UTCDateTime()),
         select(slot.c.slot).exists(),
         select(taken.provider).scalar_subquery() == "google",
+        start=bindparam("ahead_turn_start", type_=Integer()),
     )
     return (
         select(slot.c.slot).scalar_subquery(),
@@ -250,23 +251,38 @@ def lease_slot_columns(taken: Any) -> tuple[Any, Any]:
     )
 
 
-def _take_free(name: str, key: Any, below: Any, now: Any, expires: Any, *also: Any) -> Any:
+def _take_free(
+    name: str, key: Any, below: Any, now: Any, expires: Any, *also: Any, start: Any = None
+) -> Any:
     """A CTE taking the lowest free slot under ``below`` of ``key`` for this process (when
-    ``also`` holds), answering its number: one statement's part of ``lease_slot_columns``."""
-    free = ProviderSlot.__table__.alias(f"free_{name}")
-    first = (
-        select(free.c.slot)
-        .where(
-            free.c.key == key,
-            free.c.slot < below,
-            or_(free.c.holder.is_(None), free.c.expires_at < now),
-            *also,
+    ``also`` holds), answering its number: one statement's part of ``lease_slot_columns``.
+    ``start``: the first free one from that slot on, else the lowest (see ``turn_start``)."""
+
+    def first_free(alias: str, *bounds: Any) -> Any:
+        free = ProviderSlot.__table__.alias(alias)
+        return (
+            select(free.c.slot)
+            .where(
+                free.c.key == key,
+                free.c.slot < below,
+                or_(free.c.holder.is_(None), free.c.expires_at < now),
+                *also,
+                *(bound(free.c.slot) for bound in bounds),
+            )
+            .order_by(free.c.slot)
+            .limit(1)
+            .with_for_update(of=free, skip_locked=True)
+            .scalar_subquery()
         )
-        .order_by(free.c.slot)
-        .limit(1)
-        .with_for_update(of=free, skip_locked=True)
-        .scalar_subquery()
-    )
+
+    if start is None:
+        first = first_free(f"free_{name}")
+    else:
+        # The second is run only when the first finds none (COALESCE stops at a value).
+        first = func.coalesce(
+            first_free(f"free_{name}", lambda slot: slot >= start),
+            first_free(f"free_{name}_below", lambda slot: slot < start),
+        )
     # Names no column has: an UPDATE takes a parameter named as a column for its SET.
     return (
         update(ProviderSlot)
@@ -285,11 +301,22 @@ def lease_slot_values(now: dt.datetime) -> dict[str, Any]:
         "ahead_now": now, "ahead_holder": PROCESS, "ahead_slot_expires": now + REQUEST_TTL,
         "ahead_turn_key": rate.turns.key if rate is not None else "",
         "ahead_turn_count": rate.turns.concurrency if rate is not None else 0,
+        "ahead_turn_start": turn_start(rate.turns.concurrency if rate is not None else 0),
         # Should the process die before giving it back, the turn's window still covers
         # a request sent as late as the slot may be kept unused.
         "ahead_turn_expires": now + (rate.window if rate is not None else dt.timedelta())
         + dt.timedelta(seconds=GIVE_BACK_WITHIN),
     }  # fmt: skip
+
+
+def turn_start(count: int) -> int:
+    """Where a search for a free turn of a quota of ``count`` starts: anywhere. Turns
+    taken lowest first left every turn of the last window below the first free one, so
+    each search read them all before it: about 60 rows a request per request a second
+    (6.6 ms of the database's CPU at 9,000 turns in use, PostgreSQL 15). From a random
+    place, the turns in use are scattered, and a search reads about one row more per
+    turn free for each in use (``1 / (1 - used)``) until the quota is nearly spent."""
+    return random.randrange(count) if count > 0 else 0
 
 
 async def give_back_all(kept: list[Kept]) -> None:
