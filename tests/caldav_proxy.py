@@ -14,7 +14,9 @@ text in their href) cut short, as a server with a broken resource in its store d
 ``listing_etags`` leaves ``getetag`` out of every multistatus answer (``"missing"``) or
 answers it empty (``"empty"``); ``all_weak`` makes every ETag weak, in headers and
 listings, and takes in ``If-Match`` only the tag as it gave it (Cyrus does; any other
-spelling is answered ``412``); ``rewrite_stored`` stores a PUT's body changed (a
+spelling is answered ``412``), and with ``weak_if_match_refused`` not even that: a
+weak tag never matches, as If-Match's strong comparison says (RFC 9110 13.1.1), so
+every conditional write is answered ``412``; ``rewrite_stored`` stores a PUT's body changed (a
 property of the server's own, another property order, a new DTSTAMP) and answers
 without an ETag; ``absolute_hrefs`` and ``recode_hrefs`` answer multistatus hrefs as
 absolute URLs and percent-encoded another way than asked (every octet but ``/``, in
@@ -78,6 +80,7 @@ class Behaviour:
     gets: int = 0  # GETs answered (for volatile ETags)
     listing_etags: str | None = None  # "missing" or "empty"
     all_weak: bool = False
+    weak_if_match_refused: bool = False
     rewrite_stored: bool = False
     stored: int = 0  # PUT bodies rewritten
     absolute_hrefs: bool = False
@@ -349,8 +352,8 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
         if if_match is not None:
             behaviour.if_matches.append(if_match)
         if behaviour.all_weak and if_match is not None and if_match.strip() != "*":
-            if not if_match.strip().startswith("W/"):
-                return Response(b"", 412)  # only the tag as it was given matches
+            if not if_match.strip().startswith("W/") or behaviour.weak_if_match_refused:
+                return Response(b"", 412)  # only the tag as it was given matches, or none
             headers = {k: v for k, v in headers.items() if k.lower() != "if-match"}
             headers["If-Match"] = if_match.strip()[2:]
         if behaviour.rewrite_stored and request.method == "PUT":

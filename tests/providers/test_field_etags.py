@@ -181,6 +181,40 @@ async def test_weak_etags_are_compared_alike_and_sent_back_as_given(
     assert writes(behaviour) == 0
 
 
+async def test_a_server_refusing_its_own_weak_etags_is_reported_not_retried(
+    proxied: Proxied,
+    behaviour: Behaviour,
+) -> None:
+    """Every ETag weak, and a weak tag never matches If-Match (strong comparison): every
+    update and deletion is refused 412 though nobody changed the event. The sync says
+    so in the connection's status after one attempt, instead of taking each refusal for
+    another client's edit and trying again at every sync."""
+    behaviour.all_weak = True
+    behaviour.weak_if_match_refused = True
+    proxied.connect()
+    # Creating needs no ETag (If-None-Match: *): the events are made.
+    (edited, dropped), _ = await proxied.synced_activities("Edited", "Dropped")
+    proxied.edit_activity(edited["id"], location="Room 7")
+    response = proxied.user.delete(f"/api/v1/activities/{dropped['id']}")
+    assert response.status_code in (200, 204), response.text
+    for _ in range(2):
+        behaviour.requests.clear()
+        refused = proxied.user.post(f"/api/v1/connections/{proxied.connection_id}/sync")
+        assert refused.status_code == 409, refused.text
+        assert "weak" in refused.json()["detail"], refused.text
+        # One write tried, one read after its refusal: no write loop.
+        assert writes(behaviour) == 1
+        status = proxied.user.get(f"/api/v1/connections/{proxied.connection_id}/status")
+        assert status.status_code == 200, status.text
+        assert status.json()["state"] == "error"
+        assert "If-Match" in status.json()["last_error"], status.json()
+    # Nothing was lost meanwhile: both events are as they were, the CRM's changes kept
+    # (the refused deletion is not taken for a calendar edit that brings it back).
+    assert sorted(str(title) for title in await proxied.ids_by_title()) == ["Dropped", "Edited"]
+    assert proxied.activity(edited["id"])["location"] == "Room 7"
+    assert subjects(proxied) == ["Edited"]
+
+
 async def test_without_sync_tokens_or_etags_a_quiet_sync_reads_the_ctag_alone(
     proxied: Proxied,
     behaviour: Behaviour,

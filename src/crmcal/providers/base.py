@@ -44,6 +44,12 @@ class EventNotFound(ProviderError):
     pass
 
 
+class WritesRefused(ProviderError):
+    """The server refuses every write made over the version it gave (an unchanged
+    event's update refused as changed): nothing can be changed there safely, so the
+    sync stops and says why instead of taking each refusal for another client's edit."""
+
+
 class SeriesInCalendar(ProviderError):
     """The event is a recurring series in the calendar now: a write of a single event
     would flatten it, so none is made (until series are synced)."""
@@ -214,7 +220,7 @@ class ListingInParts(Protocol):
 
 
 # Errors that say the whole account or server is unusable right now, not one event.
-FATAL = (AuthenticationFailed, Unreachable, NotACalendarServer, CalendarNotFound)
+FATAL = (AuthenticationFailed, Unreachable, NotACalendarServer, CalendarNotFound, WritesRefused)
 
 
 async def create_many(

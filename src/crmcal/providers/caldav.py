@@ -84,6 +84,7 @@ from crmcal.providers.base import (
     ProviderError,
     SeriesInCalendar,
     Unreachable,
+    WritesRefused,
 )
 from crmcal.providers.caldav_discovery import Discovery, account_addresses, account_key
 from crmcal.providers.caldav_discovery import vtimezone_zone as _vtimezone_zone
@@ -201,6 +202,23 @@ def _if_match(etag: str | None) -> dict[str, str]:
     if etag[:2] in ("W/", "w/") or etag.startswith('"'):
         return {"If-Match": etag}
     return {"If-Match": f'"{etag}"'}
+
+
+def _weak_tag_refused(sent: str | None, current: str) -> None:
+    """After a write over ``sent`` was refused 412, the resource read again has that very
+    tag: nobody changed it, the server refused its own tag. It does so with a weak one
+    (``W/"…"``), which If-Match compares strongly (RFC 9110 13.1.1) and so never matches;
+    a server that gives only weak tags then refuses every update and deletion. Raises
+    ``WritesRefused`` saying so."""
+    sent = (sent or "").strip()
+    if sent[:2] in ("W/", "w/") and current.strip() == sent:
+        raise WritesRefused(
+            f"the CalDAV server refused an unchanged event's write over the weak ETag it "
+            f"gave ({sent}) in If-Match: it gives weak ETags only and matches none of "
+            "them, so crmcal cannot update or delete events in this calendar without "
+            "risking other clients' edits; the server must give strong ETags or accept "
+            "its weak ones in If-Match"
+        )
 
 
 def _version(etag: str | None, text: str | None) -> str:
@@ -994,8 +1012,9 @@ class CalDAVProvider(Discovery):
         reply = self._put(calendar, href, text, _if_match(etag))
         if reply.status == 412:
             # Radicale also answers 412 when the resource is gone.
-            if self._get(calendar, href) is None:
+            if (now := self._get(calendar, href)) is None:
                 raise EventNotFound(f"the event {href} does not exist")
+            _weak_tag_refused(etag, now[0])
             raise PreconditionFailed(f"the event {href} changed since {etag}")
         if reply.status == 404:
             self._forget(href)
@@ -1012,8 +1031,9 @@ class CalDAVProvider(Discovery):
         if reply.status in (200, 202, 204, 404, 410):
             return
         if reply.status == 412:
-            if self._get(calendar, href) is None:
+            if (now := self._get(calendar, href)) is None:
                 return  # already gone: what the caller wanted
+            _weak_tag_refused(etag, now[0])
             raise PreconditionFailed(f"the event {href} changed since {etag}")
         self._expect(reply, "deleting an event")
 
