@@ -149,6 +149,18 @@ def _times_at(series: ActivitySeries, rule: Rule, moment: Moment) -> dict[str, A
     return {"start_at": start, "end_at": end, "start_date": None, "end_date": None}
 
 
+def _put_at(
+    activity: Activity, series: ActivitySeries, rule: Rule, slot: dt.datetime, moment: Moment
+) -> None:
+    """``activity`` as the occurrence the rule puts at ``slot`` (``moment`` on its clock):
+    its times follow the series unless they were changed on their own."""
+    activity.original_start_at = slot
+    if "start" not in (activity.overrides or []):
+        for name, value in _times_at(series, rule, moment).items():
+            setattr(activity, name, value)
+    activity.timezone = series.timezone
+
+
 def _participant_rows(series: ActivitySeries) -> list[dict[str, Any]]:
     return [
         {"position": i, "email": p.get("email"), "name": p.get("name"),
@@ -727,11 +739,7 @@ async def _rematch(
             continue
         moment = slots.pop(slot)
         by_day.pop(day(slot), None)
-        activity.original_start_at = slot
-        if "start" not in (activity.overrides or []):
-            for name, value in _times_at(series, rule, moment).items():
-                setattr(activity, name, value)
-        activity.timezone = series.timezone
+        _put_at(activity, series, rule, slot, moment)
         kept.append(activity)
     for activity in trashed:
         assert activity.original_start_at is not None
@@ -743,11 +751,7 @@ async def _rematch(
                 continue  # the rule no longer makes it: it stays in the trash as it was
             slot, moment = found, slots.pop(found)
             by_day.pop(day(slot), None)
-        activity.original_start_at = slot
-        if "start" not in (activity.overrides or []):
-            for name, value in _times_at(series, rule, moment).items():
-                setattr(activity, name, value)
-        activity.timezone = series.timezone
+        _put_at(activity, series, rule, slot, moment)
     now = utcnow()
     for activity in gone:
         activity.deleted_at = now
