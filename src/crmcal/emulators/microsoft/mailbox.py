@@ -104,27 +104,9 @@ class Events:
 
     def entry(self, mailbox: Mailbox, item: Item) -> Entry:
         start, end = events.span(item.body)
-        if item.master is not None:
-            calendar = mailbox.calendars[item.calendar_id]
-            master = calendar.items[item.master]
-            original = recurrence.from_stamp(item.stamp or "")
-            return Entry(
-                item.key,
-                "exception",
-                item.body,
-                item.props,
-                item.regular_id,
-                item.immutable_id,
-                item.calendar_id,
-                start,
-                end,
-                item.position,
-                master_ids=(master.regular_id, master.immutable_id),
-                original=original,
-            )
         entry = Entry(
             item.key,
-            item.body["type"],
+            "exception" if item.master is not None else item.body["type"],
             item.body,
             item.props,
             item.regular_id,
@@ -134,7 +116,12 @@ class Events:
             end,
             item.position,
         )
-        if entry.kind == "seriesMaster":
+        if item.master is not None:
+            # An occurrence changed on its own: it names its series and where it was.
+            master = mailbox.calendars[item.calendar_id].items[item.master]
+            entry.master_ids = (master.regular_id, master.immutable_id)
+            entry.original = recurrence.from_stamp(item.stamp or "")
+        elif entry.kind == "seriesMaster":
             entry.cancelled_days = self._cancelled(mailbox, item)
         return entry
 
