@@ -555,3 +555,35 @@ async def test_turns_held_while_waiting_for_the_rest_are_never_taken_twice(
         _free_again(queue_db, mine.rate.turns.key)
         for process in (first, second):
             await process.db.dispose()
+
+
+async def test_a_turn_lives_as_long_as_the_slot_of_its_request(
+    queue_db: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request still unanswered a minute after it took its turn (a slow answer: an
+    exchange may last two minutes) keeps its turn as long as its slot lives: another
+    process takes neither, since the request may still reach the service."""
+    clock = LimitsClock(monkeypatch)
+    project = f"project-{uuid.uuid4().hex[:8]}"
+    account = f"slow-{uuid.uuid4().hex[:8]}@example.test"
+    first, second = (Process(queue_db, google_project=(project, 1), quota_window=WINDOW)
+                     for _ in range(2))  # fmt: skip
+    mine = first.limits.for_account("google", account)
+    other = second.limits.google_project
+    assert mine is not None
+    assert other is not None
+    try:
+        async with mine.slot():
+            clock.pass_window()  # a minute on the limits' clock: the answer not in yet
+            assert clock.now() < utcnow() + limits.REQUEST_TTL  # the slot still lives
+            assert await other.turns.try_take() is None, "the request's turn was taken"
+        # Answered: the turn is kept a window from now, as before.
+        assert await other.turns.try_take() is None
+        clock.pass_window()
+        assert await other.turns.try_take() == 0
+    finally:
+        query(queue_db, "UPDATE provider_slots SET holder = NULL, expires_at = NULL "
+              "WHERE key = %s", f"google-project:{project}")  # fmt: skip
+        for process in (first, second):
+            await process.db.dispose()

@@ -18,9 +18,11 @@ limits live in the database, shared by all:
   inside a batch counted). Each of the key's N rows is one request's turn: taken
   before the request and, once it is answered, kept W longer (never given back),
   so no W seconds see more than N requests reach the service, whichever
-  processes send them. A request waiting for turns (the quota spent by others)
-  keeps renewing what it holds meanwhile — its slot, the turns it has — so none
-  of it expires and goes to another process while it still counts on it.
+  processes send them; a turn whose request is not answered yet is kept as long
+  as the request's slot lives, and W more. A request waiting for turns (the
+  quota spent by others) keeps renewing what it holds meanwhile — its slot, the
+  turns it has — so none of it expires and goes to another process while it
+  still counts on it.
 
 ``install`` makes a process use them (the worker and the queue-mode server do);
 ``provider_for`` then hands each provider the limit of its account.
@@ -302,10 +304,9 @@ def lease_slot_values(now: dt.datetime) -> dict[str, Any]:
         "ahead_turn_key": rate.turns.key if rate is not None else "",
         "ahead_turn_count": rate.turns.concurrency if rate is not None else 0,
         "ahead_turn_start": turn_start(rate.turns.concurrency if rate is not None else 0),
-        # Should the process die before giving it back, the turn's window still covers
-        # a request sent as late as the slot may be kept unused.
-        "ahead_turn_expires": now + (rate.window if rate is not None else dt.timedelta())
-        + dt.timedelta(seconds=GIVE_BACK_WITHIN),
+        # Should the process die before giving it back, the turn still covers a request
+        # in flight as long as its slot lives (see Rate.unanswered).
+        "ahead_turn_expires": rate.unanswered(now) if rate is not None else now,
     }  # fmt: skip
 
 
@@ -525,7 +526,7 @@ class Limit:
         values = dict(holder=PROCESS, key=self.key, concurrency=self.concurrency, now=now,
                       slot_expires=now + REQUEST_TTL, rate_key=self.rate.turns.key,
                       rate_count=self.rate.turns.concurrency,
-                      turn_expires=now + self.rate.window,
+                      turn_expires=self.rate.unanswered(now),
                       cost=max(1, min(cost, self.rate.turns.concurrency)))  # fmt: skip
         found = await self.db.execute_one(_TAKE_WITH_TURNS, values)
         slot: int | None = None
@@ -586,14 +587,14 @@ class Rate:
         taken: list[int] = []
         pause = 0.01
         # A slot expires REQUEST_TTL after its taking, a turn not yet answered a window
-        # after: a wait for the quota can last longer than either (other workers spend
+        # later: a wait for the quota can last longer than either (other workers spend
         # it), and what expired another process would take while this request still
         # counts on it, or this one would count its own turn twice. So what the request
         # holds is renewed as it waits, well before either could expire.
-        every = min(REQUEST_TTL, self.window) / 3
+        every = REQUEST_TTL / 3
         renew_at = utcnow() + every
         while len(taken) < cost:
-            got = await self.turns.try_take_many(cost - len(taken), self.window)
+            got = await self.turns.try_take_many(cost - len(taken), REQUEST_TTL + self.window)
             taken += got
             if len(taken) < cost:
                 # The quota is spent for now: a turn comes free as its window ends.
@@ -606,7 +607,7 @@ class Rate:
 
     async def _renew(self, slots_of: Limit | None, slots: Sequence[int], turns: list[int]) -> None:
         """Push back the expiry of ``slots`` of ``slots_of`` (REQUEST_TTL from now) and of
-        this quota's ``turns`` (a window from now), all held by this process, in one
+        this quota's ``turns`` (``unanswered``), all held by this process, in one
         statement."""
         now = utcnow()
         mine = [and_(ProviderSlot.key == self.turns.key, ProviderSlot.slot.in_(turns))]
@@ -617,7 +618,7 @@ class Rate:
             .where(ProviderSlot.holder == PROCESS, or_(*mine))
             .values(
                 expires_at=case(
-                    (ProviderSlot.key == self.turns.key, now + self.window),
+                    (ProviderSlot.key == self.turns.key, self.unanswered(now)),
                     else_=now + REQUEST_TTL,
                 )
             )
@@ -628,6 +629,15 @@ class Rate:
             # Only after a stall longer than the renewal's period (the event loop or the
             # database away): the request goes on, as it would without the renewal.
             log.warning("a slot of %s expired while waiting for the quota", self.turns.key)
+
+    def unanswered(self, now: dt.datetime) -> dt.datetime:
+        """Until when a turn taken (or renewed) ``now`` for a request not yet answered is
+        kept: as long as the request's slot lives (REQUEST_TTL), since it may be on the
+        wire until then (an exchange may last two minutes), and a window more, so that
+        a request of a process that died reaching the service at its slot's last moment
+        is counted too. An answered request's turn is kept a window from its answer
+        (``done``)."""
+        return now + REQUEST_TTL + self.window
 
     async def done(self, taken: list[int]) -> None:
         """The request of these turns was answered: their window runs from now, so it
