@@ -204,7 +204,7 @@ def _if_match(etag: str | None) -> dict[str, str]:
     return {"If-Match": f'"{etag}"'}
 
 
-def _weak_tag_refused(sent: str | None, current: str) -> None:
+def _raise_if_weak_tag_refused(sent: str | None, current: str) -> None:
     """After a write over ``sent`` was refused 412, the resource read again has that very
     tag: nobody changed it, the server refused its own tag. It does so with a weak one
     (``W/"…"``), which If-Match compares strongly (RFC 9110 13.1.1) and so never matches;
@@ -1012,9 +1012,9 @@ class CalDAVProvider(Discovery):
         reply = self._put(calendar, href, text, _if_match(etag))
         if reply.status == 412:
             # Radicale also answers 412 when the resource is gone.
-            if (now := self._get(calendar, href)) is None:
+            if (found := self._get(calendar, href)) is None:
                 raise EventNotFound(f"the event {href} does not exist")
-            _weak_tag_refused(etag, now[0])
+            _raise_if_weak_tag_refused(etag, found[0])
             raise PreconditionFailed(f"the event {href} changed since {etag}")
         if reply.status == 404:
             self._forget(href)
@@ -1031,9 +1031,9 @@ class CalDAVProvider(Discovery):
         if reply.status in (200, 202, 204, 404, 410):
             return
         if reply.status == 412:
-            if (now := self._get(calendar, href)) is None:
+            if (found := self._get(calendar, href)) is None:
                 return  # already gone: what the caller wanted
-            _weak_tag_refused(etag, now[0])
+            _raise_if_weak_tag_refused(etag, found[0])
             raise PreconditionFailed(f"the event {href} changed since {etag}")
         self._expect(reply, "deleting an event")
 
