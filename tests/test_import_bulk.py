@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, inspect, select
 
 from crmcal.config import Settings
-from crmcal.crm.activities import create_activities, load_in_order
+from crmcal.crm.activities import check_new, create_activities, load_in_order
 from crmcal.crm.schemas import ActivityCreate, ParticipantIn, UserCreate
 from crmcal.crm.tables import Activity, ActivitySeries, Participant, Person
 from crmcal.crm.users import create_user
@@ -236,3 +236,62 @@ def test_activities_as_written_are_the_activities_read_back(db_url: str) -> None
 
     stored, written = run(main())
     assert written == stored
+
+
+def test_activities_checked_beforehand_are_written_as_their_input_is(db_url: str) -> None:
+    """An importer may have the CRM's checks that need no database made elsewhere
+    (``check_new``, in the parse pool's processes): the very same rows as the input
+    itself; one checked for an owner of another zone is not written."""
+    zones = ("Europe/Berlin", None, "UTC")
+
+    def items() -> list[ActivityCreate]:
+        made = []
+        for n in range(9):
+            people = [ParticipantIn(email=f"p{n}.{k}@x.example", name=f"P {k}",
+                                    status="accepted" if k else None)
+                      for k in range(n % 3)]  # fmt: skip
+            made.append(ActivityCreate(
+                type="meeting", subject=f"S {n}", timezone=zones[n % 3],
+                start="2027-03-28" if n % 4 == 3 else f"2027-03-28T0{n}:30:00",
+                end=None if n % 4 == 3 else f"2027-03-28T0{n}:45:00",
+                recurrence="FREQ=WEEKLY;COUNT=3" if n % 3 == 0 else None,
+                note="Agenda" if n % 2 else None, busy=False if n == 5 else None,
+                participants=people,
+            ))  # fmt: skip
+        return made
+
+    def rows(made: list[Activity]) -> list[dict[str, Any]]:
+        found = []
+        for activity in made:
+            columns = {c.key: getattr(activity, c.key) for c in Activity.__table__.columns}
+            for name in ("id", "uid", "owner_id", "series_id", "created_at", "updated_at"):
+                columns.pop(name)
+            columns["participants"] = [(p.position, p.email, p.name, p.status)
+                                       for p in activity.participants]  # fmt: skip
+            found.append(columns)
+        return found
+
+    async def main() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        db = Database(db_url)
+        try:
+            async with db.write() as session:
+                plain, _ = await create_user(session, UserCreate(email="p@crm.test", name="P"))
+                early, _ = await create_user(session, UserCreate(email="e@crm.test", name="E"))
+                given = await create_activities(
+                    session, plain, [(d, None) for d in items()], origin="test"
+                )
+                checked = await create_activities(
+                    session, early, [(check_new(d, early.timezone), None) for d in items()],
+                    origin="test",
+                )  # fmt: skip
+                with pytest.raises(ValueError, match="another time zone"):
+                    await create_activities(
+                        session, early, [(check_new(items()[1], "Asia/Tokyo"), None)]
+                    )
+                return rows(given), rows(checked)
+        finally:
+            await db.dispose()
+
+    given, checked = run(main())
+    assert checked == given
+    assert {row["timezone"] for row in given} == {"Europe/Berlin", "UTC"}

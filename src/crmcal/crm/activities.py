@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -242,7 +243,7 @@ def _recurrence(values: dict[str, Any], resolved: dict[str, Any]) -> str | None:
 
 async def _participants(
     session: AsyncSession,
-    lists: list[list[ParticipantIn]],
+    lists: Sequence[Sequence[ParticipantIn | GivenParticipant]],
     *,
     as_contacts: bool = True,
     viewer: User | None = None,
@@ -388,10 +389,86 @@ async def create_activity(
     return created
 
 
+class GivenParticipant(NamedTuple):
+    """A participant as a new activity's input names one (``ParticipantIn``'s values)."""
+
+    email: str | None
+    name: str | None
+    person_id: int | None
+    status: str | None
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A new activity's input with every check and reading made that needs no database
+    (``check_new``): what ``create_activities`` makes of an ``ActivityCreate`` first,
+    and takes in its place. Plain values only, so that an importer can have it made
+    where it has a core to spare and sent over as cheaply as a dict; the checks that
+    need the database (its type, its linked records, its owner) are made as it is
+    written."""
+
+    owner_id: int | None
+    # The zone given as the default of an activity written without one (None: it
+    # names its own); it must be its owner's.
+    zone_default: str | None
+    type: str
+    columns: dict[str, Any]
+    links: dict[str, Any]
+    participants: tuple[GivenParticipant, ...]
+    exdates: list[str] | None
+    rdates: list[str] | None
+
+
+def check_new(data: ActivityCreate, owner_timezone: str) -> Checked:
+    """``data`` checked and read as ``create_activities`` does for an owner of that zone,
+    without the database; raises Invalid as it would."""
+    values = data.model_dump()
+    # The owner's own zone is the natural default for times written without one.
+    # Left out, all_day follows the start's form: a date makes an all-day activity.
+    defaults = {"all_day": times.is_date(values["start"]), "done": False, "busy": True,
+                "visibility": "everyone", "timezone": owner_timezone,
+                "notify_participants": False}  # fmt: skip
+    zone_default = owner_timezone if values["timezone"] is None else None
+    for name, default in defaults.items():
+        if values[name] is None:
+            values[name] = default
+    resolved = _resolve_times(values)
+    resolved["recurrence"] = _recurrence(values, resolved)
+    columns = {name: values[name] for name in _PLAIN_FIELDS}
+    columns.update(type=values["type"], all_day=values["all_day"], timezone=values["timezone"])
+    columns.update(resolved)
+    return Checked(
+        owner_id=data.owner_id,
+        zone_default=zone_default,
+        type=values["type"],
+        columns=columns,
+        links={k: values.get(k) for k in ("deal_id", "person_id", "organization_id")},
+        participants=tuple(
+            GivenParticipant(p.email, p.name, p.person_id, p.status)
+            for p in data.participants or ()
+        ),
+        exdates=data.exdates,
+        rdates=data.rdates,
+    )
+
+
+async def _checked_columns(
+    session: AsyncSession, checked: Checked, usable_types: set[str], viewer: User
+) -> dict[str, Any]:
+    """The columns of a new activity, with the checks ``check_new`` left for the
+    database (as ``_columns`` makes them, ``usable_types`` caching the type's)."""
+    if checked.type not in usable_types:
+        await activity_types.require_usable(session, checked.type)
+        usable_types.add(checked.type)
+    if any(v is not None for v in checked.links.values()):
+        await contacts.check_links(session, checked.links, viewer)
+    return dict(checked.columns)
+
+
 async def create_activities(
     session: AsyncSession,
     actor: User,
-    items: list[tuple[ActivityCreate, str | None]],
+    items: Sequence[tuple[ActivityCreate | Checked, str | None]],
     *,
     origin: str = "api",
     as_contacts: bool = True,
@@ -410,30 +487,23 @@ async def create_activities(
     usable_types: set[str] = set()
     now = utcnow()
     rows: list[dict[str, Any]] = []
+    checked: list[Checked] = []
     for n, (data, uid) in enumerate(items):
         owner_id = data.owner_id or actor.id
         if owner_id not in owners:
             owners[owner_id] = await _other_owner(session, actor, owner_id)
         owner = owners[owner_id]
-        values = data.model_dump()
-        # The owner's own zone is the natural default for times written without one.
-        # Left out, all_day follows the start's form: a date makes an all-day activity.
-        defaults = {"all_day": times.is_date(values["start"]), "done": False, "busy": True,
-                    "visibility": "everyone", "timezone": owner.timezone,
-                    "notify_participants": False}  # fmt: skip
-        for name, default in defaults.items():
-            if values[name] is None:
-                values[name] = default
-        row = await _columns(session, values, None, usable_types, actor)
+        given = data if isinstance(data, Checked) else check_new(data, owner.timezone)
+        if given.zone_default not in (None, owner.timezone):
+            raise ValueError("an activity checked for an owner of another time zone")
+        checked.append(given)
+        row = await _checked_columns(session, given, usable_types, actor)
         row.update(uid=uid or uuid.uuid4().hex, owner_id=owner.id, series_id=None,
                    organizer=organizers[n] if organizers else None,
                    created_at=now, updated_at=now, deleted_at=None)  # fmt: skip
         rows.append(row)
     participants = await _participants(
-        session,
-        [data.participants or [] for data, _ in items],
-        as_contacts=as_contacts,
-        viewer=actor,
+        session, [given.participants for given in checked], as_contacts=as_contacts, viewer=actor
     )
     single = [i for i, row in enumerate(rows) if not row["recurrence"]]
     stored: list[Activity] = []
@@ -452,7 +522,7 @@ async def create_activities(
         [
             series.NewSeries(
                 owners[rows[i]["owner_id"]], {k: v for k, v in rows[i].items() if k != "organizer"},
-                participants[i], items[i][0].exdates, items[i][0].rdates, items[i][1],
+                participants[i], checked[i].exdates, checked[i].rdates, items[i][1],
                 rows[i]["organizer"],
             )
             for i in rules

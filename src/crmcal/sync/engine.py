@@ -182,7 +182,7 @@ class _Import:
 
     ref: RemoteRef
     event: CalendarEvent
-    data: ActivityCreate
+    data: ActivityCreate | activities.Checked
     uid: str  # the CRM uid derived from its UID
     organizer: str | None
 
@@ -1546,7 +1546,7 @@ class Engine:
                         select(ActivitySeries.uid).where(ActivitySeries.uid.in_(rules))
                     )
                 )
-            items: list[tuple[ActivityCreate, str | None]] = []
+            items: list[tuple[ActivityCreate | activities.Checked, str | None]] = []
             writing: list[_Import] = []
             for item in prepared:
                 if item.event.recurring:

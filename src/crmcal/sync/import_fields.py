@@ -13,12 +13,15 @@ run the same function, so what is imported does not depend on where it ran.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from crmcal.crm.activities import Checked, check_new
+from crmcal.crm.errors import CrmError
 from crmcal.crm.schemas import ActivityCreate
 from crmcal.crm.tables import User
 from crmcal.model import CalendarEvent
@@ -62,12 +65,13 @@ def _owner(owner_id: int, email: str, timezone: str) -> User:
 
 @dataclass(frozen=True)
 class ImportFields:
-    """A new event as the CRM is to get it: ``data`` checked, or why it cannot be
-    stored (``refusal``); ``uid`` derived from the event's UID (None when it has none:
-    the item's id stands in, which only the reader knows); the organizer of someone
-    else's meeting; the note's whole length when the CRM keeps only its start."""
+    """A new event as the CRM is to get it: ``data`` checked (and read by the CRM's
+    ``check_new`` where the CRM takes it), or why it cannot be stored (``refusal``);
+    ``uid`` derived from the event's UID (None when it has none: the item's id stands
+    in, which only the reader knows); the organizer of someone else's meeting; the
+    note's whole length when the CRM keeps only its start."""
 
-    data: ActivityCreate | None
+    data: ActivityCreate | Checked | None
     refusal: str | None
     uid: str | None
     organizer: str | None
@@ -121,9 +125,14 @@ def _computed(event: CalendarEvent, importer: Importer) -> ImportFields:
     uid = mapping.derived_uid(importer.owner_id, event.uid) if event.uid else None
     organizer = organizer_of(event, importer.owner_email, importer.own_addresses)
     try:
-        data = ActivityCreate(**fields)
+        model = ActivityCreate(**fields)
     except ValidationError as exc:
         return ImportFields(
             None, f"the {what} cannot be stored: {refusal(exc)}", uid, organizer, None
         )
+    data: ActivityCreate | Checked = model
+    with contextlib.suppress(CrmError):
+        # Read as the CRM reads it (plain values, cheaper to send than the model); one
+        # the CRM refuses goes as it came, to be refused where it is written, as ever.
+        data = check_new(model, importer.owner_timezone)
     return ImportFields(data, None, uid, organizer, mapping.note_cut(event))
