@@ -30,6 +30,7 @@ import select as poll_module
 import socket
 import time
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -39,6 +40,8 @@ import procrastinate
 import psycopg
 import psycopg_pool
 from procrastinate import exceptions as queue_errors
+from procrastinate import jobs as queue_jobs
+from procrastinate import manager as queue_manager
 from procrastinate.schema import SchemaManager
 from psycopg import sql
 from sqlalchemy import func, select, update
@@ -94,8 +97,8 @@ class Runtime:
     # jobs skip the look-up of a per-server limit.
     not_caldav: set[int] = field(default_factory=set)
     statistics: QueueStatistics | None = None
-    # What the process's syncs freed is given back to the system every so many jobs
-    # (``crmcal.heap``): otherwise the busiest minutes set its resident memory for good.
+    # What the process's syncs freed is given back to the system when it has grown or
+    # gone idle (``crmcal.heap``): otherwise the busiest minutes set its memory for good.
     trimmer: heap.Trimmer = field(default_factory=heap.Trimmer)
 
     def __post_init__(self) -> None:
@@ -188,12 +191,33 @@ def _readable(conn: psycopg.AsyncConnection[Any]) -> bool:
         return True  # closed or broken: the real check says so
 
 
+class JobManager(queue_manager.JobManager):
+    """procrastinate's, telling ``on_idle`` when a fetch finds no job for the worker.
+
+    That is the queue's own idle moment: the worker then waits for a notification or its
+    next poll, so a process with nothing to do learns it without a timer of its own."""
+
+    on_idle: Callable[[], object] | None = None
+
+    async def fetch_job(
+        self, queues: Iterable[str] | None, worker_id: int
+    ) -> queue_jobs.Job | None:
+        job = await super().fetch_job(queues=queues, worker_id=worker_id)
+        if job is None and self.on_idle is not None:
+            try:
+                self.on_idle()
+            except Exception as exc:  # the idle moment's work never stops the worker
+                log.warning("the worker's idle work failed: %s", exc)
+        return job
+
+
 def queue_app(database_url: str, *, pool_size: int = 10) -> procrastinate.App:
     """The app that defers and runs crmcal's jobs in ``database_url``; open it before use."""
     connector = procrastinate.PsycopgConnector(
         conninfo=conninfo(database_url), min_size=1, max_size=pool_size, pool_factory=_queue_pool
     )
     app = procrastinate.App(connector=connector)
+    app.job_manager = JobManager(connector=connector)
     # Registered per app: a task defers through the app it was registered on.
     app.task(name=SYNC_TASK, queue=SYNC_QUEUE, pass_context=True)(sync_connection)
     for name, cron, job in (
@@ -477,6 +501,9 @@ async def run_worker(
 ) -> None:
     """Run jobs until stopped (SIGINT/SIGTERM: the jobs running finish first)."""
     heartbeat = runtime.settings.worker_heartbeat
+    if isinstance(runtime.app.job_manager, JobManager):
+        # A worker with no job gives back what its last burst left (``crmcal.heap``).
+        runtime.app.job_manager.on_idle = lambda: runtime.trimmer.idle()
     await runtime.app.run_worker_async(
         name=worker_name(),
         concurrency=concurrency,
