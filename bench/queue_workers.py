@@ -110,9 +110,10 @@ def sql(url: str, text: str, *args: Any) -> list[tuple[Any, ...]]:
             time.sleep(1)
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory now, or at its peak so far with ``VmHWM``."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -380,6 +381,7 @@ class Round:
         self.load_after = load()
         self.rss = max(rss_mb(p.pid) for p in procs)
         self.rss_all = [rss_mb(p.pid) for p in procs]
+        self.peak_all = [rss_mb(p.pid, "VmHWM") for p in procs]  # since the worker began
         self.failed = failed(url, since) + max(0, count - ended)  # failed, or never began
         self.reasons = failures(url, since)
         self.count = count
@@ -715,7 +717,8 @@ def main() -> None:
                 )
             )
             print("| connections | workers | round | syncs/s | per worker | worker CPU ms "
-                  "per sync | syncs per CPU s | failed | RSS per worker MB | load |")  # fmt: skip
+                  "per sync | syncs per CPU s | failed | RSS (peak so far) per worker MB | "
+                  "load |")  # fmt: skip
             print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
             for connections in args.connections:
                 for workers in args.workers:
@@ -727,7 +730,8 @@ def main() -> None:
                         if one is None:
                             continue
                         row = f"| {connections} | {workers} | {name} | {one.cells(workers)} | "
-                        rss = "/".join(f"{mb:.0f}" for mb in one.rss_all)
+                        sizes = zip(one.rss_all, one.peak_all, strict=True)
+                        rss = "/".join(f"{mb:.0f} ({peak:.0f})" for mb, peak in sizes)
                         print(f"{row}{one.failed} | {rss} | {one.load} |", flush=True)
                     for name, one in named:
                         if one is not None:
