@@ -11,7 +11,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,6 +40,9 @@ _TIME_FIELDS = ("start", "end", "all_day", "timezone")
 # the CRM sees it) is the CRM's own and stays editable.
 CALENDAR_OWNED = ("subject", "start", "end", "all_day", "timezone", "location", "busy",
                   "reminder_minutes", "participants", "recurrence")  # fmt: skip
+# A participant as a new activity's input names one: its e-mail, name, person's id and
+# answer (``ParticipantIn``'s values, as a plain tuple: cheap to send between processes).
+GivenParticipant = tuple[str | None, str | None, int | None, str | None]
 _PLAIN_FIELDS = (
     "subject", "location", "note", "done", "busy", "visibility", "deal_id", "person_id",
     "organization_id", "reminder_minutes", "notify_participants",
@@ -253,18 +256,18 @@ async def _participants(
 
     For many activities at once, so that an import looks persons up in one query.
     """
+    given_lists = [[_given(p) for p in given] for given in lists]
     wanted = {
-        p.email: p.name
-        for given in lists
-        for p in given
-        if p.person_id is None and p.email and as_contacts
+        email: name
+        for given in given_lists
+        for email, name, person_id, _ in given
+        if person_id is None and email and as_contacts
     }
     by_email = await contacts.persons_for_emails(session, wanted)
     result = []
-    for given in lists:
+    for given in given_lists:
         made = []
-        for position, item in enumerate(given):
-            email, name, person_id = item.email, item.name, item.person_id
+        for position, (email, name, person_id, status) in enumerate(given):
             if person_id is not None:
                 person = await contacts.get_visible(session, person_id, viewer)
                 if person is None:  # a record the body names is missing: a clash, not a 404
@@ -279,10 +282,16 @@ async def _participants(
                 name = name or matched.name
             made.append(
                 {"position": position, "email": email, "name": name, "person_id": person_id,
-                 "status": item.status or "needs_action"}
+                 "status": status or "needs_action"}
             )  # fmt: skip
         result.append(made)
     return result
+
+
+def _given(participant: ParticipantIn | GivenParticipant) -> GivenParticipant:
+    if isinstance(participant, tuple):
+        return participant
+    return (participant.email, participant.name, participant.person_id, participant.status)
 
 
 def _as_input(activity: Activity) -> dict[str, Any]:
@@ -389,15 +398,6 @@ async def create_activity(
     return created
 
 
-class GivenParticipant(NamedTuple):
-    """A participant as a new activity's input names one (``ParticipantIn``'s values)."""
-
-    email: str | None
-    name: str | None
-    person_id: int | None
-    status: str | None
-
-
 @dataclass(frozen=True)
 class Checked:
     """A new activity's input with every check and reading made that needs no database
@@ -443,10 +443,7 @@ def check_new(data: ActivityCreate, owner_timezone: str) -> Checked:
         type=values["type"],
         columns=columns,
         links={k: values.get(k) for k in ("deal_id", "person_id", "organization_id")},
-        participants=tuple(
-            GivenParticipant(p.email, p.name, p.person_id, p.status)
-            for p in data.participants or ()
-        ),
+        participants=tuple(_given(p) for p in data.participants or ()),
         exdates=data.exdates,
         rdates=data.rdates,
     )
