@@ -8,7 +8,7 @@ import datetime as dt
 import time
 import types
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -57,7 +57,10 @@ class LimitsClock:
         self.passed: list[float] = []  # when (time.time()) each window passed
         self._paused: list[asyncio.Future[None]] = []
         self._more = asyncio.Event()
+        # The limits' timers (a running request's renewal), due on this clock.
+        self.timers: list[tuple[dt.datetime, asyncio.TimerHandle, Callable[[], None]]] = []
         monkeypatch.setattr(limits, "utcnow", self.now)
+        monkeypatch.setattr(limits, "call_later", self.call_later)
         held = types.ModuleType("asyncio")
         vars(held).update(vars(asyncio))
         held.sleep = self.pause  # type: ignore[attr-defined]
@@ -88,12 +91,34 @@ class LimitsClock:
             more.cancel()
             assert not any(call.done() for call in calls), "went on without a pause"
 
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        loop = asyncio.get_running_loop()
+        handle = asyncio.TimerHandle(loop.time() + seconds, callback, (), loop)
+        self.timers.append((self.now() + dt.timedelta(seconds=seconds), handle, callback))
+        self._more.set()
+        return handle
+
+    def armed(self) -> int:
+        """The limits' timers still to fire."""
+        return sum(1 for _, handle, _ in self.timers if not handle.cancelled())
+
+    async def until_armed(self, count: int) -> None:
+        """Until ``count`` of the limits' timers are waiting to fire."""
+        while self.armed() < count:
+            self._more.clear()
+            await asyncio.wait_for(self._more.wait(), PATIENCE)
+
     def pass_window(self) -> None:
         self.passed.append(time.time())
         self.offset += WINDOW
         paused, self._paused = self._paused, []
         for woken in paused:
             woken.set_result(None)
+        due = [timer for timer in self.timers if timer[0] <= self.now()]
+        self.timers = [timer for timer in self.timers if timer[0] > self.now()]
+        for _, handle, callback in due:
+            if not handle.cancelled():
+                callback()
 
     async def run(self, *calls: Awaitable[Any]) -> list[Any]:
         """The calls at once, a window passing whenever all those still going pause."""
@@ -585,5 +610,52 @@ async def test_a_turn_lives_as_long_as_the_slot_of_its_request(
     finally:
         query(queue_db, "UPDATE provider_slots SET holder = NULL, expires_at = NULL "
               "WHERE key = %s", f"google-project:{project}")  # fmt: skip
+        for process in (first, second):
+            await process.db.dispose()
+
+
+# --- a request that runs past its slot's lifetime ----------------------------------------
+
+
+async def test_a_slow_request_keeps_its_slot_until_it_ends(
+    queue_db: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request may run three minutes (a wait for a pooled connection, the connect, the
+    two minutes an exchange may take), longer than its slot lives unrenewed. A mailbox's
+    four requests all that slow keep their four slots: another process takes none until
+    one ends, so the mailbox never has a fifth request in flight."""
+    clock = LimitsClock(monkeypatch)
+    account = f"slow-{uuid.uuid4().hex[:8]}@example.test"
+    first, second = (Process(queue_db) for _ in range(2))
+    mine = first.limits.for_account("microsoft", account)
+    theirs = second.limits.for_account("microsoft", account)
+    assert mine is not None
+    assert theirs is not None
+    concurrency = limits.ACCOUNT_CONCURRENCY["microsoft"]
+    answered = asyncio.Event()
+    inside: list[int] = []
+
+    async def request() -> None:
+        async with mine.slot():
+            inside.append(1)
+            await answered.wait()
+
+    requests = [asyncio.create_task(request()) for _ in range(concurrency)]
+    try:
+        await clock.until_armed(concurrency)  # each request in flight, its timer armed
+        assert len(inside) == concurrency
+        for _ in range(3):  # three minutes on the limits' clock, no answer yet
+            clock.pass_window()
+            await clock.until_armed(concurrency)  # renewed, and armed again
+            assert await theirs.try_take() is None, "a slow request's slot was taken"
+        answered.set()
+        await asyncio.wait_for(asyncio.gather(*requests), PATIENCE)
+        assert clock.armed() == 0  # an ended request renews nothing
+        assert await theirs.try_take() is not None
+    finally:
+        answered.set()
+        query(queue_db, "UPDATE provider_slots SET holder = NULL, expires_at = NULL "
+              "WHERE key = %s", mine.key)  # fmt: skip
         for process in (first, second):
             await process.db.dispose()

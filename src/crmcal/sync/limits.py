@@ -23,6 +23,11 @@ limits live in the database, shared by all:
   quota spent by others) keeps renewing what it holds meanwhile — its slot, the
   turns it has — so none of it expires and goes to another process while it
   still counts on it.
+* renewal: a slot (and its unanswered turns) is taken to expire ``REQUEST_TTL`` after
+  its taking, so a worker that dies frees it soon; a request still running a third of
+  that later (a slow answer) renews it, and again every third, until it ends. One
+  timer per request does it, cancelled when the request ends: a fast request costs
+  no statement and no task for it.
 
 ``install`` makes a process use them (the worker and the queue-mode server do);
 ``provider_for`` then hands each provider the limit of its account.
@@ -41,7 +46,7 @@ import random
 import socket
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,8 +67,13 @@ PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 # mailbox; Google documents rates, not concurrency: eight keeps well under them).
 ACCOUNT_CONCURRENCY = {"microsoft": 4, "google": 8}
 DEFAULT_CALDAV_SERVER_CONCURRENCY = 8
-# A slot held for one request expires after this (the request's own timeout is 30 s).
+# A slot held for one request expires after this unless renewed: what frees the slots
+# of a process that died (so it bounds how long its accounts wait). A request may run
+# longer (up to 30 s waiting for a connection of the pool, 30 s connecting, 120 s for
+# the exchange): one still running a third of this after it started renews its slot
+# (see ``_Renewal``), so no request's slot expires while it is on the wire.
 REQUEST_TTL = dt.timedelta(seconds=120)
+RENEW_AFTER = REQUEST_TTL.total_seconds() / 3
 LONGEST_HOLD = 300.0  # a Retry-After beyond this is not believed
 # Google's documented default per-project quota: requests per minute, all users.
 DEFAULT_GOOGLE_PROJECT_QUOTA = 10_000
@@ -329,6 +339,54 @@ async def give_back_all(kept: list[Kept]) -> None:
             log.warning("giving back a slot of %s failed: %s", one.limit.key, exc)
 
 
+def call_later(seconds: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+    """``callback`` called ``seconds`` from now on the running loop (tests hold it on
+    the limits' own clock)."""
+    return asyncio.get_running_loop().call_later(seconds, callback)
+
+
+# The renewals under way (a task must be referenced until it ends).
+_renewing: set[asyncio.Task[None]] = set()
+
+
+class _Renewal:
+    """Keeps a running request's slots (and its turns not yet answered) taken while it
+    runs past ``RENEW_AFTER``: a timer armed when the request has its slots and
+    cancelled when it ends. A request that ends before it fires (nearly all of them)
+    costs the timer alone; one that outlives it renews what it holds in one statement
+    and arms the timer again, so nothing it holds expires while it may still be on the
+    wire (where another process would take it: one request more in flight for the
+    account than its limit)."""
+
+    __slots__ = ("ended", "limit", "slots", "timer", "turns")
+
+    def __init__(self, limit: Limit, slots: list[int], turns: list[int]) -> None:
+        # The lists are the request's own: turns it takes later are renewed too.
+        self.limit, self.slots, self.turns, self.ended = limit, slots, turns, False
+        self.timer = call_later(RENEW_AFTER, self._due)
+
+    def _due(self) -> None:
+        if self.ended:
+            return
+        task = asyncio.ensure_future(self._renew())
+        _renewing.add(task)
+        task.add_done_callback(_renewing.discard)
+
+    async def _renew(self) -> None:
+        try:
+            await self.limit._renew_request(self.slots, self.turns)
+        except Exception as exc:  # the next one tries again; at worst it expires
+            log.warning("renewing a slot of %s failed: %s", self.limit.key, exc)
+        if not self.ended:
+            self.timer = call_later(RENEW_AFTER, self._due)
+
+    def end(self) -> None:
+        """The request ended: nothing more is renewed (its slots are given back or
+        kept for a release, which gives them back within seconds)."""
+        self.ended = True
+        self.timer.cancel()
+
+
 class Limit:
     """The shared limit of one key (an account, a server); ``rate``: a quota its
     requests count against too (the Google project's)."""
@@ -474,6 +532,7 @@ class Limit:
             taken, turns = ahead.slot, list(ahead.turns) if self.rate is not None else []
         assert taken is not None
         answered = False
+        renewal = _Renewal(self, [taken], turns)
         try:
             if self.rate is not None:
                 # The quota spent for now (or its rows not made yet): wait for the rest.
@@ -483,6 +542,7 @@ class Limit:
             yield
             answered = True
         finally:
+            renewal.end()
             if answered and deferred is not None:
                 deferred.keep(self, taken, turns)  # given back with the sync's release
             else:
@@ -506,11 +566,13 @@ class Limit:
             await asyncio.sleep(pause * random.uniform(0.5, 1.5))
             pause = min(pause * 2, 0.25)
         turns: list[int] = []
+        renewal = _Renewal(self, taken, turns)
         try:
             if self.rate is not None:
-                turns = await self.rate.take(cost, self, taken)
+                turns += await self.rate.take(cost, self, taken)
             yield
         finally:
+            renewal.end()
             await asyncio.shield(self._give_back_all(taken, turns))
 
     async def _give_back_all(self, slots: list[int], turns: list[int]) -> None:
@@ -541,6 +603,22 @@ class Limit:
             await self._make_slots()
             return await self._try_take_with_turns(cost)
         return slot, turns
+
+    async def _renew_request(self, slots: list[int], turns: list[int]) -> None:
+        """Push back the expiry of a running request's ``slots`` (REQUEST_TTL from now)
+        and of its ``turns`` of the key's quota (``Rate.unanswered``), in one statement."""
+        if self.rate is not None and turns:
+            await self.rate._renew(self, slots, list(turns), warn=False)
+            return
+        await self.db.execute_one(
+            update(ProviderSlot)
+            .where(
+                ProviderSlot.key == self.key,
+                ProviderSlot.slot.in_(slots),
+                ProviderSlot.holder == PROCESS,
+            )
+            .values(expires_at=utcnow() + REQUEST_TTL)
+        )
 
     async def _give_back_with(self, slot: int, turns: list[int]) -> None:
         """Give the slot back; the turns' window starts now (see Rate.done)."""
@@ -605,10 +683,13 @@ class Rate:
                     renew_at = utcnow() + every
         return taken
 
-    async def _renew(self, slots_of: Limit | None, slots: Sequence[int], turns: list[int]) -> None:
+    async def _renew(
+        self, slots_of: Limit | None, slots: Sequence[int], turns: list[int], *, warn: bool = True
+    ) -> None:
         """Push back the expiry of ``slots`` of ``slots_of`` (REQUEST_TTL from now) and of
         this quota's ``turns`` (``unanswered``), all held by this process, in one
-        statement."""
+        statement. ``warn``: log what had expired (a request's own renewal may meet its
+        slot given back as it ends: no news)."""
         now = utcnow()
         mine = [and_(ProviderSlot.key == self.turns.key, ProviderSlot.slot.in_(turns))]
         if slots_of is not None and slots:
@@ -625,7 +706,7 @@ class Rate:
             .returning(ProviderSlot.slot)
         )
         renewed = len(list(result))
-        if renewed < len(turns) + (len(slots) if slots_of is not None else 0):
+        if warn and renewed < len(turns) + (len(slots) if slots_of is not None else 0):
             # Only after a stall longer than the renewal's period (the event loop or the
             # database away): the request goes on, as it would without the renewal.
             log.warning("a slot of %s expired while waiting for the quota", self.turns.key)
