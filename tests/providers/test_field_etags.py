@@ -215,6 +215,40 @@ async def test_a_server_refusing_its_own_weak_etags_is_reported_not_retried(
     assert subjects(proxied) == ["Edited"]
 
 
+async def test_a_server_refusing_its_own_weak_etags_waits_for_its_fix_not_the_back_off(
+    proxied: Proxied,
+    behaviour: Behaviour,
+) -> None:
+    """Weak ETags refused in If-Match are the server's setup, which only whoever runs it
+    can change: the status says someone must act, and the connection is tried again a
+    day later (each try costs the server a refused write), not with a failing server's
+    back-off of seconds to an hour. Synced by hand once the server is mended, the CRM's
+    change lands: nothing was lost while it waited."""
+    behaviour.all_weak = True
+    behaviour.weak_if_match_refused = True
+    proxied.connect()
+    (edited,), _ = await proxied.synced_activities("Edited")
+    proxied.edit_activity(edited["id"], location="Room 7")
+    refused = proxied.user.post(f"/api/v1/connections/{proxied.connection_id}/sync")
+    assert refused.status_code == 409, refused.text
+    status = proxied.user.get(f"/api/v1/connections/{proxied.connection_id}/status").json()
+    assert status["state"] == "error"
+    assert "administrator must change this" in status["last_error"], status
+    next_sync = dt.datetime.fromisoformat(status["next_sync_at"])
+    if next_sync.tzinfo is None:
+        next_sync = next_sync.replace(tzinfo=dt.UTC)
+    assert next_sync > dt.datetime.now(dt.UTC) + dt.timedelta(hours=12), status
+    # The server's administrator mends it; the user asks for a sync.
+    behaviour.weak_if_match_refused = False
+    mended = proxied.user.post(f"/api/v1/connections/{proxied.connection_id}/sync")
+    assert mended.status_code == 200, mended.text
+    assert mended.json()["updated"] == 1, mended.json()
+    status = proxied.user.get(f"/api/v1/connections/{proxied.connection_id}/status").json()
+    assert status["state"] == "active", status
+    assert status["last_error"] is None, status
+    assert subjects(proxied) == ["Edited"]
+
+
 async def test_without_sync_tokens_or_etags_a_quiet_sync_reads_the_ctag_alone(
     proxied: Proxied,
     behaviour: Behaviour,

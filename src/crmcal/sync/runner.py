@@ -24,7 +24,7 @@ from crmcal.config import Settings
 from crmcal.crm.tables import utcnow
 from crmcal.db import Database
 from crmcal.providers import kinds
-from crmcal.providers.base import AuthenticationFailed, Provider, ProviderError
+from crmcal.providers.base import AuthenticationFailed, Provider, ProviderError, WritesRefused
 from crmcal.providers.oauth2 import AccessToken, Refreshed, RefreshFlights, RefreshingTokens
 from crmcal.sync import context, lease, limits, push
 from crmcal.sync.context import Held, Start
@@ -37,7 +37,12 @@ from crmcal.sync.engine import (
     SyncStopped,
 )
 from crmcal.sync.options import SyncOptions
-from crmcal.sync.states import RECONNECT_REQUIRED, ConnectionState, FailureKind
+from crmcal.sync.states import (
+    RECONNECT_REQUIRED,
+    SERVER_ACTION_REQUIRED,
+    ConnectionState,
+    FailureKind,
+)
 from crmcal.sync.tables import Connection, ProviderHold
 from crmcal.tasks import to_completion
 from crmcal.vault import Vault, VaultError
@@ -45,6 +50,9 @@ from crmcal.vault import Vault, VaultError
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 3600
+# How often a connection whose server must be set up otherwise is tried by itself
+# (FailureKind.SERVER_SETUP): each try costs the server a refused write.
+RARE_RETRY = dt.timedelta(days=1)
 
 
 class Busy(Exception):
@@ -273,6 +281,20 @@ def retried() -> ColumnElement[bool]:
     )
 
 
+def retry_at(now: dt.datetime, failure: FailureKind, failures: int) -> dt.datetime | None:
+    """When a connection whose sync failed (``failures`` in a row) is tried again by
+    itself; None: only when the user acts."""
+    if failure.needs_user:
+        # Credentials and permissions mend only by the user's hand: no retries (each
+        # would fail again, and some services lock accounts that try).
+        return None
+    if failure.needs_action:
+        # The server's setup: mended by whoever runs it, without a word to crmcal, so
+        # tried now and then (each try costs the server one refused write).
+        return now + RARE_RETRY
+    return now + backoff(failures)
+
+
 def backoff(failures: int) -> dt.timedelta:
     """Truncated exponential back-off with jitter: 30 s, 1 min, 2 min … at most an hour."""
     base = min(30 * 2 ** max(failures - 1, 0), MAX_BACKOFF_SECONDS)
@@ -357,6 +379,9 @@ async def run_sync(
         error, failure = str(exc), FailureKind.CREDENTIALS
         if RECONNECT_REQUIRED not in error:
             error = f"the calendar refused the credentials ({exc}): {RECONNECT_REQUIRED}"
+    except WritesRefused as exc:
+        # The server's setup, not a passing fault: said as such, and tried rarely.
+        error, failure = f"{exc}: {SERVER_ACTION_REQUIRED}", FailureKind.SERVER_SETUP
     except SyncFailed as exc:
         error, failure = str(exc), exc.kind
     except SyncRefused as exc:
@@ -554,7 +579,4 @@ async def _release_with(
             else:
                 conn.state, conn.last_error = ConnectionState.ERROR, error
                 conn.failures = (conn.failures or 0) + 1
-                # Credentials and permissions mend only by the user's hand: no retries
-                # (each would fail again, and some services lock accounts that try).
-                retry = not failure.needs_user
-                conn.next_sync_at = now + backoff(conn.failures) if retry else None
+                conn.next_sync_at = retry_at(now, failure, conn.failures)

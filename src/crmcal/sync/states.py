@@ -35,6 +35,12 @@ class FailureKind(StrEnum):
     PERMISSION = "permission"
     # A guard stopped the run before it changed anything (an emptied calendar ...).
     REFUSED = "refused"
+    # The server answers, but works in a way crmcal cannot write to safely (a CalDAV
+    # server refusing its own weak ETags): whoever runs it must change that, or the
+    # user move to another server. Every try costs a refused write, and nothing says
+    # when it is mended, so it is tried rarely (``RARE_RETRY``) and at once when the
+    # user asks (a sync or a reconnection); the CRM's changes wait meanwhile.
+    SERVER_SETUP = "server_setup"
     # The server could not be reached or failed: retried with back-off.
     SERVER = "server"
     # Anything else: a bug; retried with back-off.
@@ -44,6 +50,12 @@ class FailureKind(StrEnum):
     def needs_user(self) -> bool:
         """Whether the connection waits for the user instead of being retried."""
         return self in (FailureKind.CREDENTIALS, FailureKind.PERMISSION)
+
+    @property
+    def needs_action(self) -> bool:
+        """Whether someone must act before a retry can go through (the user, or the
+        server's administrator): such a connection is retried rarely if at all."""
+        return self.needs_user or self is FailureKind.SERVER_SETUP
 
 
 class LinkOrigin(StrEnum):
@@ -61,3 +73,8 @@ class Winner(StrEnum):
 
 
 RECONNECT_REQUIRED = "reconnect required"
+# Ends the ``last_error`` of a connection failed for its server's setup.
+SERVER_ACTION_REQUIRED = (
+    "the server's administrator must change this; crmcal tries again once a day, "
+    "or at once when synced or reconnected"
+)
