@@ -288,6 +288,12 @@ async def queue_all(url: str) -> int:
     return len(ids)
 
 
+def ended_since(url: str, since: int) -> int:
+    """Syncs ended since sync run id ``since``."""
+    return int(sql(url, "SELECT count(*) FROM sync_runs "
+                   "WHERE id > %s AND ended_at IS NOT NULL", since)[0][0])  # fmt: skip
+
+
 def last_run(url: str) -> int:
     return int(sql(url, "SELECT coalesce(max(id), 0) FROM sync_runs")[0][0])
 
@@ -373,6 +379,10 @@ class Round:
         with parties.sampling():
             asyncio.run(queue_all(url))
             self.queued = time.perf_counter() - started
+            # The bench queues the round's jobs one at a time while the workers run
+            # them (its process and its backends beside theirs on the machine): the
+            # rate once all are queued is the workers' with a full queue.
+            self.ended_when_queued = ended_since(url, since)
             ended = wait_done(url, count, since)
             self.wall = time.perf_counter() - started
         self.cpu = sum(cpu_seconds(p.pid) - before for p, before in zip(procs, cpu, strict=True))
@@ -385,6 +395,7 @@ class Round:
         self.failed = failed(url, since) + max(0, count - ended)  # failed, or never began
         self.reasons = failures(url, since)
         self.count = count
+        self.ended = ended
         # Requests the calendar service answered during the round, by kind.
         self.requests: dict[str, int] = {}
         if emulator is not None:
@@ -396,12 +407,14 @@ class Round:
         """CPU ms a sync by party, and how busy the workers kept their cores."""
         ms = {name: 1000 * cpu / self.count for name, cpu in self.parties.items()}
         busy = 100 * self.parties["worker"] / self.wall / max(1, self.workers)
+        after = self.ended - self.ended_when_queued
+        full = after / (self.wall - self.queued) if self.wall > self.queued else 0.0
         return (f"CPU ms a sync: worker {ms['worker']:.2f}, emulator {ms['emulator']:.2f}, "
                 f"PostgreSQL for the worker {ms['pg_worker']:.2f}, for the bench "
                 f"{ms['pg_bench']:.2f}, its background (all databases) {ms['pg_shared']:.2f}, "
                 f"bench {ms['bench']:.2f}; each worker busy {busy:.0f} % of the wall time; "
-                f"jobs queued in {self.queued:.1f} of {self.wall:.1f} s "
-                f"(load {self.load} -> {self.load_after})")  # fmt: skip
+                f"jobs queued in {self.queued:.1f} of {self.wall:.1f} s, then {after} syncs "
+                f"at {full:.0f} a second (load {self.load} -> {self.load_after})")  # fmt: skip
 
     def cells(self, workers: int) -> str:
         rate = self.count / self.wall
