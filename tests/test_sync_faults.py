@@ -574,3 +574,92 @@ def test_a_first_import_cut_off_mid_way_keeps_its_parts_and_the_next_sync_brings
     report = behind.synced()
     assert (report["created"], report["updated"], report["deleted"]) == (0, 0, 0), report
     assert behind.subjects() == titles
+
+
+# --- a fatal answer while writing series' occurrences ---------------------------------
+
+
+@pytest.fixture
+def graph(request: pytest.FixtureRequest, db_url: str) -> Iterator[Behind]:
+    with _behind(request, db_url, "microsoft") as made:
+        yield made
+
+
+def test_an_account_failing_while_series_occurrences_are_written_stops_the_writes(
+    graph: Behind,
+) -> None:
+    """Graph takes a series' pattern alone, so a new series with a left-out date has
+    that occurrence deleted after its master is made. When the service fails for the
+    whole account there (here every occurrence's delete answers 503 until the retries
+    give up), the sync stops: the other new series' occurrences are not written on
+    after it, as a per-item refusal would let them be. Nothing is lost: the next sync
+    finds both masters by their creates' keys and writes what is left."""
+    graph.connect()
+    for n in range(2):
+        start = SOON + dt.timedelta(days=n, hours=n)
+        made = graph.user.post(f"{V1}/activities", json={
+            "type": "meeting", "subject": f"Series {n}", "start": start.isoformat(),
+            "end": (start + dt.timedelta(hours=1)).isoformat(),
+            "recurrence": "FREQ=WEEKLY;COUNT=4"})  # fmt: skip
+        assert made.status_code == 201, made.text
+        listed = graph.user.get(f"{V1}/activities",
+                                params={"series_id": made.json()["series_id"]})  # fmt: skip
+        third = listed.json()["items"][2]
+        assert graph.user.delete(f"{V1}/activities/{third['id']}").status_code == 200
+    graph.on({"microsoft": ("DELETE", r"/events/")}, "answer", status=503,
+             body='{"error": {"code": "serviceNotAvailable", "message": "down"}}')  # fmt: skip
+
+    def deleted() -> set[str]:
+        return {target for method, target in [*graph.proxy.requests, *graph.proxy.parts]
+                if method == "DELETE"}  # fmt: skip
+
+    failed = graph.sync()
+    assert failed.status_code == 409, failed.text
+    assert graph.status()["state"] == "error"
+    assert len(deleted()) == 1, deleted()  # one series' occurrence tried, not the other's
+    graph.proxy.clear()
+    report = graph.synced()
+    assert report["problems"] == [], report
+    assert len(deleted()) == 2, deleted()  # the other series' occurrence now too
+    quiet = graph.synced()
+    assert (quiet["created"], quiet["updated"], quiet["deleted"]) == (0, 0, 0), quiet
+    listed = graph.user.get(f"{V1}/activities").json()["items"]
+    assert sorted(a["subject"] for a in listed) == ["Series 0"] * 3 + ["Series 1"] * 3
+
+
+def test_a_batch_with_a_part_failing_for_the_account_writes_nothing_more(
+    batched: Behind,
+) -> None:
+    """A batch of deletions: one part refused for its version (412), the others failing
+    for the whole service (503 until the retries give up). The sync stops without
+    taking the refused one up again (a CRM-to-calendar connection would delete it once
+    more, whatever its version): nothing more is written to a service the sync stops
+    for. The next sync, the service back, deletes all three."""
+    behind = batched
+    behind.connect(sync_type="crm_to_calendar")
+    made = [behind.add_activity(f"Call {n}", hours=n) for n in range(3)]
+    assert behind.synced()["created"] == 3
+    for activity in made:
+        gone = behind.user.delete(f"{V1}/activities/{activity['id']}")
+        assert gone.status_code == 200, gone.text
+    refused, _ = PART_FAULTS[behind.kind][412]
+    down = ('{"error": {"code": "serviceNotAvailable", "message": "down"}}'
+            if behind.kind == "microsoft" else
+            '{"error": {"code": 503, "message": "Backend Error", "errors": [{"domain": '
+            '"global", "reason": "backendError", "message": "Backend Error"}]}}')  # fmt: skip
+    first = behind.proxy.add("answer", method="DELETE", path=PATCH_PART[1], status=412,
+                             body=refused, times=1)  # fmt: skip
+    behind.proxy.add("answer", method="DELETE", path=PATCH_PART[1], status=503, body=down)
+    requests, parts = len(behind.proxy.requests), len(behind.proxy.parts)
+    failed = behind.sync()
+    assert failed.status_code == 409, failed.text
+    assert first.hits == 1
+    deleted = [target.split("?")[0] for method, target in
+               [*behind.proxy.parts[parts:], *behind.proxy.requests[requests:]]
+               if method == "DELETE"]  # fmt: skip
+    # The refused one's DELETE is the first one sent: it is not sent again.
+    assert deleted.count(deleted[0]) == 1, deleted
+    behind.proxy.clear()
+    report = behind.synced()
+    assert (report["deleted"], report["problems"]) == (3, []), report
+    assert _calendar_titles(behind) == []

@@ -48,7 +48,7 @@ from crmcal.providers import kinds
 from crmcal.providers import microsoft_events as codec
 from crmcal.providers.api_client import ApiClient, SharedLimit, TokenSource
 from crmcal.providers.base import (
-    AuthenticationFailed,
+    FATAL,
     Capabilities,
     EventNotFound,
     PreconditionFailed,
@@ -512,8 +512,9 @@ class MicrosoftProvider:
                 results[n] = await self._created_series(
                     calendar_id, *items[n], item, occurrences.get(n)
                 )
-            except AuthenticationFailed:
-                raise
+            except FATAL as failure:
+                _answer_rest(results, masters, failure)
+                break
             except ProviderError as failure:
                 results[n] = failure
         return [r if r is not None else Unreachable("no answer") for r in results]
@@ -933,8 +934,9 @@ class MicrosoftProvider:
                 results[n] = await self._write_occurrences(
                     calendar_id, master, items[n].event, occurrences[n], items[n].changed
                 )
-            except AuthenticationFailed:
-                raise
+            except FATAL as failure:
+                _answer_rest(results, masters, failure)
+                break
             except ProviderError as failure:
                 results[n] = failure
         return [r if r is not None else Unreachable("no answer") for r in results]
@@ -1046,6 +1048,19 @@ _OCCURRENCES = (
     "$select=cancelledOccurrences,exceptionOccurrences"
     f"&$expand=exceptionOccurrences,{codec.expand_properties()}"
 )
+
+
+def _answer_rest(
+    results: list[Any], masters: dict[int, dict[str, Any]], failure: ProviderError
+) -> None:
+    """A failure of the whole account (``FATAL``) while a series' occurrences were
+    written: that series and every one after it not answered yet answer it, and no
+    more occurrences are written (each would fail alike, or write on for an account
+    the sync stops for). A master made but left without its occurrences is found by
+    its create's key next time, which writes them then."""
+    for n in masters:
+        if results[n] is None:
+            results[n] = failure
 
 
 def _occurrences_in(data: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:

@@ -779,11 +779,14 @@ class Engine:
         """Take a batch's answers, each (the item or its link, its part's answer, the step
         that takes it) under ``_guarded``: one refused never stops the others. An answer that
         concerns the whole account or server is raised once the others are taken: what
-        was written is linked, and a later run goes on from there."""
-        fatal: Exception | None = None
-        for item, answer, step in answers:
-            if isinstance(answer, FATAL):
-                fatal = fatal or answer
+        was written is linked, and a later run goes on from there. The others' errors
+        are then left for that run (their links as they were): taking one may write
+        again (an item changed meanwhile is read and written anew, one gone is made
+        again), and nothing more is written to an account the sync stops for."""
+        taken = list(answers)
+        fatal = next((answer for _, answer, _ in taken if isinstance(answer, FATAL)), None)
+        for item, answer, step in taken:
+            if fatal is not None and isinstance(answer, ProviderError):
                 continue
             await self._guarded(item if isinstance(item, Pair) else Pair(link=item), step())
         if fatal is not None:
