@@ -262,12 +262,64 @@ async def test_a_body_cut_short_is_an_error_and_the_connection_goes() -> None:
 
 
 async def test_a_server_that_closes_without_answering_is_an_error() -> None:
+    """On a new connection: never tried again, however idempotent the request."""
+
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await server.request(reader)
 
     async with serving(script) as server, client() as http:
-        with pytest.raises(httpx.RemoteProtocolError):
+        with pytest.raises(httpx.RemoteProtocolError, match="closed the connection before"):
             await http.get(server.url)
+
+    assert (server.accepted, len(server.requests)) == (1, 1)
+
+
+def closing_after_one_answer(server: Server) -> Script:
+    """The first connection answers one request, then reads the next and closes on it
+    unanswered (a server closing an idle connection as a request arrives on it);
+    later connections answer every request."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await server.request(reader)
+            if n == 1 and len(server.requests) > 1:
+                return  # closed: the request read, no byte of an answer
+            writer.write(answer(b"answer %d" % len(server.requests)))
+            await writer.drain()
+
+    return script
+
+
+async def test_an_idempotent_request_a_kept_connection_drops_unanswered_is_sent_again() -> None:
+    async with serving(lambda r, w, n: asyncio.sleep(0)) as server:
+        server.script = closing_after_one_answer(server)
+        async with client() as http:
+            assert (await http.get(server.url)).content == b"answer 1"
+            assert (await http.get(server.url + "/again")).content == b"answer 3"
+
+    assert server.accepted == 2  # the dropped one, and one new
+    assert len(server.requests) == 3
+    assert server.requests[1].startswith(b"GET /again ")
+    assert server.requests[2].startswith(b"GET /again ")
+
+
+async def test_a_post_a_kept_connection_drops_unanswered_fails_clearly_once() -> None:
+    """Whether the server acted on it cannot be known: a POST is not sent twice."""
+    async with serving(lambda r, w, n: asyncio.sleep(0)) as server:
+        server.script = closing_after_one_answer(server)
+        async with client() as http:
+            assert (await http.get(server.url)).content == b"answer 1"
+            with pytest.raises(httpx.RemoteProtocolError) as raised:
+                await http.post(server.url + "/token", content=b"grant_type=refresh_token")
+            message = str(raised.value)
+            assert "closed the connection before answering" in message
+            assert "role=" not in message  # not h11's internal state
+            # The connection is gone: the next request goes on a new one.
+            assert (await http.get(server.url)).content == b"answer 3"
+
+    assert server.accepted == 2
+    assert len(server.requests) == 3
+    assert server.requests[1].startswith(b"POST /token ")
 
 
 async def test_request_bodies_and_compressed_answers() -> None:

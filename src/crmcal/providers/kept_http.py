@@ -25,6 +25,10 @@ requests. This transport does the same exchange on asyncio's own protocol callba
   ``max_keepalive_connections`` connections kept idle, as ``httpx.Limits`` says;
 * a connection whose exchange did not end cleanly (an error, a timeout, a
   cancellation, an answer that closes it) is closed, never handed out again;
+* a server may close a kept connection at any time, also just as a request goes out
+  on it: a request a *kept* connection fails before any byte of its answer is sent
+  once more on a new connection, if it was never written or its method is
+  idempotent (see ``_may_retry``); a new connection's failure is never retried;
 * failures are httpx's own exceptions (``ConnectError``, ``ReadTimeout``,
   ``RemoteProtocolError`` ...), so callers map them as before.
 
@@ -70,6 +74,7 @@ class _Connection(asyncio.Protocol):
         self.paused = False  # the socket's buffer is full: wait before writing more
         self.waiter: asyncio.Future[None] | None = None
         self.idle_since = 0.0
+        self.received = 0  # bytes received, ever: did an exchange's answer begin?
 
     # --- the loop's callbacks -----------------------------------------------------------
 
@@ -78,6 +83,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        self.received += len(data)
         self.pending.append(data)
         self._wake()
 
@@ -198,15 +204,26 @@ class KeptTransport(httpx.AsyncBaseTransport):
                 await slots.acquire()
         try:
             conn = self._kept_connection(origin)
+            kept = conn is not None
             if conn is None:
                 conn = await self._connect(url, port, timeouts.get("connect"))
-            try:
-                response = await self._exchange(conn, request, body, timeouts)
-            except BaseException:
-                conn.close()  # its state is not known: never handed out again
-                raise
-            self._keep(origin, conn)
-            return response
+            while True:
+                try:
+                    response = await self._exchange(conn, request, body, timeouts)
+                except _Unanswered as error:
+                    conn.close()
+                    if not (kept and _may_retry(request.method, error)):
+                        raise
+                    # The server closed the kept connection as the request went out
+                    # (idle ones are closed at any time): once more, on a new one.
+                    kept = False
+                    conn = await self._connect(url, port, timeouts.get("connect"))
+                    continue
+                except BaseException:
+                    conn.close()  # its state is not known: never handed out again
+                    raise
+                self._keep(origin, conn)
+                return response
         finally:
             if slots is not None:
                 slots.release()
@@ -270,8 +287,19 @@ class KeptTransport(httpx.AsyncBaseTransport):
         """One request written and its answer read, within ``TOTAL_DEADLINE``."""
         data = _encoded(conn.parser, request, body)
         deadline = conn.loop.time() + self._deadline
-        await _write(conn, data, timeouts.get("write"), deadline)
-        head, content = await self._read_answer(conn, timeouts.get("read"), deadline)
+        received = conn.received
+        try:
+            await _write(conn, data, timeouts.get("write"), deadline)
+            head, content = await self._read_answer(conn, timeouts.get("read"), deadline)
+        except (httpx.WriteError, httpx.RemoteProtocolError) as error:
+            if isinstance(error, _Unanswered) or conn.received != received or not conn.ended:
+                raise
+            # The connection ended before any byte of the answer (h11 says so in its
+            # own terms: "can't handle event type ConnectionClosed when role=SERVER
+            # and state=SEND_RESPONSE").
+            raise _ClosedBeforeAnswer(
+                "the server closed the connection before answering the request"
+            ) from error
         return self._response(head, content)
 
     async def _read_answer(
@@ -366,8 +394,8 @@ async def _write(
 ) -> None:
     """``data`` handed to the socket in one write, waiting while its buffer is full."""
     transport = conn.transport
-    if conn.lost or transport is None or transport.is_closing():
-        raise httpx.WriteError("the connection was closed")
+    if conn.ended or transport is None or transport.is_closing():
+        raise _ClosedBeforeWrite("the connection was closed before the request was sent")
     transport.write(data)
     while conn.paused:
         await conn.wait(_bounded(write_timeout, deadline, conn.loop), _write_timeout)
@@ -389,6 +417,38 @@ async def _feed(conn: _Connection, read_timeout: float | None, deadline: float) 
         conn.parser.receive_data(b"")
     else:
         await conn.wait(_bounded(read_timeout, deadline, conn.loop), _read_timeout)
+
+
+class _Unanswered(Exception):
+    """The connection ended before any byte of the answer (with an httpx error type)."""
+
+    written = True  # whether any byte of the request may have reached the server
+
+
+class _ClosedBeforeWrite(_Unanswered, httpx.WriteError):
+    written = False
+
+
+class _ClosedBeforeAnswer(_Unanswered, httpx.RemoteProtocolError):
+    pass
+
+
+# RFC 9110's idempotent methods, urllib3's default ``Retry.allowed_methods`` too.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+def _may_retry(method: str, error: _Unanswered) -> bool:
+    """Whether a request a kept connection failed before any answer is sent again.
+
+    Whether the server processed a request it closed on without answering cannot be
+    known. An idempotent one is sent again whatever happened (urllib3's read-error
+    retries). Any other (a token POST, a PATCH) only when not one byte of it was
+    written, as httpcore does (it retries a request only on a connection found
+    unusable before sending, never after) and urllib3 (a POST whose connection
+    dropped after sending is not retried): its failure reaches the caller, who
+    knows whether it is safe to repeat.
+    """
+    return not error.written or method.upper() in _IDEMPOTENT
 
 
 def _sent(request: httpx.Request) -> list[tuple[bytes, bytes]]:
