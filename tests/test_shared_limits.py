@@ -519,6 +519,7 @@ async def test_a_slot_held_while_waiting_for_a_turn_is_never_taken_twice(
         await clock.until_paused(waiting)
         for _ in range(3):  # three minutes on the limits' clock, no turn free
             clock.pass_window()
+            await clock.until_armed(1)  # what it holds renewed, the timer armed again
             await clock.until_paused(waiting)
         assert not inside.is_set()
         assert await theirs.try_take() is None, "the waiting request's slot was taken"
@@ -544,7 +545,7 @@ async def test_turns_held_while_waiting_for_the_rest_are_never_taken_twice(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A batch of two calls takes the one turn of the project's quota that is free and
-    waits for the other. Waiting two minutes (longer than a turn lives unrenewed), the
+    waits for the other. Waiting four minutes (longer than a turn lives unrenewed), the
     turn it has stays its own: another process finds none free."""
     clock = LimitsClock(monkeypatch)
     project = f"project-{uuid.uuid4().hex[:8]}"
@@ -567,8 +568,9 @@ async def test_turns_held_while_waiting_for_the_rest_are_never_taken_twice(
         _busy_elsewhere(queue_db, mine.rate.turns.key, range(1, 2))
         waiting = asyncio.create_task(batch())
         await clock.until_paused(waiting)
-        for _ in range(2):
+        for _ in range(4):  # longer than a turn not yet answered lives unrenewed
             clock.pass_window()
+            await clock.until_armed(1)  # the turn it has renewed, the timer armed again
             await clock.until_paused(waiting)
         assert not inside.is_set()
         assert await other.turns.try_take() is None, "a turn the batch held was taken"

@@ -538,7 +538,7 @@ class Limit:
                 # The quota spent for now (or its rows not made yet): wait for the rest.
                 left = max(1, min(cost, self.rate.turns.concurrency)) - len(turns)
                 if left > 0:
-                    turns += await self.rate.take(left, self, [taken], turns)
+                    await self.rate.take(left, turns)
             yield
             answered = True
         finally:
@@ -569,7 +569,7 @@ class Limit:
         renewal = _Renewal(self, taken, turns)
         try:
             if self.rate is not None:
-                turns += await self.rate.take(cost, self, taken)
+                await self.rate.take(cost, turns)
             yield
         finally:
             renewal.end()
@@ -608,7 +608,7 @@ class Limit:
         """Push back the expiry of a running request's ``slots`` (REQUEST_TTL from now)
         and of its ``turns`` of the key's quota (``Rate.unanswered``), in one statement."""
         if self.rate is not None and turns:
-            await self.rate._renew(self, slots, list(turns), warn=False)
+            await self.rate._renew(self, slots, list(turns))
             return
         await self.db.execute_one(
             update(ProviderSlot)
@@ -651,65 +651,44 @@ class Rate:
         self.turns = Limit(db, key, count)
         self.window = window
 
-    async def take(
-        self,
-        cost: int = 1,
-        slots_of: Limit | None = None,
-        slots: Sequence[int] = (),
-        turns: Sequence[int] = (),
-    ) -> list[int]:
-        """Wait for ``cost`` turns (at most the whole quota); give them to ``done`` once
-        the request is answered. ``slots`` of ``slots_of`` and ``turns`` of this quota:
-        what the request holds already, kept taken while it waits (see ``_renew``)."""
+    async def take(self, cost: int, into: list[int]) -> None:
+        """Wait for ``cost`` turns (at most the whole quota), each appended to ``into`` as
+        it is had: the request's own list, which its renewal keeps taken while it waits
+        for the rest (a wait for the quota can outlast a turn unrenewed, and one that
+        expired another process would take, or this one count twice). Give them to
+        ``done`` once the request is answered."""
         cost = max(1, min(cost, self.turns.concurrency))
-        taken: list[int] = []
         pause = 0.01
-        # A slot expires REQUEST_TTL after its taking, a turn not yet answered a window
-        # later: a wait for the quota can last longer than either (other workers spend
-        # it), and what expired another process would take while this request still
-        # counts on it, or this one would count its own turn twice. So what the request
-        # holds is renewed as it waits, well before either could expire.
-        every = REQUEST_TTL / 3
-        renew_at = utcnow() + every
-        while len(taken) < cost:
-            got = await self.turns.try_take_many(cost - len(taken), REQUEST_TTL + self.window)
-            taken += got
-            if len(taken) < cost:
+        while cost > 0:
+            got = await self.turns.try_take_many(cost, REQUEST_TTL + self.window)
+            into += got
+            cost -= len(got)
+            if cost > 0:
                 # The quota is spent for now: a turn comes free as its window ends.
                 await asyncio.sleep(pause * random.uniform(0.5, 1.5))
                 pause = min(pause * 2, 0.5)
-                if utcnow() >= renew_at:
-                    await self._renew(slots_of, slots, [*turns, *taken])
-                    renew_at = utcnow() + every
-        return taken
 
-    async def _renew(
-        self, slots_of: Limit | None, slots: Sequence[int], turns: list[int], *, warn: bool = True
-    ) -> None:
+    async def _renew(self, slots_of: Limit, slots: Sequence[int], turns: list[int]) -> None:
         """Push back the expiry of ``slots`` of ``slots_of`` (REQUEST_TTL from now) and of
         this quota's ``turns`` (``unanswered``), all held by this process, in one
-        statement. ``warn``: log what had expired (a request's own renewal may meet its
-        slot given back as it ends: no news)."""
+        statement."""
         now = utcnow()
-        mine = [and_(ProviderSlot.key == self.turns.key, ProviderSlot.slot.in_(turns))]
-        if slots_of is not None and slots:
-            mine.append(and_(ProviderSlot.key == slots_of.key, ProviderSlot.slot.in_(slots)))
-        result = await self.turns.db.execute_one(
+        await self.turns.db.execute_one(
             update(ProviderSlot)
-            .where(ProviderSlot.holder == PROCESS, or_(*mine))
+            .where(
+                ProviderSlot.holder == PROCESS,
+                or_(
+                    and_(ProviderSlot.key == self.turns.key, ProviderSlot.slot.in_(turns)),
+                    and_(ProviderSlot.key == slots_of.key, ProviderSlot.slot.in_(slots)),
+                ),
+            )
             .values(
                 expires_at=case(
                     (ProviderSlot.key == self.turns.key, self.unanswered(now)),
                     else_=now + REQUEST_TTL,
                 )
             )
-            .returning(ProviderSlot.slot)
         )
-        renewed = len(list(result))
-        if warn and renewed < len(turns) + (len(slots) if slots_of is not None else 0):
-            # Only after a stall longer than the renewal's period (the event loop or the
-            # database away): the request goes on, as it would without the renewal.
-            log.warning("a slot of %s expired while waiting for the quota", self.turns.key)
 
     def unanswered(self, now: dt.datetime) -> dt.datetime:
         """Until when a turn taken (or renewed) ``now`` for a request not yet answered is
