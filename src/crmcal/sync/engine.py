@@ -66,11 +66,11 @@ from crmcal.providers.base import (
     list_changes_in_parts,
     update_many,
 )
-from crmcal.sync import import_fields as import_fields_module
 from crmcal.sync import mapping, merge
 from crmcal.sync.context import RunContext, Start, SyncFailed, SyncRefused, SyncStopped
 from crmcal.sync.decisions import Act, Decision, State, crm_edit_is_later, decide
 from crmcal.sync.import_fields import Importer, import_fields, organizer_of, refusal
+from crmcal.sync.import_fields import compute_beside as import_fields_beside
 from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.links import Links
 from crmcal.sync.series_sync import SeriesSync
@@ -389,7 +389,7 @@ class Engine:
         parts = list_changes_in_parts(self.provider, ctx.calendar_id, None, with_contents=True)
         # What the CRM is given for each new event is computed where it is parsed (on
         # the other cores, when the provider parses in parse_pool's processes).
-        with parse_pool.computing_beside(import_fields_module.compute_beside, self.importer):
+        with parse_pool.computing_beside(import_fields_beside, self.importer):
             async with contextlib.aclosing(parts):
                 async for part in parts:
                     if summary is None:

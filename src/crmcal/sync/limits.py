@@ -471,30 +471,22 @@ class Limit:
     async def give_back(self, slot: int) -> None:
         await self.give_back_many([slot])
 
-    async def give_back_many(self, slots: list[int]) -> None:
-        await self.db.execute_one(
-            update(ProviderSlot)
-            .where(
-                ProviderSlot.key == self.key,
-                ProviderSlot.slot.in_(slots),
-                ProviderSlot.holder == PROCESS,
-            )
-            .values(holder=None, expires_at=None)
+    def _held(self, slots: Sequence[int]) -> Any:
+        """An UPDATE of these of the key's ``slots`` that this process holds."""
+        return update(ProviderSlot).where(
+            ProviderSlot.key == self.key,
+            ProviderSlot.slot.in_(slots),
+            ProviderSlot.holder == PROCESS,
         )
+
+    async def give_back_many(self, slots: list[int]) -> None:
+        await self.db.execute_one(self._held(slots).values(holder=None, expires_at=None))
 
     async def _renew(self, slot: int, ttl: dt.timedelta) -> None:
         while True:
             await asyncio.sleep(ttl.total_seconds() / 3)
             async with self.db.write() as session:
-                await session.execute(
-                    update(ProviderSlot)
-                    .where(
-                        ProviderSlot.key == self.key,
-                        ProviderSlot.slot == slot,
-                        ProviderSlot.holder == PROCESS,
-                    )
-                    .values(expires_at=utcnow() + ttl)
-                )
+                await session.execute(self._held([slot]).values(expires_at=utcnow() + ttl))
 
     @contextlib.asynccontextmanager
     async def slot(self, cost: int = 1, width: int = 1) -> AsyncIterator[None]:
@@ -610,15 +602,7 @@ class Limit:
         if self.rate is not None and turns:
             await self.rate._renew(self, slots, list(turns))
             return
-        await self.db.execute_one(
-            update(ProviderSlot)
-            .where(
-                ProviderSlot.key == self.key,
-                ProviderSlot.slot.in_(slots),
-                ProviderSlot.holder == PROCESS,
-            )
-            .values(expires_at=utcnow() + REQUEST_TTL)
-        )
+        await self.db.execute_one(self._held(slots).values(expires_at=utcnow() + REQUEST_TTL))
 
     async def _give_back_with(self, slot: int, turns: list[int]) -> None:
         """Give the slot back; the turns' window starts now (see Rate.done)."""
