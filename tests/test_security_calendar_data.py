@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
-from crmcal.providers import ical
+from crmcal.providers.ical.read import parse_event
 from crmcal.web.app import create_app
 from tests.conftest import make_user
 from tests.hostile import (
@@ -88,19 +88,19 @@ def finishes(work: Callable[[], Any], seconds: float = 120) -> Any:
 
 @pytest.mark.parametrize("name", list(BOMBS))
 def test_time_zone_bombs_are_refused(name: str) -> None:
-    outcome = finishes(lambda: ical.parse_event(BOMBS[name]))
+    outcome = finishes(lambda: parse_event(BOMBS[name]))
     assert isinstance(outcome, ValueError), outcome
     assert "VTIMEZONE" in str(outcome)
 
 
 def test_thousands_of_unclosed_vtimezones_cost_one_pass() -> None:
-    outcome = finishes(lambda: ical.parse_event(UNCLOSED))
+    outcome = finishes(lambda: parse_event(UNCLOSED))
     assert isinstance(outcome, ValueError)
     assert "never closed" in str(outcome)
 
 
 def test_a_real_custom_zone_still_reads() -> None:
-    event = ical.parse_event(OUTLOOK)
+    event = parse_event(OUTLOOK)
     assert event is not None
     assert isinstance(event.start, dt.datetime)
     assert event.start.utcoffset() is not None

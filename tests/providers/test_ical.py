@@ -15,7 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crmcal.model import ALL_FIELDS, Attendee, CalendarEvent, Recurrence, changed_fields
-from crmcal.providers.ical import parse_event, patch_event, resource_uid, serialize_event
+from crmcal.providers.ical.patch import patch_event
+from crmcal.providers.ical.read import parse_event, resource_uid
+from crmcal.providers.ical.serialize import serialize_event
 from tests.providers.harness import meeting
 
 BERLIN = ZoneInfo("Europe/Berlin")

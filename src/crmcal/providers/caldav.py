@@ -73,7 +73,7 @@ from lxml import etree
 
 from crmcal import metrics
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
-from crmcal.providers import guarded_http, ical, kinds, parse_pool, read_ahead
+from crmcal.providers import guarded_http, kinds, parse_pool, read_ahead
 from crmcal.providers.api_client import tls
 from crmcal.providers.base import (
     AuthenticationFailed,
@@ -98,6 +98,9 @@ from crmcal.providers.caldav_wire import members as _members
 from crmcal.providers.caldav_wire import origin as _origin
 from crmcal.providers.caldav_wire import origin_key as _origin_key
 from crmcal.providers.caldav_wire import text_of as _text_of
+from crmcal.providers.ical.patch import patch_event
+from crmcal.providers.ical.read import is_series, resource_uid
+from crmcal.providers.ical.serialize import serialize_event
 
 __all__ = [
     "CalDAVProvider",
@@ -958,7 +961,7 @@ class CalDAVProvider(Discovery):
     def _create(self, calendar: str, key: str, event: CalendarEvent) -> RemoteRef:
         href = self._event_href(calendar, key)
         uid = EVENT_PREFIX + key
-        text = ical.serialize_event(event, uid)
+        text = serialize_event(event, uid)
         reply = self._put(calendar, href, text, {"If-None-Match": "*"})
         uid_taken = f"{CALDAV}no-uid-conflict" in reply.preconditions
         if reply.status == 404 or (reply.status == 409 and not uid_taken and self._gone(calendar)):
@@ -998,16 +1001,16 @@ class CalDAVProvider(Discovery):
             if seen and etag and not same_version(seen, etag):
                 raise PreconditionFailed(f"the event {href} changed since {etag}")
             previous = current[1]
-        if event.recurrence is None and ical.is_series(previous):
+        if event.recurrence is None and is_series(previous):
             raise SeriesInCalendar(
                 f"the event {href} is a recurring series in the calendar; "
                 "crmcal does not rewrite series yet"
             )
-        uid = ical.resource_uid(previous) or event.uid or unquote(href.rsplit("/", 1)[-1])
+        uid = resource_uid(previous) or event.uid or unquote(href.rsplit("/", 1)[-1])
         if changed is None:
-            text = ical.serialize_event(event, uid, previous=previous)
+            text = serialize_event(event, uid, previous=previous)
         else:
-            text = ical.patch_event(event, uid, previous, changed)
+            text = patch_event(event, uid, previous, changed)
         # No ETag to match when the server gives none (its version checked above).
         reply = self._put(calendar, href, text, _if_match(etag))
         if reply.status == 412:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 from crmcal.model import CalendarInfo
-from crmcal.providers import guarded_http, ical
+from crmcal.providers import guarded_http
 from crmcal.providers.base import (
     AuthenticationFailed,
     NotACalendarServer,
@@ -44,6 +44,7 @@ from crmcal.providers.caldav_wire import members as _members
 from crmcal.providers.caldav_wire import origin as _origin
 from crmcal.providers.caldav_wire import origin_key as _origin_key
 from crmcal.providers.caldav_wire import text_of as _text_of
+from crmcal.providers.ical.zone_names import iana_zone
 
 __all__ = [
     "LEARNT_ACCOUNTS",
@@ -85,7 +86,7 @@ def vtimezone_zone(text: str | None) -> str | None:
         return None
     for line in text.replace("\r\n", "\n").split("\n"):
         if line.upper().startswith("TZID"):
-            return ical.iana_zone(line.split(":", 1)[-1])
+            return iana_zone(line.split(":", 1)[-1])
     return None
 
 

@@ -40,7 +40,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from crmcal.model import CalendarEvent
-from crmcal.providers import ical
+from crmcal.providers.ical.read import parse_event
 
 __all__ = [
     "Parsed",
@@ -86,7 +86,7 @@ def workers_from(raw: str | None) -> int:
 def parse_one(text: str, zone: str | None) -> Parsed:
     guesses: list[str] = []
     try:
-        event = ical.parse_event(text, default_tz=zone, problems=guesses)
+        event = parse_event(text, default_tz=zone, problems=guesses)
     except ValueError as failure:
         return Parsed(None, error=f"unreadable event: {failure}")
     except Exception as failure:  # a codec bug must not cost the whole batch
@@ -252,7 +252,7 @@ def parse(texts: Sequence[str], zone: str | None) -> list[Parsed]:
     """Each text parsed, in order: in the pool's processes when it is worth it.
 
     Blocks: call it from a thread, never from the event loop. ``zone``: the zone of
-    floating times, as ``ical.parse_event``'s ``default_tz``.
+    floating times, as ``parse_event``'s ``default_tz``.
     """
     pool = _POOL.get() if len(texts) >= IN_PROCESS_BELOW else None
     if pool is None:

@@ -1,0 +1,242 @@
+"""Reading's first step: a VCALENDAR's text split into its VEVENTs (with their
+VALARMs) and VTIMEZONEs as raw content lines, without building icalendar objects,
+plus the decoding of parameters, addresses and DATE, DATE-TIME and DURATION values.
+
+Every input is hostile: malformed lines, unclosed components and bad values raise
+ValueError with a short reason, and each pass over the text is linear.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from crmcal.providers.ical.text import unescape_text
+
+_NAME = re.compile(r"[A-Za-z0-9-]+")
+# A whole content line, used only when a parameter value is quoted (a quoted
+# value may contain ':' and ';', so the first ':' is not necessarily the end).
+_QUOTED_LINE = re.compile(
+    r'([A-Za-z0-9-]+)((?:;[A-Za-z0-9-]+=(?:"[^"]*"|[^";:,]*)(?:,(?:"[^"]*"|[^";:,]*))*)*):(.*)',
+    re.DOTALL,
+)
+_PARAM = re.compile(r';([A-Za-z0-9-]+)=((?:"[^"]*"|[^";:,]*)(?:,(?:"[^"]*"|[^";:,]*))*)')
+# The lines that open and close VTIMEZONE blocks, found in one linear pass.
+_VTIMEZONE_EDGE = re.compile(r"^(BEGIN|END):VTIMEZONE[ \t]*$\n?", re.MULTILINE | re.I)
+_TZID = re.compile(r"TZID[;:]", re.I)
+
+
+_CARET = re.compile(r"\^([n^'])")
+_DATE_TIME = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(Z?)")
+_DURATION = re.compile(r"([+-]?)P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?")
+
+
+# (raw parameters, e.g. ";TZID=Europe/Berlin" or "", raw value)
+RawProperty = tuple[str, str]
+
+
+@dataclass(slots=True)
+class RawComponent:
+    props: dict[str, list[RawProperty]] = field(default_factory=dict)
+    alarms: list[RawComponent] = field(default_factory=list)
+
+    def first(self, name: str) -> RawProperty | None:
+        found = self.props.get(name)
+        return found[0] if found else None
+
+    def value(self, name: str) -> str | None:
+        found = self.props.get(name)
+        return found[0][1] if found else None
+
+
+@dataclass(slots=True)
+class RawCalendar:
+    events: list[RawComponent]
+    # TZID -> the VTIMEZONE's unfolded lines, read only for zones no name resolves.
+    timezones: dict[str, list[str]]
+    calendar_zone: str | None  # X-WR-TIMEZONE, the zone of floating times when given
+
+
+def _split(line: str, number: int) -> tuple[str, str, str]:
+    """``NAME;PARAMS:VALUE`` -> (upper-case name, raw params, value)."""
+    colon = line.find(":")
+    if colon > 0 and line.find('"', 0, colon) < 0:
+        head, value = line[:colon], line[colon + 1 :]
+        semi = head.find(";")
+        name, params = (head, "") if semi < 0 else (head[:semi], head[semi:])
+        if _NAME.fullmatch(name):
+            return name.upper(), params, value
+    else:
+        match = _QUOTED_LINE.match(line)
+        if match:
+            return match.group(1).upper(), match.group(2), match.group(3)
+    raise ValueError(f"line {number} is not an iCalendar content line")
+
+
+def scan_calendar(text: str) -> RawCalendar:
+    """Split a VCALENDAR into its VEVENTs (with their VALARMs) and VTIMEZONEs."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # Unfolding (RFC 5545 3.1): a line break followed by one space or tab vanishes.
+    text = text.replace("\n ", "").replace("\n\t", "").lstrip("\ufeff \n\t")
+    if not text[:15].upper().startswith("BEGIN:VCALENDAR"):
+        raise ValueError("not iCalendar data (no BEGIN:VCALENDAR)")
+    timezones: dict[str, list[str]] = {}
+    if "VTIMEZONE" in text.upper():
+        text = _cut_timezones(text, timezones)
+    stack: list[str] = []
+    events: list[RawComponent] = []
+    calendar_zone: str | None = None
+    event: RawComponent | None = None
+    alarm: RawComponent | None = None
+    tz_lines: list[str] | None = None
+    tzid = ""
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line or line.isspace():
+            continue
+        name, params, value = _split(line, number)
+        if name == "BEGIN":
+            kind = value.strip().upper()
+            stack.append(kind)
+            depth = len(stack)
+            if depth == 1 and kind != "VCALENDAR":
+                raise ValueError(f"line {number}: {kind} outside VCALENDAR")
+            if tz_lines is not None:
+                tz_lines.append(line)
+            elif depth == 2 and kind == "VEVENT":
+                event = RawComponent()
+            elif depth == 2 and kind == "VTIMEZONE":
+                tz_lines, tzid = [line], ""
+            elif depth == 3 and kind == "VALARM" and event is not None:
+                alarm = RawComponent()
+            continue
+        if name == "END":
+            kind = value.strip().upper()
+            if not stack or stack[-1] != kind:
+                raise ValueError(f"line {number}: END:{kind} closes nothing open")
+            depth = len(stack)
+            stack.pop()
+            if tz_lines is not None:
+                tz_lines.append(line)
+                if depth == 2:
+                    timezones[tzid] = tz_lines
+                    tz_lines = None
+            elif depth == 2 and event is not None:
+                events.append(event)
+                event = None
+            elif depth == 3 and alarm is not None and event is not None:
+                event.alarms.append(alarm)
+                alarm = None
+            continue
+        depth = len(stack)
+        if depth == 0:
+            raise ValueError(f"line {number} is outside VCALENDAR")
+        if tz_lines is not None:
+            tz_lines.append(line)
+            if depth == 2 and name == "TZID":
+                tzid = unescape_text(value.strip())
+        elif depth == 2 and event is not None:
+            event.props.setdefault(name, []).append((params, value))
+        elif depth == 3 and alarm is not None:
+            alarm.props.setdefault(name, []).append((params, value))
+        elif depth == 1 and name == "X-WR-TIMEZONE":
+            calendar_zone = value.strip()
+    if stack:
+        raise ValueError(f"BEGIN:{stack[-1]} is never closed")
+    return RawCalendar(events, timezones, calendar_zone)
+
+
+def _cut_timezones(text: str, timezones: dict[str, list[str]]) -> str:
+    """The text without its VTIMEZONE blocks, which go to ``timezones`` by TZID.
+
+    Servers repeat a VTIMEZONE in every event (Radicale adds one), and it is read
+    only for a zone no name resolves: so it is cut out whole, not parsed line by
+    line. A block this cannot cut cleanly is left for the line parser.
+    """
+    kept: list[str] = []
+    position = 0
+    opened: re.Match[str] | None = None
+    # Pairs each BEGIN with the END that follows it (linear: thousands of
+    # unclosed BEGIN lines cost one pass, not one scan each).
+    for edge in _VTIMEZONE_EDGE.finditer(text):
+        if edge.group(1).upper() == "BEGIN":
+            opened = edge
+            continue
+        if opened is None:
+            continue
+        lines = text[opened.start() : edge.end()].rstrip("\n").split("\n")
+        tzid = next((line.split(":", 1)[-1] for line in lines if _TZID.match(line)), "")
+        # A TEXT value ("Amsterdam\\, Berlin"); TZID parameters name it unescaped.
+        timezones[unescape_text(tzid.strip())] = lines
+        kept.append(text[position : opened.start()])
+        position = edge.end()
+        opened = None
+    kept.append(text[position:])
+    return "".join(kept)
+
+
+def parse_parameters(raw: str) -> dict[str, str]:
+    if not raw:
+        return {}
+    return {m.group(1).upper(): _param_value(m.group(2)) for m in _PARAM.finditer(raw)}
+
+
+def _param_value(value: str) -> str:
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        value = value[1:-1]
+    if "^" in value:  # RFC 6868 escapes
+        value = _CARET.sub(lambda m: {"n": "\n", "^": "^", "'": '"'}[m.group(1)], value)
+    return value
+
+
+def text_token(value: str | None) -> str | None:
+    """An identifier-like TEXT value (UID, CRM id); blank counts as absent."""
+    if value is None:
+        return None
+    return unescape_text(value).strip() or None
+
+
+def email_address(value: str, params: dict[str, str]) -> str | None:
+    """The e-mail address of a CAL-ADDRESS (``mailto:``), or its EMAIL parameter."""
+    value = value.strip()
+    if value[:7].lower() == "mailto:":
+        address = value[7:].strip()
+        return unquote(address) if "%" in address else address or None
+    return params.get("EMAIL") or None
+
+
+def parse_date(value: str) -> dt.date:
+    if len(value) != 8 or not value.isdigit():
+        raise ValueError(f"bad DATE value {value[:40]!r}")
+    try:
+        return dt.date(int(value[:4]), int(value[4:6]), int(value[6:]))
+    except ValueError:
+        raise ValueError(f"bad DATE value {value!r}") from None
+
+
+def parse_date_time(value: str) -> tuple[dt.datetime, bool]:
+    """A DATE-TIME value and whether it is in UTC (``Z``)."""
+    match = _DATE_TIME.fullmatch(value)
+    if match is None:
+        raise ValueError(f"bad DATE-TIME value {value[:40]!r}")
+    y, mo, d, h, mi, s, utc = match.groups()
+    try:
+        # A leap second (60) is kept as the last second of its minute.
+        moment = dt.datetime(int(y), int(mo), int(d), int(h), int(mi), min(int(s), 59))
+    except ValueError:
+        raise ValueError(f"bad DATE-TIME value {value!r}") from None
+    return moment, bool(utc)
+
+
+def parse_duration(value: str) -> tuple[int, int]:
+    """An RFC 5545 duration as (nominal days, exact seconds), both signed."""
+    match = _DURATION.fullmatch(value.strip())
+    if match is None or not any(match.groups()[1:]) or value.strip().endswith("T"):
+        raise ValueError(f"bad DURATION value {value[:40]!r}")
+    sign, weeks, days, hours, minutes, seconds = match.groups()
+    factor = -1 if sign == "-" else 1
+    total_days = int(weeks or 0) * 7 + int(days or 0)
+    total_seconds = int(hours or 0) * 3600 + int(minutes or 0) * 60 + int(seconds or 0)
+    return factor * total_days, factor * total_seconds
