@@ -12,6 +12,9 @@ and middle boxes do in the field:
 * ``answer``: the request is not forwarded; the proxy answers ``status`` with
   ``body`` (a 403 precondition, a 401, a 500 ...);
 * ``refuse``: the connection is dropped without an answer;
+* ``lose``: the request is forwarded and done, then its connection dropped without
+  an answer (a connection lost while the server answered: the client cannot know
+  whether it acted);
 * ``cut``: the answer is forwarded with its full ``Content-Length`` but only the
   first half of its body, and the connection is dropped there (an answer cut off
   mid-way).
@@ -46,7 +49,7 @@ import httpx
 
 from tests.served import served_app
 
-Action = Literal["truncate", "hold", "answer", "refuse", "cut"]
+Action = Literal["truncate", "hold", "answer", "refuse", "cut", "lose"]
 
 
 @dataclass
@@ -151,7 +154,8 @@ class FaultProxy:
                     return
                 body = left
         if rule is not None and rule.action == "refuse":
-            raise Dropped(target)
+            await _drop(send, receive)
+            return
         if rule is not None and rule.action == "answer":
             await _answer(send, rule.status, rule.body.encode(), rule.content_type)
             return
@@ -168,6 +172,9 @@ class FaultProxy:
             reply = await client.request(
                 method, self.upstream + target, headers=headers, content=body
             )
+        if rule is not None and rule.action == "lose":
+            await _drop(send, receive)
+            return
         content = reply.content
         if rule is not None and rule.action == "truncate":
             content = _truncated(content, reply.headers.get("content-type", ""), rule.keep)
@@ -185,6 +192,18 @@ class FaultProxy:
                         "more_body": True})  # fmt: skip
             raise Dropped(target)
         await send({"type": "http.response.body", "body": content})
+
+
+async def _drop(send: Any, receive: Any) -> None:
+    """Close the request's connection before any byte of an answer. An app cannot say
+    so in ASGI (an exception before the answer starts is answered 500): the server's
+    connection object behind ``send`` (uvicorn's) is closed, and its end awaited."""
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    assert transport is not None, "the server does not let a test drop a connection"
+    transport.abort()
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _answer(send: Any, status: int, body: bytes, content_type: str) -> None:

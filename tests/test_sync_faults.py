@@ -663,3 +663,54 @@ def test_a_batch_with_a_part_failing_for_the_account_writes_nothing_more(
     report = behind.synced()
     assert (report["deleted"], report["problems"]) == (3, []), report
     assert _calendar_titles(behind) == []
+
+
+# --- a create whose answer the connection loses -------------------------------------------
+
+# The request that creates events, per kind: one alone, or a batch of them.
+CREATE = {
+    "radicale": ("PUT", r"\.ics$"),
+    "google": ("POST", r"/(events|batch/calendar/v3)(\?|$)"),
+    "microsoft": ("POST", r"/(events|\$batch)(\?|$)"),
+}
+
+
+def _titles(behind: Behind) -> list[str]:
+    """The summaries of the events in the calendar, as the server holds them now."""
+    harness = behind.harness
+    listing = behind.run(
+        harness.provider.list_changes(harness.calendar_id, None, with_contents=True)
+    )
+    return sorted(ref.event.summary for ref in listing.changed if ref.event is not None)
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_create_the_server_did_but_whose_answer_was_lost_makes_one_event(
+    behind: Behind, count: int
+) -> None:
+    """The server makes the event, then the connection drops before its answer: the
+    create is sent again (each kind's create is safe to repeat: a client-chosen href
+    with ``If-None-Match: *``, a client-chosen Google event id, a Graph
+    ``transactionId``) and the event it made is the activity's, in the same sync:
+    never a second event, never an activity left without one."""
+    behind.connect()
+    made = [behind.add_activity(f"New {n}", hours=n) for n in range(count)]
+    lost = behind.on(CREATE, "lose", times=1)
+    before = len(behind.proxy.requests)
+    report = behind.synced()
+    assert lost.hits == 1
+    method, path = CREATE[behind.kind]
+    sent = [r for r in behind.proxy.requests[before:] if r[0] == method and re.search(path, r[1])]
+    # The lost one was sent again (one request of its own, or its whole batch).
+    assert len(sent) == (count + 1 if behind.kind == "radicale" else 2), sent
+    assert report["problems"] == [], report
+    assert report["created"] == count, report
+    assert _titles(behind) == [f"New {n}" for n in range(count)]
+    for activity in made:
+        linked = behind.user.get(f"{V1}/activities/{activity['id']}").json()
+        assert linked["sync"], linked
+        assert linked["sync"]["event_id"], linked
+    behind.synced()  # Graph's delta brings back what the first sync wrote: read here
+    quiet = behind.synced()
+    assert (quiet["created"], quiet["updated"], quiet["deleted"]) == (0, 0, 0), quiet
+    assert _titles(behind) == [f"New {n}" for n in range(count)]

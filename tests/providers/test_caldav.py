@@ -23,11 +23,13 @@ from crmcal.providers.base import (
     AuthenticationFailed,
     CalendarNotFound,
     NotACalendarServer,
+    PreconditionFailed,
     ProviderError,
     Unreachable,
 )
 from crmcal.providers.caldav import CalDAVProvider, normalize_href
 from tests.caldav_proxy import Behaviour, caldav_proxy
+from tests.fault_proxy import fault_proxy
 from tests.providers.harness import CalDAVHarness, fetch_one, key, meeting, raw_event
 
 
@@ -442,6 +444,59 @@ async def test_get_by_key_finds_a_moved_resource(caldav: CalDAVHarness) -> None:
     found = await caldav.provider.get_by_key(caldav.calendar_id, the_key)
     assert found is not None
     assert found.id == moved
+
+
+async def test_a_create_whose_answer_is_lost_is_sent_again_and_makes_one_event(
+    caldav: CalDAVHarness,
+) -> None:
+    """The server stores the PUT, then the connection drops before its answer: the PUT
+    goes once more (``If-None-Match: *`` makes a second event impossible), its 412 says
+    the resource is there, and what is there is what was sent: the create is done."""
+    parts = urlsplit(caldav.calendar_id)
+    with fault_proxy(f"{parts.scheme}://{parts.netloc}") as (proxy, url):
+        provider = caldav.provider_for(url + "/")
+        lost = proxy.add("lose", method="PUT", times=1)
+        ref = await provider.create(url + parts.path, key(), meeting())
+    assert lost.hits == 1
+    assert [method for method, _ in proxy.requests].count("PUT") == 2
+    assert ref.event is not None
+    assert ref.event.summary == "Demo with ACME"
+    listing = await caldav.provider.list_changes(caldav.calendar_id, None)
+    assert [r.id for r in listing.changed] == [ref.id]
+    assert (await fetch_one(caldav, ref.id)).etag == ref.etag
+
+
+async def test_a_create_sent_again_onto_another_version_overwrites_nothing(
+    caldav: CalDAVHarness,
+) -> None:
+    """The PUT is dropped unanswered and sent again; its 412 finds the resource holding
+    something else (an earlier run made it, someone edited it since): not taken as this
+    create's, and not overwritten: ``PreconditionFailed``, for the caller to pair and
+    reconcile."""
+    the_key = key()
+    made = await caldav.provider.create(caldav.calendar_id, the_key, meeting(summary="Edited"))
+    parts = urlsplit(caldav.calendar_id)
+    with fault_proxy(f"{parts.scheme}://{parts.netloc}") as (proxy, url):
+        provider = caldav.provider_for(url + "/")
+        dropped = proxy.add("refuse", method="PUT", times=1)
+        with pytest.raises(PreconditionFailed):
+            await provider.create(url + parts.path, the_key, meeting())
+    assert dropped.hits == 1
+    assert [method for method, _ in proxy.requests].count("PUT") == 2
+    assert "SUMMARY:Edited" in await caldav.read_raw(made.id)
+
+
+async def test_an_update_the_connection_drops_is_not_sent_again(caldav: CalDAVHarness) -> None:
+    """Only a create is repeatable: an update's second sending would be refused (412)
+    over the version its first wrote, and read as someone else's edit."""
+    made = await caldav.provider.create(caldav.calendar_id, key(), meeting())
+    parts = urlsplit(caldav.calendar_id)
+    with fault_proxy(f"{parts.scheme}://{parts.netloc}") as (proxy, url):
+        provider = caldav.provider_for(url + "/")
+        proxy.add("lose", method="PUT", times=1)
+        with pytest.raises(Unreachable):
+            await provider.update(url + parts.path, made.id, made.etag, meeting(summary="New"))
+    assert [method for method, _ in proxy.requests].count("PUT") == 1
 
 
 # --- servers that misbehave ---------------------------------------------------------

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from crmcal.emulators.google import GoogleState, create_app
-from crmcal.model import Attendee, CalendarEvent
+from crmcal.model import Attendee, CalendarEvent, RemoteRef
 from crmcal.providers import google_events
 from crmcal.providers.base import (
     AuthenticationFailed,
@@ -119,10 +119,26 @@ async def test_creating_twice_is_refused_and_found_by_key(world: World) -> None:
     ref = await world.provider.create(world.calendar_id, activity, meeting())
     assert ref.id == google_events.event_id_for(activity)
     with pytest.raises(PreconditionFailed):
-        await world.provider.create(world.calendar_id, activity, meeting())
+        await world.provider.create(world.calendar_id, activity, meeting(summary="other"))
     found = await world.provider.get_by_key(world.calendar_id, activity)
     assert found is not None
     assert found.id == ref.id
+
+
+async def test_an_insert_sent_again_answers_the_event_the_first_made(world: World) -> None:
+    """The same insert once more (its answer was lost): Google answers 409 duplicate for
+    the client-chosen id, and the event there, holding what was sent, is the one made:
+    answered as made, nothing written over it and no second event."""
+    activity = key()
+    ref = await world.provider.create(world.calendar_id, activity, meeting())
+    before = dict(world.state.requests)
+    again = await world.provider.create(world.calendar_id, activity, meeting())
+    assert (again.id, again.etag) == (ref.id, ref.etag)
+    assert world.state.requests.get("events.insert", 0) - before.get("events.insert", 0) == 1
+    assert world.state.requests.get("events.update", 0) == before.get("events.update", 0)
+    (result,) = await world.provider.create_many(world.calendar_id, [(activity, meeting())])
+    assert isinstance(result, RemoteRef)
+    assert (result.id, result.etag) == (ref.id, ref.etag)
     assert await world.provider.get_by_key(world.calendar_id, key()) is None
 
 

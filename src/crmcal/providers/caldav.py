@@ -31,7 +31,8 @@ Protocol use:
   with another status, or whose calendar data comes in a propstat of another
   status, comes back with an ``error`` to retry, never as gone;
 - writes: ``PUT`` with ``If-None-Match: *`` (create, at ``crmcal-{key}.ics`` with
-  UID ``crmcal-{key}``) or ``If-Match`` (update), ``DELETE`` with ``If-Match``.
+  UID ``crmcal-{key}``; sent once more when the connection drops before the answer,
+  see ``_create``) or ``If-Match`` (update), ``DELETE`` with ``If-Match``.
 
 Event ids are the resources' hrefs as URL paths, percent-encoded one canonical way
 (``normalize_href``): Radicale writes ``%40`` where Xandikos writes ``@``, and a
@@ -99,7 +100,7 @@ from crmcal.providers.caldav_wire import origin as _origin
 from crmcal.providers.caldav_wire import origin_key as _origin_key
 from crmcal.providers.caldav_wire import text_of as _text_of
 from crmcal.providers.ical.patch import patch_event
-from crmcal.providers.ical.read import is_series, resource_uid
+from crmcal.providers.ical.read import is_series, parse_event, resource_uid
 from crmcal.providers.ical.serialize import serialize_event
 
 __all__ = [
@@ -484,13 +485,28 @@ class CalDAVProvider(Discovery):
         url: str,
         body: str = "",
         headers: Mapping[str, str] | None = None,
+        *,
+        repeatable: bool = False,
     ) -> _Reply:
-        """One request; connection trouble and 401 become provider errors, the rest a reply."""
-        try:
-            answer = self._exchange(method, url, body, headers)
-        except Unreachable:
-            metrics.request_done("CalDAV", None)
-            raise
+        """One request; connection trouble and 401 become provider errors, the rest a
+        reply. A ``repeatable`` one (whose second sending cannot do what the first did
+        twice) is sent once more when the connection drops before the whole answer
+        came: the reply says so (``repeated``)."""
+        repeated = False
+        while True:
+            try:
+                answer = self._exchange(method, url, body, headers)
+                break
+            except _Dropped as dropped:
+                metrics.request_done("CalDAV", None)
+                if not repeatable or repeated:
+                    raise Unreachable(dropped.message) from None
+                # A server closes kept connections at any time, also as a request goes
+                # out on one; whether it acted on the request cannot be known.
+                repeated = True
+            except Unreachable:
+                metrics.request_done("CalDAV", None)
+                raise
         status = answer.status
         metrics.request_done("CalDAV", status)
         if status == 401:
@@ -513,7 +529,7 @@ class CalDAVProvider(Discovery):
         else:
             text = raw.decode("utf-8", "replace")
         preconditions = dav_error.parse_preconditions(raw) if status >= 400 else []
-        return _Reply(status, answer.headers, tree, text, preconditions)
+        return _Reply(status, answer.headers, tree, text, preconditions, repeated)
 
     def _exchange(
         self, method: str, url: str, body: str = "", headers: Mapping[str, str] | None = None
@@ -537,8 +553,10 @@ class CalDAVProvider(Discovery):
         except (guarded_http.AnswerTooLarge, guarded_http.DeadlineExceeded) as failure:
             raise Unreachable(f"the CalDAV server failed: {failure}") from None
         except (httpx.HTTPError, OSError) as failure:
-            reason = guarded_http.reason(failure)
-            raise Unreachable(f"cannot reach the CalDAV server: {reason}") from None
+            reason = f"cannot reach the CalDAV server: {guarded_http.reason(failure)}"
+            if isinstance(failure, _DROPS):
+                raise _Dropped(reason) from None
+            raise Unreachable(reason) from None
 
     def _expect(self, reply: _Reply, what: str, *ok: int) -> _Reply:
         """``reply`` if its status is one of ``ok``, else the matching provider error."""
@@ -915,9 +933,17 @@ class CalDAVProvider(Discovery):
         path = normalize_href(urlsplit(calendar).path)
         return f"{path}{quote(EVENT_PREFIX + key, safe='')}.ics"
 
-    def _put(self, calendar: str, href: str, text: str, condition: dict[str, str]) -> _Reply:
+    def _put(
+        self,
+        calendar: str,
+        href: str,
+        text: str,
+        condition: dict[str, str],
+        *,
+        repeatable: bool = False,
+    ) -> _Reply:
         headers = {"Content-Type": "text/calendar; charset=utf-8", **condition}
-        return self._send("PUT", self._url(calendar, href), text, headers)
+        return self._send("PUT", self._url(calendar, href), text, headers, repeatable=repeatable)
 
     def _written(self, calendar: str, href: str, reply: _Reply, text: str) -> str:
         """The new etag after a successful PUT; reads it back when the server gave none."""
@@ -962,16 +988,40 @@ class CalDAVProvider(Discovery):
         href = self._event_href(calendar, key)
         uid = EVENT_PREFIX + key
         text = serialize_event(event, uid)
-        reply = self._put(calendar, href, text, {"If-None-Match": "*"})
+        # If-None-Match: * makes a second PUT to the same href unable to make a second
+        # event: sent again when the connection drops before the answer.
+        reply = self._put(calendar, href, text, {"If-None-Match": "*"}, repeatable=True)
         uid_taken = f"{CALDAV}no-uid-conflict" in reply.preconditions
         if reply.status == 404 or (reply.status == 409 and not uid_taken and self._gone(calendar)):
             # 409 also means "no such parent collection" (RFC 4918 9.7.1; Radicale).
             raise CalendarNotFound(f"the calendar {calendar} does not exist ({reply.status})")
+        if reply.status == 412 and reply.repeated:
+            # Most likely the first PUT made it, and only its answer was lost.
+            made = self._made_before(calendar, href, text)
+            if made is not None:
+                return RemoteRef(href, made, dataclasses.replace(event, uid=uid))
         if reply.status in (412, 409) or (reply.status == 403 and uid_taken):
             raise PreconditionFailed(f"an event for {key!r} exists already ({reply.status})")
         self._expect(reply, "creating an event", 200, 201, 204)
         etag = self._written(calendar, href, reply, text)
         return RemoteRef(href, etag, dataclasses.replace(event, uid=uid))
+
+    def _made_before(self, calendar: str, href: str, text: str) -> str | None:
+        """The version of the event at ``href`` when it holds what ``text`` says (the
+        create whose answer was lost made it); None when it holds something else (then
+        it is an existing event, for the caller to pair and reconcile) or is gone."""
+        current = self._read_back(calendar, href)
+        if current is None:
+            return None
+        try:
+            sent, stored = parse_event(text), parse_event(current[1])
+        except ValueError:
+            return None
+        if sent is None or stored is None or stored.uid != sent.uid:
+            return None
+        if stored.content_hash() != sent.content_hash():
+            return None
+        return current[0]
 
     def _gone(self, calendar: str) -> bool:
         """Whether the calendar collection no longer exists."""
@@ -1039,6 +1089,18 @@ class CalDAVProvider(Discovery):
             _raise_if_weak_tag_refused(etag, found[0])
             raise PreconditionFailed(f"the event {href} changed since {etag}")
         self._expect(reply, "deleting an event")
+
+
+class _Dropped(Unreachable):
+    """The connection ended while a request went out or before its answer came (not a
+    timeout: a server that is slow may still be at work on it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+_DROPS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 def _url_problem(url: str, given: str) -> str | None:

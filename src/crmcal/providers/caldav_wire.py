@@ -82,6 +82,8 @@ class Reply:
     tree: Any  # the parsed XML body, if it was XML
     text: str  # the body, if it was not
     preconditions: list[str]  # Clark tags of a DAV:error body (RFC 4918 16)
+    # Sent a second time: the connection dropped the first before any answer.
+    repeated: bool = False
 
     def header(self, name: str) -> str | None:
         value = self.headers.get(name)

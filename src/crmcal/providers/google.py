@@ -342,13 +342,19 @@ class GoogleProvider:
     async def _revive(self, calendar_id: str, key: str, event: CalendarEvent) -> RemoteRef:
         """``create`` for a key whose id is taken: Google never frees the id of a deleted
         event, so an event crmcal made and someone deleted is brought back (an
-        update may restore a cancelled event); a live one is ``PreconditionFailed``."""
+        update may restore a cancelled event). A live one that holds what is written
+        now is the one made: the insert was sent again after its answer was lost (or
+        a run that made it stopped before keeping its link). Any other live one is
+        ``PreconditionFailed``, for the caller to pair and reconcile."""
         event_id = google_events.event_id_for(key)
         response = await self._request("GET", self._events(calendar_id, event_id))
         if response.status_code != 200:
             raise PreconditionFailed(f"an event for {key!r} exists already (409)")
         current = self._api.json(response)
         if current.get("status") != "cancelled":
+            ref = _ref(current, self._zones.get(calendar_id, "UTC"))
+            if ref.event is not None and not _changed_overrides(event) and _same(ref.event, event):
+                return ref
             raise PreconditionFailed(f"an event for {key!r} exists already (409)")
         written = google_events.without_nulls(
             {**google_events.body(_master(event)), "id": event_id}
@@ -821,6 +827,12 @@ class GoogleProvider:
 
 def _listed(found: list[dict[str, Any]] | ProviderError) -> list[dict[str, Any]]:
     return found if isinstance(found, list) else []
+
+
+def _same(read: CalendarEvent, written: CalendarEvent) -> bool:
+    """Whether the event read holds what ``written`` says (its series' master, when a
+    series: occurrences changed on their own are written after the master is made)."""
+    return read.content_hash() == _master(written).content_hash()
 
 
 def _send_updates(event: CalendarEvent) -> dict[str, str]:
