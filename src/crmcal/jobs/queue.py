@@ -551,6 +551,7 @@ def ensure_schema(database_url: str) -> str:
                 with conn.transaction():
                     conn.execute(schema)
                     _note_version(conn, installed_text)
+                _ensure_lock_index(conn)
                 return f"queue schema created (procrastinate {installed_text})"
             note = conn.execute(
                 "SELECT obj_description('procrastinate_jobs'::regclass, 'pg_class')"
@@ -559,14 +560,47 @@ def ensure_schema(database_url: str) -> str:
             applied = _parse_version(applied_text.removeprefix(_VERSION_NOTE))
             pending = _migrations_after(applied, installed) if applied else []
             if not pending and applied >= installed:
+                _ensure_lock_index(conn)
                 return f"queue schema current (procrastinate {installed_text})"
             with conn.transaction():
                 for path in pending:
                     conn.execute(path.read_text())
                 _note_version(conn, installed_text)
+            _ensure_lock_index(conn)
             return f"queue schema migrated to procrastinate {installed_text}"
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
+
+
+# procrastinate's fetch of a job (one per job a worker runs) rejects a job whose lock
+# another job waiting or running holds: a search of the jobs by lock, in state todo or
+# doing. procrastinate has no index that starts with the lock for both states (its
+# ``(id, lock)`` one is read whole for it), so each fetch read every waiting job:
+# twice the rows, twice the work, at 10,000 waiting jobs as at 5,000. This index
+# finds a lock's one or two jobs at once, whatever the queue's length.
+LOCK_INDEX = "crmcal_procrastinate_jobs_lock_waiting"
+
+
+def _ensure_lock_index(conn: psycopg.Connection[Any]) -> None:
+    """Make ``LOCK_INDEX`` (on a connection in autocommit), without blocking the queue
+    meanwhile; one left unfinished by an earlier try (invalid) is made again."""
+    found = conn.execute(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE c.relname = %s AND c.relnamespace = ("
+        "SELECT relnamespace FROM pg_class WHERE oid = 'procrastinate_jobs'::regclass)",
+        (LOCK_INDEX,),
+    ).fetchone()
+    if found is not None and found[0]:
+        return
+    name = sql.Identifier(LOCK_INDEX)
+    if found is not None:
+        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
+    conn.execute(
+        sql.SQL(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON procrastinate_jobs (lock) "
+            "WHERE status IN ('todo', 'doing')"
+        ).format(name)
+    )
 
 
 def _note_version(conn: psycopg.Connection[Any], version: str) -> None:
