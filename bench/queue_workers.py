@@ -64,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.benchkit import free_port
 from bench.cpu_parties import Parties, Pinning, postmaster_of
+from bench.pg_reads import Snapshot, describe
 from crmcal import migrations
 from crmcal.config import Settings
 from crmcal.crm.schemas import default_permissions
@@ -273,18 +274,34 @@ def worker_env(db_url: str, emulator: Emulator, base_url: str = NOWHERE) -> dict
             "CRMCAL_ALLOW_PRIVATE_NETWORKS": "1"}  # fmt: skip
 
 
+# Jobs the bench queues at once, as a poll tick of crmcal's does (``defer_syncs``).
+QUEUE_BATCH = 1000
+
+
 async def queue_all(url: str) -> int:
+    """Queue a sync of every connection: in batches of ``QUEUE_BATCH`` (each job with
+    its own queueing lock), as crmcal's poll queues the due connections, or one at a
+    time with a crmcal that queues so (``CRMCAL_BENCH_ONE_AT_A_TIME=1`` too)."""
+    from crmcal.jobs import queue
+
+    batch = getattr(queue, "defer_syncs", None)
+    if os.environ.get("CRMCAL_BENCH_ONE_AT_A_TIME") == "1":
+        batch = None
     app = queue_app(url)
     async with app.open_async():
         ids = [row[0] for row in sql(url, "SELECT id FROM connections ORDER BY id")]
-        for n, connection_id in enumerate(ids, 1):
-            await defer_sync(app, connection_id)
-            if n % 1000 == 0 or n == len(ids):
-                # Jobs queued by a script count towards no worker's ANALYZE
-                # (docs/scaling.md): with autovacuum off, 10,000 jobs in a table never
-                # analyzed make each fetch take seconds, and the round would measure
-                # the planner, not crmcal. As the workers do after 1,000 jobs queued.
-                sql(url, "ANALYZE procrastinate_jobs")
+        for first in range(0, len(ids), QUEUE_BATCH):
+            part = ids[first : first + QUEUE_BATCH]
+            if batch is not None:
+                await batch(app, part)
+            else:
+                for connection_id in part:
+                    await defer_sync(app, connection_id)
+            # Jobs queued by a script count towards no worker's ANALYZE
+            # (docs/scaling.md): with autovacuum off, 10,000 jobs in a table never
+            # analyzed make each fetch take seconds, and the round would measure
+            # the planner, not crmcal. As the workers do after 1,000 jobs queued.
+            sql(url, "ANALYZE procrastinate_jobs")
     return len(ids)
 
 
@@ -300,9 +317,15 @@ def last_run(url: str) -> int:
 
 def wait_done(url: str, count: int, since: int, timeout: float = 7200) -> int:
     """Until ``count`` syncs have ended since sync run id ``since``, or no sync job is
-    left in the queue (a job that failed before its sync began records no run);
-    answers how many ended. Asks on one connection (a new one each look would cost
-    the database a backend's start five times a second)."""
+    left in the queue, waiting or running (a job that failed before its sync began
+    records no run; a first sync that opened a push channel queues one more, which the
+    round does not wait for); answers how many ended. Asks on one connection (a new one
+    each look would cost the database a backend's start five times a second). Whether a
+    job is left reads one entry of the queue's index of waiting and running jobs; the
+    round's runs are counted once a second only: counted at each look, five times a
+    second, they cost the bench's database CPU that grew with the round (ten times the
+    rows a sync at 10,000 connections as at 1,000), on the core the database shares
+    with the emulator."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(conninfo(url), autocommit=True) as conn:
 
@@ -311,19 +334,19 @@ def wait_done(url: str, count: int, since: int, timeout: float = 7200) -> int:
                                  "WHERE id > %s AND ended_at IS NOT NULL", (since,))  # fmt: skip
             return int(found.fetchall()[0][0])
 
+        looks = 0
         while True:
-            done = ended()
-            if done >= count:
-                return done
             left = conn.execute(
-                "SELECT count(*) FROM procrastinate_jobs WHERE "
-                "queue_name = 'sync' AND status IN ('todo', 'doing')"
-            )
-            left = left.fetchall()[0][0]
-            if left == 0 and done == ended():
+                "SELECT 1 FROM procrastinate_jobs WHERE queue_name = 'sync' "
+                "AND status IN ('todo', 'doing') LIMIT 1"
+            ).fetchall()
+            if not left:
+                return ended()
+            looks += 1
+            if looks % 5 == 0 and (done := ended()) >= count:
                 return done
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {done} of {count} syncs ended")
+                raise RuntimeError(f"only {ended()} of {count} syncs ended")
             time.sleep(0.2)
 
 
@@ -353,6 +376,11 @@ def settle(url: str) -> None:
     while sql(url, "SELECT count(*) FROM procrastinate_jobs "
               "WHERE queue_name = 'sync' AND status IN ('todo', 'doing')")[0][0]:  # fmt: skip
         time.sleep(0.5)
+    # The queue's rows all die within seconds of their birth; autovacuum (on by default,
+    # off on some test servers) clears them about once a minute. Without it, the dead
+    # entries of the earlier rounds' jobs stay in the index each fetch walks from its
+    # start: work that grows with every round, which the next round would be charged.
+    sql(url, "VACUUM (ANALYZE) procrastinate_jobs, procrastinate_events")
 
 
 class Round:
@@ -374,6 +402,7 @@ class Round:
             workers=[p.pid for p in procs], pin=pin,
             emulator=emulator.process.pid if emulator is not None else None,
         )  # fmt: skip
+        reads = Snapshot.take(conninfo(url))
         self.load = load()
         started = time.perf_counter()
         with parties.sampling():
@@ -396,6 +425,8 @@ class Round:
         self.reasons = failures(url, since)
         self.count = count
         self.ended = ended
+        # What the round cost PostgreSQL in buffers and rows, table by table.
+        self.reads = Snapshot.take(conninfo(url)).since(reads, count)
         # Requests the calendar service answered during the round, by kind.
         self.requests: dict[str, int] = {}
         if emulator is not None:
@@ -749,6 +780,9 @@ def main() -> None:
                     for name, one in named:
                         if one is not None:
                             print(f"  {name}: {one.by_party()}", flush=True)
+                    for name, one in named:
+                        if one is not None:
+                            print(f"  {name}: {describe(one.reads)}", flush=True)
                     for name, one in named:
                         if one is not None and one.requests:
                             asked = ", ".join(
