@@ -22,10 +22,12 @@ from crmcal.providers import caldav as caldav_provider
 from crmcal.providers.base import (
     AuthenticationFailed,
     CalendarNotFound,
+    EventNotFound,
     NotACalendarServer,
     PreconditionFailed,
     ProviderError,
     Unreachable,
+    WritesRefused,
 )
 from crmcal.providers.caldav import CalDAVProvider, normalize_href
 from tests.caldav_proxy import Behaviour, caldav_proxy
@@ -500,6 +502,38 @@ async def test_an_update_the_connection_drops_is_not_sent_again(caldav: CalDAVHa
 
 
 # --- servers that misbehave ---------------------------------------------------------
+
+
+async def test_a_412_means_the_same_to_an_update_and_a_deletion(caldav: CalDAVHarness) -> None:
+    """A write over an ETag answered 412 is read again to say why, the same way for
+    an update and a deletion: the server refusing its own weak tag (unchanged since)
+    is ``WritesRefused``, someone's edit is ``PreconditionFailed``, and a resource gone
+    is ``EventNotFound`` to an update and done to a deletion."""
+    parts = urlsplit(caldav.calendar_id)
+    behaviour = Behaviour(all_weak=True)
+    with caldav_proxy(f"{parts.scheme}://{parts.netloc}", behaviour) as proxy:
+        provider = caldav.provider_for(proxy + "/")
+        calendar = proxy + parts.path
+        unchanged, edited, gone = [await provider.create(calendar, key(), meeting())
+                                   for _ in range(3)]  # fmt: skip
+        assert unchanged.etag.startswith('W/"')
+        behaviour.weak_if_match_refused = True
+        with pytest.raises(WritesRefused, match="weak ETag"):
+            await provider.update(calendar, unchanged.id, unchanged.etag, meeting(summary="x"))
+        with pytest.raises(WritesRefused, match="weak ETag"):
+            await provider.delete(calendar, unchanged.id, unchanged.etag)
+        behaviour.weak_if_match_refused = False
+        await caldav.retitle(edited.id, "Edited elsewhere")
+        with pytest.raises(PreconditionFailed):
+            await provider.update(calendar, edited.id, edited.etag, meeting(summary="x"))
+        with pytest.raises(PreconditionFailed):
+            await provider.delete(calendar, edited.id, edited.etag)
+        await caldav.remove(gone.id)
+        with pytest.raises(EventNotFound):
+            await provider.update(calendar, gone.id, gone.etag, meeting(summary="x"))
+        await provider.delete(calendar, gone.id, gone.etag)
+    assert "SUMMARY:Demo with ACME" in await caldav.read_raw(unchanged.id)
+    assert "SUMMARY:Edited elsewhere" in await caldav.read_raw(edited.id)
 
 
 class _Fixed(http.server.BaseHTTPRequestHandler):

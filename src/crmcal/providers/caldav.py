@@ -208,21 +208,22 @@ def _if_match(etag: str | None) -> dict[str, str]:
     return {"If-Match": f'"{etag}"'}
 
 
-def _raise_if_weak_tag_refused(sent: str | None, current: str) -> None:
+def _weak_tag_refused(sent: str | None, current: str) -> WritesRefused | None:
     """After a write over ``sent`` was refused 412, the resource read again has that very
     tag: nobody changed it, the server refused its own tag. It does so with a weak one
     (``W/"…"``), which If-Match compares strongly (RFC 9110 13.1.1) and so never matches;
-    a server that gives only weak tags then refuses every update and deletion. Raises
-    ``WritesRefused`` saying so."""
+    a server that gives only weak tags then refuses every update and deletion. The
+    ``WritesRefused`` that says so, else None."""
     sent = (sent or "").strip()
-    if sent[:2] in ("W/", "w/") and current.strip() == sent:
-        raise WritesRefused(
-            f"the CalDAV server refused an unchanged event's write over the weak ETag it "
-            f"gave ({sent}) in If-Match: it gives weak ETags only and matches none of "
-            "them, so crmcal cannot update or delete events in this calendar without "
-            "risking other clients' edits; the server must give strong ETags or accept "
-            "its weak ones in If-Match"
-        )
+    if sent[:2] not in ("W/", "w/") or current.strip() != sent:
+        return None
+    return WritesRefused(
+        f"the CalDAV server refused an unchanged event's write over the weak ETag it "
+        f"gave ({sent}) in If-Match: it gives weak ETags only and matches none of "
+        "them, so crmcal cannot update or delete events in this calendar without "
+        "risking other clients' edits; the server must give strong ETags or accept "
+        "its weak ones in If-Match"
+    )
 
 
 def _version(etag: str | None, text: str | None) -> str:
@@ -1064,11 +1065,9 @@ class CalDAVProvider(Discovery):
         # No ETag to match when the server gives none (its version checked above).
         reply = self._put(calendar, href, text, _if_match(etag))
         if reply.status == 412:
-            # Radicale also answers 412 when the resource is gone.
-            if (found := self._get(calendar, href)) is None:
-                raise EventNotFound(f"the event {href} does not exist")
-            _raise_if_weak_tag_refused(etag, found[0])
-            raise PreconditionFailed(f"the event {href} changed since {etag}")
+            raise self._refused_over(calendar, href, etag) or EventNotFound(
+                f"the event {href} does not exist"
+            )
         if reply.status == 404:
             self._forget(href)
             raise EventNotFound(f"the event {href} does not exist")
@@ -1084,11 +1083,24 @@ class CalDAVProvider(Discovery):
         if reply.status in (200, 202, 204, 404, 410):
             return
         if reply.status == 412:
-            if (found := self._get(calendar, href)) is None:
-                return  # already gone: what the caller wanted
-            _raise_if_weak_tag_refused(etag, found[0])
-            raise PreconditionFailed(f"the event {href} changed since {etag}")
+            refused = self._refused_over(calendar, href, etag)
+            if refused is not None:
+                raise refused
+            return  # already gone: what the caller wanted
         self._expect(reply, "deleting an event")
+
+    def _refused_over(self, calendar: str, href: str, etag: str | None) -> ProviderError | None:
+        """What a 412 to a write (update or deletion) over ``etag`` means, read from the
+        resource as it is now: None when it is gone (Radicale answers 412 for a missing
+        resource too); ``WritesRefused`` when it still has that very weak tag (the
+        server refused its own, ``_weak_tag_refused``); else ``PreconditionFailed``:
+        someone changed it."""
+        found = self._get(calendar, href)
+        if found is None:
+            return None
+        return _weak_tag_refused(etag, found[0]) or PreconditionFailed(
+            f"the event {href} changed since {etag}"
+        )
 
 
 class _Dropped(Unreachable):
