@@ -466,12 +466,15 @@ def start_workers(
     workdir: Path,
     concurrency: int = CONCURRENCY,
     pin: Pinning | None = None,
+    probe: str | None = None,
 ) -> list[subprocess.Popen[bytes]]:
+    """``probe``: each worker runs beside ``bench.memory_probe``, writing to that folder."""
     procs = []
+    program = ["-m", "bench.memory_probe", probe] if probe else ["-m", "crmcal"]
     for n in range(workers):
         log = (workdir / f"worker{n}.log").open("wb")
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "crmcal", "worker", "--concurrency", str(concurrency)],
+            [sys.executable, *program, "worker", "--concurrency", str(concurrency)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=pin.worker_preexec if pin else None))  # fmt: skip
     return procs
@@ -484,6 +487,7 @@ def rounds(
     concurrency: int = CONCURRENCY,
     changed_round: bool = True,
     pin: Pinning | None = None,
+    probe: str | None = None,
 ) -> dict[str, Any]:
     with fresh_database() as db_url:
         emulator = Emulator(workdir, connections, pin)
@@ -495,7 +499,7 @@ def rounds(
             asyncio.run(seed(db_url, connections))
             seeded = time.perf_counter() - started
             env = worker_env(db_url, emulator)
-            procs = start_workers(env, workers, workdir, concurrency, pin)
+            procs = start_workers(env, workers, workdir, concurrency, pin, probe)
             first = Round(db_url, procs, connections, emulator, pin)
             settle(db_url)
             unchanged = Round(db_url, procs, connections, emulator, pin)
@@ -722,6 +726,9 @@ def main() -> None:
     r.add_argument("--pin", action="store_true",
                    help="the workers on the last core; the emulator, this process and the "
                    "backends of the bench's database on the others")  # fmt: skip
+    r.add_argument("--probe", metavar="FOLDER",
+                   help="run each worker beside bench.memory_probe, which writes what it "
+                   "holds at each new peak of its resident memory into FOLDER")  # fmt: skip
     c = commands.add_parser("cpu")
     c.add_argument("--connections", type=int, default=200)
     c.add_argument("--repeat", type=int, default=3)
@@ -767,7 +774,8 @@ def main() -> None:
             for connections in args.connections:
                 for workers in args.workers:
                     found = rounds(connections, workers, workdir, concurrency,
-                                   changed_round=not args.no_change_only, pin=pin)  # fmt: skip
+                                   changed_round=not args.no_change_only, pin=pin,
+                                   probe=args.probe)  # fmt: skip
                     named = [("first", found["first"]), ("no change", found["unchanged"]),
                              ("one change", found["changed"])]  # fmt: skip
                     for name, one in named:

@@ -1,0 +1,158 @@
+"""What a ``crmcal worker`` holds when its resident memory peaks: the worker run with a
+probe thread beside it, for the bench (``queue_workers rounds --probe DIR``).
+
+    python -m bench.memory_probe DIR worker --concurrency 8
+
+runs ``crmcal worker --concurrency 8`` with a thread that reads the process's resident
+size (``/proc/self/status``) ten times a second and writes JSON lines to
+``DIR/probe-<pid>.jsonl``:
+
+* once a second: resident size and peak, glibc's heap in use and free
+  (``mallinfo2``), tracemalloc's traced bytes when it runs, the asyncio tasks alive
+  and the garbage collector's counts;
+* each time the resident size passes its last reported level by ``CRMCAL_PROBE_STEP_MB``
+  (default 10): the same, and the live objects the collector tracks, counted by type
+  (the 40 most numerous), so that what a peak is made of can be read afterwards;
+* with ``CRMCAL_PROBE_TRACE=<frames>``, tracemalloc runs with that many frames a
+  trace and each time its traced bytes pass the last reported level by the step, the
+  30 largest allocation sites by traceback are written too. tracemalloc adds its
+  own memory to the resident size, so the trigger then is the traced size (memory in
+  use by Python, whatever the heap's holes), not the resident one.
+
+Only the bench uses it; nothing of it is in the worker crmcal ships.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ctypes
+import gc
+import json
+import os
+import sys
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+STEP = int(os.environ.get("CRMCAL_PROBE_STEP_MB", "10")) * 2**20
+TRACE_FRAMES = int(os.environ.get("CRMCAL_PROBE_TRACE", "0") or 0)
+SAMPLE_SECONDS = 0.1
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def _mallinfo() -> dict[str, float]:
+    try:
+        libc = ctypes.CDLL(None)
+        found = libc.mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    found.restype = _Mallinfo2
+    info = found()
+    mb = 2**20
+    return {"heap_mb": info.arena / mb, "in_use_mb": info.uordblks / mb,
+            "free_mb": info.fordblks / mb, "mmapped_mb": info.hblkhd / mb}  # fmt: skip
+
+
+def _status() -> dict[str, float]:
+    found = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon"):
+            found[key] = int(value.split()[0]) / 1024
+    return found
+
+
+def _tasks() -> int:
+    try:
+        return len(asyncio.tasks._scheduled_tasks)  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):
+        return -1
+
+
+def _by_type(top: int = 40) -> list[tuple[str, int]]:
+    counts: collections.Counter[str] = collections.Counter()
+    for obj in gc.get_objects():
+        kind = type(obj)
+        counts[f"{kind.__module__}.{kind.__qualname__}"] += 1
+    return counts.most_common(top)
+
+
+def _traced_sites(top: int = 30) -> list[dict[str, Any]]:
+    snapshot = tracemalloc.take_snapshot()
+    snapshot = snapshot.filter_traces([
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, __file__),
+    ])  # fmt: skip
+    stats = snapshot.statistics("traceback")[:top]
+    total = sum(s.size for s in snapshot.statistics("filename"))
+    found: list[dict[str, Any]] = [{"total_mb": total / 2**20}]
+    for stat in stats:
+        found.append({
+            "kb": stat.size // 1024, "count": stat.count,
+            "where": [f"{f.filename.rsplit('site-packages/', 1)[-1]}:{f.lineno}"
+                      for f in stat.traceback][::-1],
+        })  # fmt: skip
+    del snapshot, stats
+    return found
+
+
+class Probe:
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.out = (folder / f"probe-{os.getpid()}.jsonl").open("w", buffering=1)
+        self.started = time.monotonic()
+        self.level = 0.0  # bytes: the level last reported in detail
+        self.traced_level = 0
+
+    def line(self, kind: str, **more: Any) -> None:
+        record = {"t": round(time.monotonic() - self.started, 2), "kind": kind, **_status(),
+                  **_mallinfo(), "tasks": _tasks(), "gc": gc.get_count(), **more}  # fmt: skip
+        if tracemalloc.is_tracing():
+            record["traced_mb"] = tracemalloc.get_traced_memory()[0] / 2**20
+        self.out.write(json.dumps(record) + "\n")
+
+    def run(self) -> None:
+        last = 0.0
+        while True:
+            time.sleep(SAMPLE_SECONDS)
+            rss = _status().get("VmRSS", 0) * 2**20
+            if TRACE_FRAMES:
+                traced = tracemalloc.get_traced_memory()[0]
+                if traced >= self.traced_level + STEP:
+                    self.traced_level = traced
+                    self.line("traced", sites=_traced_sites(), types=_by_type())
+            elif rss >= self.level + STEP:
+                self.level = rss
+                self.line("peak", types=_by_type())
+            now = time.monotonic()
+            if now - last >= 1:
+                last = now
+                self.line("tick")
+
+
+def main() -> None:
+    folder, *argv = sys.argv[1:]
+    if TRACE_FRAMES:
+        tracemalloc.start(TRACE_FRAMES)
+    probe = Probe(Path(folder))
+    threading.Thread(target=probe.run, name="memory-probe", daemon=True).start()
+    from crmcal.cli import main as crmcal
+
+    sys.argv = ["crmcal", *argv]
+    crmcal()
+
+
+if __name__ == "__main__":
+    main()
