@@ -661,3 +661,66 @@ async def test_a_slow_request_keeps_its_slot_until_it_ends(
               "WHERE key = %s", mine.key)  # fmt: skip
         for process in (first, second):
             await process.db.dispose()
+
+
+# --- a key's rows, made once by a process's first request -------------------------------
+
+TURNS = 10_000  # Google's default project quota: one row a turn
+
+
+async def test_making_a_quotas_rows_holds_no_row_in_memory(queue_db: str) -> None:  # noqa: F811
+    """A process's first request for a key makes the key's rows: 10,000 of them for the
+    Google project's quota. Made in the database from two parameters, they cost the
+    process almost nothing; sent as 10,000 rows of VALUES, they cost it tens of MB."""
+    import tracemalloc
+
+    process = Process(queue_db)
+    key = f"google-project:{uuid.uuid4().hex[:8]}"
+    warm = limits.Limit(process.db, f"warm-{key}", 1)
+    quota = limits.Limit(process.db, key, TURNS)
+    try:
+        await warm.try_take()  # the engine's first connection is not this test's
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            assert await quota.try_take_many(3, limits.REQUEST_TTL) == [0, 1, 2]
+            grown = tracemalloc.get_traced_memory()[1] - before
+        finally:
+            tracemalloc.stop()
+        rows = query(queue_db, "SELECT count(*), min(slot), max(slot) FROM provider_slots "
+                     "WHERE key = %s", key)  # fmt: skip
+        assert rows == [(TURNS, 0, TURNS - 1)]
+        assert grown < 2**20, f"{grown / 2**20:.1f} MB at the peak to make {TURNS} rows"
+    finally:
+        query(queue_db, "DELETE FROM provider_slots WHERE key IN (%s, %s)", key, warm.key)
+        await process.db.dispose()
+
+
+async def test_first_requests_at_once_make_a_keys_rows_in_one_statement(
+    queue_db: str,  # noqa: F811
+) -> None:
+    """A worker's first jobs start together and each finds its key's rows not made yet
+    in this process: they wait for one INSERT, not one each (each of which, for the
+    project's quota, had its 10,000 rows in memory at the same moment)."""
+    from sqlalchemy import event
+
+    process = Process(queue_db)
+    key = f"google-project:{uuid.uuid4().hex[:8]}"
+    quota = limits.Limit(process.db, key, TURNS)
+    inserts: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "INSERT INTO provider_slots" in statement:
+            inserts.append(statement)
+
+    event.listen(process.db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        taken = await asyncio.wait_for(
+            asyncio.gather(*(quota.try_take() for _ in range(8))), PATIENCE
+        )
+        assert sorted(taken) == list(range(8))  # type: ignore[type-var]
+        assert len(inserts) == 1
+    finally:
+        query(queue_db, "DELETE FROM provider_slots WHERE key = %s", key)
+        await process.db.dispose()

@@ -110,6 +110,17 @@ SELECT 0 AS turn, slot FROM slot UNION ALL SELECT 1, slot FROM turns
     bindparam("slot_expires", type_=UTCDateTime()),
     bindparam("turn_expires", type_=UTCDateTime()),
 )
+# A key's rows, numbered from 0, made in the database itself: the Google project's
+# quota has one row a turn (10,000 by default), and the same rows sent as an INSERT of
+# as many VALUES took two bound parameters a row, SQLAlchemy's objects for each, their
+# compiled text and its driver's parts in the process: a worker's first request grew
+# it by 30-45 MB at 10,000 turns and far more at 30,000, each of its concurrent first
+# requests making its own statement (bench/RESULTS.md).
+_MAKE_SLOTS = text("""
+INSERT INTO provider_slots (key, slot)
+SELECT :key, generate_series(0, :count - 1)
+ON CONFLICT DO NOTHING
+""")
 # The slot given back and the turns' window started, in one statement.
 _GIVE_BACK_WITH_TURNS = text("""
 WITH given AS (
@@ -394,6 +405,7 @@ class Limit:
     def __init__(self, db: Database, key: str, concurrency: int, rate: Rate | None = None) -> None:
         self.db, self.key, self.concurrency, self.rate = db, key, concurrency, rate
         self._slots_made = False
+        self._making: asyncio.Lock | None = None
 
     # --- holds ---------------------------------------------------------------------
 
@@ -424,10 +436,17 @@ class Limit:
     # --- slots ---------------------------------------------------------------------
 
     async def _make_slots(self) -> None:
-        rows = [{"key": self.key, "slot": n} for n in range(self.concurrency)]
-        async with self.db.write() as session:
-            await session.execute(insert(ProviderSlot).values(rows).on_conflict_do_nothing())
-        self._slots_made = True
+        """The key's rows, made (where missing) once in this process, in one statement
+        of two parameters whatever their number; first requests meeting here at once
+        wait for that one statement instead of each sending its own."""
+        if self._making is None:
+            self._making = asyncio.Lock()
+        making = self._making
+        async with making:
+            if not self._slots_made:
+                await self.db.execute_one(_MAKE_SLOTS, {"key": self.key, "count": self.concurrency})
+                self._slots_made = True
+        self._making = None  # the lock served its one purpose
 
     async def try_take(self, ttl: dt.timedelta = REQUEST_TTL) -> int | None:
         """A free slot, taken until ``ttl`` from now, or None when all are in use or the
