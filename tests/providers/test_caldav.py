@@ -504,6 +504,62 @@ async def test_an_update_the_connection_drops_is_not_sent_again(caldav: CalDAVHa
 # --- servers that misbehave ---------------------------------------------------------
 
 
+async def test_without_etags_in_listings_no_write_goes_over_an_edit_elsewhere(
+    caldav: CalDAVHarness,
+) -> None:
+    """A server whose multistatus answers name no ETag (its GETs do): crmcal's version of
+    an event is then a digest of its contents, which no server matches in If-Match. An
+    update or deletion over that version reads the event first (an edit since it was
+    read is ``PreconditionFailed``, never overwritten), and is sent under the ETag that
+    read gave, so an edit between that read and the write is refused too."""
+    event_id = await caldav.put_raw(
+        raw_event("no-etag@example.test", "SUMMARY:Review", "DTSTART:20261203T140000Z",
+                  "DTEND:20261203T150000Z"),
+        name="no-etag.ics",
+    )  # fmt: skip
+    parts = urlsplit(caldav.calendar_id)
+    behaviour = Behaviour(listing_etags="missing")
+    with caldav_proxy(f"{parts.scheme}://{parts.netloc}", behaviour) as proxy:
+        provider = caldav.provider_for(proxy + "/")
+        calendar = proxy + parts.path
+        (read,) = await provider.fetch(calendar, [event_id])
+        assert read.etag.startswith(caldav_provider.CONTENT_VERSION)
+        # Edited elsewhere after crmcal read it.
+        await caldav.retitle(event_id, "Edited elsewhere")
+        with pytest.raises(PreconditionFailed):
+            await provider.update(calendar, event_id, read.etag, meeting(summary="Mine"))
+        with pytest.raises(PreconditionFailed):
+            await provider.delete(calendar, event_id, read.etag)
+        assert "SUMMARY:Edited elsewhere" in await caldav.read_raw(event_id)
+        # Edited elsewhere between crmcal's read before the write and the write.
+        (read,) = await provider.fetch(calendar, [event_id])
+
+        def edit_elsewhere(path: str) -> None:
+            text = caldav.request("GET", caldav._url(event_id)).raw
+            caldav.request("PUT", caldav._url(event_id), text.replace("SUMMARY:", "SUMMARY:Again "))
+
+        behaviour.before["PUT"] = edit_elsewhere
+        with pytest.raises(PreconditionFailed):
+            await provider.update(calendar, event_id, read.etag, meeting(summary="Mine"))
+        assert "SUMMARY:Again Edited elsewhere" in await caldav.read_raw(event_id)
+        (read,) = await provider.fetch(calendar, [event_id])
+        behaviour.before["DELETE"] = edit_elsewhere
+        with pytest.raises(PreconditionFailed):
+            await provider.delete(calendar, event_id, read.etag)
+        assert "SUMMARY:Again Again Edited elsewhere" in await caldav.read_raw(event_id)
+        (read,) = await provider.fetch(calendar, [event_id])
+        # Read again, nobody editing: the update and the deletion go through.
+        behaviour.if_matches.clear()
+        updated = await provider.update(calendar, event_id, read.etag, meeting(summary="Mine"))
+        assert "SUMMARY:Mine" in await caldav.read_raw(event_id)
+        (read,) = await provider.fetch(calendar, [event_id])
+        assert read.etag.startswith(caldav_provider.CONTENT_VERSION)
+        await provider.delete(calendar, event_id, read.etag)
+        assert len(behaviour.if_matches) == 2  # the GETs' ETags
+        assert await provider.fetch(calendar, [event_id]) == []
+    assert updated.id == event_id
+
+
 async def test_a_412_means_the_same_to_an_update_and_a_deletion(caldav: CalDAVHarness) -> None:
     """A write over an ETag answered 412 is read again to say why, the same way for
     an update and a deletion: the server refusing its own weak tag (unchanged since)

@@ -208,6 +208,14 @@ def _if_match(etag: str | None) -> dict[str, str]:
     return {"If-Match": f'"{etag}"'}
 
 
+def _strong_if_match(version: str) -> dict[str, str]:
+    """The ``If-Match`` condition for a write over the version a GET just read: its
+    ETag when the server gave a strong one; none for a weak one (If-Match compares
+    strongly, so it may never match) or a digest of the contents (no ETag at all)."""
+    version = version.strip()
+    return {"If-Match": version} if version.startswith('"') else {}
+
+
 def _weak_tag_refused(sent: str | None, current: str) -> WritesRefused | None:
     """After a write over ``sent`` was refused 412, the resource read again has that very
     tag: nobody changed it, the server refused its own tag. It does so with a weak one
@@ -1040,9 +1048,13 @@ class CalDAVProvider(Discovery):
         event: CalendarEvent,
         changed: frozenset[str] | None = None,
     ) -> RemoteRef:
+        # A version the server did not name (none, or a digest crmcal made of the
+        # contents) matches nothing in If-Match: the event is read now, whatever text
+        # is at hand, and written under the tag that read gives.
+        derived = not etag or etag.startswith(CONTENT_VERSION)
         cached = self._recall(href)
-        if cached is not None and same_version(cached[0], etag):
-            previous = cached[1]
+        if cached is not None and not derived and same_version(cached[0], etag):
+            previous, condition = cached[1], _if_match(etag)
         else:
             current = self._get(calendar, href)
             if current is None:
@@ -1052,6 +1064,7 @@ class CalDAVProvider(Discovery):
             if seen and etag and not same_version(seen, etag):
                 raise PreconditionFailed(f"the event {href} changed since {etag}")
             previous = current[1]
+            condition = _strong_if_match(current[0]) if derived else _if_match(etag)
         if event.recurrence is None and is_series(previous):
             raise SeriesInCalendar(
                 f"the event {href} is a recurring series in the calendar; "
@@ -1062,8 +1075,9 @@ class CalDAVProvider(Discovery):
             text = serialize_event(event, uid, previous=previous)
         else:
             text = patch_event(event, uid, previous, changed)
-        # No ETag to match when the server gives none (its version checked above).
-        reply = self._put(calendar, href, text, _if_match(etag))
+        # No ETag to match when the server gives none at all (its contents checked
+        # above, just before).
+        reply = self._put(calendar, href, text, condition)
         if reply.status == 412:
             raise self._refused_over(calendar, href, etag) or EventNotFound(
                 f"the event {href} does not exist"
@@ -1078,7 +1092,17 @@ class CalDAVProvider(Discovery):
         return RemoteRef(href, new_etag, dataclasses.replace(event, uid=uid))
 
     def _delete(self, calendar: str, href: str, etag: str | None) -> None:
-        reply = self._send("DELETE", self._url(calendar, href), "", _if_match(etag))
+        condition = _if_match(etag)
+        if (etag or "").strip().startswith(CONTENT_VERSION):
+            # A digest crmcal made of the contents (the server named no version): the
+            # event is read now, compared, and deleted under the tag that read gives.
+            current = self._get(calendar, href)
+            if current is None:
+                return  # already gone: what the caller wanted
+            if not same_version(_version(None, current[1]), (etag or "").strip()):
+                raise PreconditionFailed(f"the event {href} changed since {etag}")
+            condition = _strong_if_match(current[0])
+        reply = self._send("DELETE", self._url(calendar, href), "", condition)
         self._forget(href)
         if reply.status in (200, 202, 204, 404, 410):
             return
