@@ -23,6 +23,7 @@ newer procrastinate are applied the same way.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 import random
@@ -44,7 +45,18 @@ from procrastinate import jobs as queue_jobs
 from procrastinate import manager as queue_manager
 from procrastinate.schema import SchemaManager
 from psycopg import sql
-from sqlalchemy import func, select, update
+from sqlalchemy import (
+    CTE,
+    BigInteger,
+    bindparam,
+    column,
+    delete,
+    func,
+    literal_column,
+    select,
+    table,
+    update,
+)
 from sqlalchemy.engine import make_url
 
 from crmcal import db_errors, heap
@@ -55,6 +67,7 @@ from crmcal.jobs import maintenance
 from crmcal.sync import limits, runner
 from crmcal.sync.context import Held
 from crmcal.sync.engine import SyncFailed
+from crmcal.sync.lease import AlsoAtRelease
 from crmcal.sync.limits import Limit, SharedLimits
 from crmcal.sync.runner import Busy, run_sync
 from crmcal.sync.states import ConnectionState
@@ -195,9 +208,33 @@ class JobManager(queue_manager.JobManager):
     """procrastinate's, telling ``on_idle`` when a fetch finds no job for the worker.
 
     That is the queue's own idle moment: the worker then waits for a notification or its
-    next poll, so a process with nothing to do learns it without a timer of its own."""
+    next poll, so a process with nothing to do learns it without a timer of its own.
+
+    And a sync job whose sync ended quietly is finished by the sync's own closing
+    statement (``finish_with_release``): its row deleted there, as procrastinate's
+    finish deletes a successful job's, and procrastinate's finish not sent after it."""
 
     on_idle: Callable[[], object] | None = None
+    # Whether the worker deletes its successful jobs (crmcal's does): only then may a
+    # sync's release delete its job's row.
+    deletes_successful = False
+
+    def __init__(self, connector: procrastinate.BaseConnector) -> None:
+        super().__init__(connector)
+        # Jobs of this process whose rows a sync's release deleted: nothing to finish.
+        self.finished: set[int] = set()
+
+    async def finish_job(
+        self, job: queue_jobs.Job, status: queue_jobs.Status, delete_job: bool
+    ) -> None:
+        if job.id is not None and job.id in self.finished:
+            self.finished.discard(job.id)
+            if status != queue_jobs.Status.SUCCEEDED:
+                # Its sync ended and was recorded; what failed after it is only logged.
+                log.warning("job %s ended %s after its sync had finished it", job.id,
+                            status.value)  # fmt: skip
+            return
+        await super().finish_job(job=job, status=status, delete_job=delete_job)
 
     async def fetch_job(
         self, queues: Iterable[str] | None, worker_id: int
@@ -297,6 +334,48 @@ async def sync_connection(context: procrastinate.JobContext, connection_id: int)
         runtime.trimmer.job_done()
 
 
+# The job's row deleted with the release of a sync that ends quietly, as procrastinate's
+# finish deletes a successful job's (only while it is running, as there).
+_JOBS = table("procrastinate_jobs", column("id"), column("status"))
+
+
+@functools.cache
+def _job_done_parts() -> tuple[CTE, ...]:
+    done = (
+        delete(_JOBS)
+        .where(
+            _JOBS.c.id == bindparam("job_done_id", type_=BigInteger()),
+            _JOBS.c.status == literal_column("'doing'::procrastinate_job_status"),
+        )
+        .cte("job_done")
+    )
+    return (done,)
+
+
+def finish_with_release(context: procrastinate.JobContext) -> AlsoAtRelease | None:
+    """For a job of a crmcal worker that deletes its successful jobs: its row deleted by
+    the statement that ends its sync when the sync ends quietly (a no-change sync),
+    which saves procrastinate's finish, a statement and a round trip a job. Crash-safe
+    as before: the job's row goes in the same transaction as the lease's release and
+    the run's end, so a worker killed before it leaves the job running (retried as a
+    stalled worker's), and one killed after it leaves nothing to do."""
+    job = getattr(context, "job", None)
+    manager = getattr(getattr(context, "app", None), "job_manager", None)
+    if job is None or job.id is None or not isinstance(manager, JobManager):
+        return None
+    if not manager.deletes_successful:
+        return None
+    return AlsoAtRelease(_job_done_parts(), {"job_done_id": job.id})
+
+
+def _finished(context: procrastinate.JobContext, at_release: AlsoAtRelease | None) -> None:
+    if at_release is not None and at_release.made:
+        manager = context.app.job_manager
+        assert isinstance(manager, JobManager)
+        assert context.job.id is not None
+        manager.finished.add(context.job.id)
+
+
 async def _sync_connection(
     runtime: Runtime, context: procrastinate.JobContext, connection_id: int
 ) -> None:
@@ -306,11 +385,15 @@ async def _sync_connection(
         if connection_id in runtime.not_caldav:
             # No server's limit to take first: whether the account is held is read in
             # the transaction that takes the lease, not in a query of its own.
+            at_release = finish_with_release(context)
             try:
                 await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id,
-                               wait=1, unless_held=runtime.limits is not None)  # fmt: skip
+                               wait=1, unless_held=runtime.limits is not None,
+                               at_release=at_release)  # fmt: skip
             except Held as exc:
                 await defer_sync(runtime.app, connection_id, delay=exc.seconds, urgent=urgent)
+            finally:
+                _finished(context, at_release)
             return
         held, server = await _limits_of(runtime, connection_id)
         if held > 0:
@@ -318,8 +401,13 @@ async def _sync_connection(
             # in a worker, which goes on with other accounts meanwhile.
             await defer_sync(runtime.app, connection_id, delay=held, urgent=urgent)
             return
+        at_release = finish_with_release(context)
         if server is None:
-            await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id, wait=1)
+            try:
+                await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id,
+                               wait=1, at_release=at_release)  # fmt: skip
+            finally:
+                _finished(context, at_release)
             return
         slot = await server.try_take(SERVER_SLOT_TTL)
         if slot is None:
@@ -330,7 +418,11 @@ async def _sync_connection(
             )
             return
         async with server.held(slot, SERVER_SLOT_TTL):
-            await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id, wait=1)
+            try:
+                await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id,
+                               wait=1, at_release=at_release)  # fmt: skip
+            finally:
+                _finished(context, at_release)
     except Busy:
         # An API or CLI sync holds the lease: this one runs after it, not beside it.
         await defer_sync(runtime.app, connection_id, delay=BUSY_RETRY_SECONDS, urgent=urgent)
@@ -545,14 +637,24 @@ def worker_name() -> str:
 
 
 async def run_worker(
-    runtime: Runtime, *, concurrency: int = 8, install_signal_handlers: bool = True
+    runtime: Runtime,
+    *,
+    concurrency: int = 8,
+    install_signal_handlers: bool = True,
+    queues: list[str] | None = None,
+    wait: bool = True,
 ) -> None:
-    """Run jobs until stopped (SIGINT/SIGTERM: the jobs running finish first)."""
+    """Run jobs until stopped (SIGINT/SIGTERM: the jobs running finish first); ``wait``
+    False: until no job of ``queues`` (None: all) is left."""
     heartbeat = runtime.settings.worker_heartbeat
     if isinstance(runtime.app.job_manager, JobManager):
         # A worker with no job gives back what its last burst left (``crmcal.heap``).
         runtime.app.job_manager.on_idle = lambda: runtime.trimmer.idle()
+        runtime.app.job_manager.deletes_successful = True  # delete_jobs below
+    more: dict[str, Any] = {"queues": queues} if queues is not None else {}
     await runtime.app.run_worker_async(
+        **more,
+        wait=wait,
         name=worker_name(),
         concurrency=concurrency,
         additional_context={"crmcal": runtime},

@@ -581,6 +581,19 @@ async def give_back(
     return conn
 
 
+@dataclass(eq=False)
+class AlsoAtRelease:
+    """More writes a caller of a sync wants made in the one statement that ends it when
+    it ends quietly (``give_back_quietly``): data-modifying CTEs built once (``parts``)
+    and their parameters. ``made`` is set once that statement has run (the writes are
+    made whether or not the connection is written); when the sync ends otherwise, they
+    are not made, and the caller makes them its own way."""
+
+    parts: tuple[CTE, ...]
+    values: dict[str, Any]
+    made: bool = False
+
+
 async def give_back_quietly(
     db: Database,
     lease: Lease,

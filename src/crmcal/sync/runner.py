@@ -16,8 +16,9 @@ import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import CTE, ColumnElement, and_, or_, select, update
 
 from crmcal import db_errors, logs, metrics
 from crmcal.config import Settings
@@ -312,10 +313,13 @@ async def run_sync(
     wait: float = 0,
     provider: Provider | None = None,
     unless_held: bool = False,
+    at_release: lease.AlsoAtRelease | None = None,
 ) -> SyncReport:
     """One sync of the connection now. Raises Busy if one is running (after ``wait`` s);
     ``unless_held``: raises Held, and does not start, while the account is held after a
-    throttling answer (checked in the transaction that takes the lease)."""
+    throttling answer (checked in the transaction that takes the lease); ``at_release``:
+    writes of the caller's made in the statement that ends a sync with nothing more to
+    write than its positions (its ``made`` says whether they were)."""
     logs.CONNECTION.set(connection_id)  # on every line logged while it runs
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
@@ -415,6 +419,7 @@ async def run_sync(
                 db, settings, held, error, report, interrupted, failure, engine,
                 catch_up=catch_up, known=conn,
                 slots=deferred.take_all() if deferred is not None else [],
+                at_release=at_release,
             )
         )  # fmt: skip
         _record(conn.provider, loop.time() - started, report, error, interrupted, failure)
@@ -493,6 +498,7 @@ async def _release(
     catch_up: bool = False,
     known: Connection | None = None,
     slots: list[limits.Kept] | None = None,
+    at_release: lease.AlsoAtRelease | None = None,
 ) -> None:
     """Give the lease back and set the connection's state; ``engine``: a run that went
     through, whose closing write (positions, counts) goes in the same transaction;
@@ -504,7 +510,8 @@ async def _release(
     try:
         try:
             await _release_with(db, settings, held, error, report, interrupted, failure,
-                                engine, catch_up=catch_up, known=known, slots=slots)  # fmt: skip
+                                engine, catch_up=catch_up, known=known, slots=slots,
+                                at_release=at_release)  # fmt: skip
         except Exception as exc:
             # A database restarted (or a session ended by pg_terminate_backend) while the
             # sync ran fails the first statement on each connection the pool kept: often
@@ -517,7 +524,8 @@ async def _release(
             log.info("giving back the lease of connection %s failed (%s); trying again",
                      held.connection_id, exc.__class__.__name__)  # fmt: skip
             await _release_with(db, settings, held, error, report, interrupted, failure,
-                                engine, catch_up=catch_up, known=known, slots=slots)  # fmt: skip
+                                engine, catch_up=catch_up, known=known, slots=slots,
+                                at_release=at_release)  # fmt: skip
     finally:
         await limits.give_back_all(slots)  # those the release did not take along
 
@@ -535,6 +543,7 @@ async def _release_with(
     catch_up: bool,
     known: Connection | None,
     slots: list[limits.Kept],
+    at_release: lease.AlsoAtRelease | None = None,
 ) -> None:
     """``_release``; a slot of ``slots`` given back with the release is taken out."""
     counts = report.counts() if report is not None else None
@@ -553,12 +562,18 @@ async def _release_with(
         poll = dt.timedelta(seconds=0 if catch_up else settings.poll_seconds)
         values.update(state=ConnectionState.ACTIVE, last_error=None, failures=0,
                       next_sync_at=utcnow() + poll)  # fmt: skip
-        also = None
+        parts: tuple[CTE, ...] = ()
+        more: dict[str, Any] = {}
         if slots:  # the listing's slot, mostly: given back in the same statement
-            also = (limits.give_back_parts(), limits.give_back_values(slots[0]))
+            parts, more = limits.give_back_parts(), limits.give_back_values(slots[0])
+        if at_release is not None:  # the caller's (a queue's job ended)
+            parts, more = (*parts, *at_release.parts), {**more, **at_release.values}
+        also = (parts, more) if parts else None
         quiet = await lease.give_back_quietly(db, held, outcome, values, counts=counts, also=also)
-        if also is not None:
+        if slots:
             slots.pop(0)  # given back whether or not the connection was written
+        if at_release is not None:
+            at_release.made = True
         if quiet:
             return
     async with db.write() as session:
