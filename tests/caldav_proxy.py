@@ -66,6 +66,9 @@ class Behaviour:
     # Run once before the next request of a method reaches the server (with its path):
     # another client's change that lands in the middle of a sync.
     before: dict[str, Callable[[str], None]] = field(default_factory=dict)
+    # Run once after the server answered the next request of a method, before crmcal
+    # gets that answer: a change that lands right after one of crmcal's own.
+    after: dict[str, Callable[[str], None]] = field(default_factory=dict)
     # (REPORT kind, text in a member's href) -> the status that member is answered
     # with instead (None: the answer leaves it out).
     partial: dict[tuple[str, str], int | None] = field(default_factory=dict)
@@ -365,6 +368,9 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
             raw_path.decode("ascii", "replace") + (f"?{query}" if query else ""),
             content=body, headers=headers,
         )  # fmt: skip
+        hook = behaviour.after.pop(request.method, None)
+        if hook is not None:
+            await asyncio.to_thread(hook, path)
         out = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
         etag = answer.headers.get("etag")
         if behaviour.weak_etags and request.method == "GET" and etag and not etag.startswith("W/"):

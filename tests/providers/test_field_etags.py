@@ -249,6 +249,43 @@ async def test_a_server_refusing_its_own_weak_etags_waits_for_its_fix_not_the_ba
     assert subjects(proxied) == ["Edited"]
 
 
+@pytest.mark.parametrize("tokens", [False, True], ids=["ctag", "sync-token"])
+async def test_a_change_elsewhere_right_after_crmcals_own_write_comes_in_next_sync(
+    proxied: Proxied,
+    behaviour: Behaviour,
+    tokens: bool,
+) -> None:
+    """The position a sync keeps (a CTag, or a sync token) is the one read with its
+    listing, before its own writes. One read after them would also cover a change
+    another client made between crmcal's write and that read, which no listing named:
+    the next sync would find the CTag unchanged (or list nothing from the token) and
+    never bring that change in. The price is that crmcal's own writes move the CTag,
+    so the sync after one lists and compares once more."""
+    harness = proxied.harness
+    behaviour.no_sync_tokens = not tokens
+    elsewhere = await put_elsewhere(proxied, "Elsewhere")
+    proxied.connect()
+    (made,), _ = await proxied.synced_activities("From the CRM")
+    assert quiet(proxied.sync_with_problems())
+    proxied.edit_activity(made["id"], location="Room 7")
+
+    def edit_elsewhere(path: str) -> None:
+        url = harness._url(elsewhere)
+        text = harness.request("GET", url).raw
+        harness.request("PUT", url, text.replace("SUMMARY:Elsewhere", "SUMMARY:Moved"))
+
+    # The other client's edit lands as crmcal's PUT is answered, before crmcal sees it.
+    behaviour.after["PUT"] = edit_elsewhere
+    behaviour.requests.clear()
+    assert proxied.sync_with_problems()["problems"] == []
+    assert behaviour.count("PUT") == 1
+    assert "PUT" not in behaviour.after  # the edit was made
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["deleted"], counts["created"]) == ([], 0, 0)
+    assert subjects(proxied) == ["From the CRM", "Moved"]
+    assert quiet(proxied.sync_with_problems())
+
+
 async def test_without_sync_tokens_or_etags_a_quiet_sync_reads_the_ctag_alone(
     proxied: Proxied,
     behaviour: Behaviour,
