@@ -114,8 +114,10 @@ def test_a_worker_killed_after_a_quiet_release_leaves_nothing_to_retry(
                 assert await queue.recover(runtime.app, stalled_after=0) == 0
 
         run(jobs())
-        jobs_left = query(url, "SELECT status, count(*) FROM procrastinate_jobs "
-                          "WHERE queue_name = 'sync' GROUP BY 1")
+        jobs_left = query(
+            url,
+            "SELECT status, count(*) FROM procrastinate_jobs WHERE queue_name = 'sync' GROUP BY 1",
+        )
         conn = query(url, "SELECT state, locked_by FROM connections WHERE id = %s", connection_id)
         runs = query(url, "SELECT outcome, count(*) FROM sync_runs GROUP BY 1")
     assert jobs_left == []
