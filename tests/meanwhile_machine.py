@@ -9,8 +9,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager
@@ -20,21 +18,18 @@ from typing import Any
 
 import pytest
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+from hypothesis.stateful import precondition, rule
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crmcal.crm import activities
-from crmcal.crm.schemas import ActivityCreate
 from crmcal.db import Database
-from crmcal.model import CalendarEvent, Recurrence, RemoteRef
+from crmcal.model import RemoteRef
 from crmcal.providers.api_client import close_shared
 from crmcal.providers.base import Provider, Update
 from crmcal.sync.tables import Connection
-from tests.engine_world import World
+from tests.engine_machine import SeriesWorldMachine, daily_series, with_own_occurrence
 from tests.fault_proxy import FaultProxy, fault_proxy
 from tests.google_emulator import GoogleHarness
-from tests.memory_provider import MemoryCalendar
 from tests.microsoft_emulator import MicrosoftHarness
 from tests.providers.harness import CalDAVHarness, Harness
 from tests.series_model import DELETED, Occurrence, _expansion
@@ -63,7 +58,6 @@ REFUSALS: dict[str, dict[int, str]] = {
 }
 # A series' master as the proxy sees its PATCH (its occurrences' ids are longer).
 MASTER_PATCH = {"google": r"/events/[a-v0-9]+(\?|$)", "microsoft": r"/events/[^/?]+(\?|$)"}
-START = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(days=2)
 
 
 class Meanwhile:
@@ -141,18 +135,15 @@ class Service:
     proxy_url: str = ""
 
 
-class SeriesMeanwhileMachine(RuleBasedStateMachine):
+class SeriesMeanwhileMachine(SeriesWorldMachine):
     service: Service
     template: Path
+    db: MeddledDatabase
+    prefix = "m"
 
     def __init__(self) -> None:
-        super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.tmp = Path(tempfile.mkdtemp())
-        shutil.copy(self.template, self.tmp / "db.sqlite")
-        self.db = MeddledDatabase(f"sqlite:///{self.tmp / 'db.sqlite'}")
+        super().__init__(self.template, MeddledDatabase)
         self.harness: Harness = self.run(self.service.open())
-        self.world = self.run(World(self.db, MemoryCalendar()).setup())
         self.run(self._calendar(self.harness.calendar_id))
         engine_side = (
             self.harness.provider_for(self.service.proxy_url)
@@ -161,36 +152,22 @@ class SeriesMeanwhileMachine(RuleBasedStateMachine):
         )
         self.provider = Meanwhile(engine_side)
         self.world.provider = self.provider
-        self.occurrences: dict[dt.datetime, Occurrence] = {}
         self.first: dict[dt.datetime, dt.datetime] = {}  # the first key of each one's series
-        self.counter = 0
-        self.made = 0
-
-    def run(self, coro: Awaitable[Any]) -> Any:
-        return self.loop.run_until_complete(coro)
 
     def teardown(self) -> None:
         if self.service.proxy is not None:
             self.service.proxy.clear()
         self.run(self.harness.close())
         self.run(close_shared())
-        self.run(self.db.dispose())
-        self.loop.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        super().teardown()
 
     async def _calendar(self, calendar_id: str) -> None:
         async with self.db.write() as session:
             await session.execute(update(Connection).values(calendar_id=calendar_id))
 
-    def fresh(self) -> str:
-        self.counter += 1
-        return f"m{self.counter}"
-
     def _new_keys(self, count: int) -> list[dt.datetime]:
-        self.made += 1
-        first = START + dt.timedelta(minutes=self.made)
-        keys = [first + dt.timedelta(days=n) for n in range(count)]
-        self.first.update(dict.fromkeys(keys, first))
+        keys = super()._new_keys(count)
+        self.first.update(dict.fromkeys(keys, keys[0]))
         return keys
 
     def on(self, side: str) -> list[Occurrence]:
@@ -208,17 +185,7 @@ class SeriesMeanwhileMachine(RuleBasedStateMachine):
 
     @rule(count=st.integers(2, 3))
     def crm_create_series(self, count: int) -> None:
-        keys, value = self._new_keys(count), self.fresh()
-        self.run(self._crm_create(keys[0], count, value))
-        for key in keys:
-            self.occurrences[key] = Occurrence(key, crm_pending=value)
-
-    async def _crm_create(self, start: dt.datetime, count: int, value: str) -> None:
-        data = ActivityCreate(type="meeting", subject=value, start=start.isoformat(),
-                              end=(start + dt.timedelta(hours=1)).isoformat(), timezone="UTC",
-                              recurrence=f"FREQ=DAILY;COUNT={count}")  # fmt: skip
-        async with self.db.write() as session:
-            await activities.create_activity(session, await self.world.user(session), data)
+        self._crm_create_series(count)
 
     async def _crm_edit(self, occurrence: Occurrence, whole: bool) -> None:
         """Rename the occurrence's CRM series (``whole``) or the occurrence alone."""
@@ -231,10 +198,7 @@ class SeriesMeanwhileMachine(RuleBasedStateMachine):
             occurrence.crm_pending, occurrence.own_crm = value, True
             return
         members = {a.original_start_at for a in live if a.series_id == activity.series_id}
-        for key in members:
-            other = self.occurrences.get(key)
-            if other and not other.own_crm and other.crm_pending is not DELETED:
-                other.crm_pending = value
+        self._renamed(members, "crm", value)
 
     @precondition(lambda self: self.on("crm"))
     @rule(data=st.data(), whole=st.booleans())
@@ -246,13 +210,7 @@ class SeriesMeanwhileMachine(RuleBasedStateMachine):
     @rule(count=st.integers(2, 3))
     def cal_create_series(self, count: int) -> None:
         keys, value = self._new_keys(count), self.fresh()
-        event = CalendarEvent(
-            summary=value,
-            start=keys[0],
-            end=keys[0] + dt.timedelta(hours=1),
-            timezone="UTC",
-            recurrence=Recurrence(f"FREQ=DAILY;COUNT={count}"),
-        )
+        event = daily_series(keys[0], count, value)
         self.run(self.harness.provider.create(self.harness.calendar_id, uuid.uuid4().hex, event))
         for key in keys:
             self.occurrences[key] = Occurrence(key, cal_pending=value)
@@ -272,16 +230,9 @@ class SeriesMeanwhileMachine(RuleBasedStateMachine):
         assert master is not None
         if whole:
             changed = dataclasses.replace(master, summary=value)
-            for key in _expansion(master):
-                other = self.occurrences.get(key)
-                if other and not other.own_cal and other.cal_pending is not DELETED:
-                    other.cal_pending = value
+            self._renamed(_expansion(master), "calendar", value)
         else:
-            own = CalendarEvent(summary=value, start=occurrence.key,
-                                end=occurrence.key + dt.timedelta(hours=1), timezone="UTC",
-                                recurrence_id=occurrence.key)  # fmt: skip
-            others = tuple(o for o in master.overrides if o.recurrence_id != occurrence.key)
-            changed = dataclasses.replace(master, overrides=(*others, own))
+            changed = with_own_occurrence(master, occurrence.key, value)
             occurrence.cal_pending, occurrence.own_cal = value, True
         await self.harness.provider.update(self.harness.calendar_id, ref.id, ref.etag, changed)
 
@@ -381,28 +332,16 @@ class SeriesMeanwhileMachine(RuleBasedStateMachine):
             # written) by the next sync.
             report = self.run(self.world.sync())
         assert report.problems == [], report.problems
-        quiet = self.run(self.world.sync())
-        assert quiet.created == quiet.updated == quiet.deleted == 0, quiet.counts()
+        quiet = self._quiet_sync()
         assert quiet.problems == [], quiet.problems
         self._check()
 
     def _check(self) -> None:
-        crm = {a.original_start_at: a.subject for a in self.run(self.world.live_activities())}
-        calendar: dict[dt.datetime, str | None] = {}
+        masters = []
         for ref in self.run(self._events()).values():
             assert ref.event is not None
-            shown = _expansion(ref.event)
-            assert not shown.keys() & calendar.keys(), "an occurrence in two series"
-            calendar.update(shown)
-        assert crm == calendar, "sides disagree"
-        for occurrence in self.occurrences.values():
-            value = crm.get(occurrence.key, DELETED)
-            allowed = occurrence.allowed()
-            assert value in allowed, f"{occurrence.key}: {value} is not one of {allowed}"
-            occurrence.value = value
-            occurrence.crm_pending = occurrence.cal_pending = None
-            occurrence.own_crm = occurrence.own_cal = occurrence.own_crm or occurrence.own_cal
-            occurrence.gone = value is DELETED
+            masters.append(ref.event)
+        self._check_series(masters, skip_gone=False)
 
 
 @pytest.fixture

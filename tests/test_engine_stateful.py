@@ -19,10 +19,8 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import shutil
-import tempfile
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,19 +29,24 @@ import pytest
 from dateutil.rrule import rrulestr
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crmcal.crm import activities
-from crmcal.crm.schemas import ActivityCreate
 from crmcal.crm.tables import Activity as ActivityRow
 from crmcal.crm.tables import ActivitySeries as SeriesRow
 from crmcal.db import Database
 from crmcal.model import Attendee, CalendarEvent, Recurrence
 from crmcal.providers.base import Capabilities, ProviderError, Update
+from tests.engine_machine import (
+    SERIES_START,
+    SeriesWorldMachine,
+    WorldMachine,
+    daily_series,
+    with_own_occurrence,
+)
 from tests.engine_world import World, event
-from tests.memory_provider import Crash, MemoryCalendar, MemoryProvider
+from tests.memory_provider import Crash, MemoryProvider
 from tests.series_model import DELETED, Occurrence, _expansion
 
 
@@ -104,29 +107,46 @@ class Meddling(MemoryProvider):
             meanwhile()
 
 
-class SyncMachine(RuleBasedStateMachine):
+def _crash_once(machine: WorldMachine, crash: tuple[str, int] | None) -> None:
+    """A sync that ``crash`` cuts at the calendar's or the database's n-th call; none
+    without it."""
+    if crash is None:
+        return
+    where, n = crash
+    provider, db = machine.world.provider, machine.db
+    assert isinstance(db, ChaosDatabase)
+    if where == "provider":
+        provider.calls, provider.crash_at = 0, n
+    else:
+        db.writes, db.crash_at = 0, n
+    with contextlib.suppress(Crash):
+        machine.run(machine.world.sync())
+    provider.crash_at = db.crash_at = None
+
+
+def _crashes(most: int) -> st.SearchStrategy[tuple[str, int] | None]:
+    """No crash, or one at the calendar's or the database's n-th call (n up to ``most``)."""
+    return st.one_of(
+        st.none(),
+        st.tuples(st.sampled_from(["provider", "database"]), st.integers(1, most)),
+    )
+
+
+def _sync_meddled(machine: WorldMachine, at: int, meanwhile: Callable[[], None]) -> None:
+    """A sync during which ``meanwhile`` runs, at the calendar's ``at``-th call."""
+    provider = machine.world.provider
+    provider.calls, provider.at, provider.meanwhile = 0, at, meanwhile
+    machine.run(machine.world.sync())
+    provider.meanwhile = None
+
+
+class SyncMachine(WorldMachine):
+    db: ChaosDatabase
+
     def __init__(self) -> None:
-        super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.tmp = Path(tempfile.mkdtemp())
-        shutil.copy(TEMPLATE["path"], self.tmp / "db.sqlite")
-        self.db = ChaosDatabase(f"sqlite:///{self.tmp / 'db.sqlite'}")
-        self.world = self.run(World(self.db, MemoryCalendar()).setup())
+        super().__init__(TEMPLATE["path"], ChaosDatabase)
         self.world.provider = Meddling(self.world.calendar)
         self.items: list[Item] = []
-        self.counter = 0
-
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    def teardown(self) -> None:
-        self.run(self.db.dispose())
-        self.loop.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def fresh(self) -> str:
-        self.counter += 1
-        return f"v{self.counter}"
 
     def live(self, side: str) -> list[Item]:
         attr = "crm_value" if side == "crm" else "cal_value"
@@ -207,12 +227,7 @@ class SyncMachine(RuleBasedStateMachine):
 
     # --- syncing ---------------------------------------------------------
 
-    @rule(
-        crash=st.one_of(
-            st.none(),
-            st.tuples(st.sampled_from(["provider", "database"]), st.integers(1, 12)),
-        )
-    )
+    @rule(crash=_crashes(most=12))
     def sync(self, crash: tuple[str, int] | None) -> None:
         self._sync(crash)
 
@@ -250,10 +265,7 @@ class SyncMachine(RuleBasedStateMachine):
             worker.start()
             worker.join()
 
-        provider = self.world.provider
-        provider.calls, provider.at, provider.meanwhile = 0, at, edit
-        self.run(self.world.sync())
-        provider.meanwhile = None
+        _sync_meddled(self, at, edit)
         if done and done[0]:
             item.crm_value, item.crm_pending = value, value
         self._sync(None)
@@ -271,18 +283,9 @@ class SyncMachine(RuleBasedStateMachine):
             await db.dispose()
 
     def _sync(self, crash: tuple[str, int] | None) -> None:
-        if crash is not None:
-            where, n = crash
-            if where == "provider":
-                self.world.provider.calls, self.world.provider.crash_at = 0, n
-            else:
-                self.db.writes, self.db.crash_at = 0, n
-            with contextlib.suppress(Crash):
-                self.run(self.world.sync())
-            self.world.provider.crash_at = self.db.crash_at = None
+        _crash_once(self, crash)
         self.run(self.world.sync())
-        quiet = self.run(self.world.sync())
-        assert quiet.created == quiet.updated == quiet.deleted == 0, quiet.counts()
+        self._quiet_sync()
         self._check_and_settle()
 
     # --- checks ----------------------------------------------------------
@@ -348,8 +351,6 @@ TestSyncMachine.settings = settings(
 
 # --- series ------------------------------------------------------------------------------
 
-SERIES_START = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(days=2)
-
 
 class SeriesMemoryProvider(Meddling):
     """The in-memory calendar as a kind that syncs series (like CalDAV)."""
@@ -389,61 +390,29 @@ class BatchingSeriesProvider(SeriesMemoryProvider):
         return results
 
 
-class SeriesMachine(RuleBasedStateMachine):
+class SeriesMachine(SeriesWorldMachine):
     """Series operations on both sides of a calendar that syncs series: afterwards every
     occurrence shows the same subject on both sides (or is cancelled on both), the
     calendar holds each occurrence in exactly one series, and no edit is lost that the
     conflict policy did not decide to drop."""
 
+    db: ChaosDatabase
+    prefix = "s"
+
     def __init__(self) -> None:
-        super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.tmp = Path(tempfile.mkdtemp())
-        shutil.copy(TEMPLATE["path"], self.tmp / "db.sqlite")
-        self.db = ChaosDatabase(f"sqlite:///{self.tmp / 'db.sqlite'}")
-        self.world = self.run(World(self.db, MemoryCalendar()).setup())
+        super().__init__(TEMPLATE["path"], ChaosDatabase)
         self.world.provider = SeriesMemoryProvider(self.world.calendar)
-        self.occurrences: dict[dt.datetime, Occurrence] = {}
-        self.counter = 0
-        self.made = 0
-
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    def teardown(self) -> None:
-        self.run(self.db.dispose())
-        self.loop.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def fresh(self) -> str:
-        self.counter += 1
-        return f"s{self.counter}"
 
     def settled(self, side: str | None = None) -> list[Occurrence]:
         return [o for o in self.occurrences.values()
                 if isinstance(o.value, str) and not o.gone and DELETED not in
                 (o.crm_pending, o.cal_pending) and o.moved_by in (None, side)]  # fmt: skip
 
-    def _new_keys(self, count: int) -> list[dt.datetime]:
-        self.made += 1
-        first = SERIES_START + dt.timedelta(minutes=self.made)
-        return [first + dt.timedelta(days=n) for n in range(count)]
-
     # --- the CRM side ------------------------------------------------------------
 
     @rule(count=st.integers(2, 5))
     def crm_create_series(self, count: int) -> None:
-        keys, value = self._new_keys(count), self.fresh()
-        self.run(self._crm_create(keys[0], count, value))
-        for key in keys:
-            self.occurrences[key] = Occurrence(key, crm_pending=value)
-
-    async def _crm_create(self, start: dt.datetime, count: int, value: str) -> None:
-        data = ActivityCreate(type="meeting", subject=value, start=start.isoformat(),
-                              end=(start + dt.timedelta(hours=1)).isoformat(), timezone="UTC",
-                              recurrence=f"FREQ=DAILY;COUNT={count}")  # fmt: skip
-        async with self.db.write() as session:
-            await activities.create_activity(session, await self.world.user(session), data)
+        self._crm_create_series(count)
 
     @precondition(lambda self: self.settled("crm"))
     @rule(data=st.data())
@@ -470,15 +439,13 @@ class SeriesMachine(RuleBasedStateMachine):
         members = self.run(self._series_of(activity.series_id))  # before a split
         split = following and occurrence.key > self.run(self._first_of(activity.series_id))
         self.run(self.world.edit_activity(activity.id, subject=value, scope=scope))
-        for other in members:
-            key = other.original_start_at
-            if following and key < occurrence.key:
-                continue
+        keys = [o.original_start_at for o in members]
+        renamed = [key for key in keys if not (following and key < occurrence.key)]
+        for key in renamed:
             tracked = self.occurrences.get(key)
             if tracked and split:
                 tracked.moved_by = "crm"
-            if tracked and not tracked.own_crm and tracked.crm_pending is not DELETED:
-                tracked.crm_pending = value
+        self._renamed(renamed, "crm", value)
 
     async def _first_of(self, series_id: int | None) -> dt.datetime:
         """The first start of a CRM series (a split there is an edit of all of it)."""
@@ -505,10 +472,7 @@ class SeriesMachine(RuleBasedStateMachine):
     @rule(count=st.integers(2, 5))
     def cal_create_series(self, count: int) -> None:
         keys, value = self._new_keys(count), self.fresh()
-        self.world.calendar.put(f"series-{value}", CalendarEvent(
-            summary=value, start=keys[0], end=keys[0] + dt.timedelta(hours=1), timezone="UTC",
-            recurrence=Recurrence(f"FREQ=DAILY;COUNT={count}"),
-        ))  # fmt: skip
+        self.world.calendar.put(f"series-{value}", daily_series(keys[0], count, value))
         for key in keys:
             self.occurrences[key] = Occurrence(key, cal_pending=value)
 
@@ -518,13 +482,7 @@ class SeriesMachine(RuleBasedStateMachine):
         occurrence = data.draw(st.sampled_from(self.settled("calendar")))
         event_id, master = self._series_event(occurrence.key)
         value = self.fresh()
-        override = CalendarEvent(summary=value, start=occurrence.key,
-                                 end=occurrence.key + dt.timedelta(hours=1), timezone="UTC",
-                                 recurrence_id=occurrence.key)  # fmt: skip
-        others = tuple(o for o in master.overrides if o.recurrence_id != occurrence.key)
-        self.world.calendar.put(
-            event_id, dataclasses.replace(master, overrides=(*others, override))
-        )
+        self.world.calendar.put(event_id, with_own_occurrence(master, occurrence.key, value))
         occurrence.cal_pending, occurrence.own_cal = value, True
 
     @precondition(lambda self: self.settled("calendar"))
@@ -548,10 +506,7 @@ class SeriesMachine(RuleBasedStateMachine):
         event_id, master = self._series_event(occurrence.key)
         value = self.fresh()
         self.world.calendar.put(event_id, dataclasses.replace(master, summary=value))
-        for key in _expansion(master):
-            tracked = self.occurrences.get(key)
-            if tracked and not tracked.own_cal and tracked.cal_pending is not DELETED:
-                tracked.cal_pending = value
+        self._renamed(_expansion(master), "calendar", value)
 
     @precondition(lambda self: self.settled("calendar"))
     @rule(data=st.data())
@@ -582,13 +537,10 @@ class SeriesMachine(RuleBasedStateMachine):
             recurrence=new_rule,
             overrides=tuple(o for o in overrides if o.recurrence_id and o.recurrence_id >= cut),
         ))  # fmt: skip
-        for key in _expansion(master):
-            tracked = self.occurrences.get(key)
-            if key < cut or tracked is None:
-                continue
-            tracked.moved_by = "calendar"
-            if not tracked.own_cal and tracked.cal_pending is not DELETED:
-                tracked.cal_pending = value
+        moved = [key for key in _expansion(master) if key >= cut and key in self.occurrences]
+        for key in moved:
+            self.occurrences[key].moved_by = "calendar"
+        self._renamed(moved, "calendar", value)
 
     def cal_split_during_a_sync(self, data: Any, at: int) -> None:
         """Another client's "this and following" (``cal_split``) lands while a sync runs,
@@ -601,10 +553,7 @@ class SeriesMachine(RuleBasedStateMachine):
                 occurrence.moved_by = None
             self.cal_split(data)
 
-        provider = self.world.provider
-        provider.calls, provider.at, provider.meanwhile = 0, at, split
-        self.run(self.world.sync())
-        provider.meanwhile = None
+        _sync_meddled(self, at, split)
 
     def _series_event(self, key: dt.datetime) -> tuple[str, CalendarEvent]:
         for event_id, found in self.world.events().items():
@@ -614,47 +563,16 @@ class SeriesMachine(RuleBasedStateMachine):
 
     # --- syncing and checking -------------------------------------------------------
 
-    @rule(
-        crash=st.one_of(
-            st.none(),
-            st.tuples(st.sampled_from(["provider", "database"]), st.integers(1, 10)),
-        )
-    )
+    @rule(crash=_crashes(most=10))
     def sync(self, crash: tuple[str, int] | None) -> None:
-        if crash is not None:
-            where, n = crash
-            if where == "provider":
-                self.world.provider.calls, self.world.provider.crash_at = 0, n
-            else:
-                self.db.writes, self.db.crash_at = 0, n
-            with contextlib.suppress(Crash):
-                self.run(self.world.sync())
-            self.world.provider.crash_at = self.db.crash_at = None
+        _crash_once(self, crash)
         report = self.run(self.world.sync())
         assert report.problems == [], report.problems
-        quiet = self.run(self.world.sync())
-        assert quiet.created == quiet.updated == quiet.deleted == 0, quiet.counts()
+        self._quiet_sync()
         self._check_and_settle()
 
     def _check_and_settle(self) -> None:
-        crm = {a.original_start_at: a.subject for a in self.run(self.world.live_activities())}
-        calendar: dict[dt.datetime, str | None] = {}
-        for master in self.world.events().values():
-            shown = _expansion(master)
-            assert not shown.keys() & calendar.keys(), "an occurrence in two series"
-            calendar.update(shown)
-        assert crm == calendar, "sides disagree"
-        for occurrence in self.occurrences.values():
-            if occurrence.gone:
-                continue
-            value = crm.get(occurrence.key, DELETED)
-            allowed = occurrence.allowed()
-            assert value in allowed, f"{occurrence.key}: {value} is not one of {allowed}"
-            occurrence.value = value
-            occurrence.crm_pending = occurrence.cal_pending = None
-            occurrence.own_crm = occurrence.own_cal = occurrence.own_crm or occurrence.own_cal
-            occurrence.moved_by = None
-            occurrence.gone = value is DELETED
+        self._check_series(self.world.events().values(), skip_gone=True)
 
 
 TestSeriesMachine = SeriesMachine.TestCase

@@ -18,9 +18,9 @@ import pytest
 from crmcal.model import RemoteRef
 from crmcal.providers import google_events
 from tests.emulator_calls import emulator_calls
+from tests.engine_machine import SERIES_START as START
 from tests.google_emulator import GoogleHarness
 from tests.meanwhile_machine import (  # noqa: F401  # fixture used by name
-    START,
     SeriesMeanwhileMachine,
     Service,
     _machine,

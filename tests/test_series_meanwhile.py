@@ -26,8 +26,8 @@ import pytest
 from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
+from tests.engine_machine import SERIES_START as START
 from tests.meanwhile_machine import (  # noqa: F401  # fixture used by name
-    START,
     Service,
     _machine,
     service,
