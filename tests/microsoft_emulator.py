@@ -33,17 +33,22 @@ class MicrosoftEmulator:
         self.model_problems = problems
 
 
+def patient(url: str) -> str:
+    """The emulator at ``url`` made to wait for crmcal's webhook as long as it allows
+    rather than Graph's 10 s (a subscription's validation) and 3 s (a notification):
+    on a machine busy with other tests a slow answer would lose a subscription or a
+    notification that a test awaits. Every emulator a test serves needs this."""
+    settings = {"validation_timeout": 60, "notification_timeout": 60}
+    assert httpx.post(f"{url}/_emulator/settings", json=settings, timeout=30).is_success
+    return url
+
+
 @pytest.fixture(scope="session")
 def microsoft_emulator() -> Iterator[MicrosoftEmulator]:
     state = MicrosoftState()
     problems: list[str] = []
     with served_app(GraphChecked(create_app(state), problems)) as url:
-        # crmcal's webhook answers on a machine busy with other tests: the emulator waits
-        # the longest it allows rather than Graph's 10 s and 3 s, lest a slow answer lose
-        # a notification that a test awaits.
-        patient = {"validation_timeout": 60, "notification_timeout": 60}
-        assert httpx.post(f"{url}/_emulator/settings", json=patient, timeout=30).is_success
-        yield MicrosoftEmulator(url.rstrip("/"), state, problems)
+        yield MicrosoftEmulator(patient(url).rstrip("/"), state, problems)
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,10 +78,30 @@ def fresh_schema(database_url: str) -> Iterator[str]:
         query(database_url, f'DROP SCHEMA "{schema}" CASCADE')
 
 
+# How long a test's own question waits for a free connection slot of the server.
+SLOT_WAIT_SECONDS = 300.0
+
+
 def query(database_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(conninfo(database_url), autocommit=True) as conn:
+    with _connect(database_url) as conn:
         cursor = conn.execute(sql, params)
         return cursor.fetchall() if cursor.description else []
+
+
+def _connect(database_url: str) -> psycopg.Connection[Any]:
+    """A new connection, once the server has a slot for it. The server is shared by test
+    runs in parallel (and a test's own workers): all its ``max_connections`` in use at
+    a moment is their doing, which crmcal's processes wait out as a transient refusal
+    (``db_errors``), and so does a test's own question rather than fail the test."""
+    deadline = time.monotonic() + SLOT_WAIT_SECONDS
+    while True:
+        try:
+            return psycopg.connect(conninfo(database_url), autocommit=True)
+        except psycopg.OperationalError as refused:
+            # libpq keeps the SQLSTATE (53300) of a refused connection to itself.
+            if "too many clients" not in str(refused) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 def sync_jobs(database_url: str, status: str = "todo") -> list[str]:

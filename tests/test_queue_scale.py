@@ -44,7 +44,7 @@ from crmcal.web.app import create_app
 from tests.caldav_servers import CalDAVServer
 from tests.conftest import run
 from tests.google_emulator import GoogleEmulator, GoogleHarness
-from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
+from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness, patient
 from tests.providers.harness import CalDAVHarness, Foreign
 from tests.queue_world import SECRET, Worker, query, queue_db, sync_jobs, worker_env  # noqa: F401
 from tests.served import bound_socket, served_app
@@ -129,7 +129,7 @@ def google_emulator() -> Iterator[GoogleEmulator]:
 def microsoft_emulator() -> Iterator[MicrosoftEmulator]:
     state = MicrosoftState()
     with served_app(create_graph(state)) as url:
-        yield MicrosoftEmulator(url.rstrip("/"), state, [])
+        yield MicrosoftEmulator(patient(url).rstrip("/"), state, [])
 
 
 @pytest.fixture
