@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from crmcal.providers import api_client
-from crmcal.providers.kept_http import MAX_HEAD_BYTES, KeptTransport
+from crmcal.providers.kept_http import MAX_HEAD_BYTES, REPEATABLE, KeptTransport
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -320,6 +320,20 @@ async def test_a_post_a_kept_connection_drops_unanswered_fails_clearly_once() ->
     assert server.accepted == 2
     assert len(server.requests) == 3
     assert server.requests[1].startswith(b"POST /token ")
+
+
+async def test_a_post_marked_repeatable_a_kept_connection_drops_unanswered_is_sent_again() -> None:
+    """A create the service makes idempotent (a client-chosen id) is marked so by its
+    sender: sent once more on a new connection, like an idempotent request."""
+    async with serving(lambda r, w, n: asyncio.sleep(0)) as server:
+        server.script = closing_after_one_answer(server)
+        async with client() as http:
+            assert (await http.get(server.url)).content == b"answer 1"
+            made = await http.post(server.url + "/events", extensions={REPEATABLE: True})
+            assert made.content == b"answer 3"
+
+    assert server.accepted == 2
+    assert [r.split(b" ", 2)[:2] for r in server.requests[1:]] == [[b"POST", b"/events"]] * 2
 
 
 async def test_request_bodies_and_compressed_answers() -> None:

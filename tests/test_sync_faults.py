@@ -14,6 +14,7 @@ import logging
 import re
 import shutil
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,9 @@ from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.db import Database
+from crmcal.model import CalendarEvent, RemoteRef
 from crmcal.providers import caldav
+from crmcal.providers.base import create_many
 from crmcal.sync import engine as engine_module
 from crmcal.sync import lease
 from crmcal.sync.tables import Connection
@@ -714,3 +717,41 @@ def test_a_create_the_server_did_but_whose_answer_was_lost_makes_one_event(
     quiet = behind.synced()
     assert (quiet["created"], quiet["updated"], quiet["deleted"]) == (0, 0, 0), quiet
     assert _titles(behind) == [f"New {n}" for n in range(count)]
+
+
+@pytest.mark.parametrize("kind", ["google", "microsoft"])
+@pytest.mark.parametrize("count", [1, 3])
+async def test_a_create_a_kept_connection_drops_unanswered_is_sent_again_at_once(
+    request: pytest.FixtureRequest, kind: str, count: int
+) -> None:
+    """The transport itself sends a create (or a batch of creates) again when a kept
+    connection drops it unanswered, as it does an idempotent request: a Google insert
+    with its client-chosen id and a Graph create with its ``transactionId`` cannot make
+    a second event. No retry of the API client is needed (none is allowed here), and
+    none of its back-off is waited."""
+    harness = await HARNESSES[kind](request)
+    assert isinstance(harness, GoogleHarness | MicrosoftHarness)
+    try:
+        with fault_proxy(harness.emulator.url) as (proxy, url):
+            provider = harness.provider_for(url)
+            provider._api.retries = 0
+            await provider.list_calendars()  # a connection to keep
+            method, path = CREATE[kind]
+            lost = proxy.add("lose", method=method, path=path, times=1)
+            items = [(uuid.uuid4().hex, _event(f"New {n}", n)) for n in range(count)]
+            results = await create_many(provider, harness.calendar_id, items)
+        assert lost.hits == 1
+        assert all(isinstance(r, RemoteRef) for r in results), results
+        sent = [r for r in proxy.requests if r[0] == method and re.search(path, r[1])]
+        assert len(sent) == 2, sent
+        listing = await harness.provider.list_changes(harness.calendar_id, None, with_contents=True)
+        titles = sorted(ref.event.summary for ref in listing.changed if ref.event is not None)
+        assert titles == [f"New {n}" for n in range(count)]
+    finally:
+        await harness.close()
+
+
+def _event(summary: str, hours: int) -> CalendarEvent:
+    start = SOON + dt.timedelta(hours=hours)
+    return CalendarEvent(summary=summary, start=start, end=start + dt.timedelta(hours=1),
+                         timezone="UTC", crm_id=uuid.uuid4().hex, crm_type="meeting")  # fmt: skip

@@ -41,7 +41,7 @@ from crmcal.providers.base import (
     ProviderError,
     Unreachable,
 )
-from crmcal.providers.kept_http import KeptTransport
+from crmcal.providers.kept_http import REPEATABLE, KeptTransport
 
 # Answers a current access token; ``refresh=True`` after the API refused the last one.
 TokenSource = Callable[..., Awaitable[str]]
@@ -194,10 +194,15 @@ class ApiClient:
         headers: dict[str, str] | None = None,
         cost: int = 1,
         width: int = 1,
+        repeatable: bool = False,
     ) -> httpx.Response:
         """One API call, retried as the module says; any other answer is returned.
         ``cost``: the calls it carries (a batch request's parts), for the quotas;
-        ``width``: how many of them the service runs at once (see ``SharedLimit``)."""
+        ``width``: how many of them the service runs at once (see ``SharedLimit``);
+        ``repeatable``: a POST the service makes idempotent (a create with a
+        client-chosen id or transaction id), which the transport sends again at once
+        when a kept connection drops it unanswered (``kept_http.REPEATABLE``)."""
+        extensions = {REPEATABLE: True} if repeatable else None
         refreshed = False
         for attempt in range(self.retries + 1):
             token = await self._tokens(refresh=refreshed)
@@ -207,8 +212,9 @@ class ApiClient:
             try:
                 async with self._slot(cost, width):
                     response = await self._client.request(
-                        method, url, params=params, json=json, content=content, headers=sent
-                    )
+                        method, url, params=params, json=json, content=content, headers=sent,
+                        extensions=extensions,
+                    )  # fmt: skip
             except httpx.TransportError as failure:
                 metrics.request_done(self._service, None)
                 if attempt == self.retries:

@@ -101,10 +101,11 @@ class GoogleProvider:
         headers: dict[str, str] | None = None,
         content: bytes | None = None,
         url: str | None = None,
+        repeatable: bool = False,
     ) -> httpx.Response:
         return await self._api.send(
             method, url or self._base + path, params=params, json=json, content=content,
-            headers=headers,
+            headers=headers, repeatable=repeatable,
         )  # fmt: skip
 
     @staticmethod
@@ -281,9 +282,11 @@ class GoogleProvider:
         event_id = google_events.event_id_for(key)
         master = _master(event)
         written = google_events.without_nulls({**google_events.body(master), "id": event_id})
+        # The client-chosen id makes a second insert a 409: safe to send again.
         response = await self._request(
-            "POST", self._events(calendar_id), params=_send_updates(event), json=written
-        )
+            "POST", self._events(calendar_id), params=_send_updates(event), json=written,
+            repeatable=True,
+        )  # fmt: skip
         if response.status_code == 409:
             return await self._revive(calendar_id, key, event)
         if response.status_code != 200:
@@ -381,6 +384,7 @@ class GoogleProvider:
             content=body,
             headers={"Content-Type": content_type},
             cost=len(calls),
+            repeatable=all(_insert_with_id(call) for call in calls),
         )
         if response.status_code != 200:
             raise self._api.failure(response, "sending a batch")
@@ -798,7 +802,8 @@ class GoogleProvider:
             (call,) = calls
             response = await self._request(call.method, "", url=self._root + call.path,
                                            params=call.params, json=call.body,
-                                           headers=call.headers)  # fmt: skip
+                                           headers=call.headers,
+                                           repeatable=_insert_with_id(call))  # fmt: skip
             return [response]
         return await self._api.send_parts(calls, self._batch, size=BATCH_SIZE)
 
@@ -827,6 +832,17 @@ class GoogleProvider:
 
 def _listed(found: list[dict[str, Any]] | ProviderError) -> list[dict[str, Any]]:
     return found if isinstance(found, list) else []
+
+
+def _insert_with_id(call: google_batch.Call) -> bool:
+    """Whether ``call`` is an ``events.insert`` with a client-chosen id: sent twice, the
+    second is answered 409 ``duplicate``, never a second event."""
+    return (
+        call.method == "POST"
+        and call.path.split("?", 1)[0].endswith("/events")
+        and isinstance(call.body, dict)
+        and bool(call.body.get("id"))
+    )
 
 
 def _same(read: CalendarEvent, written: CalendarEvent) -> bool:

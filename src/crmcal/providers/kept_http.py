@@ -27,8 +27,10 @@ requests. This transport does the same exchange on asyncio's own protocol callba
   cancellation, an answer that closes it) is closed, never handed out again;
 * a server may close a kept connection at any time, also just as a request goes out
   on it: a request a *kept* connection fails before any byte of its answer is sent
-  once more on a new connection, if it was never written or its method is
-  idempotent (see ``_may_retry``); a new connection's failure is never retried;
+  once more on a new connection, if it was never written, its method is idempotent,
+  or its sender marked it safe to send twice (the ``REPEATABLE`` extension: a
+  create the service itself makes idempotent, see ``_may_retry``); a new
+  connection's failure is never retried;
 * failures are httpx's own exceptions (``ConnectError``, ``ReadTimeout``,
   ``RemoteProtocolError`` ...), so callers map them as before.
 
@@ -58,6 +60,11 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 TOTAL_DEADLINE = 120.0
 
 Origin = tuple[bytes, bytes, int]
+# A request extension (``extensions={REPEATABLE: True}``): the request may be sent twice
+# though its method is not idempotent, because its second sending cannot do what the
+# first did twice (a Google insert with a client-chosen event id answers 409, a Graph
+# create with a ``transactionId`` answers the event made before).
+REPEATABLE = "crmcal.repeatable"
 
 
 class _Connection(asyncio.Protocol):
@@ -212,7 +219,7 @@ class KeptTransport(httpx.AsyncBaseTransport):
                     response = await self._exchange(conn, request, body, timeouts)
                 except _Unanswered as error:
                     conn.close()
-                    if not (kept and _may_retry(request.method, error)):
+                    if not (kept and _may_retry(request, error)):
                         raise
                     # The server closed the kept connection as the request went out
                     # (idle ones are closed at any time): once more, on a new one.
@@ -437,18 +444,22 @@ class _ClosedBeforeAnswer(_Unanswered, httpx.RemoteProtocolError):
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
-def _may_retry(method: str, error: _Unanswered) -> bool:
+def _may_retry(request: httpx.Request, error: _Unanswered) -> bool:
     """Whether a request a kept connection failed before any answer is sent again.
 
     Whether the server processed a request it closed on without answering cannot be
     known. An idempotent one is sent again whatever happened (urllib3's read-error
-    retries). Any other (a token POST, a PATCH) only when not one byte of it was
-    written, as httpcore does (it retries a request only on a connection found
-    unusable before sending, never after) and urllib3 (a POST whose connection
-    dropped after sending is not retried): its failure reaches the caller, who
-    knows whether it is safe to repeat.
+    retries), and so is one its sender marked ``REPEATABLE``. Any other (a token
+    POST, a PATCH) only when not one byte of it was written, as httpcore does (it
+    retries a request only on a connection found unusable before sending, never
+    after) and urllib3 (a POST whose connection dropped after sending is not
+    retried): its failure reaches the caller, who knows whether it is safe to repeat.
     """
-    return not error.written or method.upper() in _IDEMPOTENT
+    return (
+        not error.written
+        or request.method.upper() in _IDEMPOTENT
+        or request.extensions.get(REPEATABLE) is True
+    )
 
 
 def _sent(request: httpx.Request) -> list[tuple[bytes, bytes]]:

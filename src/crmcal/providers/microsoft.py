@@ -130,11 +130,13 @@ class MicrosoftProvider:
         json: Any = None,
         headers: dict[str, str] | None = None,
         width: int = 1,
+        repeatable: bool = False,
     ) -> httpx.Response:
         url = path if path.startswith("http") else self._base + path
         return await self._api.send(
-            method, url, params=params, json=json, headers=headers, width=width
-        )
+            method, url, params=params, json=json, headers=headers, width=width,
+            repeatable=repeatable,
+        )  # fmt: skip
 
     def _events(self, calendar_id: str) -> str:
         return f"/me/calendars/{quote(calendar_id, safe='')}/events"
@@ -448,11 +450,13 @@ class MicrosoftProvider:
         return await self._write_occurrences(calendar_id, item, event, occurrences)
 
     async def create(self, calendar_id: str, key: str, event: CalendarEvent) -> RemoteRef:
+        # Graph makes nothing twice for one transactionId: safe to send again.
         response = await self._request(
             "POST",
             self._events(calendar_id),
             params={"$expand": codec.expand_properties()},
             json=self._create_body(key, event),
+            repeatable=True,
         )
         if response.status_code not in (200, 201):
             raise self._api.failure(response, "creating an event")
@@ -526,8 +530,9 @@ class MicrosoftProvider:
         # Graph runs a batch's requests to one mailbox up to four at a time, each held
         # to the mailbox's limit of four in flight: the batch takes that many slots.
         response = await self._request(
-            "POST", "/$batch", json={"requests": numbered}, width=min(len(requests), CONCURRENCY)
-        )
+            "POST", "/$batch", json={"requests": numbered}, width=min(len(requests), CONCURRENCY),
+            repeatable=all(_create_with_transaction(r) for r in requests),
+        )  # fmt: skip
         if response.status_code != 200:
             raise self._api.failure(response, "sending a batch")
         answers = self._api.json(response).get("responses", [])
@@ -982,9 +987,11 @@ class MicrosoftProvider:
         ``ApiClient.send_parts``); a single request goes alone, without an envelope."""
         if len(requests) == 1:
             (request,) = requests
+            repeatable = _create_with_transaction(request)
             response = await self._request(request["method"], request["url"],
                                            json=request.get("body"),
-                                           headers=request.get("headers"))  # fmt: skip
+                                           headers=request.get("headers"),
+                                           repeatable=repeatable)  # fmt: skip
             return [response]
         return await self._api.send_parts(requests, self._batch, size=BATCH_SIZE)
 
@@ -1107,6 +1114,17 @@ def _decode(cursor: str | None) -> dict[str, Any] | None:
     if not isinstance(state.get("series", []), list):
         return None
     return state
+
+
+def _create_with_transaction(request: dict[str, Any]) -> bool:
+    """Whether ``request`` creates an event with a ``transactionId``: sent twice, Graph
+    answers the event the first made."""
+    body = request.get("body")
+    return (
+        request.get("method") == "POST"
+        and isinstance(body, dict)
+        and bool(body.get("transactionId"))
+    )
 
 
 def _same(read: CalendarEvent, written: CalendarEvent) -> bool:
