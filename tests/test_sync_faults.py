@@ -745,7 +745,7 @@ async def test_a_create_a_kept_connection_drops_unanswered_is_sent_again_at_once
         sent = [r for r in proxy.requests if r[0] == method and re.search(path, r[1])]
         assert len(sent) == 2, sent
         listing = await harness.provider.list_changes(harness.calendar_id, None, with_contents=True)
-        titles = sorted(ref.event.summary for ref in listing.changed if ref.event is not None)
+        titles = sorted(ref.event.summary or "" for ref in listing.changed if ref.event is not None)
         assert titles == [f"New {n}" for n in range(count)]
     finally:
         await harness.close()
