@@ -225,6 +225,8 @@ def give_back_parts() -> tuple[CTE, ...]:
         .where(
             ProviderSlot.key == bindparam("turned_key"),
             ProviderSlot.slot == any_(bindparam("turned_slots", type_=ARRAY(Integer()))),
+            ProviderSlot.slot >= bindparam("turned_low", type_=Integer()),
+            ProviderSlot.slot <= bindparam("turned_high", type_=Integer()),
         )
         .values(expires_at=bindparam("turned_expires", type_=UTCDateTime()))
         .cte("turned")
@@ -235,12 +237,25 @@ def give_back_parts() -> tuple[CTE, ...]:
 def give_back_values(kept: Kept) -> dict[str, Any]:
     """The parameters of ``give_back_parts`` for the slot ``kept``."""
     rate = kept.limit.rate
+    turns = kept.turns if rate is not None else []
+    low, high = turn_bounds(turns)
     return {
         "given_key": kept.limit.key, "given_slot": kept.slot, "given_holder": PROCESS,
         "turned_key": rate.turns.key if rate is not None else "",
-        "turned_slots": kept.turns if rate is not None else [],
+        "turned_slots": turns, "turned_low": low, "turned_high": high,
         "turned_expires": utcnow() + (rate.window if rate is not None else dt.timedelta()),
     }  # fmt: skip
+
+
+def turn_bounds(turns: Sequence[int]) -> tuple[int, int]:
+    """The lowest and highest of ``turns`` (an empty range for none), said beside their
+    array in a statement that updates them. psycopg prepares a statement it has sent
+    five times, and PostgreSQL then plans it once for any parameters (a generic plan):
+    for ``key = $1 AND slot = ANY($2)`` that plan finds the rows by the key alone and
+    filters every turn of the quota, 10,000 to 30,000 rows (350 blocks, 14 ms at
+    30,000) at each sync's release instead of one. With the bounds the index finds the
+    key's rows between them, the turns themselves."""
+    return (min(turns), max(turns)) if turns else (0, -1)
 
 
 def lease_slot_columns(taken: Any) -> tuple[Any, Any]:

@@ -1,0 +1,87 @@
+"""What giving back a request's turns of Google's project quota reads, planned as
+PostgreSQL plans a statement psycopg has prepared (one plan for any parameters):
+counted by the server on the real PostgreSQL, not timed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import literal_column, select
+from sqlalchemy.dialects import postgresql
+
+from crmcal.jobs.queue import conninfo
+from crmcal.sync import limits
+from tests.queue_world import queue_db  # noqa: F401
+
+pytestmark = pytest.mark.postgres
+
+TURNS = 20_000
+ACCOUNTS = 2_000
+_BLOCKS = """
+SELECT sum(pg_stat_get_xact_blocks_fetched(c.oid))
+  FROM pg_class c
+ WHERE c.oid = 'provider_slots'::regclass
+    OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'provider_slots'::regclass)
+"""
+
+
+def _blocks_under_a_generic_plan(url: str, statement: Any, values: dict[str, Any]) -> int:
+    """Blocks of ``provider_slots`` and its indexes that ``statement`` asks for, run as a
+    prepared statement planned once for any parameters, in a session of its own (whose
+    counts are its own) and a transaction rolled back."""
+    compiled = statement.compile(dialect=postgresql.psycopg.dialect())
+    params = {**compiled.params, **values}
+    with psycopg.connect(conninfo(url)) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(str(compiled), params, prepare=True)
+        found = conn.execute(_BLOCKS).fetchone()
+        conn.rollback()
+    assert found is not None
+    return int(found[0] or 0)
+
+
+def _quota(url: str) -> tuple[limits.Limit, list[int]]:
+    """An account's limit counting against a quota of ``TURNS`` turns, its rows made,
+    and two turns held (scattered, as turns are taken from a random one)."""
+    name = os.urandom(4).hex()
+    rate = limits.Rate(None, f"google-project:plans-{name}", TURNS, dt.timedelta(minutes=1))  # type: ignore[arg-type]
+    limit = limits.Limit(None, f"google:plans-{name}@example.test", 8, rate)  # type: ignore[arg-type]
+    turns = [TURNS // 2, TURNS // 2 + 3]
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        for key, count in ((rate.turns.key, TURNS), (limit.key, 8)):
+            conn.execute(
+                "INSERT INTO provider_slots (key, slot) SELECT %s, generate_series(0, %s - 1)",
+                (key, count),
+            )
+        conn.execute(
+            "UPDATE provider_slots SET holder = %s, expires_at = now() + interval '1 minute' "
+            "WHERE (key = %s AND slot = 0) OR (key = %s AND slot = ANY(%s))",
+            (limits.PROCESS, limit.key, rate.turns.key, turns),
+        )
+        # The accounts of a worker's connections beside them, 8 rows each: the planner
+        # then takes any one key for a few rows.
+        conn.execute(
+            "INSERT INTO provider_slots (key, slot) SELECT 'google:plans-' || %s || '-' || a, "
+            "s FROM generate_series(1, %s) a, generate_series(0, 7) s",
+            (name, ACCOUNTS),
+        )
+        conn.execute("ANALYZE provider_slots")
+    return limit, turns
+
+
+def test_a_release_gives_back_its_turns_without_reading_the_quota(
+    queue_db: str,  # noqa: F811
+) -> None:
+    """The slot and turns a sync's release gives back (``give_back_parts``, part of the
+    release's statement) are found by the index, key and turn, under the plan
+    PostgreSQL keeps for a prepared statement: without the turns' bounds beside their
+    array, that plan found the quota's rows by its key alone and read all 20,000."""
+    limit, turns = _quota(queue_db)
+    statement: Any = select(literal_column("1")).add_cte(*limits.give_back_parts())
+    values = limits.give_back_values(limits.Kept(limit, 0, turns))
+    blocks = _blocks_under_a_generic_plan(queue_db, statement, values)
+    assert blocks < 40, blocks  # 20 or so; about 300 without the bounds
