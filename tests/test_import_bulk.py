@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, inspect, select
 
 from crmcal.config import Settings
+from crmcal.crm import series as series_module
 from crmcal.crm.activities import check_new, create_activities, load_in_order
 from crmcal.crm.schemas import ActivityCreate, ParticipantIn, UserCreate
 from crmcal.crm.tables import Activity, ActivitySeries, Participant, Person
@@ -20,7 +22,7 @@ from crmcal.crm.users import create_user
 from crmcal.db import Database
 from crmcal.model import CalendarEvent
 from crmcal.providers import parse_pool
-from crmcal.sync import import_fields
+from crmcal.sync import import_fields, mapping
 from crmcal.sync.engine import SyncReport
 from crmcal.sync.runner import run_sync
 from crmcal.sync.tables import Connection, Link
@@ -126,16 +128,24 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each event's fields for the CRM, its checks, uid and organizer come from the parse
-    pool's processes with the events (``sync/import_fields``): none is computed here."""
+    pool's processes with the events (``sync/import_fields``): none is computed here,
+    nor is the CRM uid each event claims derived again to pair it."""
     parse_pool.configure(2)
     here: list[str | None] = []
     computed = import_fields._computed
+    derived: list[str] = []
+    derive = mapping.derived_uid
 
     def counted(event: CalendarEvent, importer: import_fields.Importer) -> Any:
         here.append(event.uid)
         return computed(event, importer)
 
+    def derived_here(owner_id: int, event_uid: str) -> str:
+        derived.append(event_uid)
+        return derive(owner_id, event_uid)
+
     monkeypatch.setattr(import_fields, "_computed", counted)
+    monkeypatch.setattr(mapping, "derived_uid", derived_here)
     texts = [realistic("p", n) for n in range(80)]
     texts[7] = realistic("p", 7, guests=201)  # refused by the CRM: reported as ever
     try:
@@ -146,6 +156,7 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
     assert (report.created, report.skipped) == (79, 1)
     assert "at most 200" in report.problems[0]["reason"]
     assert here == []
+    assert derived == []
     assert run(totals(db_url, owner))["series"] == 8
 
 
@@ -295,3 +306,65 @@ def test_activities_checked_beforehand_are_written_as_their_input_is(db_url: str
     given, checked = run(main())
     assert checked == given
     assert {row["timezone"] for row in given} == {"Europe/Berlin", "UTC"}
+
+
+def test_series_an_import_writes_are_the_rows_their_model_makes_without_one_built_each(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``series.create_many`` reads each new series' values as a series object would
+    hold them, without building one through the ORM's constructor (its per-attribute
+    events cost an import of hundreds of series more than writing them): the rows are
+    those the constructor's object gives."""
+    zones = ("Europe/Berlin", "America/New_York", "UTC")
+
+    def items() -> list[tuple[ActivityCreate, str | None]]:
+        return [
+            (ActivityCreate(
+                type="meeting", subject=f"S {n}", timezone=zones[n % 3],
+                start="2027-03-28" if n % 4 == 3 else f"2027-03-28T0{n}:30:00",
+                end=None if n % 4 == 3 else f"2027-03-28T0{n}:45:00",
+                recurrence="FREQ=WEEKLY;COUNT=4", exdates=None if n % 2 else [],
+                note="Agenda" if n % 2 else None,
+                participants=[ParticipantIn(email=f"p{n}.{k}@x.example", name=f"P {k}")
+                              for k in range(n % 3)],
+            ), None)
+            for n in range(6)
+        ]  # fmt: skip
+
+    def rows(made: list[ActivitySeries]) -> list[dict[str, Any]]:
+        found = []
+        for one in made:
+            columns = {c.key: getattr(one, c.key) for c in ActivitySeries.__table__.columns}
+            for name in ("id", "uid", "owner_id", "created_at", "updated_at"):
+                columns.pop(name)
+            columns["participants"] = [p["email"] for p in columns["participants"]]
+            found.append(columns)
+        return found
+
+    async def import_as(email: str) -> list[dict[str, Any]]:
+        db = Database(db_url)
+        try:
+            async with db.write() as session:
+                user, _ = await create_user(session, UserCreate(email=email, name="S"))
+                await create_activities(session, user, items(), origin="test", read_back=False)
+            async with db.read() as session:
+                query = select(ActivitySeries).where(ActivitySeries.owner_id == user.id)
+                return rows(list(await session.scalars(query.order_by(ActivitySeries.id))))
+        finally:
+            await db.dispose()
+
+    built: list[object] = []
+
+    def count(target: object, *_: Any) -> None:
+        built.append(target)
+
+    sa_event.listen(ActivitySeries, "init", count)
+    try:
+        lean = run(import_as("lean@crm.test"))
+        assert built == []
+        monkeypatch.setattr(series_module, "_unsaved_series", lambda **v: ActivitySeries(**v))
+        constructed = run(import_as("built@crm.test"))
+        assert len(built) == 6
+    finally:
+        sa_event.remove(ActivitySeries, "init", count)
+    assert lean == constructed

@@ -141,6 +141,11 @@ class CalendarEvent:
             memo[name] = compute(self)
         return cast("T", memo[name])
 
+    def memoized(self, name: str) -> object | None:
+        """What ``memo`` keeps under ``name``, if it was computed (else None)."""
+        memo: dict[str, Any] = self.__dict__.get("_memo", {})
+        return memo.get(name)
+
 
 # What an update may write, field by field: the names a provider's ``update`` takes
 # in ``changed`` (the first eight are sync/merge.py's fields). Times go together (a

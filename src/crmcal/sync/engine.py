@@ -72,6 +72,7 @@ from crmcal.sync.context import RunContext, Start, SyncFailed, SyncRefused, Sync
 from crmcal.sync.decisions import Act, Decision, State, crm_edit_is_later, decide
 from crmcal.sync.import_fields import Importer, import_fields, organizer_of, refusal
 from crmcal.sync.import_fields import compute_beside as import_fields_beside
+from crmcal.sync.import_fields import known as import_fields_known
 from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.links import Links
 from crmcal.sync.series_sync import SeriesSync
@@ -759,7 +760,14 @@ class Engine:
         """The CRM uid an unlinked event belongs to: carried in it, or derived from its UID."""
         event = ref.event
         assert event is not None
-        return event.crm_id or mapping.derived_uid(self.ctx.owner.id, event.uid or ref.id)
+        if event.crm_id:
+            return event.crm_id
+        if event.uid:
+            # Derived where the event was parsed, with its CRM input (see import_fields).
+            found = import_fields_known(event, self.importer)
+            if found is not None and found.uid is not None:
+                return found.uid
+        return mapping.derived_uid(self.ctx.owner.id, event.uid or ref.id)
 
     # --- deciding and applying -------------------------------------------
 

@@ -83,6 +83,13 @@ def import_fields(event: CalendarEvent, importer: Importer) -> ImportFields:
     return event.memo(importer.memo_name, functools.partial(_computed, importer=importer))
 
 
+def known(event: CalendarEvent, importer: Importer) -> ImportFields | None:
+    """``event``'s fields for ``importer`` if they were computed already (where it was
+    parsed, or here), else None: for what is cheaper to derive again than the whole."""
+    found = event.memoized(importer.memo_name)
+    return found if isinstance(found, ImportFields) else None
+
+
 def compute_beside(event: CalendarEvent, importer: object) -> None:
     """What ``parse_pool``'s processes run on each event they parse for an import."""
     if isinstance(importer, Importer):
