@@ -89,6 +89,8 @@ class Counted:
         # Parameters SQLAlchemy built for INSERTs into the import's tables (once per
         # row of a multi-row INSERT).
         self.params_built = 0
+        # Rows of parameters sent with the statements, by verb and table.
+        self.rows_sent: Counter[str] = Counter()
         event.listen(db.engine.sync_engine, "before_cursor_execute", self._seen)
 
     @contextlib.contextmanager
@@ -108,7 +110,15 @@ class Counted:
         finally:
             setattr(SQLCompiler, "construct_params", construct)  # noqa: B010
 
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def _seen(
+        self,
+        _conn: Any,
+        _cursor: Any,
+        statement: str,
+        parameters: Any,
+        _context: Any,
+        executemany: bool,
+    ) -> None:
         if not self.on:
             return
         words = statement.split()
@@ -116,9 +126,12 @@ class Counted:
         if statement.lower().startswith("select max("):
             verb = "SELECT max"  # on SQLite, the ids new rows get (bulk.insert_many_ids)
         named = {w.strip('"(,') for w in words}
+        if verb == "INSERT" and len(words) > 2:
+            named = {words[2].strip('"(,')}  # INSERT INTO t ... SELECT ... FROM others
         for table in TABLES:
             if table in named:
                 self.by_kind[f"{verb} {table}"] += 1
+                self.rows_sent[f"{verb} {table}"] += len(parameters) if executemany else 1
                 return
 
 

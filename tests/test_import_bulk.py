@@ -106,6 +106,8 @@ def test_statements_of_a_first_import_do_not_grow_with_the_calendar(
         # Nor are the rows' parameters built one by one (persons and series included):
         # four times the rows, the same parameters built by SQLAlchemy.
         assert large_count.params_built == small_count.params_built
+        # The change feed's rows are made by the database from the activities' own.
+        assert large_count.rows_sent["INSERT activity_changes"] == 2, large_count.rows_sent
 
     # Everything an import makes is there: series with their occurrences, invitations
     # (each occurrence of a series too), participants linked to persons made hidden.

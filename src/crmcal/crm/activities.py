@@ -506,11 +506,10 @@ async def create_activities(
     stored: list[Activity] = []
     if single:
         chosen, people = [rows[i] for i in single], [participants[i] for i in single]
-        if read_back:
-            stored = await _insert_all(session, chosen, people)
-        else:
-            stored = as_written(chosen, people, await _insert_ids(session, chosen, people))
-        await changefeed.record_changes(session, stored, changefeed.CREATED, origin)
+        ids = await _insert_ids(session, chosen, people)
+        whose = [row["owner_id"] for row in chosen]
+        await changefeed.record_new(session, ids, whose, changefeed.CREATED, origin)
+        stored = await load_in_order(session, ids) if read_back else as_written(chosen, people, ids)
     made = dict(zip(single, stored, strict=True))
     # A rule: a series, answered by its first occurrence; all of them together.
     rules = [i for i in range(len(items)) if i not in made]

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ScalarSelect, func, insert, select, text
+from sqlalchemy import ScalarSelect, String, func, insert, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal import bulk
-from crmcal.crm.tables import Activity, ActivityChange, table_of, utcnow
+from crmcal.crm.tables import Activity, ActivityChange, UTCDateTime, table_of, utcnow
 
 CREATED = "created"
 UPDATED = "updated"
@@ -67,6 +67,31 @@ async def record_ids(
     now = utcnow()
     rows = [_row(activity_id, owner_id, kind, origin, now) for activity_id, owner_id in changed]
     await bulk.insert_many(session, table_of(ActivityChange), rows)
+
+
+async def record_new(
+    session: AsyncSession, ids: list[int], owners: list[int], kind: str, origin: str
+) -> None:
+    """``record_ids`` for activities this transaction has just inserted with ``ids``,
+    each for its own owner (``owners``, the rows' ``owner_id``). When the ids run
+    without a gap (an import's on SQLite, see ``bulk.insert_many_ids``), they are all
+    this transaction's rows, and the feed's rows are made by the database from theirs:
+    one INSERT ... SELECT of the range, in id order, with no row built or bound here
+    (an import writes tens of thousands)."""
+    if not ids:
+        return
+    first, last = ids[0], ids[-1]
+    if last - first + 1 != len(ids) or ids != list(range(first, last + 1)):
+        await record_ids(session, list(zip(ids, owners, strict=True)), kind, origin)
+        return
+    await _lock(session)
+    activities = table_of(Activity)
+    made = select(
+        activities.c.id, activities.c.owner_id, literal(kind, String()),
+        literal(origin, String()), literal(utcnow(), UTCDateTime()),
+    ).where(activities.c.id.between(first, last)).order_by(activities.c.id)  # fmt: skip
+    columns = ["activity_id", "owner_id", "kind", "origin", "changed_at"]
+    await session.execute(insert(table_of(ActivityChange)).from_select(columns, made))
 
 
 async def _lock(session: AsyncSession) -> None:

@@ -353,8 +353,7 @@ async def create_many(
             rows.append(row)
     ids = await insert_row_ids(session, rows, people)
     owners = [row["owner_id"] for row in rows]
-    await changefeed.record_ids(session, list(zip(ids, owners, strict=True)),
-                                changefeed.CREATED, origin)  # fmt: skip
+    await changefeed.record_new(session, ids, owners, changefeed.CREATED, origin)
     # Only the first occurrences are answered: the others are not loaded as objects.
     if not read_back:
         return as_written([rows[i] for i in firsts], [people[i] for i in firsts],
