@@ -488,6 +488,27 @@ async def test_a_create_sent_again_onto_another_version_overwrites_nothing(
     assert "SUMMARY:Edited" in await caldav.read_raw(made.id)
 
 
+async def test_reads_and_a_deletion_the_connection_drops_are_sent_again(
+    caldav: CalDAVHarness,
+) -> None:
+    """A listing, a read and a deletion whose answers are lost go once more: a read
+    does nothing, and a deletion done the first time is answered 404 the second,
+    which is what was wanted."""
+    made = await caldav.provider.create(caldav.calendar_id, key(), meeting())
+    parts = urlsplit(caldav.calendar_id)
+    with fault_proxy(f"{parts.scheme}://{parts.netloc}") as (proxy, url):
+        provider = caldav.provider_for(url + "/")
+        calendar = url + parts.path
+        for method in ("REPORT", "DELETE"):
+            proxy.add("lose", method=method, times=1)
+        listing = await provider.list_changes(calendar, None)
+        assert [ref.id for ref in listing.changed] == [made.id]
+        await provider.delete(calendar, made.id, made.etag)
+    methods = [method for method, _ in proxy.requests]
+    assert (methods.count("DELETE"), methods.count("REPORT")) == (2, 2)
+    assert (await caldav.provider.list_changes(caldav.calendar_id, None)).changed == []
+
+
 async def test_an_update_the_connection_drops_is_not_sent_again(caldav: CalDAVHarness) -> None:
     """Only a create is repeatable: an update's second sending would be refused (412)
     over the version its first wrote, and read as someone else's edit."""

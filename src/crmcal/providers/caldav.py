@@ -32,7 +32,8 @@ Protocol use:
   status, comes back with an ``error`` to retry, never as gone;
 - writes: ``PUT`` with ``If-None-Match: *`` (create, at ``crmcal-{key}.ics`` with
   UID ``crmcal-{key}``; sent once more when the connection drops before the answer,
-  see ``_create``) or ``If-Match`` (update), ``DELETE`` with ``If-Match``.
+  see ``_create``) or ``If-Match`` (update), ``DELETE`` with ``If-Match`` (sent once
+  more on a dropped connection too, as reads are).
 
 Event ids are the resources' hrefs as URL paths, percent-encoded one canonical way
 (``normalize_href``): Radicale writes ``%40`` where Xandikos writes ``@``, and a
@@ -501,6 +502,7 @@ class CalDAVProvider(Discovery):
         reply. A ``repeatable`` one (whose second sending cannot do what the first did
         twice) is sent once more when the connection drops before the whole answer
         came: the reply says so (``repeated``)."""
+        repeatable = repeatable or method in _SAFE_TO_REPEAT
         repeated = False
         while True:
             try:
@@ -1137,6 +1139,9 @@ class _Dropped(Unreachable):
 
 
 _DROPS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+# Requests whose second sending does nothing the first did not: reads, and a DELETE
+# (one that went through before is answered 404, which ``_delete`` takes as done).
+_SAFE_TO_REPEAT = frozenset({"GET", "PROPFIND", "REPORT", "DELETE"})
 
 
 def _url_problem(url: str, given: str) -> str | None:
