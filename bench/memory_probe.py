@@ -19,6 +19,9 @@ size (``/proc/self/status``) ten times a second and writes JSON lines to
   own memory to the resident size, so the trigger then is the traced size (memory in
   use by Python, whatever the heap's holes), not the resident one.
 
+``python -m bench.memory_probe read FILE`` prints a probe's file: the readings once a
+second where the size moved, and the objects at each reported level.
+
 Only the bench uses it; nothing of it is in the worker crmcal ships.
 """
 
@@ -142,7 +145,32 @@ class Probe:
                 self.line("tick")
 
 
+def read(path: Path) -> None:
+    """A probe's file, for reading: where the size moved, and what was alive then."""
+    last = None
+    for text in path.read_text().splitlines():
+        record = json.loads(text)
+        size = round(record.get("VmRSS", 0))
+        heap = (record.get(k, 0) for k in ("heap_mb", "in_use_mb", "free_mb"))
+        memory = (f"t={record['t']:.1f}s resident {size} MB (peak {record.get('VmHWM', 0):.0f}), "
+                  "heap {:.0f} MB: in use {:.0f}, free {:.0f}".format(*heap))  # fmt: skip
+        if record["kind"] == "tick":
+            if size != last:
+                print(memory)
+            last = size
+            continue
+        print(f"{record['kind'].upper()} {memory}")
+        print(
+            "   ", ", ".join(f"{name.rsplit('.', 1)[-1]} {n}" for name, n in record["types"][:12])
+        )
+        for site in record.get("sites", [])[1:6]:
+            print(f"    {site['kb']} KB in {site['count']}: {' <- '.join(site['where'][-3:])}")
+
+
 def main() -> None:
+    if sys.argv[1] == "read":
+        read(Path(sys.argv[2]))
+        return
     folder, *argv = sys.argv[1:]
     if TRACE_FRAMES:
         tracemalloc.start(TRACE_FRAMES)
