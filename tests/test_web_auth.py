@@ -206,3 +206,34 @@ def test_users_create_sets_a_password_from_the_command_line(tmp_path: Any) -> No
     assert short.stderr.startswith("error: --password:")
     with TestClient(create_app(Settings(database_url=db_url), background_jobs=False)) as client:
         assert sign_in(client, "dan@crm.test").status_code == 303
+
+
+def test_an_unknown_address_is_verified_against_a_hash_of_the_same_cost() -> None:
+    """A sign-in with an unknown address verifies a hash written in the module: one of
+    the hasher's own parameters (memory, passes, lanes), so that it costs what a user's
+    password costs and the answer's time does not tell which addresses exist."""
+    from crmcal.crm import passwords
+
+    assert not passwords._hasher.check_needs_rehash(passwords._DUMMY)
+    assert passwords.verify(None, "not a password of anyone's") is False
+    assert passwords.verify(passwords.hash_password("right horse"), "right horse") is True
+
+
+def test_importing_what_a_worker_runs_computes_no_password_hash() -> None:
+    """Each process that imports the CRM (a worker, the server) computed a password hash
+    as it imported it: 64 MB of argon2's memory at once, a worker's highest moment."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import argon2, sys\n"
+        "made = []\n"
+        "argon2.PasswordHasher.hash = lambda self, *a, **k: made.append(a)\n"
+        "import crmcal.cli, crmcal.jobs.queue, crmcal.web.app\n"
+        "assert 'crmcal.crm.passwords' in sys.modules\n"
+        "print(len(made))\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == "0"
