@@ -48,6 +48,7 @@ from psycopg import sql
 from sqlalchemy import (
     CTE,
     BigInteger,
+    Select,
     bindparam,
     column,
     delete,
@@ -58,6 +59,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal import db_errors, heap
 from crmcal.config import Settings
@@ -113,6 +115,8 @@ class Runtime:
     # What the process's syncs freed is given back to the system when it has grown or
     # gone idle (``crmcal.heap``): otherwise the busiest minutes set its memory for good.
     trimmer: heap.Trimmer = field(default_factory=heap.Trimmer)
+    # When the polled connections were last counted, and how many (``poll_due``).
+    polled: tuple[dt.datetime, int] | None = None
 
     def __post_init__(self) -> None:
         if self.limits is None:
@@ -478,29 +482,48 @@ def due_per_tick(active: int, poll_seconds: int) -> int:
     return max(50, math.ceil(2 * active * POLL_EVERY / poll_seconds))
 
 
+def due_batch(now: dt.datetime, limit: int) -> Select[int]:
+    """The ids of up to ``limit`` due connections, the longest due first, locked for the
+    tick. Found by the index on state and next sync time: a tick reads the rows that are
+    due (and those in ``syncing``, a worker's share), not those whose time is to come."""
+    return (
+        select(Connection.id)
+        .where(runner.due(now))  # with those a vanished holder left in syncing
+        .order_by(Connection.next_sync_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+async def _polled_count(runtime: Runtime, session: AsyncSession, now: dt.datetime) -> int:
+    """How many connections are polled, counted once a poll period per process: the
+    count reads every connection's entry, too much for each tick, and a period-old
+    figure paces the ticks as well."""
+    kept = runtime.polled
+    if kept is not None and now - kept[0] < dt.timedelta(seconds=runtime.settings.poll_seconds):
+        return kept[1]
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Connection)
+        .where(
+            Connection.state.in_(
+                (ConnectionState.ACTIVE, ConnectionState.ERROR, ConnectionState.SYNCING)
+            )
+        )
+    )
+    runtime.polled = (now, count or 0)
+    return count or 0
+
+
 async def poll_due(context: procrastinate.JobContext, timestamp: int) -> int:
     """Queue syncs of the connections whose time has come; answers how many."""
     runtime = _runtime(context)
     settings = runtime.settings
     now = utcnow()
     async with runtime.db.write() as session:
-        active = await session.scalar(
-            select(func.count())
-            .select_from(Connection)
-            .where(
-                Connection.state.in_(
-                    (ConnectionState.ACTIVE, ConnectionState.ERROR, ConnectionState.SYNCING)
-                )
-            )
-        )
+        active = await _polled_count(runtime, session, now)
         due = list(
-            await session.scalars(
-                select(Connection.id)
-                .where(runner.due(now))  # with those a vanished holder left in syncing
-                .order_by(Connection.next_sync_at)
-                .limit(due_per_tick(active or 0, settings.poll_seconds))
-                .with_for_update(skip_locked=True)
-            )
+            await session.scalars(due_batch(now, due_per_tick(active, settings.poll_seconds)))
         )
         if not due:
             return 0

@@ -16,7 +16,12 @@ class Connection(Timestamped, Base):
     """One user's link to one calendar of one account."""
 
     __tablename__ = "connections"
-    __table_args__ = (Index("ix_connections_user_state", "user_id", "state"),)
+    __table_args__ = (
+        Index("ix_connections_user_state", "user_id", "state"),
+        # A poll tick's search for what is due: the connections of a state whose time
+        # came, without reading those whose time has not.
+        Index("ix_connections_state_next_sync", "state", "next_sync_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
