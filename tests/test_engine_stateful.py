@@ -790,3 +790,38 @@ def test_a_crm_edit_of_an_occurrence_split_off_while_it_is_pulled_is_not_lost() 
         machine.sync(crash=None)
     finally:
         machine.teardown()
+
+
+# --- an occurrence the CRM cancelled after splitting it off, split off in the calendar ---
+
+
+@pytest.mark.parametrize("count", [4, 5], ids=["only-occurrence", "one-of-two"])
+@pytest.mark.parametrize("edited", [False, True], ids=["cancelled", "edited-then-cancelled"])
+def test_a_crm_cancellation_where_the_calendar_split_later_is_kept(
+    count: int, edited: bool
+) -> None:
+    """Found by the machine: the calendar splits a series at its 4th occurrence, the
+    CRM renames it from the 2nd ("this and following") and then cancels the 4th (after
+    changing it on its own). The calendar's split is the split of the CRM's later part
+    at the 4th, whose first occurrence is now in the trash: the 4th stays cancelled on
+    both sides, and every other occurrence is in one series. The calendar's split came
+    in as a new series instead, bringing the 4th back as a new activity (and, with a
+    5th, showing that one in two series)."""
+    machine = SeriesMachine()
+    fourth = _nth(1, 4).key
+    try:
+        machine.cal_create_series(count=count)
+        machine.sync(crash=None)
+        machine.cal_split(data=_nth(1, 4))
+        machine.crm_edit_series(data=_nth(1, 2), following=True)
+        if edited:
+            machine.crm_edit_occurrence(data=_nth(1, 4))
+        machine.crm_cancel_occurrence(data=_nth(1, 4))
+        machine.sync(crash=None)
+        assert machine.occurrences[fourth].gone
+        assert fourth not in {
+            a.original_start_at for a in machine.run(machine.world.live_activities())
+        }
+        machine.sync(crash=None)
+    finally:
+        machine.teardown()

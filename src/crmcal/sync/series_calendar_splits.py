@@ -365,6 +365,8 @@ class CalendarSplits:
         ref: RemoteRef,
         hashes: dict[str, Any],
         source: Link,
+        *,
+        trashed: bool = False,
     ) -> Link | None:
         """Link a split's later CRM part (its ``occurrences``) to ``ref``, the calendar
         series it is, in the split's transaction (``session``): the one place a split
@@ -377,11 +379,15 @@ class CalendarSplits:
         (``DROPPING``) for the caller to delete once this transaction is committed
         (``SplitCopies.drop_copy``). The part's link to a series someone else made is left as it
         is (reported). ``source`` (the link of the series split) stays that series',
-        whichever occurrence it is on."""
+        whichever occurrence it is on. ``trashed``: when no occurrence of the part is
+        live, one in the trash holds the link (the CRM cancelled every one of it since
+        the last sync: the calendar's split is to lose them, not to bring them back)."""
         engine, ctx = self.engine, self.engine.ctx
         event = ref.event
         assert event is not None
-        live = [o for o in occurrences if o.deleted_at is None]
+        live = [o for o in occurrences if o.deleted_at is None] or (
+            list(occurrences) if trashed else []
+        )
         if not live:
             return None
         held = [

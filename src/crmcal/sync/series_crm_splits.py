@@ -55,11 +55,13 @@ class CrmSplits:
         self, series: ActivitySeries, link: Link, at: dt.datetime | None = None
     ) -> Activity | None:
         """An occurrence of ``series`` at the last sync (at ``at``, or after the series'
-        start) that the CRM has split off into a series of its own since."""
+        start) that the CRM has split off into a series of its own since. The one at
+        ``at`` may be in the trash since: the calendar's split there is still the
+        split of the CRM's part, whose cancellation it has not seen yet."""
         since = link.last_synced_at
         if since is None:
             return None
-        query = split_off_query(series, since)
+        query = split_off_query(series, since, trashed_since=at is not None)
         if at is not None:
             query = query.where(Activity.original_start_at == at)
         else:
@@ -165,9 +167,12 @@ class CrmSplits:
             later = await crm_series.split(session, part, row, ctx.origin)
             new_id = later.id
             new_occurrences = await load_occurrences(session, new_id)
-            live = [o for o in new_occurrences if o.deleted_at is None]
             link: Link | None = None
-            if live:
+            # Linked even when the CRM has cancelled every occurrence of the part since
+            # the last sync: the calendar's split then loses them (the conflict rules
+            # decide as for any occurrence), instead of coming in as a new series that
+            # brings them back.
+            if new_occurrences:
                 # Both sides as the old series was at the last sync: what each changed
                 # since is its own, and a field both changed is a conflict.
                 stored = pair.link.field_hashes or {}
@@ -190,6 +195,7 @@ class CrmSplits:
                     ref,
                     remembered_hashes({}, base_crm, base_cal),
                     pair.link,
+                    trashed=True,
                 )
         if link is not None and DROPPING in (link.field_hashes or {}):
             link = await self.run.copies.drop_copy(link)

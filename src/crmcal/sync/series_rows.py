@@ -8,7 +8,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm.tables import Activity, ActivitySeries
@@ -68,10 +68,15 @@ async def set_organizer(
     )
 
 
-def split_off_query(series: ActivitySeries, since: dt.datetime) -> Select[Activity]:
+def split_off_query(
+    series: ActivitySeries, since: dt.datetime, *, trashed_since: bool = False
+) -> Select[Activity]:
     """The live occurrences, there at ``since``, that the owner of ``series`` has split
     off into a live series of its own made after ``since``: a split leaves no link from
-    the new series to the old, so they are known by owner, times and original start."""
+    the new series to the old, so they are known by owner, times and original start.
+    ``trashed_since``: those moved to the trash after ``since`` too (a cancellation the
+    calendar has not seen yet)."""
+    live = Activity.deleted_at.is_(None)
     return (
         select(Activity)
         .join(ActivitySeries, ActivitySeries.id == Activity.series_id)
@@ -80,7 +85,7 @@ def split_off_query(series: ActivitySeries, since: dt.datetime) -> Select[Activi
             ActivitySeries.deleted_at.is_(None),
             ActivitySeries.created_at > since,
             Activity.series_id != series.id,
-            Activity.deleted_at.is_(None),
+            or_(live, Activity.deleted_at > since) if trashed_since else live,
             Activity.created_at <= since,
         )
     )
