@@ -85,3 +85,87 @@ def test_a_release_gives_back_its_turns_without_reading_the_quota(
     values = limits.give_back_values(limits.Kept(limit, 0, turns))
     blocks = _blocks_under_a_generic_plan(queue_db, statement, values)
     assert blocks < 40, blocks  # 20 or so; about 300 without the bounds
+
+
+def _spend(url: str, take: Any, taken: int) -> int:
+    """Take ``taken`` turns one request at a time with ``take`` (answering a statement
+    and its parameters, made afresh each time as a request makes them), then one more in
+    a session of its own, rolled back: the blocks that one asked for."""
+
+    def run(conn: psycopg.Connection[Any]) -> list[Any]:
+        statement, values = take()
+        compiled = statement.compile(
+            dialect=postgresql.psycopg.dialect(), compile_kwargs={"render_postcompile": True}
+        )
+        return conn.execute(str(compiled), {**compiled.params, **values}).fetchall()
+
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")  # as crmcal's columns keep time
+        for _ in range(taken):
+            assert run(conn)
+            # The account's slot given back: only the quota's turns stay taken.
+            conn.execute("UPDATE provider_slots SET holder = NULL WHERE key LIKE 'google:%%'")
+        conn.execute("ANALYZE provider_slots")
+    with psycopg.connect(conninfo(url)) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        assert run(conn)
+        found = conn.execute(_BLOCKS).fetchone()
+        conn.rollback()
+    assert found is not None
+    return int(found[0] or 0)
+
+
+def _spending(url: str, turns: int) -> tuple[limits.Limit, limits.Rate]:
+    """An account's limit counting against a quota of ``turns``, their rows made."""
+    name = os.urandom(4).hex()
+    rate = limits.Rate(None, f"google-project:spend-{name}", turns, dt.timedelta(minutes=1))  # type: ignore[arg-type]
+    limit = limits.Limit(None, f"google:spend-{name}@example.test", 8, rate)  # type: ignore[arg-type]
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        for key, count in ((rate.turns.key, turns), (limit.key, 8)):
+            conn.execute(
+                "INSERT INTO provider_slots (key, slot) SELECT %s, generate_series(0, %s - 1)",
+                (key, count),
+            )
+    return limit, rate
+
+
+@pytest.mark.parametrize("path", ["with its slot", "alone"])
+def test_a_requests_turn_is_searched_for_from_anywhere_in_the_quota(
+    queue_db: str,  # noqa: F811
+    path: str,
+) -> None:
+    """A request's turn of the quota, taken with its account's slot
+    (``_TAKE_WITH_TURNS``) or alone (``Rate.take``), is searched for from a random turn:
+    with 1,500 of 2,000 turns taken that way, the next search reads a few of them.
+    Searched for from the lowest, every turn taken lay below the first free one, and
+    each search read them all."""
+    limit, rate = _spending(queue_db, 2_000)
+
+    def with_its_slot() -> tuple[Any, dict[str, Any]]:
+        return limits._TAKE_WITH_TURNS, limit._take_with_turns_values(1)
+
+    def alone() -> tuple[Any, dict[str, Any]]:
+        statement = rate.turns._take_statement(1, limits.REQUEST_TTL, anywhere=True)
+        return statement, {}
+
+    blocks = _spend(queue_db, with_its_slot if path == "with its slot" else alone, 1_500)
+    assert blocks < 100, blocks  # 20-24 measured; 650-700 from the lowest
+
+
+def test_turns_searched_for_from_anywhere_wrap_to_the_lowest(
+    queue_db: str,  # noqa: F811
+) -> None:
+    """Several turns at once, searched for from a random one, take the free ones above
+    it and then from the lowest: never a taken one, never more than asked for, all of
+    the quota's free ones when asked for more."""
+    _, rate = _spending(queue_db, 50)
+    statement = rate.turns._take_statement(30, limits.REQUEST_TTL, anywhere=True)
+    compiled = statement.compile(dialect=postgresql.psycopg.dialect())
+    with psycopg.connect(conninfo(queue_db), autocommit=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        first = [row[0] for row in conn.execute(str(compiled), compiled.params).fetchall()]
+        statement = rate.turns._take_statement(30, limits.REQUEST_TTL, anywhere=True)
+        compiled = statement.compile(dialect=postgresql.psycopg.dialect())
+        second = [row[0] for row in conn.execute(str(compiled), compiled.params).fetchall()]
+    assert len(first) == 30 == len(set(first))
+    assert sorted(first + second) == list(range(50))

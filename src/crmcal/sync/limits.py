@@ -50,7 +50,20 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CTE, and_, any_, bindparam, case, func, or_, select, text, update
+from sqlalchemy import (
+    CTE,
+    Select,
+    and_,
+    any_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.types import Integer
 
@@ -83,7 +96,8 @@ QUOTA_WINDOW = dt.timedelta(minutes=1)
 LIMITS_KEPT = 4096
 
 # A request's slot and its turns of the quota its key counts against, in one statement:
-# the turns are taken only when the slot is (a held or busy account spends none).
+# the turns are taken only when the slot is (a held or busy account spends none). Its
+# turns are searched for from a random one (``turn_start``), then from the lowest.
 _TAKE_WITH_TURNS = text("""
 WITH slot AS (
     UPDATE provider_slots SET holder = :holder, expires_at = :slot_expires
@@ -94,12 +108,20 @@ WITH slot AS (
           AND NOT EXISTS (SELECT 1 FROM provider_holds WHERE key = :key AND until > :now)
         ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED)
     RETURNING slot),
-free AS (
+above AS (
     SELECT slot FROM provider_slots
-    WHERE key = :rate_key AND slot < :rate_count
+    WHERE key = :rate_key AND slot >= :rate_start AND slot < :rate_count
       AND (holder IS NULL OR expires_at < :now)
       AND EXISTS (SELECT 1 FROM slot)
     ORDER BY slot LIMIT :cost FOR UPDATE SKIP LOCKED),
+below AS (
+    SELECT slot FROM provider_slots
+    WHERE key = :rate_key AND slot < :rate_start
+      AND (holder IS NULL OR expires_at < :now)
+      AND EXISTS (SELECT 1 FROM slot)
+    ORDER BY slot LIMIT :cost FOR UPDATE SKIP LOCKED),
+free AS (
+    SELECT slot FROM above UNION ALL SELECT slot FROM below LIMIT :cost),
 turns AS (
     UPDATE provider_slots SET holder = :holder, expires_at = :turn_expires
     FROM free WHERE provider_slots.key = :rate_key AND provider_slots.slot = free.slot
@@ -469,38 +491,69 @@ class Limit:
         taken = await self.try_take_many(1, ttl)
         return taken[0] if taken else None
 
-    async def try_take_many(self, count: int, ttl: dt.timedelta) -> list[int]:
+    async def try_take_many(
+        self, count: int, ttl: dt.timedelta, *, anywhere: bool = False
+    ) -> list[int]:
         """Up to ``count`` free slots, taken until ``ttl`` from now (fewer when fewer are
-        free, none while the key is held), in one statement."""
+        free, none while the key is held), in one statement. ``anywhere``: searched for
+        from a random slot, then from the lowest (a quota's turns, see ``turn_start``),
+        instead of from the lowest."""
+        taken = list(
+            (await self.db.execute_one(self._take_statement(count, ttl, anywhere))).scalars()
+        )
+        if not taken and not self._slots_made:
+            await self._make_slots()
+            return await self.try_take_many(count, ttl, anywhere=anywhere)
+        return taken
+
+    def _take_statement(self, count: int, ttl: dt.timedelta, anywhere: bool) -> Any:
+        """``try_take_many``'s statement, answering the slots taken."""
         now = utcnow()
         held = select(ProviderHold.key).where(
             ProviderHold.key == self.key, ProviderHold.until > now
         )
-        free = (
-            select(ProviderSlot.slot)
-            .where(
-                ProviderSlot.key == self.key,
-                ProviderSlot.slot < self.concurrency,
-                or_(ProviderSlot.holder.is_(None), ProviderSlot.expires_at < now),
-                ~held.exists(),
+
+        def free(*bounds: Any) -> Select[Any]:
+            return (
+                select(ProviderSlot.slot)
+                .where(
+                    ProviderSlot.key == self.key,
+                    ProviderSlot.slot < self.concurrency,
+                    or_(ProviderSlot.holder.is_(None), ProviderSlot.expires_at < now),
+                    ~held.exists(),
+                    *bounds,
+                )
+                .order_by(ProviderSlot.slot)
+                .limit(count)
+                .with_for_update(skip_locked=True)
             )
-            .order_by(ProviderSlot.slot)
-            .limit(count)
-            .with_for_update(skip_locked=True)
-        )
-        # One: the slot found by a scalar subquery; several: an UPDATE ... FROM them.
-        found = free.scalar_subquery() if count == 1 else free.cte("free").c.slot
-        result = await self.db.execute_one(
+
+        found: Any
+        if not anywhere:
+            # One: the slot found by a scalar subquery; several: an UPDATE ... FROM them.
+            lowest = free()
+            found = lowest.scalar_subquery() if count == 1 else lowest.cte("free").c.slot
+        else:
+            start = turn_start(self.concurrency)
+            above = free(ProviderSlot.slot >= start)
+            below = free(ProviderSlot.slot < start)
+            if count == 1:
+                # The second is run only when the first finds none.
+                found = func.coalesce(above.scalar_subquery(), below.scalar_subquery())
+            else:
+                # Locked rows can not be a UNION's: each part its own CTE, the second read
+                # only for what the first lacks.
+                both = union_all(
+                    select(above.cte("free_above").c.slot),
+                    select(below.cte("free_below").c.slot),
+                )
+                found = select(both.subquery().c.slot).limit(count).cte("free").c.slot
+        return (
             update(ProviderSlot)
             .where(ProviderSlot.key == self.key, ProviderSlot.slot == found)
             .values(holder=PROCESS, expires_at=now + ttl)
             .returning(ProviderSlot.slot)
         )
-        taken = list(result.scalars())
-        if not taken and not self._slots_made:
-            await self._make_slots()
-            return await self.try_take_many(count, ttl)
-        return taken
 
     async def give_back(self, slot: int) -> None:
         await self.give_back_many([slot])
@@ -609,14 +662,7 @@ class Limit:
     async def _try_take_with_turns(self, cost: int) -> tuple[int | None, list[int]]:
         """A free slot and up to ``cost`` turns of the key's quota, in one statement (no
         turns without the slot)."""
-        assert self.rate is not None
-        now = utcnow()
-        values = dict(holder=PROCESS, key=self.key, concurrency=self.concurrency, now=now,
-                      slot_expires=now + REQUEST_TTL, rate_key=self.rate.turns.key,
-                      rate_count=self.rate.turns.concurrency,
-                      turn_expires=self.rate.unanswered(now),
-                      cost=max(1, min(cost, self.rate.turns.concurrency)))  # fmt: skip
-        found = await self.db.execute_one(_TAKE_WITH_TURNS, values)
+        found = await self.db.execute_one(_TAKE_WITH_TURNS, self._take_with_turns_values(cost))
         slot: int | None = None
         turns: list[int] = []
         rows: list[Any] = list(found)
@@ -629,6 +675,18 @@ class Limit:
             await self._make_slots()
             return await self._try_take_with_turns(cost)
         return slot, turns
+
+    def _take_with_turns_values(self, cost: int) -> dict[str, Any]:
+        """The parameters of ``_TAKE_WITH_TURNS`` for a request of ``cost`` turns."""
+        assert self.rate is not None
+        now = utcnow()
+        values = dict(holder=PROCESS, key=self.key, concurrency=self.concurrency, now=now,
+                      slot_expires=now + REQUEST_TTL, rate_key=self.rate.turns.key,
+                      rate_count=self.rate.turns.concurrency,
+                      turn_expires=self.rate.unanswered(now),
+                      rate_start=turn_start(self.rate.turns.concurrency),
+                      cost=max(1, min(cost, self.rate.turns.concurrency)))  # fmt: skip
+        return values
 
     async def _renew_request(self, slots: list[int], turns: list[int]) -> None:
         """Push back the expiry of a running request's ``slots`` (REQUEST_TTL from now)
@@ -678,7 +736,7 @@ class Rate:
         cost = max(1, min(cost, self.turns.concurrency))
         pause = 0.01
         while cost > 0:
-            got = await self.turns.try_take_many(cost, REQUEST_TTL + self.window)
+            got = await self.turns.try_take_many(cost, REQUEST_TTL + self.window, anywhere=True)
             into += got
             cost -= len(got)
             if cost > 0:
