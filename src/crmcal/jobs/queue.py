@@ -372,12 +372,21 @@ def finish_with_release(context: procrastinate.JobContext) -> AlsoAtRelease | No
     return AlsoAtRelease(_job_done_parts(), {"job_done_id": job.id})
 
 
-def _finished(context: procrastinate.JobContext, at_release: AlsoAtRelease | None) -> None:
-    if at_release is not None and at_release.made:
-        manager = context.app.job_manager
-        assert isinstance(manager, JobManager)
-        assert context.job.id is not None
-        manager.finished.add(context.job.id)
+async def _run_sync(
+    runtime: Runtime, context: procrastinate.JobContext, connection_id: int, **options: Any
+) -> None:
+    """``run_sync`` for the job of ``context``, whose row goes with the release of a sync
+    that ends quietly (``finish_with_release``): its job manager then finishes nothing."""
+    at_release = finish_with_release(context)
+    try:
+        await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id, wait=1,
+                       at_release=at_release, **options)  # fmt: skip
+    finally:
+        if at_release is not None and at_release.made:
+            manager = context.app.job_manager
+            assert isinstance(manager, JobManager)
+            assert context.job.id is not None
+            manager.finished.add(context.job.id)
 
 
 async def _sync_connection(
@@ -389,15 +398,11 @@ async def _sync_connection(
         if connection_id in runtime.not_caldav:
             # No server's limit to take first: whether the account is held is read in
             # the transaction that takes the lease, not in a query of its own.
-            at_release = finish_with_release(context)
             try:
-                await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id,
-                               wait=1, unless_held=runtime.limits is not None,
-                               at_release=at_release)  # fmt: skip
+                await _run_sync(runtime, context, connection_id,
+                                unless_held=runtime.limits is not None)  # fmt: skip
             except Held as exc:
                 await defer_sync(runtime.app, connection_id, delay=exc.seconds, urgent=urgent)
-            finally:
-                _finished(context, at_release)
             return
         held, server = await _limits_of(runtime, connection_id)
         if held > 0:
@@ -405,13 +410,8 @@ async def _sync_connection(
             # in a worker, which goes on with other accounts meanwhile.
             await defer_sync(runtime.app, connection_id, delay=held, urgent=urgent)
             return
-        at_release = finish_with_release(context)
         if server is None:
-            try:
-                await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id,
-                               wait=1, at_release=at_release)  # fmt: skip
-            finally:
-                _finished(context, at_release)
+            await _run_sync(runtime, context, connection_id)
             return
         slot = await server.try_take(SERVER_SLOT_TTL)
         if slot is None:
@@ -422,11 +422,7 @@ async def _sync_connection(
             )
             return
         async with server.held(slot, SERVER_SLOT_TTL):
-            try:
-                await run_sync(runtime.db, runtime.vault, runtime.settings, connection_id,
-                               wait=1, at_release=at_release)  # fmt: skip
-            finally:
-                _finished(context, at_release)
+            await _run_sync(runtime, context, connection_id)
     except Busy:
         # An API or CLI sync holds the lease: this one runs after it, not beside it.
         await defer_sync(runtime.app, connection_id, delay=BUSY_RETRY_SECONDS, urgent=urgent)
