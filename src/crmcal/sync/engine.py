@@ -24,14 +24,13 @@ digests in the link table), so a run cut off anywhere converges on the next.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, assert_never
@@ -252,10 +251,6 @@ class Engine:
         self.claimed_uids: set[str] = set()
         self.paired_activities: set[int] = set()
         self.held_series: list[RemoteRef] | None = None
-        # A first import's batch being written while the engine pairs the next parts
-        # (see _writes_behind), and where its series left for later go among the held.
-        self._writing: asyncio.Task[list[RemoteRef]] | None = None
-        self._writing_held_at = 0
         self._done = 0
         self._total = 0
         # The connection's problems as read with the run's start (None: read them).
@@ -338,20 +333,15 @@ class Engine:
         """Settle ``pairs`` in order, writing the batches that fill up on the way."""
         for pair in pairs:
             await self._still_wanted()
-            if pair.link is not None or pair.activity is not None:
-                # It may write, or read what the batch being written makes.
-                await self._written_behind()
             await self._settle(pair)
             if len(self.imports) >= IMPORT_BATCH:
                 await self._still_wanted(now=True)
-                await self._import_next()
+                await self._import_batch()
             if len(self.outgoing) + len(self.series.creating) >= OUTGOING_BATCH:
                 await self._still_wanted(now=True)
-                await self._written_behind()
                 await self._push_batch()
             if len(self.updates) + len(self.deletes) + len(self.series.pending) >= OUTGOING_BATCH:
                 await self._still_wanted(now=True)
-                await self._written_behind()
                 await self._push_changes()
             self._done += 1
             if self.progress:
@@ -360,7 +350,6 @@ class Engine:
     async def _flush(self) -> None:
         """Write what waits for a batch."""
         series = self.series.pending or self.series.creating or self.series.dropping
-        await self._written_behind()
         if self.imports or self.outgoing or self.updates or self.deletes or series:
             await self._still_wanted(now=True)
             await self._import_batch()
@@ -402,7 +391,7 @@ class Engine:
         # What the CRM is given for each new event is computed where it is parsed (on
         # the other cores, when the provider parses in parse_pool's processes).
         with parse_pool.computing_beside(import_fields_beside, self.importer):
-            async with contextlib.aclosing(parts), self._writes_behind():
+            async with contextlib.aclosing(parts):
                 async for part in parts:
                     if summary is None:
                         summary = ChangeListing(
@@ -428,12 +417,6 @@ class Engine:
                         else:
                             now.append(pair)
                     await self._settle_all(now)
-                    if self.imports and (self._writing is None or self._writing.done()):
-                        # The writer is free: what this part brought is written while
-                        # the next parts are paired (the engine is the slower side).
-                        await self._still_wanted(now=True)
-                        await self._import_next()
-                await self._written_behind()
         if summary is None:  # a provider that delivered no part at all: nothing listed
             summary = ChangeListing(full=False)
         summary.deleted = deleted
@@ -454,57 +437,6 @@ class Engine:
         self._total += len(rest)
         await self._settle_all([*held, *rest])
         return summary
-
-    async def _import_next(self) -> None:
-        """Write the new events gathered so far: within a first import's parts behind
-        the engine (``_writes_behind``), else now."""
-        if self.held_series is None:
-            await self._import_batch()
-            return
-        await self._written_behind()  # one batch in flight at most
-        batch, self.imports = self.imports, []
-        self._writing_held_at = len(self.held_series)
-        self._writing = asyncio.create_task(self._write_batch(batch))
-
-    async def _written_behind(self) -> None:
-        """Wait for the batch being written behind the engine, if any; its failure is
-        raised here, and the series it left for later take their place among the held,
-        where they were in the listing."""
-        task = self._writing
-        if task is None:
-            return
-        try:
-            later = await task
-        finally:
-            if task.done():  # else (this run cancelled meanwhile) _writes_behind waits
-                self._writing = None
-        assert self.held_series is not None, "written behind only within the parts"
-        at = self._writing_held_at
-        self.held_series[at:at] = later
-
-    @contextlib.asynccontextmanager
-    async def _writes_behind(self) -> AsyncIterator[None]:
-        """A first import's parts, each new batch written in a task of its own while the
-        engine reads and pairs the next parts: the writer's statements run on the
-        database's thread while the event loop would otherwise wait for them. One batch
-        at a time, in one transaction as ever; whatever may write, or read what a batch
-        makes, waits for it first. A run that fails or is stopped meanwhile lets the
-        batch in flight end (cancelled with the run: rolled back, as a batch awaited in
-        place would be) before its error goes on."""
-        try:
-            yield
-        except BaseException as exc:
-            task, self._writing = self._writing, None
-            if task is not None:
-                if isinstance(exc, asyncio.CancelledError):
-                    task.cancel()
-                try:
-                    await task
-                except BaseException as failure:  # the run's own error goes on
-                    if not isinstance(failure, asyncio.CancelledError):
-                        log.warning("connection %s: a batch written behind failed too: %r",
-                                    self.connection_id, failure)  # fmt: skip
-            raise
 
     @staticmethod
     def _series_part(pair: Pair) -> bool:
@@ -1546,16 +1478,6 @@ class Engine:
         multi-row statements; an item the CRM refuses is found by halving the batch,
         reported and skipped, and the rest are written."""
         batch, self.imports = self.imports, []
-        later = await self._write_batch(batch)
-        if self.held_series is not None:
-            self.held_series += later  # until the whole listing is in (_first_import)
-            return
-        for ref in later:
-            await self._guarded(Pair(remote=ref), self.series.take(ref))
-
-    async def _write_batch(self, batch: list[RemoteRef]) -> list[RemoteRef]:
-        """Write the new events of ``batch`` (see _import_batch); answers the series
-        left for series_sync."""
         prepared = []
         for ref in batch:
             try:
@@ -1563,7 +1485,12 @@ class Engine:
             except CrmError as exc:
                 self.report.problem(ref.id, str(exc))
                 self.report.skipped += 1
-        return await self._write_imports(prepared)
+        later = await self._write_imports(prepared)
+        if self.held_series is not None:
+            self.held_series += later  # until the whole listing is in (_first_import)
+            return
+        for ref in later:
+            await self._guarded(Pair(remote=ref), self.series.take(ref))
 
     async def _write_imports(self, prepared: list[_Import]) -> list[RemoteRef]:
         """Write ``prepared`` in one transaction, or halves of it when one is refused;
