@@ -104,6 +104,18 @@ def _connect(database_url: str) -> psycopg.Connection[Any]:
         time.sleep(0.1)
 
 
+def blocks_fetched(conn: psycopg.Connection[Any], table: str) -> int:
+    """The blocks of ``table`` and its indexes that this connection's transaction has
+    asked PostgreSQL for so far: what a statement read, whatever the machine's load."""
+    found = conn.execute(
+        "SELECT sum(pg_stat_get_xact_blocks_fetched(c.oid)) FROM pg_class c"
+        " WHERE c.oid = %(table)s::regclass"
+        " OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = %(table)s::regclass)",
+        {"table": table},
+    ).fetchone()
+    return int(found[0] or 0) if found is not None else 0
+
+
 def sync_jobs(database_url: str, status: str = "todo") -> list[str]:
     """The queueing locks of the sync jobs in ``status``."""
     rows = query(

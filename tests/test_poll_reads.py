@@ -12,17 +12,11 @@ import pytest
 from sqlalchemy.dialects import postgresql
 
 from crmcal.jobs.queue import conninfo, due_batch
-from tests.queue_world import queue_db  # noqa: F401
+from tests.queue_world import blocks_fetched, queue_db  # noqa: F401
 
 pytestmark = pytest.mark.postgres
 
 DUE = 20
-_BLOCKS = """
-SELECT sum(pg_stat_get_xact_blocks_fetched(c.oid))
-  FROM pg_class c
- WHERE c.oid = 'connections'::regclass
-    OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'connections'::regclass)
-"""
 
 
 def _seed(url: str, waiting: int) -> None:
@@ -65,10 +59,9 @@ def _tick_reads(url: str, waiting: int) -> tuple[int, int]:
     with psycopg.connect(conninfo(url)) as conn:
         conn.execute("SET TimeZone = 'UTC'")  # as crmcal's columns keep time
         found = conn.execute(str(compiled), compiled.params).fetchall()
-        blocks = conn.execute(_BLOCKS).fetchone()
+        blocks = blocks_fetched(conn, "connections")
         conn.rollback()
-    assert blocks is not None
-    return len(found), int(blocks[0] or 0)
+    return len(found), blocks
 
 
 def test_a_poll_tick_reads_what_is_due_not_every_connection(
