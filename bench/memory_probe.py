@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ctypes
 import gc
 import json
 import os
@@ -40,32 +39,18 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+from crmcal.heap import arenas
+
 STEP = int(os.environ.get("CRMCAL_PROBE_STEP_MB", "10")) * 2**20
 TRACE_FRAMES = int(os.environ.get("CRMCAL_PROBE_TRACE", "0") or 0)
 SAMPLE_SECONDS = 0.1
 
 
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd",
-            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
-        )
-    ]  # fmt: skip
-
-
 def _mallinfo() -> dict[str, float]:
-    try:
-        libc = ctypes.CDLL(None)
-        found = libc.mallinfo2
-    except (OSError, AttributeError):
+    found = arenas()
+    if found is None:
         return {}
-    found.restype = _Mallinfo2
-    info = found()
-    mb = 2**20
-    return {"heap_mb": info.arena / mb, "in_use_mb": info.uordblks / mb,
-            "free_mb": info.fordblks / mb, "mmapped_mb": info.hblkhd / mb}  # fmt: skip
+    return {f"{name}_mb": value / 2**20 for name, value in found.items()}
 
 
 def _status() -> dict[str, float]:

@@ -108,10 +108,21 @@ def trim() -> bool:
     return bool(found(0)) if found is not None else False
 
 
+def arenas() -> dict[str, int] | None:
+    """The malloc arenas' bytes: in all (``heap``), in use, free (resident or not) and
+    in blocks mapped on their own (``mmapped``); None where glibc cannot tell."""
+    found = _mallinfo2()
+    if found is None:
+        return None
+    info = found()
+    return {"heap": int(info.arena), "in_use": int(info.uordblks),
+            "free": int(info.fordblks), "mmapped": int(info.hblkhd)}  # fmt: skip
+
+
 def free_bytes() -> int | None:
     """Bytes in free blocks of the malloc arenas, resident or not; None if unknown."""
-    found = _mallinfo2()
-    return int(found().fordblks) if found is not None else None
+    found = arenas()
+    return found["free"] if found is not None else None
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
