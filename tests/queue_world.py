@@ -104,6 +104,33 @@ def _connect(database_url: str) -> psycopg.Connection[Any]:
         time.sleep(0.1)
 
 
+class Statements:
+    """The text of every statement any psycopg connection of this process sends, from
+    its making until ``monkeypatch`` is undone: counted at the driver, whatever sent it
+    (SQLAlchemy, procrastinate, crmcal's direct statements)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.texts: list[str] = []
+        original = psycopg.AsyncCursor.execute
+        texts = self.texts
+
+        async def execute(cursor: psycopg.AsyncCursor[Any], statement: Any, params: Any = None,
+                          **options: Any) -> Any:  # fmt: skip
+            texts.append(statement if isinstance(statement, str) else statement.as_string(cursor))
+            return await original(cursor, statement, params, **options)
+
+        monkeypatch.setattr(psycopg.AsyncCursor, "execute", execute)
+
+    @property
+    def first_words(self) -> list[str]:
+        """Each statement's first word, in capitals (``SELECT``, ``INSERT`` …)."""
+        return [text.split(None, 1)[0].upper() for text in self.texts]
+
+    def count(self, part: str) -> int:
+        """How many statements contain ``part``."""
+        return sum(part in text for text in self.texts)
+
+
 def blocks_fetched(conn: psycopg.Connection[Any], table: str) -> int:
     """The blocks of ``table`` and its indexes that this connection's transaction has
     asked PostgreSQL for so far: what a statement read, whatever the machine's load."""

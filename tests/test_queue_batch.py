@@ -7,31 +7,13 @@ import random
 import types
 from typing import Any
 
-import psycopg
 import pytest
 
 from crmcal.jobs import queue
 from tests.conftest import run
-from tests.queue_world import query, queue_db  # noqa: F401
+from tests.queue_world import Statements, query, queue_db  # noqa: F401
 
 pytestmark = pytest.mark.postgres
-
-
-class Statements:
-    """The statements any psycopg connection of this process sends, by first word."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.sent: list[str] = []
-        original = psycopg.AsyncCursor.execute
-        counted = self
-
-        async def execute(cursor: psycopg.AsyncCursor[Any], statement: Any, params: Any = None,
-                          **options: Any) -> Any:  # fmt: skip
-            text = statement if isinstance(statement, str) else statement.as_string(cursor)
-            counted.sent.append(text.split(None, 1)[0].upper())
-            return await original(cursor, statement, params, **options)
-
-        monkeypatch.setattr(psycopg.AsyncCursor, "execute", execute)
 
 
 def _ids(count: int) -> list[int]:
@@ -70,7 +52,7 @@ def test_a_bulk_of_routine_syncs_is_queued_in_two_statements_whatever_its_size(
             runtime: Any = types.SimpleNamespace(app=app, statistics=None)
             queued = await queue._defer_all(runtime, [*ids, ids[0]])  # a repeat queues one
             monkeypatch.undo()
-            return queued, counted.sent
+            return queued, counted.first_words
 
     queued, sent = run(scenario())
     assert queued == count - 1
