@@ -10,6 +10,7 @@ import icalendar
 from icalendar.prop import vCalAddress, vInline
 
 from crmcal.model import Attendee, CalendarEvent
+from crmcal.providers.ical.alarms import with_reminder
 from crmcal.providers.ical.mapping import (
     CRM_ID_PROPERTY,
     CRM_TYPE_PROPERTY,
@@ -21,22 +22,6 @@ from crmcal.providers.ical.mapping import (
 from crmcal.providers.ical.previous import as_list
 from crmcal.providers.ical.text import EscapedText, escape_text
 from crmcal.providers.ical.writing_zones import day_of, local_time, writing_zone
-
-
-def is_mapped_alarm(component: icalendar.cal.Component) -> bool:
-    """Whether an existing VALARM is the one ``reminder_minutes`` stands for."""
-    if str(component.get("ACTION", "")).upper() != "DISPLAY":
-        return False
-    trigger = component.get("TRIGGER")
-    if trigger is None:
-        return False
-    params = trigger.params
-    if str(params.get("VALUE", "DURATION")).upper() != "DURATION":
-        return False
-    if str(params.get("RELATED", "START")).upper() != "START":
-        return False
-    offset = getattr(trigger, "dt", None)
-    return isinstance(offset, dt.timedelta) and offset <= dt.timedelta(0)
 
 
 def attendee_line(
@@ -201,23 +186,11 @@ def build_vevent(
         organizer = organizer_line(event.organizer, old, event.notify_attendees)
         if organizer is not None:
             vevent.add("ORGANIZER", organizer, encode=False)
-    alarms: list[icalendar.cal.Component] = []
-    if event.reminder_minutes is not None:
-        alarm = icalendar.Alarm()
-        alarm.add("ACTION", "DISPLAY")
-        alarm.add("DESCRIPTION", EscapedText(event.summary or "Reminder"))
-        alarm.add("TRIGGER", vInline(f"-PT{max(event.reminder_minutes, 0)}M"))
-        alarms.append(alarm)
     if old is not None:
         for key, value in old.items():
             if key.upper() not in OWNED_PROPERTIES and key.upper() not in vevent:
                 vevent[key] = value
         drop_stale_html(vevent, old.get("DESCRIPTION"))
-        replaced = False
-        for component in old.subcomponents:
-            if not replaced and component.name == "VALARM" and is_mapped_alarm(component):
-                replaced = True  # stands for reminder_minutes, written above
-                continue
-            alarms.append(component)
-    vevent.subcomponents.extend(alarms)
+    old_alarms = old.subcomponents if old is not None else []
+    vevent.subcomponents.extend(with_reminder(old_alarms, event, keep_place=False))
     return vevent

@@ -8,13 +8,12 @@ from __future__ import annotations
 import datetime as dt
 
 import icalendar
-from icalendar.prop import vInline
 
 from crmcal.model import CalendarEvent, changed_fields, moment_key
+from crmcal.providers.ical.alarms import with_reminder
 from crmcal.providers.ical.build import (
     attendee_line,
     drop_stale_html,
-    is_mapped_alarm,
     organizer_line,
     write_rule,
     write_times,
@@ -84,19 +83,7 @@ def _patch_attendees(vevent: icalendar.Event, event: CalendarEvent) -> None:
 
 
 def _patch_reminder(vevent: icalendar.Event, event: CalendarEvent) -> None:
-    alarms = list(vevent.subcomponents)
-    mapped = next(
-        (n for n, c in enumerate(alarms) if c.name == "VALARM" and is_mapped_alarm(c)), None
-    )
-    if mapped is not None:
-        del alarms[mapped]
-    if event.reminder_minutes is not None:
-        alarm = icalendar.Alarm()
-        alarm.add("ACTION", "DISPLAY")
-        alarm.add("DESCRIPTION", EscapedText(event.summary or "Reminder"))
-        alarm.add("TRIGGER", vInline(f"-PT{max(event.reminder_minutes, 0)}M"))
-        alarms.insert(mapped if mapped is not None else 0, alarm)
-    vevent.subcomponents[:] = alarms
+    vevent.subcomponents[:] = with_reminder(vevent.subcomponents, event, keep_place=True)
 
 
 def patch_event(event: CalendarEvent, uid: str, previous: str, changed: frozenset[str]) -> str:
