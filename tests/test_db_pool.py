@@ -122,3 +122,33 @@ def test_a_statement_sent_directly_on_a_dropped_connection_fails_as_a_lost_conne
     assert isinstance(failed, DBAPIError), failed
     assert db_errors.transient(failed) == db_errors.CONNECTION_LOST
     assert again != first
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize(("size", "kept", "extra"), [(None, 10, 20), (3, 3, 0), (50, 10, 40)])
+def test_the_web_servers_pool_opens_as_many_connections_as_set(
+    db_url: str, size: int | None, kept: int, extra: int
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from crmcal.config import Settings
+    from crmcal.web.app import create_app
+
+    env = {"CRMCAL_DATABASE_URL": db_url}
+    if size is not None:
+        env["CRMCAL_DATABASE_POOL_SIZE"] = str(size)
+    app = create_app(Settings.from_env(env), background_jobs=False)
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        pool: Any = app.state.db.engine.pool
+        assert (pool.size(), pool._max_overflow) == (kept, extra)
+
+
+def test_a_pool_size_that_is_no_count_of_connections_is_refused() -> None:
+    from crmcal.config import ConfigError, Settings
+
+    assert Settings.from_env({}).database_pool_size == 30
+    assert Settings.from_env({"CRMCAL_DATABASE_POOL_SIZE": " 12 "}).database_pool_size == 12
+    for wrong in ("0", "-1", "2.5", "ten", "1001", "\u00b2"):
+        with pytest.raises(ConfigError, match="CRMCAL_DATABASE_POOL_SIZE"):
+            Settings.from_env({"CRMCAL_DATABASE_POOL_SIZE": wrong})

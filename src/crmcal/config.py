@@ -14,6 +14,8 @@ DEFAULT_WORKER_HEARTBEAT = 10.0
 # vanished syncs again. Never longer than the poll interval unless set so.
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_SYNC_MAX_SECONDS = 3600.0
+# Database connections the web server's pool opens at most (PostgreSQL).
+DEFAULT_DATABASE_POOL_SIZE = 30
 
 
 class ConfigError(ValueError):
@@ -40,6 +42,9 @@ def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
+    # The most database connections the web server's pool opens (PostgreSQL; a
+    # session waits for one to come free beyond that).
+    database_pool_size: int = DEFAULT_DATABASE_POOL_SIZE
     secret_key: str | None = None
     # Keys that still decrypt stored credentials while `crmcal keys rotate` runs.
     old_secret_keys: tuple[str, ...] = ()
@@ -119,7 +124,16 @@ class Settings:
         parse_raw = (env.get("CRMCAL_PARSE_WORKERS") or "").strip()
         if parse_raw and (not parse_raw.isdigit() or int(parse_raw) > 64):
             raise ConfigError("CRMCAL_PARSE_WORKERS must be a whole number from 0 to 64")
+        pool_raw = (env.get("CRMCAL_DATABASE_POOL_SIZE") or "").strip()
+        if pool_raw and (
+            not (pool_raw.isascii() and pool_raw.isdigit()) or not 1 <= int(pool_raw) <= 1000
+        ):
+            raise ConfigError(
+                f"CRMCAL_DATABASE_POOL_SIZE must be a whole number of connections from 1 to "
+                f"1000, got {pool_raw!r}"
+            )
         return cls(
+            database_pool_size=int(pool_raw) if pool_raw else DEFAULT_DATABASE_POOL_SIZE,
             parse_workers=int(parse_raw) if parse_raw else None,
             caldav_server_concurrency=int(per_server),
             google_project_quota=int(quota),

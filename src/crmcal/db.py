@@ -156,6 +156,18 @@ def install_idle_ping(sync_engine: Any) -> None:
             raise DisconnectionError(str(exc)) from exc
 
 
+# Connections a pool keeps open between requests; the rest of its size it opens at
+# peaks and closes again.
+KEPT_CONNECTIONS = 10
+
+
+def pool_limits(connections: int) -> tuple[int, int]:
+    """``Database``'s ``pool_size`` and ``max_overflow`` for a pool that opens at most
+    ``connections`` connections."""
+    kept = min(KEPT_CONNECTIONS, connections)
+    return kept, connections - kept
+
+
 class Database:
     """One engine plus the two ways to open a session: read or write."""
 

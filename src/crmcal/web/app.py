@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from crmcal import __version__, metrics
 from crmcal.config import Settings
-from crmcal.db import Database
+from crmcal.db import Database, pool_limits
 from crmcal.jobs import maintenance
 from crmcal.jobs.scheduler import Scheduler
 from crmcal.providers import api_client
@@ -52,7 +52,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.database_url)
+        kept, extra = pool_limits(settings.database_pool_size)
+        db = Database(settings.database_url, pool_size=kept, max_overflow=extra)
         app.state.db = db
         app.state.vault = vault = vault_for(settings)
         app.state.scheduler = None
