@@ -67,7 +67,8 @@ from crmcal.crm.schemas import ActivityCreate, UserCreate
 from crmcal.crm.users import create_user
 from crmcal.db import Database
 from crmcal.providers.base import Provider
-from crmcal.sync.engine import SyncFailed, SyncReport
+from crmcal.sync.engine import SyncFailed
+from crmcal.sync.report import SyncReport
 from crmcal.sync.runner import open_provider, run_sync
 from crmcal.sync.tables import Connection
 from crmcal.vault import Vault, vault_for

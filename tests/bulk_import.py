@@ -20,7 +20,7 @@ from crmcal.crm.users import create_user
 from crmcal.db import Database
 from crmcal.model import CalendarInfo
 from crmcal.sync.connections import create
-from crmcal.sync.engine import SyncReport
+from crmcal.sync.report import SyncReport
 from crmcal.sync.runner import run_sync
 from crmcal.sync.schemas import ConnectionCreate
 from crmcal.vault import Vault, vault_for

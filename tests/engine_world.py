@@ -14,8 +14,9 @@ from crmcal.crm.tables import Activity, User
 from crmcal.crm.users import create_user
 from crmcal.db import Database
 from crmcal.model import CalendarEvent
-from crmcal.sync.engine import Engine, SyncReport
+from crmcal.sync.engine import Engine
 from crmcal.sync.options import SyncOptions
+from crmcal.sync.report import SyncReport
 from crmcal.sync.runner import run_sync
 from crmcal.sync.tables import Connection, Link
 from crmcal.vault import Vault

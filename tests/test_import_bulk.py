@@ -23,7 +23,7 @@ from crmcal.db import Database
 from crmcal.model import CalendarEvent
 from crmcal.providers import parse_pool
 from crmcal.sync import import_fields, mapping
-from crmcal.sync.engine import SyncReport
+from crmcal.sync.report import SyncReport
 from crmcal.sync.runner import run_sync
 from crmcal.sync.tables import Connection, Link
 from tests.bulk_import import (  # noqa: F401  # fixture used by name

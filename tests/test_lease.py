@@ -21,7 +21,8 @@ from crmcal.db import Database
 from crmcal.jobs.scheduler import Scheduler
 from crmcal.model import ChangeListing
 from crmcal.sync import lease
-from crmcal.sync.engine import SyncFailed, SyncReport
+from crmcal.sync.engine import SyncFailed
+from crmcal.sync.report import SyncReport
 from crmcal.sync.runner import Busy, run_sync
 from crmcal.sync.tables import Connection, SyncRun
 from tests.engine_world import VAULT, World

@@ -31,7 +31,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, assert_never
 
@@ -74,12 +74,14 @@ from crmcal.sync.import_fields import compute_beside as import_fields_beside
 from crmcal.sync.import_fields import known as import_fields_known
 from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.links import Links
+from crmcal.sync.report import SyncReport
+from crmcal.sync.run_end import RETRIES_KEPT, RunEnd
 from crmcal.sync.series_sync import SeriesSync
 from crmcal.sync.states import ConnectionState, FailureKind, LinkOrigin, Winner
 from crmcal.sync.tables import Connection, Link, SyncConflict
 from crmcal.sync.written import Written
 
-__all__ = ["Engine", "ProgressFn", "SyncFailed", "SyncRefused", "SyncReport", "SyncStopped"]
+__all__ = ["Engine", "ProgressFn", "SyncFailed", "SyncRefused", "SyncStopped"]
 
 log = logging.getLogger(__name__)
 
@@ -110,58 +112,6 @@ IMPORT_BATCH = 500
 # Activities sent to the calendar together: one batch of provider calls (where the
 # provider has batches) and one transaction for their links.
 OUTGOING_BATCH = 200
-# The problems a connection keeps, and the items to read again next run it keeps
-# (see SyncReport.problem); a run with more of those keeps the calendar's position,
-# so that the next one lists them all again instead.
-PROBLEMS_KEPT = 200
-RETRIES_KEPT = 1000
-
-
-@dataclass
-class SyncReport:
-    created: int = 0
-    updated: int = 0
-    deleted: int = 0
-    conflicts: int = 0
-    skipped: int = 0
-    problems: list[dict[str, str]] = field(default_factory=list)
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "created": self.created,
-            "updated": self.updated,
-            "deleted": self.deleted,
-            "conflicts": self.conflicts,
-            "skipped": self.skipped,
-        }
-
-    def problem(
-        self, item: str, reason: str, etag: str | None = None, *, retry: bool = False
-    ) -> None:
-        """``etag``: the version of a calendar item that could not be read, which is
-        not fetched again until it changes. ``retry``: a calendar item whose read
-        failed in a way that may pass, read again next run whatever the listing says."""
-        found = {"item": item, "reason": reason}
-        if etag:
-            found["etag"] = etag
-        if retry:
-            found["retry"] = "true"
-        self.problems.append(found)
-
-    def warning(self, item: str, reason: str) -> None:
-        """An item that synced, with something its user should know (a note cut short):
-        listed with the problems, marked as a warning."""
-        self.problems.append({"item": item, "reason": reason, "kind": "warning"})
-
-    def cannot_read(self, ref: RemoteRef) -> None:
-        """Report a calendar item whose content could not be read (``ref.error``)."""
-        if ref.retry:
-            self.problem(ref.id, f"{ref.error}; will retry", retry=True)
-        else:
-            self.problem(ref.id, ref.error or "unreadable", ref.etag)
-
-    def retries(self) -> int:
-        return sum(1 for p in self.problems if p.get("retry"))
 
 
 @dataclass
@@ -1893,57 +1843,19 @@ class Engine:
 
     # --- the end of the run ------------------------------------------------
 
-    def _problems(self, before: list[dict[str, str]], full: bool) -> list[dict[str, str]]:
-        """This run's problems, plus earlier ones about items this run did not look at."""
-        kept = [] if full else [p for p in before if p.get("item") not in self.seen]
-        found = kept + self.report.problems
-        # Items to read again are kept apart from the rest: none is lost to the cap.
-        retries = [p for p in found if p.get("retry")][-RETRIES_KEPT:]
-        return [p for p in found if not p.get("retry")][-PROBLEMS_KEPT:] + retries
+    def _end(self) -> RunEnd:
+        return RunEnd(self.ctx, self.listing, self.deferred, self.report, self.seen, self.written)
 
     async def finish_in(self, session: AsyncSession, conn: Connection) -> None:
-        """The run's closing write, in the caller's transaction: both positions (only
-        now, after everything they cover is applied), the counts and the problems."""
-        listing = self.listing
-        assert listing is not None, "finish_in comes after a run that went through"
-        await self.written.forget_all(session)
-        for name, value in self._positions().items():
-            setattr(conn, name, value)
-        conn.problems = self._problems(conn.problems or [], listing.full)
-        conn.counts = self._totals(conn.counts or {})
-
-    def _positions(self) -> dict[str, Any]:
-        listing = self.listing
-        assert listing is not None, "the positions come after a run that went through"
-        return {
-            # A pull left for the next run keeps the position: that run lists it again.
-            "remote_cursor": self.ctx.remote_cursor if self.deferred else listing.cursor,
-            "crm_cursor": self.ctx.feed_head,
-            "applied_options": self.ctx.options.digest(),
-            "last_sync_at": utcnow(),
-        }
-
-    def _totals(self, before: dict[str, int]) -> dict[str, int]:
-        totals = dict(before)
-        for name, value in self.report.counts().items():
-            totals[name] = totals.get(name, 0) + value
-        return totals
+        """The run's closing write, in the caller's transaction (``RunEnd.write``)."""
+        await self._end().write(session, conn)
 
     def quiet_finish(self, conn: Connection) -> dict[str, Any] | None:
-        """The closing write as column values, when it is only the positions: no notes
-        of writes to forget, and the problems and counts as ``conn`` (read under the
-        lease when the run began; only a sync writes them) already has them. A sync
-        with nothing new closes so in one statement with its release; None: the
-        closing write needs the connection read again (``finish_in``)."""
-        listing = self.listing
-        if listing is None or self.written.notes:
+        """The closing write as column values, when it is only the positions; None: it
+        needs the connection read again (``finish_in``). See ``RunEnd.quiet``."""
+        if self.listing is None:
             return None
-        before_problems, before_counts = conn.problems or [], conn.counts or {}
-        if self._problems(before_problems, listing.full) != before_problems:
-            return None
-        if self._totals(before_counts) != before_counts:
-            return None
-        return self._positions()
+        return self._end().quiet(conn)
 
 
 def _for_invitation(decision: Decision) -> Decision:

@@ -34,10 +34,10 @@ from crmcal.sync.engine import (
     ProgressFn,
     SyncFailed,
     SyncRefused,
-    SyncReport,
     SyncStopped,
 )
 from crmcal.sync.options import SyncOptions
+from crmcal.sync.report import SyncReport
 from crmcal.sync.states import (
     RECONNECT_REQUIRED,
     SERVER_ACTION_REQUIRED,

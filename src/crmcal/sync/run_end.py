@@ -1,0 +1,89 @@
+"""A sync run's closing write: the connection's positions, counts and problems.
+
+Written only once everything the positions cover is applied, in the transaction
+of whoever ends the run (the engine itself, or the runner with its release of the
+connection's lease). ``RunEnd`` holds what that write needs of the finished run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmcal.crm.tables import utcnow
+from crmcal.model import ChangeListing
+from crmcal.sync.context import RunContext
+from crmcal.sync.report import SyncReport
+from crmcal.sync.tables import Connection
+from crmcal.sync.written import Written
+
+# The problems a connection keeps, and the items to read again next run it keeps
+# (see SyncReport.problem); a run with more of those keeps the calendar's position,
+# so that the next one lists them all again instead.
+PROBLEMS_KEPT = 200
+RETRIES_KEPT = 1000
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """A finished run, as its closing write sees it."""
+
+    ctx: RunContext
+    listing: ChangeListing | None  # None: the run did not go through
+    deferred: bool  # a pull was left for the next run: the calendar's position stays
+    report: SyncReport
+    seen: set[str]  # the items the run looked at
+    written: Written
+
+    async def write(self, session: AsyncSession, conn: Connection) -> None:
+        """The closing write, in the caller's transaction: both positions (only now,
+        after everything they cover is applied), the counts and the problems."""
+        listing = self.listing
+        assert listing is not None, "finish_in comes after a run that went through"
+        await self.written.forget_all(session)
+        for name, value in self.positions().items():
+            setattr(conn, name, value)
+        conn.problems = self.problems(conn.problems or [], listing.full)
+        conn.counts = self.totals(conn.counts or {})
+
+    def quiet(self, conn: Connection) -> dict[str, Any] | None:
+        """The closing write as column values, when it is only the positions: no notes
+        of writes to forget, and the problems and counts as ``conn`` (read under the
+        lease when the run began; only a sync writes them) already has them. None:
+        the closing write needs the connection read again (``write``)."""
+        listing = self.listing
+        if listing is None or self.written.notes:
+            return None
+        before_problems, before_counts = conn.problems or [], conn.counts or {}
+        if self.problems(before_problems, listing.full) != before_problems:
+            return None
+        if self.totals(before_counts) != before_counts:
+            return None
+        return self.positions()
+
+    def problems(self, before: list[dict[str, str]], full: bool) -> list[dict[str, str]]:
+        """This run's problems, plus earlier ones about items this run did not look at."""
+        kept = [] if full else [p for p in before if p.get("item") not in self.seen]
+        found = kept + self.report.problems
+        # Items to read again are kept apart from the rest: none is lost to the cap.
+        retries = [p for p in found if p.get("retry")][-RETRIES_KEPT:]
+        return [p for p in found if not p.get("retry")][-PROBLEMS_KEPT:] + retries
+
+    def positions(self) -> dict[str, Any]:
+        listing = self.listing
+        assert listing is not None, "the positions come after a run that went through"
+        return {
+            # A pull left for the next run keeps the position: that run lists it again.
+            "remote_cursor": self.ctx.remote_cursor if self.deferred else listing.cursor,
+            "crm_cursor": self.ctx.feed_head,
+            "applied_options": self.ctx.options.digest(),
+            "last_sync_at": utcnow(),
+        }
+
+    def totals(self, before: dict[str, int]) -> dict[str, int]:
+        totals = dict(before)
+        for name, value in self.report.counts().items():
+            totals[name] = totals.get(name, 0) + value
+        return totals
