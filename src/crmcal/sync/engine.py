@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -66,19 +65,21 @@ from crmcal.providers.base import (
     list_changes_in_parts,
     update_many,
 )
-from crmcal.sync import mapping, merge
+from crmcal.sync import conflicts, mapping, merge
+from crmcal.sync.conflicts import Conflicts
 from crmcal.sync.context import RunContext, Start, SyncFailed, SyncRefused, SyncStopped
-from crmcal.sync.decisions import Act, Decision, State, crm_edit_is_later, decide
+from crmcal.sync.decisions import Act, Decision, State, decide
 from crmcal.sync.import_fields import Importer, import_fields, organizer_of, refusal
 from crmcal.sync.import_fields import compute_beside as import_fields_beside
 from crmcal.sync.import_fields import known as import_fields_known
 from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.links import Links
+from crmcal.sync.pair import Pair
 from crmcal.sync.report import SyncReport
 from crmcal.sync.run_end import RETRIES_KEPT, RunEnd
 from crmcal.sync.series_sync import SeriesSync
-from crmcal.sync.states import ConnectionState, FailureKind, LinkOrigin, Winner
-from crmcal.sync.tables import Connection, Link, SyncConflict
+from crmcal.sync.states import ConnectionState, FailureKind, LinkOrigin
+from crmcal.sync.tables import Connection, Link
 from crmcal.sync.written import Written
 
 __all__ = ["Engine", "ProgressFn", "SyncFailed", "SyncRefused", "SyncStopped"]
@@ -97,8 +98,6 @@ NOTE_CUT = (
     "note cut to {kept} of {length} characters, as much as the CRM keeps; "
     "the calendar keeps the whole description"
 )
-# Conflict versions compared as their JSON column holds them (keys in order).
-_JSON_KEY = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 # What a link remembers of a side that is in the trash.
 TRASHED = "trashed"
 # A run that would trash more than this many activities and more than this share of
@@ -112,19 +111,6 @@ IMPORT_BATCH = 500
 # Activities sent to the calendar together: one batch of provider calls (where the
 # provider has batches) and one transaction for their links.
 OUTGOING_BATCH = 200
-
-
-@dataclass
-class Pair:
-    """One item as both sides currently show it."""
-
-    link: Link | None = None
-    activity: Activity | None = None
-    remote: RemoteRef | None = None  # content, when the calendar side moved or is new
-    remote_gone: bool = False
-    activity_id: int | None = None
-    retried: bool = False  # decided again after a precondition failed
-    plan: merge.Plan | None = None  # both sides changed: which fields each gives
 
 
 @dataclass(frozen=True)
@@ -205,8 +191,7 @@ class Engine:
         self._total = 0
         # The connection's problems as read with the run's start (None: read them).
         self._problems_before: list[dict[str, Any]] | None = None
-        # The conflicts this run recorded: (activity id, event id) -> the record's id.
-        self.recorded_conflicts: dict[tuple[int | None, str | None], int] = {}
+        self.conflicts = Conflicts(db, connection_id, self.report)
 
     @functools.cached_property
     def importer(self) -> Importer:
@@ -716,7 +701,7 @@ class Engine:
         except CrmError as exc:
             if isinstance(exc, Forbidden):
                 raise SyncFailed(str(exc), FailureKind.PERMISSION) from exc
-            self.report.problem(self._item(pair), str(exc))
+            self.report.problem(pair.item(), str(exc))
             self.report.skipped += 1
         except FATAL:
             raise  # the whole account or server: nothing else would go through either
@@ -724,7 +709,7 @@ class Engine:
             # The server refused this one item (403 for a meeting of someone else, a
             # CalDAV precondition, a 400): skip it, say why, go on. Its link is left as
             # it was, so the item is tried again when it changes.
-            self.report.problem(self._item(pair), str(exc))
+            self.report.problem(pair.item(), str(exc))
             self.report.skipped += 1
 
     async def _guarded_link(self, link: Link, step: Awaitable[None]) -> None:
@@ -760,16 +745,6 @@ class Engine:
         elif pair.activity is not None:
             await self._new_activity(pair.activity)
 
-    @staticmethod
-    def _item(pair: Pair) -> str:
-        """How problems name an item: its event's id, else its activity."""
-        if pair.remote is not None:
-            return pair.remote.id
-        if pair.link is not None:
-            return pair.link.remote_id
-        activity_id = pair.activity.id if pair.activity is not None else pair.activity_id
-        return f"activity {activity_id}"
-
     def _skip_recurring(self, pair: Pair, reason: str = NOT_YET) -> bool:
         event = pair.remote.event if pair.remote else None
         recurring = (event is not None and event.recurring) or (
@@ -787,7 +762,7 @@ class Engine:
             and not self._series_moved(pair, pair.link)
         ):
             return True  # the series crmcal sent, as it left it
-        item = self._item(pair)
+        item = pair.item()
         if series_id is not None:
             self.skipped_series.add(series_id)
             item = f"series {series_id}"
@@ -1142,9 +1117,9 @@ class Engine:
             # "An edit beats a deletion" counts a person's edit of what syncs: a new
             # deal-and-contact block (a deal renamed ...) never brings an event back.
             crm = State.UNCHANGED
-        crm_wins = self._crm_wins(pair)
-        pair.plan = None
         remote_event = pair.remote.event if pair.remote is not None else None
+        crm_wins = conflicts.crm_wins(self.ctx.options.conflict_policy, activity, remote_event)
+        pair.plan = None
         if (
             crm is State.CHANGED
             and calendar is State.CHANGED
@@ -1165,26 +1140,14 @@ class Engine:
             # wins, and crmcal never writes it (no new organizer, no block of ours, no
             # mail to its guests). CRM-only changes stay in the CRM.
             pair.plan = None
-            decision = _for_invitation(decide(crm, calendar, self.ctx.sync_type, False, None))
+            decision = conflicts.for_invitation(
+                decide(crm, calendar, self.ctx.sync_type, False, None)
+            )
         await self._execute(decision, pair, link)
 
     def _organizer(self, event: CalendarEvent) -> str | None:
         """The organizer's address when the event is someone else's meeting."""
         return organizer_of(event, self.ctx.owner.email, self.ctx.own_addresses)
-
-    def _crm_wins(self, pair: Pair) -> bool:
-        policy = self.ctx.options.conflict_policy
-        if policy != "latest":
-            return policy == "crm"
-        activity = pair.activity
-        crm_time = (activity.deleted_at or activity.updated_at) if activity else None
-        event = pair.remote.event if pair.remote else None
-        # An event without a modification time changed after the last sync, as
-        # far as anyone can tell: count it as changed when it was seen.
-        calendar_time = (event.last_modified if event else None) or utcnow()
-        if crm_time is None:
-            return False
-        return crm_edit_is_later(crm_time, calendar_time)
 
     async def _execute(self, decision: Decision, pair: Pair, link: Link) -> None:
         if decision.conflict:
@@ -1756,90 +1719,10 @@ class Engine:
                 "attendees": _addresses(calendar)}  # fmt: skip
 
     async def _record_conflict(self, pair: Pair, decision: Decision) -> None:
-        """Record both full versions (every synced field), the winner and the result."""
+        """Record the conflict ``pair`` is decided in (``sync/conflicts``)."""
         activity = pair.activity
-        event = pair.remote.event if pair.remote else None
         crm_event = self._event_of(activity) if activity is not None else None
-        crm_version = None
-        if activity is not None:
-            crm_version = {
-                "subject": activity.subject,
-                **(merge.version(crm_event) or {}),
-                "updated_at": activity.updated_at.isoformat(),
-                "deleted": activity.deleted_at is not None,
-            }
-        calendar_version = merge.version(event)
-        result: dict[str, Any] | None = None
-        plan = pair.plan
-        if plan is not None and event is not None and crm_event is not None:
-            result = {
-                **(merge.version(merge.merged(event, crm_event, plan.from_crm)) or {}),
-                "conflicting": sorted(plan.conflicting),
-                "from_crm": sorted(plan.from_crm),
-                "from_calendar": sorted(plan.from_calendar),
-            }
-        elif decision.winner is not None:
-            result = merge.version(crm_event if decision.winner == Winner.CRM else event)
-        activity_id = activity.id if activity else None
-        remote_id = pair.remote.id if pair.remote else None
-        values: dict[str, Any] = {
-            "policy": self.ctx.options.conflict_policy,
-            "winner": decision.winner or "",
-            "crm_version": crm_version,
-            "calendar_version": calendar_version,
-            "result": result,
-        }
-        async with self.db.write() as session:
-            same = await self._same_conflict(session, activity_id, remote_id, calendar_version)
-            if same is not None:
-                # Decided again (a pull left for the next run, a write answered 412):
-                # the record says how it was settled last, and counts once.
-                for name, value in values.items():
-                    setattr(same, name, value)
-                same.detected_at = utcnow()
-                return
-            recorded = SyncConflict(
-                connection_id=self.ctx.connection_id,
-                activity_id=activity_id,
-                remote_id=remote_id,
-                **values,
-            )
-            session.add(recorded)
-            await session.flush()
-            self.recorded_conflicts[(activity_id, remote_id)] = recorded.id
-        self.report.conflicts += 1
-
-    async def _same_conflict(
-        self,
-        session: AsyncSession,
-        activity_id: int | None,
-        remote_id: str | None,
-        calendar_version: dict[str, Any] | None,
-    ) -> SyncConflict | None:
-        """The record of the conflict being decided, when it has one already: this run's
-        of the same item, or the item's last one if it names the same calendar version.
-
-        A conflict's calendar side is settled once the decision is applied (the link
-        then holds that version), so the same version in conflict again means the
-        decision was not applied: the engine left the pull for the next run (a CRM
-        edit made while it ran) or a write failed, and this is the same conflict."""
-        known = self.recorded_conflicts.get((activity_id, remote_id))
-        if known is not None:
-            return await session.get(SyncConflict, known)
-        if activity_id is None:
-            return None
-        last = await session.scalar(
-            select(SyncConflict)
-            .where(
-                SyncConflict.connection_id == self.ctx.connection_id,
-                SyncConflict.activity_id == activity_id,
-            )
-            .order_by(SyncConflict.id.desc())
-            .limit(1)
-        )
-        if last is None or last.remote_id != remote_id:
-            return None
-        return last if _same_json(last.calendar_version, calendar_version) else None
+        await self.conflicts.record(pair, decision, crm_event, self.ctx.options.conflict_policy)
 
     # --- the end of the run ------------------------------------------------
 
@@ -1856,23 +1739,6 @@ class Engine:
         if self.listing is None:
             return None
         return self._end().quiet(conn)
-
-
-def _for_invitation(decision: Decision) -> Decision:
-    """What becomes of a decision about someone else's meeting: nothing is written to
-    the calendar; an invitation gone from the calendar goes to the CRM's trash."""
-    match decision.act:
-        case Act.PUSH_UPDATE | Act.PUSH_DELETE:
-            return Decision(Act.NOTHING)
-        case Act.PUSH_CREATE:
-            return Decision(Act.PULL_TRASH)
-        case _:
-            return Decision(decision.act)  # the calendar's version is no conflict
-
-
-def _same_json(stored: object, new: object) -> bool:
-    """Whether a value read back from a JSON column is ``new`` (compared as stored)."""
-    return _JSON_KEY.encode(stored) == _JSON_KEY.encode(new)
 
 
 def _as_sent(result: RemoteRef | ProviderError, update: Update) -> RemoteRef | ProviderError:
