@@ -9,6 +9,7 @@ skipped, except under ``CI=true`` where that is a failure.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import graphlib
 import os
 import shutil
@@ -29,6 +30,7 @@ from crmcal.config import Settings
 from crmcal.crm import users
 from crmcal.crm.schemas import UserCreate
 from crmcal.db import Database
+from crmcal.sync.tables import Connection
 from crmcal.web.app import create_app
 
 if TYPE_CHECKING:
@@ -253,6 +255,32 @@ async def create_user_in(db_url: str, **fields: Any) -> tuple[int, str]:
         async with db.write() as session:
             user, token = await users.create_user(session, UserCreate(**fields))
             return user.id, token
+    finally:
+        await db.dispose()
+
+
+async def create_connection_in(db_url: str, **columns: Any) -> tuple[int, str, int]:
+    """A new user and an active connection of theirs, stored directly as the API would
+    store them: a Google account due in an hour unless ``columns`` say otherwise (they
+    must give ``credentials``, sealed with the key the test's code opens them with).
+    Returns (user id, token, connection id)."""
+    db = Database(db_url)
+    try:
+        async with db.write() as session:
+            user, token = await users.create_user(
+                session, UserCreate(email=f"u{os.urandom(4).hex()}@crm.test", name="U")
+            )
+            await session.flush()
+            defaults: dict[str, Any] = dict(
+                user_id=user.id, provider="google", account="someone@example.test",
+                username=None, calendar_id="someone@example.test", calendar_name="Someone",
+                sync_type="two_way", options={}, state="active", counts={}, problems=[],
+                failures=0, next_sync_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+            )  # fmt: skip
+            conn = Connection(**{**defaults, **columns})
+            session.add(conn)
+            await session.flush()
+            return user.id, token, conn.id
     finally:
         await db.dispose()
 

@@ -5,7 +5,6 @@ connection stored as the API would store it."""
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import signal
 import subprocess
@@ -22,13 +21,9 @@ from sqlalchemy.engine import make_url
 
 from crmcal import migrations
 from crmcal.config import Settings
-from crmcal.crm import users
-from crmcal.crm.schemas import UserCreate
-from crmcal.db import Database
 from crmcal.jobs.queue import conninfo, ensure_schema
-from crmcal.sync.tables import Connection
 from crmcal.vault import Vault
-from tests.conftest import PG_SERVER, _pg_unavailable
+from tests.conftest import PG_SERVER, _pg_unavailable, create_connection_in
 
 SECRET = "queue-test-key-6Jq2vT9xWmP4rZ8sN1bL5cK7dF3hG0yE"
 
@@ -206,24 +201,8 @@ def settings(database_url: str, **overrides: Any) -> Settings:
 
 
 async def _user_with_connection(database_url: str, **columns: Any) -> tuple[int, str, int]:
-    """A user and an active connection of theirs, stored as the API would; (user, token, id)."""
-    db = Database(database_url)
-    try:
-        async with db.write() as session:
-            user, token = await users.create_user(
-                session, UserCreate(email=f"u{os.urandom(4).hex()}@crm.test", name="U")
-            )
-            await session.flush()
-            defaults: dict[str, Any] = dict(
-                user_id=user.id, provider="google", account="someone@example.test",
-                username=None, credentials=Vault(SECRET).seal("refresh"),
-                calendar_id="someone@example.test", calendar_name="Someone",
-                sync_type="two_way", options={}, state="active", counts={}, problems=[],
-                failures=0, next_sync_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
-            )  # fmt: skip
-            conn = Connection(**{**defaults, **columns})
-            session.add(conn)
-            await session.flush()
-            return user.id, token, conn.id
-    finally:
-        await db.dispose()
+    """A user and an active connection of theirs, stored as the API would; (user, token, id).
+    Its credentials are sealed with the key these tests give crmcal (``SECRET``)."""
+    return await create_connection_in(
+        database_url, **{"credentials": Vault(SECRET).seal("refresh"), **columns}
+    )

@@ -17,12 +17,10 @@ from sqlalchemy import select
 
 from crmcal import migrations
 from crmcal.config import Settings
-from crmcal.crm import users
-from crmcal.crm.schemas import UserCreate
 from crmcal.db import Database
 from crmcal.sync.tables import Connection
 from crmcal.vault import Vault, VaultError, key_file, vault_for
-from tests.conftest import run
+from tests.conftest import create_connection_in, run
 
 OLD = "old-key-Hq3Zm8Wx1Lp6Rv4Ns9Kb2Yc7Td5Gf0Ja"
 NEW = "new-key-Pz4Xq9Wm2Lr7Tv1Ns6Kc3Yb8Hd5Gf0Je"
@@ -35,24 +33,13 @@ def crmcal(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 async def _stored(db_url: str, sealed: bytes) -> int:
-    db = Database(db_url)
-    try:
-        async with db.write() as session:
-            user, _ = await users.create_user(
-                session, UserCreate(email=f"k{os.urandom(4).hex()}@crm.test", name="K")
-            )
-            await session.flush()
-            conn = Connection(
-                user_id=user.id, provider="caldav", account="https://dav.example.test/",
-                username="u", credentials=sealed, calendar_id="https://dav.example.test/c/",
-                calendar_name="C", sync_type="two_way", options={}, state="active", counts={},
-                problems=[], failures=0, next_sync_at=dt.datetime.now(dt.UTC),
-            )  # fmt: skip
-            session.add(conn)
-            await session.flush()
-            return conn.id
-    finally:
-        await db.dispose()
+    """A CalDAV connection whose credentials are ``sealed``, due now; its id."""
+    _, _, connection_id = await create_connection_in(
+        db_url, provider="caldav", account="https://dav.example.test/", username="u",
+        credentials=sealed, calendar_id="https://dav.example.test/c/", calendar_name="C",
+        next_sync_at=dt.datetime.now(dt.UTC),
+    )  # fmt: skip
+    return connection_id
 
 
 async def _credentials(db_url: str, connection_id: int) -> bytes:

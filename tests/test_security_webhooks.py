@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,38 +11,23 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
 from crmcal.config import Settings
-from crmcal.crm import users
-from crmcal.crm.schemas import UserCreate
 from crmcal.db import Database
 from crmcal.sync.push import token_digest
 from crmcal.sync.tables import Connection
 from crmcal.vault import Vault
 from crmcal.web.app import create_app
-from tests.conftest import run
+from tests.conftest import create_connection_in, run
 
 SECRET = "s" * 43
 
 
 async def _connection(db_url: str, **columns: Any) -> int:
-    db = Database(db_url)
-    try:
-        async with db.write() as session:
-            user, _ = await users.create_user(
-                session, UserCreate(email=f"u{os.urandom(4).hex()}@crm.test", name="U")
-            )
-            await session.flush()
-            conn = Connection(
-                user_id=user.id, provider="microsoft", account="someone@example.test",
-                username=None, credentials=Vault(SECRET).seal("refresh"),
-                calendar_id="cal", calendar_name="Cal", sync_type="two_way", options={},
-                state="active", counts={}, problems=[], failures=0,
-                next_sync_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), **columns,
-            )  # fmt: skip
-            session.add(conn)
-            await session.flush()
-            return conn.id
-    finally:
-        await db.dispose()
+    """A Microsoft connection stored with ``columns``; its id."""
+    _, _, connection_id = await create_connection_in(
+        db_url, provider="microsoft", credentials=Vault(SECRET).seal("refresh"),
+        calendar_id="cal", calendar_name="Cal", **columns,
+    )  # fmt: skip
+    return connection_id
 
 
 @pytest.fixture
