@@ -141,7 +141,7 @@ class OneByOne:
 
     async def watch(
         self, calendar_id: str, channel_id: str, address: str, token: str
-    ) -> tuple[str, dt.datetime]:
+    ) -> tuple[str | None, dt.datetime]:
         return await cast(Pushing, self.inner).watch(calendar_id, channel_id, address, token)
 
     async def stop_watching(self, channel_id: str, resource_id: str) -> None:

@@ -33,6 +33,7 @@ import httpx
 
 from crmcal import metrics
 from crmcal.providers.base import (
+    AnswerLost,
     AuthenticationFailed,
     CalendarNotFound,
     EventNotFound,
@@ -62,6 +63,8 @@ class SharedLimit(Protocol):
 
 
 MAX_DELAY = 32.0
+# Transport failures that show the request never left: nothing was made by it.
+_NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 Part = TypeVar("Part")
 # Sends some parts in one batch request: one inner answer per part, in their order
@@ -195,13 +198,18 @@ class ApiClient:
         cost: int = 1,
         width: int = 1,
         repeatable: bool = False,
+        once: bool = False,
     ) -> httpx.Response:
         """One API call, retried as the module says; any other answer is returned.
         ``cost``: the calls it carries (a batch request's parts), for the quotas;
         ``width``: how many of them the service runs at once (see ``SharedLimit``);
         ``repeatable``: a POST the service makes idempotent (a create with a
         client-chosen id or transaction id), which the transport sends again at once
-        when a kept connection drops it unanswered (``kept_http.REPEATABLE``)."""
+        when a kept connection drops it unanswered (``kept_http.REPEATABLE``);
+        ``once``: a POST that makes what the service cannot tell from a second one (a
+        Graph subscription): a transport failure after it may have reached the service
+        is not sent again but raised as ``AnswerLost``, so that the caller can look for
+        what it made (only a failure to connect, which sent nothing, is retried)."""
         extensions = {REPEATABLE: True} if repeatable else None
         refreshed = False
         for attempt in range(self.retries + 1):
@@ -217,6 +225,11 @@ class ApiClient:
                     )  # fmt: skip
             except httpx.TransportError as failure:
                 metrics.request_done(self._service, None)
+                if once and not isinstance(failure, _NOTHING_SENT):
+                    raise AnswerLost(
+                        f"{self._service} may have acted on a request whose answer was "
+                        f"lost: {failure}"
+                    ) from None
                 if attempt == self.retries:
                     raise Unreachable(f"cannot reach {self._service}: {failure}") from None
                 await self.sleep(attempt)

@@ -28,6 +28,11 @@ class Unreachable(ProviderError):
     """The server could not be reached or answered with a server error; retry later."""
 
 
+class AnswerLost(Unreachable):
+    """A request that makes something was sent, but its answer was lost: the service
+    may have made it. Raised for requests the caller asked not to be repeated."""
+
+
 class NotACalendarServer(ProviderError):
     """The server answered, but not as a calendar server of this protocol."""
 

@@ -57,6 +57,8 @@ PAGE_SIZE = 2500
 # Calls per batch request: Google takes up to 1,000 but advises against large
 # batches (each call still counts against the quota, and big ones get 429s).
 BATCH_SIZE = 50
+# What a push channel is asked to last: Google's own cap (field reports: about a week).
+CHANNEL_LIFETIME = dt.timedelta(days=7)
 _RATE_LIMITS = {"rateLimitExceeded", "userRateLimitExceeded"}
 # Field groups whose patch merges with what the event holds (other clients' reminders
 # and attendee details, a cancelled event's status): written only after a read.
@@ -809,10 +811,22 @@ class GoogleProvider:
 
     async def watch(
         self, calendar_id: str, channel_id: str, address: str, token: str
-    ) -> tuple[str, dt.datetime]:
-        """Open a push channel for the calendar's events: (resource id, expiration)."""
-        body = {"id": channel_id, "type": "web_hook", "address": address, "token": token}
-        response = await self._request("POST", self._events(calendar_id) + "/watch", json=body)
+    ) -> tuple[str | None, dt.datetime]:
+        """Open a push channel for the calendar's events: (resource id, expiration).
+
+        The channel's id is ours, so the request is safe to send again when its answer
+        is lost: Google refuses a second channel with that id (``channelIdNotUnique``).
+        That refusal of a fresh id means the first sending opened the channel: then the
+        resource id is None (its notifications bring it) and the expiration the one
+        asked for."""
+        expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + CHANNEL_LIFETIME
+        body = {"id": channel_id, "type": "web_hook", "address": address, "token": token,
+                "expiration": str(int(expires.timestamp() * 1000))}  # fmt: skip
+        response = await self._request(
+            "POST", self._events(calendar_id) + "/watch", json=body, repeatable=True
+        )
+        if response.status_code == 400 and _reason(response) == "channelIdNotUnique":
+            return None, expires
         if response.status_code != 200:
             raise self._api.failure(response, "opening a push channel")
         data = self._api.json(response)

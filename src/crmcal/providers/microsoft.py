@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -49,6 +50,7 @@ from crmcal.providers import microsoft_events as codec
 from crmcal.providers.api_client import ApiClient, SharedLimit, TokenSource
 from crmcal.providers.base import (
     FATAL,
+    AnswerLost,
     Capabilities,
     EventNotFound,
     PreconditionFailed,
@@ -62,6 +64,7 @@ from crmcal.providers.timestamps import parse_timestamp
 __all__ = ["GRAPH_API", "MicrosoftProvider", "TokenSource"]
 
 GRAPH_API = "https://graph.microsoft.com"
+log = logging.getLogger(__name__)
 CONCURRENCY = 4
 BATCH_SIZE = 20
 # The most events a delta page may hold (``Prefer: odata.maxpagesize``): fewer pages,
@@ -131,11 +134,12 @@ class MicrosoftProvider:
         headers: dict[str, str] | None = None,
         width: int = 1,
         repeatable: bool = False,
+        once: bool = False,
     ) -> httpx.Response:
         url = path if path.startswith("http") else self._base + path
         return await self._api.send(
             method, url, params=params, json=json, headers=headers, width=width,
-            repeatable=repeatable,
+            repeatable=repeatable, once=once,
         )  # fmt: skip
 
     def _events(self, calendar_id: str) -> str:
@@ -1009,11 +1013,46 @@ class MicrosoftProvider:
             "expirationDateTime": _iso(expires),
             "clientState": client_state,
         }
-        response = await self._request("POST", "/subscriptions", json=body)
-        if response.status_code not in (200, 201):
-            raise self._api.failure(response, "subscribing to changes")
-        data = self._api.json(response)
-        return str(data["id"]), _parse_time(data["expirationDateTime"])
+        # Graph cannot tell a second POST of the same subscription from a new one: one
+        # whose answer was lost is not sent again blindly. The subscription it may have
+        # made (known by its clientState, a secret of its own) is removed, then one more
+        # is asked for.
+        for attempt in range(2):
+            try:
+                response = await self._request("POST", "/subscriptions", json=body, once=True)
+            except AnswerLost:
+                await self._remove_unseen(body)
+                if attempt:
+                    raise
+                continue
+            if response.status_code not in (200, 201):
+                raise self._api.failure(response, "subscribing to changes")
+            data = self._api.json(response)
+            return str(data["id"]), _parse_time(data["expirationDateTime"])
+        raise AnswerLost("no answer to subscribing to changes")  # pragma: no cover
+
+    async def _remove_unseen(self, body: dict[str, Any]) -> None:
+        """Delete the subscriptions a POST of ``body`` whose answer was lost made."""
+        url: str | None = "/subscriptions"
+        unseen: list[str] = []
+        while url:
+            response = await self._request("GET", url)
+            if response.status_code != 200:
+                raise self._api.failure(response, "listing subscriptions")
+            data = self._api.json(response)
+            for item in data.get("value") or []:
+                if (
+                    isinstance(item, dict)
+                    and item.get("clientState") == body["clientState"]
+                    and item.get("notificationUrl") == body["notificationUrl"]
+                ):
+                    unseen.append(str(item["id"]))
+            next_link = data.get("@odata.nextLink")
+            url = next_link if isinstance(next_link, str) else None
+        for subscription_id in unseen:
+            log.info("removing the subscription %s whose creation was not answered",
+                     subscription_id)  # fmt: skip
+            await self.unsubscribe(subscription_id)
 
     async def renew(self, subscription_id: str, expires: dt.datetime) -> dt.datetime:
         path = f"/subscriptions/{quote(subscription_id, safe='')}"

@@ -47,7 +47,10 @@ class Pushing(Protocol):
 
     async def watch(
         self, calendar_id: str, channel_id: str, address: str, token: str
-    ) -> tuple[str, dt.datetime]: ...
+    ) -> tuple[str | None, dt.datetime]:
+        """(resource id, expiry); the resource id None when the channel was opened but
+        the answer naming it was lost (its notifications name it)."""
+        ...
 
     async def stop_watching(self, channel_id: str, resource_id: str) -> None: ...
 
@@ -186,7 +189,8 @@ async def _open(
     if not ours:
         log.info("connection %s: push channel %s closed again: the connection was stopped "
                  "or has another one", connection_id, channel_id)  # fmt: skip
-        await _stop_quietly(provider, channel_id, resource_id)
+        if resource_id is not None:
+            await _stop_quietly(provider, channel_id, resource_id)
         return None
     if old[0] and old[1]:
         await _stop_quietly(provider, old[0], old[1])
@@ -244,9 +248,13 @@ def _secret_matches(stored: str | None, given: str | None) -> bool:
 
 
 async def connection_for(
-    db: Database, provider: str, channel_id: str, token: str | None
+    db: Database, provider: str, channel_id: str, token: str | None, resource_id: str = ""
 ) -> int | None:
-    """The active connection a notification is for, if its channel and token are ours."""
+    """The active connection a notification is for, if its channel and token are ours.
+
+    A channel whose opening was not answered (Google: the repeat was refused as a
+    duplicate) is stored without its resource id; its first notification names it
+    (``resource_id``), and it is stored then, so that the channel can be closed."""
     async with db.read() as session:
         conn = await session.scalar(
             select(Connection).where(
@@ -255,7 +263,19 @@ async def connection_for(
         )
         if conn is None or conn.state == ConnectionState.STOPPED:
             return None
-        return conn.id if _secret_matches(conn.push_token, token) else None
+        if not _secret_matches(conn.push_token, token):
+            return None
+        found, missing = conn.id, conn.push_resource_id is None
+    if missing and resource_id:
+        async with db.write() as session:
+            conn = await session.get(Connection, found, with_for_update=True)
+            if (
+                conn is not None
+                and conn.push_channel_id == channel_id
+                and conn.push_resource_id is None
+            ):
+                conn.push_resource_id = resource_id[:500]
+    return found
 
 
 async def connections_by_resource(

@@ -33,7 +33,10 @@ async def google(request: Request) -> Response:
     channel_id = request.headers.get("x-goog-channel-id", "")
     token = request.headers.get("x-goog-channel-token")
     state = request.headers.get("x-goog-resource-state", "")
-    connection_id = await push.connection_for(database(request), "google", channel_id, token)
+    resource_id = request.headers.get("x-goog-resource-id", "")
+    connection_id = await push.connection_for(
+        database(request), "google", channel_id, token, resource_id
+    )
     if connection_id is None:
         # Not a channel of ours (any more): Google stops retrying on a 4xx.
         return Response(status_code=404)
