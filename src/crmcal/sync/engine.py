@@ -31,7 +31,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any, assert_never
 
 from pydantic import ValidationError
@@ -49,23 +48,19 @@ from crmcal.model import (
     CalendarEvent,
     ChangeListing,
     RemoteRef,
-    changed_fields,
     content_hash_beside,
 )
 from crmcal.providers import parse_pool
 from crmcal.providers.base import (
     FATAL,
-    EventNotFound,
     PreconditionFailed,
     Provider,
     ProviderError,
-    Update,
     create_many,
-    delete_many,
     list_changes_in_parts,
-    update_many,
 )
 from crmcal.sync import conflicts, mapping, merge
+from crmcal.sync.calendar_writes import CalendarWrites
 from crmcal.sync.conflicts import Conflicts
 from crmcal.sync.context import RunContext, Start, SyncFailed, SyncRefused, SyncStopped
 from crmcal.sync.decisions import Act, Decision, State, decide
@@ -159,9 +154,8 @@ class Engine:
         self.imports: list[RemoteRef] = []
         self.first_import = False  # no link yet and no cursor: everything is new
         self.outgoing: list[tuple[Activity, CalendarEvent]] = []
-        # Updates and deletes of linked events, sent together (see _push_changes).
-        self.updates: list[tuple[Pair, Link, Activity, CalendarEvent, Update]] = []
-        self.deletes: list[tuple[Pair, Link, str | None]] = []
+        # Updates and deletes of linked events, sent together.
+        self.calendar = CalendarWrites(self)
         self._checked_at = time.monotonic()
         self.deferred = False  # a pull was left for the next run (see _as_read)
         # CRM series already skipped this run: one series is one item, however many
@@ -275,9 +269,9 @@ class Engine:
             if len(self.outgoing) + len(self.series.creating) >= OUTGOING_BATCH:
                 await self._still_wanted(now=True)
                 await self._push_batch()
-            if len(self.updates) + len(self.deletes) + len(self.series.pending) >= OUTGOING_BATCH:
+            if self.calendar.waiting() + len(self.series.pending) >= OUTGOING_BATCH:
                 await self._still_wanted(now=True)
-                await self._push_changes()
+                await self.calendar.send()
             self._done += 1
             if self.progress:
                 self.progress(self._done, max(self._total, self._done))
@@ -285,10 +279,10 @@ class Engine:
     async def _flush(self) -> None:
         """Write what waits for a batch."""
         series = self.series.pending or self.series.creating or self.series.dropping
-        if self.imports or self.outgoing or self.updates or self.deletes or series:
+        if self.imports or self.outgoing or self.calendar.waiting() or series:
             await self._still_wanted(now=True)
             await self._import_batch()
-            await self._push_changes()
+            await self.calendar.send()
             await self._push_batch()
 
     async def _first_import(self) -> ChangeListing:
@@ -660,15 +654,6 @@ class Engine:
         if activity is None or activity.deleted_at is not None:
             return TRASHED
         return self._event_of(activity).content_hash()
-
-    def _changed(self, link: Link, pair: Pair, event: CalendarEvent) -> frozenset[str] | None:
-        """The fields the CRM changed since the last sync (None: all, when the link does
-        not know; then against the calendar's current content where it is at hand)."""
-        before = (link.field_hashes or {}).get("crm")
-        if not before:
-            remote = pair.remote.event if pair.remote is not None else None
-            return changed_fields(remote, event) if remote is not None else None
-        return merge.changed(merge.digests(event), before)
 
     def _remote_absent(self, pair: Pair) -> bool:
         """True when the calendar side counts as deleted (gone, cancelled or skipped as private)."""
@@ -1042,7 +1027,7 @@ class Engine:
     async def _settle_linked(self, pair: Pair, link: Link) -> None:
         activity = pair.activity
         if await self._series_deleted(pair, link):
-            await self._push_delete(pair, link)
+            await self.calendar.delete(pair, link)
             return
         if (
             activity is not None
@@ -1065,7 +1050,7 @@ class Engine:
             # Given to another user: an event crmcal made goes (the new owner's
             # calendar gets one); the user's own calendar event stays theirs.
             if link.origin == LinkOrigin.CRM and self.ctx.push:
-                await self._push_delete(pair, link)
+                await self.calendar.delete(pair, link)
             else:
                 await self.links.drop(link)
             return
@@ -1077,7 +1062,7 @@ class Engine:
             and not self._outgoing(activity)
             and self.ctx.push
         ):
-            await self._push_delete(pair, link)
+            await self.calendar.delete(pair, link)
             return
         remote_event = pair.remote.event if pair.remote is not None else None
         if remote_event is not None and remote_event.content_hash() != link.remote_hash:
@@ -1158,13 +1143,13 @@ class Engine:
             case Act.UNLINK:
                 await self.links.drop(link)
             case Act.PUSH_UPDATE:
-                await self._push_update(pair, link)
+                await self.calendar.update(pair, link)
             case Act.PUSH_CREATE:
                 await self.links.drop(link)
                 assert pair.activity is not None
                 await self._new_activity(pair.activity, recreate=True)
             case Act.PUSH_DELETE:
-                await self._push_delete(pair, link)
+                await self.calendar.delete(pair, link)
             case Act.PULL_UPDATE:
                 await self._pull_update(pair, link)
             case Act.PULL_TRASH:
@@ -1195,180 +1180,7 @@ class Engine:
             if updated is None:
                 return
             pair = replace(pair, activity=updated)
-        await self._push_update(pair, link)
-
-    # --- writes to the calendar ------------------------------------------
-
-    def _seen_etag(self, pair: Pair, link: Link) -> str | None:
-        """The calendar version decisions were made against: as listed now, else as linked."""
-        return pair.remote.etag if pair.remote is not None else link.remote_etag
-
-    async def _current(self, pair: Pair, link: Link) -> Pair | None:
-        """The pair again with the event as it is now, after a precondition failed.
-
-        None when it changed yet again, so that a busy event cannot keep a run
-        going round in circles: the next run picks it up.
-        """
-        if pair.retried:
-            self.report.problem(link.remote_id, "changed while syncing; will retry")
-            return None
-        current = await self.provider.fetch(self.ctx.calendar_id, [link.remote_id])
-        if current and current[0].error:
-            # Not read is not gone: the next run reads it again (or at its next version).
-            self.report.cannot_read(current[0])
-            return None
-        remote = current[0] if current and current[0].event is not None else None
-        return Pair(link, pair.activity, remote, remote is None, pair.activity_id, True)
-
-    async def _push_update(self, pair: Pair, link: Link) -> None:
-        activity = pair.activity
-        assert activity is not None
-        event = self._event_of(activity)
-        changed = self._changed(link, pair, event)
-        if self._mails_for_options_only(activity, link):
-            # Writing it would mail every guest about a setting: it gets the new
-            # description with its next real change (the link keeps the old one).
-            return
-        await self.written.note([(activity.id, self._crm_hash(activity), event.content_hash())])
-        etag = self._seen_etag(pair, link) or ""
-        listed = pair.remote.event if pair.remote is not None else None
-        # As listed now, or as linked: crmcal writes a single activity to a single
-        # event, and any change there (into a series too) moves the version.
-        single = event.recurrence is None and (
-            pair.remote is None or (listed is not None and listed.recurrence is None)
-        )
-        sent = await self._whole_there(pair, link, activity, event, changed)
-        update = Update(link.remote_id, etag, sent, changed, single)
-        # Each names the version it was decided against, so it may wait for its batch:
-        # an event changed meanwhile answers 412 and is decided again (_updated).
-        self.updates.append((pair, link, activity, event, update))  # see _push_changes
-        if not self.provider.capabilities.batch_changes:
-            await self._push_changes()
-
-    async def _whole_there(
-        self,
-        pair: Pair,
-        link: Link,
-        activity: Activity,
-        event: CalendarEvent,
-        changed: frozenset[str] | None,
-    ) -> CalendarEvent:
-        """``event`` as it is written to the calendar: with the calendar's whole note
-        where the activity's is that note cut to what the CRM keeps (mapping.uncut_note),
-        so that the CRM's other edits, or a new deal-and-contact block, never cut the
-        description there. The event is read only for a note of the CRM's full length
-        whose description is written."""
-        note = activity.note
-        if note is None or len(note) < mapping.NOTE_MAX:
-            return event
-        if changed is not None and "description" not in changed:
-            return event
-        if event.description is None or not event.description.startswith(note):
-            return event
-        there = pair.remote.event if pair.remote is not None else None
-        if there is None:
-            (found,) = await self.provider.fetch(self.ctx.calendar_id, [link.remote_id])
-            if found.error:
-                # Not read: nothing is written over a description that may be whole.
-                raise ProviderError(f"{found.error}; will retry")
-            there = found.event
-        whole = mapping.uncut_note(note, there.description if there is not None else None)
-        if whole is None:
-            return event
-        return replace(event, description=whole + event.description[len(note) :])
-
-    async def _push_changes(self) -> None:
-        """Send the updates and deletes gathered so far: in as few requests as the
-        provider allows, each item answering on its own."""
-        while self.updates or self.deletes or self.series.pending:
-            # (a retried item can ask for another write)
-            updates, self.updates = self.updates, []
-            deletes, self.deletes = self.deletes, []
-            if updates:
-                await self._send_updates(updates)
-            if deletes:
-                await self._send_deletes(deletes)
-            await self.series.write_pending()
-        # After the series' writes, which store their links with the notes of the copies
-        # these delete (and take out once answered).
-        await self.series.send_drops()
-
-    async def _send_updates(
-        self, updates: list[tuple[Pair, Link, Activity, CalendarEvent, Update]]
-    ) -> None:
-        calendar = self.ctx.calendar_id
-        results = await update_many(self.provider, calendar, [u[-1] for u in updates])
-        await self._answered(
-            (
-                pair,
-                result,
-                partial(self._updated, pair, link, activity, event, _as_sent(result, update)),
-            )
-            for (pair, link, activity, event, update), result in zip(updates, results, strict=True)
-        )
-
-    async def _updated(
-        self,
-        pair: Pair,
-        link: Link,
-        activity: Activity,
-        event: CalendarEvent,
-        result: RemoteRef | ProviderError,
-    ) -> None:
-        if isinstance(result, EventNotFound):
-            await self.links.drop(link)
-            await self._new_activity(activity, recreate=True)
-            return
-        if isinstance(result, PreconditionFailed):
-            # Changed in the calendar since we listed it: decide again with its
-            # current content.
-            again = await self._current(pair, link)
-            if again is not None:
-                await self._settle_linked(again, link)
-            return
-        if isinstance(result, ProviderError):
-            raise result
-        await self._save_link(link, activity, result, event, origin=link.origin)
-        self.report.updated += 1
-
-    def _mails_for_options_only(self, activity: Activity, link: Link) -> bool:
-        """Whether an update would mail attendees (Microsoft 365 mails every attendee of
-        an event its organizer changes) only because the connection's options changed."""
-        if not (self.ctx.mails_attendees and self.ctx.options_changed):
-            return False
-        guests = bool((link.field_hashes or {}).get("attendees")) or activity.notify_participants
-        unchanged = link.last_synced_at is not None and activity.updated_at <= link.last_synced_at
-        return guests and unchanged
-
-    async def _push_delete(self, pair: Pair, link: Link) -> None:
-        self.deletes.append((pair, link, self._seen_etag(pair, link)))  # see _push_changes
-        if not self.provider.capabilities.batch_changes:
-            await self._push_changes()
-
-    async def _send_deletes(self, deletes: list[tuple[Pair, Link, str | None]]) -> None:
-        items = [(link.remote_id, etag) for _, link, etag in deletes]
-        results = await delete_many(self.provider, self.ctx.calendar_id, items)
-        await self._answered(
-            (pair, result, partial(self._deleted, pair, link, result))
-            for (pair, link, _), result in zip(deletes, results, strict=True)
-        )
-
-    async def _deleted(self, pair: Pair, link: Link, result: ProviderError | None) -> None:
-        if isinstance(result, PreconditionFailed):
-            again = await self._current(pair, link)
-            if again is None or self._skip_recurring(again):
-                # Not read now, or a series now: neither deleted nor brought back as
-                # a single activity (an item not read is read again next run).
-                return
-            if again.remote is not None and self.ctx.pull:
-                # Edited in the calendar meanwhile: the edit beats the deletion.
-                await self._pull_update(again, link)
-                return
-            await self.provider.delete(self.ctx.calendar_id, link.remote_id, None)
-        elif result is not None:
-            raise result
-        await self.links.drop(link)
-        self.report.deleted += 1
+        await self.calendar.update(pair, link)
 
     # --- writes to the CRM -----------------------------------------------
 
@@ -1651,32 +1463,6 @@ class Engine:
 
     # --- the link table ----------------------------------------------------
 
-    async def _save_link(
-        self,
-        link: Link | None,
-        activity: Activity,
-        ref: RemoteRef,
-        written: CalendarEvent,
-        *,
-        origin: str,
-    ) -> None:
-        """Remember the pair as just written: the event's new version and both digests."""
-        remote_event = ref.event or written
-        if link is None:
-            link = Link(
-                connection_id=self.ctx.connection_id, activity_id=activity.id, origin=origin
-            )
-        await self.links.store(
-            link,
-            remote_id=ref.id,
-            remote_uid=remote_event.uid,
-            remote_etag=ref.etag,
-            remote_hash=remote_event.content_hash(),
-            crm_hash=self._crm_hash(activity),
-            field_hashes=self._field_hashes(written, remote_event),
-            last_synced_at=utcnow(),
-        )
-
     async def _refresh_link(self, pair: Pair, link: Link) -> None:
         ref = pair.remote
         activity = pair.activity
@@ -1739,14 +1525,6 @@ class Engine:
         if self.listing is None:
             return None
         return self._end().quiet(conn)
-
-
-def _as_sent(result: RemoteRef | ProviderError, update: Update) -> RemoteRef | ProviderError:
-    """An update's answer, with the event as written where the answer has no content:
-    what the link remembers of the calendar's side (its whole note, say)."""
-    if isinstance(result, RemoteRef) and result.event is None:
-        return replace(result, event=update.event)
-    return result
 
 
 def _addresses(event: CalendarEvent) -> list[str]:
