@@ -218,7 +218,7 @@ class CalendarWrites:
                 return
             if again.remote is not None and engine.ctx.pull:
                 # Edited in the calendar meanwhile: the edit beats the deletion.
-                await engine._pull_update(again, link)
+                await engine.crm.update(again, link)
                 return
             await engine.provider.delete(engine.ctx.calendar_id, link.remote_id, None)
         elif result is not None:

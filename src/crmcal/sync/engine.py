@@ -33,7 +33,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, assert_never
 
-from pydantic import ValidationError
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crmcal import bulk
 from crmcal.crm import activities, changefeed, contacts
 from crmcal.crm.errors import CrmError, Forbidden, Invalid
-from crmcal.crm.schemas import ActivityCreate, ActivityUpdate
+from crmcal.crm.schemas import ActivityCreate
 from crmcal.crm.tables import Activity, ActivitySeries, User, table_of, utcnow
 from crmcal.db import Database
 from crmcal.model import (
@@ -63,12 +62,13 @@ from crmcal.sync import conflicts, mapping, merge
 from crmcal.sync.calendar_writes import CalendarWrites
 from crmcal.sync.conflicts import Conflicts
 from crmcal.sync.context import RunContext, Start, SyncFailed, SyncRefused, SyncStopped
+from crmcal.sync.crm_writes import CrmWrites
 from crmcal.sync.decisions import Act, Decision, State, decide
-from crmcal.sync.import_fields import Importer, import_fields, organizer_of, refusal
+from crmcal.sync.import_fields import Importer, import_fields, organizer_of
 from crmcal.sync.import_fields import compute_beside as import_fields_beside
 from crmcal.sync.import_fields import known as import_fields_known
 from crmcal.sync.info_block import LinkedRecords
-from crmcal.sync.links import Links
+from crmcal.sync.links import TRASHED, Links
 from crmcal.sync.pair import Pair
 from crmcal.sync.report import SyncReport
 from crmcal.sync.run_end import RETRIES_KEPT, RunEnd
@@ -93,8 +93,6 @@ NOTE_CUT = (
     "note cut to {kept} of {length} characters, as much as the CRM keeps; "
     "the calendar keeps the whole description"
 )
-# What a link remembers of a side that is in the trash.
-TRASHED = "trashed"
 # A run that would trash more than this many activities and more than this share of
 # the linked ones stops until forced (see _check_mass_deletion).
 MASS_DELETION_ITEMS = 10
@@ -156,8 +154,9 @@ class Engine:
         self.outgoing: list[tuple[Activity, CalendarEvent]] = []
         # Updates and deletes of linked events, sent together.
         self.calendar = CalendarWrites(self)
+        self.crm = CrmWrites(self)
         self._checked_at = time.monotonic()
-        self.deferred = False  # a pull was left for the next run (see _as_read)
+        self.deferred = False  # a pull was left for the next run (see CrmWrites._as_read)
         # CRM series already skipped this run: one series is one item, however many
         # of its occurrences are at hand.
         self.skipped_series: set[int] = set()
@@ -799,26 +798,6 @@ class Engine:
             self.series_links[series_id] = found
         return self.series_links[series_id]
 
-    async def _pull_series_delete(self, series_id: int, link: Link) -> None:
-        """The synced series is gone from the calendar: the whole CRM series goes to
-        the trash (where it can be restored), once."""
-        if not self.ctx.pull or series_id in self.series_done:
-            return
-        self.series_done.add(series_id)
-        async with self.db.write() as session:
-            owner = await self._owner(session)
-            live = await session.scalar(
-                select(Activity.id)
-                .where(Activity.series_id == series_id, Activity.deleted_at.is_(None))
-                .limit(1)
-            )
-            if live is not None:
-                await activities.delete_activity(
-                    session, owner, live, origin=self.ctx.origin, scope="series"
-                )
-            await self.links.drop(link, session=session)
-        self.report.deleted += 1
-
     def _skip_series(self, series_id: int, reason: str) -> None:
         self.skipped_series.add(series_id)
         self.report.skipped += 1
@@ -1035,7 +1014,7 @@ class Engine:
             and self.provider.capabilities.syncs_series
         ):
             if self._remote_absent(pair) and not self._series_moved(pair, link):
-                await self._pull_series_delete(activity.series_id, link)
+                await self.crm.trash_series(activity.series_id, link)
             else:
                 await self._series_changed(activity.series_id, link, pair.remote)
             return
@@ -1151,9 +1130,9 @@ class Engine:
             case Act.PUSH_DELETE:
                 await self.calendar.delete(pair, link)
             case Act.PULL_UPDATE:
-                await self._pull_update(pair, link)
+                await self.crm.update(pair, link)
             case Act.PULL_TRASH:
-                await self._pull_trash(pair, link)
+                await self.crm.trash(pair, link)
             case Act.MERGE:
                 await self._merge(pair, link)
             case _:
@@ -1166,7 +1145,7 @@ class Engine:
         assert plan is not None
         if plan.from_calendar:
             if not plan.from_crm:
-                await self._pull_update(pair, link)
+                await self.crm.update(pair, link)
                 return
             assert pair.remote is not None
             assert pair.remote.event is not None
@@ -1174,7 +1153,7 @@ class Engine:
             result = merge.merged(pair.remote.event, self._event_of(pair.activity), plan.from_crm)
             # The link stays as it was until the calendar has the result too: should
             # that write fail, the next run merges again from the same base.
-            updated = await self._pull_update(
+            updated = await self.crm.update(
                 replace(pair, remote=replace(pair.remote, event=result)), link, keep_link=True
             )
             if updated is None:
@@ -1250,14 +1229,6 @@ class Engine:
         if found.cut is not None:
             self._warn_cut(ref.id, found.cut)
         return _Import(ref, event, found.data, uid, found.organizer)
-
-    def _warn_if_cut(self, item: str, event: CalendarEvent) -> None:
-        """Say so, in the run's problems and the log, when the event's note comes in cut
-        to what the CRM keeps (the calendar keeps it whole: see _whole_there). The log
-        line names the item and the lengths, never the text."""
-        length = mapping.note_cut(event)
-        if length is not None:
-            self._warn_cut(item, length)
 
     def _warn_cut(self, item: str, length: int) -> None:
         self.report.warning(item, NOTE_CUT.format(kept=mapping.NOTE_MAX, length=length))
@@ -1346,115 +1317,6 @@ class Engine:
             return {}
         query = select(ActivitySeries).where(ActivitySeries.id.in_(ids))
         return {s.id: s for s in await session.scalars(query)}
-
-    async def _pull_update(
-        self, pair: Pair, link: Link, *, keep_link: bool = False
-    ) -> Activity | None:
-        """Write the event's fields to the activity (restoring it); the activity as now,
-        or None when it was left for the next run. ``keep_link``: leave the link as it
-        was (a merge writes the calendar next, and saves it then)."""
-        ref = pair.remote
-        assert ref is not None
-        assert ref.event is not None
-        async with self.db.write() as session:
-            if not await self._as_read(session, pair):
-                return None
-            owner = await self._owner(session)
-            activity = await activities.load(session, link.activity_id)
-            fields = self._fields(ref.event, activity)
-            if "participants" in fields:
-                before = (link.field_hashes or {}).get("attendees")
-                fields["participants"] = mapping.merged_participants(
-                    activity, fields["participants"], set(before) if before is not None else None
-                )
-            organizer = self._organizer(ref.event)
-            if organizer and activity.organizer:
-                del fields["note"]  # an invitation's note is the CRM's own
-            cut = "note" in fields and mapping.note_cut(ref.event) is not None
-            try:
-                data = ActivityUpdate(**fields)
-            except ValidationError as exc:
-                raise Invalid(f"the event cannot be stored: {refusal(exc)}") from None
-            if activity.deleted_at is not None:
-                await activities.restore_activity(
-                    session, owner, activity.id, origin=self.ctx.origin
-                )
-            activity = await activities.update_activity(
-                session,
-                owner,
-                activity.id,
-                data,
-                origin=self.ctx.origin,
-                as_contacts=self.ctx.options.attendees_to_contacts,
-                from_calendar=True,
-            )
-            activity.organizer = organizer
-            written = self._event_of(activity)
-            if not keep_link:
-                await self.links.store(
-                    link,
-                    session=session,
-                    remote_etag=ref.etag,
-                    remote_hash=ref.event.content_hash(),
-                    crm_hash=written.content_hash(),
-                    field_hashes=self._field_hashes(written, ref.event),
-                    last_synced_at=utcnow(),
-                )
-        if cut:
-            self._warn_if_cut(ref.id, ref.event)
-        self.report.updated += 1
-        return activity
-
-    async def _pull_trash(self, pair: Pair, link: Link) -> None:
-        async with self.db.write() as session:
-            if not await self._as_read(session, pair):
-                return
-            owner = await self._owner(session)
-            activity = await session.get(Activity, link.activity_id)
-            if activity is not None and activity.deleted_at is None:
-                await activities.delete_activity(
-                    session, owner, activity.id, origin=self.ctx.origin
-                )
-                self.report.deleted += 1
-            ref = pair.remote
-            if ref is not None and ref.event is not None:
-                # The event is still there (cancelled, or private under "skip"): keep
-                # the pair, so that restoring the activity brings back that event
-                # instead of making a second one beside it.
-                await self.links.store(
-                    link,
-                    session=session,
-                    crm_hash=TRASHED,
-                    remote_hash=ref.event.content_hash(),
-                    remote_etag=ref.etag,
-                    # The sides no longer agree field by field: a restore writes it whole.
-                    field_hashes=None,
-                    last_synced_at=utcnow(),
-                )
-            else:
-                await self.links.drop(link, session=session)
-
-    async def _as_read(self, session: AsyncSession, pair: Pair) -> bool:
-        """Whether the activity is still as this run read it (locking it for the write).
-
-        A CRM edit made while the run goes on is never overwritten: the pull is left
-        for the next run, which sees both edits and lets the rules decide. Until then
-        the calendar's position is not moved on, so that run sees this change again.
-        """
-        read = pair.activity
-        if read is None:
-            return True
-        now = (
-            await session.execute(
-                select(Activity.updated_at, Activity.deleted_at)
-                .where(Activity.id == read.id)
-                .with_for_update()
-            )
-        ).one_or_none()
-        if now is not None and tuple(now) == (read.updated_at, read.deleted_at):
-            return True
-        self.deferred = True
-        return False
 
     async def _owner(self, session: AsyncSession) -> User:
         owner = await session.get(User, self.ctx.owner.id)

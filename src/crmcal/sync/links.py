@@ -19,6 +19,8 @@ from crmcal.sync.tables import Link
 
 # Ids per IN (...) clause when loading links of many items.
 CHUNK = 500
+# What a link remembers of a side that is in the trash.
+TRASHED = "trashed"
 
 
 class Links:
