@@ -32,7 +32,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 from urllib.parse import quote
 
 import httpx
@@ -681,74 +681,46 @@ class MicrosoftProvider:
         they start; reads and writes each go in ``$batch`` requests. Answers the series
         as it is then. ``changed`` names what the update writes: changed occurrences
         with "overrides", cancelled ones (EXDATEs alike) with "recurrence"."""
-        live_too = changed is None or "overrides" in changed
-        cancels_too = changed is None or "recurrence" in changed
         master_id = str(master["id"])
         series = _ref(master).event
         zone_name = codec.series_zone(master)
         if series is None or series.recurrence is None:
             return _ref(master)
         cancelled, exceptions = occurrences
-        with_cancelled = codec.with_cancelled(series, cancelled).recurrence
-        assert with_cancelled is not None  # a series keeps its rule
-        left_out = {_key(m) for m in with_cancelled.exdates}
-        existing: dict[str, dict[str, Any]] = {}
-        for item in exceptions:
-            original = codec.original_start(item, series, zone_name)
-            if original is not None:
-                existing[_key(original)] = item
-        drop: dict[str, dt.datetime | dt.date] = {}
-        change: dict[str, tuple[dt.datetime | dt.date, CalendarEvent]] = {}
-        assert event.recurrence is not None
-        for moment in event.recurrence.exdates:
-            drop[_key(moment)] = moment
-        for override in event.overrides:
-            if override.recurrence_id is None:
-                continue
-            if override.cancelled:
-                drop[_key(override.recurrence_id)] = override.recurrence_id
-            else:
-                change[_key(override.recurrence_id)] = (override.recurrence_id, override)
-        for key in list(change):
-            drop.pop(key, None)
-        for key, there in existing.items():
-            if key in change or key in drop:
-                continue
-            original = codec.original_start(there, series, zone_name)
-            assert original is not None
-            change[key] = (original, _occurrence(event, None, original))
-        wanted: list[tuple[str, str, dt.datetime | dt.date, dict[str, Any] | None]] = []
-        for key, moment in drop.items():
-            if key not in left_out and cancels_too:
-                wanted.append(("DELETE", key, moment, None))
-        for key, (moment, override) in change.items() if live_too else ():
-            occurrence = _occurrence(event, override)
-            current = existing.get(key)
-            if current is not None:
-                read = _ref(current).event
-                if read is not None and _same(
-                    read, replace(occurrence, recurrence_id=read.recurrence_id)
-                ):
-                    continue
-            written = codec.body(occurrence, with_attendees=event.notify_attendees)
-            written.pop("recurrence", None)
-            wanted.append(("PATCH", key, moment, written))
+        existing = _exceptions_by_start(exceptions, series, zone_name)
+        wanted = _occurrence_writes(series, event, cancelled, existing, zone_name, changed)
         if not wanted:
             return await self._series_ref(calendar_id, master, occurrences)
         ids = {k: str(e["id"]) for k, e in existing.items()}
-        lookups = [(key, moment) for _, key, moment, _ in wanted if key not in ids]
+        lookups = [(w.key, w.moment) for w in wanted if w.key not in ids]
         ids |= await self._find_occurrences(calendar_id, master_id, series, zone_name, lookups)
+        deleted, patched = await self._send_occurrence_writes(calendar_id, wanted, ids)
+        if not deleted:  # the patches answered the exceptions as they are now
+            now = {str(e["id"]): e for e in exceptions} | patched
+            return await self._series_ref(calendar_id, master, (cancelled, list(now.values())))
+        # A cancelled occurrence changes the master's version: the series is read back.
+        return await self._read_series(calendar_id, master_id)
+
+    async def _send_occurrence_writes(
+        self, calendar_id: str, wanted: list[_OccurrenceWrite], ids: dict[str, str]
+    ) -> tuple[bool, dict[str, dict[str, Any]]]:
+        """Send the writes of the occurrences found (``ids`` by original start; one not
+        found is no more, and nothing to change). Answers whether any was deleted, and
+        the occurrences patched, by id; raises the first failure (a 404 is none: the
+        occurrence is gone already)."""
         requests = []
-        for method, key, _, body in wanted:
-            if key not in ids:
-                continue  # no such occurrence (any more): nothing to change
-            request: dict[str, Any] = {"method": method, "url": self._event(calendar_id, ids[key])}
-            if body is not None:
+        for write in wanted:
+            if write.key not in ids:
+                continue
+            request: dict[str, Any] = {
+                "method": write.method, "url": self._event(calendar_id, ids[write.key])
+            }  # fmt: skip
+            if write.body is not None:
                 headers = {"Content-Type": "application/json", "Prefer": _PREFER}
-                request |= {"body": body, "headers": headers}
+                request |= {"body": write.body, "headers": headers}
             requests.append(request)
         failure: ProviderError | None = None
-        by_id = {str(e["id"]): e for e in exceptions}
+        patched: dict[str, dict[str, Any]] = {}
         deleted = False
         for request, answer in zip(requests, await self._send_all(requests), strict=True):
             if isinstance(answer, ProviderError):
@@ -759,13 +731,13 @@ class MicrosoftProvider:
                 deleted = True
             elif answer.status_code in (200, 201):
                 item = self._api.json(answer)
-                by_id[str(item.get("id"))] = item
+                patched[str(item.get("id"))] = item
         if failure is not None:
             raise failure
-        if not deleted:  # the patches answered the exceptions as they are now
-            return await self._series_ref(calendar_id, master, (cancelled, list(by_id.values())))
-        # Read back: a cancelled occurrence changes the master's version. The master and
-        # its occurrences in one $batch request.
+        return deleted, patched
+
+    async def _read_series(self, calendar_id: str, master_id: str) -> RemoteRef:
+        """A series as it is now: the master and its occurrences in one ``$batch``."""
         path = self._event(calendar_id, master_id)
         reads = [_read(f"{path}?$expand={codec.expand_properties()}"),
                  _read(f"{path}?{_OCCURRENCES}")]  # fmt: skip
@@ -1107,6 +1079,127 @@ def _answer_rest(
     for n in masters:
         if results[n] is None:
             results[n] = failure
+
+
+class _OccurrenceWrite(NamedTuple):
+    """One write of a series' occurrence: a DELETE (``body`` None) or a PATCH, of the
+    occurrence that starts at ``moment`` (``key``: its spelling by ``_key``)."""
+
+    method: str
+    key: str
+    moment: dt.datetime | dt.date
+    body: dict[str, Any] | None
+
+
+def _exceptions_by_start(
+    exceptions: list[dict[str, Any]], series: CalendarEvent, zone_name: str | None
+) -> dict[str, dict[str, Any]]:
+    """A series' exceptions as Outlook has them, by original start."""
+    existing: dict[str, dict[str, Any]] = {}
+    for item in exceptions:
+        original = codec.original_start(item, series, zone_name)
+        if original is not None:
+            existing[_key(original)] = item
+    return existing
+
+
+def _occurrence_writes(
+    series: CalendarEvent,
+    event: CalendarEvent,
+    cancelled: list[str],
+    existing: dict[str, dict[str, Any]],
+    zone_name: str | None,
+    changed: frozenset[str] | None,
+) -> list[_OccurrenceWrite]:
+    """The writes that make the occurrences of ``series`` (as Outlook has it, with its
+    ``cancelled`` occurrences and ``existing`` exceptions) what ``event`` says: the
+    deletes of the dates it leaves out that Outlook still shows, then the patches of
+    the occurrences that differ. ``changed`` limits them as ``_write_occurrences``
+    says."""
+    with_cancelled = codec.with_cancelled(series, cancelled).recurrence
+    assert with_cancelled is not None  # a series keeps its rule
+    left_out = {_key(m) for m in with_cancelled.exdates}
+    drop, change = _wanted_occurrences(event)
+    change |= _restored(event, series, existing, zone_name, set(change) | set(drop))
+    writes: list[_OccurrenceWrite] = []
+    if changed is None or "recurrence" in changed:
+        writes += [
+            _OccurrenceWrite("DELETE", key, moment, None)
+            for key, moment in drop.items()
+            if key not in left_out
+        ]
+    if changed is None or "overrides" in changed:
+        writes += _occurrence_patches(event, change, existing)
+    return writes
+
+
+def _wanted_occurrences(
+    event: CalendarEvent,
+) -> tuple[
+    dict[str, dt.datetime | dt.date], dict[str, tuple[dt.datetime | dt.date, CalendarEvent]]
+]:
+    """What a series says of its occurrences, by original start: those it leaves out
+    (EXDATEs and cancelled overrides) and those it changes. A changed one wins over a
+    date left out at the same start."""
+    assert event.recurrence is not None
+    drop: dict[str, dt.datetime | dt.date] = {_key(m): m for m in event.recurrence.exdates}
+    change: dict[str, tuple[dt.datetime | dt.date, CalendarEvent]] = {}
+    for override in event.overrides:
+        original = override.recurrence_id
+        if original is None:
+            continue
+        if override.cancelled:
+            drop[_key(original)] = original
+        else:
+            change[_key(original)] = (original, override)
+    for key in change:
+        drop.pop(key, None)
+    return drop, change
+
+
+def _restored(
+    event: CalendarEvent,
+    series: CalendarEvent,
+    existing: dict[str, dict[str, Any]],
+    zone_name: str | None,
+    named: set[str],
+) -> dict[str, tuple[dt.datetime | dt.date, CalendarEvent]]:
+    """The exceptions Outlook has that ``event`` no longer names (not in ``named``):
+    each becomes the series' own occurrence again."""
+    restored: dict[str, tuple[dt.datetime | dt.date, CalendarEvent]] = {}
+    for key, there in existing.items():
+        if key in named:
+            continue
+        original = codec.original_start(there, series, zone_name)
+        assert original is not None  # ``existing`` holds only those with one
+        restored[key] = (original, _occurrence(event, None, original))
+    return restored
+
+
+def _occurrence_patches(
+    event: CalendarEvent,
+    change: dict[str, tuple[dt.datetime | dt.date, CalendarEvent]],
+    existing: dict[str, dict[str, Any]],
+) -> list[_OccurrenceWrite]:
+    """The PATCH of each changed occurrence that Outlook does not have as wanted already
+    (a write would mail its attendees again for nothing)."""
+    patches: list[_OccurrenceWrite] = []
+    for key, (moment, override) in change.items():
+        occurrence = _occurrence(event, override)
+        if _as_wanted(existing.get(key), occurrence):
+            continue
+        written = codec.body(occurrence, with_attendees=event.notify_attendees)
+        written.pop("recurrence", None)  # an occurrence takes its series' pattern
+        patches.append(_OccurrenceWrite("PATCH", key, moment, written))
+    return patches
+
+
+def _as_wanted(current: dict[str, Any] | None, occurrence: CalendarEvent) -> bool:
+    """Whether the exception Outlook has (``current``, if any) is ``occurrence`` already."""
+    if current is None:
+        return False
+    read = _ref(current).event
+    return read is not None and _same(read, replace(occurrence, recurrence_id=read.recurrence_id))
 
 
 def _occurrences_in(data: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
