@@ -30,7 +30,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, NamedTuple
 from urllib.parse import quote
@@ -486,6 +486,25 @@ class MicrosoftProvider:
             except PreconditionFailed as exists:
                 return [exists]
         results: list[RemoteRef | ProviderError | None] = [None] * len(items)
+        sent, requests = self._create_requests(calendar_id, items, results)
+        answers = await self._send_all(requests) if requests else []
+        masters = self._made(items, sent, answers, results)
+        # The series made: their occurrences read for all of them at once.
+        occurrences = await self._occurrences_of_many(calendar_id, masters, results)
+        await _answer_each(
+            results, masters,
+            lambda n: self._created_series(calendar_id, *items[n], masters[n], occurrences.get(n)),
+        )  # fmt: skip
+        return [r if r is not None else Unreachable("no answer") for r in results]
+
+    def _create_requests(
+        self,
+        calendar_id: str,
+        items: Sequence[tuple[str, CalendarEvent]],
+        results: list[RemoteRef | ProviderError | None],
+    ) -> tuple[list[int], list[dict[str, Any]]]:
+        """The POST of each item in a ``$batch``, and the items they make; an item whose
+        body cannot be written answers why in ``results``."""
         url = f"{self._events(calendar_id)}?$expand={codec.expand_properties()}"
         headers = {"Content-Type": "application/json", "Prefer": _PREFER}
         sent: list[int] = []
@@ -498,8 +517,19 @@ class MicrosoftProvider:
                 continue
             sent.append(n)
             requests.append({"method": "POST", "url": url, "headers": headers, "body": body})
+        return sent, requests
+
+    def _made(
+        self,
+        items: Sequence[tuple[str, CalendarEvent]],
+        sent: list[int],
+        answers: list[httpx.Response | ProviderError],
+        results: list[RemoteRef | ProviderError | None],
+    ) -> dict[int, dict[str, Any]]:
+        """The answers to the creates ``sent``: a single event's in ``results``; the
+        masters of the series made, by item, for their occurrences to be written."""
         masters: dict[int, dict[str, Any]] = {}
-        for n, answer in zip(sent, await self._send_all(requests) if requests else [], strict=True):
+        for n, answer in zip(sent, answers, strict=True):
             if isinstance(answer, ProviderError):
                 results[n] = answer
             elif answer.status_code not in (200, 201):
@@ -511,21 +541,7 @@ class MicrosoftProvider:
                     results[n] = self._created(*items[n], self._api.json(answer))
                 except PreconditionFailed as exists:
                     results[n] = exists
-        # The series made: their occurrences read for all of them at once.
-        occurrences = await self._occurrences_of_many(calendar_id, masters, results)
-        for n, item in masters.items():
-            if results[n] is not None:
-                continue  # its occurrences could not be read: that error is its answer
-            try:
-                results[n] = await self._created_series(
-                    calendar_id, *items[n], item, occurrences.get(n)
-                )
-            except FATAL as failure:
-                _answer_rest(results, masters, failure)
-                break
-            except ProviderError as failure:
-                results[n] = failure
-        return [r if r is not None else Unreachable("no answer") for r in results]
+        return masters
 
     async def _batch(self, requests: list[dict[str, Any]]) -> list[httpx.Response | None]:
         """One ``$batch`` request: each request's answer as a response of its own, in
@@ -799,10 +815,7 @@ class MicrosoftProvider:
             "GET", self._event(calendar_id, event_id), params={"$select": "type"}
         )
         if response.status_code == 200 and self._api.json(response).get("type") == "seriesMaster":
-            raise SeriesInCalendar(
-                f"the event {event_id} is a recurring series in the calendar; "
-                "crmcal does not rewrite series yet"
-            )
+            raise _series_in_calendar(event_id)
 
     async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
         response = await self._request(
@@ -824,32 +837,60 @@ class MicrosoftProvider:
         (``_write_occurrences``). A series the last ``fetch`` read, at the version
         named, is not read again. Each item answers on its own."""
         results: list[RemoteRef | ProviderError | None] = [None] * len(items)
-        batched = [n for n, item in enumerate(items) if item.event.recurrence is None]
+        singles = [n for n, item in enumerate(items) if item.event.recurrence is None]
+        guarded = [n for n in singles if self._guarded(items[n])]
+        known = self._read_just_now(items)
         series = [n for n, item in enumerate(items) if item.event.recurrence is not None]
-        guarded = [n for n in batched if self._guarded(items[n])]
-        # A series read just before at the version named is not read again (its
-        # writes still name that version).
-        fresh, self._just_read = self._just_read, {}
-        known = {
-            n: fresh[items[n].event_id][1:]
-            for n in series
-            if items[n].etag and fresh.get(items[n].event_id, ("",))[0] == items[n].etag
-        }
         series = [n for n in series if n not in known]
+        masters = await self._read_for_update(calendar_id, items, guarded, series, results)
+        occurrences = await self._occurrences_of_many(calendar_id, masters, results)
+        for n, (master, read) in known.items():
+            masters[n], occurrences[n] = master, read
+        bodies = await self._plan_series(calendar_id, items, masters, occurrences, results)
+        relisted = await self._patch_all(calendar_id, items, singles, masters, bodies, results)
+        occurrences |= await self._occurrences_of_many(calendar_id, relisted, results)
+        await _answer_each(
+            results, masters,
+            lambda n: self._write_occurrences(
+                calendar_id, masters[n], items[n].event, occurrences[n], items[n].changed
+            ),
+        )  # fmt: skip
+        return [r if r is not None else Unreachable("no answer") for r in results]
+
+    def _read_just_now(
+        self, items: Sequence[Update]
+    ) -> dict[int, tuple[dict[str, Any], tuple[list[str], list[dict[str, Any]]]]]:
+        """The series among ``items`` that the last ``fetch`` read at the version named:
+        not read again (their writes still name that version). Forgets that read."""
+        fresh, self._just_read = self._just_read, {}
+        return {
+            n: fresh[item.event_id][1:]
+            for n, item in enumerate(items)
+            if item.event.recurrence is not None
+            and item.etag
+            and fresh.get(item.event_id, ("",))[0] == item.etag
+        }
+
+    async def _read_for_update(
+        self,
+        calendar_id: str,
+        items: Sequence[Update],
+        guarded: list[int],
+        series: list[int],
+        results: list[RemoteRef | ProviderError | None],
+    ) -> dict[int, dict[str, Any]]:
+        """The reads before the writes, in the same ``$batch`` requests: the type of each
+        ``guarded`` single event (one that is a series now answers ``SeriesInCalendar``)
+        and the master of each ``series``, answered by item. A read that fails answers
+        its item in ``results``."""
         expand = f"$expand={codec.expand_properties()}"
         reads = [
             _read(self._event(calendar_id, items[n].event_id) + "?$select=type") for n in guarded
         ] + [_read(f"{self._event(calendar_id, items[n].event_id)}?{expand}") for n in series]
         answers = await self._send_all(reads) if reads else []
         for n, answer in zip(guarded, answers[: len(guarded)], strict=True):
-            body = None
-            if not isinstance(answer, ProviderError) and answer.status_code == 200:
-                body = self._api.json(answer)
-            if isinstance(body, dict) and body.get("type") == "seriesMaster":
-                results[n] = SeriesInCalendar(
-                    f"the event {items[n].event_id} is a recurring series in the calendar; "
-                    "crmcal does not rewrite series yet"
-                )
+            if self._is_series(answer):
+                results[n] = _series_in_calendar(items[n].event_id)
         masters: dict[int, dict[str, Any]] = {}
         for n, answer in zip(series, answers[len(guarded) :], strict=True):
             if isinstance(answer, ProviderError):
@@ -860,12 +901,31 @@ class MicrosoftProvider:
                 results[n] = self._api.failure(answer, "reading an event")
             else:
                 masters[n] = self._api.json(answer)
-        occurrences = await self._occurrences_of_many(calendar_id, masters, results)
-        for n, (master, read) in known.items():
-            masters[n], occurrences[n] = master, read
+        return masters
+
+    def _is_series(self, answer: httpx.Response | ProviderError) -> bool:
+        """Whether a read of an event's type answered a series' master (a failed read
+        says nothing: the write goes on, and its If-Match guards it)."""
+        if isinstance(answer, ProviderError) or answer.status_code != 200:
+            return False
+        body = self._api.json(answer)
+        return isinstance(body, dict) and body.get("type") == "seriesMaster"
+
+    async def _plan_series(
+        self,
+        calendar_id: str,
+        items: Sequence[Update],
+        masters: dict[int, dict[str, Any]],
+        occurrences: dict[int, tuple[list[str], list[dict[str, Any]]]],
+        results: list[RemoteRef | ProviderError | None],
+    ) -> dict[int, dict[str, Any]]:
+        """The PATCH body of each series' master (``_series_patch``), by item, with the
+        occurrences Outlook keeps after it put in ``occurrences``. A series answered
+        already (its occurrences could not be read) or that cannot be written leaves
+        ``masters``; the latter answers why in ``results``."""
         bodies: dict[int, dict[str, Any]] = {}
         for n in list(masters):
-            if results[n] is not None:  # its occurrences could not be read
+            if results[n] is not None:
                 del masters[n]
                 continue
             planned = await self._series_patch(calendar_id, items[n], masters[n], occurrences[n])
@@ -874,23 +934,29 @@ class MicrosoftProvider:
                 del masters[n]
                 continue
             bodies[n], occurrences[n] = planned
-        requests = []
-        patched = [n for n in batched if results[n] is None] + [
+        return bodies
+
+    async def _patch_all(
+        self,
+        calendar_id: str,
+        items: Sequence[Update],
+        singles: list[int],
+        masters: dict[int, dict[str, Any]],
+        bodies: dict[int, dict[str, Any]],
+        results: list[RemoteRef | ProviderError | None],
+    ) -> dict[int, dict[str, Any]]:
+        """The PATCHes of the single events not answered yet and of the masters whose
+        own fields change, in ``$batch`` requests. A single event answers its result; a
+        master patched is in ``masters`` as it is now, or leaves it with its failure
+        answered. Answers the masters whose pattern was written (Outlook re-lists their
+        occurrences), by item."""
+        patched = [n for n in singles if results[n] is None] + [
             n for n in masters if set(bodies[n]) - {"singleValueExtendedProperties"}
         ]
-        for n in patched:
-            item = items[n]
-            request: dict[str, Any] = {
-                "method": "PATCH",
-                "url": self._event(calendar_id, item.event_id),
-                "headers": {"Content-Type": "application/json", "Prefer": _PREFER},
-                "body": bodies[n] if n in masters else self._update_body(item.event, item.changed),
-            }
-            if n in masters:  # the version read, which the series' version covers
-                request["headers"]["If-Match"] = _version(item.etag or _ref(masters[n]).etag)
-            elif item.etag:
-                request["headers"]["If-Match"] = _version(item.etag)
-            requests.append(request)
+        requests = [
+            self._patch_request(calendar_id, items[n], bodies.get(n), masters.get(n))
+            for n in patched
+        ]
         answers = await self._send_all(requests) if requests else []
         relisted: dict[int, dict[str, Any]] = {}
         for n, answer in zip(patched, answers, strict=True):
@@ -907,20 +973,28 @@ class MicrosoftProvider:
             masters[n] = self._api.json(answer)
             if "recurrence" in bodies[n]:
                 relisted[n] = masters[n]
-        occurrences |= await self._occurrences_of_many(calendar_id, relisted, results)
-        for n, master in masters.items():
-            if results[n] is not None:
-                continue
-            try:
-                results[n] = await self._write_occurrences(
-                    calendar_id, master, items[n].event, occurrences[n], items[n].changed
-                )
-            except FATAL as failure:
-                _answer_rest(results, masters, failure)
-                break
-            except ProviderError as failure:
-                results[n] = failure
-        return [r if r is not None else Unreachable("no answer") for r in results]
+        return relisted
+
+    def _patch_request(
+        self,
+        calendar_id: str,
+        item: Update,
+        body: dict[str, Any] | None,
+        master: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The PATCH of ``item`` in a ``$batch``: a series' master with the ``body``
+        planned for it, under the version read (which the series' version covers), or a
+        single event under the version named."""
+        headers = {"Content-Type": "application/json", "Prefer": _PREFER}
+        if master is not None:
+            assert body is not None
+            headers["If-Match"] = _version(item.etag or _ref(master).etag)
+        else:
+            body = self._update_body(item.event, item.changed)
+            if item.etag:
+                headers["If-Match"] = _version(item.etag)
+        url = self._event(calendar_id, item.event_id)
+        return {"method": "PATCH", "url": url, "headers": headers, "body": body}
 
     async def _occurrences_of_many(
         self,
@@ -1200,6 +1274,34 @@ def _as_wanted(current: dict[str, Any] | None, occurrence: CalendarEvent) -> boo
         return False
     read = _ref(current).event
     return read is not None and _same(read, replace(occurrence, recurrence_id=read.recurrence_id))
+
+
+async def _answer_each(
+    results: list[RemoteRef | ProviderError | None],
+    masters: dict[int, dict[str, Any]],
+    write: Callable[[int], Awaitable[RemoteRef]],
+) -> None:
+    """Each series in ``masters`` not answered yet answers what ``write`` of it does
+    (its occurrences written), in turn; a failure of the whole account stops them
+    (``_answer_rest``)."""
+    for n in masters:
+        if results[n] is not None:
+            continue  # its occurrences could not be read: that error is its answer
+        try:
+            results[n] = await write(n)
+        except FATAL as failure:
+            _answer_rest(results, masters, failure)
+            break
+        except ProviderError as failure:
+            results[n] = failure
+
+
+def _series_in_calendar(event_id: str) -> SeriesInCalendar:
+    """Why a single event's times are not written over the series ``event_id`` is now."""
+    return SeriesInCalendar(
+        f"the event {event_id} is a recurring series in the calendar; "
+        "crmcal does not rewrite series yet"
+    )
 
 
 def _occurrences_in(data: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
