@@ -639,6 +639,40 @@ class GoogleProvider:
                 unread.append(n)
             else:
                 patches.append((n, blind))
+        currents = await self._read_current(calendar_id, items, unread, results)
+        # A series written over a series: its exceptions are read and written too.
+        series = {
+            n: current
+            for n, current in currents.items()
+            if items[n].event.recurrence is not None and current and current.get("recurrence")
+        }
+        exceptions = await self._exceptions_of(calendar_id, list(series.values()))
+        for n, current in currents.items():
+            call = self._patch_over(calendar_id, items[n], current, n in series, exceptions)
+            if isinstance(call, ProviderError):
+                results[n] = call
+            elif call is not None:
+                patches.append((n, call))
+        await self._send_patches(calendar_id, items, patches, series, results)
+        written = [n for n in series if not isinstance(results[n], ProviderError)]
+        refs = await self._write_occurrences_of(calendar_id, [
+            (series[n], items[n].event, _listed(exceptions[str(series[n]["id"])]),
+             items[n].changed)
+            for n in written
+        ])  # fmt: skip
+        for n, ref in zip(written, refs, strict=True):
+            results[n] = ref
+        return [r if r is not None else Unreachable("no answer") for r in results]
+
+    async def _read_current(
+        self,
+        calendar_id: str,
+        items: Sequence[Update],
+        unread: list[int],
+        results: list[RemoteRef | ProviderError | None],
+    ) -> dict[int, dict[str, Any] | None]:
+        """The events ``unread`` as Google has them now, by item (None for one deleted);
+        a read that fails answers its item in ``results``."""
         reads = [
             google_batch.Call("GET", "/calendar/v3" + self._events(calendar_id, items[n].event_id))
             for n in unread
@@ -654,26 +688,37 @@ class GoogleProvider:
                 currents[n] = None
             else:
                 results[n] = self._api.failure(answer, "reading an event")
-        # A series written over a series: its exceptions are read and written too.
-        series: dict[int, dict[str, Any]] = {}
-        for n, current in currents.items():
-            if items[n].event.recurrence is not None and current and current.get("recurrence"):
-                series[n] = current
-        exceptions = await self._exceptions_of(calendar_id, list(series.values()))
-        for n, current in currents.items():
-            call: google_batch.Call | ProviderError | None
-            if n in series:
-                mine = exceptions[str(current["id"])] if current else []
-                if isinstance(mine, ProviderError):
-                    results[n] = mine
-                    continue
-                call = self._series_patch(calendar_id, items[n], series[n], mine)
-            else:
-                call = self._patch(calendar_id, items[n], current)
-            if isinstance(call, ProviderError):
-                results[n] = call
-            elif call is not None:
-                patches.append((n, call))
+        return currents
+
+    def _patch_over(
+        self,
+        calendar_id: str,
+        item: Update,
+        current: dict[str, Any] | None,
+        over_series: bool,
+        exceptions: dict[str, list[dict[str, Any]] | ProviderError],
+    ) -> google_batch.Call | ProviderError | None:
+        """The PATCH that writes ``item`` over ``current``: a series' master when
+        ``over_series`` (with the series' ``exceptions`` by id), else the whole event;
+        or why none is, or None when nothing of the master changes."""
+        if not over_series:
+            return self._patch(calendar_id, item, current)
+        assert current is not None
+        mine = exceptions[str(current["id"])]
+        if isinstance(mine, ProviderError):
+            return mine
+        return self._series_patch(calendar_id, item, current, mine)
+
+    async def _send_patches(
+        self,
+        calendar_id: str,
+        items: Sequence[Update],
+        patches: list[tuple[int, google_batch.Call]],
+        series: dict[int, dict[str, Any]],
+        results: list[RemoteRef | ProviderError | None],
+    ) -> None:
+        """Send the ``patches``, each item's answer in ``results``; a series' master
+        patched is in ``series`` as it is now."""
         answers = await self._send_all([call for _, call in patches]) if patches else []
         for (n, _), answer in zip(patches, answers, strict=True):
             item = items[n]
@@ -685,15 +730,6 @@ class GoogleProvider:
             if n in series and not isinstance(results[n], ProviderError):
                 assert isinstance(answer, httpx.Response)
                 series[n] = self._api.json(answer)  # the master as it is now
-        written = [n for n in series if not isinstance(results[n], ProviderError)]
-        refs = await self._write_occurrences_of(calendar_id, [
-            (series[n], items[n].event, _listed(exceptions[str(series[n]["id"])]),
-             items[n].changed)
-            for n in written
-        ])  # fmt: skip
-        for n, ref in zip(written, refs, strict=True):
-            results[n] = ref
-        return [r if r is not None else Unreachable("no answer") for r in results]
 
     async def delete(self, calendar_id: str, event_id: str, etag: str | None) -> None:
         response = await self._request(
