@@ -16,7 +16,8 @@ horizon reaches them they come in like any calendar edit."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 from crmcal.crm import times
 from crmcal.crm.tables import Activity, ActivitySeries, utcnow
@@ -34,6 +35,7 @@ from crmcal.sync.series_units import (
     LEFT_OUT,
     MASTER_GROUPS,
     Digests,
+    Moment,
     Plan,
     anchor_of,
     digests_of,
@@ -100,115 +102,174 @@ class LinkedSeries:
         remote: RemoteRef | None,
         crm_moved: bool,
     ) -> None:
-        engine = self.engine
+        """Decide and write a linked series whose calendar side is ``remote`` (read, or
+        None when only the CRM moved): the plan of which units go which way, the
+        conflict recorded, the calendar's units pulled, the CRM's pushed (or the link
+        stored when nothing goes out)."""
         within = within_horizon_of(series)
         crm_event = self.run.crm_event(series, occurrences)
         crm_now = digests_of(crm_event, within)
         calendar = remote.event if remote is not None else None
         stored = link.field_hashes or {}
-        kept = stored.get("occurrences") or {}
-        base_crm = Digests(dict(stored.get("series") or {}), dict(kept.get("crm") or {}))
-        base_cal = Digests(
-            dict(stored.get("series_calendar") or base_crm.master), dict(kept.get("calendar") or {})
-        )
-        if not base_crm.master:
-            # Linked before the link remembered series units: take the calendar as it
-            # is (or as the CRM is, when only the calendar moved) as the last sync.
-            if calendar is None:
-                try:
-                    remote = await self.run.updates.current(link)
-                except NotRead:
-                    remote = None
-                if remote is None or remote.event is None:
-                    engine._skip_series(series.id, "the series cannot be read in the calendar")
-                    return
-                base_crm = base_cal = digests_of(remote.event, within)
-                calendar = None
-            elif crm_moved:
-                base_crm = base_cal = digests_of(calendar, within)
-            else:
-                base_crm = base_cal = crm_now
+        bases = await self._bases(series, link, remote, crm_now, within, crm_moved)
+        if bases is None:
+            return
+        base_crm, base_cal, remote = bases
         cal_now = digests_of(calendar, within) if calendar is not None else base_cal
         invitation = self._invitation(calendar, occurrences)
-        unit = "recurrence"
-        crm_split = (
-            calendar is not None
-            and crm_now.get(unit) != base_crm.get(unit)
-            and cal_now.get(unit) != base_cal.get(unit)
-            and crm_now.get(unit) != cal_now.get(unit)
-            and await self.run.crm_splits.split_since(series, link) is not None
+        crm_split = calendar is not None and await self._split_on_both(
+            series, link, crm_now, cal_now, base_crm, base_cal
         )
         moved_off = await self.run.crm_splits.moved_off(
             series, occurrences, link, cal_now, base_cal
         )
-        # The occurrences the CRM split off as they are there now, so that an edit of
-        # one of them in the calendar is decided against the CRM's (never just lost).
-        crm_plan = crm_now
-        if moved_off:
-            theirs = dict(crm_now.occurrences)
-            for key, moved in moved_off.items():
-                digest = moved_digest(moved, base_crm.occurrences.get(key), link)
-                if digest is not None:
-                    theirs[key] = digest
-            crm_plan = Digests(crm_now.master, theirs)
         plan = self._plan(
-            series, occurrences, calendar, crm_plan, cal_now, base_crm, base_cal, invitation,
-            crm_split,
+            series, occurrences, calendar, _with_moved_off(crm_now, base_crm, moved_off, link),
+            cal_now, base_crm, base_cal, invitation, crm_split,
         )  # fmt: skip
         kept_out = self._unrestorable(series, occurrences, plan, cal_now, crm_now)
         if plan.conflict:
-            anchor = anchor_of(occurrences, link)
-            winner = Winner.CALENDAR if plan.pull else Winner.CRM
-            act = Act.PULL_UPDATE if plan.pull else Act.PUSH_UPDATE
-            pair = engine._pair_of(anchor, remote)
-            await engine._record_conflict(pair, Decision(act, True, winner))
+            await self._record_conflict(plan, occurrences, link, remote)
         retimed = bool(plan.pull & {"when", "recurrence"})
         if retimed:
             _keep_carried(plan, cal_now, base_cal)
         if plan.pull and calendar is not None and remote is not None:
-            pulled = await self.run.to_crm.pull(
-                series, occurrences, calendar, plan, invitation, moved_off
-            )
+            pulled = await self._pull(
+                series, occurrences, calendar, plan, invitation, moved_off, cal_now, within,
+                retimed,
+            )  # fmt: skip
             if pulled is None:
-                # Edited in the CRM since this run read it: nothing is written, and the
-                # next run, which lists the calendar's change again, sees both edits.
-                engine.deferred = True
                 return
-            series, occurrences = pulled
-            for other in sorted({a.series_id for k, a in moved_off.items() if f"@{k}" in plan.pull
-                                 and a.series_id is not None}):  # fmt: skip
-                await self.run.crm_splits.resend(other)
-            crm_event = self.run.crm_event(series, occurrences)
-            crm_now = digests_of(crm_event, within)
-            if retimed and self.engine.ctx.push and not invitation:
-                # The CRM carried its occurrences changed on their own (and left out) to
-                # the series' new times; the calendar gets them there, and loses what
-                # stayed at the old times (Google keeps such exceptions, Outlook drops
-                # them, a CalDAV client may leave its RECURRENCE-IDs behind).
-                for key in {*crm_now.occurrences, *cal_now.occurrences}:
-                    if crm_now.occurrences.get(key) != cal_now.occurrences.get(key):
-                        plan.push.add(f"@{key}")
+            series, occurrences, crm_event, crm_now = pulled
         done = Reconciled(series, occurrences, link, stored, crm_now, cal_now, base_crm,
                            kept_out, within, bool(plan.push or plan.pull))  # fmt: skip
         if plan.push:
-            try:
-                pushed = await self.run.updates.push(link, remote, crm_event, plan)
-            except NotRead:
-                engine.report.skipped += 1
-                return  # left as it was linked: the next run reads it again
-            except EventNotFound:
-                await self.run.updates.gone(done)
-                return
-            if pushed is None:
-                return
-            # Sent with the run's other updates, in as few requests as the provider
-            # allows (see ``SeriesUpdates.write_pending``); the link is stored once it answers.
-            self.run.updates.pending.append((done, *pushed))
-            if not engine.provider.capabilities.batch_changes:
-                await self.run.updates.write_pending()
+            await self._push(done, remote, crm_event, plan)
             return
         etag = remote.etag if remote is not None else link.remote_etag
         await self.run.updates.store(done, etag, calendar)
+
+    async def _bases(
+        self,
+        series: ActivitySeries,
+        link: Link,
+        remote: RemoteRef | None,
+        crm_now: Digests,
+        within: Callable[[Moment], bool],
+        crm_moved: bool,
+    ) -> tuple[Digests, Digests, RemoteRef | None] | None:
+        """The series as the last sync left it in the CRM and in the calendar, and the
+        calendar series (``remote``, or read here for a link from before the link
+        remembered series units). None when that read finds nothing: skipped."""
+        base_crm, base_cal = _stored_bases(link.field_hashes or {})
+        if base_crm.master:
+            return base_crm, base_cal, remote
+        # Linked before the link remembered series units: take the calendar as it is
+        # (or as the CRM is, when only the calendar moved) as the last sync.
+        calendar = remote.event if remote is not None else None
+        if calendar is not None:
+            base = digests_of(calendar, within) if crm_moved else crm_now
+            return base, base, remote
+        try:
+            remote = await self.run.updates.current(link)
+        except NotRead:
+            remote = None
+        if remote is None or remote.event is None:
+            self.engine._skip_series(series.id, "the series cannot be read in the calendar")
+            return None
+        base = digests_of(remote.event, within)
+        return base, base, remote
+
+    async def _split_on_both(
+        self,
+        series: ActivitySeries,
+        link: Link,
+        crm_now: Digests,
+        cal_now: Digests,
+        base_crm: Digests,
+        base_cal: Digests,
+    ) -> bool:
+        """Whether both sides changed the series' rule, differently, and the CRM did so
+        by splitting the series since the last sync (see ``_plan``)."""
+        unit = "recurrence"
+        if (
+            crm_now.get(unit) == base_crm.get(unit)
+            or cal_now.get(unit) == base_cal.get(unit)
+            or crm_now.get(unit) == cal_now.get(unit)
+        ):
+            return False
+        return await self.run.crm_splits.split_since(series, link) is not None
+
+    async def _record_conflict(
+        self, plan: Plan, occurrences: list[Activity], link: Link, remote: RemoteRef | None
+    ) -> None:
+        """A conflict decided for the series, recorded on its anchor occurrence."""
+        engine = self.engine
+        anchor = anchor_of(occurrences, link)
+        winner = Winner.CALENDAR if plan.pull else Winner.CRM
+        act = Act.PULL_UPDATE if plan.pull else Act.PUSH_UPDATE
+        pair = engine._pair_of(anchor, remote)
+        await engine._record_conflict(pair, Decision(act, True, winner))
+
+    async def _pull(
+        self,
+        series: ActivitySeries,
+        occurrences: list[Activity],
+        calendar: CalendarEvent,
+        plan: Plan,
+        invitation: bool,
+        moved_off: dict[str, Activity],
+        cal_now: Digests,
+        within: Callable[[Moment], bool],
+        retimed: bool,
+    ) -> tuple[ActivitySeries, list[Activity], CalendarEvent, Digests] | None:
+        """The calendar's units written to the CRM: answers the series, its occurrences,
+        its event and its units as they are then, or None when the CRM changed
+        meanwhile (the run is deferred)."""
+        engine = self.engine
+        pulled = await self.run.to_crm.pull(
+            series, occurrences, calendar, plan, invitation, moved_off
+        )
+        if pulled is None:
+            # Edited in the CRM since this run read it: nothing is written, and the
+            # next run, which lists the calendar's change again, sees both edits.
+            engine.deferred = True
+            return None
+        series, occurrences = pulled
+        for other in _split_series_pulled(moved_off, plan):
+            await self.run.crm_splits.resend(other)
+        crm_event = self.run.crm_event(series, occurrences)
+        crm_now = digests_of(crm_event, within)
+        if retimed and engine.ctx.push and not invitation:
+            # The CRM carried its occurrences changed on their own (and left out) to
+            # the series' new times; the calendar gets them there, and loses what
+            # stayed at the old times (Google keeps such exceptions, Outlook drops
+            # them, a CalDAV client may leave its RECURRENCE-IDs behind).
+            for key in {*crm_now.occurrences, *cal_now.occurrences}:
+                if crm_now.occurrences.get(key) != cal_now.occurrences.get(key):
+                    plan.push.add(f"@{key}")
+        return series, occurrences, crm_event, crm_now
+
+    async def _push(
+        self, done: Reconciled, remote: RemoteRef | None, crm_event: CalendarEvent, plan: Plan
+    ) -> None:
+        """The CRM's units sent to the calendar series, with the run's other updates."""
+        engine = self.engine
+        try:
+            pushed = await self.run.updates.push(done.link, remote, crm_event, plan)
+        except NotRead:
+            engine.report.skipped += 1
+            return  # left as it was linked: the next run reads it again
+        except EventNotFound:
+            await self.run.updates.gone(done)
+            return
+        if pushed is None:
+            return
+        # Sent with the run's other updates, in as few requests as the provider
+        # allows (see ``SeriesUpdates.write_pending``); the link is stored once it answers.
+        self.run.updates.pending.append((done, *pushed))
+        if not engine.provider.capabilities.batch_changes:
+            await self.run.updates.write_pending()
 
     def _invitation(self, calendar: CalendarEvent | None, occurrences: list[Activity]) -> bool:
         if calendar is not None:
@@ -227,7 +288,6 @@ class LinkedSeries:
         invitation: bool,
         crm_split: bool = False,
     ) -> Plan:
-        ctx = self.engine.ctx
         plan = Plan()
         keys = {
             *crm_now.occurrences,
@@ -239,46 +299,54 @@ class LinkedSeries:
         for unit in [*MASTER_GROUPS, *(f"@{k}" for k in sorted(keys))]:
             crm = crm_now.get(unit) != base_crm.get(unit)
             cal = cal_now.get(unit) != base_cal.get(unit)
-            if not crm and not cal:
+            if not _to_decide(unit, crm, cal, crm_now, cal_now):
                 continue
-            if crm and cal and crm_now.get(unit) == cal_now.get(unit):
-                continue  # the same edit on both sides
-            if unit == "cancelled":
-                continue  # a cancelled master is a deletion, decided before this
-            push_ok = ctx.push and not invitation
-            pull_ok = ctx.pull and calendar is not None
-            if invitation and unit == "description":
-                pull_ok = False  # an invitation's note is the CRM's own
-            if unit == "recurrence" and crm and cal and crm_split and push_ok:
-                # The CRM split the series ("this and following") and the calendar ended
-                # it elsewhere: the earlier end is the CRM's, the calendar's split is
-                # carried on the CRM's later part (``CrmSplits.split_crm_part``).
+            way = self._way(unit, crm, cal, calendar, invitation, crm_split)
+            if way == "conflict":
+                # An occurrence's edits are compared by its own times, the rest by the
+                # series' (its master's in the calendar).
+                key = unit[1:] if unit.startswith("@") else None
+                if key not in crm_wins:
+                    crm_wins[key] = self.crm_wins(series, occurrences, calendar, key)
+                plan.conflict = True
+                way = "push" if crm_wins[key] else "pull"
+            if way == "push":
                 plan.push.add(unit)
-                continue
-            if crm and not cal:
-                if push_ok:
-                    plan.push.add(unit)
-                continue
-            if cal and not crm:
-                if pull_ok:
-                    plan.pull.add(unit)
-                continue
-            # Changed on both sides to different values.
-            if invitation or not ctx.push:
-                if pull_ok:
-                    plan.pull.add(unit)
-                continue
-            if not ctx.pull:
-                plan.push.add(unit)
-                continue
-            # An occurrence's edits are compared by its own times, the rest by the
-            # series' (its master's in the calendar).
-            key = unit[1:] if unit.startswith("@") else None
-            if key not in crm_wins:
-                crm_wins[key] = self.crm_wins(series, occurrences, calendar, key)
-            plan.conflict = True
-            (plan.push if crm_wins[key] else plan.pull).add(unit)
+            elif way == "pull":
+                plan.pull.add(unit)
         return plan
+
+    def _way(
+        self,
+        unit: str,
+        crm: bool,
+        cal: bool,
+        calendar: CalendarEvent | None,
+        invitation: bool,
+        crm_split: bool,
+    ) -> Literal["push", "pull", "conflict"] | None:
+        """Which way a unit changed on the CRM's side (``crm``), the calendar's (``cal``)
+        or both goes: "conflict" for the conflict policy to decide, None for neither
+        (a side the connection does not write, or that is not the unit's to write)."""
+        ctx = self.engine.ctx
+        push_ok = ctx.push and not invitation
+        # An invitation's note is the CRM's own.
+        pull_ok = ctx.pull and calendar is not None and not (invitation and unit == "description")
+        if unit == "recurrence" and crm and cal and crm_split and push_ok:
+            # The CRM split the series ("this and following") and the calendar ended
+            # it elsewhere: the earlier end is the CRM's, the calendar's split is
+            # carried on the CRM's later part (``CrmSplits.split_crm_part``).
+            return "push"
+        if not cal:
+            return "push" if push_ok else None
+        if not crm:
+            return "pull" if pull_ok else None
+        # Changed on both sides to different values.
+        if invitation or not ctx.push:
+            return "pull" if pull_ok else None
+        if not ctx.pull:
+            return "push"
+        return "conflict"
 
     def _unrestorable(
         self,
@@ -351,6 +419,55 @@ class LinkedSeries:
                 calendar_time = override.last_modified
         calendar_time = calendar_time or utcnow()
         return crm_edit_is_later(crm_time, calendar_time)
+
+
+def _stored_bases(stored: Mapping[str, Any]) -> tuple[Digests, Digests]:
+    """The series' units as the last sync left them in the CRM and in the calendar, as
+    the link keeps them (the calendar's master the CRM's when it kept none apart)."""
+    kept = stored.get("occurrences") or {}
+    base_crm = Digests(dict(stored.get("series") or {}), dict(kept.get("crm") or {}))
+    base_cal = Digests(
+        dict(stored.get("series_calendar") or base_crm.master), dict(kept.get("calendar") or {})
+    )
+    return base_crm, base_cal
+
+
+def _with_moved_off(
+    crm_now: Digests, base_crm: Digests, moved_off: dict[str, Activity], link: Link
+) -> Digests:
+    """The CRM's units with the occurrences it split off as they are there now, so that
+    an edit of one of them in the calendar is decided against the CRM's (never just
+    lost)."""
+    if not moved_off:
+        return crm_now
+    theirs = dict(crm_now.occurrences)
+    for key, moved in moved_off.items():
+        digest = moved_digest(moved, base_crm.occurrences.get(key), link)
+        if digest is not None:
+            theirs[key] = digest
+    return Digests(crm_now.master, theirs)
+
+
+def _split_series_pulled(moved_off: dict[str, Activity], plan: Plan) -> list[int]:
+    """The series the CRM split occurrences off into whose occurrences the calendar's
+    edits just changed: each is sent again."""
+    return sorted(
+        {
+            moved.series_id
+            for key, moved in moved_off.items()
+            if f"@{key}" in plan.pull and moved.series_id is not None
+        }
+    )
+
+
+def _to_decide(unit: str, crm: bool, cal: bool, crm_now: Digests, cal_now: Digests) -> bool:
+    """Whether a unit has an edit to decide: changed on a side, and not to the same value
+    on both."""
+    if not crm and not cal:
+        return False
+    if crm and cal and crm_now.get(unit) == cal_now.get(unit):
+        return False  # the same edit on both sides
+    return unit != "cancelled"  # a cancelled master is a deletion, decided before this
 
 
 def _keep_carried(plan: Plan, cal_now: Digests, base_cal: Digests) -> None:
