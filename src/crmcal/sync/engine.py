@@ -70,6 +70,7 @@ from crmcal.sync.import_fields import known as import_fields_known
 from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.links import TRASHED, Links
 from crmcal.sync.pair import Pair
+from crmcal.sync.relink import Relinking
 from crmcal.sync.report import SyncReport
 from crmcal.sync.run_end import RETRIES_KEPT, RunEnd
 from crmcal.sync.series_sync import SeriesSync
@@ -155,6 +156,7 @@ class Engine:
         # Updates and deletes of linked events, sent together.
         self.calendar = CalendarWrites(self)
         self.crm = CrmWrites(self)
+        self.relinking = Relinking(self)
         self._checked_at = time.monotonic()
         self.deferred = False  # a pull was left for the next run (see CrmWrites._as_read)
         # CRM series already skipped this run: one series is one item, however many
@@ -723,7 +725,7 @@ class Engine:
         if pair.link is not None:
             await self._settle_linked(pair, pair.link)
         elif pair.activity is not None and pair.remote is not None:
-            await self._relink(pair, pair.activity, pair.remote)
+            await self.relinking.link(pair, pair.activity, pair.remote)
         elif pair.remote is not None:
             await self._new_event(pair.remote)
         elif pair.activity is not None:
@@ -904,7 +906,7 @@ class Engine:
             )
             self.report.skipped += 1
             return
-        await self._relink(Pair(activity=activity, remote=existing), activity, existing)
+        await self.relinking.link(Pair(activity=activity, remote=existing), activity, existing)
 
     async def _save_new_links(self, made: list[tuple[Activity, RemoteRef, CalendarEvent]]) -> None:
         if not made:
@@ -927,81 +929,6 @@ class Engine:
         ]
         await self.links.store_many(links)
         self.report.created += len(links)
-
-    async def _relink(self, pair: Pair, activity: Activity, ref: RemoteRef) -> None:
-        """An unlinked event that belongs to an activity: link them, then reconcile."""
-        event = ref.event
-        assert event is not None
-        if self._skip_recurring(pair):
-            return
-        crm_hash, remote_hash = self._crm_hash(activity), event.content_hash()
-        origin = LinkOrigin.CRM if event.crm_id == activity.uid else LinkOrigin.CALENDAR
-        link = Link(
-            connection_id=self.ctx.connection_id,
-            activity_id=activity.id,
-            remote_id=ref.id,
-            remote_uid=event.uid,
-            remote_etag=ref.etag,
-            origin=origin,
-            # Unknown common ancestor: both sides count as changed unless equal.
-            crm_hash=None,
-            remote_hash=None,
-        )
-        if crm_hash == remote_hash or self._agrees(activity, event):
-            # The same item on both sides (written alike, or the activity already is
-            # what the event says): in sync, nothing to decide, no conflict.
-            await self.links.store(
-                link,
-                crm_hash=crm_hash,
-                remote_hash=remote_hash,
-                field_hashes=self._field_hashes(self._event_of(activity), event),
-            )
-            return
-        if (known := self.written.explains(activity.id, remote_hash)) is not None:
-            # Written by a run that stopped before linking it: not the calendar's edit.
-            link.crm_hash, link.remote_hash = known
-        if activity.deleted_at is not None and not self._remote_absent(pair):
-            # The event is still (or again) in the calendar: keep the activity.
-            link.crm_hash = TRASHED
-        link = await self.links.store(link)
-        pair.link = link
-        await self._settle_linked(pair, link)
-
-    def _agrees(self, activity: Activity, event: CalendarEvent) -> bool:
-        """Whether importing the event would leave the live activity as it is.
-
-        The two renderings of one item can differ without anyone having edited
-        either (the owner's own attendee entry, a resource, a trimmed title ...):
-        compared as activity fields, they are the same item.
-        """
-        if activity.deleted_at is not None or self._remote_absent(Pair(remote=RemoteRef(
-            id="", etag="", event=event))):  # fmt: skip
-            return False
-        try:
-            fields = self._fields(event, activity)
-        except (ValueError, TypeError):
-            return False
-        if fields["all_day"] != activity.all_day:
-            return False
-        if activity.all_day:
-            start: Any = activity.start_date.isoformat() if activity.start_date else None
-            end: Any = activity.end_date.isoformat() if activity.end_date else None
-            times = (fields["start"], fields["end"]) == (start, end)
-        else:
-            moments = [dt.datetime.fromisoformat(v) if v else None
-                       for v in (fields["start"], fields["end"])]  # fmt: skip
-            times = moments == [activity.start_at, activity.end_at]
-        if not times:
-            return False
-        plain = ("subject", "location", "note", "busy", "visibility", "reminder_minutes")
-        if any(fields[name] != getattr(activity, name) for name in plain):
-            return False
-        if "participants" in fields:
-            theirs = sorted((p["email"].lower(), p["status"]) for p in fields["participants"])
-            ours = sorted((p.email.lower(), p.status) for p in activity.participants if p.email)
-            if theirs != ours:
-                return False
-        return True
 
     async def _settle_linked(self, pair: Pair, link: Link) -> None:
         activity = pair.activity
