@@ -805,17 +805,6 @@ class Engine:
         self.report.skipped += 1
         self.report.problem(f"series {series_id}", reason)
 
-    async def _series_changed(self, series_id: int, link: Link, remote: RemoteRef | None) -> None:
-        """Bring a synced series and its calendar series together (``sync/series_sync``)."""
-        await self.series.reconcile(series_id, link, remote)
-
-    async def _new_series(self, activity: Activity) -> None:
-        """Send the CRM series of ``activity`` as one series (``sync/series_sync``)."""
-        await self.series.send(activity)
-
-    def _pair_of(self, activity: Activity | None, remote: RemoteRef | None) -> Pair:
-        return Pair(activity=activity, remote=remote)
-
     async def _new_event(self, ref: RemoteRef) -> None:
         event = ref.event
         assert event is not None
@@ -850,7 +839,7 @@ class Engine:
         if activity.series_id is not None and self.provider.capabilities.syncs_series:
             # An occurrence in the trash is an EXDATE of its series: looked at too.
             if recreate or self._outgoing(activity):
-                await self._new_series(activity)
+                await self.series.send(activity)  # one series (sync/series_sync)
             return
         if activity.deleted_at is not None:
             return
@@ -943,7 +932,7 @@ class Engine:
             if self._remote_absent(pair) and not self._series_moved(pair, link):
                 await self.crm.trash_series(activity.series_id, link)
             else:
-                await self._series_changed(activity.series_id, link, pair.remote)
+                await self.series.reconcile(activity.series_id, link, pair.remote)
             return
         if self._skip_recurring(pair):
             return

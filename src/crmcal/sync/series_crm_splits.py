@@ -23,6 +23,7 @@ from crmcal.model import (
 )
 from crmcal.sync import series_mapping
 from crmcal.sync.decisions import Act, Decision
+from crmcal.sync.pair import Pair
 from crmcal.sync.series_copies import DROPPING
 from crmcal.sync.series_pull import GROUP_FIELDS
 from crmcal.sync.series_rows import (
@@ -242,7 +243,7 @@ class CrmSplits:
                 ctx.push and self.run.linked.crm_wins(other, occurrences, event)
             )
             await engine._record_conflict(
-                engine._pair_of(live[0], ref),
+                Pair(activity=live[0], remote=ref),
                 Decision(
                     Act.PUSH_UPDATE if crm_wins else Act.PULL_UPDATE,
                     True,

@@ -29,6 +29,7 @@ from crmcal.providers import kinds
 from crmcal.providers.base import EventNotFound
 from crmcal.sync import series_mapping
 from crmcal.sync.decisions import Act, Decision, crm_edit_is_later
+from crmcal.sync.pair import Pair
 from crmcal.sync.series_copies import DROPPING
 from crmcal.sync.series_crm_splits import moved_digest
 from crmcal.sync.series_units import (
@@ -208,7 +209,7 @@ class LinkedSeries:
         anchor = anchor_of(occurrences, link)
         winner = Winner.CALENDAR if plan.pull else Winner.CRM
         act = Act.PULL_UPDATE if plan.pull else Act.PUSH_UPDATE
-        pair = engine._pair_of(anchor, remote)
+        pair = Pair(activity=anchor, remote=remote)
         await engine._record_conflict(pair, Decision(act, True, winner))
 
     async def _pull(

@@ -27,6 +27,7 @@ from crmcal.providers.base import (
     create_many,
 )
 from crmcal.sync import mapping, series_mapping
+from crmcal.sync.pair import Pair
 from crmcal.sync.series_rows import (
     load_occurrences,
     set_organizer,
@@ -98,7 +99,7 @@ class NewSeries:
             results = await create_many(engine.provider, engine.ctx.calendar_id, items)
             await engine._answered(
                 (
-                    engine._pair_of(anchor, None),
+                    Pair(activity=anchor),
                     result,
                     partial(self._created, series, anchor, master, result),
                 )
