@@ -825,3 +825,43 @@ def test_a_crm_cancellation_where_the_calendar_split_later_is_kept(
         machine.sync(crash=None)
     finally:
         machine.teardown()
+
+
+# --- a series the CRM cancelled whole, split in the calendar meanwhile -------------------
+
+
+def _crm_cancels(machine: SeriesMachine, *keys: dt.datetime) -> None:
+    """The CRM moves these occurrences to the trash (whatever the calendar did to them)."""
+    for key in keys:
+        machine.run(machine.world.trash_activity(machine._activity(key).id))
+        machine.occurrences[key].crm_pending = DELETED
+
+
+@pytest.mark.parametrize("origin", ["crm", "calendar"])
+@pytest.mark.parametrize(("count", "cut"), [(4, 3), (4, 2), (5, 5)], ids=["3of4", "2of4", "5of5"])
+def test_a_series_the_crm_cancelled_whole_while_the_calendar_split_it_stays_cancelled(
+    origin: str, count: int, cut: int
+) -> None:
+    """The CRM cancels every occurrence of a series while the calendar splits it ("this
+    and following"): both calendar series are left without an occurrence. Nothing comes
+    back as an activity, nothing shows in the calendar, and the syncs after it write
+    nothing (no loop over the empty series)."""
+    machine = SeriesMachine()
+    try:
+        if origin == "crm":
+            machine.crm_create_series(count=count)
+        else:
+            machine.cal_create_series(count=count)
+        machine.sync(crash=None)
+        keys = sorted(machine.occurrences)
+        machine.cal_split(data=_nth(1, cut))
+        _crm_cancels(machine, *keys)
+        machine.sync(crash=None)
+        assert machine.run(machine.world.live_activities()) == []
+        shown = [key for master in machine.world.events().values() for key in _expansion(master)]
+        assert shown == []
+        for _ in range(2):
+            machine.sync(crash=None)
+        assert machine.run(machine.world.live_activities()) == []
+    finally:
+        machine.teardown()

@@ -151,7 +151,7 @@ class CalendarSplits:
         before = (stored.get("series_calendar") or stored.get("series") or {}).get("recurrence")
         if before is not None and before == digests_of(old, lambda _m: True).master["recurrence"]:
             return None  # the rule did not change
-        cuts = self._cuts(pair.activity.series_id, old)
+        cuts = self._cuts(pair.activity.series_id, old, pair.link.last_synced_at)
         if cuts is None:
             return None
         series, moments = cuts
@@ -176,10 +176,12 @@ class CalendarSplits:
         return moments[0] if same_title else None
 
     def _cuts(
-        self, series_id: int, old: CalendarEvent
+        self, series_id: int, old: CalendarEvent, since: dt.datetime | None = None
     ) -> tuple[ActivitySeries, list[dt.datetime]] | None:
         """The CRM series' live occurrences after the end of ``old``'s new rule, in
-        order."""
+        order. When none is live there, those moved to the trash after ``since`` (the
+        last sync): the CRM cancelled every one of them while the calendar split them
+        off, and the split is still theirs (its link carries the cancellations to it)."""
         cached = self.engine.series_rows.get(series_id)
         if cached is None:
             return None
@@ -195,15 +197,17 @@ class CalendarSplits:
         # The old rule's last occurrence; none when it now makes only occurrences the
         # series leaves out (its first ones cancelled): then every live one is cut.
         last = max(slots, default=None)
-        cut = [
-            o.original_start_at
+        after = [
+            o
             for o in occurrences
-            if o.deleted_at is None
-            and o.original_start_at is not None
+            if o.original_start_at is not None
             and o.original_start_at not in slots
             and (last is None or o.original_start_at > last)
         ]
-        return (series, sorted(cut)) if cut else None
+        cut = [o.original_start_at for o in after if o.deleted_at is None]
+        if not cut and since is not None:
+            cut = [o.original_start_at for o in after if _trashed_after(o, since)]
+        return (series, sorted(c for c in cut if c is not None)) if cut else None
 
     async def prepare(self) -> None:
         """Load the CRM series of the linked calendar series that changed this run, for
@@ -317,7 +321,15 @@ class CalendarSplits:
             new_id = later.id
             old_occurrences = await load_occurrences(session, series_id)
             new_occurrences = await load_occurrences(session, new_id)
+            # A part the CRM cancelled whole since the last sync is linked too (from an
+            # occurrence in the trash), so that its cancellations reach the split.
+            since = old_link.last_synced_at
             live = [o for o in new_occurrences if o.deleted_at is None]
+            trashed = (
+                not live
+                and since is not None
+                and all(_trashed_after(o, since) for o in new_occurrences)
+            )
             stored = dict(old_link.field_hashes or {})
             if stored.get("series"):
                 # The calendar's spelling of the new end is taken (no conflict).
@@ -327,7 +339,7 @@ class CalendarSplits:
                 stored["series"] = {**stored["series"], "recurrence": ours.master["recurrence"]}
             old_link = await engine.links.store(old_link, session=session, field_hashes=stored)
             link: Link | None = None
-            if live:
+            if live or trashed:
                 # The new series' master as if the calendar had been the CRM's at the
                 # last sync (its new fields come in); its occurrences as the old link
                 # remembers them, so that an edit of one since then on either side is
@@ -353,6 +365,7 @@ class CalendarSplits:
                     ref,
                     remembered_hashes({}, base_crm, base_cal),
                     old_link,
+                    trashed=trashed,
                 )
         if link is not None and DROPPING in (link.field_hashes or {}):
             link = await self.run.copies.drop_copy(link)
@@ -431,6 +444,18 @@ class CalendarSplits:
             return None
         link = Link(connection_id=ctx.connection_id, activity_id=anchor.id, **values)
         return await engine.links.store(link, session=session)
+
+
+def _trashed_after(occurrence: Activity, since: dt.datetime) -> bool:
+    """Whether ``occurrence`` went to the trash after ``since``."""
+    deleted = occurrence.deleted_at
+    if deleted is None:
+        return False
+    if deleted.tzinfo is None:
+        deleted = deleted.replace(tzinfo=dt.UTC)
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
+    return deleted > since
 
 
 def _cut_named(stamp: str, moments: list[dt.datetime], zone: dt.tzinfo) -> dt.datetime:
