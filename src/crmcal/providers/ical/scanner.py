@@ -86,66 +86,109 @@ def scan_calendar(text: str) -> RawCalendar:
     timezones: dict[str, list[str]] = {}
     if "VTIMEZONE" in text.upper():
         text = _cut_timezones(text, timezones)
-    stack: list[str] = []
-    events: list[RawComponent] = []
-    calendar_zone: str | None = None
-    event: RawComponent | None = None
-    alarm: RawComponent | None = None
-    tz_lines: list[str] | None = None
-    tzid = ""
+    scanner = _Scanner(timezones)
     for number, line in enumerate(text.split("\n"), 1):
         if not line or line.isspace():
             continue
         name, params, value = _split(line, number)
         if name == "BEGIN":
-            kind = value.strip().upper()
-            stack.append(kind)
-            depth = len(stack)
-            if depth == 1 and kind != "VCALENDAR":
-                raise ValueError(f"line {number}: {kind} outside VCALENDAR")
-            if tz_lines is not None:
-                tz_lines.append(line)
-            elif depth == 2 and kind == "VEVENT":
-                event = RawComponent()
-            elif depth == 2 and kind == "VTIMEZONE":
-                tz_lines, tzid = [line], ""
-            elif depth == 3 and kind == "VALARM" and event is not None:
-                alarm = RawComponent()
-            continue
-        if name == "END":
-            kind = value.strip().upper()
-            if not stack or stack[-1] != kind:
-                raise ValueError(f"line {number}: END:{kind} closes nothing open")
-            depth = len(stack)
-            stack.pop()
-            if tz_lines is not None:
-                tz_lines.append(line)
-                if depth == 2:
-                    timezones[tzid] = tz_lines
-                    tz_lines = None
-            elif depth == 2 and event is not None:
-                events.append(event)
-                event = None
-            elif depth == 3 and alarm is not None and event is not None:
-                event.alarms.append(alarm)
-                alarm = None
-            continue
+            scanner.begin(value.strip().upper(), line, number)
+        elif name == "END":
+            scanner.end(value.strip().upper(), line, number)
+        elif (target := scanner.target) is not None:
+            # Most lines: a property of the event or alarm open, kept without a call.
+            target.props.setdefault(name, []).append((params, value))
+        else:
+            scanner.other(name, value, line, number)
+    return scanner.finished()
+
+
+class _Scanner:
+    """The components open at a line of a VCALENDAR, and what it held so far: its
+    VEVENTs (with their VALARMs), the VTIMEZONEs the cut left to the line parser, and
+    its X-WR-TIMEZONE. Components of other kinds, and those inside them, are passed
+    over."""
+
+    __slots__ = ("alarm", "calendar_zone", "event", "events", "stack", "target",
+                 "timezones", "tz_lines", "tzid")  # fmt: skip
+
+    def __init__(self, timezones: dict[str, list[str]]) -> None:
+        self.stack: list[str] = []
+        self.events: list[RawComponent] = []
+        self.timezones = timezones
+        self.calendar_zone: str | None = None
+        self.event: RawComponent | None = None
+        self.alarm: RawComponent | None = None
+        # The component the next property line belongs to (the event or alarm open,
+        # if any), kept up to date by ``begin`` and ``end``.
+        self.target: RawComponent | None = None
+        # The lines of a VTIMEZONE being read (every line up to its END is its own).
+        self.tz_lines: list[str] | None = None
+        self.tzid = ""
+
+    def begin(self, kind: str, line: str, number: int) -> None:
+        """A ``BEGIN:kind`` line."""
+        self.stack.append(kind)
+        depth = len(self.stack)
+        if depth == 1 and kind != "VCALENDAR":
+            raise ValueError(f"line {number}: {kind} outside VCALENDAR")
+        if self.tz_lines is not None:
+            self.tz_lines.append(line)
+        elif depth == 2 and kind == "VEVENT":
+            self.event = RawComponent()
+        elif depth == 2 and kind == "VTIMEZONE":
+            self.tz_lines, self.tzid = [line], ""
+        elif depth == 3 and kind == "VALARM" and self.event is not None:
+            self.alarm = RawComponent()
+        self._retarget()
+
+    def end(self, kind: str, line: str, number: int) -> None:
+        """An ``END:kind`` line."""
+        stack = self.stack
+        if not stack or stack[-1] != kind:
+            raise ValueError(f"line {number}: END:{kind} closes nothing open")
         depth = len(stack)
+        stack.pop()
+        if self.tz_lines is not None:
+            self.tz_lines.append(line)
+            if depth == 2:
+                self.timezones[self.tzid] = self.tz_lines
+                self.tz_lines = None
+        elif depth == 2 and self.event is not None:
+            self.events.append(self.event)
+            self.event = None
+        elif depth == 3 and self.alarm is not None and self.event is not None:
+            self.event.alarms.append(self.alarm)
+            self.alarm = None
+        self._retarget()
+
+    def _retarget(self) -> None:
+        depth = len(self.stack)
+        if self.tz_lines is not None:
+            self.target = None
+        elif depth == 2:
+            self.target = self.event
+        elif depth == 3:
+            self.target = self.alarm
+        else:
+            self.target = None
+
+    def other(self, name: str, value: str, line: str, number: int) -> None:
+        """A property line outside any event or alarm open."""
+        depth = len(self.stack)
         if depth == 0:
             raise ValueError(f"line {number} is outside VCALENDAR")
-        if tz_lines is not None:
-            tz_lines.append(line)
+        if self.tz_lines is not None:
+            self.tz_lines.append(line)
             if depth == 2 and name == "TZID":
-                tzid = unescape_text(value.strip())
-        elif depth == 2 and event is not None:
-            event.props.setdefault(name, []).append((params, value))
-        elif depth == 3 and alarm is not None:
-            alarm.props.setdefault(name, []).append((params, value))
+                self.tzid = unescape_text(value.strip())
         elif depth == 1 and name == "X-WR-TIMEZONE":
-            calendar_zone = value.strip()
-    if stack:
-        raise ValueError(f"BEGIN:{stack[-1]} is never closed")
-    return RawCalendar(events, timezones, calendar_zone)
+            self.calendar_zone = value.strip()
+
+    def finished(self) -> RawCalendar:
+        if self.stack:
+            raise ValueError(f"BEGIN:{self.stack[-1]} is never closed")
+        return RawCalendar(self.events, self.timezones, self.calendar_zone)
 
 
 def _cut_timezones(text: str, timezones: dict[str, list[str]]) -> str:
