@@ -164,7 +164,33 @@ def _links(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
       (an activity's ``series_id``, a connection's ``user_id``) links to that path's
       ``GET``, and a series to the list of its occurrences.
     """
-    records: dict[str, tuple[str, list[tuple[str, str, dict[str, Any]]]]] = {}
+    records = _records(paths)
+    for record, (param, ops) in records.items():
+        for answer, targets, prefix in _sources(paths, record, ops):
+            answered = _properties(answer, schemas, listed=bool(prefix))
+            field = param if param in answered else "id" if "id" in answered else None
+            if field is None:
+                continue
+            for _, _, target in targets:
+                _link(answer, target, {param: f"$response.body#/{prefix}{field}"})
+    _field_links(paths, schemas, records)
+    # A series' occurrences are the activities of its id.
+    series = paths.get(f"{API_PREFIX}/series/{{series_id}}", {}).get("get", {})
+    if "200" in series.get("responses", {}):
+        series["responses"]["200"].setdefault("links", {})["ListOccurrences"] = {
+            "operationId": "list_activities",
+            "parameters": {"query.series_id": "$response.body#/id"},
+        }
+
+
+# One operation of the document: (path, method, operation object).
+_Operation = tuple[str, str, dict[str, Any]]
+
+
+def _records(paths: dict[str, Any]) -> dict[str, tuple[str, list[_Operation]]]:
+    """Each record's path (``<collection>/{param}``), with its parameter and its
+    operations: those on the path and below it."""
+    records: dict[str, tuple[str, list[_Operation]]] = {}
     for path in paths:
         found = re.fullmatch(r"(.*)/\{([^}/]+)\}", path)
         if found is not None:
@@ -172,44 +198,51 @@ def _links(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
     for path, item in paths.items():
         for record, (_, ops) in records.items():
             if path == record or path.startswith(record + "/"):
-                for method, operation in item.items():
-                    if isinstance(operation, dict) and "operationId" in operation:
-                        ops.append((path, method, operation))
-    for record, (param, ops) in records.items():
-        collection = record.rsplit("/", 1)[0]
-        kept = any(
-            method == "delete" and "200" in operation.get("responses", {})
-            for _, method, operation in ops
-        )
-        actions = [op for op in ops if op[0] != record and op[1] == "post"]
-        sources: list[tuple[dict[str, Any], list[tuple[str, str, dict[str, Any]]], str]] = []
-        created = paths.get(collection, {}).get("post", {}).get("responses", {}).get("201")
-        if created is not None:
-            sources.append((created, ops, ""))
-        listed = paths.get(collection, {}).get("get", {}).get("responses", {}).get("200")
-        if listed is not None:
-            sources.append((listed, ops, "items/0/"))
-        for path, method, operation in ops:
-            answer = operation.get("responses", {}).get("200")
-            if answer is None:
-                continue
-            if method == "delete":
-                targets = actions if kept else []
-            elif path != record and kept:
-                targets = []
-            else:
-                targets = [op for op in ops if op[2] is not operation]
-            sources.append((answer, targets, ""))
-        for answer, targets, prefix in sources:
-            answered = _properties(answer, schemas, listed=bool(prefix))
-            field = param if param in answered else "id" if "id" in answered else None
-            if field is None:
-                continue
-            for _, _, target in targets:
-                answer.setdefault("links", {})[_camel(target["operationId"])] = {
-                    "operationId": target["operationId"],
-                    "parameters": {param: f"$response.body#/{prefix}{field}"},
-                }
+                ops += [
+                    (path, method, operation)
+                    for method, operation in item.items()
+                    if isinstance(operation, dict) and "operationId" in operation
+                ]
+    return records
+
+
+def _sources(
+    paths: dict[str, Any], record: str, ops: list[_Operation]
+) -> list[tuple[dict[str, Any], list[_Operation], str]]:
+    """The answers that name a record, each with the operations it links to and where
+    the record is in it (a list's first item: ``items/0/``), as ``_links`` says."""
+    collection = paths.get(record.rsplit("/", 1)[0], {})
+    sources: list[tuple[dict[str, Any], list[_Operation], str]] = []
+    created = collection.get("post", {}).get("responses", {}).get("201")
+    if created is not None:
+        sources.append((created, ops, ""))
+    listed = collection.get("get", {}).get("responses", {}).get("200")
+    if listed is not None:
+        sources.append((listed, ops, "items/0/"))
+    kept = any(
+        method == "delete" and "200" in operation.get("responses", {})
+        for _, method, operation in ops
+    )
+    actions = [op for op in ops if op[0] != record and op[1] == "post"]
+    for path, method, operation in ops:
+        answer = operation.get("responses", {}).get("200")
+        if answer is None:
+            continue
+        if method == "delete":
+            targets = actions if kept else []
+        elif path != record and kept:
+            targets = []
+        else:
+            targets = [op for op in ops if op[2] is not operation]
+        sources.append((answer, targets, ""))
+    return sources
+
+
+def _field_links(
+    paths: dict[str, Any], schemas: dict[str, Any], records: dict[str, tuple[str, list[_Operation]]]
+) -> None:
+    """A created or read record's field named like another record's parameter links
+    to that record's ``GET``."""
     for path, item in paths.items():
         answer = item.get("post", {}).get("responses", {}).get("201")
         if answer is None and path in records:
@@ -222,17 +255,15 @@ def _links(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
                 continue
             for target_path, method, target in ops:
                 if target_path == record and method == "get":
-                    answer.setdefault("links", {})[_camel(target["operationId"])] = {
-                        "operationId": target["operationId"],
-                        "parameters": {param: f"$response.body#/{param}"},
-                    }
-    # A series' occurrences are the activities of its id.
-    series = paths.get(f"{API_PREFIX}/series/{{series_id}}", {}).get("get", {})
-    if "200" in series.get("responses", {}):
-        series["responses"]["200"].setdefault("links", {})["ListOccurrences"] = {
-            "operationId": "list_activities",
-            "parameters": {"query.series_id": "$response.body#/id"},
-        }
+                    _link(answer, target, {param: f"$response.body#/{param}"})
+
+
+def _link(answer: dict[str, Any], target: dict[str, Any], parameters: dict[str, str]) -> None:
+    """A link from ``answer`` to the operation ``target``, named after it."""
+    answer.setdefault("links", {})[_camel(target["operationId"])] = {
+        "operationId": target["operationId"],
+        "parameters": parameters,
+    }
 
 
 def _properties(answer: dict[str, Any], schemas: dict[str, Any], listed: bool = False) -> set[str]:
