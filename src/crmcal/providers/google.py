@@ -49,6 +49,7 @@ from crmcal.providers.base import (
     Unreachable,
     Update,
 )
+from crmcal.providers.occurrences import occurrence_event
 
 __all__ = ["GOOGLE_API", "GoogleProvider", "TokenSource"]
 
@@ -874,7 +875,7 @@ class _OccurrenceCalls:
         """A changed occurrence: patched where Google does not have it so already (a
         cancelled one is brought back)."""
         assert override.recurrence_id is not None
-        occurrence = _occurrence(event, override)
+        occurrence = occurrence_event(event, override)
         there = self._existing.get(key)
         if there is None or there.get("status") == "cancelled":
             fresh = {**google_events.body(occurrence), "status": "confirmed"}
@@ -897,7 +898,8 @@ class _OccurrenceCalls:
             if self._cancels_too:
                 self._delete(original)
         elif self._live_too:
-            self._patch(original, google_events.body(_occurrence(event, None, original), there))
+            own = occurrence_event(event, None, original)
+            self._patch(original, google_events.body(own, there))
 
     def _expected(self, original: dt.datetime | dt.date) -> dict[str, str]:
         # Each write names the occurrence's version as read: an exception's own etag,
@@ -1021,25 +1023,3 @@ def _master(event: CalendarEvent) -> CalendarEvent:
         return event
     cancelled = [o.recurrence_id for o in event.overrides if o.cancelled and o.recurrence_id]
     return replace(event.leaving_out(cancelled), overrides=())
-
-
-def _occurrence(
-    series: CalendarEvent,
-    override: CalendarEvent | None,
-    original: dt.datetime | dt.date | None = None,
-) -> CalendarEvent:
-    """One occurrence as its own event: ``override``, or the series' own occurrence at
-    ``original``; crmcal's ids are the series'."""
-    if override is None:
-        assert original is not None
-        start = series.start
-        length = (series.end - start) if series.end is not None else None
-        override = replace(
-            series, start=original, end=original + length if length is not None else None,
-            recurrence_id=original,
-        )  # fmt: skip
-    return replace(
-        override, recurrence=None, overrides=(), cancelled=False,
-        crm_id=override.crm_id or series.crm_id, crm_type=override.crm_type or series.crm_type,
-        notify_attendees=series.notify_attendees,
-    )  # fmt: skip

@@ -59,6 +59,7 @@ from crmcal.providers.base import (
     Unreachable,
     Update,
 )
+from crmcal.providers.occurrences import occurrence_event
 from crmcal.providers.timestamps import parse_timestamp
 
 __all__ = ["GRAPH_API", "MicrosoftProvider", "TokenSource"]
@@ -1246,7 +1247,7 @@ def _restored(
             continue
         original = codec.original_start(there, series, zone_name)
         assert original is not None  # ``existing`` holds only those with one
-        restored[key] = (original, _occurrence(event, None, original))
+        restored[key] = (original, occurrence_event(event, None, original))
     return restored
 
 
@@ -1259,7 +1260,7 @@ def _occurrence_patches(
     (a write would mail its attendees again for nothing)."""
     patches: list[_OccurrenceWrite] = []
     for key, (moment, override) in change.items():
-        occurrence = _occurrence(event, override)
+        occurrence = occurrence_event(event, override)
         if _as_wanted(existing.get(key), occurrence):
             continue
         written = codec.body(occurrence, with_attendees=event.notify_attendees)
@@ -1420,24 +1421,3 @@ def _master(event: CalendarEvent) -> CalendarEvent:
     if event.recurrence is None:
         return event
     return replace(event, recurrence=replace(event.recurrence, exdates=()), overrides=())
-
-
-def _occurrence(
-    series: CalendarEvent,
-    override: CalendarEvent | None,
-    original: dt.datetime | dt.date | None = None,
-) -> CalendarEvent:
-    """One occurrence as its own event: ``override``, or the series' own occurrence at
-    ``original``; crmcal's ids are the series'."""
-    if override is None:
-        assert original is not None
-        length = (series.end - series.start) if series.end is not None else None
-        override = replace(
-            series, start=original, end=original + length if length is not None else None,
-            recurrence_id=original,
-        )  # fmt: skip
-    return replace(
-        override, recurrence=None, overrides=(), cancelled=False,
-        crm_id=override.crm_id or series.crm_id, crm_type=override.crm_type or series.crm_type,
-        notify_attendees=series.notify_attendees,
-    )  # fmt: skip
