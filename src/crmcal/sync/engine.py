@@ -70,6 +70,7 @@ from crmcal.sync.import_fields import known as import_fields_known
 from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.links import TRASHED, Links
 from crmcal.sync.pair import Pair
+from crmcal.sync.reading import CalendarReading
 from crmcal.sync.relink import Relinking
 from crmcal.sync.report import SyncReport
 from crmcal.sync.run_end import RETRIES_KEPT, RunEnd
@@ -94,10 +95,6 @@ NOTE_CUT = (
     "note cut to {kept} of {length} characters, as much as the CRM keeps; "
     "the calendar keeps the whole description"
 )
-# A run that would trash more than this many activities and more than this share of
-# the linked ones stops until forced (see _check_mass_deletion).
-MASS_DELETION_ITEMS = 10
-MASS_DELETION_SHARE = 0.2
 # How often a run asks whether its connection was stopped or deleted meanwhile.
 STOP_CHECK_SECONDS = 0.25
 # New events imported per transaction.
@@ -154,6 +151,7 @@ class Engine:
         self.first_import = False  # no link yet and no cursor: everything is new
         self.outgoing: list[tuple[Activity, CalendarEvent]] = []
         # Updates and deletes of linked events, sent together.
+        self.reading = CalendarReading(self)
         self.calendar = CalendarWrites(self)
         self.crm = CrmWrites(self)
         self.relinking = Relinking(self)
@@ -184,8 +182,6 @@ class Engine:
         self.held_series: list[RemoteRef] | None = None
         self._done = 0
         self._total = 0
-        # The connection's problems as read with the run's start (None: read them).
-        self._problems_before: list[dict[str, Any]] | None = None
         self.conflicts = Conflicts(db, connection_id, self.report)
 
     @functools.cached_property
@@ -215,7 +211,7 @@ class Engine:
                 start, force=self.force, base_url=self.base_url, mails_attendees=mails
             )
             self.written.notes = dict(start.written)
-            self._problems_before = start.conn.problems
+            self.reading.problems_before = start.conn.problems
         cursor = None if ctx.options_changed else ctx.remote_cursor
         # A first import needs every event's contents: say so, a provider may
         # then list them in one go instead of listing and fetching.
@@ -226,7 +222,7 @@ class Engine:
                 listing = await self._first_import()
             else:
                 listing = await self.provider.list_changes(ctx.calendar_id, cursor)
-                remote_refs, gone_ids = await self._remote_side(listing)
+                remote_refs, gone_ids = await self.reading.remote_side(listing)
                 crm_ids = await self._crm_side()
                 pairs = await self._pair(remote_refs, gone_ids, crm_ids)
                 self.pairs = pairs
@@ -316,7 +312,7 @@ class Engine:
         crm_ids: set[int] = set()
         held: list[Pair] = []
         self.held_series = []
-        unreadable = await self._unreadable()
+        unreadable = await self.reading.unreadable()
         parts = list_changes_in_parts(self.provider, ctx.calendar_id, None, with_contents=True)
         # What the CRM is given for each new event is computed where it is parsed (on
         # the other cores, when the provider parses in parse_pool's processes).
@@ -335,7 +331,7 @@ class Engine:
                     deleted += part.deleted
                     summary.unconfirmed |= part.unconfirmed
                     self.seen |= ids | set(part.deleted)
-                    moved = await self._remote_items(part.changed, unreadable)
+                    moved = await self.reading.remote_items(part.changed, unreadable)
                     pairs = await self._pair(moved, set(), set())
                     self._total += len(pairs)
                     now: list[Pair] = []
@@ -352,8 +348,8 @@ class Engine:
         summary.deleted = deleted
         # The rest, with the whole listing in: what is gone, the held series, then the
         # activities no event claimed.
-        await self._refuse_empty(summary, listed)
-        more, gone = await self._remote_gone(summary, listed)
+        await self.reading.refuse_empty(summary, listed)
+        more, gone = await self.reading.remote_gone(summary, listed)
         if self.imports:
             await self._still_wanted(now=True)
             await self._import_batch()  # its series left for series_sync are held too
@@ -397,140 +393,6 @@ class Engine:
             raise SyncStopped(f"connection {self.connection_id} was stopped during the sync")
 
     # --- reading both sides --------------------------------------------
-
-    async def _remote_side(self, listing: ChangeListing) -> tuple[list[RemoteRef], set[str]]:
-        """Calendar items whose content moved (fetched), and ids that are gone.
-
-        Items an earlier run could not read for a reason that may pass (``retry``) are
-        read again with them: the cursor has moved past them, and the listing may
-        not name them again until they change."""
-        listed = {ref.id for ref in listing.changed}
-        self.seen = listed | set(listing.deleted)
-        again = [rid for rid in await self._retries() if rid not in self.seen]
-        self.seen |= set(again)
-        if listing.full:
-            await self.links.load()
-        else:
-            await self.links.load_of(Link.remote_id, list(self.seen))
-        await self._refuse_empty(listing, listed)
-        retried = [RemoteRef(rid, "") for rid in again]
-        moved = await self._remote_items(listing.changed + retried, await self._unreadable())
-        more, gone = await self._remote_gone(listing, listed)
-        return moved + more, gone
-
-    async def _refuse_empty(self, listing: ChangeListing, listed: set[str]) -> None:
-        if listing.full and not listed and not self.ctx.force and await self.links.count():
-            raise SyncRefused(
-                f"the calendar looks empty but {await self.links.count()} events were synced "
-                "before; nothing was deleted. If the calendar really was emptied, "
-                "run the sync again with force."
-            )
-
-    async def _remote_items(
-        self, changed: list[RemoteRef], unreadable: dict[str, tuple[str, str]]
-    ) -> list[RemoteRef]:
-        """The listed items whose content moved, with their content (fetched where the
-        listing has none); those that cannot be read are reported. An item read again
-        (see _remote_side) is settled again whether it moved or not: what was left
-        undone for want of a read (a CRM change to write) is done then."""
-        moved: list[RemoteRef] = []
-        to_fetch: list[str] = []
-        for ref in changed:
-            if ref.error:
-                self.report.cannot_read(ref)
-                continue
-            if ref.warning:
-                self.report.problem(ref.id, ref.warning)
-            link = self.links.by_remote.get(ref.id)
-            if link is not None and ref.etag and link.remote_etag == ref.etag:
-                continue  # our own write coming back, or nothing new (a listing
-                # without a version says nothing of that: read)
-            known = unreadable.get(ref.id)
-            if ref.event is None and known is not None and ref.etag and known[0] == ref.etag:
-                # Unreadable at this version already: not fetched (and parsed) again.
-                self.report.problem(ref.id, known[1], ref.etag)
-            elif ref.event is None:
-                to_fetch.append(ref.id)
-            else:
-                moved.append(ref)
-        if to_fetch:
-            for ref in await self.provider.fetch(self.ctx.calendar_id, to_fetch):
-                if ref.error:
-                    self.report.cannot_read(ref)
-                    continue
-                if ref.warning:
-                    self.report.problem(ref.id, ref.warning)
-                moved.append(ref)
-        return moved
-
-    async def _remote_gone(
-        self, listing: ChangeListing, listed: set[str]
-    ) -> tuple[list[RemoteRef], set[str]]:
-        """The synced events that are gone, and those the listing was unsure of that a
-        read finds changed."""
-        moved: list[RemoteRef] = []
-        gone = {rid for rid in listing.deleted if rid in self.links.by_remote}
-        # Removed is not always deleted (an event that left a listing's window): those
-        # the listing is unsure of are read, only the synced ones.
-        unsure = gone & listing.unconfirmed
-        if listing.full:
-            # Absence is not deletion: a listing can come back short (a server or
-            # proxy that drops items, a truncated page, a windowed listing).
-            missing = {rid for rid in self.links.by_remote if rid not in listed}
-            gone |= missing
-            unsure |= missing
-        if unsure:
-            # Only what a direct read of this calendar no longer finds is gone.
-            for ref in await self.provider.fetch(self.ctx.calendar_id, sorted(unsure)):
-                # Found, or not answered (``error``): either way not gone.
-                gone.discard(ref.id)
-                if ref.error:
-                    self.report.cannot_read(ref)
-                link = self.links.by_remote.get(ref.id)
-                if ref.error or ref.event is None or link is None:
-                    continue
-                if link.remote_etag != ref.etag:
-                    moved.append(ref)
-        await self._check_mass_deletion(gone)
-        return moved, gone
-
-    async def _earlier_problems(self) -> list[dict[str, Any]]:
-        """The connection's problems as the run found them."""
-        if self._problems_before is None:
-            async with self.db.read() as session:
-                problems = await session.scalar(
-                    select(Connection.problems).where(Connection.id == self.connection_id)
-                )
-            self._problems_before = [p for p in problems or [] if isinstance(p, dict)]
-        return self._problems_before
-
-    async def _unreadable(self) -> dict[str, tuple[str, str]]:
-        """Items earlier runs could not read: id -> (etag, reason)."""
-        return {
-            str(p["item"]): (str(p["etag"]), str(p.get("reason", "")))
-            for p in await self._earlier_problems()
-            if isinstance(p, dict) and p.get("etag") and p.get("item")
-        }
-
-    async def _retries(self) -> list[str]:
-        """Items earlier runs could not read for a reason that may pass: read them again."""
-        found = [str(p["item"]) for p in await self._earlier_problems()
-                 if isinstance(p, dict) and p.get("retry") and p.get("item")]  # fmt: skip
-        return list(dict.fromkeys(found))
-
-    async def _check_mass_deletion(self, gone: set[str]) -> None:
-        """Refuse a run that would trash an unusual share of the linked activities: a
-        calendar does not lose most of its events between two syncs by accident of
-        the user, but a broken server or proxy can make it look so."""
-        if not self.ctx.pull or self.ctx.force or len(gone) <= MASS_DELETION_ITEMS:
-            return
-        linked = await self.links.count()
-        if len(gone) > MASS_DELETION_SHARE * linked:
-            raise SyncRefused(
-                f"{len(gone)} of the {linked} synced events look deleted in the calendar; "
-                "nothing was deleted. If they really were deleted, run the sync again "
-                "with force."
-            )
 
     async def _crm_side(self) -> set[int]:
         """Ids of activities to look at: changed since the cursor, or all in range."""

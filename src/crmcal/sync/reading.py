@@ -1,0 +1,176 @@
+"""Reading the calendar's side of a sync run: which listed items moved (their content,
+fetched where the listing has none), which synced ones are gone, and the guards
+that refuse a run whose listing looks wrong (an empty calendar, a mass deletion).
+
+Items an earlier run could not read are known from the connection's problems:
+those that may pass are read again, those unreadable at a version are not fetched
+again until it changes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from crmcal.model import ChangeListing, RemoteRef
+from crmcal.sync.context import SyncRefused
+from crmcal.sync.tables import Connection, Link
+
+if TYPE_CHECKING:
+    from crmcal.sync.engine import Engine
+
+# A run that would trash more than this many activities and more than this share of
+# the linked ones stops until forced (see CalendarReading._check_mass_deletion).
+MASS_DELETION_ITEMS = 10
+MASS_DELETION_SHARE = 0.2
+
+
+class CalendarReading:
+    """The calendar's side of one run, as read."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        # The connection's problems as read with the run's start (None: read them).
+        self.problems_before: list[dict[str, Any]] | None = None
+
+    async def remote_side(self, listing: ChangeListing) -> tuple[list[RemoteRef], set[str]]:
+        """Calendar items whose content moved (fetched), and ids that are gone.
+
+        Items an earlier run could not read for a reason that may pass (``retry``) are
+        read again with them: the cursor has moved past them, and the listing may
+        not name them again until they change."""
+        engine = self.engine
+        listed = {ref.id for ref in listing.changed}
+        engine.seen = listed | set(listing.deleted)
+        again = [rid for rid in await self._retries() if rid not in engine.seen]
+        engine.seen |= set(again)
+        if listing.full:
+            await engine.links.load()
+        else:
+            await engine.links.load_of(Link.remote_id, list(engine.seen))
+        await self.refuse_empty(listing, listed)
+        retried = [RemoteRef(rid, "") for rid in again]
+        moved = await self.remote_items(listing.changed + retried, await self.unreadable())
+        more, gone = await self.remote_gone(listing, listed)
+        return moved + more, gone
+
+    async def refuse_empty(self, listing: ChangeListing, listed: set[str]) -> None:
+        """Refuse a full listing with nothing in it where events were synced before."""
+        engine = self.engine
+        if listing.full and not listed and not engine.ctx.force and await engine.links.count():
+            raise SyncRefused(
+                f"the calendar looks empty but {await engine.links.count()} events were synced "
+                "before; nothing was deleted. If the calendar really was emptied, "
+                "run the sync again with force."
+            )
+
+    async def remote_items(
+        self, changed: list[RemoteRef], unreadable: dict[str, tuple[str, str]]
+    ) -> list[RemoteRef]:
+        """The listed items whose content moved, with their content (fetched where the
+        listing has none); those that cannot be read are reported. An item read again
+        (see remote_side) is settled again whether it moved or not: what was left
+        undone for want of a read (a CRM change to write) is done then."""
+        engine = self.engine
+        moved: list[RemoteRef] = []
+        to_fetch: list[str] = []
+        for ref in changed:
+            if ref.error:
+                engine.report.cannot_read(ref)
+                continue
+            if ref.warning:
+                engine.report.problem(ref.id, ref.warning)
+            link = engine.links.by_remote.get(ref.id)
+            if link is not None and ref.etag and link.remote_etag == ref.etag:
+                continue  # our own write coming back, or nothing new (a listing
+                # without a version says nothing of that: read)
+            known = unreadable.get(ref.id)
+            if ref.event is None and known is not None and ref.etag and known[0] == ref.etag:
+                # Unreadable at this version already: not fetched (and parsed) again.
+                engine.report.problem(ref.id, known[1], ref.etag)
+            elif ref.event is None:
+                to_fetch.append(ref.id)
+            else:
+                moved.append(ref)
+        if to_fetch:
+            for ref in await engine.provider.fetch(engine.ctx.calendar_id, to_fetch):
+                if ref.error:
+                    engine.report.cannot_read(ref)
+                    continue
+                if ref.warning:
+                    engine.report.problem(ref.id, ref.warning)
+                moved.append(ref)
+        return moved
+
+    async def remote_gone(
+        self, listing: ChangeListing, listed: set[str]
+    ) -> tuple[list[RemoteRef], set[str]]:
+        """The synced events that are gone, and those the listing was unsure of that a
+        read finds changed."""
+        engine = self.engine
+        moved: list[RemoteRef] = []
+        gone = {rid for rid in listing.deleted if rid in engine.links.by_remote}
+        # Removed is not always deleted (an event that left a listing's window): those
+        # the listing is unsure of are read, only the synced ones.
+        unsure = gone & listing.unconfirmed
+        if listing.full:
+            # Absence is not deletion: a listing can come back short (a server or
+            # proxy that drops items, a truncated page, a windowed listing).
+            missing = {rid for rid in engine.links.by_remote if rid not in listed}
+            gone |= missing
+            unsure |= missing
+        if unsure:
+            # Only what a direct read of this calendar no longer finds is gone.
+            for ref in await engine.provider.fetch(engine.ctx.calendar_id, sorted(unsure)):
+                # Found, or not answered (``error``): either way not gone.
+                gone.discard(ref.id)
+                if ref.error:
+                    engine.report.cannot_read(ref)
+                link = engine.links.by_remote.get(ref.id)
+                if ref.error or ref.event is None or link is None:
+                    continue
+                if link.remote_etag != ref.etag:
+                    moved.append(ref)
+        await self._check_mass_deletion(gone)
+        return moved, gone
+
+    async def _earlier_problems(self) -> list[dict[str, Any]]:
+        """The connection's problems as the run found them."""
+        engine = self.engine
+        if self.problems_before is None:
+            async with engine.db.read() as session:
+                problems = await session.scalar(
+                    select(Connection.problems).where(Connection.id == engine.connection_id)
+                )
+            self.problems_before = [p for p in problems or [] if isinstance(p, dict)]
+        return self.problems_before
+
+    async def unreadable(self) -> dict[str, tuple[str, str]]:
+        """Items earlier runs could not read: id -> (etag, reason)."""
+        return {
+            str(p["item"]): (str(p["etag"]), str(p.get("reason", "")))
+            for p in await self._earlier_problems()
+            if isinstance(p, dict) and p.get("etag") and p.get("item")
+        }
+
+    async def _retries(self) -> list[str]:
+        """Items earlier runs could not read for a reason that may pass: read them again."""
+        found = [str(p["item"]) for p in await self._earlier_problems()
+                 if isinstance(p, dict) and p.get("retry") and p.get("item")]  # fmt: skip
+        return list(dict.fromkeys(found))
+
+    async def _check_mass_deletion(self, gone: set[str]) -> None:
+        """Refuse a run that would trash an unusual share of the linked activities: a
+        calendar does not lose most of its events between two syncs by accident of
+        the user, but a broken server or proxy can make it look so."""
+        engine = self.engine
+        if not engine.ctx.pull or engine.ctx.force or len(gone) <= MASS_DELETION_ITEMS:
+            return
+        linked = await engine.links.count()
+        if len(gone) > MASS_DELETION_SHARE * linked:
+            raise SyncRefused(
+                f"{len(gone)} of the {linked} synced events look deleted in the calendar; "
+                "nothing was deleted. If they really were deleted, run the sync again "
+                "with force."
+            )
