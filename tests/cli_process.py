@@ -9,17 +9,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 CRMCAL = [sys.executable, "-m", "crmcal"]
-PATIENCE = 120  # seconds a start may take on a busy machine; never a bound on a pass
 
 
-def crmcal(*args: str, db_url: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def crmcal(*args: str, db_url: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CRMCAL_DATABASE_URL": db_url}
     return subprocess.run(
         [*CRMCAL, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
@@ -51,13 +50,31 @@ def printed_token(log_path: Path) -> str:
     return match.group(1)
 
 
-def wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "crmcal serve exited"
+# How long a server may take to answer its first request before a test gives up: a hang
+# guard, not a bound on a passing start (each try also checks the process still lives).
+HANG_GUARD = 600
+
+
+def first_answer(
+    process: subprocess.Popen[bytes],
+    send: Callable[[], httpx.Response],
+    ready: Callable[[httpx.Response], bool] = lambda _: True,
+) -> httpx.Response:
+    """The first answer of ``send()`` that is ``ready``, from a server that ``process`` is
+    starting: asked again while the process lives and does not answer yet."""
+    deadline = time.monotonic() + HANG_GUARD
+    while True:
         try:
-            if httpx.get(f"{base}/healthz", timeout=30).status_code == 200:
-                return
+            answer = send()
+            if ready(answer):
+                return answer
         except httpx.TransportError:
-            time.sleep(0.1)
-    pytest.fail("crmcal serve did not come up")
+            pass
+        assert process.poll() is None, f"the server exited ({process.returncode})"
+        assert time.monotonic() < deadline, f"no answer in {HANG_GUARD} s"
+        time.sleep(0.1)
+
+
+def wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
+    first_answer(process, lambda: httpx.get(f"{base}/healthz", timeout=30),
+                 lambda answer: answer.status_code == 200)  # fmt: skip

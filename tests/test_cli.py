@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +12,8 @@ import pytest
 
 from crmcal import migrations
 from tests.cli_process import (
-    PATIENCE,
     crmcal,
+    first_answer,
     on_socket,
     start_serve,
     url_of,
@@ -167,16 +166,8 @@ def test_emulator_google_serves_the_api(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None
         assert base in proc.stdout.readline().decode()  # the address it announces
-        deadline = time.monotonic() + PATIENCE
-        while True:
-            try:
-                tokens = httpx.post(
-                    f"{base}/_emulator/accounts", json={"email": "a@b.test"}, timeout=30
-                )
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the emulator did not come up"
-                time.sleep(0.1)
+        tokens = first_answer(proc, lambda: httpx.post(
+            f"{base}/_emulator/accounts", json={"email": "a@b.test"}, timeout=30))  # fmt: skip
         auth = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
         listing = httpx.get(f"{base}/calendar/v3/users/me/calendarList", headers=auth, timeout=30)
         assert [c["id"] for c in listing.json()["items"]] == ["a@b.test"]

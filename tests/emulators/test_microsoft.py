@@ -11,7 +11,6 @@ import datetime as dt
 import json
 import subprocess
 import sys
-import time
 from typing import Any
 
 import httpx
@@ -23,6 +22,7 @@ from msgraph.generated.models.sensitivity import Sensitivity
 
 from crmcal.emulators.microsoft import MicrosoftState
 from crmcal.emulators.microsoft import app as microsoft_app
+from tests.cli_process import first_answer
 from tests.conftest import recorded_sleeps
 from tests.emulators.conftest import V1, Clock, Graph, code, event_body
 from tests.emulators.graph_models import check, problems
@@ -551,16 +551,8 @@ def test_the_cli_serves_the_microsoft_emulator() -> None:
             command, pass_fds=[fd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                tokens = httpx.post(
-                    f"{base}/_emulator/accounts", json={"email": "a@b.test"}, timeout=30
-                )
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the emulator did not come up"
-                time.sleep(0.1)
+        tokens = first_answer(proc, lambda: httpx.post(
+            f"{base}/_emulator/accounts", json={"email": "a@b.test"}, timeout=30))  # fmt: skip
         auth = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
         calendars = httpx.get(f"{base}/v1.0/me/calendars", headers=auth, timeout=30).json()
         assert [c["name"] for c in calendars["value"]] == ["Calendar"]
