@@ -29,6 +29,7 @@ from crmcal import migrations
 from crmcal.config import Settings
 from crmcal.crm import users
 from crmcal.crm.schemas import UserCreate
+from crmcal.crm.tables import User
 from crmcal.db import Database
 from crmcal.sync.tables import Connection
 from crmcal.web.app import create_app
@@ -281,6 +282,18 @@ async def create_connection_in(db_url: str, **columns: Any) -> tuple[int, str, i
             session.add(conn)
             await session.flush()
             return user.id, token, conn.id
+    finally:
+        await db.dispose()
+
+
+async def issue_token_in(db_url: str, user_id: int) -> str:
+    """Another API token of user ``user_id``, issued directly in the database."""
+    db = Database(db_url)
+    try:
+        async with db.write() as session:
+            user = await session.get(User, user_id)
+            assert user is not None
+            return await users.issue_token(session, user)
     finally:
         await db.dispose()
 

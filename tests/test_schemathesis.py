@@ -30,16 +30,13 @@ from urllib.parse import urlsplit
 import pytest
 
 from crmcal.config import Settings
-from crmcal.crm import users
-from crmcal.crm.tables import User
-from crmcal.db import Database
 from crmcal.emulators.google import GoogleState
 from crmcal.emulators.google import create_app as create_google
 from crmcal.emulators.microsoft import MicrosoftState
 from crmcal.emulators.microsoft import create_app as create_graph
 from crmcal.web.app import create_app
 from tests.caldav_servers import serve_radicale
-from tests.conftest import make_user, run
+from tests.conftest import issue_token_in, make_user, run
 from tests.served import served_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,18 +72,6 @@ def _one_grant(google: GoogleState, graph: MicrosoftState) -> tuple[str, str, st
     graph.refresh_tokens[token] = graph.refresh_tokens[issued]
     calendars = graph.mailboxes["fuzz-graph@example.test"].calendars.values()
     return token, "fuzz-google@example.test", next(c.id for c in calendars if c.is_default)
-
-
-async def _another_token(db_url: str, user_id: int) -> str:
-    """A second API token of the user; the run uses it, the first is for revoking."""
-    db = Database(db_url)
-    try:
-        async with db.write() as session:
-            user = await session.get(User, user_id)
-            assert user is not None
-            return await users.issue_token(session, user)
-    finally:
-        await db.dispose()
 
 
 def _fuzz(
@@ -151,7 +136,7 @@ def test_schemathesis_finds_nothing(tmp_path: Path, sqlite_template: Path, kind:
     db_url = f"sqlite:///{db}"
     # Two tokens: the run's own, and one it can find in `GET /me/tokens` and revoke.
     admin_id, _ = make_user(db_url, email="admin@crm.test", name="Admin", is_admin=True)
-    token = run(_another_token(db_url, admin_id))
+    token = run(issue_token_in(db_url, admin_id))
     # A user has one connection at a time: a user of its own for the kind of account.
     user_token = make_user(db_url, email=f"{kind}@crm.test", name=kind)[1]
     caldav_dir = tmp_path / "radicale"

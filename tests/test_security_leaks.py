@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from crmcal.config import Settings
 from crmcal.web.app import create_app
 from tests.caldav_servers import closed_port
-from tests.conftest import Api, make_user, new_user, run
+from tests.conftest import Api, issue_token_in, make_user, new_user, run
 
 V1 = "/api/v1"
 INTERNALS = ("HTTPConnectionPool", "object at 0x", "Errno", "Traceback", "httpx", "urllib3")
@@ -114,25 +114,10 @@ def test_api_tokens_are_listed_without_values_and_revoked_one_by_one(
     refused = alice.delete(f"{V1}/me/tokens/{only['id']}")
     assert refused.status_code == 409, refused.text
     assert alice.get(f"{V1}/me").status_code == 200
-    other = Api(alice.client, run(_issue_token(db_url, alice.id)), alice.id)
+    other = Api(alice.client, run(issue_token_in(db_url, alice.id)), alice.id)
     assert other.delete(f"{V1}/me/tokens/{only['id']}").status_code == 204
     assert alice.get(f"{V1}/me").status_code == 401
     assert other.get(f"{V1}/me").status_code == 200
-
-
-async def _issue_token(db_url: str, user_id: int) -> str:
-    from crmcal.crm import users
-    from crmcal.crm.tables import User
-    from crmcal.db import Database
-
-    db = Database(db_url)
-    try:
-        async with db.write() as session:
-            user = await session.get(User, user_id)
-            assert user is not None
-            return await users.issue_token(session, user)
-    finally:
-        await db.dispose()
 
 
 def test_contacts_need_their_permissions(admin: Api) -> None:
