@@ -341,8 +341,11 @@ def _template(sqlite_template: Path) -> None:
 
 
 TestSyncMachine = SyncMachine.TestCase
+# 15 runs of 25 steps reach every rule (and each crash point) as 30 did, and as many
+# of the pairs of rules one after the other (91-103 of them, against 100-108 with 30,
+# counted over two seeds), for half the time.
 TestSyncMachine.settings = settings(
-    max_examples=30,
+    max_examples=15,
     stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
