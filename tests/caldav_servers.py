@@ -42,7 +42,7 @@ USER, PASSWORD = "alice", "wonderland"
 
 # How long a server may take to start on a busy machine: a generous bound on a failure,
 # never on how fast a passing start is.
-PATIENCE = 120
+PATIENCE = 600
 
 
 @contextlib.contextmanager

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from tests.served import HANG_GUARD
+
 CRMCAL = [sys.executable, "-m", "crmcal"]
 
 
@@ -48,11 +50,6 @@ def printed_token(log_path: Path) -> str:
     match = re.search(r"API token:\s+(crmcal_\S+)", log_path.read_text())
     assert match, log_path.read_text()
     return match.group(1)
-
-
-# How long a server may take to answer its first request before a test gives up: a hang
-# guard, not a bound on a passing start (each try also checks the process still lives).
-HANG_GUARD = 600
 
 
 def first_answer(

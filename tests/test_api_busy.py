@@ -138,7 +138,7 @@ def wait_until_blocked(url: str, holder: psycopg.Connection[Any]) -> None:
             ).fetchone()
             return row is not None and row[0] > 0
 
-        wait_for(blocked, 120)
+        wait_for(blocked)
 
 
 def assert_retry_later(answer: Any, said: str, caplog: pytest.LogCaptureFixture) -> None:

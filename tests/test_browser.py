@@ -263,7 +263,7 @@ def test_caldav_chosen_before_the_first_sync_options_kept_stop_and_reconnect(
     assert events_in(site.caldav, site.caldav.calendar_id) == []
 
     page.get_by_role("button", name="Start sync").click()
-    wait_for(lambda: "Pitch to ACME" in events_in(site.caldav, second), 60)
+    wait_for(lambda: "Pitch to ACME" in events_in(site.caldav, second))
     assert events_in(site.caldav, site.caldav.calendar_id) == []
     # The state updates without a reload.
     expect(page.get_by_text("Last synced")).to_be_visible()
@@ -319,7 +319,7 @@ def test_google_through_the_consent_page_activities_both_ways_views_and_badges(
     page.get_by_label("Note").fill("About the rollout")
     page.get_by_role("button", name="Save").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("Calendar")
-    wait_for(lambda: "Call Maria" in google_events(site), 60)
+    wait_for(lambda: "Call Maria" in google_events(site))
 
     # An event made in Google appears in the calendar view.
     tokens = site.google.state.create_account(GOOGLE_ACCOUNT)
@@ -335,7 +335,7 @@ def test_google_through_the_consent_page_activities_both_ways_views_and_badges(
         site.go(f"/calendar?date={begin.date().isoformat()}")
         return "Coffee with Hank" in page.content()
 
-    wait_for(arrived, 60)
+    wait_for(arrived)
     expect(page.get_by_text("Busy").first).to_be_visible()  # Bob's private appointment
     site.shot("calendar-week")
     site.page.goto(site.google.url + "/")

@@ -22,7 +22,7 @@ from crmcal.db import Database
 from crmcal.sync import limits
 from crmcal.tasks import cancel_all_and_wait, cancel_and_wait
 
-PATIENCE = 120  # seconds an awaited state may take on a busy machine; never a bound on a pass
+PATIENCE = 600  # seconds an awaited state may take on a busy machine: a hang guard, not a bound
 
 
 class SlowToEnd:

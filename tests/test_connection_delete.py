@@ -141,7 +141,7 @@ def test_deleting_a_connection_closes_its_push_channel(site: Site, provider: str
     delete(site, connection_id, how)
     assert site.api.get(f"/connections/{connection_id}").status_code == 404
     # The channel is closed once the answer is sent.
-    wait_for(lambda: account.channels() == [], 60)
+    wait_for(lambda: account.channels() == [])
 
 
 @pytest.mark.parametrize("how", ["page", "api"])
@@ -162,7 +162,7 @@ def test_a_channel_that_cannot_be_closed_does_not_keep_the_connection(
         return [r for r in caplog.records
                 if said in r.getMessage() and "not closed" in r.getMessage()]  # fmt: skip
 
-    (record,) = wait_for(told, 60)
+    (record,) = wait_for(told)
     assert record.levelno == logging.WARNING
     assert "expires on its own" in record.getMessage()
     assert record.exc_info is None
@@ -193,7 +193,7 @@ def test_stopping_a_connection_closes_its_push_channel(site: Site, provider: str
     connection_id = connected(site, account)
     act(site, connection_id, "stop", how)
     assert site.api.get(f"/connections/{connection_id}").json()["state"] == "stopped"
-    wait_for(lambda: account.channels() == [], 60)
+    wait_for(lambda: account.channels() == [])
 
 
 @pytest.mark.parametrize("how", ["page", "api"])
@@ -208,7 +208,7 @@ def test_a_channel_that_cannot_be_closed_does_not_keep_the_connection_going(
     act(site, connection_id, "stop", how)
     assert site.api.get(f"/connections/{connection_id}").json()["state"] == "stopped"
     said = f"connection {connection_id}: push channel {channel} not closed"
-    wait_for(lambda: [r for r in caplog.records if said in r.getMessage()], 60)
+    wait_for(lambda: [r for r in caplog.records if said in r.getMessage()])
     assert account.channels() == [channel]  # left to expire
 
 
@@ -241,7 +241,7 @@ def test_a_provider_slow_to_close_the_channel_holds_up_no_answer_nor_transaction
             acting = threading.Thread(target=act, args=(site, connection_id, action, how))
             try:
                 acting.start()
-                wait_for(lambda: _asked_to_close(proxy, method, path), 60)
+                wait_for(lambda: _asked_to_close(proxy, method, path))
                 # Asked, not answered: the stop or delete is committed all the same ...
                 shown = site.api.get(f"/connections/{connection_id}")
                 if action == "stop":
@@ -249,11 +249,11 @@ def test_a_provider_slow_to_close_the_channel_holds_up_no_answer_nor_transaction
                 else:
                     assert shown.status_code == 404
                 # ... and answered (the close comes after the answer, in the background).
-                wait_for(lambda: not acting.is_alive(), 60)
+                wait_for(lambda: not acting.is_alive())
             finally:
                 held.release()
                 acting.join()
-            wait_for(lambda: account.channels() == [], 60)
+            wait_for(lambda: account.channels() == [])
 
 
 def _asked_to_close(proxy: FaultProxy, method: str, path: str) -> bool:

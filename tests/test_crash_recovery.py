@@ -55,7 +55,7 @@ NEW_PER_ROUND = 6  # CRM activities per user and round; plus one calendar event
 LEASE_SECONDS = 10  # renewal gets 3 s: room for a starved event loop
 SOON = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(minute=0, second=0, microsecond=0)
 V1 = "/api/v1"
-PATIENCE = 180.0  # seconds any awaited state may take on a busy machine
+PATIENCE = 600.0  # seconds any awaited state may take on a busy machine: a hang guard
 
 
 class Server:

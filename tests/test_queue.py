@@ -64,7 +64,7 @@ def test_the_server_only_enqueues_and_a_storm_makes_one_job(queue_db: str) -> No
         made = alice.post(f"{V1}/activities", json=call)
         assert made.status_code == 201, made.text
         # The CRM change becomes a queued sync (the change feed is watched) ...
-        wait_for(lambda: sync_jobs(queue_db) == [f"connection:{connection_id}"], 120)
+        wait_for(lambda: sync_jobs(queue_db) == [f"connection:{connection_id}"])
 
         # ... and a storm of notifications finds it waiting: still one job.
         headers = {"X-Goog-Channel-Id": "chan-1", "X-Goog-Channel-Token": "secret-1",
@@ -113,7 +113,7 @@ def test_serve_with_worker_runs_the_queued_syncs_itself(
                                                              with_contents=True))  # fmt: skip
                 return [r.event.summary for r in listing.changed if r.event] == ["Queued"]
 
-            wait_for(on_the_calendar, 60)
+            wait_for(on_the_calendar)
             status = sam.get(f"{V1}/connections/{conn.json()['id']}/status").json()
             assert status["last_error"] is None
     finally:

@@ -22,7 +22,7 @@ from crmcal.sync.tables import Connection
 from tests.engine_world import VAULT, World
 from tests.memory_provider import MemoryCalendar, MemoryProvider
 
-PATIENCE = 120  # seconds an awaited state may take on a busy machine; never a bound on a pass
+PATIENCE = 600  # seconds an awaited state may take on a busy machine: a hang guard, not a bound
 SECRET = "host=db.internal user=crmcal password=hunter2"
 
 

@@ -243,7 +243,7 @@ def _in_thread(target: Any) -> tuple[threading.Thread, dict[str, Any]]:
 
 
 def _wait_held(proxy: FaultProxy) -> None:
-    wait_for(lambda: proxy.waiting, 60)
+    wait_for(lambda: proxy.waiting)
 
 
 # --- item 16: one refused write skips one item --------------------------------------------
@@ -352,7 +352,7 @@ def test_a_crm_edit_during_a_sync_triggers_another_sync_right_after_it(
         return [r for r in runs if r["outcome"] != "running"]
 
     # The poll is an hour off: only the change feed can bring a second sync this soon.
-    runs = wait_for(lambda: len(finished()) >= 2 and finished(), 120)
+    runs = wait_for(lambda: len(finished()) >= 2 and finished())
     assert [r["outcome"] for r in runs[:2]] == ["ok", "ok"], runs
     assert "SUMMARY:Planning moved" in behind.run(behind.harness.read_raw(href))
     assert behind.subjects() == ["Planning moved"]  # the first sync did not undo it
@@ -372,7 +372,7 @@ def test_a_crm_edit_waits_out_a_sync_another_process_holds(
         activity = behind.user.get(f"{V1}/activities/{made['id']}").json()
         return activity["sync"] and activity["sync"]["state"] == "synced" and activity["sync"]
 
-    event_id = wait_for(first_sync, 120)["event_id"]
+    event_id = wait_for(first_sync)["event_id"]
 
     async def take() -> lease.Lease | None:
         db = Database(db_url)
@@ -383,7 +383,7 @@ def test_a_crm_edit_waits_out_a_sync_another_process_holds(
 
     # Another process syncs the connection, once the scheduler's first sync has let go
     # of it (the activity shows synced a moment before that sync ends).
-    other: lease.Lease = wait_for(lambda: run(take()), 120)
+    other: lease.Lease = wait_for(lambda: run(take()))
     edited = behind.user.patch(f"{V1}/activities/{made['id']}", json={"subject": "Planning moved"})
     assert edited.status_code == 200, edited.text
 
@@ -391,7 +391,7 @@ def test_a_crm_edit_waits_out_a_sync_another_process_holds(
         return any(r.name == "crmcal.jobs.scheduler" and "is running" in r.getMessage()
                    for r in caplog.records)  # fmt: skip
 
-    wait_for(turned_away, 120)  # the scheduler tried, and found the sync taken
+    wait_for(turned_away)  # the scheduler tried, and found the sync taken
 
     async def give_back() -> None:
         db = Database(db_url)
@@ -405,7 +405,7 @@ def test_a_crm_edit_waits_out_a_sync_another_process_holds(
 
     run(give_back())
     # The poll is an hour off: only the scheduler asking again can carry the edit now.
-    wait_for(lambda: "SUMMARY:Planning moved" in behind.run(behind.harness.read_raw(event_id)), 120)
+    wait_for(lambda: "SUMMARY:Planning moved" in behind.run(behind.harness.read_raw(event_id)))
 
 
 # --- issue 15 item 5: one refused part of a batch of updates is that item's alone -------

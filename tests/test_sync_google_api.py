@@ -197,7 +197,7 @@ def test_an_event_made_in_google_arrives_by_push(
         ]
         return [c for c in listed if c["calendar_id"] == email]
 
-    (opened,) = wait_for(channel, 60)  # the first sync opened it
+    (opened,) = wait_for(channel)  # the first sync opened it
     assert opened["address"] == f"{url}/webhooks/google"
     start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=0)
     event = {"summary": "Booked in Google", "start": {"dateTime": start.isoformat()},
@@ -212,7 +212,7 @@ def test_an_event_made_in_google_arrives_by_push(
         return [a for a in items if a["subject"] == "Booked in Google"]
 
     # Polling is hourly, so an arrival within the minute came by the notification.
-    wait_for(arrived, 60)
+    wait_for(arrived)
 
     # A notification for a channel that is not ours changes nothing.
     forged = httpx.post(f"{url}/webhooks/google", headers={
@@ -222,7 +222,7 @@ def test_an_event_made_in_google_arrives_by_push(
     # Stopping the connection closes the channel (once it has answered).
     connection_id = created.json()["id"]
     assert api.post(f"/connections/{connection_id}/stop").status_code == 200
-    wait_for(lambda: channel() == [], 60)
+    wait_for(lambda: channel() == [])
 
 
 def test_a_failed_google_connection_resumes_through_consent(

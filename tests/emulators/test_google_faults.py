@@ -75,7 +75,7 @@ def test_a_delayed_call_holds_up_no_other_request() -> None:
         waiting = threading.Thread(target=delayed, daemon=True)
         waiting.start()
         # until the delayed call has taken the delay and sleeps
-        wait_for(lambda: not state.delays, 60)
+        wait_for(lambda: not state.delays)
         answer = httpx.get(f"{url}{V3}/calendars/primary", headers=auth, timeout=30)
         assert answer.status_code == 200
         assert not answered.is_set()  # answered while the delayed call still waits

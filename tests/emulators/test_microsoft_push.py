@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from crmcal.emulators.microsoft.store import TENANT_ID
 from tests.caldav_servers import closed_port
 from tests.emulators.conftest import Clock, Graph, code, event_body
 from tests.emulators.graph_models import GraphChecked, check
-from tests.served import served_app
+from tests.served import served_app, wait_for
 
 IMMUTABLE = {"Prefer": 'IdType="ImmutableId"'}
 # How long the emulator waits for the receiver's answers: the longest it allows, since the
@@ -146,16 +146,6 @@ def fast(graph: Graph) -> Graph:
     """Sam's account on an emulator whose deliveries give up quickly."""
     graph.admin("POST", "/settings", json=FAST)
     return graph
-
-
-def wait_for(found: Callable[[], Any], seconds: float = 60.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        value = found()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "waited in vain"
-        time.sleep(0.02)
 
 
 def all_sent(graph: Graph) -> dict[str, Any] | None:
