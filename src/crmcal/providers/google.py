@@ -461,6 +461,33 @@ class GoogleProvider:
         exceptions of those that cancelled some read back together. Each series answers
         on its own."""
         zone = self._zones.get(calendar_id, "UTC")
+        planned, answers = await self._send_occurrence_calls(calendar_id, series)
+        results: list[RemoteRef | ProviderError | None] = []
+        at = 0
+        for (master, _, exceptions, _), calls in zip(series, planned, strict=True):
+            mine, at = answers[at : at + len(calls)], at + len(calls)
+            results.append(self._occurrences_written(zone, master, exceptions, calls, mine))
+        # A series that had an occurrence deleted: what Google keeps of a cancelled
+        # occurrence is read back, for all of them together.
+        reread = [k for k, result in enumerate(results) if result is None]
+        if reread:
+            masters = [series[k][0] for k in reread]
+            found = await self._exceptions_of(calendar_id, masters)
+            for k, master in zip(reread, masters, strict=True):
+                now = found[str(master["id"])]
+                results[k] = now if isinstance(now, ProviderError) else _ref(master, zone, now)
+        return [r if r is not None else Unreachable("no answer") for r in results]
+
+    async def _send_occurrence_calls(
+        self,
+        calendar_id: str,
+        series: Sequence[
+            tuple[dict[str, Any], CalendarEvent, list[dict[str, Any]], frozenset[str] | None]
+        ],
+    ) -> tuple[list[list[google_batch.Call]], list[httpx.Response | ProviderError]]:
+        """The occurrence writes of every series (``_occurrence_calls``), by series, and
+        their answers in the same order, sent together; a write that named its series'
+        etag and was refused for it is sent again under its own (``_under_own_etags``)."""
         planned_pairs = [self._occurrence_calls(calendar_id, *written) for written in series]
         planned = [[call for call, _ in pairs] for pairs in planned_pairs]
         flat = [call for calls in planned for call in calls]
@@ -476,43 +503,41 @@ class GoogleProvider:
             retried = await self._under_own_etags(calendar_id, masters, flat, refused)
             for n, answer in retried.items():
                 answers[n] = answer
-        results: list[RemoteRef | ProviderError | None] = [None] * len(series)
-        reread: list[int] = []
-        at = 0
-        for k, ((master, _, exceptions, _), calls) in enumerate(zip(series, planned, strict=True)):
-            mine, at = answers[at : at + len(calls)], at + len(calls)
-            failure: ProviderError | None = None
-            by_id = {str(e["id"]): e for e in exceptions}
-            deleted = False
-            for call, answer in zip(calls, mine, strict=True):
-                if isinstance(answer, ProviderError):
-                    failure = failure or answer
-                elif call.method == "PATCH" and answer.status_code == 200:
-                    item = self._api.json(answer)
-                    by_id[str(item["id"])] = item
-                elif call.method == "DELETE" and answer.status_code in (200, 204, 410):
-                    deleted = True  # what Google keeps of a cancelled occurrence is read back
-                elif answer.status_code == 412:
-                    # Changed meanwhile by someone else: left as it is, and the series
-                    # decided again by the next sync.
-                    failure = failure or PreconditionFailed(
-                        f"an occurrence of the event {master['id']} changed meanwhile"
-                    )
-                else:
-                    failure = failure or self._api.failure(answer, "writing an occurrence")
-            if failure is not None:
-                results[k] = failure
-            elif deleted:
-                reread.append(k)
+        return planned, answers
+
+    def _occurrences_written(
+        self,
+        zone: str,
+        master: dict[str, Any],
+        exceptions: list[dict[str, Any]],
+        calls: list[google_batch.Call],
+        answers: list[httpx.Response | ProviderError],
+    ) -> RemoteRef | ProviderError | None:
+        """One series' answer to its occurrence writes: the first failure, else the
+        series as the patches answered its exceptions; None when one was deleted (the
+        series is to be read back)."""
+        failure: ProviderError | None = None
+        by_id = {str(e["id"]): e for e in exceptions}
+        deleted = False
+        for call, answer in zip(calls, answers, strict=True):
+            if isinstance(answer, ProviderError):
+                failure = failure or answer
+            elif call.method == "PATCH" and answer.status_code == 200:
+                item = self._api.json(answer)
+                by_id[str(item["id"])] = item
+            elif call.method == "DELETE" and answer.status_code in (200, 204, 410):
+                deleted = True  # what Google keeps of a cancelled occurrence is read back
+            elif answer.status_code == 412:
+                # Changed meanwhile by someone else: left as it is, and the series
+                # decided again by the next sync.
+                failure = failure or PreconditionFailed(
+                    f"an occurrence of the event {master['id']} changed meanwhile"
+                )
             else:
-                results[k] = _ref(master, zone, list(by_id.values()))
-        if reread:
-            masters = [series[k][0] for k in reread]
-            found = await self._exceptions_of(calendar_id, masters)
-            for k, master in zip(reread, masters, strict=True):
-                now = found[str(master["id"])]
-                results[k] = now if isinstance(now, ProviderError) else _ref(master, zone, now)
-        return [r if r is not None else Unreachable("no answer") for r in results]
+                failure = failure or self._api.failure(answer, "writing an occurrence")
+        if failure is not None:
+            return failure
+        return None if deleted else _ref(master, zone, list(by_id.values()))
 
     async def _under_own_etags(
         self,
