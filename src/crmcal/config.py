@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -26,16 +27,58 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+_DIGITS = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+# Surrounding spaces, tabs and line ends are dropped (an env file's trailing space);
+# anything else that is no ASCII digit or point is refused, Unicode digits included.
+_BLANKS = " \t\r\n"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def _bounds(low: float, high: float | None, unit: str) -> str:
+    what = f" {unit}" if unit else ""
+    if high is None:
+        return f"at least {_number(low)}{what}"
+    return f"from {_number(low)} to {_number(high)}{what}"
+
+
+def whole_number(
+    env: Mapping[str, str],
+    name: str,
+    default: int,
+    low: int,
+    high: int | None,
+    unit: str = "",
+) -> int:
+    """The whole-number setting ``name`` (unset or blank: ``default``), written in
+    ASCII digits and between ``low`` and ``high`` (None: no upper bound); anything
+    else raises one line naming the variable, its value and the range."""
     raw = env.get(name) or ""
-    if not raw.strip():
+    text = raw.strip(_BLANKS)
+    if not text:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not low <= value <= high:  # also refuses NaN
-        raise ConfigError(f"{name} must be between {low:g} and {high:g} seconds")
+    # More than 30 digits is past every bound (and int() refuses thousands of them).
+    value = int(text) if _DIGITS.fullmatch(text) and len(text) <= 30 else None
+    if value is None or value < low or (high is not None and value > high):
+        raise ConfigError(f"{name} must be a whole number {_bounds(low, high, unit)}, got {raw!r}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    """A number of seconds (``12`` or ``0.5``: ASCII digits and one point), as
+    :func:`whole_number` reads a whole one."""
+    raw = env.get(name) or ""
+    text = raw.strip(_BLANKS)
+    if not text:
+        return default
+    value = float(text) if _DECIMAL.fullmatch(text) and len(text) <= 30 else None
+    if value is None or not low <= value <= high:
+        raise ConfigError(
+            f"{name} must be a number of seconds {_bounds(low, high, '')}, got {raw!r}"
+        )
     return value
 
 
@@ -83,60 +126,30 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        poll = env.get("CRMCAL_POLL_SECONDS", str(DEFAULT_POLL_SECONDS))
-        try:
-            poll_seconds = int(poll)
-        except ValueError:
-            raise ConfigError(f"CRMCAL_POLL_SECONDS must be a whole number, got {poll!r}") from None
-        if poll_seconds < 1:
-            raise ConfigError("CRMCAL_POLL_SECONDS must be at least 1")
-        backoff = env.get("CRMCAL_RETRY_BACKOFF") or str(DEFAULT_RETRY_BACKOFF)
-        try:
-            retry_backoff = float(backoff)
-        except ValueError:
-            raise ConfigError(f"CRMCAL_RETRY_BACKOFF must be a number, got {backoff!r}") from None
-        if not 0 <= retry_backoff <= 60:  # also refuses NaN
-            raise ConfigError("CRMCAL_RETRY_BACKOFF must be between 0 and 60 seconds")
-        heartbeat = env.get("CRMCAL_WORKER_HEARTBEAT_SECONDS") or str(DEFAULT_WORKER_HEARTBEAT)
-        try:
-            worker_heartbeat = float(heartbeat)
-        except ValueError:
-            raise ConfigError(
-                f"CRMCAL_WORKER_HEARTBEAT_SECONDS must be a number, got {heartbeat!r}"
-            ) from None
-        if not 0.2 <= worker_heartbeat <= 600:
-            raise ConfigError("CRMCAL_WORKER_HEARTBEAT_SECONDS must be between 0.2 and 600")
+        poll_seconds = whole_number(env, "CRMCAL_POLL_SECONDS", DEFAULT_POLL_SECONDS, 1, None)
+        retry_backoff = _seconds(env, "CRMCAL_RETRY_BACKOFF", DEFAULT_RETRY_BACKOFF, 0, 60)
+        worker_heartbeat = _seconds(
+            env, "CRMCAL_WORKER_HEARTBEAT_SECONDS", DEFAULT_WORKER_HEARTBEAT, 0.2, 600
+        )
         lease_seconds = _seconds(
             env, "CRMCAL_LEASE_SECONDS", min(DEFAULT_LEASE_SECONDS, poll_seconds), 1, 3600
         )
         sync_max_seconds = _seconds(
             env, "CRMCAL_SYNC_MAX_SECONDS", DEFAULT_SYNC_MAX_SECONDS, 1, 7 * 86400
         )
-        per_server = env.get("CRMCAL_CALDAV_SERVER_CONCURRENCY") or "8"
-        if not per_server.strip().isdigit() or not 1 <= int(per_server) <= 1000:
-            raise ConfigError("CRMCAL_CALDAV_SERVER_CONCURRENCY must be a whole number, 1 to 1000")
-        quota = (env.get("CRMCAL_GOOGLE_PROJECT_QUOTA") or "10000").strip()
-        if not quota.isdigit() or int(quota) > 10_000_000:
-            raise ConfigError(
-                "CRMCAL_GOOGLE_PROJECT_QUOTA must be a whole number of requests a minute "
-                "(0: no limit)"
-            )
-        parse_raw = (env.get("CRMCAL_PARSE_WORKERS") or "").strip()
-        if parse_raw and (not parse_raw.isdigit() or int(parse_raw) > 64):
-            raise ConfigError("CRMCAL_PARSE_WORKERS must be a whole number from 0 to 64")
-        pool_raw = (env.get("CRMCAL_DATABASE_POOL_SIZE") or "").strip()
-        if pool_raw and (
-            not (pool_raw.isascii() and pool_raw.isdigit()) or not 1 <= int(pool_raw) <= 1000
-        ):
-            raise ConfigError(
-                f"CRMCAL_DATABASE_POOL_SIZE must be a whole number of connections from 1 to "
-                f"1000, got {pool_raw!r}"
-            )
+        per_server = whole_number(env, "CRMCAL_CALDAV_SERVER_CONCURRENCY", 8, 1, 1000)
+        quota = whole_number(
+            env, "CRMCAL_GOOGLE_PROJECT_QUOTA", 10_000, 0, 10_000_000, "requests a minute"
+        )
+        parse_workers = whole_number(env, "CRMCAL_PARSE_WORKERS", -1, 0, 64)
+        pool_size = whole_number(
+            env, "CRMCAL_DATABASE_POOL_SIZE", DEFAULT_DATABASE_POOL_SIZE, 1, 1000, "connections"
+        )
         return cls(
-            database_pool_size=int(pool_raw) if pool_raw else DEFAULT_DATABASE_POOL_SIZE,
-            parse_workers=int(parse_raw) if parse_raw else None,
-            caldav_server_concurrency=int(per_server),
-            google_project_quota=int(quota),
+            database_pool_size=pool_size,
+            parse_workers=None if parse_workers < 0 else parse_workers,
+            caldav_server_concurrency=per_server,
+            google_project_quota=quota,
             worker_heartbeat=worker_heartbeat,
             lease_seconds=lease_seconds,
             sync_max_seconds=sync_max_seconds,

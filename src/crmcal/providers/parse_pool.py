@@ -78,7 +78,7 @@ def workers_from(raw: str | None) -> int:
     if raw is None or not raw.strip():
         return default_workers()
     value = raw.strip()
-    if not value.isdigit() or int(value) > 64:
+    if not (value.isascii() and value.isdigit()) or int(value) > 64:
         raise ValueError(f"{ENV} must be a whole number from 0 to 64, got {raw!r}")
     return int(value)
 
