@@ -15,6 +15,9 @@ and middle boxes do in the field:
 * ``lose``: the request is forwarded and done, then its connection dropped without
   an answer (a connection lost while the server answered: the client cannot know
   whether it acted);
+* ``fail``: the request is forwarded and done, then answered ``status`` with
+  ``body`` in place of its answer (a gateway's 502 or 504, a server's 500, after the
+  server acted);
 * ``cut``: the answer is forwarded with its full ``Content-Length`` but only the
   first half of its body, and the connection is dropped there (an answer cut off
   mid-way).
@@ -49,7 +52,7 @@ import httpx
 
 from tests.served import served_app
 
-Action = Literal["truncate", "hold", "answer", "refuse", "cut", "lose"]
+Action = Literal["truncate", "hold", "answer", "refuse", "cut", "lose", "fail"]
 
 
 @dataclass
@@ -58,7 +61,7 @@ class Rule:
     method: str | None = None  # any method when None
     path: str = ""  # a regular expression searched in "path?query"
     keep: int = 0  # truncate: items kept
-    status: int = 500  # answer: the status, body and content type answered
+    status: int = 500  # answer, fail: the status, body and content type answered
     body: str = ""
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)  # answer: more headers
@@ -174,6 +177,9 @@ class FaultProxy:
             )
         if rule is not None and rule.action == "lose":
             await _drop(send, receive)
+            return
+        if rule is not None and rule.action == "fail":
+            await _answer(send, rule.status, rule.body.encode(), rule.content_type)
             return
         content = reply.content
         if rule is not None and rule.action == "truncate":

@@ -88,6 +88,12 @@ async def test_a_google_channel_whose_answer_was_lost_is_stored_and_can_be_close
         await harness.close()
 
 
+def _live(harness: MicrosoftHarness) -> list[dict[str, Any]]:
+    """The Graph emulator's subscriptions of the harness's mailbox."""
+    listed = httpx.get(f"{harness.emulator.url}/_emulator/subscriptions", timeout=60)
+    return [s for s in listed.json()["subscriptions"] if s["mailbox"] == harness.email]
+
+
 async def test_a_graph_subscription_whose_answer_was_lost_is_not_left_behind(
     request: pytest.FixtureRequest, world: World, receiver: str
 ) -> None:
@@ -101,16 +107,55 @@ async def test_a_graph_subscription_whose_answer_was_lost_is_not_left_behind(
             await push.keep_channel(world.db, world.connection_id, provider, receiver)
             assert lost.hits == 1
 
-        def live() -> list[dict[str, Any]]:
-            listed = httpx.get(f"{harness.emulator.url}/_emulator/subscriptions", timeout=60)
-            return [s for s in listed.json()["subscriptions"] if s["mailbox"] == harness.email]
-
         # The one the lost request made is gone; the one crmcal knows is the only one.
-        (subscription,) = live()
+        (subscription,) = _live(harness)
         conn = await world.connection()
         assert conn.push_resource_id == subscription["id"]
         expires = conn.push_expires_at
         assert expires is not None
         assert expires.replace(tzinfo=dt.UTC) > dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    finally:
+        await harness.close()
+
+
+@pytest.mark.parametrize("status", [500, 503, 504])
+async def test_a_graph_subscription_answered_5xx_after_it_was_made_is_not_left_behind(
+    request: pytest.FixtureRequest, world: World, receiver: str, status: int
+) -> None:
+    harness = await HARNESSES["microsoft"](request)
+    assert isinstance(harness, MicrosoftHarness)
+    try:
+        await _as_connection_of(world, "microsoft", harness.calendar_id)
+        with fault_proxy(harness.emulator.url) as (proxy, url):
+            provider = harness.provider_for(url)
+            # Graph made the subscription; a gateway answered 5xx in place of its answer.
+            failed = proxy.add("fail", method="POST", path=r"/subscriptions$", times=1,
+                               status=status, body='{"error": {"code": "x"}}')  # fmt: skip
+            await push.keep_channel(world.db, world.connection_id, provider, receiver)
+            assert failed.hits == 1
+            posts = [r for r in proxy.requests if r == ("POST", "/v1.0/subscriptions")]
+            assert len(posts) == 2  # asked once more, not retried blindly
+        (subscription,) = _live(harness)
+        conn = await world.connection()
+        assert conn.push_resource_id == subscription["id"]
+    finally:
+        await harness.close()
+
+
+async def test_a_graph_subscription_answered_5xx_twice_leaves_none_behind(
+    request: pytest.FixtureRequest, world: World, receiver: str
+) -> None:
+    harness = await HARNESSES["microsoft"](request)
+    assert isinstance(harness, MicrosoftHarness)
+    try:
+        await _as_connection_of(world, "microsoft", harness.calendar_id)
+        with fault_proxy(harness.emulator.url) as (proxy, url):
+            provider = harness.provider_for(url)
+            failed = proxy.add("fail", method="POST", path=r"/subscriptions$", status=503)
+            await push.keep_channel(world.db, world.connection_id, provider, receiver)
+            assert failed.hits == 2  # the first, and the one more asked for
+        assert _live(harness) == []
+        conn = await world.connection()
+        assert conn.push_resource_id is None
     finally:
         await harness.close()

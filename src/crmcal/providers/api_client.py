@@ -209,7 +209,9 @@ class ApiClient:
         ``once``: a POST that makes what the service cannot tell from a second one (a
         Graph subscription): a transport failure after it may have reached the service
         is not sent again but raised as ``AnswerLost``, so that the caller can look for
-        what it made (only a failure to connect, which sent nothing, is retried)."""
+        what it made (only a failure to connect, which sent nothing, is retried); so is
+        a 5xx answer to it, which the service (or a gateway in front of it) may give
+        after acting, where a throttled one (403, 429) is retried as any other."""
         extensions = {REPEATABLE: True} if repeatable else None
         refreshed = False
         for attempt in range(self.retries + 1):
@@ -241,6 +243,11 @@ class ApiClient:
             if response.status_code == 401:
                 raise AuthenticationFailed(f"{self._owner} refused the access: reconnect required")
             if self._retryable(response):
+                if once and response.status_code >= 500:
+                    raise AnswerLost(
+                        f"{self._service} may have acted on a request it answered "
+                        f"{response.status_code}"
+                    )
                 if response.status_code in (403, 429):
                     metrics.PROVIDER_THROTTLED.labels(self._service).inc()
                 if response.status_code in (403, 429) and self._shared is not None:

@@ -1061,7 +1061,8 @@ class MicrosoftProvider:
             "clientState": client_state,
         }
         # Graph cannot tell a second POST of the same subscription from a new one: one
-        # whose answer was lost is not sent again blindly. The subscription it may have
+        # whose answer was lost, or was a 5xx (Graph, or a gateway before it, may fail
+        # after making it), is not sent again blindly. The subscription it may have
         # made (known by its clientState, a secret of its own) is removed, then one more
         # is asked for.
         for attempt in range(2):
