@@ -445,6 +445,29 @@ async def test_the_shared_clients_use_this_transport() -> None:
         await api_client.close_shared()
 
 
+async def test_the_shared_clients_read_cookies_only_from_answers_that_set_some(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """httpx reads every answer's cookies into the client's store (a urllib request and
+    an email message of its headers each time); the shared clients skip answers with no
+    ``Set-Cookie``, which is every answer through this transport, and still read the
+    others."""
+    read: list[httpx.Response] = []
+    monkeypatch.setattr(httpx.Cookies, "extract_cookies", lambda self, answer: read.append(answer))
+    found = api_client.shared_client("https://www.googleapis.com/calendar/v3", 30)
+    assert found is not None
+    try:
+        request = httpx.Request("GET", "https://www.googleapis.com/calendar/v3/users/me")
+        plain = httpx.Response(200, headers={"content-type": "application/json"}, request=request)
+        found.cookies.extract_cookies(plain)
+        assert read == []
+        setting = httpx.Response(200, headers={"set-cookie": "a=b"}, request=request)
+        found.cookies.extract_cookies(setting)
+        assert read == [setting]
+    finally:
+        await api_client.close_shared()
+
+
 def self_signed(tmp_path: Path) -> tuple[Path, Path, str]:
     """A certificate for 127.0.0.1 signed by its own key: (cert file, key file, PEM)."""
     key = ec.generate_private_key(ec.SECP256R1())
