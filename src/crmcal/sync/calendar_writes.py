@@ -24,6 +24,7 @@ from crmcal.providers.base import (
     update_many,
 )
 from crmcal.sync import mapping, merge
+from crmcal.sync.links import field_hashes
 from crmcal.sync.pair import Pair
 from crmcal.sync.tables import Link
 
@@ -258,7 +259,7 @@ class CalendarWrites:
             remote_etag=ref.etag,
             remote_hash=remote_event.content_hash(),
             crm_hash=engine._crm_hash(activity),
-            field_hashes=engine._field_hashes(written, remote_event),
+            field_hashes=field_hashes(written, remote_event),
             last_synced_at=utcnow(),
         )
 

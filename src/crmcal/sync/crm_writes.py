@@ -21,7 +21,7 @@ from crmcal.crm.tables import Activity, utcnow
 from crmcal.model import CalendarEvent
 from crmcal.sync import mapping
 from crmcal.sync.import_fields import refusal
-from crmcal.sync.links import TRASHED
+from crmcal.sync.links import TRASHED, field_hashes
 from crmcal.sync.pair import Pair
 from crmcal.sync.tables import Link
 
@@ -84,7 +84,7 @@ class CrmWrites:
                     remote_etag=ref.etag,
                     remote_hash=ref.event.content_hash(),
                     crm_hash=written.content_hash(),
-                    field_hashes=engine._field_hashes(written, ref.event),
+                    field_hashes=field_hashes(written, ref.event),
                     last_synced_at=utcnow(),
                 )
         if cut:

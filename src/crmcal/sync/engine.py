@@ -68,7 +68,7 @@ from crmcal.sync.import_fields import Importer, import_fields, organizer_of
 from crmcal.sync.import_fields import compute_beside as import_fields_beside
 from crmcal.sync.import_fields import known as import_fields_known
 from crmcal.sync.info_block import LinkedRecords
-from crmcal.sync.links import TRASHED, Links
+from crmcal.sync.links import TRASHED, Links, addresses, field_hashes
 from crmcal.sync.pair import Pair
 from crmcal.sync.reading import CalendarReading
 from crmcal.sync.relink import Relinking
@@ -773,7 +773,7 @@ class Engine:
                 remote_etag=ref.etag,
                 remote_hash=(ref.event or written).content_hash(),
                 crm_hash=self._crm_hash(activity),
-                field_hashes=self._field_hashes(written, ref.event or written),
+                field_hashes=field_hashes(written, ref.event or written),
                 last_synced_at=now,
             )
             for activity, ref, written in made
@@ -1066,7 +1066,7 @@ class Engine:
                     made = series[activity.series_id]
                     hashes = self.series.new_link_hashes(made, [activity], event)
                 else:
-                    hashes = self._field_hashes(crm_event, event)
+                    hashes = field_hashes(crm_event, event)
                 rows.append(
                     {
                         "connection_id": self.ctx.connection_id,
@@ -1117,7 +1117,7 @@ class Engine:
             )
             if calendar_part is not None:
                 attendees = (
-                    _addresses(remote_event) if remote_event else (fields or {}).get("attendees")
+                    addresses(remote_event) if remote_event else (fields or {}).get("attendees")
                 )
                 fields = {"crm": merge.digests(self._event_of(activity)), "calendar": calendar_part,
                           "attendees": attendees}  # fmt: skip
@@ -1136,13 +1136,6 @@ class Engine:
             # it linked it): synced now, or the activity would look pending for good.
             values["last_synced_at"] = utcnow()
         await self.links.refresh(link, **values)
-
-    @staticmethod
-    def _field_hashes(crm: CalendarEvent, calendar: CalendarEvent) -> dict[str, Any]:
-        """The per-field digests a link keeps of both sides (see sync/merge.py), and the
-        calendar's attendee addresses (what a later calendar edit added or removed)."""
-        return {"crm": merge.digests_beside(crm, calendar), "calendar": merge.digests(calendar),
-                "attendees": _addresses(calendar)}  # fmt: skip
 
     async def _record_conflict(self, pair: Pair, decision: Decision) -> None:
         """Record the conflict ``pair`` is decided in (``sync/conflicts``)."""
@@ -1165,7 +1158,3 @@ class Engine:
         if self.listing is None:
             return None
         return self._end().quiet(conn)
-
-
-def _addresses(event: CalendarEvent) -> list[str]:
-    return sorted({a.email.lower() for a in event.attendees})

@@ -1,4 +1,4 @@
-"""The link table of one connection, as one sync run sees it.
+"""The link table of one connection, as one sync run sees it, and what a link keeps.
 
 A run loads only the links it needs (all of them for a full listing, else
 those of the items at hand), keeps them by event id and by activity id, and
@@ -15,12 +15,26 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.db import Database
+from crmcal.model import CalendarEvent
+from crmcal.sync import merge
 from crmcal.sync.tables import Link
 
 # Ids per IN (...) clause when loading links of many items.
 CHUNK = 500
 # What a link remembers of a side that is in the trash.
 TRASHED = "trashed"
+
+
+def field_hashes(crm: CalendarEvent, calendar: CalendarEvent) -> dict[str, Any]:
+    """The per-field digests a link keeps of both sides (see sync/merge.py), and the
+    calendar's attendee addresses (what a later calendar edit added or removed)."""
+    return {"crm": merge.digests_beside(crm, calendar), "calendar": merge.digests(calendar),
+            "attendees": addresses(calendar)}  # fmt: skip
+
+
+def addresses(event: CalendarEvent) -> list[str]:
+    """The event's attendees' addresses, as a link keeps them."""
+    return sorted({a.email.lower() for a in event.attendees})
 
 
 class Links:

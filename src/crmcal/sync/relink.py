@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from crmcal.crm.tables import Activity
 from crmcal.model import CalendarEvent, RemoteRef
-from crmcal.sync.links import TRASHED
+from crmcal.sync.links import TRASHED, field_hashes
 from crmcal.sync.pair import Pair
 from crmcal.sync.states import LinkOrigin
 from crmcal.sync.tables import Link
@@ -55,7 +55,7 @@ class Relinking:
                 link,
                 crm_hash=crm_hash,
                 remote_hash=remote_hash,
-                field_hashes=engine._field_hashes(engine._event_of(activity), event),
+                field_hashes=field_hashes(engine._event_of(activity), event),
             )
             return
         if (known := engine.written.explains(activity.id, remote_hash)) is not None:

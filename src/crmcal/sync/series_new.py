@@ -27,6 +27,7 @@ from crmcal.providers.base import (
     create_many,
 )
 from crmcal.sync import mapping, series_mapping
+from crmcal.sync.links import field_hashes
 from crmcal.sync.pair import Pair
 from crmcal.sync.series_rows import (
     load_occurrences,
@@ -133,7 +134,7 @@ class NewSeries:
         # The link with what both sides are now, in one write: a run cut off after it
         # finds the series whole, one cut off before finds it by its key (above).
         hashes = remembered_hashes(
-            engine._field_hashes(master, written),
+            field_hashes(master, written),
             digests_of(master, within),
             digests_of(written, within),
         )
