@@ -30,24 +30,21 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, assert_never
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crmcal import bulk
 from crmcal.crm import activities, changefeed, contacts
-from crmcal.crm.errors import CrmError, Forbidden, Invalid
-from crmcal.crm.schemas import ActivityCreate
-from crmcal.crm.tables import Activity, ActivitySeries, User, table_of, utcnow
+from crmcal.crm.errors import CrmError, Forbidden
+from crmcal.crm.tables import Activity, ActivitySeries, User, utcnow
 from crmcal.db import Database
 from crmcal.model import (
     CalendarEvent,
     ChangeListing,
     RemoteRef,
-    content_hash_beside,
 )
 from crmcal.providers import parse_pool
 from crmcal.providers.base import (
@@ -64,9 +61,10 @@ from crmcal.sync.conflicts import Conflicts
 from crmcal.sync.context import RunContext, Start, SyncFailed, SyncRefused, SyncStopped
 from crmcal.sync.crm_writes import CrmWrites
 from crmcal.sync.decisions import Act, Decision, State, decide
-from crmcal.sync.import_fields import Importer, import_fields, organizer_of
+from crmcal.sync.import_fields import Importer, organizer_of
 from crmcal.sync.import_fields import compute_beside as import_fields_beside
 from crmcal.sync.import_fields import known as import_fields_known
+from crmcal.sync.imports import Imports
 from crmcal.sync.info_block import LinkedRecords
 from crmcal.sync.links import TRASHED, Links, addresses, field_hashes
 from crmcal.sync.pair import Pair
@@ -104,17 +102,6 @@ IMPORT_BATCH = 500
 OUTGOING_BATCH = 200
 
 
-@dataclass(frozen=True)
-class _Import:
-    """A new calendar event, checked and ready for the CRM (see Engine._import_batch)."""
-
-    ref: RemoteRef
-    event: CalendarEvent
-    data: ActivityCreate | activities.Checked
-    uid: str  # the CRM uid derived from its UID
-    organizer: str | None
-
-
 # (items settled, items known): a first import's known items grow as its parts arrive.
 ProgressFn = Callable[[int, int], None]
 
@@ -147,11 +134,11 @@ class Engine:
         self.linked_info: dict[int, LinkedRecords] = {}
         self.report = SyncReport()
         self.seen: set[str] = set()
-        self.imports: list[RemoteRef] = []
         self.first_import = False  # no link yet and no cursor: everything is new
         self.outgoing: list[tuple[Activity, CalendarEvent]] = []
         # Updates and deletes of linked events, sent together.
         self.reading = CalendarReading(self)
+        self.importing = Imports(self)
         self.calendar = CalendarWrites(self)
         self.crm = CrmWrites(self)
         self.relinking = Relinking(self)
@@ -260,9 +247,9 @@ class Engine:
         for pair in pairs:
             await self._still_wanted()
             await self._settle(pair)
-            if len(self.imports) >= IMPORT_BATCH:
+            if len(self.importing.pending) >= IMPORT_BATCH:
                 await self._still_wanted(now=True)
-                await self._import_batch()
+                await self.importing.write()
             if len(self.outgoing) + len(self.series.creating) >= OUTGOING_BATCH:
                 await self._still_wanted(now=True)
                 await self._push_batch()
@@ -276,9 +263,9 @@ class Engine:
     async def _flush(self) -> None:
         """Write what waits for a batch."""
         series = self.series.pending or self.series.creating or self.series.dropping
-        if self.imports or self.outgoing or self.calendar.waiting() or series:
+        if self.importing.pending or self.outgoing or self.calendar.waiting() or series:
             await self._still_wanted(now=True)
-            await self._import_batch()
+            await self.importing.write()
             await self.calendar.send()
             await self._push_batch()
 
@@ -350,9 +337,9 @@ class Engine:
         # activities no event claimed.
         await self.reading.refuse_empty(summary, listed)
         more, gone = await self.reading.remote_gone(summary, listed)
-        if self.imports:
+        if self.importing.pending:
             await self._still_wanted(now=True)
-            await self._import_batch()  # its series left for series_sync are held too
+            await self.importing.write()  # its series left for series_sync are held too
         taken, self.held_series = self.held_series, None
         rest = await self._pair(more, gone, crm_ids - self.paired_activities)
         self.pairs += [p for p in rest if p.link is not None or self._series_part(p)]
@@ -680,9 +667,9 @@ class Engine:
                 self._skip_recurring(Pair(remote=ref), "an occurrence without its series")
             elif self.first_import and not event.crm_id and not event.live_overrides():
                 # A plain series new to the CRM: written with the batch (see
-                # _import_batch); one that may be the CRM's own, or one with
+                # Imports.write); one that may be the CRM's own, or one with
                 # occurrences changed on their own, goes through series_sync.
-                self.imports.append(ref)
+                self.importing.pending.append(ref)
             elif self.held_series is not None:
                 self.held_series.append(ref)  # until the whole listing is in
             else:
@@ -690,7 +677,7 @@ class Engine:
             return
         if self._skip_recurring(Pair(remote=ref)):
             return
-        self.imports.append(ref)  # written in batches: see _import_batch
+        self.importing.pending.append(ref)  # written in batches: see Imports.write
 
     async def _new_activity(self, activity: Activity, *, recreate: bool = False) -> None:
         """Send an unlinked activity to the calendar; ``recreate`` for one whose event
@@ -954,147 +941,12 @@ class Engine:
             del fields["participants"]  # never written to the calendar: they stay
         return fields
 
-    async def _import_batch(self) -> None:
-        """Create the activities (and series) for the new events gathered so far, with
-        their persons, change-feed rows and links, in one transaction of a few
-        multi-row statements; an item the CRM refuses is found by halving the batch,
-        reported and skipped, and the rest are written."""
-        batch, self.imports = self.imports, []
-        prepared = []
-        for ref in batch:
-            try:
-                prepared.append(self._prepare_import(ref))
-            except CrmError as exc:
-                self.report.problem(ref.id, str(exc))
-                self.report.skipped += 1
-        later = await self._write_imports(prepared)
-        if self.held_series is not None:
-            self.held_series += later  # until the whole listing is in (_first_import)
-            return
-        for ref in later:
-            await self._guarded(Pair(remote=ref), self.series.take(ref))
-
-    async def _write_imports(self, prepared: list[_Import]) -> list[RemoteRef]:
-        """Write ``prepared`` in one transaction, or halves of it when one is refused;
-        answers the series to import on their own (see _pull_create)."""
-        if not prepared:
-            return []
-        try:
-            return await self._pull_create(prepared)
-        except Forbidden as exc:
-            raise SyncFailed(str(exc), FailureKind.PERMISSION) from exc
-        except CrmError as exc:
-            if len(prepared) == 1:
-                self.report.problem(prepared[0].ref.id, str(exc))
-                self.report.skipped += 1
-                return []
-        half = len(prepared) // 2
-        return [
-            *await self._write_imports(prepared[:half]),
-            *await self._write_imports(prepared[half:]),
-        ]
-
-    def _prepare_import(self, ref: RemoteRef) -> _Import:
-        """What the CRM is given for a new event: checked here, item by item, so that a
-        bad one never costs the others their batch (in a first import, mostly checked
-        already where the event was parsed: see ``sync/import_fields``)."""
-        event = ref.event
-        assert event is not None
-        found = import_fields(event, self.importer)
-        if found.data is None:
-            raise Invalid(found.refusal or "the event cannot be stored")
-        uid = found.uid or mapping.derived_uid(self.ctx.owner.id, ref.id)
-        if found.cut is not None:
-            self._warn_cut(ref.id, found.cut)
-        return _Import(ref, event, found.data, uid, found.organizer)
-
     def _warn_cut(self, item: str, length: int) -> None:
         self.report.warning(item, NOTE_CUT.format(kept=mapping.NOTE_MAX, length=length))
         log.warning(
             "connection %s, %s: note cut to %d of %d characters (the calendar keeps it whole)",
             self.connection_id, item, mapping.NOTE_MAX, length,
         )  # fmt: skip
-
-    async def _pull_create(self, prepared: list[_Import]) -> list[RemoteRef]:
-        """One transaction; answers the series left out of it: those whose uid the CRM
-        already has, which go through series_sync one by one (it may relink them)."""
-        later: list[RemoteRef] = []
-        async with self.db.write() as session:
-            owner = await self._owner(session)
-            singles = [item.uid for item in prepared if not item.event.recurring]
-            rules = [item.uid for item in prepared if item.event.recurring]
-            taken = {a.uid for a in await activities.find_by_uids(session, owner.id, singles)}
-            taken_series = set()
-            if rules:
-                taken_series = set(
-                    await session.scalars(
-                        select(ActivitySeries.uid).where(ActivitySeries.uid.in_(rules))
-                    )
-                )
-            items: list[tuple[ActivityCreate | activities.Checked, str | None]] = []
-            writing: list[_Import] = []
-            for item in prepared:
-                if item.event.recurring:
-                    if item.uid in taken_series:
-                        later.append(item.ref)
-                        continue
-                    taken_series.add(item.uid)
-                    items.append((item.data, item.uid))
-                else:
-                    # A second event with the same UID is a copy and gets its own id.
-                    items.append((item.data, None if item.uid in taken else item.uid))
-                    taken.add(item.uid)
-                writing.append(item)
-            created = await activities.create_activities(
-                session,
-                owner,
-                items,
-                origin=self.ctx.origin,
-                as_contacts=self.ctx.options.attendees_to_contacts,
-                organizers=[item.organizer for item in writing],
-                read_back=False,  # only read here, for the links
-            )
-            series = await self._series_made(session, created)
-            now = utcnow()
-            rows = []
-            for activity, item in zip(created, writing, strict=True):
-                crm_event = self._event_of(activity)
-                event = item.event
-                if activity.series_id is not None:
-                    # Just made from the rule: no occurrence is in the trash or changed
-                    # on its own, so the first stands for all of them.
-                    made = series[activity.series_id]
-                    hashes = self.series.new_link_hashes(made, [activity], event)
-                else:
-                    hashes = field_hashes(crm_event, event)
-                rows.append(
-                    {
-                        "connection_id": self.ctx.connection_id,
-                        "activity_id": activity.id,
-                        "remote_id": item.ref.id,
-                        "remote_uid": event.uid,
-                        "remote_etag": item.ref.etag,
-                        "remote_hash": event.content_hash(),
-                        "crm_hash": content_hash_beside(crm_event, event),
-                        "field_hashes": hashes,
-                        "origin": LinkOrigin.CALENDAR,
-                        "last_synced_at": now,
-                    }
-                )
-            await bulk.insert_many(session, table_of(Link), rows)
-        self.report.created += len(created)
-        return later
-
-    @staticmethod
-    async def _series_made(
-        session: AsyncSession, firsts: list[Activity]
-    ) -> dict[int, ActivitySeries]:
-        """The series among ``firsts`` (first occurrences just made), in one query."""
-        ids = [a.series_id for a in firsts if a.series_id is not None]
-        if not ids:
-            return {}
-        query = select(ActivitySeries).where(ActivitySeries.id.in_(ids))
-        return {s.id: s for s in await session.scalars(query)}
 
     async def _owner(self, session: AsyncSession) -> User:
         owner = await session.get(User, self.ctx.owner.id)
