@@ -1,10 +1,12 @@
-"""Writes to the calendar of linked items: updates and deletes, sent in batches.
+"""Writes to the calendar: new events for activities, updates and deletes of linked
+ones, each kind sent in batches.
 
-The engine decides; ``CalendarWrites`` queues each update or delete with the
-calendar version it was decided against, sends them together (in as few requests
-as the provider allows, each item answering on its own) and takes each answer: a
-version changed meanwhile (412) is read and decided again, an event gone is made
-again, a written one has its link saved. New events go with the engine's own batch.
+The engine decides; ``CalendarWrites`` queues each write (an update or delete with
+the calendar version it was decided against), sends them together (in as few
+requests as the provider allows, each item answering on its own) and takes each
+answer: a new event is linked (one that exists already is adopted), a version
+changed meanwhile (412) is read and decided again, an event gone is made again, a
+written one has its link saved.
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ from typing import TYPE_CHECKING
 from crmcal.crm.tables import Activity, utcnow
 from crmcal.model import CalendarEvent, RemoteRef, changed_fields
 from crmcal.providers.base import (
+    FATAL,
     EventNotFound,
     PreconditionFailed,
     ProviderError,
     Update,
+    create_many,
     delete_many,
     update_many,
 )
 from crmcal.sync import mapping, merge
 from crmcal.sync.links import field_hashes
 from crmcal.sync.pair import Pair
+from crmcal.sync.states import LinkOrigin
 from crmcal.sync.tables import Link
 
 if TYPE_CHECKING:
@@ -33,16 +38,94 @@ if TYPE_CHECKING:
 
 
 class CalendarWrites:
-    """The updates and deletes of one run's linked events."""
+    """One run's writes to the calendar: new events, and updates and deletes of linked ones."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # New events for activities, made together (see create_all).
+        self.outgoing: list[tuple[Activity, CalendarEvent]] = []
         self.updates: list[tuple[Pair, Link, Activity, CalendarEvent, Update]] = []
         self.deletes: list[tuple[Pair, Link, str | None]] = []
 
     def waiting(self) -> int:
         """How many updates and deletes wait for the batch."""
         return len(self.updates) + len(self.deletes)
+
+    async def create_all(self) -> None:
+        """Create the events of the activities waiting for one: in as few requests as
+        the provider allows, their links in one transaction."""
+        engine = self.engine
+        while self.outgoing or engine.series.creating:  # adopting one can ask for another
+            if self.outgoing:
+                await self._create()
+            await engine.series.create_pending()
+
+    async def _create(self) -> None:
+        """Make the events waiting in ``outgoing``; link those made, adopt those that
+        exist already (their key taken)."""
+        engine = self.engine
+        pending, self.outgoing = self.outgoing, []
+        items = [(activity.uid, event) for activity, event in pending]
+        await engine.written.note([(activity.id, engine._crm_hash(activity), event.content_hash())
+                                 for activity, event in pending])  # fmt: skip
+        results = await create_many(engine.provider, engine.ctx.calendar_id, items)
+        made: list[tuple[Activity, RemoteRef, CalendarEvent]] = []
+        existing: list[Activity] = []
+        fatal: Exception | None = None
+        for (activity, event), result in zip(pending, results, strict=True):
+            if isinstance(result, RemoteRef):
+                made.append((activity, result, event))
+            elif isinstance(result, PreconditionFailed):
+                existing.append(activity)
+            elif isinstance(result, FATAL):
+                fatal = fatal or result
+            else:
+                engine.report.problem(f"activity {activity.id}", str(result))
+                engine.report.skipped += 1
+        await self._save_new_links(made)
+        if fatal is not None:
+            raise fatal  # what was made is linked: a later run goes on from there
+        for activity in existing:
+            await self._adopt(activity)
+
+    async def _adopt(self, activity: Activity) -> None:
+        """Link the event that exists already for the activity: made by a run that
+        stopped before saving the link, or by an earlier connection to this calendar."""
+        engine = self.engine
+        existing = await engine.provider.get_by_key(engine.ctx.calendar_id, activity.uid)
+        if existing is None or existing.event is None:
+            reason = existing.error if existing else None
+            engine.report.problem(
+                existing.id if existing else f"activity {activity.id}",
+                reason or "its event exists but cannot be read; will retry",
+            )
+            engine.report.skipped += 1
+            return
+        await engine.relinking.link(Pair(activity=activity, remote=existing), activity, existing)
+
+    async def _save_new_links(self, made: list[tuple[Activity, RemoteRef, CalendarEvent]]) -> None:
+        """Link the events just made, in one transaction."""
+        engine = self.engine
+        if not made:
+            return
+        now = utcnow()
+        links = [
+            Link(
+                connection_id=engine.ctx.connection_id,
+                activity_id=activity.id,
+                origin=LinkOrigin.CRM,
+                remote_id=ref.id,
+                remote_uid=(ref.event or written).uid,
+                remote_etag=ref.etag,
+                remote_hash=(ref.event or written).content_hash(),
+                crm_hash=engine._crm_hash(activity),
+                field_hashes=field_hashes(written, ref.event or written),
+                last_synced_at=now,
+            )
+            for activity, ref, written in made
+        ]
+        await engine.links.store_many(links)
+        engine.report.created += len(links)
 
     def _seen_etag(self, pair: Pair, link: Link) -> str | None:
         """The calendar version decisions were made against: as listed now, else as linked."""

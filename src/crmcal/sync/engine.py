@@ -49,10 +49,8 @@ from crmcal.model import (
 from crmcal.providers import parse_pool
 from crmcal.providers.base import (
     FATAL,
-    PreconditionFailed,
     Provider,
     ProviderError,
-    create_many,
     list_changes_in_parts,
 )
 from crmcal.sync import conflicts, mapping, merge
@@ -66,7 +64,7 @@ from crmcal.sync.import_fields import compute_beside as import_fields_beside
 from crmcal.sync.import_fields import known as import_fields_known
 from crmcal.sync.imports import Imports
 from crmcal.sync.info_block import LinkedRecords
-from crmcal.sync.links import TRASHED, Links, addresses, field_hashes
+from crmcal.sync.links import TRASHED, Links, addresses
 from crmcal.sync.pair import Pair
 from crmcal.sync.reading import CalendarReading
 from crmcal.sync.relink import Relinking
@@ -135,7 +133,6 @@ class Engine:
         self.report = SyncReport()
         self.seen: set[str] = set()
         self.first_import = False  # no link yet and no cursor: everything is new
-        self.outgoing: list[tuple[Activity, CalendarEvent]] = []
         # Updates and deletes of linked events, sent together.
         self.reading = CalendarReading(self)
         self.importing = Imports(self)
@@ -250,9 +247,9 @@ class Engine:
             if len(self.importing.pending) >= IMPORT_BATCH:
                 await self._still_wanted(now=True)
                 await self.importing.write()
-            if len(self.outgoing) + len(self.series.creating) >= OUTGOING_BATCH:
+            if len(self.calendar.outgoing) + len(self.series.creating) >= OUTGOING_BATCH:
                 await self._still_wanted(now=True)
-                await self._push_batch()
+                await self.calendar.create_all()
             if self.calendar.waiting() + len(self.series.pending) >= OUTGOING_BATCH:
                 await self._still_wanted(now=True)
                 await self.calendar.send()
@@ -263,11 +260,11 @@ class Engine:
     async def _flush(self) -> None:
         """Write what waits for a batch."""
         series = self.series.pending or self.series.creating or self.series.dropping
-        if self.importing.pending or self.outgoing or self.calendar.waiting() or series:
+        if self.importing.pending or self.calendar.outgoing or self.calendar.waiting() or series:
             await self._still_wanted(now=True)
             await self.importing.write()
             await self.calendar.send()
-            await self._push_batch()
+            await self.calendar.create_all()
 
     async def _first_import(self) -> ChangeListing:
         """A first import (no link, no cursor): the calendar's events are settled part
@@ -697,76 +694,7 @@ class Engine:
             return
         if self._skip_recurring(Pair(activity=activity)):
             return
-        self.outgoing.append((activity, self._event_of(activity)))  # see _push_batch
-
-    async def _push_batch(self) -> None:
-        """Create the events of the activities waiting for one: in as few requests as
-        the provider allows, their links in one transaction."""
-        while self.outgoing or self.series.creating:  # adopting one can ask for another
-            if self.outgoing:
-                await self._push_pending()
-            await self.series.create_pending()
-
-    async def _push_pending(self) -> None:
-        pending, self.outgoing = self.outgoing, []
-        items = [(activity.uid, event) for activity, event in pending]
-        await self.written.note([(activity.id, self._crm_hash(activity), event.content_hash())
-                                 for activity, event in pending])  # fmt: skip
-        results = await create_many(self.provider, self.ctx.calendar_id, items)
-        made: list[tuple[Activity, RemoteRef, CalendarEvent]] = []
-        existing: list[Activity] = []
-        fatal: Exception | None = None
-        for (activity, event), result in zip(pending, results, strict=True):
-            if isinstance(result, RemoteRef):
-                made.append((activity, result, event))
-            elif isinstance(result, PreconditionFailed):
-                existing.append(activity)
-            elif isinstance(result, FATAL):
-                fatal = fatal or result
-            else:
-                self.report.problem(f"activity {activity.id}", str(result))
-                self.report.skipped += 1
-        await self._save_new_links(made)
-        if fatal is not None:
-            raise fatal  # what was made is linked: a later run goes on from there
-        for activity in existing:
-            await self._adopt(activity)
-
-    async def _adopt(self, activity: Activity) -> None:
-        """Link the event that exists already for the activity: made by a run that
-        stopped before saving the link, or by an earlier connection to this calendar."""
-        existing = await self.provider.get_by_key(self.ctx.calendar_id, activity.uid)
-        if existing is None or existing.event is None:
-            reason = existing.error if existing else None
-            self.report.problem(
-                existing.id if existing else f"activity {activity.id}",
-                reason or "its event exists but cannot be read; will retry",
-            )
-            self.report.skipped += 1
-            return
-        await self.relinking.link(Pair(activity=activity, remote=existing), activity, existing)
-
-    async def _save_new_links(self, made: list[tuple[Activity, RemoteRef, CalendarEvent]]) -> None:
-        if not made:
-            return
-        now = utcnow()
-        links = [
-            Link(
-                connection_id=self.ctx.connection_id,
-                activity_id=activity.id,
-                origin=LinkOrigin.CRM,
-                remote_id=ref.id,
-                remote_uid=(ref.event or written).uid,
-                remote_etag=ref.etag,
-                remote_hash=(ref.event or written).content_hash(),
-                crm_hash=self._crm_hash(activity),
-                field_hashes=field_hashes(written, ref.event or written),
-                last_synced_at=now,
-            )
-            for activity, ref, written in made
-        ]
-        await self.links.store_many(links)
-        self.report.created += len(links)
+        self.calendar.outgoing.append((activity, self._event_of(activity)))  # see create_all
 
     async def _settle_linked(self, pair: Pair, link: Link) -> None:
         activity = pair.activity
