@@ -20,6 +20,13 @@ and written while later parts are still read and parsed.
 
 Every write is idempotent (deterministic event ids, preconditions, content
 digests in the link table), so a run cut off anywhere converges on the next.
+
+This module is the run and each pair's decision; the jobs it hands over are
+modules of their own (docs/development.md lists them): ``reading`` (the calendar's
+side as read), ``relink``, ``conflicts``, ``imports`` (new events into the CRM),
+``calendar_writes`` and ``crm_writes`` (the writes to either side),
+``links`` (what a link keeps), ``report`` and ``run_end`` (the closing write);
+series go to ``series_sync``.
 """
 
 from __future__ import annotations
@@ -133,7 +140,7 @@ class Engine:
         self.report = SyncReport()
         self.seen: set[str] = set()
         self.first_import = False  # no link yet and no cursor: everything is new
-        # Updates and deletes of linked events, sent together.
+        # The jobs the run hands over, each a module of its own.
         self.reading = CalendarReading(self)
         self.importing = Imports(self)
         self.calendar = CalendarWrites(self)
@@ -376,7 +383,7 @@ class Engine:
         if state == ConnectionState.STOPPED:
             raise SyncStopped(f"connection {self.connection_id} was stopped during the sync")
 
-    # --- reading both sides --------------------------------------------
+    # --- pairing both sides --------------------------------------------
 
     async def _crm_side(self) -> set[int]:
         """Ids of activities to look at: changed since the cursor, or all in range."""
@@ -854,7 +861,7 @@ class Engine:
             pair = replace(pair, activity=updated)
         await self.calendar.update(pair, link)
 
-    # --- writes to the CRM -----------------------------------------------
+    # --- an event as the CRM takes it -------------------------------------
 
     def _in_range(self, event: CalendarEvent) -> bool:
         if isinstance(event.start, dt.datetime):
@@ -881,7 +888,7 @@ class Engine:
         assert owner is not None
         return owner
 
-    # --- the link table ----------------------------------------------------
+    # --- the link and the conflict of a decided pair -----------------------
 
     async def _refresh_link(self, pair: Pair, link: Link) -> None:
         ref = pair.remote
