@@ -19,9 +19,12 @@ pytestmark = pytest.mark.postgres
 DUE = 20
 
 
-def _seed(url: str, waiting: int) -> None:
-    """``DUE`` connections whose time came, and ``waiting`` polled ones whose time is
-    to come (spread over the next poll period) or that wait for their user."""
+def _seed(url: str, waiting: int, now: dt.datetime) -> None:
+    """``DUE`` connections whose time came by ``now``, and ``waiting`` polled ones whose
+    time is to come (spread over the poll period after it) or that wait for their user.
+    Timed from ``now``, not from the clock: however long the rows take to write on a busy
+    machine, none of those to come is due at ``now``."""
+    utc = now.astimezone(dt.UTC).replace(tzinfo=None)  # as crmcal's columns keep time
     with psycopg.connect(conninfo(url), autocommit=True) as conn:
         conn.execute("TRUNCATE connections CASCADE")
         user = conn.execute(
@@ -38,11 +41,11 @@ def _seed(url: str, waiting: int) -> None:
             "SELECT %(user)s, 'google', 'poll' || n || '@example.test', '\\x00', 'primary', "
             "'Poll', 'two_way', '{}', CASE WHEN n %% 10 = 0 THEN 'error' ELSE 'active' END, "
             "now(), '{}', '[]', 0, CASE "
-            "  WHEN n <= %(due)s THEN now() AT TIME ZONE 'UTC' - n * interval '1 second' "
+            "  WHEN n <= %(due)s THEN %(now)s - n * interval '1 second' "
             "  WHEN n %% 10 = 0 THEN NULL "
-            "  ELSE now() AT TIME ZONE 'UTC' + (n %% 180) * interval '1 second' END, "
+            "  ELSE %(now)s + (n %% 180) * interval '1 second' END, "
             "now(), now() FROM generate_series(1, %(due)s + %(waiting)s) n",
-            {"user": user[0], "due": DUE, "waiting": waiting},
+            {"user": user[0], "due": DUE, "waiting": waiting, "now": utc},
         )
         conn.execute("ANALYZE connections")
 
@@ -50,8 +53,8 @@ def _seed(url: str, waiting: int) -> None:
 def _tick_reads(url: str, waiting: int) -> tuple[int, int]:
     """With ``waiting`` connections not due beside ``DUE`` due ones, a tick's search
     for up to 50 of them: how many it found, and the blocks it asked for."""
-    _seed(url, waiting)
     now = dt.datetime.now(dt.UTC)
+    _seed(url, waiting, now)
     compiled: Any = due_batch(now, 50).compile(
         dialect=postgresql.psycopg.dialect(), compile_kwargs={"render_postcompile": True}
     )
