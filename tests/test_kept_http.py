@@ -531,3 +531,46 @@ async def test_https_with_the_servers_certificate_checked(tmp_path: Path) -> Non
                 await http.get(url)
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"maxResults": 250, "singleEvents": "false", "syncToken": "CPjY4tbW0oIDEPjY4tbW0oIDGAU="},
+        {"q": "a b&c=d/é", "flag": True, "none": None, "many": ["x", "y"], "n": 1.5},
+        {"empty": []},
+        {},
+    ],
+)
+async def test_a_calls_params_are_written_into_its_url_as_httpx_writes_them(
+    params: dict[str, Any],
+) -> None:
+    """An API call's params go into its URL before httpx sees it (parsed once, not once
+    more for them): the URL sent is the one httpx makes of the same params."""
+    sent: list[tuple[httpx.URL, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={})
+
+    async def tokens(refresh: bool = False) -> str:
+        return "token"
+
+    client = api_client.ApiClient(
+        tokens, base_url="https://api.test/v1", owner="Test", service="Test API",
+        reason=lambda response: "", retryable=lambda response: False,
+        transport=httpx.MockTransport(answer),
+    )  # fmt: skip
+    request = client._client.request
+
+    async def spy(method: str, url: Any, **options: Any) -> httpx.Response:
+        response = await request(method, url, **options)
+        sent.append((response.request.url, options.get("params")))
+        return response
+
+    client._client.request = spy  # type: ignore[method-assign]
+    url = "https://api.test/v1/calendars/a%40b.test/events"
+    await client.send("GET", url, params=params)
+    expected = httpx.Request("GET", url, params=params).url
+    assert sent == [(expected, None if str(httpx.QueryParams(params)) else params)]
+    await client.send("GET", url + "?alt=json", params=params)
+    assert sent[-1] == (httpx.Request("GET", url + "?alt=json", params=params).url, params)

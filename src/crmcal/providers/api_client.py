@@ -151,6 +151,18 @@ async def close_shared() -> None:
             await client.aclose()
 
 
+def _with_query(url: str, params: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
+    """``url`` with ``params`` written into its query as httpx writes them, and no params
+    left: httpx checks a URL character by character each time it parses one (some 800
+    steps of a generator for a listing's), and a request given params had its URL parsed
+    once more for them. Unchanged when the URL has a query of its own (httpx merges the
+    two) or the params write none."""
+    if not params or "?" in url:
+        return url, params
+    query = str(httpx.QueryParams(params))
+    return (f"{url}?{query}", None) if query else (url, params)
+
+
 class ApiClient:
     """Calls to one service for one account: ``owner`` names who grants access
     (Google, Microsoft), ``service`` the API in messages (Google Calendar ...),
@@ -240,6 +252,7 @@ class ApiClient:
         a 5xx answer to it, which the service (or a gateway in front of it) may give
         after acting, where a throttled one (403, 429) is retried as any other."""
         extensions = {REPEATABLE: True} if repeatable else None
+        url, params = _with_query(url, params)
         refreshed = False
         for attempt in range(self.retries + 1):
             token = await self._tokens(refresh=refreshed)
