@@ -6,7 +6,8 @@ asked for twice blindly, and the one the lost request may have made is removed."
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -94,19 +95,29 @@ def _live(harness: MicrosoftHarness) -> list[dict[str, Any]]:
     return [s for s in listed.json()["subscriptions"] if s["mailbox"] == harness.email]
 
 
-async def test_a_graph_subscription_whose_answer_was_lost_is_not_left_behind(
-    request: pytest.FixtureRequest, world: World, receiver: str
-) -> None:
+@asynccontextmanager
+async def _graph_behind_proxy(
+    request: pytest.FixtureRequest, world: World
+) -> AsyncIterator[tuple[MicrosoftHarness, Any, Any]]:
+    """The world's connection on the Graph emulator, reached through a fault proxy:
+    (the harness, the proxy, a provider that sends through it)."""
     harness = await HARNESSES["microsoft"](request)
     assert isinstance(harness, MicrosoftHarness)
     try:
         await _as_connection_of(world, "microsoft", harness.calendar_id)
         with fault_proxy(harness.emulator.url) as (proxy, url):
-            provider = harness.provider_for(url)
-            lost = proxy.add("lose", method="POST", path=r"/subscriptions$", times=1)
-            await push.keep_channel(world.db, world.connection_id, provider, receiver)
-            assert lost.hits == 1
+            yield harness, proxy, harness.provider_for(url)
+    finally:
+        await harness.close()
 
+
+async def test_a_graph_subscription_whose_answer_was_lost_is_not_left_behind(
+    request: pytest.FixtureRequest, world: World, receiver: str
+) -> None:
+    async with _graph_behind_proxy(request, world) as (harness, proxy, provider):
+        lost = proxy.add("lose", method="POST", path=r"/subscriptions$", times=1)
+        await push.keep_channel(world.db, world.connection_id, provider, receiver)
+        assert lost.hits == 1
         # The one the lost request made is gone; the one crmcal knows is the only one.
         (subscription,) = _live(harness)
         conn = await world.connection()
@@ -114,48 +125,32 @@ async def test_a_graph_subscription_whose_answer_was_lost_is_not_left_behind(
         expires = conn.push_expires_at
         assert expires is not None
         assert expires.replace(tzinfo=dt.UTC) > dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-    finally:
-        await harness.close()
 
 
 @pytest.mark.parametrize("status", [500, 503, 504])
 async def test_a_graph_subscription_answered_5xx_after_it_was_made_is_not_left_behind(
     request: pytest.FixtureRequest, world: World, receiver: str, status: int
 ) -> None:
-    harness = await HARNESSES["microsoft"](request)
-    assert isinstance(harness, MicrosoftHarness)
-    try:
-        await _as_connection_of(world, "microsoft", harness.calendar_id)
-        with fault_proxy(harness.emulator.url) as (proxy, url):
-            provider = harness.provider_for(url)
-            # Graph made the subscription; a gateway answered 5xx in place of its answer.
-            failed = proxy.add("fail", method="POST", path=r"/subscriptions$", times=1,
-                               status=status, body='{"error": {"code": "x"}}')  # fmt: skip
-            await push.keep_channel(world.db, world.connection_id, provider, receiver)
-            assert failed.hits == 1
-            posts = [r for r in proxy.requests if r == ("POST", "/v1.0/subscriptions")]
-            assert len(posts) == 2  # asked once more, not retried blindly
+    async with _graph_behind_proxy(request, world) as (harness, proxy, provider):
+        # Graph made the subscription; a gateway answered 5xx in place of its answer.
+        failed = proxy.add("fail", method="POST", path=r"/subscriptions$", times=1,
+                           status=status, body='{"error": {"code": "x"}}')  # fmt: skip
+        await push.keep_channel(world.db, world.connection_id, provider, receiver)
+        assert failed.hits == 1
+        posts = [r for r in proxy.requests if r == ("POST", "/v1.0/subscriptions")]
+        assert len(posts) == 2  # asked once more, not retried blindly
         (subscription,) = _live(harness)
         conn = await world.connection()
         assert conn.push_resource_id == subscription["id"]
-    finally:
-        await harness.close()
 
 
 async def test_a_graph_subscription_answered_5xx_twice_leaves_none_behind(
     request: pytest.FixtureRequest, world: World, receiver: str
 ) -> None:
-    harness = await HARNESSES["microsoft"](request)
-    assert isinstance(harness, MicrosoftHarness)
-    try:
-        await _as_connection_of(world, "microsoft", harness.calendar_id)
-        with fault_proxy(harness.emulator.url) as (proxy, url):
-            provider = harness.provider_for(url)
-            failed = proxy.add("fail", method="POST", path=r"/subscriptions$", status=503)
-            await push.keep_channel(world.db, world.connection_id, provider, receiver)
-            assert failed.hits == 2  # the first, and the one more asked for
+    async with _graph_behind_proxy(request, world) as (harness, proxy, provider):
+        failed = proxy.add("fail", method="POST", path=r"/subscriptions$", status=503)
+        await push.keep_channel(world.db, world.connection_id, provider, receiver)
+        assert failed.hits == 2  # the first, and the one more asked for
         assert _live(harness) == []
         conn = await world.connection()
         assert conn.push_resource_id is None
-    finally:
-        await harness.close()
