@@ -704,44 +704,10 @@ class Engine:
         self.calendar.outgoing.append((activity, self._event_of(activity)))  # see create_all
 
     async def _settle_linked(self, pair: Pair, link: Link) -> None:
-        activity = pair.activity
-        if await self._series_deleted(pair, link):
-            await self.calendar.delete(pair, link)
-            return
-        if (
-            activity is not None
-            and activity.series_id is not None
-            and self.provider.capabilities.syncs_series
-        ):
-            if self._remote_absent(pair) and not self._series_moved(pair, link):
-                await self.crm.trash_series(activity.series_id, link)
-            else:
-                await self.series.reconcile(activity.series_id, link, pair.remote)
-            return
-        if self._skip_recurring(pair):
-            return
-        if activity is None:  # purged from the trash: the event, if any, starts afresh
-            await self.links.drop(link)
-            if pair.remote is not None and not self._remote_absent(pair):
-                await self._new_event(pair.remote)
-            return
-        if not self._mine(activity):
-            # Given to another user: an event crmcal made goes (the new owner's
-            # calendar gets one); the user's own calendar event stays theirs.
-            if link.origin == LinkOrigin.CRM and self.ctx.push:
-                await self.calendar.delete(pair, link)
-            else:
-                await self.links.drop(link)
-            return
-        # F8: an event crmcal made for a type the user no longer sends is removed.
-        if (
-            activity is not None
-            and activity.deleted_at is None
-            and link.origin == LinkOrigin.CRM
-            and not self._outgoing(activity)
-            and self.ctx.push
-        ):
-            await self.calendar.delete(pair, link)
+        """Settle a linked item: the cases settled apart first, then each side's state
+        since the link, the decision, and what it does."""
+        activity = await self._settled_apart(pair, link)
+        if activity is None:
             return
         remote_event = pair.remote.event if pair.remote is not None else None
         if remote_event is not None and remote_event.content_hash() != link.remote_hash:
@@ -750,38 +716,7 @@ class Engine:
                 # crmcal wrote this version and stopped before linking it: only what
                 # changed in the CRM since then counts.
                 link.crm_hash, link.remote_hash = known
-        crm_hash = self._crm_hash(activity)
-        if crm_hash == link.crm_hash:
-            crm = State.UNCHANGED
-        else:
-            crm = State.GONE if crm_hash == TRASHED else State.CHANGED
-        if self._remote_absent(pair):
-            calendar = State.GONE
-        elif pair.remote is not None and pair.remote.event is not None:
-            moved = pair.remote.event.content_hash() != link.remote_hash
-            calendar = State.CHANGED if moved else State.UNCHANGED
-        else:
-            calendar = State.UNCHANGED
-        if (
-            crm is State.CHANGED
-            and calendar is State.CHANGED
-            and pair.remote is not None
-            and pair.remote.event is not None
-            and crm_hash == pair.remote.event.content_hash()
-        ):
-            crm = calendar = State.UNCHANGED  # both made the same edit
-        if (
-            crm is State.CHANGED
-            and calendar is State.GONE
-            and link.field_hashes
-            and not merge.edited_by_a_person(
-                merge.digests(self._event_of(activity)), link.field_hashes.get("crm", {})
-            )
-        ):
-            # "An edit beats a deletion" counts a person's edit of what syncs: a new
-            # deal-and-contact block (a deal renamed ...) never brings an event back.
-            crm = State.UNCHANGED
-        remote_event = pair.remote.event if pair.remote is not None else None
+        crm, calendar = self._states(pair, link, activity)
         crm_wins = conflicts.crm_wins(self.ctx.options.conflict_policy, activity, remote_event)
         pair.plan = None
         if (
@@ -808,6 +743,85 @@ class Engine:
                 decide(crm, calendar, self.ctx.sync_type, False, None)
             )
         await self._execute(decision, pair, link)
+
+    async def _settled_apart(self, pair: Pair, link: Link) -> Activity | None:
+        """Settle the linked items that are not a plain comparison of the two sides (a
+        series, an activity purged or given to another user, a type no longer sent):
+        None when settled here, else the activity to compare."""
+        activity = pair.activity
+        if await self._series_deleted(pair, link):
+            await self.calendar.delete(pair, link)
+            return None
+        if (
+            activity is not None
+            and activity.series_id is not None
+            and self.provider.capabilities.syncs_series
+        ):
+            if self._remote_absent(pair) and not self._series_moved(pair, link):
+                await self.crm.trash_series(activity.series_id, link)
+            else:
+                await self.series.reconcile(activity.series_id, link, pair.remote)
+            return None
+        if self._skip_recurring(pair):
+            return None
+        if activity is None:  # purged from the trash: the event, if any, starts afresh
+            await self.links.drop(link)
+            if pair.remote is not None and not self._remote_absent(pair):
+                await self._new_event(pair.remote)
+            return None
+        if not self._mine(activity):
+            # Given to another user: an event crmcal made goes (the new owner's
+            # calendar gets one); the user's own calendar event stays theirs.
+            if link.origin == LinkOrigin.CRM and self.ctx.push:
+                await self.calendar.delete(pair, link)
+            else:
+                await self.links.drop(link)
+            return None
+        # F8: an event crmcal made for a type the user no longer sends is removed.
+        if (
+            activity.deleted_at is None
+            and link.origin == LinkOrigin.CRM
+            and not self._outgoing(activity)
+            and self.ctx.push
+        ):
+            await self.calendar.delete(pair, link)
+            return None
+        return activity
+
+    def _states(self, pair: Pair, link: Link, activity: Activity) -> tuple[State, State]:
+        """How each side stands since the link: (the CRM's, the calendar's)."""
+        crm_hash = self._crm_hash(activity)
+        if crm_hash == link.crm_hash:
+            crm = State.UNCHANGED
+        else:
+            crm = State.GONE if crm_hash == TRASHED else State.CHANGED
+        remote_event = pair.remote.event if pair.remote is not None else None
+        if self._remote_absent(pair):
+            calendar = State.GONE
+        elif remote_event is not None:
+            moved = remote_event.content_hash() != link.remote_hash
+            calendar = State.CHANGED if moved else State.UNCHANGED
+        else:
+            calendar = State.UNCHANGED
+        if (
+            crm is State.CHANGED
+            and calendar is State.CHANGED
+            and remote_event is not None
+            and crm_hash == remote_event.content_hash()
+        ):
+            return State.UNCHANGED, State.UNCHANGED  # both made the same edit
+        if (
+            crm is State.CHANGED
+            and calendar is State.GONE
+            and link.field_hashes
+            and not merge.edited_by_a_person(
+                merge.digests(self._event_of(activity)), link.field_hashes.get("crm", {})
+            )
+        ):
+            # "An edit beats a deletion" counts a person's edit of what syncs: a new
+            # deal-and-contact block (a deal renamed ...) never brings an event back.
+            crm = State.UNCHANGED
+        return crm, calendar
 
     def _organizer(self, event: CalendarEvent) -> str | None:
         """The organizer's address when the event is someone else's meeting."""
