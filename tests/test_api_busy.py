@@ -7,6 +7,7 @@ pool. Each is logged as a warning, without a traceback."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import shutil
@@ -109,9 +110,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def served(url: str) -> Iterator[Server]:
+def served(url: str, pool_size: int | None = None) -> Iterator[Server]:
     _, token = make_user(url, email="admin@crm.test", name="Admin", is_admin=True)
-    with TestClient(create_app(Settings(database_url=url), background_jobs=False)) as client:
+    settings = Settings(database_url=url)
+    if pool_size is not None:
+        settings = dataclasses.replace(settings, database_pool_size=pool_size)
+    with TestClient(create_app(settings, background_jobs=False)) as client:
         yield Server(client, token)
 
 
@@ -223,10 +227,11 @@ def test_a_serialization_failure_is_a_503(pg: str, caplog: pytest.LogCaptureFixt
 def test_no_free_connection_in_the_pool_is_a_503(
     pg: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # One connection in the pool, and a request waits half a second for it to come free.
-    small = functools.partial(Database, pool_size=1, max_overflow=0, pool_timeout=0.5)
+    # One connection in the pool (CRMCAL_DATABASE_POOL_SIZE=1), and a request waits half
+    # a second for it to come free.
+    small = functools.partial(Database, pool_timeout=0.5)
     monkeypatch.setattr(web_app, "Database", small)
-    with served(pg) as server:
+    with served(pg, pool_size=1) as server:
         caplog.set_level(logging.WARNING)
         with ThreadPoolExecutor(1) as pool, row_locked(pg, server.person) as holder:
             # A request holding the only connection while it waits for the row.
