@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
 import shutil
 import socket
@@ -223,14 +222,20 @@ def test_a_serialization_failure_is_a_503(pg: str, caplog: pytest.LogCaptureFixt
         assert server.rename("Anna").status_code == 200
 
 
+class ImpatientDatabase(Database):
+    """A database whose sessions wait half a second for a free connection."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options, pool_timeout=0.5)
+
+
 @pytest.mark.postgres
 def test_no_free_connection_in_the_pool_is_a_503(
     pg: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # One connection in the pool (CRMCAL_DATABASE_POOL_SIZE=1), and a request waits half
     # a second for it to come free.
-    small = functools.partial(Database, pool_timeout=0.5)
-    monkeypatch.setattr(web_app, "Database", small)
+    monkeypatch.setattr(web_app, "Database", ImpatientDatabase)
     with served(pg, pool_size=1) as server:
         caplog.set_level(logging.WARNING)
         with ThreadPoolExecutor(1) as pool, row_locked(pg, server.person) as holder:

@@ -16,7 +16,7 @@ from crmcal import db_errors
 from crmcal.crm.tables import UTCDateTime
 from crmcal.db import Database
 from tests.conftest import run
-from tests.queue_world import query, queue_db  # noqa: F401
+from tests.queue_world import SECRET, query, queue_db  # noqa: F401
 
 pytestmark = pytest.mark.postgres
 
@@ -26,7 +26,7 @@ def test_an_idle_connection_the_server_dropped_is_replaced_unseen(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def scenario() -> tuple[int, int, int, int]:
-        db = Database(queue_db, pool_size=1, max_overflow=0)
+        db = Database(queue_db, connections=1)
         try:
             async with db.read() as session:
                 first = await session.scalar(text("SELECT pg_backend_pid()"))
@@ -71,7 +71,7 @@ def test_a_statement_sent_directly_commits_by_itself_and_hands_the_connection_ba
     parameters = {"when": when, "data": {"given": "ü", "none": None}}
 
     async def scenario() -> tuple[list[Any], list[Any], bool, int, int]:
-        db = Database(queue_db, pool_size=1, max_overflow=0)
+        db = Database(queue_db, connections=1)
         try:
             direct = await db.direct_rows(statement, parameters)
             through = list((await db.execute_one(statement, parameters)).all())
@@ -104,7 +104,7 @@ def test_a_statement_sent_directly_on_a_dropped_connection_fails_as_a_lost_conne
     pid = select(func.pg_backend_pid())
 
     async def scenario() -> tuple[int, BaseException | None, int]:
-        db = Database(queue_db, pool_size=1, max_overflow=0)
+        db = Database(queue_db, connections=1)
         failed: BaseException | None = None
         try:
             first = (await db.direct_rows(pid, {}))[0][0]
@@ -144,10 +144,48 @@ def test_the_web_servers_pool_opens_as_many_connections_as_set(
         assert (pool.size(), pool._max_overflow) == (kept, extra)
 
 
+@pytest.mark.parametrize(
+    ("size", "kept", "extra"),
+    [(None, 5, 2), ("4", 4, 0), ("40", 5, 35)],
+)
+def test_a_workers_pool_opens_as_many_connections_as_set_or_its_syncs_need(
+    queue_db: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    size: str | None,
+    kept: int,
+    extra: int,
+) -> None:
+    """``crmcal worker --concurrency 3``: unset, a connection for each sync and a few
+    more, five kept open; set, as many as CRMCAL_DATABASE_POOL_SIZE says."""
+    from typer.testing import CliRunner
+
+    from crmcal import cli, collector, logs
+    from crmcal.jobs import queue
+
+    seen: list[tuple[int, int]] = []
+
+    async def run_worker(runtime: Any, *, concurrency: int) -> None:
+        pool: Any = runtime.db.engine.pool
+        seen.append((pool.size(), pool._max_overflow))
+
+    monkeypatch.setattr(queue, "run_worker", run_worker)
+    # The command would point the root logger at the stderr this runner lends it and
+    # closes afterwards, and set this process's garbage collector.
+    monkeypatch.setattr(logs, "setup", lambda *_, **__: None)
+    monkeypatch.setattr(collector, "tune", lambda: None)
+    env = {"CRMCAL_DATABASE_URL": queue_db, "CRMCAL_SECRET_KEY": SECRET}
+    env["CRMCAL_PARSE_WORKERS"] = "0"
+    if size is not None:
+        env["CRMCAL_DATABASE_POOL_SIZE"] = size
+    result = CliRunner().invoke(cli.app, ["worker", "--concurrency", "3"], env=env)
+    assert result.exit_code == 0, result.output
+    assert seen == [(kept, extra)]
+
+
 def test_a_pool_size_that_is_no_count_of_connections_is_refused() -> None:
     from crmcal.config import ConfigError, Settings
 
-    assert Settings.from_env({}).database_pool_size == 30
+    assert Settings.from_env({}).database_pool_size is None  # each process's own
     assert Settings.from_env({"CRMCAL_DATABASE_POOL_SIZE": " 12 "}).database_pool_size == 12
     for wrong in ("0", "-1", "2.5", "ten", "1001", "\u00b2"):
         with pytest.raises(ConfigError, match="CRMCAL_DATABASE_POOL_SIZE"):

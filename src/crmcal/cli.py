@@ -341,6 +341,16 @@ def _stop_parsing() -> None:
     parse_pool.shutdown()
 
 
+def _worker_database(settings: Settings, concurrency: int) -> Database:
+    """A worker's database: unless CRMCAL_DATABASE_POOL_SIZE says otherwise, a
+    connection for each sync it runs at once and a few more, all kept open."""
+    # A sync holds one database connection at a time, and only for the moments of its
+    # transactions (a lease renewal may want a second one meanwhile); the queue needs a
+    # few of its own (listening, fetching, finishing). Bounded, so that several workers
+    # and the server fit in PostgreSQL's max_connections.
+    return Database.for_settings(settings, connections=concurrency + 4, kept=concurrency + 2)
+
+
 @app.command()
 def worker(
     concurrency: Annotated[
@@ -374,11 +384,7 @@ def worker(
     queue.ensure_schema(settings.database_url)
 
     async def work() -> None:
-        # A sync holds one database connection at a time, and only for the moments of
-        # its transactions (a lease renewal may want a second one meanwhile); the queue
-        # needs a few of its own (listening, fetching, finishing). Bounded, so that
-        # several workers and the server fit in PostgreSQL's max_connections.
-        db = Database(settings.database_url, pool_size=concurrency + 2, max_overflow=2)
+        db = _worker_database(settings, concurrency)
         app_ = queue.queue_app(settings.database_url, pool_size=min(concurrency, 4) + 2)
         try:
             async with app_.open_async():

@@ -15,7 +15,8 @@ DEFAULT_WORKER_HEARTBEAT = 10.0
 # vanished syncs again. Never longer than the poll interval unless set so.
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_SYNC_MAX_SECONDS = 3600.0
-# Database connections the web server's pool opens at most (PostgreSQL).
+# Database connections the web server's pool opens at most (PostgreSQL), when
+# CRMCAL_DATABASE_POOL_SIZE does not say.
 DEFAULT_DATABASE_POOL_SIZE = 30
 
 
@@ -85,9 +86,10 @@ def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
-    # The most database connections the web server's pool opens (PostgreSQL; a
-    # session waits for one to come free beyond that).
-    database_pool_size: int = DEFAULT_DATABASE_POOL_SIZE
+    # The most database connections a process's pool opens (PostgreSQL; a session
+    # waits for one to come free beyond that); None: the process's own default (the
+    # web server's DEFAULT_DATABASE_POOL_SIZE, a worker's sized by its concurrency).
+    database_pool_size: int | None = None
     secret_key: str | None = None
     # Keys that still decrypt stored credentials while `crmcal keys rotate` runs.
     old_secret_keys: tuple[str, ...] = ()
@@ -142,11 +144,9 @@ class Settings:
             env, "CRMCAL_GOOGLE_PROJECT_QUOTA", 10_000, 0, 10_000_000, "requests a minute"
         )
         parse_workers = whole_number(env, "CRMCAL_PARSE_WORKERS", -1, 0, 64)
-        pool_size = whole_number(
-            env, "CRMCAL_DATABASE_POOL_SIZE", DEFAULT_DATABASE_POOL_SIZE, 1, 1000, "connections"
-        )
+        pool_size = whole_number(env, "CRMCAL_DATABASE_POOL_SIZE", -1, 1, 1000, "connections")
         return cls(
-            database_pool_size=pool_size,
+            database_pool_size=None if pool_size < 0 else pool_size,
             parse_workers=None if parse_workers < 0 else parse_workers,
             caldav_server_concurrency=per_server,
             google_project_quota=quota,

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from crmcal.config import ConfigError
+from crmcal.config import DEFAULT_DATABASE_POOL_SIZE, ConfigError, Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -156,15 +156,15 @@ def install_idle_ping(sync_engine: Any) -> None:
             raise DisconnectionError(str(exc)) from exc
 
 
-# Connections a pool keeps open between requests; the rest of its size it opens at
-# peaks and closes again.
+# Connections a pool keeps open between uses unless told otherwise; the rest of its
+# size it opens at peaks and closes again.
 KEPT_CONNECTIONS = 10
 
 
-def pool_limits(connections: int) -> tuple[int, int]:
-    """``Database``'s ``pool_size`` and ``max_overflow`` for a pool that opens at most
-    ``connections`` connections."""
-    kept = min(KEPT_CONNECTIONS, connections)
+def pool_limits(connections: int, kept: int = KEPT_CONNECTIONS) -> tuple[int, int]:
+    """SQLAlchemy's ``pool_size`` and ``max_overflow`` for a pool that opens at most
+    ``connections`` connections and keeps up to ``kept`` of them open between uses."""
+    kept = min(kept, connections)
     return kept, connections - kept
 
 
@@ -176,16 +176,18 @@ class Database:
         url: str,
         *,
         echo: bool = False,
-        pool_size: int = 10,
-        max_overflow: int = 20,
+        connections: int = DEFAULT_DATABASE_POOL_SIZE,
+        kept: int = KEPT_CONNECTIONS,
         pool_timeout: float = 30,
     ) -> None:
+        """PostgreSQL: the pool opens at most ``connections`` connections, keeps up to
+        ``kept`` open between uses, and a session waits ``pool_timeout`` seconds for one
+        to come free, then fails (SQLite has no such pool)."""
         self.url = url
         self.sqlite = is_sqlite(url)
         options: dict[str, Any] = {"echo": echo}
         if not self.sqlite:
-            # Opened as needed, up to pool_size kept and max_overflow more at peaks; a
-            # session waits pool_timeout seconds for one to come free, then fails.
+            pool_size, max_overflow = pool_limits(connections, kept)
             options.update(
                 pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout
             )
@@ -201,6 +203,20 @@ class Database:
         self._autocommit = (
             None if self.sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
+
+    @classmethod
+    def for_settings(
+        cls,
+        settings: Settings,
+        *,
+        connections: int = DEFAULT_DATABASE_POOL_SIZE,
+        kept: int = KEPT_CONNECTIONS,
+    ) -> Database:
+        """The database of ``settings`` for a process of crmcal: its pool opens at most
+        ``CRMCAL_DATABASE_POOL_SIZE`` connections when that is set, else ``connections``
+        (the process's own default); ``kept`` stay open between uses."""
+        most = settings.database_pool_size or connections
+        return cls(settings.database_url, connections=most, kept=kept)
 
     async def execute_one(
         self, statement: Executable, parameters: dict[str, Any] | None = None

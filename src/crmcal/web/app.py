@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from crmcal import __version__, metrics
 from crmcal.config import Settings
-from crmcal.db import Database, pool_limits
+from crmcal.db import Database
 from crmcal.jobs import maintenance
 from crmcal.jobs.scheduler import Scheduler
 from crmcal.providers import api_client
@@ -52,8 +52,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        kept, extra = pool_limits(settings.database_pool_size)
-        db = Database(settings.database_url, pool_size=kept, max_overflow=extra)
+        db = Database.for_settings(settings)
         app.state.db = db
         app.state.vault = vault = vault_for(settings)
         app.state.scheduler = None
