@@ -15,10 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from dateutil.rrule import rrule, rrulestr
-
 from crmcal.crm.errors import Invalid
-from crmcal.crm.times import midnight_utc, parse_date, parse_datetime
+from crmcal.crm.times import midnight_utc, parse_date, parse_datetime, parse_rule
 
 Moment = dt.datetime | dt.date
 
@@ -55,11 +53,9 @@ class Rule:
         [``after``, ``before``), at most ``limit`` of them, in order; EXDATEs left out."""
         dtstart = self._dtstart()
         try:
-            rule = rrulestr(self.rrule, dtstart=dtstart)
+            rule = parse_rule(self.rrule, dtstart, self.tz)
         except (ValueError, TypeError, OverflowError, IndexError) as exc:
             raise Invalid(f"recurrence: {exc}") from None
-        # One RRULE value (crm.times.parse_rrule checked it), so never a set.
-        assert isinstance(rule, rrule)
         if self.all_day:
             lo = after.astimezone(self.tz).replace(tzinfo=None) - dt.timedelta(days=1)
             hi = before.astimezone(self.tz).replace(tzinfo=None) + dt.timedelta(days=1)

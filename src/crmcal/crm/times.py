@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dateutil.rrule import rrulestr
+from dateutil.rrule import rrule, rrulestr
 
 from crmcal.crm.errors import Invalid
 
@@ -166,6 +166,52 @@ def _check_weekdays(value: str, freq: str) -> None:
             raise Invalid(f"recurrence: a BYDAY ordinal must be 1..{highest} with FREQ={freq}")
 
 
+_UNTIL_RE = re.compile(r"(?<![A-Z])UNTIL=(\d{8})(T\d{6})?(Z?)", re.IGNORECASE)
+
+
+def until_like_start(rule: str, dtstart: dt.datetime, tz: dt.tzinfo = dt.UTC) -> str:
+    """``rule`` with its UNTIL in the form RFC 5545 (3.3.10) pairs with ``dtstart``: UTC
+    beside an aware start, a local time beside a naive (all-day) one.
+
+    Clients write a date beside a timed start, a floating time beside a zoned one (the
+    valid form when the start was floating, which crmcal places in a zone), or UTC
+    beside a date: dateutil refuses each, and the series would never come in. What
+    such an UNTIL means: a date, the end of that day; a local time, that time in the
+    series' zone (``dtstart``'s); UTC beside a date (an all-day series in zone ``tz``),
+    the day it names: the local day if it is the local midnight starting one (what
+    clients east of UTC write), else its UTC day (``T235959Z``, ``T000000Z``).
+    """
+    match = _UNTIL_RE.search(rule)
+    if match is None:
+        return rule
+    day, clock, utc = match.group(1), match.group(2), match.group(3)
+    try:
+        moment = dt.datetime.strptime(day + (clock or "T235959"), "%Y%m%dT%H%M%S")
+    except ValueError:
+        return rule  # not a moment at all: dateutil says why
+    if dtstart.tzinfo is not None:
+        if utc:
+            return rule
+        instant = moment.replace(tzinfo=dtstart.tzinfo).astimezone(dt.UTC)
+        until = f"{instant:%Y%m%dT%H%M%S}Z"
+    elif utc:
+        local = moment.replace(tzinfo=dt.UTC).astimezone(tz)
+        named = local.date() if local.time() == dt.time() else moment.date()
+        until = f"{named:%Y%m%d}T235959"
+    else:
+        return rule
+    return rule[: match.start()] + f"UNTIL={until}" + rule[match.end() :]
+
+
+def parse_rule(rule: str, dtstart: dt.datetime, tz: dt.tzinfo = dt.UTC) -> rrule:
+    """The dateutil rule of one RRULE value from ``dtstart`` (see ``until_like_start``);
+    ValueError, TypeError, OverflowError or IndexError for a rule it cannot read."""
+    found = rrulestr(until_like_start(rule, dtstart, tz), dtstart=dtstart)
+    if not isinstance(found, rrule):  # an RRULE value is one rule, never a set
+        raise ValueError("not a single RRULE value")
+    return found
+
+
 def normalise_rrule(value: str, dtstart: dt.datetime) -> str:
     """Validate an RFC 5545 RRULE value and return it without an ``RRULE:`` prefix."""
     text = value.strip()
@@ -196,7 +242,7 @@ def normalise_rrule(value: str, dtstart: dt.datetime) -> str:
         # Parsing checks the rule. Expanding it is left to whoever needs the
         # occurrences: a rule that can never match would make a search for its
         # first occurrence run for minutes.
-        rrulestr(canonical, dtstart=dtstart)
+        parse_rule(canonical, dtstart)
     except (ValueError, TypeError, OverflowError) as exc:
         raise Invalid(f"recurrence: {exc}") from None
     except IndexError:  # dateutil's tables end short of e.g. BYDAY=+99MO in a month

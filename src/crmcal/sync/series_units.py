@@ -16,8 +16,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dateutil.rrule import rrulestr
-
 from crmcal.crm import times
 from crmcal.crm.errors import Invalid
 from crmcal.crm.tables import Activity, ActivitySeries
@@ -165,7 +163,7 @@ def makes(series: CalendarEvent, moment: Moment) -> bool:
         first = dt.datetime.combine(series.start, dt.time())
         wanted = dt.datetime.combine(moment, dt.time())
     try:
-        found = rrulestr(rule.rrule, dtstart=first, ignoretz=not timed)
+        found = times.parse_rule(rule.rrule, first, zone)
         return bool(found.between(wanted, wanted, inc=True))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError, IndexError):
         return True
