@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from crmcal.providers import api_client
-from crmcal.providers.kept_http import MAX_HEAD_BYTES, REPEATABLE, KeptTransport
+from crmcal.providers.kept_http import MAX_HEAD_BYTES, ONCE, REPEATABLE, KeptTransport
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -334,6 +334,20 @@ async def test_a_post_marked_repeatable_a_kept_connection_drops_unanswered_is_se
 
     assert server.accepted == 2
     assert [r.split(b" ", 2)[:2] for r in server.requests[1:]] == [[b"POST", b"/events"]] * 2
+
+
+async def test_a_request_marked_once_a_kept_connection_drops_unanswered_is_not_sent_again() -> None:
+    """A request whose second sending would make a second thing is marked so by its
+    sender: once written, never sent again by the transport, whatever its method."""
+    async with serving(lambda r, w, n: asyncio.sleep(0)) as server:
+        server.script = closing_after_one_answer(server)
+        async with client() as http:
+            assert (await http.get(server.url)).content == b"answer 1"
+            with pytest.raises(httpx.RemoteProtocolError, match="before answering"):
+                await http.put(server.url + "/subscriptions", extensions={ONCE: True})
+
+    assert server.accepted == 1
+    assert [r.split(b" ", 2)[:2] for r in server.requests[1:]] == [[b"PUT", b"/subscriptions"]]
 
 
 async def test_request_bodies_and_compressed_answers() -> None:

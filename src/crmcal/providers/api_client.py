@@ -42,7 +42,7 @@ from crmcal.providers.base import (
     ProviderError,
     Unreachable,
 )
-from crmcal.providers.kept_http import REPEATABLE, KeptTransport
+from crmcal.providers.kept_http import ONCE, KeptTransport
 
 # Answers a current access token; ``refresh=True`` after the API refused the last one.
 TokenSource = Callable[..., Awaitable[str]]
@@ -236,22 +236,22 @@ class ApiClient:
         headers: dict[str, str] | None = None,
         cost: int = 1,
         width: int = 1,
-        repeatable: bool = False,
-        once: bool = False,
+        extensions: dict[str, Any] | None = None,
     ) -> httpx.Response:
         """One API call, retried as the module says; any other answer is returned.
         ``cost``: the calls it carries (a batch request's parts), for the quotas;
         ``width``: how many of them the service runs at once (see ``SharedLimit``);
-        ``repeatable``: a POST the service makes idempotent (a create with a
-        client-chosen id or transaction id), which the transport sends again at once
-        when a kept connection drops it unanswered (``kept_http.REPEATABLE``);
-        ``once``: a POST that makes what the service cannot tell from a second one (a
-        Graph subscription): a transport failure after it may have reached the service
-        is not sent again but raised as ``AnswerLost``, so that the caller can look for
-        what it made (only a failure to connect, which sent nothing, is retried); so is
-        a 5xx answer to it, which the service (or a gateway in front of it) may give
-        after acting, where a throttled one (403, 429) is retried as any other."""
-        extensions = {REPEATABLE: True} if repeatable else None
+        ``extensions``: what the request's sender knows of repeating it (see
+        ``kept_http``). ``REPEATABLE``: a POST the service makes idempotent (a create
+        with a client-chosen id or transaction id), which the transport sends again at
+        once when a kept connection drops it unanswered. ``ONCE``: a POST that makes
+        what the service cannot tell from a second one (a Graph subscription): a
+        transport failure after it may have reached the service is not sent again but
+        raised as ``AnswerLost``, so that the caller can look for what it made (only a
+        failure to connect, which sent nothing, is retried); so is a 5xx answer to it,
+        which the service (or a gateway in front of it) may give after acting, where a
+        throttled one (403, 429) is retried as any other."""
+        once = extensions is not None and extensions.get(ONCE) is True
         url, params = _with_query(url, params)
         refreshed = False
         for attempt in range(self.retries + 1):

@@ -49,6 +49,7 @@ from crmcal.providers.base import (
     Unreachable,
     Update,
 )
+from crmcal.providers.kept_http import REPEATABLE
 from crmcal.providers.occurrences import occurrence_event
 
 __all__ = ["GOOGLE_API", "GoogleProvider", "TokenSource"]
@@ -104,11 +105,11 @@ class GoogleProvider:
         headers: dict[str, str] | None = None,
         content: bytes | None = None,
         url: str | None = None,
-        repeatable: bool = False,
+        extensions: dict[str, Any] | None = None,
     ) -> httpx.Response:
         return await self._api.send(
             method, url or self._base + path, params=params, json=json, content=content,
-            headers=headers, repeatable=repeatable,
+            headers=headers, extensions=extensions,
         )  # fmt: skip
 
     @staticmethod
@@ -288,7 +289,7 @@ class GoogleProvider:
         # The client-chosen id makes a second insert a 409: safe to send again.
         response = await self._request(
             "POST", self._events(calendar_id), params=_send_updates(event), json=written,
-            repeatable=True,
+            extensions={REPEATABLE: True},
         )  # fmt: skip
         if response.status_code == 409:
             return await self._revive(calendar_id, key, event)
@@ -387,7 +388,7 @@ class GoogleProvider:
             content=body,
             headers={"Content-Type": content_type},
             cost=len(calls),
-            repeatable=all(_insert_with_id(call) for call in calls),
+            extensions={REPEATABLE: all(_insert_with_id(call) for call in calls)},
         )
         if response.status_code != 200:
             raise self._api.failure(response, "sending a batch")
@@ -792,10 +793,10 @@ class GoogleProvider:
         ``ApiClient.send_parts``); a single call goes alone, without an envelope."""
         if len(calls) == 1:
             (call,) = calls
+            repeatable = {REPEATABLE: _insert_with_id(call)}
             response = await self._request(call.method, "", url=self._root + call.path,
                                            params=call.params, json=call.body,
-                                           headers=call.headers,
-                                           repeatable=_insert_with_id(call))  # fmt: skip
+                                           headers=call.headers, extensions=repeatable)  # fmt: skip
             return [response]
         return await self._api.send_parts(calls, self._batch, size=BATCH_SIZE)
 
@@ -813,7 +814,7 @@ class GoogleProvider:
         body = {"id": channel_id, "type": "web_hook", "address": address, "token": token,
                 "expiration": str(int(expires.timestamp() * 1000))}  # fmt: skip
         response = await self._request(
-            "POST", self._events(calendar_id) + "/watch", json=body, repeatable=True
+            "POST", self._events(calendar_id) + "/watch", json=body, extensions={REPEATABLE: True}
         )
         if response.status_code == 400 and _reason(response) == "channelIdNotUnique":
             return None, expires

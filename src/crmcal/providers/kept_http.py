@@ -29,7 +29,8 @@ requests. This transport does the same exchange on asyncio's own protocol callba
   on it: a request a *kept* connection fails before any byte of its answer is sent
   once more on a new connection, if it was never written, its method is idempotent,
   or its sender marked it safe to send twice (the ``REPEATABLE`` extension: a
-  create the service itself makes idempotent, see ``_may_retry``); a new
+  create the service itself makes idempotent, see ``_may_retry``), and never once
+  written if its sender marked it not safe to repeat (``ONCE``); a new
   connection's failure is never retried;
 * failures are httpx's own exceptions (``ConnectError``, ``ReadTimeout``,
   ``RemoteProtocolError`` ...), so callers map them as before.
@@ -65,6 +66,13 @@ Origin = tuple[bytes, bytes, int]
 # first did twice (a Google insert with a client-chosen event id answers 409, a Graph
 # create with a ``transactionId`` answers the event made before).
 REPEATABLE = "crmcal.repeatable"
+# A request extension (``extensions={ONCE: True}``): the request is not safe to repeat,
+# whatever its method, because a second sending makes what the service cannot tell from
+# the first (a Graph subscription: the service's id, nothing of the sender's to match).
+# Sent again only when not one byte of it was written; its sender (``ApiClient.send``)
+# does not retry it after a failure or a 5xx answer either, but reports the answer lost,
+# so that the caller can look for what the first sending made.
+ONCE = "crmcal.once"
 
 
 class _Connection(asyncio.Protocol):
@@ -450,16 +458,17 @@ def _may_retry(request: httpx.Request, error: _Unanswered) -> bool:
     Whether the server processed a request it closed on without answering cannot be
     known. An idempotent one is sent again whatever happened (urllib3's read-error
     retries), and so is one its sender marked ``REPEATABLE``. Any other (a token
-    POST, a PATCH) only when not one byte of it was written, as httpcore does (it
-    retries a request only on a connection found unusable before sending, never
-    after) and urllib3 (a POST whose connection dropped after sending is not
-    retried): its failure reaches the caller, who knows whether it is safe to repeat.
+    POST, a PATCH, one marked ``ONCE``) only when not one byte of it was written, as
+    httpcore does (it retries a request only on a connection found unusable before
+    sending, never after) and urllib3 (a POST whose connection dropped after sending
+    is not retried): its failure reaches the caller, who knows whether it is safe to
+    repeat.
     """
-    return (
-        not error.written
-        or request.method.upper() in _IDEMPOTENT
-        or request.extensions.get(REPEATABLE) is True
-    )
+    if not error.written:
+        return True
+    if request.extensions.get(ONCE) is True:
+        return False
+    return request.method.upper() in _IDEMPOTENT or request.extensions.get(REPEATABLE) is True
 
 
 def _sent(request: httpx.Request) -> list[tuple[bytes, bytes]]:

@@ -59,6 +59,7 @@ from crmcal.providers.base import (
     Unreachable,
     Update,
 )
+from crmcal.providers.kept_http import ONCE, REPEATABLE
 from crmcal.providers.occurrences import occurrence_event
 from crmcal.providers.timestamps import parse_timestamp
 
@@ -134,13 +135,12 @@ class MicrosoftProvider:
         json: Any = None,
         headers: dict[str, str] | None = None,
         width: int = 1,
-        repeatable: bool = False,
-        once: bool = False,
+        extensions: dict[str, Any] | None = None,
     ) -> httpx.Response:
         url = path if path.startswith("http") else self._base + path
         return await self._api.send(
             method, url, params=params, json=json, headers=headers, width=width,
-            repeatable=repeatable, once=once,
+            extensions=extensions,
         )  # fmt: skip
 
     def _events(self, calendar_id: str) -> str:
@@ -461,7 +461,7 @@ class MicrosoftProvider:
             self._events(calendar_id),
             params={"$expand": codec.expand_properties()},
             json=self._create_body(key, event),
-            repeatable=True,
+            extensions={REPEATABLE: True},
         )
         if response.status_code not in (200, 201):
             raise self._api.failure(response, "creating an event")
@@ -552,7 +552,7 @@ class MicrosoftProvider:
         # to the mailbox's limit of four in flight: the batch takes that many slots.
         response = await self._request(
             "POST", "/$batch", json={"requests": numbered}, width=min(len(requests), CONCURRENCY),
-            repeatable=all(_create_with_transaction(r) for r in requests),
+            extensions={REPEATABLE: all(_create_with_transaction(r) for r in requests)},
         )  # fmt: skip
         if response.status_code != 200:
             raise self._api.failure(response, "sending a batch")
@@ -1042,7 +1042,7 @@ class MicrosoftProvider:
             response = await self._request(request["method"], request["url"],
                                            json=request.get("body"),
                                            headers=request.get("headers"),
-                                           repeatable=repeatable)  # fmt: skip
+                                           extensions={REPEATABLE: repeatable})  # fmt: skip
             return [response]
         return await self._api.send_parts(requests, self._batch, size=BATCH_SIZE)
 
@@ -1067,7 +1067,9 @@ class MicrosoftProvider:
         # is asked for.
         for attempt in range(2):
             try:
-                response = await self._request("POST", "/subscriptions", json=body, once=True)
+                response = await self._request(
+                    "POST", "/subscriptions", json=body, extensions={ONCE: True}
+                )
             except AnswerLost:
                 await self._remove_unseen(body)
                 if attempt:
