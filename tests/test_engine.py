@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from crmcal import metrics
 from crmcal.crm import activities, contacts
 from crmcal.crm.schemas import DealUpdate
 from crmcal.crm.tables import Deal, User, utcnow
@@ -644,6 +645,27 @@ async def test_a_revoked_permission_waits_for_the_user(world: World) -> None:
         await world.sync_via_runner()
     assert failed.value.kind == FailureKind.PERMISSION
     assert (await world.connection()).next_sync_at is None
+
+
+async def test_a_bug_in_a_sync_is_raised_counted_as_unexpected_and_backs_off(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sync stopped by an exception no failure kind names is a bug: it goes on up with
+    its traceback logged, the connection backs off, and the metrics count it as
+    ``unexpected``, not as a failing server."""
+    world.provider = Refusing(world.calendar, KeyError("uid"))
+    unexpected = metrics.SYNC_ERRORS.labels("memory", "unexpected")
+    server = metrics.SYNC_ERRORS.labels("memory", "server")
+    before = unexpected._value.get(), server._value.get()
+    with pytest.raises(KeyError):
+        await world.sync_via_runner()
+    assert (unexpected._value.get(), server._value.get()) == (before[0] + 1, before[1])
+    conn = await world.connection()
+    assert conn.state == ConnectionState.ERROR
+    assert conn.last_error == "unexpected error: KeyError: 'uid'"
+    assert conn.next_sync_at is not None  # tried again by itself, after the back-off
+    (logged,) = [r for r in caplog.records if r.getMessage().startswith("sync of connection")]
+    assert logged.exc_info is not None
 
 
 REFUSAL = "Google does not allow updating the event (403 forbiddenForNonOrganizer)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import logging
 import random
@@ -25,28 +26,25 @@ from crmcal.config import Settings
 from crmcal.crm.tables import utcnow
 from crmcal.db import Database
 from crmcal.providers import kinds
-from crmcal.providers.base import AuthenticationFailed, Provider, ProviderError, WritesRefused
+from crmcal.providers.base import Provider
 from crmcal.providers.oauth2 import AccessToken, Refreshed, RefreshFlights, RefreshingTokens
-from crmcal.sync import context, lease, limits, push
+from crmcal.sync import context, failures, lease, limits, push
 from crmcal.sync.context import Held, Start
 from crmcal.sync.engine import (
     Engine,
     ProgressFn,
     SyncFailed,
-    SyncRefused,
     SyncStopped,
 )
 from crmcal.sync.options import SyncOptions
 from crmcal.sync.report import SyncReport
 from crmcal.sync.states import (
-    RECONNECT_REQUIRED,
-    SERVER_ACTION_REQUIRED,
     ConnectionState,
     FailureKind,
 )
 from crmcal.sync.tables import Connection, ProviderHold
 from crmcal.tasks import to_completion
-from crmcal.vault import Vault, VaultError
+from crmcal.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +300,18 @@ def backoff(failures: int) -> dt.timedelta:
     return dt.timedelta(seconds=base * random.uniform(0.8, 1.2))
 
 
+@dataclass
+class _Ran:
+    """What a sync's run leaves for the lease's release: its report, the engine whose
+    closing write (positions, counts) goes with the release (None: nothing to write),
+    and whether it opened a push channel (then the next sync is due at once: it lists
+    what changed before the channel could report it)."""
+
+    report: SyncReport | None = None
+    engine: Engine | None = None
+    catch_up: bool = False
+
+
 async def run_sync(
     db: Database,
     vault: Vault,
@@ -321,9 +331,48 @@ async def run_sync(
     writes of the caller's made in the statement that ends a sync with nothing more to
     write than its positions (its ``made`` says whether they were)."""
     logs.CONNECTION.set(connection_id)  # on every line logged while it runs
+    held = await _take_lease(db, settings, connection_id, wait, unless_held)
+    start: Start = held.found
+    ran = _Ran()
+    ended = failures.WENT_THROUGH
+    started = asyncio.get_running_loop().time()
+    deferred = _deferred_slots(start)
+    restore = limits.later.set(deferred)
+    try:
+        async with lease.held(db, held, settings.sync_max_seconds):
+            await _run(db, vault, settings, start, ran, force, progress, provider)
+    except BaseException as exc:
+        ended = failures.ending(exc)
+        if ended.failure is FailureKind.UNEXPECTED:
+            log.exception("sync of connection %s failed", connection_id)
+        if ended.raised:
+            raise
+    finally:
+        if not ended.went_through:
+            ran.engine = None  # a run that failed afterwards saves no positions
+        limits.later.reset(restore)
+        # Run to its end: a sync cancelled while it ends still gives its lease back,
+        # and its cancellation is raised once that is done, not before.
+        slots = deferred.take_all() if deferred is not None else []
+        await to_completion(_release(db, settings, held, ended, ran, known=start.conn,
+                                     slots=slots, at_release=at_release))  # fmt: skip
+        seconds = asyncio.get_running_loop().time() - started
+        _record(start.conn.provider, seconds, ran.report, ended)
+    if not ended.went_through:
+        raise SyncFailed(ended.message, ended.failure)
+    assert ran.report is not None
+    return ran.report
+
+
+async def _take_lease(
+    db: Database, settings: Settings, connection_id: int, wait: float, unless_held: bool
+) -> lease.Lease:
+    """The connection's lease, with what its run starts from read in the same
+    transaction; raises Busy when another sync still holds it after ``wait`` seconds,
+    SyncFailed when the connection cannot sync, Held (``unless_held``) while its account
+    is held."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    # The lease, and what the run starts from, in one transaction.
     read = Start.read_unless_held if unless_held else Start.read
     reading = context.READING_UNLESS_HELD if unless_held else context.READING
     while (held := await lease.take(db, connection_id, settings.lease_seconds,
@@ -335,115 +384,69 @@ async def run_sync(
         if loop.time() >= deadline:
             raise Busy(await _who_holds(db, connection_id))
         await asyncio.sleep(0.1)
-    start: Start = held.found
-    conn = start.conn
-    error: str | None = None
-    failure = FailureKind.SERVER
-    report: SyncReport | None = None
-    # The run's closing write, made with the lease's release (None: nothing to write).
-    engine: Engine | None = None
-    # A push channel was opened that covers nothing before it: due again at once.
-    catch_up = False
-    # Why the sync stopped short through no fault of the calendar's (then it is due
-    # again at once, without back-off).
-    interrupted: str | None = None
-    started = loop.time()
-    # With limits shared through the database, the last request's slot is given back
-    # with the release, not in a statement of its own.
+    return held
+
+
+def _deferred_slots(start: Start) -> limits.GiveBackLater | None:
+    """With limits shared through the database, the last request's slot is given back
+    with the release, not in a statement of its own: where the run's slots wait (None:
+    each is given back at once)."""
     shared = limits.installed()
-    deferred = limits.GiveBackLater() if shared is not None or start.slot is not None else None
-    restore = limits.later.set(deferred)
-    if start.slot is not None and deferred is not None:
+    if shared is None and start.slot is None:
+        return None
+    deferred = limits.GiveBackLater()
+    if start.slot is not None and shared is not None:
         # Taken with the lease for the first request (the listing): it takes none then.
-        ahead = shared.for_account(conn.provider, conn.account) if shared is not None else None
+        conn = start.conn
+        ahead = shared.for_account(conn.provider, conn.account)
         if ahead is not None:
             deferred.keep(ahead, start.slot, list(start.turns), fresh=True)
+    return deferred
+
+
+async def _run(
+    db: Database,
+    vault: Vault,
+    settings: Settings,
+    start: Start,
+    ran: _Ran,
+    force: bool,
+    progress: ProgressFn | None,
+    provider: Provider | None,
+) -> None:
+    """The run itself, under the lease: the engine, then the push channel; what it
+    leaves goes into ``ran`` as it comes (a report stays when the channel fails)."""
+    conn = start.conn
+    prov = provider or open_provider(conn, vault, settings, db)
     try:
-        async with lease.held(db, held, settings.sync_max_seconds):
-            prov = provider or open_provider(conn, vault, settings, db)
-            try:
-                run = Engine(db, prov, connection_id, force=force, progress=progress,
-                             base_url=settings.base_url)  # fmt: skip
-                try:
-                    report = await run.run(start, finish=False)
-                except SyncStopped as stopped:
-                    # Stopped or deleted by the user: what was written is linked; the
-                    # state is the user's, and the positions stay for a later sync.
-                    log.info("sync of connection %s: %s", connection_id, stopped)
-                    report = run.report
-                else:
-                    catch_up = await push.keep_channel(db, connection_id, prov,
-                                                       settings.base_url, known=conn)  # fmt: skip
-                    engine = run
-            finally:
-                if provider is None:
-                    await prov.close()
-    except AuthenticationFailed as exc:
-        # Provider-neutral: a new password (CalDAV) or a new grant (OAuth) resumes it.
-        error, failure = str(exc), FailureKind.CREDENTIALS
-        if RECONNECT_REQUIRED not in error:
-            error = f"the calendar refused the credentials ({exc}): {RECONNECT_REQUIRED}"
-    except WritesRefused as exc:
-        # The server's setup, not a passing fault: said as such, and tried rarely.
-        error, failure = f"{exc}: {SERVER_ACTION_REQUIRED}", FailureKind.SERVER_SETUP
-    except SyncFailed as exc:
-        error, failure = str(exc), exc.kind
-    except SyncRefused as exc:
-        error, failure = str(exc), FailureKind.REFUSED
-    except (ProviderError, VaultError) as exc:
-        error = str(exc)
-    except lease.SyncTimedOut as exc:
-        error = str(exc)
-    except lease.LeaseLost as exc:
-        interrupted = str(exc)
-    except Exception as exc:
-        if (found := db_errors.transient(exc)) is not None:
-            # The database's state (out of reach, restarting, too busy), not the
-            # connection's: no failure is counted, and the sync is due again at once.
-            interrupted = f"the database was unavailable: {found.meaning}"
-            raise
-        log.exception("sync of connection %s failed", connection_id)
-        error = f"unexpected error: {exc.__class__.__name__}: {exc}"
-        raise
-    except BaseException:  # cancelled: the process stops; the next sync resumes
-        interrupted = "stopped with its process before it finished"
-        raise
+        run = Engine(db, prov, conn.id, force=force, progress=progress,
+                     base_url=settings.base_url)  # fmt: skip
+        try:
+            ran.report = await run.run(start, finish=False)
+        except SyncStopped as stopped:
+            # Stopped or deleted by the user: what was written is linked; the state is
+            # the user's, and the positions stay for a later sync.
+            log.info("sync of connection %s: %s", conn.id, stopped)
+            ran.report = run.report
+            return
+        ran.catch_up = await push.keep_channel(db, conn.id, prov, settings.base_url,
+                                               known=conn)  # fmt: skip
+        ran.engine = run
     finally:
-        if error is not None or interrupted is not None:
-            engine = None  # a run that failed afterwards saves no positions
-        limits.later.reset(restore)
-        # Run to its end: a sync cancelled while it ends still gives its lease back,
-        # and its cancellation is raised once that is done, not before.
-        await to_completion(
-            _release(
-                db, settings, held, error, report, interrupted, failure, engine,
-                catch_up=catch_up, known=conn,
-                slots=deferred.take_all() if deferred is not None else [],
-                at_release=at_release,
-            )
-        )  # fmt: skip
-        _record(conn.provider, loop.time() - started, report, error, interrupted, failure)
-    if error is not None or interrupted is not None:
-        raise SyncFailed(error or interrupted or "", failure)
-    assert report is not None
-    return report
+        if provider is None:
+            await prov.close()
 
 
 def _record(
-    provider: str,
-    seconds: float,
-    report: SyncReport | None,
-    error: str | None,
-    interrupted: str | None,
-    failure: FailureKind,
+    provider: str, seconds: float, report: SyncReport | None, ended: failures.Ending
 ) -> None:
     """One line in the log and the metrics for a sync that ran."""
-    if interrupted is not None:
+    if ended.interrupted is not None:
         metrics.sync_done(provider, seconds, "interrupted")
-        log.info("sync interrupted after %.2f s: %s", seconds, interrupted)
-    elif error is not None:
-        metrics.sync_done(provider, seconds, failure.value)
-        log.info("sync failed after %.2f s (%s): %s", seconds, failure.value, error)
+        log.info("sync interrupted after %.2f s: %s", seconds, ended.interrupted)
+    elif ended.error is not None:
+        metrics.sync_done(provider, seconds, ended.failure.value)
+        log.info("sync failed after %.2f s (%s): %s", seconds, ended.failure.value, ended.error)
     else:
         metrics.sync_done(provider, seconds, None)
         log.info("synced in %.2f s: %s", seconds, report.counts() if report else {})
@@ -489,29 +492,24 @@ async def _release(
     db: Database,
     settings: Settings,
     held: lease.Lease,
-    error: str | None,
-    report: SyncReport | None,
-    interrupted: str | None = None,
-    failure: FailureKind = FailureKind.SERVER,
-    engine: Engine | None = None,
+    ended: failures.Ending,
+    ran: _Ran,
     *,
-    catch_up: bool = False,
     known: Connection | None = None,
     slots: list[limits.Kept] | None = None,
     at_release: lease.AlsoAtRelease | None = None,
 ) -> None:
-    """Give the lease back and set the connection's state; ``engine``: a run that went
-    through, whose closing write (positions, counts) goes in the same transaction;
-    ``catch_up``: it opened a push channel, so the next sync is due at once (it lists
-    what changed before the channel could report it); ``known``: the connection as
-    read when the lease was taken; ``slots``: request slots still to give back (one
-    goes with a release in one statement)."""
+    """Give the lease back and set the connection's state as the sync ``ended``; the
+    closing write of ``ran``'s engine (a run that went through) goes in the same
+    transaction; ``known``: the connection as read when the lease was taken;
+    ``slots``: request slots still to give back (one goes with a release in one
+    statement)."""
     slots = list(slots or [])
+    release = functools.partial(_release_with, db, settings, held, ended, ran, known=known,
+                                slots=slots, at_release=at_release)  # fmt: skip
     try:
         try:
-            await _release_with(db, settings, held, error, report, interrupted, failure,
-                                engine, catch_up=catch_up, known=known, slots=slots,
-                                at_release=at_release)  # fmt: skip
+            await release()
         except Exception as exc:
             # A database restarted (or a session ended by pg_terminate_backend) while the
             # sync ran fails the first statement on each connection the pool kept: often
@@ -523,9 +521,7 @@ async def _release(
                 raise
             log.info("giving back the lease of connection %s failed (%s); trying again",
                      held.connection_id, exc.__class__.__name__)  # fmt: skip
-            await _release_with(db, settings, held, error, report, interrupted, failure,
-                                engine, catch_up=catch_up, known=known, slots=slots,
-                                at_release=at_release)  # fmt: skip
+            await release()
     finally:
         await limits.give_back_all(slots)  # those the release did not take along
 
@@ -534,64 +530,88 @@ async def _release_with(
     db: Database,
     settings: Settings,
     held: lease.Lease,
-    error: str | None,
-    report: SyncReport | None,
-    interrupted: str | None,
-    failure: FailureKind,
-    engine: Engine | None,
+    ended: failures.Ending,
+    ran: _Ran,
     *,
-    catch_up: bool,
     known: Connection | None,
     slots: list[limits.Kept],
     at_release: lease.AlsoAtRelease | None = None,
 ) -> None:
     """``_release``; a slot of ``slots`` given back with the release is taken out."""
-    counts = report.counts() if report is not None else None
-    outcome = lease.OK if error is None else lease.ERROR
-    if interrupted is not None:
-        outcome, error = lease.INTERRUPTED, interrupted
-    if (
-        engine is not None
-        and error is None
-        and known is not None
-        and not db.sqlite
-        and (values := engine.quiet_finish(known)) is not None
-    ):
-        # Nothing but the positions to write (a sync with nothing new, mostly): the
-        # run ended, the lease freed and the connection set in one statement.
-        poll = dt.timedelta(seconds=0 if catch_up else settings.poll_seconds)
-        values.update(state=ConnectionState.ACTIVE, last_error=None, failures=0,
-                      next_sync_at=utcnow() + poll)  # fmt: skip
-        parts: tuple[CTE, ...] = ()
-        more: dict[str, Any] = {}
-        if slots:  # the listing's slot, mostly: given back in the same statement
-            parts, more = limits.give_back_parts(), limits.give_back_values(slots[0])
-        if at_release is not None:  # the caller's (a queue's job ended)
-            parts, more = (*parts, *at_release.parts), {**more, **at_release.values}
-        also = (parts, more) if parts else None
-        quiet = await lease.give_back_quietly(db, held, outcome, values, counts=counts, also=also)
-        if slots:
-            slots.pop(0)  # given back whether or not the connection was written
-        if at_release is not None:
-            at_release.made = True
+    counts = ran.report.counts() if ran.report is not None else None
+    outcome, error = _outcome(ended)
+    if ran.engine is not None and error is None and known is not None and not db.sqlite:
+        quiet = await _release_quietly(db, settings, held, ran, known, counts, slots, at_release)
         if quiet:
             return
     async with db.write() as session:
         conn = await lease.give_back(session, held, outcome, error=error, counts=counts)
         if conn is None:
             return  # taken over (or deleted): the connection is no longer ours to set
-        now = utcnow()
-        if engine is not None and conn.state != ConnectionState.STOPPED:
+        if ran.engine is not None and conn.state != ConnectionState.STOPPED:
             # Stopped meanwhile: the positions stay where they were, for a later sync.
-            await engine.finish_in(session, conn)
+            await ran.engine.finish_in(session, conn)
         if conn.state == ConnectionState.SYNCING:  # not stopped or deleted meanwhile
-            if interrupted is not None:  # due again at once, no back-off
-                conn.state, conn.next_sync_at = ConnectionState.ACTIVE, now
-            elif error is None:
-                conn.state, conn.last_error, conn.failures = ConnectionState.ACTIVE, None, 0
-                poll = dt.timedelta(seconds=0 if catch_up else settings.poll_seconds)
-                conn.next_sync_at = now + poll
-            else:
-                conn.state, conn.last_error = ConnectionState.ERROR, error
-                conn.failures = (conn.failures or 0) + 1
-                conn.next_sync_at = retry_at(now, failure, conn.failures)
+            _settle(conn, ended, ran.catch_up, settings)
+
+
+def _outcome(ended: failures.Ending) -> tuple[str, str | None]:
+    """The run's outcome as its history keeps it, and the error it keeps with it."""
+    if ended.interrupted is not None:
+        return lease.INTERRUPTED, ended.interrupted
+    if ended.error is not None:
+        return lease.ERROR, ended.error
+    return lease.OK, None
+
+
+async def _release_quietly(
+    db: Database,
+    settings: Settings,
+    held: lease.Lease,
+    ran: _Ran,
+    known: Connection,
+    counts: dict[str, int] | None,
+    slots: list[limits.Kept],
+    at_release: lease.AlsoAtRelease | None,
+) -> bool:
+    """PostgreSQL, a run that went through with nothing but its positions to write (a
+    sync with nothing new, mostly): the run ended, the lease freed and the connection
+    set in one statement, with the first of ``slots`` given back (taken out of them)
+    and the caller's ``at_release``. False when that does not do: the release is
+    written as any other."""
+    assert ran.engine is not None
+    values = ran.engine.quiet_finish(known)
+    if values is None:
+        return False
+    poll = dt.timedelta(seconds=0 if ran.catch_up else settings.poll_seconds)
+    values.update(state=ConnectionState.ACTIVE, last_error=None, failures=0,
+                  next_sync_at=utcnow() + poll)  # fmt: skip
+    parts: tuple[CTE, ...] = ()
+    more: dict[str, Any] = {}
+    if slots:  # the listing's slot, mostly: given back in the same statement
+        parts, more = limits.give_back_parts(), limits.give_back_values(slots[0])
+    if at_release is not None:  # the caller's (a queue's job ended)
+        parts, more = (*parts, *at_release.parts), {**more, **at_release.values}
+    also = (parts, more) if parts else None
+    quiet = await lease.give_back_quietly(db, held, lease.OK, values, counts=counts, also=also)
+    if slots:
+        slots.pop(0)  # given back whether or not the connection was written
+    if at_release is not None:
+        at_release.made = True
+    return quiet
+
+
+def _settle(conn: Connection, ended: failures.Ending, catch_up: bool, settings: Settings) -> None:
+    """The state of a connection whose sync ``ended`` (still its own: not stopped or
+    deleted meanwhile), and when it syncs next."""
+    now = utcnow()
+    if ended.interrupted is not None:  # due again at once, no back-off
+        conn.state, conn.next_sync_at = ConnectionState.ACTIVE, now
+    elif ended.error is None:
+        conn.state, conn.last_error, conn.failures = ConnectionState.ACTIVE, None, 0
+        poll = dt.timedelta(seconds=0 if catch_up else settings.poll_seconds)
+        conn.next_sync_at = now + poll
+    else:
+        conn.state, conn.last_error = ConnectionState.ERROR, ended.error
+        conn.failures = (conn.failures or 0) + 1
+        conn.next_sync_at = retry_at(now, ended.failure, conn.failures)
