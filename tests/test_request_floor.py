@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.model import CalendarEvent, Recurrence, RemoteRef
-from crmcal.providers import google_events, google_oauth, microsoft_events
+from crmcal.providers import google_events, google_oauth, microsoft_creates, microsoft_events
 from crmcal.providers.api_client import close_shared
 from crmcal.providers.base import Provider, ProviderError, Update
 from crmcal.providers.google import GoogleProvider
@@ -836,11 +836,11 @@ def test_a_series_refused_in_a_batch_of_creates_is_that_series_problem_alone(
     sync(graph_crm, connection_id)
     firsts = crm_series(graph_crm, 4)
     add_activities(graph_crm, 2)
-    original = MicrosoftProvider._create_body
+    original = microsoft_creates._create_body
     spoilt: list[str] = []
 
-    def spoiling(self: MicrosoftProvider, key: str, event: CalendarEvent) -> dict[str, Any]:
-        body = original(self, key, event)
+    def spoiling(key: str, event: CalendarEvent) -> dict[str, Any]:
+        body = original(key, event)
         if event.recurrence is not None and len(spoilt) < 2:
             spoilt.append(key)
             if len(spoilt) == 1:  # Outlook answers this part 400
@@ -849,7 +849,7 @@ def test_a_series_refused_in_a_batch_of_creates_is_that_series_problem_alone(
                 raise ProviderError("this series cannot be written to Outlook")
         return body
 
-    monkeypatch.setattr(MicrosoftProvider, "_create_body", spoiling)
+    monkeypatch.setattr(microsoft_creates, "_create_body", spoiling)
 
     report, spent = counted_sync(graph_crm, connection_id, microsoft_emulator.url)
 

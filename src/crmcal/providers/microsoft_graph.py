@@ -1,0 +1,177 @@
+"""Microsoft Graph on the wire for one mailbox: the headers every request carries, the
+paths of a calendar's events, paged collections and ``$batch`` requests.
+
+Every request says ``Prefer: IdType="ImmutableId"`` (an event keeps its id when it
+moves between calendars), ``outlook.timezone="UTC"`` and
+``outlook.body-content-type="text"``; at most ``CONCURRENCY`` requests run at once per
+mailbox, as Outlook allows; 429 and 5xx are retried, honouring ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from crmcal.providers.api_client import ApiClient, SharedLimit, TokenSource
+from crmcal.providers.base import ProviderError
+from crmcal.providers.kept_http import REPEATABLE
+
+__all__ = ["BATCH_SIZE", "CONCURRENCY", "PREFER", "Graph", "code", "iso", "read"]
+
+CONCURRENCY = 4
+BATCH_SIZE = 20
+PREFER = 'IdType="ImmutableId", outlook.timezone="UTC", outlook.body-content-type="text"'
+_RETRY = (429, 500, 502, 503, 504)
+
+
+class Graph:
+    """One mailbox's requests to Graph, through an ``ApiClient`` (``api``)."""
+
+    def __init__(
+        self,
+        tokens: TokenSource,
+        *,
+        api_url: str,
+        timeout: float,
+        retries: int,
+        backoff: float,
+        transport: httpx.AsyncBaseTransport | None,
+        shared: SharedLimit | None,
+    ) -> None:
+        self.base = api_url.rstrip("/") + "/v1.0"
+        self.api = ApiClient(
+            tokens, base_url=self.base, owner="Microsoft", service="Microsoft Graph",
+            product="Microsoft 365", reason=code,
+            retryable=lambda response: response.status_code in _RETRY, timeout=timeout,
+            retries=retries, backoff=backoff, concurrency=CONCURRENCY,
+            headers={"Prefer": PREFER}, transport=transport, shared=shared,
+        )  # fmt: skip
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        width: int = 1,
+        extensions: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        url = path if path.startswith("http") else self.base + path
+        return await self.api.send(
+            method, url, params=params, json=json, headers=headers, width=width,
+            extensions=extensions,
+        )  # fmt: skip
+
+    @staticmethod
+    def calendar(calendar_id: str) -> str:
+        return f"/me/calendars/{_segment(calendar_id)}"
+
+    @staticmethod
+    def events(calendar_id: str) -> str:
+        return f"{Graph.calendar(calendar_id)}/events"
+
+    @staticmethod
+    def event(calendar_id: str, event_id: str) -> str:
+        # Through the calendar, never ``/me/events/{id}``: that finds an event in any of
+        # the mailbox's calendars, so an event moved elsewhere would still be read (and
+        # written) as this calendar's.
+        return f"{Graph.events(calendar_id)}/{_segment(event_id)}"
+
+    async def pages(self, path: str, params: dict[str, Any] | None, what: str) -> list[Any]:
+        """Every item of a collection, following ``@odata.nextLink``."""
+        items: list[Any] = []
+        url, query = path, params
+        while True:
+            response = await self.request("GET", url, params=query)
+            if response.status_code != 200:
+                raise self.api.failure(response, what)
+            data = self.api.json(response)
+            items += data.get("value", [])
+            url, query = data.get("@odata.nextLink"), None
+            if not url:
+                return items
+
+    async def send_all(
+        self, requests: list[dict[str, Any]]
+    ) -> list[httpx.Response | ProviderError]:
+        """Every request's answer, sent in ``$batch`` requests of ``BATCH_SIZE`` (see
+        ``ApiClient.send_parts``); a single request goes alone, without an envelope."""
+        if len(requests) == 1:
+            (request,) = requests
+            repeatable = _create_with_transaction(request)
+            response = await self.request(request["method"], request["url"],
+                                          json=request.get("body"),
+                                          headers=request.get("headers"),
+                                          extensions={REPEATABLE: repeatable})  # fmt: skip
+            return [response]
+        return await self.api.send_parts(requests, self._batch, size=BATCH_SIZE)
+
+    async def _batch(self, requests: list[dict[str, Any]]) -> list[httpx.Response | None]:
+        """One ``$batch`` request: each request's answer as a response of its own, in
+        the order of ``requests`` (None where the envelope holds none)."""
+        numbered = [{**r, "id": str(n)} for n, r in enumerate(requests)]
+        # Graph runs a batch's requests to one mailbox up to four at a time, each held
+        # to the mailbox's limit of four in flight: the batch takes that many slots.
+        response = await self.request(
+            "POST", "/$batch", json={"requests": numbered}, width=min(len(requests), CONCURRENCY),
+            extensions={REPEATABLE: all(_create_with_transaction(r) for r in requests)},
+        )  # fmt: skip
+        if response.status_code != 200:
+            raise self.api.failure(response, "sending a batch")
+        answers = self.api.json(response).get("responses", [])
+        by_id = {str(a.get("id")): a for a in answers if isinstance(a, dict)}
+        return [_part(by_id.get(str(n))) for n in range(len(requests))]
+
+    async def close(self) -> None:
+        await self.api.close()
+
+
+def _part(answer: dict[str, Any] | None) -> httpx.Response | None:
+    """One answer inside a ``$batch`` envelope as a response of its own."""
+    if answer is None:
+        return None
+    headers = answer.get("headers")
+    return httpx.Response(
+        int(answer.get("status", 0)),
+        headers={k: str(v) for k, v in headers.items()} if isinstance(headers, dict) else None,
+        json=answer.get("body") or {},
+    )
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def read(url: str) -> dict[str, Any]:
+    """A GET of a ``$batch``: its own ``Prefer`` (a batch's parts do not take the
+    envelope's headers), so that it answers immutable ids and UTC times too."""
+    return {"method": "GET", "url": url, "headers": {"Prefer": PREFER}}
+
+
+def code(response: httpx.Response) -> str:
+    """The error code Graph answered (``error.code``), or "" when there is none."""
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+def iso(moment: dt.datetime) -> str:
+    """A moment as Graph takes it in queries and subscriptions: UTC, to the second."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _create_with_transaction(request: dict[str, Any]) -> bool:
+    """Whether ``request`` creates an event with a ``transactionId``: sent twice, Graph
+    answers the event the first made."""
+    body = request.get("body")
+    return (
+        request.get("method") == "POST"
+        and isinstance(body, dict)
+        and bool(body.get("transactionId"))
+    )
