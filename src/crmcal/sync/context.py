@@ -20,7 +20,7 @@ from crmcal.crm.tables import User, UTCDateTime
 from crmcal.db import Database
 from crmcal.sync import limits
 from crmcal.sync.lease import Reading
-from crmcal.sync.options import SyncOptions, writes_calendar, writes_crm
+from crmcal.sync.options import SyncOptions, stored, writes_calendar, writes_crm
 from crmcal.sync.states import RECONNECT_REQUIRED, FailureKind
 from crmcal.sync.tables import Connection, ProviderHold, WrittenNote
 
@@ -188,6 +188,7 @@ class RunContext:
     # New options (a wider backfill, other types ...) can make items that were
     # out of scope relevant: such a run looks at everything on both sides once.
     options_changed: bool
+    options_digest: str  # what the run's end records as the options applied
     force: bool
     base_url: str
     # The provider e-mails every attendee it is told about (Microsoft 365).
@@ -222,7 +223,8 @@ class RunContext:
     @classmethod
     def of(cls, start: Start, *, force: bool, base_url: str, mails_attendees: bool) -> RunContext:
         conn, owner, feed_head = start.conn, start.owner, start.feed_head
-        options = SyncOptions.model_validate(conn.options or {})
+        read = stored(conn.options)
+        options = read.options
         push, pull = writes_calendar(conn.sync_type), writes_crm(conn.sync_type)
         check_permissions(owner, pull)
         account = (conn.username or "").strip().lower()
@@ -239,7 +241,8 @@ class RunContext:
             feed_head=feed_head,
             crm_cursor=conn.crm_cursor,
             remote_cursor=conn.remote_cursor,
-            options_changed=conn.applied_options != options.digest(),
+            options_changed=conn.applied_options != read.digest,
+            options_digest=read.digest,
             force=force,
             base_url=base_url.rstrip("/"),
             mails_attendees=mails_attendees,

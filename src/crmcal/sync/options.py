@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from crmcal.crm.schemas import Input, TypeKey
 
@@ -14,6 +16,10 @@ SyncType = Literal["two_way", "crm_to_calendar", "calendar_to_crm"]
 
 
 class SyncOptions(Input):
+    # Frozen: the options of a connection's stored values are one instance a process
+    # (``stored``), shared by its syncs.
+    model_config = ConfigDict(frozen=True)
+
     incoming_activity_type: TypeKey = Field(
         default="meeting", description="Type given to events that come in from the calendar."
     )
@@ -32,6 +38,33 @@ class SyncOptions(Input):
     def digest(self) -> str:
         raw = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A connection's stored options, read, and their digest."""
+
+    options: SyncOptions
+    digest: str
+
+
+# Sets of stored options a process keeps read: most connections keep the defaults, and
+# the rest share a few sets.
+STORED_KEPT = 256
+
+
+def stored(raw: dict[str, Any] | None) -> Stored:
+    """The options a connection stores (its ``options`` column), read once a process for
+    each set of values: every sync reads them and compares their digest with the one
+    applied, and a no-change sync spent about a twentieth of its CPU reading the same
+    values (a model validated twice, dumped and hashed twice) again each time."""
+    return _stored(json.dumps(raw or {}, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=STORED_KEPT)
+def _stored(values: str) -> Stored:
+    options = SyncOptions.model_validate(json.loads(values))
+    return Stored(options, options.digest())
 
 
 class SyncOptionsPatch(Input):

@@ -78,7 +78,7 @@ class RunEnd:
             # A pull left for the next run keeps the position: that run lists it again.
             "remote_cursor": self.ctx.remote_cursor if self.deferred else listing.cursor,
             "crm_cursor": self.ctx.feed_head,
-            "applied_options": self.ctx.options.digest(),
+            "applied_options": self.ctx.options_digest,
             "last_sync_at": utcnow(),
         }
 

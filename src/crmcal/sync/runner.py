@@ -36,7 +36,7 @@ from crmcal.sync.engine import (
     SyncFailed,
     SyncStopped,
 )
-from crmcal.sync.options import SyncOptions
+from crmcal.sync.options import stored
 from crmcal.sync.report import SyncReport
 from crmcal.sync.states import (
     ConnectionState,
@@ -76,7 +76,7 @@ def open_provider(
                 .values(credentials=vault.seal(rotated))
             )
 
-    options = SyncOptions.model_validate(conn.options or {})
+    options = stored(conn.options).options
     connected = conn.connected_at
     if connected.tzinfo is None:
         connected = connected.replace(tzinfo=dt.UTC)
