@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 
 from crmcal import logs
 from crmcal.config import Settings
+from crmcal.sync import failures, runner
+from crmcal.sync.report import SyncReport
 from crmcal.web.app import create_app
 from tests.caldav_servers import CalDAVServer
 from tests.conftest import Api, make_user, run
@@ -24,12 +26,13 @@ V1 = "/api/v1"
 def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
     """Logs as ``crmcal worker`` writes them with CRMCAL_LOG_FORMAT=json (set up once the
     database is migrated: Alembic configures logging its own way)."""
-    root = logging.getLogger()
-    handlers, level = root.handlers, root.level
+    root, own = logging.getLogger(), logging.getLogger(logs.OWN_LOGGER)
+    handlers, level, own_level = root.handlers, root.level, own.level
     try:
         yield
     finally:
         root.handlers, root.level = handlers, level
+        own.setLevel(own_level)
 
 
 def test_a_sync_shows_on_metrics_and_in_json_logs_without_secrets(
@@ -115,3 +118,36 @@ def test_the_queue_logs_warnings_only_unless_asked(
             logs.setup("json")
     finally:
         logging.getLogger(logs.QUEUE_LOGGER).setLevel(logging.NOTSET)
+
+
+def test_a_sync_that_found_nothing_to_do_logs_its_line_at_debug(
+    json_logs: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most of a worker's syncs find nothing to do: their line is written only when asked
+    (CRMCAL_LOG_LEVEL=debug); a sync that changed something, met a problem or failed
+    writes its line at info."""
+    quiet, changed, troubled = SyncReport(), SyncReport(updated=2), SyncReport()
+    troubled.problem("event-1", "unreadable")
+    failed = failures.Ending(error="the server refused")
+
+    def lines() -> list[tuple[str, str]]:
+        for report in (quiet, changed, troubled):
+            runner._record("google", 0.01, report, failures.WENT_THROUGH)
+        runner._record("google", 0.01, None, failed)
+        found = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+        return [(line["level"], line["message"]) for line in found]
+
+    monkeypatch.delenv("CRMCAL_LOG_LEVEL", raising=False)
+    logs.setup("json")
+    assert [level for level, _ in lines()] == ["info", "info", "info"]
+
+    monkeypatch.setenv("CRMCAL_LOG_LEVEL", "debug")
+    logs.setup("json")
+    said = lines()
+    assert said[0][0] == "debug"
+    assert said[0][1].startswith("synced in")
+    assert [level for level, _ in said[1:]] == ["info", "info", "info"]
+
+    monkeypatch.setenv("CRMCAL_LOG_LEVEL", "loud")
+    with pytest.raises(ValueError, match="CRMCAL_LOG_LEVEL"):
+        logs.setup("json")

@@ -8,7 +8,8 @@ and password parameters, and HTTP client libraries, which log request lines, are
 kept to warnings. So is the job queue (procrastinate), which logs two lines a job
 (its start and its end) beside the sync's own line with its counts: a worker's
 no-change syncs made two thirds of their log lines there; ``CRMCAL_QUEUE_LOG_LEVEL``
-(``info``, ``debug``) brings them back.
+(``info``, ``debug``) brings them back. A sync that found nothing to do logs its line
+at debug, which ``CRMCAL_LOG_LEVEL=debug`` shows.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _SECRETS = re.compile(
 )
 QUIET = ("httpx", "httpcore", "niquests", "urllib3", "caldav")
 QUEUE_LOGGER = "procrastinate"
+OWN_LOGGER = "crmcal"
 
 
 def scrub(text: str) -> str:
@@ -71,19 +73,31 @@ class TextFormatter(logging.Formatter):
         return f"{text} [connection {connection_id}]" if connection_id is not None else text
 
 
+def _level_of(variable: str, default: str) -> int:
+    """The log level a variable names (a level's name), else ``default``."""
+    name = (os.environ.get(variable) or default).strip().upper()
+    level = logging.getLevelName(name)
+    if not isinstance(level, int):
+        raise ValueError(f"{variable}: {name.lower()!r} is no log level")
+    return level
+
+
 def queue_level() -> int:
     """The job queue's log level: ``CRMCAL_QUEUE_LOG_LEVEL`` (a level's name), else
     warnings only."""
-    name = (os.environ.get("CRMCAL_QUEUE_LOG_LEVEL") or "warning").strip().upper()
-    level = logging.getLevelName(name)
-    if not isinstance(level, int):
-        raise ValueError(f"CRMCAL_QUEUE_LOG_LEVEL: {name.lower()!r} is no log level")
-    return level
+    return _level_of("CRMCAL_QUEUE_LOG_LEVEL", "warning")
+
+
+def own_level() -> int:
+    """crmcal's own log level: ``CRMCAL_LOG_LEVEL`` (a level's name), else info, where a
+    sync that found nothing to do writes no line (it logs at debug)."""
+    return _level_of("CRMCAL_LOG_LEVEL", "info")
 
 
 def setup(fmt: str | None = None, level: int = logging.INFO) -> None:
     """Send every log record to stderr as ``fmt`` (``json`` or ``text``; default from
-    ``CRMCAL_LOG_FORMAT``); the job queue's at ``queue_level()``."""
+    ``CRMCAL_LOG_FORMAT``) from ``level`` up; crmcal's own at ``own_level()``, the job
+    queue's at ``queue_level()``."""
     fmt = (fmt or os.environ.get("CRMCAL_LOG_FORMAT") or "text").strip().lower()
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_Context())
@@ -98,3 +112,4 @@ def setup(fmt: str | None = None, level: int = logging.INFO) -> None:
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger(QUEUE_LOGGER).setLevel(queue_level())
+    logging.getLogger(OWN_LOGGER).setLevel(own_level())
