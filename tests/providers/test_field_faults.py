@@ -207,3 +207,48 @@ async def test_an_event_a_part_of_a_first_import_cannot_read_skips_only_it(
     assert sorted(a["subject"] for a in proxied.activities()) == [
         name for name in names if name != "part-4"
     ]
+
+
+async def test_an_event_a_multiget_answers_404_is_neither_lost_nor_taken_for_gone(
+    proxied: Proxied,
+    behaviour: Behaviour,
+) -> None:
+    harness = proxied.harness
+    proxied.connect()
+    made, by_title = await proxied.synced_activities("Glitch", "Fine", "Deleted", "Other")
+    glitch, fine, deleted, other = (a["id"] for a in made)
+    for title in by_title:
+        await harness.retitle(by_title[title], f"{title} (retitled)")
+    # The multiget answers 404 for an event that is still there (a passing error):
+    # the rest comes in; it is trashed no more than dropped, and read again next run.
+    behaviour.partial = {("calendar-multiget", name_of(by_title["Glitch"])): 404}
+    counts = proxied.sync_with_problems()
+    assert counts["deleted"] == 0
+    assert [p["item"] for p in counts["problems"]] == [by_title["Glitch"]]
+    assert proxied.activity(fine)["subject"] == "Fine (retitled)"
+    assert proxied.activity(glitch)["subject"] == "Glitch"
+    behaviour.partial.clear()
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["deleted"]) == ([], 0)
+    assert proxied.activity(glitch)["subject"] == "Glitch (retitled)"
+    assert proxied.activities(deleted=True) == []
+    # Deleted between the listing and the multiget: not taken for gone on the
+    # multiget's word alone, and trashed when the next listing says it is.
+    for title in ("Deleted", "Other"):
+        await harness.retitle(by_title[title], f"{title} (again)")
+
+    def delete(path: str) -> None:
+        harness.request("DELETE", harness._url(by_title["Deleted"]))
+
+    behaviour.after["REPORT"] = delete
+    counts = proxied.sync_with_problems()
+    assert "REPORT" not in behaviour.after  # deleted once the listing was answered
+    assert counts["deleted"] == 0
+    assert proxied.activity(other)["subject"] == "Other (again)"
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["deleted"]) == ([], 1)
+    assert [a["id"] for a in proxied.activities(deleted=True)] == [deleted]
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["created"], counts["updated"], counts["deleted"]) == (
+        [], 0, 0, 0
+    )  # fmt: skip

@@ -33,6 +33,9 @@ class CalendarReading:
         self.engine = engine
         # The connection's problems as read with the run's start (None: read them).
         self.problems_before: list[dict[str, Any]] | None = None
+        # Items read again for an earlier run's problem, and those the listing says are gone.
+        self.retried: set[str] = set()
+        self.listed_gone: set[str] = set()
 
     async def remote_side(self, listing: ChangeListing) -> tuple[list[RemoteRef], set[str]]:
         """Calendar items whose content moved (fetched), and ids that are gone.
@@ -51,6 +54,8 @@ class CalendarReading:
             await engine.links.load_of(Link.remote_id, list(engine.seen))
         await self.refuse_empty(listing, listed)
         retried = [RemoteRef(rid, "") for rid in again]
+        self.retried = set(again)
+        self.listed_gone = set(listing.deleted)
         moved = await self.remote_items(listing.changed + retried, await self.unreadable())
         more, gone = await self.remote_gone(listing, listed)
         return moved + more, gone
@@ -94,14 +99,31 @@ class CalendarReading:
             else:
                 moved.append(ref)
         if to_fetch:
-            for ref in await engine.provider.fetch(engine.ctx.calendar_id, to_fetch):
+            found = await engine.provider.fetch(engine.ctx.calendar_id, to_fetch)
+            for ref in found:
                 if ref.error:
                     engine.report.cannot_read(ref)
                     continue
                 if ref.warning:
                     engine.report.problem(ref.id, ref.warning)
                 moved.append(ref)
+            self._not_found(to_fetch, {ref.id for ref in found})
         return moved
+
+    def _not_found(self, fetched: list[str], found: set[str]) -> None:
+        """Listed as changed, then not found by the read of its content: deleted since
+        the listing (which the next one says), or a server's passing error (a multiget
+        answering 404 for a resource still there), after which no listing names it
+        until it changes again. Either way it is read again next run, not dropped: a
+        synced one until it is found or a listing says it is gone, a new one once."""
+        engine = self.engine
+        for rid in fetched:
+            if rid in found or rid in self.listed_gone:
+                continue
+            if rid in engine.links.by_remote or rid not in self.retried:
+                engine.report.cannot_read(RemoteRef(
+                    rid, "", error="listed as changed, then not found by a read", retry=True
+                ))  # fmt: skip
 
     async def remote_gone(
         self, listing: ChangeListing, listed: set[str]
