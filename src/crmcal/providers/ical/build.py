@@ -140,23 +140,49 @@ def build_vevent(
     now: dt.datetime,
 ) -> icalendar.Event:
     """A VEVENT of ``event``'s own fields, keeping what ``old`` (the component it
-    replaces) holds that crmcal does not own."""
+    replaces) holds that crmcal does not own. Properties go in this order, as they
+    always have (a server shows a component as written)."""
     zone = writing_zone(event)
     vevent = icalendar.Event()
-    vevent.add("UID", uid)
-    vevent.add("DTSTAMP", now)
-    vevent.add("LAST-MODIFIED", now)
-    vevent.add("SEQUENCE", sequence)
-    if old is None:
-        vevent.add("CREATED", now)
+    _write_stamps(vevent, uid, sequence, now, created=old is None)
     if event.summary is not None:
         vevent.add("SUMMARY", EscapedText(event.summary))
     write_times(vevent, event, zone)
     write_rule(vevent, event, zone)
+    _write_texts(vevent, event)
+    _write_class_and_status(vevent, event, old)
+    _write_crm_ids(vevent, event)
+    _write_people(vevent, event, old)
+    if old is not None:
+        _keep_not_owned(vevent, old)
+    old_alarms = old.subcomponents if old is not None else []
+    vevent.subcomponents.extend(with_reminder(old_alarms, event, keep_place=False))
+    return vevent
+
+
+def _write_stamps(
+    vevent: icalendar.Event, uid: str, sequence: int, now: dt.datetime, *, created: bool
+) -> None:
+    """The component's identity and times of writing (CREATED only for a new one)."""
+    vevent.add("UID", uid)
+    vevent.add("DTSTAMP", now)
+    vevent.add("LAST-MODIFIED", now)
+    vevent.add("SEQUENCE", sequence)
+    if created:
+        vevent.add("CREATED", now)
+
+
+def _write_texts(vevent: icalendar.Event, event: CalendarEvent) -> None:
     if event.location is not None:
         vevent.add("LOCATION", EscapedText(event.location))
     if event.description is not None:
         vevent.add("DESCRIPTION", EscapedText(event.description))
+
+
+def _write_class_and_status(
+    vevent: icalendar.Event, event: CalendarEvent, old: icalendar.Event | None
+) -> None:
+    """CLASS, TRANSP and STATUS, keeping the words of ``old`` that mean the same."""
     old_class = str(old.get("CLASS", "")).upper() if old is not None else ""
     if event.private:
         # CONFIDENTIAL reads as private; keep the stricter word if it was used.
@@ -167,10 +193,20 @@ def build_vevent(
         vevent.add("STATUS", "CANCELLED")
     elif old_status and old_status != "CANCELLED":
         vevent.add("STATUS", old_status)  # TENTATIVE/CONFIRMED are someone else's word
+
+
+def _write_crm_ids(vevent: icalendar.Event, event: CalendarEvent) -> None:
     if event.crm_id:
         vevent.add(CRM_ID_PROPERTY, EscapedText(event.crm_id))
     if event.crm_type:
         vevent.add(CRM_TYPE_PROPERTY, EscapedText(event.crm_type))
+
+
+def _write_people(
+    vevent: icalendar.Event, event: CalendarEvent, old: icalendar.Event | None
+) -> None:
+    """ATTENDEE lines, keeping what ``old`` said of each, and the ORGANIZER of an
+    event that has attendees."""
     old_attendees = {}
     if old is not None:
         for line in as_list(old.get("ATTENDEE", [])):
@@ -186,11 +222,12 @@ def build_vevent(
         organizer = organizer_line(event.organizer, old, event.notify_attendees)
         if organizer is not None:
             vevent.add("ORGANIZER", organizer, encode=False)
-    if old is not None:
-        for key, value in old.items():
-            if key.upper() not in OWNED_PROPERTIES and key.upper() not in vevent:
-                vevent[key] = value
-        drop_stale_html(vevent, old.get("DESCRIPTION"))
-    old_alarms = old.subcomponents if old is not None else []
-    vevent.subcomponents.extend(with_reminder(old_alarms, event, keep_place=False))
-    return vevent
+
+
+def _keep_not_owned(vevent: icalendar.Event, old: icalendar.Event) -> None:
+    """The properties of ``old`` crmcal does not own, as they were; and its HTML
+    description dropped when the description changed."""
+    for key, value in old.items():
+        if key.upper() not in OWNED_PROPERTIES and key.upper() not in vevent:
+            vevent[key] = value
+    drop_stale_html(vevent, old.get("DESCRIPTION"))

@@ -130,32 +130,18 @@ def _patch_component(
     changed: frozenset[str],
     zone: dt.tzinfo,
 ) -> None:
-    """Rewrite the ``changed`` groups of one VEVENT's own fields from ``event``."""
+    """Rewrite the ``changed`` groups of one VEVENT's own fields from ``event``, in
+    this order (a property rewritten moves to the component's end)."""
     if "summary" in changed:
         _set(vevent, "SUMMARY", escaped_text(event.summary))
     if "when" in changed:
-        floating = was_floating(vevent) and not event.all_day
-        spelt = None if event.all_day else same_zone_tzid(vevent.get("DTSTART"), zone, event)
-        for name in ("DTSTART", "DTEND", "DURATION"):
-            vevent.pop(name, None)
-        write_times(vevent, event, zone, floating=floating)
-        if spelt is not None:
-            respell_zone(vevent, spelt)
-        if spelt is None or spelt == getattr(zone, "key", None):
-            ensure_zone(calendar, vevent, event, zone)
+        _patch_times(calendar, vevent, event, zone)
     if "location" in changed:
         _set(vevent, "LOCATION", escaped_text(event.location))
     if "description" in changed:
-        old_description = vevent.get("DESCRIPTION")
-        _set(vevent, "DESCRIPTION", escaped_text(event.description))
-        drop_stale_html(vevent, old_description)
+        _patch_description(vevent, event)
     if "private" in changed:
-        old_class = str(vevent.get("CLASS", "")).upper()
-        if event.private:
-            vevent.pop("CLASS", None)
-            vevent.add("CLASS", "CONFIDENTIAL" if old_class == "CONFIDENTIAL" else "PRIVATE")
-        elif old_class in ("PRIVATE", "CONFIDENTIAL"):
-            vevent.pop("CLASS", None)
+        _patch_class(vevent, event)
     if "busy" in changed:
         _set(vevent, "TRANSP", "OPAQUE" if event.busy else "TRANSPARENT")
     if "reminder" in changed:
@@ -163,10 +149,54 @@ def _patch_component(
     if "attendees" in changed:
         _patch_attendees(vevent, event)
     if "cancelled" in changed:
-        if event.cancelled:
-            _set(vevent, "STATUS", "CANCELLED")
-        elif str(vevent.get("STATUS", "")).upper() == "CANCELLED":
-            vevent.pop("STATUS", None)
+        _patch_status(vevent, event)
+    _patch_crm_ids(vevent, event)
+
+
+def _patch_times(
+    calendar: icalendar.Calendar, vevent: icalendar.Event, event: CalendarEvent, zone: dt.tzinfo
+) -> None:
+    """The times rewritten as the component spelt them: floating ones stay floating,
+    and a zone the component named under another TZID keeps that name."""
+    floating = was_floating(vevent) and not event.all_day
+    spelt = None if event.all_day else same_zone_tzid(vevent.get("DTSTART"), zone, event)
+    for name in ("DTSTART", "DTEND", "DURATION"):
+        vevent.pop(name, None)
+    write_times(vevent, event, zone, floating=floating)
+    if spelt is not None:
+        respell_zone(vevent, spelt)
+    if spelt is None or spelt == getattr(zone, "key", None):
+        ensure_zone(calendar, vevent, event, zone)
+
+
+def _patch_description(vevent: icalendar.Event, event: CalendarEvent) -> None:
+    old_description = vevent.get("DESCRIPTION")
+    _set(vevent, "DESCRIPTION", escaped_text(event.description))
+    drop_stale_html(vevent, old_description)
+
+
+def _patch_class(vevent: icalendar.Event, event: CalendarEvent) -> None:
+    """CLASS for a private event (CONFIDENTIAL kept, the stricter word), none for
+    another (a CLASS that does not make it private, PUBLIC or an X- value, stays)."""
+    old_class = str(vevent.get("CLASS", "")).upper()
+    if event.private:
+        vevent.pop("CLASS", None)
+        vevent.add("CLASS", "CONFIDENTIAL" if old_class == "CONFIDENTIAL" else "PRIVATE")
+    elif old_class in ("PRIVATE", "CONFIDENTIAL"):
+        vevent.pop("CLASS", None)
+
+
+def _patch_status(vevent: icalendar.Event, event: CalendarEvent) -> None:
+    """STATUS:CANCELLED for a cancelled event; another's STATUS stays unless it was
+    that (TENTATIVE/CONFIRMED are someone else's word)."""
+    if event.cancelled:
+        _set(vevent, "STATUS", "CANCELLED")
+    elif str(vevent.get("STATUS", "")).upper() == "CANCELLED":
+        vevent.pop("STATUS", None)
+
+
+def _patch_crm_ids(vevent: icalendar.Event, event: CalendarEvent) -> None:
+    """crmcal's ids, rewritten only when they differ (an unchanged one keeps its place)."""
     for name, value in ((CRM_ID_PROPERTY, event.crm_id), (CRM_TYPE_PROPERTY, event.crm_type)):
         if value and str(vevent.get(name, "")) != value:
             _set(vevent, name, EscapedText(value))
