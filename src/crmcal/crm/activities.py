@@ -674,17 +674,65 @@ async def update_activity(
     if activity.deleted_at is not None:
         raise Conflict(f"activity {activity_id} is in the trash: restore it first")
     changes = data.model_dump(exclude_unset=True)
+    scope = _checked_update(actor, activity, data, changes, from_calendar=from_calendar)
+    if activity.series_id is not None and scope != "this":
+        return await _update_series(session, actor, activity, data, changes, scope, origin,
+                                    as_contacts)  # fmt: skip
+    rule_dates = await _rule_dates(session, activity, changes, origin)
+    previous_owner = activity.owner_id
+    if "owner_id" in changes:
+        await _change_owner(session, actor, activity, changes.pop("owner_id"))
+    # What an occurrence looked like, to tell the fields this edit really changes (a form
+    # sends every field): those stay its own when the whole series is edited.
+    before = _as_input(activity) if activity.series_id is not None else None
+    people_before = [p.email for p in activity.participants]
+    values = {**_as_input(activity), **changes}
+    _switch_all_day(activity, values, changes)
+    await _apply(session, activity, values, actor)
+    if "participants" in changes:
+        await _replace_participants(session, actor, activity, data, as_contacts=as_contacts)
+    if before is not None:
+        _note_own_fields(activity, before, people_before)
+    activity.updated_at = utcnow()
+    await session.flush()
+    if activity.series_id is None and activity.recurrence:
+        await series.adopt(session, activity, origin=origin, **rule_dates)
+    if previous_owner != activity.owner_id:
+        # The previous owner's calendar holds the event: its sync must hear of this.
+        await changefeed.record_changes(
+            session, [activity], changefeed.UPDATED, origin, owner_id=previous_owner
+        )
+    await changefeed.record_change(session, activity, changefeed.UPDATED, origin)
+    return activity
+
+
+def _checked_update(
+    actor: User,
+    activity: Activity,
+    data: ActivityUpdate,
+    changes: dict[str, Any],
+    *,
+    from_calendar: bool,
+) -> str:
+    """Refuse what ``changes`` may not do to ``activity``; answers the edit's scope
+    (taken out of ``changes``): "this", "following" or "series"."""
     _refuse_unveiling(actor, activity, changes)
-    scope = changes.pop("scope", None) or "this"
+    scope: str = changes.pop("scope", None) or "this"
     for name in (*REQUIRED_FIELDS, "notify_participants"):
         if name in changes and changes[name] is None:
             raise Invalid(f"{name} cannot be null")
     if activity.organizer and not from_calendar:
         _refuse_invitation_edits(activity, data, changes)
-    if activity.series_id is not None and scope != "this":
-        return await _update_series(session, actor, activity, data, changes, scope, origin,
-                                    as_contacts)  # fmt: skip
-    rule_dates = {k: changes.pop(k) for k in ("exdates", "rdates") if k in changes}
+    return scope
+
+
+async def _rule_dates(
+    session: AsyncSession, activity: Activity, changes: dict[str, Any], origin: str
+) -> dict[str, Any]:
+    """The dates left out of or added to the rule (taken out of ``changes``), for a
+    single activity that becomes a series. An occurrence whose rule is taken away
+    leaves its series; one may not change the series' rule alone."""
+    rule_dates: dict[str, Any] = {k: changes.pop(k) for k in ("exdates", "rdates") if k in changes}
     if activity.series_id is not None and "recurrence" in changes and not changes["recurrence"]:
         # No rule for this occurrence: it leaves its series as a single activity.
         await series.detach(session, activity, origin)
@@ -697,47 +745,50 @@ async def update_activity(
             )
     elif rule_dates and not changes.get("recurrence"):
         raise Conflict("exdates: only a recurring activity has dates left out or added")
-    previous_owner = activity.owner_id
-    if "owner_id" in changes:
-        new_owner = changes.pop("owner_id")
-        if new_owner is not None and new_owner != activity.owner_id:
-            activity.owner_id = (await _other_owner(session, actor, new_owner)).id
-    # What an occurrence looked like, to tell the fields this edit really changes (a form
-    # sends every field): those stay its own when the whole series is edited.
-    before = _as_input(activity) if activity.series_id is not None else None
-    people_before = [p.email for p in activity.participants]
-    values = {**_as_input(activity), **changes}
-    _switch_all_day(activity, values, changes)
-    await _apply(session, activity, values, actor)
-    if "participants" in changes:
-        (rows,) = await _participants(
-            session, [data.participants or []], as_contacts=as_contacts, viewer=actor
-        )
-        current = [(p.position, p.email, p.name, p.person_id, p.status)
-                   for p in activity.participants]  # fmt: skip
-        wanted = [(r["position"], r["email"], r["name"], r["person_id"], r["status"])
-                  for r in rows]  # fmt: skip
-        if wanted != current:  # a calendar edit resends them all; most often unchanged
-            activity.participants = [Participant(**row) for row in rows]
-    if before is not None:
-        after = _as_input(activity)
-        own = {name for name in after if name != "recurrence" and after[name] != before[name]}
-        # Answers to the invitation are the occurrence's own anyway: only other people
-        # stop the series' list from applying to it.
-        if [p.email for p in activity.participants] != people_before:
-            own.add("participants")
-        activity.overrides = sorted({*(activity.overrides or []), *own}) or None
-    activity.updated_at = utcnow()
-    await session.flush()
-    if activity.series_id is None and activity.recurrence:
-        await series.adopt(session, activity, origin=origin, **rule_dates)
-    if previous_owner != activity.owner_id:
-        # The previous owner's calendar holds the event: its sync must hear of this.
-        await changefeed.record_changes(
-            session, [activity], changefeed.UPDATED, origin, owner_id=previous_owner
-        )
-    await changefeed.record_change(session, activity, changefeed.UPDATED, origin)
-    return activity
+    return rule_dates
+
+
+async def _change_owner(
+    session: AsyncSession, actor: User, activity: Activity, new_owner: int | None
+) -> None:
+    """Give ``activity`` to ``new_owner`` (None, or its owner already, is no change)."""
+    if new_owner is not None and new_owner != activity.owner_id:
+        activity.owner_id = (await _other_owner(session, actor, new_owner)).id
+
+
+async def _replace_participants(
+    session: AsyncSession,
+    actor: User,
+    activity: Activity,
+    data: ActivityUpdate,
+    *,
+    as_contacts: bool,
+) -> None:
+    """The participants ``data`` gives, written only when they differ from those the
+    activity has: a calendar edit resends them all, most often unchanged."""
+    (rows,) = await _participants(
+        session, [data.participants or []], as_contacts=as_contacts, viewer=actor
+    )
+    current = [(p.position, p.email, p.name, p.person_id, p.status)
+               for p in activity.participants]  # fmt: skip
+    wanted = [(r["position"], r["email"], r["name"], r["person_id"], r["status"])
+              for r in rows]  # fmt: skip
+    if wanted != current:
+        activity.participants = [Participant(**row) for row in rows]
+
+
+def _note_own_fields(
+    activity: Activity, before: dict[str, Any], people_before: list[str | None]
+) -> None:
+    """Mark the fields an edit of one occurrence changed (from ``before``) as its own:
+    an edit of the whole series leaves them as they are."""
+    after = _as_input(activity)
+    own = {name for name in after if name != "recurrence" and after[name] != before[name]}
+    # Answers to the invitation are the occurrence's own anyway: only other people
+    # stop the series' list from applying to it.
+    if [p.email for p in activity.participants] != people_before:
+        own.add("participants")
+    activity.overrides = sorted({*(activity.overrides or []), *own}) or None
 
 
 def _refuse_invitation_edits(
