@@ -20,6 +20,7 @@ import os
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -535,16 +536,7 @@ async def edit_series(
         raise Conflict("all_day: a series cannot switch between all-day and timed")
     plain = {k: changes[k] for k in MASTER_FIELDS if k in changes}
     await check_master_fields(session, plain, series.type, viewer)
-    moved = any(getattr(series, name) != value for name, value in plain.items())
-    for name, value in plain.items():
-        setattr(series, name, value)
-    if participants is not None:
-        people = [
-            {"email": p["email"], "name": p["name"], "person_id": p["person_id"]}
-            for p in participants
-        ]
-        moved |= people != (series.participants or [])
-        series.participants = people
+    moved = _set_master(series, plain, participants)
     retimed = any(k in changes for k in (*_TIME_FIELDS, *_RULE_FIELDS))
     day_shift = dt.timedelta(0)
     old_rule = rule_of(series)
@@ -559,17 +551,7 @@ async def edit_series(
         )
     changed = []
     for activity in live:
-        touched = False
-        kept = set(activity.overrides or [])
-        for name, value in plain.items():
-            if name not in kept and getattr(activity, name) != value:
-                setattr(activity, name, value)
-                touched = True
-        if participants is not None and "participants" not in kept:
-            touched |= _same_people(activity, series)
-        if activity.recurrence != series.rrule:
-            activity.recurrence, touched = series.rrule, True
-        if touched or retimed:
+        if _follow_master(activity, series, plain, people=participants is not None) or retimed:
             activity.updated_at = utcnow()
             changed.append(activity)
     await session.flush()
@@ -581,6 +563,43 @@ async def edit_series(
         changed = [anchor if anchor in live else live[0]]
     if changed:
         await changefeed.record_changes(session, changed, changefeed.UPDATED, origin)
+
+
+def _set_master(
+    series: ActivitySeries, plain: dict[str, Any], participants: list[dict[str, Any]] | None
+) -> bool:
+    """Write the master's plain fields and participants (None: unchanged); answers
+    whether any of them changed."""
+    moved = any(getattr(series, name) != value for name, value in plain.items())
+    for name, value in plain.items():
+        setattr(series, name, value)
+    if participants is not None:
+        people = [
+            {"email": p["email"], "name": p["name"], "person_id": p["person_id"]}
+            for p in participants
+        ]
+        moved |= people != (series.participants or [])
+        series.participants = people
+    return moved
+
+
+def _follow_master(
+    activity: Activity, series: ActivitySeries, plain: dict[str, Any], *, people: bool
+) -> bool:
+    """Give an occurrence the master's ``plain`` fields (and its participants, with
+    ``people``) but those it keeps as its own, and the master's rule; answers whether
+    it changed."""
+    touched = False
+    kept = set(activity.overrides or [])
+    for name, value in plain.items():
+        if name not in kept and getattr(activity, name) != value:
+            setattr(activity, name, value)
+            touched = True
+    if people and "participants" not in kept:
+        touched |= _same_people(activity, series)
+    if activity.recurrence != series.rrule:
+        activity.recurrence, touched = series.rrule, True
+    return touched
 
 
 def _same_people(activity: Activity, series: ActivitySeries) -> bool:
@@ -606,59 +625,92 @@ def _retime(series: ActivitySeries, anchor: Activity, changes: dict[str, Any]) -
     occurrences moved (to find each one's new slot)."""
     tz_name = changes.get("timezone") or series.timezone
     tz = times.zone(tz_name)
+    if series.all_day:
+        day_shift = _retime_days(series, anchor, changes, tz)
+    else:
+        day_shift = _retime_clock(series, anchor, changes, tz)
+    series.timezone = tz_name
+    _set_rule(series, changes, tz)
+    return day_shift
+
+
+def _retime_days(
+    series: ActivitySeries, anchor: Activity, changes: dict[str, Any], tz: ZoneInfo
+) -> dt.timedelta:
+    """An all-day series' dates moved as the anchor's new start and end say; answers by
+    how many days."""
+    assert series.start_date
+    assert series.end_date
+    anchor_original = _original_moment(series, anchor)
+    day_shift = dt.timedelta(0)
+    length = series.end_date - series.start_date
+    first = series.start_date
+    if changes.get("start"):
+        new_start = times.parse_date("start", changes["start"], tz)
+        assert isinstance(anchor_original, dt.date)
+        day_shift = new_start - anchor_original
+        first = first + day_shift
+    if changes.get("end"):
+        base = first + (anchor_original - series.start_date) + day_shift
+        length = times.parse_date("end", changes["end"], tz, end=True) - base
+    if length == dt.timedelta(0):
+        length = dt.timedelta(days=1)  # an end on its start's day: that one day
+    if length < dt.timedelta(0):
+        raise Invalid("end: must be after start (an all-day end date is exclusive)")
+    series.start_date, series.end_date = first, first + length
+    series.start_at, series.end_at = (
+        times.midnight_utc(first, tz),
+        times.midnight_utc(first + length, tz),
+    )
+    return day_shift
+
+
+def _retime_clock(
+    series: ActivitySeries, anchor: Activity, changes: dict[str, Any], tz: ZoneInfo
+) -> dt.timedelta:
+    """A timed series moved on the local clock as the anchor's new start says, in the
+    zone ``tz`` (its new one), and its length as the new end says; answers by how many
+    days its occurrences moved."""
     old_tz = times.zone(series.timezone)
     anchor_original = _original_moment(series, anchor)
     day_shift = dt.timedelta(0)
-    if series.all_day:
-        assert series.start_date
-        assert series.end_date
-        length = series.end_date - series.start_date
-        first = series.start_date
-        if changes.get("start"):
-            new_start = times.parse_date("start", changes["start"], tz)
-            assert isinstance(anchor_original, dt.date)
-            day_shift = new_start - anchor_original
-            first = first + day_shift
-        if changes.get("end"):
-            base = first + (anchor_original - series.start_date) + day_shift
-            length = times.parse_date("end", changes["end"], tz, end=True) - base
-        if length == dt.timedelta(0):
-            length = dt.timedelta(days=1)  # an end on its start's day: that one day
-        if length < dt.timedelta(0):
-            raise Invalid("end: must be after start (an all-day end date is exclusive)")
-        series.start_date, series.end_date = first, first + length
-        series.start_at, series.end_at = (
-            times.midnight_utc(first, tz),
-            times.midnight_utc(first + length, tz),
-        )
-    else:
-        first_local = series.start_at.astimezone(old_tz).replace(tzinfo=None)
-        duration = (series.end_at - series.start_at) if series.end_at else None
-        assert isinstance(anchor_original, dt.datetime)
-        if changes.get("start"):
-            new_start = times.parse_datetime("start", changes["start"], tz)
-            shift = new_start.astimezone(tz).replace(tzinfo=None) - anchor_original.astimezone(
-                old_tz
-            ).replace(tzinfo=None)
-            first_local += shift
-            moved = new_start.astimezone(tz).date() - anchor_original.astimezone(old_tz).date()
-            day_shift = dt.timedelta(days=moved.days)
-        first = first_local.replace(tzinfo=tz).astimezone(dt.UTC)
-        if "end" in changes:
-            if changes["end"] is None:
-                duration = None
-            else:
-                new_end = times.parse_datetime("end", changes["end"], tz)
-                anchor_start = (
-                    times.parse_datetime("start", changes["start"], tz)
-                    if changes.get("start")
-                    else anchor.start_at
-                )
-                duration = new_end - anchor_start
-                if duration < dt.timedelta(0):
-                    raise Invalid("end: must not be before start")
-        series.start_at, series.end_at = first, (first + duration if duration is not None else None)
-    series.timezone = tz_name
+    first_local = series.start_at.astimezone(old_tz).replace(tzinfo=None)
+    duration = (series.end_at - series.start_at) if series.end_at else None
+    assert isinstance(anchor_original, dt.datetime)
+    if changes.get("start"):
+        new_start = times.parse_datetime("start", changes["start"], tz)
+        shift = new_start.astimezone(tz).replace(tzinfo=None) - anchor_original.astimezone(
+            old_tz
+        ).replace(tzinfo=None)
+        first_local += shift
+        moved = new_start.astimezone(tz).date() - anchor_original.astimezone(old_tz).date()
+        day_shift = dt.timedelta(days=moved.days)
+    first = first_local.replace(tzinfo=tz).astimezone(dt.UTC)
+    if "end" in changes:
+        duration = _new_duration(anchor, changes, tz)
+    series.start_at, series.end_at = first, (first + duration if duration is not None else None)
+    return day_shift
+
+
+def _new_duration(anchor: Activity, changes: dict[str, Any], tz: ZoneInfo) -> dt.timedelta | None:
+    """A timed series' length as the anchor's new end (None: no end) says, from its new
+    start or the one it has."""
+    if changes["end"] is None:
+        return None
+    new_end = times.parse_datetime("end", changes["end"], tz)
+    anchor_start = (
+        times.parse_datetime("start", changes["start"], tz)
+        if changes.get("start")
+        else anchor.start_at
+    )
+    duration = new_end - anchor_start
+    if duration < dt.timedelta(0):
+        raise Invalid("end: must not be before start")
+    return duration
+
+
+def _set_rule(series: ActivitySeries, changes: dict[str, Any], tz: ZoneInfo) -> None:
+    """The series' rule and its dates left out or added, as ``changes`` say."""
     if "recurrence" in changes:
         if not changes["recurrence"]:
             raise Invalid(
@@ -675,7 +727,6 @@ def _retime(series: ActivitySeries, anchor: Activity, changes: dict[str, Any]) -
         series.exdates = _moments("exdates", changes["exdates"], series.all_day, tz)
     if "rdates" in changes:
         series.rdates = _moments("rdates", changes["rdates"], series.all_day, tz)
-    return day_shift
 
 
 async def _rematch(
@@ -695,89 +746,131 @@ async def _rematch(
     With ``carry``, what was left out moves with the series the same way: the left-out
     dates, and the occurrences in the trash (keeping their ids), so a series moved from
     09:00 to 10:00 still leaves out its cancelled occurrences, now at 10:00."""
-    from crmcal.crm.activities import insert_rows
-
     rule = rule_of(series)
     if carry:
         rule = replace(rule, exdates=())
-    until = series.materialised_until or _target(series)
-    lo = min(rule.instant(rule.first), old_rule.instant(old_rule.first))
-    starts = rule.starts(lo, until, 100_000)
-    slots = {rule.instant(m): m for m in starts}
-    tz = rule.tz
-
-    def day(instant: dt.datetime) -> dt.date:
-        return instant.astimezone(tz).date()
-
-    by_day: dict[dt.date, dt.datetime] = {day(i): i for i in slots}
-
-    def slot_of(original: dt.datetime) -> dt.datetime | None:
-        if original in slots:
-            return original
-        found = by_day.get(original.astimezone(old_rule.tz).date() + day_shift)
-        return found if found in slots else None
-
+    slots = _Slots(rule, old_rule, series.materialised_until or _target(series), day_shift)
     trashed: list[Activity] = []
-    # Left-out dates' old starts -> their new ones (an occurrence in the trash there
-    # moves with its date).
     carried: dict[dt.datetime, tuple[dt.datetime, Moment]] = {}
     if carry:
-        left: list[str] = []
-        for text in series.exdates or []:
-            moment = recurrence.loaded(text)
-            slot = slot_of(old_rule.instant(moment))
-            if slot is None:
-                # Beyond the occurrences made: moved by as much on the local clock.
-                left.append(_moved(old_rule, rule, moment, day_shift))
-                continue
-            by_day.pop(day(slot), None)
-            carried[old_rule.instant(moment)] = (slot, slots[slot])
-            left.append(recurrence.stored(slots.pop(slot)))
-        series.exdates = sorted(set(left))
-        trashed = list(
-            await session.scalars(
-                select(Activity).where(
-                    Activity.series_id == series.id,
-                    Activity.deleted_at.is_not(None),
-                    Activity.original_start_at.is_not(None),
-                )
-            )
-        )
+        carried = _carry_exdates(series, old_rule, rule, slots, day_shift)
+        trashed = await _trashed(session, series)
     kept: list[Activity] = []
     gone: list[Activity] = []
     for activity in live:
         assert activity.original_start_at is not None
-        slot = slot_of(activity.original_start_at)
+        slot = slots.find(activity.original_start_at)
         if slot is None:
             gone.append(activity)
             continue
-        moment = slots.pop(slot)
-        by_day.pop(day(slot), None)
-        _put_at(activity, series, rule, slot, moment)
+        _put_at(activity, series, rule, slot, slots.take(slot))
         kept.append(activity)
     for activity in trashed:
-        assert activity.original_start_at is not None
-        if activity.original_start_at in carried:
-            slot, moment = carried[activity.original_start_at]
-        else:
-            found = slot_of(activity.original_start_at)
-            if found is None:
-                continue  # the rule no longer makes it: it stays in the trash as it was
-            slot, moment = found, slots.pop(found)
-            by_day.pop(day(slot), None)
-        _put_at(activity, series, rule, slot, moment)
+        _move_trashed(activity, series, rule, slots, carried)
     now = utcnow()
     for activity in gone:
         activity.deleted_at = now
     if gone:
         await changefeed.record_changes(session, gone, changefeed.DELETED, origin)
-    if slots:
-        common = _common_columns(series)
-        rows = [_occurrence_row(series, rule, m, common) for m in slots.values()]
-        people = _participant_rows(series)
-        made = await insert_rows(session, rows, [people for _ in rows])
-        await changefeed.record_changes(session, made, changefeed.CREATED, origin)
+    if slots.free:
+        await _make_occurrences(session, series, rule, list(slots.free.values()), origin)
     return kept
+
+
+class _Slots:
+    """The starts of a series' occurrences under its new ``rule`` not yet taken, by
+    instant (``free``); and the one for an occurrence's start under ``old_rule``: the
+    same instant, else the same local day after the series moved by ``day_shift``."""
+
+    def __init__(
+        self, rule: Rule, old_rule: Rule, until: dt.datetime, day_shift: dt.timedelta
+    ) -> None:
+        lo = min(rule.instant(rule.first), old_rule.instant(old_rule.first))
+        self.free = {rule.instant(m): m for m in rule.starts(lo, until, 100_000)}
+        self._tz, self._old_tz, self._day_shift = rule.tz, old_rule.tz, day_shift
+        self._by_day: dict[dt.date, dt.datetime] = {self._day(i): i for i in self.free}
+
+    def _day(self, instant: dt.datetime) -> dt.date:
+        return instant.astimezone(self._tz).date()
+
+    def find(self, original: dt.datetime) -> dt.datetime | None:
+        if original in self.free:
+            return original
+        found = self._by_day.get(original.astimezone(self._old_tz).date() + self._day_shift)
+        return found if found in self.free else None
+
+    def take(self, slot: dt.datetime) -> Moment:
+        """The moment of ``slot``, no longer free (nor found by its day)."""
+        self._by_day.pop(self._day(slot), None)
+        return self.free.pop(slot)
+
+
+def _carry_exdates(
+    series: ActivitySeries, old_rule: Rule, rule: Rule, slots: _Slots, day_shift: dt.timedelta
+) -> dict[dt.datetime, tuple[dt.datetime, Moment]]:
+    """Move the series' left-out dates with it, each taking its slot; answers their old
+    starts' new slots and moments (an occurrence in the trash there moves with its
+    date)."""
+    carried: dict[dt.datetime, tuple[dt.datetime, Moment]] = {}
+    left: list[str] = []
+    for text in series.exdates or []:
+        moment = recurrence.loaded(text)
+        slot = slots.find(old_rule.instant(moment))
+        if slot is None:
+            # Beyond the occurrences made: moved by as much on the local clock.
+            left.append(_moved(old_rule, rule, moment, day_shift))
+            continue
+        taken = slots.take(slot)
+        carried[old_rule.instant(moment)] = (slot, taken)
+        left.append(recurrence.stored(taken))
+    series.exdates = sorted(set(left))
+    return carried
+
+
+async def _trashed(session: AsyncSession, series: ActivitySeries) -> list[Activity]:
+    """The series' occurrences in the trash."""
+    return list(
+        await session.scalars(
+            select(Activity).where(
+                Activity.series_id == series.id,
+                Activity.deleted_at.is_not(None),
+                Activity.original_start_at.is_not(None),
+            )
+        )
+    )
+
+
+def _move_trashed(
+    activity: Activity,
+    series: ActivitySeries,
+    rule: Rule,
+    slots: _Slots,
+    carried: dict[dt.datetime, tuple[dt.datetime, Moment]],
+) -> None:
+    """An occurrence in the trash moved with its left-out date, else to its own slot;
+    one the rule no longer makes stays in the trash as it was."""
+    assert activity.original_start_at is not None
+    if activity.original_start_at in carried:
+        slot, moment = carried[activity.original_start_at]
+    else:
+        found = slots.find(activity.original_start_at)
+        if found is None:
+            return
+        slot, moment = found, slots.take(found)
+    _put_at(activity, series, rule, slot, moment)
+
+
+async def _make_occurrences(
+    session: AsyncSession, series: ActivitySeries, rule: Rule, moments: list[Moment], origin: str
+) -> None:
+    """New occurrences of the series at ``moments`` (slots no occurrence took)."""
+    from crmcal.crm.activities import insert_rows
+
+    common = _common_columns(series)
+    rows = [_occurrence_row(series, rule, m, common) for m in moments]
+    people = _participant_rows(series)
+    made = await insert_rows(session, rows, [people for _ in rows])
+    await changefeed.record_changes(session, made, changefeed.CREATED, origin)
 
 
 def _moved(old_rule: Rule, rule: Rule, moment: Moment, day_shift: dt.timedelta) -> str:
