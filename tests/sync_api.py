@@ -86,8 +86,13 @@ def server(request: pytest.FixtureRequest) -> CalDAVServer:
     return request.getfixturevalue(request.param)
 
 
+# For the tests whose calendar (``calendar``) is on Radicale alone.
+on_radicale = pytest.mark.parametrize("server", ["radicale"], indirect=True)
+
+
 @pytest.fixture
 def calendar(server: CalDAVServer) -> Iterator[CalDAVHarness]:
+    """A fresh calendar on ``server``, closed after the test."""
     harness = CalDAVHarness(server)
     yield harness
     run(harness.close())

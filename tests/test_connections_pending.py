@@ -10,18 +10,25 @@ import pytest
 from fastapi.testclient import TestClient
 
 from crmcal.web.app import create_app
+from tests import sync_api
 from tests.conftest import Api, make_user, run
 from tests.providers.harness import CalDAVHarness, CalDAVServer, Foreign
-from tests.sync_api import SOON, activity, calendar_events, events_in, settings, subjects
+from tests.sync_api import (
+    SOON,
+    activity,
+    calendar_events,
+    events_in,
+    on_radicale,
+    settings,
+    subjects,
+)
 
 V1 = "/api/v1"
 
 
-@pytest.fixture
-def calendar(radicale: CalDAVServer) -> Iterator[CalDAVHarness]:
-    harness = CalDAVHarness(radicale)
-    yield harness
-    run(harness.close())
+# sync_api's fixtures: a fresh calendar, here on Radicale alone.
+server, calendar = sync_api.server, sync_api.calendar
+pytestmark = on_radicale
 
 
 @pytest.fixture

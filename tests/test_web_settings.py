@@ -10,19 +10,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 from crmcal.web.app import create_app
+from tests import sync_api
 from tests.conftest import make_user, run
 from tests.providers.harness import CalDAVHarness, CalDAVServer
-from tests.sync_api import events_in, settings
+from tests.sync_api import edit_connection, events_in, on_radicale, settings
 from tests.web_session import PASSWORD, sign_in
 
 PAGE = "/settings/calendar-sync"
 
 
-@pytest.fixture
-def calendar(radicale: CalDAVServer) -> Iterator[CalDAVHarness]:
-    harness = CalDAVHarness(radicale)
-    yield harness
-    run(harness.close())
+# sync_api's fixtures: a fresh calendar, here on Radicale alone.
+server, calendar = sync_api.server, sync_api.calendar
+pytestmark = on_radicale
 
 
 @pytest.fixture
@@ -102,8 +101,6 @@ def test_settings_page_connects_caldav_and_syncs_only_after_start(
 def test_skipped_items_and_a_failed_sync_say_what_to_do(
     browser: TestClient, radicale: CalDAVServer, calendar: CalDAVHarness, db_url: str
 ) -> None:
-    from tests.sync_api import edit_connection
-
     token = csrf(browser)
     form = {"csrf_token": token, "url": radicale.url, "username": radicale.username,
             "password": radicale.password}  # fmt: skip
