@@ -81,17 +81,6 @@ def test_a_connection_keeps_its_grant_when_the_body_also_carries_a_password(
     assert [c["id"] for c in calendars.json()["items"]] == [email]
 
 
-@pytest.mark.parametrize(
-    ("body", "expected"),
-    [({"provider": "google"}, "needs a refresh_token"),
-     ({"provider": "google", "refresh_token": "never-issued"}, "reconnect required")],
-)  # fmt: skip
-def test_bad_grants_are_refused_at_once(sam: Api, body: dict[str, str], expected: str) -> None:
-    response = sam.post(f"{V1}/connections", json=body)
-    assert response.status_code == 422
-    assert expected in response.json()["detail"]
-
-
 def test_a_revoked_grant_puts_the_connection_in_error(
     sam: Api, google_emulator: GoogleEmulator, email: str
 ) -> None:

@@ -244,17 +244,6 @@ def test_a_revoked_grant_puts_the_connection_in_error(
     assert "reconnect required" in status["last_error"]
 
 
-@pytest.mark.parametrize(
-    ("body", "expected"),
-    [({"provider": "microsoft"}, "needs a refresh_token"),
-     ({"provider": "microsoft", "refresh_token": "never-issued"}, "reconnect required")],
-)  # fmt: skip
-def test_bad_grants_are_refused_at_once(sam: Api, body: dict[str, str], expected: str) -> None:
-    response = sam.post(f"{V1}/connections", json=body)
-    assert response.status_code == 422
-    assert expected in response.json()["detail"]
-
-
 def test_a_throttling_storm_is_waited_out(
     sam: Api, microsoft_emulator: MicrosoftEmulator, email: str
 ) -> None:
