@@ -1,5 +1,7 @@
 """crmcal's command line run as a real process: one command to its end, or
-``crmcal serve`` on a socket the test holds, waited for until it answers."""
+``crmcal serve`` on a socket the test holds, waited for until it answers; and, for the
+tests of what a command prints and answers (not of the process), one command run by
+its entry point in the test's own process (``crmcal_here``)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from crmcal import cli
 from tests.served import HANG_GUARD
 
 CRMCAL = [sys.executable, "-m", "crmcal"]
@@ -25,6 +29,44 @@ def crmcal(*args: str, db_url: str, timeout: float = 600) -> subprocess.Complete
     return subprocess.run(
         [*CRMCAL, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+class Ran:
+    """What a command run in this process printed and its exit status, named as
+    ``subprocess.CompletedProcess`` names them."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+class InProcess:
+    """``crmcal <args>`` run by ``crmcal.cli.main``, as the installed command runs it,
+    with the given ``CRMCAL_`` settings alone: what it prints and its exit status, in a
+    fraction of a new process's time (a few seconds of imports each). For commands that
+    change nothing of the process (no logging set up, no server started)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+        self.monkeypatch, self.capsys = monkeypatch, capsys
+
+    def __call__(self, *args: str, **env: str) -> Ran:
+        for name in [name for name in os.environ if name.startswith("CRMCAL_")]:
+            self.monkeypatch.delenv(name)
+        for name, value in env.items():
+            self.monkeypatch.setenv(name, value)
+        self.monkeypatch.setattr(sys, "argv", ["crmcal", *args])
+        self.capsys.readouterr()
+        try:
+            cli.main()
+            status = 0
+        except SystemExit as stopped:
+            status = stopped.code if isinstance(stopped.code, int) else int(bool(stopped.code))
+        printed = self.capsys.readouterr()
+        return Ran(status, printed.out, printed.err)
+
+
+@pytest.fixture
+def crmcal_here(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcess:
+    return InProcess(monkeypatch, capsys)
 
 
 def url_of(sock: socket.socket) -> str:

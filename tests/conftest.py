@@ -37,7 +37,12 @@ from crmcal.web.app import create_app
 if TYPE_CHECKING:
     from tests.engine_world import World
 
-pytest_plugins = ["tests.caldav_servers", "tests.google_emulator", "tests.microsoft_emulator"]
+pytest_plugins = [
+    "tests.caldav_servers",
+    "tests.cli_process",
+    "tests.google_emulator",
+    "tests.microsoft_emulator",
+]
 
 # Hypothesis times each example (200 ms) and how long drawing takes: on a machine whose
 # cores are busy with other work that measures the machine, not crmcal. Tests may still

@@ -1,4 +1,5 @@
-"""The ``crmcal`` command line, run as a real process."""
+"""The ``crmcal`` command line: its start and ``serve`` as real processes, what each
+command prints and answers run by its entry point in the test's process."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from crmcal import cli, migrations
 from tests.cli_process import (
+    InProcess,
     crmcal,
     first_answer,
     on_socket,
@@ -43,9 +45,13 @@ def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
     assert "Usage:" in result.output
 
 
-def test_db_upgrade_then_users_create_prints_a_working_token(db_url: str) -> None:
-    assert crmcal("db", "upgrade", db_url=db_url).returncode == 0
-    result = crmcal("users", "create", "--email", "Eve@CRM.test", "--name", "Eve", db_url=db_url)
+def test_db_upgrade_then_users_create_prints_a_working_token(
+    crmcal_here: InProcess, db_url: str
+) -> None:
+    assert crmcal_here("db", "upgrade", CRMCAL_DATABASE_URL=db_url).returncode == 0
+    result = crmcal_here(
+        "users", "create", "--email", "Eve@CRM.test", "--name", "Eve", CRMCAL_DATABASE_URL=db_url
+    )
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
     assert token.startswith("crmcal_")
@@ -62,11 +68,11 @@ def test_db_upgrade_then_users_create_prints_a_working_token(db_url: str) -> Non
     assert me.json()["is_admin"] is False
 
 
-def test_users_create_admin_then_a_new_token(db_url: str) -> None:
-    created = crmcal("users", "create", "--email", "root@crm.test", "--name", "R", "--admin",
-                     db_url=db_url)  # fmt: skip
+def test_users_create_admin_then_a_new_token(crmcal_here: InProcess, db_url: str) -> None:
+    created = crmcal_here("users", "create", "--email", "root@crm.test", "--name", "R",
+                          "--admin", CRMCAL_DATABASE_URL=db_url)  # fmt: skip
     assert created.returncode == 0, created.stderr
-    again = crmcal("users", "token", "--email", "ROOT@crm.test", db_url=db_url)
+    again = crmcal_here("users", "token", "--email", "ROOT@crm.test", CRMCAL_DATABASE_URL=db_url)
     assert again.returncode == 0, again.stderr
     first, second = created.stdout.strip(), again.stdout.strip()
     assert second.startswith("crmcal_")
@@ -81,7 +87,9 @@ def test_users_create_admin_then_a_new_token(db_url: str) -> None:
         for token in (first, second):
             me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
             assert me.json()["is_admin"] is True
-    unknown = crmcal("users", "token", "--email", "nobody@crm.test", db_url=db_url)
+    unknown = crmcal_here(
+        "users", "token", "--email", "nobody@crm.test", CRMCAL_DATABASE_URL=db_url
+    )
     assert unknown.returncode == 1
     assert unknown.stderr == "error: no user with e-mail nobody@crm.test\n"
 
@@ -94,24 +102,30 @@ def test_users_create_admin_then_a_new_token(db_url: str) -> None:
     ],
 )
 def test_users_create_refuses_bad_input_in_one_line(
-    db_url: str, args: list[str], message: str
+    crmcal_here: InProcess, db_url: str, args: list[str], message: str
 ) -> None:
-    result = crmcal("users", "create", *args, db_url=db_url)
+    result = crmcal_here("users", "create", *args, CRMCAL_DATABASE_URL=db_url)
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: {message}")
     assert result.stderr.count("\n") == 1
 
 
-def test_duplicate_user_is_one_clear_line(db_url: str) -> None:
-    crmcal("users", "create", "--email", "dup@crm.test", "--name", "D", db_url=db_url)
-    result = crmcal("users", "create", "--email", "DUP@crm.test", "--name", "D", db_url=db_url)
+def test_duplicate_user_is_one_clear_line(crmcal_here: InProcess, db_url: str) -> None:
+    crmcal_here(
+        "users", "create", "--email", "dup@crm.test", "--name", "D", CRMCAL_DATABASE_URL=db_url
+    )
+    result = crmcal_here(
+        "users", "create", "--email", "DUP@crm.test", "--name", "D", CRMCAL_DATABASE_URL=db_url
+    )
     assert result.returncode == 1
     assert result.stderr == "error: a user with e-mail dup@crm.test already exists\n"
 
 
-def test_commands_refuse_an_unmigrated_database(tmp_path: Path) -> None:
+def test_commands_refuse_an_unmigrated_database(crmcal_here: InProcess, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'new.db'}"
-    result = crmcal("users", "create", "--email", "a@crm.test", "--name", "A", db_url=url)
+    result = crmcal_here(
+        "users", "create", "--email", "a@crm.test", "--name", "A", CRMCAL_DATABASE_URL=url
+    )
     assert result.returncode == 1
     assert "run 'crmcal db upgrade'" in result.stderr
     assert result.stderr.count("\n") == 1
@@ -124,8 +138,10 @@ def test_commands_refuse_an_unmigrated_database(tmp_path: Path) -> None:
         ("postgresql+psycopg://postgres@127.0.0.1:1/none", "error: database: connection"),
     ],
 )
-def test_unusable_database_url_is_one_clear_line(url: str, message: str) -> None:
-    result = crmcal("db", "upgrade", db_url=url)
+def test_unusable_database_url_is_one_clear_line(
+    crmcal_here: InProcess, url: str, message: str
+) -> None:
+    result = crmcal_here("db", "upgrade", CRMCAL_DATABASE_URL=url)
     assert result.returncode == 1
     assert result.stderr.startswith(message), result.stderr
     assert result.stderr.count("\n") == 1
@@ -186,19 +202,20 @@ def test_emulator_google_serves_the_api(tmp_path: Path) -> None:
         proc.wait(timeout=60)
 
 
-def test_an_unknown_emulator_is_one_clear_line(tmp_path: Path) -> None:
-    result = crmcal("emulator", "outlook", db_url=f"sqlite:///{tmp_path / 'x.db'}")
+def test_an_unknown_emulator_is_one_clear_line(crmcal_here: InProcess) -> None:
+    result = crmcal_here("emulator", "outlook")
     assert result.returncode == 1
     assert (
         result.stderr.strip() == "error: no emulator named 'outlook': choose from google, microsoft"
     )
 
 
-def test_an_unreadable_emulator_data_file_stops_it_with_one_clear_line(tmp_path: Path) -> None:
+def test_an_unreadable_emulator_data_file_stops_it_with_one_clear_line(
+    crmcal_here: InProcess, tmp_path: Path
+) -> None:
     data_file = tmp_path / "google.json"
     data_file.write_text("{half a file")
-    result = crmcal("emulator", "google", "--data-file", str(data_file),
-                    db_url=f"sqlite:///{tmp_path / 'x.db'}")  # fmt: skip
+    result = crmcal_here("emulator", "google", "--data-file", str(data_file))
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith(

@@ -5,9 +5,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -20,16 +17,11 @@ from crmcal.config import Settings
 from crmcal.db import Database
 from crmcal.sync.tables import Connection
 from crmcal.vault import Vault, VaultError, key_file, vault_for
+from tests.cli_process import InProcess
 from tests.conftest import create_connection_in, run
 
 OLD = "old-key-Hq3Zm8Wx1Lp6Rv4Ns9Kb2Yc7Td5Gf0Ja"
 NEW = "new-key-Pz4Xq9Wm2Lr7Tv1Ns6Kc3Yb8Hd5Gf0Je"
-
-
-def crmcal(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CRMCAL_")}
-    return subprocess.run([sys.executable, "-m", "crmcal", *args], env={**clean, **env},
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
 
 
 async def _stored(db_url: str, sealed: bytes) -> int:
@@ -53,9 +45,9 @@ async def _credentials(db_url: str, connection_id: int) -> bytes:
 
 
 @pytest.mark.parametrize("weak", ["test-key", "k" * 64, "a1" * 30])
-def test_serve_refuses_a_weak_key(weak: str, tmp_path: Path) -> None:
-    result = crmcal("serve", "--port", "1", CRMCAL_SECRET_KEY=weak,
-                    CRMCAL_DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}")  # fmt: skip
+def test_serve_refuses_a_weak_key(crmcal_here: InProcess, weak: str, tmp_path: Path) -> None:
+    result = crmcal_here("serve", "--port", "1", CRMCAL_SECRET_KEY=weak,
+                         CRMCAL_DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}")  # fmt: skip
     assert result.returncode == 1
     assert "too weak" in result.stderr
     assert "secrets.token_urlsafe(32)" in result.stderr
@@ -109,10 +101,10 @@ def test_racing_processes_all_read_the_whole_generated_key(tmp_path: Path) -> No
     assert all(isinstance(v, Vault) and v.open(sealed) == "x" for v in vaults), vaults
 
 
-def test_keys_rotate_reencrypts_under_the_new_key(db_url: str) -> None:
+def test_keys_rotate_reencrypts_under_the_new_key(crmcal_here: InProcess, db_url: str) -> None:
     connection_id = run(_stored(db_url, Vault(OLD).seal("hunter2")))
-    result = crmcal("keys", "rotate", CRMCAL_DATABASE_URL=db_url, CRMCAL_SECRET_KEY=NEW,
-                    CRMCAL_OLD_SECRET_KEYS=OLD)  # fmt: skip
+    result = crmcal_here("keys", "rotate", CRMCAL_DATABASE_URL=db_url, CRMCAL_SECRET_KEY=NEW,
+                         CRMCAL_OLD_SECRET_KEYS=OLD)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "1 connection" in result.stdout
     stored = run(_credentials(db_url, connection_id))
@@ -121,7 +113,7 @@ def test_keys_rotate_reencrypts_under_the_new_key(db_url: str) -> None:
         Vault(OLD).open(stored)
 
 
-def test_keys_rotate_replaces_a_generated_key_file(tmp_path: Path) -> None:
+def test_keys_rotate_replaces_a_generated_key_file(crmcal_here: InProcess, tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'crm.db'}"
     migrations.upgrade(db_url)
     settings = Settings(database_url=db_url)
@@ -131,7 +123,7 @@ def test_keys_rotate_replaces_a_generated_key_file(tmp_path: Path) -> None:
     path = key_file(db_url)
     assert path is not None
     before = path.read_text()
-    result = crmcal("keys", "rotate", CRMCAL_DATABASE_URL=db_url)
+    result = crmcal_here("keys", "rotate", CRMCAL_DATABASE_URL=db_url)
     assert result.returncode == 0, result.stderr
     assert path.read_text() != before
     assert oct(path.stat().st_mode & 0o777) == "0o600"

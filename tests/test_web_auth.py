@@ -15,6 +15,7 @@ from crmcal.config import Settings
 from crmcal.crm.tables import User
 from crmcal.db import Database
 from crmcal.web.app import create_app
+from tests.cli_process import InProcess
 from tests.conftest import Api, make_user, new_user, run
 from tests.web_session import PASSWORD, sign_in
 
@@ -192,16 +193,16 @@ def test_consent_pages_take_the_clicked_account() -> None:
             assert answer.headers["location"].startswith("http://127.0.0.1:1/cb?code=")
 
 
-def test_users_create_sets_a_password_from_the_command_line(tmp_path: Any) -> None:
-    from tests.cli_process import crmcal
-
+def test_users_create_sets_a_password_from_the_command_line(
+    crmcal_here: InProcess, tmp_path: Any
+) -> None:
     db_url = f"sqlite:///{tmp_path / 'cli.db'}"
-    assert crmcal("db", "upgrade", db_url=db_url).returncode == 0
-    made = crmcal("users", "create", "--email", "dan@crm.test", "--name", "Dan",
-                  "--password", PASSWORD, db_url=db_url)  # fmt: skip
+    assert crmcal_here("db", "upgrade", CRMCAL_DATABASE_URL=db_url).returncode == 0
+    made = crmcal_here("users", "create", "--email", "dan@crm.test", "--name", "Dan",
+                       "--password", PASSWORD, CRMCAL_DATABASE_URL=db_url)  # fmt: skip
     assert made.returncode == 0, made.stderr
-    short = crmcal("users", "create", "--email", "x@crm.test", "--name", "X",
-                   "--password", "short", db_url=db_url)  # fmt: skip
+    short = crmcal_here("users", "create", "--email", "x@crm.test", "--name", "X",
+                        "--password", "short", CRMCAL_DATABASE_URL=db_url)  # fmt: skip
     assert short.returncode == 1
     assert short.stderr.startswith("error: --password:")
     with TestClient(create_app(Settings(database_url=db_url), background_jobs=False)) as client:
