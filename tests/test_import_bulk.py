@@ -22,7 +22,7 @@ from crmcal.crm.users import create_user
 from crmcal.db import Database
 from crmcal.model import CalendarEvent
 from crmcal.providers import parse_pool
-from crmcal.sync import import_fields, mapping
+from crmcal.sync import engine, import_fields, mapping
 from crmcal.sync.report import SyncReport
 from crmcal.sync.runner import run_sync
 from crmcal.sync.tables import Connection, Link
@@ -131,7 +131,8 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
 ) -> None:
     """Each event's fields for the CRM, its checks, uid and organizer come from the parse
     pool's processes with the events (``sync/import_fields``): none is computed here,
-    nor is the CRM uid each event claims derived again to pair it."""
+    nor is the CRM uid each event claims derived again to pair it, nor what the link of
+    a single event keeps of the CRM's side (only a series' is computed here)."""
     parse_pool.configure(2)
     here: list[str | None] = []
     computed = import_fields._computed
@@ -146,8 +147,16 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
         derived.append(event_uid)
         return derive(owner_id, event_uid)
 
+    crm_sides: list[bool] = []
+    crm_event = engine.Engine._event_of
+
+    def crm_side_here(self: engine.Engine, activity: Activity) -> CalendarEvent:
+        crm_sides.append(activity.series_id is not None)
+        return crm_event(self, activity)
+
     monkeypatch.setattr(import_fields, "_computed", counted)
     monkeypatch.setattr(mapping, "derived_uid", derived_here)
+    monkeypatch.setattr(engine.Engine, "_event_of", crm_side_here)
     texts = [realistic("p", n) for n in range(80)]
     texts[7] = realistic("p", 7, guests=201)  # refused by the CRM: reported as ever
     try:
@@ -159,6 +168,7 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
     assert "at most 200" in report.problems[0]["reason"]
     assert here == []
     assert derived == []
+    assert crm_sides == [True] * 8
     assert run(totals(db_url, owner))["series"] == 8
 
 

@@ -280,12 +280,25 @@ async def _participants(
                 matched = by_email[email]
                 person_id = matched.id
                 name = name or matched.name
-            made.append(
-                {"position": position, "email": email, "name": name, "person_id": person_id,
-                 "status": status or "needs_action"}
-            )  # fmt: skip
+            made.append(participant_row(position, email, name, person_id, status))
         result.append(made)
     return result
+
+
+def participant_row(
+    position: int, email: str | None, name: str | None, person_id: int | None, status: str | None
+) -> dict[str, Any]:
+    """A participant row as ``create_activities`` writes it."""
+    return {"position": position, "email": email, "name": name, "person_id": person_id,
+            "status": status or "needs_action"}  # fmt: skip
+
+
+def participants_as_given(given: Sequence[GivenParticipant]) -> list[dict[str, Any]]:
+    """The participant rows ``create_activities`` writes for ``given`` (e-mails, no
+    person ids) where it names each participant as given: what it writes unless a
+    participant given without a name takes that of the person its e-mail matched."""
+    return [participant_row(n, email, name, None, status)
+            for n, (email, name, _, status) in enumerate(given)]  # fmt: skip
 
 
 def _given(participant: ParticipantIn | GivenParticipant) -> GivenParticipant:
@@ -459,7 +472,17 @@ async def _checked_columns(
         usable_types.add(checked.type)
     if any(v is not None for v in checked.links.values()):
         await contacts.check_links(session, checked.links, viewer)
-    return dict(checked.columns)
+    return checked.columns  # copied into the row by new_row
+
+
+def new_row(
+    columns: dict[str, Any], uid: str, owner_id: int, organizer: str | None, now: dt.datetime
+) -> dict[str, Any]:
+    """The row of a new activity of ``columns`` (a ``Checked``'s), as
+    ``create_activities`` writes it."""
+    return {**columns, "uid": uid, "owner_id": owner_id, "series_id": None,
+            "organizer": organizer, "created_at": now, "updated_at": now,
+            "deleted_at": None}  # fmt: skip
 
 
 async def create_activities(
@@ -494,11 +517,9 @@ async def create_activities(
         if given.zone_default not in (None, owner.timezone):
             raise ValueError("an activity checked for an owner of another time zone")
         checked.append(given)
-        row = await _checked_columns(session, given, usable_types, actor)
-        row.update(uid=uid or uuid.uuid4().hex, owner_id=owner.id, series_id=None,
-                   organizer=organizers[n] if organizers else None,
-                   created_at=now, updated_at=now, deleted_at=None)  # fmt: skip
-        rows.append(row)
+        columns = await _checked_columns(session, given, usable_types, actor)
+        organizer = organizers[n] if organizers else None
+        rows.append(new_row(columns, uid or uuid.uuid4().hex, owner.id, organizer, now))
     participants = await _participants(
         session, [given.participants for given in checked], as_contacts=as_contacts, viewer=actor
     )

@@ -178,7 +178,8 @@ class Engine:
     @functools.cached_property
     def importer(self) -> Importer:
         """Who imports, for the CRM's fields of new events (``sync/import_fields``)."""
-        return Importer.of(self.ctx.owner, self.ctx.options, self.ctx.own_addresses)
+        ctx = self.ctx
+        return Importer.of(ctx.owner, ctx.options, ctx.own_addresses, ctx.mails_attendees)
 
     # --- the run ---------------------------------------------------------
 
@@ -494,11 +495,7 @@ class Engine:
             self.linked_info.get(activity.id),
             f"{self.ctx.base_url}/activities/{activity.id}",
         )
-        if self.ctx.mails_attendees and not event.notify_attendees:
-            # This calendar e-mails every attendee it is told about (F10): unless the
-            # activity asks for invitations, its participants stay in the CRM.
-            event = replace(event, attendees=(), organizer=None)
-        return event
+        return mapping.as_told(event, self.ctx.mails_attendees)
 
     def _mine(self, activity: Activity) -> bool:
         """Whether the activity (still) belongs to this connection's user (F5)."""

@@ -9,6 +9,13 @@ parse each event (``Engine._first_import`` names it with ``computing_beside``): 
 travels with the event as a memo, and the syncing process computes it only where it
 is missing (an event parsed in-process, or one the pool could not check). Both ways
 run the same function, so what is imported does not depend on where it ran.
+
+For a new single event it also computes what its link keeps of the CRM's side (the
+CRM's version's content hash and field digests: ``NewLinkHashes``), from the activity
+as the CRM will write it, assuming its participants are named as the event names its
+attendees. The syncing process takes them after checking that assumption against the
+participants written (a person matched by e-mail may lend a nameless attendee its
+name); where it does not hold, it computes them itself from what was written.
 """
 
 from __future__ import annotations
@@ -20,12 +27,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from crmcal.crm.activities import Checked, check_new
+from crmcal.crm.activities import (
+    Checked,
+    as_written,
+    check_new,
+    new_row,
+    participants_as_given,
+)
 from crmcal.crm.errors import CrmError
 from crmcal.crm.schemas import ActivityCreate
-from crmcal.crm.tables import User
-from crmcal.model import CalendarEvent
+from crmcal.crm.tables import Activity, User, utcnow
+from crmcal.model import CalendarEvent, content_hash_beside
 from crmcal.sync import mapping, series_mapping
+from crmcal.sync.links import field_hashes
 from crmcal.sync.options import SyncOptions
 
 
@@ -38,10 +52,18 @@ class Importer:
     owner_timezone: str
     options: SyncOptions
     own_addresses: frozenset[str]
+    # Whether the calendar e-mails every attendee it is told about (``mapping.as_told``).
+    mails_attendees: bool = False
 
     @classmethod
-    def of(cls, owner: User, options: SyncOptions, own_addresses: frozenset[str]) -> Importer:
-        return cls(owner.id, owner.email, owner.timezone, options, own_addresses)
+    def of(
+        cls,
+        owner: User,
+        options: SyncOptions,
+        own_addresses: frozenset[str],
+        mails_attendees: bool = False,
+    ) -> Importer:
+        return cls(owner.id, owner.email, owner.timezone, options, own_addresses, mails_attendees)
 
     @functools.cached_property
     def memo_name(self) -> str:
@@ -50,7 +72,7 @@ class Importer:
         addresses = ",".join(sorted(self.own_addresses))
         return (
             f"import_fields:{self.owner_id}:{self.owner_email}:{self.owner_timezone}:"
-            f"{self.options.digest()}:{addresses}"
+            f"{self.options.digest()}:{addresses}:{int(self.mails_attendees)}"
         )
 
     def owner(self) -> User:
@@ -61,6 +83,29 @@ class Importer:
 @functools.lru_cache(maxsize=64)
 def _owner(owner_id: int, email: str, timezone: str) -> User:
     return User(id=owner_id, email=email, timezone=timezone)
+
+
+# What ``activity_to_event`` reads of each participant: (e-mail, name, answer).
+Named = tuple[tuple[str | None, str | None, str | None], ...]
+
+
+def named(activity: Activity) -> Named:
+    """The participants of ``activity`` as its CRM event reads them."""
+    return tuple((p.email, p.name, p.status) for p in activity.participants if p.email)
+
+
+@dataclass(frozen=True)
+class NewLinkHashes:
+    """What the link of a new single event keeps of the CRM's side, computed for the
+    activity as written with participants ``named``: valid for the activity written
+    only if its participants are those (``for_written``)."""
+
+    named: Named
+    crm_hash: str
+    field_hashes: dict[str, Any]
+
+    def for_written(self, activity: Activity) -> NewLinkHashes | None:
+        return self if named(activity) == self.named else None
 
 
 @dataclass(frozen=True)
@@ -76,6 +121,7 @@ class ImportFields:
     uid: str | None
     organizer: str | None
     cut: int | None
+    link: NewLinkHashes | None = None
 
 
 def import_fields(event: CalendarEvent, importer: Importer) -> ImportFields:
@@ -142,4 +188,22 @@ def _computed(event: CalendarEvent, importer: Importer) -> ImportFields:
         # Read as the CRM reads it (plain values, cheaper to send than the model); one
         # the CRM refuses goes as it came, to be refused where it is written, as ever.
         data = check_new(model, importer.owner_timezone)
-    return ImportFields(data, None, uid, organizer, mapping.note_cut(event))
+    link = None
+    if isinstance(data, Checked) and not event.recurring:
+        link = _link_hashes(event, data, importer, organizer)
+    return ImportFields(data, None, uid, organizer, mapping.note_cut(event), link)
+
+
+def _link_hashes(
+    event: CalendarEvent, data: Checked, importer: Importer, organizer: str | None
+) -> NewLinkHashes | None:
+    """The CRM side of a new single event's link, for the activity ``data`` makes with
+    its participants named as given; None where the CRM's version depends on what only
+    the written activity knows (its id, in the deal-and-contact block)."""
+    if importer.options.include_deal_and_contact_info:
+        return None
+    row = new_row(data.columns, "", importer.owner_id, organizer, utcnow())
+    activity = as_written([row], [participants_as_given(data.participants)], [0])[0]
+    crm = mapping.activity_to_event(activity, importer.owner(), importer.options)
+    crm = mapping.as_told(crm, importer.mails_attendees)
+    return NewLinkHashes(named(activity), content_hash_beside(crm, event), field_hashes(crm, event))

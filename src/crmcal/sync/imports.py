@@ -23,7 +23,7 @@ from crmcal.crm.tables import Activity, ActivitySeries, table_of, utcnow
 from crmcal.model import CalendarEvent, RemoteRef, content_hash_beside
 from crmcal.sync import mapping
 from crmcal.sync.context import SyncFailed
-from crmcal.sync.import_fields import import_fields
+from crmcal.sync.import_fields import NewLinkHashes, import_fields
 from crmcal.sync.links import field_hashes
 from crmcal.sync.pair import Pair
 from crmcal.sync.states import FailureKind, LinkOrigin
@@ -42,6 +42,7 @@ class _Import:
     data: ActivityCreate | activities.Checked
     uid: str  # the CRM uid derived from its UID
     organizer: str | None
+    link: NewLinkHashes | None  # the CRM side of its link, if computed where it was parsed
 
 
 class Imports:
@@ -106,7 +107,7 @@ class Imports:
         uid = found.uid or mapping.derived_uid(engine.ctx.owner.id, ref.id)
         if found.cut is not None:
             engine._warn_cut(ref.id, found.cut)
-        return _Import(ref, event, found.data, uid, found.organizer)
+        return _Import(ref, event, found.data, uid, found.organizer, found.link)
 
     async def _create(self, prepared: list[_Import]) -> list[RemoteRef]:
         """One transaction; answers the series left out of it: those whose uid the CRM
@@ -152,15 +153,20 @@ class Imports:
             now = utcnow()
             rows = []
             for activity, item in zip(created, writing, strict=True):
-                crm_event = engine._event_of(activity)
                 event = item.event
-                if activity.series_id is not None:
-                    # Just made from the rule: no occurrence is in the trash or changed
-                    # on its own, so the first stands for all of them.
-                    made = series[activity.series_id]
-                    hashes = engine.series.new_link_hashes(made, [activity], event)
+                known = item.link.for_written(activity) if item.link is not None else None
+                if known is not None:
+                    crm_hash, hashes = known.crm_hash, known.field_hashes
                 else:
-                    hashes = field_hashes(crm_event, event)
+                    crm_event = engine._event_of(activity)
+                    crm_hash = content_hash_beside(crm_event, event)
+                    if activity.series_id is not None:
+                        # Just made from the rule: no occurrence is in the trash or
+                        # changed on its own, so the first stands for all of them.
+                        made = series[activity.series_id]
+                        hashes = engine.series.new_link_hashes(made, [activity], event)
+                    else:
+                        hashes = field_hashes(crm_event, event)
                 rows.append(
                     {
                         "connection_id": engine.ctx.connection_id,
@@ -169,7 +175,7 @@ class Imports:
                         "remote_uid": event.uid,
                         "remote_etag": item.ref.etag,
                         "remote_hash": event.content_hash(),
-                        "crm_hash": content_hash_beside(crm_event, event),
+                        "crm_hash": crm_hash,
                         "field_hashes": hashes,
                         "origin": LinkOrigin.CALENDAR,
                         "last_synced_at": now,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from dataclasses import replace
 from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo
 
@@ -136,6 +137,15 @@ def activity_to_event(
         crm_type=activity.type,
         notify_attendees=activity.notify_participants,
     )
+
+
+def as_told(event: CalendarEvent, mails_attendees: bool) -> CalendarEvent:
+    """The CRM's event as a calendar is told it: one that e-mails every attendee it is
+    told about (``mails_attendees``, F10) is told no participants unless the activity
+    asks for invitations, so they stay in the CRM."""
+    if mails_attendees and not event.notify_attendees:
+        return replace(event, attendees=(), organizer=None)
+    return event
 
 
 def _is_status(value: str | None) -> TypeGuard[ResponseStatus]:
