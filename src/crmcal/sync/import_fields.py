@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -65,15 +65,19 @@ class Importer:
     ) -> Importer:
         return cls(owner.id, owner.email, owner.timezone, options, own_addresses, mails_attendees)
 
-    @functools.cached_property
-    def memo_name(self) -> str:
-        """The name of an event's memo for this importer: another owner or other options
-        never read it."""
+    # The name of an event's memo for this importer: another owner or other options
+    # never read it. Made with the importer, never on first use: the importer is
+    # pickled for the parse pool on another thread while the event loop reads this,
+    # and a dict that grows as it is pickled fails the pickle.
+    memo_name: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
         addresses = ",".join(sorted(self.own_addresses))
-        return (
+        name = (
             f"import_fields:{self.owner_id}:{self.owner_email}:{self.owner_timezone}:"
             f"{self.options.digest()}:{addresses}:{int(self.mails_attendees)}"
         )
+        object.__setattr__(self, "memo_name", name)
 
     def owner(self) -> User:
         """A stand-in of the owner with what the mapping reads of one (never stored)."""
