@@ -15,7 +15,12 @@ from sqlalchemy import func, inspect, select
 
 from crmcal.config import Settings
 from crmcal.crm import series as series_module
-from crmcal.crm.activities import check_new, create_activities, load_in_order
+from crmcal.crm.activities import (
+    check_new,
+    create_activities,
+    load_in_order,
+    write_activities,
+)
 from crmcal.crm.schemas import ActivityCreate, ParticipantIn, UserCreate
 from crmcal.crm.tables import Activity, ActivitySeries, Participant, Person
 from crmcal.crm.users import create_user
@@ -238,9 +243,10 @@ def test_activities_as_written_are_the_activities_read_back(db_url: str) -> None
             async with db.write() as session:
                 user, _ = await create_user(session, UserCreate(email="w@crm.test", name="W"))
                 read = await create_activities(session, user, items("r"), origin="test")
-                written = await create_activities(
-                    session, user, items("w"), origin="test", read_back=False
-                )
+                written = [
+                    one.activity()
+                    for one in await write_activities(session, user, items("w"), origin="test")
+                ]
                 ids = [a.id for a in written]
                 # Read, never added to a session: an import's tens of thousands of
                 # participants are not built as ORM objects.
@@ -358,7 +364,7 @@ def test_series_an_import_writes_are_the_rows_their_model_makes_without_one_buil
         try:
             async with db.write() as session:
                 user, _ = await create_user(session, UserCreate(email=email, name="S"))
-                await create_activities(session, user, items(), origin="test", read_back=False)
+                await write_activities(session, user, items(), origin="test")
             async with db.read() as session:
                 query = select(ActivitySeries).where(ActivitySeries.owner_id == user.id)
                 return rows(list(await session.scalars(query.order_by(ActivitySeries.id))))

@@ -177,13 +177,21 @@ async def written(db: Database) -> dict[str, Any]:
 def the_plain_way(monkeypatch: pytest.MonkeyPatch) -> None:
     """The writes as the CRM makes them one at a time: every row through SQLAlchemy's
     own INSERT (ids asked back), every activity read back from the database."""
-    create = activities.create_activities
+    write = activities.write_activities
 
-    async def read_back(*args: Any, **kwargs: Any) -> list[Activity]:
-        return await create(*args, **{**kwargs, "read_back": True})
+    async def read_back(session: Any, *args: Any, **kwargs: Any) -> list[activities.Written]:
+        ids = [one.id for one in await write(session, *args, **kwargs)]
+        return [read(activity) for activity in await activities.load_in_order(session, ids)]
+
+    def read(activity: Activity) -> activities.Written:
+        row = {c.key: getattr(activity, c.key) for c in Activity.__table__.columns}
+        people = [{"position": p.position, "email": p.email, "name": p.name,
+                   "person_id": p.person_id, "status": p.status}
+                  for p in activity.participants]  # fmt: skip
+        return activities.Written(row.pop("id"), row, people)
 
     monkeypatch.setattr(bulk, "_direct", lambda *_: False)
-    monkeypatch.setattr(activities, "create_activities", read_back)
+    monkeypatch.setattr(activities, "write_activities", read_back)
 
 
 async def test_a_first_import_writes_the_same_rows_in_batches_as_one_by_one(
@@ -212,8 +220,8 @@ async def test_the_crm_side_of_a_new_link_computed_with_its_event_is_the_written
     for_written = import_fields.NewLinkHashes.for_written
     taken: list[bool] = []
 
-    def counted(self: import_fields.NewLinkHashes, activity: Activity) -> Any:
-        found = for_written(self, activity)
+    def counted(self: import_fields.NewLinkHashes, written: activities.Written) -> Any:
+        found = for_written(self, written)
         taken.append(found is not None)
         return found
 

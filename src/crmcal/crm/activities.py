@@ -485,6 +485,26 @@ def new_row(
             "deleted_at": None}  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A new activity as ``write_activities`` wrote it, in plain values: its id, its row
+    and its participants' rows (an import's links need little more than its id, and
+    thousands of ORM objects cost it more than writing their rows did)."""
+
+    id: int
+    row: dict[str, Any]
+    participants: list[dict[str, Any]]
+
+    @property
+    def series_id(self) -> int | None:
+        series_id: int | None = self.row["series_id"]
+        return series_id
+
+    def activity(self) -> Activity:
+        """The activity as reading it back would answer it (see ``as_written``)."""
+        return as_written([self.row], [self.participants], [self.id])[0]
+
+
 async def create_activities(
     session: AsyncSession,
     actor: User,
@@ -493,15 +513,29 @@ async def create_activities(
     origin: str = "api",
     as_contacts: bool = True,
     organizers: list[str | None] | None = None,
-    read_back: bool = True,
 ) -> list[Activity]:
     """Create several activities in one go (an import): the same checks as one by one,
     with persons, rows and change-feed entries written in batches. ``as_contacts``
     off keeps participants given by e-mail as plain addresses (no persons made).
     ``organizers``: for each item, the organizer of someone else's meeting (the sync's
-    import of an invitation), else None. ``read_back`` off answers the activities as
-    written instead of read from the database (see ``as_written``): for a caller that
-    only reads them."""
+    import of an invitation), else None."""
+    written = await write_activities(
+        session, actor, items, origin=origin, as_contacts=as_contacts, organizers=organizers
+    )
+    return await load_in_order(session, [one.id for one in written])
+
+
+async def write_activities(
+    session: AsyncSession,
+    actor: User,
+    items: Sequence[tuple[ActivityCreate | Checked, str | None]],
+    *,
+    origin: str = "api",
+    as_contacts: bool = True,
+    organizers: list[str | None] | None = None,
+) -> list[Written]:
+    """``create_activities``, answering the activities as written (a series by its first
+    occurrence), not read from the database: for a caller that only reads them."""
     permissions.require(actor, permissions.ACTIVITIES_CREATE)
     owners: dict[int, User] = {actor.id: actor}
     usable_types: set[str] = set()
@@ -524,17 +558,16 @@ async def create_activities(
         session, [given.participants for given in checked], as_contacts=as_contacts, viewer=actor
     )
     single = [i for i, row in enumerate(rows) if not row["recurrence"]]
-    stored: list[Activity] = []
+    made: dict[int, Written] = {}
     if single:
         chosen, people = [rows[i] for i in single], [participants[i] for i in single]
         ids = await _insert_ids(session, chosen, people)
         whose = [row["owner_id"] for row in chosen]
         await changefeed.record_new(session, ids, whose, changefeed.CREATED, origin)
-        stored = await load_in_order(session, ids) if read_back else as_written(chosen, people, ids)
-    made = dict(zip(single, stored, strict=True))
+        made = {i: Written(n, rows[i], participants[i]) for i, n in zip(single, ids, strict=True)}
     # A rule: a series, answered by its first occurrence; all of them together.
     rules = [i for i in range(len(items)) if i not in made]
-    firsts = await series.create_many(
+    firsts = await series.write_many(
         session,
         [
             series.NewSeries(
@@ -545,7 +578,6 @@ async def create_activities(
             for i in rules
         ],
         origin=origin,
-        read_back=read_back,
     )  # fmt: skip
     made.update(zip(rules, firsts, strict=True))
     return [made[i] for i in range(len(items))]
@@ -588,13 +620,12 @@ def as_written(
     write): they are for reading (an import's links), never to be added to a session.
     """
     activities = manager_of_class(Activity)
-    absent: dict[tuple[str, ...], dict[str, Any]] = {}  # the rows of one call are alike
     made = []
     for row, given, activity_id in zip(rows, participants, ids, strict=True):
         keys = tuple(row)
-        if keys not in absent:
-            absent[keys] = _absent_columns(row)
-        values = {**absent[keys], **row, "id": activity_id}
+        if keys not in _ABSENT:  # rows are made alike: a few kinds of them
+            _ABSENT[keys] = _absent_columns(row)
+        values = {**_ABSENT[keys], **row, "id": activity_id}
         for name in _UTC_COLUMNS:
             value = values[name]
             if value is not None and value.tzinfo is not dt.UTC:
@@ -607,6 +638,10 @@ def as_written(
         make_transient_to_detached(activity)
         made.append(activity)
     return made
+
+
+# The columns rows with these keys leave out, as the database fills them.
+_ABSENT: dict[tuple[str, ...], dict[str, Any]] = {}
 
 
 def _absent_columns(row: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import datetime as dt
 import os
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
@@ -32,6 +32,9 @@ from crmcal.crm.errors import Conflict, Invalid, NotFound
 from crmcal.crm.recurrence import Moment, Rule
 from crmcal.crm.schemas import Scope, SeriesOut, SeriesParticipantOut
 from crmcal.crm.tables import Activity, ActivitySeries, Participant, User, table_of, utcnow
+
+if TYPE_CHECKING:
+    from crmcal.crm.activities import Written
 
 HORIZON_DAYS = 365
 # Occurrences made in one step (a sub-daily rule over a year would be thousands):
@@ -282,17 +285,27 @@ async def create_series(
 
 
 async def create_many(
-    session: AsyncSession, items: list[NewSeries], *, origin: str, read_back: bool = True
+    session: AsyncSession, items: list[NewSeries], *, origin: str
 ) -> list[Activity]:
-    """Several series at once (an import), each answered by its first occurrence.
+    """Several series at once (an import), each answered by its first occurrence."""
+    from crmcal.crm.activities import load_in_order
+
+    firsts = await write_many(session, items, origin=origin)
+    return await load_in_order(session, [first.id for first in firsts])
+
+
+async def write_many(
+    session: AsyncSession, items: list[NewSeries], *, origin: str
+) -> list[Written]:
+    """``create_many``, each series answered by its first occurrence as written, not
+    read from the database.
 
     Everything a new series needs is known before it is stored (its occurrences up to
     the horizon follow from the rule alone), so the series, all their occurrences,
     participants and change-feed rows go in a few multi-row INSERTs, however many
-    series there are. ``read_back`` off: the first occurrences as written
-    (``activities.as_written``), not read from the database.
+    series there are.
     """
-    from crmcal.crm.activities import as_written, insert_row_ids, load_in_order
+    from crmcal.crm.activities import Written, insert_row_ids
 
     if not items:
         return []
@@ -355,11 +368,8 @@ async def create_many(
     ids = await insert_row_ids(session, rows, people)
     owners = [row["owner_id"] for row in rows]
     await changefeed.record_new(session, ids, owners, changefeed.CREATED, origin)
-    # Only the first occurrences are answered: the others are not loaded as objects.
-    if not read_back:
-        return as_written([rows[i] for i in firsts], [people[i] for i in firsts],
-                          [ids[i] for i in firsts])  # fmt: skip
-    return await load_in_order(session, [ids[i] for i in firsts])
+    # Only the first occurrences are answered.
+    return [Written(ids[i], rows[i], people[i]) for i in firsts]
 
 
 def _unsaved_series(**values: Any) -> ActivitySeries:

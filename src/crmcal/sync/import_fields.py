@@ -27,16 +27,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from crmcal.crm.activities import (
-    Checked,
-    as_written,
-    check_new,
-    new_row,
-    participants_as_given,
-)
+from crmcal.crm.activities import Checked, Written, check_new, new_row, participants_as_given
 from crmcal.crm.errors import CrmError
 from crmcal.crm.schemas import ActivityCreate
-from crmcal.crm.tables import Activity, User, utcnow
+from crmcal.crm.tables import User, utcnow
 from crmcal.model import CalendarEvent, content_hash_beside
 from crmcal.sync import mapping, series_mapping
 from crmcal.sync.links import field_hashes
@@ -93,9 +87,9 @@ def _owner(owner_id: int, email: str, timezone: str) -> User:
 Named = tuple[tuple[str | None, str | None, str | None], ...]
 
 
-def named(activity: Activity) -> Named:
-    """The participants of ``activity`` as its CRM event reads them."""
-    return tuple((p.email, p.name, p.status) for p in activity.participants if p.email)
+def named(participants: list[dict[str, Any]]) -> Named:
+    """Participant rows as the CRM event of their activity reads them."""
+    return tuple((p["email"], p["name"], p["status"]) for p in participants if p["email"])
 
 
 @dataclass(frozen=True)
@@ -108,8 +102,8 @@ class NewLinkHashes:
     crm_hash: str
     field_hashes: dict[str, Any]
 
-    def for_written(self, activity: Activity) -> NewLinkHashes | None:
-        return self if named(activity) == self.named else None
+    def for_written(self, written: Written) -> NewLinkHashes | None:
+        return self if named(written.participants) == self.named else None
 
 
 @dataclass(frozen=True)
@@ -207,7 +201,9 @@ def _link_hashes(
     if importer.options.include_deal_and_contact_info:
         return None
     row = new_row(data.columns, "", importer.owner_id, organizer, utcnow())
-    activity = as_written([row], [participants_as_given(data.participants)], [0])[0]
-    crm = mapping.activity_to_event(activity, importer.owner(), importer.options)
+    written = Written(0, row, participants_as_given(data.participants))
+    crm = mapping.activity_to_event(written.activity(), importer.owner(), importer.options)
     crm = mapping.as_told(crm, importer.mails_attendees)
-    return NewLinkHashes(named(activity), content_hash_beside(crm, event), field_hashes(crm, event))
+    return NewLinkHashes(
+        named(written.participants), content_hash_beside(crm, event), field_hashes(crm, event)
+    )

@@ -19,7 +19,7 @@ from crmcal import bulk
 from crmcal.crm import activities
 from crmcal.crm.errors import CrmError, Forbidden, Invalid
 from crmcal.crm.schemas import ActivityCreate
-from crmcal.crm.tables import Activity, ActivitySeries, table_of, utcnow
+from crmcal.crm.tables import ActivitySeries, table_of, utcnow
 from crmcal.model import CalendarEvent, RemoteRef, content_hash_beside
 from crmcal.sync import mapping
 from crmcal.sync.context import SyncFailed
@@ -140,24 +140,24 @@ class Imports:
                     items.append((item.data, None if item.uid in taken else item.uid))
                     taken.add(item.uid)
                 writing.append(item)
-            created = await activities.create_activities(
+            created = await activities.write_activities(
                 session,
                 owner,
                 items,
                 origin=engine.ctx.origin,
                 as_contacts=engine.ctx.options.attendees_to_contacts,
                 organizers=[item.organizer for item in writing],
-                read_back=False,  # only read here, for the links
             )
             series = await self._series_made(session, created)
             now = utcnow()
             rows = []
-            for activity, item in zip(created, writing, strict=True):
+            for written, item in zip(created, writing, strict=True):
                 event = item.event
-                known = item.link.for_written(activity) if item.link is not None else None
+                known = item.link.for_written(written) if item.link is not None else None
                 if known is not None:
                     crm_hash, hashes = known.crm_hash, known.field_hashes
                 else:
+                    activity = written.activity()
                     crm_event = engine._event_of(activity)
                     crm_hash = content_hash_beside(crm_event, event)
                     if activity.series_id is not None:
@@ -170,7 +170,7 @@ class Imports:
                 rows.append(
                     {
                         "connection_id": engine.ctx.connection_id,
-                        "activity_id": activity.id,
+                        "activity_id": written.id,
                         "remote_id": item.ref.id,
                         "remote_uid": event.uid,
                         "remote_etag": item.ref.etag,
@@ -187,7 +187,7 @@ class Imports:
 
     @staticmethod
     async def _series_made(
-        session: AsyncSession, firsts: list[Activity]
+        session: AsyncSession, firsts: list[activities.Written]
     ) -> dict[int, ActivitySeries]:
         """The series among ``firsts`` (first occurrences just made), in one query."""
         ids = [a.series_id for a in firsts if a.series_id is not None]
