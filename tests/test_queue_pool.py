@@ -121,3 +121,29 @@ def test_a_connection_the_server_ended_is_not_handed_out(queue_db: str) -> None:
 
     run(_one_job(queue_db, end_it))  # the fetch and the finish went through
     assert ended
+
+
+def test_a_connection_handed_back_goes_straight_back_to_the_pool(
+    queue_db: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Noted as idle from now (so not pinged when next handed out soon), and put back
+    without a task of the pool's background worker: one such task a job's fetch was a
+    queue's put and get and more turns of the event loop."""
+    tasks: list[object] = []
+
+    async def through_the_pool(app: procrastinate.App) -> None:
+        pool = app.connector.pool  # type: ignore[attr-defined]
+        real = pool.run_task
+
+        def run_task(task: object) -> None:
+            tasks.append(task)
+            real(task)
+
+        monkeypatch.setattr(pool, "run_task", run_task)
+        async with pool.connection() as conn:
+            before = queue._RETURNED[conn]
+        assert queue._RETURNED[conn] > before
+        assert tasks == []
+
+    run(_one_job(queue_db, through_the_pool))

@@ -176,16 +176,25 @@ def _queue_pool(**options: Any) -> psycopg_pool.AsyncConnectionPool:
     pinged only after ``IDLE_PING_SECONDS`` idle, as crmcal's own pool does, or when
     something waits to be read on it (the server ending it sends a message, or
     closes the socket): one used moments ago is handed out as it is."""
-    options.update(check=_check_if_idle, configure=_opened, reset=_returned)
-    return psycopg_pool.AsyncConnectionPool(**options)
+    options.update(check=_check_if_idle, configure=_opened)
+    return _QueuePool(**options)
+
+
+class _QueuePool(psycopg_pool.AsyncConnectionPool):
+    """psycopg's pool, noting when each connection comes back (``_check_if_idle``).
+
+    Noted as it comes back rather than by a ``reset`` callback: with one, the pool hands
+    every returned connection to a task of its background worker (a queue's put and
+    get, and loop turns: the fetch of every job pays them); without, it goes straight
+    back into the pool, after the same check of its transaction state."""
+
+    async def putconn(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        _RETURNED[conn] = time.monotonic()
+        await super().putconn(conn)
 
 
 async def _opened(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.set_autocommit(True)
-    _RETURNED[conn] = time.monotonic()
-
-
-async def _returned(conn: psycopg.AsyncConnection[Any]) -> None:
     _RETURNED[conn] = time.monotonic()
 
 
