@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from crmcal.providers import google_events
+from crmcal.providers import google_events, html_text
 from crmcal.providers.html_text import description_text, html_to_text, looks_like_html
 
 START = {"dateTime": "2026-12-01T10:00:00+01:00", "timeZone": "Europe/Berlin"}
@@ -67,3 +70,52 @@ def test_the_google_codec_reads_html_as_text_and_keeps_it_when_the_text_is_uncha
     assert edited["description"] == "Agenda\nnew terms"
     plain = dict(item, description="a < b, <ann@acme.test>")
     assert google_events.parse(plain).description == "a < b, <ann@acme.test>"
+
+
+def _by_the_patterns_alone(markup: str) -> str:
+    """``html_to_text`` as its patterns alone say: each applied to the whole text."""
+    text = html_text._DROPPED.sub("", markup)
+    text = html_text._LINK.sub(html_text._link, text)
+    text = html_text._BREAK_AT_EDGE.sub("", text)
+    text = html_text._BREAK.sub("\n", text)
+    text = html_text._TAGS.sub("", html_text._BLOCK.sub("\x00", text))
+    text = html.unescape(html_text._EDGES.sub("\n", text))
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    return "\n".join(lines).strip("\n")
+
+
+# Pieces of markup, whole and broken, that the patterns treat differently.
+PIECES = ["<", ">", "<>", "<a ", "<A\thref=", "href=", '"', "'", "x", " ", "\n", "</a>",
+          "< / a >", "<br", "<br/>", "<BR >", "<p>", "</div>", "<li", "<script>", "</script>",
+          "<style", "</STYLE >", "<head>", "</head>", "&amp;", "&nbsp;", "\x00", "u:v",
+          "javascript:", "mailto:x", "<b>", "</b>", "= ", "<a href=u>t</a>"]  # fmt: skip
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.sampled_from(PIECES), max_size=40).map("".join))
+def test_the_conversion_finds_what_its_patterns_find(markup: str) -> None:
+    assert html_to_text(markup) == _by_the_patterns_alone(markup)
+
+
+@pytest.mark.parametrize(
+    "markup",
+    [
+        '<b>x</b><a href="' + "x" * 1_000_000,  # a link's address never closed
+        "<b>x</b>" + "<a href=x>" * 100_000,  # links never closed
+        "<b>x</b>" + "<a href=x>" * 100_000 + "</a>",
+        "<b>x</b>" + "<a " * 300_000 + "></a>",  # one tag, opened again and again
+        "<b>x</b>" + "<br" * 300_000,  # tags never ended
+        "<b>x</b>" + "<br" * 300_000 + ">",
+        "<b>x</b>" + "<" * 1_000_000,
+        "<b>x</b>" + "<script>" * 100_000 + "</style>",  # elements never closed
+    ],
+    ids=["open-address", "open-links", "links-closed-once", "one-long-tag", "open-breaks",
+         "one-long-break", "brackets", "open-scripts"],
+)  # fmt: skip
+def test_a_mebibyte_of_hostile_markup_converts_in_one_pass(markup: str) -> None:
+    """Descriptions come from whoever invites the user: unclosed tags, links and
+    elements repeated over a mebibyte took the patterns hours (each attempt ran to the
+    text's end, at every character); the conversion reads them in one pass."""
+    text = html_to_text(markup)
+    assert text.startswith("x")
+    assert len(text) <= len(markup)

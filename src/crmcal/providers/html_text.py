@@ -8,6 +8,13 @@ into text here. The conversion depends on the markup only: a description that di
 not change converts to the same text, so its digest stays put and a sync never
 rewrites an event that nobody edited. A link keeps its target visible
 ("text (url)", or the url alone where the text is the url), so nothing is lost.
+
+Descriptions come from anyone who can invite the user, of any length: the
+conversion takes time in proportion to the markup's length, whatever it holds.
+Each pattern is applied where it can match at all (a tag needs a ``>`` after it, a
+link its closing tag) and its failed attempts are skipped past, not retried at
+every character of an unclosed tag (``<a href=x`` repeated, ``<br`` without ``>``),
+which would take hours on a mebibyte; what it finds is what the patterns alone find.
 """
 
 from __future__ import annotations
@@ -60,14 +67,104 @@ def _link(match: re.Match[str]) -> str:
     return f"{inner} ({html.escape(url, quote=False)})"
 
 
+_DROPPED_START = re.compile(r"<(head|style|script)\b", re.IGNORECASE)
+_DROPPED_END = {name: re.compile(rf"</{name}\s*>", re.IGNORECASE)
+                for name in ("head", "style", "script")}  # fmt: skip
+_LINK_START = re.compile(r"<\s*a\b", re.IGNORECASE)
+_LINK_END = re.compile(r"<\s*/\s*a\s*>", re.IGNORECASE)
+_BLOCK_START = re.compile(r"\s*" + _BLOCKS, re.IGNORECASE)
+
+
+def _drop_blocks(text: str) -> str:
+    """``_DROPPED.sub("", text)``: each element's closing tag looked for once, and a
+    name none closes after some point never looked for again."""
+    kept: list[str] = []
+    done = 0
+    unclosed: set[str] = set()
+    opening = _DROPPED_START.search(text)
+    while opening is not None:
+        name = opening.group(1).lower()
+        closing = None if name in unclosed else _DROPPED_END[name].search(text, opening.end())
+        if closing is None:
+            unclosed.add(name)  # nor will any later one of this name be closed
+            opening = _DROPPED_START.search(text, opening.start() + 1)
+            continue
+        kept.append(text[done : opening.start()])
+        done = closing.end()
+        opening = _DROPPED_START.search(text, done)
+    return "".join(kept) + text[done:]
+
+
+def _links(text: str) -> str:
+    """``_LINK.sub(_link, text)``, trying the pattern only where a link opens before a
+    closing tag, and past the end of the tag where an attempt failed: a later start
+    inside that tag sees less of it, and fails as well."""
+    # A link ends with a closing tag: none starts after the last one.
+    end = max((closing.end() for closing in _LINK_END.finditer(text)), default=0)
+    if not end:
+        return text
+    kept: list[str] = []
+    done = 0
+    opening = _LINK_START.search(text, 0, end)
+    while opening is not None:
+        found = _LINK.match(text, opening.start(), end)
+        if found is None:
+            tag_end = text.find(">", opening.start())
+            opening = _LINK_START.search(text, tag_end + 1, end) if tag_end != -1 else None
+            continue
+        kept += [text[done : found.start()], _link(found)]
+        done = found.end()
+        opening = _LINK_START.search(text, done, end)
+    return "".join(kept) + text[done:]
+
+
+def _before_last_tag_end(pattern: re.Pattern[str], replacement: str, text: str) -> str:
+    """``pattern.sub(replacement, text)`` for a tag pattern (``<`` … ``[^>]*>``): none
+    matches after the last ``>``, where every attempt would run to the text's end."""
+    end = text.rfind(">") + 1
+    return pattern.sub(replacement, text[:end]) + text[end:]
+
+
+def _breaks_at_edges(text: str) -> str:
+    """``_BREAK_AT_EDGE.sub("", text)``: each break tag read once, then whether a
+    block's edge follows it (a start inside a break tag ends where it ends)."""
+    end = text.rfind(">") + 1
+    kept: list[str] = []
+    done = 0
+    for found in _BREAK.finditer(text, 0, end):
+        if _BLOCK_START.match(text, found.end()):
+            kept.append(text[done : found.start()])
+            done = found.end()
+    return "".join(kept) + text[done:]
+
+
+def _strip_tags(text: str) -> str:
+    """``_TAGS.sub("", text)``: a tag runs from ``<`` to the next ``>``, and where no
+    ``>`` follows a ``<``, none follows any later one either."""
+    kept: list[str] = []
+    done = 0
+    start = text.find("<")
+    while start != -1:
+        close = text.find(">", start + 1)
+        if close == -1:
+            break
+        if close == start + 1:  # "<>" is no tag
+            start = text.find("<", start + 1)
+            continue
+        kept.append(text[done:start])
+        done = close + 1
+        start = text.find("<", done)
+    return "".join(kept) + text[done:]
+
+
 def html_to_text(markup: str) -> str:
     """The text of HTML: a line per break, one per run of block edges (so nested blocks
     make no blank lines), entities decoded, each link followed by its target."""
-    text = _DROPPED.sub("", markup)
-    text = _LINK.sub(_link, text)
-    text = _BREAK_AT_EDGE.sub("", text)
-    text = _BREAK.sub("\n", text)
-    text = _TAGS.sub("", _BLOCK.sub("\x00", text))
+    text = _drop_blocks(markup)
+    text = _links(text)
+    text = _breaks_at_edges(text)
+    text = _before_last_tag_end(_BREAK, "\n", text)
+    text = _strip_tags(_before_last_tag_end(_BLOCK, "\x00", text))
     text = html.unescape(_EDGES.sub("\n", text))
     lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
     return "\n".join(lines).strip("\n")
