@@ -17,6 +17,7 @@ WHOLE = [
     ("CRMCAL_GOOGLE_PROJECT_QUOTA", "google_project_quota", "10000001", "from 0 to 10000000"),
     ("CRMCAL_PARSE_WORKERS", "parse_workers", "65", "from 0 to 64"),
     ("CRMCAL_DATABASE_POOL_SIZE", "database_pool_size", "1001", "from 1 to 1000"),
+    ("CRMCAL_SERIES_HORIZON_DAYS", "series_horizon_days", "3651", "from 1 to 3650 days"),
 ]
 SECONDS = [
     ("CRMCAL_RETRY_BACKOFF", "retry_backoff", "61", "from 0 to 60"),
@@ -84,3 +85,31 @@ def test_the_cli_stops_on_a_unicode_digit_with_one_line(
     assert stopped.value.code == 1
     err = capsys.readouterr().err
     assert err == f"error: {name} must be a whole number from {bounds}, got '\u00b2'\n"
+
+
+@pytest.mark.parametrize("wrong", ["0", "3651", "\u00b2", "a year"])
+def test_a_series_horizon_out_of_range_is_refused_not_clamped(
+    wrong: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The horizon was clamped into its range (or taken as 365 when no number) where
+    it was used; it is refused like every other number when crmcal starts (a worker's
+    start: one that did not check would stop on its SQLite database, not serve), and
+    where the CRM reads it."""
+    from crmcal.crm import series
+
+    name = "CRMCAL_SERIES_HORIZON_DAYS"
+    monkeypatch.setenv(name, " 30 ")
+    assert Settings.from_env().series_horizon_days == 30
+    assert series.horizon().days == 30
+    monkeypatch.setenv(name, wrong)
+    message = f"{name} must be a whole number from 1 to 3650 days, got {wrong!r}"
+    for read in (Settings.from_env, series.horizon):
+        with pytest.raises(ConfigError) as refused:
+            read()
+        assert str(refused.value) == message
+    monkeypatch.delenv("CRMCAL_DATABASE_URL", raising=False)
+    monkeypatch.setattr(sys, "argv", ["crmcal", "worker"])
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err == f"error: {message}\n"

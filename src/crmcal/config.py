@@ -15,6 +15,8 @@ DEFAULT_WORKER_HEARTBEAT = 10.0
 # vanished syncs again. Never longer than the poll interval unless set so.
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_SYNC_MAX_SECONDS = 3600.0
+# Days ahead that the occurrences of recurring series exist as activities.
+DEFAULT_SERIES_HORIZON_DAYS = 365
 # Database connections the web server's pool opens at most (PostgreSQL), when
 # CRMCAL_DATABASE_POOL_SIZE does not say.
 DEFAULT_DATABASE_POOL_SIZE = 30
@@ -66,6 +68,15 @@ def whole_number(
     if value is None or value < low or (high is not None and value > high):
         raise ConfigError(f"{name} must be a whole number {_bounds(low, high, unit)}, got {raw!r}")
     return value
+
+
+def series_horizon_days(env: Mapping[str, str]) -> int:
+    """How many days ahead the occurrences of recurring series exist as activities
+    (``CRMCAL_SERIES_HORIZON_DAYS``): checked at start with the other settings, and read
+    so by the CRM's series wherever they need it."""
+    return whole_number(
+        env, "CRMCAL_SERIES_HORIZON_DAYS", DEFAULT_SERIES_HORIZON_DAYS, 1, 3650, "days"
+    )
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
@@ -124,6 +135,8 @@ class Settings:
     # import's thousands of events); 0 parses in the syncing process itself, None is
     # one per core, at most four.
     parse_workers: int | None = None
+    # Days ahead that series' occurrences exist (``series_horizon_days``).
+    series_horizon_days: int = DEFAULT_SERIES_HORIZON_DAYS
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -147,6 +160,7 @@ class Settings:
         pool_size = whole_number(env, "CRMCAL_DATABASE_POOL_SIZE", -1, 1, 1000, "connections")
         return cls(
             database_pool_size=None if pool_size < 0 else pool_size,
+            series_horizon_days=series_horizon_days(env),
             parse_workers=None if parse_workers < 0 else parse_workers,
             caldav_server_concurrency=per_server,
             google_project_quota=quota,

@@ -26,7 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.instrumentation import manager_of_class
 
-from crmcal import bulk
+from crmcal import bulk, config
 from crmcal.crm import changefeed, permissions, recurrence, times
 from crmcal.crm.errors import Conflict, Invalid, NotFound
 from crmcal.crm.recurrence import Moment, Rule
@@ -36,7 +36,6 @@ from crmcal.crm.tables import Activity, ActivitySeries, Participant, User, table
 if TYPE_CHECKING:
     from crmcal.crm.activities import Written
 
-HORIZON_DAYS = 365
 # Occurrences made in one step (a sub-daily rule over a year would be thousands):
 # the rest follow in later steps of the maintenance job.
 MAX_PER_STEP = 1000
@@ -50,13 +49,9 @@ _RULE_FIELDS = ("recurrence", "exdates", "rdates")
 
 
 def horizon() -> dt.timedelta:
-    """How far ahead occurrences exist (``CRMCAL_SERIES_HORIZON_DAYS``)."""
-    text = os.environ.get("CRMCAL_SERIES_HORIZON_DAYS", "") or str(HORIZON_DAYS)
-    try:
-        days = int(text)
-    except ValueError:
-        days = HORIZON_DAYS
-    return dt.timedelta(days=min(max(days, 1), 3650))
+    """How far ahead occurrences exist (``CRMCAL_SERIES_HORIZON_DAYS``, checked when
+    crmcal starts)."""
+    return dt.timedelta(days=config.series_horizon_days(os.environ))
 
 
 # --- the rule of a series --------------------------------------------------------
