@@ -8,6 +8,7 @@ the pull is left for the next run. New events are imported with the engine's bat
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -23,10 +24,31 @@ from crmcal.sync import mapping
 from crmcal.sync.import_fields import refusal
 from crmcal.sync.links import TRASHED, field_hashes
 from crmcal.sync.pair import Pair
+from crmcal.sync.report import SyncReport
 from crmcal.sync.tables import Link
 
 if TYPE_CHECKING:
     from crmcal.sync.engine import Engine
+
+log = logging.getLogger(__name__)
+
+# The warning for an event whose description the CRM keeps only the start of.
+NOTE_CUT = (
+    "note cut to {kept} of {length} characters, as much as the CRM keeps; "
+    "the calendar keeps the whole description"
+)
+
+
+def warn_cut(report: SyncReport, connection_id: int, item: str, length: int) -> None:
+    """Say so, in the run's problems and the log, when an event's note of ``length``
+    characters comes into the CRM cut to what it keeps (the calendar keeps it whole:
+    see ``CalendarWrites._whole_there``). The log line names the item and the lengths,
+    never the text."""
+    report.warning(item, NOTE_CUT.format(kept=mapping.NOTE_MAX, length=length))
+    log.warning(
+        "connection %s, %s: note cut to %d of %d characters (the calendar keeps it whole)",
+        connection_id, item, mapping.NOTE_MAX, length,
+    )  # fmt: skip
 
 
 class CrmWrites:
@@ -167,10 +189,7 @@ class CrmWrites:
         engine.report.deleted += 1
 
     def _warn_if_cut(self, item: str, event: CalendarEvent) -> None:
-        """Say so, in the run's problems and the log, when the event's note comes in cut
-        to what the CRM keeps (the calendar keeps it whole: see
-        ``CalendarWrites._whole_there``). The log line names the item and the lengths,
-        never the text."""
+        """``warn_cut`` when the event's note comes in cut."""
         length = mapping.note_cut(event)
         if length is not None:
-            self.engine._warn_cut(item, length)
+            warn_cut(self.engine.report, self.engine.connection_id, item, length)

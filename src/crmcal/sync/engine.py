@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
@@ -84,7 +83,6 @@ from crmcal.sync.written import Written
 
 __all__ = ["Engine", "ProgressFn", "SyncFailed", "SyncRefused", "SyncStopped"]
 
-log = logging.getLogger(__name__)
 
 # The fields' digests the engine asks of every event it reads are computed beside its
 # parsing, in parse_pool's processes, and come with the events.
@@ -93,11 +91,6 @@ parse_pool.compute_beside(merge.digests)
 # Why a series is skipped and counted where it is not synced (never flattened).
 NOT_YET = "recurring series are not synced yet"
 SERIES_CHANGES = "changes of a synced series are not synced yet"
-# The warning for an event whose description the CRM keeps only the start of.
-NOTE_CUT = (
-    "note cut to {kept} of {length} characters, as much as the CRM keeps; "
-    "the calendar keeps the whole description"
-)
 # How often a run asks whether its connection was stopped or deleted meanwhile.
 STOP_CHECK_SECONDS = 0.25
 # New events imported per transaction.
@@ -886,13 +879,6 @@ class Engine:
         if self.ctx.mails_attendees and not event.attendees and current is not None:
             del fields["participants"]  # never written to the calendar: they stay
         return fields
-
-    def _warn_cut(self, item: str, length: int) -> None:
-        self.report.warning(item, NOTE_CUT.format(kept=mapping.NOTE_MAX, length=length))
-        log.warning(
-            "connection %s, %s: note cut to %d of %d characters (the calendar keeps it whole)",
-            self.connection_id, item, mapping.NOTE_MAX, length,
-        )  # fmt: skip
 
     async def _owner(self, session: AsyncSession) -> User:
         owner = await session.get(User, self.ctx.owner.id)

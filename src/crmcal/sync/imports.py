@@ -23,6 +23,7 @@ from crmcal.crm.tables import ActivitySeries, table_of, utcnow
 from crmcal.model import CalendarEvent, RemoteRef, content_hash_beside
 from crmcal.sync import mapping
 from crmcal.sync.context import SyncFailed
+from crmcal.sync.crm_writes import warn_cut
 from crmcal.sync.import_fields import NewLinkHashes, import_fields
 from crmcal.sync.links import field_hashes
 from crmcal.sync.pair import Pair
@@ -106,7 +107,7 @@ class Imports:
             raise Invalid(found.refusal or "the event cannot be stored")
         uid = found.uid or mapping.derived_uid(engine.ctx.owner.id, ref.id)
         if found.cut is not None:
-            engine._warn_cut(ref.id, found.cut)
+            warn_cut(engine.report, engine.connection_id, ref.id, found.cut)
         return _Import(ref, event, found.data, uid, found.organizer, found.link)
 
     async def _create(self, prepared: list[_Import]) -> list[RemoteRef]:
