@@ -16,6 +16,7 @@ from crmcal.emulators.google import GoogleState, create_app
 from crmcal.model import ResponseStatus
 from crmcal.providers import google_oauth
 from crmcal.providers.google import GoogleProvider
+from crmcal.tls import tls
 from tests.providers.harness import Foreign, Moment
 from tests.served import served_app
 
@@ -200,7 +201,7 @@ class GoogleHarness:
         self.calendar_id = self.email
         self._providers: list[GoogleProvider] = []
         self.provider = self._provider(self.refresh_token)
-        self._http = httpx.AsyncClient(base_url=emulator.url, timeout=60)
+        self._http = httpx.AsyncClient(base_url=emulator.url, timeout=60, verify=tls())
 
     @classmethod
     async def open(cls, emulator: GoogleEmulator) -> GoogleHarness:

@@ -16,6 +16,7 @@ from crmcal.emulators.microsoft import MicrosoftState, create_app
 from crmcal.model import ResponseStatus
 from crmcal.providers import microsoft_oauth
 from crmcal.providers.microsoft import MicrosoftProvider
+from crmcal.tls import tls
 from tests.emulators.graph_models import GraphChecked
 from tests.providers.harness import Foreign, Moment
 from tests.served import served_app
@@ -140,7 +141,7 @@ class MicrosoftHarness:
         self.calendar_id = ""
         self._providers: list[MicrosoftProvider] = []
         self.provider = self._provider(self.refresh_token)
-        self._http = httpx.AsyncClient(base_url=emulator.url, timeout=60)
+        self._http = httpx.AsyncClient(base_url=emulator.url, timeout=60, verify=tls())
 
     @classmethod
     async def open(cls, emulator: MicrosoftEmulator) -> MicrosoftHarness:

@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from crmcal.providers import api_client
 from crmcal.providers.kept_http import MAX_HEAD_BYTES, ONCE, REPEATABLE, KeptTransport
+from crmcal.tls import tls
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -84,7 +85,7 @@ def client(
 ) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=timeout,
-        transport=KeptTransport(api_client.tls(), limits, **bounds),
+        transport=KeptTransport(tls(), limits, **bounds),
         trust_env=False,
     )
 

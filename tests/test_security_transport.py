@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from crmcal.providers import guarded_http
-from crmcal.providers.api_client import tls
 from crmcal.providers.base import NotACalendarServer, ProviderError, Unreachable
 from crmcal.providers.caldav import POOL_SIZE, CalDAVProvider
+from crmcal.tls import tls
 from tests.hostile import (
     INTERNAL,
     MULTISTATUS,

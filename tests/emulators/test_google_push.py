@@ -6,6 +6,7 @@ scripted (200 once the script is spent) and records what it got.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from starlette.routing import Route
 
 from crmcal.emulators.google import GoogleState, create_app
 from crmcal.emulators.google.push import DELIVERY_ATTEMPTS
+from crmcal.tls import tls
 from tests.emulators.google_client import V3
 from tests.served import bound_socket, served_app, wait_for
 
@@ -116,3 +118,27 @@ def test_other_answers_end_the_delivery(emulator: tuple[str, GoogleState], statu
         (200, 1),
     ]
     assert receiver.states == ["sync", "exists"]
+
+
+def test_deliveries_build_no_tls_context_of_their_own(
+    emulator: tuple[str, GoogleState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each delivery's client takes the process's one TLS context: building one loads
+    the CA bundle (about 20 ms of CPU), more than the delivery itself."""
+    url, state = emulator
+    tls()  # the process's own, built once
+    built: list[object] = []  # by the emulator's thread (the test's own requests build some)
+    real, test_thread = ssl.create_default_context, threading.current_thread()
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        if threading.current_thread() is not test_thread:
+            built.append(args or kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    receiver = Receiver()
+    with served_app(receiver.app, shutdown_grace=1) as hook:
+        channel_id, _ = watch(url, state, f"{hook}/hook")
+        wait_for(lambda: attempts(state, channel_id))
+    assert [a["status"] for a in attempts(state, channel_id)] == [200]
+    assert built == []

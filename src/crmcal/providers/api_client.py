@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
-import ssl
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -43,6 +41,7 @@ from crmcal.providers.base import (
     Unreachable,
 )
 from crmcal.providers.kept_http import ONCE, KeptTransport
+from crmcal.tls import tls
 
 # Answers a current access token; ``refresh=True`` after the API refused the last one.
 TokenSource = Callable[..., Awaitable[str]]
@@ -70,13 +69,6 @@ Part = TypeVar("Part")
 # Sends some parts in one batch request: one inner answer per part, in their order
 # (None where the service answered nothing for it).
 SendBatch = Callable[[list[Part]], Awaitable[list[httpx.Response | None]]]
-
-
-@functools.cache
-def tls() -> ssl.SSLContext:
-    """One TLS context for every client: building one (loading the CA bundle) costs
-    ~20 ms of CPU, more than the rest of a small sync."""
-    return httpx.create_ssl_context()
 
 
 # The HTTP clients kept between syncs, by (event loop, service origin, timeout): a

@@ -76,7 +76,6 @@ from lxml import etree
 from crmcal import metrics
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
 from crmcal.providers import guarded_http, kinds, parse_pool, read_ahead
-from crmcal.providers.api_client import tls
 from crmcal.providers.base import (
     AuthenticationFailed,
     CalendarNotFound,
@@ -103,6 +102,7 @@ from crmcal.providers.caldav_wire import text_of as _text_of
 from crmcal.providers.ical.patch import patch_event
 from crmcal.providers.ical.read import is_series, parse_event, resource_uid
 from crmcal.providers.ical.serialize import serialize_event
+from crmcal.tls import tls
 
 __all__ = [
     "CalDAVProvider",

@@ -28,8 +28,9 @@ from urllib.parse import urlencode
 
 import httpx
 
-from crmcal.providers.api_client import shared_client, tls
+from crmcal.providers.api_client import shared_client
 from crmcal.providers.base import AuthenticationFailed, ProviderError, Unreachable
+from crmcal.tls import tls
 
 EARLY = 60.0  # refresh this many seconds before the access token expires
 _GRANT_ERRORS = ("invalid_grant", "invalid_client", "unauthorized_client")

@@ -27,6 +27,7 @@ import httpx
 
 from crmcal.emulators.google.errors import GoogleError, invalid, not_found
 from crmcal.tasks import cancel_all_and_wait
+from crmcal.tls import tls
 
 MAX_LIFETIME = dt.timedelta(days=7)
 # A message's delivery: this many tries, the first pause DELIVERY_BACKOFF seconds and
@@ -131,7 +132,7 @@ class Channels:
             self._workers[channel.id] = loop.create_task(self._deliver_pending(channel))
 
     async def _deliver_pending(self, channel: Channel) -> None:
-        async with httpx.AsyncClient(timeout=DELIVERY_TIMEOUT) as http:
+        async with httpx.AsyncClient(timeout=DELIVERY_TIMEOUT, verify=tls()) as http:
             while True:
                 waiting = self._pending.get(channel.id)
                 if not waiting:

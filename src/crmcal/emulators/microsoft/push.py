@@ -53,6 +53,7 @@ from crmcal.emulators.microsoft.errors import GraphError, bad_request
 from crmcal.emulators.microsoft.model import Change, Mailbox
 from crmcal.emulators.microsoft.store import TENANT_ID, MicrosoftState
 from crmcal.tasks import cancel_all_and_wait
+from crmcal.tls import tls
 
 V1 = "/v1.0"
 MAX_LIFETIME = dt.timedelta(minutes=10_080)
@@ -369,7 +370,7 @@ class Subscriptions:
         status: int | None = None
         error: str | None = None
         try:
-            async with httpx.AsyncClient(timeout=self.validation_timeout) as client:
+            async with httpx.AsyncClient(timeout=self.validation_timeout, verify=tls()) as client:
                 response = await client.post(
                     target, headers={"Content-Type": "text/plain; charset=utf-8"}, content=b""
                 )
@@ -518,7 +519,7 @@ class Subscriptions:
     async def _drain(self, key: tuple[str, str], queue: _Queue) -> None:
         """Send a queue's messages in order, a POST at a time, until it is empty."""
         subscription_id, channel = key
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(verify=tls()) as client:
             while True:
                 subscription = self.by_id.get(subscription_id)
                 if channel == "change" and subscription is None:
