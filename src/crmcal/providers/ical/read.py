@@ -165,7 +165,14 @@ def _unique(moments: list[dt.datetime | dt.date]) -> tuple[dt.datetime | dt.date
 
 
 def _choose(events: list[RawComponent]) -> tuple[RawComponent, list[RawComponent]]:
-    """The series master (or the lone occurrence) and the overridden occurrences."""
+    """The series master (or the lone occurrence) and the overridden occurrences.
+
+    A resource holds one event (RFC 4791 4.1): components of several UIDs are no
+    series and its occurrences, whatever their RECURRENCE-IDs say (another event's
+    changed occurrence must not become a change of this one's)."""
+    uids = {uid for e in events if (uid := text_token(e.value("UID")))}
+    if len(uids) > 1:
+        raise ValueError("events of more than one UID in one resource")
     masters = [e for e in events if "RECURRENCE-ID" not in e.props]
     if len(masters) > 1:
         raise ValueError("more than one event in one resource")
