@@ -27,7 +27,7 @@ from crmcal.crm.users import create_user
 from crmcal.db import Database
 from crmcal.model import CalendarEvent
 from crmcal.providers import parse_pool
-from crmcal.sync import engine, import_fields, mapping
+from crmcal.sync import engine, import_fields, mapping, series_units
 from crmcal.sync.report import SyncReport
 from crmcal.sync.runner import run_sync
 from crmcal.sync.tables import Connection, Link
@@ -137,7 +137,8 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
     """Each event's fields for the CRM, its checks, uid and organizer come from the parse
     pool's processes with the events (``sync/import_fields``): none is computed here,
     nor is the CRM uid each event claims derived again to pair it, nor what the link of
-    a single event keeps of the CRM's side (only a series' is computed here)."""
+    a single event keeps of the CRM's side (only a series' is computed here), nor the
+    units of a calendar series the link of a series keeps."""
     parse_pool.configure(2)
     here: list[str | None] = []
     computed = import_fields._computed
@@ -159,9 +160,17 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
         crm_sides.append(activity.series_id is not None)
         return crm_event(self, activity)
 
+    units: list[str | None] = []
+    digests_of = series_units._digests_of
+
+    def units_here(event: CalendarEvent, within: Any) -> series_units.Digests:
+        units.append(event.crm_id)
+        return digests_of(event, within)
+
     monkeypatch.setattr(import_fields, "_computed", counted)
     monkeypatch.setattr(mapping, "derived_uid", derived_here)
     monkeypatch.setattr(engine.Engine, "_event_of", crm_side_here)
+    monkeypatch.setattr(series_units, "_digests_of", units_here)
     texts = [realistic("p", n) for n in range(80)]
     texts[7] = realistic("p", 7, guests=201)  # refused by the CRM: reported as ever
     try:
@@ -174,6 +183,9 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
     assert here == []
     assert derived == []
     assert crm_sides == [True] * 8
+    # A series' units: the calendar's came with it, the CRM's (which names its uid) not.
+    assert len(units) == 8
+    assert all(units)
     assert run(totals(db_url, owner))["series"] == 8
 
 

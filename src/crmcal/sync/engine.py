@@ -59,7 +59,7 @@ from crmcal.providers.base import (
     ProviderError,
     list_changes_in_parts,
 )
-from crmcal.sync import conflicts, mapping, merge
+from crmcal.sync import conflicts, mapping, merge, series_units
 from crmcal.sync.calendar_writes import CalendarWrites
 from crmcal.sync.conflicts import Conflicts
 from crmcal.sync.context import RunContext, Start, SyncFailed, SyncRefused, SyncStopped
@@ -84,9 +84,9 @@ from crmcal.sync.written import Written
 __all__ = ["Engine", "ProgressFn", "SyncFailed", "SyncRefused", "SyncStopped"]
 
 
-# The fields' digests the engine asks of every event it reads are computed beside its
-# parsing, in parse_pool's processes, and come with the events.
-parse_pool.compute_beside(merge.digests)
+# The fields' digests the engine asks of every event it reads (and a series' units) are
+# computed beside its parsing, in parse_pool's processes, and come with the events.
+parse_pool.compute_beside(merge.digests, series_units.unbounded_digests)
 
 # Why a series is skipped and counted where it is not synced (never flattened).
 NOT_YET = "recurring series are not synced yet"

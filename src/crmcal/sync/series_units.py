@@ -56,7 +56,37 @@ LEFT_OUT = "left-out"
 def digests_of(event: CalendarEvent, within: Callable[[Moment], bool]) -> Digests:
     """A side's units: the master's groups (the rule without its left-out dates), and
     per occurrence that differs from the rule — left out, or changed on its own within
-    the CRM's horizon — what it is."""
+    the CRM's horizon — what it is.
+
+    Of a series with no occurrence changed on its own the horizon decides nothing:
+    its units are computed once per event (see ``unbounded_digests``)."""
+    if not _live(event):
+        memo = event.memo("series_units.digests", _unbounded)
+        return Digests(dict(memo.master), dict(memo.occurrences))
+    return _digests_of(event, within)
+
+
+def unbounded_digests(event: CalendarEvent) -> None:
+    """A calendar series' units where no horizon decides them (no occurrence changed on
+    its own), computed once per event: in ``parse_pool``'s processes as they parse it,
+    so that a first import's series bring them along."""
+    if event.recurrence is not None and not _live(event):
+        event.memo("series_units.digests", _unbounded)
+
+
+def _live(event: CalendarEvent) -> bool:
+    return any(not o.cancelled and o.recurrence_id is not None for o in event.overrides)
+
+
+def _unbounded(event: CalendarEvent) -> Digests:
+    return _digests_of(event, _anywhere)
+
+
+def _anywhere(moment: Moment) -> bool:
+    return True
+
+
+def _digests_of(event: CalendarEvent, within: Callable[[Moment], bool]) -> Digests:
     rule = event.recurrence
     bare = replace(
         event, overrides=(), recurrence=replace(rule, exdates=()) if rule is not None else None
