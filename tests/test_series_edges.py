@@ -74,7 +74,8 @@ def test_an_occurrence_edited_between_the_master_write_and_its_occurrences_survi
         instance = google_events.instance_id(master_id, day_one)
         path = f"/calendars/{harness.calendar_id}/events/{instance}"
         inner: Any = machine.provider.inner
-        writing: Callable[..., Awaitable[Any]] = inner._write_occurrences_of
+        series = inner._series
+        writing: Callable[..., Awaitable[Any]] = series.write_occurrences_of
         edited: list[str] = []
 
         async def after_the_master(*args: Any, **kwargs: Any) -> Any:
@@ -83,11 +84,11 @@ def test_an_occurrence_edited_between_the_master_write_and_its_occurrences_survi
                 edited.append(instance)
             return await writing(*args, **kwargs)
 
-        inner._write_occurrences_of = after_the_master
+        series.write_occurrences_of = after_the_master
         try:
             report = machine.run(machine.world.sync())
         finally:
-            inner._write_occurrences_of = writing
+            series.write_occurrences_of = writing
         assert edited == [instance]
         there = machine.run(harness.api("GET", path))
         assert there.get("location") == "Room 7", "the calendar's edit was written over"

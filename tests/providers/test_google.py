@@ -168,7 +168,7 @@ async def test_incremental_listing_and_an_expired_cursor(world: World) -> None:
 
 
 async def test_long_listings_come_in_pages(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("crmcal.providers.google.PAGE_SIZE", 2)
+    monkeypatch.setattr("crmcal.providers.google_api.PAGE_SIZE", 2)
     made = [await world.provider.create(world.calendar_id, key(), meeting(summary=f"#{n}"))
             for n in range(5)]  # fmt: skip
     listing = await world.provider.list_changes(world.calendar_id, None)
@@ -305,7 +305,7 @@ async def test_rate_limited_calls_in_a_batch_are_sent_again(world: World) -> Non
 async def test_short_and_empty_pages_lose_nothing(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("crmcal.providers.google.PAGE_SIZE", 4)
+    monkeypatch.setattr("crmcal.providers.google_api.PAGE_SIZE", 4)
     made = {
         (await world.provider.create(world.calendar_id, key(), meeting())).id for _ in range(25)
     }

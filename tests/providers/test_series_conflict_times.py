@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from crmcal.providers import google_events
-from crmcal.providers.google import GoogleProvider
+from crmcal.providers.google_series import Series
 from tests.providers.synced import SOON, V1, OnGoogle
 
 
@@ -61,10 +61,10 @@ async def test_a_calendar_edit_newer_than_the_crms_wins_after_a_refused_occurren
     path = f"/calendars/{quote(synced.calendar_id)}/events/{quote(instance)}"
     url = synced.harness.emulator.url + "/calendar/v3" + path
     token = state.issue_access_token(synced.harness.email, None)
-    writing = GoogleProvider._write_occurrences_of
+    writing = Series.write_occurrences_of
     meddled: list[int] = []
 
-    async def after_the_master(self: GoogleProvider, *args: Any, **kwargs: Any) -> Any:
+    async def after_the_master(self: Series, *args: Any, **kwargs: Any) -> Any:
         if not meddled:  # the master is written; its occurrences are not yet
             state.clock = lambda: edited + dt.timedelta(minutes=1)
             async with httpx.AsyncClient(timeout=60) as other_client:
@@ -74,9 +74,9 @@ async def test_a_calendar_edit_newer_than_the_crms_wins_after_a_refused_occurren
             meddled.append(answer.status_code)
         return await writing(self, *args, **kwargs)
 
-    monkeypatch.setattr(GoogleProvider, "_write_occurrences_of", after_the_master)
+    monkeypatch.setattr(Series, "write_occurrences_of", after_the_master)
     refused = sync_answer(synced)
-    monkeypatch.setattr(GoogleProvider, "_write_occurrences_of", writing)
+    monkeypatch.setattr(Series, "write_occurrences_of", writing)
     assert meddled == [200]
     assert [p["reason"] for p in refused["problems"]] == ["changed while syncing; will retry"]
     conflicts = sum(sync_answer(synced)["conflicts"] for _ in range(2))
