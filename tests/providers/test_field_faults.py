@@ -232,6 +232,11 @@ async def test_an_event_a_multiget_answers_404_is_neither_lost_nor_taken_for_gon
     assert (counts["problems"], counts["deleted"]) == ([], 0)
     assert proxied.activity(glitch)["subject"] == "Glitch (retitled)"
     assert proxied.activities(deleted=True) == []
+    # A task is listed like an event and its read finds no event: no loss, no problem.
+    task = raw_event("a-task", "SUMMARY:a task", "DUE:20261210T170000Z").replace("VEVENT", "VTODO")
+    await harness.put_raw(task, name="a-task.ics")
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["created"], counts["deleted"]) == ([], 0, 0)
     # Deleted between the listing and the multiget: not taken for gone on the
     # multiget's word alone, and trashed when the next listing says it is.
     for title in ("Deleted", "Other"):

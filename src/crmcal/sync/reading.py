@@ -33,8 +33,7 @@ class CalendarReading:
         self.engine = engine
         # The connection's problems as read with the run's start (None: read them).
         self.problems_before: list[dict[str, Any]] | None = None
-        # Items read again for an earlier run's problem, and those the listing says are gone.
-        self.retried: set[str] = set()
+        # What the run's listing says is gone.
         self.listed_gone: set[str] = set()
 
     async def remote_side(self, listing: ChangeListing) -> tuple[list[RemoteRef], set[str]]:
@@ -54,7 +53,6 @@ class CalendarReading:
             await engine.links.load_of(Link.remote_id, list(engine.seen))
         await self.refuse_empty(listing, listed)
         retried = [RemoteRef(rid, "") for rid in again]
-        self.retried = set(again)
         self.listed_gone = set(listing.deleted)
         moved = await self.remote_items(listing.changed + retried, await self.unreadable())
         more, gone = await self.remote_gone(listing, listed)
@@ -111,19 +109,19 @@ class CalendarReading:
         return moved
 
     def _not_found(self, fetched: list[str], found: set[str]) -> None:
-        """Listed as changed, then not found by the read of its content: deleted since
-        the listing (which the next one says), or a server's passing error (a multiget
-        answering 404 for a resource still there), after which no listing names it
-        until it changes again. Either way it is read again next run, not dropped: a
-        synced one until it is found or a listing says it is gone, a new one once."""
+        """A synced event listed as changed, then not found by the read of its content:
+        deleted since the listing (which the next one says), or a server's passing
+        error (a multiget answering 404 for a resource still there), after which no
+        listing names it until it changes again. Either way it is read again next run
+        until it is found or a listing says it is gone, not dropped. (What was never
+        synced is no loss to leave: a task, say, which a listing names like an event.)"""
         engine = self.engine
         for rid in fetched:
-            if rid in found or rid in self.listed_gone:
+            if rid in found or rid in self.listed_gone or rid not in engine.links.by_remote:
                 continue
-            if rid in engine.links.by_remote or rid not in self.retried:
-                engine.report.cannot_read(RemoteRef(
-                    rid, "", error="listed as changed, then not found by a read", retry=True
-                ))  # fmt: skip
+            engine.report.cannot_read(RemoteRef(
+                rid, "", error="listed as changed, then not found by a read", retry=True
+            ))  # fmt: skip
 
     async def remote_gone(
         self, listing: ChangeListing, listed: set[str]
