@@ -65,7 +65,7 @@ from crmcal import db_errors, heap
 from crmcal.config import Settings
 from crmcal.crm.tables import utcnow
 from crmcal.db import IDLE_PING_SECONDS, Database
-from crmcal.jobs import maintenance
+from crmcal.jobs import maintenance, queue_worker
 from crmcal.sync import limits, runner
 from crmcal.sync.context import Held
 from crmcal.sync.engine import SyncFailed
@@ -266,7 +266,7 @@ def queue_app(database_url: str, *, pool_size: int = 10) -> procrastinate.App:
     connector = procrastinate.PsycopgConnector(
         conninfo=conninfo(database_url), min_size=1, max_size=pool_size, pool_factory=_queue_pool
     )
-    app = procrastinate.App(connector=connector)
+    app = queue_worker.App(connector=connector)
     app.job_manager = JobManager(connector=connector)
     # Registered per app: a task defers through the app it was registered on.
     app.task(name=SYNC_TASK, queue=SYNC_QUEUE, pass_context=True)(sync_connection)
