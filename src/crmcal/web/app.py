@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Literal
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -25,6 +26,9 @@ from crmcal.web import access_log, docs, errors, oauth, openapi, ui, webhooks
 from crmcal.web.api import router as api_router
 from crmcal.web.limits import BodySizeLimit, NulInUrl
 from crmcal.web.throttle import FailedSignIns
+
+if TYPE_CHECKING:
+    import procrastinate
 
 log = logging.getLogger(__name__)
 
@@ -49,57 +53,11 @@ def create_app(
     scheduler), ``queue`` on the distributed queue's workers (PostgreSQL; this
     process only enqueues), ``queue+worker`` the same with a worker in this process."""
     settings = settings or Settings.from_env()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database.for_settings(settings)
-        app.state.db = db
-        app.state.vault = vault = vault_for(settings)
-        app.state.scheduler = None
-        tasks = []
-        queue_app = None
-        if background_jobs and jobs == "embedded":
-            tasks.append(asyncio.create_task(maintenance.run_forever(db)))
-            if vault is not None:
-                app.state.scheduler = Scheduler(db, vault, settings)
-                await app.state.scheduler.start()
-        elif background_jobs:
-            from crmcal.jobs import queue
-            from crmcal.jobs.enqueue import Enqueuer
-            from crmcal.sync import limits
-
-            queue_app = queue.queue_app(settings.database_url)
-            await queue_app.open_async()
-            # The API's own provider calls keep to the limits the workers share.
-            shared = limits.for_settings(db, settings)
-            limits.install(shared)
-            app.state.scheduler = Enqueuer(db, queue_app)
-            await app.state.scheduler.start()
-            if jobs == "queue+worker" and vault is not None:
-                runtime = queue.Runtime(db, vault, settings, queue_app, shared)
-                tasks.append(
-                    asyncio.create_task(queue.run_worker(runtime, install_signal_handlers=False))
-                )
-        try:
-            yield
-        finally:
-            if app.state.scheduler is not None:
-                await app.state.scheduler.stop()
-            await cancel_all_and_wait(tasks)
-            if queue_app is not None:
-                from crmcal.sync import limits
-
-                limits.install(None)
-                await queue_app.close_async()
-            # The HTTP connections syncs kept open to Google and Microsoft.
-            await api_client.close_shared()
-            await db.dispose()
-
     app = FastAPI(
         title="crmcal",
         version=__version__,
         description=DESCRIPTION,
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, jobs if background_jobs else None),
         generate_unique_id_function=openapi.operation_id,
         docs_url=None,
         redoc_url=None,
@@ -116,6 +74,95 @@ def create_app(
     app.include_router(webhooks.router)
     docs.install(app)
     ui.install(app)
+    _add_operations(app)
+    return app
+
+
+@dataclass
+class _Background:
+    """What the app runs beside its requests: tasks, and the queue's app when syncs go
+    through the queue (PostgreSQL)."""
+
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    queue_app: procrastinate.App | None = None
+
+
+def _lifespan(
+    settings: Settings, jobs: Jobs | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's start and end: its database, its vault and, unless ``jobs`` is None,
+    its background jobs."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database.for_settings(settings)
+        app.state.db = db
+        app.state.vault = vault_for(settings)
+        app.state.scheduler = None
+        background = _Background()
+        if jobs == "embedded":
+            await _start_embedded(app, settings, background)
+        elif jobs is not None:
+            await _start_queued(app, settings, background, with_worker=jobs == "queue+worker")
+        try:
+            yield
+        finally:
+            await _stop(app, background)
+
+    return lifespan
+
+
+async def _start_embedded(app: FastAPI, settings: Settings, background: _Background) -> None:
+    """Syncs and maintenance in this process: the scheduler (when credentials can be
+    read) and the maintenance loop."""
+    db, vault = app.state.db, app.state.vault
+    background.tasks.append(asyncio.create_task(maintenance.run_forever(db)))
+    if vault is not None:
+        app.state.scheduler = Scheduler(db, vault, settings)
+        await app.state.scheduler.start()
+
+
+async def _start_queued(
+    app: FastAPI, settings: Settings, background: _Background, *, with_worker: bool
+) -> None:
+    """Syncs through the queue: this process enqueues them, and with ``with_worker``
+    runs a worker too (when credentials can be read)."""
+    from crmcal.jobs import queue
+    from crmcal.jobs.enqueue import Enqueuer
+    from crmcal.sync import limits
+
+    db, vault = app.state.db, app.state.vault
+    background.queue_app = queue_app = queue.queue_app(settings.database_url)
+    await queue_app.open_async()
+    # The API's own provider calls keep to the limits the workers share.
+    shared = limits.for_settings(db, settings)
+    limits.install(shared)
+    app.state.scheduler = Enqueuer(db, queue_app)
+    await app.state.scheduler.start()
+    if with_worker and vault is not None:
+        runtime = queue.Runtime(db, vault, settings, queue_app, shared)
+        background.tasks.append(
+            asyncio.create_task(queue.run_worker(runtime, install_signal_handlers=False))
+        )
+
+
+async def _stop(app: FastAPI, background: _Background) -> None:
+    """Everything the app started, ended, the database last."""
+    if app.state.scheduler is not None:
+        await app.state.scheduler.stop()
+    await cancel_all_and_wait(background.tasks)
+    if background.queue_app is not None:
+        from crmcal.sync import limits
+
+        limits.install(None)
+        await background.queue_app.close_async()
+    # The HTTP connections syncs kept open to Google and Microsoft.
+    await api_client.close_shared()
+    await app.state.db.dispose()
+
+
+def _add_operations(app: FastAPI) -> None:
+    """The endpoints for whoever runs crmcal: metrics and the health check."""
 
     @app.get(
         "/metrics",
@@ -150,5 +197,3 @@ def create_app(
                 {"status": "error", "detail": "database unavailable"}, status_code=503
             )
         return JSONResponse({"status": "ok", "version": __version__})
-
-    return app
