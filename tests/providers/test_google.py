@@ -314,3 +314,37 @@ async def test_short_and_empty_pages_lose_nothing(
     assert sorted(r.id for r in listing.changed) == sorted(made)
     assert world.state.requests["events.list"] > 25 // 4  # it did page, shortly
     assert (await world.provider.list_changes(world.calendar_id, listing.cursor)).changed == []
+
+
+# Items of the owner's status, not events (Google's event types): (type, its properties).
+STATUS_ITEMS = {
+    "outOfOffice": ("outOfOfficeProperties", {"autoDeclineMode": "declineNone"}),
+    "focusTime": ("focusTimeProperties", {"chatStatus": "doNotDisturb"}),
+    "workingLocation": ("workingLocationProperties", {"type": "homeOffice", "homeOffice": {}}),
+}
+
+
+async def test_the_owners_status_items_are_no_events_and_mails_are(world: World) -> None:
+    """Out-of-office blocks, focus time and working locations are the owner's status:
+    neither listed nor read as events, in full and incremental listings and by id. An
+    event Gmail made (``fromGmail``) is an event."""
+    first = await world.provider.list_changes(world.calendar_id, None)
+    start = dt.datetime(2026, 12, 2, 9, tzinfo=dt.UTC)
+    ids = []
+    for kind, (field, properties) in STATUS_ITEMS.items():
+        body = {"eventType": kind, "summary": kind, field: properties,
+                "start": {"dateTime": start.isoformat()},
+                "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat()}}  # fmt: skip
+        if kind != "workingLocation":
+            body["transparency"] = "opaque"
+        ids.append((await world.as_another_client(
+            "POST", f"/calendars/{world.calendar_id}/events", json=body))["id"])  # fmt: skip
+    made = await world.provider.create(world.calendar_id, uuid.uuid4().hex, meeting())
+    for cursor in (first.cursor, None):
+        listing = await world.provider.list_changes(world.calendar_id, cursor)
+        assert [ref.id for ref in listing.changed] == [made.id]
+        assert listing.deleted == []
+    assert await world.provider.fetch(world.calendar_id, ids) == []
+    mail = {"id": "x", "eventType": "fromGmail", "summary": "Flight", "start": {"date": "2026-12-02"},
+            "end": {"date": "2026-12-03"}}  # fmt: skip
+    assert google_events.is_event(mail)
