@@ -345,6 +345,6 @@ async def test_the_owners_status_items_are_no_events_and_mails_are(world: World)
         assert [ref.id for ref in listing.changed] == [made.id]
         assert listing.deleted == []
     assert await world.provider.fetch(world.calendar_id, ids) == []
-    mail = {"id": "x", "eventType": "fromGmail", "summary": "Flight", "start": {"date": "2026-12-02"},
-            "end": {"date": "2026-12-03"}}  # fmt: skip
+    mail = {"id": "x", "eventType": "fromGmail", "summary": "Flight",
+            "start": {"date": "2026-12-02"}, "end": {"date": "2026-12-03"}}  # fmt: skip
     assert google_events.is_event(mail)
