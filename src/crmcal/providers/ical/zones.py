@@ -34,46 +34,14 @@ def _check_zone_budget(lines: list[str]) -> None:
     total = 0
     start: dt.date | None = None
     rules: list[dict[str, str]] = []
-
-    def settle() -> int:
-        count = 0
-        for rule in rules:
-            frequency = rule.get("FREQ", "").upper()
-            if frequency not in _PERIOD_DAYS:
-                raise ValueError(f"a VTIMEZONE rule repeats {frequency or 'without a FREQ'}")
-            interval = int(rule["INTERVAL"]) if rule.get("INTERVAL", "").isdigit() else 1
-            counted = rule.get("COUNT", "")
-            until = rule.get("UNTIL", "")
-            # Without UNTIL the expansion stops at 2038, or with only a COUNT at the
-            # COUNT-th match, which an impossible rule never reaches: year 9999.
-            end = dt.date(9999, 12, 31) if counted else _ZONE_END
-            if until[:4].isdigit():
-                end = dt.date(max(int(until[:4]), 1), 12, 31)
-            first = start or dt.date(1970, 1, 1)
-            steps = max((end - first).days, 0) // (_PERIOD_DAYS[frequency] * max(interval, 1))
-            if steps > MAX_ZONE_STEPS:
-                raise ValueError("a VTIMEZONE rule would expand without end")
-            spread = 1
-            for part in ("BYMONTH", "BYDAY", "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYSETPOS"):
-                if rule.get(part):
-                    spread *= len(rule[part].split(","))
-            expected = (steps + 1) * spread
-            if counted.isdigit():
-                expected = min(expected, int(counted))
-            count += expected
-        return count
-
     for line in lines:
         name, _, value = line.partition(":")
         key = name.split(";", 1)[0].upper()
         if key in ("BEGIN", "END") and value.strip().upper() in ("STANDARD", "DAYLIGHT"):
-            total += settle()
+            total += sum(_transitions(rule, start) for rule in rules)
             start, rules = None, []
         elif key == "DTSTART" and value[:8].isdigit():
-            try:
-                start = dt.date(int(value[:4]), int(value[4:6]), int(value[6:8]))
-            except ValueError:
-                raise ValueError("a VTIMEZONE rule starts on no date") from None
+            start = _rule_start(value)
         elif key == "RRULE":
             rules.append(
                 {k.strip().upper(): v for k, _, v in (p.partition("=") for p in value.split(";"))}
@@ -82,11 +50,48 @@ def _check_zone_budget(lines: list[str]) -> None:
             total += value.count(",") + 1
         if total > MAX_ZONE_TRANSITIONS:
             break
-    total += settle()
+    total += sum(_transitions(rule, start) for rule in rules)
     if total > MAX_ZONE_TRANSITIONS:
         raise ValueError(
             f"the VTIMEZONE's rules expand to more than {MAX_ZONE_TRANSITIONS} transitions"
         )
+
+
+def _rule_start(value: str) -> dt.date:
+    """The day a STANDARD or DAYLIGHT part's DTSTART names."""
+    try:
+        return dt.date(int(value[:4]), int(value[4:6]), int(value[6:8]))
+    except ValueError:
+        raise ValueError("a VTIMEZONE rule starts on no date") from None
+
+
+def _transitions(rule: dict[str, str], start: dt.date | None) -> int:
+    """How many transitions one RRULE of a part starting on ``start`` (its parts by
+    name) expands to, at most; ValueError for one more frequent than daily or that
+    would walk through more than ``MAX_ZONE_STEPS`` periods."""
+    frequency = rule.get("FREQ", "").upper()
+    if frequency not in _PERIOD_DAYS:
+        raise ValueError(f"a VTIMEZONE rule repeats {frequency or 'without a FREQ'}")
+    interval = int(rule["INTERVAL"]) if rule.get("INTERVAL", "").isdigit() else 1
+    counted = rule.get("COUNT", "")
+    until = rule.get("UNTIL", "")
+    # Without UNTIL the expansion stops at 2038, or with only a COUNT at the
+    # COUNT-th match, which an impossible rule never reaches: year 9999.
+    end = dt.date(9999, 12, 31) if counted else _ZONE_END
+    if until[:4].isdigit():
+        end = dt.date(max(int(until[:4]), 1), 12, 31)
+    first = start or dt.date(1970, 1, 1)
+    steps = max((end - first).days, 0) // (_PERIOD_DAYS[frequency] * max(interval, 1))
+    if steps > MAX_ZONE_STEPS:
+        raise ValueError("a VTIMEZONE rule would expand without end")
+    spread = 1
+    for part in ("BYMONTH", "BYDAY", "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYSETPOS"):
+        if rule.get(part):
+            spread *= len(rule[part].split(","))
+    expected = (steps + 1) * spread
+    if counted.isdigit():
+        expected = min(expected, int(counted))
+    return expected
 
 
 @lru_cache(maxsize=64)
