@@ -125,51 +125,61 @@ def _rrule(recurrence: Any, start: dt.datetime | dt.date) -> Recurrence | None:
         return None
     pattern, span = recurrence.get("pattern") or {}, recurrence.get("range") or {}
     kind = pattern.get("type")
-    parts: list[str] = []
-    days = ",".join(_BYDAY[d] for d in pattern.get("daysOfWeek") or [] if d in _BYDAY)
-    if kind == "daily":
-        parts.append("FREQ=DAILY")
-    elif kind == "weekly":
-        # The start's own weekday alone is what an RRULE without BYDAY says.
-        own = _BYDAY[_DAYS[start.weekday()]]
-        parts += ["FREQ=WEEKLY", f"BYDAY={days}" if days and days != own else ""]
-    elif kind == "absoluteMonthly":
-        # The start's own day of the month is what an RRULE without BYMONTHDAY says.
-        day = pattern.get("dayOfMonth")
-        parts += ["FREQ=MONTHLY", f"BYMONTHDAY={day}" if day != start.day else ""]
-    elif kind == "relativeMonthly":
-        parts += [
-            "FREQ=MONTHLY",
-            f"BYDAY={days}",
-            f"BYSETPOS={_INDEX.get(str(pattern.get('index')), 1)}",
-        ]
-    elif kind == "absoluteYearly":
-        month, day = pattern.get("month"), pattern.get("dayOfMonth")
-        bare = (month, day) == (start.month, start.day)  # what a bare yearly rule says
-        parts += ["FREQ=YEARLY", "" if bare else f"BYMONTH={month}",
-                  "" if bare else f"BYMONTHDAY={day}"]  # fmt: skip
-    elif kind == "relativeYearly":
-        parts += ["FREQ=YEARLY", f"BYMONTH={pattern.get('month')}", f"BYDAY={days}",
-                  f"BYSETPOS={_INDEX.get(str(pattern.get('index')), 1)}"]  # fmt: skip
-    else:
-        raise ValueError(f"unknown recurrence pattern {kind!r}")
+    parts = _pattern_parts(pattern, start)
     interval = int(pattern.get("interval") or 1)
     if interval != 1:
         parts.append(f"INTERVAL={interval}")
-    if span.get("type") == "numbered":
-        parts.append(f"COUNT={int(span.get('numberOfOccurrences') or 1)}")
-    elif span.get("type") == "endDate" and span.get("endDate"):
-        end = dt.date.fromisoformat(str(span["endDate"]))
-        if isinstance(start, dt.datetime):
-            last = dt.datetime.combine(end, start.timetz()).astimezone(dt.UTC)
-            parts.append(f"UNTIL={last:%Y%m%dT%H%M%SZ}")
-        else:
-            parts.append(f"UNTIL={end:%Y%m%d}")
+    parts += _range_parts(span, start)
     # The week's first day changes which days a rule means only every other week or so.
     first_day = pattern.get("firstDayOfWeek")
     if kind == "weekly" and interval > 1 and first_day and first_day != "monday":
         parts.append(f"WKST={_BYDAY.get(first_day, 'MO')}")
     return Recurrence(rrule=";".join(p for p in parts if p))
+
+
+def _pattern_parts(pattern: dict[str, Any], start: dt.datetime | dt.date) -> list[str]:
+    """The FREQ and BY- parts of a recurrence's ``pattern`` ("" for one left out: a
+    part that says what the start says already)."""
+    kind = pattern.get("type")
+    days = ",".join(_BYDAY[d] for d in pattern.get("daysOfWeek") or [] if d in _BYDAY)
+    if kind == "daily":
+        return ["FREQ=DAILY"]
+    if kind == "weekly":
+        # The start's own weekday alone is what an RRULE without BYDAY says.
+        own = _BYDAY[_DAYS[start.weekday()]]
+        return ["FREQ=WEEKLY", f"BYDAY={days}" if days and days != own else ""]
+    if kind == "absoluteMonthly":
+        # The start's own day of the month is what an RRULE without BYMONTHDAY says.
+        day = pattern.get("dayOfMonth")
+        return ["FREQ=MONTHLY", f"BYMONTHDAY={day}" if day != start.day else ""]
+    if kind == "relativeMonthly":
+        return [
+            "FREQ=MONTHLY",
+            f"BYDAY={days}",
+            f"BYSETPOS={_INDEX.get(str(pattern.get('index')), 1)}",
+        ]
+    if kind == "absoluteYearly":
+        month, day = pattern.get("month"), pattern.get("dayOfMonth")
+        bare = (month, day) == (start.month, start.day)  # what a bare yearly rule says
+        return ["FREQ=YEARLY", "" if bare else f"BYMONTH={month}",
+                "" if bare else f"BYMONTHDAY={day}"]  # fmt: skip
+    if kind == "relativeYearly":
+        return ["FREQ=YEARLY", f"BYMONTH={pattern.get('month')}", f"BYDAY={days}",
+                f"BYSETPOS={_INDEX.get(str(pattern.get('index')), 1)}"]  # fmt: skip
+    raise ValueError(f"unknown recurrence pattern {kind!r}")
+
+
+def _range_parts(span: dict[str, Any], start: dt.datetime | dt.date) -> list[str]:
+    """The COUNT or UNTIL of a recurrence's ``range`` (none for one without an end)."""
+    if span.get("type") == "numbered":
+        return [f"COUNT={int(span.get('numberOfOccurrences') or 1)}"]
+    if span.get("type") == "endDate" and span.get("endDate"):
+        end = dt.date.fromisoformat(str(span["endDate"]))
+        if isinstance(start, dt.datetime):
+            last = dt.datetime.combine(end, start.timetz()).astimezone(dt.UTC)
+            return [f"UNTIL={last:%Y%m%dT%H%M%SZ}"]
+        return [f"UNTIL={end:%Y%m%d}"]
+    return []
 
 
 def recurrence_of(event: CalendarEvent) -> dict[str, Any]:
