@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
+from crmcal.crm import activities
 from crmcal.crm import series as series_repo
+from crmcal.crm.schemas import ActivityCreate
+from crmcal.crm.tables import User
 from crmcal.db import Database
 from crmcal.sync.tables import Connection
 from tests.conftest import Api, run
@@ -93,6 +96,56 @@ def test_an_all_day_yearly_series_stays_on_its_date(alice: Api) -> None:
     assert [o["start"] for o in found] == ["2026-12-24"]  # the rest lie beyond the horizon
     assert [o["end"] for o in found] == ["2026-12-25"]
     assert first["original_start"] == "2026-12-24"
+
+
+def test_an_until_not_in_the_starts_form_is_refused_saying_the_form_wanted(alice: Api) -> None:
+    body = {"type": "meeting", "subject": "Daily", "timezone": "Europe/Berlin"}
+    timed = alice.post(URL, json={**body, "start": "2027-01-05T09:00:00",
+                                  "recurrence": "FREQ=DAILY;UNTIL=20270110T090000"})  # fmt: skip
+    assert timed.status_code == 422, timed.text
+    assert "UNTIL must be a UTC time such as 20270101T235959Z beside a timed start" in timed.text
+    all_day = alice.post(URL, json={**body, "all_day": True, "start": "2027-01-05",
+                                    "recurrence": "FREQ=DAILY;UNTIL=20270110T235959Z"})  # fmt: skip
+    assert all_day.status_code == 422, all_day.text
+    assert "UNTIL must be a date such as 20270101 beside an all-day start" in all_day.text
+    made = create(alice, all_day=True, start="2027-01-05", end=None,
+                  recurrence="FREQ=DAILY;UNTIL=20270110")  # fmt: skip
+    assert len(occurrences(alice, made["series_id"])) == 6
+
+
+def test_a_calendars_rule_sent_back_as_read_is_kept(alice: Api, db_url: str) -> None:
+    """A calendar wrote a date UNTIL beside a timed start: stored as spelt. A client that
+    reads the activity and sends its rule back is not refused; a new such rule is."""
+    rule = "FREQ=DAILY;UNTIL=20270109"
+
+    async def from_a_calendar() -> int:
+        db = Database(db_url)
+        try:
+            async with db.write() as session:
+                user = await session.get(User, alice.id)
+                assert user is not None
+                data = ActivityCreate(
+                    type="meeting", subject="Daily", recurrence=rule,
+                    start="2027-01-05T09:00:00", timezone="Europe/Berlin",
+                )  # fmt: skip
+                (first,) = await activities.create_activities(
+                    session, user, [(data, None)], from_calendar=True
+                )
+                return first.id
+        finally:
+            await db.dispose()
+
+    first_id = run(from_a_calendar())
+    read = alice.get(f"{URL}/{first_id}").json()
+    assert read["recurrence"] == rule
+    assert len(occurrences(alice, read["series_id"])) == 5
+    for scope in ("this", "series"):
+        patch(alice, first_id, subject=f"Daily {scope}", recurrence=read["recurrence"], scope=scope)
+    changed = {"recurrence": "FREQ=DAILY;UNTIL=20270108", "scope": "series"}
+    other = alice.patch(f"{URL}/{first_id}", json=changed)
+    assert other.status_code == 422, other.text
+    assert "UNTIL must be a UTC time" in other.text
+    assert series(alice, read["series_id"])["recurrence"] == rule
 
 
 def test_an_unbounded_rule_is_made_up_to_the_horizon_then_extended(

@@ -432,9 +432,11 @@ class Checked:
     rdates: list[str] | None
 
 
-def check_new(data: ActivityCreate, owner_timezone: str) -> Checked:
+def check_new(data: ActivityCreate, owner_timezone: str, *, from_calendar: bool = False) -> Checked:
     """``data`` checked and read as ``create_activities`` does for an owner of that zone,
-    without the database; raises Invalid as it would."""
+    without the database; raises Invalid as it would. ``from_calendar``: the sync
+    bringing a calendar's event, whose rule may pair its UNTIL with its start otherwise
+    than RFC 5545 wants (read as meant, not refused as a person's rule is)."""
     values = data.model_dump()
     # The owner's own zone is the natural default for times written without one.
     # Left out, all_day follows the start's form: a date makes an all-day activity.
@@ -447,6 +449,8 @@ def check_new(data: ActivityCreate, owner_timezone: str) -> Checked:
             values[name] = default
     resolved = _resolve_times(values)
     resolved["recurrence"] = _recurrence(values, resolved)
+    if resolved["recurrence"] and not from_calendar:
+        times.check_until_form(resolved["recurrence"], values["all_day"])
     columns = {name: values[name] for name in _PLAIN_FIELDS}
     columns.update(type=values["type"], all_day=values["all_day"], timezone=values["timezone"])
     columns.update(resolved)
@@ -513,15 +517,18 @@ async def create_activities(
     origin: str = "api",
     as_contacts: bool = True,
     organizers: list[str | None] | None = None,
+    from_calendar: bool = False,
 ) -> list[Activity]:
     """Create several activities in one go (an import): the same checks as one by one,
     with persons, rows and change-feed entries written in batches. ``as_contacts``
     off keeps participants given by e-mail as plain addresses (no persons made).
     ``organizers``: for each item, the organizer of someone else's meeting (the sync's
-    import of an invitation), else None."""
+    import of an invitation), else None. ``from_calendar``: the sync bringing
+    calendars' events (see ``check_new``)."""
     written = await write_activities(
-        session, actor, items, origin=origin, as_contacts=as_contacts, organizers=organizers
-    )
+        session, actor, items, origin=origin, as_contacts=as_contacts, organizers=organizers,
+        from_calendar=from_calendar,
+    )  # fmt: skip
     return await load_in_order(session, [one.id for one in written])
 
 
@@ -533,6 +540,7 @@ async def write_activities(
     origin: str = "api",
     as_contacts: bool = True,
     organizers: list[str | None] | None = None,
+    from_calendar: bool = False,
 ) -> list[Written]:
     """``create_activities``, answering the activities as written (a series by its first
     occurrence), not read from the database: for a caller that only reads them."""
@@ -547,7 +555,11 @@ async def write_activities(
         if owner_id not in owners:
             owners[owner_id] = await _other_owner(session, actor, owner_id)
         owner = owners[owner_id]
-        given = data if isinstance(data, Checked) else check_new(data, owner.timezone)
+        given = (
+            data
+            if isinstance(data, Checked)
+            else check_new(data, owner.timezone, from_calendar=from_calendar)
+        )
         if given.zone_default not in (None, owner.timezone):
             raise ValueError("an activity checked for an owner of another time zone")
         checked.append(given)
@@ -723,7 +735,8 @@ async def update_activity(
     from_calendar: bool = False,
 ) -> Activity:
     """Change an activity. ``from_calendar`` is the sync bringing a calendar's version:
-    it may change what the calendar owns of someone else's meeting (``organizer``)."""
+    it may change what the calendar owns of someone else's meeting (``organizer``), and
+    give a rule whose UNTIL is not in its start's form (see ``check_new``)."""
     permissions.require(actor, permissions.ACTIVITIES_EDIT)
     activity = await load(session, activity_id)
     permissions.require_owner_or_admin(actor, activity, "edit")
@@ -779,6 +792,10 @@ def _checked_update(
             raise Invalid(f"{name} cannot be null")
     if activity.organizer and not from_calendar:
         _refuse_invitation_edits(activity, data, changes)
+    rule = changes.get("recurrence")
+    if rule and rule != activity.recurrence and not from_calendar:
+        # A rule sent back as it is stored stays, in whatever form a calendar wrote it.
+        times.check_until_form(rule, changes.get("all_day", activity.all_day))
     return scope
 
 

@@ -212,8 +212,31 @@ def parse_rule(rule: str, dtstart: dt.datetime, tz: dt.tzinfo = dt.UTC) -> rrule
     return found
 
 
+def check_until_form(rule: str, all_day: bool) -> None:
+    """Refuse ``rule`` when its UNTIL is not in the form RFC 5545 (3.3.10) pairs with
+    its start: a UTC time beside a timed start (crmcal's are zoned), a date beside an
+    all-day one.
+
+    For a rule a person gives: crmcal writes it to calendars as it is spelt, and strict
+    CalDAV servers refuse any other pairing. A rule a calendar wrote is not checked:
+    it is stored as spelt and read as meant (``until_like_start``).
+    """
+    match = _UNTIL_RE.search(rule)
+    if match is None:
+        return
+    clock, utc = match.group(2), match.group(3)
+    if all_day and (clock or utc):
+        raise Invalid("recurrence: UNTIL must be a date such as 20270101 beside an all-day start")
+    if not all_day and not (clock and utc):
+        raise Invalid(
+            "recurrence: UNTIL must be a UTC time such as 20270101T235959Z beside a timed start"
+        )
+
+
 def normalise_rrule(value: str, dtstart: dt.datetime) -> str:
-    """Validate an RFC 5545 RRULE value and return it without an ``RRULE:`` prefix."""
+    """Validate an RFC 5545 RRULE value and return it without an ``RRULE:`` prefix; an
+    UNTIL in another form than ``dtstart``'s is read as meant (``check_until_form``
+    refuses it where a person gives the rule)."""
     text = value.strip()
     if text.upper().startswith("RRULE:"):
         text = text[6:]

@@ -185,7 +185,7 @@ def _computed(event: CalendarEvent, importer: Importer) -> ImportFields:
     with contextlib.suppress(CrmError):
         # Read as the CRM reads it (plain values, cheaper to send than the model); one
         # the CRM refuses goes as it came, to be refused where it is written, as ever.
-        data = check_new(model, importer.owner_timezone)
+        data = check_new(model, importer.owner_timezone, from_calendar=True)
     link = None
     if isinstance(data, Checked) and not event.recurring:
         link = _link_hashes(event, data, importer, organizer)

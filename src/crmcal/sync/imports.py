@@ -148,6 +148,7 @@ class Imports:
                 origin=engine.ctx.origin,
                 as_contacts=engine.ctx.options.attendees_to_contacts,
                 organizers=[item.organizer for item in writing],
+                from_calendar=True,
             )
             series = await self._series_made(session, created)
             now = utcnow()

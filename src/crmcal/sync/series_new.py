@@ -199,6 +199,7 @@ class NewSeries:
                 [(data, uid)],
                 origin=ctx.origin,
                 as_contacts=ctx.options.attendees_to_contacts,
+                from_calendar=True,
             )
             assert first.series_id is not None
             series_id = first.series_id
