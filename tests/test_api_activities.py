@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from crmcal.crm import changefeed, trash
+from crmcal.crm.schemas import MAX_PARTICIPANTS
 from crmcal.crm.tables import Activity, Participant
 from crmcal.db import Database
 from tests.conftest import Api, new_user, run, sqlite_only
@@ -289,6 +290,20 @@ def test_missing_required_fields_are_refused(alice: Api) -> None:
     detail = refused(alice.post(URL, json={"type": "call"}), 422, "field required")
     assert "subject" in detail
     assert "start" in detail
+
+
+@sqlite_only
+def test_participants_beyond_the_bound_are_refused_never_cut(alice: Api) -> None:
+    """The API takes as many participants as a calendar's event brings in (an
+    all-hands), and refuses more than its bound whole rather than keep some."""
+    crowd = [{"email": f"p{n}@acme.test"} for n in range(MAX_PARTICIPANTS + 1)]
+    refused(attempt(alice, participants=crowd), 422, "participants", f"at most {MAX_PARTICIPANTS}")
+    made = create(alice, participants=crowd[:350])
+    assert len(made["participants"]) == 350
+    response = alice.patch(f"{URL}/{made['id']}", json={"participants": crowd})
+    refused(response, 422, "participants", f"at most {MAX_PARTICIPANTS}")
+    assert len(alice.get(f"{URL}/{made['id']}").json()["participants"]) == 350
+    assert len(listed(alice)) == 1
 
 
 # --- all-day --------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from crmcal.crm import activities
-from crmcal.crm.schemas import ActivityCreate
+from crmcal.crm.schemas import MAX_PARTICIPANTS, ActivityCreate
 from crmcal.crm.tables import Activity, ActivitySeries
 from crmcal.db import Database
 from crmcal.model import Attendee, CalendarEvent, Recurrence
@@ -104,7 +104,7 @@ async def test_an_item_refused_in_one_part_does_not_stop_the_next_parts(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(engine_module, "IMPORT_BATCH", 2)
-    crowd = tuple(Attendee(email=f"guest{n}@example.com") for n in range(201))
+    crowd = tuple(Attendee(email=f"guest{n}@example.com") for n in range(MAX_PARTICIPANTS + 1))
     world.calendar.put("e0", event("Zero", start=0))
     world.calendar.put("e1", event("One", start=1))
     world.calendar.put("crowded", event("Too many guests", start=2, attendees=crowd))

@@ -21,7 +21,7 @@ from crmcal.crm.activities import (
     load_in_order,
     write_activities,
 )
-from crmcal.crm.schemas import ActivityCreate, ParticipantIn, UserCreate
+from crmcal.crm.schemas import MAX_PARTICIPANTS, ActivityCreate, ParticipantIn, UserCreate
 from crmcal.crm.tables import Activity, ActivitySeries, Participant, Person
 from crmcal.crm.users import create_user
 from crmcal.db import Database
@@ -172,14 +172,14 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
     monkeypatch.setattr(engine.Engine, "_event_of", crm_side_here)
     monkeypatch.setattr(series_units, "_digests_of", units_here)
     texts = [realistic("p", n) for n in range(80)]
-    texts[7] = realistic("p", 7, guests=201)  # refused by the CRM: reported as ever
+    texts[7] = realistic("p", 7, guests=MAX_PARTICIPANTS + 1)  # refused: reported as ever
     try:
         report, _, owner = run(import_calendar(db_url, radicale, calendars[0], texts, "p@crm.test"))
     finally:
         parse_pool.configure(None)
         parse_pool.shutdown()
     assert (report.created, report.skipped) == (79, 1)
-    assert "at most 200" in report.problems[0]["reason"]
+    assert f"at most {MAX_PARTICIPANTS}" in report.problems[0]["reason"]
     assert here == []
     assert derived == []
     assert crm_sides == [True] * 8
@@ -198,13 +198,13 @@ def test_events_the_crm_refuses_are_skipped_and_the_rest_imported_in_batches(
     texts = [realistic("b", n) for n in range(40)]
     # More attendees than an activity takes, and a series whose months never have
     # its day: the CRM refuses both.
-    texts[7] = realistic("b", 7, guests=201)
+    texts[7] = realistic("b", 7, guests=MAX_PARTICIPANTS + 1)
     texts[13] = realistic("b", 13, rule="FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30")
     report, counted, owner = run(import_calendar(db_url, radicale, calendar, texts, "b@crm.test"))
     assert (report.created, report.skipped) == (38, 2)
     reasons = {p["item"].rsplit("/", 1)[-1]: p["reason"] for p in report.problems}
     assert set(reasons) == {"event-7.ics", "event-13.ics"}
-    assert "at most 200" in reasons["event-7.ics"]
+    assert f"at most {MAX_PARTICIPANTS}" in reasons["event-7.ics"]
     assert "BYMONTHDAY" in reasons["event-13.ics"]
     found = run(totals(db_url, owner))
     assert found["series"] == 4

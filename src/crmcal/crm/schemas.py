@@ -405,6 +405,12 @@ class DealOut(BaseModel):
 
 ParticipantStatus = Literal["needs_action", "accepted", "declined", "tentative"]
 
+# The participants an activity holds at most: a bound against hostile input that real
+# meetings never reach (docs/api.md says why 5,000). The same for what a user sends and
+# for what a calendar brings in, so that an activity imported with all its attendees
+# can be edited and written back whole: no list is ever cut to fit.
+MAX_PARTICIPANTS = 5000
+
 
 class ParticipantIn(Input):
     model_config = ConfigDict(
@@ -456,7 +462,7 @@ class ActivityFields(Input):
     busy: bool | None = None
     visibility: Visibility | None = None
     owner_id: Id | None = None
-    participants: list[ParticipantIn] | None = Field(default=None, max_length=200)
+    participants: list[ParticipantIn] | None = Field(default=None, max_length=MAX_PARTICIPANTS)
     deal_id: Id | None = None
     person_id: Id | None = None
     organization_id: Id | None = None
