@@ -32,6 +32,7 @@ from crmcal.sync.report import SyncReport
 from crmcal.sync.runner import run_sync
 from crmcal.sync.tables import Connection, Link
 from tests.bulk_import import (  # noqa: F401  # fixture used by name
+    Counted,
     calendars,
     import_calendar,
     realistic,
@@ -42,6 +43,12 @@ from tests.providers.harness import CalDAVHarness, CalDAVServer
 
 
 async def sync_again(db_url: str, owner_id: int) -> SyncReport:
+    report, _ = await sync_again_counted(db_url, owner_id)
+    return report
+
+
+async def sync_again_counted(db_url: str, owner_id: int) -> tuple[SyncReport, Counted]:
+    """Another sync of the owner's connection, its statements counted."""
     settings = Settings(database_url=db_url, secret_key="test-key", allow_private_networks=True)
     db = Database(db_url)
     try:
@@ -50,9 +57,12 @@ async def sync_again(db_url: str, owner_id: int) -> SyncReport:
                 select(Connection.id).where(Connection.user_id == owner_id)
             )
         assert connection_id is not None
+        counted = Counted(db)
+        counted.on = True
         report = await run_sync(db, vault(settings), settings, connection_id)
+        counted.on = False
         assert report is not None
-        return report
+        return report, counted
     finally:
         await db.dispose()
 
@@ -212,6 +222,30 @@ def test_events_the_crm_refuses_are_skipped_and_the_rest_imported_in_batches(
     # The refused series is found by halving the batch: a few more transactions, not
     # one per event.
     assert counted.by_kind["INSERT sync_links"] <= 10, counted.by_kind
+
+
+def test_an_event_of_a_thousand_attendees_costs_a_few_statements_in_and_again(
+    db_url: str,
+    radicale: CalDAVServer,
+    calendars: list[CalDAVHarness],  # noqa: F811
+) -> None:
+    """A thousand attendees new to the CRM: their persons are matched and made in a few
+    statements; when the organizer changes the event, the participants (linked to those
+    persons by id) are looked up together too, not one by one."""
+    calendar = calendars[0]
+    text = realistic("k", 1, guests=1000)
+    report, counted, owner = run(import_calendar(db_url, radicale, calendar, [text], "k@crm.test"))
+    assert (report.created, report.problems) == (1, [])
+    assert sum(counted.by_kind.values()) <= 30, counted.by_kind
+    found = run(totals(db_url, owner))
+    assert (found["participants"], found["hidden persons"]) == (1000, 1000)
+    # One guest declines: the organizer's calendar changes, the CRM takes it in.
+    declined = text.replace("PARTSTAT=ACCEPTED", "PARTSTAT=DECLINED", 1)
+    run(calendar.put_raw(declined, name="event-0.ics"))
+    again, counted = run(sync_again_counted(db_url, owner))
+    assert (again.updated, again.problems) == (1, [])
+    assert sum(counted.by_kind.values()) <= 30, counted.by_kind
+    assert run(totals(db_url, owner))["participants"] == 1000
 
 
 def test_activities_as_written_are_the_activities_read_back(db_url: str) -> None:

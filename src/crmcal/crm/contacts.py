@@ -64,6 +64,22 @@ async def get_visible(session: AsyncSession, person_id: int, viewer: User | None
     return found
 
 
+async def visible_by_ids(
+    session: AsyncSession, person_ids: set[int], viewer: User | None
+) -> dict[int, Person]:
+    """The persons of ``person_ids`` that exist and ``viewer`` may see (``get_visible``
+    for many at once): one query per ``MATCH_CHUNK`` ids, so that an activity's long
+    list of participants linked to persons costs a few statements, not one each."""
+    wanted = sorted(person_ids)
+    found: dict[int, Person] = {}
+    for start in range(0, len(wanted), MATCH_CHUNK):
+        query = select(Person).where(Person.id.in_(wanted[start : start + MATCH_CHUNK]))
+        if viewer is not None:
+            query = query.where(visible_persons(viewer))
+        found.update((person.id, person) for person in await session.scalars(query))
+    return found
+
+
 async def _check_email_free(
     session: AsyncSession,
     email: str | None,
