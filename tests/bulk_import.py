@@ -1,6 +1,7 @@
 """A first import as the bulk-import tests make it: events as calendars hold them
 (``realistic``) put in a Radicale calendar, a new user connecting it, and the first
-sync's database statements counted by verb and table (``Counted``)."""
+sync's database statements counted by verb and table (``Counted``), with the calls
+handed to SQLite's thread (``handoffs``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import aiosqlite
 import pytest
 from sqlalchemy import event
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -80,6 +82,25 @@ def calendars(radicale: CalDAVServer) -> Iterator[list[CalDAVHarness]]:
         run(harness.close())
 
 
+@contextlib.contextmanager
+def handoffs() -> Iterator[Counter[str]]:
+    """The calls aiosqlite hands to its connection's thread meanwhile, by function
+    (a cursor made, a statement, a fetch, a cursor closed, a commit): each one a
+    queue put and a future woken, whatever the database does."""
+    counts: Counter[str] = Counter()
+    handing = aiosqlite.Connection._execute
+
+    async def counted(connection: aiosqlite.Connection, fn: Any, *args: Any, **kw: Any) -> Any:
+        counts[getattr(fn, "__name__", repr(fn))] += 1
+        return await handing(connection, fn, *args, **kw)
+
+    setattr(aiosqlite.Connection, "_execute", counted)  # noqa: B010
+    try:
+        yield counts
+    finally:
+        setattr(aiosqlite.Connection, "_execute", handing)  # noqa: B010
+
+
 class Counted:
     """The import's statements on the engine of ``db``, by verb and table."""
 
@@ -91,6 +112,8 @@ class Counted:
         self.params_built = 0
         # Rows of parameters sent with the statements, by verb and table.
         self.rows_sent: Counter[str] = Counter()
+        # Calls handed to SQLite's thread (SQLite only; see ``handoffs``).
+        self.handoffs: Counter[str] = Counter()
         event.listen(db.engine.sync_engine, "before_cursor_execute", self._seen)
 
     @contextlib.contextmanager
@@ -159,8 +182,9 @@ async def import_calendar(
             connection_id = conn.id
         counted = Counted(db)
         counted.on = True
-        with counted.building():
+        with counted.building(), handoffs() as handed:
             report = await run_sync(db, vault(settings), settings, connection_id)
+        counted.handoffs = handed
         counted.on = False
         assert report is not None
         return report, counted, user.id

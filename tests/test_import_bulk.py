@@ -123,6 +123,12 @@ def test_statements_of_a_first_import_do_not_grow_with_the_calendar(
         assert large_count.params_built == small_count.params_built
         # The change feed's rows are made by the database from the activities' own.
         assert large_count.rows_sent["INSERT activity_changes"] == 2, large_count.rows_sent
+        # Nor the calls handed to SQLite's thread, each a queue put and a future woken
+        # (a statement takes three or four: its cursor made, run, read, closed): per
+        # batch and per part of the listing, never per event.
+        small_handed, large_handed = (sum(c.handoffs.values()) for c in (small_count, large_count))
+        assert large_handed <= small_handed + 10, (small_count.handoffs, large_count.handoffs)
+        assert large_handed <= 200, large_count.handoffs
 
     # Everything an import makes is there: series with their occurrences, invitations
     # (each occurrence of a series too), participants linked to persons made hidden.
