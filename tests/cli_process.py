@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from crmcal import cli
+from tests import plain
 from tests.served import HANG_GUARD
 
 CRMCAL = [sys.executable, "-m", "crmcal"]
@@ -115,5 +116,5 @@ def first_answer(
 
 
 def wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
-    first_answer(process, lambda: httpx.get(f"{base}/healthz", timeout=30),
+    first_answer(process, lambda: plain.get(f"{base}/healthz", timeout=30),
                  lambda answer: answer.status_code == 200)  # fmt: skip

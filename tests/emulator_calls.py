@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-import httpx
-
+from tests import plain
 from tests.google_emulator import GoogleHarness
 from tests.microsoft_emulator import MicrosoftHarness
 from tests.providers.harness import Harness
@@ -15,6 +14,6 @@ from tests.providers.harness import Harness
 def emulator_calls(harness: Harness) -> Counter[str]:
     assert isinstance(harness, GoogleHarness | MicrosoftHarness)
     url = harness.emulator.url
-    answer = httpx.get(f"{url}/_emulator/requests", timeout=60)
+    answer = plain.get(f"{url}/_emulator/requests", timeout=60)
     assert answer.status_code == 200, answer.text
     return Counter(answer.json())

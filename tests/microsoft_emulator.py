@@ -17,6 +17,7 @@ from crmcal.model import ResponseStatus
 from crmcal.providers import microsoft_oauth
 from crmcal.providers.microsoft import MicrosoftProvider
 from crmcal.tls import tls
+from tests import plain
 from tests.emulators.graph_models import GraphChecked
 from tests.providers.harness import Foreign, Moment
 from tests.served import served_app
@@ -40,7 +41,7 @@ def patient(url: str) -> str:
     on a machine busy with other tests a slow answer would lose a subscription or a
     notification that a test awaits. Every emulator a test serves needs this."""
     settings = {"validation_timeout": 60, "notification_timeout": 60}
-    assert httpx.post(f"{url}/_emulator/settings", json=settings, timeout=30).is_success
+    assert plain.post(f"{url}/_emulator/settings", json=settings, timeout=30).is_success
     return url
 
 

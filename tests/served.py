@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import uvicorn
 
+from tests import plain
 from tests.caldav_servers import HOST
 
 
@@ -77,9 +77,9 @@ def wait_for(check: Callable[[], Any], seconds: float = HANG_GUARD) -> Any:
 def grant_in_browser(authorize_url: str, email: str) -> str:
     """What a person does on an emulator's consent screen (pick the account, agree);
     answers where the browser is sent back to."""
-    page = httpx.get(authorize_url, timeout=30)
+    page = plain.get(authorize_url, timeout=30)
     assert page.status_code == 200, page.text
     query = {k: v[0] for k, v in parse_qs(urlsplit(authorize_url).query).items()}
-    answer = httpx.post(authorize_url.split("?")[0], data={**query, "email": email}, timeout=30)
+    answer = plain.post(authorize_url.split("?")[0], data={**query, "email": email}, timeout=30)
     assert answer.status_code == 302, answer.text
     return answer.headers["location"]

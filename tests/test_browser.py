@@ -26,6 +26,7 @@ from crmcal import migrations
 from crmcal.config import Settings
 from crmcal.web.app import create_app
 from crmcal.web.ui import i18n
+from tests import plain
 from tests.conftest import create_user_in
 from tests.conftest import run as run_here
 from tests.google_emulator import GoogleEmulator
@@ -326,7 +327,7 @@ def test_google_through_the_consent_page_activities_both_ways_views_and_badges(
     begin = soon(2, 11)
     body = {"summary": "Coffee with Hank", "start": {"dateTime": begin.isoformat()},
             "end": {"dateTime": (begin + dt.timedelta(hours=1)).isoformat()}}  # fmt: skip
-    made = httpx.post(f"{site.google.url}/calendar/v3/calendars/{GOOGLE_ACCOUNT}/events",
+    made = plain.post(f"{site.google.url}/calendar/v3/calendars/{GOOGLE_ACCOUNT}/events",
                       json=body, headers={"Authorization": f"Bearer {tokens['access_token']}"},
                       timeout=30)  # fmt: skip
     assert made.status_code == 200, made.text

@@ -8,11 +8,11 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
 from crmcal import cli, migrations
+from tests import plain
 from tests.cli_process import (
     InProcess,
     crmcal,
@@ -173,11 +173,11 @@ def test_serve_migrates_creates_first_admin_once_and_prints_its_token(
 ) -> None:
     base, output, db_path = served
     token = re.findall(r"API token:\s+(crmcal_\S+)", output)[0]
-    me = httpx.get(f"{base}/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    me = plain.get(f"{base}/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert me.status_code == 200
     assert me.json()["is_admin"] is True
     assert migrations.current_revision(f"sqlite:///{db_path}") == migrations.head_revision()
-    users = httpx.get(
+    users = plain.get(
         f"{base}/api/v1/users", headers={"Authorization": f"Bearer {token}"}, timeout=30
     )
     assert len(users.json()["items"]) == 1  # the restart did not add a second admin
@@ -192,10 +192,10 @@ def test_emulator_google_serves_the_api(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None
         assert base in proc.stdout.readline().decode()  # the address it announces
-        tokens = first_answer(proc, lambda: httpx.post(
+        tokens = first_answer(proc, lambda: plain.post(
             f"{base}/_emulator/accounts", json={"email": "a@b.test"}, timeout=30))  # fmt: skip
         auth = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
-        listing = httpx.get(f"{base}/calendar/v3/users/me/calendarList", headers=auth, timeout=30)
+        listing = plain.get(f"{base}/calendar/v3/users/me/calendarList", headers=auth, timeout=30)
         assert [c["id"] for c in listing.json()["items"]] == ["a@b.test"]
     finally:
         proc.terminate()

@@ -20,6 +20,7 @@ import pytest
 
 from crmcal.config import Settings
 from crmcal.web.app import create_app
+from tests import plain
 from tests.conftest import make_user
 from tests.fault_proxy import FaultProxy, fault_proxy
 from tests.google_emulator import GoogleEmulator
@@ -89,17 +90,17 @@ class Account:
 
     def channels(self) -> list[str]:
         if self.provider == "google":
-            listed = httpx.get(f"{self.emulator.url}/_emulator/channels", timeout=60).json()
+            listed = plain.get(f"{self.emulator.url}/_emulator/channels", timeout=60).json()
             return [c["id"] for c in listed["channels"] if c["calendar_id"] == self.email]
-        listed = httpx.get(f"{self.emulator.url}/_emulator/subscriptions", timeout=60).json()
+        listed = plain.get(f"{self.emulator.url}/_emulator/subscriptions", timeout=60).json()
         return [s["id"] for s in listed["subscriptions"] if s["mailbox"] == self.email]
 
     def revoke(self) -> None:
         if self.provider == "google":
-            httpx.post(f"{self.emulator.url}/revoke",
+            plain.post(f"{self.emulator.url}/revoke",
                        params={"token": self.tokens["refresh_token"]}, timeout=60)  # fmt: skip
         else:
-            revoked = httpx.post(
+            revoked = plain.post(
                 f"{self.emulator.url}/v1.0/me/revokeSignInSessions",
                 timeout=60,
                 headers={"Authorization": f"Bearer {self.tokens['access_token']}"},

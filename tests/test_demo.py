@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from tests import plain
+
 ROOT = Path(__file__).parent.parent
 PATIENCE = 600  # seconds the demo may take to start on a busy machine: a hang guard, not a bound
 
@@ -109,11 +111,11 @@ def test_demo_starts_everything_seeded_and_stops_cleanly(tmp_path: Path) -> None
             assert "ACME kick-off" in week.text
             assert "Busy" in week.text  # Bob's private appointment
             assert client.get("/docs").status_code == 200
-        google = httpx.get(f"http://127.0.0.1:{port + 1}/", timeout=30).text
+        google = plain.get(f"http://127.0.0.1:{port + 1}/", timeout=30).text
         assert "Lunch with Maria" in google
-        microsoft = httpx.get(f"http://127.0.0.1:{port + 2}/", timeout=30).text
+        microsoft = plain.get(f"http://127.0.0.1:{port + 2}/", timeout=30).text
         assert "Quarterly review" in microsoft
-        dav = httpx.request("PROPFIND", caldav.group(1) + caldav.group(2) + "/",
+        dav = plain.request("PROPFIND", caldav.group(1) + caldav.group(2) + "/",
                             auth=(caldav.group(2), caldav.group(3)), headers={"Depth": "1"},
                             timeout=30)  # fmt: skip
         assert dav.status_code == 207
@@ -131,7 +133,7 @@ def test_demo_starts_everything_seeded_and_stops_cleanly(tmp_path: Path) -> None
     process = start(port, data, log)
     try:
         wait_for_banner(process, log)
-        google = httpx.get(f"http://127.0.0.1:{port + 1}/", timeout=30).text
+        google = plain.get(f"http://127.0.0.1:{port + 1}/", timeout=30).text
         assert google.count("Lunch with Maria") == 1
     finally:
         assert stop(process) == 0

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,6 +18,7 @@ from starlette.routing import Route
 
 from crmcal.sync import push
 from crmcal.sync.tables import Connection
+from tests import plain
 from tests.engine_world import World
 from tests.fault_proxy import fault_proxy
 from tests.google_emulator import GoogleHarness
@@ -91,7 +91,7 @@ async def test_a_google_channel_whose_answer_was_lost_is_stored_and_can_be_close
 
 def _live(harness: MicrosoftHarness) -> list[dict[str, Any]]:
     """The Graph emulator's subscriptions of the harness's mailbox."""
-    listed = httpx.get(f"{harness.emulator.url}/_emulator/subscriptions", timeout=60)
+    listed = plain.get(f"{harness.emulator.url}/_emulator/subscriptions", timeout=60)
     return [s for s in listed.json()["subscriptions"] if s["mailbox"] == harness.email]
 
 

@@ -28,6 +28,7 @@ from crmcal.providers.base import Provider, ProviderError, Update
 from crmcal.providers.google import GoogleProvider
 from crmcal.providers.microsoft import MicrosoftProvider
 from crmcal.web.app import create_app
+from tests import plain
 from tests.conftest import Api, make_user, sqlite_only
 from tests.fault_proxy import fault_proxy
 from tests.google_emulator import GoogleEmulator, GoogleHarness
@@ -46,7 +47,7 @@ LEASE_SECONDS = 3600.0
 
 
 def counts(url: str) -> Counter[str]:
-    answer = httpx.get(f"{url}/_emulator/requests", timeout=TIMEOUT)
+    answer = plain.get(f"{url}/_emulator/requests", timeout=TIMEOUT)
     assert answer.status_code == 200, answer.text
     return Counter(answer.json())
 

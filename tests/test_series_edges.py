@@ -12,11 +12,11 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 import pytest
 
 from crmcal.model import RemoteRef
 from crmcal.providers import google_events
+from tests import plain
 from tests.emulator_calls import emulator_calls
 from tests.engine_machine import SERIES_START as START
 from tests.google_emulator import GoogleHarness
@@ -128,7 +128,7 @@ def test_occurrences_that_are_no_exception_are_written_whatever_etag_google_give
     harness = machine.harness
     assert isinstance(harness, GoogleHarness)
     settings = f"{harness.emulator.url}/_emulator/settings"
-    assert httpx.post(settings, json={"instance_etags": instance_etags}, timeout=60).is_success
+    assert plain.post(settings, json={"instance_etags": instance_etags}, timeout=60).is_success
     try:
         machine.crm_create_series(count=3)
         machine.sync()
@@ -149,7 +149,7 @@ def test_occurrences_that_are_no_exception_are_written_whatever_etag_google_give
         _quiet(machine)
         assert machine.run(machine.world.activity(third.id)).subject == "Its own"
     finally:
-        httpx.post(settings, json={"instance_etags": "own"}, timeout=60)
+        plain.post(settings, json={"instance_etags": "own"}, timeout=60)
         machine.teardown()
 
 

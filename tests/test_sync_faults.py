@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -34,6 +33,7 @@ from crmcal.sync import engine as engine_module
 from crmcal.sync import lease
 from crmcal.sync.tables import Connection
 from crmcal.web.app import create_app
+from tests import plain
 from tests.conftest import Api, make_user, run
 from tests.fault_proxy import Action, FaultProxy, fault_proxy
 from tests.google_emulator import GoogleHarness
@@ -186,7 +186,7 @@ def _behind(
         token = emulator.state.create_account("warm-up@example.test")["access_token"]
         path = "/v1.0/me/calendar" if kind == "microsoft" else "/calendar/v3/users/me/calendarList"
         for _ in range(2):  # the second waits for the first answer's model check
-            httpx.get(emulator.url + path, headers={"Authorization": f"Bearer {token}"},
+            plain.get(emulator.url + path, headers={"Authorization": f"Bearer {token}"},
                       timeout=120)  # fmt: skip
     loop = asyncio.new_event_loop()
     harness: Harness = loop.run_until_complete(HARNESSES[kind](request))

@@ -16,6 +16,7 @@ from crmcal.config import Settings
 from crmcal.db import Database
 from crmcal.sync.tables import Connection
 from crmcal.web.app import create_app
+from tests import plain
 from tests.conftest import Api, make_user, run
 from tests.google_emulator import GoogleEmulator
 from tests.served import bound_socket, grant_in_browser, served_app, wait_for
@@ -90,7 +91,7 @@ def test_a_revoked_grant_puts_the_connection_in_error(
     start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).isoformat()
     sam.post(f"{V1}/activities", json={"type": "call", "subject": "Call Ann", "start": start})
     assert sam.post(f"{V1}/connections/{conn.json()['id']}/sync").json()["created"] == 1
-    revoked = httpx.post(f"{google_emulator.url}/revoke", params={"token": refresh}, timeout=30)
+    revoked = plain.post(f"{google_emulator.url}/revoke", params={"token": refresh}, timeout=30)
     assert revoked.status_code == 200
     google_emulator.state.expire_access_tokens()
     failed = sam.post(f"{V1}/connections/{conn.json()['id']}/sync")
@@ -181,7 +182,7 @@ def test_an_event_made_in_google_arrives_by_push(
     assert created.status_code == 201, created.text
 
     def channel() -> Any:
-        listed = httpx.get(f"{google_emulator.url}/_emulator/channels", timeout=30).json()[
+        listed = plain.get(f"{google_emulator.url}/_emulator/channels", timeout=30).json()[
             "channels"
         ]
         return [c for c in listed if c["calendar_id"] == email]
@@ -191,7 +192,7 @@ def test_an_event_made_in_google_arrives_by_push(
     start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=0)
     event = {"summary": "Booked in Google", "start": {"dateTime": start.isoformat()},
              "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat()}}  # fmt: skip
-    made = httpx.post(f"{google_emulator.url}/calendar/v3/calendars/primary/events", json=event,
+    made = plain.post(f"{google_emulator.url}/calendar/v3/calendars/primary/events", json=event,
                       headers={"Authorization": f"Bearer {tokens['access_token']}"},
                       timeout=30)  # fmt: skip
     assert made.status_code == 200, made.text
@@ -204,7 +205,7 @@ def test_an_event_made_in_google_arrives_by_push(
     wait_for(arrived)
 
     # A notification for a channel that is not ours changes nothing.
-    forged = httpx.post(f"{url}/webhooks/google", headers={
+    forged = plain.post(f"{url}/webhooks/google", headers={
         "X-Goog-Channel-ID": opened["id"], "X-Goog-Channel-Token": "guess",
         "X-Goog-Resource-State": "exists"}, timeout=30)  # fmt: skip
     assert forged.status_code == 404
@@ -223,7 +224,7 @@ def test_a_failed_google_connection_resumes_through_consent(
     start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).isoformat()
     sam.post(f"{V1}/activities", json={"type": "call", "subject": "Call Ann", "start": start})
     assert sam.post(f"{V1}/connections/{connection_id}/sync").json()["created"] == 1
-    httpx.post(f"{google_emulator.url}/revoke", params={"token": refresh}, timeout=30)
+    plain.post(f"{google_emulator.url}/revoke", params={"token": refresh}, timeout=30)
     google_emulator.state.expire_access_tokens()
     assert sam.post(f"{V1}/connections/{connection_id}/sync").status_code == 409
 
@@ -241,7 +242,7 @@ def test_a_failed_google_connection_resumes_through_consent(
     assert (resumed.json()["id"], resumed.json()["state"]) == (connection_id, "active")
     counts = sam.post(f"{V1}/connections/{connection_id}/sync").json()
     assert (counts["created"], counts["deleted"]) == (0, 0)  # the same links: no copies
-    listed = httpx.get(f"{google_emulator.url}/calendar/v3/calendars/{email}/events",
+    listed = plain.get(f"{google_emulator.url}/calendar/v3/calendars/{email}/events",
                        headers={"Authorization": "Bearer " + google_emulator.state.create_account(
                            email)["access_token"]}, timeout=30).json()["items"]  # fmt: skip
     assert [e["summary"] for e in listed] == ["Call Ann"]
@@ -351,7 +352,7 @@ def test_an_event_deleted_in_google_while_its_activity_changed_comes_back(
     sam.post(f"{V1}/connections/{connection_id}/sync")
     (event_id,) = google_emulator.state.calendars[email].events
     auth = {"Authorization": f"Bearer {tokens['access_token']}"}
-    deleted = httpx.delete(
+    deleted = plain.delete(
         f"{google_emulator.url}/calendar/v3/calendars/primary/events/{event_id}",
         headers=auth,
         timeout=30,

@@ -17,6 +17,7 @@ from crmcal.config import Settings
 from crmcal.emulators.microsoft.push import subscriptions_of
 from crmcal.providers.microsoft import MicrosoftProvider
 from crmcal.web.app import create_app
+from tests import plain
 from tests.conftest import Api, make_user, run
 from tests.microsoft_emulator import MicrosoftEmulator
 from tests.served import bound_socket, grant_in_browser, served_app, wait_for
@@ -152,7 +153,7 @@ def test_an_expired_delta_link_resyncs_without_copies(
     connection_id = outlook.connect(sam)
     sync(sam, connection_id)
     ids_before = {a["subject"]: a["id"] for a in sam.get(f"{V1}/activities").json()["items"]}
-    answer = httpx.post(f"{microsoft_emulator.url}/_emulator/expire-delta-tokens",
+    answer = plain.post(f"{microsoft_emulator.url}/_emulator/expire-delta-tokens",
                         json={"email": email}, timeout=30)  # fmt: skip
     assert answer.status_code < 300, answer.text
     outlook.http.patch(f"/me/events/{made[0]['id']}", json={"subject": "Meeting 0 (moved)"})
@@ -196,7 +197,7 @@ def test_participants_are_not_mailed_unless_asked(
     invited = meeting | {"subject": "Invited", "notify_participants": True}
     sam.post(f"{V1}/activities", json=invited)
     sync(sam, connection_id)
-    mails = httpx.get(f"{microsoft_emulator.url}/_emulator/mail", timeout=30).json()
+    mails = plain.get(f"{microsoft_emulator.url}/_emulator/mail", timeout=30).json()
     assert [m["subject"] for m in mails if m["mailbox"] == email] == ["Invited"]
     # Editing the quiet one in Outlook keeps its participant in the CRM.
     events = outlook.http.get("/me/calendar/events").json()["value"]
@@ -221,10 +222,10 @@ def test_an_event_moved_to_another_calendar_and_back(
     (activity,) = sam.get(f"{V1}/activities").json()["items"]
     home = outlook.http.get("/me/calendar").json()["id"]
     move = f"{microsoft_emulator.url}/_emulator/events/{event['id']}/move"
-    assert httpx.post(move, json={"calendar_id": other["id"]}, timeout=30).status_code == 200
+    assert plain.post(move, json={"calendar_id": other["id"]}, timeout=30).status_code == 200
     assert sync(sam, connection_id)["deleted"] == 1
     assert sam.get(f"{V1}/activities").json()["items"] == []
-    assert httpx.post(move, json={"calendar_id": home}, timeout=30).status_code == 200
+    assert plain.post(move, json={"calendar_id": home}, timeout=30).status_code == 200
     sync(sam, connection_id)
     (restored,) = sam.get(f"{V1}/activities").json()["items"]
     assert (restored["id"], restored["subject"]) == (activity["id"], "Quarterly review")
@@ -256,10 +257,10 @@ def test_a_throttling_storm_is_waited_out(
     faults = f"{microsoft_emulator.url}/_emulator/faults"
     try:
         for status in (429, 503, 429):
-            httpx.post(faults, json={"status": status, "count": 1, "retry_after": 0}, timeout=30)
+            plain.post(faults, json={"status": status, "count": 1, "retry_after": 0}, timeout=30)
         report = sync(sam, connection_id)
     finally:
-        httpx.post(faults, json={"clear": True}, timeout=30)
+        plain.post(faults, json={"clear": True}, timeout=30)
     assert (report["created"], report["problems"]) == (3, [])
     assert subjects(sam) == ["Meeting 0", "Meeting 1", "Meeting 2"]
     stormy = sum(state.requests.values()) - before
@@ -332,7 +333,7 @@ def test_an_event_made_in_outlook_arrives_by_notification(
     admin = f"{microsoft_emulator.url}/_emulator/subscriptions"
 
     def subscription() -> Any:
-        listed = httpx.get(admin, timeout=30).json()["subscriptions"]
+        listed = plain.get(admin, timeout=30).json()["subscriptions"]
         return [s for s in listed if s["mailbox"] == email]
 
     (opened,) = wait_for(subscription)  # the first sync subscribed
@@ -348,9 +349,9 @@ def test_an_event_made_in_outlook_arrives_by_notification(
 
     # A notification that is not ours changes nothing; the handshake is answered.
     guess = {"subscriptionId": opened["id"], "clientState": "guess", "changeType": "created"}
-    forged = httpx.post(f"{url}/webhooks/microsoft", json={"value": [guess]}, timeout=30)
+    forged = plain.post(f"{url}/webhooks/microsoft", json={"value": [guess]}, timeout=30)
     assert forged.status_code == 202
-    echo = httpx.post(f"{url}/webhooks/microsoft", params={"validationToken": "a b&c"}, timeout=30)
+    echo = plain.post(f"{url}/webhooks/microsoft", params={"validationToken": "a b&c"}, timeout=30)
     assert (echo.status_code, echo.text) == (200, "a b&c")
     # Stopping the connection removes the subscription (once it has answered).
     connection_id = created.json()["id"]
@@ -433,14 +434,14 @@ def test_lifecycle_notifications_renew_resubscribe_and_resync(
 
     def subscriptions() -> Any:
         return [
-            s for s in httpx.get(admin, timeout=30).json()["subscriptions"] if s["mailbox"] == email
+            s for s in plain.get(admin, timeout=30).json()["subscriptions"] if s["mailbox"] == email
         ]
 
     (first,) = wait_for(subscriptions)
     expires = first["expirationDateTime"]
 
     def lifecycle(subscription: dict[str, Any], event: str) -> None:
-        sent = httpx.post(
+        sent = plain.post(
             f"{admin}/{subscription['id']}/lifecycle", json={"event": event}, timeout=30
         )
         assert sent.status_code < 300, sent.text
@@ -496,7 +497,7 @@ async def _credentials(db_url: str, connection_id: int) -> str:
 
 def _move(emulator: MicrosoftEmulator, event_id: str, calendar_id: str) -> None:
     move = f"{emulator.url}/_emulator/events/{event_id}/move"
-    assert httpx.post(move, json={"calendar_id": calendar_id}, timeout=30).status_code == 200
+    assert plain.post(move, json={"calendar_id": calendar_id}, timeout=30).status_code == 200
 
 
 def test_a_crm_event_moved_away_and_back_finds_its_activity_again(

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from crmcal.emulators.google import GoogleState, create_app
 from crmcal.emulators.google import app as google_app
+from tests import plain
 from tests.conftest import recorded_sleeps
 from tests.emulators.google_client import V3, Google, reason
 from tests.served import served_app, wait_for
@@ -62,12 +63,12 @@ def test_a_delayed_call_holds_up_no_other_request() -> None:
         auth = {
             "Authorization": f"Bearer {state.create_account('sam@example.test')['access_token']}"
         }
-        httpx.post(f"{url}/_emulator/faults", json={"delay": HOLD, "count": 1}, timeout=30)
+        plain.post(f"{url}/_emulator/faults", json={"delay": HOLD, "count": 1}, timeout=30)
         answered = threading.Event()
 
         def delayed() -> None:
             try:
-                httpx.get(f"{url}{V3}/calendars/primary", headers=auth, timeout=2 * HOLD)
+                plain.get(f"{url}{V3}/calendars/primary", headers=auth, timeout=2 * HOLD)
                 answered.set()
             except httpx.HTTPError:
                 pass  # cut short when the server stops
@@ -76,7 +77,7 @@ def test_a_delayed_call_holds_up_no_other_request() -> None:
         waiting.start()
         # until the delayed call has taken the delay and sleeps
         wait_for(lambda: not state.delays)
-        answer = httpx.get(f"{url}{V3}/calendars/primary", headers=auth, timeout=30)
+        answer = plain.get(f"{url}{V3}/calendars/primary", headers=auth, timeout=30)
         assert answer.status_code == 200
         assert not answered.is_set()  # answered while the delayed call still waits
     waiting.join(timeout=30)

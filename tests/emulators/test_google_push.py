@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,6 +21,7 @@ from starlette.routing import Route
 from crmcal.emulators.google import GoogleState, create_app
 from crmcal.emulators.google.push import DELIVERY_ATTEMPTS
 from crmcal.tls import tls
+from tests import plain
 from tests.emulators.google_client import V3
 from tests.served import bound_socket, served_app, wait_for
 
@@ -53,7 +53,7 @@ def watch(url: str, state: GoogleState, address: str) -> tuple[str, dict[str, st
     tokens = state.create_account(f"push-{uuid.uuid4().hex[:8]}@example.test")
     auth = {"Authorization": f"Bearer {tokens['access_token']}"}
     channel_id = uuid.uuid4().hex
-    made = httpx.post(
+    made = plain.post(
         f"{url}{V3}/calendars/primary/events/watch",
         headers=auth,
         json={"id": channel_id, "type": "web_hook", "address": address, "token": "t"},
@@ -109,7 +109,7 @@ def test_other_answers_end_the_delivery(emulator: tuple[str, GoogleState], statu
         # out in order): had that been tried again, the tries would come in between.
         event = {"summary": "x", "start": {"dateTime": "2030-01-01T10:00:00Z"},
                  "end": {"dateTime": "2030-01-01T11:00:00Z"}}  # fmt: skip
-        made = httpx.post(f"{url}{V3}/calendars/primary/events", headers=auth, json=event,
+        made = plain.post(f"{url}{V3}/calendars/primary/events", headers=auth, json=event,
                           timeout=30)  # fmt: skip
         assert made.status_code == 200, made.text
         wait_for(lambda: attempts(state, channel_id)[1:])

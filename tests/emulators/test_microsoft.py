@@ -13,7 +13,6 @@ import subprocess
 import sys
 from typing import Any
 
-import httpx
 import pytest
 from msgraph.generated.models.calendar import Calendar
 from msgraph.generated.models.event import Event
@@ -22,6 +21,7 @@ from msgraph.generated.models.sensitivity import Sensitivity
 
 from crmcal.emulators.microsoft import MicrosoftState
 from crmcal.emulators.microsoft import app as microsoft_app
+from tests import plain
 from tests.cli_process import first_answer
 from tests.conftest import recorded_sleeps
 from tests.emulators.conftest import V1, Clock, Graph, code, event_body
@@ -551,10 +551,10 @@ def test_the_cli_serves_the_microsoft_emulator() -> None:
             command, pass_fds=[fd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
     try:
-        tokens = first_answer(proc, lambda: httpx.post(
+        tokens = first_answer(proc, lambda: plain.post(
             f"{base}/_emulator/accounts", json={"email": "a@b.test"}, timeout=30))  # fmt: skip
         auth = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
-        calendars = httpx.get(f"{base}/v1.0/me/calendars", headers=auth, timeout=30).json()
+        calendars = plain.get(f"{base}/v1.0/me/calendars", headers=auth, timeout=30).json()
         assert [c["name"] for c in calendars["value"]] == ["Calendar"]
     finally:
         proc.terminate()

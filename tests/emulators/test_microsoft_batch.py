@@ -18,6 +18,7 @@ import pytest
 
 from crmcal.emulators.microsoft import MicrosoftState, create_app
 from crmcal.emulators.microsoft.throttle import concurrency_of
+from tests import plain
 from tests.emulators.conftest import Graph, code, event_body
 from tests.emulators.graph_models import GraphChecked, batch_problems
 from tests.served import served_app, wait_for
@@ -236,25 +237,25 @@ class Served:
         self.url = url
         self.state = state
         self.tokens = {
-            who: httpx.post(
+            who: plain.post(
                 f"{url}/_emulator/accounts", json={"email": f"{who}@example.test"}, timeout=30
             ).json()["access_token"]
             for who in ("sam", "kim")
         }
 
     def admin(self, path: str, body: dict[str, Any]) -> Any:
-        response = httpx.post(f"{self.url}/_emulator{path}", json=body, timeout=30)
+        response = plain.post(f"{self.url}/_emulator{path}", json=body, timeout=30)
         assert response.status_code == 200, response.text
         return response.json()
 
     def get(self, who: str, path: str = "/me") -> httpx.Response:
         auth = {"Authorization": f"Bearer {self.tokens[who]}"}
-        return httpx.get(f"{self.url}/v1.0{path}", headers=auth, timeout=60)
+        return plain.get(f"{self.url}/v1.0{path}", headers=auth, timeout=60)
 
     def batch(self, who: str, requests: list[dict[str, Any]]) -> httpx.Response:
         auth = {"Authorization": f"Bearer {self.tokens[who]}"}
         body = {"requests": requests}
-        return httpx.post(f"{self.url}/v1.0/$batch", headers=auth, json=body, timeout=60)
+        return plain.post(f"{self.url}/v1.0/$batch", headers=auth, json=body, timeout=60)
 
     def in_flight(self, count: int) -> None:
         """Wait until sam has ``count`` requests being served."""
@@ -289,7 +290,7 @@ def test_a_fifth_request_in_flight_for_a_mailbox_is_throttled(served: Served) ->
     assert throttled.headers["retry-after"] == "1"
     assert kims.result().status_code == 200  # another mailbox is not held to sam's count
     assert served.get("sam").status_code == 200  # once they are done, sam may go on
-    counts = httpx.get(f"{served.url}/_emulator/requests", timeout=30).json()
+    counts = plain.get(f"{served.url}/_emulator/requests", timeout=30).json()
     assert (counts["throttled"], counts["me.get"]) == (1, 6)
 
 
@@ -324,20 +325,20 @@ def test_the_limit_is_per_app_and_mailbox() -> None:
     state = MicrosoftState()
     with served_app(create_app(state)) as url:
         tokens = [
-            httpx.post(
+            plain.post(
                 f"{url}/_emulator/accounts",
                 json={"email": "sam@example.test", "client_id": app},
                 timeout=30,
             ).json()["access_token"]
             for app in ("crm", "other")
         ]
-        httpx.post(f"{url}/_emulator/settings", json={"mailbox_concurrency": 1}, timeout=30)
-        httpx.post(f"{url}/_emulator/faults", json={"delay": 0.4, "count": 2}, timeout=30)
+        plain.post(f"{url}/_emulator/settings", json={"mailbox_concurrency": 1}, timeout=30)
+        plain.post(f"{url}/_emulator/faults", json={"delay": 0.4, "count": 2}, timeout=30)
         results: dict[str, int] = {}
 
         def get(n: int) -> None:
             auth = {"Authorization": f"Bearer {tokens[n]}"}
-            results[str(n)] = httpx.get(f"{url}/v1.0/me", headers=auth, timeout=30).status_code
+            results[str(n)] = plain.get(f"{url}/v1.0/me", headers=auth, timeout=30).status_code
 
         threads = [threading.Thread(target=get, args=(n,)) for n in (0, 1)]
         for thread in threads:

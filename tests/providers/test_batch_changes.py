@@ -6,16 +6,15 @@ import dataclasses
 import uuid
 from collections import Counter
 
-import httpx
-
 from crmcal.providers.base import PreconditionFailed, Update, update_many
+from tests import plain
 from tests.google_emulator import GoogleEmulator, GoogleHarness
 from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
 from tests.providers.harness import meeting
 
 
 def counts(url: str) -> Counter[str]:
-    return Counter(httpx.get(f"{url}/_emulator/requests", timeout=60).json())
+    return Counter(plain.get(f"{url}/_emulator/requests", timeout=60).json())
 
 
 async def _check(

@@ -14,9 +14,9 @@ import uuid
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 
+from tests import plain
 from tests.caldav_proxy import Behaviour
 from tests.conftest import Api
 from tests.microsoft_emulator import MicrosoftEmulator
@@ -371,7 +371,7 @@ async def test_an_option_change_never_mails_the_guests_of_an_outlook_event(
     ids = await on_microsoft.ids_by_title()
 
     def mails() -> list[str]:
-        sent = httpx.get(f"{microsoft_emulator.url}/_emulator/mail", timeout=60).json()
+        sent = plain.get(f"{microsoft_emulator.url}/_emulator/mail", timeout=60).json()
         return [m["event_id"] for m in sent if m["event_id"] == ids["Pricing"]]
 
     invitations = mails()
