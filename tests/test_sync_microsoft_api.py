@@ -428,7 +428,8 @@ def test_lifecycle_notifications_renew_resubscribe_and_resync(
     )
     outlook = Outlook(microsoft_emulator, email)
     body = {"provider": "microsoft", "refresh_token": outlook.tokens["refresh_token"]}
-    assert api.post("/connections", json=body).status_code == 201
+    created = api.post("/connections", json=body)
+    assert created.status_code == 201, created.text
     admin = f"{microsoft_emulator.url}/_emulator/subscriptions"
     requests = microsoft_emulator.state.requests
 
@@ -439,6 +440,12 @@ def test_lifecycle_notifications_renew_resubscribe_and_resync(
 
     (first,) = wait_for(subscriptions)
     expires = first["expirationDateTime"]
+    # Graph lists the subscription as soon as it made it, before crmcal has stored its
+    # answer; a lifecycle notification then names a subscription crmcal cannot yet
+    # tell from a forgery, and is rightly ignored. The sync that subscribed stores it
+    # before it ends.
+    connection = f"/connections/{created.json()['id']}"
+    wait_for(lambda: api.get(connection).json()["last_sync_at"] is not None)
 
     def lifecycle(subscription: dict[str, Any], event: str) -> None:
         sent = plain.post(
