@@ -573,7 +573,7 @@ async def test_a_calls_params_are_written_into_its_url_as_httpx_writes_them(
     client = api_client.ApiClient(
         tokens, base_url="https://api.test/v1", owner="Test", service="Test API",
         reason=lambda response: "", retryable=lambda response: False,
-        transport=httpx.MockTransport(answer),
+        settings=api_client.ClientSettings(transport=httpx.MockTransport(answer)),
     )  # fmt: skip
     request = client._client.request
 

@@ -24,6 +24,7 @@ import contextlib
 import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -59,6 +60,22 @@ class SharedLimit(Protocol):
     async def throttled(self, seconds: float) -> None:
         """The service asked the account to wait this long before its next request."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """How an ``ApiClient`` calls its service, whichever service it is: made once by
+    the provider from its own arguments, so that a new setting is added here and read
+    in ``ApiClient`` alone. ``timeout``: seconds per request; ``retries``: tries after
+    the first; ``backoff``: the first retry's delay in seconds, doubled each time;
+    ``transport``: one of its own (tests), which means a client of its own instead of
+    the shared one; ``shared``: the account's limits across processes."""
+
+    timeout: float = 30
+    retries: int = 5
+    backoff: float = 0.5
+    transport: httpx.AsyncBaseTransport | None = None
+    shared: SharedLimit | None = None
 
 
 MAX_DELAY = 32.0
@@ -159,7 +176,9 @@ class ApiClient:
     """Calls to one service for one account: ``owner`` names who grants access
     (Google, Microsoft), ``service`` the API in messages (Google Calendar ...),
     ``product`` what users call it (Microsoft 365); ``reason`` reads the service's
-    error code from an answer."""
+    error code from an answer; ``concurrency`` and ``headers`` are the service's own
+    (its limit of calls in flight per account, what every request carries);
+    ``settings`` how it is called (``ClientSettings``)."""
 
     def __init__(
         self,
@@ -171,16 +190,12 @@ class ApiClient:
         product: str | None = None,
         reason: Callable[[httpx.Response], str],
         retryable: Callable[[httpx.Response], bool],
-        timeout: float = 30,
-        retries: int = 5,
-        backoff: float = 0.5,
         concurrency: int | None = None,
         headers: dict[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        shared: SharedLimit | None = None,
+        settings: ClientSettings,
     ) -> None:
         self._tokens = tokens
-        self._shared = shared
+        self._shared = settings.shared
         self.base_url = base_url.rstrip("/")
         self._owner = owner
         self._service = service
@@ -188,13 +203,14 @@ class ApiClient:
         self._reason = reason
         self._retryable = retryable
         # A transport of its own (tests) means a client of its own; else the shared one.
-        shared_http = None if transport is not None else shared_client(base_url, timeout)
+        transport = settings.transport
+        shared_http = None if transport is not None else shared_client(base_url, settings.timeout)
         self._owns_client = shared_http is None
         self._client = shared_http or httpx.AsyncClient(
-            timeout=timeout, transport=transport, verify=tls()
+            timeout=settings.timeout, transport=transport, verify=tls()
         )
-        self.retries = retries
-        self._backoff = backoff
+        self.retries = settings.retries
+        self._backoff = settings.backoff
         self._limit = asyncio.Semaphore(concurrency) if concurrency else None
         self._concurrency = concurrency
         # Taken by a request that needs several units of ``_limit`` while it takes them,

@@ -34,7 +34,7 @@ import httpx
 
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
 from crmcal.providers import google_api, google_batch, google_events, kinds
-from crmcal.providers.api_client import SharedLimit, TokenSource
+from crmcal.providers.api_client import ClientSettings, SharedLimit, TokenSource
 from crmcal.providers.base import Capabilities, ProviderError, Update
 from crmcal.providers.google_api import GoogleApi, reason
 from crmcal.providers.google_creates import Creates
@@ -67,10 +67,9 @@ class GoogleProvider:
         transport: httpx.AsyncBaseTransport | None = None,
         shared: SharedLimit | None = None,
     ) -> None:
-        self._google = GoogleApi(
-            tokens, api_url=api_url, timeout=timeout, retries=retries, backoff=backoff,
-            transport=transport, shared=shared,
-        )  # fmt: skip
+        settings = ClientSettings(timeout=timeout, retries=retries, backoff=backoff,
+                                  transport=transport, shared=shared)  # fmt: skip
+        self._google = GoogleApi(tokens, api_url=api_url, settings=settings)
         self._api = self._google.api
         self._series = Series(self._google)
         self._creates = Creates(self._google, self._series)

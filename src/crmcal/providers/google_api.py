@@ -16,7 +16,7 @@ import httpx
 
 from crmcal.model import CalendarEvent
 from crmcal.providers import google_batch
-from crmcal.providers.api_client import ApiClient, SharedLimit, TokenSource
+from crmcal.providers.api_client import ApiClient, ClientSettings, TokenSource
 from crmcal.providers.base import ProviderError
 from crmcal.providers.kept_http import REPEATABLE
 
@@ -37,18 +37,13 @@ class GoogleApi:
         tokens: TokenSource,
         *,
         api_url: str,
-        timeout: float,
-        retries: int,
-        backoff: float,
-        transport: httpx.AsyncBaseTransport | None,
-        shared: SharedLimit | None,
+        settings: ClientSettings,
     ) -> None:
         self.root = api_url.rstrip("/")
         self.base = self.root + "/calendar/v3"
         self.api = ApiClient(
             tokens, base_url=self.base, owner="Google", service="Google Calendar",
-            reason=reason, retryable=_retryable,
-            timeout=timeout, retries=retries, backoff=backoff, transport=transport, shared=shared,
+            reason=reason, retryable=_retryable, settings=settings,
         )  # fmt: skip
         # Each calendar's time zone, as its listing or the calendar list answered it.
         self.zones: dict[str, str] = {}

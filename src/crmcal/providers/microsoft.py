@@ -33,7 +33,7 @@ import httpx
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
 from crmcal.providers import kinds
 from crmcal.providers import microsoft_events as codec
-from crmcal.providers.api_client import SharedLimit, TokenSource
+from crmcal.providers.api_client import ClientSettings, SharedLimit, TokenSource
 from crmcal.providers.base import Capabilities, ProviderError, Update
 from crmcal.providers.microsoft_creates import Creates
 from crmcal.providers.microsoft_delta import WINDOW_DAYS, Changes
@@ -70,10 +70,9 @@ class MicrosoftProvider:
         transport: httpx.AsyncBaseTransport | None = None,
         shared: SharedLimit | None = None,
     ) -> None:
-        self._graph = Graph(
-            tokens, api_url=api_url, timeout=timeout, retries=retries, backoff=backoff,
-            transport=transport, shared=shared,
-        )  # fmt: skip
+        settings = ClientSettings(timeout=timeout, retries=retries, backoff=backoff,
+                                  transport=transport, shared=shared)  # fmt: skip
+        self._graph = Graph(tokens, api_url=api_url, settings=settings)
         self._api = self._graph.api
         self._series = Series(self._graph)
         self._changes = Changes(self._graph, window_start)

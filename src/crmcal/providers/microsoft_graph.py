@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from crmcal.providers.api_client import ApiClient, SharedLimit, TokenSource
+from crmcal.providers.api_client import ApiClient, ClientSettings, TokenSource
 from crmcal.providers.base import ProviderError
 from crmcal.providers.kept_http import REPEATABLE
 
@@ -35,19 +35,14 @@ class Graph:
         tokens: TokenSource,
         *,
         api_url: str,
-        timeout: float,
-        retries: int,
-        backoff: float,
-        transport: httpx.AsyncBaseTransport | None,
-        shared: SharedLimit | None,
+        settings: ClientSettings,
     ) -> None:
         self.base = api_url.rstrip("/") + "/v1.0"
         self.api = ApiClient(
             tokens, base_url=self.base, owner="Microsoft", service="Microsoft Graph",
             product="Microsoft 365", reason=code,
-            retryable=lambda response: response.status_code in _RETRY, timeout=timeout,
-            retries=retries, backoff=backoff, concurrency=CONCURRENCY,
-            headers={"Prefer": PREFER}, transport=transport, shared=shared,
+            retryable=lambda response: response.status_code in _RETRY,
+            concurrency=CONCURRENCY, headers={"Prefer": PREFER}, settings=settings,
         )  # fmt: skip
 
     async def request(
