@@ -129,7 +129,7 @@ def test_a_calendars_rule_sent_back_as_read_is_kept(alice: Api, db_url: str) -> 
                     start="2027-01-05T09:00:00", timezone="Europe/Berlin",
                 )  # fmt: skip
                 (first,) = await activities.create_activities(
-                    session, user, [(data, None)], from_calendar=True
+                    session, user, [(data, None)], activities.WriteOptions(from_calendar=True)
                 )
                 return first.id
         finally:

@@ -16,6 +16,7 @@ from sqlalchemy import func, inspect, select
 from crmcal.config import Settings
 from crmcal.crm import series as series_module
 from crmcal.crm.activities import (
+    WriteOptions,
     check_new,
     create_activities,
     load_in_order,
@@ -40,6 +41,9 @@ from tests.bulk_import import (  # noqa: F401  # fixture used by name
 )
 from tests.conftest import run
 from tests.providers.harness import CalDAVHarness, CalDAVServer
+
+# What these tests' own writes record in the change feed as their origin.
+TEST = WriteOptions(origin="test")
 
 
 async def sync_again(db_url: str, owner_id: int) -> SyncReport:
@@ -294,10 +298,10 @@ def test_activities_as_written_are_the_activities_read_back(db_url: str) -> None
         try:
             async with db.write() as session:
                 user, _ = await create_user(session, UserCreate(email="w@crm.test", name="W"))
-                read = await create_activities(session, user, items("r"), origin="test")
+                read = await create_activities(session, user, items("r"), TEST)
                 written = [
                     one.activity()
-                    for one in await write_activities(session, user, items("w"), origin="test")
+                    for one in await write_activities(session, user, items("w"), TEST)
                 ]
                 ids = [a.id for a in written]
                 # Read, never added to a session: an import's tens of thousands of
@@ -358,12 +362,10 @@ def test_activities_checked_beforehand_are_written_as_their_input_is(db_url: str
             async with db.write() as session:
                 plain, _ = await create_user(session, UserCreate(email="p@crm.test", name="P"))
                 early, _ = await create_user(session, UserCreate(email="e@crm.test", name="E"))
-                given = await create_activities(
-                    session, plain, [(d, None) for d in items()], origin="test"
-                )
+                given = await create_activities(session, plain, [(d, None) for d in items()], TEST)
                 checked = await create_activities(
                     session, early, [(check_new(d, early.timezone), None) for d in items()],
-                    origin="test",
+                    TEST,
                 )  # fmt: skip
                 with pytest.raises(ValueError, match="another time zone"):
                     await create_activities(
@@ -416,7 +418,7 @@ def test_series_an_import_writes_are_the_rows_their_model_makes_without_one_buil
         try:
             async with db.write() as session:
                 user, _ = await create_user(session, UserCreate(email=email, name="S"))
-                await write_activities(session, user, items(), origin="test")
+                await write_activities(session, user, items(), TEST)
             async with db.read() as session:
                 query = select(ActivitySeries).where(ActivitySeries.owner_id == user.id)
                 return rows(list(await session.scalars(query.order_by(ActivitySeries.id))))

@@ -410,7 +410,7 @@ async def create_activity(
 ) -> Activity:
     """Create an activity. ``uid`` lets an importer choose a stable identity."""
     (created,) = await create_activities(
-        session, actor, [(data, uid)], origin=origin, as_contacts=as_contacts
+        session, actor, [(data, uid)], WriteOptions(origin=origin, as_contacts=as_contacts)
     )
     return created
 
@@ -513,26 +513,30 @@ class Written:
         return as_written([self.row], [self.participants], [self.id])[0]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriteOptions:
+    """How ``write_activities`` (and ``create_activities`` through it) writes new
+    activities. ``origin``: who made them, as the change feed records it;
+    ``as_contacts`` off keeps participants given by e-mail as plain addresses (no
+    persons made); ``organizers``: for each item, the organizer of someone else's
+    meeting (the sync's import of an invitation), else None; ``from_calendar``: the
+    sync bringing calendars' events (see ``check_new``)."""
+
+    origin: str = "api"
+    as_contacts: bool = True
+    organizers: Sequence[str | None] | None = None
+    from_calendar: bool = False
+
+
 async def create_activities(
     session: AsyncSession,
     actor: User,
     items: Sequence[tuple[ActivityCreate | Checked, str | None]],
-    *,
-    origin: str = "api",
-    as_contacts: bool = True,
-    organizers: list[str | None] | None = None,
-    from_calendar: bool = False,
+    options: WriteOptions = WriteOptions(),
 ) -> list[Activity]:
-    """Create several activities in one go (an import): the same checks as one by one,
-    with persons, rows and change-feed entries written in batches. ``as_contacts``
-    off keeps participants given by e-mail as plain addresses (no persons made).
-    ``organizers``: for each item, the organizer of someone else's meeting (the sync's
-    import of an invitation), else None. ``from_calendar``: the sync bringing
-    calendars' events (see ``check_new``)."""
-    written = await write_activities(
-        session, actor, items, origin=origin, as_contacts=as_contacts, organizers=organizers,
-        from_calendar=from_calendar,
-    )  # fmt: skip
+    """``write_activities``, answering the activities read back from the database (ORM
+    objects in the session, for a caller that goes on to change them)."""
+    written = await write_activities(session, actor, items, options)
     return await load_in_order(session, [one.id for one in written])
 
 
@@ -540,14 +544,12 @@ async def write_activities(
     session: AsyncSession,
     actor: User,
     items: Sequence[tuple[ActivityCreate | Checked, str | None]],
-    *,
-    origin: str = "api",
-    as_contacts: bool = True,
-    organizers: list[str | None] | None = None,
-    from_calendar: bool = False,
+    options: WriteOptions = WriteOptions(),
 ) -> list[Written]:
-    """``create_activities``, answering the activities as written (a series by its first
-    occurrence), not read from the database: for a caller that only reads them."""
+    """Create several activities in one go (an import): the same checks as one by one,
+    with persons, rows and change-feed entries written in batches, as ``options``
+    says. Answers the activities as written (a series by its first occurrence), not
+    read from the database: for a caller that only reads them."""
     permissions.require(actor, permissions.ACTIVITIES_CREATE)
     owners: dict[int, User] = {actor.id: actor}
     usable_types: set[str] = set()
@@ -562,16 +564,19 @@ async def write_activities(
         given = (
             data
             if isinstance(data, Checked)
-            else check_new(data, owner.timezone, from_calendar=from_calendar)
+            else check_new(data, owner.timezone, from_calendar=options.from_calendar)
         )
         if given.zone_default not in (None, owner.timezone):
             raise ValueError("an activity checked for an owner of another time zone")
         checked.append(given)
         columns = await _checked_columns(session, given, usable_types, actor)
-        organizer = organizers[n] if organizers else None
+        organizer = options.organizers[n] if options.organizers else None
         rows.append(new_row(columns, uid or uuid.uuid4().hex, owner.id, organizer, now))
     participants = await _participants(
-        session, [given.participants for given in checked], as_contacts=as_contacts, viewer=actor
+        session,
+        [given.participants for given in checked],
+        as_contacts=options.as_contacts,
+        viewer=actor,
     )
     single = [i for i, row in enumerate(rows) if not row["recurrence"]]
     made: dict[int, Written] = {}
@@ -579,7 +584,7 @@ async def write_activities(
         chosen, people = [rows[i] for i in single], [participants[i] for i in single]
         ids = await _insert_ids(session, chosen, people)
         whose = [row["owner_id"] for row in chosen]
-        await changefeed.record_new(session, ids, whose, changefeed.CREATED, origin)
+        await changefeed.record_new(session, ids, whose, changefeed.CREATED, options.origin)
         made = {i: Written(n, rows[i], participants[i]) for i, n in zip(single, ids, strict=True)}
     # A rule: a series, answered by its first occurrence; all of them together.
     rules = [i for i in range(len(items)) if i not in made]
@@ -593,7 +598,7 @@ async def write_activities(
             )
             for i in rules
         ],
-        origin=origin,
+        origin=options.origin,
     )  # fmt: skip
     made.update(zip(rules, firsts, strict=True))
     return [made[i] for i in range(len(items))]

@@ -145,10 +145,12 @@ class Imports:
                 session,
                 owner,
                 items,
-                origin=engine.ctx.origin,
-                as_contacts=engine.ctx.options.attendees_to_contacts,
-                organizers=[item.organizer for item in writing],
-                from_calendar=True,
+                activities.WriteOptions(
+                    origin=engine.ctx.origin,
+                    as_contacts=engine.ctx.options.attendees_to_contacts,
+                    organizers=[item.organizer for item in writing],
+                    from_calendar=True,
+                ),
             )
             series = await self._series_made(session, created)
             now = utcnow()

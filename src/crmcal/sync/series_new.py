@@ -197,9 +197,11 @@ class NewSeries:
                 session,
                 owner,
                 [(data, uid)],
-                origin=ctx.origin,
-                as_contacts=ctx.options.attendees_to_contacts,
-                from_calendar=True,
+                activities.WriteOptions(
+                    origin=ctx.origin,
+                    as_contacts=ctx.options.attendees_to_contacts,
+                    from_calendar=True,
+                ),
             )
             assert first.series_id is not None
             series_id = first.series_id
