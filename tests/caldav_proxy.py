@@ -12,7 +12,8 @@ server do (one status per resource); ``octet_folds`` folds the calendar data it 
 servers do; ``garbled`` answers the calendar data of the resources it names (by a
 text in their href) cut short, as a server with a broken resource in its store does.
 ``listing_etags`` leaves ``getetag`` out of every multistatus answer (``"missing"``) or
-answers it empty (``"empty"``); ``all_weak`` makes every ETag weak, in headers and
+answers it empty (``"empty"``); ``unquoted_etags`` answers them without their quotes in
+the REPORTs it names (``abc`` for ``"abc"``); ``all_weak`` makes every ETag weak, in headers and
 listings, and takes in ``If-Match`` only the tag as it gave it (Cyrus does; any other
 spelling is answered ``412``), and with ``weak_if_match_refused`` not even that: a
 weak tag never matches, as If-Match's strong comparison says (RFC 9110 13.1.1), so
@@ -97,6 +98,9 @@ class Behaviour:
     # property; ``no_ctag`` leaves the CTag (CS:getctag) out too.
     no_sync_tokens: bool = False
     no_ctag: bool = False
+    # ETags answered without their quotes (``abc`` for ``"abc"``) in the REPORT answers
+    # of these kinds: a server that spells one version two ways in two answers.
+    unquoted_etags: set[str] = field(default_factory=set)
 
     def count(self, method: str, suffix: str = "") -> int:
         return sum(n for (m, p), n in self.requests.items() if m == method and p.endswith(suffix))
@@ -157,6 +161,14 @@ def _truncated_sync(body: bytes, keep: int, collection: str) -> bytes:
     error = etree.SubElement(marker, "{DAV:}error")
     etree.SubElement(error, "{DAV:}number-of-matches-within-limits")
     tree.insert(min(keep, len(members)), marker)
+    return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
+
+
+def _unquoted(body: bytes) -> bytes:
+    """A multistatus ``body`` with its ``getetag`` values stripped of their quotes."""
+    tree = etree.fromstring(body)
+    for etag in tree.iter("{DAV:}getetag"):
+        etag.text = (etag.text or "").strip().strip('"')
     return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
 
 
@@ -391,6 +403,8 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
                 content = _truncated_sync(content, behaviour.truncate_sync, path)
             if behaviour.garbled:
                 content = _garbled(content, behaviour)
+            if report in behaviour.unquoted_etags:
+                content = _unquoted(content)
         odd_listings = (behaviour.listing_etags, behaviour.all_weak, behaviour.absolute_hrefs,
                         behaviour.recode_hrefs, behaviour.collection_member,
                         behaviour.foreign_member, behaviour.no_sync_tokens,

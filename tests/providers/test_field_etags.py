@@ -336,3 +336,38 @@ async def test_without_sync_tokens_or_etags_a_quiet_sync_reads_the_ctag_alone(
     counts = proxied.sync_with_problems()
     assert (counts["problems"], counts["deleted"]) == ([], 1)
     assert [a["id"] for a in proxied.activities(deleted=True)] == [made["id"]]
+
+
+@pytest.mark.parametrize("unquoted", ["calendar-multiget", "sync-collection"])
+async def test_one_version_spelt_with_and_without_quotes_is_one_version(
+    proxied: Proxied,
+    behaviour: Behaviour,
+    unquoted: str,
+) -> None:
+    harness = proxied.harness
+    # One kind of answer gives each ETag without its quotes, the others quoted.
+    behaviour.unquoted_etags = {unquoted}
+    proxied.connect()
+    (edited,), by_title = await proxied.synced_activities("Edited")
+    await put_elsewhere(proxied, "Elsewhere")
+    assert subjects(proxied) == ["Edited"]
+    proxied.sync_with_problems()
+    assert subjects(proxied) == ["Edited", "Elsewhere"]
+    # Nothing changed since: nothing is read again, nothing written.
+    for _ in range(2):
+        behaviour.requests.clear()
+        behaviour.reports.clear()
+        assert quiet(proxied.sync_with_problems())
+        assert behaviour.reports["calendar-multiget"] == 0
+        assert writes(behaviour) == 0
+    # A CRM edit goes out under the tag as servers spell it, quoted.
+    proxied.edit_activity(edited["id"], location="Room 7")
+    behaviour.if_matches.clear()
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["updated"]) == ([], 1)
+    assert behaviour.if_matches
+    assert all(tag.startswith('"') for tag in behaviour.if_matches)
+    assert "LOCATION:Room 7" in unfolded(await harness.read_raw(by_title["Edited"]))
+    behaviour.reports.clear()
+    assert quiet(proxied.sync_with_problems())
+    assert behaviour.reports["calendar-multiget"] == 0

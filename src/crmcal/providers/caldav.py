@@ -196,6 +196,21 @@ def _path_on(href: str, url: str, here: str) -> str | None:
 CONTENT_VERSION = "crmcal-content:"
 
 
+def _spelt(etag: str | None) -> str:
+    """A server's ETag in the one spelling HTTP gives an entity-tag (RFC 9110 8.8.3:
+    quoted, a weak one after ``W/``), "" for none. Some servers answer ``getetag``
+    unquoted in one report and quoted in another (or in the ETag header): one version
+    must read as one, or each sync after a write reads the event again."""
+    etag = (etag or "").strip()
+    weak = etag[:2] in ("W/", "w/")
+    opaque = etag[2:].strip() if weak else etag
+    if not opaque:
+        return ""
+    if len(opaque) < 2 or not (opaque.startswith('"') and opaque.endswith('"')):
+        opaque = '"' + opaque.strip('"') + '"'
+    return ("W/" if weak else "") + opaque
+
+
 def _if_match(etag: str | None) -> dict[str, str]:
     """The ``If-Match`` condition for a write over version ``etag``: the tag as the
     server gave it (a weak ``W/"…"`` too: Cyrus takes its weak tags back as given, and
@@ -238,7 +253,7 @@ def _weak_tag_refused(sent: str | None, current: str) -> WritesRefused | None:
 def _version(etag: str | None, text: str | None) -> str:
     """A resource's version: its ETag as given, else a digest of its calendar data
     (``CONTENT_VERSION``), else "" (nothing to tell one version from another)."""
-    etag = (etag or "").strip()
+    etag = _spelt(etag)
     if etag or not text:
         return etag
     # Line ends as XML parsing leaves them (CRLF read as LF), so that a multiget's
@@ -250,11 +265,12 @@ def _version(etag: str | None, text: str | None) -> str:
 
 def same_version(one: str | None, other: str | None) -> bool:
     """Whether two ETags name one version, by weak comparison (RFC 9110 8.8.3.2): Cyrus
-    answers a compressed GET with ``W/"…"`` for the version a listing names ``"…"``."""
+    answers a compressed GET with ``W/"…"`` for the version a listing names ``"…"``; and
+    quoted or not, a tag is one tag (``_spelt``)."""
 
     def opaque(etag: str | None) -> str:
-        etag = (etag or "").strip()
-        return etag[2:] if etag[:2] in ("W/", "w/") else etag
+        etag = _spelt(etag)  # quoted or not, as servers differ
+        return etag[2:] if etag.startswith("W/") else etag
 
     return bool(opaque(one)) and opaque(one) == opaque(other)
 
@@ -652,7 +668,7 @@ class CalDAVProvider(Discovery):
                 if member.status == 404:
                     listing.deleted.append(member.href)
                 elif member.status in (200, 201):
-                    etag = _text_of(member.props.get(f"{DAV}getetag")) or ""
+                    etag = _spelt(_text_of(member.props.get(f"{DAV}getetag")))
                     listing.changed.append(RemoteRef(id=member.href, etag=etag))
                 else:
                     # Listed, but not as changed or gone (a multistatus answers each
@@ -774,7 +790,7 @@ class CalDAVProvider(Discovery):
             if _not_a_member(member.href, calendar) or (kind is not None and len(kind)):
                 continue  # the collection itself, or a sub-collection
             if member.status == 200:
-                etag = _text_of(member.props.get(f"{DAV}getetag")) or ""
+                etag = _spelt(_text_of(member.props.get(f"{DAV}getetag")))
                 listing.changed.append(RemoteRef(id=member.href, etag=etag))
             elif member.status != 404:
                 listing.changed.append(_refused(member))  # there, but not readable now
@@ -958,8 +974,8 @@ class CalDAVProvider(Discovery):
 
     def _written(self, calendar: str, href: str, reply: _Reply, text: str) -> str:
         """The new etag after a successful PUT; reads it back when the server gave none."""
-        etag = reply.header("ETag")
-        if etag and not etag.startswith(("W/", "w/")):
+        etag = _spelt(reply.header("ETag"))
+        if etag and not etag.startswith("W/"):
             # An ETag on a PUT means the server stored what was sent (RFC 4791 5.3.4;
             # Radicale reorders properties, which changes nothing crmcal reads).
             self._remember(href, etag, text)
