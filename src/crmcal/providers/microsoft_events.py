@@ -254,6 +254,24 @@ def with_cancelled(event: CalendarEvent, cancelled: list[str]) -> CalendarEvent:
     return event.leaving_out(found)
 
 
+def own_zone(item: dict[str, Any]) -> ZoneInfo | None:
+    """The zone an event was written in (a series': the one its occurrences keep their
+    wall-clock time in), or None when Graph names it in no way crmcal can read: desktop
+    Outlook's legacy custom zones are "tzone://Microsoft/Custom", an iCalendar file's
+    own zone "Customized Time Zone". Only an item that names no zone at all is read
+    in the zone its times came in (UTC, as crmcal asks for them): reading a series in
+    UTC would move every occurrence across a daylight-saving switch by an hour."""
+    names = [item.get("originalStartTimeZone")]
+    if isinstance(item.get("recurrence"), dict):
+        names.insert(0, series_zone(item))
+    given = [str(name) for name in names if name]
+    for name in given:
+        found = zone(name)
+        if found is not None:
+            return found
+    return None if given else zone((item.get("start") or {}).get("timeZone"))
+
+
 def series_zone(item: dict[str, Any]) -> str | None:
     """The zone a series' occurrences keep their wall-clock time in."""
     span = (item.get("recurrence") or {}).get("range") or {}
@@ -302,7 +320,7 @@ def _sort_key(moment: dt.datetime | dt.date | None) -> str:
 def parse(item: dict[str, Any]) -> CalendarEvent:
     """The event a Graph event resource describes."""
     start, end = _instant(item.get("start")), _instant(item.get("end"))
-    own = zone(item.get("originalStartTimeZone")) or zone((item.get("start") or {}).get("timeZone"))
+    own = own_zone(item)
     all_day = bool(item.get("isAllDay"))
     first: dt.datetime | dt.date
     last: dt.datetime | dt.date | None
@@ -312,7 +330,8 @@ def parse(item: dict[str, Any]) -> CalendarEvent:
     else:
         local = own or dt.UTC
         first, last = start.astimezone(local), end.astimezone(local)
-        key = own.key if own is not None else "UTC"
+        # A zone Graph does not name: None, for the reader to keep it in its own.
+        key = own.key if own is not None else None
         if last == first:
             last = None  # crmcal writes an event without an end so (Graph needs one)
     props = properties(item)

@@ -22,7 +22,14 @@ def ref(item: dict[str, Any]) -> RemoteRef:
     if not etag and item.get("changeKey"):
         etag = f'W/"{item["changeKey"]}"'
     try:
-        return RemoteRef(str(item["id"]), etag, codec.parse(item))
+        event = codec.parse(item)
+        warning = None
+        if event.recurrence is not None and not event.all_day and event.timezone is None:
+            warning = (
+                f"Microsoft 365 does not name the time zone of this series "
+                f"({codec.series_zone(item)!r}): its occurrences are kept in the user's own"
+            )
+        return RemoteRef(str(item["id"]), etag, event, warning=warning)
     except (ValueError, TypeError, KeyError) as failure:
         return RemoteRef(str(item.get("id")), etag, error=f"unreadable event: {failure}")
 

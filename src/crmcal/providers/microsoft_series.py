@@ -101,7 +101,8 @@ class Series:
             event = codec.with_exceptions(found.event, cancelled, exceptions, zone_name)
         except (ValueError, TypeError, KeyError) as failure:
             return RemoteRef(found.id, found.etag, error=f"unreadable series: {failure}")
-        return RemoteRef(found.id, series_version(found.etag, cancelled, exceptions), event)
+        version = series_version(found.etag, cancelled, exceptions)
+        return RemoteRef(found.id, version, event, warning=found.warning)
 
     async def read_back(self, calendar_id: str, master_id: str) -> RemoteRef:
         """A series as it is now: the master and its occurrences in one ``$batch``."""

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from crmcal.emulators.microsoft import render
+from crmcal.emulators.microsoft import events, render
 from crmcal.emulators.microsoft.calls import state_of
 from crmcal.emulators.microsoft.errors import bad_request, not_found
 from crmcal.emulators.microsoft.model import Mailbox
@@ -91,6 +91,32 @@ async def move(request: Request, event_id: str) -> Any:
                 "calendar_id": destination.id,
             }
     raise not_found()
+
+
+# What Graph names the zone of an event desktop Outlook wrote in a legacy custom zone,
+# and of one imported from iCalendar with a zone of its own (its rules stay unnamed).
+UNNAMED_ZONES = ("tzone://Microsoft/Custom", "Customized Time Zone")
+
+
+@router.post("/_emulator/events/{event_id}/unnamed-zone")
+async def unname_zone(request: Request, event_id: str) -> Any:
+    """``{"email", "name"?}``: the event (a series: its occurrences) keeps the rules of
+    the zone it was written in, but Graph names that zone only ``name`` (one of
+    ``UNNAMED_ZONES``; the first by default) in ``originalStartTimeZone``,
+    ``originalEndTimeZone`` and ``recurrence.range.recurrenceTimeZone``, as it does
+    for an event written with a custom zone in desktop Outlook or an iCalendar
+    file. A write of its start names its zone again."""
+    body = await _body(request)
+    state = state_of(request)
+    mailbox = _mailbox_of(state, body)
+    name = body.get("name", UNNAMED_ZONES[0])
+    if name not in UNNAMED_ZONES:
+        raise bad_request(f"name: one of {', '.join(UNNAMED_ZONES)}")
+    item = state.events.item(mailbox, event_id)
+    if item is None:
+        raise not_found()
+    item.body[events.UNNAMED_ZONE] = name
+    return {"id": event_id, "name": name}
 
 
 @router.post("/_emulator/invitations")

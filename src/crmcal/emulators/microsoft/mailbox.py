@@ -298,6 +298,8 @@ class Events:
         body["bodyPreview"] = events.preview(body["body"])
         body["originalStartTimeZone"] = body["start"]["timeZone"]
         body["originalEndTimeZone"] = body["end"]["timeZone"]
+        if "start" in written:
+            body.pop(events.UNNAMED_ZONE, None)  # written in a zone Graph names
         item.body = body
         item.props = item.props | new_props
         if entry.kind == "seriesMaster" and any(

@@ -95,6 +95,14 @@ def event(
     values["type"] = entry.kind
     values["start"] = _time(entry, "start", zone)
     values["end"] = _time(entry, "end", zone)
+    unnamed = body.get(events.UNNAMED_ZONE)
+    if unnamed:
+        # Occurrences follow the zone's rules; only its name is lost.
+        values["originalStartTimeZone"] = values["originalEndTimeZone"] = unnamed
+        if isinstance(values.get("recurrence"), dict):
+            span = dict(values["recurrence"].get("range") or {})
+            span["recurrenceTimeZone"] = unnamed
+            values["recurrence"] = {**values["recurrence"], "range": span}
     values["webLink"] = (
         f"https://outlook.office365.com/owa/?itemid={quote(own_id, safe='')}"
         "&exvsurl=1&path=/calendar/item"

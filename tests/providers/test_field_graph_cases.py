@@ -1,0 +1,78 @@
+"""Outlook events as Graph answers them in the field, synced through the REST API with
+the Graph emulator: zones Graph cannot name, participants Graph is not told about,
+and items only an attendee's copy or a delta page shows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.providers.synced import V1, OnMicrosoft
+from tests.test_sync_cloud_series import tuesday_nine_before_switch
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def sync_answer(on: OnMicrosoft) -> dict[str, Any]:
+    response = on.user.post(f"{V1}/connections/{on.connection_id}/sync")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def series_starts(on: OnMicrosoft) -> list[dt.datetime]:
+    listed = on.user.get(f"{V1}/activities", params={"limit": 100})
+    assert listed.status_code == 200, listed.text
+    return sorted(dt.datetime.fromisoformat(a["start"]) for a in listed.json()["items"])
+
+
+@pytest.mark.parametrize("zone_name", [None, "tzone://Microsoft/Custom", "Customized Time Zone"])
+async def test_a_series_in_a_zone_graph_cannot_name_keeps_its_wall_clock_time(
+    on_microsoft: OnMicrosoft, zone_name: str | None
+) -> None:
+    """A weekly series written in Outlook at 09:00 Berlin time across a daylight-saving
+    switch: its zone is a Windows name, or one Graph names only "tzone://Microsoft/Custom"
+    (desktop Outlook's legacy custom zones) or "Customized Time Zone" (an iCalendar
+    import). Graph answers its times in UTC; read in UTC, the rule would put the
+    occurrences after the switch an hour off. Unnamed, the series is kept in its user's
+    zone, and the guess is reported."""
+    on = on_microsoft
+    harness = on.harness
+    start = tuesday_nine_before_switch()
+    day = start.date().isoformat()
+    weekday = start.strftime("%A").lower()
+    made = await harness.api("POST", f"/me/calendars/{harness.calendar_id}/events", json={
+        "subject": "Weekly planning",
+        "start": {"dateTime": f"{day}T09:00:00", "timeZone": "W. Europe Standard Time"},
+        "end": {"dateTime": f"{day}T10:00:00", "timeZone": "W. Europe Standard Time"},
+        "recurrence": {
+            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [weekday]},
+            "range": {"type": "numbered", "startDate": day, "numberOfOccurrences": 6},
+        },
+    })  # fmt: skip
+    if zone_name is not None:
+        answer = await harness._http.post(
+            f"/_emulator/events/{made['id']}/unnamed-zone",
+            json={"email": harness.email, "name": zone_name},
+        )
+        assert answer.status_code == 200, answer.text
+        seen = await harness.api("GET", f"/me/events/{made['id']}")
+        assert seen["originalStartTimeZone"] == zone_name
+        assert seen["recurrence"]["range"]["recurrenceTimeZone"] == zone_name
+    on.connect()
+    counts = sync_answer(on)
+    starts = series_starts(on)
+    assert len(starts) == 6
+    assert len({s.astimezone(BERLIN).utcoffset() for s in starts}) == 2  # across the switch
+    assert {s.astimezone(BERLIN).time() for s in starts} == {dt.time(9)}
+    reasons = [p["reason"] for p in counts["problems"]]
+    if zone_name is None:
+        assert reasons == []
+    else:
+        (reason,) = reasons
+        assert "time zone" in reason
+    # Nothing to write back: the CRM's series is the one in Outlook.
+    again = sync_answer(on)
+    assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
