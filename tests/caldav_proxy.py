@@ -24,7 +24,8 @@ absolute URLs and percent-encoded another way than asked (every octet but ``/``,
 lower-case hex); ``collection_member`` lists the collection itself, without its
 trailing slash, among a listing's members; ``foreign_member`` lists a resource on
 another host among them; ``no_sync_tokens`` is a server without RFC 6578 (no
-``sync-collection``, no ``DAV:sync-token``), ``no_ctag`` one without a CTag either.
+``sync-collection``, no ``DAV:sync-token``), ``no_ctag`` one without a CTag either;
+``charset`` sends answers in another charset than UTF-8, declared in Content-Type only.
 Served on 127.0.0.1 port 0 by uvicorn.
 """
 
@@ -101,6 +102,9 @@ class Behaviour:
     # ETags answered without their quotes (``abc`` for ``"abc"``) in the REPORT answers
     # of these kinds: a server that spells one version two ways in two answers.
     unquoted_etags: set[str] = field(default_factory=set)
+    # Answers (calendar data and XML) sent in this charset, declared in Content-Type
+    # only, as a server configured for Latin-1 does.
+    charset: str | None = None
 
     def count(self, method: str, suffix: str = "") -> int:
         return sum(n for (m, p), n in self.requests.items() if m == method and p.endswith(suffix))
@@ -170,6 +174,21 @@ def _unquoted(body: bytes) -> bytes:
     for etag in tree.iter("{DAV:}getetag"):
         etag.text = (etag.text or "").strip().strip('"')
     return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
+
+
+def _recharset(body: bytes, headers: dict[str, str], charset: str) -> bytes:
+    """A UTF-8 calendar or XML ``body`` in ``charset``, declared in Content-Type alone
+    (``headers`` changed so): the XML declaration is left out."""
+    kind = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    for name in [k for k in headers if k.lower() == "content-type"]:
+        del headers[name]
+    text = body.decode("utf-8")
+    if "xml" in kind or text.lstrip().startswith("<"):
+        text = re.sub(r"^\s*<\?xml[^>]*\?>", "", text)
+        headers["content-type"] = f"application/xml; charset={charset}"
+        return text.encode(charset, "xmlcharrefreplace")
+    headers["content-type"] = f"text/calendar; charset={charset}"
+    return text.encode(charset)
 
 
 def _weak(etag: str) -> str:
@@ -422,6 +441,8 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
             content = GARBLED.encode()
         if behaviour.octet_folds and request.method in ("GET", "REPORT") and answer.is_success:
             content = _octet_folds(content, answer.headers.get("content-type", ""))
+        if behaviour.charset and answer.is_success and content:
+            content = _recharset(content, out, behaviour.charset)
         return Response(content, answer.status_code, headers=out)
 
     methods = ["GET", "PUT", "DELETE", "PROPFIND", "REPORT", "OPTIONS", "MKCALENDAR", "HEAD",

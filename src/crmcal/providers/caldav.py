@@ -55,6 +55,7 @@ one server.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import contextvars
 import dataclasses
@@ -294,6 +295,29 @@ def _joined_characters(body: bytes) -> bytes:
     if not body.isascii() and _FOLD_BEFORE_A_CONTINUATION.search(body):
         return _FOLD_IN_A_CHARACTER.sub(b"", body)
     return body
+
+
+_CHARSET = re.compile(r';\s*charset\s*=\s*"?([A-Za-z0-9._:-]+)"?')
+_XML_DECLARATION = re.compile(rb"^\s*<\?xml[^>]*\?>")
+
+
+def _in_utf8(body: bytes, content_type: str) -> bytes:
+    """``body`` in UTF-8, from the charset its Content-Type declares (which rules over
+    an XML declaration, RFC 7303 3.2): a server set up for Latin-1 says so there only,
+    and its calendar data read as UTF-8 is malformed XML or mangled text, which a CRM
+    edit would write back. Bodies in UTF-8 (or ASCII), in a charset no codec knows, or
+    without one declared are left as they are (XML then declares its own)."""
+    found = _CHARSET.search(content_type)
+    if found is None or not body:
+        return body
+    try:
+        codec = codecs.lookup(found.group(1)).name
+    except LookupError:
+        return body
+    if codec in ("utf-8", "ascii"):
+        return body
+    text = body.decode(codec, "replace").encode("utf-8")
+    return _XML_DECLARATION.sub(b"", text, count=1) if "xml" in content_type else text
 
 
 def _reason(reply: _Reply) -> str:
@@ -543,7 +567,7 @@ class CalDAVProvider(Discovery):
             raise Unreachable(f"the CalDAV server is busy ({status}); retry later")
         tree = None
         content_type = answer.headers.get("content-type", "").lower()
-        raw = _joined_characters(answer.body)
+        raw = _joined_characters(_in_utf8(answer.body, content_type))
         if raw.strip() and ("xml" in content_type or raw.lstrip()[:1] == b"<"):
             try:
                 tree = etree.fromstring(raw, parser=_XML)

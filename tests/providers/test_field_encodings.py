@@ -1,0 +1,85 @@
+"""Calendar data as servers in the field encode it, through a CRM edit.
+
+Radicale and Xandikos serve the calendar; crmcal reaches them through
+``tests.caldav_proxy``. Another client's event holds what crmcal does not own: X-
+properties, two alarms, a large inline attachment (``ATTACH;ENCODING=BASE64``),
+non-ASCII text, bare LF line ends. Read from a server that answers in UTF-8, or in
+Latin-1 declared only by the ``charset`` of its Content-Type (no XML declaration
+says so), the event reads as written, and a CRM edit of the place writes the place
+and leaves every other line as it was spelt.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections import Counter
+
+import pytest
+
+from tests.caldav_proxy import Behaviour
+from tests.providers.harness import raw_event
+from tests.providers.synced import SOON, Proxied, unfolded
+
+LOCAL = "%Y%m%dT%H%M%S"
+BOOKKEEPING = ("DTSTAMP", "LAST-MODIFIED", "SEQUENCE", "X-CRMCAL-", "PRODID", "LOCATION")
+
+
+def foreign_lines(text: str) -> Counter[str]:
+    """The resource's lines, unfolded, without crmcal's bookkeeping and the place."""
+    return Counter(
+        line
+        for line in unfolded(text).split("\n")
+        if line and not line.upper().startswith(BOOKKEEPING)
+    )
+
+
+@pytest.mark.parametrize("charset", [None, "iso-8859-1"])
+async def test_an_event_with_what_crmcal_does_not_own_survives_a_crm_edit_in_any_charset(
+    proxied: Proxied,
+    behaviour: Behaviour,
+    charset: str | None,
+) -> None:
+    harness = proxied.harness
+    behaviour.charset = charset
+    start = SOON.astimezone(dt.UTC) + dt.timedelta(days=1)
+    attachment = base64.b64encode(bytes(range(256)) * 600).decode()  # 150 kB, 200 kB as text
+    text = raw_event(
+        "encodings-1@elsewhere.example",
+        "SUMMARY:Réunion à Köln",
+        f"DTSTART:{start:{LOCAL}}Z",
+        f"DTEND:{start + dt.timedelta(hours=1):{LOCAL}}Z",
+        "DESCRIPTION:Tagesordnung: Grüße\\, Maße und Café",
+        "X-CLIENT-NOTE;X-LANG=de:Übersicht für später",
+        "X-MOZ-GENERATION:3",
+        f"ATTACH;FMTTYPE=application/octet-stream;ENCODING=BASE64;VALUE=BINARY:{attachment}",
+        "BEGIN:VALARM",
+        "ACTION:DISPLAY",
+        "DESCRIPTION:Erinnerung",
+        "TRIGGER:-PT15M",
+        "END:VALARM",
+        "BEGIN:VALARM",
+        "ACTION:AUDIO",
+        "TRIGGER;RELATED=END:PT5M",
+        "END:VALARM",
+    ).replace("\r\n", "\n")  # another client's bare line feeds
+    event_id = await harness.put_raw(text, name="encodings-1.ics")
+    proxied.connect()
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["created"]) == ([], 1)
+    activity = proxied.only_activity()
+    assert activity["subject"] == "Réunion à Köln"
+    assert activity["note"].startswith("Tagesordnung: Grüße, Maße und Café")
+    before = await harness.read_raw(event_id)
+    assert attachment in unfolded(before)
+    proxied.edit_activity(activity["id"], location="Raum 5")
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["updated"]) == ([], 1)
+    after = await harness.read_raw(event_id)
+    assert "LOCATION:Raum 5" in unfolded(after)
+    assert foreign_lines(after) == foreign_lines(before)
+    # Nothing changed since: nothing is written again.
+    behaviour.requests.clear()
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["created"], counts["updated"]) == ([], 0, 0)
+    assert behaviour.count("PUT") == 0
