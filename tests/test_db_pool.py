@@ -190,3 +190,60 @@ def test_a_pool_size_that_is_no_count_of_connections_is_refused() -> None:
     for wrong in ("0", "-1", "2.5", "ten", "1001", "\u00b2"):
         with pytest.raises(ConfigError, match="CRMCAL_DATABASE_POOL_SIZE"):
             Settings.from_env({"CRMCAL_DATABASE_POOL_SIZE": wrong})
+
+
+@pytest.mark.parametrize("size", [None, "12"])
+def test_the_server_a_worker_and_a_command_read_the_pool_size_alike(
+    queue_db: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    size: str | None,
+) -> None:
+    """One reading of CRMCAL_DATABASE_POOL_SIZE (``db.pool_size``) for every process:
+    set, the web server, ``crmcal worker`` and a one-off command (``crmcal users
+    create``) each open at most that many connections; unset, each its own default."""
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from crmcal import cli, collector, logs
+    from crmcal.config import Settings
+    from crmcal.jobs import queue
+    from crmcal.web.app import create_app
+
+    env = {"CRMCAL_DATABASE_URL": queue_db, "CRMCAL_SECRET_KEY": SECRET}
+    env["CRMCAL_PARSE_WORKERS"] = "0"
+    if size is not None:
+        env["CRMCAL_DATABASE_POOL_SIZE"] = size
+    settings = Settings.from_env(env)
+    # Each process's pool as it is disposed of at the process's end.
+    seen: list[dbmod.PoolSize] = []
+    dispose = Database.dispose
+
+    async def noted(self: Database) -> None:
+        pool: Any = self.engine.pool
+        seen.append(dbmod.PoolSize(pool.size() + pool._max_overflow, pool.size()))
+        await dispose(self)
+
+    monkeypatch.setattr(Database, "dispose", noted)
+
+    async def run_worker(runtime: Any, *, concurrency: int) -> None:
+        return None
+
+    monkeypatch.setattr(queue, "run_worker", run_worker)
+    monkeypatch.setattr(logs, "setup", lambda *_, **__: None)
+    monkeypatch.setattr(collector, "tune", lambda: None)
+
+    with TestClient(create_app(settings, background_jobs=False)) as client:
+        assert client.get("/healthz").status_code == 200
+    runner = CliRunner()
+    worker = runner.invoke(cli.app, ["worker", "--concurrency", "3"], env=env)
+    assert worker.exit_code == 0, worker.output
+    email = f"pool-{size or 'unset'}@crm.test"
+    command = runner.invoke(cli.app, ["users", "create", "--email", email, "--name", "P"], env=env)
+    assert command.exit_code == 0, command.output
+    server_pool, worker_pool, command_pool = seen
+    assert server_pool == command_pool == dbmod.pool_size(settings)
+    assert worker_pool == dbmod.pool_size(settings, syncs=3)
+    if size is None:
+        assert (server_pool.connections, worker_pool.connections) == (30, 7)
+    else:
+        assert {server_pool.connections, worker_pool.connections, command_pool.connections} == {12}

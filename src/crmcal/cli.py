@@ -108,7 +108,7 @@ def _require_strong_key(settings: Settings) -> None:
 
 def _run(make: Callable[[Database], Awaitable[T]], settings: Settings) -> T:
     async def main() -> T:
-        db = Database(settings.database_url)
+        db = Database.for_settings(settings)
         try:
             return await make(db)
         finally:
@@ -341,16 +341,6 @@ def _stop_parsing() -> None:
     parse_pool.shutdown()
 
 
-def _worker_database(settings: Settings, concurrency: int) -> Database:
-    """A worker's database: unless CRMCAL_DATABASE_POOL_SIZE says otherwise, a
-    connection for each sync it runs at once and a few more, all kept open."""
-    # A sync holds one database connection at a time, and only for the moments of its
-    # transactions (a lease renewal may want a second one meanwhile); the queue needs a
-    # few of its own (listening, fetching, finishing). Bounded, so that several workers
-    # and the server fit in PostgreSQL's max_connections.
-    return Database.for_settings(settings, connections=concurrency + 4, kept=concurrency + 2)
-
-
 @app.command()
 def worker(
     concurrency: Annotated[
@@ -384,7 +374,7 @@ def worker(
     queue.ensure_schema(settings.database_url)
 
     async def work() -> None:
-        db = _worker_database(settings, concurrency)
+        db = Database.for_settings(settings, syncs=concurrency)
         app_ = queue.queue_app(settings.database_url, pool_size=min(concurrency, 4) + 2)
         try:
             async with app_.open_async():

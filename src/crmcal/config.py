@@ -17,8 +17,8 @@ DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_SYNC_MAX_SECONDS = 3600.0
 # Days ahead that the occurrences of recurring series exist as activities.
 DEFAULT_SERIES_HORIZON_DAYS = 365
-# Database connections the web server's pool opens at most (PostgreSQL), when
-# CRMCAL_DATABASE_POOL_SIZE does not say.
+# Database connections the web server's (and a command's) pool opens at most
+# (PostgreSQL), when CRMCAL_DATABASE_POOL_SIZE does not say (see ``db.pool_size``).
 DEFAULT_DATABASE_POOL_SIZE = 30
 
 
@@ -98,8 +98,8 @@ def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     # The most database connections a process's pool opens (PostgreSQL; a session
-    # waits for one to come free beyond that); None: the process's own default (the
-    # web server's DEFAULT_DATABASE_POOL_SIZE, a worker's sized by its concurrency).
+    # waits for one to come free beyond that); None: the process's own default. Read
+    # through ``db.pool_size`` only, which gives both their meaning.
     database_pool_size: int | None = None
     secret_key: str | None = None
     # Keys that still decrypt stored credentials while `crmcal keys rotate` runs.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Executable, Result, event
 from sqlalchemy.engine import make_url
@@ -168,6 +168,36 @@ def pool_limits(connections: int, kept: int = KEPT_CONNECTIONS) -> tuple[int, in
     return kept, connections - kept
 
 
+class PoolSize(NamedTuple):
+    """A process's database pool: the most connections it opens, and how many of them
+    it keeps open between uses."""
+
+    connections: int
+    kept: int
+
+
+def pool_size(settings: Settings, syncs: int | None = None) -> PoolSize:
+    """What ``CRMCAL_DATABASE_POOL_SIZE`` means for a process of crmcal, decided here
+    alone. ``syncs``: the syncs the process runs at once from the queue (``crmcal
+    worker --concurrency``); None for the web server (with or without a worker of its
+    own) and the one-off commands.
+
+    Set, every process's pool opens at most that many connections. Unset, each its own
+    need: ``DEFAULT_DATABASE_POOL_SIZE`` for the server and a command; for a worker a
+    connection for each sync and four more, ``syncs + 2`` of them kept open. A sync
+    holds one database connection at a time, and only for the moments of its
+    transactions (a lease renewal may want a second one meanwhile); the queue needs a
+    few of its own (listening, fetching, finishing). Bounded, so that several workers
+    and the server fit in PostgreSQL's max_connections."""
+    if syncs is None:
+        default, kept = DEFAULT_DATABASE_POOL_SIZE, KEPT_CONNECTIONS
+    else:
+        default, kept = syncs + 4, syncs + 2
+    given = settings.database_pool_size
+    connections = default if given is None else given
+    return PoolSize(connections, min(kept, connections))
+
+
 class Database:
     """One engine plus the two ways to open a session: read or write."""
 
@@ -205,18 +235,12 @@ class Database:
         )
 
     @classmethod
-    def for_settings(
-        cls,
-        settings: Settings,
-        *,
-        connections: int = DEFAULT_DATABASE_POOL_SIZE,
-        kept: int = KEPT_CONNECTIONS,
-    ) -> Database:
-        """The database of ``settings`` for a process of crmcal: its pool opens at most
-        ``CRMCAL_DATABASE_POOL_SIZE`` connections when that is set, else ``connections``
-        (the process's own default); ``kept`` stay open between uses."""
-        most = settings.database_pool_size or connections
-        return cls(settings.database_url, connections=most, kept=kept)
+    def for_settings(cls, settings: Settings, *, syncs: int | None = None) -> Database:
+        """The database of ``settings`` for a process of crmcal that runs ``syncs``
+        syncs at once from the queue (None: the server, a command), its pool sized by
+        ``pool_size``."""
+        connections, kept = pool_size(settings, syncs)
+        return cls(settings.database_url, connections=connections, kept=kept)
 
     async def execute_one(
         self, statement: Executable, parameters: dict[str, Any] | None = None

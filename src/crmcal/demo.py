@@ -328,7 +328,7 @@ async def run(port: int, data_dir: Path | None, printer: Any = print) -> None:
         ]
         with radicale(root, ports.caldav) as caldav_url:
             await asyncio.to_thread(seed_caldav, caldav_url, monday)
-            db = Database(settings.database_url)
+            db = Database.for_settings(settings)
             try:
                 await seed_crm(db, monday)
                 token = await api_token(db)
