@@ -340,6 +340,24 @@ KEYS = {
 }  # fmt: skip
 
 
+# What Google lets a client change of an event Gmail made from a mail (a flight, a
+# hotel stay: ``eventType`` ``fromGmail``); a patch of anything else is refused (400).
+FROM_GMAIL_KEYS = frozenset(("reminders", "colorId", "visibility", "status", "extendedProperties"))
+FROM_GMAIL_GROUPS = frozenset(group for group, keys in KEYS.items() if set(keys) <= FROM_GMAIL_KEYS)
+
+
+def from_gmail(item: dict[str, Any]) -> bool:
+    return item.get("eventType") == "fromGmail"
+
+
+def writable(current: dict[str, Any], written: dict[str, Any]) -> dict[str, Any]:
+    """The part of a patch of ``current`` Google takes: all of it, but of an event from
+    Gmail only what ``FROM_GMAIL_KEYS`` names."""
+    if not from_gmail(current):
+        return written
+    return {k: v for k, v in written.items() if k in FROM_GMAIL_KEYS}
+
+
 def patch_body(
     event: CalendarEvent, current: dict[str, Any], changed: frozenset[str]
 ) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from crmcal.providers.base import ProviderError
 
 __all__ = ["changed_overrides", "listed", "master", "ref", "version"]
 
+FROM_GMAIL = "fromGmail"
+
 
 def ref(item: dict[str, Any], zone: str, exceptions: Sequence[dict[str, Any]] = ()) -> RemoteRef:
     """A readable event (a series with its exceptions folded in) or the reason it is not.
@@ -27,6 +29,10 @@ def ref(item: dict[str, Any], zone: str, exceptions: Sequence[dict[str, Any]] = 
     if exceptions:
         versions = sorted(str(e.get("etag")) + str(e.get("id")) for e in exceptions)
         etag += "~" + hashlib.sha256("|".join(versions).encode()).hexdigest()[:16]
+    if google_events.from_gmail(item):
+        # Marked so that no update of it goes blind: what Google lets change of an
+        # event from Gmail is decided over a read of it.
+        etag += "~" + FROM_GMAIL
     try:
         event = google_events.parse(item, default_zone=zone)
         return RemoteRef(item["id"], etag, google_events.with_exceptions(event, list(exceptions)))

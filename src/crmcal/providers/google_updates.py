@@ -12,6 +12,7 @@ overwritten.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -165,19 +166,30 @@ class Updates:
             results[n] = (
                 answer
                 if isinstance(answer, ProviderError)
-                else self._updated(calendar_id, item.event_id, item.etag, answer)
+                else self._updated(calendar_id, item, answer)
             )
             if n in series and not isinstance(results[n], ProviderError):
                 assert isinstance(answer, httpx.Response)
                 series[n] = self._api.json(answer)  # the master as it is now
 
     def _updated(
-        self, calendar_id: str, event_id: str, etag: str, response: httpx.Response
+        self, calendar_id: str, item: Update, response: httpx.Response
     ) -> RemoteRef | ProviderError:
-        refused = self._api.refused_update(response, event_id, etag)
+        refused = self._api.refused_update(response, item.event_id, item.etag)
         if refused is not None:
             return refused
-        return ref(self._api.json(response), self._google.zone(calendar_id))
+        answered = self._api.json(response)
+        found = ref(answered, self._google.zone(calendar_id))
+        asked = set(google_events.KEYS) if item.changed is None else set(item.changed)
+        kept = asked & set(google_events.KEYS) - google_events.FROM_GMAIL_GROUPS
+        if google_events.from_gmail(answered) and kept:
+            # Answered so, the CRM's version of the rest is not sent again each sync.
+            names = ", ".join(sorted(kept))
+            found = replace(found, warning=(
+                "Google lets only the reminders, privacy and status of an event from "
+                f"Gmail change: the CRM's {names} stay in the CRM"
+            ))  # fmt: skip
+        return found
 
 
 def _blind_patch(calendar_id: str, item: Update) -> google_batch.Call | None:
@@ -190,7 +202,7 @@ def _blind_patch(calendar_id: str, item: Update) -> google_batch.Call | None:
     if (
         not item.single
         or not item.etag
-        or "~" in item.etag  # a series' composite version: its own etag is not all
+        or "~" in item.etag  # a series' composite version, or an event from Gmail
         or item.changed is None
         or item.changed & _MERGED
         or item.event.recurrence is not None
@@ -222,6 +234,7 @@ def _patch(
         if item.changed is None
         else google_events.patch_body(event, current, item.changed)
     )
+    written = google_events.writable(current, written)
     path = GoogleApi.call_path(calendar_id, event_id)
     return google_batch.Call("PATCH", path, send_updates(event), written,
                              {"If-Match": str(current.get("etag"))})  # fmt: skip

@@ -266,6 +266,10 @@ class CalendarWrites:
             raise result
         await self._save_link(link, activity, result, event, origin=link.origin)
         engine.report.updated += 1
+        if result.warning:
+            # Written in part (what the calendar takes of it): linked as it is there, so
+            # the rest is not sent again each run, and said once.
+            engine.report.warning(pair.item(), result.warning)
 
     def _mails_for_options_only(self, activity: Activity, link: Link) -> bool:
         """Whether an update would mail attendees (Microsoft 365 mails every attendee of

@@ -45,6 +45,19 @@ async def make_calendar(request: Request) -> Any:
     return {"id": calendar.id, "summary": calendar.summary, "access_role": role}
 
 
+@router.post("/_emulator/calendars/{calendar_id}/from-gmail")
+async def from_gmail(request: Request, calendar_id: str) -> Any:
+    """``{event}``: an event Gmail made from a mail lands in the calendar (``eventType``
+    ``fromGmail``, organized by the calendar's user), which the API cannot create.
+    Answers the event."""
+    body = await body_of(request)
+    state = state_of(request)
+    calendar = state.calendars.get(calendar_id)
+    if calendar is None:
+        raise GoogleError(404, "notFound", "Not Found")
+    return state.from_gmail(calendar, body)
+
+
 @router.post("/_emulator/calendars/{calendar_id}/expire-sync-tokens")
 async def expire(request: Request, calendar_id: str) -> Response:
     state = state_of(request)

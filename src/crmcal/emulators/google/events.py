@@ -142,6 +142,35 @@ def _limit_properties(event: dict[str, Any]) -> None:
             }
 
 
+# What a write may change of an event from Gmail (Google Workspace updates, 2024-05-30:
+# "updates on events with the type fromGmail are restricted to the properties
+# reminders, colorId, visibility, status, and extendedProperties"); and what Google
+# itself sets on every write.
+FROM_GMAIL_WRITABLE = frozenset(
+    ("reminders", "colorId", "visibility", "status", "extendedProperties")
+)
+_STAMPED = frozenset(("kind", "etag", "created", "updated", "sequence", "htmlLink"))
+
+
+def check_event_type(current: dict[str, Any], written: dict[str, Any]) -> None:
+    """An update (``written``: the whole event after it) of ``current`` as Google takes
+    it: the event type never changes, and an event from Gmail changes only in the
+    properties ``FROM_GMAIL_WRITABLE`` names."""
+    kind = current.get("eventType", "default")
+    if written.get("eventType", kind) != kind:
+        raise GoogleError(400, "eventTypeRestriction",
+                          "The event type cannot be changed.")  # fmt: skip
+    if kind != "fromGmail":
+        return
+    ignored = FROM_GMAIL_WRITABLE | _STAMPED | set(_READ_ONLY)
+    for key in sorted((set(current) | set(written)) - ignored):
+        if current.get(key) != written.get(key):
+            raise GoogleError(
+                400, "eventTypeRestriction",
+                f"The property {key} of an event of type fromGmail cannot be changed.",
+            )  # fmt: skip
+
+
 def merge_patch(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     """``events.patch``: objects merge field by field, ``null`` clears a field, anything
     else is replaced."""

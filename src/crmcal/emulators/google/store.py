@@ -336,8 +336,19 @@ class GoogleState:
         if event_id in calendar.events:
             # Deleted events keep their ids too: Google never reuses one.
             raise GoogleError(409, "duplicate", "The requested identifier already exists.")
+        if written.get("eventType") == "fromGmail":
+            # [GD] eventType: "An event from Gmail. This type of event cannot be created."
+            raise GoogleError(400, "eventTypeRestriction",
+                              "Events of type fromGmail cannot be created.")  # fmt: skip
         body = self._stored({**written, "id": event_id}, calendar, None)
         return self._stamp(calendar, event_id, body)
+
+    def from_gmail(self, calendar: Calendar, written: dict[str, Any]) -> dict[str, Any]:
+        """An event Gmail made from a mail (a flight, a hotel stay): ``eventType``
+        ``fromGmail``, organized by the mail's recipient, the calendar's user."""
+        body = self._stored({**written, "id": self.new_id()}, calendar, None)
+        body["eventType"] = "fromGmail"
+        return self._stamp(calendar, body["id"], body)
 
     def import_event(self, calendar: Calendar, written: dict[str, Any]) -> dict[str, Any]:
         """``events.import``: a private copy of an event known by its ``iCalUID`` (added,
@@ -441,6 +452,7 @@ class GoogleState:
     ) -> dict[str, Any]:
         current = self._live(calendar, event_id, if_match)
         written = {**written, "id": event_id}
+        events.check_event_type(current, written)
         if current["status"] == "cancelled" and "status" not in written:
             written["status"] = "confirmed"  # an update brings a deleted event back
         body = self._stored(written, calendar, current)

@@ -1,0 +1,78 @@
+"""Google Calendar events as Google answers them in the field, synced through the REST
+API with the Google emulator: events Gmail made, guest lists hidden from the user,
+other people's locked copies, and zones other than the calendar's."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from tests.providers.synced import SOON, V1, OnGoogle
+
+
+def sync_answer(on: OnGoogle) -> dict[str, Any]:
+    response = on.user.post(f"{V1}/connections/{on.connection_id}/sync")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def google_time(moment: dt.datetime) -> dict[str, str]:
+    return {"dateTime": moment.isoformat(), "timeZone": "UTC"}
+
+
+def by_subject(on: OnGoogle) -> dict[str, dict[str, Any]]:
+    return {a["subject"]: a for a in on.activities()}
+
+
+async def test_an_event_from_gmail_is_written_only_where_google_lets_it_change(
+    on_google: OnGoogle,
+) -> None:
+    """A flight Gmail put in the calendar (``eventType`` ``fromGmail``, organized by the
+    user) is imported; Google refuses a change of anything but its reminders, colorId,
+    visibility, status and extended properties (400), and no client can make one. A
+    CRM edit of its subject and reminder writes the reminder, reports the subject once
+    (never sent again each sync), and stops none of the other updates."""
+    on = on_google
+    harness = on.harness
+    start = SOON.astimezone(dt.UTC)
+    end = start + dt.timedelta(hours=8)
+    flight = {"summary": "Flight LH 400 to New York", "location": "FRA",
+              "start": google_time(start), "end": google_time(end)}  # fmt: skip
+    headers = {"Authorization": f"Bearer {harness._access_token}"}
+    refused = await harness._http.post(
+        f"/calendar/v3/calendars/{harness.calendar_id}/events",
+        json={**flight, "eventType": "fromGmail"}, headers=headers,
+    )  # fmt: skip
+    assert refused.status_code == 400, refused.text
+    made = await harness._http.post(
+        f"/_emulator/calendars/{harness.calendar_id}/from-gmail", json=flight
+    )
+    assert made.status_code == 200, made.text
+    flight_id = made.json()["id"]
+    later = start + dt.timedelta(days=1)
+    await harness.api("POST", f"/calendars/{harness.calendar_id}/events", json={
+        "summary": "Pipeline review", "start": google_time(later),
+        "end": google_time(later + dt.timedelta(hours=1))})  # fmt: skip
+    on.connect()
+    on.sync()
+    activities = by_subject(on)
+    on.edit_activity(activities["Flight LH 400 to New York"]["id"], subject="My flight",
+                     reminder_minutes=90)  # fmt: skip
+    on.edit_activity(activities["Pipeline review"]["id"], subject="Pipeline review (moved)")
+
+    counts = sync_answer(on)
+    assert counts["updated"] == 2
+    ((problem),) = counts["problems"]
+    assert problem["kind"] == "warning"
+    assert "summary" in problem["reason"]
+    stored = await harness.api("GET", f"/calendars/{harness.calendar_id}/events/{flight_id}")
+    assert stored["summary"] == "Flight LH 400 to New York"
+    assert stored["reminders"]["overrides"] == [{"method": "popup", "minutes": 90}]
+    titles = {e.summary for e in (await on.events()).values()}
+    assert "Pipeline review (moved)" in titles
+    assert by_subject(on)["My flight"]["reminder_minutes"] == 90
+    # Nothing left to write, nothing reported again.
+    again = sync_answer(on)
+    assert (again["updated"], again["problems"]) == (0, [])
+    same = await harness.api("GET", f"/calendars/{harness.calendar_id}/events/{flight_id}")
+    assert same["etag"] == stored["etag"]
