@@ -7,8 +7,9 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from crmcal.crm import activities
+from crmcal.crm import activities, changefeed
 from crmcal.crm import series as series_repo
 from crmcal.crm.schemas import ActivityCreate
 from crmcal.crm.tables import User
@@ -146,6 +147,97 @@ def test_a_calendars_rule_sent_back_as_read_is_kept(alice: Api, db_url: str) -> 
     assert other.status_code == 422, other.text
     assert "UNTIL must be a UTC time" in other.text
     assert series(alice, read["series_id"])["recurrence"] == rule
+
+
+def newest_change(db_url: str) -> int:
+    """The change feed's newest sequence number (0 when empty)."""
+
+    async def read() -> int:
+        db = Database(db_url)
+        try:
+            async with db.read() as session:
+                return int(await session.scalar(select(changefeed.head())) or 0)
+        finally:
+            await db.dispose()
+
+    found: int = run(read())
+    return found
+
+
+def made_by_a_calendar(db_url: str, owner_id: int, rule: str) -> int:
+    """A daily series at 09:00 Berlin as the sync stores a calendar's (its rule as spelt);
+    answers its first occurrence's id."""
+
+    async def store() -> int:
+        db = Database(db_url)
+        try:
+            async with db.write() as session:
+                user = await session.get(User, owner_id)
+                assert user is not None
+                data = ActivityCreate(
+                    type="meeting", subject="Daily", recurrence=rule,
+                    start="2027-01-05T09:00:00", timezone="Europe/Berlin",
+                )  # fmt: skip
+                (first,) = await activities.create_activities(
+                    session, user, [(data, None)], activities.WriteOptions(from_calendar=True)
+                )
+                return first.id
+        finally:
+            await db.dispose()
+
+    found: int = run(store())
+    return found
+
+
+@pytest.mark.parametrize(
+    ("stored", "resent"),
+    [
+        (
+            "FREQ=WEEKLY;BYDAY=TU;UNTIL=20270223T235959Z",
+            "UNTIL=20270223T235959Z;BYDAY=TU;FREQ=WEEKLY",
+        ),
+        ("FREQ=WEEKLY;BYDAY=TU,TH;COUNT=6", "rrule:count=6;byday=TH,TU;freq=weekly"),
+    ],
+)
+def test_a_rule_sent_back_spelt_another_way_changes_nothing(
+    alice: Api, db_url: str, stored: str, resent: str
+) -> None:
+    """A client that re-serialises the rule it read (its parts in another order or case)
+    sends the same rule: an occurrence's edit is accepted, and with nothing else given
+    nothing is written, not even a change-feed row for the calendars."""
+    first = create(alice, recurrence=stored)
+    second = occurrences(alice, first["series_id"])[1]
+    seen = newest_change(db_url)
+    same = patch(alice, second["id"], recurrence=resent)
+    assert (same["recurrence"], same["updated_at"]) == (stored, second["updated_at"])
+    assert newest_change(db_url) == seen
+    edited = patch(alice, second["id"], recurrence=resent, location="Room 9")
+    assert (edited["recurrence"], edited["location"]) == (stored, "Room 9")
+    assert edited["series_id"] == first["series_id"]
+    assert series(alice, first["series_id"])["recurrence"] == stored
+
+
+def test_a_calendars_rule_resent_in_another_order_is_kept_and_a_changed_one_refused(
+    alice: Api, db_url: str
+) -> None:
+    """A calendar's rule with a date UNTIL beside a timed start (stored as spelt), sent
+    back with its parts in another order and the UNTIL spelt as stored: the same rule,
+    nothing written. The UNTIL changed in that form is a new rule, refused for its form."""
+    rule = "FREQ=DAILY;UNTIL=20270109"
+    first_id = made_by_a_calendar(db_url, alice.id, rule)
+    seen = newest_change(db_url)
+    for scope in ("this", "series"):
+        body = {"recurrence": "UNTIL=20270109;FREQ=DAILY", "scope": scope}
+        resent = alice.patch(f"{URL}/{first_id}", json=body)
+        assert resent.status_code == 200, resent.text
+        assert resent.json()["recurrence"] == rule
+        if scope == "this":
+            assert newest_change(db_url) == seen
+    changed = alice.patch(f"{URL}/{first_id}", json={"recurrence": "UNTIL=20270108;FREQ=DAILY"})
+    assert changed.status_code == 422, changed.text
+    assert "UNTIL must be a UTC time" in changed.text
+    sid = alice.get(f"{URL}/{first_id}").json()["series_id"]
+    assert series(alice, sid)["recurrence"] == rule
 
 
 def test_an_unbounded_rule_is_made_up_to_the_horizon_then_extended(

@@ -757,6 +757,10 @@ async def update_activity(
         return await _update_series(session, actor, activity, data, changes, scope, origin,
                                     as_contacts)  # fmt: skip
     rule_dates = await _rule_dates(session, activity, changes, origin)
+    if not changes and not rule_dates:
+        # Nothing to change (say, only the rule sent back as it is): nothing is written,
+        # and no calendar hears of an edit.
+        return activity
     previous_owner = activity.owner_id
     if "owner_id" in changes:
         await _change_owner(session, actor, activity, changes.pop("owner_id"))
@@ -802,10 +806,28 @@ def _checked_update(
     if activity.organizer and not from_calendar:
         _refuse_invitation_edits(activity, data, changes)
     rule = changes.get("recurrence")
-    if rule and rule != activity.recurrence and not from_calendar:
-        # A rule sent back as it is stored stays, in whatever form a calendar wrote it.
-        times.check_until_form(rule, changes.get("all_day", activity.all_day))
+    if rule and not from_calendar:
+        if _same_rule(activity, rule):
+            # A rule sent back as it is stored, however spelt, is that rule: it stays as
+            # stored, in whatever form a calendar wrote it.
+            changes["recurrence"] = activity.recurrence
+        else:
+            times.check_until_form(rule, changes.get("all_day", activity.all_day))
     return scope
+
+
+def _same_rule(activity: Activity, rule: str | None) -> bool:
+    """Whether ``rule`` is ``activity``'s own, however a client spelt it (``times.
+    same_rule``, read from the activity's start in its zone): a form sends every field
+    back, and a client may write the rule it read in another order."""
+    if not rule or not activity.recurrence:
+        return rule == activity.recurrence
+    tz = times.zone(activity.timezone)
+    if activity.all_day and activity.start_date is not None:
+        dtstart = dt.datetime.combine(activity.start_date, dt.time())
+    else:
+        dtstart = activity.start_at.astimezone(tz)
+    return times.same_rule(rule, activity.recurrence, dtstart, tz)
 
 
 async def _rule_dates(
@@ -819,7 +841,7 @@ async def _rule_dates(
         # No rule for this occurrence: it leaves its series as a single activity.
         await series.detach(session, activity, origin)
     if activity.series_id is not None:
-        if changes.get("recurrence") == activity.recurrence:
+        if "recurrence" in changes and _same_rule(activity, changes["recurrence"]):
             del changes["recurrence"]  # sent back unchanged (a form sends every field)
         if "recurrence" in changes or rule_dates:
             raise Conflict(

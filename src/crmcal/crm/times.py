@@ -271,3 +271,23 @@ def normalise_rrule(value: str, dtstart: dt.datetime) -> str:
     except IndexError:  # dateutil's tables end short of e.g. BYDAY=+99MO in a month
         raise Invalid("recurrence: a number in the rule is out of range") from None
     return canonical
+
+
+def same_rule(given: str, stored: str, dtstart: dt.datetime, tz: dt.tzinfo = dt.UTC) -> bool:
+    """Whether ``given`` is the rule ``stored`` spelt another way, as a client that
+    re-serialises a rule it read sends it back: its parts in another order or case,
+    ``RRULE:`` before it, a list's items in another order, an UNTIL in another form
+    naming the same moment. Both are read as ``normalise_rrule`` and ``parse_rule`` read
+    a rule from ``dtstart`` (in zone ``tz``), and compared as dateutil writes them out.
+    False when either cannot be read: then it is a new rule, checked as one."""
+    if given == stored:
+        return True
+    try:
+        return _read_back(given, dtstart, tz) == _read_back(stored, dtstart, tz)
+    except (Invalid, ValueError, TypeError, OverflowError, IndexError):
+        return False
+
+
+def _read_back(rule: str, dtstart: dt.datetime, tz: dt.tzinfo) -> str:
+    """``rule`` as dateutil writes it out after reading it: one spelling of its meaning."""
+    return str(parse_rule(normalise_rrule(rule, dtstart), dtstart, tz))
