@@ -351,6 +351,9 @@ class CalendarInfo:
     writable: bool
     primary: bool = False
     timezone: str | None = None
+    # False: a calendar that can hold no events (a CalDAV task list), listed only so
+    # that a connection naming it is refused with the reason; never synced or shown.
+    events: bool = True
 
 
 @dataclass(frozen=True)

@@ -291,10 +291,10 @@ class Discovery:
             if kind is None or kind.find(f"{CALDAV}calendar") is None:
                 continue
             components = member.props.get(f"{CALDAV}supported-calendar-component-set")
+            events = True
             if components is not None and len(components):
                 names = {str(c.get("name", "")).upper() for c in components}
-                if "VEVENT" not in names:
-                    continue  # a task list
+                events = "VEVENT" in names  # else a task list (RFC 4791 5.2.3)
             calendar_url = _collection_url(_origin(url) + member.href)
             zone = vtimezone_zone(_text_of(member.props.get(f"{CALDAV}calendar-timezone")))
             self._zones[calendar_url] = zone
@@ -308,16 +308,17 @@ class Discovery:
             segment = unquote(member.href.rstrip("/").rsplit("/", 1)[-1])
             name = _text_of(member.props.get(f"{DAV}displayname")) or segment
             calendars.append(CalendarInfo(id=calendar_url, name=name, writable=writable,
-                                          timezone=zone))  # fmt: skip
-        if calendars:
+                                          timezone=zone, events=events))  # fmt: skip
+        usable = [i for i, c in enumerate(calendars) if c.events]
+        if usable:
             primary = next(
                 (
                     i
-                    for i, c in enumerate(calendars)
-                    if c.name.lower() in _DEFAULT_NAMES
-                    or c.id.rstrip("/").rsplit("/", 1)[-1].lower() in _DEFAULT_NAMES
+                    for i in usable
+                    if calendars[i].name.lower() in _DEFAULT_NAMES
+                    or calendars[i].id.rstrip("/").rsplit("/", 1)[-1].lower() in _DEFAULT_NAMES
                 ),
-                0,
+                usable[0],
             )
             calendars[primary] = dataclasses.replace(calendars[primary], primary=True)
         self._learn()

@@ -180,6 +180,12 @@ async def check_request(data: ConnectionCreate, settings: Settings) -> None:
         raise Invalid(str(exc)) from None
 
 
+_NO_EVENTS = (
+    "a task list holds no events (its supported components lack VEVENT), and crmcal "
+    "syncs events; choose a calendar of events"
+)
+
+
 def pick_calendar(
     calendars: list[CalendarInfo], wanted: str | None, sync_type: str
 ) -> CalendarInfo:
@@ -190,12 +196,17 @@ def pick_calendar(
         if found is None:
             # The account's state, which the document cannot know: a clash, as a missing record.
             raise Conflict(f"calendar_id: the account has no calendar {wanted!r}")
+        if not found.events:
+            raise Conflict(f"calendar {found.name!r} is a task list: {_NO_EVENTS}")
         if writable_needed and not found.writable:
             raise Conflict(
                 f"calendar {found.name!r} is read-only: it can only be synced calendar_to_crm"
             )
         return found
-    usable = [c for c in calendars if c.writable or not writable_needed]
+    usable = [c for c in calendars if c.events and (c.writable or not writable_needed)]
+    if not usable and calendars and not any(c.events for c in calendars):
+        lists = ", ".join(repr(c.name) for c in calendars[:3])
+        raise Invalid(f"the account has task lists only ({lists}): {_NO_EVENTS}")
     if not usable:
         raise Invalid("the account has no calendar this sync type can write to")
     return next((c for c in usable if c.primary), usable[0])
@@ -256,7 +267,7 @@ async def calendars_of(conn: Connection, vault: Vault, settings: Settings) -> li
 
     provider = open_provider(conn, vault, settings)
     try:
-        return await provider.list_calendars()
+        return await provider.list_calendars()  # task lists too: see pick_calendar
     except ProviderError as exc:
         raise provider_error(exc, conn.provider) from None
     finally:

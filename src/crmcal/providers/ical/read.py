@@ -204,6 +204,11 @@ def parse_event(
     doc = scan_calendar(text)
     if not doc.events:
         return None
+    if doc.others:
+        # RFC 4791 4.1 forbids it, and Xandikos stores it: syncing the event would
+        # rewrite the task with it, and deleting the event would delete the task.
+        kinds = ", ".join(sorted(doc.others))
+        raise ValueError(f"an event and a {kinds} in one resource, which crmcal leaves alone")
     master, overrides = _choose(doc.events)
     zones = ResourceZones(doc, default_tz)
     event = _read_component(master, zones)

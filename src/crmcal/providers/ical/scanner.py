@@ -57,6 +57,14 @@ class RawCalendar:
     # TZID -> the VTIMEZONE's unfolded lines, read only for zones no name resolves.
     timezones: dict[str, list[str]]
     calendar_zone: str | None  # X-WR-TIMEZONE, the zone of floating times when given
+    # The kinds of the other calendar components beside the events (a VTODO ...).
+    others: frozenset[str] = frozenset()
+
+
+# The calendar components of RFC 5545 (3.6), 6321 and 7953 that are no event: a
+# resource holds components of one kind (RFC 4791 4.1), and one that holds an event
+# beside one of these is none crmcal may write or delete.
+OTHER_COMPONENTS = frozenset({"VTODO", "VJOURNAL", "VFREEBUSY", "VAVAILABILITY"})
 
 
 def _split(line: str, number: int) -> tuple[str, str, str]:
@@ -109,12 +117,13 @@ class _Scanner:
     its X-WR-TIMEZONE. Components of other kinds, and those inside them, are passed
     over."""
 
-    __slots__ = ("alarm", "calendar_zone", "event", "events", "stack", "target",
+    __slots__ = ("alarm", "calendar_zone", "event", "events", "others", "stack", "target",
                  "timezones", "tz_lines", "tzid")  # fmt: skip
 
     def __init__(self, timezones: dict[str, list[str]]) -> None:
         self.stack: list[str] = []
         self.events: list[RawComponent] = []
+        self.others: set[str] = set()
         self.timezones = timezones
         self.calendar_zone: str | None = None
         self.event: RawComponent | None = None
@@ -138,6 +147,8 @@ class _Scanner:
             self.event = RawComponent()
         elif depth == 2 and kind == "VTIMEZONE":
             self.tz_lines, self.tzid = [line], ""
+        elif depth == 2 and kind in OTHER_COMPONENTS:
+            self.others.add(kind)
         elif depth == 3 and kind == "VALARM" and self.event is not None:
             self.alarm = RawComponent()
         self._retarget()
@@ -188,7 +199,7 @@ class _Scanner:
     def finished(self) -> RawCalendar:
         if self.stack:
             raise ValueError(f"BEGIN:{self.stack[-1]} is never closed")
-        return RawCalendar(self.events, self.timezones, self.calendar_zone)
+        return RawCalendar(self.events, self.timezones, self.calendar_zone, frozenset(self.others))
 
 
 def _cut_timezones(text: str, timezones: dict[str, list[str]]) -> str:

@@ -173,7 +173,7 @@ async def list_calendars(request: Request, connection_id: ConnectionId) -> Page[
         conn = await connections.get_own(session, user, connection_id)
     found = await connections.calendars_of(conn, vault, settings_of(request))
     items = [CalendarOut(id=c.id, name=c.name, writable=c.writable, primary=c.primary)
-             for c in found]  # fmt: skip
+             for c in found if c.events]  # fmt: skip
     return Page[CalendarOut](items=items, next_cursor=None)
 
 

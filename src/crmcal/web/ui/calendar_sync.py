@@ -72,7 +72,8 @@ async def _calendars(request: Request, conn: Connection) -> tuple[list[CalendarI
     if vault is None:
         return [], _("This server cannot read stored credentials (CRMCAL_SECRET_KEY).")
     try:
-        return await connections.calendars_of(conn, vault, settings_of(request)), ""
+        found = await connections.calendars_of(conn, vault, settings_of(request))
+        return [c for c in found if c.events], ""  # task lists are no choice
     except CrmError as exc:
         return [], str(exc)
 
