@@ -94,6 +94,10 @@ class CalendarEvent:
     # A series master's occurrences that changed on their own or were cancelled
     # (see the class' docstring); empty for every other event.
     overrides: tuple[CalendarEvent, ...] = ()
+    # Read: the service shows this user only some of the guests (the organizer hides
+    # them from each other): ``attendees`` are those shown, and one not shown is not
+    # one removed.
+    attendees_partial: bool = False
 
     @property
     def recurring(self) -> bool:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from crmcal.providers import google_events
+from tests.providers.harness import Foreign
 from tests.providers.synced import SOON, V1, OnGoogle
 
 
@@ -76,3 +78,49 @@ async def test_an_event_from_gmail_is_written_only_where_google_lets_it_change(
     assert (again["updated"], again["problems"]) == (0, [])
     same = await harness.api("GET", f"/calendars/{harness.calendar_id}/events/{flight_id}")
     assert same["etag"] == stored["etag"]
+
+
+def participants(activity: dict[str, Any]) -> list[str]:
+    return sorted(p["email"] for p in activity["participants"])
+
+
+async def test_a_guest_list_hidden_from_the_user_is_not_taken_for_guests_removed(
+    on_google: OnGoogle,
+) -> None:
+    """Someone else's meeting whose organizer then hides the guest list
+    (``guestsCanSeeOtherGuests`` false): Google shows the user only their own entry,
+    with ``attendeesOmitted``. The organizer's other changes come in; the guests not
+    shown stay participants in the CRM, and nothing is written back."""
+    on = on_google
+    harness = on.harness
+    start = SOON.astimezone(dt.UTC) + dt.timedelta(days=1)
+    event_id = await harness.put_foreign(
+        Foreign(summary="Board meeting", start=start, end=start + dt.timedelta(hours=1),
+                organizer=("boss@elsewhere.test", "The Boss"),
+                attendees=((harness.email, "Sam", "needs_action"),
+                           ("ann@acme.test", "Ann", "accepted"),
+                           ("bob@acme.test", "Bob", "needs_action")))
+    )  # fmt: skip
+    on.connect()
+    on.sync()
+    assert participants(on.only_activity()) == ["ann@acme.test", "bob@acme.test"]
+    path = f"/calendars/{harness.calendar_id}/events/{event_id}"
+    await harness.api("PATCH", path, json={"guestsCanSeeOtherGuests": False,
+                                           "location": "Board room"})  # fmt: skip
+    seen = await harness.api("GET", path)
+    assert seen["attendeesOmitted"] is True
+    assert [a["email"] for a in seen["attendees"]] == [harness.email]
+
+    on.sync()
+    activity = on.only_activity()
+    assert activity["location"] == "Board room"
+    assert participants(activity) == ["ann@acme.test", "bob@acme.test"]
+    assert (await harness.api("GET", path))["etag"] == seen["etag"]
+
+
+def test_attendees_are_never_written_over_a_list_google_shows_in_part() -> None:
+    """A patch over an event whose guest list Google shows in part leaves the attendees
+    out: written, the list shown would replace the whole one."""
+    current = {"attendeesOmitted": True, "attendees": [{"email": "me@x.test", "self": True}]}
+    written = {"summary": "Renamed", "attendees": [{"email": "me@x.test"}]}
+    assert google_events.writable(current, written) == {"summary": "Renamed"}

@@ -76,3 +76,45 @@ async def test_a_series_in_a_zone_graph_cannot_name_keeps_its_wall_clock_time(
     # Nothing to write back: the CRM's series is the one in Outlook.
     again = sync_answer(on)
     assert (again["created"], again["updated"], again["deleted"]) == (0, 0, 0)
+
+
+async def test_attendees_hidden_from_an_attendee_are_not_taken_for_removed(
+    on_microsoft: OnMicrosoft,
+) -> None:
+    """Someone else's meeting whose organizer then hides the attendees from each other
+    (``hideAttendees``): the user's copy lists only the user. The organizer's other
+    changes come in; the attendees not shown stay participants, nothing is written."""
+    on = on_microsoft
+    harness = on.harness
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).replace(microsecond=0)
+    end = start + dt.timedelta(hours=1)
+
+    def attendee(address: str) -> dict[str, Any]:
+        return {"emailAddress": {"address": address, "name": address.split("@")[0]},
+                "type": "required"}  # fmt: skip
+
+    invited = await harness._http.post("/_emulator/invitations", json={
+        "email": harness.email, "calendar_id": harness.calendar_id,
+        "organizer": {"address": "boss@elsewhere.test", "name": "The Boss"},
+        "event": {"subject": "Board meeting",
+                  "start": {"dateTime": f"{start:%Y-%m-%dT%H:%M:%S}", "timeZone": "UTC"},
+                  "end": {"dateTime": f"{end:%Y-%m-%dT%H:%M:%S}", "timeZone": "UTC"},
+                  "attendees": [attendee(harness.email), attendee("ann@acme.test"),
+                                attendee("bob@acme.test")]},
+    })  # fmt: skip
+    assert invited.status_code == 200, invited.text
+    event_id = invited.json()["id"]
+    on.connect()
+    on.sync()
+    (activity,) = on.activities()
+    assert {"ann@acme.test", "bob@acme.test"} <= {p["email"] for p in activity["participants"]}
+    # The organizer's update: the attendees hidden, the place changed.
+    await harness.api("PATCH", f"/me/events/{event_id}", json={
+        "hideAttendees": True, "attendees": [attendee(harness.email)],
+        "location": {"displayName": "Board room"}})  # fmt: skip
+    seen = await harness.api("GET", f"/me/events/{event_id}")
+    on.sync()
+    (activity,) = on.activities()
+    assert activity["location"] == "Board room"
+    assert {"ann@acme.test", "bob@acme.test"} <= {p["email"] for p in activity["participants"]}
+    assert (await harness.api("GET", f"/me/events/{event_id}"))["changeKey"] == seen["changeKey"]

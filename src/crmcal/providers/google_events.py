@@ -256,6 +256,9 @@ def parse(event: dict[str, Any], *, default_zone: str = "UTC") -> CalendarEvent:
         last_modified=parse_timestamp(event.get("updated")),
         uid=event.get("iCalUID") or event.get("id"),
         invitation=bool(organizer) and not organizer_entry.get("self"),
+        # Google shows a guest only their own entry when the organizer hides the guest
+        # list (or past ``maxAttendees``), and says so.
+        attendees_partial=bool(event.get("attendeesOmitted")),
     )
 
 
@@ -351,8 +354,13 @@ def from_gmail(item: dict[str, Any]) -> bool:
 
 
 def writable(current: dict[str, Any], written: dict[str, Any]) -> dict[str, Any]:
-    """The part of a patch of ``current`` Google takes: all of it, but of an event from
-    Gmail only what ``FROM_GMAIL_KEYS`` names."""
+    """The part of a patch of ``current`` to send: all of it, but never the attendees of
+    an event whose guest list Google shows in part, and of an event from Gmail only
+    what ``FROM_GMAIL_KEYS`` names (Google takes no more)."""
+    if current.get("attendeesOmitted"):
+        # The guests shown are not all there are: written back, they would be the whole
+        # list, and the others would be gone.
+        written = {k: v for k, v in written.items() if k != "attendees"}
     if not from_gmail(current):
         return written
     return {k: v for k, v in written.items() if k in FROM_GMAIL_KEYS}

@@ -360,6 +360,9 @@ def parse(item: dict[str, Any]) -> CalendarEvent:
         last_modified=parse_timestamp(item.get("lastModifiedDateTime")),
         uid=item.get("iCalUId") or item.get("id"),
         invitation=item.get("isOrganizer") is False if "isOrganizer" in item else None,
+        # An attendee of a meeting whose organizer hides the attendees sees only
+        # themselves in it.
+        attendees_partial=bool(item.get("hideAttendees")) and item.get("isOrganizer") is False,
     )
 
 

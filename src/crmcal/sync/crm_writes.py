@@ -73,8 +73,11 @@ class CrmWrites:
             fields = engine._fields(ref.event, activity)
             if "participants" in fields:
                 before = (link.field_hashes or {}).get("attendees")
+                known = set(before) if before is not None else None
+                if ref.event.attendees_partial:
+                    known = set()  # only some guests shown: none is taken for removed
                 fields["participants"] = mapping.merged_participants(
-                    activity, fields["participants"], set(before) if before is not None else None
+                    activity, fields["participants"], known
                 )
             organizer = engine._organizer(ref.event)
             if organizer and activity.organizer:

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from crmcal.emulators.google.calls import V3, account, body_of, params_of, state_of
 from crmcal.emulators.google.errors import GoogleError
+from crmcal.emulators.google.events import as_seen
 
 router = APIRouter()
 
@@ -36,7 +37,7 @@ async def events_import(request: Request, calendar_id: str) -> Any:
     user = account(request, "events.import")
     state = state_of(request)
     calendar = state.calendar(user, calendar_id, write=True)
-    return state.import_event(calendar, await body_of(request))
+    return as_seen(state.import_event(calendar, await body_of(request)))
 
 
 @router.get(V3 + "/calendars/{calendar_id}/events/{event_id}/instances")
@@ -83,7 +84,7 @@ async def events_move(request: Request, calendar_id: str, event_id: str) -> Any:
 async def events_get(request: Request, calendar_id: str, event_id: str) -> Any:
     user = account(request, "events.get")
     state = state_of(request)
-    return state.get(state.calendar(user, calendar_id), event_id)
+    return as_seen(state.get(state.calendar(user, calendar_id), event_id))
 
 
 async def _rewrite(request: Request, calendar_id: str, event_id: str, kind: str) -> Any:
@@ -95,7 +96,7 @@ async def _rewrite(request: Request, calendar_id: str, event_id: str, kind: str)
     body = await body_of(request)
     written = write(calendar, event_id, body, request.headers.get("if-match"))
     state.mail_guests(written, request.query_params.get("sendUpdates"))
-    return written
+    return as_seen(written)
 
 
 @router.put(V3 + "/calendars/{calendar_id}/events/{event_id}")

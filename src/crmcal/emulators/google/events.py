@@ -171,6 +171,32 @@ def check_event_type(current: dict[str, Any], written: dict[str, Any]) -> None:
             )  # fmt: skip
 
 
+def as_seen(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as the calendar's user is answered it: a guest of a meeting whose
+    organizer hides the guest list (``guestsCanSeeOtherGuests`` false) sees only their
+    own entry, and ``attendeesOmitted`` says the list is not whole."""
+    organizer = event.get("organizer") or {}
+    attendees = event.get("attendees") or []
+    if organizer.get("self") or event.get("guestsCanSeeOtherGuests", True) or not attendees:
+        return event
+    own = [a for a in attendees if a.get("self")]
+    return {**event, "attendees": own, "attendeesOmitted": True}
+
+
+def patch_of_answers(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A patch that says ``attendeesOmitted``: its attendees change only their answers
+    ([GD] "can be used to only update the participant's response"); without it, the
+    attendees given are the whole list."""
+    if not patch.get("attendeesOmitted") or not isinstance(patch.get("attendees"), list):
+        return patch
+    given = {str(a.get("email", "")).lower(): a for a in patch["attendees"]}
+    kept = []
+    for attendee in current.get("attendees") or []:
+        answer = given.get(str(attendee.get("email", "")).lower(), {})
+        kept.append(attendee | {k: answer[k] for k in ("responseStatus", "comment") if k in answer})
+    return {k: v for k, v in patch.items() if k != "attendeesOmitted"} | {"attendees": kept}
+
+
 def merge_patch(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     """``events.patch``: objects merge field by field, ``null`` clears a field, anything
     else is replaced."""

@@ -419,7 +419,7 @@ class GoogleState:
             "timeZone": calendar.time_zone,
             "accessRole": "owner",
             "defaultReminders": [{"method": "popup", "minutes": 30}],
-            "items": found[offset : offset + size],
+            "items": [events.as_seen(item) for item in found[offset : offset + size]],
         }
         if offset + size < len(found):
             body["nextPageToken"] = _encode({"o": offset + size})
@@ -466,6 +466,7 @@ class GoogleState:
         self, calendar: Calendar, event_id: str, patch: dict[str, Any], if_match: str | None
     ) -> dict[str, Any]:
         current = self._live(calendar, event_id, if_match)
+        patch = events.patch_of_answers(current, patch)
         return self.update(calendar, event_id, events.merge_patch(current, patch), None)
 
     def delete(self, calendar: Calendar, event_id: str, if_match: str | None) -> None:
@@ -578,7 +579,7 @@ class GoogleState:
             "timeZone": calendar.time_zone,
             "accessRole": "owner",
             "defaultReminders": [{"method": "popup", "minutes": 30}],
-            "items": [item for _, item in page_items],
+            "items": [events.as_seen(item) for _, item in page_items],
         }
         if len(matching) > size:
             last = page_items[-1][0] if page_items else after
