@@ -275,13 +275,7 @@ class ApiClient:
                     )  # fmt: skip
             except httpx.TransportError as failure:
                 metrics.request_done(self._service, None)
-                if once and not isinstance(failure, _NOTHING_SENT):
-                    raise AnswerLost(
-                        f"{self._service} may have acted on a request whose answer was "
-                        f"lost: {failure}"
-                    ) from None
-                if attempt == self.retries:
-                    raise Unreachable(f"cannot reach {self._service}: {failure}") from None
+                self._check_failure(failure, once=once, last=attempt == self.retries)
                 await self.sleep(attempt)
                 continue
             metrics.request_done(self._service, response.status_code)
@@ -291,24 +285,37 @@ class ApiClient:
             if response.status_code == 401:
                 raise AuthenticationFailed(f"{self._owner} refused the access: reconnect required")
             if self._retryable(response):
-                if once and response.status_code >= 500:
-                    raise AnswerLost(
-                        f"{self._service} may have acted on a request it answered "
-                        f"{response.status_code}"
-                    )
-                if response.status_code in (403, 429):
-                    metrics.PROVIDER_THROTTLED.labels(self._service).inc()
-                if response.status_code in (403, 429) and self._shared is not None:
-                    # Every process slows down for this account, not only this call.
-                    await self._shared.throttled(_seconds(response.headers.get("Retry-After")))
-                if attempt == self.retries:
-                    raise Unreachable(
-                        f"{self._service} is busy or failing ({response.status_code}); retry later"
-                    )
+                await self._check_refusal(response, once=once, last=attempt == self.retries)
                 await self.sleep(attempt, response.headers.get("Retry-After"))
                 continue
             return response
         raise Unreachable(f"{self._service} did not answer")  # pragma: no cover
+
+    def _check_failure(self, failure: httpx.TransportError, *, once: bool, last: bool) -> None:
+        """Raise what a call's transport failure means unless it is tried again:
+        ``AnswerLost`` for a ``ONCE`` call that may have reached the service,
+        ``Unreachable`` after the ``last`` try."""
+        if once and not isinstance(failure, _NOTHING_SENT):
+            raise AnswerLost(
+                f"{self._service} may have acted on a request whose answer was lost: {failure}"
+            ) from None
+        if last:
+            raise Unreachable(f"cannot reach {self._service}: {failure}") from None
+
+    async def _check_refusal(self, response: httpx.Response, *, once: bool, last: bool) -> None:
+        """Take in a retryable answer (throttling, overload), and raise what it means
+        unless the call is tried again: ``AnswerLost`` for a 5xx to a ``ONCE`` call,
+        ``Unreachable`` after the ``last`` try. A throttling answer slows down every
+        process that calls the service for this account, not only this call."""
+        status = response.status_code
+        if once and status >= 500:
+            raise AnswerLost(f"{self._service} may have acted on a request it answered {status}")
+        if status in (403, 429):
+            metrics.PROVIDER_THROTTLED.labels(self._service).inc()
+            if self._shared is not None:
+                await self._shared.throttled(_seconds(response.headers.get("Retry-After")))
+        if last:
+            raise Unreachable(f"{self._service} is busy or failing ({status}); retry later")
 
     async def send_parts(
         self, parts: Sequence[Part], send: SendBatch[Part], *, size: int
@@ -322,47 +329,67 @@ class ApiClient:
         answer is the part's own to read: one part's failure fails no other."""
         results: list[httpx.Response | ProviderError] = [Unreachable("no answer")] * len(parts)
         for first in range(0, len(parts), size):
-            pending = list(range(first, min(first + size, len(parts))))
-            stalled = 0  # rounds in which nothing got through: what the retries limit
-            while pending:
-                answers = await send([parts[n] for n in pending])
-                retry: list[int] = []
-                wait: float | None = None
-                throttled = False
-                for n, answer in zip(pending, answers, strict=True):
-                    if answer is None or self._retryable(answer):
-                        retry.append(n)
-                        if answer is not None and answer.status_code in (403, 429):
-                            throttled = True
-                            metrics.PROVIDER_THROTTLED.labels(self._service).inc()
-                        later = answer.headers.get("Retry-After") if answer else None
-                        if later and later.strip().isdigit():
-                            wait = max(wait or 0.0, float(later))
-                    elif answer.status_code == 401:
-                        # The envelope's token went through, a part's did not: the
-                        # grant no longer covers the calendar.
-                        raise AuthenticationFailed(
-                            f"{self._owner} refused the access: reconnect required"
-                        )
-                    else:
-                        results[n] = answer
-                if not retry:
-                    break
-                if throttled and self._shared is not None:
-                    # Every process slows down for this account, not only this batch.
-                    await self._shared.throttled(wait if wait is not None else 1.0)
-                if len(retry) == len(pending):
-                    if stalled == self.retries:
-                        for n in retry:
-                            results[n] = Unreachable(
-                                f"{self._service} is busy or failing; retry later"
-                            )
-                        break
-                    stalled += 1
-                metrics.PROVIDER_RETRIES.labels(self._service).inc(len(retry))
-                await self.sleep(stalled, None if wait is None else str(int(wait)))
-                pending = retry
+            batch = list(range(first, min(first + size, len(parts))))
+            await self._send_batch(parts, batch, send, results)
         return results
+
+    async def _send_batch(
+        self,
+        parts: Sequence[Part],
+        pending: list[int],
+        send: SendBatch[Part],
+        results: list[httpx.Response | ProviderError],
+    ) -> None:
+        """The parts numbered ``pending`` sent in rounds of one batch request, each
+        part's answer put in ``results``: the parts to try again go in the next round,
+        after the backoff, until none is left or ``retries`` rounds got none through."""
+        stalled = 0  # rounds in which nothing got through: what the retries limit
+        while pending:
+            answers = await send([parts[n] for n in pending])
+            retry, wait, throttled = self._read_round(pending, answers, results)
+            if not retry:
+                return
+            if throttled and self._shared is not None:
+                # Every process slows down for this account, not only this batch.
+                await self._shared.throttled(wait if wait is not None else 1.0)
+            if len(retry) == len(pending):
+                if stalled == self.retries:
+                    for n in retry:
+                        results[n] = Unreachable(f"{self._service} is busy or failing; retry later")
+                    return
+                stalled += 1
+            metrics.PROVIDER_RETRIES.labels(self._service).inc(len(retry))
+            await self.sleep(stalled, None if wait is None else str(int(wait)))
+            pending = retry
+
+    def _read_round(
+        self,
+        pending: list[int],
+        answers: list[httpx.Response | None],
+        results: list[httpx.Response | ProviderError],
+    ) -> tuple[list[int], float | None, bool]:
+        """One round's answers to the parts numbered ``pending``: each part's own put in
+        ``results``. Answers the parts to try again (no answer, or one the service's
+        ``retryable`` says), the longest ``Retry-After`` among them (None: none said),
+        and whether the service throttled any. A part refused with 401 while the
+        envelope's token went through: the grant no longer covers the calendar."""
+        retry: list[int] = []
+        wait: float | None = None
+        throttled = False
+        for n, answer in zip(pending, answers, strict=True):
+            if answer is None or self._retryable(answer):
+                retry.append(n)
+                if answer is not None and answer.status_code in (403, 429):
+                    throttled = True
+                    metrics.PROVIDER_THROTTLED.labels(self._service).inc()
+                later = answer.headers.get("Retry-After") if answer else None
+                if later and later.strip().isdigit():
+                    wait = max(wait or 0.0, float(later))
+            elif answer.status_code == 401:
+                raise AuthenticationFailed(f"{self._owner} refused the access: reconnect required")
+            else:
+                results[n] = answer
+        return retry, wait, throttled
 
     async def sleep(self, attempt: int, retry_after: str | None = None) -> None:
         """Wait before try ``attempt + 1``: doubling, with jitter, at least ``Retry-After``."""

@@ -194,14 +194,10 @@ class KeptTransport(httpx.AsyncBaseTransport):
         self._closed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """One request and its answer, on a connection kept for its origin or a new one,
+        while holding one of the transport's ``max_connections`` slots."""
         url = request.url
-        scheme = url.raw_scheme
-        if scheme not in (b"http", b"https"):
-            raise httpx.UnsupportedProtocol(f"the URL's scheme {url.scheme!r} is not http(s)")
-        if self._closed:
-            raise RuntimeError("the transport is closed")
-        port = url.port or (443 if scheme == b"https" else 80)
-        origin: Origin = (scheme, url.raw_host, port)
+        origin = self._origin(url)
         timeouts = request.extensions.get("timeout", {})
         try:
             body = request.content
@@ -209,39 +205,55 @@ class KeptTransport(httpx.AsyncBaseTransport):
             body = await request.aread()
         slots = self._slots
         if slots is not None:
-            if slots.locked():
-                try:
-                    async with asyncio.timeout(timeouts.get("pool")):
-                        await slots.acquire()
-                except TimeoutError:
-                    raise httpx.PoolTimeout("no connection was free in time") from None
-            else:
-                await slots.acquire()
+            await _take_slot(slots, timeouts.get("pool"))
         try:
-            conn = self._kept_connection(origin)
-            kept = conn is not None
-            if conn is None:
-                conn = await self._connect(url, port, timeouts.get("connect"))
-            while True:
-                try:
-                    response = await self._exchange(conn, request, body, timeouts)
-                except _Unanswered as error:
-                    conn.close()
-                    if not (kept and _may_retry(request, error)):
-                        raise
-                    # The server closed the kept connection as the request went out
-                    # (idle ones are closed at any time): once more, on a new one.
-                    kept = False
-                    conn = await self._connect(url, port, timeouts.get("connect"))
-                    continue
-                except BaseException:
-                    conn.close()  # its state is not known: never handed out again
-                    raise
-                self._keep(origin, conn)
-                return response
+            return await self._send(origin, request, body, timeouts)
         finally:
             if slots is not None:
                 slots.release()
+
+    def _origin(self, url: httpx.URL) -> Origin:
+        """Where ``url`` is served (scheme, host, port), the key its connections are kept
+        under; refuses a scheme other than http(s), and any request once closed."""
+        scheme = url.raw_scheme
+        if scheme not in (b"http", b"https"):
+            raise httpx.UnsupportedProtocol(f"the URL's scheme {url.scheme!r} is not http(s)")
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        return (scheme, url.raw_host, url.port or (443 if scheme == b"https" else 80))
+
+    async def _send(
+        self,
+        origin: Origin,
+        request: httpx.Request,
+        body: bytes,
+        timeouts: dict[str, float | None],
+    ) -> httpx.Response:
+        """The exchange of ``request`` on a kept connection, else a new one; the connection
+        is kept again after a complete answer. A kept one that the server closed as the
+        request went out is replaced once, when the request may be sent again."""
+        url, port = request.url, origin[2]
+        conn = self._kept_connection(origin)
+        kept = conn is not None
+        if conn is None:
+            conn = await self._connect(url, port, timeouts.get("connect"))
+        while True:
+            try:
+                response = await self._exchange(conn, request, body, timeouts)
+            except _Unanswered as error:
+                conn.close()
+                if not (kept and _may_retry(request, error)):
+                    raise
+                # The server closed the kept connection as the request went out
+                # (idle ones are closed at any time): once more, on a new one.
+                kept = False
+                conn = await self._connect(url, port, timeouts.get("connect"))
+                continue
+            except BaseException:
+                conn.close()  # its state is not known: never handed out again
+                raise
+            self._keep(origin, conn)
+            return response
 
     def _kept_connection(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
@@ -450,6 +462,19 @@ class _ClosedBeforeAnswer(_Unanswered, httpx.RemoteProtocolError):
 
 # RFC 9110's idempotent methods, urllib3's default ``Retry.allowed_methods`` too.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+async def _take_slot(slots: asyncio.Semaphore, pool_timeout: float | None) -> None:
+    """One of ``slots``, waiting up to the request's pool timeout when none is free
+    (``PoolTimeout`` after it); a free one is taken without arming a timer."""
+    if not slots.locked():
+        await slots.acquire()
+        return
+    try:
+        async with asyncio.timeout(pool_timeout):
+            await slots.acquire()
+    except TimeoutError:
+        raise httpx.PoolTimeout("no connection was free in time") from None
 
 
 def _may_retry(request: httpx.Request, error: _Unanswered) -> bool:

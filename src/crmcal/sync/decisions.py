@@ -67,7 +67,15 @@ def decide(
             # the next CRM change; a deleted event is made again by it.
             return Decision(Act.UNLINK if calendar is State.GONE else Act.NOTHING)
         return Decision(Act.PULL_TRASH if calendar is State.GONE else Act.PULL_UPDATE)
-    # Both sides moved.
+    return _both_moved(crm, calendar, push, pull, crm_wins, overlap)
+
+
+def _both_moved(
+    crm: State, calendar: State, push: bool, pull: bool, crm_wins: bool, overlap: bool | None
+) -> Decision:
+    """``decide`` for a pair both sides moved, at most one of them by a deletion:
+    an edit beats a deletion, a one-way connection copies its one way, and a two-way
+    one merges (``overlap`` known) or lets the policy pick the whole item."""
     if crm is State.GONE:  # trashed in the CRM, edited in the calendar: the edit wins
         return Decision(Act.PULL_UPDATE) if pull else Decision(Act.PUSH_DELETE)
     if calendar is State.GONE:  # edited in the CRM, deleted in the calendar: the edit wins

@@ -411,8 +411,30 @@ class Engine:
                 cursor = rows[-1].seq
 
     async def _pair(self, moved: list[RemoteRef], gone: set[str], crm_ids: set[int]) -> list[Pair]:
+        """This run's changes as pairs of their two sides: each event moved or gone on
+        the calendar with its link or the activity it claims, each changed activity with
+        its link, the activities read; an event no activity takes is a pair of its own
+        (a new event, or a copy of one another event claims)."""
         by_activity: dict[int, Pair] = {}
         new_events: list[Pair] = []
+        candidates = self._sort_moved(moved, by_activity, new_events)
+        for rid in gone:
+            link = self.links.by_remote[rid]
+            by_activity[link.activity_id] = Pair(link=link, remote_gone=True)
+        if not (by_activity or candidates or crm_ids):
+            return new_events  # nothing moved on either side: nothing to read
+        async with self.db.read() as session:
+            await self._claim(session, candidates, by_activity, new_events)
+            await self._read_activities(session, by_activity, crm_ids)
+        self._note_paired(by_activity)
+        return [*new_events, *by_activity.values()]
+
+    def _sort_moved(
+        self, moved: list[RemoteRef], by_activity: dict[int, Pair], new_events: list[Pair]
+    ) -> dict[str, RemoteRef]:
+        """The events moved on the calendar, sorted: a linked one paired with its link
+        (into ``by_activity``), a second claim of a CRM uid a copy (into ``new_events``);
+        answers the rest by the uid each claims, noted as claimed for this run."""
         candidates: dict[str, RemoteRef] = {}
         for ref in moved:
             link = self.links.by_remote.get(ref.id)
@@ -425,45 +447,59 @@ class Engine:
                 else:
                     candidates[uid] = ref
         self.claimed_uids.update(candidates)
-        for rid in gone:
-            link = self.links.by_remote[rid]
-            by_activity[link.activity_id] = Pair(link=link, remote_gone=True)
-        if not (by_activity or candidates or crm_ids):
-            return new_events  # nothing moved on either side: nothing to read
-        async with self.db.read() as session:
-            claimed = await activities.find_by_uids(session, self.ctx.owner.id, list(candidates))
-            await self.links.load_of(Link.activity_id, [a.id for a in claimed])
-            for activity in claimed:
-                ref = candidates.pop(activity.uid)
-                if activity.id in self.links.by_activity:
-                    # Linked to another event already: this one is a copy.
-                    new_events.append(Pair(remote=ref))
-                else:
-                    by_activity[activity.id] = Pair(remote=ref)
-            new_events.extend(Pair(remote=ref) for ref in candidates.values())
-            unknown = [i for i in {*crm_ids, *by_activity} if self.links.of_activity(i) is None]
-            await self.links.load_of(Link.activity_id, unknown)
-            for activity_id in crm_ids:
-                by_activity.setdefault(activity_id, Pair(link=self.links.of_activity(activity_id)))
-            loaded = await session.scalars(
-                select(Activity).where(Activity.id.in_(list(by_activity)))
+        return candidates
+
+    async def _claim(
+        self,
+        session: AsyncSession,
+        candidates: dict[str, RemoteRef],
+        by_activity: dict[int, Pair],
+        new_events: list[Pair],
+    ) -> None:
+        """Pair each unlinked event with the activity of the uid it claims (``_claimed_uid``)
+        when that activity is linked to no other event; the others are new events, or
+        copies (into ``new_events``). Takes what it pairs out of ``candidates``."""
+        claimed = await activities.find_by_uids(session, self.ctx.owner.id, list(candidates))
+        await self.links.load_of(Link.activity_id, [a.id for a in claimed])
+        for activity in claimed:
+            ref = candidates.pop(activity.uid)
+            if activity.id in self.links.by_activity:
+                # Linked to another event already: this one is a copy.
+                new_events.append(Pair(remote=ref))
+            else:
+                by_activity[activity.id] = Pair(remote=ref)
+        new_events.extend(Pair(remote=ref) for ref in candidates.values())
+
+    async def _read_activities(
+        self, session: AsyncSession, by_activity: dict[int, Pair], crm_ids: set[int]
+    ) -> None:
+        """Add the CRM's changed activities (``crm_ids``) to ``by_activity`` with their
+        links, and read every paired activity, with the deals and contacts it links
+        to when the connection writes them into events."""
+        unknown = [i for i in {*crm_ids, *by_activity} if self.links.of_activity(i) is None]
+        await self.links.load_of(Link.activity_id, unknown)
+        for activity_id in crm_ids:
+            by_activity.setdefault(activity_id, Pair(link=self.links.of_activity(activity_id)))
+        loaded = await session.scalars(select(Activity).where(Activity.id.in_(list(by_activity))))
+        for activity in loaded:
+            by_activity[activity.id].activity = activity
+        if self.ctx.options.include_deal_and_contact_info:
+            present = [p.activity for p in by_activity.values() if p.activity is not None]
+            linked = await contacts.linked_records(session, present)
+            self.linked_info.update(
+                (activity_id, mapping.linked_records(records))
+                for activity_id, records in linked.items()
             )
-            for activity in loaded:
-                by_activity[activity.id].activity = activity
-            if self.ctx.options.include_deal_and_contact_info:
-                present = [p.activity for p in by_activity.values() if p.activity is not None]
-                linked = await contacts.linked_records(session, present)
-                self.linked_info.update(
-                    (activity_id, mapping.linked_records(records))
-                    for activity_id, records in linked.items()
-                )
+
+    def _note_paired(self, by_activity: dict[int, Pair]) -> None:
+        """Remember the pairs made, and the activities and events they hold as seen in
+        this run."""
         self.paired_activities.update(by_activity)
         for activity_id, pair in by_activity.items():
             pair.activity_id = activity_id
             self.seen.add(f"activity {activity_id}")
             if pair.link is not None:
                 self.seen.add(pair.link.remote_id)
-        return [*new_events, *by_activity.values()]
 
     def _claimed_uid(self, ref: RemoteRef) -> str:
         """The CRM uid an unlinked event belongs to: carried in it, or derived from its UID."""

@@ -64,24 +64,30 @@ def unsupported(
     if exrules and not capabilities.exrules:
         found.append(Unsupported("EXRULE", f"{service} cannot leave out dates by a rule"))
     for rule in rrules:
-        parts = _parts(rule)
-        freq = parts.get("FREQ", "")
-        if freq and freq not in capabilities.frequencies:
-            found.append(Unsupported(f"FREQ={freq}", f"{service} has no {freq.lower()} series"))
-        for name in parts:
-            if name != "FREQ" and name not in capabilities.rule_parts:
-                found.append(Unsupported(name, f"{service} cannot hold {name} in a rule"))
-        if capabilities.single_day_of_month:
-            for name in _MULTI_VALUED_ONCE:
-                if "," in parts.get(name, ""):
-                    found.append(Unsupported(name, f"{service} holds one {name} value only"))
-        count = parts.get("COUNT", "")
-        if capabilities.max_count and count.isdigit() and int(count) > capabilities.max_count:
-            found.append(
-                Unsupported(
-                    "COUNT", f"{service} holds at most {capabilities.max_count} occurrences"
-                )
-            )
+        found += _unsupported_parts(capabilities, _parts(rule), service)
+    return found
+
+
+def _unsupported_parts(
+    capabilities: Capabilities, parts: dict[str, str], service: str
+) -> list[Unsupported]:
+    """What of one rule's ``parts`` ``service`` cannot hold: its frequency, a part it
+    has no field for, several values where it takes one, a COUNT beyond its limit."""
+    found: list[Unsupported] = []
+    freq = parts.get("FREQ", "")
+    if freq and freq not in capabilities.frequencies:
+        found.append(Unsupported(f"FREQ={freq}", f"{service} has no {freq.lower()} series"))
+    for name in parts:
+        if name != "FREQ" and name not in capabilities.rule_parts:
+            found.append(Unsupported(name, f"{service} cannot hold {name} in a rule"))
+    if capabilities.single_day_of_month:
+        for name in _MULTI_VALUED_ONCE:
+            if "," in parts.get(name, ""):
+                found.append(Unsupported(name, f"{service} holds one {name} value only"))
+    count = parts.get("COUNT", "")
+    if capabilities.max_count and count.isdigit() and int(count) > capabilities.max_count:
+        limit = capabilities.max_count
+        found.append(Unsupported("COUNT", f"{service} holds at most {limit} occurrences"))
     return found
 
 
