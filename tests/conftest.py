@@ -9,6 +9,8 @@ skipped, except under ``CI=true`` where that is a failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import datetime as dt
 import graphlib
 import os
@@ -23,7 +25,9 @@ from urllib.parse import quote
 import hypothesis
 import psycopg
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.datastructures import State
 
 from crmcal import migrations
 from crmcal.config import Settings
@@ -33,6 +37,7 @@ from crmcal.crm.tables import User
 from crmcal.db import Database
 from crmcal.sync.tables import Connection
 from crmcal.web.app import create_app
+from crmcal.web.throttle import FailedSignIns
 
 if TYPE_CHECKING:
     from tests.engine_world import World
@@ -332,10 +337,49 @@ class Api:
         return self.client.delete(path, headers=self._headers(kw.pop("headers", None)), **kw)
 
 
+# The apps of ``client_of``, by their settings but for the database, and those in use.
+_APPS: dict[Settings, list[FastAPI]] = {}
+_IN_USE: set[int] = set()
+
+
+def _as_made(app: FastAPI, settings: Settings) -> FastAPI:
+    """``app`` with the state ``create_app`` gives a new one (``settings``, no failed
+    sign-ins), nothing an earlier test left in it."""
+    app.state = State()
+    app.state.settings = settings
+    app.state.failed_signins = FailedSignIns()
+    app.dependency_overrides.clear()
+    return app
+
+
+@contextlib.contextmanager
+def client_of(settings: Settings) -> Iterator[TestClient]:
+    """``TestClient(create_app(settings, background_jobs=False))``, entered. The app is
+    built once a process for settings alike but for the database: a new app's first
+    request builds every route's parameter models (FastAPI builds an included router's
+    routes for each app), about 90 ms of CPU that every API test paid. Everything the app
+    reads of its settings it reads from ``app.state`` (each request, and the start that
+    opens the database), so a test's own settings are the ones it runs on; a setting
+    the app keeps as it is built (the body limit) is part of what tells apps apart."""
+    key = dataclasses.replace(settings, database_url="")
+    built = _APPS.setdefault(key, [])
+    free = [app for app in built if id(app) not in _IN_USE]
+    if free:
+        app = _as_made(free[0], settings)
+    else:
+        app = create_app(settings, background_jobs=False)
+        built.append(app)
+    _IN_USE.add(id(app))
+    try:
+        with TestClient(app) as test_client:
+            yield test_client
+    finally:
+        _IN_USE.discard(id(app))
+
+
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
-    app = create_app(Settings(database_url=db_url), background_jobs=False)
-    with TestClient(app) as test_client:
+    with client_of(Settings(database_url=db_url)) as test_client:
         yield test_client
 
 

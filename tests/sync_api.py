@@ -16,9 +16,8 @@ from fastapi.testclient import TestClient
 from crmcal.config import Settings
 from crmcal.db import Database
 from crmcal.sync.tables import Connection
-from crmcal.web.app import create_app
 from tests.caldav_servers import CALDAV_KINDS
-from tests.conftest import Api, make_user, run
+from tests.conftest import Api, client_of, make_user, run
 from tests.providers.harness import CalDAVHarness, CalDAVServer
 
 V1 = "/api/v1"
@@ -100,7 +99,7 @@ def calendar(server: CalDAVServer) -> Iterator[CalDAVHarness]:
 
 @pytest.fixture
 def app_client(db_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(settings(db_url), background_jobs=False)) as client:
+    with client_of(settings(db_url)) as client:
         yield client
 
 

@@ -11,8 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
-from crmcal.web.app import create_app
-from tests.conftest import Api, new_user
+from tests.conftest import Api, client_of, new_user
 
 PASSWORD = "correct horse battery"
 
@@ -41,7 +40,7 @@ def people(admin: Api) -> tuple[Api, Api]:
 
 @pytest.fixture
 def browser(db_url: str, people: tuple[Api, Api]) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(database_url=db_url), background_jobs=False)) as client:
+    with client_of(Settings(database_url=db_url)) as client:
         assert sign_in(client, "ann@crm.test").status_code == 303
         yield client
 

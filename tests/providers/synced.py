@@ -16,9 +16,8 @@ from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.model import Attendee, CalendarEvent
-from crmcal.web.app import create_app
 from tests.caldav_proxy import Behaviour, caldav_proxy
-from tests.conftest import Api, make_user, new_user
+from tests.conftest import Api, client_of, make_user, new_user
 from tests.google_emulator import GoogleEmulator, GoogleHarness
 from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
 from tests.providers.harness import CalDAVHarness, Foreign, Harness
@@ -219,7 +218,7 @@ def client(
                         google_oauth_url=google_emulator.url,
                         microsoft_api_url=microsoft_emulator.url,
                         microsoft_oauth_url=microsoft_emulator.url)  # fmt: skip
-    with TestClient(create_app(settings, background_jobs=False)) as test_client:
+    with client_of(settings) as test_client:
         yield test_client
 
 

@@ -57,7 +57,7 @@ def create_app(
         title="crmcal",
         version=__version__,
         description=DESCRIPTION,
-        lifespan=_lifespan(settings, jobs if background_jobs else None),
+        lifespan=_lifespan(jobs if background_jobs else None),
         generate_unique_id_function=openapi.operation_id,
         docs_url=None,
         redoc_url=None,
@@ -87,14 +87,15 @@ class _Background:
     queue_app: procrastinate.App | None = None
 
 
-def _lifespan(
-    settings: Settings, jobs: Jobs | None
-) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def _lifespan(jobs: Jobs | None) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """The app's start and end: its database, its vault and, unless ``jobs`` is None,
-    its background jobs."""
+    its background jobs, all from the settings in ``app.state`` as the app starts (the
+    ones every request reads), so that an app started again on other settings (the
+    tests build the app once a process) runs on those alone."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings: Settings = app.state.settings
         db = Database.for_settings(settings)
         app.state.db = db
         app.state.vault = vault_for(settings)
