@@ -46,6 +46,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from crmcal.tls import tls
 from tests.served import served_app
 
 CYRUS_REFUSAL = (
@@ -352,7 +353,7 @@ def _cyrus_refuses(body: str) -> str | None:
 @contextmanager
 def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
     """Serve a proxy to ``upstream`` (scheme://host:port) acting as ``behaviour`` says."""
-    client = httpx.AsyncClient(base_url=upstream, timeout=60)
+    client = httpx.AsyncClient(verify=tls(), base_url=upstream, timeout=60)
 
     async def forward(request: Request) -> Response:
         path = request.url.path

@@ -24,6 +24,7 @@ import pytest
 
 from crmcal import migrations
 from crmcal.config import Settings
+from crmcal.tls import tls
 from crmcal.web.app import create_app
 from crmcal.web.ui import i18n
 from tests import plain
@@ -63,7 +64,7 @@ class Site:
         self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=full_page)
 
     def api(self, token: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url + "/api/v1", timeout=30,
+        return httpx.Client(verify=tls(), base_url=self.url + "/api/v1", timeout=30,
                             headers={"Authorization": f"Bearer {token}"})  # fmt: skip
 
 

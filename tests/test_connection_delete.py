@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from crmcal.config import Settings
+from crmcal.tls import tls
 from crmcal.web.app import create_app
 from tests import plain
 from tests.conftest import make_user
@@ -69,9 +70,12 @@ def _serving(
                         microsoft_oauth_url=microsoft_emulator.url)  # fmt: skip
     with (
         served_app(create_app(settings, background_jobs=False), sock),
-        httpx.Client(base_url=url, timeout=60) as browser,
+        httpx.Client(verify=tls(), base_url=url, timeout=60) as browser,
         httpx.Client(
-            base_url=f"{url}/api/v1", timeout=60, headers={"Authorization": f"Bearer {token}"}
+            verify=tls(),
+            base_url=f"{url}/api/v1",
+            timeout=60,
+            headers={"Authorization": f"Bearer {token}"},
         ) as api,  # fmt: skip
     ):
         assert sign_in(browser, "sam@crm.test").status_code == 303  # type: ignore[arg-type]

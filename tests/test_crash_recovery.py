@@ -37,6 +37,7 @@ from crmcal.db import Database
 from crmcal.providers.base import Provider
 from crmcal.sync.links import Links
 from crmcal.sync.tables import Link
+from crmcal.tls import tls
 from tests.caldav_servers import HOST
 from tests.conftest import create_user_in
 from tests.engine_world import World
@@ -78,7 +79,7 @@ class Server:
 
     async def start(self) -> None:
         self.process = await asyncio.to_thread(self._spawn)
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(verify=tls(), timeout=30) as client:
             deadline = time.monotonic() + PATIENCE
             while True:
                 assert self.process.poll() is None, self.output()
@@ -273,7 +274,7 @@ async def test_killing_the_server_mid_sync_again_and_again_converges_without_cop
     try:
         async with (
             people(radicale, google_emulator) as everyone,
-            httpx.AsyncClient(base_url=server.url, timeout=60) as api,
+            httpx.AsyncClient(verify=tls(), base_url=server.url, timeout=60) as api,
         ):
             await server.start()
             for person in everyone:

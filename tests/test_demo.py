@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from crmcal.tls import tls
 from tests import plain
 
 ROOT = Path(__file__).parent.parent
@@ -99,7 +100,7 @@ def test_demo_starts_everything_seeded_and_stops_cleanly(tmp_path: Path) -> None
         assert login
         caldav = re.search(r"CalDAV \(Radicale\)\s+(\S+)\s+user (\S+)\s+password (\S+)", banner)
         assert caldav
-        with httpx.Client(base_url=app, timeout=30, follow_redirects=False) as client:
+        with httpx.Client(verify=tls(), base_url=app, timeout=30, follow_redirects=False) as client:
             page = client.get("/login")
             token = re.search(r'name="login_token" value="([^"]+)"', page.text)
             assert token

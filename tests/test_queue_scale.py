@@ -39,8 +39,10 @@ from crmcal.jobs.queue import POLL_EVERY
 from crmcal.model import CalendarInfo
 from crmcal.sync import connections
 from crmcal.sync.schemas import ConnectionCreate
+from crmcal.tls import tls
 from crmcal.vault import Vault
 from crmcal.web.app import create_app
+from tests import plain
 from tests.caldav_servers import CalDAVServer
 from tests.conftest import run
 from tests.google_emulator import GoogleEmulator, GoogleHarness
@@ -150,14 +152,14 @@ def world(
                         google_oauth_url=urls["google_oauth_url"],
                         microsoft_api_url=urls["microsoft_api_url"],
                         microsoft_oauth_url=urls["microsoft_oauth_url"])  # fmt: skip
-    httpx.post(
+    plain.post(
         f"{microsoft_emulator.url}/_emulator/settings", json={"mailbox_concurrency": 4}, timeout=30
     )
     try:
         with served_app(create_app(settings, jobs="queue"), sock):
             yield {"base_url": base_url, "urls": urls}
     finally:
-        httpx.post(f"{microsoft_emulator.url}/_emulator/settings",
+        plain.post(f"{microsoft_emulator.url}/_emulator/settings",
                    json={"mailbox_concurrency": None}, timeout=30)  # fmt: skip
 
 
@@ -225,7 +227,7 @@ async def _scenario(
 ) -> None:
     harnesses: list[Any] = []
     try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=60) as api:
+        async with httpx.AsyncClient(verify=tls(), base_url=base_url, timeout=60) as api:
             accounts = await _connect_everyone(database_url, google_emulator, microsoft_emulator,
                                                radicale, api, harnesses)  # fmt: skip
             # Round one: a new activity in the CRM and a new event in each calendar; then
@@ -314,7 +316,7 @@ async def _scenario(
                  "ORDER BY connection_id, id DESC")  # fmt: skip
     assert len(last) == len(accounts)
     assert {process.rpartition(":")[2] for (process,) in last} <= pids
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(verify=tls(), timeout=60) as client:
         peaks = (await client.get(f"{microsoft_emulator.url}/_emulator/concurrency")).json()
     mailboxes = {a.harness.email for a in accounts if a.kind == "microsoft"}
     over = {m: n for m, n in peaks["peak"].items() if m in mailboxes and n > 4}
@@ -407,7 +409,9 @@ async def _storm(base_url: str, google: GoogleEmulator, microsoft: MicrosoftEmul
     random.shuffle(requests)
     assert len(requests) >= STORM * (PER_KIND["google"] + PER_KIND["microsoft"])
     limits = httpx.Limits(max_connections=8)
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(
+        verify=tls(), base_url=base_url, timeout=60, limits=limits
+    ) as client:
         answers = await asyncio.gather(*(client.post(path, **kw) for path, kw in requests))
     return {a.status_code for a in answers}
 

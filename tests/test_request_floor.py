@@ -27,6 +27,7 @@ from crmcal.providers.api_client import close_shared
 from crmcal.providers.base import Provider, ProviderError, Update
 from crmcal.providers.google import GoogleProvider
 from crmcal.providers.microsoft import MicrosoftProvider
+from crmcal.tls import tls
 from crmcal.web.app import create_app
 from tests import plain
 from tests.conftest import Api, make_user, sqlite_only
@@ -121,7 +122,9 @@ def connect_google(crm: Api, emulator: GoogleEmulator) -> tuple[int, httpx.Clien
     answer = crm.post(f"{V1}/connections", json=body)
     assert answer.status_code == 201, answer.text
     auth = {"Authorization": f"Bearer {tokens['access_token']}"}
-    client = httpx.Client(base_url=f"{emulator.url}/calendar/v3", headers=auth, timeout=TIMEOUT)
+    client = httpx.Client(
+        verify=tls(), base_url=f"{emulator.url}/calendar/v3", headers=auth, timeout=TIMEOUT
+    )
     return int(answer.json()["id"]), client
 
 
@@ -135,7 +138,9 @@ def connect_graph(
     assert answer.status_code == 201, answer.text
     headers = {"Authorization": f"Bearer {tokens['access_token']}",
                "Prefer": 'IdType="ImmutableId"'}  # fmt: skip
-    client = httpx.Client(base_url=f"{emulator.url}/v1.0", headers=headers, timeout=TIMEOUT)
+    client = httpx.Client(
+        verify=tls(), base_url=f"{emulator.url}/v1.0", headers=headers, timeout=TIMEOUT
+    )
     return int(answer.json()["id"]), client
 
 

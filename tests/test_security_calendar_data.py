@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.providers.ical.read import parse_event
+from crmcal.tls import tls
 from crmcal.web.app import create_app
 from tests.conftest import make_user
 from tests.hostile import (
@@ -144,7 +145,7 @@ def test_healthz_answers_while_a_hostile_server_is_synced(db_url: str) -> None:
     app = create_app(settings, background_jobs=False)
     with serving(HostileServer(routes=routes)) as hostile, served_app(app) as base:
         auth = {"Authorization": f"Bearer {token}"}
-        with httpx.Client(base_url=base, headers=auth, timeout=60) as client:
+        with httpx.Client(verify=tls(), base_url=base, headers=auth, timeout=60) as client:
             made = client.post("/api/v1/connections", json={
                 "provider": "caldav", "url": hostile.url + "/", "username": "u",
                 "password": "p", "sync_type": "calendar_to_crm",
@@ -240,7 +241,7 @@ def test_one_account_check_at_a_time_per_user(db_url: str) -> None:
     with serving(HostileServer(routes={"*": stall})) as hostile, served_app(app) as base:
         auth = {"Authorization": f"Bearer {token}"}
         body = {"provider": "caldav", "url": hostile.url + "/", "username": "u", "password": "p"}
-        with httpx.Client(base_url=base, headers=auth, timeout=300) as client:
+        with httpx.Client(verify=tls(), base_url=base, headers=auth, timeout=300) as client:
             first: list[httpx.Response] = []
             checking = threading.Thread(
                 target=lambda: first.append(client.post("/api/v1/connections", json=body)),

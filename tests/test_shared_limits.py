@@ -21,6 +21,7 @@ from crmcal.providers.google import GoogleProvider
 from crmcal.providers.microsoft import MicrosoftProvider
 from crmcal.sync import limits
 from crmcal.sync.limits import SharedLimits
+from crmcal.tls import tls
 from tests.conftest import recorded_sleeps
 from tests.fault_proxy import fault_proxy
 from tests.google_emulator import GoogleEmulator, GoogleHarness
@@ -161,7 +162,9 @@ async def _sixteen_events(mailbox: MicrosoftHarness) -> list[str]:
 
 @pytest.fixture
 async def admin(microsoft_emulator: MicrosoftEmulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=microsoft_emulator.url, timeout=120) as client:
+    async with httpx.AsyncClient(
+        verify=tls(), base_url=microsoft_emulator.url, timeout=120
+    ) as client:
         # The first answer loads the models that check it (seconds): not inside a test's
         # client timeout.
         token = await client.post("/_emulator/accounts", json={"email": "warm@example.test"})

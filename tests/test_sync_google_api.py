@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from crmcal.config import Settings
 from crmcal.db import Database
 from crmcal.sync.tables import Connection
+from crmcal.tls import tls
 from crmcal.web.app import create_app
 from tests import plain
 from tests.conftest import Api, make_user, run
@@ -174,7 +175,10 @@ def test_an_event_made_in_google_arrives_by_push(
 ) -> None:
     url, token = served_crmcal
     api = httpx.Client(
-        base_url=f"{url}{V1}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        verify=tls(),
+        base_url=f"{url}{V1}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
     )
     tokens = google_emulator.state.create_account(email)
     body = {"provider": "google", "refresh_token": tokens["refresh_token"]}
@@ -257,7 +261,9 @@ def test_an_event_moved_out_and_back_trashes_and_restores_its_activity(
     body = {"provider": "google", "refresh_token": tokens["refresh_token"]}
     connection_id = sam.post(f"{V1}/connections", json=body).json()["id"]
     auth = {"Authorization": f"Bearer {tokens['access_token']}"}
-    google = httpx.Client(base_url=f"{google_emulator.url}/calendar/v3", headers=auth, timeout=30)
+    google = httpx.Client(
+        verify=tls(), base_url=f"{google_emulator.url}/calendar/v3", headers=auth, timeout=30
+    )
     start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=0)
     event = google.post("/calendars/primary/events", json={
         "summary": "Quarterly review", "start": {"dateTime": start.isoformat()},

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.emulators.google import GoogleState
+from crmcal.tls import tls
 from crmcal.web.app import create_app
 from tests.conftest import Api, make_user
 from tests.google_emulator import GoogleEmulator
@@ -54,7 +55,7 @@ class Calls:
     """
 
     def __init__(self, emulator: GoogleEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.admin = httpx.Client(base_url=emulator.url, timeout=30)
+        self.admin = httpx.Client(verify=tls(), base_url=emulator.url, timeout=30)
         self.state: GoogleState = emulator.state
         self.served: list[tuple[str, float]] = []  # (kind, when), in order of arrival
         # (method, path, when) of every request crmcal's server sends, in order of
@@ -190,7 +191,7 @@ def connect(crm: TestClient, db_url: str, google_emulator: GoogleEmulator) -> It
         assert answer.status_code == 201, answer.text
         auth = {"Authorization": f"Bearer {tokens['access_token']}"}
         google = httpx.Client(
-            base_url=f"{google_emulator.url}/calendar/v3", headers=auth, timeout=30
+            verify=tls(), base_url=f"{google_emulator.url}/calendar/v3", headers=auth, timeout=30
         )
         made.append(Linked(user, google, email, answer.json()["id"]))
         return made[-1]

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from crmcal.config import Settings
 from crmcal.emulators.microsoft.push import subscriptions_of
 from crmcal.providers.microsoft import MicrosoftProvider
+from crmcal.tls import tls
 from crmcal.web.app import create_app
 from tests import plain
 from tests.conftest import Api, make_user, run
@@ -56,6 +57,7 @@ class Outlook:
         self.email = email
         self.tokens = emulator.state.create_account(email)
         self.http = httpx.Client(
+            verify=tls(),
             base_url=f"{emulator.url}/v1.0",
             headers={"Authorization": f"Bearer {self.tokens['access_token']}",
                      "Prefer": 'IdType="ImmutableId"'},
@@ -324,7 +326,10 @@ def test_an_event_made_in_outlook_arrives_by_notification(
 ) -> None:
     url, token = served_crmcal
     api = httpx.Client(
-        base_url=f"{url}{V1}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        verify=tls(),
+        base_url=f"{url}{V1}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
     )
     outlook = Outlook(microsoft_emulator, email)
     body = {"provider": "microsoft", "refresh_token": outlook.tokens["refresh_token"]}
@@ -374,7 +379,10 @@ def test_an_event_made_while_crmcal_subscribes_arrives_without_a_poll(
     minute, though polling is hourly: the sync that subscribed is followed by another."""
     url, token = served_crmcal
     api = httpx.Client(
-        base_url=f"{url}{V1}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        verify=tls(),
+        base_url=f"{url}{V1}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
     )
     outlook = Outlook(microsoft_emulator, email)
     deliveries = subscriptions_of(microsoft_emulator.state).deliveries
@@ -383,7 +391,9 @@ def test_an_event_made_while_crmcal_subscribes_arrives_without_a_poll(
     async def book() -> None:
         start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=0)
         end = start + dt.timedelta(hours=1)
-        async with httpx.AsyncClient(headers=outlook.http.headers, timeout=30) as http:
+        async with httpx.AsyncClient(
+            verify=tls(), headers=outlook.http.headers, timeout=30
+        ) as http:
             made = await http.post(f"{microsoft_emulator.url}/v1.0/me/events", json={
                 "subject": "Booked meanwhile",
                 "start": {"dateTime": start.replace(tzinfo=None).isoformat(), "timeZone": "UTC"},
@@ -424,7 +434,10 @@ def test_lifecycle_notifications_renew_resubscribe_and_resync(
 ) -> None:
     url, token = served_crmcal
     api = httpx.Client(
-        base_url=f"{url}{V1}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        verify=tls(),
+        base_url=f"{url}{V1}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
     )
     outlook = Outlook(microsoft_emulator, email)
     body = {"provider": "microsoft", "refresh_token": outlook.tokens["refresh_token"]}

@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from crmcal.emulators.microsoft import MicrosoftState, create_app
 from crmcal.emulators.microsoft.store import TENANT_ID
+from crmcal.tls import tls
 from tests.caldav_servers import closed_port
 from tests.emulators.conftest import Clock, Graph, code, event_body
 from tests.emulators.graph_models import GraphChecked, check
@@ -645,7 +646,7 @@ def test_bad_delivery_settings_are_refused(graph: Graph, body: dict[str, Any]) -
 def test_a_served_emulator_validates_and_notifies_over_http(receiver: Receiver) -> None:
     state = MicrosoftState()
     checked = GraphChecked(create_app(state))
-    with served_app(checked) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with served_app(checked) as url, httpx.Client(verify=tls(), base_url=url, timeout=30) as client:
         tokens = client.post("/_emulator/accounts", json={"email": "kim@example.test"}).json()
         assert client.post("/_emulator/settings", json=PATIENT).status_code == 200
         auth = {"Authorization": f"Bearer {tokens['access_token']}", **IMMUTABLE}

@@ -17,6 +17,7 @@ import pytest
 
 from crmcal.providers import google_events
 from crmcal.providers.google_series import Series
+from crmcal.tls import tls
 from tests.providers.synced import SOON, V1, OnGoogle
 
 
@@ -67,7 +68,7 @@ async def test_a_calendar_edit_newer_than_the_crms_wins_after_a_refused_occurren
     async def after_the_master(self: Series, *args: Any, **kwargs: Any) -> Any:
         if not meddled:  # the master is written; its occurrences are not yet
             state.clock = lambda: edited + dt.timedelta(minutes=1)
-            async with httpx.AsyncClient(timeout=60) as other_client:
+            async with httpx.AsyncClient(verify=tls(), timeout=60) as other_client:
                 answer = await other_client.patch(
                     url, json={"location": "Room 7"}, headers={"Authorization": f"Bearer {token}"}
                 )
