@@ -29,6 +29,7 @@ from tests.engine_world import VAULT, World
 from tests.google_emulator import GoogleEmulator
 from tests.memory_provider import MemoryCalendar, MemoryProvider
 from tests.providers.harness import CalDAVHarness, CalDAVServer
+from tests.served import HANG_GUARD
 
 ELSEWHERE = "worker-7.other-host:4242"
 PATIENCE = 600  # seconds an awaited state may take on a busy machine; never a bound on a pass
@@ -491,12 +492,12 @@ async def test_the_scheduler_stops_when_a_sync_swallows_its_cancellation(
     scheduler = Scheduler(world.db, VAULT, Settings(), concurrency=1)
     await scheduler.start()
     scheduler.request(world.connection_id)
-    await asyncio.wait_for(started.wait(), 60)
+    await asyncio.wait_for(started.wait(), HANG_GUARD)
     tasks = list(scheduler._tasks)
     stopping = asyncio.ensure_future(scheduler.stop())
     # Bounded only so that a regression fails instead of hanging the suite; not
     # cancelled meanwhile (a cancellation would reach the waiting task too).
-    await asyncio.wait({stopping}, timeout=60)
+    await asyncio.wait({stopping}, timeout=HANG_GUARD)
     try:
         assert stopping.done(), "stop() still waits for a task that swallowed its cancel"
         assert all(task.done() for task in tasks)

@@ -326,7 +326,7 @@ async def test_dripping_servers_hold_only_caldav_threads() -> None:
         while server.active < POOL_SIZE:
             assert asyncio.get_running_loop().time() < deadline, server.active
             await asyncio.sleep(0.05)
-        assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 60) == "free"
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 600) == "free"
         server.stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         for p in held:
