@@ -25,7 +25,9 @@ lower-case hex); ``collection_member`` lists the collection itself, without its
 trailing slash, among a listing's members; ``foreign_member`` lists a resource on
 another host among them; ``no_sync_tokens`` is a server without RFC 6578 (no
 ``sync-collection``, no ``DAV:sync-token``), ``no_ctag`` one without a CTag either;
-``charset`` sends answers in another charset than UTF-8, declared in Content-Type only.
+``charset`` sends answers in another charset than UTF-8, declared in Content-Type only;
+``read_only`` is a calendar shared read-only (writes 403, only ``DAV:read`` granted);
+``page_sync`` pages sync-collection answers with 507 and tokens of its own.
 Served on 127.0.0.1 port 0 by uvicorn.
 """
 
@@ -106,6 +108,14 @@ class Behaviour:
     # Answers (calendar data and XML) sent in this charset, declared in Content-Type
     # only, as a server configured for Latin-1 does.
     charset: str | None = None
+    # A calendar shared read-only: PUT and DELETE answered 403, and PROPFIND answers
+    # granting ``DAV:read`` alone as ``current-user-privilege-set`` (RFC 3744 5.4).
+    read_only: bool = False
+    # A server that pages its sync-collection answers (RFC 6578 3.6): this many members
+    # an answer, the collection answered 507, and a token of the proxy's own that
+    # continues after them (a real token of the server once the rest fits).
+    page_sync: int | None = None
+    sync_pages: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def count(self, method: str, suffix: str = "") -> int:
         return sum(n for (m, p), n in self.requests.items() if m == method and p.endswith(suffix))
@@ -177,6 +187,23 @@ def _unquoted(body: bytes) -> bytes:
     return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
 
 
+def _read_only(body: bytes) -> bytes:
+    """A PROPFIND answer whose members grant ``DAV:read`` alone."""
+    tree = etree.fromstring(body)
+    for response in tree.findall("{DAV:}response"):
+        for found in list(response.iter("{DAV:}current-user-privilege-set")):
+            holder = found.getparent()
+            if holder is not None:
+                holder.remove(found)
+        propstat = etree.SubElement(response, "{DAV:}propstat")
+        granted = etree.SubElement(
+            etree.SubElement(propstat, "{DAV:}prop"), "{DAV:}current-user-privilege-set"
+        )
+        etree.SubElement(etree.SubElement(granted, "{DAV:}privilege"), "{DAV:}read")
+        etree.SubElement(propstat, "{DAV:}status").text = "HTTP/1.1 200 OK"
+    return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
+
+
 def _recharset(body: bytes, headers: dict[str, str], charset: str) -> bytes:
     """A UTF-8 calendar or XML ``body`` in ``charset``, declared in Content-Type alone
     (``headers`` changed so): the XML declaration is left out."""
@@ -190,6 +217,47 @@ def _recharset(body: bytes, headers: dict[str, str], charset: str) -> bytes:
         return text.encode(charset, "xmlcharrefreplace")
     headers["content-type"] = f"text/calendar; charset={charset}"
     return text.encode(charset)
+
+
+_SYNC_TOKEN = re.compile(rb"<(\w+:)?sync-token\s*/>|<(\w+:)?sync-token>([^<]*)</(\w+:)?sync-token>")
+PAGE_TOKEN = "http://proxy.test/sync/page-"
+
+
+def _paged_request(body: bytes, behaviour: Behaviour) -> tuple[bytes, tuple[str, int]]:
+    """A sync-collection request with a page token of the proxy's put back to the
+    server's token it continues, and (that token, members already answered)."""
+    found = _SYNC_TOKEN.search(body)
+    token = (found.group(3) or b"").decode().strip() if found else ""
+    real, skip = behaviour.sync_pages.get(token, (token, 0))
+    if found is not None and token != real:
+        element = f"<D:sync-token>{real}</D:sync-token>" if real else "<D:sync-token/>"
+        body = body[: found.start()] + element.encode() + body[found.end() :]
+    return body, (real, skip)
+
+
+def _paged_answer(body: bytes, page: tuple[str, int], collection: str, behaviour: Behaviour
+                  ) -> bytes:  # fmt: skip
+    """The members of a sync-collection answer after the ``page``'s first ones, at most
+    ``behaviour.page_sync``: when more remain, the collection answered 507 and a page
+    token of the proxy's own as the answer's token."""
+    real, skip = page
+    assert behaviour.page_sync is not None
+    tree = etree.fromstring(body)
+    members = tree.findall("{DAV:}response")
+    for response in members[:skip] + members[skip + behaviour.page_sync :]:
+        tree.remove(response)
+    if skip + behaviour.page_sync >= len(members):
+        return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
+    token = f"{PAGE_TOKEN}{len(behaviour.sync_pages)}"
+    behaviour.sync_pages[token] = (real, skip + behaviour.page_sync)
+    marker = etree.SubElement(tree, "{DAV:}response")
+    etree.SubElement(marker, "{DAV:}href").text = collection
+    etree.SubElement(marker, "{DAV:}status").text = "HTTP/1.1 507 Insufficient Storage"
+    error = etree.SubElement(marker, "{DAV:}error")
+    etree.SubElement(error, "{DAV:}number-of-matches-within-limits")
+    for element in tree.iter("{DAV:}sync-token"):
+        element.text = token
+    return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
 
 
 def _weak(etag: str) -> str:
@@ -372,6 +440,12 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
             behaviour.reports[report] += 1
             if report == "sync-collection" and behaviour.no_sync_tokens:
                 return Response(NO_SYNC_REPORT, 403, media_type="application/xml")
+        if behaviour.read_only and request.method in ("PUT", "DELETE"):
+            return Response(b"Access to the requested resource forbidden", 403,
+                            media_type="text/plain")  # fmt: skip
+        page: tuple[str, int] | None = None
+        if report == "sync-collection" and behaviour.page_sync is not None:
+            body, page = _paged_request(body, behaviour)
         if request.method == "PUT" and behaviour.rewrite_stored:
             body = _stored_otherwise(body, behaviour)
         if request.method == "PUT":
@@ -419,6 +493,8 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
         if report and answer.status_code == 207:
             content = _partial(content, report, behaviour)
             content = _propstat(content, report, behaviour)
+            if page is not None:
+                content = _paged_answer(content, page, path, behaviour)
             if report == "sync-collection" and behaviour.truncate_sync is not None:
                 content = _truncated_sync(content, behaviour.truncate_sync, path)
             if behaviour.garbled:
@@ -442,6 +518,9 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
             content = GARBLED.encode()
         if behaviour.octet_folds and request.method in ("GET", "REPORT") and answer.is_success:
             content = _octet_folds(content, answer.headers.get("content-type", ""))
+        asks_privileges = b"current-user-privilege-set" in body
+        if behaviour.read_only and request.method == "PROPFIND" and asks_privileges:
+            content = _read_only(content) if answer.status_code == 207 else content
         if behaviour.charset and answer.is_success and content:
             content = _recharset(content, out, behaviour.charset)
         return Response(content, answer.status_code, headers=out)

@@ -91,7 +91,7 @@ from crmcal.providers.base import (
 from crmcal.providers.caldav_discovery import Discovery, account_addresses, account_key
 from crmcal.providers.caldav_discovery import vtimezone_zone as _vtimezone_zone
 from crmcal.providers.caldav_wire import ADDRESS_SET as _ADDRESS_SET
-from crmcal.providers.caldav_wire import CALDAV, DAV, normalize_href
+from crmcal.providers.caldav_wire import CALDAV, DAV, WRITE_PRIVILEGES, normalize_href
 from crmcal.providers.caldav_wire import MalformedReply as _MalformedReply
 from crmcal.providers.caldav_wire import Member as _Member
 from crmcal.providers.caldav_wire import Reply as _Reply
@@ -1053,6 +1053,7 @@ class CalDAVProvider(Discovery):
                 return RemoteRef(href, made, dataclasses.replace(event, uid=uid))
         if reply.status in (412, 409) or (reply.status == 403 and uid_taken):
             raise PreconditionFailed(f"an event for {key!r} exists already ({reply.status})")
+        self._check_writable(calendar, reply)
         self._expect(reply, "creating an event", 200, 201, 204)
         etag = self._written(calendar, href, reply, text)
         return RemoteRef(href, etag, dataclasses.replace(event, uid=uid))
@@ -1129,6 +1130,7 @@ class CalDAVProvider(Discovery):
             raise EventNotFound(f"the event {href} does not exist")
         if reply.status == 409 or (reply.status == 403 and reply.preconditions):
             raise ProviderError(f"the CalDAV server refused the event ({_reason(reply)})")
+        self._check_writable(calendar, reply)
         self._expect(reply, "updating an event", 200, 201, 204)
         new_etag = self._written(calendar, href, reply, text)
         return RemoteRef(href, new_etag, dataclasses.replace(event, uid=uid))
@@ -1153,7 +1155,31 @@ class CalDAVProvider(Discovery):
             if refused is not None:
                 raise refused
             return  # already gone: what the caller wanted
+        self._check_writable(calendar, reply)
         self._expect(reply, "deleting an event")
+
+    def _check_writable(self, calendar: str, reply: _Reply) -> None:
+        """After a write answered 403 without a precondition named: ``WritesRefused``
+        when the calendar now grants this account no write privilege (RFC 3744 5.4; its
+        owner shared it read-only, or took write access back). Every write would be
+        refused the same way: said once, as the calendar's setup, instead of one
+        refused event at every sync. A server that does not say leaves it at that one
+        event's refusal."""
+        if reply.status != 403 or reply.preconditions:
+            return
+        answer = self._propfind(calendar, ["<D:current-user-privilege-set/>"], 0)
+        for member in _members(answer.tree if answer.status == 207 else None):
+            privileges = member.props.get(f"{DAV}current-user-privilege-set")
+            if privileges is None:
+                return
+            if {p.tag for privilege in privileges for p in privilege} & WRITE_PRIVILEGES:
+                return
+            raise WritesRefused(
+                f"the calendar {calendar} is read-only for this account: the CalDAV server "
+                "refused a write (403) and grants no write privilege on it (shared "
+                "read-only?); crmcal can sync it only calendar_to_crm: connect it so, or "
+                "get write access to it"
+            )
 
     def _refused_over(self, calendar: str, href: str, etag: str | None) -> ProviderError | None:
         """What a 412 to a write (update or deletion) over ``etag`` means, read from the

@@ -35,7 +35,7 @@ from crmcal.providers.base import (
     Unreachable,
 )
 from crmcal.providers.caldav_wire import ADDRESS_SET as _ADDRESS_SET
-from crmcal.providers.caldav_wire import CALDAV, DAV, normalize_href
+from crmcal.providers.caldav_wire import CALDAV, DAV, WRITE_PRIVILEGES, normalize_href
 from crmcal.providers.caldav_wire import MalformedReply as _MalformedReply
 from crmcal.providers.caldav_wire import Reply as _Reply
 from crmcal.providers.caldav_wire import collection_url as _collection_url
@@ -57,7 +57,6 @@ __all__ = [
 ]
 
 _DEFAULT_NAMES = ("default", "calendar", "home", "personal", "primary", "main")
-_WRITE_PRIVILEGES = frozenset({f"{DAV}all", f"{DAV}write", f"{DAV}write-content"})
 
 
 def account_addresses(element: Any) -> frozenset[str]:
@@ -304,7 +303,7 @@ class Discovery:
                 writable = True  # the server does not say: assume so, writes will tell
             else:
                 granted = {p.tag for privilege in privileges for p in privilege}
-                writable = bool(granted & _WRITE_PRIVILEGES)
+                writable = bool(granted & WRITE_PRIVILEGES)
             segment = unquote(member.href.rstrip("/").rsplit("/", 1)[-1])
             name = _text_of(member.props.get(f"{DAV}displayname")) or segment
             calendars.append(CalendarInfo(id=calendar_url, name=name, writable=writable,

@@ -23,6 +23,7 @@ __all__ = [
     "ADDRESS_SET",
     "CALDAV",
     "DAV",
+    "WRITE_PRIVILEGES",
     "MalformedReply",
     "Member",
     "Reply",
@@ -39,6 +40,8 @@ DAV = "{DAV:}"
 CALDAV = "{urn:ietf:params:xml:ns:caldav}"
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 ADDRESS_SET = f"{CALDAV}calendar-user-address-set"
+# The privileges (RFC 3744 3) of a ``current-user-privilege-set`` that let one write.
+WRITE_PRIVILEGES = frozenset({f"{DAV}all", f"{DAV}write", f"{DAV}write-content"})
 
 
 def normalize_href(href: str) -> str:
