@@ -257,3 +257,41 @@ async def test_an_event_a_multiget_answers_404_is_neither_lost_nor_taken_for_gon
     assert (counts["problems"], counts["created"], counts["updated"], counts["deleted"]) == (
         [], 0, 0, 0
     )  # fmt: skip
+
+
+async def test_an_incremental_listing_answered_in_pages_loses_no_change_and_trashes_nothing(
+    proxied: Proxied,
+    behaviour: Behaviour,
+) -> None:
+    harness = proxied.harness
+    proxied.connect()
+    made, by_title = await proxied.synced_activities("One", "Two", "Three", "Four", "Five")
+    ids = {a["subject"]: a["id"] for a in made}
+    proxied.sync_with_problems()  # a cursor after crmcal's own writes
+    for title in ("One", "Three", "Five"):
+        await harness.retitle(by_title[title], f"{title} (retitled)")
+    await harness.remove(by_title["Four"])
+    start = SOON.astimezone(dt.UTC) + dt.timedelta(days=2)
+    await harness.put_raw(raw_event(
+        "paged-new", "SUMMARY:New elsewhere", f"DTSTART:{start:{LOCAL}}Z",
+        f"DTEND:{start + dt.timedelta(hours=1):{LOCAL}}Z",
+    ), name="paged-new.ics")  # fmt: skip
+    # The server answers the incremental listing one member at a time (RFC 6578 3.6:
+    # the collection answered 507 with a token that continues after it).
+    behaviour.page_sync = 1
+    behaviour.reports.clear()
+    counts = proxied.sync_with_problems()
+    assert counts["problems"] == []
+    assert behaviour.reports["sync-collection"] >= 5  # it asked for every page
+    assert (counts["created"], counts["deleted"]) == (1, 1)
+    assert [a["id"] for a in proxied.activities(deleted=True)] == [ids["Four"]]
+    assert sorted(a["subject"] for a in proxied.activities()) == [
+        "Five (retitled)", "New elsewhere", "One (retitled)", "Three (retitled)", "Two"
+    ]  # fmt: skip
+    # The cursor kept is the server's own token after the last page: nothing more.
+    behaviour.reports.clear()
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["created"], counts["updated"], counts["deleted"]) == (
+        [], 0, 0, 0
+    )  # fmt: skip
+    assert behaviour.reports["sync-collection"] == 1
