@@ -154,6 +154,34 @@ async def test_a_first_import_comes_in_parts_each_under_the_answer_cap(
     assert all(ref.event is not None and ref.etag and ref.error is None for ref in refs)
 
 
+async def test_a_first_import_reads_the_token_alone_then_only_the_names(
+    caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = {(await caldav.provider.create(caldav.calendar_id, key(), meeting())).id
+            for _ in range(3)}  # fmt: skip
+    propfind = CalDAVProvider._propfind
+    asked: list[tuple[int, list[str]]] = []
+
+    def recorded(self: CalDAVProvider, url: str, props: Any, depth: int) -> Any:
+        asked.append((depth, list(props)))
+        return propfind(self, url, props, depth)
+
+    monkeypatch.setattr(CalDAVProvider, "_propfind", recorded)
+    parts = [part async for part in caldav.provider.list_changes_in_parts(
+        caldav.calendar_id, None, with_contents=True)]  # fmt: skip
+    # The token first, for the collection alone; then the members named, with nothing
+    # asked of each of them that only the collection has (a server answers every
+    # property for every member, and building those answers costs it more than the
+    # two requests do).
+    assert asked[:2] == [
+        (0, ["<D:sync-token/>", "<C:calendar-timezone/>"]),
+        (1, ["<D:resourcetype/>"]),
+    ]
+    assert not [props for depth, props in asked if depth == 1 and "<D:sync-token/>" in props]
+    assert {ref.id for part in parts for ref in part.changed if ref.event is not None} == made
+    assert all(part.full and part.cursor for part in parts)
+
+
 @pytest.mark.parametrize("names", ["none", "cut short"])
 async def test_a_first_import_whose_propfind_names_no_member_for_sure_uses_the_query(
     caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch, names: str

@@ -17,12 +17,12 @@ Protocol use:
   ``DAV:valid-sync-token`` error) or a server without the report falls back to a
   full listing. ``DAV:limit`` is never sent: Xandikos truncates at it silently.
   A first import (``list_changes_in_parts``, with contents and no cursor) reads the
-  ``DAV:sync-token`` property and every resource's href in one PROPFIND, then the
+  ``DAV:sync-token`` property (Depth 0), then every resource's href (Depth 1), then the
   contents in ``calendar-multiget``s of ``PART_SIZE`` of those hrefs, handed over
   part by part as each is parsed while the next are requested: the server builds
   its answers while earlier parts are parsed and written, and no answer grows with
   the calendar (tasks are dropped as they are parsed). ``list_changes`` with
-  contents and no cursor is one ``calendar-query`` after the same PROPFIND, and a
+  contents and no cursor is one ``calendar-query`` after the same PROPFINDs, and a
   multiget of what the query left out;
 - contents: ``calendar-multiget`` in chunks, fetched while the previous chunk is
   parsed, each resource parsed on its own so one bad event never fails a batch
@@ -432,8 +432,8 @@ class CalDAVProvider(Discovery):
     ) -> AsyncGenerator[ChangeListing, None]:
         """``list_changes`` in parts (``base.list_changes_in_parts``), for a first import.
 
-        With contents and no cursor: the collection's sync-token and every resource's
-        href in one PROPFIND, read before any contents (as for ``list_changes``); then
+        With contents and no cursor: the collection's sync-token, then every resource's
+        href (``_token_and_names``), read before any contents (as for ``list_changes``); then
         the contents in ``calendar-multiget``s of ``PART_SIZE`` hrefs, each answer parsed
         (in ``parse_pool``'s processes) and handed over as one part while the next
         ``PARTS_AHEAD`` are requested and parsed, so that the server builds its answers,
@@ -441,7 +441,7 @@ class CalDAVProvider(Discovery):
         request of its own under the size cap and deadline, so a calendar of any size
         fits them. What a part's answer leaves out or answers with an error comes with
         an ``error`` to retry (``_read_answer``), never as gone; an event changed after
-        the PROPFIND comes with its newer contents (the next sync lists it again from
+        the token comes with its newer contents (the next sync lists it again from
         the token, and finds it unchanged), one deleted meanwhile is left out. A request
         that fails (the server unreachable, an answer cut off) ends the listing with its
         error after the parts already handed over: what those hold may be written, and
@@ -751,38 +751,47 @@ class CalDAVProvider(Discovery):
         return listing
 
     def _token_and_names(self, calendar: str) -> tuple[str, list[str] | None] | None:
-        """The collection's current sync-token and the href of every resource in it, in
-        one PROPFIND (its zone is read on the way); None when it has no token, and no
-        names (None) when the server cut its answer short (RFC 4918 507).
+        """The collection's current sync-token and the href of every resource in it;
+        None when it has no token, and no names (None) when the server cut its answer
+        short (RFC 4918 507) or would not list its members.
 
-        Read together, before the contents: the names are what the token counts as seen.
+        Two PROPFINDs, the token (and the calendar's zone) first: the names, read after
+        it and before any contents, are at least what the token counts as seen (one
+        made in between is read now and listed again from the token, found unchanged;
+        one deleted in between is not named). Not one Depth 1 PROPFIND of both: a
+        server answers every property asked for every member, and for each member
+        Radicale then writes a ``404`` for the token and the zone, an answer two thirds
+        larger than the names alone, and costs it more than the two requests do (at
+        5,000 events 0.9 s of its CPU against 0.3 s and 0.45 s), all of it before the
+        first event can be read.
         """
-        reply = self._propfind(
-            calendar,
-            ["<D:sync-token/>", "<C:calendar-timezone/>", "<D:resourcetype/>"],
-            1,
-        )
+        reply = self._propfind(calendar, ["<D:sync-token/>", "<C:calendar-timezone/>"], 0)
         if reply.status == 404:
             raise CalendarNotFound(f"the calendar {calendar} does not exist (404)")
         if reply.status != 207 or reply.tree is None:
             return None
         token = None
-        names: list[str] = []
-        cut = False
         for member in _members(reply.tree):
-            cut = cut or member.status == 507
             if f"{DAV}sync-token" in member.props:  # the collection's own answer
                 token = _text_of(member.props[f"{DAV}sync-token"])
                 zone = _vtimezone_zone(_text_of(member.props.get(f"{CALDAV}calendar-timezone")))
                 self._zones.setdefault(calendar, zone)
-                continue
+        if not token:
+            return None
+        reply = self._propfind(calendar, ["<D:resourcetype/>"], 1)
+        if reply.status == 404:
+            raise CalendarNotFound(f"the calendar {calendar} does not exist (404)")
+        if reply.status != 207 or reply.tree is None:
+            return token, None  # no names: the caller's query finds what there is
+        names: list[str] = []
+        cut = False
+        for member in _members(reply.tree):
+            cut = cut or member.status == 507
             kind = member.props.get(f"{DAV}resourcetype")
             if _not_a_member(member.href, calendar) or (kind is not None and len(kind)):
                 continue  # the collection itself, or a sub-collection
             if member.status != 404:
                 names.append(member.href)
-        if not token:
-            return None
         return token, None if cut else names
 
     def _ctag(self, calendar: str) -> str | None:
