@@ -59,6 +59,15 @@ class Synced:
         assert response.json()["problems"] == []
         return response.json()
 
+    def sync_warned(self) -> list[str]:
+        """A sync whose only problems are warnings (items synced with something to
+        say); the warnings' reasons."""
+        response = self.user.post(f"{V1}/connections/{self.connection_id}/sync")
+        assert response.status_code == 200, response.text
+        problems = response.json()["problems"]
+        assert [p for p in problems if p.get("kind") != "warning"] == []
+        return [p["reason"] for p in problems]
+
     def add_activity(self, subject: str, hours: float = 0, **fields: Any) -> dict[str, Any]:
         start = SOON + dt.timedelta(hours=hours)
         body = {"type": "meeting", "subject": subject, "start": start.isoformat(),

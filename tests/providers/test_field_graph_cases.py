@@ -118,3 +118,27 @@ async def test_attendees_hidden_from_an_attendee_are_not_taken_for_removed(
     assert activity["location"] == "Board room"
     assert {"ann@acme.test", "bob@acme.test"} <= {p["email"] for p in activity["participants"]}
     assert (await harness.api("GET", f"/me/events/{event_id}"))["changeKey"] == seen["changeKey"]
+
+
+async def test_participants_kept_from_outlook_are_reported_when_the_event_is_made(
+    on_microsoft: OnMicrosoft,
+) -> None:
+    """Graph e-mails every attendee written to an event, with no way to write one
+    silently: an activity's participants go to Outlook only when it asks for
+    invitations, and otherwise stay in the CRM, which the run now says."""
+    on = on_microsoft
+    on.connect()
+    guests = [{"email": "ann@acme.test", "name": "Ann"}]
+    quiet = on.add_activity("Quiet", participants=guests)
+    on.add_activity("Invited", hours=2, participants=guests, notify_participants=True)
+    on.add_activity("Alone", hours=4)
+    counts = sync_answer(on)
+    assert counts["created"] == 3
+    ((problem),) = counts["problems"]
+    assert (problem["item"], problem["kind"]) == (f"activity {quiet['id']}", "warning")
+    assert "notify_participants" in problem["reason"]
+    events = {e.summary: e for e in (await on.events()).values()}
+    assert events["Quiet"].attendees == ()
+    assert [a.email for a in events["Invited"].attendees] == ["ann@acme.test"]
+    assert [p["email"] for p in on.activity(quiet["id"])["participants"]] == ["ann@acme.test"]
+    assert sync_answer(on)["problems"] == []

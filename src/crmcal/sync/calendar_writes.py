@@ -37,6 +37,15 @@ if TYPE_CHECKING:
     from crmcal.sync.engine import Engine
 
 
+# Why an activity's participants are not in the event made for it, where the calendar
+# e-mails every attendee it is told about (``mapping.as_told``).
+PARTICIPANTS_KEPT = (
+    "its participants stay in the CRM: this calendar e-mails an invitation to every "
+    "attendee it is told about, so they are written only when the activity asks for "
+    "invitations (notify_participants)"
+)
+
+
 class CalendarWrites:
     """One run's writes to the calendar: new events, and updates and deletes of linked ones."""
 
@@ -75,6 +84,9 @@ class CalendarWrites:
         for (activity, event), result in zip(pending, results, strict=True):
             if isinstance(result, RemoteRef):
                 made.append((activity, result, event))
+                if engine.ctx.mails_attendees and activity.participants and not event.attendees:
+                    # Not written, so as not to mail them: said, not left to be found out.
+                    engine.report.warning(f"activity {activity.id}", PARTICIPANTS_KEPT)
             elif isinstance(result, PreconditionFailed):
                 existing.append(activity)
             elif isinstance(result, FATAL):
