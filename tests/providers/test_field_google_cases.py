@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from crmcal.providers import google_events
 from tests.providers.harness import Foreign
@@ -124,3 +125,58 @@ def test_attendees_are_never_written_over_a_list_google_shows_in_part() -> None:
     current = {"attendeesOmitted": True, "attendees": [{"email": "me@x.test", "self": True}]}
     written = {"summary": "Renamed", "attendees": [{"email": "me@x.test"}]}
     assert google_events.writable(current, written) == {"summary": "Renamed"}
+
+
+async def test_events_in_another_zone_than_the_calendars_keep_their_local_times(
+    on_google: OnGoogle,
+) -> None:
+    """A calendar kept in Berlin time holds a weekly series written in New York time
+    across both switches (the US one a fortnight before Europe's), and a single event
+    in Tokyo time: each is read in its own zone, so every occurrence is at 09:00 New
+    York time in the CRM, as Google's own instances are, and nothing is written back."""
+    on = on_google
+    harness = on.harness
+    await harness.api("PATCH", f"/calendars/{harness.calendar_id}",
+                      json={"timeZone": "Europe/Berlin"})  # fmt: skip
+    new_york, tokyo = ZoneInfo("America/New_York"), ZoneInfo("Asia/Tokyo")
+    today = dt.datetime.now(new_york).date()
+    # A Tuesday five weeks before the next second Sunday of March.
+    year = today.year + 1 if today >= dt.date(today.year, 2, 1) else today.year
+    march = dt.date(year, 3, 1)
+    switch = march + dt.timedelta(days=(6 - march.weekday()) % 7 + 7)
+    first = switch - dt.timedelta(days=19)
+    start = dt.datetime.combine(first, dt.time(9), new_york)
+    series_id = await harness.put_foreign(
+        Foreign(summary="New York stand-up", start=start, end=start + dt.timedelta(hours=1),
+                rrule="FREQ=WEEKLY;COUNT=8")
+    )  # fmt: skip
+    lunch = dt.datetime.combine(first, dt.time(12), tokyo)
+    await harness.put_foreign(
+        Foreign(summary="Tokyo lunch", start=lunch, end=lunch + dt.timedelta(hours=1))
+    )
+    on.connect()
+    on.sync()
+    found = by_subject_all(on)
+    stand_ups = sorted(dt.datetime.fromisoformat(a["start"]) for a in found["New York stand-up"])
+    assert len(stand_ups) == 8
+    assert {s.astimezone(new_york).time() for s in stand_ups} == {dt.time(9)}
+    instances = await harness.api(
+        "GET", f"/calendars/{harness.calendar_id}/events/{series_id}/instances"
+    )
+    google_starts = sorted(dt.datetime.fromisoformat(i["start"]["dateTime"])
+                           for i in instances["items"])  # fmt: skip
+    assert stand_ups == google_starts
+    (meal,) = found["Tokyo lunch"]
+    assert dt.datetime.fromisoformat(meal["start"]) == lunch
+    assert meal["timezone"] == "Asia/Tokyo"
+    again = sync_answer(on)
+    assert (again["created"], again["updated"], again["problems"]) == (0, 0, [])
+
+
+def by_subject_all(on: OnGoogle) -> dict[str, list[dict[str, Any]]]:
+    listed = on.user.get(f"{V1}/activities", params={"limit": 100})
+    assert listed.status_code == 200, listed.text
+    found: dict[str, list[dict[str, Any]]] = {}
+    for activity in listed.json()["items"]:
+        found.setdefault(activity["subject"], []).append(activity)
+    return found
