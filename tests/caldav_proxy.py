@@ -27,7 +27,8 @@ another host among them; ``no_sync_tokens`` is a server without RFC 6578 (no
 ``sync-collection``, no ``DAV:sync-token``), ``no_ctag`` one without a CTag either;
 ``charset`` sends answers in another charset than UTF-8, declared in Content-Type only;
 ``read_only`` is a calendar shared read-only (writes 403, only ``DAV:read`` granted);
-``page_sync`` pages sync-collection answers with 507 and tokens of its own.
+``page_sync`` pages sync-collection answers with 507 and tokens of its own;
+``redirect`` answers paths with a redirect (or another status) of its own.
 Served on 127.0.0.1 port 0 by uvicorn.
 """
 
@@ -115,6 +116,9 @@ class Behaviour:
     # an answer, the collection answered 507, and a token of the proxy's own that
     # continues after them (a real token of the server once the rest fits).
     page_sync: int | None = None
+    # path -> (status, Location): answered so for any method, unforwarded (no Location
+    # header when it is empty).
+    redirect: dict[str, tuple[int, str]] = field(default_factory=dict)
     sync_pages: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def count(self, method: str, suffix: str = "") -> int:
@@ -430,6 +434,9 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
         if hook is not None:
             await asyncio.to_thread(hook, path)
         body = await request.body()
+        if path in behaviour.redirect:
+            status, location = behaviour.redirect[path]
+            return Response(b"", status, headers={"Location": location} if location else {})
         failed = behaviour.fail_once.pop((request.method, path), None)
         if failed is not None:
             return Response(b"", failed)

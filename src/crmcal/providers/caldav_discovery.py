@@ -56,6 +56,8 @@ __all__ = [
     "vtimezone_zone",
 ]
 
+# Redirects followed in discovery, from one URL (RFC 9110 15.4 suggests five).
+MAX_REDIRECTS = 5
 _DEFAULT_NAMES = ("default", "calendar", "home", "personal", "primary", "main")
 
 
@@ -198,16 +200,24 @@ class Discovery:
         )
 
     def _probe(self, url: str) -> tuple[str | None, str | None, str | None] | None:
-        """(principal URL, home URL, this URL if a calendar), or None when no DAV answers."""
-        try:
-            reply = self._propfind(
-                url,
-                ["<D:current-user-principal/>", "<C:calendar-home-set/>", "<D:resourcetype/>",
-                 "<C:calendar-user-address-set/>"],
-                0,
-            )  # fmt: skip
-        except _MalformedReply:
-            return None
+        """(principal URL, home URL, this URL if a calendar), or None when no DAV answers.
+        A redirect on the origin is followed (a calendar's URL without its trailing
+        slash is answered 301 by many servers); see ``_redirected``."""
+        seen: list[str] = []
+        while True:
+            try:
+                reply = self._propfind(
+                    url,
+                    ["<D:current-user-principal/>", "<C:calendar-home-set/>",
+                     "<D:resourcetype/>", "<C:calendar-user-address-set/>"],
+                    0,
+                )  # fmt: skip
+            except _MalformedReply:
+                return None
+            target = self._redirected(url, reply.status, reply.headers.get("location"), seen)
+            if target is None:
+                break
+            url = target
         if reply.status != 207 or reply.tree is None:
             if reply.status >= 500 and reply.status != 501:
                 self._expect(reply, "discovery")  # server trouble, not "no DAV here"
@@ -234,25 +244,40 @@ class Discovery:
     def _well_known(self) -> str | None:
         """Where ``/.well-known/caldav`` redirects to (RFC 6764 section 5), on this origin."""
         url = self._origin + "/.well-known/caldav"
-        for _ in range(5):
-            # Redirects are followed by hand: HTTP libraries turn a redirected
-            # PROPFIND into a GET on 302, which no DAV server answers usefully;
-            # and only within the origin, where the credentials may go.
+        seen: list[str] = []
+        while True:
             answer = self._exchange("PROPFIND", url, "", {"Depth": "0"})
             if answer.status == 401:
                 raise AuthenticationFailed("the CalDAV server refused the user name or password")
-            location = answer.headers.get("location")
-            if 300 <= answer.status < 400 and location:
-                target = urljoin(url, location.strip())
-                if _origin_key(target) != self._origin_key:
-                    raise NotACalendarServer(
-                        f"{self._origin} sends CalDAV clients to {_origin(target)}: "
-                        "give that address as the server URL"
-                    )
-                url = target
-                continue
-            return url if answer.status == 207 else None
-        return None
+            target = self._redirected(url, answer.status, answer.headers.get("location"), seen)
+            if target is None:
+                return url if answer.status == 207 else None
+            url = target
+
+    def _redirected(
+        self, url: str, status: int, location: str | None, seen: list[str]
+    ) -> str | None:
+        """Where an answer to ``url`` redirects to, on this origin; None when it does not
+        redirect. ``seen`` holds the URLs redirected from so far. Redirects are followed
+        by hand: HTTP libraries turn a redirected PROPFIND into a GET on 302, which no
+        DAV server answers usefully; and only within the origin, where the credentials
+        may go (and whose address was checked): a redirect elsewhere, in a loop or
+        longer than ``MAX_REDIRECTS`` is refused, saying so."""
+        if not (300 <= status < 400 and location and location.strip()):
+            return None
+        target = urljoin(url, location.strip())
+        if _origin_key(target) != self._origin_key:
+            raise NotACalendarServer(
+                f"{self._origin} sends CalDAV clients to {_origin(target)}: "
+                "give that address as the server URL"
+            )
+        seen.append(url)
+        if target in seen or len(seen) > MAX_REDIRECTS:
+            raise NotACalendarServer(
+                f"{seen[0]} redirects in a loop (or more than {MAX_REDIRECTS} times): "
+                "the server's setup is broken, or the URL is not a CalDAV account's"
+            )
+        return target
 
     # --- calendars ----------------------------------------------------------------
 
