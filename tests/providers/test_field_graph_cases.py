@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from crmcal.providers import microsoft_delta
 from tests.providers.synced import V1, OnMicrosoft
 from tests.test_sync_cloud_series import tuesday_nine_before_switch
 
@@ -142,3 +143,67 @@ async def test_participants_kept_from_outlook_are_reported_when_the_event_is_mad
     assert [a.email for a in events["Invited"].attendees] == ["ann@acme.test"]
     assert [p["email"] for p in on.activity(quiet["id"])["participants"]] == ["ann@acme.test"]
     assert sync_answer(on)["problems"] == []
+
+
+async def test_an_invitation_its_organizer_cancels_goes_to_the_trash_unwritten(
+    on_microsoft: OnMicrosoft,
+) -> None:
+    """The organizer cancels a meeting the user was invited to: Exchange keeps the
+    user's copy, ``isCancelled`` and "Canceled: " before its subject. The activity
+    goes to the CRM's trash (restorable, its CRM note kept) and the copy is left as
+    Exchange has it, for the user to remove."""
+    on = on_microsoft
+    harness = on.harness
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).replace(microsecond=0)
+    end = start + dt.timedelta(hours=1)
+    invited = await harness._http.post("/_emulator/invitations", json={
+        "email": harness.email, "calendar_id": harness.calendar_id,
+        "organizer": {"address": "boss@elsewhere.test", "name": "The Boss"},
+        "event": {"subject": "Board meeting", "responseRequested": False,
+                  "start": {"dateTime": f"{start:%Y-%m-%dT%H:%M:%S}", "timeZone": "UTC"},
+                  "end": {"dateTime": f"{end:%Y-%m-%dT%H:%M:%S}", "timeZone": "UTC"}},
+    })  # fmt: skip
+    assert invited.status_code == 200, invited.text
+    event_id = invited.json()["id"]
+    on.connect()
+    on.sync()
+    (activity,) = on.activities()
+    on.edit_activity(activity["id"], note="Bring the numbers")
+    on.sync()
+    cancelled = await harness._http.post(
+        f"/_emulator/events/{event_id}/organizer-cancels", json={"email": harness.email}
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    seen = await harness.api("GET", f"/me/events/{event_id}")
+    assert seen["isCancelled"] is True
+    counts = sync_answer(on)
+    assert counts["problems"] == []
+    assert on.activities() == []
+    (trashed,) = on.activities(deleted=True)
+    assert (trashed["id"], trashed["note"]) == (activity["id"], "Bring the numbers")
+    assert (await harness.api("GET", f"/me/events/{event_id}"))["changeKey"] == seen["changeKey"]
+    assert sync_answer(on)["problems"] == []
+
+
+def test_a_delta_occurrence_that_names_no_series_is_reported_not_made_an_event() -> None:
+    """Delta lists a series by its occurrences and exceptions, each naming its master
+    (``seriesMasterId``), which is then read whole. One that names none is reported,
+    never taken for a single event (which would become an activity beside its
+    series')."""
+    start = {"dateTime": "2027-03-02T09:00:00.0000000", "timeZone": "UTC"}
+    end = {"dateTime": "2027-03-02T10:00:00.0000000", "timeZone": "UTC"}
+    items: list[dict[str, Any]] = [
+        {"id": "occ-1", "type": "occurrence", "seriesMasterId": "master-1", "start": start,
+         "end": end, "@odata.etag": 'W/"1"'},
+        {"id": "exc-2", "type": "exception", "seriesMasterId": None, "start": start,
+         "end": end, "@odata.etag": 'W/"2"', "subject": "Orphan"},
+        {"id": "single-3", "type": "singleInstance", "start": start, "end": end,
+         "@odata.etag": 'W/"3"', "subject": "Single"},
+    ]  # fmt: skip
+    listing, series = microsoft_delta._fold(items, full=False)
+    assert series == {"master-1"}
+    found = {r.id: r for r in listing.changed}
+    assert found["master-1"].event is None  # read whole
+    assert found["exc-2"].error is not None
+    assert found["exc-2"].event is None
+    assert found["single-3"].event is not None

@@ -180,9 +180,19 @@ def _fold(items: list[dict[str, Any]], *, full: bool) -> tuple[ChangeListing, se
         if item.get("seriesMasterId") or item.get("type") == "seriesMaster":
             series.add(str(item.get("seriesMasterId") or item["id"]))
             continue
+        if item.get("type") in ("occurrence", "exception"):
+            # An occurrence that names no series: read alone, it would become a single
+            # activity beside its series'. Reported; its series brings it.
+            error = "an occurrence of a series Microsoft 365 does not name"
+            listing.changed.append(RemoteRef(str(item.get("id")), _etag(item), error=error))
+            continue
         listing.changed.append(ref(item))
     listing.changed += [RemoteRef(master, "", None) for master in sorted(series)]
     return listing, series
+
+
+def _etag(item: dict[str, Any]) -> str:
+    return str(item.get("@odata.etag") or item.get("changeKey") or "")
 
 
 def _decode(cursor: str | None) -> dict[str, Any] | None:

@@ -152,6 +152,25 @@ async def invite(request: Request) -> Any:
     return {"id": entry.immutable_id}
 
 
+@router.post("/_emulator/events/{event_id}/organizer-cancels")
+async def organizer_cancels(request: Request, event_id: str) -> Any:
+    """``{"email"}``: the organizer of a meeting the mailbox was invited to cancels it.
+    Exchange keeps the attendee's copy until they remove it, marked ``isCancelled``
+    and its subject prefixed "Canceled: " (a change of the copy, reported by delta)."""
+    body = await _body(request)
+    state = state_of(request)
+    mailbox = _mailbox_of(state, body)
+    item = state.events.item(mailbox, event_id)
+    if item is None:
+        raise not_found()
+    if item.body.get("isOrganizer", True):
+        raise bad_request("only an invitation is cancelled by its organizer")
+    item.body["isCancelled"] = True
+    item.body["subject"] = f"Canceled: {item.body.get('subject') or ''}".strip()
+    state.events.touch(mailbox, item)
+    return {"id": event_id}
+
+
 @router.post("/_emulator/faults")
 async def faults(request: Request) -> Any:
     """``{"status": 429|500|503, "count"?, "retry_after"?, "code"?}`` fails the next

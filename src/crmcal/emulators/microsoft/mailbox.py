@@ -61,6 +61,11 @@ class Events:
         for listener in list(self.listeners):
             listener(change)
 
+    def touch(self, mailbox: Mailbox, item: Item) -> None:
+        """Record a change the admin API made to an item's body (a new change key, a
+        delta entry, change notifications)."""
+        self._record(mailbox, item, "updated")
+
     def _next_serial(self) -> int:
         self._serial += 1
         return self._serial
