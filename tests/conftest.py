@@ -353,8 +353,8 @@ def _as_made(app: FastAPI, settings: Settings) -> FastAPI:
 
 
 @contextlib.contextmanager
-def client_of(settings: Settings) -> Iterator[TestClient]:
-    """``TestClient(create_app(settings, background_jobs=False))``, entered. The app is
+def client_of(settings: Settings, **options: Any) -> Iterator[TestClient]:
+    """``TestClient(create_app(settings, background_jobs=False), **options)``, entered. The app is
     built once a process for settings alike but for the database: a new app's first
     request builds every route's parameter models (FastAPI builds an included router's
     routes for each app), about 90 ms of CPU that every API test paid. Everything the app
@@ -371,7 +371,7 @@ def client_of(settings: Settings) -> Iterator[TestClient]:
         built.append(app)
     _IN_USE.add(id(app))
     try:
-        with TestClient(app) as test_client:
+        with TestClient(app, **options) as test_client:
             yield test_client
     finally:
         _IN_USE.discard(id(app))

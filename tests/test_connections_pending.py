@@ -7,11 +7,9 @@ import datetime as dt
 from collections.abc import Iterator
 
 import pytest
-from fastapi.testclient import TestClient
 
-from crmcal.web.app import create_app
 from tests import sync_api
-from tests.conftest import Api, make_user, run
+from tests.conftest import Api, client_of, make_user, run
 from tests.providers.harness import CalDAVHarness, CalDAVServer, Foreign
 from tests.sync_api import (
     SOON,
@@ -33,7 +31,7 @@ pytestmark = on_radicale
 
 @pytest.fixture
 def sam(db_url: str) -> Iterator[Api]:
-    with TestClient(create_app(settings(db_url), background_jobs=False)) as client:
+    with client_of(settings(db_url)) as client:
         user_id, token = make_user(db_url, email="sam@crm.test", name="Sam")
         yield Api(client, token, user_id)
 

@@ -30,7 +30,7 @@ from crmcal.providers.microsoft import MicrosoftProvider
 from crmcal.tls import tls
 from crmcal.web.app import create_app
 from tests import plain
-from tests.conftest import Api, make_user, sqlite_only
+from tests.conftest import Api, client_of, make_user, sqlite_only
 from tests.fault_proxy import fault_proxy
 from tests.google_emulator import GoogleEmulator, GoogleHarness
 from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
@@ -63,7 +63,7 @@ def google_crm(db_url: str, google_emulator: GoogleEmulator) -> Iterator[Api]:
                         google_api_url=google_emulator.url, google_oauth_url=google_emulator.url,
                         google_client_id="crmcal-test-client", retry_backoff=0.01,
                         lease_seconds=LEASE_SECONDS)  # fmt: skip
-    with TestClient(create_app(settings, background_jobs=False), base_url=CRM) as client:
+    with client_of(settings, base_url=CRM) as client:
         name = f"g{uuid.uuid4().hex[:8]}"
         user_id, token = make_user(db_url, email=f"{name}@crm.test", name=name)
         yield Api(client, token, user_id)
@@ -76,7 +76,7 @@ def graph_crm(db_url: str, microsoft_emulator: MicrosoftEmulator) -> Iterator[Ap
                         microsoft_oauth_url=microsoft_emulator.url,
                         microsoft_client_id="crmcal-test-client", retry_backoff=0.01,
                         lease_seconds=LEASE_SECONDS)  # fmt: skip
-    with TestClient(create_app(settings, background_jobs=False), base_url=CRM) as client:
+    with client_of(settings, base_url=CRM) as client:
         name = f"m{uuid.uuid4().hex[:8]}"
         user_id, token = make_user(db_url, email=f"{name}@crm.test", name=name)
         yield Api(client, token, user_id)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from crmcal.config import Settings
 from crmcal.web.app import create_app
 from tests.caldav_servers import closed_port
-from tests.conftest import Api, issue_token_in, make_user, new_user, run
+from tests.conftest import Api, client_of, issue_token_in, make_user, new_user, run
 
 V1 = "/api/v1"
 INTERNALS = ("HTTPConnectionPool", "object at 0x", "Errno", "Traceback", "httpx", "urllib3")
@@ -26,8 +26,7 @@ def caldav(url: str) -> dict[str, str]:
 @pytest.fixture
 def guarded(db_url: str) -> Iterator[Api]:
     """A server that refuses private addresses, as in production."""
-    app = create_app(Settings(database_url=db_url, secret_key="k" * 43), background_jobs=False)
-    with TestClient(app) as client:
+    with client_of(Settings(database_url=db_url, secret_key="k" * 43)) as client:
         user_id, token = make_user(db_url, email="g@crm.test", name="G")
         yield Api(client, token, user_id)
 

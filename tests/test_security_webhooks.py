@@ -15,8 +15,7 @@ from crmcal.db import Database
 from crmcal.sync.push import token_digest
 from crmcal.sync.tables import Connection
 from crmcal.vault import Vault
-from crmcal.web.app import create_app
-from tests.conftest import create_connection_in, run
+from tests.conftest import client_of, create_connection_in, run
 
 SECRET = "s" * 43
 
@@ -32,8 +31,7 @@ async def _connection(db_url: str, **columns: Any) -> int:
 
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
-    app = create_app(Settings(database_url=db_url, secret_key=SECRET), background_jobs=False)
-    with TestClient(app) as client:
+    with client_of(Settings(database_url=db_url, secret_key=SECRET)) as client:
         yield client
 
 

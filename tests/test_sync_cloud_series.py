@@ -11,15 +11,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.emulators.google import GoogleState
 from crmcal.emulators.google import create_app as create_google
 from crmcal.emulators.microsoft import MicrosoftState
 from crmcal.emulators.microsoft import create_app as create_graph
-from crmcal.web.app import create_app
-from tests.conftest import Api, make_user, new_user
+from tests.conftest import Api, client_of, make_user, new_user
 from tests.emulator_calls import emulator_calls
 from tests.google_emulator import GoogleEmulator, GoogleHarness
 from tests.microsoft_emulator import MicrosoftEmulator, MicrosoftHarness
@@ -376,7 +374,7 @@ def costed_crm(
     settings = Settings(database_url=db_url, secret_key="test-key", base_url=BASE_URL,
                         google_api_url=google.url, google_oauth_url=google.url,
                         microsoft_api_url=graph.url, microsoft_oauth_url=graph.url)  # fmt: skip
-    with TestClient(create_app(settings, background_jobs=False)) as test_client:
+    with client_of(settings) as test_client:
         user_id, token = make_user(db_url, email="admin@crm.test", name="Admin", is_admin=True)
         admin_api = Api(test_client, token, user_id)
         yield admin_api, new_user(admin_api, "sam@crm.test", timezone="Europe/Berlin")

@@ -10,7 +10,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.db import Database
@@ -18,7 +17,7 @@ from crmcal.sync.tables import Connection
 from crmcal.tls import tls
 from crmcal.web.app import create_app
 from tests import plain
-from tests.conftest import Api, make_user, run
+from tests.conftest import Api, client_of, make_user, run
 from tests.google_emulator import GoogleEmulator
 from tests.served import bound_socket, grant_in_browser, served_app, wait_for
 
@@ -32,7 +31,7 @@ def sam(db_url: str, google_emulator: GoogleEmulator) -> Iterator[Api]:
                         google_api_url=google_emulator.url, google_oauth_url=google_emulator.url,
                         google_client_id="crmcal-test-client")  # fmt: skip
     # The browser talks to crmcal at its base URL (https: the OAuth cookie is Secure).
-    with TestClient(create_app(settings, background_jobs=False), base_url=CRM) as client:
+    with client_of(settings, base_url=CRM) as client:
         user_id, token = make_user(db_url, email="sam@crm.test", name="Sam")
         yield Api(client, token, user_id)
 

@@ -20,8 +20,7 @@ from fastapi.testclient import TestClient
 from crmcal.config import Settings
 from crmcal.emulators.google import GoogleState
 from crmcal.tls import tls
-from crmcal.web.app import create_app
-from tests.conftest import Api, make_user
+from tests.conftest import Api, client_of, make_user
 from tests.google_emulator import GoogleEmulator
 
 V1 = "/api/v1"
@@ -43,7 +42,7 @@ def crm(db_url: str, google_emulator: GoogleEmulator) -> Iterator[TestClient]:
     settings = Settings(database_url=db_url, secret_key="test-key", base_url=CRM,
                         google_api_url=google_emulator.url, google_oauth_url=google_emulator.url,
                         google_client_id="crmcal-test-client", retry_backoff=BACKOFF)  # fmt: skip
-    with TestClient(create_app(settings, background_jobs=False)) as client:
+    with client_of(settings) as client:
         yield client
 
 

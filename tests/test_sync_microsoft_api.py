@@ -11,7 +11,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.emulators.microsoft.push import subscriptions_of
@@ -19,7 +18,7 @@ from crmcal.providers.microsoft import MicrosoftProvider
 from crmcal.tls import tls
 from crmcal.web.app import create_app
 from tests import plain
-from tests.conftest import Api, make_user, run
+from tests.conftest import Api, client_of, make_user, run
 from tests.microsoft_emulator import MicrosoftEmulator
 from tests.served import bound_socket, grant_in_browser, served_app, wait_for
 
@@ -38,7 +37,7 @@ def settings_for(db_url: str, emulator: MicrosoftEmulator, **more: Any) -> Setti
 def sam(db_url: str, microsoft_emulator: MicrosoftEmulator) -> Iterator[Api]:
     settings = settings_for(db_url, microsoft_emulator)
     # The browser talks to crmcal at its base URL (https: the OAuth cookie is Secure).
-    with TestClient(create_app(settings, background_jobs=False), base_url=CRM) as client:
+    with client_of(settings, base_url=CRM) as client:
         user_id, token = make_user(db_url, email="sam@crm.test", name="Sam")
         yield Api(client, token, user_id)
 
