@@ -180,3 +180,34 @@ def by_subject_all(on: OnGoogle) -> dict[str, list[dict[str, Any]]]:
     for activity in listed.json()["items"]:
         found.setdefault(activity["subject"], []).append(activity)
     return found
+
+
+async def test_someone_elses_locked_down_copy_is_never_written_and_the_run_goes_on(
+    on_google: OnGoogle,
+) -> None:
+    """Someone else's meeting kept as a private copy (``privateCopy``) whose guests may
+    not change it (``guestsCanModify`` false): Google would refuse a guest's edit of
+    it. crmcal never writes another organizer's meeting: the CRM refuses edits of what
+    the organizer owns, says whose it is, keeps its own fields, and the run goes on
+    without a write or a problem."""
+    on = on_google
+    harness = on.harness
+    start = SOON.astimezone(dt.UTC) + dt.timedelta(days=1)
+    body = {"summary": "Supplier review", "iCalUID": "review-1@elsewhere.test",
+            "start": google_time(start), "end": google_time(start + dt.timedelta(hours=1)),
+            "organizer": {"email": "boss@elsewhere.test"}, "privateCopy": True,
+            "guestsCanModify": False, "guestsCanInviteOthers": False,
+            "attendees": [{"email": harness.email}, {"email": "ann@acme.test"}]}  # fmt: skip
+    made = await harness.api("POST", f"/calendars/{harness.calendar_id}/events/import", json=body)
+    assert made["privateCopy"] is True
+    on.connect()
+    on.sync()
+    (activity,) = on.activities()
+    refused = on.user.patch(f"{V1}/activities/{activity['id']}", json={"subject": "Ours"})
+    assert refused.status_code == 409, refused.text
+    assert "boss@elsewhere.test" in refused.json()["detail"]
+    on.edit_activity(activity["id"], note="Ask about prices", type="call")
+    counts = sync_answer(on)
+    assert (counts["updated"], counts["problems"]) == (0, [])
+    path = f"/calendars/{harness.calendar_id}/events/{made['id']}"
+    assert (await harness.api("GET", path))["etag"] == made["etag"]

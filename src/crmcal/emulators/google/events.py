@@ -223,6 +223,10 @@ def stored(
     """The resource a write leaves in the calendar (read-only fields are the server's)."""
     _check_fields(written)
     event = {k: v for k, v in written.items() if k not in _READ_ONLY or k == "iCalUID"}
+    # [GD] privateCopy: "Optional. Immutable": given when the event is made, kept after.
+    private_copy = (previous or written).get("privateCopy")
+    if private_copy is not None:
+        event["privateCopy"] = bool(private_copy)
     _check_times(event)
     _limit_properties(event)
     event_id = event["id"]
