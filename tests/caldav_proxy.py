@@ -28,13 +28,16 @@ another host among them; ``no_sync_tokens`` is a server without RFC 6578 (no
 ``charset`` sends answers in another charset than UTF-8, declared in Content-Type only;
 ``read_only`` is a calendar shared read-only (writes 403, only ``DAV:read`` granted);
 ``page_sync`` pages sync-collection answers with 507 and tokens of its own;
-``redirect`` answers paths with a redirect (or another status) of its own.
+``redirect`` answers paths with a redirect (or another status) of its own;
+``content_coding`` answers gzip-compressed, or labelled with a coding nobody asked for;
+``login_page`` answers methods with an HTML sign-in page (200).
 Served on 127.0.0.1 port 0 by uvicorn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -56,6 +59,10 @@ CYRUS_REFUSAL = (
     '<?xml version="1.0" encoding="utf-8"?>\n<D:error xmlns:D="DAV:" '
     'xmlns:C="urn:ietf:params:xml:ns:caldav"><C:valid-calendar-data/>'
     "<D:responsedescription>{}</D:responsedescription></D:error>"
+)
+LOGIN_PAGE = (
+    b"<!DOCTYPE html><html><head><title>Sign in</title></head><body><form method=post>"
+    b"<input name=user><input name=password type=password></form></body></html>"
 )
 NO_SYNC_REPORT = b'<?xml version="1.0"?><D:error xmlns:D="DAV:"><D:supported-report/></D:error>'
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
@@ -119,6 +126,12 @@ class Behaviour:
     # path -> (status, Location): answered so for any method, unforwarded (no Location
     # header when it is empty).
     redirect: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # Every answer in this content coding ("gzip": compressed; any other: as it is,
+    # only labelled so, as a server sending a coding nobody asked for).
+    content_coding: str | None = None
+    # Methods answered 200 with an HTML sign-in page, as a single sign-on proxy whose
+    # session ran out answers them.
+    login_page: set[str] = field(default_factory=set)
     sync_pages: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def count(self, method: str, suffix: str = "") -> int:
@@ -434,6 +447,8 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
         if hook is not None:
             await asyncio.to_thread(hook, path)
         body = await request.body()
+        if request.method in behaviour.login_page:
+            return Response(LOGIN_PAGE, 200, media_type="text/html; charset=utf-8")
         if path in behaviour.redirect:
             status, location = behaviour.redirect[path]
             return Response(b"", status, headers={"Location": location} if location else {})
@@ -530,6 +545,10 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
             content = _read_only(content) if answer.status_code == 207 else content
         if behaviour.charset and answer.is_success and content:
             content = _recharset(content, out, behaviour.charset)
+        if behaviour.content_coding and content:
+            if behaviour.content_coding == "gzip":
+                content = gzip.compress(content)
+            out["content-encoding"] = behaviour.content_coding
         return Response(content, answer.status_code, headers=out)
 
     methods = ["GET", "PUT", "DELETE", "PROPFIND", "REPORT", "OPTIONS", "MKCALENDAR", "HEAD",

@@ -334,6 +334,25 @@ def _reason(reply: _Reply) -> str:
     return f"{reply.status}: {detail}" if detail else str(reply.status)
 
 
+_TITLE = re.compile(r"<title[^>]*>([^<]{0,200})", re.IGNORECASE)
+
+
+def _web_page(reply: _Reply) -> str | None:
+    """The title of an HTML page answered where WebDAV was expected ("" without one),
+    or None when the answer is no HTML page."""
+    kind = (reply.header("Content-Type") or "").lower()
+    root = reply.tree.tag if reply.tree is not None else ""
+    looks = reply.text.lstrip()[:15].lower().startswith(("<!doctype html", "<html"))
+    if "html" not in kind and not looks and not str(root).lower().endswith("html"):
+        return None
+    if reply.tree is not None:
+        title = next((e.text for e in reply.tree.iter() if str(e.tag).endswith("title")), None)
+    else:
+        found = _TITLE.search(reply.text)
+        title = found.group(1) if found else None
+    return " ".join((title or "").split())[:80]
+
+
 def _refused(member: _Member) -> RemoteRef:
     """A member a multistatus answers with an error status: to read again next run."""
     return RemoteRef(
@@ -605,6 +624,8 @@ class CalDAVProvider(Discovery):
             raise Unreachable(f"the CalDAV server failed: {failure}") from None
         except (httpx.HTTPError, OSError) as failure:
             reason = f"cannot reach the CalDAV server: {guarded_http.reason(failure)}"
+            if isinstance(failure, httpx.DecodingError):
+                reason = f"the CalDAV server's answer is unreadable: {guarded_http.reason(failure)}"
             if isinstance(failure, _DROPS):
                 raise _Dropped(reason) from None
             raise Unreachable(reason) from None
@@ -619,6 +640,13 @@ class CalDAVProvider(Discovery):
             raise ProviderError(f"the CalDAV server does not allow {what} ({_reason(reply)})")
         if reply.status == 404:
             raise CalendarNotFound(f"{what}: not found on the CalDAV server (404)")
+        page = _web_page(reply)
+        if page is not None:
+            raise ProviderError(
+                f"the CalDAV server answered {what} with a web page ({reply.status}, HTML"
+                f"{': ' + repr(page) if page else ''}), not WebDAV: a login or sign-in page "
+                "of something in front of the server, or a URL that is no CalDAV account's"
+            )
         raise ProviderError(f"the CalDAV server answered {_reason(reply)} to {what}")
 
     def _propfind(self, url: str, props: Sequence[str], depth: int) -> _Reply:

@@ -353,7 +353,11 @@ def reason(failure: BaseException) -> str:
     if isinstance(failure, httpx.RemoteProtocolError | httpx.ReadError):
         return "the server closed the connection or broke the HTTP protocol"
     if isinstance(failure, httpx.DecodingError):
-        return "the server's answer could not be decoded"
+        # Raised by ``_decoded`` with content_coding's own words (which coding, or
+        # that it is corrupt or too large), none of a library's internals.
+        detail = str(failure).strip()
+        said = "the server's answer could not be decoded"
+        return f"{said} ({detail})" if detail else said
     return "a network error occurred"
 
 
