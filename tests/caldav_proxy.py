@@ -30,7 +30,9 @@ another host among them; ``no_sync_tokens`` is a server without RFC 6578 (no
 ``page_sync`` pages sync-collection answers with 507 and tokens of its own;
 ``redirect`` answers paths with a redirect (or another status) of its own;
 ``content_coding`` answers gzip-compressed, or labelled with a coding nobody asked for;
-``login_page`` answers methods with an HTML sign-in page (200).
+``login_page`` answers methods with an HTML sign-in page (200); ``created_status``
+answers a PUT that made a resource 200 or 204 (without its ETag) instead of 201;
+``ignore_if_match`` is a server that ignores ``If-Match``.
 Served on 127.0.0.1 port 0 by uvicorn.
 """
 
@@ -132,6 +134,10 @@ class Behaviour:
     # Methods answered 200 with an HTML sign-in page, as a single sign-on proxy whose
     # session ran out answers them.
     login_page: set[str] = field(default_factory=set)
+    # The status a successful PUT that made a resource is answered with (201 as the
+    # server gives it: 200 or 204, as other servers do), its ETag dropped with 204.
+    created_status: int | None = None
+    ignore_if_match: bool = False  # If-Match dropped before the server sees it
     sync_pages: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def count(self, method: str, suffix: str = "") -> int:
@@ -489,6 +495,8 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
             headers["If-Match"] = if_match.strip()[2:]
         if behaviour.rewrite_stored and request.method == "PUT":
             headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+        if behaviour.ignore_if_match:
+            headers = {k: v for k, v in headers.items() if k.lower() != "if-match"}
         raw_path = request.scope.get("raw_path") or path.encode()
         query = request.url.query
         answer = await client.request(
@@ -512,6 +520,12 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
             out.pop("etag", None)
             out.pop("ETag", None)
         content = answer.content
+        status = answer.status_code
+        if request.method == "PUT" and status == 201 and behaviour.created_status:
+            status = behaviour.created_status
+            if status == 204:
+                out.pop("etag", None)
+                content = b""
         if report and answer.status_code == 207:
             content = _partial(content, report, behaviour)
             content = _propstat(content, report, behaviour)
@@ -549,7 +563,7 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
             if behaviour.content_coding == "gzip":
                 content = gzip.compress(content)
             out["content-encoding"] = behaviour.content_coding
-        return Response(content, answer.status_code, headers=out)
+        return Response(content, status, headers=out)
 
     methods = ["GET", "PUT", "DELETE", "PROPFIND", "REPORT", "OPTIONS", "MKCALENDAR", "HEAD",
                "PROPPATCH", "POST", "MOVE"]  # fmt: skip
