@@ -295,3 +295,38 @@ async def test_an_incremental_listing_answered_in_pages_loses_no_change_and_tras
         [], 0, 0, 0
     )  # fmt: skip
     assert behaviour.reports["sync-collection"] == 1
+
+
+@pytest.mark.parametrize("status", [404, 500])
+async def test_members_answered_with_an_error_in_a_listing_or_a_read_are_read_again_later(
+    proxied: Proxied,
+    behaviour: Behaviour,
+    status: int,
+) -> None:
+    harness = proxied.harness
+    proxied.connect()
+    made, by_title = await proxied.synced_activities("Data refused", "Listed refused", "Fine")
+    proxied.sync_with_problems()  # a cursor after crmcal's own writes
+    for title in by_title:
+        await harness.retitle(by_title[title], f"{title} (retitled)")
+    # The multiget gives one member's ETag but its calendar data in a propstat of an
+    # error status; the listing answers another member with a 500 of its own.
+    behaviour.propstat = {("calendar-multiget", name_of(by_title["Data refused"])): status}
+    behaviour.partial = {("sync-collection", name_of(by_title["Listed refused"])): 500}
+    counts = proxied.sync_with_problems()
+    assert counts["deleted"] == 0
+    reasons = {p["item"]: p["reason"] for p in counts["problems"]}
+    assert set(reasons) == {by_title["Data refused"], by_title["Listed refused"]}
+    assert str(status) in reasons[by_title["Data refused"]]
+    ids = {a["subject"]: a["id"] for a in made}
+    assert proxied.activity(ids["Fine"])["subject"] == "Fine (retitled)"
+    assert proxied.activity(ids["Data refused"])["subject"] == "Data refused"
+    # The server answers in full again: both are read though no listing names them.
+    behaviour.propstat.clear()
+    behaviour.partial.clear()
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["deleted"]) == ([], 0)
+    assert sorted(a["subject"] for a in proxied.activities()) == [
+        "Data refused (retitled)", "Fine (retitled)", "Listed refused (retitled)"
+    ]  # fmt: skip
+    assert proxied.activities(deleted=True) == []
