@@ -207,3 +207,29 @@ def test_a_delta_occurrence_that_names_no_series_is_reported_not_made_an_event()
     assert found["exc-2"].error is not None
     assert found["exc-2"].event is None
     assert found["single-3"].event is not None
+
+
+async def test_the_mailbox_itself_is_never_a_participant_of_a_meeting_it_was_invited_to(
+    on_microsoft: OnMicrosoft,
+) -> None:
+    """Graph lists the invited mailbox among a meeting's attendees and marks no entry as
+    its own (Google does, with ``self``): the mailbox address the connection is named
+    by is the user's own, never a participant."""
+    on = on_microsoft
+    harness = on.harness
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).replace(microsecond=0)
+    end = start + dt.timedelta(hours=1)
+    invited = await harness._http.post("/_emulator/invitations", json={
+        "email": harness.email, "calendar_id": harness.calendar_id,
+        "organizer": {"address": "boss@elsewhere.test", "name": "The Boss"},
+        "event": {"subject": "Board meeting",
+                  "start": {"dateTime": f"{start:%Y-%m-%dT%H:%M:%S}", "timeZone": "UTC"},
+                  "end": {"dateTime": f"{end:%Y-%m-%dT%H:%M:%S}", "timeZone": "UTC"},
+                  "attendees": [{"emailAddress": {"address": a.upper()}, "type": "required"}
+                                for a in (harness.email, "ann@acme.test")]},
+    })  # fmt: skip
+    assert invited.status_code == 200, invited.text
+    on.connect()
+    on.sync()
+    (activity,) = on.activities()
+    assert [p["email"] for p in activity["participants"]] == ["ann@acme.test"]

@@ -227,7 +227,12 @@ class RunContext:
         options = read.options
         push, pull = writes_calendar(conn.sync_type), writes_crm(conn.sync_type)
         check_permissions(owner, pull)
-        account = (conn.username or "").strip().lower()
+        # The account's own addresses: a CalDAV login that is one, and the mailbox
+        # (Microsoft) or primary calendar (Google) address the account is named by.
+        # Graph marks no attendee as the mailbox's own, so without it the user would
+        # become a participant of every meeting they are invited to.
+        names = {(conn.username or "").strip().lower(), (conn.account or "").strip().lower()}
+        own = frozenset(n for n in names if "@" in n and "/" not in n)
         return cls(
             connection_id=conn.id,
             calendar_id=conn.calendar_id,
@@ -237,7 +242,7 @@ class RunContext:
             push=push,
             pull=pull,
             sync_from=conn.connected_at - dt.timedelta(days=options.backfill_days),
-            own_addresses=frozenset([account] if "@" in account else []),
+            own_addresses=own,
             feed_head=feed_head,
             crm_cursor=conn.crm_cursor,
             remote_cursor=conn.remote_cursor,
