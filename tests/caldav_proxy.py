@@ -118,6 +118,7 @@ class Behaviour:
     # Answers (calendar data and XML) sent in this charset, declared in Content-Type
     # only, as a server configured for Latin-1 does.
     charset: str | None = None
+    charset_label_only: bool = False  # ``charset`` declared, the body left in UTF-8
     # A calendar shared read-only: PUT and DELETE answered 403, and PROPFIND answers
     # granting ``DAV:read`` alone as ``current-user-privilege-set`` (RFC 3744 5.4).
     read_only: bool = False
@@ -227,13 +228,20 @@ def _read_only(body: bytes) -> bytes:
     return bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
 
 
-def _recharset(body: bytes, headers: dict[str, str], charset: str) -> bytes:
+def _recharset(body: bytes, headers: dict[str, str], charset: str, label_only: bool) -> bytes:
     """A UTF-8 calendar or XML ``body`` in ``charset``, declared in Content-Type alone
-    (``headers`` changed so): the XML declaration is left out."""
+    (``headers`` changed so): the XML declaration is left out. ``label_only``: only
+    declared so, the body left as it was (a server mislabelling its UTF-8)."""
     kind = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
     for name in [k for k in headers if k.lower() == "content-type"]:
         del headers[name]
     text = body.decode("utf-8")
+    if label_only:
+        xml = "xml" in kind or text.lstrip().startswith("<")
+        headers["content-type"] = (
+            f"{'application/xml' if xml else 'text/calendar'}; charset={charset}"
+        )
+        return body
     if "xml" in kind or text.lstrip().startswith("<"):
         text = re.sub(r"^\s*<\?xml[^>]*\?>", "", text)
         headers["content-type"] = f"application/xml; charset={charset}"
@@ -558,7 +566,8 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
         if behaviour.read_only and request.method == "PROPFIND" and asks_privileges:
             content = _read_only(content) if answer.status_code == 207 else content
         if behaviour.charset and answer.is_success and content:
-            content = _recharset(content, out, behaviour.charset)
+            content = _recharset(content, out, behaviour.charset,
+                                 behaviour.charset_label_only)  # fmt: skip
         if behaviour.content_coding and content:
             if behaviour.content_coding == "gzip":
                 content = gzip.compress(content)

@@ -306,7 +306,10 @@ def _in_utf8(body: bytes, content_type: str) -> bytes:
     an XML declaration, RFC 7303 3.2): a server set up for Latin-1 says so there only,
     and its calendar data read as UTF-8 is malformed XML or mangled text, which a CRM
     edit would write back. Bodies in UTF-8 (or ASCII), in a charset no codec knows, or
-    without one declared are left as they are (XML then declares its own)."""
+    without one declared are left as they are (XML then declares its own); so is a body
+    that is valid UTF-8 whatever it declares: servers label UTF-8 as ISO-8859-1 by a
+    framework's default, and text in a single-byte charset with any letter beyond ASCII
+    is hardly ever valid UTF-8."""
     found = _CHARSET.search(content_type)
     if found is None or not body:
         return body
@@ -316,6 +319,12 @@ def _in_utf8(body: bytes, content_type: str) -> bytes:
         return body
     if codec in ("utf-8", "ascii"):
         return body
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        return body  # UTF-8 after all (or ASCII, the same in either)
     text = body.decode(codec, "replace").encode("utf-8")
     return _XML_DECLARATION.sub(b"", text, count=1) if "xml" in content_type else text
 
