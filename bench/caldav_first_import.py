@@ -21,7 +21,9 @@ Radicale build its caches once, and then, each run on a fresh copy of that stora
 It prints medians, the ratio crmcal / vdirsyncer (below 1: crmcal is faster),
 crmcal's server CPU from the connect request until the sync was seen ended (all
 its threads and its parse pool's processes, from ``/proc``; the status requests
-included) and of that the server's own process (where the event loop runs), Radicale's
+included) and of that the server's own process (where the event loop runs), how much
+of crmcal's time passed before its sync began (the connect request's discovery, the
+scheduler taking the sync: ``recent_syncs[0].started_at``), Radicale's
 CPU while it served each tool (a floor neither can go under on these two cores: both
 read the same calendar from it), what the sync reported, and the load average. vdirsyncer is looked
 up with ``--vdirsyncer``, else beside this interpreter, else on PATH (it can live
@@ -174,9 +176,11 @@ class CrmcalServer:
                 raise RuntimeError(f"the first sync failed: {status['last_error']}")
             time.sleep(0.25)
         ended = dt.datetime.fromisoformat(status["recent_syncs"][0]["ended_at"])
+        began = dt.datetime.fromisoformat(status["recent_syncs"][0]["started_at"])
         wall = (ended - started).total_seconds()
         return {"wall": wall, "cpu": tree_cpu(self.proc.pid) - cpu,
-                "own_cpu": cpu_seconds(self.proc.pid) - own, "status": status}  # fmt: skip
+                "own_cpu": cpu_seconds(self.proc.pid) - own, "status": status,
+                "before": (began - started).total_seconds()}  # fmt: skip
 
     def stop(self) -> None:
         self.api.close()
@@ -226,6 +230,7 @@ def measure(events: int, runs: int, generator: Path, program: str) -> dict[str, 
     ours: list[float] = []
     cpu: list[float] = []
     own_cpu: list[float] = []
+    before: list[float] = []  # from the connect request until the sync began
     theirs: list[float] = []
     radicale_ours: list[float] = []  # Radicale's CPU while it served crmcal's import
     radicale_theirs: list[float] = []  # ... and vdirsyncer's
@@ -250,6 +255,7 @@ def measure(events: int, runs: int, generator: Path, program: str) -> dict[str, 
                         ours.append(done["wall"])
                         cpu.append(done["cpu"])
                         own_cpu.append(done["own_cpu"])
+                        before.append(done["before"])
                         counts = done["status"].get("counts") or {}
                         radicale_ours.append(cpu_seconds(radicale.proc.pid) - served)
                     else:
@@ -270,6 +276,7 @@ def measure(events: int, runs: int, generator: Path, program: str) -> dict[str, 
         "crmcal_runs": ours,
         "cpu": statistics.median(cpu),
         "own_cpu": statistics.median(own_cpu),
+        "before": statistics.median(before),
         "vdirsyncer": statistics.median(theirs),
         "vdirsyncer_runs": theirs,
         "counts": counts,
@@ -287,17 +294,17 @@ def main() -> None:
     args = parser.parse_args()
     program = find_vdirsyncer(args.vdirsyncer)
     print("| events | crmcal connect + first sync s | crmcal server CPU s | of it the server's "
-          "own process s | vdirsyncer discover + sync s | ratio | Radicale CPU s serving "
-          "crmcal | serving vdirsyncer | crmcal runs | vdirsyncer runs | imported "
-          "| load avg |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|")
+          "own process s | of the time, before the sync began s | vdirsyncer discover + sync s "
+          "| ratio | Radicale CPU s serving crmcal | serving vdirsyncer | crmcal runs "
+          "| vdirsyncer runs | imported | load avg |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|")
     for size in args.sizes:
         found = measure(size, args.runs, args.generator, program)
         load = " ".join(f"{v:.1f}" for v in os.getloadavg())
         runs = " ".join(f"{v:.2f}" for v in found["crmcal_runs"])
         peer = " ".join(f"{v:.2f}" for v in found["vdirsyncer_runs"])
         print(f"| {size} | {found['crmcal']:.2f} | {found['cpu']:.2f} | {found['own_cpu']:.2f} "
-              f"| {found['vdirsyncer']:.2f} "
+              f"| {found['before']:.2f} | {found['vdirsyncer']:.2f} "
               f"| **{found['crmcal'] / found['vdirsyncer']:.2f}** "
               f"| {found['radicale_ours']:.2f} | {found['radicale_theirs']:.2f} | {runs} | {peer} "
               f"| {found['counts']} | {load} |", flush=True)  # fmt: skip
