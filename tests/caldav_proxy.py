@@ -5,7 +5,8 @@ Xandikos that counts requests and can answer the way other servers do.
 compressed answer; ``strict_times`` refuses what Cyrus (Fastmail) refuses with
 ``valid-calendar-data``: a timed event whose DTEND equals its DTSTART, a zero
 DURATION, or neither DTEND nor DURATION; ``refuse`` refuses writes whose body holds
-a given text, with the server's own words; ``partial`` answers some members of a
+a given text, with the server's own words, and ``refuse_delete`` deletions whose path
+holds one; ``partial`` answers some members of a
 REPORT's multistatus with another status, or leaves them out, as RFC 4918 lets a
 server do (one status per resource); ``octet_folds`` folds the calendar data it answers
 (GET, REPORT) at 75 octets wherever that falls, inside a UTF-8 sequence too, as some
@@ -62,6 +63,11 @@ CYRUS_REFUSAL = (
     'xmlns:C="urn:ietf:params:xml:ns:caldav"><C:valid-calendar-data/>'
     "<D:responsedescription>{}</D:responsedescription></D:error>"
 )
+# A deletion refused for that one event (a server that keeps some events, say).
+DELETE_REFUSAL = (
+    '<?xml version="1.0" encoding="utf-8"?>\n<D:error xmlns:D="DAV:"><D:need-privileges/>'
+    "<D:responsedescription>{}</D:responsedescription></D:error>"
+)
 LOGIN_PAGE = (
     b"<!DOCTYPE html><html><head><title>Sign in</title></head><body><form method=post>"
     b"<input name=user><input name=password type=password></form></body></html>"
@@ -76,6 +82,8 @@ class Behaviour:
     weak_etags: bool = False
     strict_times: bool = False
     refuse: dict[str, str] = field(default_factory=dict)  # text in a PUT body -> reason
+    # Text in a DELETE's path -> the reason it is refused (403, with a precondition).
+    refuse_delete: dict[str, str] = field(default_factory=dict)
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (method, path)
     reports: Counter[str] = field(default_factory=Counter)  # REPORT kind -> how many
     # Run once before the next request of a method reaches the server (with its path):
@@ -484,6 +492,11 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
             body, page = _paged_request(body, behaviour)
         if request.method == "PUT" and behaviour.rewrite_stored:
             body = _stored_otherwise(body, behaviour)
+        if request.method == "DELETE":
+            reason = next((r for t, r in behaviour.refuse_delete.items() if t in path), None)
+            if reason is not None:
+                return Response(DELETE_REFUSAL.format(reason), 403,
+                                media_type="application/xml; charset=utf-8")  # fmt: skip
         if request.method == "PUT":
             text = body.decode("utf-8", "replace")
             reason = next((r for t, r in behaviour.refuse.items() if t in text), None)

@@ -36,6 +36,7 @@ from crmcal.providers.base import (
     AuthenticationFailed,
     CalendarNotFound,
     EventNotFound,
+    ItemRefused,
     NotACalendarServer,
     PreconditionFailed,
     ProviderError,
@@ -79,6 +80,9 @@ class ClientSettings:
 
 
 MAX_DELAY = 32.0
+# Answers to one event's write that refuse it for good (what was sent, or that event):
+# sending it again gets the same answer.
+REFUSALS = frozenset((400, 403, 422))
 # Transport failures that show the request never left: nothing was made by it.
 _NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -411,17 +415,22 @@ class ApiClient:
             f"{self.base_url} does not answer as {self._service} ({response.status_code} {kind})"
         )
 
-    def failure(self, response: httpx.Response, what: str) -> ProviderError:
-        """The error an unexpected answer means, naming ``what`` was being done."""
+    def failure(self, response: httpx.Response, what: str, *, write: bool = False) -> ProviderError:
+        """The error an unexpected answer means, naming ``what`` was being done.
+
+        ``write``: the answer to writing one event, where a 400, 403 or 422 refuses that
+        write for good (``ItemRefused``; throttling 403s never come here, they are tried
+        again before): the same write would get the same answer."""
         if "json" not in response.headers.get("content-type", ""):
             return self.not_the_service(response)
         reason = self._reason(response)
         status = f"{response.status_code} {reason}".rstrip()
         if response.status_code == 404:
             return CalendarNotFound(f"{what}: not found in {self._product} ({status})")
+        refused = ItemRefused if write and response.status_code in REFUSALS else ProviderError
         if response.status_code == 403:
-            return ProviderError(f"{self._product} does not allow {what} ({status})")
-        return ProviderError(f"{self._service} answered {status} to {what}")
+            return refused(f"{self._product} does not allow {what} ({status})")
+        return refused(f"{self._service} answered {status} to {what}")
 
     def deleted(
         self, response: httpx.Response, event_id: str, etag: str | None
@@ -432,7 +441,7 @@ class ApiClient:
             return None
         if response.status_code == 412:
             return PreconditionFailed(f"the event {event_id} changed since {etag}")
-        return self.failure(response, "deleting an event")
+        return self.failure(response, "deleting an event", write=True)
 
     def deletions(
         self,
@@ -454,7 +463,7 @@ class ApiClient:
         if response.status_code in (404, 410):
             return EventNotFound(f"the event {event_id} does not exist")
         if response.status_code != 200:
-            return self.failure(response, "updating an event")
+            return self.failure(response, "updating an event", write=True)
         return None
 
     async def close(self) -> None:

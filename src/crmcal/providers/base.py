@@ -55,6 +55,12 @@ class WritesRefused(ProviderError):
     sync stops and says why instead of taking each refusal for another client's edit."""
 
 
+class ItemRefused(ProviderError):
+    """The server refused this one item's write for good (a 400 to what was sent, a 403
+    on that event, a CalDAV precondition such as ``valid-calendar-data``): the same
+    write gets the same answer, so it is not sent again until something changes."""
+
+
 class SeriesInCalendar(ProviderError):
     """The event is a recurring series in the calendar now: a write of a single event
     would flatten it, so none is made (until series are synced)."""

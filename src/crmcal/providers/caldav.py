@@ -82,6 +82,7 @@ from crmcal.providers.base import (
     CalendarNotFound,
     Capabilities,
     EventNotFound,
+    ItemRefused,
     PreconditionFailed,
     ProviderError,
     SeriesInCalendar,
@@ -639,14 +640,19 @@ class CalDAVProvider(Discovery):
                 raise _Dropped(reason) from None
             raise Unreachable(reason) from None
 
-    def _expect(self, reply: _Reply, what: str, *ok: int) -> _Reply:
-        """``reply`` if its status is one of ``ok``, else the matching provider error."""
+    def _expect(self, reply: _Reply, what: str, *ok: int, write: bool = False) -> _Reply:
+        """``reply`` if its status is one of ``ok``, else the matching provider error.
+        ``write``: the answer to writing one event, which a 403, 415 or 422 refuses for
+        good (``ItemRefused``: the same write would get the same answer)."""
         if reply.status in ok:
             return reply
         if reply.status >= 500 and reply.status != 501:
             raise Unreachable(f"the CalDAV server failed ({reply.status}) on {what}; retry later")
+        if write and reply.status in (415, 422):
+            raise ItemRefused(f"the CalDAV server refused {what} ({_reason(reply)})")
         if reply.status == 403:
-            raise ProviderError(f"the CalDAV server does not allow {what} ({_reason(reply)})")
+            refused = ItemRefused if write else ProviderError
+            raise refused(f"the CalDAV server does not allow {what} ({_reason(reply)})")
         if reply.status == 404:
             raise CalendarNotFound(f"{what}: not found on the CalDAV server (404)")
         page = _web_page(reply)
@@ -1100,7 +1106,7 @@ class CalDAVProvider(Discovery):
         if reply.status in (412, 409) or (reply.status == 403 and uid_taken):
             raise PreconditionFailed(f"an event for {key!r} exists already ({reply.status})")
         self._check_writable(calendar, reply)
-        self._expect(reply, "creating an event", 200, 201, 204)
+        self._expect(reply, "creating an event", 200, 201, 204, write=True)
         etag = self._written(calendar, href, reply, text)
         return RemoteRef(href, etag, dataclasses.replace(event, uid=uid))
 
@@ -1175,9 +1181,9 @@ class CalDAVProvider(Discovery):
             self._forget(href)
             raise EventNotFound(f"the event {href} does not exist")
         if reply.status == 409 or (reply.status == 403 and reply.preconditions):
-            raise ProviderError(f"the CalDAV server refused the event ({_reason(reply)})")
+            raise ItemRefused(f"the CalDAV server refused the event ({_reason(reply)})")
         self._check_writable(calendar, reply)
-        self._expect(reply, "updating an event", 200, 201, 204)
+        self._expect(reply, "updating an event", 200, 201, 204, write=True)
         new_etag = self._written(calendar, href, reply, text)
         return RemoteRef(href, new_etag, dataclasses.replace(event, uid=uid))
 
@@ -1202,7 +1208,7 @@ class CalDAVProvider(Discovery):
                 raise refused
             return  # already gone: what the caller wanted
         self._check_writable(calendar, reply)
-        self._expect(reply, "deleting an event")
+        self._expect(reply, "deleting an event", write=True)
 
     def _check_writable(self, calendar: str, reply: _Reply) -> None:
         """After a write answered 403 without a precondition named: ``WritesRefused``

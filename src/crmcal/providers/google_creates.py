@@ -40,7 +40,7 @@ class Creates:
         if response.status_code == 409:
             return await self._revive(calendar_id, key, event)
         if response.status_code != 200:
-            raise self._api.failure(response, "creating an event")
+            raise self._api.failure(response, "creating an event", write=True)
         item = self._api.json(response)
         if changed_overrides(event):
             return await self._series.write_occurrences(calendar_id, item, event, [])
@@ -76,7 +76,7 @@ class Creates:
             elif answer.status_code == 409:
                 revive.append(n)
             else:
-                results[n] = self._api.failure(answer, "creating an event")
+                results[n] = self._api.failure(answer, "creating an event", write=True)
         made: list[Written] = [(item, items[n][1], [], None) for n, item in series]
         written = await self._series.write_occurrences_of(calendar_id, made)
         for (n, _), made_ref in zip(series, written, strict=True):

@@ -43,7 +43,7 @@ class Creates:
             extensions={REPEATABLE: True},
         )
         if response.status_code not in (200, 201):
-            raise self._api.failure(response, "creating an event")
+            raise self._api.failure(response, "creating an event", write=True)
         return await self._created_series(calendar_id, key, event, self._api.json(response))
 
     async def create_many(
@@ -111,7 +111,7 @@ class Creates:
             if isinstance(answer, ProviderError):
                 results[n] = answer
             elif answer.status_code not in (200, 201):
-                results[n] = self._api.failure(answer, "creating an event")
+                results[n] = self._api.failure(answer, "creating an event", write=True)
             elif items[n][1].recurrence is not None:
                 masters[n] = self._api.json(answer)
             else:

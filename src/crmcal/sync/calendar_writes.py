@@ -20,6 +20,7 @@ from crmcal.model import CalendarEvent, RemoteRef, changed_fields
 from crmcal.providers.base import (
     FATAL,
     EventNotFound,
+    ItemRefused,
     PreconditionFailed,
     ProviderError,
     Update,
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
     from crmcal.sync.engine import Engine
 
 
+# Said of an item the calendar refused for good (``ItemRefused``): its version is
+# remembered (on its link, or with the problem of a new event) and not sent again.
+REFUSED_KEPT = "not sent again until the activity or the event changes"
 # Why an activity's participants are not in the event made for it, where the calendar
 # e-mails every attendee it is told about (``mapping.as_told``).
 PARTICIPANTS_KEPT = (
@@ -91,6 +95,12 @@ class CalendarWrites:
                 existing.append(activity)
             elif isinstance(result, FATAL):
                 fatal = fatal or result
+            elif isinstance(result, ItemRefused):
+                # Refused for good: not sent again until the activity changes (the
+                # problem keeps the version refused, there being no link to keep it).
+                engine.report.problem(f"activity {activity.id}", f"{result}; {REFUSED_KEPT}",
+                                      refused=engine._crm_hash(activity))  # fmt: skip
+                engine.report.skipped += 1
             else:
                 engine.report.problem(f"activity {activity.id}", str(result))
                 engine.report.skipped += 1
@@ -359,6 +369,7 @@ class CalendarWrites:
             remote_hash=remote_event.content_hash(),
             crm_hash=engine._crm_hash(activity),
             field_hashes=field_hashes(written, remote_event),
+            refused_hash=None,  # written: nothing waits refused
             last_synced_at=utcnow(),
         )
 

@@ -110,6 +110,7 @@ class CrmWrites:
                     remote_hash=ref.event.content_hash(),
                     crm_hash=written.content_hash(),
                     field_hashes=field_hashes(written, ref.event),
+                    refused_hash=None,  # the calendar's version taken: nothing waits
                     last_synced_at=utcnow(),
                 )
         if cut:
@@ -143,6 +144,7 @@ class CrmWrites:
                     remote_etag=ref.etag,
                     # The sides no longer agree field by field: a restore writes it whole.
                     field_hashes=None,
+                    refused_hash=None,
                     last_synced_at=utcnow(),
                 )
             else:

@@ -55,12 +55,13 @@ from crmcal.model import (
 from crmcal.providers import parse_pool
 from crmcal.providers.base import (
     FATAL,
+    ItemRefused,
     Provider,
     ProviderError,
     list_changes_in_parts,
 )
 from crmcal.sync import conflicts, mapping, merge, series_units
-from crmcal.sync.calendar_writes import CalendarWrites
+from crmcal.sync.calendar_writes import REFUSED_KEPT, CalendarWrites
 from crmcal.sync.conflicts import Conflicts
 from crmcal.sync.context import RunContext, Start, SyncFailed, SyncRefused, SyncStopped
 from crmcal.sync.crm_writes import CrmWrites
@@ -148,6 +149,9 @@ class Engine:
         # of the one event they are there (None: not there yet).
         self.series_links: dict[int, Link | None] = {}
         self.series_done: set[int] = set()
+        # Items (as problems name them) whose refused version was left as it is this
+        # run: their earlier problem is kept, not reported anew (see _still_refused).
+        self.still_refused: set[str] = set()
         # Activities the CRM's change feed names since the last run (not filled when
         # every activity in range is looked at): edited after that run read them, too.
         self.feed_changed: set[int] = set()
@@ -570,12 +574,29 @@ class Engine:
             self.report.skipped += 1
         except FATAL:
             raise  # the whole account or server: nothing else would go through either
+        except ItemRefused as exc:
+            # The server refused this one item for good (403 for a meeting of someone
+            # else, a CalDAV precondition, a 400): skip it, say why, go on. The link
+            # keeps its last synced versions and remembers the one refused, so that
+            # version is not sent again; a new change of either side is synced as any.
+            self.report.problem(pair.item(), f"{exc}; {REFUSED_KEPT}")
+            self.report.skipped += 1
+            await self._remember_refused(pair)
         except ProviderError as exc:
-            # The server refused this one item (403 for a meeting of someone else, a
-            # CalDAV precondition, a 400): skip it, say why, go on. Its link is left as
-            # it was, so the item is tried again when it changes.
+            # A failure that may pass (the server failing on this item): its link is
+            # left as it was, and the next run that looks at it tries again.
             self.report.problem(pair.item(), str(exc))
             self.report.skipped += 1
+
+    async def _remember_refused(self, pair: Pair) -> None:
+        """Note on the pair's link the CRM version the calendar refused (``refused_hash``)."""
+        activity = pair.activity
+        link = pair.link
+        if activity is not None:
+            link = self.links.of_activity(activity.id) or link
+        if link is None or activity is None or link.id is None:
+            return  # nothing linked: nothing to remember it on
+        await self.links.refresh(link, refused_hash=self._crm_hash(activity))
 
     async def _guarded_link(self, link: Link, step: Awaitable[None]) -> None:
         """``_guarded`` for a step of the linked item ``link`` (named by its event)."""
@@ -727,6 +748,10 @@ class Engine:
             return
         if self._skip_recurring(Pair(activity=activity)):
             return
+        item = Pair(activity=activity).item()
+        if (await self.reading.refused()).get(item) == self._crm_hash(activity):
+            self.still_refused.add(item)  # refused as it is: said, not sent again
+            return
         self.calendar.outgoing.append((activity, self._event_of(activity)))  # see create_all
 
     async def _settle_linked(self, pair: Pair, link: Link) -> None:
@@ -743,6 +768,8 @@ class Engine:
                 # changed in the CRM since then counts.
                 link.crm_hash, link.remote_hash = known
         crm, calendar = self._states(pair, link, activity)
+        if self._still_refused(pair, link, activity, crm, calendar):
+            return
         crm_wins = conflicts.crm_wins(self.ctx.options.conflict_policy, activity, remote_event)
         pair.plan = None
         if (
@@ -849,6 +876,21 @@ class Engine:
             crm = State.UNCHANGED
         return crm, calendar
 
+    def _still_refused(
+        self, pair: Pair, link: Link, activity: Activity, crm: State, calendar: State
+    ) -> bool:
+        """Whether the CRM's side is the very version the calendar refused for good, and
+        the calendar's has not moved since: nothing is sent (it would be refused
+        again), the link stays as it was (the version is not synced: a calendar edit
+        later meets it as a CRM change), and the problem stays in the status as it was
+        said, not reported anew."""
+        if link.refused_hash is None or crm is State.UNCHANGED or calendar is not State.UNCHANGED:
+            return False
+        if self._crm_hash(activity) != link.refused_hash:
+            return False
+        self.still_refused.add(pair.item())
+        return True
+
     def _organizer(self, event: CalendarEvent) -> str | None:
         """The organizer's address when the event is someone else's meeting."""
         return organizer_of(event, self.ctx.owner.email, self.ctx.own_addresses)
@@ -946,6 +988,8 @@ class Engine:
             "remote_hash": remote_hash,
             "remote_etag": ref.etag if ref else link.remote_etag,
             "field_hashes": fields,
+            # Both sides agree on another version than the one refused: nothing waits.
+            "refused_hash": link.refused_hash if crm_hash == link.crm_hash else None,
         }
         if (crm_hash, remote_hash, values["remote_etag"]) != (
             link.crm_hash,
@@ -966,7 +1010,8 @@ class Engine:
     # --- the end of the run ------------------------------------------------
 
     def _end(self) -> RunEnd:
-        return RunEnd(self.ctx, self.listing, self.deferred, self.report, self.seen, self.written)
+        return RunEnd(self.ctx, self.listing, self.deferred, self.report, self.seen, self.written,
+                      frozenset(self.still_refused))  # fmt: skip
 
     async def finish_in(self, session: AsyncSession, conn: Connection) -> None:
         """The run's closing write, in the caller's transaction (``RunEnd.write``)."""

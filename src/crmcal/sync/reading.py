@@ -33,6 +33,9 @@ class CalendarReading:
         self.engine = engine
         # The connection's problems as read with the run's start (None: read them).
         self.problems_before: list[dict[str, Any]] | None = None
+        # Activities whose new event was refused for good, as earlier runs said (None:
+        # not read yet; see refused).
+        self._refused: dict[str, str] | None = None
         # What the run's listing says is gone.
         self.listed_gone: set[str] = set()
 
@@ -173,6 +176,18 @@ class CalendarReading:
             for p in await self._earlier_problems()
             if isinstance(p, dict) and p.get("etag") and p.get("item")
         }
+
+    async def refused(self) -> dict[str, str]:
+        """Activities whose new event earlier runs saw refused for good: item -> the
+        digest of the version refused (``SyncReport.problem``). Read once a run: asked
+        for every activity sent."""
+        if self._refused is None:
+            self._refused = {
+                str(p["item"]): str(p["refused"])
+                for p in await self._earlier_problems()
+                if isinstance(p, dict) and p.get("refused") and p.get("item")
+            }
+        return self._refused
 
     async def _retries(self) -> list[str]:
         """Items earlier runs could not read for a reason that may pass: read them again."""

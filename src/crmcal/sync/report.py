@@ -31,16 +31,26 @@ class SyncReport:
         }
 
     def problem(
-        self, item: str, reason: str, etag: str | None = None, *, retry: bool = False
+        self,
+        item: str,
+        reason: str,
+        etag: str | None = None,
+        *,
+        retry: bool = False,
+        refused: str | None = None,
     ) -> None:
         """``etag``: the version of a calendar item that could not be read, which is
         not fetched again until it changes. ``retry``: a calendar item whose read
-        failed in a way that may pass, read again next run whatever the listing says."""
+        failed in a way that may pass, read again next run whatever the listing says.
+        ``refused``: the digest of an activity's version the calendar refused to take
+        as a new event, which is not sent again until it changes."""
         found = {"item": item, "reason": reason}
         if etag:
             found["etag"] = etag
         if retry:
             found["retry"] = "true"
+        if refused:
+            found["refused"] = refused
         self.problems.append(found)
 
     def warning(self, item: str, reason: str) -> None:

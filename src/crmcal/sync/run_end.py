@@ -36,6 +36,8 @@ class RunEnd:
     report: SyncReport
     seen: set[str]  # the items the run looked at
     written: Written
+    # Items whose refused version the run left as it was: their problem is kept as said.
+    still_refused: frozenset[str] = frozenset()
 
     async def write(self, session: AsyncSession, conn: Connection) -> None:
         """The closing write, in the caller's transaction: both positions (only now,
@@ -64,8 +66,10 @@ class RunEnd:
         return self.positions()
 
     def problems(self, before: list[dict[str, str]], full: bool) -> list[dict[str, str]]:
-        """This run's problems, plus earlier ones about items this run did not look at."""
-        kept = [] if full else [p for p in before if p.get("item") not in self.seen]
+        """This run's problems, plus earlier ones about items this run did not look at
+        and about items still refused as they were (``still_refused``)."""
+        kept = [p for p in before if p.get("item") in self.still_refused
+                or (not full and p.get("item") not in self.seen)]  # fmt: skip
         found = kept + self.report.problems
         # Items to read again are kept apart from the rest: none is lost to the cap.
         retries = [p for p in found if p.get("retry")][-RETRIES_KEPT:]

@@ -96,6 +96,10 @@ class Link(Base):
     # what lets two changes to different fields both be kept. None: not known yet
     # (a link made before, or by relinking): both changed then means the policy.
     field_hashes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The crm_hash of a version of the activity the calendar refused to take for good
+    # (``ItemRefused``): that version is not sent again; a new one (or the calendar's
+    # edit) is synced as any. None: nothing refused.
+    refused_hash: Mapped[str | None] = mapped_column(String(64))
     # Where the pair began: a LinkOrigin (sync/states.py).
     origin: Mapped[str] = mapped_column(String(16))
     last_synced_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

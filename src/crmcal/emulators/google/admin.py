@@ -1,8 +1,9 @@
 """The Google emulator's admin API under ``/_emulator/``: what tests and the demo script.
 
 Accounts (with tokens), extra calendars, sync-token and access-token expiry,
-injected faults and slow responses, settings, and what the emulator has seen:
-request counts by kind, invitation mails, watch channels and their deliveries.
+injected faults and slow responses, events whose writes are refused, settings, and
+what the emulator has seen: request counts by kind, invitation mails, watch channels
+and their deliveries.
 Never authenticated, never delayed, never failed by an injected fault.
 """
 
@@ -56,6 +57,16 @@ async def from_gmail(request: Request, calendar_id: str) -> Any:
     if calendar is None:
         raise GoogleError(404, "notFound", "Not Found")
     return state.from_gmail(calendar, body)
+
+
+@router.post("/_emulator/events/{event_id}/refuse-writes")
+async def refuse_writes(request: Request, event_id: str) -> Any:
+    """``{"status": 403}`` (or 400): every later update, patch or delete of the event is
+    refused so, as Google refuses one event's change for good (a guest's change of
+    what its organizer owns); ``{"status": null}`` lifts it."""
+    body = await body_of(request)
+    state_of(request).refuse_writes(event_id, body.get("status"))
+    return {"event_id": event_id, "status": body.get("status")}
 
 
 @router.post("/_emulator/calendars/{calendar_id}/expire-sync-tokens")

@@ -40,6 +40,7 @@ NOT_SAVED = frozenset(
         "access_token_lifetime",
         "channels",
         "faults",
+        "refused_writes",
         "delays",
         "short_pages",
         "instance_etags",

@@ -55,6 +55,13 @@ FAULTS = {
     503: ("backendError", "The service is currently unavailable."),
 }
 _DOMAINS = {"rateLimitExceeded": "usageLimits"}
+# How Google refuses a write of one event for good, by status (``refuse_writes``): a
+# guest's change of what the organizer owns, a value Google will not take.
+REFUSALS = {
+    400: ("invalid", "Invalid value for: the event cannot take this change."),
+    403: ("forbiddenForNonOrganizer", "Shared properties can only be changed by the "
+          "organizer of the event."),
+}  # fmt: skip
 
 
 @dataclass
@@ -120,6 +127,8 @@ class GoogleState:
         self.mails: list[dict[str, Any]] = []
         # Injected failures, oldest first: each answers the next ``count`` API calls.
         self.faults: Countdown[Fault] = Countdown()
+        # Events whose every write (update, patch, delete) is refused: id -> status.
+        self.refused_writes: dict[str, int] = {}
         # Injected slow responses, oldest first; they run alongside ``faults``.
         self.delays = Delays()
         # Behaviours clients must cope with, off by default (``/_emulator/settings``):
@@ -227,6 +236,23 @@ class GoogleState:
             return None
         reason, message = FAULTS[fault.status]
         return GoogleError(fault.status, reason, message, domain=_DOMAINS.get(reason, "global"))
+
+    def refuse_writes(self, event_id: str, status: Any) -> None:
+        """Refuse every later write of ``event_id`` with ``status`` (one of REFUSALS), as
+        Google refuses one event's change for good; None lifts it."""
+        if status is None:
+            self.refused_writes.pop(event_id, None)
+            return
+        if status not in REFUSALS:
+            raise invalid(f"status: one of {sorted(REFUSALS)}, or null", location="status")
+        self.refused_writes[event_id] = status
+
+    def check_writable(self, event_id: str) -> None:
+        """Raise the refusal of a write of ``event_id`` switched on by ``refuse_writes``."""
+        status = self.refused_writes.get(event_id)
+        if status is not None:
+            reason, message = REFUSALS[status]
+            raise GoogleError(status, reason, message)
 
     def add_delay(self, seconds: Any, count: Any) -> None:
         try:

@@ -1,0 +1,195 @@
+"""Writes the calendar refuses for good (a CalDAV precondition, a 400, a 403 on that
+event): sent once, not again at each later look at the activity, said in the
+connection's status until a new change of either side is synced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.caldav_proxy import Behaviour
+from tests.emulator_calls import emulator_calls
+from tests.providers.synced import V1, OnGoogle, Proxied, Synced
+
+REFUSAL = "SUMMARY may not say that here"
+# What the Google emulator counts of a write of one event.
+GOOGLE_WRITES = ("events.patch", "events.update", "events.delete")
+
+
+def writes(behaviour: Behaviour, method: str) -> int:
+    return sum(n for (sent, _), n in behaviour.requests.items() if sent == method)
+
+
+def status_problems(on: Synced) -> list[dict[str, str]]:
+    response = on.user.get(f"{V1}/connections/{on.connection_id}/status")
+    assert response.status_code == 200, response.text
+    return response.json()["problems"]
+
+
+def look_at_everything(on: Synced, policy: str) -> None:
+    """New options (a conflict policy, which changes no event): the next sync looks at
+    every activity in range again, not only those the CRM changed since the last."""
+    on.set_options(conflict_policy=policy)
+
+
+async def test_a_refused_update_is_not_sent_again_until_a_new_edit(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    proxied.connect()
+    (made,), by_title = await proxied.synced_activities("Fine words")
+    behaviour.refuse["Forbidden words"] = REFUSAL
+    proxied.edit_activity(made["id"], subject="Forbidden words")
+    puts = writes(behaviour, "PUT")
+    first = proxied.sync_with_problems()
+    assert writes(behaviour, "PUT") == puts + 1
+    (problem,) = first["problems"]
+    assert problem["item"] == by_title["Fine words"]
+    assert REFUSAL in problem["reason"]
+
+    # Every activity looked at again: the refused version is not sent again, and not
+    # reported as new; the connection's status still says it.
+    look_at_everything(proxied, "crm")
+    again = proxied.sync_with_problems()
+    assert writes(behaviour, "PUT") == puts + 1
+    assert (again["problems"], again["skipped"], again["updated"]) == ([], 0, 0)
+    assert [p["item"] for p in status_problems(proxied)] == [by_title["Fine words"]]
+    assert (await proxied.event(by_title["Fine words"])).summary == "Fine words"
+
+    # A new edit is sent, and the problem goes.
+    proxied.edit_activity(made["id"], subject="Kind words")
+    done = proxied.sync_with_problems()
+    assert (done["updated"], done["problems"]) == (1, [])
+    assert writes(behaviour, "PUT") == puts + 2
+    assert (await proxied.event(by_title["Fine words"])).summary == "Kind words"
+    assert status_problems(proxied) == []
+
+
+async def test_a_refused_deletion_keeps_the_link_and_is_not_sent_again(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    """The calendar keeps the event whose deletion it refused: the pair stays linked
+    (absence is not deletion), the deletion is not sent again, and restoring the
+    activity writes it as any change."""
+    proxied.connect()
+    (made,), by_title = await proxied.synced_activities("Kept by the server")
+    event_id = by_title["Kept by the server"]
+    behaviour.refuse_delete[event_id.rsplit("/", 1)[-1]] = "this event may not be deleted"
+    assert proxied.user.delete(f"{V1}/activities/{made['id']}").status_code == 200
+    deletes = writes(behaviour, "DELETE")
+    first = proxied.sync_with_problems()
+    assert writes(behaviour, "DELETE") == deletes + 1
+    (problem,) = first["problems"]
+    assert (problem["item"], first["deleted"]) == (event_id, 0)
+    assert "this event may not be deleted" in problem["reason"]
+
+    look_at_everything(proxied, "calendar")
+    again = proxied.sync_with_problems()
+    assert writes(behaviour, "DELETE") == deletes + 1
+    assert (again["problems"], again["deleted"], again["created"]) == ([], 0, 0)
+    assert [p["item"] for p in status_problems(proxied)] == [event_id]
+
+    # Restored, and edited: written to the same event, never a second one.
+    restored = proxied.user.post(f"{V1}/activities/{made['id']}/restore")
+    assert restored.status_code == 200, restored.text
+    proxied.edit_activity(made["id"], subject="Back again")
+    puts = writes(behaviour, "PUT")
+    done = proxied.sync_with_problems()
+    assert (done["updated"], done["created"], done["problems"]) == (1, 0, [])
+    assert writes(behaviour, "PUT") == puts + 1
+    assert list(await proxied.ids_by_title()) == ["Back again"]
+    assert status_problems(proxied) == []
+
+
+async def test_a_refused_new_event_is_not_sent_again_until_the_activity_changes(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    behaviour.refuse["Forbidden words"] = REFUSAL
+    proxied.connect()
+    bad = proxied.add_activity("Forbidden words")
+    puts = writes(behaviour, "PUT")
+    first = proxied.sync_with_problems()
+    assert writes(behaviour, "PUT") == puts + 1
+    (problem,) = first["problems"]
+    assert problem["item"] == f"activity {bad['id']}"
+    assert REFUSAL in problem["reason"]
+
+    look_at_everything(proxied, "crm")
+    again = proxied.sync_with_problems()
+    assert writes(behaviour, "PUT") == puts + 1
+    assert (again["problems"], again["created"], again["skipped"]) == ([], 0, 0)
+    assert [p["item"] for p in status_problems(proxied)] == [f"activity {bad['id']}"]
+
+    proxied.edit_activity(bad["id"], subject="Kind words")
+    done = proxied.sync_with_problems()
+    assert (done["created"], done["problems"]) == (1, [])
+    assert list(await proxied.ids_by_title()) == ["Kind words"]
+    assert status_problems(proxied) == []
+
+
+def synced_answer(on: Synced) -> dict[str, Any]:
+    response = on.user.post(f"{V1}/connections/{on.connection_id}/sync")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def google_writes(on: OnGoogle) -> int:
+    calls = emulator_calls(on.harness)
+    return sum(calls[kind] for kind in GOOGLE_WRITES)
+
+
+async def refuse_google_writes(on: OnGoogle, event_id: str, status: int | None) -> None:
+    answer = await on.harness._http.post(
+        f"/_emulator/events/{event_id}/refuse-writes", json={"status": status}
+    )
+    assert answer.status_code == 200, answer.text
+
+
+async def test_google_refusing_one_events_update_gets_it_once(on_google: OnGoogle) -> None:
+    """Google refuses a change of that one event (403 ``forbiddenForNonOrganizer``):
+    sent once, not again when every activity is looked at again, and a later edit
+    is sent once Google takes it."""
+    on = on_google
+    on.connect()
+    (made,), by_title = await on.synced_activities("Review")
+    event_id = by_title["Review"]
+    await refuse_google_writes(on, event_id, 403)
+    on.edit_activity(made["id"], subject="Review (ours)")
+    before = google_writes(on)
+    first = synced_answer(on)
+    assert google_writes(on) == before + 1
+    (problem,) = first["problems"]
+    assert problem["item"] == event_id
+    assert "forbiddenForNonOrganizer" in problem["reason"] or "403" in problem["reason"]
+
+    look_at_everything(on, "crm")
+    again = synced_answer(on)
+    assert google_writes(on) == before + 1
+    assert (again["problems"], again["skipped"], again["updated"]) == ([], 0, 0)
+    assert [p["item"] for p in status_problems(on)] == [event_id]
+
+    await refuse_google_writes(on, event_id, None)
+    on.edit_activity(made["id"], subject="Review (agreed)")
+    done = synced_answer(on)
+    assert (done["updated"], done["problems"]) == (1, [])
+    assert google_writes(on) == before + 2
+    assert (await on.event(event_id)).summary == "Review (agreed)"
+    assert status_problems(on) == []
+
+
+async def test_google_refusing_one_events_deletion_keeps_it_linked(on_google: OnGoogle) -> None:
+    on = on_google
+    on.connect()
+    (made,), by_title = await on.synced_activities("Kept")
+    event_id = by_title["Kept"]
+    await refuse_google_writes(on, event_id, 403)
+    assert on.user.delete(f"{V1}/activities/{made['id']}").status_code == 200
+    before = google_writes(on)
+    first = synced_answer(on)
+    assert google_writes(on) == before + 1
+    assert [p["item"] for p in first["problems"]] == [event_id]
+
+    look_at_everything(on, "calendar")
+    again = synced_answer(on)
+    assert google_writes(on) == before + 1
+    assert (again["problems"], again["deleted"]) == ([], 0)
+    assert [p["item"] for p in status_problems(on)] == [event_id]
+    assert list(await on.ids_by_title()) == ["Kept"]
