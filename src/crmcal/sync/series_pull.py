@@ -132,6 +132,7 @@ class SeriesPull:
                 fields.update({name: given[name] for name in GROUP_FIELDS[group]})
         if "attendees" in groups and ctx.mails_attendees and not calendar.attendees:
             fields.pop("participants", None)  # never written there: they stay
+        fields = _partial_guests(calendar, current, fields)
         if "when" in groups and current is not None:
             fields.update(_series_times(series, current, calendar, given))
         rule = calendar.recurrence
@@ -214,6 +215,7 @@ class SeriesPull:
                 fields.update({n: given[n] for n in ("start", "end", "timezone")})
             elif group in GROUP_FIELDS:
                 fields.update({n: given[n] for n in GROUP_FIELDS[group] if n in given})
+        fields = _partial_guests(override, occurrence, fields)
         if invitation:
             fields.pop("note", None)
         if not fields:
@@ -226,6 +228,19 @@ class SeriesPull:
             session, owner, occurrence.id, data, origin=ctx.origin,
             as_contacts=ctx.options.attendees_to_contacts, from_calendar=True,
         )  # fmt: skip
+
+
+def _partial_guests(
+    event: CalendarEvent, current: Activity | None, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """``fields`` with the participants the calendar did not show kept, where it shows
+    the guest list only in part (``attendees_partial``: Google's ``attendeesOmitted``,
+    Graph's ``hideAttendees``): none of them is taken for removed, as for a single
+    event (``CrmWrites.update``)."""
+    if not event.attendees_partial or current is None or "participants" not in fields:
+        return fields
+    kept = mapping.merged_participants(current, fields["participants"], set())
+    return {**fields, "participants": kept}
 
 
 def crm_recurrence_loaded(text: str) -> Moment:
