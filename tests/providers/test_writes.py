@@ -8,6 +8,7 @@ through ``tests.caldav_proxy`` where a stricter server (Cyrus) answers different
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import uuid
@@ -672,3 +673,57 @@ async def test_an_event_a_full_listing_leaves_out_is_not_gone_while_unanswered(
     behaviour.partial.clear()
     assert proxied.sync_with_problems()["problems"] == []
     assert proxied.activity(made["id"])["deleted_at"] is None
+
+
+# --- an event crmcal made, deleted before the next sync --------------------------------------
+
+
+async def test_an_event_crmcal_made_and_the_user_deleted_before_the_next_sync_is_noticed(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    """The cursor a sync keeps is read before its own writes, and a server may leave out
+    of the listing since that cursor what was both made and deleted after it (RFC 6578
+    allows it; Xandikos does): the next sync reads crmcal's new events the listing does
+    not name, in one multiget, and what is gone is trashed like any deletion."""
+    harness = proxied.harness
+    proxied.connect()
+    (gone, kept), by_title = await proxied.synced_activities("Gone", "Kept")
+    await harness.remove(by_title["Gone"])
+    behaviour.reports.clear()
+    counts = proxied.sync_with_problems()
+    assert counts["problems"] == []
+    assert (counts["created"], counts["deleted"]) == (0, 1)
+    assert proxied.activity(gone["id"])["deleted_at"] is not None
+    assert proxied.activity(kept["id"])["deleted_at"] is None
+    # At most the one multiget of what the listing did not name (none where it names
+    # the deletion).
+    assert behaviour.reports["calendar-multiget"] <= 1
+    # The event kept was confirmed once: no later sync reads it again.
+    for _ in range(2):
+        behaviour.reports.clear()
+        behaviour.requests.clear()
+        counts = proxied.sync_with_problems()
+        assert (counts["problems"], counts["deleted"]) == ([], 0)
+        assert behaviour.reports["calendar-multiget"] == 0
+        assert behaviour.count("GET") == 0
+    assert proxied.activity(kept["id"])["deleted_at"] is None
+    assert list(await proxied.ids_by_title()) == ["Kept"]
+
+
+async def test_an_event_crmcal_made_and_the_user_moved_to_another_calendar_is_noticed(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    """Moved to another calendar is gone from this one (a client copies it there and
+    deletes it here): the same, and the copy elsewhere is left alone."""
+    harness = proxied.harness
+    proxied.connect()
+    (moved,), by_title = await proxied.synced_activities("Moved")
+    other = await harness.make_second_calendar()
+    text = await harness.read_raw(by_title["Moved"])
+    await asyncio.to_thread(harness.request, "PUT", other + "moved.ics", text)
+    await harness.remove(by_title["Moved"])
+    counts = proxied.sync_with_problems()
+    assert counts["problems"] == []
+    assert counts["deleted"] == 1
+    assert proxied.activity(moved["id"])["deleted_at"] is not None
+    assert await asyncio.to_thread(harness.request, "GET", other + "moved.ics")

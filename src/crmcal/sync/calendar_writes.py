@@ -143,6 +143,8 @@ class CalendarWrites:
                 crm_hash=engine._crm_hash(activity),
                 field_hashes=field_hashes(written, ref.event or written),
                 last_synced_at=now,
+                # Made after the cursor the run keeps was read: see Link.unconfirmed.
+                unconfirmed=True,
             )
             for activity, ref, written in made
         ]

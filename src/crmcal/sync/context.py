@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, select
+from sqlalchemy import ColumnElement, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm import changefeed, permissions
@@ -22,7 +22,7 @@ from crmcal.sync import limits
 from crmcal.sync.lease import Reading
 from crmcal.sync.options import SyncOptions, stored, writes_calendar, writes_crm
 from crmcal.sync.states import RECONNECT_REQUIRED, FailureKind
-from crmcal.sync.tables import Connection, ProviderHold, WrittenNote
+from crmcal.sync.tables import Connection, Link, ProviderHold, WrittenNote
 
 
 class SyncRefused(Exception):
@@ -54,7 +54,8 @@ class SyncStopped(Exception):
 @dataclass(frozen=True)
 class Start:
     """What a run starts from, read in one transaction: the connection, its owner, the
-    change feed's head and the notes of writes an earlier run may have left unlinked.
+    change feed's head, the notes of writes an earlier run may have left unlinked and
+    the events earlier runs made that no listing has named yet.
     The runner reads it in the transaction that takes the lease."""
 
     conn: Connection
@@ -65,15 +66,17 @@ class Start:
     # its turns of the project's quota (``limits.lease_slot_columns``); None: none.
     slot: int | None = None
     turns: tuple[int, ...] = ()
+    # The links of events an earlier run made that no listing has named yet (event id
+    # -> link id; see ``Link.unconfirmed``), read with the notes.
+    unconfirmed: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
     async def read(cls, session: AsyncSession, conn: Connection) -> Start:
-        # One statement for the owner, the feed's head and whether notes are left (they
-        # rarely are: a run that finishes forgets them).
+        # One statement for the owner, the feed's head and whether notes or unconfirmed
+        # links are left (they rarely are: see ``left_over``).
         head = changefeed.head()
-        noted = select(WrittenNote.activity_id).where(WrittenNote.connection_id == conn.id)
         found = await session.execute(
-            select(User, head, noted.exists()).where(User.id == conn.user_id)
+            select(User, head, left_over(conn.id)).where(User.id == conn.user_id)
         )
         return await cls._made(session, conn, found.one())
 
@@ -83,11 +86,10 @@ class Start:
         throttling answer: then Held, raised inside the lease's transaction, which it
         undoes (no lease taken, no run recorded)."""
         head = changefeed.head()
-        noted = select(WrittenNote.activity_id).where(WrittenNote.connection_id == conn.id)
         key = f"{conn.provider}:{(conn.account or '').strip().lower()}"
         hold = select(ProviderHold.until).where(ProviderHold.key == key).scalar_subquery()
         found = await session.execute(
-            select(User, head, noted.exists(), hold).where(User.id == conn.user_id)
+            select(User, head, left_over(conn.id), hold).where(User.id == conn.user_id)
         )
         owner, feed_head, any_notes, until = found.one()
         if until is not None and (held := (until - dt.datetime.now(dt.UTC)).total_seconds()) > 0:
@@ -96,8 +98,9 @@ class Start:
 
     @classmethod
     async def _made_apart(cls, db: Database, conn: Connection, row: tuple[Any, ...]) -> Start:
-        """From the columns ``READING`` read with the lease; the notes (rarely any) in a
-        read of their own: only a sync of the connection, under its lease, writes them.
+        """From the columns ``READING`` read with the lease; the notes and unconfirmed links
+        (rarely any) in a read of their own: only a sync of the connection, under its
+        lease, writes them.
         Beyond them, a request slot taken ahead and its turns (``READING_UNLESS_HELD``)."""
         slot, turns = (row[3], tuple(row[4] or ())) if len(row) > 3 else (None, ())
         if not row[2]:
@@ -108,21 +111,41 @@ class Start:
 
     @classmethod
     async def _made(cls, session: AsyncSession, conn: Connection, row: Any) -> Start:
-        owner, feed_head, any_notes = row
+        owner, feed_head, any_left = row
         written: dict[int, tuple[str | None, str]] = {}
-        if any_notes:
+        unconfirmed: dict[str, int] = {}
+        if any_left:
             rows = await session.execute(
                 select(WrittenNote.activity_id, WrittenNote.crm_hash, WrittenNote.remote_hash)
                 .where(WrittenNote.connection_id == conn.id)
             )  # fmt: skip
             written = {activity_id: (crm, remote) for activity_id, crm, remote in rows}
-        return cls(conn, owner, int(feed_head or 0), written)
+            unconfirmed = await unconfirmed_links(session, conn.id)
+        return cls(conn, owner, int(feed_head or 0), written, unconfirmed=unconfirmed)
+
+
+def left_over(connection_id: Any) -> ColumnElement[bool]:
+    """Whether an earlier run left notes of writes (``sync/written``: only a run cut off
+    does) or links of events it made that no listing has named yet (``Link.unconfirmed``:
+    only after a run that made events). One column of the statement that starts a run,
+    so that a run after neither reads nothing more."""
+    noted = select(WrittenNote.activity_id).where(WrittenNote.connection_id == connection_id)
+    made = select(Link.id).where(Link.connection_id == connection_id, Link.unconfirmed)
+    return or_(noted.exists(), made.exists())
+
+
+async def unconfirmed_links(session: AsyncSession, connection_id: int) -> dict[str, int]:
+    """The connection's unconfirmed links: event id -> link id."""
+    rows = await session.execute(
+        select(Link.remote_id, Link.id).where(Link.connection_id == connection_id, Link.unconfirmed)
+    )
+    return {remote_id: link_id for remote_id, link_id in rows}
 
 
 def _start_columns(taken: Any) -> tuple[Any, ...]:
-    """The owner, the change feed's head and whether notes are left, for ``take``."""
-    noted = select(WrittenNote.activity_id).where(WrittenNote.connection_id == taken.id)
-    return (User, changefeed.head(), noted.exists())
+    """The owner, the change feed's head and whether notes or unconfirmed links are
+    left, for ``take``."""
+    return (User, changefeed.head(), left_over(taken.id))
 
 
 def _start_columns_and_slot(taken: Any) -> tuple[Any, ...]:

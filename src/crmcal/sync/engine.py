@@ -63,7 +63,14 @@ from crmcal.providers.base import (
 from crmcal.sync import conflicts, mapping, merge, series_units
 from crmcal.sync.calendar_writes import REFUSED_KEPT, CalendarWrites
 from crmcal.sync.conflicts import Conflicts
-from crmcal.sync.context import RunContext, Start, SyncFailed, SyncRefused, SyncStopped
+from crmcal.sync.context import (
+    RunContext,
+    Start,
+    SyncFailed,
+    SyncRefused,
+    SyncStopped,
+    unconfirmed_links,
+)
 from crmcal.sync.crm_writes import CrmWrites
 from crmcal.sync.decisions import Act, Decision, State, decide
 from crmcal.sync.import_fields import Importer, organizer_of
@@ -195,11 +202,14 @@ class Engine:
                 mails_attendees=mails,
             )
             await self.written.load()
+            async with self.db.read() as session:
+                self.reading.unconfirmed = await unconfirmed_links(session, self.connection_id)
         else:
             self.ctx = ctx = RunContext.of(
                 start, force=self.force, base_url=self.base_url, mails_attendees=mails
             )
             self.written.notes = dict(start.written)
+            self.reading.unconfirmed = dict(start.unconfirmed)
             self.reading.problems_before = start.conn.problems
         cursor = None if ctx.options_changed else ctx.remote_cursor
         # A first import needs every event's contents: say so, a provider may
@@ -1010,8 +1020,10 @@ class Engine:
     # --- the end of the run ------------------------------------------------
 
     def _end(self) -> RunEnd:
-        return RunEnd(self.ctx, self.listing, self.deferred, self.report, self.seen, self.written,
-                      frozenset(self.still_refused))  # fmt: skip
+        return RunEnd(
+            self.ctx, self.listing, self.deferred, self.report, self.seen, self.written,
+            frozenset(self.still_refused), self.reading.confirmed(),
+        )  # fmt: skip
 
     async def finish_in(self, session: AsyncSession, conn: Connection) -> None:
         """The run's closing write, in the caller's transaction (``RunEnd.write``)."""

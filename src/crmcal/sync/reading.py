@@ -38,6 +38,15 @@ class CalendarReading:
         self._refused: dict[str, str] | None = None
         # What the run's listing says is gone.
         self.listed_gone: set[str] = set()
+        # The links of events earlier runs made that no listing had named when the run
+        # began (event id -> link id; see ``Link.unconfirmed``), those of them the
+        # run's listing does not name either (read to know whether they are there), and
+        # those the read did not answer for or found gone (left unconfirmed until their
+        # link is dropped).
+        self.unconfirmed: dict[str, int] = {}
+        self.unnamed: set[str] = set()
+        self.unanswered: set[str] = set()
+        self.found_gone: set[str] = set()
 
     async def remote_side(self, listing: ChangeListing) -> tuple[list[RemoteRef], set[str]]:
         """Calendar items whose content moved (fetched), and ids that are gone.
@@ -48,8 +57,15 @@ class CalendarReading:
         engine = self.engine
         listed = {ref.id for ref in listing.changed}
         engine.seen = listed | set(listing.deleted)
-        again = [rid for rid in await self._retries() if rid not in engine.seen]
-        engine.seen |= set(again)
+        if not listing.full:
+            # The cursor was read before the last run's own writes, and a listing from
+            # it may leave out an event made and deleted since (RFC 6578 allows it): the
+            # events that run made that this listing does not name are read (see
+            # remote_gone). A full listing names all there are.
+            self.unnamed = set(self.unconfirmed) - engine.seen
+        again = [rid for rid in await self._retries()
+                 if rid not in engine.seen and rid not in self.unnamed]  # fmt: skip
+        engine.seen |= set(again) | self.unnamed
         if listing.full:
             await engine.links.load()
         else:
@@ -137,6 +153,11 @@ class CalendarReading:
         # Removed is not always deleted (an event that left a listing's window): those
         # the listing is unsure of are read, only the synced ones.
         unsure = gone & listing.unconfirmed
+        # The events crmcal made that the listing does not name (see remote_side): gone
+        # unless the same read finds them.
+        unnamed = {rid for rid in self.unnamed if rid in engine.links.by_remote}
+        gone |= unnamed
+        unsure |= unnamed
         if listing.full:
             # Absence is not deletion: a listing can come back short (a server or
             # proxy that drops items, a truncated page, a windowed listing).
@@ -150,13 +171,27 @@ class CalendarReading:
                 gone.discard(ref.id)
                 if ref.error:
                     engine.report.cannot_read(ref)
+                    if ref.id in self.unconfirmed:
+                        self.unanswered.add(ref.id)  # not confirmed: read again next run
                 link = engine.links.by_remote.get(ref.id)
                 if ref.error or ref.event is None or link is None:
                     continue
                 if link.remote_etag != ref.etag:
                     moved.append(ref)
+        self.found_gone = gone & unnamed
         await self._check_mass_deletion(gone)
         return moved, gone
+
+    def confirmed(self) -> list[int]:
+        """The links of ``unconfirmed`` this run confirmed, to be marked so when it ends:
+        named by its listing, or found by its read, or gone and dropped. (Once a run's
+        cursor is kept, which was read after those events were made, the listings
+        from it name whatever becomes of them.) Not those the read did not answer for,
+        nor one found gone whose link stays (its deletion not taken): the next run reads
+        them again."""
+        links = self.engine.links.by_remote
+        left = self.unanswered | {rid for rid in self.found_gone if rid in links}
+        return [link_id for rid, link_id in self.unconfirmed.items() if rid not in left]
 
     async def _earlier_problems(self) -> list[dict[str, Any]]:
         """The connection's problems as the run found them."""

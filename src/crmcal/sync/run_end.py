@@ -7,16 +7,17 @@ connection's lease). ``RunEnd`` holds what that write needs of the finished run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmcal.crm.tables import utcnow
 from crmcal.model import ChangeListing
 from crmcal.sync.context import RunContext
 from crmcal.sync.report import SyncReport
-from crmcal.sync.tables import Connection
+from crmcal.sync.tables import Connection, Link
 from crmcal.sync.written import Written
 
 # The problems a connection keeps, and the items to read again next run it keeps
@@ -38,13 +39,23 @@ class RunEnd:
     written: Written
     # Items whose refused version the run left as it was: their problem is kept as said.
     still_refused: frozenset[str] = frozenset()
+    # The unconfirmed links (``Link.unconfirmed``) the run confirmed: marked so, unless
+    # the calendar's position stays (then the next run lists from it and reads them).
+    confirmed: list[int] = field(default_factory=list)
 
     async def write(self, session: AsyncSession, conn: Connection) -> None:
         """The closing write, in the caller's transaction: both positions (only now,
-        after everything they cover is applied), the counts and the problems."""
+        after everything they cover is applied), the counts, the problems and the links
+        the run confirmed."""
         listing = self.listing
         assert listing is not None, "finish_in comes after a run that went through"
         await self.written.forget_all(session)
+        if self.confirmed and not self.deferred:
+            await session.execute(
+                update(Link)
+                .where(Link.connection_id == conn.id, Link.id.in_(self.confirmed))
+                .values(unconfirmed=False)
+            )
         for name, value in self.positions().items():
             setattr(conn, name, value)
         conn.problems = self.problems(conn.problems or [], listing.full)
@@ -52,11 +63,12 @@ class RunEnd:
 
     def quiet(self, conn: Connection) -> dict[str, Any] | None:
         """The closing write as column values, when it is only the positions: no notes
-        of writes to forget, and the problems and counts as ``conn`` (read under the
-        lease when the run began; only a sync writes them) already has them. None:
-        the closing write needs the connection read again (``write``)."""
+        of writes to forget nor links confirmed, and the problems and counts as
+        ``conn`` (read under the lease when the run began; only a sync writes them)
+        already has them. None: the closing write needs the connection read again
+        (``write``)."""
         listing = self.listing
-        if listing is None or self.written.notes:
+        if listing is None or self.written.notes or (self.confirmed and not self.deferred):
             return None
         before_problems, before_counts = conn.problems or [], conn.counts or {}
         if self.problems(before_problems, listing.full) != before_problems:

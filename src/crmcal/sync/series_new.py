@@ -149,6 +149,7 @@ class NewSeries:
             crm_hash=engine._crm_hash(anchor),
             field_hashes=hashes,
             last_synced_at=utcnow(),
+            unconfirmed=True,  # made after the run's cursor was read: see Link.unconfirmed
         )
         await engine.links.store_many([link])
         engine.report.created += 1
