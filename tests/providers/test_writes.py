@@ -727,3 +727,20 @@ async def test_an_event_crmcal_made_and_the_user_moved_to_another_calendar_is_no
     assert counts["deleted"] == 1
     assert proxied.activity(moved["id"])["deleted_at"] is not None
     assert await asyncio.to_thread(harness.request, "GET", other + "moved.ics")
+
+
+async def test_an_event_crmcal_made_and_deleted_before_the_next_sync_is_noticed_on_each_service(
+    synced: Synced,
+) -> None:
+    """The same on every service: Graph's delta names as removed only what it listed
+    before (never an event made and deleted since its link), Google's syncToken every
+    deletion since it (there the listing names it and nothing more is read)."""
+    synced.connect()
+    (gone, kept), by_title = await synced.synced_activities("Gone", "Kept")
+    await synced.harness.remove(by_title["Gone"])
+    assert synced.sync()["deleted"] == 1
+    assert synced.activity(gone["id"])["deleted_at"] is not None
+    for _ in range(2):
+        assert synced.sync()["deleted"] == 0
+    assert synced.activity(kept["id"])["deleted_at"] is None
+    assert list(await synced.ids_by_title()) == ["Kept"]
