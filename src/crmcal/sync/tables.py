@@ -96,7 +96,7 @@ class Link(Base):
         Index(
             "ix_sync_links_unconfirmed",
             "connection_id",
-            sqlite_where=text("unconfirmed"),
+            sqlite_where=text("unconfirmed = 1"),
             postgresql_where=text("unconfirmed"),
         ),
     )

@@ -30,7 +30,7 @@ def upgrade() -> None:
         "sync_links",
         ["connection_id"],
         unique=False,
-        sqlite_where=sa.text("unconfirmed"),
+        sqlite_where=sa.text("unconfirmed = 1"),
         postgresql_where=sa.text("unconfirmed"),
     )
 
