@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, inspect, select, text
 
@@ -26,14 +27,23 @@ from crmcal.crm.activities import (
     write_activities,
 )
 from crmcal.crm.schemas import MAX_PARTICIPANTS, ActivityCreate, ParticipantIn, UserCreate
-from crmcal.crm.tables import Activity, ActivitySeries, Participant, Person
+from crmcal.crm.tables import (
+    Activity,
+    ActivityChange,
+    ActivitySeries,
+    Participant,
+    Person,
+    User,
+)
 from crmcal.crm.users import create_user
 from crmcal.db import Database
-from crmcal.model import CalendarEvent
+from crmcal.model import CalendarEvent, CalendarInfo
 from crmcal.providers import parse_pool
 from crmcal.sync import engine, import_fields, mapping, series_units
+from crmcal.sync.connections import create
 from crmcal.sync.report import SyncReport
 from crmcal.sync.runner import run_sync
+from crmcal.sync.schemas import ConnectionCreate
 from crmcal.sync.tables import Connection, Link
 from tests.bulk_import import (  # noqa: F401  # fixture used by name
     Counted,
@@ -44,6 +54,7 @@ from tests.bulk_import import (  # noqa: F401  # fixture used by name
 )
 from tests.conftest import run
 from tests.providers.harness import CalDAVHarness, CalDAVServer
+from tests.test_import_rows import written
 
 # What these tests' own writes record in the change feed as their origin.
 TEST = WriteOptions(origin="test")
@@ -468,3 +479,84 @@ def test_each_sqlite_connection_keeps_an_import_s_pages_in_its_cache(
     # Negative: a size in KiB. 32 MiB: about 18 MB of database per 5,000 events.
     assert run(sizes()) == [-dbmod.SQLITE_CACHE_KIB, -dbmod.SQLITE_CACHE_KIB]
     assert dbmod.SQLITE_CACHE_KIB >= 32 * 1024
+
+
+def test_events_the_account_organises_keep_what_the_pool_computed_for_them(
+    db_url: str, xandikos: CalDAVServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most events of a calendar are organised by its user, at an address only the
+    server names (``calendar-user-address-set``): whose meeting each is is decided in
+    the parse pool's processes, before its CRM fields are computed there, so that none
+    is computed again here; the rows written are those of an import parsed here."""
+    calendar = CalDAVHarness(xandikos)
+    alias = "sam.alias@elsewhere.test"
+    assert run(calendar.set_addresses([f"mailto:{alias}"]))
+    texts = [
+        realistic("o", n).replace(f"mailto:olga.o.{n}@partner.example", f"mailto:{alias}")
+        for n in range(80)
+    ]
+    here: list[str | None] = []
+    computed = import_fields._computed
+
+    def counted(event: CalendarEvent, importer: import_fields.Importer) -> Any:
+        here.append(event.uid)
+        return computed(event, importer)
+
+    monkeypatch.setattr(import_fields, "_computed", counted)
+    parse_pool.configure(2)
+    try:
+        report, _, owner = run(import_calendar(db_url, xandikos, calendar, texts, "o@crm.test"))
+        in_pool, computed_here = run(written_rows(db_url)), list(here)
+        parse_pool.configure(0)
+        again = run(import_again(db_url, xandikos, calendar, owner))
+        in_process = run(written_rows(db_url))
+    finally:
+        parse_pool.configure(None)
+        parse_pool.shutdown()
+        run(calendar.set_addresses([]))
+        run(calendar.close())
+    assert (report.created, report.problems) == (80, [])
+    assert (again.created, again.problems) == (80, [])
+    # Not one an invitation: each organised at the account's own address.
+    assert {row["organizer"] for row in in_pool["activities"].values()} == {None}
+    # The pool's import computed none here; the one parsed here, every one.
+    assert computed_here == []
+    assert len(here) == 80
+    for table in ("persons", "activities", "series", "changes", "links"):
+        assert in_pool[table] == in_process[table], table
+
+
+async def written_rows(db_url: str) -> dict[str, Any]:
+    """What the import wrote (``test_import_rows.written``); then the CRM is emptied of
+    it and of the connection, for the same user to import the calendar again."""
+    db = Database(db_url)
+    try:
+        found = await written(db)
+        async with db.write() as session:
+            for model in (Link, ActivityChange, Participant, Activity, ActivitySeries, Person):
+                await session.execute(sa_delete(model))
+            await session.execute(sa_delete(Connection))
+        return found
+    finally:
+        await db.dispose()
+
+
+async def import_again(
+    db_url: str, server: CalDAVServer, calendar: CalDAVHarness, owner_id: int
+) -> SyncReport:
+    """The user ``owner_id`` connects ``calendar`` again; its first sync."""
+    settings = Settings(database_url=db_url, secret_key="test-key", allow_private_networks=True)
+    db = Database(db_url)
+    try:
+        async with db.write() as session:
+            user = await session.get(User, owner_id)
+            assert user is not None
+            data = ConnectionCreate(provider="caldav", url=server.url, username=server.username,
+                                    password=server.password)  # fmt: skip
+            info = CalendarInfo(id=calendar.calendar_id, name="Work", writable=True)
+            connection_id = (await create(session, user, data, info, vault(settings))).id
+        report = await run_sync(db, vault(settings), settings, connection_id)
+        assert report is not None
+        return report
+    finally:
+        await db.dispose()

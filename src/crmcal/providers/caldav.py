@@ -104,6 +104,7 @@ from crmcal.providers.caldav_wire import text_of as _text_of
 from crmcal.providers.ical.patch import patch_event
 from crmcal.providers.ical.read import is_series, parse_event, resource_uid
 from crmcal.providers.ical.serialize import serialize_event
+from crmcal.providers.parse_pool import with_organizer_known
 from crmcal.tls import tls
 
 __all__ = [
@@ -345,6 +346,8 @@ def _reason(reply: _Reply) -> str:
 
 
 _TITLE = re.compile(r"<title[^>]*>([^<]{0,200})", re.IGNORECASE)
+# An ORGANIZER property (names are case-insensitive, and come first on their line).
+_ORGANIZER = re.compile(r"^ORGANIZER[;:]", re.IGNORECASE | re.MULTILINE)
 
 
 def _web_page(reply: _Reply) -> str | None:
@@ -368,17 +371,6 @@ def _refused(member: _Member) -> RemoteRef:
     return RemoteRef(
         member.href, "", error=f"the server answered {member.status} for this event", retry=True
     )
-
-
-def with_organizer_known(event: CalendarEvent, addresses: frozenset[str]) -> CalendarEvent:
-    """``event``, marked as not an invitation when its ORGANIZER is one of the
-    account's ``addresses``. Anything else stays unsaid (None): the engine compares
-    the organizer with the user's own addresses then, among them the one crmcal
-    writes as organizer, which the server's set need not hold."""
-    organizer = (event.organizer or "").strip().lower()
-    if event.invitation is None and organizer and organizer in addresses:
-        return dataclasses.replace(event, invitation=False)
-    return event
 
 
 def _not_a_member(href: str, calendar: str) -> bool:
@@ -958,8 +950,12 @@ class CalDAVProvider(Discovery):
             readable.append((len(refs), member.href, etag, text))
             texts.append(text)
             refs.append(None)
+        # Whose meetings these are is decided where they are parsed, before their
+        # digests and CRM fields are computed there; asked of the server (discovery)
+        # only when an event names an organizer.
+        own = self._account_addresses() if any(map(_ORGANIZER.search, texts)) else frozenset()
         for (index, href, etag, text), parsed in zip(
-            readable, parse_pool.parse(texts, zone), strict=True
+            readable, parse_pool.parse(texts, zone, own), strict=True
         ):
             refs[index] = self._ref(href, etag, text, parsed)
         return [ref for ref in refs if ref is not None]
@@ -973,6 +969,8 @@ class CalDAVProvider(Discovery):
             self._remember(href, etag, text)
         event = parsed.event
         if event.organizer and event.invitation is None:
+            # Decided where it was parsed (see _read_members); here only for what the
+            # look for an ORGANIZER there missed.
             event = with_organizer_known(event, self._account_addresses())
         return RemoteRef(href, etag, event, warning="; ".join(parsed.problems) or None)
 

@@ -28,6 +28,7 @@ parses made in that context, and travels with each chunk as an argument of its o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import threading
@@ -51,6 +52,7 @@ __all__ = [
     "parse_here",
     "shutdown",
     "start",
+    "with_organizer_known",
 ]
 
 CHUNK = 100
@@ -83,7 +85,18 @@ def workers_from(raw: str | None) -> int:
     return int(value)
 
 
-def parse_one(text: str, zone: str | None) -> Parsed:
+def with_organizer_known(event: CalendarEvent, addresses: frozenset[str]) -> CalendarEvent:
+    """``event``, marked as not an invitation when its ORGANIZER is one of the
+    account's ``addresses``. Anything else stays unsaid (None): the engine compares
+    the organizer with the user's own addresses then, among them the one crmcal
+    writes as organizer, which the server's set need not hold."""
+    organizer = (event.organizer or "").strip().lower()
+    if event.invitation is None and organizer and organizer in addresses:
+        return dataclasses.replace(event, invitation=False)
+    return event
+
+
+def parse_one(text: str, zone: str | None, own: frozenset[str] = frozenset()) -> Parsed:
     guesses: list[str] = []
     try:
         event = parse_event(text, default_tz=zone, problems=guesses)
@@ -91,12 +104,20 @@ def parse_one(text: str, zone: str | None) -> Parsed:
         return Parsed(None, error=f"unreadable event: {failure}")
     except Exception as failure:  # a codec bug must not cost the whole batch
         return Parsed(None, error=f"unreadable event ({type(failure).__name__})")
+    if own and event is not None:
+        # Decided here, before anything is computed of the event: a new event made
+        # after that would not carry what was (its memos), and the reader would
+        # compute it all again one event at a time.
+        event = with_organizer_known(event, own)
     return Parsed(event, tuple(guesses))
 
 
-def parse_here(texts: Sequence[str], zone: str | None) -> list[Parsed]:
-    """Every text parsed in this process (what a pool's worker runs for a chunk)."""
-    return [parse_one(text, zone) for text in texts]
+def parse_here(
+    texts: Sequence[str], zone: str | None, own: frozenset[str] = frozenset()
+) -> list[Parsed]:
+    """Every text parsed in this process (what a pool's worker runs for a chunk);
+    ``own``: the account's own addresses (see ``with_organizer_known``)."""
+    return [parse_one(text, zone, own) for text in texts]
 
 
 Derive = Callable[[CalendarEvent], object]
@@ -142,11 +163,12 @@ def parse_chunk(
     zone: str | None,
     beside: Sequence[Derive] = (),
     beside_with: Sequence[tuple[DeriveWith, object]] = (),
+    own: frozenset[str] = frozenset(),
 ) -> list[Parsed]:
     """What a pool's process runs for a chunk: ``parse_here``, and what the sync will
     ask of each event (its content hash, ``beside`` and ``beside_with``) computed here
     too, beside the process that syncs; the values travel with the events."""
-    parsed = parse_here(texts, zone)
+    parsed = parse_here(texts, zone, own)
     for one in parsed:
         if one.event is not None:
             one.event.content_hash()
@@ -248,15 +270,19 @@ def parsed_in_workers() -> int:
     return _POOL.parsed_in_workers
 
 
-def parse(texts: Sequence[str], zone: str | None) -> list[Parsed]:
+def parse(
+    texts: Sequence[str], zone: str | None, own: frozenset[str] = frozenset()
+) -> list[Parsed]:
     """Each text parsed, in order: in the pool's processes when it is worth it.
 
     Blocks: call it from a thread, never from the event loop. ``zone``: the zone of
-    floating times, as ``parse_event``'s ``default_tz``.
+    floating times, as ``parse_event``'s ``default_tz``; ``own``: the account's own
+    addresses, an event organised by one of them read as no invitation
+    (``with_organizer_known``).
     """
     pool = _POOL.get() if len(texts) >= IN_PROCESS_BELOW else None
     if pool is None:
-        return parse_here(texts, zone)
+        return parse_here(texts, zone, own)
     beside_with = _beside_with.get()
     chunks = [texts[i : i + CHUNK] for i in range(0, len(texts), CHUNK)]
     window = 2 * _POOL.size()
@@ -266,7 +292,8 @@ def parse(texts: Sequence[str], zone: str | None) -> list[Parsed]:
     try:
         while len(results) < len(texts):
             while given < len(chunks) and len(pending) < window:
-                pending.append(pool.submit(parse_chunk, chunks[given], zone, _beside, beside_with))
+                chunk = chunks[given]
+                pending.append(pool.submit(parse_chunk, chunk, zone, _beside, beside_with, own))
                 given += 1
             done = pending.popleft().result()
             results += done
@@ -276,5 +303,5 @@ def parse(texts: Sequence[str], zone: str | None) -> list[Parsed]:
         for future in pending:
             future.cancel()
         _POOL.drop(pool)
-        results += parse_here(texts[len(results) :], zone)
+        results += parse_here(texts[len(results) :], zone, own)
     return results
