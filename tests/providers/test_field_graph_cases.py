@@ -233,3 +233,37 @@ async def test_the_mailbox_itself_is_never_a_participant_of_a_meeting_it_was_inv
     on.sync()
     (activity,) = on.activities()
     assert [p["email"] for p in activity["participants"]] == ["ann@acme.test"]
+
+
+async def test_a_participant_added_to_an_event_already_in_outlook_is_reported_once(
+    on_microsoft: OnMicrosoft,
+) -> None:
+    """An activity already in Outlook, not asking for invitations, gets a participant:
+    Graph cannot write them without mailing them, so they stay in the CRM, and the run
+    says so as when the event was made, once, not at every sync after."""
+    on = on_microsoft
+    on.connect()
+    quiet = on.add_activity("Quiet")
+    assert sync_answer(on)["problems"] == []
+    guests = [{"email": "ann@acme.test", "name": "Ann"}]
+    on.edit_activity(quiet["id"], participants=guests)
+    counts = sync_answer(on)
+    ((problem),) = counts["problems"]
+    assert (problem["item"], problem["kind"]) == (f"activity {quiet['id']}", "warning")
+    assert "notify_participants" in problem["reason"]
+    assert sync_answer(on)["problems"] == []
+    # Another one added with a change that is written: said again, once.
+    more = [*guests, {"email": "bob@acme.test", "name": "Bob"}]
+    on.edit_activity(quiet["id"], participants=more, location="Room 1")
+    counts = sync_answer(on)
+    assert counts["updated"] == 1
+    assert [(p["item"], p["kind"]) for p in counts["problems"]] == [
+        (f"activity {quiet['id']}", "warning")
+    ]
+    assert sync_answer(on)["problems"] == []
+    (event,) = (await on.events()).values()
+    assert (event.attendees, event.location) == ((), "Room 1")
+    assert sorted(p["email"] for p in on.activity(quiet["id"])["participants"]) == [
+        "ann@acme.test",
+        "bob@acme.test",
+    ]

@@ -141,7 +141,9 @@ class CalendarWrites:
                 remote_etag=ref.etag,
                 remote_hash=(ref.event or written).content_hash(),
                 crm_hash=engine._crm_hash(activity),
-                field_hashes=field_hashes(written, ref.event or written),
+                field_hashes=field_hashes(
+                    written, ref.event or written, engine.kept_participants(activity)
+                ),
                 last_synced_at=now,
                 # Made after the cursor the run keeps was read: see Link.unconfirmed.
                 unconfirmed=True,
@@ -288,6 +290,10 @@ class CalendarWrites:
             return
         if isinstance(result, ProviderError):
             raise result
+        if engine.newly_kept(link, activity):
+            # A participant added to an event already there: kept out of it too, said
+            # once (the link now remembers them).
+            engine.report.warning(f"activity {activity.id}", PARTICIPANTS_KEPT)
         await self._save_link(link, activity, result, event, origin=link.origin)
         engine.report.updated += 1
         if result.warning:
@@ -370,7 +376,7 @@ class CalendarWrites:
             remote_etag=ref.etag,
             remote_hash=remote_event.content_hash(),
             crm_hash=engine._crm_hash(activity),
-            field_hashes=field_hashes(written, remote_event),
+            field_hashes=field_hashes(written, remote_event, engine.kept_participants(activity)),
             refused_hash=None,  # written: nothing waits refused
             last_synced_at=utcnow(),
         )

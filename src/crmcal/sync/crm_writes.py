@@ -109,7 +109,9 @@ class CrmWrites:
                     remote_etag=ref.etag,
                     remote_hash=ref.event.content_hash(),
                     crm_hash=written.content_hash(),
-                    field_hashes=field_hashes(written, ref.event),
+                    field_hashes=field_hashes(
+                        written, ref.event, engine.kept_participants(activity)
+                    ),
                     refused_hash=None,  # the calendar's version taken: nothing waits
                     last_synced_at=utcnow(),
                 )

@@ -61,7 +61,7 @@ from crmcal.providers.base import (
     list_changes_in_parts,
 )
 from crmcal.sync import conflicts, mapping, merge, series_units
-from crmcal.sync.calendar_writes import REFUSED_KEPT, CalendarWrites
+from crmcal.sync.calendar_writes import PARTICIPANTS_KEPT, REFUSED_KEPT, CalendarWrites
 from crmcal.sync.conflicts import Conflicts
 from crmcal.sync.context import (
     RunContext,
@@ -549,6 +549,22 @@ class Engine:
             return TRASHED
         return self._event_of(activity).content_hash()
 
+    def kept_participants(self, activity: Activity) -> list[str] | None:
+        """The addresses of the activity's participants kept out of its event, on a
+        calendar that e-mails every attendee it is told about and an activity that does
+        not ask for invitations (``mapping.as_told``); None where they are written."""
+        if not self.ctx.mails_attendees or activity.notify_participants:
+            return None
+        return sorted({p.email.lower() for p in activity.participants if p.email})
+
+    def newly_kept(self, link: Link, activity: Activity) -> bool:
+        """Whether the activity has a participant kept out of its event that the link
+        does not know of (added since): said once, as when the event was made. A link
+        that keeps no such list yet (made before it was kept) only learns it."""
+        kept = self.kept_participants(activity)
+        before = (link.field_hashes or {}).get("kept")
+        return bool(kept) and before is not None and bool(set(kept or ()) - set(before))
+
     def _remote_absent(self, pair: Pair) -> bool:
         """True when the calendar side counts as deleted (gone, cancelled or skipped as private)."""
         if pair.remote_gone:
@@ -993,6 +1009,14 @@ class Engine:
                 )
                 fields = {"crm": merge.digests(self._event_of(activity)), "calendar": calendar_part,
                           "attendees": attendees}  # fmt: skip
+        if activity is not None and activity.deleted_at is None and fields is not None:
+            kept = self.kept_participants(activity)
+            if kept is not None and fields.get("kept") != kept:
+                if self.newly_kept(link, activity):
+                    # Added to an event already there (the only change it makes to
+                    # what the calendar is told): kept out of it, said once.
+                    self.report.warning(f"activity {activity.id}", PARTICIPANTS_KEPT)
+                fields = {**fields, "kept": kept}
         values: dict[str, Any] = {
             "crm_hash": crm_hash,
             "remote_hash": remote_hash,

@@ -25,11 +25,18 @@ CHUNK = 500
 TRASHED = "trashed"
 
 
-def field_hashes(crm: CalendarEvent, calendar: CalendarEvent) -> dict[str, Any]:
+def field_hashes(
+    crm: CalendarEvent, calendar: CalendarEvent, kept: list[str] | None = None
+) -> dict[str, Any]:
     """The per-field digests a link keeps of both sides (see sync/merge.py), and the
-    calendar's attendee addresses (what a later calendar edit added or removed)."""
-    return {"crm": merge.digests_beside(crm, calendar), "calendar": merge.digests(calendar),
-            "attendees": addresses(calendar)}  # fmt: skip
+    calendar's attendee addresses (what a later calendar edit added or removed);
+    ``kept``: the addresses of the activity's participants kept out of the calendar
+    (``Engine.kept_participants``), to say one added later once."""
+    found = {"crm": merge.digests_beside(crm, calendar), "calendar": merge.digests(calendar),
+             "attendees": addresses(calendar)}  # fmt: skip
+    if kept is not None:
+        found["kept"] = kept
+    return found
 
 
 def addresses(event: CalendarEvent) -> list[str]:
