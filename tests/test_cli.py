@@ -22,6 +22,7 @@ from tests.cli_process import (
     url_of,
     wait_healthy,
 )
+from tests.conftest import client_of
 from tests.served import bound_socket
 
 
@@ -56,12 +57,9 @@ def test_db_upgrade_then_users_create_prints_a_working_token(
     token = result.stdout.strip()
     assert token.startswith("crmcal_")
 
-    from fastapi.testclient import TestClient
-
     from crmcal.config import Settings
-    from crmcal.web.app import create_app
 
-    with TestClient(create_app(Settings(database_url=db_url), background_jobs=False)) as client:
+    with client_of(Settings(database_url=db_url)) as client:
         me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
     assert me.status_code == 200
     assert me.json()["email"] == "eve@crm.test"
@@ -78,12 +76,9 @@ def test_users_create_admin_then_a_new_token(crmcal_here: InProcess, db_url: str
     assert second.startswith("crmcal_")
     assert second != first
 
-    from fastapi.testclient import TestClient
-
     from crmcal.config import Settings
-    from crmcal.web.app import create_app
 
-    with TestClient(create_app(Settings(database_url=db_url), background_jobs=False)) as client:
+    with client_of(Settings(database_url=db_url)) as client:
         for token in (first, second):
             me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
             assert me.json()["is_admin"] is True

@@ -18,7 +18,7 @@ from crmcal.config import Settings
 from crmcal.web.app import create_app
 from crmcal.web.ui import i18n
 from tests.caldav_servers import closed_port
-from tests.conftest import Api, new_user
+from tests.conftest import Api, client_of, new_user
 from tests.i18n_catalogs import extract, read
 from tests.web_session import PASSWORD, sign_in
 
@@ -106,7 +106,7 @@ def client(db_url: str, admin: Api) -> Iterator[TestClient]:
             "type": "meeting", "subject": subject, "start": start.isoformat(),
             "end": (start + dt.timedelta(hours=1)).isoformat()})  # fmt: skip
         assert made.status_code == 201, made.text
-    with TestClient(create_app(Settings(database_url=db_url), background_jobs=False)) as tc:
+    with client_of(Settings(database_url=db_url)) as tc:
         yield tc
 
 

@@ -25,6 +25,7 @@ from crmcal.sync.engine import SyncFailed
 from crmcal.sync.report import SyncReport
 from crmcal.sync.runner import Busy, run_sync
 from crmcal.sync.tables import Connection, SyncRun
+from tests.conftest import client_of
 from tests.engine_world import VAULT, World
 from tests.google_emulator import GoogleEmulator
 from tests.memory_provider import MemoryCalendar, MemoryProvider
@@ -97,10 +98,8 @@ async def test_a_live_lease_is_kept_even_when_its_pid_means_nothing_here(world: 
 
 
 async def test_status_says_when_the_sync_holder_vanished(world: World, db_url: str) -> None:
-    from fastapi.testclient import TestClient
 
     from crmcal.crm import users
-    from crmcal.web.app import create_app
 
     async with world.db.write() as session:
         owner = await users.user_by_email(session, "owner@crm.test")
@@ -108,7 +107,7 @@ async def test_status_says_when_the_sync_holder_vanished(world: World, db_url: s
     await left_syncing(world.db, world.connection_id, expires_in=60)
 
     def status() -> dict[str, Any]:
-        with TestClient(create_app(Settings(database_url=db_url), background_jobs=False)) as c:
+        with client_of(Settings(database_url=db_url)) as c:
             answer = c.get(f"/api/v1/connections/{world.connection_id}/status",
                            headers={"Authorization": f"Bearer {token}"})  # fmt: skip
             listed = c.get(f"/api/v1/connections/{world.connection_id}",

@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from crmcal.config import Settings
 from crmcal.model import CalendarEvent, Recurrence, RemoteRef
@@ -28,7 +27,6 @@ from crmcal.providers.base import Provider, ProviderError, Update
 from crmcal.providers.google import GoogleProvider
 from crmcal.providers.microsoft import MicrosoftProvider
 from crmcal.tls import tls
-from crmcal.web.app import create_app
 from tests import plain
 from tests.conftest import Api, client_of, make_user, sqlite_only
 from tests.fault_proxy import fault_proxy
@@ -289,7 +287,7 @@ def test_successive_syncs_reuse_one_connection_and_one_token(
                             google_api_url=url, google_oauth_url=google_emulator.url,
                             google_client_id="crmcal-test-client",
                             retry_backoff=0.01)  # fmt: skip
-        with TestClient(create_app(settings, background_jobs=False), base_url=CRM) as client:
+        with client_of(settings, base_url=CRM) as client:
             name = f"g{uuid.uuid4().hex[:8]}"
             user_id, token = make_user(db_url, email=f"{name}@crm.test", name=name)
             crm = Api(client, token, user_id)
@@ -1043,7 +1041,7 @@ def test_copies_taken_over_by_splits_are_deleted_in_batches(
                             google_client_id="crmcal-test-client",
                             microsoft_client_id="crmcal-test-client",
                             retry_backoff=0.01)  # fmt: skip
-        with TestClient(create_app(settings, background_jobs=False), base_url=CRM) as client:
+        with client_of(settings, base_url=CRM) as client:
             name = f"c{uuid.uuid4().hex[:8]}"
             user_id, token = make_user(db_url, email=f"{name}@crm.test", name=name)
             crm = Api(client, token, user_id)

@@ -54,7 +54,7 @@ def test_refused_addresses_give_no_port_oracle(guarded: Api) -> None:
 
 def test_connect_failures_are_one_sentence_without_internals(db_url: str) -> None:
     settings = Settings(database_url=db_url, secret_key="k" * 43, allow_private_networks=True)
-    with TestClient(create_app(settings, background_jobs=False)) as client:
+    with client_of(settings) as client:
         user_id, token = make_user(db_url, email="c@crm.test", name="C")
         with closed_port() as shut:
             answer = Api(client, token, user_id).post(

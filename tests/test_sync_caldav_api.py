@@ -22,7 +22,7 @@ from crmcal.db import Database
 from crmcal.sync.tables import Connection
 from crmcal.web.app import create_app
 from tests import sync_api
-from tests.conftest import Api, make_user, run
+from tests.conftest import Api, client_of, make_user, run
 from tests.providers.harness import CalDAVHarness, CalDAVServer
 from tests.served import wait_for
 from tests.sync_api import (
@@ -341,7 +341,7 @@ def test_a_failing_server_puts_only_its_connection_in_error(
 ) -> None:
     good_id, good_token = make_user(db_url, email="good@crm.test", name="Good")
     bad_id, bad_token = make_user(db_url, email="bad@crm.test", name="Bad")
-    with TestClient(create_app(settings(db_url), background_jobs=False)) as client:
+    with client_of(settings(db_url)) as client:
         good, bad = Api(client, good_token, good_id), Api(client, bad_token, bad_id)
         good_conn = connect(good, server, calendar)
         bad_conn = connect(bad, server, calendar)
@@ -402,7 +402,7 @@ def test_killing_the_sync_at_random_points_converges_without_copies(
     db_url = f"sqlite:///{db_path}"
     calendar = CalDAVHarness(radicale)
     try:
-        with TestClient(create_app(settings(db_url), background_jobs=False)) as client:
+        with client_of(settings(db_url)) as client:
             user_id, token = make_user(db_url, email="kim@crm.test", name="Kim")
             kim = Api(client, token, user_id)
             conn = connect(kim, radicale, calendar)
@@ -435,7 +435,7 @@ def test_killing_the_sync_at_random_points_converges_without_copies(
             done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300,
                                   check=False)  # fmt: skip
             assert done.returncode == 0, done.stdout + done.stderr
-        with TestClient(create_app(settings(db_url), background_jobs=False)) as client:
+        with client_of(settings(db_url)) as client:
             kim = Api(client, token, user_id)
             names = subjects(kim, limit=1000)
         expected = sorted([f"CRM {n:02}" for n in range(30)] + [f"Cal {n:02}" for n in range(30)])

@@ -16,7 +16,7 @@ from crmcal.crm.tables import User
 from crmcal.db import Database
 from crmcal.web.app import create_app
 from tests.cli_process import InProcess
-from tests.conftest import Api, make_user, new_user, run
+from tests.conftest import Api, client_of, make_user, new_user, run
 from tests.web_session import PASSWORD, sign_in
 
 
@@ -205,7 +205,7 @@ def test_users_create_sets_a_password_from_the_command_line(
                         "--password", "short", CRMCAL_DATABASE_URL=db_url)  # fmt: skip
     assert short.returncode == 1
     assert short.stderr.startswith("error: --password:")
-    with TestClient(create_app(Settings(database_url=db_url), background_jobs=False)) as client:
+    with client_of(Settings(database_url=db_url)) as client:
         assert sign_in(client, "dan@crm.test").status_code == 303
 
 

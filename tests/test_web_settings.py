@@ -9,9 +9,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from crmcal.web.app import create_app
 from tests import sync_api
-from tests.conftest import make_user, run
+from tests.conftest import client_of, make_user, run
 from tests.providers.harness import CalDAVHarness, CalDAVServer
 from tests.sync_api import edit_connection, events_in, on_radicale, settings
 from tests.web_session import PASSWORD, sign_in
@@ -27,7 +26,7 @@ pytestmark = on_radicale
 @pytest.fixture
 def browser(db_url: str) -> Iterator[TestClient]:
     make_user(db_url, email="sam@crm.test", name="Sam", password=PASSWORD)
-    with TestClient(create_app(settings(db_url), background_jobs=False)) as client:
+    with client_of(settings(db_url)) as client:
         assert sign_in(client, "sam@crm.test").status_code == 303
         yield client
 
