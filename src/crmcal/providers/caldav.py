@@ -346,8 +346,6 @@ def _reason(reply: _Reply) -> str:
 
 
 _TITLE = re.compile(r"<title[^>]*>([^<]{0,200})", re.IGNORECASE)
-# An ORGANIZER property (names are case-insensitive, and come first on their line).
-_ORGANIZER = re.compile(r"^ORGANIZER[;:]", re.IGNORECASE | re.MULTILINE)
 
 
 def _web_page(reply: _Reply) -> str | None:
@@ -953,7 +951,10 @@ class CalDAVProvider(Discovery):
         # Whose meetings these are is decided where they are parsed, before their
         # digests and CRM fields are computed there; asked of the server (discovery)
         # only when an event names an organizer.
-        own = self._account_addresses() if any(map(_ORGANIZER.search, texts)) else frozenset()
+        # (A plain look for the property's name, as clients spell it: a regular
+        # expression for every spelling cost 20 ms at 5,000 events. One missed is
+        # decided by _ref, as before, only without what the pool computed.)
+        own = self._account_addresses() if any("ORGANIZER" in t for t in texts) else frozenset()
         for (index, href, etag, text), parsed in zip(
             readable, parse_pool.parse(texts, zone, own), strict=True
         ):
