@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.caldav_proxy import Behaviour
 from tests.emulator_calls import emulator_calls
-from tests.providers.synced import V1, OnGoogle, Proxied, Synced
+from tests.providers.synced import V1, OnGoogle, OnMicrosoft, Proxied, Synced
 
 REFUSAL = "SUMMARY may not say that here"
 # What the Google emulator counts of a write of one event.
@@ -193,3 +193,53 @@ async def test_google_refusing_one_events_deletion_keeps_it_linked(on_google: On
     assert (again["problems"], again["deleted"]) == ([], 0)
     assert [p["item"] for p in status_problems(on)] == [event_id]
     assert list(await on.ids_by_title()) == ["Kept"]
+
+
+def graph_writes(on: OnMicrosoft) -> int:
+    calls = emulator_calls(on.harness)
+    return calls["events.update"] + calls["events.delete"]
+
+
+async def refuse_graph_writes(on: OnMicrosoft, event_id: str, refused: bool) -> None:
+    answer = await on.harness._http.post(
+        f"/_emulator/events/{event_id}/refuse-writes", json={"refused": refused}
+    )
+    assert answer.status_code == 200, answer.text
+
+
+async def test_graph_refusing_one_events_writes_gets_each_once(on_microsoft: OnMicrosoft) -> None:
+    """Graph refuses a change of that one event (403 ``ErrorAccessDenied``): an update,
+    then a deletion, each sent once and not again when every activity is looked at
+    again; the pair stays linked, and a later edit is sent once Graph takes it."""
+    on = on_microsoft
+    on.connect()
+    (made,), by_title = await on.synced_activities("Review")
+    event_id = by_title["Review"]
+    await refuse_graph_writes(on, event_id, True)
+    on.edit_activity(made["id"], subject="Review (ours)")
+    before = graph_writes(on)
+    first = synced_answer(on)
+    assert graph_writes(on) == before + 1
+    assert [p["item"] for p in first["problems"]] == [event_id]
+    look_at_everything(on, "crm")
+    again = synced_answer(on)
+    assert graph_writes(on) == before + 1
+    assert (again["problems"], again["skipped"], again["updated"]) == ([], 0, 0)
+    assert [p["item"] for p in status_problems(on)] == [event_id]
+
+    assert on.user.delete(f"{V1}/activities/{made['id']}").status_code == 200
+    deleted = synced_answer(on)
+    assert graph_writes(on) == before + 2
+    assert ([p["item"] for p in deleted["problems"]], deleted["deleted"]) == ([event_id], 0)
+    look_at_everything(on, "calendar")
+    assert synced_answer(on)["problems"] == []
+    assert graph_writes(on) == before + 2
+
+    await refuse_graph_writes(on, event_id, False)
+    restored = on.user.post(f"{V1}/activities/{made['id']}/restore")
+    assert restored.status_code == 200, restored.text
+    on.edit_activity(made["id"], subject="Review (agreed)")
+    done = synced_answer(on)
+    assert (done["updated"], done["created"], done["problems"]) == (1, 0, [])
+    assert (await on.event(event_id)).summary == "Review (agreed)"
+    assert status_problems(on) == []

@@ -171,6 +171,20 @@ async def organizer_cancels(request: Request, event_id: str) -> Any:
     return {"id": event_id}
 
 
+@router.post("/_emulator/events/{event_id}/refuse-writes")
+async def refuse_writes(request: Request, event_id: str) -> Any:
+    """``{"refused": true}``: every later update and delete of the event (by the id the
+    write names) answers 403 ``ErrorAccessDenied``, as Graph refuses a change of a
+    meeting the mailbox may not make; ``{"refused": false}`` lifts it."""
+    body = await _body(request)
+    refused = state_of(request).refused_writes
+    if body.get("refused", True):
+        refused.add(event_id)
+    else:
+        refused.discard(event_id)
+    return {"event_id": event_id, "refused": event_id in refused}
+
+
 @router.post("/_emulator/faults")
 async def faults(request: Request) -> Any:
     """``{"status": 429|500|503, "count"?, "retry_after"?, "code"?}`` fails the next

@@ -25,7 +25,7 @@ from crmcal.emulators.microsoft.calls import (
     params,
     state_of,
 )
-from crmcal.emulators.microsoft.errors import GraphError
+from crmcal.emulators.microsoft.errors import GraphError, access_denied
 from crmcal.emulators.microsoft.model import Entry
 
 PREFIXES = (V1 + "/me", V1 + "/me/calendar", V1 + "/me/calendars/{calendar_id}")
@@ -123,6 +123,8 @@ async def get_event(request: Request, event_id: str) -> Response:
 async def update_event(request: Request, event_id: str) -> Response:
     found = call(request, "events.update")
     entry = _resolve(request, found, event_id)
+    if event_id in state_of(request).refused_writes:
+        raise access_denied()
     updated = state_of(request).events.update(
         found.mailbox, entry, await body_of(request), request.headers.get("if-match")
     )
@@ -132,6 +134,8 @@ async def update_event(request: Request, event_id: str) -> Response:
 async def delete_event(request: Request, event_id: str) -> Response:
     found = call(request, "events.delete")
     entry = _resolve(request, found, event_id)
+    if event_id in state_of(request).refused_writes:
+        raise access_denied()
     state_of(request).events.delete(found.mailbox, entry, request.headers.get("if-match"))
     return Response(status_code=204)
 

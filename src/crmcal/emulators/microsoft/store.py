@@ -109,6 +109,10 @@ class MicrosoftState:
         self.page_size = 10  # what lists answer without $top or odata.maxpagesize
         self.requests: dict[str, int] = {}
         self.faults: Countdown[Fault] = Countdown()
+        # Events (by the id a write names) whose every update and delete is refused
+        # with Graph's 403 ``ErrorAccessDenied``, as for a meeting the mailbox may not
+        # change (``/_emulator/events/{id}/refuse-writes``).
+        self.refused_writes: set[str] = set()
         self.delays = Delays()
         # Features installed on an app keep their state here, by name, so that every app
         # serving this state shares it (one set of subscriptions, one in-flight count).
