@@ -182,6 +182,9 @@ class Imports:
                         "crm_hash": crm_hash,
                         "field_hashes": hashes,
                         "origin": LinkOrigin.CALENDAR,
+                        # Read from the calendar, not made by crmcal: nothing to confirm.
+                        # Given, so that the rows bind without a default filled per row.
+                        "unconfirmed": False,
                         "last_synced_at": now,
                     }
                 )
