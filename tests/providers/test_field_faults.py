@@ -330,3 +330,32 @@ async def test_members_answered_with_an_error_in_a_listing_or_a_read_are_read_ag
         "Data refused (retitled)", "Fine (retitled)", "Listed refused (retitled)"
     ]  # fmt: skip
     assert proxied.activities(deleted=True) == []
+
+
+async def test_a_deletion_whose_confirming_read_failed_is_trashed_once_a_read_finds_it_gone(
+    proxied: Proxied,
+    behaviour: Behaviour,
+) -> None:
+    harness = proxied.harness
+    proxied.connect()
+    (gone, kept), by_title = await proxied.synced_activities("Gone", "Kept")
+    proxied.sync_with_problems()  # a cursor after crmcal's own writes
+    # The listing says "Gone" is removed; the read that confirms it fails (a 500).
+    await harness.remove(by_title["Gone"])
+    behaviour.partial = {("calendar-multiget", name_of(by_title["Gone"])): 500}
+    counts = proxied.sync_with_problems()
+    assert counts["deleted"] == 0
+    assert [p["item"] for p in counts["problems"]] == [by_title["Gone"]]
+    assert proxied.activities(deleted=True) == []
+    # The next listing no longer names it; the read again finds it gone: trashed as
+    # any confirmed deletion is.
+    behaviour.partial.clear()
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["deleted"]) == ([], 1)
+    assert [a["id"] for a in proxied.activities(deleted=True)] == [gone["id"]]
+    # And not read again after that.
+    reads = behaviour.reports["calendar-multiget"]
+    counts = proxied.sync_with_problems()
+    assert (counts["problems"], counts["deleted"]) == ([], 0)
+    assert behaviour.reports["calendar-multiget"] == reads
+    assert [a["id"] for a in proxied.activities()] == [kept["id"]]

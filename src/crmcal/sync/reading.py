@@ -47,6 +47,10 @@ class CalendarReading:
         self.unnamed: set[str] = set()
         self.unanswered: set[str] = set()
         self.found_gone: set[str] = set()
+        # The items read again (see remote_side), and the synced ones of them the read
+        # answered for without them: gone, as a read confirming a deletion finds.
+        self.again: set[str] = set()
+        self.absent_again: set[str] = set()
 
     async def remote_side(self, listing: ChangeListing) -> tuple[list[RemoteRef], set[str]]:
         """Calendar items whose content moved (fetched), and ids that are gone.
@@ -66,6 +70,7 @@ class CalendarReading:
         again = [rid for rid in await self._retries()
                  if rid not in engine.seen and rid not in self.unnamed]  # fmt: skip
         engine.seen |= set(again) | self.unnamed
+        self.again = set(again)
         if listing.full:
             await engine.links.load()
         else:
@@ -132,11 +137,19 @@ class CalendarReading:
         deleted since the listing (which the next one says), or a server's passing
         error (a multiget answering 404 for a resource still there), after which no
         listing names it until it changes again. Either way it is read again next run
-        until it is found or a listing says it is gone, not dropped. (What was never
-        synced is no loss to leave: a task, say, which a listing names like an event.)"""
+        (not dropped): found, or listed as gone, or not found again. (What was never
+        synced is no loss to leave: a task, say, which a listing names like an event.)
+
+        An item read again that way (or one whose read confirming a listed deletion
+        failed) which a read now answers without is gone: no listing from the moved
+        cursor names it any more, and reading it again would only find the same every
+        run. It goes with the run's other deletions (``remote_gone``)."""
         engine = self.engine
         for rid in fetched:
             if rid in found or rid in self.listed_gone or rid not in engine.links.by_remote:
+                continue
+            if rid in self.again:
+                self.absent_again.add(rid)
                 continue
             engine.report.cannot_read(RemoteRef(
                 rid, "", error="listed as changed, then not found by a read", retry=True
@@ -158,10 +171,13 @@ class CalendarReading:
         unnamed = {rid for rid in self.unnamed if rid in engine.links.by_remote}
         gone |= unnamed
         unsure |= unnamed
+        # Read again this run and not found by that read: confirmed already.
+        gone |= self.absent_again
         if listing.full:
             # Absence is not deletion: a listing can come back short (a server or
             # proxy that drops items, a truncated page, a windowed listing).
-            missing = {rid for rid in engine.links.by_remote if rid not in listed}
+            missing = {rid for rid in engine.links.by_remote
+                       if rid not in listed and rid not in self.absent_again}  # fmt: skip
             gone |= missing
             unsure |= missing
         if unsure:
