@@ -66,7 +66,7 @@ def _graph_answers_match_the_sdk_models(request: pytest.FixtureRequest) -> Itera
     assert not found, "answers Graph's models do not read back:\n" + "\n".join(found[:10])
 
 
-def _graph_time(moment: Moment) -> dict[str, str]:
+def graph_time(moment: Moment) -> dict[str, str]:
     if isinstance(moment, dt.datetime):
         zone = getattr(moment.tzinfo, "key", "UTC")
         return {"dateTime": moment.replace(tzinfo=None).isoformat(), "timeZone": zone}
@@ -94,8 +94,8 @@ def foreign_json(event: Foreign) -> dict[str, Any]:
         end = event.start if timed else event.start + dt.timedelta(days=1)
     body: dict[str, Any] = {
         "subject": event.summary,
-        "start": _graph_time(event.start),
-        "end": _graph_time(end),
+        "start": graph_time(event.start),
+        "end": graph_time(end),
         "isAllDay": not isinstance(event.start, dt.datetime),
     }
     if event.description is not None:
@@ -175,17 +175,27 @@ class MicrosoftHarness:
     def _events(self, event_id: str = "") -> str:
         return f"/me/calendars/{self.calendar_id}/events" + (f"/{event_id}" if event_id else "")
 
+    async def invite(
+        self,
+        event: dict[str, Any],
+        organizer: tuple[str, str] = ("boss@elsewhere.test", "The Boss"),
+        uid: str | None = None,
+    ) -> str:
+        """``event`` (Graph's JSON) put in the mailbox as an invitation from
+        ``organizer``, as Exchange delivers one; its id."""
+        answer = await self._http.post("/_emulator/invitations", json={
+            "email": self.email, "calendar_id": self.calendar_id, "event": event,
+            "organizer": {"address": organizer[0], "name": organizer[1]}, "uid": uid,
+        })  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["id"])
+
     async def put_foreign(self, event: Foreign) -> str:
         body = foreign_json(event)
         if event.organizer or event.uid:
             # Only an invitation carries someone else's organizer and UID.
             organizer = event.organizer or ("someone@elsewhere.test", "Someone")
-            answer = await self._http.post("/_emulator/invitations", json={
-                "email": self.email, "calendar_id": self.calendar_id, "event": body,
-                "organizer": {"address": organizer[0], "name": organizer[1]},
-                "uid": event.uid})  # fmt: skip
-            assert answer.status_code == 200, answer.text
-            event_id = str(answer.json()["id"])
+            event_id = await self.invite(body, organizer, event.uid)
         else:
             event_id = str((await self.api("POST", self._events(), json=body))["id"])
         if event.moved or event.cancelled:
@@ -204,7 +214,7 @@ class MicrosoftHarness:
             assert isinstance(event.start, dt.datetime)
             assert isinstance(event.end, dt.datetime)
             end = start + (event.end - event.start)
-            change = {"subject": summary, "start": _graph_time(start), "end": _graph_time(end)}
+            change = {"subject": summary, "start": graph_time(start), "end": graph_time(end)}
             await self.api("PATCH", f"/me/events/{by_start[original]}", json=change)
         for original in event.cancelled:
             await self.api("DELETE", f"/me/events/{by_start[original]}")

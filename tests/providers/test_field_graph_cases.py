@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from crmcal.providers import microsoft_delta
+from tests.microsoft_emulator import graph_time
 from tests.providers.synced import V1, OnMicrosoft
 from tests.test_sync_cloud_series import tuesday_nine_before_switch
 
@@ -94,17 +95,11 @@ async def test_attendees_hidden_from_an_attendee_are_not_taken_for_removed(
         return {"emailAddress": {"address": address, "name": address.split("@")[0]},
                 "type": "required"}  # fmt: skip
 
-    invited = await harness._http.post("/_emulator/invitations", json={
-        "email": harness.email, "calendar_id": harness.calendar_id,
-        "organizer": {"address": "boss@elsewhere.test", "name": "The Boss"},
-        "event": {"subject": "Board meeting",
-                  "start": {"dateTime": f"{start:%Y-%m-%dT%H:%M:%S}", "timeZone": "UTC"},
-                  "end": {"dateTime": f"{end:%Y-%m-%dT%H:%M:%S}", "timeZone": "UTC"},
-                  "attendees": [attendee(harness.email), attendee("ann@acme.test"),
-                                attendee("bob@acme.test")]},
+    event_id = await harness.invite({
+        "subject": "Board meeting", "start": graph_time(start), "end": graph_time(end),
+        "attendees": [attendee(harness.email), attendee("ann@acme.test"),
+                      attendee("bob@acme.test")],
     })  # fmt: skip
-    assert invited.status_code == 200, invited.text
-    event_id = invited.json()["id"]
     on.connect()
     on.sync()
     (activity,) = on.activities()
@@ -156,15 +151,10 @@ async def test_an_invitation_its_organizer_cancels_goes_to_the_trash_unwritten(
     harness = on.harness
     start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).replace(microsecond=0)
     end = start + dt.timedelta(hours=1)
-    invited = await harness._http.post("/_emulator/invitations", json={
-        "email": harness.email, "calendar_id": harness.calendar_id,
-        "organizer": {"address": "boss@elsewhere.test", "name": "The Boss"},
-        "event": {"subject": "Board meeting", "responseRequested": False,
-                  "start": {"dateTime": f"{start:%Y-%m-%dT%H:%M:%S}", "timeZone": "UTC"},
-                  "end": {"dateTime": f"{end:%Y-%m-%dT%H:%M:%S}", "timeZone": "UTC"}},
+    event_id = await harness.invite({
+        "subject": "Board meeting", "responseRequested": False,
+        "start": graph_time(start), "end": graph_time(end),
     })  # fmt: skip
-    assert invited.status_code == 200, invited.text
-    event_id = invited.json()["id"]
     on.connect()
     on.sync()
     (activity,) = on.activities()
@@ -219,16 +209,11 @@ async def test_the_mailbox_itself_is_never_a_participant_of_a_meeting_it_was_inv
     harness = on.harness
     start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).replace(microsecond=0)
     end = start + dt.timedelta(hours=1)
-    invited = await harness._http.post("/_emulator/invitations", json={
-        "email": harness.email, "calendar_id": harness.calendar_id,
-        "organizer": {"address": "boss@elsewhere.test", "name": "The Boss"},
-        "event": {"subject": "Board meeting",
-                  "start": {"dateTime": f"{start:%Y-%m-%dT%H:%M:%S}", "timeZone": "UTC"},
-                  "end": {"dateTime": f"{end:%Y-%m-%dT%H:%M:%S}", "timeZone": "UTC"},
-                  "attendees": [{"emailAddress": {"address": a.upper()}, "type": "required"}
-                                for a in (harness.email, "ann@acme.test")]},
+    await harness.invite({
+        "subject": "Board meeting", "start": graph_time(start), "end": graph_time(end),
+        "attendees": [{"emailAddress": {"address": a.upper()}, "type": "required"}
+                      for a in (harness.email, "ann@acme.test")],
     })  # fmt: skip
-    assert invited.status_code == 200, invited.text
     on.connect()
     on.sync()
     (activity,) = on.activities()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from tests.microsoft_emulator import graph_time
 from tests.providers.harness import Foreign
 from tests.providers.synced import SOON, OnGoogle, OnMicrosoft, Synced
 
@@ -61,22 +62,15 @@ async def test_an_outlook_series_whose_guests_are_hidden_keeps_them(
         return {"emailAddress": {"address": address, "name": address.split("@")[0]},
                 "type": "required"}  # fmt: skip
 
-    invited = await harness._http.post("/_emulator/invitations", json={
-        "email": harness.email, "calendar_id": harness.calendar_id,
-        "organizer": {"address": "boss@elsewhere.test", "name": "The Boss"},
-        "event": {"subject": "Weekly board",
-                  "start": {"dateTime": f"{start:%Y-%m-%dT%H:%M:%S}", "timeZone": "UTC"},
-                  "end": {"dateTime": f"{end:%Y-%m-%dT%H:%M:%S}", "timeZone": "UTC"},
-                  "recurrence": {
-                      "pattern": {"type": "weekly", "interval": 1,
-                                  "daysOfWeek": [f"{start:%A}".lower()]},
-                      "range": {"type": "numbered", "startDate": f"{start:%Y-%m-%d}",
-                                "numberOfOccurrences": 4}},
-                  "attendees": [attendee(harness.email), attendee("ann@acme.test"),
-                                attendee("bob@acme.test")]},
+    series_id = await harness.invite({
+        "subject": "Weekly board", "start": graph_time(start), "end": graph_time(end),
+        "recurrence": {
+            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [f"{start:%A}".lower()]},
+            "range": {"type": "numbered", "startDate": f"{start:%Y-%m-%d}",
+                      "numberOfOccurrences": 4}},
+        "attendees": [attendee(harness.email), attendee("ann@acme.test"),
+                      attendee("bob@acme.test")],
     })  # fmt: skip
-    assert invited.status_code == 200, invited.text
-    series_id = invited.json()["id"]
     on.connect()
     on.sync()
     assert all(participants(a) == GUESTS for a in occurrences(on))
