@@ -119,24 +119,7 @@ def test_a_calendars_rule_sent_back_as_read_is_kept(alice: Api, db_url: str) -> 
     reads the activity and sends its rule back is not refused; a new such rule is."""
     rule = "FREQ=DAILY;UNTIL=20270109"
 
-    async def from_a_calendar() -> int:
-        db = Database(db_url)
-        try:
-            async with db.write() as session:
-                user = await session.get(User, alice.id)
-                assert user is not None
-                data = ActivityCreate(
-                    type="meeting", subject="Daily", recurrence=rule,
-                    start="2027-01-05T09:00:00", timezone="Europe/Berlin",
-                )  # fmt: skip
-                (first,) = await activities.create_activities(
-                    session, user, [(data, None)], activities.WriteOptions(from_calendar=True)
-                )
-                return first.id
-        finally:
-            await db.dispose()
-
-    first_id = run(from_a_calendar())
+    first_id = made_by_a_calendar(db_url, alice.id, rule)
     read = alice.get(f"{URL}/{first_id}").json()
     assert read["recurrence"] == rule
     assert len(occurrences(alice, read["series_id"])) == 5
