@@ -16,25 +16,13 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections import Counter
 
 import pytest
 
 from tests.caldav_proxy import Behaviour
 from tests.providers.harness import raw_event
 from tests.providers.synced import SOON, V1, Proxied, unfolded
-
-LOCAL = "%Y%m%dT%H%M%S"
-BOOKKEEPING = ("DTSTAMP", "LAST-MODIFIED", "SEQUENCE", "X-CRMCAL-", "PRODID", "LOCATION")
-
-
-def foreign_lines(text: str) -> Counter[str]:
-    """The resource's lines, unfolded, without crmcal's bookkeeping and the place."""
-    return Counter(
-        line
-        for line in unfolded(text).split("\n")
-        if line and not line.upper().startswith(BOOKKEEPING)
-    )
+from tests.providers.test_field_texts import LOCAL, foreign_lines
 
 
 @pytest.mark.parametrize(
