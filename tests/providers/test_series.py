@@ -28,6 +28,7 @@ from tests.conftest import Api
 from tests.providers.conftest import opened_harness
 from tests.providers.harness import Foreign, Harness, cancelled_occurrence, occurrence_of
 from tests.providers.synced import V1, Proxied, Synced
+from tests.test_sync_cloud_series import tuesday_nine_before_switch
 
 # The provider kinds these scenarios run against (the one place to add a kind).
 SERIES_KINDS = ("radicale", "xandikos", "google", "microsoft")
@@ -1009,6 +1010,47 @@ async def test_a_series_moved_in_the_calendar_carries_the_crms_exceptions(on: Se
     )  # fmt: skip
     assert len(on.occurrences(series_id)) == 7
     assert [o["id"] for o in on.occurrences(series_id, deleted=True)] == [fifth["id"]]
+    on.assert_settled()
+
+
+async def test_an_occurrence_moved_across_the_switch_follows_its_series_once(
+    on: Series,
+) -> None:
+    """The Tuesday before a daylight-saving switch moved in the calendar to the Monday
+    after it (the same 09:00 on the wall, another UTC offset), then the whole series
+    moved an hour later in the CRM: the moved occurrence goes with it as the one
+    exception of its new original start, never beside a copy of itself."""
+    on.connect()
+    start = tuesday_nine_before_switch()
+    event_id, series_id = await on.synced_calendar_series(
+        berlin_series("Board prep", start, "FREQ=WEEKLY;COUNT=6")
+    )
+    listed = on.occurrences(series_id)
+    third = listed[3]  # the Tuesday before the switch
+    original = at(third["original_start"])
+    monday = (original + dt.timedelta(days=6)).astimezone(BERLIN)
+    monday = monday.replace(hour=9)  # the wall-clock time, after the switch
+    assert monday.utcoffset() != original.astimezone(BERLIN).utcoffset()
+    await on.change_series(event_id, lambda e: dataclasses.replace(e, overrides=(
+        occurrence_of(e, original, start=monday, end=monday + HOUR),
+    )))  # fmt: skip
+    assert on.sync()["updated"] == 1
+    assert at(on.activity(third["id"])["start"]) == monday
+
+    later = start + HOUR
+    on.edit_activity(listed[0]["id"], scope="series", start=later.isoformat(),
+                     end=(later + HOUR).isoformat())  # fmt: skip
+    counts = on.sync()
+    assert (counts["updated"], counts["problems"]) == (1, [])
+    _, event = await on.only_series()
+    assert event.start == later
+    (key, override), *others = event.live_overrides().items()
+    assert others == []
+    assert key == moment_key(original + HOUR)
+    assert override.start in (monday, monday + HOUR)  # kept, or moved with its series
+    starts = [at(o["start"]) for o in on.occurrences(series_id)]
+    assert len(starts) == 6 == len(set(starts))
+    assert at(on.activity(third["id"])["start"]) == override.start
     on.assert_settled()
 
 

@@ -173,6 +173,8 @@ class CalendarWrites:
             engine.report.cannot_read(current[0])
             return None
         remote = current[0] if current and current[0].event is not None else None
+        if remote is not None:
+            remote = engine.reading.placed(remote)
         return Pair(link, pair.activity, remote, remote is None, pair.activity_id, True)
 
     async def update(self, pair: Pair, link: Link) -> None:

@@ -175,6 +175,8 @@ def _computed(event: CalendarEvent, importer: Importer) -> ImportFields:
         what = "event"
     uid = mapping.derived_uid(importer.owner_id, event.uid) if event.uid else None
     organizer = organizer_of(event, importer.owner_email, importer.own_addresses)
+    if event.recurrence is not None and not event.recurrence.rrule.strip():
+        return ImportFields(None, series_mapping.RDATES_ONLY, uid, organizer, None)
     try:
         model = ActivityCreate(**fields)
     except ValidationError as exc:

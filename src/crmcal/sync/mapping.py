@@ -172,6 +172,44 @@ def zone_of(owner: User) -> ZoneInfo:
     return times.zone(owner.timezone)
 
 
+def kept_in_own_zone(event: CalendarEvent, zone: ZoneInfo) -> CalendarEvent:
+    """A timed series whose zone the calendar does not name (``timezone`` None) is
+    kept in the user's ``zone`` (see ``event_fields``), and so are the occurrences it
+    leaves out: taken as given, one left out after a daylight-saving switch would be
+    an hour off the occurrence it means, and the CRM would leave out none.
+
+    Floating times are wall-clock times in ``zone``, EXDATEs and RDATEs as much as
+    the start. A service that names a cancelled occurrence by its day alone (Microsoft
+    365, for a zone it cannot name) gives it at the start's time of day in the zone
+    the start came in: it is the occurrence of that day at the start's wall-clock
+    time in ``zone``."""
+    start, rule = event.start, event.recurrence
+    if rule is None or event.timezone is not None or event.all_day:
+        return event
+    if not isinstance(start, dt.datetime) or start.tzinfo is None:
+        return event
+    if event.floating:
+        return replace(event, recurrence=replace(
+            rule, exdates=_wall_clock(rule.exdates, zone), rdates=_wall_clock(rule.rdates, zone)
+        ))  # fmt: skip
+    if not rule.exdates:
+        return event
+    given, wall = start.tzinfo, start.astimezone(zone).time()
+    exdates = tuple(
+        dt.datetime.combine(m.astimezone(given).date(), wall, zone)
+        if isinstance(m, dt.datetime)
+        else m
+        for m in rule.exdates
+    )
+    return replace(event, recurrence=replace(rule, exdates=exdates))
+
+
+def _wall_clock(
+    moments: tuple[dt.datetime | dt.date, ...], zone: ZoneInfo
+) -> tuple[dt.datetime | dt.date, ...]:
+    return tuple(m.replace(tzinfo=zone) if isinstance(m, dt.datetime) else m for m in moments)
+
+
 def event_fields(
     event: CalendarEvent,
     owner: User,

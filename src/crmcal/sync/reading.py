@@ -9,11 +9,13 @@ again until it changes.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from crmcal.model import ChangeListing, RemoteRef
+from crmcal.sync import mapping
 from crmcal.sync.context import SyncRefused
 from crmcal.sync.tables import Connection, Link
 
@@ -119,7 +121,7 @@ class CalendarReading:
             elif ref.event is None:
                 to_fetch.append(ref.id)
             else:
-                moved.append(ref)
+                moved.append(self.placed(ref))
         if to_fetch:
             found = await engine.provider.fetch(engine.ctx.calendar_id, to_fetch)
             for ref in found:
@@ -128,9 +130,17 @@ class CalendarReading:
                     continue
                 if ref.warning:
                     engine.report.problem(ref.id, ref.warning)
-                moved.append(ref)
+                moved.append(self.placed(ref))
             self._not_found(to_fetch, {ref.id for ref in found})
         return moved
+
+    def placed(self, ref: RemoteRef) -> RemoteRef:
+        """``ref`` with its event as the run reads it: a series in a zone the calendar
+        does not name is kept in the user's (``mapping.kept_in_own_zone``)."""
+        if ref.event is None or ref.event.timezone is not None:
+            return ref
+        event = mapping.kept_in_own_zone(ref.event, mapping.zone_of(self.engine.ctx.owner))
+        return ref if event is ref.event else replace(ref, event=event)
 
     def _not_found(self, fetched: list[str], found: set[str]) -> None:
         """A synced event listed as changed, then not found by the read of its content:
@@ -193,7 +203,7 @@ class CalendarReading:
                 if ref.error or ref.event is None or link is None:
                     continue
                 if link.remote_etag != ref.etag:
-                    moved.append(ref)
+                    moved.append(self.placed(ref))
         self.found_gone = gone & unnamed
         await self._check_mass_deletion(gone)
         return moved, gone

@@ -140,6 +140,14 @@ def _sort_key(moment: Moment | None) -> str:
     return moment.isoformat() if moment else ""
 
 
+# Why an event of added dates alone (RDATE, no RRULE) is not taken in: the CRM keeps
+# a series by its rule (and taken for a single event, it would lose its dates).
+RDATES_ONLY = (
+    "a series of added dates only (RDATE without RRULE) cannot be stored: "
+    "the CRM keeps a series by its rule"
+)
+
+
 @dataclass
 class IncomingSeries:
     """A calendar series as the CRM stores it: the fields of ``POST /activities`` (with

@@ -180,6 +180,8 @@ class NewSeries:
             return
         if not _has_occurrences(event, ctx.owner):
             return  # every occurrence left out there: nothing to bring in (yet)
+        if event.recurrence is not None and not event.recurrence.rrule.strip():
+            raise Invalid(series_mapping.RDATES_ONLY)
         incoming = series_mapping.events_to_series(
             event, (), ctx.owner, ctx.options, ctx.own_addresses
         )

@@ -80,7 +80,9 @@ class SeriesUpdates:
         if found and found[0].error:
             self.engine.report.cannot_read(found[0])
             raise NotRead(link.remote_id)
-        return found[0] if found and found[0].event is not None else None
+        if not found or found[0].event is None:
+            return None
+        return self.engine.reading.placed(found[0])
 
     async def push(
         self, link: Link, remote: RemoteRef | None, crm_event: CalendarEvent, plan: Plan
