@@ -104,3 +104,71 @@ async def test_a_stored_itip_request_is_never_written_whatever_its_activity_goes
     assert writes(behaviour) == 0
     assert await harness.read_raw(event_id) == moved
     assert "METHOD:REQUEST" in unfolded(moved)
+
+
+def declined_occurrence(uid: str, start: dt.datetime, moment: dt.datetime) -> str:
+    """The user's answer to one occurrence of an invited series, as a client stores it
+    in the user's copy: an override of that occurrence with their PARTSTAT."""
+    end = moment + dt.timedelta(hours=1)
+    return "\r\n".join([
+        "BEGIN:VEVENT", f"UID:{uid}", "DTSTAMP:20261102T080000Z", "SEQUENCE:2",
+        f"RECURRENCE-ID:{moment:{LOCAL}}Z", "SUMMARY:Weekly partner call",
+        f"DTSTART:{moment:{LOCAL}}Z", f"DTEND:{end:{LOCAL}}Z",
+        "ORGANIZER;CN=The Boss:mailto:boss@elsewhere.example",
+        "ATTENDEE;CN=Sam;PARTSTAT=DECLINED:mailto:sam@crm.test",
+        "ATTENDEE;CN=Ann;PARTSTAT=ACCEPTED:mailto:ann@acme.test",
+        "END:VEVENT", "",
+    ])  # fmt: skip
+
+
+async def test_an_invited_series_is_never_written_and_an_occurrence_declined_stays_unwritten(
+    proxied: Proxied,
+    behaviour: Behaviour,
+) -> None:
+    """A weekly meeting someone else organises, stored as the request came: CRM edits
+    of the CRM's own fields and of the whole series write nothing to it, the
+    organizer's fields stay refused, and the user declining one occurrence (the answer
+    stored as an override in their copy) is read without anything written back."""
+    harness = proxied.harness
+    proxied.connect()
+    start = SOON.astimezone(dt.UTC) + dt.timedelta(days=1)
+    uid = f"partner-{uuid.uuid4().hex}"
+    text = itip_request(uid, start).replace(
+        "SUMMARY:Quarterly board meeting",
+        "SUMMARY:Weekly partner call\r\nRRULE:FREQ=WEEKLY;COUNT=4",
+    )
+    event_id = await harness.put_raw(text)
+    behaviour.requests.clear()
+    assert proxied.sync_with_problems()["problems"] == []
+    listed = sorted(proxied.activities(), key=lambda a: a["start"])
+    assert len(listed) == 4
+    assert {a["organizer"] for a in listed} == {"boss@elsewhere.example"}
+    stored = await harness.read_raw(event_id)
+    # CRM edits: its own fields, of one occurrence and of the series; the organizer's refused.
+    proxied.edit_activity(listed[1]["id"], note="Ask about pricing", done=True)
+    proxied.edit_activity(listed[0]["id"], note="Standing agenda", scope="series")
+    refused = proxied.user.patch(f"{V1}/activities/{listed[2]['id']}",
+                                 json={"subject": "Mine"}, params={"scope": "series"})  # fmt: skip
+    assert refused.status_code == 409, refused.text
+    behaviour.requests.clear()
+    assert proxied.sync_with_problems()["problems"] == []
+    assert writes(behaviour) == 0
+    assert await harness.read_raw(event_id) == stored
+    # Sam declines the third occurrence in another client.
+    third = start + dt.timedelta(weeks=2)
+    declined = stored.replace("END:VCALENDAR", declined_occurrence(uid, start, third)
+                              + "END:VCALENDAR")  # fmt: skip
+    await harness.put_raw(declined, name=event_id.rsplit("/", 1)[-1])
+    answered = await harness.read_raw(event_id)
+    behaviour.requests.clear()
+    counts = proxied.sync_with_problems()
+    assert counts["problems"] == []
+    assert writes(behaviour) == 0
+    assert await harness.read_raw(event_id) == answered
+    after = {a["id"]: a for a in proxied.activities()}
+    assert set(after) == {a["id"] for a in listed}
+    assert after[listed[1]["id"]]["note"] == "Ask about pricing"
+    behaviour.requests.clear()
+    counts = proxied.sync_with_problems()
+    assert (counts["created"], counts["updated"], counts["deleted"]) == (0, 0, 0)
+    assert writes(behaviour) == 0

@@ -11,6 +11,7 @@ calendar again changes nothing.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from zoneinfo import ZoneInfo
 
@@ -23,19 +24,33 @@ BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
 
 
-def weekly(summary: str, tzid: str | None, start: dt.datetime, *extra: str) -> str:
+def weekly(
+    summary: str, tzid: str | None, start: dt.datetime, *extra: str, moved: int | None = None
+) -> str:
     """A weekly series of six at ``start``'s wall-clock time in ``tzid`` (None:
-    floating), with ``extra`` lines (EXDATEs)."""
+    floating), with ``extra`` lines (EXDATEs), and the ``moved``-th occurrence (from
+    0) two hours later, in an override whose RECURRENCE-ID is spelt like the start."""
     zone = f";TZID={tzid}" if tzid is not None else ""
-    end = start + dt.timedelta(hours=1)
-    lines = [f"UID:{uuid.uuid4().hex}", f"DTSTAMP:{STAMP}", f"SUMMARY:{summary}",
+    uid, end = uuid.uuid4().hex, start + dt.timedelta(hours=1)
+    lines = [f"UID:{uid}", f"DTSTAMP:{STAMP}", f"SUMMARY:{summary}",
              f"DTSTART{zone}:{start:{LOCAL}}", f"DTEND{zone}:{end:{LOCAL}}",
              "RRULE:FREQ=WEEKLY;COUNT=6", *extra]  # fmt: skip
-    return "BEGIN:VEVENT\n" + "\n".join(lines) + "\nEND:VEVENT\n"
+    text = "BEGIN:VEVENT\n" + "\n".join(lines) + "\nEND:VEVENT\n"
+    if moved is not None:
+        original = start + dt.timedelta(weeks=moved)
+        later = original + dt.timedelta(hours=2)
+        text += "\n".join([
+            "BEGIN:VEVENT", f"UID:{uid}", f"DTSTAMP:{STAMP}", f"SUMMARY:{summary}",
+            f"RECURRENCE-ID{zone}:{original:{LOCAL}}", f"DTSTART{zone}:{later:{LOCAL}}",
+            f"DTEND{zone}:{later + dt.timedelta(hours=1):{LOCAL}}", "END:VEVENT\n",
+        ])  # fmt: skip
+    return text
 
 
 def lines_of(text: str, *names: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith(names)]
+    """The lines of the resource's VEVENTs that start with one of ``names``."""
+    events = re.findall(r"^BEGIN:VEVENT$.*?^END:VEVENT$", text, re.M | re.S)
+    return [line for e in events for line in e.splitlines() if line.startswith(names)]
 
 
 def last_day(year: int, month: int) -> dt.date:
@@ -55,9 +70,10 @@ async def test_a_series_in_the_tzids_servers_send_leaves_out_the_occurrence_it_s
     on_caldav: OnCalDAV,
 ) -> None:
     """Six Tuesdays at 09:00 Berlin time across a daylight-saving switch, the fifth
-    (after the switch) left out by an EXDATE spelt like the start: each TZID is read
-    in the zone it means, or (one nothing explains, floating times) in the Berlin
-    user's own, and the EXDATE leaves out that occurrence, not an hour beside it."""
+    (after the switch) left out by an EXDATE spelt like the start and the sixth moved
+    to 11:00 by an override: each TZID is read in the zone it means, or (one nothing
+    explains, floating times) in the Berlin user's own, and the EXDATE and the
+    override each name that occurrence, not one an hour beside it."""
     harness = on_caldav.harness
     on_caldav.connect()
     start = tuesday_nine_before_switch().replace(tzinfo=None)
@@ -80,7 +96,7 @@ async def test_a_series_in_the_tzids_servers_send_leaves_out_the_occurrence_it_s
     texts = {
         title: calendar_text(
             BERLIN_VTIMEZONE.format(tzid=tzid.strip('"')) if tzid and defined else "",
-            weekly(title, tzid, start, exdate(tzid)),
+            weekly(title, tzid, start, exdate(tzid), moved=5),
         )
         for title, (tzid, defined) in zones.items()
     }
@@ -102,9 +118,8 @@ async def test_a_series_in_the_tzids_servers_send_leaves_out_the_occurrence_it_s
         assert unknown == ["unknown time zone 'Europe/Somewhere-Else', read as floating time"]
     else:
         assert unknown == []
-    expected = [
-        (start + dt.timedelta(weeks=n)).replace(tzinfo=BERLIN) for n in range(6) if n != 4
-    ]
+    expected = [(start + dt.timedelta(weeks=n)).replace(tzinfo=BERLIN) for n in range(5) if n != 4]
+    expected.append((start + dt.timedelta(weeks=5, hours=2)).replace(tzinfo=BERLIN))
     found = starts_by_subject(on_caldav)
     for title in texts:
         assert found[title] == expected, (title, found[title])
@@ -120,7 +135,8 @@ async def test_a_series_in_the_tzids_servers_send_leaves_out_the_occurrence_it_s
     for title, event_id in ids.items():
         text = unfolded(await harness.read_raw(event_id))
         assert f"LOCATION:Room {title}" in text, title
-        assert lines_of(text, "EXDATE", "DTSTART") == lines_of(before[title], "EXDATE", "DTSTART")
+        spelt = ("EXDATE", "DTSTART", "RECURRENCE-ID")
+        assert lines_of(text, *spelt) == lines_of(before[title], *spelt), title
     assert all(starts == expected for starts in starts_by_subject(on_caldav).values())
     counts = on_caldav.sync()
     assert (counts["created"], counts["updated"], counts["deleted"]) == (0, 0, 0)

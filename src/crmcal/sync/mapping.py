@@ -178,20 +178,19 @@ def kept_in_own_zone(event: CalendarEvent, zone: ZoneInfo) -> CalendarEvent:
     leaves out: taken as given, one left out after a daylight-saving switch would be
     an hour off the occurrence it means, and the CRM would leave out none.
 
-    Floating times are wall-clock times in ``zone``, EXDATEs and RDATEs as much as
-    the start. A service that names a cancelled occurrence by its day alone (Microsoft
-    365, for a zone it cannot name) gives it at the start's time of day in the zone
-    the start came in: it is the occurrence of that day at the start's wall-clock
-    time in ``zone``."""
+    Floating times are wall-clock times in ``zone``: the start and end, EXDATEs,
+    RDATEs and the overrides' original starts and times alike (still floating, so
+    written back as wall-clock times of no zone). A service that names a cancelled
+    occurrence by its day alone (Microsoft 365, for a zone it cannot name) gives it
+    at the start's time of day in the zone the start came in: it is the occurrence of
+    that day at the start's wall-clock time in ``zone``."""
     start, rule = event.start, event.recurrence
     if rule is None or event.timezone is not None or event.all_day:
         return event
     if not isinstance(start, dt.datetime) or start.tzinfo is None:
         return event
     if event.floating:
-        return replace(event, recurrence=replace(
-            rule, exdates=_wall_clock(rule.exdates, zone), rdates=_wall_clock(rule.rdates, zone)
-        ))  # fmt: skip
+        return _placed_floating(event, zone)
     if not rule.exdates:
         return event
     given, wall = start.tzinfo, start.astimezone(zone).time()
@@ -208,6 +207,27 @@ def _wall_clock(
     moments: tuple[dt.datetime | dt.date, ...], zone: ZoneInfo
 ) -> tuple[dt.datetime | dt.date, ...]:
     return tuple(m.replace(tzinfo=zone) if isinstance(m, dt.datetime) else m for m in moments)
+
+
+def _placed_floating(event: CalendarEvent, zone: ZoneInfo) -> CalendarEvent:
+    """A floating series (and its floating overrides) at its wall-clock times in
+    ``zone``; still floating, and so written back as wall-clock times of no zone."""
+    start, end = _wall_clock((event.start,), zone)[0], event.end
+    if isinstance(end, dt.datetime):
+        end = end.replace(tzinfo=zone)
+    overrides = []
+    for override in event.overrides:
+        if override.recurrence_id is not None:
+            (original,) = _wall_clock((override.recurrence_id,), zone)
+            override = replace(override, recurrence_id=original)
+        if override.floating and override.timezone is None:
+            override = _placed_floating(override, zone)
+        overrides.append(override)
+    rule = event.recurrence
+    if rule is not None:
+        rule = replace(rule, exdates=_wall_clock(rule.exdates, zone),
+                       rdates=_wall_clock(rule.rdates, zone))  # fmt: skip
+    return replace(event, start=start, end=end, recurrence=rule, overrides=tuple(overrides))
 
 
 def event_fields(

@@ -128,7 +128,7 @@ class NewSeries:
             result = found
         if isinstance(result, ProviderError):
             raise result
-        ref = result
+        ref = engine.reading.placed(result)  # as the next run reads it
         written = ref.event or master
         within = within_horizon_of(series)
         # The link with what both sides are now, in one write: a run cut off after it

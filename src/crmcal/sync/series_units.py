@@ -170,14 +170,22 @@ def utc_instant(moment: Moment, zone: str | None) -> dt.datetime:
     )
 
 
-def makes(series: CalendarEvent, moment: Moment) -> bool:
+def makes(series: CalendarEvent, moment: Moment, own_zone: str | None = None) -> bool:
     """Whether ``series``' rule (with its added dates) has an occurrence that starts
     at ``moment``: an override at a moment it no longer makes (its end moved before
     it) is an orphan that calendars show on its own. A rule this cannot read keeps
-    every override."""
+    every override. A series whose zone the calendar does not name makes its
+    occurrences in the user's ``own_zone``, as the CRM keeps it (floating times are
+    wall-clock times there): read in UTC, an override after a daylight-saving
+    switch would be taken for an orphan."""
     rule = series.recurrence
     if rule is None:
         return False
+    start = series.start
+    if series.timezone is None and own_zone and isinstance(start, dt.datetime):
+        if series.floating:
+            start = start.replace(tzinfo=times.zone(own_zone))
+        series = replace(series, start=start, timezone=own_zone)
     if moment in rule.rdates or moment == series.start:
         return True
     timed = isinstance(series.start, dt.datetime)

@@ -150,7 +150,7 @@ class SeriesUpdates:
         gone: list[Moment] = []
         for key, override in list(live.items()):
             moment = override.recurrence_id
-            if moment is None or makes(series, moment):
+            if moment is None or makes(series, moment, self.engine.ctx.owner.timezone):
                 continue
             del live[key]
             if key in pulled:
@@ -205,7 +205,9 @@ class SeriesUpdates:
             return
         if isinstance(result, ProviderError):
             raise result
-        await self.store(done, result.etag, result.event or final)
+        # Remembered as the next run reads it (a series in no zone the calendar names
+        # is kept in the user's).
+        await self.store(done, result.etag, self.engine.reading.placed(result).event or final)
 
     async def _changed_meanwhile(self, done: Reconciled) -> None:
         """The calendar refused a series' update for a version it no longer has: it is

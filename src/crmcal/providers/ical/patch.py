@@ -6,6 +6,7 @@ as they were."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import icalendar
 
@@ -202,6 +203,35 @@ def _patch_crm_ids(vevent: icalendar.Event, event: CalendarEvent) -> None:
             _set(vevent, name, EscapedText(value))
 
 
+def _floating_match(
+    override: CalendarEvent,
+    components: dict[str | None, icalendar.Event],
+    was: dict[str, CalendarEvent],
+    zone: dt.tzinfo,
+) -> tuple[icalendar.Event | None, CalendarEvent | None]:
+    """The component (and the occurrence it was read as) of ``override`` where the
+    resource spells its RECURRENCE-ID as a floating time. A floating time is a
+    wall-clock time: the writer places the series in ``zone`` (the user's, for a
+    floating series), so the override's original start is that wall-clock time
+    there, not the UTC the resource was read in here. The occurrence comes read in
+    ``zone`` too, so that only what changed is rewritten. None, None when there is
+    none."""
+    moment = override.recurrence_id
+    if not isinstance(moment, dt.datetime):
+        return None, None
+    wall = moment.astimezone(zone).replace(tzinfo=dt.UTC)
+    key = moment_key(wall)
+    component, old = components.get(key), was.get(key)
+    spelt = getattr(component.get("RECURRENCE-ID"), "dt", None) if component else None
+    if not isinstance(spelt, dt.datetime) or spelt.tzinfo is not None:
+        return None, None  # a moment of a zone: matched by its instant alone
+    if old is None or not isinstance(old.start, dt.datetime):
+        return component, old
+    end = old.end.replace(tzinfo=zone) if isinstance(old.end, dt.datetime) else old.end
+    placed = replace(old, recurrence_id=moment, start=old.start.replace(tzinfo=zone), end=end)
+    return component, placed
+
+
 def _patched_overrides(
     before: PreviousResource,
     previous: str,
@@ -224,6 +254,8 @@ def _patched_overrides(
         if key in left_out:
             continue
         component, old = components.get(key), was.get(key)
+        if component is None:
+            component, old = _floating_match(override, components, was, writing_zone(event))
         if component is None or old is None:
             found.append(override_vevent(override, event, uid, component, sequence, now))
             continue
