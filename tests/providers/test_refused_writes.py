@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from crmcal.db import Database
+from crmcal.sync.tables import Connection
 from tests.caldav_proxy import Behaviour
 from tests.emulator_calls import emulator_calls
 from tests.providers.synced import V1, OnGoogle, OnMicrosoft, Proxied, Synced
@@ -243,3 +245,103 @@ async def test_graph_refusing_one_events_writes_gets_each_once(on_microsoft: OnM
     assert (done["updated"], done["created"], done["problems"]) == (1, 0, [])
     assert (await on.event(event_id)).summary == "Review (agreed)"
     assert status_problems(on) == []
+
+
+# --- a full listing (the calendar's position expired) keeps what was refused ------------
+
+EXPIRED_TOKEN = "http://example.test/ns/sync/expired"
+
+
+async def expire_position(db_url: str, connection_id: int) -> None:
+    """The connection's calendar position, as a server that no longer knows it has it."""
+    db = Database(db_url)
+    try:
+        async with db.write() as session:
+            stored = await session.get(Connection, connection_id)
+            assert stored is not None
+            stored.remote_cursor = EXPIRED_TOKEN
+    finally:
+        await db.dispose()
+
+
+async def test_a_refused_update_is_not_sent_again_after_the_sync_token_expired(
+    proxied: Proxied, behaviour: Behaviour, db_url: str
+) -> None:
+    """The server no longer knows the sync position (403 ``valid-sync-token``): the
+    calendar is listed in full, every event with it, and the refused version stays
+    unsent, its problem as it was said."""
+    proxied.connect()
+    (made,), by_title = await proxied.synced_activities("Fine words")
+    behaviour.refuse["Forbidden words"] = REFUSAL
+    proxied.edit_activity(made["id"], subject="Forbidden words")
+    puts = writes(behaviour, "PUT")
+    assert [p["item"] for p in proxied.sync_with_problems()["problems"]] == [by_title["Fine words"]]
+    await expire_position(db_url, proxied.connection_id)
+    again = proxied.sync_with_problems()
+    assert writes(behaviour, "PUT") == puts + 1
+    assert (again["problems"], again["skipped"], again["updated"]) == ([], 0, 0)
+    assert [p["item"] for p in status_problems(proxied)] == [by_title["Fine words"]]
+
+
+async def test_google_keeps_a_refused_update_unsent_after_its_sync_token_expired(
+    on_google: OnGoogle,
+) -> None:
+    on = on_google
+    on.connect()
+    (made,), by_title = await on.synced_activities("Review")
+    event_id = by_title["Review"]
+    await refuse_google_writes(on, event_id, 403)
+    on.edit_activity(made["id"], subject="Review (ours)")
+    before = google_writes(on)
+    assert [p["item"] for p in synced_answer(on)["problems"]] == [event_id]
+    expired = await on.harness._http.post(
+        f"/_emulator/calendars/{on.harness.calendar_id}/expire-sync-tokens"
+    )
+    assert expired.status_code == 204, expired.text
+    again = synced_answer(on)
+    assert google_writes(on) == before + 1
+    assert (again["problems"], again["skipped"], again["updated"]) == ([], 0, 0)
+    assert [p["item"] for p in status_problems(on)] == [event_id]
+
+
+async def test_graph_keeps_a_refused_update_unsent_after_its_delta_token_expired(
+    on_microsoft: OnMicrosoft,
+) -> None:
+    on = on_microsoft
+    on.connect()
+    (made,), by_title = await on.synced_activities("Review")
+    event_id = by_title["Review"]
+    await refuse_graph_writes(on, event_id, True)
+    on.edit_activity(made["id"], subject="Review (ours)")
+    before = graph_writes(on)
+    assert [p["item"] for p in synced_answer(on)["problems"]] == [event_id]
+    expired = await on.harness._http.post("/_emulator/expire-delta-tokens", json={})
+    assert expired.status_code == 200, expired.text
+    again = synced_answer(on)
+    assert graph_writes(on) == before + 1
+    assert (again["problems"], again["skipped"], again["updated"]) == ([], 0, 0)
+    assert [p["item"] for p in status_problems(on)] == [event_id]
+
+
+async def test_a_refused_new_event_stays_unsent_through_a_full_listing(
+    proxied: Proxied, behaviour: Behaviour, db_url: str
+) -> None:
+    """A new event refused has no link: its problem alone remembers the version
+    refused, so a full listing (which settles nothing about it) must keep it, or a
+    later look at every activity sends it once more."""
+    behaviour.refuse["Forbidden words"] = REFUSAL
+    proxied.connect()
+    proxied.add_activity("Fine words")
+    bad = proxied.add_activity("Forbidden words")
+    puts = writes(behaviour, "PUT")
+    assert [p["item"] for p in proxied.sync_with_problems()["problems"]] == [
+        f"activity {bad['id']}"
+    ]
+    await expire_position(db_url, proxied.connection_id)
+    assert proxied.sync_with_problems()["problems"] == []
+    assert [p["item"] for p in status_problems(proxied)] == [f"activity {bad['id']}"]
+    look_at_everything(proxied, "crm")
+    again = proxied.sync_with_problems()
+    assert writes(behaviour, "PUT") == puts + 2  # the fine one, and the refused one once
+    assert (again["problems"], again["created"]) == ([], 0)
+    assert [p["item"] for p in status_problems(proxied)] == [f"activity {bad['id']}"]

@@ -159,6 +159,9 @@ class Engine:
         # Items (as problems name them) whose refused version was left as it is this
         # run: their earlier problem is kept, not reported anew (see _still_refused).
         self.still_refused: set[str] = set()
+        # Items (as problems name them) whose CRM side the run looked at: a refusal
+        # said of any other stays said, whatever the listing (see RunEnd.problems).
+        self.looked_at: set[str] = set()
         # Activities the CRM's change feed names since the last run (not filled when
         # every activity in range is looked at): edited after that run read them, too.
         self.feed_changed: set[int] = set()
@@ -512,8 +515,10 @@ class Engine:
         for activity_id, pair in by_activity.items():
             pair.activity_id = activity_id
             self.seen.add(f"activity {activity_id}")
+            self.looked_at.add(f"activity {activity_id}")
             if pair.link is not None:
                 self.seen.add(pair.link.remote_id)
+                self.looked_at.add(pair.link.remote_id)
 
     def _claimed_uid(self, ref: RemoteRef) -> str:
         """The CRM uid an unlinked event belongs to: carried in it, or derived from its UID."""
@@ -605,7 +610,8 @@ class Engine:
             # else, a CalDAV precondition, a 400): skip it, say why, go on. The link
             # keeps its last synced versions and remembers the one refused, so that
             # version is not sent again; a new change of either side is synced as any.
-            self.report.problem(pair.item(), f"{exc}; {REFUSED_KEPT}")
+            refused = self._crm_hash(pair.activity) if pair.activity is not None else None
+            self.report.problem(pair.item(), f"{exc}; {REFUSED_KEPT}", refused=refused)
             self.report.skipped += 1
             await self._remember_refused(pair)
         except ProviderError as exc:
@@ -1046,7 +1052,7 @@ class Engine:
     def _end(self) -> RunEnd:
         return RunEnd(
             self.ctx, self.listing, self.deferred, self.report, self.seen, self.written,
-            frozenset(self.still_refused), self.reading.confirmed(),
+            frozenset(self.still_refused), self.reading.confirmed(), frozenset(self.looked_at),
         )  # fmt: skip
 
     async def finish_in(self, session: AsyncSession, conn: Connection) -> None:

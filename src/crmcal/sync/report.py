@@ -42,8 +42,9 @@ class SyncReport:
         """``etag``: the version of a calendar item that could not be read, which is
         not fetched again until it changes. ``retry``: a calendar item whose read
         failed in a way that may pass, read again next run whatever the listing says.
-        ``refused``: the digest of an activity's version the calendar refused to take
-        as a new event, which is not sent again until it changes."""
+        ``refused``: the digest of an activity's version the calendar refused for good,
+        which is not sent again until it changes (for a new event, the problem is all
+        that remembers it); such a problem stays said until a run looks at it again."""
         found = {"item": item, "reason": reason}
         if etag:
             found["etag"] = etag

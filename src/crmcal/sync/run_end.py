@@ -42,6 +42,8 @@ class RunEnd:
     # The unconfirmed links (``Link.unconfirmed``) the run confirmed: marked so, unless
     # the calendar's position stays (then the next run lists from it and reads them).
     confirmed: list[int] = field(default_factory=list)
+    # Items whose CRM side the run looked at (``Engine.looked_at``).
+    looked_at: frozenset[str] = frozenset()
 
     async def write(self, session: AsyncSession, conn: Connection) -> None:
         """The closing write, in the caller's transaction: both positions (only now,
@@ -79,13 +81,26 @@ class RunEnd:
 
     def problems(self, before: list[dict[str, str]], full: bool) -> list[dict[str, str]]:
         """This run's problems, plus earlier ones about items this run did not look at
-        and about items still refused as they were (``still_refused``)."""
-        kept = [p for p in before if p.get("item") in self.still_refused
-                or (not full and p.get("item") not in self.seen)]  # fmt: skip
+        and about items still refused as they were (``still_refused``). A write refused
+        for good (a problem with ``refused``) stays said until a run looks at its CRM
+        side again, and no longer: a full listing names every event, the refused one
+        among them unchanged, and that alone settles nothing (for a new event refused,
+        the problem is all that remembers it), and a series is looked at on its own,
+        its event unlisted."""
+        kept = [p for p in before if self._kept(p, full)]
         found = kept + self.report.problems
         # Items to read again are kept apart from the rest: none is lost to the cap.
         retries = [p for p in found if p.get("retry")][-RETRIES_KEPT:]
         return [p for p in found if not p.get("retry")][-PROBLEMS_KEPT:] + retries
+
+    def _kept(self, problem: dict[str, str], full: bool) -> bool:
+        """Whether an earlier problem stays (see ``problems``)."""
+        item = problem.get("item")
+        if item in self.still_refused:
+            return True
+        if problem.get("refused"):
+            return item not in self.looked_at
+        return not full and item not in self.seen
 
     def positions(self) -> dict[str, Any]:
         listing = self.listing
