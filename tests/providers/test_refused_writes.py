@@ -11,6 +11,7 @@ from crmcal.sync.tables import Connection
 from tests.caldav_proxy import Behaviour
 from tests.emulator_calls import emulator_calls
 from tests.providers.synced import V1, OnGoogle, OnMicrosoft, Proxied, Synced
+from tests.providers.test_series import ProxiedSeries, next_weekday_nine
 
 REFUSAL = "SUMMARY may not say that here"
 # What the Google emulator counts of a write of one event.
@@ -345,3 +346,68 @@ async def test_a_refused_new_event_stays_unsent_through_a_full_listing(
     assert writes(behaviour, "PUT") == puts + 2  # the fine one, and the refused one once
     assert (again["problems"], again["created"]) == ([], 0)
     assert [p["item"] for p in status_problems(proxied)] == [f"activity {bad['id']}"]
+
+
+# --- series writes: remembered as single events' are ------------------------------------
+
+
+def series_on(proxied: Proxied) -> ProxiedSeries:
+    return ProxiedSeries(proxied.harness, proxied.user, proxied.admin, proxied.proxy)
+
+
+async def test_a_refused_series_update_is_not_sent_again_until_a_new_edit(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    on = series_on(proxied)
+    on.connect()
+    first = on.add_series("Standup", next_weekday_nine(0), "FREQ=WEEKLY;COUNT=6")
+    assert on.sync()["created"] == 1
+    ((event_id, _),) = (await on.events()).items()
+    occurrences = on.occurrences(first["series_id"])
+    behaviour.refuse["Forbidden words"] = REFUSAL
+    on.edit_activity(occurrences[2]["id"], subject="Forbidden words")
+    puts = writes(behaviour, "PUT")
+    refused = on.sync_with_problems()
+    assert writes(behaviour, "PUT") == puts + 1
+    assert [p["item"] for p in refused["problems"]] == [event_id]
+    assert REFUSAL in refused["problems"][0]["reason"]
+
+    look_at_everything(on, "crm")
+    again = on.sync_with_problems()
+    assert writes(behaviour, "PUT") == puts + 1
+    assert (again["problems"], again["skipped"], again["updated"]) == ([], 0, 0)
+    assert [p["item"] for p in status_problems(on)] == [event_id]
+
+    on.edit_activity(occurrences[2]["id"], subject="Kind words")
+    done = on.sync_with_problems()
+    assert (done["updated"], done["problems"]) == (1, [])
+    assert writes(behaviour, "PUT") == puts + 2
+    ((_, event),) = (await on.events()).items()
+    assert [o.summary for o in event.overrides] == ["Kind words"]
+    assert status_problems(on) == []
+
+
+async def test_a_refused_new_series_is_not_sent_again_until_it_changes(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    behaviour.refuse["Forbidden words"] = REFUSAL
+    on = series_on(proxied)
+    on.connect()
+    first = on.add_series("Forbidden words", next_weekday_nine(1), "FREQ=WEEKLY;COUNT=6")
+    puts = writes(behaviour, "PUT")
+    refused = on.sync_with_problems()
+    assert writes(behaviour, "PUT") == puts + 1
+    (problem,) = refused["problems"]
+    assert REFUSAL in problem["reason"]
+
+    look_at_everything(on, "crm")
+    again = on.sync_with_problems()
+    assert writes(behaviour, "PUT") == puts + 1
+    assert (again["problems"], again["created"], again["skipped"]) == ([], 0, 0)
+    assert [p["item"] for p in status_problems(on)] == [problem["item"]]
+
+    on.edit_activity(first["id"], subject="Kind words", scope="series")
+    done = on.sync_with_problems()
+    assert (done["created"], done["problems"]) == (1, [])
+    assert list(await on.ids_by_title()) == ["Kind words"]
+    assert status_problems(on) == []

@@ -41,6 +41,7 @@ from crmcal.sync.series_units import (
     anchor_of,
     digests_of,
     moment_of,
+    units_digest,
     within_horizon_of,
 )
 from crmcal.sync.series_updates import NotRead, Reconciled
@@ -111,6 +112,9 @@ class LinkedSeries:
         crm_event = self.run.crm_event(series, occurrences)
         crm_now = digests_of(crm_event, within)
         calendar = remote.event if remote is not None else None
+        self.engine.looked_at.add(link.remote_id)
+        if calendar is None and self._still_refused(link, crm_now):
+            return
         stored = link.field_hashes or {}
         bases = await self._bases(series, link, remote, crm_now, within, crm_moved)
         if bases is None:
@@ -149,6 +153,16 @@ class LinkedSeries:
             return
         etag = remote.etag if remote is not None else link.remote_etag
         await self.run.updates.store(done, etag, calendar)
+
+    def _still_refused(self, link: Link, crm_now: Digests) -> bool:
+        """Whether the CRM's series is the very version the calendar refused for good
+        (``SeriesUpdates._refused``) and the calendar's has not moved since: nothing is
+        sent (it would be refused again), the link stays as it was, and the problem
+        stays in the status as it was said."""
+        if link.refused_hash is None or units_digest(crm_now) != link.refused_hash:
+            return False
+        self.engine.still_refused.add(link.remote_id)
+        return True
 
     async def _bases(
         self,

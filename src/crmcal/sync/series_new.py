@@ -22,11 +22,13 @@ from crmcal.model import (
     RemoteRef,
 )
 from crmcal.providers.base import (
+    ItemRefused,
     PreconditionFailed,
     ProviderError,
     create_many,
 )
 from crmcal.sync import mapping, series_mapping
+from crmcal.sync.calendar_writes import REFUSED_KEPT
 from crmcal.sync.links import field_hashes
 from crmcal.sync.pair import Pair
 from crmcal.sync.series_rows import (
@@ -80,6 +82,11 @@ class NewSeries:
             return
         master = self.run.crm_event(series, occurrences)
         anchor = live[0]
+        item = f"activity {anchor.id}"
+        engine.looked_at.add(item)
+        if (await engine.reading.refused()).get(item) == master.content_hash():
+            engine.still_refused.add(item)  # refused as it is: said, not sent again
+            return
         held = self.run.writable(series_id, master)
         if held is None:
             return
@@ -126,6 +133,13 @@ class NewSeries:
                 )
                 return
             result = found
+        if isinstance(result, ItemRefused):
+            # Refused for good: not sent again until the series changes (the problem
+            # keeps the version refused, there being no link to keep it).
+            engine.report.problem(f"activity {anchor.id}", f"{result}; {REFUSED_KEPT}",
+                                  refused=master.content_hash())  # fmt: skip
+            engine.report.skipped += 1
+            return
         if isinstance(result, ProviderError):
             raise result
         ref = engine.reading.placed(result)  # as the next run reads it

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -47,6 +49,13 @@ class Digests:
         if unit.startswith("@"):
             return self.occurrences.get(unit[1:])
         return self.master.get(unit)
+
+
+def units_digest(side: Digests) -> str:
+    """One digest of every unit of a side: what a series link remembers of a CRM
+    version the calendar refused for good (``Link.refused_hash``)."""
+    units = json.dumps([side.master, side.occurrences], sort_keys=True)
+    return hashlib.sha256(units.encode()).hexdigest()
 
 
 # The digest of an occurrence left out (EXDATE, or a cancelled override).

@@ -20,11 +20,13 @@ from crmcal.model import (
 )
 from crmcal.providers.base import (
     EventNotFound,
+    ItemRefused,
     PreconditionFailed,
     ProviderError,
     Update,
     update_many,
 )
+from crmcal.sync.calendar_writes import REFUSED_KEPT
 from crmcal.sync.series_units import (
     LEFT_OUT,
     Digests,
@@ -34,6 +36,7 @@ from crmcal.sync.series_units import (
     digests_of,
     makes,
     remembered_hashes,
+    units_digest,
     utc_instant,
 )
 from crmcal.sync.tables import Link
@@ -203,11 +206,27 @@ class SeriesUpdates:
         if isinstance(result, PreconditionFailed):
             await self._changed_meanwhile(done)
             return
+        if isinstance(result, ItemRefused):
+            await self._refused(done, result)
+            return
         if isinstance(result, ProviderError):
             raise result
         # Remembered as the next run reads it (a series in no zone the calendar names
         # is kept in the user's).
         await self.store(done, result.etag, self.engine.reading.placed(result).event or final)
+
+    async def _refused(self, done: Reconciled, refused: ItemRefused) -> None:
+        """The calendar refused the series' update for good: said, its link left as it
+        was, and the CRM's version refused remembered on it (``refused_hash``), so it
+        is not sent again until either side changes (``LinkedSeries.still_refused``)."""
+        engine = self.engine
+        digest = units_digest(done.crm_now)
+        engine.report.problem(done.link.remote_id, f"{refused}; {REFUSED_KEPT}",
+                              refused=digest)  # fmt: skip
+        engine.report.skipped += 1
+        stored = await engine.links.store(done.link, refused_hash=digest)
+        if engine.series_links.get(done.series.id) is done.link:
+            engine.series_links[done.series.id] = stored
 
     async def _changed_meanwhile(self, done: Reconciled) -> None:
         """The calendar refused a series' update for a version it no longer has: it is
@@ -247,6 +266,7 @@ class SeriesUpdates:
             crm_hash=engine._crm_hash(anchor_of(occurrences, link)),
             field_hashes=remembered_hashes(stored, crm_now, cal_after),
             last_synced_at=utcnow(),
+            refused_hash=None,  # both sides agree: nothing waits refused
         )
         if engine.series_links.get(series.id) is link:
             # A later write of this series in the run starts from the new etag.
