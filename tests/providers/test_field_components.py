@@ -15,6 +15,11 @@ import asyncio
 import datetime as dt
 import uuid
 
+import pytest
+
+from crmcal.crm.errors import Invalid
+from crmcal.model import CalendarInfo
+from crmcal.sync.connections import pick_calendar
 from tests.caldav_proxy import Behaviour
 from tests.providers.harness import calendar_text
 from tests.providers.synced import SOON, V1, Proxied
@@ -106,3 +111,34 @@ async def test_a_task_list_is_refused_when_a_connection_names_it(
     ids = [c["id"] for c in listed.json()["items"]]
     assert harness.calendar_id in ids
     assert str(tasks.url) not in ids
+
+
+async def test_an_account_whose_default_calendar_is_a_task_list_connects_to_an_event_calendar(
+    proxied: Proxied,
+) -> None:
+    """Connected by the account's URL alone, crmcal picks the calendar to sync itself:
+    never a task list, even one named as servers name the default calendar."""
+    harness = proxied.harness
+    tasks = await asyncio.to_thread(
+        harness._principal.make_calendar, name="Default", cal_id=uuid.uuid4().hex,
+        supported_calendar_component_set=["VTODO"],
+    )  # fmt: skip
+    body = {**harness.connection_body(), "url": harness.principal_url, "sync_type": "two_way"}
+    del body["calendar_id"]
+    made = proxied.user.post(f"{V1}/connections", json=body)
+    assert made.status_code == 201, made.text
+    chosen = made.json()["calendar_id"]
+    assert chosen != str(tasks.url)
+    listed = proxied.user.get(f"{V1}/connections/{made.json()['id']}/calendars")
+    assert listed.status_code == 200, listed.text
+    assert chosen in [c["id"] for c in listed.json()["items"]]
+    assert str(tasks.url) not in [c["id"] for c in listed.json()["items"]]
+
+
+def test_an_account_with_task_lists_only_is_refused_saying_so() -> None:
+    tasks = CalendarInfo(id="https://dav.example/tasks/", name="Tasks", writable=True,
+                         primary=True, events=False)  # fmt: skip
+    with pytest.raises(Invalid, match="task lists only \\('Tasks'\\)"):
+        pick_calendar([tasks], None, "two_way")
+    events = CalendarInfo(id="https://dav.example/work/", name="Work", writable=True)
+    assert pick_calendar([tasks, events], None, "two_way") == events
