@@ -371,3 +371,77 @@ async def test_one_version_spelt_with_and_without_quotes_is_one_version(
     behaviour.reports.clear()
     assert quiet(proxied.sync_with_problems())
     assert behaviour.reports["calendar-multiget"] == 0
+
+
+async def test_an_edit_elsewhere_while_a_server_ignores_if_match_is_merged_not_overwritten(
+    proxied: Proxied,
+    behaviour: Behaviour,
+) -> None:
+    """A server that ignores ``If-Match`` takes a write over any version: an edit made
+    in the calendar after crmcal read the event and before it writes the merge back
+    would be overwritten without a word. crmcal finds that the server ignores it (a
+    conditional write that cannot match is taken), reads such an event again right
+    before writing it, and merges the edit it finds instead of writing over it."""
+    harness = proxied.harness
+    behaviour.ignore_if_match = True
+    proxied.connect()
+    (made,), by_title = await proxied.synced_activities("Planning")
+    event_id = by_title["Planning"]
+    assert quiet(proxied.sync_with_problems())
+    url = harness._url(event_id)
+
+    def edit_elsewhere(old: str, new: str) -> None:
+        text = harness.request("GET", url).raw
+        assert old in text
+        harness.request("PUT", url, text.replace(old, new))
+
+    # Both sides edit: the sync lists the event, reads it, and merges the two edits.
+    edit_elsewhere("SUMMARY:Planning", "SUMMARY:Planning\r\nLOCATION:Room 7")
+    proxied.edit_activity(made["id"], subject="Planning (agreed)")
+
+    def after_the_listing(path: str) -> None:
+        behaviour.after["REPORT"] = after_the_read
+
+    def after_the_read(path: str) -> None:
+        # Another client's edit lands once crmcal read the event, before it writes.
+        edit_elsewhere("LOCATION:Room 7", "LOCATION:Room 7\r\nDESCRIPTION:Bring the figures")
+
+    behaviour.after["REPORT"] = after_the_listing
+    counts = proxied.sync_with_problems()
+    assert "REPORT" not in behaviour.after  # the edit was made
+    assert (counts["problems"], counts["created"], counts["deleted"]) == ([], 0, 0)
+    event = await proxied.event(event_id)
+    assert (event.summary, event.location) == ("Planning (agreed)", "Room 7")
+    assert event.description == "Bring the figures"
+    assert proxied.activity(made["id"])["note"] == "Bring the figures"
+    assert quiet(proxied.sync_with_problems())
+
+
+async def test_a_server_honouring_if_match_is_checked_once_and_keeps_its_cheap_writes(
+    proxied: Proxied,
+    behaviour: Behaviour,
+) -> None:
+    """The check answered 412 leaves nothing behind, and is made once for the account:
+    an event read in the run is written under its version, without a read more."""
+    harness = proxied.harness
+    proxied.connect()
+    (made,), by_title = await proxied.synced_activities("Planning")
+    event_id = by_title["Planning"]
+    url = harness._url(event_id)
+    for round_, (old, new) in enumerate(
+        [("END:VEVENT", "LOCATION:Room 0\r\nEND:VEVENT"), ("LOCATION:Room 0", "LOCATION:Room 1")]
+    ):
+        text = harness.request("GET", url).raw
+        assert old in text
+        harness.request("PUT", url, text.replace(old, new))
+        proxied.edit_activity(made["id"], subject=f"Planning {round_}")
+        behaviour.requests.clear()
+        counts = proxied.sync_with_problems()
+        assert counts["problems"] == []
+        checks = sum(n for (m, p), n in behaviour.requests.items() if "if-match-check" in p)
+        assert checks == (1 if round_ == 0 else 0)
+        assert (behaviour.count("GET"), behaviour.count("DELETE")) == (0, 0)
+        assert behaviour.count("PUT", event_id.rsplit("/", 1)[1]) == 1
+    event = await proxied.event(event_id)
+    assert (event.summary, event.location) == ("Planning 1", "Room 1")
+    assert list(await proxied.ids_by_title()) == ["Planning 1"]

@@ -61,8 +61,10 @@ import contextvars
 import dataclasses
 import functools
 import hashlib
+import logging
 import re
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -115,6 +117,8 @@ __all__ = [
     "with_organizer_known",
 ]
 
+log = logging.getLogger(__name__)
+
 MULTIGET_CHUNK = 200
 # A first import read in parts (``list_changes_in_parts``): events per multiget, and
 # how many parts are being read or parsed while the caller works on the one it has.
@@ -124,6 +128,16 @@ PARTS_AHEAD = 3
 # bounded so that a large import does not hold every event twice.
 TEXT_CACHE_SIZE = 2000
 EVENT_PREFIX = "crmcal-"
+# Whether a server honours If-Match (``_ignores_if_match``): a version no server gives,
+# and the resource the check writes, which a server honouring If-Match never makes.
+IF_MATCH_CHECK = "if-match-check-"
+NEVER_MATCHES = '"crmcal-no-such-version"'
+_CHECK_EVENT = (
+    "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//crmcal//If-Match check//EN\r\n"
+    "BEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:19700101T000000Z\r\n"
+    "DTSTART:19700101T000000Z\r\nDTEND:19700101T000100Z\r\nSUMMARY:crmcal check\r\n"
+    "END:VEVENT\r\nEND:VCALENDAR\r\n"
+)
 MAX_EVENT_BYTES = 1024 * 1024  # one event's calendar data
 # CalDAV's own threads: a server that drips or stalls holds one of these, never
 # the threads the rest of crmcal (database, parsing elsewhere) runs on.
@@ -420,6 +434,7 @@ class CalDAVProvider(Discovery):
         self._zones_read: set[str] = set()  # those the server answered (not guessed)
         self._addresses_read = False
         self._learnt_since: float | None = None
+        self._if_match_ignored: bool | None = None  # see _ignores_if_match
         self._account = account_key(url, username, password)
         self._recall_learnt()
         # href -> (etag, text): the last version seen of each resource, for updates.
@@ -1147,7 +1162,14 @@ class CalDAVProvider(Discovery):
         # is at hand, and written under the tag that read gives.
         derived = not etag or etag.startswith(CONTENT_VERSION)
         cached = self._recall(href)
-        if cached is not None and not derived and same_version(cached[0], etag):
+        if (
+            cached is not None
+            and not derived
+            and same_version(cached[0], etag)
+            # A server that ignores If-Match would write over an edit made since
+            # the version at hand was read: read again, right before writing.
+            and not self._ignores_if_match(calendar)
+        ):
             previous, condition = cached[1], _if_match(etag)
         else:
             current = self._get(calendar, href)
@@ -1188,13 +1210,16 @@ class CalDAVProvider(Discovery):
 
     def _delete(self, calendar: str, href: str, etag: str | None) -> None:
         condition = _if_match(etag)
-        if (etag or "").strip().startswith(CONTENT_VERSION):
-            # A digest crmcal made of the contents (the server named no version): the
-            # event is read now, compared, and deleted under the tag that read gives.
+        derived = (etag or "").strip().startswith(CONTENT_VERSION)
+        if derived or (etag and self._ignores_if_match(calendar)):
+            # A digest crmcal made of the contents (the server named no version), or a
+            # server that ignores If-Match: the event is read now, compared, and
+            # deleted under the tag that read gives.
             current = self._get(calendar, href)
             if current is None:
                 return  # already gone: what the caller wanted
-            if not same_version(_version(None, current[1]), (etag or "").strip()):
+            seen = _version(None, current[1]) if derived else current[0]
+            if not same_version(seen, (etag or "").strip()):
                 raise PreconditionFailed(f"the event {href} changed since {etag}")
             condition = _strong_if_match(current[0])
         reply = self._send("DELETE", self._url(calendar, href), "", condition)
@@ -1208,6 +1233,30 @@ class CalDAVProvider(Discovery):
             return  # already gone: what the caller wanted
         self._check_writable(calendar, reply)
         self._expect(reply, "deleting an event", write=True)
+
+    def _ignores_if_match(self, calendar: str) -> bool:
+        """Whether the server takes a write whatever version ``If-Match`` names (some
+        do, against RFC 9110 13.1.1): then a write over a version read earlier in the
+        run would overwrite, without a word, an edit another client made since, and
+        crmcal reads the event again right before writing it. Found out once per
+        account (kept with what discovery learnt) by a PUT to a new resource under an
+        ``If-Match`` nothing matches: answered 412 by a server that honours it; one
+        that takes it has the resource deleted again at once."""
+        if self._if_match_ignored is None:
+            name = f"{IF_MATCH_CHECK}{uuid.uuid4().hex}"
+            href = f"{normalize_href(urlsplit(calendar).path)}{name}.ics"
+            text = _CHECK_EVENT.format(uid=f"{name}@crmcal")
+            reply = self._put(calendar, href, text, {"If-Match": NEVER_MATCHES})
+            self._if_match_ignored = reply.status in (200, 201, 204)
+            if self._if_match_ignored:
+                self._send("DELETE", self._url(calendar, href), "", {})
+                log.warning(
+                    "the CalDAV server at %s ignores If-Match: each event is read again "
+                    "right before crmcal writes it",
+                    self._origin,
+                )
+            self._learn()
+        return self._if_match_ignored
 
     def _check_writable(self, calendar: str, reply: _Reply) -> None:
         """After a write answered 403 without a precondition named: ``WritesRefused``

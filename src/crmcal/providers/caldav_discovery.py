@@ -101,6 +101,9 @@ class _Learnt:
     principal: str | None
     addresses: frozenset[str] | None  # None: not read
     zones: tuple[tuple[str, str | None], ...]  # (calendar URL, zone) read from the server
+    # Whether the server takes a write whatever version If-Match names (None: not
+    # found out yet; see ``CalDAVProvider._ignores_if_match``).
+    if_match_ignored: bool | None = None
 
 
 # A provider lives for one sync run; what discovery learnt (principal, home, the
@@ -146,6 +149,7 @@ class Discovery:
     _zones_read: set[str]
     _addresses_read: bool
     _learnt_since: float | None
+    _if_match_ignored: bool | None
 
     if TYPE_CHECKING:
 
@@ -398,6 +402,7 @@ class Discovery:
             self._addresses, self._addresses_read = learnt.addresses, True
         self._zones.update(learnt.zones)
         self._zones_read.update(calendar for calendar, _ in learnt.zones)
+        self._if_match_ignored = learnt.if_match_ignored
 
     def _learn(self) -> None:
         """Keep what discovery has learnt of this account so far, for its later runs."""
@@ -412,6 +417,7 @@ class Discovery:
             principal=self._principal,
             addresses=self._addresses if self._addresses_read else None,
             zones=tuple((c, self._zones.get(c)) for c in sorted(self._zones_read)),
+            if_match_ignored=self._if_match_ignored,
         )
         with _LEARNT_LOCK:
             _LEARNT[self._account] = learnt
@@ -428,3 +434,4 @@ class Discovery:
         self._addresses, self._addresses_read = None, False
         self._zones.clear()
         self._zones_read.clear()
+        self._if_match_ignored = None
