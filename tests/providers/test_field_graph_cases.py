@@ -292,6 +292,12 @@ async def test_a_participant_added_to_an_event_already_in_outlook_is_reported_on
     ((problem),) = counts["problems"]
     assert (problem["item"], problem["kind"]) == (f"activity {quiet['id']}", "warning")
     assert "notify_participants" in problem["reason"]
+    # A warning is said in the status, and is no error: the sync went through.
+    status = on.user.get(f"{V1}/connections/{on.connection_id}/status")
+    assert status.status_code == 200, status.text
+    assert (status.json()["state"], status.json()["last_error"]) == ("active", None)
+    assert status.json()["recent_syncs"][0]["outcome"] == "ok"
+    assert [p.get("kind") for p in status.json()["problems"]] == ["warning"]
     assert sync_answer(on)["problems"] == []
     # Another one added with a change that is written: said again, once.
     more = [*guests, {"email": "bob@acme.test", "name": "Bob"}]
