@@ -19,7 +19,7 @@ GOOGLE_WRITES = ("events.patch", "events.update", "events.delete")
 
 
 def writes(behaviour: Behaviour, method: str) -> int:
-    return sum(n for (sent, _), n in behaviour.requests.items() if sent == method)
+    return behaviour.count(method)
 
 
 def status_problems(on: Synced) -> list[dict[str, str]]:
