@@ -174,11 +174,13 @@ def _confine_hrefs(tree: Any, url: str) -> None:
     info, a scheme-relative ``//host`` or a path that does not start with ``/``."""
     here = _origin_key(url)
     for element in list(tree.iter(f"{DAV}href")):
+        text = element.text or ""
+        path = _path_on(text.strip(), url, here)
+        if path is not None and path == text:
+            continue  # a path on this origin already (nearly every href: no more to do)
         holder_of = element.getparent()
         if holder_of is not None and holder_of.tag == _ADDRESS_SET:
             continue  # addresses (mailto: ...), read as such and never requested
-        target = (element.text or "").strip()
-        path = _path_on(target, url, here)
         if path is not None:
             element.text = path
             continue
@@ -191,9 +193,13 @@ def _confine_hrefs(tree: Any, url: str) -> None:
             holder.remove(doomed)
 
 
+# A backslash, a space or a control character: in no href crmcal follows.
+_NOT_IN_AN_HREF = re.compile(r"[\x00-\x20\\]")
+
+
 def _path_on(href: str, url: str, here: str) -> str | None:
     """``href`` as a path on the origin ``here``, or None when it leaves it."""
-    if not href or "\\" in href or any(ord(c) < 0x21 for c in href):
+    if not href or _NOT_IN_AN_HREF.search(href):
         return None
     if "://" in href:
         parts = urlsplit(href)
@@ -390,7 +396,14 @@ def _not_a_member(href: str, calendar: str) -> bool:
     the collection itself, however its trailing slash is spelt (iCloud lists it among
     its members, some servers without the slash), or a collection (its href ends in
     ``/``)."""
-    return href.endswith("/") or href == normalize_href(urlsplit(calendar).path).rstrip("/")
+    return href.endswith("/") or href == _collection_path(calendar)
+
+
+@functools.lru_cache(maxsize=256)
+def _collection_path(calendar: str) -> str:
+    """The path of ``calendar``'s URL, normalised, without its trailing slash (asked for
+    each member of a listing)."""
+    return normalize_href(urlsplit(calendar).path).rstrip("/")
 
 
 class CalDAVProvider(Discovery):
