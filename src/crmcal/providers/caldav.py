@@ -615,7 +615,8 @@ class CalDAVProvider(Discovery):
         tree = None
         content_type = answer.headers.get("content-type", "").lower()
         raw = _joined_characters(_in_utf8(answer.body, content_type))
-        if raw.strip() and ("xml" in content_type or raw.lstrip()[:1] == b"<"):
+        # (``isspace`` and a look at the first bytes: no copy of a multiget's answer)
+        if raw and not raw.isspace() and ("xml" in content_type or raw.lstrip()[:1] == b"<"):
             try:
                 tree = etree.fromstring(raw, parser=_XML)
             except etree.XMLSyntaxError:
