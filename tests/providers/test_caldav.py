@@ -10,6 +10,7 @@ import re
 import socket
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ import pytest
 from lxml import etree
 
 from crmcal.providers import caldav as caldav_provider
+from crmcal.providers import caldav_discovery
 from crmcal.providers.base import (
     AuthenticationFailed,
     CalendarNotFound,
@@ -180,6 +182,47 @@ async def test_a_first_import_reads_the_token_alone_then_only_the_names(
     assert not [props for depth, props in asked if depth == 1 and "<D:sync-token/>" in props]
     assert {ref.id for part in parts for ref in part.changed if ref.event is not None} == made
     assert all(part.full and part.cursor for part in parts)
+
+
+async def test_parts_read_at_once_discover_the_account_addresses_once(
+    caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each part's first event with an ORGANIZER asks for the account's addresses, in
+    the part's own thread: the first to ask discovers them, the others wait for it."""
+    for n in range(6):
+        await caldav.put_raw(raw_event(
+            str(uuid.uuid4()), f"DTSTART:2026120{n + 1}T100000Z",
+            "ORGANIZER:mailto:someone@example.com", "ATTENDEE:mailto:me@example.com",
+        ))  # fmt: skip
+    monkeypatch.setattr(caldav_provider, "PART_SIZE", 1)
+    monkeypatch.setattr(caldav_discovery, "_LEARNT", OrderedDict())  # nothing learnt yet
+    provider = caldav.provider_for(caldav.calendar_id)
+    asking: list[str] = []
+    two_ask = threading.Event()
+    discovered: list[str] = []
+    addresses, discover = CalDAVProvider._account_addresses, CalDAVProvider._discover
+
+    def asked(self: CalDAVProvider) -> frozenset[str]:
+        asking.append(threading.current_thread().name)
+        if len(asking) >= 2:
+            two_ask.set()
+        return addresses(self)
+
+    def discovering(self: CalDAVProvider) -> str | None:
+        discovered.append(threading.current_thread().name)
+        two_ask.wait(30)  # a second part's thread asks meanwhile (with the fix, it waits)
+        return discover(self)
+
+    monkeypatch.setattr(CalDAVProvider, "_account_addresses", asked)
+    monkeypatch.setattr(CalDAVProvider, "_discover", discovering)
+    try:
+        parts = [part async for part in provider.list_changes_in_parts(
+            caldav.calendar_id, None, with_contents=True)]  # fmt: skip
+    finally:
+        await provider.close()
+    assert len(set(asking)) >= 2  # parts in two threads or more asked at once
+    assert len(discovered) == 1
+    assert sum(ref.event is not None for part in parts for ref in part.changed) == 6
 
 
 @pytest.mark.parametrize("names", ["none", "cut short"])

@@ -446,6 +446,7 @@ class CalDAVProvider(Discovery):
         self._zones: dict[str, str | None] = {}
         self._zones_read: set[str] = set()  # those the server answered (not guessed)
         self._addresses_read = False
+        self._addresses_lock = threading.Lock()
         self._learnt_since: float | None = None
         self._if_match_ignored: bool | None = None  # see _ignores_if_match
         self._account = account_key(url, username, password)

@@ -150,6 +150,7 @@ class Discovery:
     _addresses_read: bool
     _learnt_since: float | None
     _if_match_ignored: bool | None
+    _addresses_lock: threading.Lock  # one discovery for the addresses, however many ask
 
     if TYPE_CHECKING:
 
@@ -355,19 +356,27 @@ class Discovery:
     def _account_addresses(self) -> frozenset[str]:
         """The principal's calendar user addresses (empty when the server names none),
         read with discovery, which a sync run makes only when it needs them."""
-        if self._addresses is None:
-            with contextlib.suppress(ProviderError):
-                self._discover()
-                if self._addresses is None and self._principal:
-                    # Discovery found the home without reading the principal.
-                    reply = self._propfind(self._principal, ["<C:calendar-user-address-set/>"], 0)
-                    for member in _members(reply.tree if reply.status == 207 else None):
-                        self._addresses = account_addresses(member.props.get(_ADDRESS_SET))
-                        self._addresses_read = True
-                        self._learn()
+        if self._addresses is not None:
+            return self._addresses
+        # A first import's parts are read in several threads at once, and each asks as
+        # its first events name an organizer: the first to ask discovers, the others
+        # wait for what it found (each discovering too made three of every request).
+        with self._addresses_lock:
             if self._addresses is None:
-                self._addresses = frozenset()  # none to be had: the engine compares
-        return self._addresses
+                with contextlib.suppress(ProviderError):
+                    self._discover()
+                    if self._addresses is None and self._principal:
+                        # Discovery found the home without reading the principal.
+                        reply = self._propfind(
+                            self._principal, ["<C:calendar-user-address-set/>"], 0
+                        )
+                        for member in _members(reply.tree if reply.status == 207 else None):
+                            self._addresses = account_addresses(member.props.get(_ADDRESS_SET))
+                            self._addresses_read = True
+                            self._learn()
+                if self._addresses is None:
+                    self._addresses = frozenset()  # none to be had: the engine compares
+            return self._addresses
 
     def _calendar_zone(self, calendar: str) -> str | None:
         """The zone this calendar names for its floating times; None when it names none
