@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import argon2
 import hypothesis
 import psycopg
 import pytest
@@ -31,7 +32,7 @@ from starlette.datastructures import State
 
 from crmcal import migrations
 from crmcal.config import Settings
-from crmcal.crm import users
+from crmcal.crm import passwords, users
 from crmcal.crm.schemas import UserCreate
 from crmcal.crm.tables import User
 from crmcal.db import Database
@@ -56,6 +57,27 @@ hypothesis.settings.register_profile(
     "busy-machine", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
 )
 hypothesis.settings.load_profile("busy-machine")
+
+# A password's argon2id hash at the library's recommended cost takes 64 MB and about
+# 0.2 s of CPU, and so does each sign-in's check of it: a test signing in two people
+# paid 0.6 s for it, most of what such a test costs. The tests' own passwords are hashed
+# and checked by the same code with the same algorithm at its lowest cost, but for the
+# tests marked ``real_password_hashes`` (tests/test_web_auth.py: the cost itself, an
+# unknown address costing what a known one does, a hash of another cost made anew).
+CHEAP_HASHER = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashes(request: pytest.FixtureRequest) -> Iterator[None]:
+    if request.node.get_closest_marker("real_password_hashes") is not None:
+        yield
+        return
+    real, passwords._hasher = passwords._hasher, CHEAP_HASHER
+    try:
+        yield
+    finally:
+        passwords._hasher = real
+
 
 PG_SERVER = os.environ.get("CRMCAL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -19,6 +19,9 @@ from tests.cli_process import InProcess
 from tests.conftest import Api, client_of, make_user, new_user, run
 from tests.web_session import PASSWORD, sign_in
 
+# What a password costs is part of what this module tests (tests/conftest.py).
+pytestmark = pytest.mark.real_password_hashes
+
 
 def csrf_of(client: TestClient, path: str = "/admin/users") -> str:
     found = re.search(r'name="csrf-token" content="([^"]+)"', client.get(path).text)
