@@ -171,8 +171,9 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
     """Each event's fields for the CRM, its checks, uid and organizer come from the parse
     pool's processes with the events (``sync/import_fields``): none is computed here,
     nor is the CRM uid each event claims derived again to pair it, nor what the link of
-    a single event keeps of the CRM's side (only a series' is computed here), nor the
-    units of a calendar series the link of a series keeps."""
+    an event keeps of the CRM's side (a single event's digests, a series' first
+    occurrence and units), nor the units of a calendar series the link of a series
+    keeps."""
     parse_pool.configure(2)
     here: list[str | None] = []
     computed = import_fields._computed
@@ -216,10 +217,8 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
     assert f"at most {MAX_PARTICIPANTS}" in report.problems[0]["reason"]
     assert here == []
     assert derived == []
-    assert crm_sides == [True] * 8
-    # A series' units: the calendar's came with it, the CRM's (which names its uid) not.
-    assert len(units) == 8
-    assert all(units)
+    assert crm_sides == []
+    assert units == []
     assert run(totals(db_url, owner))["series"] == 8
 
 

@@ -213,24 +213,28 @@ async def test_a_first_import_writes_the_same_rows_in_batches_as_one_by_one(
 async def test_the_crm_side_of_a_new_link_computed_with_its_event_is_the_written_ones(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What a new single event's link keeps of the CRM's side is computed where the event
-    is parsed (``NewLinkHashes``), for its participants named as its attendees are:
-    the same links as computed from the activities written, and where a nameless
-    attendee took the name of the person already in the CRM, computed from those."""
+    """What a new event's link keeps of the CRM's side (a single event's digests, a plain
+    series' first occurrence and units) is computed where the event is parsed
+    (``NewLinkHashes``), for its participants named as its attendees are: the same
+    links as computed from the activities written, and where a nameless attendee took
+    the name of the person already in the CRM, computed from those."""
     for_written = import_fields.NewLinkHashes.for_written
-    taken: list[bool] = []
+    taken: dict[str, bool] = {}
 
     def counted(self: import_fields.NewLinkHashes, written: activities.Written) -> Any:
         found = for_written(self, written)
-        taken.append(found is not None)
+        taken[written.row["subject"]] = found is not None
         return found
 
     monkeypatch.setattr(import_fields.NewLinkHashes, "for_written", counted)
     ahead = await import_once(db, engine_module.IMPORT_BATCH, monkeypatch)
-    # The singles (every sixth event is a series); those with the known person: not.
-    assert taken == [n % 5 != 0 for n in range(30) if n % 6 != 0]
+    # Singles and series alike (every sixth event is a series); those with the known
+    # person: not.
+    assert taken == {f"Review {n}": n % 5 != 0 for n in range(30)}
     monkeypatch.setattr(import_fields, "_link_hashes", lambda *_: None)
+    monkeypatch.setattr(import_fields, "_series_link_hashes", lambda *_: None)
+    taken.clear()
     written_first = await import_once(db, engine_module.IMPORT_BATCH, monkeypatch)
-    assert len(taken) == 25
+    assert taken == {}
     for table in ("persons", "activities", "series", "changes", "links"):
         assert ahead[table] == written_first[table], table

@@ -305,34 +305,7 @@ async def write_many(
     if not items:
         return []
     now = utcnow()
-    made: list[tuple[ActivitySeries, Rule, list[Moment]]] = []
-    for item in items:
-        row = item.row
-        tz = times.zone(row["timezone"])
-        recurrence.check_can_match(row["recurrence"])
-        series = _unsaved_series(
-            uid=item.uid or uuid.uuid4().hex, owner_id=item.owner.id, rrule=row["recurrence"],
-            rdates=_moments("rdates", item.rdates, row["all_day"], tz),
-            exdates=_moments("exdates", item.exdates, row["all_day"], tz),
-            participants=[{"email": p["email"], "name": p["name"], "person_id": p["person_id"]}
-                          for p in item.participants],
-            created_at=now, updated_at=now, deleted_at=None, organizer=item.organizer,
-            materialised_until=None,
-            **{name: row[name] for name in (*MASTER_FIELDS, "timezone", "all_day", "start_at",
-                                            "end_at", "start_date", "end_date")},
-        )  # fmt: skip
-        rule = rule_of(series)
-        until = _target(series)
-        starts = rule.starts(series.start_at, until, MAX_PER_STEP + 1)
-        if not starts:
-            raise Invalid(
-                "recurrence: the series has no occurrence from its start within the next "
-                f"{horizon().days} days"
-            )
-        if len(starts) > MAX_PER_STEP:
-            until, starts = rule.instant(starts[MAX_PER_STEP]), starts[:MAX_PER_STEP]
-        series.materialised_until = until
-        made.append((series, rule, starts))
+    made = [planned(item, now) for item in items]
     table = table_of(ActivitySeries)
     columns = [c.key for c in table.columns if c.key != "id"]
     ids = await bulk.insert_many_ids(
@@ -348,23 +321,67 @@ async def write_many(
         everyone = _participant_rows(series)
         common = _common_columns(series)
         firsts.append(len(rows))
-        for n, moment in enumerate(starts):
-            row = _occurrence_row(series, rule, moment, common)
-            if n == 0:
-                # The activity asked for is the first occurrence: done if it was given
-                # as done, with the answers its participants gave.
-                row["done"] = bool(item.row.get("done"))
-                statuses = {p["email"]: p["status"] for p in item.participants if p.get("email")}
-                people.append([{**p, "status": statuses.get(p["email"], p["status"])}
-                               for p in everyone])  # fmt: skip
-            else:
-                people.append(everyone)
-            rows.append(row)
+        row, first_people = first_occurrence(series, rule, starts[0], item, common)
+        rows.append(row)
+        people.append(first_people)
+        for moment in starts[1:]:
+            rows.append(_occurrence_row(series, rule, moment, common))
+            people.append(everyone)
     ids = await insert_row_ids(session, rows, people)
     owners = [row["owner_id"] for row in rows]
     await changefeed.record_new(session, ids, owners, changefeed.CREATED, origin)
     # Only the first occurrences are answered.
     return [Written(ids[i], rows[i], people[i]) for i in firsts]
+
+
+def first_occurrence(
+    series: ActivitySeries,
+    rule: Rule,
+    moment: Moment,
+    item: NewSeries,
+    common: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The row and participant rows of the first occurrence ``write_many`` makes of
+    ``item`` (``series`` planned for it), the activity asked for: done if it was given
+    as done, with the answers its participants gave."""
+    row = _occurrence_row(series, rule, moment, common)
+    row["done"] = bool(item.row.get("done"))
+    statuses = {p["email"]: p["status"] for p in item.participants if p.get("email")}
+    people = [{**p, "status": statuses.get(p["email"], p["status"])}
+              for p in _participant_rows(series)]  # fmt: skip
+    return row, people
+
+
+def planned(item: NewSeries, now: dt.datetime) -> tuple[ActivitySeries, Rule, list[Moment]]:
+    """The series ``write_many`` writes for ``item`` (not yet stored, without its id),
+    its rule and the starts of the occurrences it makes at ``now``; raises Invalid
+    where it has none within the horizon."""
+    row = item.row
+    tz = times.zone(row["timezone"])
+    recurrence.check_can_match(row["recurrence"])
+    series = _unsaved_series(
+        uid=item.uid or uuid.uuid4().hex, owner_id=item.owner.id, rrule=row["recurrence"],
+        rdates=_moments("rdates", item.rdates, row["all_day"], tz),
+        exdates=_moments("exdates", item.exdates, row["all_day"], tz),
+        participants=[{"email": p["email"], "name": p["name"], "person_id": p["person_id"]}
+                      for p in item.participants],
+        created_at=now, updated_at=now, deleted_at=None, organizer=item.organizer,
+        materialised_until=None,
+        **{name: row[name] for name in (*MASTER_FIELDS, "timezone", "all_day", "start_at",
+                                        "end_at", "start_date", "end_date")},
+    )  # fmt: skip
+    rule = rule_of(series)
+    until = _target(series)
+    starts = rule.starts(series.start_at, until, MAX_PER_STEP + 1)
+    if not starts:
+        raise Invalid(
+            "recurrence: the series has no occurrence from its start within the next "
+            f"{horizon().days} days"
+        )
+    if len(starts) > MAX_PER_STEP:
+        until, starts = rule.instant(starts[MAX_PER_STEP]), starts[:MAX_PER_STEP]
+    series.materialised_until = until
+    return series, rule, starts
 
 
 def _unsaved_series(**values: Any) -> ActivitySeries:

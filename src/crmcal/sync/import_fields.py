@@ -13,9 +13,12 @@ run the same function, so what is imported does not depend on where it ran.
 For a new single event it also computes what its link keeps of the CRM's side (the
 CRM's version's content hash and field digests: ``NewLinkHashes``), from the activity
 as the CRM will write it, assuming its participants are named as the event names its
-attendees. The syncing process takes them after checking that assumption against the
-participants written (a person matched by e-mail may lend a nameless attendee its
-name); where it does not hold, it computes them itself from what was written.
+attendees; for a plain new series (no occurrence changed on its own), its first
+occurrence's content hash and both sides' series units, from the series and first
+occurrence as ``crm.series.write_many`` will write them. The syncing process takes
+them after checking that assumption against the participants written (a person
+matched by e-mail may lend a nameless attendee its name); where it does not hold, it
+computes them itself from what was written.
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from crmcal.crm import series as crm_series
 from crmcal.crm.activities import Checked, Written, check_new, new_row, participants_as_given
 from crmcal.crm.errors import CrmError
 from crmcal.crm.schemas import ActivityCreate
 from crmcal.crm.tables import User, utcnow
 from crmcal.model import CalendarEvent, content_hash_beside
-from crmcal.sync import mapping, series_mapping
+from crmcal.sync import mapping, series_mapping, series_units
 from crmcal.sync.links import field_hashes
 from crmcal.sync.options import SyncOptions
 
@@ -189,19 +193,20 @@ def _computed(event: CalendarEvent, importer: Importer) -> ImportFields:
         # the CRM refuses goes as it came, to be refused where it is written, as ever.
         data = check_new(model, importer.owner_timezone, from_calendar=True)
     link = None
-    if isinstance(data, Checked) and not event.recurring:
-        link = _link_hashes(event, data, importer, organizer)
+    if isinstance(data, Checked) and not importer.options.include_deal_and_contact_info:
+        if not event.recurring:
+            link = _link_hashes(event, data, importer, organizer)
+        elif not event.crm_id and not event.live_overrides():
+            link = _series_link_hashes(event, data, importer, uid, organizer)
     return ImportFields(data, None, uid, organizer, mapping.note_cut(event), link)
 
 
 def _link_hashes(
     event: CalendarEvent, data: Checked, importer: Importer, organizer: str | None
-) -> NewLinkHashes | None:
+) -> NewLinkHashes:
     """The CRM side of a new single event's link, for the activity ``data`` makes with
-    its participants named as given; None where the CRM's version depends on what only
-    the written activity knows (its id, in the deal-and-contact block)."""
-    if importer.options.include_deal_and_contact_info:
-        return None
+    its participants named as given (not where the CRM's version depends on what only
+    the written activity knows: its id, in the deal-and-contact block)."""
     row = new_row(data.columns, "", importer.owner_id, organizer, utcnow())
     written = Written(0, row, participants_as_given(data.participants))
     crm = mapping.activity_to_event(written.activity(), importer.owner(), importer.options)
@@ -209,3 +214,37 @@ def _link_hashes(
     return NewLinkHashes(
         named(written.participants), content_hash_beside(crm, event), field_hashes(crm, event)
     )
+
+
+def _series_link_hashes(
+    event: CalendarEvent,
+    data: Checked,
+    importer: Importer,
+    uid: str | None,
+    organizer: str | None,
+) -> NewLinkHashes | None:
+    """What the link of a plain new series (no occurrence changed on its own) keeps of
+    the CRM's side: its first occurrence's content hash and both sides' series units,
+    for the series ``crm_series.write_many`` makes of ``data`` with its participants
+    named as given; None where it would make none."""
+    owner, options = importer.owner(), importer.options
+    now = utcnow()
+    row = new_row(data.columns, uid or "", importer.owner_id, organizer, now)
+    del row["organizer"]  # the series' own, given apart (as write_activities does)
+    given = participants_as_given(data.participants)
+    item = crm_series.NewSeries(owner, row, given, data.exdates, data.rdates, uid, organizer)
+    try:
+        series, rule, starts = crm_series.planned(item, now)
+    except CrmError:
+        return None
+    series.id = 0
+    first_row, people = crm_series.first_occurrence(series, rule, starts[0], item)
+    first = Written(0, first_row, people).activity()
+    told = importer.mails_attendees
+    crm = mapping.as_told(mapping.activity_to_event(first, owner, options), told)
+    master = series_mapping.crm_master(series, [first], owner, options, told)
+    within = series_units.within_horizon_of(series)
+    hashes = series_units.remembered_hashes(
+        {}, series_units.digests_of(master, within), series_units.digests_of(event, within)
+    )
+    return NewLinkHashes(named(people), content_hash_beside(crm, event), hashes)

@@ -152,14 +152,18 @@ class Imports:
                     from_calendar=True,
                 ),
             )
-            series = await self._series_made(session, created)
+            known = [
+                item.link.for_written(written) if item.link is not None else None
+                for written, item in zip(created, writing, strict=True)
+            ]
+            unknown = [w for w, k in zip(created, known, strict=True) if k is None]
+            series = await self._series_made(session, unknown)
             now = utcnow()
             rows = []
-            for written, item in zip(created, writing, strict=True):
+            for written, item, hashed in zip(created, writing, known, strict=True):
                 event = item.event
-                known = item.link.for_written(written) if item.link is not None else None
-                if known is not None:
-                    crm_hash, hashes = known.crm_hash, known.field_hashes
+                if hashed is not None:
+                    crm_hash, hashes = hashed.crm_hash, hashed.field_hashes
                 else:
                     activity = written.activity()
                     crm_event = engine._event_of(activity)

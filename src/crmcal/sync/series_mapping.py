@@ -134,6 +134,22 @@ def series_to_events(
     return OutgoingSeries(replace(master, overrides=ordered), ordered)
 
 
+def crm_master(
+    series: ActivitySeries,
+    occurrences: Iterable[Activity],
+    owner: User,
+    options: SyncOptions,
+    mails_attendees: bool,
+) -> CalendarEvent:
+    """The series as the CRM has it: its master with its overrides, as a calendar that
+    e-mails every attendee it is told about (``mails_attendees``, F10) is told it."""
+    master = series_to_events(series, occurrences, owner, options).master
+    if mails_attendees and not master.notify_attendees:
+        quiet = tuple(replace(o, attendees=(), organizer=None) for o in master.overrides)
+        master = replace(master, attendees=(), organizer=None, overrides=quiet)
+    return master
+
+
 def _sort_key(moment: Moment | None) -> str:
     if isinstance(moment, dt.datetime):
         return moment.astimezone(dt.UTC).isoformat()

@@ -107,12 +107,9 @@ class SeriesSync:
     def crm_event(self, series: ActivitySeries, occurrences: list[Activity]) -> CalendarEvent:
         """The series as the CRM has it: its master with its overrides."""
         ctx = self.engine.ctx
-        master = series_mapping.series_to_events(series, occurrences, ctx.owner, ctx.options).master
-        if ctx.mails_attendees and not master.notify_attendees:
-            # This calendar e-mails every attendee it is told about (F10).
-            quiet = tuple(replace(o, attendees=(), organizer=None) for o in master.overrides)
-            master = replace(master, attendees=(), organizer=None, overrides=quiet)
-        return master
+        return series_mapping.crm_master(
+            series, occurrences, ctx.owner, ctx.options, ctx.mails_attendees
+        )
 
     def writable(self, item: int, event: CalendarEvent) -> CalendarEvent | None:
         """``event`` in the nearest form the calendar can hold (a series made where its
