@@ -26,6 +26,7 @@ from crmcal.crm.activities import (
     load_in_order,
     write_activities,
 )
+from crmcal.crm.recurrence import Rule
 from crmcal.crm.schemas import MAX_PARTICIPANTS, ActivityCreate, ParticipantIn, UserCreate
 from crmcal.crm.tables import (
     Activity,
@@ -173,7 +174,7 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
     nor is the CRM uid each event claims derived again to pair it, nor what the link of
     an event keeps of the CRM's side (a single event's digests, a series' first
     occurrence and units), nor the units of a calendar series the link of a series
-    keeps."""
+    keeps, nor the starts of a series' occurrences."""
     parse_pool.configure(2)
     here: list[str | None] = []
     computed = import_fields._computed
@@ -202,6 +203,14 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
         units.append(event.crm_id)
         return digests_of(event, within)
 
+    expanded: list[str] = []
+    starts = Rule.starts
+
+    def starts_here(self: Rule, *args: Any) -> Any:
+        expanded.append(self.rrule)
+        return starts(self, *args)
+
+    monkeypatch.setattr(Rule, "starts", starts_here)
     monkeypatch.setattr(import_fields, "_computed", counted)
     monkeypatch.setattr(mapping, "derived_uid", derived_here)
     monkeypatch.setattr(engine.Engine, "_event_of", crm_side_here)
@@ -219,6 +228,8 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
     assert derived == []
     assert crm_sides == []
     assert units == []
+    # Nor are a series' occurrences counted from its rule again (counted ahead).
+    assert expanded == []
     assert run(totals(db_url, owner))["series"] == 8
 
 

@@ -434,6 +434,8 @@ class Checked:
     participants: tuple[GivenParticipant, ...]
     exdates: list[str] | None
     rdates: list[str] | None
+    # A series' occurrence starts, where computed with the rest (``series.starts_ahead``).
+    ahead: series.StartsAhead | None = None
 
 
 def check_new(data: ActivityCreate, owner_timezone: str, *, from_calendar: bool = False) -> Checked:
@@ -594,7 +596,7 @@ async def write_activities(
             series.NewSeries(
                 owners[rows[i]["owner_id"]], {k: v for k, v in rows[i].items() if k != "organizer"},
                 participants[i], checked[i].exdates, checked[i].rdates, items[i][1],
-                rows[i]["organizer"],
+                rows[i]["organizer"], checked[i].ahead,
             )
             for i in rules
         ],

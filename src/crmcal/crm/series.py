@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
+from bisect import bisect_left
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -246,10 +247,28 @@ async def extend_all(
 
 
 @dataclass(frozen=True)
+class StartsAhead:
+    """A new series' occurrence starts computed before it is written (an import's, where
+    its event was parsed, on a core the writer does not use): every start before
+    ``until``, a day past the horizon then, so that the writer, a little later, needs
+    only those before its own horizon (``planned``)."""
+
+    until: dt.datetime
+    starts: tuple[Moment, ...]
+    instants: tuple[dt.datetime, ...]  # each start's ``Rule.instant``
+
+
+# How far past the horizon ``starts_ahead`` looks: the writer's horizon, later, is
+# within it unless the series waited longer than that to be written.
+_AHEAD = dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
 class NewSeries:
     """One series to create: an activity's checked columns (``row``, with its
     ``recurrence``), its participant rows (with the statuses of the first occurrence),
-    its dates left out and added, and a uid an importer chose."""
+    its dates left out and added, a uid an importer chose, and its starts if computed
+    ahead."""
 
     owner: User
     row: dict[str, Any]
@@ -258,6 +277,7 @@ class NewSeries:
     rdates: list[str] | None = None
     uid: str | None = None
     organizer: str | None = None  # someone else's meeting (see Activity.organizer)
+    ahead: StartsAhead | None = None
 
 
 async def create_series(
@@ -354,8 +374,43 @@ def first_occurrence(
 
 def planned(item: NewSeries, now: dt.datetime) -> tuple[ActivitySeries, Rule, list[Moment]]:
     """The series ``write_many`` writes for ``item`` (not yet stored, without its id),
-    its rule and the starts of the occurrences it makes at ``now``; raises Invalid
-    where it has none within the horizon."""
+    its rule and the starts of the occurrences it makes at ``now`` (those ``item``
+    brings computed ahead where they hold all of them); raises Invalid where it has
+    none within the horizon."""
+    series, rule = _unsaved_of(item, now)
+    until = _target(series)
+    ahead = item.ahead
+    if ahead is not None and until <= ahead.until:
+        # Every start before a later moment: those before this one are the same as
+        # the rule's (the rows stay those the rule makes, whoever computed them).
+        starts = list(ahead.starts[: bisect_left(ahead.instants, until)][: MAX_PER_STEP + 1])
+    else:
+        starts = rule.starts(series.start_at, until, MAX_PER_STEP + 1)
+    if not starts:
+        raise Invalid(
+            "recurrence: the series has no occurrence from its start within the next "
+            f"{horizon().days} days"
+        )
+    if len(starts) > MAX_PER_STEP:
+        until, starts = rule.instant(starts[MAX_PER_STEP]), starts[:MAX_PER_STEP]
+    series.materialised_until = until
+    return series, rule, starts
+
+
+def starts_ahead(item: NewSeries, now: dt.datetime) -> StartsAhead | None:
+    """The starts of ``item``'s occurrences before a day past the horizon at ``now``,
+    for ``planned`` to take later; None where they may not be all of them (a rule that
+    makes too many to count them all: ``Rule.starts`` stops counting at its limit)."""
+    series, rule = _unsaved_of(item, now)
+    until = _target(series) + _AHEAD
+    starts = rule.starts(series.start_at, until, MAX_PER_STEP + 1)
+    # Far from the limit, with room for the dates left out and the window's edges.
+    if len(starts) + len(rule.exdates) + 50 > MAX_PER_STEP:
+        return None
+    return StartsAhead(until, tuple(starts), tuple(map(rule.instant, starts)))
+
+
+def _unsaved_of(item: NewSeries, now: dt.datetime) -> tuple[ActivitySeries, Rule]:
     row = item.row
     tz = times.zone(row["timezone"])
     recurrence.check_can_match(row["recurrence"])
@@ -370,18 +425,7 @@ def planned(item: NewSeries, now: dt.datetime) -> tuple[ActivitySeries, Rule, li
         **{name: row[name] for name in (*MASTER_FIELDS, "timezone", "all_day", "start_at",
                                         "end_at", "start_date", "end_date")},
     )  # fmt: skip
-    rule = rule_of(series)
-    until = _target(series)
-    starts = rule.starts(series.start_at, until, MAX_PER_STEP + 1)
-    if not starts:
-        raise Invalid(
-            "recurrence: the series has no occurrence from its start within the next "
-            f"{horizon().days} days"
-        )
-    if len(starts) > MAX_PER_STEP:
-        until, starts = rule.instant(starts[MAX_PER_STEP]), starts[:MAX_PER_STEP]
-    series.materialised_until = until
-    return series, rule, starts
+    return series, rule_of(series)
 
 
 def _unsaved_series(**values: Any) -> ActivitySeries:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -193,11 +193,12 @@ def _computed(event: CalendarEvent, importer: Importer) -> ImportFields:
         # the CRM refuses goes as it came, to be refused where it is written, as ever.
         data = check_new(model, importer.owner_timezone, from_calendar=True)
     link = None
-    if isinstance(data, Checked) and not importer.options.include_deal_and_contact_info:
-        if not event.recurring:
+    if isinstance(data, Checked) and not event.recurring:
+        if not importer.options.include_deal_and_contact_info:
             link = _link_hashes(event, data, importer, organizer)
-        elif not event.crm_id and not event.live_overrides():
-            link = _series_link_hashes(event, data, importer, uid, organizer)
+    elif isinstance(data, Checked) and not event.crm_id and not event.live_overrides():
+        # A plain new series, written with an import's batch (``Engine._new_event``).
+        data, link = _new_series(event, data, importer, uid, organizer)
     return ImportFields(data, None, uid, organizer, mapping.note_cut(event), link)
 
 
@@ -216,17 +217,18 @@ def _link_hashes(
     )
 
 
-def _series_link_hashes(
+def _new_series(
     event: CalendarEvent,
     data: Checked,
     importer: Importer,
     uid: str | None,
     organizer: str | None,
-) -> NewLinkHashes | None:
-    """What the link of a plain new series (no occurrence changed on its own) keeps of
-    the CRM's side: its first occurrence's content hash and both sides' series units,
-    for the series ``crm_series.write_many`` makes of ``data`` with its participants
-    named as given; None where it would make none."""
+) -> tuple[Checked, NewLinkHashes | None]:
+    """``data`` with its occurrences' starts computed ahead (``series.starts_ahead``),
+    and what the link of the plain new series keeps of the CRM's side: its first
+    occurrence's content hash and both sides' series units, for the series
+    ``crm_series.write_many`` makes of ``data`` with its participants named as given
+    (not where the CRM's version depends on the written activity's id)."""
     owner, options = importer.owner(), importer.options
     now = utcnow()
     row = new_row(data.columns, uid or "", importer.owner_id, organizer, now)
@@ -234,9 +236,14 @@ def _series_link_hashes(
     given = participants_as_given(data.participants)
     item = crm_series.NewSeries(owner, row, given, data.exdates, data.rdates, uid, organizer)
     try:
+        ahead = crm_series.starts_ahead(item, now)
+        item = replace(item, ahead=ahead)
         series, rule, starts = crm_series.planned(item, now)
     except CrmError:
-        return None
+        return data, None
+    data = replace(data, ahead=ahead)
+    if options.include_deal_and_contact_info:
+        return data, None
     series.id = 0
     first_row, people = crm_series.first_occurrence(series, rule, starts[0], item)
     first = Written(0, first_row, people).activity()
@@ -247,4 +254,4 @@ def _series_link_hashes(
     hashes = series_units.remembered_hashes(
         {}, series_units.digests_of(master, within), series_units.digests_of(event, within)
     )
-    return NewLinkHashes(named(people), content_hash_beside(crm, event), hashes)
+    return data, NewLinkHashes(named(people), content_hash_beside(crm, event), hashes)
