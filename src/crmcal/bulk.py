@@ -17,7 +17,7 @@ datetimes of different instants; True and 1 are different JSON).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -32,27 +32,47 @@ _Step = tuple[str, Callable[[Any], Any] | None]
 _PLANS: dict[tuple[Table, tuple[str, ...], str], tuple[str, list[_Step]]] = {}
 
 
-async def insert_many(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+async def insert_many(
+    session: AsyncSession,
+    table: Table,
+    rows: list[dict[str, Any]],
+    columns: Mapping[str, Sequence[Any]] | None = None,
+) -> None:
     """INSERT ``rows`` (dicts with the same keys) into ``table`` in the session's
-    transaction."""
+    transaction; ``columns``: more columns, given apart, a value for each row (an id
+    that differs from row to row, beside rows that may be one dict shared by many)."""
     if not rows:
         return
     connection = await session.connection()
-    keys = tuple(rows[0])
+    extra = columns or {}
+    keys = (*rows[0], *extra)
     dialect = connection.dialect
-    if dialect.name != "sqlite" or not _direct(table, keys, rows):
-        await session.execute(insert(table), rows)
+    if dialect.name != "sqlite" or not _direct(table, keys, rows, extra):
+        await session.execute(insert(table), _merged(rows, extra))
         return
     statement, plan = _plan(table, keys, dialect)
-    await connection.exec_driver_sql(statement, _bound(rows, plan))
+    await connection.exec_driver_sql(statement, _bound(rows, plan, extra))
 
 
-def _bound(rows: list[dict[str, Any]], plan: list[_Step]) -> list[tuple[Any, ...]]:
+def _merged(rows: list[dict[str, Any]], extra: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Each row with its values of ``extra`` (new dicts: a row may be shared)."""
+    if not extra:
+        return rows
+    values = [
+        dict(zip(extra, row_values, strict=True))
+        for row_values in zip(*extra.values(), strict=True)
+    ]
+    return [{**row, **more} for row, more in zip(rows, values, strict=True)]
+
+
+def _bound(
+    rows: list[dict[str, Any]], plan: list[_Step], extra: Mapping[str, Sequence[Any]]
+) -> list[tuple[Any, ...]]:
     """The rows' parameters in the statement's order, built a column at a time, each
     value object processed once (the loops over rows are the builtins' own)."""
     columns = []
     for key, process in plan:
-        column = list(map(itemgetter(key), rows))
+        column = list(extra[key]) if key in extra else list(map(itemgetter(key), rows))
         if process is not None:
             ids = list(map(id, column))
             # Alive in ``rows`` meanwhile: an id stands for one object.
@@ -84,21 +104,30 @@ async def insert_many_ids(
         connection.dialect.name != "sqlite"
         or "id" in keys
         or table.dialect_options["sqlite"]["autoincrement"]
-        or not _direct(table, keys, rows)
+        or not _direct(table, keys, rows, {})
     ):
         returning = insert(table).returning(id_column, sort_by_parameter_order=True)
         return list(await session.scalars(returning, rows))
     last = int(await session.scalar(select(func.max(id_column))) or 0)
     ids = list(range(last + 1, last + 1 + len(rows)))
-    await insert_many(session, table, [{"id": n, **row} for n, row in zip(ids, rows, strict=True)])
+    await insert_many(session, table, rows, {"id": ids})
     return ids
 
 
-def _direct(table: Table, keys: tuple[str, ...], rows: list[dict[str, Any]]) -> bool:
+def _direct(
+    table: Table,
+    keys: tuple[str, ...],
+    rows: list[dict[str, Any]],
+    extra: Mapping[str, Sequence[Any]],
+) -> bool:
     """Whether the rows can skip SQLAlchemy: all of the same columns, in the same order,
     and none it would fill in Python (a default or onupdate it computes)."""
-    if any(tuple(row) != keys for row in rows):
+    given = keys[: len(keys) - len(extra)]
+    # Each dict once: rows may share one (the occurrences of a series, their people).
+    if any(tuple(row) != given for row in {id(row): row for row in rows}.values()):
         return False
+    if any(len(values) != len(rows) for values in extra.values()):
+        raise ValueError("a column given apart needs a value for each row")
     return not any(
         column.key not in keys and (column.default is not None or column.onupdate is not None)
         for column in table.columns

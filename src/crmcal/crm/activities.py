@@ -725,13 +725,11 @@ async def _insert_ids(
     session: AsyncSession, rows: list[dict[str, Any]], participants: list[list[dict[str, Any]]]
 ) -> list[int]:
     ids = await bulk.insert_many_ids(session, table_of(Activity), rows)
-    people_rows = [
-        {**person, "activity_id": activity_id}
-        for activity_id, people in zip(ids, participants, strict=True)
-        for person in people
-    ]
+    # Each row as it is (the occurrences of a series share theirs), its activity apart.
+    people_rows = [person for people in participants for person in people]
+    whose = [n for n, people in zip(ids, participants, strict=True) for _ in people]
     if people_rows:
-        await bulk.insert_many(session, table_of(Participant), people_rows)
+        await bulk.insert_many(session, table_of(Participant), people_rows, {"activity_id": whose})
     return ids
 
 

@@ -19,6 +19,7 @@ import datetime as dt
 import os
 import uuid
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -116,10 +117,21 @@ def _occurrence_row(
 ) -> dict[str, Any]:
     """An occurrence's row; ``common``: ``_common_columns(series)``, read once for all
     the occurrences of a series made at once."""
-    row = dict(_common_columns(series) if common is None else common)
-    row.update(_times_at(series, rule, moment))
-    row.update(uid=uuid.uuid4().hex, original_start_at=rule.instant(moment))
+    (row,) = _occurrence_rows(series, rule, [moment], common)
     return row
+
+
+def _occurrence_rows(
+    series: ActivitySeries, rule: Rule, moments: list[Moment], common: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The rows of the occurrences starting at ``moments`` (``_occurrence_row`` of each,
+    the series read once: an import makes thousands)."""
+    common = _common_columns(series) if common is None else common
+    at = _timing(series, rule)
+    return [
+        {**common, **at(moment), "uid": uuid.uuid4().hex, "original_start_at": rule.instant(moment)}
+        for moment in moments
+    ]
 
 
 def _common_columns(series: ActivitySeries) -> dict[str, Any]:
@@ -137,17 +149,32 @@ def _common_columns(series: ActivitySeries) -> dict[str, Any]:
 
 def _times_at(series: ActivitySeries, rule: Rule, moment: Moment) -> dict[str, Any]:
     """An occurrence's time columns when it starts at ``moment``, as long as the master."""
+    return _timing(series, rule)(moment)
+
+
+def _timing(series: ActivitySeries, rule: Rule) -> Callable[[Moment], dict[str, Any]]:
+    """``_times_at`` of ``series`` for any moment, the series read once."""
     if series.all_day:
-        assert isinstance(moment, dt.date)
         assert series.start_date
         assert series.end_date
-        end_date = moment + (series.end_date - series.start_date)
-        return {"start_at": rule.instant(moment), "end_at": rule.instant(end_date),
-                "start_date": moment, "end_date": end_date}  # fmt: skip
-    assert isinstance(moment, dt.datetime)
-    start = moment.astimezone(dt.UTC)
-    end = start + (series.end_at - series.start_at) if series.end_at else None
-    return {"start_at": start, "end_at": end, "start_date": None, "end_date": None}
+        days = series.end_date - series.start_date
+
+        def on(moment: Moment) -> dict[str, Any]:
+            assert isinstance(moment, dt.date)
+            end_date = moment + days
+            return {"start_at": rule.instant(moment), "end_at": rule.instant(end_date),
+                    "start_date": moment, "end_date": end_date}  # fmt: skip
+
+        return on
+    length = series.end_at - series.start_at if series.end_at else None
+
+    def at(moment: Moment) -> dict[str, Any]:
+        assert isinstance(moment, dt.datetime)
+        start = moment.astimezone(dt.UTC)
+        end = start + length if length is not None else None
+        return {"start_at": start, "end_at": end, "start_date": None, "end_date": None}
+
+    return at
 
 
 def _put_at(
@@ -344,9 +371,8 @@ async def write_many(
         row, first_people = first_occurrence(series, rule, starts[0], item, common)
         rows.append(row)
         people.append(first_people)
-        for moment in starts[1:]:
-            rows.append(_occurrence_row(series, rule, moment, common))
-            people.append(everyone)
+        rows += _occurrence_rows(series, rule, starts[1:], common)
+        people += [everyone] * (len(starts) - 1)
     ids = await insert_row_ids(session, rows, people)
     owners = [row["owner_id"] for row in rows]
     await changefeed.record_new(session, ids, owners, changefeed.CREATED, origin)
