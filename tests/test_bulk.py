@@ -227,3 +227,53 @@ def test_shared_values_are_bound_once_on_sqlite(
     instants = [summer.astimezone(dt.UTC), winter.astimezone(dt.UTC), None]
     assert instants[0] != instants[1]
     assert stored == [(instants[n % 3], n % 2 == 0, {"n": n}) for n in range(300)]
+
+
+def test_one_row_shared_by_many_with_columns_given_apart(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows that are one dict shared by many (the occurrences of a series, their
+    participants), with the columns that differ from row to row given apart: each
+    row written with its own values; on SQLite the shared dict is bound once, and no
+    row's parameters are built by SQLAlchemy."""
+    built = [0]
+    construct = SQLCompiler.construct_params
+
+    def counted(self: SQLCompiler, *args: Any, **kwargs: Any) -> Any:
+        built[0] += 1
+        return construct(self, *args, **kwargs)
+
+    at = dt.datetime(2026, 5, 4, 9, 30, tzinfo=dt.UTC)
+    shared = {"at": at, "flag": True, "data": {"same": [1, 2]}}
+    other = {"at": None, "flag": False, "data": None}  # the same keys, another dict
+    given = [other, *[shared] * 199]
+    names = [f"row {n}" for n in range(200)]
+
+    async def body(db: Database) -> list[Any]:
+        monkeypatch.setattr(SQLCompiler, "construct_params", counted)
+        async with db.write() as session:
+            await bulk.insert_many(
+                session, PROBE, given, {"id": list(range(1, 201)), "name": names}
+            )
+        monkeypatch.undo()
+        async with db.read() as session:
+            found = await session.execute(
+                select(PROBE.c.id, PROBE.c.name, PROBE.c.at, PROBE.c.flag, PROBE.c.data).order_by(
+                    PROBE.c.id
+                )
+            )
+            return [tuple(r) for r in found]
+
+    stored = run(_with_tables(db_url, body))
+    assert stored[0] == (1, "row 0", None, False, None)
+    assert stored[1:] == [(n + 1, f"row {n}", at, True, {"same": [1, 2]}) for n in range(1, 200)]
+    if db_url.startswith("sqlite"):
+        assert built[0] <= 1  # none per row
+    assert shared == {"at": at, "flag": True, "data": {"same": [1, 2]}}  # left as given
+    with pytest.raises(ValueError, match="a value for each row"):
+        run(_with_tables(db_url, lambda db: _insert_short(db, given)))
+
+
+async def _insert_short(db: Database, given: list[dict[str, Any]]) -> None:
+    async with db.write() as session:
+        await bulk.insert_many(session, PROBE, given, {"id": [1, 2]})

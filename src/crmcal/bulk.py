@@ -45,6 +45,8 @@ async def insert_many(
         return
     connection = await session.connection()
     extra = columns or {}
+    if any(len(values) != len(rows) for values in extra.values()):
+        raise ValueError("a column given apart needs a value for each row")
     keys = (*rows[0], *extra)
     dialect = connection.dialect
     if dialect.name != "sqlite" or not _direct(table, keys, rows, extra):
@@ -126,8 +128,6 @@ def _direct(
     # Each dict once: rows may share one (the occurrences of a series, their people).
     if any(tuple(row) != given for row in {id(row): row for row in rows}.values()):
         return False
-    if any(len(values) != len(rows) for values in extra.values()):
-        raise ValueError("a column given apart needs a value for each row")
     return not any(
         column.key not in keys and (column.default is not None or column.onupdate is not None)
         for column in table.columns
