@@ -10,9 +10,10 @@ and up, the collector set as ``crmcal serve`` sets it, one ``run_sync`` of a new
 connection to that calendar, called directly. It prints the run's wall time, the
 CPU of the event loop's thread and of the whole process (the pool's processes not
 included), and each thread's CPU (the database's thread, CalDAV's threads, the
-pool's result thread). These CPU times are what the process itself spends, so they
-tell two codes apart on a busy machine where wall times do not: run the same
-command from two checkouts, interleaved.
+pool's result thread) and the pool's processes' together (``pool``). These CPU
+times are what the process itself spends, so they tell two codes apart on a busy
+machine where wall times do not: run the same command from two checkouts,
+interleaved.
 
 ``--run URL DIR`` is one run against a running server (what each run's process
 executes). Nothing here runs in the test suite.
@@ -51,6 +52,18 @@ def thread_cpu() -> dict[str, float]:
         fields = stat.rsplit(")", 1)[1].split()
         found[f"{thread.name}:{thread.native_id}"] = (int(fields[11]) + int(fields[12])) / tick
     return found
+
+
+def pool_cpu(pids: list[int]) -> float:
+    """CPU seconds of the parse pool's processes (from /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def one_run(url: str, root: Path) -> None:
@@ -99,12 +112,15 @@ def one_run(url: str, root: Path) -> None:
             for ready in [pool.submit(parse_pool._ready) for _ in range(parse_pool._POOL.size())]:
                 ready.result()
         collector.tune()
+        pids = list(pool._processes) if pool is not None else []  # type: ignore[attr-defined]
+        in_pool = pool_cpu(pids)
         threads = thread_cpu()
         started, loop, process = time.perf_counter(), time.thread_time(), time.process_time()
         report = await run_sync(db, vault, settings, connection_id)
         wall = time.perf_counter() - started
         loop, process = time.thread_time() - loop, time.process_time() - process
         spent = {name: cpu - threads.get(name, 0.0) for name, cpu in thread_cpu().items()}
+        spent["pool"] = pool_cpu(pids) - in_pool
         busy = " ".join(
             f"{name.split(':')[0]}={cpu:.2f}"
             for name, cpu in sorted(spent.items(), key=lambda item: -item[1])
