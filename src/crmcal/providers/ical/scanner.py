@@ -9,19 +9,23 @@ ValueError with a short reason, and each pass over the text is linear.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from urllib.parse import unquote
 
 from crmcal.providers.ical.text import unescape_text
 
-_NAME = re.compile(r"[A-Za-z0-9-]+")
 # A whole content line, used only when a parameter value is quoted (a quoted
 # value may contain ':' and ';', so the first ':' is not necessarily the end).
 _QUOTED_LINE = re.compile(
     r'([A-Za-z0-9-]+)((?:;[A-Za-z0-9-]+=(?:"[^"]*"|[^";:,]*)(?:,(?:"[^"]*"|[^";:,]*))*)*):(.*)',
     re.DOTALL,
 )
+# A content line whose parameters hold no quote (what the first ':' ends).
+_PLAIN_LINE = re.compile(r'([A-Za-z0-9-]+)((?:;[^":]*)?):(.*)', re.DOTALL)
 _PARAM = re.compile(r';([A-Za-z0-9-]+)=((?:"[^"]*"|[^";:,]*)(?:,(?:"[^"]*"|[^";:,]*))*)')
 # The lines that open and close VTIMEZONE blocks, found in one linear pass.
 _VTIMEZONE_EDGE = re.compile(r"^(BEGIN|END):VTIMEZONE[ \t]*$\n?", re.MULTILINE | re.I)
@@ -69,18 +73,16 @@ OTHER_COMPONENTS = frozenset({"VTODO", "VJOURNAL", "VFREEBUSY", "VAVAILABILITY"}
 
 def _split(line: str, number: int) -> tuple[str, str, str]:
     """``NAME;PARAMS:VALUE`` -> (upper-case name, raw params, value)."""
-    colon = line.find(":")
-    if colon > 0 and line.find('"', 0, colon) < 0:
-        head, value = line[:colon], line[colon + 1 :]
-        semi = head.find(";")
-        name, params = (head, "") if semi < 0 else (head[:semi], head[semi:])
-        if _NAME.fullmatch(name):
-            return name.upper(), params, value
-    else:
-        match = _QUOTED_LINE.match(line)
-        if match:
-            return match.group(1).upper(), match.group(2), match.group(3)
-    raise ValueError(f"line {number} is not an iCalendar content line")
+    # Most lines: no quote before the first ':', where the parameters end.
+    match = _PLAIN_LINE.match(line)
+    if match is None:
+        colon = line.find(":")
+        if colon < 0 or line.find('"', 0, colon) >= 0:
+            match = _QUOTED_LINE.match(line)
+    if match is None:
+        raise ValueError(f"line {number} is not an iCalendar content line")
+    name, params, value = match.groups()
+    return name.upper(), params, value
 
 
 def scan_calendar(text: str) -> RawCalendar:
@@ -231,9 +233,28 @@ def _cut_timezones(text: str, timezones: dict[str, list[str]]) -> str:
     return "".join(kept)
 
 
-def parse_parameters(raw: str) -> dict[str, str]:
+_NO_PARAMETERS: Mapping[str, str] = MappingProxyType({})
+# Parameter strings this long or shorter are read once a process: a calendar repeats
+# them (";TZID=Europe/Berlin" on every DTSTART, the same attendees' CN and PARTSTAT).
+CACHED_PARAMETERS_LENGTH = 160
+
+
+def parse_parameters(raw: str) -> Mapping[str, str]:
+    """A property's parameters by upper-case name (read-only: the same mapping may be
+    answered for every line that spells them alike)."""
     if not raw:
-        return {}
+        return _NO_PARAMETERS
+    if len(raw) > CACHED_PARAMETERS_LENGTH:
+        return _parameters(raw)
+    return _cached_parameters(raw)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_parameters(raw: str) -> Mapping[str, str]:
+    return MappingProxyType(_parameters(raw))
+
+
+def _parameters(raw: str) -> dict[str, str]:
     return {m.group(1).upper(): _param_value(m.group(2)) for m in _PARAM.finditer(raw)}
 
 
@@ -252,7 +273,7 @@ def text_token(value: str | None) -> str | None:
     return unescape_text(value).strip() or None
 
 
-def email_address(value: str, params: dict[str, str]) -> str | None:
+def email_address(value: str, params: Mapping[str, str]) -> str | None:
     """The e-mail address of a CAL-ADDRESS (``mailto:``), or its EMAIL parameter."""
     value = value.strip()
     if value[:7].lower() == "mailto:":
