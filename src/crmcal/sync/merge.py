@@ -14,12 +14,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from operator import attrgetter
 
-from crmcal.model import FIELD_GROUPS, CalendarEvent, same_value, same_values
+from crmcal.model import FIELD_GROUPS, CalendarEvent, digest_json, same_value, same_values
 from crmcal.sync import info_block
 
 # Field -> the CalendarEvent attributes it covers: the groups an update writes that
@@ -45,11 +44,11 @@ def _canonical(value: object) -> object:
 
 
 # One encoder for every digest: json.dumps with options makes a new one per call.
-_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+_JSON = digest_json((",", ":"))
 
 
 def _digest(values: list[object]) -> str:
-    raw = _JSON.encode(values)
+    raw = _JSON(values)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
