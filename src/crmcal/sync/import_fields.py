@@ -31,11 +31,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from crmcal.crm import series as crm_series
-from crmcal.crm.activities import Checked, Written, check_new, new_row, participants_as_given
+from crmcal.crm.activities import (
+    Checked,
+    Written,
+    check_new,
+    new_row,
+    participants_as_given,
+    read_as_written,
+)
 from crmcal.crm.errors import CrmError
 from crmcal.crm.schemas import ActivityCreate
 from crmcal.crm.tables import User, utcnow
-from crmcal.model import CalendarEvent, content_hash_beside
+from crmcal.model import CalendarEvent, content_hash_beside, same_content
 from crmcal.sync import mapping, series_mapping, series_units
 from crmcal.sync.links import field_hashes
 from crmcal.sync.options import SyncOptions
@@ -191,7 +198,7 @@ def _computed(event: CalendarEvent, importer: Importer) -> ImportFields:
     with contextlib.suppress(CrmError):
         # Read as the CRM reads it (plain values, cheaper to send than the model); one
         # the CRM refuses goes as it came, to be refused where it is written, as ever.
-        data = check_new(model, importer.owner_timezone, from_calendar=True)
+        data = _sharing_text(check_new(model, importer.owner_timezone, from_calendar=True), event)
     link = None
     if isinstance(data, Checked) and not event.recurring:
         if not importer.options.include_deal_and_contact_info:
@@ -202,6 +209,24 @@ def _computed(event: CalendarEvent, importer: Importer) -> ImportFields:
     return ImportFields(data, None, uid, organizer, mapping.note_cut(event), link)
 
 
+# The columns of a new activity that hold an event's text as it came, mostly.
+_TEXT_COLUMNS = (("subject", "summary"), ("location", "location"), ("note", "description"))
+
+
+def _sharing_text(data: Checked, event: CalendarEvent) -> Checked:
+    """``data`` holding the event's own strings wherever its text equals the event's
+    (the same values): what the pool sends back pickles each of them once, with the
+    event, instead of a copy made by the checks (a note is most of an event's size).
+    Its participants' addresses are left as they are: sharing them cost the pool more
+    than their copies cost the pickles."""
+    columns = data.columns
+    for column, attribute in _TEXT_COLUMNS:
+        text = getattr(event, attribute)
+        if text is not None and columns.get(column) == text:
+            columns[column] = text
+    return data
+
+
 def _link_hashes(
     event: CalendarEvent, data: Checked, importer: Importer, organizer: str | None
 ) -> NewLinkHashes:
@@ -209,12 +234,14 @@ def _link_hashes(
     its participants named as given (not where the CRM's version depends on what only
     the written activity knows: its id, in the deal-and-contact block)."""
     row = new_row(data.columns, "", importer.owner_id, organizer, utcnow())
-    written = Written(0, row, participants_as_given(data.participants))
-    crm = mapping.activity_to_event(written.activity(), importer.owner(), importer.options)
+    participants = participants_as_given(data.participants)
+    activity = read_as_written(row, participants, 0)
+    crm = mapping.activity_to_event(activity, importer.owner(), importer.options)
     crm = mapping.as_told(crm, importer.mails_attendees)
-    return NewLinkHashes(
-        named(written.participants), content_hash_beside(crm, event), field_hashes(crm, event)
-    )
+    # Mostly the calendar's event itself: compared once, for its hash and digests.
+    alike = same_content(crm, event)
+    crm_hash = event.content_hash() if alike else crm.content_hash()
+    return NewLinkHashes(named(participants), crm_hash, field_hashes(crm, event, alike=alike))
 
 
 def _new_series(

@@ -26,13 +26,20 @@ TRASHED = "trashed"
 
 
 def field_hashes(
-    crm: CalendarEvent, calendar: CalendarEvent, kept: list[str] | None = None
+    crm: CalendarEvent,
+    calendar: CalendarEvent,
+    kept: list[str] | None = None,
+    *,
+    alike: bool = False,
 ) -> dict[str, Any]:
     """The per-field digests a link keeps of both sides (see sync/merge.py), and the
     calendar's attendee addresses (what a later calendar edit added or removed);
     ``kept``: the addresses of the activity's participants kept out of the calendar
-    (``Engine.kept_participants``), to say one added later once."""
-    found = {"crm": merge.digests_beside(crm, calendar), "calendar": merge.digests(calendar),
+    (``Engine.kept_participants``), to say one added later once; ``alike``: the
+    caller found both sides alike (``model.same_content``), so the CRM's digests are
+    the calendar's without comparing them again."""
+    crm_digests = merge.digests(calendar) if alike else merge.digests_beside(crm, calendar)
+    found = {"crm": crm_digests, "calendar": merge.digests(calendar),
              "attendees": addresses(calendar)}  # fmt: skip
     if kept is not None:
         found["kept"] = kept
