@@ -329,6 +329,7 @@ def serve(
 
 def _start_parsing(settings: Settings) -> None:
     """Bring up the processes that parse calendar data for this process's syncs."""
+    import crmcal.sync.engine  # noqa: F401  # it names what the processes will compute
     from crmcal.providers import parse_pool
 
     parse_pool.configure(settings.parse_workers)

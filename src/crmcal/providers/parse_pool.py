@@ -23,12 +23,15 @@ that the values travel with the events; this module knows only the wire format.
 What depends on the one reading (the sync engine's first import: the CRM's fields of
 each event for its owner and options) is named with ``computing_beside``, for the
 parses made in that context, and travels with each chunk as an argument of its own.
+The modules of both are imported by each process as it starts (``prepare``), and it
+collects garbage as the long-running processes do (``crmcal.collector``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import multiprocessing
 import os
 import threading
@@ -40,6 +43,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from crmcal import collector
 from crmcal.model import CalendarEvent
 from crmcal.providers.ical.read import parse_event
 
@@ -50,6 +54,7 @@ __all__ = [
     "configure",
     "parse",
     "parse_here",
+    "prepare",
     "shutdown",
     "start",
     "with_organizer_known",
@@ -133,6 +138,21 @@ def compute_beside(*derive: Derive) -> None:
     as cheap to call again here as a memo's lookup."""
     global _beside
     _beside = tuple(dict.fromkeys((*_beside, *derive)))
+    prepare(*derive)
+
+
+# The modules the pool's processes import as they start (see ``prepare``).
+_modules: tuple[str, ...] = ()
+
+
+def prepare(*derive: Callable[..., object]) -> None:
+    """Have the pool's processes import the modules of ``derive`` as they start (those
+    of what ``compute_beside`` and ``computing_beside`` name), not when the first chunk
+    that asks for them comes: importing the sync engine's side of it cost each process
+    about half a second of CPU in the middle of a first import. Only processes started
+    later import them (``start`` comes after what registers them)."""
+    global _modules
+    _modules = tuple(dict.fromkeys((*_modules, *(d.__module__ for d in derive))))
 
 
 DeriveWith = Callable[[CalendarEvent, object], object]
@@ -189,6 +209,21 @@ def _ready() -> int:
 PARENT_CHECK_SECONDS = 1.0
 
 
+def _start_worker(parent: int, modules: Sequence[str]) -> None:
+    """What a pool's process runs as it starts: the imports of what it will compute
+    (``prepare``), the garbage collector's settings of a long-running process
+    (``collector``: with CPython's defaults, the collections of young objects that a
+    chunk's tens of thousands of short-lived ones set off cost the process about a
+    tenth of its CPU), and the watch on its parent."""
+    for name in modules:
+        # One that fails is imported again by the first chunk that needs it, which
+        # fails there as it would have without this.
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+    collector.tune()
+    _watch_parent(parent)
+
+
 def _watch_parent(parent: int) -> None:
     """In a pool's process: end it when the process that started it is gone (killed
     with SIGKILL, it cannot shut its pool down), so that no parser outlives it."""
@@ -225,8 +260,8 @@ class _Pool:
                 self.executor = ProcessPoolExecutor(
                     max_workers=self.size(),
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_watch_parent,
-                    initargs=(os.getpid(),),
+                    initializer=_start_worker,
+                    initargs=(os.getpid(), _modules),
                 )
             return self.executor
 
@@ -251,7 +286,8 @@ def configure(workers: int | None) -> None:
 
 
 def start() -> None:
-    """Bring the pool's processes up now (they import the parser), without waiting."""
+    """Bring the pool's processes up now (they import the parser and what ``prepare``
+    named), without waiting."""
     pool = _POOL.get()
     if pool is not None:
         for _ in range(_POOL.size()):

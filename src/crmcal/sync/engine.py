@@ -95,6 +95,8 @@ __all__ = ["Engine", "ProgressFn", "SyncFailed", "SyncRefused", "SyncStopped"]
 # The fields' digests the engine asks of every event it reads (and a series' units) are
 # computed beside its parsing, in parse_pool's processes, and come with the events.
 parse_pool.compute_beside(merge.digests, series_units.unbounded_digests)
+# And a first import's CRM fields of each event (``computing_beside``, in _first_import).
+parse_pool.prepare(import_fields_beside)
 
 # Why a series is skipped and counted where it is not synced (never flattened).
 NOT_YET = "recurring series are not synced yet"
