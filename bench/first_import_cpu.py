@@ -10,7 +10,8 @@ and up, the collector set as ``crmcal serve`` sets it, one ``run_sync`` of a new
 connection to that calendar, called directly. It prints the run's wall time, the
 CPU of the event loop's thread and of the whole process (the pool's processes not
 included), and each thread's CPU (the database's thread, CalDAV's threads, the
-pool's result thread) and the pool's processes' together (``pool``). These CPU
+pool's result thread, ``pool-results``, which unpickles what the pool sends back) and
+the pool's processes' together (``pool``). These CPU
 times are what the process itself spends, so they tell two codes apart on a busy
 machine where wall times do not: run the same command from two checkouts,
 interleaved.
@@ -121,6 +122,10 @@ def one_run(url: str, root: Path) -> None:
         loop, process = time.thread_time() - loop, time.process_time() - process
         spent = {name: cpu - threads.get(name, 0.0) for name, cpu in thread_cpu().items()}
         spent["pool"] = pool_cpu(pids) - in_pool
+        results = getattr(pool, "_executor_manager_thread", None)  # unpickles the results
+        for name in list(spent):
+            if results is not None and name == f"{results.name}:{results.native_id}":
+                spent[f"pool-results:{results.native_id}"] = spent.pop(name)
         busy = " ".join(
             f"{name.split(':')[0]}={cpu:.2f}"
             for name, cpu in sorted(spent.items(), key=lambda item: -item[1])
