@@ -11,10 +11,9 @@ connection to that calendar, called directly. It prints the run's wall time, the
 CPU of the event loop's thread and of the whole process (the pool's processes not
 included), and each thread's CPU (the database's thread, CalDAV's threads, the
 pool's result thread, ``pool-results``, which unpickles what the pool sends back) and
-the pool's processes' together (``pool``). These CPU
-times are what the process itself spends, so they tell two codes apart on a busy
-machine where wall times do not: run the same command from two checkouts,
-interleaved.
+the pool's processes' together (``pool``). These CPU times are what the process
+itself spends, so they tell two codes apart on a busy machine where wall times do
+not: run the same command from two checkouts, interleaved.
 
 ``--run URL DIR`` is one run against a running server (what each run's process
 executes). Nothing here runs in the test suite.
