@@ -100,33 +100,45 @@ def _check_times(event: dict[str, Any]) -> None:
         raise invalid("Missing time zone definition for start time.", location="start")
 
 
+# The enumerated fields a write may set: each with its default and allowed values.
+_ENUMS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("status", "confirmed", STATUSES),
+    ("visibility", "default", VISIBILITIES),
+    ("transparency", "opaque", ("opaque", "transparent")),
+)
+
+
 def _check_fields(event: dict[str, Any]) -> None:
     unknown = set(event) - _WRITABLE - set(_READ_ONLY)
     if unknown:
         raise invalid(f"Invalid field: {sorted(unknown)[0]}")
-    if event.get("status", "confirmed") not in STATUSES:
-        raise invalid("Invalid value for: status", location="status")
-    if event.get("visibility", "default") not in VISIBILITIES:
-        raise invalid("Invalid value for: visibility", location="visibility")
-    if event.get("transparency", "opaque") not in ("opaque", "transparent"):
-        raise invalid("Invalid value for: transparency", location="transparency")
-    for attendee in event.get("attendees") or []:
+    for name, default, allowed in _ENUMS:
+        if event.get(name, default) not in allowed:
+            raise invalid(f"Invalid value for: {name}", location=name)
+    _check_attendees(event.get("attendees") or [])
+    reminders = event.get("reminders")
+    if reminders is not None:
+        _check_reminders(reminders.get("overrides") or [])
+
+
+def _check_attendees(attendees: list[Any]) -> None:
+    for attendee in attendees:
         if not isinstance(attendee, dict) or not attendee.get("email"):
             raise required("attendees.email")
         if attendee.get("responseStatus", "needsAction") not in RESPONSES:
             raise invalid("Invalid attendee response status.", location="attendees")
-    reminders = event.get("reminders")
-    if reminders is not None:
-        overrides = reminders.get("overrides") or []
-        if len(overrides) > 5:
-            raise GoogleError(400, "cannotUseMoreThanFiveReminders",
-                              "Cannot specify more than 5 override reminders.")  # fmt: skip
-        for reminder in overrides:
-            if reminder.get("method") not in ("email", "popup"):
-                raise required("reminders.overrides.method")
-            minutes = reminder.get("minutes")
-            if not isinstance(minutes, int) or not 0 <= minutes <= 40320:
-                raise invalid("Invalid reminder minutes.", location="reminders.overrides.minutes")
+
+
+def _check_reminders(overrides: list[Any]) -> None:
+    if len(overrides) > 5:
+        raise GoogleError(400, "cannotUseMoreThanFiveReminders",
+                          "Cannot specify more than 5 override reminders.")  # fmt: skip
+    for reminder in overrides:
+        if reminder.get("method") not in ("email", "popup"):
+            raise required("reminders.overrides.method")
+        minutes = reminder.get("minutes")
+        if not isinstance(minutes, int) or not 0 <= minutes <= 40320:
+            raise invalid("Invalid reminder minutes.", location="reminders.overrides.minutes")
 
 
 def _limit_properties(event: dict[str, Any]) -> None:

@@ -629,36 +629,36 @@ class GoogleState:
     ) -> list[tuple[list[Any], dict[str, Any]]]:
         """What a listing answers, each item with the key pages are cut by (keyset
         paging: an item changed after the first page never shifts another one out)."""
-        single = bool(params.get("singleEvents"))
         found: list[tuple[list[Any], dict[str, Any]]] = []
         for stored in calendar.events.values():
-            body = stored.body
-            if stored.position > snapshot:
-                continue
-            changed = since is None or stored.position > since
-            if single and body.get("recurringEventId"):
-                # Listed with its series, or alone when only the exception changed.
-                master = calendar.events.get(body["recurringEventId"])
-                alone = since is not None and (master is None or master.position <= since)
-                if alone and changed:
-                    found.append(([stored.serial, 0], body))
-            elif single and recurrence.is_series(body):
-                if changed:
-                    for n, item in enumerate(self._occurrences(calendar, body), 1):
-                        if since is not None or self._visible(calendar, item, params):
-                            found.append(([stored.serial, n], item))
-            elif since is not None:
-                if changed:  # tombstones included: that is the point
-                    found.append(([stored.serial, 0], body))
-            elif self._visible(calendar, body, params):
-                found.append(([stored.serial, 0], body))
-        order = params.get("orderBy")
-        if order == "startTime":
-            found = [([_start_key(item), *key], item) for key, item in found]
-        elif order == "updated":
-            found = [([item.get("updated", ""), *key], item) for key, item in found]
-        found.sort(key=lambda entry: entry[0])
-        return found
+            if stored.position <= snapshot:
+                found.extend(self._listed(calendar, stored, params, since))
+        return _ordered(found, params.get("orderBy"))
+
+    def _listed(
+        self, calendar: Calendar, stored: Stored, params: dict[str, Any], since: int | None
+    ) -> list[tuple[list[Any], dict[str, Any]]]:
+        """The entries one stored event gives a listing: none, itself, or its occurrences."""
+        body = stored.body
+        single = bool(params.get("singleEvents"))
+        changed = since is None or stored.position > since
+        if single and body.get("recurringEventId"):
+            # Listed with its series, or alone when only the exception changed.
+            master = calendar.events.get(body["recurringEventId"])
+            alone = since is not None and (master is None or master.position <= since)
+            return [([stored.serial, 0], body)] if alone and changed else []
+        if single and recurrence.is_series(body):
+            if not changed:
+                return []
+            return [
+                ([stored.serial, n], item)
+                for n, item in enumerate(self._occurrences(calendar, body), 1)
+                if since is not None or self._visible(calendar, item, params)
+            ]
+        if since is not None:
+            # Tombstones included: that is the point.
+            return [([stored.serial, 0], body)] if changed else []
+        return [([stored.serial, 0], body)] if self._visible(calendar, body, params) else []
 
     def _visible(self, calendar: Calendar, event: dict[str, Any], params: dict[str, Any]) -> bool:
         """Whether a full listing with these filters shows the event."""
@@ -687,6 +687,18 @@ def _uid(calendar: Calendar, event: dict[str, Any]) -> str | None:
     if "iCalUID" not in event and event.get("recurringEventId") in calendar.events:
         return calendar.events[event["recurringEventId"]].body.get("iCalUID")
     return event.get("iCalUID")
+
+
+def _ordered(
+    found: list[tuple[list[Any], dict[str, Any]]], order: str | None
+) -> list[tuple[list[Any], dict[str, Any]]]:
+    """Listing entries sorted by ``orderBy`` (its key first), then by storage order."""
+    if order == "startTime":
+        found = [([_start_key(item), *key], item) for key, item in found]
+    elif order == "updated":
+        found = [([item.get("updated", ""), *key], item) for key, item in found]
+    found.sort(key=lambda entry: entry[0])
+    return found
 
 
 def _start_key(event: dict[str, Any]) -> str:

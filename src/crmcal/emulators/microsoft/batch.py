@@ -108,44 +108,62 @@ def _url(raw: Any, where: str) -> str:
 
 def read(data: Any) -> list[Inner]:
     """The requests of a batch body, or a 400 for the whole batch saying what is wrong."""
+    seen: dict[str, str] = {}  # ids compare case-insensitively, as Graph's do
+    found = [_inner(item, f"requests[{n}]", seen) for n, item in enumerate(_requests(data))]
+    _resolve_dependencies(found, seen)
+    _no_cycles(found)
+    return found
+
+
+def _requests(data: Any) -> list[Any]:
+    """The ``requests`` array of a batch body, between one and ``MAX_REQUESTS`` long."""
     if not isinstance(data, dict) or not isinstance(data.get("requests"), list):
         raise invalid()
-    raw = data["requests"]
+    raw: list[Any] = data["requests"]
     if not raw:
         raise invalid("The batch holds no requests.")
     if len(raw) > MAX_REQUESTS:
         raise invalid(f"Number of requests in the batch exceeds the limit of {MAX_REQUESTS}.")
-    found: list[Inner] = []
-    seen: dict[str, str] = {}  # ids compare case-insensitively, as Graph's do
-    for n, item in enumerate(raw):
-        where = f"requests[{n}]"
-        if not isinstance(item, dict):
-            raise invalid()
-        request_id = item.get("id")
-        if isinstance(request_id, int) and not isinstance(request_id, bool):
-            request_id = str(request_id)
-        if not isinstance(request_id, str) or not request_id:
-            raise invalid(f"{where}: id is required.")
-        if request_id.casefold() in seen:
-            raise invalid(f"The batch holds more than one request with the id '{request_id}'.")
-        seen[request_id.casefold()] = request_id
-        method = item.get("method")
-        if not isinstance(method, str) or method.upper() not in METHODS:
-            raise invalid(f"{where}: method must be one of {', '.join(sorted(METHODS))}.")
-        headers = _headers(item.get("headers"), where)
-        depends = item.get("dependsOn") or []
-        if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
-            raise invalid(f"{where}: dependsOn must be a list of request ids.")
-        found.append(
-            Inner(
-                request_id,
-                method.upper(),
-                _url(item.get("url"), where),
-                headers,
-                _body(item.get("body"), headers, where),
-                depends,
-            )
-        )
+    return raw
+
+
+def _request_id(item: dict[str, Any], where: str, seen: dict[str, str]) -> str:
+    """An inner request's id (a number is read as its digits), recorded in ``seen``."""
+    request_id = item.get("id")
+    if isinstance(request_id, int) and not isinstance(request_id, bool):
+        request_id = str(request_id)
+    if not isinstance(request_id, str) or not request_id:
+        raise invalid(f"{where}: id is required.")
+    if request_id.casefold() in seen:
+        raise invalid(f"The batch holds more than one request with the id '{request_id}'.")
+    seen[request_id.casefold()] = request_id
+    return request_id
+
+
+def _inner(item: Any, where: str, seen: dict[str, str]) -> Inner:
+    """One inner request, checked field by field in the order Graph reports them."""
+    if not isinstance(item, dict):
+        raise invalid()
+    request_id = _request_id(item, where, seen)
+    method = item.get("method")
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        raise invalid(f"{where}: method must be one of {', '.join(sorted(METHODS))}.")
+    headers = _headers(item.get("headers"), where)
+    depends = item.get("dependsOn") or []
+    if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
+        raise invalid(f"{where}: dependsOn must be a list of request ids.")
+    return Inner(
+        request_id,
+        method.upper(),
+        _url(item.get("url"), where),
+        headers,
+        _body(item.get("body"), headers, where),
+        depends,
+    )
+
+
+def _resolve_dependencies(found: list[Inner], seen: dict[str, str]) -> None:
+    """Each ``dependsOn`` spelled as its request's id is; an unknown id is refused."""
     for inner in found:
         for name in inner.depends_on:
             if name.casefold() not in seen:
@@ -153,8 +171,6 @@ def read(data: Any) -> list[Inner]:
                     f"Request '{inner.id}' depends on '{name}', which is not in the batch."
                 )
         inner.depends_on = [seen[name.casefold()] for name in inner.depends_on]
-    _no_cycles(found)
-    return found
 
 
 def _no_cycles(found: list[Inner]) -> None:

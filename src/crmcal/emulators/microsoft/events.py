@@ -15,6 +15,7 @@ import copy
 import datetime as dt
 import html
 import re
+from collections.abc import Callable
 from typing import Any
 
 from crmcal.emulators.microsoft import recurrence, times
@@ -236,58 +237,99 @@ def read(body: Any, *, creating: bool, previous: dict[str, Any] | None = None) -
 
 
 def _property(name: str, value: Any, previous: dict[str, Any]) -> Any:
-    if name in ("subject", "transactionId"):
-        return None if value is None else _kind(value, str, name, "Edm.String")
-    if name in (
-        "isAllDay",
-        "isReminderOn",
-        "responseRequested",
-        "allowNewTimeProposals",
-        "hideAttendees",
-        "isOnlineMeeting",
-    ):
-        return _kind(value, bool, name, "Edm.Boolean")
-    if name == "reminderMinutesBeforeStart":
-        minutes = _kind(value, int, name, "Edm.Int32")
-        if minutes < 0:
-            raise invalid_property()
-        return minutes
-    if name == "body":
-        found = _object(value, {"contentType", "content"}, "microsoft.graph.itemBody")
-        return {
-            "contentType": _enum(
-                found.get("contentType") or "text", CONTENT_TYPES, "body.contentType"
-            ),
-            "content": str(found.get("content") or ""),
-        }
-    if name in ("start", "end"):
-        moment, zone = times.wall_clock(value, name)
-        return {"dateTime": times.graph_date_time(moment), "timeZone": zone}
-    if name == "location":
-        return _location(value)
-    if name == "locations":
-        return [_location(v) for v in _kind(value, list, name, "Collection(location)")]
-    if name == "sensitivity":
-        return _enum(value, SENSITIVITIES, name)
-    if name == "showAs":
-        return _enum(value, SHOW_AS, name)
-    if name == "importance":
-        return _enum(value, IMPORTANCES, name)
-    if name == "onlineMeetingProvider":
-        return _enum(value, PROVIDERS, name)
-    if name == "categories":
-        return [
-            _kind(c, str, name, "Edm.String")
-            for c in _kind(value or [], list, name, "Collection(Edm.String)")
-        ]
-    if name == "attendees":
-        before = {a["emailAddress"]["address"].lower(): a for a in previous.get("attendees", [])}
-        return [
-            _attendee(a, before) for a in _kind(value or [], list, name, "Collection(attendee)")
-        ]
-    if name == "recurrence":
-        return None if value is None else recurrence.checked(value)
-    return value  # singleValueExtendedProperties: read by the store
+    read = _PROPERTIES.get(name)
+    if read is None:
+        return value  # singleValueExtendedProperties: read by the store
+    return read(name, value, previous)
+
+
+def _string_or_null(name: str, value: Any, previous: dict[str, Any]) -> Any:
+    return None if value is None else _kind(value, str, name, "Edm.String")
+
+
+def _boolean(name: str, value: Any, previous: dict[str, Any]) -> Any:
+    return _kind(value, bool, name, "Edm.Boolean")
+
+
+def _minutes(name: str, value: Any, previous: dict[str, Any]) -> Any:
+    minutes = _kind(value, int, name, "Edm.Int32")
+    if minutes < 0:
+        raise invalid_property()
+    return minutes
+
+
+def _item_body(name: str, value: Any, previous: dict[str, Any]) -> Any:
+    found = _object(value, {"contentType", "content"}, "microsoft.graph.itemBody")
+    return {
+        "contentType": _enum(found.get("contentType") or "text", CONTENT_TYPES, "body.contentType"),
+        "content": str(found.get("content") or ""),
+    }
+
+
+def _wall_time(name: str, value: Any, previous: dict[str, Any]) -> Any:
+    moment, zone = times.wall_clock(value, name)
+    return {"dateTime": times.graph_date_time(moment), "timeZone": zone}
+
+
+def _one_location(name: str, value: Any, previous: dict[str, Any]) -> Any:
+    return _location(value)
+
+
+def _locations(name: str, value: Any, previous: dict[str, Any]) -> Any:
+    return [_location(v) for v in _kind(value, list, name, "Collection(location)")]
+
+
+def _one_of(name: str, value: Any, previous: dict[str, Any]) -> Any:
+    return _enum(value, _CHOICES[name], name)
+
+
+def _categories(name: str, value: Any, previous: dict[str, Any]) -> Any:
+    return [
+        _kind(c, str, name, "Edm.String")
+        for c in _kind(value or [], list, name, "Collection(Edm.String)")
+    ]
+
+
+def _attendees(name: str, value: Any, previous: dict[str, Any]) -> Any:
+    before = {a["emailAddress"]["address"].lower(): a for a in previous.get("attendees", [])}
+    return [_attendee(a, before) for a in _kind(value or [], list, name, "Collection(attendee)")]
+
+
+def _recurrence(name: str, value: Any, previous: dict[str, Any]) -> Any:
+    return None if value is None else recurrence.checked(value)
+
+
+# The enumerated properties and the values each takes.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "sensitivity": SENSITIVITIES,
+    "showAs": SHOW_AS,
+    "importance": IMPORTANCES,
+    "onlineMeetingProvider": PROVIDERS,
+}
+_BOOLEANS = (
+    "isAllDay",
+    "isReminderOn",
+    "responseRequested",
+    "allowNewTimeProposals",
+    "hideAttendees",
+    "isOnlineMeeting",
+)
+# How each writable property is read: (its name, the value written, the event before).
+_PROPERTIES: dict[str, Callable[[str, Any, dict[str, Any]], Any]] = {
+    "subject": _string_or_null,
+    "transactionId": _string_or_null,
+    **dict.fromkeys(_BOOLEANS, _boolean),
+    "reminderMinutesBeforeStart": _minutes,
+    "body": _item_body,
+    "start": _wall_time,
+    "end": _wall_time,
+    "location": _one_location,
+    "locations": _locations,
+    **dict.fromkeys(_CHOICES, _one_of),
+    "categories": _categories,
+    "attendees": _attendees,
+    "recurrence": _recurrence,
+}
 
 
 def text_of(body: dict[str, Any]) -> str:

@@ -19,9 +19,11 @@ import html
 import re
 import secrets
 import uuid
+from collections.abc import Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.datastructures import FormData
 
 from crmcal.emulators.grants import (
     Grant,
@@ -156,107 +158,124 @@ async def token(request: Request, tenant: str) -> Response:
             900144,
             "The request body must contain the following parameter: 'grant_type'.",
         )
-    if grant_type == "authorization_code":
-        code = str(form.get("code") or "")
-        grant = codes_of(request).get(code)
-        if grant is None:
-            return _error(
-                state,
-                "invalid_grant",
-                70000,
-                "The provided value for the 'code' parameter is not valid.",
-            )
-        if grant.redeemed:
-            return _error(
-                state,
-                "invalid_grant",
-                54005,
-                "OAuth2 Authorization code was already redeemed, please retry "
-                "with a new valid code or use an existing refresh token.",
-            )
-        if grant.expired(state.clock()):
-            return _error(
-                state,
-                "invalid_grant",
-                70008,
-                "The provided authorization code or refresh token has expired due to inactivity.",
-            )
-        if client_id and grant.client_id and client_id != grant.client_id:
-            return _error(
-                state,
-                "invalid_grant",
-                70000,
-                "The provided value for the 'code' parameter is not valid: it "
-                "was issued to another client.",
-            )
-        if str(form.get("redirect_uri") or "") != grant.redirect_uri:
-            return _error(
-                state,
-                "invalid_grant",
-                50148,
-                "The redirect URI specified in the request does not match the "
-                "redirect URI used to obtain the authorization code.",
-            )
-        if not grant.verifies(str(form.get("code_verifier") or "")):
-            return _error(
-                state,
-                "invalid_grant",
-                501481,
-                "The Code_Verifier does not match the code_challenge "
-                "supplied in the authorization request.",
-            )
-        grant.redeemed = True
-        return _tokens(state, grant.email, grant.client_id or None, grant.scope)
-    if grant_type == "refresh_token":
-        presented = str(form.get("refresh_token") or "")
-        found = state.refresh_tokens.get(presented)
-        if found is None:
-            return _error(
-                state,
-                "invalid_grant",
-                9002313,
-                "Invalid request. Request is malformed or invalid.",
-            )
-        mailbox = state.mailboxes[found.email]
-        now = state.clock()
-        if found.serial < mailbox.revoked_before and mailbox.tokens_valid_from is not None:
-            valid_from = mailbox.tokens_valid_from.strftime("%m/%d/%Y %H:%M:%S")
-            issued = found.issued.strftime("%m/%d/%Y %H:%M:%S")
-            return _error(
-                state,
-                "invalid_grant",
-                50173,
-                "The provided grant has expired due to it being revoked, a fresh "
-                "auth token is needed. The user might have changed or reset their "
-                f"password. The grant was issued on '{issued}' and the "
-                f"TokensValidFrom date (before which tokens are not valid) for "
-                f"this user is '{valid_from}'.",
-            )
-        if now - found.last_used > state.refresh_token_max_age:
-            return _error(
-                state,
-                "invalid_grant",
-                700082,
-                "The refresh token has expired due to inactivity. The token was "
-                "issued on "
-                f"{found.issued.isoformat()} and was inactive for 90.00:00:00.",
-            )
-        if client_id and found.client_id and client_id != found.client_id:
-            return _error(
-                state,
-                "invalid_grant",
-                700005,
-                "Provided Authorization Code is intended to use against other client.",
-            )
-        found.last_used = now
-        scope = str(form.get("scope") or found.scope)
-        return _tokens(state, found.email, found.client_id, scope)
+    grant = _GRANT_TYPES.get(grant_type)
+    if grant is not None:
+        return grant(request, form, state, client_id)
     return _error(
         state,
         "unsupported_grant_type",
         70003,
         f"The app requested an unsupported grant type '{grant_type}'.",
     )
+
+
+def _redeem_code(
+    request: Request, form: FormData, state: MicrosoftState, client_id: str
+) -> Response:
+    """The ``authorization_code`` grant: a consented code, once, for its client."""
+    code = str(form.get("code") or "")
+    grant = codes_of(request).get(code)
+    if grant is None:
+        return _error(
+            state,
+            "invalid_grant",
+            70000,
+            "The provided value for the 'code' parameter is not valid.",
+        )
+    if grant.redeemed:
+        return _error(
+            state,
+            "invalid_grant",
+            54005,
+            "OAuth2 Authorization code was already redeemed, please retry "
+            "with a new valid code or use an existing refresh token.",
+        )
+    if grant.expired(state.clock()):
+        return _error(
+            state,
+            "invalid_grant",
+            70008,
+            "The provided authorization code or refresh token has expired due to inactivity.",
+        )
+    if client_id and grant.client_id and client_id != grant.client_id:
+        return _error(
+            state,
+            "invalid_grant",
+            70000,
+            "The provided value for the 'code' parameter is not valid: it "
+            "was issued to another client.",
+        )
+    if str(form.get("redirect_uri") or "") != grant.redirect_uri:
+        return _error(
+            state,
+            "invalid_grant",
+            50148,
+            "The redirect URI specified in the request does not match the "
+            "redirect URI used to obtain the authorization code.",
+        )
+    if not grant.verifies(str(form.get("code_verifier") or "")):
+        return _error(
+            state,
+            "invalid_grant",
+            501481,
+            "The Code_Verifier does not match the code_challenge "
+            "supplied in the authorization request.",
+        )
+    grant.redeemed = True
+    return _tokens(state, grant.email, grant.client_id or None, grant.scope)
+
+
+def _refresh(request: Request, form: FormData, state: MicrosoftState, client_id: str) -> Response:
+    """The ``refresh_token`` grant: a live, unrevoked refresh token of its client."""
+    presented = str(form.get("refresh_token") or "")
+    found = state.refresh_tokens.get(presented)
+    if found is None:
+        return _error(
+            state,
+            "invalid_grant",
+            9002313,
+            "Invalid request. Request is malformed or invalid.",
+        )
+    mailbox = state.mailboxes[found.email]
+    now = state.clock()
+    if found.serial < mailbox.revoked_before and mailbox.tokens_valid_from is not None:
+        valid_from = mailbox.tokens_valid_from.strftime("%m/%d/%Y %H:%M:%S")
+        issued = found.issued.strftime("%m/%d/%Y %H:%M:%S")
+        return _error(
+            state,
+            "invalid_grant",
+            50173,
+            "The provided grant has expired due to it being revoked, a fresh "
+            "auth token is needed. The user might have changed or reset their "
+            f"password. The grant was issued on '{issued}' and the "
+            f"TokensValidFrom date (before which tokens are not valid) for "
+            f"this user is '{valid_from}'.",
+        )
+    if now - found.last_used > state.refresh_token_max_age:
+        return _error(
+            state,
+            "invalid_grant",
+            700082,
+            "The refresh token has expired due to inactivity. The token was "
+            "issued on "
+            f"{found.issued.isoformat()} and was inactive for 90.00:00:00.",
+        )
+    if client_id and found.client_id and client_id != found.client_id:
+        return _error(
+            state,
+            "invalid_grant",
+            700005,
+            "Provided Authorization Code is intended to use against other client.",
+        )
+    found.last_used = now
+    scope = str(form.get("scope") or found.scope)
+    return _tokens(state, found.email, found.client_id, scope)
+
+
+_GRANT_TYPES: dict[str, Callable[[Request, FormData, MicrosoftState, str], Response]] = {
+    "authorization_code": _redeem_code,
+    "refresh_token": _refresh,
+}
 
 
 def _tokens(state: MicrosoftState, email: str, client_id: str | None, scope: str) -> Response:

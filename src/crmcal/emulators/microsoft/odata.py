@@ -11,7 +11,7 @@ else, or any of these malformed, is refused with 400 rather than silently ignore
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from crmcal.emulators.microsoft.errors import GraphError, bad_request
@@ -115,36 +115,61 @@ def parse_query(
         option = name.lower()
         if option not in allowed:
             raise bad_request(f"Query option '{name}' is not allowed here.")
-        if option == "$select":
-            fields = [f.strip() for f in value.split(",") if f.strip()]
-            for field in fields:
-                if field not in properties:
-                    raise GraphError(
-                        400,
-                        "RequestBroker--ParseUri",
-                        f"Could not find a property named '{field}' on type "
-                        "'microsoft.graph.event'.",
-                    )
-            query.select = fields
-        elif option == "$top":
-            query.top = min(_integer(value, name, 1), MAX_TOP)
-        elif option == "$skip":
-            query.skip = _integer(value, name, 0)
-        elif option == "$orderby":
-            key, _, direction = value.strip().partition(" ")
-            direction = direction.strip().lower()
-            if key not in ORDER_KEYS or direction not in ("", "asc", "desc"):
-                raise bad_request(f"The emulator orders only by {', '.join(ORDER_KEYS)}: {value}")
-            query.order = (key, direction == "desc")
-        elif option == "$expand":
-            for clause in _clauses(value):
-                if clause.strip().lower() == "exceptionoccurrences":
-                    query.expand_exceptions = True
-                else:
-                    query.expand = parse_expand(clause)
-        elif option == "$filter":
-            query.property_filter = parse_filter(value)
+        read = _OPTIONS.get(option)
+        if read is not None:
+            read(query, name, value, properties)
     return query
+
+
+def _select(query: Query, name: str, value: str, properties: frozenset[str]) -> None:
+    fields = [f.strip() for f in value.split(",") if f.strip()]
+    for field in fields:
+        if field not in properties:
+            raise GraphError(
+                400,
+                "RequestBroker--ParseUri",
+                f"Could not find a property named '{field}' on type 'microsoft.graph.event'.",
+            )
+    query.select = fields
+
+
+def _top(query: Query, name: str, value: str, properties: frozenset[str]) -> None:
+    query.top = min(_integer(value, name, 1), MAX_TOP)
+
+
+def _skip(query: Query, name: str, value: str, properties: frozenset[str]) -> None:
+    query.skip = _integer(value, name, 0)
+
+
+def _orderby(query: Query, name: str, value: str, properties: frozenset[str]) -> None:
+    key, _, direction = value.strip().partition(" ")
+    direction = direction.strip().lower()
+    if key not in ORDER_KEYS or direction not in ("", "asc", "desc"):
+        raise bad_request(f"The emulator orders only by {', '.join(ORDER_KEYS)}: {value}")
+    query.order = (key, direction == "desc")
+
+
+def _expand(query: Query, name: str, value: str, properties: frozenset[str]) -> None:
+    for clause in _clauses(value):
+        if clause.strip().lower() == "exceptionoccurrences":
+            query.expand_exceptions = True
+        else:
+            query.expand = parse_expand(clause)
+
+
+def _filter(query: Query, name: str, value: str, properties: frozenset[str]) -> None:
+    query.property_filter = parse_filter(value)
+
+
+# Each option read into the query: (query, option as written, value, the type's properties).
+_OPTIONS: dict[str, Callable[[Query, str, str, frozenset[str]], None]] = {
+    "$select": _select,
+    "$top": _top,
+    "$skip": _skip,
+    "$orderby": _orderby,
+    "$expand": _expand,
+    "$filter": _filter,
+}
 
 
 @dataclass

@@ -80,6 +80,17 @@ def _date(value: Any, field: str) -> str:
 
 def checked(value: Any) -> dict[str, Any]:
     """A written ``patternedRecurrence`` in the full form Graph answers with."""
+    pattern, span = _parts(value)
+    out_pattern = _pattern(pattern)
+    out_range = _range(span)
+    problems = [*_pattern_problems(out_pattern), *_range_problems(span, out_range)]
+    if problems:
+        raise invalid_property(f"At least one property failed validation: {problems[0]}.")
+    return {"pattern": out_pattern, "range": out_range}
+
+
+def _parts(value: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``pattern`` and ``range`` objects of a written recurrence."""
     if not isinstance(value, dict) or set(value) - {"pattern", "range", "@odata.type"}:
         raise body_read("recurrence: a patternedRecurrence has a pattern and a range.")
     pattern, span = value.get("pattern"), value.get("range")
@@ -87,11 +98,19 @@ def checked(value: Any) -> dict[str, Any]:
         raise invalid_property(
             "At least one property failed validation: recurrence needs a pattern and a range."
         )
+    return pattern, span
+
+
+_WITH_DAYS = ("weekly", "relativeMonthly", "relativeYearly")
+
+
+def _pattern(pattern: dict[str, Any]) -> dict[str, Any]:
+    """A written ``recurrencePattern`` with every field typed and defaulted."""
     kind = _enum(pattern.get("type"), PATTERNS, "pattern.type")
     days = pattern.get("daysOfWeek") or []
     if not isinstance(days, list):
         raise body_read("pattern.daysOfWeek must be an array.")
-    out_pattern: dict[str, Any] = {
+    out: dict[str, Any] = {
         "type": kind,
         "interval": _int(pattern.get("interval"), "pattern.interval", 1),
         "month": _int(pattern.get("month"), "pattern.month"),
@@ -101,43 +120,57 @@ def checked(value: Any) -> dict[str, Any]:
         ),
         "index": _enum(pattern.get("index") or "first", INDEXES, "pattern.index"),
     }
-    if days or kind in ("weekly", "relativeMonthly", "relativeYearly"):
-        out_pattern["daysOfWeek"] = [_enum(d, DAYS, "pattern.daysOfWeek") for d in days]
+    if days or kind in _WITH_DAYS:
+        out["daysOfWeek"] = [_enum(d, DAYS, "pattern.daysOfWeek") for d in days]
+    return out
+
+
+def _pattern_problems(pattern: dict[str, Any]) -> list[str]:
+    """What a typed pattern lacks for its kind, most important first."""
+    kind = pattern["type"]
     problems = []
-    if out_pattern["interval"] < 1:
+    if pattern["interval"] < 1:
         problems.append("interval must be at least 1")
-    if kind in ("weekly", "relativeMonthly", "relativeYearly") and not days:
+    if kind in _WITH_DAYS and not pattern["daysOfWeek"]:
         problems.append(f"a {kind} pattern needs daysOfWeek")
-    if kind in ("absoluteMonthly", "absoluteYearly") and not 1 <= out_pattern["dayOfMonth"] <= 31:
+    if kind in ("absoluteMonthly", "absoluteYearly") and not 1 <= pattern["dayOfMonth"] <= 31:
         problems.append(f"an {kind} pattern needs dayOfMonth")
-    if kind in ("absoluteYearly", "relativeYearly") and not 1 <= out_pattern["month"] <= 12:
+    if kind in ("absoluteYearly", "relativeYearly") and not 1 <= pattern["month"] <= 12:
         problems.append(f"a {kind} pattern needs month")
+    return problems
+
+
+def _range(span: dict[str, Any]) -> dict[str, Any]:
+    """A written ``recurrenceRange`` with every field typed and defaulted."""
     range_kind = _enum(span.get("type"), RANGES, "range.type")
-    if span.get("startDate") is None:
-        problems.append("range.startDate is required")
-    out_range: dict[str, Any] = {
+    start = span.get("startDate")
+    out: dict[str, Any] = {
         "type": range_kind,
-        "startDate": _date(span.get("startDate"), "range.startDate")
-        if span.get("startDate") is not None
-        else NULL_DATE,
+        "startDate": NULL_DATE if start is None else _date(start, "range.startDate"),
         "endDate": NULL_DATE,
         "recurrenceTimeZone": span.get("recurrenceTimeZone") or "",
         "numberOfOccurrences": _int(span.get("numberOfOccurrences"), "range.numberOfOccurrences"),
     }
-    if out_range["recurrenceTimeZone"]:
-        times.zone(out_range["recurrenceTimeZone"])
-    if range_kind == "endDate":
+    if out["recurrenceTimeZone"]:
+        times.zone(out["recurrenceTimeZone"])
+    if range_kind == "endDate" and span.get("endDate") is not None:
+        out["endDate"] = _date(span["endDate"], "range.endDate")
+    return out
+
+
+def _range_problems(span: dict[str, Any], out: dict[str, Any]) -> list[str]:
+    """What a typed range lacks for its kind, most important first."""
+    problems = []
+    if span.get("startDate") is None:
+        problems.append("range.startDate is required")
+    if out["type"] == "endDate":
         if span.get("endDate") is None:
             problems.append("an endDate range needs endDate")
-        else:
-            out_range["endDate"] = _date(span["endDate"], "range.endDate")
-            if out_range["endDate"] < out_range["startDate"]:
-                problems.append("range.endDate is before range.startDate")
-    if range_kind == "numbered" and out_range["numberOfOccurrences"] < 1:
+        elif out["endDate"] < out["startDate"]:
+            problems.append("range.endDate is before range.startDate")
+    if out["type"] == "numbered" and out["numberOfOccurrences"] < 1:
         problems.append("a numbered range needs numberOfOccurrences above 0")
-    if problems:
-        raise invalid_property(f"At least one property failed validation: {problems[0]}.")
-    return {"pattern": out_pattern, "range": out_range}
+    return problems
 
 
 def _rule(recurrence: dict[str, Any], dtstart: dt.datetime) -> rrule.rrule:

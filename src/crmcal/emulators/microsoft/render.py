@@ -88,45 +88,12 @@ def event(
     delta: bool = False,
 ) -> dict[str, Any]:
     """An event answer (``delta``: as a delta item, with ``@odata.type``)."""
-    body = entry.body
     own_id = event_id(entry, prefs)
-    zone = prefs.time_zone or "UTC"
-    values: dict[str, Any] = {k: v for k, v in body.items() if k in ORDER}
-    values["type"] = entry.kind
-    values["start"] = _time(entry, "start", zone)
-    values["end"] = _time(entry, "end", zone)
-    unnamed = body.get(events.UNNAMED_ZONE)
-    if unnamed:
-        # Occurrences follow the zone's rules; only its name is lost.
-        values["originalStartTimeZone"] = values["originalEndTimeZone"] = unnamed
-        if isinstance(values.get("recurrence"), dict):
-            span = dict(values["recurrence"].get("range") or {})
-            span["recurrenceTimeZone"] = unnamed
-            values["recurrence"] = {**values["recurrence"], "range": span}
-    values["webLink"] = (
-        f"https://outlook.office365.com/owa/?itemid={quote(own_id, safe='')}"
-        "&exvsurl=1&path=/calendar/item"
-    )
-    if prefs.body_type is not None and body["body"]["contentType"] != prefs.body_type:
-        values["body"] = _converted(body["body"], prefs.body_type)
-    values["onlineMeetingUrl"] = None
-    values["onlineMeeting"] = None
-    values["seriesMasterId"] = None
-    if entry.master_ids is not None:
-        master_id = entry.master_ids[1] if prefs.immutable_ids else entry.master_ids[0]
-        values["seriesMasterId"] = master_id
-        values["recurrence"] = None
-        if entry.original is not None:
-            values["originalStart"] = entry.original.strftime("%Y-%m-%dT%H:%M:%SZ")
-            if entry.kind == "occurrence":
-                zone_name = body["start"]["timeZone"]
-                values["iCalUId"] = recurrence.occurrence_uid(
-                    body["iCalUId"], entry.original, zone_name
-                )
+    values = _values(entry, prefs, own_id)
     out: dict[str, Any] = {}
     if delta:
         out["@odata.type"] = "#microsoft.graph.event"
-    out["@odata.etag"] = f'W/"{body["changeKey"]}"'
+    out["@odata.etag"] = f'W/"{entry.body["changeKey"]}"'
     out["id"] = own_id
     wanted = select if select is not None else ORDER
     for key in ORDER:
@@ -139,6 +106,56 @@ def event(
         if found:
             out["singleValueExtendedProperties"] = found
     return out
+
+
+def _values(entry: Entry, prefs: Preferences, own_id: str) -> dict[str, Any]:
+    """Every property an event answer can show, as this reader's preferences see it."""
+    body = entry.body
+    zone = prefs.time_zone or "UTC"
+    values: dict[str, Any] = {k: v for k, v in body.items() if k in ORDER}
+    values["type"] = entry.kind
+    values["start"] = _time(entry, "start", zone)
+    values["end"] = _time(entry, "end", zone)
+    unnamed = body.get(events.UNNAMED_ZONE)
+    if unnamed:
+        _name_zone(values, unnamed)
+    values["webLink"] = (
+        f"https://outlook.office365.com/owa/?itemid={quote(own_id, safe='')}"
+        "&exvsurl=1&path=/calendar/item"
+    )
+    if prefs.body_type is not None and body["body"]["contentType"] != prefs.body_type:
+        values["body"] = _converted(body["body"], prefs.body_type)
+    values["onlineMeetingUrl"] = None
+    values["onlineMeeting"] = None
+    values["seriesMasterId"] = None
+    if entry.master_ids is not None:
+        master_id = entry.master_ids[1] if prefs.immutable_ids else entry.master_ids[0]
+        _series_member(values, entry, master_id)
+    return values
+
+
+def _name_zone(values: dict[str, Any], unnamed: str) -> None:
+    """Show the zone an event was written in by a name Graph does not know."""
+    # Occurrences follow the zone's rules; only its name is lost.
+    values["originalStartTimeZone"] = values["originalEndTimeZone"] = unnamed
+    if isinstance(values.get("recurrence"), dict):
+        span = dict(values["recurrence"].get("range") or {})
+        span["recurrenceTimeZone"] = unnamed
+        values["recurrence"] = {**values["recurrence"], "range": span}
+
+
+def _series_member(values: dict[str, Any], entry: Entry, master_id: str) -> None:
+    """An occurrence's or exception's link to its series, in place of a recurrence."""
+    body = entry.body
+    values["seriesMasterId"] = master_id
+    values["recurrence"] = None
+    if entry.original is not None:
+        values["originalStart"] = entry.original.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if entry.kind == "occurrence":
+            zone_name = body["start"]["timeZone"]
+            values["iCalUId"] = recurrence.occurrence_uid(
+                body["iCalUId"], entry.original, zone_name
+            )
 
 
 def _converted(body: dict[str, str], wanted: str) -> dict[str, str]:
