@@ -170,6 +170,28 @@ class OnGoogle(Synced):
 
     harness: GoogleHarness
 
+    async def put_board_invitation(self, summary: str, rrule: str | None = None) -> str:
+        """Someone else's hour-long meeting a day after ``SOON`` (a series when given an
+        ``rrule``), the user invited with Ann and Bob: its event id."""
+        start = SOON.astimezone(dt.UTC) + dt.timedelta(days=1)
+        return await self.harness.put_foreign(
+            Foreign(summary=summary, start=start, end=start + dt.timedelta(hours=1),
+                    rrule=rrule, organizer=("boss@elsewhere.test", "The Boss"),
+                    attendees=((self.harness.email, "Sam", "needs_action"),
+                               ("ann@acme.test", "Ann", "accepted"),
+                               ("bob@acme.test", "Bob", "needs_action")))
+        )  # fmt: skip
+
+    async def hide_guests(self, event_id: str) -> dict[str, Any]:
+        """The organizer hides the guest list and moves the meeting to the board room:
+        the event as Google then shows it to the user (``attendeesOmitted``)."""
+        path = f"/calendars/{self.harness.calendar_id}/events/{event_id}"
+        await self.harness.api("PATCH", path, json={"guestsCanSeeOtherGuests": False,
+                                                    "location": "Board room"})  # fmt: skip
+        seen = await self.harness.api("GET", path)
+        assert seen["attendeesOmitted"] is True
+        return seen
+
 
 class OnMicrosoft(Synced):
     """``Synced`` on the Microsoft emulator, whose API the test calls as another client."""
