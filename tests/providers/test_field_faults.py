@@ -14,12 +14,13 @@ parts loses nothing a part's answer leaves out or garbles, and skips only that.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 
 import pytest
 
 from crmcal.providers import caldav, parse_pool
 from tests.caldav_proxy import Behaviour
-from tests.providers.harness import raw_event
+from tests.providers.harness import CalDAVHarness, raw_event
 from tests.providers.synced import SOON, Proxied
 
 LOCAL = "%Y%m%dT%H%M%S"
@@ -27,6 +28,25 @@ LOCAL = "%Y%m%dT%H%M%S"
 
 def name_of(event_id: str) -> str:
     return event_id.rsplit("/", 1)[1]
+
+
+async def put_hour(harness: CalDAVHarness, uid: str, summary: str, start: dt.datetime) -> None:
+    """An hour-long event made elsewhere, stored as ``<uid>.ics``."""
+    await harness.put_raw(raw_event(
+        uid, f"SUMMARY:{summary}", f"DTSTART:{start:{LOCAL}}Z",
+        f"DTEND:{start + dt.timedelta(hours=1):{LOCAL}}Z",
+    ), name=f"{uid}.ics")  # fmt: skip
+
+
+async def retitle(
+    harness: CalDAVHarness,
+    by_title: Mapping[str | None, str],
+    titles: Iterable[str | None],
+    how: str = "retitled",
+) -> None:
+    """Each of these events retitled elsewhere: ``<title> (<how>)``."""
+    for title in titles:
+        await harness.retitle(by_title[title], f"{title} ({how})")
 
 
 async def test_a_sync_collection_that_says_a_member_is_gone_while_it_is_there_trashes_nothing(
@@ -85,8 +105,7 @@ async def test_calendar_data_answered_in_an_error_propstat_is_read_on_a_later_sy
     harness = proxied.harness
     proxied.connect()
     (refused, full, fine), by_title = await proxied.synced_activities("Refused", "Too big", "Fine")
-    for title in by_title:
-        await harness.retitle(by_title[title], f"{title} (retitled)")
+    await retitle(harness, by_title, by_title)
     # The multiget gives each member's ETag, but the calendar data of two in a
     # propstat of its own with a 403 and a 507.
     behaviour.propstat = {
@@ -151,11 +170,7 @@ async def test_events_a_first_imports_part_leaves_out_are_imported_on_the_next_s
     harness = proxied.harness
     start = SOON.astimezone(dt.UTC) + dt.timedelta(days=1)
     for n, name in enumerate(("listed", "left-out", "also-listed")):
-        moment = start + dt.timedelta(hours=n)
-        await harness.put_raw(raw_event(
-            f"part-{name}", f"SUMMARY:{name}", f"DTSTART:{moment:{LOCAL}}Z",
-            f"DTEND:{moment + dt.timedelta(hours=1):{LOCAL}}Z",
-        ), name=f"part-{name}.ics")  # fmt: skip
+        await put_hour(harness, f"part-{name}", name, start + dt.timedelta(hours=n))
     # The first import reads its parts with multigets of the names the token came with;
     # the answer leaves one event out, without a word (a server that misses it).
     behaviour.partial = {("calendar-multiget", "part-left-out"): None}
@@ -189,11 +204,7 @@ async def test_an_event_a_part_of_a_first_import_cannot_read_skips_only_it(
     start = SOON.astimezone(dt.UTC) + dt.timedelta(days=1)
     names = [f"part-{n}" for n in range(6)]
     for n, name in enumerate(names):
-        moment = start + dt.timedelta(hours=n)
-        await harness.put_raw(raw_event(
-            name, f"SUMMARY:{name}", f"DTSTART:{moment:{LOCAL}}Z",
-            f"DTEND:{moment + dt.timedelta(hours=1):{LOCAL}}Z",
-        ), name=f"{name}.ics")  # fmt: skip
+        await put_hour(harness, name, name, start + dt.timedelta(hours=n))
     # The server answers one event's calendar data cut short.
     behaviour.garbled.add("part-4.ics")
     proxied.connect()
@@ -217,8 +228,7 @@ async def test_an_event_a_multiget_answers_404_is_neither_lost_nor_taken_for_gon
     proxied.connect()
     made, by_title = await proxied.synced_activities("Glitch", "Fine", "Deleted", "Other")
     glitch, fine, deleted, other = (a["id"] for a in made)
-    for title in by_title:
-        await harness.retitle(by_title[title], f"{title} (retitled)")
+    await retitle(harness, by_title, by_title)
     # The multiget answers 404 for an event that is still there (a passing error):
     # the rest comes in; it is trashed no more than dropped, and read again next run.
     behaviour.partial = {("calendar-multiget", name_of(by_title["Glitch"])): 404}
@@ -239,8 +249,7 @@ async def test_an_event_a_multiget_answers_404_is_neither_lost_nor_taken_for_gon
     assert (counts["problems"], counts["created"], counts["deleted"]) == ([], 0, 0)
     # Deleted between the listing and the multiget: not taken for gone on the
     # multiget's word alone, and trashed when the next listing says it is.
-    for title in ("Deleted", "Other"):
-        await harness.retitle(by_title[title], f"{title} (again)")
+    await retitle(harness, by_title, ("Deleted", "Other"), how="again")
 
     def delete(path: str) -> None:
         harness.request("DELETE", harness._url(by_title["Deleted"]))
@@ -268,14 +277,10 @@ async def test_an_incremental_listing_answered_in_pages_loses_no_change_and_tras
     made, by_title = await proxied.synced_activities("One", "Two", "Three", "Four", "Five")
     ids = {a["subject"]: a["id"] for a in made}
     proxied.sync_with_problems()  # a cursor after crmcal's own writes
-    for title in ("One", "Three", "Five"):
-        await harness.retitle(by_title[title], f"{title} (retitled)")
+    await retitle(harness, by_title, ("One", "Three", "Five"))
     await harness.remove(by_title["Four"])
     start = SOON.astimezone(dt.UTC) + dt.timedelta(days=2)
-    await harness.put_raw(raw_event(
-        "paged-new", "SUMMARY:New elsewhere", f"DTSTART:{start:{LOCAL}}Z",
-        f"DTEND:{start + dt.timedelta(hours=1):{LOCAL}}Z",
-    ), name="paged-new.ics")  # fmt: skip
+    await put_hour(harness, "paged-new", "New elsewhere", start)
     # The server answers the incremental listing one member at a time (RFC 6578 3.6:
     # the collection answered 507 with a token that continues after it).
     behaviour.page_sync = 1
@@ -307,8 +312,7 @@ async def test_members_answered_with_an_error_in_a_listing_or_a_read_are_read_ag
     proxied.connect()
     made, by_title = await proxied.synced_activities("Data refused", "Listed refused", "Fine")
     proxied.sync_with_problems()  # a cursor after crmcal's own writes
-    for title in by_title:
-        await harness.retitle(by_title[title], f"{title} (retitled)")
+    await retitle(harness, by_title, by_title)
     # The multiget gives one member's ETag but its calendar data in a propstat of an
     # error status; the listing answers another member with a 500 of its own.
     behaviour.propstat = {("calendar-multiget", name_of(by_title["Data refused"])): status}
