@@ -12,6 +12,7 @@ is none, and nothing is written again and again.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -181,6 +182,20 @@ async def test_weak_etags_are_compared_alike_and_sent_back_as_given(
     assert writes(behaviour) == 0
 
 
+async def edited_where_weak_etags_are_refused(
+    proxied: Proxied, behaviour: Behaviour, *others: str
+) -> list[dict[str, Any]]:
+    """Every ETag weak and refused in If-Match: "Edited" (and ``others``) synced, then
+    "Edited" moved to Room 7 in the CRM. Their activities, "Edited" first."""
+    behaviour.all_weak = True
+    behaviour.weak_if_match_refused = True
+    proxied.connect()
+    # Creating needs no ETag (If-None-Match: *): the events are made.
+    made, _ = await proxied.synced_activities("Edited", *others)
+    proxied.edit_activity(made[0]["id"], location="Room 7")
+    return made
+
+
 async def test_a_server_refusing_its_own_weak_etags_is_reported_not_retried(
     proxied: Proxied,
     behaviour: Behaviour,
@@ -189,12 +204,7 @@ async def test_a_server_refusing_its_own_weak_etags_is_reported_not_retried(
     update and deletion is refused 412 though nobody changed the event. The sync says
     so in the connection's status after one attempt, instead of taking each refusal for
     another client's edit and trying again at every sync."""
-    behaviour.all_weak = True
-    behaviour.weak_if_match_refused = True
-    proxied.connect()
-    # Creating needs no ETag (If-None-Match: *): the events are made.
-    (edited, dropped), _ = await proxied.synced_activities("Edited", "Dropped")
-    proxied.edit_activity(edited["id"], location="Room 7")
+    edited, dropped = await edited_where_weak_etags_are_refused(proxied, behaviour, "Dropped")
     response = proxied.user.delete(f"/api/v1/activities/{dropped['id']}")
     assert response.status_code in (200, 204), response.text
     for _ in range(2):
@@ -224,11 +234,7 @@ async def test_a_server_refusing_its_own_weak_etags_waits_for_its_fix_not_the_ba
     day later (each try costs the server a refused write), not with a failing server's
     back-off of seconds to an hour. Synced by hand once the server is mended, the CRM's
     change lands: nothing was lost while it waited."""
-    behaviour.all_weak = True
-    behaviour.weak_if_match_refused = True
-    proxied.connect()
-    (edited,), _ = await proxied.synced_activities("Edited")
-    proxied.edit_activity(edited["id"], location="Room 7")
+    await edited_where_weak_etags_are_refused(proxied, behaviour)
     refused = proxied.user.post(f"/api/v1/connections/{proxied.connection_id}/sync")
     assert refused.status_code == 409, refused.text
     status = proxied.user.get(f"/api/v1/connections/{proxied.connection_id}/status").json()
