@@ -80,6 +80,10 @@ class ClientSettings:
 
 
 MAX_DELAY = 32.0
+# The longest ``Retry-After`` a call waits for before its next try: a service (or a
+# proxy in front of it) that asks for a day or a year holds no sync that long; the
+# tries still run out, and the sync is tried again later.
+MAX_RETRY_AFTER = 120.0
 # Answers to one event's write that refuse it for good (what was sent, or that event):
 # sending it again gets the same answer.
 REFUSALS = frozenset((400, 403, 422))
@@ -386,9 +390,9 @@ class ApiClient:
                 if answer is not None and answer.status_code in (403, 429):
                     throttled = True
                     metrics.PROVIDER_THROTTLED.labels(self._service).inc()
-                later = answer.headers.get("Retry-After") if answer else None
-                if later and later.strip().isdigit():
-                    wait = max(wait or 0.0, float(later))
+                later = _retry_after(answer.headers.get("Retry-After") if answer else None)
+                if later is not None:
+                    wait = max(wait or 0.0, later)
             elif answer.status_code == 401:
                 raise AuthenticationFailed(f"{self._owner} refused the access: reconnect required")
             else:
@@ -398,15 +402,14 @@ class ApiClient:
     async def sleep(self, attempt: int, retry_after: str | None = None) -> None:
         """Wait before try ``attempt + 1``: doubling, with jitter, at least ``Retry-After``."""
         delay = min(self._backoff * (2**attempt), MAX_DELAY) * random.uniform(0.5, 1.0)
-        if retry_after and retry_after.strip().isdigit():
-            delay = max(delay, float(retry_after))
-        await asyncio.sleep(delay)
+        await asyncio.sleep(max(delay, _retry_after(retry_after) or 0.0))
 
     def json(self, response: httpx.Response) -> Any:
-        """An answer's JSON; one that is no JSON comes from some other server."""
+        """An answer's JSON; one that is no JSON (or nested past what the parser takes)
+        comes from some other server."""
         try:
             return response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting: RecursionError
             raise self.not_the_service(response) from None
 
     def not_the_service(self, response: httpx.Response) -> ProviderError:
@@ -473,5 +476,14 @@ class ApiClient:
 
 def _seconds(retry_after: str | None) -> float:
     """A ``Retry-After`` in seconds (a date, or none, counts as one second)."""
-    value = (retry_after or "").strip()
-    return float(value) if value.isdigit() else 1.0
+    seconds = _retry_after(retry_after)
+    return 1.0 if seconds is None else seconds
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` in seconds, at most ``MAX_RETRY_AFTER``; None for none, a date
+    or anything else than a count of seconds (negative, fractional, garbage)."""
+    text = (value or "").strip()
+    if not text.isascii() or not text.isdigit():
+        return None
+    return min(float(text[:12]), MAX_RETRY_AFTER)

@@ -102,7 +102,7 @@ class Changes:
         """The items of one delta round, page by page, and its deltaLink; None when a
         link followed (no ``params``) has expired."""
         items: list[dict[str, Any]] = []
-        query = params
+        query, seen = params, set[str]()
         while True:
             paged = {"Prefer": f"{PREFER}, odata.maxpagesize={PAGE_SIZE}"}
             response = await self._graph.request("GET", url, params=query, headers=paged)
@@ -113,9 +113,10 @@ class Changes:
             data = self._api.json(response)
             items += data.get("value", [])
             query = None
-            if not data.get("@odata.nextLink"):
+            link = self._graph.next_link(data, seen)
+            if link is None:
                 return items, data.get("@odata.deltaLink")
-            url = data["@odata.nextLink"]
+            url = link
 
     async def _check_series(
         self, calendar_id: str, masters: set[str], listing: ChangeListing

@@ -1,6 +1,11 @@
 """Microsoft Graph on the wire for one mailbox: the headers every request carries, the
 paths of a calendar's events, paged collections and ``$batch`` requests.
 
+A link Graph answers (``@odata.nextLink``, ``@odata.deltaLink``) is followed only on
+Graph's own origin: the bearer token goes nowhere else, whatever an answer names; and
+a walk through a collection that is led back to a page it read stops with an error
+instead of reading it for ever.
+
 Every request says ``Prefer: IdType="ImmutableId"`` (an event keeps its id when it
 moves between calendars), ``outlook.timezone="UTC"`` and
 ``outlook.body-content-type="text"``; at most ``CONCURRENCY`` requests run at once per
@@ -11,12 +16,12 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from crmcal.providers.api_client import ApiClient, ClientSettings, TokenSource
-from crmcal.providers.base import ProviderError
+from crmcal.providers.base import NotACalendarServer, ProviderError
 from crmcal.providers.kept_http import REPEATABLE
 
 __all__ = ["BATCH_SIZE", "CONCURRENCY", "PREFER", "Graph", "code", "iso", "read"]
@@ -56,11 +61,35 @@ class Graph:
         width: int = 1,
         extensions: dict[str, Any] | None = None,
     ) -> httpx.Response:
-        url = path if path.startswith("http") else self.base + path
+        url = self.absolute(path)
         return await self.api.send(
             method, url, params=params, json=json, headers=headers, width=width,
             extensions=extensions,
         )  # fmt: skip
+
+    def absolute(self, path: str) -> str:
+        """The URL of ``path``: a path under the API's base, or a link Graph answered,
+        which must be on the API's origin (the request carries the bearer token)."""
+        if not path.startswith(("http:", "https:", "//")):
+            return self.base + path
+        if _origin(path) != _origin(self.base):
+            raise NotACalendarServer(
+                f"Microsoft Graph answered a link to another host ({_origin(path)[:200]}):"
+                " not followed"
+            )
+        return path
+
+    @staticmethod
+    def next_link(data: Any, seen: set[str]) -> str | None:
+        """The ``@odata.nextLink`` of a page (None at the end), remembered in ``seen``:
+        one that leads back to a page already read is an error, not a loop."""
+        link = data.get("@odata.nextLink") if isinstance(data, dict) else None
+        if not link:
+            return None
+        if not isinstance(link, str) or link in seen:
+            raise NotACalendarServer("Microsoft Graph answered pages that lead back to each other")
+        seen.add(link)
+        return link
 
     @staticmethod
     def calendar(calendar_id: str) -> str:
@@ -80,16 +109,16 @@ class Graph:
     async def pages(self, path: str, params: dict[str, Any] | None, what: str) -> list[Any]:
         """Every item of a collection, following ``@odata.nextLink``."""
         items: list[Any] = []
-        url, query = path, params
-        while True:
+        url: str | None = path
+        query, seen = params, set[str]()
+        while url:
             response = await self.request("GET", url, params=query)
             if response.status_code != 200:
                 raise self.api.failure(response, what)
             data = self.api.json(response)
             items += data.get("value", [])
-            url, query = data.get("@odata.nextLink"), None
-            if not url:
-                return items
+            url, query = self.next_link(data, seen), None
+        return items
 
     async def send_all(
         self, requests: list[dict[str, Any]]
@@ -118,7 +147,10 @@ class Graph:
         )  # fmt: skip
         if response.status_code != 200:
             raise self.api.failure(response, "sending a batch")
-        answers = self.api.json(response).get("responses", [])
+        envelope = self.api.json(response)
+        answers = envelope.get("responses") if isinstance(envelope, dict) else None
+        if not isinstance(answers, list):
+            raise self.api.not_the_service(response)
         by_id = {str(a.get("id")): a for a in answers if isinstance(a, dict)}
         return [_part(by_id.get(str(n))) for n in range(len(requests))]
 
@@ -127,15 +159,23 @@ class Graph:
 
 
 def _part(answer: dict[str, Any] | None) -> httpx.Response | None:
-    """One answer inside a ``$batch`` envelope as a response of its own."""
-    if answer is None:
+    """One answer inside a ``$batch`` envelope as a response of its own; None for none,
+    or for one without a status code (no answer either: tried again)."""
+    status = answer.get("status") if answer is not None else None
+    if answer is None or not isinstance(status, int) or not 100 <= status <= 599:
         return None
     headers = answer.get("headers")
     return httpx.Response(
-        int(answer.get("status", 0)),
+        status,
         headers={k: str(v) for k, v in headers.items()} if isinstance(headers, dict) else None,
         json=answer.get("body") or {},
     )
+
+
+def _origin(url: str) -> tuple[str, str]:
+    """A URL's scheme and host with its port, as compared before sending a token."""
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
 
 
 def _segment(value: str) -> str:

@@ -66,6 +66,7 @@ class Subscriptions:
         """Delete the subscriptions a POST of ``body`` whose answer was lost made."""
         url: str | None = "/subscriptions"
         unseen: list[str] = []
+        seen: set[str] = set()
         while url:
             response = await self._graph.request("GET", url)
             if response.status_code != 200:
@@ -78,8 +79,7 @@ class Subscriptions:
                     and item.get("notificationUrl") == body["notificationUrl"]
                 ):
                     unseen.append(str(item["id"]))
-            next_link = data.get("@odata.nextLink")
-            url = next_link if isinstance(next_link, str) else None
+            url = self._graph.next_link(data, seen)
         for subscription_id in unseen:
             log.info("removing the subscription %s whose creation was not answered",
                      subscription_id)  # fmt: skip

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
+import math
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +35,8 @@ from crmcal.providers.base import AuthenticationFailed, ProviderError, Unreachab
 from crmcal.tls import tls
 
 EARLY = 60.0  # refresh this many seconds before the access token expires
+DEFAULT_LIFETIME = 3600.0
+LONGEST_LIFETIME = 86400.0
 _GRANT_ERRORS = ("invalid_grant", "invalid_client", "unauthorized_client")
 
 
@@ -81,6 +85,20 @@ async def token_call(
             )
         raise ProviderError(f"{service}'s sign-in service refused ({error})")
     return body
+
+
+def lifetime(expires_in: object) -> float:
+    """An access token's lifetime in seconds from the ``expires_in`` a token endpoint
+    answered: an hour when it says none or nothing readable, and never more than a day
+    (a token kept for years would be used long after it was revoked; a refused one is
+    refreshed then anyway)."""
+    seconds = DEFAULT_LIFETIME
+    if isinstance(expires_in, int | float | str):
+        with contextlib.suppress(ValueError):
+            seconds = float(expires_in)
+    if math.isnan(seconds):
+        seconds = DEFAULT_LIFETIME
+    return min(max(seconds, 0.0), LONGEST_LIFETIME)
 
 
 async def exchange_code(
@@ -243,8 +261,7 @@ class RefreshingTokens:
         body = await token_call(
             self._service, self._token_url, form, self._transport, self._timeout
         )
-        expires_in = body.get("expires_in")
-        seconds = float(expires_in) if isinstance(expires_in, int | float | str) else 3600.0
+        seconds = lifetime(body.get("expires_in"))
         access = self._access = AccessToken(str(body["access_token"]), time.monotonic() + seconds)
         rotated = body.get("refresh_token")
         rotating = isinstance(rotated, str) and rotated and rotated != self._refresh_token
