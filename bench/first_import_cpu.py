@@ -112,7 +112,7 @@ def one_run(url: str, root: Path) -> None:
             for ready in [pool.submit(parse_pool._ready) for _ in range(parse_pool._POOL.size())]:
                 ready.result()
         collector.tune()
-        pids = list(pool._processes) if pool is not None else []  # type: ignore[attr-defined]
+        pids = list(pool._processes) if pool is not None else []
         in_pool = pool_cpu(pids)
         threads = thread_cpu()
         started, loop, process = time.perf_counter(), time.thread_time(), time.process_time()

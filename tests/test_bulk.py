@@ -246,7 +246,7 @@ def test_one_row_shared_by_many_with_columns_given_apart(
     at = dt.datetime(2026, 5, 4, 9, 30, tzinfo=dt.UTC)
     shared = {"at": at, "flag": True, "data": {"same": [1, 2]}}
     other = {"at": None, "flag": False, "data": None}  # the same keys, another dict
-    given = [other, *[shared] * 199]
+    given: list[dict[str, Any]] = [other, *[shared] * 199]
     names = [f"row {n}" for n in range(200)]
 
     async def body(db: Database) -> list[Any]:

@@ -41,7 +41,7 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         taken.append(delay)
         return await pause(0, result)
 
-    monkeypatch.setattr(api_client.asyncio, "sleep", record)
+    monkeypatch.setattr("crmcal.providers.api_client.asyncio.sleep", record)
     return taken
 
 
@@ -60,7 +60,8 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 async def test_a_retry_after_is_bounded_and_garbage_is_ignored(
     waits: list[float], retry_after: str | bytes, longest: float
 ) -> None:
-    answers = iter([httpx.Response(429, headers={"Retry-After": retry_after})])
+    raw = retry_after if isinstance(retry_after, bytes) else retry_after.encode("latin-1")
+    answers = iter([httpx.Response(429, headers=[(b"Retry-After", raw)])])
 
     def handler(request: httpx.Request) -> httpx.Response:
         return next(answers, httpx.Response(200, json={"value": []}))

@@ -51,7 +51,7 @@ def _checked(n: int) -> Checked:
     return check_new(data, "America/New_York", from_calendar=True)
 
 
-def _slots(participant: WrittenParticipant) -> list[object]:
+def _slots(participant: object) -> list[object]:
     return [getattr(participant, name) for name in WrittenParticipant.__slots__]
 
 

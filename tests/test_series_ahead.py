@@ -34,7 +34,7 @@ def soon(days: int) -> str:
     return (utcnow() + dt.timedelta(days=days)).strftime("%Y-%m-%d")
 
 
-RULES = {
+RULES: dict[str, dict[str, Any]] = {
     "weekly without an end": {"start": f"{soon(3)}T09:00:00", "end": f"{soon(3)}T09:30:00",
                               "recurrence": "FREQ=WEEKLY"},
     "count": {"start": f"{soon(-20)}T09:00:00", "end": f"{soon(-20)}T10:00:00",
@@ -61,6 +61,8 @@ def test_starts_computed_ahead_are_those_the_rule_makes_when_written(fields: Any
     assert with_ahead[2] == without[2]
     # Each up to its own horizon (the moment it was planned) or its thousandth start.
     reached = [planned[0].materialised_until for planned in (with_ahead, without)]
+    assert reached[0] is not None
+    assert reached[1] is not None
     assert abs(reached[0] - reached[1]) < dt.timedelta(seconds=5)
     assert len(ahead.starts) >= len(without[2])
 
