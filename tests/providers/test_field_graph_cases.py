@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from crmcal.providers import microsoft_delta
-from tests.microsoft_emulator import graph_time
+from tests.microsoft_emulator import MicrosoftHarness, graph_time
 from tests.providers.synced import V1, OnMicrosoft
 from tests.test_sync_cloud_series import tuesday_nine_before_switch
 
@@ -30,6 +30,23 @@ def series_starts(on: OnMicrosoft) -> list[dt.datetime]:
     return sorted(dt.datetime.fromisoformat(a["start"]) for a in listed.json()["items"])
 
 
+async def weekly_planning(harness: MicrosoftHarness, start: dt.datetime) -> dict[str, Any]:
+    """Six weekly "Weekly planning" meetings from ``start``, 09:00 to 10:00 Berlin time
+    (Outlook's Windows zone name), made in the harness's calendar."""
+    day = start.date().isoformat()
+    weekday = start.strftime("%A").lower()
+    made = await harness.api("POST", f"/me/calendars/{harness.calendar_id}/events", json={
+        "subject": "Weekly planning",
+        "start": {"dateTime": f"{day}T09:00:00", "timeZone": "W. Europe Standard Time"},
+        "end": {"dateTime": f"{day}T10:00:00", "timeZone": "W. Europe Standard Time"},
+        "recurrence": {
+            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [weekday]},
+            "range": {"type": "numbered", "startDate": day, "numberOfOccurrences": 6},
+        },
+    })  # fmt: skip
+    return made
+
+
 @pytest.mark.parametrize("zone_name", [None, "tzone://Microsoft/Custom", "Customized Time Zone"])
 async def test_a_series_in_a_zone_graph_cannot_name_keeps_its_wall_clock_time(
     on_microsoft: OnMicrosoft, zone_name: str | None
@@ -43,17 +60,7 @@ async def test_a_series_in_a_zone_graph_cannot_name_keeps_its_wall_clock_time(
     on = on_microsoft
     harness = on.harness
     start = tuesday_nine_before_switch()
-    day = start.date().isoformat()
-    weekday = start.strftime("%A").lower()
-    made = await harness.api("POST", f"/me/calendars/{harness.calendar_id}/events", json={
-        "subject": "Weekly planning",
-        "start": {"dateTime": f"{day}T09:00:00", "timeZone": "W. Europe Standard Time"},
-        "end": {"dateTime": f"{day}T10:00:00", "timeZone": "W. Europe Standard Time"},
-        "recurrence": {
-            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [weekday]},
-            "range": {"type": "numbered", "startDate": day, "numberOfOccurrences": 6},
-        },
-    })  # fmt: skip
+    made = await weekly_planning(harness, start)
     if zone_name is not None:
         answer = await harness._http.post(
             f"/_emulator/events/{made['id']}/unnamed-zone",
@@ -105,17 +112,7 @@ async def test_a_cancelled_occurrence_of_a_series_in_an_unnamed_zone_is_the_one_
     on = on_microsoft
     harness = on.harness
     start = tuesday_nine_before_switch()
-    day = start.date().isoformat()
-    weekday = start.strftime("%A").lower()
-    made = await harness.api("POST", f"/me/calendars/{harness.calendar_id}/events", json={
-        "subject": "Weekly planning",
-        "start": {"dateTime": f"{day}T09:00:00", "timeZone": "W. Europe Standard Time"},
-        "end": {"dateTime": f"{day}T10:00:00", "timeZone": "W. Europe Standard Time"},
-        "recurrence": {
-            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [weekday]},
-            "range": {"type": "numbered", "startDate": day, "numberOfOccurrences": 6},
-        },
-    })  # fmt: skip
+    made = await weekly_planning(harness, start)
     answer = await harness._http.post(
         f"/_emulator/events/{made['id']}/unnamed-zone",
         json={"email": harness.email, "name": zone_name},

@@ -4,6 +4,7 @@ connection's status until a new change of either side is synced."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from crmcal.db import Database
@@ -284,44 +285,58 @@ async def test_a_refused_update_is_not_sent_again_after_the_sync_token_expired(
     assert [p["item"] for p in status_problems(proxied)] == [by_title["Fine words"]]
 
 
+async def keeps_a_refused_update_unsent_after_a_full_listing(
+    on: OnGoogle | OnMicrosoft,
+    refuse: Callable[[str], Awaitable[None]],
+    writes: Callable[[], int],
+    expire: Callable[[], Awaitable[None]],
+) -> None:
+    """A refused update stays unsent, and said, through the full listing that follows
+    an expired sync or delta token (which marks every event listed as seen)."""
+    on.connect()
+    (made,), by_title = await on.synced_activities("Review")
+    event_id = by_title["Review"]
+    await refuse(event_id)
+    on.edit_activity(made["id"], subject="Review (ours)")
+    before = writes()
+    assert [p["item"] for p in synced_answer(on)["problems"]] == [event_id]
+    await expire()
+    again = synced_answer(on)
+    assert writes() == before + 1
+    assert (again["problems"], again["skipped"], again["updated"]) == ([], 0, 0)
+    assert [p["item"] for p in status_problems(on)] == [event_id]
+
+
 async def test_google_keeps_a_refused_update_unsent_after_its_sync_token_expired(
     on_google: OnGoogle,
 ) -> None:
     on = on_google
-    on.connect()
-    (made,), by_title = await on.synced_activities("Review")
-    event_id = by_title["Review"]
-    await refuse_google_writes(on, event_id, 403)
-    on.edit_activity(made["id"], subject="Review (ours)")
-    before = google_writes(on)
-    assert [p["item"] for p in synced_answer(on)["problems"]] == [event_id]
-    expired = await on.harness._http.post(
-        f"/_emulator/calendars/{on.harness.calendar_id}/expire-sync-tokens"
-    )
-    assert expired.status_code == 204, expired.text
-    again = synced_answer(on)
-    assert google_writes(on) == before + 1
-    assert (again["problems"], again["skipped"], again["updated"]) == ([], 0, 0)
-    assert [p["item"] for p in status_problems(on)] == [event_id]
+
+    async def expire() -> None:
+        answer = await on.harness._http.post(
+            f"/_emulator/calendars/{on.harness.calendar_id}/expire-sync-tokens"
+        )
+        assert answer.status_code == 204, answer.text
+
+    await keeps_a_refused_update_unsent_after_a_full_listing(
+        on, lambda event_id: refuse_google_writes(on, event_id, 403),
+        lambda: google_writes(on), expire,
+    )  # fmt: skip
 
 
 async def test_graph_keeps_a_refused_update_unsent_after_its_delta_token_expired(
     on_microsoft: OnMicrosoft,
 ) -> None:
     on = on_microsoft
-    on.connect()
-    (made,), by_title = await on.synced_activities("Review")
-    event_id = by_title["Review"]
-    await refuse_graph_writes(on, event_id, True)
-    on.edit_activity(made["id"], subject="Review (ours)")
-    before = graph_writes(on)
-    assert [p["item"] for p in synced_answer(on)["problems"]] == [event_id]
-    expired = await on.harness._http.post("/_emulator/expire-delta-tokens", json={})
-    assert expired.status_code == 200, expired.text
-    again = synced_answer(on)
-    assert graph_writes(on) == before + 1
-    assert (again["problems"], again["skipped"], again["updated"]) == ([], 0, 0)
-    assert [p["item"] for p in status_problems(on)] == [event_id]
+
+    async def expire() -> None:
+        answer = await on.harness._http.post("/_emulator/expire-delta-tokens", json={})
+        assert answer.status_code == 200, answer.text
+
+    await keeps_a_refused_update_unsent_after_a_full_listing(
+        on, lambda event_id: refuse_graph_writes(on, event_id, True),
+        lambda: graph_writes(on), expire,
+    )  # fmt: skip
 
 
 async def test_a_refused_new_event_stays_unsent_through_a_full_listing(
