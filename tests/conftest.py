@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import graphlib
 import os
@@ -359,8 +358,8 @@ class Api:
         return self.client.delete(path, headers=self._headers(kw.pop("headers", None)), **kw)
 
 
-# The apps of ``client_of``, by their settings but for the database, and those in use.
-_APPS: dict[Settings, list[FastAPI]] = {}
+# The apps of ``app_of``, by the settings they keep as built, and those in use.
+_APPS: dict[int, list[FastAPI]] = {}
 _IN_USE: set[int] = set()
 
 
@@ -375,16 +374,16 @@ def _as_made(app: FastAPI, settings: Settings) -> FastAPI:
 
 
 @contextlib.contextmanager
-def client_of(settings: Settings, **options: Any) -> Iterator[TestClient]:
-    """``TestClient(create_app(settings, background_jobs=False), **options)``, entered. The app is
-    built once a process for settings alike but for the database: a new app's first
-    request builds every route's parameter models (FastAPI builds an included router's
-    routes for each app), about 90 ms of CPU that every API test paid. Everything the app
-    reads of its settings it reads from ``app.state`` (each request, and the start that
-    opens the database), so a test's own settings are the ones it runs on; a setting
-    the app keeps as it is built (the body limit) is part of what tells apps apart."""
-    key = dataclasses.replace(settings, database_url="")
-    built = _APPS.setdefault(key, [])
+def app_of(settings: Settings) -> Iterator[FastAPI]:
+    """``create_app(settings, background_jobs=False)``, built once a process for each body
+    limit: a new app's first request builds every route's parameter models (FastAPI
+    builds an included router's routes for each app), about 90 ms of CPU that every API
+    test paid. Everything else the app reads of its settings it reads from
+    ``app.state`` (each request, and the start that opens the database), so a test's
+    own settings (its database, its own address) are the ones it runs on; the body
+    limit, kept as the app is built, is what tells apps apart. An app in use until the
+    block ends is not handed out again."""
+    built = _APPS.setdefault(settings.max_body_bytes, [])
     free = [app for app in built if id(app) not in _IN_USE]
     if free:
         app = _as_made(free[0], settings)
@@ -393,10 +392,17 @@ def client_of(settings: Settings, **options: Any) -> Iterator[TestClient]:
         built.append(app)
     _IN_USE.add(id(app))
     try:
-        with TestClient(app, **options) as test_client:
-            yield test_client
+        yield app
     finally:
         _IN_USE.discard(id(app))
+
+
+@contextlib.contextmanager
+def client_of(settings: Settings, **options: Any) -> Iterator[TestClient]:
+    """``TestClient(create_app(settings, background_jobs=False), **options)``, entered,
+    on the app of ``app_of``."""
+    with app_of(settings) as app, TestClient(app, **options) as test_client:
+        yield test_client
 
 
 @pytest.fixture

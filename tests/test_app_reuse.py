@@ -1,5 +1,6 @@
-"""The tests' app, built once a process (``tests.conftest.client_of``): each test still
-runs on its own settings and database, and finds the app as ``create_app`` makes it."""
+"""The tests' app, built once a process (``tests.conftest.app_of``, ``client_of``): each
+test still runs on its own settings and database, and finds the app as ``create_app``
+makes it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from crmcal.config import Settings
 from crmcal.web.app import create_app
-from tests.conftest import _as_made, client_of, make_user
+from tests.conftest import _as_made, app_of, client_of, make_user
 
 
 def _database(template: Path, path: Path) -> str:
@@ -33,6 +34,17 @@ def test_one_app_serves_each_test_on_its_own_database(
         assert client.get(me, headers={"Authorization": f"Bearer {first_token}"}).status_code == 401
         answer = client.get(me, headers={"Authorization": f"Bearer {second_token}"})
         assert answer.json()["email"] == "bob@crm.test"
+
+
+def test_an_app_served_at_another_address_is_the_same_app_on_its_own_settings(
+    tmp_path: Path,
+) -> None:
+    database = f"sqlite:///{tmp_path}/unused.db"
+    with app_of(Settings(database_url=database, base_url="http://127.0.0.1:1")) as first:
+        pass
+    with app_of(Settings(database_url=database, base_url="http://127.0.0.1:2")) as second:
+        assert second is first  # the address is read from the state, as each request asks
+        assert second.state.settings.base_url == "http://127.0.0.1:2"
 
 
 def test_a_setting_the_app_keeps_as_built_gets_an_app_of_its_own(

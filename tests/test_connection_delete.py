@@ -20,9 +20,8 @@ import pytest
 
 from crmcal.config import Settings
 from crmcal.tls import tls
-from crmcal.web.app import create_app
 from tests import plain
-from tests.conftest import make_user
+from tests.conftest import app_of, make_user
 from tests.fault_proxy import FaultProxy, fault_proxy
 from tests.google_emulator import GoogleEmulator
 from tests.microsoft_emulator import MicrosoftEmulator
@@ -69,7 +68,8 @@ def _serving(
                         microsoft_api_url=microsoft_api_url or microsoft_emulator.url,
                         microsoft_oauth_url=microsoft_emulator.url)  # fmt: skip
     with (
-        served_app(create_app(settings, background_jobs=False), sock),
+        app_of(settings) as app,
+        served_app(app, sock),
         httpx.Client(verify=tls(), base_url=url, timeout=60) as browser,
         httpx.Client(
             verify=tls(),
