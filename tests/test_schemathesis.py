@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,7 +36,7 @@ from crmcal.emulators.google import create_app as create_google
 from crmcal.emulators.microsoft import MicrosoftState
 from crmcal.emulators.microsoft import create_app as create_graph
 from crmcal.web.app import create_app
-from tests.caldav_servers import serve_radicale
+from tests.caldav_servers import PASSWORD, USER, serve_radicale
 from tests.conftest import issue_token_in, make_user, run
 from tests.served import served_app
 
@@ -128,8 +129,26 @@ def _connected(har: Path) -> set[str]:
 RUNS = ["caldav", "google", "microsoft", "plain", "plain-stateful"]
 
 
+# What the runs but the CalDAV one send as a CalDAV account: a field their kind ignores.
+UNUSED_CALDAV = {"url": "http://127.0.0.1:9/", "username": USER, "password": PASSWORD}
+
+
+@pytest.fixture
+def caldav_account(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A Radicale of the CalDAV run's own (the one run that connects to it), with one
+    calendar to sync with: the account's fields, and its calendar's URL."""
+    caldav_dir = tmp_path / "radicale"
+    caldav_dir.mkdir()
+    with serve_radicale(caldav_dir) as caldav:
+        made = caldav.client().principal().make_calendar(name="Fuzzed", cal_id=uuid.uuid4().hex)
+        yield {"url": caldav.url, "username": caldav.username, "password": caldav.password,
+               "calendar": str(made.url)}  # fmt: skip
+
+
 @pytest.mark.parametrize("kind", RUNS)
-def test_schemathesis_finds_nothing(tmp_path: Path, sqlite_template: Path, kind: str) -> None:
+def test_schemathesis_finds_nothing(
+    tmp_path: Path, sqlite_template: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
     cli = _installed()
     db = tmp_path / "crmcal.db"
     db.write_bytes(sqlite_template.read_bytes())
@@ -139,17 +158,14 @@ def test_schemathesis_finds_nothing(tmp_path: Path, sqlite_template: Path, kind:
     token = run(issue_token_in(db_url, admin_id))
     # A user has one connection at a time: a user of its own for the kind of account.
     user_token = make_user(db_url, email=f"{kind}@crm.test", name=kind)[1]
-    caldav_dir = tmp_path / "radicale"
-    caldav_dir.mkdir()
+    # Radicale only for the run that connects to it (starting one costs about a second).
+    caldav = request.getfixturevalue("caldav_account") if kind == "caldav" else UNUSED_CALDAV
     google_state, graph_state = GoogleState(), MicrosoftState()
     grant, google_calendar, graph_calendar = _one_grant(google_state, graph_state)
     with (
-        serve_radicale(caldav_dir) as caldav,
         served_app(create_google(google_state)) as google,
         served_app(create_graph(graph_state)) as graph,
     ):
-        # The account the fuzzer connects has one calendar to sync with.
-        made = caldav.client().principal().make_calendar(name="Fuzzed", cal_id=uuid.uuid4().hex)
         settings = Settings(
             database_url=db_url, secret_key="fuzz-key", allow_private_networks=True,
             google_api_url=google, google_oauth_url=google, google_client_id="fuzz",
@@ -163,12 +179,12 @@ def test_schemathesis_finds_nothing(tmp_path: Path, sqlite_template: Path, kind:
                 phases = "stateful" if kind == "plain-stateful" else "examples,fuzzing"
                 plain = _fuzz(cli, url, token, env=env, phases=phases)
             else:
-                calendars = {"caldav": str(made.url), "google": google_calendar,
+                calendars = {"caldav": caldav.get("calendar", ""), "google": google_calendar,
                              "microsoft": graph_calendar}  # fmt: skip
                 fuzz_env = env | {
-                    "CRMCAL_FUZZ_CALDAV_URL": caldav.url,
-                    "CRMCAL_FUZZ_CALDAV_USERNAME": caldav.username,
-                    "CRMCAL_FUZZ_CALDAV_PASSWORD": caldav.password,
+                    "CRMCAL_FUZZ_CALDAV_URL": caldav["url"],
+                    "CRMCAL_FUZZ_CALDAV_USERNAME": caldav["username"],
+                    "CRMCAL_FUZZ_CALDAV_PASSWORD": caldav["password"],
                     "CRMCAL_FUZZ_REFRESH_TOKEN": grant,
                     "CRMCAL_FUZZ_PROVIDER": kind,
                     "CRMCAL_FUZZ_CALENDAR_ID": calendars[kind],
