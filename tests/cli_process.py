@@ -84,7 +84,8 @@ def on_socket(argv: list[str], sock: socket.socket, **popen: Any) -> subprocess.
 def start_serve(sock: socket.socket, db_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
     """``crmcal serve`` on an embedded database and on ``sock``, its output going to
     ``log_path``."""
-    env = {**os.environ, "CRMCAL_DATABASE_URL": f"sqlite:///{db_path}"}
+    # Its syncs stay under the events the parse pool is for: no pool processes to start.
+    env = {**os.environ, "CRMCAL_DATABASE_URL": f"sqlite:///{db_path}", "CRMCAL_PARSE_WORKERS": "0"}
     with log_path.open("ab") as log:
         return on_socket(["serve"], sock, env=env, stdout=log, stderr=log)
 

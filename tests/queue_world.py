@@ -190,7 +190,8 @@ class Worker:
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "crmcal", "worker", "--concurrency", str(concurrency)],
-                env={**os.environ, **env},
+                # Its syncs stay under the events the parse pool is for: no pool processes.
+                env={**os.environ, "CRMCAL_PARSE_WORKERS": "0", **env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

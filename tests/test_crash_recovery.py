@@ -267,7 +267,10 @@ async def test_killing_the_server_mid_sync_again_and_again_converges_without_cop
            "CRMCAL_GOOGLE_API_URL": google_emulator.url,
            "CRMCAL_GOOGLE_OAUTH_URL": google_emulator.url,
            "CRMCAL_POLL_SECONDS": "3", "CRMCAL_LEASE_SECONDS": str(LEASE_SECONDS),
-           "CRMCAL_RETRY_BACKOFF": "0.01"}  # fmt: skip
+           "CRMCAL_RETRY_BACKOFF": "0.01",
+           # A few events a sync, under what the parse pool is for: no pool processes
+           # to start on each of the server's many starts.
+           "CRMCAL_PARSE_WORKERS": "0"}  # fmt: skip
     server = Server(env, sock, tmp_path)
     admin = {"Authorization": f"Bearer {admin_token}"}
     killed: list[int] = []
