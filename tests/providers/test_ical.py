@@ -778,6 +778,26 @@ def _property_lines(text: str, groups: frozenset[str]) -> list[str]:
     return sorted(found)
 
 
+def test_a_patch_keeps_parameter_values_with_blanks_at_their_ends() -> None:
+    """A parameter value may begin or end with a tab or a space (RFC 5545 SAFE-CHAR);
+    icalendar reads it trimmed. Patching the title must not rename an attendee, nor
+    change a parameter of a property crmcal does not own."""
+    previous = vcalendar(vevent(
+        "DTSTART:20261201T100000Z", "DTEND:20261201T110000Z", "SUMMARY:Before",
+        "ATTENDEE;CN=\tAnn ;PARTSTAT=ACCEPTED:mailto:ann@acme.test",
+        "X-OTHER;X-NOTE= spaced\t:kept",
+    ))  # fmt: skip
+    read = parse_event(previous)
+    assert read is not None
+    assert read.attendees[0].name == "\tAnn "
+    text = patch_event(dataclasses.replace(read, summary="After"), "e1", previous,
+                       frozenset({"summary"}))  # fmt: skip
+    assert "X-OTHER;X-NOTE= spaced\t:kept" in text
+    again = parse_event(text)
+    assert again is not None
+    assert again.attendees == read.attendees
+
+
 def test_a_patch_keeps_floating_times_and_long_texts() -> None:
     """Issue 11 items 7 and 11: a floating time stays floating, a long description and
     a property nobody knows stay whole, when only the title changes (and a new time is

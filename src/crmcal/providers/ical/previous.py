@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import icalendar
+from icalendar.parser import Parameters
 from icalendar.prop import vCategory, vDDDLists, vText, vUnknown
 
 from crmcal.providers.ical.mapping import OWNED_PROPERTIES
-from crmcal.providers.ical.scanner import scan_calendar
+from crmcal.providers.ical.scanner import parse_parameters, scan_calendar
 from crmcal.providers.ical.text import EscapedText
 from crmcal.providers.ical.zones import ResourceZones
 
@@ -41,7 +42,8 @@ class _Verbatim(vUnknown):
 def _keep_verbatim(text: str, events: list[icalendar.Event]) -> None:
     """The values of the properties of ``events`` (the VEVENTs icalendar read from
     ``text``) that crmcal does not own, as ``text`` spells them; their parameters
-    stay as icalendar read them. Left as read where the two readings disagree."""
+    stay as icalendar read them, but for the blanks it trims (``_untrimmed``). Left as
+    read where the two readings disagree."""
     try:
         raw_events = scan_calendar(text).events
     except ValueError:
@@ -50,16 +52,32 @@ def _keep_verbatim(text: str, events: list[icalendar.Event]) -> None:
         return
     for event, raw in zip(events, raw_events, strict=True):
         for name, lines in raw.props.items():
-            if name in OWNED_PROPERTIES or name not in event:
+            if name not in event:
                 continue
             read = as_list(event[name])
             if len(read) != len(lines):
+                continue
+            for prop, (params, _) in zip(read, lines, strict=True):
+                _untrimmed(getattr(prop, "params", None), params)
+            if name in OWNED_PROPERTIES:
                 continue
             kept = [
                 _Verbatim(value, params=getattr(prop, "params", None))
                 for prop, (_, value) in zip(read, lines, strict=True)
             ]
             event[name] = kept if len(kept) > 1 else kept[0]
+
+
+def _untrimmed(read: Parameters | None, raw: str) -> None:
+    """A parameter value as the resource spells it where icalendar's reading trimmed
+    blanks from its ends (a CN of "\tAnn"): written back trimmed, a property crmcal
+    left alone (another attendee's name) would change with every update."""
+    if not read or not raw:
+        return
+    for key, value in parse_parameters(raw).items():
+        held = read.get(key)
+        if isinstance(held, str) and held != value and held == value.strip():
+            read[key] = value
 
 
 def _corrected(value: object) -> object:
