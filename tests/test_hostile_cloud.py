@@ -17,9 +17,13 @@ import pytest
 from crmcal.providers import api_client, oauth2
 from crmcal.providers.api_client import ClientSettings
 from crmcal.providers.base import NotACalendarServer, ProviderError, Unreachable
+from crmcal.providers.google import GoogleProvider
+from crmcal.providers.google_api import GoogleApi
+from crmcal.providers.google_series import Series
 from crmcal.providers.microsoft_graph import Graph
 
 BASE = "https://graph.test"
+GOOGLE = "https://google.test"
 
 
 async def token(refresh: bool = False) -> str:
@@ -129,6 +133,42 @@ async def test_next_links_that_lead_back_are_an_error_not_a_loop() -> None:
     with pytest.raises(NotACalendarServer, match="lead back"):
         await graph(handler).pages("/me/calendars", None, "listing calendars")
     assert len(sent) == 3
+
+
+async def _google_calendars(handler: Callable[[httpx.Request], httpx.Response]) -> Any:
+    transport = httpx.MockTransport(handler)
+    return await GoogleProvider(token, api_url=GOOGLE, transport=transport).list_calendars()
+
+
+async def _google_events(handler: Callable[[httpx.Request], httpx.Response]) -> Any:
+    transport = httpx.MockTransport(handler)
+    return await GoogleProvider(token, api_url=GOOGLE, transport=transport).list_changes("c", None)
+
+
+async def _google_exceptions(handler: Callable[[httpx.Request], httpx.Response]) -> Any:
+    settings = ClientSettings(transport=httpx.MockTransport(handler), backoff=0)
+    series = Series(GoogleApi(token, api_url=GOOGLE, settings=settings))
+    (found,) = (await series.exceptions_of("c", [{"id": "s", "iCalUID": "s@x"}])).values()
+    if isinstance(found, ProviderError):
+        raise found
+    return found
+
+
+@pytest.mark.parametrize("listing", [_google_calendars, _google_events, _google_exceptions])
+async def test_google_page_tokens_that_lead_back_are_an_error_not_a_loop(
+    listing: Callable[[Callable[[httpx.Request], httpx.Response]], Any],
+) -> None:
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        page = len(sent) % 2
+        return httpx.Response(200, json={"items": [], "nextPageToken": f"page-{1 - page}"})
+
+    with pytest.raises(NotACalendarServer, match="lead back"):
+        await listing(handler)
+    assert len(sent) == 3
+    assert [r.url.params.get("pageToken") for r in sent] == [None, "page-0", "page-1"]
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,7 @@ class GoogleProvider:
     async def list_calendars(self) -> list[CalendarInfo]:
         calendars: list[CalendarInfo] = []
         page: str | None = None
+        seen: set[str] = set()
         while True:
             params = {"maxResults": 250, **({"pageToken": page} if page else {})}
             response = await self._google.request("GET", "/users/me/calendarList", params=params)
@@ -105,7 +106,7 @@ class GoogleProvider:
                         timezone=zone,
                     )
                 )
-            page = data.get("nextPageToken")
+            page = google_api.next_page(data, seen)
             if not page:
                 return calendars
 
@@ -126,6 +127,7 @@ class GoogleProvider:
         zone = self._google.zone(calendar_id)
         items: list[dict[str, Any]] = []
         page: str | None = None
+        seen: set[str] = set()
         while True:
             params: dict[str, Any] = {"maxResults": google_api.PAGE_SIZE, "singleEvents": "false"}
             if sync_token:
@@ -143,7 +145,7 @@ class GoogleProvider:
             zone = data.get("timeZone") or zone
             self._google.zones[calendar_id] = zone
             items += data.get("items", [])
-            page = data.get("nextPageToken")
+            page = google_api.next_page(data, seen)
             if not page:
                 listing = _fold(items, zone, full=sync_token is None)
                 listing.cursor = data.get("nextSyncToken")

@@ -1,6 +1,7 @@
 """Google Calendar API v3 on the wire for one account: the request every call makes,
 the paths of a calendar's events, batch requests, and the time zone each calendar
-answered (an all-day or floating time is read in it).
+answered (an all-day or floating time is read in it). A listing that is led back to a
+page token it already followed stops with an error instead of reading it for ever.
 
 Rate limits (403 ``rateLimitExceeded``/``userRateLimitExceeded``, 429) and 5xx are
 retried with truncated exponential backoff and jitter, then reported as
@@ -17,10 +18,10 @@ import httpx
 from crmcal.model import CalendarEvent
 from crmcal.providers import google_batch
 from crmcal.providers.api_client import ApiClient, ClientSettings, TokenSource
-from crmcal.providers.base import ProviderError
+from crmcal.providers.base import NotACalendarServer, ProviderError
 from crmcal.providers.kept_http import REPEATABLE
 
-__all__ = ["BATCH_SIZE", "PAGE_SIZE", "GoogleApi", "reason", "send_updates"]
+__all__ = ["BATCH_SIZE", "PAGE_SIZE", "GoogleApi", "next_page", "reason", "send_updates"]
 
 PAGE_SIZE = 2500
 # Calls per batch request: Google takes up to 1,000 but advises against large
@@ -125,6 +126,19 @@ def reason(response: httpx.Response) -> str:
         return str(errors[0]["reason"])
     except (ValueError, KeyError, IndexError, TypeError):
         return ""
+
+
+def next_page(data: Any, seen: set[str]) -> str | None:
+    """The ``nextPageToken`` of a page (None at the end), remembered in ``seen``: one
+    already followed in this listing leads back to a page already read, so it is an
+    error, not a loop."""
+    page = data.get("nextPageToken") if isinstance(data, dict) else None
+    if not page:
+        return None
+    if not isinstance(page, str) or page in seen:
+        raise NotACalendarServer("Google answered page tokens that lead back to each other")
+    seen.add(page)
+    return page
 
 
 def send_updates(event: CalendarEvent) -> dict[str, str]:

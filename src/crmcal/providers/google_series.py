@@ -54,6 +54,7 @@ class Series:
         master_id = str(item["id"])
         params = _exceptions_query(item)
         mine: list[dict[str, Any]] | ProviderError = []
+        seen: set[str] = set()
         while isinstance(mine, list):
             if isinstance(answer, ProviderError):
                 mine = answer
@@ -62,9 +63,14 @@ class Series:
             else:
                 data = self._api.json(answer)
                 mine += [i for i in data.get("items", []) if i.get("recurringEventId") == master_id]
-                if not data.get("nextPageToken"):
+                try:
+                    page = google_api.next_page(data, seen)
+                except ProviderError as error:
+                    mine = error
                     break
-                params["pageToken"] = data["nextPageToken"]
+                if not page:
+                    break
+                params["pageToken"] = page
                 answer = await self._google.request(
                     "GET", GoogleApi.events(calendar_id), params=params
                 )

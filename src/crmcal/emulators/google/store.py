@@ -581,8 +581,9 @@ class GoogleState:
             if page is None or page.get("q") != signature or not {"a", "s"} <= set(page):
                 raise invalid("Invalid page token.", location="pageToken")
             after, snapshot, since = page["a"], int(page["s"]), page.get("since")
+            serial = page["n"] + 1 if isinstance(page.get("n"), int) else 1
         else:
-            after, snapshot = None, calendar.position
+            after, snapshot, serial = None, calendar.position, 1
             since = self._since(calendar, sync_token) if sync_token else None
         if params.get("orderBy") == "startTime" and not params.get("singleEvents"):
             raise invalid("The requested ordering is not available for the particular query.",
@@ -609,8 +610,10 @@ class GoogleState:
         }
         if len(matching) > size:
             last = page_items[-1][0] if page_items else after
+            # The page's serial keeps the token of an empty page apart from the one
+            # that asked for it: a token that comes back means a loop to clients.
             body["nextPageToken"] = _encode(
-                {"a": last, "s": snapshot, "since": since, "q": signature}
+                {"a": last, "s": snapshot, "since": since, "q": signature, "n": serial}
             )
         else:
             body["nextSyncToken"] = self.sync_token(calendar, snapshot)
