@@ -96,6 +96,9 @@ async def test_a_batch_parts_retry_after_is_bounded_too(waits: list[float]) -> N
         "http://graph.test/v1.0/me/calendars?$skip=10",  # the token in clear text
         "//elsewhere.test/v1.0/me/calendars",
         "https://graph.test.elsewhere.test/v1.0/me/calendars",
+        "https://graph.test:8443/v1.0/me/calendars",
+        "https://graph.test:80/v1.0/me/calendars",
+        "https://someone@graph.test/v1.0/me/calendars",
     ],
 )
 async def test_a_next_link_to_another_origin_gets_no_token(link: str) -> None:
@@ -110,11 +113,16 @@ async def test_a_next_link_to_another_origin_gets_no_token(link: str) -> None:
     assert [r.url.host for r in sent] == ["graph.test"]
 
 
-async def test_a_next_link_on_the_same_origin_is_followed() -> None:
+@pytest.mark.parametrize(
+    "origin", [BASE, "https://graph.test:443", "HTTPS://Graph.TEST", "https://graph.test:0443"]
+)
+async def test_a_next_link_on_the_same_origin_is_followed(origin: str) -> None:
+    """The same origin however it is spelt: the default port written out, capitals."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         if "skip" in str(request.url):
             return httpx.Response(200, json={"value": [{"id": "b"}]})
-        link = f"{BASE}/v1.0/me/calendars?$skip=1"
+        link = f"{origin}/v1.0/me/calendars?$skip=1"
         return httpx.Response(200, json={"value": [{"id": "a"}], "@odata.nextLink": link})
 
     items = await graph(handler).pages("/me/calendars", None, "listing calendars")

@@ -72,9 +72,10 @@ class Graph:
         which must be on the API's origin (the request carries the bearer token)."""
         if not path.startswith(("http:", "https:", "//")):
             return self.base + path
-        if _origin(path) != _origin(self.base):
+        origin = _origin(path)
+        if origin is None or origin != _origin(self.base):
             raise NotACalendarServer(
-                f"Microsoft Graph answered a link to another host ({_origin(path)[:200]}):"
+                f"Microsoft Graph answered a link to another host ({urlsplit(path).netloc[:200]}):"
                 " not followed"
             )
         return path
@@ -172,10 +173,22 @@ def _part(answer: dict[str, Any] | None) -> httpx.Response | None:
     )
 
 
-def _origin(url: str) -> tuple[str, str]:
-    """A URL's scheme and host with its port, as compared before sending a token."""
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """A URL's origin as compared before sending a token: scheme, host in lower case,
+    port with the scheme's default filled in (``https://h:443`` is ``https://h``).
+    None for a port that is no number or a user name in the URL: never the API's."""
     parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if "@" in parts.netloc:
+        return None
+    scheme = parts.scheme.lower()
+    return scheme, parts.hostname or "", _DEFAULT_PORTS.get(scheme) if port is None else port
 
 
 def _segment(value: str) -> str:
