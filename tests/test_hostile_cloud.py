@@ -20,6 +20,7 @@ from crmcal.providers.base import NotACalendarServer, ProviderError, Unreachable
 from crmcal.providers.google import GoogleProvider
 from crmcal.providers.google_api import GoogleApi
 from crmcal.providers.google_series import Series
+from crmcal.providers.kept_http import AnswerTooLarge
 from crmcal.providers.microsoft_graph import Graph
 
 BASE = "https://graph.test"
@@ -177,6 +178,19 @@ async def test_google_page_tokens_that_lead_back_are_an_error_not_a_loop(
         await listing(handler)
     assert len(sent) == 3
     assert [r.url.params.get("pageToken") for r in sent] == [None, "page-0", "page-1"]
+
+
+async def test_an_answer_over_the_size_bound_is_not_read_again(waits: list[float]) -> None:
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        raise AnswerTooLarge("the answer is larger than 67,108,864 bytes")
+
+    with pytest.raises(Unreachable, match=r"answered too much.*larger than"):
+        await graph(handler, retries=5).pages("/me/calendars", None, "listing calendars")
+    assert len(sent) == 1
+    assert waits == []
 
 
 @pytest.mark.parametrize(

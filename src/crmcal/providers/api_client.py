@@ -42,7 +42,7 @@ from crmcal.providers.base import (
     ProviderError,
     Unreachable,
 )
-from crmcal.providers.kept_http import ONCE, KeptTransport
+from crmcal.providers.kept_http import ONCE, AnswerTooLarge, KeptTransport
 from crmcal.tls import tls
 
 # Answers a current access token; ``refresh=True`` after the API refused the last one.
@@ -302,11 +302,15 @@ class ApiClient:
     def _check_failure(self, failure: httpx.TransportError, *, once: bool, last: bool) -> None:
         """Raise what a call's transport failure means unless it is tried again:
         ``AnswerLost`` for a ``ONCE`` call that may have reached the service,
-        ``Unreachable`` after the ``last`` try."""
+        ``Unreachable`` after the ``last`` try, or at once for an answer over the
+        transport's size bound."""
         if once and not isinstance(failure, _NOTHING_SENT):
             raise AnswerLost(
                 f"{self._service} may have acted on a request whose answer was lost: {failure}"
             ) from None
+        if isinstance(failure, AnswerTooLarge):
+            # The same request gets the same answer: reading it again costs as much.
+            raise Unreachable(f"{self._service} answered too much: {failure}") from None
         if last:
             raise Unreachable(f"cannot reach {self._service}: {failure}") from None
 

@@ -20,7 +20,8 @@ requests. This transport does the same exchange on asyncio's own protocol callba
 * an answer's body is at most ``MAX_BODY_BYTES``, as sent and once decoded (gzip
   and deflate, the only codings asked for, are decoded here under that bound), and
   a whole exchange lasts at most ``TOTAL_DEADLINE`` seconds, however the server
-  paces its bytes (httpx's own transport had none of these bounds);
+  paces its bytes (httpx's own transport had none of these bounds); an answer over
+  the bound is ``AnswerTooLarge``, which a sender does not retry;
 * at most ``max_connections`` requests are in flight and at most
   ``max_keepalive_connections`` connections kept idle, as ``httpx.Limits`` says;
 * a connection whose exchange did not end cleanly (an error, a timeout, a
@@ -73,6 +74,11 @@ REPEATABLE = "crmcal.repeatable"
 # does not retry it after a failure or a 5xx answer either, but reports the answer lost,
 # so that the caller can look for what the first sending made.
 ONCE = "crmcal.once"
+
+
+class AnswerTooLarge(httpx.RemoteProtocolError):
+    """An answer's body over ``max_body`` bytes, as sent or once decoded. Asking again
+    gets the same answer: a sender gives up at once instead of reading it again."""
 
 
 class _Connection(asyncio.Protocol):
@@ -347,9 +353,7 @@ class KeptTransport(httpx.AsyncBaseTransport):
                 elif isinstance(event, h11.Data):
                     size += len(event.data)
                     if size > self._max_body:
-                        raise httpx.RemoteProtocolError(
-                            f"the answer is larger than {self._max_body:,} bytes"
-                        )
+                        raise AnswerTooLarge(f"the answer is larger than {self._max_body:,} bytes")
                     chunks.append(bytes(event.data))
                 elif isinstance(event, h11.EndOfMessage):
                     break
@@ -376,6 +380,8 @@ class KeptTransport(httpx.AsyncBaseTransport):
                 content = content_coding.decoded(
                     content, b",".join(coding).decode("latin-1"), self._max_body
                 )
+            except content_coding.DecodedTooLarge as refused:
+                raise AnswerTooLarge(str(refused)) from None
             except content_coding.CodingRefused as refused:
                 raise httpx.RemoteProtocolError(str(refused)) from None
             dropped = _NOT_PASSED | _DECODED
