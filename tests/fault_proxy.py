@@ -47,6 +47,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -183,7 +184,7 @@ class FaultProxy:
         if rule is not None and rule.action == "fail":
             await _answer(send, rule.status, rule.body.encode(), rule.content_type)
             return
-        content = reply.content
+        content = _links_through(reply, self.upstream, scope)
         if rule is not None and rule.action == "truncate":
             content = _truncated(content, reply.headers.get("content-type", ""), rule.keep)
         if answered and batch is not None and reply.status_code == 200:
@@ -200,6 +201,20 @@ class FaultProxy:
                         "more_body": True})  # fmt: skip
             raise Dropped(target)
         await send({"type": "http.response.body", "body": content})
+
+
+def _links_through(reply: httpx.Response, upstream: str, scope: dict[str, Any]) -> bytes:
+    """A JSON answer's links to the server rewritten to this proxy's origin, as a reverse
+    proxy in front of a server does (nginx's ``sub_filter``, Apache's
+    ``ProxyPassReverse``): Graph's next and delta links name the origin the client
+    asked, and crmcal follows no link to another one."""
+    content = reply.content
+    if "json" not in reply.headers.get("content-type", ""):
+        return content
+    parts = urlsplit(upstream)
+    host, port = scope["server"]
+    own = f"{scope.get('scheme', 'http')}://{host}:{port}"
+    return content.replace(f"{parts.scheme}://{parts.netloc}".encode(), own.encode())
 
 
 async def _drop(send: Any, receive: Any) -> None:
