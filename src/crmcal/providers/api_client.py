@@ -491,3 +491,17 @@ def _retry_after(value: str | None) -> float | None:
     if not text.isascii() or not text.isdigit():
         return None
     return min(float(text[:12]), MAX_RETRY_AFTER)
+
+
+def next_in_listing(data: Any, key: str, seen: set[str], looping: str) -> str | None:
+    """The page after ``data`` as its ``key`` names it (a Google page token, a Graph
+    next link; None at the end), remembered in ``seen``: one already followed in this
+    listing leads back to a page already read, so it is an error (``looping``), not a
+    loop."""
+    following = data.get(key) if isinstance(data, dict) else None
+    if not following:
+        return None
+    if not isinstance(following, str) or following in seen:
+        raise NotACalendarServer(looping)
+    seen.add(following)
+    return following

@@ -17,8 +17,8 @@ import httpx
 
 from crmcal.model import CalendarEvent
 from crmcal.providers import google_batch
-from crmcal.providers.api_client import ApiClient, ClientSettings, TokenSource
-from crmcal.providers.base import NotACalendarServer, ProviderError
+from crmcal.providers.api_client import ApiClient, ClientSettings, TokenSource, next_in_listing
+from crmcal.providers.base import ProviderError
 from crmcal.providers.kept_http import REPEATABLE
 
 __all__ = ["BATCH_SIZE", "PAGE_SIZE", "GoogleApi", "next_page", "reason", "send_updates"]
@@ -129,16 +129,10 @@ def reason(response: httpx.Response) -> str:
 
 
 def next_page(data: Any, seen: set[str]) -> str | None:
-    """The ``nextPageToken`` of a page (None at the end), remembered in ``seen``: one
-    already followed in this listing leads back to a page already read, so it is an
-    error, not a loop."""
-    page = data.get("nextPageToken") if isinstance(data, dict) else None
-    if not page:
-        return None
-    if not isinstance(page, str) or page in seen:
-        raise NotACalendarServer("Google answered page tokens that lead back to each other")
-    seen.add(page)
-    return page
+    """The ``nextPageToken`` of a page (None at the end); one that comes back is an
+    error, not a loop (``next_in_listing``)."""
+    looping = "Google answered page tokens that lead back to each other"
+    return next_in_listing(data, "nextPageToken", seen, looping)
 
 
 def send_updates(event: CalendarEvent) -> dict[str, str]:

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from crmcal.providers.api_client import ApiClient, ClientSettings, TokenSource
+from crmcal.providers.api_client import ApiClient, ClientSettings, TokenSource, next_in_listing
 from crmcal.providers.base import NotACalendarServer, ProviderError
 from crmcal.providers.kept_http import REPEATABLE
 
@@ -82,15 +82,10 @@ class Graph:
 
     @staticmethod
     def next_link(data: Any, seen: set[str]) -> str | None:
-        """The ``@odata.nextLink`` of a page (None at the end), remembered in ``seen``:
-        one that leads back to a page already read is an error, not a loop."""
-        link = data.get("@odata.nextLink") if isinstance(data, dict) else None
-        if not link:
-            return None
-        if not isinstance(link, str) or link in seen:
-            raise NotACalendarServer("Microsoft Graph answered pages that lead back to each other")
-        seen.add(link)
-        return link
+        """The ``@odata.nextLink`` of a page (None at the end); one that leads back to a
+        page already read is an error, not a loop (``next_in_listing``)."""
+        looping = "Microsoft Graph answered pages that lead back to each other"
+        return next_in_listing(data, "@odata.nextLink", seen, looping)
 
     @staticmethod
     def calendar(calendar_id: str) -> str:
