@@ -10,6 +10,7 @@ out-of-order notifications cost at most one extra incremental sync.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -34,6 +35,11 @@ async def google(request: Request) -> Response:
     token = request.headers.get("x-goog-channel-token")
     state = request.headers.get("x-goog-resource-state", "")
     resource_id = request.headers.get("x-goog-resource-id", "")
+    # crmcal's channel ids are 32 hex digits, Google's resource ids and states short
+    # words: anything else is no notification of ours, refused before any lookup (a NUL
+    # would even fail the database's text comparison). X-Goog-Message-Number is unused.
+    if not (_plain(channel_id, 64) and _plain(state, 64) and _plain(resource_id, 500)):
+        return Response(status_code=400)
     connection_id = await push.connection_for(
         database(request), "google", channel_id, token, resource_id
     )
@@ -45,7 +51,22 @@ async def google(request: Request) -> Response:
     return Response(status_code=200)
 
 
+# Printable ASCII without spaces: what ids and tokens of either service are made of.
+_PLAIN = re.compile(r"[!-~]*")
+
+
+def _plain(value: str, limit: int) -> bool:
+    return len(value) <= limit and _PLAIN.fullmatch(value) is not None
+
+
 MAX_NOTIFICATION_BYTES = 1_000_000
+# Graph's validation tokens are a few hundred characters; a longer one is not Graph's.
+MAX_VALIDATION_TOKEN = 1000
+# The echo is data, never a page: no browser may sniff it into HTML or run it.
+_ECHO_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'",
+}
 # Graph batches at most a few hundred notifications per request.
 MAX_NOTIFICATIONS = 1000
 NOTIFICATIONS = {
@@ -66,7 +87,10 @@ NOTIFICATIONS = {
             "description": "With `validationToken`: the token, echoed.",
             "content": {"text/plain": {"schema": {"type": "string"}}},
         },
-        400: {"description": "The body is not JSON with a `value` list."},
+        400: {
+            "description": "The body is not JSON with a `value` list, or the "
+            "`validationToken` is longer than 1000 characters."
+        },
         413: {"description": "The body is larger than the limit, or has too many items."},
     },
     openapi_extra={
@@ -80,14 +104,17 @@ async def microsoft(request: Request) -> Response:
     """Microsoft Graph change and lifecycle notifications (subscriptions).
 
     Graph first checks the address with ``?validationToken=``, which is answered
-    with the token as plain text. A notification counts only when its
+    with the token as plain text (never sniffed as a page; a token too long to be
+    Graph's is refused). A notification counts only when its
     ``clientState`` is the subscription's secret. ``missed`` asks for a sync (the
     delta finds what was missed); ``reauthorizationRequired`` has the next sync
     renew the subscription; ``subscriptionRemoved`` has it subscribe again.
     """
     token = request.query_params.get("validationToken")
     if token is not None:
-        return PlainTextResponse(token[:1000], status_code=200)
+        if len(token) > MAX_VALIDATION_TOKEN:
+            return Response(status_code=400)
+        return PlainTextResponse(token, status_code=200, headers=_ECHO_HEADERS)
     raw = await request.body()
     if len(raw) > MAX_NOTIFICATION_BYTES:
         return Response(status_code=413)
@@ -100,15 +127,7 @@ async def microsoft(request: Request) -> Response:
     if len(items) > MAX_NOTIFICATIONS:
         return Response(status_code=413)
     # Duplicates collapse: one lookup for every (subscription, secret), one action each.
-    events: dict[tuple[str, str], set[str]] = {}
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        secret = item.get("clientState")
-        subscription = str(item.get("subscriptionId") or "")[:500]
-        key = (subscription, secret if isinstance(secret, str) else "")
-        event = item.get("lifecycleEvent")
-        events.setdefault(key, set()).add(event if isinstance(event, str) else "")
+    events = _by_subscription(items)
     db = database(request)
     found = await push.connections_by_resource(db, "microsoft", set(events))
     for key, connection_id in found.items():
@@ -118,3 +137,20 @@ async def microsoft(request: Request) -> Response:
             await push.renew_soon(db, connection_id)
         await enqueue_sync(request, connection_id)
     return Response(status_code=202)
+
+
+def _by_subscription(items: list[Any]) -> dict[tuple[str, str], set[str]]:
+    """The notifications' lifecycle events by (subscription id, clientState). An item
+    without a subscription id that could be one (a string of printable characters, as
+    long as a stored one at most) is skipped: it names no subscription of crmcal's."""
+    events: dict[tuple[str, str], set[str]] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        subscription, secret = item.get("subscriptionId"), item.get("clientState")
+        if not isinstance(subscription, str) or not _plain(subscription, 500):
+            continue
+        key = (subscription, secret if isinstance(secret, str) else "")
+        event = item.get("lifecycleEvent")
+        events.setdefault(key, set()).add(event if isinstance(event, str) else "")
+    return events
