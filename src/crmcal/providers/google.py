@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import httpx
 
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
-from crmcal.providers import google_api, google_batch, google_events, kinds
+from crmcal.providers import google_api, google_batch, google_events, google_items, kinds
 from crmcal.providers.api_client import ClientSettings, SharedLimit, TokenSource
 from crmcal.providers.base import Capabilities, ProviderError, Update
 from crmcal.providers.google_api import GoogleApi, reason
@@ -144,34 +144,49 @@ class GoogleProvider:
             data = self._api.json(response)
             zone = data.get("timeZone") or zone
             self._google.zones[calendar_id] = zone
-            items += data.get("items", [])
+            found = data.get("items", [])
+            if not isinstance(found, list):
+                raise self._api.not_the_service(response)
+            items += found
             page = google_api.next_page(data, seen)
             if not page:
                 listing = _fold(items, zone, full=sync_token is None)
-                listing.cursor = data.get("nextSyncToken")
+                # Nothing is lost to an item without an id: without a cursor, the next
+                # run lists the calendar in full, where it may come whole (a synced
+                # event missing from it is read by its id).
+                listing.cursor = None if lost_something(listing) else data.get("nextSyncToken")
                 return listing
 
-    async def _get(self, calendar_id: str, event_id: str) -> dict[str, Any] | None:
+    async def _get(self, calendar_id: str, event_id: str) -> Any:
         """An event as Google has it; None when it does not exist (any more)."""
         response = await self._google.request("GET", GoogleApi.events(calendar_id, event_id))
         if response.status_code in (404, 410):
             return None
         if response.status_code != 200:
             raise self._api.failure(response, "reading an event")
-        item: dict[str, Any] = self._api.json(response)
-        return None if item.get("status") == "cancelled" else item
+        item: Any = self._api.json(response)
+        return None if isinstance(item, dict) and item.get("status") == "cancelled" else item
 
     async def fetch(self, calendar_id: str, ids: Sequence[str]) -> list[RemoteRef]:
         """The events by id: several in batch requests (one request for up to
-        ``BATCH_SIZE`` of them, not one each); a series' exceptions are listed after."""
+        ``BATCH_SIZE`` of them, not one each); a series' exceptions are listed after.
+        An answer that does not name the event asked for is that event's error, read
+        again next run: never taken for its absence."""
         wanted = list(dict.fromkeys(ids))
-        items: list[dict[str, Any]] = []
+        read: list[tuple[str, dict[str, Any]]] = []
         if len(wanted) == 1:  # a batch of one is one more envelope for nothing
             found = await self._get(calendar_id, wanted[0])
-            items = [found] if found is not None else []
+            read = [(wanted[0], found)] if found is not None else []
         elif wanted:
-            items = await self._read_many(calendar_id, wanted)
-        items = [item for item in items if google_events.is_event(item)]
+            read = await self._read_many(calendar_id, wanted)
+        refs: list[RemoteRef] = []
+        items = []
+        for asked, item in read:
+            if google_items.item_id(item) != asked:
+                error = "Google answered a read of the event with an item of another or no id"
+                refs.append(RemoteRef(asked, "", error=error, retry=True))
+            elif google_events.is_event(item):
+                items.append(item)
         exceptions = await self._series.exceptions_of(
             calendar_id, [item for item in items if item.get("recurrence")]
         )
@@ -179,20 +194,22 @@ class GoogleProvider:
             if isinstance(listed, ProviderError):
                 raise listed
         zone = self._google.zone(calendar_id)
-        refs = []
         for item in items:
             mine = exceptions.get(str(item["id"]), [])
             refs.append(ref(item, zone, mine if isinstance(mine, list) else []))
         return refs
 
-    async def _read_many(self, calendar_id: str, wanted: list[str]) -> list[dict[str, Any]]:
-        """The events ``wanted`` that there are, in batch requests."""
+    async def _read_many(
+        self, calendar_id: str, wanted: list[str]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The events ``wanted`` that there are, each with the id it was read by, in
+        batch requests."""
         reads = [
             google_batch.Call("GET", GoogleApi.call_path(calendar_id, event_id))
             for event_id in wanted
         ]
-        items: list[dict[str, Any]] = []
-        for answer in await self._google.send_all(reads):
+        items: list[tuple[str, dict[str, Any]]] = []
+        for asked, answer in zip(wanted, await self._google.send_all(reads), strict=True):
             if isinstance(answer, ProviderError):
                 raise answer
             if answer.status_code in (404, 410):
@@ -200,8 +217,8 @@ class GoogleProvider:
             if answer.status_code != 200:
                 raise self._api.failure(answer, "reading an event")
             item = self._api.json(answer)
-            if item.get("status") != "cancelled":
-                items.append(item)
+            if not isinstance(item, dict) or item.get("status") != "cancelled":
+                items.append((asked, item))
         return items
 
     async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:
@@ -305,33 +322,44 @@ class GoogleProvider:
         await self._google.close()
 
 
-def _fold(items: list[dict[str, Any]], zone: str, *, full: bool) -> ChangeListing:
+def _fold(items: list[Any], zone: str, *, full: bool) -> ChangeListing:
     """A listing's items as crmcal's changes: cancelled events are deletions, other
     items than events are left out, and a series' exceptions fold into the series.
 
     An incremental listing names a series without all its exceptions (or names only
     a changed exception): such a series is listed without content, to be fetched whole.
+    An item without an id (``google_items.item_id``) is reported under none; as what it
+    stood for cannot be read again, the listing then keeps no cursor (see ``_listing``).
     """
     listing = ChangeListing(full=full)
     exceptions: dict[str, list[dict[str, Any]]] = {}
-    for item in items:
-        if item.get("recurringEventId"):
-            exceptions.setdefault(str(item["recurringEventId"]), []).append(item)
     named: set[str] = set()
+    events: list[tuple[str, dict[str, Any]]] = []
     for item in items:
-        if item.get("recurringEventId"):
-            continue
-        named.add(item["id"])
+        item_id = google_items.item_id(item)
+        if item_id is None:
+            listing.changed.append(google_items.nameless(item))
+        elif item.get("recurringEventId"):
+            exceptions.setdefault(str(item["recurringEventId"]), []).append(item)
+        else:
+            events.append((item_id, item))
+    for item_id, item in events:
+        named.add(item_id)
         if item.get("status") == "cancelled":
-            listing.deleted.append(item["id"])
+            listing.deleted.append(item_id)
         elif not google_events.is_event(item):
             continue
         elif item.get("recurrence") and not full:
-            listing.changed.append(RemoteRef(item["id"], "", None))
+            listing.changed.append(RemoteRef(item_id, "", None))
         else:
-            listing.changed.append(ref(item, zone, exceptions.get(item["id"], ())))
+            listing.changed.append(ref(item, zone, exceptions.get(item_id, ())))
     if not full:
         listing.changed += [
             RemoteRef(series, "", None) for series in exceptions if series not in named
         ]
     return listing
+
+
+def lost_something(listing: ChangeListing) -> bool:
+    """Whether the listing named an item it gave no id (``_fold``)."""
+    return any(not changed.id for changed in listing.changed)

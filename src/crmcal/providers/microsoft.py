@@ -38,7 +38,7 @@ from crmcal.providers.base import Capabilities, ProviderError, Update
 from crmcal.providers.microsoft_creates import Creates
 from crmcal.providers.microsoft_delta import WINDOW_DAYS, Changes
 from crmcal.providers.microsoft_graph import Graph, code, read
-from crmcal.providers.microsoft_items import ref, version
+from crmcal.providers.microsoft_items import item_id, ref, version
 from crmcal.providers.microsoft_series import Occurrences, Series
 from crmcal.providers.microsoft_subscriptions import SUBSCRIPTION_LIFETIME, Subscriptions
 from crmcal.providers.microsoft_updates import Updates
@@ -119,10 +119,19 @@ class MicrosoftProvider:
         (two requests for up to ``BATCH_SIZE`` series, not two each)."""
         wanted = list(dict.fromkeys(ids))
         self._just_read = {}
-        items = await self._read_events(calendar_id, wanted)
+        refs: list[RemoteRef] = []
+        items = []
+        for asked, item in await self._read_events(calendar_id, wanted):
+            if item_id(item) != asked:
+                # Never taken for the event's absence: read again next run.
+                error = (
+                    "Microsoft 365 answered a read of the event with an item of another or no id"
+                )
+                refs.append(RemoteRef(asked, "", error=error, retry=True))
+            elif not (item.get("isCancelled") and item.get("type") != "seriesMaster"):
+                items.append(item)
         masters = [str(i["id"]) for i in items if i.get("type") == "seriesMaster"]
         occurrences = await self._series.occurrences_of(calendar_id, masters)
-        refs = []
         for item in items:
             if item.get("type") != "seriesMaster":
                 refs.append(ref(item))
@@ -136,13 +145,14 @@ class MicrosoftProvider:
             refs.append(series)
         return refs
 
-    async def _read_events(self, calendar_id: str, wanted: list[str]) -> list[dict[str, Any]]:
-        """The items of the events ``wanted`` that there are, in ``$batch`` requests
-        (a cancelled occurrence is none)."""
+    async def _read_events(self, calendar_id: str, wanted: list[str]) -> list[tuple[str, Any]]:
+        """The items of the events ``wanted`` that there are, each with the id it was
+        read by, in ``$batch`` requests."""
         expand = f"$expand={codec.expand_properties()}"
         reads = [read(f"{Graph.event(calendar_id, event_id)}?{expand}") for event_id in wanted]
-        items: list[dict[str, Any]] = []
-        for answer in await self._graph.send_all(reads) if reads else []:
+        items: list[tuple[str, Any]] = []
+        answers = await self._graph.send_all(reads) if reads else []
+        for asked, answer in zip(wanted, answers, strict=True):
             if isinstance(answer, ProviderError):
                 raise answer
             if answer.status_code in (404, 410) or (
@@ -151,10 +161,7 @@ class MicrosoftProvider:
                 continue  # an id Graph cannot even read names no event
             if answer.status_code != 200:
                 raise self._api.failure(answer, "reading an event")
-            item = self._api.json(answer)
-            if item.get("isCancelled") and item.get("type") != "seriesMaster":
-                continue
-            items.append(item)
+            items.append((asked, self._api.json(answer)))
         return items
 
     async def get_by_key(self, calendar_id: str, key: str) -> RemoteRef | None:

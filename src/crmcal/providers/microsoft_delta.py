@@ -20,7 +20,7 @@ from crmcal.model import ChangeListing, RemoteRef
 from crmcal.providers import microsoft_events as codec
 from crmcal.providers.base import ProviderError
 from crmcal.providers.microsoft_graph import PREFER, Graph, code, iso, read
-from crmcal.providers.microsoft_items import ref, with_ids
+from crmcal.providers.microsoft_items import item_id, nameless, ref, with_ids
 
 __all__ = ["PAGE_SIZE", "RENEW_BEFORE", "WINDOW_DAYS", "Changes"]
 
@@ -77,7 +77,7 @@ class Changes:
         items, link = round_
         listing, series = _fold(items, full=full)
         known = set(series) if full else {*window.get("series", ()), *series}
-        removed = [str(i["id"]) for i in items if "@removed" in i]
+        removed = [i["id"] for i in items if "@removed" in i and item_id(i) is not None]
         if removed:
             # Deleted, or left the window: delta says the same of both. Not read here
             # (a deleted series is removed occurrence by occurrence, and its occurrences
@@ -93,7 +93,11 @@ class Changes:
         known -= set(listing.deleted)
         state = {"start": window["start"], "end": window["end"], "link": link,
                  "series": sorted(known)}  # fmt: skip
-        listing.cursor = json.dumps(state) if link else None
+        # Nothing is lost to an item without an id: without a cursor, the next run
+        # lists the window in full, where it may come whole (a synced event missing
+        # from it is read by its id).
+        lost = any(not changed.id for changed in listing.changed)
+        listing.cursor = json.dumps(state) if link and not lost else None
         return listing
 
     async def _round(
@@ -111,7 +115,10 @@ class Changes:
             if response.status_code != 200:
                 raise self._api.failure(response, "listing events")
             data = self._api.json(response)
-            items += data.get("value", [])
+            found = data.get("value", [])
+            if not isinstance(found, list):
+                raise self._api.not_the_service(response)
+            items += found
             query = None
             link = self._graph.next_link(data, seen)
             if link is None:
@@ -176,16 +183,22 @@ def _fold(items: list[dict[str, Any]], *, full: bool) -> tuple[ChangeListing, se
     listing = ChangeListing(full=full, complete=False)
     series: set[str] = set()
     for item in items:
+        name = item_id(item)
+        if name is None:
+            # Reported under no id (the cursor is then not kept: see _delta).
+            listing.changed.append(nameless(item))
+            continue
         if "@removed" in item:
             continue
-        if item.get("seriesMasterId") or item.get("type") == "seriesMaster":
-            series.add(str(item.get("seriesMasterId") or item["id"]))
+        master = item_id(item, "seriesMasterId")
+        if master is not None or item.get("type") == "seriesMaster":
+            series.add(master or name)
             continue
-        if item.get("type") in ("occurrence", "exception"):
+        if item.get("seriesMasterId") or item.get("type") in ("occurrence", "exception"):
             # An occurrence that names no series: read alone, it would become a single
             # activity beside its series'. Reported; its series brings it.
             error = "an occurrence of a series Microsoft 365 does not name"
-            listing.changed.append(RemoteRef(str(item.get("id")), _etag(item), error=error))
+            listing.changed.append(RemoteRef(name, _etag(item), error=error))
             continue
         listing.changed.append(ref(item))
     listing.changed += [RemoteRef(master, "", None) for master in sorted(series)]

@@ -55,7 +55,7 @@ def zone(name: str | None) -> ZoneInfo | None:
         if key:
             try:
                 return ZoneInfo(key)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long
                 continue
     return None
 

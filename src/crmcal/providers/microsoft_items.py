@@ -13,11 +13,38 @@ from typing import Any
 from crmcal.model import CalendarEvent, RemoteRef
 from crmcal.providers import microsoft_events as codec
 
-__all__ = ["key", "master", "ref", "same", "series_version", "version", "with_ids"]
+__all__ = [
+    "item_id", "key", "master", "nameless", "ref", "same", "series_version", "version",
+    "with_ids",
+]  # fmt: skip
+
+# Graph's event ids are a few hundred characters at most.
+MAX_ID = 1024
+
+
+def item_id(item: Any, field: str = "id") -> str | None:
+    """An item's id (or the id in its ``field``); None when it has none that could be
+    Graph's (not an object, no id, an id that is no short string): such an item cannot
+    be told apart from any other, nor read again."""
+    if not isinstance(item, dict):
+        return None
+    found = item.get(field)
+    if not isinstance(found, str) or not found or len(found) > MAX_ID:
+        return None
+    return found
+
+
+def nameless(item: Any) -> RemoteRef:
+    """The report of an item without an id (``item_id``): unreadable, under no id."""
+    what = "an item" if not isinstance(item, dict) else "an event"
+    return RemoteRef("", "", error=f"unreadable event: Microsoft 365 listed {what} without an id")
 
 
 def ref(item: dict[str, Any]) -> RemoteRef:
     """An item read, under its ``@odata.etag`` (or its change key), or why it cannot be."""
+    name = item_id(item)
+    if name is None:
+        return nameless(item)
     etag = str(item.get("@odata.etag") or "")
     if not etag and item.get("changeKey"):
         etag = f'W/"{item["changeKey"]}"'
@@ -29,9 +56,9 @@ def ref(item: dict[str, Any]) -> RemoteRef:
                 f"Microsoft 365 does not name the time zone of this series "
                 f"({codec.series_zone(item)!r}): its occurrences are kept in the user's own"
             )
-        return RemoteRef(str(item["id"]), etag, event, warning=warning)
-    except (ValueError, TypeError, KeyError) as failure:
-        return RemoteRef(str(item.get("id")), etag, error=f"unreadable event: {failure}")
+        return RemoteRef(name, etag, event, warning=warning)
+    except Exception as failure:  # any garbage in one item is that item's alone
+        return RemoteRef(name, etag, error=f"unreadable event: {_said(failure)}")
 
 
 def version(etag: str) -> str:
@@ -85,3 +112,9 @@ def with_ids(event: CalendarEvent, props: dict[str, str]) -> CalendarEvent:
         event, crm_id=props.get(codec.CRM_ID) or event.crm_id,
         crm_type=props.get(codec.CRM_TYPE) or event.crm_type,
     )  # fmt: skip
+
+
+def _said(failure: Exception) -> str:
+    """A parse failure as reported: its message, bounded (it may quote the garbage)."""
+    text = str(failure) or type(failure).__name__
+    return text if len(text) <= 300 else text[:300] + "…"

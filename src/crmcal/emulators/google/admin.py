@@ -69,6 +69,21 @@ async def refuse_writes(request: Request, event_id: str) -> Any:
     return {"event_id": event_id, "status": body.get("status")}
 
 
+@router.post("/_emulator/events/{event_id}/garble")
+async def garble(request: Request, event_id: str) -> Any:
+    """A test control: ``{"fields": {...}}`` has every later answer that shows the event
+    (listings, reads) show those fields in place of its own (a field null: left out,
+    ``"id": null`` too), as a broken server or proxy would; what is stored does not
+    change, and the event's changes are listed as before. ``{"fields": null}`` lifts it."""
+    fields = (await body_of(request)).get("fields")
+    garbled = state_of(request).garbled
+    if isinstance(fields, dict):
+        garbled[event_id] = fields
+    else:
+        garbled.pop(event_id, None)
+    return {"event_id": event_id, "fields": garbled.get(event_id)}
+
+
 @router.post("/_emulator/calendars/{calendar_id}/expire-sync-tokens")
 async def expire(request: Request, calendar_id: str) -> Response:
     state = state_of(request)

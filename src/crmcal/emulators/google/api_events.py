@@ -84,7 +84,7 @@ async def events_move(request: Request, calendar_id: str, event_id: str) -> Any:
 async def events_get(request: Request, calendar_id: str, event_id: str) -> Any:
     user = account(request, "events.get")
     state = state_of(request)
-    return as_seen(state.get(state.calendar(user, calendar_id), event_id))
+    return state.served(as_seen(state.get(state.calendar(user, calendar_id), event_id)))
 
 
 async def _rewrite(request: Request, calendar_id: str, event_id: str, kind: str) -> Any:

@@ -41,6 +41,7 @@ NOT_SAVED = frozenset(
         "channels",
         "faults",
         "refused_writes",
+        "garbled",
         "delays",
         "short_pages",
         "instance_etags",

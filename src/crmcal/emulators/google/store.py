@@ -129,6 +129,9 @@ class GoogleState:
         self.faults: Countdown[Fault] = Countdown()
         # Events whose every write (update, patch, delete) is refused: id -> status.
         self.refused_writes: dict[str, int] = {}
+        # Events served garbled (a test control, ``/_emulator/events/{id}/garble``): id ->
+        # fields served in place of the stored ones (None: left out), stored untouched.
+        self.garbled: dict[str, dict[str, Any]] = {}
         # Injected slow responses, oldest first; they run alongside ``faults``.
         self.delays = Delays()
         # Behaviours clients must cope with, off by default (``/_emulator/settings``):
@@ -246,6 +249,14 @@ class GoogleState:
         if status not in REFUSALS:
             raise invalid(f"status: one of {sorted(REFUSALS)}, or null", location="status")
         self.refused_writes[event_id] = status
+
+    def served(self, event: dict[str, Any]) -> dict[str, Any]:
+        """``event`` as answered: garbled when a test asked for it (``garbled``)."""
+        fields = self.garbled.get(str(event.get("id")))
+        if fields is None:
+            return event
+        out = {**event, **fields}
+        return {key: value for key, value in out.items() if value is not None}
 
     def check_writable(self, event_id: str) -> None:
         """Raise the refusal of a write of ``event_id`` switched on by ``refuse_writes``."""
@@ -606,7 +617,7 @@ class GoogleState:
             "timeZone": calendar.time_zone,
             "accessRole": "owner",
             "defaultReminders": [{"method": "popup", "minutes": 30}],
-            "items": [events.as_seen(item) for _, item in page_items],
+            "items": [self.served(events.as_seen(item)) for _, item in page_items],
         }
         if len(matching) > size:
             last = page_items[-1][0] if page_items else after

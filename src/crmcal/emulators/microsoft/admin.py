@@ -119,6 +119,25 @@ async def unname_zone(request: Request, event_id: str) -> Any:
     return {"id": event_id, "name": name}
 
 
+@router.post("/_emulator/events/{event_id}/garble")
+async def garble(request: Request, event_id: str) -> Any:
+    """A test control: ``{"email", "fields": {...}}`` has every later answer that shows
+    the event (delta pages, reads) show those fields in place of its own (a field null:
+    left out, ``"id": null`` too), as a broken server or proxy would; the event's
+    changes are listed as before. ``{"email", "fields": null}`` lifts it."""
+    body = await _body(request)
+    state = state_of(request)
+    item = state.events.item(_mailbox_of(state, body), event_id)
+    if item is None:
+        raise not_found()
+    fields = body.get("fields")
+    if isinstance(fields, dict):
+        item.body[events.GARBLED] = fields
+    else:
+        item.body.pop(events.GARBLED, None)
+    return {"id": event_id, "fields": item.body.get(events.GARBLED)}
+
+
 @router.post("/_emulator/invitations")
 async def invite(request: Request) -> Any:
     """``{"email", "organizer": {"address", "name"?}, "event": {...}, "uid"?,

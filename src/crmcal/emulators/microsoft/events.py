@@ -123,6 +123,9 @@ _ANY = re.IGNORECASE | re.DOTALL
 # The stored body's note of the name Graph gives a zone it cannot name (the admin API's
 # ``unnamed-zone``): never answered itself, and dropped by a write of the start.
 UNNAMED_ZONE = "_unnamedZone"
+# The stored body's note of the fields a test has every answer show in place of the
+# event's own (the admin API's ``garble``): never answered itself.
+GARBLED = "_garbled"
 
 
 def _no_such(name: str, type_name: str) -> GraphError:

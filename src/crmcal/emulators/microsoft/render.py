@@ -105,6 +105,9 @@ def event(
         found = [{"id": key, "value": value} for key, value in entry.props.items() if key in expand]
         if found:
             out["singleValueExtendedProperties"] = found
+    garbled = entry.body.get(events.GARBLED)
+    if garbled:
+        out = {key: value for key, value in {**out, **garbled}.items() if value is not None}
     return out
 
 
