@@ -390,11 +390,15 @@ def test_changes_are_notified_in_order_as_graph_words_them(
         "tenantId": TENANT_ID,
     }
     assert values[1]["resourceData"]["@odata.etag"] == updated["@odata.etag"]
-    assert [d["status"] for d in deliveries(graph, 4)] == [
-        200,  # the validation
-        202,
-        202,
-        202,
+    # Messages queued while a POST is on its way go out together in the next one, so a
+    # busy machine may see the three changes in fewer than three POSTs.
+    sent = wait_for(lambda: all_sent(graph))["deliveries"]
+    assert sent[0]["status"] == 200  # the validation
+    assert {d["status"] for d in sent[1:]} == {202}
+    assert [v["changeType"] for d in sent[1:] for v in d["value"]] == [
+        "created",
+        "updated",
+        "deleted",
     ]
 
 
@@ -464,8 +468,9 @@ def test_an_address_that_does_not_answer_holds_up_no_other_subscription(
     subscribe(graph, receiver.at("/hook"), clock)
     graph.create()
     wait_for(lambda: receiver.values("/hook"))
-    # While /hang's delivery still waits for its answer: the other queue did not wait for it.
-    assert len(receiver.posts("/hang")) == 1
+    # While /hang's delivery still waits for its answer: the other queue did not wait for it
+    # (/hang's POST may reach the receiver a moment after /hook's on a busy machine).
+    wait_for(lambda: len(receiver.posts("/hang")) == 1)
     pending = [
         d
         for d in graph.admin("GET", "/subscriptions")["deliveries"]
