@@ -3,6 +3,7 @@ while later parts are on their way, and the result is what one listing gives."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
@@ -67,6 +68,42 @@ async def test_the_first_batch_is_in_the_crm_before_the_last_part_is_handed_over
     assert (await world.sync()).counts() == dict.fromkeys(
         ("created", "updated", "deleted", "conflicts", "skipped"), 0
     )
+
+
+async def test_the_crm_side_is_read_while_the_provider_lists(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CRM's activities in range are read while the provider is still listing,
+    not after its first part is handed over: the listing takes the server a while,
+    with nothing else for the run to do."""
+    for n in range(3):
+        world.calendar.put(f"e{n}", event(f"Call {n}", start=n))
+    mine = await world.add_activity("From the CRM", start=10)
+    crm_side = engine_module.Engine._crm_side
+    started, read = asyncio.Event(), asyncio.Event()
+
+    async def reading(self: engine_module.Engine) -> set[int]:
+        started.set()
+        found = await crm_side(self)
+        read.set()
+        return found
+
+    monkeypatch.setattr(engine_module.Engine, "_crm_side", reading)
+    seen: dict[int, bool] = {}
+
+    async def before_part(number: int) -> None:
+        await asyncio.sleep(0)  # the run's other tasks have their turn
+        if started.is_set():
+            await read.wait()  # begun: it ends without the part
+        seen[number] = read.is_set()
+
+    provider = parts_of(world)
+    provider.part_size = 2
+    provider.before_part = before_part
+    report = await world.sync()
+    assert seen == {0: True, 1: True}
+    assert report.created == 4  # 3 imported, 1 sent
+    assert mine in {a.id for a in await world.live_activities()}
 
 
 @pytest.mark.parametrize("part_size", [1, 2, ONE_PART])

@@ -31,11 +31,12 @@ series go to ``series_sync``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import functools
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import Any, assert_never
 
@@ -43,6 +44,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crmcal import tasks
 from crmcal.crm import activities, changefeed, contacts
 from crmcal.crm.errors import CrmError, Forbidden
 from crmcal.crm.tables import Activity, ActivitySeries, User, utcnow
@@ -112,6 +114,20 @@ OUTGOING_BATCH = 200
 
 # (items settled, items known): a first import's known items grow as its parts arrive.
 ProgressFn = Callable[[int, int], None]
+
+
+@contextlib.asynccontextmanager
+async def _ended_with(task: asyncio.Future[Any]) -> AsyncIterator[None]:
+    """The block, after which ``task`` has ended: cancelled if the block did not wait
+    for it (it left early), so that no read of this run goes on after the run."""
+    try:
+        yield
+    finally:
+        if not task.done():
+            task.cancel()
+            await tasks.to_completion(asyncio.wait([task]))
+        if not task.cancelled():
+            task.exception()  # retrieved: the block's own error, if any, is the one raised
 
 
 class Engine:
@@ -318,10 +334,13 @@ class Engine:
         self.held_series = []
         unreadable = await self.reading.unreadable()
         parts = list_changes_in_parts(self.provider, ctx.calendar_id, None, with_contents=True)
+        # The CRM's side is read while the provider lists (a server's listing takes a
+        # while, with nothing else for this process to do), not after the first part.
+        crm_side = asyncio.ensure_future(self._crm_side())
         # What the CRM is given for each new event is computed where it is parsed (on
         # the other cores, when the provider parses in parse_pool's processes).
         with parse_pool.computing_beside(import_fields_beside, self.importer):
-            async with contextlib.aclosing(parts):
+            async with _ended_with(crm_side), contextlib.aclosing(parts):
                 async for part in parts:
                     if summary is None:
                         summary = ChangeListing(
@@ -329,7 +348,7 @@ class Engine:
                         )
                         if part.full:
                             await self.links.load()
-                        crm_ids = await self._crm_side()
+                        crm_ids = await crm_side
                     ids = {ref.id for ref in part.changed}
                     listed |= ids
                     deleted += part.deleted
