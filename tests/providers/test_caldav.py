@@ -156,6 +156,35 @@ async def test_a_first_import_comes_in_parts_each_under_the_answer_cap(
     assert all(ref.event is not None and ref.etag and ref.error is None for ref in refs)
 
 
+async def test_a_first_import_asks_for_a_smaller_first_part_then_whole_parts(
+    caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller waits for the first part with nothing else on its way: it is asked
+    for alone and smaller, the later parts whole."""
+    monkeypatch.setattr(caldav_provider, "PART_SIZE", 3)
+    monkeypatch.setattr(caldav_provider, "FIRST_PART_SIZE", 1)
+    made = {(await caldav.provider.create(caldav.calendar_id, key(), meeting())).id
+            for _ in range(8)}  # fmt: skip
+    multiget = CalDAVProvider._multiget
+    asked: list[int] = []
+
+    def recorded(self: CalDAVProvider, calendar: str, hrefs: Any) -> Any:
+        asked.append(len(hrefs))
+        return multiget(self, calendar, hrefs)
+
+    monkeypatch.setattr(CalDAVProvider, "_multiget", recorded)
+    parts = [part async for part in caldav.provider.list_changes_in_parts(
+        caldav.calendar_id, None, with_contents=True)]  # fmt: skip
+    assert [len(part.changed) for part in parts] == [1, 3, 3, 1]
+    assert sorted(asked) == [1, 1, 3, 3]  # one request a part, each asked at once
+    assert {ref.id for part in parts for ref in part.changed} == made
+    # A first part no smaller than the others is one of them.
+    monkeypatch.setattr(caldav_provider, "FIRST_PART_SIZE", 5)
+    parts = [part async for part in caldav.provider.list_changes_in_parts(
+        caldav.calendar_id, None, with_contents=True)]  # fmt: skip
+    assert [len(part.changed) for part in parts] == [3, 3, 2]
+
+
 async def test_a_first_import_reads_the_token_alone_then_only_the_names(
     caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

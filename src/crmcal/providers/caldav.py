@@ -18,7 +18,8 @@ Protocol use:
   full listing. ``DAV:limit`` is never sent: Xandikos truncates at it silently.
   A first import (``list_changes_in_parts``, with contents and no cursor) reads the
   ``DAV:sync-token`` property (Depth 0), then every resource's href (Depth 1), then the
-  contents in ``calendar-multiget``s of ``PART_SIZE`` of those hrefs, handed over
+  contents in ``calendar-multiget``s of ``PART_SIZE`` of those hrefs (the first of
+  ``FIRST_PART_SIZE``, so that the caller starts sooner), handed over
   part by part as each is parsed while the next are requested: the server builds
   its answers while earlier parts are parsed and written, and no answer grows with
   the calendar (tasks are dropped as they are parsed). ``list_changes`` with
@@ -124,6 +125,10 @@ MULTIGET_CHUNK = 200
 # how many parts are being read or parsed while the caller works on the one it has.
 PART_SIZE = 250
 PARTS_AHEAD = 3
+# Its first part is smaller: nothing else is on its way while the caller waits for
+# it, and one chunk of ``parse_pool.CHUNK`` is parsed by one process while the next
+# parts' chunks go to the others.
+FIRST_PART_SIZE = 100
 # Raw texts kept for updates (so foreign properties survive without a GET);
 # bounded so that a large import does not hold every event twice.
 TEXT_CACHE_SIZE = 2000
@@ -166,6 +171,15 @@ _GETCTAG = '<CS:getctag xmlns:CS="http://calendarserver.org/ns/"/>'
 # whenever anything in it does) when the last full listing was read.
 CTAG_CURSOR = "ctag:"
 _NAMESPACES = 'xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"'
+
+
+def _part_bounds(count: int) -> list[tuple[int, int]]:
+    """Where a first import's parts of ``count`` names begin and end: the first of
+    ``FIRST_PART_SIZE`` (at most ``PART_SIZE``), the others of ``PART_SIZE``."""
+    first = min(FIRST_PART_SIZE, PART_SIZE)
+    bounds = [(0, min(first, count))] if count else []
+    bounds += [(start, min(start + PART_SIZE, count)) for start in range(first, count, PART_SIZE)]
+    return bounds
 
 
 def _confine_hrefs(tree: Any, url: str) -> None:
@@ -523,8 +537,8 @@ class CalDAVProvider(Discovery):
             return
         zone = await _in_pool(self._calendar_zone, calendar)
         reads = (
-            functools.partial(self._read_part, calendar, names[i : i + PART_SIZE], zone)
-            for i in range(0, len(names), PART_SIZE)
+            functools.partial(self._read_part, calendar, names[start:end], zone)
+            for start, end in _part_bounds(len(names))
         )
         # The next parts are read and parsed while the caller has this one.
         async with contextlib.aclosing(read_ahead.in_order(reads, PARTS_AHEAD, POOL)) as parts:
