@@ -148,6 +148,9 @@ class Behaviour:
     # server gives it: 200 or 204, as other servers do), its ETag dropped with 204.
     created_status: int | None = None
     ignore_if_match: bool = False  # If-Match dropped before the server sees it
+    # The status crmcal's If-Match check (a PUT under a version no server gives) is
+    # answered with, unforwarded: a 403 read-only, a 507 full, a 503 ... (None: forwarded).
+    if_match_check: int | None = None
     sync_pages: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def count(self, method: str, suffix: str = "") -> int:
@@ -481,6 +484,12 @@ def caldav_proxy(upstream: str, behaviour: Behaviour) -> Iterator[str]:
         failed = behaviour.fail_once.pop((request.method, path), None)
         if failed is not None:
             return Response(b"", failed)
+        if (
+            behaviour.if_match_check is not None
+            and request.method == "PUT"
+            and IF_MATCH_CHECK in path
+        ):
+            return Response(b"", behaviour.if_match_check)
         report = ""
         if request.method == "REPORT":
             kind = re.search(rb"<\w+:(sync-collection|calendar-multiget|calendar-query)", body)

@@ -451,3 +451,74 @@ async def test_a_server_honouring_if_match_is_checked_once_and_keeps_its_cheap_w
     event = await proxied.event(event_id)
     assert (event.summary, event.location) == ("Planning 1", "Room 1")
     assert list(await proxied.ids_by_title()) == ["Planning 1"]
+
+
+def status_warnings(on: Proxied) -> list[str]:
+    """The warnings of the connection's status about its calendar itself."""
+    connection = on.user.get(f"/api/v1/connections/{on.connection_id}").json()
+    answer = on.user.get(f"/api/v1/connections/{on.connection_id}/status")
+    assert answer.status_code == 200, answer.text
+    return [p["reason"] for p in answer.json()["problems"]
+            if p["item"] == connection["calendar_id"] and p.get("kind") == "warning"]  # fmt: skip
+
+
+async def edited_on_both_sides(on: Proxied, made: dict[str, Any], event_id: str, n: int) -> None:
+    """The event edited in the calendar (so that the sync's listing reads it) and its
+    activity in the CRM (so that the sync writes the event)."""
+    url = on.harness._url(event_id)
+    text = on.harness.request("GET", url).raw
+    before = f"LOCATION:Room {n - 1}"
+    if before in text:
+        text = text.replace(before, f"LOCATION:Room {n}")
+    else:
+        text = text.replace("END:VEVENT", f"LOCATION:Room {n}\r\nEND:VEVENT")
+    on.harness.request("PUT", url, text)
+    on.edit_activity(made["id"], subject=f"Planning {n}")
+
+
+@pytest.mark.parametrize("status", [403, 405, 507])
+async def test_an_if_match_check_answered_otherwise_is_no_answer_and_is_made_again(
+    proxied: Proxied, behaviour: Behaviour, status: int
+) -> None:
+    """A check refused for another reason (the calendar read-only, the server full or
+    down) says nothing of If-Match: the run reads the event again before writing it,
+    as for a server that ignores it, the status says why, and the next run checks
+    again, whose answer replaces that warning."""
+    proxied.connect()
+    (made,), by_title = await proxied.synced_activities("Planning")
+    event_id = by_title["Planning"]
+
+    def checks() -> int:
+        return sum(n for (m, p), n in behaviour.requests.items() if "if-match-check" in p)
+
+    behaviour.if_match_check = status
+    await edited_on_both_sides(proxied, made, event_id, 1)
+    behaviour.requests.clear()
+    assert proxied.sync_with_problems()["problems"] == []
+    assert (checks(), behaviour.count("GET")) == (1, 1)  # the cautious read
+    (warning,) = status_warnings(proxied)
+    assert f"answered crmcal's If-Match check {status}" in warning
+
+    behaviour.if_match_check = None  # the server answers it now: it honours If-Match
+    await edited_on_both_sides(proxied, made, event_id, 2)
+    behaviour.requests.clear()
+    assert proxied.sync_with_problems()["problems"] == []
+    assert (checks(), behaviour.count("GET")) == (1, 0)
+    assert status_warnings(proxied) == []
+    event = await proxied.event(event_id)
+    assert (event.summary, event.location) == ("Planning 2", "Room 2")
+
+
+async def test_a_server_ignoring_if_match_is_a_warning_of_the_status(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    behaviour.ignore_if_match = True
+    proxied.connect()
+    (made,), by_title = await proxied.synced_activities("Planning")
+    await edited_on_both_sides(proxied, made, by_title["Planning"], 1)
+    assert proxied.sync_with_problems()["problems"] == []
+    (warning,) = status_warnings(proxied)
+    assert "ignores If-Match" in warning
+    # A run that writes nothing finds out nothing: what was said stands.
+    assert quiet(proxied.sync_with_problems())
+    assert len(status_warnings(proxied)) == 1

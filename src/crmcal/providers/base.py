@@ -234,6 +234,15 @@ class ListingInParts(Protocol):
 FATAL = (AuthenticationFailed, Unreachable, NotACalendarServer, CalendarNotFound, WritesRefused)
 
 
+def findings(provider: object) -> tuple[str, ...] | None:
+    """What a provider found out of its server in this run that the connection's user
+    should know (shown as warnings of its status), by its ``findings()`` where it has
+    one; None: nothing found out, so that what earlier runs said stands, and () when
+    it found all well."""
+    found = getattr(provider, "findings", None)
+    return found() if callable(found) else None
+
+
 async def create_many(
     provider: Provider, calendar_id: str, items: Sequence[tuple[str, CalendarEvent]]
 ) -> list[RemoteRef | ProviderError]:

@@ -463,6 +463,8 @@ class CalDAVProvider(Discovery):
         self._addresses_lock = threading.Lock()
         self._learnt_since: float | None = None
         self._if_match_ignored: bool | None = None  # see _ignores_if_match
+        # This run's check of If-Match, when the server answered it neither way: its status.
+        self._if_match_unchecked: int | None = None
         self._account = account_key(url, username, password)
         self._recall_learnt()
         # href -> (etag, text): the last version seen of each resource, for updates.
@@ -1270,22 +1272,52 @@ class CalDAVProvider(Discovery):
         crmcal reads the event again right before writing it. Found out once per
         account (kept with what discovery learnt) by a PUT to a new resource under an
         ``If-Match`` nothing matches: answered 412 by a server that honours it; one
-        that takes it has the resource deleted again at once."""
-        if self._if_match_ignored is None:
+        that takes it has the resource deleted again at once.
+
+        Any other answer (403 on a calendar shared read-only, 405, 507 when full; a
+        server error fails the run as any request's does) says nothing either way: the
+        server is taken to ignore it for the rest of the run (a read more before each
+        update or deletion: the writes of such a run are few, as the server refuses
+        them too, and one overwrite without a word is what this all avoids), and the
+        check is made again next run (``findings`` says so)."""
+        if self._if_match_ignored is None and self._if_match_unchecked is None:
             name = f"{IF_MATCH_CHECK}{uuid.uuid4().hex}"
             href = f"{normalize_href(urlsplit(calendar).path)}{name}.ics"
             text = _CHECK_EVENT.format(uid=f"{name}@crmcal")
             reply = self._put(calendar, href, text, {"If-Match": NEVER_MATCHES})
-            self._if_match_ignored = reply.status in (200, 201, 204)
-            if self._if_match_ignored:
+            if reply.status in (200, 201, 204):
+                self._if_match_ignored = True
                 self._send("DELETE", self._url(calendar, href), "", {})
                 log.warning(
                     "the CalDAV server at %s ignores If-Match: each event is read again "
                     "right before crmcal writes it",
                     self._origin,
                 )
-            self._learn()
-        return self._if_match_ignored
+                self._learn()
+            elif reply.status == 412:
+                self._if_match_ignored = False
+                self._learn()
+            else:
+                self._if_match_unchecked = reply.status
+                log.info("the CalDAV server at %s answered the If-Match check %s: checked "
+                         "again next sync", self._origin, reply.status)  # fmt: skip
+        return self._if_match_ignored is not False
+
+    def findings(self) -> tuple[str, ...] | None:
+        """What this run found out of the server that its user should know (a warning of
+        the connection's status); None: nothing found out (what earlier runs said stands)."""
+        if self._if_match_ignored:
+            return (
+                "the CalDAV server ignores If-Match (it took a write over a version it never "
+                "gave): each event is read again right before crmcal writes it",
+            )
+        if self._if_match_unchecked is not None:
+            return (
+                f"the CalDAV server answered crmcal's If-Match check {self._if_match_unchecked}, "
+                "so whether it honours If-Match is not known: each event is read again right "
+                "before crmcal writes it, and the check is made again next sync",
+            )
+        return () if self._if_match_ignored is False else None
 
     def _check_writable(self, calendar: str, reply: _Reply) -> None:
         """After a write answered 403 without a precondition named: ``WritesRefused``

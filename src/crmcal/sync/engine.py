@@ -60,6 +60,7 @@ from crmcal.providers.base import (
     ItemRefused,
     Provider,
     ProviderError,
+    findings,
     list_changes_in_parts,
 )
 from crmcal.sync import conflicts, mapping, merge, series_units
@@ -1074,6 +1075,7 @@ class Engine:
         return RunEnd(
             self.ctx, self.listing, self.deferred, self.report, self.seen, self.written,
             frozenset(self.still_refused), self.reading.confirmed(), frozenset(self.looked_at),
+            findings(self.provider),
         )  # fmt: skip
 
     async def finish_in(self, session: AsyncSession, conn: Connection) -> None:

@@ -44,6 +44,9 @@ class RunEnd:
     confirmed: list[int] = field(default_factory=list)
     # Items whose CRM side the run looked at (``Engine.looked_at``).
     looked_at: frozenset[str] = frozenset()
+    # What the provider found out of the server (``base.findings``): warnings under the
+    # calendar's id, in place of those earlier runs said; None keeps those.
+    findings: tuple[str, ...] | None = None
 
     async def write(self, session: AsyncSession, conn: Connection) -> None:
         """The closing write, in the caller's transaction: both positions (only now,
@@ -88,14 +91,20 @@ class RunEnd:
         the problem is all that remembers it), and a series is looked at on its own,
         its event unlisted."""
         kept = [p for p in before if self._kept(p, full)]
-        found = kept + self.report.problems
+        found = kept + self.report.problems + self._findings()
         # Items to read again are kept apart from the rest: none is lost to the cap.
         retries = [p for p in found if p.get("retry")][-RETRIES_KEPT:]
         return [p for p in found if not p.get("retry")][-PROBLEMS_KEPT:] + retries
 
+    def _findings(self) -> list[dict[str, str]]:
+        calendar = self.ctx.calendar_id
+        return [{"item": calendar, "reason": r, "kind": "warning"} for r in self.findings or ()]
+
     def _kept(self, problem: dict[str, str], full: bool) -> bool:
         """Whether an earlier problem stays (see ``problems``)."""
         item = problem.get("item")
+        if item == self.ctx.calendar_id and problem.get("kind") == "warning":
+            return self.findings is None  # what the server was found to do: said anew
         if item in self.still_refused:
             return True
         if problem.get("refused"):
