@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from crmcal.db import Database
+from crmcal.sync.run_end import PROBLEMS_KEPT
 from crmcal.sync.tables import Connection
 from tests.caldav_proxy import Behaviour
 from tests.emulator_calls import emulator_calls
@@ -426,3 +427,45 @@ async def test_a_refused_new_series_is_not_sent_again_until_it_changes(
     assert (done["created"], done["problems"]) == (1, [])
     assert list(await on.ids_by_title()) == ["Kind words"]
     assert status_problems(on) == []
+
+
+async def test_more_refused_new_events_than_problems_kept_are_all_remembered(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    """The connection keeps PROBLEMS_KEPT problems, but a refusal of a new event is all
+    that remembers it: past that cap, each one is still said in the status, and none
+    is sent again."""
+    proxied.connect()
+    behaviour.refuse["Forbidden words"] = REFUSAL
+    count = PROBLEMS_KEPT + 10
+    for n in range(count):
+        proxied.add_activity(f"Forbidden words {n}", hours=n / 10)
+    first = proxied.sync_with_problems()
+    assert (len(first["problems"]), first["skipped"]) == (count, count)
+    puts = writes(behaviour, "PUT")
+    assert len(status_problems(proxied)) == count
+
+    look_at_everything(proxied, "crm")
+    again = proxied.sync_with_problems()
+    assert (again["problems"], again["skipped"]) == ([], 0)
+    assert writes(behaviour, "PUT") == puts
+    assert len(status_problems(proxied)) == count
+
+
+async def test_a_refusal_for_an_activity_that_no_longer_syncs_is_not_said_for_ever(
+    proxied: Proxied, behaviour: Behaviour
+) -> None:
+    """Options under which the refused activity no longer goes to the calendar (its
+    start before the days synced): no run looks at it again, and the run that looks at
+    every activity that syncs lets its refusal go (nothing is sent for it that the
+    refusal would hold back)."""
+    proxied.connect(backfill_days=30)
+    behaviour.refuse["Forbidden words"] = REFUSAL
+    proxied.add_activity("Forbidden words", hours=-240)
+    proxied.add_activity("Planning")
+    first = proxied.sync_with_problems()
+    assert (first["created"], len(first["problems"])) == (1, 1)
+    assert len(status_problems(proxied)) == 1
+    proxied.set_options(backfill_days=0)
+    assert proxied.sync_with_problems()["problems"] == []
+    assert status_problems(proxied) == []

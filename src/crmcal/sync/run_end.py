@@ -25,6 +25,9 @@ from crmcal.sync.written import Written
 # so that the next one lists them all again instead.
 PROBLEMS_KEPT = 200
 RETRIES_KEPT = 1000
+# The writes refused for good it keeps, apart from the other problems: for a new event,
+# the problem is all that remembers the refusal (without it, the write is sent again).
+REFUSALS_KEPT = 2000
 
 
 @dataclass(frozen=True)
@@ -86,15 +89,19 @@ class RunEnd:
         """This run's problems, plus earlier ones about items this run did not look at
         and about items still refused as they were (``still_refused``). A write refused
         for good (a problem with ``refused``) stays said until a run looks at its CRM
-        side again, and no longer: a full listing names every event, the refused one
-        among them unchanged, and that alone settles nothing (for a new event refused,
-        the problem is all that remembers it), and a series is looked at on its own,
-        its event unlisted."""
+        side again, or looks at every activity without it, and no longer: a full
+        listing names every event, the refused one among them unchanged, and that
+        alone settles nothing (for a new event refused, the problem is all that
+        remembers it), and a series is looked at on its own, its event unlisted."""
         kept = [p for p in before if self._kept(p, full)]
         found = kept + self.report.problems + self._findings()
-        # Items to read again are kept apart from the rest: none is lost to the cap.
+        # Items to read again, and writes refused for good, are kept apart from the
+        # rest (each under a cap of its own): none is lost to the other problems' cap.
         retries = [p for p in found if p.get("retry")][-RETRIES_KEPT:]
-        return [p for p in found if not p.get("retry")][-PROBLEMS_KEPT:] + retries
+        said = [p for p in found if not p.get("retry")]
+        chosen = {id(p) for p in [p for p in said if p.get("refused")][-REFUSALS_KEPT:]}
+        chosen |= {id(p) for p in [p for p in said if not p.get("refused")][-PROBLEMS_KEPT:]}
+        return [p for p in said if id(p) in chosen] + retries
 
     def _findings(self) -> list[dict[str, str]]:
         calendar = self.ctx.calendar_id
@@ -108,7 +115,11 @@ class RunEnd:
         if item in self.still_refused:
             return True
         if problem.get("refused"):
-            return item not in self.looked_at
+            # A run that looked at every activity that syncs (the first, or one with new
+            # options) and not at this one: it no longer syncs (it starts before the days
+            # synced) or is gone, and nothing is sent for it that the refusal holds back.
+            whole = self.ctx.crm_cursor is None or self.ctx.options_changed
+            return item not in self.looked_at and not whole
         return not full and item not in self.seen
 
     def positions(self) -> dict[str, Any]:
