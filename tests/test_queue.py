@@ -90,6 +90,33 @@ def test_the_server_only_enqueues_and_a_storm_makes_one_job(queue_db: str) -> No
     assert state == [("active", None)]
 
 
+def test_a_graph_storm_through_the_webhook_makes_one_job(queue_db: str) -> None:  # noqa: F811
+    """Graph's notifications, batched and repeated, for a Microsoft connection: one job;
+    those naming its subscription with another secret, or another connection's
+    subscription with its secret, none for anyone."""
+    graph = {"provider": "microsoft", "push_resource_id": "sub-1",
+             "push_token": token_digest("secret-1")}  # fmt: skip
+    _, _, connection_id = run(_user_with_connection(queue_db, **graph))
+    other = {**graph, "push_resource_id": "sub-2", "push_token": token_digest("secret-2")}
+    _, _, other_id = run(_user_with_connection(queue_db, **other))
+    ours = {f"connection:{connection_id}", f"connection:{other_id}"}
+
+    def jobs() -> list[str]:  # the other tests of the session keep theirs in the same queue
+        return [job for job in sync_jobs(queue_db) if job in ours]
+
+    app = create_app(settings(queue_db), jobs="queue")
+    with TestClient(app) as client:
+        forged = [{"subscriptionId": "sub-1", "clientState": "secret-2"},
+                  {"subscriptionId": "sub-2", "clientState": "secret-1"}]  # fmt: skip
+        assert client.post("/webhooks/microsoft", json={"value": forged}).status_code == 202
+        assert jobs() == []
+        note = {"subscriptionId": "sub-1", "clientState": "secret-1", "changeType": "updated"}
+        answers = {client.post("/webhooks/microsoft", json={"value": [note] * 20}).status_code
+                   for _ in range(50)}  # fmt: skip
+        assert answers == {202}
+        assert jobs() == [f"connection:{connection_id}"]
+
+
 def test_serve_with_worker_runs_the_queued_syncs_itself(
     queue_db: str,  # noqa: F811
     radicale: CalDAVServer,
