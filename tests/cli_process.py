@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from crmcal import cli
+from crmcal.providers import parse_pool
 from tests import plain
 from tests.served import HANG_GUARD
 
@@ -68,6 +69,22 @@ class InProcess:
 @pytest.fixture
 def crmcal_here(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcess:
     return InProcess(monkeypatch, capsys)
+
+
+# What an in-process ``serve`` or ``worker`` is run with when the test is not about the
+# parse pool: its processes would each import crmcal for a command that ends at once.
+NO_PARSE_POOL = {"CRMCAL_PARSE_WORKERS": "0"}
+
+
+@pytest.fixture
+def parse_pool_kept() -> Iterator[None]:
+    """The test process's parse pool sized as before the test: ``serve`` and ``worker``
+    run in-process size it from their settings (``NO_PARSE_POOL``: none) and shut it
+    down, and a later test of this process that parses in the pool would parse here."""
+    workers = parse_pool._POOL.workers
+    yield
+    parse_pool.shutdown()
+    parse_pool._POOL.workers = workers
 
 
 def url_of(sock: socket.socket) -> str:

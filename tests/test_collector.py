@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import shutil
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 
 from crmcal import cli, collector, logs
 from tests.bulk_import import calendars, import_calendar, realistic  # noqa: F401
+from tests.cli_process import NO_PARSE_POOL
 from tests.providers.harness import CalDAVHarness, CalDAVServer
 from tests.queue_world import SECRET, queue_db  # noqa: F401
 
@@ -78,11 +80,18 @@ def _started(monkeypatch: pytest.MonkeyPatch, seen: list[tuple[tuple[int, ...], 
 
 
 def test_serve_sets_the_collector_when_it_starts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collector_restored: None
+    tmp_path: Path,
+    sqlite_template: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    collector_restored: None,
+    parse_pool_kept: None,
 ) -> None:
     seen: list[tuple[tuple[int, ...], int]] = []
     _started(monkeypatch, seen)
-    env = {"CRMCAL_DATABASE_URL": f"sqlite:///{tmp_path / 'crm.db'}", "CRMCAL_SECRET_KEY": SECRET}
+    # A migrated database: serve's own upgrade finds nothing to do.
+    db = tmp_path / "crm.db"
+    shutil.copy(sqlite_template, db)
+    env = {"CRMCAL_DATABASE_URL": f"sqlite:///{db}", "CRMCAL_SECRET_KEY": SECRET, **NO_PARSE_POOL}
     result = CliRunner().invoke(cli.app, ["serve"], env=env)
     assert result.exit_code == 0, result.output
     assert len(seen) == 1
@@ -96,10 +105,11 @@ def test_a_worker_sets_the_collector_when_it_starts(
     queue_db: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
     collector_restored: None,
+    parse_pool_kept: None,
 ) -> None:
     seen: list[tuple[tuple[int, ...], int]] = []
     _started(monkeypatch, seen)
-    env = {"CRMCAL_DATABASE_URL": queue_db, "CRMCAL_SECRET_KEY": SECRET}
+    env = {"CRMCAL_DATABASE_URL": queue_db, "CRMCAL_SECRET_KEY": SECRET, **NO_PARSE_POOL}
     result = CliRunner().invoke(cli.app, ["worker"], env=env)
     assert result.exit_code == 0, result.output
     assert len(seen) == 1

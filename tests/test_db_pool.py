@@ -15,6 +15,7 @@ from crmcal import db as dbmod
 from crmcal import db_errors
 from crmcal.crm.tables import UTCDateTime
 from crmcal.db import Database
+from tests.cli_process import NO_PARSE_POOL
 from tests.conftest import run
 from tests.queue_world import SECRET, query, queue_db  # noqa: F401
 
@@ -151,6 +152,7 @@ def test_the_web_servers_pool_opens_as_many_connections_as_set(
 def test_a_workers_pool_opens_as_many_connections_as_set_or_its_syncs_need(
     queue_db: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
+    parse_pool_kept: None,
     size: str | None,
     kept: int,
     extra: int,
@@ -173,8 +175,7 @@ def test_a_workers_pool_opens_as_many_connections_as_set_or_its_syncs_need(
     # closes afterwards, and set this process's garbage collector.
     monkeypatch.setattr(logs, "setup", lambda *_, **__: None)
     monkeypatch.setattr(collector, "tune", lambda: None)
-    env = {"CRMCAL_DATABASE_URL": queue_db, "CRMCAL_SECRET_KEY": SECRET}
-    env["CRMCAL_PARSE_WORKERS"] = "0"
+    env = {"CRMCAL_DATABASE_URL": queue_db, "CRMCAL_SECRET_KEY": SECRET, **NO_PARSE_POOL}
     if size is not None:
         env["CRMCAL_DATABASE_POOL_SIZE"] = size
     result = CliRunner().invoke(cli.app, ["worker", "--concurrency", "3"], env=env)
@@ -196,6 +197,7 @@ def test_a_pool_size_that_is_no_count_of_connections_is_refused() -> None:
 def test_the_server_a_worker_and_a_command_read_the_pool_size_alike(
     queue_db: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
+    parse_pool_kept: None,
     size: str | None,
 ) -> None:
     """One reading of CRMCAL_DATABASE_POOL_SIZE (``db.pool_size``) for every process:
@@ -209,8 +211,7 @@ def test_the_server_a_worker_and_a_command_read_the_pool_size_alike(
     from crmcal.jobs import queue
     from crmcal.web.app import create_app
 
-    env = {"CRMCAL_DATABASE_URL": queue_db, "CRMCAL_SECRET_KEY": SECRET}
-    env["CRMCAL_PARSE_WORKERS"] = "0"
+    env = {"CRMCAL_DATABASE_URL": queue_db, "CRMCAL_SECRET_KEY": SECRET, **NO_PARSE_POOL}
     if size is not None:
         env["CRMCAL_DATABASE_POOL_SIZE"] = size
     settings = Settings.from_env(env)
