@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import random
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -19,6 +17,7 @@ from crmcal.sync.tables import Connection
 from crmcal.vault import Vault
 from crmcal.web.app import create_app
 from tests.caldav_servers import CalDAVServer
+from tests.cli_process import InProcess
 from tests.conftest import Api, run
 from tests.providers.harness import CalDAVHarness
 from tests.queue_world import (  # noqa: F401
@@ -36,18 +35,19 @@ pytestmark = pytest.mark.postgres
 V1 = "/api/v1"
 
 
-def test_db_upgrade_applies_the_queue_schema_once(queue_db: str) -> None:  # noqa: F811
+def test_db_upgrade_applies_the_queue_schema_once(
+    queue_db: str,  # noqa: F811
+    crmcal_here: InProcess,
+) -> None:
     with fresh_schema(queue_db) as database_url:
-        _upgrade_twice(database_url)
+        _upgrade_twice(database_url, crmcal_here)
 
 
-def _upgrade_twice(database_url: str) -> None:
-    env = {**os.environ, "CRMCAL_DATABASE_URL": database_url}
-    command = [sys.executable, "-m", "crmcal", "db", "upgrade"]
-    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+def _upgrade_twice(database_url: str, crmcal_here: InProcess) -> None:
+    first = crmcal_here("db", "upgrade", CRMCAL_DATABASE_URL=database_url)
     assert first.returncode == 0, first.stderr
     assert "queue schema created" in first.stdout
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    second = crmcal_here("db", "upgrade", CRMCAL_DATABASE_URL=database_url)
     assert "queue schema current" in second.stdout
     assert query(database_url, "SELECT count(*) FROM procrastinate_jobs") == [(0,)]
 
@@ -147,10 +147,8 @@ def test_serve_with_worker_runs_the_queued_syncs_itself(
         run(calendar.close())
 
 
-def test_worker_needs_postgresql(tmp_path: Any) -> None:
-    env = {**os.environ, "CRMCAL_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
-    done = subprocess.run([sys.executable, "-m", "crmcal", "worker"], env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+def test_worker_needs_postgresql(tmp_path: Any, crmcal_here: InProcess) -> None:
+    done = crmcal_here("worker", CRMCAL_DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}")
     assert done.returncode == 1
     assert "needs a PostgreSQL" in done.stderr
 

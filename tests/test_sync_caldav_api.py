@@ -22,6 +22,7 @@ from crmcal.db import Database
 from crmcal.sync.tables import Connection
 from crmcal.web.app import create_app
 from tests import sync_api
+from tests.cli_process import InProcess
 from tests.conftest import Api, client_of, make_user, run
 from tests.providers.harness import CalDAVHarness, CalDAVServer
 from tests.served import wait_for
@@ -358,26 +359,25 @@ def test_a_failing_server_puts_only_its_connection_in_error(
 
 
 def test_crmcal_sync_command_shows_a_summary(
-    user: Api, server: CalDAVServer, calendar: CalDAVHarness, db_url: str
+    user: Api, server: CalDAVServer, calendar: CalDAVHarness, db_url: str, crmcal_here: InProcess
 ) -> None:
+    """What the command prints, run by its entry point in this process (a process of its
+    own is killed mid-sync below)."""
     conn = connect(user, server, calendar)
     activity(user, "Via the CLI")
     env = {
-        **os.environ,
         "CRMCAL_DATABASE_URL": db_url,
         "CRMCAL_SECRET_KEY": "test-key",
         "CRMCAL_ALLOW_PRIVATE_NETWORKS": "1",
     }
-    result = subprocess.run([sys.executable, "-m", "crmcal", "sync", str(conn["id"])], env=env,
-                            capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    result = crmcal_here("sync", str(conn["id"]), **env)
     assert result.returncode == 0, result.stderr
     assert "created" in result.stdout
     row = next(line for line in result.stdout.splitlines() if f" {conn['id']} " in line)
     cells = [cell.strip() for cell in row.strip("│┃ ").split("│")]
     assert cells == [str(conn["id"]), "1", "0", "0", "0", "0", "ok"]
     assert [e.summary for e in calendar_events(calendar).values()] == ["Via the CLI"]
-    bad = subprocess.run([sys.executable, "-m", "crmcal", "sync"], env=env,
-                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    bad = crmcal_here("sync", **env)
     assert bad.returncode == 1
     assert bad.stderr.startswith("error: give a CONNECTION_ID or --all")
 
