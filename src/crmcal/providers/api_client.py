@@ -9,7 +9,11 @@ then reported as ``Unreachable``. An optional limit keeps the calls in flight
 at once under what the service allows per account; a ``SharedLimit`` does the
 same across processes, and passes a throttling answer on to all of them. Answers are read the same
 way too: JSON or ``NotACalendarServer``, and failures as errors that name what
-was being done.
+was being done. An answer longer than ``html_text.OFF_LOOP_ABOVE`` (a description of
+a mebibyte that anyone who invites the user can send) is read in a thread before it
+is handed over: its JSON, and the text of the long descriptions in it, which the
+codecs then find made (``html_text.read_ahead``), so the event loop never spends a
+tenth of a second on one answer.
 
 The HTTP clients are shared: one per service host and event loop, kept between
 syncs (``shared_client``), so that a worker's syncs reuse their TCP and TLS
@@ -31,6 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from crmcal import metrics
+from crmcal.providers import html_text
 from crmcal.providers.base import (
     AnswerLost,
     AuthenticationFailed,
@@ -296,6 +301,7 @@ class ApiClient:
                 await self._check_refusal(response, once=once, last=attempt == self.retries)
                 await self.sleep(attempt, response.headers.get("Retry-After"))
                 continue
+            await read_ahead([response])
             return response
         raise Unreachable(f"{self._service} did not answer")  # pragma: no cover
 
@@ -343,6 +349,7 @@ class ApiClient:
         for first in range(0, len(parts), size):
             batch = list(range(first, min(first + size, len(parts))))
             await self._send_batch(parts, batch, send, results)
+        await read_ahead([r for r in results if isinstance(r, httpx.Response)])
         return results
 
     async def _send_batch(
@@ -411,6 +418,9 @@ class ApiClient:
     def json(self, response: httpx.Response) -> Any:
         """An answer's JSON; one that is no JSON (or nested past what the parser takes)
         comes from some other server."""
+        read = response.extensions.pop(_READ, _NOT_READ)
+        if read is not _NOT_READ:
+            return read
         try:
             return response.json()
         except (ValueError, RecursionError):  # deep nesting: RecursionError
@@ -476,6 +486,44 @@ class ApiClient:
     async def close(self) -> None:
         if self._owns_client:
             await self._client.aclose()  # a shared client stays for the next sync
+
+
+# Where a response read ahead keeps its JSON, for ``json`` to hand over once.
+_READ = "crmcal.read_ahead"
+_NOT_READ = object()
+
+
+async def read_ahead(answers: Sequence[httpx.Response]) -> None:
+    """Read the long ones among ``answers`` in a thread: their JSON, and the text of
+    the long strings in it (``html_text.read_ahead``)."""
+    long = [a for a in answers if len(a.content) > html_text.OFF_LOOP_ABOVE]
+    if long:
+        await asyncio.to_thread(_read_now, long)
+
+
+def _read_now(answers: Sequence[httpx.Response]) -> None:
+    for answer in answers:
+        try:
+            data = answer.json()
+        except (ValueError, RecursionError):
+            continue  # no JSON: ``json`` says so where it is asked for
+        answer.extensions[_READ] = data
+        html_text.read_ahead(_long_strings(data))
+
+
+def _long_strings(data: Any) -> list[str]:
+    """The strings in decoded JSON long enough to be read ahead, wherever they are."""
+    found: list[str] = []
+    pending = [data]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str) and len(value) > html_text.OFF_LOOP_ABOVE:
+            found.append(value)
+    return found
 
 
 def _seconds(retry_after: str | None) -> float:

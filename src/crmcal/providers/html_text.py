@@ -15,12 +15,27 @@ Each pattern is applied where it can match at all (a tag needs a ``>`` after it,
 link its closing tag) and its failed attempts are skipped past, not retried at
 every character of an unclosed tag (``<a href=x`` repeated, ``<br`` without ``>``),
 which would take hours on a mebibyte; what it finds is what the patterns alone find.
+
+Still, a mebibyte of markup takes a tenth of a second or more: too long for the event
+loop a sync runs on. Whoever receives a long description reads it ahead in a thread
+(``read_ahead``, the providers' answers longer than ``OFF_LOOP_ABOVE``), and the
+conversion on the loop finds the text that was made there, the same text it would
+make itself.
 """
 
 from __future__ import annotations
 
 import html
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+
+# Markup longer than this is converted ahead, off the event loop (``read_ahead``).
+OFF_LOOP_ABOVE = 64 * 1024
+# What the texts read ahead may hold of markup at most, the oldest let go first: more
+# than the largest answer a provider takes (a miss is converted where it is asked for).
+READ_AHEAD_MAX = 32 * 1024 * 1024
 
 _BREAK = re.compile(r"<\s*br\b[^>]*>", re.IGNORECASE)
 _BLOCKS = r"<\s*/?\s*(?:p|div|li|tr|h[1-6]|ul|ol|table|blockquote)\b[^>]*>"
@@ -157,9 +172,45 @@ def _strip_tags(text: str) -> str:
     return "".join(kept) + text[done:]
 
 
+_read: OrderedDict[str, str] = OrderedDict()
+_read_lock = threading.Lock()
+_read_held = 0
+
+
+def read_ahead(markups: Iterable[str]) -> None:
+    """Convert the long ones among ``markups`` now (called in a thread), for
+    ``html_to_text`` to find their text when it is asked for on the event loop."""
+    global _read_held
+    for markup in markups:
+        if len(markup) <= OFF_LOOP_ABOVE or "<" not in markup:
+            continue  # short, or no markup at all: quick wherever it is converted
+        with _read_lock:
+            if markup in _read:
+                _read.move_to_end(markup)
+                continue
+        text = _convert(markup)
+        with _read_lock:
+            if markup not in _read:
+                _read[markup] = text
+                _read_held += len(markup)
+            while _read_held > READ_AHEAD_MAX and len(_read) > 1:
+                _read_held -= len(_read.popitem(last=False)[0])
+
+
 def html_to_text(markup: str) -> str:
     """The text of HTML: a line per break, one per run of block edges (so nested blocks
     make no blank lines), entities decoded, each link followed by its target."""
+    if len(markup) > OFF_LOOP_ABOVE:
+        with _read_lock:
+            found = _read.get(markup)
+            if found is not None:
+                _read.move_to_end(markup)
+                return found
+    return _convert(markup)
+
+
+def _convert(markup: str) -> str:
+    """``html_to_text``, made here."""
     text = _drop_blocks(markup)
     text = _links(text)
     text = _breaks_at_edges(text)
