@@ -16,6 +16,7 @@ from crmcal.crm.schemas import MAX_PARTICIPANTS, ActivityCreate
 from crmcal.crm.tables import Activity, ActivitySeries
 from crmcal.db import Database
 from crmcal.model import Attendee, CalendarEvent, Recurrence
+from crmcal.providers.base import Unreachable
 from crmcal.sync import engine as engine_module
 from crmcal.sync.tables import Link
 from tests.engine_world import World, at, event
@@ -104,6 +105,31 @@ async def test_the_crm_side_is_read_while_the_provider_lists(
     assert seen == {0: True, 1: True}
     assert report.created == 4  # 3 imported, 1 sent
     assert mine in {a.id for a in await world.live_activities()}
+
+
+async def test_a_listing_that_fails_before_its_first_part_leaves_no_crm_read_running(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.calendar.put("e0", event("Call", start=0))
+    ended: list[str] = []
+    never = asyncio.Event()
+
+    async def reading(self: engine_module.Engine) -> set[int]:
+        try:
+            await never.wait()  # still reading when the listing fails
+        finally:
+            ended.append("ended")
+        return set()
+
+    async def before_part(number: int) -> None:
+        await asyncio.sleep(0)  # the read has begun
+        raise Unreachable("the server went away")
+
+    monkeypatch.setattr(engine_module.Engine, "_crm_side", reading)
+    parts_of(world).before_part = before_part
+    with pytest.raises(Unreachable):
+        await world.sync()
+    assert ended == ["ended"]  # ended by the run, before it returned
 
 
 @pytest.mark.parametrize("part_size", [1, 2, ONE_PART])
