@@ -606,3 +606,43 @@ def test_an_invitation_from_someone_else_lands_unanswered(graph: Graph) -> None:
     refused = graph.client.post("/_emulator/invitations", json={"email": graph.email,
                                                                 "event": event_body()})  # fmt: skip
     assert refused.status_code == 400
+
+
+def test_an_invited_user_declines_one_occurrence_or_accepts_a_meeting(graph: Graph) -> None:
+    weekly = {
+        "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["tuesday"]},
+        "range": {"type": "numbered", "startDate": "2026-12-01", "numberOfOccurrences": 3},
+    }
+    invited = graph.admin("POST", "/invitations", json={
+        "email": graph.email, "organizer": {"address": "ann@acme.test", "name": "Ann"},
+        "event": event_body(subject="Weekly", recurrence=weekly, attendees=[
+            {"emailAddress": {"address": graph.email}, "type": "required"}])})  # fmt: skip
+    ids = {"Prefer": 'IdType="ImmutableId"'}
+    master = graph.ok("GET", f"/me/events/{invited['id']}", headers=ids)
+    window = "startDateTime=2026-11-01T00:00:00Z&endDateTime=2026-12-31T00:00:00Z"
+    found = graph.ok("GET", f"/me/events/{invited['id']}/instances?{window}", headers=ids)
+    second = found["value"][1]["id"]
+    answered = graph.call("POST", f"/me/events/{second}/decline", headers=ids,
+                          json={"comment": "Away", "sendResponse": True})  # fmt: skip
+    assert (answered.status_code, answered.content) == (202, b"")
+    declined = graph.ok("GET", f"/me/events/{second}", headers=ids)
+    assert (declined["type"], declined["responseStatus"]["response"]) == ("exception", "declined")
+    assert [a["status"]["response"] for a in declined["attendees"]] == ["declined"]
+    # The series keeps its answer, and its other occurrences theirs.
+    assert (
+        graph.ok("GET", f"/me/events/{invited['id']}", headers=ids)["responseStatus"]
+        == (master["responseStatus"])
+    )
+    found = graph.ok("GET", f"/me/events/{invited['id']}/instances?{window}", headers=ids)
+    assert [o["responseStatus"]["response"] for o in found["value"]] == [
+        "notResponded", "declined", "notResponded"]  # fmt: skip
+    # Accepting the whole meeting; the organizer's own meeting cannot be answered.
+    accepted = graph.call("POST", f"/me/events/{invited['id']}/accept", headers=ids, json={})
+    assert accepted.status_code == 202
+    read = graph.ok("GET", f"/me/events/{invited['id']}", headers=ids)
+    assert read["responseStatus"]["response"] == "accepted"
+    own = graph.create()
+    assert code(graph.call("POST", f"/me/events/{own['id']}/decline", json={})) == (
+        400, "ErrorInvalidRequest")  # fmt: skip
+    assert code(graph.call("POST", f"/me/events/{invited['id']}/decline",
+                           json={"unknown": 1})) == (400, "RequestBodyRead")  # fmt: skip

@@ -140,6 +140,36 @@ async def delete_event(request: Request, event_id: str) -> Response:
     return Response(status_code=204)
 
 
+# The answers an invited user gives (``POST /events/{id}/accept`` and so on), as the
+# ``responseStatus`` each leaves.
+_ANSWERS = {"accept": "accepted", "tentativelyAccept": "tentativelyAccepted",
+            "decline": "declined"}  # fmt: skip
+
+
+async def respond_to_event(request: Request, event_id: str, answer_name: str) -> Response:
+    """``accept``, ``tentativelyAccept``, ``decline``: ``{"comment"?, "sendResponse"?}``;
+    202 without a body. An occurrence's id answers that occurrence alone."""
+    found = call(request, f"events.{answer_name}")
+    entry = _resolve(request, found, event_id)
+    body = await body_of(request)
+    if not isinstance(body, dict) or set(body) - {"comment", "sendResponse", "proposedNewTime"}:
+        raise GraphError(400, "RequestBodyRead", "The request body holds an unknown property.")
+    state_of(request).events.respond(found.mailbox, entry, _ANSWERS[answer_name])
+    return Response(status_code=202)
+
+
+async def accept_event(request: Request, event_id: str) -> Response:
+    return await respond_to_event(request, event_id, "accept")
+
+
+async def tentatively_accept_event(request: Request, event_id: str) -> Response:
+    return await respond_to_event(request, event_id, "tentativelyAccept")
+
+
+async def decline_event(request: Request, event_id: str) -> Response:
+    return await respond_to_event(request, event_id, "decline")
+
+
 async def instances(request: Request, event_id: str) -> Response:
     found = call(request, "events.instances")
     entry = _resolve(request, found, event_id)
@@ -183,6 +213,9 @@ _ROUTES: tuple[tuple[str, Callable[..., Awaitable[Response]], str], ...] = (
     ("/calendarView", calendar_view, "GET"),
     ("/calendarView/delta", calendar_view_delta, "GET"),
     ("/events/{event_id}/instances", instances, "GET"),
+    ("/events/{event_id}/accept", accept_event, "POST"),
+    ("/events/{event_id}/tentativelyAccept", tentatively_accept_event, "POST"),
+    ("/events/{event_id}/decline", decline_event, "POST"),
     ("/events/{event_id}", get_event, "GET"),
     ("/events/{event_id}", update_event, "PATCH"),
     ("/events/{event_id}", delete_event, "DELETE"),

@@ -315,6 +315,33 @@ class Events:
         self._mail_update(mailbox, item, before.get("attendees") or [], body["attendees"])
         return self.entry(mailbox, item)
 
+    def respond(self, mailbox: Mailbox, entry: Entry, response: str) -> None:
+        """``accept``, ``tentativelyAccept`` or ``decline`` of a meeting the mailbox was
+        invited to: its ``responseStatus`` and its own attendee's status say the answer;
+        an occurrence answered on its own becomes an exception of its series, as in
+        Outlook (the rest of the series keeps its answer). The organizer cannot answer."""
+        calendar = self._writable(mailbox, entry)
+        if calendar.items[entry.key.split("/", 1)[0]].body.get("isOrganizer", True):
+            raise GraphError(
+                400,
+                "ErrorInvalidRequest",
+                "Your request can't be completed. You can't respond to this meeting because "
+                "you're the meeting organizer.",
+            )
+        if entry.kind == "occurrence":
+            item = self._exception(mailbox, calendar, entry)
+            change = "created"
+        else:
+            item = calendar.items[entry.key]
+            change = "updated"
+        answered = {"response": response, "time": times.timestamp(self.clock())}
+        item.body["responseStatus"] = answered
+        for attendee in item.body.get("attendees") or []:
+            address = str((attendee.get("emailAddress") or {}).get("address") or "")
+            if address.lower() == mailbox.email.lower():
+                attendee["status"] = dict(answered)
+        self._record(mailbox, item, change)
+
     def _exception(self, mailbox: Mailbox, calendar: Calendar, entry: Entry) -> Item:
         """The exception an occurrence becomes when it is changed."""
         master = calendar.items[entry.key.split("/", 1)[0]]
