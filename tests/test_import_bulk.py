@@ -23,6 +23,7 @@ from crmcal.crm.activities import (
     WriteOptions,
     check_new,
     create_activities,
+    find_by_uids,
     load_in_order,
     write_activities,
 )
@@ -345,6 +346,60 @@ def test_activities_as_written_are_the_activities_read_back(db_url: str) -> None
 
     stored, written = run(main())
     assert written == stored
+
+
+def test_activities_found_by_uid_are_the_owner_s_each_looked_up_by_its_uid(db_url: str) -> None:
+    """What a batch of an import finds by uid (a copy's uid taken already, an event
+    claiming an activity) is the owner's activities with those uids, trashed ones too,
+    another owner's never; and SQLite finds each by the uid's index, not by walking all
+    of the owner's activities (the index on the owner looks narrower to it), which made
+    each batch of a first import read every activity the batches before it wrote."""
+
+    def items(tag: str, n: int) -> list[tuple[ActivityCreate, str | None]]:
+        return [
+            (ActivityCreate(type="meeting", subject=f"{tag} {k}", timezone="UTC",
+                            start=f"2027-03-28T0{k % 9}:30:00"), f"{tag}{k:03d}")
+            for k in range(n)
+        ]  # fmt: skip
+
+    async def main() -> tuple[list[str], list[str]]:
+        db = Database(db_url)
+        statements: list[tuple[str, Any]] = []
+
+        def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+            statements.append((statement, parameters))
+
+        try:
+            async with db.write() as session:
+                owner, _ = await create_user(session, UserCreate(email="o@crm.test", name="O"))
+                other, _ = await create_user(session, UserCreate(email="x@crm.test", name="X"))
+                mine = await write_activities(session, owner, items("mine", 40), TEST)
+                await write_activities(session, other, items("theirs", 3), TEST)
+                trashed = await session.get(Activity, mine[1].id)
+                assert trashed is not None
+                trashed.deleted_at = trashed.created_at
+            async with db.read() as session:
+                connection = await session.connection()
+                sa_event.listen(connection.sync_engine, "before_cursor_execute", seen)
+                found = await find_by_uids(
+                    session, owner.id, ["mine000", "mine001", "theirs000", "nobody"]
+                )
+                sa_event.remove(connection.sync_engine, "before_cursor_execute", seen)
+                ((asked, parameters),) = [s for s in statements if "FROM activities" in s[0]]
+                plan = []
+                if connection.dialect.name == "sqlite":
+                    explained = f"EXPLAIN QUERY PLAN {asked}"
+                    rows = await connection.exec_driver_sql(explained, parameters)
+                    plan = [str(row[-1]) for row in rows]
+            return sorted(a.uid for a in found), plan
+        finally:
+            await db.dispose()
+
+    uids, plan = run(main())
+    assert uids == ["mine000", "mine001"]
+    if plan:
+        assert not any("ix_activities_owner" in step for step in plan), plan
+        assert any("USING INDEX sqlite_autoindex_activities" in step for step in plan), plan
 
 
 def test_activities_checked_beforehand_are_written_as_their_input_is(db_url: str) -> None:

@@ -139,11 +139,16 @@ async def load(session: AsyncSession, activity_id: int) -> Activity:
 
 
 async def find_by_uids(session: AsyncSession, owner_id: int, uids: list[str]) -> list[Activity]:
-    """The owner's activities (trashed ones too) with these uids."""
+    """The owner's activities (trashed ones too) with these uids.
+
+    Asked by uid alone, the owner checked on what comes back: a uid is unique, so the
+    database looks each one up in its index, where with the owner in the query SQLite
+    walked all of the owner's activities (their index looked the narrower one), once
+    for each batch of an import: its cost grew with every batch written."""
     if not uids:
         return []
-    query = select(Activity).where(Activity.owner_id == owner_id, Activity.uid.in_(uids))
-    return list(await session.scalars(query))
+    query = select(Activity).where(Activity.uid.in_(uids))
+    return [a for a in await session.scalars(query) if a.owner_id == owner_id]
 
 
 async def get_activity(session: AsyncSession, viewer: User, activity_id: int) -> Activity:
