@@ -4,6 +4,7 @@ without building each row's parameters in SQLAlchemy."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import zoneinfo
 from typing import Any
 
@@ -277,3 +278,29 @@ def test_one_row_shared_by_many_with_columns_given_apart(
 async def _insert_short(db: Database, given: list[dict[str, Any]]) -> None:
     async with db.write() as session:
         await bulk.insert_many(session, PROBE, given, {"id": [1, 2]})
+
+
+def test_json_given_as_text_is_stored_as_its_value_would_be(db_url: str) -> None:
+    """A JSON column's values given encoded already (an import's link digests, encoded
+    where their events were parsed) are stored as the values themselves would be: the
+    same text on SQLite, the same JSON elsewhere."""
+
+    def without_data(first: int) -> list[dict[str, Any]]:
+        return [{k: v for k, v in row.items() if k != "data"} for row in rows(first, 30)]
+
+    async def body(db: Database) -> tuple[list[Any], list[Any]]:
+        async with db.write() as session:
+            await session.execute(insert(PROBE), rows(0, 30))
+            texts = [json.dumps(row["data"]) for row in rows(1000, 30)]
+            await bulk.insert_many(session, PROBE, without_data(1000), json_texts={"data": texts})
+            with pytest.raises(ValueError, match="a value for each row"):
+                await bulk.insert_many(session, PROBE, without_data(2000), json_texts={"data": []})
+        async with db.read() as session:
+            stored = text("SELECT data FROM bulk_probe WHERE id >= :low AND id < :high ORDER BY id")
+            given = list(await session.scalars(stored, {"low": 0, "high": 1000}))
+            encoded = list(await session.scalars(stored, {"low": 1000, "high": 2000}))
+        return given, encoded
+
+    given, encoded = run(_with_tables(db_url, body))
+    assert len(encoded) == 30
+    assert encoded == given

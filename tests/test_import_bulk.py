@@ -7,6 +7,7 @@ by the engine; the database statements are counted with SQLAlchemy's cursor even
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from sqlalchemy import delete as sa_delete
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, inspect, select, text
 
+from crmcal import bulk
 from crmcal import db as dbmod
 from crmcal.config import Settings
 from crmcal.crm import series as series_module
@@ -211,6 +213,16 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
         expanded.append(self.rrule)
         return starts(self, *args)
 
+    encoded: list[Any] = []
+    dumps = json.dumps
+
+    def encoded_here(value: Any, *args: Any, **kwargs: Any) -> str:
+        encoded.append(value)
+        return dumps(value, *args, **kwargs)
+
+    # JSON encoded in this process (the statements' plans made again, to call it).
+    monkeypatch.setattr(json, "dumps", encoded_here)
+    monkeypatch.setattr(bulk, "_PLANS", {})
     monkeypatch.setattr(Rule, "starts", starts_here)
     monkeypatch.setattr(import_fields, "_computed", counted)
     monkeypatch.setattr(mapping, "derived_uid", derived_here)
@@ -232,6 +244,21 @@ def test_the_crm_fields_of_a_first_import_are_computed_where_its_events_are_pars
     # Nor are a series' occurrences counted from its rule again (counted ahead).
     assert expanded == []
     assert run(totals(db_url, owner))["series"] == 8
+    # Nor are the links' field digests encoded as JSON here: they come as text.
+    stored = run(link_digests(db_url, owner))
+    assert len(stored) == 79
+    assert not [value for value in encoded if value in stored]
+
+
+async def link_digests(db_url: str, owner_id: int) -> list[Any]:
+    """The field digests the owner's links keep, as read back."""
+    db = Database(db_url)
+    try:
+        async with db.read() as session:
+            query = select(Link.field_hashes).join(Connection).where(Connection.user_id == owner_id)
+            return list(await session.scalars(query))
+    finally:
+        await db.dispose()
 
 
 def test_events_the_crm_refuses_are_skipped_and_the_rest_imported_in_batches(

@@ -13,10 +13,16 @@ their ``created_at``, ``updated_at``, flags and NULLs, and processing every row'
 copy of them was most of the cost left in Python. By identity, not equality: equal
 values may bind apart (the two 02:30 of a night the clocks go back are equal
 datetimes of different instants; True and 1 are different JSON).
+
+A JSON column's values may come encoded already (``json_texts``: an import's links
+have their digests encoded where their events were parsed, off the event loop): on
+SQLite they are bound as they are, the text SQLAlchemy would bind for them; elsewhere
+they are decoded and bound as any value.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
@@ -37,23 +43,29 @@ async def insert_many(
     table: Table,
     rows: list[dict[str, Any]],
     columns: Mapping[str, Sequence[Any]] | None = None,
+    json_texts: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
     """INSERT ``rows`` (dicts with the same keys) into ``table`` in the session's
     transaction; ``columns``: more columns, given apart, a value for each row (an id
-    that differs from row to row, beside rows that may be one dict shared by many)."""
+    that differs from row to row, beside rows that may be one dict shared by many);
+    ``json_texts``: JSON columns given apart the same way, each value as the text
+    ``json.dumps`` makes of it (what SQLAlchemy binds for it on SQLite)."""
     if not rows:
         return
     connection = await session.connection()
-    extra = columns or {}
+    texts = json_texts or {}
+    extra = {**(columns or {}), **texts}
     if any(len(values) != len(rows) for values in extra.values()):
         raise ValueError("a column given apart needs a value for each row")
     keys = (*rows[0], *extra)
     dialect = connection.dialect
     if dialect.name != "sqlite" or not _direct(table, keys, rows, extra):
-        await session.execute(insert(table), _merged(rows, extra))
+        decoded = {key: [json.loads(text) for text in values] for key, values in texts.items()}
+        await session.execute(insert(table), _merged(rows, {**extra, **decoded}))
         return
     statement, plan = _plan(table, keys, dialect)
-    await connection.exec_driver_sql(statement, _bound(rows, plan, extra))
+    bound = [(key, None if key in texts else process) for key, process in plan]
+    await connection.exec_driver_sql(statement, _bound(rows, bound, extra))
 
 
 def _merged(rows: list[dict[str, Any]], extra: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -111,7 +112,10 @@ class NewLinkHashes:
 
     named: Named
     crm_hash: str
-    field_hashes: dict[str, Any]
+    # The link's field digests as the JSON text stored (``json.dumps`` of them):
+    # encoded here, where the event is parsed, not on the event loop as its batch is
+    # written, and a text crosses from the pool cheaper than the dict.
+    field_hashes: str
 
     def for_written(self, written: Written) -> NewLinkHashes | None:
         return self if named(written.participants) == self.named else None
@@ -241,7 +245,8 @@ def _link_hashes(
     # Mostly the calendar's event itself: compared once, for its hash and digests.
     alike = same_content(crm, event)
     crm_hash = event.content_hash() if alike else crm.content_hash()
-    return NewLinkHashes(named(participants), crm_hash, field_hashes(crm, event, alike=alike))
+    hashes = field_hashes(crm, event, alike=alike)
+    return NewLinkHashes(named(participants), crm_hash, json.dumps(hashes))
 
 
 def _new_series(
@@ -281,4 +286,4 @@ def _new_series(
     hashes = series_units.remembered_hashes(
         {}, series_units.digests_of(master, within), series_units.digests_of(event, within)
     )
-    return data, NewLinkHashes(named(people), content_hash_beside(crm, event), hashes)
+    return data, NewLinkHashes(named(people), content_hash_beside(crm, event), json.dumps(hashes))

@@ -9,6 +9,7 @@ and taken through series_sync on its own (it may relink it).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -160,10 +161,11 @@ class Imports:
             series = await self._series_made(session, unknown)
             now = utcnow()
             rows = []
+            texts = []  # each link's field digests, as JSON text (see NewLinkHashes)
             for written, item, hashed in zip(created, writing, known, strict=True):
                 event = item.event
                 if hashed is not None:
-                    crm_hash, hashes = hashed.crm_hash, hashed.field_hashes
+                    crm_hash, text = hashed.crm_hash, hashed.field_hashes
                 else:
                     activity = written.activity()
                     crm_event = engine._event_of(activity)
@@ -175,6 +177,8 @@ class Imports:
                         hashes = engine.series.new_link_hashes(made, [activity], event)
                     else:
                         hashes = field_hashes(crm_event, event)
+                    text = json.dumps(hashes)
+                texts.append(text)
                 rows.append(
                     {
                         "connection_id": engine.ctx.connection_id,
@@ -184,7 +188,6 @@ class Imports:
                         "remote_etag": item.ref.etag,
                         "remote_hash": event.content_hash(),
                         "crm_hash": crm_hash,
-                        "field_hashes": hashes,
                         "origin": LinkOrigin.CALENDAR,
                         # Read from the calendar, not made by crmcal: nothing to confirm.
                         # Given, so that the rows bind without a default filled per row.
@@ -192,7 +195,9 @@ class Imports:
                         "last_synced_at": now,
                     }
                 )
-            await bulk.insert_many(session, table_of(Link), rows)
+            await bulk.insert_many(
+                session, table_of(Link), rows, json_texts={"field_hashes": texts}
+            )
         engine.report.created += len(created)
         return later
 
