@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from crmcal.crm.errors import Invalid
-from crmcal.crm.times import midnight_utc, parse_date, parse_datetime, parse_rule
+from crmcal.crm.times import midnight_utc, parse_date, parse_datetime, parse_rule, rule_read
 
 Moment = dt.datetime | dt.date
 
@@ -52,21 +52,30 @@ class Rule:
         """The occurrences' starts (dates for all-day) whose instants lie in
         [``after``, ``before``), at most ``limit`` of them, in order; EXDATEs left out."""
         dtstart = self._dtstart()
-        try:
-            rule = parse_rule(self.rrule, dtstart, self.tz)
-        except (ValueError, TypeError, OverflowError, IndexError) as exc:
-            raise Invalid(f"recurrence: {exc}") from None
         if self.all_day:
             lo = after.astimezone(self.tz).replace(tzinfo=None) - dt.timedelta(days=1)
             hi = before.astimezone(self.tz).replace(tzinfo=None) + dt.timedelta(days=1)
         else:
             lo, hi = after.astimezone(self.tz), before.astimezone(self.tz)
+        # Made once for the start and the window's end, from the rule as read where it
+        # can be (``rule_read``), else read for the start and then bounded.
+        try:
+            read = rule_read(self.rrule, dtstart, self.tz)
+            start = dtstart if read is not None else None  # None: read for its start
+            if read is None:
+                read = parse_rule(self.rrule, dtstart, self.tz)
+        except (ValueError, TypeError, OverflowError, IndexError) as exc:
+            raise Invalid(f"recurrence: {exc}") from None
         # An UNTIL at the window's end bounds the work even for a rule that never
         # matches (dateutil would otherwise search up to the year 9999).
-        until = getattr(rule, "_until", None)
+        until = getattr(read, "_until", None)
+        bound = hi if until is None else min(until, hi)
         with warnings.catch_warnings():  # COUNT with UNTIL: dateutil frowns, honours both
             warnings.simplefilter("ignore", DeprecationWarning)
-            rule = rule.replace(until=hi if until is None else min(until, hi))
+            if start is None:
+                rule = read.replace(until=bound)
+            else:
+                rule = read.replace(dtstart=start, until=bound)
         found: dict[dt.datetime, Moment] = {}
         for value in rule.xafter(lo, inc=True):
             moment: Moment = value.date() if self.all_day else value.astimezone(dt.UTC)

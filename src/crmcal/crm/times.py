@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -206,7 +207,43 @@ def until_like_start(rule: str, dtstart: dt.datetime, tz: dt.tzinfo = dt.UTC) ->
 def parse_rule(rule: str, dtstart: dt.datetime, tz: dt.tzinfo = dt.UTC) -> rrule:
     """The dateutil rule of one RRULE value from ``dtstart`` (see ``until_like_start``);
     ValueError, TypeError, OverflowError or IndexError for a rule it cannot read."""
-    found = rrulestr(until_like_start(rule, dtstart, tz), dtstart=dtstart)
+    read = rule_read(rule, dtstart, tz)
+    if read is None:
+        return _single(rrulestr(until_like_start(rule, dtstart, tz), dtstart=dtstart))
+    return read.replace(dtstart=dtstart)
+
+
+def rule_read(rule: str, dtstart: dt.datetime, tz: dt.tzinfo = dt.UTC) -> rrule | None:
+    """``parse_rule``'s rule as read from its text, from a start of its own: what
+    ``replace(dtstart=dtstart)`` (with any other change) makes ``parse_rule``'s of.
+    Raises as ``parse_rule`` does. None for a text that is more than one rule's parts
+    (several lines, a DTSTART of its own ...): dateutil reads such a text with the
+    start, and ``parse_rule`` reads it whole each time."""
+    text = until_like_start(rule, dtstart, tz)
+    # What dateutil reads as one rule's parts alone (``rrulestr``: one word, no
+    # property name but RRULE), which it makes with the start it is given.
+    if len(text.split()) != 1 or (":" in text and not text.upper().startswith("RRULE:")):
+        return None
+    return _read(text, dtstart.tzinfo is not None)
+
+
+# The starts a rule is first read from: only whether it is aware matters to what the
+# reading accepts (an UNTIL in UTC goes with an aware start, a local one with a naive).
+_AWARE_START = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_NAIVE_START = dt.datetime(2000, 1, 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _read(text: str, aware: bool) -> rrule:
+    """The rule of ``text`` from a start of its own, read once a process: a series' rule
+    is read for each of its checks and expansions, and an import's series mostly share a
+    few rules; reading its text cost dateutil twice what making the rule from its parts
+    for a start does (``rrule.replace``, which takes the start's defaults anew: the
+    weekday of a weekly rule without BYDAY ...). Only ever replaced, never iterated."""
+    return _single(rrulestr(text, dtstart=_AWARE_START if aware else _NAIVE_START))
+
+
+def _single(found: object) -> rrule:
     if not isinstance(found, rrule):  # an RRULE value is one rule, never a set
         raise ValueError("not a single RRULE value")
     return found
