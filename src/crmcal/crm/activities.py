@@ -449,7 +449,14 @@ def check_new(data: ActivityCreate, owner_timezone: str, *, from_calendar: bool 
     without the database; raises Invalid as it would. ``from_calendar``: the sync
     bringing a calendar's event, whose rule may pair its UNTIL with its start otherwise
     than RFC 5545 wants (read as meant, not refused as a person's rule is)."""
-    values = data.model_dump()
+    return check_values(data.model_dump(), owner_timezone, from_calendar=from_calendar)
+
+
+def check_values(
+    values: dict[str, Any], owner_timezone: str, *, from_calendar: bool = False
+) -> Checked:
+    """``check_new`` of the ``ActivityCreate`` whose ``model_dump()`` is ``values``
+    (``schemas.create_values`` makes them without the model); changes ``values``."""
     # The owner's own zone is the natural default for times written without one.
     # Left out, all_day follows the start's form: a date makes an all-day activity.
     defaults = {"all_day": times.is_date(values["start"]), "done": False, "busy": True,
@@ -467,14 +474,17 @@ def check_new(data: ActivityCreate, owner_timezone: str, *, from_calendar: bool 
     columns.update(type=values["type"], all_day=values["all_day"], timezone=values["timezone"])
     columns.update(resolved)
     return Checked(
-        owner_id=data.owner_id,
+        owner_id=values["owner_id"],
         zone_default=zone_default,
         type=values["type"],
         columns=columns,
         links={k: values.get(k) for k in ("deal_id", "person_id", "organization_id")},
-        participants=tuple(_given(p) for p in data.participants or ()),
-        exdates=data.exdates,
-        rdates=data.rdates,
+        participants=tuple(
+            (p["email"], p["name"], p["person_id"], p["status"])
+            for p in values["participants"] or ()
+        ),
+        exdates=values["exdates"],
+        rdates=values["rdates"],
     )
 
 

@@ -496,6 +496,116 @@ class ActivityCreate(ActivityFields):
     start: When
 
 
+# --- an ActivityCreate's values without the model ----------------------------------
+# What ``create_values`` checks of each field, as ``ActivityCreate`` does: a text's
+# bounds (None: optional), a whole number's bounds, and the choices of a literal.
+_TEXTS: dict[str, tuple[int, int, bool]] = {
+    "subject": (1, 255, False), "start": (1, 40, False), "end": (1, 40, True),
+    "timezone": (1, 64, True), "location": (0, 500, True), "note": (0, 65536, True),
+    "recurrence": (1, 1000, True),
+}  # fmt: skip
+_BOOLEANS = frozenset({"all_day", "done", "busy", "notify_participants"})
+_NUMBERS: dict[str, tuple[int, int]] = {
+    "owner_id": (1, MAX_ID), "deal_id": (1, MAX_ID), "person_id": (1, MAX_ID),
+    "organization_id": (1, MAX_ID), "reminder_minutes": (0, 40320),
+}  # fmt: skip
+_VISIBILITIES = frozenset(get_args(Visibility))
+_STATUSES = frozenset(get_args(ParticipantStatus))
+_KEY_FULL = re.compile(_KEY_RE[1:-1])
+_DATE_LISTS = ("exdates", "rdates")
+
+
+def _is_text(value: object, low: int, high: int) -> bool:
+    """Whether ``value`` passes a ``Text(high, low)`` field as it is (plain ``str``)."""
+    if type(value) is not str or not low <= len(value) <= high or "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_number(value: object, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _participant_values(given: object) -> dict[str, Any] | None:
+    """``ParticipantIn(**given).model_dump()`` where it holds, else None."""
+    if type(given) is not dict or not given.keys() <= {"email", "name", "person_id", "status"}:
+        return None
+    email, name = given.get("email"), given.get("name")
+    person_id, status = given.get("person_id"), given.get("status")
+    if email is not None:
+        if type(email) is not str or len(email) > 320:
+            return None
+        try:
+            email = normalise_email(email)
+        except ValueError:
+            return None
+    elif person_id is None:
+        return None
+    fits = (
+        (name is None or _is_text(name, 0, 200))
+        and (person_id is None or _is_number(person_id, 1, MAX_ID))
+        and (status is None or (type(status) is str and status in _STATUSES))
+    )
+    return (
+        {"email": email, "name": name, "person_id": person_id, "status": status} if fits else None
+    )
+
+
+def _fits(name: str, value: Any) -> bool:
+    """Whether the value of the field ``name`` passes ``ActivityCreate`` as it is."""
+    if value is None:
+        return name not in ("type", "subject", "start")
+    if name in _TEXTS:
+        low, high, _ = _TEXTS[name]
+        return _is_text(value, low, high)
+    if name in _BOOLEANS:
+        return type(value) is bool
+    if name in _NUMBERS:
+        return _is_number(value, *_NUMBERS[name])
+    if name == "type":
+        return type(value) is str and len(value) <= 64 and _KEY_FULL.fullmatch(value) is not None
+    if name == "visibility":
+        return type(value) is str and value in _VISIBILITIES
+    # The lists: dates, or participants (read apart, by ``create_values``).
+    return type(value) is list and len(value) <= 1000 and all(_is_text(one, 1, 40) for one in value)
+
+
+def create_values(fields: dict[str, Any]) -> dict[str, Any] | None:
+    """``ActivityCreate(**fields).model_dump()``, for fields of plain values (``str``,
+    ``bool``, ``int``, lists and dicts) that the model accepts as they are, without
+    building it: a first import checks thousands of events, and the model cost more
+    than the rest of their checks. None wherever the model must decide (anything it
+    refuses, with its message, or converts, or any other shape): the caller asks it
+    then, so what is accepted, and how a refusal reads, is the model's alone."""
+    if not fields.keys() <= _CREATE_FIELDS.keys() or not fields.keys() >= _REQUIRED:
+        return None
+    values: dict[str, Any] = dict(_CREATE_FIELDS)
+    for name, value in fields.items():
+        if name == "participants" and value is not None:
+            if type(value) is not list or len(value) > MAX_PARTICIPANTS:
+                return None
+            people = [_participant_values(one) for one in value]
+            if None in people:
+                return None
+            values[name] = people
+        elif not _fits(name, value):
+            return None
+        else:
+            values[name] = list(value) if name in _DATE_LISTS and value is not None else value
+    return values
+
+
+# Every field of ActivityCreate, in its order, with its default (None for each).
+_CREATE_FIELDS: dict[str, None] = dict.fromkeys(ActivityCreate.model_fields)
+_REQUIRED = frozenset(n for n, f in ActivityCreate.model_fields.items() if f.is_required())
+
+
 Scope = Literal["this", "following", "series"]
 
 

@@ -23,7 +23,6 @@ computes them itself from what was written.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 from dataclasses import dataclass, field, replace
@@ -35,13 +34,13 @@ from crmcal.crm import series as crm_series
 from crmcal.crm.activities import (
     Checked,
     Written,
-    check_new,
+    check_values,
     new_row,
     participants_as_given,
     read_as_written,
 )
 from crmcal.crm.errors import CrmError
-from crmcal.crm.schemas import ActivityCreate
+from crmcal.crm.schemas import ActivityCreate, create_values
 from crmcal.crm.tables import User, utcnow
 from crmcal.model import CalendarEvent, content_hash_beside, same_content
 from crmcal.sync import mapping, series_mapping, series_units
@@ -192,17 +191,25 @@ def _computed(event: CalendarEvent, importer: Importer) -> ImportFields:
     organizer = organizer_of(event, importer.owner_email, importer.own_addresses)
     if event.recurrence is not None and not event.recurrence.rrule.strip():
         return ImportFields(None, series_mapping.RDATES_ONLY, uid, organizer, None)
+    # The model's values made without it where they plainly hold (the model's own
+    # checks cost an event more than the rest of its fields): the model decides the rest.
+    values = create_values(fields)
+    if values is None:
+        try:
+            values = ActivityCreate(**fields).model_dump()
+        except ValidationError as exc:
+            return ImportFields(
+                None, f"the {what} cannot be stored: {refusal(exc)}", uid, organizer, None
+            )
+    data: ActivityCreate | Checked
     try:
-        model = ActivityCreate(**fields)
-    except ValidationError as exc:
-        return ImportFields(
-            None, f"the {what} cannot be stored: {refusal(exc)}", uid, organizer, None
-        )
-    data: ActivityCreate | Checked = model
-    with contextlib.suppress(CrmError):
         # Read as the CRM reads it (plain values, cheaper to send than the model); one
         # the CRM refuses goes as it came, to be refused where it is written, as ever.
-        data = _sharing_text(check_new(model, importer.owner_timezone, from_calendar=True), event)
+        checked = check_values(values, importer.owner_timezone, from_calendar=True)
+    except CrmError:
+        data = ActivityCreate(**fields)
+    else:
+        data = _sharing_text(checked, event)
     link = None
     if isinstance(data, Checked) and not event.recurring:
         if not importer.options.include_deal_and_contact_info:
@@ -278,7 +285,8 @@ def _new_series(
         return data, None
     series.id = 0
     first_row, people = crm_series.first_occurrence(series, rule, starts[0], item)
-    first = Written(0, first_row, people).activity()
+    # Only read (as the link's hashes are): a plain object, without an ORM object's state.
+    first = read_as_written(first_row, people, 0)
     told = importer.mails_attendees
     crm = mapping.as_told(mapping.activity_to_event(first, owner, options), told)
     master = series_mapping.crm_master(series, [first], owner, options, told)
