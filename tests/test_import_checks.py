@@ -378,3 +378,20 @@ def _starts_read_each_time(
         for i in sorted(found)
         if after <= i < before and i not in left_out and i >= series.instant(series.first)
     ][:50]
+
+
+def test_an_address_is_read_once_and_as_before() -> None:
+    """An import reads the same attendees' addresses in event after event: each is
+    checked once a process, with the same answer (and the same refusal) every time."""
+    from crmcal.crm import schemas
+
+    schemas._remembered_email.cache_clear()
+    for _ in range(3):
+        assert schemas.normalise_email(" Anna.Weber@Example.ORG ") == "anna.weber@example.org"
+        with pytest.raises(ValueError, match="is not an e-mail address"):
+            schemas.normalise_email("anna weber")
+    assert schemas._remembered_email.cache_info().hits == 2
+    long = "a" * 500 + "@example.org"
+    with pytest.raises(ValueError, match="is not an e-mail address"):
+        schemas.normalise_email(long)
+    assert schemas._remembered_email.cache_info().currsize == 1

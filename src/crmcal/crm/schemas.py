@@ -116,10 +116,25 @@ def _is_int(annotation: Any) -> bool:
 
 def normalise_email(value: str) -> str:
     """Trimmed and lower-cased; raises ValueError when it is not an address."""
+    if len(value) > _REMEMBERED_EMAIL_LENGTH:
+        return _normalised_email(value)
+    return _remembered_email(value)
+
+
+# Addresses up to this long are read once a process (an import reads the same
+# attendees' addresses in event after event, each twice); longer ones, no address
+# anyway, are not kept.
+_REMEMBERED_EMAIL_LENGTH = 400
+
+
+def _normalised_email(value: str) -> str:
     email = value.strip().lower()
     if len(email) > 320 or not _EMAIL_RE.match(email):
         raise ValueError(f"{value!r} is not an e-mail address")
     return email
+
+
+_remembered_email = functools.lru_cache(maxsize=4096)(_normalised_email)
 
 
 class Text(GroupedMetadata):
