@@ -287,12 +287,7 @@ class Events:
             raise GraphError(
                 400, "ErrorInvalidRequest", "An occurrence of a series cannot have a recurrence."
             )
-        if entry.kind == "occurrence":
-            item = self._exception(mailbox, calendar, entry)
-            change = "created"
-        else:
-            item = calendar.items[entry.key]
-            change = "updated"
+        item, change = self._changed_item(mailbox, calendar, entry)
         before = item.body
         body = events.merged(before, written)
         if entry.kind in ("singleInstance", "seriesMaster"):
@@ -315,6 +310,13 @@ class Events:
         self._mail_update(mailbox, item, before.get("attendees") or [], body["attendees"])
         return self.entry(mailbox, item)
 
+    def _changed_item(self, mailbox: Mailbox, calendar: Calendar, entry: Entry) -> tuple[Item, str]:
+        """The item a change of ``entry`` lands on, and the change it records: an
+        occurrence changed on its own becomes a new exception of its series."""
+        if entry.kind == "occurrence":
+            return self._exception(mailbox, calendar, entry), "created"
+        return calendar.items[entry.key], "updated"
+
     def respond(self, mailbox: Mailbox, entry: Entry, response: str) -> None:
         """``accept``, ``tentativelyAccept`` or ``decline`` of a meeting the mailbox was
         invited to: its ``responseStatus`` and its own attendee's status say the answer;
@@ -328,12 +330,7 @@ class Events:
                 "Your request can't be completed. You can't respond to this meeting because "
                 "you're the meeting organizer.",
             )
-        if entry.kind == "occurrence":
-            item = self._exception(mailbox, calendar, entry)
-            change = "created"
-        else:
-            item = calendar.items[entry.key]
-            change = "updated"
+        item, change = self._changed_item(mailbox, calendar, entry)
         answered = {"response": response, "time": times.timestamp(self.clock())}
         item.body["responseStatus"] = answered
         for attendee in item.body.get("attendees") or []:
