@@ -5,7 +5,9 @@ user's own ``responseStatus``, Graph's ``POST /events/{occurrence id}/decline``.
 As on CalDAV (tests/providers/test_field_invitations.py), the answer is read without
 anything written back: the occurrences stay activities, with the CRM's own edits of
 them, nothing of the organizer's series is rewritten, and the next sync has nothing to
-do.
+do. Nor is anything written to the CRM: the answer shows in no field of an activity (the
+user is not among its participants), so no activity is touched and the change feed gets
+no row.
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
+from sqlalchemy import select
+
+from crmcal.crm import changefeed
+from crmcal.db import Database
 from tests.emulator_calls import emulator_calls
 from tests.microsoft_emulator import graph_time
+from tests.providers.harness import Foreign
 from tests.providers.synced import SOON, OnGoogle, OnMicrosoft, Synced
 
 # What crmcal could write with, by the emulators' names for the calls.
@@ -45,27 +53,55 @@ def sync_writing_nothing(on: Synced) -> dict[str, Any]:
     return counts
 
 
-async def the_same_occurrences_after(on: Synced, listed: list[dict[str, Any]]) -> None:
-    """The sync after the answer writes nothing and keeps the occurrences and the CRM's
-    note; the one after it has nothing to do."""
+def shown(found: Iterable[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The activities by id, as the CRM shows them (their link's state aside)."""
+    return {a["id"]: {k: v for k, v in a.items() if k != "sync"} for a in found}
+
+
+async def newest_change(db_url: str) -> int:
+    """The change feed's newest sequence number (0 when empty)."""
+    db = Database(db_url)
+    try:
+        async with db.read() as session:
+            return int(await session.scalar(select(changefeed.head())) or 0)
+    finally:
+        await db.dispose()
+
+
+async def the_same_occurrences_after(
+    on: Synced, listed: list[dict[str, Any]], head: int, db_url: str
+) -> None:
+    """The sync after the answer writes nothing to the calendar, nor to the CRM: the
+    occurrences as ``listed`` (with the CRM's note), not one of them touched, and no
+    row in the change feed after ``head``; the sync after it has nothing to do."""
     sync_writing_nothing(on)
     after = {a["id"]: a for a in occurrences(on)}
-    assert set(after) == {a["id"] for a in listed}
+    assert shown(after.values()) == shown(listed)
     assert after[listed[1]["id"]]["note"] == "Ask about pricing"
+    assert await newest_change(db_url) == head
     counts = sync_writing_nothing(on)
     assert (counts["created"], counts["updated"], counts["deleted"]) == (0, 0, 0)
 
 
 async def test_a_google_occurrence_declined_is_read_and_nothing_written(
-    on_google: OnGoogle,
+    on_google: OnGoogle, db_url: str
 ) -> None:
     on, harness = on_google, on_google.harness
-    series_id = await on.put_board_invitation("Weekly board", rrule="FREQ=WEEKLY;COUNT=4")
+    # No guest has answered yet: the CRM keeps each occurrence's own answers, and one
+    # the organizer's series carried would show on the instance once it stands apart.
+    start = SOON.astimezone(dt.UTC) + dt.timedelta(days=1)
+    series_id = await harness.put_foreign(
+        Foreign(summary="Weekly board", start=start, end=start + dt.timedelta(hours=1),
+                rrule="FREQ=WEEKLY;COUNT=4", organizer=("boss@elsewhere.test", "The Boss"),
+                attendees=((harness.email, "Sam", "needs_action"),
+                           ("ann@acme.test", "Ann", "needs_action")))
+    )  # fmt: skip
     on.connect()
     on.sync()
-    listed = occurrences(on)
-    on.edit_activity(listed[1]["id"], note="Ask about pricing", done=True)
+    first = occurrences(on)
+    on.edit_activity(first[1]["id"], note="Ask about pricing", done=True)
     sync_writing_nothing(on)
+    listed, head = occurrences(on), await newest_change(db_url)
     master = await harness.api("GET", harness._events(series_id))
     # Sam declines the third occurrence: Google's clients PATCH that instance.
     instances = await harness.api("GET", harness._events(series_id) + "/instances")
@@ -75,7 +111,7 @@ async def test_a_google_occurrence_declined_is_read_and_nothing_written(
     ]})  # fmt: skip
     declined = await harness.api("GET", harness._events(third["id"]))
     assert [a["responseStatus"] for a in declined["attendees"] if a.get("self")] == ["declined"]
-    await the_same_occurrences_after(on, listed)
+    await the_same_occurrences_after(on, listed, head, db_url)
     # The organizer's series is as it was: the answer is the instance's alone.
     assert await harness.api("GET", harness._events(series_id)) == master
     stored = json.loads(await harness.read_raw(series_id))
@@ -83,7 +119,7 @@ async def test_a_google_occurrence_declined_is_read_and_nothing_written(
 
 
 async def test_a_graph_occurrence_declined_is_read_and_nothing_written(
-    on_microsoft: OnMicrosoft,
+    on_microsoft: OnMicrosoft, db_url: str
 ) -> None:
     on, harness = on_microsoft, on_microsoft.harness
     start = (SOON.astimezone(dt.UTC) + dt.timedelta(days=1)).replace(tzinfo=None)
@@ -103,9 +139,10 @@ async def test_a_graph_occurrence_declined_is_read_and_nothing_written(
     })  # fmt: skip
     on.connect()
     on.sync()
-    listed = occurrences(on)
-    on.edit_activity(listed[1]["id"], note="Ask about pricing", done=True)
+    first = occurrences(on)
+    on.edit_activity(first[1]["id"], note="Ask about pricing", done=True)
     sync_writing_nothing(on)
+    listed, head = occurrences(on), await newest_change(db_url)
     master = await harness.api("GET", f"/me/events/{series_id}")
     window = {"startDateTime": "2026-01-01T00:00:00Z", "endDateTime": "2027-12-31T00:00:00Z"}
     found = await harness.api("GET", f"/me/events/{series_id}/instances", params=window)
@@ -114,6 +151,6 @@ async def test_a_graph_occurrence_declined_is_read_and_nothing_written(
                       json={"comment": "Away that week", "sendResponse": True})  # fmt: skip
     declined = await harness.api("GET", f"/me/events/{third['id']}")
     assert (declined["type"], declined["responseStatus"]["response"]) == ("exception", "declined")
-    await the_same_occurrences_after(on, listed)
+    await the_same_occurrences_after(on, listed, head, db_url)
     # The organizer's series is as it was: the answer is the occurrence's alone.
     assert await harness.api("GET", f"/me/events/{series_id}") == master

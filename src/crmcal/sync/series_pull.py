@@ -218,8 +218,9 @@ class SeriesPull:
         fields = _partial_guests(override, occurrence, fields)
         if invitation:
             fields.pop("note", None)
+        fields = _news(fields, engine._fields(ours, occurrence))
         if not fields:
-            return
+            return  # the exception differs from ours only in what the CRM does not show
         try:
             data = ActivityUpdate(**fields, scope="this")
         except ValidationError as exc:
@@ -228,6 +229,21 @@ class SeriesPull:
             session, owner, occurrence.id, data, origin=ctx.origin,
             as_contacts=ctx.options.attendees_to_contacts, from_calendar=True,
         )  # fmt: skip
+
+
+# Fields the CRM takes in together: one of them changed, all of them are written.
+_TOGETHER = (("start", "end", "timezone", "all_day"),)
+
+
+def _news(fields: dict[str, Any], ours: Mapping[str, Any]) -> dict[str, Any]:
+    """``fields`` without those the occurrence has already (``ours``: its own fields, as
+    the calendar's version of it would give them). An exception can differ from the
+    occurrence in what the CRM does not show (the user's own answer to an invitation,
+    the user among the attendees): writing that would touch the activity, and put a
+    change in the feed, for nothing."""
+    changed = {name for name, value in fields.items() if ours.get(name, value) != value}
+    changed |= {n for group in _TOGETHER if changed & set(group) for n in group}
+    return {name: value for name, value in fields.items() if name in changed}
 
 
 def _partial_guests(
