@@ -241,7 +241,7 @@ def _news(fields: dict[str, Any], ours: Mapping[str, Any]) -> dict[str, Any]:
     occurrence in what the CRM does not show (the user's own answer to an invitation,
     the user among the attendees): writing that would touch the activity, and put a
     change in the feed, for nothing."""
-    changed = {name for name, value in fields.items() if ours.get(name, value) != value}
+    changed = {name for name, value in fields.items() if name not in ours or ours[name] != value}
     changed |= {n for group in _TOGETHER if changed & set(group) for n in group}
     return {name: value for name, value in fields.items() if name in changed}
 
