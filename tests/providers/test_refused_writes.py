@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from crmcal.db import Database
 from crmcal.sync.run_end import PROBLEMS_KEPT
 from crmcal.sync.tables import Connection
@@ -429,6 +431,8 @@ async def test_a_refused_new_series_is_not_sent_again_until_it_changes(
     assert status_problems(on) == []
 
 
+# The cap is the engine's (what a run's end keeps): one server shows it, on both backends.
+@pytest.mark.parametrize("caldav_harness", ["radicale"], indirect=True)
 async def test_more_refused_new_events_than_problems_kept_are_all_remembered(
     proxied: Proxied, behaviour: Behaviour
 ) -> None:
