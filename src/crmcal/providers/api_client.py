@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from crmcal import metrics
+from crmcal.model import RemoteRef
 from crmcal.providers import html_text
 from crmcal.providers.base import (
     AnswerLost,
@@ -553,3 +554,32 @@ def next_in_listing(data: Any, key: str, seen: set[str], looping: str) -> str | 
         raise NotACalendarServer(looping)
     seen.add(following)
     return following
+
+
+# The ids either service gives its events are a few hundred characters at most.
+MAX_ITEM_ID = 1024
+
+
+def item_id(item: Any, field: str = "id") -> str | None:
+    """A listed or read item's id (or the id in its ``field``); None when it has none
+    that could be the service's (not an object, no id, an id that is no short string):
+    such an item cannot be told apart from any other, nor read again."""
+    if not isinstance(item, dict):
+        return None
+    found = item.get(field)
+    if not isinstance(found, str) or not found or len(found) > MAX_ITEM_ID:
+        return None
+    return found
+
+
+def nameless(item: Any, service: str) -> RemoteRef:
+    """The report of an item without an id (``item_id``): unreadable, under no id."""
+    what = "an item" if not isinstance(item, dict) else "an event"
+    return RemoteRef("", "", error=f"unreadable event: {service} listed {what} without an id")
+
+
+def unreadable(failure: Exception) -> str:
+    """Why one item could not be read: its parse failure's message, bounded (it may
+    quote the garbage)."""
+    text = str(failure) or type(failure).__name__
+    return "unreadable event: " + (text if len(text) <= 300 else text[:300] + "…")

@@ -11,32 +11,18 @@ from dataclasses import replace
 from typing import Any
 
 from crmcal.model import CalendarEvent, RemoteRef
-from crmcal.providers import google_events
+from crmcal.providers import api_client, google_events
+from crmcal.providers.api_client import item_id
 from crmcal.providers.base import ProviderError
 
 __all__ = ["changed_overrides", "item_id", "listed", "master", "nameless", "ref", "version"]
 
 FROM_GMAIL = "fromGmail"
-# Google's event ids are at most 1024 characters.
-MAX_ID = 1024
-
-
-def item_id(item: Any) -> str | None:
-    """The id of a listed or read item; None when it has none that could be Google's
-    (not an object, no id, an id that is no short string): such an item cannot be told
-    apart from any other, nor read again."""
-    if not isinstance(item, dict):
-        return None
-    found = item.get("id")
-    if not isinstance(found, str) or not found or len(found) > MAX_ID:
-        return None
-    return found
 
 
 def nameless(item: Any) -> RemoteRef:
-    """The report of an item without an id (``item_id``): unreadable, under no id."""
-    what = "an item" if not isinstance(item, dict) else "an event"
-    return RemoteRef("", "", error=f"unreadable event: Google listed {what} without an id")
+    """An item without an id, reported unreadable (``api_client.nameless``)."""
+    return api_client.nameless(item, "Google")
 
 
 def ref(item: dict[str, Any], zone: str, exceptions: Sequence[dict[str, Any]] = ()) -> RemoteRef:
@@ -60,7 +46,7 @@ def ref(item: dict[str, Any], zone: str, exceptions: Sequence[dict[str, Any]] = 
         event = google_events.parse(item, default_zone=zone)
         return RemoteRef(name, etag, google_events.with_exceptions(event, list(exceptions)))
     except Exception as failure:  # any garbage in one item is that item's alone
-        return RemoteRef(name, etag, error=f"unreadable event: {_said(failure)}")
+        return RemoteRef(name, etag, error=api_client.unreadable(failure))
 
 
 def version(etag: str) -> str:
@@ -86,9 +72,3 @@ def changed_overrides(event: CalendarEvent) -> bool:
 def listed(found: list[dict[str, Any]] | ProviderError) -> list[dict[str, Any]]:
     """A series' exceptions as read, or none where reading them failed."""
     return found if isinstance(found, list) else []
-
-
-def _said(failure: Exception) -> str:
-    """A parse failure as reported: its message, bounded (it may quote the garbage)."""
-    text = str(failure) or type(failure).__name__
-    return text if len(text) <= 300 else text[:300] + "…"

@@ -11,33 +11,19 @@ from dataclasses import replace
 from typing import Any
 
 from crmcal.model import CalendarEvent, RemoteRef
+from crmcal.providers import api_client
 from crmcal.providers import microsoft_events as codec
+from crmcal.providers.api_client import item_id
 
 __all__ = [
     "item_id", "key", "master", "nameless", "ref", "same", "series_version", "version",
     "with_ids",
 ]  # fmt: skip
 
-# Graph's event ids are a few hundred characters at most.
-MAX_ID = 1024
-
-
-def item_id(item: Any, field: str = "id") -> str | None:
-    """An item's id (or the id in its ``field``); None when it has none that could be
-    Graph's (not an object, no id, an id that is no short string): such an item cannot
-    be told apart from any other, nor read again."""
-    if not isinstance(item, dict):
-        return None
-    found = item.get(field)
-    if not isinstance(found, str) or not found or len(found) > MAX_ID:
-        return None
-    return found
-
 
 def nameless(item: Any) -> RemoteRef:
-    """The report of an item without an id (``item_id``): unreadable, under no id."""
-    what = "an item" if not isinstance(item, dict) else "an event"
-    return RemoteRef("", "", error=f"unreadable event: Microsoft 365 listed {what} without an id")
+    """An item without an id, reported unreadable (``api_client.nameless``)."""
+    return api_client.nameless(item, "Microsoft 365")
 
 
 def ref(item: dict[str, Any]) -> RemoteRef:
@@ -58,7 +44,7 @@ def ref(item: dict[str, Any]) -> RemoteRef:
             )
         return RemoteRef(name, etag, event, warning=warning)
     except Exception as failure:  # any garbage in one item is that item's alone
-        return RemoteRef(name, etag, error=f"unreadable event: {_said(failure)}")
+        return RemoteRef(name, etag, error=api_client.unreadable(failure))
 
 
 def version(etag: str) -> str:
@@ -112,9 +98,3 @@ def with_ids(event: CalendarEvent, props: dict[str, str]) -> CalendarEvent:
         event, crm_id=props.get(codec.CRM_ID) or event.crm_id,
         crm_type=props.get(codec.CRM_TYPE) or event.crm_type,
     )  # fmt: skip
-
-
-def _said(failure: Exception) -> str:
-    """A parse failure as reported: its message, bounded (it may quote the garbage)."""
-    text = str(failure) or type(failure).__name__
-    return text if len(text) <= 300 else text[:300] + "…"
