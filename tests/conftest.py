@@ -27,11 +27,12 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from starlette.datastructures import State
 
 from crmcal import collector, migrations
 from crmcal.config import Settings
-from crmcal.crm import passwords, users
+from crmcal.crm import changefeed, passwords, users
 from crmcal.crm.schemas import UserCreate
 from crmcal.crm.tables import User
 from crmcal.db import Database
@@ -322,6 +323,16 @@ async def create_connection_in(db_url: str, **columns: Any) -> tuple[int, str, i
             session.add(conn)
             await session.flush()
             return user.id, token, conn.id
+    finally:
+        await db.dispose()
+
+
+async def newest_change_in(db_url: str) -> int:
+    """The change feed's newest sequence number (0 when empty), read directly."""
+    db = Database(db_url)
+    try:
+        async with db.read() as session:
+            return int(await session.scalar(select(changefeed.head())) or 0)
     finally:
         await db.dispose()
 

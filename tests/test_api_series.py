@@ -7,15 +7,14 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
-from crmcal.crm import activities, changefeed
+from crmcal.crm import activities
 from crmcal.crm import series as series_repo
 from crmcal.crm.schemas import ActivityCreate
 from crmcal.crm.tables import User
 from crmcal.db import Database
 from crmcal.sync.tables import Connection
-from tests.conftest import Api, run
+from tests.conftest import Api, newest_change_in, run
 
 URL = "/api/v1/activities"
 
@@ -134,16 +133,7 @@ def test_a_calendars_rule_sent_back_as_read_is_kept(alice: Api, db_url: str) -> 
 
 def newest_change(db_url: str) -> int:
     """The change feed's newest sequence number (0 when empty)."""
-
-    async def read() -> int:
-        db = Database(db_url)
-        try:
-            async with db.read() as session:
-                return int(await session.scalar(select(changefeed.head())) or 0)
-        finally:
-            await db.dispose()
-
-    found: int = run(read())
+    found: int = run(newest_change_in(db_url))
     return found
 
 

@@ -18,10 +18,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
-
-from crmcal.crm import changefeed
-from crmcal.db import Database
+from tests.conftest import newest_change_in
 from tests.emulator_calls import emulator_calls
 from tests.microsoft_emulator import graph_time
 from tests.providers.harness import Foreign
@@ -58,16 +55,6 @@ def shown(found: Iterable[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return {a["id"]: {k: v for k, v in a.items() if k != "sync"} for a in found}
 
 
-async def newest_change(db_url: str) -> int:
-    """The change feed's newest sequence number (0 when empty)."""
-    db = Database(db_url)
-    try:
-        async with db.read() as session:
-            return int(await session.scalar(select(changefeed.head())) or 0)
-    finally:
-        await db.dispose()
-
-
 async def the_same_occurrences_after(
     on: Synced, listed: list[dict[str, Any]], head: int, db_url: str
 ) -> None:
@@ -78,7 +65,7 @@ async def the_same_occurrences_after(
     after = {a["id"]: a for a in occurrences(on)}
     assert shown(after.values()) == shown(listed)
     assert after[listed[1]["id"]]["note"] == "Ask about pricing"
-    assert await newest_change(db_url) == head
+    assert await newest_change_in(db_url) == head
     counts = sync_writing_nothing(on)
     assert (counts["created"], counts["updated"], counts["deleted"]) == (0, 0, 0)
 
@@ -101,7 +88,7 @@ async def test_a_google_occurrence_declined_is_read_and_nothing_written(
     first = occurrences(on)
     on.edit_activity(first[1]["id"], note="Ask about pricing", done=True)
     sync_writing_nothing(on)
-    listed, head = occurrences(on), await newest_change(db_url)
+    listed, head = occurrences(on), await newest_change_in(db_url)
     master = await harness.api("GET", harness._events(series_id))
     # Sam declines the third occurrence: Google's clients PATCH that instance.
     instances = await harness.api("GET", harness._events(series_id) + "/instances")
@@ -142,7 +129,7 @@ async def test_a_graph_occurrence_declined_is_read_and_nothing_written(
     first = occurrences(on)
     on.edit_activity(first[1]["id"], note="Ask about pricing", done=True)
     sync_writing_nothing(on)
-    listed, head = occurrences(on), await newest_change(db_url)
+    listed, head = occurrences(on), await newest_change_in(db_url)
     master = await harness.api("GET", f"/me/events/{series_id}")
     window = {"startDateTime": "2026-01-01T00:00:00Z", "endDateTime": "2027-12-31T00:00:00Z"}
     found = await harness.api("GET", f"/me/events/{series_id}/instances", params=window)
