@@ -46,7 +46,7 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         taken.append(delay)
         return await pause(0, result)
 
-    monkeypatch.setattr("crmcal.providers.api_client.asyncio.sleep", record)
+    monkeypatch.setattr(api_client, "_pause", record)
     return taken
 
 
