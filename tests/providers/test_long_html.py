@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import json
 from typing import Any
 
@@ -33,9 +34,9 @@ LONG_HTML = long_html(2 * 1024 * 1024)
 GOOGLE_HTML = long_html(900 * 1024)
 
 
-def on_loop_conversions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def on_loop_conversions(monkeypatch: pytest.MonkeyPatch, *, anywhere: bool = False) -> list[int]:
     """The lengths of the markups converted from now on in a thread running an event
-    loop."""
+    loop (``anywhere``: in any thread)."""
     found: list[int] = []
     convert = html_text._convert
 
@@ -43,13 +44,21 @@ def on_loop_conversions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            pass
+            if anywhere:
+                found.append(len(markup))
         else:
             found.append(len(markup))
         return convert(markup)
 
     monkeypatch.setattr(html_text, "_convert", recording)
     return found
+
+
+def assert_none_held(markup: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing of ``markup``'s text stays in the process: asked for, it is made again."""
+    converted = on_loop_conversions(monkeypatch, anywhere=True)
+    html_text.html_to_text(markup)
+    assert converted == [len(markup)]
 
 
 def expected_note(markup: str) -> str:
@@ -81,6 +90,8 @@ async def test_a_long_google_html_description_is_read_off_the_loop(
     stored = json.loads(await harness.read_raw(made["id"]))
     assert (stored["location"], stored["description"]) == ("Room 5", GOOGLE_HTML)
     assert [n for n in converted if n > html_text.OFF_LOOP_ABOVE] == []
+    # The sync is over, its provider closed: the worker holds none of its texts.
+    assert_none_held(GOOGLE_HTML, monkeypatch)
 
 
 async def test_a_long_graph_html_body_is_read_off_the_loop(
@@ -107,6 +118,7 @@ async def test_a_long_graph_html_body_is_read_off_the_loop(
     assert stored["location"]["displayName"] == "Room 5"
     assert stored["body"] == {"contentType": "html", "content": LONG_HTML}
     assert [n for n in converted if n > html_text.OFF_LOOP_ABOVE] == []
+    assert_none_held(LONG_HTML, monkeypatch)
 
 
 async def test_an_answer_read_ahead_is_the_same_json_and_text(
@@ -115,9 +127,78 @@ async def test_an_answer_read_ahead_is_the_same_json_and_text(
     data: dict[str, Any] = {"items": [{"description": LONG_HTML, "summary": "x"}]}
     answer = httpx.Response(200, json=data)
     converted = on_loop_conversions(monkeypatch)
-    await api_client.read_ahead([answer])
+    texts = html_text.ReadAhead()
+    await api_client.read_ahead([answer], texts)
     read = answer.extensions[api_client._READ]
     assert read == data
     assert html_text.html_to_text(read["items"][0]["description"]) == html_text._convert(LONG_HTML)
     # The one conversion on the loop is the test's own, for comparison.
     assert converted == [len(LONG_HTML)]
+    texts.close()
+
+
+def _answer(*descriptions: str) -> httpx.Response:
+    """An answer listing an event for each of ``descriptions``, as a listing brings them
+    (each its own string once decoded)."""
+    return httpx.Response(200, json={"items": [{"description": d} for d in descriptions]})
+
+
+async def test_a_description_repeated_in_a_sync_s_answers_is_converted_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A series' instances each carry the master's description, page after page.
+    converted = on_loop_conversions(monkeypatch, anywhere=True)
+    texts = html_text.ReadAhead()
+    await api_client.read_ahead([_answer(LONG_HTML, LONG_HTML)], texts)
+    await api_client.read_ahead([_answer(LONG_HTML)], texts)
+    assert converted == [len(LONG_HTML)]
+    texts.close()
+
+
+async def test_the_texts_read_for_a_sync_go_when_its_reader_closes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    converted = on_loop_conversions(monkeypatch, anywhere=True)
+    one, other = html_text.ReadAhead(), html_text.ReadAhead()
+    await api_client.read_ahead([_answer(LONG_HTML)], one)
+    await api_client.read_ahead([_answer(LONG_HTML, GOOGLE_HTML)], other)
+    assert sorted(converted) == sorted([len(LONG_HTML), len(GOOGLE_HTML)])
+    # A text two syncs read stays while either runs.
+    other.close()
+    assert_none_held(GOOGLE_HTML, monkeypatch)
+    converted = on_loop_conversions(monkeypatch, anywhere=True)
+    html_text.html_to_text(LONG_HTML)
+    assert converted == []
+    one.close()
+    assert_none_held(LONG_HTML, monkeypatch)
+
+
+def test_the_texts_of_a_reader_dropped_unclosed_go_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    texts = html_text.ReadAhead()
+    # Read here, not in a thread that may hold the reader a moment after it answered.
+    texts.read([LONG_HTML])
+    converted = on_loop_conversions(monkeypatch, anywhere=True)
+    html_text.html_to_text(LONG_HTML)
+    assert converted == []
+    del texts
+    gc.collect()
+    assert_none_held(LONG_HTML, monkeypatch)
+
+
+async def test_a_reader_holds_at_most_its_bound_of_markup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(html_text, "READ_AHEAD_MAX", len(LONG_HTML) + len(GOOGLE_HTML) // 2)
+    texts = html_text.ReadAhead()
+    await api_client.read_ahead([_answer(LONG_HTML)], texts)
+    await api_client.read_ahead([_answer(GOOGLE_HTML)], texts)
+    # The oldest is let go; the last one read stays until the reader closes.
+    converted = on_loop_conversions(monkeypatch)
+    assert html_text.html_to_text(GOOGLE_HTML)
+    assert converted == []
+    html_text.html_to_text(LONG_HTML)
+    assert converted == [len(LONG_HTML)]
+    texts.close()
+    assert_none_held(GOOGLE_HTML, monkeypatch)

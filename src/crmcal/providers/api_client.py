@@ -12,8 +12,9 @@ way too: JSON or ``NotACalendarServer``, and failures as errors that name what
 was being done. An answer longer than ``html_text.OFF_LOOP_ABOVE`` (a description of
 a mebibyte that anyone who invites the user can send) is read in a thread before it
 is handed over: its JSON, and the text of the long descriptions in it, which the
-codecs then find made (``html_text.read_ahead``), so the event loop never spends a
-tenth of a second on one answer.
+codecs then find made (``html_text.ReadAhead``), so the event loop never spends a
+tenth of a second on one answer. Those texts are the client's, held until it closes
+at the end of its sync.
 
 The HTTP clients are shared: one per service host and event loop, kept between
 syncs (``shared_client``), so that a worker's syncs reuse their TCP and TLS
@@ -235,6 +236,8 @@ class ApiClient:
         # so two such requests never each hold some and wait for the rest.
         self._widening = asyncio.Lock()
         self._headers = headers or {}
+        # The long descriptions' texts this client's answers brought, for this sync.
+        self._texts = html_text.ReadAhead()
 
     @contextlib.asynccontextmanager
     async def _slot(self, cost: int, width: int = 1) -> AsyncIterator[None]:
@@ -306,7 +309,7 @@ class ApiClient:
                 await self._check_refusal(response, once=once, last=attempt == self.retries)
                 await self.sleep(attempt, response.headers.get("Retry-After"))
                 continue
-            await read_ahead([response])
+            await read_ahead([response], self._texts)
             return response
         raise Unreachable(f"{self._service} did not answer")  # pragma: no cover
 
@@ -354,7 +357,7 @@ class ApiClient:
         for first in range(0, len(parts), size):
             batch = list(range(first, min(first + size, len(parts))))
             await self._send_batch(parts, batch, send, results)
-        await read_ahead([r for r in results if isinstance(r, httpx.Response)])
+        await read_ahead([r for r in results if isinstance(r, httpx.Response)], self._texts)
         return results
 
     async def _send_batch(
@@ -489,6 +492,7 @@ class ApiClient:
         return None
 
     async def close(self) -> None:
+        self._texts.close()  # the sync is over: no text read for it stays
         if self._owns_client:
             await self._client.aclose()  # a shared client stays for the next sync
 
@@ -498,22 +502,22 @@ _READ = "crmcal.read_ahead"
 _NOT_READ = object()
 
 
-async def read_ahead(answers: Sequence[httpx.Response]) -> None:
+async def read_ahead(answers: Sequence[httpx.Response], texts: html_text.ReadAhead) -> None:
     """Read the long ones among ``answers`` in a thread: their JSON, and the text of
-    the long strings in it (``html_text.read_ahead``)."""
+    the long strings in it, held by ``texts``."""
     long = [a for a in answers if len(a.content) > html_text.OFF_LOOP_ABOVE]
     if long:
-        await asyncio.to_thread(_read_now, long)
+        await asyncio.to_thread(_read_now, long, texts)
 
 
-def _read_now(answers: Sequence[httpx.Response]) -> None:
+def _read_now(answers: Sequence[httpx.Response], texts: html_text.ReadAhead) -> None:
     for answer in answers:
         try:
             data = answer.json()
         except (ValueError, RecursionError):
             continue  # no JSON: ``json`` says so where it is asked for
         answer.extensions[_READ] = data
-        html_text.read_ahead(_long_strings(data))
+        texts.read(_long_strings(data))
 
 
 def _long_strings(data: Any) -> list[str]:

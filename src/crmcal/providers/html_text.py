@@ -18,9 +18,10 @@ which would take hours on a mebibyte; what it finds is what the patterns alone f
 
 Still, a mebibyte of markup takes a tenth of a second or more: too long for the event
 loop a sync runs on. Whoever receives a long description reads it ahead in a thread
-(``read_ahead``, the providers' answers longer than ``OFF_LOOP_ABOVE``), and the
+(a ``ReadAhead``, for the providers' answers longer than ``OFF_LOOP_ABOVE``), and the
 conversion on the loop finds the text that was made there, the same text it would
-make itself.
+make itself. The texts are held for the sync that read them and let go when it ends
+(its provider closes), so a worker that runs for months holds none between syncs.
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ from __future__ import annotations
 import html
 import re
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 
 # Markup longer than this is converted ahead, off the event loop (``read_ahead``).
 OFF_LOOP_ABOVE = 64 * 1024
-# What the texts read ahead may hold of markup at most, the oldest let go first: more
-# than the largest answer a provider takes (a miss is converted where it is asked for).
+# What one reader's texts read ahead may hold of markup at most, the oldest let go
+# first: more than the largest answer a provider takes (a miss is converted where it is
+# asked for).
 READ_AHEAD_MAX = 32 * 1024 * 1024
 
 _BREAK = re.compile(r"<\s*br\b[^>]*>", re.IGNORECASE)
@@ -172,29 +175,82 @@ def _strip_tags(text: str) -> str:
     return "".join(kept) + text[done:]
 
 
-_read: OrderedDict[str, str] = OrderedDict()
+# The texts read ahead, by their markup: each with how many readers (``ReadAhead``)
+# hold it. A text goes when the last of them lets it go, so none outlives the syncs
+# that read it.
+_read: dict[str, tuple[str, int]] = {}
 _read_lock = threading.Lock()
-_read_held = 0
 
 
-def read_ahead(markups: Iterable[str]) -> None:
-    """Convert the long ones among ``markups`` now (called in a thread), for
-    ``html_to_text`` to find their text when it is asked for on the event loop."""
-    global _read_held
+def _hold(markup: str, text: str) -> None:
+    """One more reader holds ``markup``'s ``text`` (under ``_read_lock``)."""
+    found = _read.get(markup)
+    _read[markup] = (text, 1) if found is None else (found[0], found[1] + 1)
+
+
+def _let_go(markups: Iterable[str]) -> None:
+    """A reader no longer holds ``markups`` (under ``_read_lock``)."""
     for markup in markups:
-        if len(markup) <= OFF_LOOP_ABOVE or "<" not in markup:
-            continue  # short, or no markup at all: quick wherever it is converted
-        with _read_lock:
-            if markup in _read:
-                _read.move_to_end(markup)
-                continue
-        text = _convert(markup)
-        with _read_lock:
-            if markup not in _read:
-                _read[markup] = text
-                _read_held += len(markup)
-            while _read_held > READ_AHEAD_MAX and len(_read) > 1:
-                _read_held -= len(_read.popitem(last=False)[0])
+        text, readers = _read[markup]
+        if readers == 1:
+            del _read[markup]
+        else:
+            _read[markup] = (text, readers - 1)
+
+
+def _release(held: OrderedDict[str, None]) -> None:
+    with _read_lock:
+        _let_go(held)
+        held.clear()
+
+
+class ReadAhead:
+    """The long markups one reader converted ahead (a provider's API client, for one
+    sync): ``html_to_text`` finds their text while the reader holds it, until ``close``
+    (or until the reader is dropped unclosed). A description repeated in the reader's
+    answers (each instance of a series carries its master's) is converted once."""
+
+    def __init__(self) -> None:
+        # The markups held, the one used last at the end; their length in ``_size``.
+        self._held: OrderedDict[str, None] = OrderedDict()
+        self._size = 0
+        # A reader dropped unclosed lets go too. Not a method of ``self``: the
+        # finalizer must not keep the reader alive.
+        weakref.finalize(self, _release, self._held)
+
+    def read(self, markups: Iterable[str]) -> None:
+        """Convert the long ones among ``markups`` now (called in a thread), for
+        ``html_to_text`` to find their text when it is asked for on the event loop."""
+        for markup in markups:
+            if len(markup) <= OFF_LOOP_ABOVE or "<" not in markup:
+                continue  # short, or no markup at all: quick wherever it is converted
+            with _read_lock:
+                if markup in self._held:
+                    self._held.move_to_end(markup)
+                    continue
+                found = _read.get(markup)
+                if found is not None:  # another reader's, held for this one as well
+                    self._take(markup, found[0])
+                    continue
+            text = _convert(markup)
+            with _read_lock:
+                if markup not in self._held:
+                    self._take(markup, text)
+
+    def _take(self, markup: str, text: str) -> None:
+        """Hold ``markup``'s text (under ``_read_lock``), within ``READ_AHEAD_MAX``."""
+        _hold(markup, text)
+        self._held[markup] = None
+        self._size += len(markup)
+        while self._size > READ_AHEAD_MAX and len(self._held) > 1:
+            oldest, _ = self._held.popitem(last=False)
+            self._size -= len(oldest)
+            _let_go([oldest])
+
+    def close(self) -> None:
+        """Let go of every text held: the sync that read them is over."""
+        _release(self._held)
+        self._size = 0
 
 
 def html_to_text(markup: str) -> str:
@@ -203,9 +259,8 @@ def html_to_text(markup: str) -> str:
     if len(markup) > OFF_LOOP_ABOVE:
         with _read_lock:
             found = _read.get(markup)
-            if found is not None:
-                _read.move_to_end(markup)
-                return found
+        if found is not None:
+            return found[0]
     return _convert(markup)
 
 
