@@ -189,6 +189,9 @@ def pg_schema() -> Iterator[str]:
             migrations.upgrade(pg_url(schema))
             yield schema
         finally:
+            kept = _RESETTING.pop(schema, None)
+            if kept is not None:
+                kept.close()
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
@@ -201,12 +204,18 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # What empties a schema, by its tables: the same for every test.
 _EMPTYING: dict[tuple[str, ...], str] = {}
+# The connection each process empties its schema on, kept from test to test: a new one
+# cost about as much as the emptying itself.
+_RESETTING: dict[str, psycopg.Connection[Any]] = {}
 
 
 def _emptying(conn: psycopg.Connection[Any], schema: str, tables: list[str]) -> str:
     """DELETEs of ``tables`` (referencing tables first) and the restart of their ids: what
     ``TRUNCATE … RESTART IDENTITY CASCADE`` does, in a fraction of its time on the few
-    rows one test leaves (a TRUNCATE makes every table anew)."""
+    rows one test leaves (a TRUNCATE makes every table anew). The ids restart by
+    ``setval``, and only those a test drew: an ``ALTER SEQUENCE … RESTART`` of each is a
+    change of the schema, and cost most of the emptying; so did updating the built-in
+    types' every row when none had changed."""
     references = conn.execute(
         "SELECT child.relname, parent.relname FROM pg_constraint c "
         "JOIN pg_class child ON child.oid = c.conrelid "
@@ -230,31 +239,53 @@ def _emptying(conn: psycopg.Connection[Any], schema: str, tables: list[str]) -> 
             (schema, tables),
         )
     ]
+    listed = ", ".join(f"'{s}'" for s in sequences)
     return "; ".join(
         [f'DELETE FROM "{t}"' for t in order]
         + ["DELETE FROM activity_types WHERE NOT builtin",
-           "UPDATE activity_types SET active = true, name = initcap(key)"]
-        + [f'ALTER SEQUENCE "{s}" RESTART' for s in sequences]
+           "UPDATE activity_types SET active = true, name = initcap(key) "
+           "WHERE NOT active OR name IS DISTINCT FROM initcap(key)",
+           # A sequence no value was drawn from since its restart has no last value.
+           "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, start_value, false) "
+           f"FROM pg_sequences WHERE schemaname = '{schema}' "
+           f"AND sequencename IN ({listed}) AND last_value IS NOT NULL"]
     )  # fmt: skip
+
+
+def _resetting(schema: str) -> psycopg.Connection[Any]:
+    """This process's connection for emptying ``schema``: the kept one, or a new one when
+    it is gone (a test may have ended it on the server)."""
+    conn = _RESETTING.get(schema)
+    if conn is None or conn.closed or conn.broken:
+        conn = psycopg.connect(PG_SERVER, autocommit=True)
+        conn.execute(f'SET search_path TO "{schema}"')
+        _RESETTING[schema] = conn
+    return conn
 
 
 def _reset_postgres(schema: str) -> None:
     """Empty every table but keep the migration's seed rows (the built-in types)."""
-    with psycopg.connect(PG_SERVER, autocommit=True) as conn:
-        conn.execute(f'SET search_path TO "{schema}"')
-        tables = [
-            row[0]
-            for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = %s "
-                "AND tablename NOT IN ('alembic_version', 'activity_types') ORDER BY tablename",
-                (schema,),
-            )
-        ]
-        key = (schema, *tables)
-        if key not in _EMPTYING:
-            _EMPTYING[key] = _emptying(conn, schema, tables)
-        with conn.transaction():
-            conn.execute(_EMPTYING[key])
+    try:
+        _empty(_resetting(schema), schema)
+    except psycopg.OperationalError:  # the kept connection was ended: once more anew
+        _RESETTING.pop(schema).close()
+        _empty(_resetting(schema), schema)
+
+
+def _empty(conn: psycopg.Connection[Any], schema: str) -> None:
+    tables = [
+        row[0]
+        for row in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s "
+            "AND tablename NOT IN ('alembic_version', 'activity_types') ORDER BY tablename",
+            (schema,),
+        )
+    ]
+    key = (schema, *tables)
+    if key not in _EMPTYING:
+        _EMPTYING[key] = _emptying(conn, schema, tables)
+    with conn.transaction():
+        conn.execute(_EMPTYING[key])
 
 
 @pytest.fixture(params=BACKENDS)
