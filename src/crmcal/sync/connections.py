@@ -41,6 +41,7 @@ from crmcal.sync.schemas import (
     ConnectionCreate,
     ConnectionOut,
     ConnectionUpdate,
+    LeftOut,
     Reconnect,
     StatusOut,
     SyncRunOut,
@@ -95,6 +96,7 @@ async def status_of(session: AsyncSession, viewer: User, conn: Connection) -> St
         last_error=last_error,
         counts=counts,
         problems=list(conn.problems or []),
+        left_out=LeftOut(**(conn.left_out or {})),
         next_sync_at=conn.next_sync_at,
         recent_syncs=[SyncRunOut(**lease.run_out(run)) for run in runs],
     )

@@ -3,6 +3,10 @@
 Written only once everything the positions cover is applied, in the transaction
 of whoever ends the run (the engine itself, or the runner with its release of the
 connection's lease). ``RunEnd`` holds what that write needs of the finished run.
+
+The problems a connection keeps are capped, and what a run finds beyond a cap is
+dropped; how many were is counted (``Connection.left_out``), so that the status
+says the list is not all there is.
 """
 
 from __future__ import annotations
@@ -66,7 +70,9 @@ class RunEnd:
             )
         for name, value in self.positions().items():
             setattr(conn, name, value)
-        conn.problems = self.problems(conn.problems or [], listing.full)
+        conn.problems, conn.left_out = self.problems(
+            conn.problems or [], conn.left_out, listing.full
+        )
         conn.counts = self.totals(conn.counts or {})
 
     def quiet(self, conn: Connection) -> dict[str, Any] | None:
@@ -79,29 +85,48 @@ class RunEnd:
         if listing is None or self.written.notes or (self.confirmed and not self.deferred):
             return None
         before_problems, before_counts = conn.problems or [], conn.counts or {}
-        if self.problems(before_problems, listing.full) != before_problems:
+        said = (before_problems, conn.left_out or None)
+        if self.problems(before_problems, conn.left_out, listing.full) != said:
             return None
         if self.totals(before_counts) != before_counts:
             return None
         return self.positions()
 
-    def problems(self, before: list[dict[str, str]], full: bool) -> list[dict[str, str]]:
+    def problems(
+        self, before: list[dict[str, str]], left_out: dict[str, int] | None, full: bool
+    ) -> tuple[list[dict[str, str]], dict[str, int] | None]:
         """This run's problems, plus earlier ones about items this run did not look at
         and about items still refused as they were (``still_refused``). A write refused
         for good (a problem with ``refused``) stays said until a run looks at its CRM
         side again, or looks at every activity without it, and no longer: a full
         listing names every event, the refused one among them unchanged, and that
         alone settles nothing (for a new event refused, the problem is all that
-        remembers it), and a series is looked at on its own, its event unlisted."""
+        remembers it), and a series is looked at on its own, its event unlisted.
+
+        And how many problems and refusals the list has had no room for (``left_out``
+        as earlier runs counted it; None: none): each run adds those it drops, and a
+        run after which the dropped ones would have gone from the list anyway counts
+        anew (a full listing, for problems; a run that looks at every activity, for
+        refusals), so the count is of those left out since."""
         kept = [p for p in before if self._kept(p, full)]
         found = kept + self.report.problems + self._findings()
         # Items to read again, and writes refused for good, are kept apart from the
         # rest (each under a cap of its own): none is lost to the other problems' cap.
         retries = [p for p in found if p.get("retry")][-RETRIES_KEPT:]
         said = [p for p in found if not p.get("retry")]
-        chosen = {id(p) for p in [p for p in said if p.get("refused")][-REFUSALS_KEPT:]}
-        chosen |= {id(p) for p in [p for p in said if not p.get("refused")][-PROBLEMS_KEPT:]}
-        return [p for p in said if id(p) in chosen] + retries
+        refusals = [p for p in said if p.get("refused")]
+        others = [p for p in said if not p.get("refused")]
+        chosen = {id(p) for p in refusals[-REFUSALS_KEPT:]}
+        chosen |= {id(p) for p in others[-PROBLEMS_KEPT:]}
+        earlier = left_out or {}
+        counted = {
+            "problems": (0 if full else earlier.get("problems", 0))
+            + max(0, len(others) - PROBLEMS_KEPT),
+            "refusals": (0 if self._whole() else earlier.get("refusals", 0))
+            + max(0, len(refusals) - REFUSALS_KEPT),
+        }
+        listed = [p for p in said if id(p) in chosen] + retries
+        return listed, (counted if any(counted.values()) else None)
 
     def _findings(self) -> list[dict[str, str]]:
         calendar = self.ctx.calendar_id
@@ -118,9 +143,13 @@ class RunEnd:
             # A run that looked at every activity that syncs (the first, or one with new
             # options) and not at this one: it no longer syncs (it starts before the days
             # synced) or is gone, and nothing is sent for it that the refusal holds back.
-            whole = self.ctx.crm_cursor is None or self.ctx.options_changed
-            return item not in self.looked_at and not whole
+            return item not in self.looked_at and not self._whole()
         return not full and item not in self.seen
+
+    def _whole(self) -> bool:
+        """Whether the run looked at every activity that syncs: the first, or one with
+        new options."""
+        return self.ctx.crm_cursor is None or self.ctx.options_changed
 
     def positions(self) -> dict[str, Any]:
         listing = self.listing

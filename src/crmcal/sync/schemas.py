@@ -102,6 +102,19 @@ class SyncRunOut(BaseModel):
     process: str = Field(description="host:pid of the process that ran it")
 
 
+class LeftOut(BaseModel):
+    problems: int = Field(
+        default=0,
+        description="Problems other than refusals that `problems` had no room for (it "
+        "keeps the last 200): counted since a sync last listed the whole calendar.",
+    )
+    refusals: int = Field(
+        default=0,
+        description="Writes refused for good that `problems` had no room for (it keeps "
+        "the last 2000): counted since a sync last looked at every activity.",
+    )
+
+
 class StatusOut(BaseModel):
     state: ShownState
     connected_at: Any
@@ -109,6 +122,11 @@ class StatusOut(BaseModel):
     last_error: str | None
     counts: dict[str, int]
     problems: list[dict[str, str]]
+    left_out: LeftOut = Field(
+        default_factory=LeftOut,
+        description="How many problems syncs found beyond what `problems` keeps, "
+        "and dropped: when not 0, `problems` is not all there is.",
+    )
     next_sync_at: Any
     recent_syncs: list[SyncRunOut] = Field(
         default_factory=list, description="The last few syncs, newest first."

@@ -54,6 +54,9 @@ class Connection(Timestamped, Base):
     counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     # Items the last sync had to leave alone (unreadable events, skipped series).
     problems: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # How many problems ("problems") and refusals ("refusals") syncs found that
+    # ``problems`` had no room for (``sync/run_end``); None: none.
+    left_out: Mapped[dict[str, int] | None] = mapped_column(JSON)
     # Where each side's next incremental read starts; saved only after the
     # changes up to it are applied.
     crm_cursor: Mapped[int | None] = mapped_column(BigId)
