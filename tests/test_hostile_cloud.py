@@ -22,6 +22,7 @@ from crmcal.providers.google_api import GoogleApi
 from crmcal.providers.google_series import Series
 from crmcal.providers.kept_http import AnswerTooLarge
 from crmcal.providers.microsoft_graph import Graph
+from tests.conftest import recorded_sleeps
 
 BASE = "https://graph.test"
 GOOGLE = "https://google.test"
@@ -38,16 +39,9 @@ def graph(handler: Callable[[httpx.Request], httpx.Response], retries: int = 2) 
 
 @pytest.fixture
 def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The pauses the API client takes, recorded instead of waited for."""
-    taken: list[float] = []
-    pause = asyncio.sleep
-
-    async def record(delay: float, result: Any = None) -> Any:
-        taken.append(delay)
-        return await pause(0, result)
-
-    monkeypatch.setattr(api_client, "_pause", record)
-    return taken
+    """The pauses the API client takes, recorded instead of waited for (its own
+    ``asyncio`` replaced: every other sleep of the process stays as it is)."""
+    return recorded_sleeps(monkeypatch, api_client)
 
 
 @pytest.mark.parametrize(

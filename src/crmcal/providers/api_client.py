@@ -103,10 +103,6 @@ Part = TypeVar("Part")
 SendBatch = Callable[[list[Part]], Awaitable[list[httpx.Response | None]]]
 
 
-# The retry pause under a name of its own: replacing it leaves every other sleep of the
-# process (a lease's wait, a server's loop in another thread) as it is.
-_pause = asyncio.sleep
-
 # The HTTP clients kept between syncs, by (event loop, service origin, timeout): a
 # client's connections belong to the loop that opened them. Bounded: the oldest
 # goes when more are kept (a process talks to a handful of hosts).
@@ -421,7 +417,7 @@ class ApiClient:
     async def sleep(self, attempt: int, retry_after: str | None = None) -> None:
         """Wait before try ``attempt + 1``: doubling, with jitter, at least ``Retry-After``."""
         delay = min(self._backoff * (2**attempt), MAX_DELAY) * random.uniform(0.5, 1.0)
-        await _pause(max(delay, _retry_after(retry_after) or 0.0))
+        await asyncio.sleep(max(delay, _retry_after(retry_after) or 0.0))
 
     def json(self, response: httpx.Response) -> Any:
         """An answer's JSON; one that is no JSON (or nested past what the parser takes)
