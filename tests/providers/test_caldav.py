@@ -132,15 +132,31 @@ async def test_fetch_works_in_chunks(caldav: CalDAVHarness, monkeypatch: pytest.
     assert all(r.event is not None for r in fetched)
 
 
-async def test_a_first_import_comes_in_parts_each_under_the_answer_cap(
+def recorded_multigets(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The hrefs each multiget of the providers asks for, from now on."""
+    multiget = CalDAVProvider._multiget
+    asked: list[list[str]] = []
+
+    def recorded(self: CalDAVProvider, calendar: str, hrefs: Any) -> Any:
+        asked.append(list(hrefs))
+        return multiget(self, calendar, hrefs)
+
+    monkeypatch.setattr(CalDAVProvider, "_multiget", recorded)
+    return asked
+
+
+async def test_a_first_import_larger_than_the_answer_cap_comes_whole_in_parts(
     caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The streamed query's answer is under no cap as a whole: the cap bounds what is
+    held at once (the parts waiting and the response being read)."""
     monkeypatch.setattr(caldav_provider, "PART_SIZE", 3)
     made = {(await caldav.provider.create(caldav.calendar_id, key(), meeting())).id
             for _ in range(8)}  # fmt: skip
     # Answers capped below what all eight events' contents take in one answer.
     capped = CalDAVProvider(caldav.calendar_id, caldav.server.username, caldav.server.password,
                             allow_private=True, max_response_bytes=8 * 1024)  # fmt: skip
+    asked = recorded_multigets(monkeypatch)
     try:
         with pytest.raises(Unreachable, match="larger than"):
             await capped.list_changes(caldav.calendar_id, None, with_contents=True)
@@ -149,34 +165,39 @@ async def test_a_first_import_comes_in_parts_each_under_the_answer_cap(
             caldav.calendar_id, None, with_contents=True)]  # fmt: skip
     finally:
         await capped.close()
-    assert [len(part.changed) for part in parts] == [3, 3, 2]
+    assert asked == []  # every event came in the stream
+    assert all(0 < len(part.changed) <= 3 for part in parts)
     assert all(part.full and part.cursor == token for part in parts)
     refs = [ref for part in parts for ref in part.changed]
-    assert {ref.id for ref in refs} == made
+    assert sorted(ref.id for ref in refs) == sorted(made)
     assert all(ref.event is not None and ref.etag and ref.error is None for ref in refs)
 
 
-async def test_a_first_import_asks_for_a_smaller_first_part_then_whole_parts(
+async def test_a_first_import_hands_over_a_smaller_first_part_then_whole_parts(
     caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The caller waits for the first part with nothing else on its way: it is asked
-    for alone and smaller, the later parts whole."""
+    """The caller waits for the first part with nothing else on its way: it is handed
+    over smaller, the later parts whole; the same when the events are read by name."""
     monkeypatch.setattr(caldav_provider, "PART_SIZE", 3)
     monkeypatch.setattr(caldav_provider, "FIRST_PART_SIZE", 1)
     made = {(await caldav.provider.create(caldav.calendar_id, key(), meeting())).id
             for _ in range(8)}  # fmt: skip
-    multiget = CalDAVProvider._multiget
-    asked: list[int] = []
-
-    def recorded(self: CalDAVProvider, calendar: str, hrefs: Any) -> Any:
-        asked.append(len(hrefs))
-        return multiget(self, calendar, hrefs)
-
-    monkeypatch.setattr(CalDAVProvider, "_multiget", recorded)
+    asked = recorded_multigets(monkeypatch)
     parts = [part async for part in caldav.provider.list_changes_in_parts(
         caldav.calendar_id, None, with_contents=True)]  # fmt: skip
     assert [len(part.changed) for part in parts] == [1, 3, 3, 1]
-    assert sorted(asked) == [1, 1, 3, 3]  # one request a part, each asked at once
+    assert asked == []
+    assert {ref.id for part in parts for ref in part.changed} == made
+    # A server that will not answer the query: multigets, one a part, each asked at once.
+    split = urlsplit(caldav.calendar_id)
+    with fault_proxy(f"{split.scheme}://{split.netloc}") as (proxy, url):
+        proxy.add("answer", method="REPORT", times=1, status=501)
+        provider = caldav.provider_for(url + "/")
+        parts = [part async for part in provider.list_changes_in_parts(
+            url + split.path, None, with_contents=True)]  # fmt: skip
+        await provider.close()
+    assert [len(part.changed) for part in parts] == [1, 3, 3, 1]
+    assert sorted(len(hrefs) for hrefs in asked) == [1, 1, 3, 3]
     assert {ref.id for part in parts for ref in part.changed} == made
     # A first part no smaller than the others is one of them.
     monkeypatch.setattr(caldav_provider, "FIRST_PART_SIZE", 5)

@@ -17,12 +17,16 @@ Protocol use:
   ``DAV:valid-sync-token`` error) or a server without the report falls back to a
   full listing. ``DAV:limit`` is never sent: Xandikos truncates at it silently.
   A first import (``list_changes_in_parts``, with contents and no cursor) reads the
-  ``DAV:sync-token`` property (Depth 0), then every resource's href (Depth 1), then the
-  contents in ``calendar-multiget``s of ``PART_SIZE`` of those hrefs (the first of
-  ``FIRST_PART_SIZE``, so that the caller starts sooner), handed over
-  part by part as each is parsed while the next are requested: the server builds
-  its answers while earlier parts are parsed and written, and no answer grows with
-  the calendar (tasks are dropped as they are parsed). ``list_changes`` with
+  ``DAV:sync-token`` property (Depth 0), then every event's contents with one
+  ``calendar-query`` whose answer is read as it arrives (``caldav_stream``): parsed
+  response by response in a thread of its own and handed over in parts of
+  ``PART_SIZE`` (the first of ``FIRST_PART_SIZE``, so that the caller starts sooner)
+  while the rest still comes, at most ``PARTS_AHEAD`` waiting for the caller (a slow
+  caller slows the reading, never makes it hold the whole answer). Then every
+  resource's href (Depth 1), and the contents of those the stream did not hand over
+  (a query refused or cut off, malformed or too slow; members without their data,
+  in error, or named outside the collection; tasks) in ``calendar-multiget``s of
+  ``PART_SIZE``. ``list_changes`` with
   contents and no cursor is one ``calendar-query`` after the same PROPFINDs, and a
   multiget of what the query left out;
 - contents: ``calendar-multiget`` in chunks, fetched while the previous chunk is
@@ -41,16 +45,20 @@ Event ids are the resources' hrefs as URL paths, percent-encoded one canonical w
 server may echo an href differently encoded than it was requested.
 
 Transport: ``guarded_http`` (httpx, synchronous, Basic credentials sent with the
-first request), run in a thread pool of CalDAV's own (``POOL``) so that slow
-servers can hold only those threads. It refuses internal addresses, connects to
-the address it checked, caps every answer (20 MiB) and bounds its total time.
+first request), run in a thread pool of CalDAV's own (``POOL``; the streamed query's
+reading in ``STREAMS``) so that slow servers can hold only those threads. It refuses
+internal addresses, connects to the address it checked, caps every answer (20 MiB;
+for the streamed query, what is held of it at once: one response, and the parts
+waiting together) and bounds its total time (the streamed query's too: what it has
+not brought by then is read by name, so a calendar of any size is read in the end).
 Every request stays on the account's origin (scheme, host and port of the URL the
 user gave): hrefs in answers that leave it are dropped, and credentials never go
 anywhere else. Requests carry bodies written here, and multistatus answers are
 read from the parsed XML directly (the ``caldav`` library's high-level objects
 hide what this module must act on, and cost a wrapper object per event). One
 lock keeps one request in flight per provider: one connection should not hammer
-one server.
+one server. The streamed query is read outside it (a part's parse may ask for the
+account's addresses meanwhile, on a second connection).
 """
 
 from __future__ import annotations
@@ -65,9 +73,10 @@ import hashlib
 import logging
 import re
 import threading
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote, unquote, urlsplit
@@ -79,7 +88,7 @@ from lxml import etree
 
 from crmcal import metrics
 from crmcal.model import CalendarEvent, CalendarInfo, ChangeListing, RemoteRef
-from crmcal.providers import guarded_http, kinds, parse_pool, read_ahead
+from crmcal.providers import caldav_stream, guarded_http, kinds, parse_pool, read_ahead
 from crmcal.providers.base import (
     AuthenticationFailed,
     CalendarNotFound,
@@ -94,6 +103,7 @@ from crmcal.providers.base import (
 )
 from crmcal.providers.caldav_discovery import Discovery, account_addresses, account_key
 from crmcal.providers.caldav_discovery import vtimezone_zone as _vtimezone_zone
+from crmcal.providers.caldav_stream import Found
 from crmcal.providers.caldav_wire import ADDRESS_SET as _ADDRESS_SET
 from crmcal.providers.caldav_wire import CALDAV, DAV, WRITE_PRIVILEGES, normalize_href
 from crmcal.providers.caldav_wire import MalformedReply as _MalformedReply
@@ -148,6 +158,10 @@ MAX_EVENT_BYTES = 1024 * 1024  # one event's calendar data
 # the threads the rest of crmcal (database, parsing elsewhere) runs on.
 POOL_SIZE = 8
 POOL = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="caldav")
+# The threads that read first imports' streamed queries (``caldav_stream``): apart from
+# ``POOL``, where their parts are parsed, so that readers waiting for their callers
+# never hold the threads those parses need.
+STREAMS = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="caldav-stream")
 _XML = etree.XMLParser(
     remove_blank_text=True, resolve_entities=False, no_network=True, huge_tree=False
 )
@@ -171,12 +185,18 @@ _GETCTAG = '<CS:getctag xmlns:CS="http://calendarserver.org/ns/"/>'
 # whenever anything in it does) when the last full listing was read.
 CTAG_CURSOR = "ctag:"
 _NAMESPACES = 'xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"'
+# Every event's version and contents (tasks and journal entries left out).
+_EVERY_EVENT = (
+    f"<C:calendar-query {_NAMESPACES}><D:prop><D:getetag/><C:calendar-data/></D:prop>"
+    '<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"/>'
+    "</C:comp-filter></C:filter></C:calendar-query>"
+)
 
 
-def _part_bounds(count: int) -> list[tuple[int, int]]:
+def _part_bounds(count: int, first: int) -> list[tuple[int, int]]:
     """Where a first import's parts of ``count`` names begin and end: the first of
-    ``FIRST_PART_SIZE`` (at most ``PART_SIZE``), the others of ``PART_SIZE``."""
-    first = min(FIRST_PART_SIZE, PART_SIZE)
+    ``first`` (at most ``PART_SIZE``), the others of ``PART_SIZE``."""
+    first = min(first, PART_SIZE)
     bounds = [(0, min(first, count))] if count else []
     bounds += [(start, min(start + PART_SIZE, count)) for start in range(first, count, PART_SIZE)]
     return bounds
@@ -496,21 +516,24 @@ class CalDAVProvider(Discovery):
     ) -> AsyncGenerator[ChangeListing, None]:
         """``list_changes`` in parts (``base.list_changes_in_parts``), for a first import.
 
-        With contents and no cursor: the collection's sync-token, then every resource's
-        href (``_token_and_names``), read before any contents (as for ``list_changes``); then
-        the contents in ``calendar-multiget``s of ``PART_SIZE`` hrefs, each answer parsed
-        (in ``parse_pool``'s processes) and handed over as one part while the next
-        ``PARTS_AHEAD`` are requested and parsed, so that the server builds its answers,
-        the pool parses and the caller writes at the same time. Each multiget is a
-        request of its own under the size cap and deadline, so a calendar of any size
-        fits them. What a part's answer leaves out or answers with an error comes with
-        an ``error`` to retry (``_read_answer``), never as gone; an event changed after
-        the token comes with its newer contents (the next sync lists it again from
-        the token, and finds it unchanged), one deleted meanwhile is left out. A request
-        that fails (the server unreachable, an answer cut off) ends the listing with its
-        error after the parts already handed over: what those hold may be written, and
-        the rest is read by the next sync's listing. Anything else is ``list_changes``,
-        in one part."""
+        With contents and no cursor: the collection's sync-token first (as for
+        ``list_changes``: what changes after it is listed again from it, never missed);
+        then one ``calendar-query`` of every event's contents, read as it arrives and
+        handed over in parts as its responses come (``_stream_contents``), each parsed
+        in ``parse_pool``'s processes while the next are read, so that the server
+        sends, the pool parses and the caller writes at the same time; then every
+        resource's href, and the contents of those the query did not hand over, in
+        ``calendar-multiget``s of ``PART_SIZE`` hrefs read ahead (``_unstreamed_parts``):
+        what the query left out or could not bring (refused, cut off, malformed, over
+        its deadline) is read so, each event handed over once. A multiget's answer
+        that leaves out an href or answers it with an error comes with an ``error`` to
+        retry (``_read_answer``), never as gone; an event changed after the token comes
+        with its newer contents (the next sync lists it again from the token, and
+        finds it unchanged), one deleted meanwhile is left out. A request other than
+        the query that fails (the server unreachable, an answer cut off) ends the
+        listing with its error after the parts already handed over: what those hold
+        may be written, and the rest is read by the next sync's listing. Anything
+        else is ``list_changes``, in one part."""
         if cursor or not with_contents:
             yield await self.list_changes(calendar_id, cursor, with_contents=with_contents)
             return
@@ -525,22 +548,54 @@ class CalDAVProvider(Discovery):
             raise
 
     async def _first_import_parts(self, calendar: str) -> AsyncGenerator[ChangeListing, None]:
-        named = await _in_pool(self._token_and_names, calendar)
-        if named is None:
+        token = await _in_pool(self._sync_token, calendar)
+        if token is None:
             # No sync-token: a listing (the caller fetches the contents it needs).
             yield await _in_pool(self._list_changes, calendar, None, False)
             return
-        token, names = named
-        if not names:
-            # No member named (an empty calendar, a server that answers a Depth 1
-            # PROPFIND for the collection alone, or one that cut its answer short):
-            # the query finds what there is, in one part.
-            yield await _in_pool(self._list_changes, calendar, None, True)
-            return
         zone = await _in_pool(self._calendar_zone, calendar)
+        handed: set[str] = set()
+        read = _Streaming()
+        streamed = caldav_stream.parts_as_they_come(
+            functools.partial(self._stream_contents, calendar, read),
+            functools.partial(self._read_found, zone),
+            PARTS_AHEAD,
+            (STREAMS, POOL),
+            time.monotonic() + self._client.deadline,
+        )
+        async with contextlib.aclosing(streamed) as parts:
+            async for hrefs, refs in parts:
+                handed.update(hrefs)
+                yield ChangeListing(full=True, changed=refs, cursor=token)
+        rest = self._unstreamed_parts(calendar, token, zone, handed, read.complete)
+        async with contextlib.aclosing(rest) as parts:
+            async for part in parts:
+                yield part
+
+    async def _unstreamed_parts(
+        self, calendar: str, token: str, zone: str | None, handed: set[str], complete: bool
+    ) -> AsyncGenerator[ChangeListing, None]:
+        """A first import's parts that the streamed query did not hand over: the href
+        of every resource (read after the token, as ``_token_and_names`` says why), and
+        the contents of those not handed over in ``calendar-multiget``s of ``PART_SIZE``
+        (the first of ``FIRST_PART_SIZE`` when nothing came before), read ahead."""
+        names = await _in_pool(self._names, calendar)
+        if not names and not complete:
+            # No member named for sure, and the stream stopped short: the whole query,
+            # less what was handed over (its cursor the token read before everything).
+            listing = await _in_pool(self._list_changes, calendar, None, True)
+            changed = [ref for ref in listing.changed if ref.id not in handed]
+            if changed or not handed:
+                yield ChangeListing(full=True, changed=changed, cursor=token)
+            return
+        missing = [href for href in names or () if href not in handed]
+        if not missing and not handed:
+            yield ChangeListing(full=True, cursor=token)  # nothing in the calendar
+            return
+        first = FIRST_PART_SIZE if not handed else PART_SIZE
         reads = (
-            functools.partial(self._read_part, calendar, names[start:end], zone)
-            for start, end in _part_bounds(len(names))
+            functools.partial(self._read_part, calendar, missing[start:end], zone)
+            for start, end in _part_bounds(len(missing), first)
         )
         # The next parts are read and parsed while the caller has this one.
         async with contextlib.aclosing(read_ahead.in_order(reads, PARTS_AHEAD, POOL)) as parts:
@@ -802,12 +857,7 @@ class CalDAVProvider(Discovery):
         if named is None:
             return None  # no incremental sync after it: let the listing find out why
         token, names = named
-        body = (
-            f"<C:calendar-query {_NAMESPACES}><D:prop><D:getetag/><C:calendar-data/></D:prop>"
-            '<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"/>'
-            "</C:comp-filter></C:filter></C:calendar-query>"
-        )
-        reply = self._report(calendar, body, 1)
+        reply = self._report(calendar, _EVERY_EVENT, 1)
         if reply.status != 207 or reply.tree is None:
             return None  # cannot search: a server in real trouble fails the listing next
         members = list(_members(reply.tree))
@@ -844,6 +894,12 @@ class CalDAVProvider(Discovery):
         5,000 events 0.9 s of its CPU against 0.3 s and 0.45 s), all of it before the
         first event can be read.
         """
+        token = self._sync_token(calendar)
+        return None if token is None else (token, self._names(calendar))
+
+    def _sync_token(self, calendar: str) -> str | None:
+        """The collection's ``DAV:sync-token`` (its ``calendar-timezone`` read along),
+        or None when it has none."""
         reply = self._propfind(calendar, ["<D:sync-token/>", "<C:calendar-timezone/>"], 0)
         if reply.status == 404:
             raise CalendarNotFound(f"the calendar {calendar} does not exist (404)")
@@ -855,13 +911,16 @@ class CalDAVProvider(Discovery):
                 token = _text_of(member.props[f"{DAV}sync-token"])
                 zone = _vtimezone_zone(_text_of(member.props.get(f"{CALDAV}calendar-timezone")))
                 self._zones.setdefault(calendar, zone)
-        if not token:
-            return None
+        return token or None
+
+    def _names(self, calendar: str) -> list[str] | None:
+        """The href of every resource in the collection (Depth 1, nothing else asked);
+        None when the server cut its answer short (RFC 4918 507) or would not list."""
         reply = self._propfind(calendar, ["<D:resourcetype/>"], 1)
         if reply.status == 404:
             raise CalendarNotFound(f"the calendar {calendar} does not exist (404)")
         if reply.status != 207 or reply.tree is None:
-            return token, None  # no names: the caller's query finds what there is
+            return None  # no names: the caller's query finds what there is
         names: list[str] = []
         cut = False
         for member in _members(reply.tree):
@@ -871,7 +930,7 @@ class CalDAVProvider(Discovery):
                 continue  # the collection itself, or a sub-collection
             if member.status != 404:
                 names.append(member.href)
-        return token, None if cut else names
+        return None if cut else names
 
     def _ctag(self, calendar: str) -> str | None:
         """The collection's CTag (``CS:getctag``), or None when it gives none."""
@@ -929,6 +988,98 @@ class CalDAVProvider(Discovery):
             raise CalendarNotFound(f"the calendar {calendar} does not exist (404)")
         return list(_members(self._expect(reply, "reading events", 207).tree))
 
+    def _stream_contents(
+        self, calendar: str, read: _Streaming, hand_over: Callable[[Sequence[Found]], bool]
+    ) -> None:
+        """Every event's contents, from one ``calendar-query`` whose answer is read as
+        it arrives (``caldav_stream``), handed over in parts (the first of
+        ``FIRST_PART_SIZE``, the others of ``PART_SIZE``; smaller when they would hold
+        more than a ``PARTS_AHEAD + 1``-th of the answer cap). ``read.complete`` says
+        whether the answer was read to its end. A refusal, an answer cut off or
+        malformed, one response over the cap, the deadline, or a caller that waits too
+        long ends it where it is: what was not handed over is read otherwise."""
+        try:
+            read.complete = self._stream_query(calendar, hand_over)
+        except (
+            httpx.HTTPError, OSError, etree.XMLSyntaxError, caldav_stream.TooLarge,
+            guarded_http.AnswerTooLarge, guarded_http.DeadlineExceeded,
+        ) as failure:  # fmt: skip
+            metrics.request_done("CalDAV", None)
+            log.info(
+                "the CalDAV server's streamed answer for %s ended early (%s): what it did "
+                "not bring is read by name",
+                calendar,
+                guarded_http.reason(failure) if not isinstance(failure, etree.Error) else failure,
+            )
+
+    def _stream_query(self, calendar: str, hand_over: Callable[[Sequence[Found]], bool]) -> bool:
+        if self._problem is not None or _origin_key(calendar) != self._origin_key:
+            return False  # said by the listing that follows (_exchange)
+        headers = {"Depth": "1", "Content-Type": 'application/xml; charset="utf-8"'}
+        body = '<?xml version="1.0" encoding="utf-8"?>' + _EVERY_EVENT
+        # Not under the provider's lock: while this answer is read, a part's parse may
+        # need the account's addresses (discovery), asked on a connection of its own.
+        with self._client.stream("REPORT", calendar, body, headers) as answer:
+            if not _streamable(answer):
+                metrics.request_done("CalDAV", answer.status)
+                return False  # refused (403, 501, 507 ...), or nothing to read as it comes
+            complete = self._hand_over_answer(calendar, answer.pieces, hand_over)
+        metrics.request_done("CalDAV", answer.status)
+        return complete
+
+    def _hand_over_answer(
+        self, calendar: str, pieces: Iterator[bytes], hand_over: Callable[[Sequence[Found]], bool]
+    ) -> bool:
+        """The resources of a streamed answer handed over in parts as their responses
+        end; True when it was read to its end. What an answer that breaks off brought
+        whole is handed over before its error is raised."""
+        responses = caldav_stream.Responses(_joined_characters, self._client.max_bytes)
+        most_held = max(self._client.max_bytes // (PARTS_AHEAD + 1), 1)
+        size, held = min(FIRST_PART_SIZE, PART_SIZE), 0
+        part: list[Found] = []
+        seen: set[str] = set()
+        try:
+            for piece in pieces:
+                held += len(piece)
+                part += self._found(calendar, responses.feed(piece), seen)
+                while len(part) >= size or (part and held >= most_held):
+                    out, part = part[:size], part[size:]
+                    held = held if part else 0
+                    if not hand_over(out):
+                        return False
+                    size = PART_SIZE
+            while ended := responses.close():  # raises once what came before is given
+                part += self._found(calendar, ended, seen)
+        except BaseException:
+            if part:
+                hand_over(part)  # each whole: read before the answer broke off
+            raise
+        return not part or hand_over(part)
+
+    def _found(self, calendar: str, ended: list[Any], seen: set[str]) -> list[Found]:
+        """The resources of ``ended`` (responses of a query's answer) to hand over: in
+        the collection (an href elsewhere is dropped, as ``_confine_hrefs`` drops it),
+        answered 200 with their calendar data, each once. The others (an error status,
+        no data given) are read by name, as what a query leaves out is."""
+        inside = _collection_path(calendar) + "/"
+        found: list[Found] = []
+        for element in ended:
+            given = (element.findtext(f"{DAV}href") or "").strip()
+            if _path_on(given, calendar, self._origin_key) is None:
+                continue
+            for member in _members(element):
+                href = member.href
+                if member.status != 200 or href in seen or not href.startswith(inside):
+                    continue
+                if "/" in href[len(inside) :] or _not_a_member(href, calendar):
+                    continue  # deeper than the collection's members, or itself
+                data = member.props.get(f"{CALDAV}calendar-data")
+                text = data.text if data is not None else None
+                if text:
+                    seen.add(href)
+                    found.append(Found(href, _text_of(member.props.get(f"{DAV}getetag")), text))
+        return found
+
     def _read_part(self, calendar: str, hrefs: Sequence[str], zone: str | None) -> list[RemoteRef]:
         """The events at ``hrefs``, read with one multiget and parsed (a part of
         ``list_changes_in_parts``)."""
@@ -966,34 +1117,42 @@ class CalDAVProvider(Discovery):
     def _read_members(self, members: list[_Member], zone: str | None) -> list[RemoteRef]:
         """The events of ``members``, parsed in ``parse_pool``'s processes when many;
         those with a status other than 200 are skipped (see ``_read_answer``)."""
-        refs: list[RemoteRef | None] = []
-        texts: list[str] = []
-        readable: list[tuple[int, str, str, str]] = []  # (index in refs, href, etag, text)
+        refs: list[RemoteRef] = []
+        found: list[Found] = []
         for member in members:
             if member.status != 200:
                 continue  # 404: gone since it was listed
             element = member.props.get(f"{CALDAV}calendar-data")
             text = element.text if element is not None else None
-            etag = _version(_text_of(member.props.get(f"{DAV}getetag")), text)
-            if not text:
-                withheld = member.withheld.get(f"{CALDAV}calendar-data")
-                if withheld is not None and withheld != 200:
-                    # The resource is there; its data was not given now (403, 507 ...).
-                    refs.append(RemoteRef(member.href, "", retry=True, error=(
-                        f"the server answered {withheld or 'an unknown status'} for this "
-                        "event's calendar data"
-                    )))  # fmt: skip
-                else:
-                    refs.append(
-                        RemoteRef(member.href, etag, error="the server sent no calendar data")
-                    )
+            if text:
+                etag = _text_of(member.props.get(f"{DAV}getetag"))
+                found.append(Found(member.href, etag, text))
                 continue
-            if len(text) > MAX_EVENT_BYTES:
-                refs.append(RemoteRef(member.href, etag, error="the event is larger than 1 MiB"))
+            withheld = member.withheld.get(f"{CALDAV}calendar-data")
+            if withheld is not None and withheld != 200:
+                # The resource is there; its data was not given now (403, 507 ...).
+                refs.append(RemoteRef(member.href, "", retry=True, error=(
+                    f"the server answered {withheld or 'an unknown status'} for this "
+                    "event's calendar data"
+                )))  # fmt: skip
+            else:
+                etag = _version(_text_of(member.props.get(f"{DAV}getetag")), text)
+                refs.append(RemoteRef(member.href, etag, error="the server sent no calendar data"))
+        return refs + self._read_found(zone, found)
+
+    def _read_found(self, zone: str | None, found: Sequence[Found]) -> list[RemoteRef]:
+        """The events of resources whose contents came (a multiget's or a streamed
+        query's), parsed in ``parse_pool``'s processes when many."""
+        refs: list[RemoteRef] = []
+        texts: list[str] = []
+        readable: list[tuple[str, str, str]] = []  # (href, etag, text)
+        for resource in found:
+            etag = _version(resource.etag, resource.text)
+            if len(resource.text) > MAX_EVENT_BYTES:
+                refs.append(RemoteRef(resource.href, etag, error="the event is larger than 1 MiB"))
                 continue
-            readable.append((len(refs), member.href, etag, text))
-            texts.append(text)
-            refs.append(None)
+            readable.append((resource.href, etag, resource.text))
+            texts.append(resource.text)
         # Whose meetings these are is decided where they are parsed, before their
         # digests and CRM fields are computed there; asked of the server (discovery)
         # only when an event names an organizer.
@@ -1001,11 +1160,13 @@ class CalDAVProvider(Discovery):
         # expression for every spelling cost 20 ms at 5,000 events. One missed is
         # decided by _ref, as before, only without what the pool computed.)
         own = self._account_addresses() if any("ORGANIZER" in t for t in texts) else frozenset()
-        for (index, href, etag, text), parsed in zip(
+        for (href, etag, text), parsed in zip(
             readable, parse_pool.parse(texts, zone, own), strict=True
         ):
-            refs[index] = self._ref(href, etag, text, parsed)
-        return [ref for ref in refs if ref is not None]
+            ref = self._ref(href, etag, text, parsed)
+            if ref is not None:
+                refs.append(ref)
+        return refs
 
     def _ref(self, href: str, etag: str, text: str, parsed: parse_pool.Parsed) -> RemoteRef | None:
         if parsed.error is not None:
@@ -1354,6 +1515,28 @@ class CalDAVProvider(Discovery):
         return _weak_tag_refused(etag, found[0]) or PreconditionFailed(
             f"the event {href} changed since {etag}"
         )
+
+
+@dataclasses.dataclass
+class _Streaming:
+    """How a first import's streamed query went: read to its end or not."""
+
+    complete: bool = False
+
+
+def _streamable(answer: guarded_http.Streamed) -> bool:
+    """Whether an answer to the streamed query is a multistatus to read as it comes: in
+    XML, and in UTF-8 (one in another charset, ``_in_utf8``, is read by name instead)."""
+    content_type = answer.headers.get("content-type", "").lower()
+    if answer.status != 207 or "xml" not in content_type:
+        return False
+    declared = _CHARSET.search(content_type)
+    if declared is None:
+        return True
+    try:
+        return codecs.lookup(declared.group(1)).name in ("utf-8", "ascii")
+    except LookupError:
+        return False
 
 
 class _Dropped(Unreachable):

@@ -8,6 +8,7 @@ holds for what it becomes, not only for what was sent.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 
 # What crmcal asks servers for in ``Accept-Encoding``: the codings decoded here.
 ACCEPTED = "gzip, deflate"
@@ -38,3 +39,35 @@ def decoded(raw: bytes, coding: str | None, cap: int) -> bytes:
     if len(out) > cap or decoder.unconsumed_tail:
         raise DecodedTooLarge(f"the answer is larger than {cap:,} bytes once decoded")
     return out
+
+
+class Decoder:
+    """An answer's content coding undone piece by piece as its bytes arrive (an answer
+    read as a stream): each piece it gives is at most ``most`` bytes, however much a
+    few bytes of gzip inflate to, so whoever reads it bounds what it holds."""
+
+    def __init__(self, coding: str | None, most: int = 256 * 1024) -> None:
+        coding = (coding or "identity").strip().lower()
+        if coding not in ("", "identity", "gzip", "deflate", "x-gzip"):
+            raise CodingRefused(f"unsupported content encoding {coding[:40]!r}")
+        self._coding = coding
+        self._most = most
+        self._decoder = None
+        if coding not in ("", "identity"):
+            wbits = 16 + zlib.MAX_WBITS if "gzip" in coding else zlib.MAX_WBITS
+            self._decoder = zlib.decompressobj(wbits)
+
+    def pieces(self, raw: bytes) -> Iterator[bytes]:
+        """What ``raw`` (the next bytes of the answer) decodes to, in pieces."""
+        if self._decoder is None:
+            for start in range(0, len(raw), self._most):
+                yield raw[start : start + self._most]
+            return
+        try:
+            while raw:
+                out = self._decoder.decompress(raw, self._most)
+                raw = self._decoder.unconsumed_tail
+                if out:
+                    yield out
+        except zlib.error as error:
+            raise CodingRefused(f"the {self._coding} body is corrupt: {error}") from None

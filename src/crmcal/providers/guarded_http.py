@@ -18,7 +18,9 @@ request to such a server goes through one transport that:
   that sends 150 MiB or drips a byte at a time costs a bounded amount of memory
   and time; the deadline holds from the request's first byte, on every read and
   write of its connection, so a server that drips its status line and headers
-  (which the HTTP client reads before handing the answer over) meets it too.
+  (which the HTTP client reads before handing the answer over) meets it too;
+- or (``stream``) hands an answer over piece by piece as it arrives, under the same
+  deadline, each piece bounded once decoded, for a caller that bounds what it keeps.
 
 ``allow_private=True`` (``CRMCAL_ALLOW_PRIVATE_NETWORKS``) turns the address
 check off, for a calendar server on the operator's own network. ``resolve`` and
@@ -28,13 +30,14 @@ check off, for a calendar server on the operator's own network. ``resolve`` and
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import ssl
 import threading
 import time
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -252,6 +255,19 @@ class Answer:
     body: bytes
 
 
+# The most bytes of an answer read as a stream handed over at once, decoded.
+PIECE = 64 * 1024
+
+
+@dataclass
+class Streamed:
+    """An answer being read: its status and headers, and its body's pieces as they come."""
+
+    status: int
+    headers: httpx.Headers
+    pieces: Iterator[bytes]
+
+
 class GuardedClient:
     """A synchronous HTTP client for one user-named server (run it in worker threads)."""
 
@@ -285,25 +301,62 @@ class GuardedClient:
         started = time.monotonic()
         content = body.encode() if isinstance(body, str) else body
         sent = {"Accept-Encoding": codings_for(parsed.host), **headers}
+        with (
+            self._held_to_deadline(started),
+            self._client.stream(method, parsed, content=content, headers=sent) as r,
+        ):
+            chunks: list[bytes] = []
+            size = 0
+            declared = r.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                raise AnswerTooLarge(self._too_large())
+            for chunk in r.iter_raw():
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise AnswerTooLarge(self._too_large())
+                self._in_time(started)
+                chunks.append(chunk)
+            raw = b"".join(chunks)
+            return Answer(r.status_code, r.headers, _decoded(raw, r.headers, self.max_bytes))
+
+    @contextlib.contextmanager
+    def stream(
+        self, method: str, url: str, body: bytes | str = b"", headers: Mapping[str, str] = {}
+    ) -> Iterator[Streamed]:
+        """One request whose answer is read as it arrives (``Streamed.pieces``), in this
+        thread, within the same total deadline as ``request``'s but under no cap on the
+        whole answer: each piece is at most ``PIECE`` bytes decoded, and the caller bounds
+        what it keeps of them. Raises as ``request`` does, also while it is read."""
+        parsed = parse_url(url)
+        started = time.monotonic()
+        content = body.encode() if isinstance(body, str) else body
+        sent = {"Accept-Encoding": codings_for(parsed.host), **headers}
+        with (
+            self._held_to_deadline(started),
+            self._client.stream(method, parsed, content=content, headers=sent) as r,
+        ):
+            yield Streamed(r.status_code, r.headers, self._pieces(r, started))
+
+    def _pieces(self, answer: httpx.Response, started: float) -> Iterator[bytes]:
+        try:
+            decoder = content_coding.Decoder(answer.headers.get("content-encoding"), PIECE)
+            for chunk in answer.iter_raw():
+                self._in_time(started)
+                yield from decoder.pieces(chunk)
+        except content_coding.CodingRefused as refused:
+            raise httpx.DecodingError(str(refused)) from None
+
+    def _in_time(self, started: float) -> None:
+        if time.monotonic() - started > self.deadline:
+            raise DeadlineExceeded(f"the server took longer than {self.deadline:g} s to answer")
+
+    @contextlib.contextmanager
+    def _held_to_deadline(self, started: float) -> Iterator[None]:
+        """The request begun at ``started`` held to the deadline in this thread, and its
+        failures told as ``request`` tells them."""
         _deadline.until = started + self.deadline
         try:
-            with self._client.stream(method, parsed, content=content, headers=sent) as r:
-                chunks: list[bytes] = []
-                size = 0
-                declared = r.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > self.max_bytes:
-                    raise AnswerTooLarge(self._too_large())
-                for chunk in r.iter_raw():
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise AnswerTooLarge(self._too_large())
-                    if time.monotonic() - started > self.deadline:
-                        raise DeadlineExceeded(
-                            f"the server took longer than {self.deadline:g} s to answer"
-                        )
-                    chunks.append(chunk)
-                raw = b"".join(chunks)
-                return Answer(r.status_code, r.headers, _decoded(raw, r.headers, self.max_bytes))
+            yield
         except httpx.TimeoutException:
             if time.monotonic() - started >= self.deadline:
                 raise DeadlineExceeded(
@@ -386,6 +439,7 @@ __all__ = [
     "AnswerTooLarge",
     "DeadlineExceeded",
     "GuardedClient",
+    "Streamed",
     "check_address",
     "checked_addresses",
     "codings_for",
