@@ -120,6 +120,13 @@ def test_skipped_items_and_a_failed_sync_say_what_to_do(
     assert "New password (if it changed)" in page
     assert "bad.ics: not a calendar event" in page
     assert "the next sync tries it again" in page
+    assert "for lack of room" not in page  # nothing was left out: no count
+    # syncs found more than the connection keeps: the page says how many more
+    edit_connection(db_url, conn["id"], left_out={"problems": 1200, "refusals": 34})
+    more = "Items the last sync had to skip (2) · More not kept, for lack of room: 1,234"
+    assert more in browser.get(PAGE).text
+    german = browser.get(PAGE, headers={"Accept-Language": "de"}).text
+    assert "(2) · Weitere, aus Platzmangel nicht aufbewahrt: 1.234" in german
     fixed = browser.post(f"{PAGE}/{conn['id']}/reconnect",
                          data={"csrf_token": token, "password": radicale.password})  # fmt: skip
     assert fixed.status_code == 200

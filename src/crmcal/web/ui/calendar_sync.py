@@ -78,6 +78,13 @@ async def _calendars(request: Request, conn: Connection) -> tuple[list[CalendarI
         return [], str(exc)
 
 
+def _left_out(conn: Connection | None) -> int:
+    """How many problems and refusals syncs found beyond what the connection keeps: the
+    list shown is not all there is when this is not 0."""
+    counts = (conn.left_out if conn is not None else None) or {}
+    return int(counts.get("problems", 0)) + int(counts.get("refusals", 0))
+
+
 async def _page(request: Request, current: Page, **extra: Any) -> Response:
     status = extra.pop("status", 200)
     extra.setdefault("add", request.query_params.get("add", ""))
@@ -98,6 +105,7 @@ async def _page(request: Request, current: Page, **extra: Any) -> Response:
     return render(
         request, "calendar_sync.html", current, status=status,
         conn=active, out=connections.to_out(active) if active else None,
+        left_out=_left_out(active),
         previous=[connections.to_out(c) for c in previous],
         calendars=calendars, calendars_error=calendars_error, types=types,
         sync_types=SYNC_TYPES, private_events=PRIVATE_EVENTS, visibility=VISIBILITY,
