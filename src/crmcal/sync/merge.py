@@ -82,11 +82,35 @@ def digests_beside(event: CalendarEvent, known: CalendarEvent) -> Digests:
     return out
 
 
+# The digests of a field of one attribute by its value, for the values a calendar
+# repeats in nearly every event (a flag, no reminder, a reminder's usual minutes):
+# looked up, not hashed again. Bounded: an int may be anything.
+_ONE_VALUE: dict[tuple[type, object], str] = {}
+_ONE_VALUE_MAX = 512
+
+
+def _one_value(value: object) -> str:
+    if value is not None and type(value) not in (bool, int):
+        return _digest([_canonical(value)])
+    key = (type(value), value)
+    found = _ONE_VALUE.get(key)
+    if found is None:
+        found = _digest([value])
+        if len(_ONE_VALUE) < _ONE_VALUE_MAX:
+            _ONE_VALUE[key] = found
+    return found
+
+
 def _digests(event: CalendarEvent) -> Digests:
     out: Digests = {}
     for name, attributes in FIELDS.items():
-        out[name] = _digest([_canonical(getattr(event, attribute)) for attribute in attributes])
-    out[NOTE] = _digest([info_block.without_block(event.description)])
+        if len(attributes) == 1:
+            out[name] = _one_value(getattr(event, attributes[0]))
+        else:
+            out[name] = _digest([_canonical(getattr(event, a)) for a in attributes])
+    note = info_block.without_block(event.description)
+    # Mostly the description itself (no block in it): its digest is the note's.
+    out[NOTE] = out["description"] if note is event.description else _digest([note])
     return out
 
 

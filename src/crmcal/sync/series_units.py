@@ -97,9 +97,13 @@ def _anywhere(moment: Moment) -> bool:
 
 def _digests_of(event: CalendarEvent, within: Callable[[Moment], bool]) -> Digests:
     rule = event.recurrence
-    bare = replace(
-        event, overrides=(), recurrence=replace(rule, exdates=()) if rule is not None else None
-    )
+    bare = event
+    if event.overrides or (rule is not None and rule.exdates):
+        # Only where there is something to strip: copying an event costs a series more
+        # than its digests (a first import's hundreds of series have none of either).
+        bare = replace(
+            event, overrides=(), recurrence=replace(rule, exdates=()) if rule is not None else None
+        )
     master = field_digests(bare)
     master.pop("overrides", None)
     occurrences = {moment_key(m): LEFT_OUT for m in event.cancelled_moments()}
