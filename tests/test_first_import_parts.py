@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -18,6 +19,7 @@ from crmcal.db import Database
 from crmcal.model import Attendee, CalendarEvent, Recurrence
 from crmcal.providers.base import Unreachable
 from crmcal.sync import engine as engine_module
+from crmcal.sync import imports as imports_module
 from crmcal.sync.tables import Link
 from tests.engine_world import World, at, event
 from tests.memory_provider import MemoryCalendar, PartsProvider
@@ -51,6 +53,7 @@ async def test_the_first_batch_is_in_the_crm_before_the_last_part_is_handed_over
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(engine_module, "IMPORT_BATCH", 3)
+    monkeypatch.setattr(engine_module, "IMPORT_BATCH_MAX", 3)
     for n in range(7):
         world.calendar.put(f"e{n}", event(f"Call {n}", start=n))
     provider = parts_of(world)
@@ -69,6 +72,31 @@ async def test_the_first_batch_is_in_the_crm_before_the_last_part_is_handed_over
     assert (await world.sync()).counts() == dict.fromkeys(
         ("created", "updated", "deleted", "conflicts", "skipped"), 0
     )
+
+
+async def test_a_run_s_batches_grow_from_the_first_to_the_largest(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first batch is written early (small), each next one twice the last up to
+    the largest: a batch costs some statements and a commit whatever its size."""
+    monkeypatch.setattr(engine_module, "IMPORT_BATCH", 2)
+    monkeypatch.setattr(engine_module, "IMPORT_BATCH_MAX", 8)
+    for n in range(25):
+        world.calendar.put(f"e{n}", event(f"Call {n}", start=n))
+    parts_of(world).part_size = 5
+    sizes: list[int] = []
+    create = imports_module.Imports._create
+
+    async def counted(self: imports_module.Imports, prepared: list[Any]) -> list[Any]:
+        sizes.append(len(prepared))
+        return await create(self, prepared)
+
+    monkeypatch.setattr(imports_module.Imports, "_create", counted)
+    report = await world.sync()
+    assert report.created == 25
+    # Written as each batch fills: 2, then 4, then 8 and 8 again; the rest at the end.
+    assert sizes == [2, 4, 8, 8, 3]
+    assert await live_count(world) == 25
 
 
 async def test_the_crm_side_is_read_while_the_provider_lists(
