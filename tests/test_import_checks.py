@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from dateutil.rrule import rrule, rrulestr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
-from crmcal.crm import activities, times
+from crmcal.crm import activities, schemas, times
 from crmcal.crm.recurrence import Rule
 from crmcal.crm.schemas import ActivityCreate, create_values
 from crmcal.model import CalendarEvent
@@ -395,3 +395,31 @@ def test_an_address_is_read_once_and_as_before() -> None:
     with pytest.raises(ValueError, match="is not an e-mail address"):
         schemas.normalise_email(long)
     assert schemas._remembered_email.cache_info().currsize == 1
+
+
+def test_the_checks_without_the_model_are_read_from_the_model() -> None:
+    """The bounds ``create_values`` checks are the model's own (one place to change)."""
+    assert schemas._TEXTS == {
+        "subject": (1, 255), "start": (1, 40), "end": (1, 40), "timezone": (1, 64),
+        "location": (0, 500), "note": (0, 65536), "recurrence": (1, 1000),
+    }  # fmt: skip
+    assert {"all_day", "done", "busy", "notify_participants"} == schemas._BOOLEANS
+    assert schemas._NUMBERS == {
+        "owner_id": (1, schemas.MAX_ID), "deal_id": (1, schemas.MAX_ID),
+        "person_id": (1, schemas.MAX_ID), "organization_id": (1, schemas.MAX_ID),
+        "reminder_minutes": (0, 40320),
+    }  # fmt: skip
+
+    class Other(BaseModel):
+        title: Annotated[str, schemas.Text(80, 2)]
+        place: Annotated[str, schemas.Text(10)] | None = None
+        kind: Annotated[str, StringConstraints(max_length=5, pattern="^[a-z]+$")]
+        flag: bool | None = None
+        count: Annotated[int, Field(ge=3, le=9)] | None = None
+        minutes: int | None = Field(default=None, ge=0, le=60)
+        names: list[str] | None = None
+
+    texts, flags, numbers = schemas._plain_checks(Other)
+    assert texts == {"title": (2, 80), "place": (0, 10)}  # a pattern's text is checked apart
+    assert flags == {"flag"}
+    assert numbers == {"count": (3, 9), "minutes": (0, 60)}

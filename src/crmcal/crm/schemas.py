@@ -10,9 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
-from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
+from types import UnionType
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union, cast, get_args, get_origin
 
 from annotated_types import GroupedMetadata
 from pydantic import (
@@ -25,6 +26,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
@@ -512,18 +514,62 @@ class ActivityCreate(ActivityFields):
 
 
 # --- an ActivityCreate's values without the model ----------------------------------
-# What ``create_values`` checks of each field, as ``ActivityCreate`` does: a text's
-# bounds (None: optional), a whole number's bounds, and the choices of a literal.
-_TEXTS: dict[str, tuple[int, int, bool]] = {
-    "subject": (1, 255, False), "start": (1, 40, False), "end": (1, 40, True),
-    "timezone": (1, 64, True), "location": (0, 500, True), "note": (0, 65536, True),
-    "recurrence": (1, 1000, True),
-}  # fmt: skip
-_BOOLEANS = frozenset({"all_day", "done", "busy", "notify_participants"})
-_NUMBERS: dict[str, tuple[int, int]] = {
-    "owner_id": (1, MAX_ID), "deal_id": (1, MAX_ID), "person_id": (1, MAX_ID),
-    "organization_id": (1, MAX_ID), "reminder_minutes": (0, 40320),
-}  # fmt: skip
+# What ``create_values`` checks of each field, as ``ActivityCreate`` does, read from the
+# model's own annotations (``_bounds``), so that the two cannot drift apart: a text's
+# bounds, a whole number's bounds, the flags, and the choices of a literal.
+
+
+def _unpacked(metadata: Iterable[object]) -> Iterator[object]:
+    """Constraints as pydantic applies them: groups (``Text``, ``StringConstraints``)
+    and a ``Field`` inside ``Annotated`` each give their parts."""
+    for item in metadata:
+        if isinstance(item, FieldInfo):
+            yield from _unpacked(item.metadata)
+        elif isinstance(item, GroupedMetadata):
+            yield from _unpacked(item)
+        else:
+            yield item
+
+
+def _bounds(annotation: object, metadata: Iterable[object]) -> tuple[type, dict[str, Any]]:
+    """A field's own type (``X`` of ``X | None`` and of ``Annotated[X, ...]``) and its
+    constraints by name (``min_length``, ``max_length``, ``ge``, ``le``, ``pattern``)."""
+    found: list[object] = list(metadata)
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        annotation = args[0]
+    if get_origin(annotation) is Annotated:
+        annotation, *more = get_args(annotation)
+        found += more
+    limits: dict[str, Any] = {}
+    for item in _unpacked(found):
+        for name in ("min_length", "max_length", "ge", "le", "pattern"):
+            if getattr(item, name, None) is not None:
+                limits[name] = getattr(item, name)
+    return cast("type", annotation), limits
+
+
+PlainChecks = tuple[dict[str, tuple[int, int]], frozenset[str], dict[str, tuple[int, int]]]
+
+
+def _plain_checks(model: type[BaseModel]) -> PlainChecks:
+    """``model``'s texts without a pattern (their bounds), flags, and whole numbers (their
+    bounds); every other field (a pattern's, a literal's, a list's) is checked apart."""
+    texts: dict[str, tuple[int, int]] = {}
+    flags: set[str] = set()
+    numbers: dict[str, tuple[int, int]] = {}
+    for name, info in model.model_fields.items():
+        kind, limits = _bounds(info.annotation, info.metadata)
+        if kind is str and "pattern" not in limits:
+            texts[name] = (limits.get("min_length", 0), limits["max_length"])
+        elif kind is bool:
+            flags.add(name)
+        elif kind is int:
+            numbers[name] = (limits["ge"], limits["le"])
+    return texts, frozenset(flags), numbers
+
+
+_TEXTS, _BOOLEANS, _NUMBERS = _plain_checks(ActivityCreate)
 _VISIBILITIES = frozenset(get_args(Visibility))
 _STATUSES = frozenset(get_args(ParticipantStatus))
 _KEY_FULL = re.compile(_KEY_RE[1:-1])
@@ -577,7 +623,7 @@ def _fits(name: str, value: Any) -> bool:
     if value is None:
         return name not in ("type", "subject", "start")
     if name in _TEXTS:
-        low, high, _ = _TEXTS[name]
+        low, high = _TEXTS[name]
         return _is_text(value, low, high)
     if name in _BOOLEANS:
         return type(value) is bool
