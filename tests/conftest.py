@@ -92,6 +92,8 @@ LONGEST = (
     "tests/test_queue_scale.py::",
     "tests/test_schemathesis.py::",
     "tests/test_crash_recovery.py::test_killing_the_server",
+    "tests/test_sync_caldav_api.py::test_killing_the_sync",
+    "tests/providers/test_refused_writes.py::test_more_refused_new_events",
     "tests/test_series_meanwhile.py::test_series_edits_while",
     "tests/test_engine_stateful.py::TestSyncMachine",
     "tests/test_engine_stateful.py::TestSeriesMachine",
@@ -196,8 +198,19 @@ def pg_schema() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "crmcal.db"
+def sqlite_dir(server_root: Path) -> Path:
+    """Where the tests' SQLite databases are: in memory when possible, beside the CalDAV
+    servers' data (tests/caldav_servers.py, ``server_root``). The file syncs SQLite asks
+    for (a WAL checkpoint as a test's last connection closes, the first switch to WAL)
+    cost nothing there; on disk they were half of an API test's set-up."""
+    path = server_root / "sqlite"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(sqlite_dir: Path) -> Path:
+    path = sqlite_dir / "template.db"
     migrations.upgrade(f"sqlite:///{path}")
     return path
 
@@ -289,15 +302,20 @@ def _empty(conn: psycopg.Connection[Any], schema: str) -> None:
 
 
 @pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The URL of an empty, migrated database on each backend."""
     if request.param == "sqlite":
-        path = tmp_path / "crmcal.db"
+        path = request.getfixturevalue("sqlite_dir") / f"{uuid.uuid4().hex}.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
-        return f"sqlite:///{path}"
+        try:
+            yield f"sqlite:///{path}"
+        finally:  # in memory: gone with the test
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
+        return
     schema = request.getfixturevalue("pg_schema")
     _reset_postgres(schema)
-    return pg_url(schema)
+    yield pg_url(schema)
 
 
 def run(coro: Any) -> Any:

@@ -40,7 +40,9 @@ class WorldMachine(RuleBasedStateMachine):
     def __init__(self, template: Path, database: type[Database] = Database) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.tmp = Path(tempfile.mkdtemp())
+        # Beside the template: in memory where the tests keep their SQLite databases
+        # (tests/conftest.py, ``sqlite_dir``), so that a commit's file syncs cost nothing.
+        self.tmp = Path(tempfile.mkdtemp(dir=template.parent))
         shutil.copy(template, self.tmp / "db.sqlite")
         self.db = database(f"sqlite:///{self.tmp / 'db.sqlite'}")
         self.world = self.run(World(self.db, MemoryCalendar()).setup())

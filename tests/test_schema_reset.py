@@ -1,18 +1,19 @@
-"""The PostgreSQL schema each test starts on is emptied between tests (tests/conftest.py,
-``_reset_postgres``): every row a test left goes, the ids start again at 1, the built-in
-activity types are as migrated, and the connection kept for the emptying is made anew
-when the server has ended it."""
+"""The databases each test starts on (tests/conftest.py, ``db_url``). The PostgreSQL
+schema is emptied between tests (``_reset_postgres``): every row a test left goes, the
+ids start again at 1, the built-in activity types are as migrated, and the connection
+kept for the emptying is made anew when the server has ended it. A SQLite database is a
+copy of the migrated one, in memory where the machine has a tmpfs, gone after its test."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.conftest import _RESETTING, PG_SERVER, _reset_postgres, make_user, pg_url
-
-pytestmark = pytest.mark.postgres
+from tests.conftest import _RESETTING, PG_SERVER, _reset_postgres, make_user, pg_url, sqlite_only
 
 
 def _rows(schema: str, statement: str) -> list[tuple[Any, ...]]:
@@ -35,6 +36,7 @@ def _leave_traces(schema: str) -> None:
 TYPES = "SELECT key, name, active, builtin FROM activity_types ORDER BY key"
 
 
+@pytest.mark.postgres
 def test_what_a_test_left_is_gone_and_ids_start_again(pg_schema: str) -> None:
     _reset_postgres(pg_schema)
     migrated = _rows(pg_schema, TYPES)
@@ -50,6 +52,7 @@ def test_what_a_test_left_is_gone_and_ids_start_again(pg_schema: str) -> None:
     assert _rows(pg_schema, "SELECT last_value, is_called FROM users_id_seq") == [(1, False)]
 
 
+@pytest.mark.postgres
 def test_the_kept_connection_ended_by_the_server_is_made_anew(pg_schema: str) -> None:
     _reset_postgres(pg_schema)
     kept = _RESETTING[pg_schema]
@@ -58,3 +61,17 @@ def test_the_kept_connection_ended_by_the_server_is_made_anew(pg_schema: str) ->
     _reset_postgres(pg_schema)
     assert _RESETTING[pg_schema] is not kept
     assert _rows(pg_schema, "SELECT count(*) FROM users") == [(0,)]
+
+
+SHM = Path("/dev/shm")  # noqa: S108  # only read: is there a tmpfs
+
+
+@sqlite_only
+def test_a_sqlite_database_is_a_migrated_copy_in_memory(
+    db_url: str, sqlite_template: Path, sqlite_dir: Path
+) -> None:
+    path = Path(db_url.removeprefix("sqlite:///"))
+    assert path.parent == sqlite_dir
+    assert path.read_bytes() == sqlite_template.read_bytes()
+    if SHM.is_dir() and os.access(SHM, os.W_OK):
+        assert path.is_relative_to(SHM)

@@ -80,11 +80,15 @@ REASON = {"radicale": "valid-calendar-data", "google": "forbiddenForNonOrganizer
 
 
 @pytest.fixture
-def db_url(tmp_path: Path, sqlite_template: Path) -> str:
+def db_url(sqlite_dir: Path, sqlite_template: Path) -> Iterator[str]:
     """One backend is enough here: what is tested is the talk with the calendar."""
-    path = tmp_path / "crmcal.db"
+    path = sqlite_dir / f"{uuid.uuid4().hex}.db"
     shutil.copy(sqlite_template, path)
-    return f"sqlite:///{path}"
+    try:
+        yield f"sqlite:///{path}"
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
 class Behind:
