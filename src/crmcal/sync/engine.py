@@ -527,6 +527,8 @@ class Engine:
         await self.links.load_of(Link.activity_id, unknown)
         for activity_id in crm_ids:
             by_activity.setdefault(activity_id, Pair(link=self.links.of_activity(activity_id)))
+        if not by_activity:
+            return  # nothing paired (a first import's part of new events): nothing to read
         loaded = await session.scalars(select(Activity).where(Activity.id.in_(list(by_activity))))
         for activity in loaded:
             by_activity[activity.id].activity = activity
