@@ -5,6 +5,7 @@ name, each event once."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -281,4 +282,31 @@ async def test_a_compressed_answer_is_decoded_piece_by_piece_as_it_comes(
         await provider.close()
     assert dict(behaviour.reports) == {"calendar-query": 1}
     assert [len(part.changed) for part in parts] == [2, 3]
+    _every_event_once(parts, made)
+
+
+async def test_the_names_are_asked_for_once_the_answer_ended_not_once_the_caller_has_all(
+    caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The names (to find what the query left out) are read while the caller still
+    writes the parts it was handed, not after: the caller holds the first part here
+    until they were asked for."""
+    monkeypatch.setattr(caldav_provider, "PART_SIZE", 2)
+    monkeypatch.setattr(caldav_provider, "FIRST_PART_SIZE", 2)
+    made = await _made(caldav, 6)
+    names, asked = CalDAVProvider._names, threading.Event()
+
+    def naming(self: CalDAVProvider, calendar: str) -> Any:
+        asked.set()
+        return names(self, calendar)
+
+    monkeypatch.setattr(CalDAVProvider, "_names", naming)
+    parts: list[ChangeListing] = []
+    async for part in caldav.provider.list_changes_in_parts(
+        caldav.calendar_id, None, with_contents=True
+    ):
+        if not parts:
+            assert await asyncio.to_thread(asked.wait, 30)
+        parts.append(part)
+    assert len(parts) == 3
     _every_event_once(parts, made)

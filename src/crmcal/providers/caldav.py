@@ -567,19 +567,22 @@ class CalDAVProvider(Discovery):
             async for hrefs, refs in parts:
                 handed.update(hrefs)
                 yield ChangeListing(full=True, changed=refs, cursor=token)
-        rest = self._unstreamed_parts(calendar, token, zone, handed, read.complete)
+        rest = self._unstreamed_parts(calendar, token, zone, handed, read)
         async with contextlib.aclosing(rest) as parts:
             async for part in parts:
                 yield part
 
     async def _unstreamed_parts(
-        self, calendar: str, token: str, zone: str | None, handed: set[str], complete: bool
+        self, calendar: str, token: str, zone: str | None, handed: set[str], read: _Streaming
     ) -> AsyncGenerator[ChangeListing, None]:
         """A first import's parts that the streamed query did not hand over: the href
-        of every resource (read after the token, as ``_token_and_names`` says why), and
+        of every resource (read after the token, as ``_token_and_names`` says why; by
+        the reader, as soon as the answer ended), and
         the contents of those not handed over in ``calendar-multiget``s of ``PART_SIZE``
         (the first of ``FIRST_PART_SIZE`` when nothing came before), read ahead."""
-        names = await _in_pool(self._names, calendar)
+        if isinstance(read.names, ProviderError):
+            raise read.names
+        names, complete = read.names, read.complete
         if not names and not complete:
             # No member named for sure, and the stream stopped short: the whole query,
             # less what was handed over (its cursor the token read before everything).
@@ -995,7 +998,8 @@ class CalDAVProvider(Discovery):
         it arrives (``caldav_stream``), handed over in parts (the first of
         ``FIRST_PART_SIZE``, the others of ``PART_SIZE``; smaller when they would hold
         more than a ``PARTS_AHEAD + 1``-th of the answer cap). ``read.complete`` says
-        whether the answer was read to its end. A refusal, an answer cut off or
+        whether the answer was read to its end; ``read.names`` the names read after it
+        (``_names``), or the error that read met. A refusal, an answer cut off or
         malformed, one response over the cap, the deadline, or a caller that waits too
         long ends it where it is: what was not handed over is read otherwise."""
         try:
@@ -1011,6 +1015,13 @@ class CalDAVProvider(Discovery):
                 calendar,
                 guarded_http.reason(failure) if not isinstance(failure, etree.Error) else failure,
             )
+        # The names, asked for as soon as the answer has ended (the caller still has
+        # its last parts to write), not once the caller has written them: what the
+        # query left out is read sooner. Their own errors are the caller's to meet.
+        try:
+            read.names = self._names(calendar)
+        except ProviderError as failure:
+            read.names = failure
 
     def _stream_query(self, calendar: str, hand_over: Callable[[Sequence[Found]], bool]) -> bool:
         if self._problem is not None or _origin_key(calendar) != self._origin_key:
@@ -1522,6 +1533,8 @@ class _Streaming:
     """How a first import's streamed query went: read to its end or not."""
 
     complete: bool = False
+    # The names read once the answer ended: ``_names``'s answer, or the error it met.
+    names: list[str] | ProviderError | None = None
 
 
 def _streamable(answer: guarded_http.Streamed) -> bool:
