@@ -562,15 +562,18 @@ def test_a_first_import_cut_off_mid_way_keeps_its_parts_and_the_next_sync_brings
     for n, title in enumerate(titles):
         behind.add_event(title, hours=n)
     behind.connect()
-    # The first part's answer comes whole, the second's is cut off half-way through,
-    # and so is that read's second sending (a read a connection drops goes once more).
+    # The query of every event's contents is refused, so they are read by name in
+    # multigets: the first part's answer comes whole, the second's is cut off half-way
+    # through, and so is that read's second sending (a read a connection drops goes
+    # once more).
+    refused = behind.proxy.add("answer", method="REPORT", times=1, status=501)
     cut = behind.proxy.add("cut", method="REPORT", skip=1, times=2)
     failed = behind.sync()
-    assert cut.hits == 2
+    assert (refused.hits, cut.hits) == (1, 2)
     assert failed.status_code == 409, failed.text
     assert "cannot reach the CalDAV server" in failed.json()["detail"]
     reports = [r for r in behind.proxy.requests if r[0] == "REPORT"]
-    assert len(reports) == 3  # nothing asked for after the cut
+    assert len(reports) == 4  # nothing asked for after the cut
     # What the first part held is in the CRM, nothing of the cut one.
     first = behind.subjects()
     assert len(first) == 2, first
