@@ -153,6 +153,15 @@ def test_a_few_texts_and_a_pool_of_none_are_parsed_here(pool: None) -> None:
     assert parse_pool.parsed_in_workers() == before
 
 
+def test_the_pools_processes_yield_the_cpu_to_the_process_that_started_them(
+    pool: None,
+) -> None:
+    executor = parse_pool._POOL.get()
+    assert executor is not None
+    lowest = 19  # the least favourable niceness there is
+    assert executor.submit(os.nice, 0).result() == min(os.nice(0) + parse_pool.NICENESS, lowest)
+
+
 def test_the_setting() -> None:
     assert Settings.from_env({}).parse_workers is None
     assert Settings.from_env({"CRMCAL_PARSE_WORKERS": "0"}).parse_workers == 0
