@@ -119,6 +119,17 @@ def _answering(proxy: FaultProxy, body: str) -> None:
               content_type="application/xml; charset=utf-8")  # fmt: skip
 
 
+async def _imported_answering(caldav: CalDAVHarness, body: str) -> list[ChangeListing]:
+    """A first import through a proxy that answers its query with ``body``."""
+    split = urlsplit(caldav.calendar_id)
+    with fault_proxy(f"{split.scheme}://{split.netloc}") as (proxy, url):
+        _answering(proxy, body)
+        provider = caldav.provider_for(url + "/")
+        parts = await _import(provider, url + split.path)
+        await provider.close()
+    return parts
+
+
 async def test_an_answer_malformed_mid_way_keeps_what_came_before_it(
     caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -129,12 +140,7 @@ async def test_an_answer_malformed_mid_way_keeps_what_came_before_it(
             + _response(made[0], '"first"', texts[0]) + _response(made[1], '"second"', texts[1])
             + "<D:response><D:href>/broken</D:hre></D:response></D:multistatus>")  # fmt: skip
     asked = recorded_multigets(monkeypatch)
-    split = urlsplit(caldav.calendar_id)
-    with fault_proxy(f"{split.scheme}://{split.netloc}") as (proxy, url):
-        _answering(proxy, body)
-        provider = caldav.provider_for(url + "/")
-        parts = await _import(provider, url + split.path)
-        await provider.close()
+    parts = await _imported_answering(caldav, body)
     _every_event_once(parts, made)
     assert sorted(href for hrefs in asked for href in hrefs) == sorted(made[2:])
     streamed = {ref.id: ref.etag for ref in parts[0].changed + parts[1].changed}
@@ -159,12 +165,7 @@ async def test_members_without_data_elsewhere_or_in_error_are_read_by_name(
             + _response(made[0], '"again"', texts[0])  # a second answer for one href
             + "</D:multistatus>")  # fmt: skip  # made[5] left out without a word
     asked = recorded_multigets(monkeypatch)
-    split = urlsplit(caldav.calendar_id)
-    with fault_proxy(f"{split.scheme}://{split.netloc}") as (proxy, url):
-        _answering(proxy, body)
-        provider = caldav.provider_for(url + "/")
-        parts = await _import(provider, url + split.path)
-        await provider.close()
+    parts = await _imported_answering(caldav, body)
     _every_event_once(parts, made)
     assert sorted(href for hrefs in asked for href in hrefs) == sorted(made[1:])
     assert parts[0].changed[0].etag == '"kept"'

@@ -297,14 +297,7 @@ class GuardedClient:
     ) -> Answer:
         """One request, its answer read whole within the caps. Raises AddressRefused,
         AnswerTooLarge, DeadlineExceeded, or httpx.TransportError for the network."""
-        parsed = parse_url(url)
-        started = time.monotonic()
-        content = body.encode() if isinstance(body, str) else body
-        sent = {"Accept-Encoding": codings_for(parsed.host), **headers}
-        with (
-            self._held_to_deadline(started),
-            self._client.stream(method, parsed, content=content, headers=sent) as r,
-        ):
+        with self._sent(method, url, body, headers) as (r, started):
             chunks: list[bytes] = []
             size = 0
             declared = r.headers.get("content-length", "")
@@ -327,6 +320,15 @@ class GuardedClient:
         thread, within the same total deadline as ``request``'s but under no cap on the
         whole answer: each piece is at most ``PIECE`` bytes decoded, and the caller bounds
         what it keeps of them. Raises as ``request`` does, also while it is read."""
+        with self._sent(method, url, body, headers) as (r, started):
+            yield Streamed(r.status_code, r.headers, self._pieces(r, started))
+
+    @contextlib.contextmanager
+    def _sent(
+        self, method: str, url: str, body: bytes | str, headers: Mapping[str, str]
+    ) -> Iterator[tuple[httpx.Response, float]]:
+        """The request sent, its answer open to be read, and when it was started (the
+        total deadline runs from then)."""
         parsed = parse_url(url)
         started = time.monotonic()
         content = body.encode() if isinstance(body, str) else body
@@ -335,7 +337,7 @@ class GuardedClient:
             self._held_to_deadline(started),
             self._client.stream(method, parsed, content=content, headers=sent) as r,
         ):
-            yield Streamed(r.status_code, r.headers, self._pieces(r, started))
+            yield r, started
 
     def _pieces(self, answer: httpx.Response, started: float) -> Iterator[bytes]:
         try:
