@@ -22,16 +22,22 @@ class DecodedTooLarge(CodingRefused):
     """The decoded body is over the cap."""
 
 
+def _decompressor(coding: str) -> zlib._Decompress | None:
+    """What undoes ``coding`` (normalised): None for none; an unknown one is refused."""
+    if coding in ("", "identity"):
+        return None
+    if coding not in ("gzip", "deflate", "x-gzip"):
+        raise CodingRefused(f"unsupported content encoding {coding[:40]!r}")
+    return zlib.decompressobj(16 + zlib.MAX_WBITS if "gzip" in coding else zlib.MAX_WBITS)
+
+
 def decoded(raw: bytes, coding: str | None, cap: int) -> bytes:
     """``raw`` without its content ``coding`` (the header's value), at most ``cap``
     bytes once decoded."""
     coding = (coding or "identity").strip().lower()
-    if coding in ("", "identity"):
+    decoder = _decompressor(coding)
+    if decoder is None:
         return raw
-    if coding not in ("gzip", "deflate", "x-gzip"):
-        raise CodingRefused(f"unsupported content encoding {coding[:40]!r}")
-    wbits = 16 + zlib.MAX_WBITS if "gzip" in coding else zlib.MAX_WBITS
-    decoder = zlib.decompressobj(wbits)
     try:
         out = decoder.decompress(raw, cap + 1)
     except zlib.error as error:
@@ -47,15 +53,9 @@ class Decoder:
     few bytes of gzip inflate to, so whoever reads it bounds what it holds."""
 
     def __init__(self, coding: str | None, most: int = 256 * 1024) -> None:
-        coding = (coding or "identity").strip().lower()
-        if coding not in ("", "identity", "gzip", "deflate", "x-gzip"):
-            raise CodingRefused(f"unsupported content encoding {coding[:40]!r}")
-        self._coding = coding
+        self._coding = (coding or "identity").strip().lower()
         self._most = most
-        self._decoder = None
-        if coding not in ("", "identity"):
-            wbits = 16 + zlib.MAX_WBITS if "gzip" in coding else zlib.MAX_WBITS
-            self._decoder = zlib.decompressobj(wbits)
+        self._decoder = _decompressor(self._coding)
 
     def pieces(self, raw: bytes) -> Iterator[bytes]:
         """What ``raw`` (the next bytes of the answer) decodes to, in pieces."""
