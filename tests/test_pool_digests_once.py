@@ -14,7 +14,7 @@ import pytest
 
 from crmcal.model import Attendee, CalendarEvent, Recurrence, field_digests, moment_key
 from crmcal.providers.ical.read import parse_event
-from crmcal.sync import import_fields, info_block, merge, series_units
+from crmcal.sync import import_fields, info_block, links, merge, series_units
 from crmcal.sync.import_fields import Importer
 from crmcal.sync.links import field_hashes
 from crmcal.sync.options import SyncOptions
@@ -150,7 +150,7 @@ def _link_before(event: CalendarEvent) -> str:
 
 def test_a_new_event_s_link_digests_are_the_text_of_both_sides_digests() -> None:
     for event in _events():
-        assert import_fields._alike_json(event) == _link_before(event), event
+        assert links.alike_hashes_text(event) == _link_before(event), event
     for n in range(40):
         read = parse_event(realistic("link", n))
         assert read is not None

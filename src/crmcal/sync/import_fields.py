@@ -43,7 +43,7 @@ from crmcal.crm.errors import CrmError
 from crmcal.crm.schemas import ActivityCreate, create_values
 from crmcal.crm.tables import User, utcnow
 from crmcal.model import CalendarEvent, content_hash_beside, same_content
-from crmcal.sync import links, mapping, merge, series_mapping, series_units
+from crmcal.sync import links, mapping, series_mapping, series_units
 from crmcal.sync.links import field_hashes
 from crmcal.sync.options import SyncOptions
 
@@ -252,18 +252,11 @@ def _link_hashes(
     # Mostly the calendar's event itself: compared once, for its hash and digests.
     alike = same_content(crm, event)
     if alike:
-        return NewLinkHashes(named(participants), event.content_hash(), _alike_json(event))
+        return NewLinkHashes(
+            named(participants), event.content_hash(), links.alike_hashes_text(event)
+        )
     hashes = field_hashes(crm, event, alike=alike)
     return NewLinkHashes(named(participants), crm.content_hash(), json.dumps(hashes))
-
-
-def _alike_json(event: CalendarEvent) -> str:
-    """``json.dumps(field_hashes(crm, event, alike=True))``, the same text: both sides'
-    digests are the event's, encoded once for both (``field_hashes`` copies them, and
-    the encoder went over them twice)."""
-    digests = json.dumps(merge.digests(event))
-    addresses = json.dumps(links.addresses(event))
-    return f'{{"crm": {digests}, "calendar": {digests}, "attendees": {addresses}}}'
 
 
 def _new_series(

@@ -8,6 +8,7 @@ table.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -44,6 +45,16 @@ def field_hashes(
     if kept is not None:
         found["kept"] = kept
     return found
+
+
+def alike_hashes_text(event: CalendarEvent) -> str:
+    """``json.dumps(field_hashes(crm, event, alike=True))``, the same text, for a CRM
+    side found alike ``event``: both sides' digests are the event's, encoded once for
+    both (``field_hashes`` copies them, and the encoder went over them twice)."""
+    digests = json.dumps(merge.digests(event))
+    return (
+        f'{{"crm": {digests}, "calendar": {digests}, "attendees": {json.dumps(addresses(event))}}}'
+    )
 
 
 def addresses(event: CalendarEvent) -> list[str]:
