@@ -10,7 +10,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,6 +53,21 @@ def _every_event_once(parts: list[ChangeListing], made: Sequence[str]) -> None:
     assert len({part.cursor for part in parts}) == 1
 
 
+@contextlib.asynccontextmanager
+async def _through_proxy(
+    caldav: CalDAVHarness,
+) -> AsyncIterator[tuple[FaultProxy, CalDAVProvider, str]]:
+    """A provider reaching the harness's server through a fault proxy, and the
+    calendar's URL there; the provider closed after."""
+    split = urlsplit(caldav.calendar_id)
+    with fault_proxy(f"{split.scheme}://{split.netloc}") as (proxy, url):
+        provider = caldav.provider_for(url + "/")
+        try:
+            yield proxy, provider, url + split.path
+        finally:
+            await provider.close()
+
+
 async def test_the_contents_come_from_one_query_after_the_token_and_before_the_names(
     caldav: CalDAVHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -60,13 +75,10 @@ async def test_the_contents_come_from_one_query_after_the_token_and_before_the_n
     monkeypatch.setattr(caldav_provider, "FIRST_PART_SIZE", 2)
     made = await _made(caldav, 7)
     asked = recorded_multigets(monkeypatch)
-    split = urlsplit(caldav.calendar_id)
-    with fault_proxy(f"{split.scheme}://{split.netloc}") as (proxy, url):
-        provider = caldav.provider_for(url + "/")
-        token = (await provider.list_changes(url + split.path, None)).cursor
+    async with _through_proxy(caldav) as (proxy, provider, calendar):
+        token = (await provider.list_changes(calendar, None)).cursor
         proxy.requests.clear()
-        parts = await _import(provider, url + split.path)
-        await provider.close()
+        parts = await _import(provider, calendar)
     # The token (Depth 0) before any contents; the names (Depth 1) after them, to read
     # what the query left out (here nothing).
     assert [method for method, _ in proxy.requests] == ["PROPFIND", "REPORT", "PROPFIND"]
@@ -87,12 +99,9 @@ async def test_a_query_refused_or_cut_off_leaves_the_rest_to_multigets(
     monkeypatch.setattr(caldav_provider, "FIRST_PART_SIZE", 1)
     made = await _made(caldav, 9)
     asked = recorded_multigets(monkeypatch)
-    split = urlsplit(caldav.calendar_id)
-    with fault_proxy(f"{split.scheme}://{split.netloc}") as (proxy, url):
+    async with _through_proxy(caldav) as (proxy, provider, calendar):
         rule = proxy.add(action, method="REPORT", times=1, status=status)  # type: ignore[arg-type]
-        provider = caldav.provider_for(url + "/")
-        parts = await _import(provider, url + split.path)
-        await provider.close()
+        parts = await _import(provider, calendar)
     assert rule.hits == 1
     _every_event_once(parts, made)
     by_name = {href for hrefs in asked for href in hrefs}
@@ -121,13 +130,9 @@ def _answering(proxy: FaultProxy, body: str) -> None:
 
 async def _imported_answering(caldav: CalDAVHarness, body: str) -> list[ChangeListing]:
     """A first import through a proxy that answers its query with ``body``."""
-    split = urlsplit(caldav.calendar_id)
-    with fault_proxy(f"{split.scheme}://{split.netloc}") as (proxy, url):
+    async with _through_proxy(caldav) as (proxy, provider, calendar):
         _answering(proxy, body)
-        provider = caldav.provider_for(url + "/")
-        parts = await _import(provider, url + split.path)
-        await provider.close()
-    return parts
+        return await _import(provider, calendar)
 
 
 async def test_an_answer_malformed_mid_way_keeps_what_came_before_it(
